@@ -1,0 +1,28 @@
+namespace ShardStream.Topology;
+
+/// <summary>How peers are arranged in the shard trees.</summary>
+public enum TopologyKind
+{
+    /// <summary>K = 1: every node sends the whole stream to up to two children.</summary>
+    Binary,
+
+    /// <summary>K = 2: the seed's 1/2/1.5 tessellation; every node sends three half-streams.</summary>
+    Tessellated,
+
+    /// <summary>Any K: every peer forwards only its home shard (SplitStream-style stripe trees).</summary>
+    Striped,
+}
+
+/// <summary>
+/// Inputs of the planner. Budgets are counted in shard-streams (units of 1/K of the stream rate).
+/// </summary>
+/// <param name="ShardCount">K, the number of shards (1..16).</param>
+/// <param name="Topology">The placement policy.</param>
+/// <param name="SourceBudget">Shard-streams the coordinator may send at once.</param>
+/// <param name="Seed">Seed of the planner's only source of randomness.</param>
+public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int SourceBudget, int Seed = 0)
+{
+    /// <summary>The seed's budget: every node serves K + 1 shard-streams.</summary>
+    public static PlannerOptions Default(int shardCount, TopologyKind topology) =>
+        new(shardCount, topology, shardCount + 1);
+}
