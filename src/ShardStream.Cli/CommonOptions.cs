@@ -1,0 +1,85 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using ShardStream.Nodes;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Cli;
+
+/// <summary>Flags shared by the node commands, and the way every command reports errors.</summary>
+internal static class CommonOptions
+{
+    public static Option<bool> Verbose() => new("--verbose", "-v") { Description = "Log debug detail to stderr." };
+
+    public static Option<bool> Quiet() => new("--quiet", "-q") { Description = "Log only warnings and errors to stderr." };
+
+    public static Option<double> ReplayWindowSeconds() => new("--replay-seconds")
+    {
+        Description = "Replay window: seconds of recent stream each node keeps for peers that resume after losing a parent.",
+        DefaultValueFactory = _ => 30,
+    };
+
+    public static Option<int> ReplayWindowMiB() => new("--replay-mib")
+    {
+        Description = "Replay window: MiB of recent stream each node keeps at most.",
+        DefaultValueFactory = _ => 64,
+    };
+
+    public static Option<double> HeartbeatTimeout() => new("--heartbeat-timeout")
+    {
+        Description = "Seconds of silence after which a connection is considered dead (heartbeats go out at a fifth of it).",
+        DefaultValueFactory = _ => 5,
+    };
+
+    /// <summary>Logs to stderr only: stdout carries the stream.</summary>
+    public static ILoggerFactory CreateLoggerFactory(bool verbose, bool quiet) => LoggerFactory.Create(builder =>
+    {
+        builder.SetMinimumLevel(verbose ? LogLevel.Debug : quiet ? LogLevel.Warning : LogLevel.Information);
+        builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+            o.ColorBehavior = LoggerColorBehavior.Disabled;
+        });
+    });
+
+    public static T Apply<T>(T options, ParseResult parse, Option<double> replaySeconds, Option<int> replayMiB, Option<double> heartbeatTimeout)
+        where T : NodeOptions
+    {
+        double seconds = parse.GetValue(replaySeconds);
+        int mib = parse.GetValue(replayMiB);
+        double timeout = parse.GetValue(heartbeatTimeout);
+        if (seconds <= 0) throw new ArgumentException("--replay-seconds must be positive");
+        if (mib <= 0) throw new ArgumentException("--replay-mib must be positive");
+        if (timeout <= 0) throw new ArgumentException("--heartbeat-timeout must be positive");
+        return options with
+        {
+            ReplayWindowAge = TimeSpan.FromSeconds(seconds),
+            ReplayWindowBytes = mib * 1024L * 1024,
+            HeartbeatTimeout = TimeSpan.FromSeconds(timeout),
+            HeartbeatInterval = TimeSpan.FromSeconds(timeout / 5),
+        };
+    }
+
+    /// <summary>Runs a command body; any failure a user can cause becomes one line on stderr and exit code 1.</summary>
+    public static async Task<int> RunAsync(Func<CancellationToken, Task> body, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await body(cancellationToken).ConfigureAwait(false);
+            return 0;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return 130;
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or ConnectionFailedException or ProtocolException
+                                       or StreamInterruptedException or IOException or ShardStream.Topology.PlacementException)
+        {
+            Console.Error.WriteLine($"shardstream: error: {e.Message}");
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Topology;
+
+namespace ShardStream.Cli;
+
+/// <summary><c>shardstream coordinator</c>: streams stdin to the overlay.</summary>
+internal static class CoordinatorCommand
+{
+    public static Command Create()
+    {
+        var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept peers on (port 0 picks a free port; the bound address is logged).", Required = true };
+        var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K: 1 (binary tree, 2x upload) or 2 (the 1/2/1.5 tessellation, 1.5x upload).", DefaultValueFactory = _ => 1 };
+        var topology = new Option<string?>("--topology") { Description = "Placement policy: binary (K=1) or tessellated (K=2). Default: the seed's for K." };
+        topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
+        var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate (default (K+1)/K)." };
+        var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
+        var verbose = CommonOptions.Verbose();
+        var quiet = CommonOptions.Quiet();
+        var replaySeconds = CommonOptions.ReplayWindowSeconds();
+        var replayMiB = CommonOptions.ReplayWindowMiB();
+        var heartbeat = CommonOptions.HeartbeatTimeout();
+
+        var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
+        foreach (var o in new Option[] { listen, shards, topology, upload, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
+        {
+            using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
+            var options = CommonOptions.Apply(new CoordinatorOptions
+            {
+                ListenAddress = parse.GetValue(listen)!,
+                ShardCount = parse.GetValue(shards),
+                Topology = ParseTopology(parse.GetValue(topology)),
+                Upload = parse.GetValue(upload),
+                MinPeers = parse.GetValue(minPeers),
+            }, parse, replaySeconds, replayMiB, heartbeat);
+            await using var coordinator = new Coordinator(options, loggerFactory: loggers);
+            await coordinator.StartAsync(ct);
+            await using var stdin = Console.OpenStandardInput();
+            await coordinator.RunAsync(stdin, ct);
+            loggers.CreateLogger("coordinator").LogInformation("overlay at the end:\n{Tree}", coordinator.Snapshot().Render());
+        }, cancellationToken));
+        return command;
+    }
+
+    internal static TopologyKind? ParseTopology(string? name) => name switch
+    {
+        null => null,
+        "binary" => TopologyKind.Binary,
+        "tessellated" => TopologyKind.Tessellated,
+        "striped" => TopologyKind.Striped,
+        _ => throw new ArgumentException($"unknown topology '{name}': use binary, tessellated or striped"),
+    };
+}

@@ -1,0 +1,38 @@
+using System.CommandLine;
+using ShardStream.Nodes;
+
+namespace ShardStream.Cli;
+
+/// <summary><c>shardstream peer</c>: joins an overlay and writes the stream to stdout.</summary>
+internal static class PeerCommand
+{
+    public static Command Create()
+    {
+        var connect = new Option<string>("--connect", "-c") { Description = "HOST:PORT of any node of the overlay (the coordinator, or a peer, which redirects).", Required = true };
+        var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept children on (port 0 picks a free port).", DefaultValueFactory = _ => "127.0.0.1:0" };
+        var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate (default (K+1)/K; 0 = watch only, relay nothing)." };
+        var verbose = CommonOptions.Verbose();
+        var quiet = CommonOptions.Quiet();
+        var replaySeconds = CommonOptions.ReplayWindowSeconds();
+        var replayMiB = CommonOptions.ReplayWindowMiB();
+        var heartbeat = CommonOptions.HeartbeatTimeout();
+
+        var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
+        foreach (var o in new Option[] { connect, listen, upload, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
+        {
+            using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
+            var options = CommonOptions.Apply(new PeerOptions
+            {
+                JoinAddress = parse.GetValue(connect)!,
+                ListenAddress = parse.GetValue(listen)!,
+                Upload = parse.GetValue(upload),
+            }, parse, replaySeconds, replayMiB, heartbeat);
+            await using var peer = new Peer(options, loggerFactory: loggers);
+            await peer.StartAsync(ct);
+            await using var stdout = Console.OpenStandardOutput();
+            await peer.RunAsync(stdout, ct);
+        }, cancellationToken));
+        return command;
+    }
+}

@@ -1,0 +1,277 @@
+using System.Buffers;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Streaming;
+using ShardStream.Topology;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Owns the live stream: reads the source, cuts it into chunks as reads return (at most 64 KiB),
+/// deals them to K shards round-robin, serves its children within its budget, and places every
+/// joining peer with the planner (the tracker-like authoritative view of the overlay).
+/// </summary>
+public sealed class Coordinator : Node
+{
+    private readonly CoordinatorOptions _options;
+    private readonly object _gate = new();
+    private readonly Planner _planner;
+    private readonly Dictionary<int, PeerSession> _peers = [];
+    private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _nextSeq;
+    private long _nextOffset;
+    private bool _ended;
+
+    /// <summary>Creates a coordinator; <see cref="StartAsync"/> binds it.</summary>
+    public Coordinator(CoordinatorOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
+        : base(options, transport ?? TcpTransport.Instance, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("coordinator"), time ?? TimeProvider.System)
+    {
+        options.Validate();
+        _options = options;
+        _planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget));
+        Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
+        if (options.MinPeers == 0) _enoughPeers.TrySetResult();
+    }
+
+    private protected override int ShardCount => _options.ShardCount;
+
+    /// <summary>Stream bytes read from the source so far.</summary>
+    public long BytesStreamed => Interlocked.Read(ref _nextOffset);
+
+    /// <summary>Peers attached now.</summary>
+    public int AttachedPeers
+    {
+        get
+        {
+            lock (_gate) return _peers.Values.Count(p => p.Attached);
+        }
+    }
+
+    /// <summary>Binds the listener and starts accepting peers.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await ListenAsync(cancellationToken).ConfigureAwait(false);
+        Log.LogInformation("coordinator listening on {Address}, {K} shard(s), {Topology} topology, upload budget {Budget} shard-streams",
+            ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
+    }
+
+    /// <summary>
+    /// Streams <paramref name="source"/> to the overlay until it ends, then waits for the peers to
+    /// finish (up to the drain timeout). Holds the source until <see cref="CoordinatorOptions.MinPeers"/> peers are attached.
+    /// </summary>
+    public async Task RunAsync(Stream source, CancellationToken cancellationToken)
+    {
+        if (_options.MinPeers > 0)
+        {
+            Log.LogInformation("waiting for {N} peer(s) before streaming", _options.MinPeers);
+            await _enoughPeers.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        Log.LogInformation("streaming");
+        var relay = Relay!;
+        int k = _options.ShardCount;
+        long seq = 0, offset = 0;
+        while (true)
+        {
+            await PaceAsync(cancellationToken).ConfigureAwait(false);
+            var chunk = Chunk.Rent(Protocol.MaxChunkLength);
+            int n;
+            try
+            {
+                n = await source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                chunk.Release();
+                throw;
+            }
+            if (n == 0)
+            {
+                chunk.Release();
+                break;
+            }
+            chunk.Set((int)(seq % k), seq, offset, n);
+            lock (_gate)
+            {
+                relay.Publish(chunk);
+                seq++;
+                offset += n;
+                _nextSeq = seq;
+                Interlocked.Exchange(ref _nextOffset, offset);
+            }
+            chunk.Release();
+        }
+        lock (_gate)
+        {
+            _ended = true;
+            for (int s = 0; s < k; s++) relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset));
+        }
+        Log.LogInformation("source ended after {Bytes} bytes in {Chunks} chunks; waiting for peers to finish", offset, seq);
+        await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
+        Log.LogInformation("done");
+    }
+
+    /// <summary>
+    /// A live source never waits. A file or pipe that can be read faster than the tree drains is
+    /// paced by the coordinator's fastest direct child, so that queues stay short; a child that
+    /// falls far behind is cut off by its queue limit rather than stopping the stream.
+    /// </summary>
+    private async ValueTask PaceAsync(CancellationToken cancellationToken)
+    {
+        const long highWater = 2L * 1024 * 1024;
+        for (int i = 0; i < 10_000; i++)
+        {
+            var links = Relay!.Subscribers();
+            if (links.Count == 0) return;
+            long least = long.MaxValue;
+            foreach (var l in links) least = Math.Min(least, l.QueuedBytes);
+            if (least <= highWater) return;
+            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DrainPeersAsync(CancellationToken cancellationToken)
+    {
+        List<Task<string>> controls;
+        lock (_gate) controls = _peers.Values.Select(p => p.Control.Closed).ToList();
+        await Task.WhenAny(Task.WhenAll(controls), Task.Delay(_options.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
+    }
+
+    private protected override async Task OnJoinAsync(Link link, Hello hello)
+    {
+        int k = _options.ShardCount;
+        int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
+        Welcome welcome;
+        PeerSession session;
+        lock (_gate)
+        {
+            if (_ended)
+            {
+                _ = RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended");
+                return;
+            }
+            int id;
+            try
+            {
+                id = _planner.Join(budget);
+            }
+            catch (PlacementException e)
+            {
+                _ = RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}");
+                return;
+            }
+            var entries = new ShardAssignment[k];
+            for (int s = 0; s < k; s++)
+            {
+                int parent = _planner.ParentOf(id, s);
+                entries[s] = parent == Planner.Source
+                    ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)_nextSeq, "")
+                    : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)_nextSeq, _peers[parent].Address);
+            }
+            welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)_nextSeq, (ulong)_nextOffset, entries);
+            session = new PeerSession(id, hello.ListenAddress, budget, link);
+            _peers[id] = session;
+            link.Name = $"peer {id} ({hello.ListenAddress})";
+            link.State = session;
+            // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
+            link.Send(welcome.Write);
+            link.Start(OnPeerFrame);
+            foreach (var e in entries)
+                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, _nextSeq);
+        }
+        Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
+            string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
+        string reason = await link.Closed.ConfigureAwait(false);
+        OnPeerGone(session, reason);
+    }
+
+    private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
+    {
+        var session = (PeerSession)link.State!;
+        var reader = new SequenceReader<byte>(body);
+        switch (type)
+        {
+            case FrameType.Attached:
+                if (!Attached.TryRead(ref reader, out _)) throw new ProtocolException("malformed attached frame");
+                bool enough;
+                lock (_gate)
+                {
+                    session.Attached = true;
+                    enough = _peers.Values.Count(p => p.Attached) >= _options.MinPeers;
+                }
+                Log.LogDebug("peer {Id} attached to all its parents", session.Id);
+                if (enough) _enoughPeers.TrySetResult();
+                break;
+            case FrameType.ParentLost:
+                if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
+                Log.LogInformation("peer {Id} lost parent {Parent}", session.Id, lost.ParentId);
+                break;
+            case FrameType.Goodbye:
+                break;
+            default:
+                throw new ProtocolException($"unexpected {type} frame from a peer");
+        }
+    }
+
+    private void OnPeerGone(PeerSession session, string reason)
+    {
+        IReadOnlyList<Reattachment> plan;
+        lock (_gate)
+        {
+            if (!_peers.Remove(session.Id)) return;
+            if (_ended)
+            {
+                Log.LogDebug("peer {Id} left: {Reason}", session.Id, reason);
+                return;
+            }
+            plan = _planner.Leave([session.Id]);
+            foreach (var group in plan.GroupBy(r => r.Peer))
+            {
+                if (!_peers.TryGetValue(group.Key, out var orphan)) continue;
+                var entries = group.Select(r => r.NewParent == Planner.Source
+                    ? new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress)
+                    : new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, _peers[r.NewParent].Address)).ToArray();
+                orphan.Control.Send(new Move(entries).Write);
+            }
+        }
+        Log.LogInformation("peer {Id} left ({Reason}); {N} reattachment(s) sent", session.Id, reason, plan.Count);
+    }
+
+    /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
+    public OverlaySnapshot Snapshot()
+    {
+        lock (_gate)
+        {
+            int k = _options.ShardCount;
+            var nodes = new List<OverlayNode> { new(0, ListenAddress, _planner.Budget(0), _planner.UsedUnits(0), new int[k], new int[k]) };
+            foreach (int id in _planner.Peers.Order())
+            {
+                var parents = new int[k];
+                var depths = new int[k];
+                for (int s = 0; s < k; s++)
+                {
+                    parents[s] = _planner.ParentOf(id, s);
+                    depths[s] = _planner.DepthOf(id, s);
+                }
+                string address = _peers.TryGetValue(id, out var p) ? p.Address : "?";
+                nodes.Add(new OverlayNode(id, address, _planner.Budget(id), _planner.UsedUnits(id), parents, depths));
+            }
+            for (int s = 0; s < k; s++) nodes[0].Parents[s] = Planner.None;
+            return new OverlaySnapshot(k, _options.EffectiveTopology, nodes);
+        }
+    }
+
+    private sealed class PeerSession(int id, string address, int budget, Link control)
+    {
+        public int Id { get; } = id;
+
+        public string Address { get; } = address;
+
+        public int Budget { get; } = budget;
+
+        public Link Control { get; } = control;
+
+        public bool Attached { get; set; }
+    }
+}

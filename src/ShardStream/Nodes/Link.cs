@@ -1,0 +1,343 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using ShardStream.Streaming;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>Handles one complete frame read from a link. Runs on the link's read loop.</summary>
+internal delegate void FrameHandler(Link link, FrameType type, ReadOnlySequence<byte> body);
+
+/// <summary>
+/// One connection between two nodes: a single read loop that parses frames and hands them to a
+/// handler, and a single writer fed by a queue bounded in bytes. A receiver that lets more than
+/// <see cref="LinkOptions.MaxQueuedBytes"/> pile up is cut off with a reason instead of holding
+/// back its siblings. Heartbeats go out when the link is quiet; a link that hears nothing for
+/// the timeout is ended.
+/// </summary>
+internal sealed class Link : IAsyncDisposable
+{
+    private readonly IConnection _connection;
+    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly LinkOptions _options;
+    private readonly ILogger _log;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource<string> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _queuedBytes;
+    private long _lastReceived;
+    private long _lastSent;
+    private long _bytesSent;
+    private int _closing;
+    private Task _writer = Task.CompletedTask;
+    private Task _reader = Task.CompletedTask;
+
+    public Link(IConnection connection, string name, LinkOptions options, ILogger log, TimeProvider time)
+    {
+        _connection = connection;
+        Name = name;
+        _options = options;
+        _log = log;
+        _time = time;
+        _lastReceived = _lastSent = time.GetTimestamp();
+    }
+
+    /// <summary>For logs: who is on the other side.</summary>
+    public string Name { get; set; }
+
+    /// <summary>The remote address as the transport sees it.</summary>
+    public string RemoteAddress => _connection.RemoteAddress;
+
+    /// <summary>Bytes waiting in the send queue.</summary>
+    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
+    /// <summary>Chunk payload bytes written so far.</summary>
+    public long BytesSent => Interlocked.Read(ref _bytesSent);
+
+    /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
+    public Task<string> Closed => _closed.Task;
+
+    /// <summary>True once closing has begun.</summary>
+    public bool IsClosing => Volatile.Read(ref _closing) != 0;
+
+    /// <summary>Free for the owner: what this link is (a child, a parent, a peer's control link).</summary>
+    public object? State { get; set; }
+
+    /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
+    public void Start(FrameHandler handler)
+    {
+        _writer = Task.Run(WriteLoopAsync);
+        _reader = Task.Run(() => ReadLoopAsync(handler));
+    }
+
+    /// <summary>Reads exactly one frame before the loops start (the hello or the welcome).</summary>
+    public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(CancellationToken cancellationToken)
+    {
+        var input = _connection.Pipe.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                _lastReceived = _time.GetTimestamp();
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("connection closed before a frame arrived");
+        }
+    }
+
+    /// <summary>Queues a chunk (retaining it). False when the link is closing or was just cut off for being too slow.</summary>
+    public bool TrySend(Chunk chunk)
+    {
+        if (IsClosing) return false;
+        long queued = Interlocked.Add(ref _queuedBytes, chunk.Length);
+        if (queued > _options.MaxQueuedBytes)
+        {
+            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+            _ = CloseAsync(GoodbyeCode.TooSlow, $"too slow: {queued - chunk.Length} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}");
+            return false;
+        }
+        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null)))
+        {
+            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+            chunk.Release();
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Queues a control frame.</summary>
+    public void Send(Action<IBufferWriter<byte>> write)
+    {
+        if (IsClosing) return;
+        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(write)));
+    }
+
+    /// <summary>Queues a control frame that was encoded already.</summary>
+    public void Send(byte[] frame)
+    {
+        if (IsClosing) return;
+        _queue.Writer.TryWrite(new Outgoing(null, frame));
+    }
+
+    /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
+    public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
+    {
+        write(_connection.Pipe.Output);
+        await _connection.Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        _lastSent = _time.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
+    /// for the other side to close too so that nothing in flight is reset.
+    /// </summary>
+    public async Task CloseAsync(GoodbyeCode code, string reason)
+    {
+        if (Interlocked.Exchange(ref _closing, 1) != 0)
+        {
+            await Closed.ConfigureAwait(false);
+            return;
+        }
+        if (code != GoodbyeCode.Normal) _log.LogWarning("{Link}: closing: {Reason}", Name, reason);
+        else _log.LogDebug("{Link}: closing: {Reason}", Name, reason);
+        var goodbye = new Goodbye(code, reason);
+        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write)));
+        _queue.Writer.TryComplete();
+        if (code == GoodbyeCode.TooSlow)
+        {
+            // A slow receiver would make us wait for its whole backlog: drop the backlog instead.
+            Finish(reason);
+            return;
+        }
+        var drained = await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
+        if (drained == _writer)
+        {
+            await Task.WhenAny(_reader, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
+        }
+        Finish(reason);
+    }
+
+    /// <summary>Ends the link at once (the remote side failed or broke the protocol).</summary>
+    public void Abort(string reason)
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        _queue.Writer.TryComplete();
+        Finish(reason);
+    }
+
+    private void Finish(string reason)
+    {
+        if (!_closed.TrySetResult(reason)) return;
+        _stop.Cancel();
+        _connection.Abort();
+        // Whatever is still queued will never be sent.
+        while (_queue.Reader.TryRead(out var item)) item.Chunk?.Release();
+    }
+
+    /// <summary>Called by the owner's timer: sends a heartbeat when quiet, ends the link when silent too long.</summary>
+    public void Tick()
+    {
+        if (IsClosing) return;
+        long now = _time.GetTimestamp();
+        if (_time.GetElapsedTime(Interlocked.Read(ref _lastReceived), now) > _options.HeartbeatTimeout)
+        {
+            _ = CloseAsync(GoodbyeCode.Timeout, $"nothing heard for {_options.HeartbeatTimeout.TotalSeconds:0.#} s");
+            return;
+        }
+        if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _options.HeartbeatInterval)
+            Send(static w => new Heartbeat(0).Write(w));
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var output = _connection.Pipe.Output;
+        var reader = _queue.Reader;
+        string? failure = null;
+        try
+        {
+            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var item))
+                {
+                    if (item.Chunk is { } chunk)
+                    {
+                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).Write(output, chunk.Span);
+                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                        Interlocked.Add(ref _bytesSent, chunk.Length);
+                        chunk.Release();
+                    }
+                    else
+                    {
+                        output.Write(item.Frame);
+                    }
+                    if (output.UnflushedBytes >= 256 * 1024) await FlushAsync(output).ConfigureAwait(false);
+                }
+                await FlushAsync(output).ConfigureAwait(false);
+            }
+            await _connection.CloseOutputAsync().ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Finish() stopped us.
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            failure = $"send failed: {e.Message}";
+        }
+        if (failure is not null)
+        {
+            _log.LogInformation("{Link}: {Reason}", Name, failure);
+            Abort(failure);
+        }
+    }
+
+    private async ValueTask FlushAsync(PipeWriter output)
+    {
+        var result = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
+        _lastSent = _time.GetTimestamp();
+        if (result.IsCompleted) throw new IOException("the other side stopped reading");
+    }
+
+    private async Task ReadLoopAsync(FrameHandler handler)
+    {
+        var input = _connection.Pipe.Input;
+        string reason = "connection closed by the other side";
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                try
+                {
+                    while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+                    {
+                        if (type == FrameType.Goodbye)
+                        {
+                            var r = new SequenceReader<byte>(body);
+                            reason = Goodbye.TryRead(ref r, out var goodbye) ? $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}" : "malformed goodbye";
+                            if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason);
+                            handler(this, type, body);
+                            continue;
+                        }
+                        if (type != FrameType.Heartbeat) handler(this, type, body);
+                    }
+                }
+                finally
+                {
+                    _lastReceived = _time.GetTimestamp();
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
+                if (result.IsCompleted)
+                {
+                    if (buffer.Length > 0) reason = $"connection closed in the middle of a frame ({buffer.Length} bytes left)";
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        catch (ProtocolException e)
+        {
+            reason = $"protocol error: {e.Message}";
+            _log.LogWarning("{Link}: {Reason}", Name, reason);
+            Send(w => new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write(w));
+            _queue.Writer.TryComplete();
+            await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
+        }
+        catch (InvalidDataException e)
+        {
+            reason = $"bad data: {e.Message}";
+            _log.LogWarning("{Link}: {Reason}", Name, reason);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+            reason = $"connection lost: {e.Message}";
+        }
+        if (IsClosing)
+        {
+            // We are closing on purpose; the other side closed in answer. Let CloseAsync finish.
+            if (_writer.IsCompleted) Finish(reason);
+            return;
+        }
+        Abort(reason);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Abort("disposed");
+        try
+        {
+            await Task.WhenAll(_reader, _writer).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // Stopping is all that was asked.
+        }
+        await _connection.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame);
+}
+
+/// <summary>Limits and timers of a link.</summary>
+internal sealed record LinkOptions
+{
+    public long MaxQueuedBytes { get; init; } = 64L * 1024 * 1024;
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan HeartbeatTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(5);
+}

@@ -1,0 +1,224 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// What the coordinator and a peer share: the listener, the hello exchange (version negotiation),
+/// serving attach requests from the replay window and live, and the heartbeat timer.
+/// </summary>
+public abstract class Node : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<Link, byte> _links = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private IConnectionListener? _listener;
+    private Task _acceptLoop = Task.CompletedTask;
+    private Task _tickLoop = Task.CompletedTask;
+
+    private protected Node(NodeOptions options, ITransport transport, ILogger log, TimeProvider time)
+    {
+        NodeOptionsBase = options;
+        Transport = transport;
+        Log = log;
+        Time = time;
+    }
+
+    private protected NodeOptions NodeOptionsBase { get; }
+
+    private protected ITransport Transport { get; }
+
+    private protected ILogger Log { get; }
+
+    private protected TimeProvider Time { get; }
+
+    private protected CancellationToken Stopping => _stopping.Token;
+
+    /// <summary>The fan-out of this node; null until the shard count is known.</summary>
+    private protected Relay? Relay { get; set; }
+
+    /// <summary>The bound listen address (with the real port), once started.</summary>
+    public string ListenAddress => _listener?.LocalAddress ?? throw new InvalidOperationException("the node is not started");
+
+    private protected async Task ListenAsync(CancellationToken cancellationToken)
+    {
+        _listener = await Transport.ListenAsync(NodeOptionsBase.ListenAddress, cancellationToken).ConfigureAwait(false);
+        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        _tickLoop = Task.Run(TickLoopAsync, CancellationToken.None);
+    }
+
+    private protected Link NewLink(IConnection connection, string name)
+    {
+        var link = new Link(connection, name, NodeOptionsBase.LinkOptions, Log, Time);
+        _links.TryAdd(link, 0);
+        link.Closed.ContinueWith(_ => _links.TryRemove(link, out byte _), TaskScheduler.Default);
+        return link;
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            var connection = await _listener!.AcceptAsync(_stopping.Token).ConfigureAwait(false);
+            if (connection is null) return;
+            _ = Task.Run(() => HandleIncomingAsync(connection));
+        }
+    }
+
+    private async Task TickLoopAsync()
+    {
+        using var timer = new PeriodicTimer(NodeOptionsBase.HeartbeatInterval / 2, Time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
+                foreach (var link in _links.Keys) link.Tick();
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped.
+        }
+    }
+
+    private async Task HandleIncomingAsync(IConnection connection)
+    {
+        var link = NewLink(connection, $"incoming {connection.RemoteAddress}");
+        Hello hello;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+            timeout.CancelAfter(NodeOptionsBase.HeartbeatTimeout);
+            var (type, body) = await link.ReadOneAsync(timeout.Token).ConfigureAwait(false);
+            if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException("malformed hello frame");
+        }
+        catch (ProtocolException e)
+        {
+            await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
+            return;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException)
+        {
+            Log.LogInformation("{Link}: no hello: {Reason}", link.Name, e is OperationCanceledException ? "timed out" : e.Message);
+            link.Abort("no hello");
+            await link.DisposeAsync().ConfigureAwait(false);
+            return;
+        }
+
+        if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
+        {
+            await RefuseAsync(link, GoodbyeCode.VersionMismatch,
+                $"no protocol version in common: this node speaks {Protocol.MinVersion}..{Protocol.Version}, the other side {hello.MinVersion}..{hello.MaxVersion}").ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            if (hello.Role == HelloRole.Attach) await ServeAttachAsync(link, hello).ConfigureAwait(false);
+            else await OnJoinAsync(link, hello).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            link.Abort(e.Message);
+        }
+    }
+
+    private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason)
+    {
+        Log.LogWarning("{Link}: refused: {Reason}", link.Name, reason);
+        try
+        {
+            await link.WriteNowAsync(new Goodbye(code, reason).Write, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // It is gone already; the refusal is logged.
+        }
+        link.Abort(reason);
+        await link.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>A new peer asks where to go.</summary>
+    private protected abstract Task OnJoinAsync(Link link, Hello hello);
+
+    /// <summary>A frame from a child (anything after its hello).</summary>
+    private protected virtual void OnChildFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
+    {
+        if (type is FrameType.Goodbye or FrameType.Heartbeat) return;
+        throw new ProtocolException($"unexpected {type} frame from a child");
+    }
+
+    /// <summary>Serves the shards a child asks for, from the sequence numbers it asks for.</summary>
+    private async Task ServeAttachAsync(Link link, Hello hello)
+    {
+        var relay = Relay;
+        if (relay is null)
+        {
+            await RefuseAsync(link, GoodbyeCode.Refused, "this node is not streaming yet").ConfigureAwait(false);
+            return;
+        }
+        int shardCount = ShardCount;
+        foreach (var s in hello.Shards)
+            if (s.Shard >= shardCount)
+            {
+                await RefuseAsync(link, GoodbyeCode.Refused, $"shard {s.Shard} does not exist (the stream has {shardCount})").ConfigureAwait(false);
+                return;
+            }
+
+        link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
+        var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
+        await link.WriteNowAsync(new Welcome(Protocol.Version, hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
+        link.Start(OnChildFrame);
+        foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
+        OnChildAttached(link, hello);
+        _ = link.Closed.ContinueWith(t =>
+        {
+            relay.Unsubscribe(link);
+            OnChildDetached(link, hello, t.Result);
+        }, TaskScheduler.Default);
+        Log.LogInformation("{Link}: serving shard(s) {Shards}", link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
+    }
+
+    /// <summary>K, once known.</summary>
+    private protected abstract int ShardCount { get; }
+
+    private protected virtual void OnChildAttached(Link link, Hello hello)
+    {
+    }
+
+    private protected virtual void OnChildDetached(Link link, Hello hello, string reason)
+    {
+    }
+
+    /// <summary>Waits until every child link has closed (children close after the end), or the drain timeout.</summary>
+    private protected async Task DrainChildrenAsync(CancellationToken cancellationToken)
+    {
+        var relay = Relay;
+        if (relay is null) return;
+        var children = relay.Subscribers();
+        if (children.Count == 0) return;
+        var all = Task.WhenAll(children.Select(c => c.Closed));
+        await Task.WhenAny(all, Task.Delay(NodeOptionsBase.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
+    }
+
+    /// <summary>Stops listening and ends every link.</summary>
+    public virtual async ValueTask DisposeAsync()
+    {
+        if (_stopping.IsCancellationRequested) return;
+        _stopping.Cancel();
+        if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
+        foreach (var link in _links.Keys) await link.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAll(_acceptLoop, _tickLoop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped.
+        }
+        Relay?.Clear();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,93 @@
+using ShardStream.Topology;
+
+namespace ShardStream.Nodes;
+
+/// <summary>Settings every node has.</summary>
+public abstract record NodeOptions
+{
+    /// <summary>Where to accept children; port 0 picks a free port.</summary>
+    public string ListenAddress { get; init; } = "127.0.0.1:0";
+
+    /// <summary>The replay window's byte bound (over all shards).</summary>
+    public long ReplayWindowBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>The replay window's age bound.</summary>
+    public TimeSpan ReplayWindowAge { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often a quiet link sends a heartbeat.</summary>
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>A link that hears nothing for this long is ended.</summary>
+    public TimeSpan HeartbeatTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>A child with more than this many bytes waiting to be sent is cut off as too slow.</summary>
+    public long MaxQueuedBytesPerChild { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>After the end of the stream, how long to wait for children to finish before closing.</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    internal LinkOptions LinkOptions => new()
+    {
+        MaxQueuedBytes = MaxQueuedBytesPerChild,
+        HeartbeatInterval = HeartbeatInterval,
+        HeartbeatTimeout = HeartbeatTimeout,
+        CloseTimeout = HeartbeatTimeout,
+    };
+}
+
+/// <summary>Settings of a <see cref="Coordinator"/>.</summary>
+public sealed record CoordinatorOptions : NodeOptions
+{
+    /// <summary>K, the number of shards (1 or 2 for now).</summary>
+    public int ShardCount { get; init; } = 1;
+
+    /// <summary>The placement policy; null picks the seed's: binary for K=1, tessellated for K=2.</summary>
+    public TopologyKind? Topology { get; init; }
+
+    /// <summary>The coordinator's upload as a multiple of the stream rate; null for K+1 shard-streams.</summary>
+    public double? Upload { get; init; }
+
+    /// <summary>Hold the source until this many peers are attached.</summary>
+    public int MinPeers { get; init; }
+
+    /// <summary>The policy in force.</summary>
+    public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
+
+    /// <summary>The coordinator's budget in shard-streams.</summary>
+    public int SourceBudget => Upload is { } x ? Budgets.FromMultiple(x, ShardCount) : ShardCount + 1;
+
+    /// <summary>Throws <see cref="ArgumentException"/> with a message for a user when a setting cannot work.</summary>
+    public void Validate()
+    {
+        if (ShardCount is < 1 or > 2)
+            throw new ArgumentException($"shard count {ShardCount} is not supported: use 1 (binary tree) or 2 (the 1.5 tessellation)");
+        if (EffectiveTopology == TopologyKind.Binary && ShardCount != 1)
+            throw new ArgumentException("the binary topology needs exactly 1 shard");
+        if (EffectiveTopology == TopologyKind.Tessellated && ShardCount != 2)
+            throw new ArgumentException("the tessellated topology needs exactly 2 shards");
+        if (EffectiveTopology == TopologyKind.Striped)
+            throw new ArgumentException("the striped topology is not available yet");
+        if (MinPeers < 0) throw new ArgumentException("--min-peers cannot be negative");
+        if (SourceBudget < 1) throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream (1/{ShardCount} of the stream rate)");
+    }
+}
+
+/// <summary>Settings of a <see cref="Peer"/>.</summary>
+public sealed record PeerOptions : NodeOptions
+{
+    /// <summary>Any node of the overlay: the coordinator, or a peer that will redirect to it.</summary>
+    public required string JoinAddress { get; init; }
+
+    /// <summary>This peer's upload as a multiple of the stream rate; null for K+1 shard-streams; 0 for a viewer that relays nothing.</summary>
+    public double? Upload { get; init; }
+
+    /// <summary>How many redirects to follow before giving up.</summary>
+    public int MaxRedirects { get; init; } = 8;
+}
+
+/// <summary>Conversions between upload multiples and shard-stream budgets.</summary>
+public static class Budgets
+{
+    /// <summary>Shard-streams a node may send with <paramref name="multiple"/> times the stream rate: floor(x·K).</summary>
+    public static int FromMultiple(double multiple, int shardCount) => (int)Math.Floor(multiple * shardCount + 1e-9);
+}

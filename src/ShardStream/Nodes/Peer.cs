@@ -1,0 +1,292 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Streaming;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// A viewer that relays: finds its place by following redirects from any node of the overlay,
+/// receives every shard from its parents, writes the stream's bytes in order from its join point,
+/// and serves its own children within its budget.
+/// </summary>
+public sealed class Peer : Node
+{
+    private readonly PeerOptions _options;
+    private readonly Channel<Chunk> _output = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly object _gate = new();
+    private readonly TaskCompletionSource<string> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Dictionary<int, Link> _parentOfShard = [];
+    private Reassembler? _reassembler;
+    private Link? _control;
+    private string _coordinatorAddress = "";
+    private int _shardCount;
+    private long _bytesWritten;
+
+    /// <summary>Creates a peer; <see cref="StartAsync"/> binds it and joins.</summary>
+    public Peer(PeerOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
+        : base(options, transport ?? TcpTransport.Instance, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("peer"), time ?? TimeProvider.System)
+    {
+        if (options.Upload is < 0) throw new ArgumentException("upload cannot be negative");
+        _options = options;
+    }
+
+    /// <summary>The id the coordinator gave this peer.</summary>
+    public int Id { get; private set; }
+
+    /// <summary>The stream offset of the first byte this peer writes.</summary>
+    public long StartOffset { get; private set; }
+
+    /// <summary>Bytes written to the output so far.</summary>
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+
+    private protected override int ShardCount => _shardCount;
+
+    /// <summary>Binds the listener and joins the overlay: follows redirects, then attaches to a parent for every shard.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await ListenAsync(cancellationToken).ConfigureAwait(false);
+        string address = _options.JoinAddress;
+        for (int hop = 0; ; hop++)
+        {
+            if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
+            var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
+            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], ListenAddress).Write, cancellationToken).ConfigureAwait(false);
+            var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
+            if (welcome.PeerId == 0)
+            {
+                // Not the coordinator: it told us where to ask.
+                string next = welcome.Shards.FirstOrDefault().Address;
+                Log.LogInformation("{Address} redirects the join to {Next}", address, next);
+                await link.DisposeAsync().ConfigureAwait(false);
+                if (string.IsNullOrEmpty(next)) throw new ProtocolException($"{address} sent a redirect without an address");
+                address = next;
+                continue;
+            }
+            await JoinAsync(link, address, welcome, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+    }
+
+    private async Task<Welcome> ReadWelcomeAsync(Link link, string address, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.HeartbeatTimeout);
+        (FrameType Type, byte[] Body) frame;
+        try
+        {
+            frame = await link.ReadOneAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new ConnectionFailedException($"{address} did not answer within {_options.HeartbeatTimeout.TotalSeconds:0.#} s");
+        }
+        catch (IOException e)
+        {
+            throw new ConnectionFailedException($"{address} closed the connection: {e.Message}");
+        }
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(frame.Body));
+        if (frame.Type == FrameType.Goodbye)
+        {
+            string reason = Goodbye.TryRead(ref reader, out var bye) ? bye.Reason : "no reason given";
+            throw new ConnectionFailedException($"{address} refused: {reason}");
+        }
+        if (frame.Type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var welcome))
+            throw new ProtocolException($"{address} answered with a {frame.Type} frame instead of a welcome");
+        if (welcome.Version is < Protocol.MinVersion or > Protocol.Version)
+            throw new ProtocolException($"{address} chose protocol version {welcome.Version}, this peer speaks {Protocol.MinVersion}..{Protocol.Version}");
+        return welcome;
+    }
+
+    private async Task JoinAsync(Link control, string address, Welcome welcome, CancellationToken cancellationToken)
+    {
+        Id = (int)welcome.PeerId;
+        _shardCount = welcome.ShardCount;
+        _coordinatorAddress = address;
+        StartOffset = (long)welcome.StartOffset;
+        _reassembler = new Reassembler(_shardCount, (long)welcome.StartSeq, (long)welcome.StartOffset);
+        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
+        _control = control;
+        control.Name = "coordinator";
+        lock (_gate)
+            foreach (var e in welcome.Shards.Where(e => e.Kind == AssignmentKind.Served))
+                _parentOfShard[e.Shard] = control;
+        control.Start(OnParentFrame);
+        _ = control.Closed.ContinueWith(t => OnControlClosed(t.Result), TaskScheduler.Default);
+
+        Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount,
+            string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}")));
+
+        foreach (var group in welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => (e.Address, e.ParentId)))
+        {
+            var starts = group.Select(e => new ShardStart(e.Shard, welcome.StartSeq)).ToArray();
+            await AttachAsync(group.Key.Address, group.Key.ParentId, starts, cancellationToken).ConfigureAwait(false);
+        }
+        control.Send(new Attached(welcome.PeerId).Write);
+    }
+
+    /// <summary>Connects to a parent and asks it for some shards from given sequence numbers.</summary>
+    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, CancellationToken cancellationToken)
+    {
+        var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
+        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, ListenAddress).Write, cancellationToken).ConfigureAwait(false);
+        var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
+        if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
+        lock (_gate)
+            foreach (var s in starts) _parentOfShard[s.Shard] = link;
+        link.Start(OnParentFrame);
+        _ = link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
+    }
+
+    private readonly List<Chunk> _ready = [];
+
+    private void OnParentFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
+    {
+        switch (type)
+        {
+            case FrameType.Chunk:
+                if (!ChunkHeader.TryRead(body, out var header, out var payload)) throw new ProtocolException("malformed chunk frame");
+                if (header.Shard >= _shardCount) throw new ProtocolException($"chunk of shard {header.Shard}, the stream has {_shardCount}");
+                lock (_gate)
+                {
+                    if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link)
+                        throw new ProtocolException($"chunk of shard {header.Shard} from a node that does not serve it to us");
+                }
+                var chunk = Chunk.Copy(header.Shard, (long)header.Seq, (long)header.Offset, payload);
+                Relay!.Publish(chunk);
+                lock (_ready)
+                {
+                    _reassembler!.Add(chunk, _ready);
+                    FlushReady();
+                }
+                break;
+            case FrameType.End:
+                var reader = new SequenceReader<byte>(body);
+                if (!End.TryRead(ref reader, out var end)) throw new ProtocolException("malformed end frame");
+                Relay!.PublishEnd(end);
+                lock (_ready)
+                {
+                    _reassembler!.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready);
+                    FlushReady();
+                }
+                break;
+            case FrameType.Move:
+                var moveReader = new SequenceReader<byte>(body);
+                if (!Move.TryRead(ref moveReader, out var move)) throw new ProtocolException("malformed move frame");
+                _ = Task.Run(() => MoveAsync(move));
+                break;
+            case FrameType.Goodbye:
+                break;
+            default:
+                throw new ProtocolException($"unexpected {type} frame from a parent");
+        }
+    }
+
+    private void FlushReady()
+    {
+        foreach (var c in _ready) _output.Writer.TryWrite(c);
+        _ready.Clear();
+        if (_reassembler!.IsComplete) _output.Writer.TryComplete();
+    }
+
+    private async Task MoveAsync(Move move)
+    {
+        foreach (var group in move.Shards.GroupBy(e => (e.Address, e.ParentId)))
+        {
+            var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
+            Log.LogInformation("moving shard(s) {Shards} to peer {Parent} ({Address})", string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
+            try
+            {
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, Stopping).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException)
+            {
+                Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
+                _control?.Send(new ParentLost(group.Key.ParentId, starts).Write);
+            }
+        }
+        _control?.Send(new Attached((ulong)Id).Write);
+    }
+
+    private void OnParentClosed(Link link, ulong parentId, string reason)
+    {
+        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested) return;
+        ShardStart[] lost;
+        lock (_gate)
+        {
+            lost = _parentOfShard.Where(kv => kv.Value == link).Select(kv => new ShardStart((byte)kv.Key, (ulong)_reassembler.NextSeqOf(kv.Key))).ToArray();
+            foreach (var s in lost) _parentOfShard.Remove(s.Shard);
+        }
+        if (lost.Length == 0) return;
+        Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
+        _control?.Send(new ParentLost(parentId, lost).Write);
+    }
+
+    private void OnControlClosed(string reason)
+    {
+        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested) return;
+        _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
+    }
+
+    private protected override Task OnJoinAsync(Link link, Hello hello)
+    {
+        // Only the coordinator places peers: send the joiner there.
+        var redirect = new Welcome(Protocol.Version, 0, (byte)Math.Max(1, _shardCount), 0, 0,
+            [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, _coordinatorAddress)]);
+        return RefuseWithRedirectAsync(link, redirect);
+    }
+
+    private async Task RefuseWithRedirectAsync(Link link, Welcome redirect)
+    {
+        await link.WriteNowAsync(redirect.Write, Stopping).ConfigureAwait(false);
+        link.Abort("redirected to the coordinator");
+        await link.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Writes the stream to <paramref name="output"/> in order until its end, flushes, lets the
+    /// children finish, and closes. Throws <see cref="StreamInterruptedException"/> when the stream
+    /// cannot be completed (the coordinator was lost).
+    /// </summary>
+    public async Task RunAsync(Stream output, CancellationToken cancellationToken)
+    {
+        var reader = _output.Reader;
+        var writing = Task.Run(async () =>
+        {
+            while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var chunk))
+                {
+                    try
+                    {
+                        await output.WriteAsync(chunk.Memory, cancellationToken).ConfigureAwait(false);
+                        Interlocked.Add(ref _bytesWritten, chunk.Length);
+                    }
+                    finally
+                    {
+                        chunk.Release();
+                    }
+                }
+                // Flush when caught up, so a live viewer sees bytes at once.
+                await output.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+            await output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }, cancellationToken);
+        var first = await Task.WhenAny(writing, _failed.Task).ConfigureAwait(false);
+        if (first == _failed.Task) throw new StreamInterruptedException(_failed.Task.Result);
+        await writing.ConfigureAwait(false);
+        Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
+
+        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        List<Link> parents;
+        lock (_gate) parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
+        await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
+    }
+}
+
+/// <summary>The stream could not be completed; the message says why.</summary>
+public sealed class StreamInterruptedException(string message) : Exception(message);

@@ -1,0 +1,133 @@
+using ShardStream.Streaming;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// A node's fan-out: every chunk it has (produced or received) goes into the replay window and to
+/// every child link subscribed to that chunk's shard. A new subscriber first gets what the window
+/// holds from the sequence number it asked for, then the live chunks, with no gap and no
+/// duplicate between the two (both happen under one lock).
+/// </summary>
+internal sealed class Relay
+{
+    private readonly object _lock = new();
+    private readonly int _shardCount;
+    private readonly ReplayWindow _window;
+    private readonly List<Subscription>[] _subscribers;
+    private readonly long[] _lastSeq;
+    private readonly End?[] _ends;
+    private readonly TimeProvider _time;
+    private readonly List<Chunk> _scratch = [];
+
+    public Relay(int shardCount, long windowBytes, TimeSpan windowAge, TimeProvider time)
+    {
+        _shardCount = shardCount;
+        _window = new ReplayWindow(shardCount, windowBytes, windowAge);
+        _subscribers = new List<Subscription>[shardCount];
+        _lastSeq = new long[shardCount];
+        _ends = new End?[shardCount];
+        for (int s = 0; s < shardCount; s++)
+        {
+            _subscribers[s] = [];
+            _lastSeq[s] = -1;
+        }
+        _time = time;
+    }
+
+    /// <summary>Bytes held by the replay window.</summary>
+    public long WindowBytes
+    {
+        get
+        {
+            lock (_lock) return _window.Bytes;
+        }
+    }
+
+    /// <summary>Keeps and forwards a chunk (the caller keeps its own reference).</summary>
+    public void Publish(Chunk chunk)
+    {
+        lock (_lock)
+        {
+            if (chunk.Seq <= _lastSeq[chunk.Shard]) return;
+            _lastSeq[chunk.Shard] = chunk.Seq;
+            _window.Add(chunk, _time.GetTimestamp());
+            var subscribers = _subscribers[chunk.Shard];
+            for (int i = subscribers.Count - 1; i >= 0; i--)
+            {
+                var sub = subscribers[i];
+                if (chunk.Seq < sub.FromSeq) continue;
+                if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
+            }
+        }
+    }
+
+    /// <summary>Forwards the end of a shard to its subscribers, now and to later ones.</summary>
+    public void PublishEnd(End end)
+    {
+        lock (_lock)
+        {
+            _ends[end.Shard] = end;
+            foreach (var sub in _subscribers[end.Shard]) sub.Link.Send(end.Write);
+        }
+    }
+
+    /// <summary>True once the end of every shard has been published.</summary>
+    public bool AllEnded
+    {
+        get
+        {
+            lock (_lock) return Array.TrueForAll(_ends, e => e is not null);
+        }
+    }
+
+    /// <summary>
+    /// Serves <paramref name="shard"/> to <paramref name="link"/> from <paramref name="fromSeq"/>:
+    /// replays the window, then goes live. Returns the first sequence number the link will get:
+    /// <paramref name="fromSeq"/> itself, or a later one when the window no longer reaches back that far.
+    /// </summary>
+    public long Subscribe(Link link, int shard, long fromSeq)
+    {
+        lock (_lock)
+        {
+            _scratch.Clear();
+            long first = _window.CopyFrom(shard, fromSeq, _scratch);
+            if (_scratch.Count == 0 && fromSeq <= _lastSeq[shard])
+            {
+                // Everything from fromSeq was received and already dropped: the next live chunk is the earliest.
+                first = _lastSeq[shard] + _shardCount;
+            }
+            foreach (var chunk in _scratch)
+            {
+                link.TrySend(chunk);
+                chunk.Release();
+            }
+            _scratch.Clear();
+            _subscribers[shard].Add(new Subscription(link, first));
+            if (_ends[shard] is { } end) link.Send(end.Write);
+            return first;
+        }
+    }
+
+    /// <summary>Stops serving every shard to <paramref name="link"/>.</summary>
+    public void Unsubscribe(Link link)
+    {
+        lock (_lock)
+            foreach (var list in _subscribers)
+                list.RemoveAll(s => s.Link == link);
+    }
+
+    /// <summary>The links served now, each once.</summary>
+    public List<Link> Subscribers()
+    {
+        lock (_lock) return _subscribers.SelectMany(l => l).Select(s => s.Link).Distinct().ToList();
+    }
+
+    /// <summary>Releases the window.</summary>
+    public void Clear()
+    {
+        lock (_lock) _window.Clear();
+    }
+
+    private readonly record struct Subscription(Link Link, long FromSeq);
+}

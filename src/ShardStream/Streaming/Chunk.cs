@@ -1,0 +1,90 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace ShardStream.Streaming;
+
+/// <summary>
+/// A contiguous piece of the stream, held in one pooled buffer that every holder shares (the
+/// reassembler, the replay window, each child's send queue). Reference-counted: the buffer goes
+/// back to the pool when the last holder calls <see cref="Release"/>. Chunk objects are pooled too,
+/// so the relay path does not allocate per chunk.
+/// </summary>
+internal sealed class Chunk
+{
+    private static readonly ConcurrentBag<Chunk> Pool = [];
+    private byte[] _buffer = [];
+    private int _references;
+
+    private Chunk()
+    {
+    }
+
+    /// <summary>The shard this chunk was dealt to: <c>Seq % K</c>.</summary>
+    public int Shard { get; private set; }
+
+    /// <summary>The chunk's index in the stream, from 0.</summary>
+    public long Seq { get; private set; }
+
+    /// <summary>The stream offset of the first byte.</summary>
+    public long Offset { get; private set; }
+
+    /// <summary>Payload length in bytes.</summary>
+    public int Length { get; private set; }
+
+    /// <summary>The payload.</summary>
+    public ReadOnlySpan<byte> Span => _buffer.AsSpan(0, Length);
+
+    /// <summary>The payload as memory (for stream writes).</summary>
+    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
+
+    /// <summary>Rents a chunk with room for <paramref name="capacity"/> bytes, held once by the caller.</summary>
+    public static Chunk Rent(int capacity)
+    {
+        if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
+        chunk._buffer = ArrayPool<byte>.Shared.Rent(capacity);
+        chunk._references = 1;
+        chunk.Length = 0;
+        return chunk;
+    }
+
+    /// <summary>Rents a chunk and copies <paramref name="payload"/> into it.</summary>
+    public static Chunk Copy(int shard, long seq, long offset, in ReadOnlySequence<byte> payload)
+    {
+        var chunk = Rent((int)payload.Length);
+        payload.CopyTo(chunk._buffer);
+        chunk.Set(shard, seq, offset, (int)payload.Length);
+        return chunk;
+    }
+
+    /// <summary>The writable buffer, for a source read.</summary>
+    public Memory<byte> WritableBuffer => _buffer;
+
+    /// <summary>Sets the identity of a freshly filled chunk.</summary>
+    public void Set(int shard, long seq, long offset, int length)
+    {
+        Shard = shard;
+        Seq = seq;
+        Offset = offset;
+        Length = length;
+    }
+
+    /// <summary>Adds a holder.</summary>
+    public Chunk Retain()
+    {
+        int after = Interlocked.Increment(ref _references);
+        Debug.Assert(after > 1, "retained a released chunk");
+        return this;
+    }
+
+    /// <summary>Removes a holder; the last one returns the buffer to the pool.</summary>
+    public void Release()
+    {
+        int after = Interlocked.Decrement(ref _references);
+        Debug.Assert(after >= 0, "released a chunk too often");
+        if (after != 0) return;
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
+        Pool.Add(this);
+    }
+}

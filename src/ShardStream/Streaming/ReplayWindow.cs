@@ -1,0 +1,94 @@
+namespace ShardStream.Streaming;
+
+/// <summary>
+/// The most recent chunks of every shard, bounded by bytes and by age, so that a peer that lost a
+/// parent can resume at an exact sequence number from a new parent. Not thread-safe: the node's
+/// relay lock guards it.
+/// </summary>
+internal sealed class ReplayWindow
+{
+    private readonly Queue<(Chunk Chunk, long AddedAt)>[] _shards;
+    private readonly long _maxBytes;
+    private readonly long _maxAgeTicks;
+    private long _bytes;
+
+    /// <param name="shardCount">K.</param>
+    /// <param name="maxBytes">Bytes kept at most, over all shards.</param>
+    /// <param name="maxAge">Chunks older than this are dropped (measured in <see cref="Add"/>'s clock).</param>
+    public ReplayWindow(int shardCount, long maxBytes, TimeSpan maxAge)
+    {
+        _shards = new Queue<(Chunk, long)>[shardCount];
+        for (int i = 0; i < shardCount; i++) _shards[i] = new Queue<(Chunk, long)>();
+        _maxBytes = maxBytes;
+        _maxAgeTicks = maxAge.Ticks;
+    }
+
+    /// <summary>Bytes held now.</summary>
+    public long Bytes => _bytes;
+
+    /// <summary>Keeps <paramref name="chunk"/> (retaining it) and drops what falls out of the bounds.</summary>
+    public void Add(Chunk chunk, long nowTicks)
+    {
+        _shards[chunk.Shard].Enqueue((chunk.Retain(), nowTicks));
+        _bytes += chunk.Length;
+        Evict(nowTicks);
+    }
+
+    private void Evict(long nowTicks)
+    {
+        while (_bytes > _maxBytes || OldestAge(nowTicks) > _maxAgeTicks)
+        {
+            // Drop the globally oldest chunk: the smallest sequence number among the shard heads.
+            int victim = -1;
+            long victimSeq = long.MaxValue;
+            for (int s = 0; s < _shards.Length; s++)
+                if (_shards[s].TryPeek(out var head) && head.Chunk.Seq < victimSeq)
+                {
+                    victim = s;
+                    victimSeq = head.Chunk.Seq;
+                }
+            if (victim < 0) return;
+            var (chunk, _) = _shards[victim].Dequeue();
+            _bytes -= chunk.Length;
+            chunk.Release();
+        }
+    }
+
+    private long OldestAge(long nowTicks)
+    {
+        long oldest = long.MaxValue;
+        foreach (var queue in _shards)
+            if (queue.TryPeek(out var head) && head.AddedAt < oldest) oldest = head.AddedAt;
+        return oldest == long.MaxValue ? 0 : nowTicks - oldest;
+    }
+
+    /// <summary>
+    /// Retains and appends to <paramref name="into"/> every kept chunk of <paramref name="shard"/>
+    /// with a sequence number of at least <paramref name="fromSeq"/>. Returns the first sequence
+    /// number that will reach the caller: <paramref name="fromSeq"/> when the window reaches back
+    /// that far or the chunk is still to come, a later one when the window has already dropped it.
+    /// </summary>
+    public long CopyFrom(int shard, long fromSeq, List<Chunk> into)
+    {
+        var queue = _shards[shard];
+        long first = -1;
+        foreach (var (chunk, _) in queue)
+        {
+            if (chunk.Seq < fromSeq) continue;
+            if (first < 0) first = chunk.Seq;
+            into.Add(chunk.Retain());
+        }
+        return first < 0 || first == fromSeq ? fromSeq : first;
+    }
+
+    /// <summary>The oldest kept sequence number of the shard, or -1.</summary>
+    public long OldestSeq(int shard) => _shards[shard].TryPeek(out var head) ? head.Chunk.Seq : -1;
+
+    /// <summary>Releases everything.</summary>
+    public void Clear()
+    {
+        foreach (var queue in _shards)
+            while (queue.TryDequeue(out var item)) item.Chunk.Release();
+        _bytes = 0;
+    }
+}

@@ -1,0 +1,46 @@
+using System.IO.Pipelines;
+
+namespace ShardStream.Transport;
+
+/// <summary>
+/// Listen / connect / duplex byte pipe: everything the protocol needs of a network. Real TCP
+/// (<see cref="TcpTransport"/>) and an in-memory network (<see cref="VirtualNetwork"/>) implement it.
+/// Addresses are <c>host:port</c> strings.
+/// </summary>
+public interface ITransport
+{
+    /// <summary>Starts listening. Port 0 binds a free port; <see cref="IConnectionListener.LocalAddress"/> tells which.</summary>
+    ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken);
+
+    /// <summary>Opens a connection. Throws <see cref="ConnectionFailedException"/> when nobody answers.</summary>
+    ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken);
+}
+
+/// <summary>A listening endpoint.</summary>
+public interface IConnectionListener : IAsyncDisposable
+{
+    /// <summary>The bound address, with the real port when 0 was asked for.</summary>
+    string LocalAddress { get; }
+
+    /// <summary>The next incoming connection; null once the listener is closed.</summary>
+    ValueTask<IConnection?> AcceptAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>An open connection: a duplex pipe. Disposing it flushes and closes gracefully.</summary>
+public interface IConnection : IAsyncDisposable
+{
+    /// <summary>Read the remote side's bytes from <c>Input</c>, write to it through <c>Output</c>.</summary>
+    IDuplexPipe Pipe { get; }
+
+    /// <summary>For logs.</summary>
+    string RemoteAddress { get; }
+
+    /// <summary>Completes <c>Output</c> and tells the remote side nothing more will come (TCP FIN); reading goes on.</summary>
+    ValueTask CloseOutputAsync();
+
+    /// <summary>Closes at once, dropping anything unsent.</summary>
+    void Abort();
+}
+
+/// <summary>A listen or connect that failed, with a message fit for a user.</summary>
+public sealed class ConnectionFailedException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,155 @@
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+
+namespace ShardStream.Transport;
+
+/// <summary>Real TCP sockets, each connection exposed as a pair of pipes.</summary>
+public sealed class TcpTransport : ITransport
+{
+    /// <summary>A shared instance; the transport has no state.</summary>
+    public static TcpTransport Instance { get; } = new();
+
+    /// <inheritdoc />
+    public async ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
+    {
+        IPEndPoint endpoint;
+        try
+        {
+            endpoint = await Endpoint.ResolveAsync(address, cancellationToken).ConfigureAwait(false);
+        }
+        catch (FormatException e)
+        {
+            throw new ConnectionFailedException(e.Message, e);
+        }
+        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.Bind(endpoint);
+            socket.Listen(512);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ConnectionFailedException($"cannot listen on {address}: {e.Message}", e);
+        }
+        var bound = (IPEndPoint)socket.LocalEndPoint!;
+        var (host, _) = Endpoint.Parse(address);
+        return new TcpListener(socket, Endpoint.Format(host, bound.Port));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
+    {
+        IPEndPoint endpoint;
+        try
+        {
+            endpoint = await Endpoint.ResolveAsync(address, cancellationToken).ConfigureAwait(false);
+        }
+        catch (FormatException e)
+        {
+            throw new ConnectionFailedException(e.Message, e);
+        }
+        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            await socket.ConnectAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ConnectionFailedException($"cannot connect to {address}: {e.Message}", e);
+        }
+        return new TcpConnection(socket, address);
+    }
+
+    private sealed class TcpListener(Socket socket, string localAddress) : IConnectionListener
+    {
+        public string LocalAddress { get; } = localAddress;
+
+        public async ValueTask<IConnection?> AcceptAsync(CancellationToken cancellationToken)
+        {
+            try
+            {
+                var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
+                return new TcpConnection(accepted, accepted.RemoteEndPoint?.ToString() ?? "?");
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
+            {
+                return null;
+            }
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            socket.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
+
+/// <summary>A socket behind two pipes. Graceful close: flush, shut down the send side, close.</summary>
+internal sealed class TcpConnection : IConnection, IDuplexPipe
+{
+    private const int BufferSize = 256 * 1024;
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private int _closed;
+    private int _outputClosed;
+
+    public TcpConnection(Socket socket, string remoteAddress)
+    {
+        _socket = socket;
+        _socket.NoDelay = true;
+        _socket.SendBufferSize = BufferSize;
+        _socket.ReceiveBufferSize = BufferSize;
+        RemoteAddress = remoteAddress;
+        _stream = new NetworkStream(socket, ownsSocket: false);
+        Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 128 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
+        Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
+    }
+
+    public IDuplexPipe Pipe => this;
+
+    public PipeReader Input { get; }
+
+    public PipeWriter Output { get; }
+
+    public string RemoteAddress { get; }
+
+    public void Abort()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        try
+        {
+            _socket.LingerState = new LingerOption(true, 0);
+        }
+        catch (SocketException)
+        {
+            // Already gone: nothing to reset.
+        }
+        _socket.Dispose();
+    }
+
+    public async ValueTask CloseOutputAsync()
+    {
+        if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
+        try
+        {
+            await Output.CompleteAsync().ConfigureAwait(false);
+            if (Volatile.Read(ref _closed) == 0) _socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            // The other side is already gone; closing is all that is left.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await CloseOutputAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        await Input.CompleteAsync().ConfigureAwait(false);
+        _socket.Dispose();
+    }
+}

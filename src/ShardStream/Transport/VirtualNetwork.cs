@@ -1,0 +1,291 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+
+namespace ShardStream.Transport;
+
+/// <summary>
+/// An in-memory network for fast, deterministic multi-node tests. Every node gets its own host
+/// (<see cref="Host"/>); links between hosts can be given a one-way latency, and a host can be
+/// killed (every connection reset, like <c>kill -9</c>) or frozen (connections stay open but no
+/// byte moves, like <c>kill -STOP</c> or a half-open link).
+/// </summary>
+public sealed class VirtualNetwork
+{
+    private readonly ConcurrentDictionary<string, VirtualListener> _listeners = new();
+    private readonly ConcurrentDictionary<string, VirtualHost> _hosts = new();
+    private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
+    private readonly TimeProvider _time;
+
+    /// <summary>Creates an empty network.</summary>
+    public VirtualNetwork(TimeProvider? time = null) => _time = time ?? TimeProvider.System;
+
+    /// <summary>The latency of links with no latency of their own.</summary>
+    public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
+
+    /// <summary>The transport of host <paramref name="name"/>; its addresses are <c>name:port</c>.</summary>
+    public ITransport Host(string name) => _hosts.GetOrAdd(name, n => new VirtualHost(this, n));
+
+    /// <summary>Sets the one-way latency between two hosts (both directions).</summary>
+    public void SetLatency(string hostA, string hostB, TimeSpan oneWay)
+    {
+        _latency[(hostA, hostB)] = oneWay;
+        _latency[(hostB, hostA)] = oneWay;
+    }
+
+    /// <summary>Resets every connection of the host and closes its listeners, as when its process dies.</summary>
+    public void Kill(string host)
+    {
+        var h = _hosts.GetOrAdd(host, n => new VirtualHost(this, n));
+        h.Killed = true;
+        foreach (var (address, listener) in _listeners)
+            if (listener.Host == h && _listeners.TryRemove(address, out _)) listener.Close();
+        foreach (var link in h.Links.Keys) link.Reset();
+    }
+
+    /// <summary>Stops every byte to and from the host; connections stay open.</summary>
+    public void Freeze(string host) => _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).Frozen = true;
+
+    /// <summary>Lets bytes move again after <see cref="Freeze"/>.</summary>
+    public void Thaw(string host)
+    {
+        var h = _hosts.GetOrAdd(host, n => new VirtualHost(this, n));
+        h.Frozen = false;
+        foreach (var link in h.Links.Keys) link.Wake();
+    }
+
+    private TimeSpan LatencyBetween(string a, string b) => _latency.TryGetValue((a, b), out var l) ? l : DefaultLatency;
+
+    private sealed class VirtualHost(VirtualNetwork network, string name) : ITransport
+    {
+        private int _nextPort = 10000;
+
+        public string Name { get; } = name;
+
+        public volatile bool Killed;
+
+        public volatile bool Frozen;
+
+        public ConcurrentDictionary<VirtualLink, byte> Links { get; } = new();
+
+        public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
+        {
+            var (host, port) = ParseAddress(address);
+            if (host != Name) throw new ConnectionFailedException($"cannot listen on {address}: host {Name} owns only {Name}:PORT addresses");
+            if (port == 0) port = Interlocked.Increment(ref _nextPort);
+            string bound = Endpoint.Format(host, port);
+            var listener = new VirtualListener(this, bound);
+            if (!network._listeners.TryAdd(bound, listener)) throw new ConnectionFailedException($"cannot listen on {bound}: address already in use");
+            Killed = false;
+            return ValueTask.FromResult<IConnectionListener>(listener);
+        }
+
+        public ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
+        {
+            ParseAddress(address);
+            if (Killed) throw new ConnectionFailedException($"cannot connect to {address}: this host is down");
+            if (!network._listeners.TryGetValue(address, out var listener) || listener.Host.Killed)
+                throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
+            var link = new VirtualLink(network, this, listener.Host);
+            if (!listener.Offer(link.ServerEnd)) throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
+            return ValueTask.FromResult<IConnection>(link.ClientEnd);
+        }
+
+        private static (string Host, int Port) ParseAddress(string address)
+        {
+            try
+            {
+                return Endpoint.Parse(address);
+            }
+            catch (FormatException e)
+            {
+                throw new ConnectionFailedException(e.Message, e);
+            }
+        }
+    }
+
+    private sealed class VirtualListener(VirtualHost host, string localAddress) : IConnectionListener
+    {
+        private readonly System.Threading.Channels.Channel<IConnection> _pending = System.Threading.Channels.Channel.CreateUnbounded<IConnection>();
+
+        public VirtualHost Host { get; } = host;
+
+        public string LocalAddress { get; } = localAddress;
+
+        public bool Offer(IConnection connection) => _pending.Writer.TryWrite(connection);
+
+        public void Close() => _pending.Writer.TryComplete();
+
+        public async ValueTask<IConnection?> AcceptAsync(CancellationToken cancellationToken)
+        {
+            try
+            {
+                return await _pending.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is System.Threading.Channels.ChannelClosedException or OperationCanceledException)
+            {
+                return null;
+            }
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Close();
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>One connection: two directions, each a sender pipe pumped into a receiver pipe.</summary>
+    private sealed class VirtualLink
+    {
+        private static readonly PipeOptions Options = new(pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
+        private readonly VirtualHost _client;
+        private readonly VirtualHost _server;
+        private readonly Direction _toServer;
+        private readonly Direction _toClient;
+
+        public VirtualLink(VirtualNetwork network, VirtualHost client, VirtualHost server)
+        {
+            _client = client;
+            _server = server;
+            _toServer = new Direction(network, client, server);
+            _toClient = new Direction(network, server, client);
+            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server.Name, _toServer);
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client.Name, _toClient);
+            client.Links.TryAdd(this, 0);
+            server.Links.TryAdd(this, 0);
+        }
+
+        public IConnection ClientEnd { get; }
+
+        public IConnection ServerEnd { get; }
+
+        public void Reset()
+        {
+            var error = new IOException("connection reset by peer");
+            _toServer.Reset(error);
+            _toClient.Reset(error);
+            Forget();
+        }
+
+        public void Wake()
+        {
+            _toServer.Wake();
+            _toClient.Wake();
+        }
+
+        private void Forget()
+        {
+            _client.Links.TryRemove(this, out _);
+            _server.Links.TryRemove(this, out _);
+        }
+
+        private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+        {
+            public PipeReader Input { get; } = input;
+
+            public PipeWriter Output { get; } = output;
+        }
+
+        private sealed class Direction
+        {
+            private readonly VirtualNetwork _network;
+            private readonly VirtualHost _from;
+            private readonly VirtualHost _to;
+            private readonly CancellationTokenSource _reset = new();
+            private volatile TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+            public Direction(VirtualNetwork network, VirtualHost from, VirtualHost to)
+            {
+                _network = network;
+                _from = from;
+                _to = to;
+                _ = PumpAsync();
+            }
+
+            public Pipe Sender { get; } = new(Options);
+
+            public Pipe Receiver { get; } = new(Options);
+
+            public void Reset(Exception error)
+            {
+                _reset.Cancel();
+                Receiver.Writer.Complete(error);
+                Sender.Reader.Complete(error);
+            }
+
+            public void Wake() => _wake.TrySetResult();
+
+            private async Task PumpAsync()
+            {
+                try
+                {
+                    while (true)
+                    {
+                        var result = await Sender.Reader.ReadAsync(_reset.Token).ConfigureAwait(false);
+                        var buffer = result.Buffer;
+                        while (_from.Frozen || _to.Frozen)
+                        {
+                            var wake = _wake;
+                            if (!_from.Frozen && !_to.Frozen) break;
+                            await wake.Task.WaitAsync(_reset.Token).ConfigureAwait(false);
+                            _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        }
+                        var latency = _network.LatencyBetween(_from.Name, _to.Name);
+                        if (latency > TimeSpan.Zero)
+                            await Task.Delay(latency, _network._time, _reset.Token).ConfigureAwait(false);
+                        foreach (var segment in buffer)
+                            await Receiver.Writer.WriteAsync(segment, _reset.Token).ConfigureAwait(false);
+                        Sender.Reader.AdvanceTo(buffer.End);
+                        if (result.IsCompleted)
+                        {
+                            await Receiver.Writer.CompleteAsync().ConfigureAwait(false);
+                            await Sender.Reader.CompleteAsync().ConfigureAwait(false);
+                            return;
+                        }
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    // Reset: both pipes were completed with the error already.
+                }
+                catch (Exception e)
+                {
+                    // The receiver went away: tell the sender the connection is broken.
+                    Receiver.Writer.Complete(e);
+                    Sender.Reader.Complete(e);
+                }
+            }
+        }
+
+        private sealed class End(VirtualLink link, IDuplexPipe pipe, string remote, Direction outgoing) : IConnection
+        {
+            private int _outputClosed;
+            private int _closed;
+
+            public IDuplexPipe Pipe { get; } = pipe;
+
+            public string RemoteAddress { get; } = remote;
+
+            public async ValueTask CloseOutputAsync()
+            {
+                if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
+                await Pipe.Output.CompleteAsync().ConfigureAwait(false);
+            }
+
+            public void Abort()
+            {
+                if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+                link.Reset();
+            }
+
+            public async ValueTask DisposeAsync()
+            {
+                await CloseOutputAsync().ConfigureAwait(false);
+                if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+                await Pipe.Input.CompleteAsync().ConfigureAwait(false);
+                _ = outgoing;
+                link.Forget();
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Text;
+
+namespace ShardStream.Wire;
+
+/// <summary>
+/// Frame boundaries: <c>u32 length (big-endian) | u8 type | body</c>, where length counts the type
+/// byte and the body. The length is checked against <see cref="Protocol.MaxFrameLength"/> before
+/// anything is buffered.
+/// </summary>
+public static class FrameCodec
+{
+    /// <summary>
+    /// Takes one complete frame off the front of <paramref name="buffer"/>. Returns false when the
+    /// buffer does not hold a whole frame yet. Throws <see cref="ProtocolException"/> for a length
+    /// that is zero or over the limit, or an unknown type.
+    /// </summary>
+    public static bool TryReadFrame(ref ReadOnlySequence<byte> buffer, out FrameType type, out ReadOnlySequence<byte> body)
+    {
+        type = default;
+        body = default;
+        if (buffer.Length < Protocol.FrameHeaderLength)
+        {
+            // Even four bytes are enough to reject an oversized length early.
+            if (buffer.Length >= 4) CheckLength(ReadLength(buffer));
+            return false;
+        }
+
+        uint length = ReadLength(buffer);
+        CheckLength(length);
+        if (buffer.Length < 4 + length) return false;
+
+        byte typeByte = buffer.Slice(4, 1).FirstSpan[0];
+        if (typeByte is 0 or > (byte)FrameType.ParentLost)
+            throw new ProtocolException($"unknown frame type {typeByte}");
+        type = (FrameType)typeByte;
+        body = buffer.Slice(Protocol.FrameHeaderLength, length - 1);
+        buffer = buffer.Slice(4 + length);
+        return true;
+    }
+
+    private static uint ReadLength(ReadOnlySequence<byte> buffer)
+    {
+        Span<byte> header = stackalloc byte[4];
+        buffer.Slice(0, 4).CopyTo(header);
+        return BinaryPrimitives.ReadUInt32BigEndian(header);
+    }
+
+    private static void CheckLength(uint length)
+    {
+        if (length == 0) throw new ProtocolException("frame with length 0");
+        if (length > Protocol.MaxFrameLength)
+            throw new ProtocolException($"frame of {length} bytes is over the limit of {Protocol.MaxFrameLength}");
+    }
+
+    /// <summary>Writes a frame header for a body of <paramref name="bodyLength"/> bytes.</summary>
+    public static void WriteHeader(IBufferWriter<byte> writer, FrameType type, int bodyLength)
+    {
+        var span = writer.GetSpan(Protocol.FrameHeaderLength);
+        BinaryPrimitives.WriteUInt32BigEndian(span, (uint)(bodyLength + 1));
+        span[4] = (byte)type;
+        writer.Advance(Protocol.FrameHeaderLength);
+    }
+
+    internal static void WriteString(ref SpanWriter w, string value)
+    {
+        int byteCount = Encoding.UTF8.GetByteCount(value);
+        if (byteCount > Protocol.MaxStringLength) throw new ArgumentException($"string of {byteCount} bytes is over the limit of {Protocol.MaxStringLength}");
+        w.WriteUInt16((ushort)byteCount);
+        w.WriteUtf8(value, byteCount);
+    }
+
+    internal static int StringSize(string value) => 2 + Encoding.UTF8.GetByteCount(value);
+
+    internal static bool TryReadString(ref SequenceReader<byte> reader, out string value)
+    {
+        value = "";
+        if (!reader.TryReadBigEndian(out short len)) return false;
+        int length = (ushort)len;
+        if (length > Protocol.MaxStringLength || reader.Remaining < length) return false;
+        if (length == 0) return true;
+        var slice = reader.Sequence.Slice(reader.Position, length);
+        value = Encoding.UTF8.GetString(slice);
+        reader.Advance(length);
+        return true;
+    }
+
+    internal static bool TryReadUInt64(ref SequenceReader<byte> reader, out ulong value)
+    {
+        bool ok = reader.TryReadBigEndian(out long v);
+        value = (ulong)v;
+        return ok;
+    }
+
+    internal static bool TryReadUInt16(ref SequenceReader<byte> reader, out ushort value)
+    {
+        bool ok = reader.TryReadBigEndian(out short v);
+        value = (ushort)v;
+        return ok;
+    }
+
+    internal static bool TryReadUInt32(ref SequenceReader<byte> reader, out uint value)
+    {
+        bool ok = reader.TryReadBigEndian(out int v);
+        value = (uint)v;
+        return ok;
+    }
+}

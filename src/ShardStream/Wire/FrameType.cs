@@ -1,0 +1,32 @@
+namespace ShardStream.Wire;
+
+/// <summary>The type byte of a frame. See docs/protocol.md for every field.</summary>
+public enum FrameType : byte
+{
+    /// <summary>First frame of every connection, from the connecting side.</summary>
+    Hello = 1,
+
+    /// <summary>The answer to a hello: shards served on this connection and redirects.</summary>
+    Welcome = 2,
+
+    /// <summary>A piece of one shard's stream.</summary>
+    Chunk = 3,
+
+    /// <summary>A shard's stream is over: no chunk with a higher sequence number will follow.</summary>
+    End = 4,
+
+    /// <summary>The sender closes the connection, with a reason.</summary>
+    Goodbye = 5,
+
+    /// <summary>Keeps a quiet connection alive; either direction.</summary>
+    Heartbeat = 6,
+
+    /// <summary>Peer to coordinator: the peer is connected to a parent for every shard.</summary>
+    Attached = 7,
+
+    /// <summary>Coordinator to peer: take these shards from a new parent (repair, rebalancing).</summary>
+    Move = 8,
+
+    /// <summary>Peer to coordinator: the parent of these shards is gone.</summary>
+    ParentLost = 9,
+}

@@ -1,0 +1,368 @@
+using System.Buffers;
+
+namespace ShardStream.Wire;
+
+/// <summary>Why a connection is opened.</summary>
+public enum HelloRole : byte
+{
+    /// <summary>A new peer asks where to attach. The coordinator places it; any other node redirects it to the coordinator.</summary>
+    Join = 1,
+
+    /// <summary>A placed peer asks this node to serve it some shards from given sequence numbers.</summary>
+    Attach = 2,
+}
+
+/// <summary>One shard and the first chunk sequence number wanted of it.</summary>
+public readonly record struct ShardStart(byte Shard, ulong FromSeq);
+
+/// <summary>How a shard is provided to a peer.</summary>
+public enum AssignmentKind : byte
+{
+    /// <summary>This connection carries the shard, starting at <see cref="ShardAssignment.FromSeq"/>.</summary>
+    Served = 0,
+
+    /// <summary>Connect to <see cref="ShardAssignment.Address"/> (node <see cref="ShardAssignment.ParentId"/>) for the shard.</summary>
+    Redirect = 1,
+}
+
+/// <summary>An entry of a welcome or a move: where one shard comes from.</summary>
+public readonly record struct ShardAssignment(byte Shard, AssignmentKind Kind, ulong ParentId, ulong FromSeq, string Address)
+{
+    internal int Size => 1 + 1 + 8 + 8 + FrameCodec.StringSize(Address);
+
+    internal void Write(ref SpanWriter w)
+    {
+        w.WriteByte(Shard);
+        w.WriteByte((byte)Kind);
+        w.WriteUInt64(ParentId);
+        w.WriteUInt64(FromSeq);
+        FrameCodec.WriteString(ref w, Address);
+    }
+
+    internal static bool TryRead(ref SequenceReader<byte> r, out ShardAssignment value)
+    {
+        value = default;
+        if (!r.TryRead(out byte shard) || !r.TryRead(out byte kind) || kind > 1
+            || !FrameCodec.TryReadUInt64(ref r, out ulong parent) || !FrameCodec.TryReadUInt64(ref r, out ulong from)
+            || !FrameCodec.TryReadString(ref r, out string address))
+            return false;
+        value = new ShardAssignment(shard, (AssignmentKind)kind, parent, from, address);
+        return true;
+    }
+}
+
+/// <summary>Writes whole frames whose body size is known up front.</summary>
+internal static class FrameWriting
+{
+    public delegate void BodyWriter<T>(in T message, ref SpanWriter w);
+
+    public static void Write<T>(IBufferWriter<byte> writer, FrameType type, int bodySize, in T message, BodyWriter<T> body)
+    {
+        FrameCodec.WriteHeader(writer, type, bodySize);
+        var span = writer.GetSpan(bodySize);
+        var w = new SpanWriter(span);
+        body(in message, ref w);
+        writer.Advance(bodySize);
+    }
+
+    public static byte[] ToArray(Action<IBufferWriter<byte>> write)
+    {
+        var buffer = new ArrayBufferWriter<byte>(64);
+        write(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+}
+
+/// <summary>The first frame of a connection, from the side that connected.</summary>
+/// <param name="MinVersion">The oldest protocol version the sender speaks.</param>
+/// <param name="MaxVersion">The newest protocol version the sender speaks.</param>
+/// <param name="Role">Join (where do I go?) or attach (serve me these shards).</param>
+/// <param name="PeerId">Attach: the sender's id as the coordinator gave it. Join: 0.</param>
+/// <param name="UploadPercent">Join: what the sender may upload, in percent of the stream rate; <see cref="DefaultUpload"/> for the default of K+1 shard-streams.</param>
+/// <param name="Shards">Attach: the shards wanted and the first sequence number of each.</param>
+/// <param name="ListenAddress">Where the sender accepts children.</param>
+public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloRole Role, ulong PeerId, ushort UploadPercent, ShardStart[] Shards, string ListenAddress)
+{
+    /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
+    public const ushort DefaultUpload = ushort.MaxValue;
+
+    private int Size => 4 + 2 + 2 + 1 + 8 + 2 + 1 + Shards.Length * 9 + FrameCodec.StringSize(ListenAddress);
+
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Hello, Size, in this, static (in Hello m, ref SpanWriter w) =>
+    {
+        w.WriteUInt32(Protocol.Magic);
+        w.WriteUInt16(m.MinVersion);
+        w.WriteUInt16(m.MaxVersion);
+        w.WriteByte((byte)m.Role);
+        w.WriteUInt64(m.PeerId);
+        w.WriteUInt16(m.UploadPercent);
+        w.WriteByte((byte)m.Shards.Length);
+        foreach (var s in m.Shards)
+        {
+            w.WriteByte(s.Shard);
+            w.WriteUInt64(s.FromSeq);
+        }
+        FrameCodec.WriteString(ref w, m.ListenAddress);
+    });
+
+    /// <summary>Reads a hello body; false when it is truncated or malformed.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Hello value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt32(ref r, out uint magic) || magic != Protocol.Magic) return false;
+        if (!FrameCodec.TryReadUInt16(ref r, out ushort min) || !FrameCodec.TryReadUInt16(ref r, out ushort max)) return false;
+        if (!r.TryRead(out byte role) || role is < 1 or > 2) return false;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong peerId) || !FrameCodec.TryReadUInt16(ref r, out ushort upload)) return false;
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var shards = new ShardStart[count];
+        for (int i = 0; i < count; i++)
+        {
+            if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong from)) return false;
+            shards[i] = new ShardStart(shard, from);
+        }
+        if (!FrameCodec.TryReadString(ref r, out string address) || !r.End) return false;
+        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address);
+        return true;
+    }
+}
+
+/// <summary>The answer to a hello.</summary>
+/// <param name="Version">The protocol version the connection speaks from now on.</param>
+/// <param name="PeerId">The id of the joining peer (0 in a redirect to the coordinator).</param>
+/// <param name="ShardCount">K, the stream's shard count.</param>
+/// <param name="StartSeq">The join point: the first chunk the peer will write.</param>
+/// <param name="StartOffset">The stream offset of that chunk.</param>
+/// <param name="Shards">Where each shard comes from.</param>
+public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards)
+{
+    private int Size
+    {
+        get
+        {
+            int size = 2 + 8 + 1 + 8 + 8 + 1;
+            foreach (var s in Shards) size += s.Size;
+            return size;
+        }
+    }
+
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Welcome, Size, in this, static (in Welcome m, ref SpanWriter w) =>
+    {
+        w.WriteUInt16(m.Version);
+        w.WriteUInt64(m.PeerId);
+        w.WriteByte(m.ShardCount);
+        w.WriteUInt64(m.StartSeq);
+        w.WriteUInt64(m.StartOffset);
+        w.WriteByte((byte)m.Shards.Length);
+        foreach (var s in m.Shards) s.Write(ref w);
+    });
+
+    /// <summary>Reads a welcome body; false when it is truncated or malformed.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Welcome value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt16(ref r, out ushort version) || !FrameCodec.TryReadUInt64(ref r, out ulong peerId)) return false;
+        if (!r.TryRead(out byte k) || k is 0 or > Protocol.MaxShards) return false;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong startSeq) || !FrameCodec.TryReadUInt64(ref r, out ulong startOffset)) return false;
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var shards = new ShardAssignment[count];
+        for (int i = 0; i < count; i++)
+            if (!ShardAssignment.TryRead(ref r, out shards[i])) return false;
+        if (!r.End) return false;
+        value = new Welcome(version, peerId, k, startSeq, startOffset, shards);
+        return true;
+    }
+}
+
+/// <summary>The fixed part of a chunk frame; the payload follows it to the end of the frame.</summary>
+public readonly record struct ChunkHeader(byte Shard, ulong Seq, ulong Offset)
+{
+    /// <summary>Writes the whole frame: header and <paramref name="payload"/>.</summary>
+    public void Write(IBufferWriter<byte> writer, ReadOnlySpan<byte> payload)
+    {
+        int bodySize = Protocol.ChunkHeaderLength + payload.Length;
+        FrameCodec.WriteHeader(writer, FrameType.Chunk, bodySize);
+        var span = writer.GetSpan(bodySize);
+        var w = new SpanWriter(span);
+        w.WriteByte(Shard);
+        w.WriteUInt64(Seq);
+        w.WriteUInt64(Offset);
+        payload.CopyTo(span[Protocol.ChunkHeaderLength..]);
+        writer.Advance(bodySize);
+    }
+
+    /// <summary>Reads the header of a chunk body and returns the payload that follows.</summary>
+    public static bool TryRead(ReadOnlySequence<byte> body, out ChunkHeader header, out ReadOnlySequence<byte> payload)
+    {
+        header = default;
+        payload = default;
+        var r = new SequenceReader<byte>(body);
+        if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong seq) || !FrameCodec.TryReadUInt64(ref r, out ulong offset))
+            return false;
+        payload = body.Slice(Protocol.ChunkHeaderLength);
+        if (payload.Length is 0 or > Protocol.MaxChunkLength) return false;
+        header = new ChunkHeader(shard, seq, offset);
+        return true;
+    }
+}
+
+/// <summary>The end of one shard's stream. The whole stream has <paramref name="FinalSeq"/> chunks and <paramref name="FinalOffset"/> bytes.</summary>
+public readonly record struct End(byte Shard, ulong FinalSeq, ulong FinalOffset)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.End, 17, in this, static (in End m, ref SpanWriter w) =>
+    {
+        w.WriteByte(m.Shard);
+        w.WriteUInt64(m.FinalSeq);
+        w.WriteUInt64(m.FinalOffset);
+    });
+
+    /// <summary>Reads an end body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out End value)
+    {
+        value = default;
+        if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong seq) || !FrameCodec.TryReadUInt64(ref r, out ulong offset) || !r.End)
+            return false;
+        value = new End(shard, seq, offset);
+        return true;
+    }
+}
+
+/// <summary>Why a connection is closed.</summary>
+public enum GoodbyeCode : ushort
+{
+    /// <summary>Orderly close (stream over, leaving on purpose).</summary>
+    Normal = 0,
+
+    /// <summary>The remote side broke the protocol.</summary>
+    ProtocolError = 1,
+
+    /// <summary>No protocol version in common.</summary>
+    VersionMismatch = 2,
+
+    /// <summary>The receiver did not keep up and was cut off.</summary>
+    TooSlow = 3,
+
+    /// <summary>The request cannot be served (no capacity, unknown shard, not the coordinator).</summary>
+    Refused = 4,
+
+    /// <summary>Nothing was heard within the heartbeat timeout.</summary>
+    Timeout = 5,
+
+    /// <summary>The node is shutting down.</summary>
+    ShuttingDown = 6,
+}
+
+/// <summary>Closes a connection with a reason that the other side logs.</summary>
+public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Goodbye, 2 + FrameCodec.StringSize(Reason), in this, static (in Goodbye m, ref SpanWriter w) =>
+    {
+        w.WriteUInt16((ushort)m.Code);
+        FrameCodec.WriteString(ref w, m.Reason);
+    });
+
+    /// <summary>Reads a goodbye body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Goodbye value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt16(ref r, out ushort code) || !FrameCodec.TryReadString(ref r, out string reason) || !r.End) return false;
+        value = new Goodbye((GoodbyeCode)code, reason);
+        return true;
+    }
+}
+
+/// <summary>A keep-alive; the value is free for the sender (a counter or a timestamp).</summary>
+public readonly record struct Heartbeat(ulong Value)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Heartbeat, 8, in this, static (in Heartbeat m, ref SpanWriter w) => w.WriteUInt64(m.Value));
+
+    /// <summary>Reads a heartbeat body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Heartbeat value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        value = new Heartbeat(v);
+        return true;
+    }
+}
+
+/// <summary>Peer to coordinator: connected to a parent for every shard (also sent after each repair).</summary>
+public readonly record struct Attached(ulong PeerId)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Attached, 8, in this, static (in Attached m, ref SpanWriter w) => w.WriteUInt64(m.PeerId));
+
+    /// <summary>Reads an attached body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Attached value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        value = new Attached(v);
+        return true;
+    }
+}
+
+/// <summary>Coordinator to peer: take the listed shards from new parents.</summary>
+public readonly record struct Move(ShardAssignment[] Shards)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer)
+    {
+        int size = 1;
+        foreach (var s in Shards) size += s.Size;
+        FrameWriting.Write(writer, FrameType.Move, size, in this, static (in Move m, ref SpanWriter w) =>
+        {
+            w.WriteByte((byte)m.Shards.Length);
+            foreach (var s in m.Shards) s.Write(ref w);
+        });
+    }
+
+    /// <summary>Reads a move body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Move value)
+    {
+        value = default;
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var shards = new ShardAssignment[count];
+        for (int i = 0; i < count; i++)
+            if (!ShardAssignment.TryRead(ref r, out shards[i])) return false;
+        if (!r.End) return false;
+        value = new Move(shards);
+        return true;
+    }
+}
+
+/// <summary>Peer to coordinator: the connection to parent <paramref name="ParentId"/> for these shards is gone.</summary>
+public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + 1 + Shards.Length * 9, in this, static (in ParentLost m, ref SpanWriter w) =>
+    {
+        w.WriteUInt64(m.ParentId);
+        w.WriteByte((byte)m.Shards.Length);
+        foreach (var s in m.Shards)
+        {
+            w.WriteByte(s.Shard);
+            w.WriteUInt64(s.FromSeq);
+        }
+    });
+
+    /// <summary>Reads a parent-lost body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out ParentLost value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var shards = new ShardStart[count];
+        for (int i = 0; i < count; i++)
+        {
+            if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong from)) return false;
+            shards[i] = new ShardStart(shard, from);
+        }
+        if (!r.End) return false;
+        value = new ParentLost(parent, shards);
+        return true;
+    }
+}

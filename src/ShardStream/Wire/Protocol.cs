@@ -1,0 +1,32 @@
+namespace ShardStream.Wire;
+
+/// <summary>Constants of the ShardStream wire protocol (docs/protocol.md).</summary>
+public static class Protocol
+{
+    /// <summary>The protocol version this build speaks.</summary>
+    public const ushort Version = 1;
+
+    /// <summary>The oldest protocol version this build accepts.</summary>
+    public const ushort MinVersion = 1;
+
+    /// <summary>"SHST": the first four bytes of a hello body, so that a stray client is recognised at once.</summary>
+    public const uint Magic = 0x53485354;
+
+    /// <summary>The largest chunk payload.</summary>
+    public const int MaxChunkLength = 64 * 1024;
+
+    /// <summary>The largest value of a frame's length field (type byte plus body).</summary>
+    public const int MaxFrameLength = MaxChunkLength + 256;
+
+    /// <summary>Bytes before a frame's body: the u32 length and the type byte.</summary>
+    public const int FrameHeaderLength = 5;
+
+    /// <summary>Bytes of a chunk frame's body before its payload: shard, sequence number, offset.</summary>
+    public const int ChunkHeaderLength = 1 + 8 + 8;
+
+    /// <summary>The most shards a stream may have.</summary>
+    public const int MaxShards = 16;
+
+    /// <summary>The longest address or reason string, in UTF-8 bytes.</summary>
+    public const int MaxStringLength = 1024;
+}
