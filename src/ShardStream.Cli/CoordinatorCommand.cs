@@ -39,7 +39,9 @@ internal static class CoordinatorCommand
             await coordinator.StartAsync(ct);
             await using var stdin = Console.OpenStandardInput();
             await coordinator.RunAsync(stdin, ct);
-            loggers.CreateLogger("coordinator").LogInformation("overlay at the end:\n{Tree}", coordinator.Snapshot().Render());
+            var log = loggers.CreateLogger("coordinator");
+            log.LogInformation("overlay at the end of the stream:");
+            foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) log.LogInformation("  {Line}", line);
         }, cancellationToken));
         return command;
     }

@@ -1,0 +1,99 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>Wrong input gives one line on stderr, a non-zero exit code and no stack trace.</summary>
+public sealed class CliErrorTests
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
+
+    private static async Task<(int Exit, string Stderr)> RunAsync(params string[] args)
+    {
+        await using var process = CliProcess.Start(args);
+        process.StandardInput.Close();
+        var (exit, _) = await process.WaitForExitAsync(Deadline);
+        return (exit, process.Stderr);
+    }
+
+    private static void AssertOneLineError(string stderr, string expectedFragment)
+    {
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var errors = lines.Where(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)).ToList();
+        Assert.True(errors.Count == 1, $"expected one error line, got:\n{stderr}");
+        Assert.Contains(expectedFragment, errors[0]);
+        Assert.DoesNotContain(lines, l => l.TrimStart().StartsWith("at ", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Coordinator_that_cannot_listen_says_so()
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        taken.Listen();
+        int port = ((IPEndPoint)taken.LocalEndPoint!).Port;
+
+        var (exit, stderr) = await RunAsync("coordinator", "-l", $"127.0.0.1:{port}");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, $"cannot listen on 127.0.0.1:{port}");
+    }
+
+    [Fact]
+    public async Task Peer_that_cannot_reach_its_start_address_says_so()
+    {
+        int port;
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            port = ((IPEndPoint)probe.LocalEndPoint!).Port;
+        }
+
+        var (exit, stderr) = await RunAsync("peer", "-c", $"127.0.0.1:{port}");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, $"cannot connect to 127.0.0.1:{port}");
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("17")]
+    public async Task Invalid_shard_count_is_refused_with_a_clear_message(string shards)
+    {
+        var (exit, stderr) = await RunAsync("coordinator", "-l", "127.0.0.1:0", "-s", shards);
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, $"shard count {shards} is not supported");
+    }
+
+    [Fact]
+    public async Task Malformed_address_is_refused_with_a_clear_message()
+    {
+        var (exit, stderr) = await RunAsync("peer", "-c", "no-port-here");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, "'no-port-here' is not an address of the form HOST:PORT");
+    }
+
+    [Fact]
+    public async Task Peer_that_speaks_to_a_non_shardstream_server_gets_a_clear_error()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var serve = Task.Run(async () =>
+        {
+            using var client = await listener.AcceptTcpClientAsync();
+            var stream = client.GetStream();
+            // An HTTP server's answer: the length field is far over the frame limit.
+            await stream.WriteAsync("HTTP/1.1 400 Bad Request\r\n\r\n"u8.ToArray());
+            await Task.Delay(2000);
+        });
+
+        var (exit, stderr) = await RunAsync("peer", "-c", $"127.0.0.1:{port}");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, "over the limit");
+        await serve;
+    }
+}

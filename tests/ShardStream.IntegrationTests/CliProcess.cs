@@ -1,0 +1,129 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// One run of the real <c>shardstream</c> tool in its own process. stdout (the stream) is hashed
+/// as it arrives; stderr (the logs) is kept line by line.
+/// </summary>
+internal sealed partial class CliProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly ConcurrentQueue<string> _stderr = new();
+    private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private readonly Task _stdoutPump;
+    private readonly Task _stderrPump;
+    private long _stdoutBytes;
+
+    private CliProcess(Process process)
+    {
+        _process = process;
+        _stdoutPump = Task.Run(PumpStdoutAsync);
+        _stderrPump = Task.Run(PumpStderrAsync);
+    }
+
+    /// <summary>The path of the CLI's dll, copied next to the tests by the project reference.</summary>
+    public static string CliDll => Path.Combine(AppContext.BaseDirectory, "shardstream.dll");
+
+    public static CliProcess Start(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(CliDll);
+        foreach (var a in args) info.ArgumentList.Add(a);
+        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start dotnet");
+        return new CliProcess(process);
+    }
+
+    public int Pid => _process.Id;
+
+    public Stream StandardInput => _process.StandardInput.BaseStream;
+
+    public long StdoutBytes => Interlocked.Read(ref _stdoutBytes);
+
+    public IReadOnlyCollection<string> StderrLines => _stderr.ToArray();
+
+    public string Stderr => string.Join('\n', _stderr);
+
+    public bool HasExited => _process.HasExited;
+
+    private async Task PumpStdoutAsync()
+    {
+        var buffer = new byte[256 * 1024];
+        var stream = _process.StandardOutput.BaseStream;
+        int n;
+        while ((n = await stream.ReadAsync(buffer)) > 0)
+        {
+            _hash.AppendData(buffer, 0, n);
+            Interlocked.Add(ref _stdoutBytes, n);
+        }
+    }
+
+    private async Task PumpStderrAsync()
+    {
+        string? line;
+        while ((line = await _process.StandardError.ReadLineAsync()) is not null) _stderr.Enqueue(line);
+    }
+
+    /// <summary>Waits for the "listening on ADDRESS" log line and returns the address.</summary>
+    public async Task<string> WaitForListenAddressAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            foreach (var line in _stderr)
+            {
+                var m = ListeningRegex().Match(line);
+                if (m.Success) return m.Groups[1].Value;
+            }
+            if (_process.HasExited) break;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"no 'listening on' line within {timeout}; stderr:\n{Stderr}");
+    }
+
+    /// <summary>Waits for exit; returns the exit code and the sha256 of everything written to stdout.</summary>
+    public async Task<(int ExitCode, string Sha256)> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"process {_process.Id} did not exit within {timeout}; stderr:\n{Stderr}");
+        }
+        await Task.WhenAll(_stdoutPump, _stderrPump);
+        return (_process.ExitCode, Convert.ToHexStringLower(_hash.GetHashAndReset()));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            try
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+                // Exited meanwhile.
+            }
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+        _hash.Dispose();
+    }
+
+    [GeneratedRegex(@"listening on (\S+?),")]
+    private static partial Regex ListeningRegex();
+}

@@ -1,0 +1,45 @@
+using System.Security.Cryptography;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>The real CLI in separate processes on loopback: a coordinator and 12 peers.</summary>
+public sealed class CliStreamingTests
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Twelve_peers_write_the_exact_64_MiB_source_to_stdout(int shards)
+    {
+        const int peers = 12;
+        var source = new byte[64 * 1024 * 1024];
+        new Random(shards).NextBytes(source);
+        string expected = Convert.ToHexStringLower(SHA256.HashData(source));
+
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString());
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        var peerProcesses = new List<CliProcess>();
+        try
+        {
+            for (int i = 0; i < peers; i++) peerProcesses.Add(CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0"));
+
+            // The coordinator holds the source until all peers are attached; writing blocks until then.
+            await coordinator.StandardInput.WriteAsync(source);
+            coordinator.StandardInput.Close();
+
+            var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
+            Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+            foreach (var peer in peerProcesses)
+            {
+                var (exit, sha) = await peer.WaitForExitAsync(Deadline);
+                Assert.True(exit == 0, $"peer exited with {exit}:\n{peer.Stderr}");
+                Assert.True(expected == sha, $"peer wrote {peer.StdoutBytes} bytes with sha256 {sha}, the source has {source.Length} bytes with {expected}:\n{peer.Stderr}");
+            }
+        }
+        finally
+        {
+            foreach (var p in peerProcesses) await p.DisposeAsync();
+        }
+    }
+}
