@@ -81,7 +81,20 @@ internal sealed class Link : IAsyncDisposable
         {
             var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
             var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            bool found;
+            FrameType type;
+            ReadOnlySequence<byte> body;
+            try
+            {
+                found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
+            }
+            catch (ProtocolException)
+            {
+                // Leave the reader usable so that a goodbye can still be sent and the close drained.
+                input.AdvanceTo(result.Buffer.End);
+                throw;
+            }
+            if (found)
             {
                 var copy = body.ToArray();
                 input.AdvanceTo(buffer.Start);
@@ -161,6 +174,34 @@ internal sealed class Link : IAsyncDisposable
         if (drained == _writer)
         {
             await Task.WhenAny(_reader, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
+        }
+        Finish(reason);
+    }
+
+    /// <summary>
+    /// Closes the send side (after whatever was written) and waits, reading and discarding, until
+    /// the other side closes too or the close timeout passes; then ends the link. A reset right
+    /// after a last frame could otherwise destroy that frame before it is read.
+    /// </summary>
+    public async Task ShutdownAsync(string reason)
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        _queue.Writer.TryComplete();
+        try
+        {
+            await _connection.CloseOutputAsync().ConfigureAwait(false);
+            using var timeout = new CancellationTokenSource(_options.CloseTimeout);
+            var input = _connection.Pipe.Input;
+            while (true)
+            {
+                var result = await input.ReadAsync(timeout.Token).ConfigureAwait(false);
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            // Timed out or already gone: the link ends either way.
         }
         Finish(reason);
     }
@@ -291,9 +332,13 @@ internal sealed class Link : IAsyncDisposable
         {
             reason = $"protocol error: {e.Message}";
             _log.LogWarning("{Link}: {Reason}", Name, reason);
-            Send(w => new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write(w));
+            // Tell the other side why, after anything already queued, then close gracefully.
+            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write)));
+            Interlocked.Exchange(ref _closing, 1);
             _queue.Writer.TryComplete();
             await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
+            await ShutdownAsync(reason).ConfigureAwait(false);
+            return;
         }
         catch (InvalidDataException e)
         {

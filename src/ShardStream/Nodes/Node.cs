@@ -136,7 +136,7 @@ public abstract class Node : IAsyncDisposable
         {
             // It is gone already; the refusal is logged.
         }
-        link.Abort(reason);
+        await link.ShutdownAsync(reason).ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
     }
 

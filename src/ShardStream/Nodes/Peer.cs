@@ -243,7 +243,7 @@ public sealed class Peer : Node
     private async Task RefuseWithRedirectAsync(Link link, Welcome redirect)
     {
         await link.WriteNowAsync(redirect.Write, Stopping).ConfigureAwait(false);
-        link.Abort("redirected to the coordinator");
+        await link.ShutdownAsync("redirected to the coordinator").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
     }
 

@@ -1,0 +1,100 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using ShardStream.Nodes;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>Bad input and dead nodes end one connection, never the stream for everybody else.</summary>
+public sealed class FailureTests
+{
+    [Fact]
+    public async Task A_hello_with_no_common_version_is_answered_with_a_goodbye_naming_both_ranges()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var connection = await overlay.Network.Host("stranger").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(7, 9, HelloRole.Join, 0, Hello.DefaultUpload, [], "stranger:1").Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
+        Assert.Contains("1..1", goodbye.Reason);
+        Assert.Contains("7..9", goodbye.Reason);
+    }
+
+    [Fact]
+    public async Task Garbage_on_one_connection_ends_that_connection_and_the_stream_goes_on()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2, minPeers: 4);
+        for (int i = 0; i < 4; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(1_000_000, 5));
+
+        // Garbage to a relaying peer and to the coordinator: a huge length, then nonsense.
+        foreach (var target in new[] { overlay.Peers[0].Peer.ListenAddress, overlay.Coordinator.ListenAddress })
+        {
+            var connection = await overlay.Network.Host("vandal").ConnectAsync(target, CancellationToken.None);
+            await connection.Pipe.Output.WriteAsync(new byte[] { 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3 });
+            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            Assert.Equal(FrameType.Goodbye, type);
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+            Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+            Assert.Contains("over the limit", goodbye.Reason);
+        }
+
+        await overlay.WriteAsync(Overlay.RandomBytes(1_000_000, 6));
+        await overlay.EndAsync();
+        foreach (var (peer, output, run, _) in overlay.Peers)
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            Assert.Equal(overlay.Written, output.ToArray());
+        }
+    }
+
+    [Fact]
+    public async Task A_leaf_that_dies_does_not_stop_the_others()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 6);
+        for (int i = 0; i < 6; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(2_000_000, 7));
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 2_000_000, "streaming is under way");
+
+        var snapshot = overlay.Coordinator.Snapshot();
+        var leaf = snapshot.Nodes.Last(n => n.Used == 0);
+        var victim = overlay.Peers.Single(p => p.Peer.Id == leaf.Id);
+        overlay.Network.Kill(victim.Host);
+
+        await overlay.WriteAsync(Overlay.RandomBytes(2_000_000, 8));
+        await overlay.EndAsync();
+        foreach (var (peer, output, run, _) in overlay.Peers.Where(p => p.Peer != victim.Peer))
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            Assert.Equal(overlay.Written, output.ToArray());
+        }
+        Assert.DoesNotContain(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
+    }
+
+    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed without a frame");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Transport;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A coordinator and peers on one <see cref="VirtualNetwork"/>, each node on its own host
+/// ("coord", "p1", "p2", …). The source is a pipe the test writes into, so it can stream in
+/// steps; each peer writes into its own memory stream.
+/// </summary>
+internal sealed class Overlay : IAsyncDisposable
+{
+    public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
+
+    private readonly Pipe _source = new(new PipeOptions(pauseWriterThreshold: 0));
+    private readonly List<byte> _written = [];
+    private Task? _coordinatorRun;
+
+    public Overlay(CoordinatorOptions options)
+    {
+        Coordinator = new Coordinator(options with { ListenAddress = "coord:1" }, Network.Host("coord"), Loggers);
+    }
+
+    /// <summary>Logs to stderr when SHARDSTREAM_TEST_LOG is set (for debugging a failing test), else nowhere.</summary>
+    public static ILoggerFactory Loggers { get; } = Environment.GetEnvironmentVariable("SHARDSTREAM_TEST_LOG") is { Length: > 0 }
+        ? LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; }).AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace))
+        : Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+
+    public VirtualNetwork Network { get; } = new();
+
+    public Coordinator Coordinator { get; }
+
+    public List<(Peer Peer, MemoryStream Output, Task Run, string Host)> Peers { get; } = [];
+
+    public byte[] Written => _written.ToArray();
+
+    public static async Task<Overlay> StartAsync(int shards, int minPeers = 0, Func<CoordinatorOptions, CoordinatorOptions>? configure = null)
+    {
+        var options = new CoordinatorOptions { ShardCount = shards, MinPeers = minPeers, HeartbeatTimeout = TimeSpan.FromSeconds(10) };
+        var overlay = new Overlay(configure?.Invoke(options) ?? options);
+        await overlay.Coordinator.StartAsync(CancellationToken.None);
+        return overlay;
+    }
+
+    /// <summary>Starts the coordinator's streaming loop (after min-peers it begins reading the source).</summary>
+    public void StartStreaming() => _coordinatorRun = Task.Run(() => Coordinator.RunAsync(_source.Reader.AsStream(), CancellationToken.None));
+
+    public async Task<Peer> AddPeerAsync(string? joinAddress = null, double? upload = null)
+    {
+        string host = $"p{Peers.Count + 1}";
+        var peer = new Peer(new PeerOptions
+        {
+            JoinAddress = joinAddress ?? Coordinator.ListenAddress,
+            ListenAddress = $"{host}:1",
+            Upload = upload,
+            HeartbeatTimeout = TimeSpan.FromSeconds(10),
+        }, Network.Host(host), Loggers);
+        await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+        var output = new MemoryStream();
+        Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), host));
+        return peer;
+    }
+
+    public async Task WriteAsync(byte[] data)
+    {
+        _written.AddRange(data);
+        await _source.Writer.WriteAsync(data);
+    }
+
+    public async Task EndAsync()
+    {
+        await _source.Writer.CompleteAsync();
+        await _coordinatorRun!.WaitAsync(Deadline);
+    }
+
+    /// <summary>Waits until <paramref name="condition"/> holds, polling, with a generous deadline.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
+            await Task.Delay(10);
+        }
+    }
+
+    public static byte[] RandomBytes(int length, int seed)
+    {
+        var data = new byte[length];
+        new Random(seed).NextBytes(data);
+        return data;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _source.Writer.Complete();
+        foreach (var p in Peers) await p.Peer.DisposeAsync();
+        await Coordinator.DisposeAsync();
+    }
+}

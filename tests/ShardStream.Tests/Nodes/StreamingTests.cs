@@ -1,0 +1,102 @@
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>Whole overlays on the virtual network: every peer writes the source's exact bytes.</summary>
+public sealed class StreamingTests
+{
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(1, 7)]
+    [InlineData(1, 15)]
+    [InlineData(2, 1)]
+    [InlineData(2, 6)]
+    [InlineData(2, 16)]
+    public async Task Every_peer_writes_exactly_the_source_bytes(int shards, int peers)
+    {
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers);
+        for (int i = 0; i < peers; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+
+        var random = new Random(shards * 100 + peers);
+        for (int i = 0; i < 40; i++)
+        {
+            // Odd sizes: the coordinator cuts chunks as reads return, from 1 byte to 64 KiB.
+            await overlay.WriteAsync(Overlay.RandomBytes(random.Next(1, 150_000), i));
+        }
+        await overlay.EndAsync();
+
+        var source = overlay.Written;
+        foreach (var (peer, output, run, _) in overlay.Peers)
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            Assert.Equal(0, peer.StartOffset);
+            Assert.True(source.AsSpan().SequenceEqual(output.ToArray()), $"peer {peer.Id} wrote {output.Length} bytes that differ from the {source.Length}-byte source");
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_peer_that_joins_mid_stream_writes_the_stream_from_its_join_point(int shards)
+    {
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 3);
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(3_000_000, 1));
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 3_000_000, "the first part is streamed");
+
+        var late = await overlay.AddPeerAsync();
+        await overlay.WriteAsync(Overlay.RandomBytes(3_000_000, 2));
+        await overlay.EndAsync();
+
+        var source = overlay.Written;
+        foreach (var (peer, output, run, _) in overlay.Peers)
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            var expected = source.AsSpan((int)peer.StartOffset);
+            Assert.True(expected.SequenceEqual(output.ToArray()), $"peer {peer.Id} (join offset {peer.StartOffset}) wrote {output.Length} bytes that are not the source from its join point");
+        }
+        Assert.Equal(3_000_000, late.StartOffset);
+    }
+
+    [Fact]
+    public async Task A_peer_that_joins_through_another_peer_is_redirected_to_the_coordinator()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2, minPeers: 3);
+        var first = await overlay.AddPeerAsync();
+        await overlay.AddPeerAsync(joinAddress: first.ListenAddress);
+        await overlay.AddPeerAsync(joinAddress: overlay.Peers[1].Peer.ListenAddress);
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(1_000_000, 3));
+        await overlay.EndAsync();
+
+        var snapshot = overlay.Coordinator.Snapshot();
+        Assert.Equal(4, snapshot.Nodes.Count);
+        foreach (var (peer, output, run, _) in overlay.Peers)
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            Assert.Equal(overlay.Written, output.ToArray());
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 14)]
+    [InlineData(2, 14)]
+    public async Task The_overlay_built_from_real_joins_keeps_every_node_within_its_budget(int shards, int peers)
+    {
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers);
+        for (int i = 0; i < peers; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(500_000, 4));
+        await overlay.EndAsync();
+
+        var snapshot = overlay.Coordinator.Snapshot();
+        foreach (var node in snapshot.Nodes)
+        {
+            Assert.True(node.Used <= shards + 1, $"node {node.Id} sends {node.Used} shard-streams, more than (K+1) = {shards + 1}");
+            int edges = snapshot.Nodes.Sum(n => n.Parents.Count(p => p == node.Id));
+            Assert.Equal(edges, node.Used);
+        }
+    }
+}
