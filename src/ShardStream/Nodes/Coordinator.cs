@@ -203,6 +203,13 @@ public sealed class Coordinator : Node
                 Log.LogDebug("peer {Id} attached to all its parents", session.Id);
                 if (enough) _enoughPeers.TrySetResult();
                 break;
+            case FrameType.Detach:
+                HandleDetach(link, body);
+                break;
+            case FrameType.Leave:
+                if (!Leave.TryRead(ref reader, out _)) throw new ProtocolException("malformed leave frame");
+                RemovePeer(session, "leaving on purpose", graceful: true);
+                break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
                 Log.LogInformation("peer {Id} lost parent {Parent}", session.Id, lost.ParentId);
@@ -214,7 +221,13 @@ public sealed class Coordinator : Node
         }
     }
 
-    private void OnPeerGone(PeerSession session, string reason)
+    private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
+
+    /// <summary>
+    /// Takes a peer out of the overlay and sends every peer the planner moves its new parents.
+    /// A graceful leaver keeps serving until its children have moved (they close their links to it).
+    /// </summary>
+    private void RemovePeer(PeerSession session, string reason, bool graceful)
     {
         IReadOnlyList<Reattachment> plan;
         lock (_gate)
@@ -228,15 +241,17 @@ public sealed class Coordinator : Node
             plan = _planner.Leave([session.Id]);
             foreach (var group in plan.GroupBy(r => r.Peer))
             {
-                if (!_peers.TryGetValue(group.Key, out var orphan)) continue;
+                if (!_peers.TryGetValue(group.Key, out var moved)) continue;
                 var entries = group.Select(r => r.NewParent == Planner.Source
                     ? new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress)
                     : new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, _peers[r.NewParent].Address)).ToArray();
-                orphan.Control.Send(new Move(entries).Write);
+                moved.Control.Send(new Move(entries).Write);
             }
         }
-        Log.LogInformation("peer {Id} left ({Reason}); {N} reattachment(s) sent", session.Id, reason, plan.Count);
+        Log.LogInformation("peer {Id} {How} ({Reason}); {N} reattachment(s) sent", session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
     }
+
+    private protected override int ChildIdOf(Link link) => link.State is PeerSession session ? session.Id : base.ChildIdOf(link);
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot()

@@ -146,9 +146,38 @@ public abstract class Node : IAsyncDisposable
     /// <summary>A frame from a child (anything after its hello).</summary>
     private protected virtual void OnChildFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
-        if (type is FrameType.Goodbye or FrameType.Heartbeat) return;
-        throw new ProtocolException($"unexpected {type} frame from a child");
+        switch (type)
+        {
+            case FrameType.Goodbye or FrameType.Heartbeat:
+                return;
+            case FrameType.Detach:
+                HandleDetach(link, body);
+                return;
+            default:
+                throw new ProtocolException($"unexpected {type} frame from a child");
+        }
     }
+
+    /// <summary>A child moved some shards to another parent: stop sending them.</summary>
+    private protected void HandleDetach(Link link, ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        if (!Detach.TryRead(ref reader, out var detach)) throw new ProtocolException("malformed detach frame");
+        foreach (byte shard in detach.Shards)
+            if (shard < ShardCount) Relay?.Unsubscribe(link, shard);
+        Log.LogDebug("{Link}: detached shard(s) {Shards}", link.Name, string.Join(",", detach.Shards));
+    }
+
+    /// <summary>Per shard, the ids of the children this node sends it to now (the real connections).</summary>
+    internal int[][] ChildIds()
+    {
+        var relay = Relay;
+        return Enumerable.Range(0, ShardCount)
+            .Select(s => relay is null ? [] : relay.SubscribersOf(s).Select(ChildIdOf).Order().ToArray())
+            .ToArray();
+    }
+
+    private protected virtual int ChildIdOf(Link link) => link.State is int id ? id : -1;
 
     /// <summary>Serves the shards a child asks for, from the sequence numbers it asks for.</summary>
     private async Task ServeAttachAsync(Link link, Hello hello)
@@ -168,6 +197,7 @@ public abstract class Node : IAsyncDisposable
             }
 
         link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
+        link.State = (int)hello.PeerId;
         var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
         await link.WriteNowAsync(new Welcome(Protocol.Version, hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         link.Start(OnChildFrame);

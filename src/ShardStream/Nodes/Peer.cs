@@ -110,8 +110,11 @@ public sealed class Peer : Node
         StartOffset = (long)welcome.StartOffset;
         _reassembler = new Reassembler(_shardCount, (long)welcome.StartSeq, (long)welcome.StartOffset);
         Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
+        _reassembler.GapFound = gap => Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
+            gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset);
         _control = control;
         control.Name = "coordinator";
+        control.State = 0;
         lock (_gate)
             foreach (var e in welcome.Shards.Where(e => e.Kind == AssignmentKind.Served))
                 _parentOfShard[e.Shard] = control;
@@ -136,11 +139,37 @@ public sealed class Peer : Node
         await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, ListenAddress).Write, cancellationToken).ConfigureAwait(false);
         var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
+        link.State = (int)parentId;
+        List<(Link Old, byte[] Shards)> replaced;
         lock (_gate)
+        {
+            var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
             foreach (var s in starts) _parentOfShard[s.Shard] = link;
+            replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
+        }
         link.Start(OnParentFrame);
         _ = link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
+        foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }
+
+    /// <summary>The shards moved away from <paramref name="old"/>: tell it to stop, or close it when it serves nothing any more.</summary>
+    private void ReleaseOldParent(Link old, byte[] shards)
+    {
+        bool stillServes;
+        lock (_gate) stillServes = _parentOfShard.ContainsValue(old);
+        if (stillServes || old == _control) old.Send(new Detach(shards).Write);
+        else _ = old.CloseAsync(GoodbyeCode.Normal, "moved to another parent");
+    }
+
+    /// <summary>Per shard, the id of the node this peer receives it from now (0 = the coordinator, -1 = none).</summary>
+    internal int[] ParentIds()
+    {
+        lock (_gate)
+            return Enumerable.Range(0, _shardCount).Select(s => _parentOfShard.TryGetValue(s, out var l) ? (int)(l.State ?? -1) : -1).ToArray();
+    }
+
+    /// <summary>Bytes skipped because they were older than every replay window that could have served them.</summary>
+    public long LostBytes => _reassembler?.LostBytes ?? 0;
 
     private readonly List<Chunk> _ready = [];
 
@@ -153,8 +182,8 @@ public sealed class Peer : Node
                 if (header.Shard >= _shardCount) throw new ProtocolException($"chunk of shard {header.Shard}, the stream has {_shardCount}");
                 lock (_gate)
                 {
-                    if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link)
-                        throw new ProtocolException($"chunk of shard {header.Shard} from a node that does not serve it to us");
+                    // After a move the old parent may still have chunks of the shard in flight: not ours any more.
+                    if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
                 }
                 var chunk = Chunk.Copy(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Relay!.Publish(chunk);
@@ -214,7 +243,7 @@ public sealed class Peer : Node
 
     private void OnParentClosed(Link link, ulong parentId, string reason)
     {
-        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested) return;
+        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving) return;
         ShardStart[] lost;
         lock (_gate)
         {
@@ -228,7 +257,7 @@ public sealed class Peer : Node
 
     private void OnControlClosed(string reason)
     {
-        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested) return;
+        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving) return;
         _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
     }
 
@@ -246,6 +275,28 @@ public sealed class Peer : Node
         await link.ShutdownAsync("redirected to the coordinator").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Leaves on purpose without a stall for anyone: asks the coordinator to move this peer's
+    /// children to other parents, waits until they have (their links close), then closes.
+    /// </summary>
+    public async Task LeaveAsync(TimeSpan timeout)
+    {
+        var control = _control;
+        if (control is null || control.IsClosing) return;
+        Log.LogInformation("leaving: asking the coordinator to move my children");
+        control.Send(new Leave((ulong)Id).Write);
+        var children = Relay?.Subscribers() ?? [];
+        await Task.WhenAny(Task.WhenAll(children.Select(c => c.Closed)), Task.Delay(timeout, Time)).ConfigureAwait(false);
+        int left = children.Count(c => !c.Closed.IsCompleted);
+        if (left > 0) Log.LogWarning("leaving with {N} child link(s) still open after {Timeout} s", left, timeout.TotalSeconds);
+        List<Link> parents;
+        lock (_gate) parents = _parentOfShard.Values.Append(control).Distinct().ToList();
+        _leaving = true;
+        await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "leaving"))).ConfigureAwait(false);
+    }
+
+    private volatile bool _leaving;
 
     /// <summary>
     /// Writes the stream to <paramref name="output"/> in order until its end, flushes, lets the
@@ -279,7 +330,8 @@ public sealed class Peer : Node
         var first = await Task.WhenAny(writing, _failed.Task).ConfigureAwait(false);
         if (first == _failed.Task) throw new StreamInterruptedException(_failed.Task.Result);
         await writing.ConfigureAwait(false);
-        Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
+        if (LostBytes > 0) Log.LogError("stream complete with {Lost} bytes lost: {Bytes} bytes written from offset {Offset}", LostBytes, BytesWritten, StartOffset);
+        else Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
 
         await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
         List<Link> parents;

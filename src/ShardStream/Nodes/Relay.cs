@@ -23,7 +23,7 @@ internal sealed class Relay
     public Relay(int shardCount, long windowBytes, TimeSpan windowAge, TimeProvider time)
     {
         _shardCount = shardCount;
-        _window = new ReplayWindow(shardCount, windowBytes, windowAge);
+        _window = new ReplayWindow(shardCount, windowBytes, windowAge, time.TimestampFrequency);
         _subscribers = new List<Subscription>[shardCount];
         _lastSeq = new long[shardCount];
         _ends = new End?[shardCount];
@@ -107,6 +107,18 @@ internal sealed class Relay
             if (_ends[shard] is { } end) link.Send(end.Write);
             return first;
         }
+    }
+
+    /// <summary>Stops serving one shard to <paramref name="link"/>.</summary>
+    public void Unsubscribe(Link link, int shard)
+    {
+        lock (_lock) _subscribers[shard].RemoveAll(s => s.Link == link);
+    }
+
+    /// <summary>The links that receive <paramref name="shard"/> from this node now.</summary>
+    public List<Link> SubscribersOf(int shard)
+    {
+        lock (_lock) return _subscribers[shard].Select(s => s.Link).ToList();
     }
 
     /// <summary>Stops serving every shard to <paramref name="link"/>.</summary>

@@ -46,6 +46,12 @@ internal sealed class Reassembler
     /// <summary>Bytes the stream had at its end, once known.</summary>
     public long FinalOffset => _finalOffset;
 
+    /// <summary>Bytes that could not be recovered and were skipped (see <see cref="GapFound"/>).</summary>
+    public long LostBytes { get; private set; }
+
+    /// <summary>Called (under the reassembler's lock) for every gap that was skipped.</summary>
+    public Action<Gap>? GapFound { get; set; }
+
     /// <summary>True once every chunk up to the end of the stream was handed out.</summary>
     public bool IsComplete
     {
@@ -100,7 +106,19 @@ internal sealed class Reassembler
             var queue = _pending[Mod(NextSeq, _shardCount)];
             if (!queue.TryPeek(out var head)) return;
             if (head.Seq != NextSeq)
-                throw new InvalidDataException($"shard {head.Shard} jumped to chunk {head.Seq} while chunk {NextSeq} was expected");
+            {
+                // Each shard arrives in order, so chunk NextSeq will never come: the parent that
+                // took over this shard could not replay from where we stopped (older than its
+                // window). Continue at the earliest chunk we have, and say what was lost.
+                foreach (var other in _pending)
+                    while (other.TryPeek(out var stale) && stale.Seq < head.Seq) other.Dequeue().Release();
+                var gap = new Gap(NextOffset, head.Offset, NextSeq, head.Seq);
+                LostBytes += gap.Length;
+                NextSeq = head.Seq;
+                NextOffset = head.Offset;
+                GapFound?.Invoke(gap);
+                continue;
+            }
             queue.Dequeue();
             if (head.Offset != NextOffset)
             {
@@ -131,4 +149,10 @@ internal sealed class Reassembler
             foreach (var queue in _pending)
                 while (queue.TryDequeue(out var chunk)) chunk.Release();
     }
+}
+
+/// <summary>A lost byte range [<paramref name="FromOffset"/>, <paramref name="ToOffset"/>), chunks [<paramref name="FromSeq"/>, <paramref name="ToSeq"/>).</summary>
+internal readonly record struct Gap(long FromOffset, long ToOffset, long FromSeq, long ToSeq)
+{
+    public long Length => ToOffset - FromOffset;
 }

@@ -14,13 +14,17 @@ internal sealed class ReplayWindow
 
     /// <param name="shardCount">K.</param>
     /// <param name="maxBytes">Bytes kept at most, over all shards.</param>
-    /// <param name="maxAge">Chunks older than this are dropped (measured in <see cref="Add"/>'s clock).</param>
-    public ReplayWindow(int shardCount, long maxBytes, TimeSpan maxAge)
+    /// <param name="maxAge">Chunks older than this are dropped.</param>
+    /// <param name="timestampFrequency">
+    /// Ticks per second of the timestamps given to <see cref="Add"/> (<see cref="TimeProvider.TimestampFrequency"/>;
+    /// not TimeSpan ticks: on Linux a timestamp tick is a nanosecond).
+    /// </param>
+    public ReplayWindow(int shardCount, long maxBytes, TimeSpan maxAge, long timestampFrequency)
     {
         _shards = new Queue<(Chunk, long)>[shardCount];
         for (int i = 0; i < shardCount; i++) _shards[i] = new Queue<(Chunk, long)>();
         _maxBytes = maxBytes;
-        _maxAgeTicks = maxAge.Ticks;
+        _maxAgeTicks = (long)Math.Min(long.MaxValue / 2.0, maxAge.TotalSeconds * timestampFrequency);
     }
 
     /// <summary>Bytes held now.</summary>

@@ -29,4 +29,10 @@ public enum FrameType : byte
 
     /// <summary>Peer to coordinator: the parent of these shards is gone.</summary>
     ParentLost = 9,
+
+    /// <summary>Child to parent: stop sending these shards (they moved to another parent).</summary>
+    Detach = 10,
+
+    /// <summary>Peer to coordinator: I am leaving on purpose; move my children first.</summary>
+    Leave = 11,
 }

@@ -366,3 +366,41 @@ public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards)
         return true;
     }
 }
+
+/// <summary>Child to parent: stop sending these shards.</summary>
+public readonly record struct Detach(byte[] Shards)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Detach, 1 + Shards.Length, in this, static (in Detach m, ref SpanWriter w) =>
+    {
+        w.WriteByte((byte)m.Shards.Length);
+        foreach (var s in m.Shards) w.WriteByte(s);
+    });
+
+    /// <summary>Reads a detach body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Detach value)
+    {
+        value = default;
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards || r.Remaining != count) return false;
+        var shards = new byte[count];
+        for (int i = 0; i < count; i++) r.TryRead(out shards[i]);
+        value = new Detach(shards);
+        return true;
+    }
+}
+
+/// <summary>Peer to coordinator: leaving on purpose; the coordinator moves the peer's children and then lets it go.</summary>
+public readonly record struct Leave(ulong PeerId)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Leave, 8, in this, static (in Leave m, ref SpanWriter w) => w.WriteUInt64(m.PeerId));
+
+    /// <summary>Reads a leave body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out Leave value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        value = new Leave(v);
+        return true;
+    }
+}

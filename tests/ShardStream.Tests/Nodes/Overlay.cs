@@ -18,8 +18,11 @@ internal sealed class Overlay : IAsyncDisposable
     private readonly List<byte> _written = [];
     private Task? _coordinatorRun;
 
+    private readonly TimeSpan _heartbeatTimeout;
+
     public Overlay(CoordinatorOptions options)
     {
+        _heartbeatTimeout = options.HeartbeatTimeout;
         Coordinator = new Coordinator(options with { ListenAddress = "coord:1" }, Network.Host("coord"), Loggers);
     }
 
@@ -34,11 +37,37 @@ internal sealed class Overlay : IAsyncDisposable
 
     public List<(Peer Peer, MemoryStream Output, Task Run, string Host)> Peers { get; } = [];
 
-    public byte[] Written => _written.ToArray();
-
-    public static async Task<Overlay> StartAsync(int shards, int minPeers = 0, Func<CoordinatorOptions, CoordinatorOptions>? configure = null)
+    public byte[] Written
     {
-        var options = new CoordinatorOptions { ShardCount = shards, MinPeers = minPeers, HeartbeatTimeout = TimeSpan.FromSeconds(10) };
+        get
+        {
+            lock (_written) return _written.ToArray();
+        }
+    }
+
+    public (Peer Peer, MemoryStream Output, Task Run, string Host) PeerById(int id) => Peers.Single(p => p.Peer.Id == id);
+
+    /// <summary>Asserts that the peer wrote exactly the source from its join point.</summary>
+    public async Task AssertIdenticalAsync((Peer Peer, MemoryStream Output, Task Run, string Host) p)
+    {
+        await p.Run.WaitAsync(Deadline);
+        var expected = Written.AsSpan((int)p.Peer.StartOffset);
+        var got = p.Output.ToArray();
+        Assert.True(expected.SequenceEqual(got), $"peer {p.Peer.Id} (join offset {p.Peer.StartOffset}) wrote {got.Length} bytes, the source from there has {expected.Length}; first difference at {FirstDifference(expected, got)}");
+        Assert.Equal(0, p.Peer.LostBytes);
+    }
+
+    private static int FirstDifference(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        int n = Math.Min(a.Length, b.Length);
+        for (int i = 0; i < n; i++) if (a[i] != b[i]) return i;
+        return n;
+    }
+
+    public static async Task<Overlay> StartAsync(int shards, int minPeers = 0, Func<CoordinatorOptions, CoordinatorOptions>? configure = null, TimeSpan? heartbeatTimeout = null)
+    {
+        var timeout = heartbeatTimeout ?? TimeSpan.FromSeconds(10);
+        var options = new CoordinatorOptions { ShardCount = shards, MinPeers = minPeers, HeartbeatTimeout = timeout, HeartbeatInterval = timeout / 5 };
         var overlay = new Overlay(configure?.Invoke(options) ?? options);
         await overlay.Coordinator.StartAsync(CancellationToken.None);
         return overlay;
@@ -47,16 +76,18 @@ internal sealed class Overlay : IAsyncDisposable
     /// <summary>Starts the coordinator's streaming loop (after min-peers it begins reading the source).</summary>
     public void StartStreaming() => _coordinatorRun = Task.Run(() => Coordinator.RunAsync(_source.Reader.AsStream(), CancellationToken.None));
 
-    public async Task<Peer> AddPeerAsync(string? joinAddress = null, double? upload = null)
+    public async Task<Peer> AddPeerAsync(string? joinAddress = null, double? upload = null, Func<PeerOptions, PeerOptions>? configure = null)
     {
         string host = $"p{Peers.Count + 1}";
-        var peer = new Peer(new PeerOptions
+        var options = new PeerOptions
         {
             JoinAddress = joinAddress ?? Coordinator.ListenAddress,
             ListenAddress = $"{host}:1",
             Upload = upload,
-            HeartbeatTimeout = TimeSpan.FromSeconds(10),
-        }, Network.Host(host), Loggers);
+            HeartbeatTimeout = _heartbeatTimeout,
+            HeartbeatInterval = _heartbeatTimeout / 5,
+        };
+        var peer = new Peer(configure?.Invoke(options) ?? options, Network.Host(host), Loggers);
         await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
         var output = new MemoryStream();
         Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), host));
@@ -65,7 +96,7 @@ internal sealed class Overlay : IAsyncDisposable
 
     public async Task WriteAsync(byte[] data)
     {
-        _written.AddRange(data);
+        lock (_written) _written.AddRange(data);
         await _source.Writer.WriteAsync(data);
     }
 
