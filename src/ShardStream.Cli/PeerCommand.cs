@@ -31,7 +31,16 @@ internal static class PeerCommand
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);
             await using var stdout = Console.OpenStandardOutput();
-            await peer.RunAsync(stdout, ct);
+            try
+            {
+                await peer.RunAsync(stdout, ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Ctrl-C or SIGTERM: leave without a stall for the children.
+                await peer.LeaveAsync(options.HeartbeatTimeout * 2);
+                throw;
+            }
         }, cancellationToken));
         return command;
     }

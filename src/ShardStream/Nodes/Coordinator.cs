@@ -183,7 +183,10 @@ public sealed class Coordinator : Node
         Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         string reason = await link.Closed.ConfigureAwait(false);
+        Relay!.Unsubscribe(link);
         OnPeerGone(session, reason);
+        // A peer that is out of the overlay gets nothing more from us on any connection.
+        foreach (var other in Relay.Subscribers().Where(l => l.State is int id && id == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
     }
 
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)

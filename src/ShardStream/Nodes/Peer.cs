@@ -20,6 +20,7 @@ public sealed class Peer : Node
     private readonly object _gate = new();
     private readonly TaskCompletionSource<string> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<int, Link> _parentOfShard = [];
+    private readonly Channel<Move> _moves = Channel.CreateUnbounded<Move>(new UnboundedChannelOptions { SingleReader = true });
     private Reassembler? _reassembler;
     private Link? _control;
     private string _coordinatorAddress = "";
@@ -120,6 +121,7 @@ public sealed class Peer : Node
                 _parentOfShard[e.Shard] = control;
         control.Start(OnParentFrame);
         _ = control.Closed.ContinueWith(t => OnControlClosed(t.Result), TaskScheduler.Default);
+        _ = Task.Run(ApplyMovesAsync);
 
         Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}")));
@@ -206,7 +208,8 @@ public sealed class Peer : Node
             case FrameType.Move:
                 var moveReader = new SequenceReader<byte>(body);
                 if (!Move.TryRead(ref moveReader, out var move)) throw new ProtocolException("malformed move frame");
-                _ = Task.Run(() => MoveAsync(move));
+                // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
+                _moves.Writer.TryWrite(move);
                 break;
             case FrameType.Goodbye:
                 break;
@@ -222,8 +225,21 @@ public sealed class Peer : Node
         if (_reassembler!.IsComplete) _output.Writer.TryComplete();
     }
 
+    private async Task ApplyMovesAsync()
+    {
+        try
+        {
+            await foreach (var move in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false)) await MoveAsync(move).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped.
+        }
+    }
+
     private async Task MoveAsync(Move move)
     {
+        if (_leaving) return;
         foreach (var group in move.Shards.GroupBy(e => (e.Address, e.ParentId)))
         {
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
@@ -284,6 +300,7 @@ public sealed class Peer : Node
     {
         var control = _control;
         if (control is null || control.IsClosing) return;
+        _leaving = true;
         Log.LogInformation("leaving: asking the coordinator to move my children");
         control.Send(new Leave((ulong)Id).Write);
         var children = Relay?.Subscribers() ?? [];
@@ -294,6 +311,14 @@ public sealed class Peer : Node
         lock (_gate) parents = _parentOfShard.Values.Append(control).Distinct().ToList();
         _leaving = true;
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "leaving"))).ConfigureAwait(false);
+        _failed.TrySetResult("left the overlay before the end of the stream");
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask DisposeAsync()
+    {
+        _failed.TrySetResult("the peer was stopped");
+        await base.DisposeAsync().ConfigureAwait(false);
     }
 
     private volatile bool _leaving;
