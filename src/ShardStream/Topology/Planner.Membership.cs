@@ -1,0 +1,311 @@
+namespace ShardStream.Topology;
+
+/// <summary>Joins and leaves: the two ways the plan changes.</summary>
+public sealed partial class Planner
+{
+    /// <summary>Live peers (the source not counted).</summary>
+    public int PeerCount => _peerCount;
+
+    /// <summary>
+    /// The other peers the last <see cref="Join"/> moved (already applied): a joiner with more
+    /// capacity takes the place of a shallower node with less, which then hangs below it. The
+    /// coordinator sends one Move per entry. Empty for the tessellated pattern.
+    /// </summary>
+    public IReadOnlyList<Reattachment> LastJoinMoves => _lastJoinMoves;
+
+    /// <summary>
+    /// Adds a peer that may send <paramref name="budget"/> shard-streams (0 = pure viewer, a leaf
+    /// everywhere) and gives it a parent in every shard. Placement by policy:
+    /// <list type="bullet">
+    /// <item>Binary and striped, and tessellated once its pattern is broken: see the general rule
+    /// (a joiner takes the shallowest free slot breadth-first, or the place of a shallower node
+    /// with less capacity, which moves one level down under it; see <see cref="LastJoinMoves"/>).</item>
+    /// <item>Tessellated while exact: the shallowest open position of the seed's pattern. A joiner
+    /// with budget below 3, or any leave, ends the exact pattern for good.</item>
+    /// <item>Striped: a peer with budget gets the home shard whose tree has the least capacity and
+    /// is interior only there; in the other trees it joins as a capacity-0 leaf.</item>
+    /// </list>
+    /// </summary>
+    /// <returns>The new peer's id: 1, 2, 3... in join order, never reused.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="budget"/> is negative.</exception>
+    /// <exception cref="PlacementException">Some shard tree has no free slot; the plan is unchanged.</exception>
+    public int Join(int budget)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        var id = _nextId;
+        _moves.Clear();
+        switch (Options.Topology)
+        {
+            case TopologyKind.Tessellated when _pristine && budget >= 3:
+                JoinPattern(id, budget);
+                break;
+            case TopologyKind.Striped:
+                JoinStriped(id, budget);
+                break;
+            default:
+                _pristine = false;
+                JoinGeneral(id, budget);
+                break;
+        }
+
+        _nextId++;
+        _peerCount++;
+        _lastJoinMoves = Summarize(_moves, []);
+        return id;
+    }
+
+    private void JoinPattern(int id, int budget)
+    {
+        var position = _pattern!.TakeNextPosition();
+        var (cap0, cap1) = TessellationPattern.RoleCaps(TessellationPattern.IndexOf(position));
+
+        // Budget beyond the role's three units is spread over both shards for later use.
+        var extra = budget - 3;
+        _forest.AddNode(id, budget);
+        SetCap(id, 0, cap0 + ((extra + 1) / 2));
+        SetCap(id, 1, cap1 + (extra / 2));
+        _pattern.Fill(id, position);
+    }
+
+    private void JoinGeneral(int id, int budget)
+    {
+        // Binary: the whole budget in the one tree. Tessellated (general rule): the budget split
+        // over both trees, the larger half to the tree with less capacity so far.
+        Span<int> caps = stackalloc int[ShardCount];
+        if (ShardCount == 1)
+        {
+            caps[0] = budget;
+        }
+        else
+        {
+            var larger = _treeCapacity[0] <= _treeCapacity[1] ? 0 : 1;
+            caps[larger] = (budget + 1) / 2;
+            caps[1 - larger] = budget / 2;
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (!_placement.CanPlace(s, caps[s]))
+            {
+                throw new PlacementException($"No capacity left in shard {s} for a peer with budget {budget}.");
+            }
+        }
+
+        _forest.AddNode(id, budget);
+        for (var s = 0; s < ShardCount; s++)
+        {
+            SetCap(id, s, caps[s]);
+            _placement.Place(id, s, _moves);
+        }
+    }
+
+    private void JoinStriped(int id, int budget)
+    {
+        var homes = _homes!;
+        var home = homes.Choose(budget);
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (!_placement.CanPlace(s, s == home ? budget : 0))
+            {
+                throw new PlacementException($"No capacity left in shard {s} for a peer with budget {budget}.");
+            }
+        }
+
+        _forest.AddNode(id, budget);
+        homes.Set(id, home, budget);
+        if (home >= 0)
+        {
+            SetCap(id, home, budget);
+            _placement.Place(id, home, _moves);
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (s != home)
+            {
+                _placement.Place(id, s, _moves);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Removes <paramref name="peers"/> (crashed or left; any number at once, possibly a whole
+    /// branch) and repairs every shard tree: each dead node with live nodes below it is replaced by
+    /// the deepest live leaf able to take its children, so surviving orphans keep their subtrees and
+    /// their depth; orphans no leaf can take move as whole subtrees to the shallowest free slots;
+    /// then deepest leaves move up into free slots two or more levels above the bottom. Striped:
+    /// homes are then rebalanced by re-homing leaf peers of the richest tree to the poorest.
+    /// Ids that are not live peers (already gone) are ignored.
+    /// </summary>
+    /// <returns>
+    /// Every (peer, shard, new parent) change, already applied, one per (peer, shard). A
+    /// <see cref="Reattachment.NewParent"/> of <see cref="None"/> means no capacity was left for
+    /// that peer: the planner removed it (and its subtree) and it has to join again.
+    /// </returns>
+    /// <exception cref="ArgumentException">The source is in <paramref name="peers"/>.</exception>
+    public IReadOnlyList<Reattachment> Leave(IReadOnlyCollection<int> peers)
+    {
+        ArgumentNullException.ThrowIfNull(peers);
+        var dead = new List<int>(peers.Count);
+        var seen = new HashSet<int>();
+        foreach (var peer in peers)
+        {
+            if (peer == Source)
+            {
+                throw new ArgumentException("The source cannot leave the plan.", nameof(peers));
+            }
+
+            if (Contains(peer) && seen.Add(peer))
+            {
+                dead.Add(peer);
+            }
+        }
+
+        if (dead.Count == 0)
+        {
+            return [];
+        }
+
+        _pristine = false;
+        _moves.Clear();
+        var evicted = new List<int>();
+        var stranded = new List<int>();
+        while (dead.Count > 0)
+        {
+            foreach (var peer in dead)
+            {
+                Remove(peer);
+            }
+
+            stranded.Clear();
+            for (var s = 0; s < ShardCount; s++)
+            {
+                var before = stranded.Count;
+                _placement.Repair(s, dead, _moves, stranded);
+                for (var j = before; j < stranded.Count; j++)
+                {
+                    stranded[j] = (stranded[j] * ShardCount) + s;
+                }
+            }
+
+            dead = CollectStranded(stranded, seen);
+            evicted.AddRange(dead);
+        }
+
+        if (_homes is not null)
+        {
+            RebalanceHomes();
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            _placement.Compact(s, _moves);
+        }
+
+        return Summarize(_moves, evicted);
+    }
+
+    private void Remove(int peer)
+    {
+        _forest.Kill(peer);
+        _peerCount--;
+        for (var s = 0; s < ShardCount; s++)
+        {
+            _treeCapacity[s] -= _forest.Cap(peer, s);
+        }
+
+        _homes?.Release(peer, _forest.Budget(peer));
+    }
+
+    /// <summary>Peers left without a parent, with everything below them in that shard: they are evicted.</summary>
+    private List<int> CollectStranded(List<int> stranded, HashSet<int> seen)
+    {
+        var result = new List<int>();
+        var stack = new Stack<int>();
+        foreach (var code in stranded)
+        {
+            var shard = code % ShardCount;
+            stack.Push(code / ShardCount);
+            while (stack.Count > 0)
+            {
+                var node = stack.Pop();
+                if (!_forest.IsAlive(node) || !seen.Add(node))
+                {
+                    continue;
+                }
+
+                result.Add(node);
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    stack.Push(c);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Re-homes leaf peers from the tree with the most capacity to the one with the least while that
+    /// narrows the gap. A leaf has no children in its home tree, so only its own parent changes in
+    /// the new home tree (where it is placed like a joiner).
+    /// </summary>
+    private void RebalanceHomes()
+    {
+        var homes = _homes!;
+        while (true)
+        {
+            var (rich, poor) = homes.Extremes();
+            var gap = homes.Capacity(rich) - homes.Capacity(poor);
+            var leaf = gap > 0 ? _forest.FindDeepLeaf(rich, 1, 1) : None;
+            if (leaf == None)
+            {
+                return;
+            }
+
+            var budget = _forest.Budget(leaf);
+            if (budget >= gap)
+            {
+                return;
+            }
+
+            homes.Release(leaf, budget);
+            homes.Set(leaf, poor, budget);
+            SetCap(leaf, rich, 0);
+            _forest.Detach(leaf, poor);
+            SetCap(leaf, poor, budget);
+            _placement.Place(leaf, poor, _moves);
+            _moves.Add(new Reattachment(leaf, poor, _forest.Parent(leaf, poor)));
+        }
+    }
+
+    private void SetCap(int node, int shard, int cap)
+    {
+        _treeCapacity[shard] += cap - _forest.Cap(node, shard);
+        _forest.SetCap(node, shard, cap);
+    }
+
+    /// <summary>One entry per (peer, shard) that changed, with its final parent; evicted peers last.</summary>
+    private List<Reattachment> Summarize(List<Reattachment> moves, List<int> evicted)
+    {
+        var result = new List<Reattachment>();
+        var seen = new HashSet<long>();
+        foreach (var move in moves)
+        {
+            if (_forest.IsAlive(move.Peer) && seen.Add(((long)move.Peer * ShardCount) + move.Shard))
+            {
+                result.Add(new Reattachment(move.Peer, move.Shard, _forest.Parent(move.Peer, move.Shard)));
+            }
+        }
+
+        foreach (var peer in evicted)
+        {
+            for (var s = 0; s < ShardCount; s++)
+            {
+                result.Add(new Reattachment(peer, s, None));
+            }
+        }
+
+        return result;
+    }
+}

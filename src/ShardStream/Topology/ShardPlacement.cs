@@ -1,0 +1,251 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// The general placement rule, one shard tree at a time, over any mix of capacities:
+/// <list type="bullet">
+/// <item><b>Join</b>: a joiner of capacity c takes the place of the shallowest node of smaller
+/// capacity that is shallower than the shallowest free slot (that node and its children move under
+/// the joiner: the children keep their depth, the pushed-down node goes one level down with no
+/// children). Otherwise it takes the shallowest free slot, breadth-first. So capacity rises to the
+/// top and pure viewers (capacity 0) sink to the bottom.</item>
+/// <item><b>Repair</b>: every dead node that still has live descendants is replaced, top-down, by
+/// the deepest live leaf that can take all its children, so orphans keep their depth and the tree
+/// only gets shallower. Orphans no leaf can take are re-attached as whole subtrees to the
+/// shallowest free slots.</item>
+/// <item><b>Compaction</b>: while a free slot is two or more levels above the deepest level, a
+/// deepest leaf moves up into it. Then every node at depth &lt;= max - 3 is full, which with
+/// capacity sorted by depth bounds the depth by the best possible + 1.</item>
+/// </list>
+/// </summary>
+internal sealed class ShardPlacement(ShardForest forest)
+{
+    private const int None = Planner.None;
+
+    private readonly ShardForest _forest = forest;
+    private readonly Queue<(int Hole, int Parent)> _holes = new();
+    private readonly List<int> _orphans = [];
+    private readonly List<int> _children = [];
+    private int[] _fillStamp = new int[1024];
+    private int _epoch;
+
+    /// <summary>True when a joiner of capacity <paramref name="cap"/> has somewhere to go in <paramref name="shard"/>.</summary>
+    public bool CanPlace(int shard, int cap) =>
+        _forest.FindOpen(shard, requireAttached: false) != None
+        || (cap > 0 && _forest.FindWeaker(shard, cap, int.MaxValue) != None);
+
+    /// <summary>Places <paramref name="node"/> (no parent, no children in <paramref name="shard"/>).</summary>
+    public void Place(int node, int shard, List<Reattachment> moves)
+    {
+        var open = _forest.FindOpen(shard, requireAttached: false);
+        var freeDepth = open == None ? int.MaxValue : _forest.Depth(open, shard) + 1;
+        var cap = _forest.Cap(node, shard);
+        if (cap > 0)
+        {
+            var weaker = _forest.FindWeaker(shard, cap, freeDepth);
+            if (weaker != None)
+            {
+                TakePlaceOf(node, weaker, shard, moves);
+                return;
+            }
+        }
+
+        if (open == None)
+        {
+            throw new PlacementException($"No node has a free slot in shard {shard}.");
+        }
+
+        _forest.Attach(node, open, shard);
+    }
+
+    /// <summary><paramref name="node"/> takes <paramref name="weaker"/>'s slot and children; <paramref name="weaker"/> becomes its child.</summary>
+    private void TakePlaceOf(int node, int weaker, int shard, List<Reattachment> moves)
+    {
+        var parent = _forest.Parent(weaker, shard);
+        _forest.Detach(weaker, shard);
+        _forest.Attach(node, parent, shard);
+        CollectChildren(weaker, shard);
+        foreach (var child in _children)
+        {
+            _forest.Detach(child, shard);
+            _forest.Attach(child, node, shard);
+            moves.Add(new Reattachment(child, shard, node));
+        }
+
+        _forest.Attach(weaker, node, shard);
+        moves.Add(new Reattachment(weaker, shard, node));
+    }
+
+    /// <summary>
+    /// Repairs <paramref name="shard"/> after <paramref name="dead"/> were killed (already not alive).
+    /// Returns the live peers that could not be given a parent because no capacity is left.
+    /// </summary>
+    public void Repair(int shard, IReadOnlyList<int> dead, List<Reattachment> moves, List<int> stranded)
+    {
+        var epoch = NextEpoch(dead);
+
+        // A dead node needs a replacement only when some live node hangs below it.
+        foreach (var x in dead)
+        {
+            for (var c = _forest.FirstChild(x, shard); c != None; c = _forest.NextSibling(c, shard))
+            {
+                if (!_forest.IsAlive(c))
+                {
+                    continue;
+                }
+
+                for (var y = x; y != None && !_forest.IsAlive(y) && _fillStamp[y] != epoch; y = _forest.Parent(y, shard))
+                {
+                    _fillStamp[y] = epoch;
+                }
+
+                break;
+            }
+        }
+
+        foreach (var x in dead)
+        {
+            var parent = _forest.Parent(x, shard);
+            if (parent == None || !_forest.IsAlive(parent))
+            {
+                continue;
+            }
+
+            if (_fillStamp[x] == epoch)
+            {
+                _holes.Enqueue((x, parent));
+            }
+            else
+            {
+                _forest.Detach(x, shard);
+            }
+        }
+
+        _orphans.Clear();
+        while (_holes.Count > 0)
+        {
+            var (hole, parent) = _holes.Dequeue();
+            FillHole(hole, parent, shard, epoch, moves);
+        }
+
+        foreach (var orphan in _orphans)
+        {
+            if (_forest.Parent(orphan, shard) != None)
+            {
+                continue; // promoted into some hole meanwhile
+            }
+
+            var open = _forest.FindOpen(shard, requireAttached: true);
+            if (open == None)
+            {
+                stranded.Add(orphan);
+                continue;
+            }
+
+            _forest.Attach(orphan, open, shard);
+            moves.Add(new Reattachment(orphan, shard, open));
+        }
+    }
+
+    private void FillHole(int hole, int parent, int shard, int epoch, List<Reattachment> moves)
+    {
+        var depth = _forest.Depth(hole, shard);
+        _forest.Detach(hole, shard);
+        CollectChildren(hole, shard);
+        var needed = 0;
+        foreach (var child in _children)
+        {
+            if (_forest.IsAlive(child) || _fillStamp[child] == epoch)
+            {
+                needed++;
+            }
+        }
+
+        var replacement = parent == None ? None : _forest.FindDeepLeaf(shard, needed, depth);
+        if (replacement != None)
+        {
+            _forest.Detach(replacement, shard);
+            _forest.Attach(replacement, parent, shard);
+            moves.Add(new Reattachment(replacement, shard, parent));
+        }
+
+        foreach (var child in _children)
+        {
+            _forest.Detach(child, shard);
+            if (child == replacement)
+            {
+                continue;
+            }
+
+            if (_forest.IsAlive(child))
+            {
+                if (replacement != None)
+                {
+                    _forest.Attach(child, replacement, shard);
+                    moves.Add(new Reattachment(child, shard, replacement));
+                }
+                else
+                {
+                    _orphans.Add(child);
+                }
+            }
+            else if (_fillStamp[child] == epoch)
+            {
+                _holes.Enqueue((child, replacement));
+            }
+        }
+    }
+
+    /// <summary>Moves deepest leaves up while a free slot sits two or more levels above the deepest level.</summary>
+    public void Compact(int shard, List<Reattachment> moves)
+    {
+        while (true)
+        {
+            var open = _forest.FindOpen(shard, requireAttached: false);
+            if (open == None)
+            {
+                return;
+            }
+
+            var maxDepth = _forest.MaxDepth(shard);
+            if (_forest.Depth(open, shard) + 1 > maxDepth - 2)
+            {
+                return;
+            }
+
+            var leaf = _forest.FindDeepLeaf(shard, 0, maxDepth);
+            if (leaf == None)
+            {
+                return;
+            }
+
+            _forest.Detach(leaf, shard);
+            _forest.Attach(leaf, open, shard);
+            moves.Add(new Reattachment(leaf, shard, open));
+        }
+    }
+
+    private void CollectChildren(int node, int shard)
+    {
+        _children.Clear();
+        for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            _children.Add(c);
+        }
+    }
+
+    private int NextEpoch(IReadOnlyList<int> dead)
+    {
+        var max = 0;
+        foreach (var x in dead)
+        {
+            max = Math.Max(max, x);
+        }
+
+        if (max >= _fillStamp.Length)
+        {
+            Array.Resize(ref _fillStamp, Math.Max(max + 1, _fillStamp.Length * 2));
+        }
+
+        return ++_epoch;
+    }
+}
