@@ -77,12 +77,14 @@ internal sealed class TessellationPattern
                 break;
             case 3:
                 _members[(root * 3) + 2] = node;
-                Open(root, 6);
+
+                // P5 before P6, so that ids follow the seed's diagram when nothing else interleaves.
                 if (_members[(root * 3) + 1] != None)
                 {
                     Open(root, 5);
                 }
 
+                Open(root, 6);
                 break;
             default:
                 OpenBlock(node);
