@@ -199,7 +199,7 @@ public sealed partial class Planner
 
         for (var s = 0; s < ShardCount; s++)
         {
-            _placement.Compact(s, _moves);
+            _placement.Improve(s, _moves);
         }
 
         return Summarize(_moves, evicted);

@@ -154,6 +154,33 @@ internal sealed partial class ShardForest
         return None;
     }
 
+    /// <summary>Levels below <paramref name="root"/> in its subtree (0 for a leaf), from stored depths.</summary>
+    public int SubtreeHeight(int root, int shard)
+    {
+        var top = _depth[(root * _k) + shard];
+        var deepest = top;
+        var node = _firstChild[(root * _k) + shard];
+        while (node != None)
+        {
+            var i = (node * _k) + shard;
+            deepest = Math.Max(deepest, _depth[i]);
+            if (_firstChild[i] != None)
+            {
+                node = _firstChild[i];
+                continue;
+            }
+
+            while (node != root && _nextSibling[(node * _k) + shard] == None)
+            {
+                node = _parent[(node * _k) + shard];
+            }
+
+            node = node == root ? None : _nextSibling[(node * _k) + shard];
+        }
+
+        return deepest - top;
+    }
+
     /// <summary>True when following parents from <paramref name="node"/> reaches the source.</summary>
     public bool IsAttached(int node, int shard)
     {

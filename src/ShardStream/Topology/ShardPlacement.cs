@@ -25,6 +25,7 @@ internal sealed class ShardPlacement(ShardForest forest)
     private readonly Queue<(int Hole, int Parent)> _holes = new();
     private readonly List<int> _orphans = [];
     private readonly List<int> _children = [];
+    private readonly List<(int NegHeight, int NegCap, int Node)> _ranked = [];
     private int[] _fillStamp = new int[1024];
     private int _epoch;
 
@@ -127,7 +128,16 @@ internal sealed class ShardPlacement(ShardForest forest)
             FillHole(hole, parent, shard, epoch, moves);
         }
 
+        // Tallest subtrees first, then the strongest: the shallowest free slots go where they
+        // shorten the tree most and add the most capacity.
+        _ranked.Clear();
         foreach (var orphan in _orphans)
+        {
+            _ranked.Add((-_forest.SubtreeHeight(orphan, shard), -_forest.Cap(orphan, shard), orphan));
+        }
+
+        _ranked.Sort();
+        foreach (var (_, _, orphan) in _ranked)
         {
             if (_forest.Parent(orphan, shard) != None)
             {
@@ -160,7 +170,17 @@ internal sealed class ShardPlacement(ShardForest forest)
             }
         }
 
-        var replacement = parent == None ? None : _forest.FindDeepLeaf(shard, needed, depth);
+        // Prefer a leaf as strong as the dead node (keeps capacity high near the root), else any that fits.
+        var replacement = None;
+        if (parent != None)
+        {
+            replacement = _forest.FindDeepLeaf(shard, Math.Max(needed, _forest.Cap(hole, shard)), depth);
+            if (replacement == None)
+            {
+                replacement = _forest.FindDeepLeaf(shard, needed, depth);
+            }
+        }
+
         if (replacement != None)
         {
             _forest.Detach(replacement, shard);
@@ -170,11 +190,12 @@ internal sealed class ShardPlacement(ShardForest forest)
 
         foreach (var child in _children)
         {
-            _forest.Detach(child, shard);
             if (child == replacement)
             {
-                continue;
+                continue; // already promoted into the hole
             }
+
+            _forest.Detach(child, shard);
 
             if (_forest.IsAlive(child))
             {
@@ -195,32 +216,76 @@ internal sealed class ShardPlacement(ShardForest forest)
         }
     }
 
-    /// <summary>Moves deepest leaves up while a free slot sits two or more levels above the deepest level.</summary>
-    public void Compact(int shard, List<Reattachment> moves)
+    /// <summary>
+    /// Restores the shape after a repair: lets deep strong leaves take the place of shallower weaker
+    /// nodes (as a joiner would), then moves deepest leaves up into free slots, until neither applies.
+    /// </summary>
+    public void Improve(int shard, List<Reattachment> moves)
     {
+        // Each step lowers the sum of capacity x depth or the sum of depths: this terminates.
+        while (RaiseStrongLeaves(shard, moves) | Compact(shard, moves))
+        {
+        }
+    }
+
+    /// <summary>A leaf with more capacity than a shallower node takes that node's place (see <see cref="Place"/>).</summary>
+    private bool RaiseStrongLeaves(int shard, List<Reattachment> moves)
+    {
+        var changed = false;
+        for (var cls = ShardForest.ClassCount - 1; cls >= 1; cls--)
+        {
+            while (true)
+            {
+                var leaf = _forest.FindDeepLeaf(shard, cls, 1);
+                if (leaf == None || ShardForest.ClassOf(_forest.Cap(leaf, shard)) != cls)
+                {
+                    break;
+                }
+
+                var weaker = _forest.FindWeaker(shard, _forest.Cap(leaf, shard), _forest.Depth(leaf, shard));
+                if (weaker == None)
+                {
+                    break;
+                }
+
+                _forest.Detach(leaf, shard);
+                TakePlaceOf(leaf, weaker, shard, moves);
+                moves.Add(new Reattachment(leaf, shard, _forest.Parent(leaf, shard)));
+                changed = true;
+            }
+        }
+
+        return changed;
+    }
+
+    /// <summary>Moves deepest leaves up while a free slot sits two or more levels above the deepest level.</summary>
+    private bool Compact(int shard, List<Reattachment> moves)
+    {
+        var changed = false;
         while (true)
         {
             var open = _forest.FindOpen(shard, requireAttached: false);
             if (open == None)
             {
-                return;
+                return changed;
             }
 
             var maxDepth = _forest.MaxDepth(shard);
             if (_forest.Depth(open, shard) + 1 > maxDepth - 2)
             {
-                return;
+                return changed;
             }
 
             var leaf = _forest.FindDeepLeaf(shard, 0, maxDepth);
             if (leaf == None)
             {
-                return;
+                return changed;
             }
 
             _forest.Detach(leaf, shard);
             _forest.Attach(leaf, open, shard);
             moves.Add(new Reattachment(leaf, shard, open));
+            changed = true;
         }
     }
 

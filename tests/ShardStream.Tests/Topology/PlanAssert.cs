@@ -103,17 +103,20 @@ internal static class PlanAssert
     /// <summary>
     /// The best depth of each shard tree for the live peers' budgets: binary, the budgets
     /// themselves; striped, the budgets of the peers whose home is that shard (everyone else is a
-    /// leaf there), below the source's share of that shard.
+    /// leaf there), below the source's share of that shard; tessellated, the part of each budget the
+    /// planner gives that shard.
     /// </summary>
     public static int BestDepth(Planner planner, int shard)
     {
         var k = planner.ShardCount;
         var budget = planner.Options.SourceBudget;
         var sourceShare = (budget / k) + (shard < budget % k ? 1 : 0);
-        var caps = planner.Peers.Select(p =>
-            planner.Options.Topology == TopologyKind.Striped
-                ? (planner.HomeShard(p) == shard ? planner.Budget(p) : 0)
-                : planner.Budget(p));
+        var caps = planner.Peers.Select(p => planner.Options.Topology switch
+        {
+            TopologyKind.Striped => planner.HomeShard(p) == shard ? planner.Budget(p) : 0,
+            TopologyKind.Tessellated => planner.CapacityIn(p, shard), // the planner's split of each budget
+            _ => planner.Budget(p),
+        });
         return BestDepth(sourceShare, caps);
     }
 
