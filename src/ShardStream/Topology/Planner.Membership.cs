@@ -199,7 +199,7 @@ public sealed partial class Planner
 
         for (var s = 0; s < ShardCount; s++)
         {
-            _placement.Improve(s, _moves);
+            _placement.Improve(s, interiorSwaps: Options.Topology != TopologyKind.Tessellated, _moves);
         }
 
         return Summarize(_moves, evicted);

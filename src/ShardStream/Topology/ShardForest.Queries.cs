@@ -154,6 +154,33 @@ internal sealed partial class ShardForest
         return None;
     }
 
+    /// <summary>The deepest live peer of capacity class <paramref name="cls"/> in <paramref name="shard"/>, or <see cref="Planner.None"/>.</summary>
+    public int FindDeepNode(int shard, int cls)
+    {
+        var index = _byClass[(shard * ClassCount) + cls];
+        for (var d = Math.Min(MaxDepth(shard), index.Limit - 1); d >= 1; d--)
+        {
+            var queue = index.At(d);
+            if (queue is null)
+            {
+                continue;
+            }
+
+            while (!queue.IsEmpty && !IsClassEntryValid(queue.Back, shard, d, cls, leafOnly: false))
+            {
+                ClearClassMark(queue.Back, shard, d, cls);
+                queue.PopBack();
+            }
+
+            if (!queue.IsEmpty)
+            {
+                return queue.Back;
+            }
+        }
+
+        return None;
+    }
+
     /// <summary>Levels below <paramref name="root"/> in its subtree (0 for a leaf), from stored depths.</summary>
     public int SubtreeHeight(int root, int shard)
     {

@@ -22,7 +22,9 @@ internal sealed class ShardPlacement(ShardForest forest)
     private const int None = Planner.None;
 
     private readonly ShardForest _forest = forest;
-    private readonly Queue<(int Hole, int Parent)> _holes = new();
+    // Depth-first, so that a replacement still waiting for the replacements of dead children below
+    // it is never mistaken for a free leaf: every pending hole hangs at or above the current one.
+    private readonly Stack<(int Hole, int Parent)> _holes = new();
     private readonly List<int> _orphans = [];
     private readonly List<int> _children = [];
     private readonly List<(int NegHeight, int NegCap, int Node)> _ranked = [];
@@ -113,7 +115,7 @@ internal sealed class ShardPlacement(ShardForest forest)
 
             if (_fillStamp[x] == epoch)
             {
-                _holes.Enqueue((x, parent));
+                _holes.Push((x, parent));
             }
             else
             {
@@ -124,7 +126,7 @@ internal sealed class ShardPlacement(ShardForest forest)
         _orphans.Clear();
         while (_holes.Count > 0)
         {
-            var (hole, parent) = _holes.Dequeue();
+            var (hole, parent) = _holes.Pop();
             FillHole(hole, parent, shard, epoch, moves);
         }
 
@@ -211,51 +213,108 @@ internal sealed class ShardPlacement(ShardForest forest)
             }
             else if (_fillStamp[child] == epoch)
             {
-                _holes.Enqueue((child, replacement));
+                _holes.Push((child, replacement));
             }
         }
     }
 
     /// <summary>
-    /// Restores the shape after a repair: lets deep strong leaves take the place of shallower weaker
-    /// nodes (as a joiner would), then moves deepest leaves up into free slots, until neither applies.
+    /// Restores the shape after a repair: sorts capacity by depth (a node never has less capacity
+    /// than a deeper one), then moves deepest leaves up into free slots, until neither applies.
+    /// With <paramref name="interiorSwaps"/> false only leaves are raised, so a deliberately
+    /// unsorted shape (the tessellation) is not rebuilt wholesale by one repair.
     /// </summary>
-    public void Improve(int shard, List<Reattachment> moves)
+    public void Improve(int shard, bool interiorSwaps, List<Reattachment> moves)
     {
         // Each step lowers the sum of capacity x depth or the sum of depths: this terminates.
-        while (RaiseStrongLeaves(shard, moves) | Compact(shard, moves))
+        if (!interiorSwaps)
+        {
+            Compact(shard, moves);
+            return;
+        }
+
+        while (SortByCapacity(shard, moves) | Compact(shard, moves))
         {
         }
     }
 
-    /// <summary>A leaf with more capacity than a shallower node takes that node's place (see <see cref="Place"/>).</summary>
-    private bool RaiseStrongLeaves(int shard, List<Reattachment> moves)
+    /// <summary>
+    /// While some node is deeper than a node of smaller capacity, the two exchange places: the
+    /// stronger takes the weaker's parent and children plus as many of its own children as it has
+    /// room for; the weaker takes the stronger's old parent and the rest. Nobody gets deeper.
+    /// </summary>
+    private bool SortByCapacity(int shard, List<Reattachment> moves)
     {
         var changed = false;
         for (var cls = ShardForest.ClassCount - 1; cls >= 1; cls--)
         {
             while (true)
             {
-                var leaf = _forest.FindDeepLeaf(shard, cls, 1);
-                if (leaf == None || ShardForest.ClassOf(_forest.Cap(leaf, shard)) != cls)
+                var strong = _forest.FindDeepNode(shard, cls);
+                if (strong == None || ShardForest.ClassOf(_forest.Cap(strong, shard)) != cls)
                 {
                     break;
                 }
 
-                var weaker = _forest.FindWeaker(shard, _forest.Cap(leaf, shard), _forest.Depth(leaf, shard));
+                // The deepest of a class sees the most candidates: if it finds none, none of its class will.
+                var weaker = _forest.FindWeaker(shard, _forest.Cap(strong, shard), _forest.Depth(strong, shard));
                 if (weaker == None)
                 {
                     break;
                 }
 
-                _forest.Detach(leaf, shard);
-                TakePlaceOf(leaf, weaker, shard, moves);
-                moves.Add(new Reattachment(leaf, shard, _forest.Parent(leaf, shard)));
+                ExchangePlaces(strong, weaker, shard, moves);
                 changed = true;
             }
         }
 
         return changed;
+    }
+
+    private void ExchangePlaces(int strong, int weaker, int shard, List<Reattachment> moves)
+    {
+        var weakerParent = _forest.Parent(weaker, shard);
+        var strongParent = _forest.Parent(strong, shard);
+        CollectChildren(weaker, shard);
+        var weakerChildren = _children.ToArray();
+        CollectChildren(strong, shard);
+        var strongChildren = _children.ToArray();
+
+        _forest.Detach(strong, shard);
+        _forest.Detach(weaker, shard);
+        foreach (var child in weakerChildren)
+        {
+            _forest.Detach(child, shard);
+        }
+
+        foreach (var child in strongChildren)
+        {
+            _forest.Detach(child, shard);
+        }
+
+        _forest.Attach(strong, weakerParent, shard);
+        moves.Add(new Reattachment(strong, shard, weakerParent));
+        foreach (var child in weakerChildren)
+        {
+            if (child != strong)
+            {
+                _forest.Attach(child, strong, shard);
+                moves.Add(new Reattachment(child, shard, strong));
+            }
+        }
+
+        // The weaker node goes where the stronger was (right under it if it was its parent).
+        var weakerNewParent = strongParent == weaker ? strong : strongParent;
+        _forest.Attach(weaker, weakerNewParent, shard);
+        moves.Add(new Reattachment(weaker, shard, weakerNewParent));
+
+        // The stronger keeps as many of its own children as it has room for (they move up a level).
+        foreach (var child in strongChildren)
+        {
+            var parent = _forest.HasFreeSlot(strong, shard) ? strong : weaker;
+            _forest.Attach(child, parent, shard);
+            moves.Add(new Reattachment(child, shard, parent));
+        }
     }
 
     /// <summary>Moves deepest leaves up while a free slot sits two or more levels above the deepest level.</summary>
