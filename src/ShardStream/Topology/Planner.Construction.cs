@@ -10,14 +10,14 @@ public sealed partial class Planner
     private readonly ShardPlacement _placement;
     private readonly TessellationPattern? _pattern;
     private readonly StripeHomes? _homes;
-    private readonly long[] _treeCapacity;
     private readonly List<Reattachment> _moves = [];
     private IReadOnlyList<Reattachment> _lastJoinMoves = [];
     private int _nextId = 1;
     private int _peerCount;
 
-    // Tessellated only: true while the plan is exactly the seed's pattern (no leave yet, every
-    // joiner could take a full pattern role). Once false, the general rule of ShardPlacement runs.
+    // Tessellated only: true while the plan follows the seed's pattern (every joiner so far could
+    // take a full pattern role; leaves are repaired inside the pattern). Once false, the general
+    // rule of ShardPlacement runs for good.
     private bool _pristine;
 
     /// <summary>Creates an empty plan holding only the source.</summary>
@@ -30,13 +30,11 @@ public sealed partial class Planner
         ShardCount = options.ShardCount;
         _forest = new ShardForest(ShardCount);
         _placement = new ShardPlacement(_forest);
-        _treeCapacity = new long[ShardCount];
         _forest.AddNode(Source, options.SourceBudget);
         for (var s = 0; s < ShardCount; s++)
         {
             var share = SourceShare(s);
             _forest.SetCap(Source, s, share);
-            _treeCapacity[s] = share;
         }
 
         if (options.Topology == TopologyKind.Striped)

@@ -20,8 +20,10 @@ public sealed partial class Planner
     /// <item>Binary and striped, and tessellated once its pattern is broken: see the general rule
     /// (a joiner takes the shallowest free slot breadth-first, or the place of a shallower node
     /// with less capacity, which moves one level down under it; see <see cref="LastJoinMoves"/>).</item>
-    /// <item>Tessellated while exact: the shallowest open position of the seed's pattern. A joiner
-    /// with budget below 3, or any leave, ends the exact pattern for good.</item>
+    /// <item>Tessellated: the shallowest open position of the seed's pattern (see
+    /// <see cref="Leave"/> for how leaves keep the pattern). The first joiner with a budget below 3
+    /// ends the pattern for good: from then on the general rule runs, with each budget split over
+    /// the two shards, and the first repair re-sorts the trees by capacity.</item>
     /// <item>Striped: a peer with budget gets the home shard whose tree has the least capacity and
     /// is interior only there; in the other trees it joins as a capacity-0 leaf.</item>
     /// </list>
@@ -56,15 +58,8 @@ public sealed partial class Planner
 
     private void JoinPattern(int id, int budget)
     {
-        var position = _pattern!.TakeNextPosition();
-        var (cap0, cap1) = TessellationPattern.RoleCaps(TessellationPattern.IndexOf(position));
-
-        // Budget beyond the role's three units is spread over both shards for later use.
-        var extra = budget - 3;
         _forest.AddNode(id, budget);
-        SetCap(id, 0, cap0 + ((extra + 1) / 2));
-        SetCap(id, 1, cap1 + (extra / 2));
-        _pattern.Fill(id, position);
+        _pattern!.Fill(id, _pattern.TakeOpenPosition(), _moves);
     }
 
     private void JoinGeneral(int id, int budget)
@@ -78,7 +73,7 @@ public sealed partial class Planner
         }
         else
         {
-            var larger = _treeCapacity[0] <= _treeCapacity[1] ? 0 : 1;
+            var larger = _forest.TotalCap(0) <= _forest.TotalCap(1) ? 0 : 1;
             caps[larger] = (budget + 1) / 2;
             caps[1 - larger] = budget / 2;
         }
@@ -130,11 +125,21 @@ public sealed partial class Planner
 
     /// <summary>
     /// Removes <paramref name="peers"/> (crashed or left; any number at once, possibly a whole
-    /// branch) and repairs every shard tree: each dead node with live nodes below it is replaced by
-    /// the deepest live leaf able to take its children, so surviving orphans keep their subtrees and
-    /// their depth; orphans no leaf can take move as whole subtrees to the shallowest free slots;
-    /// then deepest leaves move up into free slots two or more levels above the bottom. Striped:
-    /// homes are then rebalanced by re-homing leaf peers of the richest tree to the poorest.
+    /// branch) and repairs every shard tree. Surviving orphans keep their own subtrees.
+    /// <list type="bullet">
+    /// <item>General rule (binary, striped, tessellated after its pattern ended), per shard:
+    /// top-down, each dead node with live nodes below it is replaced by the deepest live leaf able
+    /// to take all its children, so orphans keep their depth; orphans no leaf can take move as
+    /// whole subtrees (tallest first) to the shallowest free slots. Then nodes exchange places
+    /// until capacity never increases with depth, and deepest leaves move up into free slots two
+    /// or more levels above the bottom. Together these keep every shard tree within one level of
+    /// the least depth the live budgets allow. Striped: homes are rebalanced first, by re-homing
+    /// leaf peers of the tree with the most capacity to the one with the least.</item>
+    /// <item>Tessellated pattern: a vacated position with live nodes below is taken over by the
+    /// deepest peer that feeds nobody (2 parent changes + the children it adopts); other vacated
+    /// positions reopen for joiners; deepest peers move up into open positions only while the tree
+    /// is more than one level deeper than an exact tessellation of the survivors.</item>
+    /// </list>
     /// Ids that are not live peers (already gone) are ignored.
     /// </summary>
     /// <returns>
@@ -166,8 +171,18 @@ public sealed partial class Planner
             return [];
         }
 
-        _pristine = false;
         _moves.Clear();
+        if (_pristine)
+        {
+            foreach (var peer in dead)
+            {
+                Remove(peer);
+            }
+
+            _pattern!.Repair(dead, _peerCount, _moves);
+            return Summarize(_moves, []);
+        }
+
         var evicted = new List<int>();
         var stranded = new List<int>();
         while (dead.Count > 0)
@@ -199,7 +214,7 @@ public sealed partial class Planner
 
         for (var s = 0; s < ShardCount; s++)
         {
-            _placement.Improve(s, interiorSwaps: Options.Topology != TopologyKind.Tessellated, _moves);
+            _placement.Improve(s, _moves);
         }
 
         return Summarize(_moves, evicted);
@@ -209,10 +224,6 @@ public sealed partial class Planner
     {
         _forest.Kill(peer);
         _peerCount--;
-        for (var s = 0; s < ShardCount; s++)
-        {
-            _treeCapacity[s] -= _forest.Cap(peer, s);
-        }
 
         _homes?.Release(peer, _forest.Budget(peer));
     }
@@ -279,11 +290,7 @@ public sealed partial class Planner
         }
     }
 
-    private void SetCap(int node, int shard, int cap)
-    {
-        _treeCapacity[shard] += cap - _forest.Cap(node, shard);
-        _forest.SetCap(node, shard, cap);
-    }
+    private void SetCap(int node, int shard, int cap) => _forest.SetCap(node, shard, cap);
 
     /// <summary>One entry per (peer, shard) that changed, with its final parent; evicted peers last.</summary>
     private List<Reattachment> Summarize(List<Reattachment> moves, List<int> evicted)

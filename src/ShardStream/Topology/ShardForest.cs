@@ -42,6 +42,7 @@ internal sealed partial class ShardForest
     private readonly DepthIndex[] _leaves;
     private readonly int[][] _depthCount;
     private readonly int[] _maxDepth;
+    private readonly long[] _totalCap;
 
     public ShardForest(int shardCount)
     {
@@ -51,6 +52,7 @@ internal sealed partial class ShardForest
         _leaves = new DepthIndex[shardCount * ClassCount];
         _depthCount = new int[shardCount][];
         _maxDepth = new int[shardCount];
+        _totalCap = new long[shardCount];
         for (var s = 0; s < shardCount; s++)
         {
             _open[s] = new DepthIndex();
@@ -67,6 +69,9 @@ internal sealed partial class ShardForest
     }
 
     public int ShardCount => _k;
+
+    /// <summary>Sum of the capacities of the live nodes in <paramref name="shard"/>.</summary>
+    public long TotalCap(int shard) => _totalCap[shard];
 
     public static int ClassOf(int cap) => cap < ClassCount - 1 ? cap : ClassCount - 1;
 
@@ -129,6 +134,7 @@ internal sealed partial class ShardForest
     /// <summary>Sets how many children <paramref name="node"/> may have in <paramref name="shard"/>.</summary>
     public void SetCap(int node, int shard, int cap)
     {
+        _totalCap[shard] += cap - _cap[node * _k + shard];
         _cap[node * _k + shard] = cap;
         if (_depth[node * _k + shard] >= 0)
         {
@@ -142,6 +148,7 @@ internal sealed partial class ShardForest
         _alive[node] = false;
         for (var s = 0; s < _k; s++)
         {
+            _totalCap[s] -= _cap[node * _k + s];
             var d = _depth[node * _k + s];
             if (d >= 0)
             {

@@ -221,18 +221,10 @@ internal sealed class ShardPlacement(ShardForest forest)
     /// <summary>
     /// Restores the shape after a repair: sorts capacity by depth (a node never has less capacity
     /// than a deeper one), then moves deepest leaves up into free slots, until neither applies.
-    /// With <paramref name="interiorSwaps"/> false only leaves are raised, so a deliberately
-    /// unsorted shape (the tessellation) is not rebuilt wholesale by one repair.
     /// </summary>
-    public void Improve(int shard, bool interiorSwaps, List<Reattachment> moves)
+    public void Improve(int shard, List<Reattachment> moves)
     {
         // Each step lowers the sum of capacity x depth or the sum of depths: this terminates.
-        if (!interiorSwaps)
-        {
-            Compact(shard, moves);
-            return;
-        }
-
         while (SortByCapacity(shard, moves) | Compact(shard, moves))
         {
         }

@@ -131,6 +131,33 @@ internal static class PlanAssert
         }
     }
 
+    /// <summary>Depth of an exact tessellation of <paramref name="peers"/> peers: layers 1, 2, 3, 3, 6, 9, 9, 18, 27...</summary>
+    public static int TessellationDepth(int peers)
+    {
+        var layers = new List<long> { 1, 2, 3 };
+        long total = 0;
+        var depth = 0;
+        while (total < peers)
+        {
+            if (depth >= layers.Count)
+            {
+                layers.Add(layers[depth - 3] * 3);
+            }
+
+            total += layers[depth++];
+        }
+
+        return depth;
+    }
+
+    /// <summary>The tessellation is no more than one level deeper than an exact one of its peers.</summary>
+    public static void NearExactTessellation(Planner planner, string when)
+    {
+        var deepest = Math.Max(planner.MaxDepth(0), planner.MaxDepth(1));
+        var exact = TessellationDepth(planner.PeerCount);
+        Assert.True(deepest <= exact + 1, $"{when}: depth {deepest} > exact tessellation {exact} + 1 with {planner.PeerCount} peers");
+    }
+
     /// <summary>A node's depth in the tessellation: the deeper of its shard depths.</summary>
     public static int NodeDepth(Planner planner, int node) =>
         Enumerable.Range(0, planner.ShardCount).Max(s => planner.DepthOf(node, s));

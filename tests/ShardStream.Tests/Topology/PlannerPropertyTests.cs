@@ -24,8 +24,6 @@ public sealed class PlannerPropertyTests
         var random = new Random(seed);
         var planner = new Planner(PlannerOptions.Default(k, topology) with { Seed = seed });
         var budgets = BudgetMix(topology, k);
-        var checkDepth = topology != TopologyKind.Tessellated;
-
         for (var step = 0; step < 2500; step++)
         {
             var roll = random.NextDouble();
@@ -40,7 +38,8 @@ public sealed class PlannerPropertyTests
                     // Only viewers can run out of room: capacity grows with every uploader.
                 }
 
-                if (checkDepth)
+                // The tessellation is deeper than the best split of its budgets by design.
+                if (topology != TopologyKind.Tessellated)
                 {
                     PlanAssert.NearBestDepth(planner, $"step {step} (join)");
                 }
@@ -48,24 +47,59 @@ public sealed class PlannerPropertyTests
             else
             {
                 var gone = PickLeavers(planner, random, roll);
-                var depthBefore = Enumerable.Range(0, k).Select(planner.MaxDepth).ToArray();
                 var moves = planner.Leave(gone);
                 AssertMovesApplied(planner, moves, gone);
-                if (checkDepth)
+                if (planner.IsExactPattern)
                 {
-                    PlanAssert.NearBestDepth(planner, $"step {step} (leave of {gone.Count})");
+                    PlanAssert.NearExactTessellation(planner, $"step {step} (leave of {gone.Count})");
                 }
                 else
                 {
-                    for (var s = 0; s < k; s++)
-                    {
-                        Assert.True(planner.MaxDepth(s) <= Math.Max(depthBefore[s], PlanAssert.BestDepth(planner, s) + 1),
-                            $"step {step}: a repair deepened shard {s}");
-                    }
+                    PlanAssert.NearBestDepth(planner, $"step {step} (leave of {gone.Count})");
                 }
             }
 
             if (step % 5 == 0 || planner.PeerCount < 40)
+            {
+                PlanAssert.Consistent(planner);
+            }
+        }
+
+        PlanAssert.Consistent(planner);
+    }
+
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public void Tessellation_keeps_its_pattern_through_churn_of_full_budget_peers(int seed)
+    {
+        var random = new Random(seed);
+        var planner = new Planner(PlannerOptions.Default(2, TopologyKind.Tessellated) with { Seed = seed });
+        for (var step = 0; step < 2500; step++)
+        {
+            var roll = random.NextDouble();
+            if (planner.PeerCount < 8 || roll < 0.6)
+            {
+                planner.Join(3);
+                Assert.Empty(planner.LastJoinMoves);
+            }
+            else
+            {
+                var gone = PickLeavers(planner, random, roll);
+                var moves = planner.Leave(gone);
+                AssertMovesApplied(planner, moves, gone);
+                if (gone.Count == 1)
+                {
+                    // One takeover: the spare's two parents and at most three adopted edges (plus a rare lift).
+                    Assert.True(moves.Count <= 10, $"step {step}: {moves.Count} moves for one leave");
+                }
+            }
+
+            Assert.True(planner.IsExactPattern);
+            PlanAssert.NearExactTessellation(planner, $"step {step}");
+            Assert.All(planner.Peers.Append(Planner.Source), node => Assert.True(planner.UsedUnits(node) <= 3));
+            if (step % 5 == 0)
             {
                 PlanAssert.Consistent(planner);
             }
