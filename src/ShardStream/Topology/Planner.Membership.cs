@@ -94,35 +94,6 @@ public sealed partial class Planner
         }
     }
 
-    private void JoinStriped(int id, int budget)
-    {
-        var homes = _homes!;
-        var home = homes.Choose(budget);
-        for (var s = 0; s < ShardCount; s++)
-        {
-            if (!_placement.CanPlace(s, s == home ? budget : 0))
-            {
-                throw new PlacementException($"No capacity left in shard {s} for a peer with budget {budget}.");
-            }
-        }
-
-        _forest.AddNode(id, budget);
-        homes.Set(id, home, budget);
-        if (home >= 0)
-        {
-            SetCap(id, home, budget);
-            _placement.Place(id, home, _moves);
-        }
-
-        for (var s = 0; s < ShardCount; s++)
-        {
-            if (s != home)
-            {
-                _placement.Place(id, s, _moves);
-            }
-        }
-    }
-
     /// <summary>
     /// Removes <paramref name="peers"/> (crashed or left; any number at once, possibly a whole
     /// branch) and repairs every shard tree. Surviving orphans keep their own subtrees.
@@ -210,11 +181,12 @@ public sealed partial class Planner
         if (_homes is not null)
         {
             RebalanceHomes();
+            ReleaseFosters();
         }
 
         for (var s = 0; s < ShardCount; s++)
         {
-            _placement.Improve(s, _moves);
+            _placement.Improve(s, _peerCount, _moves);
         }
 
         return Summarize(_moves, evicted);
@@ -254,40 +226,6 @@ public sealed partial class Planner
         }
 
         return result;
-    }
-
-    /// <summary>
-    /// Re-homes leaf peers from the tree with the most capacity to the one with the least while that
-    /// narrows the gap. A leaf has no children in its home tree, so only its own parent changes in
-    /// the new home tree (where it is placed like a joiner).
-    /// </summary>
-    private void RebalanceHomes()
-    {
-        var homes = _homes!;
-        while (true)
-        {
-            var (rich, poor) = homes.Extremes();
-            var gap = homes.Capacity(rich) - homes.Capacity(poor);
-            var leaf = gap > 0 ? _forest.FindDeepLeaf(rich, 1, 1) : None;
-            if (leaf == None)
-            {
-                return;
-            }
-
-            var budget = _forest.Budget(leaf);
-            if (budget >= gap)
-            {
-                return;
-            }
-
-            homes.Release(leaf, budget);
-            homes.Set(leaf, poor, budget);
-            SetCap(leaf, rich, 0);
-            _forest.Detach(leaf, poor);
-            SetCap(leaf, poor, budget);
-            _placement.Place(leaf, poor, _moves);
-            _moves.Add(new Reattachment(leaf, poor, _forest.Parent(leaf, poor)));
-        }
     }
 
     private void SetCap(int node, int shard, int cap) => _forest.SetCap(node, shard, cap);

@@ -78,6 +78,17 @@ public sealed partial class Planner
         return node == Source || _homes is null ? -1 : _homes.HomeOf(node);
     }
 
+    /// <summary>
+    /// The least depth the tree of <paramref name="shard"/> could have with the live peers'
+    /// capacities in it (largest capacities nearest the source); int.MaxValue if they cannot hold
+    /// every peer (striped while fostering).
+    /// </summary>
+    public int BestDepth(int shard)
+    {
+        CheckShard(shard);
+        return _forest.BestDepth(shard, _peerCount);
+    }
+
     /// <summary>How many live nodes sit at <paramref name="depth"/> in the tree of <paramref name="shard"/> (the source at 0).</summary>
     internal int CountAtDepth(int shard, int depth) => _forest.CountAt(shard, depth);
 

@@ -54,6 +54,31 @@ internal sealed partial class ShardForest
         return None;
     }
 
+    /// <summary>The shallowest live node of <paramref name="shard"/> with a free slot that <paramref name="accept"/> accepts.</summary>
+    public int FindOpenWhere(int shard, Func<int, bool> accept)
+    {
+        var index = _open[shard];
+        for (var d = index.Lowest; d < index.Limit; d++)
+        {
+            var queue = index.At(d);
+            if (queue is null)
+            {
+                continue;
+            }
+
+            for (var j = 0; j < queue.Count; j++)
+            {
+                var node = queue[j];
+                if (IsOpenEntryValid(node, shard, d) && accept(node))
+                {
+                    return node;
+                }
+            }
+        }
+
+        return None;
+    }
+
     /// <summary>
     /// The node to push down for a joiner of capacity <paramref name="cap"/>: among live peers
     /// shallower than <paramref name="depthLimit"/> whose capacity is smaller, one of the
@@ -175,6 +200,45 @@ internal sealed partial class ShardForest
             if (!queue.IsEmpty)
             {
                 return queue.Back;
+            }
+        }
+
+        return None;
+    }
+
+    /// <summary>
+    /// A live peer of <paramref name="shard"/> at exactly <paramref name="depth"/> (if that is at least
+    /// <paramref name="minDepth"/>) with capacity >= <paramref name="minCap"/>, largest class first;
+    /// or <see cref="Planner.None"/>.
+    /// </summary>
+    public int FindDeepNode(int shard, int minCap, int depth, int minDepth)
+    {
+        if (depth < Math.Max(minDepth, 1))
+        {
+            return None;
+        }
+
+        for (var cls = ClassCount - 1; cls >= ClassOf(minCap); cls--)
+        {
+            var queue = _byClass[(shard * ClassCount) + cls].At(depth);
+            if (queue is null)
+            {
+                continue;
+            }
+
+            while (!queue.IsEmpty && !IsClassEntryValid(queue.Back, shard, depth, cls, leafOnly: false))
+            {
+                ClearClassMark(queue.Back, shard, depth, cls);
+                queue.PopBack();
+            }
+
+            for (var j = queue.Count - 1; j >= 0; j--)
+            {
+                var node = queue[j];
+                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && _cap[(node * _k) + shard] >= minCap)
+                {
+                    return node;
+                }
             }
         }
 

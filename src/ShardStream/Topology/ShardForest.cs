@@ -43,6 +43,7 @@ internal sealed partial class ShardForest
     private readonly int[][] _depthCount;
     private readonly int[] _maxDepth;
     private readonly long[] _totalCap;
+    private readonly int[][] _capHistogram;
 
     public ShardForest(int shardCount)
     {
@@ -53,10 +54,12 @@ internal sealed partial class ShardForest
         _depthCount = new int[shardCount][];
         _maxDepth = new int[shardCount];
         _totalCap = new long[shardCount];
+        _capHistogram = new int[shardCount][];
         for (var s = 0; s < shardCount; s++)
         {
             _open[s] = new DepthIndex();
             _depthCount[s] = new int[16];
+            _capHistogram[s] = new int[8];
         }
 
         for (var i = 0; i < _byClass.Length; i++)
@@ -122,11 +125,15 @@ internal sealed partial class ShardForest
             _cap[i] = 0;
         }
 
-        if (node == Source)
+        for (var s = 0; s < _k; s++)
         {
-            for (var s = 0; s < _k; s++)
+            if (node == Source)
             {
                 CountDepth(s, 0, +1);
+            }
+            else
+            {
+                CountCap(s, 0, +1);
             }
         }
     }
@@ -135,6 +142,12 @@ internal sealed partial class ShardForest
     public void SetCap(int node, int shard, int cap)
     {
         _totalCap[shard] += cap - _cap[node * _k + shard];
+        if (node != Source)
+        {
+            CountCap(shard, _cap[node * _k + shard], -1);
+            CountCap(shard, cap, +1);
+        }
+
         _cap[node * _k + shard] = cap;
         if (_depth[node * _k + shard] >= 0)
         {
@@ -149,6 +162,7 @@ internal sealed partial class ShardForest
         for (var s = 0; s < _k; s++)
         {
             _totalCap[s] -= _cap[node * _k + s];
+            CountCap(s, _cap[node * _k + s], -1);
             var d = _depth[node * _k + s];
             if (d >= 0)
             {
@@ -278,6 +292,57 @@ internal sealed partial class ShardForest
         {
             _maxDepth[shard] = depth;
         }
+    }
+
+    private void CountCap(int shard, int cap, int delta)
+    {
+        if (cap >= _capHistogram[shard].Length)
+        {
+            Array.Resize(ref _capHistogram[shard], Math.Max(cap + 1, _capHistogram[shard].Length * 2));
+        }
+
+        _capHistogram[shard][cap] += delta;
+    }
+
+    /// <summary>
+    /// The least depth a tree of the live peers could have in <paramref name="shard"/> with their
+    /// capacities there: fill level by level, the largest capacities first (<see cref="int.MaxValue"/>
+    /// if they cannot all be held). O(levels + distinct capacities).
+    /// </summary>
+    public int BestDepth(int shard, int peers)
+    {
+        var histogram = _capHistogram[shard];
+        var cap = histogram.Length - 1;
+        var leftOfCap = histogram[cap];
+        long slots = _cap[Source * _k + shard];
+        var placed = 0;
+        var depth = 0;
+        while (placed < peers)
+        {
+            if (slots == 0)
+            {
+                return int.MaxValue;
+            }
+
+            depth++;
+            var take = (long)Math.Min(slots, peers - placed);
+            placed += (int)take;
+            slots = 0;
+            while (take > 0)
+            {
+                while (leftOfCap == 0)
+                {
+                    leftOfCap = histogram[--cap];
+                }
+
+                var now = Math.Min(take, leftOfCap);
+                slots += now * cap;
+                take -= now;
+                leftOfCap -= (int)now;
+            }
+        }
+
+        return depth;
     }
 
     /// <summary>Deepest depth any live node of <paramref name="shard"/> is stored at.</summary>

@@ -27,6 +27,7 @@ internal sealed class ShardPlacement(ShardForest forest)
     private readonly Stack<(int Hole, int Parent)> _holes = new();
     private readonly List<int> _orphans = [];
     private readonly List<int> _children = [];
+    private readonly List<int> _released = [];
     private readonly List<(int NegHeight, int NegCap, int Node)> _ranked = [];
     private int[] _fillStamp = new int[1024];
     private int _epoch;
@@ -181,6 +182,27 @@ internal sealed class ShardPlacement(ShardForest forest)
             {
                 replacement = _forest.FindDeepLeaf(shard, needed, depth);
             }
+
+            // No such leaf (every strong node feeds someone): take a strong node from the level
+            // above the bottom instead; its children are leaves, which any free slot can take.
+            if (replacement == None)
+            {
+                replacement = _forest.FindDeepNode(shard, needed, _forest.MaxDepth(shard) - 1, depth + 1);
+                if (replacement != None)
+                {
+                    _released.Clear();
+                    for (var c = _forest.FirstChild(replacement, shard); c != None; c = _forest.NextSibling(c, shard))
+                    {
+                        _released.Add(c);
+                    }
+
+                    foreach (var leaf in _released)
+                    {
+                        _forest.Detach(leaf, shard);
+                        _orphans.Add(leaf);
+                    }
+                }
+            }
         }
 
         if (replacement != None)
@@ -219,12 +241,21 @@ internal sealed class ShardPlacement(ShardForest forest)
     }
 
     /// <summary>
-    /// Restores the shape after a repair: sorts capacity by depth (a node never has less capacity
-    /// than a deeper one), then moves deepest leaves up into free slots, until neither applies.
+    /// Restores the shape after a repair: moves deepest leaves up into free slots two or more levels
+    /// above the bottom; then, if the tree is still more than one level deeper than the best its
+    /// capacities allow, sorts capacity by depth (a node never has less capacity than a deeper one)
+    /// and compacts until neither applies, which brings it back within one level.
     /// </summary>
-    public void Improve(int shard, List<Reattachment> moves)
+    public void Improve(int shard, int peers, List<Reattachment> moves)
     {
-        // Each step lowers the sum of capacity x depth or the sum of depths: this terminates.
+        // Sorting can move many peers, so it runs only when the tree is out of bounds; then each
+        // step lowers the sum of capacity x depth or the sum of depths, so this terminates.
+        Compact(shard, moves);
+        if (_forest.MaxDepth(shard) <= (long)_forest.BestDepth(shard, peers) + 1)
+        {
+            return;
+        }
+
         while (SortByCapacity(shard, moves) | Compact(shard, moves))
         {
         }
