@@ -52,6 +52,16 @@ public sealed partial class Planner
 
         _nextId++;
         _peerCount++;
+        if (!_pristine)
+        {
+            // A join rarely needs this (it takes the shallowest slot, capacity first), but after
+            // leaves the trees may be loose; the check is cheap and only a violation moves anyone.
+            for (var s = 0; s < ShardCount; s++)
+            {
+                _placement.Improve(s, _peerCount, _moves);
+            }
+        }
+
         _lastJoinMoves = Summarize(_moves, []);
         return id;
     }

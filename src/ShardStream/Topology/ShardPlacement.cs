@@ -165,12 +165,19 @@ internal sealed class ShardPlacement(ShardForest forest)
         _forest.Detach(hole, shard);
         CollectChildren(hole, shard);
         var needed = 0;
+        var onlyLeaves = true;
         foreach (var child in _children)
         {
             if (_forest.IsAlive(child) || _fillStamp[child] == epoch)
             {
                 needed++;
+                onlyLeaves &= _forest.IsAlive(child) && _forest.ChildCount(child, shard) == 0;
             }
+        }
+
+        if (needed == 0)
+        {
+            return; // what hung below was promoted elsewhere meanwhile
         }
 
         // Prefer a leaf as strong as the dead node (keeps capacity high near the root), else any that fits.
@@ -183,9 +190,10 @@ internal sealed class ShardPlacement(ShardForest forest)
                 replacement = _forest.FindDeepLeaf(shard, needed, depth);
             }
 
-            // No such leaf (every strong node feeds someone): take a strong node from the level
-            // above the bottom instead; its children are leaves, which any free slot can take.
-            if (replacement == None)
+            // No such leaf (every strong node feeds someone): if whole subtrees hang below, take
+            // a strong node from the level above the bottom; its children are leaves, which any
+            // free slot can take. Orphans that are leaves themselves just go to free slots.
+            if (replacement == None && !onlyLeaves)
             {
                 replacement = _forest.FindDeepNode(shard, needed, _forest.MaxDepth(shard) - 1, depth + 1);
                 if (replacement != None)
@@ -198,8 +206,12 @@ internal sealed class ShardPlacement(ShardForest forest)
 
                     foreach (var leaf in _released)
                     {
-                        _forest.Detach(leaf, shard);
-                        _orphans.Add(leaf);
+                        // A dead child is a hole still on the stack, with nothing live below any more.
+                        if (_forest.IsAlive(leaf))
+                        {
+                            _forest.Detach(leaf, shard);
+                            _orphans.Add(leaf);
+                        }
                     }
                 }
             }
@@ -241,17 +253,24 @@ internal sealed class ShardPlacement(ShardForest forest)
     }
 
     /// <summary>
-    /// Restores the shape after a repair: moves deepest leaves up into free slots two or more levels
-    /// above the bottom; then, if the tree is still more than one level deeper than the best its
-    /// capacities allow, sorts capacity by depth (a node never has less capacity than a deeper one)
-    /// and compacts until neither applies, which brings it back within one level.
+    /// Restores the shape after a repair, only if the tree is more than one level deeper than the
+    /// best its capacities allow: moves deepest leaves up into free slots two or more levels above
+    /// the bottom; if that is not enough, sorts capacity by depth (a node never has less capacity
+    /// than a deeper one) and compacts until neither applies. Sorted and compact, a tree is within
+    /// one level of the best (its levels hold the largest capacities and are full but the last two).
     /// </summary>
     public void Improve(int shard, int peers, List<Reattachment> moves)
     {
-        // Sorting can move many peers, so it runs only when the tree is out of bounds; then each
-        // step lowers the sum of capacity x depth or the sum of depths, so this terminates.
+        // Both can move many peers, so they run only when the tree is out of bounds. Compaction
+        // alone usually suffices; sorting then makes sure. Each step lowers the sum of capacity x
+        // depth or the sum of depths, so this terminates.
+        if (!IsOutOfBounds(shard, peers))
+        {
+            return;
+        }
+
         Compact(shard, moves);
-        if (_forest.MaxDepth(shard) <= (long)_forest.BestDepth(shard, peers) + 1)
+        if (!IsOutOfBounds(shard, peers))
         {
             return;
         }
@@ -260,6 +279,9 @@ internal sealed class ShardPlacement(ShardForest forest)
         {
         }
     }
+
+    private bool IsOutOfBounds(int shard, int peers) =>
+        _forest.MaxDepth(shard) > (long)_forest.BestDepth(shard, peers) + 1;
 
     /// <summary>
     /// While some node is deeper than a node of smaller capacity, the two exchange places: the
