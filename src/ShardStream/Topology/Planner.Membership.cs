@@ -184,6 +184,11 @@ public sealed partial class Planner
                 }
             }
 
+            if (_homes is not null)
+            {
+                FosterStranded(stranded);
+            }
+
             dead = CollectStranded(stranded, seen);
             evicted.AddRange(dead);
         }

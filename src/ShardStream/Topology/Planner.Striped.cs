@@ -118,7 +118,9 @@ public sealed partial class Planner
             // Home peers of t only (not the source, not t's own foster parents), and placed in
             // the fostered tree (the joiner itself is not yet): never its own foster.
             var home = t;
-            var candidate = _forest.FindOpenWhere(t, n => n != Source && _homes!.HomeOf(n) == home && _forest.Depth(n, shard) >= 0);
+            // Attached in the fostered tree too: an orphan's own subtree must not foster it.
+            var candidate = _forest.FindOpenWhere(
+                t, n => n != Source && _homes!.HomeOf(n) == home && _forest.Depth(n, shard) >= 0 && _forest.IsAttached(n, shard));
             if (candidate != None && (best == None || _forest.Depth(candidate, shard) < _forest.Depth(best, shard)))
             {
                 best = candidate;
@@ -126,6 +128,30 @@ public sealed partial class Planner
         }
 
         return best;
+    }
+
+    /// <summary>
+    /// Striped repair: orphans left without a free slot in their tree (it lost more home capacity
+    /// than it had spare) are fostered, with their subtrees, by home peers of other trees; those
+    /// fostered are removed from <paramref name="stranded"/> (codes node * K + shard).
+    /// </summary>
+    private void FosterStranded(List<int> stranded)
+    {
+        for (var j = stranded.Count - 1; j >= 0; j--)
+        {
+            var node = stranded[j] / ShardCount;
+            var shard = stranded[j] % ShardCount;
+            var parent = FindFosterParent(shard);
+            if (parent == None || !_forest.IsAlive(node))
+            {
+                continue;
+            }
+
+            Lend(parent, shard);
+            _forest.Attach(node, parent, shard);
+            _moves.Add(new Reattachment(node, shard, parent));
+            stranded.RemoveAt(j);
+        }
     }
 
     /// <summary>Free slots of home peers in <paramref name="shard"/>'s tree (what fostering can borrow from it).</summary>
@@ -147,6 +173,13 @@ public sealed partial class Planner
     private void Foster(int node, int shard)
     {
         var parent = FindFosterParent(shard);
+        Lend(parent, shard);
+        _forest.Attach(node, parent, shard);
+    }
+
+    /// <summary>Moves one unit of <paramref name="parent"/>'s budget from its home tree to <paramref name="shard"/>'s.</summary>
+    private void Lend(int parent, int shard)
+    {
         var home = _homes!.HomeOf(parent);
         if (_forest.Cap(parent, shard) == 0)
         {
@@ -155,7 +188,6 @@ public sealed partial class Planner
 
         SetCap(parent, home, _forest.Cap(parent, home) - 1);
         SetCap(parent, shard, _forest.Cap(parent, shard) + 1);
-        _forest.Attach(node, parent, shard);
     }
 
     /// <summary>Moves fostered children to free slots of their own tree and gives the units back home.</summary>
@@ -234,10 +266,13 @@ public sealed partial class Planner
                 return;
             }
 
+            // Move when it narrows the gap, or when the poorer tree cannot even hold every peer
+            // and the richer one can spare the budget; never a peer that is fostering.
             var budget = _forest.Budget(leaf);
-            if (budget >= gap || _forest.Cap(leaf, rich) != budget || _forest.ChildCount(leaf, poor) > 0)
+            var needed = homes.Capacity(poor) < _peerCount && homes.Capacity(rich) - budget >= _peerCount;
+            if ((budget >= gap && !needed) || _forest.Cap(leaf, rich) != budget || _forest.ChildCount(leaf, poor) > 0)
             {
-                return; // would not narrow the gap, or the leaf is fostering: leave it be
+                return;
             }
 
             homes.Release(leaf, budget);
