@@ -77,6 +77,11 @@ internal static class SimulateCommand
         Line("max depth per shard", string.Join(" ", report.Shards.Select(s => s.MaxDepth)));
         Line("mean depth per shard", string.Join(" ", report.Shards.Select(s => F(s.MeanDepth))));
         Line("best depth per shard", string.Join(" ", report.Shards.Select(s => s.BestDepth == int.MaxValue ? "-" : s.BestDepth.ToString(CultureInfo.InvariantCulture))));
+        if (o.Topology == TopologyKind.Tessellated)
+        {
+            Line("exact tessellation depth", report.PolicyBestDepth.ToString(CultureInfo.InvariantCulture));
+        }
+
         Line("peer upload max / p99", $"{report.MaxPeerUpload} / {report.P99PeerUpload} of {report.PeerBudget} shard-streams; {report.PeersOverBudget} peers over budget");
         Line("source upload", $"{report.SourceUpload} of {report.SourceBudget} shard-streams ({F(report.SourceUploadMultiple)}x stream)");
         Line("moves", $"{report.JoinMoves:N0} by joins, {report.ChurnMoves:N0} by churn repairs");

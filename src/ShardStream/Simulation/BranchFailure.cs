@@ -36,7 +36,7 @@ internal static class BranchFailure
             evicted,
             depthBefore,
             after.Max(s => s.MaxDepth),
-            after.Max(s => s.BestDepth),
+            Simulation.PolicyBest(planner, after),
             clock.Elapsed,
             after);
     }

@@ -57,6 +57,7 @@ public static class Simulation
         var managed = GC.GetTotalMemory(forceFullCollection: true);
         var workingSet = Environment.WorkingSet;
         var shards = Depths(planner);
+        var policyBest = PolicyBest(planner, shards);
         var (maxUpload, p99Upload, overBudget) = Uploads(planner);
         var fostered = options.Topology == TopologyKind.Striped ? planner.FosteredEdges : 0;
         var peerCount = planner.PeerCount;
@@ -72,6 +73,7 @@ public static class Simulation
             leaves,
             evicted,
             shards,
+            policyBest,
             budget,
             maxUpload,
             p99Upload,
@@ -87,6 +89,16 @@ public static class Simulation
             workingSet,
             branch);
     }
+
+    /// <summary>
+    /// The least depth the policy allows for the live peers: the tessellation's own depth while
+    /// the plan is the seed's pattern (deeper by design than the best split of the budgets), else
+    /// the largest per-shard best depth.
+    /// </summary>
+    internal static int PolicyBest(Planner planner, IReadOnlyList<ShardDepthReport> shards) =>
+        planner.Options.Topology == TopologyKind.Tessellated && planner.IsExactPattern
+            ? planner.ExactTessellationDepth
+            : shards.Max(s => s.BestDepth);
 
     /// <summary>Max, mean and best depth of every shard tree, from the planner's per-depth counts.</summary>
     internal static IReadOnlyList<ShardDepthReport> Depths(Planner planner)

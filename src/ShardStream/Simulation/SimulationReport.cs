@@ -15,7 +15,7 @@ public sealed record ShardDepthReport(int Shard, int MaxDepth, double MeanDepth,
 /// <param name="Evicted">Peers the planner could not keep (no capacity left).</param>
 /// <param name="MaxDepthBefore">Deepest shard tree before the failure.</param>
 /// <param name="MaxDepthAfter">Deepest shard tree after the repair.</param>
-/// <param name="BestDepthAfter">Largest per-shard best depth for the survivors (max depth after should be at most this + 1).</param>
+/// <param name="BestDepthAfter">Least max depth the policy allows for the survivors (see <see cref="SimulationReport.PolicyBestDepth"/>); max depth after should be at most this + 1.</param>
 /// <param name="RepairTime">Wall time of the planner's repair.</param>
 /// <param name="ShardsAfter">Every shard tree after the repair.</param>
 public sealed record BranchFailureReport(
@@ -37,6 +37,7 @@ public sealed record BranchFailureReport(
 /// <param name="Leaves">Churn leaves made.</param>
 /// <param name="ChurnEvicted">Peers the planner dropped during churn for lack of capacity (they would rejoin).</param>
 /// <param name="Shards">Depth of every shard tree after the build.</param>
+/// <param name="PolicyBestDepth">Least max depth the policy allows for the live peers: the exact tessellation's for the tessellated pattern, else the largest per-shard best depth.</param>
 /// <param name="PeerBudget">Shard-streams each peer may send.</param>
 /// <param name="MaxPeerUpload">Most shard-streams any peer sends.</param>
 /// <param name="P99PeerUpload">99th percentile of shard-streams sent per peer.</param>
@@ -58,6 +59,7 @@ public sealed record SimulationReport(
     int Leaves,
     int ChurnEvicted,
     IReadOnlyList<ShardDepthReport> Shards,
+    int PolicyBestDepth,
     int PeerBudget,
     int MaxPeerUpload,
     int P99PeerUpload,

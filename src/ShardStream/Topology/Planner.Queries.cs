@@ -95,6 +95,9 @@ public sealed partial class Planner
     /// <summary>Children <paramref name="node"/> may have in <paramref name="shard"/> under the policy.</summary>
     internal int CapacityIn(int node, int shard) => _forest.Cap(node, shard);
 
+    /// <summary>Depth of an exact tessellation of the live peers (layers 1, 2, 3, 3, 6, 9...): the tessellated policy's own best.</summary>
+    internal int ExactTessellationDepth => TessellationPattern.ExactDepth(_peerCount);
+
     /// <summary>True while the tessellated plan is still exactly the seed's pattern.</summary>
     internal bool IsExactPattern => _pristine;
 
