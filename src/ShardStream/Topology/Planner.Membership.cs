@@ -23,7 +23,7 @@ public sealed partial class Planner
     /// <item>Tessellated: the shallowest open position of the seed's pattern (see
     /// <see cref="Leave"/> for how leaves keep the pattern). The first joiner with a budget below 3
     /// ends the pattern for good: from then on the general rule runs, with each budget split over
-    /// the two shards, and the first repair re-sorts the trees by capacity.</item>
+    /// the two shards, holding the trees within one level of an exact tessellation.</item>
     /// <item>Striped: a peer with budget gets the home shard whose tree has the least capacity and
     /// is interior only there; in the other trees it joins as a capacity-0 leaf.</item>
     /// </list>
@@ -58,7 +58,7 @@ public sealed partial class Planner
             // leaves the trees may be loose; the check is cheap and only a violation moves anyone.
             for (var s = 0; s < ShardCount; s++)
             {
-                _placement.Improve(s, _peerCount, _moves);
+                _placement.Improve(s, AllowedDepth(s), _moves);
             }
         }
 
@@ -201,10 +201,27 @@ public sealed partial class Planner
 
         for (var s = 0; s < ShardCount; s++)
         {
-            _placement.Improve(s, _peerCount, _moves);
+            _placement.Improve(s, AllowedDepth(s), _moves);
         }
 
         return Summarize(_moves, evicted);
+    }
+
+    /// <summary>
+    /// The depth a shard tree may reach before the planner reshapes it: one more than the best its
+    /// capacities allow. For the tessellated policy the best is never taken below the depth of an
+    /// exact tessellation of the live peers: its trees are that deep by design, and sorting them
+    /// into the (much shallower) best split of the budgets would move nearly every peer at once.
+    /// </summary>
+    private int AllowedDepth(int shard)
+    {
+        var best = _forest.BestDepth(shard, _peerCount);
+        if (Options.Topology == TopologyKind.Tessellated)
+        {
+            best = Math.Max(best, TessellationPattern.ExactDepth(_peerCount));
+        }
+
+        return best == int.MaxValue ? int.MaxValue : best + 1;
     }
 
     private void Remove(int peer)

@@ -8,13 +8,16 @@ namespace ShardStream.Topology;
 /// the joiner: the children keep their depth, the pushed-down node goes one level down with no
 /// children). Otherwise it takes the shallowest free slot, breadth-first. So capacity rises to the
 /// top and pure viewers (capacity 0) sink to the bottom.</item>
-/// <item><b>Repair</b>: every dead node that still has live descendants is replaced, top-down, by
-/// the deepest live leaf that can take all its children, so orphans keep their depth and the tree
-/// only gets shallower. Orphans no leaf can take are re-attached as whole subtrees to the
-/// shallowest free slots.</item>
-/// <item><b>Compaction</b>: while a free slot is two or more levels above the deepest level, a
-/// deepest leaf moves up into it. Then every node at depth &lt;= max - 3 is full, which with
-/// capacity sorted by depth bounds the depth by the best possible + 1.</item>
+/// <item><b>Repair</b>: top-down, every dead node that still has live descendants is replaced by
+/// the deepest live leaf that can take all its children (or, failing that and if subtrees hang
+/// below, by a strong node from the level above the bottom, whose leaves go to free slots), so
+/// orphans keep their subtrees and their depth. Orphans nobody takes move as whole subtrees,
+/// tallest first, to the shallowest free slots.</item>
+/// <item><b>Improve</b>, only when a tree is more than one level deeper than the best its
+/// capacities allow: deepest leaves move up into free slots two or more levels above the bottom;
+/// if needed, nodes exchange places until capacity never increases with depth, and again.
+/// Sorted and compact (every node at depth &lt;= max - 3 full), a tree is within one level of
+/// the best.</item>
 /// </list>
 /// </summary>
 internal sealed class ShardPlacement(ShardForest forest)
@@ -81,7 +84,7 @@ internal sealed class ShardPlacement(ShardForest forest)
 
     /// <summary>
     /// Repairs <paramref name="shard"/> after <paramref name="dead"/> were killed (already not alive).
-    /// Returns the live peers that could not be given a parent because no capacity is left.
+    /// Live peers that cannot be given a parent (no capacity left) are added to <paramref name="stranded"/>.
     /// </summary>
     public void Repair(int shard, IReadOnlyList<int> dead, List<Reattachment> moves, List<int> stranded)
     {
@@ -253,24 +256,24 @@ internal sealed class ShardPlacement(ShardForest forest)
     }
 
     /// <summary>
-    /// Restores the shape after a repair, only if the tree is more than one level deeper than the
-    /// best its capacities allow: moves deepest leaves up into free slots two or more levels above
+    /// Restores the shape, only if the tree is deeper than <paramref name="allowedDepth"/> (one level
+    /// more than the best the policy allows): moves deepest leaves up into free slots two or more levels above
     /// the bottom; if that is not enough, sorts capacity by depth (a node never has less capacity
     /// than a deeper one) and compacts until neither applies. Sorted and compact, a tree is within
     /// one level of the best (its levels hold the largest capacities and are full but the last two).
     /// </summary>
-    public void Improve(int shard, int peers, List<Reattachment> moves)
+    public void Improve(int shard, int allowedDepth, List<Reattachment> moves)
     {
         // Both can move many peers, so they run only when the tree is out of bounds. Compaction
         // alone usually suffices; sorting then makes sure. Each step lowers the sum of capacity x
         // depth or the sum of depths, so this terminates.
-        if (!IsOutOfBounds(shard, peers))
+        if (_forest.MaxDepth(shard) <= allowedDepth)
         {
             return;
         }
 
         Compact(shard, moves);
-        if (!IsOutOfBounds(shard, peers))
+        if (_forest.MaxDepth(shard) <= allowedDepth)
         {
             return;
         }
@@ -279,9 +282,6 @@ internal sealed class ShardPlacement(ShardForest forest)
         {
         }
     }
-
-    private bool IsOutOfBounds(int shard, int peers) =>
-        _forest.MaxDepth(shard) > (long)_forest.BestDepth(shard, peers) + 1;
 
     /// <summary>
     /// While some node is deeper than a node of smaller capacity, the two exchange places: the

@@ -168,6 +168,21 @@ internal static class PlanAssert
         Assert.True(deepest <= exact + 1, $"{when}: depth {deepest} > exact tessellation {exact} + 1 with {planner.PeerCount} peers");
     }
 
+    /// <summary>
+    /// Tessellated after its pattern ended: every tree within one level of the best split of the
+    /// budgets or of an exact tessellation, whichever is deeper (the planner does not sort a
+    /// tessellation into the much shallower best split).
+    /// </summary>
+    public static void NearTessellationOrBest(Planner planner, string when)
+    {
+        var exact = TessellationDepth(planner.PeerCount);
+        for (var s = 0; s < planner.ShardCount; s++)
+        {
+            var bound = Math.Max(BestDepth(planner, s), exact) + 1;
+            Assert.True(planner.MaxDepth(s) <= bound, $"{when}: shard {s} max depth {planner.MaxDepth(s)} > {bound} with {planner.PeerCount} peers");
+        }
+    }
+
     /// <summary>A node's depth in the tessellation: the deeper of its shard depths.</summary>
     public static int NodeDepth(Planner planner, int node) =>
         Enumerable.Range(0, planner.ShardCount).Max(s => planner.DepthOf(node, s));

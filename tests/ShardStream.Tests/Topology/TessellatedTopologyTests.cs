@@ -104,11 +104,13 @@ public sealed class TessellatedTopologyTests
         Assert.True(planner.IsExactPattern);
         planner.Join(0);
         Assert.False(planner.IsExactPattern);
+        Assert.Empty(planner.LastJoinMoves); // the tessellation is not re-sorted into the best split
         for (var i = 0; i < 30; i++)
         {
             planner.Join(i % 3 == 0 ? 0 : 3);
         }
 
         PlanAssert.Consistent(planner);
+        PlanAssert.NearTessellationOrBest(planner, "after 30 mixed joins");
     }
 }
