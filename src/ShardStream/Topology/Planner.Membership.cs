@@ -244,12 +244,17 @@ public sealed partial class Planner
             while (stack.Count > 0)
             {
                 var node = stack.Pop();
-                if (!_forest.IsAlive(node) || !seen.Add(node))
+                if (!_forest.IsAlive(node))
                 {
                     continue;
                 }
 
-                result.Add(node);
+                // Stranded in several shards: listed once, but its subtree is walked in each.
+                if (seen.Add(node))
+                {
+                    result.Add(node);
+                }
+
                 for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
                 {
                     stack.Push(c);

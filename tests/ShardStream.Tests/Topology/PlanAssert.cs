@@ -137,7 +137,7 @@ internal static class PlanAssert
         {
             var best = BestDepth(planner, s);
             var actual = planner.MaxDepth(s);
-            Assert.True(actual <= best + 1, $"{when}: shard {s} max depth {actual} > best {best} + 1 with {planner.PeerCount} peers");
+            Assert.True(actual <= (long)best + 1, $"{when}: shard {s} max depth {actual} > best {best} + 1 with {planner.PeerCount} peers");
         }
     }
 
@@ -178,7 +178,7 @@ internal static class PlanAssert
         var exact = TessellationDepth(planner.PeerCount);
         for (var s = 0; s < planner.ShardCount; s++)
         {
-            var bound = Math.Max(BestDepth(planner, s), exact) + 1;
+            var bound = (long)Math.Max(BestDepth(planner, s), exact) + 1;
             Assert.True(planner.MaxDepth(s) <= bound, $"{when}: shard {s} max depth {planner.MaxDepth(s)} > {bound} with {planner.PeerCount} peers");
         }
     }
