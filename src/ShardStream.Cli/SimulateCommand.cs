@@ -1,0 +1,106 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using ShardStream.Simulation;
+using ShardStream.Topology;
+using OverlaySimulation = ShardStream.Simulation.Simulation;
+
+namespace ShardStream.Cli;
+
+/// <summary>
+/// <c>shardstream simulate</c>: builds an overlay of N peers through the real planner (no network)
+/// and prints depth, upload, throughput and memory, optionally after churn and a branch failure.
+/// </summary>
+internal static class SimulateCommand
+{
+    public static Command Create()
+    {
+        var peers = new Option<int>("--peers") { Description = "Number of peers that join.", DefaultValueFactory = _ => 1000 };
+        var shards = new Option<int?>("--shards") { Description = "Shard count K (default: binary 1, tessellated 2, striped 8)." };
+        var topology = new Option<string>("--topology") { Description = "binary | tessellated | striped.", DefaultValueFactory = _ => "striped" };
+        topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
+        var upload = new Option<double?>("--upload") { Description = "Each peer's upload as a multiple of the stream rate (default (K+1)/K); budget = round(X*K) shard-streams." };
+        var sourceUpload = new Option<double?>("--source-upload") { Description = "The source's upload as a multiple of the stream rate (default (K+1)/K)." };
+        var seed = new Option<int>("--seed") { Description = "Seed of the planner and of the simulation's random choices.", DefaultValueFactory = _ => 0 };
+        var churn = new Option<double>("--churn") { Description = "Fraction of joins followed by the leave of a random peer, in [0, 1).", DefaultValueFactory = _ => 0 };
+        var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
+
+        var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
+        foreach (var option in new Option[] { peers, shards, topology, upload, sourceUpload, seed, churn, failBranch })
+        {
+            command.Options.Add(option);
+        }
+
+        command.SetAction(parseResult =>
+        {
+            var kind = Enum.Parse<TopologyKind>(parseResult.GetValue(topology)!, ignoreCase: true);
+            var k = parseResult.GetValue(shards) ?? kind switch
+            {
+                TopologyKind.Binary => 1,
+                TopologyKind.Tessellated => 2,
+                _ => 8,
+            };
+            var options = new SimulationOptions(
+                parseResult.GetValue(peers),
+                k,
+                kind,
+                parseResult.GetValue(upload) ?? (k + 1.0) / k,
+                parseResult.GetValue(sourceUpload),
+                parseResult.GetValue(seed),
+                parseResult.GetValue(churn),
+                parseResult.GetValue(failBranch));
+            try
+            {
+                Console.Out.Write(Format(OverlaySimulation.Run(options)));
+                return 0;
+            }
+            catch (Exception e) when (e is ArgumentException or PlacementException)
+            {
+                Console.Error.WriteLine($"simulate: {e.Message}");
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    private static string Format(SimulationReport report)
+    {
+        var o = report.Options;
+        var text = new StringBuilder();
+        void Line(string label, string value) => text.Append(CultureInfo.InvariantCulture, $"{label,-26}{value}\n");
+        static string Mib(long bytes) => (bytes / 1048576.0).ToString("F0", CultureInfo.InvariantCulture) + " MiB";
+        static string F(double value, int digits = 2) => value.ToString("F" + digits, CultureInfo.InvariantCulture);
+
+        Line("topology", $"{o.Topology.ToString().ToLowerInvariant()}, K = {o.ShardCount}, seed {o.Seed}");
+        Line("peers", $"{report.PeerCount:N0} live ({report.Joins:N0} joins, {report.Leaves:N0} churn leaves, {report.ChurnEvicted} evicted)");
+        Line("peer budget", $"{report.PeerBudget} shard-streams ({F((double)report.PeerBudget / o.ShardCount)}x stream)");
+        Line("max depth per shard", string.Join(" ", report.Shards.Select(s => s.MaxDepth)));
+        Line("mean depth per shard", string.Join(" ", report.Shards.Select(s => F(s.MeanDepth))));
+        Line("best depth per shard", string.Join(" ", report.Shards.Select(s => s.BestDepth == int.MaxValue ? "-" : s.BestDepth.ToString(CultureInfo.InvariantCulture))));
+        if (o.Topology == TopologyKind.Tessellated)
+        {
+            Line("exact tessellation depth", report.PolicyBestDepth.ToString(CultureInfo.InvariantCulture));
+        }
+
+        Line("peer upload max / p99", $"{report.MaxPeerUpload} / {report.P99PeerUpload} of {report.PeerBudget} shard-streams; {report.PeersOverBudget} peers over budget");
+        Line("source upload", $"{report.SourceUpload} of {report.SourceBudget} shard-streams ({F(report.SourceUploadMultiple)}x stream)");
+        Line("moves", $"{report.JoinMoves:N0} by joins, {report.ChurnMoves:N0} by churn repairs");
+        if (o.Topology == TopologyKind.Striped)
+        {
+            Line("fostered edges", $"{report.FosteredEdges} (non-home forwarding left from bootstrap)");
+        }
+
+        Line("planner joins/s", report.JoinsPerSecond.ToString("N0", CultureInfo.InvariantCulture));
+        Line("build time", $"{F(report.BuildTime.TotalSeconds)} s");
+        Line("memory", $"{Mib(report.ManagedBytes)} managed, {Mib(report.WorkingSetBytes)} working set");
+        if (report.BranchFailure is { } f)
+        {
+            Line("branch failure", $"{f.PeersFailed:N0} peers in {f.Branches} subtree(s) of shard {f.Shard}");
+            Line("  reattachments", $"{f.Reattachments:N0} Move messages, {f.Evicted} evicted, repaired in {F(f.RepairTime.TotalMilliseconds, 0)} ms");
+            Line("  max depth", $"{f.MaxDepthBefore} before, {f.MaxDepthAfter} after (best {f.BestDepthAfter}, bound {f.BestDepthAfter + 1})");
+            Line("  max depth per shard", string.Join(" ", f.ShardsAfter.Select(s => s.MaxDepth)));
+        }
+
+        return text.ToString();
+    }
+}

@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using ShardStream.Topology;
+
+namespace ShardStream.Simulation;
+
+/// <summary>
+/// Builds an overlay through the same <see cref="Planner"/> the coordinator runs, optionally with
+/// churn and a branch failure, and measures it. Pure: no console, no files; the only clock is a
+/// <see cref="Stopwatch"/> for the throughput figures.
+/// </summary>
+public static class Simulation
+{
+    /// <summary>Runs one simulation.</summary>
+    /// <exception cref="ArgumentException">The options do not make a valid plan.</exception>
+    public static SimulationReport Run(SimulationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfNegative(options.Peers);
+        if (options.Churn is < 0 or >= 1 || options.FailBranchFraction is < 0 or >= 1)
+        {
+            throw new ArgumentException("Churn and the failed branch fraction must be in [0, 1).", nameof(options));
+        }
+
+        var planner = new Planner(options.ToPlannerOptions());
+        var random = new Random(options.Seed);
+        var live = new LivePeers(options.Peers);
+        var budget = options.PeerBudget;
+        long joinTicks = 0, joinMoves = 0, churnMoves = 0;
+        int leaves = 0, evicted = 0;
+        var build = Stopwatch.StartNew();
+        for (var i = 0; i < options.Peers; i++)
+        {
+            var start = Stopwatch.GetTimestamp();
+            var id = planner.Join(budget);
+            joinTicks += Stopwatch.GetTimestamp() - start;
+            joinMoves += planner.LastJoinMoves.Count;
+            live.Add(id);
+            if (options.Churn > 0 && random.NextDouble() < options.Churn && live.Count > 1)
+            {
+                var gone = live.RemoveAt(random.Next(live.Count));
+                var moves = planner.Leave([gone]);
+                churnMoves += moves.Count;
+                foreach (var move in moves)
+                {
+                    if (move.NewParent == Planner.None && live.Remove(move.Peer))
+                    {
+                        evicted++;
+                    }
+                }
+
+                leaves++;
+            }
+        }
+
+        build.Stop();
+        var joinSeconds = (double)joinTicks / Stopwatch.Frequency;
+        var managed = GC.GetTotalMemory(forceFullCollection: true);
+        var workingSet = Environment.WorkingSet;
+        var shards = Depths(planner);
+        var policyBest = PolicyBest(planner, shards);
+        var (maxUpload, p99Upload, overBudget) = Uploads(planner);
+        var fostered = options.Topology == TopologyKind.Striped ? planner.FosteredEdges : 0;
+        var peerCount = planner.PeerCount;
+        var sourceUpload = planner.UsedUnits(Planner.Source);
+        var branch = options.FailBranchFraction > 0 && planner.PeerCount > 1
+            ? BranchFailure.Run(planner, options.FailBranchFraction, random)
+            : null;
+
+        return new SimulationReport(
+            options,
+            peerCount,
+            options.Peers,
+            leaves,
+            evicted,
+            shards,
+            policyBest,
+            budget,
+            maxUpload,
+            p99Upload,
+            overBudget,
+            options.SourceBudget,
+            sourceUpload,
+            joinMoves,
+            churnMoves,
+            fostered,
+            joinSeconds > 0 ? options.Peers / joinSeconds : 0,
+            build.Elapsed,
+            managed,
+            workingSet,
+            branch);
+    }
+
+    /// <summary>
+    /// The least depth the policy allows for the live peers: the tessellation's own depth while
+    /// the plan is the seed's pattern (deeper by design than the best split of the budgets), else
+    /// the largest per-shard best depth.
+    /// </summary>
+    internal static int PolicyBest(Planner planner, IReadOnlyList<ShardDepthReport> shards) =>
+        planner.Options.Topology == TopologyKind.Tessellated && planner.IsExactPattern
+            ? planner.ExactTessellationDepth
+            : shards.Max(s => s.BestDepth);
+
+    /// <summary>Max, mean and best depth of every shard tree, from the planner's per-depth counts.</summary>
+    internal static IReadOnlyList<ShardDepthReport> Depths(Planner planner)
+    {
+        var result = new ShardDepthReport[planner.ShardCount];
+        for (var s = 0; s < planner.ShardCount; s++)
+        {
+            var max = planner.MaxDepth(s);
+            long sum = 0;
+            for (var d = 1; d <= max; d++)
+            {
+                sum += (long)d * planner.CountAtDepth(s, d);
+            }
+
+            var mean = planner.PeerCount == 0 ? 0 : (double)sum / planner.PeerCount;
+            result[s] = new ShardDepthReport(s, max, mean, planner.BestDepth(s));
+        }
+
+        return result;
+    }
+
+    private static (int Max, int P99, int OverBudget) Uploads(Planner planner)
+    {
+        var histogram = new long[64];
+        var max = 0;
+        var over = 0;
+        foreach (var peer in planner.Peers)
+        {
+            var used = planner.UsedUnits(peer);
+            if (used >= histogram.Length)
+            {
+                Array.Resize(ref histogram, Math.Max(used + 1, histogram.Length * 2));
+            }
+
+            histogram[used]++;
+            max = Math.Max(max, used);
+            over += used > planner.Budget(peer) ? 1 : 0;
+        }
+
+        // The smallest value at or above which at most 1% of peers lie.
+        var rank = (long)Math.Ceiling(planner.PeerCount * 0.99);
+        long seen = 0;
+        var p99 = 0;
+        for (var v = 0; v < histogram.Length; v++)
+        {
+            seen += histogram[v];
+            if (seen >= rank)
+            {
+                p99 = v;
+                break;
+            }
+        }
+
+        return (max, p99, over);
+    }
+}

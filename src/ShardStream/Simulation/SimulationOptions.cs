@@ -1,0 +1,34 @@
+using ShardStream.Topology;
+
+namespace ShardStream.Simulation;
+
+/// <summary>What to simulate: an overlay built by <paramref name="Peers"/> joins through the real <see cref="Planner"/>.</summary>
+/// <param name="Peers">Number of joins.</param>
+/// <param name="ShardCount">K.</param>
+/// <param name="Topology">Placement policy.</param>
+/// <param name="Upload">Every peer's upload as a multiple of the stream rate; its budget is round(Upload x K) shard-streams.</param>
+/// <param name="SourceUpload">The source's upload as a multiple of the stream rate; null for the default budget K + 1.</param>
+/// <param name="Seed">Seed of the planner and of the simulation's random choices.</param>
+/// <param name="Churn">Fraction of joins followed by the leave of a random live peer.</param>
+/// <param name="FailBranchFraction">After the build, fail at once the subtree(s) holding about this fraction of the peers, and repair.</param>
+public sealed record SimulationOptions(
+    int Peers,
+    int ShardCount,
+    TopologyKind Topology,
+    double Upload,
+    double? SourceUpload = null,
+    int Seed = 0,
+    double Churn = 0,
+    double FailBranchFraction = 0)
+{
+    /// <summary>Shard-streams each peer may send.</summary>
+    public int PeerBudget => (int)Math.Round(Upload * ShardCount, MidpointRounding.AwayFromZero);
+
+    /// <summary>Shard-streams the source may send.</summary>
+    public int SourceBudget => SourceUpload is { } upload
+        ? (int)Math.Round(upload * ShardCount, MidpointRounding.AwayFromZero)
+        : ShardCount + 1;
+
+    /// <summary>The planner options these simulation options stand for.</summary>
+    public PlannerOptions ToPlannerOptions() => new(ShardCount, Topology, SourceBudget, Seed);
+}

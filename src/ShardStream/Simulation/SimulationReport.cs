@@ -1,0 +1,80 @@
+namespace ShardStream.Simulation;
+
+/// <summary>Depth of one shard tree.</summary>
+/// <param name="Shard">The shard.</param>
+/// <param name="MaxDepth">Hops from the source to the deepest peer.</param>
+/// <param name="MeanDepth">Mean hops from the source over all peers.</param>
+/// <param name="BestDepth">Least depth the peers' capacities in that tree allow (see <see cref="Topology.Planner.BestDepth"/>).</param>
+public sealed record ShardDepthReport(int Shard, int MaxDepth, double MeanDepth, int BestDepth);
+
+/// <summary>The outcome of failing whole branches at once.</summary>
+/// <param name="PeersFailed">Peers that failed together.</param>
+/// <param name="Branches">Subtrees (of shard <paramref name="Shard"/>) they formed.</param>
+/// <param name="Shard">The shard tree the branches were cut from.</param>
+/// <param name="Reattachments">Planner decisions = Move control messages, one per (peer, shard) that changed parent.</param>
+/// <param name="Evicted">Peers the planner could not keep (no capacity left).</param>
+/// <param name="MaxDepthBefore">Deepest shard tree before the failure.</param>
+/// <param name="MaxDepthAfter">Deepest shard tree after the repair.</param>
+/// <param name="BestDepthAfter">Least max depth the policy allows for the survivors (see <see cref="SimulationReport.PolicyBestDepth"/>); max depth after should be at most this + 1.</param>
+/// <param name="RepairTime">Wall time of the planner's repair.</param>
+/// <param name="ShardsAfter">Every shard tree after the repair.</param>
+public sealed record BranchFailureReport(
+    int PeersFailed,
+    int Branches,
+    int Shard,
+    int Reattachments,
+    int Evicted,
+    int MaxDepthBefore,
+    int MaxDepthAfter,
+    int BestDepthAfter,
+    TimeSpan RepairTime,
+    IReadOnlyList<ShardDepthReport> ShardsAfter);
+
+/// <summary>What a simulation measured.</summary>
+/// <param name="Options">The simulated options.</param>
+/// <param name="PeerCount">Live peers at the end of the build.</param>
+/// <param name="Joins">Joins made.</param>
+/// <param name="Leaves">Churn leaves made.</param>
+/// <param name="ChurnEvicted">Peers the planner dropped during churn for lack of capacity (they would rejoin).</param>
+/// <param name="Shards">Depth of every shard tree after the build.</param>
+/// <param name="PolicyBestDepth">Least max depth the policy allows for the live peers: the exact tessellation's for the tessellated pattern, else the largest per-shard best depth.</param>
+/// <param name="PeerBudget">Shard-streams each peer may send.</param>
+/// <param name="MaxPeerUpload">Most shard-streams any peer sends.</param>
+/// <param name="P99PeerUpload">99th percentile of shard-streams sent per peer.</param>
+/// <param name="PeersOverBudget">Peers sending more than their budget (must be 0).</param>
+/// <param name="SourceBudget">Shard-streams the source may send.</param>
+/// <param name="SourceUpload">Shard-streams the source sends.</param>
+/// <param name="JoinMoves">Other peers moved by joins (a stronger joiner taking a weaker node's place).</param>
+/// <param name="ChurnMoves">Reattachments caused by churn leaves.</param>
+/// <param name="FosteredEdges">Striped: edges still forwarding a non-home shard (bootstrap fostering).</param>
+/// <param name="JoinsPerSecond">Planner joins per second (joins only, wall time).</param>
+/// <param name="BuildTime">Wall time of the whole build (joins and churn).</param>
+/// <param name="ManagedBytes">Managed heap after the build (after a full collection): the model's size.</param>
+/// <param name="WorkingSetBytes">Process working set after the build.</param>
+/// <param name="BranchFailure">The branch failure, if one was asked for.</param>
+public sealed record SimulationReport(
+    SimulationOptions Options,
+    int PeerCount,
+    int Joins,
+    int Leaves,
+    int ChurnEvicted,
+    IReadOnlyList<ShardDepthReport> Shards,
+    int PolicyBestDepth,
+    int PeerBudget,
+    int MaxPeerUpload,
+    int P99PeerUpload,
+    int PeersOverBudget,
+    int SourceBudget,
+    int SourceUpload,
+    long JoinMoves,
+    long ChurnMoves,
+    int FosteredEdges,
+    double JoinsPerSecond,
+    TimeSpan BuildTime,
+    long ManagedBytes,
+    long WorkingSetBytes,
+    BranchFailureReport? BranchFailure)
+{
+    /// <summary>The source's upload as a multiple of the stream rate.</summary>
+    public double SourceUploadMultiple => (double)SourceUpload / Options.ShardCount;
+}

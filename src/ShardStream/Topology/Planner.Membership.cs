@@ -1,0 +1,293 @@
+namespace ShardStream.Topology;
+
+/// <summary>Joins and leaves: the two ways the plan changes.</summary>
+public sealed partial class Planner
+{
+    /// <summary>Live peers (the source not counted).</summary>
+    public int PeerCount => _peerCount;
+
+    /// <summary>
+    /// The other peers the last <see cref="Join"/> moved (already applied): a joiner with more
+    /// capacity takes the place of a shallower node with less, which then hangs below it. The
+    /// coordinator sends one Move per entry. Empty for the tessellated pattern.
+    /// </summary>
+    public IReadOnlyList<Reattachment> LastJoinMoves => _lastJoinMoves;
+
+    /// <summary>
+    /// Adds a peer that may send <paramref name="budget"/> shard-streams (0 = pure viewer, a leaf
+    /// everywhere) and gives it a parent in every shard. Placement by policy:
+    /// <list type="bullet">
+    /// <item>Binary and striped, and tessellated once its pattern is broken: see the general rule
+    /// (a joiner takes the shallowest free slot breadth-first, or the place of a shallower node
+    /// with less capacity, which moves one level down under it; see <see cref="LastJoinMoves"/>).</item>
+    /// <item>Tessellated: the shallowest open position of the seed's pattern (see
+    /// <see cref="Leave"/> for how leaves keep the pattern). The first joiner with a budget below 3
+    /// ends the pattern for good: from then on the general rule runs, with each budget split over
+    /// the two shards, holding the trees within one level of an exact tessellation.</item>
+    /// <item>Striped: a peer with budget gets the home shard whose tree has the least capacity and
+    /// is interior only there; in the other trees it joins as a capacity-0 leaf.</item>
+    /// </list>
+    /// </summary>
+    /// <returns>The new peer's id: 1, 2, 3... in join order, never reused.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="budget"/> is negative.</exception>
+    /// <exception cref="PlacementException">Some shard tree has no free slot; the plan is unchanged.</exception>
+    public int Join(int budget)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        var id = _nextId;
+        _moves.Clear();
+        switch (Options.Topology)
+        {
+            case TopologyKind.Tessellated when _pristine && budget >= 3:
+                JoinPattern(id, budget);
+                break;
+            case TopologyKind.Striped:
+                JoinStriped(id, budget);
+                break;
+            default:
+                _pristine = false;
+                JoinGeneral(id, budget);
+                break;
+        }
+
+        _nextId++;
+        _peerCount++;
+        if (!_pristine)
+        {
+            // A join rarely needs this (it takes the shallowest slot, capacity first), but after
+            // leaves the trees may be loose; the check is cheap and only a violation moves anyone.
+            for (var s = 0; s < ShardCount; s++)
+            {
+                _placement.Improve(s, AllowedDepth(s), _moves);
+            }
+        }
+
+        _lastJoinMoves = Summarize(_moves, []);
+        return id;
+    }
+
+    private void JoinPattern(int id, int budget)
+    {
+        _forest.AddNode(id, budget);
+        _pattern!.Fill(id, _pattern.TakeOpenPosition(), _moves);
+    }
+
+    private void JoinGeneral(int id, int budget)
+    {
+        // Binary: the whole budget in the one tree. Tessellated (general rule): the budget split
+        // over both trees, the larger half to the tree with less capacity so far.
+        Span<int> caps = stackalloc int[ShardCount];
+        if (ShardCount == 1)
+        {
+            caps[0] = budget;
+        }
+        else
+        {
+            var larger = _forest.TotalCap(0) <= _forest.TotalCap(1) ? 0 : 1;
+            caps[larger] = (budget + 1) / 2;
+            caps[1 - larger] = budget / 2;
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (!_placement.CanPlace(s, caps[s]))
+            {
+                throw new PlacementException($"No capacity left in shard {s} for a peer with budget {budget}.");
+            }
+        }
+
+        _forest.AddNode(id, budget);
+        for (var s = 0; s < ShardCount; s++)
+        {
+            SetCap(id, s, caps[s]);
+            _placement.Place(id, s, _moves);
+        }
+    }
+
+    /// <summary>
+    /// Removes <paramref name="peers"/> (crashed or left; any number at once, possibly a whole
+    /// branch) and repairs every shard tree. Surviving orphans keep their own subtrees.
+    /// <list type="bullet">
+    /// <item>General rule (binary, striped, tessellated after its pattern ended), per shard:
+    /// top-down, each dead node with live nodes below it is replaced by the deepest live leaf able
+    /// to take all its children, so orphans keep their depth; orphans no leaf can take move as
+    /// whole subtrees (tallest first) to the shallowest free slots. Then nodes exchange places
+    /// until capacity never increases with depth, and deepest leaves move up into free slots two
+    /// or more levels above the bottom. Together these keep every shard tree within one level of
+    /// the least depth the live budgets allow. Striped: homes are rebalanced first, by re-homing
+    /// leaf peers of the tree with the most capacity to the one with the least.</item>
+    /// <item>Tessellated pattern: a vacated position with live nodes below is taken over by the
+    /// deepest peer that feeds nobody (2 parent changes + the children it adopts); other vacated
+    /// positions reopen for joiners; deepest peers move up into open positions only while the tree
+    /// is more than one level deeper than an exact tessellation of the survivors.</item>
+    /// </list>
+    /// Ids that are not live peers (already gone) are ignored.
+    /// </summary>
+    /// <returns>
+    /// Every (peer, shard, new parent) change, already applied, one per (peer, shard). A
+    /// <see cref="Reattachment.NewParent"/> of <see cref="None"/> means no capacity was left for
+    /// that peer: the planner removed it (and its subtree) and it has to join again.
+    /// </returns>
+    /// <exception cref="ArgumentException">The source is in <paramref name="peers"/>.</exception>
+    public IReadOnlyList<Reattachment> Leave(IReadOnlyCollection<int> peers)
+    {
+        ArgumentNullException.ThrowIfNull(peers);
+        var dead = new List<int>(peers.Count);
+        var seen = new HashSet<int>();
+        foreach (var peer in peers)
+        {
+            if (peer == Source)
+            {
+                throw new ArgumentException("The source cannot leave the plan.", nameof(peers));
+            }
+
+            if (Contains(peer) && seen.Add(peer))
+            {
+                dead.Add(peer);
+            }
+        }
+
+        if (dead.Count == 0)
+        {
+            return [];
+        }
+
+        _moves.Clear();
+        if (_pristine)
+        {
+            foreach (var peer in dead)
+            {
+                Remove(peer);
+            }
+
+            _pattern!.Repair(dead, _peerCount, _moves);
+            return Summarize(_moves, []);
+        }
+
+        var evicted = new List<int>();
+        var stranded = new List<int>();
+        while (dead.Count > 0)
+        {
+            foreach (var peer in dead)
+            {
+                Remove(peer);
+            }
+
+            stranded.Clear();
+            for (var s = 0; s < ShardCount; s++)
+            {
+                var before = stranded.Count;
+                _placement.Repair(s, dead, _moves, stranded);
+                for (var j = before; j < stranded.Count; j++)
+                {
+                    stranded[j] = (stranded[j] * ShardCount) + s;
+                }
+            }
+
+            if (_homes is not null)
+            {
+                FosterStranded(stranded);
+            }
+
+            dead = CollectStranded(stranded, seen);
+            evicted.AddRange(dead);
+        }
+
+        if (_homes is not null)
+        {
+            RebalanceHomes();
+            ReleaseFosters();
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            _placement.Improve(s, AllowedDepth(s), _moves);
+        }
+
+        return Summarize(_moves, evicted);
+    }
+
+    /// <summary>
+    /// The depth a shard tree may reach before the planner reshapes it: one more than the best its
+    /// capacities allow. For the tessellated policy the best is never taken below the depth of an
+    /// exact tessellation of the live peers: its trees are that deep by design, and sorting them
+    /// into the (much shallower) best split of the budgets would move nearly every peer at once.
+    /// </summary>
+    private int AllowedDepth(int shard)
+    {
+        var best = _forest.BestDepth(shard, _peerCount);
+        if (Options.Topology == TopologyKind.Tessellated)
+        {
+            best = Math.Max(best, TessellationPattern.ExactDepth(_peerCount));
+        }
+
+        return best == int.MaxValue ? int.MaxValue : best + 1;
+    }
+
+    private void Remove(int peer)
+    {
+        _forest.Kill(peer);
+        _peerCount--;
+
+        _homes?.Release(peer, _forest.Budget(peer));
+    }
+
+    /// <summary>Peers left without a parent, with everything below them in that shard: they are evicted.</summary>
+    private List<int> CollectStranded(List<int> stranded, HashSet<int> seen)
+    {
+        var result = new List<int>();
+        var stack = new Stack<int>();
+        foreach (var code in stranded)
+        {
+            var shard = code % ShardCount;
+            stack.Push(code / ShardCount);
+            while (stack.Count > 0)
+            {
+                var node = stack.Pop();
+                if (!_forest.IsAlive(node))
+                {
+                    continue;
+                }
+
+                // Stranded in several shards: listed once, but its subtree is walked in each.
+                if (seen.Add(node))
+                {
+                    result.Add(node);
+                }
+
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    stack.Push(c);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    private void SetCap(int node, int shard, int cap) => _forest.SetCap(node, shard, cap);
+
+    /// <summary>One entry per (peer, shard) that changed, with its final parent; evicted peers last.</summary>
+    private List<Reattachment> Summarize(List<Reattachment> moves, List<int> evicted)
+    {
+        var result = new List<Reattachment>();
+        var seen = new HashSet<long>();
+        foreach (var move in moves)
+        {
+            if (_forest.IsAlive(move.Peer) && seen.Add(((long)move.Peer * ShardCount) + move.Shard))
+            {
+                result.Add(new Reattachment(move.Peer, move.Shard, _forest.Parent(move.Peer, move.Shard)));
+            }
+        }
+
+        foreach (var peer in evicted)
+        {
+            for (var s = 0; s < ShardCount; s++)
+            {
+                result.Add(new Reattachment(peer, s, None));
+            }
+        }
+
+        return result;
+    }
+}
