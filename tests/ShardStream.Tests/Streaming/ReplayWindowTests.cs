@@ -70,6 +70,21 @@ public class ReplayWindowTests
     }
 
     [Fact]
+    public void Age_eviction_drops_only_stale_chunks_when_shards_arrive_out_of_step()
+    {
+        // At a peer, shards come from different parents: chunk 1 can arrive long before chunk 0.
+        var window = new ReplayWindow(2, long.MaxValue, TimeSpan.FromTicks(100));
+
+        AddFresh(window, 2, 1, 10, now: 0);
+        AddFresh(window, 2, 0, 10, now: 150);
+
+        Assert.Equal(-1, window.OldestSeq(1)); // 150 ticks old: dropped
+        Assert.Equal(0, window.OldestSeq(0)); // just added: kept
+        Assert.Equal(10, window.Bytes);
+        window.Clear();
+    }
+
+    [Fact]
     public void Copy_from_returns_the_shards_chunks_from_the_asked_seq()
     {
         var window = new ReplayWindow(2, long.MaxValue, LongAgo);
