@@ -61,6 +61,30 @@ public class VirtualNetworkTests
     }
 
     [Fact]
+    public async Task Writes_to_a_side_that_disposed_its_connection_eventually_report_the_end()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+
+        await server.DisposeAsync();
+
+        // As with TCP (a reset after the first write), the writer must learn that nobody reads.
+        await PipeIo.EventuallyAsync(async () =>
+        {
+            try
+            {
+                var result = await client.Pipe.Output.WriteAsync(new byte[100]).AsTask().WaitAsync(PipeIo.Deadline);
+                return result.IsCompleted;
+            }
+            catch (IOException)
+            {
+                return true;
+            }
+        }, "a write notices that the other side is gone");
+        Assert.Empty(await PipeIo.ReadToEndAsync(client.Pipe.Input));
+    }
+
+    [Fact]
     public async Task Connecting_to_an_address_nobody_listens_on_fails()
     {
         var net = new VirtualNetwork();
