@@ -165,6 +165,20 @@ internal sealed class Link : IAsyncDisposable
         Finish(reason);
     }
 
+    /// <summary>
+    /// Ends a link whose loops were never started, after a refusal or a redirect was written: the
+    /// send side is closed after what was written, so that the answer arrives. (A reset could
+    /// discard it, and the other side would learn only "connection reset".)
+    /// </summary>
+    public async Task CloseUnstartedAsync(string reason)
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        _queue.Writer.TryComplete();
+        if (!_closed.TrySetResult(reason)) return;
+        _stop.Cancel();
+        await _connection.DisposeAsync().ConfigureAwait(false);
+    }
+
     /// <summary>Ends the link at once (the remote side failed or broke the protocol).</summary>
     public void Abort(string reason)
     {

@@ -136,8 +136,7 @@ public abstract class Node : IAsyncDisposable
         {
             // It is gone already; the refusal is logged.
         }
-        link.Abort(reason);
-        await link.DisposeAsync().ConfigureAwait(false);
+        await link.CloseUnstartedAsync(reason).ConfigureAwait(false);
     }
 
     /// <summary>A new peer asks where to go.</summary>

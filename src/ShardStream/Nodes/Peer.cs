@@ -243,8 +243,7 @@ public sealed class Peer : Node
     private async Task RefuseWithRedirectAsync(Link link, Welcome redirect)
     {
         await link.WriteNowAsync(redirect.Write, Stopping).ConfigureAwait(false);
-        link.Abort("redirected to the coordinator");
-        await link.DisposeAsync().ConfigureAwait(false);
+        await link.CloseUnstartedAsync("redirected to the coordinator").ConfigureAwait(false);
     }
 
     /// <summary>
