@@ -166,6 +166,18 @@ public class ReassemblerTests
     }
 
     [Fact]
+    public void Clear_releases_the_chunks_still_waiting()
+    {
+        var r = new Reassembler(2, 0, 0);
+        var waiting = TestChunks.Make(2, 1, 5, new byte[5]);
+        r.Add(waiting, []);
+
+        r.Clear();
+
+        Assert.Equal(0, waiting.WritableBuffer.Length);
+    }
+
+    [Fact]
     public void An_empty_stream_is_complete_at_its_end()
     {
         var r = new Reassembler(2, 0, 0);

@@ -27,6 +27,23 @@ public class TcpTransportTests
     }
 
     [Fact]
+    public async Task A_large_transfer_arrives_intact_and_in_order()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        await using var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        var payload = new byte[4 * 1024 * 1024];
+        new Random(11).NextBytes(payload);
+
+        var reading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+        await PipeIo.WriteAsync(client.Pipe.Output, payload);
+        await client.CloseOutputAsync();
+
+        Assert.Equal(payload, await reading);
+    }
+
+    [Fact]
     public async Task Closing_the_output_sends_an_end_and_reading_goes_on()
     {
         await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);

@@ -157,6 +157,19 @@ public class VirtualNetworkTests
     }
 
     [Fact]
+    public async Task Abort_resets_both_ends()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+        var serverReading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+
+        client.Abort();
+
+        await Assert.ThrowsAsync<IOException>(() => serverReading);
+        await Assert.ThrowsAsync<IOException>(() => PipeIo.ReadToEndAsync(client.Pipe.Input));
+    }
+
+    [Fact]
     public async Task Kill_closes_the_listener_and_refuses_new_connections()
     {
         var net = new VirtualNetwork();
