@@ -40,30 +40,33 @@ internal sealed class ReplayWindow
 
     private void Evict(long nowTicks)
     {
-        while (_bytes > _maxBytes || OldestAge(nowTicks) > _maxAgeTicks)
+        // Age: each shard's queue is in arrival order, so its stale chunks are at its head. Shards
+        // arrive from different parents, so the smallest sequence number is not always the stalest.
+        foreach (var queue in _shards)
+            while (queue.TryPeek(out var head) && nowTicks - head.AddedAt > _maxAgeTicks)
+                Drop(queue);
+
+        // Bytes: drop the globally oldest chunk, the smallest sequence number among the shard heads.
+        while (_bytes > _maxBytes)
         {
-            // Drop the globally oldest chunk: the smallest sequence number among the shard heads.
-            int victim = -1;
+            Queue<(Chunk Chunk, long AddedAt)>? victim = null;
             long victimSeq = long.MaxValue;
-            for (int s = 0; s < _shards.Length; s++)
-                if (_shards[s].TryPeek(out var head) && head.Chunk.Seq < victimSeq)
+            foreach (var queue in _shards)
+                if (queue.TryPeek(out var head) && head.Chunk.Seq < victimSeq)
                 {
-                    victim = s;
+                    victim = queue;
                     victimSeq = head.Chunk.Seq;
                 }
-            if (victim < 0) return;
-            var (chunk, _) = _shards[victim].Dequeue();
-            _bytes -= chunk.Length;
-            chunk.Release();
+            if (victim is null) return;
+            Drop(victim);
         }
     }
 
-    private long OldestAge(long nowTicks)
+    private void Drop(Queue<(Chunk Chunk, long AddedAt)> queue)
     {
-        long oldest = long.MaxValue;
-        foreach (var queue in _shards)
-            if (queue.TryPeek(out var head) && head.AddedAt < oldest) oldest = head.AddedAt;
-        return oldest == long.MaxValue ? 0 : nowTicks - oldest;
+        var (chunk, _) = queue.Dequeue();
+        _bytes -= chunk.Length;
+        chunk.Release();
     }
 
     /// <summary>

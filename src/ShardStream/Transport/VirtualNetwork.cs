@@ -234,7 +234,11 @@ public sealed class VirtualNetwork
                         if (latency > TimeSpan.Zero)
                             await Task.Delay(latency, _network._time, _reset.Token).ConfigureAwait(false);
                         foreach (var segment in buffer)
-                            await Receiver.Writer.WriteAsync(segment, _reset.Token).ConfigureAwait(false);
+                        {
+                            var flushed = await Receiver.Writer.WriteAsync(segment, _reset.Token).ConfigureAwait(false);
+                            // The receiving end was disposed: like a TCP reset, the sender must hear of it.
+                            if (flushed.IsCompleted) throw new IOException("connection reset by peer: the other side closed");
+                        }
                         Sender.Reader.AdvanceTo(buffer.End);
                         if (result.IsCompleted)
                         {

@@ -1,0 +1,102 @@
+using System.IO.Pipelines;
+using System.Buffers;
+using ShardStream.Nodes;
+using ShardStream.Tests.Transport;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A refusal or a redirect is the whole answer to a hello: it must reach the other side before the
+/// connection closes, or the joiner learns only "connection reset" instead of the reason.
+/// </summary>
+public class RefusalTests
+{
+    [Fact]
+    public async Task A_hello_with_no_common_version_is_answered_with_goodbye_version_mismatch()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(2, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
+        Assert.Contains("1..1", goodbye.Reason);
+        Assert.Contains("2..3", goodbye.Reason);
+    }
+
+    [Fact]
+    public async Task A_first_frame_that_is_not_a_hello_is_answered_with_goodbye_protocol_error()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, null);
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+    }
+
+    [Fact]
+    public async Task A_peer_redirects_a_joiner_to_the_coordinator()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+        await using var peer = new Peer(new PeerOptions { ListenAddress = "p:0", JoinAddress = coordinator.ListenAddress }, net.Host("p"));
+        await peer.StartAsync(default);
+
+        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(1, 1, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        Assert.Equal(0UL, welcome.PeerId);
+        var redirect = Assert.Single(welcome.Shards);
+        Assert.Equal(AssignmentKind.Redirect, redirect.Kind);
+        Assert.Equal(coordinator.ListenAddress, redirect.Address);
+    }
+
+    /// <summary>Sends a hello (or a heartbeat when null) from a fresh host and returns the first frame of the answer.</summary>
+    private static async Task<(FrameType Type, ReadOnlySequence<byte> Body)> AskAsync(VirtualNetwork net, string address, Hello? hello)
+    {
+        var connection = await net.Host("x").ConnectAsync(address, default);
+        if (hello is { } h) h.Write(connection.Pipe.Output);
+        else new Heartbeat(0).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+
+        using var cts = new CancellationTokenSource(PipeIo.Deadline);
+        var input = connection.Pipe.Input;
+        while (true)
+        {
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync(cts.Token);
+            }
+            catch (IOException e)
+            {
+                Assert.Fail($"the connection was reset before an answer arrived: {e.Message}");
+                throw;
+            }
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = new ReadOnlySequence<byte>(body.ToArray());
+                input.AdvanceTo(buffer.Start);
+                await connection.DisposeAsync();
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) Assert.Fail("the connection closed before an answer arrived");
+        }
+    }
+}

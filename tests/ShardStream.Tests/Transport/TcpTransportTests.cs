@@ -1,0 +1,125 @@
+using System.Net.Sockets;
+using ShardStream.Transport;
+
+namespace ShardStream.Tests.Transport;
+
+public class TcpTransportTests
+{
+    private static readonly TcpTransport Tcp = TcpTransport.Instance;
+
+    [Fact]
+    public async Task Binds_a_free_port_connects_and_echoes()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        var (host, port) = Endpoint.Parse(listener.LocalAddress);
+        Assert.Equal("127.0.0.1", host);
+        Assert.NotEqual(0, port);
+
+        await using var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "ping"u8.ToArray());
+        var ping = await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
+        await PipeIo.WriteAsync(server.Pipe.Output, ping);
+
+        Assert.Equal("ping"u8.ToArray(), await PipeIo.ReadExactlyAsync(client.Pipe.Input, 4));
+    }
+
+    [Fact]
+    public async Task A_large_transfer_arrives_intact_and_in_order()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        await using var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        var payload = new byte[4 * 1024 * 1024];
+        new Random(11).NextBytes(payload);
+
+        var reading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+        await PipeIo.WriteAsync(client.Pipe.Output, payload);
+        await client.CloseOutputAsync();
+
+        Assert.Equal(payload, await reading);
+    }
+
+    [Fact]
+    public async Task Closing_the_output_sends_an_end_and_reading_goes_on()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        await using var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "bye"u8.ToArray());
+        await client.CloseOutputAsync();
+        Assert.Equal("bye"u8.ToArray(), await PipeIo.ReadToEndAsync(server.Pipe.Input));
+
+        await PipeIo.WriteAsync(server.Pipe.Output, "ack"u8.ToArray());
+        Assert.Equal("ack"u8.ToArray(), await PipeIo.ReadExactlyAsync(client.Pipe.Input, 3));
+    }
+
+    [Fact]
+    public async Task Abort_makes_the_other_side_see_the_connection_end()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+
+        client.Abort();
+
+        // A reset: an error or at least the end of the input, never a hang.
+        try
+        {
+            await PipeIo.ReadToEndAsync(server.Pipe.Input);
+        }
+        catch (Exception e) when (e is IOException or SocketException)
+        {
+        }
+    }
+
+    [Fact]
+    public async Task Listening_on_an_address_in_use_fails_with_a_readable_message()
+    {
+        await using var first = await Tcp.ListenAsync("127.0.0.1:0", default);
+
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => Tcp.ListenAsync(first.LocalAddress, default).AsTask());
+
+        Assert.Contains($"cannot listen on {first.LocalAddress}", e.Message);
+        Assert.Contains("in use", e.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task Connecting_where_nobody_listens_fails_with_a_readable_message()
+    {
+        string address;
+        await using (var listener = await Tcp.ListenAsync("127.0.0.1:0", default)) address = listener.LocalAddress;
+
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => Tcp.ConnectAsync(address, default).AsTask());
+
+        Assert.Contains($"cannot connect to {address}", e.Message);
+    }
+
+    [Theory]
+    [InlineData("no-port")]
+    [InlineData("127.0.0.1:")]
+    [InlineData("127.0.0.1:99999")]
+    [InlineData("127.0.0.1:-1")]
+    public async Task A_malformed_address_fails_with_a_connection_error(string address)
+    {
+        await Assert.ThrowsAsync<ConnectionFailedException>(() => Tcp.ListenAsync(address, default).AsTask());
+        await Assert.ThrowsAsync<ConnectionFailedException>(() => Tcp.ConnectAsync(address, default).AsTask());
+    }
+
+    [Fact]
+    public async Task Accept_returns_null_once_the_listener_is_closed()
+    {
+        var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        var accepting = listener.AcceptAsync(default).AsTask();
+
+        await listener.DisposeAsync();
+
+        Assert.Null(await accepting.WaitAsync(PipeIo.Deadline));
+    }
+}

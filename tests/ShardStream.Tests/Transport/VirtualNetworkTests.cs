@@ -1,0 +1,282 @@
+using System.Buffers;
+using System.Diagnostics;
+using ShardStream.Transport;
+
+namespace ShardStream.Tests.Transport;
+
+public class VirtualNetworkTests
+{
+    [Fact]
+    public async Task Connect_accept_and_echo_bytes_both_ways()
+    {
+        var net = new VirtualNetwork();
+        await using var listener = await net.Host("server").ListenAsync("server:0", default);
+        Assert.StartsWith("server:", listener.LocalAddress);
+        Assert.NotEqual("server:0", listener.LocalAddress);
+
+        var client = await net.Host("client").ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        Assert.Equal("client", server.RemoteAddress);
+        Assert.Equal("server", client.RemoteAddress);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "ping"u8.ToArray());
+        var ping = await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
+        await PipeIo.WriteAsync(server.Pipe.Output, ping);
+        var echo = await PipeIo.ReadExactlyAsync(client.Pipe.Input, 4);
+
+        Assert.Equal("ping"u8.ToArray(), echo);
+        await client.DisposeAsync();
+        await server.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_large_transfer_arrives_intact_and_in_order()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+        var payload = new byte[3 * 1024 * 1024]; // over the pipe's pause threshold
+        new Random(5).NextBytes(payload);
+
+        var reading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+        await PipeIo.WriteAsync(client.Pipe.Output, payload);
+        await client.CloseOutputAsync();
+
+        Assert.Equal(payload, await reading);
+    }
+
+    [Fact]
+    public async Task Closing_the_output_ends_the_other_sides_input_and_reading_goes_on()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "last words"u8.ToArray());
+        await client.CloseOutputAsync();
+        Assert.Equal("last words"u8.ToArray(), await PipeIo.ReadToEndAsync(server.Pipe.Input));
+
+        // Half-closed: the other direction still works.
+        await PipeIo.WriteAsync(server.Pipe.Output, "reply"u8.ToArray());
+        Assert.Equal("reply"u8.ToArray(), await PipeIo.ReadExactlyAsync(client.Pipe.Input, 5));
+    }
+
+    [Fact]
+    public async Task Writes_to_a_side_that_disposed_its_connection_eventually_report_the_end()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+
+        await server.DisposeAsync();
+
+        // As with TCP (a reset after the first write), the writer must learn that nobody reads.
+        await PipeIo.EventuallyAsync(async () =>
+        {
+            try
+            {
+                var result = await client.Pipe.Output.WriteAsync(new byte[100]).AsTask().WaitAsync(PipeIo.Deadline);
+                return result.IsCompleted;
+            }
+            catch (IOException)
+            {
+                return true;
+            }
+        }, "a write notices that the other side is gone");
+        Assert.Empty(await PipeIo.ReadToEndAsync(client.Pipe.Input));
+    }
+
+    [Fact]
+    public async Task Connecting_to_an_address_nobody_listens_on_fails()
+    {
+        var net = new VirtualNetwork();
+
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ConnectAsync("b:1234", default).AsTask());
+        Assert.Contains("b:1234", e.Message);
+    }
+
+    [Fact]
+    public async Task Listening_on_an_address_in_use_fails()
+    {
+        var net = new VirtualNetwork();
+        await using var first = await net.Host("a").ListenAsync("a:5000", default);
+
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ListenAsync("a:5000", default).AsTask());
+        Assert.Contains("in use", e.Message);
+    }
+
+    [Fact]
+    public async Task A_host_cannot_listen_on_another_hosts_address()
+    {
+        var net = new VirtualNetwork();
+
+        await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ListenAsync("b:5000", default).AsTask());
+    }
+
+    [Fact]
+    public async Task A_malformed_address_fails_with_a_connection_error()
+    {
+        var net = new VirtualNetwork();
+
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ConnectAsync("no-port", default).AsTask());
+        Assert.Contains("HOST:PORT", e.Message);
+    }
+
+    [Fact]
+    public async Task Kill_resets_both_ends_of_every_connection()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+        var clientReading = PipeIo.ReadToEndAsync(client.Pipe.Input);
+        var serverReading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+
+        net.Kill("server");
+
+        await Assert.ThrowsAsync<IOException>(() => clientReading);
+        await Assert.ThrowsAsync<IOException>(() => serverReading);
+    }
+
+    [Fact]
+    public async Task After_a_kill_writes_fail_too()
+    {
+        var net = new VirtualNetwork();
+        var (client, _) = await ConnectAsync(net);
+
+        net.Kill("server");
+
+        await PipeIo.EventuallyAsync(async () =>
+        {
+            try
+            {
+                var result = await client.Pipe.Output.WriteAsync(new byte[100]);
+                return result.IsCompleted;
+            }
+            catch (IOException)
+            {
+                return true;
+            }
+        }, "a write notices the reset");
+    }
+
+    [Fact]
+    public async Task Abort_resets_both_ends()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+        var serverReading = PipeIo.ReadToEndAsync(server.Pipe.Input);
+
+        client.Abort();
+
+        await Assert.ThrowsAsync<IOException>(() => serverReading);
+        await Assert.ThrowsAsync<IOException>(() => PipeIo.ReadToEndAsync(client.Pipe.Input));
+    }
+
+    [Fact]
+    public async Task Kill_closes_the_listener_and_refuses_new_connections()
+    {
+        var net = new VirtualNetwork();
+        var listener = await net.Host("server").ListenAsync("server:0", default);
+        var accepting = listener.AcceptAsync(default).AsTask();
+
+        net.Kill("server");
+
+        Assert.Null(await accepting.WaitAsync(PipeIo.Deadline));
+        var refused = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("client").ConnectAsync(listener.LocalAddress, default).AsTask());
+        Assert.Contains(listener.LocalAddress, refused.Message);
+        var down = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("server").ConnectAsync("client:1", default).AsTask());
+        Assert.Contains("down", down.Message);
+    }
+
+    [Fact]
+    public async Task A_killed_host_that_listens_again_is_reachable_again()
+    {
+        var net = new VirtualNetwork();
+        var old = await net.Host("server").ListenAsync("server:7000", default);
+        net.Kill("server");
+
+        await using var restarted = await net.Host("server").ListenAsync("server:7000", default);
+        var client = await net.Host("client").ConnectAsync("server:7000", default);
+
+        Assert.NotNull(await restarted.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline));
+        await client.DisposeAsync();
+        await old.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Kill_leaves_other_hosts_connections_alone()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net, "a", "b");
+        var (other, _) = await ConnectAsync(net, "c", "d");
+        var otherReading = PipeIo.ReadToEndAsync(other.Pipe.Input);
+
+        net.Kill("d");
+        await Assert.ThrowsAsync<IOException>(() => otherReading);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "still here"u8.ToArray());
+        Assert.Equal("still here"u8.ToArray(), await PipeIo.ReadExactlyAsync(server.Pipe.Input, 10));
+    }
+
+    [Theory]
+    [InlineData("server")]
+    [InlineData("client")]
+    public async Task Freeze_stops_bytes_and_thaw_resumes_them(string frozenHost)
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+
+        net.Freeze(frozenHost);
+        await PipeIo.WriteAsync(client.Pipe.Output, "held"u8.ToArray());
+        var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
+
+        // Nothing may arrive while frozen; a short look is all a negative can get.
+        var first = await Task.WhenAny(reading, Task.Delay(TimeSpan.FromMilliseconds(200)));
+        Assert.NotSame(reading, first);
+
+        net.Thaw(frozenHost);
+        Assert.Equal("held"u8.ToArray(), await reading.WaitAsync(PipeIo.Deadline));
+
+        // And it keeps flowing, in the other direction too.
+        await PipeIo.WriteAsync(server.Pipe.Output, "ok"u8.ToArray());
+        Assert.Equal("ok"u8.ToArray(), await PipeIo.ReadExactlyAsync(client.Pipe.Input, 2));
+    }
+
+    [Fact]
+    public async Task A_frozen_connection_stays_open()
+    {
+        var net = new VirtualNetwork();
+        var (client, server) = await ConnectAsync(net);
+
+        net.Freeze("server");
+        var reading = server.Pipe.Input.ReadAsync().AsTask();
+        await Task.Delay(50);
+
+        Assert.False(reading.IsCompleted); // neither data nor an end: a half-open link
+        net.Thaw("server");
+        await PipeIo.WriteAsync(client.Pipe.Output, [42]);
+        var result = await reading.WaitAsync(PipeIo.Deadline);
+        Assert.Equal(new byte[] { 42 }, result.Buffer.ToArray());
+        server.Pipe.Input.AdvanceTo(result.Buffer.End);
+    }
+
+    [Fact]
+    public async Task Latency_delays_delivery_by_at_least_the_one_way_time()
+    {
+        var net = new VirtualNetwork();
+        net.SetLatency("client", "server", TimeSpan.FromMilliseconds(100));
+        var (client, server) = await ConnectAsync(net);
+
+        var watch = Stopwatch.StartNew();
+        await PipeIo.WriteAsync(client.Pipe.Output, "slow"u8.ToArray());
+        await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
+
+        Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(95), $"arrived after {watch.Elapsed.TotalMilliseconds} ms");
+    }
+
+    private static async Task<(IConnection Client, IConnection Server)> ConnectAsync(VirtualNetwork net, string clientHost = "client", string serverHost = "server")
+    {
+        var listener = await net.Host(serverHost).ListenAsync($"{serverHost}:0", default);
+        var client = await net.Host(clientHost).ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        return (client, server);
+    }
+}

@@ -1,0 +1,122 @@
+using System.Buffers;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Wire;
+
+/// <summary>
+/// Hand-written byte vectors pin the wire layout (docs/protocol.md): every integer big-endian,
+/// the length counting the type byte and the body, strings as u16 length then UTF-8.
+/// </summary>
+public class ByteLayoutTests
+{
+    [Theory]
+    // length 9 | type 6 | u64 value
+    [InlineData("heartbeat", "00000009 06 0102030405060708")]
+    // length 9 | type 7 | u64 peer id
+    [InlineData("attached", "00000009 07 000000000000002A")]
+    // length 20 | type 3 | shard 1 | seq 2 | offset 0x1000 | payload "AB"
+    [InlineData("chunk", "00000014 03 01 0000000000000002 0000000000001000 4142")]
+    // length 18 | type 4 | shard 1 | final seq 10 | final offset 0x0102
+    [InlineData("end", "00000012 04 01 000000000000000A 0000000000000102")]
+    // length 9 | type 5 | code 3 (too slow) | reason: u16 4 | "slow"
+    [InlineData("goodbye", "00000009 05 0003 0004 736C6F77")]
+    // length 5 | type 5 | code 0 (normal) | empty reason
+    [InlineData("goodbye-empty", "00000005 05 0000 0000")]
+    // length 35 | type 1 | "SHST" | min 1 | max 2 | role 2 (attach) | peer 5 | upload 150 | 1 shard: shard 1 from seq 7 | "a:1"
+    [InlineData("hello", "00000023 01 53485354 0001 0002 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
+    // length 52 | type 2 | version 1 | peer 9 | K 2 | start seq 4 | start offset 0x100 | 1 entry:
+    //   shard 1 | redirect | parent 3 | from seq 5 | "b:2"
+    [InlineData("welcome", "00000034 02 0001 0000000000000009 02 0000000000000004 0000000000000100 01 01 01 0000000000000003 0000000000000005 0003 623A32")]
+    // length 25 | type 8 | 1 entry: shard 0 | redirect | parent 0 | from seq 0 | "c:3"
+    [InlineData("move", "00000019 08 01 00 01 0000000000000000 0000000000000000 0003 633A33")]
+    // length 19 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203
+    [InlineData("parent-lost", "00000013 09 0000000000000004 01 01 0000000000000203")]
+    public void Frames_have_the_documented_big_endian_layout(string name, string hex)
+    {
+        var expected = Frames.Hex(hex);
+
+        var written = Frames.Encode(w => Write(name, w));
+
+        Assert.Equal(Convert.ToHexString(expected), Convert.ToHexString(written));
+    }
+
+    [Theory]
+    [InlineData("heartbeat", "00000009 06 0102030405060708")]
+    [InlineData("chunk", "00000014 03 01 0000000000000002 0000000000001000 4142")]
+    [InlineData("goodbye", "00000009 05 0003 0004 736C6F77")]
+    [InlineData("hello", "00000023 01 53485354 0001 0002 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
+    public void Hand_written_vectors_decode_to_the_expected_message(string name, string hex)
+    {
+        var (type, body) = Frames.ReadSingle(Frames.Hex(hex));
+        var reader = new SequenceReader<byte>(body);
+
+        switch (name)
+        {
+            case "heartbeat":
+                Assert.Equal(FrameType.Heartbeat, type);
+                Assert.True(Heartbeat.TryRead(ref reader, out var heartbeat));
+                Assert.Equal(0x0102030405060708UL, heartbeat.Value);
+                break;
+            case "chunk":
+                Assert.Equal(FrameType.Chunk, type);
+                Assert.True(ChunkHeader.TryRead(body, out var header, out var payload));
+                Assert.Equal(new ChunkHeader(1, 2, 0x1000), header);
+                Assert.Equal("AB"u8.ToArray(), payload.ToArray());
+                break;
+            case "goodbye":
+                Assert.Equal(FrameType.Goodbye, type);
+                Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+                Assert.Equal(new Goodbye(GoodbyeCode.TooSlow, "slow"), goodbye);
+                break;
+            case "hello":
+                Assert.Equal(FrameType.Hello, type);
+                Assert.True(Hello.TryRead(ref reader, out var hello));
+                Samples.AssertEqual(new Hello(1, 2, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1"), hello);
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(name), name, null);
+        }
+    }
+
+    [Theory]
+    [InlineData("00000001 06", FrameType.Heartbeat, 0)]
+    [InlineData("00000003 05 AABB", FrameType.Goodbye, 2)]
+    [InlineData("00000002 09 FF 00000001", FrameType.ParentLost, 1)]
+    public void Frame_header_is_a_big_endian_length_then_the_type(string hex, FrameType expectedType, int expectedBodyLength)
+    {
+        var bytes = Frames.Hex(hex);
+        var buffer = new ReadOnlySequence<byte>(bytes);
+
+        Assert.True(FrameCodec.TryReadFrame(ref buffer, out var type, out var body));
+
+        Assert.Equal(expectedType, type);
+        Assert.Equal(expectedBodyLength, body.Length);
+        Assert.Equal(bytes.Length - 5 - expectedBodyLength, buffer.Length);
+    }
+
+    [Fact]
+    public void Write_header_counts_the_type_byte_in_the_length()
+    {
+        var written = Frames.Encode(w => FrameCodec.WriteHeader(w, FrameType.Chunk, 0x0102));
+
+        Assert.Equal("0000010303", Convert.ToHexString(written));
+    }
+
+    private static void Write(string name, IBufferWriter<byte> w)
+    {
+        switch (name)
+        {
+            case "heartbeat": new Heartbeat(0x0102030405060708).Write(w); break;
+            case "attached": new Attached(42).Write(w); break;
+            case "chunk": new ChunkHeader(1, 2, 0x1000).Write(w, "AB"u8); break;
+            case "end": new End(1, 10, 0x0102).Write(w); break;
+            case "goodbye": new Goodbye(GoodbyeCode.TooSlow, "slow").Write(w); break;
+            case "goodbye-empty": new Goodbye(GoodbyeCode.Normal, "").Write(w); break;
+            case "hello": new Hello(1, 2, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1").Write(w); break;
+            case "welcome": new Welcome(1, 9, 2, 4, 0x100, [new ShardAssignment(1, AssignmentKind.Redirect, 3, 5, "b:2")]).Write(w); break;
+            case "move": new Move([new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "c:3")]).Write(w); break;
+            case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)]).Write(w); break;
+            default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
+        }
+    }
+}
