@@ -22,7 +22,8 @@ internal sealed class RelayBenchmark
     private readonly int[] _shardCounts = [1, 2];
     private readonly List<string> _throughputRows = [];
     private readonly List<string> _latencyRows = [];
-    private readonly List<string> _depthRows = [];
+    private readonly List<(string Topology, string Relay, LatencyResult Result, int MaxDepth)> _depthRows = [];
+    private long? _windowBytes;
 
     private RelayBenchmark(string[] args)
     {
@@ -35,6 +36,7 @@ internal sealed class RelayBenchmark
                 case "--mib": _bulkBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--repeats": _repeats = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--seconds": _latencyDuration = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
+                case "--window-mib": _windowBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--shards": _shardCounts = Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); break;
                 default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2)");
             }
@@ -57,6 +59,7 @@ internal sealed class RelayBenchmark
                           $"{(GCSettings.IsServerGC ? "server" : "workstation")} GC{(GCSettings.LatencyMode == GCLatencyMode.Interactive ? " (concurrent)" : "")}");
         Console.WriteLine($"throughput: {_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
+        if (_windowBytes is { } w) Console.WriteLine($"ShardStream replay window set to {w >> 20} MiB per node (diagnostic; the default is 64 MiB)");
         Console.WriteLine();
 
         foreach (int k in _shardCounts)
@@ -95,14 +98,14 @@ internal sealed class RelayBenchmark
             Console.WriteLine();
             _latencyRows.Add(LatencyRow(topology, "baseline", baseLatency));
             _latencyRows.Add(LatencyRow(topology, "ShardStream", ourLatency));
-            _depthRows.Add(DepthRow(topology, "baseline", baseLatency, shape.MaxDepth));
-            _depthRows.Add(DepthRow(topology, "ShardStream", ourLatency, shape.MaxDepth));
+            _depthRows.Add((topology, "baseline", baseLatency, shape.MaxDepth));
+            _depthRows.Add((topology, "ShardStream", ourLatency, shape.MaxDepth));
         }
 
         Console.WriteLine("Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; CPU and GC per run, averaged; allocation per 64 KiB chunk per peer):");
         Console.WriteLine();
-        Console.WriteLine("| topology | relay | slowest peer MB/s | ratio | CPU s | GC gen0/1/2 | allocated / chunk / peer |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| topology | relay | slowest peer MB/s | ratio | CPU s | GC count (gen0/1/2) | GC pause ms | allocated / chunk / peer |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
         foreach (var row in _throughputRows) Console.WriteLine(row);
         Console.WriteLine();
         Console.WriteLine("Latency per hop (each record's in-order delivery latency at each peer divided by that peer's depth in the record's shard; first 10% of records skipped):");
@@ -115,7 +118,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine();
         Console.WriteLine("| topology | relay | " + string.Join(" | ", Enumerable.Range(1, MaxDepthSeen).Select(d => $"depth {d}")) + " | added per hop (median d − median d−1) |");
         Console.WriteLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", MaxDepthSeen)) + "---|");
-        foreach (var row in _depthRows) Console.WriteLine(row);
+        foreach (var row in _depthRows) Console.WriteLine(DepthRow(row.Topology, row.Relay, row.Result, row.MaxDepth));
         Console.WriteLine();
         Console.WriteLine($"total {total.Elapsed.TotalSeconds:0} s");
     }
@@ -130,7 +133,7 @@ internal sealed class RelayBenchmark
     {
         var source = new BulkSource(bytes);
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, source, probes, ct);
+        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, source, probes, ct);
         return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes));
     }
 
@@ -157,7 +160,7 @@ internal sealed class RelayBenchmark
     {
         var source = new PacedRecordSource(records, _recordInterval);
         var probes = Enumerable.Range(0, _peers).Select(_ => new RecordProbe(records, 1)).ToArray();
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, source, probes, ct);
+        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, source, probes, ct);
         return (shape, Summarize(shape, source, probes, usage));
     }
 
@@ -201,7 +204,7 @@ internal sealed class RelayBenchmark
         double chunks = runs[0].Bytes / (double)BulkBlock * _peers;
         double perChunk = runs.Average(r => r.Usage.AllocatedBytes) / chunks;
         return string.Create(CultureInfo.InvariantCulture,
-            $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} | {cpu:0.0} | {gc} | {perChunk:0} B |");
+            $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} | {cpu:0.00} | {gc} | {runs.Average(r => r.Usage.GcPause.TotalMilliseconds):0} | {perChunk:0} B |");
     }
 
     private static string LatencyRow(string topology, string relay, LatencyResult r) => string.Create(CultureInfo.InvariantCulture,

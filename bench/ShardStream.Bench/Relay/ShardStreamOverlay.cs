@@ -5,9 +5,10 @@ namespace ShardStream.Bench.Relay;
 /// <summary>A coordinator and its peers on loopback TCP, in this process, streaming one source once.</summary>
 internal static class ShardStreamOverlay
 {
-    public static async Task<(Shape Shape, Usage Usage)> RunAsync(int shardCount, int peerCount, Stream source, IProbe[] probes, CancellationToken cancellationToken)
+    public static async Task<(Shape Shape, Usage Usage)> RunAsync(int shardCount, int peerCount, long? windowBytes, Stream source, IProbe[] probes, CancellationToken cancellationToken)
     {
         var options = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = shardCount, MinPeers = peerCount };
+        if (windowBytes is { } w) options = options with { ReplayWindowBytes = w };
         await using var coordinator = new Coordinator(options, loggerFactory: null);
         await coordinator.StartAsync(cancellationToken);
         var peers = new List<Peer>();
@@ -16,7 +17,9 @@ internal static class ShardStreamOverlay
             // One at a time, so that ids and placement are the same every run.
             for (int i = 0; i < peerCount; i++)
             {
-                var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress });
+                var peer = new Peer(windowBytes is { } bytes
+                    ? new PeerOptions { JoinAddress = coordinator.ListenAddress, ReplayWindowBytes = bytes }
+                    : new PeerOptions { JoinAddress = coordinator.ListenAddress });
                 peers.Add(peer);
                 await peer.StartAsync(cancellationToken);
             }
