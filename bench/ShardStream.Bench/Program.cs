@@ -19,6 +19,8 @@ internal static class Program
             case "micro":
                 var rest = args[1..];
                 if (!rest.Contains("--filter")) rest = [.. rest, "--filter", "*"];
+                // Keep BenchmarkDotNet's reports beside the project (git-ignored), not in the working directory.
+                if (!rest.Contains("--artifacts")) rest = [.. rest, "--artifacts", Path.Combine(AppContext.BaseDirectory, "../../../BenchmarkDotNet.Artifacts")];
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(rest);
                 return 0;
             default:
