@@ -23,7 +23,9 @@ internal sealed class RelayBenchmark
     private readonly List<string> _throughputRows = [];
     private readonly List<string> _latencyRows = [];
     private readonly List<(string Topology, string Relay, LatencyResult Result, int MaxDepth)> _depthRows = [];
+    private readonly List<string> _costRows = [];
     private long? _windowBytes;
+    private string? _only;
 
     private RelayBenchmark(string[] args)
     {
@@ -36,6 +38,7 @@ internal sealed class RelayBenchmark
                 case "--mib": _bulkBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--repeats": _repeats = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--seconds": _latencyDuration = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
+                case "--only": _only = Next(); break;
                 case "--window-mib": _windowBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--shards": _shardCounts = Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); break;
                 default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2)");
@@ -47,7 +50,8 @@ internal sealed class RelayBenchmark
     {
         var bench = new RelayBenchmark(args);
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(10));
-        await bench.RunAsync(cts.Token);
+        if (bench._only is not null) await bench.ProfileAsync(cts.Token);
+        else await bench.RunAsync(cts.Token);
         return 0;
     }
 
@@ -59,6 +63,7 @@ internal sealed class RelayBenchmark
                           $"{(GCSettings.IsServerGC ? "server" : "workstation")} GC{(GCSettings.LatencyMode == GCLatencyMode.Interactive ? " (concurrent)" : "")}");
         Console.WriteLine($"throughput: {_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
+        Console.WriteLine($"load average at the start: {LoadAverage()}");
         if (_windowBytes is { } w) Console.WriteLine($"ShardStream replay window set to {w >> 20} MiB per node (diagnostic; the default is 64 MiB)");
         Console.WriteLine();
 
@@ -66,27 +71,37 @@ internal sealed class RelayBenchmark
         {
             string topology = k == 1 ? "binary K=1" : "tessellated K=2";
             // Warm-up (JIT, pools, sockets); its placement is the shape the baseline copies.
-            var (shape, _) = await ShardStreamBulkAsync(k, 16L << 20, ct);
+            var (shape, _) = await ShardStreamBulkAsync(k, 16L << 20, _windowBytes, ct);
             await BaselineBulkAsync(shape, 16L << 20, ct);
             Console.WriteLine($"{topology}: max depth {shape.MaxDepth}");
             Console.WriteLine(shape.Describe());
 
-            var ours = new List<BulkResult>();
-            var theirs = new List<BulkResult>();
+            // Each repeat runs every relay once, rotating the order, so that none always runs first
+            // (on a cooler machine) or last (on a more fragmented heap).
+            var relays = new List<(string Name, Func<Task<BulkResult>> Run)>
+            {
+                ("baseline", () => BaselineBulkAsync(shape, _bulkBytes, ct)),
+                (_windowBytes is null ? "ShardStream" : $"ShardStream, {_windowBytes >> 20} MiB replay window", () => ShardStreamBulkAsync(k, _bulkBytes, _windowBytes, shape, ct)),
+            };
+            if (_windowBytes is null && SmallWindow is { } small)
+                relays.Add(($"ShardStream, {small >> 20} MiB replay window (diagnostic)", () => ShardStreamBulkAsync(k, _bulkBytes, small, shape, ct)));
+            var results = relays.Select(_ => new List<BulkResult>()).ToArray();
             for (int r = 0; r < _repeats; r++)
             {
-                // Alternate which goes first, so that neither always runs on a warmer (or more fragmented) process.
-                if (r % 2 == 0) theirs.Add(await BaselineBulkAsync(shape, _bulkBytes, ct));
-                var (s, result) = await ShardStreamBulkAsync(k, _bulkBytes, ct);
-                if (!s.SameEdges(shape)) throw new InvalidOperationException("the placement changed between runs");
-                ours.Add(result);
-                if (r % 2 == 1) theirs.Add(await BaselineBulkAsync(shape, _bulkBytes, ct));
-                Console.WriteLine($"  run {r + 1}: ShardStream {result.SlowestMBps:0.0} MB/s, baseline {theirs[^1].SlowestMBps:0.0} MB/s (slowest peer)");
+                for (int j = 0; j < relays.Count; j++)
+                {
+                    int x = (j + r) % relays.Count;
+                    results[x].Add(await relays[x].Run());
+                }
+                Console.WriteLine($"  run {r + 1}: " + string.Join(", ", relays.Select((x, i) => $"{x.Name} {results[i][^1].SlowestMBps:0.0} MB/s")) + $" (slowest peer; load average {LoadAverage()})");
             }
-            double oursMedian = Stats.Median(ours.Select(x => x.SlowestMBps).ToList());
-            double theirsMedian = Stats.Median(theirs.Select(x => x.SlowestMBps).ToList());
-            _throughputRows.Add(ThroughputRow(topology, "baseline", theirs, theirsMedian, "1.00"));
-            _throughputRows.Add(ThroughputRow(topology, "ShardStream", ours, oursMedian, (oursMedian / theirsMedian).ToString("0.00", CultureInfo.InvariantCulture)));
+            double baseMedian = Stats.Median(results[0].Select(x => x.SlowestMBps).ToList());
+            for (int i = 0; i < relays.Count; i++)
+            {
+                double median = Stats.Median(results[i].Select(x => x.SlowestMBps).ToList());
+                _throughputRows.Add(ThroughputRow(topology, relays[i].Name, results[i], median, (median / baseMedian).ToString("0.00", CultureInfo.InvariantCulture)));
+                _costRows.Add(CostRow(topology, relays[i].Name, results[i]));
+            }
 
             int records = (int)(_latencyDuration / _recordInterval);
             await BaselineLatencyAsync(shape, records / 10, ct); // warm-up of the paced path
@@ -104,9 +119,14 @@ internal sealed class RelayBenchmark
 
         Console.WriteLine("Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; CPU and GC per run, averaged; allocation per 64 KiB chunk per peer):");
         Console.WriteLine();
-        Console.WriteLine("| topology | relay | slowest peer MB/s | ratio | CPU s | GC count (gen0/1/2) | GC pause ms | allocated / chunk / peer |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| topology | relay | slowest peer MB/s | ratio |");
+        Console.WriteLine("|---|---|---:|---:|");
         foreach (var row in _throughputRows) Console.WriteLine(row);
+        Console.WriteLine();
+        Console.WriteLine("Where the time goes in the throughput runs (per run, averaged; per chunk = per 64 KiB chunk received by a peer):");
+        Console.WriteLine();
+        Console.WriteLine(CostHeader);
+        foreach (var row in _costRows) Console.WriteLine(row);
         Console.WriteLine();
         Console.WriteLine("Latency per hop (each record's in-order delivery latency at each peer divided by that peer's depth in the record's shard; first 10% of records skipped):");
         Console.WriteLine();
@@ -120,7 +140,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", MaxDepthSeen)) + "---|");
         foreach (var row in _depthRows) Console.WriteLine(DepthRow(row.Topology, row.Relay, row.Result, row.MaxDepth));
         Console.WriteLine();
-        Console.WriteLine($"total {total.Elapsed.TotalSeconds:0} s");
+        Console.WriteLine($"total {total.Elapsed.TotalSeconds:0} s; load average at the end {LoadAverage()} (other processes on this machine compete for the same cores)");
     }
 
     private int MaxDepthSeen { get; set; } = 1;
@@ -129,13 +149,26 @@ internal sealed class RelayBenchmark
 
     private sealed record LatencyResult(double PerHopMedian, double PerHopP99, double EndToEndMedian, double EndToEndP99, double SourceMbps, Usage Usage, SortedDictionary<int, List<double>> ByDepth);
 
-    private async Task<(Shape, BulkResult)> ShardStreamBulkAsync(int k, long bytes, CancellationToken ct)
+    private async Task<(Shape, BulkResult)> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, CancellationToken ct)
     {
         var source = new BulkSource(bytes);
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, source, probes, ct);
+        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, source, probes, ct);
         return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes));
     }
+
+    private async Task<BulkResult> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, Shape expected, CancellationToken ct)
+    {
+        var (shape, result) = await ShardStreamBulkAsync(k, bytes, windowBytes, ct);
+        if (!shape.SameEdges(expected)) throw new InvalidOperationException("the placement changed between runs");
+        return result;
+    }
+
+    /// <summary>The replay window of the diagnostic ShardStream row: small enough that filling it costs little.</summary>
+    private static long? SmallWindow => 4L << 20;
+
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "?";
 
     private async Task<BulkResult> BaselineBulkAsync(Shape shape, long bytes, CancellationToken ct)
     {
@@ -197,14 +230,46 @@ internal sealed class RelayBenchmark
         return new LatencyResult(Stats.Median(perHop), Stats.Percentile(perHop, 99), Stats.Median(endToEnd), Stats.Percentile(endToEnd, 99), mbps, usage, byDepth);
     }
 
-    private string ThroughputRow(string topology, string relay, List<BulkResult> runs, double median, string ratio)
+    private static string ThroughputRow(string topology, string relay, List<BulkResult> runs, double median, string ratio) => string.Create(CultureInfo.InvariantCulture,
+        $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} |");
+
+    private const string CostHeader = "| topology | relay | wall s | CPU s | CPU µs / chunk | GC count (gen0/1/2) | GC pause ms | allocated / chunk | thread-pool items / chunk | context switches / chunk | page faults / chunk |\n"
+        + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+    private string CostRow(string topology, string relay, List<BulkResult> runs)
     {
-        double cpu = runs.Average(r => r.Usage.Cpu.TotalSeconds);
-        string gc = $"{runs.Average(r => r.Usage.Gen0):0}/{runs.Average(r => r.Usage.Gen1):0}/{runs.Average(r => r.Usage.Gen2):0}";
         double chunks = runs[0].Bytes / (double)BulkBlock * _peers;
-        double perChunk = runs.Average(r => r.Usage.AllocatedBytes) / chunks;
+        double Avg(Func<Usage, double> f) => runs.Average(r => f(r.Usage));
         return string.Create(CultureInfo.InvariantCulture,
-            $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} | {cpu:0.00} | {gc} | {runs.Average(r => r.Usage.GcPause.TotalMilliseconds):0} | {perChunk:0} B |");
+            $"| {topology} | {relay} | {Avg(u => u.Wall.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalMicroseconds) / chunks:0.0} | " +
+            $"{Avg(u => u.Gen0):0}/{Avg(u => u.Gen1):0}/{Avg(u => u.Gen2):0} | {Avg(u => u.GcPause.TotalMilliseconds):0} | {Avg(u => u.AllocatedBytes) / chunks:0} B | " +
+            $"{Avg(u => u.WorkItems) / chunks:0.0} | {Avg(u => u.ContextSwitches) / chunks:0.0} | {Avg(u => u.PageFaults) / chunks:0.0} |");
+    }
+
+    /// <summary>
+    /// <c>--only shardstream|baseline</c>: bulk runs of one relay alone (after a warm-up that fixes
+    /// the shape), for running under a profiler (perf, strace -c) without the other in the samples.
+    /// </summary>
+    private async Task ProfileAsync(CancellationToken ct)
+    {
+        bool ours = _only switch
+        {
+            "shardstream" => true,
+            "baseline" => false,
+            _ => throw new ArgumentException("--only takes shardstream or baseline"),
+        };
+        Console.WriteLine(CostHeader);
+        foreach (int k in _shardCounts)
+        {
+            string topology = k == 1 ? "binary K=1" : "tessellated K=2";
+            var (shape, _) = await ShardStreamBulkAsync(k, 16L << 20, _windowBytes, ct);
+            if (!ours) await BaselineBulkAsync(shape, 16L << 20, ct);
+            for (int r = 0; r < _repeats; r++)
+            {
+                var result = ours ? (await ShardStreamBulkAsync(k, _bulkBytes, _windowBytes, ct)).Item2 : await BaselineBulkAsync(shape, _bulkBytes, ct);
+                Console.WriteLine(CostRow(topology, $"{_only} {result.SlowestMBps:0.0} MB/s", [result]));
+            }
+        }
     }
 
     private static string LatencyRow(string topology, string relay, LatencyResult r) => string.Create(CultureInfo.InvariantCulture,
