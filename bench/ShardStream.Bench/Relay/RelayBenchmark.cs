@@ -14,9 +14,12 @@ namespace ShardStream.Bench.Relay;
 internal sealed class RelayBenchmark
 {
     private const int BulkBlock = 64 * 1024;
+
+    /// <summary>How far the bulk source may run ahead of the slowest peer (see <see cref="BulkSource"/>).</summary>
+    private const long MaxLead = 16L << 20;
     private readonly int _peers = 8;
     private readonly long _bulkBytes = 256L << 20;
-    private readonly int _repeats = 3;
+    private readonly int _repeats = 5;
     private readonly TimeSpan _latencyDuration = TimeSpan.FromSeconds(10);
     private readonly TimeSpan _recordInterval = TimeSpan.FromMilliseconds(1);
     private readonly int[] _shardCounts = [1, 2];
@@ -151,8 +154,8 @@ internal sealed class RelayBenchmark
 
     private async Task<(Shape, BulkResult)> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, CancellationToken ct)
     {
-        var source = new BulkSource(bytes);
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
+        var source = new BulkSource(bytes, () => probes.Min(p => p.Received), MaxLead);
         var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, source, probes, ct);
         return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes));
     }
@@ -172,8 +175,8 @@ internal sealed class RelayBenchmark
 
     private async Task<BulkResult> BaselineBulkAsync(Shape shape, long bytes, CancellationToken ct)
     {
-        var source = new BulkSource(bytes);
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, shape.ShardCount, BulkBlock)).ToArray();
+        var source = new BulkSource(bytes, () => probes.Min(p => p.Received), MaxLead);
         var usage = await BaselineOverlay.RunAsync(shape, source, BulkBlock, probes, ct);
         return Summarize(source.FirstReadTicks, probes, usage, bytes);
     }

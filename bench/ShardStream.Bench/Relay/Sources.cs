@@ -6,8 +6,11 @@ namespace ShardStream.Bench.Relay;
 /// <summary>
 /// A source that can be read as fast as the reader asks: <c>length</c> bytes of a fixed pseudo-random
 /// pattern, in reads of up to 64 KiB. Remembers when it was first read (the start of the clock).
+/// It holds a read while it is more than <c>maxLead</c> bytes ahead of <c>slowest()</c> (the bytes
+/// the slowest peer has output): the flow control of a file source, so that the overlay is pushed
+/// as fast as its slowest peer takes the stream, not faster.
 /// </summary>
-internal sealed class BulkSource(long length) : Stream
+internal sealed class BulkSource(long length, Func<long> slowest, long maxLead) : Stream
 {
     private static readonly byte[] Pattern = CreatePattern();
     private long _position;
@@ -42,9 +45,20 @@ internal sealed class BulkSource(long length) : Stream
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
-    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(Read(buffer.Span));
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        while (_position - slowest() > maxLead)
+        {
+            HeldReads++;
+            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+        }
+        return Read(buffer.Span);
+    }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => Task.FromResult(Read(buffer.AsSpan(offset, count)));
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    /// <summary>How many times a read waited for the slowest peer.</summary>
+    public int HeldReads { get; private set; }
 
     public override bool CanRead => true;
 
