@@ -24,7 +24,9 @@ internal static class Program
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(rest);
                 return 0;
             default:
-                await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 3] [--seconds 10] [--shards 1,2]\n       ShardStream.Bench micro [BenchmarkDotNet options, e.g. --job short]");
+                await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 5] [--seconds 10] [--shards 1,2]\n" +
+                    "         diagnostics: [--only shardstream|baseline] [--window-mib N] [--window-age-s S]\n" +
+                    "       ShardStream.Bench micro [BenchmarkDotNet options, e.g. --job short]");
                 return 2;
         }
     }

@@ -29,6 +29,7 @@ internal sealed class RelayBenchmark
     private readonly List<string> _costRows = [];
     private long? _windowBytes;
     private string? _only;
+    private TimeSpan? _windowAge;
 
     private RelayBenchmark(string[] args)
     {
@@ -42,9 +43,10 @@ internal sealed class RelayBenchmark
                 case "--repeats": _repeats = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--seconds": _latencyDuration = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
                 case "--only": _only = Next(); break;
+                case "--window-age-s": _windowAge = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
                 case "--window-mib": _windowBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--shards": _shardCounts = Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); break;
-                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2)");
+                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2 --only shardstream|baseline --window-mib N --window-age-s S)");
             }
         }
     }
@@ -67,6 +69,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine($"throughput: {_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
         Console.WriteLine($"load average at the start: {LoadAverage()}");
+        if (_windowAge is { } a) Console.WriteLine($"ShardStream replay window age set to {a.TotalSeconds} s (diagnostic; the default is 30 s)");
         if (_windowBytes is { } w) Console.WriteLine($"ShardStream replay window set to {w >> 20} MiB per node (diagnostic; the default is 64 MiB)");
         Console.WriteLine();
 
@@ -133,8 +136,8 @@ internal sealed class RelayBenchmark
         Console.WriteLine();
         Console.WriteLine("Latency per hop (each record's in-order delivery latency at each peer divided by that peer's depth in the record's shard; first 10% of records skipped):");
         Console.WriteLine();
-        Console.WriteLine("| topology | relay | median ms/hop | p99 ms/hop | median ms, end to end | p99 ms, end to end | source rate Mbit/s | CPU s |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| topology | relay | median ms/hop | p99 ms/hop | median ms, end to end | p99 ms, end to end | source rate Mbit/s | CPU s | allocated MB | GC count (gen0/1/2) | working set after, MB |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var row in _latencyRows) Console.WriteLine(row);
         Console.WriteLine();
         Console.WriteLine("Latency by depth (median / p99 ms from the source write to the peer's output, records of shards at that depth):");
@@ -150,13 +153,13 @@ internal sealed class RelayBenchmark
 
     private sealed record BulkResult(double SlowestMBps, double FastestMBps, Usage Usage, long Bytes);
 
-    private sealed record LatencyResult(double PerHopMedian, double PerHopP99, double EndToEndMedian, double EndToEndP99, double SourceMbps, Usage Usage, SortedDictionary<int, List<double>> ByDepth);
+    private sealed record LatencyResult(double PerHopMedian, double PerHopP99, double EndToEndMedian, double EndToEndP99, double SourceMbps, Usage Usage, SortedDictionary<int, List<double>> ByDepth, double WorkingSetMB);
 
     private async Task<(Shape, BulkResult)> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, CancellationToken ct)
     {
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
         var source = new BulkSource(bytes, () => probes.Min(p => p.Received), MaxLead);
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, source, probes, ct);
+        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, _windowAge, source, probes, ct);
         return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes));
     }
 
@@ -196,7 +199,7 @@ internal sealed class RelayBenchmark
     {
         var source = new PacedRecordSource(records, _recordInterval);
         var probes = Enumerable.Range(0, _peers).Select(_ => new RecordProbe(records, 1)).ToArray();
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, source, probes, ct);
+        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, _windowAge, source, probes, ct);
         return (shape, Summarize(shape, source, probes, usage));
     }
 
@@ -230,7 +233,7 @@ internal sealed class RelayBenchmark
         }
         MaxDepthSeen = Math.Max(MaxDepthSeen, byDepth.Keys.Max());
         double mbps = source.Length * 8 / 1e6 / Stats.Seconds(source.FirstReadTicks, source.LastReadTicks);
-        return new LatencyResult(Stats.Median(perHop), Stats.Percentile(perHop, 99), Stats.Median(endToEnd), Stats.Percentile(endToEnd, 99), mbps, usage, byDepth);
+        return new LatencyResult(Stats.Median(perHop), Stats.Percentile(perHop, 99), Stats.Median(endToEnd), Stats.Percentile(endToEnd, 99), mbps, usage, byDepth, usage.WorkingSetBytes / 1e6);
     }
 
     private static string ThroughputRow(string topology, string relay, List<BulkResult> runs, double median, string ratio) => string.Create(CultureInfo.InvariantCulture,
@@ -276,7 +279,7 @@ internal sealed class RelayBenchmark
     }
 
     private static string LatencyRow(string topology, string relay, LatencyResult r) => string.Create(CultureInfo.InvariantCulture,
-        $"| {topology} | {relay} | {r.PerHopMedian:0.000} | {r.PerHopP99:0.000} | {r.EndToEndMedian:0.000} | {r.EndToEndP99:0.000} | {r.SourceMbps:0.00} | {r.Usage.Cpu.TotalSeconds:0.0} |");
+        $"| {topology} | {relay} | {r.PerHopMedian:0.000} | {r.PerHopP99:0.000} | {r.EndToEndMedian:0.000} | {r.EndToEndP99:0.000} | {r.SourceMbps:0.00} | {r.Usage.Cpu.TotalSeconds:0.0} | {r.Usage.AllocatedBytes / 1e6:0} | {r.Usage.Gen0}/{r.Usage.Gen1}/{r.Usage.Gen2} | {r.WorkingSetMB:0} |");
 
     private string DepthRow(string topology, string relay, LatencyResult r, int maxDepth)
     {

@@ -8,7 +8,7 @@ namespace ShardStream.Bench.Relay;
 /// GC pauses, thread-pool work items, context switches and minor page faults (Linux getrusage).
 /// </summary>
 internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, int Gen0, int Gen1, int Gen2, long AllocatedBytes, TimeSpan GcPause,
-    long WorkItems, long ContextSwitches, long PageFaults)
+    long WorkItems, long ContextSwitches, long PageFaults, long WorkingSetBytes)
 {
     public static Meter Start() => new();
 
@@ -37,7 +37,8 @@ internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, int Gen0, int
                 GC.GetTotalPauseDuration() - _pause,
                 ThreadPool.CompletedWorkItemCount - _workItems,
                 rusage.Switches - _rusage.Switches,
-                rusage.Faults - _rusage.Faults);
+                rusage.Faults - _rusage.Faults,
+                Process.GetCurrentProcess().WorkingSet64);
         }
     }
 }
