@@ -136,8 +136,8 @@ internal sealed class RelayBenchmark
         Console.WriteLine();
         Console.WriteLine("Latency per hop (each record's in-order delivery latency at each peer divided by that peer's depth in the record's shard; first 10% of records skipped):");
         Console.WriteLine();
-        Console.WriteLine("| topology | relay | median ms/hop | p99 ms/hop | median ms, end to end | p99 ms, end to end | source rate Mbit/s | CPU s | allocated MB | GC count (gen0/1/2) | working set after, MB |");
-        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| topology | relay | median ms/hop | p99 ms/hop | median ms, end to end | p99 ms, end to end | source rate Mbit/s | CPU s | allocated MB | GC count (gen0/1/2) | GC pause ms | working set after, MB |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var row in _latencyRows) Console.WriteLine(row);
         Console.WriteLine();
         Console.WriteLine("Latency by depth (median / p99 ms from the source write to the peer's output, records of shards at that depth):");
@@ -279,7 +279,7 @@ internal sealed class RelayBenchmark
     }
 
     private static string LatencyRow(string topology, string relay, LatencyResult r) => string.Create(CultureInfo.InvariantCulture,
-        $"| {topology} | {relay} | {r.PerHopMedian:0.000} | {r.PerHopP99:0.000} | {r.EndToEndMedian:0.000} | {r.EndToEndP99:0.000} | {r.SourceMbps:0.00} | {r.Usage.Cpu.TotalSeconds:0.0} | {r.Usage.AllocatedBytes / 1e6:0} | {r.Usage.Gen0}/{r.Usage.Gen1}/{r.Usage.Gen2} | {r.WorkingSetMB:0} |");
+        $"| {topology} | {relay} | {r.PerHopMedian:0.000} | {r.PerHopP99:0.000} | {r.EndToEndMedian:0.000} | {r.EndToEndP99:0.000} | {r.SourceMbps:0.00} | {r.Usage.Cpu.TotalSeconds:0.0} | {r.Usage.AllocatedBytes / 1e6:0} | {r.Usage.Gen0}/{r.Usage.Gen1}/{r.Usage.Gen2} | {r.Usage.GcPause.TotalMilliseconds:0.0} | {r.WorkingSetMB:0} |");
 
     private string DepthRow(string topology, string relay, LatencyResult r, int maxDepth)
     {
