@@ -11,10 +11,10 @@ internal static class CoordinatorCommand
     public static Command Create()
     {
         var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept peers on (port 0 picks a free port; the bound address is logged).", Required = true };
-        var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K: 1 (binary tree, 2x upload) or 2 (the 1/2/1.5 tessellation, 1.5x upload).", DefaultValueFactory = _ => 1 };
-        var topology = new Option<string?>("--topology") { Description = "Placement policy: binary (K=1) or tessellated (K=2). Default: the seed's for K." };
+        var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K, 1..16: 1 = binary tree (2x upload), 2 = the 1/2/1.5 tessellation (1.5x), 3 or more = striped trees (each peer forwards one shard).", DefaultValueFactory = _ => 1 };
+        var topology = new Option<string?>("--topology") { Description = "Placement policy: binary (K=1), tessellated (K=2) or striped (any K). Default: binary for K=1, tessellated for K=2, striped for K>=3." };
         topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
-        var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate (default (K+1)/K)." };
+        var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate; floor(X*K) shard-streams, at least K (default (K+1)/K)." };
         var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();

@@ -14,7 +14,7 @@ internal static class DemoCommand
     public static Command Create()
     {
         var peers = new Option<int>("--peers", "-n") { Description = "Number of peers.", DefaultValueFactory = _ => 10 };
-        var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K (1 or 2).", DefaultValueFactory = _ => 2 };
+        var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K (1..16).", DefaultValueFactory = _ => 2 };
         var topology = new Option<string?>("--topology") { Description = "Placement policy (default: the seed's for K)." };
         var mib = new Option<int>("--mib") { Description = "Size of the generated source in MiB.", DefaultValueFactory = _ => 32 };
         var seed = new Option<int>("--seed") { Description = "Seed of the generated source.", DefaultValueFactory = _ => 1 };

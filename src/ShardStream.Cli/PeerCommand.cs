@@ -10,7 +10,7 @@ internal static class PeerCommand
     {
         var connect = new Option<string>("--connect", "-c") { Description = "HOST:PORT of any node of the overlay (the coordinator, or a peer, which redirects).", Required = true };
         var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept children on (port 0 picks a free port).", DefaultValueFactory = _ => "127.0.0.1:0" };
-        var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate (default (K+1)/K; 0 = watch only, relay nothing)." };
+        var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate: floor(X*K) shard-streams (default (K+1)/K; 0 = watch only, a leaf in every tree)." };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();

@@ -5,6 +5,7 @@ var root = new RootCommand("ShardStream: BitTorrent for livestreams. One coordin
 root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(PeerCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(SimulateCommand.Create());
 // Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
 // which can take a few seconds, so the process is given that long.
 var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(20) };

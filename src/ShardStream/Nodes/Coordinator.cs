@@ -20,6 +20,7 @@ public sealed class Coordinator : Node
     private readonly Planner _planner;
     private readonly Dictionary<int, PeerSession> _peers = [];
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
     private long _nextSeq;
     private long _nextOffset;
     private bool _ended;
@@ -95,6 +96,9 @@ public sealed class Coordinator : Node
             lock (_gate)
             {
                 relay.Publish(chunk);
+                long now = Time.GetTimestamp();
+                _recent.Enqueue((seq, offset, now));
+                while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();
                 seq++;
                 offset += n;
                 _nextSeq = seq;
@@ -161,24 +165,28 @@ public sealed class Coordinator : Node
                 _ = RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}");
                 return;
             }
+            // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
+            var (startSeq, startOffset) = _options.JoinBacklog > TimeSpan.Zero && _recent.TryPeek(out var oldest) ? (oldest.Seq, oldest.Offset) : (_nextSeq, _nextOffset);
             var entries = new ShardAssignment[k];
             for (int s = 0; s < k; s++)
             {
                 int parent = _planner.ParentOf(id, s);
                 entries[s] = parent == Planner.Source
-                    ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)_nextSeq, "")
-                    : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)_nextSeq, _peers[parent].Address);
+                    ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)startSeq, "")
+                    : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
             }
-            welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)_nextSeq, (ulong)_nextOffset, entries);
+            welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
             session = new PeerSession(id, hello.ListenAddress, budget, link);
             _peers[id] = session;
+            // A stronger joiner may take the place of weaker peers: they move under it.
+            SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
             link.Name = $"peer {id} ({hello.ListenAddress})";
             link.State = session;
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
-                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, _nextSeq);
+                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, startSeq);
         }
         Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
@@ -242,16 +250,29 @@ public sealed class Coordinator : Node
                 return;
             }
             plan = _planner.Leave([session.Id]);
-            foreach (var group in plan.GroupBy(r => r.Peer))
-            {
-                if (!_peers.TryGetValue(group.Key, out var moved)) continue;
-                var entries = group.Select(r => r.NewParent == Planner.Source
-                    ? new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress)
-                    : new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, _peers[r.NewParent].Address)).ToArray();
-                moved.Control.Send(new Move(entries).Write);
-            }
+            SendMoves(plan);
         }
         Log.LogInformation("peer {Id} {How} ({Reason}); {N} reattachment(s) sent", session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
+    }
+
+    /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
+    private void SendMoves(IEnumerable<Reattachment> moves)
+    {
+        foreach (var group in moves.GroupBy(r => r.Peer))
+        {
+            if (!_peers.TryGetValue(group.Key, out var moved)) continue;
+            if (group.Any(r => r.NewParent == Planner.None))
+            {
+                // The planner found no capacity left for this peer anywhere: it must rejoin later.
+                _peers.Remove(moved.Id);
+                _ = moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later");
+                continue;
+            }
+            var entries = group.Select(r => r.NewParent == Planner.Source
+                ? new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress)
+                : new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, _peers[r.NewParent].Address)).ToArray();
+            moved.Control.Send(new Move(entries).Write);
+        }
     }
 
     private protected override int ChildIdOf(Link link) => link.State is PeerSession session ? session.Id : base.ChildIdOf(link);

@@ -36,8 +36,19 @@ public abstract class Node : IAsyncDisposable
 
     private protected CancellationToken Stopping => _stopping.Token;
 
+    private readonly TaskCompletionSource _relayReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Relay? _relay;
+
     /// <summary>The fan-out of this node; null until the shard count is known.</summary>
-    private protected Relay? Relay { get; set; }
+    private protected Relay? Relay
+    {
+        get => _relay;
+        set
+        {
+            _relay = value;
+            if (value is not null) _relayReady.TrySetResult();
+        }
+    }
 
     /// <summary>The bound listen address (with the real port), once started.</summary>
     public string ListenAddress => _listener?.LocalAddress ?? throw new InvalidOperationException("the node is not started");
@@ -182,12 +193,17 @@ public abstract class Node : IAsyncDisposable
     /// <summary>Serves the shards a child asks for, from the sequence numbers it asks for.</summary>
     private async Task ServeAttachAsync(Link link, Hello hello)
     {
-        var relay = Relay;
-        if (relay is null)
+        // A peer can be chosen as a parent the moment it joins, before its own welcome is processed.
+        try
+        {
+            await _relayReady.Task.WaitAsync(NodeOptionsBase.HeartbeatTimeout, Stopping).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
         {
             await RefuseAsync(link, GoodbyeCode.Refused, "this node is not streaming yet").ConfigureAwait(false);
             return;
         }
+        var relay = Relay!;
         int shardCount = ShardCount;
         foreach (var s in hello.Shards)
             if (s.Shard >= shardCount)

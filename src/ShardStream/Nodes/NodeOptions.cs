@@ -56,19 +56,25 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>The coordinator's budget in shard-streams.</summary>
     public int SourceBudget => Upload is { } x ? Budgets.FromMultiple(x, ShardCount) : ShardCount + 1;
 
+    /// <summary>
+    /// How far back a joining peer's stream starts: the oldest chunk produced within this time.
+    /// A peer that the planner moves under a new joiner is then never behind what the joiner holds.
+    /// </summary>
+    public TimeSpan JoinBacklog { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Throws <see cref="ArgumentException"/> with a message for a user when a setting cannot work.</summary>
     public void Validate()
     {
-        if (ShardCount is < 1 or > 2)
-            throw new ArgumentException($"shard count {ShardCount} is not supported: use 1 (binary tree) or 2 (the 1.5 tessellation)");
+        if (ShardCount is < 1 or > Wire.Protocol.MaxShards)
+            throw new ArgumentException($"shard count {ShardCount} is not supported: use 1 to {Wire.Protocol.MaxShards} (1 = binary tree, 2 = the 1.5 tessellation, 3 and more = striped trees)");
         if (EffectiveTopology == TopologyKind.Binary && ShardCount != 1)
-            throw new ArgumentException("the binary topology needs exactly 1 shard");
+            throw new ArgumentException($"the binary topology needs exactly 1 shard, not {ShardCount}");
         if (EffectiveTopology == TopologyKind.Tessellated && ShardCount != 2)
-            throw new ArgumentException("the tessellated topology needs exactly 2 shards");
-        if (EffectiveTopology == TopologyKind.Striped)
-            throw new ArgumentException("the striped topology is not available yet");
+            throw new ArgumentException($"the tessellated topology needs exactly 2 shards, not {ShardCount}");
         if (MinPeers < 0) throw new ArgumentException("--min-peers cannot be negative");
-        if (SourceBudget < 1) throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream (1/{ShardCount} of the stream rate)");
+        if (SourceBudget < ShardCount)
+            throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream per shard ({ShardCount} x 1/{ShardCount} of the stream rate = 1x)");
+        if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
     }
 }
 

@@ -40,7 +40,8 @@ public sealed class StreamingTests
     [InlineData(2)]
     public async Task A_peer_that_joins_mid_stream_writes_the_stream_from_its_join_point(int shards)
     {
-        await using var overlay = await Overlay.StartAsync(shards, minPeers: 3);
+        // No join backlog: the join point is exactly where the source is when the peer joins.
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 3, configure: o => o with { JoinBacklog = TimeSpan.Zero });
         for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
         await overlay.WriteAsync(Overlay.RandomBytes(3_000_000, 1));

@@ -136,12 +136,19 @@ public class ReassemblerTests
     {
         var r = new Reassembler(2, 0, 0);
         var ready = new List<Chunk>();
+        var gaps = new List<Gap>();
+        r.GapFound = gaps.Add;
         r.Add(TestChunks.Make(2, 0, 0, new byte[1]), ready);
-        r.Add(TestChunks.Make(2, 4, 4, new byte[1]), ready); // shard 0 jumped over chunk 2
+        r.Add(TestChunks.Make(2, 4, 4, new byte[1]), ready); // shard 0 jumped over chunk 2: it can never come
+        r.Add(TestChunks.Make(2, 1, 1, new byte[1]), ready);
+        r.Add(TestChunks.Make(2, 3, 3, new byte[1]), ready); // behind the gap: dropped, not written out of place
+        r.Add(TestChunks.Make(2, 5, 5, new byte[1]), ready);
 
-        var e = Assert.Throws<InvalidDataException>(() => r.Add(TestChunks.Make(2, 1, 1, new byte[1]), ready));
-
-        Assert.Contains("chunk 2", e.Message);
+        // Written: chunks 0 and 1, then the stream continues at chunk 4; bytes 2..4 are reported lost.
+        Assert.Equal([0L, 1L, 4L, 5L], ready.Select(c => c.Seq));
+        var gap = Assert.Single(gaps);
+        Assert.Equal(new Gap(2, 4, 2, 4), gap);
+        Assert.Equal(2, r.LostBytes);
         TestChunks.ReleaseAll(ready);
         r.Clear();
     }
