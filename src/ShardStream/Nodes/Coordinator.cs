@@ -223,12 +223,38 @@ public sealed class Coordinator : Node
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
-                Log.LogInformation("peer {Id} lost parent {Parent}", session.Id, lost.ParentId);
+                OnParentLost(session, (int)lost.ParentId);
                 break;
             case FrameType.Goodbye:
                 break;
             default:
                 throw new ProtocolException($"unexpected {type} frame from a peer");
+        }
+    }
+
+    /// <summary>
+    /// A child lost its parent. When the coordinator has not heard from that parent for a while
+    /// either, it is taken for dead now (a frozen or half-open node) instead of waiting for the
+    /// coordinator's own heartbeat timeout; otherwise the report is only logged (one child's
+    /// trouble does not evict a parent that answers).
+    /// </summary>
+    private void OnParentLost(PeerSession reporter, int parentId)
+    {
+        PeerSession? parent;
+        lock (_gate) _peers.TryGetValue(parentId, out parent);
+        if (parent is null)
+        {
+            Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
+            return;
+        }
+        if (parent.Control.Silence > _options.HeartbeatInterval * 2)
+        {
+            Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+            parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
+        }
+        else
+        {
+            Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator", reporter.Id, parentId);
         }
     }
 

@@ -249,6 +249,12 @@ public abstract class Node : IAsyncDisposable
         await Task.WhenAny(all, Task.Delay(NodeOptionsBase.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
     }
 
+    /// <summary>Ends every link at once.</summary>
+    private protected void CloseAllLinks(string reason)
+    {
+        foreach (var link in _links.Keys) link.Abort(reason);
+    }
+
     /// <summary>Stops listening and ends every link.</summary>
     public virtual async ValueTask DisposeAsync()
     {
