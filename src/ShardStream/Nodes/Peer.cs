@@ -365,11 +365,14 @@ public sealed class Peer : Node
         if (LostBytes > 0) Log.LogError("stream complete with {Lost} bytes lost: {Bytes} bytes written from offset {Offset}", LostBytes, BytesWritten, StartOffset);
         else Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
 
-        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        // Parents first, children after: in striped trees a peer's child in one shard can be its
+        // parent in another, so waiting for children before closing parents could wait in a circle.
         List<Link> parents;
         lock (_gate) parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
+        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
     }
+
 }
 
 /// <summary>The stream could not be completed; the message says why.</summary>
