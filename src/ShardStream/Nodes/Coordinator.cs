@@ -93,6 +93,7 @@ public sealed class Coordinator : Node
                 break;
             }
             chunk.Set((int)(seq % k), seq, offset, n);
+            chunk = chunk.Shrink();
             lock (_gate)
             {
                 relay.Publish(chunk);
@@ -117,20 +118,22 @@ public sealed class Coordinator : Node
     }
 
     /// <summary>
-    /// A live source never waits. A file or pipe that can be read faster than the tree drains is
-    /// paced by the coordinator's fastest direct child, so that queues stay short; a child that
-    /// falls far behind is cut off by its queue limit rather than stopping the stream.
+    /// A source that can be read faster than the tree drains (a file, a pipe from a fast producer)
+    /// is paced by the coordinator's slowest direct child: reading waits while that child has more
+    /// than <c>highWater</c> bytes queued. The wait is capped per chunk, so a child that stopped
+    /// reading slows the source only until its heartbeat timeout or queue limit cuts it off, and a
+    /// live source (which is never ahead) never waits at all.
     /// </summary>
     private async ValueTask PaceAsync(CancellationToken cancellationToken)
     {
-        const long highWater = 2L * 1024 * 1024;
-        for (int i = 0; i < 10_000; i++)
+        const long highWater = 4L * 1024 * 1024;
+        var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
+        while (Time.GetTimestamp() < deadline)
         {
-            var links = Relay!.Subscribers();
-            if (links.Count == 0) return;
-            long least = long.MaxValue;
-            foreach (var l in links) least = Math.Min(least, l.QueuedBytes);
-            if (least <= highWater) return;
+            long most = 0;
+            foreach (var l in Relay!.Subscribers())
+                if (!l.IsClosing) most = Math.Max(most, l.QueuedBytes);
+            if (most <= highWater) return;
             await Task.Delay(1, cancellationToken).ConfigureAwait(false);
         }
     }
