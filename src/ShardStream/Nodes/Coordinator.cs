@@ -126,7 +126,8 @@ public sealed class Coordinator : Node
     /// </summary>
     private async ValueTask PaceAsync(CancellationToken cancellationToken)
     {
-        const long highWater = 4L * 1024 * 1024;
+        // Well under the cut-off limit, so that pacing, not the limit, keeps healthy children's queues short.
+        long highWater = Math.Min(4L * 1024 * 1024, _options.MaxQueuedBytesPerChild / 4);
         var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
         while (Time.GetTimestamp() < deadline)
         {

@@ -32,6 +32,8 @@ internal sealed class Link : IAsyncDisposable
     private long _lastSent;
     private long _bytesSent;
     private int _closing;
+    private bool _dropChunks;
+    private bool _started;
     private Task _writer = Task.CompletedTask;
     private Task _reader = Task.CompletedTask;
 
@@ -60,6 +62,9 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
     public Task<string> Closed => _closed.Task;
 
+    /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
+    public GoodbyeCode? ReceivedGoodbye { get; private set; }
+
     /// <summary>How long since anything arrived on this link.</summary>
     public TimeSpan Silence => _time.GetElapsedTime(Interlocked.Read(ref _lastReceived));
 
@@ -72,6 +77,7 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
     public void Start(FrameHandler handler)
     {
+        Volatile.Write(ref _started, true);
         _writer = Task.Run(WriteLoopAsync);
         _reader = Task.Run(() => ReadLoopAsync(handler));
     }
@@ -96,6 +102,11 @@ internal sealed class Link : IAsyncDisposable
                 // Leave the reader usable so that a goodbye can still be sent and the close drained.
                 input.AdvanceTo(result.Buffer.End);
                 throw;
+            }
+            if (found && type == FrameType.Heartbeat)
+            {
+                input.AdvanceTo(buffer.Start);
+                continue;
             }
             if (found)
             {
@@ -169,9 +180,9 @@ internal sealed class Link : IAsyncDisposable
         _queue.Writer.TryComplete();
         if (code == GoodbyeCode.TooSlow)
         {
-            // A slow receiver would make us wait for its whole backlog: drop the backlog instead.
-            Finish(reason);
-            return;
+            // A slow receiver would make us wait for its whole backlog: the writer skips the
+            // backlog's chunks, so the goodbye that says why goes out next.
+            Volatile.Write(ref _dropChunks, true);
         }
         var drained = await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
         if (drained == _writer)
@@ -229,7 +240,9 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Called by the owner's timer: sends a heartbeat when quiet, ends the link when silent too long.</summary>
     public void Tick()
     {
-        if (IsClosing) return;
+        // Before the loops start, the hello/welcome exchange has its own timeout, and a heartbeat
+        // must not slip in ahead of the welcome.
+        if (IsClosing || !Volatile.Read(ref _started)) return;
         long now = _time.GetTimestamp();
         if (_time.GetElapsedTime(Interlocked.Read(ref _lastReceived), now) > _options.HeartbeatTimeout)
         {
@@ -251,6 +264,12 @@ internal sealed class Link : IAsyncDisposable
             {
                 while (reader.TryRead(out var item))
                 {
+                    if (item.Chunk is { } dropped && Volatile.Read(ref _dropChunks))
+                    {
+                        Interlocked.Add(ref _queuedBytes, -dropped.Length);
+                        dropped.Release();
+                        continue;
+                    }
                     if (item.Chunk is { } chunk)
                     {
                         new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).Write(output, chunk.Span);
@@ -308,6 +327,7 @@ internal sealed class Link : IAsyncDisposable
                         {
                             var r = new SequenceReader<byte>(body);
                             reason = Goodbye.TryRead(ref r, out var goodbye) ? $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}" : "malformed goodbye";
+                            ReceivedGoodbye = goodbye.Code;
                             if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason);
                             handler(this, type, body);
                             continue;
@@ -358,6 +378,7 @@ internal sealed class Link : IAsyncDisposable
             if (_writer.IsCompleted) Finish(reason);
             return;
         }
+        _log.LogDebug("{Link}: read loop ended: {Reason}", Name, reason);
         Abort(reason);
     }
 

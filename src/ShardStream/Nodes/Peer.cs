@@ -129,7 +129,17 @@ public sealed class Peer : Node
         foreach (var group in welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => (e.Address, e.ParentId)))
         {
             var starts = group.Select(e => new ShardStart(e.Shard, welcome.StartSeq)).ToArray();
-            await AttachAsync(group.Key.Address, group.Key.ParentId, starts, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException)
+            {
+                // The parent went away between the coordinator's answer and our attach: the
+                // coordinator repairs it like any lost parent, and a move follows.
+                Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
+                control.Send(new ParentLost(group.Key.ParentId, starts).Write);
+            }
         }
         control.Send(new Attached(welcome.PeerId).Write);
     }
@@ -273,6 +283,13 @@ public sealed class Peer : Node
             foreach (var s in lost) _parentOfShard.Remove(s.Shard);
         }
         if (lost.Length == 0) return;
+        if (link.ReceivedGoodbye == GoodbyeCode.TooSlow)
+        {
+            // The parent is fine; this peer could not keep up. Say so and stop, rather than
+            // hang without a parent; the coordinator then moves this peer's own children.
+            _failed.TrySetResult($"parent {parentId} cut this peer off: {reason}");
+            return;
+        }
         Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         _control?.Send(new ParentLost(parentId, lost).Write);
     }

@@ -80,6 +80,53 @@ public sealed class FailureTests
         Assert.DoesNotContain(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
     }
 
+    [Fact]
+    public async Task A_child_that_stops_reading_is_cut_off_and_told_why_while_its_siblings_go_on()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(3),
+            configure: o => o with { MaxQueuedBytesPerChild = 256 * 1024 });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+
+        // A child of the coordinator that attaches and then reads nothing.
+        var connection = await overlay.Network.Host("sluggard").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, 99, 0, [new ShardStart(0, 0)], "sluggard:1").Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        // It stays alive (heartbeats), it just does not read.
+        using var stopHeartbeats = new CancellationTokenSource();
+        var heartbeats = Task.Run(async () =>
+        {
+            while (!stopHeartbeats.IsCancellationRequested)
+            {
+                new Heartbeat(1).Write(connection.Pipe.Output);
+                await connection.Pipe.Output.FlushAsync();
+                await Task.Delay(300);
+            }
+        });
+        for (int i = 0; i < 40; i++) await overlay.WriteAsync(Overlay.RandomBytes(200_000, 100 + i));
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.ChildIds()[0].All(id => id != 99), "the coordinator has cut the child off");
+        stopHeartbeats.Cancel();
+        await heartbeats;
+
+        // Now it reads: the welcome, some chunks, then a goodbye that says why.
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        Goodbye? goodbye = null;
+        while (goodbye is null)
+        {
+            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            if (type != FrameType.Goodbye) continue;
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Goodbye.TryRead(ref reader, out var g));
+            goodbye = g;
+        }
+        // Cut off for its queue (too slow) or for its silence (heartbeat timeout): either way told why.
+        Assert.Contains(goodbye.Value.Code, new[] { GoodbyeCode.TooSlow, GoodbyeCode.Timeout });
+        Assert.False(string.IsNullOrWhiteSpace(goodbye.Value.Reason));
+
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
     private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
     {
         using var timeout = new CancellationTokenSource(Overlay.Deadline);

@@ -65,12 +65,12 @@ public class RefusalTests
         Assert.Equal(coordinator.ListenAddress, redirect.Address);
     }
 
-    /// <summary>Sends a hello (or a heartbeat when null) from a fresh host and returns the first frame of the answer.</summary>
+    /// <summary>Sends a hello (or an end frame, which is not a hello, when null) from a fresh host and returns the first frame of the answer.</summary>
     private static async Task<(FrameType Type, ReadOnlySequence<byte> Body)> AskAsync(VirtualNetwork net, string address, Hello? hello)
     {
         var connection = await net.Host("x").ConnectAsync(address, default);
         if (hello is { } h) h.Write(connection.Pipe.Output);
-        else new Heartbeat(0).Write(connection.Pipe.Output);
+        else new End(0, 0, 0).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
 
         using var cts = new CancellationTokenSource(PipeIo.Deadline);
