@@ -358,10 +358,15 @@ public sealed class Peer : Node
         if (LostBytes > 0) Log.LogError("stream complete with {Lost} bytes lost: {Bytes} bytes written from offset {Offset}", LostBytes, BytesWritten, StartOffset);
         else Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
 
-        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        // Close the links to our parents before waiting for our children: we have every byte, and
+        // in striped trees a parent of ours is often our child in another shard's tree, waiting for
+        // us to close before it closes its own parent links (waiting first deadlocks both until the
+        // drain timeout). The coordinator is never anyone's child: its link closes last.
         List<Link> parents;
-        lock (_gate) parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
+        lock (_gate) parents = _parentOfShard.Values.Where(l => l != _control).Distinct().ToList();
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
+        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        await _control!.CloseAsync(GoodbyeCode.Normal, "stream complete").ConfigureAwait(false);
     }
 }
 
