@@ -26,7 +26,8 @@ usage: scripts/netns-striped.sh [options]      (as root)
   --seconds S         length of the striped stream (default 20)
   --star-seconds S    length of the star control (default 10; 0 = no star run)
   --stream-kbit R     stream rate in kbit/s (default 2000)
-  --period-ms P       the source writes rate x P bytes every P ms (default 100: 25,000 bytes)
+  --period-ms P       the source writes rate x P bytes every P ms (default 20: 5,000 bytes;
+                      see docs/netns.md for 100 ms, 25,000-byte bursts)
   --headroom H        tbf rate = budget x stream rate x H (default 1.1, i.e. budget + 10%)
   --tbf-burst B       tbf burst (default 16kb)
   --tbf-latency L     tbf latency (default 200ms)
@@ -45,7 +46,7 @@ EOF
 }
 
 CLI="" PEERS=12 SHARDS=4 UPLOAD=1.25 SECONDS_STRIPED=20 SECONDS_STAR=10 STREAM_KBIT=2000
-PERIOD_MS=100 HEADROOM=1.1 TBF_BURST=16kb TBF_LATENCY=200ms MAX_STALL=1.0 SEED=1 JSON="" LOGS="" CHECK_ONLY=0
+PERIOD_MS=20 HEADROOM=1.1 TBF_BURST=16kb TBF_LATENCY=200ms MAX_STALL=1.0 SEED=1 JSON="" LOGS="" CHECK_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cli) CLI="$2"; shift 2 ;;
@@ -278,6 +279,16 @@ try:
     nodes = [cfg["coord_ns"]] + cfg["peer_ns"]
     sent0 = {ns: tc_sent(ns) for ns in nodes}
 
+    # How starved of CPU this machine is while we measure: a thread that sleeps 10 ms at a time
+    # records its worst oversleep. A node process waits for a core about as long.
+    probe = {"max": 0.0, "stop": False}
+    def sched_probe():
+        while not probe["stop"]:
+            t = time.monotonic(); time.sleep(0.01)
+            probe["max"] = max(probe["max"], time.monotonic() - t - 0.01)
+    threading.Thread(target=sched_probe, daemon=True).start()
+    result["loadavg_at_start"] = float(open("/proc/loadavg").read().split()[0])
+
     # The live source: block i is handed to the coordinator at t0 + i*period (never earlier).
     produced = []
     t0 = time.monotonic()
@@ -323,6 +334,8 @@ try:
     def produced_by(t):  # bytes the source had handed over by time t
         return sum(1 for x in produced if x <= t) * block
 
+    probe["stop"] = True
+    result["sched_delay_max_s"] = round(probe["max"], 3)
     window = t_stop - t0
     out = []
     for i, (p, m) in enumerate(peers):
@@ -379,7 +392,7 @@ if star_path != "-": runs["star"] = json.load(open(star_path))
 def table(r, title):
     print(f"\n{title}")
     if r.get("error"): print(f"  error: {r['error']}"); return
-    print(f"  source {r['source_bytes']} bytes in {r['seconds']} s, sha256 {r['source_sha256'][:16]}…; peers attached after {r['join_seconds']:.1f} s; window {r['window_s']:.1f} s")
+    print(f"  source {r['source_bytes']} bytes in {r['seconds']} s ({cfg['block']} bytes every {cfg['period_ms']} ms), sha256 {r['source_sha256'][:16]}…; peers attached after {r['join_seconds']:.1f} s; window {r['window_s']:.1f} s")
     print(f"  {'peer':>4} {'id':>3} {'exit':>4} {'bytes':>9} {'sha ok':>6} {'1st byte':>8} {'stall max':>9} {'lag max':>7} {'behind':>6} {'rate':>6} {'upload':>6} {'drops':>5}")
     print(f"  {'':>4} {'':>3} {'':>4} {'':>9} {'':>6} {'s':>8} {'s':>9} {'s':>7} {'s':>6} {'Mbit/s':>6} {'Mbit/s':>6} {'':>5}")
     for p in r["peers"]:
@@ -388,6 +401,7 @@ def table(r, title):
         st = f"{p['longest_stall_s']:.2f}" if p["longest_stall_s"] is not None else "-"
         ex = "end" if p["ended_by_harness"] else str(p["exit"])
         print(f"  {p['peer']:>4} {str(p['overlay_id']):>3} {ex:>4} {p['bytes']:>9} {ok:>6} {fb:>8} {st:>9} {p['max_lag_s']:>7.2f} {p['behind_at_end_s']:>6.2f} {p['rate_mbit']:>6.2f} {p['upload_mbit']:>6.2f} {p['drops']:>5}")
+    print(f"  machine: load average {r['loadavg_at_start']:.1f} at the start; the harness's worst scheduling delay {r['sched_delay_max_s'] * 1000:.0f} ms")
     c = r["coordinator"]
     print(f"  coordinator: exit {'end' if c['ended_by_harness'] else c['exit']}, upload {c['upload_mbit']:.2f} Mbit/s, drops {c['drops']}; all peers together received {r['aggregate_mbit']:.2f} Mbit/s of the {r['needed_mbit']:.2f} Mbit/s needed")
 
@@ -412,11 +426,11 @@ if "star" in runs:
     r = runs["star"]
     if r.get("error"): star_failures.append("star: " + r["error"])
     else:
-        # It cannot keep up: together the peers get well under half of what they need, and no
-        # peer is anywhere near the full stream.
-        if r["aggregate_mbit"] > 0.5 * r["needed_mbit"]: star_failures.append(f"star: the peers together received {r['aggregate_mbit']} Mbit/s, more than half of the {r['needed_mbit']} needed: the cap is not biting")
-        fast = [p["peer"] for p in r["peers"] if p["bytes"] >= 0.9 * r["source_bytes"]]
-        if fast: star_failures.append(f"star: peer(s) {fast} received at least 90% of the stream")
+        # It cannot keep up: together the peers get under a quarter of what they need (one capped
+        # uplink carries ~1.3 of the 12 copies), and no peer gets even half of the stream.
+        if r["aggregate_mbit"] >= 0.25 * r["needed_mbit"]: star_failures.append(f"star: the peers together received {r['aggregate_mbit']} Mbit/s, a quarter or more of the {r['needed_mbit']} needed: the cap is not biting")
+        fast = [p["peer"] for p in r["peers"] if p["bytes"] >= 0.5 * r["source_bytes"]]
+        if fast: star_failures.append(f"star: peer(s) {fast} received half of the stream or more")
 verdict = {"striped_ok": not failures, "star_cannot_keep_up": ("star" in runs) and not star_failures,
            "failures": failures + star_failures, "warnings": warnings, "config": cfg, **runs}
 if json_out != "-":
@@ -452,7 +466,9 @@ run_stream() {
 EOF
 )"
   say "$mode run: ${secs} s at $STREAM_KBIT kbit/s"
-  python3 "$WORK/run.py" "$cfg" &
+  # The nodes and the harness run at a raised priority (nice -15, inherited by every process the
+  # harness starts): other work on the machine must not pass for network stalls.
+  nice -n -15 python3 "$WORK/run.py" "$cfg" &
   CHILDREN+=("$!")
   wait "$!"
 }
@@ -464,7 +480,7 @@ if [ "$SECONDS_STAR" != 0 ]; then
   STAR_JSON="$WORK/star.json"
 fi
 
-REPORT_CFG="{\"peers\": $PEERS, \"shards\": $SHARDS, \"upload\": $UPLOAD, \"budget\": $BUDGET, \"stream_kbit\": $STREAM_KBIT, \"peer_cap_kbit\": $PEER_CAP_KBIT, \"coordinator_cap_kbit\": $COORD_CAP_KBIT, \"tbf_burst\": \"$TBF_BURST\", \"tbf_latency\": \"$TBF_LATENCY\", \"max_stall_s\": $MAX_STALL, \"run\": \"$RUN\"}"
+REPORT_CFG="{\"block\": $BLOCK, \"period_ms\": $PERIOD_MS, \"peers\": $PEERS, \"shards\": $SHARDS, \"upload\": $UPLOAD, \"budget\": $BUDGET, \"stream_kbit\": $STREAM_KBIT, \"peer_cap_kbit\": $PEER_CAP_KBIT, \"coordinator_cap_kbit\": $COORD_CAP_KBIT, \"tbf_burst\": \"$TBF_BURST\", \"tbf_latency\": \"$TBF_LATENCY\", \"max_stall_s\": $MAX_STALL, \"run\": \"$RUN\"}"
 set +e
 python3 "$WORK/report.py" "$WORK/striped.json" "$STAR_JSON" "${JSON:--}" "$MAX_STALL" "$REPORT_CFG"
 status=$?
