@@ -43,7 +43,8 @@ exit status: 0 both runs showed what they should; 1 the striped run failed its c
 not get the exact stream, or stalled longer than --max-stall); 3 the star control kept up (the
 caps are not biting, so the proof does not hold); 4 striped peers stalled but the machine was
 starved of CPU (a probe process waited over 0.2 s for a core), so the stall check is
-inconclusive (every other check passed); 2 usage or missing prerequisites.
+inconclusive, as it is when the load average exceeds twice the cores (every other check
+passed); 2 usage or missing prerequisites.
 EOF
 }
 
@@ -341,6 +342,8 @@ try:
         return sum(1 for x in produced if x <= t) * block
 
     result["sched_delay_max_s"] = round(float(probe.communicate("stop\n", timeout=5)[0] or "nan"), 3) if probe.poll() is None else None
+    result["loadavg_at_end"] = float(open("/proc/loadavg").read().split()[0])
+    result["cpus"] = os.cpu_count()
     window = t_stop - t0
     out = []
     for i, (p, m) in enumerate(peers):
@@ -407,7 +410,7 @@ def table(r, title):
         ex = "end" if p["ended_by_harness"] else str(p["exit"])
         print(f"  {p['peer']:>4} {str(p['overlay_id']):>3} {ex:>4} {p['bytes']:>9} {ok:>6} {fb:>8} {st:>9} {p['max_lag_s']:>7.2f} {p['behind_at_end_s']:>6.2f} {p['rate_mbit']:>6.2f} {p['upload_mbit']:>6.2f} {p['drops']:>5}")
     sd = r.get("sched_delay_max_s")
-    print(f"  machine: load average {r['loadavg_at_start']:.1f} at the start; worst scheduling delay of a probe process {'?' if sd is None else f'{sd * 1000:.0f} ms'}")
+    print(f"  machine: load average {r['loadavg_at_start']:.1f} at the start, {r.get('loadavg_at_end', float('nan')):.1f} at the end ({r.get('cpus')} cores); worst scheduling delay of a probe process {'?' if sd is None else f'{sd * 1000:.0f} ms'}")
     c = r["coordinator"]
     print(f"  coordinator: exit {'end' if c['ended_by_harness'] else c['exit']}, upload {c['upload_mbit']:.2f} Mbit/s, drops {c['drops']}; all peers together received {r['aggregate_mbit']:.2f} Mbit/s of the {r['needed_mbit']:.2f} Mbit/s needed")
 
@@ -427,11 +430,12 @@ else:
         if p["longest_stall_s"] is None or p["longest_stall_s"] > max_stall: stalls.append(f"striped: peer {p['peer']} stalled {p['longest_stall_s']} s (limit {max_stall} s)")
     if s["coordinator"]["ended_by_harness"]: warnings.append("striped: the coordinator did not exit within 5 s of the last peer's last byte (ended by the harness)")
     elif s["coordinator"]["exit"] != 0: failures.append(f"striped: coordinator exited with {s['coordinator']['exit']}")
-# Stalls prove nothing about the network when the machine itself kept processes off the CPU for
-# longer than STARVED_S (other work on the cores): then the stall check is inconclusive (exit 4),
-# every other check still holds.
+# Stalls prove nothing about the network when other work kept our processes off the CPU: a probe
+# process waited over STARVED_S for a core, or the load average was over twice the cores. Then the
+# stall check is inconclusive (exit 4); every other check still holds.
 STARVED_S = 0.2
-starved = not s.get("error") and (s.get("sched_delay_max_s") is None or s["sched_delay_max_s"] > STARVED_S)
+starved = not s.get("error") and (s.get("sched_delay_max_s") is None or s["sched_delay_max_s"] > STARVED_S
+                                  or max(s["loadavg_at_start"], s["loadavg_at_end"]) > 2 * s["cpus"])
 inconclusive = bool(stalls) and not failures and starved
 if not inconclusive: failures += stalls
 star_failures = []
@@ -453,7 +457,7 @@ for w in warnings: print("WARN " + w)
 for f in failures + star_failures: print("FAIL " + f)
 if inconclusive:
     for x in stalls: print("INCONCLUSIVE " + x)
-    print(f"INCONCLUSIVE: the machine was starved (the harness waited up to {s['sched_delay_max_s']} s for a core, load average {s['loadavg_at_start']}): stalls measure the CPU, not the network; rerun on a quiet machine")
+    print(f"INCONCLUSIVE: the machine was busy (a probe waited up to {s['sched_delay_max_s']} s for a core; load average {s['loadavg_at_start']} to {s['loadavg_at_end']} on {s['cpus']} cores): stalls measure the CPU, not the network; rerun on a quiet machine")
 print(f"striped run: {'ok' if not failures and not inconclusive else 'INCONCLUSIVE (starved machine)' if inconclusive else 'FAILED'}" + (f"; star control: {'cannot keep up (as expected)' if not star_failures else 'UNEXPECTED'}" if "star" in runs else ""))
 sys.exit(1 if failures else 3 if star_failures else 4 if inconclusive else 0)
 PY
