@@ -88,6 +88,15 @@ public sealed class FailureScheduleTests
         // Let the repairs settle, then the coordinator's view must be the real connections.
         await Overlay.WaitUntilAsync(() => gone.All(id => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != id)), $"seed {seed} ({string.Join("; ", log)}): the coordinator has dropped every failed peer");
         var survivors = overlay.Peers.Where(p => !gone.Contains(p.Peer.Id)).ToList();
+        // The planner may evict a peer when a small overlay has no capacity left for it; that peer
+        // is told so. Any other survivor missing from the coordinator's view is a failure.
+        var inView = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToHashSet();
+        foreach (var missing in survivors.Where(p => !inView.Contains(p.Peer.Id)).ToList())
+        {
+            var error = await Assert.ThrowsAsync<StreamInterruptedException>(() => missing.Run.WaitAsync(Overlay.Deadline));
+            Assert.True(error.Message.Contains("evicted", StringComparison.Ordinal), $"seed {seed} ({string.Join("; ", log)}): peer {missing.Peer.Id} was dropped by the coordinator: {error.Message}");
+            survivors.Remove(missing);
+        }
         await WaitForTrueViewAsync(overlay, survivors, $"seed {seed} ({string.Join("; ", log)})");
 
         await StreamPartAsync();
