@@ -1,0 +1,368 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// The resilience test runs 31 processes and measures stalls. Running it next to the other CLI
+/// tests would put 40+ processes on the machine and measure the machine instead of the overlay.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class CliResilienceCollection
+{
+    public const string Name = "CLI resilience (timing-sensitive, runs alone)";
+}
+
+/// <summary>
+/// Issue 4: the real CLI in 31 processes on loopback. A coordinator and 30 peers stream a paced
+/// 200 MiB source; every 2 s one random interior peer is killed with SIGKILL (10 kills), then one
+/// more interior peer is frozen with SIGSTOP. Every surviving peer must write exactly the source
+/// (sha256), and the stall each peer saw after each failure is measured and reported.
+/// </summary>
+/// <remarks>
+/// <para>Interior peers are picked from the live parent map, which the test rebuilds from the
+/// peers' own logs: <c>joined as peer N ...: shard s from peer P</c>, <c>moving shard(s) s@seq to
+/// peer P</c> and <c>lost parent P for shard(s) s</c>. The peers log every parent change, so the
+/// map follows repairs (the coordinator's join lines would go stale after the first move).</para>
+/// <para>Stall of a peer after a failure at time t, up to the next failure at t' (at most 3 s
+/// later): the longest gap between two stdout arrivals that overlaps [t, t'), counted from
+/// max(previous arrival, t) to the next arrival (a stall that runs past t' counts in full).</para>
+/// </remarks>
+[Collection(CliResilienceCollection.Name)]
+public sealed partial class CliResilienceTests(ITestOutputHelper output)
+{
+    private const int PeerCount = 30;
+    private const int SourceBytes = 200 * 1024 * 1024;
+    private const int BlockBytes = 64 * 1024;
+    private const int KillCount = 10;
+    private const double HeartbeatTimeoutSeconds = 5;
+
+    /// <summary>
+    /// 6.25 MiB/s: the 200 MiB last 32 s, long enough for the 10 kills (at 2..20 s), the freeze
+    /// (at 22 s), its detection (heartbeat timeout, 5 s) and the repair to happen while streaming.
+    /// </summary>
+    private const double RateBytesPerSecond = 6.25 * 1024 * 1024;
+
+    private static readonly TimeSpan KillEvery = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan StallWindow = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan StartDeadline = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan ExitDeadline = TimeSpan.FromMinutes(2);
+
+    /// <summary>The generous bounds asserted; the issue's targets (500 ms median, timeout + 500 ms) are reported.</summary>
+    private static readonly TimeSpan MaxStallAfterKill = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan MaxStallAfterFreeze = TimeSpan.FromSeconds(HeartbeatTimeoutSeconds + 3);
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(1)]
+    public async Task Thirty_peers_lose_no_byte_when_interior_peers_are_killed_every_2_s_and_one_freezes(int shards)
+    {
+        var source = new byte[SourceBytes];
+        new Random(4000 + shards).NextBytes(source);
+        string expected = Convert.ToHexStringLower(SHA256.HashData(source));
+        var pick = new Random(17 * shards);
+        string timeout = HeartbeatTimeoutSeconds.ToString(CultureInfo.InvariantCulture);
+        long testStart = Stopwatch.GetTimestamp();
+
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(CultureInfo.InvariantCulture),
+            "--min-peers", PeerCount.ToString(CultureInfo.InvariantCulture), "--heartbeat-timeout", timeout);
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        var peers = new List<PeerRun>();
+        var events = new List<Failure>();
+        try
+        {
+            for (int i = 0; i < PeerCount; i++)
+                peers.Add(new PeerRun(CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0", "--heartbeat-timeout", timeout)));
+
+            // Every peer knows its id and the coordinator has all of them attached: the source starts.
+            await WaitUntilAsync(() => peers.All(p => p.TryReadId()) && coordinator.StderrLines.Any(l => StreamingRegex().IsMatch(l)), StartDeadline,
+                () => $"not all peers joined or the coordinator did not start streaming:\n{coordinator.Stderr}");
+            long t0 = Stopwatch.GetTimestamp();
+            var writing = WritePacedAsync(coordinator.StandardInput, source, t0);
+
+            // Ten SIGKILLs of interior peers, 2 s apart, then one SIGSTOP.
+            for (int i = 0; i <= KillCount; i++)
+            {
+                await DelayUntilAsync(t0, KillEvery * (i + 1));
+                bool freeze = i == KillCount;
+                var map = ParentMap(peers.Where(p => p.Alive), shards);
+                var candidates = peers.Where(p => p.Alive && map.Values.Any(ps => ps.Contains(p.Id))).ToList();
+                bool interior = candidates.Count > 0;
+                var victim = interior ? candidates[pick.Next(candidates.Count)] : peers.Where(p => p.Alive).MinBy(p => p.Id)!;
+                var (orphans, subtree) = Affected(map, victim.Id, shards);
+                if (freeze) await victim.Process.SignalAsync("STOP");
+                else victim.Process.Kill();
+                long at = Stopwatch.GetTimestamp();
+                victim.DeadAt = at;
+                victim.Frozen = freeze;
+                events.Add(new Failure(i, freeze, victim, at, interior, orphans, subtree, map));
+            }
+
+            TimeSpan sourceTook = await writing;
+            coordinator.StandardInput.Close();
+            var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+            var survivors = peers.Where(p => p.DeadAt is null).ToList();
+            var results = new List<(PeerRun Peer, int Exit, string Sha)>();
+            foreach (var p in survivors)
+            {
+                var (exit, sha) = await p.Process.WaitForExitAsync(ExitDeadline);
+                results.Add((p, exit, sha));
+            }
+
+            string report = Report(shards, events, peers, coordinator, t0, testStart, sourceTook, out var killStalls, out var freezeStalls);
+            output.WriteLine(report);
+            File.WriteAllText(Path.Combine(AppContext.BaseDirectory, $"stall-report-k{shards}.txt"), report);
+
+            Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+            foreach (var (p, exit, sha) in results)
+            {
+                Assert.True(exit == 0, $"peer {p.Id} exited with {exit}:\n{p.Process.Stderr}");
+                Assert.True(expected == sha, $"peer {p.Id} wrote {p.Process.StdoutBytes} bytes with sha256 {sha}, the source has {SourceBytes} bytes with {expected}:\n{p.Process.Stderr}");
+            }
+            Assert.True(survivors.Count == PeerCount - KillCount - 1, $"{survivors.Count} survivors");
+            Assert.All(killStalls, s => Assert.True(s.Stall < MaxStallAfterKill, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after kill #{s.Event + 1}"));
+            Assert.All(freezeStalls, s => Assert.True(s.Stall < MaxStallAfterFreeze, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after the freeze"));
+        }
+        finally
+        {
+            foreach (var p in peers) await p.Process.DisposeAsync();
+        }
+    }
+
+    /// <summary>Writes the source into the coordinator's stdin at <see cref="RateBytesPerSecond"/> (absolute schedule); returns how long it took.</summary>
+    private static async Task<TimeSpan> WritePacedAsync(Stream stdin, byte[] source, long t0)
+    {
+        await Task.Yield();
+        for (int offset = 0; offset < source.Length; offset += BlockBytes)
+        {
+            await DelayUntilAsync(t0, TimeSpan.FromSeconds(offset / RateBytesPerSecond));
+            await stdin.WriteAsync(source.AsMemory(offset, Math.Min(BlockBytes, source.Length - offset)));
+            await stdin.FlushAsync();
+        }
+        return Stopwatch.GetElapsedTime(t0);
+    }
+
+    private static async Task DelayUntilAsync(long t0, TimeSpan at)
+    {
+        var wait = at - Stopwatch.GetElapsedTime(t0);
+        if (wait > TimeSpan.Zero) await Task.Delay(wait);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, Func<string> describe)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!condition())
+        {
+            if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException(describe());
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Per live peer id, its parent per shard (0 = coordinator, -1 = none known), from the peers' logs.</summary>
+    private static Dictionary<int, int[]> ParentMap(IEnumerable<PeerRun> peers, int shards)
+    {
+        var map = new Dictionary<int, int[]>();
+        foreach (var p in peers)
+        {
+            var parents = Enumerable.Repeat(-1, shards).ToArray();
+            foreach (string line in p.Process.StderrLines)
+            {
+                if (JoinedRegex().Match(line) is { Success: true } joined)
+                {
+                    foreach (Match m in ShardFromRegex().Matches(joined.Groups["parents"].Value))
+                        parents[int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)] = m.Groups[2].Success ? int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) : 0;
+                }
+                else if (MovingRegex().Match(line) is { Success: true } moving)
+                {
+                    int parent = int.Parse(moving.Groups[2].Value, CultureInfo.InvariantCulture);
+                    foreach (string s in moving.Groups[1].Value.Split(','))
+                        parents[int.Parse(s.Split('@')[0], CultureInfo.InvariantCulture)] = parent;
+                }
+                else if (LostParentRegex().Match(line) is { Success: true } lost)
+                {
+                    int parent = int.Parse(lost.Groups[1].Value, CultureInfo.InvariantCulture);
+                    foreach (string s in lost.Groups[2].Value.Split(','))
+                    {
+                        int shard = int.Parse(s, CultureInfo.InvariantCulture);
+                        if (parents[shard] == parent) parents[shard] = -1;
+                    }
+                }
+            }
+            map[p.Id] = parents;
+        }
+        return map;
+    }
+
+    /// <summary>The victim's children (any shard), and every peer in its subtree of some shard tree (children included).</summary>
+    private static (int[] Orphans, int[] Subtree) Affected(Dictionary<int, int[]> map, int victim, int shards)
+    {
+        var orphans = map.Where(kv => kv.Value.Contains(victim)).Select(kv => kv.Key).Order().ToArray();
+        var subtree = new HashSet<int>();
+        for (int s = 0; s < shards; s++)
+        {
+            var frontier = new Queue<int>([victim]);
+            while (frontier.TryDequeue(out int node))
+                foreach (var (id, parents) in map)
+                    if (parents[s] == node && subtree.Add(id)) frontier.Enqueue(id);
+        }
+        return (orphans, subtree.Order().ToArray());
+    }
+
+    /// <summary>
+    /// The longest stall of <paramref name="peer"/> that overlaps [from, to): see the class remarks.
+    /// A gap still open at the end of observation (the peer's death, or now) counts up to there.
+    /// </summary>
+    private static TimeSpan Stall(PeerRun peer, long from, long to)
+    {
+        var arrivals = peer.Process.Arrivals();
+        long end = peer.DeadAt ?? Stopwatch.GetTimestamp();
+        long longest = 0;
+        long previous = long.MinValue;
+        foreach (var (at, _) in arrivals)
+        {
+            if (at > from && previous < to) longest = Math.Max(longest, at - Math.Max(previous, from));
+            previous = at;
+            if (previous >= to) break;
+        }
+        bool complete = arrivals.Length > 0 && arrivals[^1].TotalBytes >= SourceBytes;
+        if (!complete && previous < to) longest = Math.Max(longest, end - Math.Max(previous, from));
+        return Stopwatch.GetElapsedTime(0, longest);
+    }
+
+    private static string Report(int shards, List<Failure> events, List<PeerRun> peers, CliProcess coordinator, long t0, long testStart, TimeSpan sourceTook,
+        out List<(int Event, int Peer, TimeSpan Stall)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
+    {
+        killStalls = [];
+        freezeStalls = [];
+        var orphanKill = new List<double>();
+        var subtreeKill = new List<double>();
+        var othersKill = new List<double>();
+        var orphanFreeze = new List<double>();
+        var subtreeFreeze = new List<double>();
+        var othersFreeze = new List<double>();
+        var detectKill = new List<double>();
+        var sb = new StringBuilder();
+        double Ms(TimeSpan t) => t.TotalMilliseconds;
+        double SinceT0(long at) => Stopwatch.GetElapsedTime(t0, at).TotalSeconds;
+        string Fmt(double ms) => ms.ToString("0", CultureInfo.InvariantCulture);
+
+        sb.AppendLine(CultureInfo.InvariantCulture, $"ShardStream CLI resilience: K={shards}, {PeerCount} peers, {SourceBytes >> 20} MiB at {RateBytesPerSecond / (1 << 20):0.##} MiB/s, "
+            + $"{KillCount} x SIGKILL of an interior peer every {KillEvery.TotalSeconds:0} s, then 1 x SIGSTOP; heartbeat timeout {HeartbeatTimeoutSeconds:0} s");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"source written in {sourceTook.TotalSeconds:0.0} s (scheduled {SourceBytes / RateBytesPerSecond:0.0} s); test ran {Stopwatch.GetElapsedTime(testStart).TotalSeconds:0.0} s; load average {LoadAverage()}");
+
+        // Jitter with no failure: each survivor's longest gap between 0.5 s and the first kill.
+        var baseline = peers.Where(p => p.DeadAt is null).Select(p => Ms(Stall(p, t0 + Stopwatch.Frequency / 2, events[0].At))).Order().ToList();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"before any failure (0.5 s .. first kill), longest gap per peer: median {Fmt(Percentile(baseline, 50))} ms, max {Fmt(Percentile(baseline, 100))} ms");
+        sb.AppendLine();
+
+        var coordinatorLines = coordinator.TimedStderrLines;
+        for (int e = 0; e < events.Count; e++)
+        {
+            var ev = events[e];
+            long to = Math.Min(e + 1 < events.Count ? events[e + 1].At : long.MaxValue, ev.At + (long)(StallWindow.TotalSeconds * Stopwatch.Frequency));
+            var gone = coordinatorLines.FirstOrDefault(l => l.Timestamp >= ev.At && l.Line.Contains($"peer {ev.Victim.Id} is gone", StringComparison.Ordinal));
+            string detected = gone.Line is null ? "not seen" : $"{Fmt(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)))} ms";
+            if (!ev.Freeze && gone.Line is not null) detectKill.Add(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)));
+            string parents = string.Join(" ", ev.Map.GetValueOrDefault(ev.Victim.Id) ?? []);
+            sb.AppendLine(CultureInfo.InvariantCulture, $"{(ev.Freeze ? "SIGSTOP" : $"SIGKILL #{e + 1}")} at {SinceT0(ev.At):0.00} s: peer {ev.Victim.Id} (pid {ev.Victim.Process.Pid}, parents {parents}){(ev.Interior ? "" : " NOT INTERIOR (no peer had children)")}, "
+                + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}");
+
+            var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
+            var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, to))).ToList();
+            foreach (var (p, stall) in stalls)
+            {
+                (ev.Freeze ? freezeStalls : killStalls).Add((e, p.Id, stall));
+                bool orphan = ev.Orphans.Contains(p.Id), inSubtree = ev.Subtree.Contains(p.Id);
+                (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
+            }
+            string Line(IEnumerable<(PeerRun Peer, TimeSpan Stall)> group) => string.Join(" ", group.OrderBy(x => x.Peer.Id).Select(x => $"{x.Peer.Id}:{Fmt(Ms(x.Stall))}"));
+            sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, children:       {Line(stalls.Where(x => ev.Orphans.Contains(x.Peer.Id)))}");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, deeper subtree: {Line(stalls.Where(x => !ev.Orphans.Contains(x.Peer.Id) && ev.Subtree.Contains(x.Peer.Id)))}");
+            var others = stalls.Where(x => !ev.Subtree.Contains(x.Peer.Id)).Select(x => Ms(x.Stall)).Order().ToList();
+            sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, others ({others.Count}): median {Fmt(Percentile(others, 50))}, max {Fmt(Percentile(others, 100))}");
+        }
+
+        sb.AppendLine();
+        sb.AppendLine("summary (ms): group | n | median | p90 | max");
+        void Row(string name, List<double> values)
+        {
+            values.Sort();
+            sb.AppendLine(CultureInfo.InvariantCulture, $"  {name,-38} | {values.Count,3} | {Fmt(Percentile(values, 50)),6} | {Fmt(Percentile(values, 90)),6} | {Fmt(Percentile(values, 100)),6}");
+        }
+        Row("SIGKILL: children of the killed peer", orphanKill);
+        Row("SIGKILL: whole subtree (children+deeper)", [.. orphanKill, .. subtreeKill]);
+        Row("SIGKILL: unaffected peers", othersKill);
+        Row("SIGKILL: coordinator detection", detectKill);
+        Row("SIGSTOP: children of the frozen peer", orphanFreeze);
+        Row("SIGSTOP: whole subtree (children+deeper)", [.. orphanFreeze, .. subtreeFreeze]);
+        Row("SIGSTOP: unaffected peers", othersFreeze);
+        return sb.ToString();
+    }
+
+    /// <summary>Nearest-rank percentile of sorted values (NaN when empty).</summary>
+    private static double Percentile(List<double> sorted, double p)
+    {
+        if (sorted.Count == 0) return double.NaN;
+        int rank = (int)Math.Ceiling(p / 100 * sorted.Count);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Count - 1)];
+    }
+
+    private static string LoadAverage()
+    {
+        try
+        {
+            return File.ReadAllText("/proc/loadavg").Trim();
+        }
+        catch (IOException)
+        {
+            return "?";
+        }
+    }
+
+    private sealed class PeerRun(CliProcess process)
+    {
+        public CliProcess Process { get; } = process;
+
+        public int Id { get; private set; } = -1;
+
+        /// <summary>When the test killed or froze it.</summary>
+        public long? DeadAt { get; set; }
+
+        public bool Frozen { get; set; }
+
+        public bool Alive => DeadAt is null && !Process.HasExited;
+
+        public bool TryReadId()
+        {
+            if (Id >= 0) return true;
+            foreach (string line in Process.StderrLines)
+                if (JoinedRegex().Match(line) is { Success: true } m)
+                {
+                    Id = int.Parse(m.Groups["id"].Value, CultureInfo.InvariantCulture);
+                    return true;
+                }
+            return false;
+        }
+    }
+
+    private sealed record Failure(int Index, bool Freeze, PeerRun Victim, long At, bool Interior, int[] Orphans, int[] Subtree, Dictionary<int, int[]> Map);
+
+    [GeneratedRegex(@"\bstreaming$")]
+    private static partial Regex StreamingRegex();
+
+    [GeneratedRegex(@"joined as peer (?<id>\d+) at offset \d+; \d+ shard\(s\): (?<parents>.*)$")]
+    private static partial Regex JoinedRegex();
+
+    [GeneratedRegex(@"shard (\d+) from (?:coordinator|peer (\d+))")]
+    private static partial Regex ShardFromRegex();
+
+    [GeneratedRegex(@"moving shard\(s\) ([\d@,]+) to peer (\d+) \(")]
+    private static partial Regex MovingRegex();
+
+    [GeneratedRegex(@"lost parent (\d+) for shard\(s\) ([\d,]+):")]
+    private static partial Regex LostParentRegex();
+}
