@@ -73,6 +73,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
         var peers = new List<PeerRun>();
         var events = new List<Failure>();
+        long t0 = testStart;
         try
         {
             for (int i = 0; i < PeerCount; i++)
@@ -81,7 +82,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             // Every peer knows its id and the coordinator has all of them attached: the source starts.
             await WaitUntilAsync(() => peers.All(p => p.TryReadId()) && coordinator.StderrLines.Any(l => StreamingRegex().IsMatch(l)), StartDeadline,
                 () => $"not all peers joined or the coordinator did not start streaming:\n{coordinator.Stderr}");
-            long t0 = Stopwatch.GetTimestamp();
+            t0 = Stopwatch.GetTimestamp();
             var writing = WritePacedAsync(coordinator.StandardInput, source, t0);
 
             // Ten SIGKILLs of interior peers, 2 s apart, then one SIGSTOP.
@@ -130,7 +131,20 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         finally
         {
             foreach (var p in peers) await p.Process.DisposeAsync();
+            WriteLogs(shards, coordinator, peers, t0);
         }
+    }
+
+    /// <summary>Every process's stderr, each line prefixed with its arrival in seconds since the source started, under resilience-logs-kK/.</summary>
+    private static void WriteLogs(int shards, CliProcess coordinator, List<PeerRun> peers, long t0)
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, $"resilience-logs-k{shards}");
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        Directory.CreateDirectory(dir);
+        void Write(string name, CliProcess process) => File.WriteAllLines(Path.Combine(dir, name),
+            process.TimedStderrLines.Select(l => $"{Stopwatch.GetElapsedTime(t0, l.Timestamp).TotalSeconds.ToString("+0.000;-0.000", CultureInfo.InvariantCulture)} {l.Line}"));
+        Write("coordinator.log", coordinator);
+        for (int i = 0; i < peers.Count; i++) Write(peers[i].Id >= 0 ? $"peer-{peers[i].Id:00}.log" : $"process-{i:00}.log", peers[i].Process);
     }
 
     /// <summary>Writes the source into the coordinator's stdin at <see cref="RateBytesPerSecond"/> (absolute schedule); returns how long it took.</summary>
@@ -216,21 +230,33 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     /// The longest stall of <paramref name="peer"/> that overlaps [from, to): see the class remarks.
     /// A gap still open at the end of observation (the peer's death, or now) counts up to there.
     /// </summary>
-    private static TimeSpan Stall(PeerRun peer, long from, long to)
+    private static Gap Stall(PeerRun peer, long from, long to)
     {
         var arrivals = peer.Process.Arrivals();
         long end = peer.DeadAt ?? Stopwatch.GetTimestamp();
-        long longest = 0;
+        var longest = new Gap(from, from);
         long previous = long.MinValue;
         foreach (var (at, _) in arrivals)
         {
-            if (at > from && previous < to) longest = Math.Max(longest, at - Math.Max(previous, from));
+            if (at > from && previous < to)
+            {
+                var gap = new Gap(Math.Max(previous, from), at);
+                if (gap.Length > longest.Length) longest = gap;
+            }
             previous = at;
             if (previous >= to) break;
         }
         bool complete = arrivals.Length > 0 && arrivals[^1].TotalBytes >= SourceBytes;
-        if (!complete && previous < to) longest = Math.Max(longest, end - Math.Max(previous, from));
-        return Stopwatch.GetElapsedTime(0, longest);
+        if (!complete && previous < to && end - Math.Max(previous, from) > longest.Ticks) longest = new Gap(Math.Max(previous, from), end, Open: true);
+        return longest;
+    }
+
+    /// <summary>A stretch with no stdout arrival (Stopwatch timestamps); open = still running at the end of observation.</summary>
+    private readonly record struct Gap(long From, long To, bool Open = false)
+    {
+        public long Ticks => To - From;
+
+        public TimeSpan Length => Stopwatch.GetElapsedTime(From, To);
     }
 
     private static string Report(int shards, List<Failure> events, List<PeerRun> peers, CliProcess coordinator, long t0, long testStart, TimeSpan sourceTook,
@@ -255,7 +281,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         sb.AppendLine(CultureInfo.InvariantCulture, $"source written in {sourceTook.TotalSeconds:0.0} s (scheduled {SourceBytes / RateBytesPerSecond:0.0} s); test ran {Stopwatch.GetElapsedTime(testStart).TotalSeconds:0.0} s; load average {LoadAverage()}");
 
         // Jitter with no failure: each survivor's longest gap between 0.5 s and the first kill.
-        var baseline = peers.Where(p => p.DeadAt is null).Select(p => Ms(Stall(p, t0 + Stopwatch.Frequency / 2, events[0].At))).Order().ToList();
+        var baseline = peers.Where(p => p.DeadAt is null).Select(p => Ms(Stall(p, t0 + Stopwatch.Frequency / 2, events[0].At).Length)).Order().ToList();
         sb.AppendLine(CultureInfo.InvariantCulture, $"before any failure (0.5 s .. first kill), longest gap per peer: median {Fmt(Percentile(baseline, 50))} ms, max {Fmt(Percentile(baseline, 100))} ms");
         sb.AppendLine();
 
@@ -273,16 +299,18 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
 
             var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
             var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, to))).ToList();
-            foreach (var (p, stall) in stalls)
+            foreach (var (p, gap) in stalls)
             {
+                var stall = gap.Length;
                 (ev.Freeze ? freezeStalls : killStalls).Add((e, p.Id, stall));
                 bool orphan = ev.Orphans.Contains(p.Id), inSubtree = ev.Subtree.Contains(p.Id);
                 (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
             }
-            string Line(IEnumerable<(PeerRun Peer, TimeSpan Stall)> group) => string.Join(" ", group.OrderBy(x => x.Peer.Id).Select(x => $"{x.Peer.Id}:{Fmt(Ms(x.Stall))}"));
+            string Line(IEnumerable<(PeerRun Peer, Gap Stall)> group) => string.Join(" ", group.OrderBy(x => x.Peer.Id)
+                .Select(x => $"{x.Peer.Id}:{Fmt(Ms(x.Stall.Length))}{(x.Stall.Length > TimeSpan.FromSeconds(1) ? $"({SinceT0(x.Stall.From):0.00}..{SinceT0(x.Stall.To):0.00}{(x.Stall.Open ? " open" : "")})" : "")}"));
             sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, children:       {Line(stalls.Where(x => ev.Orphans.Contains(x.Peer.Id)))}");
             sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, deeper subtree: {Line(stalls.Where(x => !ev.Orphans.Contains(x.Peer.Id) && ev.Subtree.Contains(x.Peer.Id)))}");
-            var others = stalls.Where(x => !ev.Subtree.Contains(x.Peer.Id)).Select(x => Ms(x.Stall)).Order().ToList();
+            var others = stalls.Where(x => !ev.Subtree.Contains(x.Peer.Id)).Select(x => Ms(x.Stall.Length)).Order().ToList();
             sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, others ({others.Count}): median {Fmt(Percentile(others, 50))}, max {Fmt(Percentile(others, 100))}");
         }
 
