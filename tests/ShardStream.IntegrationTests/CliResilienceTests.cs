@@ -28,9 +28,10 @@ public sealed class CliResilienceCollection
 /// peers' own logs: <c>joined as peer N ...: shard s from peer P</c>, <c>moving shard(s) s@seq to
 /// peer P</c> and <c>lost parent P for shard(s) s</c>. The peers log every parent change, so the
 /// map follows repairs (the coordinator's join lines would go stale after the first move).</para>
-/// <para>Stall of a peer after a failure at time t, up to the next failure at t' (at most 3 s
-/// later): the longest gap between two stdout arrivals that overlaps [t, t'), counted from
-/// max(previous arrival, t) to the next arrival (a stall that runs past t' counts in full).</para>
+/// <para>Stall of a peer after a failure at time t (the next failure is at t'): the longest gap
+/// between two stdout arrivals that ends after t and starts in [t - 0.5 s, min(t' - 0.5 s, t + 3 s)),
+/// counted from max(previous arrival, t) to the next arrival; a stall that runs past t' counts in
+/// full. The 0.5 s slack gives each gap to one failure: the one it started at.</para>
 /// </remarks>
 [Collection(CliResilienceCollection.Name)]
 public sealed partial class CliResilienceTests(ITestOutputHelper output)
@@ -95,9 +96,9 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 bool interior = candidates.Count > 0;
                 var victim = interior ? candidates[pick.Next(candidates.Count)] : peers.Where(p => p.Alive).MinBy(p => p.Id)!;
                 var (orphans, subtree) = Affected(map, victim.Id, shards);
+                long at = Stopwatch.GetTimestamp();
                 if (freeze) await victim.Process.SignalAsync("STOP");
                 else victim.Process.Kill();
-                long at = Stopwatch.GetTimestamp();
                 victim.DeadAt = at;
                 victim.Frozen = freeze;
                 events.Add(new Failure(i, freeze, victim, at, interior, orphans, subtree, map));
@@ -227,29 +228,40 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The longest stall of <paramref name="peer"/> that overlaps [from, to): see the class remarks.
-    /// A gap still open at the end of observation (the peer's death, or now) counts up to there.
+    /// The longest stall of <paramref name="peer"/> after a failure at <paramref name="at"/>: the
+    /// longest gap between stdout arrivals that ends after <paramref name="at"/> and starts in
+    /// [at - slack, <paramref name="startsBefore"/>), counted from max(start, at). A gap still open
+    /// at the end of observation (the peer's death, or now) counts up to there.
     /// </summary>
-    private static Gap Stall(PeerRun peer, long from, long to)
+    /// <remarks>
+    /// Each gap is attributed to one failure at most: the previous arrival of a stall caused by a
+    /// failure lies at most one normal inter-arrival time before it (the slack, 0.5 s), so
+    /// a gap that starts later than slack before the next failure belongs to the next one.
+    /// </remarks>
+    private static Gap Stall(PeerRun peer, long at, long startsBefore)
     {
         var arrivals = peer.Process.Arrivals();
         long end = peer.DeadAt ?? Stopwatch.GetTimestamp();
-        var longest = new Gap(from, from);
+        long earliest = at - Slack;
+        var longest = new Gap(at, at);
         long previous = long.MinValue;
-        foreach (var (at, _) in arrivals)
+        foreach (var (arrival, _) in arrivals)
         {
-            if (at > from && previous < to)
+            if (arrival > at && previous >= earliest && previous < startsBefore)
             {
-                var gap = new Gap(Math.Max(previous, from), at);
+                var gap = new Gap(Math.Max(previous, at), arrival);
                 if (gap.Length > longest.Length) longest = gap;
             }
-            previous = at;
-            if (previous >= to) break;
+            previous = arrival;
+            if (previous >= startsBefore) break;
         }
         bool complete = arrivals.Length > 0 && arrivals[^1].TotalBytes >= SourceBytes;
-        if (!complete && previous < to && end - Math.Max(previous, from) > longest.Ticks) longest = new Gap(Math.Max(previous, from), end, Open: true);
+        if (!complete && previous >= earliest && previous < startsBefore && end - Math.Max(previous, at) > longest.Ticks)
+            longest = new Gap(Math.Max(previous, at), end, Open: true);
         return longest;
     }
+
+    private static long Slack => Stopwatch.Frequency / 2;
 
     /// <summary>A stretch with no stdout arrival (Stopwatch timestamps); open = still running at the end of observation.</summary>
     private readonly record struct Gap(long From, long To, bool Open = false)
@@ -281,15 +293,15 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         sb.AppendLine(CultureInfo.InvariantCulture, $"source written in {sourceTook.TotalSeconds:0.0} s (scheduled {SourceBytes / RateBytesPerSecond:0.0} s); test ran {Stopwatch.GetElapsedTime(testStart).TotalSeconds:0.0} s; load average {LoadAverage()}");
 
         // Jitter with no failure: each survivor's longest gap between 0.5 s and the first kill.
-        var baseline = peers.Where(p => p.DeadAt is null).Select(p => Ms(Stall(p, t0 + Stopwatch.Frequency / 2, events[0].At).Length)).Order().ToList();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"before any failure (0.5 s .. first kill), longest gap per peer: median {Fmt(Percentile(baseline, 50))} ms, max {Fmt(Percentile(baseline, 100))} ms");
+        var baseline = peers.Where(p => p.DeadAt is null).Select(p => Ms(Stall(p, t0 + Stopwatch.Frequency, events[0].At - Slack).Length)).Order().ToList();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"before any failure (1 s .. first kill), longest gap per peer: median {Fmt(Percentile(baseline, 50))} ms, max {Fmt(Percentile(baseline, 100))} ms");
         sb.AppendLine();
 
         var coordinatorLines = coordinator.TimedStderrLines;
         for (int e = 0; e < events.Count; e++)
         {
             var ev = events[e];
-            long to = Math.Min(e + 1 < events.Count ? events[e + 1].At : long.MaxValue, ev.At + (long)(StallWindow.TotalSeconds * Stopwatch.Frequency));
+            long startsBefore = Math.Min(e + 1 < events.Count ? events[e + 1].At - Slack : long.MaxValue, ev.At + (long)(StallWindow.TotalSeconds * Stopwatch.Frequency));
             var gone = coordinatorLines.FirstOrDefault(l => l.Timestamp >= ev.At && l.Line.Contains($"peer {ev.Victim.Id} is gone", StringComparison.Ordinal));
             string detected = gone.Line is null ? "not seen" : $"{Fmt(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)))} ms";
             if (!ev.Freeze && gone.Line is not null) detectKill.Add(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)));
@@ -298,7 +310,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}");
 
             var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
-            var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, to))).ToList();
+            var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, startsBefore))).ToList();
             foreach (var (p, gap) in stalls)
             {
                 var stall = gap.Length;
