@@ -164,9 +164,11 @@ internal sealed class Link : IAsyncDisposable
         var goodbye = new Goodbye(code, reason);
         _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write)));
         _queue.Writer.TryComplete();
-        if (code == GoodbyeCode.TooSlow)
+        if (code is GoodbyeCode.TooSlow or GoodbyeCode.Timeout)
         {
             // A slow receiver would make us wait for its whole backlog: drop the backlog instead.
+            // A silent one (frozen, or its host gone) will not read it either: waiting for the drain
+            // would only delay the repair by the close timeout.
             Finish(reason);
             return;
         }
