@@ -34,6 +34,8 @@ internal static class PeerCommand
             try
             {
                 await peer.RunAsync(stdout, ct);
+                if (peer.LostBytes > 0)
+                    throw new StreamInterruptedException($"the stream ended, but {peer.LostBytes} bytes were lost (older than every replay window; the log names the ranges)");
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {

@@ -63,7 +63,7 @@ public sealed class CliErrorTests
         var (exit, stderr) = await RunAsync("coordinator", "-l", "127.0.0.1:0", "-s", shards);
 
         Assert.NotEqual(0, exit);
-        AssertOneLineError(stderr, $"shard count {shards} is not supported");
+        AssertOneLineError(stderr, $"shard count {shards} is not supported: use 1 to 16");
     }
 
     [Fact]

@@ -10,19 +10,25 @@ public sealed class CliStreamingTests
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
-    public async Task Twelve_peers_write_the_exact_64_MiB_source_to_stdout(int shards)
+    public Task Twelve_peers_write_the_exact_64_MiB_source_to_stdout(int shards) =>
+        StreamThroughCliAsync(shards, peers: 12, mib: 64, topologyArgs: []);
+
+    [Fact]
+    public Task Twenty_peers_on_eight_striped_shards_write_the_exact_source_to_stdout() =>
+        StreamThroughCliAsync(8, peers: 20, mib: 32, topologyArgs: ["--topology", "striped", "--upload", "1.25"], peerArgs: ["--upload", "1.25"]);
+
+    private static async Task StreamThroughCliAsync(int shards, int peers, int mib, string[] topologyArgs, string[]? peerArgs = null)
     {
-        const int peers = 12;
-        var source = new byte[64 * 1024 * 1024];
+        var source = new byte[mib * 1024 * 1024];
         new Random(shards).NextBytes(source);
         string expected = Convert.ToHexStringLower(SHA256.HashData(source));
 
-        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString());
+        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), .. topologyArgs]);
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
         var peerProcesses = new List<CliProcess>();
         try
         {
-            for (int i = 0; i < peers; i++) peerProcesses.Add(CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0"));
+            for (int i = 0; i < peers; i++) peerProcesses.Add(CliProcess.Start(["peer", "-c", address, "-l", "127.0.0.1:0", .. peerArgs ?? []]));
 
             // The coordinator holds the source until all peers are attached; writing blocks until then.
             await coordinator.StandardInput.WriteAsync(source);

@@ -93,6 +93,7 @@ public sealed class Coordinator : Node
                 break;
             }
             chunk.Set((int)(seq % k), seq, offset, n);
+            chunk = chunk.Shrink();
             lock (_gate)
             {
                 relay.Publish(chunk);
@@ -117,20 +118,22 @@ public sealed class Coordinator : Node
     }
 
     /// <summary>
-    /// A live source never waits. A file or pipe that can be read faster than the tree drains is
-    /// paced by the coordinator's fastest direct child, so that queues stay short; a child that
-    /// falls far behind is cut off by its queue limit rather than stopping the stream.
+    /// A source that can be read faster than the tree drains (a file, a pipe from a fast producer)
+    /// is paced by the coordinator's slowest direct child: reading waits while that child has more
+    /// than <c>highWater</c> bytes queued. The wait is capped per chunk, so a child that stopped
+    /// reading slows the source only until its heartbeat timeout or queue limit cuts it off, and a
+    /// live source (which is never ahead) never waits at all.
     /// </summary>
     private async ValueTask PaceAsync(CancellationToken cancellationToken)
     {
-        const long highWater = 2L * 1024 * 1024;
-        for (int i = 0; i < 10_000; i++)
+        const long highWater = 4L * 1024 * 1024;
+        var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
+        while (Time.GetTimestamp() < deadline)
         {
-            var links = Relay!.Subscribers();
-            if (links.Count == 0) return;
-            long least = long.MaxValue;
-            foreach (var l in links) least = Math.Min(least, l.QueuedBytes);
-            if (least <= highWater) return;
+            long most = 0;
+            foreach (var l in Relay!.Subscribers())
+                if (!l.IsClosing) most = Math.Max(most, l.QueuedBytes);
+            if (most <= highWater) return;
             await Task.Delay(1, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -223,12 +226,38 @@ public sealed class Coordinator : Node
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
-                Log.LogInformation("peer {Id} lost parent {Parent}", session.Id, lost.ParentId);
+                OnParentLost(session, (int)lost.ParentId);
                 break;
             case FrameType.Goodbye:
                 break;
             default:
                 throw new ProtocolException($"unexpected {type} frame from a peer");
+        }
+    }
+
+    /// <summary>
+    /// A child lost its parent. When the coordinator has not heard from that parent for a while
+    /// either, it is taken for dead now (a frozen or half-open node) instead of waiting for the
+    /// coordinator's own heartbeat timeout; otherwise the report is only logged (one child's
+    /// trouble does not evict a parent that answers).
+    /// </summary>
+    private void OnParentLost(PeerSession reporter, int parentId)
+    {
+        PeerSession? parent;
+        lock (_gate) _peers.TryGetValue(parentId, out parent);
+        if (parent is null)
+        {
+            Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
+            return;
+        }
+        if (parent.Control.Silence > _options.HeartbeatInterval * 2)
+        {
+            Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+            parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
+        }
+        else
+        {
+            Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator", reporter.Id, parentId);
         }
     }
 

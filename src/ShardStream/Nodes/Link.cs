@@ -60,6 +60,9 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
     public Task<string> Closed => _closed.Task;
 
+    /// <summary>How long since anything arrived on this link.</summary>
+    public TimeSpan Silence => _time.GetElapsedTime(Interlocked.Read(ref _lastReceived));
+
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => Volatile.Read(ref _closing) != 0;
 

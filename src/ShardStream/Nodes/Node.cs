@@ -247,6 +247,14 @@ public abstract class Node : IAsyncDisposable
         if (children.Count == 0) return;
         var all = Task.WhenAll(children.Select(c => c.Closed));
         await Task.WhenAny(all, Task.Delay(NodeOptionsBase.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
+        var open = children.Where(c => !c.Closed.IsCompleted).Select(c => c.Name).ToList();
+        if (open.Count > 0) Log.LogWarning("closing with {N} child link(s) still open after the drain timeout: {Links}", open.Count, string.Join(", ", open));
+    }
+
+    /// <summary>Ends every link at once.</summary>
+    private protected void CloseAllLinks(string reason)
+    {
+        foreach (var link in _links.Keys) link.Abort(reason);
     }
 
     /// <summary>Stops listening and ends every link.</summary>

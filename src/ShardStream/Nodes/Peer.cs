@@ -142,6 +142,11 @@ public sealed class Peer : Node
         var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
         link.State = (int)parentId;
+        if (_leaving)
+        {
+            await link.CloseAsync(GoodbyeCode.Normal, "leaving").ConfigureAwait(false);
+            return;
+        }
         List<(Link Old, byte[] Shards)> replaced;
         lock (_gate)
         {
@@ -248,8 +253,9 @@ public sealed class Peer : Node
             {
                 await AttachAsync(group.Key.Address, group.Key.ParentId, starts, Stopping).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException)
+            catch (Exception e) when (e is not OperationCanceledException || !Stopping.IsCancellationRequested)
             {
+                // Whatever went wrong, the coordinator hears of it and the next move is still applied.
                 Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
                 _control?.Send(new ParentLost(group.Key.ParentId, starts).Write);
             }
@@ -309,8 +315,9 @@ public sealed class Peer : Node
         if (left > 0) Log.LogWarning("leaving with {N} child link(s) still open after {Timeout} s", left, timeout.TotalSeconds);
         List<Link> parents;
         lock (_gate) parents = _parentOfShard.Values.Append(control).Distinct().ToList();
-        _leaving = true;
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "leaving"))).ConfigureAwait(false);
+        // Anything still open (a child that never moved, a late attach) ends now: this peer is gone.
+        CloseAllLinks("left the overlay");
         _failed.TrySetResult("left the overlay before the end of the stream");
     }
 
@@ -358,11 +365,14 @@ public sealed class Peer : Node
         if (LostBytes > 0) Log.LogError("stream complete with {Lost} bytes lost: {Bytes} bytes written from offset {Offset}", LostBytes, BytesWritten, StartOffset);
         else Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
 
-        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        // Parents first, children after: in striped trees a peer's child in one shard can be its
+        // parent in another, so waiting for children before closing parents could wait in a circle.
         List<Link> parents;
         lock (_gate) parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
+        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
     }
+
 }
 
 /// <summary>The stream could not be completed; the message says why.</summary>

@@ -42,7 +42,7 @@ internal sealed class Chunk
     public static Chunk Rent(int capacity)
     {
         if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
-        chunk._buffer = ArrayPool<byte>.Shared.Rent(capacity);
+        chunk._buffer = ChunkBufferPool.Rent(capacity);
         chunk._references = 1;
         chunk.Length = 0;
         return chunk;
@@ -59,6 +59,20 @@ internal sealed class Chunk
 
     /// <summary>The writable buffer, for a source read.</summary>
     public Memory<byte> WritableBuffer => _buffer;
+
+    /// <summary>
+    /// When a read filled only a small part of this chunk's buffer, a copy into a right-sized
+    /// buffer (releasing this one), so a window of small chunks does not hold 64 KiB each.
+    /// </summary>
+    public Chunk Shrink()
+    {
+        if (Length > _buffer.Length / 4) return this;
+        var smaller = Rent(Length);
+        Span.CopyTo(smaller._buffer);
+        smaller.Set(Shard, Seq, Offset, Length);
+        Release();
+        return smaller;
+    }
 
     /// <summary>Sets the identity of a freshly filled chunk.</summary>
     public void Set(int shard, long seq, long offset, int length)
@@ -83,7 +97,7 @@ internal sealed class Chunk
         int after = Interlocked.Decrement(ref _references);
         Debug.Assert(after >= 0, "released a chunk too often");
         if (after != 0) return;
-        ArrayPool<byte>.Shared.Return(_buffer);
+        ChunkBufferPool.Return(_buffer);
         _buffer = [];
         Pool.Add(this);
     }

@@ -13,15 +13,7 @@ public sealed class TcpTransport : ITransport
     /// <inheritdoc />
     public async ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
     {
-        IPEndPoint endpoint;
-        try
-        {
-            endpoint = await Endpoint.ResolveAsync(address, cancellationToken).ConfigureAwait(false);
-        }
-        catch (FormatException e)
-        {
-            throw new ConnectionFailedException(e.Message, e);
-        }
+        var endpoint = await ResolveAsync(address, cancellationToken).ConfigureAwait(false);
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
@@ -41,15 +33,7 @@ public sealed class TcpTransport : ITransport
     /// <inheritdoc />
     public async ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
     {
-        IPEndPoint endpoint;
-        try
-        {
-            endpoint = await Endpoint.ResolveAsync(address, cancellationToken).ConfigureAwait(false);
-        }
-        catch (FormatException e)
-        {
-            throw new ConnectionFailedException(e.Message, e);
-        }
+        var endpoint = await ResolveAsync(address, cancellationToken).ConfigureAwait(false);
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
@@ -61,6 +45,18 @@ public sealed class TcpTransport : ITransport
             throw new ConnectionFailedException($"cannot connect to {address}: {e.Message}", e);
         }
         return new TcpConnection(socket, address);
+    }
+
+    private static async ValueTask<IPEndPoint> ResolveAsync(string address, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await Endpoint.ResolveAsync(address, cancellationToken).ConfigureAwait(false);
+        }
+        catch (FormatException e)
+        {
+            throw new ConnectionFailedException(e.Message, e);
+        }
     }
 
     private sealed class TcpListener(Socket socket, string localAddress) : IConnectionListener

@@ -149,8 +149,8 @@ public sealed class VirtualNetwork
             _server = server;
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
-            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server.Name, _toServer);
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client.Name, _toClient);
+            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server.Name);
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client.Name);
             client.Links.TryAdd(this, 0);
             server.Links.TryAdd(this, 0);
         }
@@ -261,7 +261,7 @@ public sealed class VirtualNetwork
             }
         }
 
-        private sealed class End(VirtualLink link, IDuplexPipe pipe, string remote, Direction outgoing) : IConnection
+        private sealed class End(VirtualLink link, IDuplexPipe pipe, string remote) : IConnection
         {
             private int _outputClosed;
             private int _closed;
@@ -287,7 +287,6 @@ public sealed class VirtualNetwork
                 await CloseOutputAsync().ConfigureAwait(false);
                 if (Interlocked.Exchange(ref _closed, 1) != 0) return;
                 await Pipe.Input.CompleteAsync().ConfigureAwait(false);
-                _ = outgoing;
                 link.Forget();
             }
         }

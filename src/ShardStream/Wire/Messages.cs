@@ -65,6 +65,13 @@ internal static class FrameWriting
         writer.Advance(bodySize);
     }
 
+    /// <summary>Writes a frame whose whole body is one big-endian u64.</summary>
+    public static void WriteUInt64Frame(IBufferWriter<byte> writer, FrameType type, ulong value) =>
+        Write(writer, type, 8, in value, static (in ulong v, ref SpanWriter w) => w.WriteUInt64(v));
+
+    /// <summary>Reads a body that is exactly one big-endian u64.</summary>
+    public static bool TryReadUInt64Body(ref SequenceReader<byte> r, out ulong value) => FrameCodec.TryReadUInt64(ref r, out value) && r.End;
+
     public static byte[] ToArray(Action<IBufferWriter<byte>> write)
     {
         var buffer = new ArrayBufferWriter<byte>(64);
@@ -278,15 +285,14 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
 public readonly record struct Heartbeat(ulong Value)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Heartbeat, 8, in this, static (in Heartbeat m, ref SpanWriter w) => w.WriteUInt64(m.Value));
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Heartbeat, Value);
 
     /// <summary>Reads a heartbeat body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Heartbeat value)
     {
-        value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
         value = new Heartbeat(v);
-        return true;
+        return ok;
     }
 }
 
@@ -294,15 +300,14 @@ public readonly record struct Heartbeat(ulong Value)
 public readonly record struct Attached(ulong PeerId)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Attached, 8, in this, static (in Attached m, ref SpanWriter w) => w.WriteUInt64(m.PeerId));
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Attached, PeerId);
 
     /// <summary>Reads an attached body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Attached value)
     {
-        value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
         value = new Attached(v);
-        return true;
+        return ok;
     }
 }
 
@@ -393,14 +398,13 @@ public readonly record struct Detach(byte[] Shards)
 public readonly record struct Leave(ulong PeerId)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Leave, 8, in this, static (in Leave m, ref SpanWriter w) => w.WriteUInt64(m.PeerId));
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Leave, PeerId);
 
     /// <summary>Reads a leave body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Leave value)
     {
-        value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong v) || !r.End) return false;
+        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
         value = new Leave(v);
-        return true;
+        return ok;
     }
 }

@@ -10,8 +10,8 @@ namespace ShardStream.Tests.Nodes;
 /// </summary>
 public sealed class FailureScheduleTests
 {
-    private const int Batches = 50;
-    private const int SchedulesPerBatch = 10;
+    private const int Batches = 20;
+    private const int SchedulesPerBatch = 25;
 
     public static IEnumerable<object[]> BatchNumbers => Enumerable.Range(0, Batches).Select(b => new object[] { b });
 
@@ -19,7 +19,7 @@ public sealed class FailureScheduleTests
     [MemberData(nameof(BatchNumbers))]
     public async Task Survivors_write_the_source_under_random_failures(int batch)
     {
-        // Ten schedules at once: each is mostly waiting, and the virtual network is cheap.
+        // Twenty-five schedules at once: each is mostly waiting, and the virtual network is cheap.
         var seeds = Enumerable.Range(batch * SchedulesPerBatch, SchedulesPerBatch);
         await Task.WhenAll(seeds.Select(RunScheduleAsync));
     }
@@ -42,7 +42,7 @@ public sealed class FailureScheduleTests
         var random = new Random(seed);
         int shards = random.Next(1, 3);
         int peers = random.Next(4, 11);
-        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers, heartbeatTimeout: TimeSpan.FromSeconds(2));
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers, heartbeatTimeout: TimeSpan.FromSeconds(3));
         for (int i = 0; i < peers; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
 
