@@ -7,12 +7,15 @@ namespace ShardStream.IntegrationTests;
 
 /// <summary>
 /// One run of the real <c>shardstream</c> tool in its own process. stdout (the stream) is hashed
-/// as it arrives; stderr (the logs) is kept line by line.
+/// as it arrives, and every read is recorded with its <see cref="Stopwatch"/> timestamp (for stall
+/// measurements); stderr (the logs) is kept line by line, each line with its arrival timestamp.
 /// </summary>
 internal sealed partial class CliProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly ConcurrentQueue<string> _stderr = new();
+    private readonly ConcurrentQueue<(long Timestamp, string Line)> _stderrTimed = new();
+    private readonly List<(long Timestamp, long TotalBytes)> _arrivals = [];
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private readonly Task _stdoutPump;
     private readonly Task _stderrPump;
@@ -55,6 +58,30 @@ internal sealed partial class CliProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>
+    /// Every stdout read so far: the <see cref="Stopwatch.GetTimestamp"/> when it returned and the
+    /// total bytes received up to and including it. In arrival order.
+    /// </summary>
+    public (long Timestamp, long TotalBytes)[] Arrivals()
+    {
+        lock (_arrivals) return [.. _arrivals];
+    }
+
+    /// <summary>The stderr lines so far, each with the <see cref="Stopwatch.GetTimestamp"/> when it arrived.</summary>
+    public IReadOnlyCollection<(long Timestamp, string Line)> TimedStderrLines => _stderrTimed.ToArray();
+
+    /// <summary>SIGKILL (kill -9): the process dies at once; the kernel resets its connections.</summary>
+    public void Kill() => _process.Kill(entireProcessTree: false);
+
+    /// <summary>Sends a signal by name with the system's <c>kill</c> (e.g. "STOP", "CONT").</summary>
+    public async Task SignalAsync(string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { $"-{signal}", Pid.ToString(System.Globalization.CultureInfo.InvariantCulture) }, UseShellExecute = false })
+                         ?? throw new InvalidOperationException("could not start kill");
+        await kill.WaitForExitAsync();
+        if (kill.ExitCode != 0) throw new InvalidOperationException($"kill -{signal} {Pid} exited with {kill.ExitCode}");
+    }
+
     private async Task PumpStdoutAsync()
     {
         var buffer = new byte[256 * 1024];
@@ -62,15 +89,21 @@ internal sealed partial class CliProcess : IAsyncDisposable
         int n;
         while ((n = await stream.ReadAsync(buffer)) > 0)
         {
+            long now = Stopwatch.GetTimestamp();
             _hash.AppendData(buffer, 0, n);
-            Interlocked.Add(ref _stdoutBytes, n);
+            long total = Interlocked.Add(ref _stdoutBytes, n);
+            lock (_arrivals) _arrivals.Add((now, total));
         }
     }
 
     private async Task PumpStderrAsync()
     {
         string? line;
-        while ((line = await _process.StandardError.ReadLineAsync()) is not null) _stderr.Enqueue(line);
+        while ((line = await _process.StandardError.ReadLineAsync()) is not null)
+        {
+            _stderrTimed.Enqueue((Stopwatch.GetTimestamp(), line));
+            _stderr.Enqueue(line);
+        }
     }
 
     /// <summary>Waits for the "listening on ADDRESS" log line and returns the address.</summary>

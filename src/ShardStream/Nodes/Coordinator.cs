@@ -274,11 +274,13 @@ public sealed class Coordinator : Node
         lock (_gate)
         {
             if (!_peers.Remove(session.Id)) return;
-            if (_ended)
+            if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
+                // After the end, a peer that finished needs no repair: its children have what it sent.
                 Log.LogDebug("peer {Id} left: {Reason}", session.Id, reason);
                 return;
             }
+            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
             plan = _planner.Leave([session.Id]);
             SendMoves(plan);
         }

@@ -184,6 +184,13 @@ internal sealed class Link : IAsyncDisposable
             // backlog's chunks, so the goodbye that says why goes out next.
             Volatile.Write(ref _dropChunks, true);
         }
+        else if (code == GoodbyeCode.Timeout)
+        {
+            // A silent side (frozen, or its host gone) will not read a goodbye either: waiting for
+            // a drain would only delay the repair by the close timeout.
+            Finish(reason);
+            return;
+        }
         var drained = await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
         if (drained == _writer)
         {

@@ -254,7 +254,7 @@ public sealed class Peer : Node
 
     private async Task MoveAsync(Move move)
     {
-        if (_leaving) return;
+        if (_leaving || _reassembler!.IsComplete) return;
         foreach (var group in move.Shards.GroupBy(e => (e.Address, e.ParentId)))
         {
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
