@@ -213,10 +213,16 @@ public sealed class Peer : Node
             case FrameType.End:
                 var reader = new SequenceReader<byte>(body);
                 if (!End.TryRead(ref reader, out var end)) throw new ProtocolException("malformed end frame");
+                if (end.Shard >= _shardCount) throw new ProtocolException($"end of shard {end.Shard}, the stream has {_shardCount}");
+                lock (_gate)
+                {
+                    // Only the shard's current parent can say it has sent everything.
+                    if (!_parentOfShard.TryGetValue(end.Shard, out var current) || current != link) return;
+                }
                 Relay!.PublishEnd(end);
                 lock (_ready)
                 {
-                    _reassembler!.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready);
+                    _reassembler!.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready, end.Shard);
                     FlushReady();
                 }
                 break;

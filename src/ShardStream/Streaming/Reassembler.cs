@@ -12,6 +12,7 @@ internal sealed class Reassembler
     private readonly object _lock = new();
     private readonly Queue<Chunk>[] _pending;
     private readonly long[] _lastSeq;
+    private readonly bool[] _ended;
     private readonly int _shardCount;
     private long _finalSeq = -1;
     private long _finalOffset = -1;
@@ -24,6 +25,7 @@ internal sealed class Reassembler
         _shardCount = shardCount;
         _pending = new Queue<Chunk>[shardCount];
         _lastSeq = new long[shardCount];
+        _ended = new bool[shardCount];
         for (int s = 0; s < shardCount; s++)
         {
             _pending[s] = new Queue<Chunk>();
@@ -104,7 +106,11 @@ internal sealed class Reassembler
         while (true)
         {
             var queue = _pending[Mod(NextSeq, _shardCount)];
-            if (!queue.TryPeek(out var head)) return;
+            if (!queue.TryPeek(out var head))
+            {
+                if (!SkipEndedShard()) return;
+                continue;
+            }
             if (head.Seq != NextSeq)
             {
                 // Each shard arrives in order, so chunk NextSeq will never come: the parent that
@@ -131,13 +137,45 @@ internal sealed class Reassembler
         }
     }
 
-    /// <summary>Records the end of the stream.</summary>
-    public void SetEnd(long finalSeq, long finalOffset, List<Chunk> ready)
+    /// <summary>
+    /// The shard that should carry chunk NextSeq has ended (its parent sent End) and has nothing
+    /// queued: that chunk will never come. Once no other shard can still deliver an earlier chunk,
+    /// continue at the earliest queued chunk, or at the end of the stream, and report the gap.
+    /// </summary>
+    private bool SkipEndedShard()
+    {
+        if (_finalSeq < 0 || NextSeq >= _finalSeq || !_ended[Mod(NextSeq, _shardCount)]) return false;
+        long target = _finalSeq, targetOffset = _finalOffset;
+        for (int s = 0; s < _shardCount; s++)
+        {
+            if (_pending[s].TryPeek(out var h))
+            {
+                if (h.Seq < target) (target, targetOffset) = (h.Seq, h.Offset);
+            }
+            else if (!_ended[s])
+            {
+                return false; // that shard may still deliver a chunk before the target
+            }
+        }
+        var gap = new Gap(NextOffset, targetOffset, NextSeq, target);
+        LostBytes += gap.Length;
+        NextSeq = target;
+        NextOffset = targetOffset;
+        GapFound?.Invoke(gap);
+        return true;
+    }
+
+    /// <summary>
+    /// Records the end of the stream; with <paramref name="shard"/>, also that this shard's parent
+    /// has sent everything it will send.
+    /// </summary>
+    public void SetEnd(long finalSeq, long finalOffset, List<Chunk> ready, int shard = -1)
     {
         lock (_lock)
         {
             _finalSeq = finalSeq;
             _finalOffset = finalOffset;
+            if (shard >= 0) _ended[shard] = true;
             Drain(ready);
         }
     }

@@ -154,6 +154,43 @@ public class ReassemblerTests
     }
 
     [Fact]
+    public void A_shard_whose_parent_ended_without_the_needed_chunk_is_skipped_to_the_end_and_reported()
+    {
+        var r = new Reassembler(2, 0, 0);
+        var ready = new List<Chunk>();
+        var gaps = new List<Gap>();
+        r.GapFound = gaps.Add;
+        r.Add(TestChunks.Make(2, 0, 0, new byte[2]), ready);
+        r.Add(TestChunks.Make(2, 1, 2, new byte[2]), ready);
+        r.Add(TestChunks.Make(2, 3, 6, new byte[2]), ready);
+        r.SetEnd(4, 8, ready, shard: 1);
+        Assert.False(r.IsComplete); // shard 0 may still bring chunk 2
+
+        r.SetEnd(4, 8, ready, shard: 0); // its parent has sent everything: chunk 2 will never come
+
+        Assert.Equal([0L, 1L, 3L], ready.Select(c => c.Seq));
+        Assert.Equal(new Gap(4, 6, 2, 3), Assert.Single(gaps));
+        Assert.True(r.IsComplete);
+        TestChunks.ReleaseAll(ready);
+        r.Clear();
+    }
+
+    [Fact]
+    public void A_gap_at_the_very_end_reaches_the_final_offset()
+    {
+        var r = new Reassembler(1, 0, 0);
+        var ready = new List<Chunk>();
+        r.Add(TestChunks.Make(1, 0, 0, new byte[5]), ready);
+
+        r.SetEnd(3, 15, ready, shard: 0);
+
+        Assert.True(r.IsComplete);
+        Assert.Equal(10, r.LostBytes);
+        TestChunks.ReleaseAll(ready);
+        r.Clear();
+    }
+
+    [Fact]
     public void Is_complete_only_after_the_end_and_every_chunk_up_to_it()
     {
         var r = new Reassembler(2, 0, 0);
