@@ -87,7 +87,18 @@ public sealed class CliErrorTests
             var stream = client.GetStream();
             // An HTTP server's answer: the length field is far over the frame limit.
             await stream.WriteAsync("HTTP/1.1 400 Bad Request\r\n\r\n"u8.ToArray());
-            await Task.Delay(2000);
+            // Stay until the peer has read the answer and hung up (bounded).
+            using var timeout = new CancellationTokenSource(Deadline);
+            try
+            {
+                while (await stream.ReadAsync(new byte[256], timeout.Token) > 0)
+                {
+                }
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException)
+            {
+                // Reset or timed out: either way the peer is done with us.
+            }
         });
 
         var (exit, stderr) = await RunAsync("peer", "-c", $"127.0.0.1:{port}");
