@@ -41,15 +41,6 @@ public sealed class Coordinator : Node
     /// <summary>Stream bytes read from the source so far.</summary>
     public long BytesStreamed => Interlocked.Read(ref _nextOffset);
 
-    /// <summary>Peers attached now.</summary>
-    public int AttachedPeers
-    {
-        get
-        {
-            lock (_gate) return _peers.Values.Count(p => p.Attached);
-        }
-    }
-
     /// <summary>Binds the listener and starts accepting peers.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -180,7 +171,7 @@ public sealed class Coordinator : Node
                     : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
             }
             welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
-            session = new PeerSession(id, hello.ListenAddress, budget, link);
+            session = new PeerSession(id, hello.ListenAddress, link);
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
@@ -333,13 +324,11 @@ public sealed class Coordinator : Node
         }
     }
 
-    private sealed class PeerSession(int id, string address, int budget, Link control)
+    private sealed class PeerSession(int id, string address, Link control)
     {
         public int Id { get; } = id;
 
         public string Address { get; } = address;
-
-        public int Budget { get; } = budget;
 
         public Link Control { get; } = control;
 

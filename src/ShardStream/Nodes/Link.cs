@@ -30,7 +30,6 @@ internal sealed class Link : IAsyncDisposable
     private long _queuedBytes;
     private long _lastReceived;
     private long _lastSent;
-    private long _bytesSent;
     private int _closing;
     private bool _dropChunks;
     private bool _started;
@@ -55,9 +54,6 @@ internal sealed class Link : IAsyncDisposable
 
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
-
-    /// <summary>Chunk payload bytes written so far.</summary>
-    public long BytesSent => Interlocked.Read(ref _bytesSent);
 
     /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
     public Task<string> Closed => _closed.Task;
@@ -281,7 +277,6 @@ internal sealed class Link : IAsyncDisposable
                     {
                         new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).Write(output, chunk.Span);
                         Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                        Interlocked.Add(ref _bytesSent, chunk.Length);
                         chunk.Release();
                     }
                     else

@@ -218,25 +218,12 @@ public abstract class Node : IAsyncDisposable
         await link.WriteNowAsync(new Welcome(Protocol.Version, hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
-        OnChildAttached(link, hello);
-        _ = link.Closed.ContinueWith(t =>
-        {
-            relay.Unsubscribe(link);
-            OnChildDetached(link, hello, t.Result);
-        }, TaskScheduler.Default);
+        _ = link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default);
         Log.LogInformation("{Link}: serving shard(s) {Shards}", link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
     }
 
     /// <summary>K, once known.</summary>
     private protected abstract int ShardCount { get; }
-
-    private protected virtual void OnChildAttached(Link link, Hello hello)
-    {
-    }
-
-    private protected virtual void OnChildDetached(Link link, Hello hello, string reason)
-    {
-    }
 
     /// <summary>Waits until every child link has closed (children close after the end), or the drain timeout.</summary>
     private protected async Task DrainChildrenAsync(CancellationToken cancellationToken)

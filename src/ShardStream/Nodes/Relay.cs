@@ -72,15 +72,6 @@ internal sealed class Relay
         }
     }
 
-    /// <summary>True once the end of every shard has been published.</summary>
-    public bool AllEnded
-    {
-        get
-        {
-            lock (_lock) return Array.TrueForAll(_ends, e => e is not null);
-        }
-    }
-
     /// <summary>
     /// Serves <paramref name="shard"/> to <paramref name="link"/> from <paramref name="fromSeq"/>:
     /// replays the window, then goes live. Returns the first sequence number the link will get:

@@ -13,7 +13,35 @@ public enum HelloRole : byte
 }
 
 /// <summary>One shard and the first chunk sequence number wanted of it.</summary>
-public readonly record struct ShardStart(byte Shard, ulong FromSeq);
+public readonly record struct ShardStart(byte Shard, ulong FromSeq)
+{
+    /// <summary>Bytes of a list of <paramref name="count"/> entries: a count byte, then shard and u64 each.</summary>
+    internal static int ListSize(int count) => 1 + count * 9;
+
+    internal static void WriteList(ref SpanWriter w, ShardStart[] list)
+    {
+        w.WriteByte((byte)list.Length);
+        foreach (var s in list)
+        {
+            w.WriteByte(s.Shard);
+            w.WriteUInt64(s.FromSeq);
+        }
+    }
+
+    internal static bool TryReadList(ref SequenceReader<byte> r, out ShardStart[] list)
+    {
+        list = [];
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var shards = new ShardStart[count];
+        for (int i = 0; i < count; i++)
+        {
+            if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong from)) return false;
+            shards[i] = new ShardStart(shard, from);
+        }
+        list = shards;
+        return true;
+    }
+}
 
 /// <summary>How a shard is provided to a peer.</summary>
 public enum AssignmentKind : byte
@@ -93,7 +121,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
     /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
     public const ushort DefaultUpload = ushort.MaxValue;
 
-    private int Size => 4 + 2 + 2 + 1 + 8 + 2 + 1 + Shards.Length * 9 + FrameCodec.StringSize(ListenAddress);
+    private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress);
 
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Hello, Size, in this, static (in Hello m, ref SpanWriter w) =>
@@ -104,12 +132,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         w.WriteByte((byte)m.Role);
         w.WriteUInt64(m.PeerId);
         w.WriteUInt16(m.UploadPercent);
-        w.WriteByte((byte)m.Shards.Length);
-        foreach (var s in m.Shards)
-        {
-            w.WriteByte(s.Shard);
-            w.WriteUInt64(s.FromSeq);
-        }
+        ShardStart.WriteList(ref w, m.Shards);
         FrameCodec.WriteString(ref w, m.ListenAddress);
     });
 
@@ -121,13 +144,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         if (!FrameCodec.TryReadUInt16(ref r, out ushort min) || !FrameCodec.TryReadUInt16(ref r, out ushort max)) return false;
         if (!r.TryRead(out byte role) || role is < 1 or > 2) return false;
         if (!FrameCodec.TryReadUInt64(ref r, out ulong peerId) || !FrameCodec.TryReadUInt16(ref r, out ushort upload)) return false;
-        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
-        var shards = new ShardStart[count];
-        for (int i = 0; i < count; i++)
-        {
-            if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong from)) return false;
-            shards[i] = new ShardStart(shard, from);
-        }
+        if (!ShardStart.TryReadList(ref r, out var shards)) return false;
         if (!FrameCodec.TryReadString(ref r, out string address) || !r.End) return false;
         value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address);
         return true;
@@ -344,29 +361,17 @@ public readonly record struct Move(ShardAssignment[] Shards)
 public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + 1 + Shards.Length * 9, in this, static (in ParentLost m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + ShardStart.ListSize(Shards.Length), in this, static (in ParentLost m, ref SpanWriter w) =>
     {
         w.WriteUInt64(m.ParentId);
-        w.WriteByte((byte)m.Shards.Length);
-        foreach (var s in m.Shards)
-        {
-            w.WriteByte(s.Shard);
-            w.WriteUInt64(s.FromSeq);
-        }
+        ShardStart.WriteList(ref w, m.Shards);
     });
 
     /// <summary>Reads a parent-lost body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out ParentLost value)
     {
         value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
-        var shards = new ShardStart[count];
-        for (int i = 0; i < count; i++)
-        {
-            if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong from)) return false;
-            shards[i] = new ShardStart(shard, from);
-        }
-        if (!r.End) return false;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !ShardStart.TryReadList(ref r, out var shards) || !r.End) return false;
         value = new ParentLost(parent, shards);
         return true;
     }
