@@ -256,36 +256,66 @@ internal sealed class Link : IAsyncDisposable
             Send(static w => new Heartbeat(0).Write(w));
     }
 
+    /// <summary>At most this many chunks go into one gathered send.</summary>
+    private const int MaxChunksPerSend = 32;
+
+    /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
+    private const int MaxBytesPerSend = 1024 * 1024;
+
     private async Task WriteLoopAsync()
     {
-        var output = _connection.Pipe.Output;
         var reader = _queue.Reader;
+        // One gathered send per batch: each chunk's frame prefix (written here) and its payload
+        // straight from the pooled chunk, and control frames as they were encoded. Nothing is
+        // copied into a send buffer.
+        var batch = new List<ArraySegment<byte>>(2 * MaxChunksPerSend + 8);
+        var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
+        var sending = new List<Chunk>(MaxChunksPerSend);
         string? failure = null;
         try
         {
             while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
             {
-                while (reader.TryRead(out var item))
+                int bytes = 0;
+                while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
                 {
-                    if (item.Chunk is { } dropped && Volatile.Read(ref _dropChunks))
-                    {
-                        Interlocked.Add(ref _queuedBytes, -dropped.Length);
-                        dropped.Release();
-                        continue;
-                    }
                     if (item.Chunk is { } chunk)
                     {
-                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).Write(output, chunk.Span);
-                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                        chunk.Release();
+                        if (Volatile.Read(ref _dropChunks))
+                        {
+                            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                            chunk.Release();
+                            continue;
+                        }
+                        var prefix = new ArraySegment<byte>(prefixes, sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
+                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
+                        batch.Add(prefix);
+                        batch.Add(chunk.Segment);
+                        sending.Add(chunk);
+                        bytes += prefix.Count + chunk.Length;
                     }
                     else
                     {
-                        output.Write(item.Frame);
+                        batch.Add(item.Frame!);
+                        bytes += item.Frame!.Length;
                     }
-                    if (output.UnflushedBytes >= 256 * 1024) await FlushAsync(output).ConfigureAwait(false);
                 }
-                await FlushAsync(output).ConfigureAwait(false);
+                if (batch.Count == 0) continue;
+                try
+                {
+                    await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    foreach (var chunk in sending)
+                    {
+                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                        chunk.Release();
+                    }
+                    sending.Clear();
+                    batch.Clear();
+                }
+                _lastSent = _time.GetTimestamp();
             }
             await _connection.CloseOutputAsync().ConfigureAwait(false);
         }
@@ -297,18 +327,12 @@ internal sealed class Link : IAsyncDisposable
         {
             failure = $"send failed: {e.Message}";
         }
-        if (failure is not null)
+        // A send cut short because the link was ended on purpose is not a failure of its own.
+        if (failure is not null && !Closed.IsCompleted)
         {
             _log.LogInformation("{Link}: {Reason}", Name, failure);
             Abort(failure);
         }
-    }
-
-    private async ValueTask FlushAsync(PipeWriter output)
-    {
-        var result = await output.FlushAsync(_stop.Token).ConfigureAwait(false);
-        _lastSent = _time.GetTimestamp();
-        if (result.IsCompleted) throw new IOException("the other side stopped reading");
     }
 
     private async Task ReadLoopAsync(FrameHandler handler)

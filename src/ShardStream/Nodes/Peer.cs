@@ -202,7 +202,7 @@ public sealed class Peer : Node
                     // After a move the old parent may still have chunks of the shard in flight: not ours any more.
                     if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
                 }
-                var chunk = Chunk.Copy(header.Shard, (long)header.Seq, (long)header.Offset, payload);
+                var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Relay!.Publish(chunk);
                 lock (_ready)
                 {

@@ -1,19 +1,23 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using ShardStream.Transport;
 
 namespace ShardStream.Streaming;
 
 /// <summary>
-/// A contiguous piece of the stream, held in one pooled buffer that every holder shares (the
-/// reassembler, the replay window, each child's send queue). Reference-counted: the buffer goes
-/// back to the pool when the last holder calls <see cref="Release"/>. Chunk objects are pooled too,
-/// so the relay path does not allocate per chunk.
+/// A contiguous piece of the stream, held in memory that every holder shares (the reassembler,
+/// the replay window, each child's send queue): its own pooled buffer, or the part of a
+/// <see cref="ReceiveSlab"/> where it arrived from the network. Reference-counted: the memory goes
+/// back to its pool when the last holder calls <see cref="Release"/>. Chunk objects are pooled
+/// too, so the relay path does not allocate per chunk.
 /// </summary>
 internal sealed class Chunk
 {
     private static readonly ConcurrentBag<Chunk> Pool = [];
     private byte[] _buffer = [];
+    private int _start;
+    private ReceiveSlab? _slab;
     private int _references;
 
     private Chunk()
@@ -33,18 +37,43 @@ internal sealed class Chunk
     public int Length { get; private set; }
 
     /// <summary>The payload.</summary>
-    public ReadOnlySpan<byte> Span => _buffer.AsSpan(0, Length);
+    public ReadOnlySpan<byte> Span => _buffer.AsSpan(_start, Length);
 
     /// <summary>The payload as memory (for stream writes).</summary>
-    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
+    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(_start, Length);
+
+    /// <summary>The receive slab the payload lies in, or null when the chunk has its own buffer.</summary>
+    internal ReceiveSlab? Slab => _slab;
+
+    /// <summary>The payload as an array segment (for gathered socket sends).</summary>
+    public ArraySegment<byte> Segment => new(_buffer, _start, Length);
 
     /// <summary>Rents a chunk with room for <paramref name="capacity"/> bytes, held once by the caller.</summary>
     public static Chunk Rent(int capacity)
     {
         if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
         chunk._buffer = ChunkBufferPool.Rent(capacity);
+        chunk._start = 0;
         chunk._references = 1;
         chunk.Length = 0;
+        return chunk;
+    }
+
+    /// <summary>
+    /// A chunk of a payload just read from a link: it stays where it is when it lies whole in a
+    /// receive slab (the chunk then holds the slab), otherwise it is copied into a pooled buffer.
+    /// </summary>
+    public static Chunk FromReceived(int shard, long seq, long offset, in ReadOnlySequence<byte> payload)
+    {
+        if (!payload.IsSingleSegment || !ReceiveSlab.TryGetSlab(payload.First, out var slab, out int start))
+            return Copy(shard, seq, offset, payload);
+        if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
+        slab.Retain();
+        chunk._slab = slab;
+        chunk._buffer = slab.Array;
+        chunk._start = start;
+        chunk._references = 1;
+        chunk.Set(shard, seq, offset, (int)payload.Length);
         return chunk;
     }
 
@@ -57,8 +86,8 @@ internal sealed class Chunk
         return chunk;
     }
 
-    /// <summary>The writable buffer, for a source read.</summary>
-    public Memory<byte> WritableBuffer => _buffer;
+    /// <summary>The writable buffer of a chunk from <see cref="Rent"/>, for a source read.</summary>
+    public Memory<byte> WritableBuffer => _slab is null ? _buffer : throw new InvalidOperationException("a received chunk is read-only");
 
     /// <summary>
     /// When a read filled only a small part of this chunk's buffer, a copy into a right-sized
@@ -66,7 +95,7 @@ internal sealed class Chunk
     /// </summary>
     public Chunk Shrink()
     {
-        if (Length > _buffer.Length / 4) return this;
+        if (_slab is not null || Length > _buffer.Length / 4) return this;
         var smaller = Rent(Length);
         Span.CopyTo(smaller._buffer);
         smaller.Set(Shard, Seq, Offset, Length);
@@ -97,8 +126,17 @@ internal sealed class Chunk
         int after = Interlocked.Decrement(ref _references);
         Debug.Assert(after >= 0, "released a chunk too often");
         if (after != 0) return;
-        ChunkBufferPool.Return(_buffer);
+        if (_slab is { } slab)
+        {
+            _slab = null;
+            slab.Release();
+        }
+        else
+        {
+            ChunkBufferPool.Return(_buffer);
+        }
         _buffer = [];
+        _start = 0;
         Pool.Add(this);
     }
 }

@@ -35,6 +35,14 @@ public interface IConnection : IAsyncDisposable
     /// <summary>For logs.</summary>
     string RemoteAddress { get; }
 
+    /// <summary>
+    /// Sends <paramref name="buffers"/> in order, all of them, as one gathered write where the
+    /// transport can (TCP: one <c>sendmsg</c>), so that payloads go out from where they are held
+    /// instead of being copied into <c>Output</c> first. Anything written to <c>Output</c> must be
+    /// flushed before; the buffers may be reused once the returned task completes.
+    /// </summary>
+    ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken);
+
     /// <summary>Completes <c>Output</c> and tells the remote side nothing more will come (TCP FIN); reading goes on.</summary>
     ValueTask CloseOutputAsync();
 

@@ -44,7 +44,7 @@ public sealed class TcpTransport : ITransport
             socket.Dispose();
             throw new ConnectionFailedException($"cannot connect to {address}: {e.Message}", e);
         }
-        return new TcpConnection(socket, address);
+        return new TcpConnection(socket, address, receivesStream: true);
     }
 
     private static async ValueTask<IPEndPoint> ResolveAsync(string address, CancellationToken cancellationToken)
@@ -68,7 +68,7 @@ public sealed class TcpTransport : ITransport
             try
             {
                 var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
-                return new TcpConnection(accepted, accepted.RemoteEndPoint?.ToString() ?? "?");
+                return new TcpConnection(accepted, accepted.RemoteEndPoint?.ToString() ?? "?", receivesStream: false);
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
             {
@@ -90,10 +90,20 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
     private const int BufferSize = 256 * 1024;
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
+    private readonly ReceiveSlabPool? _slabs;
+    private GatheredSend? _send;
     private int _closed;
+    private int _disposed;
     private int _outputClosed;
 
-    public TcpConnection(Socket socket, string remoteAddress)
+    /// <param name="receivesStream">
+    /// True for a connection this side opened: in the ShardStream protocol the connecting side is
+    /// the one that receives chunks (a child connects to its parent). Its pipe then reads into
+    /// <see cref="ReceiveSlab"/>s, where chunk payloads can stay without a copy; an accepted
+    /// connection (children's control frames, joins) reads into small pooled buffers instead of
+    /// holding a slab.
+    /// </param>
+    public TcpConnection(Socket socket, string remoteAddress, bool receivesStream)
     {
         _socket = socket;
         _socket.NoDelay = true;
@@ -101,7 +111,15 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
         _socket.ReceiveBufferSize = BufferSize;
         RemoteAddress = remoteAddress;
         _stream = new NetworkStream(socket, ownsSocket: false);
-        Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 128 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
+        if (receivesStream)
+        {
+            _slabs = new ReceiveSlabPool();
+            Input = PipeReader.Create(new SlabReceiveStream(_stream), new StreamPipeReaderOptions(pool: _slabs, bufferSize: 128 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
+        }
+        else
+        {
+            Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
+        }
         Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
     }
 
@@ -112,6 +130,12 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
     public PipeWriter Output { get; }
 
     public string RemoteAddress { get; }
+
+    public ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
+    {
+        // Cancellation comes from Abort(): disposing the socket fails a send in progress.
+        return (_send ??= new GatheredSend()).SendAllAsync(_socket, buffers);
+    }
 
     public void Abort()
     {
@@ -144,8 +168,10 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
     public async ValueTask DisposeAsync()
     {
         await CloseOutputAsync().ConfigureAwait(false);
-        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // Also after an abort: completing the reader hands its slabs back.
         await Input.CompleteAsync().ConfigureAwait(false);
-        _socket.Dispose();
+        _slabs?.Dispose();
+        if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
     }
 }

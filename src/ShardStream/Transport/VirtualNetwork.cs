@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
 
@@ -269,6 +270,14 @@ public sealed class VirtualNetwork
             public IDuplexPipe Pipe { get; } = pipe;
 
             public string RemoteAddress { get; } = remote;
+
+            public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
+            {
+                // In memory there is nothing to gain from a gathered write: copy into the pipe.
+                foreach (var buffer in buffers) Pipe.Output.Write(buffer);
+                var result = await Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                if (result.IsCompleted) throw new IOException("the other side stopped reading");
+            }
 
             public async ValueTask CloseOutputAsync()
             {

@@ -216,6 +216,24 @@ public readonly record struct ChunkHeader(byte Shard, ulong Seq, ulong Offset)
         writer.Advance(bodySize);
     }
 
+    /// <summary>Bytes of a chunk frame before its payload: the frame header and the chunk header.</summary>
+    public const int FramePrefixLength = Protocol.FrameHeaderLength + Protocol.ChunkHeaderLength;
+
+    /// <summary>
+    /// Writes the first <see cref="FramePrefixLength"/> bytes of a chunk frame whose payload has
+    /// <paramref name="payloadLength"/> bytes, for a gathered send that takes the payload from
+    /// where it already is.
+    /// </summary>
+    public void WritePrefix(Span<byte> destination, int payloadLength)
+    {
+        var w = new SpanWriter(destination);
+        w.WriteUInt32((uint)(1 + Protocol.ChunkHeaderLength + payloadLength));
+        w.WriteByte((byte)FrameType.Chunk);
+        w.WriteByte(Shard);
+        w.WriteUInt64(Seq);
+        w.WriteUInt64(Offset);
+    }
+
     /// <summary>Reads the header of a chunk body and returns the payload that follows.</summary>
     public static bool TryRead(ReadOnlySequence<byte> body, out ChunkHeader header, out ReadOnlySequence<byte> payload)
     {
