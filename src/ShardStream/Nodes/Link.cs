@@ -257,10 +257,10 @@ internal sealed class Link : IAsyncDisposable
     }
 
     /// <summary>At most this many chunks go into one gathered send.</summary>
-    private const int MaxChunksPerSend = 32;
+    private const int MaxChunksPerSend = 8;
 
     /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
-    private const int MaxBytesPerSend = 1024 * 1024;
+    private const int MaxBytesPerSend = 256 * 1024;
 
     private async Task WriteLoopAsync()
     {

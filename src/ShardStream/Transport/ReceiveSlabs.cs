@@ -18,9 +18,17 @@ internal sealed class ReceiveSlab
     /// <summary>Bytes in one slab.</summary>
     public const int Size = 1024 * 1024;
 
-    private const long MaxIdleBytes = 256L * 1024 * 1024;
+    /// <summary>Idle slabs kept at most, whatever the trimming.</summary>
+    private const long MaxIdleBytes = 1024L * 1024 * 1024;
+
+    /// <summary>Slabs that stayed idle for a whole period are dropped.</summary>
+    private static readonly TimeSpan TrimPeriod = TimeSpan.FromSeconds(30);
+
     private static readonly ConcurrentStack<byte[]> Idle = new();
+    // Held here so that it keeps firing for the life of the process.
+    private static readonly Timer Trimmer = new(static _ => Trim(), null, TrimPeriod, TrimPeriod);
     private static int _idleCount;
+    private static int _lowWater;
     private int _references;
 
     private ReceiveSlab(byte[] array)
@@ -41,9 +49,32 @@ internal sealed class ReceiveSlab
     /// <summary>A slab held once by the caller.</summary>
     public static ReceiveSlab Rent()
     {
-        if (Idle.TryPop(out var array)) Interlocked.Decrement(ref _idleCount);
-        else array = GC.AllocateUninitializedArray<byte>(Size, pinned: true);
+        if (Idle.TryPop(out var array))
+        {
+            int idle = Interlocked.Decrement(ref _idleCount);
+            if (idle < Volatile.Read(ref _lowWater)) Volatile.Write(ref _lowWater, idle);
+        }
+        else
+        {
+            array = GC.AllocateUninitializedArray<byte>(Size, pinned: true);
+        }
         return new ReceiveSlab(array);
+    }
+
+    /// <summary>Slabs idle now (for tests and diagnostics).</summary>
+    internal static int IdleCount => Volatile.Read(ref _idleCount);
+
+    /// <summary>
+    /// Drops as many idle slabs as were never needed during the last period (the lowest idle
+    /// count seen), so that a process keeps what its windows keep reusing, and lets go of what a
+    /// finished stream or a shrunken window left behind. Approximate under concurrency, which is
+    /// fine for a cache.
+    /// </summary>
+    internal static void Trim()
+    {
+        int unused = Volatile.Read(ref _lowWater);
+        for (int i = 0; i < unused && Idle.TryPop(out _); i++) Interlocked.Decrement(ref _idleCount);
+        Volatile.Write(ref _lowWater, Volatile.Read(ref _idleCount));
     }
 
     /// <summary>

@@ -3,6 +3,7 @@ using ShardStream.Transport;
 
 namespace ShardStream.Tests.Transport;
 
+[Collection(ReceiveSlabCollection.Name)]
 public class TcpTransportTests
 {
     private static readonly TcpTransport Tcp = TcpTransport.Instance;

@@ -10,6 +10,7 @@ namespace ShardStream.Tests.Transport;
 /// prefix plus the payload where it is held), read by the connecting side into receive slabs, and
 /// kept there as chunks.
 /// </summary>
+[Collection(ReceiveSlabCollection.Name)]
 public class ZeroCopyTests
 {
     private static readonly TcpTransport Tcp = TcpTransport.Instance;
@@ -97,6 +98,21 @@ public class ZeroCopyTests
         await sender.CloseOutputAsync();
 
         Assert.Equal(parts.SelectMany(p => p).ToArray(), await reading);
+    }
+
+    [Fact]
+    public void Idle_slabs_that_no_one_rents_for_a_whole_period_are_let_go()
+    {
+        var slabs = Enumerable.Range(0, 4).Select(_ => ReceiveSlab.Rent()).ToList();
+        foreach (var slab in slabs) slab.Release();
+        int idle = ReceiveSlab.IdleCount;
+        Assert.True(idle >= 4, $"{idle} idle slabs after 4 were released");
+
+        ReceiveSlab.Trim(); // starts a period
+        ReceiveSlab.Rent().Release(); // one slab is reused during it
+        ReceiveSlab.Trim(); // drops what stayed idle all along
+
+        Assert.True(ReceiveSlab.IdleCount <= 1, $"{ReceiveSlab.IdleCount} slabs still idle; the one reused in the period may stay");
     }
 
     private static int[] SizesFor(int count, int seed)
