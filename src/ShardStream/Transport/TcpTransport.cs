@@ -173,5 +173,7 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
         await Input.CompleteAsync().ConfigureAwait(false);
         _slabs?.Dispose();
         if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
+        // The link's writer has stopped before a connection is disposed: no send is in flight.
+        _send?.Dispose();
     }
 }
