@@ -21,7 +21,9 @@ internal delegate void FrameHandler(Link link, FrameType type, ReadOnlySequence<
 internal sealed class Link : IAsyncDisposable
 {
     private readonly IConnection _connection;
-    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
+    // Two readers: the writer, and Finish() draining what will never be sent; a single-reader
+    // channel could hand one chunk to both (released twice) or a default item to one.
+    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = false });
     private readonly LinkOptions _options;
     private readonly ILogger _log;
     private readonly TimeProvider _time;

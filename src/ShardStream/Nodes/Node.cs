@@ -64,7 +64,19 @@ public abstract class Node : IAsyncDisposable
     {
         var link = new Link(connection, name, NodeOptionsBase.LinkOptions, Log, Time);
         _links.TryAdd(link, 0);
-        link.Closed.ContinueWith(_ => _links.TryRemove(link, out byte _), TaskScheduler.Default);
+        link.Closed.ContinueWith(async _ =>
+        {
+            _links.TryRemove(link, out byte _);
+            // Hands the connection's buffers back (for a parent link: its receive slabs).
+            try
+            {
+                await link.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Log.LogDebug("{Link}: disposing after close: {Reason}", link.Name, e.Message);
+            }
+        }, TaskScheduler.Default);
         return link;
     }
 

@@ -39,7 +39,9 @@ public interface IConnection : IAsyncDisposable
     /// Sends <paramref name="buffers"/> in order, all of them, as one gathered write where the
     /// transport can (TCP: one <c>sendmsg</c>), so that payloads go out from where they are held
     /// instead of being copied into <c>Output</c> first. Anything written to <c>Output</c> must be
-    /// flushed before; the buffers may be reused once the returned task completes.
+    /// flushed before; the buffers may be reused once the returned task completes. TCP does not
+    /// watch <paramref name="cancellationToken"/>: <see cref="Abort"/> is what fails a send in
+    /// progress there.
     /// </summary>
     ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken);
 

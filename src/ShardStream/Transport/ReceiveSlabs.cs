@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -97,15 +96,16 @@ internal sealed class ReceiveSlab
     /// <summary>Adds a holder.</summary>
     public void Retain()
     {
-        int after = Interlocked.Increment(ref _references);
-        Debug.Assert(after > 1, "retained a released slab");
+        // Checked in release builds too: a slab retained after its release may already hold
+        // another connection's bytes, and relaying those silently would be worse than failing.
+        if (Interlocked.Increment(ref _references) <= 1) throw new InvalidOperationException("a receive slab was retained after it was released");
     }
 
     /// <summary>Removes a holder; the last one puts the bytes back on the idle stack.</summary>
     public void Release()
     {
         int after = Interlocked.Decrement(ref _references);
-        Debug.Assert(after >= 0, "released a slab too often");
+        if (after < 0) throw new InvalidOperationException("a receive slab was released more often than it was held");
         if (after != 0) return;
         if (Interlocked.Increment(ref _idleCount) * (long)Size > MaxIdleBytes)
         {

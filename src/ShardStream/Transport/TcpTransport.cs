@@ -169,10 +169,11 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
     {
         await CloseOutputAsync().ConfigureAwait(false);
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        // Also after an abort: completing the reader hands its slabs back.
+        // The socket first, so that no receive can still be filling the reader's memory; then
+        // completing the reader (also after an abort) hands its slabs back.
+        if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
         await Input.CompleteAsync().ConfigureAwait(false);
         _slabs?.Dispose();
-        if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
         // The link's writer has stopped before a connection is disposed: no send is in flight.
         _send?.Dispose();
     }
