@@ -19,7 +19,7 @@ internal static class SimulateCommand
         var shards = new Option<int?>("--shards") { Description = "Shard count K (default: binary 1, tessellated 2, striped 8)." };
         var topology = new Option<string>("--topology") { Description = "binary | tessellated | striped.", DefaultValueFactory = _ => "striped" };
         topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
-        var upload = new Option<double?>("--upload") { Description = "Each peer's upload as a multiple of the stream rate (default (K+1)/K); budget = round(X*K) shard-streams." };
+        var upload = new Option<double?>("--upload") { Description = "Each peer's upload as a multiple of the stream rate (default (K+1)/K); budget = floor(X*K) shard-streams, as the nodes count it." };
         var sourceUpload = new Option<double?>("--source-upload") { Description = "The source's upload as a multiple of the stream rate (default (K+1)/K)." };
         var seed = new Option<int>("--seed") { Description = "Seed of the planner and of the simulation's random choices.", DefaultValueFactory = _ => 0 };
         var churn = new Option<double>("--churn") { Description = "Fraction of joins followed by the leave of a random peer, in [0, 1).", DefaultValueFactory = _ => 0 };

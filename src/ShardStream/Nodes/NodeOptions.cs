@@ -90,10 +90,3 @@ public sealed record PeerOptions : NodeOptions
     /// <summary>How many redirects to follow before giving up.</summary>
     public int MaxRedirects { get; init; } = 8;
 }
-
-/// <summary>Conversions between upload multiples and shard-stream budgets.</summary>
-public static class Budgets
-{
-    /// <summary>Shard-streams a node may send with <paramref name="multiple"/> times the stream rate: floor(x·K).</summary>
-    public static int FromMultiple(double multiple, int shardCount) => (int)Math.Floor(multiple * shardCount + 1e-9);
-}

@@ -22,11 +22,11 @@ public sealed record SimulationOptions(
     double FailBranchFraction = 0)
 {
     /// <summary>Shard-streams each peer may send.</summary>
-    public int PeerBudget => (int)Math.Round(Upload * ShardCount, MidpointRounding.AwayFromZero);
+    public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);
 
     /// <summary>Shard-streams the source may send.</summary>
     public int SourceBudget => SourceUpload is { } upload
-        ? (int)Math.Round(upload * ShardCount, MidpointRounding.AwayFromZero)
+        ? Budgets.FromMultiple(upload, ShardCount)
         : ShardCount + 1;
 
     /// <summary>The planner options these simulation options stand for.</summary>

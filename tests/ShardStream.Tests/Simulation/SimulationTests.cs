@@ -40,6 +40,19 @@ public sealed class SimulationTests
     }
 
     [Theory]
+    [InlineData(1.2, 4, 4)] // 4.8 shard-streams of upload: the fifth would go over it
+    [InlineData(1.5, 2, 3)]
+    [InlineData(1.99, 8, 15)]
+    public void A_fractional_upload_gives_the_simulator_the_budget_a_node_gets(double upload, int k, int expected)
+    {
+        var options = new SimulationOptions(10, k, TopologyKind.Striped, upload, SourceUpload: upload);
+
+        Assert.Equal(expected, options.PeerBudget);
+        Assert.Equal(expected, options.SourceBudget);
+        Assert.Equal(new ShardStream.Nodes.CoordinatorOptions { ShardCount = k, Upload = upload }.SourceBudget, options.SourceBudget);
+    }
+
+    [Theory]
     [InlineData(TopologyKind.Binary, 1, 2.0)]
     [InlineData(TopologyKind.Tessellated, 2, 1.5)]
     [InlineData(TopologyKind.Striped, 4, 1.25)]
