@@ -218,7 +218,7 @@ public sealed class Coordinator : Node
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
-                OnParentLost(session, (int)lost.ParentId);
+                OnParentLost(session, (int)lost.ParentId, lost.Shards);
                 break;
             case FrameType.Goodbye:
                 break;
@@ -227,30 +227,54 @@ public sealed class Coordinator : Node
         }
     }
 
+    /// <summary>After a re-attach to the same parent, a new report about it within this time is only logged.</summary>
+    private static readonly TimeSpan ReattachRetryWindow = TimeSpan.FromSeconds(10);
+
     /// <summary>
     /// A child lost its parent. When the coordinator has not heard from that parent for a while
     /// either, it is taken for dead now (a frozen or half-open node) instead of waiting for the
-    /// coordinator's own heartbeat timeout; otherwise the report is only logged (one child's
-    /// trouble does not evict a parent that answers).
+    /// coordinator's own heartbeat timeout. When the parent still answers, only the link between
+    /// the two broke (a reset on one path, a parent that timed the child out during a stall): the
+    /// plan is right, so the child is told to attach to the same parent again for the shards it
+    /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
+    /// parent that answers; a second report within <see cref="ReattachRetryWindow"/> is only
+    /// logged, so a link that cannot be re-made does not turn into a loop.
     /// </summary>
-    private void OnParentLost(PeerSession reporter, int parentId)
+    private void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
     {
-        PeerSession? parent;
-        lock (_gate) _peers.TryGetValue(parentId, out parent);
-        if (parent is null)
+        PeerSession? parent = null;
+        ShardAssignment[] again;
+        lock (_gate)
         {
-            Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
-            return;
+            if (parentId != Planner.Source && !_peers.TryGetValue(parentId, out parent))
+            {
+                Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
+                return;
+            }
+            if (parent is not null && parent.Control.Silence > _options.HeartbeatInterval * 2)
+            {
+                Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+                parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
+                return;
+            }
+            if (!_peers.ContainsKey(reporter.Id)) return;
+            long now = Time.GetTimestamp();
+            if (reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
+            {
+                Log.LogWarning("peer {Id} lost parent {Parent} again right after attaching to it again; the parent still answers the coordinator, so the plan is left as it is", reporter.Id, parentId);
+                return;
+            }
+            // Only the shards the plan still gives to this parent: a move already on its way wins.
+            string address = parent?.Address ?? ListenAddress;
+            again = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId)
+                .Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray();
+            if (again.Length == 0) return;
+            reporter.ReattachedTo = parentId;
+            reporter.ReattachedAt = now;
         }
-        if (parent.Control.Silence > _options.HeartbeatInterval * 2)
-        {
-            Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
-            parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
-        }
-        else
-        {
-            Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator", reporter.Id, parentId);
-        }
+        Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}",
+            reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
+        reporter.Control.Send(new Move(again).Write);
     }
 
     private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
@@ -333,5 +357,10 @@ public sealed class Coordinator : Node
         public Link Control { get; } = control;
 
         public bool Attached { get; set; }
+
+        /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
+        public int ReattachedTo { get; set; } = -1;
+
+        public long ReattachedAt { get; set; }
     }
 }

@@ -43,6 +43,18 @@ public sealed class VirtualNetwork
         foreach (var link in h.Links.Keys) link.Reset();
     }
 
+    /// <summary>
+    /// Resets every open connection between two hosts, as a broken path between them would; both
+    /// hosts stay up, keep their other connections and can connect to each other again.
+    /// </summary>
+    public void Cut(string hostA, string hostB)
+    {
+        var a = _hosts.GetOrAdd(hostA, n => new VirtualHost(this, n));
+        var b = _hosts.GetOrAdd(hostB, n => new VirtualHost(this, n));
+        foreach (var link in a.Links.Keys)
+            if (link.Joins(a, b)) link.Reset();
+    }
+
     /// <summary>Stops every byte to and from the host; connections stay open.</summary>
     public void Freeze(string host) => _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).Frozen = true;
 
@@ -167,6 +179,8 @@ public sealed class VirtualNetwork
             _toClient.Reset(error);
             Forget();
         }
+
+        public bool Joins(VirtualHost a, VirtualHost b) => (_client == a && _server == b) || (_client == b && _server == a);
 
         public void Wake()
         {

@@ -75,6 +75,34 @@ public sealed class ResilienceTests
         foreach (var p in overlay.Peers.Where(p => p.Peer != leaver.Peer)) await overlay.AssertIdenticalAsync(p);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_link_broken_between_two_live_peers_is_made_again_with_no_byte_lost_and_no_one_evicted(int shards)
+    {
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 9);
+        for (int i = 0; i < 9; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 10, 100_000, 12);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 1_000_000, "streaming is under way");
+
+        // A peer fed by another peer: cut every connection between the two, nothing else.
+        var child = overlay.Coordinator.Snapshot().Nodes.First(n => n.Id != 0 && n.Parents.Any(p => p != 0));
+        int parentId = child.Parents.First(p => p != 0);
+        overlay.Network.Cut(overlay.PeerById(child.Id).Host, overlay.PeerById(parentId).Host);
+        await StreamAsync(overlay, 10, 100_000, 13);
+        await Overlay.WaitUntilAsync(() => overlay.PeerById(child.Id).Peer.BytesWritten == 2_000_000, "the cut-off child streams again");
+
+        // Both ends answer the coordinator: neither is taken out of the overlay for the cut.
+        var ids = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToHashSet();
+        Assert.Contains(child.Id, ids);
+        Assert.Contains(parentId, ids);
+        await StreamAsync(overlay, 5, 100_000, 14);
+        await overlay.EndAsync();
+
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
     [Fact]
     public async Task A_gap_older_than_every_window_is_skipped_at_a_chunk_boundary_and_counted()
     {
