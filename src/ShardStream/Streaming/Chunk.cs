@@ -49,15 +49,7 @@ internal sealed class Chunk
     public ArraySegment<byte> Segment => new(_buffer, _start, Length);
 
     /// <summary>Rents a chunk with room for <paramref name="capacity"/> bytes, held once by the caller.</summary>
-    public static Chunk Rent(int capacity)
-    {
-        if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
-        chunk._buffer = ChunkBufferPool.Rent(capacity);
-        chunk._start = 0;
-        chunk._references = 1;
-        chunk.Length = 0;
-        return chunk;
-    }
+    public static Chunk Rent(int capacity) => Take(ChunkBufferPool.Rent(capacity), 0, slab: null);
 
     /// <summary>
     /// A chunk of a payload just read from a link: it stays where it is when it lies whole in a
@@ -67,13 +59,21 @@ internal sealed class Chunk
     {
         if (!payload.IsSingleSegment || !ReceiveSlab.TryGetSlab(payload.First, out var slab, out int start))
             return Copy(shard, seq, offset, payload);
-        if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
         slab.Retain();
-        chunk._slab = slab;
-        chunk._buffer = slab.Array;
-        chunk._start = start;
-        chunk._references = 1;
+        var chunk = Take(slab.Array, start, slab);
         chunk.Set(shard, seq, offset, (int)payload.Length);
+        return chunk;
+    }
+
+    /// <summary>A pooled chunk object over <paramref name="buffer"/> from <paramref name="start"/>, held once, still empty.</summary>
+    private static Chunk Take(byte[] buffer, int start, ReceiveSlab? slab)
+    {
+        if (!Pool.TryTake(out var chunk)) chunk = new Chunk();
+        chunk._buffer = buffer;
+        chunk._start = start;
+        chunk._slab = slab;
+        chunk._references = 1;
+        chunk.Length = 0;
         return chunk;
     }
 

@@ -205,15 +205,11 @@ public readonly record struct ChunkHeader(byte Shard, ulong Seq, ulong Offset)
     /// <summary>Writes the whole frame: header and <paramref name="payload"/>.</summary>
     public void Write(IBufferWriter<byte> writer, ReadOnlySpan<byte> payload)
     {
-        int bodySize = Protocol.ChunkHeaderLength + payload.Length;
-        FrameCodec.WriteHeader(writer, FrameType.Chunk, bodySize);
-        var span = writer.GetSpan(bodySize);
-        var w = new SpanWriter(span);
-        w.WriteByte(Shard);
-        w.WriteUInt64(Seq);
-        w.WriteUInt64(Offset);
-        payload.CopyTo(span[Protocol.ChunkHeaderLength..]);
-        writer.Advance(bodySize);
+        int frameSize = FramePrefixLength + payload.Length;
+        var span = writer.GetSpan(frameSize);
+        WritePrefix(span, payload.Length);
+        payload.CopyTo(span[FramePrefixLength..]);
+        writer.Advance(frameSize);
     }
 
     /// <summary>Bytes of a chunk frame before its payload: the frame header and the chunk header.</summary>
