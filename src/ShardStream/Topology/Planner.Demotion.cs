@@ -1,0 +1,112 @@
+namespace ShardStream.Topology;
+
+/// <summary>Demotion: a peer that cannot carry what it was given becomes a pure viewer.</summary>
+public sealed partial class Planner
+{
+    /// <summary>
+    /// Makes <paramref name="peer"/> a pure viewer: its budget becomes 0, so it is a leaf in every
+    /// shard tree and nobody depends on it (used for a peer that cannot sustain the stream rate,
+    /// and for a peer that must not be trusted to relay). Its children are re-placed exactly as if
+    /// it had left (<see cref="Leave"/>: orphans keep their subtrees, the trees stay within one
+    /// level of their best), and then the peer itself joins again under the same id with budget 0,
+    /// taking free slots like any pure viewer. Where its new parent in a shard is the parent it had,
+    /// no entry is returned for it: it keeps that connection.
+    /// </summary>
+    /// <returns>
+    /// Every (peer, shard, new parent) change, already applied, one per (peer, shard), in the form
+    /// of <see cref="Leave"/>'s result. Empty when the peer is not in the plan or already has budget
+    /// 0. A <see cref="Reattachment.NewParent"/> of <see cref="None"/> means that peer was evicted
+    /// (no capacity left for it; possibly the demoted peer itself, when no free slot is left for a
+    /// leaf).
+    /// </returns>
+    /// <exception cref="ArgumentException"><paramref name="peer"/> is the source.</exception>
+    public IReadOnlyList<Reattachment> Demote(int peer)
+    {
+        if (peer == Source)
+        {
+            throw new ArgumentException("The source cannot be demoted.", nameof(peer));
+        }
+
+        if (!Contains(peer) || _forest.Budget(peer) == 0)
+        {
+            return [];
+        }
+
+        var before = new int[ShardCount];
+        for (var s = 0; s < ShardCount; s++)
+        {
+            before[s] = _forest.Parent(peer, s);
+        }
+
+        // Leave clears _moves; keep its result before re-adding the peer.
+        var left = Leave([peer]);
+        var evicted = new HashSet<int>(left.Where(r => r.NewParent == None).Select(r => r.Peer));
+
+        _moves.Clear();
+        var placed = true;
+        try
+        {
+            if (Options.Topology == TopologyKind.Striped)
+            {
+                JoinStriped(peer, 0);
+            }
+            else
+            {
+                // A budget-0 peer has no place in the seed's tessellation pattern: the general rule runs from now on, as after a weak joiner.
+                _pristine = false;
+                JoinGeneral(peer, 0);
+            }
+        }
+        catch (PlacementException)
+        {
+            placed = false;
+        }
+
+        if (placed)
+        {
+            _peerCount++;
+            for (var s = 0; s < ShardCount; s++)
+            {
+                _placement.Improve(s, AllowedDepth(s), _moves);
+            }
+        }
+
+        // One entry per (peer, shard) that changed in either step, with its final parent; the
+        // demoted peer's own placement is not among the moves (a joiner's never is): compare.
+        var result = new List<Reattachment>();
+        var seen = new HashSet<long>();
+        foreach (var move in left.Concat(_moves))
+        {
+            if (move.Peer == peer || move.NewParent == None || !_forest.IsAlive(move.Peer) || !seen.Add(((long)move.Peer * ShardCount) + move.Shard))
+            {
+                continue;
+            }
+
+            result.Add(new Reattachment(move.Peer, move.Shard, _forest.Parent(move.Peer, move.Shard)));
+        }
+
+        for (var s = 0; placed && s < ShardCount; s++)
+        {
+            var parent = _forest.Parent(peer, s);
+            if (parent != before[s])
+            {
+                result.Add(new Reattachment(peer, s, parent));
+            }
+        }
+
+        if (!placed)
+        {
+            evicted.Add(peer);
+        }
+
+        foreach (var gone in evicted)
+        {
+            for (var s = 0; s < ShardCount; s++)
+            {
+                result.Add(new Reattachment(gone, s, None));
+            }
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,179 @@
+using ShardStream.Topology;
+
+namespace ShardStream.Tests.Topology;
+
+/// <summary><see cref="Planner.Demote"/>: a peer that cannot carry its children becomes a leaf everywhere.</summary>
+public sealed class PlannerDemoteTests
+{
+    [Fact]
+    public void A_demoted_interior_peer_feeds_nobody_and_its_children_are_served_elsewhere()
+    {
+        var planner = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        for (var i = 0; i < 100; i++)
+        {
+            planner.Join(2);
+        }
+
+        var slow = planner.Peers.First(p => planner.DepthOf(p, 0) == 1);
+        var below = Subtree(planner, slow, 0);
+        var children = planner.ChildrenOf(slow, 0).ToList();
+        Assert.True(below.Count > 40);
+
+        var moves = planner.Demote(slow);
+
+        Assert.Equal(0, planner.Budget(slow));
+        Assert.Equal(0, planner.UsedUnits(slow));
+        Assert.Empty(planner.ChildrenOf(slow, 0));
+        Assert.Equal(100, planner.PeerCount);
+        Assert.All(below, p => Assert.NotEqual(slow, planner.ParentOf(p, 0)));
+        AssertMovesMatchPlan(planner, moves);
+        // Every former child of the slow peer is told where to go now.
+        Assert.All(children, c => Assert.Contains(moves, m => m.Peer == c && m.Shard == 0));
+        PlanAssert.Consistent(planner);
+        PlanAssert.NearBestDepth(planner, "after the demotion");
+    }
+
+    [Fact]
+    public void A_leaf_that_keeps_its_parent_gets_no_move()
+    {
+        var planner = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        planner.Join(2);
+        var leaf = planner.Join(2);
+
+        var moves = planner.Demote(leaf);
+
+        Assert.Empty(moves);
+        Assert.Equal(0, planner.Budget(leaf));
+        Assert.Equal(Planner.Source, planner.ParentOf(leaf, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void Demoting_twice_the_source_or_a_stranger_changes_nothing_or_throws()
+    {
+        var planner = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        var a = planner.Join(2);
+        planner.Join(2);
+        planner.Join(2);
+
+        planner.Demote(a);
+        Assert.Empty(planner.Demote(a));
+        Assert.Empty(planner.Demote(99));
+        Assert.Throws<ArgumentException>(() => planner.Demote(Planner.Source));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void A_demoted_peer_with_no_free_slot_left_for_a_leaf_is_evicted()
+    {
+        // Source budget 1: peer 1 (budget 1) feeds viewer 2. Once 1 is a viewer too, only one of
+        // the two fits: its child takes the source's slot, and 1 is evicted.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1));
+        var relay = planner.Join(1);
+        var viewer = planner.Join(0);
+
+        var moves = planner.Demote(relay);
+
+        Assert.Equal([new Reattachment(viewer, 0, Planner.Source), new Reattachment(relay, 0, Planner.None)], moves);
+        Assert.False(planner.Contains(relay));
+        PlanAssert.Consistent(planner);
+    }
+
+    public static TheoryData<TopologyKind, int, int> Policies => new()
+    {
+        { TopologyKind.Binary, 1, 1 },
+        { TopologyKind.Binary, 1, 2 },
+        { TopologyKind.Tessellated, 2, 3 },
+        { TopologyKind.Tessellated, 2, 4 },
+        { TopologyKind.Striped, 3, 5 },
+        { TopologyKind.Striped, 4, 6 },
+        { TopologyKind.Striped, 8, 7 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public void Random_joins_leaves_and_demotions_keep_budgets_and_trees_without_cycles(TopologyKind topology, int k, int seed)
+    {
+        var random = new Random(seed);
+        var planner = new Planner(PlannerOptions.Default(k, topology) with { Seed = seed });
+        var demoted = new HashSet<int>();
+        for (var step = 0; step < 1500; step++)
+        {
+            var roll = random.NextDouble();
+            if (planner.PeerCount < 8 || roll < 0.6)
+            {
+                try
+                {
+                    planner.Join(k + 1);
+                }
+                catch (PlacementException)
+                {
+                    // Cannot happen with full budgets, but a viewer-heavy plan may run out.
+                }
+            }
+            else if (roll < 0.8)
+            {
+                var peers = planner.Peers.ToList();
+                var slow = peers[random.Next(peers.Count)];
+                var moves = planner.Demote(slow);
+                if (planner.Contains(slow))
+                {
+                    demoted.Add(slow);
+                    Assert.Equal(0, planner.Budget(slow));
+                    for (var s = 0; s < k; s++)
+                    {
+                        Assert.Empty(planner.ChildrenOf(slow, s));
+                    }
+                }
+
+                AssertMovesMatchPlan(planner, moves);
+            }
+            else
+            {
+                var peers = planner.Peers.ToList();
+                planner.Leave([peers[random.Next(peers.Count)]]);
+            }
+
+            PlanAssert.Consistent(planner);
+            foreach (var d in demoted.Where(planner.Contains))
+            {
+                Assert.Equal(0, planner.UsedUnits(d));
+            }
+        }
+
+        Assert.NotEmpty(demoted);
+    }
+
+    private static void AssertMovesMatchPlan(Planner planner, IReadOnlyList<Reattachment> moves)
+    {
+        Assert.Equal(moves.Count, moves.Select(m => (m.Peer, m.Shard)).Distinct().Count());
+        foreach (var m in moves)
+        {
+            if (m.NewParent == Planner.None)
+            {
+                Assert.False(planner.Contains(m.Peer));
+            }
+            else
+            {
+                Assert.Equal(m.NewParent, planner.ParentOf(m.Peer, m.Shard));
+            }
+        }
+    }
+
+    private static List<int> Subtree(Planner planner, int root, int shard)
+    {
+        var result = new List<int>();
+        var stack = new Stack<int>(planner.ChildrenOf(root, shard));
+        while (stack.Count > 0)
+        {
+            var node = stack.Pop();
+            result.Add(node);
+            foreach (var c in planner.ChildrenOf(node, shard))
+            {
+                stack.Push(c);
+            }
+        }
+
+        return result;
+    }
+}
