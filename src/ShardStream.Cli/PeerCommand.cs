@@ -10,6 +10,11 @@ internal static class PeerCommand
     {
         var connect = new Option<string>("--connect", "-c") { Description = "HOST:PORT of any node of the overlay (the coordinator, or a peer, which redirects).", Required = true };
         var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept children on (port 0 picks a free port).", DefaultValueFactory = _ => "127.0.0.1:0" };
+        var advertise = new Option<string?>("--advertise")
+        {
+            Description = "HOST:PORT other peers connect to for this peer's relay, when not the listen address (port forwarding, containers, a public name). " +
+                          "Without it, a peer listening on 0.0.0.0 or [::] is reached at the address the coordinator sees it connect from.",
+        };
         var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate: floor(X*K) shard-streams (default (K+1)/K; 0 = watch only, a leaf in every tree)." };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
@@ -18,7 +23,7 @@ internal static class PeerCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
-        foreach (var o in new Option[] { connect, listen, upload, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { connect, listen, advertise, upload, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -26,6 +31,7 @@ internal static class PeerCommand
             {
                 JoinAddress = parse.GetValue(connect)!,
                 ListenAddress = parse.GetValue(listen)!,
+                AdvertiseAddress = parse.GetValue(advertise),
                 Upload = parse.GetValue(upload),
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var peer = new Peer(options, loggerFactory: loggers);

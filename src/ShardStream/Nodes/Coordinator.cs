@@ -141,6 +141,10 @@ public sealed class Coordinator : Node
     {
         int k = _options.ShardCount;
         int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
+        // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
+        string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
+        if (advertised != hello.ListenAddress)
+            Log.LogDebug("{Link}: listens on {Listen}, advertised at {Advertised}", link.Name, hello.ListenAddress, advertised);
         Welcome welcome;
         PeerSession session;
         lock (_gate)
@@ -171,11 +175,11 @@ public sealed class Coordinator : Node
                     : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
             }
             welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
-            session = new PeerSession(id, hello.ListenAddress, link);
+            session = new PeerSession(id, advertised, link);
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
-            link.Name = $"peer {id} ({hello.ListenAddress})";
+            link.Name = $"peer {id} ({advertised})";
             link.State = session;
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);

@@ -87,6 +87,14 @@ public sealed record PeerOptions : NodeOptions
     /// <summary>This peer's upload as a multiple of the stream rate; null for K+1 shard-streams; 0 for a viewer that relays nothing.</summary>
     public double? Upload { get; init; }
 
+    /// <summary>
+    /// The address other nodes should connect to for this peer's children, when it differs from
+    /// <see cref="NodeOptions.ListenAddress"/> (port forwarding, containers, a public name); null
+    /// to advertise the listen address (one on 0.0.0.0 or [::] is advertised by the coordinator at
+    /// the address this peer's connection came from).
+    /// </summary>
+    public string? AdvertiseAddress { get; init; }
+
     /// <summary>How many redirects to follow before giving up.</summary>
     public int MaxRedirects { get; init; } = 8;
 }

@@ -32,6 +32,8 @@ public sealed class Peer : Node
         : base(options, transport ?? TcpTransport.Instance, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("peer"), time ?? TimeProvider.System)
     {
         if (options.Upload is < 0) throw new ArgumentException("upload cannot be negative");
+        if (options.AdvertiseAddress is { } advertise && Endpoint.Parse(advertise).Port == 0)
+            throw new ArgumentException($"the advertised address '{advertise}' needs the port other peers connect to, not 0");
         _options = options;
     }
 
@@ -56,7 +58,7 @@ public sealed class Peer : Node
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
             var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
-            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], ListenAddress).Write, cancellationToken).ConfigureAwait(false);
+            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], AdvertisedAddress).Write, cancellationToken).ConfigureAwait(false);
             var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
             if (welcome.PeerId == 0)
             {
@@ -144,11 +146,17 @@ public sealed class Peer : Node
         control.Send(new Attached(welcome.PeerId).Write);
     }
 
+    /// <summary>What this peer tells others its listen address is: <see cref="PeerOptions.AdvertiseAddress"/>, else the bound listen address.</summary>
+    private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;
+
     /// <summary>Connects to a parent and asks it for some shards from given sequence numbers.</summary>
     private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, CancellationToken cancellationToken)
     {
+        // The coordinator as a parent is reached where this peer reached it when it joined: the
+        // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
+        if (parentId == 0) address = _coordinatorAddress;
         var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
-        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, ListenAddress).Write, cancellationToken).ConfigureAwait(false);
+        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress).Write, cancellationToken).ConfigureAwait(false);
         var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
         link.State = (int)parentId;

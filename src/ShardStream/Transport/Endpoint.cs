@@ -15,6 +15,8 @@ public static class Endpoint
             throw new FormatException($"'{address}' is not an address of the form HOST:PORT");
         string host = address[..colon];
         if (host.StartsWith('[') && host.EndsWith(']')) host = host[1..^1];
+        else if (host.Contains(':'))
+            throw new FormatException($"'{address}' is ambiguous: write an IPv6 address in brackets, as in [::1]:1235");
         if (!int.TryParse(address.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port > 65535)
             throw new FormatException($"'{address}' has no valid port (0..65535)");
         return (host, port);
@@ -23,6 +25,56 @@ public static class Endpoint
     /// <summary>Formats a host and port back into an address.</summary>
     public static string Format(string host, int port) =>
         host.Contains(':') ? $"[{host}]:{port}" : $"{host}:{port}";
+
+    /// <summary>True for a host that means "every address of this machine": 0.0.0.0, :: (or [::]), or empty.</summary>
+    public static bool IsUnspecified(string host)
+    {
+        if (host.Length == 0) return true;
+        if (host.StartsWith('[') && host.EndsWith(']')) host = host[1..^1];
+        return IPAddress.TryParse(host, out var ip) && (ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any));
+    }
+
+    /// <summary>
+    /// The host of a remote address as a transport reports it: <c>10.0.0.2:5000</c> gives
+    /// <c>10.0.0.2</c>, <c>[::1]:5000</c> gives <c>::1</c>, <c>[::ffff:10.0.0.2]:5000</c> (an IPv4
+    /// peer seen by a dual-stack socket) gives <c>10.0.0.2</c>; a bare host name stays as it is.
+    /// </summary>
+    public static string HostOf(string remoteAddress)
+    {
+        string host;
+        try
+        {
+            host = Parse(remoteAddress).Host;
+        }
+        catch (FormatException)
+        {
+            host = remoteAddress;
+        }
+        return IPAddress.TryParse(host, out var ip) && ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4().ToString() : host;
+    }
+
+    /// <summary>
+    /// Where other nodes can reach a node that says it listens on <paramref name="listenAddress"/>
+    /// and whose connection came from <paramref name="remoteAddress"/>: a listener on an
+    /// unspecified address (0.0.0.0, [::]) accepts on every address of its machine, so it is
+    /// reached at the address its connection came from, on the port it listens on (what
+    /// BitTorrent trackers do). Any other address is taken as given; so is one that does not parse
+    /// (the node's own problem: nobody will reach it).
+    /// </summary>
+    public static string Advertised(string listenAddress, string remoteAddress)
+    {
+        string host;
+        int port;
+        try
+        {
+            (host, port) = Parse(listenAddress);
+        }
+        catch (FormatException)
+        {
+            return listenAddress;
+        }
+        return IsUnspecified(host) ? Format(HostOf(remoteAddress), port) : listenAddress;
+    }
 
     internal static async ValueTask<IPEndPoint> ResolveAsync(string address, CancellationToken cancellationToken)
     {

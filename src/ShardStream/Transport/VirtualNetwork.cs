@@ -83,10 +83,13 @@ public sealed class VirtualNetwork
         public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
         {
             var (host, port) = ParseAddress(address);
-            if (host != Name) throw new ConnectionFailedException($"cannot listen on {address}: host {Name} owns only {Name}:PORT addresses");
+            // 0.0.0.0:PORT or [::]:PORT listens on the host's one address, as on a real machine,
+            // and the listener reports the address as it was given.
+            bool everyAddress = Endpoint.IsUnspecified(host);
+            if (host != Name && !everyAddress) throw new ConnectionFailedException($"cannot listen on {address}: host {Name} owns only {Name}:PORT addresses");
             if (port == 0) port = Interlocked.Increment(ref _nextPort);
-            string bound = Endpoint.Format(host, port);
-            var listener = new VirtualListener(this, bound);
+            string bound = Endpoint.Format(Name, port);
+            var listener = new VirtualListener(this, Endpoint.Format(host, port));
             if (!network._listeners.TryAdd(bound, listener)) throw new ConnectionFailedException($"cannot listen on {bound}: address already in use");
             Killed = false;
             return ValueTask.FromResult<IConnectionListener>(listener);
@@ -116,6 +119,7 @@ public sealed class VirtualNetwork
         }
     }
 
+    /// <param name="localAddress">The address as the listener was asked for (may be <c>0.0.0.0:port</c>).</param>
     private sealed class VirtualListener(VirtualHost host, string localAddress) : IConnectionListener
     {
         private readonly System.Threading.Channels.Channel<IConnection> _pending = System.Threading.Channels.Channel.CreateUnbounded<IConnection>();

@@ -23,6 +23,7 @@ public class EndpointTests
     [InlineData("host:65536")]
     [InlineData("host:+80")]
     [InlineData("[::1]")]
+    [InlineData("::1:1235")]
     public void A_malformed_address_is_refused_with_a_readable_message(string address)
     {
         var e = Assert.Throws<FormatException>(() => Endpoint.Parse(address));
@@ -38,5 +39,40 @@ public class EndpointTests
     {
         Assert.Equal(address, Endpoint.Format(host, port));
         Assert.Equal((host, port), Endpoint.Parse(address));
+    }
+
+    [Theory]
+    [InlineData("0.0.0.0", true)]
+    [InlineData("::", true)]
+    [InlineData("[::]", true)]
+    [InlineData("", true)]
+    [InlineData("127.0.0.1", false)]
+    [InlineData("::1", false)]
+    [InlineData("example.org", false)]
+    public void Unspecified_hosts_are_the_any_addresses(string host, bool unspecified)
+    {
+        Assert.Equal(unspecified, Endpoint.IsUnspecified(host));
+    }
+
+    [Theory]
+    [InlineData("10.81.0.3:41000", "10.81.0.3")]
+    [InlineData("[::1]:41000", "::1")]
+    [InlineData("[::ffff:10.81.0.3]:41000", "10.81.0.3")] // an IPv4 peer seen by a dual-stack socket
+    [InlineData("p1", "p1")] // the virtual network names hosts without ports
+    public void The_host_of_a_remote_address(string remote, string host)
+    {
+        Assert.Equal(host, Endpoint.HostOf(remote));
+    }
+
+    [Theory]
+    [InlineData("0.0.0.0:1235", "10.81.0.3:41000", "10.81.0.3:1235")]
+    [InlineData("[::]:1235", "[2001:db8::7]:41000", "[2001:db8::7]:1235")]
+    [InlineData("[::]:1235", "[::ffff:10.81.0.3]:41000", "10.81.0.3:1235")]
+    [InlineData("192.0.2.10:1235", "10.81.0.3:41000", "192.0.2.10:1235")] // a specific address is taken as given
+    [InlineData("viewer.example.org:1235", "10.81.0.3:41000", "viewer.example.org:1235")]
+    [InlineData("garbage", "10.81.0.3:41000", "garbage")] // nobody will reach it; the probe says so
+    public void A_listener_on_every_address_is_advertised_where_its_connection_came_from(string listen, string remote, string advertised)
+    {
+        Assert.Equal(advertised, Endpoint.Advertised(listen, remote));
     }
 }
