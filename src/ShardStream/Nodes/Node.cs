@@ -115,7 +115,9 @@ public abstract class Node : IAsyncDisposable
             var (type, body) = await link.ReadOneAsync(timeout.Token).ConfigureAwait(false);
             if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException("malformed hello frame");
+            if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
+            // The coordinator hands this address on to later joiners: it must be one.
+            if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
         }
         catch (ProtocolException e)
         {

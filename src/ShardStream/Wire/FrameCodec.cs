@@ -73,6 +73,10 @@ public static class FrameCodec
 
     internal static int StringSize(string value) => 2 + Encoding.UTF8.GetByteCount(value);
 
+    /// <summary>UTF-8 that throws on invalid bytes instead of decoding them to U+FFFD (three bytes each when encoded again).</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>Reads a string; false when it is truncated, over the limit, or not valid UTF-8.</summary>
     internal static bool TryReadString(ref SequenceReader<byte> reader, out string value)
     {
         value = "";
@@ -81,7 +85,14 @@ public static class FrameCodec
         if (length > Protocol.MaxStringLength || reader.Remaining < length) return false;
         if (length == 0) return true;
         var slice = reader.Sequence.Slice(reader.Position, length);
-        value = Encoding.UTF8.GetString(slice);
+        try
+        {
+            value = StrictUtf8.GetString(slice);
+        }
+        catch (DecoderFallbackException)
+        {
+            return false;
+        }
         reader.Advance(length);
         return true;
     }
