@@ -23,10 +23,11 @@ internal static class SimulateCommand
         var sourceUpload = new Option<double?>("--source-upload") { Description = "The source's upload as a multiple of the stream rate (default (K+1)/K)." };
         var seed = new Option<int>("--seed") { Description = "Seed of the planner and of the simulation's random choices.", DefaultValueFactory = _ => 0 };
         var churn = new Option<double>("--churn") { Description = "Fraction of joins followed by the leave of a random peer, in [0, 1).", DefaultValueFactory = _ => 0 };
+        var uploadMix = new Option<string?>("--upload-mix") { Description = "Each peer draws its upload from upload:fraction pairs summing to 1, e.g. 0:0.6,2.5:0.4 (60% upload nothing, 40% upload 2.5x); instead of --upload." };
         var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, sourceUpload, seed, churn, failBranch })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch })
         {
             command.Options.Add(option);
         }
@@ -40,6 +41,23 @@ internal static class SimulateCommand
                 TopologyKind.Tessellated => 2,
                 _ => 8,
             };
+            if (parseResult.GetValue(upload) is not null && parseResult.GetValue(uploadMix) is not null)
+            {
+                Console.Error.WriteLine("simulate: give either --upload or --upload-mix, not both");
+                return 1;
+            }
+
+            UploadMix? mix;
+            try
+            {
+                mix = parseResult.GetValue(uploadMix) is { } text ? UploadMix.Parse(text) : null;
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine($"simulate: --upload-mix: {e.Message}");
+                return 1;
+            }
+
             var options = new SimulationOptions(
                 parseResult.GetValue(peers),
                 k,
@@ -48,7 +66,8 @@ internal static class SimulateCommand
                 parseResult.GetValue(sourceUpload),
                 parseResult.GetValue(seed),
                 parseResult.GetValue(churn),
-                parseResult.GetValue(failBranch));
+                parseResult.GetValue(failBranch),
+                mix);
             try
             {
                 Console.Out.Write(Format(OverlaySimulation.Run(options)));
@@ -73,7 +92,18 @@ internal static class SimulateCommand
 
         Line("topology", $"{o.Topology.ToString().ToLowerInvariant()}, K = {o.ShardCount}, seed {o.Seed}");
         Line("peers", $"{report.PeerCount:N0} live ({report.Joins:N0} joins, {report.Leaves:N0} churn leaves, {report.ChurnEvicted} evicted)");
-        Line("peer budget", $"{report.PeerBudget} shard-streams ({F((double)report.PeerBudget / o.ShardCount)}x stream)");
+        if (o.UploadMix is { } mix)
+        {
+            Line("upload mix", $"{mix} (mean {F(mix.MeanUpload)}x stream)");
+            Line("peer budgets drawn", string.Join(", ", report.BudgetMix.Select(b =>
+                $"{b.Budget} ({F((double)b.Budget / o.ShardCount)}x): {b.Peers:N0}")));
+        }
+        else
+        {
+            Line("peer budget", $"{report.PeerBudget} shard-streams ({F((double)report.PeerBudget / o.ShardCount)}x stream)");
+        }
+
+        Line("evictions", $"{report.Evictions:N0} peers not carried ({report.Unplaced:N0} never placed, {report.ChurnEvicted:N0} evicted by churn); {report.RefusedJoins:N0} joins refused at first and retried");
         Line("max depth per shard", string.Join(" ", report.Shards.Select(s => s.MaxDepth)));
         Line("mean depth per shard", string.Join(" ", report.Shards.Select(s => F(s.MeanDepth))));
         Line("best depth per shard", string.Join(" ", report.Shards.Select(s => s.BestDepth == int.MaxValue ? "-" : s.BestDepth.ToString(CultureInfo.InvariantCulture))));

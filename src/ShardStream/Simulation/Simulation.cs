@@ -23,18 +23,27 @@ public static class Simulation
 
         var planner = new Planner(options.ToPlannerOptions());
         var random = new Random(options.Seed);
+        // Uploads are drawn from their own generator so that a mix leaves the churn's draws alone.
+        var uploads = new Random(options.Seed + 1);
         var live = new LivePeers(options.Peers);
-        var budget = options.PeerBudget;
-        long joinTicks = 0, joinMoves = 0, churnMoves = 0;
+        var waiting = new WaitingPeers(planner, live);
+        var budgets = new SortedDictionary<int, int>();
+        long joinTicks = 0, churnMoves = 0;
         int leaves = 0, evicted = 0;
         var build = Stopwatch.StartNew();
         for (var i = 0; i < options.Peers; i++)
         {
+            var budget = options.UploadMix is { } mix
+                ? Budgets.FromMultiple(mix.Draw(uploads), options.ShardCount)
+                : options.PeerBudget;
+            budgets[budget] = budgets.GetValueOrDefault(budget) + 1;
             var start = Stopwatch.GetTimestamp();
-            var id = planner.Join(budget);
+            if (waiting.TryJoin(budget) && budget > 0)
+            {
+                waiting.Retry();
+            }
+
             joinTicks += Stopwatch.GetTimestamp() - start;
-            joinMoves += planner.LastJoinMoves.Count;
-            live.Add(id);
             if (options.Churn > 0 && random.NextDouble() < options.Churn && live.Count > 1)
             {
                 var gone = live.RemoveAt(random.Next(live.Count));
@@ -49,6 +58,7 @@ public static class Simulation
                 }
 
                 leaves++;
+                waiting.Retry();
             }
         }
 
@@ -74,20 +84,23 @@ public static class Simulation
             evicted,
             shards,
             policyBest,
-            budget,
+            options.UploadMix is null || budgets.Count == 0 ? options.PeerBudget : budgets.Keys.Max(),
             maxUpload,
             p99Upload,
             overBudget,
             options.SourceBudget,
             sourceUpload,
-            joinMoves,
+            waiting.Moves,
             churnMoves,
             fostered,
-            joinSeconds > 0 ? options.Peers / joinSeconds : 0,
+            joinSeconds > 0 ? waiting.Joined / joinSeconds : 0,
             build.Elapsed,
             managed,
             workingSet,
-            branch);
+            branch,
+            waiting.Refused,
+            waiting.Count,
+            [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))]);
     }
 
     /// <summary>

@@ -6,11 +6,12 @@ namespace ShardStream.Simulation;
 /// <param name="Peers">Number of joins.</param>
 /// <param name="ShardCount">K.</param>
 /// <param name="Topology">Placement policy.</param>
-/// <param name="Upload">Every peer's upload as a multiple of the stream rate; its budget is round(Upload x K) shard-streams.</param>
+/// <param name="Upload">Every peer's upload as a multiple of the stream rate; its budget is floor(Upload x K) shard-streams.</param>
 /// <param name="SourceUpload">The source's upload as a multiple of the stream rate; null for the default budget K + 1.</param>
 /// <param name="Seed">Seed of the planner and of the simulation's random choices.</param>
 /// <param name="Churn">Fraction of joins followed by the leave of a random live peer.</param>
 /// <param name="FailBranchFraction">After the build, fail at once the subtree(s) holding about this fraction of the peers, and repair.</param>
+/// <param name="UploadMix">If set, each peer draws its upload from this mix (seeded) instead of <paramref name="Upload"/>.</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -19,9 +20,10 @@ public sealed record SimulationOptions(
     double? SourceUpload = null,
     int Seed = 0,
     double Churn = 0,
-    double FailBranchFraction = 0)
+    double FailBranchFraction = 0,
+    UploadMix? UploadMix = null)
 {
-    /// <summary>Shard-streams each peer may send.</summary>
+    /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);
 
     /// <summary>Shard-streams the source may send.</summary>

@@ -30,6 +30,11 @@ public sealed record BranchFailureReport(
     TimeSpan RepairTime,
     IReadOnlyList<ShardDepthReport> ShardsAfter);
 
+/// <summary>How many joining peers drew a budget.</summary>
+/// <param name="Budget">Shard-streams the peer may send.</param>
+/// <param name="Peers">Joins with that budget.</param>
+public readonly record struct BudgetCount(int Budget, int Peers);
+
 /// <summary>What a simulation measured.</summary>
 /// <param name="Options">The simulated options.</param>
 /// <param name="PeerCount">Live peers at the end of the build.</param>
@@ -38,7 +43,7 @@ public sealed record BranchFailureReport(
 /// <param name="ChurnEvicted">Peers the planner dropped during churn for lack of capacity (they would rejoin).</param>
 /// <param name="Shards">Depth of every shard tree after the build.</param>
 /// <param name="PolicyBestDepth">Least max depth the policy allows for the live peers: the exact tessellation's for the tessellated pattern, else the largest per-shard best depth.</param>
-/// <param name="PeerBudget">Shard-streams each peer may send.</param>
+/// <param name="PeerBudget">Shard-streams each peer may send (with an upload mix: the largest budget drawn).</param>
 /// <param name="MaxPeerUpload">Most shard-streams any peer sends.</param>
 /// <param name="P99PeerUpload">99th percentile of shard-streams sent per peer.</param>
 /// <param name="PeersOverBudget">Peers sending more than their budget (must be 0).</param>
@@ -52,6 +57,9 @@ public sealed record BranchFailureReport(
 /// <param name="ManagedBytes">Managed heap after the build (after a full collection): the model's size.</param>
 /// <param name="WorkingSetBytes">Process working set after the build.</param>
 /// <param name="BranchFailure">The branch failure, if one was asked for.</param>
+/// <param name="RefusedJoins">Joins the planner refused at first (no capacity left in some shard tree); such a peer waits, as one that rejoins would, and is carried as soon as capacity appears.</param>
+/// <param name="Unplaced">Peers still waiting at the end of the build: joined but never carried.</param>
+/// <param name="BudgetMix">Joins per budget (one entry without an upload mix).</param>
 public sealed record SimulationReport(
     SimulationOptions Options,
     int PeerCount,
@@ -73,8 +81,14 @@ public sealed record SimulationReport(
     TimeSpan BuildTime,
     long ManagedBytes,
     long WorkingSetBytes,
-    BranchFailureReport? BranchFailure)
+    BranchFailureReport? BranchFailure,
+    int RefusedJoins,
+    int Unplaced,
+    IReadOnlyList<BudgetCount> BudgetMix)
 {
+    /// <summary>Peers the overlay could not carry: never placed, or evicted by a churn repair.</summary>
+    public int Evictions => Unplaced + ChurnEvicted;
+
     /// <summary>The source's upload as a multiple of the stream rate.</summary>
     public double SourceUploadMultiple => (double)SourceUpload / Options.ShardCount;
 }

@@ -50,18 +50,18 @@ public sealed partial class Planner
         // free slots can foster in any of them (a tree needing one has no free slot itself).
         var fostersNeeded = 0;
         long fosterSlots = 0;
+        var selfFosterable = 0;
         for (var s = 0; s < ShardCount; s++)
         {
             if (s == home)
             {
-                if (!_placement.CanPlace(s, budget))
-                {
-                    throw new PlacementException($"No capacity left in shard {s} for a peer with budget {budget}.");
-                }
+                continue;
             }
-            else if (_forest.FindOpen(s, requireAttached: false) == None)
+
+            if (_forest.FindOpen(s, requireAttached: false) == None)
             {
                 fostersNeeded++;
+                selfFosterable += _forest.FindWeaker(s, 1, int.MaxValue) != None ? 1 : 0;
             }
             else
             {
@@ -70,17 +70,28 @@ public sealed partial class Planner
             }
         }
 
-        if (fostersNeeded > fosterSlots)
+        // Trees no one else can foster in: the joiner fosters itself there with a unit of its own
+        // budget, taking the place of a node that feeds nobody in that tree (which then hangs below
+        // it). Without this, viewers that joined first could fill every tree's source slots and
+        // leave no way in for anyone, uploaders included. At least one unit stays home.
+        var selfFosters = (int)Math.Max(0, fostersNeeded - fosterSlots);
+        if (selfFosters > selfFosterable || (selfFosters > 0 && budget - selfFosters < 1))
         {
             throw new PlacementException(
                 $"No capacity left in {fostersNeeded} shard trees for a peer with budget {budget}.");
+        }
+
+        var homeCap = budget - selfFosters;
+        if (home >= 0 && !_placement.CanPlace(home, homeCap))
+        {
+            throw new PlacementException($"No capacity left in shard {home} for a peer with budget {budget}.");
         }
 
         _forest.AddNode(id, budget);
         homes.Set(id, home, budget);
         if (home >= 0)
         {
-            SetCap(id, home, budget);
+            SetCap(id, home, homeCap);
             _placement.Place(id, home, _moves);
         }
 
@@ -93,6 +104,14 @@ public sealed partial class Planner
 
             if (_forest.FindOpen(s, requireAttached: false) != None)
             {
+                _placement.Place(id, s, _moves);
+            }
+            else if (selfFosters > 0 && _forest.FindWeaker(s, 1, int.MaxValue) != None)
+            {
+                // One of the units kept back from home (homeCap): a fostered slot in this tree.
+                selfFosters--;
+                _fosterParents![s].Add(id);
+                SetCap(id, s, 1);
                 _placement.Place(id, s, _moves);
             }
             else

@@ -51,6 +51,33 @@ public sealed class StripedTopologyTests
         }
     }
 
+    [Theory]
+    [InlineData(4, 10)]
+    [InlineData(8, 20)]
+    [InlineData(16, 40)]
+    public void A_viewer_that_joins_first_does_not_lock_uploaders_out(int k, int budget)
+    {
+        // The source's K + 1 slots: the first viewer takes the only one of K - 1 trees; an uploader
+        // then finds no free slot and no foster parent there. It fosters itself in those trees (a
+        // unit of its own budget each, taking the viewer's place), so it gets in, and viewers after it.
+        var planner = new Planner(PlannerOptions.Default(k, TopologyKind.Striped));
+        const int viewers = 1;
+        planner.Join(0);
+
+        var uploader = planner.Join(budget);
+        PlanAssert.Consistent(planner);
+        Assert.True(planner.UsedUnits(uploader) <= budget);
+
+        // Its budget carries about budget / K more viewers (one slot in every tree each).
+        for (var i = 0; i < budget / k - 1; i++)
+        {
+            planner.Join(0);
+            PlanAssert.Consistent(planner);
+        }
+
+        Assert.Equal(viewers + budget / k, planner.PeerCount);
+    }
+
     [Fact]
     public void Striped_homes_are_dealt_evenly_over_the_trees()
     {
