@@ -1,0 +1,39 @@
+using System.Buffers;
+using ShardStream.Wire;
+
+namespace ShardStream.Fuzz;
+
+/// <summary>The hand-made seed corpus: one valid frame of every type (two for the variable ones), and a stream of several frames back to back.</summary>
+public static class SeedCorpus
+{
+    public static IEnumerable<(string Name, byte[] Bytes)> Frames()
+    {
+        var frames = new List<(string, byte[])>
+        {
+            ("hello-join", Encode(new Hello(1, 1, HelloRole.Join, 0, Hello.DefaultUpload, [], "127.0.0.1:1235").Write)),
+            ("hello-attach", Encode(new Hello(1, 1, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001").Write)),
+            ("welcome", Encode(new Welcome(1, 42, 2, 1000, 123_456, [
+                new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
+                new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000")]).Write)),
+            ("chunk", Encode(w => new ChunkHeader(1, 77, 5_000_000).Write(w, "a short payload of a chunk"u8))),
+            ("end", Encode(new End(1, 1234, 9_876_543).Write)),
+            ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),
+            ("heartbeat", Encode(new Heartbeat(3).Write)),
+            ("attached", Encode(new Attached(31).Write)),
+            ("move", Encode(new Move([new ShardAssignment(1, AssignmentKind.Redirect, 5, 0, "host-5:9000")]).Write)),
+            ("parent-lost", Encode(new ParentLost(5, [new ShardStart(1, 401)]).Write)),
+            ("detach", Encode(new Detach([0, 2]).Write)),
+            ("leave", Encode(new Leave(12).Write)),
+        };
+        foreach (var frame in frames) yield return frame;
+        // A connection's first frames back to back: hello, welcome, a chunk, heartbeats, end, goodbye.
+        yield return ("stream", frames.Where(f => f.Item1 is "hello-attach" or "welcome" or "chunk" or "heartbeat" or "end" or "goodbye").SelectMany(f => f.Item2).ToArray());
+    }
+
+    private static byte[] Encode(Action<IBufferWriter<byte>> write)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        write(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+}
