@@ -31,16 +31,24 @@ internal sealed partial class CliProcess : IAsyncDisposable
     /// <summary>The path of the CLI's dll, copied next to the tests by the project reference.</summary>
     public static string CliDll => Path.Combine(AppContext.BaseDirectory, "shardstream.dll");
 
-    public static CliProcess Start(params string[] args)
+    public static CliProcess Start(params string[] args) => StartIn(null, CliDll, args);
+
+    /// <summary>
+    /// Runs the CLI at <paramref name="cliDll"/> inside the network namespace <paramref name="netns"/>
+    /// (<c>ip netns exec</c>, which execs, so the process is the CLI itself), or here when null.
+    /// </summary>
+    public static CliProcess StartIn(string? netns, string cliDll, params string[] args)
     {
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        info.ArgumentList.Add(CliDll);
+        if (netns is not null)
+            foreach (var a in new[] { "netns", "exec", netns, "dotnet" }) info.ArgumentList.Add(a);
+        info.ArgumentList.Add(cliDll);
         foreach (var a in args) info.ArgumentList.Add(a);
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start dotnet");
         return new CliProcess(process);

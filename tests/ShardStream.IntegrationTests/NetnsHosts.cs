@@ -1,0 +1,173 @@
+using System.Globalization;
+using Xunit.Abstractions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>One host of a <see cref="NetnsHosts"/> network: a namespace with one address.</summary>
+/// <param name="Index">1-based; the host's subnet is 10.81.Index.0/24.</param>
+/// <param name="Namespace">The network namespace (<c>ip netns exec</c> name).</param>
+/// <param name="Address">The host's address, 10.81.Index.2.</param>
+internal sealed record NetnsHost(int Index, string Namespace, string Address)
+{
+    /// <summary>The router's address on this host's link, the host's gateway: 10.81.Index.1.</summary>
+    public string Gateway => $"10.81.{Index}.1";
+
+    /// <summary>The router's end of this host's link.</summary>
+    public string RouterInterface => $"vh{Index}";
+
+    /// <summary>A second address of the host that no route leads to unless a test adds one: 10.81.(100+Index).2.</summary>
+    public string HiddenAddress => $"10.81.{100 + Index}.2";
+}
+
+/// <summary>
+/// N hosts, each a network namespace with its own address (10.81.i.2/24 on <c>eth0</c>), joined
+/// through a router namespace that forwards between their subnets (10.81.i.1 on <c>vh{i}</c>): as
+/// many machines on a routed network, each with its own IP. Nothing is configured in the root
+/// namespace and no namespace has a route out, so no test traffic leaves the machine.
+/// The real CLI runs on the hosts through <c>ip netns exec</c>.
+/// Names are <c>ss-net-PID-HEX-r</c> and <c>…-h1</c>, <c>…-h2</c>, …: parallel runs never clash,
+/// and namespaces left by a killed run (owner pid gone, no process inside) are removed by the next.
+/// Needs root and iproute2 (<see cref="Unavailable"/> says why not).
+/// </summary>
+internal sealed class NetnsHosts : IAsyncDisposable
+{
+    public const string Prefix = "ss-net-";
+    private static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(30);
+    private readonly ITestOutputHelper _output;
+    private readonly List<string> _namespaces = [];
+    private readonly List<CliProcess> _processes = [];
+
+    private readonly string _name;
+
+    private NetnsHosts(ITestOutputHelper output, string name)
+    {
+        _output = output;
+        _name = name;
+        Router = name + "-r";
+    }
+
+    /// <summary>The router namespace.</summary>
+    public string Router { get; }
+
+    public IReadOnlyList<NetnsHost> Hosts { get; private set; } = [];
+
+    /// <summary>The CLI to run: <c>SHARDSTREAM_NETNS_CLI</c> when set (to try another build), else the one next to the tests.</summary>
+    public static string CliDll => Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_CLI") is { Length: > 0 } dll ? dll : CliProcess.CliDll;
+
+    /// <summary>Null when this machine can build namespaces; else why not.</summary>
+    public static string? Unavailable()
+    {
+        if (RequiresTool.NotRoot() is { } notRoot) return notRoot;
+        foreach (var tool in new[] { "ip", "sysctl" })
+            if (RequiresTool.FindOnPath(tool) is null) return $"'{tool}' not on PATH";
+        string probe = $"{Prefix}{Environment.ProcessId}-check";
+        var add = RequiresTool.Run("ip", ["netns", "add", probe], CommandTimeout);
+        RequiresTool.Run("ip", ["netns", "del", probe], CommandTimeout);
+        return add.ExitCode == 0 ? null : $"cannot create a network namespace: {add.Stderr.Trim()}";
+    }
+
+    /// <summary>Builds <paramref name="count"/> hosts (at most 99) and the router.</summary>
+    public static NetnsHosts Create(int count, ITestOutputHelper output)
+    {
+        if (count is < 1 or > 99) throw new ArgumentOutOfRangeException(nameof(count));
+        RemoveStale(output);
+        var hosts = new NetnsHosts(output, $"{Prefix}{Environment.ProcessId}-{Random.Shared.Next(0x10000):x4}");
+        try
+        {
+            hosts.Build(count);
+        }
+        catch
+        {
+            hosts.DeleteNamespaces();
+            throw;
+        }
+        return hosts;
+    }
+
+    private void Build(int count)
+    {
+        AddNamespace(Router);
+        Ip("netns", "exec", Router, "sysctl", "-qw", "net.ipv4.ip_forward=1");
+        var hosts = new List<NetnsHost>();
+        for (int i = 1; i <= count; i++)
+        {
+            var host = new NetnsHost(i, $"{_name}-h{i}", $"10.81.{i}.2");
+            AddNamespace(host.Namespace);
+            Ip("-n", Router, "link", "add", host.RouterInterface, "type", "veth", "peer", "name", "eth0", "netns", host.Namespace);
+            Ip("-n", Router, "addr", "add", $"{host.Gateway}/24", "dev", host.RouterInterface);
+            Ip("-n", Router, "link", "set", host.RouterInterface, "up");
+            Ip("-n", host.Namespace, "addr", "add", $"{host.Address}/24", "dev", "eth0");
+            Ip("-n", host.Namespace, "link", "set", "eth0", "up");
+            Ip("-n", host.Namespace, "route", "add", "10.81.0.0/16", "via", host.Gateway);
+            hosts.Add(host);
+        }
+        Hosts = hosts;
+        _output.WriteLine($"netns: {count} hosts {_name}-h1..h{count} at 10.81.1.2..10.81.{count}.2, router {Router}");
+    }
+
+    /// <summary>Runs <c>ip ARGS</c>; throws with its stderr when it fails.</summary>
+    public void Ip(params string[] args)
+    {
+        var run = RequiresTool.Run("ip", args, CommandTimeout);
+        if (run.ExitCode != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)} failed ({run.ExitCode}): {run.Stderr.Trim()}");
+    }
+
+    private void AddNamespace(string name)
+    {
+        Ip("netns", "add", name);
+        _namespaces.Add(name);
+        Ip("-n", name, "link", "set", "lo", "up");
+    }
+
+    /// <summary>Starts the CLI on <paramref name="host"/>; it is killed at the latest when this network is disposed.</summary>
+    public CliProcess Start(NetnsHost host, params string[] args)
+    {
+        var process = CliProcess.StartIn(host.Namespace, CliDll, args);
+        lock (_processes) _processes.Add(process);
+        _output.WriteLine($"h{host.Index} ({host.Address}) $ shardstream {string.Join(' ', args)}");
+        return process;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        List<CliProcess> processes;
+        lock (_processes) processes = [.. _processes];
+        foreach (var p in processes) await p.DisposeAsync();
+        DeleteNamespaces();
+    }
+
+    private void DeleteNamespaces()
+    {
+        foreach (var ns in Enumerable.Reverse(_namespaces))
+        {
+            KillInside(ns);
+            RequiresTool.Run("ip", ["netns", "del", ns], CommandTimeout);
+        }
+        _namespaces.Clear();
+    }
+
+    /// <summary>Kills, by pid, whatever still runs in a namespace of ours.</summary>
+    private static void KillInside(string ns)
+    {
+        var pids = RequiresTool.Run("ip", ["netns", "pids", ns], CommandTimeout);
+        foreach (var line in pids.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            if (int.TryParse(line, NumberStyles.None, CultureInfo.InvariantCulture, out int pid))
+                RequiresTool.Run("kill", ["-9", pid.ToString(CultureInfo.InvariantCulture)], CommandTimeout);
+    }
+
+    /// <summary>Deletes namespaces of ours whose creating process is gone and that hold no process.</summary>
+    private static void RemoveStale(ITestOutputHelper output)
+    {
+        var list = RequiresTool.Run("ip", ["netns", "list"], CommandTimeout);
+        foreach (var line in list.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string name = line.Split(' ')[0];
+            if (!name.StartsWith(Prefix, StringComparison.Ordinal)) continue;
+            var parts = name[Prefix.Length..].Split('-');
+            if (parts.Length < 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int owner) || Directory.Exists($"/proc/{owner}")) continue;
+            if (RequiresTool.Run("ip", ["netns", "pids", name], CommandTimeout).Stdout.Trim().Length > 0) continue;
+            RequiresTool.Run("ip", ["netns", "del", name], CommandTimeout);
+            output.WriteLine($"netns: removed {name}, left behind by a run that was killed");
+        }
+    }
+}
