@@ -110,21 +110,26 @@ public sealed class Coordinator : Node
 
     /// <summary>
     /// A source that can be read faster than the tree drains (a file, a pipe from a fast producer)
-    /// is paced by the coordinator's slowest direct child: reading waits while that child has more
-    /// than <c>highWater</c> bytes queued. The wait is capped per chunk, so a child that stopped
-    /// reading slows the source only until its heartbeat timeout or queue limit cuts it off, and a
-    /// live source (which is never ahead) never waits at all.
+    /// is paced by the direct children that keep up: reading waits while one of them has more
+    /// than <c>highWater</c> bytes queued. A child keeps up while the oldest chunk queued for it
+    /// is younger than half <see cref="NodeOptions.SlowChildAge"/>; a child behind that (a
+    /// viewer whose download is below the stream rate) never holds the source back, and the
+    /// slow-child policy demotes it. A live source produces at most its rate: to hold more than
+    /// <c>highWater</c> (4 MiB) a child's queue must then be older than 4 MiB / rate, which is
+    /// over that bound for any rate up to 4 MiB/s (32 Mbit/s), so a live source of up to that rate
+    /// never waits (docs/resilience.md#slow-viewers). The wait is capped per chunk.
     /// </summary>
     private async ValueTask PaceAsync(CancellationToken cancellationToken)
     {
         // Well under the cut-off limit, so that pacing, not the limit, keeps healthy children's queues short.
         long highWater = Math.Min(4L * 1024 * 1024, _options.MaxQueuedBytesPerChild / 4);
+        var keepsUp = _options.SlowChildAge / 2;
         var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
         while (Time.GetTimestamp() < deadline)
         {
             long most = 0;
             foreach (var l in Relay!.Subscribers())
-                if (!l.IsClosing) most = Math.Max(most, l.QueuedBytes);
+                if (!l.IsClosing && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
             if (most <= highWater) return;
             await Task.Delay(1, cancellationToken).ConfigureAwait(false);
         }
@@ -174,8 +179,8 @@ public sealed class Coordinator : Node
                     ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)startSeq, "")
                     : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
             }
-            welcome = new Welcome(Protocol.Version, (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
-            session = new PeerSession(id, advertised, link);
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
+            session = new PeerSession(id, advertised, link) { Version = welcome.Version };
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
@@ -223,6 +228,10 @@ public sealed class Coordinator : Node
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
                 OnParentLost(session, (int)lost.ParentId, lost.Shards);
+                break;
+            case FrameType.SlowChild when link.State is PeerSession { Version: >= Protocol.SlowChildVersion }:
+                if (!SlowChild.TryRead(ref reader, out var slow)) throw new ProtocolException("malformed slow-child frame");
+                OnSlowChildReport(session, slow);
                 break;
             case FrameType.Goodbye:
                 break;
@@ -279,6 +288,46 @@ public sealed class Coordinator : Node
         Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}",
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
         reporter.Control.Send(new Move(again).Write);
+    }
+
+    /// <summary>A direct child of the coordinator is slow: demote it to a leaf.</summary>
+    private protected override void OnSlowChild(Link child, TimeSpan queueAge)
+    {
+        int id = ChildIdOf(child);
+        if (id > 0) Demote(id, $"its oldest queued chunk at the coordinator waited {queueAge.TotalSeconds:0.0} s");
+    }
+
+    /// <summary>
+    /// A peer says one of its children is slow. Only a parent of that child in the plan is heard:
+    /// a report can demote only a child the reporter serves (see docs/resilience.md on the trust
+    /// this still gives a lying parent).
+    /// </summary>
+    private void OnSlowChildReport(PeerSession reporter, SlowChild report)
+    {
+        int child = report.ChildId > int.MaxValue ? -1 : (int)report.ChildId;
+        bool isParent;
+        lock (_gate)
+            isParent = child > 0 && _planner.Contains(child) && Enumerable.Range(0, _options.ShardCount).Any(s => _planner.ParentOf(child, s) == reporter.Id);
+        if (!isParent)
+        {
+            SlowChildLog.ReportIgnored(Log, reporter.Id, child);
+            return;
+        }
+        Demote(child, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old");
+    }
+
+    /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children.</summary>
+    private void Demote(int id, string why)
+    {
+        int moves;
+        lock (_gate)
+        {
+            if (!_peers.ContainsKey(id) || !_planner.Contains(id) || _planner.Budget(id) == 0) return;
+            var plan = _planner.Demote(id);
+            SendMoves(plan);
+            moves = plan.Count;
+        }
+        SlowChildLog.Demoted(Log, id, why, moves);
     }
 
     private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
@@ -361,6 +410,9 @@ public sealed class Coordinator : Node
         public Link Control { get; } = control;
 
         public bool Attached { get; set; }
+
+        /// <summary>The protocol version its control link speaks.</summary>
+        public ushort Version { get; init; }
 
         /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
         public int ReattachedTo { get; set; } = -1;

@@ -29,6 +29,9 @@ internal sealed class Link : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<string> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _queuedBytes;
+    private long _chunkBytesQueued;
+    private long _chunkBytesSent;
+    private long _inFlightSince;
     private long _lastReceived;
     private long _lastSent;
     private int _closing;
@@ -56,11 +59,35 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 
+    /// <summary>Chunk payload bytes queued on this link since it opened (a running total).</summary>
+    public long ChunkBytesQueued => Interlocked.Read(ref _chunkBytesQueued);
+
+    /// <summary>Chunk payload bytes handed to the transport since the link opened (a running total).</summary>
+    public long ChunkBytesSent => Interlocked.Read(ref _chunkBytesSent);
+
+    /// <summary>
+    /// How long the oldest frame not yet handed to the transport has waited since it was queued
+    /// on this link (zero when nothing waits). A receiver slower than what is queued for it shows
+    /// here within seconds, long before its queue reaches <see cref="LinkOptions.MaxQueuedBytes"/>.
+    /// </summary>
+    public TimeSpan QueueAge
+    {
+        get
+        {
+            long oldest = Interlocked.Read(ref _inFlightSince);
+            if (_queue.Reader.TryPeek(out var head) && (oldest == 0 || head.At < oldest)) oldest = head.At;
+            return oldest == 0 ? TimeSpan.Zero : _time.GetElapsedTime(oldest);
+        }
+    }
+
     /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
     public Task<string> Closed => _closed.Task;
 
     /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
     public GoodbyeCode? ReceivedGoodbye { get; private set; }
+
+    /// <summary>The reason in the goodbye the other side sent, if it sent one.</summary>
+    public string? ReceivedGoodbyeReason { get; private set; }
 
     /// <summary>How long since anything arrived on this link.</summary>
     public TimeSpan Silence => _time.GetElapsedTime(Interlocked.Read(ref _lastReceived));
@@ -128,12 +155,13 @@ internal sealed class Link : IAsyncDisposable
             _ = CloseAsync(GoodbyeCode.TooSlow, $"too slow: {queued - chunk.Length} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}");
             return false;
         }
-        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null)))
+        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null, _time.GetTimestamp())))
         {
             Interlocked.Add(ref _queuedBytes, -chunk.Length);
             chunk.Release();
             return false;
         }
+        Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
         return true;
     }
 
@@ -141,14 +169,14 @@ internal sealed class Link : IAsyncDisposable
     public void Send(Action<IBufferWriter<byte>> write)
     {
         if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(write)));
+        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(write), _time.GetTimestamp()));
     }
 
     /// <summary>Queues a control frame that was encoded already.</summary>
     public void Send(byte[] frame)
     {
         if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, frame));
+        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
     }
 
     /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
@@ -173,7 +201,7 @@ internal sealed class Link : IAsyncDisposable
         if (code != GoodbyeCode.Normal) _log.LogWarning("{Link}: closing: {Reason}", Name, reason);
         else _log.LogDebug("{Link}: closing: {Reason}", Name, reason);
         var goodbye = new Goodbye(code, reason);
-        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write)));
+        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
         _queue.Writer.TryComplete();
         if (code == GoodbyeCode.TooSlow)
         {
@@ -280,6 +308,8 @@ internal sealed class Link : IAsyncDisposable
                 int bytes = 0;
                 while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
                 {
+                    // The batch's oldest item: what QueueAge measures while the send is under way.
+                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
                     if (item.Chunk is { } chunk)
                     {
                         if (Volatile.Read(ref _dropChunks))
@@ -301,7 +331,11 @@ internal sealed class Link : IAsyncDisposable
                         bytes += item.Frame!.Length;
                     }
                 }
-                if (batch.Count == 0) continue;
+                if (batch.Count == 0)
+                {
+                    Interlocked.Exchange(ref _inFlightSince, 0);
+                    continue;
+                }
                 try
                 {
                     await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
@@ -311,10 +345,12 @@ internal sealed class Link : IAsyncDisposable
                     foreach (var chunk in sending)
                     {
                         Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                        Interlocked.Add(ref _chunkBytesSent, chunk.Length);
                         chunk.Release();
                     }
                     sending.Clear();
                     batch.Clear();
+                    Interlocked.Exchange(ref _inFlightSince, 0);
                 }
                 _lastSent = _time.GetTimestamp();
             }
@@ -355,6 +391,7 @@ internal sealed class Link : IAsyncDisposable
                             var r = new SequenceReader<byte>(body);
                             reason = Goodbye.TryRead(ref r, out var goodbye) ? $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}" : "malformed goodbye";
                             ReceivedGoodbye = goodbye.Code;
+                            ReceivedGoodbyeReason = goodbye.Reason;
                             if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason);
                             handler(this, type, body);
                             continue;
@@ -383,7 +420,7 @@ internal sealed class Link : IAsyncDisposable
             reason = $"protocol error: {e.Message}";
             _log.LogWarning("{Link}: {Reason}", Name, reason);
             // Tell the other side why, after anything already queued, then close gracefully.
-            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write)));
+            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Interlocked.Exchange(ref _closing, 1);
             _queue.Writer.TryComplete();
             await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
@@ -423,7 +460,7 @@ internal sealed class Link : IAsyncDisposable
         await _connection.DisposeAsync().ConfigureAwait(false);
     }
 
-    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame);
+    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At);
 }
 
 /// <summary>Limits and timers of a link.</summary>

@@ -24,7 +24,10 @@ public abstract class Node : IAsyncDisposable
         Transport = transport;
         Log = log;
         Time = time;
+        _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, time);
     }
+
+    private readonly SlowChildren _slowChildren;
 
     private protected NodeOptions NodeOptionsBase { get; }
 
@@ -96,13 +99,38 @@ public abstract class Node : IAsyncDisposable
         try
         {
             while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
+            {
                 foreach (var link in _links.Keys) link.Tick();
+                CheckSlowChildren();
+            }
         }
         catch (OperationCanceledException)
         {
             // Stopped.
         }
     }
+
+    /// <summary>Applies the slow-child policy to the links this node serves (see <see cref="SlowChildren"/>).</summary>
+    private void CheckSlowChildren()
+    {
+        if (Relay is not { } relay) return;
+        foreach (var finding in _slowChildren.Check(relay.Subscribers()))
+        {
+            if (finding.Verdict == SlowChildren.Verdict.Slow)
+            {
+                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds);
+                OnSlowChild(finding.Link, finding.QueueAge);
+            }
+            else
+            {
+                SlowChildLog.Stopped(Log, finding.Link.Name, NodeOptionsBase.SlowChildGrace.TotalSeconds, finding.Reason);
+                _ = finding.Link.CloseAsync(GoodbyeCode.TooSlow, finding.Reason);
+            }
+        }
+    }
+
+    /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>
+    private protected abstract void OnSlowChild(Link child, TimeSpan queueAge);
 
     private async Task HandleIncomingAsync(IConnection connection)
     {
@@ -229,7 +257,7 @@ public abstract class Node : IAsyncDisposable
         link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
         link.State = (int)hello.PeerId;
         var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
-        await link.WriteNowAsync(new Welcome(Protocol.Version, hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
+        await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
         _ = link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default);

@@ -23,6 +23,15 @@ public abstract record NodeOptions
     /// <summary>A child with more than this many bytes waiting to be sent is cut off as too slow.</summary>
     public long MaxQueuedBytesPerChild { get; init; } = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// A child whose oldest queued chunk has waited this long while its queue grew is slow: it
+    /// no longer paces the source and is demoted to a leaf (docs/resilience.md#slow-viewers).
+    /// </summary>
+    public TimeSpan SlowChildAge { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>A slow child still slow this long after it was found slow is stopped, told its measured download and the stream rate.</summary>
+    public TimeSpan SlowChildGrace { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>After the end of the stream, how long to wait for children to finish before closing.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(60);
 

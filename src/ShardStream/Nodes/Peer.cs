@@ -25,6 +25,7 @@ public sealed class Peer : Node
     private Link? _control;
     private string _coordinatorAddress = "";
     private int _shardCount;
+    private ushort _version;
     private long _bytesWritten;
 
     /// <summary>Creates a peer; <see cref="StartAsync"/> binds it and joins.</summary>
@@ -108,6 +109,7 @@ public sealed class Peer : Node
     private async Task JoinAsync(Link control, string address, Welcome welcome, CancellationToken cancellationToken)
     {
         Id = (int)welcome.PeerId;
+        _version = welcome.Version;
         _shardCount = welcome.ShardCount;
         _coordinatorAddress = address;
         StartOffset = (long)welcome.StartOffset;
@@ -301,7 +303,7 @@ public sealed class Peer : Node
         {
             // The parent is fine; this peer could not keep up. Say so and stop, rather than
             // hang without a parent; the coordinator then moves this peer's own children.
-            _failed.TrySetResult($"parent {parentId} cut this peer off: {reason}");
+            _failed.TrySetResult(link.ReceivedGoodbyeReason is { Length: > 0 } why ? why : $"parent {parentId} cut this peer off: {reason}");
             return;
         }
         Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
@@ -311,7 +313,17 @@ public sealed class Peer : Node
     private void OnControlClosed(string reason)
     {
         if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving) return;
+        // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
+        if (_control?.ReceivedGoodbye == GoodbyeCode.TooSlow && _control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);
         _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
+    }
+
+    /// <summary>A child this peer serves is slow: ask the coordinator to demote it (protocol version 2 on).</summary>
+    private protected override void OnSlowChild(Link child, TimeSpan queueAge)
+    {
+        int id = ChildIdOf(child);
+        if (id <= 0 || _version < Protocol.SlowChildVersion) return;
+        _control?.Send(new SlowChild((ulong)id, (uint)Math.Min(queueAge.TotalMilliseconds, uint.MaxValue)).Write);
     }
 
     private protected override Task OnJoinAsync(Link link, Hello hello)

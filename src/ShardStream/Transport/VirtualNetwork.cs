@@ -8,7 +8,8 @@ namespace ShardStream.Transport;
 /// An in-memory network for fast, deterministic multi-node tests. Every node gets its own host
 /// (<see cref="Host"/>); links between hosts can be given a one-way latency, and a host can be
 /// killed (every connection reset, like <c>kill -9</c>) or frozen (connections stay open but no
-/// byte moves, like <c>kill -STOP</c> or a half-open link).
+/// byte moves, like <c>kill -STOP</c> or a half-open link), and a host's download can be capped
+/// (like a slow access link).
 /// </summary>
 public sealed class VirtualNetwork
 {
@@ -31,6 +32,18 @@ public sealed class VirtualNetwork
     {
         _latency[(hostA, hostB)] = oneWay;
         _latency[(hostB, hostA)] = oneWay;
+    }
+
+    /// <summary>
+    /// Caps what <paramref name="host"/> can receive, over all its connections together, at
+    /// <paramref name="bytesPerSecond"/> (0 removes the cap), like a slow access link: a send to
+    /// it completes only once its bytes have had time to cross, so the sender's own queue is what
+    /// grows. Only the current send is in flight (no large socket buffer).
+    /// </summary>
+    public void SetDownloadRate(string host, long bytesPerSecond)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
+        Interlocked.Exchange(ref _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).DownloadRate, bytesPerSecond);
     }
 
     /// <summary>Resets every connection of the host and closes its listeners, as when its process dies.</summary>
@@ -78,7 +91,28 @@ public sealed class VirtualNetwork
 
         public volatile bool Frozen;
 
+        /// <summary>Bytes per second this host can receive; 0 for no cap.</summary>
+        public long DownloadRate;
+
+        private readonly object _downlink = new();
+        private long _downlinkFreeAt;
+
         public ConcurrentDictionary<VirtualLink, byte> Links { get; } = new();
+
+        /// <summary>How long until <paramref name="bytes"/> more have crossed this host's capped downlink (zero without a cap).</summary>
+        public TimeSpan ReserveDownlink(long bytes)
+        {
+            long rate = Interlocked.Read(ref DownloadRate);
+            if (rate <= 0) return TimeSpan.Zero;
+            var time = network._time;
+            lock (_downlink)
+            {
+                long now = time.GetTimestamp();
+                long start = Math.Max(now, _downlinkFreeAt);
+                _downlinkFreeAt = start + (long)((double)bytes / rate * time.TimestampFrequency);
+                return time.GetElapsedTime(now, _downlinkFreeAt);
+            }
+        }
 
         public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
         {
@@ -166,8 +200,8 @@ public sealed class VirtualNetwork
             _server = server;
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
-            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server.Name);
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client.Name);
+            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server, network._time);
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client, network._time);
             client.Links.TryAdd(this, 0);
             server.Links.TryAdd(this, 0);
         }
@@ -280,17 +314,22 @@ public sealed class VirtualNetwork
             }
         }
 
-        private sealed class End(VirtualLink link, IDuplexPipe pipe, string remote) : IConnection
+        private sealed class End(VirtualLink link, IDuplexPipe pipe, VirtualHost remote, TimeProvider time) : IConnection
         {
             private int _outputClosed;
             private int _closed;
 
             public IDuplexPipe Pipe { get; } = pipe;
 
-            public string RemoteAddress { get; } = remote;
+            public string RemoteAddress { get; } = remote.Name;
 
             public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
             {
+                // A capped downlink on the other side: the send lasts until the bytes have crossed it.
+                long total = 0;
+                foreach (var buffer in buffers) total += buffer.Count;
+                var crossing = remote.ReserveDownlink(total);
+                if (crossing > TimeSpan.Zero) await Task.Delay(crossing, time, cancellationToken).ConfigureAwait(false);
                 // In memory there is nothing to gain from a gathered write: copy into the pipe.
                 foreach (var buffer in buffers) Pipe.Output.Write(buffer);
                 var result = await Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);

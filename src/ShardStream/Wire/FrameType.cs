@@ -35,4 +35,7 @@ public enum FrameType : byte
 
     /// <summary>Peer to coordinator: I am leaving on purpose; move my children first.</summary>
     Leave = 11,
+
+    /// <summary>Peer to coordinator (version 2): a child of mine cannot keep up; demote it.</summary>
+    SlowChild = 12,
 }

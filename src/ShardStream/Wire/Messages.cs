@@ -427,3 +427,30 @@ public readonly record struct Leave(ulong PeerId)
         return ok;
     }
 }
+
+/// <summary>
+/// Peer to coordinator (protocol version 2 and later): <paramref name="ChildId"/>, a child this
+/// peer serves, is slow: its oldest queued chunk has waited <paramref name="QueueAgeMs"/> ms and
+/// its queue keeps growing. The coordinator demotes it if the plan has the sender as its parent.
+/// </summary>
+public readonly record struct SlowChild(ulong ChildId, uint QueueAgeMs)
+{
+    /// <summary>Body length: u64 child id, u32 queue age.</summary>
+    public const int BodyLength = 12;
+
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.SlowChild, BodyLength, in this, static (in SlowChild m, ref SpanWriter w) =>
+    {
+        w.WriteUInt64(m.ChildId);
+        w.WriteUInt32(m.QueueAgeMs);
+    });
+
+    /// <summary>Reads a slow-child body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out SlowChild value)
+    {
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong child) || !FrameCodec.TryReadUInt32(ref r, out uint age) || !r.End) return false;
+        value = new SlowChild(child, age);
+        return true;
+    }
+}

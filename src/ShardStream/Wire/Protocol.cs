@@ -3,11 +3,17 @@ namespace ShardStream.Wire;
 /// <summary>Constants of the ShardStream wire protocol (docs/protocol.md).</summary>
 public static class Protocol
 {
-    /// <summary>The protocol version this build speaks.</summary>
-    public const ushort Version = 1;
+    /// <summary>The protocol version this build speaks (2 added the SlowChild frame).</summary>
+    public const ushort Version = 2;
+
+    /// <summary>The first version with the SlowChild frame (peer to coordinator).</summary>
+    public const ushort SlowChildVersion = 2;
 
     /// <summary>The oldest protocol version this build accepts.</summary>
     public const ushort MinVersion = 1;
+
+    /// <summary>The version a connection speaks after <paramref name="hello"/>: the highest both sides speak (the caller checked that the ranges overlap).</summary>
+    public static ushort Negotiate(Hello hello) => Math.Min(hello.MaxVersion, Version);
 
     /// <summary>"SHST": the first four bytes of a hello body, so that a stray client is recognised at once.</summary>
     public const uint Magic = 0x53485354;

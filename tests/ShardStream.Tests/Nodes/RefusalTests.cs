@@ -20,14 +20,32 @@ public class RefusalTests
         await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
         await coordinator.StartAsync(default);
 
-        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(2, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(3, 4, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
 
         Assert.Equal(FrameType.Goodbye, type);
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("1..1", goodbye.Reason);
-        Assert.Contains("2..3", goodbye.Reason);
+        Assert.Contains("1..2", goodbye.Reason);
+        Assert.Contains("3..4", goodbye.Reason);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(1, 2, 2)]
+    [InlineData(2, 5, 2)]
+    public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(min, max, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        Assert.Equal(chosen, welcome.Version);
     }
 
     [Fact]

@@ -271,6 +271,32 @@ public class VirtualNetworkTests
         Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(95), $"arrived after {watch.Elapsed.TotalMilliseconds} ms");
     }
 
+    [Fact]
+    public async Task A_capped_download_delivers_no_faster_than_its_rate_and_intact()
+    {
+        var net = new VirtualNetwork();
+        net.SetDownloadRate("client", 256 * 1024);
+        var (client, server) = await ConnectAsync(net);
+        var payload = new byte[256 * 1024];
+        new Random(7).NextBytes(payload);
+
+        var clock = Stopwatch.StartNew();
+        var reading = PipeIo.ReadExactlyAsync(client.Pipe.Input, payload.Length);
+        for (int i = 0; i < 4; i++) await server.SendAsync([new ArraySegment<byte>(payload, i * 65536, 65536)], default);
+        var received = await reading;
+
+        // 256 KiB at 256 KiB/s: at least a second, however fast the machine (a lower bound only).
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.9), $"256 KiB crossed a 256 KiB/s downlink in {clock.Elapsed.TotalSeconds:0.00} s");
+        Assert.Equal(payload, received);
+
+        // The other direction (the capped host's upload) is not limited: 8 MiB would take 32 s capped.
+        clock.Restart();
+        var upload = PipeIo.ReadExactlyAsync(server.Pipe.Input, 8 * 1024 * 1024);
+        await client.SendAsync([new ArraySegment<byte>(new byte[8 * 1024 * 1024])], default);
+        await upload;
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(16), $"8 MiB took {clock.Elapsed.TotalSeconds:0.0} s on the uncapped direction");
+    }
+
     private static async Task<(IConnection Client, IConnection Server)> ConnectAsync(VirtualNetwork net, string clientHost = "client", string serverHost = "server")
     {
         var listener = await net.Host(serverHost).ListenAsync($"{serverHost}:0", default);

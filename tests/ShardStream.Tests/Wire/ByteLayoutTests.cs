@@ -31,6 +31,8 @@ public class ByteLayoutTests
     [InlineData("move", "00000019 08 01 00 01 0000000000000000 0000000000000000 0003 633A33")]
     // length 19 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203
     [InlineData("parent-lost", "00000013 09 0000000000000004 01 01 0000000000000203")]
+    // length 13 | type 12 | child 7 | queue age 2500 ms (version 2)
+    [InlineData("slow-child", "0000000D 0C 0000000000000007 000009C4")]
     public void Frames_have_the_documented_big_endian_layout(string name, string hex)
     {
         var expected = Frames.Hex(hex);
@@ -102,6 +104,20 @@ public class ByteLayoutTests
         Assert.Equal("0000010303", Convert.ToHexString(written));
     }
 
+    [Fact]
+    public void A_slow_child_report_reads_back_and_a_short_or_long_body_is_refused()
+    {
+        var body = Frames.Body(Frames.Encode(new SlowChild(7, 2500).Write)).ToArray();
+        var r = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(SlowChild.TryRead(ref r, out var report));
+        Assert.Equal(new SlowChild(7, 2500), report);
+
+        var shortBody = new SequenceReader<byte>(new ReadOnlySequence<byte>(body[..^1]));
+        Assert.False(SlowChild.TryRead(ref shortBody, out _));
+        var longBody = new SequenceReader<byte>(new ReadOnlySequence<byte>([.. body, 0]));
+        Assert.False(SlowChild.TryRead(ref longBody, out _));
+    }
+
     private static void Write(string name, IBufferWriter<byte> w)
     {
         switch (name)
@@ -116,6 +132,7 @@ public class ByteLayoutTests
             case "welcome": new Welcome(1, 9, 2, 4, 0x100, [new ShardAssignment(1, AssignmentKind.Redirect, 3, 5, "b:2")]).Write(w); break;
             case "move": new Move([new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "c:3")]).Write(w); break;
             case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)]).Write(w); break;
+            case "slow-child": new SlowChild(7, 2500).Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     }

@@ -1,0 +1,101 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// The slow-child policy of a parent (the coordinator or a peer), run on every tick over the
+/// links it serves. A child is <b>slow</b> when the oldest frame queued for it has waited longer
+/// than <see cref="NodeOptions.SlowChildAge"/> and its queue did not shrink over that time (it
+/// took less than was queued for it). A child catching up on a replayed backlog, or one that
+/// paces a file source, drains at least what is queued and is never slow. A slow child is
+/// reported once (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to);
+/// if it is still slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is
+/// <see cref="Verdict.Stop"/>, with its measured download and the rate queued for it.
+/// </summary>
+internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeProvider time)
+{
+    private readonly Dictionary<Link, Watch> _watches = [];
+
+    /// <summary>What the owner must do about one child.</summary>
+    internal enum Verdict
+    {
+        /// <summary>Just became slow: demote it.</summary>
+        Slow,
+
+        /// <summary>Still slow after the grace: stop it, with <see cref="Finding.Reason"/>.</summary>
+        Stop,
+    }
+
+    /// <summary>One child's verdict with the figures behind it.</summary>
+    internal readonly record struct Finding(Link Link, Verdict Verdict, TimeSpan QueueAge, double DownloadMbps, double StreamMbps)
+    {
+        /// <summary>What the stopped child is told (and prints).</summary>
+        public string Reason => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {DownloadMbps:0.0} vs {StreamMbps:0.0} Mbit/s");
+    }
+
+    /// <summary>Samples every served link and returns what must be done; forgets links no longer served.</summary>
+    public List<Finding> Check(IReadOnlyCollection<Link> children)
+    {
+        var findings = new List<Finding>();
+        long now = time.GetTimestamp();
+        foreach (var gone in _watches.Keys.Where(l => !children.Contains(l)).ToList()) _watches.Remove(gone);
+        foreach (var link in children)
+        {
+            if (link.IsClosing) continue;
+            if (!_watches.TryGetValue(link, out var watch)) _watches[link] = watch = new Watch();
+            var sample = new Sample(now, link.ChunkBytesQueued, link.ChunkBytesSent);
+            watch.Samples.Enqueue(sample);
+            // Keep one sample at least slowAge old: the window over which the queue must have shrunk.
+            while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= slowAge) watch.Samples.Dequeue();
+            var then = watch.Samples.Peek();
+            var age = link.QueueAge;
+            bool slow = age > slowAge && time.GetElapsedTime(then.At, now) >= slowAge && sample.Sent - then.Sent < sample.Queued - then.Queued;
+            if (!slow)
+            {
+                watch.SlowSince = null;
+                continue;
+            }
+            if (watch.SlowSince is not { } since)
+            {
+                watch.SlowSince = sample;
+                findings.Add(new Finding(link, Verdict.Slow, age, 0, 0));
+                continue;
+            }
+            var elapsed = time.GetElapsedTime(since.At, now);
+            if (elapsed < grace) continue;
+            double seconds = elapsed.TotalSeconds;
+            findings.Add(new Finding(link, Verdict.Stop, age,
+                (sample.Sent - since.Sent) * 8 / seconds / 1e6,
+                (sample.Queued - since.Queued) * 8 / seconds / 1e6));
+            _watches.Remove(link);
+        }
+        return findings;
+    }
+
+    private readonly record struct Sample(long At, long Queued, long Sent);
+
+    private sealed class Watch
+    {
+        public Queue<Sample> Samples { get; } = new();
+
+        /// <summary>The sample at which the child became slow; null while it keeps up.</summary>
+        public Sample? SlowSince { get; set; }
+    }
+}
+
+/// <summary>Log lines of the slow-child policy (event ids 900–909).</summary>
+internal static partial class SlowChildLog
+{
+    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing; demoting it to a leaf", EventName = "SlowChild")]
+    public static partial void Slow(ILogger log, string link, double age);
+
+    [LoggerMessage(901, LogLevel.Warning, "{Link}: still slow {Grace:0.#} s after it was found slow: stopping it ({Reason})", EventName = "SlowChildStopped")]
+    public static partial void Stopped(ILogger log, string link, double grace, string reason);
+
+    [LoggerMessage(902, LogLevel.Warning, "peer {Id} demoted to a leaf (budget 0): {Why}; {Moves} move(s) sent", EventName = "PeerDemoted")]
+    public static partial void Demoted(ILogger log, int id, string why, int moves);
+
+    [LoggerMessage(903, LogLevel.Warning, "peer {Reporter} reported peer {Child} as slow, but the plan does not have {Reporter} as a parent of {Child}: ignored", EventName = "SlowReportIgnored")]
+    public static partial void ReportIgnored(ILogger log, int reporter, int child);
+}
