@@ -16,6 +16,8 @@ internal static class Program
         {
             case "relay":
                 return await RelayBenchmark.RunAsync(args[1..]);
+            case "integrity":
+                return Integrity.IntegrityBenchmark.Run(args[1..]);
             case "micro":
                 var rest = args[1..];
                 if (!rest.Contains("--filter")) rest = [.. rest, "--filter", "*"];
@@ -26,6 +28,7 @@ internal static class Program
             default:
                 await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 5] [--seconds 10] [--shards 1,2]\n" +
                     "         diagnostics: [--only shardstream|baseline] [--window-mib N] [--window-age-s S]\n" +
+                    "       ShardStream.Bench integrity\n" +
                     "       ShardStream.Bench micro [BenchmarkDotNet options, e.g. --job short]");
                 return 2;
         }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Topology;
+using ShardStream.Trust;
 
 namespace ShardStream.Cli;
 
@@ -15,6 +16,7 @@ internal static class CoordinatorCommand
         var topology = new Option<string?>("--topology") { Description = "Placement policy: binary (K=1), tessellated (K=2) or striped (any K). Default: binary for K=1, tessellated for K=2, striped for K>=3." };
         topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
         var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate; floor(X*K) shard-streams, at least K (default (K+1)/K)." };
+        var key = new Option<string?>("--key") { Description = "The stream's private key file (PEM). Created with mode 0600 when missing; the stream address printed at start is its public key. Without --key an ephemeral key is made and the address changes at every start." };
         var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
@@ -23,10 +25,13 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, key, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
+            bool created = false;
+            using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
+            if (created) loggers.CreateLogger("coordinator").LogInformation("created a new stream key in {File} (mode 0600)", parse.GetValue(key));
             var options = CommonOptions.Apply(new CoordinatorOptions
             {
                 ListenAddress = parse.GetValue(listen)!,
@@ -34,6 +39,7 @@ internal static class CoordinatorCommand
                 Topology = ParseTopology(parse.GetValue(topology)),
                 Upload = parse.GetValue(upload),
                 MinPeers = parse.GetValue(minPeers),
+                Signer = signer,
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using ShardStream.Nodes;
+using ShardStream.Trust;
 
 namespace ShardStream.Cli;
 
@@ -16,6 +17,7 @@ internal static class PeerCommand
                           "Without it, a peer listening on 0.0.0.0 or [::] is reached at the address the coordinator sees it connect from.",
         };
         var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate: floor(X*K) shard-streams (default (K+1)/K; 0 = watch only, a leaf in every tree)." };
+        var stream = new Option<string?>("--stream") { Description = "The stream address (the 64 hex digits the coordinator prints at start): join only if the coordinator proves it holds that stream's key. Without it the peer pins whatever key the coordinator proves it holds, and logs it." };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -23,7 +25,7 @@ internal static class PeerCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
-        foreach (var o in new Option[] { connect, listen, advertise, upload, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -33,6 +35,7 @@ internal static class PeerCommand
                 ListenAddress = parse.GetValue(listen)!,
                 AdvertiseAddress = parse.GetValue(advertise),
                 Upload = parse.GetValue(upload),
+                Stream = parse.GetValue(stream) is { } address ? StreamKey.Parse(address) : null,
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);

@@ -108,6 +108,14 @@ public static class FrameRoundTrip
                 if (!Leave.TryRead(ref r, out var leave)) return null;
                 leave.Write(w);
                 break;
+            case FrameType.SlowChild:
+                if (!SlowChild.TryRead(ref r, out var slow)) return null;
+                slow.Write(w);
+                break;
+            case FrameType.Hashes:
+                if (!HashList.TryRead(ref r, out var list)) return null;
+                list.Write(w);
+                break;
             default:
                 throw new RoundTripException($"the codec returned frame type {(byte)type}, which has no message");
         }

@@ -10,20 +10,22 @@ public static class SeedCorpus
     {
         var frames = new List<(string, byte[])>
         {
-            ("hello-join", Encode(new Hello(1, 1, HelloRole.Join, 0, Hello.DefaultUpload, [], "127.0.0.1:1235").Write)),
-            ("hello-attach", Encode(new Hello(1, 1, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001").Write)),
-            ("welcome", Encode(new Welcome(1, 42, 2, 1000, 123_456, [
+            ("hello-join", Encode(new Hello(3, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "127.0.0.1:1235", [.. Enumerable.Range(1, 16).Select(i => (byte)i)]).Write)),
+            ("hello-attach", Encode(new Hello(3, 3, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001", null, [1, 2, 3, 4]).Write)),
+            ("welcome", Encode(new Welcome(3, 42, 2, 1000, 123_456, [
                 new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
-                new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000")]).Write)),
+                new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000", [9, 9, 9])], new byte[Welcome.ProofLength]).Write)),
             ("chunk", Encode(w => new ChunkHeader(1, 77, 5_000_000).Write(w, "a short payload of a chunk"u8))),
-            ("end", Encode(new End(1, 1234, 9_876_543).Write)),
+            ("end", Encode(new End(1, 1234, 9_876_543, new byte[Protocol.SignatureLength]).Write)),
             ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),
             ("heartbeat", Encode(new Heartbeat(3).Write)),
             ("attached", Encode(new Attached(31).Write)),
             ("move", Encode(new Move([new ShardAssignment(1, AssignmentKind.Redirect, 5, 0, "host-5:9000")]).Write)),
-            ("parent-lost", Encode(new ParentLost(5, [new ShardStart(1, 401)]).Write)),
+            ("parent-lost", Encode(new ParentLost(5, [new ShardStart(1, 401)], "chunk 401 does not match the stream's signed hash").Write)),
             ("detach", Encode(new Detach([0, 2]).Write)),
             ("leave", Encode(new Leave(12).Write)),
+            ("slow-child", Encode(new SlowChild(7, 2500).Write)),
+            ("hashes", Encode(new HashList(1, 3, new byte[2 * Protocol.HashLength], new byte[Protocol.SignatureLength]).Write)),
         };
         foreach (var frame in frames) yield return frame;
         // A connection's first frames back to back: hello, welcome, a chunk, heartbeats, end, goodbye.

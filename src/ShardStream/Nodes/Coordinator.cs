@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Streaming;
 using ShardStream.Topology;
 using ShardStream.Transport;
+using ShardStream.Trust;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -21,6 +22,10 @@ public sealed class Coordinator : Node
     private readonly Dictionary<int, PeerSession> _peers = [];
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
+    private readonly HashSet<string> _cutOff = [];
+    private readonly StreamSigner _signer;
+    private readonly bool _ephemeralKey;
+    private readonly SigningQueue _signing;
     private long _nextSeq;
     private long _nextOffset;
     private bool _ended;
@@ -33,10 +38,18 @@ public sealed class Coordinator : Node
         _options = options;
         _planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget));
         Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
+        _ephemeralKey = options.Signer is null;
+        _signer = options.Signer ?? StreamSigner.CreateEphemeral();
+        // A list's chunks reach each child at once: at most a sixteenth of the queue limit, so that
+        // the burst never comes near it (pacing keeps queues under a quarter of it).
+        _signing = new SigningQueue(_signer, Relay, options.ShardCount, options.MaxHashesPerList, Math.Min(1L << 20, options.MaxQueuedBytesPerChild / 16), Time);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 
     private protected override int ShardCount => _options.ShardCount;
+
+    /// <summary>The stream's identity: viewers pass its <see cref="StreamKey.Address"/> with <c>--stream</c>.</summary>
+    public StreamKey StreamKey => _signer.PublicKey;
 
     /// <summary>Stream bytes read from the source so far.</summary>
     public long BytesStreamed => Interlocked.Read(ref _nextOffset);
@@ -47,6 +60,8 @@ public sealed class Coordinator : Node
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         Log.LogInformation("coordinator listening on {Address}, {K} shard(s), {Topology} topology, upload budget {Budget} shard-streams",
             ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
+        Log.LogInformation("stream address {Address}{Ephemeral}; a viewer checks it watches this stream with: shardstream peer -c {Listen} --stream {Address}",
+            StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", ListenAddress, StreamKey.Address);
     }
 
     /// <summary>
@@ -64,6 +79,8 @@ public sealed class Coordinator : Node
         var relay = Relay!;
         int k = _options.ShardCount;
         long seq = 0, offset = 0;
+        using var stopSigning = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var signingTimer = Task.Run(() => SignLateListsAsync(stopSigning.Token), CancellationToken.None);
         while (true)
         {
             await PaceAsync(cancellationToken).ConfigureAwait(false);
@@ -87,7 +104,7 @@ public sealed class Coordinator : Node
             chunk = chunk.Shrink();
             lock (_gate)
             {
-                relay.Publish(chunk);
+                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength);
                 long now = Time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
                 while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();
@@ -98,10 +115,14 @@ public sealed class Coordinator : Node
             }
             chunk.Release();
         }
+        await stopSigning.CancelAsync().ConfigureAwait(false);
+        await signingTimer.ConfigureAwait(false);
+        byte[] endSignature = _signer.SignEnd((ulong)seq, (ulong)offset);
         lock (_gate)
         {
+            _signing.SignAll();
             _ended = true;
-            for (int s = 0; s < k; s++) relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset));
+            for (int s = 0; s < k; s++) relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset, endSignature));
         }
         Log.LogInformation("source ended after {Bytes} bytes in {Chunks} chunks; waiting for peers to finish", offset, seq);
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
@@ -135,6 +156,21 @@ public sealed class Coordinator : Node
         }
     }
 
+    /// <summary>Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/> while the source is quiet.</summary>
+    private async Task SignLateListsAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(_options.MaxSigningDelay / 2, Time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+                lock (_gate) _signing.SignIfOlderThan(_options.MaxSigningDelay);
+        }
+        catch (OperationCanceledException)
+        {
+            // The source ended.
+        }
+    }
+
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
         List<Task<string>> controls;
@@ -159,6 +195,11 @@ public sealed class Coordinator : Node
                 _ = RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended");
                 return;
             }
+            if (_cutOff.Contains(advertised))
+            {
+                _ = RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send");
+                return;
+            }
             int id;
             try
             {
@@ -179,7 +220,9 @@ public sealed class Coordinator : Node
                     ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)startSeq, "")
                     : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
             }
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries);
+            // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
+            byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries, proof);
             session = new PeerSession(id, advertised, link) { Version = welcome.Version };
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
@@ -227,7 +270,8 @@ public sealed class Coordinator : Node
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
-                OnParentLost(session, (int)lost.ParentId, lost.Shards);
+                if (lost.Violation is { Length: > 0 }) OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
+                else OnParentLost(session, (int)lost.ParentId, lost.Shards);
                 break;
             case FrameType.SlowChild when link.State is PeerSession { Version: >= Protocol.SlowChildVersion }:
                 if (!SlowChild.TryRead(ref reader, out var slow)) throw new ProtocolException("malformed slow-child frame");
@@ -330,6 +374,62 @@ public sealed class Coordinator : Node
         SlowChildLog.Demoted(Log, id, why, moves);
     }
 
+    /// <summary>A reporter may accuse this many parents; one that accuses more is taken for the liar.</summary>
+    private const int MaxAccusations = 2;
+
+    /// <summary>
+    /// A child cut its parent off for what the parent sent (data that failed verification, a
+    /// frame it may not send). The coordinator cannot see the bytes, so it checks what it can:
+    /// the reporter must be that parent's child in the plan, and may accuse only
+    /// <see cref="MaxAccusations"/> parents in its life (an honest peer meets a liar rarely; a
+    /// peer that finds every parent lying is the liar, and is evicted itself). The accused parent
+    /// leaves the overlay at once (its children get their Moves now, not after a timeout) and its
+    /// listen address is refused from then on.
+    /// </summary>
+    private void OnParentAccused(PeerSession reporter, int parentId, ShardStart[] shards, string violation)
+    {
+        PeerSession? parent;
+        lock (_gate)
+        {
+            if (!_peers.ContainsKey(reporter.Id)) return;
+            if (parentId == Planner.Source)
+            {
+                Log.LogWarning("peer {Id} says the coordinator sent it bad data ({Reason}); treated as a lost link", reporter.Id, violation);
+                parent = null;
+            }
+            else if (!_peers.TryGetValue(parentId, out parent))
+            {
+                Log.LogDebug("peer {Id} cut off parent {Parent}, which is already out of the overlay: {Reason}", reporter.Id, parentId, violation);
+                return;
+            }
+            else if (!shards.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId))
+            {
+                Log.LogWarning("peer {Id} accuses peer {Parent}, which is not its parent in the plan; ignored: {Reason}", reporter.Id, parentId, violation);
+                return;
+            }
+            else if (++reporter.Accusations > MaxAccusations)
+            {
+                Log.LogWarning("peer {Id} accuses a {N}th parent (peer {Parent}); evicting the accuser instead", reporter.Id, reporter.Accusations, parentId);
+                _ = reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying");
+                RemovePeer(reporter, "accused too many parents", graceful: false);
+                return;
+            }
+            else
+            {
+                _cutOff.Add(parent.Address);
+            }
+        }
+        if (parent is null)
+        {
+            OnParentLost(reporter, parentId, shards);
+            return;
+        }
+        Log.LogWarning("peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on",
+            parent.Id, parent.Address, reporter.Id, violation);
+        RemovePeer(parent, $"cut off: {violation}", graceful: false);
+        _ = parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}");
+    }
+
     private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
 
     /// <summary>
@@ -401,6 +501,14 @@ public sealed class Coordinator : Node
         }
     }
 
+    /// <inheritdoc />
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync().ConfigureAwait(false);
+        lock (_gate) _signing.Clear();
+        if (_ephemeralKey) _signer.Dispose();
+    }
+
     private sealed class PeerSession(int id, string address, Link control)
     {
         public int Id { get; } = id;
@@ -413,6 +521,9 @@ public sealed class Coordinator : Node
 
         /// <summary>The protocol version its control link speaks.</summary>
         public ushort Version { get; init; }
+
+        /// <summary>How many parents this peer has accused of lying.</summary>
+        public int Accusations { get; set; }
 
         /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
         public int ReattachedTo { get; set; } = -1;

@@ -83,6 +83,12 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
     public Task<string> Closed => _closed.Task;
 
+    /// <summary>
+    /// Set when the link ended because of what the other side sent: a frame it may not send, a
+    /// malformed one, or data that failed verification. The reason, for a report.
+    /// </summary>
+    public string? Violation { get; private set; }
+
     /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
     public GoodbyeCode? ReceivedGoodbye { get; private set; }
 
@@ -418,6 +424,7 @@ internal sealed class Link : IAsyncDisposable
         catch (ProtocolException e)
         {
             reason = $"protocol error: {e.Message}";
+            Violation = reason;
             _log.LogWarning("{Link}: {Reason}", Name, reason);
             // Tell the other side why, after anything already queued, then close gracefully.
             _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
@@ -430,6 +437,7 @@ internal sealed class Link : IAsyncDisposable
         catch (InvalidDataException e)
         {
             reason = $"bad data: {e.Message}";
+            Violation = reason;
             _log.LogWarning("{Link}: {Reason}", Name, reason);
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)

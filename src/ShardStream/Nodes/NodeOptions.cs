@@ -59,6 +59,18 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>Hold the source until this many peers are attached.</summary>
     public int MinPeers { get; init; }
 
+    /// <summary>The stream's key; null makes an ephemeral one (the stream address then changes at every start).</summary>
+    public Trust.StreamSigner? Signer { get; init; }
+
+    /// <summary>A signed hash list covers at most this many chunks of a shard (1..64).</summary>
+    public int MaxHashesPerList { get; init; } = 32;
+
+    /// <summary>
+    /// Chunks wait at most this long for their hash list to be signed. A read shorter than a full
+    /// chunk (the source has caught up) signs at once; this bounds the wait when it has not.
+    /// </summary>
+    public TimeSpan MaxSigningDelay { get; init; } = TimeSpan.FromMilliseconds(2);
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 
@@ -83,6 +95,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MinPeers < 0) throw new ArgumentException("--min-peers cannot be negative");
         if (SourceBudget < ShardCount)
             throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream per shard ({ShardCount} x 1/{ShardCount} of the stream rate = 1x)");
+        if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
     }
 }
@@ -103,6 +116,12 @@ public sealed record PeerOptions : NodeOptions
     /// the address this peer's connection came from).
     /// </summary>
     public string? AdvertiseAddress { get; init; }
+
+    /// <summary>
+    /// The stream this viewer wants (its address, the coordinator's public key). Null: the peer
+    /// pins the key the coordinator proves it holds when it joins, and logs it.
+    /// </summary>
+    public Trust.StreamKey? Stream { get; init; }
 
     /// <summary>How many redirects to follow before giving up.</summary>
     public int MaxRedirects { get; init; } = 8;

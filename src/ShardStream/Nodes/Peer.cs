@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Streaming;
 using ShardStream.Transport;
+using ShardStream.Trust;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -22,6 +23,7 @@ public sealed class Peer : Node
     private readonly Dictionary<int, Link> _parentOfShard = [];
     private readonly Channel<Move> _moves = Channel.CreateUnbounded<Move>(new UnboundedChannelOptions { SingleReader = true });
     private Reassembler? _reassembler;
+    private StreamVerifier? _verifier;
     private Link? _control;
     private string _coordinatorAddress = "";
     private int _shardCount;
@@ -59,7 +61,8 @@ public sealed class Peer : Node
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
             var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
-            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], AdvertisedAddress).Write, cancellationToken).ConfigureAwait(false);
+            byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
+            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
             var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
             if (welcome.PeerId == 0)
             {
@@ -71,9 +74,46 @@ public sealed class Peer : Node
                 address = next;
                 continue;
             }
+            _verifier = new StreamVerifier(CheckProof(address, welcome, nonce), welcome.ShardCount);
             await JoinAsync(link, address, welcome, cancellationToken).ConfigureAwait(false);
             return;
         }
+    }
+
+    /// <summary>The stream's key, once the coordinator proved it holds it (and it is the one asked for, if any).</summary>
+    public StreamKey? StreamKey => _verifier?.Key;
+
+    /// <summary>
+    /// The coordinator's placement must carry its public key and its signature over our nonce: a
+    /// node that answers in its place cannot make one. With <see cref="PeerOptions.Stream"/> the
+    /// key must be that one; without, it is pinned for the rest of the run and logged.
+    /// </summary>
+    private StreamKey CheckProof(string address, Welcome welcome, byte[] nonce)
+    {
+        if (welcome.Proof is not { Length: Welcome.ProofLength } proof)
+            throw new ProtocolException($"{address} placed this peer without proving it holds the stream's key");
+        StreamKey key;
+        try
+        {
+            key = Trust.StreamKey.FromBytes(proof.AsSpan(0, Protocol.KeyLength));
+        }
+        catch (ArgumentException)
+        {
+            throw new ProtocolException($"{address} sent a stream key that is not an Ed25519 public key");
+        }
+        if (!key.VerifyJoin(nonce, welcome.PeerId, proof.AsSpan(Protocol.KeyLength)))
+            throw new ProtocolException($"{address} did not prove it holds the key of stream {key.Address}: its signature over this peer's nonce is wrong");
+        if (_options.Stream is { } wanted)
+        {
+            if (!wanted.SameAs(key))
+                throw new ConnectionFailedException($"{address} streams {key.Address}, not the stream asked for ({wanted.Address})");
+            Log.LogInformation("the coordinator proved it holds the key of stream {Address}, the one asked for", key.Address);
+        }
+        else
+        {
+            Log.LogInformation("pinned stream {Address}: the key the coordinator proved it holds (pass --stream {Address} to insist on it)", key.Address, key.Address);
+        }
+        return key;
     }
 
     private async Task<Welcome> ReadWelcomeAsync(Link link, string address, CancellationToken cancellationToken)
@@ -212,6 +252,10 @@ public sealed class Peer : Node
                     // After a move the old parent may still have chunks of the shard in flight: not ours any more.
                     if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
                 }
+                // A duplicate (a new parent replays what the old one sent) is dropped unchecked: it
+                // is neither written nor forwarded. Anything else is checked before either.
+                if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
+                _verifier!.VerifyChunk(header, payload);
                 var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Relay!.Publish(chunk);
                 lock (_ready)
@@ -229,6 +273,7 @@ public sealed class Peer : Node
                     // Only the shard's current parent can say it has sent everything.
                     if (!_parentOfShard.TryGetValue(end.Shard, out var current) || current != link) return;
                 }
+                _verifier!.VerifyEnd(end);
                 Relay!.PublishEnd(end);
                 lock (_ready)
                 {
@@ -236,7 +281,20 @@ public sealed class Peer : Node
                     FlushReady();
                 }
                 break;
+            case FrameType.Hashes:
+                var hashReader = new SequenceReader<byte>(body);
+                if (!HashList.TryRead(ref hashReader, out var list)) throw new ProtocolException("malformed hash list frame");
+                if (list.Shard >= _shardCount) throw new ProtocolException($"hash list of shard {list.Shard}, the stream has {_shardCount}");
+                lock (_gate)
+                {
+                    if (!_parentOfShard.TryGetValue(list.Shard, out var current) || current != link) return;
+                }
+                _verifier!.AddHashList(list, _reassembler!.NextSeqOf(list.Shard));
+                Relay!.PublishHashList(list, FrameWriting.ToArray(list.Write));
+                break;
             case FrameType.Move:
+                // Only the coordinator moves peers: a parent that sends a Move is lying.
+                if (link != _control) throw new InvalidDataException("a Move from a parent: only the coordinator's control link may carry one");
                 var moveReader = new SequenceReader<byte>(body);
                 if (!Move.TryRead(ref moveReader, out var move)) throw new ProtocolException("malformed move frame");
                 // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
@@ -304,6 +362,14 @@ public sealed class Peer : Node
             // The parent is fine; this peer could not keep up. Say so and stop, rather than
             // hang without a parent; the coordinator then moves this peer's own children.
             _failed.TrySetResult(link.ReceivedGoodbyeReason is { Length: > 0 } why ? why : $"parent {parentId} cut this peer off: {reason}");
+            return;
+        }
+        if (link.Violation is { } violation)
+        {
+            // Nothing it sent after its last good chunk was written or forwarded; the coordinator
+            // hears why, moves this peer and the liar's other children, and refuses the liar.
+            Log.LogError("cut off parent {Parent} (shard(s) {Shards}): {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), violation);
+            _control?.Send(new ParentLost(parentId, lost, violation).Write);
             return;
         }
         Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);

@@ -7,7 +7,9 @@ namespace ShardStream.Nodes;
 /// A node's fan-out: every chunk it has (produced or received) goes into the replay window and to
 /// every child link subscribed to that chunk's shard. A new subscriber first gets what the window
 /// holds from the sequence number it asked for, then the live chunks, with no gap and no
-/// duplicate between the two (both happen under one lock).
+/// duplicate between the two (both happen under one lock). The coordinator's signed hash lists
+/// travel the same way, each ahead of the chunks it covers, and are kept as long as the window
+/// keeps one of their chunks, so that a new subscriber can check what is replayed to it.
 /// </summary>
 internal sealed class Relay
 {
@@ -17,6 +19,11 @@ internal sealed class Relay
     private readonly List<Subscription>[] _subscribers;
     private readonly long[] _lastSeq;
     private readonly End?[] _ends;
+    private readonly Queue<(long First, long Last, byte[] Frame)>[] _hashLists;
+    private readonly long[] _lastListEnd;
+
+    /// <summary>Hash lists kept per shard at most, whatever the window holds (4096 lists of up to 64 chunks).</summary>
+    private const int MaxHashListsPerShard = 4096;
     private readonly TimeProvider _time;
     private readonly List<Chunk> _scratch = [];
 
@@ -27,8 +34,12 @@ internal sealed class Relay
         _subscribers = new List<Subscription>[shardCount];
         _lastSeq = new long[shardCount];
         _ends = new End?[shardCount];
+        _hashLists = new Queue<(long, long, byte[])>[shardCount];
+        _lastListEnd = new long[shardCount];
         for (int s = 0; s < shardCount; s++)
         {
+            _hashLists[s] = new Queue<(long, long, byte[])>();
+            _lastListEnd[s] = -1;
             _subscribers[s] = [];
             _lastSeq[s] = -1;
         }
@@ -52,6 +63,9 @@ internal sealed class Relay
             if (chunk.Seq <= _lastSeq[chunk.Shard]) return;
             _lastSeq[chunk.Shard] = chunk.Seq;
             _window.Add(chunk, _time.GetTimestamp());
+            var lists = _hashLists[chunk.Shard];
+            long oldest = _window.OldestSeq(chunk.Shard);
+            while (lists.TryPeek(out var head) && head.Last < oldest) lists.Dequeue();
             var subscribers = _subscribers[chunk.Shard];
             for (int i = subscribers.Count - 1; i >= 0; i--)
             {
@@ -59,6 +73,25 @@ internal sealed class Relay
                 if (chunk.Seq < sub.FromSeq) continue;
                 if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
             }
+        }
+    }
+
+    /// <summary>
+    /// Keeps and forwards a signed hash list (already checked, or just signed), ahead of the
+    /// chunks it covers. <paramref name="frame"/> is the encoded frame, shared by every child.
+    /// </summary>
+    public void PublishHashList(in HashList list, byte[] frame)
+    {
+        long first = (long)list.FirstSeq, last = first + (long)(list.Count - 1) * _shardCount;
+        lock (_lock)
+        {
+            var lists = _hashLists[list.Shard];
+            if (last <= _lastListEnd[list.Shard]) return; // a replay of one we have
+            _lastListEnd[list.Shard] = last;
+            lists.Enqueue((first, last, frame));
+            while (lists.Count > MaxHashListsPerShard) lists.Dequeue();
+            foreach (var sub in _subscribers[list.Shard])
+                if (last >= sub.FromSeq) sub.Link.Send(frame);
         }
     }
 
@@ -88,6 +121,8 @@ internal sealed class Relay
                 // Everything from fromSeq was received and already dropped: the next live chunk is the earliest.
                 first = _lastSeq[shard] + _shardCount;
             }
+            foreach (var (_, last, frame) in _hashLists[shard])
+                if (last >= first) link.Send(frame);
             foreach (var chunk in _scratch)
             {
                 link.TrySend(chunk);

@@ -32,7 +32,7 @@ public static class FrameCodec
         if (buffer.Length < 4 + length) return false;
 
         byte typeByte = buffer.Slice(4, 1).FirstSpan[0];
-        if (typeByte is 0 or > (byte)FrameType.SlowChild)
+        if (typeByte is 0 or > (byte)FrameType.Hashes)
             throw new ProtocolException($"unknown frame type {typeByte}");
         type = (FrameType)typeByte;
         body = buffer.Slice(Protocol.FrameHeaderLength, length - 1);
@@ -69,6 +69,33 @@ public static class FrameCodec
         if (byteCount > Protocol.MaxStringLength) throw new ArgumentException($"string of {byteCount} bytes is over the limit of {Protocol.MaxStringLength}");
         w.WriteUInt16((ushort)byteCount);
         w.WriteUtf8(value, byteCount);
+    }
+
+    /// <summary>Writes a u8 length and the bytes (null: length 0).</summary>
+    internal static void WriteBytes8(ref SpanWriter w, byte[]? value)
+    {
+        value ??= [];
+        if (value.Length > byte.MaxValue) throw new ArgumentException($"a field of {value.Length} bytes is over the limit of 255");
+        w.WriteByte((byte)value.Length);
+        w.WriteBytes(value);
+    }
+
+    /// <summary>Writes exactly <paramref name="length"/> bytes: the value, or zeros when it is null.</summary>
+    internal static void WriteFixed(ref SpanWriter w, byte[]? value, int length)
+    {
+        if (value is not null && value.Length != length) throw new ArgumentException($"a field of {value.Length} bytes where {length} are needed");
+        w.WriteBytes(value ?? new byte[length]);
+    }
+
+    internal static bool TryReadBytes8(ref SequenceReader<byte> reader, int maxLength, out byte[] value)
+    {
+        value = [];
+        if (!reader.TryRead(out byte length) || length > maxLength || reader.Remaining < length) return false;
+        if (length == 0) return true;
+        value = new byte[length];
+        reader.TryCopyTo(value);
+        reader.Advance(length);
+        return true;
     }
 
     internal static int StringSize(string value) => 2 + Encoding.UTF8.GetByteCount(value);

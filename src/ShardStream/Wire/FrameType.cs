@@ -38,4 +38,7 @@ public enum FrameType : byte
 
     /// <summary>Peer to coordinator (version 2): a child of mine cannot keep up; demote it.</summary>
     SlowChild = 12,
+
+    /// <summary>Parent to child (version 3): the coordinator's signed hashes of the next chunks of a shard.</summary>
+    Hashes = 13,
 }

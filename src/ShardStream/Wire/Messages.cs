@@ -54,9 +54,10 @@ public enum AssignmentKind : byte
 }
 
 /// <summary>An entry of a welcome or a move: where one shard comes from.</summary>
-public readonly record struct ShardAssignment(byte Shard, AssignmentKind Kind, ulong ParentId, ulong FromSeq, string Address)
+/// <param name="Ticket">Redirect: the coordinator's admission ticket for that parent (empty: none).</param>
+public readonly record struct ShardAssignment(byte Shard, AssignmentKind Kind, ulong ParentId, ulong FromSeq, string Address, byte[]? Ticket = null)
 {
-    internal int Size => 1 + 1 + 8 + 8 + FrameCodec.StringSize(Address);
+    internal int Size => 1 + 1 + 8 + 8 + FrameCodec.StringSize(Address) + 1 + (Ticket?.Length ?? 0);
 
     internal void Write(ref SpanWriter w)
     {
@@ -65,6 +66,7 @@ public readonly record struct ShardAssignment(byte Shard, AssignmentKind Kind, u
         w.WriteUInt64(ParentId);
         w.WriteUInt64(FromSeq);
         FrameCodec.WriteString(ref w, Address);
+        FrameCodec.WriteBytes8(ref w, Ticket);
     }
 
     internal static bool TryRead(ref SequenceReader<byte> r, out ShardAssignment value)
@@ -72,9 +74,9 @@ public readonly record struct ShardAssignment(byte Shard, AssignmentKind Kind, u
         value = default;
         if (!r.TryRead(out byte shard) || !r.TryRead(out byte kind) || kind > 1
             || !FrameCodec.TryReadUInt64(ref r, out ulong parent) || !FrameCodec.TryReadUInt64(ref r, out ulong from)
-            || !FrameCodec.TryReadString(ref r, out string address))
+            || !FrameCodec.TryReadString(ref r, out string address) || !FrameCodec.TryReadBytes8(ref r, Protocol.MaxTicketLength, out byte[] ticket))
             return false;
-        value = new ShardAssignment(shard, (AssignmentKind)kind, parent, from, address);
+        value = new ShardAssignment(shard, (AssignmentKind)kind, parent, from, address, ticket.Length == 0 ? null : ticket);
         return true;
     }
 }
@@ -116,12 +118,16 @@ internal static class FrameWriting
 /// <param name="UploadPercent">Join: what the sender may upload, in percent of the stream rate; <see cref="DefaultUpload"/> for the default of K+1 shard-streams.</param>
 /// <param name="Shards">Attach: the shards wanted and the first sequence number of each.</param>
 /// <param name="ListenAddress">Where the sender accepts children.</param>
-public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloRole Role, ulong PeerId, ushort UploadPercent, ShardStart[] Shards, string ListenAddress)
+/// <param name="Nonce">Version 3, join: 16 random bytes the coordinator signs to prove it holds the stream's key (null: zeros).</param>
+/// <param name="Ticket">Version 3, attach: the admission ticket the coordinator gave for this parent (null: none).</param>
+public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloRole Role, ulong PeerId, ushort UploadPercent, ShardStart[] Shards, string ListenAddress,
+    byte[]? Nonce = null, byte[]? Ticket = null)
 {
     /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
     public const ushort DefaultUpload = ushort.MaxValue;
 
-    private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress);
+    private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress)
+        + (MaxVersion >= Protocol.SignedStreamVersion ? Protocol.NonceLength + 1 + (Ticket?.Length ?? 0) : 0);
 
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Hello, Size, in this, static (in Hello m, ref SpanWriter w) =>
@@ -134,6 +140,9 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         w.WriteUInt16(m.UploadPercent);
         ShardStart.WriteList(ref w, m.Shards);
         FrameCodec.WriteString(ref w, m.ListenAddress);
+        if (m.MaxVersion < Protocol.SignedStreamVersion) return; // an older hello (tests of the negotiation) has no extension
+        FrameCodec.WriteFixed(ref w, m.Nonce, Protocol.NonceLength);
+        FrameCodec.WriteBytes8(ref w, m.Ticket);
     });
 
     /// <summary>Reads a hello body; false when it is truncated or malformed.</summary>
@@ -145,8 +154,19 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         if (!r.TryRead(out byte role) || role is < 1 or > 2) return false;
         if (!FrameCodec.TryReadUInt64(ref r, out ulong peerId) || !FrameCodec.TryReadUInt16(ref r, out ushort upload)) return false;
         if (!ShardStart.TryReadList(ref r, out var shards)) return false;
-        if (!FrameCodec.TryReadString(ref r, out string address) || !r.End) return false;
-        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address);
+        if (!FrameCodec.TryReadString(ref r, out string address)) return false;
+        if (max < Protocol.SignedStreamVersion)
+        {
+            if (!r.End) return false;
+            // An older hello: read, so that the version check can answer with the reason.
+            value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address);
+            return true;
+        }
+        var nonce = new byte[Protocol.NonceLength];
+        if (!r.TryCopyTo(nonce)) return false;
+        r.Advance(Protocol.NonceLength);
+        if (!FrameCodec.TryReadBytes8(ref r, Protocol.MaxTicketLength, out byte[] ticket) || !r.End) return false;
+        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket);
         return true;
     }
 }
@@ -158,13 +178,20 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
 /// <param name="StartSeq">The join point: the first chunk the peer will write.</param>
 /// <param name="StartOffset">The stream offset of that chunk.</param>
 /// <param name="Shards">Where each shard comes from.</param>
-public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards)
+/// <param name="Proof">
+/// Placement: the stream's public key (32 bytes) and the coordinator's signature (64 bytes) over
+/// the joiner's nonce and its new id, proving it holds the key. Null in a redirect or a service welcome.
+/// </param>
+public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null)
 {
+    /// <summary>Bytes of a proof: the public key and the signature.</summary>
+    public const int ProofLength = Protocol.KeyLength + Protocol.SignatureLength;
+
     private int Size
     {
         get
         {
-            int size = 2 + 8 + 1 + 8 + 8 + 1;
+            int size = 2 + 8 + 1 + 8 + 8 + 1 + 1 + (Proof?.Length ?? 0);
             foreach (var s in Shards) size += s.Size;
             return size;
         }
@@ -180,6 +207,7 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         w.WriteUInt64(m.StartOffset);
         w.WriteByte((byte)m.Shards.Length);
         foreach (var s in m.Shards) s.Write(ref w);
+        FrameCodec.WriteBytes8(ref w, m.Proof);
     });
 
     /// <summary>Reads a welcome body; false when it is truncated or malformed.</summary>
@@ -193,8 +221,8 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         var shards = new ShardAssignment[count];
         for (int i = 0; i < count; i++)
             if (!ShardAssignment.TryRead(ref r, out shards[i])) return false;
-        if (!r.End) return false;
-        value = new Welcome(version, peerId, k, startSeq, startOffset, shards);
+        if (!FrameCodec.TryReadBytes8(ref r, ProofLength, out byte[] proof) || proof.Length is not (0 or ProofLength) || !r.End) return false;
+        value = new Welcome(version, peerId, k, startSeq, startOffset, shards, proof.Length == 0 ? null : proof);
         return true;
     }
 }
@@ -245,24 +273,33 @@ public readonly record struct ChunkHeader(byte Shard, ulong Seq, ulong Offset)
     }
 }
 
-/// <summary>The end of one shard's stream. The whole stream has <paramref name="FinalSeq"/> chunks and <paramref name="FinalOffset"/> bytes.</summary>
-public readonly record struct End(byte Shard, ulong FinalSeq, ulong FinalOffset)
+/// <summary>
+/// The end of one shard's stream. The whole stream has <paramref name="FinalSeq"/> chunks and
+/// <paramref name="FinalOffset"/> bytes; <paramref name="Signature"/> is the coordinator's over
+/// those two numbers (the same End is signed once for every shard).
+/// </summary>
+public readonly record struct End(byte Shard, ulong FinalSeq, ulong FinalOffset, byte[]? Signature = null)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.End, 17, in this, static (in End m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.End, 17 + Protocol.SignatureLength, in this, static (in End m, ref SpanWriter w) =>
     {
         w.WriteByte(m.Shard);
         w.WriteUInt64(m.FinalSeq);
         w.WriteUInt64(m.FinalOffset);
+        FrameCodec.WriteFixed(ref w, m.Signature, Protocol.SignatureLength);
     });
 
     /// <summary>Reads an end body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out End value)
     {
         value = default;
-        if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong seq) || !FrameCodec.TryReadUInt64(ref r, out ulong offset) || !r.End)
+        if (!r.TryRead(out byte shard) || !FrameCodec.TryReadUInt64(ref r, out ulong seq) || !FrameCodec.TryReadUInt64(ref r, out ulong offset)
+            || r.Remaining != Protocol.SignatureLength)
             return false;
-        value = new End(shard, seq, offset);
+        var signature = new byte[Protocol.SignatureLength];
+        r.TryCopyTo(signature);
+        r.Advance(Protocol.SignatureLength);
+        value = new End(shard, seq, offset, signature);
         return true;
     }
 }
@@ -371,22 +408,28 @@ public readonly record struct Move(ShardAssignment[] Shards)
     }
 }
 
-/// <summary>Peer to coordinator: the connection to parent <paramref name="ParentId"/> for these shards is gone.</summary>
-public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards)
+/// <summary>
+/// Peer to coordinator: the connection to parent <paramref name="ParentId"/> for these shards is
+/// gone. A non-empty <paramref name="Violation"/> says the peer cut that parent off for what it
+/// sent (a chunk that failed verification, a frame it may not send) and why.
+/// </summary>
+public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards, string Violation = "")
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + ShardStart.ListSize(Shards.Length), in this, static (in ParentLost m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(Violation ?? ""), in this, static (in ParentLost m, ref SpanWriter w) =>
     {
         w.WriteUInt64(m.ParentId);
         ShardStart.WriteList(ref w, m.Shards);
+        FrameCodec.WriteString(ref w, m.Violation ?? "");
     });
 
     /// <summary>Reads a parent-lost body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out ParentLost value)
     {
         value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !ShardStart.TryReadList(ref r, out var shards) || !r.End) return false;
-        value = new ParentLost(parent, shards);
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !ShardStart.TryReadList(ref r, out var shards)
+            || !FrameCodec.TryReadString(ref r, out string violation) || !r.End) return false;
+        value = new ParentLost(parent, shards, violation);
         return true;
     }
 }

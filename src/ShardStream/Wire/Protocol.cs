@@ -3,14 +3,21 @@ namespace ShardStream.Wire;
 /// <summary>Constants of the ShardStream wire protocol (docs/protocol.md).</summary>
 public static class Protocol
 {
-    /// <summary>The protocol version this build speaks (2 added the SlowChild frame).</summary>
-    public const ushort Version = 2;
+    /// <summary>The protocol version this build speaks (2 added the SlowChild frame, 3 the signed stream).</summary>
+    public const ushort Version = 3;
 
     /// <summary>The first version with the SlowChild frame (peer to coordinator).</summary>
     public const ushort SlowChildVersion = 2;
 
-    /// <summary>The oldest protocol version this build accepts.</summary>
-    public const ushort MinVersion = 1;
+    /// <summary>The first version with the signed stream: hash lists, signed End, the join proof and admission tickets.</summary>
+    public const ushort SignedStreamVersion = 3;
+
+    /// <summary>
+    /// The oldest protocol version this build accepts. Versions 1 and 2 had no signed stream: a
+    /// node of this build neither serves such a peer (it could not verify what it gets) nor joins
+    /// such a coordinator (it could not prove its key).
+    /// </summary>
+    public const ushort MinVersion = 3;
 
     /// <summary>The version a connection speaks after <paramref name="hello"/>: the highest both sides speak (the caller checked that the ranges overlap).</summary>
     public static ushort Negotiate(Hello hello) => Math.Min(hello.MaxVersion, Version);
@@ -35,4 +42,22 @@ public static class Protocol
 
     /// <summary>The longest address or reason string, in UTF-8 bytes.</summary>
     public const int MaxStringLength = 1024;
+
+    /// <summary>Bytes of the random nonce a joiner sends, which the coordinator signs to prove it holds the stream's key.</summary>
+    public const int NonceLength = 16;
+
+    /// <summary>Bytes of an Ed25519 public key: the stream's identity.</summary>
+    public const int KeyLength = 32;
+
+    /// <summary>Bytes of an Ed25519 signature.</summary>
+    public const int SignatureLength = 64;
+
+    /// <summary>Bytes of a chunk hash (BLAKE3).</summary>
+    public const int HashLength = 32;
+
+    /// <summary>The most chunk hashes one signed hash list carries (its body stays under 2.2 KiB).</summary>
+    public const int MaxHashesPerList = 64;
+
+    /// <summary>The longest admission ticket.</summary>
+    public const int MaxTicketLength = 255;
 }

@@ -31,6 +31,12 @@ internal ref struct SpanWriter(Span<byte> span)
         _position += 8;
     }
 
+    public void WriteBytes(ReadOnlySpan<byte> value)
+    {
+        value.CopyTo(_span[_position..]);
+        _position += value.Length;
+    }
+
     public void WriteUtf8(string value, int byteCount)
     {
         Encoding.UTF8.GetBytes(value, _span.Slice(_position, byteCount));

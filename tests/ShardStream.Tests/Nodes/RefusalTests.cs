@@ -20,20 +20,20 @@ public class RefusalTests
         await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
         await coordinator.StartAsync(default);
 
-        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(3, 4, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(1, 2, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
 
         Assert.Equal(FrameType.Goodbye, type);
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("1..2", goodbye.Reason);
-        Assert.Contains("3..4", goodbye.Reason);
+        Assert.Contains("this node speaks 3..3", goodbye.Reason);
+        Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
     [Theory]
-    [InlineData(1, 1, 1)]
-    [InlineData(1, 2, 2)]
-    [InlineData(2, 5, 2)]
+    [InlineData(3, 3, 3)]
+    [InlineData(1, 3, 3)]
+    [InlineData(3, 5, 3)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
     {
         var net = new VirtualNetwork();
@@ -72,7 +72,7 @@ public class RefusalTests
         await using var peer = new Peer(new PeerOptions { ListenAddress = "p:0", JoinAddress = coordinator.ListenAddress }, net.Host("p"));
         await peer.StartAsync(default);
 
-        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(1, 1, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(3, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
 
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(body);

@@ -16,21 +16,26 @@ public class ByteLayoutTests
     [InlineData("attached", "00000009 07 000000000000002A")]
     // length 20 | type 3 | shard 1 | seq 2 | offset 0x1000 | payload "AB"
     [InlineData("chunk", "00000014 03 01 0000000000000002 0000000000001000 4142")]
-    // length 18 | type 4 | shard 1 | final seq 10 | final offset 0x0102
-    [InlineData("end", "00000012 04 01 000000000000000A 0000000000000102")]
+    // length 82 | type 4 | shard 1 | final seq 10 | final offset 0x0102 | signature (64 bytes, here 0x11 each)
+    [InlineData("end", "00000052 04 01 000000000000000A 0000000000000102 " + Sig11)]
+    // length 139 | type 13 | shard 1 | first seq 3 | 2 hashes (0xAA…, 0xBB…) | signature (0x11 each)
+    [InlineData("hashes", "0000008B 0D 01 0000000000000003 02 " + HashAA + " " + HashBB + " " + Sig11)]
     // length 9 | type 5 | code 3 (too slow) | reason: u16 4 | "slow"
     [InlineData("goodbye", "00000009 05 0003 0004 736C6F77")]
     // length 5 | type 5 | code 0 (normal) | empty reason
     [InlineData("goodbye-empty", "00000005 05 0000 0000")]
-    // length 35 | type 1 | "SHST" | min 1 | max 2 | role 2 (attach) | peer 5 | upload 150 | 1 shard: shard 1 from seq 7 | "a:1"
-    [InlineData("hello", "00000023 01 53485354 0001 0002 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
-    // length 52 | type 2 | version 1 | peer 9 | K 2 | start seq 4 | start offset 0x100 | 1 entry:
-    //   shard 1 | redirect | parent 3 | from seq 5 | "b:2"
-    [InlineData("welcome", "00000034 02 0001 0000000000000009 02 0000000000000004 0000000000000100 01 01 01 0000000000000003 0000000000000005 0003 623A32")]
-    // length 25 | type 8 | 1 entry: shard 0 | redirect | parent 0 | from seq 0 | "c:3"
-    [InlineData("move", "00000019 08 01 00 01 0000000000000000 0000000000000000 0003 633A33")]
-    // length 19 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203
-    [InlineData("parent-lost", "00000013 09 0000000000000004 01 01 0000000000000203")]
+    // length 54 | type 1 | "SHST" | min 3 | max 3 | role 2 (attach) | peer 5 | upload 150 | 1 shard: shard 1 from seq 7 | "a:1"
+    //   | nonce (16 bytes, 0x01…0x10) | ticket: u8 2 | CAFE
+    [InlineData("hello", "00000036 01 53485354 0003 0003 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31 0102030405060708090A0B0C0D0E0F10 02 CAFE")]
+    // length 35 | type 1 | "SHST" | min 1 | max 1 | …: a version-1 hello has no nonce and no ticket
+    [InlineData("hello-v1", "00000023 01 53485354 0001 0001 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
+    // length 54 | type 2 | version 3 | peer 9 | K 2 | start seq 4 | start offset 0x100 | 1 entry:
+    //   shard 1 | redirect | parent 3 | from seq 5 | "b:2" | ticket: u8 0 | proof: u8 0
+    [InlineData("welcome", "00000036 02 0003 0000000000000009 02 0000000000000004 0000000000000100 01 01 01 0000000000000003 0000000000000005 0003 623A32 00 00")]
+    // length 26 | type 8 | 1 entry: shard 0 | redirect | parent 0 | from seq 0 | "c:3" | ticket: u8 0
+    [InlineData("move", "0000001A 08 01 00 01 0000000000000000 0000000000000000 0003 633A33 00")]
+    // length 24 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203 | violation: "bad"
+    [InlineData("parent-lost", "00000018 09 0000000000000004 01 01 0000000000000203 0003 626164")]
     // length 13 | type 12 | child 7 | queue age 2500 ms (version 2)
     [InlineData("slow-child", "0000000D 0C 0000000000000007 000009C4")]
     public void Frames_have_the_documented_big_endian_layout(string name, string hex)
@@ -46,7 +51,7 @@ public class ByteLayoutTests
     [InlineData("heartbeat", "00000009 06 0102030405060708")]
     [InlineData("chunk", "00000014 03 01 0000000000000002 0000000000001000 4142")]
     [InlineData("goodbye", "00000009 05 0003 0004 736C6F77")]
-    [InlineData("hello", "00000023 01 53485354 0001 0002 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
+    [InlineData("hello", "00000036 01 53485354 0003 0003 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31 0102030405060708090A0B0C0D0E0F10 02 CAFE")]
     public void Hand_written_vectors_decode_to_the_expected_message(string name, string hex)
     {
         var (type, body) = Frames.ReadSingle(Frames.Hex(hex));
@@ -73,7 +78,9 @@ public class ByteLayoutTests
             case "hello":
                 Assert.Equal(FrameType.Hello, type);
                 Assert.True(Hello.TryRead(ref reader, out var hello));
-                Samples.AssertEqual(new Hello(1, 2, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1"), hello);
+                Samples.AssertEqual(new Hello(3, 3, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1"), hello);
+                Assert.Equal(Nonce, hello.Nonce);
+                Assert.Equal([0xCA, 0xFE], hello.Ticket);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);
@@ -118,6 +125,13 @@ public class ByteLayoutTests
         Assert.False(SlowChild.TryRead(ref longBody, out _));
     }
 
+    private const string Sig11 = "11111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111";
+    private const string HashAA = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    private const string HashBB = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    private static readonly byte[] Nonce = [.. Enumerable.Range(1, 16).Select(i => (byte)i)];
+
+    private static byte[] Fill(byte value, int count) => Enumerable.Repeat(value, count).ToArray();
+
     private static void Write(string name, IBufferWriter<byte> w)
     {
         switch (name)
@@ -125,13 +139,15 @@ public class ByteLayoutTests
             case "heartbeat": new Heartbeat(0x0102030405060708).Write(w); break;
             case "attached": new Attached(42).Write(w); break;
             case "chunk": new ChunkHeader(1, 2, 0x1000).Write(w, "AB"u8); break;
-            case "end": new End(1, 10, 0x0102).Write(w); break;
+            case "end": new End(1, 10, 0x0102, Fill(0x11, 64)).Write(w); break;
+            case "hashes": new HashList(1, 3, [.. Fill(0xAA, 32), .. Fill(0xBB, 32)], Fill(0x11, 64)).Write(w); break;
             case "goodbye": new Goodbye(GoodbyeCode.TooSlow, "slow").Write(w); break;
             case "goodbye-empty": new Goodbye(GoodbyeCode.Normal, "").Write(w); break;
-            case "hello": new Hello(1, 2, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1").Write(w); break;
-            case "welcome": new Welcome(1, 9, 2, 4, 0x100, [new ShardAssignment(1, AssignmentKind.Redirect, 3, 5, "b:2")]).Write(w); break;
+            case "hello": new Hello(3, 3, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1", Nonce, [0xCA, 0xFE]).Write(w); break;
+            case "hello-v1": new Hello(1, 1, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1").Write(w); break;
+            case "welcome": new Welcome(3, 9, 2, 4, 0x100, [new ShardAssignment(1, AssignmentKind.Redirect, 3, 5, "b:2")]).Write(w); break;
             case "move": new Move([new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "c:3")]).Write(w); break;
-            case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)]).Write(w); break;
+            case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)], "bad").Write(w); break;
             case "slow-child": new SlowChild(7, 2500).Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }

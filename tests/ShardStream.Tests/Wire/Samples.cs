@@ -6,10 +6,10 @@ namespace ShardStream.Tests.Wire;
 /// <summary>One encoded sample of every frame type, with a check that a parsed body matches it.</summary>
 internal static class Samples
 {
-    public static readonly Hello Hello = new(1, 3, HelloRole.Attach, 0x0102030405060708, 250,
+    public static readonly Hello Hello = new(3, 4, HelloRole.Attach, 0x0102030405060708, 250,
         [new ShardStart(0, 17), new ShardStart(1, ulong.MaxValue), new ShardStart(15, 0)], "peer-7.example:4040");
 
-    public static readonly Welcome Welcome = new(1, 42, 3, 1000, 123_456_789_012, [
+    public static readonly Welcome Welcome = new(3, 42, 3, 1000, 123_456_789_012, [
         new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
         new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000"),
         new ShardAssignment(2, AssignmentKind.Redirect, 12, 1002, "[::1]:7001"),
@@ -19,7 +19,9 @@ internal static class Samples
 
     public static readonly byte[] ChunkPayload = [.. Enumerable.Range(0, 300).Select(i => (byte)(i * 7))];
 
-    public static readonly End End = new(2, 1234, 9_876_543_210);
+    public static readonly End End = new(2, 1234, 9_876_543_210, [.. Enumerable.Range(0, 64).Select(i => (byte)(255 - i))]);
+
+    public static readonly HashList HashList = new(3, 1_000_003, [.. Enumerable.Range(0, 3 * 32).Select(i => (byte)i)], [.. Enumerable.Range(0, 64).Select(i => (byte)(i * 3))]);
 
     public static readonly Goodbye Goodbye = new(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting — ünïcödé");
 
@@ -32,9 +34,9 @@ internal static class Samples
         new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "coordinator:8000"),
     ]);
 
-    public static readonly ParentLost ParentLost = new(5, [new ShardStart(1, 401), new ShardStart(0, 400)]);
+    public static readonly ParentLost ParentLost = new(5, [new ShardStart(1, 401), new ShardStart(0, 400)], "chunk 7 of shard 1 does not match the stream's signed hash");
 
-    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost"];
+    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost", "hashes"];
 
     public static TheoryData<string> NameData() => [.. Names];
 
@@ -51,6 +53,7 @@ internal static class Samples
             case "attached": Attached.Write(w); break;
             case "move": Move.Write(w); break;
             case "parent-lost": ParentLost.Write(w); break;
+            case "hashes": HashList.Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     });
@@ -66,6 +69,7 @@ internal static class Samples
         "attached" => FrameType.Attached,
         "move" => FrameType.Move,
         "parent-lost" => FrameType.ParentLost,
+        "hashes" => FrameType.Hashes,
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 
@@ -84,6 +88,7 @@ internal static class Samples
             FrameType.Attached => global::ShardStream.Wire.Attached.TryRead(ref r, out _),
             FrameType.Move => global::ShardStream.Wire.Move.TryRead(ref r, out _),
             FrameType.ParentLost => global::ShardStream.Wire.ParentLost.TryRead(ref r, out _),
+            FrameType.Hashes => global::ShardStream.Wire.HashList.TryRead(ref r, out _),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
         };
     }
@@ -109,7 +114,8 @@ internal static class Samples
                 break;
             case "end":
                 Assert.True(global::ShardStream.Wire.End.TryRead(ref r, out var end));
-                Assert.Equal(End, end);
+                Assert.Equal((End.Shard, End.FinalSeq, End.FinalOffset), (end.Shard, end.FinalSeq, end.FinalOffset));
+                Assert.Equal(End.Signature, end.Signature);
                 break;
             case "goodbye":
                 Assert.True(global::ShardStream.Wire.Goodbye.TryRead(ref r, out var goodbye));
@@ -131,6 +137,13 @@ internal static class Samples
                 Assert.True(global::ShardStream.Wire.ParentLost.TryRead(ref r, out var lost));
                 Assert.Equal(ParentLost.ParentId, lost.ParentId);
                 Assert.Equal(ParentLost.Shards, lost.Shards);
+                Assert.Equal(ParentLost.Violation, lost.Violation);
+                break;
+            case "hashes":
+                Assert.True(global::ShardStream.Wire.HashList.TryRead(ref r, out var list));
+                Assert.Equal((HashList.Shard, HashList.FirstSeq, HashList.Count), (list.Shard, list.FirstSeq, list.Count));
+                Assert.Equal(HashList.Hashes, list.Hashes);
+                Assert.Equal(HashList.Signature, list.Signature);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);

@@ -1,0 +1,71 @@
+using System.Buffers.Binary;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>What a lying relay does to the frames it sends its children (see <see cref="TamperingTransport"/>).</summary>
+public static class Attacks
+{
+    private const int Body = Protocol.FrameHeaderLength;
+    private const int Payload = Body + Protocol.ChunkHeaderLength;
+
+    /// <summary>Flips the first payload byte of every chunk.</summary>
+    public static IEnumerable<byte[]> FlipBytes(FrameType type, byte[] frame)
+    {
+        if (type == FrameType.Chunk) frame[Payload] ^= 0xFF;
+        return [frame];
+    }
+
+    /// <summary>Moves every chunk's offset one byte on: the payload is right, its place in the stream is not.</summary>
+    public static IEnumerable<byte[]> ForgeOffsets(FrameType type, byte[] frame)
+    {
+        if (type == FrameType.Chunk)
+        {
+            var offset = frame.AsSpan(Body + 9, 8);
+            BinaryPrimitives.WriteUInt64BigEndian(offset, BinaryPrimitives.ReadUInt64BigEndian(offset) + 1);
+        }
+        return [frame];
+    }
+
+    /// <summary>Sends every chunk as a chunk far ahead (seq + 1000 K, shard kept): a gap of the relay's choosing.</summary>
+    public static Func<FrameType, byte[], IEnumerable<byte[]>> ForgeSeqsAhead(int shardCount) => (type, frame) =>
+    {
+        if (type == FrameType.Chunk)
+        {
+            var seq = frame.AsSpan(Body + 1, 8);
+            BinaryPrimitives.WriteUInt64BigEndian(seq, BinaryPrimitives.ReadUInt64BigEndian(seq) + 1000UL * (ulong)shardCount);
+        }
+        return [frame];
+    };
+
+    /// <summary>
+    /// Replaces the next chunk by an End that says the stream stopped right there, and sends
+    /// nothing more of that shard: the children would think the stream complete, short.
+    /// </summary>
+    public static FrameRewriter EarlyEnd(int shardCount)
+    {
+        var ended = new HashSet<byte>();
+        return (type, frame) =>
+        {
+            if (type is not (FrameType.Chunk or FrameType.End)) return [frame];
+            byte shard = frame[Body];
+            lock (ended)
+            {
+                if (ended.Contains(shard)) return [];
+                if (type == FrameType.End) return [frame];
+                ended.Add(shard);
+            }
+            ulong seq = BinaryPrimitives.ReadUInt64BigEndian(frame.AsSpan(Body + 1, 8));
+            ulong offset = BinaryPrimitives.ReadUInt64BigEndian(frame.AsSpan(Body + 9, 8));
+            return [Frames(w => new End(shard, seq, offset).Write(w))];
+        };
+    }
+
+    /// <summary>Encodes one frame.</summary>
+    public static byte[] Frames(Action<System.Buffers.IBufferWriter<byte>> write)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        write(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+}
