@@ -4,19 +4,20 @@ using Xunit.Abstractions;
 namespace ShardStream.IntegrationTests;
 
 /// <summary>One host of a <see cref="NetnsHosts"/> network: a namespace with one address.</summary>
-/// <param name="Index">1-based; the host's subnet is 10.81.Index.0/24.</param>
+/// <param name="Index">1-based; the host's subnet is 10.N.Index.0/24 (N = 81 unless the network was made with another).</param>
 /// <param name="Namespace">The network namespace (<c>ip netns exec</c> name).</param>
-/// <param name="Address">The host's address, 10.81.Index.2.</param>
-internal sealed record NetnsHost(int Index, string Namespace, string Address)
+/// <param name="Address">The host's address, 10.N.Index.2.</param>
+/// <param name="Network">N, the second octet of every address of the network.</param>
+internal sealed record NetnsHost(int Index, string Namespace, string Address, int Network = 81)
 {
-    /// <summary>The router's address on this host's link, the host's gateway: 10.81.Index.1.</summary>
-    public string Gateway => $"10.81.{Index}.1";
+    /// <summary>The router's address on this host's link, the host's gateway: 10.N.Index.1.</summary>
+    public string Gateway => $"10.{Network}.{Index}.1";
 
     /// <summary>The router's end of this host's link.</summary>
     public string RouterInterface => $"vh{Index}";
 
-    /// <summary>A second address of the host that no route leads to unless a test adds one: 10.81.(100+Index).2.</summary>
-    public string HiddenAddress => $"10.81.{100 + Index}.2";
+    /// <summary>A second address of the host that no route leads to unless a test adds one: 10.N.(100+Index).2.</summary>
+    public string HiddenAddress => $"10.{Network}.{100 + Index}.2";
 }
 
 /// <summary>
@@ -32,6 +33,7 @@ internal sealed record NetnsHost(int Index, string Namespace, string Address)
 internal sealed class NetnsHosts : IAsyncDisposable
 {
     public const string Prefix = "ss-net-";
+    private readonly int _network;
     private static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(30);
     private readonly ITestOutputHelper _output;
     private readonly List<string> _namespaces = [];
@@ -39,10 +41,11 @@ internal sealed class NetnsHosts : IAsyncDisposable
 
     private readonly string _name;
 
-    private NetnsHosts(ITestOutputHelper output, string name)
+    private NetnsHosts(ITestOutputHelper output, string name, int network)
     {
         _output = output;
         _name = name;
+        _network = network;
         Router = name + "-r";
     }
 
@@ -67,11 +70,19 @@ internal sealed class NetnsHosts : IAsyncDisposable
     }
 
     /// <summary>Builds <paramref name="count"/> hosts (at most 99) and the router.</summary>
-    public static NetnsHosts Create(int count, ITestOutputHelper output)
+    public static NetnsHosts Create(int count, ITestOutputHelper output) => Create(count, output, Prefix, 81);
+
+    /// <summary>
+    /// Builds <paramref name="count"/> hosts (at most 99) and the router, with namespace names
+    /// starting <paramref name="prefix"/> and addresses in 10.<paramref name="network"/>.0.0/16,
+    /// for a test that must not share names or addresses with the others.
+    /// </summary>
+    public static NetnsHosts Create(int count, ITestOutputHelper output, string prefix, int network)
     {
         if (count is < 1 or > 99) throw new ArgumentOutOfRangeException(nameof(count));
-        RemoveStale(output);
-        var hosts = new NetnsHosts(output, $"{Prefix}{Environment.ProcessId}-{Random.Shared.Next(0x10000):x4}");
+        if (network is < 1 or > 254) throw new ArgumentOutOfRangeException(nameof(network));
+        RemoveStale(output, prefix);
+        var hosts = new NetnsHosts(output, $"{prefix}{Environment.ProcessId}-{Random.Shared.Next(0x10000):x4}", network);
         try
         {
             hosts.Build(count);
@@ -91,18 +102,18 @@ internal sealed class NetnsHosts : IAsyncDisposable
         var hosts = new List<NetnsHost>();
         for (int i = 1; i <= count; i++)
         {
-            var host = new NetnsHost(i, $"{_name}-h{i}", $"10.81.{i}.2");
+            var host = new NetnsHost(i, $"{_name}-h{i}", $"10.{_network}.{i}.2", _network);
             AddNamespace(host.Namespace);
             Ip("-n", Router, "link", "add", host.RouterInterface, "type", "veth", "peer", "name", "eth0", "netns", host.Namespace);
             Ip("-n", Router, "addr", "add", $"{host.Gateway}/24", "dev", host.RouterInterface);
             Ip("-n", Router, "link", "set", host.RouterInterface, "up");
             Ip("-n", host.Namespace, "addr", "add", $"{host.Address}/24", "dev", "eth0");
             Ip("-n", host.Namespace, "link", "set", "eth0", "up");
-            Ip("-n", host.Namespace, "route", "add", "10.81.0.0/16", "via", host.Gateway);
+            Ip("-n", host.Namespace, "route", "add", $"10.{_network}.0.0/16", "via", host.Gateway);
             hosts.Add(host);
         }
         Hosts = hosts;
-        _output.WriteLine($"netns: {count} hosts {_name}-h1..h{count} at 10.81.1.2..10.81.{count}.2, router {Router}");
+        _output.WriteLine($"netns: {count} hosts {_name}-h1..h{count} at 10.{_network}.1.2..10.{_network}.{count}.2, router {Router}");
     }
 
     /// <summary>Runs <c>ip ARGS</c>; throws with its stderr when it fails.</summary>
@@ -156,14 +167,14 @@ internal sealed class NetnsHosts : IAsyncDisposable
     }
 
     /// <summary>Deletes namespaces of ours whose creating process is gone and that hold no process.</summary>
-    private static void RemoveStale(ITestOutputHelper output)
+    private static void RemoveStale(ITestOutputHelper output, string prefix)
     {
         var list = RequiresTool.Run("ip", ["netns", "list"], CommandTimeout);
         foreach (var line in list.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             string name = line.Split(' ')[0];
-            if (!name.StartsWith(Prefix, StringComparison.Ordinal)) continue;
-            var parts = name[Prefix.Length..].Split('-');
+            if (!name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            var parts = name[prefix.Length..].Split('-');
             if (parts.Length < 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int owner) || Directory.Exists($"/proc/{owner}")) continue;
             if (RequiresTool.Run("ip", ["netns", "pids", name], CommandTimeout).Stdout.Trim().Length > 0) continue;
             RequiresTool.Run("ip", ["netns", "del", name], CommandTimeout);
