@@ -28,7 +28,7 @@ internal static class CommonOptions
 
     public static Option<double> HeartbeatTimeout() => new("--heartbeat-timeout")
     {
-        Description = "Seconds of silence after which a connection is considered dead (heartbeats go out at a fifth of it).",
+        Description = "Least seconds of silence before a connection may be taken for dead; beyond it a phi accrual detector judges by the gaps seen, up to 4 times this (heartbeats go out at a fifth of it).",
         DefaultValueFactory = _ => 5,
     };
 

@@ -308,7 +308,9 @@ public sealed class Coordinator : Node
                 Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
                 return;
             }
-            if (parent is not null && parent.Control.Silence > _options.HeartbeatInterval * 2)
+            // Suspected by the control link's failure detector (phi over its threshold, nothing
+            // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
+            if (parent is not null && parent.Control.Suspected)
             {
                 Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
                 parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");

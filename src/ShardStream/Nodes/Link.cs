@@ -14,8 +14,8 @@ internal delegate void FrameHandler(Link link, FrameType type, ReadOnlySequence<
 /// One connection between two nodes: a single read loop that parses frames and hands them to a
 /// handler, and a single writer fed by a queue bounded in bytes. A receiver that lets more than
 /// <see cref="LinkOptions.MaxQueuedBytes"/> pile up is cut off with a reason instead of holding
-/// back its siblings. Heartbeats go out when the link is quiet; a link that hears nothing for
-/// the timeout is ended.
+/// back its siblings. Heartbeats go out when the link is quiet; a link whose silence its
+/// <see cref="FailureDetector"/> judges too long for a living other side is ended.
 /// </summary>
 internal sealed class Link : IAsyncDisposable
 {
@@ -28,11 +28,11 @@ internal sealed class Link : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<string> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly FailureDetector _detector;
     private long _queuedBytes;
     private long _chunkBytesQueued;
     private long _chunkBytesSent;
     private long _inFlightSince;
-    private long _lastReceived;
     private long _lastSent;
     private int _closing;
     private bool _dropChunks;
@@ -47,7 +47,8 @@ internal sealed class Link : IAsyncDisposable
         _options = options;
         _log = log;
         _time = time;
-        _lastReceived = _lastSent = time.GetTimestamp();
+        _detector = new FailureDetector(options.FailureDetector, time);
+        _lastSent = time.GetTimestamp();
     }
 
     /// <summary>For logs: who is on the other side.</summary>
@@ -95,8 +96,17 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>The reason in the goodbye the other side sent, if it sent one.</summary>
     public string? ReceivedGoodbyeReason { get; private set; }
 
-    /// <summary>How long since anything arrived on this link.</summary>
-    public TimeSpan Silence => _time.GetElapsedTime(Interlocked.Read(ref _lastReceived));
+    /// <summary>How long since anything arrived on this link (less the time this node itself did not run).</summary>
+    public TimeSpan Silence => _detector.Silence;
+
+    /// <summary>True when the failure detector would take the other side for dead now (see <see cref="Tick"/>).</summary>
+    public bool SeemsDead => Volatile.Read(ref _started) && !IsClosing && _detector.IsDead(out _) && !_connection.HasUnreadInput;
+
+    /// <summary>
+    /// True when the failure detector's φ is over its threshold and nothing waits unread, whatever
+    /// the silence's length: for a decision that other evidence backs (a child lost this peer).
+    /// </summary>
+    public bool Suspected => _detector.Phi() >= _options.FailureDetector.Threshold && !_connection.HasUnreadInput;
 
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => Volatile.Read(ref _closing) != 0;
@@ -142,7 +152,7 @@ internal sealed class Link : IAsyncDisposable
             {
                 var copy = body.ToArray();
                 input.AdvanceTo(buffer.Start);
-                _lastReceived = _time.GetTimestamp();
+                _detector.Heard();
                 return (type, copy);
             }
             input.AdvanceTo(buffer.Start, buffer.End);
@@ -275,16 +285,29 @@ internal sealed class Link : IAsyncDisposable
         while (_queue.Reader.TryRead(out var item)) item.Chunk?.Release();
     }
 
-    /// <summary>Called by the owner's timer: sends a heartbeat when quiet, ends the link when silent too long.</summary>
-    public void Tick()
+    /// <summary>The owner did not run for <paramref name="paused"/> (its timer fired that late): not the other side's silence.</summary>
+    public void Excuse(TimeSpan paused) => _detector.Excuse(paused);
+
+    /// <summary>
+    /// Called by the owner's timer: sends a heartbeat when quiet, ends the link when its failure
+    /// detector takes the other side for dead. <paramref name="lenient"/>: the owner seems stalled (most of its links are silent at once),
+    /// so only the longest silence (<see cref="FailureDetectorOptions.MaxSilence"/>) ends the link.
+    /// </summary>
+    public void Tick(bool lenient = false)
     {
         // Before the loops start, the hello/welcome exchange has its own timeout, and a heartbeat
         // must not slip in ahead of the welcome.
         if (IsClosing || !Volatile.Read(ref _started)) return;
         long now = _time.GetTimestamp();
-        if (_time.GetElapsedTime(Interlocked.Read(ref _lastReceived), now) > _options.HeartbeatTimeout)
+        if (_detector.IsDead(lenient, out var reason) && _connection.HasUnreadInput)
         {
-            _ = CloseAsync(GoodbyeCode.Timeout, $"nothing heard for {_options.HeartbeatTimeout.TotalSeconds:0.#} s");
+            // Bytes from the other side wait unread: it is alive, this side is slow to read.
+            FailureDetectorLog.UnreadInput(_log, Name, _detector.Silence.TotalSeconds);
+            _detector.Heard();
+        }
+        else if (_detector.IsDead(lenient, out reason))
+        {
+            _ = CloseAsync(GoodbyeCode.Timeout, reason);
             return;
         }
         if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _options.HeartbeatInterval)
@@ -407,7 +430,7 @@ internal sealed class Link : IAsyncDisposable
                 }
                 finally
                 {
-                    _lastReceived = _time.GetTimestamp();
+                    _detector.Heard();
                     input.AdvanceTo(buffer.Start, buffer.End);
                 }
                 if (result.IsCompleted)
@@ -478,7 +501,7 @@ internal sealed record LinkOptions
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    public TimeSpan HeartbeatTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    public FailureDetectorOptions FailureDetector { get; init; } = new();
 
     public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(5);
 }

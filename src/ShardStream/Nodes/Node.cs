@@ -93,14 +93,49 @@ public abstract class Node : IAsyncDisposable
         }
     }
 
+    /// <summary>At least this many links silent at once, and half of them, make a node look stalled rather than its peers failed.</summary>
+    private const int MinLinksForStall = 3;
+
+    private bool _stalled;
+    private bool _probePending;
+
     private async Task TickLoopAsync()
     {
-        using var timer = new PeriodicTimer(NodeOptionsBase.HeartbeatInterval / 2, Time);
+        var period = NodeOptionsBase.HeartbeatInterval / 2;
+        using var timer = new PeriodicTimer(period, Time);
+        long last = Time.GetTimestamp();
         try
         {
             while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
             {
-                foreach (var link in _links.Keys) link.Tick();
+                // A tick a whole period late means this node did not run (a stalled process, a
+                // suspended machine): what arrived meanwhile waits unread, so that time is no
+                // silence of the other sides.
+                long now = Time.GetTimestamp();
+                var gap = Time.GetElapsedTime(last, now);
+                last = now;
+                var paused = gap - period >= period ? gap - period : TimeSpan.Zero;
+                // The timer may fire on time while the thread pool, which runs every read and
+                // write loop, is far behind (a saturated process: relay work queued ahead of socket
+                // completions). A probe queued at the last tick that has still not run says so:
+                // the whole gap is this node's delay, not its links' silence.
+                if (Volatile.Read(ref _probePending)) paused = gap;
+                else
+                {
+                    Volatile.Write(ref _probePending, true);
+                    ThreadPool.UnsafeQueueUserWorkItem(static node => Volatile.Write(ref node._probePending, false), this, preferLocal: false);
+                }
+                if (paused > TimeSpan.Zero) FailureDetectorLog.NodePaused(Log, paused.TotalSeconds);
+                var links = _links.Keys.ToList();
+                foreach (var link in links) link.Excuse(paused);
+                // Many peers rarely fail in the same moment; a node that stalled (a starved
+                // process, its own network) sees all its links fall silent together. Then only
+                // the longest silence closes a link; one silent link among live ones closes as usual.
+                int silent = links.Count(l => l.SeemsDead);
+                bool stalled = silent >= MinLinksForStall && silent * 2 >= links.Count;
+                if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, links.Count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
+                _stalled = stalled;
+                foreach (var link in links) link.Tick(lenient: stalled);
                 CheckSlowChildren();
             }
         }

@@ -17,8 +17,19 @@ public abstract record NodeOptions
     /// <summary>How often a quiet link sends a heartbeat.</summary>
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>A link that hears nothing for this long is ended.</summary>
+    /// <summary>
+    /// The least silence after which a link may be taken for dead. Beyond it, the link's φ accrual
+    /// failure detector decides from the gaps the link has seen (a punctual other side is taken
+    /// for dead right at this timeout; one that has been answering late is given longer), up to
+    /// <see cref="MaxSilence"/>.
+    /// </summary>
     public TimeSpan HeartbeatTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>φ at or above which a silent link is taken for dead (default 8: a 1 in 10^8 chance that a living side is silent that long).</summary>
+    public double FailureThreshold { get; init; } = 8;
+
+    /// <summary>A link silent this long is taken for dead whatever φ says; null for 4 x <see cref="HeartbeatTimeout"/>.</summary>
+    public TimeSpan? MaxSilence { get; init; }
 
     /// <summary>A child with more than this many bytes waiting to be sent is cut off as too slow.</summary>
     public long MaxQueuedBytesPerChild { get; init; } = 64L * 1024 * 1024;
@@ -39,7 +50,17 @@ public abstract record NodeOptions
     {
         MaxQueuedBytes = MaxQueuedBytesPerChild,
         HeartbeatInterval = HeartbeatInterval,
-        HeartbeatTimeout = HeartbeatTimeout,
+        FailureDetector = new FailureDetectorOptions
+        {
+            Threshold = FailureThreshold,
+            MinSilence = HeartbeatTimeout,
+            MaxSilence = MaxSilence is { } most ? (most > HeartbeatTimeout ? most : HeartbeatTimeout) : HeartbeatTimeout * 4,
+            // Sampled as often as the node's timer looks at its links; a quiet link hears a
+            // heartbeat every interval or a little more.
+            SampleInterval = HeartbeatInterval / 2,
+            ExpectedInterval = HeartbeatInterval,
+            MinStandardDeviation = HeartbeatInterval / 4,
+        },
         CloseTimeout = HeartbeatTimeout,
     };
 }

@@ -50,6 +50,12 @@ public interface IConnection : IAsyncDisposable
 
     /// <summary>Closes at once, dropping anything unsent.</summary>
     void Abort();
+
+    /// <summary>
+    /// True when bytes from the remote side have arrived and wait to be read (TCP: in the socket's
+    /// receive buffer): the remote side was alive, however long this side took to read them.
+    /// </summary>
+    bool HasUnreadInput => false;
 }
 
 /// <summary>A listen or connect that failed, with a message fit for a user.</summary>

@@ -125,6 +125,21 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
 
     public IDuplexPipe Pipe => this;
 
+    public bool HasUnreadInput
+    {
+        get
+        {
+            try
+            {
+                return _socket.Available > 0;
+            }
+            catch (Exception e) when (e is ObjectDisposedException or System.Net.Sockets.SocketException)
+            {
+                return false;
+            }
+        }
+    }
+
     public PipeReader Input { get; }
 
     public PipeWriter Output { get; }

@@ -28,6 +28,24 @@ public class TcpTransportTests
     }
 
     [Fact]
+    public async Task Bytes_that_wait_unread_in_the_socket_are_reported()
+    {
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        await using var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        Assert.False(server.HasUnreadInput);
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "ping"u8.ToArray());
+        var deadline = DateTime.UtcNow + PipeIo.Deadline;
+        while (!server.HasUnreadInput && DateTime.UtcNow < deadline) await Task.Delay(10);
+        Assert.True(server.HasUnreadInput);
+
+        await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
+        Assert.False(server.HasUnreadInput);
+    }
+
+    [Fact]
     public async Task A_large_transfer_arrives_intact_and_in_order()
     {
         await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
