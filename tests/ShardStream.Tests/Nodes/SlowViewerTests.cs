@@ -1,6 +1,8 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using ShardStream.Nodes;
+using ShardStream.Wire;
 using Xunit.Abstractions;
 
 namespace ShardStream.Tests.Nodes;
@@ -19,12 +21,34 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     [Fact]
     public async Task A_viewer_below_the_stream_rate_is_demoted_then_stopped_and_the_others_keep_the_live_rate()
     {
-        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 9);
-        overlay.Network.SetDownloadRate("p1", Rate / 16);
-        var slow = await overlay.AddPeerAsync();              // joins first: the coordinator's child, with children of its own
-        for (int i = 0; i < 8; i++) await overlay.AddPeerAsync();
+        // Joins first: the coordinator's child, which demotes it itself.
+        var (slowParent, _) = await RunAsync(before: 0, after: 8);
+        Assert.Equal(0, slowParent);
+    }
+
+    [Fact]
+    public async Task A_slow_viewer_under_a_peer_is_reported_by_that_peer_demoted_by_the_coordinator_and_stopped()
+    {
+        // Joins fifth: under a peer, which reports it (SlowChild) for the coordinator to demote.
+        var (slowParent, _) = await RunAsync(before: 4, after: 8);
+        Assert.NotEqual(0, slowParent);
+    }
+
+    /// <summary>
+    /// <paramref name="before"/> fast viewers, then the slow one, then <paramref name="after"/> fast
+    /// ones; then 16 s of a live 1 MiB/s source. Returns the slow viewer's parent when the stream
+    /// started, and when it was demoted.
+    /// </summary>
+    private async Task<(int SlowParent, TimeSpan DemotedAt)> RunAsync(int before, int after)
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: before + 1 + after);
+        overlay.Network.SetDownloadRate($"p{before + 1}", Rate / 16);
+        for (int i = 0; i < before; i++) await overlay.AddPeerAsync();
+        var slow = await overlay.AddPeerAsync();
+        for (int i = 0; i < after; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id != 0 && n.Parents[0] == slow.Id), "the slow viewer feeds someone");
+        int slowParent = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == slow.Id).Parents[0];
 
         // The live source: a fixed rate by the wall clock, whatever the overlay does.
         var data = Overlay.RandomBytes(Rate * Seconds, seed: 9);
@@ -43,6 +67,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // When each fast viewer has written the whole stream to its output (what its user sees);
         // its Run goes on a little longer, closing links and waiting for its children.
         var fast = overlay.Peers.Where(p => p.Peer != slow).ToList();
+        var slowRun = overlay.Peers.Single(p => p.Peer == slow).Run;
         var finished = new TimeSpan?[fast.Count];
         await Overlay.WaitUntilAsync(() =>
         {
@@ -52,9 +77,9 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         }, "every fast viewer has written the whole stream");
         foreach (var p in fast) await overlay.AssertIdenticalAsync(p);
         var lastFinish = finished.Max()!.Value;
-        output.WriteLine($"source {sourceEnd.TotalSeconds:0.0} s; fast viewers done at {string.Join(", ", finished.Select(f => f!.Value.TotalSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))} s; slow viewer demoted at {demotedAt?.TotalSeconds:0.0} s");
+        output.WriteLine($"slow viewer (peer {slow.Id}) under {(slowParent == 0 ? "the coordinator" : $"peer {slowParent}")}; source {sourceEnd.TotalSeconds:0.0} s; fast viewers done at {string.Join(", ", finished.Select(f => f!.Value.TotalSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))} s; slow viewer demoted at {demotedAt?.TotalSeconds:0.0} s");
 
-        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => overlay.Peers[0].Run.WaitAsync(Overlay.Deadline));
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
         var figures = BelowRate().Match(stopped.Message);
         Assert.True(figures.Success, $"the slow viewer stopped with: {stopped.Message}");
         double download = double.Parse(figures.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
@@ -63,10 +88,62 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.InRange(stream, 4, 16);   // 1 MiB/s = 8.4 Mbit/s
 
         Assert.True(demotedAt is not null, "the slow viewer was never demoted");
+        // In process the stopped viewer's object lives on; a CLI viewer would exit and close its control link.
+        await slow.DisposeAsync();
         await ending;
         // The fast viewers followed the live source: the last of them done soon after it ended
         // (generous: a run with the slow viewer holding the source back ends ~25 s late).
         Assert.True(lastFinish - sourceEnd < TimeSpan.FromSeconds(10), $"the source ended at {sourceEnd.TotalSeconds:0.0} s, the last fast viewer finished at {lastFinish.TotalSeconds:0.0} s; demoted at {demotedAt?.TotalSeconds:0.0} s");
+        return (slowParent, demotedAt!.Value);
+    }
+
+    [Fact]
+    public async Task A_slow_child_report_from_a_peer_that_is_not_the_childs_parent_demotes_no_one()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var a = await overlay.AddPeerAsync();
+        var b = await overlay.AddPeerAsync();
+        // A stranger that speaks the protocol joins (under a, the coordinator's two slots taken) and lies.
+        var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, Hello.DefaultUpload, [], "liar:1").Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        int liar = (int)welcome.PeerId;
+        Assert.Equal(a.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == liar).Parents[0]);
+
+        // b hangs under the coordinator, a is the liar's own parent: neither is the liar's child.
+        new SlowChild((ulong)b.Id, 60_000).Write(connection.Pipe.Output);
+        new SlowChild((ulong)a.Id, 60_000).Write(connection.Pipe.Output);
+        // Frames of one link are handled in order: once the leave is done, so are the reports.
+        new Leave((ulong)liar).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != liar), "the liar has left");
+
+        var nodes = overlay.Coordinator.Snapshot().Nodes;
+        Assert.Equal(2, nodes.Single(n => n.Id == a.Id).Budget);
+        Assert.Equal(2, nodes.Single(n => n.Id == b.Id).Budget);
+        await connection.DisposeAsync();
+    }
+
+    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(System.IO.Pipelines.PipeReader input)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed without a frame");
+        }
     }
 
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
