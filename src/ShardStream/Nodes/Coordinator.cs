@@ -305,7 +305,12 @@ public sealed class Coordinator : Node
         {
             if (parentId != Planner.Source && !_peers.TryGetValue(parentId, out parent))
             {
+                // Out of the overlay already (failed and repaired, or finished after the end and
+                // gone before its children had everything): the plan has the reporter elsewhere.
                 Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
+                if (!_peers.ContainsKey(reporter.Id) || !_planner.Contains(reporter.Id)) return;
+                SendMoves(lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) != parentId)
+                    .Select(s => new Reattachment(reporter.Id, s.Shard, _planner.ParentOf(reporter.Id, s.Shard))).ToList());
                 return;
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
@@ -446,7 +451,10 @@ public sealed class Coordinator : Node
             if (!_peers.Remove(session.Id)) return;
             if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
-                // After the end, a peer that finished needs no repair: its children have what it sent.
+                // After the end, a peer that finished needs no repair: its children have what it
+                // sent. It leaves the plan all the same, so that no later repair picks it as a
+                // parent; its children's new places are sent only if they report it lost early.
+                _planner.Leave([session.Id]);
                 Log.LogDebug("peer {Id} left: {Reason}", session.Id, reason);
                 return;
             }
@@ -470,10 +478,15 @@ public sealed class Coordinator : Node
                 _ = moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later");
                 continue;
             }
-            var entries = group.Select(r => r.NewParent == Planner.Source
-                ? new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress)
-                : new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, _peers[r.NewParent].Address)).ToArray();
-            moved.Control.Send(new Move(entries).Write);
+            var entries = new List<ShardAssignment>();
+            foreach (var r in group)
+            {
+                if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress));
+                else if (_peers.TryGetValue(r.NewParent, out var parent)) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, parent.Address));
+                // The plan and the sessions disagree (a bug): say so, and still send every other move.
+                else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
+            }
+            if (entries.Count > 0) moved.Control.Send(new Move([.. entries]).Write);
         }
     }
 

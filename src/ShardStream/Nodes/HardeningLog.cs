@@ -1,0 +1,38 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Log lines about input and load an attacker controls, and about failures that would otherwise
+/// vanish: operators filter on the event ids (900..999).
+/// </summary>
+internal static partial class HardeningLog
+{
+    [LoggerMessage(900, LogLevel.Error, "background task '{What}' failed", EventName = "BackgroundTaskFailed")]
+    public static partial void BackgroundTaskFailed(ILogger log, string what, Exception exception);
+
+    [LoggerMessage(901, LogLevel.Error, "plan error: peer {Peer} was moved to parent {Parent} for shard {Shard}, which has no session; that move is not sent", EventName = "MoveToUnknownParent")]
+    public static partial void MoveToUnknownParent(ILogger log, int peer, int shard, int parent);
+}
+
+/// <summary>Fire-and-forget tasks that are still observed: a failure is logged, never lost.</summary>
+internal static class Background
+{
+    /// <summary>
+    /// Observes <paramref name="task"/>: when it faults, its exception is logged as
+    /// <see cref="HardeningLog.BackgroundTaskFailed"/> with <paramref name="what"/>. Cancellation is
+    /// not a failure.
+    /// </summary>
+    public static void Observe(this Task task, ILogger log, string what)
+    {
+        if (task.IsCompletedSuccessfully) return;
+        task.ContinueWith(static (t, state) =>
+        {
+            var (log, what) = ((ILogger, string))state!;
+            HardeningLog.BackgroundTaskFailed(log, what, t.Exception!.InnerExceptions.Count == 1 ? t.Exception.InnerException! : t.Exception);
+        }, (log, what), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on the thread pool and observes it (see <see cref="Observe"/>).</summary>
+    public static void Run(Func<Task> work, ILogger log, string what) => Task.Run(work).Observe(log, what);
+}
