@@ -192,7 +192,7 @@ public sealed class Coordinator : Node
         {
             if (_ended)
             {
-                _ = RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended");
+                RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended").Observe(Log, $"{link.Name}: refusing");
                 return;
             }
             if (_cutOff.Contains(advertised))
@@ -207,7 +207,7 @@ public sealed class Coordinator : Node
             }
             catch (PlacementException e)
             {
-                _ = RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}");
+                RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}").Observe(Log, $"{link.Name}: refusing");
                 return;
             }
             // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
@@ -475,7 +475,7 @@ public sealed class Coordinator : Node
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
                 _peers.Remove(moved.Id);
-                _ = moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later");
+                moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(Log, $"peer {moved.Id}: evicting");
                 continue;
             }
             var entries = new List<ShardAssignment>();

@@ -168,7 +168,7 @@ internal sealed class Link : IAsyncDisposable
         if (queued > _options.MaxQueuedBytes)
         {
             Interlocked.Add(ref _queuedBytes, -chunk.Length);
-            _ = CloseAsync(GoodbyeCode.TooSlow, $"too slow: {queued - chunk.Length} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}");
+            CloseAsync(GoodbyeCode.TooSlow, $"too slow: {queued - chunk.Length} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}").Observe(_log, $"{Name}: closing");
             return false;
         }
         if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null, _time.GetTimestamp())))
@@ -307,7 +307,7 @@ internal sealed class Link : IAsyncDisposable
         }
         else if (_detector.IsDead(lenient, out reason))
         {
-            _ = CloseAsync(GoodbyeCode.Timeout, reason);
+            CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }
         if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _options.HeartbeatInterval)
@@ -466,6 +466,13 @@ internal sealed class Link : IAsyncDisposable
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
         {
             reason = $"connection lost: {e.Message}";
+        }
+        catch (Exception e)
+        {
+            // A bug in a handler: this link ends with the reason, and the error is logged, instead
+            // of a dead read loop on a link that looks open.
+            reason = $"internal error: {e.GetType().Name}: {e.Message}";
+            HardeningLog.BackgroundTaskFailed(_log, $"{Name}: read loop", e);
         }
         if (IsClosing)
         {

@@ -79,7 +79,7 @@ public abstract class Node : IAsyncDisposable
             {
                 Log.LogDebug("{Link}: disposing after close: {Reason}", link.Name, e.Message);
             }
-        }, TaskScheduler.Default);
+        }, TaskScheduler.Default).Unwrap().Observe(Log, $"{link.Name}: disposing after close");
         return link;
     }
 
@@ -89,7 +89,7 @@ public abstract class Node : IAsyncDisposable
         {
             var connection = await _listener!.AcceptAsync(_stopping.Token).ConfigureAwait(false);
             if (connection is null) return;
-            _ = Task.Run(() => HandleIncomingAsync(connection));
+            Background.Run(() => HandleIncomingAsync(connection), Log, $"connection from {connection.RemoteAddress}");
         }
     }
 
@@ -295,7 +295,7 @@ public abstract class Node : IAsyncDisposable
         await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
-        _ = link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default);
+        link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default).Observe(Log, $"{link.Name}: unsubscribing");
         Log.LogInformation("{Link}: serving shard(s) {Shards}", link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
     }
 

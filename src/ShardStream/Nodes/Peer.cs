@@ -164,8 +164,8 @@ public sealed class Peer : Node
             foreach (var e in welcome.Shards.Where(e => e.Kind == AssignmentKind.Served))
                 _parentOfShard[e.Shard] = control;
         control.Start(OnParentFrame);
-        _ = control.Closed.ContinueWith(t => OnControlClosed(t.Result), TaskScheduler.Default);
-        _ = Task.Run(ApplyMovesAsync);
+        control.Closed.ContinueWith(t => OnControlClosed(t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
+        Background.Run(ApplyMovesAsync, Log, "applying moves");
 
         Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}")));
@@ -215,7 +215,7 @@ public sealed class Peer : Node
             replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
         }
         link.Start(OnParentFrame);
-        _ = link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
+        link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }
 
@@ -225,7 +225,7 @@ public sealed class Peer : Node
         bool stillServes;
         lock (_gate) stillServes = _parentOfShard.ContainsValue(old);
         if (stillServes || old == _control) old.Send(new Detach(shards).Write);
-        else _ = old.CloseAsync(GoodbyeCode.Normal, "moved to another parent");
+        else old.CloseAsync(GoodbyeCode.Normal, "moved to another parent").Observe(Log, $"{old.Name}: closing");
     }
 
     /// <summary>Per shard, the id of the node this peer receives it from now (0 = the coordinator, -1 = none).</summary>
