@@ -51,13 +51,14 @@ internal static class DemoCommand
                 var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
                 nodes.Add((peer, hash, new HashingStream(hash)));
             }
+            // The tree as placed (after the end, peers that finished leave the coordinator's view).
+            var snapshot = coordinator.Snapshot();
             var started = System.Diagnostics.Stopwatch.StartNew();
             var runs = nodes.Select(x => x.Peer.RunAsync(x.Sink, ct)).ToList();
             await coordinator.RunAsync(new MemoryStream(source, writable: false), ct);
             await Task.WhenAll(runs);
             double seconds = started.Elapsed.TotalSeconds;
 
-            var snapshot = coordinator.Snapshot();
             Console.WriteLine();
             Console.WriteLine(snapshot.Render());
             int good = 0;

@@ -13,6 +13,15 @@ internal static partial class HardeningLog
 
     [LoggerMessage(901, LogLevel.Error, "plan error: peer {Peer} was moved to parent {Parent} for shard {Shard}, which has no session; that move is not sent", EventName = "MoveToUnknownParent")]
     public static partial void MoveToUnknownParent(ILogger log, int peer, int shard, int parent);
+
+    [LoggerMessage(902, LogLevel.Warning, "accept failed: {Reason}; accepting again in {BackoffMs} ms", EventName = "AcceptFailed")]
+    public static partial void AcceptFailed(ILogger log, string reason, double backoffMs);
+
+    [LoggerMessage(903, LogLevel.Debug, "{Link}: closed without a hello: {Reason}", EventName = "NoHello")]
+    public static partial void NoHello(ILogger log, string link, string reason);
+
+    [LoggerMessage(904, LogLevel.Warning, "{Count} connection(s) dropped so far before their hello to make room for newer ones ({Reason}): a flood of silent connections?", EventName = "WaitersDropped")]
+    public static partial void WaitersDropped(ILogger log, long count, string reason);
 }
 
 /// <summary>Fire-and-forget tasks that are still observed: a failure is logged, never lost.</summary>

@@ -122,8 +122,12 @@ internal sealed class Link : IAsyncDisposable
         _reader = Task.Run(() => ReadLoopAsync(handler));
     }
 
-    /// <summary>Reads exactly one frame before the loops start (the hello or the welcome).</summary>
-    public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads exactly one frame before the loops start (the hello or the welcome). A frame whose
+    /// length field is over <paramref name="maxLength"/> is refused before it is buffered, so a
+    /// stranger's first frame costs at most that much memory.
+    /// </summary>
+    public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(CancellationToken cancellationToken, int maxLength = Protocol.MaxFrameLength)
     {
         var input = _connection.Pipe.Input;
         while (true)
@@ -135,6 +139,8 @@ internal sealed class Link : IAsyncDisposable
             ReadOnlySequence<byte> body;
             try
             {
+                if (buffer.Length >= 4 && FrameCodec.PeekLength(buffer) is var length && length > maxLength)
+                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}");
                 found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
             }
             catch (ProtocolException)

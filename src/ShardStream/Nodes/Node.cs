@@ -14,12 +14,14 @@ public abstract class Node : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<Link, byte> _links = new();
     private readonly CancellationTokenSource _stopping = new();
+    private readonly HelloGate _helloGate;
     private IConnectionListener? _listener;
     private Task _acceptLoop = Task.CompletedTask;
     private Task _tickLoop = Task.CompletedTask;
 
     private protected Node(NodeOptions options, ITransport transport, ILogger log, TimeProvider time)
     {
+        _helloGate = new HelloGate(options.MaxPendingHellos, options.MaxPendingHellosPerAddress);
         NodeOptionsBase = options;
         Transport = transport;
         Log = log;
@@ -83,13 +85,40 @@ public abstract class Node : IAsyncDisposable
         return link;
     }
 
+    /// <summary>The longest pause after a failed accept (out of file descriptors, say) before the next try.</summary>
+    private static readonly TimeSpan MaxAcceptBackoff = TimeSpan.FromSeconds(1);
+
     private async Task AcceptLoopAsync()
     {
+        var backoff = TimeSpan.FromMilliseconds(10);
         while (!_stopping.IsCancellationRequested)
         {
-            var connection = await _listener!.AcceptAsync(_stopping.Token).ConfigureAwait(false);
+            IConnection? connection;
+            try
+            {
+                connection = await _listener!.AcceptAsync(_stopping.Token).ConfigureAwait(false);
+                backoff = TimeSpan.FromMilliseconds(10);
+            }
+            catch (ConnectionFailedException e)
+            {
+                // EMFILE and the like pass when connections close: keep accepting after a pause
+                // (which also keeps a full accept queue from spinning the loop).
+                HardeningLog.AcceptFailed(Log, e.Message, backoff.TotalMilliseconds);
+                try
+                {
+                    await Task.Delay(backoff, Time, _stopping.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxAcceptBackoff.Ticks));
+                continue;
+            }
             if (connection is null) return;
-            Background.Run(() => HandleIncomingAsync(connection), Log, $"connection from {connection.RemoteAddress}");
+            // Into the gate in accept order, so that "the oldest waiting" means the oldest.
+            var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress));
+            Background.Run(() => HandleIncomingAsync(connection, waiter), Log, $"connection from {connection.RemoteAddress}");
         }
     }
 
@@ -159,7 +188,7 @@ public abstract class Node : IAsyncDisposable
             else
             {
                 SlowChildLog.Stopped(Log, finding.Link.Name, NodeOptionsBase.SlowChildGrace.TotalSeconds, finding.Reason);
-                _ = finding.Link.CloseAsync(GoodbyeCode.TooSlow, finding.Reason);
+                finding.Link.CloseAsync(GoodbyeCode.TooSlow, finding.Reason).Observe(Log, $"{finding.Link.Name}: closing");
             }
         }
     }
@@ -167,15 +196,15 @@ public abstract class Node : IAsyncDisposable
     /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>
     private protected abstract void OnSlowChild(Link child, TimeSpan queueAge);
 
-    private async Task HandleIncomingAsync(IConnection connection)
+    private async Task HandleIncomingAsync(IConnection connection, HelloGate.Waiter waiter)
     {
         var link = NewLink(connection, $"incoming {connection.RemoteAddress}");
         Hello hello;
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-            timeout.CancelAfter(NodeOptionsBase.HeartbeatTimeout);
-            var (type, body) = await link.ReadOneAsync(timeout.Token).ConfigureAwait(false);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, waiter.Token);
+            timeout.CancelAfter(NodeOptionsBase.HelloTimeout);
+            var (type, body) = await link.ReadOneAsync(timeout.Token, Hello.MaxFrameLength).ConfigureAwait(false);
             if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
@@ -189,10 +218,18 @@ public abstract class Node : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException)
         {
-            Log.LogInformation("{Link}: no hello: {Reason}", link.Name, e is OperationCanceledException ? "timed out" : e.Message);
+            string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
+                : e is OperationCanceledException ? $"no hello within {NodeOptionsBase.HelloTimeout.TotalSeconds:0.#} s" : e.Message;
+            if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
+            HardeningLog.NoHello(Log, link.Name, reason);
             link.Abort("no hello");
             await link.DisposeAsync().ConfigureAwait(false);
             return;
+        }
+        finally
+        {
+            // Waiting is over (hello or not): the slot is free for the next connection.
+            waiter.Dispose();
         }
 
         if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
@@ -211,6 +248,19 @@ public abstract class Node : IAsyncDisposable
         {
             link.Abort(e.Message);
         }
+    }
+
+    private long _droppedWaiters;
+    private long _lastDropLog;
+
+    /// <summary>Connections dropped by the hello gate are counted, and said at most every 10 s: a flood must not flood the log.</summary>
+    private void NoteDroppedWaiter(string reason)
+    {
+        long count = Interlocked.Increment(ref _droppedWaiters);
+        long now = Time.GetTimestamp();
+        long last = Interlocked.Read(ref _lastDropLog);
+        if ((last == 0 || Time.GetElapsedTime(last, now) > TimeSpan.FromSeconds(10)) && Interlocked.CompareExchange(ref _lastDropLog, now, last) == last)
+            HardeningLog.WaitersDropped(Log, count, reason);
     }
 
     private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason)

@@ -43,6 +43,18 @@ public abstract record NodeOptions
     /// <summary>A slow child still slow this long after it was found slow is stopped, told its measured download and the stream rate.</summary>
     public TimeSpan SlowChildGrace { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// An accepted connection that has not sent a whole hello within this time is closed (a
+    /// honest node sends it right after connecting; slowloris trickles it forever).
+    /// </summary>
+    public TimeSpan HelloTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>At most this many accepted connections wait for their hello at once; the oldest is dropped to make room.</summary>
+    public int MaxPendingHellos { get; init; } = 1024;
+
+    /// <summary>At most this many connections from one remote address wait for their hello at once; its oldest is dropped to make room.</summary>
+    public int MaxPendingHellosPerAddress { get; init; } = 64;
+
     /// <summary>After the end of the stream, how long to wait for children to finish before closing.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(60);
 

@@ -61,8 +61,11 @@ public sealed class TcpTransport : ITransport
 
     private sealed class TcpListener(Socket socket, string localAddress) : IConnectionListener
     {
+        private volatile bool _disposed;
+
         public string LocalAddress { get; } = localAddress;
 
+        /// <summary>Null once closed; a failure that may pass (EMFILE, ENFILE, ENOBUFS, a connection aborted in the queue) throws <see cref="ConnectionFailedException"/>.</summary>
         public async ValueTask<IConnection?> AcceptAsync(CancellationToken cancellationToken)
         {
             try
@@ -70,14 +73,19 @@ public sealed class TcpTransport : ITransport
                 var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
                 return new TcpConnection(accepted, accepted.RemoteEndPoint?.ToString() ?? "?", receivesStream: false);
             }
-            catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
+            catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException || (e is SocketException && (_disposed || cancellationToken.IsCancellationRequested)))
             {
                 return null;
+            }
+            catch (SocketException e)
+            {
+                throw new ConnectionFailedException($"cannot accept on {LocalAddress}: {e.Message} ({e.SocketErrorCode})", e);
             }
         }
 
         public ValueTask DisposeAsync()
         {
+            _disposed = true;
             socket.Dispose();
             return ValueTask.CompletedTask;
         }

@@ -40,6 +40,9 @@ public static class FrameCodec
         return true;
     }
 
+    /// <summary>The length field of the frame at the front of <paramref name="buffer"/> (which holds at least 4 bytes).</summary>
+    public static uint PeekLength(ReadOnlySequence<byte> buffer) => ReadLength(buffer);
+
     private static uint ReadLength(ReadOnlySequence<byte> buffer)
     {
         Span<byte> header = stackalloc byte[4];

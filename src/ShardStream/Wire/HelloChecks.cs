@@ -43,9 +43,8 @@ public static class HelloChecks
     {
         var r = new SequenceReader<byte>(body);
         if (!FrameCodec.TryReadUInt32(ref r, out uint magic) || magic != Protocol.Magic) return "malformed hello frame: it does not start with the ShardStream magic";
-        if (r.Remaining < 2 + 2 + 1) return "malformed hello frame: truncated";
-        r.Advance(2 + 2);
-        r.TryRead(out byte role);
+        if (!FrameCodec.TryReadUInt16(ref r, out _) || !FrameCodec.TryReadUInt16(ref r, out ushort max) || !r.TryRead(out byte role))
+            return "malformed hello frame: truncated";
         if (role is < 1 or > 2) return $"malformed hello frame: unknown role {role}";
         if (r.Remaining < 8 + 2) return "malformed hello frame: truncated";
         r.Advance(8 + 2);
@@ -56,6 +55,7 @@ public static class HelloChecks
         if (r.Remaining < length) return "malformed hello frame: truncated";
         if (!IsUtf8(body.Slice(r.Position, length))) return "malformed hello frame: the listen address is not valid UTF-8";
         r.Advance(length);
+        if (max >= Protocol.SignedStreamVersion) return "malformed hello frame: bad nonce or ticket";
         return r.End ? "malformed hello frame" : $"malformed hello frame: {r.Remaining} byte(s) after the last field";
     }
 

@@ -126,6 +126,9 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
     /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
     public const ushort DefaultUpload = ushort.MaxValue;
 
+    /// <summary>The largest length field a hello can have (a full shard list, the longest string, the nonce and the longest ticket).</summary>
+    public const int MaxFrameLength = 1 + 4 + 2 + 2 + 1 + 8 + 2 + 1 + Protocol.MaxShards * 9 + 2 + Protocol.MaxStringLength + Protocol.NonceLength + 1 + Protocol.MaxTicketLength;
+
     private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress)
         + (MaxVersion >= Protocol.SignedStreamVersion ? Protocol.NonceLength + 1 + (Ticket?.Length ?? 0) : 0);
 

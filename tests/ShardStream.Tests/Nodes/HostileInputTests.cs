@@ -70,7 +70,7 @@ public sealed class HostileInputTests
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt32BigEndian(b, Protocol.Magic);
         Add(b[..4]);
-        BinaryPrimitives.WriteUInt16BigEndian(b, 1);
+        BinaryPrimitives.WriteUInt16BigEndian(b, Protocol.Version);
         Add(b[..2]); // min version
         Add(b[..2]); // max version
         body.Add((byte)HelloRole.Join);
@@ -81,6 +81,8 @@ public sealed class HostileInputTests
         BinaryPrimitives.WriteUInt16BigEndian(b, (ushort)address.Length);
         Add(b[..2]);
         body.AddRange(address);
+        body.AddRange(new byte[Protocol.NonceLength]); // the nonce
+        body.Add(0); // no ticket
         FrameCodec.WriteHeader(connection.Pipe.Output, FrameType.Hello, body.Count);
         await connection.Pipe.Output.WriteAsync(body.ToArray());
 

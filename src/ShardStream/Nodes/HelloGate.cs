@@ -1,0 +1,99 @@
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// The connections that have not yet sent their hello, bounded in total and per remote address.
+/// A connection over a bound does not wait: the oldest waiting connection (of that address, or of
+/// all) is dropped to make room, as a SYN cache does, so that a flood of silent or trickling
+/// connections cannot keep an honest joiner out (its hello follows its connect at once) and cannot
+/// grow the node's memory past <see cref="MaxTotal"/> small read buffers. Thread-safe.
+/// </summary>
+internal sealed class HelloGate(int maxTotal, int maxPerAddress)
+{
+    private readonly object _lock = new();
+    private readonly LinkedList<Waiter> _waiting = new();
+    private readonly Dictionary<string, int> _perAddress = [];
+
+    public int MaxTotal { get; } = maxTotal;
+
+    /// <summary>Connections waiting for their hello now.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_lock) return _waiting.Count;
+        }
+    }
+
+    /// <summary>
+    /// Registers a connection from <paramref name="host"/> that is about to wait for its hello. Its
+    /// <see cref="Waiter.Token"/> is cancelled when it is dropped to make room (see
+    /// <see cref="Waiter.DroppedBecause"/>); dispose the waiter once the hello has arrived or the
+    /// wait ended.
+    /// </summary>
+    public Waiter Enter(string host)
+    {
+        var waiter = new Waiter(this, host);
+        var dropped = new List<Waiter>();
+        lock (_lock)
+        {
+            if (_perAddress.GetValueOrDefault(host) >= maxPerAddress)
+            {
+                for (var node = _waiting.First; node is not null; node = node.Next)
+                    if (node.Value.Host == host)
+                    {
+                        dropped.Add(Remove(node.Value, $"more than {maxPerAddress} connections from {host} are waiting for a hello"));
+                        break;
+                    }
+            }
+            if (_waiting.Count >= MaxTotal) dropped.Add(Remove(_waiting.First!.Value, $"more than {MaxTotal} connections are waiting for a hello"));
+            waiter.Node = _waiting.AddLast(waiter);
+            _perAddress[host] = _perAddress.GetValueOrDefault(host) + 1;
+        }
+        foreach (var d in dropped) d.Drop();
+        return waiter;
+    }
+
+    private Waiter Remove(Waiter waiter, string? reason)
+    {
+        if (waiter.Node is null) return waiter;
+        _waiting.Remove(waiter.Node);
+        waiter.Node = null;
+        waiter.DroppedBecause = reason;
+        if (--_perAddress[waiter.Host] == 0) _perAddress.Remove(waiter.Host);
+        return waiter;
+    }
+
+    /// <summary>One connection waiting for its hello.</summary>
+    internal sealed class Waiter(HelloGate gate, string host) : IDisposable
+    {
+        private readonly CancellationTokenSource _drop = new();
+
+        public string Host { get; } = host;
+
+        internal LinkedListNode<Waiter>? Node { get; set; }
+
+        /// <summary>Cancelled when this connection is dropped to make room for newer ones.</summary>
+        public CancellationToken Token => _drop.Token;
+
+        /// <summary>Why it was dropped; null while it waits or once it left normally.</summary>
+        public string? DroppedBecause { get; internal set; }
+
+        internal void Drop()
+        {
+            try
+            {
+                _drop.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // It left meanwhile: nothing to drop.
+            }
+        }
+
+        public void Dispose()
+        {
+            lock (gate._lock) gate.Remove(this, DroppedBecause);
+            _drop.Dispose();
+        }
+    }
+}
