@@ -197,7 +197,7 @@ public sealed class Coordinator : Node
             }
             if (_cutOff.Contains(advertised))
             {
-                _ = RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send");
+                RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send").Observe(Log, $"{link.Name}: refusing");
                 return;
             }
             int id;
@@ -417,7 +417,7 @@ public sealed class Coordinator : Node
             else if (++reporter.Accusations > MaxAccusations)
             {
                 Log.LogWarning("peer {Id} accuses a {N}th parent (peer {Parent}); evicting the accuser instead", reporter.Id, reporter.Accusations, parentId);
-                _ = reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying");
+                reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(Log, $"peer {reporter.Id}: evicting");
                 RemovePeer(reporter, "accused too many parents", graceful: false);
                 return;
             }
@@ -434,7 +434,7 @@ public sealed class Coordinator : Node
         Log.LogWarning("peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on",
             parent.Id, parent.Address, reporter.Id, violation);
         RemovePeer(parent, $"cut off: {violation}", graceful: false);
-        _ = parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}");
+        parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(Log, $"peer {parent.Id}: evicting");
     }
 
     private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
