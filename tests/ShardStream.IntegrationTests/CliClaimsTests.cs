@@ -1,0 +1,229 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// README claims about the terminal tool, each checked through the real CLI in separate processes
+/// on 127.0.0.1: a peer stopped with SIGTERM leaves gracefully and the peers below it lose no
+/// byte; a peer that had to skip bytes writes the rest, exits 1 and gives the total; an evicted
+/// peer says so; a peer joins through another peer. Upload budgets (<c>--upload</c>) fix the
+/// shape of the tree, so that each test knows who is below whom without reading the plan.
+/// Nothing here asserts a duration: every wait is for a condition, with a generous deadline.
+/// </summary>
+[Collection(CliResilienceCollection.Name)]
+public sealed partial class CliClaimsTests
+{
+    private static readonly TimeSpan StartDeadline = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan ExitDeadline = TimeSpan.FromMinutes(2);
+    private const int Block = 64 * 1024;
+
+    [Fact]
+    public async Task Sigterm_makes_an_interior_peer_leave_gracefully_and_the_peers_below_it_lose_no_byte()
+    {
+        // coordinator (1 slot) -> A (1) -> B (1) -> C (0): A is the only way to B and C.
+        var source = Source(12, seed: 1);
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var a = await JoinAsync(address, "1");
+        await using var b = await JoinAsync(address, "1");
+        await using var c = await JoinAsync(address, "0");
+        Assert.Equal(Id(a), ParentOf(b));
+        Assert.Equal(Id(b), ParentOf(c));
+
+        // 12 MiB at 2 MiB/s; A leaves once B has a quarter of the stream, in the middle of it.
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20);
+        await WaitUntilAsync(() => b.StdoutBytes > source.Length / 4, () => $"B never received a quarter of the stream:\n{b.Stderr}");
+        await a.SignalAsync("TERM");
+        var (aExit, _) = await a.WaitForExitAsync(ExitDeadline);
+        await writing;
+
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+        // 130: ended by a signal, after the handover (the usual code for Ctrl-C).
+        Assert.True(aExit == 130, $"A exited with {aExit}:\n{a.Stderr}");
+        Assert.Contains(a.StderrLines, l => l.Contains("leaving: asking the coordinator to move my children", StringComparison.Ordinal));
+        Assert.DoesNotContain(a.StderrLines, l => l.Contains("still open", StringComparison.Ordinal));
+        Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {Id(a)} is leaving", StringComparison.Ordinal));
+        await AssertWholeStreamAsync(b, source, "B");
+        await AssertWholeStreamAsync(c, source, "C");
+    }
+
+    [Fact]
+    public async Task A_peer_that_lost_bytes_writes_the_rest_and_exits_1_with_the_total()
+    {
+        // coordinator (1 slot) -> A (1) -> B (0). A freezes; B is repaired only after the
+        // heartbeat timeout (5 s), when the coordinator's 2.5 s replay window no longer holds
+        // what A never passed on: B must skip that range, write the rest, and say how much it lost.
+        var source = Source(16, seed: 2);
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "2", "--replay-seconds", "2.5");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var a = await JoinAsync(address, "1");
+        await using var b = await JoinAsync(address, "0", "--replay-seconds", "2.5");
+        Assert.Equal(Id(a), ParentOf(b));
+
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 1 << 20);
+        await WaitUntilAsync(() => b.StdoutBytes > 2 << 20, () => $"B never received 2 MiB:\n{b.Stderr}");
+        await a.SignalAsync("STOP");
+        await writing;
+
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+        var (bExit, bSha) = await b.WaitForExitAsync(ExitDeadline);
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+        Assert.True(bExit == 1, $"B exited with {bExit}:\n{b.Stderr}");
+        var error = AssertOneErrorLine(b.Stderr);
+        var total = LostTotalRegex().Match(error);
+        Assert.True(total.Success, $"the error line gives no total of lost bytes: {error}");
+        long lost = long.Parse(total.Groups[1].Value, CultureInfo.InvariantCulture);
+
+        // The log names each lost range; the output is the source without exactly those ranges.
+        var ranges = b.StderrLines.Select(l => LostRangeRegex().Match(l)).Where(m => m.Success)
+            .Select(m => (From: long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), To: long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture))).ToList();
+        Assert.NotEmpty(ranges);
+        Assert.True(lost > 0 && lost == ranges.Sum(r => r.To - r.From), $"total {lost}, ranges {string.Join(", ", ranges)}:\n{b.Stderr}");
+        Assert.Equal(source.Length - lost, b.StdoutBytes);
+        var expected = new List<byte>();
+        long at = 0;
+        foreach (var (from, to) in ranges.OrderBy(r => r.From))
+        {
+            expected.AddRange(source.AsSpan((int)at, (int)(from - at)).ToArray());
+            at = to;
+        }
+        expected.AddRange(source.AsSpan((int)at).ToArray());
+        Assert.True(Sha(expected.ToArray()) == bSha, $"B's output is not the source without the lost ranges {string.Join(", ", ranges)}:\n{b.Stderr}");
+    }
+
+    [Fact]
+    public async Task A_peer_evicted_for_lack_of_upload_capacity_says_so_and_exits_1()
+    {
+        // coordinator (1 slot) -> A (2) -> B (0), C (0). When A dies, the coordinator has one
+        // slot for two orphans that upload nothing: one moves there, the other is evicted.
+        var source = Source(8, seed: 3);
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var a = await JoinAsync(address, "2");
+        await using var b = await JoinAsync(address, "0");
+        await using var c = await JoinAsync(address, "0");
+        Assert.Equal(Id(a), ParentOf(b));
+        Assert.Equal(Id(a), ParentOf(c));
+
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20);
+        await WaitUntilAsync(() => b.StdoutBytes > 1 << 20 && c.StdoutBytes > 1 << 20, () => $"B and C never received 1 MiB:\n{b.Stderr}\n{c.Stderr}");
+        a.Kill();
+        await writing;
+
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+        var (bExit, bSha) = await b.WaitForExitAsync(ExitDeadline);
+        var (cExit, cSha) = await c.WaitForExitAsync(ExitDeadline);
+        var (evicted, kept, keptSha) = bExit == 1 ? (b, c, cSha) : (c, b, bSha);
+        Assert.True(new[] { bExit, cExit }.Order().SequenceEqual([0, 1]), $"B exited with {bExit}, C with {cExit}:\nB:\n{b.Stderr}\nC:\n{c.Stderr}");
+        var error = AssertOneErrorLine(evicted.Stderr);
+        Assert.Contains("evicted: no upload capacity is left in the overlay for this peer; join again later", error);
+        Assert.True(Sha(source) == keptSha, $"the peer that was kept wrote {kept.StdoutBytes} of {source.Length} bytes, not the source:\n{kept.Stderr}");
+    }
+
+    [Fact]
+    public async Task A_peer_joins_through_another_peer_and_both_write_the_exact_stream()
+    {
+        var source = Source(8, seed: 4);
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--min-peers", "2");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var a = await JoinAsync(address, upload: null);
+        // The coordinator logs where A accepts children: "peer N (HOST:PORT) joined".
+        string aAddress = coordinator.StderrLines.Select(l => PeerAddressRegex().Match(l)).First(m => m.Success && m.Groups[1].Value == Id(a).ToString(CultureInfo.InvariantCulture)).Groups[2].Value;
+        await using var b = await JoinAsync(aAddress, upload: null);
+        Assert.Contains(b.StderrLines, l => l.Contains($"{aAddress} redirects the join to {address}", StringComparison.Ordinal));
+
+        await coordinator.StandardInput.WriteAsync(source);
+        coordinator.StandardInput.Close();
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+        await AssertWholeStreamAsync(a, source, "A");
+        await AssertWholeStreamAsync(b, source, "B");
+    }
+
+    private static byte[] Source(int mib, int seed)
+    {
+        var source = new byte[mib << 20];
+        new Random(seed).NextBytes(source);
+        return source;
+    }
+
+    private static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+
+    /// <summary>Starts a peer and waits until it has joined (its "joined as peer N" line).</summary>
+    private static async Task<CliProcess> JoinAsync(string address, string? upload, params string[] more)
+    {
+        string[] args = ["peer", "-c", address, "-l", "127.0.0.1:0", .. upload is null ? [] : new[] { "--upload", upload }, .. more];
+        var peer = CliProcess.Start(args);
+        await WaitUntilAsync(() => peer.StderrLines.Any(l => JoinedRegex().IsMatch(l)) || peer.HasExited, () => $"the peer did not join:\n{peer.Stderr}");
+        Assert.False(peer.HasExited, $"the peer exited while joining:\n{peer.Stderr}");
+        return peer;
+    }
+
+    private static int Id(CliProcess peer) => int.Parse(peer.StderrLines.Select(l => JoinedRegex().Match(l)).First(m => m.Success).Groups[1].Value, CultureInfo.InvariantCulture);
+
+    /// <summary>The parent of shard 0 in the peer's "joined as peer N …; 1 shard(s): …" line (0 for the coordinator).</summary>
+    private static int ParentOf(CliProcess peer)
+    {
+        string line = peer.StderrLines.First(l => JoinedRegex().IsMatch(l));
+        var m = ParentRegex().Match(line);
+        Assert.True(m.Success, $"no parent in: {line}");
+        return m.Groups[1].Value == "coordinator" ? 0 : int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
+    }
+
+    private static async Task WritePacedAsync(CliProcess coordinator, byte[] source, int bytesPerSecond)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        for (int offset = 0; offset < source.Length; offset += Block)
+        {
+            var wait = TimeSpan.FromSeconds((double)offset / bytesPerSecond) - System.Diagnostics.Stopwatch.GetElapsedTime(t0);
+            if (wait > TimeSpan.Zero) await Task.Delay(wait);
+            await coordinator.StandardInput.WriteAsync(source.AsMemory(offset, Math.Min(Block, source.Length - offset)));
+            await coordinator.StandardInput.FlushAsync();
+        }
+        coordinator.StandardInput.Close();
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> describe)
+    {
+        var deadline = DateTime.UtcNow + StartDeadline;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException(describe());
+            await Task.Delay(20);
+        }
+    }
+
+    private static async Task AssertWholeStreamAsync(CliProcess peer, byte[] source, string name)
+    {
+        var (exit, sha) = await peer.WaitForExitAsync(ExitDeadline);
+        Assert.True(exit == 0, $"{name} exited with {exit}:\n{peer.Stderr}");
+        Assert.True(Sha(source) == sha, $"{name} wrote {peer.StdoutBytes} bytes with sha256 {sha}, the source has {source.Length} bytes with {Sha(source)}:\n{peer.Stderr}");
+        Assert.DoesNotContain(peer.StderrLines, l => l.Contains("lost bytes", StringComparison.Ordinal));
+    }
+
+    private static string AssertOneErrorLine(string stderr)
+    {
+        var errors = stderr.Split('\n').Where(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)).ToList();
+        Assert.True(errors.Count == 1, $"expected one error line, got:\n{stderr}");
+        return errors[0];
+    }
+
+    [GeneratedRegex(@"joined as peer (\d+) ")]
+    private static partial Regex JoinedRegex();
+
+    [GeneratedRegex(@"shard\(s\): .*?(coordinator|peer (\d+))")]
+    private static partial Regex ParentRegex();
+
+    [GeneratedRegex(@"peer (\d+) \((\S+)\) joined")]
+    private static partial Regex PeerAddressRegex();
+
+    [GeneratedRegex(@"but (\d+) bytes were lost")]
+    private static partial Regex LostTotalRegex();
+
+    [GeneratedRegex(@"lost bytes (\d+)\.\.(\d+) ")]
+    private static partial Regex LostRangeRegex();
+}
