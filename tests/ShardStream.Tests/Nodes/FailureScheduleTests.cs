@@ -10,8 +10,18 @@ namespace ShardStream.Tests.Nodes;
 /// </summary>
 public sealed class FailureScheduleTests
 {
-    private const int Batches = 20;
-    private const int SchedulesPerBatch = 25;
+    private const int Batches = 10;
+    private const int SchedulesPerBatch = 50;
+
+    /// <summary>
+    /// How long a node waits for a silent link before it takes the other side for dead. Up to 550
+    /// nodes share this process's 2 cores (50 schedules at once, other test classes beside them),
+    /// and on a busy machine the process can stand still for over 3 s (the value this test used
+    /// to have): then a live peer's control link timed out before the source started, the
+    /// coordinator never had its min-peers attached, and the schedule failed one run in a few.
+    /// Only freezes wait for the timeout; kills and leaves are seen at once.
+    /// </summary>
+    private static readonly TimeSpan HeartbeatTimeout = TimeSpan.FromSeconds(10);
 
     public static IEnumerable<object[]> BatchNumbers => Enumerable.Range(0, Batches).Select(b => new object[] { b });
 
@@ -19,7 +29,8 @@ public sealed class FailureScheduleTests
     [MemberData(nameof(BatchNumbers))]
     public async Task Survivors_write_the_source_under_random_failures(int batch)
     {
-        // Twenty-five schedules at once: each is mostly waiting, and the virtual network is cheap.
+        // Fifty schedules at once: each is mostly waiting (a freeze is found after the heartbeat
+        // timeout), and the virtual network is cheap.
         var seeds = Enumerable.Range(batch * SchedulesPerBatch, SchedulesPerBatch);
         await Task.WhenAll(seeds.Select(RunScheduleAsync));
     }
@@ -42,7 +53,7 @@ public sealed class FailureScheduleTests
         var random = new Random(seed);
         int shards = random.Next(1, 3);
         int peers = random.Next(4, 11);
-        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers, heartbeatTimeout: TimeSpan.FromSeconds(3));
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: peers, heartbeatTimeout: HeartbeatTimeout);
         for (int i = 0; i < peers; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
 
@@ -54,7 +65,14 @@ public sealed class FailureScheduleTests
             int size = random.Next(1, 120_000);
             await overlay.WriteAsync(Overlay.RandomBytes(size, random.Next()));
             streamed += size;
-            await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == streamed, $"seed {seed}: the source is read");
+            try
+            {
+                await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == streamed, $"seed {seed}: the source is read");
+            }
+            catch (TimeoutException e)
+            {
+                throw new TimeoutException($"{e.Message} ({overlay.Coordinator.BytesStreamed} of {streamed} bytes; events: {string.Join("; ", log)}); {Describe(overlay)}");
+            }
         }
 
         await StreamPartAsync();
@@ -75,7 +93,7 @@ public sealed class FailureScheduleTests
                         overlay.Network.Freeze(v.Host);
                         break;
                     case Failure.Leave:
-                        _ = v.Peer.LeaveAsync(TimeSpan.FromSeconds(10));
+                        _ = v.Peer.LeaveAsync(HeartbeatTimeout * 2);
                         break;
                     default:
                         overlay.Network.Kill(v.Host);
@@ -88,14 +106,14 @@ public sealed class FailureScheduleTests
         // Let the repairs settle, then the coordinator's view must be the real connections.
         await Overlay.WaitUntilAsync(() => gone.All(id => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != id)), $"seed {seed} ({string.Join("; ", log)}): the coordinator has dropped every failed peer");
         var survivors = overlay.Peers.Where(p => !gone.Contains(p.Peer.Id)).ToList();
-        // The planner may evict a peer when a small overlay has no capacity left for it; that peer
-        // is told so. Any other survivor missing from the coordinator's view is a failure.
+        // Every peer has the default budget of K+1 shard-streams, more than the stream needs: the
+        // planner always has room, so a survivor missing from the coordinator's view (evicted, or
+        // taken for dead) is a failure, with the reason its run ended.
         var inView = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToHashSet();
-        foreach (var missing in survivors.Where(p => !inView.Contains(p.Peer.Id)).ToList())
+        foreach (var missing in survivors.Where(p => !inView.Contains(p.Peer.Id)))
         {
-            var error = await Assert.ThrowsAsync<StreamInterruptedException>(() => missing.Run.WaitAsync(Overlay.Deadline));
-            Assert.True(error.Message.Contains("evicted", StringComparison.Ordinal), $"seed {seed} ({string.Join("; ", log)}): peer {missing.Peer.Id} was dropped by the coordinator: {error.Message}");
-            survivors.Remove(missing);
+            string why = missing.Run.IsCompleted ? missing.Run.Exception?.InnerException?.Message ?? "its run ended without an error" : "its run goes on";
+            throw new Xunit.Sdk.XunitException($"seed {seed}, K={shards}, {peers} peers ({string.Join("; ", log)}): surviving peer {missing.Peer.Id} was dropped by the coordinator; {why}");
         }
         await WaitForTrueViewAsync(overlay, survivors, $"seed {seed} ({string.Join("; ", log)})");
 
@@ -112,6 +130,15 @@ public sealed class FailureScheduleTests
                 throw new Xunit.Sdk.XunitException($"seed {seed}, K={shards}, {peers} peers, events: {string.Join("; ", log)}: {ex.Message}");
             }
         }
+    }
+
+    /// <summary>What each peer is doing and what the coordinator sees, for a failure message.</summary>
+    private static string Describe(Overlay overlay)
+    {
+        var inView = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToHashSet();
+        return "peers: " + string.Join("; ", overlay.Peers.Select(p =>
+            $"{p.Peer.Id} {(inView.Contains(p.Peer.Id) ? "in view" : "NOT in view")}, parents [{string.Join(",", p.Peer.ParentIds())}], " +
+            (p.Run.IsCompleted ? $"run ended: {p.Run.Exception?.InnerException?.Message ?? "ok"}" : "running")));
     }
 
     private static List<(Peer Peer, MemoryStream Output, Task Run, string Host)> Victims(

@@ -35,7 +35,7 @@ public sealed class ResilienceTests
     [Fact]
     public async Task A_frozen_parent_is_found_by_the_heartbeat_timeout_and_replaced()
     {
-        await using var overlay = await Overlay.StartAsync(shards: 2, minPeers: 7, heartbeatTimeout: TimeSpan.FromSeconds(3));
+        await using var overlay = await Overlay.StartAsync(shards: 2, minPeers: 7, heartbeatTimeout: TimeSpan.FromSeconds(10));
         for (int i = 0; i < 7; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
         await StreamAsync(overlay, 5, 100_000, 3);
@@ -107,7 +107,7 @@ public sealed class ResilienceTests
     public async Task A_gap_older_than_every_window_is_skipped_at_a_chunk_boundary_and_counted()
     {
         // Replay windows of one byte: nobody can replay anything, so a resume must skip.
-        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(3),
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(10),
             configure: o => o with { ReplayWindowBytes = 1 });
         for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(configure: o => o with { ReplayWindowBytes = 1 });
         overlay.StartStreaming();
