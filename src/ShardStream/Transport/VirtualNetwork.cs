@@ -136,6 +136,14 @@ public sealed class VirtualNetwork
             if (!network._listeners.TryGetValue(address, out var listener) || listener.Host.Killed)
                 throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
             var link = new VirtualLink(network, this, listener.Host);
+            // Kill sets Killed, then resets the host's links. A kill that came after the checks
+            // above but before this link was registered did not see it: reset it here, as the
+            // kernel would for a process that died while it connected.
+            if (Killed || listener.Host.Killed)
+            {
+                link.Reset();
+                throw new ConnectionFailedException($"cannot connect to {address}: {(Killed ? "this host is down" : "connection refused")}");
+            }
             if (!listener.Offer(link.ServerEnd)) throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
             return ValueTask.FromResult<IConnection>(link.ClientEnd);
         }

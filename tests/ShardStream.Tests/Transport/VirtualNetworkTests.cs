@@ -135,6 +135,42 @@ public class VirtualNetworkTests
     }
 
     [Fact]
+    public async Task A_connection_made_while_its_host_is_killed_is_refused_or_reset()
+    {
+        // A connect that had checked "not killed" just before the kill added its link after Kill
+        // had reset the host's links: the link stayed open, and the killed peer (still running in
+        // the test process) kept a parent sending to it. A failure-schedule run found it as a
+        // parent that still served a killed child 60 s later.
+        for (int round = 0; round < 3000; round++)
+        {
+            var net = new VirtualNetwork();
+            var listener = await net.Host("server").ListenAsync("server:0", default);
+            var client = net.Host("client");
+            using var start = new Barrier(2);
+            var connecting = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                try
+                {
+                    return client.ConnectAsync(listener.LocalAddress, default).AsTask().Result;
+                }
+                catch (Exception e) when (e is ConnectionFailedException || e.InnerException is ConnectionFailedException)
+                {
+                    return null;
+                }
+            });
+            start.SignalAndWait();
+            net.Kill("client");
+            var connection = await connecting.WaitAsync(PipeIo.Deadline);
+            if (connection is null) continue;
+            var reading = PipeIo.ReadToEndAsync(connection.Pipe.Input);
+            var first = await Task.WhenAny(reading, Task.Delay(PipeIo.Deadline));
+            Assert.True(first == reading, $"round {round}: a connection of a killed host stayed open");
+            await Assert.ThrowsAsync<IOException>(() => reading);
+        }
+    }
+
+    [Fact]
     public async Task After_a_kill_writes_fail_too()
     {
         var net = new VirtualNetwork();
