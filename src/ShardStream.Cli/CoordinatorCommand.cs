@@ -17,6 +17,7 @@ internal static class CoordinatorCommand
         topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
         var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate; floor(X*K) shard-streams, at least K (default (K+1)/K)." };
         var key = new Option<string?>("--key") { Description = "The stream's private key file (PEM). Created with mode 0600 when missing; the stream address printed at start is its public key. Without --key an ephemeral key is made and the address changes at every start." };
+        var maxUpload = new Option<double>("--max-upload") { Description = "The most upload a joining peer is believed, as a multiple of the stream rate (default 4): a peer that declares more is placed as if it had declared this.", DefaultValueFactory = _ => 4 };
         var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
@@ -25,7 +26,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, key, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -40,6 +41,7 @@ internal static class CoordinatorCommand
                 Upload = parse.GetValue(upload),
                 MinPeers = parse.GetValue(minPeers),
                 Signer = signer,
+                MaxPeerUpload = parse.GetValue(maxUpload),
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);

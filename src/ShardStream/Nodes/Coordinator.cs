@@ -14,7 +14,7 @@ namespace ShardStream.Nodes;
 /// deals them to K shards round-robin, serves its children within its budget, and places every
 /// joining peer with the planner (the tracker-like authoritative view of the overlay).
 /// </summary>
-public sealed class Coordinator : Node
+public sealed partial class Coordinator : Node
 {
     private readonly CoordinatorOptions _options;
     private readonly object _gate = new();
@@ -47,6 +47,10 @@ public sealed class Coordinator : Node
     }
 
     private protected override int ShardCount => _options.ShardCount;
+
+    private protected override StreamKey? AdmissionKey => _signer.PublicKey;
+
+    private protected override ulong NodeId => 0;
 
     /// <summary>The stream's identity: viewers pass its <see cref="StreamKey.Address"/> with <c>--stream</c>.</summary>
     public StreamKey StreamKey => _signer.PublicKey;
@@ -104,7 +108,7 @@ public sealed class Coordinator : Node
             chunk = chunk.Shrink();
             lock (_gate)
             {
-                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength);
+                _signing.Add(chunk.Retain());
                 long now = Time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
                 while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();
@@ -156,21 +160,6 @@ public sealed class Coordinator : Node
         }
     }
 
-    /// <summary>Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/> while the source is quiet.</summary>
-    private async Task SignLateListsAsync(CancellationToken cancellationToken)
-    {
-        using var timer = new PeriodicTimer(_options.MaxSigningDelay / 2, Time);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
-                lock (_gate) _signing.SignIfOlderThan(_options.MaxSigningDelay);
-        }
-        catch (OperationCanceledException)
-        {
-            // The source ended.
-        }
-    }
-
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
         List<Task<string>> controls;
@@ -182,6 +171,7 @@ public sealed class Coordinator : Node
     {
         int k = _options.ShardCount;
         int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
+        budget = CapUpload(hello, budget);
         // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
@@ -222,7 +212,7 @@ public sealed class Coordinator : Node
             }
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, entries, proof);
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
             session = new PeerSession(id, advertised, link) { Version = welcome.Version };
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
@@ -315,7 +305,9 @@ public sealed class Coordinator : Node
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
             // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
-            if (parent is not null && parent.Control.Suspected)
+            // Only a child of that parent in the plan may get it evicted: anyone else's report is a Move at most.
+            bool childInPlan = lost.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId);
+            if (parent is not null && childInPlan && parent.Control.Suspected)
             {
                 Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
                 parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
@@ -333,6 +325,7 @@ public sealed class Coordinator : Node
             again = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId)
                 .Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray();
             if (again.Length == 0) return;
+            again = WithTickets(reporter.Id, again);
             reporter.ReattachedTo = parentId;
             reporter.ReattachedAt = now;
         }
@@ -379,62 +372,6 @@ public sealed class Coordinator : Node
             moves = plan.Count;
         }
         SlowChildLog.Demoted(Log, id, why, moves);
-    }
-
-    /// <summary>A reporter may accuse this many parents; one that accuses more is taken for the liar.</summary>
-    private const int MaxAccusations = 2;
-
-    /// <summary>
-    /// A child cut its parent off for what the parent sent (data that failed verification, a
-    /// frame it may not send). The coordinator cannot see the bytes, so it checks what it can:
-    /// the reporter must be that parent's child in the plan, and may accuse only
-    /// <see cref="MaxAccusations"/> parents in its life (an honest peer meets a liar rarely; a
-    /// peer that finds every parent lying is the liar, and is evicted itself). The accused parent
-    /// leaves the overlay at once (its children get their Moves now, not after a timeout) and its
-    /// listen address is refused from then on.
-    /// </summary>
-    private void OnParentAccused(PeerSession reporter, int parentId, ShardStart[] shards, string violation)
-    {
-        PeerSession? parent;
-        lock (_gate)
-        {
-            if (!_peers.ContainsKey(reporter.Id)) return;
-            if (parentId == Planner.Source)
-            {
-                Log.LogWarning("peer {Id} says the coordinator sent it bad data ({Reason}); treated as a lost link", reporter.Id, violation);
-                parent = null;
-            }
-            else if (!_peers.TryGetValue(parentId, out parent))
-            {
-                Log.LogDebug("peer {Id} cut off parent {Parent}, which is already out of the overlay: {Reason}", reporter.Id, parentId, violation);
-                return;
-            }
-            else if (!shards.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId))
-            {
-                Log.LogWarning("peer {Id} accuses peer {Parent}, which is not its parent in the plan; ignored: {Reason}", reporter.Id, parentId, violation);
-                return;
-            }
-            else if (++reporter.Accusations > MaxAccusations)
-            {
-                Log.LogWarning("peer {Id} accuses a {N}th parent (peer {Parent}); evicting the accuser instead", reporter.Id, reporter.Accusations, parentId);
-                reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(Log, $"peer {reporter.Id}: evicting");
-                RemovePeer(reporter, "accused too many parents", graceful: false);
-                return;
-            }
-            else
-            {
-                _cutOff.Add(parent.Address);
-            }
-        }
-        if (parent is null)
-        {
-            OnParentLost(reporter, parentId, shards);
-            return;
-        }
-        Log.LogWarning("peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on",
-            parent.Id, parent.Address, reporter.Id, violation);
-        RemovePeer(parent, $"cut off: {violation}", graceful: false);
-        parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(Log, $"peer {parent.Id}: evicting");
     }
 
     private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
@@ -486,7 +423,7 @@ public sealed class Coordinator : Node
                 // The plan and the sessions disagree (a bug): say so, and still send every other move.
                 else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
             }
-            if (entries.Count > 0) moved.Control.Send(new Move([.. entries]).Write);
+            if (entries.Count > 0) moved.Control.Send(new Move(WithTickets(moved.Id, [.. entries])).Write);
         }
     }
 

@@ -338,6 +338,11 @@ public abstract class Node : IAsyncDisposable
                 await RefuseAsync(link, GoodbyeCode.Refused, $"shard {s.Shard} does not exist (the stream has {shardCount})").ConfigureAwait(false);
                 return;
             }
+        if (Admit(hello) is { } refusal)
+        {
+            await RefuseAsync(link, GoodbyeCode.Refused, refusal).ConfigureAwait(false);
+            return;
+        }
 
         link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
         link.State = (int)hello.PeerId;
@@ -347,6 +352,36 @@ public abstract class Node : IAsyncDisposable
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
         link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default).Observe(Log, $"{link.Name}: unsubscribing");
         Log.LogInformation("{Link}: serving shard(s) {Shards}", link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
+    }
+
+    private readonly Trust.TicketBook _tickets = new();
+
+    /// <summary>The stream's key, once known: admission tickets are checked against it.</summary>
+    private protected abstract Trust.StreamKey? AdmissionKey { get; }
+
+    /// <summary>This node's id in the overlay (0 = the coordinator), as tickets name it.</summary>
+    private protected abstract ulong NodeId { get; }
+
+    /// <summary>
+    /// Serves an attach only to a child the coordinator placed here, for the shards placed, once:
+    /// the hello must carry a ticket signed with the stream's key that names this node, that
+    /// child and every shard asked for, and that was not used before. Null when admitted, else why not.
+    /// </summary>
+    private string? Admit(Hello hello)
+    {
+        ushort asked = 0;
+        foreach (var s in hello.Shards)
+        {
+            if ((asked & (1 << s.Shard)) != 0) return $"shard {s.Shard} asked more than once";
+            asked |= (ushort)(1 << s.Shard);
+        }
+        if (AdmissionKey is not { } key) return "this node does not know the stream's key yet";
+        if (Trust.AdmissionTicket.Verify(key, hello.Ticket, out string reason) is not { } ticket) return reason;
+        if (ticket.ParentId != NodeId) return $"the admission ticket is for node {ticket.ParentId}, this is node {NodeId}";
+        if (ticket.ChildId != hello.PeerId) return $"the admission ticket is for peer {ticket.ChildId}, not peer {hello.PeerId}";
+        if ((asked & ~ticket.ShardMask) != 0) return $"the admission ticket does not cover every shard asked for ({string.Join(",", hello.Shards.Select(s => s.Shard))})";
+        if (!_tickets.TryUse(ticket.Serial)) return "this admission ticket was used already";
+        return null;
     }
 
     /// <summary>K, once known.</summary>

@@ -92,6 +92,12 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>Hold the source until this many peers are attached.</summary>
     public int MinPeers { get; init; }
 
+    /// <summary>
+    /// The most upload a joiner is believed, as a multiple of the stream rate: a peer that declares
+    /// more is placed as if it had declared this (a liar cannot buy a place near the root).
+    /// </summary>
+    public double MaxPeerUpload { get; init; } = 4;
+
     /// <summary>The stream's key; null makes an ephemeral one (the stream address then changes at every start).</summary>
     public Trust.StreamSigner? Signer { get; init; }
 
@@ -99,10 +105,10 @@ public sealed record CoordinatorOptions : NodeOptions
     public int MaxHashesPerList { get; init; } = 32;
 
     /// <summary>
-    /// Chunks wait at most this long for their hash list to be signed. A read shorter than a full
-    /// chunk (the source has caught up) signs at once; this bounds the wait when it has not.
+    /// Chunks wait at most this long at the source for their hash list to be signed (a list is
+    /// signed sooner when it is full). The delay is paid once, not per hop.
     /// </summary>
-    public TimeSpan MaxSigningDelay { get; init; } = TimeSpan.FromMilliseconds(2);
+    public TimeSpan MaxSigningDelay { get; init; } = TimeSpan.FromMilliseconds(5);
 
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
@@ -128,6 +134,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MinPeers < 0) throw new ArgumentException("--min-peers cannot be negative");
         if (SourceBudget < ShardCount)
             throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream per shard ({ShardCount} x 1/{ShardCount} of the stream rate = 1x)");
+        if (MaxPeerUpload < 0 || double.IsNaN(MaxPeerUpload)) throw new ArgumentException("--max-upload cannot be negative");
         if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
     }

@@ -51,6 +51,10 @@ public sealed class Peer : Node
 
     private protected override int ShardCount => _shardCount;
 
+    private protected override StreamKey? AdmissionKey => _verifier?.Key;
+
+    private protected override ulong NodeId => (ulong)Id;
+
     /// <summary>Binds the listener and joins the overlay: follows redirects, then attaches to a parent for every shard.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -175,7 +179,7 @@ public sealed class Peer : Node
             var starts = group.Select(e => new ShardStart(e.Shard, welcome.StartSeq)).ToArray();
             try
             {
-                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, cancellationToken).ConfigureAwait(false);
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException)
             {
@@ -192,13 +196,13 @@ public sealed class Peer : Node
     private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;
 
     /// <summary>Connects to a parent and asks it for some shards from given sequence numbers.</summary>
-    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, CancellationToken cancellationToken)
+    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, byte[]? ticket, CancellationToken cancellationToken)
     {
         // The coordinator as a parent is reached where this peer reached it when it joined: the
         // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
         if (parentId == 0) address = _coordinatorAddress;
         var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
-        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress).Write, cancellationToken).ConfigureAwait(false);
+        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
         var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
         link.State = (int)parentId;
@@ -335,7 +339,7 @@ public sealed class Peer : Node
             Log.LogInformation("moving shard(s) {Shards} to peer {Parent} ({Address})", string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
             try
             {
-                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, Stopping).ConfigureAwait(false);
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OperationCanceledException || !Stopping.IsCancellationRequested)
             {

@@ -9,9 +9,13 @@ namespace ShardStream.Nodes;
 /// shard's hash list is signed; then the list, and after it the chunks it covers, go to the relay.
 /// One signature covers up to <c>maxPerList</c> chunks (RFC 7574 §6.1.2 amortises the same way
 /// with signed Merkle roots). A list is signed when it is full (by count, or by bytes: the chunks
-/// then reach the children's queues in bursts no bigger than that), when a read came back short (the
-/// source has caught up, so waiting would only add delay), or when its oldest chunk has waited the
-/// longest delay allowed. Not thread-safe: the coordinator calls it under its lock.
+/// then reach the children's queues in bursts no bigger than that), or when its oldest chunk has
+/// waited the longest delay allowed. Signing at once whenever the source caught up was tried and
+/// dropped: a live source that writes small records every millisecond then costs a signature per
+/// record at the coordinator and a verification per record at every peer, which on the bench's
+/// 10 Mbit/s stream of 1 ms records made the CPU, not the network, the bottleneck. The delay is
+/// paid once, at the source; relays add only the verification. Not thread-safe: the coordinator
+/// calls it under its lock.
 /// </summary>
 internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCount, int maxPerList, long maxBytesPerList, TimeProvider time)
 {
@@ -23,7 +27,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     public long ListsSigned { get; private set; }
 
     /// <summary>Takes over the caller's reference to <paramref name="chunk"/>.</summary>
-    public void Add(Chunk chunk, bool sourceCaughtUp)
+    public void Add(Chunk chunk)
     {
         var hash = new byte[Protocol.HashLength];
         ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, hash);
@@ -31,9 +35,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         pending.Add((chunk, hash));
         _pendingBytes[chunk.Shard] += chunk.Length;
         if (_oldestAt < 0) _oldestAt = time.GetTimestamp();
-        // Caught up: sign everything now, so that no shard's chunk waits behind a later one of another shard.
-        if (sourceCaughtUp) SignAll();
-        else if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
+        if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
     }
 
     /// <summary>Signs every shard's list when the oldest chunk held has waited <paramref name="delay"/>.</summary>

@@ -61,6 +61,17 @@ public static class Attacks
         };
     }
 
+    /// <summary>Sends a Move on the parent link, ahead of the next chunk: it would send the child to an address of the liar's choosing.</summary>
+    public static FrameRewriter MoveToNowhere()
+    {
+        int sent = 0;
+        return (type, frame) =>
+        {
+            if (type != FrameType.Chunk || Interlocked.Exchange(ref sent, 1) != 0) return [frame];
+            return [Frames(w => new Move([new ShardAssignment(frame[Body], AssignmentKind.Redirect, 666, 0, "nowhere:1")]).Write(w)), frame];
+        };
+    }
+
     /// <summary>Encodes one frame.</summary>
     public static byte[] Frames(Action<System.Buffers.IBufferWriter<byte>> write)
     {

@@ -12,7 +12,7 @@ public class LyingRelayTests
 {
     private const int Viewers = 6;
 
-    public static TheoryData<string> Lies => ["flip", "offset", "seq", "end"];
+    public static TheoryData<string> Lies => ["flip", "offset", "seq", "end", "move"];
 
     [Theory]
     [MemberData(nameof(Lies))]
@@ -24,6 +24,7 @@ public class LyingRelayTests
             "flip" => Attacks.FlipBytes,
             "offset" => Attacks.ForgeOffsets,
             "seq" => (t, f) => Attacks.ForgeSeqsAhead(shards)(t, f),
+            "move" => Attacks.MoveToNowhere(),
             _ => Attacks.EarlyEnd(shards),
         };
         await using var overlay = await Overlay.StartAsync(shards: shards, minPeers: 1 + Viewers);

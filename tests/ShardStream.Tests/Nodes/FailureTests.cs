@@ -91,7 +91,8 @@ public sealed class FailureTests
 
         // A child of the coordinator that attaches and then reads nothing.
         var connection = await overlay.Network.Host("sluggard").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, 99, 0, [new ShardStart(0, 0)], "sluggard:1").Write(connection.Pipe.Output);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, 99, 0, [new ShardStart(0, 0)], "sluggard:1", null,
+            overlay.Coordinator.IssueTicket(parentId: 0, childId: 99, shards: 0)).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.ChildIds()[0].Contains(99), "the coordinator serves the child");
         for (int i = 0; i < 40; i++) await overlay.WriteAsync(Overlay.RandomBytes(200_000, 100 + i));

@@ -1,0 +1,100 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using ShardStream.Tests.Nodes;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A stranger that speaks the protocol asks for what the coordinator did not give it: a node
+/// serves only a child the coordinator placed under it, for the shards placed, once; a joiner's
+/// declared upload is believed only up to the cap.
+/// </summary>
+public class UnauthorisedControlTests
+{
+    [Fact]
+    public async Task An_attach_without_a_ticket_is_refused_with_the_reason()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var peer = await overlay.AddPeerAsync();
+
+        var (type, reason) = await AskAsync(overlay, peer.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, 77, 0, [new ShardStart(0, 0)], "stranger:1"));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        Assert.Contains("no admission ticket", reason);
+    }
+
+    [Fact]
+    public async Task The_same_shard_asked_sixteen_times_is_refused_even_with_a_ticket()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var ticket = overlay.Coordinator.IssueTicket(parentId: 0, childId: 77, shards: 0);
+        var sixteen = Enumerable.Repeat(new ShardStart(0, 0), 16).ToArray();
+
+        var (type, reason) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, 77, 0, sixteen, "stranger:1", null, ticket));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        Assert.Contains("asked more than once", reason);
+    }
+
+    [Fact]
+    public async Task A_ticket_admits_once_and_only_the_child_and_parent_it_names()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2);
+        var peer = await overlay.AddPeerAsync();
+        var ticket = overlay.Coordinator.IssueTicket(parentId: 0, childId: 77, shards: 0);
+        Hello Attach(ulong child, byte shard, byte[] t) => new(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, child, 0, [new ShardStart(shard, 0)], "stranger:1", null, t);
+
+        var other = await AskAsync(overlay, overlay.Coordinator.ListenAddress, Attach(78, 0, ticket));
+        var wrongShard = await AskAsync(overlay, overlay.Coordinator.ListenAddress, Attach(77, 1, ticket));
+        var wrongParent = await AskAsync(overlay, peer.ListenAddress, Attach(77, 0, ticket));
+        var first = await AskAsync(overlay, overlay.Coordinator.ListenAddress, Attach(77, 0, ticket));
+        var again = await AskAsync(overlay, overlay.Coordinator.ListenAddress, Attach(77, 0, ticket));
+
+        Assert.Contains("is for peer 77, not peer 78", other.Reason);
+        Assert.Contains("does not cover", wrongShard.Reason);
+        Assert.Contains("is for node 0", wrongParent.Reason);
+        Assert.Equal(FrameType.Welcome, first.Type);
+        Assert.Equal(FrameType.Goodbye, again.Type);
+        Assert.Contains("used already", again.Reason);
+    }
+
+    [Fact]
+    public async Task A_joiner_that_claims_655_times_the_stream_rate_is_counted_at_the_cap()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { MaxPeerUpload = 3 });
+        var nonce = new byte[Protocol.NonceLength];
+
+        var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 65_534, [], "liar:1", nonce), keepOpen: true);
+
+        Assert.Equal(FrameType.Welcome, type);
+        var liar = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Address == "liar:1");
+        Assert.Equal(6, liar.Budget); // floor(3 x K), not floor(655.34 x K) = 1310
+    }
+
+    /// <summary>Sends one hello from host "stranger" and returns the first frame of the answer (a goodbye's reason, if it is one).</summary>
+    private static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)
+    {
+        var connection = await overlay.Network.Host("stranger").ConnectAsync(address, CancellationToken.None);
+        hello.Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        var input = connection.Pipe.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                string reason = "";
+                var reader = new SequenceReader<byte>(body);
+                if (type == FrameType.Goodbye && Goodbye.TryRead(ref reader, out var goodbye)) reason = goodbye.Reason;
+                input.AdvanceTo(buffer.Start);
+                if (!keepOpen) connection.Abort();
+                return (type, reason);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed without an answer");
+        }
+    }
+}
