@@ -116,6 +116,10 @@ public static class FrameRoundTrip
                 if (!HashList.TryRead(ref r, out var list)) return null;
                 list.Write(w);
                 break;
+            case FrameType.Notice:
+                if (!Notice.TryRead(ref r, out var notice)) return null;
+                notice.Write(w);
+                break;
             default:
                 throw new RoundTripException($"the codec returned frame type {(byte)type}, which has no message");
         }

@@ -42,6 +42,63 @@ public sealed class MultiHostTests(ITestOutputHelper output)
         output.WriteLine($"K={shards}: 5 viewers on 5 hosts, {source.Length} bytes each, {clock.Elapsed.TotalSeconds:0.0} s with setup");
     }
 
+    /// <summary>
+    /// Two viewers others cannot connect to, on 6 hosts (K=1: the binary tree, where the first
+    /// viewers get children at once). h2 is behind a firewall that lets only the coordinator in:
+    /// it reaches everyone, the coordinator sees it at an address only the coordinator can reach,
+    /// so the dial-back probe succeeds and h2 is given children, who cannot attach; each is
+    /// re-placed under another parent and h2 becomes a leaf. h3 was started without <c>-l</c>, so
+    /// it listens on 127.0.0.1 only: the probe fails, it is placed as a leaf and told how to fix
+    /// it. Every viewer, those two included, writes the source's exact bytes.
+    /// </summary>
+    [Fact]
+    public async Task Viewers_others_cannot_connect_to_are_made_leaves_and_everyone_gets_the_exact_stream()
+    {
+        if (RequiresTool.Missing(output, NetnsHosts.Unavailable())) return;
+        await using var net = NetnsHosts.Create(6, output);
+        var source = RandomBytes(3 * 1024 * 1024, 11);
+        var origin = net.Hosts[0];
+        string firewalled = net.ReachableOnlyFrom(net.Hosts[1], origin);
+
+        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234");
+        await coordinator.WaitForListenAddressAsync(Generous);
+        string join = $"{origin.Address}:1234";
+        var viewers = new List<(NetnsHost Host, CliProcess Cli)>
+        {
+            (net.Hosts[1], net.Start(net.Hosts[1], "peer", "-c", join, "-l", "0.0.0.0:1235")),
+        };
+        // In this order: the firewalled viewer first, so that the next joiners are placed under it.
+        await WaitForLineAsync(viewers[0].Cli, "joined as peer");
+        viewers.Add((net.Hosts[2], net.Start(net.Hosts[2], "peer", "-c", join)));
+        await WaitForLineAsync(viewers[1].Cli, "joined as peer");
+        foreach (var host in net.Hosts.Skip(3))
+        {
+            viewers.Add((host, net.Start(host, "peer", "-c", join, "-l", "0.0.0.0:1235")));
+            await WaitForLineAsync(viewers[^1].Cli, "joined as peer");
+        }
+        // A live stream: the first half now, then nothing until the coordinator has made h2 a
+        // leaf (its children each fail to attach twice, 5 s a time), then the rest.
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(0, source.Length / 2));
+        await coordinator.StandardInput.FlushAsync();
+        await WaitForLineAsync(coordinator, "it is made a leaf");
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(source.Length / 2));
+        coordinator.StandardInput.Close();
+
+        await AssertEveryViewerWroteTheSourceAsync(coordinator, viewers, source);
+        string firewalledId = IdOf(viewers[0].Cli), loopbackId = IdOf(viewers[1].Cli);
+        Assert.Contains(coordinator.StderrLines, l => l.Contains($"children cannot connect to peer {firewalledId} ({firewalled}:1235): it is made a leaf", StringComparison.Ordinal));
+        Assert.Contains(viewers[0].Cli.StderrLines, l => l.Contains("this peer relays nothing", StringComparison.Ordinal));
+        Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {loopbackId} (127.0.0.1:", StringComparison.Ordinal) && l.Contains("does not accept connections", StringComparison.Ordinal));
+        Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains("this peer relays nothing: the coordinator could not connect to it at 127.0.0.1:", StringComparison.Ordinal)
+                                                         && l.Contains("--advertise HOST:PORT", StringComparison.Ordinal));
+    }
+
+    private static string IdOf(CliProcess viewer)
+    {
+        var line = viewer.StderrLines.First(l => l.Contains("joined as peer ", StringComparison.Ordinal));
+        return line[(line.IndexOf("joined as peer ", StringComparison.Ordinal) + "joined as peer ".Length)..].Split(' ')[0];
+    }
+
     /// <summary>Waits until every viewer has joined (so that all start at offset 0), then feeds the source to the coordinator's stdin.</summary>
     private static async Task StreamAsync(CliProcess coordinator, List<CliProcess> viewers, byte[] source)
     {

@@ -99,6 +99,8 @@ internal sealed class NetnsHosts : IAsyncDisposable
     {
         AddNamespace(Router);
         Ip("netns", "exec", Router, "sysctl", "-qw", "net.ipv4.ip_forward=1");
+        // Routes may be asymmetric (ReachableOnlyFrom): no reverse-path filtering.
+        Ip("netns", "exec", Router, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0");
         var hosts = new List<NetnsHost>();
         for (int i = 1; i <= count; i++)
         {
@@ -114,6 +116,28 @@ internal sealed class NetnsHosts : IAsyncDisposable
         }
         Hosts = hosts;
         _output.WriteLine($"netns: {count} hosts {_name}-h1..h{count} at 10.{_network}.1.2..10.{_network}.{count}.2, router {Router}");
+    }
+
+    /// <summary>
+    /// Makes <paramref name="host"/> reachable only from <paramref name="from"/>, the way a
+    /// firewall that lets one address in would, with routes alone: the host gets its
+    /// <see cref="NetnsHost.HiddenAddress"/> and uses it as the source address towards
+    /// <paramref name="from"/> (so <paramref name="from"/> sees it there); the router forwards to
+    /// that address only packets that come from <paramref name="from"/> (a rule and a table of its
+    /// own) and silently drops every other packet for it (a blackhole route), as a NAT drops
+    /// unsolicited connections. The host still reaches everyone from its own address.
+    /// </summary>
+    public string ReachableOnlyFrom(NetnsHost host, NetnsHost from)
+    {
+        string hidden = host.HiddenAddress;
+        string table = (100 + host.Index).ToString(CultureInfo.InvariantCulture);
+        Ip("-n", host.Namespace, "addr", "add", $"{hidden}/32", "dev", "eth0");
+        Ip("-n", host.Namespace, "route", "add", $"{from.Address}/32", "via", host.Gateway, "src", hidden);
+        Ip("-n", Router, "route", "add", "blackhole", $"{hidden}/32");
+        Ip("-n", Router, "route", "add", $"{hidden}/32", "via", host.Address, "dev", host.RouterInterface, "table", table);
+        Ip("-n", Router, "rule", "add", "from", $"{from.Address}/32", "lookup", table);
+        _output.WriteLine($"netns: h{host.Index} is reached at {hidden} from h{from.Index} only; everyone else's packets to it are dropped");
+        return hidden;
     }
 
     /// <summary>Runs <c>ip ARGS</c>; throws with its stderr when it fails.</summary>

@@ -176,6 +176,9 @@ public sealed partial class Coordinator : Node
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
             Log.LogDebug("{Link}: listens on {Listen}, advertised at {Advertised}", link.Name, hello.ListenAddress, advertised);
+        // Before anyone is placed under the joiner: does it accept connections where others will be sent?
+        string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
+        if (unreachable is not null) budget = 0;
         Welcome welcome;
         PeerSession session;
         lock (_gate)
@@ -221,10 +224,13 @@ public sealed partial class Coordinator : Node
             link.State = session;
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);
+            if (unreachable is not null)
+                link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, startSeq);
         }
+        if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
         Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         string reason = await link.Closed.ConfigureAwait(false);
@@ -274,8 +280,11 @@ public sealed partial class Coordinator : Node
         }
     }
 
-    /// <summary>After a re-attach to the same parent, a new report about it within this time is only logged.</summary>
-    private static readonly TimeSpan ReattachRetryWindow = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// After a re-attach to the same parent, a new report about it within this time takes the edge
+    /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout.
+    /// </summary>
+    private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(10, 3 * _options.HeartbeatTimeout.TotalSeconds));
 
     /// <summary>
     /// A child lost its parent. When the coordinator has not heard from that parent for a while
@@ -284,13 +293,16 @@ public sealed partial class Coordinator : Node
     /// the two broke (a reset on one path, a parent that timed the child out during a stall): the
     /// plan is right, so the child is told to attach to the same parent again for the shards it
     /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
-    /// parent that answers; a second report within <see cref="ReattachRetryWindow"/> is only
-    /// logged, so a link that cannot be re-made does not turn into a loop.
+    /// parent that answers. A second report within <see cref="ReattachRetryWindow"/> means the two
+    /// cannot connect: the edge is taken out of the plan and the child placed under another parent
+    /// (a parent that several children cannot reach is made a leaf); about the coordinator itself
+    /// it is only logged.
     /// </summary>
     private void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
     {
         PeerSession? parent = null;
-        ShardAssignment[] again;
+        ShardAssignment[] again = [];
+        bool demote = false;
         lock (_gate)
         {
             if (parentId != Planner.Source && !_peers.TryGetValue(parentId, out parent))
@@ -317,18 +329,29 @@ public sealed partial class Coordinator : Node
             long now = Time.GetTimestamp();
             if (reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
             {
-                Log.LogWarning("peer {Id} lost parent {Parent} again right after attaching to it again; the parent still answers the coordinator, so the plan is left as it is", reporter.Id, parentId);
-                return;
+                reporter.ReattachedTo = -1;
+                if (parent is null)
+                {
+                    Log.LogWarning("peer {Id} lost the coordinator as a parent again right after attaching to it again; the plan is left as it is", reporter.Id);
+                    return;
+                }
+                // The two cannot keep a connection: take the edge out of the plan (see Coordinator.Reachability.cs).
+                demote = DropUnreachableEdges(reporter, parent, lost);
             }
-            // Only the shards the plan still gives to this parent: a move already on its way wins.
-            string address = parent?.Address ?? ListenAddress;
-            again = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId)
-                .Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray();
-            if (again.Length == 0) return;
-            again = WithTickets(reporter.Id, again);
-            reporter.ReattachedTo = parentId;
-            reporter.ReattachedAt = now;
+            else
+            {
+                // Only the shards the plan still gives to this parent: a move already on its way wins.
+                string address = parent?.Address ?? ListenAddress;
+                again = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId)
+                    .Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray();
+                if (again.Length == 0) return;
+                again = WithTickets(reporter.Id, again);
+                reporter.ReattachedTo = parentId;
+                reporter.ReattachedAt = now;
+            }
         }
+        if (demote) DemoteUnreachable(parent!);
+        if (again.Length == 0) return;
         Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}",
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
         reporter.Control.Send(new Move(again).Write);
@@ -476,6 +499,9 @@ public sealed partial class Coordinator : Node
 
         /// <summary>How many parents this peer has accused of lying.</summary>
         public int Accusations { get; set; }
+
+        /// <summary>Children that could not connect to this peer even after a second attempt (see Coordinator.Reachability.cs).</summary>
+        public HashSet<int> UnreachableBy { get; } = [];
 
         /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
         public int ReattachedTo { get; set; } = -1;

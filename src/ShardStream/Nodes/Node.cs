@@ -242,6 +242,7 @@ public abstract class Node : IAsyncDisposable
         try
         {
             if (hello.Role == HelloRole.Attach) await ServeAttachAsync(link, hello).ConfigureAwait(false);
+            else if (hello.Role == HelloRole.Probe) await AnswerProbeAsync(link, hello).ConfigureAwait(false);
             else await OnJoinAsync(link, hello).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
@@ -275,6 +276,22 @@ public abstract class Node : IAsyncDisposable
             // It is gone already; the refusal is logged.
         }
         await link.ShutdownAsync(reason).ConfigureAwait(false);
+        await link.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// What this node answers a reachability probe with: the token it sent in its Join (a peer
+    /// that is joining or joined), 0 otherwise. The coordinator compares it with the joiner's.
+    /// </summary>
+    private protected virtual ulong JoinToken => 0;
+
+    /// <summary>The coordinator checks that this node accepts connections: say who we are, and close.</summary>
+    private async Task AnswerProbeAsync(Link link, Hello hello)
+    {
+        Log.LogDebug("{Link}: answering a reachability probe", link.Name);
+        var answer = new Welcome(Protocol.Negotiate(hello), JoinToken, (byte)Math.Max(1, ShardCount), 0, 0, []);
+        await link.WriteNowAsync(answer.Write, _stopping.Token).ConfigureAwait(false);
+        await link.ShutdownAsync("probe answered").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
     }
 

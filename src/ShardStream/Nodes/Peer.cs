@@ -66,8 +66,9 @@ public sealed class Peer : Node
             var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
             byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
-            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, upload, [], AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
-            var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
+            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, [], AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
+            // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
+            var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout * 2, cancellationToken).ConfigureAwait(false);
             if (welcome.PeerId == 0)
             {
                 // Not the coordinator: it told us where to ask.
@@ -120,10 +121,10 @@ public sealed class Peer : Node
         return key;
     }
 
-    private async Task<Welcome> ReadWelcomeAsync(Link link, string address, CancellationToken cancellationToken)
+    private async Task<Welcome> ReadWelcomeAsync(Link link, string address, TimeSpan within, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(_options.HeartbeatTimeout);
+        timeout.CancelAfter(within);
         (FrameType Type, byte[] Body) frame;
         try
         {
@@ -131,7 +132,7 @@ public sealed class Peer : Node
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new ConnectionFailedException($"{address} did not answer within {_options.HeartbeatTimeout.TotalSeconds:0.#} s");
+            throw new ConnectionFailedException($"{address} did not answer within {within.TotalSeconds:0.#} s");
         }
         catch (IOException e)
         {
@@ -192,6 +193,11 @@ public sealed class Peer : Node
         control.Send(new Attached(welcome.PeerId).Write);
     }
 
+    /// <summary>Sent in the Join; a reachability probe must answer with it (see <see cref="Node.JoinToken"/>).</summary>
+    private readonly ulong _joinToken = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
+
+    private protected override ulong JoinToken => _joinToken;
+
     /// <summary>What this peer tells others its listen address is: <see cref="PeerOptions.AdvertiseAddress"/>, else the bound listen address.</summary>
     private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;
 
@@ -201,9 +207,9 @@ public sealed class Peer : Node
         // The coordinator as a parent is reached where this peer reached it when it joined: the
         // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
         if (parentId == 0) address = _coordinatorAddress;
-        var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
+        var link = NewLink(await ConnectWithinAsync(address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
         await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
-        var welcome = await ReadWelcomeAsync(link, address, cancellationToken).ConfigureAwait(false);
+        var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
         link.State = (int)parentId;
         if (_leaving)
@@ -221,6 +227,24 @@ public sealed class Peer : Node
         link.Start(OnParentFrame);
         link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
+    }
+
+    /// <summary>
+    /// Connects, giving up after <paramref name="within"/>: a parent whose packets are dropped (a
+    /// NAT, a firewall) would otherwise keep the attach waiting for the kernel's SYN retries, minutes.
+    /// </summary>
+    private async Task<IConnection> ConnectWithinAsync(string address, TimeSpan within, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(within);
+        try
+        {
+            return await Transport.ConnectAsync(address, timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new ConnectionFailedException($"cannot connect to {address}: no answer within {within.TotalSeconds:0.#} s");
+        }
     }
 
     /// <summary>The shards moved away from <paramref name="old"/>: tell it to stop, or close it when it serves nothing any more.</summary>
@@ -304,11 +328,22 @@ public sealed class Peer : Node
                 // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
                 _moves.Writer.TryWrite(move);
                 break;
+            case FrameType.Notice when link == _control:
+                var noticeReader = new SequenceReader<byte>(body);
+                if (!Notice.TryRead(ref noticeReader, out var notice)) throw new ProtocolException("malformed notice frame");
+                OnNotice(notice);
+                break;
             case FrameType.Goodbye:
                 break;
             default:
                 throw new ProtocolException($"unexpected {type} frame from a parent");
         }
+    }
+
+    private void OnNotice(Notice notice)
+    {
+        if (notice.Code == NoticeCode.Leaf) ReachabilityLog.RelaysNothing(Log, notice.Text, AdvertisedAddress);
+        else ReachabilityLog.UnknownNotice(Log, (ushort)notice.Code, notice.Text);
     }
 
     private void FlushReady()
@@ -399,7 +434,7 @@ public sealed class Peer : Node
     private protected override Task OnJoinAsync(Link link, Hello hello)
     {
         // Only the coordinator places peers: send the joiner there.
-        var redirect = new Welcome(Protocol.Version, 0, (byte)Math.Max(1, _shardCount), 0, 0,
+        var redirect = new Welcome(Protocol.Negotiate(hello), 0, (byte)Math.Max(1, _shardCount), 0, 0,
             [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, _coordinatorAddress)]);
         return RefuseWithRedirectAsync(link, redirect);
     }

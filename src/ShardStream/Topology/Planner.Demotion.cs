@@ -71,6 +71,16 @@ public sealed partial class Planner
             }
         }
 
+        KeepAvoidedEdgesOut();
+        for (var s = 0; placed && s < ShardCount; s++)
+        {
+            // The demoted peer's own new place is not among the moves: check it too.
+            if (IsAvoided(peer, _forest.Parent(peer, s)))
+            {
+                Reparent(peer, s);
+            }
+        }
+
         // One entry per (peer, shard) that changed in either step, with its final parent; the
         // demoted peer's own placement is not among the moves (a joiner's never is): compare.
         var result = new List<Reattachment>();

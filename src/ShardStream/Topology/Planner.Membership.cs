@@ -62,6 +62,7 @@ public sealed partial class Planner
             }
         }
 
+        KeepAvoidedEdgesOut();
         _lastJoinMoves = Summarize(_moves, []);
         return id;
     }
@@ -204,6 +205,7 @@ public sealed partial class Planner
             _placement.Improve(s, AllowedDepth(s), _moves);
         }
 
+        KeepAvoidedEdgesOut();
         return Summarize(_moves, evicted);
     }
 

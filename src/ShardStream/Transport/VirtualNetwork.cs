@@ -16,6 +16,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<string, VirtualListener> _listeners = new();
     private readonly ConcurrentDictionary<string, VirtualHost> _hosts = new();
     private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
+    private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
     private readonly TimeProvider _time;
 
     /// <summary>Creates an empty network.</summary>
@@ -67,6 +68,12 @@ public sealed class VirtualNetwork
         foreach (var link in a.Links.Keys)
             if (link.Joins(a, b)) link.Reset();
     }
+
+    /// <summary>
+    /// From now on <paramref name="from"/> cannot open connections to <paramref name="to"/> (as
+    /// behind a NAT or a firewall); the other direction, and connections already open, still work.
+    /// </summary>
+    public void Block(string from, string to) => _blocked[(from, to)] = 0;
 
     /// <summary>Stops every byte to and from the host; connections stay open.</summary>
     public void Freeze(string host) => _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).Frozen = true;
@@ -135,6 +142,8 @@ public sealed class VirtualNetwork
             if (Killed) throw new ConnectionFailedException($"cannot connect to {address}: this host is down");
             if (!network._listeners.TryGetValue(address, out var listener) || listener.Host.Killed)
                 throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
+            if (network._blocked.ContainsKey((Name, listener.Host.Name)))
+                throw new ConnectionFailedException($"cannot connect to {address}: no route to host");
             var link = new VirtualLink(network, this, listener.Host);
             // Kill sets Killed, then resets the host's links. A kill that came after the checks
             // above but before this link was registered did not see it: reset it here, as the

@@ -41,4 +41,7 @@ public enum FrameType : byte
 
     /// <summary>Parent to child (version 3): the coordinator's signed hashes of the next chunks of a shard.</summary>
     Hashes = 13,
+
+    /// <summary>Coordinator to peer (version 4): something the peer should know and tell its user, e.g. that it relays nothing.</summary>
+    Notice = 14,
 }

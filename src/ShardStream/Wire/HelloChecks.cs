@@ -45,7 +45,7 @@ public static class HelloChecks
         if (!FrameCodec.TryReadUInt32(ref r, out uint magic) || magic != Protocol.Magic) return "malformed hello frame: it does not start with the ShardStream magic";
         if (!FrameCodec.TryReadUInt16(ref r, out _) || !FrameCodec.TryReadUInt16(ref r, out ushort max) || !r.TryRead(out byte role))
             return "malformed hello frame: truncated";
-        if (role is < 1 or > 2) return $"malformed hello frame: unknown role {role}";
+        if (role is < 1 or > 3) return $"malformed hello frame: unknown role {role}";
         if (r.Remaining < 8 + 2) return "malformed hello frame: truncated";
         r.Advance(8 + 2);
         if (!ShardStart.TryReadList(ref r, out _)) return "malformed hello frame: bad shard list";

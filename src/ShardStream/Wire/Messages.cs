@@ -10,6 +10,12 @@ public enum HelloRole : byte
 
     /// <summary>A placed peer asks this node to serve it some shards from given sequence numbers.</summary>
     Attach = 2,
+
+    /// <summary>
+    /// Version 4: the coordinator checks that a joiner accepts connections at its advertised
+    /// address; the node answers with a Welcome carrying its join token (docs/protocol.md, section 6).
+    /// </summary>
+    Probe = 3,
 }
 
 /// <summary>One shard and the first chunk sequence number wanted of it.</summary>
@@ -154,7 +160,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         value = default;
         if (!FrameCodec.TryReadUInt32(ref r, out uint magic) || magic != Protocol.Magic) return false;
         if (!FrameCodec.TryReadUInt16(ref r, out ushort min) || !FrameCodec.TryReadUInt16(ref r, out ushort max)) return false;
-        if (!r.TryRead(out byte role) || role is < 1 or > 2) return false;
+        if (!r.TryRead(out byte role) || role is < 1 or > 3) return false;
         if (!FrameCodec.TryReadUInt64(ref r, out ulong peerId) || !FrameCodec.TryReadUInt16(ref r, out ushort upload)) return false;
         if (!ShardStart.TryReadList(ref r, out var shards)) return false;
         if (!FrameCodec.TryReadString(ref r, out string address)) return false;

@@ -3,8 +3,11 @@ namespace ShardStream.Wire;
 /// <summary>Constants of the ShardStream wire protocol (docs/protocol.md).</summary>
 public static class Protocol
 {
-    /// <summary>The protocol version this build speaks (2 added the SlowChild frame, 3 the signed stream).</summary>
-    public const ushort Version = 3;
+    /// <summary>
+    /// The protocol version this build speaks: 2 added the SlowChild frame, 3 the signed stream,
+    /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame.
+    /// </summary>
+    public const ushort Version = 4;
 
     /// <summary>The first version with the SlowChild frame (peer to coordinator).</summary>
     public const ushort SlowChildVersion = 2;
@@ -24,6 +27,9 @@ public static class Protocol
 
     /// <summary>"SHST": the first four bytes of a hello body, so that a stray client is recognised at once.</summary>
     public const uint Magic = 0x53485354;
+
+    /// <summary>The first version with the reachability probe (Hello role Probe) and the Notice frame (coordinator to peer).</summary>
+    public const ushort ProbeVersion = 4;
 
     /// <summary>The largest chunk payload.</summary>
     public const int MaxChunkLength = 64 * 1024;

@@ -136,7 +136,7 @@ public class MalformedInputTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(14)]
+    [InlineData(15)]
     [InlineData(0x7F)]
     [InlineData(0xFF)]
     public void Unknown_type_byte_is_rejected(byte typeByte)
@@ -162,7 +162,7 @@ public class MalformedInputTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(3)]
+    [InlineData(4)]
     [InlineData(255)]
     public void Hello_with_an_unknown_role_is_refused(byte role)
     {

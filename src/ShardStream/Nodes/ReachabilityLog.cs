@@ -1,0 +1,30 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Nodes;
+
+/// <summary>Log lines about who can connect to whom: probes, unreachable parents, leaves.</summary>
+internal static partial class ReachabilityLog
+{
+    [LoggerMessage(EventId = 801, EventName = "RelaysNothing", Level = LogLevel.Warning,
+        Message = "this peer relays nothing: {Reason}. It still receives the whole stream. To relay, other peers must be able to connect to it: forward the port of {Advertised} on your router or firewall to this machine, or run with --advertise HOST:PORT naming an address and port that reach it")]
+    public static partial void RelaysNothing(ILogger logger, string reason, string advertised);
+
+    [LoggerMessage(EventId = 802, EventName = "UnknownNotice", Level = LogLevel.Information, Message = "the coordinator says (notice {Code}): {Text}")]
+    public static partial void UnknownNotice(ILogger logger, ushort code, string text);
+
+    [LoggerMessage(EventId = 803, EventName = "ProbeFailed", Level = LogLevel.Warning,
+        Message = "peer {Id} ({Address}) does not accept connections ({Reason}): placed as a leaf")]
+    public static partial void ProbeFailed(ILogger logger, int id, string address, string reason);
+
+    [LoggerMessage(EventId = 804, EventName = "EdgeDropped", Level = LogLevel.Warning,
+        Message = "peer {Id} cannot connect to parent {Parent} ({Address}) even after a second attempt: shard(s) {Shards} re-placed under other parents, never that one again")]
+    public static partial void EdgeDropped(ILogger logger, int id, int parent, string address, string shards);
+
+    [LoggerMessage(EventId = 805, EventName = "NoOtherParent", Level = LogLevel.Warning,
+        Message = "peer {Id} cannot connect to parent {Parent} ({Address}), and no other node has room for shard {Shard}: it stays without that shard until the plan changes")]
+    public static partial void NoOtherParent(ILogger logger, int id, int parent, string address, int shard);
+
+    [LoggerMessage(EventId = 806, EventName = "UnreachableParentDemoted", Level = LogLevel.Warning,
+        Message = "{Count} children cannot connect to peer {Id} ({Address}): it is made a leaf, its children move to other parents")]
+    public static partial void UnreachableParentDemoted(ILogger logger, int count, int id, string address);
+}

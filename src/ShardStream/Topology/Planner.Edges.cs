@@ -1,0 +1,174 @@
+namespace ShardStream.Topology;
+
+/// <summary>Edges that cannot work: a child that cannot connect to its parent.</summary>
+public sealed partial class Planner
+{
+    // (child, parent) pairs that must never be an edge again, in any shard: the child could not
+    // connect to the parent (a NAT, a firewall, a broken route between the two).
+    private readonly HashSet<(int Child, int Parent)> _avoided = [];
+
+    /// <summary>
+    /// Takes the edge from <paramref name="peer"/>'s parent in <paramref name="shard"/> out of the
+    /// plan, because the peer cannot connect to that parent. The peer moves, with its whole subtree
+    /// in that shard, under the shallowest other node with a free slot in the shard (never below
+    /// itself, so no cycle); the trees are not reshaped otherwise, so only the moved subtree's
+    /// depths change (possibly by a level or two). The pair is remembered: that parent is never
+    /// given to this peer again, in any shard, by this call or by later joins, leaves and repairs
+    /// (which re-place the peer elsewhere whenever they would put it back). Other shards the peer
+    /// receives from the same parent move too, as the same connection carried them.
+    /// </summary>
+    /// <returns>
+    /// Every (peer, shard, new parent) change, already applied. Empty, and nothing remembered, when
+    /// the parent is the source (every peer reached it to join), when the peer has no parent in the
+    /// shard, or when no other node has a free slot in that shard outside the peer's subtree.
+    /// </returns>
+    /// <exception cref="ArgumentException"><paramref name="peer"/> is not a live peer.</exception>
+    public IReadOnlyList<Reattachment> DropEdge(int peer, int shard)
+    {
+        if (peer == Source)
+        {
+            throw new ArgumentException("The source has no parent.", nameof(peer));
+        }
+
+        Check(peer, shard);
+        var parent = _forest.Parent(peer, shard);
+        if (parent is None or Source || !CanReparent(peer, shard, parent))
+        {
+            return [];
+        }
+
+        _avoided.Add((peer, parent));
+        _moves.Clear();
+        // A re-placed edge breaks the seed's pattern; the general rule runs from now on.
+        _pristine = false;
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (_forest.Parent(peer, s) == parent)
+            {
+                Reparent(peer, s);
+            }
+        }
+
+        return Summarize(_moves, []);
+    }
+
+    /// <summary>True when <paramref name="child"/> must never be under <paramref name="parent"/> (see <see cref="DropEdge"/>).</summary>
+    public bool IsAvoided(int child, int parent) => _avoided.Contains((child, parent));
+
+    /// <summary>
+    /// After a join, leave or demotion: any peer that is under a parent it must avoid (moved there
+    /// by the operation, or left there when a node took over its parent's place) is re-placed, and
+    /// the new moves appended. Pairs whose child or parent is gone are forgotten. Costs nothing
+    /// while no edge was dropped, and a walk over the dropped pairs otherwise.
+    /// </summary>
+    private void KeepAvoidedEdgesOut()
+    {
+        if (_avoided.Count == 0)
+        {
+            return;
+        }
+
+        _avoided.RemoveWhere(pair => !_forest.IsAlive(pair.Child) || !_forest.IsAlive(pair.Parent));
+        foreach (var (child, parent) in _avoided)
+        {
+            for (var s = 0; s < ShardCount; s++)
+            {
+                if (_forest.Parent(child, s) == parent)
+                {
+                    Reparent(child, s);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Moves the peer (with its subtree) in one shard under the best parent it does not avoid: a
+    /// free slot if there is one, else the place of a leaf elsewhere, which takes the peer's place
+    /// (neither parent then sends more than before). Leaves it where it is if neither exists.
+    /// </summary>
+    private bool Reparent(int peer, int shard)
+    {
+        var parent = _forest.Parent(peer, shard);
+        var target = FindParentAvoiding(peer, shard, parent);
+        if (target != None)
+        {
+            _forest.Detach(peer, shard);
+            _forest.Attach(peer, target, shard);
+            _moves.Add(new Reattachment(peer, shard, target));
+            return true;
+        }
+
+        var leaf = FindLeafToExchange(peer, shard, parent);
+        if (leaf == None)
+        {
+            return false;
+        }
+
+        var leafParent = _forest.Parent(leaf, shard);
+        _forest.Detach(leaf, shard);
+        _forest.Detach(peer, shard);
+        _forest.Attach(peer, leafParent, shard);
+        _forest.Attach(leaf, parent, shard);
+        _moves.Add(new Reattachment(peer, shard, leafParent));
+        _moves.Add(new Reattachment(leaf, shard, parent));
+        return true;
+    }
+
+    /// <summary>True when <see cref="Reparent"/> would find the peer another parent in the shard.</summary>
+    private bool CanReparent(int peer, int shard, int parent) =>
+        FindParentAvoiding(peer, shard, parent) != None || FindLeafToExchange(peer, shard, parent) != None;
+
+    /// <summary>
+    /// When no slot is free: the shallowest-placed leaf of the shard (no children in it) whose
+    /// parent the peer may have (not avoided, not in the peer's subtree) and whose own parent would
+    /// then be <paramref name="parent"/>, which that leaf must not avoid. A scan of all peers, run
+    /// only when a tree is full.
+    /// </summary>
+    private int FindLeafToExchange(int peer, int shard, int parent)
+    {
+        var best = None;
+        var bestDepth = int.MaxValue;
+        for (var n = 1; n < _nextId; n++)
+        {
+            if (n == peer || !_forest.IsAlive(n) || _forest.FirstChild(n, shard) != None)
+            {
+                continue;
+            }
+
+            var p = _forest.Parent(n, shard);
+            var depth = _forest.Depth(n, shard);
+            if (p == None || p == parent || depth >= bestDepth || _avoided.Contains((peer, p)) || _avoided.Contains((n, parent)))
+            {
+                continue;
+            }
+
+            if (!_forest.IsAttached(p, shard) || p == peer || IsBelow(p, peer, shard))
+            {
+                continue;
+            }
+
+            best = n;
+            bestDepth = depth;
+        }
+
+        return best;
+    }
+
+    /// <summary>The shallowest node with a free slot in the shard that is not <paramref name="parent"/>, not avoided by the peer, attached to the source, and not inside the peer's own subtree.</summary>
+    private int FindParentAvoiding(int peer, int shard, int parent) =>
+        _forest.FindOpenWhere(shard, n => n != parent && n != peer && !_avoided.Contains((peer, n)) && _forest.IsAttached(n, shard) && !IsBelow(n, peer, shard));
+
+    /// <summary>True when <paramref name="ancestor"/> is on the path from <paramref name="node"/> up to the source.</summary>
+    private bool IsBelow(int node, int ancestor, int shard)
+    {
+        for (var n = _forest.Parent(node, shard); n != None; n = _forest.Parent(n, shard))
+        {
+            if (n == ancestor)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+}

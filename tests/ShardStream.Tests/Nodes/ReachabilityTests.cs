@@ -1,0 +1,109 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Transport;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// Peers that others cannot connect to: the coordinator's dial-back probe makes such a joiner a
+/// leaf and tells it so; a parent its children cannot reach loses them to other parents and then
+/// becomes a leaf. The stream stays intact for everyone, the unreachable peers included.
+/// </summary>
+public sealed class ReachabilityTests
+{
+    private static readonly TimeSpan Deadline = Overlay.Deadline;
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public async Task A_joiner_nobody_can_connect_to_is_placed_as_a_leaf_and_told_why(int shards)
+    {
+        var network = new VirtualNetwork();
+        var coordinatorLogs = new LogCapture();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ShardCount = shards, MinPeers = 6, ListenAddress = "coord:1" }, network.Host("coord"), coordinatorLogs.Factory);
+        await coordinator.StartAsync(CancellationToken.None);
+        var peers = new List<(Peer Peer, MemoryStream Output)>();
+        var hiddenLogs = new LogCapture();
+        try
+        {
+            // The second joiner says it listens where nothing listens (a private address behind a NAT, say).
+            for (int i = 1; i <= 6; i++)
+            {
+                bool hidden = i == 2;
+                var options = new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"p{i}:1", AdvertiseAddress = hidden ? "192.168.1.20:1235" : null };
+                var peer = new Peer(options, network.Host($"p{i}"), hidden ? hiddenLogs.Factory : Overlay.Loggers);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+                peers.Add((peer, new MemoryStream()));
+            }
+            int hiddenId = peers[1].Peer.Id;
+
+            var snapshot = coordinator.Snapshot();
+            Assert.Equal(0, snapshot.Nodes.Single(n => n.Id == hiddenId).Budget);
+            Assert.DoesNotContain(snapshot.Nodes, n => n.Parents.Contains(hiddenId));
+            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Warning, $"peer {hiddenId} (192.168.1.20:1235) does not accept connections"), "the coordinator logs the failed probe");
+            await Overlay.WaitUntilAsync(() => hiddenLogs.Has(LogLevel.Warning, "this peer relays nothing: the coordinator could not connect to it at 192.168.1.20:1235"), "the hidden peer is told");
+            Assert.Contains(hiddenLogs.Lines, l => l.Message.Contains("--advertise HOST:PORT", StringComparison.Ordinal));
+
+            await StreamAndCheckAsync(coordinator, peers, Overlay.RandomBytes(2_000_000, shards));
+        }
+        finally
+        {
+            foreach (var (peer, _) in peers) await peer.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The coordinator can connect to p1, the other viewers cannot (a firewall that lets only the
+    /// coordinator in). Binary tree: p1 is placed under the coordinator and given children, who
+    /// cannot attach, twice; each is re-placed under another parent, and p1 becomes a leaf.
+    /// </summary>
+    [Fact]
+    public async Task A_parent_its_children_cannot_reach_loses_them_to_other_parents_and_becomes_a_leaf()
+    {
+        var network = new VirtualNetwork();
+        var coordinatorLogs = new LogCapture();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { MinPeers = 6, ListenAddress = "coord:1" }, network.Host("coord"), coordinatorLogs.Factory);
+        await coordinator.StartAsync(CancellationToken.None);
+        for (int i = 2; i <= 6; i++) network.Block($"p{i}", "p1");
+        var peers = new List<(Peer Peer, MemoryStream Output)>();
+        var p1Logs = new LogCapture();
+        try
+        {
+            for (int i = 1; i <= 6; i++)
+            {
+                var peer = new Peer(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"p{i}:1" }, network.Host($"p{i}"), i == 1 ? p1Logs.Factory : Overlay.Loggers);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+                peers.Add((peer, new MemoryStream()));
+            }
+            int p1 = peers[0].Peer.Id;
+            var runs = peers.Select(p => Task.Run(() => p.Peer.RunAsync(p.Output, CancellationToken.None))).ToList();
+
+            // Every viewer ends up with a parent in its shard that it can reach: p1 is nobody's parent and relays nothing.
+            await Overlay.WaitUntilAsync(() => peers.All(p => p.Peer.ParentIds().All(id => id >= 0)) && coordinator.Snapshot().Nodes.Single(n => n.Id == p1).Budget == 0,
+                "every peer has a parent and p1 is a leaf");
+            Assert.DoesNotContain(coordinator.Snapshot().Nodes, n => n.Parents.Contains(p1));
+            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Warning, $"children cannot connect to peer {p1}"), "the coordinator logs the demotion");
+            await Overlay.WaitUntilAsync(() => p1Logs.Has(LogLevel.Warning, "this peer relays nothing"), "p1 is told");
+
+            var data = Overlay.RandomBytes(2_000_000, 9);
+            await coordinator.RunAsync(new MemoryStream(data), CancellationToken.None).WaitAsync(Deadline);
+            await Task.WhenAll(runs).WaitAsync(Deadline);
+            foreach (var (peer, output) in peers)
+                Assert.True(data.AsSpan().SequenceEqual(output.ToArray()), $"peer {peer.Id} wrote {output.Length} bytes that differ from the {data.Length}-byte source");
+        }
+        finally
+        {
+            foreach (var (peer, _) in peers) await peer.DisposeAsync();
+        }
+    }
+
+    private static async Task StreamAndCheckAsync(Coordinator coordinator, List<(Peer Peer, MemoryStream Output)> peers, byte[] data)
+    {
+        var runs = peers.Select(p => Task.Run(() => p.Peer.RunAsync(p.Output, CancellationToken.None))).ToList();
+        await coordinator.RunAsync(new MemoryStream(data), CancellationToken.None).WaitAsync(Deadline);
+        await Task.WhenAll(runs).WaitAsync(Deadline);
+        foreach (var (peer, output) in peers)
+            Assert.True(data.AsSpan().SequenceEqual(output.ToArray()), $"peer {peer.Id} wrote {output.Length} bytes that differ from the {data.Length}-byte source");
+    }
+}
