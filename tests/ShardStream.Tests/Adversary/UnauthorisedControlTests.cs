@@ -65,7 +65,9 @@ public class UnauthorisedControlTests
         await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { MaxPeerUpload = 3 });
         var nonce = new byte[Protocol.NonceLength];
 
-        var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 65_534, [], "liar:1", nonce), keepOpen: true);
+        // A version-3 hello: the coordinator does not probe it (a version-4 joiner that nobody can
+        // reach at "liar:1" would be placed as a leaf, budget 0, whatever it claims).
+        var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.SignedStreamVersion, HelloRole.Join, 0, 65_534, [], "liar:1", nonce), keepOpen: true);
 
         Assert.Equal(FrameType.Welcome, type);
         var liar = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Address == "liar:1");
