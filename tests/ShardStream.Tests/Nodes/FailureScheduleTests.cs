@@ -127,7 +127,8 @@ public sealed class FailureScheduleTests
             }
             catch (Exception ex)
             {
-                throw new Xunit.Sdk.XunitException($"seed {seed}, K={shards}, {peers} peers, events: {string.Join("; ", log)}: {ex.Message}");
+                string what = ex is TimeoutException ? $"peer {p.Peer.Id} did not finish within {Overlay.Deadline.TotalSeconds:0} s of the end ({overlay.Written.Length} bytes streamed); {Describe(overlay)}" : ex.Message;
+                throw new Xunit.Sdk.XunitException($"seed {seed}, K={shards}, {peers} peers, events: {string.Join("; ", log)}: {what}");
             }
         }
     }
@@ -137,7 +138,7 @@ public sealed class FailureScheduleTests
     {
         var inView = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToHashSet();
         return "peers: " + string.Join("; ", overlay.Peers.Select(p =>
-            $"{p.Peer.Id} {(inView.Contains(p.Peer.Id) ? "in view" : "NOT in view")}, parents [{string.Join(",", p.Peer.ParentIds())}], " +
+            $"{p.Peer.Id} {(inView.Contains(p.Peer.Id) ? "in view" : "NOT in view")}, parents [{string.Join(",", p.Peer.ParentIds())}], wrote {p.Peer.BytesWritten} from {p.Peer.StartOffset}, " +
             (p.Run.IsCompleted ? $"run ended: {p.Run.Exception?.InnerException?.Message ?? "ok"}" : "running")));
     }
 
