@@ -137,7 +137,7 @@ public sealed partial class Coordinator : Node
     /// A source that can be read faster than the tree drains (a file, a pipe from a fast producer)
     /// is paced by the direct children that keep up: reading waits while one of them has more
     /// than <c>highWater</c> bytes queued. A child keeps up while the oldest chunk queued for it
-    /// is younger than half <see cref="NodeOptions.SlowChildAge"/>; a child behind that (a
+    /// is younger than 1 s (or <see cref="NodeOptions.SlowChildAge"/> if shorter); a child behind that (a
     /// viewer whose download is below the stream rate) never holds the source back, and the
     /// slow-child policy demotes it. A live source produces at most its rate: to hold more than
     /// <c>highWater</c> (4 MiB) a child's queue must then be older than 4 MiB / rate, which is
@@ -148,7 +148,7 @@ public sealed partial class Coordinator : Node
     {
         // Well under the cut-off limit, so that pacing, not the limit, keeps healthy children's queues short.
         long highWater = Math.Min(4L * 1024 * 1024, _options.MaxQueuedBytesPerChild / 4);
-        var keepsUp = _options.SlowChildAge / 2;
+        var keepsUp = _options.SlowChildAge < TimeSpan.FromSeconds(1) ? _options.SlowChildAge : TimeSpan.FromSeconds(1);
         var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
         while (Time.GetTimestamp() < deadline)
         {

@@ -26,7 +26,7 @@ public abstract class Node : IAsyncDisposable
         Transport = transport;
         Log = log;
         Time = time;
-        _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, time);
+        _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, options.HeartbeatInterval / 2, time);
     }
 
     private readonly SlowChildren _slowChildren;
@@ -165,7 +165,7 @@ public abstract class Node : IAsyncDisposable
                 if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, links.Count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
                 _stalled = stalled;
                 foreach (var link in links) link.Tick(lenient: stalled);
-                CheckSlowChildren();
+                CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
             }
         }
         catch (OperationCanceledException)
@@ -175,10 +175,10 @@ public abstract class Node : IAsyncDisposable
     }
 
     /// <summary>Applies the slow-child policy to the links this node serves (see <see cref="SlowChildren"/>).</summary>
-    private void CheckSlowChildren()
+    private void CheckSlowChildren(bool heldUp)
     {
         if (Relay is not { } relay) return;
-        foreach (var finding in _slowChildren.Check(relay.Subscribers()))
+        foreach (var finding in _slowChildren.Check(relay.Subscribers(), heldUp))
         {
             if (finding.Verdict == SlowChildren.Verdict.Slow)
             {

@@ -38,7 +38,7 @@ public abstract record NodeOptions
     /// A child whose oldest queued chunk has waited this long while its queue grew is slow: it
     /// no longer paces the source and is demoted to a leaf (docs/resilience.md#slow-viewers).
     /// </summary>
-    public TimeSpan SlowChildAge { get; init; } = TimeSpan.FromSeconds(2);
+    public TimeSpan SlowChildAge { get; init; } = TimeSpan.FromSeconds(1.5);
 
     /// <summary>A slow child still slow this long after it was found slow is stopped, told its measured download and the stream rate.</summary>
     public TimeSpan SlowChildGrace { get; init; } = TimeSpan.FromSeconds(5);

@@ -8,14 +8,21 @@ namespace ShardStream.Nodes;
 /// links it serves. A child is <b>slow</b> when the oldest frame queued for it has waited longer
 /// than <see cref="NodeOptions.SlowChildAge"/> and its queue did not shrink over that time (it
 /// took less than was queued for it). A child catching up on a replayed backlog, or one that
-/// paces a file source, drains at least what is queued and is never slow. A slow child is
-/// reported once (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to);
-/// if it is still slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is
-/// <see cref="Verdict.Stop"/>, with its measured download and the rate queued for it.
+/// paces a file source, drains at least what is queued and is never slow. A suspect is
+/// confirmed only if it still took less than was queued over the next <c>confirm</c> (a child
+/// that was only held up, by a pause of its process or of the whole machine, drains its backlog
+/// at once), and no verdict is given on a tick that came late (this node itself was held up, so
+/// its children's queues say nothing about them). A slow child is reported once
+/// (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to); if it is still
+/// slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is <see cref="Verdict.Stop"/>,
+/// with its measured download and the rate queued for it.
 /// </summary>
-internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeProvider time)
+internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan tick, TimeProvider time)
 {
     private readonly Dictionary<Link, Watch> _watches = [];
+    // The next tick confirms (a little less than a period, for the timer's jitter).
+    private readonly TimeSpan _confirm = TimeSpan.FromTicks(Math.Max(tick.Ticks * 4 / 5, slowAge.Ticks / 4));
+    private long _lastCheck;
 
     /// <summary>What the owner must do about one child.</summary>
     internal enum Verdict
@@ -34,11 +41,18 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeProvide
         public string Reason => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {DownloadMbps:0.0} vs {StreamMbps:0.0} Mbit/s");
     }
 
-    /// <summary>Samples every served link and returns what must be done; forgets links no longer served.</summary>
-    public List<Finding> Check(IReadOnlyCollection<Link> children)
+    /// <summary>
+    /// Samples every served link and returns what must be done; forgets links no longer served.
+    /// <paramref name="heldUp"/>: this node itself did not run for a while (its tick loop says so);
+    /// no verdict then.
+    /// </summary>
+    public List<Finding> Check(IReadOnlyCollection<Link> children, bool heldUp = false)
     {
         var findings = new List<Finding>();
         long now = time.GetTimestamp();
+        // A tick that comes more than three periods late: this node was held up, not its children.
+        bool late = heldUp || (_lastCheck != 0 && time.GetElapsedTime(_lastCheck, now) > tick * 3);
+        _lastCheck = now;
         foreach (var gone in _watches.Keys.Where(l => !children.Contains(l)).ToList()) _watches.Remove(gone);
         foreach (var link in children)
         {
@@ -54,10 +68,24 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeProvide
             if (!slow)
             {
                 watch.SlowSince = null;
+                watch.Suspect = null;
                 continue;
             }
+            if (late) continue;
             if (watch.SlowSince is not { } since)
             {
+                if (watch.Suspect is not { } suspect)
+                {
+                    watch.Suspect = sample;
+                    continue;
+                }
+                if (time.GetElapsedTime(suspect.At, now) < _confirm) continue;
+                if (sample.Sent - suspect.Sent >= sample.Queued - suspect.Queued)
+                {
+                    // It caught up meanwhile: it was only held up.
+                    watch.Suspect = null;
+                    continue;
+                }
                 watch.SlowSince = sample;
                 findings.Add(new Finding(link, Verdict.Slow, age, 0, 0));
                 continue;
@@ -81,6 +109,9 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeProvide
 
         /// <summary>The sample at which the child became slow; null while it keeps up.</summary>
         public Sample? SlowSince { get; set; }
+
+        /// <summary>The sample at which it first looked slow, to be confirmed; null if it does not.</summary>
+        public Sample? Suspect { get; set; }
     }
 }
 

@@ -15,31 +15,33 @@ namespace ShardStream.Tests.Nodes;
 public sealed partial class SlowViewerTests(ITestOutputHelper output)
 {
     private const int Rate = 1024 * 1024;          // the live source: 1 MiB/s
-    private const int Seconds = 16;
     private const int Piece = 64 * 1024;           // written every 1/16 s
 
     [Fact]
     public async Task A_viewer_below_the_stream_rate_is_demoted_then_stopped_and_the_others_keep_the_live_rate()
     {
         // Joins first: the coordinator's child, which demotes it itself.
-        var (slowParent, _) = await RunAsync(before: 0, after: 8);
+        var (slowParent, _) = await RunAsync(before: 0, after: 8, seconds: 16);
         Assert.Equal(0, slowParent);
     }
 
     [Fact]
     public async Task A_slow_viewer_under_a_peer_is_reported_by_that_peer_demoted_by_the_coordinator_and_stopped()
     {
-        // Joins fifth: under a peer, which reports it (SlowChild) for the coordinator to demote.
-        var (slowParent, _) = await RunAsync(before: 4, after: 8);
+        // Joins third: under a peer, which reports it (SlowChild) for the coordinator to demote. Its
+        // Move (a leaf elsewhere) crosses its slow link too, and its new parent must find it slow
+        // again before stopping it: a longer stream, so that this happens before the end (after
+        // the end a demoted viewer is left to drain at its own pace).
+        var (slowParent, _) = await RunAsync(before: 2, after: 5, seconds: 30);
         Assert.NotEqual(0, slowParent);
     }
 
     /// <summary>
     /// <paramref name="before"/> fast viewers, then the slow one, then <paramref name="after"/> fast
-    /// ones; then 16 s of a live 1 MiB/s source. Returns the slow viewer's parent when the stream
-    /// started, and when it was demoted.
+    /// ones; then <paramref name="seconds"/> of a live 1 MiB/s source. Returns the slow viewer's
+    /// parent when the stream started, and when it was demoted.
     /// </summary>
-    private async Task<(int SlowParent, TimeSpan DemotedAt)> RunAsync(int before, int after)
+    private async Task<(int SlowParent, TimeSpan DemotedAt)> RunAsync(int before, int after, int seconds)
     {
         await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: before + 1 + after);
         overlay.Network.SetDownloadRate($"p{before + 1}", Rate / 16);
@@ -51,7 +53,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         int slowParent = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == slow.Id).Parents[0];
 
         // The live source: a fixed rate by the wall clock, whatever the overlay does.
-        var data = Overlay.RandomBytes(Rate * Seconds, seed: 9);
+        var data = Overlay.RandomBytes(Rate * seconds, seed: 9);
         var clock = Stopwatch.StartNew();
         TimeSpan? demotedAt = null;
         for (int i = 0; i < data.Length / Piece; i++)
