@@ -49,6 +49,9 @@ public abstract record NodeOptions
     /// </summary>
     public TimeSpan HelloTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>A connect that is not answered within this time fails (a black-holed address would otherwise take the kernel's ~2 minutes).</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>At most this many accepted connections wait for their hello at once; the oldest is dropped to make room.</summary>
     public int MaxPendingHellos { get; init; } = 1024;
 

@@ -63,7 +63,7 @@ public sealed class Peer : Node
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
-            var link = NewLink(await Transport.ConnectAsync(address, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
             byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
             await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, [], AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
@@ -175,21 +175,26 @@ public sealed class Peer : Node
         Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}")));
 
-        foreach (var group in welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => (e.Address, e.ParentId)))
+        // Every parent at once: one that does not answer delays only its own shards. A move that
+        // arrives meanwhile wins over the welcome's plan.
+        long[] generations;
+        lock (_gate) generations = (long[])_moveGeneration.Clone();
+        await Task.WhenAll(welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             var starts = group.Select(e => new ShardStart(e.Shard, welcome.StartSeq)).ToArray();
             try
             {
-                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, cancellationToken).ConfigureAwait(false);
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, cancellationToken, generations).ConfigureAwait(false);
             }
             catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException)
             {
                 // The parent went away between the coordinator's answer and our attach: the
                 // coordinator repairs it like any lost parent, and a move follows.
                 Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
-                control.Send(new ParentLost(group.Key.ParentId, starts).Write);
+                var still = Current(starts, generations);
+                if (still.Length > 0) control.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
-        }
+        })).ConfigureAwait(false);
         control.Send(new Attached(welcome.PeerId).Write);
     }
 
@@ -202,12 +207,12 @@ public sealed class Peer : Node
     private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;
 
     /// <summary>Connects to a parent and asks it for some shards from given sequence numbers.</summary>
-    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, byte[]? ticket, CancellationToken cancellationToken)
+    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, byte[]? ticket, CancellationToken cancellationToken, long[]? generations = null)
     {
         // The coordinator as a parent is reached where this peer reached it when it joined: the
         // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
         if (parentId == 0) address = _coordinatorAddress;
-        var link = NewLink(await ConnectWithinAsync(address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
+        var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
         await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
         var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
@@ -218,13 +223,24 @@ public sealed class Peer : Node
             return;
         }
         List<(Link Old, byte[] Shards)> replaced;
+        byte[] superseded;
         lock (_gate)
         {
+            // A later move of some of these shards (applied meanwhile or still connecting) wins.
+            var current = Current(starts, generations);
+            superseded = starts.Where(s => !current.Contains(s)).Select(s => s.Shard).ToArray();
+            starts = current;
             var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
             foreach (var s in starts) _parentOfShard[s.Shard] = link;
             replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
         }
+        if (starts.Length == 0)
+        {
+            await link.CloseAsync(GoodbyeCode.Normal, "superseded by a later move").ConfigureAwait(false);
+            return;
+        }
         link.Start(OnParentFrame);
+        if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
         link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }
@@ -353,11 +369,30 @@ public sealed class Peer : Node
         if (_reassembler!.IsComplete) _output.Writer.TryComplete();
     }
 
+    /// <summary>Per shard, how many moves of it have been taken in: an attach made for an older one is superseded.</summary>
+    private readonly long[] _moveGeneration = new long[Protocol.MaxShards];
+
+    /// <summary>
+    /// Takes moves in the order the coordinator sent them, and applies each without waiting for
+    /// the ones before: one parent that does not answer (black-holed, frozen) must not hold back
+    /// the repairs behind it. For a shard moved twice, the later move wins even when the earlier
+    /// attach completes last.
+    /// </summary>
     private async Task ApplyMovesAsync()
     {
         try
         {
-            await foreach (var move in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false)) await MoveAsync(move).ConfigureAwait(false);
+            await foreach (var move in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false))
+            {
+                long[] generations;
+                lock (_gate)
+                {
+                    foreach (var e in move.Shards)
+                        if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
+                    generations = (long[])_moveGeneration.Clone();
+                }
+                MoveAsync(move, generations).Observe(Log, "applying a move");
+            }
         }
         catch (OperationCanceledException)
         {
@@ -365,25 +400,33 @@ public sealed class Peer : Node
         }
     }
 
-    private async Task MoveAsync(Move move)
+    private async Task MoveAsync(Move move, long[] generations)
     {
         if (_leaving || _reassembler!.IsComplete) return;
-        foreach (var group in move.Shards.GroupBy(e => (e.Address, e.ParentId)))
+        await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
             Log.LogInformation("moving shard(s) {Shards} to peer {Parent} ({Address})", string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
             try
             {
-                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping).ConfigureAwait(false);
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping, generations).ConfigureAwait(false);
             }
             catch (Exception e) when (e is not OperationCanceledException || !Stopping.IsCancellationRequested)
             {
-                // Whatever went wrong, the coordinator hears of it and the next move is still applied.
+                // Whatever went wrong, the coordinator hears of it (for the shards no later move took over).
+                var still = Current(starts, generations);
                 Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
-                _control?.Send(new ParentLost(group.Key.ParentId, starts).Write);
+                if (still.Length > 0) _control?.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
-        }
+        })).ConfigureAwait(false);
         _control?.Send(new Attached((ulong)Id).Write);
+    }
+
+    /// <summary>The shards of <paramref name="starts"/> that no move newer than <paramref name="generations"/> has taken over.</summary>
+    private ShardStart[] Current(ShardStart[] starts, long[]? generations)
+    {
+        if (generations is null) return starts;
+        lock (_gate) return starts.Where(s => s.Shard >= _moveGeneration.Length || _moveGeneration[s.Shard] == generations[s.Shard]).ToArray();
     }
 
     private void OnParentClosed(Link link, ulong parentId, string reason)
