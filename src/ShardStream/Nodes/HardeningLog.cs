@@ -4,23 +4,23 @@ namespace ShardStream.Nodes;
 
 /// <summary>
 /// Log lines about input and load an attacker controls, and about failures that would otherwise
-/// vanish: operators filter on the event ids (900..999).
+/// vanish: operators filter on the event ids (9100..9199; the slow-child policy has 900..903, the failure detector 8001..8003).
 /// </summary>
 internal static partial class HardeningLog
 {
-    [LoggerMessage(900, LogLevel.Error, "background task '{What}' failed", EventName = "BackgroundTaskFailed")]
+    [LoggerMessage(9100, LogLevel.Error, "background task '{What}' failed", EventName = "BackgroundTaskFailed")]
     public static partial void BackgroundTaskFailed(ILogger log, string what, Exception exception);
 
-    [LoggerMessage(901, LogLevel.Error, "plan error: peer {Peer} was moved to parent {Parent} for shard {Shard}, which has no session; that move is not sent", EventName = "MoveToUnknownParent")]
+    [LoggerMessage(9101, LogLevel.Error, "plan error: peer {Peer} was moved to parent {Parent} for shard {Shard}, which has no session; that move is not sent", EventName = "MoveToUnknownParent")]
     public static partial void MoveToUnknownParent(ILogger log, int peer, int shard, int parent);
 
-    [LoggerMessage(902, LogLevel.Warning, "accept failed: {Reason}; accepting again in {BackoffMs} ms", EventName = "AcceptFailed")]
+    [LoggerMessage(9102, LogLevel.Warning, "accept failed: {Reason}; accepting again in {BackoffMs} ms", EventName = "AcceptFailed")]
     public static partial void AcceptFailed(ILogger log, string reason, double backoffMs);
 
-    [LoggerMessage(903, LogLevel.Debug, "{Link}: closed without a hello: {Reason}", EventName = "NoHello")]
+    [LoggerMessage(9103, LogLevel.Debug, "{Link}: closed without a hello: {Reason}", EventName = "NoHello")]
     public static partial void NoHello(ILogger log, string link, string reason);
 
-    [LoggerMessage(904, LogLevel.Warning, "{Count} connection(s) dropped so far before their hello to make room for newer ones ({Reason}): a flood of silent connections?", EventName = "WaitersDropped")]
+    [LoggerMessage(9104, LogLevel.Warning, "{Count} connection(s) dropped so far before their hello to make room for newer ones ({Reason}): a flood of silent connections?", EventName = "WaitersDropped")]
     public static partial void WaitersDropped(ILogger log, long count, string reason);
 }
 

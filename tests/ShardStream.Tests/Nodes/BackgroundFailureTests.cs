@@ -35,7 +35,7 @@ public sealed class BackgroundFailureTests
         failing.Observe(log, "sending moves");
         await Overlay.WaitUntilAsync(() => !log.Lines.IsEmpty, "the failure is logged");
         var line = Assert.Single(log.Lines);
-        Assert.Equal(900, line.Id.Id);
+        Assert.Equal(9100, line.Id.Id);
         Assert.Contains("sending moves", line.Message);
         Assert.IsType<InvalidOperationException>(line.Exception);
     }
