@@ -168,4 +168,7 @@ public sealed record PeerOptions : NodeOptions
 
     /// <summary>How many redirects to follow before giving up.</summary>
     public int MaxRedirects { get; init; } = 8;
+
+    /// <summary>Stream bytes in order but not yet written to the output; past this the peer stops with "the output is slower than the stream".</summary>
+    public long MaxOutputBacklogBytes { get; init; } = 64L * 1024 * 1024;
 }

@@ -18,6 +18,7 @@ public sealed class Peer : Node
 {
     private readonly PeerOptions _options;
     private readonly Channel<Chunk> _output = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true });
+    private long _outputBacklog;
     private readonly object _gate = new();
     private readonly TaskCompletionSource<string> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<int, Link> _parentOfShard = [];
@@ -364,7 +365,15 @@ public sealed class Peer : Node
 
     private void FlushReady()
     {
-        foreach (var c in _ready) _output.Writer.TryWrite(c);
+        foreach (var c in _ready)
+        {
+            long waiting = Interlocked.Add(ref _outputBacklog, c.Length);
+            _output.Writer.TryWrite(c);
+            // A viewer whose output (stdout, a pipe to a player) is slower than the stream would
+            // grow without bound: it stops with the reason instead (it costs only itself).
+            if (waiting > _options.MaxOutputBacklogBytes)
+                _failed.TrySetResult($"the output is slower than the stream: {waiting} bytes are waiting to be written, the limit is {_options.MaxOutputBacklogBytes}");
+        }
         _ready.Clear();
         if (_reassembler!.IsComplete) _output.Writer.TryComplete();
     }
@@ -539,6 +548,7 @@ public sealed class Peer : Node
                     {
                         await output.WriteAsync(chunk.Memory, cancellationToken).ConfigureAwait(false);
                         Interlocked.Add(ref _bytesWritten, chunk.Length);
+                        Interlocked.Add(ref _outputBacklog, -chunk.Length);
                     }
                     finally
                     {

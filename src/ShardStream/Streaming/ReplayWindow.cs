@@ -11,6 +11,14 @@ internal sealed class ReplayWindow
     private readonly long _maxBytes;
     private readonly long _maxAgeTicks;
     private long _bytes;
+    private int _count;
+
+    /// <summary>
+    /// Chunks kept at most: one per KiB of the byte bound (65,536 for 64 MiB). The byte bound
+    /// counts payload, and a source that reads a byte at a time makes one-byte chunks: without a
+    /// count, 64 MiB of them would be 64 million chunk objects.
+    /// </summary>
+    public int MaxChunks { get; }
 
     /// <param name="shardCount">K.</param>
     /// <param name="maxBytes">Bytes kept at most, over all shards.</param>
@@ -24,6 +32,7 @@ internal sealed class ReplayWindow
         _shards = new Queue<(Chunk, long)>[shardCount];
         for (int i = 0; i < shardCount; i++) _shards[i] = new Queue<(Chunk, long)>();
         _maxBytes = maxBytes;
+        MaxChunks = (int)Math.Clamp(maxBytes / 1024, 64, int.MaxValue);
         _maxAgeTicks = (long)Math.Min(long.MaxValue / 2.0, maxAge.TotalSeconds * timestampFrequency);
     }
 
@@ -35,6 +44,7 @@ internal sealed class ReplayWindow
     {
         _shards[chunk.Shard].Enqueue((chunk.Retain(), nowTicks));
         _bytes += chunk.Length;
+        _count++;
         Evict(nowTicks);
     }
 
@@ -47,7 +57,7 @@ internal sealed class ReplayWindow
                 Drop(queue);
 
         // Bytes: drop the globally oldest chunk, the smallest sequence number among the shard heads.
-        while (_bytes > _maxBytes)
+        while (_bytes > _maxBytes || _count > MaxChunks)
         {
             Queue<(Chunk Chunk, long AddedAt)>? victim = null;
             long victimSeq = long.MaxValue;
@@ -66,6 +76,7 @@ internal sealed class ReplayWindow
     {
         var (chunk, _) = queue.Dequeue();
         _bytes -= chunk.Length;
+        _count--;
         chunk.Release();
     }
 
@@ -97,5 +108,6 @@ internal sealed class ReplayWindow
         foreach (var queue in _shards)
             while (queue.TryDequeue(out var item)) item.Chunk.Release();
         _bytes = 0;
+        _count = 0;
     }
 }

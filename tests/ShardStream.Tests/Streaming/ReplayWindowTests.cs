@@ -174,6 +174,20 @@ public class ReplayWindowTests
     }
 
     /// <summary>Adds a new chunk and drops the caller's reference, as a relay does.</summary>
+    [Fact]
+    public void One_byte_chunks_are_held_by_count_too_not_only_by_their_bytes()
+    {
+        // 1 MiB of payload would be a million one-byte chunk objects: the count bound is one chunk per KiB.
+        var window = new ReplayWindow(1, 1024 * 1024, LongAgo, TimeSpan.TicksPerSecond);
+
+        for (int seq = 0; seq < 5000; seq++) AddFresh(window, 1, seq, 1, now: 0);
+
+        Assert.Equal(1024, window.MaxChunks);
+        Assert.Equal(1024, window.Bytes);
+        Assert.Equal(5000 - 1024, window.OldestSeq(0));
+        window.Clear();
+    }
+
     private static void AddFresh(ReplayWindow window, int k, long seq, int length, long now)
     {
         var chunk = TestChunks.Make(k, seq, length);
