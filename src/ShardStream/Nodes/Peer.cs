@@ -382,10 +382,11 @@ public sealed class Peer : Node
     private readonly long[] _moveGeneration = new long[Protocol.MaxShards];
 
     /// <summary>
-    /// Takes moves in the order the coordinator sent them, and applies each without waiting for
-    /// the ones before: one parent that does not answer (black-holed, frozen) must not hold back
-    /// the repairs behind it. For a shard moved twice, the later move wins even when the earlier
-    /// attach completes last.
+    /// Applies moves in the order the coordinator sent them, one after the other; the attaches of
+    /// one move run at once, each bounded by the connect timeout and the welcome timeout, so a
+    /// parent that does not answer delays the moves behind it by seconds, not the kernel's
+    /// minutes. (Moves that do not wait on each other at all were tried and made the slow-viewer
+    /// test fail under load; the move generations below keep "the later move wins" for that.)
     /// </summary>
     private async Task ApplyMovesAsync()
     {
@@ -400,7 +401,7 @@ public sealed class Peer : Node
                         if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
                     generations = (long[])_moveGeneration.Clone();
                 }
-                MoveAsync(move, generations).Observe(Log, "applying a move");
+                await MoveAsync(move, generations).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)

@@ -15,7 +15,7 @@ namespace ShardStream.Tests.Nodes;
 public sealed class MoveConcurrencyTests
 {
     [Fact]
-    public async Task A_move_to_a_parent_that_never_answers_does_not_hold_back_the_next_move()
+    public async Task A_parent_that_never_answers_does_not_hold_back_the_other_shards_of_the_same_move()
     {
         var net = new VirtualNetwork();
         // The hole accepts and never answers; the witness records the attach hello it receives.
@@ -27,8 +27,7 @@ public sealed class MoveConcurrencyTests
         int injected = 0;
         var tampering = new TamperingTransport(net.Host("coord"), (type, frame) =>
             type == FrameType.Heartbeat && Interlocked.Exchange(ref injected, 1) == 0
-                ? [Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, 77, 0, "hole:1")]).Write),
-                   Frame(new Move([new ShardAssignment(1, AssignmentKind.Redirect, 78, 0, "witness:1")]).Write), frame]
+                ? [Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, 77, 0, "hole:1"), new ShardAssignment(1, AssignmentKind.Redirect, 78, 0, "witness:1")]).Write), frame]
                 : [frame]);
         // Long timeouts: the attach to the hole stays pending for the whole test.
         var timeouts = (Heartbeat: TimeSpan.FromMinutes(5), Interval: TimeSpan.FromMilliseconds(200));
