@@ -20,7 +20,8 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
     public const int MaxPendingHashesPerShard = 16_384;
 
     private readonly object _lock = new();
-    private readonly Dictionary<long, byte[]>[] _expected = Enumerable.Range(0, shardCount).Select(_ => new Dictionary<long, byte[]>()).ToArray();
+    // Each expected hash points into its list's array: no allocation per chunk.
+    private readonly Dictionary<long, (byte[] Hashes, int Index)>[] _expected = Enumerable.Range(0, shardCount).Select(_ => new Dictionary<long, (byte[], int)>()).ToArray();
 
     public StreamKey Key { get; } = key;
 
@@ -42,7 +43,7 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
             {
                 long seq = (long)list.FirstSeq + (long)i * shardCount;
                 if (seq < nextSeq) continue;
-                expected[seq] = list.Hashes.AsSpan(i * Protocol.HashLength, Protocol.HashLength).ToArray();
+                expected[seq] = (list.Hashes, i);
             }
             if (expected.Count > MaxPendingHashesPerShard)
                 throw new InvalidDataException($"over {MaxPendingHashesPerShard} chunk hashes of shard {list.Shard} sent ahead of their chunks");
@@ -52,7 +53,7 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
     /// <summary>Checks a chunk against its signed hash; throws when it has none or does not match.</summary>
     public void VerifyChunk(in ChunkHeader header, in ReadOnlySequence<byte> payload)
     {
-        byte[]? hash;
+        (byte[] Hashes, int Index) hash;
         lock (_lock)
         {
             var expected = _expected[header.Shard];
@@ -66,7 +67,7 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
         }
         Span<byte> actual = stackalloc byte[Protocol.HashLength];
         ChunkHash.Compute(header.Shard, header.Seq, header.Offset, payload, actual);
-        if (!actual.SequenceEqual(hash))
+        if (!actual.SequenceEqual(hash.Hashes.AsSpan(hash.Index * Protocol.HashLength, Protocol.HashLength)))
             throw new InvalidDataException($"chunk {header.Seq} of shard {header.Shard} (offset {header.Offset}, {payload.Length} bytes) does not match the stream's signed hash");
     }
 

@@ -74,6 +74,51 @@ public class UnauthorisedControlTests
         Assert.Equal(6, liar.Budget); // floor(3 x K), not floor(655.34 x K) = 1310
     }
 
+    [Fact]
+    public async Task An_accusation_against_a_node_that_is_not_the_accusers_parent_evicts_no_one()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var a = await overlay.AddPeerAsync();
+        var b = await overlay.AddPeerAsync();
+        // A stranger joins honestly (under a or b), then accuses the other one of sending forged bytes.
+        var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        ulong parent = welcome.Shards[0].ParentId;
+        var stranger = parent == (ulong)a.Id ? b : a;
+
+        new ParentLost((ulong)stranger.Id, [new ShardStart(0, 0)], "bad data: chunk 3 of shard 0 does not match the stream's signed hash").Write(connection.Pipe.Output);
+        // Frames on a link are handled in order: once the accuser is gone, its accusation was judged.
+        new Leave(welcome.PeerId).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != (int)welcome.PeerId), "the accuser has left");
+
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == stranger.Id);
+        connection.Abort();
+    }
+
+    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed without a frame");
+        }
+    }
+
     /// <summary>Sends one hello from host "stranger" and returns the first frame of the answer (a goodbye's reason, if it is one).</summary>
     private static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)
     {
