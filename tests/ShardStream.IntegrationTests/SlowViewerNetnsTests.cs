@@ -50,8 +50,17 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
             var due = TimeSpan.FromSeconds((double)i * Piece / Rate);
             var now = Stopwatch.GetElapsedTime(start);
             if (due > now) await Task.Delay(due - now);
-            await coordinator.StandardInput.WriteAsync(source.AsMemory(i * Piece, Piece));
-            await coordinator.StandardInput.FlushAsync();
+            try
+            {
+                // A coordinator that stops reading its stdin must fail the test, not hang it.
+                await coordinator.StandardInput.WriteAsync(source.AsMemory(i * Piece, Piece)).AsTask().WaitAsync(Generous);
+                await coordinator.StandardInput.FlushAsync().WaitAsync(Generous);
+            }
+            catch (TimeoutException)
+            {
+                output.WriteLine($"--- coordinator:\n{coordinator.Stderr}\n--- slow viewer:\n{slow.Stderr}");
+                throw new TimeoutException($"the coordinator did not read its stdin for {Generous.TotalSeconds:0} s after {i * Piece} bytes");
+            }
         }
         coordinator.StandardInput.Close();
         long sourceEnd = Stopwatch.GetTimestamp();
