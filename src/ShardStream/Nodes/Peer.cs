@@ -218,26 +218,28 @@ public sealed class Peer : Node
         var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
         link.State = (int)parentId;
-        if (_leaving)
-        {
-            await link.CloseAsync(GoodbyeCode.Normal, "leaving").ConfigureAwait(false);
-            return;
-        }
         List<(Link Old, byte[] Shards)> replaced;
         byte[] superseded;
+        string? unwanted = null;
         lock (_gate)
         {
+            // A leave or the end of the stream may have come while this attach was under way:
+            // they close the parent links they see under this lock, so a link installed after
+            // them would stay open, and the parent would wait its whole drain timeout for it.
+            if (_leaving) unwanted = "leaving";
+            else if (_parentsClosed) unwanted = "stream complete";
             // A later move of some of these shards (applied meanwhile or still connecting) wins.
             var current = Current(starts, generations);
             superseded = starts.Where(s => !current.Contains(s)).Select(s => s.Shard).ToArray();
             starts = current;
+            if (starts.Length == 0) unwanted ??= "superseded by a later move";
             var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
-            foreach (var s in starts) _parentOfShard[s.Shard] = link;
+            if (unwanted is null) foreach (var s in starts) _parentOfShard[s.Shard] = link;
             replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
         }
-        if (starts.Length == 0)
+        if (unwanted is not null)
         {
-            await link.CloseAsync(GoodbyeCode.Normal, "superseded by a later move").ConfigureAwait(false);
+            await link.CloseAsync(GoodbyeCode.Normal, unwanted).ConfigureAwait(false);
             return;
         }
         link.Start(OnParentFrame);
@@ -507,7 +509,7 @@ public sealed class Peer : Node
     {
         var control = _control;
         if (control is null || control.IsClosing) return;
-        _leaving = true;
+        lock (_gate) _leaving = true;
         Log.LogInformation("leaving: asking the coordinator to move my children");
         control.Send(new Leave((ulong)Id).Write);
         var children = Relay?.Subscribers() ?? [];
@@ -530,6 +532,9 @@ public sealed class Peer : Node
     }
 
     private volatile bool _leaving;
+
+    /// <summary>Set under <see cref="_gate"/> when the stream is complete and the parent links are being closed: no new parent link is installed after.</summary>
+    private bool _parentsClosed;
 
     /// <summary>
     /// Writes the stream to <paramref name="output"/> in order until its end, flushes, lets the
@@ -570,7 +575,11 @@ public sealed class Peer : Node
         // Parents first, children after: in striped trees a peer's child in one shard can be its
         // parent in another, so waiting for children before closing parents could wait in a circle.
         List<Link> parents;
-        lock (_gate) parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
+        lock (_gate)
+        {
+            _parentsClosed = true;
+            parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
+        }
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
         await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
     }

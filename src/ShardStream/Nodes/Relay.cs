@@ -141,10 +141,10 @@ internal sealed class Relay
         lock (_lock) _subscribers[shard].RemoveAll(s => s.Link == link);
     }
 
-    /// <summary>The links that receive <paramref name="shard"/> from this node now.</summary>
+    /// <summary>The links that receive <paramref name="shard"/> from this node now (closed ones left out, as in <see cref="Subscribers"/>).</summary>
     public List<Link> SubscribersOf(int shard)
     {
-        lock (_lock) return _subscribers[shard].Select(s => s.Link).ToList();
+        lock (_lock) return _subscribers[shard].Select(s => s.Link).Where(l => !l.Closed.IsCompleted).ToList();
     }
 
     /// <summary>Stops serving every shard to <paramref name="link"/>.</summary>
@@ -155,10 +155,13 @@ internal sealed class Relay
                 list.RemoveAll(s => s.Link == link);
     }
 
-    /// <summary>The links served now, each once.</summary>
+    /// <summary>
+    /// The links served now, each once. A closed link is left out at once: it is unsubscribed by a
+    /// continuation of its close, which a busy thread pool may run late.
+    /// </summary>
     public List<Link> Subscribers()
     {
-        lock (_lock) return _subscribers.SelectMany(l => l).Select(s => s.Link).Distinct().ToList();
+        lock (_lock) return _subscribers.SelectMany(l => l).Select(s => s.Link).Where(l => !l.Closed.IsCompleted).Distinct().ToList();
     }
 
     /// <summary>Releases the window.</summary>

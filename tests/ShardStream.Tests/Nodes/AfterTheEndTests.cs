@@ -37,6 +37,56 @@ public sealed class AfterTheEndTests
         await ending;
     }
 
+    [Fact]
+    public async Task A_move_that_lands_after_the_peer_finished_leaves_no_open_link_at_its_new_parent()
+    {
+        // Seen in FailureScheduleTests under load: a peer got a move, finished while it was still
+        // attaching to the new parent, closed the parents it had, and then installed the new link.
+        // Nobody closed that link: the new parent's run waited its whole drain timeout for a child
+        // that had ended. Here the move is made slow (latency between the mover and everyone but
+        // the parent that brings it the end), so that it lands after the end every time.
+        var latency = TimeSpan.FromSeconds(2);
+        await using var overlay = await Overlay.StartAsync(2, minPeers: 6);
+        // A drain timeout far beyond the test's deadline: a parent that waits for a link that
+        // nobody will close shows as a run that does not end.
+        for (int i = 0; i < 6; i++) await overlay.AddPeerAsync(configure: o => o with { DrainTimeout = TimeSpan.FromMinutes(10) });
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 3));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 200_000), "every peer has the first part");
+
+        // A peer whose shard-1 parent is another peer, and whose shard-0 parent is someone else.
+        var snapshot = overlay.Coordinator.Snapshot();
+        var mover = snapshot.Nodes.First(n => n.Id != 0 && n.Parents[1] != 0 && n.Parents[0] != n.Parents[1]);
+        int keep = mover.Parents[0], lost = mover.Parents[1];
+        string moverHost = overlay.PeerById(mover.Id).Host;
+        string keepHost = keep == 0 ? "coord" : overlay.PeerById(keep).Host;
+        foreach (var host in overlay.Peers.Select(p => p.Host).Append("coord").Where(h => h != moverHost && h != keepHost))
+            overlay.Network.SetLatency(moverHost, host, latency);
+
+        overlay.Network.Kill(overlay.PeerById(lost).Host);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == mover.Id).Parents[1] is var p && p != lost && p != keep, $"the coordinator moves peer {mover.Id}'s shard 1 to a new parent");
+        int newParent = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == mover.Id).Parents[1];
+        // The move reaches the mover after one latency and its attach takes two more: end while it is under way.
+        await Task.Delay(latency * 1.5);
+        await overlay.EndAsync();
+
+        var moverPeer = overlay.PeerById(mover.Id);
+        await overlay.AssertIdenticalAsync(moverPeer);
+        foreach (var p in overlay.Peers.Where(p => p.Peer.Id != lost))
+        {
+            try
+            {
+                await overlay.AssertIdenticalAsync(p);
+            }
+            catch (TimeoutException)
+            {
+                string role = p.Peer.Id == newParent ? $" (peer {mover.Id}'s new parent)" : "";
+                throw new Xunit.Sdk.XunitException($"peer {p.Peer.Id}{role} did not finish within {Overlay.Deadline.TotalSeconds:0} s of the end; it still sends to [{string.Join("; ", p.Peer.ChildIds().Select(c => string.Join(",", c)))}] (peer {mover.Id} finished)");
+            }
+        }
+        if (newParent != 0) Assert.All(overlay.PeerById(newParent).Peer.ChildIds(), children => Assert.DoesNotContain(mover.Id, children));
+    }
+
     private static HashSet<int> Descendants(ShardStream.Nodes.OverlaySnapshot snapshot, int id)
     {
         var found = new HashSet<int>();
