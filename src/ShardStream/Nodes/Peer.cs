@@ -302,7 +302,7 @@ public sealed class Peer : Node
                 // A duplicate (a new parent replays what the old one sent) is dropped unchecked: it
                 // is neither written nor forwarded. Anything else is checked before either.
                 if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
-                _verifier!.VerifyChunk(header, payload);
+                _verifier!.VerifyChunk(header, body);
                 var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Relay!.Publish(chunk);
                 lock (_ready)

@@ -20,7 +20,9 @@ namespace ShardStream.Nodes;
 internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCount, int maxPerList, long maxBytesPerList, TimeProvider time)
 {
     private readonly long[] _pendingBytes = new long[shardCount];
-    private readonly List<(Chunk Chunk, byte[] Hash)>[] _pending = Enumerable.Range(0, shardCount).Select(_ => new List<(Chunk, byte[])>()).ToArray();
+    private readonly List<Chunk>[] _pending = Enumerable.Range(0, shardCount).Select(_ => new List<Chunk>()).ToArray();
+    // The hashes of each shard's pending chunks, back to back (no array per chunk).
+    private readonly byte[][] _hashes = Enumerable.Range(0, shardCount).Select(_ => new byte[maxPerList * Protocol.HashLength]).ToArray();
     private long _oldestAt = -1;
 
     /// <summary>Signatures made so far (one per hash list).</summary>
@@ -29,10 +31,9 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     /// <summary>Takes over the caller's reference to <paramref name="chunk"/>.</summary>
     public void Add(Chunk chunk)
     {
-        var hash = new byte[Protocol.HashLength];
-        ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, hash);
         var pending = _pending[chunk.Shard];
-        pending.Add((chunk, hash));
+        ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, _hashes[chunk.Shard].AsSpan(pending.Count * Protocol.HashLength, Protocol.HashLength));
+        pending.Add(chunk);
         _pendingBytes[chunk.Shard] += chunk.Length;
         if (_oldestAt < 0) _oldestAt = time.GetTimestamp();
         if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
@@ -55,12 +56,11 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     {
         var pending = _pending[shard];
         if (pending.Count == 0) return;
-        var hashes = new byte[pending.Count * Protocol.HashLength];
-        for (int i = 0; i < pending.Count; i++) pending[i].Hash.CopyTo(hashes, i * Protocol.HashLength);
-        var list = signer.SignHashList((byte)shard, (ulong)pending[0].Chunk.Seq, hashes);
+        var hashes = _hashes[shard].AsSpan(0, pending.Count * Protocol.HashLength).ToArray();
+        var list = signer.SignHashList((byte)shard, (ulong)pending[0].Seq, hashes);
         ListsSigned++;
         relay.PublishHashList(list, FrameWriting.ToArray(list.Write));
-        foreach (var (chunk, _) in pending)
+        foreach (var chunk in pending)
         {
             relay.Publish(chunk);
             chunk.Release();
@@ -74,7 +74,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     {
         foreach (var pending in _pending)
         {
-            foreach (var (chunk, _) in pending) chunk.Release();
+            foreach (var chunk in pending) chunk.Release();
             pending.Clear();
         }
     }

@@ -68,7 +68,13 @@ public sealed class StreamKey
     internal bool VerifyEnd(in End end) => end.Signature is { } s && Verify(Messages.End(end.FinalSeq, end.FinalOffset), s);
 
     /// <summary>Checks the signature of a hash list.</summary>
-    internal bool VerifyHashList(in HashList list) => Verify(Messages.HashList(list.Shard, list.FirstSeq, list.Hashes), list.Signature);
+    internal bool VerifyHashList(in HashList list)
+    {
+        // The message is built on the stack: at most 64 hashes, about 2 KiB (no array per list received).
+        Span<byte> message = stackalloc byte[Messages.HashListLength(list.Hashes.Length)];
+        Messages.WriteHashList(message, list.Shard, list.FirstSeq, list.Hashes);
+        return Verify(message, list.Signature);
+    }
 
     /// <summary>The exact bytes each kind of signature covers.</summary>
     internal static class Messages
@@ -98,12 +104,19 @@ public sealed class StreamKey
 
         public static byte[] HashList(byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
         {
-            var m = new byte[HashesLabel.Length + 1 + 8 + hashes.Length];
-            HashesLabel.CopyTo(m, 0);
-            m[HashesLabel.Length] = shard;
-            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(HashesLabel.Length + 1), firstSeq);
-            hashes.CopyTo(m.AsSpan(HashesLabel.Length + 9));
+            var m = new byte[HashListLength(hashes.Length)];
+            WriteHashList(m, shard, firstSeq, hashes);
             return m;
+        }
+
+        public static int HashListLength(int hashBytes) => HashesLabel.Length + 1 + 8 + hashBytes;
+
+        public static void WriteHashList(Span<byte> m, byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
+        {
+            HashesLabel.CopyTo(m);
+            m[HashesLabel.Length] = shard;
+            BinaryPrimitives.WriteUInt64BigEndian(m[(HashesLabel.Length + 1)..], firstSeq);
+            hashes.CopyTo(m[(HashesLabel.Length + 9)..]);
         }
 
         public static byte[] Ticket(ReadOnlySpan<byte> body)

@@ -50,8 +50,12 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
         }
     }
 
-    /// <summary>Checks a chunk against its signed hash; throws when it has none or does not match.</summary>
-    public void VerifyChunk(in ChunkHeader header, in ReadOnlySequence<byte> payload)
+    /// <summary>
+    /// Checks a chunk against its signed hash; throws when it has none or does not match.
+    /// <paramref name="body"/> is the chunk frame's whole body (the header fields <paramref name="header"/>
+    /// was read from, then the payload): the bytes the hash covers.
+    /// </summary>
+    public void VerifyChunk(in ChunkHeader header, in ReadOnlySequence<byte> body)
     {
         (byte[] Hashes, int Index) hash;
         lock (_lock)
@@ -66,9 +70,12 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
                 foreach (long stale in expected.Keys.Where(s => s < seq).ToList()) expected.Remove(stale);
         }
         Span<byte> actual = stackalloc byte[Protocol.HashLength];
-        ChunkHash.Compute(header.Shard, header.Seq, header.Offset, payload, actual);
+        // A body that arrived whole in one receive buffer is hashed where it lies; one split
+        // across two is copied out first (ChunkHash: one call over contiguous bytes is the fast path).
+        if (body.IsSingleSegment) ChunkHash.ComputeBody(body.FirstSpan, actual);
+        else ChunkHash.Compute(header.Shard, header.Seq, header.Offset, body.Slice(Protocol.ChunkHeaderLength), actual);
         if (!actual.SequenceEqual(hash.Hashes.AsSpan(hash.Index * Protocol.HashLength, Protocol.HashLength)))
-            throw new InvalidDataException($"chunk {header.Seq} of shard {header.Shard} (offset {header.Offset}, {payload.Length} bytes) does not match the stream's signed hash");
+            throw new InvalidDataException($"chunk {header.Seq} of shard {header.Shard} (offset {header.Offset}, {body.Length - Protocol.ChunkHeaderLength} bytes) does not match the stream's signed hash");
     }
 
     /// <summary>Checks an End's signature; throws when it is not the coordinator's.</summary>

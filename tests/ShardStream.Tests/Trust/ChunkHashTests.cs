@@ -1,0 +1,110 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Trust;
+
+/// <summary>
+/// The chunk hash is BLAKE3 of the chunk frame's body (shard, seq, offset, payload) whatever way
+/// the bytes are laid out in memory, and the verifier takes a chunk whose body arrived split
+/// across two receive buffers as it takes one that arrived whole, and refuses a changed byte.
+/// </summary>
+public class ChunkHashTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(1250)]
+    [InlineData(16_384)]
+    [InlineData(65_519)]
+    [InlineData(65_536)]
+    public void Every_path_gives_BLAKE3_of_the_body(int payloadLength)
+    {
+        byte[] payload = Payload(payloadLength);
+        byte[] body = Body(1, 77, 123_456, payload);
+        // The definition, computed independently: the incremental hasher over header then payload.
+        using var reference = Blake3.Hasher.New();
+        reference.Update(body.AsSpan(0, Protocol.ChunkHeaderLength));
+        reference.Update(payload);
+        byte[] expected = new byte[Protocol.HashLength];
+        reference.Finalize(expected);
+
+        byte[] actual = new byte[Protocol.HashLength];
+        ChunkHash.ComputeBody(body, actual);
+        Assert.Equal(expected, actual);
+        ChunkHash.Compute(1, 77, 123_456, payload.AsSpan(), actual);
+        Assert.Equal(expected, actual);
+        ChunkHash.Compute(1, 77, 123_456, Split(payload, payloadLength / 3), actual);
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void Verifier_takes_a_split_body_and_refuses_a_changed_byte()
+    {
+        using var signer = StreamSigner.CreateEphemeral();
+        var verifier = new StreamVerifier(signer.PublicKey, shardCount: 2);
+        var payloads = new[] { Payload(65_536), Payload(4_000) };
+        // Chunks 1 and 3 of shard 1, at offsets 65 536 and 131 072.
+        var bodies = new[] { Body(1, 1, 65_536, payloads[0]), Body(1, 3, 131_072, payloads[1]) };
+        byte[] hashes = new byte[2 * Protocol.HashLength];
+        for (int i = 0; i < 2; i++) ChunkHash.ComputeBody(bodies[i], hashes.AsSpan(i * Protocol.HashLength, Protocol.HashLength));
+        verifier.AddHashList(signer.SignHashList(1, 1, hashes), nextSeq: 0);
+
+        // Chunk 1 split inside its header and again inside its payload: accepted.
+        verifier.VerifyChunk(new ChunkHeader(1, 1, 65_536), Split(bodies[0], 5, 30_000));
+
+        // Chunk 3 with one payload byte flipped, split or whole: refused, with the reason.
+        byte[] forged = (byte[])bodies[1].Clone();
+        forged[^1] ^= 1;
+        var error = Assert.Throws<InvalidDataException>(() => verifier.VerifyChunk(new ChunkHeader(1, 3, 131_072), Split(forged, 2_000)));
+        Assert.Contains("does not match the stream's signed hash", error.Message);
+    }
+
+    private static byte[] Payload(int length)
+    {
+        var bytes = new byte[length];
+        new Random(length).NextBytes(bytes);
+        return bytes;
+    }
+
+    private static byte[] Body(byte shard, ulong seq, ulong offset, byte[] payload)
+    {
+        var body = new byte[Protocol.ChunkHeaderLength + payload.Length];
+        body[0] = shard;
+        BinaryPrimitives.WriteUInt64BigEndian(body.AsSpan(1), seq);
+        BinaryPrimitives.WriteUInt64BigEndian(body.AsSpan(9), offset);
+        payload.CopyTo(body, Protocol.ChunkHeaderLength);
+        return body;
+    }
+
+    /// <summary>The bytes as a sequence of segments cut at <paramref name="cuts"/>.</summary>
+    private static ReadOnlySequence<byte> Split(byte[] bytes, params int[] cuts)
+    {
+        Segment? first = null, last = null;
+        int start = 0;
+        foreach (int end in cuts.Append(bytes.Length))
+        {
+            var memory = bytes.AsMemory(start, end - start);
+            if (last is null) first = last = new Segment(memory, 0);
+            else last = last.Append(memory);
+            start = end;
+        }
+        return new ReadOnlySequence<byte>(first!, 0, last!, last!.Memory.Length);
+    }
+
+    private sealed class Segment : ReadOnlySequenceSegment<byte>
+    {
+        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
+        {
+            Memory = memory;
+            RunningIndex = runningIndex;
+        }
+
+        public Segment Append(ReadOnlyMemory<byte> memory)
+        {
+            var next = new Segment(memory, RunningIndex + Memory.Length);
+            Next = next;
+            return next;
+        }
+    }
+}
