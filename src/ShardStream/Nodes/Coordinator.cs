@@ -390,6 +390,13 @@ public sealed partial class Coordinator : Node
         lock (_gate)
         {
             if (!_peers.ContainsKey(id) || !_planner.Contains(id) || _planner.Budget(id) == 0) return;
+            if (!_planner.CanDemoteWithoutEviction(id))
+            {
+                // Evicting others to make room would cost more than a slow relay (and a busy
+                // machine can make healthy relays look slow): the peer keeps its place.
+                SlowChildLog.NotDemoted(Log, id, why);
+                return;
+            }
             var plan = _planner.Demote(id);
             SendMoves(plan);
             moves = plan.Count;

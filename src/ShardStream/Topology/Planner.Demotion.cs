@@ -4,6 +4,54 @@ namespace ShardStream.Topology;
 public sealed partial class Planner
 {
     /// <summary>
+    /// A conservative check that <see cref="Demote"/> would carry everyone: the other nodes that
+    /// may forward each shard (in striped plans, those whose home is that shard, and the source)
+    /// have more spare slots than the peer's children in that shard, and the overlay as a whole
+    /// has room for its children plus one full viewer. A demotion that fails this check could
+    /// evict peers to make room, which is worse than keeping a slow relay; the caller keeps the
+    /// peer where it is instead. False also when the peer is not in the plan or is already a leaf.
+    /// </summary>
+    public bool CanDemoteWithoutEviction(int peer)
+    {
+        if (peer == Source || !Contains(peer) || _forest.Budget(peer) == 0)
+        {
+            return false;
+        }
+
+        var striped = Options.Topology == TopologyKind.Striped;
+        var total = 0;
+        var perShard = new int[ShardCount];
+        foreach (var node in Peers.Prepend(Source))
+        {
+            if (node == peer)
+            {
+                continue;
+            }
+
+            var spare = Math.Max(0, _forest.Budget(node) - _forest.Used(node));
+            total += spare;
+            for (var s = 0; s < ShardCount; s++)
+            {
+                if (!striped || node == Source || HomeShard(node) == s)
+                {
+                    perShard[s] += spare;
+                }
+            }
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            var children = ChildrenOf(peer, s).Count();
+            if (children > 0 && perShard[s] < children + 1)
+            {
+                return false;
+            }
+        }
+
+        return total >= _forest.Used(peer) + ShardCount;
+    }
+
+    /// <summary>
     /// Makes <paramref name="peer"/> a pure viewer: its budget becomes 0, so it is a leaf in every
     /// shard tree and nobody depends on it (used for a peer that cannot sustain the stream rate,
     /// and for a peer that must not be trusted to relay). Its children are re-placed exactly as if

@@ -144,6 +144,86 @@ public sealed class PlannerDemoteTests
         Assert.NotEmpty(demoted);
     }
 
+    [Fact]
+    public void Demoting_the_last_relay_with_spare_room_is_refused_because_it_would_evict()
+    {
+        // Binary, source budget 2: source -> 1, 2; 1 -> 3. Peers 2 and 3 become leaves while
+        // there is room; then peer 1 (feeding 3) has no one left to take its children.
+        Planner Build()
+        {
+            var p = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+            for (var i = 0; i < 3; i++)
+            {
+                p.Join(2);
+            }
+
+            return p;
+        }
+
+        var planner = Build();
+        var relays = planner.Peers.Where(p => planner.UsedUnits(p) > 0).ToList();
+        var leaves = planner.Peers.Except(relays).ToList();
+        foreach (var leaf in leaves)
+        {
+            Assert.True(planner.CanDemoteWithoutEviction(leaf));
+            Assert.DoesNotContain(planner.Demote(leaf), m => m.NewParent == Planner.None);
+        }
+
+        var last = Assert.Single(relays);
+        Assert.False(planner.CanDemoteWithoutEviction(last));
+
+        // The check is not over-cautious here: the same demotion on the same plan evicts.
+        var moves = planner.Demote(last);
+        Assert.True(moves.Any(m => m.NewParent == Planner.None) || planner.PeerCount < 3, "the refused demotion would have carried everyone");
+    }
+
+    [Theory]
+    [InlineData(1, TopologyKind.Binary, 11)]
+    [InlineData(2, TopologyKind.Tessellated, 12)]
+    [InlineData(4, TopologyKind.Striped, 13)]
+    [InlineData(8, TopologyKind.Striped, 14)]
+    public void A_demotion_the_check_allows_never_evicts_anyone(int k, TopologyKind topology, int seed)
+    {
+        var random = new Random(seed);
+        var planner = new Planner(PlannerOptions.Default(k, topology));
+        int allowed = 0, refused = 0;
+        for (var step = 0; step < 1200; step++)
+        {
+            if (planner.PeerCount < 10 || random.NextDouble() < 0.5)
+            {
+                try
+                {
+                    // Striped trees at (K+1)/K have no room for joining viewers: there only demotions make them.
+                    planner.Join(topology != TopologyKind.Striped && random.Next(4) == 0 ? 0 : k + 1);
+                }
+                catch (PlacementException)
+                {
+                    // A viewer-heavy plan may run out of room for another viewer.
+                }
+
+                continue;
+            }
+
+            var peers = planner.Peers.ToList();
+            var slow = peers[random.Next(peers.Count)];
+            if (!planner.CanDemoteWithoutEviction(slow))
+            {
+                refused++;
+                continue;
+            }
+
+            allowed++;
+            int before = planner.PeerCount;
+            var moves = planner.Demote(slow);
+            Assert.DoesNotContain(moves, m => m.NewParent == Planner.None);
+            Assert.Equal(before, planner.PeerCount);
+            PlanAssert.Consistent(planner);
+        }
+
+        Assert.True(allowed > 10, $"only {allowed} demotions were allowed");
+        Assert.True(refused > 0, "the plan never ran short of room: the check was never exercised");
+    }
+
     private static void AssertMovesMatchPlan(Planner planner, IReadOnlyList<Reattachment> moves)
     {
         Assert.Equal(moves.Count, moves.Select(m => (m.Peer, m.Shard)).Distinct().Count());
