@@ -29,6 +29,7 @@ public sealed partial class Coordinator : Node
     private long _nextSeq;
     private long _nextOffset;
     private bool _ended;
+    private long _lastDemotion;
 
     /// <summary>Creates a coordinator; <see cref="StartAsync"/> binds it.</summary>
     public Coordinator(CoordinatorOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
@@ -390,6 +391,12 @@ public sealed partial class Coordinator : Node
         lock (_gate)
         {
             if (!_peers.ContainsKey(id) || !_planner.Contains(id) || _planner.Budget(id) == 0) return;
+            long now = Time.GetTimestamp();
+            if (_lastDemotion != 0 && Time.GetElapsedTime(_lastDemotion, now) < _options.DemotionSpacing)
+            {
+                SlowChildLog.DemotionSpaced(Log, id, why, _options.DemotionSpacing.TotalSeconds);
+                return;
+            }
             if (!_planner.CanDemoteWithoutEviction(id))
             {
                 // Evicting others to make room would cost more than a slow relay (and a busy
@@ -398,6 +405,7 @@ public sealed partial class Coordinator : Node
                 return;
             }
             var plan = _planner.Demote(id);
+            _lastDemotion = now;
             SendMoves(plan);
             moves = plan.Count;
         }

@@ -44,6 +44,14 @@ public abstract record NodeOptions
     public TimeSpan SlowChildGrace { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
+    /// At most one peer is demoted for being slow within this time, overlay-wide (the coordinator
+    /// decides). One slow viewer is demoted at once; many relays found slow together point to a
+    /// busy machine or network rather than to slow viewers, and demoting them all would only
+    /// drain the overlay's upload.
+    /// </summary>
+    public TimeSpan DemotionSpacing { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// An accepted connection that has not sent a whole hello within this time is closed (a
     /// honest node sends it right after connecting; slowloris trickles it forever).
     /// </summary>

@@ -132,4 +132,7 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(904, LogLevel.Warning, "peer {Id} is not demoted ({Why}): the overlay has no spare upload to re-place its children without evicting someone", EventName = "DemotionRefused")]
     public static partial void NotDemoted(ILogger log, int id, string why);
+
+    [LoggerMessage(905, LogLevel.Warning, "peer {Id} is not demoted ({Why}): another peer was demoted less than {Spacing:0.#} s ago (one demotion at a time: many slow relays at once point to a busy machine, not to slow viewers)", EventName = "DemotionSpaced")]
+    public static partial void DemotionSpaced(ILogger log, int id, string why, double spacing);
 }
