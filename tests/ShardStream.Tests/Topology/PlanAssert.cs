@@ -186,4 +186,39 @@ internal static class PlanAssert
     /// <summary>A node's depth in the tessellation: the deeper of its shard depths.</summary>
     public static int NodeDepth(Planner planner, int node) =>
         Enumerable.Range(0, planner.ShardCount).Max(s => planner.DepthOf(node, s));
+
+    /// <summary>Every move is one (peer, shard), and says what the plan now holds: the new parent, or the peer gone.</summary>
+    public static void MovesMatchPlan(Planner planner, IReadOnlyList<Reattachment> moves)
+    {
+        Assert.Equal(moves.Count, moves.Select(m => (m.Peer, m.Shard)).Distinct().Count());
+        foreach (var m in moves)
+        {
+            if (m.NewParent == Planner.None)
+            {
+                Assert.False(planner.Contains(m.Peer));
+            }
+            else
+            {
+                Assert.Equal(m.NewParent, planner.ParentOf(m.Peer, m.Shard));
+            }
+        }
+    }
+
+    /// <summary>Every node below <paramref name="root"/> in <paramref name="shard"/>.</summary>
+    public static List<int> Subtree(Planner planner, int root, int shard)
+    {
+        var result = new List<int>();
+        var stack = new Stack<int>(planner.ChildrenOf(root, shard));
+        while (stack.Count > 0)
+        {
+            var node = stack.Pop();
+            result.Add(node);
+            foreach (var c in planner.ChildrenOf(node, shard))
+            {
+                stack.Push(c);
+            }
+        }
+
+        return result;
+    }
 }

@@ -15,7 +15,7 @@ public sealed class PlannerDemoteTests
         }
 
         var slow = planner.Peers.First(p => planner.DepthOf(p, 0) == 1);
-        var below = Subtree(planner, slow, 0);
+        var below = PlanAssert.Subtree(planner, slow, 0);
         var children = planner.ChildrenOf(slow, 0).ToList();
         Assert.True(below.Count > 40);
 
@@ -26,7 +26,7 @@ public sealed class PlannerDemoteTests
         Assert.Empty(planner.ChildrenOf(slow, 0));
         Assert.Equal(100, planner.PeerCount);
         Assert.All(below, p => Assert.NotEqual(slow, planner.ParentOf(p, 0)));
-        AssertMovesMatchPlan(planner, moves);
+        PlanAssert.MovesMatchPlan(planner, moves);
         // Every former child of the slow peer is told where to go now.
         Assert.All(children, c => Assert.Contains(moves, m => m.Peer == c && m.Shard == 0));
         PlanAssert.Consistent(planner);
@@ -126,7 +126,7 @@ public sealed class PlannerDemoteTests
                     }
                 }
 
-                AssertMovesMatchPlan(planner, moves);
+                PlanAssert.MovesMatchPlan(planner, moves);
             }
             else
             {
@@ -222,38 +222,5 @@ public sealed class PlannerDemoteTests
 
         Assert.True(allowed > 10, $"only {allowed} demotions were allowed");
         Assert.True(refused > 0, "the plan never ran short of room: the check was never exercised");
-    }
-
-    private static void AssertMovesMatchPlan(Planner planner, IReadOnlyList<Reattachment> moves)
-    {
-        Assert.Equal(moves.Count, moves.Select(m => (m.Peer, m.Shard)).Distinct().Count());
-        foreach (var m in moves)
-        {
-            if (m.NewParent == Planner.None)
-            {
-                Assert.False(planner.Contains(m.Peer));
-            }
-            else
-            {
-                Assert.Equal(m.NewParent, planner.ParentOf(m.Peer, m.Shard));
-            }
-        }
-    }
-
-    private static List<int> Subtree(Planner planner, int root, int shard)
-    {
-        var result = new List<int>();
-        var stack = new Stack<int>(planner.ChildrenOf(root, shard));
-        while (stack.Count > 0)
-        {
-            var node = stack.Pop();
-            result.Add(node);
-            foreach (var c in planner.ChildrenOf(node, shard))
-            {
-                stack.Push(c);
-            }
-        }
-
-        return result;
     }
 }

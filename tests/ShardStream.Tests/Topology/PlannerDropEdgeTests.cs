@@ -16,7 +16,7 @@ public sealed class PlannerDropEdgeTests
 
         var child = planner.Peers.First(p => planner.DepthOf(p, 0) == 2 && planner.ChildrenOf(p, 0).Any());
         var parent = planner.ParentOf(child, 0);
-        var below = Subtree(planner, child, 0);
+        var below = PlanAssert.Subtree(planner, child, 0);
 
         var moves = planner.DropEdge(child, 0);
 
@@ -24,7 +24,7 @@ public sealed class PlannerDropEdgeTests
         Assert.NotEqual(parent, now);
         Assert.Equal([new Reattachment(child, 0, now)], moves);
         Assert.True(planner.IsAvoided(child, parent));
-        Assert.Equal(below.Order(), Subtree(planner, child, 0).Order());
+        Assert.Equal(below.Order(), PlanAssert.Subtree(planner, child, 0).Order());
         Assert.Equal(30, planner.PeerCount);
         PlanAssert.Consistent(planner);
     }
@@ -61,7 +61,7 @@ public sealed class PlannerDropEdgeTests
 
             Assert.NotEqual(Planner.Source, parent);
             dropped.Add((child, parent));
-            AssertMovesMatchPlan(planner, moves);
+            PlanAssert.MovesMatchPlan(planner, moves);
             PlanAssert.Consistent(planner);
             AssertNoDroppedEdge(planner, dropped);
         }
@@ -85,7 +85,7 @@ public sealed class PlannerDropEdgeTests
                 moves = planner.Demote(peers[random.Next(peers.Count)]);
             }
 
-            AssertMovesMatchPlan(planner, moves);
+            PlanAssert.MovesMatchPlan(planner, moves);
             PlanAssert.Consistent(planner);
             AssertNoDroppedEdge(planner, dropped);
         }
@@ -120,7 +120,7 @@ public sealed class PlannerDropEdgeTests
         Assert.Equal(a, planner.ParentOf(b, 0));
         Assert.Equal(2, moves.Count);
         Assert.True(planner.IsAvoided(c, a));
-        AssertMovesMatchPlan(planner, moves);
+        PlanAssert.MovesMatchPlan(planner, moves);
         PlanAssert.Consistent(planner);
     }
 
@@ -160,7 +160,7 @@ public sealed class PlannerDropEdgeTests
 
         Assert.Equal(c, planner.ParentOf(b, 0));
         Assert.Equal([d, e], planner.ChildrenOf(b, 0).Order());
-        AssertMovesMatchPlan(planner, moves);
+        PlanAssert.MovesMatchPlan(planner, moves);
         PlanAssert.Consistent(planner);
     }
 
@@ -182,7 +182,7 @@ public sealed class PlannerDropEdgeTests
         Assert.NotEqual(parent, planner.ParentOf(child, 0));
         Assert.NotEqual(parent, planner.ParentOf(child, 1));
         Assert.Contains(moves, m => m.Peer == child && m.Shard == 1);
-        AssertMovesMatchPlan(planner, moves);
+        PlanAssert.MovesMatchPlan(planner, moves);
         PlanAssert.Consistent(planner);
     }
 
@@ -214,38 +214,5 @@ public sealed class PlannerDropEdgeTests
                 Assert.True(planner.ParentOf(child, s) != parent, $"peer {child} is under {parent} in shard {s} again, after that edge was dropped");
             }
         }
-    }
-
-    private static void AssertMovesMatchPlan(Planner planner, IReadOnlyList<Reattachment> moves)
-    {
-        Assert.Equal(moves.Count, moves.Select(m => (m.Peer, m.Shard)).Distinct().Count());
-        foreach (var m in moves)
-        {
-            if (m.NewParent == Planner.None)
-            {
-                Assert.False(planner.Contains(m.Peer));
-            }
-            else
-            {
-                Assert.Equal(m.NewParent, planner.ParentOf(m.Peer, m.Shard));
-            }
-        }
-    }
-
-    private static List<int> Subtree(Planner planner, int root, int shard)
-    {
-        var result = new List<int>();
-        var stack = new Stack<int>(planner.ChildrenOf(root, shard));
-        while (stack.Count > 0)
-        {
-            var node = stack.Pop();
-            result.Add(node);
-            foreach (var c in planner.ChildrenOf(node, shard))
-            {
-                stack.Push(c);
-            }
-        }
-
-        return result;
     }
 }
