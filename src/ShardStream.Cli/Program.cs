@@ -6,6 +6,7 @@ root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(PeerCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
+root.Subcommands.Add(SwarmCommand.Create());
 // Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
 // which can take a few seconds, so the process is given that long.
 var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(20) };

@@ -1,0 +1,256 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using ShardStream.Wire;
+
+namespace ShardStream.LoadGeneration;
+
+/// <summary>
+/// One lightweight peer of a <see cref="Swarm"/>: it speaks the coordinator's side of the protocol
+/// for real (a Join with a token and a nonce, the reachability probe answered at its own
+/// listener, Attached after the Welcome and after every Move, heartbeats, Leave and Goodbye), and
+/// nothing of the data plane: it attaches to no parent and serves no child (see docs/performance.md,
+/// "The coordinator at scale", for what that leaves out). It holds one socket and no buffer while
+/// idle: its reads are zero-byte reads until something arrives.
+/// </summary>
+internal sealed class SwarmPeer
+{
+    private readonly Socket _socket;
+    private readonly Lock _sendLock = new();
+    private PipeReader? _input;
+    private int _gone;
+
+    private SwarmPeer(Socket socket, ulong token)
+    {
+        _socket = socket;
+        Token = token;
+    }
+
+    /// <summary>The join token: what the peer answers a reachability probe with.</summary>
+    public ulong Token { get; }
+
+    /// <summary>The id the coordinator gave (0 before the Welcome).</summary>
+    public ulong Id { get; private set; }
+
+    /// <summary>When the peer last sent anything (a <see cref="Stopwatch"/> timestamp).</summary>
+    public long LastSent { get; private set; }
+
+    /// <summary>Moves received (each answered with Attached, as a real peer does once it has applied one).</summary>
+    public int Moves { get; private set; }
+
+    /// <summary>True once the control link has ended (left, evicted, or lost).</summary>
+    public bool Gone => Volatile.Read(ref _gone) != 0;
+
+    /// <summary>Why the control link ended, when it ended without our asking.</summary>
+    public string? EndReason { get; private set; }
+
+    /// <summary>Completes when the control link has ended.</summary>
+    public Task Ended { get; private set; } = Task.CompletedTask;
+
+    /// <summary>
+    /// Joins: listens for the probe on <paramref name="local"/> (a port of its own, closed once the
+    /// Welcome has come: nothing else connects to a swarm peer), connects from the same address,
+    /// sends the Join, answers the probe if one comes, and reads the Welcome. Returns the peer and
+    /// how long the join took (connect to Welcome), or throws <see cref="SwarmJoinException"/>
+    /// with the reason (a refusal, a timeout, a failed connect).
+    /// </summary>
+    public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, CancellationToken cancellationToken)
+    {
+        ulong token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
+        using var listener = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var peer = new SwarmPeer(socket, token);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(timeout);
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            listener.Bind(new IPEndPoint(local, 0));
+            listener.Listen(4);
+            var listenAddress = (IPEndPoint)listener.LocalEndPoint!;
+            var probe = AnswerProbesAsync(listener, token, deadline.Token);
+            socket.Bind(new IPEndPoint(local, 0));
+            await socket.ConnectAsync(coordinator, deadline.Token).ConfigureAwait(false);
+            peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
+                new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
+            byte[] nonce = RandomNumberGenerator.GetBytes(Protocol.NonceLength);
+            peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce).Write));
+            var welcome = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
+            var took = Stopwatch.GetElapsedTime(started);
+            peer.Id = welcome.PeerId;
+            await deadline.CancelAsync().ConfigureAwait(false);
+            await probe.ConfigureAwait(false);
+            peer.Send(FrameWriting.ToArray(new Attached(peer.Id).Write));
+            peer.Ended = peer.ReadLoopAsync(onFrame);
+            return (peer, took);
+        }
+        catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ProtocolException)
+        {
+            peer.Abort();
+            string why = e is OperationCanceledException && !cancellationToken.IsCancellationRequested ? $"no welcome within {timeout.TotalSeconds:0.#} s" : e.Message;
+            throw new SwarmJoinException(why, e);
+        }
+    }
+
+    /// <summary>
+    /// Answers the coordinator's dial-back (a Hello of role Probe) with a Welcome that carries the
+    /// join token, as a real peer's listener does, then closes that connection.
+    /// </summary>
+    private static async Task AnswerProbesAsync(Socket listener, ulong token, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var probe = await listener.AcceptAsync(cancellationToken).ConfigureAwait(false);
+            var input = PipeReader.Create(new NetworkStream(probe, ownsSocket: false), new StreamPipeReaderOptions(bufferSize: 1024, leaveOpen: true));
+            var (type, body) = await ReadFrameAsync(input, cancellationToken).ConfigureAwait(false);
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            if (type != FrameType.Hello || !Hello.TryRead(ref reader, out var hello) || hello.Role != HelloRole.Probe) return;
+            var answer = new Welcome(Protocol.Negotiate(hello), token, 1, 0, 0, []);
+            await probe.SendAsync(FrameWriting.ToArray(answer.Write), cancellationToken).ConfigureAwait(false);
+            probe.Shutdown(SocketShutdown.Send);
+            // Wait for the coordinator to close too, so that the answer is not reset away.
+            var rest = new byte[64];
+            while (await probe.ReceiveAsync(rest, cancellationToken).ConfigureAwait(false) > 0)
+            {
+            }
+            await input.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ProtocolException or ObjectDisposedException)
+        {
+            // No probe (a peer with no upload is not probed), or the coordinator gave up on it: the Welcome says what it decided.
+        }
+    }
+
+    private async Task<Welcome> ReadWelcomeAsync(CancellationToken cancellationToken)
+    {
+        var (type, body) = await ReadFrameAsync(_input!, cancellationToken).ConfigureAwait(false);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        if (type == FrameType.Goodbye && Goodbye.TryRead(ref reader, out var goodbye)) throw new ProtocolException($"refused ({goodbye.Code}): {goodbye.Reason}");
+        if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var welcome)) throw new ProtocolException($"expected a welcome, got {type}");
+        if (welcome.PeerId == 0) throw new ProtocolException("redirected: connect the swarm to the coordinator itself");
+        return welcome;
+    }
+
+    /// <summary>The next frame that is not a heartbeat, copied out.</summary>
+    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                if (type == FrameType.Heartbeat) continue;
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("connection closed before a frame arrived");
+        }
+    }
+
+    /// <summary>
+    /// Reads the control link until it ends: a Move is answered with Attached (the peer does not
+    /// attach for real); chunks, hash lists, notices and heartbeats are dropped; a Goodbye is kept as the reason.
+    /// </summary>
+    private async Task ReadLoopAsync(Action<SwarmPeer, FrameType> onFrame)
+    {
+        var input = _input!;
+        string reason = "the coordinator closed the connection";
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync().ConfigureAwait(false);
+                var buffer = result.Buffer;
+                while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+                {
+                    if (type == FrameType.Move)
+                    {
+                        Moves++;
+                        Send(FrameWriting.ToArray(new Attached(Id).Write));
+                    }
+                    else if (type == FrameType.Goodbye)
+                    {
+                        var r = new SequenceReader<byte>(body);
+                        if (Goodbye.TryRead(ref r, out var goodbye)) reason = $"goodbye ({goodbye.Code}): {goodbye.Reason}";
+                    }
+                    onFrame(this, type);
+                }
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (Exception e) when (e is SocketException or IOException or ProtocolException or ObjectDisposedException or InvalidOperationException)
+        {
+            reason = e.Message;
+        }
+        if (!Gone) EndReason = reason;
+        Abort();
+        await input.CompleteAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Sends a heartbeat (the swarm's timer calls it once per heartbeat interval).</summary>
+    public void SendHeartbeat() => Send(HeartbeatFrame);
+
+    private static readonly byte[] HeartbeatFrame = FrameWriting.ToArray(new Heartbeat(0).Write);
+
+    /// <summary>Leaves as a real peer does (Leave, then Goodbye(Normal), then FIN); the read loop ends when the coordinator closes.</summary>
+    public void Leave()
+    {
+        if (Interlocked.Exchange(ref _gone, 1) != 0) return;
+        var leave = FrameWriting.ToArray(new Leave(Id).Write);
+        var goodbye = FrameWriting.ToArray(new Goodbye(GoodbyeCode.Normal, "leaving").Write);
+        try
+        {
+            lock (_sendLock)
+            {
+                _socket.Send([new ArraySegment<byte>(leave), new ArraySegment<byte>(goodbye)]);
+                _socket.Shutdown(SocketShutdown.Send);
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            Abort();
+        }
+    }
+
+    /// <summary>Closes at once (a reset): a peer that crashed, or the end of the run.</summary>
+    public void Abort()
+    {
+        Interlocked.Exchange(ref _gone, 1);
+        try
+        {
+            _socket.LingerState = new LingerOption(true, 0);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Closed already.
+        }
+        _socket.Dispose();
+    }
+
+    private void Send(byte[] frame)
+    {
+        try
+        {
+            lock (_sendLock)
+            {
+                if (Gone) return;
+                _socket.Send(frame);
+                LastSent = Stopwatch.GetTimestamp();
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // The read loop sees the end and says why.
+        }
+    }
+}
+
+/// <summary>A swarm peer could not join, and why.</summary>
+internal sealed class SwarmJoinException(string message, Exception inner) : Exception(message, inner);
