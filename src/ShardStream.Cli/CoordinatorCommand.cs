@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using ShardStream.Rtmp;
 using ShardStream.Topology;
 using ShardStream.Trust;
 
@@ -19,6 +20,8 @@ internal static class CoordinatorCommand
         var key = new Option<string?>("--key") { Description = "The stream's private key file (PEM). Created with mode 0600 when missing; the stream address printed at start is its public key. Without --key an ephemeral key is made and the address changes at every start." };
         var maxUpload = new Option<double>("--max-upload") { Description = "The most upload a joining peer is believed, as a multiple of the stream rate (default 4): a peer that declares more is placed as if it had declared this.", DefaultValueFactory = _ => 4 };
         var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
+        var rtmp = new Option<string?>("--rtmp") { Description = "HOST:PORT to accept one RTMP publisher on (OBS or ffmpeg: rtmp://HOST:PORT/APP/KEY); what it publishes, as FLV, is the stream instead of stdin." };
+        var rtmpKey = new Option<string?>("--rtmp-key") { Description = "The stream key an RTMP publisher must give (the last part of its URL); default: the SHARDSTREAM_RTMP_KEY environment variable, else any key is accepted. Never logged." };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -26,7 +29,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -45,13 +48,40 @@ internal static class CoordinatorCommand
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
-            await using var stdin = Console.OpenStandardInput();
-            await coordinator.RunAsync(stdin, ct);
+            await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);
+            await using var source = ingest?.Source ?? Console.OpenStandardInput();
+            await coordinator.RunAsync(source, ct);
             var log = loggers.CreateLogger("coordinator");
             log.LogInformation("overlay at the end of the stream:");
             foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) log.LogInformation("  {Line}", line);
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>The RTMP listener of <c>--rtmp</c> and the FLV byte stream it feeds the coordinator.</summary>
+    private sealed class RtmpIngest(RtmpServer server, FlvByteSink sink) : IAsyncDisposable
+    {
+        public Stream Source => sink.Reader;
+
+        public static async Task<RtmpIngest?> StartAsync(string? address, string? key, ILoggerFactory loggers, CancellationToken ct)
+        {
+            if (address is null) return null;
+            key ??= Environment.GetEnvironmentVariable("SHARDSTREAM_RTMP_KEY");
+            if (string.IsNullOrEmpty(key))
+            {
+                key = null;
+                loggers.CreateLogger("rtmp").LogWarning("no --rtmp-key: any stream key is accepted from a publisher");
+            }
+            var sink = new FlvByteSink();
+            var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key }, loggers, ct);
+            return new RtmpIngest(server, sink);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await server.DisposeAsync();
+            sink.Complete();
+        }
     }
 
     internal static TopologyKind? ParseTopology(string? name) => name switch

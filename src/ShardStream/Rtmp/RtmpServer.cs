@@ -1,0 +1,188 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Transport;
+
+namespace ShardStream.Rtmp;
+
+/// <summary>What an <see cref="RtmpServer"/> serves.</summary>
+public sealed record RtmpServerOptions
+{
+    /// <summary>HOST:PORT to listen on (port 0 picks a free port).</summary>
+    public required string ListenAddress { get; init; }
+
+    /// <summary>Where a publisher's tags go; null = publishing refused.</summary>
+    public IFlvTagSink? Ingest { get; init; }
+
+    /// <summary>The stream key a publisher must give as the stream name; null = any name is accepted.</summary>
+    public string? PublishKey { get; init; }
+
+    /// <summary>What players get; null = playing refused.</summary>
+    public IFlvTagFeed? Play { get; init; }
+
+    /// <summary>The stream name players ask for (rtmp://HOST:PORT/APP/NAME).</summary>
+    public string PlayName { get; init; } = "stream";
+
+    public RtmpLimits Limits { get; init; } = new();
+
+    public ITransport Transport { get; init; } = TcpTransport.Instance;
+}
+
+/// <summary>
+/// An RTMP server on the project's own TCP transport (pipes over sockets, the same listener the
+/// overlay uses): accepts connections within the per-address and total limits and runs an
+/// <see cref="RtmpSession"/> for each. At most one publisher at a time.
+/// </summary>
+public sealed class RtmpServer : IAsyncDisposable
+{
+    private readonly IConnectionListener _listener;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Dictionary<string, int> _perAddress = [];
+    private readonly HashSet<Task> _sessions = [];
+    private readonly byte[]? _keyHash;
+    private readonly Task _acceptLoop;
+    private RtmpSession? _publisher;
+    private int _open;
+
+    private RtmpServer(RtmpServerOptions options, IConnectionListener listener, ILoggerFactory loggers)
+    {
+        Options = options;
+        _listener = listener;
+        Loggers = loggers;
+        Log = loggers.CreateLogger("rtmp");
+        _keyHash = options.PublishKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
+        _acceptLoop = AcceptLoopAsync();
+    }
+
+    public RtmpServerOptions Options { get; }
+
+    /// <summary>The bound address.</summary>
+    public string LocalAddress => _listener.LocalAddress;
+
+    internal ILogger Log { get; }
+
+    internal ILoggerFactory Loggers { get; }
+
+    /// <summary>Open connections (tests).</summary>
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    public static async Task<RtmpServer> StartAsync(RtmpServerOptions options, ILoggerFactory? loggers, CancellationToken cancellationToken)
+    {
+        var listener = await options.Transport.ListenAsync(options.ListenAddress, cancellationToken).ConfigureAwait(false);
+        var server = new RtmpServer(options, listener, loggers ?? NullLoggerFactory.Instance);
+        string what = (options.Ingest, options.Play) switch
+        {
+            (not null, not null) => "publish and play",
+            (not null, null) => "publish",
+            (null, not null) => "play",
+            _ => "nothing",
+        };
+        RtmpLog.Listening(server.Log, server.LocalAddress, what);
+        return server;
+    }
+
+    /// <summary>
+    /// Compares a publish name with the key in constant time: both are hashed first, so neither
+    /// the length nor the first differing byte shows in the time taken.
+    /// </summary>
+    internal bool KeyMatches(string name)
+    {
+        if (_keyHash is null) return true;
+        Span<byte> given = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(name), given);
+        return CryptographicOperations.FixedTimeEquals(given, _keyHash);
+    }
+
+    internal bool TryClaimPublisher(RtmpSession session) => Interlocked.CompareExchange(ref _publisher, session, null) is null;
+
+    internal void ReleasePublisher(RtmpSession session) => Interlocked.CompareExchange(ref _publisher, null, session);
+
+    private async Task AcceptLoopAsync()
+    {
+        await Task.Yield();
+        double backoffMs = 10;
+        while (!_stop.IsCancellationRequested)
+        {
+            IConnection? connection;
+            try
+            {
+                connection = await _listener.AcceptAsync(_stop.Token).ConfigureAwait(false);
+                backoffMs = 10;
+            }
+            catch (ConnectionFailedException e)
+            {
+                RtmpLog.AcceptFailed(Log, e.Message, backoffMs);
+                try { await Task.Delay(TimeSpan.FromMilliseconds(backoffMs), _stop.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+                backoffMs = Math.Min(backoffMs * 2, 1000);
+                continue;
+            }
+            if (connection is null) return;
+            string host = HostOf(connection.RemoteAddress);
+            string? refusal = null;
+            lock (_sessions)
+            {
+                int fromHost = _perAddress.GetValueOrDefault(host);
+                if (_open >= Options.Limits.MaxConnections) refusal = $"{_open} RTMP connections open, the limit";
+                else if (fromHost >= Options.Limits.MaxConnectionsPerAddress) refusal = $"{fromHost} RTMP connections open from {host}, the limit per address";
+                else
+                {
+                    _perAddress[host] = fromHost + 1;
+                    _open++;
+                }
+            }
+            if (refusal is not null)
+            {
+                RtmpLog.ConnectionRefused(Log, connection.RemoteAddress, refusal);
+                connection.Abort();
+                await connection.DisposeAsync().ConfigureAwait(false);
+                continue;
+            }
+            var session = new RtmpSession(this, connection);
+            var task = RunSessionAsync(session, host);
+            lock (_sessions) _sessions.Add(task);
+            _ = task.ContinueWith(t => { lock (_sessions) _sessions.Remove(t); }, TaskScheduler.Default);
+        }
+    }
+
+    private async Task RunSessionAsync(RtmpSession session, string host)
+    {
+        await Task.Yield();
+        try
+        {
+            await session.RunAsync(_stop.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            RtmpLog.SessionFailed(Log, session.Remote, e);
+        }
+        finally
+        {
+            lock (_sessions)
+            {
+                _open--;
+                if (_perAddress[host] <= 1) _perAddress.Remove(host);
+                else _perAddress[host]--;
+            }
+        }
+    }
+
+    private static string HostOf(string address)
+    {
+        int colon = address.LastIndexOf(':');
+        return colon > 0 ? address[..colon] : address;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_stop.IsCancellationRequested) return;
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _listener.DisposeAsync().ConfigureAwait(false);
+        await _acceptLoop.ConfigureAwait(false);
+        Task[] sessions;
+        lock (_sessions) sessions = [.. _sessions];
+        await Task.WhenAll(sessions).ConfigureAwait(false);
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,153 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Rtmp;
+
+namespace ShardStream.Tests.Rtmp;
+
+/// <summary>
+/// The server side of a publish, over real TCP on 127.0.0.1, driven by a client built from the
+/// codecs: the commands ffmpeg and OBS send, their answers with the transaction ids echoed, the key
+/// check, one publisher at a time, acknowledgements and ping.
+/// </summary>
+public sealed class RtmpSessionTests : IAsyncLifetime
+{
+    private const string Key = "k3y-Secret-42";
+    private readonly RecordingSink _sink = new();
+    private readonly LineLogger _log = new();
+    private ILoggerFactory _loggers = null!;
+    private RtmpServer _server = null!;
+
+    public async Task InitializeAsync()
+    {
+        _loggers = LoggerFactory.Create(b => b.AddProvider(_log).SetMinimumLevel(LogLevel.Debug));
+        _server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = "127.0.0.1:0", Ingest = _sink, PublishKey = Key }, _loggers, CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _server.DisposeAsync();
+        _loggers.Dispose();
+    }
+
+    /// <summary>Handshake with connect in the same write as C2, then releaseStream, FCPublish, createStream.</summary>
+    private async Task<RtmpTestClient> ConnectAndCreateStreamAsync()
+    {
+        var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+        var connect = RtmpTestClient.Encode(3, RtmpMessageType.CommandAmf0, 0, 0,
+            Amf0Writer.Encode("connect", 1.0, new AmfObject { { "app", "live" }, { "type", "nonprivate" }, { "tcUrl", "rtmp://127.0.0.1/live" } }));
+        await client.HandshakeAsync(afterC2: connect);
+        Assert.Equal(Hex.Bytes("00000000"), client.S0S1S2[5..9]);
+
+        var control = new List<RtmpMessage>();
+        var result = await client.ReadCommandAsync(control);
+        Assert.NotNull(result);
+        Assert.Equal(["_result", 1.0], result[..2]);
+        Assert.Equal("NetConnection.Connect.Success", Assert.IsType<AmfObject>(result[3]).Get("code"));
+        Assert.Equal([RtmpMessageType.WindowAcknowledgementSize, RtmpMessageType.SetPeerBandwidth, RtmpMessageType.SetChunkSize], control.Select(m => m.Type));
+        Assert.Equal(4096u, RtmpControl.ReadUInt32(control[2]));
+
+        await client.CommandAsync(0, "releaseStream", 2.0, null, Key);
+        await client.CommandAsync(0, "FCPublish", 3.0, null, Key);
+        await client.CommandAsync(0, "createStream", 4.0, null);
+        Assert.Equal(["_result", 2.0], (await client.ReadCommandAsync())![..2]);
+        Assert.Equal(["_result", 3.0], (await client.ReadCommandAsync())![..2]);
+        var created = await client.ReadCommandAsync();
+        Assert.Equal(["_result", 4.0, null, 1.0], created);
+        return client;
+    }
+
+    private static string? StatusCode(List<object?>? command) =>
+        command is ["onStatus", _, _, AmfObject info] ? info.Get("code") as string : null;
+
+    [Fact]
+    public async Task A_publish_as_ffmpeg_sends_it_reaches_the_sink_as_FLV_tags()
+    {
+        await using var client = await ConnectAndCreateStreamAsync();
+        await client.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        var control = new List<RtmpMessage>();
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await client.ReadCommandAsync(control)));
+        Assert.Equal(Hex.Bytes("0000 00000001"), Assert.Single(control, m => m.Type == RtmpMessageType.UserControl).Payload);
+
+        var metadata = Amf0Writer.Encode("@setDataFrame", "onMetaData", new AmfObject { { "width", 640.0 } });
+        await client.SendAsync(4, RtmpMessageType.DataAmf0, 1, 0, metadata);
+        await client.SendAsync(6, RtmpMessageType.Video, 1, 0, Hex.Bytes("17 00 000000 01640028"));
+        await client.SendAsync(4, RtmpMessageType.Audio, 1, 23, Hex.Bytes("AF 00 1210"));
+        await client.CommandAsync(0, "FCUnpublish", 6.0, null, Key);
+        Assert.Equal(["_result", 6.0], (await client.ReadCommandAsync())![..2]);
+        await client.CommandAsync(0, "deleteStream", 7.0, null, 1.0);
+
+        await WaitUntil(() => _sink.Ended == 1);
+        lock (_sink.Tags)
+        {
+            Assert.Equal(1, _sink.Started);
+            Assert.Equal([(byte)18, (byte)9, (byte)8], _sink.Tags.Select(t => t.Type));
+            Assert.Equal(Amf0Writer.Encode("onMetaData", new AmfObject { { "width", 640.0 } }), _sink.Tags[0].Body);
+            Assert.Equal(23u, _sink.Tags[2].Timestamp);
+        }
+    }
+
+    [Fact]
+    public async Task A_wrong_key_gets_BadName_and_a_closed_connection_and_the_key_is_never_logged()
+    {
+        await using var client = await ConnectAndCreateStreamAsync();
+        await client.CommandAsync(1, "publish", 5.0, null, "not-the-key", "live");
+        Assert.Equal("NetStream.Publish.BadName", StatusCode(await client.ReadCommandAsync()));
+        Assert.True(await client.ClosedAsync());
+        Assert.Equal(0, _sink.Started);
+        await WaitUntil(() => _log.All().Contains("wrong stream key"));
+        Assert.DoesNotContain(Key, _log.All());
+        Assert.DoesNotContain("not-the-key", _log.All());
+    }
+
+    [Fact]
+    public async Task A_second_publisher_is_denied_and_the_first_goes_on()
+    {
+        await using var first = await ConnectAndCreateStreamAsync();
+        await first.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await first.ReadCommandAsync()));
+
+        await using var second = await ConnectAndCreateStreamAsync();
+        await second.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Denied", StatusCode(await second.ReadCommandAsync()));
+        Assert.True(await second.ClosedAsync());
+
+        await first.SendAsync(6, RtmpMessageType.Video, 1, 40, Hex.Bytes("27 01 000000 AA"));
+        await WaitUntil(() => { lock (_sink.Tags) return _sink.Tags.Count == 1; });
+        Assert.Equal(1, _sink.Started);
+    }
+
+    [Fact]
+    public async Task Ping_is_answered_and_acknowledgements_follow_the_window_asked_for()
+    {
+        await using var client = await ConnectAndCreateStreamAsync();
+        await client.SendAsync(2, RtmpMessageType.UserControl, 0, 0, Hex.Bytes("0006 0000BEEF"));
+        RtmpMessage? m;
+        while ((m = await client.ReadAsync()) is { Type: not RtmpMessageType.UserControl }) { }
+        Assert.Equal(Hex.Bytes("0007 0000BEEF"), m!.Payload);
+
+        await client.SendAsync(2, RtmpMessageType.WindowAcknowledgementSize, 0, 0, RtmpControl.UInt32(1000));
+        await client.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        await client.SendAsync(6, RtmpMessageType.Video, 1, 0, new byte[1500]);
+        while ((m = await client.ReadAsync()) is { Type: not RtmpMessageType.Acknowledgement }) { }
+        Assert.NotNull(m);
+        Assert.True(RtmpControl.ReadUInt32(m) > 1500);
+    }
+
+    [Fact]
+    public async Task A_command_before_connect_closes_the_connection_with_a_reason()
+    {
+        await using var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+        await client.HandshakeAsync(RtmpTestClient.Encode(3, RtmpMessageType.CommandAmf0, 0, 0, Amf0Writer.Encode("publish", 1.0, null, Key)));
+        Assert.True(await client.ClosedAsync());
+        await WaitUntil(() => _log.All().Contains("command 'publish' before connect"));
+    }
+
+    internal static async Task WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("condition not met within 60 s");
+            await Task.Delay(20);
+        }
+    }
+}
