@@ -18,6 +18,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
     private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
     private readonly TimeProvider _time;
+    private volatile LatencyModelBinding? _model;
 
     /// <summary>Creates an empty network.</summary>
     public VirtualNetwork(TimeProvider? time = null) => _time = time ?? TimeProvider.System;
@@ -33,6 +34,21 @@ public sealed class VirtualNetwork
     {
         _latency[(hostA, hostB)] = oneWay;
         _latency[(hostB, hostA)] = oneWay;
+    }
+
+    /// <summary>
+    /// Gives every pair of the hosts <paramref name="hosts"/> the one-way latency
+    /// <paramref name="oneWay"/>(i, j), where host i is <paramref name="hosts"/>[i] (a latency model
+    /// such as <c>Simulation.WorldLatencyModel</c>, whose node 0 is the coordinator). Pairs given
+    /// their own latency with <see cref="SetLatency"/> keep it; other pairs get <see cref="DefaultLatency"/>.
+    /// </summary>
+    public void UseLatencyModel(IReadOnlyList<string> hosts, Func<int, int, TimeSpan> oneWay)
+    {
+        ArgumentNullException.ThrowIfNull(hosts);
+        ArgumentNullException.ThrowIfNull(oneWay);
+        var index = new Dictionary<string, int>(hosts.Count);
+        for (var i = 0; i < hosts.Count; i++) index[hosts[i]] = i;
+        _model = new LatencyModelBinding(index, oneWay);
     }
 
     /// <summary>
@@ -86,7 +102,14 @@ public sealed class VirtualNetwork
         foreach (var link in h.Links.Keys) link.Wake();
     }
 
-    private TimeSpan LatencyBetween(string a, string b) => _latency.TryGetValue((a, b), out var l) ? l : DefaultLatency;
+    private TimeSpan LatencyBetween(string a, string b)
+    {
+        if (_latency.TryGetValue((a, b), out var l)) return l;
+        if (_model is { } model && model.Index.TryGetValue(a, out var i) && model.Index.TryGetValue(b, out var j)) return model.OneWay(i, j);
+        return DefaultLatency;
+    }
+
+    private sealed record LatencyModelBinding(Dictionary<string, int> Index, Func<int, int, TimeSpan> OneWay);
 
     private sealed class VirtualHost(VirtualNetwork network, string name) : ITransport
     {
