@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using ShardStream.Rtmp;
+using ShardStream.Tests.Rtmp;
+using Xunit.Abstractions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// RTMP ingest of the real CLI, published to by the real ffmpeg (issue 11): what a peer several
+/// hops down writes decodes with no error, and bad input on the RTMP port while a stream runs
+/// closes only that connection, with a logged reason.
+/// </summary>
+public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
+{
+    private const string Key = "obs-Key-7f3a";
+    private static readonly TimeSpan Startup = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("ss-rtmp-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>A coordinator with --rtmp, and peers in a chain (every node uploads one stream), each joined before the next.</summary>
+    private async Task<(FileOutProcess Coordinator, string RtmpAddress, List<FileOutProcess> Peers)> StartChainAsync(int peers)
+    {
+        var coordinator = FileOutProcess.Start(_dir, "coordinator", "coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--rtmp", "127.0.0.1:0", "--rtmp-key", Key);
+        string address = await coordinator.WaitForLogAsync(@"coordinator listening on (\S+?),", Startup);
+        string rtmp = await coordinator.WaitForLogAsync(@"rtmp: listening on (\S+) ", Startup);
+        var list = new List<FileOutProcess>();
+        for (int i = 1; i <= peers; i++)
+        {
+            list.Add(FileOutProcess.Start(_dir, $"peer{i}", "peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1"));
+            await coordinator.WaitForLogAsync($@"peer {i} \(.*joined", Startup);
+        }
+        return (coordinator, rtmp, list);
+    }
+
+    private static Process StartFfmpeg(string[] args)
+    {
+        var info = new ProcessStartInfo("ffmpeg") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        return Process.Start(info) ?? throw new InvalidOperationException("could not start ffmpeg");
+    }
+
+    private static async Task WaitForSameLengthAsync(FileOutProcess a, FileOutProcess b)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        while (a.StdoutLength == 0 || a.StdoutLength != b.StdoutLength)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"outputs of {a.StdoutLength} and {b.StdoutLength} bytes\n{b.Stderr}");
+            await Task.Delay(200);
+        }
+    }
+
+    [Fact]
+    public async Task An_ffmpeg_publish_reaches_a_peer_three_hops_down_and_decodes_with_no_error()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, peers) = await StartChainAsync(3);
+        await using var _ = coordinator;
+        try
+        {
+            Assert.Contains("from peer 2", await coordinator.WaitForLogAsync(@"peer 3 \(.*joined.*", Startup));
+            using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 6));
+            string ffmpegErrors = await ffmpeg.StandardError.ReadToEndAsync();
+            await ffmpeg.WaitForExitAsync();
+            Assert.True(ffmpeg.ExitCode == 0, $"ffmpeg exited with {ffmpeg.ExitCode}: {ffmpegErrors}\n{coordinator.Stderr}");
+            await coordinator.WaitForLogAsync("publishing ended", Startup);
+            await WaitForSameLengthAsync(peers[0], peers[2]);
+            foreach (var p in peers) await p.StopAsync();
+
+            Assert.Equal(File.ReadAllBytes(peers[0].StdoutPath), File.ReadAllBytes(peers[2].StdoutPath));
+            var (exit, errors) = Ffmpeg.Decode(peers[2].StdoutPath);
+            Assert.True(exit == 0 && errors.Length == 0, $"ffmpeg -xerror: exit {exit}: {errors}");
+            var (video, audio) = Ffmpeg.CountFrames(peers[2].StdoutPath);
+            output.WriteLine($"peer 3 wrote {peers[2].StdoutLength} bytes: {video} video frames, {audio} audio frames");
+            Assert.Equal(180, video); // 6 s at 30 fps
+            Assert.InRange(audio, 250, 290); // 6 s of AAC at 44.1 kHz: 1024 samples a frame
+            Assert.DoesNotContain(Key, coordinator.Stderr);
+        }
+        finally
+        {
+            foreach (var p in peers) await p.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Bad_input_on_the_RTMP_port_closes_that_connection_with_a_reason_and_the_stream_goes_on()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, peers) = await StartChainAsync(1);
+        await using var _ = coordinator;
+        await using var peer = peers[0];
+        using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 20));
+        var ffmpegErrors = ffmpeg.StandardError.ReadToEndAsync();
+        await coordinator.WaitForLogAsync("publishing started", Startup);
+
+        // A client that stops in the handshake: closed by the handshake timeout while the rest runs.
+        await using var stalled = await RtmpTestClient.ConnectAsync(rtmp);
+        await stalled.SendRawAsync([3, 0, 0, 0]);
+
+        var cases = new (string What, Func<RtmpTestClient, Task> Send, string Reason)[]
+        {
+            ("random bytes", c => c.SendRawAsync([0x47, .. Enumerable.Range(0, 2000).Select(i => (byte)(i * 7919))]), "not RTMP's 3"),
+            ("chunk size 0", c => AfterConnect(c, RtmpMessageType.SetChunkSize, RtmpControl.UInt32(0)), "invalid chunk size 0 "),
+            ("chunk size 2^31", c => AfterConnect(c, RtmpMessageType.SetChunkSize, RtmpControl.UInt32(0x80000000)), "invalid chunk size 2147483648"),
+            ("message over the limit", c => AfterConnect(c, null, Hex.Bytes("06 000000 FFFFFF 09 01000000")), "16777215 bytes on chunk stream 6, over the limit of 8388608"),
+            ("AMF junk", c => AfterConnect(c, RtmpMessageType.CommandAmf0, Hex.Bytes("02 0007 636F6E6E65 FF")), "AMF0 value cut short"),
+            ("deep nesting", c => AfterConnect(c, RtmpMessageType.CommandAmf0,
+                [.. Amf0Writer.Encode("createStream", 2.0), .. Hex.Bytes(string.Concat(Enumerable.Repeat("03 0001 61", 1000)))]), "AMF0 nesting deeper than 16"),
+            ("wrong key", c => Publish(c, "not-" + Key), "publish refused: wrong stream key"),
+            ("second publisher", c => Publish(c, Key), "publish refused: another publisher is live"),
+            ("play of an unknown stream", c => Play(c, "anything"), "play refused: this node does not serve players"),
+        };
+        foreach (var (what, send, reason) in cases)
+        {
+            await using var client = await RtmpTestClient.ConnectAsync(rtmp);
+            await send(client);
+            Assert.True(await client.ClosedAsync(), what);
+            string line = await coordinator.WaitForLogAsync($"closed: .*{System.Text.RegularExpressions.Regex.Escape(reason)}", Startup);
+            output.WriteLine($"{what}: {line}");
+        }
+        output.WriteLine(await coordinator.WaitForLogAsync("closed: handshake not finished within 10 s", Startup));
+
+        string errors = await ffmpegErrors;
+        await ffmpeg.WaitForExitAsync();
+        Assert.True(ffmpeg.ExitCode == 0, $"the publisher was disturbed: ffmpeg exited with {ffmpeg.ExitCode}: {errors}");
+        await coordinator.WaitForLogAsync("publishing ended", Startup);
+        await Task.Delay(2000); // the last chunks reach the peer
+        await peer.StopAsync();
+        var (exit, decodeErrors) = Ffmpeg.Decode(peer.StdoutPath);
+        Assert.True(exit == 0 && decodeErrors.Length == 0, $"ffmpeg -xerror: exit {exit}: {decodeErrors}");
+        Assert.Equal(600, Ffmpeg.CountFrames(peer.StdoutPath).Video);
+        Assert.Single(coordinator.Stderr.Split('\n'), l => l.Contains("publishing started"));
+        Assert.DoesNotContain(Key, coordinator.Stderr);
+    }
+
+    private static async Task AfterConnect(RtmpTestClient c, RtmpMessageType? type, byte[] payload)
+    {
+        await Connect(c);
+        if (type is { } t) await c.SendAsync(2, t, 0, 0, payload);
+        else await c.SendRawAsync(payload);
+    }
+
+    private static async Task Connect(RtmpTestClient c)
+    {
+        await c.HandshakeAsync();
+        await c.CommandAsync(0, "connect", 1.0, new AmfObject { { "app", "live" } });
+        while (await c.ReadCommandAsync() is { } m && m[0] as string != "_result") { }
+    }
+
+    private static async Task Publish(RtmpTestClient c, string name)
+    {
+        await Connect(c);
+        await c.CommandAsync(0, "createStream", 2.0, null);
+        await c.ReadCommandAsync();
+        await c.CommandAsync(1, "publish", 3.0, null, name, "live");
+    }
+
+    private static async Task Play(RtmpTestClient c, string name)
+    {
+        await Connect(c);
+        await c.CommandAsync(0, "createStream", 2.0, null);
+        await c.ReadCommandAsync();
+        await c.CommandAsync(1, "play", 3.0, null, name);
+    }
+}

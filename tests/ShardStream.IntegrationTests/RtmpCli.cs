@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// Helpers for the RTMP tests of the real CLI: a node whose stdout goes to a file (to decode it
+/// with ffmpeg afterwards), an ffmpeg publisher, and ffmpeg/ffprobe checks of an FLV file.
+/// </summary>
+internal sealed partial class FileOutProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+
+    private FileOutProcess(Process process, string stdoutPath, string stderrPath)
+    {
+        _process = process;
+        StdoutPath = stdoutPath;
+        StderrPath = stderrPath;
+    }
+
+    public string StdoutPath { get; }
+
+    public string StderrPath { get; }
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>The CLI with stdout and stderr redirected to files in <paramref name="dir"/> named after <paramref name="name"/>.</summary>
+    public static FileOutProcess Start(string dir, string name, params string[] args)
+    {
+        string stdout = Path.Combine(dir, name + ".out"), stderr = Path.Combine(dir, name + ".err");
+        var info = new ProcessStartInfo("bash") { UseShellExecute = false, RedirectStandardInput = true };
+        foreach (var a in new[] { "-c", "exec dotnet \"$0\" \"$@\" > \"$OUT\" 2> \"$ERR\"", CliProcess.CliDll }) info.ArgumentList.Add(a);
+        foreach (var a in args) info.ArgumentList.Add(a);
+        info.Environment["OUT"] = stdout;
+        info.Environment["ERR"] = stderr;
+        return new FileOutProcess(Process.Start(info) ?? throw new InvalidOperationException("could not start bash"), stdout, stderr);
+    }
+
+    public string Stderr => File.Exists(StderrPath) ? ReadShared(StderrPath) : "";
+
+    public long StdoutLength => File.Exists(StdoutPath) ? new FileInfo(StdoutPath).Length : 0;
+
+    private static string ReadShared(string path)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return new StreamReader(f).ReadToEnd();
+    }
+
+    /// <summary>Waits until a stderr line matches; returns the first group (or the line).</summary>
+    public async Task<string> WaitForLogAsync(string pattern, TimeSpan timeout)
+    {
+        var regex = new Regex(pattern);
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            foreach (var line in Stderr.Split('\n'))
+            {
+                var m = regex.Match(line);
+                if (m.Success) return m.Groups.Count > 1 ? m.Groups[1].Value : line;
+            }
+            if (_process.HasExited) break;
+            await Task.Delay(50);
+        }
+        throw new TimeoutException($"no log line matching '{pattern}' within {timeout}; stderr:\n{Stderr}");
+    }
+
+    /// <summary>SIGTERM, then a wait for exit.</summary>
+    public async Task StopAsync()
+    {
+        if (_process.HasExited) return;
+        using var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        await kill.WaitForExitAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            try { _process.Kill(entireProcessTree: true); }
+            catch (InvalidOperationException) { }
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+}
+
+internal static class Ffmpeg
+{
+    public static string? Missing() =>
+        RequiresTool.FindOnPath("ffmpeg") is null || RequiresTool.FindOnPath("ffprobe") is null ? "needs ffmpeg and ffprobe on PATH" : null;
+
+    /// <summary>The synthetic live source: test pattern and a sine, H.264 + AAC, keyframe every 2 s, paced.</summary>
+    public static string[] PublishArgs(string url, double seconds, int gop = 60) =>
+    [
+        "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", gop.ToString(System.Globalization.CultureInfo.InvariantCulture), "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-t", seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "-f", "flv", url,
+    ];
+
+    /// <summary>ffmpeg's decode of a whole file with -xerror: exit code and what it printed.</summary>
+    public static (int ExitCode, string Errors) Decode(string path) =>
+        Result(RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", path, "-f", "null", "-"], TimeSpan.FromMinutes(2)));
+
+    /// <summary>Frames ffprobe counts in the first video and audio streams.</summary>
+    public static (int Video, int Audio) CountFrames(string path)
+    {
+        var r = RequiresTool.Run("ffprobe", ["-v", "error", "-count_frames", "-show_entries", "stream=codec_type,nb_read_frames", "-of", "csv=p=0", path], TimeSpan.FromMinutes(2));
+        int video = 0, audio = 0;
+        foreach (var line in r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = line.Trim().Split(',');
+            if (parts.Length < 2 || !int.TryParse(parts[1], out int n)) continue;
+            if (parts[0] == "video") video = n;
+            if (parts[0] == "audio") audio = n;
+        }
+        return (video, audio);
+    }
+
+    private static (int, string) Result((int ExitCode, string Stdout, string Stderr, bool TimedOut) r) => (r.ExitCode, r.Stderr.Trim());
+}
