@@ -28,9 +28,11 @@ internal sealed class RelayBenchmark
     private readonly List<string> _latencyRows = [];
     private readonly List<(string Topology, string Relay, LatencyResult Result, int MaxDepth)> _depthRows = [];
     private readonly List<string> _costRows = [];
+    private readonly List<string> _holdRows = [];
     private long? _windowBytes;
     private string? _only;
     private TimeSpan? _windowAge;
+    private TimeSpan? _signingInterval;
 
     private RelayBenchmark(string[] args)
     {
@@ -45,9 +47,10 @@ internal sealed class RelayBenchmark
                 case "--seconds": _latencyDuration = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
                 case "--only": _only = Next(); break;
                 case "--window-age-s": _windowAge = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
+                case "--signing-interval-ms": _signingInterval = TimeSpan.FromMilliseconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
                 case "--window-mib": _windowBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--shards": _shardCounts = Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); break;
-                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2 --only shardstream|baseline --window-mib N --window-age-s S)");
+                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2 --only shardstream|baseline --window-mib N --window-age-s S --signing-interval-ms M)");
             }
         }
     }
@@ -70,6 +73,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine($"throughput: {_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
         Console.WriteLine($"load average at the start: {LoadAverage()}");
+        if (_signingInterval is { } si) Console.WriteLine($"ShardStream coordinator's minimum signing interval set to {si.TotalMilliseconds} ms (the default is {new ShardStream.Nodes.CoordinatorOptions().MinSigningInterval.TotalMilliseconds} ms)");
         if (_windowAge is { } a) Console.WriteLine($"ShardStream replay window age set to {a.TotalSeconds} s (diagnostic; the default is 30 s)");
         if (_windowBytes is { } w) Console.WriteLine($"ShardStream replay window set to {w >> 20} MiB per node (diagnostic; the default is 64 MiB)");
         Console.WriteLine();
@@ -102,12 +106,15 @@ internal sealed class RelayBenchmark
                 }
                 Console.WriteLine($"  run {r + 1}: " + string.Join(", ", relays.Select((x, i) => $"{x.Name} {results[i][^1].SlowestMBps:0.0} MB/s")) + $" (slowest peer; load average {LoadAverage()})");
             }
-            double baseMedian = Stats.Median(results[0].Select(x => x.SlowestMBps).ToList());
-            for (int i = 0; i < relays.Count; i++)
+            if (_repeats > 0) // --repeats 0: latency only
             {
-                double median = Stats.Median(results[i].Select(x => x.SlowestMBps).ToList());
-                _throughputRows.Add(ThroughputRow(topology, relays[i].Name, results[i], median, (median / baseMedian).ToString("0.00", CultureInfo.InvariantCulture)));
-                _costRows.Add(CostRow(topology, relays[i].Name, results[i]));
+                double baseMedian = Stats.Median(results[0].Select(x => x.SlowestMBps).ToList());
+                for (int i = 0; i < relays.Count; i++)
+                {
+                    double median = Stats.Median(results[i].Select(x => x.SlowestMBps).ToList());
+                    _throughputRows.Add(ThroughputRow(topology, relays[i].Name, results[i], median, (median / baseMedian).ToString("0.00", CultureInfo.InvariantCulture)));
+                    _costRows.Add(CostRow(topology, relays[i].Name, results[i]));
+                }
             }
 
             int records = (int)(_latencyDuration / _recordInterval);
@@ -122,6 +129,9 @@ internal sealed class RelayBenchmark
             _latencyRows.Add(LatencyRow(topology, "ShardStream", ourLatency));
             _depthRows.Add((topology, "baseline", baseLatency, shape.MaxDepth));
             _depthRows.Add((topology, "ShardStream", ourLatency, shape.MaxDepth));
+            if (ourLatency.Hold is { } hold)
+                _holdRows.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"| {topology} | {hold.Percentile(50):0.00} | {hold.Percentile(99):0.00} | {hold.ListsSigned} ({hold.ListsSigned / _latencyDuration.TotalSeconds:0}/s) | {records / (double)Math.Max(1, hold.ListsSigned):0.0} | {Stats.Median(ourLatency.ByDepth.Values.First()) - hold.Percentile(50):0.000} |"));
         }
 
         Console.WriteLine($"Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; the source stays at most {MaxLead >> 20} MiB ahead of the slowest peer):");
@@ -147,21 +157,35 @@ internal sealed class RelayBenchmark
         Console.WriteLine("|---|---|" + string.Concat(Enumerable.Repeat("---:|", MaxDepthSeen)) + "---|");
         foreach (var row in _depthRows) Console.WriteLine(DepthRow(row.Topology, row.Relay, row.Result, row.MaxDepth));
         Console.WriteLine();
+        Console.WriteLine("Source hold (ShardStream: how long the coordinator held a record until its hash list was signed, to 0.05 ms; the first hop is the depth-1 median less the median hold):");
+        Console.WriteLine();
+        Console.WriteLine("| topology | median hold ms | p99 hold ms | hash lists signed | records per list | first hop ms (depth-1 median − median hold) |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+        foreach (var row in _holdRows) Console.WriteLine(row);
+        Console.WriteLine();
         Console.WriteLine($"total {total.Elapsed.TotalSeconds:0} s; load average at the end {LoadAverage()} (other processes on this machine compete for the same cores)");
     }
 
     private int MaxDepthSeen { get; set; } = 1;
 
-    private sealed record BulkResult(double SlowestMBps, double FastestMBps, Usage Usage, long Bytes);
+    private sealed record BulkResult(double SlowestMBps, double FastestMBps, Usage Usage, long Bytes)
+    {
+        /// <summary>ShardStream only: hash lists the coordinator signed (each one verification at every peer that gets its shard).</summary>
+        public long? ListsSigned { get; init; }
+    }
 
-    private sealed record LatencyResult(double PerHopMedian, double PerHopP99, double EndToEndMedian, double EndToEndP99, double SourceMbps, Usage Usage, SortedDictionary<int, List<double>> ByDepth, double WorkingSetMB);
+    private sealed record LatencyResult(double PerHopMedian, double PerHopP99, double EndToEndMedian, double EndToEndP99, double SourceMbps, Usage Usage, SortedDictionary<int, List<double>> ByDepth, double WorkingSetMB)
+    {
+        /// <summary>ShardStream only: how long the coordinator held each record for its hash list's signature.</summary>
+        public SourceHold? Hold { get; init; }
+    }
 
     private async Task<(Shape, BulkResult)> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, CancellationToken ct)
     {
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
         var source = new BulkSource(bytes, () => probes.Min(p => p.Received), MaxLead);
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, _windowAge, source, probes, ct);
-        return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes));
+        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, _windowAge, _signingInterval, source, probes, ct);
+        return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes) with { ListsSigned = hold.ListsSigned });
     }
 
     private async Task<BulkResult> ShardStreamBulkAsync(int k, long bytes, long? windowBytes, Shape expected, CancellationToken ct)
@@ -200,8 +224,8 @@ internal sealed class RelayBenchmark
     {
         var source = new PacedRecordSource(records, _recordInterval);
         var probes = Enumerable.Range(0, _peers).Select(_ => new RecordProbe(records, 1)).ToArray();
-        var (shape, usage) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, _windowAge, source, probes, ct);
-        return (shape, Summarize(shape, source, probes, usage));
+        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, _windowAge, _signingInterval, source, probes, ct);
+        return (shape, Summarize(shape, source, probes, usage) with { Hold = hold });
     }
 
     private async Task<LatencyResult> BaselineLatencyAsync(Shape shape, int records, CancellationToken ct)
@@ -240,17 +264,18 @@ internal sealed class RelayBenchmark
     private static string ThroughputRow(string topology, string relay, List<BulkResult> runs, double median, string ratio) => string.Create(CultureInfo.InvariantCulture,
         $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} |");
 
-    private const string CostHeader = "| topology | relay | wall s | CPU s | CPU µs / chunk | GC count (gen0/1/2) | GC pause ms | allocated / chunk | thread-pool items / chunk | context switches / chunk | page faults / chunk |\n"
-        + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+    private const string CostHeader = "| topology | relay | wall s | CPU s | CPU µs / chunk | GC count (gen0/1/2) | GC pause ms | allocated / chunk | thread-pool items / chunk | context switches / chunk | page faults / chunk | source chunks per hash list |\n"
+        + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
     private string CostRow(string topology, string relay, List<BulkResult> runs)
     {
         double chunks = runs[0].Bytes / (double)BulkBlock * _peers;
         double Avg(Func<Usage, double> f) => runs.Average(r => f(r.Usage));
+        string perList = runs[0].ListsSigned is null ? "–" : (runs[0].Bytes / (double)BulkBlock / runs.Average(r => (double)r.ListsSigned!.Value)).ToString("0.0", CultureInfo.InvariantCulture);
         return string.Create(CultureInfo.InvariantCulture,
             $"| {topology} | {relay} | {Avg(u => u.Wall.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalMicroseconds) / chunks:0.0} | " +
             $"{Avg(u => u.Gen0):0}/{Avg(u => u.Gen1):0}/{Avg(u => u.Gen2):0} | {Avg(u => u.GcPause.TotalMilliseconds):0} | {Avg(u => u.AllocatedBytes) / chunks:0} B | " +
-            $"{Avg(u => u.WorkItems) / chunks:0.0} | {Avg(u => u.ContextSwitches) / chunks:0.0} | {Avg(u => u.PageFaults) / chunks:0.0} |");
+            $"{Avg(u => u.WorkItems) / chunks:0.0} | {Avg(u => u.ContextSwitches) / chunks:0.0} | {Avg(u => u.PageFaults) / chunks:0.0} | {perList} |");
     }
 
     /// <summary>

@@ -5,11 +5,12 @@ namespace ShardStream.Bench.Relay;
 /// <summary>A coordinator and its peers on loopback TCP, in this process, streaming one source once.</summary>
 internal static class ShardStreamOverlay
 {
-    public static async Task<(Shape Shape, Usage Usage)> RunAsync(int shardCount, int peerCount, long? windowBytes, TimeSpan? windowAge, Stream source, IProbe[] probes, CancellationToken cancellationToken)
+    public static async Task<(Shape Shape, Usage Usage, SourceHold Hold)> RunAsync(int shardCount, int peerCount, long? windowBytes, TimeSpan? windowAge, TimeSpan? signingInterval, Stream source, IProbe[] probes, CancellationToken cancellationToken)
     {
         var options = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = shardCount, MinPeers = peerCount };
         if (windowBytes is { } w) options = options with { ReplayWindowBytes = w };
         if (windowAge is { } a) options = options with { ReplayWindowAge = a };
+        if (signingInterval is { } si) options = options with { MinSigningInterval = si };
         await using var coordinator = new Coordinator(options, loggerFactory: null);
         await coordinator.StartAsync(cancellationToken);
         var peers = new List<Peer>();
@@ -30,11 +31,29 @@ internal static class ShardStreamOverlay
             var runs = peers.Select(p => p.RunAsync(new ProbeStream(probes[shape.IndexOf(p.Id)]), cancellationToken)).ToList();
             await coordinator.RunAsync(source, cancellationToken);
             await Task.WhenAll(runs);
-            return (shape, meter.Stop());
+            var usage = meter.Stop();
+            var (lists, histogram) = coordinator.SigningStats();
+            return (shape, usage, new SourceHold(lists, histogram));
         }
         finally
         {
             foreach (var peer in peers) await peer.DisposeAsync();
         }
+    }
+}
+
+/// <summary>How long the coordinator held chunks for their hash list's signature, and how many lists it signed.</summary>
+internal sealed record SourceHold(long ListsSigned, long[] Histogram)
+{
+    /// <summary>The hold time below which <paramref name="percent"/> % of the chunks were published, in ms (to the bucket's upper edge).</summary>
+    public double Percentile(double percent)
+    {
+        long total = Histogram.Sum(), seen = 0;
+        for (int i = 0; i < Histogram.Length; i++)
+        {
+            seen += Histogram[i];
+            if (total > 0 && seen * 100.0 >= total * percent) return (i + 1) * SigningQueue.HoldBucketMicroseconds / 1000.0;
+        }
+        return double.NaN;
     }
 }

@@ -10,14 +10,25 @@ public sealed partial class Coordinator
 {
     private ulong _ticketSerial;
 
-    /// <summary>Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/> while the source is quiet.</summary>
+    /// <summary>Hash lists signed so far, and how long chunks were held for them (see <see cref="SigningQueue.HoldHistogram"/>); for the bench.</summary>
+    internal (long ListsSigned, long[] HoldHistogram) SigningStats()
+    {
+        lock (_gate) return (_signing.ListsSigned, (long[])_signing.HoldHistogram.Clone());
+    }
+
+    /// <summary>
+    /// Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/>, and those
+    /// of a source that has caught up once <see cref="CoordinatorOptions.MinSigningInterval"/> has
+    /// passed since the last signature.
+    /// </summary>
     private async Task SignLateListsAsync(CancellationToken cancellationToken)
     {
-        using var timer = new PeriodicTimer(_options.MaxSigningDelay / 2, Time);
+        var period = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond, Math.Min(_options.MaxSigningDelay.Ticks, _options.MinSigningInterval.Ticks) / 2));
+        using var timer = new PeriodicTimer(period, Time);
         try
         {
             while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
-                lock (_gate) _signing.SignIfOlderThan(_options.MaxSigningDelay);
+                lock (_gate) _signing.SignIfDue(_options.MaxSigningDelay, _options.MinSigningInterval);
         }
         catch (OperationCanceledException)
         {

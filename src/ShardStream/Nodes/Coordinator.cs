@@ -109,7 +109,8 @@ public sealed partial class Coordinator : Node
             chunk = chunk.Shrink();
             lock (_gate)
             {
-                _signing.Add(chunk.Retain());
+                // A short read: the source has nothing more for now (a live source between writes).
+                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength, _options.MinSigningInterval);
                 long now = Time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
                 while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();

@@ -121,6 +121,13 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public TimeSpan MaxSigningDelay { get; init; } = TimeSpan.FromMilliseconds(5);
 
+    /// <summary>
+    /// When the source has caught up (a read came back short), what it gave is signed as soon as
+    /// the last signature is this old: a live source's chunks wait about half of it, and each
+    /// shard costs at most one signature per interval (one verification per interval at each peer).
+    /// </summary>
+    public TimeSpan MinSigningInterval { get; init; } = TimeSpan.FromMilliseconds(2);
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 
@@ -147,6 +154,7 @@ public sealed record CoordinatorOptions : NodeOptions
             throw new ArgumentException($"the coordinator's upload must allow at least one shard-stream per shard ({ShardCount} x 1/{ShardCount} of the stream rate = 1x)");
         if (MaxPeerUpload < 0 || double.IsNaN(MaxPeerUpload)) throw new ArgumentException("--max-upload cannot be negative");
         if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
+        if (MaxSigningDelay <= TimeSpan.Zero || MinSigningInterval < TimeSpan.Zero) throw new ArgumentException("the signing delay must be positive and the signing interval not negative");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
     }
 }

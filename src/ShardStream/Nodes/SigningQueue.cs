@@ -13,9 +13,12 @@ namespace ShardStream.Nodes;
 /// waited the longest delay allowed. Signing at once whenever the source caught up was tried and
 /// dropped: a live source that writes small records every millisecond then costs a signature per
 /// record at the coordinator and a verification per record at every peer, which on the bench's
-/// 10 Mbit/s stream of 1 ms records made the CPU, not the network, the bottleneck. The delay is
-/// paid once, at the source; relays add only the verification. Not thread-safe: the coordinator
-/// calls it under its lock.
+/// 10 Mbit/s stream of 1 ms records made the CPU, not the network, the bottleneck. What is kept of
+/// it: when the source has caught up (a read came back short), what is held is signed as soon as
+/// the last signature is <c>minInterval</c> old, so a live source's chunks wait about half that
+/// interval instead of the whole delay, and signatures stay at most one per shard per interval.
+/// The delay is paid once, at the source; relays add only the verification. Not thread-safe: the
+/// coordinator calls it under its lock.
 /// </summary>
 internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCount, int maxPerList, long maxBytesPerList, TimeProvider time)
 {
@@ -23,33 +26,57 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     private readonly List<Chunk>[] _pending = Enumerable.Range(0, shardCount).Select(_ => new List<Chunk>()).ToArray();
     // The hashes of each shard's pending chunks, back to back (no array per chunk).
     private readonly byte[][] _hashes = Enumerable.Range(0, shardCount).Select(_ => new byte[maxPerList * Protocol.HashLength]).ToArray();
-    private long _oldestAt = -1;
+    // Per shard, when its oldest held chunk came (-1: none held).
+    private readonly long[] _oldestAt = Enumerable.Repeat(-1L, shardCount).ToArray();
+    // Per shard, when each held chunk came, for the hold-time histogram.
+    private readonly List<long>[] _addedAt = Enumerable.Range(0, shardCount).Select(_ => new List<long>()).ToArray();
+    private long _lastSignedAt = long.MinValue;
+    private bool _sourceCaughtUp;
 
     /// <summary>Signatures made so far (one per hash list).</summary>
     public long ListsSigned { get; private set; }
 
-    /// <summary>Takes over the caller's reference to <paramref name="chunk"/>.</summary>
-    public void Add(Chunk chunk)
+    /// <summary>How long chunks were held for their signature: counts per <see cref="HoldBucketMicroseconds"/> µs, the last bucket open-ended (for the bench).</summary>
+    public long[] HoldHistogram { get; } = new long[401];
+
+    /// <summary>The width of a <see cref="HoldHistogram"/> bucket.</summary>
+    public const int HoldBucketMicroseconds = 50;
+
+    /// <summary>
+    /// Takes over the caller's reference to <paramref name="chunk"/>. <paramref name="sourceCaughtUp"/>:
+    /// the read that gave it came back short (the source had no more for now); what is held is then
+    /// signed at once if the last signature is at least <paramref name="minInterval"/> old, or by
+    /// <see cref="SignIfDue"/> once it is.
+    /// </summary>
+    public void Add(Chunk chunk, bool sourceCaughtUp = false, TimeSpan minInterval = default)
     {
         var pending = _pending[chunk.Shard];
         ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, _hashes[chunk.Shard].AsSpan(pending.Count * Protocol.HashLength, Protocol.HashLength));
         pending.Add(chunk);
+        _addedAt[chunk.Shard].Add(time.GetTimestamp());
         _pendingBytes[chunk.Shard] += chunk.Length;
-        if (_oldestAt < 0) _oldestAt = time.GetTimestamp();
+        if (_oldestAt[chunk.Shard] < 0) _oldestAt[chunk.Shard] = time.GetTimestamp();
         if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
+        _sourceCaughtUp = sourceCaughtUp;
+        if (sourceCaughtUp) SignIfDue(TimeSpan.MaxValue, minInterval);
     }
 
-    /// <summary>Signs every shard's list when the oldest chunk held has waited <paramref name="delay"/>.</summary>
-    public void SignIfOlderThan(TimeSpan delay)
+    /// <summary>
+    /// Signs every shard's list when the oldest chunk held has waited <paramref name="maxDelay"/>, or
+    /// when the source has caught up and the last signature is <paramref name="minInterval"/> old.
+    /// </summary>
+    public void SignIfDue(TimeSpan maxDelay, TimeSpan minInterval)
     {
-        if (_oldestAt >= 0 && time.GetElapsedTime(_oldestAt) >= delay) SignAll();
+        long now = time.GetTimestamp();
+        bool early = _sourceCaughtUp && (_lastSignedAt == long.MinValue || time.GetElapsedTime(_lastSignedAt, now) >= minInterval);
+        for (int s = 0; s < shardCount; s++)
+            if (_oldestAt[s] >= 0 && (early || time.GetElapsedTime(_oldestAt[s], now) >= maxDelay)) Sign(s);
     }
 
     /// <summary>Signs and publishes whatever is held.</summary>
     public void SignAll()
     {
         for (int s = 0; s < shardCount; s++) Sign(s);
-        _oldestAt = -1;
     }
 
     private void Sign(int shard)
@@ -59,6 +86,11 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         var hashes = _hashes[shard].AsSpan(0, pending.Count * Protocol.HashLength).ToArray();
         var list = signer.SignHashList((byte)shard, (ulong)pending[0].Seq, hashes);
         ListsSigned++;
+        long now = time.GetTimestamp();
+        _lastSignedAt = now;
+        foreach (long at in _addedAt[shard])
+            HoldHistogram[Math.Min(HoldHistogram.Length - 1, (int)(time.GetElapsedTime(at, now).Ticks / (TimeSpan.TicksPerMicrosecond * HoldBucketMicroseconds)))]++;
+        _addedAt[shard].Clear();
         relay.PublishHashList(list, FrameWriting.ToArray(list.Write));
         foreach (var chunk in pending)
         {
@@ -67,6 +99,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         }
         pending.Clear();
         _pendingBytes[shard] = 0;
+        _oldestAt[shard] = -1;
     }
 
     /// <summary>Releases what was never published (the coordinator stopped).</summary>
@@ -77,5 +110,6 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
             foreach (var chunk in pending) chunk.Release();
             pending.Clear();
         }
+        foreach (var added in _addedAt) added.Clear();
     }
 }
