@@ -1,6 +1,8 @@
 using System.CommandLine;
 using ShardStream.Cli;
 
+EmbeddedLibsodium.Install();
+
 var root = new RootCommand("ShardStream: BitTorrent for livestreams. One coordinator owns a live byte stream; peers relay it to each other through shard trees.");
 root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(PeerCommand.Create());
