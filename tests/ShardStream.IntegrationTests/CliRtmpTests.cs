@@ -83,6 +83,34 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task A_publisher_that_leaves_and_comes_back_is_one_stream_a_viewer_decodes_across()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, peers) = await StartChainAsync(1);
+        await using var _ = coordinator;
+        await using var peer = peers[0];
+        for (int i = 1; i <= 2; i++)
+        {
+            using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 4));
+            string errors = await ffmpeg.StandardError.ReadToEndAsync();
+            await ffmpeg.WaitForExitAsync();
+            Assert.True(ffmpeg.ExitCode == 0, $"publish {i}: ffmpeg exited with {ffmpeg.ExitCode}: {errors}\n{coordinator.Stderr}");
+        }
+        await coordinator.WaitForLogAsync("publishing ended", Startup);
+        for (var deadline = DateTime.UtcNow + Startup; coordinator.Stderr.Split('\n').Count(l => l.Contains("publishing ended")) < 2;)
+        {
+            Assert.True(DateTime.UtcNow < deadline, coordinator.Stderr);
+            await Task.Delay(100);
+        }
+        await Task.Delay(2000); // the last chunks reach the peer
+        await peer.StopAsync();
+        Assert.Equal(2, coordinator.Stderr.Split('\n').Count(l => l.Contains("publishing started")));
+        var (exit, decodeErrors) = Ffmpeg.Decode(peer.StdoutPath);
+        Assert.True(exit == 0 && decodeErrors.Length == 0, $"ffmpeg -xerror across the reconnect: exit {exit}: {decodeErrors}");
+        Assert.Equal(240, Ffmpeg.CountPackets(peer.StdoutPath).Video);
+    }
+
+    [Fact]
     public async Task Bad_input_on_the_RTMP_port_closes_that_connection_with_a_reason_and_the_stream_goes_on()
     {
         if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;

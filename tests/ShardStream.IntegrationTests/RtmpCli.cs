@@ -127,5 +127,25 @@ internal static class Ffmpeg
         return (video, audio);
     }
 
+    /// <summary>
+    /// Packets ffprobe counts in the first video and audio streams (for H.264 in FLV, one packet a
+    /// frame); for files where the stream's parameters change midway, where ffprobe 5.1's
+    /// -count_frames crashes.
+    /// </summary>
+    public static (int Video, int Audio) CountPackets(string path)
+    {
+        var r = RequiresTool.Run("ffprobe", ["-v", "error", "-count_packets", "-show_entries", "stream=codec_type,nb_read_packets", "-of", "csv=p=0", path], TimeSpan.FromMinutes(2));
+        Assert.True(r.ExitCode == 0, $"ffprobe exited with {r.ExitCode}: {r.Stderr}");
+        int video = 0, audio = 0;
+        foreach (var line in r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = line.Trim().Split(',');
+            if (parts.Length < 2 || !int.TryParse(parts[1], out int n)) continue;
+            if (parts[0] == "video") video = n;
+            if (parts[0] == "audio") audio = n;
+        }
+        return (video, audio);
+    }
+
     private static (int, string) Result((int ExitCode, string Stdout, string Stderr, bool TimedOut) r) => (r.ExitCode, r.Stderr.Trim());
 }

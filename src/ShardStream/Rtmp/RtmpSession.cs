@@ -143,28 +143,26 @@ internal sealed partial class RtmpSession
     {
         var messages = new List<RtmpMessage>();
         var startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
+        // One token for every read; CancelAfter moves its timer (no allocation per read).
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         while (true)
         {
             // Before a publish or play: the start deadline; publishing: the idle timeout; playing: none (a player sends little).
-            TimeSpan? wait = _publishing ? _limits.IdleTimeout : _playTask is null ? startDeadline - DateTime.UtcNow : null;
+            TimeSpan wait = _publishing ? _limits.IdleTimeout : _playTask is null ? startDeadline - DateTime.UtcNow : Timeout.InfiniteTimeSpan;
+            if (wait != Timeout.InfiniteTimeSpan && wait <= TimeSpan.Zero) throw new RtmpProtocolException($"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
+            timeout.CancelAfter(wait);
             ReadResult result;
-            if (wait is { } w)
+            try
             {
-                if (w <= TimeSpan.Zero) throw new RtmpProtocolException($"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timeout.CancelAfter(w);
-                try
-                {
-                    result = await Input.ReadAsync(timeout.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
-                {
-                    throw new RtmpProtocolException(_publishing
-                        ? $"publisher silent for {_limits.IdleTimeout.TotalSeconds:0.#} s"
-                        : $"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
-                }
+                result = await Input.ReadAsync(timeout.Token).ConfigureAwait(false);
             }
-            else result = await Input.ReadAsync(ct).ConfigureAwait(false);
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw new RtmpProtocolException(_publishing
+                    ? $"publisher silent for {_limits.IdleTimeout.TotalSeconds:0.#} s"
+                    : $"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
+            }
+            timeout.CancelAfter(Timeout.InfiniteTimeSpan); // our own wait (a full source) is not the publisher's silence
 
             var buffer = result.Buffer;
             long consumed = Parse(buffer, messages);
