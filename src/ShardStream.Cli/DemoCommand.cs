@@ -67,11 +67,14 @@ internal static class DemoCommand
                 byte[] got = hash.GetHashAndReset();
                 bool same = got.AsSpan().SequenceEqual(expected);
                 if (same) good++;
-                var node = snapshot.Nodes.First(x => x.Id == peer.Id);
-                Console.WriteLine($"peer {peer.Id,3}  depth {node.Depths.Max(),2}  {peer.BytesWritten,10} bytes  sha256 {Convert.ToHexStringLower(got)[..16]}…  {(same ? "identical" : "DIFFERENT")}");
+                // A peer that joined again as a new peer has an id the snapshot (taken before the stream) does not know.
+                string depth = snapshot.Nodes.FirstOrDefault(x => x.Id == peer.Id) is { } node ? $"{node.Depths.Max(),2}" : " ?";
+                string rejoins = peer.Rejoins > 0 ? $"  joined again {peer.Rejoins}x" : "";
+                Console.WriteLine($"peer {peer.Id,3}  depth {depth}  {peer.BytesWritten,10} bytes  sha256 {Convert.ToHexStringLower(got)[..16]}…  {(same ? "identical" : "DIFFERENT")}{rejoins}");
             }
             Console.WriteLine();
-            Console.WriteLine($"source sha256 {Convert.ToHexStringLower(expected)[..16]}…; {good}/{n} peers identical; max depth {snapshot.MaxDepth}; {size / seconds:0.0} MiB/s through the overlay");
+            int rejoined = nodes.Count(x => x.Peer.Rejoins > 0);
+            Console.WriteLine($"source sha256 {Convert.ToHexStringLower(expected)[..16]}…; {good}/{n} peers identical; max depth {snapshot.MaxDepth}; {size / seconds:0.0} MiB/s through the overlay; {rejoined} peer(s) joined again ({nodes.Sum(x => x.Peer.Rejoins)} rejoin(s))");
             foreach (var x in nodes) await x.Peer.DisposeAsync();
             if (good != n) throw new IOException($"{n - good} peer(s) received different bytes");
         }, cancellationToken));

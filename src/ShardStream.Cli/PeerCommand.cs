@@ -18,6 +18,11 @@ internal static class PeerCommand
         };
         var upload = new Option<double?>("--upload") { Description = "This peer's upload as a multiple of the stream rate: floor(X*K) shard-streams (default (K+1)/K; 0 = watch only, a leaf in every tree)." };
         var stream = new Option<string?>("--stream") { Description = "The stream address (the 64 hex digits the coordinator prints at start): join only if the coordinator proves it holds that stream's key. Without it the peer pins whatever key the coordinator proves it holds, and logs it." };
+        var rejoin = new Option<double>("--rejoin-seconds")
+        {
+            Description = "After losing the coordinator (link timed out or broken, evicted, or the coordinator restarted), keep trying to join again for this long, with backoff from 0.5 s to 8 s, resuming at this peer's next byte (or with a logged gap); 0 = stop at once.",
+            DefaultValueFactory = _ => 60,
+        };
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -25,10 +30,12 @@ internal static class PeerCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
-        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
+            double rejoinSeconds = parse.GetValue(rejoin);
+            if (!double.IsFinite(rejoinSeconds) || rejoinSeconds < 0) throw new ArgumentException("--rejoin-seconds must be 0 or more");
             var options = CommonOptions.Apply(new PeerOptions
             {
                 JoinAddress = parse.GetValue(connect)!,
@@ -36,6 +43,7 @@ internal static class PeerCommand
                 AdvertiseAddress = parse.GetValue(advertise),
                 Upload = parse.GetValue(upload),
                 Stream = parse.GetValue(stream) is { } address ? StreamKey.Parse(address) : null,
+                RejoinFor = TimeSpan.FromSeconds(rejoinSeconds),
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);

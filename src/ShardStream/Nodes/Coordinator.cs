@@ -178,6 +178,8 @@ public sealed partial class Coordinator : Node
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
             Log.LogDebug("{Link}: listens on {Listen}, advertised at {Advertised}", link.Name, hello.ListenAddress, advertised);
+        // A peer the coordinator still lists, joining again: it keeps its place (Coordinator.Rejoin.cs).
+        if (await TryRejoinInPlaceAsync(link, hello, advertised).ConfigureAwait(false)) return;
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
         if (unreachable is not null) budget = 0;
@@ -185,7 +187,9 @@ public sealed partial class Coordinator : Node
         PeerSession session;
         lock (_gate)
         {
-            if (_ended)
+            // A peer that joins again (it says where each shard goes on) still needs the tail and
+            // the ends, which the windows hold: only new joiners are refused after the end.
+            if (_ended && hello.Shards.Length == 0)
             {
                 RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended").Observe(Log, $"{link.Name}: refusing");
                 return;
@@ -206,19 +210,15 @@ public sealed partial class Coordinator : Node
                 return;
             }
             // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
-            var (startSeq, startOffset) = _options.JoinBacklog > TimeSpan.Zero && _recent.TryPeek(out var oldest) ? (oldest.Seq, oldest.Offset) : (_nextSeq, _nextOffset);
-            var entries = new ShardAssignment[k];
-            for (int s = 0; s < k; s++)
-            {
-                int parent = _planner.ParentOf(id, s);
-                entries[s] = parent == Planner.Source
-                    ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, (ulong)startSeq, "")
-                    : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, (ulong)startSeq, _peers[parent].Address);
-            }
+            // A peer that joins again resumes at its own next chunks, and is told the stream's head.
+            var resume = ResumeSeqs(hello);
+            var (startSeq, startOffset) = resume is not null ? (_nextSeq, _nextOffset)
+                : _options.JoinBacklog > TimeSpan.Zero && _recent.TryPeek(out var oldest) ? (oldest.Seq, oldest.Offset) : (_nextSeq, _nextOffset);
+            var entries = Assignments(id, startSeq, resume);
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
-            session = new PeerSession(id, advertised, link) { Version = welcome.Version };
+            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId };
             _peers[id] = session;
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
@@ -230,16 +230,12 @@ public sealed partial class Coordinator : Node
                 link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
-                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, startSeq);
+                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);
         }
         if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
         Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
-        string reason = await link.Closed.ConfigureAwait(false);
-        Relay!.Unsubscribe(link);
-        OnPeerGone(session, reason);
-        // A peer that is out of the overlay gets nothing more from us on any connection.
-        foreach (var other in Relay.Subscribers().Where(l => l.State is int id && id == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
+        await WatchControlAsync(link, session).ConfigureAwait(false);
     }
 
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
@@ -321,6 +317,7 @@ public sealed partial class Coordinator : Node
             // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
             // Only a child of that parent in the plan may get it evicted: anyone else's report is a Move at most.
             bool childInPlan = lost.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId);
+            if (parent is not null && childInPlan && TakeOutIfDisconnected(parent, reporter.Id)) return;
             if (parent is not null && childInPlan && parent.Control.Suspected)
             {
                 Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
@@ -506,12 +503,16 @@ public sealed partial class Coordinator : Node
 
         public string Address { get; } = address;
 
-        public Link Control { get; } = control;
+        /// <summary>Its control link; a peer that joins again while still listed gets a new one.</summary>
+        public Link Control { get; set; } = control;
 
         public bool Attached { get; set; }
 
         /// <summary>The protocol version its control link speaks.</summary>
-        public ushort Version { get; init; }
+        public ushort Version { get; set; }
+
+        /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>
+        public ulong Token { get; init; }
 
         /// <summary>How many parents this peer has accused of lying.</summary>
         public int Accusations { get; set; }

@@ -418,9 +418,10 @@ public abstract class Node : IAsyncDisposable
     }
 
     /// <summary>Ends every link at once.</summary>
-    private protected void CloseAllLinks(string reason)
+    private protected void CloseAllLinks(string reason, Link? except = null)
     {
-        foreach (var link in _links.Keys) link.Abort(reason);
+        foreach (var link in _links.Keys)
+            if (link != except) link.Abort(reason);
     }
 
     /// <summary>Stops listening and ends every link.</summary>

@@ -14,7 +14,7 @@ namespace ShardStream.Nodes;
 /// receives every shard from its parents, writes the stream's bytes in order from its join point,
 /// and serves its own children within its budget.
 /// </summary>
-public sealed class Peer : Node
+public sealed partial class Peer : Node
 {
     private readonly PeerOptions _options;
     private readonly Channel<Chunk> _output = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true });
@@ -60,16 +60,38 @@ public sealed class Peer : Node
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await ListenAsync(cancellationToken).ConfigureAwait(false);
-        string address = _options.JoinAddress;
+        await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Joins through <paramref name="address"/>, following redirects; <paramref name="resume"/> (a rejoin): where each shard goes on.</summary>
+    private async Task JoinViaAsync(string address, ShardStart[] resume, CancellationToken cancellationToken)
+    {
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
             var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
             byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
-            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, [], AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
-            // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
-            var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout * 2, cancellationToken).ConfigureAwait(false);
+            Welcome welcome;
+            try
+            {
+                await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
+                // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
+                welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout * 2, cancellationToken).ConfigureAwait(false);
+                if (welcome.PeerId != 0)
+                {
+                    var key = CheckProof(address, welcome, nonce);
+                    if (_verifier is not null && !_verifier.Key.SameAs(key))
+                        throw new ConnectionFailedException($"{address} now streams {key.Address}, not {_verifier.Key.Address}");
+                    _verifier ??= new StreamVerifier(key, welcome.ShardCount);
+                }
+            }
+            catch
+            {
+                // A join that failed (a rejoin tries again) leaves no connection behind.
+                await link.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
             if (welcome.PeerId == 0)
             {
                 // Not the coordinator: it told us where to ask.
@@ -80,8 +102,7 @@ public sealed class Peer : Node
                 address = next;
                 continue;
             }
-            _verifier = new StreamVerifier(CheckProof(address, welcome, nonce), welcome.ShardCount);
-            await JoinAsync(link, address, welcome, cancellationToken).ConfigureAwait(false);
+            await JoinAsync(link, address, welcome, resume, cancellationToken).ConfigureAwait(false);
             return;
         }
     }
@@ -152,37 +173,46 @@ public sealed class Peer : Node
         return welcome;
     }
 
-    private async Task JoinAsync(Link control, string address, Welcome welcome, CancellationToken cancellationToken)
+    private async Task JoinAsync(Link control, string address, Welcome welcome, ShardStart[] resume, CancellationToken cancellationToken)
     {
-        Id = (int)welcome.PeerId;
         _version = welcome.Version;
-        _shardCount = welcome.ShardCount;
-        _coordinatorAddress = address;
-        StartOffset = (long)welcome.StartOffset;
-        _reassembler = new Reassembler(_shardCount, (long)welcome.StartSeq, (long)welcome.StartOffset);
-        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
-        _reassembler.GapFound = gap => Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
-            gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset);
+        // A rejoin (Peer.Rejoin.cs): in the same place, as a new peer that resumes, or into a new run.
+        var how = _reassembler is null ? Rejoin.First : PrepareRejoin(control, address, welcome, resume);
+        Id = (int)welcome.PeerId;
+        if (how == Rejoin.First)
+        {
+            _shardCount = welcome.ShardCount;
+            _coordinatorAddress = address;
+            StartOffset = (long)welcome.StartOffset;
+            StartRun(welcome);
+            Background.Run(ApplyMovesAsync, Log, "applying moves");
+        }
         _control = control;
         control.Name = "coordinator";
         control.State = 0;
+        List<(Link Old, byte[] Shards)> released;
         lock (_gate)
-            foreach (var e in welcome.Shards.Where(e => e.Kind == AssignmentKind.Served))
-                _parentOfShard[e.Shard] = control;
+        {
+            var served = welcome.Shards.Where(e => e.Kind == AssignmentKind.Served).Select(e => e.Shard).ToList();
+            released = served.Select(s => (Shard: s, Old: _parentOfShard.GetValueOrDefault(s))).Where(x => x.Old is not null && x.Old != control)
+                .GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
+            foreach (var s in served) _parentOfShard[s] = control;
+        }
         control.Start(OnParentFrame);
-        control.Closed.ContinueWith(t => OnControlClosed(t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
-        Background.Run(ApplyMovesAsync, Log, "applying moves");
+        control.Closed.ContinueWith(t => OnControlClosed(control, t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
+        foreach (var (old, shards) in released) ReleaseOldParent(old, shards);
 
-        Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount,
-            string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}")));
+        LogJoined(how, welcome);
 
         // Every parent at once: one that does not answer delays only its own shards. A move that
-        // arrives meanwhile wins over the welcome's plan.
+        // arrives meanwhile wins over the welcome's plan. A peer that joins again in its place
+        // keeps the parents it still has.
         long[] generations;
         lock (_gate) generations = (long[])_moveGeneration.Clone();
-        await Task.WhenAll(welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
+        await Task.WhenAll(welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect && !(how == Rejoin.InPlace && HasParent(e))).GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
-            var starts = group.Select(e => new ShardStart(e.Shard, welcome.StartSeq)).ToArray();
+            // A peer that joins again asks for each shard from its own next chunk.
+            var starts = group.Select(e => new ShardStart(e.Shard, how is Rejoin.InPlace or Rejoin.Resume ? (ulong)_reassembler!.NextSeqOf(e.Shard) : welcome.StartSeq)).ToArray();
             try
             {
                 await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, cancellationToken, generations).ConfigureAwait(false);
@@ -283,7 +313,7 @@ public sealed class Peer : Node
     }
 
     /// <summary>Bytes skipped because they were older than every replay window that could have served them.</summary>
-    public long LostBytes => _reassembler?.LostBytes ?? 0;
+    public long LostBytes => _lostBefore + (_reassembler?.LostBytes ?? 0);
 
     private readonly List<Chunk> _ready = [];
 
@@ -468,14 +498,6 @@ public sealed class Peer : Node
         }
         Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         _control?.Send(new ParentLost(parentId, lost).Write);
-    }
-
-    private void OnControlClosed(string reason)
-    {
-        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving) return;
-        // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
-        if (_control?.ReceivedGoodbye == GoodbyeCode.TooSlow && _control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);
-        _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
     }
 
     /// <summary>A child this peer serves is slow: ask the coordinator to demote it (protocol version 2 on).</summary>

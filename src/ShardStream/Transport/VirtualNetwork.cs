@@ -91,6 +91,9 @@ public sealed class VirtualNetwork
     /// </summary>
     public void Block(string from, string to) => _blocked[(from, to)] = 0;
 
+    /// <summary>Lets <paramref name="from"/> open connections to <paramref name="to"/> again after <see cref="Block"/>.</summary>
+    public void Unblock(string from, string to) => _blocked.TryRemove((from, to), out _);
+
     /// <summary>Stops every byte to and from the host; connections stay open.</summary>
     public void Freeze(string host) => _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).Frozen = true;
 

@@ -1,0 +1,166 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Topology;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Rejoining: a peer that lost its control link joins again with the token of its first Join and
+/// its own next chunk of every shard. A peer the coordinator still lists (the same token and
+/// address) keeps its id and its place in the plan: only the control link is replaced, and its
+/// parent and child links go on as they were. A peer it no longer lists joins as a new peer and
+/// resumes where it was, from the replay windows. See docs/protocol.md, section 6, "Rejoining".
+/// </summary>
+public sealed partial class Coordinator
+{
+    /// <summary>
+    /// How long a peer whose control link broke on its side (no goodbye, and heard from recently,
+    /// so not taken for dead here) keeps its place, waiting for it to join again: twice the
+    /// heartbeat timeout. A child that reports it lost ends the wait at once.
+    /// </summary>
+    private TimeSpan RejoinGrace => _options.HeartbeatTimeout * 2;
+
+    /// <summary>How often a peer's kept place is checked during <see cref="RejoinGrace"/>.</summary>
+    private static readonly TimeSpan RejoinPoll = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Where each shard goes on for a peer that joins again: its own next chunk, when every one of
+    /// them is a chunk of this run (a restarted coordinator numbers its chunks from 0 again, so a
+    /// resume from its future is from another run); else null.
+    /// </summary>
+    private long[]? ResumeSeqs(Hello hello)
+    {
+        int k = _options.ShardCount;
+        if (hello.Shards.Length != k) return null;
+        var seqs = new long[k];
+        var seen = new bool[k];
+        foreach (var s in hello.Shards)
+        {
+            if (s.Shard >= k || seen[s.Shard] || s.FromSeq > (ulong)(_nextSeq + k)) return null;
+            seen[s.Shard] = true;
+            seqs[s.Shard] = (long)s.FromSeq;
+        }
+        return seqs;
+    }
+
+    /// <summary>The welcome's assignments for peer <paramref name="id"/> as the plan has it now. Called under the gate.</summary>
+    private ShardAssignment[] Assignments(int id, long startSeq, long[]? resume)
+    {
+        int k = _options.ShardCount;
+        var entries = new ShardAssignment[k];
+        for (int s = 0; s < k; s++)
+        {
+            int parent = _planner.ParentOf(id, s);
+            // A rejoin that resumes: each entry echoes the peer's own next chunk of the shard.
+            ulong from = (ulong)(resume?[s] ?? startSeq);
+            entries[s] = parent == Planner.Source
+                ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, from, "")
+                : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, from, _peers[parent].Address);
+        }
+        return entries;
+    }
+
+    /// <summary>
+    /// A peer the coordinator still lists joins again (its control link broke, or timed out on its
+    /// side only): the new connection replaces the old one, and the peer keeps its id and place.
+    /// False when this Join is not such a rejoin.
+    /// </summary>
+    private async Task<bool> TryRejoinInPlaceAsync(Link link, Hello hello, string advertised)
+    {
+        if (hello.PeerId == 0 || hello.Shards.Length == 0) return false;
+        PeerSession? session;
+        Link old;
+        Welcome welcome;
+        lock (_gate)
+        {
+            if (ResumeSeqs(hello) is not { } resume) return false;
+            session = null;
+            foreach (var p in _peers.Values)
+                if (p.Token == hello.PeerId) session = p;
+            if (session is null || session.Address != advertised || !_planner.Contains(session.Id)) return false;
+            old = session.Control;
+            var entries = Assignments(session.Id, _nextSeq, resume);
+            byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)session.Id)];
+            // The stream's head: a peer checks it against its own position (same run, not a restart).
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_nextSeq, (ulong)_nextOffset, WithTickets(session.Id, entries), proof);
+            session.Control = link;
+            session.Attached = false;
+            session.Version = welcome.Version;
+            link.Name = $"peer {session.Id} ({advertised})";
+            link.State = session;
+            link.Send(welcome.Write);
+            link.Start(OnPeerFrame);
+            foreach (var e in entries)
+                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);
+        }
+        RejoinLog.InPlace(Log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
+        old.Abort($"peer {session.Id} joined again on a new connection");
+        await WatchControlAsync(link, session).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// Serves a peer's control link until it closes, then takes the peer out of the overlay, unless
+    /// the peer joined again on a new connection meanwhile. A link that broke on the peer's side
+    /// (no goodbye, heard from lately: the peer lives, and will join again) keeps the peer's place
+    /// for <see cref="RejoinGrace"/>.
+    /// </summary>
+    private async Task WatchControlAsync(Link link, PeerSession session)
+    {
+        string reason = await link.Closed.ConfigureAwait(false);
+        Relay!.Unsubscribe(link);
+        if (session.Control != link) return;
+        if (link.ReceivedGoodbye is null && !link.Suspected && !Stopping.IsCancellationRequested)
+        {
+            bool listed;
+            lock (_gate) listed = _peers.TryGetValue(session.Id, out var current) && current == session && !_ended;
+            if (listed)
+            {
+                RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);
+                // Until it is back, the grace is over, or the stream has ended (nothing to come back for).
+                long since = Time.GetTimestamp();
+                try
+                {
+                    while (session.Control == link && !Volatile.Read(ref _ended) && Time.GetElapsedTime(since) < RejoinGrace)
+                        await Task.Delay(RejoinPoll, Time, Stopping).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                if (session.Control != link) return;
+            }
+        }
+        OnPeerGone(session, reason);
+        // A peer that is out of the overlay gets nothing more from us on any connection.
+        foreach (var other in Relay.Subscribers().Where(l => l.State is int id && id == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
+    }
+
+    /// <summary>
+    /// A child lost a parent whose control link is closed (the coordinator is waiting for it to
+    /// join again): it is gone for its children, so it is taken out now. Called under the gate.
+    /// </summary>
+    private bool TakeOutIfDisconnected(PeerSession parent, int reporter)
+    {
+        if (!parent.Control.IsClosing) return false;
+        RejoinLog.LostWhileAway(Log, reporter, parent.Id);
+        RemovePeer(parent, "its control link is closed and a child lost it", graceful: false);
+        return true;
+    }
+}
+
+/// <summary>Log lines about peers that join again.</summary>
+internal static partial class RejoinLog
+{
+    [LoggerMessage(EventId = 1101, EventName = "RejoinedInPlace", Level = LogLevel.Information,
+        Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay")]
+    public static partial void InPlace(ILogger logger, int id, string address, string old);
+
+    [LoggerMessage(EventId = 1102, EventName = "WaitingForRejoin", Level = LogLevel.Information,
+        Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again")]
+    public static partial void Waiting(ILogger logger, int id, string reason, double seconds);
+
+    [LoggerMessage(EventId = 1103, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
+        Message = "peer {Id} lost parent {Parent}, whose control link is closed: taking it out of the overlay")]
+    public static partial void LostWhileAway(ILogger logger, int id, int parent);
+}

@@ -1,0 +1,219 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Streaming;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Rejoining (docs/protocol.md, section 6, "Rejoining"; docs/resilience.md): a peer that loses its
+/// control link (it timed out or broke, or the coordinator evicted the peer, or went away) joins
+/// again by itself, with backoff and jitter, for <see cref="PeerOptions.RejoinFor"/>, sending the
+/// token of its first Join and its own next chunk of every shard. Its parent and child links go on
+/// meanwhile: data keeps flowing while only the control link is down.
+/// </summary>
+public sealed partial class Peer
+{
+    /// <summary>How a Welcome places this peer.</summary>
+    private enum Rejoin
+    {
+        /// <summary>The first join.</summary>
+        First,
+
+        /// <summary>The coordinator still listed this peer: same id and place, only the control link is new.</summary>
+        InPlace,
+
+        /// <summary>A new id in the same run: the old links are dropped, every shard resumes at this peer's next chunk.</summary>
+        Resume,
+
+        /// <summary>The coordinator did not take up this peer's position (a restarted coordinator): a new run, written after the old one.</summary>
+        NewRun,
+    }
+
+    /// <summary>First wait between two attempts to join again (doubling up to <see cref="MaxRejoinBackoff"/>), each times a jitter of 0.5 to 1.5.</summary>
+    private static readonly TimeSpan FirstRejoinBackoff = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Longest wait between two attempts to join again.</summary>
+    private static readonly TimeSpan MaxRejoinBackoff = TimeSpan.FromSeconds(8);
+
+    /// <summary>One rejoin at a time (a new control link may break while the last rejoin still attaches).</summary>
+    private readonly SemaphoreSlim _rejoining = new(1, 1);
+
+    /// <summary>Bytes lost in earlier runs (before a restarted coordinator's new run).</summary>
+    private long _lostBefore;
+
+    /// <summary>Where this peer was (next chunk, its offset) when it sent its last rejoin.</summary>
+    private (long Seq, long Offset) _resumedFrom;
+
+    /// <summary>A reassembler and a relay for the run a Welcome starts (the first join, or a restarted coordinator's new run).</summary>
+    private void StartRun(Welcome welcome)
+    {
+        var reassembler = new Reassembler(_shardCount, (long)welcome.StartSeq, (long)welcome.StartOffset)
+        {
+            GapFound = gap => Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
+                gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset),
+        };
+        lock (_ready)
+        {
+            if (_reassembler is { } old)
+            {
+                _lostBefore += old.LostBytes;
+                old.Clear();
+            }
+            _reassembler = reassembler;
+        }
+        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
+    }
+
+    /// <summary>
+    /// Decides how a rejoin's Welcome places this peer, and drops what does not go on: every old
+    /// link but <paramref name="control"/> unless the peer keeps its place; and for a new run, the
+    /// old run's reassembler, relay windows and hash lists.
+    /// </summary>
+    private Rejoin PrepareRejoin(Link control, string address, Welcome welcome, ShardStart[] resume)
+    {
+        if (welcome.ShardCount != _shardCount)
+            throw new ProtocolException($"{address} now streams {welcome.ShardCount} shards, it streamed {_shardCount}");
+        // The coordinator takes up this peer's position when each assignment echoes the next chunk
+        // asked for, and its head (Welcome start) can follow from there: the same chunk at the same
+        // offset, or later by at least one byte and at most one full chunk per chunk.
+        bool echoed = resume.Length == _shardCount && welcome.Shards.Length == _shardCount
+            && welcome.Shards.All(e => resume.Any(r => r.Shard == e.Shard && r.FromSeq == e.FromSeq));
+        var (seq, offset) = _resumedFrom;
+        long head = (long)welcome.StartSeq, headOffset = (long)welcome.StartOffset;
+        bool sameRun = echoed && head >= seq && (head == seq
+            ? headOffset == offset
+            : headOffset - offset >= head - seq && headOffset - offset <= (head - seq) * Protocol.MaxChunkLength);
+        if (sameRun && welcome.PeerId == (ulong)Id) return Rejoin.InPlace;
+
+        // A new place: the old parents and children are someone else's now (the coordinator moved them).
+        CloseAllLinks(sameRun ? "joined the overlay again as a new peer" : "the coordinator started a new run", except: control);
+        lock (_gate) _parentOfShard.Clear();
+        if (sameRun) return Rejoin.Resume;
+
+        long written = Interlocked.Read(ref _bytesWritten);
+        RejoinLog.NewRun(Log, address, offset, written, (long)welcome.StartOffset);
+        _verifier = new Trust.StreamVerifier(_verifier!.Key, _shardCount);
+        StartRun(welcome);
+        return Rejoin.NewRun;
+    }
+
+    /// <summary>Whether this peer still receives the shard of <paramref name="entry"/> from the parent it names.</summary>
+    private bool HasParent(ShardAssignment entry)
+    {
+        lock (_gate)
+            return _parentOfShard.TryGetValue(entry.Shard, out var link) && !link.IsClosing && link.State is int id && id == (int)entry.ParentId;
+    }
+
+    private int _rejoins;
+
+    /// <summary>How many times this peer has joined again after losing the coordinator.</summary>
+    public int Rejoins => Volatile.Read(ref _rejoins);
+
+    private void LogJoined(Rejoin how, Welcome welcome)
+    {
+        if (how != Rejoin.First) Interlocked.Increment(ref _rejoins);
+        string parents = string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}"));
+        if (how == Rejoin.First) Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount, parents);
+        else RejoinLog.Joined(Log, how == Rejoin.InPlace ? "in the same place" : how == Rejoin.Resume ? "as a new peer" : "into the new run", Id, _reassembler!.NextOffset, parents);
+    }
+
+    private void OnControlClosed(Link control, string reason)
+    {
+        if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving || control != _control) return;
+        // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
+        if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);
+        if (_failed.Task.IsCompleted) return;
+        if (_options.RejoinFor <= TimeSpan.Zero)
+        {
+            _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
+            return;
+        }
+        if (control.ReceivedGoodbye is { } code && control.ReceivedGoodbyeReason is { } said) reason = $"{said} ({code})";
+        Background.Run(() => RejoinAsync(reason), Log, "joining again");
+    }
+
+    /// <summary>
+    /// Joins again, resuming each shard at this peer's next chunk, with backoff, for
+    /// <see cref="PeerOptions.RejoinFor"/>; then stops with the reason. Its links stay up meanwhile.
+    /// </summary>
+    private async Task RejoinAsync(string reason)
+    {
+        try
+        {
+            await _rejoining.WaitAsync(Stopping).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        try
+        {
+            RejoinLog.Lost(Log, reason, _reassembler!.NextOffset, _options.RejoinFor.TotalSeconds);
+            long since = Time.GetTimestamp();
+            var wait = FirstRejoinBackoff;
+            string last = reason;
+            for (int attempt = 1; !Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete; attempt++)
+            {
+                ShardStart[] resume;
+                lock (_ready)
+                {
+                    _resumedFrom = (_reassembler.NextSeq, _reassembler.NextOffset);
+                    resume = Enumerable.Range(0, _shardCount).Select(s => new ShardStart((byte)s, (ulong)_reassembler.NextSeqOf(s))).ToArray();
+                }
+                try
+                {
+                    await JoinViaAsync(_coordinatorAddress, resume, Stopping).ConfigureAwait(false);
+                    return;
+                }
+                catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException or System.Net.Sockets.SocketException)
+                {
+                    last = e.Message;
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                // Jitter: peers that lost the coordinator together do not all come back together.
+                var delay = wait * (0.5 + Random.Shared.NextDouble());
+                if (Time.GetElapsedTime(since) + delay > _options.RejoinFor) break;
+                RejoinLog.AttemptFailed(Log, attempt, last, delay.TotalSeconds);
+                try
+                {
+                    await Task.Delay(delay, Time, Stopping).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                wait = wait * 2 < MaxRejoinBackoff ? wait * 2 : MaxRejoinBackoff;
+            }
+            if (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
+                _failed.TrySetResult($"lost the coordinator before the end of the stream ({reason}) and could not join again within {_options.RejoinFor.TotalSeconds:0} s: {last}");
+        }
+        finally
+        {
+            _rejoining.Release();
+        }
+    }
+}
+
+/// <summary>Log lines of a peer that joins again.</summary>
+internal static partial class RejoinLog
+{
+    [LoggerMessage(EventId = 1111, EventName = "LostCoordinator", Level = LogLevel.Warning,
+        Message = "lost the coordinator: {Reason}; joining again from offset {Offset}, for up to {Seconds:0} s (its parent and child links go on meanwhile)")]
+    public static partial void Lost(ILogger logger, string reason, long offset, double seconds);
+
+    [LoggerMessage(EventId = 1112, EventName = "RejoinAttemptFailed", Level = LogLevel.Warning,
+        Message = "joining again failed (attempt {Attempt}): {Reason}; next attempt in {Seconds:0.0} s")]
+    public static partial void AttemptFailed(ILogger logger, int attempt, string reason, double seconds);
+
+    [LoggerMessage(EventId = 1113, EventName = "Rejoined", Level = LogLevel.Information,
+        Message = "joined again {How} as peer {Id}, resuming at offset {Offset}; {Parents}")]
+    public static partial void Joined(ILogger logger, string how, int id, long offset, string parents);
+
+    [LoggerMessage(EventId = 1114, EventName = "NewRun", Level = LogLevel.Error,
+        Message = "the coordinator at {Address} does not continue the stream this peer was watching (it was restarted: a new run, with the same key): the previous run is written up to its offset {Offset} ({Written} bytes in all); the new run is written from its offset {NewOffset}; whatever the source produced in between is not in this output")]
+    public static partial void NewRun(ILogger logger, string address, long offset, long written, long newOffset);
+}

@@ -1,0 +1,114 @@
+namespace ShardStream.Tests.Nodes;
+
+public sealed class RejoinTests
+{
+    private static async Task StreamAsync(Overlay overlay, int parts, int partSize, int seed)
+    {
+        for (int i = 0; i < parts; i++) await overlay.WriteAsync(Overlay.RandomBytes(partSize, seed * 1000 + i));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_peer_whose_coordinator_link_breaks_joins_again_in_its_place_with_no_byte_lost_and_no_second_entry(int shards)
+    {
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 6);
+        for (int i = 0; i < 6; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 5, 100_000, 21);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 500_000, "streaming is under way");
+
+        // An interior peer (it has children): only its control link breaks (a reset, both sides).
+        var before = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).Order().ToArray();
+        var node = overlay.Coordinator.Snapshot().Nodes.Where(n => n.Id != 0 && n.Used > 0).OrderBy(n => n.Depths.Max()).First();
+        var (peer, _, _, host) = overlay.PeerById(node.Id);
+        overlay.Network.Cut(host, "coord");
+        await Overlay.WaitUntilAsync(() => peer.Rejoins == 1, "the peer has joined again");
+
+        // The coordinator recognised it: same id, same place, no second entry for it.
+        Assert.Equal(node.Id, peer.Id);
+        Assert.Equal(before, overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).Order().ToArray());
+
+        await StreamAsync(overlay, 5, 100_000, 22);
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+        Assert.All(overlay.Peers, p => Assert.Equal(0, p.Peer.LostBytes));
+    }
+
+    [Fact]
+    public async Task A_peer_the_coordinator_took_for_dead_joins_again_as_a_new_peer_and_resumes_from_the_windows()
+    {
+        await using var overlay = await Overlay.StartAsync(2, minPeers: 4);
+        for (int i = 0; i < 4; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 50_000, 31);
+        var (peer, _, run, host) = overlay.Peers[3];
+        await Overlay.WaitUntilAsync(() => peer.BytesWritten == 100_000, "the peer has the first part");
+        int first = peer.Id;
+
+        // Frozen long enough for the coordinator to take it for dead; the windows (30 s) still hold what it missed.
+        overlay.Network.Freeze(host);
+        await StreamAsync(overlay, 3, 50_000, 32);
+        await Overlay.WaitUntilAsync(() => !overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == first), "the coordinator dropped the frozen peer");
+        overlay.Network.Thaw(host);
+        await Overlay.WaitUntilAsync(() => peer.Id != first && overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == peer.Id), "the peer has joined again");
+        Assert.Equal(5, overlay.Coordinator.Snapshot().Nodes.Count);
+
+        await StreamAsync(overlay, 2, 50_000, 33);
+        await overlay.EndAsync();
+        await run.WaitAsync(Overlay.Deadline);
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+        Assert.Equal(0, peer.LostBytes);
+    }
+
+    [Fact]
+    public async Task Without_rejoin_a_peer_that_loses_its_coordinator_stops_with_the_reason()
+    {
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 2);
+        await overlay.AddPeerAsync();
+        var quitter = await overlay.AddPeerAsync(configure: o => o with { RejoinFor = TimeSpan.Zero });
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 100_000, 23);
+        await Overlay.WaitUntilAsync(() => quitter.BytesWritten == 200_000, "the peer streams");
+
+        var (_, _, run, host) = overlay.Peers.Single(p => p.Peer == quitter);
+        overlay.Network.Cut(host, "coord");
+        var error = await Assert.ThrowsAsync<ShardStream.Nodes.StreamInterruptedException>(() => run.WaitAsync(Overlay.Deadline));
+        Assert.StartsWith("lost the coordinator before the end of the stream", error.Message);
+    }
+
+    [Fact]
+    public async Task A_peer_that_joins_again_after_the_windows_moved_on_skips_with_a_counted_gap()
+    {
+        // Replay windows of one byte: nobody can replay what the peer missed while it was out.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { ReplayWindowBytes = 1 });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(configure: o => o with { ReplayWindowBytes = 1 });
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 50_000, 24);
+        var (peer, output, run, host) = overlay.Peers[2];
+        await Overlay.WaitUntilAsync(() => peer.BytesWritten == 100_000, "the peer has the first part");
+        int first = peer.Id;
+
+        // Its host loses every connection and cannot reach the coordinator for a while (its
+        // rejoin attempts fail); the stream goes on without it.
+        overlay.Network.Block(host, "coord");
+        foreach (var other in overlay.Peers.Select(p => p.Host).Where(h => h != host).Append("coord")) overlay.Network.Cut(host, other);
+        await Overlay.WaitUntilAsync(() => !overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == first), "the coordinator dropped the cut-off peer");
+        await StreamAsync(overlay, 4, 50_000, 25);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 300_000, "the stream went on without it");
+        overlay.Network.Unblock(host, "coord");
+        await Overlay.WaitUntilAsync(() => peer.Id != first && overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == peer.Id), "the peer has joined again");
+        await StreamAsync(overlay, 4, 50_000, 26);
+        await overlay.EndAsync();
+        await run.WaitAsync(Overlay.Deadline);
+
+        var source = overlay.Written;
+        var got = output.ToArray();
+        Assert.True(peer.LostBytes > 0, "the peer should have lost what no window held any more");
+        Assert.Equal(source.Length, got.Length + peer.LostBytes);
+        // The source with one range cut out, after its first 100,000 bytes.
+        int cut = Enumerable.Range(0, got.Length).First(i => i >= source.Length || got[i] != source[i]);
+        Assert.True(cut >= 100_000);
+        Assert.True(source.AsSpan(cut + (int)peer.LostBytes).SequenceEqual(got.AsSpan(cut)));
+    }
+}
