@@ -49,7 +49,9 @@ internal static class SwarmCommand
             long baseline = watch?.ResidentBytes() ?? -1;
             watch?.CpuPercentSinceLast();
             if (watch is not null) Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"coordinator pid {parse.GetValue(pid)}: resident {baseline / 1048576.0:0.0} MiB before the first join; load {ProcessWatch.LoadAverage()}"));
-            var progress = new Progress<SwarmSecond>(s => Console.Error.WriteLine(Line(s, watch, baseline)));
+            var self = new ProcessWatch(Environment.ProcessId);
+            self.CpuPercentSinceLast();
+            var progress = new Progress<SwarmSecond>(s => Console.Error.WriteLine(Line(s, self, watch, baseline)));
             var report = await swarm.RunAsync(progress, null, ct);
             Console.Out.Write(report.Render());
             if (watch is not null) Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"coordinator resident after the leaves: {watch.ResidentBytes() / 1048576.0:0.0} MiB (baseline {baseline / 1048576.0:0.0} MiB); load {ProcessWatch.LoadAverage()}"));
@@ -57,10 +59,10 @@ internal static class SwarmCommand
         return command;
     }
 
-    private static string Line(SwarmSecond s, ProcessWatch? watch, long baseline)
+    private static string Line(SwarmSecond s, ProcessWatch self, ProcessWatch? watch, long baseline)
     {
         string line = string.Create(CultureInfo.InvariantCulture,
-            $"{s.Elapsed.TotalSeconds,6:0.0} s {s.Phase,-5} connected {s.Connected,6}  joins {s.Joins,5}/s  leaves {s.Leaves,5}/s  failed {s.Failures,4}  join {s.JoinLatency?.ToString() ?? "-"}");
+            $"{s.Elapsed.TotalSeconds,6:0.0} s {s.Phase,-5} connected {s.Connected,6}  joins {s.Joins,5}/s  leaves {s.Leaves,5}/s  failed {s.Failures,4}  join {s.JoinLatency?.ToString() ?? "-"}  swarm cpu {self.CpuPercentSinceLast():0}%");
         if (watch is null) return line;
         long rss = watch.ResidentBytes();
         double cpu = watch.CpuPercentSinceLast();

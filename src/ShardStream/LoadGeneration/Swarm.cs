@@ -89,12 +89,9 @@ public sealed class Swarm
             atHoldEnd = Connected;
             if (afterHold is not null) await afterHold().ConfigureAwait(false);
             phase = "leave";
+            // Peers stay in the heartbeat list until they have left (the heartbeat loop drops those that are gone).
             List<SwarmPeer> all;
-            lock (_gate)
-            {
-                all = [.. _connected];
-                _connected.Clear();
-            }
+            lock (_gate) all = [.. _connected];
             int next = 0;
             await PacedAsync(all.Count, _options.JoinRate, () => Leave(all[next++]), limited: false, stop.Token).ConfigureAwait(false);
             // The coordinator closes each control link once it has taken the leave.

@@ -126,7 +126,9 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
         }
         else
         {
-            Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
+            // Zero-byte reads: an idle connection (a peer's control link, a heartbeat a second)
+            // holds no buffer while it waits; one is rented only when bytes have arrived.
+            Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true, useZeroByteReads: true));
         }
         Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
     }
