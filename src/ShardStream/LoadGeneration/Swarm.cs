@@ -152,7 +152,7 @@ public sealed class Swarm
         var local = _addresses[n % _addresses.Length];
         try
         {
-            var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.JoinTimeout, OnFrame, cancellationToken).ConfigureAwait(false);
+            var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.HeartbeatInterval, _options.JoinTimeout, OnFrame, cancellationToken).ConfigureAwait(false);
             lock (_gate)
             {
                 _joined++;
@@ -240,7 +240,6 @@ public sealed class Swarm
     /// <summary>Every 100 ms, a heartbeat from each peer that has sent nothing for an interval: the load is spread evenly over the interval.</summary>
     private async Task HeartbeatLoopAsync(CancellationToken cancellationToken)
     {
-        long interval = (long)(_options.HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
         var due = new List<SwarmPeer>();
         try
         {
@@ -253,7 +252,7 @@ public sealed class Swarm
                 {
                     _connected.RemoveAll(p => p.Gone);
                     foreach (var peer in _connected)
-                        if (now - peer.LastSent >= interval) due.Add(peer);
+                        if (now - peer.LastSent >= (long)(peer.HeartbeatInterval.TotalSeconds * Stopwatch.Frequency)) due.Add(peer);
                 }
                 foreach (var peer in due) peer.SendHeartbeat();
             }

@@ -23,11 +23,17 @@ internal sealed class SwarmPeer
     private PipeReader? _input;
     private int _gone;
 
-    private SwarmPeer(Socket socket, ulong token)
+    private byte[] _heartbeatFrame = PlainHeartbeat;
+
+    private SwarmPeer(Socket socket, ulong token, TimeSpan heartbeatInterval)
     {
         _socket = socket;
         Token = token;
+        HeartbeatInterval = heartbeatInterval;
     }
+
+    /// <summary>How often this peer heartbeats: the swarm's interval, or the longer one its coordinator asked for.</summary>
+    public TimeSpan HeartbeatInterval { get; private set; }
 
     /// <summary>The join token: what the peer answers a reachability probe with.</summary>
     public ulong Token { get; }
@@ -57,12 +63,12 @@ internal sealed class SwarmPeer
     /// how long the join took (connect to Welcome), or throws <see cref="SwarmJoinException"/>
     /// with the reason (a refusal, a timeout, a failed connect).
     /// </summary>
-    public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, CancellationToken cancellationToken)
+    public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan heartbeatInterval, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, CancellationToken cancellationToken)
     {
         ulong token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
         using var listener = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        var peer = new SwarmPeer(socket, token);
+        var peer = new SwarmPeer(socket, token, heartbeatInterval);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
         long started = Stopwatch.GetTimestamp();
@@ -169,7 +175,8 @@ internal sealed class SwarmPeer
                 var buffer = result.Buffer;
                 while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
                 {
-                    if (type == FrameType.Move)
+                    if (type == FrameType.Heartbeat) OnHeartbeat(body);
+                    else if (type == FrameType.Move)
                     {
                         Moves++;
                         Send(FrameWriting.ToArray(new Attached(Id).Write));
@@ -194,10 +201,23 @@ internal sealed class SwarmPeer
         await input.CompleteAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Sends a heartbeat (the swarm's timer calls it once per heartbeat interval).</summary>
-    public void SendHeartbeat() => Send(HeartbeatFrame);
+    /// <summary>As a peer's control link does: a coordinator that asks for rarer heartbeats (up to a minute) gets them, and hears the interval back.</summary>
+    private void OnHeartbeat(ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Value == 0) return;
+        var interval = TimeSpan.FromMilliseconds(Math.Min(heartbeat.Value, int.MaxValue));
+        if (interval <= HeartbeatInterval || interval > Nodes.Peer.MaxControlHeartbeat) return;
+        _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
+        HeartbeatInterval = interval;
+        // At once: the coordinator expects the old interval until it hears the new one.
+        Send(_heartbeatFrame);
+    }
 
-    private static readonly byte[] HeartbeatFrame = FrameWriting.ToArray(new Heartbeat(0).Write);
+    /// <summary>Sends a heartbeat (the swarm's timer calls it once per heartbeat interval).</summary>
+    public void SendHeartbeat() => Send(_heartbeatFrame);
+
+    private static readonly byte[] PlainHeartbeat = FrameWriting.ToArray(new Heartbeat(0).Write);
 
     /// <summary>Leaves as a real peer does (Leave, then Goodbye(Normal), then FIN); the read loop ends when the coordinator closes.</summary>
     public void Leave()

@@ -30,6 +30,7 @@ public sealed partial class Coordinator : Node
     private long _nextOffset;
     private bool _ended;
     private long _lastDemotion;
+    private int _attachedPeers;
 
     /// <summary>Creates a coordinator; <see cref="StartAsync"/> binds it.</summary>
     public Coordinator(CoordinatorOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
@@ -224,6 +225,7 @@ public sealed partial class Coordinator : Node
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
             link.Name = $"peer {id} ({advertised})";
             link.State = session;
+            if (_options.ControlHeartbeatInterval is { } control && control > _options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);
             if (unreachable is not null)
@@ -249,8 +251,10 @@ public sealed partial class Coordinator : Node
                 bool enough;
                 lock (_gate)
                 {
+                    // Counted once per peer, not by a walk over every peer at every report (50,000 peers).
+                    if (!session.Attached && _peers.ContainsKey(session.Id)) _attachedPeers++;
                     session.Attached = true;
-                    enough = _peers.Values.Count(p => p.Attached) >= _options.MinPeers;
+                    enough = _attachedPeers >= _options.MinPeers;
                 }
                 Log.LogDebug("peer {Id} attached to all its parents", session.Id);
                 if (enough) _enoughPeers.TrySetResult();
@@ -421,7 +425,7 @@ public sealed partial class Coordinator : Node
         IReadOnlyList<Reattachment> plan;
         lock (_gate)
         {
-            if (!_peers.Remove(session.Id)) return;
+            if (!Forget(session)) return;
             if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
                 // After the end, a peer that finished needs no repair: its children have what it
@@ -438,6 +442,14 @@ public sealed partial class Coordinator : Node
         Log.LogInformation("peer {Id} {How} ({Reason}); {N} reattachment(s) sent", session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
     }
 
+    /// <summary>Takes a peer's session out (under the gate); false when it was out already.</summary>
+    private bool Forget(PeerSession session)
+    {
+        if (!_peers.Remove(session.Id)) return false;
+        if (session.Attached) _attachedPeers--;
+        return true;
+    }
+
     /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
     private void SendMoves(IEnumerable<Reattachment> moves)
     {
@@ -447,7 +459,7 @@ public sealed partial class Coordinator : Node
             if (group.Any(r => r.NewParent == Planner.None))
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
-                _peers.Remove(moved.Id);
+                Forget(moved);
                 moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(Log, $"peer {moved.Id}: evicting");
                 continue;
             }

@@ -52,7 +52,7 @@ internal sealed record FailureDetectorOptions
 /// </remarks>
 internal sealed class FailureDetector
 {
-    private readonly FailureDetectorOptions _options;
+    private FailureDetectorOptions _options;
     private readonly TimeProvider _time;
     private readonly double[] _samples;
     private readonly Lock _lock = new();
@@ -75,6 +75,35 @@ internal sealed class FailureDetector
         var deviation = options.MinStandardDeviation.TotalSeconds;
         Add(expected - deviation);
         Add(expected + deviation);
+    }
+
+    /// <summary>
+    /// The other side said that it now sends a heartbeat only every <paramref name="interval"/>
+    /// (a control link whose heartbeats were lengthened, docs/protocol.md section 10): judge its
+    /// silences against that from now on. The gaps seen so far (at the old interval) are forgotten;
+    /// the floor becomes at least two such intervals and the ceiling at least eight.
+    /// </summary>
+    public void Rescale(TimeSpan interval)
+    {
+        lock (_lock)
+        {
+            var o = _options;
+            _options = o with
+            {
+                ExpectedInterval = interval,
+                SampleInterval = interval / 2,
+                MinStandardDeviation = interval / 4,
+                MinSilence = o.MinSilence > 2 * interval ? o.MinSilence : 2 * interval,
+                MaxSilence = o.MaxSilence > 8 * interval ? o.MaxSilence : 8 * interval,
+            };
+            _count = 0;
+            _next = 0;
+            _sum = 0;
+            _sumOfSquares = 0;
+            Add((interval - (interval / 4)).TotalSeconds);
+            Add((interval + (interval / 4)).TotalSeconds);
+            Interlocked.Exchange(ref _lastSampled, _time.GetTimestamp());
+        }
     }
 
     /// <summary>How long since anything arrived, less the time this node was excused for.</summary>

@@ -39,6 +39,12 @@ internal sealed class Link : IAsyncDisposable
     private bool _started;
     private Task _writer = Task.CompletedTask;
     private Task _reader = Task.CompletedTask;
+    private TimeSpan _heartbeatInterval;
+    private TimeSpan _longestHeartbeat;
+    private byte[] _heartbeatFrame = PlainHeartbeat;
+
+    /// <summary>A heartbeat that says nothing of the sender's interval; one array for every link (sends only read it).</summary>
+    private static readonly byte[] PlainHeartbeat = FrameWriting.ToArray(new Heartbeat(0).Write);
 
     public Link(IConnection connection, string name, LinkOptions options, ILogger log, TimeProvider time)
     {
@@ -49,6 +55,43 @@ internal sealed class Link : IAsyncDisposable
         _time = time;
         _detector = new FailureDetector(options.FailureDetector, time);
         _lastSent = time.GetTimestamp();
+        _heartbeatInterval = options.HeartbeatInterval;
+    }
+
+    /// <summary>How often this link sends a heartbeat when it has nothing else to send.</summary>
+    public TimeSpan HeartbeatInterval => _heartbeatInterval;
+
+    /// <summary>
+    /// The coordinator's side of a control link: asks the peer (in every heartbeat it sends) to
+    /// heartbeat only every <paramref name="interval"/>, and follows once the peer's heartbeats say
+    /// it does (docs/protocol.md section 10). Until then both keep the usual interval.
+    /// </summary>
+    public void OfferLongerHeartbeats(TimeSpan interval)
+    {
+        _longestHeartbeat = interval;
+        _heartbeatFrame = FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write);
+    }
+
+    /// <summary>
+    /// A peer's side of its control link: when the coordinator's heartbeats ask for a longer
+    /// interval, up to <paramref name="longest"/>, heartbeat that often and expect as much.
+    /// </summary>
+    public void AcceptLongerHeartbeats(TimeSpan longest) => _longestHeartbeat = longest;
+
+    /// <summary>A heartbeat arrived: one that names a longer interval, within what this link accepts, is followed.</summary>
+    private void OnHeartbeat(ReadOnlySequence<byte> body)
+    {
+        if (_longestHeartbeat <= TimeSpan.Zero) return;
+        var reader = new SequenceReader<byte>(body);
+        if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Value == 0) return;
+        var interval = TimeSpan.FromMilliseconds(Math.Min(heartbeat.Value, int.MaxValue));
+        if (interval <= _heartbeatInterval || interval > _longestHeartbeat) return;
+        _heartbeatInterval = interval;
+        _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
+        _detector.Rescale(interval);
+        // Say so at once: the other side keeps expecting the old interval until it hears this one.
+        Send(_heartbeatFrame);
+        _log.LogDebug("{Link}: heartbeats every {Seconds:0.#} s from now on, as the other side does", Name, interval.TotalSeconds);
     }
 
     /// <summary>For logs: who is on the other side.</summary>
@@ -316,8 +359,8 @@ internal sealed class Link : IAsyncDisposable
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }
-        if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _options.HeartbeatInterval)
-            Send(static w => new Heartbeat(0).Write(w));
+        if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _heartbeatInterval)
+            Send(_heartbeatFrame);
     }
 
     /// <summary>At most this many chunks go into one gathered send.</summary>
@@ -432,6 +475,7 @@ internal sealed class Link : IAsyncDisposable
                             continue;
                         }
                         if (type != FrameType.Heartbeat) handler(this, type, body);
+                        else OnHeartbeat(body);
                     }
                 }
                 finally

@@ -128,6 +128,15 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public TimeSpan MinSigningInterval { get; init; } = TimeSpan.FromMilliseconds(2);
 
+    /// <summary>
+    /// How often a peer and the coordinator heartbeat each other on a quiet control link; null (the
+    /// default) for <see cref="NodeOptions.HeartbeatInterval"/>. Longer cuts the coordinator's
+    /// heartbeat traffic (one frame each way per peer and interval) at the price of finding a frozen
+    /// peer, or a peer a frozen coordinator, later (docs/performance.md#the-coordinator-at-scale).
+    /// At most <see cref="Peer.MaxControlHeartbeat"/>, which is what a peer accepts.
+    /// </summary>
+    public TimeSpan? ControlHeartbeatInterval { get; init; }
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 
@@ -156,6 +165,8 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
         if (MaxSigningDelay <= TimeSpan.Zero || MinSigningInterval < TimeSpan.Zero) throw new ArgumentException("the signing delay must be positive and the signing interval not negative");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
+        if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))
+            throw new ArgumentException($"the control-link heartbeat interval must lie between the heartbeat interval ({HeartbeatInterval.TotalSeconds:0.##} s) and {Peer.MaxControlHeartbeat.TotalSeconds:0} s");
     }
 }
 

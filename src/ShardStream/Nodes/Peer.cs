@@ -26,6 +26,9 @@ public sealed partial class Peer : Node
     private Reassembler? _reassembler;
     private StreamVerifier? _verifier;
     private Link? _control;
+
+    /// <summary>The longest heartbeat interval a peer follows when its coordinator asks for rarer heartbeats on the control link.</summary>
+    public static readonly TimeSpan MaxControlHeartbeat = TimeSpan.FromSeconds(60);
     private string _coordinatorAddress = "";
     private int _shardCount;
     private ushort _version;
@@ -190,6 +193,8 @@ public sealed partial class Peer : Node
         _control = control;
         control.Name = "coordinator";
         control.State = 0;
+        // The coordinator may ask for rarer heartbeats on this link (it has many peers to hear from).
+        control.AcceptLongerHeartbeats(MaxControlHeartbeat);
         List<(Link Old, byte[] Shards)> released;
         lock (_gate)
         {
