@@ -31,7 +31,7 @@ public sealed partial class Coordinator
         Link? link = null;
         try
         {
-            link = NewLink(await Transport.ConnectAsync(address, linked.Token).ConfigureAwait(false), $"probe {address}");
+            link = NewLink(await Transport.ConnectForControlAsync(address, linked.Token).ConfigureAwait(false), $"probe {address}");
             await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], ListenAddress).Write, linked.Token).ConfigureAwait(false);
             var (type, body) = await link.ReadOneAsync(linked.Token).ConfigureAwait(false);
             var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));

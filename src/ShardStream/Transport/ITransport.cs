@@ -14,6 +14,12 @@ public interface ITransport
 
     /// <summary>Opens a connection. Throws <see cref="ConnectionFailedException"/> when nobody answers.</summary>
     ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Opens a connection that carries only a few control frames (the coordinator's reachability
+    /// probe): TCP reads it into small pooled buffers instead of a receive slab (1 MiB) meant for chunks.
+    /// </summary>
+    ValueTask<IConnection> ConnectForControlAsync(string address, CancellationToken cancellationToken) => ConnectAsync(address, cancellationToken);
 }
 
 /// <summary>A listening endpoint.</summary>

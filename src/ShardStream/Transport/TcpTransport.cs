@@ -31,7 +31,12 @@ public sealed class TcpTransport : ITransport
     }
 
     /// <inheritdoc />
-    public async ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
+    public ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken) => ConnectAsync(address, receivesStream: true, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IConnection> ConnectForControlAsync(string address, CancellationToken cancellationToken) => ConnectAsync(address, receivesStream: false, cancellationToken);
+
+    private static async ValueTask<IConnection> ConnectAsync(string address, bool receivesStream, CancellationToken cancellationToken)
     {
         var endpoint = await ResolveAsync(address, cancellationToken).ConfigureAwait(false);
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -44,7 +49,7 @@ public sealed class TcpTransport : ITransport
             socket.Dispose();
             throw new ConnectionFailedException($"cannot connect to {address}: {e.Message}", e);
         }
-        return new TcpConnection(socket, address, receivesStream: true);
+        return new TcpConnection(socket, address, receivesStream);
     }
 
     private static async ValueTask<IPEndPoint> ResolveAsync(string address, CancellationToken cancellationToken)
