@@ -13,7 +13,7 @@ namespace ShardStream.Rtmp;
 /// -2 or -3 chunk opening a new message from the state its chunk stream left. Pure: no I/O.
 /// A chunk's payload is consumed as it arrives, so nothing waits for a whole chunk of a large
 /// chunk size; partly received messages grow only with the bytes received, within
-/// <see cref="RtmpLimits.MaxBufferedBytes"/>.
+/// <see cref="RtmpLimits.MaxBufferedBytes"/> (a message's buffer starts at up to 64 KiB and doubles).
 /// </summary>
 public sealed class ChunkReader(RtmpLimits limits)
 {
@@ -103,7 +103,7 @@ public sealed class ChunkReader(RtmpLimits limits)
     {
         int capacity = s.Buffer?.Length ?? 0;
         if (needed <= capacity) return;
-        int next = Math.Min(s.Length, Math.Max(needed, Math.Max(capacity * 2, 4096)));
+        int next = Math.Min(s.Length, Math.Max(needed, Math.Max(capacity * 2, 64 * 1024)));
         if (_buffered + next - capacity > limits.MaxBufferedBytes)
             throw new RtmpProtocolException($"partly received messages would hold {_buffered + next - capacity} bytes, over the limit of {limits.MaxBufferedBytes}");
         var grown = new byte[next];

@@ -183,11 +183,20 @@ public class ChunkReaderTests
     {
         var limits = new RtmpLimits { MaxBufferedBytes = 8000 };
         // Two chunk streams each start a 6000-byte message with a 128-byte chunk: the buffers grow
-        // with what arrives (4 KiB first), the second pushes the total over the 8000-byte limit.
+        // to the message length (under 64 KiB), the second pushes the total over the 8000-byte limit.
         var reader = new ChunkReader(limits);
         Hex.ReadAll(reader, Hex.Bytes("04 000000 001770 09 01000000 " + string.Concat(Enumerable.Repeat("11", 128))));
         var e = Assert.Throws<RtmpProtocolException>(() => Hex.ReadAll(reader, Hex.Bytes("05 000000 001770 09 01000000 " + string.Concat(Enumerable.Repeat("11", 128)))));
         Assert.Contains("partly received", e.Message);
+    }
+
+    [Fact]
+    public void A_long_message_announced_holds_only_what_arrived_not_what_it_announced()
+    {
+        var reader = new ChunkReader(new RtmpLimits());
+        // 8 MiB announced, 128 bytes sent: 64 KiB held, not 8 MiB.
+        Hex.ReadAll(reader, Hex.Bytes("04 000000 800000 09 01000000 " + string.Concat(Enumerable.Repeat("11", 128))));
+        Assert.Equal(64 * 1024, reader.BufferedBytes);
     }
 
     [Fact]
