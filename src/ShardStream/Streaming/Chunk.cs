@@ -42,6 +42,9 @@ internal sealed class Chunk
     /// <summary>The payload as memory (for stream writes).</summary>
     public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(_start, Length);
 
+    /// <summary>Bytes of the buffer the payload lies in (its pooled buffer, or the whole receive slab).</summary>
+    public int Capacity => _buffer.Length;
+
     /// <summary>The receive slab the payload lies in, or null when the chunk has its own buffer.</summary>
     internal ReceiveSlab? Slab => _slab;
 
@@ -52,12 +55,20 @@ internal sealed class Chunk
     public static Chunk Rent(int capacity) => Take(ChunkBufferPool.Rent(capacity), 0, slab: null);
 
     /// <summary>
+    /// Payloads up to this size are copied out of their receive slab: a small chunk that stayed in
+    /// it would keep the whole 1 MiB slab alive (and be charged for it, see <see cref="HeldMemory"/>)
+    /// for a few bytes, while the copy costs less than the frame's hash.
+    /// </summary>
+    public const int MaxCopiedPayload = 4 * 1024;
+
+    /// <summary>
     /// A chunk of a payload just read from a link: it stays where it is when it lies whole in a
-    /// receive slab (the chunk then holds the slab), otherwise it is copied into a pooled buffer.
+    /// receive slab and is over <see cref="MaxCopiedPayload"/> (the chunk then holds the slab),
+    /// otherwise it is copied into a pooled buffer.
     /// </summary>
     public static Chunk FromReceived(int shard, long seq, long offset, in ReadOnlySequence<byte> payload)
     {
-        if (!payload.IsSingleSegment || !ReceiveSlab.TryGetSlab(payload.First, out var slab, out int start))
+        if (payload.Length <= MaxCopiedPayload || !payload.IsSingleSegment || !ReceiveSlab.TryGetSlab(payload.First, out var slab, out int start))
             return Copy(shard, seq, offset, payload);
         slab.Retain();
         var chunk = Take(slab.Array, start, slab);

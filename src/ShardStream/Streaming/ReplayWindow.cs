@@ -2,21 +2,20 @@ namespace ShardStream.Streaming;
 
 /// <summary>
 /// The most recent chunks of every shard, bounded by bytes and by age, so that a peer that lost a
-/// parent can resume at an exact sequence number from a new parent. Not thread-safe: the node's
-/// relay lock guards it.
+/// parent can resume at an exact sequence number from a new parent. The bytes are the memory the
+/// window keeps alive (<see cref="HeldMemory"/>: whole buffers, and whole receive slabs), not the
+/// payload it holds. Not thread-safe: the node's relay lock guards it.
 /// </summary>
 internal sealed class ReplayWindow
 {
     private readonly Queue<(Chunk Chunk, long AddedAt)>[] _shards;
     private readonly long _maxBytes;
     private readonly long _maxAgeTicks;
-    private long _bytes;
-    private int _count;
+    private readonly HeldMemory _held = new();
 
     /// <summary>
-    /// Chunks kept at most: one per KiB of the byte bound (65,536 for 64 MiB). The byte bound
-    /// counts payload, and a source that reads a byte at a time makes one-byte chunks: without a
-    /// count, 64 MiB of them would be 64 million chunk objects.
+    /// Chunks kept at most: one per KiB of the byte bound (65,536 for 64 MiB), as every chunk holds
+    /// at least a 1 KiB buffer; it also bounds the chunk objects and queue entries.
     /// </summary>
     public int MaxChunks { get; }
 
@@ -36,15 +35,17 @@ internal sealed class ReplayWindow
         _maxAgeTicks = (long)Math.Min(long.MaxValue / 2.0, maxAge.TotalSeconds * timestampFrequency);
     }
 
-    /// <summary>Bytes held now.</summary>
-    public long Bytes => _bytes;
+    /// <summary>Bytes of memory held now (buffers and receive slabs, see <see cref="HeldMemory"/>).</summary>
+    public long Bytes => _held.Bytes;
+
+    /// <summary>Chunks held now.</summary>
+    public int Count => _held.Chunks;
 
     /// <summary>Keeps <paramref name="chunk"/> (retaining it) and drops what falls out of the bounds.</summary>
     public void Add(Chunk chunk, long nowTicks)
     {
         _shards[chunk.Shard].Enqueue((chunk.Retain(), nowTicks));
-        _bytes += chunk.Length;
-        _count++;
+        _held.Add(chunk);
         Evict(nowTicks);
     }
 
@@ -57,7 +58,7 @@ internal sealed class ReplayWindow
                 Drop(queue);
 
         // Bytes: drop the globally oldest chunk, the smallest sequence number among the shard heads.
-        while (_bytes > _maxBytes || _count > MaxChunks)
+        while (_held.Bytes > _maxBytes || _held.Chunks > MaxChunks)
         {
             Queue<(Chunk Chunk, long AddedAt)>? victim = null;
             long victimSeq = long.MaxValue;
@@ -75,8 +76,7 @@ internal sealed class ReplayWindow
     private void Drop(Queue<(Chunk Chunk, long AddedAt)> queue)
     {
         var (chunk, _) = queue.Dequeue();
-        _bytes -= chunk.Length;
-        _count--;
+        _held.Remove(chunk);
         chunk.Release();
     }
 
@@ -107,7 +107,6 @@ internal sealed class ReplayWindow
     {
         foreach (var queue in _shards)
             while (queue.TryDequeue(out var item)) item.Chunk.Release();
-        _bytes = 0;
-        _count = 0;
+        _held.Clear();
     }
 }
