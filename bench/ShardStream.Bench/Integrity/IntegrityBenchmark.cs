@@ -59,6 +59,10 @@ internal static partial class IntegrityBenchmark
             int frame = 5 + 17 + size;
             Console.WriteLine($"| {size} | {sha:0.00} | {blake:0.00} | {signAll:0.00} | {batch:0.00} | {64.0 / frame:P2} | {(32 + (64 + 30) / 32.0) / frame:P2} |");
         }
+        Console.WriteLine();
+        VerifierPathBenchmark.Run(Median);
+        Console.WriteLine();
+        Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
         return 0;
     }
 

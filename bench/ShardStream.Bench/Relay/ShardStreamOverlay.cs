@@ -32,6 +32,11 @@ internal static class ShardStreamOverlay
             await coordinator.RunAsync(source, cancellationToken);
             await Task.WhenAll(runs);
             var usage = meter.Stop();
+            // A peer moved to a parent whose replay window no longer held what it missed skips
+            // those bytes (logged as a gap): the probes then fail on the first byte after the gap.
+            var lossy = peers.Where(p => p.LostBytes > 0).Select(p => $"peer {p.Id} lost {p.LostBytes} bytes").ToList();
+            if (lossy.Count > 0)
+                throw new InvalidOperationException($"gaps in the stream (a peer was moved to a parent whose replay window did not reach back; a busy machine, a small --window-mib): {string.Join(", ", lossy)}");
             var (lists, histogram) = coordinator.SigningStats();
             return (shape, usage, new SourceHold(lists, histogram));
         }

@@ -44,7 +44,7 @@ public sealed partial class Coordinator : Node
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         // A list's chunks reach each child at once: at most a sixteenth of the queue limit, so that
         // the burst never comes near it (pacing keeps queues under a quarter of it).
-        _signing = new SigningQueue(_signer, Relay, options.ShardCount, options.MaxHashesPerList, Math.Min(1L << 20, options.MaxQueuedBytesPerChild / 16), Time);
+        _signing = new SigningQueue(_signer, Relay, options.ShardCount, options.MaxHashesPerList, Math.Min(2L << 20, options.MaxQueuedBytesPerChild / 16), Time);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 

@@ -372,7 +372,8 @@ public sealed partial class Peer : Node
                     if (!_parentOfShard.TryGetValue(list.Shard, out var current) || current != link) return;
                 }
                 _verifier!.AddHashList(list, _reassembler!.NextSeqOf(list.Shard));
-                Relay!.PublishHashList(list, FrameWriting.ToArray(list.Write));
+                // Forwarded as it came (TryRead accepts only the one encoding): no second encoding per list.
+                Relay!.PublishHashList(list, FrameWriting.FromBody(FrameType.Hashes, body));
                 break;
             case FrameType.Move:
                 // Only the coordinator moves peers: a parent that sends a Move is lying.

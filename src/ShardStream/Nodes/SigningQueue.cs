@@ -91,7 +91,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         foreach (long at in _addedAt[shard])
             HoldHistogram[Math.Min(HoldHistogram.Length - 1, (int)(time.GetElapsedTime(at, now).Ticks / (TimeSpan.TicksPerMicrosecond * HoldBucketMicroseconds)))]++;
         _addedAt[shard].Clear();
-        relay.PublishHashList(list, FrameWriting.ToArray(list.Write));
+        relay.PublishHashList(list, FrameWriting.ToArray(list.Write, list.FrameLength));
         foreach (var chunk in pending)
         {
             relay.Publish(chunk);

@@ -16,6 +16,9 @@ public readonly record struct HashList(byte Shard, ulong FirstSeq, byte[] Hashes
     /// <summary>How many chunks the list covers.</summary>
     public int Count => Hashes.Length / Protocol.HashLength;
 
+    /// <summary>Bytes of the whole frame.</summary>
+    public int FrameLength => Protocol.FrameHeaderLength + 1 + 8 + 1 + Hashes.Length + Protocol.SignatureLength;
+
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer) =>
         FrameWriting.Write(writer, FrameType.Hashes, 1 + 8 + 1 + Hashes.Length + Protocol.SignatureLength, in this, static (in HashList m, ref SpanWriter w) =>

@@ -108,11 +108,25 @@ internal static class FrameWriting
     /// <summary>Reads a body that is exactly one big-endian u64.</summary>
     public static bool TryReadUInt64Body(ref SequenceReader<byte> r, out ulong value) => FrameCodec.TryReadUInt64(ref r, out value) && r.End;
 
-    public static byte[] ToArray(Action<IBufferWriter<byte>> write)
+    /// <summary>The bytes <paramref name="write"/> writes; <paramref name="sizeHint"/>: what it will write, when known (no growing copies).</summary>
+    public static byte[] ToArray(Action<IBufferWriter<byte>> write, int sizeHint = 64)
     {
-        var buffer = new ArrayBufferWriter<byte>(64);
+        var buffer = new ArrayBufferWriter<byte>(sizeHint);
         write(buffer);
         return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>
+    /// The whole frame around a body as it was received, to forward it as it came instead of
+    /// decoding and encoding it again (for a body whose reader accepts only the one encoding).
+    /// </summary>
+    public static byte[] FromBody(FrameType type, in ReadOnlySequence<byte> body)
+    {
+        var frame = new byte[Protocol.FrameHeaderLength + (int)body.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(frame, (uint)(1 + body.Length));
+        frame[4] = (byte)type;
+        body.CopyTo(frame.AsSpan(Protocol.FrameHeaderLength));
+        return frame;
     }
 }
 

@@ -152,4 +152,22 @@ public class ByteLayoutTests
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     }
+
+    [Fact]
+    public void A_forwarded_hash_list_frame_is_the_encoding_byte_for_byte()
+    {
+        var list = new HashList(1, 3, [.. Fill(0xAA, 32), .. Fill(0xBB, 32)], Fill(0x11, 64));
+        byte[] encoded = FrameWriting.ToArray(list.Write);
+        Assert.Equal(encoded.Length, list.FrameLength);
+        Assert.Equal(encoded, FrameWriting.ToArray(list.Write, list.FrameLength));
+
+        // As a peer receives it (the body after length and type), then forwards it.
+        var buffer = new ReadOnlySequence<byte>(encoded);
+        Assert.True(FrameCodec.TryReadFrame(ref buffer, out var type, out var body));
+        Assert.Equal(FrameType.Hashes, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(HashList.TryRead(ref reader, out var read));
+        Assert.Equal(list.Hashes, read.Hashes);
+        Assert.Equal(encoded, FrameWriting.FromBody(FrameType.Hashes, body));
+    }
 }
