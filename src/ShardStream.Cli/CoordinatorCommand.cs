@@ -23,6 +23,7 @@ internal static class CoordinatorCommand
         var rtmp = new Option<string?>("--rtmp") { Description = "HOST:PORT to accept one RTMP publisher on (OBS or ffmpeg: rtmp://HOST:PORT/APP/KEY); what it publishes, as FLV, is the stream instead of stdin." };
         var rtmpKey = new Option<string?>("--rtmp-key") { Description = "The stream key an RTMP publisher must give (the last part of its URL); default: the SHARDSTREAM_RTMP_KEY environment variable, else any key is accepted. Never logged." };
         var controlHeartbeat = new Option<double?>("--control-heartbeat") { Description = "Seconds between heartbeats on a quiet control link (coordinator <-> peer), at least the heartbeat interval and at most 60; default: the heartbeat interval. Longer cuts the coordinator's heartbeat traffic with many peers, and finds a frozen peer later." };
+        var rtmpPlay = new RtmpPlayOptions();
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -30,7 +31,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -51,7 +52,9 @@ internal static class CoordinatorCommand
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
             await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);
-            await using var source = ingest?.Source ?? Console.OpenStandardInput();
+            await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
+            var input = ingest?.Source ?? Console.OpenStandardInput();
+            await using var source = play is null ? input : play.Hub.TeeReads(input);
             await coordinator.RunAsync(source, ct);
             var log = loggers.CreateLogger("coordinator");
             log.LogInformation("overlay at the end of the stream:");

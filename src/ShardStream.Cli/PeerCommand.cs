@@ -23,6 +23,7 @@ internal static class PeerCommand
             Description = "After losing the coordinator (link timed out or broken, evicted, or the coordinator restarted), keep trying to join again for this long, with backoff from 0.5 s to 8 s, resuming at this peer's next byte (or with a logged gap); 0 = stop at once.",
             DefaultValueFactory = _ => 60,
         };
+        var rtmpPlay = new RtmpPlayOptions();
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -30,7 +31,7 @@ internal static class PeerCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
-        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, replaySeconds, replayMiB, heartbeat, verbose, quiet }) command.Options.Add(o);
+        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, replaySeconds, replayMiB, heartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -47,7 +48,8 @@ internal static class PeerCommand
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);
-            await using var stdout = Console.OpenStandardOutput();
+            await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
+            await using var stdout = play is null ? Console.OpenStandardOutput() : play.Hub.Tee(Console.OpenStandardOutput());
             try
             {
                 await peer.RunAsync(stdout, ct);

@@ -19,15 +19,15 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>A coordinator with --rtmp, and peers in a chain (every node uploads one stream), each joined before the next.</summary>
-    private async Task<(FileOutProcess Coordinator, string RtmpAddress, List<FileOutProcess> Peers)> StartChainAsync(int peers)
+    private async Task<(FileOutProcess Coordinator, string RtmpAddress, List<FileOutProcess> Peers)> StartChainAsync(int peers, params string[] extra)
     {
-        var coordinator = FileOutProcess.Start(_dir, "coordinator", "coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--rtmp", "127.0.0.1:0", "--rtmp-key", Key);
+        var coordinator = FileOutProcess.Start(_dir, "coordinator", ["coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--rtmp", "127.0.0.1:0", "--rtmp-key", Key, .. extra]);
         string address = await coordinator.WaitForLogAsync(@"coordinator listening on (\S+?),", Startup);
         string rtmp = await coordinator.WaitForLogAsync(@"rtmp: listening on (\S+) ", Startup);
         var list = new List<FileOutProcess>();
         for (int i = 1; i <= peers; i++)
         {
-            list.Add(FileOutProcess.Start(_dir, $"peer{i}", "peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1"));
+            list.Add(FileOutProcess.Start(_dir, $"peer{i}", ["peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1", .. extra]));
             await coordinator.WaitForLogAsync($@"peer {i} \(.*joined", Startup);
         }
         return (coordinator, rtmp, list);
@@ -75,6 +75,41 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(180, video); // 6 s at 30 fps
             Assert.InRange(audio, 250, 290); // 6 s of AAC at 44.1 kHz: 1024 samples a frame
             Assert.DoesNotContain(Key, coordinator.Stderr);
+        }
+        finally
+        {
+            foreach (var p in peers) await p.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_player_that_joins_mid_stream_plays_from_a_peer_two_hops_down_and_from_the_coordinator()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, peers) = await StartChainAsync(2, "--rtmp-play", "127.0.0.1:0");
+        await using var _ = coordinator;
+        try
+        {
+            using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 30, gop: 30));
+            var publishErrors = ffmpeg.StandardError.ReadToEndAsync();
+            await coordinator.WaitForLogAsync("publishing started", Startup);
+            await Task.Delay(TimeSpan.FromSeconds(5)); // the players join 5 s into the stream
+            foreach (var node in new[] { peers[1], coordinator })
+            {
+                string play = await node.WaitForLogAsync(@"rtmp: listening on (\S+) \(play\)", Startup);
+                string copy = Path.Combine(_dir, $"played-{Path.GetFileName(node.StdoutPath)}.flv");
+                var started = Stopwatch.StartNew();
+                var r = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"rtmp://{play}/live/stream", "-t", "4", "-c", "copy", "-f", "flv", copy], TimeSpan.FromMinutes(2));
+                Assert.True(r.ExitCode == 0 && r.Stderr.Trim().Length == 0, $"ffmpeg playing from {play}: exit {r.ExitCode}: {r.Stderr}\n{node.Stderr}");
+                var (exit, errors) = Ffmpeg.Decode(copy);
+                Assert.True(exit == 0 && errors.Length == 0, $"decode of what was played: {errors}");
+                var (video, audio) = Ffmpeg.CountPackets(copy);
+                output.WriteLine($"played 4 s from {play} in {started.ElapsedMilliseconds} ms: {video} video frames, {audio} audio frames");
+                Assert.InRange(video, 118, 122); // 4 s at 30 fps, starting at a keyframe
+            }
+            ffmpeg.Kill();
+            await ffmpeg.WaitForExitAsync();
+            await publishErrors;
         }
         finally
         {
