@@ -25,9 +25,12 @@ internal static class SimulateCommand
         var churn = new Option<double>("--churn") { Description = "Fraction of joins followed by the leave of a random peer, in [0, 1).", DefaultValueFactory = _ => 0 };
         var uploadMix = new Option<string?>("--upload-mix") { Description = "Each peer draws its upload from upload:fraction pairs summing to 1, e.g. 0:0.6,2.5:0.4 (60% upload nothing, 40% upload 2.5x); instead of --upload." };
         var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
+        var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
+        var latencyAware = new Option<bool?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, json })
         {
             command.Options.Add(option);
         }
@@ -58,6 +61,23 @@ internal static class SimulateCommand
                 return 1;
             }
 
+            LatencyModel? model;
+            try
+            {
+                model = LatencyModel.Parse(parseResult.GetValue(latency)!, parseResult.GetValue(seed), File.ReadAllText);
+            }
+            catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"simulate: --latency: {e.Message}");
+                return 1;
+            }
+
+            if (parseResult.GetValue(latencyAware) == true && model is null)
+            {
+                Console.Error.WriteLine("simulate: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
+                return 1;
+            }
+
             var options = new SimulationOptions(
                 parseResult.GetValue(peers),
                 k,
@@ -67,10 +87,13 @@ internal static class SimulateCommand
                 parseResult.GetValue(seed),
                 parseResult.GetValue(churn),
                 parseResult.GetValue(failBranch),
-                mix);
+                mix,
+                model,
+                parseResult.GetValue(latencyAware));
             try
             {
-                Console.Out.Write(Format(OverlaySimulation.Run(options)));
+                var report = OverlaySimulation.Run(options);
+                Console.Out.Write(parseResult.GetValue(json) ? SimulateJson.Format(report) + "\n" : Format(report));
                 return 0;
             }
             catch (Exception e) when (e is ArgumentException or PlacementException)
@@ -129,6 +152,17 @@ internal static class SimulateCommand
             Line("  reattachments", $"{f.Reattachments:N0} Move messages, {f.Evicted} evicted, repaired in {F(f.RepairTime.TotalMilliseconds, 0)} ms");
             Line("  max depth", $"{f.MaxDepthBefore} before, {f.MaxDepthAfter} after (best {f.BestDepthAfter}, bound {f.BestDepthAfter + 1})");
             Line("  max depth per shard", string.Join(" ", f.ShardsAfter.Select(s => s.MaxDepth)));
+        }
+
+        if (o.Latency is { } model)
+        {
+            Line("latency model", model.Description);
+            foreach (var l in new[] { report.LatencyAware!, report.LatencyBlind! })
+            {
+                var which = l.LatencyAware ? "latency-aware" : "latency-blind";
+                Line(which, $"max depth {l.MaxDepth}, edge RTT mean {F(l.MeanEdgeRttMs, 1)} ms / p95 {F(l.P95EdgeRttMs, 1)} ms, source delay mean {F(l.MeanSourceDelayMs, 1)} ms / p95 {F(l.P95SourceDelayMs, 1)} ms, mean RDP {F(l.MeanRdp)}");
+                Line("", $"{F(l.PingsPerJoin, 1)} pings per join (max {l.MaxPingsPerJoin}), coordinate median error {(double.IsNaN(l.CoordinateMedianError) ? "-" : F(l.CoordinateMedianError, 3))}, planner joins/s {l.JoinsPerSecond.ToString("N0", CultureInfo.InvariantCulture)}");
+            }
         }
 
         return text.ToString();

@@ -21,12 +21,31 @@ public static class Simulation
             throw new ArgumentException("Churn and the failed branch fraction must be in [0, 1).", nameof(options));
         }
 
-        var planner = new Planner(options.ToPlannerOptions());
+        var aware = options.LatencyAware ?? options.Latency is not null;
+        var (report, latency) = Build(options, aware);
+        if (options.Latency is null)
+        {
+            return report;
+        }
+
+        // The same overlay (same joins, leaves and model) built by the other planner, for comparison.
+        var (_, other) = Build(options with { FailBranchFraction = 0 }, !aware);
+        return report with
+        {
+            LatencyAware = aware ? latency : other,
+            LatencyBlind = aware ? other : latency,
+        };
+    }
+
+    private static (SimulationReport Report, LatencyReport? Latency) Build(SimulationOptions options, bool latencyAware)
+    {
+        var planner = new Planner(options.ToPlannerOptions() with { LatencyAware = latencyAware && options.Latency is not null });
         var random = new Random(options.Seed);
         // Uploads are drawn from their own generator so that a mix leaves the churn's draws alone.
         var uploads = new Random(options.Seed + 1);
         var live = new LivePeers(options.Peers);
-        var waiting = new WaitingPeers(planner, live);
+        var joiner = planner.LatencyAware ? new LatencyJoiner(planner, options.Latency!, options.Seed) : null;
+        var waiting = new WaitingPeers(planner, live, joiner is null ? null : joiner.Join);
         var budgets = new SortedDictionary<int, int>();
         long joinTicks = 0, churnMoves = 0;
         int leaves = 0, evicted = 0;
@@ -63,7 +82,8 @@ public static class Simulation
         }
 
         build.Stop();
-        var joinSeconds = (double)joinTicks / Stopwatch.Frequency;
+        // With latency, the joiner's own work (pings, coordinate fits) is not the planner's.
+        var joinSeconds = (double)(joiner?.PlannerTicks ?? joinTicks) / Stopwatch.Frequency;
         var managed = GC.GetTotalMemory(forceFullCollection: true);
         var workingSet = Environment.WorkingSet;
         var shards = Depths(planner);
@@ -72,11 +92,13 @@ public static class Simulation
         var fostered = options.Topology == TopologyKind.Striped ? planner.FosteredEdges : 0;
         var peerCount = planner.PeerCount;
         var sourceUpload = planner.UsedUnits(Planner.Source);
+        var joinsPerSecond = joinSeconds > 0 ? waiting.Joined / joinSeconds : 0;
+        var latency = options.Latency is { } model ? LatencyMetrics.Measure(planner, model, joiner, joinsPerSecond, options.Seed) : null;
         var branch = options.FailBranchFraction > 0 && planner.PeerCount > 1
             ? BranchFailure.Run(planner, options.FailBranchFraction, random)
             : null;
 
-        return new SimulationReport(
+        return (new SimulationReport(
             options,
             peerCount,
             options.Peers,
@@ -93,14 +115,14 @@ public static class Simulation
             waiting.Moves,
             churnMoves,
             fostered,
-            joinSeconds > 0 ? waiting.Joined / joinSeconds : 0,
+            joinsPerSecond,
             build.Elapsed,
             managed,
             workingSet,
             branch,
             waiting.Refused,
             waiting.Count,
-            [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))]);
+            [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))]), latency);
     }
 
     /// <summary>

@@ -12,6 +12,8 @@ namespace ShardStream.Simulation;
 /// <param name="Churn">Fraction of joins followed by the leave of a random live peer.</param>
 /// <param name="FailBranchFraction">After the build, fail at once the subtree(s) holding about this fraction of the peers, and repair.</param>
 /// <param name="UploadMix">If set, each peer draws its upload from this mix (seeded) instead of <paramref name="Upload"/>.</param>
+/// <param name="Latency">If set, the RTT model the overlay lives in: the report then gives delay figures for the latency-aware and the latency-blind planner.</param>
+/// <param name="LatencyAware">Whether the planner places by latency; null for "when a latency model is set".</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -21,7 +23,9 @@ public sealed record SimulationOptions(
     int Seed = 0,
     double Churn = 0,
     double FailBranchFraction = 0,
-    UploadMix? UploadMix = null)
+    UploadMix? UploadMix = null,
+    LatencyModel? Latency = null,
+    bool? LatencyAware = null)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);

@@ -60,6 +60,8 @@ public readonly record struct BudgetCount(int Budget, int Peers);
 /// <param name="RefusedJoins">Joins the planner refused at first (no capacity left in some shard tree); such a peer waits, as one that rejoins would, and is carried as soon as capacity appears.</param>
 /// <param name="Unplaced">Peers still waiting at the end of the build: joined but never carried.</param>
 /// <param name="BudgetMix">Joins per budget (one entry without an upload mix).</param>
+/// <param name="LatencyAware">With a latency model: the delay figures of the overlay built by the latency-aware planner.</param>
+/// <param name="LatencyBlind">With a latency model: the same for the latency-blind planner (same model, seed, joins and leaves).</param>
 public sealed record SimulationReport(
     SimulationOptions Options,
     int PeerCount,
@@ -84,7 +86,9 @@ public sealed record SimulationReport(
     BranchFailureReport? BranchFailure,
     int RefusedJoins,
     int Unplaced,
-    IReadOnlyList<BudgetCount> BudgetMix)
+    IReadOnlyList<BudgetCount> BudgetMix,
+    LatencyReport? LatencyAware = null,
+    LatencyReport? LatencyBlind = null)
 {
     /// <summary>Peers the overlay could not carry: never placed, or evicted by a churn repair.</summary>
     public int Evictions => Unplaced + ChurnEvicted;

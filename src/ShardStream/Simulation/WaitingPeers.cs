@@ -8,8 +8,10 @@ namespace ShardStream.Simulation;
 /// appears, largest budgets first (an uploader brings capacity, a viewer only takes it). Those
 /// still waiting at the end of a simulation are the peers the overlay could not carry.
 /// </summary>
-internal sealed class WaitingPeers(Planner planner, LivePeers live)
+internal sealed class WaitingPeers(Planner planner, LivePeers live, Func<int, int>? join = null)
 {
+    private readonly Func<int, int> _join = join ?? planner.Join;
+
     // Waiting peers per budget, largest budget first.
     private readonly SortedDictionary<int, int> _waiting = new(Comparer<int>.Create((a, b) => b.CompareTo(a)));
 
@@ -71,7 +73,7 @@ internal sealed class WaitingPeers(Planner planner, LivePeers live)
     {
         try
         {
-            live.Add(planner.Join(budget));
+            live.Add(_join(budget));
             Joined++;
             Moves += planner.LastJoinMoves.Count;
             return true;

@@ -30,6 +30,12 @@ public sealed partial class Planner
         ShardCount = options.ShardCount;
         _forest = new ShardForest(ShardCount);
         _placement = new ShardPlacement(_forest);
+        if (options.LatencyAware)
+        {
+            _latency = new LatencyPlacement(_forest);
+            _placement.Latency = _latency;
+        }
+
         _forest.AddNode(Source, options.SourceBudget);
         for (var s = 0; s < ShardCount; s++)
         {

@@ -34,6 +34,11 @@ public sealed partial class Planner
     public int Join(int budget)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        return JoinCore(budget);
+    }
+
+    private int JoinCore(int budget)
+    {
         var id = _nextId;
         _moves.Clear();
         switch (Options.Topology)
@@ -52,6 +57,7 @@ public sealed partial class Planner
 
         _nextId++;
         _peerCount++;
+        ExchangeAtTheTop(id);
         if (!_pristine)
         {
             // A join rarely needs this (it takes the shallowest slot, capacity first), but after
@@ -101,7 +107,7 @@ public sealed partial class Planner
         for (var s = 0; s < ShardCount; s++)
         {
             SetCap(id, s, caps[s]);
-            _placement.Place(id, s, _moves);
+            _placement.Place(id, s, _moves, JoinDepthBound(s));
         }
     }
 
@@ -178,7 +184,7 @@ public sealed partial class Planner
             for (var s = 0; s < ShardCount; s++)
             {
                 var before = stranded.Count;
-                _placement.Repair(s, dead, _moves, stranded);
+                _placement.Repair(s, dead, _moves, stranded, _latency is null ? int.MaxValue : AllowedDepth(s));
                 for (var j = before; j < stranded.Count; j++)
                 {
                     stranded[j] = (stranded[j] * ShardCount) + s;
@@ -223,6 +229,18 @@ public sealed partial class Planner
             best = Math.Max(best, TessellationPattern.ExactDepth(_peerCount));
         }
 
+        return best == int.MaxValue ? int.MaxValue : best + 1;
+    }
+
+    /// <summary>The deepest a joiner may be placed in <paramref name="shard"/> (latency-aware only): one level more than the best its capacities allow with the joiner counted.</summary>
+    private int JoinDepthBound(int shard)
+    {
+        if (_latency is not { Active: true })
+        {
+            return int.MaxValue;
+        }
+
+        var best = _forest.BestDepth(shard, _peerCount + 1);
         return best == int.MaxValue ? int.MaxValue : best + 1;
     }
 

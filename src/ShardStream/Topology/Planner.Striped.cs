@@ -92,7 +92,7 @@ public sealed partial class Planner
         if (home >= 0)
         {
             SetCap(id, home, homeCap);
-            _placement.Place(id, home, _moves);
+            _placement.Place(id, home, _moves, JoinDepthBound(home));
         }
 
         for (var s = 0; s < ShardCount; s++)
@@ -104,7 +104,7 @@ public sealed partial class Planner
 
             if (_forest.FindOpen(s, requireAttached: false) != None)
             {
-                _placement.Place(id, s, _moves);
+                _placement.Place(id, s, _moves, JoinDepthBound(s));
             }
             else if (selfFosters > 0 && _forest.FindWeaker(s, 1, int.MaxValue) != None)
             {

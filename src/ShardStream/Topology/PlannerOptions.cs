@@ -20,7 +20,13 @@ public enum TopologyKind
 /// <param name="Topology">The placement policy.</param>
 /// <param name="SourceBudget">Shard-streams the coordinator may send at once.</param>
 /// <param name="Seed">Seed of the planner's only source of randomness.</param>
-public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int SourceBudget, int Seed = 0)
+/// <param name="LatencyAware">
+/// Among the placements the policy allows, prefer the parent that gives the joiner (or an orphan)
+/// the lowest estimated delay from the source, from network coordinates (see
+/// <see cref="Planner.Join(int, NetworkCoordinate, IReadOnlyDictionary{int, double})"/>). Off by
+/// default: nodes do not measure RTTs yet.
+/// </param>
+public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int SourceBudget, int Seed = 0, bool LatencyAware = false)
 {
     /// <summary>The seed's budget: every node serves K + 1 shard-streams.</summary>
     public static PlannerOptions Default(int shardCount, TopologyKind topology) =>

@@ -293,10 +293,39 @@ internal sealed partial class ShardForest
         return true;
     }
 
-    private bool IsOpenEntryValid(int node, int shard, int depth)
+    public bool IsOpenEntryValid(int node, int shard, int depth)
     {
         var i = (node * _k) + shard;
         return _alive[node] && _depth[i] == depth && _childCount[i] < _cap[i];
+    }
+
+    /// <summary>
+    /// Up to <paramref name="max"/> live peers at exactly <paramref name="depth"/> of <paramref name="shard"/>
+    /// with a capacity class below that of <paramref name="cap"/> (the nodes a joiner of that
+    /// capacity may push down), added to <paramref name="result"/>.
+    /// </summary>
+    public void CollectWeakerAt(int shard, int cap, int depth, int max, List<int> result)
+    {
+        var classes = ClassOf(cap);
+        var examined = 0;
+        for (var cls = 0; cls < classes && result.Count < max; cls++)
+        {
+            var queue = _byClass[(shard * ClassCount) + cls].At(depth);
+            if (queue is null)
+            {
+                continue;
+            }
+
+            // Stale entries are skipped, not removed; the scan stops after a few times max entries.
+            for (var j = 0; j < queue.Count && result.Count < max && examined < 4 * max; j++, examined++)
+            {
+                var node = queue[j];
+                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && _cap[(node * _k) + shard] < cap)
+                {
+                    result.Add(node);
+                }
+            }
+        }
     }
 
     private bool IsClassEntryValid(int node, int shard, int depth, int cls, bool leafOnly)

@@ -73,6 +73,9 @@ internal sealed partial class ShardForest
 
     public int ShardCount => _k;
 
+    /// <summary>Latency-aware placement only: free slots by zone (see <see cref="ZoneIndex"/>).</summary>
+    public ZoneIndex? Zones { get; set; }
+
     /// <summary>Sum of the capacities of the live nodes in <paramref name="shard"/>.</summary>
     public long TotalCap(int shard) => _totalCap[shard];
 
@@ -376,6 +379,7 @@ internal sealed partial class ShardForest
         {
             _openMark[i] = mark;
             _open[shard].Push(depth, node);
+            Zones?.PushOpen(node, shard, depth);
         }
 
         if (node == Source)

@@ -35,23 +35,33 @@ internal sealed class ShardPlacement(ShardForest forest)
     private int[] _fillStamp = new int[1024];
     private int _epoch;
 
+    /// <summary>Latency-aware placement (<see cref="PlannerOptions.LatencyAware"/>); null for the latency-blind rule.</summary>
+    public LatencyPlacement? Latency { get; set; }
+
     /// <summary>True when a joiner of capacity <paramref name="cap"/> has somewhere to go in <paramref name="shard"/>.</summary>
     public bool CanPlace(int shard, int cap) =>
         _forest.FindOpen(shard, requireAttached: false) != None
         || (cap > 0 && _forest.FindWeaker(shard, cap, int.MaxValue) != None);
 
-    /// <summary>Places <paramref name="node"/> (no parent, no children in <paramref name="shard"/>).</summary>
-    public void Place(int node, int shard, List<Reattachment> moves)
+    /// <summary>
+    /// Places <paramref name="node"/> (no parent, no children in <paramref name="shard"/>). With
+    /// latency-aware placement active, the same kind of place is chosen (the same weaker node's
+    /// level, or a free slot of the same level for a node with capacity), but among several, by
+    /// estimated delay from the source; a leaf may take any free slot whose child depth stays
+    /// within <paramref name="depthBound"/>.
+    /// </summary>
+    public void Place(int node, int shard, List<Reattachment> moves, int depthBound = int.MaxValue)
     {
         var open = _forest.FindOpen(shard, requireAttached: false);
         var freeDepth = open == None ? int.MaxValue : _forest.Depth(open, shard) + 1;
         var cap = _forest.Cap(node, shard);
+        var latency = Latency is { Active: true } ? Latency : null;
         if (cap > 0)
         {
             var weaker = _forest.FindWeaker(shard, cap, freeDepth);
             if (weaker != None)
             {
-                TakePlaceOf(node, weaker, shard, moves);
+                TakePlaceOf(node, latency?.ChooseWeaker(shard, cap, weaker) ?? weaker, shard, moves);
                 return;
             }
         }
@@ -59,6 +69,13 @@ internal sealed class ShardPlacement(ShardForest forest)
         if (open == None)
         {
             throw new PlacementException($"No node has a free slot in shard {shard}.");
+        }
+
+        if (latency is not null)
+        {
+            var blindDepth = _forest.Depth(open, shard);
+            var maxParentDepth = cap > 0 || depthBound == int.MaxValue ? blindDepth : Math.Max(blindDepth, depthBound - 1);
+            open = latency.ChooseOpen(shard, maxParentDepth, open);
         }
 
         _forest.Attach(node, open, shard);
@@ -86,7 +103,10 @@ internal sealed class ShardPlacement(ShardForest forest)
     /// Repairs <paramref name="shard"/> after <paramref name="dead"/> were killed (already not alive).
     /// Live peers that cannot be given a parent (no capacity left) are added to <paramref name="stranded"/>.
     /// </summary>
-    public void Repair(int shard, IReadOnlyList<int> dead, List<Reattachment> moves, List<int> stranded)
+    /// <remarks>With latency-aware placement, an orphan takes, among the free slots near it where its
+    /// subtree stays within <paramref name="depthBound"/>, the one with the lowest estimated delay
+    /// from the source (the shallowest attached free slot when none is better).</remarks>
+    public void Repair(int shard, IReadOnlyList<int> dead, List<Reattachment> moves, List<int> stranded, int depthBound = int.MaxValue)
     {
         var epoch = NextEpoch(dead);
 
@@ -143,7 +163,7 @@ internal sealed class ShardPlacement(ShardForest forest)
         }
 
         _ranked.Sort();
-        foreach (var (_, _, orphan) in _ranked)
+        foreach (var (negHeight, _, orphan) in _ranked)
         {
             if (_forest.Parent(orphan, shard) != None)
             {
@@ -155,6 +175,18 @@ internal sealed class ShardPlacement(ShardForest forest)
             {
                 stranded.Add(orphan);
                 continue;
+            }
+
+            if (Latency is { } latency && depthBound != int.MaxValue)
+            {
+                latency.Begin(orphan, measured: null, exact: true);
+                if (latency.Active)
+                {
+                    var blindDepth = _forest.Depth(open, shard);
+                    open = latency.ChooseOpen(shard, Math.Max(blindDepth, depthBound - 1 + negHeight), open);
+                }
+
+                latency.End();
             }
 
             _forest.Attach(orphan, open, shard);
@@ -316,7 +348,7 @@ internal sealed class ShardPlacement(ShardForest forest)
         return changed;
     }
 
-    private void ExchangePlaces(int strong, int weaker, int shard, List<Reattachment> moves)
+    public void ExchangePlaces(int strong, int weaker, int shard, List<Reattachment> moves)
     {
         var weakerParent = _forest.Parent(weaker, shard);
         var strongParent = _forest.Parent(strong, shard);

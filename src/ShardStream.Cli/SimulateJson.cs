@@ -1,0 +1,135 @@
+using System.Text;
+using System.Text.Json;
+using ShardStream.Simulation;
+
+namespace ShardStream.Cli;
+
+/// <summary><c>shardstream simulate --json</c>: every figure of the text report as one JSON object.</summary>
+internal static class SimulateJson
+{
+    public static string Format(SimulationReport report)
+    {
+        var o = report.Options;
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("topology", o.Topology.ToString().ToLowerInvariant());
+            w.WriteNumber("shards", o.ShardCount);
+            w.WriteNumber("seed", o.Seed);
+            w.WriteNumber("peers", report.PeerCount);
+            w.WriteNumber("joins", report.Joins);
+            w.WriteNumber("churnLeaves", report.Leaves);
+            w.WriteNumber("churnEvicted", report.ChurnEvicted);
+            if (o.UploadMix is { } mix)
+            {
+                w.WriteString("uploadMix", mix.ToString());
+                w.WriteNumber("meanUpload", mix.MeanUpload);
+                w.WriteStartArray("budgetsDrawn");
+                foreach (var b in report.BudgetMix)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("budget", b.Budget);
+                    w.WriteNumber("peers", b.Peers);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+            }
+
+            w.WriteNumber("peerBudget", report.PeerBudget);
+            w.WriteNumber("evictions", report.Evictions);
+            w.WriteNumber("neverPlaced", report.Unplaced);
+            w.WriteNumber("refusedJoins", report.RefusedJoins);
+            Shards(w, "shardDepths", report.Shards);
+            w.WriteNumber("policyBestDepth", report.PolicyBestDepth);
+            w.WriteNumber("maxPeerUpload", report.MaxPeerUpload);
+            w.WriteNumber("p99PeerUpload", report.P99PeerUpload);
+            w.WriteNumber("peersOverBudget", report.PeersOverBudget);
+            w.WriteNumber("sourceBudget", report.SourceBudget);
+            w.WriteNumber("sourceUpload", report.SourceUpload);
+            w.WriteNumber("sourceUploadMultiple", report.SourceUploadMultiple);
+            w.WriteNumber("joinMoves", report.JoinMoves);
+            w.WriteNumber("churnMoves", report.ChurnMoves);
+            w.WriteNumber("fosteredEdges", report.FosteredEdges);
+            w.WriteNumber("joinsPerSecond", Math.Round(report.JoinsPerSecond));
+            w.WriteNumber("buildSeconds", report.BuildTime.TotalSeconds);
+            w.WriteNumber("managedBytes", report.ManagedBytes);
+            w.WriteNumber("workingSetBytes", report.WorkingSetBytes);
+            if (report.BranchFailure is { } f)
+            {
+                w.WriteStartObject("branchFailure");
+                w.WriteNumber("peersFailed", f.PeersFailed);
+                w.WriteNumber("branches", f.Branches);
+                w.WriteNumber("shard", f.Shard);
+                w.WriteNumber("reattachments", f.Reattachments);
+                w.WriteNumber("evicted", f.Evicted);
+                w.WriteNumber("maxDepthBefore", f.MaxDepthBefore);
+                w.WriteNumber("maxDepthAfter", f.MaxDepthAfter);
+                w.WriteNumber("bestDepthAfter", f.BestDepthAfter);
+                w.WriteNumber("repairMilliseconds", f.RepairTime.TotalMilliseconds);
+                Shards(w, "shardDepthsAfter", f.ShardsAfter);
+                w.WriteEndObject();
+            }
+
+            if (o.Latency is { } model)
+            {
+                w.WriteString("latencyModel", model.Description);
+                Latency(w, "latencyAware", report.LatencyAware!);
+                Latency(w, "latencyBlind", report.LatencyBlind!);
+            }
+
+            w.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    private static void Shards(Utf8JsonWriter w, string name, IReadOnlyList<ShardDepthReport> shards)
+    {
+        w.WriteStartArray(name);
+        foreach (var s in shards)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("shard", s.Shard);
+            w.WriteNumber("maxDepth", s.MaxDepth);
+            w.WriteNumber("meanDepth", s.MeanDepth);
+            if (s.BestDepth == int.MaxValue)
+            {
+                w.WriteNull("bestDepth");
+            }
+            else
+            {
+                w.WriteNumber("bestDepth", s.BestDepth);
+            }
+
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+    }
+
+    private static void Latency(Utf8JsonWriter w, string name, LatencyReport l)
+    {
+        w.WriteStartObject(name);
+        w.WriteNumber("maxDepth", l.MaxDepth);
+        w.WriteNumber("meanEdgeRttMs", l.MeanEdgeRttMs);
+        w.WriteNumber("p95EdgeRttMs", l.P95EdgeRttMs);
+        w.WriteNumber("meanSourceDelayMs", l.MeanSourceDelayMs);
+        w.WriteNumber("p95SourceDelayMs", l.P95SourceDelayMs);
+        w.WriteNumber("meanRdp", l.MeanRdp);
+        w.WriteNumber("pingsPerJoin", l.PingsPerJoin);
+        w.WriteNumber("maxPingsPerJoin", l.MaxPingsPerJoin);
+        if (double.IsNaN(l.CoordinateMedianError))
+        {
+            w.WriteNull("coordinateMedianError");
+        }
+        else
+        {
+            w.WriteNumber("coordinateMedianError", l.CoordinateMedianError);
+        }
+
+        w.WriteNumber("joinsPerSecond", Math.Round(l.JoinsPerSecond));
+        w.WriteEndObject();
+    }
+}

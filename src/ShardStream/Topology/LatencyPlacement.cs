@@ -1,0 +1,505 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Latency-aware choice among placements the general rule allows (<see cref="PlannerOptions.LatencyAware"/>).
+/// Where the latency-blind rule takes the first free slot of the shallowest level (or the first
+/// weaker node of the shallowest level holding one), this looks at a few candidates that are
+/// just as valid (free slots within the depth bound, in the zones nearest the joiner; weaker nodes
+/// at the same level) and takes the one that gives the joiner the lowest estimated delay from the
+/// source: the estimated one-way delay of the candidate's whole path from the source plus half the
+/// RTT from the candidate to the joiner (measured when the joiner probed it, else estimated from
+/// the network coordinates). The blind choice is always among the candidates, so a placement is
+/// never refused for latency. Pure: coordinates in, node ids out.
+/// </summary>
+internal sealed class LatencyPlacement
+{
+    /// <summary>Zones searched around a joiner, nearest first.</summary>
+    public const int NearZones = 4;
+
+    /// <summary>Free slots taken from one depth of one zone.</summary>
+    private const int PerDepth = 3;
+
+    /// <summary>Candidates evaluated per placement (besides the blind choice).</summary>
+    public const int MaxCandidates = 16;
+
+    private const int None = Planner.None;
+    private const int Source = Planner.Source;
+
+    private readonly ShardForest _forest;
+    private readonly ZoneIndex _zones;
+    private readonly List<int> _candidates = [];
+    private readonly int[] _near = new int[NearZones];
+    private NetworkCoordinate[] _coordinates = new NetworkCoordinate[1024];
+    private int _nearCount;
+
+    // The node being placed: its coordinate and the RTTs it measured (joins only).
+    private NetworkCoordinate _subject;
+    private IReadOnlyDictionary<int, double>? _measured;
+
+    public LatencyPlacement(ShardForest forest)
+    {
+        _forest = forest;
+        _zones = new ZoneIndex(forest.ShardCount);
+        forest.Zones = _zones;
+        Array.Fill(_coordinates, NetworkCoordinate.Unknown);
+    }
+
+    /// <summary>True while a node with a known coordinate is being placed (else the blind rule runs).</summary>
+    public bool Active { get; private set; }
+
+    public NetworkCoordinate CoordinateOf(int node) => node < _coordinates.Length ? _coordinates[node] : NetworkCoordinate.Unknown;
+
+    public void SetCoordinate(int node, NetworkCoordinate coordinate)
+    {
+        if (node >= _coordinates.Length)
+        {
+            var old = _coordinates.Length;
+            Array.Resize(ref _coordinates, Math.Max(node + 1, old * 2));
+            Array.Fill(_coordinates, NetworkCoordinate.Unknown, old, _coordinates.Length - old);
+        }
+
+        _coordinates[node] = coordinate;
+    }
+
+    /// <summary>Gives a joining node its coordinate and zone (before it is placed anywhere).</summary>
+    public void Register(int node, NetworkCoordinate coordinate)
+    {
+        SetCoordinate(node, coordinate);
+        if (coordinate.Error < 1)
+        {
+            _zones.SetZone(node, _zones.Assign(coordinate));
+        }
+    }
+
+    /// <summary>
+    /// From now until <see cref="End"/>, placements are chosen for <paramref name="node"/> by latency.
+    /// A join (<paramref name="exact"/> false) may use path delays computed up to
+    /// <see cref="PathCacheJoins"/> joins ago (every node is attached between operations); a repair
+    /// walks every path, since candidates may sit in a subtree that is cut off.
+    /// </summary>
+    public void Begin(int node, IReadOnlyDictionary<int, double>? measured, bool exact = false)
+    {
+        _subject = CoordinateOf(node);
+        _measured = measured;
+        _exact = exact;
+        if (!exact)
+        {
+            _joins++;
+        }
+
+        Active = _subject.Error < 1;
+        if (Active)
+        {
+            FindNearZones(_subject);
+        }
+    }
+
+    public void End()
+    {
+        Active = false;
+        _measured = null;
+    }
+
+    /// <summary>
+    /// The free slot to take in <paramref name="shard"/>: among <paramref name="blind"/> and the free
+    /// slots at depth at most <paramref name="maxParentDepth"/> in the zones nearest the subject, the
+    /// one with the lowest estimated delay from the source (attached to it, and accepted by
+    /// <paramref name="accept"/> when given).
+    /// </summary>
+    public int ChooseOpen(int shard, int maxParentDepth, int blind, Func<int, bool>? accept = null)
+    {
+        _candidates.Clear();
+        if (blind != None)
+        {
+            _candidates.Add(blind);
+        }
+
+        for (var zi = 0; zi < _nearCount && _candidates.Count <= MaxCandidates; zi++)
+        {
+            var index = _zones.Open(_near[zi], shard);
+            var limit = Math.Min(maxParentDepth + 1, index.Limit);
+            for (var d = index.Lowest; d < limit && _candidates.Count <= MaxCandidates; d++)
+            {
+                var queue = index.At(d);
+                if (queue is null)
+                {
+                    continue;
+                }
+
+                while (!queue.IsEmpty && !_forest.IsOpenEntryValid(queue.Front, shard, d))
+                {
+                    queue.PopFront();
+                }
+
+                if (queue.IsEmpty)
+                {
+                    if (d == index.Lowest)
+                    {
+                        index.Lowest = d + 1;
+                    }
+
+                    continue;
+                }
+
+                // Entries behind the front may be stale (nodes that filled up): look at a few only.
+                var taken = 0;
+                var examine = Math.Min(queue.Count, 4 * PerDepth);
+                for (var j = 0; j < examine && taken < PerDepth; j++)
+                {
+                    var node = queue[j];
+                    if (_forest.IsOpenEntryValid(node, shard, d) && (accept is null || accept(node)) && !_candidates.Contains(node))
+                    {
+                        _candidates.Add(node);
+                        taken++;
+                    }
+                }
+            }
+        }
+
+        return Best(shard, blind);
+    }
+
+    /// <summary>The weaker node to push down in <paramref name="shard"/>: among <paramref name="blind"/> and others of its depth, the one whose parent gives the subject the lowest estimated delay.</summary>
+    public int ChooseWeaker(int shard, int cap, int blind)
+    {
+        _candidates.Clear();
+        _candidates.Add(blind);
+        _forest.CollectWeakerAt(shard, cap, _forest.Depth(blind, shard), MaxCandidates * 2, _candidates);
+        var best = blind;
+        var bestCost = double.MaxValue;
+        foreach (var node in _candidates)
+        {
+            var parent = _forest.Parent(node, shard);
+            var cost = parent == None ? double.MaxValue : Cost(parent, shard);
+            if (cost < bestCost)
+            {
+                bestCost = cost;
+                best = node;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Up to <paramref name="max"/> parents the subject would consider in <paramref name="shard"/>, best first (for probing).</summary>
+    public void Preview(int shard, int maxParentDepth, int blind, int max, List<(double Cost, int Node)> result)
+    {
+        ChooseOpen(shard, maxParentDepth, blind);
+        var start = result.Count;
+        foreach (var node in _candidates)
+        {
+            var cost = Cost(node, shard);
+            if (cost < double.MaxValue)
+            {
+                result.Add((cost, node));
+            }
+        }
+
+        result.Sort(start, result.Count - start, Comparer<(double Cost, int Node)>.Default);
+        if (result.Count - start > max)
+        {
+            result.RemoveRange(start + max, result.Count - start - max);
+        }
+    }
+
+    /// <summary>
+    /// The candidate with the lowest estimated delay from the source, except that among those
+    /// within <see cref="DelaySlackMs"/> and <see cref="DelaySlackShare"/> of it the one with the
+    /// shortest last edge wins: a long edge whose path happens to be a few ms shorter would
+    /// cross an ocean for every child (and a whole subtree's traffic with it).
+    /// </summary>
+    private int Best(int shard, int blind)
+    {
+        _costs.Clear();
+        var bestCost = double.MaxValue;
+        foreach (var node in _candidates)
+        {
+            var cost = Cost(node, shard);
+            _costs.Add(cost);
+            bestCost = Math.Min(bestCost, cost);
+        }
+
+        if (bestCost == double.MaxValue)
+        {
+            return blind;
+        }
+
+        var limit = Math.Max(bestCost + DelaySlackMs, bestCost * (1 + DelaySlackShare));
+        var best = blind;
+        var shortest = double.MaxValue;
+        for (var i = 0; i < _candidates.Count; i++)
+        {
+            if (_costs[i] <= limit)
+            {
+                var edge = LastEdge(_candidates[i]);
+                if (edge < shortest)
+                {
+                    shortest = edge;
+                    best = _candidates[i];
+                }
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Slack (ms) on the delay from the source within which the shortest last edge wins.</summary>
+    public const double DelaySlackMs = 10;
+
+    /// <summary>Slack, as a share of the lowest delay, within which the shortest last edge wins.</summary>
+    public const double DelaySlackShare = 0.1;
+
+    private readonly List<double> _costs = [];
+
+    private double LastEdge(int parent) => _measured is not null && _measured.TryGetValue(parent, out var rtt)
+        ? rtt
+        : _subject.EstimateRtt(CoordinateOf(parent));
+
+    /// <summary>
+    /// Estimated one-way delay from the source to the subject through <paramref name="parent"/>
+    /// (ms); <see cref="double.MaxValue"/> when the parent is not attached to the source.
+    /// </summary>
+    public double Cost(int parent, int shard)
+    {
+        var last = LastEdge(parent);
+        var path = _exact ? PathDelay(parent, shard) : CachedPathDelay(parent, shard);
+        return path == double.MaxValue ? path : path + (last / 2);
+    }
+
+    /// <summary>Joins for which a cached path delay stays in use (it is an estimate: coordinates move too).</summary>
+    public const int PathCacheJoins = 256;
+
+    private bool _exact;
+    private int _joins;
+    private float[] _pathDelay = [];
+    private int[] _pathStamp = [];
+
+    /// <summary><see cref="PathDelay"/> from a cache of at most <see cref="PathCacheJoins"/> joins, filled on the way up.</summary>
+    private double CachedPathDelay(int node, int shard)
+    {
+        if (node == Source)
+        {
+            return 0;
+        }
+
+        var k = _forest.ShardCount;
+        var i = (node * k) + shard;
+        if (i >= _pathStamp.Length)
+        {
+            var size = Math.Max(i + k, _pathStamp.Length * 2);
+            Array.Resize(ref _pathDelay, size);
+            Array.Resize(ref _pathStamp, size);
+        }
+
+        var stamp = _pathStamp[i];
+        if (stamp != 0 && _joins - stamp < PathCacheJoins)
+        {
+            return _pathDelay[i];
+        }
+
+        var parent = _forest.Parent(node, shard);
+        if (parent == None || !_forest.IsAlive(node))
+        {
+            return double.MaxValue;
+        }
+
+        var above = CachedPathDelay(parent, shard);
+        if (above == double.MaxValue)
+        {
+            return above;
+        }
+
+        var delay = above + (CoordinateOf(node).EstimateRtt(CoordinateOf(parent)) / 2);
+        _pathDelay[i] = (float)delay;
+        _pathStamp[i] = Math.Max(1, _joins);
+        return delay;
+    }
+
+    /// <summary>Estimated one-way delay from the source to <paramref name="node"/> along its tree path (ms).</summary>
+    public double PathDelay(int node, int shard)
+    {
+        var delay = 0.0;
+        var steps = 0;
+        while (node != Source)
+        {
+            var parent = _forest.Parent(node, shard);
+            if (parent == None || !_forest.IsAlive(node) || ++steps > 4096)
+            {
+                return double.MaxValue;
+            }
+
+            delay += CoordinateOf(node).EstimateRtt(CoordinateOf(parent)) / 2;
+            node = parent;
+        }
+
+        return delay;
+    }
+
+    /// <summary>
+    /// A node of the top <paramref name="topDepth"/> levels of <paramref name="shard"/> whose place
+    /// <paramref name="joiner"/> (just placed, deeper, with capacity) would fill much better: its
+    /// estimated RTT to that place's parent plus the mean to that place's children is lower by at
+    /// least <see cref="ExchangeMarginMs"/> and <see cref="ExchangeMarginShare"/>. Every path
+    /// crosses these few nodes, so their placement by join order (the first peers to arrive) costs
+    /// every viewer; an exchange costs one Move per child of the place. <see cref="Planner.None"/> if none.
+    /// The places are summarised (parent, centroid of the children) every <see cref="TopRefresh"/>
+    /// joins and after every exchange, so that a join costs one estimate per place; the chosen
+    /// place is checked exactly before it is returned.
+    /// </summary>
+    public int FindTopExchange(int joiner, int shard, int topDepth)
+    {
+        _tops ??= new List<TopPlace>?[_forest.ShardCount];
+        _topAge ??= new int[_forest.ShardCount];
+        var tops = _tops[shard] ??= [];
+        if (++_topAge[shard] >= TopRefresh)
+        {
+            RefreshTop(shard, topDepth, tops);
+        }
+
+        var joinerDepth = _forest.Depth(joiner, shard);
+        var cap = _forest.Cap(joiner, shard);
+        var me = CoordinateOf(joiner);
+        var best = None;
+        var bestGain = 0.0;
+        foreach (var top in tops)
+        {
+            var place = top.Node;
+            if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
+                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
+            {
+                continue;
+            }
+
+            var dx = me.X - top.X;
+            var dy = me.Y - top.Y;
+            var mine = me.EstimateRtt(CoordinateOf(top.Parent)) + (top.Children == 0 ? 0 : Math.Sqrt((dx * dx) + (dy * dy)) + me.Height + top.Height);
+            var gain = top.Cost - mine;
+            if (gain > ExchangeMarginMs && gain > ExchangeMarginShare * top.Cost && gain > bestGain)
+            {
+                bestGain = gain;
+                best = place;
+            }
+        }
+
+        if (best == None)
+        {
+            return None;
+        }
+
+        // Checked exactly: the mean of the distances is never below the distance to the centroid.
+        var theirs = PlaceCost(best, best, shard, joiner);
+        var exact = theirs - PlaceCost(joiner, best, shard, joiner);
+        if (exact <= ExchangeMarginMs || exact <= ExchangeMarginShare * theirs)
+        {
+            return None;
+        }
+
+        _topAge[shard] = TopRefresh; // the top changes: summarise again at the next join
+        return best;
+    }
+
+    /// <summary>Joins between two summaries of the top places of a tree.</summary>
+    public const int TopRefresh = 64;
+
+    private readonly record struct TopPlace(int Node, int Parent, double Cost, double X, double Y, double Height, int Children);
+
+    private List<TopPlace>?[]? _tops;
+    private int[]? _topAge;
+    private readonly Stack<int> _walk = new();
+
+    private void RefreshTop(int shard, int topDepth, List<TopPlace> tops)
+    {
+        _topAge![shard] = 0;
+        tops.Clear();
+        _walk.Clear();
+        _walk.Push(Source);
+        while (_walk.Count > 0)
+        {
+            var node = _walk.Pop();
+            var depth = _forest.Depth(node, shard);
+            if (node != Source)
+            {
+                double x = 0, y = 0, h = 0;
+                var n = 0;
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    var cc = CoordinateOf(c);
+                    x += cc.X;
+                    y += cc.Y;
+                    h += cc.Height;
+                    n++;
+                }
+
+                var parent = _forest.Parent(node, shard);
+                tops.Add(new TopPlace(node, parent, PlaceCost(node, node, shard, None), n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n));
+            }
+
+            if (depth < topDepth)
+            {
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    _walk.Push(c);
+                }
+            }
+        }
+    }
+
+    /// <summary>Least gain (ms of RTT) for a top exchange.</summary>
+    public const double ExchangeMarginMs = 20;
+
+    /// <summary>Least gain, as a share of the place's current cost, for a top exchange.</summary>
+    public const double ExchangeMarginShare = 0.2;
+
+    /// <summary>Estimated RTT from <paramref name="candidate"/> to the parent of <paramref name="place"/> plus its mean RTT to the place's children (the joiner excluded).</summary>
+    private double PlaceCost(int candidate, int place, int shard, int joiner)
+    {
+        var me = CoordinateOf(candidate);
+        var parent = _forest.Parent(place, shard);
+        var cost = parent == None ? 0 : me.EstimateRtt(CoordinateOf(parent));
+        double sum = 0;
+        var n = 0;
+        for (var c = _forest.FirstChild(place, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            if (c != joiner && c != candidate)
+            {
+                sum += me.EstimateRtt(CoordinateOf(c));
+                n++;
+            }
+        }
+
+        return cost + (n == 0 ? 0 : sum / n);
+    }
+
+    private void FindNearZones(NetworkCoordinate c)
+    {
+        _nearCount = 0;
+        Span<double> best = stackalloc double[NearZones];
+        for (var z = 0; z < _zones.Count; z++)
+        {
+            var (x, y) = _zones.Centre(z);
+            var d = ((x - c.X) * (x - c.X)) + ((y - c.Y) * (y - c.Y));
+            // Insertion into the short sorted list of the nearest zones.
+            var at = _nearCount;
+            while (at > 0 && best[at - 1] > d)
+            {
+                at--;
+            }
+
+            if (at >= NearZones)
+            {
+                continue;
+            }
+
+            var last = Math.Min(_nearCount, NearZones - 1);
+            for (var i = last; i > at; i--)
+            {
+                best[i] = best[i - 1];
+                _near[i] = _near[i - 1];
+            }
+
+            best[at] = d;
+            _near[at] = z;
+            _nearCount = Math.Min(_nearCount + 1, NearZones);
+        }
+    }
+}

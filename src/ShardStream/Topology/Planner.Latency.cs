@@ -1,0 +1,179 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Latency-aware placement (<see cref="PlannerOptions.LatencyAware"/>): network coordinates of the
+/// nodes, the nodes a joiner pings to find its own coordinate (landmarks) and to confirm its best
+/// parents (probes), and joins that use them. Still pure: the caller measures, the planner decides.
+/// </summary>
+public sealed partial class Planner
+{
+    /// <summary>Peers kept as landmarks (with the source): every joiner pings some of them, so their coordinates stay sharp.</summary>
+    public const int MaxAnchors = 16;
+
+    private readonly LatencyPlacement? _latency;
+    private readonly List<int> _anchors = [];
+    private readonly List<(double Cost, int Node)> _preview = [];
+
+    /// <summary>True when the plan places by latency (<see cref="PlannerOptions.LatencyAware"/>).</summary>
+    public bool LatencyAware => _latency is not null;
+
+    /// <summary>The id the next successful <see cref="Join(int)"/> will return.</summary>
+    public int NextPeerId => _nextId;
+
+    /// <summary>The network coordinate the plan holds for <paramref name="node"/> (<see cref="NetworkCoordinate.Unknown"/> if none).</summary>
+    public NetworkCoordinate CoordinateOf(int node)
+    {
+        Check(node, 0);
+        return _latency?.CoordinateOf(node) ?? NetworkCoordinate.Unknown;
+    }
+
+    /// <summary>
+    /// Updates the coordinate of the source or a live peer (as it reports a new one, e.g. in a
+    /// heartbeat). Its zone (the bucket of its free slots) stays the one it joined with. Ignored
+    /// by a latency-blind plan.
+    /// </summary>
+    public void SetCoordinate(int node, NetworkCoordinate coordinate)
+    {
+        Check(node, 0);
+        _latency?.SetCoordinate(node, coordinate);
+    }
+
+    /// <summary>
+    /// The nodes a joiner should ping first to find its coordinate: the source and up to
+    /// <paramref name="max"/> - 1 landmark peers (the earliest live joiners, up to
+    /// <see cref="MaxAnchors"/>, taken in turns so that each is pinged often). Empty for a
+    /// latency-blind plan.
+    /// </summary>
+    public IReadOnlyList<int> Landmarks(int max)
+    {
+        if (_latency is null || max <= 0)
+        {
+            return [];
+        }
+
+        _anchors.RemoveAll(a => !_forest.IsAlive(a));
+        var result = new List<int>(max) { Source };
+        var start = _anchors.Count == 0 ? 0 : _nextId % _anchors.Count;
+        for (var i = 0; i < _anchors.Count && result.Count < max; i++)
+        {
+            result.Add(_anchors[(start + i) % _anchors.Count]);
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Up to <paramref name="max"/> nodes a joiner at <paramref name="coordinate"/> should ping
+    /// before it joins: in every shard tree, the free slots it would most likely take, best
+    /// estimate first, in turns over the trees. Empty for a latency-blind plan.
+    /// </summary>
+    public IReadOnlyList<int> ProbeCandidates(NetworkCoordinate coordinate, int max)
+    {
+        if (_latency is null || max <= 0 || coordinate.Error >= 1)
+        {
+            return [];
+        }
+
+        var probe = _nextId;
+        var saved = _latency.CoordinateOf(probe);
+        _latency.SetCoordinate(probe, coordinate);
+        _latency.Begin(probe, null);
+        var perShard = new List<(double Cost, int Node)>[ShardCount];
+        for (var s = 0; s < ShardCount; s++)
+        {
+            _preview.Clear();
+            var open = _forest.FindOpen(s, requireAttached: false);
+            if (open != None)
+            {
+                // The joiner is not counted yet: the best depth of the peers already in.
+                var best = _forest.BestDepth(s, _peerCount);
+                var bound = best == int.MaxValue ? _forest.Depth(open, s) : Math.Max(_forest.Depth(open, s), best);
+                _latency.Preview(s, bound, open, max, _preview);
+            }
+
+            perShard[s] = [.. _preview];
+        }
+
+        _latency.End();
+        _latency.SetCoordinate(probe, saved);
+        var result = new List<int>(max);
+        for (var rank = 0; result.Count < max && perShard.Any(p => p.Count > rank); rank++)
+        {
+            foreach (var list in perShard)
+            {
+                if (rank < list.Count && result.Count < max && !result.Contains(list[rank].Node))
+                {
+                    result.Add(list[rank].Node);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Levels of every tree whose nodes a better-placed joiner may take the place of (see <see cref="LatencyPlacement.FindTopExchange"/>).</summary>
+    public const int ExchangeDepth = 3;
+
+    /// <summary>
+    /// Latency-aware joins only: a joiner with capacity in a tree takes the place of a node of the
+    /// top <see cref="ExchangeDepth"/> levels that it fills much better (closer to that place's parent
+    /// and children); that node takes the joiner's place. At most one exchange per tree per join.
+    /// </summary>
+    private void ExchangeAtTheTop(int id)
+    {
+        if (_latency is not { Active: true } || _pristine)
+        {
+            return;
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (_forest.Cap(id, s) == 0)
+            {
+                continue;
+            }
+
+            var place = _latency.FindTopExchange(id, s, ExchangeDepth);
+            if (place != None)
+            {
+                _placement.ExchangePlaces(id, place, s, _moves);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Join(int)"/> for a peer at <paramref name="coordinate"/> that measured the RTTs
+    /// <paramref name="measuredRttMs"/> (node id to ms; e.g. to its <see cref="ProbeCandidates"/>).
+    /// A latency-aware plan places it, in every shard tree, where the policy allows it and the
+    /// estimated delay from the source is lowest (see <see cref="PlannerOptions.LatencyAware"/>); a
+    /// latency-blind plan ignores both.
+    /// </summary>
+    public int Join(int budget, NetworkCoordinate coordinate, IReadOnlyDictionary<int, double>? measuredRttMs = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        if (_latency is null)
+        {
+            return JoinCore(budget);
+        }
+
+        var id = _nextId;
+        _latency.Register(id, coordinate);
+        _latency.Begin(id, measuredRttMs);
+        try
+        {
+            JoinCore(budget);
+        }
+        finally
+        {
+            _latency.End();
+        }
+
+        _anchors.RemoveAll(a => !_forest.IsAlive(a));
+        if (_anchors.Count < MaxAnchors && coordinate.Error < 1)
+        {
+            _anchors.Add(id);
+        }
+
+        return id;
+    }
+}

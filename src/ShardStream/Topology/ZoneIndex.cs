@@ -1,0 +1,85 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Latency-aware placement only: nodes with a free slot, bucketed by <em>zone</em> (a small area
+/// of the coordinate plane) and depth, one <see cref="DepthIndex"/> per (zone, shard), so that the
+/// free slots near a joiner cost a few probes instead of a scan of the whole tree. Filled by
+/// <see cref="ShardForest"/> exactly when it publishes a node in its own open-slot index; entries
+/// may be stale and are validated by the reader. Zones are made by leader clustering: a
+/// coordinate farther than <see cref="Radius"/> from every zone centre opens a new zone (at most
+/// <see cref="MaxZones"/>); a node keeps the zone it was given when it joined.
+/// </summary>
+internal sealed class ZoneIndex(int shardCount)
+{
+    /// <summary>Largest distance (ms in the plane) from a zone's centre at which a joiner still belongs to it.</summary>
+    public const double Radius = 20;
+
+    /// <summary>Most zones; further joiners go to the nearest zone.</summary>
+    public const int MaxZones = 256;
+
+    private readonly int _k = shardCount;
+    private readonly List<DepthIndex[]> _open = [];
+    private readonly List<(double X, double Y)> _centres = [];
+    private int[] _zoneOf = [];
+
+    public int Count => _centres.Count;
+
+    public (double X, double Y) Centre(int zone) => _centres[zone];
+
+    public int ZoneOf(int node) => node < _zoneOf.Length ? _zoneOf[node] - 1 : -1;
+
+    /// <summary>The zone of a coordinate: the nearest centre within <see cref="Radius"/>, else a new zone (or the nearest when full).</summary>
+    public int Assign(NetworkCoordinate c)
+    {
+        var best = -1;
+        var bestDistance = double.MaxValue;
+        for (var z = 0; z < _centres.Count; z++)
+        {
+            var dx = _centres[z].X - c.X;
+            var dy = _centres[z].Y - c.Y;
+            var d = (dx * dx) + (dy * dy);
+            if (d < bestDistance)
+            {
+                bestDistance = d;
+                best = z;
+            }
+        }
+
+        if (best >= 0 && (bestDistance <= Radius * Radius || _centres.Count >= MaxZones))
+        {
+            return best;
+        }
+
+        _centres.Add((c.X, c.Y));
+        var shards = new DepthIndex[_k];
+        for (var s = 0; s < _k; s++)
+        {
+            shards[s] = new DepthIndex();
+        }
+
+        _open.Add(shards);
+        return _centres.Count - 1;
+    }
+
+    public void SetZone(int node, int zone)
+    {
+        if (node >= _zoneOf.Length)
+        {
+            Array.Resize(ref _zoneOf, Math.Max(node + 1, Math.Max(1024, _zoneOf.Length * 2)));
+        }
+
+        _zoneOf[node] = zone + 1;
+    }
+
+    /// <summary>Called by the forest when it publishes <paramref name="node"/> as open at <paramref name="depth"/>.</summary>
+    public void PushOpen(int node, int shard, int depth)
+    {
+        var zone = ZoneOf(node);
+        if (zone >= 0)
+        {
+            _open[zone][shard].Push(depth, node);
+        }
+    }
+
+    public DepthIndex Open(int zone, int shard) => _open[zone][shard];
+}

@@ -1,0 +1,80 @@
+using ShardStream.Simulation;
+using ShardStream.Topology;
+using OverlaySimulation = ShardStream.Simulation.Simulation;
+
+namespace ShardStream.Tests.Simulation;
+
+public sealed class LatencySimulationTests
+{
+    /// <summary>
+    /// Issue 12's comparison at a size that fits in CI (the 100k and 1M figures are in
+    /// docs/topology.md): striped, K = 8, upload 1.25, the world model, several seeds.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void The_latency_aware_planner_shortens_edges_and_source_delays_on_the_world_model(int seed)
+    {
+        var report = OverlaySimulation.Run(new SimulationOptions(8000, 8, TopologyKind.Striped, 1.25, Seed: seed, Latency: new WorldLatencyModel(seed)));
+        var aware = report.LatencyAware!;
+        var blind = report.LatencyBlind!;
+
+        Assert.True(aware.LatencyAware);
+        Assert.False(blind.LatencyAware);
+        Assert.Equal(0, report.PeersOverBudget);
+        Assert.Equal(8000, report.PeerCount);
+
+        // Measured at 8,000 peers: edge RTT 0.40-0.54 of blind, p95 source delay 0.58-0.60 of blind,
+        // mean RDP 6.3-6.9 against 13-16. Issue 12's targets are edge <= 0.5 (missed on seed 3),
+        // p95 <= 0.7, RDP <= 2.0 (missed: see docs/topology.md), depth <= blind + 1, <= 16 pings.
+        Assert.True(aware.MeanEdgeRttMs <= 0.6 * blind.MeanEdgeRttMs, $"mean edge RTT {aware.MeanEdgeRttMs:0.0} vs blind {blind.MeanEdgeRttMs:0.0} ms");
+        Assert.True(aware.P95SourceDelayMs <= 0.7 * blind.P95SourceDelayMs, $"p95 source delay {aware.P95SourceDelayMs:0.0} vs blind {blind.P95SourceDelayMs:0.0} ms");
+        Assert.True(aware.MeanRdp < 0.6 * blind.MeanRdp, $"mean RDP {aware.MeanRdp:0.00} vs blind {blind.MeanRdp:0.00}");
+        Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"max depth {aware.MaxDepth} vs blind {blind.MaxDepth}");
+        Assert.InRange(aware.MaxPingsPerJoin, 1, 16);
+        Assert.Equal(0, blind.PingsPerJoin);
+        Assert.InRange(aware.CoordinateMedianError, 0, 0.25);
+    }
+
+    [Fact]
+    public void A_measured_matrix_drives_the_simulation_coordinates_fit_it_and_source_delays_drop()
+    {
+        // Four hosts: the coordinator's (0) and host 1 in one city, hosts 2 and 3 far away from it
+        // but 8 ms from each other; 1 <-> 3 was not measured (filled through host 2: 150 + 8).
+        const string Matrix = """
+            4
+            0, 4, 150, 155
+            4, 0, 150, -1
+            150, 150, 0, 8
+            155, -1, 8, 0
+            """;
+        var model = MatrixLatencyModel.Parse(Matrix, seed: 7, name: "four-hosts.csv");
+        var report = OverlaySimulation.Run(new SimulationOptions(2000, 4, TopologyKind.Striped, 1.25, Seed: 7, Latency: model));
+        var aware = report.LatencyAware!;
+        var blind = report.LatencyBlind!;
+
+        Assert.Equal(2000, report.PeerCount);
+        Assert.Equal(0, report.PeersOverBudget);
+
+        // Half the peers sit across the ocean from the source: every one of them pays 75 ms one
+        // way at least, whatever the tree; the aware tree adds less on top (measured: mean 172 vs
+        // 203 ms). Its far peers still take their stream straight from near peers when that path
+        // is shorter than through a far relay (the rule minimises delay, not edge length; see
+        // docs/topology.md), so edges are not shorter here than blind ones.
+        Assert.True(aware.CoordinateMedianError < 0.05, $"coordinate median error {aware.CoordinateMedianError:0.000}");
+        Assert.True(aware.MeanSourceDelayMs < 0.9 * blind.MeanSourceDelayMs, $"mean source delay {aware.MeanSourceDelayMs:0.0} vs blind {blind.MeanSourceDelayMs:0.0} ms");
+        Assert.True(aware.P95SourceDelayMs < blind.P95SourceDelayMs, $"p95 source delay {aware.P95SourceDelayMs:0.0} vs blind {blind.P95SourceDelayMs:0.0} ms");
+        Assert.True(blind.MeanSourceDelayMs > 75);
+        Assert.True(aware.MaxDepth <= blind.MaxDepth + 1);
+        Assert.InRange(aware.MaxPingsPerJoin, 1, 16);
+    }
+
+    [Fact]
+    public void Without_a_latency_model_there_are_no_latency_figures()
+    {
+        var report = OverlaySimulation.Run(new SimulationOptions(500, 8, TopologyKind.Striped, 1.25, Seed: 1));
+        Assert.Null(report.LatencyAware);
+        Assert.Null(report.LatencyBlind);
+    }
+}

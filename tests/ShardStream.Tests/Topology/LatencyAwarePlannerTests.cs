@@ -1,0 +1,154 @@
+using ShardStream.Simulation;
+using ShardStream.Topology;
+
+namespace ShardStream.Tests.Topology;
+
+public sealed class LatencyAwarePlannerTests
+{
+    private static NetworkCoordinate At(double x, double y = 0, double height = 1) => new(x, y, height, 0.1);
+
+    [Fact]
+    public void A_joiner_takes_the_free_slot_nearest_to_it_not_the_first_one()
+    {
+        // Binary: the source (at the origin) feeds A (x = -100) and B (x = +100).
+        var aware = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        var blind = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        aware.SetCoordinate(Planner.Source, At(0));
+        foreach (var planner in new[] { aware, blind })
+        {
+            planner.Join(2, At(-100));
+            planner.Join(2, At(100));
+        }
+
+        // A joiner at x = +110 in both plans: the blind rule takes A's slot (first come), the aware one B's.
+        var awareId = aware.Join(2, At(110));
+        var blindId = blind.Join(2, At(110));
+        Assert.Equal(1, blind.ParentOf(blindId, 0));
+        Assert.Equal(2, aware.ParentOf(awareId, 0));
+        PlanAssert.Consistent(aware);
+    }
+
+    [Fact]
+    public void The_whole_path_counts_not_only_the_last_edge()
+    {
+        // Source (budget 1) -> A at x = 0 -> B at x = 200 and D at x = -50; C at x = 400 joins under B.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0, 0, 0.1));
+        var a = planner.Join(2, At(0, 0, 0.1));
+        var b = planner.Join(2, At(200, 0, 0.1));
+        var d = planner.Join(2, At(-50, 0, 0.1));
+        var c = planner.Join(2, At(400, 0, 0.1));
+        Assert.Equal(a, planner.ParentOf(b, 0));
+        Assert.Equal(a, planner.ParentOf(d, 0));
+        Assert.Equal(b, planner.ParentOf(c, 0));
+
+        // A joiner at x = 390 is nearest to C (10 ms), but the path through C costs 100 + 100 + 5 ms
+        // one way, through B 100 + 95: the aware plan takes B.
+        var joiner = planner.Join(2, At(390, 0, 0.1));
+        Assert.Equal(b, planner.ParentOf(joiner, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void A_measured_rtt_wins_over_the_coordinates()
+    {
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(-100));
+        var b = planner.Join(2, At(100));
+
+        // The coordinates say B is 10 ms away and A 210; the joiner measured A at 5 ms, B at 300.
+        var joiner = planner.Join(2, At(110), new Dictionary<int, double> { [a] = 5, [b] = 300 });
+        Assert.Equal(a, planner.ParentOf(joiner, 0));
+    }
+
+    [Fact]
+    public void Without_a_coordinate_an_aware_plan_places_exactly_as_the_blind_one()
+    {
+        var aware = new Planner(new PlannerOptions(8, TopologyKind.Striped, 9, LatencyAware: true));
+        var blind = new Planner(new PlannerOptions(8, TopologyKind.Striped, 9));
+        var random = new Random(3);
+        for (var i = 0; i < 500; i++)
+        {
+            var budget = random.Next(3) == 0 ? 0 : 10;
+            var refusals = 0;
+            foreach (var planner in new[] { aware, blind })
+            {
+                try
+                {
+                    planner.Join(budget);
+                }
+                catch (PlacementException)
+                {
+                    refusals++;
+                }
+            }
+
+            Assert.NotEqual(1, refusals); // refused by both or by neither
+        }
+
+        Assert.True(blind.PeerCount > 300);
+
+        foreach (var peer in blind.Peers)
+        {
+            for (var s = 0; s < 8; s++)
+            {
+                Assert.Equal(blind.ParentOf(peer, s), aware.ParentOf(peer, s));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(TopologyKind.Striped, 8, 10, 1)]
+    [InlineData(TopologyKind.Striped, 4, 5, 2)]
+    [InlineData(TopologyKind.Binary, 1, 2, 3)]
+    [InlineData(TopologyKind.Tessellated, 2, 3, 4)]
+    public void Random_joins_and_leaves_keep_an_aware_plan_consistent_within_budgets_and_the_depth_bound(TopologyKind topology, int k, int budget, int seed)
+    {
+        // Coordinates from the world model through the simulator's joiner: pings, Vivaldi, probes.
+        var planner = new Planner(new PlannerOptions(k, topology, k + 1, seed, LatencyAware: true));
+        var model = new WorldLatencyModel(seed);
+        var joiner = new LatencyJoiner(planner, model, seed);
+        var random = new Random(seed);
+        var live = new List<int>();
+        for (var step = 0; step < 1200; step++)
+        {
+            if (live.Count > 10 && random.NextDouble() < 0.15)
+            {
+                var gone = new List<int>();
+                var count = random.Next(3) == 0 ? random.Next(2, 6) : 1;
+                for (var j = 0; j < count && live.Count > 0; j++)
+                {
+                    var at = random.Next(live.Count);
+                    gone.Add(live[at]);
+                    live.RemoveAt(at);
+                }
+
+                var moves = planner.Leave(gone);
+                PlanAssert.MovesMatchPlan(planner, moves);
+                live.RemoveAll(p => !planner.Contains(p));
+            }
+            else
+            {
+                try
+                {
+                    live.Add(joiner.Join(step > 100 && random.Next(4) == 0 && topology == TopologyKind.Striped ? 0 : budget));
+                    PlanAssert.MovesMatchPlan(planner, planner.LastJoinMoves);
+                }
+                catch (PlacementException)
+                {
+                    // A viewer before enough uploaders: refused, and the plan is unchanged.
+                }
+            }
+
+            PlanAssert.Consistent(planner);
+            if (topology != TopologyKind.Tessellated)
+            {
+                PlanAssert.NearBestDepth(planner, $"step {step}");
+            }
+        }
+
+        Assert.True(planner.PeerCount > 100, $"only {planner.PeerCount} peers");
+        Assert.True(joiner.MaxPingsPerJoin <= LatencyJoiner.MaxPings);
+    }
+}
