@@ -25,9 +25,9 @@ public sealed class LatencySimulationTests
         Assert.Equal(0, report.PeersOverBudget);
         Assert.Equal(8000, report.PeerCount);
 
-        // Measured at 8,000 peers: edge RTT 0.40-0.54 of blind, p95 source delay 0.58-0.60 of blind,
-        // mean RDP 6.3-6.9 against 13-16. Issue 12's targets are edge <= 0.5 (missed on seed 3),
-        // p95 <= 0.7, RDP <= 2.0 (missed: see docs/topology.md), depth <= blind + 1, <= 16 pings.
+        // Issue 12's targets: edge <= 0.5 of blind, p95 source delay <= 0.7 of blind, mean RDP <= 2.0,
+        // depth <= blind + 1, <= 16 pings. At this size the edge ratio reaches 0.53 on seed 3 (0.46
+        // at 100k), hence 0.6 here; RDP is 6-8 (blind 13-16): missed, see docs/topology.md.
         Assert.True(aware.MeanEdgeRttMs <= 0.6 * blind.MeanEdgeRttMs, $"mean edge RTT {aware.MeanEdgeRttMs:0.0} vs blind {blind.MeanEdgeRttMs:0.0} ms");
         Assert.True(aware.P95SourceDelayMs <= 0.7 * blind.P95SourceDelayMs, $"p95 source delay {aware.P95SourceDelayMs:0.0} vs blind {blind.P95SourceDelayMs:0.0} ms");
         Assert.True(aware.MeanRdp < 0.6 * blind.MeanRdp, $"mean RDP {aware.MeanRdp:0.00} vs blind {blind.MeanRdp:0.00}");

@@ -20,6 +20,9 @@ internal sealed class LatencyJoiner(Planner planner, LatencyModel model, int see
     /// <summary>Landmarks pinged first (the source and up to 7 landmark peers).</summary>
     public const int LandmarkPings = 8;
 
+    /// <summary>Joins during which the landmarks update their own coordinates from the pings they answer.</summary>
+    public const int LandmarkWarmUp = 2000;
+
     // Passes of the update rule over a joiner's few samples: enough to settle (the error estimate
     // stops falling after about 10).
     private const int FitRounds = 20;
@@ -72,9 +75,15 @@ internal sealed class LatencyJoiner(Planner planner, LatencyModel model, int see
         }
 
         var coordinate = _vivaldi.Fit(start0, [.. _remotes], [.. _rtts], FitRounds);
-        foreach (var node in landmarks)
+        // The landmarks learn from the joiners' pings while the overlay is young; after that they
+        // stay put, as the frame everyone else is fitted in: a frame that keeps moving leaves the
+        // coordinates fitted long ago behind (measured: a median error of 0.63 at 1M peers).
+        if (Joins <= LandmarkWarmUp)
         {
-            planner.SetCoordinate(node, _vivaldi.Update(planner.CoordinateOf(node), coordinate, _measured[node]));
+            foreach (var node in landmarks)
+            {
+                planner.SetCoordinate(node, _vivaldi.Update(planner.CoordinateOf(node), coordinate, _measured[node]));
+            }
         }
 
         start = Stopwatch.GetTimestamp();
