@@ -14,11 +14,12 @@ namespace ShardStream.Nodes;
 public sealed partial class Coordinator
 {
     /// <summary>
-    /// How long a peer whose control link broke on its side (no goodbye, and heard from recently,
-    /// so not taken for dead here) keeps its place, waiting for it to join again: twice the
-    /// heartbeat timeout. A child that reports it lost ends the wait at once.
+    /// How long a peer whose control link broke on its side (no goodbye, and not taken for dead by
+    /// the coordinator's own failure detector) keeps its place, waiting for it to join again: the
+    /// longest silence a link is allowed (4 heartbeat timeouts). A child that reports it lost
+    /// ends the wait at once; a peer without children costs nothing meanwhile.
     /// </summary>
-    private TimeSpan RejoinGrace => _options.HeartbeatTimeout * 2;
+    private TimeSpan RejoinGrace => _options.HeartbeatTimeout * 4;
 
     /// <summary>How often a peer's kept place is checked during <see cref="RejoinGrace"/>.</summary>
     private static readonly TimeSpan RejoinPoll = TimeSpan.FromMilliseconds(100);
@@ -110,7 +111,7 @@ public sealed partial class Coordinator
         string reason = await link.Closed.ConfigureAwait(false);
         Relay!.Unsubscribe(link);
         if (session.Control != link) return;
-        if (link.ReceivedGoodbye is null && !link.Suspected && !Stopping.IsCancellationRequested)
+        if (link.ReceivedGoodbye is null && !link.TimedOut && !Stopping.IsCancellationRequested)
         {
             bool listed;
             lock (_gate) listed = _peers.TryGetValue(session.Id, out var current) && current == session && !_ended;

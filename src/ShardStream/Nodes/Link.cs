@@ -154,6 +154,9 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => Volatile.Read(ref _closing) != 0;
 
+    /// <summary>This side ended the link because its failure detector took the other side for dead.</summary>
+    public bool TimedOut { get; private set; }
+
     /// <summary>Free for the owner: what this link is (a child, a parent, a peer's control link).</summary>
     public object? State { get; set; }
 
@@ -356,6 +359,7 @@ internal sealed class Link : IAsyncDisposable
         }
         else if (_detector.IsDead(lenient, out reason))
         {
+            TimedOut = true;
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }

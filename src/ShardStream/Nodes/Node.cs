@@ -164,7 +164,7 @@ public abstract class Node : IAsyncDisposable
                 bool stalled = silent >= MinLinksForStall && silent * 2 >= links.Count;
                 if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, links.Count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
                 _stalled = stalled;
-                foreach (var link in links) link.Tick(lenient: stalled);
+                foreach (var link in links) link.Tick(lenient: stalled || ShownAliveOtherwise(link));
                 CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
             }
         }
@@ -173,6 +173,13 @@ public abstract class Node : IAsyncDisposable
             // Stopped.
         }
     }
+
+    /// <summary>
+    /// Whether something other than <paramref name="link"/>'s own traffic shows now that its other
+    /// side is alive (a peer's control link while the stream keeps arriving from its parents): then
+    /// only the longest silence (<see cref="FailureDetectorOptions.MaxSilence"/>) ends it.
+    /// </summary>
+    private protected virtual bool ShownAliveOtherwise(Link link) => false;
 
     /// <summary>Applies the slow-child policy to the links this node serves (see <see cref="SlowChildren"/>).</summary>
     private void CheckSlowChildren(bool heldUp)

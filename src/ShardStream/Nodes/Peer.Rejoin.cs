@@ -45,6 +45,20 @@ public sealed partial class Peer
     /// <summary>Where this peer was (next chunk, its offset) when it sent its last rejoin.</summary>
     private (long Seq, long Offset) _resumedFrom;
 
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>When the last new chunk arrived from a parent (a timestamp of <see cref="Node.Time"/>).</summary>
+    private long _lastProgress;
+
+    /// <summary>
+    /// The stream still arrives from the parents: the coordinator that placed them is alive and so
+    /// is this peer's place, even when the control link is silent (the coordinator's sends are late
+    /// on a loaded machine). Data progress is liveness: the control link is then ended only by the
+    /// longest silence, or by a reset.
+    /// </summary>
+    private protected override bool ShownAliveOtherwise(Link link) =>
+        link == _control && Time.GetElapsedTime(Volatile.Read(ref _lastProgress)) < _options.HeartbeatTimeout;
+
     /// <summary>A reassembler and a relay for the run a Welcome starts (the first join, or a restarted coordinator's new run).</summary>
     private void StartRun(Welcome welcome)
     {
@@ -176,6 +190,9 @@ public sealed partial class Peer
                 }
                 // Jitter: peers that lost the coordinator together do not all come back together.
                 var delay = wait * (0.5 + Random.Shared.NextDouble());
+                // The rejoin time counts from the loss or from the last chunk that arrived, whichever
+                // is later: while the stream still arrives, the overlay lives and this peer stays.
+                since = Math.Max(since, Volatile.Read(ref _lastProgress));
                 if (Time.GetElapsedTime(since) + delay > _options.RejoinFor) break;
                 RejoinLog.AttemptFailed(Log, attempt, last, delay.TotalSeconds);
                 try
@@ -189,7 +206,7 @@ public sealed partial class Peer
                 wait = wait * 2 < MaxRejoinBackoff ? wait * 2 : MaxRejoinBackoff;
             }
             if (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
-                _failed.TrySetResult($"lost the coordinator before the end of the stream ({reason}) and could not join again within {_options.RejoinFor.TotalSeconds:0} s: {last}");
+                _failed.TrySetResult($"lost the coordinator before the end of the stream ({reason}) and could not join again within {_options.RejoinFor.TotalSeconds:0} s, in which nothing arrived from its parents either: {last}");
         }
         finally
         {

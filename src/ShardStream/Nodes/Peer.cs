@@ -72,7 +72,9 @@ public sealed partial class Peer : Node
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
-            var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            // A rejoin waits longer for the connection: on a loaded machine the coordinator's answers run late.
+            var within = _reassembler is null ? _options.ConnectTimeout : Max(_options.ConnectTimeout, _options.HeartbeatTimeout * 2);
+            var link = NewLink(await ConnectWithinAsync(address, within, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
             byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
             Welcome welcome;
@@ -339,6 +341,7 @@ public sealed partial class Peer : Node
                 if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
                 _verifier!.VerifyChunk(header, body);
                 var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
+                Volatile.Write(ref _lastProgress, Time.GetTimestamp());
                 Relay!.Publish(chunk);
                 lock (_ready)
                 {
