@@ -141,6 +141,32 @@ public sealed class RtmpSessionTests : IAsyncLifetime
         await WaitUntil(() => _log.All().Contains("command 'publish' before connect"));
     }
 
+    [Fact]
+    public async Task Connections_over_the_per_address_limit_are_refused_at_accept_and_logged()
+    {
+        await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
+        {
+            ListenAddress = "127.0.0.1:0",
+            Ingest = _sink,
+            Limits = new RtmpLimits { MaxConnectionsPerAddress = 2 },
+        }, _loggers, CancellationToken.None);
+        await using var a = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+        await using var b = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+        await WaitUntil(() => server.OpenConnections == 2);
+        try
+        {
+            await using var c = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+            Assert.True(await c.ClosedAsync());
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // Reset by the server before the connect returned: refused as well.
+        }
+        await WaitUntil(() => _log.All().Contains("2 RTMP connections open from 127.0.0.1, the limit per address"));
+        await a.HandshakeAsync(); // the first two are served
+        Assert.Equal(3, a.S0S1S2[0]);
+    }
+
     internal static async Task WaitUntil(Func<bool> condition)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
