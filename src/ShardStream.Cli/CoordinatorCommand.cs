@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
+using ShardStream.Media;
 using ShardStream.Nodes;
 using ShardStream.Rtmp;
 using ShardStream.Topology;
@@ -24,6 +25,8 @@ internal static class CoordinatorCommand
         var rtmpKey = new Option<string?>("--rtmp-key") { Description = "The stream key an RTMP publisher must give (the last part of its URL); default: the SHARDSTREAM_RTMP_KEY environment variable, else any key is accepted. Never logged." };
         var controlHeartbeat = new Option<double?>("--control-heartbeat") { Description = "Seconds between heartbeats on a quiet control link (coordinator <-> peer), at least the heartbeat interval and at most 60; default: the heartbeat interval. Longer cuts the coordinator's heartbeat traffic with many peers, and finds a frozen peer later." };
         var rtmpPlay = new RtmpPlayOptions();
+        var format = new Option<string>("--format") { Description = "What stdin carries: auto (FLV or MPEG-TS when its first bytes say so, else raw), flv, ts or raw. FLV and MPEG-TS are cut at tag or packet boundaries and late joiners start at a keyframe with the stream header (docs/media.md).", DefaultValueFactory = _ => "auto" };
+        format.AcceptOnlyFromAmong("auto", "flv", "ts", "raw");
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -31,7 +34,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -55,7 +58,8 @@ internal static class CoordinatorCommand
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
             var input = ingest?.Source ?? Console.OpenStandardInput();
             await using var source = play is null ? input : play.Hub.TeeReads(input);
-            await coordinator.RunAsync(source, ct);
+            // An RTMP publish arrives as FLV; stdin is whatever --format says (or its first bytes).
+            await coordinator.RunAsync(new MediaReader(source, ingest is not null ? MediaFormat.Flv : MediaFormats.Parse(parse.GetValue(format))), ct);
             var log = loggers.CreateLogger("coordinator");
             log.LogInformation("overlay at the end of the stream:");
             foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) log.LogInformation("  {Line}", line);

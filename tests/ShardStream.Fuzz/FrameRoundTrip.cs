@@ -120,6 +120,10 @@ public static class FrameRoundTrip
                 if (!Notice.TryRead(ref r, out var notice)) return null;
                 notice.Write(w);
                 break;
+            case FrameType.StreamHeader:
+                if (!StreamHeader.TryRead(ref r, out var streamHeader)) return null;
+                streamHeader.Write(w);
+                break;
             default:
                 throw new RoundTripException($"the codec returned frame type {(byte)type}, which has no message");
         }

@@ -21,9 +21,12 @@ internal sealed partial class CliProcess : IAsyncDisposable
     private readonly Task _stderrPump;
     private long _stdoutBytes;
 
-    private CliProcess(Process process)
+    private readonly FileStream? _capture;
+
+    private CliProcess(Process process, string? captureStdout = null)
     {
         _process = process;
+        _capture = captureStdout is null ? null : File.Create(captureStdout);
         _stdoutPump = Task.Run(PumpStdoutAsync);
         _stderrPump = Task.Run(PumpStderrAsync);
     }
@@ -37,7 +40,12 @@ internal sealed partial class CliProcess : IAsyncDisposable
     /// Runs the CLI at <paramref name="cliDll"/> inside the network namespace <paramref name="netns"/>
     /// (<c>ip netns exec</c>, which execs, so the process is the CLI itself), or here when null.
     /// </summary>
-    public static CliProcess StartIn(string? netns, string cliDll, params string[] args)
+    public static CliProcess StartIn(string? netns, string cliDll, params string[] args) => StartIn(netns, cliDll, null, args);
+
+    /// <summary>Runs the CLI here and also writes everything it prints on stdout to the file <paramref name="stdoutFile"/>.</summary>
+    public static CliProcess StartCapturing(string stdoutFile, params string[] args) => StartIn(null, CliDll, stdoutFile, args);
+
+    private static CliProcess StartIn(string? netns, string cliDll, string? captureStdout, string[] args)
     {
         var info = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
         {
@@ -51,7 +59,7 @@ internal sealed partial class CliProcess : IAsyncDisposable
         info.ArgumentList.Add(cliDll);
         foreach (var a in args) info.ArgumentList.Add(a);
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start dotnet");
-        return new CliProcess(process);
+        return new CliProcess(process, captureStdout);
     }
 
     public int Pid => _process.Id;
@@ -99,6 +107,7 @@ internal sealed partial class CliProcess : IAsyncDisposable
         {
             long now = Stopwatch.GetTimestamp();
             _hash.AppendData(buffer, 0, n);
+            if (_capture is not null) await _capture.WriteAsync(buffer.AsMemory(0, n));
             long total = Interlocked.Add(ref _stdoutBytes, n);
             lock (_arrivals) _arrivals.Add((now, total));
         }
@@ -144,6 +153,7 @@ internal sealed partial class CliProcess : IAsyncDisposable
             throw new TimeoutException($"process {_process.Id} did not exit within {timeout}; stderr:\n{Stderr}");
         }
         await Task.WhenAll(_stdoutPump, _stderrPump);
+        if (_capture is not null) await _capture.DisposeAsync();
         return (_process.ExitCode, Convert.ToHexStringLower(_hash.GetHashAndReset()));
     }
 
@@ -163,6 +173,7 @@ internal sealed partial class CliProcess : IAsyncDisposable
         }
         _process.Dispose();
         _hash.Dispose();
+        if (_capture is not null) await _capture.DisposeAsync();
     }
 
     [GeneratedRegex(@"listening on (\S+?),")]

@@ -1,6 +1,7 @@
 using System.Buffers;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Media;
 using ShardStream.Streaming;
 using ShardStream.Topology;
 using ShardStream.Transport;
@@ -73,9 +74,11 @@ public sealed partial class Coordinator : Node
     /// <summary>
     /// Streams <paramref name="source"/> to the overlay until it ends, then waits for the peers to
     /// finish (up to the drain timeout). Holds the source until <see cref="CoordinatorOptions.MinPeers"/> peers are attached.
+    /// FLV and MPEG-TS sources are cut at tag or packet boundaries (see <see cref="MediaReader"/>).
     /// </summary>
-    public async Task RunAsync(Stream source, CancellationToken cancellationToken)
+    public async Task RunAsync(MediaReader source, CancellationToken cancellationToken)
     {
+        source.LostSync ??= why => MediaLog.LostSync(Log, why);
         if (_options.MinPeers > 0)
         {
             Log.LogInformation("waiting for {N} peer(s) before streaming", _options.MinPeers);
@@ -92,9 +95,16 @@ public sealed partial class Coordinator : Node
             await PaceAsync(cancellationToken).ConfigureAwait(false);
             var chunk = Chunk.Rent(Protocol.MaxChunkLength);
             int n;
+            MediaRead read;
             try
             {
-                n = await source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken).ConfigureAwait(false);
+                read = await source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken).ConfigureAwait(false);
+                n = read.Length;
+                if (Format is null && source.Format is { } format)
+                {
+                    Format = format;
+                    if (format != MediaFormat.Raw) MediaLog.SourceFormat(Log, format == MediaFormat.Flv ? "FLV" : "MPEG-TS", ": chunks are cut at its units and joiners start at a keyframe");
+                }
             }
             catch
             {
@@ -114,6 +124,7 @@ public sealed partial class Coordinator : Node
                 _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength, _options.MinSigningInterval);
                 long now = Time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
+                if (read.RandomAccess) NoteRandomAccess(seq, offset, now, read.Header);
                 while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();
                 seq++;
                 offset += n;
@@ -215,6 +226,8 @@ public sealed partial class Coordinator : Node
             var resume = ResumeSeqs(hello);
             var (startSeq, startOffset) = resume is not null ? (_nextSeq, _nextOffset)
                 : _options.JoinBacklog > TimeSpan.Zero && _recent.TryPeek(out var oldest) ? (oldest.Seq, oldest.Offset) : (_nextSeq, _nextOffset);
+            // A media stream: a new joiner starts at a keyframe, with the header to write first (Coordinator.Media.cs).
+            var mediaHeader = resume is null ? MediaJoinPoint(ref startSeq, ref startOffset) : null;
             var entries = Assignments(id, startSeq, resume);
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
@@ -230,6 +243,7 @@ public sealed partial class Coordinator : Node
             link.Send(welcome.Write);
             if (unreachable is not null)
                 link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
+            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(SignedHeader(startSeq, mediaHeader).Write);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);

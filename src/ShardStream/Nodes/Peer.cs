@@ -33,6 +33,7 @@ public sealed partial class Peer : Node
     private int _shardCount;
     private ushort _version;
     private long _bytesWritten;
+    private readonly TaskCompletionSource<StreamHeader> _header = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates a peer; <see cref="StartAsync"/> binds it and joins.</summary>
     public Peer(PeerOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
@@ -190,6 +191,8 @@ public sealed partial class Peer : Node
             _coordinatorAddress = address;
             StartOffset = (long)welcome.StartOffset;
             StartRun(welcome);
+            // A version-5 coordinator sends the stream header right after the Welcome; an older one none.
+            if (_version < Protocol.StreamHeaderVersion) _header.TrySetResult(default);
             Background.Run(ApplyMovesAsync, Log, "applying moves");
         }
         _control = control;
@@ -386,6 +389,12 @@ public sealed partial class Peer : Node
                 // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
                 _moves.Writer.TryWrite(move);
                 break;
+            case FrameType.StreamHeader when link == _control && _version >= Protocol.StreamHeaderVersion:
+                var headerReader = new SequenceReader<byte>(body);
+                if (!StreamHeader.TryRead(ref headerReader, out var streamHeader)) throw new ProtocolException("malformed stream header frame");
+                if (!_verifier!.Key.VerifyHeader(streamHeader)) throw new InvalidDataException("a stream header with a bad signature");
+                _header.TrySetResult(streamHeader);
+                break;
             case FrameType.Notice when link == _control:
                 var noticeReader = new SequenceReader<byte>(body);
                 if (!Notice.TryRead(ref noticeReader, out var notice)) throw new ProtocolException("malformed notice frame");
@@ -577,6 +586,13 @@ public sealed partial class Peer : Node
         var reader = _output.Reader;
         var writing = Task.Run(async () =>
         {
+            // A media stream joined after its start: its header first (docs/media.md).
+            var header = await _header.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (header.Bytes is { Length: > 0 } headerBytes)
+            {
+                Nodes.MediaLog.WritingHeader(Log, header.Format == 1 ? "FLV" : "MPEG-TS", headerBytes.Length, StartOffset);
+                await output.WriteAsync(headerBytes, cancellationToken).ConfigureAwait(false);
+            }
             while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
             {
                 while (reader.TryRead(out var chunk))

@@ -76,6 +76,9 @@ public sealed class StreamKey
         return Verify(message, list.Signature);
     }
 
+    /// <summary>Checks the signature of a stream header.</summary>
+    internal bool VerifyHeader(in StreamHeader header) => Verify(Messages.Header(header.Format, header.Generation, header.FromSeq, header.Bytes), header.Signature);
+
     /// <summary>The exact bytes each kind of signature covers.</summary>
     internal static class Messages
     {
@@ -83,6 +86,18 @@ public sealed class StreamKey
         private static readonly byte[] EndLabel = "shardstream v2 end\0"u8.ToArray();
         private static readonly byte[] HashesLabel = "shardstream v2 hashes\0"u8.ToArray();
         private static readonly byte[] TicketLabel = "shardstream v2 ticket\0"u8.ToArray();
+        private static readonly byte[] HeaderLabel = "shardstream v5 header\0"u8.ToArray();
+
+        public static byte[] Header(byte format, uint generation, ulong fromSeq, ReadOnlySpan<byte> bytes)
+        {
+            var m = new byte[HeaderLabel.Length + 1 + 4 + 8 + bytes.Length];
+            HeaderLabel.CopyTo(m, 0);
+            m[HeaderLabel.Length] = format;
+            BinaryPrimitives.WriteUInt32BigEndian(m.AsSpan(HeaderLabel.Length + 1), generation);
+            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(HeaderLabel.Length + 5), fromSeq);
+            bytes.CopyTo(m.AsSpan(HeaderLabel.Length + 13));
+            return m;
+        }
 
         public static byte[] Join(ReadOnlySpan<byte> nonce, ulong peerId)
         {

@@ -81,6 +81,10 @@ public sealed class StreamSigner : IDisposable
     /// <summary>Signs an admission ticket's body.</summary>
     internal byte[] SignTicket(ReadOnlySpan<byte> body) => Sign(StreamKey.Messages.Ticket(body));
 
+    /// <summary>Signs a media header for newcomers.</summary>
+    internal StreamHeader SignHeader(byte format, uint generation, ulong fromSeq, byte[] bytes) =>
+        new(format, generation, fromSeq, bytes, Sign(StreamKey.Messages.Header(format, generation, fromSeq, bytes)));
+
     /// <inheritdoc />
     public void Dispose() => _key.Dispose();
 }

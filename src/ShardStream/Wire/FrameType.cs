@@ -44,4 +44,7 @@ public enum FrameType : byte
 
     /// <summary>Coordinator to peer (version 4): something the peer should know and tell its user, e.g. that it relays nothing.</summary>
     Notice = 14,
+
+    /// <summary>Coordinator to peer (version 5): the signed media header a peer writes before its first chunk (FLV or MPEG-TS streams).</summary>
+    StreamHeader = 15,
 }

@@ -5,9 +5,13 @@ public static class Protocol
 {
     /// <summary>
     /// The protocol version this build speaks: 2 added the SlowChild frame, 3 the signed stream,
-    /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame.
+    /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame,
+    /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first).
     /// </summary>
-    public const ushort Version = 4;
+    public const ushort Version = 5;
+
+    /// <summary>The first version with the StreamHeader frame (coordinator to peer, after a placement Welcome).</summary>
+    public const ushort StreamHeaderVersion = 5;
 
     /// <summary>The first version with the SlowChild frame (peer to coordinator).</summary>
     public const ushort SlowChildVersion = 2;

@@ -26,14 +26,15 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("this node speaks 3..4", goodbye.Reason);
+        Assert.Contains("this node speaks 3..5", goodbye.Reason);
         Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
     [Theory]
     [InlineData(3, 3, 3)]
     [InlineData(1, 3, 3)]
-    [InlineData(3, 5, 4)]
+    [InlineData(3, 6, 5)]
+    [InlineData(3, 5, 5)]
     [InlineData(3, 4, 4)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
     {

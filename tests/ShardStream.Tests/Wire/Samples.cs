@@ -89,6 +89,8 @@ internal static class Samples
             FrameType.Move => global::ShardStream.Wire.Move.TryRead(ref r, out _),
             FrameType.ParentLost => global::ShardStream.Wire.ParentLost.TryRead(ref r, out _),
             FrameType.Hashes => global::ShardStream.Wire.HashList.TryRead(ref r, out _),
+            FrameType.Notice => global::ShardStream.Wire.Notice.TryRead(ref r, out _),
+            FrameType.StreamHeader => global::ShardStream.Wire.StreamHeader.TryRead(ref r, out _),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
         };
     }

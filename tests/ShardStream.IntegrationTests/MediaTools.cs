@@ -1,0 +1,63 @@
+using System.Diagnostics;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// The real ffmpeg as a live source (a test pattern and a tone, H.264 and AAC, one keyframe a
+/// second, paced at real time) and as the viewer that checks what a peer wrote decodes.
+/// </summary>
+internal static class MediaTools
+{
+    /// <summary>Null when ffmpeg and ffprobe are on PATH, else the reason.</summary>
+    public static string? Missing() =>
+        RequiresTool.FindOnPath("ffmpeg") is null || RequiresTool.FindOnPath("ffprobe") is null ? "needs ffmpeg and ffprobe on PATH" : null;
+
+    /// <summary>The arguments of a live test source of <paramref name="seconds"/> s in <paramref name="muxer"/> (flv or mpegts) on stdout.</summary>
+    public static string[] LiveSourceArgs(string muxer, int seconds) =>
+    [
+        "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+        "-t", seconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-f", muxer, "-",
+    ];
+
+    /// <summary>Starts ffmpeg with <paramref name="args"/> and copies its stdout into <paramref name="into"/>, closing it at the end.</summary>
+    public static (Process Ffmpeg, Task Pump) Pipe(string[] args, Stream into)
+    {
+        var info = new ProcessStartInfo("ffmpeg") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        var ffmpeg = Process.Start(info) ?? throw new InvalidOperationException("could not start ffmpeg");
+        ffmpeg.StandardInput.Close();
+        _ = ffmpeg.StandardError.ReadToEndAsync();
+        var pump = Task.Run(async () =>
+        {
+            try
+            {
+                await ffmpeg.StandardOutput.BaseStream.CopyToAsync(into);
+            }
+            finally
+            {
+                into.Close();
+            }
+        });
+        return (ffmpeg, pump);
+    }
+
+    /// <summary>
+    /// Decodes a whole file as a player would, stopping at the first error (<c>-xerror</c>):
+    /// returns what ffmpeg reported (empty when it decoded cleanly) and its exit code.
+    /// </summary>
+    public static (int ExitCode, string Errors) Decode(string file) =>
+        Summarise(RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", file, "-f", "null", "-"], TimeSpan.FromMinutes(2)));
+
+    /// <summary>The number of video frames ffprobe decodes in <paramref name="file"/>.</summary>
+    public static int CountVideoFrames(string file)
+    {
+        var run = RequiresTool.Run("ffprobe", ["-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", file], TimeSpan.FromMinutes(2));
+        return int.TryParse(run.Stdout.Trim().Split('\n')[0].Trim(','), out int n) ? n : -1;
+    }
+
+    private static (int, string) Summarise((int ExitCode, string Stdout, string Stderr, bool TimedOut) run) =>
+        (run.TimedOut ? -1 : run.ExitCode, run.Stderr.Trim());
+}
