@@ -70,18 +70,18 @@ public sealed partial class Coordinator
     }
 }
 
-/// <summary>Log lines of the media-aware source and egress (event ids 1100..1199).</summary>
+/// <summary>Log lines of the media-aware source and egress (event ids 1200..1299).</summary>
 internal static partial class MediaLog
 {
-    [LoggerMessage(1100, LogLevel.Information, "source format: {Format}{How}", EventName = "SourceFormat")]
+    [LoggerMessage(1200, LogLevel.Information, "source format: {Format}{How}", EventName = "SourceFormat")]
     public static partial void SourceFormat(ILogger logger, string format, string how);
 
-    [LoggerMessage(1101, LogLevel.Warning, "{Reason}", EventName = "LostSync")]
+    [LoggerMessage(1201, LogLevel.Warning, "{Reason}", EventName = "LostSync")]
     public static partial void LostSync(ILogger logger, string reason);
 
-    [LoggerMessage(1102, LogLevel.Warning, "the stream header is {Length} bytes, over the {Max} one frame carries: joiners get none and start at a keyframe without it", EventName = "HeaderTooLong")]
+    [LoggerMessage(1202, LogLevel.Warning, "the stream header is {Length} bytes, over the {Max} one frame carries: joiners get none and start at a keyframe without it", EventName = "HeaderTooLong")]
     public static partial void HeaderTooLong(ILogger logger, int length, int max);
 
-    [LoggerMessage(1103, LogLevel.Information, "writing the {Format} stream header ({Length} bytes) before the first chunk, at offset {Offset}", EventName = "WritingHeader")]
+    [LoggerMessage(1203, LogLevel.Information, "writing the {Format} stream header ({Length} bytes) before the first chunk, at offset {Offset}", EventName = "WritingHeader")]
     public static partial void WritingHeader(ILogger logger, string format, int length, long offset);
 }
