@@ -13,10 +13,11 @@ public sealed class CliSwarmTests
     public async Task The_coordinator_places_every_swarm_peer_and_takes_every_leave()
     {
         // stdin stays open and empty: a live stream that has not said anything yet.
-        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", "2");
+        // A long heartbeat timeout: the dial-back may take half of it, which a loaded machine can need.
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", "2", "--heartbeat-timeout", "60");
         string address = await coordinator.WaitForListenAddressAsync(Deadline);
         await using var swarm = CliProcess.Start("swarm", "-c", address, "--peers", "300", "--join-rate", "300", "--hold", "1",
-            "--first-address", "127.78.0.1", "--addresses", "5", "--coordinator-pid", coordinator.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            "--first-address", "127.78.0.1", "--addresses", "5", "--heartbeat-timeout", "60", "--coordinator-pid", coordinator.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
         var (exit, _) = await swarm.WaitForExitAsync(Deadline);
 
         Assert.True(exit == 0, $"swarm exited with {exit}:\n{swarm.Stderr}");
