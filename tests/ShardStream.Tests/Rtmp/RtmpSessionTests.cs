@@ -142,6 +142,21 @@ public sealed class RtmpSessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Set_chunk_size_before_connect_as_OBS_sends_it_applies_to_the_connect_that_follows()
+    {
+        await using var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+        // Set Chunk Size 4096, then a connect of more than 128 bytes in one chunk (it would be
+        // misread at the default 128), in the same write as C2.
+        var command = new AmfObject { { "app", "live" }, { "flashVer", "FMLE/3.0 (compatible; FMSc/1.0)" }, { "tcUrl", "rtmp://127.0.0.1:1935/live" }, { "swfUrl", "rtmp://127.0.0.1:1935/live" }, { "type", "nonprivate" } };
+        byte[] connect = Amf0Writer.Encode("connect", 1.0, command);
+        Assert.True(connect.Length > 128);
+        await client.HandshakeAsync([.. RtmpTestClient.Encode(2, RtmpMessageType.SetChunkSize, 0, 0, RtmpControl.UInt32(4096)),
+                                     .. RtmpTestClient.Encode(3, RtmpMessageType.CommandAmf0, 0, 0, connect, chunkSize: 4096)]);
+        var result = await client.ReadCommandAsync();
+        Assert.Equal("NetConnection.Connect.Success", Assert.IsType<AmfObject>(result![3]).Get("code"));
+    }
+
+    [Fact]
     public async Task Connections_over_the_per_address_limit_are_refused_at_accept_and_logged()
     {
         await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
