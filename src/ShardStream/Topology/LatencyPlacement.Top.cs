@@ -1,0 +1,144 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Latency-aware placement: exchanges at the top of a tree. The first peers to arrive fill the
+/// first levels, from anywhere, and every path crosses them; a later joiner that fills one of
+/// those places much better takes it (see <see cref="FindTopExchange"/>).
+/// </summary>
+internal sealed partial class LatencyPlacement
+{
+    /// <summary>
+    /// A node of the top <paramref name="topDepth"/> levels of <paramref name="shard"/> whose place
+    /// <paramref name="joiner"/> (just placed, deeper, with capacity) would fill much better: its
+    /// estimated RTT to that place's parent plus the mean to that place's children is lower by at
+    /// least <see cref="ExchangeMarginMs"/> and <see cref="ExchangeMarginShare"/>. Every path
+    /// crosses these few nodes, so their placement by join order (the first peers to arrive) costs
+    /// every viewer; an exchange costs one Move per child of the place. <see cref="Planner.None"/> if none.
+    /// The places are summarised (parent, centroid of the children) every <see cref="TopRefresh"/>
+    /// joins and after every exchange, so that a join costs one estimate per place; the chosen
+    /// place is checked exactly before it is returned.
+    /// </summary>
+    public int FindTopExchange(int joiner, int shard, int topDepth)
+    {
+        _tops ??= new List<TopPlace>?[_forest.ShardCount];
+        _topAge ??= new int[_forest.ShardCount];
+        var tops = _tops[shard] ??= [];
+        if (++_topAge[shard] >= TopRefresh)
+        {
+            RefreshTop(shard, topDepth, tops);
+        }
+
+        var joinerDepth = _forest.Depth(joiner, shard);
+        var cap = _forest.Cap(joiner, shard);
+        var me = CoordinateOf(joiner);
+        var best = None;
+        var bestGain = 0.0;
+        foreach (var top in tops)
+        {
+            var place = top.Node;
+            if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
+                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
+            {
+                continue;
+            }
+
+            var dx = me.X - top.X;
+            var dy = me.Y - top.Y;
+            var mine = me.EstimateRtt(CoordinateOf(top.Parent)) + (top.Children == 0 ? 0 : Math.Sqrt((dx * dx) + (dy * dy)) + me.Height + top.Height);
+            var gain = top.Cost - mine;
+            if (gain > ExchangeMarginMs && gain > ExchangeMarginShare * top.Cost && gain > bestGain)
+            {
+                bestGain = gain;
+                best = place;
+            }
+        }
+
+        if (best == None)
+        {
+            return None;
+        }
+
+        // Checked exactly: the mean of the distances is never below the distance to the centroid.
+        var theirs = PlaceCost(best, best, shard, joiner);
+        var exact = theirs - PlaceCost(joiner, best, shard, joiner);
+        if (exact <= ExchangeMarginMs || exact <= ExchangeMarginShare * theirs)
+        {
+            return None;
+        }
+
+        _topAge[shard] = TopRefresh; // the top changes: summarise again at the next join
+        return best;
+    }
+
+    /// <summary>Joins between two summaries of the top places of a tree.</summary>
+    public const int TopRefresh = 64;
+
+    private readonly record struct TopPlace(int Node, int Parent, double Cost, double X, double Y, double Height, int Children);
+
+    private List<TopPlace>?[]? _tops;
+    private int[]? _topAge;
+    private readonly Stack<int> _walk = new();
+
+    private void RefreshTop(int shard, int topDepth, List<TopPlace> tops)
+    {
+        _topAge![shard] = 0;
+        tops.Clear();
+        _walk.Clear();
+        _walk.Push(Source);
+        while (_walk.Count > 0)
+        {
+            var node = _walk.Pop();
+            var depth = _forest.Depth(node, shard);
+            if (node != Source)
+            {
+                double x = 0, y = 0, h = 0;
+                var n = 0;
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    var cc = CoordinateOf(c);
+                    x += cc.X;
+                    y += cc.Y;
+                    h += cc.Height;
+                    n++;
+                }
+
+                var parent = _forest.Parent(node, shard);
+                tops.Add(new TopPlace(node, parent, PlaceCost(node, node, shard, None), n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n));
+            }
+
+            if (depth < topDepth)
+            {
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    _walk.Push(c);
+                }
+            }
+        }
+    }
+
+    /// <summary>Least gain (ms of RTT) for a top exchange.</summary>
+    public const double ExchangeMarginMs = 20;
+
+    /// <summary>Least gain, as a share of the place's current cost, for a top exchange.</summary>
+    public const double ExchangeMarginShare = 0.2;
+
+    /// <summary>Estimated RTT from <paramref name="candidate"/> to the parent of <paramref name="place"/> plus its mean RTT to the place's children (the joiner excluded).</summary>
+    private double PlaceCost(int candidate, int place, int shard, int joiner)
+    {
+        var me = CoordinateOf(candidate);
+        var parent = _forest.Parent(place, shard);
+        var cost = parent == None ? 0 : me.EstimateRtt(CoordinateOf(parent));
+        double sum = 0;
+        var n = 0;
+        for (var c = _forest.FirstChild(place, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            if (c != joiner && c != candidate)
+            {
+                sum += me.EstimateRtt(CoordinateOf(c));
+                n++;
+            }
+        }
+
+        return cost + (n == 0 ? 0 : sum / n);
+    }
+}
