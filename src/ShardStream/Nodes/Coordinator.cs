@@ -98,7 +98,11 @@ public sealed partial class Coordinator : Node
             MediaRead read;
             try
             {
-                read = await source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken).ConfigureAwait(false);
+                var reading = source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken);
+                // The source has nothing more for now (the end of a burst of a live source): sign
+                // what it gave without waiting for the timer, at most once per MinSigningInterval.
+                if (!reading.IsCompleted) lock (_gate) _signing.SourceWaiting(_options.MinSigningInterval);
+                read = await reading.ConfigureAwait(false);
                 n = read.Length;
                 if (Format is null && source.Format is { } format)
                 {
@@ -121,7 +125,7 @@ public sealed partial class Coordinator : Node
             lock (_gate)
             {
                 // A short read: the source has nothing more for now (a live source between writes).
-                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength, _options.MinSigningInterval);
+                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength);
                 long now = Time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
                 if (read.RandomAccess) NoteRandomAccess(seq, offset, now, read.Header);

@@ -14,9 +14,10 @@ namespace ShardStream.Nodes;
 /// dropped: a live source that writes small records every millisecond then costs a signature per
 /// record at the coordinator and a verification per record at every peer, which on the bench's
 /// 10 Mbit/s stream of 1 ms records made the CPU, not the network, the bottleneck. What is kept of
-/// it: when the source has caught up (a read came back short), what is held is signed as soon as
-/// the last signature is <c>minInterval</c> old, so a live source's chunks wait about half that
-/// interval instead of the whole delay, and signatures stay at most one per shard per interval.
+/// it: when the source has caught up (a read came back short) and its next read waits, what is held
+/// is signed as soon as the last signature is <c>minInterval</c> old, so a live source's chunks wait
+/// at most about that interval instead of the whole delay, and signatures stay at most one per
+/// shard per interval.
 /// The delay is paid once, at the source; relays add only the verification. Not thread-safe: the
 /// coordinator calls it under its lock.
 /// </summary>
@@ -45,10 +46,10 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     /// <summary>
     /// Takes over the caller's reference to <paramref name="chunk"/>. <paramref name="sourceCaughtUp"/>:
     /// the read that gave it came back short (the source had no more for now); what is held is then
-    /// signed at once if the last signature is at least <paramref name="minInterval"/> old, or by
-    /// <see cref="SignIfDue"/> once it is.
+    /// signed by <see cref="SourceWaiting"/> or <see cref="SignIfDue"/> once the last signature is
+    /// old enough.
     /// </summary>
-    public void Add(Chunk chunk, bool sourceCaughtUp = false, TimeSpan minInterval = default)
+    public void Add(Chunk chunk, bool sourceCaughtUp = false)
     {
         var pending = _pending[chunk.Shard];
         ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, _hashes[chunk.Shard].AsSpan(pending.Count * Protocol.HashLength, Protocol.HashLength));
@@ -58,7 +59,17 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         if (_oldestAt[chunk.Shard] < 0) _oldestAt[chunk.Shard] = time.GetTimestamp();
         if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
         _sourceCaughtUp = sourceCaughtUp;
-        if (sourceCaughtUp) SignIfDue(TimeSpan.MaxValue, minInterval);
+    }
+
+    /// <summary>
+    /// The source's next read is waiting (a burst of a live source has ended): what a caught-up
+    /// source gave is signed now if the last signature is at least <paramref name="minInterval"/>
+    /// old. Signing at the end of a burst rather than at its first chunk lets one signature cover
+    /// the whole burst.
+    /// </summary>
+    public void SourceWaiting(TimeSpan minInterval)
+    {
+        if (_sourceCaughtUp) SignIfDue(TimeSpan.MaxValue, minInterval);
     }
 
     /// <summary>

@@ -24,8 +24,11 @@ public class SigningQueueTests
         var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
         var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
 
-        // The first record of a live source: no signature yet, so it is signed at once.
-        queue.Add(Record(0), sourceCaughtUp: true, MinInterval);
+        // The first record of a live source: no signature yet, so it is signed as soon as the
+        // source's next read waits.
+        queue.Add(Record(0), sourceCaughtUp: true);
+        Assert.Equal(0, queue.ListsSigned);
+        queue.SourceWaiting(MinInterval);
         Assert.Equal(1, queue.ListsSigned);
 
         // One record per millisecond: the next waits for the interval, not for the 5 ms delay.
@@ -36,11 +39,37 @@ public class SigningQueueTests
             time.Advance(TimeSpan.FromMilliseconds(1));
             long before = queue.ListsSigned;
             queue.SignIfDue(MaxDelay, MinInterval);
-            queue.Add(Record(seq++), sourceCaughtUp: true, MinInterval);
+            queue.Add(Record(seq++), sourceCaughtUp: true);
+            queue.SourceWaiting(MinInterval);
             if (queue.ListsSigned > before) signedAt.Add(ms);
         }
         // Every 2 ms, never more often, and never a record held 5 ms.
         Assert.Equal(Enumerable.Range(1, 10).Select(i => 2.0 * i), signedAt);
+    }
+
+    [Fact]
+    public void A_burst_of_a_live_source_is_signed_once_when_the_burst_ends()
+    {
+        var time = new FakeTimeProvider();
+        using var signer = StreamSigner.CreateEphemeral();
+        var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
+        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+
+        // Records that came late and are read back to back (each read short, the next one ready):
+        // nothing is signed in the middle of the burst...
+        for (int i = 0; i < 4; i++) queue.Add(Record(i), sourceCaughtUp: true);
+        Assert.Equal(0, queue.ListsSigned);
+        // ...and one signature covers all four once the next read waits.
+        queue.SourceWaiting(MinInterval);
+        Assert.Equal(1, queue.ListsSigned);
+        // The next burst comes 1 ms later: held until the interval has passed, then signed by the timer.
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        for (int i = 4; i < 8; i++) queue.Add(Record(i), sourceCaughtUp: true);
+        queue.SourceWaiting(MinInterval);
+        Assert.Equal(1, queue.ListsSigned);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        queue.SignIfDue(MaxDelay, MinInterval);
+        Assert.Equal(2, queue.ListsSigned);
     }
 
     [Fact]
@@ -54,17 +83,17 @@ public class SigningQueueTests
         // Full reads: 15 chunks of 64 KiB stay held however long it has been since a signature...
         for (int i = 0; i < 15; i++)
         {
-            queue.Add(Record(i, 64 * 1024), sourceCaughtUp: false, MinInterval);
+            queue.Add(Record(i, 64 * 1024), sourceCaughtUp: false);
             time.Advance(TimeSpan.FromMilliseconds(0.25));
             queue.SignIfDue(MaxDelay, MinInterval);
         }
         Assert.Equal(0, queue.ListsSigned);
         // ...the 16th fills 1 MiB: signed at once.
-        queue.Add(Record(15, 64 * 1024), sourceCaughtUp: false, MinInterval);
+        queue.Add(Record(15, 64 * 1024), sourceCaughtUp: false);
         Assert.Equal(1, queue.ListsSigned);
 
         // One more, then nothing: it is signed when it has waited the maximum delay, not before.
-        queue.Add(Record(16, 64 * 1024), sourceCaughtUp: false, MinInterval);
+        queue.Add(Record(16, 64 * 1024), sourceCaughtUp: false);
         time.Advance(MaxDelay - TimeSpan.FromMilliseconds(0.5));
         queue.SignIfDue(MaxDelay, MinInterval);
         Assert.Equal(1, queue.ListsSigned);
