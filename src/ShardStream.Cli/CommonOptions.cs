@@ -14,6 +14,11 @@ internal static class CommonOptions
 
     public static Option<bool> Quiet() => new("--quiet", "-q") { Description = "Log only warnings and errors to stderr." };
 
+    public static Option<string?> Http() => new("--http")
+    {
+        Description = "HOST:PORT to serve HTTP on: /metrics (Prometheus), /api/overlay or /api/peer (JSON), / (a live page). Port 0 picks a free port; the bound address is logged.",
+    };
+
     public static Option<double> ReplayWindowSeconds() => new("--replay-seconds")
     {
         Description = "Replay window: seconds of recent stream each node keeps for peers that resume after losing a parent.",
@@ -32,9 +37,18 @@ internal static class CommonOptions
         DefaultValueFactory = _ => 5,
     };
 
-    /// <summary>Logs to stderr only: stdout carries the stream.</summary>
-    public static ILoggerFactory CreateLoggerFactory(bool verbose, bool quiet) => LoggerFactory.Create(builder =>
+    /// <summary>
+    /// Logs to stderr only: stdout carries the stream. With a <paramref name="status"/> line, only
+    /// warnings and errors, written above it.
+    /// </summary>
+    public static ILoggerFactory CreateLoggerFactory(bool verbose, bool quiet, StatusLine? status = null) => LoggerFactory.Create(builder =>
     {
+        if (status is not null)
+        {
+            builder.SetMinimumLevel(LogLevel.Warning);
+            builder.AddProvider(status.LoggerProvider);
+            return;
+        }
         builder.SetMinimumLevel(verbose ? LogLevel.Debug : quiet ? LogLevel.Warning : LogLevel.Information);
         builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.AddSimpleConsole(o =>

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using ShardStream.Media;
+using ShardStream.Cli.Http;
 using ShardStream.Nodes;
 using ShardStream.Rtmp;
 using ShardStream.Topology;
@@ -27,6 +28,7 @@ internal static class CoordinatorCommand
         var rtmpPlay = new RtmpPlayOptions();
         var format = new Option<string>("--format") { Description = "What stdin carries: auto (FLV or MPEG-TS when its first bytes say so, else raw), flv, ts or raw. FLV and MPEG-TS are cut at tag or packet boundaries and late joiners start at a keyframe with the stream header (docs/media.md).", DefaultValueFactory = _ => "auto" };
         format.AcceptOnlyFromAmong("auto", "flv", "ts", "raw");
+        var http = CommonOptions.Http();
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -34,7 +36,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, http, replaySeconds, replayMiB, heartbeat, controlHeartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
@@ -54,6 +56,7 @@ internal static class CoordinatorCommand
             if (parse.GetValue(controlHeartbeat) is { } seconds) options = options with { ControlHeartbeatInterval = TimeSpan.FromSeconds(seconds) };
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
+            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForCoordinator(coordinator)], loggers, ct);
             await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
             var input = ingest?.Source ?? Console.OpenStandardInput();

@@ -55,8 +55,12 @@ internal static class DemoCommand
             var snapshot = coordinator.Snapshot();
             var started = System.Diagnostics.Stopwatch.StartNew();
             var runs = nodes.Select(x => x.Peer.RunAsync(x.Sink, ct)).ToList();
-            await coordinator.RunAsync(new MemoryStream(source, writable: false), ct);
-            await Task.WhenAll(runs);
+            // Progress on stderr while it runs: a live line on a terminal, a line every 5 s otherwise.
+            await using (var progress = new DemoProgress(coordinator, nodes.Select(x => x.Peer).ToList(), source.Length))
+            {
+                await coordinator.RunAsync(new MemoryStream(source, writable: false), ct);
+                await Task.WhenAll(runs);
+            }
             double seconds = started.Elapsed.TotalSeconds;
 
             Console.WriteLine();

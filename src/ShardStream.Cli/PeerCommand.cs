@@ -1,4 +1,5 @@
 using System.CommandLine;
+using ShardStream.Cli.Http;
 using ShardStream.Nodes;
 using ShardStream.Trust;
 
@@ -24,6 +25,7 @@ internal static class PeerCommand
             DefaultValueFactory = _ => 60,
         };
         var rtmpPlay = new RtmpPlayOptions();
+        var http = CommonOptions.Http();
         var verbose = CommonOptions.Verbose();
         var quiet = CommonOptions.Quiet();
         var replaySeconds = CommonOptions.ReplayWindowSeconds();
@@ -31,10 +33,12 @@ internal static class PeerCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("peer", "Join an overlay, write the stream to stdout and relay it to other peers.");
-        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, replaySeconds, replayMiB, heartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
+        foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, http, replaySeconds, replayMiB, heartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
-            using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
+            // A terminal gets one live status line instead of scrolling logs (not with -v or -q).
+            await using var status = StatusLine.Wanted(parse.GetValue(verbose) || parse.GetValue(quiet)) ? new StatusLine() : null;
+            using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet), status);
             double rejoinSeconds = parse.GetValue(rejoin);
             if (!double.IsFinite(rejoinSeconds) || rejoinSeconds < 0) throw new ArgumentException("--rejoin-seconds must be 0 or more");
             var options = CommonOptions.Apply(new PeerOptions
@@ -48,6 +52,8 @@ internal static class PeerCommand
             }, parse, replaySeconds, replayMiB, heartbeat);
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);
+            status?.Start(PeerStatusText.For(peer));
+            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForPeer(peer)], loggers, ct);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
             await using var stdout = play is null ? Console.OpenStandardOutput() : play.Hub.Tee(Console.OpenStandardOutput());
             try

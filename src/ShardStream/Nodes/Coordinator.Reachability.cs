@@ -18,6 +18,9 @@ public sealed partial class Coordinator
     /// <summary>How long the dial-back may take: half the heartbeat timeout (the joiner waits twice its own for the welcome).</summary>
     private TimeSpan ProbeTimeout => _options.HeartbeatTimeout / 2;
 
+    /// <summary>The round trip of the last successful probe per address (hello sent to welcome read), for the overlay's view.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, TimeSpan> _probeRtts = new();
+
     /// <summary>
     /// Connects to <paramref name="address"/>, where the coordinator is about to send other peers
     /// for the joiner's shards, and checks that the very joiner answers there: it must echo the
@@ -32,11 +35,15 @@ public sealed partial class Coordinator
         try
         {
             link = NewLink(await Transport.ConnectForControlAsync(address, linked.Token).ConfigureAwait(false), $"probe {address}");
+            long sent = Time.GetTimestamp();
             await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], ListenAddress).Write, linked.Token).ConfigureAwait(false);
             var (type, body) = await link.ReadOneAsync(linked.Token).ConfigureAwait(false);
+            var rtt = Time.GetElapsedTime(sent);
             var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
             if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var answer)) return $"something answered at {address}, but not as a ShardStream peer ({type} frame)";
             if (answer.PeerId != token) return $"another ShardStream node answers at {address}, not this peer";
+            ShardStreamMetrics.ProbeRtt.Record(rtt.TotalSeconds);
+            _probeRtts[address] = rtt;
             return null;
         }
         catch (OperationCanceledException) when (!Stopping.IsCancellationRequested)

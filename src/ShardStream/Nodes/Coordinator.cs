@@ -135,6 +135,7 @@ public sealed partial class Coordinator : Node
                 _nextSeq = seq;
                 Interlocked.Exchange(ref _nextOffset, offset);
             }
+            ShardStreamMetrics.Received.Add(n, ShardStreamMetrics.Shard(chunk.Shard));
             chunk.Release();
         }
         await stopSigning.CancelAsync().ConfigureAwait(false);
@@ -238,6 +239,8 @@ public sealed partial class Coordinator : Node
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId };
             _peers[id] = session;
+            ShardStreamMetrics.Joins.Add(1);
+            for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(_planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
             link.Name = $"peer {id} ({advertised})";
@@ -444,6 +447,8 @@ public sealed partial class Coordinator : Node
         lock (_gate)
         {
             if (!Forget(session)) return;
+            _probeRtts.TryRemove(session.Address, out _);
+            ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
                 // After the end, a peer that finished needs no repair: its children have what it
@@ -478,6 +483,7 @@ public sealed partial class Coordinator : Node
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
                 Forget(moved);
+                ShardStreamMetrics.Evictions.Add(1);
                 moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(Log, $"peer {moved.Id}: evicting");
                 continue;
             }
@@ -489,11 +495,30 @@ public sealed partial class Coordinator : Node
                 // The plan and the sessions disagree (a bug): say so, and still send every other move.
                 else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
             }
+            foreach (var e in entries)
+            {
+                ShardStreamMetrics.Moves.Add(1, ShardStreamMetrics.Shard(e.Shard));
+                if (_planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(_planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
+            }
             if (entries.Count > 0) moved.Control.Send(new Move(WithTickets(moved.Id, [.. entries])).Write);
         }
     }
 
     private protected override int ChildIdOf(Link link) => link.State is PeerSession session ? session.Id : base.ChildIdOf(link);
+
+    private protected override IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayPeerCount
+    {
+        get
+        {
+            lock (_gate) return [new(_peers.Count)];
+        }
+    }
+
+    /// <summary>The round trip of the reachability probe to a peer's address, where one was made and answered.</summary>
+    public TimeSpan? ProbeRoundTrip(string address) => _probeRtts.TryGetValue(address, out var rtt) ? rtt : null;
+
+    /// <summary>Direct children of the coordinator now.</summary>
+    public int ChildCount => Relay?.Subscribers().Count ?? 0;
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot()

@@ -360,6 +360,7 @@ internal sealed class Link : IAsyncDisposable
         else if (_detector.IsDead(lenient, out reason))
         {
             TimedOut = true;
+            ShardStreamMetrics.HeartbeatTimeouts.Add(1);
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }

@@ -63,7 +63,16 @@ public abstract class Node : IAsyncDisposable
         _listener = await Transport.ListenAsync(NodeOptionsBase.ListenAddress, cancellationToken).ConfigureAwait(false);
         _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
         _tickLoop = Task.Run(TickLoopAsync, CancellationToken.None);
+        _meter = ShardStreamMetrics.CreateNodeMeter(() => OverlayPeerCount, () => Relay?.Subscribers().Count ?? 0,
+            () => Relay?.Subscribers().Sum(l => l.QueuedBytes) ?? 0,
+            () => Relay is { } r ? r.Subscribers().Select(l => l.QueueAge.TotalSeconds).DefaultIfEmpty(0).Max() : 0,
+            () => Relay?.WindowBytes ?? 0);
     }
+
+    private System.Diagnostics.Metrics.Meter? _meter;
+
+    /// <summary>For the <c>shardstream.peers</c> gauge: the coordinator's count of peers, nothing on a peer.</summary>
+    private protected virtual IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayPeerCount => [];
 
     private protected Link NewLink(IConnection connection, string name)
     {
@@ -436,6 +445,7 @@ public abstract class Node : IAsyncDisposable
     {
         if (_stopping.IsCancellationRequested) return;
         _stopping.Cancel();
+        _meter?.Dispose();
         if (_listener is not null) await _listener.DisposeAsync().ConfigureAwait(false);
         foreach (var link in _links.Keys) await link.DisposeAsync().ConfigureAwait(false);
         try

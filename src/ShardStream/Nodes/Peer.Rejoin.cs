@@ -64,8 +64,13 @@ public sealed partial class Peer
     {
         var reassembler = new Reassembler(_shardCount, (long)welcome.StartSeq, (long)welcome.StartOffset)
         {
-            GapFound = gap => Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
-                gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset),
+            GapFound = gap =>
+            {
+                ShardStreamMetrics.Gaps.Add(1);
+                ShardStreamMetrics.Lost.Add(gap.Length);
+                Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
+                    gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset);
+            },
         };
         lock (_ready)
         {

@@ -325,7 +325,18 @@ public sealed partial class Peer : Node
     /// <summary>Bytes skipped because they were older than every replay window that could have served them.</summary>
     public long LostBytes => _lostBefore + (_reassembler?.LostBytes ?? 0);
 
+    /// <summary>What this peer is doing now, for its status line and <c>/api/peer</c> (read-only).</summary>
+    public PeerStatus Status()
+    {
+        var relay = Relay;
+        return new PeerStatus(Id, _shardCount, StartOffset, BytesWritten, _stalls.ReceivedBytes, _stalls.NewestEnd, LostBytes,
+            Interlocked.Read(ref _outputBacklog), _shardCount == 0 ? [] : ParentIds(), ChildIds(), relay?.WindowBytes ?? 0, _options.ReplayWindowBytes,
+            _stalls.StalledShards, _reassembler?.IsComplete ?? false);
+    }
+
     private readonly List<Chunk> _ready = [];
+
+    private readonly ShardStalls _stalls = new();
 
     private void OnParentFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
@@ -345,6 +356,7 @@ public sealed partial class Peer : Node
                 _verifier!.VerifyChunk(header, body);
                 var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Volatile.Write(ref _lastProgress, Time.GetTimestamp());
+                _stalls.Received(header.Shard, chunk.Length, chunk.Offset + chunk.Length);
                 Relay!.Publish(chunk);
                 lock (_ready)
                 {
@@ -506,6 +518,7 @@ public sealed partial class Peer : Node
             _failed.TrySetResult(link.ReceivedGoodbyeReason is { Length: > 0 } why ? why : $"parent {parentId} cut this peer off: {reason}");
             return;
         }
+        foreach (var s in lost) _stalls.Stalled(s.Shard);
         if (link.Violation is { } violation)
         {
             // Nothing it sent after its last good chunk was written or forwarded; the coordinator

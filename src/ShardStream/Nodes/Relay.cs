@@ -67,12 +67,15 @@ internal sealed class Relay
             long oldest = _window.OldestSeq(chunk.Shard);
             while (lists.TryPeek(out var head) && head.Last < oldest) lists.Dequeue();
             var subscribers = _subscribers[chunk.Shard];
+            int sent = 0;
             for (int i = subscribers.Count - 1; i >= 0; i--)
             {
                 var sub = subscribers[i];
                 if (chunk.Seq < sub.FromSeq) continue;
                 if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
+                else sent++;
             }
+            if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
         }
     }
 
@@ -125,7 +128,7 @@ internal sealed class Relay
                 if (last >= first) link.Send(frame);
             foreach (var chunk in _scratch)
             {
-                link.TrySend(chunk);
+                if (link.TrySend(chunk)) ShardStreamMetrics.Sent.Add(chunk.Length, ShardStreamMetrics.Shard(shard));
                 chunk.Release();
             }
             _scratch.Clear();

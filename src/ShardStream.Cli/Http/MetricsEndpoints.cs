@@ -1,0 +1,20 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using OpenTelemetry.Metrics;
+using ShardStream.Nodes;
+
+namespace ShardStream.Cli.Http;
+
+/// <summary>
+/// <c>GET /metrics</c>: the <see cref="ShardStreamMetrics"/> instruments in the Prometheus text
+/// format, through OpenTelemetry's Prometheus exporter (why that one: docs/metrics.md).
+/// </summary>
+internal sealed class MetricsEndpoints : IHttpEndpoints
+{
+    public void AddServices(IServiceCollection services) =>
+        services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(ShardStreamMetrics.MeterName)
+            .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
+
+    public void Map(WebApplication app) => app.MapPrometheusScrapingEndpoint("/metrics");
+}

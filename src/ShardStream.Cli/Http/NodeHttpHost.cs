@@ -1,0 +1,85 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using ShardStream.Transport;
+
+namespace ShardStream.Cli.Http;
+
+/// <summary>
+/// The one HTTP host of a node (<c>--http HOST:PORT</c>): Kestrel serving every
+/// <see cref="IHttpEndpoints"/> the command hands it. Logs the bound address (port 0 picks one).
+/// </summary>
+internal sealed class NodeHttpHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private NodeHttpHost(WebApplication app, string address)
+    {
+        _app = app;
+        Address = address;
+    }
+
+    /// <summary>The bound address, <c>http://HOST:PORT</c>.</summary>
+    public string Address { get; }
+
+    /// <summary>Binds the host, or returns null when <paramref name="address"/> is null (no <c>--http</c>).</summary>
+    public static async Task<NodeHttpHost?> StartAsync(string? address, IEnumerable<IHttpEndpoints> features, ILoggerFactory loggers, CancellationToken cancellationToken)
+    {
+        if (address is null) return null;
+        var endpoint = Endpoint.Parse(address);
+        if (!IPAddress.TryParse(endpoint.Host, out var ip))
+        {
+            if (endpoint.Host != "localhost") throw new ArgumentException($"--http needs an IP address to listen on (or localhost), not '{endpoint.Host}'");
+            ip = IPAddress.Loopback;
+        }
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(new ForwardingLoggerProvider(loggers));
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.WebHost.UseKestrel(o => o.Listen(ip, endpoint.Port));
+        var list = features.ToList();
+        foreach (var feature in list) feature.AddServices(builder.Services);
+        var app = builder.Build();
+        foreach (var feature in list) feature.Map(app);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new IOException($"cannot listen for HTTP on {address}: {e.Message}", e);
+        }
+        string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{address}";
+        bound = bound.Replace("[::]", "127.0.0.1", StringComparison.Ordinal);
+        HttpLog.Listening(loggers.CreateLogger("http"), bound);
+        return new NodeHttpHost(app, bound);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        await _app.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>ASP.NET Core's own log lines go to the node's loggers (stderr), Microsoft.* from warnings up.</summary>
+    private sealed class ForwardingLoggerProvider(ILoggerFactory loggers) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => loggers.CreateLogger(categoryName);
+
+        public void Dispose()
+        {
+        }
+    }
+}
+
+/// <summary>Log lines of the HTTP host: event ids 1300..1399.</summary>
+internal static partial class HttpLog
+{
+    [LoggerMessage(1300, LogLevel.Information, "http listening on {Address}", EventName = "HttpListening")]
+    public static partial void Listening(ILogger logger, string address);
+}
