@@ -17,15 +17,18 @@ public sealed class CliMetricsTests
         const int peers = 5, shards = 2;
         var source = new byte[6 * 1024 * 1024];
         new Random(13).NextBytes(source);
-        string expected = Convert.ToHexStringLower(SHA256.HashData(source));
+        // Written after a sixth peer joined, so that it streams before it leaves.
+        var tail = new byte[64 * 1024];
+        new Random(14).NextBytes(tail);
+        string expected = Convert.ToHexStringLower(SHA256.HashData([.. source, .. tail]));
 
-        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0"]);
+        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]);
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(60));
         string http = await Prometheus.WaitForHttpAsync(coordinator, TimeSpan.FromSeconds(60));
         var nodes = new List<CliProcess>();
         try
         {
-            for (int i = 0; i < peers; i++) nodes.Add(CliProcess.Start(["peer", "-c", address, "--http", "127.0.0.1:0"]));
+            for (int i = 0; i < peers; i++) nodes.Add(CliProcess.Start(["peer", "-c", address, "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]));
             var peerHttp = new List<string>();
             foreach (var p in nodes) peerHttp.Add(await Prometheus.WaitForHttpAsync(p, TimeSpan.FromSeconds(60)));
 
@@ -74,13 +77,22 @@ public sealed class CliMetricsTests
             }
             Assert.True(sentEverywhere >= (double)source.Length * peers, $"{sentEverywhere} bytes sent in the overlay for {peers} peers of {source.Length}");
 
-            // One more viewer (a leaf) joins and leaves on purpose: the counters follow.
-            await using var extra = CliProcess.Start(["peer", "-c", address, "--upload", "0"]);
+            // One more viewer (a leaf) joins and, once it is streaming, leaves on purpose: the counters follow.
+            await using var extra = CliProcess.Start(["peer", "-c", address, "--upload", "0", "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]);
+            string extraHttp = await Prometheus.WaitForHttpAsync(extra, TimeSpan.FromSeconds(60));
+            string m6 = "";
             await Prometheus.WaitUntilAsync(async () =>
             {
-                string m = await Prometheus.GetAsync(http + "/metrics");
-                return (Prometheus.Sum(m, "shardstream_joins_total") == peers + 1 && Prometheus.Sum(m, "shardstream_peers") == peers + 1, m);
+                m6 = await Prometheus.GetAsync(http + "/metrics");
+                return (Prometheus.Sum(m6, "shardstream_joins_total") == peers + 1 && Prometheus.Sum(m6, "shardstream_peers") == peers + 1, m6);
             }, Deadline, "the sixth join is counted");
+            await coordinator.StandardInput.WriteAsync(tail);
+            await coordinator.StandardInput.FlushAsync();
+            await Prometheus.WaitUntilAsync(async () =>
+            {
+                long written = JsonDocument.Parse(await Prometheus.GetAsync(extraHttp + "/api/peer")).RootElement.GetProperty("bytesWritten").GetInt64();
+                return (written > 0, $"{written} bytes written");
+            }, Deadline, "the sixth peer streams");
             await extra.SignalAsync("TERM");
             await extra.WaitForExitAsync(Deadline);
             await Prometheus.WaitUntilAsync(async () =>
@@ -88,6 +100,7 @@ public sealed class CliMetricsTests
                 string m = await Prometheus.GetAsync(http + "/metrics");
                 return (Prometheus.Sum(m, "shardstream_leaves_total", "how=\"graceful\"") == 1 && Prometheus.Sum(m, "shardstream_peers") == peers, m);
             }, Deadline, "the leave is counted");
+            Assert.Null(Prometheus.Sum(await Prometheus.GetAsync(http + "/metrics"), "shardstream_leaves_total", "how=\"failed\""));
 
             coordinator.StandardInput.Close();
             var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
