@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using ShardStream.Media;
 using ShardStream.Rtmp;
 using Xunit.Abstractions;
 
@@ -19,14 +20,14 @@ public sealed class RtmpPlayTests(ITestOutputHelper output) : IDisposable
     /// <summary>The tags of an FLV file, as a feed that yields them all to each player.</summary>
     private sealed class FileFeed(byte[] flv) : IFlvTagFeed
     {
-        public async IAsyncEnumerable<FlvTagMessage> SubscribeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+        public async IAsyncEnumerable<FlvTag> SubscribeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
         {
             int pos = 9 + 4; // FLV header, PreviousTagSize0
             while (pos + 11 <= flv.Length)
             {
                 int size = flv[pos + 1] << 16 | flv[pos + 2] << 8 | flv[pos + 3];
                 uint ts = (uint)(flv[pos + 7] << 24 | flv[pos + 4] << 16 | flv[pos + 5] << 8 | flv[pos + 6]);
-                yield return new FlvTagMessage(flv[pos], ts, flv.AsMemory(pos + 11, size));
+                yield return new FlvTag((FlvTagType)flv[pos], ts, flv.AsMemory(pos + 11, size));
                 pos += 11 + size + 4;
                 await Task.Yield();
             }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Pipelines;
+using ShardStream.Media;
 
 namespace ShardStream.Rtmp;
 
@@ -31,8 +32,9 @@ public sealed class FlvByteSink : IFlvTagSink
     /// <summary>Ends the byte stream.</summary>
     public void Complete() => _pipe.Writer.Complete();
 
-    public async ValueTask WriteTagAsync(byte tagType, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    public async ValueTask WriteTagAsync(FlvTagType type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
     {
+        byte tagType = (byte)type;
         var w = _pipe.Writer;
         if (!_headerWritten)
         {

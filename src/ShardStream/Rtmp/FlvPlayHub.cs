@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using ShardStream.Media;
 
 namespace ShardStream.Rtmp;
 
@@ -16,14 +17,14 @@ public sealed class FlvPlayHub : IFlvTagFeed
 {
     private readonly object _lock = new();
     private readonly List<Subscriber> _subscribers = [];
-    private readonly List<FlvTagMessage> _gop = [];
+    private readonly List<FlvTag> _gop = [];
     private byte[] _pending = new byte[64 * 1024];
     private int _pendingLength;
     private bool _preambleRead;
     private bool _completed;
     private bool _hasVideo;
     private long _gopBytes;
-    private FlvTagMessage? _metadata, _videoHeader, _audioHeader;
+    private FlvTag? _metadata, _videoHeader, _audioHeader;
 
     public long MaxQueuedBytes { get; init; } = 16 * 1024 * 1024;
 
@@ -34,7 +35,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
 
     private sealed class Subscriber
     {
-        public readonly Channel<FlvTagMessage> Queue = Channel.CreateUnbounded<FlvTagMessage>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+        public readonly Channel<FlvTag> Queue = Channel.CreateUnbounded<FlvTag>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
         public long QueuedBytes;
         public bool WaitingForKeyframe;
     }
@@ -75,7 +76,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
                 int size = h[1] << 16 | h[2] << 8 | h[3];
                 if (_pendingLength - pos < 11 + size + 4) break;
                 uint ts = (uint)(h[7] << 24 | h[4] << 16 | h[5] << 8 | h[6]);
-                if (h[0] is 8 or 9 or 18) Publish(new FlvTagMessage(h[0], ts, h.Slice(11, size).ToArray()));
+                if (h[0] is 8 or 9 or 18) Publish(new FlvTag((FlvTagType)h[0], ts, h.Slice(11, size).ToArray()));
                 pos += 11 + size + 4;
             }
             _pending.AsSpan(pos, _pendingLength - pos).CopyTo(_pending);
@@ -93,7 +94,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
         }
     }
 
-    private void Publish(FlvTagMessage tag)
+    private void Publish(FlvTag tag)
     {
         var kind = Classify(tag);
         bool header = kind is Kind.Metadata or Kind.VideoHeader or Kind.AudioHeader;
@@ -103,7 +104,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
             case Kind.VideoHeader: _videoHeader = tag; break;
             case Kind.AudioHeader: _audioHeader = tag; break;
         }
-        if (tag.Type == 9) _hasVideo = true;
+        if (tag.Type == FlvTagType.Video) _hasVideo = true;
         if (kind is Kind.VideoHeader or Kind.AudioHeader || kind == Kind.Keyframe)
         {
             _gop.Clear(); // a new sequence (a publisher came back) or a new GOP
@@ -135,7 +136,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
         }
     }
 
-    private void Enqueue(Subscriber s, FlvTagMessage tag)
+    private void Enqueue(Subscriber s, FlvTag tag)
     {
         if (Interlocked.Read(ref s.QueuedBytes) + tag.Body.Length > MaxQueuedBytes)
         {
@@ -147,7 +148,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
         s.Queue.Writer.TryWrite(tag);
     }
 
-    public async IAsyncEnumerable<FlvTagMessage> SubscribeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<FlvTag> SubscribeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var s = new Subscriber();
         bool headersSent = true;
@@ -182,7 +183,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
                     if (!headersSent)
                     {
                         headersSent = true;
-                        FlvTagMessage?[] headers;
+                        FlvTag?[] headers;
                         lock (_lock) headers = [_metadata, _videoHeader, _audioHeader];
                         foreach (var header in headers)
                             if (header is { } h) yield return h with { Timestamp = tag.Timestamp };
@@ -204,10 +205,10 @@ public sealed class FlvPlayHub : IFlvTagFeed
     /// onMetaData, a sequence header (AVC/HEVC legacy packet type 0, FourCC SequenceStart, AAC packet
     /// type 0), a keyframe (frame type 1, not a header), another frame, or anything else.
     /// </summary>
-    private static Kind Classify(FlvTagMessage tag)
+    private static Kind Classify(FlvTag tag)
     {
         var b = tag.Body.Span;
-        switch (tag.Type)
+        switch ((byte)tag.Type)
         {
             case 18:
                 return b.Length > 13 && b[0] == 2 && b[1] == 0 && b[2] == 10 && b.Slice(3, 10).SequenceEqual("onMetaData"u8) ? Kind.Metadata : Kind.Other;

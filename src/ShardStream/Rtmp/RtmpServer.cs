@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Transport;
+using ShardStream.Media;
 
 namespace ShardStream.Rtmp;
 

@@ -1,3 +1,5 @@
+using ShardStream.Media;
+
 namespace ShardStream.Rtmp;
 
 /// <summary>
@@ -141,7 +143,7 @@ internal sealed partial class RtmpSession
         {
             await foreach (var tag in feed.SubscribeAsync(ct).ConfigureAwait(false))
             {
-                int chunkStream = tag.Type switch { 8 => AudioChunkStream, 9 => VideoChunkStream, _ => DataChunkStream };
+                int chunkStream = tag.Type switch { FlvTagType.Audio => AudioChunkStream, FlvTagType.Video => VideoChunkStream, _ => DataChunkStream };
                 await SendAsync(chunkStream, (RtmpMessageType)tag.Type, streamId, tag.Timestamp, tag.Body, _limits.IdleTimeout, ct).ConfigureAwait(false);
             }
             await SendAsync(ControlChunkStream, RtmpMessageType.UserControl, 0, 0, RtmpControl.UserControl(UserControlEvent.StreamEof, streamId), ct).ConfigureAwait(false);
@@ -185,7 +187,7 @@ internal sealed partial class RtmpSession
     private ValueTask WriteTagAsync(byte type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken ct)
     {
         _tags++;
-        return _server.Options.Ingest!.WriteTagAsync(type, timestamp, body, ct);
+        return _server.Options.Ingest!.WriteTagAsync((FlvTagType)type, timestamp, body, ct);
     }
 
     /// <summary>A data message, checked as AMF0 (junk or deep nesting closes the connection), without "@setDataFrame".</summary>

@@ -1,3 +1,4 @@
+using ShardStream.Media;
 using ShardStream.Rtmp;
 
 namespace ShardStream.Tests.Rtmp;
@@ -28,10 +29,10 @@ public class FlvPlayHubTests
         return t;
     }
 
-    private static async Task<List<FlvTagMessage>> Take(FlvPlayHub hub, int count, Action? afterSubscribe = null)
+    private static async Task<List<FlvTag>> Take(FlvPlayHub hub, int count, Action? afterSubscribe = null)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        var tags = new List<FlvTagMessage>();
+        var tags = new List<FlvTag>();
         var e = hub.SubscribeAsync(cts.Token).GetAsyncEnumerator();
         var first = e.MoveNextAsync(); // subscribes
         afterSubscribe?.Invoke();
@@ -51,7 +52,7 @@ public class FlvPlayHubTests
         for (int i = 0; i < stream.Length; i += 7) hub.Write(stream.AsSpan(i, Math.Min(7, stream.Length - i)));
 
         var tags = await Take(hub, 7, () => hub.Write(Tag(9, 1066, Inter)));
-        Assert.Equal([(byte)18, (byte)9, (byte)8, (byte)9, (byte)8, (byte)9, (byte)9], tags.Select(t => t.Type));
+        Assert.Equal([(byte)18, (byte)9, (byte)8, (byte)9, (byte)8, (byte)9, (byte)9], tags.Select(t => (byte)t.Type));
         Assert.Equal(Metadata, tags[0].Body.ToArray());
         Assert.Equal(AvcHeader, tags[1].Body.ToArray());
         Assert.Equal(AacHeader, tags[2].Body.ToArray());

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using ShardStream.Media;
 using ShardStream.Rtmp;
 using ShardStream.Transport;
 
@@ -131,9 +132,9 @@ internal sealed class RecordingSink : IFlvTagSink
         lock (Tags) Ended++;
     }
 
-    public ValueTask WriteTagAsync(byte tagType, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    public ValueTask WriteTagAsync(FlvTagType tagType, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
     {
-        lock (Tags) Tags.Add((tagType, timestamp, body.ToArray()));
+        lock (Tags) Tags.Add(((byte)tagType, timestamp, body.ToArray()));
         return ValueTask.CompletedTask;
     }
 }
