@@ -203,6 +203,13 @@ public sealed record PeerOptions : NodeOptions
     public long MaxOutputBacklogBytes { get; init; } = 64L * 1024 * 1024;
 
     /// <summary>
+    /// Memory that chunks from other peers, waiting for an earlier chunk of another shard, may keep
+    /// alive (buffers and receive slabs), and one chunk per KiB of it. A chunk past it is refused:
+    /// its sender and the parent of the lagging shard are cut off and repaired.
+    /// </summary>
+    public long MaxReassemblyBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>
     /// After losing the coordinator (its link timed out or broke, it evicted this peer, or it went
     /// away), keep trying to join again for this long, with backoff (0.5 s doubling to 8 s, each
     /// times a jitter of 0.5 to 1.5), instead of stopping; <see cref="TimeSpan.Zero"/> stops at

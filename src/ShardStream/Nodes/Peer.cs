@@ -322,6 +322,9 @@ public sealed partial class Peer : Node
             return Enumerable.Range(0, _shardCount).Select(s => _parentOfShard.TryGetValue(s, out var l) ? (int)(l.State ?? -1) : -1).ToArray();
     }
 
+    /// <summary>The most memory chunks waiting for another shard have kept alive (see <see cref="PeerOptions.MaxReassemblyBytes"/>).</summary>
+    internal long PeakReassemblyBytes => _reassembler?.PeakHeldBytes ?? 0;
+
     /// <summary>Bytes skipped because they were older than every replay window that could have served them.</summary>
     public long LostBytes => _lostBefore + (_reassembler?.LostBytes ?? 0);
 
@@ -350,6 +353,8 @@ public sealed partial class Peer : Node
                     // After a move the old parent may still have chunks of the shard in flight: not ours any more.
                     if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
                 }
+                // Cut off for room (below): nothing more of it, so each shard stays in order.
+                if (link.IsClosing) return;
                 // A duplicate (a new parent replays what the old one sent) is dropped unchecked: it
                 // is neither written nor forwarded. Anything else is checked before either.
                 if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
@@ -357,12 +362,31 @@ public sealed partial class Peer : Node
                 var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
                 Volatile.Write(ref _lastProgress, Time.GetTimestamp());
                 _stalls.Received(header.Shard, chunk.Length, chunk.Offset + chunk.Length);
-                Relay!.Publish(chunk);
+                // Kept before it is forwarded: a chunk refused for room is not forwarded either, so
+                // the children of a relay that lacks a shard are not pushed past their own bound.
+                chunk.Retain();
                 lock (_ready)
                 {
-                    _reassembler!.Add(chunk, _ready);
+                    try
+                    {
+                        // The coordinator is trusted: its chunks are kept past the bound, and only the lagging parent is cut off.
+                        _reassembler!.Add(chunk, _ready, _options.MaxReassemblyBytes, trusted: IsCoordinator(link));
+                        if (_reassembler.Full is { } kept)
+                        {
+                            _reassembler.Full = null;
+                            CutOffForRoom(link, kept);
+                        }
+                    }
+                    catch (ReassemblyFullException full)
+                    {
+                        chunk.Release();
+                        CutOffForRoom(link, full);
+                        return;
+                    }
                     FlushReady();
                 }
+                Relay!.Publish(chunk);
+                chunk.Release();
                 break;
             case FrameType.End:
                 var reader = new SequenceReader<byte>(body);
@@ -373,6 +397,8 @@ public sealed partial class Peer : Node
                     // Only the shard's current parent can say it has sent everything.
                     if (!_parentOfShard.TryGetValue(end.Shard, out var current) || current != link) return;
                 }
+                // A parent cut off for room had chunks of the shard refused: its End would skip them.
+                if (link.IsClosing) return;
                 _verifier!.VerifyEnd(end);
                 Relay!.PublishEnd(end);
                 lock (_ready)
@@ -417,6 +443,32 @@ public sealed partial class Peer : Node
             default:
                 throw new ProtocolException($"unexpected {type} frame from a parent");
         }
+    }
+
+    /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>
+    private bool IsCoordinator(Link link) => link == _control || link.State is 0;
+
+    /// <summary>
+    /// A chunk was refused at the reassembler's bound: chunks of the other shards wait for the
+    /// lagging shard's next chunk. That shard's parent holds the stream back (it withholds the
+    /// shard, or is too slow for this peer), and the sender of the refused chunk may send nothing
+    /// more that this peer can take in order. Both links close with the reason (no accusation:
+    /// slowness is no proof of a lie); the coordinator hears of lost parents and repairs them,
+    /// and each shard resumes from its next chunk. The coordinator is never cut off (it sends what
+    /// its source reads, and its control link is this peer's place in the overlay).
+    /// </summary>
+    private void CutOffForRoom(Link sender, ReassemblyFullException full)
+    {
+        Link? lagging;
+        lock (_gate) lagging = _parentOfShard.GetValueOrDefault(full.LaggingShard);
+        if (lagging is not null && lagging != sender && !lagging.IsClosing && !IsCoordinator(lagging))
+        {
+            BoundsLog.ShardHeldBack(Log, lagging.Name, full.LaggingShard, full.Message);
+            lagging.CloseAsync(GoodbyeCode.Normal, $"shard {full.LaggingShard} is too far behind the others: {full.Message}").Observe(Log, $"{lagging.Name}: closing");
+        }
+        if (full.Kept || sender.IsClosing) return;
+        BoundsLog.ReassemblyFull(Log, sender.Name, full.Message);
+        sender.CloseAsync(GoodbyeCode.Normal, $"shard {full.RefusedShard} is too far ahead of shard {full.LaggingShard}: {full.Message}").Observe(Log, $"{sender.Name}: closing");
     }
 
     private void OnNotice(Notice notice)

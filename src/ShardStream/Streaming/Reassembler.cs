@@ -5,7 +5,10 @@ namespace ShardStream.Streaming;
 /// in shard <c>n % K</c>; each shard arrives in order on its own connection, so a FIFO per shard is
 /// enough. Duplicates (a new parent replaying what the old one already sent) are dropped; a chunk
 /// whose offset does not continue the stream is refused, so a wrong stream is never written.
-/// Thread-safe: shards arrive on different connections.
+/// What waits for an earlier chunk of another shard is bounded in memory (<see cref="HeldMemory"/>)
+/// and in chunks: past either bound a chunk is refused (<see cref="ReassemblyFullException"/>)
+/// instead of kept, so a parent that holds one shard back while another runs ahead costs at most
+/// the bound. Thread-safe: shards arrive on different connections.
 /// </summary>
 internal sealed class Reassembler
 {
@@ -14,6 +17,7 @@ internal sealed class Reassembler
     private readonly long[] _lastSeq;
     private readonly bool[] _ended;
     private readonly int _shardCount;
+    private readonly HeldMemory _held = new();
     private long _finalSeq = -1;
     private long _finalOffset = -1;
 
@@ -48,6 +52,29 @@ internal sealed class Reassembler
     /// <summary>Bytes the stream had at its end, once known.</summary>
     public long FinalOffset => _finalOffset;
 
+    /// <summary>Memory kept alive now by chunks waiting for an earlier one (see <see cref="HeldMemory"/>).</summary>
+    public long HeldBytes
+    {
+        get
+        {
+            lock (_lock) return _held.Bytes;
+        }
+    }
+
+    /// <summary>Set when the last <see cref="Add"/> kept a trusted chunk past the bound; read and cleared by the caller.</summary>
+    public ReassemblyFullException? Full { get; set; }
+
+    /// <summary>The most <see cref="HeldBytes"/> has been.</summary>
+    public long PeakHeldBytes
+    {
+        get
+        {
+            lock (_lock) return _peakHeldBytes;
+        }
+    }
+
+    private long _peakHeldBytes;
+
     /// <summary>Bytes that could not be recovered and were skipped (see <see cref="GapFound"/>).</summary>
     public long LostBytes { get; private set; }
 
@@ -78,9 +105,14 @@ internal sealed class Reassembler
     /// <summary>
     /// Accepts a chunk (taking over the caller's reference to it) and appends to
     /// <paramref name="ready"/> every chunk that can now be written, in order. Returns false for a
-    /// duplicate, which is released.
+    /// duplicate, which is released. Throws <see cref="ReassemblyFullException"/> (releasing the
+    /// chunk, and taking nothing of it: that shard resumes at this chunk) when the chunk would
+    /// wait and keeping it would pass <paramref name="maxHeldBytes"/> (the memory chunks waiting
+    /// for an earlier one may keep alive, see <see cref="HeldMemory"/>) or one chunk per KiB of it.
+    /// A <paramref name="trusted"/> chunk (the coordinator's) is kept even then, and
+    /// <see cref="Full"/> says so.
     /// </summary>
-    public bool Add(Chunk chunk, List<Chunk> ready)
+    public bool Add(Chunk chunk, List<Chunk> ready, long maxHeldBytes = long.MaxValue, bool trusted = false)
     {
         lock (_lock)
         {
@@ -94,9 +126,26 @@ internal sealed class Reassembler
                 chunk.Release();
                 throw new InvalidDataException($"chunk {chunk.Seq} arrived as shard {chunk.Shard}, but belongs to shard {chunk.Seq % _shardCount}");
             }
+            // One chunk per KiB of the byte bound (every chunk holds at least a 1 KiB buffer).
+            long maxHeldChunks = Math.Max(64, maxHeldBytes / 1024);
+            if (chunk.Seq != NextSeq && (_held.Bytes + _held.CostOf(chunk) > maxHeldBytes || _held.Chunks >= maxHeldChunks))
+            {
+                long seq = chunk.Seq;
+                int lagging = (int)Mod(NextSeq, _shardCount);
+                var full = new ReassemblyFullException(lagging, chunk.Shard, trusted,
+                    $"chunk {seq} of shard {chunk.Shard} would wait behind chunk {NextSeq} of shard {lagging} with {_held.Chunks} others holding {_held.Bytes} bytes, the limit is {maxHeldBytes} bytes and {maxHeldChunks} chunks: shard {lagging} is that far behind");
+                if (!trusted)
+                {
+                    chunk.Release();
+                    throw full;
+                }
+                Full = full;
+            }
             _lastSeq[chunk.Shard] = chunk.Seq;
             _pending[chunk.Shard].Enqueue(chunk);
+            _held.Add(chunk);
             Drain(ready);
+            _peakHeldBytes = Math.Max(_peakHeldBytes, _held.Bytes);
             return true;
         }
     }
@@ -117,7 +166,7 @@ internal sealed class Reassembler
                 // took over this shard could not replay from where we stopped (older than its
                 // window). Continue at the earliest chunk we have, and say what was lost.
                 foreach (var other in _pending)
-                    while (other.TryPeek(out var stale) && stale.Seq < head.Seq) other.Dequeue().Release();
+                    while (other.TryPeek(out var stale) && stale.Seq < head.Seq) Forget(other.Dequeue()).Release();
                 var gap = new Gap(NextOffset, head.Offset, NextSeq, head.Seq);
                 LostBytes += gap.Length;
                 NextSeq = head.Seq;
@@ -125,7 +174,7 @@ internal sealed class Reassembler
                 GapFound?.Invoke(gap);
                 continue;
             }
-            queue.Dequeue();
+            Forget(queue.Dequeue());
             if (head.Offset != NextOffset)
             {
                 head.Release();
@@ -135,6 +184,12 @@ internal sealed class Reassembler
             NextOffset += head.Length;
             ready.Add(head);
         }
+    }
+
+    private Chunk Forget(Chunk chunk)
+    {
+        _held.Remove(chunk);
+        return chunk;
     }
 
     /// <summary>
@@ -184,9 +239,28 @@ internal sealed class Reassembler
     public void Clear()
     {
         lock (_lock)
+        {
             foreach (var queue in _pending)
                 while (queue.TryDequeue(out var chunk)) chunk.Release();
+            _held.Clear();
+        }
     }
+}
+
+/// <summary>
+/// A chunk was refused because keeping it would pass the reassembler's bound: shard
+/// <paramref name="LaggingShard"/> holds the stream back while <paramref name="RefusedShard"/> runs ahead.
+/// </summary>
+internal sealed class ReassemblyFullException(int laggingShard, int refusedShard, bool kept, string message) : Exception(message)
+{
+    /// <summary>The chunk was kept anyway (it came from a trusted sender).</summary>
+    public bool Kept { get; } = kept;
+
+    /// <summary>The shard whose next chunk everything waits for.</summary>
+    public int LaggingShard { get; } = laggingShard;
+
+    /// <summary>The shard of the refused chunk.</summary>
+    public int RefusedShard { get; } = refusedShard;
 }
 
 /// <summary>A lost byte range [<paramref name="FromOffset"/>, <paramref name="ToOffset"/>), chunks [<paramref name="FromSeq"/>, <paramref name="ToSeq"/>).</summary>

@@ -72,6 +72,14 @@ public static class Attacks
         };
     }
 
+    /// <summary>
+    /// Withholds every chunk of <paramref name="shard"/>, and its End, and relays everything else
+    /// (the other shards, the hash lists, heartbeats): the link looks alive, and a child that gets
+    /// the other shards from it would keep them all, waiting for this one.
+    /// </summary>
+    public static IEnumerable<byte[]> WithholdShard(byte shard, FrameType type, byte[] frame) =>
+        type is FrameType.Chunk or FrameType.End && frame[Body] == shard ? [] : [frame];
+
     /// <summary>Encodes one frame.</summary>
     public static byte[] Frames(Action<System.Buffers.IBufferWriter<byte>> write)
     {

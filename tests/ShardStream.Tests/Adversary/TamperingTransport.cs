@@ -23,6 +23,9 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
     /// <summary>Whether to rewrite now; the attack starts when the test flips it.</summary>
     public volatile bool Active;
 
+    /// <summary>When set, only connections from this host are rewritten (the others are served honestly).</summary>
+    public volatile string? OnlyTo;
+
     /// <summary>Frames rewritten so far (at least one byte changed, dropped or added).</summary>
     public int Rewritten => Volatile.Read(ref _rewritten);
 
@@ -33,9 +36,9 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
 
     public ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken) => inner.ConnectAsync(address, cancellationToken);
 
-    private IEnumerable<byte[]> Rewrite(FrameType type, byte[] frame)
+    private IEnumerable<byte[]> Rewrite(FrameType type, byte[] frame, string remote)
     {
-        if (!Active) return [frame];
+        if (!Active || (OnlyTo is { } only && remote != only)) return [frame];
         byte[] original = frame.ToArray();
         var result = rewrite(type, frame).ToList();
         frame = original;
@@ -124,7 +127,7 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
                     byte[] frame = new byte[Protocol.FrameHeaderLength + body.Length];
                     FrameCodec.WriteHeader(new SpanBufferWriter(frame), type, (int)body.Length);
                     body.CopyTo(frame.AsSpan(Protocol.FrameHeaderLength));
-                    foreach (var f in _owner.Rewrite(type, frame)) output.Write(f);
+                    foreach (var f in _owner.Rewrite(type, frame, _inner.RemoteAddress)) output.Write(f);
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
                 var flush = await output.FlushAsync();

@@ -1,0 +1,16 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Log lines about a bound a node enforces on what others send it (docs/security.md, "Limits an
+/// attacker cannot raise"): operators filter on the event ids, 9200..9299.
+/// </summary>
+internal static partial class BoundsLog
+{
+    [LoggerMessage(9200, LogLevel.Warning, "{Link}: cutting it off, shard {Shard} is too far behind the others: {Reason}", EventName = "ShardHeldBack")]
+    public static partial void ShardHeldBack(ILogger log, string link, int shard, string reason);
+
+    [LoggerMessage(9201, LogLevel.Warning, "{Link}: cutting it off, a chunk it sent was refused: {Reason}", EventName = "ReassemblyFull")]
+    public static partial void ReassemblyFull(ILogger log, string link, string reason);
+}
