@@ -56,10 +56,13 @@ internal static class CoordinatorCommand
             if (parse.GetValue(controlHeartbeat) is { } seconds) options = options with { ControlHeartbeatInterval = TimeSpan.FromSeconds(seconds) };
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
-            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForCoordinator(coordinator)], loggers, ct);
+            var egress = new MediaEgress(parse.GetValue(http) is not null);
+            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForCoordinator(coordinator), egress.Endpoints(loggers)], loggers, ct);
+            using var endOfEgress = egress;
+            egress.Started(httpHost, loggers);
             await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
-            var input = ingest?.Source ?? Console.OpenStandardInput();
+            var input = egress.Tap(ingest?.Source ?? Console.OpenStandardInput());
             await using var source = play is null ? input : play.Hub.TeeReads(input);
             // An RTMP publish arrives as FLV; stdin is whatever --format says (or its first bytes).
             await coordinator.RunAsync(new MediaReader(source, ingest is not null ? MediaFormat.Flv : MediaFormats.Parse(parse.GetValue(format))), ct);

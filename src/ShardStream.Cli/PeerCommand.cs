@@ -53,9 +53,13 @@ internal static class PeerCommand
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);
             status?.Start(PeerStatusText.For(peer));
-            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForPeer(peer)], loggers, ct);
+            var egress = new MediaEgress(parse.GetValue(http) is not null);
+            await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForPeer(peer), egress.Endpoints(loggers)], loggers, ct);
+            using var endOfEgress = egress;
+            egress.Started(httpHost, loggers);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
-            await using var stdout = play is null ? Console.OpenStandardOutput() : play.Hub.Tee(Console.OpenStandardOutput());
+            var output = egress.Tee(Console.OpenStandardOutput());
+            await using var stdout = play is null ? output : play.Hub.Tee(output);
             try
             {
                 await peer.RunAsync(stdout, ct);

@@ -1,0 +1,115 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Media;
+
+/// <summary>
+/// The live stream over HTTP: <c>GET /live.flv</c> (HTTP-FLV, <c>video/x-flv</c>) and
+/// <c>GET /live.ts</c> (<c>video/mp2t</c>), chunked, to any number of local viewers (up to the
+/// hub's limit), each from the header and a keyframe on (docs/media.md).
+/// </summary>
+public static partial class MediaHttp
+{
+    /// <summary>Serves <paramref name="hub"/> on the node's HTTP host (GET and HEAD, and the CORS preflight).</summary>
+    public static void Map(IEndpointRouteBuilder app, MediaHub hub, ILogger log)
+    {
+        foreach (var (path, format) in new[] { ("/live.flv", MediaFormat.Flv), ("/live.ts", MediaFormat.MpegTs) })
+        {
+            app.MapMethods(path, ["GET", "HEAD"], context => ServeAsync(context, hub, format, log));
+            app.MapMethods(path, ["OPTIONS"], Preflight);
+        }
+    }
+
+    private static Task Preflight(HttpContext context)
+    {
+        var response = context.Response;
+        response.Headers.AccessControlAllowOrigin = "*";
+        response.Headers.AccessControlAllowMethods = "GET, HEAD, OPTIONS";
+        response.Headers.AccessControlAllowHeaders = "*";
+        response.StatusCode = StatusCodes.Status204NoContent;
+        return Task.CompletedTask;
+    }
+
+    private static Task PlainAsync(HttpResponse response, int status, string text)
+    {
+        response.StatusCode = status;
+        response.ContentType = "text/plain; charset=utf-8";
+        return response.WriteAsync(text + "\n");
+    }
+
+    private static async Task ServeAsync(HttpContext context, MediaHub hub, MediaFormat wanted, ILogger log)
+    {
+        var response = context.Response;
+        response.Headers.AccessControlAllowOrigin = "*";
+        var aborted = context.RequestAborted;
+        MediaFormat format;
+        try
+        {
+            format = await hub.Format.WaitAsync(aborted).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        if (format != wanted)
+        {
+            string what = format switch
+            {
+                MediaFormat.Flv => "this stream is FLV: GET /live.flv",
+                MediaFormat.MpegTs => "this stream is MPEG-TS: GET /live.ts",
+                _ => hub.IsCompleted ? "the stream has ended" : "this stream is neither FLV nor MPEG-TS: watch it from stdout",
+            };
+            await PlainAsync(response, StatusCodes.Status404NotFound, what).ConfigureAwait(false);
+            return;
+        }
+        using var viewer = hub.Subscribe();
+        if (viewer is null)
+        {
+            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, $"too many viewers on this node ({hub.MaxViewers})").ConfigureAwait(false);
+            return;
+        }
+        string who = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
+        ViewerStarted(log, who, context.Request.Path.Value ?? "", hub.ViewerCount);
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = MediaFormats.ContentType(format);
+        response.Headers.CacheControl = "no-cache, no-store";
+        if (HttpMethods.IsHead(context.Request.Method)) return;
+        int skips = 0;
+        string end = "the stream ended";
+        try
+        {
+            while (true)
+            {
+                var segments = await viewer.TakeAsync(aborted).ConfigureAwait(false);
+                if (segments.Count == 0) break;
+                foreach (var s in segments) await response.Body.WriteAsync(s, aborted).ConfigureAwait(false);
+                await response.Body.FlushAsync(aborted).ConfigureAwait(false);
+                if (viewer.Skips != skips)
+                {
+                    skips = viewer.Skips;
+                    ViewerSkipped(log, who, skips, viewer.SkippedBytes);
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            end = "the viewer went away";
+        }
+        ViewerEnded(log, who, end, viewer.Skips);
+    }
+
+    [LoggerMessage(1210, LogLevel.Information, "http viewer {Viewer} watches {Path} ({Count} viewer(s) now)", EventName = "HttpViewerStarted")]
+    private static partial void ViewerStarted(ILogger logger, string viewer, string path, int count);
+
+    [LoggerMessage(1211, LogLevel.Warning, "http viewer {Viewer} falls behind the stream: skipped ahead to the next keyframe ({Skips} time(s), {Bytes} bytes dropped in all)", EventName = "HttpViewerSkipped")]
+    private static partial void ViewerSkipped(ILogger logger, string viewer, int skips, long bytes);
+
+    [LoggerMessage(1212, LogLevel.Information, "http viewer {Viewer} done: {Why} ({Skips} skip(s))", EventName = "HttpViewerEnded")]
+    private static partial void ViewerEnded(ILogger logger, string viewer, string why, int skips);
+
+    /// <summary>Logs where the stream is served.</summary>
+    [LoggerMessage(1213, LogLevel.Information, "http: serving the live stream at http://{Address}/live.flv (FLV) and http://{Address}/live.ts (MPEG-TS)", EventName = "HttpServing")]
+    public static partial void Serving(ILogger logger, string address);
+}

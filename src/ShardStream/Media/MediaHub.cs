@@ -1,0 +1,219 @@
+namespace ShardStream.Media;
+
+/// <summary>
+/// A run of whole units of a node's output: <see cref="RandomAccess"/> when it starts with a unit a
+/// decoder can start at (then <see cref="Header"/> is the header in effect there, and
+/// <see cref="StreamStart"/> says it is the stream's own first unit, which needs no header).
+/// </summary>
+internal sealed record MediaSegment(byte[] Bytes, bool RandomAccess, bool StreamStart, MediaHeader? Header);
+
+/// <summary>
+/// A node's live media output for its local viewers (HTTP, RTMP play): fed the bytes the node
+/// writes, in order (a peer's output, the coordinator's source), it finds their format and units
+/// like the coordinator does, and hands each viewer the header, then the stream from a keyframe.
+/// Each viewer has a bounded queue; one that falls behind skips ahead to the next keyframe and
+/// never holds the node back (<see cref="Write"/> never waits).
+/// </summary>
+public sealed class MediaHub
+{
+    /// <summary>The longest partial unit held while waiting for its end (the largest FLV tag).</summary>
+    private const int MaxPending = MediaReader.MaxBuffered;
+
+    private readonly object _gate = new();
+    private readonly List<MediaViewer> _viewers = [];
+    private readonly TaskCompletionSource<MediaFormat> _format = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private UnitScanner? _scanner;
+    private byte[] _pending = new byte[64 * 1024];
+    private int _pendingLength;
+    private bool _decided;
+    private bool _completed;
+    private bool _started;
+
+    /// <summary>The most bytes queued for one viewer before it skips ahead to the next keyframe (default 8 MiB).</summary>
+    public long MaxQueuedBytesPerViewer { get; init; } = 8L * 1024 * 1024;
+
+    /// <summary>The most viewers at once (default 64).</summary>
+    public int MaxViewers { get; init; } = 64;
+
+    /// <summary>The format of the stream, once its first bytes were written (raw: nothing to serve).</summary>
+    public Task<MediaFormat> Format => _format.Task;
+
+    /// <summary>Viewers now.</summary>
+    public int ViewerCount
+    {
+        get
+        {
+            lock (_gate) return _viewers.Count;
+        }
+    }
+
+    /// <summary>True once the stream has ended.</summary>
+    public bool IsCompleted
+    {
+        get
+        {
+            lock (_gate) return _completed;
+        }
+    }
+
+    /// <summary>A new viewer, or null when <see cref="MaxViewers"/> are watching already.</summary>
+    public MediaViewer? Subscribe()
+    {
+        lock (_gate)
+        {
+            if (_viewers.Count >= MaxViewers) return null;
+            var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer);
+            if (_completed) viewer.End();
+            else _viewers.Add(viewer);
+            return viewer;
+        }
+    }
+
+    internal void Remove(MediaViewer viewer)
+    {
+        lock (_gate) _viewers.Remove(viewer);
+    }
+
+    /// <summary>The next bytes of the node's output. Never blocks on a viewer.</summary>
+    public void Write(ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty) return;
+        lock (_gate)
+        {
+            if (_completed) return;
+            if (!_decided)
+            {
+                Append(data);
+                // As the coordinator's reader: "F", "FL", "FLV" cannot tell yet.
+                if (_pendingLength < 4 && "FLV"u8.StartsWith(_pending.AsSpan(0, _pendingLength))) return;
+                _decided = true;
+                var format = MediaFormats.Detect(_pending.AsSpan(0, _pendingLength));
+                _scanner = UnitScanner.For(format);
+                _format.TrySetResult(format);
+                if (_scanner is null) _pendingLength = 0;
+            }
+            else
+            {
+                if (_scanner is null) return;
+                Append(data);
+            }
+            Publish();
+        }
+    }
+
+    /// <summary>The stream ended: every viewer gets what is queued, then the end.</summary>
+    public void Complete()
+    {
+        lock (_gate)
+        {
+            if (_completed) return;
+            _completed = true;
+            _format.TrySetResult(MediaFormat.Raw);
+            foreach (var v in _viewers) v.End();
+            _viewers.Clear();
+        }
+    }
+
+    /// <summary>A stream that writes to <paramref name="output"/> and feeds this hub the same bytes.</summary>
+    public Stream Tee(Stream output) => new TeeStream(output, this, onRead: false);
+
+    /// <summary>A stream that reads <paramref name="source"/> and feeds this hub every byte read.</summary>
+    public Stream Tap(Stream source) => new TeeStream(source, this, onRead: true);
+
+    private void Append(ReadOnlySpan<byte> data)
+    {
+        if (_pendingLength + data.Length > _pending.Length)
+        {
+            if (_pendingLength + data.Length > MaxPending)
+            {
+                // Cannot happen with FLV or TS units; a stream that claims it does is passed by.
+                _pendingLength = 0;
+                return;
+            }
+            Array.Resize(ref _pending, Math.Min(MaxPending, Math.Max(_pending.Length * 2, _pendingLength + data.Length)));
+        }
+        data.CopyTo(_pending.AsSpan(_pendingLength));
+        _pendingLength += data.Length;
+    }
+
+    /// <summary>Cuts the whole units pending into segments (a random-access unit starts one) and offers them to every viewer.</summary>
+    private void Publish()
+    {
+        int at = 0, segmentStart = 0;
+        bool segmentRandomAccess = false, segmentStreamStart = false;
+        MediaHeader? segmentHeader = null;
+        while (at < _pendingLength)
+        {
+            int length = _scanner!.Next(_pending.AsSpan(at, _pendingLength - at), out bool randomAccess);
+            if (length == 0) break;
+            if (randomAccess && at > segmentStart)
+            {
+                Offer(segmentStart, at, segmentRandomAccess, segmentStreamStart, segmentHeader);
+                segmentStart = at;
+            }
+            if (at == segmentStart)
+            {
+                segmentRandomAccess = randomAccess;
+                segmentStreamStart = randomAccess && !_started;
+                segmentHeader = _scanner.Header;
+            }
+            _started = true;
+            at += length;
+        }
+        if (at > segmentStart) Offer(segmentStart, at, segmentRandomAccess, segmentStreamStart, segmentHeader);
+        _pending.AsSpan(at, _pendingLength - at).CopyTo(_pending);
+        _pendingLength -= at;
+    }
+
+    private void Offer(int from, int to, bool randomAccess, bool streamStart, MediaHeader? header)
+    {
+        if (_viewers.Count == 0) return;
+        var segment = new MediaSegment(_pending.AsSpan(from, to - from).ToArray(), randomAccess, streamStart, header);
+        foreach (var v in _viewers) v.Offer(segment);
+    }
+
+    private sealed class TeeStream(Stream inner, MediaHub hub, bool onRead) : Stream
+    {
+        public override bool CanRead => onRead;
+        public override bool CanSeek => false;
+        public override bool CanWrite => !onRead;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = inner.Read(buffer, offset, count);
+            hub.Write(buffer.AsSpan(offset, n));
+            return n;
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            int n = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+            hub.Write(buffer.Span[..n]);
+            return n;
+        }
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            inner.Write(buffer, offset, count);
+            hub.Write(buffer.AsSpan(offset, count));
+        }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            await inner.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+            hub.Write(buffer.Span);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) inner.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}

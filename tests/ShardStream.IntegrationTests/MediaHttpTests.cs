@@ -1,0 +1,68 @@
+using System.Text.RegularExpressions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// <c>--http</c> on a peer two hops down: ffmpeg opens <c>/live.flv</c> or <c>/live.ts</c> 4 s into a
+/// live stream and decodes 5 s with <c>-xerror</c> and no message (issue 11, point 3).
+/// </summary>
+public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);
+
+    [Theory]
+    [InlineData("flv", "/live.flv", "video/x-flv")]
+    [InlineData("mpegts", "/live.ts", "video/mp2t")]
+    public async Task A_player_decodes_the_live_stream_from_a_peers_http_from_its_first_byte(string muxer, string path, string contentType)
+    {
+        if (RequiresTool.Missing(output, MediaTools.Missing())) return;
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "2");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var first = CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1");
+        await WaitForLineAsync(first, "joined as peer", TimeSpan.FromSeconds(60));
+        await using var second = CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1", "--http", "127.0.0.1:0");
+        string line = await WaitForLineAsync(second, "serving the live stream at", TimeSpan.FromSeconds(60));
+        string http = ServingRegex().Match(line).Groups[1].Value;
+        await WaitForLineAsync(second, "joined as peer", TimeSpan.FromSeconds(60));
+        var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs(muxer, 12), coordinator.StandardInput);
+        using var _ = ffmpeg;
+        await WaitForLineAsync(coordinator, "streaming", TimeSpan.FromSeconds(60));
+        await Task.Delay(TimeSpan.FromSeconds(4));
+
+        using (var client = new HttpClient())
+        using (var response = await client.GetAsync($"http://{http}{path}", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(contentType, response.Content.Headers.ContentType?.MediaType);
+            Assert.Equal("*", string.Join(",", response.Headers.GetValues("Access-Control-Allow-Origin")));
+            Assert.True(response.Headers.TransferEncodingChunked);
+        }
+        var decode = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"http://{http}{path}", "-t", "5", "-f", "null", "-"], TimeSpan.FromMinutes(1));
+        Assert.True(decode.ExitCode == 0 && decode.Stderr.Trim().Length == 0, $"ffmpeg could not decode {path} from the peer (exit {decode.ExitCode}):\n{decode.Stderr}\n{second.Stderr}");
+        Assert.Contains(second.StderrLines, l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(path, StringComparison.Ordinal));
+        // The other format is refused with its reason.
+        using (var client = new HttpClient())
+        {
+            string other = path == "/live.flv" ? "/live.ts" : "/live.flv";
+            using var refused = await client.GetAsync($"http://{http}{other}");
+            Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
+            Assert.Contains($"GET {path}", await refused.Content.ReadAsStringAsync());
+        }
+        await pump;
+        Assert.Equal(0, (await second.WaitForExitAsync(Deadline)).ExitCode);
+    }
+
+    private static async Task<string> WaitForLineAsync(CliProcess process, string text, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            if (process.StderrLines.FirstOrDefault(l => l.Contains(text, StringComparison.Ordinal)) is { } line) return line;
+            if (DateTime.UtcNow > deadline || process.HasExited) throw new TimeoutException($"no '{text}' line within {timeout}:\n{process.Stderr}");
+            await Task.Delay(50);
+        }
+    }
+
+    [GeneratedRegex(@"at http://(\S+?)/live\.flv")]
+    private static partial Regex ServingRegex();
+}
