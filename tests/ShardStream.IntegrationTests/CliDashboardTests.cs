@@ -1,0 +1,107 @@
+using System.Text.Json;
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// The coordinator's page in a real browser (Debian's chromium driven by Playwright, no browser
+/// download): it draws the trees of a running 20-peer overlay of CLI processes and follows joins
+/// and leaves by itself.
+/// </summary>
+public sealed class CliDashboardTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);
+
+    [Fact]
+    public async Task The_page_draws_the_trees_of_a_20_peer_overlay_and_follows_joins_and_leaves()
+    {
+        string? chromium = RequiresTool.FindOnPath("chromium");
+        if (RequiresTool.Missing(output, chromium is null ? "chromium is not installed (apt-get install chromium)" : null)) return;
+        const int peers = 20, shards = 2;
+
+        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--http", "127.0.0.1:0"]);
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(60));
+        string http = await Prometheus.WaitForHttpAsync(coordinator, TimeSpan.FromSeconds(60));
+        using var stop = new CancellationTokenSource();
+        var feeding = FeedAsync(coordinator.StandardInput, stop.Token);
+        var nodes = new List<CliProcess>();
+        try
+        {
+            for (int i = 0; i < peers; i++) nodes.Add(CliProcess.Start(["peer", "-c", address]));
+            await WaitForViewersAsync(http, peers);
+
+            using var playwright = await Playwright.CreateAsync();
+            await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = chromium, Headless = true, Args = ["--no-sandbox"] });
+            var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1280, Height = 900 } });
+            var scriptErrors = new List<string>();
+            page.PageError += (_, e) => scriptErrors.Add(e);
+            page.Console += (_, m) => { if (m.Type == "error") scriptErrors.Add(m.Text); };
+            await page.GotoAsync(http + "/");
+
+            await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync(peers.ToString(), new() { Timeout = 60_000 });
+            var overlay = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
+            for (int s = 0; s < shards; s++)
+            {
+                var tree = page.Locator($"svg[data-shard=\"{s}\"]");
+                // The coordinator and every peer once, an edge from each peer to its parent.
+                await Assertions.Expect(tree.Locator("g[data-id]")).ToHaveCountAsync(peers + 1);
+                await Assertions.Expect(tree.Locator("path.edge")).ToHaveCountAsync(peers);
+                Assert.Equal(overlay.GetProperty("maxDepth").GetInt32().ToString(), await page.Locator("#maxdepth").TextContentAsync());
+            }
+            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers);
+            string shot = Path.Combine(AppContext.BaseDirectory, "dashboard.png");
+            await page.ScreenshotAsync(new() { Path = shot, FullPage = false });
+            output.WriteLine($"screenshot: {shot}; render {await page.EvaluateAsync<double>("window.shardstreamRenderMs")} ms");
+
+            // Three viewers fail, two more join: the page follows without a reload.
+            for (int i = 0; i < 3; i++)
+            {
+                nodes[i].Kill();
+                await nodes[i].WaitForExitAsync(Deadline);
+            }
+            await WaitForViewersAsync(http, peers - 3);
+            await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync((peers - 3).ToString(), new() { Timeout = 60_000 });
+            for (int i = 0; i < 2; i++) nodes.Add(CliProcess.Start(["peer", "-c", address]));
+            await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync((peers - 1).ToString(), new() { Timeout = 120_000 });
+            for (int s = 0; s < shards; s++)
+                await Assertions.Expect(page.Locator($"svg[data-shard=\"{s}\"] g[data-id]")).ToHaveCountAsync(peers, new() { Timeout = 60_000 });
+            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers - 1);
+            Assert.Empty(scriptErrors);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await feeding;
+            foreach (var p in nodes) await p.DisposeAsync();
+        }
+    }
+
+    private static async Task WaitForViewersAsync(string http, int viewers) =>
+        await Prometheus.WaitUntilAsync(async () =>
+        {
+            var overlay = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
+            int seen = overlay.GetProperty("viewers").GetInt32();
+            return (seen == viewers, $"{seen} viewers");
+        }, Deadline, $"{viewers} viewers in the overlay");
+
+    /// <summary>A live source: 32 KiB every 100 ms until stopped.</summary>
+    private static async Task FeedAsync(Stream stdin, CancellationToken ct)
+    {
+        var block = new byte[32 * 1024];
+        new Random(7).NextBytes(block);
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                await stdin.WriteAsync(block, ct);
+                await stdin.FlushAsync(ct);
+                await Task.Delay(100, ct);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // Stopped, or the coordinator is gone.
+        }
+    }
+}
