@@ -24,15 +24,37 @@ public sealed partial class Coordinator
     private async Task SignLateListsAsync(CancellationToken cancellationToken)
     {
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond, Math.Min(_options.MaxSigningDelay.Ticks, _options.MinSigningInterval.Ticks) / 2));
-        using var timer = new PeriodicTimer(period, Time);
+        // The timer ticks only while chunks wait for their signature: an idle source (a live
+        // stream between records, a publisher not yet connected) costs no wake-ups. The queue
+        // wakes this loop when it holds a first chunk again.
+        using var wake = new SemaphoreSlim(0, 1);
+        lock (_gate)
+            _signing.FirstHeld = () =>
+            {
+                if (wake.CurrentCount == 0) wake.Release();
+            };
         try
         {
-            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                bool pending;
+                lock (_gate) pending = _signing.HasPending;
+                if (!pending)
+                {
+                    await wake.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+                await Task.Delay(period, Time, cancellationToken).ConfigureAwait(false);
                 lock (_gate) _signing.SignIfDue(_options.MaxSigningDelay, _options.MinSigningInterval);
+            }
         }
         catch (OperationCanceledException)
         {
             // The source ended.
+        }
+        finally
+        {
+            lock (_gate) _signing.FirstHeld = null;
         }
     }
 

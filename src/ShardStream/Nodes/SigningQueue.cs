@@ -34,6 +34,12 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     private long _lastSignedAt = long.MinValue;
     private bool _sourceCaughtUp;
 
+    /// <summary>Whether any chunk waits for its signature (the coordinator's signing timer runs only then).</summary>
+    public bool HasPending => Array.Exists(_oldestAt, at => at >= 0);
+
+    /// <summary>Called (under the caller's lock) when a chunk is held while none was: wakes the signing timer.</summary>
+    public Action? FirstHeld { get; set; }
+
     /// <summary>Signatures made so far (one per hash list).</summary>
     public long ListsSigned { get; private set; }
 
@@ -52,6 +58,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     public void Add(Chunk chunk, bool sourceCaughtUp = false)
     {
         var pending = _pending[chunk.Shard];
+        bool wasIdle = !HasPending;
         ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, _hashes[chunk.Shard].AsSpan(pending.Count * Protocol.HashLength, Protocol.HashLength));
         pending.Add(chunk);
         _addedAt[chunk.Shard].Add(time.GetTimestamp());
@@ -59,6 +66,7 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         if (_oldestAt[chunk.Shard] < 0) _oldestAt[chunk.Shard] = time.GetTimestamp();
         if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
         _sourceCaughtUp = sourceCaughtUp;
+        if (wasIdle && HasPending) FirstHeld?.Invoke();
     }
 
     /// <summary>
