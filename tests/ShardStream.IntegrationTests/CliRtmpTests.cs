@@ -137,7 +137,7 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
             Assert.True(DateTime.UtcNow < deadline, coordinator.Stderr);
             await Task.Delay(100);
         }
-        await Task.Delay(2000); // the last chunks reach the peer
+        await UntilVideoPacketsAsync(peer.StdoutPath, 240);
         await peer.StopAsync();
         Assert.Equal(2, coordinator.Stderr.Split('\n').Count(l => l.Contains("publishing started")));
         var (exit, decodeErrors) = Ffmpeg.Decode(peer.StdoutPath);
@@ -187,13 +187,20 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
         await ffmpeg.WaitForExitAsync();
         Assert.True(ffmpeg.ExitCode == 0, $"the publisher was disturbed: ffmpeg exited with {ffmpeg.ExitCode}: {errors}");
         await coordinator.WaitForLogAsync("publishing ended", Startup);
-        await Task.Delay(2000); // the last chunks reach the peer
+        await UntilVideoPacketsAsync(peer.StdoutPath, 600);
         await peer.StopAsync();
         var (exit, decodeErrors) = Ffmpeg.Decode(peer.StdoutPath);
         Assert.True(exit == 0 && decodeErrors.Length == 0, $"ffmpeg -xerror: exit {exit}: {decodeErrors}");
         Assert.Equal(600, Ffmpeg.CountFrames(peer.StdoutPath).Video);
         Assert.Single(coordinator.Stderr.Split('\n'), l => l.Contains("publishing started"));
         Assert.DoesNotContain(Key, coordinator.Stderr);
+    }
+
+    /// <summary>Waits (up to <see cref="Startup"/>) until the last chunks reached the peer: its output holds <paramref name="expected"/> video packets.</summary>
+    private static async Task UntilVideoPacketsAsync(string path, int expected)
+    {
+        for (var deadline = DateTime.UtcNow + Startup; Ffmpeg.CountPackets(path).Video < expected && DateTime.UtcNow < deadline;)
+            await Task.Delay(200);
     }
 
     private static async Task AfterConnect(RtmpTestClient c, RtmpMessageType? type, byte[] payload)
