@@ -88,7 +88,7 @@ public sealed partial class Coordinator
             session.Control = link;
             session.Version = welcome.Version;
             link.Name = $"peer {session.Id} ({advertised})";
-            link.State = session;
+            link.Role = new ControlRole(session);
             if (_options.ControlHeartbeatInterval is { } control && control > _options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
             link.Send(welcome.Write);
             link.Start(OnPeerFrame);
@@ -135,7 +135,7 @@ public sealed partial class Coordinator
         }
         OnPeerGone(session, reason);
         // A peer that is out of the overlay gets nothing more from us on any connection.
-        foreach (var other in Relay.Subscribers().Where(l => l.State is int id && id == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
+        foreach (var other in Relay.Subscribers().Where(l => l.Role is ChildRole child && child.PeerId == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
     }
 
     /// <summary>

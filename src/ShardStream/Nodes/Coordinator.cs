@@ -244,7 +244,7 @@ public sealed partial class Coordinator : Node
             // A stronger joiner may take the place of weaker peers: they move under it.
             SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
             link.Name = $"peer {id} ({advertised})";
-            link.State = session;
+            link.Role = new ControlRole(session);
             if (_options.ControlHeartbeatInterval is { } control && control > _options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);
@@ -263,7 +263,7 @@ public sealed partial class Coordinator : Node
 
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
-        var session = (PeerSession)link.State!;
+        var session = ((ControlRole)link.Role!).Session;
         var reader = new SequenceReader<byte>(body);
         switch (type)
         {
@@ -292,7 +292,7 @@ public sealed partial class Coordinator : Node
                 if (lost.Violation is { Length: > 0 }) OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
                 else OnParentLost(session, (int)lost.ParentId, lost.Shards);
                 break;
-            case FrameType.SlowChild when link.State is PeerSession { Version: >= Protocol.SlowChildVersion }:
+            case FrameType.SlowChild when session.Version >= Protocol.SlowChildVersion:
                 if (!SlowChild.TryRead(ref reader, out var slow)) throw new ProtocolException("malformed slow-child frame");
                 OnSlowChildReport(session, slow);
                 break;
@@ -504,7 +504,7 @@ public sealed partial class Coordinator : Node
         }
     }
 
-    private protected override int ChildIdOf(Link link) => link.State is PeerSession session ? session.Id : base.ChildIdOf(link);
+    private protected override int ChildIdOf(Link link) => link.Role is ControlRole control ? control.Session.Id : base.ChildIdOf(link);
 
     private protected override IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayPeerCount
     {
@@ -551,6 +551,9 @@ public sealed partial class Coordinator : Node
         lock (_gate) _signing.Clear();
         if (_ephemeralKey) _signer.Dispose();
     }
+
+    /// <summary>The coordinator's side of a peer's control link: the peer's session.</summary>
+    private sealed record ControlRole(PeerSession Session) : LinkRole;
 
     private sealed class PeerSession(int id, string address, Link control)
     {

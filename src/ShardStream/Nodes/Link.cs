@@ -157,8 +157,8 @@ internal sealed class Link : IAsyncDisposable
     /// <summary>This side ended the link because its failure detector took the other side for dead.</summary>
     public bool TimedOut { get; private set; }
 
-    /// <summary>Free for the owner: what this link is (a child, a parent, a peer's control link).</summary>
-    public object? State { get; set; }
+    /// <summary>What this link is to its owner (a child, a parent, a control link); null until its hello/welcome exchange says.</summary>
+    public LinkRole? Role { get; set; }
 
     /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
     public void Start(FrameHandler handler)

@@ -348,7 +348,7 @@ public abstract class Node : IAsyncDisposable
             .ToArray();
     }
 
-    private protected virtual int ChildIdOf(Link link) => link.State is int id ? id : -1;
+    private protected virtual int ChildIdOf(Link link) => link.Role is ChildRole child ? child.PeerId : -1;
 
     /// <summary>Serves the shards a child asks for, from the sequence numbers it asks for.</summary>
     private async Task ServeAttachAsync(Link link, Hello hello)
@@ -378,7 +378,7 @@ public abstract class Node : IAsyncDisposable
         }
 
         link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
-        link.State = (int)hello.PeerId;
+        link.Role = new ChildRole((int)hello.PeerId);
         var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
         await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         link.Start(OnChildFrame);

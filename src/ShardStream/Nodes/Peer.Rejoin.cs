@@ -121,7 +121,7 @@ public sealed partial class Peer
     private bool HasParent(ShardAssignment entry)
     {
         lock (_gate)
-            return _parentOfShard.TryGetValue(entry.Shard, out var link) && !link.IsClosing && link.State is int id && id == (int)entry.ParentId;
+            return _parentOfShard.TryGetValue(entry.Shard, out var link) && !link.IsClosing && ParentIdOf(link) == (int)entry.ParentId;
     }
 
     private int _rejoins;

@@ -197,7 +197,7 @@ public sealed partial class Peer : Node
         }
         _control = control;
         control.Name = "coordinator";
-        control.State = 0;
+        control.Role = new CoordinatorRole();
         // The coordinator may ask for rarer heartbeats on this link (it has many peers to hear from).
         control.AcceptLongerHeartbeats(MaxControlHeartbeat);
         List<(Link Old, byte[] Shards)> released;
@@ -257,7 +257,7 @@ public sealed partial class Peer : Node
         await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
         var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
         if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
-        link.State = (int)parentId;
+        link.Role = new ParentRole((int)parentId);
         List<(Link Old, byte[] Shards)> replaced;
         byte[] superseded;
         string? unwanted = null;
@@ -319,7 +319,7 @@ public sealed partial class Peer : Node
     internal int[] ParentIds()
     {
         lock (_gate)
-            return Enumerable.Range(0, _shardCount).Select(s => _parentOfShard.TryGetValue(s, out var l) ? (int)(l.State ?? -1) : -1).ToArray();
+            return Enumerable.Range(0, _shardCount).Select(s => _parentOfShard.TryGetValue(s, out var l) ? ParentIdOf(l) : -1).ToArray();
     }
 
     /// <summary>The most memory chunks waiting for another shard have kept alive (see <see cref="PeerOptions.MaxReassemblyBytes"/>).</summary>
@@ -446,7 +446,15 @@ public sealed partial class Peer : Node
     }
 
     /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>
-    private bool IsCoordinator(Link link) => link == _control || link.State is 0;
+    private bool IsCoordinator(Link link) => link == _control || ParentIdOf(link) == CoordinatorRole.ParentId;
+
+    /// <summary>The id of the node <paramref name="link"/> brings shards from (0 = the coordinator), -1 for a link that is no parent.</summary>
+    private static int ParentIdOf(Link link) => link.Role switch
+    {
+        CoordinatorRole => CoordinatorRole.ParentId,
+        ParentRole parent => parent.ParentId,
+        _ => -1,
+    };
 
     /// <summary>
     /// A chunk was refused at the reassembler's bound: chunks of the other shards wait for the
