@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using ShardStream.Topology;
+using ShardStream.Transport;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -109,10 +110,11 @@ public sealed partial class Coordinator
     /// </summary>
     private async Task WatchControlAsync(Link link, PeerSession session)
     {
-        string reason = await link.Closed.ConfigureAwait(false);
+        var closed = await link.Closed.ConfigureAwait(false);
+        string reason = closed.Text;
         Relay!.Unsubscribe(link);
         if (session.Control != link) return;
-        if (link.ReceivedGoodbye is null && !link.TimedOut && !Stopping.IsCancellationRequested)
+        if (link.ReceivedGoodbye is null && closed.Code != CloseCode.TimedOut && !Stopping.IsCancellationRequested)
         {
             bool listed;
             lock (_gate) listed = _peers.TryGetValue(session.Id, out var current) && current == session && !_ended;

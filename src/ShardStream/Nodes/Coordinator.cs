@@ -181,7 +181,7 @@ public sealed partial class Coordinator : Node
 
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
-        List<Task<string>> controls;
+        List<Task<CloseReason>> controls;
         lock (_gate) controls = _peers.Values.Select(p => p.Control.Closed).ToList();
         await Task.WhenAny(Task.WhenAll(controls), Task.Delay(_options.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
     }

@@ -27,7 +27,7 @@ internal sealed class Link : IAsyncDisposable
     private readonly ILogger _log;
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stop = new();
-    private readonly TaskCompletionSource<string> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<CloseReason> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly FailureDetector _detector;
     private long _queuedBytes;
     private long _chunkBytesQueued;
@@ -124,14 +124,12 @@ internal sealed class Link : IAsyncDisposable
         }
     }
 
-    /// <summary>Completes with the reason once the link is closed, for whatever cause.</summary>
-    public Task<string> Closed => _closed.Task;
-
     /// <summary>
-    /// Set when the link ended because of what the other side sent: a frame it may not send, a
-    /// malformed one, or data that failed verification. The reason, for a report.
+    /// Completes with the reason once the link is closed, for whatever cause. A link ended because
+    /// of what the other side sent (a frame it may not send, a malformed one, data that failed
+    /// verification) has a reason whose <see cref="CloseReason.IsViolation"/> is true.
     /// </summary>
-    public string? Violation { get; private set; }
+    public Task<CloseReason> Closed => _closed.Task;
 
     /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
     public GoodbyeCode? ReceivedGoodbye { get; private set; }
@@ -153,9 +151,6 @@ internal sealed class Link : IAsyncDisposable
 
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => Volatile.Read(ref _closing) != 0;
-
-    /// <summary>This side ended the link because its failure detector took the other side for dead.</summary>
-    public bool TimedOut { get; private set; }
 
     /// <summary>What this link is to its owner (a child, a parent, a control link); null until its hello/welcome exchange says.</summary>
     public LinkRole? Role { get; set; }
@@ -268,6 +263,7 @@ internal sealed class Link : IAsyncDisposable
         }
         if (code != GoodbyeCode.Normal) _log.LogWarning("{Link}: closing: {Reason}", Name, reason);
         else _log.LogDebug("{Link}: closing: {Reason}", Name, reason);
+        var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
         var goodbye = new Goodbye(code, reason);
         _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
         _queue.Writer.TryComplete();
@@ -281,7 +277,7 @@ internal sealed class Link : IAsyncDisposable
         {
             // A silent side (frozen, or its host gone) will not read a goodbye either: waiting for
             // a drain would only delay the repair by the close timeout.
-            Finish(reason);
+            Finish(closing);
             return;
         }
         var drained = await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
@@ -289,7 +285,7 @@ internal sealed class Link : IAsyncDisposable
         {
             await Task.WhenAny(_reader, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
         }
-        Finish(reason);
+        Finish(closing);
     }
 
     /// <summary>
@@ -297,7 +293,9 @@ internal sealed class Link : IAsyncDisposable
     /// the other side closes too or the close timeout passes; then ends the link. A reset right
     /// after a last frame could otherwise destroy that frame before it is read.
     /// </summary>
-    public async Task ShutdownAsync(string reason)
+    public Task ShutdownAsync(string reason) => ShutdownAsync(new CloseReason(CloseCode.Closed, reason));
+
+    private async Task ShutdownAsync(CloseReason reason)
     {
         Interlocked.Exchange(ref _closing, 1);
         _queue.Writer.TryComplete();
@@ -320,15 +318,18 @@ internal sealed class Link : IAsyncDisposable
         Finish(reason);
     }
 
-    /// <summary>Ends the link at once (the remote side failed or broke the protocol).</summary>
-    public void Abort(string reason)
+    /// <summary>Ends the link at once: its owner gave up on it.</summary>
+    public void Abort(string reason) => Abort(new CloseReason(CloseCode.Aborted, reason));
+
+    /// <summary>Ends the link at once (the remote side failed or broke the protocol, or its owner gave up on it).</summary>
+    public void Abort(CloseReason reason)
     {
         Interlocked.Exchange(ref _closing, 1);
         _queue.Writer.TryComplete();
         Finish(reason);
     }
 
-    private void Finish(string reason)
+    private void Finish(CloseReason reason)
     {
         if (!_closed.TrySetResult(reason)) return;
         _stop.Cancel();
@@ -359,7 +360,6 @@ internal sealed class Link : IAsyncDisposable
         }
         else if (_detector.IsDead(lenient, out reason))
         {
-            TimedOut = true;
             ShardStreamMetrics.HeartbeatTimeouts.Add(1);
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
@@ -383,7 +383,7 @@ internal sealed class Link : IAsyncDisposable
         var batch = new List<ArraySegment<byte>>(2 * MaxChunksPerSend + 8);
         var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
         var sending = new List<Chunk>(MaxChunksPerSend);
-        string? failure = null;
+        CloseReason? failure = null;
         try
         {
             while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
@@ -445,12 +445,12 @@ internal sealed class Link : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
         {
-            failure = $"send failed: {e.Message}";
+            failure = new CloseReason(CloseCode.ConnectionLost, $"send failed: {e.Message}", e);
         }
         // A send cut short because the link was ended on purpose is not a failure of its own.
         if (failure is not null && !Closed.IsCompleted)
         {
-            _log.LogInformation("{Link}: {Reason}", Name, failure);
+            _log.LogInformation("{Link}: {Reason}", Name, failure.Text);
             Abort(failure);
         }
     }
@@ -458,7 +458,7 @@ internal sealed class Link : IAsyncDisposable
     private async Task ReadLoopAsync(FrameHandler handler)
     {
         var input = _connection.Pipe.Input;
-        string reason = "connection closed by the other side";
+        var reason = new CloseReason(CloseCode.RemoteClosed, "connection closed by the other side");
         try
         {
             while (true)
@@ -472,10 +472,12 @@ internal sealed class Link : IAsyncDisposable
                         if (type == FrameType.Goodbye)
                         {
                             var r = new SequenceReader<byte>(body);
-                            reason = Goodbye.TryRead(ref r, out var goodbye) ? $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}" : "malformed goodbye";
+                            reason = Goodbye.TryRead(ref r, out var goodbye)
+                                ? new CloseReason(CloseCode.Goodbye, $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}")
+                                : new CloseReason(CloseCode.Goodbye, "malformed goodbye");
                             ReceivedGoodbye = goodbye.Code;
                             ReceivedGoodbyeReason = goodbye.Reason;
-                            if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason);
+                            if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
                             handler(this, type, body);
                             continue;
                         }
@@ -490,7 +492,7 @@ internal sealed class Link : IAsyncDisposable
                 }
                 if (result.IsCompleted)
                 {
-                    if (buffer.Length > 0) reason = $"connection closed in the middle of a frame ({buffer.Length} bytes left)";
+                    if (buffer.Length > 0) reason = new CloseReason(CloseCode.RemoteClosed, $"connection closed in the middle of a frame ({buffer.Length} bytes left)");
                     break;
                 }
             }
@@ -501,9 +503,8 @@ internal sealed class Link : IAsyncDisposable
         }
         catch (ProtocolException e)
         {
-            reason = $"protocol error: {e.Message}";
-            Violation = reason;
-            _log.LogWarning("{Link}: {Reason}", Name, reason);
+            reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
+            _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
             // Tell the other side why, after anything already queued, then close gracefully.
             _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Interlocked.Exchange(ref _closing, 1);
@@ -514,19 +515,18 @@ internal sealed class Link : IAsyncDisposable
         }
         catch (InvalidDataException e)
         {
-            reason = $"bad data: {e.Message}";
-            Violation = reason;
-            _log.LogWarning("{Link}: {Reason}", Name, reason);
+            reason = new CloseReason(CloseCode.BadData, $"bad data: {e.Message}", e);
+            _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
         {
-            reason = $"connection lost: {e.Message}";
+            reason = new CloseReason(CloseCode.ConnectionLost, $"connection lost: {e.Message}", e);
         }
         catch (Exception e)
         {
             // A bug in a handler: this link ends with the reason, and the error is logged, instead
             // of a dead read loop on a link that looks open.
-            reason = $"internal error: {e.GetType().Name}: {e.Message}";
+            reason = new CloseReason(CloseCode.InternalError, $"internal error: {e.GetType().Name}: {e.Message}", e);
             HardeningLog.BackgroundTaskFailed(_log, $"{Name}: read loop", e);
         }
         if (IsClosing)
@@ -535,7 +535,7 @@ internal sealed class Link : IAsyncDisposable
             if (_writer.IsCompleted) Finish(reason);
             return;
         }
-        _log.LogDebug("{Link}: read loop ended: {Reason}", Name, reason);
+        _log.LogDebug("{Link}: read loop ended: {Reason}", Name, reason.Text);
         Abort(reason);
     }
 

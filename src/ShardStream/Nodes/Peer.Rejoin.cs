@@ -137,8 +137,9 @@ public sealed partial class Peer
         else RejoinLog.Joined(Log, how == Rejoin.InPlace ? "in the same place" : how == Rejoin.Resume ? "as a new peer" : "into the new run", Id, _reassembler!.NextOffset, parents);
     }
 
-    private void OnControlClosed(Link control, string reason)
+    private void OnControlClosed(Link control, CloseReason closed)
     {
+        string reason = closed.Text;
         if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving || control != _control) return;
         // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
         if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);

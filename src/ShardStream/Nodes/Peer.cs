@@ -561,8 +561,9 @@ public sealed partial class Peer : Node
         lock (_gate) return starts.Where(s => s.Shard >= _moveGeneration.Length || _moveGeneration[s.Shard] == generations[s.Shard]).ToArray();
     }
 
-    private void OnParentClosed(Link link, ulong parentId, string reason)
+    private void OnParentClosed(Link link, ulong parentId, CloseReason closed)
     {
+        string reason = closed.Text;
         if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving) return;
         ShardStart[] lost;
         lock (_gate)
@@ -579,8 +580,9 @@ public sealed partial class Peer : Node
             return;
         }
         foreach (var s in lost) _stalls.Stalled(s.Shard);
-        if (link.Violation is { } violation)
+        if (closed.IsViolation)
         {
+            string violation = closed.Text;
             // Nothing it sent after its last good chunk was written or forwarded; the coordinator
             // hears why, moves this peer and the liar's other children, and refuses the liar.
             Log.LogError("cut off parent {Parent} (shard(s) {Shards}): {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), violation);

@@ -22,8 +22,10 @@ public sealed class BackgroundFailureTests
         new End(0, 1, 2).Write(client.Pipe.Output);
         await client.Pipe.Output.FlushAsync();
 
-        string reason = await link.Closed.WaitAsync(Overlay.Deadline);
-        Assert.Contains("a bug in a handler", reason);
+        var reason = await link.Closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(CloseCode.InternalError, reason.Code);
+        Assert.Contains("a bug in a handler", reason.Text);
+        Assert.IsType<KeyNotFoundException>(reason.Exception);
         Assert.Contains(log.Lines, l => l.Level == Microsoft.Extensions.Logging.LogLevel.Error && l.Exception is KeyNotFoundException);
     }
 

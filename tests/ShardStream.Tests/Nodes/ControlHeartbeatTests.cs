@@ -49,7 +49,9 @@ public sealed class ControlHeartbeatTests
             _time.Advance(TimeSpan.FromSeconds(0.5));
             coordinatorSide.Tick();
         }
-        Assert.StartsWith("nothing heard for", await coordinatorSide.Closed.WaitAsync(Overlay.Deadline));
+        var reason = await coordinatorSide.Closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(CloseCode.TimedOut, reason.Code);
+        Assert.StartsWith("nothing heard for", reason.Text);
     }
 
     [Fact]

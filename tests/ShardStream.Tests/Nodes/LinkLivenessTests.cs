@@ -24,7 +24,8 @@ public sealed class LinkLivenessTests
         link.Tick();
 
         var reason = await link.Closed.WaitAsync(Deadline);
-        Assert.StartsWith("nothing heard for 5 s", reason);
+        Assert.Equal(CloseCode.TimedOut, reason.Code);
+        Assert.StartsWith("nothing heard for 5 s", reason.Text);
     }
 
     [Fact]
@@ -54,7 +55,9 @@ public sealed class LinkLivenessTests
             link.Tick();
         }
 
-        Assert.StartsWith("nothing heard for", await link.Closed.WaitAsync(Deadline));
+        var reason = await link.Closed.WaitAsync(Deadline);
+        Assert.Equal(CloseCode.TimedOut, reason.Code);
+        Assert.StartsWith("nothing heard for", reason.Text);
         Assert.InRange(ticks, 10, 40);
     }
 
@@ -70,7 +73,7 @@ public sealed class LinkLivenessTests
         _time.Advance(TimeSpan.FromSeconds(0.5));
         link.Tick(lenient: true);
 
-        Assert.Equal("nothing heard for 20 s (the most any link may be silent)", await link.Closed.WaitAsync(Deadline));
+        Assert.Equal(new CloseReason(CloseCode.TimedOut, "nothing heard for 20 s (the most any link may be silent)"), await link.Closed.WaitAsync(Deadline));
     }
 
     [Fact]
