@@ -8,6 +8,6 @@ const { chromium } = require(process.env.PLAYWRIGHT_PACKAGE);
   for (let i = 0; i < 10; i++) { await p.waitForTimeout(1100); times.push(await p.evaluate(() => window.shardstreamRenderMs)); }
   times.sort((a, b) => a - b);
   console.log('render ms (10 SSE updates, 200 peers):', times.map(t => t.toFixed(1)).join(' '), 'median', times[5].toFixed(1));
-  await p.screenshot({ path: 'process.env.SCREENSHOT || 'dashboard-200.png'' });
+  await p.screenshot({ path: process.env.SCREENSHOT || 'dashboard-200.png' });
   await b.close();
 })();
