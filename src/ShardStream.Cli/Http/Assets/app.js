@@ -86,7 +86,10 @@
     return `<div class="tree"><h3>shard ${shard}</h3><svg width="${width}" height="${height + 10}" viewBox="0 0 ${width} ${height + 10}" data-shard="${shard}">${parts.join("")}</svg></div>`;
   }
 
-  function render(data) {
+  // The trees and the table are rebuilt only when what they show changed (a join, a leave, a move,
+  // another colouring); the header follows every update. `full` forces the rebuild (for measuring).
+  let drawnKey = "";
+  function render(data, full) {
     const started = performance.now();
     last = data;
     const mode = $("colorby").value;
@@ -96,6 +99,13 @@
     $("upload").textContent = `${rateText(data.source.upload)} (${data.source.used}/${data.source.budget})`;
     $("topology").textContent = `${data.topology}, K=${data.shards}`;
     $("stream").textContent = "stream " + data.stream;
+    const key = mode + data.maxDepth + JSON.stringify(data.nodes);
+    if (!full && key === drawnKey) {
+      window.shardstreamRenderMs = performance.now() - started;
+      window.shardstreamFullRender = false;
+      return;
+    }
+    drawnKey = key;
     const trees = [];
     for (let s = 0; s < data.shards; s++) trees.push(drawTree(data, s, mode));
     $("trees").innerHTML = trees.join("");
@@ -109,13 +119,14 @@
     void document.body.offsetHeight; // the layout is part of the render
     const ms = performance.now() - started;
     window.shardstreamRenderMs = ms;
+    window.shardstreamFullRender = true;
     $("rendertime").textContent = ms.toFixed(1);
   }
 
-  // For measuring: render a given overlay (the page's own code path), return the milliseconds.
-  window.shardstreamRender = (data) => { render(data); return window.shardstreamRenderMs; };
+  // For measuring: render the last overlay again in full (the page's own code path), return the milliseconds.
+  window.shardstreamRender = () => { render(last, true); return window.shardstreamRenderMs; };
 
-  $("colorby").addEventListener("change", () => last && render(last));
+  $("colorby").addEventListener("change", () => last && render(last, true));
 
   const events = new EventSource("/events");
   events.onmessage = (e) => {
