@@ -35,6 +35,13 @@ internal static partial class IntegrityBenchmark
     public static int Run(string[] args)
     {
         int[] sizes = [65536, 16384, 1400];
+        if (args.Contains("--placement"))
+        {
+            Console.WriteLine($"integrity --placement, one thread, thread CPU time; load average at the start: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+            HashPlacementBenchmark.Run(Median, ThreadCpuSeconds);
+            Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+            return 0;
+        }
         var key = Key.Create(SignatureAlgorithm.Ed25519, new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None });
         var pub = key.PublicKey;
         Console.WriteLine($"integrity micro-benchmark, one thread, thread CPU time; load average at the start: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
@@ -61,6 +68,8 @@ internal static partial class IntegrityBenchmark
         }
         Console.WriteLine();
         VerifierPathBenchmark.Run(Median);
+        Console.WriteLine();
+        HashPlacementBenchmark.Run(Median, ThreadCpuSeconds);
         Console.WriteLine();
         Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
         return 0;

@@ -109,11 +109,12 @@ internal sealed class RelayBenchmark
             if (_repeats > 0) // --repeats 0: latency only
             {
                 double baseMedian = Stats.Median(results[0].Select(x => x.SlowestMBps).ToList());
+                double baseCpu = Stats.Median(results[0].Select(CpuPerChunk).ToList());
                 for (int i = 0; i < relays.Count; i++)
                 {
                     double median = Stats.Median(results[i].Select(x => x.SlowestMBps).ToList());
                     _throughputRows.Add(ThroughputRow(topology, relays[i].Name, results[i], median, (median / baseMedian).ToString("0.00", CultureInfo.InvariantCulture)));
-                    _costRows.Add(CostRow(topology, relays[i].Name, results[i]));
+                    _costRows.Add(CostRow(topology, relays[i].Name, results[i], baseCpu));
                 }
             }
 
@@ -140,7 +141,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine("|---|---|---:|---:|");
         foreach (var row in _throughputRows) Console.WriteLine(row);
         Console.WriteLine();
-        Console.WriteLine("Where the time goes in the throughput runs (per run, averaged; per chunk = per 64 KiB chunk received by a peer):");
+        Console.WriteLine("Where the time goes in the throughput runs (per run, averaged; per chunk = per 64 KiB chunk received by a peer; the median run's CPU per chunk, and the baseline's over it, the ratio a CPU-bound run tends to, are less stretched by a busy machine and, from 3 runs, leave out the first run's JIT):");
         Console.WriteLine();
         Console.WriteLine(CostHeader);
         foreach (var row in _costRows) Console.WriteLine(row);
@@ -264,16 +265,20 @@ internal sealed class RelayBenchmark
     private static string ThroughputRow(string topology, string relay, List<BulkResult> runs, double median, string ratio) => string.Create(CultureInfo.InvariantCulture,
         $"| {topology} | {relay} | {median:0.0} [{runs.Min(r => r.SlowestMBps):0.0}..{runs.Max(r => r.SlowestMBps):0.0}] | {ratio} |");
 
-    private const string CostHeader = "| topology | relay | wall s | CPU s | CPU µs / chunk | GC count (gen0/1/2) | GC pause ms | allocated / chunk | thread-pool items / chunk | context switches / chunk | page faults / chunk | source chunks per hash list |\n"
-        + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+    private const string CostHeader = "| topology | relay | wall s | CPU s | CPU µs / chunk | CPU µs / chunk, median run | CPU ratio (baseline ÷ this, median runs) | GC count (gen0/1/2) | GC pause ms | allocated / chunk | thread-pool items / chunk | context switches / chunk | page faults / chunk | source chunks per hash list |\n"
+        + "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
-    private string CostRow(string topology, string relay, List<BulkResult> runs)
+    /// <summary>Process CPU time per 64 KiB chunk received by a peer, in µs.</summary>
+    private double CpuPerChunk(BulkResult run) => run.Usage.Cpu.TotalMicroseconds / (run.Bytes / (double)BulkBlock * _peers);
+
+    private string CostRow(string topology, string relay, List<BulkResult> runs, double baseCpu)
     {
+        double medianCpu = Stats.Median(runs.Select(CpuPerChunk).ToList());
         double chunks = runs[0].Bytes / (double)BulkBlock * _peers;
         double Avg(Func<Usage, double> f) => runs.Average(r => f(r.Usage));
         string perList = runs[0].ListsSigned is null ? "–" : (runs[0].Bytes / (double)BulkBlock / runs.Average(r => (double)r.ListsSigned!.Value)).ToString("0.0", CultureInfo.InvariantCulture);
         return string.Create(CultureInfo.InvariantCulture,
-            $"| {topology} | {relay} | {Avg(u => u.Wall.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalMicroseconds) / chunks:0.0} | " +
+            $"| {topology} | {relay} | {Avg(u => u.Wall.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalSeconds):0.00} | {Avg(u => u.Cpu.TotalMicroseconds) / chunks:0.0} | {medianCpu:0.0} | {(double.IsNaN(baseCpu) ? "–" : (baseCpu / medianCpu).ToString("0.00", CultureInfo.InvariantCulture))} | " +
             $"{Avg(u => u.Gen0):0}/{Avg(u => u.Gen1):0}/{Avg(u => u.Gen2):0} | {Avg(u => u.GcPause.TotalMilliseconds):0} | {Avg(u => u.AllocatedBytes) / chunks:0} B | " +
             $"{Avg(u => u.WorkItems) / chunks:0.0} | {Avg(u => u.ContextSwitches) / chunks:0.0} | {Avg(u => u.PageFaults) / chunks:0.0} | {perList} |");
     }
@@ -299,7 +304,7 @@ internal sealed class RelayBenchmark
             for (int r = 0; r < _repeats; r++)
             {
                 var result = ours ? (await ShardStreamBulkAsync(k, _bulkBytes, _windowBytes, ct)).Item2 : await BaselineBulkAsync(shape, _bulkBytes, ct);
-                Console.WriteLine(CostRow(topology, $"{_only} {result.SlowestMBps:0.0} MB/s", [result]));
+                Console.WriteLine(CostRow(topology, $"{_only} {result.SlowestMBps:0.0} MB/s", [result], double.NaN));
             }
         }
     }
