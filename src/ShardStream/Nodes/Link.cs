@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using ShardStream.Streaming;
 using ShardStream.Transport;
@@ -11,34 +10,20 @@ namespace ShardStream.Nodes;
 internal delegate void FrameHandler(Link link, FrameType type, ReadOnlySequence<byte> body);
 
 /// <summary>
-/// One connection between two nodes: a single read loop that parses frames and hands them to a
-/// handler, and a single writer fed by a queue bounded in bytes. A receiver that lets more than
-/// <see cref="LinkOptions.MaxQueuedBytes"/> pile up is cut off with a reason instead of holding
-/// back its siblings. Heartbeats go out when the link is quiet; a link whose silence its
-/// <see cref="FailureDetector"/> judges too long for a living other side is ended.
+/// One connection between two nodes, as a node sees it: a <see cref="FramedConnection"/> (framing,
+/// batching, close) with the node's policy on top. What it is to its owner (<see cref="Role"/>);
+/// a receiver that lets more than <see cref="LinkOptions.MaxQueuedBytes"/> pile up is cut off with
+/// a reason instead of holding back its siblings; heartbeats go out when the link is quiet; a link
+/// whose silence its <see cref="FailureDetector"/> judges too long for a living other side is ended.
 /// </summary>
 internal sealed class Link : IAsyncDisposable
 {
-    private readonly IConnection _connection;
-    // Two readers: the writer, and Finish() draining what will never be sent; a single-reader
-    // channel could hand one chunk to both (released twice) or a default item to one.
-    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly FramedConnection _connection;
     private readonly LinkOptions _options;
     private readonly ILogger _log;
     private readonly TimeProvider _time;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly TaskCompletionSource<CloseReason> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly FailureDetector _detector;
-    private long _queuedBytes;
-    private long _chunkBytesQueued;
-    private long _chunkBytesSent;
-    private long _inFlightSince;
-    private long _lastSent;
-    private int _closing;
-    private bool _dropChunks;
     private bool _started;
-    private Task _writer = Task.CompletedTask;
-    private Task _reader = Task.CompletedTask;
     private TimeSpan _heartbeatInterval;
     private TimeSpan _longestHeartbeat;
     private byte[] _heartbeatFrame = PlainHeartbeat;
@@ -48,13 +33,11 @@ internal sealed class Link : IAsyncDisposable
 
     public Link(IConnection connection, string name, LinkOptions options, ILogger log, TimeProvider time)
     {
-        _connection = connection;
-        Name = name;
+        _connection = new FramedConnection(connection, name, options.CloseTimeout, log, time);
         _options = options;
         _log = log;
         _time = time;
         _detector = new FailureDetector(options.FailureDetector, time);
-        _lastSent = time.GetTimestamp();
         _heartbeatInterval = options.HeartbeatInterval;
     }
 
@@ -95,47 +78,43 @@ internal sealed class Link : IAsyncDisposable
     }
 
     /// <summary>For logs: who is on the other side.</summary>
-    public string Name { get; set; }
+    public string Name
+    {
+        get => _connection.Name;
+        set => _connection.Name = value;
+    }
 
     /// <summary>The remote address as the transport sees it.</summary>
     public string RemoteAddress => _connection.RemoteAddress;
 
     /// <summary>Bytes waiting in the send queue.</summary>
-    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+    public long QueuedBytes => _connection.QueuedBytes;
 
     /// <summary>Chunk payload bytes queued on this link since it opened (a running total).</summary>
-    public long ChunkBytesQueued => Interlocked.Read(ref _chunkBytesQueued);
+    public long ChunkBytesQueued => _connection.ChunkBytesQueued;
 
     /// <summary>Chunk payload bytes handed to the transport since the link opened (a running total).</summary>
-    public long ChunkBytesSent => Interlocked.Read(ref _chunkBytesSent);
+    public long ChunkBytesSent => _connection.ChunkBytesSent;
 
     /// <summary>
     /// How long the oldest frame not yet handed to the transport has waited since it was queued
     /// on this link (zero when nothing waits). A receiver slower than what is queued for it shows
     /// here within seconds, long before its queue reaches <see cref="LinkOptions.MaxQueuedBytes"/>.
     /// </summary>
-    public TimeSpan QueueAge
-    {
-        get
-        {
-            long oldest = Interlocked.Read(ref _inFlightSince);
-            if (_queue.Reader.TryPeek(out var head) && (oldest == 0 || head.At < oldest)) oldest = head.At;
-            return oldest == 0 ? TimeSpan.Zero : _time.GetElapsedTime(oldest);
-        }
-    }
+    public TimeSpan QueueAge => _connection.QueueAge;
 
     /// <summary>
     /// Completes with the reason once the link is closed, for whatever cause. A link ended because
     /// of what the other side sent (a frame it may not send, a malformed one, data that failed
     /// verification) has a reason whose <see cref="CloseReason.IsViolation"/> is true.
     /// </summary>
-    public Task<CloseReason> Closed => _closed.Task;
+    public Task<CloseReason> Closed => _connection.Closed;
 
     /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
-    public GoodbyeCode? ReceivedGoodbye { get; private set; }
+    public GoodbyeCode? ReceivedGoodbye => _connection.ReceivedGoodbye;
 
     /// <summary>The reason in the goodbye the other side sent, if it sent one.</summary>
-    public string? ReceivedGoodbyeReason { get; private set; }
+    public string? ReceivedGoodbyeReason => _connection.ReceivedGoodbyeReason;
 
     /// <summary>How long since anything arrived on this link (less the time this node itself did not run).</summary>
     public TimeSpan Silence => _detector.Silence;
@@ -150,7 +129,7 @@ internal sealed class Link : IAsyncDisposable
     public bool Suspected => _detector.Phi() >= _options.FailureDetector.Threshold && !_connection.HasUnreadInput;
 
     /// <summary>True once closing has begun.</summary>
-    public bool IsClosing => Volatile.Read(ref _closing) != 0;
+    public bool IsClosing => _connection.IsClosing;
 
     /// <summary>What this link is to its owner (a child, a parent, a control link); null until its hello/welcome exchange says.</summary>
     public LinkRole? Role { get; set; }
@@ -159,8 +138,7 @@ internal sealed class Link : IAsyncDisposable
     public void Start(FrameHandler handler)
     {
         Volatile.Write(ref _started, true);
-        _writer = Task.Run(WriteLoopAsync);
-        _reader = Task.Run(() => ReadLoopAsync(handler));
+        _connection.Start((type, body) => handler(this, type, body), OnHeartbeat, _detector.Heard);
     }
 
     /// <summary>
@@ -170,173 +148,51 @@ internal sealed class Link : IAsyncDisposable
     /// </summary>
     public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(CancellationToken cancellationToken, int maxLength = Protocol.MaxFrameLength)
     {
-        var input = _connection.Pipe.Input;
-        while (true)
-        {
-            var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var buffer = result.Buffer;
-            bool found;
-            FrameType type;
-            ReadOnlySequence<byte> body;
-            try
-            {
-                if (buffer.Length >= 4 && FrameCodec.PeekLength(buffer) is var length && length > maxLength)
-                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}");
-                found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
-            }
-            catch (ProtocolException)
-            {
-                // Leave the reader usable so that a goodbye can still be sent and the close drained.
-                input.AdvanceTo(result.Buffer.End);
-                throw;
-            }
-            if (found && type == FrameType.Heartbeat)
-            {
-                input.AdvanceTo(buffer.Start);
-                continue;
-            }
-            if (found)
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                _detector.Heard();
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("connection closed before a frame arrived");
-        }
+        var frame = await _connection.ReadOneAsync(maxLength, cancellationToken).ConfigureAwait(false);
+        _detector.Heard();
+        return frame;
     }
 
     /// <summary>Queues a chunk (retaining it). False when the link is closing or was just cut off for being too slow.</summary>
     public bool TrySend(Chunk chunk)
     {
-        if (IsClosing) return false;
-        long queued = Interlocked.Add(ref _queuedBytes, chunk.Length);
-        if (queued > _options.MaxQueuedBytes)
-        {
-            Interlocked.Add(ref _queuedBytes, -chunk.Length);
-            CloseAsync(GoodbyeCode.TooSlow, $"too slow: {queued - chunk.Length} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}").Observe(_log, $"{Name}: closing");
-            return false;
-        }
-        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null, _time.GetTimestamp())))
-        {
-            Interlocked.Add(ref _queuedBytes, -chunk.Length);
-            chunk.Release();
-            return false;
-        }
-        Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
-        return true;
+        if (_connection.TrySend(chunk, _options.MaxQueuedBytes, out long waiting)) return true;
+        if (waiting >= 0)
+            CloseAsync(GoodbyeCode.TooSlow, $"too slow: {waiting} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}").Observe(_log, $"{Name}: closing");
+        return false;
     }
 
     /// <summary>Queues a control frame.</summary>
     public void Send(Action<IBufferWriter<byte>> write)
     {
         if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(write), _time.GetTimestamp()));
+        _connection.Send(FrameWriting.ToArray(write));
     }
 
     /// <summary>Queues a control frame that was encoded already.</summary>
-    public void Send(byte[] frame)
-    {
-        if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
-    }
+    public void Send(byte[] frame) => _connection.Send(frame);
 
     /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
-    public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
-    {
-        write(_connection.Pipe.Output);
-        await _connection.Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
-        _lastSent = _time.GetTimestamp();
-    }
+    public Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken) => _connection.WriteNowAsync(write, cancellationToken);
 
     /// <summary>
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
     /// for the other side to close too so that nothing in flight is reset.
     /// </summary>
-    public async Task CloseAsync(GoodbyeCode code, string reason)
-    {
-        if (Interlocked.Exchange(ref _closing, 1) != 0)
-        {
-            await Closed.ConfigureAwait(false);
-            return;
-        }
-        if (code != GoodbyeCode.Normal) _log.LogWarning("{Link}: closing: {Reason}", Name, reason);
-        else _log.LogDebug("{Link}: closing: {Reason}", Name, reason);
-        var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
-        var goodbye = new Goodbye(code, reason);
-        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
-        _queue.Writer.TryComplete();
-        if (code == GoodbyeCode.TooSlow)
-        {
-            // A slow receiver would make us wait for its whole backlog: the writer skips the
-            // backlog's chunks, so the goodbye that says why goes out next.
-            Volatile.Write(ref _dropChunks, true);
-        }
-        else if (code == GoodbyeCode.Timeout)
-        {
-            // A silent side (frozen, or its host gone) will not read a goodbye either: waiting for
-            // a drain would only delay the repair by the close timeout.
-            Finish(closing);
-            return;
-        }
-        var drained = await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
-        if (drained == _writer)
-        {
-            await Task.WhenAny(_reader, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
-        }
-        Finish(closing);
-    }
+    public Task CloseAsync(GoodbyeCode code, string reason) => _connection.CloseAsync(code, reason);
 
     /// <summary>
     /// Closes the send side (after whatever was written) and waits, reading and discarding, until
     /// the other side closes too or the close timeout passes; then ends the link. A reset right
     /// after a last frame could otherwise destroy that frame before it is read.
     /// </summary>
-    public Task ShutdownAsync(string reason) => ShutdownAsync(new CloseReason(CloseCode.Closed, reason));
-
-    private async Task ShutdownAsync(CloseReason reason)
-    {
-        Interlocked.Exchange(ref _closing, 1);
-        _queue.Writer.TryComplete();
-        try
-        {
-            await _connection.CloseOutputAsync().ConfigureAwait(false);
-            using var timeout = new CancellationTokenSource(_options.CloseTimeout);
-            var input = _connection.Pipe.Input;
-            while (true)
-            {
-                var result = await input.ReadAsync(timeout.Token).ConfigureAwait(false);
-                input.AdvanceTo(result.Buffer.End);
-                if (result.IsCompleted) break;
-            }
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
-        {
-            // Timed out or already gone: the link ends either way.
-        }
-        Finish(reason);
-    }
+    public Task ShutdownAsync(string reason) => _connection.ShutdownAsync(new CloseReason(CloseCode.Closed, reason));
 
     /// <summary>Ends the link at once: its owner gave up on it.</summary>
-    public void Abort(string reason) => Abort(new CloseReason(CloseCode.Aborted, reason));
+    public void Abort(string reason) => _connection.Abort(new CloseReason(CloseCode.Aborted, reason));
 
     /// <summary>Ends the link at once (the remote side failed or broke the protocol, or its owner gave up on it).</summary>
-    public void Abort(CloseReason reason)
-    {
-        Interlocked.Exchange(ref _closing, 1);
-        _queue.Writer.TryComplete();
-        Finish(reason);
-    }
-
-    private void Finish(CloseReason reason)
-    {
-        if (!_closed.TrySetResult(reason)) return;
-        _stop.Cancel();
-        _connection.Abort();
-        // Whatever is still queued will never be sent.
-        while (_queue.Reader.TryRead(out var item)) item.Chunk?.Release();
-    }
+    public void Abort(CloseReason reason) => _connection.Abort(reason);
 
     /// <summary>The owner did not run for <paramref name="paused"/> (its timer fired that late): not the other side's silence.</summary>
     public void Excuse(TimeSpan paused) => _detector.Excuse(paused);
@@ -364,196 +220,11 @@ internal sealed class Link : IAsyncDisposable
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }
-        if (_time.GetElapsedTime(Interlocked.Read(ref _lastSent), now) >= _heartbeatInterval)
+        if (_time.GetElapsedTime(_connection.LastSent, now) >= _heartbeatInterval)
             Send(_heartbeatFrame);
     }
 
-    /// <summary>At most this many chunks go into one gathered send.</summary>
-    private const int MaxChunksPerSend = 8;
-
-    /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
-    private const int MaxBytesPerSend = 256 * 1024;
-
-    private async Task WriteLoopAsync()
-    {
-        var reader = _queue.Reader;
-        // One gathered send per batch: each chunk's frame prefix (written here) and its payload
-        // straight from the pooled chunk, and control frames as they were encoded. Nothing is
-        // copied into a send buffer.
-        var batch = new List<ArraySegment<byte>>(2 * MaxChunksPerSend + 8);
-        var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
-        var sending = new List<Chunk>(MaxChunksPerSend);
-        CloseReason? failure = null;
-        try
-        {
-            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
-            {
-                int bytes = 0;
-                while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
-                {
-                    // The batch's oldest item: what QueueAge measures while the send is under way.
-                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
-                    if (item.Chunk is { } chunk)
-                    {
-                        if (Volatile.Read(ref _dropChunks))
-                        {
-                            Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                            chunk.Release();
-                            continue;
-                        }
-                        var prefix = new ArraySegment<byte>(prefixes, sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
-                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
-                        batch.Add(prefix);
-                        batch.Add(chunk.Segment);
-                        sending.Add(chunk);
-                        bytes += prefix.Count + chunk.Length;
-                    }
-                    else
-                    {
-                        batch.Add(item.Frame!);
-                        bytes += item.Frame!.Length;
-                    }
-                }
-                if (batch.Count == 0)
-                {
-                    Interlocked.Exchange(ref _inFlightSince, 0);
-                    continue;
-                }
-                try
-                {
-                    await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
-                }
-                finally
-                {
-                    foreach (var chunk in sending)
-                    {
-                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                        Interlocked.Add(ref _chunkBytesSent, chunk.Length);
-                        chunk.Release();
-                    }
-                    sending.Clear();
-                    batch.Clear();
-                    Interlocked.Exchange(ref _inFlightSince, 0);
-                }
-                _lastSent = _time.GetTimestamp();
-            }
-            await _connection.CloseOutputAsync().ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            // Finish() stopped us.
-        }
-        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
-        {
-            failure = new CloseReason(CloseCode.ConnectionLost, $"send failed: {e.Message}", e);
-        }
-        // A send cut short because the link was ended on purpose is not a failure of its own.
-        if (failure is not null && !Closed.IsCompleted)
-        {
-            _log.LogInformation("{Link}: {Reason}", Name, failure.Text);
-            Abort(failure);
-        }
-    }
-
-    private async Task ReadLoopAsync(FrameHandler handler)
-    {
-        var input = _connection.Pipe.Input;
-        var reason = new CloseReason(CloseCode.RemoteClosed, "connection closed by the other side");
-        try
-        {
-            while (true)
-            {
-                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
-                var buffer = result.Buffer;
-                try
-                {
-                    while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
-                    {
-                        if (type == FrameType.Goodbye)
-                        {
-                            var r = new SequenceReader<byte>(body);
-                            reason = Goodbye.TryRead(ref r, out var goodbye)
-                                ? new CloseReason(CloseCode.Goodbye, $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}")
-                                : new CloseReason(CloseCode.Goodbye, "malformed goodbye");
-                            ReceivedGoodbye = goodbye.Code;
-                            ReceivedGoodbyeReason = goodbye.Reason;
-                            if (goodbye.Code != GoodbyeCode.Normal) _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
-                            handler(this, type, body);
-                            continue;
-                        }
-                        if (type != FrameType.Heartbeat) handler(this, type, body);
-                        else OnHeartbeat(body);
-                    }
-                }
-                finally
-                {
-                    _detector.Heard();
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                }
-                if (result.IsCompleted)
-                {
-                    if (buffer.Length > 0) reason = new CloseReason(CloseCode.RemoteClosed, $"connection closed in the middle of a frame ({buffer.Length} bytes left)");
-                    break;
-                }
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            return;
-        }
-        catch (ProtocolException e)
-        {
-            reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
-            _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
-            // Tell the other side why, after anything already queued, then close gracefully.
-            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
-            Interlocked.Exchange(ref _closing, 1);
-            _queue.Writer.TryComplete();
-            await Task.WhenAny(_writer, Task.Delay(_options.CloseTimeout, _time)).ConfigureAwait(false);
-            await ShutdownAsync(reason).ConfigureAwait(false);
-            return;
-        }
-        catch (InvalidDataException e)
-        {
-            reason = new CloseReason(CloseCode.BadData, $"bad data: {e.Message}", e);
-            _log.LogWarning("{Link}: {Reason}", Name, reason.Text);
-        }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
-        {
-            reason = new CloseReason(CloseCode.ConnectionLost, $"connection lost: {e.Message}", e);
-        }
-        catch (Exception e)
-        {
-            // A bug in a handler: this link ends with the reason, and the error is logged, instead
-            // of a dead read loop on a link that looks open.
-            reason = new CloseReason(CloseCode.InternalError, $"internal error: {e.GetType().Name}: {e.Message}", e);
-            HardeningLog.BackgroundTaskFailed(_log, $"{Name}: read loop", e);
-        }
-        if (IsClosing)
-        {
-            // We are closing on purpose; the other side closed in answer. Let CloseAsync finish.
-            if (_writer.IsCompleted) Finish(reason);
-            return;
-        }
-        _log.LogDebug("{Link}: read loop ended: {Reason}", Name, reason.Text);
-        Abort(reason);
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        Abort("disposed");
-        try
-        {
-            await Task.WhenAll(_reader, _writer).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException)
-        {
-            // Stopping is all that was asked.
-        }
-        await _connection.DisposeAsync().ConfigureAwait(false);
-    }
-
-    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At);
+    public ValueTask DisposeAsync() => _connection.DisposeAsync();
 }
 
 /// <summary>Limits and timers of a link.</summary>

@@ -1,0 +1,455 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using ShardStream.Streaming;
+using ShardStream.Wire;
+
+namespace ShardStream.Transport;
+
+/// <summary>
+/// A connection that carries frames, and knows nothing of what they mean to a node (as Kestrel's
+/// <c>SocketConnection</c> is apart from <c>Http1Connection</c>): one read loop that parses frames
+/// and hands them on, one writer fed by a queue counted in bytes that gathers chunks and control
+/// frames into one send, and one way to end it, with a <see cref="CloseReason"/>. Heartbeats,
+/// limits and whom to cut off are the owner's policy (<c>Nodes.Link</c>).
+/// </summary>
+internal sealed class FramedConnection : IAsyncDisposable
+{
+    private readonly IConnection _connection;
+    // Two readers: the writer, and Finish() draining what will never be sent; a single-reader
+    // channel could hand one chunk to both (released twice) or a default item to one.
+    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly TimeSpan _closeTimeout;
+    private readonly ILogger _log;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource<CloseReason> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _queuedBytes;
+    private long _chunkBytesQueued;
+    private long _chunkBytesSent;
+    private long _inFlightSince;
+    private long _lastSent;
+    private int _closing;
+    private bool _dropChunks;
+    private Task _writer = Task.CompletedTask;
+    private Task _reader = Task.CompletedTask;
+
+    public FramedConnection(IConnection connection, string name, TimeSpan closeTimeout, ILogger log, TimeProvider time)
+    {
+        _connection = connection;
+        Name = name;
+        _closeTimeout = closeTimeout;
+        _log = log;
+        _time = time;
+        _lastSent = time.GetTimestamp();
+    }
+
+    /// <summary>For logs: who is on the other side.</summary>
+    public string Name { get; set; }
+
+    /// <summary>The remote address as the transport sees it.</summary>
+    public string RemoteAddress => _connection.RemoteAddress;
+
+    /// <summary>True when bytes from the other side wait unread (see <see cref="IConnection.HasUnreadInput"/>).</summary>
+    public bool HasUnreadInput => _connection.HasUnreadInput;
+
+    /// <summary>Bytes waiting in the send queue.</summary>
+    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
+    /// <summary>Chunk payload bytes queued since the connection opened (a running total).</summary>
+    public long ChunkBytesQueued => Interlocked.Read(ref _chunkBytesQueued);
+
+    /// <summary>Chunk payload bytes handed to the transport since the connection opened (a running total).</summary>
+    public long ChunkBytesSent => Interlocked.Read(ref _chunkBytesSent);
+
+    /// <summary>When the last send was handed to the transport (a <see cref="TimeProvider"/> timestamp).</summary>
+    public long LastSent => Interlocked.Read(ref _lastSent);
+
+    /// <summary>How long the oldest frame not yet handed to the transport has waited since it was queued (zero when nothing waits).</summary>
+    public TimeSpan QueueAge
+    {
+        get
+        {
+            long oldest = Interlocked.Read(ref _inFlightSince);
+            if (_queue.Reader.TryPeek(out var head) && (oldest == 0 || head.At < oldest)) oldest = head.At;
+            return oldest == 0 ? TimeSpan.Zero : _time.GetElapsedTime(oldest);
+        }
+    }
+
+    /// <summary>Completes with the reason once the connection is closed, for whatever cause.</summary>
+    public Task<CloseReason> Closed => _closed.Task;
+
+    /// <summary>The code of the goodbye the other side sent, if it sent one.</summary>
+    public GoodbyeCode? ReceivedGoodbye { get; private set; }
+
+    /// <summary>The reason in the goodbye the other side sent, if it sent one.</summary>
+    public string? ReceivedGoodbyeReason { get; private set; }
+
+    /// <summary>True once closing has begun.</summary>
+    public bool IsClosing => Volatile.Read(ref _closing) != 0;
+
+    /// <summary>
+    /// Starts the read loop and the writer. Every frame but a heartbeat goes to
+    /// <paramref name="onFrame"/> (a goodbye after it is recorded), a heartbeat to
+    /// <paramref name="onHeartbeat"/>; <paramref name="onReceived"/> runs after every read, whatever it held.
+    /// </summary>
+    public void Start(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
+    {
+        _writer = Task.Run(WriteLoopAsync);
+        _reader = Task.Run(() => ReadLoopAsync(onFrame, onHeartbeat, onReceived));
+    }
+
+    /// <summary>
+    /// Reads exactly one frame before the loops start (the hello or the welcome), skipping
+    /// heartbeats. A frame whose length field is over <paramref name="maxLength"/> is refused before
+    /// it is buffered, so a stranger's first frame costs at most that much memory.
+    /// </summary>
+    public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(int maxLength, CancellationToken cancellationToken)
+    {
+        var input = _connection.Pipe.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            bool found;
+            FrameType type;
+            ReadOnlySequence<byte> body;
+            try
+            {
+                if (buffer.Length >= 4 && FrameCodec.PeekLength(buffer) is var length && length > maxLength)
+                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}");
+                found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
+            }
+            catch (ProtocolException)
+            {
+                // Leave the reader usable so that a goodbye can still be sent and the close drained.
+                input.AdvanceTo(result.Buffer.End);
+                throw;
+            }
+            if (found && type == FrameType.Heartbeat)
+            {
+                input.AdvanceTo(buffer.Start);
+                continue;
+            }
+            if (found)
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("connection closed before a frame arrived");
+        }
+    }
+
+    /// <summary>
+    /// Queues a chunk (retaining it), unless that would put more than <paramref name="maxQueuedBytes"/>
+    /// in the queue: then <paramref name="waiting"/> says how many bytes wait already (else it is -1).
+    /// False as well when the connection is closing.
+    /// </summary>
+    public bool TrySend(Chunk chunk, long maxQueuedBytes, out long waiting)
+    {
+        waiting = -1;
+        if (IsClosing) return false;
+        long queued = Interlocked.Add(ref _queuedBytes, chunk.Length);
+        if (queued > maxQueuedBytes)
+        {
+            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+            waiting = queued - chunk.Length;
+            return false;
+        }
+        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null, _time.GetTimestamp())))
+        {
+            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+            chunk.Release();
+            return false;
+        }
+        Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
+        return true;
+    }
+
+    /// <summary>Queues a control frame that was encoded already.</summary>
+    public void Send(byte[] frame)
+    {
+        if (IsClosing) return;
+        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
+    }
+
+    /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
+    public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
+    {
+        write(_connection.Pipe.Output);
+        await _connection.Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        _lastSent = _time.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
+    /// for the other side to close too so that nothing in flight is reset.
+    /// </summary>
+    public async Task CloseAsync(GoodbyeCode code, string reason)
+    {
+        if (Interlocked.Exchange(ref _closing, 1) != 0)
+        {
+            await Closed.ConfigureAwait(false);
+            return;
+        }
+        if (code != GoodbyeCode.Normal) ConnectionLog.Closing(_log, Name, reason);
+        else ConnectionLog.ClosingNormally(_log, Name, reason);
+        var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
+        var goodbye = new Goodbye(code, reason);
+        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
+        _queue.Writer.TryComplete();
+        if (code == GoodbyeCode.TooSlow)
+        {
+            // A slow receiver would make us wait for its whole backlog: the writer skips the
+            // backlog's chunks, so the goodbye that says why goes out next.
+            Volatile.Write(ref _dropChunks, true);
+        }
+        else if (code == GoodbyeCode.Timeout)
+        {
+            // A silent side (frozen, or its host gone) will not read a goodbye either: waiting for
+            // a drain would only delay the repair by the close timeout.
+            Finish(closing);
+            return;
+        }
+        var drained = await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
+        if (drained == _writer)
+        {
+            await Task.WhenAny(_reader, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
+        }
+        Finish(closing);
+    }
+
+    /// <summary>
+    /// Closes the send side (after whatever was written) and waits, reading and discarding, until
+    /// the other side closes too or the close timeout passes; then ends the connection. A reset
+    /// right after a last frame could otherwise destroy that frame before it is read.
+    /// </summary>
+    public async Task ShutdownAsync(CloseReason reason)
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        _queue.Writer.TryComplete();
+        try
+        {
+            await _connection.CloseOutputAsync().ConfigureAwait(false);
+            using var timeout = new CancellationTokenSource(_closeTimeout);
+            var input = _connection.Pipe.Input;
+            while (true)
+            {
+                var result = await input.ReadAsync(timeout.Token).ConfigureAwait(false);
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            // Timed out or already gone: the connection ends either way.
+        }
+        Finish(reason);
+    }
+
+    /// <summary>Ends the connection at once (the remote side failed or broke the protocol, or the owner gave up on it).</summary>
+    public void Abort(CloseReason reason)
+    {
+        Interlocked.Exchange(ref _closing, 1);
+        _queue.Writer.TryComplete();
+        Finish(reason);
+    }
+
+    private void Finish(CloseReason reason)
+    {
+        if (!_closed.TrySetResult(reason)) return;
+        _stop.Cancel();
+        _connection.Abort();
+        // Whatever is still queued will never be sent.
+        while (_queue.Reader.TryRead(out var item)) item.Chunk?.Release();
+    }
+
+    /// <summary>At most this many chunks go into one gathered send.</summary>
+    private const int MaxChunksPerSend = 8;
+
+    /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
+    private const int MaxBytesPerSend = 256 * 1024;
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _queue.Reader;
+        // One gathered send per batch: each chunk's frame prefix (written here) and its payload
+        // straight from the pooled chunk, and control frames as they were encoded. Nothing is
+        // copied into a send buffer.
+        var batch = new List<ArraySegment<byte>>(2 * MaxChunksPerSend + 8);
+        var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
+        var sending = new List<Chunk>(MaxChunksPerSend);
+        CloseReason? failure = null;
+        try
+        {
+            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            {
+                int bytes = 0;
+                while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
+                {
+                    // The batch's oldest item: what QueueAge measures while the send is under way.
+                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
+                    if (item.Chunk is { } chunk)
+                    {
+                        if (Volatile.Read(ref _dropChunks))
+                        {
+                            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                            chunk.Release();
+                            continue;
+                        }
+                        var prefix = new ArraySegment<byte>(prefixes, sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
+                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
+                        batch.Add(prefix);
+                        batch.Add(chunk.Segment);
+                        sending.Add(chunk);
+                        bytes += prefix.Count + chunk.Length;
+                    }
+                    else
+                    {
+                        batch.Add(item.Frame!);
+                        bytes += item.Frame!.Length;
+                    }
+                }
+                if (batch.Count == 0)
+                {
+                    Interlocked.Exchange(ref _inFlightSince, 0);
+                    continue;
+                }
+                try
+                {
+                    await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    foreach (var chunk in sending)
+                    {
+                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                        Interlocked.Add(ref _chunkBytesSent, chunk.Length);
+                        chunk.Release();
+                    }
+                    sending.Clear();
+                    batch.Clear();
+                    Interlocked.Exchange(ref _inFlightSince, 0);
+                }
+                _lastSent = _time.GetTimestamp();
+            }
+            await _connection.CloseOutputAsync().ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Finish() stopped us.
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            failure = new CloseReason(CloseCode.ConnectionLost, $"send failed: {e.Message}", e);
+        }
+        // A send cut short because the connection was ended on purpose is not a failure of its own.
+        if (failure is not null && !Closed.IsCompleted)
+        {
+            ConnectionLog.SendFailed(_log, Name, failure.Text);
+            Abort(failure);
+        }
+    }
+
+    private async Task ReadLoopAsync(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
+    {
+        var input = _connection.Pipe.Input;
+        var reason = new CloseReason(CloseCode.RemoteClosed, "connection closed by the other side");
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(_stop.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                try
+                {
+                    while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+                    {
+                        if (type == FrameType.Goodbye)
+                        {
+                            var r = new SequenceReader<byte>(body);
+                            reason = Goodbye.TryRead(ref r, out var goodbye)
+                                ? new CloseReason(CloseCode.Goodbye, $"the other side said goodbye ({goodbye.Code}): {goodbye.Reason}")
+                                : new CloseReason(CloseCode.Goodbye, "malformed goodbye");
+                            ReceivedGoodbye = goodbye.Code;
+                            ReceivedGoodbyeReason = goodbye.Reason;
+                            if (goodbye.Code != GoodbyeCode.Normal) ConnectionLog.GoodbyeReceived(_log, Name, reason.Text);
+                            onFrame(type, body);
+                            continue;
+                        }
+                        if (type != FrameType.Heartbeat) onFrame(type, body);
+                        else onHeartbeat(body);
+                    }
+                }
+                finally
+                {
+                    onReceived();
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
+                if (result.IsCompleted)
+                {
+                    if (buffer.Length > 0) reason = new CloseReason(CloseCode.RemoteClosed, $"connection closed in the middle of a frame ({buffer.Length} bytes left)");
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        catch (ProtocolException e)
+        {
+            reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
+            ConnectionLog.Violation(_log, Name, reason.Text);
+            // Tell the other side why, after anything already queued, then close gracefully.
+            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
+            Interlocked.Exchange(ref _closing, 1);
+            _queue.Writer.TryComplete();
+            await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
+            await ShutdownAsync(reason).ConfigureAwait(false);
+            return;
+        }
+        catch (InvalidDataException e)
+        {
+            reason = new CloseReason(CloseCode.BadData, $"bad data: {e.Message}", e);
+            ConnectionLog.Violation(_log, Name, reason.Text);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+            reason = new CloseReason(CloseCode.ConnectionLost, $"connection lost: {e.Message}", e);
+        }
+        catch (Exception e)
+        {
+            // A bug in a handler: this connection ends with the reason, and the error is logged,
+            // instead of a dead read loop on a connection that looks open.
+            reason = new CloseReason(CloseCode.InternalError, $"internal error: {e.GetType().Name}: {e.Message}", e);
+            ConnectionLog.ReadLoopFailed(_log, $"{Name}: read loop", e);
+        }
+        if (IsClosing)
+        {
+            // We are closing on purpose; the other side closed in answer. Let CloseAsync finish.
+            if (_writer.IsCompleted) Finish(reason);
+            return;
+        }
+        ConnectionLog.ReadLoopEnded(_log, Name, reason.Text);
+        Abort(reason);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Abort(new CloseReason(CloseCode.Aborted, "disposed"));
+        try
+        {
+            await Task.WhenAll(_reader, _writer).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // Stopping is all that was asked.
+        }
+        await _connection.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At);
+}
