@@ -103,8 +103,11 @@ public sealed partial class CliClaimsTests
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3");
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
         await using var a = await JoinAsync(address, "2");
-        await using var b = await JoinAsync(address, "0");
-        await using var c = await JoinAsync(address, "0");
+        // The evicted peer tries to join again for --rejoin-seconds before it stops (refused
+        // meanwhile: no capacity), then gives the eviction's reason. 3 s instead of the default
+        // 60 s, which this test used to wait out after the stream had ended.
+        await using var b = await JoinAsync(address, "0", "--rejoin-seconds", "3");
+        await using var c = await JoinAsync(address, "0", "--rejoin-seconds", "3");
         Assert.Equal(Id(a), ParentOf(b));
         Assert.Equal(Id(a), ParentOf(c));
 

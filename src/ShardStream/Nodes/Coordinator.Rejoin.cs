@@ -17,10 +17,11 @@ public sealed partial class Coordinator
     /// <summary>
     /// How long a peer whose control link broke on its side (no goodbye, and not taken for dead by
     /// the coordinator's own failure detector) keeps its place, waiting for it to join again: the
-    /// longest silence a link is allowed (4 heartbeat timeouts). A child that reports it lost
+    /// longest silence a link is allowed (4 heartbeat timeouts), unless
+    /// <see cref="CoordinatorOptions.RejoinGrace"/> says otherwise. A child that reports it lost
     /// ends the wait at once; a peer without children costs nothing meanwhile.
     /// </summary>
-    private TimeSpan RejoinGrace => _options.HeartbeatTimeout * 4;
+    private TimeSpan RejoinGrace => _options.RejoinGrace ?? _options.HeartbeatTimeout * 4;
 
     /// <summary>How often a peer's kept place is checked during <see cref="RejoinGrace"/>.</summary>
     private static readonly TimeSpan RejoinPoll = TimeSpan.FromMilliseconds(100);

@@ -140,6 +140,14 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public TimeSpan? ControlHeartbeatInterval { get; init; }
 
+    /// <summary>
+    /// How long a peer whose control link broke on its side (no goodbye, not timed out here) keeps
+    /// its place for it to join again; null (the default) for 4 x <see cref="NodeOptions.HeartbeatTimeout"/>,
+    /// the longest silence a link is allowed by default. A child that reports the peer lost ends the
+    /// wait at once (docs/protocol.md, "Rejoining").
+    /// </summary>
+    public TimeSpan? RejoinGrace { get; init; }
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 
@@ -168,6 +176,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
         if (MaxSigningDelay <= TimeSpan.Zero || MinSigningInterval < TimeSpan.Zero) throw new ArgumentException("the signing delay must be positive and the signing interval not negative");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
+        if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))
             throw new ArgumentException($"the control-link heartbeat interval must lie between the heartbeat interval ({HeartbeatInterval.TotalSeconds:0.##} s) and {Peer.MaxControlHeartbeat.TotalSeconds:0} s");
     }

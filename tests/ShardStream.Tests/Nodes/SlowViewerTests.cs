@@ -70,6 +70,17 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // its Run goes on a little longer, closing links and waiting for its children.
         var fast = overlay.Peers.Where(p => p.Peer != slow).ToList();
         var slowRun = overlay.Peers.Single(p => p.Peer == slow).Run;
+        // A CLI viewer exits when it is stopped, which closes its links; in process the stopped
+        // viewer's object lives on, and a link it still had from a new parent (after its Move) kept
+        // that parent, a fast viewer, waiting out its 60 s drain timeout after the end. So it is
+        // disposed as soon as it stops, as the CLI would.
+        async Task<StreamInterruptedException> SlowStopsAsync()
+        {
+            var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
+            await slow.DisposeAsync();
+            return stopped;
+        }
+        var slowStops = SlowStopsAsync();
         var finished = new TimeSpan?[fast.Count];
         await Overlay.WaitUntilAsync(() =>
         {
@@ -81,7 +92,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         var lastFinish = finished.Max()!.Value;
         output.WriteLine($"slow viewer (peer {slow.Id}) under {(slowParent == 0 ? "the coordinator" : $"peer {slowParent}")}; source {sourceEnd.TotalSeconds:0.0} s; fast viewers done at {string.Join(", ", finished.Select(f => f!.Value.TotalSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))} s; slow viewer demoted at {demotedAt?.TotalSeconds:0.0} s");
 
-        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
+        var stopped = await slowStops;
         var figures = BelowRate().Match(stopped.Message);
         Assert.True(figures.Success, $"the slow viewer stopped with: {stopped.Message}");
         double download = double.Parse(figures.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
@@ -90,8 +101,6 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.InRange(stream, 4, 16);   // 1 MiB/s = 8.4 Mbit/s
 
         Assert.True(demotedAt is not null, "the slow viewer was never demoted");
-        // In process the stopped viewer's object lives on; a CLI viewer would exit and close its control link.
-        await slow.DisposeAsync();
         await ending;
         // The fast viewers followed the live source: the last of them done soon after it ended
         // (generous: a run with the slow viewer holding the source back ends ~25 s late).
