@@ -69,11 +69,13 @@ public sealed partial class Coordinator
     /// <summary>
     /// <paramref name="child"/> could not connect to <paramref name="parent"/> twice in a row: the
     /// planner takes the edge out (<see cref="Planner.DropEdge"/>) and the moves go out. Called
-    /// under the gate. True when the parent should now be made a leaf.
+    /// under the gate. True when the parent should now be made a leaf. <paramref name="stranded"/>:
+    /// the lost shards the plan still gives to that parent (no other node had room).
     /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost)
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, out ShardStart[] stranded)
     {
         var moves = new List<Reattachment>();
+        var noOther = new List<ShardStart>();
         foreach (var s in lost)
         {
             if (s.Shard >= _options.ShardCount || _planner.ParentOf(child.Id, s.Shard) != parent.Id) continue;
@@ -81,6 +83,10 @@ public sealed partial class Coordinator
             if (dropped.Count == 0) ReachabilityLog.NoOtherParent(Log, child.Id, parent.Id, parent.Address, s.Shard);
             moves.AddRange(dropped);
         }
+        // A shard still under the same parent (no other node had room, or an earlier shard's drop moved it already) is not moved.
+        foreach (var s in lost)
+            if (s.Shard < _options.ShardCount && _planner.ParentOf(child.Id, s.Shard) == parent.Id) noOther.Add(s);
+        stranded = [.. noOther];
         if (moves.Count == 0) return false;
         // One entry per (peer, shard), with the parent the plan gives it now.
         var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, _planner.ParentOf(x.Peer, x.Shard))).ToList();

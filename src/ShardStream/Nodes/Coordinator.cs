@@ -318,8 +318,9 @@ public sealed partial class Coordinator : Node
     /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
     /// parent that answers. A second report within <see cref="ReattachRetryWindow"/> means the two
     /// cannot connect: the edge is taken out of the plan and the child placed under another parent
-    /// (a parent that several children cannot reach is made a leaf); about the coordinator itself
-    /// it is only logged.
+    /// (a parent that several children cannot reach is made a leaf). A shard that no other node
+    /// has room for, or that came from the coordinator itself, is sent to the same parent again:
+    /// no orphan is left without a parent.
     /// </summary>
     private void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
     {
@@ -351,25 +352,26 @@ public sealed partial class Coordinator : Node
             }
             if (!_peers.ContainsKey(reporter.Id)) return;
             long now = Time.GetTimestamp();
-            if (reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
+            // Only the shards the plan still gives to this parent: a move already on its way wins.
+            var stillThere = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
+            if (reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
             {
                 reporter.ReattachedTo = -1;
-                if (parent is null)
-                {
-                    Log.LogWarning("peer {Id} lost the coordinator as a parent again right after attaching to it again; the plan is left as it is", reporter.Id);
-                    return;
-                }
                 // The two cannot keep a connection: take the edge out of the plan (see Coordinator.Reachability.cs).
-                demote = DropUnreachableEdges(reporter, parent, lost);
+                // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
+                demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
+                stillThere = stranded;
+                if (stillThere.Length > 0) RepairLog.SameParentAgain(Log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)));
             }
-            else
+            else if (parent is null && reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
             {
-                // Only the shards the plan still gives to this parent: a move already on its way wins.
+                // The coordinator is every peer's last resort: it is sent there again (it never leaves the plan).
+                RepairLog.CoordinatorAgain(Log, reporter.Id);
+            }
+            if (stillThere.Length > 0)
+            {
                 string address = parent?.Address ?? ListenAddress;
-                again = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId)
-                    .Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray();
-                if (again.Length == 0) return;
-                again = WithTickets(reporter.Id, again);
+                again = WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
                 reporter.ReattachedTo = parentId;
                 reporter.ReattachedAt = now;
             }
@@ -449,18 +451,19 @@ public sealed partial class Coordinator : Node
             if (!Forget(session)) return;
             _probeRtts.TryRemove(session.Address, out _);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
-            if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
-            {
-                // After the end, a peer that finished needs no repair: its children have what it
-                // sent. It leaves the plan all the same, so that no later repair picks it as a
-                // parent; its children's new places are sent only if they report it lost early.
-                _planner.Leave([session.Id]);
-                Log.LogDebug("peer {Id} left: {Reason}", session.Id, reason);
-                return;
-            }
-            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
+            // Even after the end, and even for a peer that finished: the moves of the repair go
+            // out. A peer that has everything ignores its Move; one that does not (its parent
+            // withheld or lost chunks) needs its new parent, and the plan must stay what the
+            // peers do: a repair whose moves are kept back leaves the plan's edges pointing
+            // where nobody moved, and a later orphan sent to its plan parent could be sent below
+            // itself (seen: peer 2 sent to 7, which still received from 4, which received from 2).
             plan = _planner.Leave([session.Id]);
             SendMoves(plan);
+            if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
+            {
+                Log.LogDebug("peer {Id} left: {Reason}; {N} reattachment(s) sent", session.Id, reason, plan.Count);
+                return;
+            }
         }
         Log.LogInformation("peer {Id} {How} ({Reason}); {N} reattachment(s) sent", session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
     }

@@ -206,7 +206,7 @@ public sealed partial class Peer : Node
             var served = welcome.Shards.Where(e => e.Kind == AssignmentKind.Served).Select(e => e.Shard).ToList();
             released = served.Select(s => (Shard: s, Old: _parentOfShard.GetValueOrDefault(s))).Where(x => x.Old is not null && x.Old != control)
                 .GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
-            foreach (var s in served) _parentOfShard[s] = control;
+            foreach (var s in served) SetParent(s, control);
         }
         control.Start(OnParentFrame);
         control.Closed.ContinueWith(t => OnControlClosed(control, t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
@@ -274,7 +274,7 @@ public sealed partial class Peer : Node
             starts = current;
             if (starts.Length == 0) unwanted ??= "superseded by a later move";
             var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
-            if (unwanted is null) foreach (var s in starts) _parentOfShard[s.Shard] = link;
+            if (unwanted is null) foreach (var s in starts) SetParent(s.Shard, link);
             replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
         }
         if (unwanted is not null)
@@ -400,6 +400,8 @@ public sealed partial class Peer : Node
                 // A parent cut off for room had chunks of the shard refused: its End would skip them.
                 if (link.IsClosing) return;
                 _verifier!.VerifyEnd(end);
+                // An End while chunks of the shard are missing: see RefuseShortEnd.
+                if (RefuseShortEnd(link, end)) return;
                 Relay!.PublishEnd(end);
                 lock (_ready)
                 {
@@ -445,6 +447,43 @@ public sealed partial class Peer : Node
         }
     }
 
+    /// <summary>When each shard's parent link was installed (a move or a join).</summary>
+    private readonly long[] _parentSince = new long[Protocol.MaxShards];
+
+    /// <summary>Makes <paramref name="link"/> the parent of <paramref name="shard"/>. Called under the gate.</summary>
+    private void SetParent(int shard, Link link)
+    {
+        _parentOfShard[shard] = link;
+        _parentSince[shard] = Time.GetTimestamp();
+    }
+
+    /// <summary>How many times each shard's End came from a parent while chunks of the shard were missing (see <see cref="RefuseShortEnd"/>).</summary>
+    private readonly int[] _shortEnds = new int[Protocol.MaxShards];
+
+    /// <summary>A peer takes a parent's End over chunks it never received only after this many parents ended the shard short.</summary>
+    internal const int ShortEndsBeforeGap = 3;
+
+    /// <summary>
+    /// A parent ended a shard while chunks of it below the end never came from it: it withheld
+    /// them, or its own window or upstream lost them. Taken at its word, the child would skip those
+    /// chunks as lost for good, while another node's window may still hold them. So the End is
+    /// neither applied nor forwarded; the link is closed with the reason, the coordinator hears of
+    /// a lost parent and repairs it (the same parent once more, then another one), and the shard
+    /// resumes at its next chunk. The gap is taken (and counted in <see cref="LostBytes"/>) only
+    /// when <see cref="ShortEndsBeforeGap"/> parents ended it short, or when the coordinator did
+    /// (the source: what it no longer holds, no one is owed).
+    /// </summary>
+    private bool RefuseShortEnd(Link link, End end)
+    {
+        long next = _reassembler!.NextSeqOf(end.Shard);
+        if (next >= (long)end.FinalSeq || _reassembler.IsComplete || IsCoordinator(link)) return false;
+        int times = Interlocked.Increment(ref _shortEnds[end.Shard]);
+        if (times >= ShortEndsBeforeGap) return false;
+        RepairLog.ShortEnd(Log, link.Name, end.Shard, (long)end.FinalSeq, next, times);
+        link.CloseAsync(GoodbyeCode.Normal, $"ended shard {end.Shard} at chunk {end.FinalSeq} without sending chunks from {next} on").Observe(Log, $"{link.Name}: closing");
+        return true;
+    }
+
     /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>
     private bool IsCoordinator(Link link) => link == _control || ParentIdOf(link) == CoordinatorRole.ParentId;
 
@@ -468,8 +507,17 @@ public sealed partial class Peer : Node
     private void CutOffForRoom(Link sender, ReassemblyFullException full)
     {
         Link? lagging;
-        lock (_gate) lagging = _parentOfShard.GetValueOrDefault(full.LaggingShard);
-        if (lagging is not null && lagging != sender && !lagging.IsClosing && !IsCoordinator(lagging))
+        long since;
+        lock (_gate)
+        {
+            lagging = _parentOfShard.GetValueOrDefault(full.LaggingShard);
+            since = _parentSince[full.LaggingShard];
+        }
+        // A parent that took the lagging shard over lately is replaying it from its window: it is
+        // not the one holding the stream back (cutting it made every repair after a withholding
+        // relay undo the next one, docs/resilience.md "Orphans").
+        bool replaying = Time.GetElapsedTime(since) < _options.HeartbeatTimeout;
+        if (lagging is not null && lagging != sender && !lagging.IsClosing && !IsCoordinator(lagging) && !replaying)
         {
             BoundsLog.ShardHeldBack(Log, lagging.Name, full.LaggingShard, full.Message);
             lagging.CloseAsync(GoodbyeCode.Normal, $"shard {full.LaggingShard} is too far behind the others: {full.Message}").Observe(Log, $"{lagging.Name}: closing");
@@ -504,11 +552,11 @@ public sealed partial class Peer : Node
     private readonly long[] _moveGeneration = new long[Protocol.MaxShards];
 
     /// <summary>
-    /// Applies moves in the order the coordinator sent them, one after the other; the attaches of
-    /// one move run at once, each bounded by the connect timeout and the welcome timeout, so a
-    /// parent that does not answer delays the moves behind it by seconds, not the kernel's
-    /// minutes. (Moves that do not wait on each other at all were tried and made the slow-viewer
-    /// test fail under load; the move generations below keep "the later move wins" for that.)
+    /// Takes moves in the order the coordinator sent them and applies each without waiting for
+    /// the ones before: a parent that does not answer (a black-holed address, a frozen node) delays
+    /// only the shards sent to it, by at most the connect timeout and the welcome timeout, never
+    /// the repairs behind it. For a shard moved twice the later move wins, even when the earlier
+    /// attach completes last: each move's attaches carry the move generation of its shards.
     /// </summary>
     private async Task ApplyMovesAsync()
     {
@@ -523,7 +571,7 @@ public sealed partial class Peer : Node
                         if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
                     generations = (long[])_moveGeneration.Clone();
                 }
-                await MoveAsync(move, generations).ConfigureAwait(false);
+                MoveAsync(move, generations).Observe(Log, "applying a move");
             }
         }
         catch (OperationCanceledException)

@@ -17,6 +17,8 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<string, VirtualHost> _hosts = new();
     private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
     private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
+    private readonly ConcurrentDictionary<string, byte> _blackHoles = new();
+    private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
     private volatile LatencyModelBinding? _model;
 
@@ -90,6 +92,30 @@ public sealed class VirtualNetwork
     /// behind a NAT or a firewall); the other direction, and connections already open, still work.
     /// </summary>
     public void Block(string from, string to) => _blocked[(from, to)] = 0;
+
+    /// <summary>
+    /// From now on a connect to <paramref name="address"/> never completes, as to an address whose
+    /// packets are dropped (nobody answers, not even with a reset): it waits until the connecting
+    /// side cancels it (its connect timeout).
+    /// </summary>
+    public void BlackHole(string address) => _blackHoles[address] = 0;
+
+    /// <summary>Connects to a <see cref="BlackHole"/> address that are waiting now (not yet cancelled).</summary>
+    public int PendingBlackHoleConnects => Volatile.Read(ref _pendingBlackHoleConnects);
+
+    private async ValueTask<IConnection> NeverConnectAsync(string address, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _pendingBlackHoleConnects);
+        try
+        {
+            await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
+            throw new ConnectionFailedException($"cannot connect to {address}: no answer");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _pendingBlackHoleConnects);
+        }
+    }
 
     /// <summary>Lets <paramref name="from"/> open connections to <paramref name="to"/> again after <see cref="Block"/>.</summary>
     public void Unblock(string from, string to) => _blocked.TryRemove((from, to), out _);
@@ -166,6 +192,7 @@ public sealed class VirtualNetwork
         {
             ParseAddress(address);
             if (Killed) throw new ConnectionFailedException($"cannot connect to {address}: this host is down");
+            if (network._blackHoles.ContainsKey(address)) return network.NeverConnectAsync(address, cancellationToken);
             if (!network._listeners.TryGetValue(address, out var listener) || listener.Host.Killed)
                 throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
             if (network._blocked.ContainsKey((Name, listener.Host.Name)))

@@ -47,6 +47,52 @@ public sealed class MoveConcurrencyTests
     }
 
     [Fact]
+    public async Task Moves_behind_one_to_a_black_holed_address_are_applied_while_its_connect_is_still_pending()
+    {
+        var net = new VirtualNetwork();
+        // Nobody answers at the hole: the connect stays pending until the peer's connect timeout (5 min here).
+        net.BlackHole("hole:1");
+        var witnesses = new List<Task<(FrameType Type, byte[] Body)>>();
+        for (int w = 1; w <= 3; w++) witnesses.Add(AcceptAndReadFirstFrameAsync(await net.Host($"w{w}").ListenAsync($"w{w}:1", default)));
+
+        // Four Moves, one after the other on the control link: shard 0 to the hole, then shards 1..3 to three witnesses.
+        int injected = 0;
+        var tampering = new TamperingTransport(net.Host("coord"), (type, frame) =>
+            type == FrameType.Heartbeat && Interlocked.Exchange(ref injected, 1) == 0
+                ? [Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, 77, 0, "hole:1")]).Write),
+                   .. Enumerable.Range(1, 3).Select(w => Frame(new Move([new ShardAssignment((byte)w, AssignmentKind.Redirect, (ulong)(80 + w), 0, $"w{w}:1")]).Write)),
+                   frame]
+                : [frame]);
+        var timeouts = (Heartbeat: TimeSpan.FromMinutes(5), Interval: TimeSpan.FromMilliseconds(200));
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 4, HeartbeatTimeout = timeouts.Heartbeat, HeartbeatInterval = timeouts.Interval }, tampering);
+        await coordinator.StartAsync(default);
+        await using var peer = new Peer(new PeerOptions
+        {
+            JoinAddress = coordinator.ListenAddress,
+            ListenAddress = "p:1",
+            HeartbeatTimeout = timeouts.Heartbeat,
+            HeartbeatInterval = timeouts.Interval,
+            ConnectTimeout = TimeSpan.FromMinutes(5),
+        }, net.Host("p"));
+        await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+        tampering.Active = true;
+
+        await Overlay.WaitUntilAsync(() => net.PendingBlackHoleConnects == 1, "the peer is connecting to the black hole");
+        for (int w = 1; w <= 3; w++)
+        {
+            var (type, body) = await witnesses[w - 1].WaitAsync(Overlay.Deadline);
+            Assert.Equal(FrameType.Hello, type);
+            var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
+            Assert.True(Hello.TryRead(ref reader, out var hello));
+            Assert.Equal(HelloRole.Attach, hello.Role);
+            Assert.Equal(w, Assert.Single(hello.Shards).Shard);
+        }
+
+        // Every later repair went out while the connect to the hole was still waiting.
+        Assert.Equal(1, net.PendingBlackHoleConnects);
+    }
+
+    [Fact]
     public async Task A_connect_to_an_address_that_drops_syns_fails_at_the_connect_timeout()
     {
         // A listener that never accepts, with a queue of one that is full: the kernel drops SYNs.

@@ -20,11 +20,15 @@ internal sealed class Overlay : IAsyncDisposable
 
     private readonly TimeSpan _heartbeatTimeout;
 
-    public Overlay(CoordinatorOptions options)
+    public Overlay(CoordinatorOptions options, ILoggerFactory? loggers = null)
     {
         _heartbeatTimeout = options.HeartbeatTimeout;
-        Coordinator = new Coordinator(options with { ListenAddress = "coord:1" }, Network.Host("coord"), Loggers);
+        NodeLoggers = loggers ?? Loggers;
+        Coordinator = new Coordinator(options with { ListenAddress = "coord:1" }, Network.Host("coord"), NodeLoggers);
     }
+
+    /// <summary>Where the coordinator and the peers log (<see cref="Loggers"/> unless the test gave its own).</summary>
+    public ILoggerFactory NodeLoggers { get; }
 
     /// <summary>Logs to stderr when SHARDSTREAM_TEST_LOG is set (for debugging a failing test), else nowhere.</summary>
     public static ILoggerFactory Loggers { get; } = Environment.GetEnvironmentVariable("SHARDSTREAM_TEST_LOG") is { Length: > 0 }
@@ -64,11 +68,11 @@ internal sealed class Overlay : IAsyncDisposable
         return n;
     }
 
-    public static async Task<Overlay> StartAsync(int shards, int minPeers = 0, Func<CoordinatorOptions, CoordinatorOptions>? configure = null, TimeSpan? heartbeatTimeout = null)
+    public static async Task<Overlay> StartAsync(int shards, int minPeers = 0, Func<CoordinatorOptions, CoordinatorOptions>? configure = null, TimeSpan? heartbeatTimeout = null, ILoggerFactory? loggers = null)
     {
         var timeout = heartbeatTimeout ?? TimeSpan.FromSeconds(10);
         var options = new CoordinatorOptions { ShardCount = shards, MinPeers = minPeers, HeartbeatTimeout = timeout, HeartbeatInterval = timeout / 5 };
-        var overlay = new Overlay(configure?.Invoke(options) ?? options);
+        var overlay = new Overlay(configure?.Invoke(options) ?? options, loggers);
         await overlay.Coordinator.StartAsync(CancellationToken.None);
         return overlay;
     }
@@ -87,7 +91,7 @@ internal sealed class Overlay : IAsyncDisposable
             HeartbeatTimeout = _heartbeatTimeout,
             HeartbeatInterval = _heartbeatTimeout / 5,
         };
-        var peer = new Peer(configure?.Invoke(options) ?? options, Network.Host(host), Loggers);
+        var peer = new Peer(configure?.Invoke(options) ?? options, Network.Host(host), NodeLoggers);
         await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
         var output = new MemoryStream();
         Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), host));
