@@ -322,6 +322,9 @@ public sealed partial class Peer : Node
             return Enumerable.Range(0, _shardCount).Select(s => _parentOfShard.TryGetValue(s, out var l) ? ParentIdOf(l) : -1).ToArray();
     }
 
+    /// <summary>The next chunk of <paramref name="shard"/> this peer wants (for tests).</summary>
+    internal long NextSeqOf(int shard) => _reassembler?.NextSeqOf(shard) ?? 0;
+
     /// <summary>The most memory chunks waiting for another shard have kept alive (see <see cref="PeerOptions.MaxReassemblyBytes"/>).</summary>
     internal long PeakReassemblyBytes => _reassembler?.PeakHeldBytes ?? 0;
 
@@ -348,78 +351,50 @@ public sealed partial class Peer : Node
             case FrameType.Chunk:
                 if (!ChunkHeader.TryRead(body, out var header, out var payload)) throw new ProtocolException("malformed chunk frame");
                 if (header.Shard >= _shardCount) throw new ProtocolException($"chunk of shard {header.Shard}, the stream has {_shardCount}");
-                lock (_gate)
-                {
-                    // After a move the old parent may still have chunks of the shard in flight: not ours any more.
-                    if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
-                }
-                // Cut off for room (below): nothing more of it, so each shard stays in order.
-                if (link.IsClosing) return;
-                // A duplicate (a new parent replays what the old one sent) is dropped unchecked: it
-                // is neither written nor forwarded. Anything else is checked before either.
-                if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
-                _verifier!.VerifyChunk(header, body);
-                var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
-                Volatile.Write(ref _lastProgress, Time.GetTimestamp());
-                _stalls.Received(header.Shard, chunk.Length, chunk.Offset + chunk.Length);
-                // Kept before it is forwarded: a chunk refused for room is not forwarded either, so
-                // the children of a relay that lacks a shard are not pushed past their own bound.
-                chunk.Retain();
-                lock (_ready)
-                {
-                    try
-                    {
-                        // The coordinator is trusted: its chunks are kept past the bound, and only the lagging parent is cut off.
-                        _reassembler!.Add(chunk, _ready, _options.MaxReassemblyBytes, trusted: IsCoordinator(link));
-                        if (_reassembler.Full is { } kept)
-                        {
-                            _reassembler.Full = null;
-                            CutOffForRoom(link, kept);
-                        }
-                    }
-                    catch (ReassemblyFullException full)
-                    {
-                        chunk.Release();
-                        CutOffForRoom(link, full);
-                        return;
-                    }
-                    FlushReady();
-                }
-                Relay!.Publish(chunk);
-                chunk.Release();
+                // One chunk of a shard at a time, from the check to the relay: during a move the old
+                // parent's chunk in flight and the new parent's replay of it arrive on two links at
+                // once, and the second must find the first kept (a duplicate), not its hash taken
+                // (an honest parent accused) or a later chunk kept before it (a gap).
+                lock (_shardIntake[header.Shard]) OnChunk(link, header, body, payload);
                 break;
             case FrameType.End:
                 var reader = new SequenceReader<byte>(body);
                 if (!End.TryRead(ref reader, out var end)) throw new ProtocolException("malformed end frame");
                 if (end.Shard >= _shardCount) throw new ProtocolException($"end of shard {end.Shard}, the stream has {_shardCount}");
-                lock (_gate)
+                lock (_shardIntake[end.Shard])
                 {
-                    // Only the shard's current parent can say it has sent everything.
-                    if (!_parentOfShard.TryGetValue(end.Shard, out var current) || current != link) return;
-                }
-                // A parent cut off for room had chunks of the shard refused: its End would skip them.
-                if (link.IsClosing) return;
-                _verifier!.VerifyEnd(end);
-                // An End while chunks of the shard are missing: see RefuseShortEnd.
-                if (RefuseShortEnd(link, end)) return;
-                Relay!.PublishEnd(end);
-                lock (_ready)
-                {
-                    _reassembler!.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready, end.Shard);
-                    FlushReady();
+                    lock (_gate)
+                    {
+                        // Only the shard's current parent can say it has sent everything.
+                        if (!_parentOfShard.TryGetValue(end.Shard, out var current) || current != link) return;
+                    }
+                    // A parent cut off for room had chunks of the shard refused: its End would skip them.
+                    if (link.IsClosing) return;
+                    _verifier!.VerifyEnd(end);
+                    // An End while chunks of the shard are missing: see RefuseShortEnd.
+                    if (RefuseShortEnd(link, end)) return;
+                    Relay!.PublishEnd(end);
+                    lock (_ready)
+                    {
+                        _reassembler!.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready, end.Shard);
+                        FlushReady();
+                    }
                 }
                 break;
             case FrameType.Hashes:
                 var hashReader = new SequenceReader<byte>(body);
                 if (!HashList.TryRead(ref hashReader, out var list)) throw new ProtocolException("malformed hash list frame");
                 if (list.Shard >= _shardCount) throw new ProtocolException($"hash list of shard {list.Shard}, the stream has {_shardCount}");
-                lock (_gate)
+                lock (_shardIntake[list.Shard])
                 {
-                    if (!_parentOfShard.TryGetValue(list.Shard, out var current) || current != link) return;
+                    lock (_gate)
+                    {
+                        if (!_parentOfShard.TryGetValue(list.Shard, out var current) || current != link) return;
+                    }
+                    _verifier!.AddHashList(list, _reassembler!.NextSeqOf(list.Shard));
+                    // Forwarded as it came (TryRead accepts only the one encoding): no second encoding per list.
+                    Relay!.PublishHashList(list, FrameWriting.FromBody(FrameType.Hashes, body));
                 }
-                _verifier!.AddHashList(list, _reassembler!.NextSeqOf(list.Shard));
-                // Forwarded as it came (TryRead accepts only the one encoding): no second encoding per list.
-                Relay!.PublishHashList(list, FrameWriting.FromBody(FrameType.Hashes, body));
                 break;
             case FrameType.Move:
                 // Only the coordinator moves peers: a parent that sends a Move is lying.
@@ -482,6 +457,57 @@ public sealed partial class Peer : Node
         RepairLog.ShortEnd(Log, link.Name, end.Shard, (long)end.FinalSeq, next, times);
         link.CloseAsync(GoodbyeCode.Normal, $"ended shard {end.Shard} at chunk {end.FinalSeq} without sending chunks from {next} on").Observe(Log, $"{link.Name}: closing");
         return true;
+    }
+
+    /// <summary>One slot per shard: chunks, hash lists and ends of a shard are taken in one at a time (see <see cref="OnParentFrame"/>).</summary>
+    private readonly object[] _shardIntake = Enumerable.Range(0, Protocol.MaxShards).Select(_ => new object()).ToArray();
+
+    /// <summary>Called for a parent's chunk that is due (no duplicate), just before its check (tests hold a chunk there).</summary>
+    internal Action<Link, long>? ChunkDue { get; set; }
+
+    /// <summary>A chunk from a parent, under its shard's intake lock: checked, kept, written in order and forwarded.</summary>
+    private void OnChunk(Link link, in ChunkHeader header, ReadOnlySequence<byte> body, ReadOnlySequence<byte> payload)
+    {
+        lock (_gate)
+        {
+            // After a move the old parent may still have chunks of the shard in flight: not ours any more.
+            if (!_parentOfShard.TryGetValue(header.Shard, out var expected) || expected != link) return;
+        }
+        // Cut off for room (below): nothing more of it, so each shard stays in order.
+        if (link.IsClosing) return;
+        // A duplicate (a new parent replays what the old one sent) is dropped unchecked: it
+        // is neither written nor forwarded. Anything else is checked before either.
+        if ((long)header.Seq < _reassembler!.NextSeqOf(header.Shard)) return;
+        ChunkDue?.Invoke(link, (long)header.Seq);
+        _verifier!.VerifyChunk(header, body);
+        var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
+        Volatile.Write(ref _lastProgress, Time.GetTimestamp());
+        _stalls.Received(header.Shard, chunk.Length, chunk.Offset + chunk.Length);
+        // Kept before it is forwarded: a chunk refused for room is not forwarded either, so
+        // the children of a relay that lacks a shard are not pushed past their own bound.
+        chunk.Retain();
+        lock (_ready)
+        {
+            try
+            {
+                // The coordinator is trusted: its chunks are kept past the bound, and only the lagging parent is cut off.
+                _reassembler!.Add(chunk, _ready, _options.MaxReassemblyBytes, trusted: IsCoordinator(link));
+                if (_reassembler.Full is { } kept)
+                {
+                    _reassembler.Full = null;
+                    CutOffForRoom(link, kept);
+                }
+            }
+            catch (ReassemblyFullException full)
+            {
+                chunk.Release();
+                CutOffForRoom(link, full);
+                return;
+            }
+            FlushReady();
+        }
+        Relay!.Publish(chunk);
+        chunk.Release();
     }
 
     /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>
