@@ -326,7 +326,7 @@ public sealed partial class Coordinator : Node
     {
         PeerSession? parent = null;
         ShardAssignment[] again = [];
-        bool demote = false;
+        bool demote = false, later = false;
         lock (_gate)
         {
             if (parentId != Planner.Source && !_peers.TryGetValue(parentId, out parent))
@@ -361,12 +361,14 @@ public sealed partial class Coordinator : Node
                 // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
                 demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
                 stillThere = stranded;
-                if (stillThere.Length > 0) RepairLog.SameParentAgain(Log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)));
+                later = stillThere.Length > 0;
+                if (later) RepairLog.SameParentAgain(Log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
             }
             else if (parent is null && reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
             {
                 // The coordinator is every peer's last resort: it is sent there again (it never leaves the plan).
-                RepairLog.CoordinatorAgain(Log, reporter.Id);
+                later = stillThere.Length > 0;
+                RepairLog.CoordinatorAgain(Log, reporter.Id, RepairRetryDelay.TotalSeconds);
             }
             if (stillThere.Length > 0)
             {
@@ -378,8 +380,38 @@ public sealed partial class Coordinator : Node
         }
         if (demote) DemoteUnreachable(parent!);
         if (again.Length == 0) return;
+        if (later)
+        {
+            // A retry of an attach that failed twice: after a pause, so that a parent nobody can
+            // reach costs one attempt per pause, not a loop of reports and moves.
+            SendMoveLaterAsync(reporter, again).Observe(Log, $"peer {reporter.Id}: attaching again");
+            return;
+        }
         Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}",
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
+        reporter.Control.Send(new Move(again).Write);
+    }
+
+    /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
+    private TimeSpan RepairRetryDelay => _options.HeartbeatInterval;
+
+    private async Task SendMoveLaterAsync(PeerSession reporter, ShardAssignment[] again)
+    {
+        try
+        {
+            await Task.Delay(RepairRetryDelay, Time, Stopping).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            // Still listed, and no later move of these shards meanwhile (the plan may have found room).
+            if (!_peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
+            if (again.Any(a => _planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
+            reporter.ReattachedAt = Time.GetTimestamp();
+        }
         reporter.Control.Send(new Move(again).Write);
     }
 

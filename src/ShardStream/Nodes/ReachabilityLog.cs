@@ -21,7 +21,7 @@ internal static partial class ReachabilityLog
     public static partial void EdgeDropped(ILogger logger, int id, int parent, string address, string shards);
 
     [LoggerMessage(EventId = 805, EventName = "NoOtherParent", Level = LogLevel.Warning,
-        Message = "peer {Id} cannot connect to parent {Parent} ({Address}), and no other node has room for shard {Shard}: it stays without that shard until the plan changes")]
+        Message = "peer {Id} cannot connect to parent {Parent} ({Address}), and no other node has room for shard {Shard}")]
     public static partial void NoOtherParent(ILogger logger, int id, int parent, string address, int shard);
 
     [LoggerMessage(EventId = 806, EventName = "UnreachableParentDemoted", Level = LogLevel.Warning,
