@@ -33,6 +33,7 @@ internal sealed class RelayBenchmark
     private string? _only;
     private TimeSpan? _windowAge;
     private TimeSpan? _signingInterval;
+    private bool _mergeReads;
 
     private RelayBenchmark(string[] args)
     {
@@ -48,9 +49,10 @@ internal sealed class RelayBenchmark
                 case "--only": _only = Next(); break;
                 case "--window-age-s": _windowAge = TimeSpan.FromSeconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
                 case "--signing-interval-ms": _signingInterval = TimeSpan.FromMilliseconds(double.Parse(Next(), CultureInfo.InvariantCulture)); break;
+                case "--merge-reads": _mergeReads = true; break;
                 case "--window-mib": _windowBytes = long.Parse(Next(), CultureInfo.InvariantCulture) << 20; break;
                 case "--shards": _shardCounts = Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); break;
-                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2 --only shardstream|baseline --window-mib N --window-age-s S --signing-interval-ms M)");
+                default: throw new ArgumentException($"unknown option {args[i]} (relay takes --peers N --mib N --repeats N --seconds S --shards 1,2 --only shardstream|baseline --window-mib N --window-age-s S --signing-interval-ms M --merge-reads)");
             }
         }
     }
@@ -74,6 +76,7 @@ internal sealed class RelayBenchmark
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
         Console.WriteLine($"load average at the start: {LoadAverage()}");
         if (_signingInterval is { } si) Console.WriteLine($"ShardStream coordinator's minimum signing interval set to {si.TotalMilliseconds} ms (the default is {new ShardStream.Nodes.CoordinatorOptions().MinSigningInterval.TotalMilliseconds} ms)");
+        if (_mergeReads) Console.WriteLine("ShardStream coordinator merges a short read into the chunk before it while that one waits for its signature (MergeShortReads); per hop and by depth assume record i is chunk i, which then holds only for K = 1");
         if (_windowAge is { } a) Console.WriteLine($"ShardStream replay window age set to {a.TotalSeconds} s (diagnostic; the default is 30 s)");
         if (_windowBytes is { } w) Console.WriteLine($"ShardStream replay window set to {w >> 20} MiB per node (diagnostic; the default is 64 MiB)");
         Console.WriteLine();
@@ -132,7 +135,7 @@ internal sealed class RelayBenchmark
             _depthRows.Add((topology, "ShardStream", ourLatency, shape.MaxDepth));
             if (ourLatency.Hold is { } hold)
                 _holdRows.Add(string.Create(CultureInfo.InvariantCulture,
-                    $"| {topology} | {hold.Percentile(50):0.00} | {hold.Percentile(99):0.00} | {hold.ListsSigned} ({hold.ListsSigned / _latencyDuration.TotalSeconds:0}/s) | {records / (double)Math.Max(1, hold.ListsSigned):0.0} | {Stats.Median(ourLatency.ByDepth.Values.First()) - hold.Percentile(50):0.000} |"));
+                    $"| {topology} | {hold.Percentile(50):0.00} | {hold.Percentile(99):0.00} | {hold.ListsSigned} ({hold.ListsSigned / _latencyDuration.TotalSeconds:0}/s) | {records / (double)Math.Max(1, hold.ListsSigned):0.0} | {hold.Chunks} | {hold.WireOverhead(records * (long)PacedRecordSource.RecordSize):P2} | {Stats.Median(ourLatency.ByDepth.Values.First()) - hold.Percentile(50):0.000} |"));
         }
 
         Console.WriteLine($"Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; the source stays at most {MaxLead >> 20} MiB ahead of the slowest peer):");
@@ -160,8 +163,8 @@ internal sealed class RelayBenchmark
         Console.WriteLine();
         Console.WriteLine("Source hold (ShardStream: how long the coordinator held a record until its hash list was signed, to 0.05 ms; the first hop is the depth-1 median less the median hold):");
         Console.WriteLine();
-        Console.WriteLine("| topology | median hold ms | p99 hold ms | hash lists signed | records per list | first hop ms (depth-1 median − median hold) |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| topology | median hold ms | p99 hold ms | hash lists signed | records per list | chunks | hash lists on the wire / payload | first hop ms (depth-1 median − median hold) |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var row in _holdRows) Console.WriteLine(row);
         Console.WriteLine();
         Console.WriteLine($"total {total.Elapsed.TotalSeconds:0} s; load average at the end {LoadAverage()} (other processes on this machine compete for the same cores)");
@@ -185,7 +188,7 @@ internal sealed class RelayBenchmark
     {
         var probes = Enumerable.Range(0, _peers).Select(_ => new ByteCountProbe(bytes, 1, BulkBlock)).ToArray();
         var source = new BulkSource(bytes, () => probes.Min(p => p.Received), MaxLead);
-        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, _windowAge, _signingInterval, source, probes, ct);
+        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, windowBytes, _windowAge, _signingInterval, _mergeReads, source, probes, ct);
         return (shape, Summarize(source.FirstReadTicks, probes, usage, bytes) with { ListsSigned = hold.ListsSigned });
     }
 
@@ -225,7 +228,7 @@ internal sealed class RelayBenchmark
     {
         var source = new PacedRecordSource(records, _recordInterval);
         var probes = Enumerable.Range(0, _peers).Select(_ => new RecordProbe(records, 1)).ToArray();
-        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, _windowAge, _signingInterval, source, probes, ct);
+        var (shape, usage, hold) = await ShardStreamOverlay.RunAsync(k, _peers, _windowBytes, _windowAge, _signingInterval, _mergeReads, source, probes, ct);
         return (shape, Summarize(shape, source, probes, usage) with { Hold = hold });
     }
 

@@ -5,12 +5,13 @@ namespace ShardStream.Bench.Relay;
 /// <summary>A coordinator and its peers on loopback TCP, in this process, streaming one source once.</summary>
 internal static class ShardStreamOverlay
 {
-    public static async Task<(Shape Shape, Usage Usage, SourceHold Hold)> RunAsync(int shardCount, int peerCount, long? windowBytes, TimeSpan? windowAge, TimeSpan? signingInterval, Stream source, IProbe[] probes, CancellationToken cancellationToken)
+    public static async Task<(Shape Shape, Usage Usage, SourceHold Hold)> RunAsync(int shardCount, int peerCount, long? windowBytes, TimeSpan? windowAge, TimeSpan? signingInterval, bool mergeReads, Stream source, IProbe[] probes, CancellationToken cancellationToken)
     {
         var options = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = shardCount, MinPeers = peerCount };
         if (windowBytes is { } w) options = options with { ReplayWindowBytes = w };
         if (windowAge is { } a) options = options with { ReplayWindowAge = a };
         if (signingInterval is { } si) options = options with { MinSigningInterval = si };
+        if (mergeReads) options = options with { MergeShortReads = true };
         await using var coordinator = new Coordinator(options, loggerFactory: null);
         await coordinator.StartAsync(cancellationToken);
         var peers = new List<Peer>();
@@ -38,7 +39,7 @@ internal static class ShardStreamOverlay
             if (lossy.Count > 0)
                 throw new InvalidOperationException($"gaps in the stream (a peer was moved to a parent whose replay window did not reach back; a busy machine, a small --window-mib): {string.Join(", ", lossy)}");
             var (lists, histogram) = coordinator.SigningStats();
-            return (shape, usage, new SourceHold(lists, histogram));
+            return (shape, usage, new SourceHold(lists, histogram, coordinator.ChunksCut));
         }
         finally
         {
@@ -48,8 +49,12 @@ internal static class ShardStreamOverlay
 }
 
 /// <summary>How long the coordinator held chunks for their hash list's signature, and how many lists it signed.</summary>
-internal sealed record SourceHold(long ListsSigned, long[] Histogram)
+internal sealed record SourceHold(long ListsSigned, long[] Histogram, long Chunks)
 {
+    /// <summary>The Hashes frames' bytes over <paramref name="payload"/>: per list its header and signature, per chunk its hash.</summary>
+    public double WireOverhead(long payload) =>
+        (ListsSigned * (double)(Wire.Protocol.FrameHeaderLength + 1 + 8 + 1 + Wire.Protocol.SignatureLength) + Chunks * (double)Wire.Protocol.HashLength) / payload;
+
     /// <summary>The hold time below which <paramref name="percent"/> % of the chunks were published, in ms (to the bucket's upper edge).</summary>
     public double Percentile(double percent)
     {

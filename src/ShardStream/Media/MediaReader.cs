@@ -5,7 +5,7 @@ public readonly record struct MediaRead(int Length, bool RandomAccess, MediaHead
 
 /// <summary>
 /// The source the coordinator reads. Raw bytes pass as they are read (one read, one chunk, as
-/// always). FLV and MPEG-TS are cut at unit boundaries (tags, packets): a chunk holds whole units
+/// always, unless the coordinator merges short reads: <c>CoordinatorOptions.MergeShortReads</c>). FLV and MPEG-TS are cut at unit boundaries (tags, packets): a chunk holds whole units
 /// when they fit in it (a unit over the chunk size spans several chunks), and a unit a decoder can
 /// start at (a keyframe) always starts a chunk, which is then marked as a random-access point. The
 /// format comes from the first read (<see cref="MediaFormats.Detect"/>) unless it is given.

@@ -86,6 +86,7 @@ public sealed partial class Coordinator
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)session.Id)];
             // The stream's head: a peer checks it against its own position (same run, not a restart).
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_nextSeq, (ulong)_nextOffset, WithTickets(session.Id, entries), proof);
+            _mergeFloor = _nextSeq;
             // Still counted as attached (it was, and its parents did not change): no second count.
             session.Control = link;
             session.Version = welcome.Version;

@@ -149,4 +149,34 @@ public sealed partial class Coordinator
         parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(Log, $"peer {parent.Id}: evicting");
     }
 
+    /// <summary>No read is merged into a chunk before this seq: a welcome named it as the head (under <see cref="_gate"/>).</summary>
+    private long _mergeFloor;
+
+    /// <summary>Chunks cut from the source so far (for tests and the bench).</summary>
+    internal long ChunksCut
+    {
+        get
+        {
+            lock (_gate) return _nextSeq;
+        }
+    }
+
+    /// <summary>
+    /// Appends a raw source's short read to chunk <paramref name="lastSeq"/> while that chunk waits
+    /// for its signature (<see cref="CoordinatorOptions.MergeShortReads"/>); false when it cannot
+    /// (signed already, or no room): the read becomes a chunk of its own.
+    /// </summary>
+    private bool TryMergeRead(long lastSeq, ReadOnlySpan<byte> bytes, ref long offset)
+    {
+        lock (_gate)
+        {
+            // A peer was welcomed at the head (the next chunk's seq and offset): the chunk before
+            // it may not grow, or the next chunk would start later than that peer was told.
+            if (lastSeq < _mergeFloor || !_signing.TryAppend(lastSeq, bytes, Protocol.MaxChunkLength, sourceCaughtUp: true)) return false;
+            offset += bytes.Length;
+            Interlocked.Exchange(ref _nextOffset, offset);
+        }
+        ShardStreamMetrics.Received.Add(bytes.Length, ShardStreamMetrics.Shard((int)(lastSeq % _options.ShardCount)));
+        return true;
+    }
 }

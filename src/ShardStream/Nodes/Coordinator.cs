@@ -120,6 +120,11 @@ public sealed partial class Coordinator : Node
                 chunk.Release();
                 break;
             }
+            if (_options.MergeShortReads && n < Protocol.MaxChunkLength && Format == MediaFormat.Raw && TryMergeRead(seq - 1, chunk.WritableBuffer.Span[..n], ref offset))
+            {
+                chunk.Release();
+                continue;
+            }
             chunk.Set((int)(seq % k), seq, offset, n);
             chunk = chunk.Shrink();
             lock (_gate)
@@ -237,6 +242,7 @@ public sealed partial class Coordinator : Node
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
+            _mergeFloor = _nextSeq;
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId };
             _peers[id] = session;
             ShardStreamMetrics.Joins.Add(1);

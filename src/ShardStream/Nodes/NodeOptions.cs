@@ -132,6 +132,15 @@ public sealed record CoordinatorOptions : NodeOptions
     public TimeSpan MinSigningInterval { get; init; } = TimeSpan.FromMilliseconds(2);
 
     /// <summary>
+    /// A raw source's short read (a live source's record) is appended to the chunk before it while
+    /// that chunk still waits for its signature and has room, instead of becoming a chunk of its
+    /// own: one hash on the wire and one hash to compute at every peer for all the records of a
+    /// signing interval. Nothing waits longer than it would anyway; chunks are then no longer one
+    /// per read. Off by default (docs/performance.md, "Merging a live source's small reads").
+    /// </summary>
+    public bool MergeShortReads { get; init; }
+
+    /// <summary>
     /// How often a peer and the coordinator heartbeat each other on a quiet control link; null (the
     /// default) for <see cref="NodeOptions.HeartbeatInterval"/>. Longer cuts the coordinator's
     /// heartbeat traffic (one frame each way per peer and interval) at the price of finding a frozen

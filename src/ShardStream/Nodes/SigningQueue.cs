@@ -70,6 +70,33 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     }
 
     /// <summary>
+    /// Appends <paramref name="bytes"/> (the source's next bytes) to chunk <paramref name="seq"/>
+    /// when it is still held for its signature, is the last chunk of its shard's list and has room
+    /// for them within <paramref name="maxLength"/>: a live source's small reads then travel as
+    /// one chunk, with one hash, instead of one chunk each (fewer hashes on the wire and per byte
+    /// at every peer; the chunk waits no longer than it would anyway). The chunk's hash is
+    /// computed again. False when the chunk was signed already or is full: the caller makes a new chunk.
+    /// </summary>
+    public bool TryAppend(long seq, ReadOnlySpan<byte> bytes, int maxLength, bool sourceCaughtUp)
+    {
+        if (seq < 0) return false;
+        int shard = (int)(seq % shardCount);
+        var pending = _pending[shard];
+        if (pending.Count == 0 || pending[^1] is not { } last || last.Seq != seq || last.Length + bytes.Length > maxLength) return false;
+        var merged = Chunk.Rent(last.Length + bytes.Length);
+        last.Span.CopyTo(merged.WritableBuffer.Span);
+        bytes.CopyTo(merged.WritableBuffer.Span[last.Length..]);
+        merged.Set(last.Shard, last.Seq, last.Offset, last.Length + bytes.Length);
+        pending[^1] = merged;
+        last.Release();
+        ChunkHash.Compute((byte)shard, (ulong)seq, (ulong)merged.Offset, merged.Span, _hashes[shard].AsSpan((pending.Count - 1) * Protocol.HashLength, Protocol.HashLength));
+        _pendingBytes[shard] += bytes.Length;
+        if (_pendingBytes[shard] >= maxBytesPerList) Sign(shard);
+        _sourceCaughtUp = sourceCaughtUp;
+        return true;
+    }
+
+    /// <summary>
     /// The source's next read is waiting (a burst of a live source has ended): what a caught-up
     /// source gave is signed now if the last signature is at least <paramref name="minInterval"/>
     /// old. Signing at the end of a burst rather than at its first chunk lets one signature cover

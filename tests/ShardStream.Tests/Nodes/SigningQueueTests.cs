@@ -103,6 +103,26 @@ public class SigningQueueTests
         queue.Clear();
     }
 
+    [Fact]
+    public void A_short_read_is_appended_only_to_the_last_chunk_still_waiting_for_its_signature()
+    {
+        var time = new FakeTimeProvider();
+        using var signer = StreamSigner.CreateEphemeral();
+        var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
+        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+        var more = new byte[1250];
+
+        queue.Add(Record(0), sourceCaughtUp: true);
+        Assert.True(queue.TryAppend(0, more, 64 * 1024, sourceCaughtUp: true));
+        // Not an earlier chunk, not past the chunk size, not a chunk already signed.
+        queue.Add(Record(1), sourceCaughtUp: true);
+        Assert.False(queue.TryAppend(0, more, 64 * 1024, sourceCaughtUp: true));
+        Assert.False(queue.TryAppend(1, new byte[64 * 1024 - 1249], 64 * 1024, sourceCaughtUp: true));
+        queue.SignAll();
+        Assert.Equal(1, queue.ListsSigned);
+        Assert.False(queue.TryAppend(1, more, 64 * 1024, sourceCaughtUp: true));
+    }
+
     private static Chunk Record(long seq, int length = 1250)
     {
         var chunk = Chunk.Rent(length);

@@ -38,6 +38,60 @@ public sealed class StreamingTests
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
+    public async Task A_peer_that_joins_while_short_reads_are_merged_writes_the_stream_from_its_join_point(int shards)
+    {
+        // A joiner is told the head (next chunk's seq and offset) while the chunk before it still
+        // waits for its signature: later reads must not grow that chunk, or the next one would
+        // start past the offset the joiner was told.
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 2,
+            configure: o => o with { MergeShortReads = true, MinSigningInterval = TimeSpan.FromSeconds(1), MaxSigningDelay = TimeSpan.FromSeconds(2), JoinBacklog = TimeSpan.Zero });
+        for (int i = 0; i < 2; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        async Task WriteRecords(int from, int count)
+        {
+            for (int i = from; i < from + count; i++)
+            {
+                await overlay.WriteAsync(Overlay.RandomBytes(1250, i));
+                await Task.Delay(1);
+            }
+        }
+        await WriteRecords(0, 30);
+        var joining = overlay.AddPeerAsync();
+        await WriteRecords(30, 10);
+        await joining;
+        await WriteRecords(40, 30);
+        await overlay.EndAsync();
+
+        foreach (var peer in overlay.Peers) await overlay.AssertIdenticalAsync(peer);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Short_reads_merged_while_they_wait_for_their_signature_reach_every_peer_intact(int shards)
+    {
+        // A long signing interval holds each list open for a while: the records written meanwhile
+        // (one read each) are appended to the chunk held, and every peer checks that chunk
+        // against the hash signed for it as merged.
+        await using var overlay = await Overlay.StartAsync(shards, minPeers: 3,
+            configure: o => o with { MergeShortReads = true, MinSigningInterval = TimeSpan.FromSeconds(1), MaxSigningDelay = TimeSpan.FromSeconds(2) });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        const int records = 100;
+        for (int i = 0; i < records; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(1250, i));
+            await Task.Delay(1);
+        }
+        await overlay.EndAsync();
+
+        foreach (var peer in overlay.Peers) await overlay.AssertIdenticalAsync(peer);
+        Assert.True(overlay.Coordinator.ChunksCut <= records / 2, $"{records} records of 1250 bytes, one read each, were cut into {overlay.Coordinator.ChunksCut} chunks: not merged");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
     public async Task A_peer_that_joins_mid_stream_writes_the_stream_from_its_join_point(int shards)
     {
         // No join backlog: the join point is exactly where the source is when the peer joins.
