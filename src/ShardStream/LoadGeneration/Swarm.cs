@@ -22,6 +22,8 @@ public sealed class Swarm
     private readonly Dictionary<string, int> _dropped = [];
     private List<double> _secondLatencies = [];
     private List<double> _phaseLatencies = [];
+    private List<double> _phaseTotals = [];
+    private long _busy;
     private int _joinsStarted;
     private int _joined;
     private int _inFlight;
@@ -59,7 +61,7 @@ public sealed class Swarm
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var heartbeats = HeartbeatLoopAsync(stop.Token);
         var reporting = ReportLoopAsync(() => phase, started, progress, stop.Token);
-        LatencySummary? rampLatency, holdLatency;
+        LatencySummary? rampLatency, holdLatency, rampTotal, holdTotal;
         TimeSpan rampTime;
         int atHoldEnd;
         var joins = new List<Task>();
@@ -69,7 +71,7 @@ public sealed class Swarm
             await PacedAsync(_options.Peers, _options.JoinRate, () => joins.Add(JoinOneAsync(coordinator, stop.Token)), limited: true, stop.Token).ConfigureAwait(false);
             await Task.WhenAll(joins).ConfigureAwait(false);
             rampTime = Stopwatch.GetElapsedTime(started);
-            rampLatency = TakePhaseLatencies();
+            (rampLatency, rampTotal) = (TakePhaseLatencies(), TakePhaseTotals());
             phase = "hold";
             joins.Clear();
             long holdStarted = Stopwatch.GetTimestamp();
@@ -85,7 +87,7 @@ public sealed class Swarm
             }
             var rest = _options.Hold - Stopwatch.GetElapsedTime(holdStarted);
             if (rest > TimeSpan.Zero) await Task.Delay(rest, stop.Token).ConfigureAwait(false);
-            holdLatency = TakePhaseLatencies();
+            (holdLatency, holdTotal) = (TakePhaseLatencies(), TakePhaseTotals());
             atHoldEnd = Connected;
             if (afterHold is not null) await afterHold().ConfigureAwait(false);
             phase = "leave";
@@ -117,6 +119,9 @@ public sealed class Swarm
                 ConnectedAtHoldEnd = atHoldEnd,
                 RampLatency = rampLatency,
                 HoldLatency = holdLatency,
+                RampLatencyWithRetries = rampTotal,
+                HoldLatencyWithRetries = holdTotal,
+                BusyAnswers = Interlocked.Read(ref _busy),
                 RampTime = rampTime,
                 RampThrottled = _throttled,
             };
@@ -150,20 +155,38 @@ public sealed class Swarm
         int n = Interlocked.Increment(ref _joinsStarted);
         Interlocked.Increment(ref _inFlight);
         var local = _addresses[n % _addresses.Length];
+        long first = Stopwatch.GetTimestamp();
+        var backoff = TimeSpan.FromMilliseconds(250);
         try
         {
-            var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.HeartbeatInterval, _options.JoinTimeout, OnFrame, cancellationToken).ConfigureAwait(false);
-            lock (_gate)
+            while (true)
             {
-                _joined++;
-                _secondJoins++;
-                _secondLatencies.Add(took.TotalMilliseconds);
-                _phaseLatencies.Add(took.TotalMilliseconds);
-                _connected.Add(peer);
-                _connectedCount++;
-                _peak = Math.Max(_peak, _connectedCount);
+                try
+                {
+                    var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.HeartbeatInterval, _options.JoinTimeout, OnFrame, cancellationToken).ConfigureAwait(false);
+                    double total = Stopwatch.GetElapsedTime(first).TotalMilliseconds;
+                    lock (_gate)
+                    {
+                        _joined++;
+                        _secondJoins++;
+                        _secondLatencies.Add(took.TotalMilliseconds);
+                        _phaseLatencies.Add(took.TotalMilliseconds);
+                        _phaseTotals.Add(total);
+                        _connected.Add(peer);
+                        _connectedCount++;
+                        _peak = Math.Max(_peak, _connectedCount);
+                    }
+                    _ = peer.Ended.ContinueWith(_ => OnEnded(peer), TaskScheduler.Default);
+                    return;
+                }
+                catch (SwarmJoinException e) when (e.Busy && Stopwatch.GetElapsedTime(first) < _options.JoinTimeout)
+                {
+                    // As a real peer does: back off with jitter, then join again.
+                    Interlocked.Increment(ref _busy);
+                    await Task.Delay(backoff * (0.5 + Random.Shared.NextDouble()), cancellationToken).ConfigureAwait(false);
+                    backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(4).Ticks));
+                }
             }
-            _ = peer.Ended.ContinueWith(_ => OnEnded(peer), TaskScheduler.Default);
         }
         catch (SwarmJoinException e)
         {
@@ -173,6 +196,10 @@ public sealed class Swarm
                 string key = Shorten(e.Message);
                 _failures[key] = _failures.GetValueOrDefault(key) + 1;
             }
+        }
+        catch (OperationCanceledException)
+        {
+            // The swarm stopped.
         }
         finally
         {
@@ -224,6 +251,16 @@ public sealed class Swarm
         {
             _left++;
             _secondLeaves++;
+        }
+    }
+
+    private LatencySummary? TakePhaseTotals()
+    {
+        lock (_gate)
+        {
+            var summary = LatencySummary.Of(_phaseTotals);
+            _phaseTotals = [];
+            return summary;
         }
     }
 

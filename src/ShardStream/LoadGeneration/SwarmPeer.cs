@@ -273,4 +273,8 @@ internal sealed class SwarmPeer
 }
 
 /// <summary>A swarm peer could not join, and why.</summary>
-internal sealed class SwarmJoinException(string message, Exception inner) : Exception(message, inner);
+internal sealed class SwarmJoinException(string message, Exception inner) : Exception(message, inner)
+{
+    /// <summary>The coordinator said it is busy (admission control): try again after a backoff.</summary>
+    public bool Busy => InnerException is ProtocolException && Message.StartsWith($"refused ({GoodbyeCode.Busy})", StringComparison.Ordinal);
+}

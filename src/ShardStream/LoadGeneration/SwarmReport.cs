@@ -63,6 +63,15 @@ public sealed class SwarmReport
     /// <summary>Join latencies of the churn joins during the hold.</summary>
     public LatencySummary? HoldLatency { get; init; }
 
+    /// <summary>Join latencies during the ramp from a peer's first attempt, with its waits and new attempts after "busy" answers.</summary>
+    public LatencySummary? RampLatencyWithRetries { get; init; }
+
+    /// <summary>As <see cref="RampLatencyWithRetries"/> for the churn joins of the hold.</summary>
+    public LatencySummary? HoldLatencyWithRetries { get; init; }
+
+    /// <summary>Joins the coordinator answered "busy" (admission control); each tried again after a backoff.</summary>
+    public long BusyAnswers { get; init; }
+
     /// <summary>How long the ramp took (its join rate is <see cref="JoinsStarted"/> over it).</summary>
     public TimeSpan RampTime { get; init; }
 
@@ -76,6 +85,7 @@ public sealed class SwarmReport
         s.AppendLine(CultureInfo.InvariantCulture, $"joins: {Joined} of {JoinsStarted} started; ramp {RampTime.TotalSeconds:0.0} s ({(RampTime > TimeSpan.Zero ? JoinsStarted / RampTime.TotalSeconds : 0):0} joins/s started){(RampThrottled ? ", held back by the in-flight limit" : "")}");
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, ramp: {RampLatency?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, hold (churn): {HoldLatency?.ToString() ?? "none"}");
+        s.AppendLine(CultureInfo.InvariantCulture, $"busy answers (tried again): {BusyAnswers}; from the first attempt, ramp: {RampLatencyWithRetries?.ToString() ?? "none"}; hold: {HoldLatencyWithRetries?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"connected: peak {PeakConnected}, at the end of the hold {ConnectedAtHoldEnd}; leaves sent {Left}; moves received {Moves}");
         foreach (var (reason, count) in Failures) s.AppendLine(CultureInfo.InvariantCulture, $"failed joins: {count} x {reason}");
         foreach (var (reason, count) in Dropped) s.AppendLine(CultureInfo.InvariantCulture, $"dropped by the coordinator: {count} x {reason}");

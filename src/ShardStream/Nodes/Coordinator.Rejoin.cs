@@ -66,9 +66,10 @@ public sealed partial class Coordinator
     /// <summary>
     /// A peer the coordinator still lists joins again (its control link broke, or timed out on its
     /// side only): the new connection replaces the old one, and the peer keeps its id and place.
-    /// False when this Join is not such a rejoin.
+    /// False when this Join is not such a rejoin. <paramref name="turn"/> (admission control) is
+    /// given back once the peer is welcomed.
     /// </summary>
-    private async Task<bool> TryRejoinInPlaceAsync(Link link, Hello hello, string advertised)
+    private async Task<bool> TryRejoinInPlaceAsync(Link link, Hello hello, string advertised, IDisposable turn)
     {
         if (hello.PeerId == 0 || hello.Shards.Length == 0) return false;
         PeerSession? session;
@@ -98,6 +99,7 @@ public sealed partial class Coordinator
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);
         }
+        turn.Dispose();
         RejoinLog.InPlace(Log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
         old.Abort($"peer {session.Id} joined again on a new connection");
         await WatchControlAsync(link, session).ConfigureAwait(false);

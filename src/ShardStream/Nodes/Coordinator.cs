@@ -200,8 +200,11 @@ public sealed partial class Coordinator : Node
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
             Log.LogDebug("{Link}: listens on {Listen}, advertised at {Advertised}", link.Name, hello.ListenAddress, advertised);
+        // At most so many joins at once; the rest wait a little or are told to come back (Coordinator.Admission.cs).
+        using var turn = await EnterJoinAsync(link).ConfigureAwait(false);
+        if (turn is null) return;
         // A peer the coordinator still lists, joining again: it keeps its place (Coordinator.Rejoin.cs).
-        if (await TryRejoinInPlaceAsync(link, hello, advertised).ConfigureAwait(false)) return;
+        if (await TryRejoinInPlaceAsync(link, hello, advertised, turn).ConfigureAwait(false)) return;
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
         if (unreachable is not null) budget = 0;
@@ -261,6 +264,7 @@ public sealed partial class Coordinator : Node
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);
         }
+        turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
         Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));

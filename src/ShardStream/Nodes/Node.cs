@@ -280,9 +280,9 @@ public abstract class Node : IAsyncDisposable
             HardeningLog.WaitersDropped(Log, count, reason);
     }
 
-    private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason)
+    private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true)
     {
-        Log.LogWarning("{Link}: refused: {Reason}", link.Name, reason);
+        if (warn) Log.LogWarning("{Link}: refused: {Reason}", link.Name, reason);
         try
         {
             await link.WriteNowAsync(new Goodbye(code, reason).Write, _stopping.Token).ConfigureAwait(false);

@@ -169,6 +169,19 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public TimeSpan JoinBacklog { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Admission control: joins (and rejoins) worked on at once, from the hello to the welcome
+    /// (the dial-back probe, the signatures, the placement); null (the default) for no limit. See
+    /// Coordinator.Admission.cs, and docs/performance.md for why it is off by default.
+    /// </summary>
+    public int? MaxJoinsInProgress { get; init; }
+
+    /// <summary>Joins that may wait for a turn beyond <see cref="MaxJoinsInProgress"/>; any more are told the coordinator is busy at once.</summary>
+    public int MaxJoinsWaiting { get; init; } = 256;
+
+    /// <summary>The longest a join waits for a turn before it is told the coordinator is busy (it then tries again after a backoff).</summary>
+    public TimeSpan MaxJoinWait { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Throws <see cref="ArgumentException"/> with a message for a user when a setting cannot work.</summary>
     public void Validate()
     {
@@ -184,6 +197,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MaxPeerUpload < 0 || double.IsNaN(MaxPeerUpload)) throw new ArgumentException("--max-upload cannot be negative");
         if (MaxHashesPerList is < 1 or > Wire.Protocol.MaxHashesPerList) throw new ArgumentException($"a hash list covers 1 to {Wire.Protocol.MaxHashesPerList} chunks");
         if (MaxSigningDelay <= TimeSpan.Zero || MinSigningInterval < TimeSpan.Zero) throw new ArgumentException("the signing delay must be positive and the signing interval not negative");
+        if (MaxJoinsInProgress is < 1 || MaxJoinsWaiting < 0 || MaxJoinWait < TimeSpan.Zero) throw new ArgumentException("joins in progress (--max-joins) must be at least 1, joins waiting and their wait not negative");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException("the join backlog must be shorter than the replay window");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))

@@ -47,6 +47,8 @@ public sealed partial class Peer
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
     /// <summary>When the last new chunk arrived from a parent (a timestamp of <see cref="Node.Time"/>).</summary>
     private long _lastProgress;
 
@@ -186,7 +188,7 @@ public sealed partial class Peer
                     await JoinViaAsync(_coordinatorAddress, resume, Stopping).ConfigureAwait(false);
                     return;
                 }
-                catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException or System.Net.Sockets.SocketException)
+                catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
                 {
                     last = e.Message;
                 }
@@ -239,4 +241,8 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1114, EventName = "NewRun", Level = LogLevel.Error,
         Message = "the coordinator at {Address} does not continue the stream this peer was watching (it was restarted: a new run, with the same key): the previous run is written up to its offset {Offset} ({Written} bytes in all); the new run is written from its offset {NewOffset}; whatever the source produced in between is not in this output")]
     public static partial void NewRun(ILogger logger, string address, long offset, long written, long newOffset);
+
+    [LoggerMessage(EventId = 1115, EventName = "JoinBusy", Level = LogLevel.Information,
+        Message = "{Reason}; joining again in {Seconds:0.0} s")]
+    public static partial void Busy(ILogger logger, string reason, double seconds);
 }

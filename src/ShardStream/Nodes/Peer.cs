@@ -64,7 +64,25 @@ public sealed partial class Peer : Node
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await ListenAsync(cancellationToken).ConfigureAwait(false);
-        await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
+        // A coordinator with too many joins in progress says so (admission control): join again
+        // after a backoff with jitter, for up to the rejoin time.
+        long since = Time.GetTimestamp();
+        var wait = FirstRejoinBackoff;
+        while (true)
+        {
+            try
+            {
+                await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (CoordinatorBusyException e) when (Time.GetElapsedTime(since) < _options.RejoinFor)
+            {
+                var delay = wait * (0.5 + Random.Shared.NextDouble());
+                RejoinLog.Busy(Log, e.Message, delay.TotalSeconds);
+                await Task.Delay(delay, Time, cancellationToken).ConfigureAwait(false);
+                wait = Min(wait * 2, MaxRejoinBackoff);
+            }
+        }
     }
 
     /// <summary>Joins through <paramref name="address"/>, following redirects; <paramref name="resume"/> (a rejoin): where each shard goes on.</summary>
@@ -170,6 +188,7 @@ public sealed partial class Peer : Node
         if (frame.Type == FrameType.Goodbye)
         {
             string reason = Goodbye.TryRead(ref reader, out var bye) ? bye.Reason : "no reason given";
+            if (bye.Code == GoodbyeCode.Busy) throw new CoordinatorBusyException($"{address} is busy: {reason}");
             throw new ConnectionFailedException($"{address} refused: {reason}");
         }
         if (frame.Type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var welcome))
@@ -781,6 +800,9 @@ public sealed partial class Peer : Node
     }
 
 }
+
+/// <summary>The coordinator has too many joins in progress (Goodbye code Busy): join again after a backoff.</summary>
+public sealed class CoordinatorBusyException(string message) : Exception(message);
 
 /// <summary>The stream could not be completed; the message says why.</summary>
 public sealed class StreamInterruptedException(string message) : Exception(message);

@@ -350,6 +350,9 @@ public enum GoodbyeCode : ushort
 
     /// <summary>The node is shutting down.</summary>
     ShuttingDown = 6,
+
+    /// <summary>The coordinator has too many joins in progress: try again after a backoff (a node that does not know this code takes it as a refusal).</summary>
+    Busy = 7,
 }
 
 /// <summary>Closes a connection with a reason that the other side logs.</summary>
