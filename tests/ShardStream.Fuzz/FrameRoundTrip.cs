@@ -124,6 +124,18 @@ public static class FrameRoundTrip
                 if (!StreamHeader.TryRead(ref r, out var streamHeader)) return null;
                 streamHeader.Write(w);
                 break;
+            case FrameType.Ping:
+                if (!Ping.TryRead(ref r, out var ping)) return null;
+                ping.Write(w);
+                break;
+            case FrameType.Pong:
+                if (!Pong.TryRead(ref r, out var pong)) return null;
+                pong.Write(w);
+                break;
+            case FrameType.Landmarks:
+                if (!Landmarks.TryRead(ref r, out var landmarks)) return null;
+                landmarks.Write(w);
+                break;
             default:
                 throw new RoundTripException($"the codec returned frame type {(byte)type}, which has no message");
         }

@@ -47,6 +47,9 @@ internal static class OverlayJson
                 w.WriteEndArray();
                 if (node.Id != 0 && coordinator.ProbeRoundTrip(node.Address) is { } rtt) w.WriteNumber("rttMs", Math.Round(rtt.TotalMilliseconds, 2));
                 else w.WriteNull("rttMs");
+                // Version 6: the smoothed RTT of the peer's control link, from pings.
+                if (node.Id != 0 && coordinator.ControlRtt(node.Id) is { } srtt) w.WriteNumber("srttMs", Math.Round(srtt.TotalMilliseconds, 2));
+                else w.WriteNull("srttMs");
                 w.WriteEndObject();
             }
             w.WriteEndArray();

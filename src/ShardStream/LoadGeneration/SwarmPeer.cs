@@ -83,7 +83,8 @@ internal sealed class SwarmPeer
             peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
                 new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
             byte[] nonce = RandomNumberGenerator.GetBytes(Protocol.NonceLength);
-            peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce).Write));
+            // Version 5: a swarm peer measures no round-trip times and answers no pings (docs/protocol.md, version 6).
+            peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.PingVersion - 1, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce).Write));
             var welcome = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
             var took = Stopwatch.GetElapsedTime(started);
             peer.Id = welcome.PeerId;

@@ -39,7 +39,9 @@ public sealed partial class Coordinator : Node
     {
         options.Validate();
         _options = options;
-        _planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget));
+        _planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget, LatencyAware: options.LatencyAware));
+        _planner.SetCoordinate(Planner.Source, Anchor);
+        Coordinate = Anchor;
         Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
@@ -205,6 +207,8 @@ public sealed partial class Coordinator : Node
         if (turn is null) return;
         // A peer the coordinator still lists, joining again: it keeps its place (Coordinator.Rejoin.cs).
         if (await TryRejoinInPlaceAsync(link, hello, advertised, turn).ConfigureAwait(false)) return;
+        // A latency-aware plan first wants to know where the joiner is (Coordinator.Latency.cs).
+        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false)) return;
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
         if (unreachable is not null) budget = 0;
@@ -227,7 +231,7 @@ public sealed partial class Coordinator : Node
             int id;
             try
             {
-                id = _planner.Join(budget);
+                id = JoinPlanner(budget, hello);
             }
             catch (PlacementException e)
             {
@@ -260,6 +264,7 @@ public sealed partial class Coordinator : Node
             if (unreachable is not null)
                 link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
             if (session.Version >= Protocol.StreamHeaderVersion) link.Send(SignedHeader(startSeq, mediaHeader).Write);
+            MeasureRtt(link, session.Version);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);

@@ -16,7 +16,7 @@ internal delegate void FrameHandler(Link link, FrameType type, ReadOnlySequence<
 /// a reason instead of holding back its siblings; heartbeats go out when the link is quiet; a link
 /// whose silence its <see cref="FailureDetector"/> judges too long for a living other side is ended.
 /// </summary>
-internal sealed class Link : IAsyncDisposable
+internal sealed partial class Link : IAsyncDisposable
 {
     private readonly FramedConnection _connection;
     private readonly LinkOptions _options;
@@ -138,7 +138,14 @@ internal sealed class Link : IAsyncDisposable
     public void Start(FrameHandler handler)
     {
         Volatile.Write(ref _started, true);
-        _connection.Start((type, body) => handler(this, type, body), OnHeartbeat, _detector.Heard);
+        _connection.Start((type, body) =>
+        {
+            if (!OnRttFrame(type, body)) handler(this, type, body);
+        }, body =>
+        {
+            OnHeartbeatCoordinate(body);
+            OnHeartbeat(body);
+        }, _detector.Heard);
     }
 
     /// <summary>
@@ -220,8 +227,9 @@ internal sealed class Link : IAsyncDisposable
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
             return;
         }
+        TickPing(now);
         if (_time.GetElapsedTime(_connection.LastSent, now) >= _heartbeatInterval)
-            Send(_heartbeatFrame);
+            Send(HeartbeatToSend());
     }
 
     public ValueTask DisposeAsync() => _connection.DisposeAsync();

@@ -48,6 +48,10 @@ public static class ShardStreamMetrics
         "Round trip of the coordinator's reachability probe to a joiner (hello sent to welcome read).",
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] });
 
+    internal static readonly Histogram<double> LinkRtt = Meter.CreateHistogram<double>("shardstream.link.rtt", "s",
+        "Round-trip time samples of pings on links (version 6), less the time the pong waited at the other side.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1] });
+
     private static readonly object[] ShardTags = Enumerable.Range(0, Wire.Protocol.MaxShards).Select(s => (object)s.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 
     /// <summary>The <c>shard</c> tag, without boxing per call.</summary>

@@ -10,7 +10,7 @@ namespace ShardStream.Nodes;
 /// What the coordinator and a peer share: the listener, the hello exchange (version negotiation),
 /// serving attach requests from the replay window and live, and the heartbeat timer.
 /// </summary>
-public abstract class Node : IAsyncDisposable
+public abstract partial class Node : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<Link, byte> _links = new();
     private readonly CancellationTokenSource _stopping = new();
@@ -381,6 +381,7 @@ public abstract class Node : IAsyncDisposable
         link.Role = new ChildRole((int)hello.PeerId);
         var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
         await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
+        MeasureRtt(link, Protocol.Negotiate(hello));
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
         link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default).Observe(Log, $"{link.Name}: unsubscribing");

@@ -157,6 +157,14 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public TimeSpan? RejoinGrace { get; init; }
 
+    /// <summary>
+    /// Place by latency (docs/topology.md, "Latency"): a version-6 joiner first measures the RTT to
+    /// a few landmarks and joins with the network coordinate they give; the planner then prefers, among
+    /// the placements the policy allows, the parents that give it the lowest estimated delay from the
+    /// source. Off by default in the library; the CLI turns it on (<c>--latency-aware false</c> turns it off).
+    /// </summary>
+    public bool LatencyAware { get; init; }
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 

@@ -88,6 +88,7 @@ public sealed partial class Peer : Node
     /// <summary>Joins through <paramref name="address"/>, following redirects; <paramref name="resume"/> (a rejoin): where each shard goes on.</summary>
     private async Task JoinViaAsync(string address, ShardStart[] resume, CancellationToken cancellationToken)
     {
+        int measured = 0;
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
@@ -99,9 +100,21 @@ public sealed partial class Peer : Node
             Welcome welcome;
             try
             {
-                await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce).Write, cancellationToken).ConfigureAwait(false);
+                long sent = Time.GetTimestamp();
+                await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
                 // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
-                welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout * 2, cancellationToken).ConfigureAwait(false);
+                var (answer, landmarks) = await ReadAnswerAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < MaxMeasuringRounds, cancellationToken).ConfigureAwait(false);
+                if (landmarks is { } nodes)
+                {
+                    // A latency-aware coordinator wants a coordinate first (Peer.Landmarks.cs): measure, and join again.
+                    var rtt = Time.GetElapsedTime(sent);
+                    await link.DisposeAsync().ConfigureAwait(false);
+                    await MeasureLandmarksAsync(nodes, rtt, cancellationToken).ConfigureAwait(false);
+                    measured++;
+                    hop--;
+                    continue;
+                }
+                welcome = answer;
                 if (welcome.PeerId != 0)
                 {
                     var key = CheckProof(address, welcome, nonce);
@@ -167,7 +180,11 @@ public sealed partial class Peer : Node
         return key;
     }
 
-    private async Task<Welcome> ReadWelcomeAsync(Link link, string address, TimeSpan within, CancellationToken cancellationToken)
+    private async Task<Welcome> ReadWelcomeAsync(Link link, string address, TimeSpan within, CancellationToken cancellationToken) =>
+        (await ReadAnswerAsync(link, address, within, landmarksAllowed: false, cancellationToken).ConfigureAwait(false)).Welcome;
+
+    /// <summary>The welcome <paramref name="address"/> answers with, or (a join, <paramref name="landmarksAllowed"/>) the landmarks to measure first.</summary>
+    private async Task<(Welcome Welcome, Landmarks? Landmarks)> ReadAnswerAsync(Link link, string address, TimeSpan within, bool landmarksAllowed, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(within);
@@ -191,11 +208,16 @@ public sealed partial class Peer : Node
             if (bye.Code == GoodbyeCode.Busy) throw new CoordinatorBusyException($"{address} is busy: {reason}");
             throw new ConnectionFailedException($"{address} refused: {reason}");
         }
+        if (frame.Type == FrameType.Landmarks && landmarksAllowed)
+        {
+            if (!Landmarks.TryRead(ref reader, out var landmarks)) throw new ProtocolException($"{address} sent a malformed landmarks frame");
+            return (default, landmarks);
+        }
         if (frame.Type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var welcome))
             throw new ProtocolException($"{address} answered with a {frame.Type} frame instead of a welcome");
         if (welcome.Version is < Protocol.MinVersion or > Protocol.Version)
             throw new ProtocolException($"{address} chose protocol version {welcome.Version}, this peer speaks {Protocol.MinVersion}..{Protocol.Version}");
-        return welcome;
+        return (welcome, null);
     }
 
     private async Task JoinAsync(Link control, string address, Welcome welcome, ShardStart[] resume, CancellationToken cancellationToken)
@@ -219,6 +241,7 @@ public sealed partial class Peer : Node
         control.Role = new CoordinatorRole();
         // The coordinator may ask for rarer heartbeats on this link (it has many peers to hear from).
         control.AcceptLongerHeartbeats(MaxControlHeartbeat);
+        MeasureRtt(control, welcome.Version);
         List<(Link Old, byte[] Shards)> released;
         lock (_gate)
         {
@@ -301,6 +324,7 @@ public sealed partial class Peer : Node
             await link.CloseAsync(GoodbyeCode.Normal, unwanted).ConfigureAwait(false);
             return;
         }
+        MeasureRtt(link, welcome.Version);
         link.Start(OnParentFrame);
         if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
         link.Closed.ContinueWith(t => OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");

@@ -175,6 +175,17 @@ internal sealed class FramedConnection : IAsyncDisposable
         _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
     }
 
+    /// <summary>
+    /// Queues a control frame; <paramref name="beforeSend"/> runs as the writer hands it to the
+    /// transport, with the frame, when it was queued and now (timestamps of the time provider): it
+    /// may still change the frame's bytes (a ping's send time, a pong's wait).
+    /// </summary>
+    public void Send(byte[] frame, Action<byte[], long, long> beforeSend)
+    {
+        if (IsClosing) return;
+        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp(), beforeSend));
+    }
+
     /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
     public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
     {
@@ -308,6 +319,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                     }
                     else
                     {
+                        item.BeforeSend?.Invoke(item.Frame!, item.At, _time.GetTimestamp());
                         batch.Add(item.Frame!);
                         bytes += item.Frame!.Length;
                     }
@@ -451,5 +463,5 @@ internal sealed class FramedConnection : IAsyncDisposable
         await _connection.DisposeAsync().ConfigureAwait(false);
     }
 
-    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At);
+    private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At, Action<byte[], long, long>? BeforeSend = null);
 }

@@ -47,4 +47,13 @@ public enum FrameType : byte
 
     /// <summary>Coordinator to peer (version 5): the signed media header a peer writes before its first chunk (FLV or MPEG-TS streams).</summary>
     StreamHeader = 15,
+
+    /// <summary>Either side (version 6): answer with a pong, to measure the round-trip time.</summary>
+    Ping = 16,
+
+    /// <summary>Either side (version 6): the answer to a ping, with the answering side's network coordinate.</summary>
+    Pong = 17,
+
+    /// <summary>Coordinator to joiner (version 6): measure these nodes, then join again with a coordinate.</summary>
+    Landmarks = 18,
 }

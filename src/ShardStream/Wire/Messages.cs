@@ -140,17 +140,20 @@ internal static class FrameWriting
 /// <param name="ListenAddress">Where the sender accepts children.</param>
 /// <param name="Nonce">Version 3, join: 16 random bytes the coordinator signs to prove it holds the stream's key (null: zeros).</param>
 /// <param name="Ticket">Version 3, attach: the admission ticket the coordinator gave for this parent (null: none).</param>
+/// <param name="Coordinate">Version 6: the sender's network coordinate (null: unknown).</param>
+/// <param name="Measured">Version 6, join: the RTTs the joiner measured to the nodes a Landmarks frame named (null: none).</param>
 public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloRole Role, ulong PeerId, ushort UploadPercent, ShardStart[] Shards, string ListenAddress,
-    byte[]? Nonce = null, byte[]? Ticket = null)
+    byte[]? Nonce = null, byte[]? Ticket = null, WireCoordinate? Coordinate = null, MeasuredRtt[]? Measured = null)
 {
     /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
     public const ushort DefaultUpload = ushort.MaxValue;
 
     /// <summary>The largest length field a hello can have (a full shard list, the longest string, the nonce and the longest ticket).</summary>
-    public const int MaxFrameLength = 1 + 4 + 2 + 2 + 1 + 8 + 2 + 1 + Protocol.MaxShards * 9 + 2 + Protocol.MaxStringLength + Protocol.NonceLength + 1 + Protocol.MaxTicketLength;
+    public const int MaxFrameLength = 1 + 4 + 2 + 2 + 1 + 8 + 2 + 1 + Protocol.MaxShards * 9 + 2 + Protocol.MaxStringLength + Protocol.NonceLength + 1 + Protocol.MaxTicketLength + WireCoordinate.Length + 1 + Protocol.MaxShards * MeasuredRtt.Length;
 
     private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress)
-        + (MaxVersion >= Protocol.SignedStreamVersion ? Protocol.NonceLength + 1 + (Ticket?.Length ?? 0) : 0);
+        + (MaxVersion >= Protocol.SignedStreamVersion ? Protocol.NonceLength + 1 + (Ticket?.Length ?? 0) : 0)
+        + (MaxVersion >= Protocol.PingVersion ? WireCoordinate.Length + 1 + ((Measured?.Length ?? 0) * MeasuredRtt.Length) : 0);
 
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Hello, Size, in this, static (in Hello m, ref SpanWriter w) =>
@@ -166,6 +169,9 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         if (m.MaxVersion < Protocol.SignedStreamVersion) return; // an older hello (tests of the negotiation) has no extension
         FrameCodec.WriteFixed(ref w, m.Nonce, Protocol.NonceLength);
         FrameCodec.WriteBytes8(ref w, m.Ticket);
+        if (m.MaxVersion < Protocol.PingVersion) return;
+        (m.Coordinate ?? WireCoordinate.Unknown).Write(ref w);
+        MeasuredRtt.WriteList(ref w, m.Measured);
     });
 
     /// <summary>Reads a hello body; false when it is truncated or malformed.</summary>
@@ -188,8 +194,16 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         var nonce = new byte[Protocol.NonceLength];
         if (!r.TryCopyTo(nonce)) return false;
         r.Advance(Protocol.NonceLength);
-        if (!FrameCodec.TryReadBytes8(ref r, Protocol.MaxTicketLength, out byte[] ticket) || !r.End) return false;
-        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket);
+        if (!FrameCodec.TryReadBytes8(ref r, Protocol.MaxTicketLength, out byte[] ticket)) return false;
+        WireCoordinate? coordinate = null;
+        MeasuredRtt[]? measured = null;
+        if (max >= Protocol.PingVersion)
+        {
+            if (!WireCoordinate.TryRead(ref r, out var c) || !MeasuredRtt.TryReadList(ref r, out measured)) return false;
+            coordinate = c;
+        }
+        if (!r.End) return false;
+        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket, coordinate, measured);
         return true;
     }
 }
@@ -375,18 +389,40 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
     }
 }
 
-/// <summary>A keep-alive; the value is free for the sender (a counter or a timestamp).</summary>
-public readonly record struct Heartbeat(ulong Value)
+/// <summary>
+/// A keep-alive; the value is free for the sender (a counter or a timestamp). Version 6 may add
+/// the sender's network coordinate (a body of 24 bytes instead of 8).
+/// </summary>
+public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Heartbeat, Value);
+    public void Write(IBufferWriter<byte> writer)
+    {
+        if (Coordinate is null)
+        {
+            FrameWriting.WriteUInt64Frame(writer, FrameType.Heartbeat, Value);
+            return;
+        }
+        FrameWriting.Write(writer, FrameType.Heartbeat, 8 + WireCoordinate.Length, in this, static (in Heartbeat m, ref SpanWriter w) =>
+        {
+            w.WriteUInt64(m.Value);
+            m.Coordinate!.Value.Write(ref w);
+        });
+    }
 
-    /// <summary>Reads a heartbeat body.</summary>
+    /// <summary>Reads a heartbeat body: 8 bytes, or 24 with a coordinate.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Heartbeat value)
     {
-        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
-        value = new Heartbeat(v);
-        return ok;
+        value = default;
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong v)) return false;
+        if (r.End)
+        {
+            value = new Heartbeat(v);
+            return true;
+        }
+        if (!WireCoordinate.TryRead(ref r, out var coordinate) || !r.End) return false;
+        value = new Heartbeat(v, coordinate);
+        return true;
     }
 }
 

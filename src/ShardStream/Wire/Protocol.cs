@@ -6,9 +6,13 @@ public static class Protocol
     /// <summary>
     /// The protocol version this build speaks: 2 added the SlowChild frame, 3 the signed stream,
     /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame,
-    /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first).
+    /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first),
+    /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat).
     /// </summary>
-    public const ushort Version = 5;
+    public const ushort Version = 6;
+
+    /// <summary>The first version with Ping, Pong and Landmarks, and a network coordinate in Hello and Heartbeat.</summary>
+    public const ushort PingVersion = 6;
 
     /// <summary>The first version with the StreamHeader frame (coordinator to peer, after a placement Welcome).</summary>
     public const ushort StreamHeaderVersion = 5;

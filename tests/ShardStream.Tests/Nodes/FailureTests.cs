@@ -22,7 +22,7 @@ public sealed class FailureTests
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("3..5", goodbye.Reason);
+        Assert.Contains("3..6", goodbye.Reason);
         Assert.Contains("7..9", goodbye.Reason);
     }
 

@@ -83,6 +83,9 @@ public sealed class HostileInputTests
         body.AddRange(address);
         body.AddRange(new byte[Protocol.NonceLength]); // the nonce
         body.Add(0); // no ticket
+        body.AddRange(new byte[12]); // version 6: the coordinate (0, 0), height 0...
+        body.AddRange([0x3F, 0x80, 0x00, 0x00]); // ...and error 1: unknown
+        body.Add(0); // no measured RTTs
         FrameCodec.WriteHeader(connection.Pipe.Output, FrameType.Hello, body.Count);
         await connection.Pipe.Output.WriteAsync(body.ToArray());
 

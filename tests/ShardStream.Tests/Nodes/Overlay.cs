@@ -104,10 +104,11 @@ internal sealed class Overlay : IAsyncDisposable
         await _source.Writer.WriteAsync(data);
     }
 
-    public async Task EndAsync()
+    /// <summary>Ends the source and waits for the coordinator to finish (every peer done), up to <paramref name="within"/> (default <see cref="Deadline"/>).</summary>
+    public async Task EndAsync(TimeSpan? within = null)
     {
         await _source.Writer.CompleteAsync();
-        await _coordinatorRun!.WaitAsync(Deadline);
+        await _coordinatorRun!.WaitAsync(within ?? Deadline);
     }
 
     /// <summary>Waits until <paramref name="condition"/> holds, polling, with a generous deadline.</summary>

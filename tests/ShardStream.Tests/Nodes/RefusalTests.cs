@@ -26,14 +26,15 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("this node speaks 3..5", goodbye.Reason);
+        Assert.Contains("this node speaks 3..6", goodbye.Reason);
         Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
     [Theory]
     [InlineData(3, 3, 3)]
     [InlineData(1, 3, 3)]
-    [InlineData(3, 6, 5)]
+    [InlineData(3, 6, 6)]
+    [InlineData(3, 7, 6)]
     [InlineData(3, 5, 5)]
     [InlineData(3, 4, 4)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
@@ -48,6 +49,28 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
         Assert.Equal(chosen, welcome.Version);
+    }
+
+    [Theory]
+    [InlineData(5, false)]
+    [InlineData(6, true)]
+    public async Task A_latency_aware_coordinator_first_sends_landmarks_to_a_version_6_joiner_only(ushort max, bool landmarks)
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        // A version-5 joiner measures nothing: it is placed at once, as by the blind planner.
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(3, max, HelloRole.Join, 0x1234, Hello.DefaultUpload, [], "x:1", new byte[Protocol.NonceLength]));
+
+        Assert.Equal(landmarks ? FrameType.Landmarks : FrameType.Welcome, type);
+        if (!landmarks) return;
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Landmarks.TryRead(ref reader, out var read));
+        // An empty overlay: the coordinator alone, at the anchor of the coordinates.
+        var only = Assert.Single(read.Nodes);
+        Assert.Equal((0UL, ""), (only.Id, only.Address));
+        Assert.False(only.Coordinate.IsUnknown);
     }
 
     [Fact]

@@ -79,7 +79,7 @@
     for (const [id, p] of pos) {
       const n = byId.get(id);
       const title = id === 0 ? `coordinator: sends ${n.used}/${n.budget} shard-streams`
-        : `peer ${id} ${n.address}: depth ${n.depths[shard]}, sends ${n.used}/${n.budget}` + (n.rttMs === null ? "" : `, probe RTT ${n.rttMs} ms`);
+        : `peer ${id} ${n.address}: depth ${n.depths[shard]}, sends ${n.used}/${n.budget}` + (n.rttMs === null ? "" : `, probe RTT ${n.rttMs} ms`) + (n.srttMs == null ? "" : `, SRTT ${n.srttMs} ms`);
       parts.push(`<g data-id="${id}"><circle class="node${id === 0 ? " src" : ""}" cx="${X(p)}" cy="${Y(p)}" r="${id === 0 ? R + 2 : R}" fill="${color(n, shard, mode, data.maxDepth)}"><title>${esc(title)}</title></circle>`
         + (labels && id !== 0 ? `<text x="${X(p)}" y="${Y(p) + R + 8}">${id}</text>` : "") + "</g>");
     }

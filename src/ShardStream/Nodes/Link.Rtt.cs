@@ -1,0 +1,168 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Round-trip times on a link that speaks version 6 (docs/protocol.md, Ping and Pong): a ping at
+/// most every <see cref="PingInterval"/>, one at a time; its send time is taken when the writer
+/// hands it to the transport, and the answer says how long it waited at the other side before it
+/// went out, so neither side's send queue counts as network delay. Samples feed an RFC 6298
+/// estimator and the node's network coordinate.
+/// </summary>
+internal sealed partial class Link
+{
+    /// <summary>Pings at the heartbeat interval until this many samples, then every <see cref="SteadyPingFactor"/> intervals.</summary>
+    private const int EarlySamples = 4;
+
+    private const int SteadyPingFactor = 5;
+
+    private readonly RttEstimator _rtt = new();
+    private readonly Lock _rttGate = new();
+    private Func<WireCoordinate>? _localCoordinate;
+    private Action<Link, TimeSpan, WireCoordinate>? _onRttSample;
+    private ulong _pingToken;
+    private ulong _outstandingPing;
+    private long _pingQueuedAt;
+    private long _pingSentAt;
+    private WireCoordinate? _remoteCoordinate;
+
+    /// <summary>
+    /// The link speaks version 6: ping the other side, answer its pings with <paramref name="local"/>'s
+    /// coordinate, and put that coordinate in heartbeats. <paramref name="onSample"/> gets every RTT
+    /// sample with the coordinate the other side answered with.
+    /// </summary>
+    public void EnablePings(Func<WireCoordinate> local, Action<Link, TimeSpan, WireCoordinate>? onSample)
+    {
+        _localCoordinate = local;
+        _onRttSample = onSample;
+    }
+
+    /// <summary>True when this link measures round-trip times (it speaks version 6).</summary>
+    public bool MeasuresRtt => _localCoordinate is not null;
+
+    /// <summary>Called with the coordinate a heartbeat of the other side carried.</summary>
+    public Action<Link, WireCoordinate>? CoordinateHeard { get; set; }
+
+    /// <summary>SRTT, RTTVAR, the least sample and the count, read together; null before the first sample.</summary>
+    public (TimeSpan Smoothed, TimeSpan Variation, TimeSpan Min, int Samples)? RttSnapshot()
+    {
+        lock (_rttGate) return _rtt.Samples == 0 ? null : (_rtt.Smoothed, _rtt.Variation, _rtt.Min, _rtt.Samples);
+    }
+
+    /// <summary>The smoothed RTT (RFC 6298), null before the first sample.</summary>
+    public TimeSpan? SmoothedRtt
+    {
+        get
+        {
+            lock (_rttGate) return _rtt.Samples == 0 ? null : _rtt.Smoothed;
+        }
+    }
+
+    /// <summary>The RTT variation (RFC 6298), null before the first sample.</summary>
+    public TimeSpan? RttVariation
+    {
+        get
+        {
+            lock (_rttGate) return _rtt.Samples == 0 ? null : _rtt.Variation;
+        }
+    }
+
+    /// <summary>RTT samples taken on this link.</summary>
+    public int RttSamples
+    {
+        get
+        {
+            lock (_rttGate) return _rtt.Samples;
+        }
+    }
+
+    /// <summary>The last coordinate the other side sent (in a pong or a heartbeat), if any.</summary>
+    public WireCoordinate? RemoteCoordinate
+    {
+        get
+        {
+            lock (_rttGate) return _remoteCoordinate;
+        }
+    }
+
+    private TimeSpan PingInterval => RttSamples < EarlySamples ? _heartbeatInterval : _heartbeatInterval * SteadyPingFactor;
+
+    /// <summary>From <see cref="Tick"/>: a ping when one is due (an unanswered one is given up after 4 intervals).</summary>
+    private void TickPing(long now)
+    {
+        if (_localCoordinate is null) return;
+        long queued = Interlocked.Read(ref _pingQueuedAt);
+        if (queued != 0 && _time.GetElapsedTime(queued, now) < (Interlocked.Read(ref _outstandingPing) == 0 ? PingInterval : PingInterval * 4)) return;
+        ulong token = ++_pingToken;
+        Interlocked.Exchange(ref _outstandingPing, token);
+        Interlocked.Exchange(ref _pingSentAt, 0);
+        Interlocked.Exchange(ref _pingQueuedAt, now);
+        _connection.Send(FrameWriting.ToArray(new Ping(token).Write), (_, _, sentAt) => Interlocked.Exchange(ref _pingSentAt, sentAt));
+    }
+
+    /// <summary>The heartbeat to send now: with this node's coordinate on a version-6 link.</summary>
+    private byte[] HeartbeatToSend()
+    {
+        if (_localCoordinate is null) return _heartbeatFrame;
+        ulong value = BinaryPrimitives.ReadUInt64BigEndian(_heartbeatFrame.AsSpan(Protocol.FrameHeaderLength));
+        return FrameWriting.ToArray(new Heartbeat(value, _localCoordinate()).Write);
+    }
+
+    /// <summary>The writer is about to send a pong: how long it waited at this side since its ping arrived goes into it.</summary>
+    private void StampPong(byte[] frame, long queuedAt, long now)
+    {
+        long micros = (long)_time.GetElapsedTime(queuedAt, now).TotalMicroseconds;
+        BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(Pong.HoldOffsetInFrame), (uint)Math.Clamp(micros, 0, uint.MaxValue));
+    }
+
+    /// <summary>A frame of the RTT machinery arrived (ping or pong); false for any other frame.</summary>
+    private bool OnRttFrame(FrameType type, ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        switch (type)
+        {
+            case FrameType.Ping:
+                if (!Ping.TryRead(ref reader, out var ping)) throw new ProtocolException("malformed ping frame");
+                // Answered even before this side measures (a ping can only come on a version-6 link).
+                var coordinate = _localCoordinate?.Invoke() ?? WireCoordinate.Unknown;
+                _connection.Send(FrameWriting.ToArray(new Pong(ping.Token, 0, coordinate).Write), StampPong);
+                return true;
+            case FrameType.Pong:
+                if (!Pong.TryRead(ref reader, out var pong)) throw new ProtocolException("malformed pong frame");
+                OnPong(pong);
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /// <summary>A heartbeat arrived: the coordinate it may carry (version 6).</summary>
+    private void OnHeartbeatCoordinate(ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Coordinate is not { IsUnknown: false } remote) return;
+        lock (_rttGate) _remoteCoordinate = remote;
+        CoordinateHeard?.Invoke(this, remote);
+    }
+
+    private void OnPong(Pong pong)
+    {
+        long now = _time.GetTimestamp();
+        long sentAt = Interlocked.Read(ref _pingSentAt);
+        // A pong for no ping of ours (or an old one) says nothing.
+        if (pong.Token == 0 || Interlocked.CompareExchange(ref _outstandingPing, 0, pong.Token) != pong.Token || sentAt == 0) return;
+        var measured = _time.GetElapsedTime(sentAt, now);
+        var hold = TimeSpan.FromMicroseconds(pong.HoldMicros);
+        // The other side's wait counts only when it leaves a positive sample (RFC 9002, section 5.3, does likewise with the ack delay).
+        var sample = hold < measured ? measured - hold : measured;
+        lock (_rttGate)
+        {
+            _rtt.Add(sample);
+            if (!pong.Coordinate.IsUnknown) _remoteCoordinate = pong.Coordinate;
+        }
+        ShardStreamMetrics.LinkRtt.Record(sample.TotalSeconds);
+        _onRttSample?.Invoke(this, sample, pong.Coordinate);
+    }
+}

@@ -1,0 +1,106 @@
+using ShardStream.Topology;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// This node's network coordinate (Vivaldi, docs/topology.md): every RTT a version-6 link measures
+/// moves it towards agreement with the coordinate the other side answered with. The coordinator's
+/// stays fixed (see <see cref="Coordinator"/>): it is the anchor every peer's coordinate is
+/// measured from, so that the planner's estimates of delay from the source stay where it is.
+/// </summary>
+public abstract partial class Node
+{
+    private readonly Lock _coordinateGate = new();
+    private readonly Vivaldi _vivaldi = new(Environment.TickCount);
+    private NetworkCoordinate _coordinate = NetworkCoordinate.Unknown;
+
+    /// <summary>This node's network coordinate now.</summary>
+    public NetworkCoordinate Coordinate
+    {
+        get
+        {
+            lock (_coordinateGate) return _coordinate;
+        }
+        private protected set
+        {
+            lock (_coordinateGate) _coordinate = value;
+        }
+    }
+
+    /// <summary>True for a node whose coordinate does not follow its measurements (the coordinator: the anchor).</summary>
+    private protected virtual bool FixedCoordinate => false;
+
+    /// <summary>On a link that negotiated <paramref name="version"/>: measure its RTT when it speaks version 6.</summary>
+    private protected void MeasureRtt(Link link, ushort version)
+    {
+        if (version < Protocol.PingVersion) return;
+        link.EnablePings(() => ToWire(Coordinate), OnRttSample);
+        link.CoordinateHeard = OnRemoteCoordinate;
+    }
+
+    private void OnRttSample(Link link, TimeSpan rtt, WireCoordinate remote)
+    {
+        if (remote.IsUnknown) return;
+        OnRemoteCoordinate(link, remote);
+        if (FixedCoordinate) return;
+        lock (_coordinateGate) _coordinate = _vivaldi.Update(_coordinate, FromWire(remote), rtt.TotalMilliseconds);
+    }
+
+    /// <summary>The other side of <paramref name="link"/> says it is at <paramref name="remote"/> (a pong or a heartbeat).</summary>
+    private protected virtual void OnRemoteCoordinate(Link link, WireCoordinate remote)
+    {
+    }
+
+    /// <summary>Fits this node's coordinate to RTTs it measured to nodes at known coordinates (a joiner's landmarks).</summary>
+    private protected void FitCoordinate(IReadOnlyList<(WireCoordinate Remote, TimeSpan Rtt)> samples, int rounds)
+    {
+        var known = samples.Where(s => !s.Remote.IsUnknown && s.Rtt > TimeSpan.Zero).ToList();
+        if (known.Count == 0) return;
+        lock (_coordinateGate)
+        {
+            // A node that knows nothing starts at its nearest landmark (a node one short ping away is
+            // most likely in the same area): from the origin, a fit to a few far nodes can settle on
+            // the wrong side of the plane.
+            var start = _coordinate.Error < 1 ? _coordinate : FromWire(known.MinBy(s => s.Rtt).Remote) with { Error = 1 };
+            var fitted = _vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds);
+            // Measured: known, however unsure (an error of 1 would read as "knows nothing").
+            _coordinate = fitted with { Error = Math.Min(fitted.Error, 0.95) };
+        }
+    }
+
+    /// <summary>The round-trip times this node measured on its open links (those with at least one sample).</summary>
+    public IReadOnlyList<LinkRtt> LinkRtts()
+    {
+        var result = new List<LinkRtt>();
+        foreach (var link in _links.Keys)
+        {
+            if (link.RttSnapshot() is not { } rtt) continue;
+            result.Add(new LinkRtt(RemoteIdOf(link), link.Name, rtt.Smoothed, rtt.Variation, rtt.Min, rtt.Samples));
+        }
+        return result;
+    }
+
+    /// <summary>The node on the other side of <paramref name="link"/>: a parent, the coordinator (0), a child or a peer of the coordinator; -1 when unknown.</summary>
+    private int RemoteIdOf(Link link) => link.Role switch
+    {
+        ParentRole parent => parent.ParentId,
+        CoordinatorRole => CoordinatorRole.ParentId,
+        _ => ChildIdOf(link),
+    };
+
+    internal static WireCoordinate ToWire(NetworkCoordinate c) => new((float)c.X, (float)c.Y, (float)c.Height, (float)Math.Clamp(c.Error, 0, 1));
+
+    internal static NetworkCoordinate FromWire(WireCoordinate c) => new(c.X, c.Y, Math.Max(c.Height, Vivaldi.MinHeight), c.Error);
+}
+
+/// <summary>
+/// The RTT of one link as this node measured it (RFC 6298 estimates over version-6 pings).
+/// </summary>
+/// <param name="RemoteId">The node on the other side (0 = the coordinator; -1 when unknown, e.g. a link still joining).</param>
+/// <param name="Link">The link's name in logs ("coordinator", "parent 3 (…)", "child 7 (…)", "peer 7 (…)").</param>
+/// <param name="Smoothed">SRTT.</param>
+/// <param name="Variation">RTTVAR.</param>
+/// <param name="Min">The least sample.</param>
+/// <param name="Samples">Samples taken.</param>
+public sealed record LinkRtt(int RemoteId, string Link, TimeSpan Smoothed, TimeSpan Variation, TimeSpan Min, int Samples);

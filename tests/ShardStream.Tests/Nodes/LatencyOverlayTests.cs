@@ -1,0 +1,150 @@
+using ShardStream.Nodes;
+using ShardStream.Simulation;
+using ShardStream.Topology;
+using Xunit.Abstractions;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>Hundreds of in-process nodes: not run beside other tests, whose load would be this test's delays.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ManyNodesCollection
+{
+    public const string Name = "many nodes";
+}
+
+/// <summary>
+/// Round-trip times measured through the transport (version-6 pings) and latency-aware placement
+/// on a <see cref="ShardStream.Transport.VirtualNetwork"/> whose delays come from a latency model.
+/// </summary>
+[Collection(ManyNodesCollection.Name)]
+public sealed class LatencyOverlayTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task Every_link_measures_the_delay_the_network_puts_on_it()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2, heartbeatTimeout: TimeSpan.FromSeconds(5));
+        overlay.Network.SetLatency("coord", "p1", TimeSpan.FromMilliseconds(40));
+        overlay.Network.SetLatency("coord", "p2", TimeSpan.FromMilliseconds(15));
+        overlay.Network.SetLatency("p1", "p2", TimeSpan.FromMilliseconds(70));
+        overlay.StartStreaming();
+        var p1 = await overlay.AddPeerAsync();
+        var p2 = await overlay.AddPeerAsync();
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 1));
+
+        // Each side pings: every link has samples at both ends.
+        await Overlay.WaitUntilAsync(() => p1.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 3) && p2.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 3)
+            && overlay.Coordinator.LinkRtts().Count(r => r.Samples >= 3) >= 2, "both control links have three RTT samples at each end");
+
+        AssertRtt(p1.LinkRtts().First(r => r.RemoteId == 0), 80, "p1 to the coordinator");
+        AssertRtt(p2.LinkRtts().First(r => r.RemoteId == 0), 30, "p2 to the coordinator");
+        AssertRtt(overlay.Coordinator.LinkRtts().First(r => r.RemoteId == p1.Id && r.Link.StartsWith("peer", StringComparison.Ordinal)), 80, "the coordinator to p1");
+        // A link between the peers (in one direction or the other, per shard) when the plan made one.
+        foreach (var rtt in p1.LinkRtts().Where(r => r.RemoteId == p2.Id).Concat(p2.LinkRtts().Where(r => r.RemoteId == p1.Id)))
+            AssertRtt(rtt, 140, $"{rtt.Link} between the peers");
+
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(11)]
+    public async Task Latency_aware_placement_gives_shorter_delays_from_the_source_than_blind_placement(int seed)
+    {
+        const int peers = 100;
+        var model = new WorldLatencyModel(seed);
+        var blind = await BuildAsync(model, peers, latencyAware: false);
+        var aware = await BuildAsync(model, peers, latencyAware: true);
+        output.WriteLine($"{model.Description}, {peers} peers, K=4 striped: blind mean {blind.Mean:0.#} ms p95 {blind.P95:0.#} ms; aware mean {aware.Mean:0.#} ms p95 {aware.P95:0.#} ms");
+        output.WriteLine($"control-link RTT over the model (least sample): median {aware.MedianRttRatio:0.###}, worst {aware.WorstRttRatio:0.###}, least sample minus the model at most {aware.LowestRttExcessMs:0.#} ms");
+        Assert.True(aware.Mean < blind.Mean, $"latency-aware mean source-to-peer delay {aware.Mean:0.#} ms is not below blind placement's {blind.Mean:0.#} ms");
+        // Measured through the transport: never below the network's delay but for the timers' grain
+        // (see AssertRtt), and at the median within 25 % of it.
+        Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
+        Assert.True(aware.MedianRttRatio <= 1.25, $"the median control link measured {aware.MedianRttRatio:0.###} times the model's RTT");
+    }
+
+    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio);
+
+    /// <summary>
+    /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
+    /// <paramref name="model"/> (the coordinator is its node 0), joining in waves, streams through it,
+    /// checks that every peer wrote every byte, and measures the plan's delays under the model.
+    /// </summary>
+    private static async Task<Figures> BuildAsync(WorldLatencyModel model, int count, bool latencyAware)
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = latencyAware });
+        overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
+        overlay.StartStreaming();
+        var hostOf = new Dictionary<int, int>();
+        for (int first = 1; first <= count; first += 10)
+        {
+            var wave = Enumerable.Range(first, Math.Min(10, count - first + 1)).Select(async i =>
+            {
+                var options = new PeerOptions
+                {
+                    JoinAddress = overlay.Coordinator.ListenAddress,
+                    ListenAddress = $"p{i}:1",
+                    HeartbeatTimeout = TimeSpan.FromSeconds(10),
+                    HeartbeatInterval = TimeSpan.FromSeconds(2),
+                };
+                var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+                var output = new MemoryStream();
+                lock (overlay.Peers)
+                {
+                    overlay.Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), $"p{i}"));
+                    hostOf[peer.Id] = i;
+                }
+            });
+            await Task.WhenAll(wave);
+        }
+        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 5));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 2)), "every peer has two RTT samples of its control link");
+        var measured = overlay.Peers.Select(p => (Min: p.Peer.LinkRtts().First(r => r.RemoteId == 0).Min.TotalMilliseconds, Model: model.RttMs(0, hostOf[p.Peer.Id]))).ToList();
+        var ratios = measured.Select(m => m.Min / m.Model).Order().ToArray();
+        double lowestExcess = measured.Min(m => m.Min - m.Model);
+        var snapshot = overlay.Coordinator.Snapshot();
+        try
+        {
+            // 100 peers, paths of up to four ocean crossings, on a shared 2-core machine: a generous deadline.
+            await overlay.EndAsync(TimeSpan.FromMinutes(3));
+        }
+        catch (TimeoutException)
+        {
+            var behind = overlay.Peers.Where(p => !p.Run.IsCompleted).Select(p => $"peer {p.Peer.Id} ({p.Host}): wrote {p.Output.Length} of {overlay.Written.Length - p.Peer.StartOffset}");
+            Assert.Fail($"the coordinator did not finish: {string.Join("; ", behind)}");
+        }
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+
+        // Each peer's delay from the source: the slowest of its shards' paths, edge by edge under the model.
+        var byId = snapshot.Nodes.ToDictionary(n => n.Id);
+        int Host(int id) => id == 0 ? 0 : hostOf[id];
+        var delays = snapshot.Nodes.Where(n => n.Id != 0).Select(n => Enumerable.Range(0, snapshot.ShardCount).Max(s =>
+        {
+            double delay = 0;
+            for (var node = n; node.Id != 0; node = byId[node.Parents[s]]) delay += model.RttMs(Host(node.Parents[s]), Host(node.Id)) / 2;
+            return delay;
+        })).Order().ToArray();
+        Assert.Equal(count, delays.Length);
+        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1]);
+    }
+
+    /// <summary>
+    /// The least sample is the network's delay and what the machine added: never below the model
+    /// (a pong's hold at the other side is taken off, never more) but for the grain of the timers
+    /// that make the virtual network's delays (.NET's timers count <c>Environment.TickCount64</c>,
+    /// CLOCK_MONOTONIC_COARSE on Linux: one 4 ms jiffy, so a delay may end up to 4 ms early each
+    /// way), and on an idle path close to it.
+    /// </summary>
+    /// <summary>How much shorter than asked the virtual network's two delays of a round trip may be: 4 ms each way.</summary>
+    private const double TimerGrainMs = 8;
+
+    private void AssertRtt(LinkRtt rtt, double modelMs, string what)
+    {
+        output.WriteLine($"{what}: network {modelMs} ms, least {rtt.Min.TotalMilliseconds:0.#} ms, SRTT {rtt.Smoothed.TotalMilliseconds:0.#} ms, RTTVAR {rtt.Variation.TotalMilliseconds:0.#} ms, {rtt.Samples} samples");
+        Assert.True(rtt.Min.TotalMilliseconds >= modelMs - TimerGrainMs, $"{what}: least RTT {rtt.Min.TotalMilliseconds:0.#} ms is below the network's {modelMs} ms");
+        Assert.True(rtt.Smoothed.TotalMilliseconds >= modelMs - TimerGrainMs, $"{what}: SRTT {rtt.Smoothed.TotalMilliseconds:0.#} ms is below the network's {modelMs} ms");
+        Assert.True(rtt.Min.TotalMilliseconds < modelMs * 1.5 + 20, $"{what}: least RTT {rtt.Min.TotalMilliseconds:0.#} ms of {rtt.Samples} samples, the network's is {modelMs} ms");
+    }
+}
