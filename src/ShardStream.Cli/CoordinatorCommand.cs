@@ -58,6 +58,7 @@ internal static class CoordinatorCommand
             }, parse, replaySeconds, replayMiB, heartbeat);
             if (parse.GetValue(controlHeartbeat) is { } seconds) options = options with { ControlHeartbeatInterval = TimeSpan.FromSeconds(seconds) };
             if (parse.GetValue(maxJoins) is { } joins) options = options with { MaxJoinsInProgress = joins, MaxJoinsWaiting = 4 * Math.Max(0, joins) };
+            options = DescriptorLimit.Apply(options, loggers.CreateLogger("coordinator"));
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
             var egress = new MediaEgress(parse.GetValue(http) is not null);

@@ -50,6 +50,7 @@ internal static class PeerCommand
                 Stream = parse.GetValue(stream) is { } address ? StreamKey.Parse(address) : null,
                 RejoinFor = TimeSpan.FromSeconds(rejoinSeconds),
             }, parse, replaySeconds, replayMiB, heartbeat);
+            options = DescriptorLimit.Apply(options, loggers.CreateLogger("peer"));
             await using var peer = new Peer(options, loggerFactory: loggers);
             await peer.StartAsync(ct);
             status?.Start(PeerStatusText.For(peer));

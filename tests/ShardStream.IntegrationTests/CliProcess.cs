@@ -42,20 +42,24 @@ internal sealed partial class CliProcess : IAsyncDisposable
     /// </summary>
     public static CliProcess StartIn(string? netns, string cliDll, params string[] args) => StartIn(netns, cliDll, null, args);
 
+    /// <summary>Runs the CLI here under <c>prlimit --nofile=SOFT:HARD</c> (which execs, so the process is the CLI itself).</summary>
+    public static CliProcess StartWithDescriptorLimit(int soft, int hard, params string[] args) =>
+        StartIn(null, CliDll, null, args, ["prlimit", $"--nofile={soft}:{hard}", "dotnet"]);
+
     /// <summary>Runs the CLI here and also writes everything it prints on stdout to the file <paramref name="stdoutFile"/>.</summary>
     public static CliProcess StartCapturing(string stdoutFile, params string[] args) => StartIn(null, CliDll, stdoutFile, args);
 
-    private static CliProcess StartIn(string? netns, string cliDll, string? captureStdout, string[] args)
+    private static CliProcess StartIn(string? netns, string cliDll, string? captureStdout, string[] args, string[]? command = null)
     {
-        var info = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
+        command ??= netns is null ? ["dotnet"] : ["ip", "netns", "exec", netns, "dotnet"];
+        var info = new ProcessStartInfo(command[0])
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (netns is not null)
-            foreach (var a in new[] { "netns", "exec", netns, "dotnet" }) info.ArgumentList.Add(a);
+        foreach (var a in command.Skip(1)) info.ArgumentList.Add(a);
         info.ArgumentList.Add(cliDll);
         foreach (var a in args) info.ArgumentList.Add(a);
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start dotnet");

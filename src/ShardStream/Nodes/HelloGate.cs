@@ -27,12 +27,14 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
     /// <summary>
     /// Registers a connection from <paramref name="host"/> that is about to wait for its hello. Its
     /// <see cref="Waiter.Token"/> is cancelled when it is dropped to make room (see
-    /// <see cref="Waiter.DroppedBecause"/>); dispose the waiter once the hello has arrived or the
-    /// wait ended.
+    /// <see cref="Waiter.DroppedBecause"/>), and <paramref name="abort"/> is called then, at once:
+    /// a dropped connection gives its file descriptor back before the next one is accepted, which a
+    /// close left to the waiting task did not under a flood (the node ran out of descriptors).
+    /// Dispose the waiter once the hello has arrived or the wait ended.
     /// </summary>
-    public Waiter Enter(string host)
+    public Waiter Enter(string host, Action? abort = null)
     {
-        var waiter = new Waiter(this, host);
+        var waiter = new Waiter(this, host, abort);
         var dropped = new List<Waiter>();
         lock (_lock)
         {
@@ -64,7 +66,7 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
     }
 
     /// <summary>One connection waiting for its hello.</summary>
-    internal sealed class Waiter(HelloGate gate, string host) : IDisposable
+    internal sealed class Waiter(HelloGate gate, string host, Action? abort) : IDisposable
     {
         private readonly CancellationTokenSource _drop = new();
 
@@ -87,7 +89,9 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
             catch (ObjectDisposedException)
             {
                 // It left meanwhile: nothing to drop.
+                return;
             }
+            abort?.Invoke();
         }
 
         public void Dispose()

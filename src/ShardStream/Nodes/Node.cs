@@ -126,7 +126,7 @@ public abstract partial class Node : IAsyncDisposable
             }
             if (connection is null) return;
             // Into the gate in accept order, so that "the oldest waiting" means the oldest.
-            var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress));
+            var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress), connection.Abort);
             Background.Run(() => HandleIncomingAsync(connection, waiter), Log, $"connection from {connection.RemoteAddress}");
         }
     }
@@ -232,7 +232,7 @@ public abstract partial class Node : IAsyncDisposable
             await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
             return;
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
         {
             string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
                 : e is OperationCanceledException ? $"no hello within {NodeOptionsBase.HelloTimeout.TotalSeconds:0.#} s" : e.Message;

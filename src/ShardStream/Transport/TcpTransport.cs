@@ -82,6 +82,12 @@ public sealed class TcpTransport : ITransport
             {
                 return null;
             }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+            {
+                // EMFILE or ENFILE: .NET reports both as this code, with ENFILE's text ("in system")
+                // even when it was this process's own limit.
+                throw new ConnectionFailedException($"cannot accept on {LocalAddress}: out of file descriptors (this process's limit, ulimit -n, or the system's)", e);
+            }
             catch (SocketException e)
             {
                 throw new ConnectionFailedException($"cannot accept on {LocalAddress}: {e.Message} ({e.SocketErrorCode})", e);
