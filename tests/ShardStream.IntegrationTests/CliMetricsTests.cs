@@ -43,6 +43,17 @@ public sealed class CliMetricsTests
                 return (written.All(w => w == source.Length), string.Join(",", written));
             }, Deadline, "every peer writes the whole source");
 
+            // Protocol version 6 and latency-aware placement, on by default: every peer measured the
+            // landmarks before it was placed, and every control link has a smoothed RTT from pings.
+            foreach (var p in nodes) Assert.Contains("node(s) the coordinator named", p.Stderr);
+            await Prometheus.WaitUntilAsync(async () =>
+            {
+                var o = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
+                var srtts = o.GetProperty("nodes").EnumerateArray().Where(n => n.GetProperty("id").GetInt32() != 0).Select(n => n.GetProperty("srttMs")).ToList();
+                return (srtts.All(v => v.ValueKind == JsonValueKind.Number && v.GetDouble() > 0), string.Join(",", srtts));
+            }, Deadline, "every peer's control link has a smoothed RTT");
+            Assert.True(Prometheus.Sum(await Prometheus.GetAsync(http + "/metrics"), "shardstream_link_rtt_seconds_count") > 0);
+
             string metrics = await Prometheus.GetAsync(http + "/metrics");
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_joins_total"));
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_peers"));
