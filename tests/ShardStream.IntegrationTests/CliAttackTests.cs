@@ -25,6 +25,8 @@ public sealed class CliAttackTests(ITestOutputHelper output)
     private const double RateBytesPerSecond = 1.5 * 1024 * 1024;
     private const int FloodConnections = 10_000;
     private const int SlowlorisConnections = 100;
+    /// <summary>The end of the source, written after the viewer that joins during the flood has joined.</summary>
+    private const int TailBytes = 4 * 1024 * 1024;
 
     /// <summary>
     /// docs/security.md: the coordinator's RSS stays under 100 MiB (runtime) + the replay window
@@ -52,7 +54,8 @@ public sealed class CliAttackTests(ITestOutputHelper output)
         {
             for (int i = 0; i < 3; i++) viewers.Add(CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0"));
             var rss = Task.Run(() => SampleMaxRssAsync(coordinator.Pid, stop.Token));
-            var feeding = Task.Run(() => FeedPacedAsync(coordinator, source));
+            var lateJoined = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var feeding = Task.Run(() => FeedPacedAsync(coordinator, source, lateJoined.Task));
             await WaitUntilAsync(() => viewers.All(v => v.StdoutBytes > 0), "the stream runs", TimeSpan.FromSeconds(90));
 
             // A hello with 1,024 bytes of 0xFF as its listen address: refused with a reason.
@@ -64,7 +67,10 @@ public sealed class CliAttackTests(ITestOutputHelper output)
             var slowloris = Task.Run(() => SlowlorisAsync(target, stop.Token));
             var flood = await FloodAsync(target, attackers);
             output.WriteLine($"flood: {flood.Connected} of {FloodConnections} connections opened in {flood.Elapsed.TotalSeconds:0.0} s");
-            viewers.Add(CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0"));
+            var late = CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0");
+            viewers.Add(late);
+            await WaitUntilAsync(() => late.StderrLines.Any(l => l.Contains("joined as peer", StringComparison.Ordinal)) || late.HasExited, "the viewer started during the flood joins", Deadline);
+            lateJoined.SetResult();
 
             await feeding.WaitAsync(Deadline);
             var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
@@ -95,15 +101,27 @@ public sealed class CliAttackTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Writes the source at the test's rate, so that the attacks happen while it streams.</summary>
-    private static async Task FeedPacedAsync(CliProcess coordinator, byte[] source)
+    /// <summary>
+    /// Writes the source at the test's rate, so that the attacks happen while it streams; its last
+    /// <see cref="TailBytes"/> only once <paramref name="lateJoined"/> completes. On a busy machine
+    /// the flood took 10-11 s instead of 5-7, and the viewer started after it found the stream
+    /// over and the coordinator gone ("Connection refused").
+    /// </summary>
+    private static async Task FeedPacedAsync(CliProcess coordinator, byte[] source, Task lateJoined)
     {
         var clock = Stopwatch.StartNew();
+        int paceFrom = 0;
         for (int at = 0; at < source.Length; at += BlockBytes)
         {
+            if (at == source.Length - TailBytes)
+            {
+                await lateJoined.WaitAsync(Deadline);
+                clock.Restart();
+                paceFrom = at;
+            }
             await coordinator.StandardInput.WriteAsync(source.AsMemory(at, Math.Min(BlockBytes, source.Length - at)));
             await coordinator.StandardInput.FlushAsync();
-            var due = TimeSpan.FromSeconds((at + BlockBytes) / RateBytesPerSecond);
+            var due = TimeSpan.FromSeconds((at + BlockBytes - paceFrom) / RateBytesPerSecond);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed);
         }
         coordinator.StandardInput.Close();
