@@ -60,9 +60,10 @@ internal static class CoordinatorCommand
             if (parse.GetValue(maxJoins) is { } joins) options = options with { MaxJoinsInProgress = joins, MaxJoinsWaiting = 4 * Math.Max(0, joins) };
             options = DescriptorLimit.Apply(options, loggers.CreateLogger("coordinator"));
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
-            await coordinator.StartAsync(ct);
             var egress = new MediaEgress(parse.GetValue(http) is not null);
             await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForCoordinator(coordinator), egress.Endpoints(loggers)], loggers, ct);
+            // After the HTTP host: its metrics exporter then sees every event from the first join on.
+            await coordinator.StartAsync(ct);
             using var endOfEgress = egress;
             egress.Started(httpHost, loggers);
             await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);

@@ -52,10 +52,11 @@ internal static class PeerCommand
             }, parse, replaySeconds, replayMiB, heartbeat);
             options = DescriptorLimit.Apply(options, loggers.CreateLogger("peer"));
             await using var peer = new Peer(options, loggerFactory: loggers);
-            await peer.StartAsync(ct);
             status?.Start(PeerStatusText.For(peer));
             var egress = new MediaEgress(parse.GetValue(http) is not null);
             await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForPeer(peer), egress.Endpoints(loggers)], loggers, ct);
+            // After the HTTP host: its metrics exporter then sees every event from the first join on.
+            await peer.StartAsync(ct);
             using var endOfEgress = egress;
             egress.Started(httpHost, loggers);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);

@@ -25,6 +25,13 @@ public sealed class CliMetricsTests
         await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]);
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(60));
         string http = await Prometheus.WaitForHttpAsync(coordinator, TimeSpan.FromSeconds(60));
+        // Before anything happened, the counters are there at 0 (not absent until their first event).
+        string atStart = await Prometheus.GetAsync(http + "/metrics");
+        Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_joins_total"));
+        Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_leaves_total", "how=\"failed\""));
+        Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_gaps_total"));
+        for (int s = 0; s < shards; s++)
+            Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_sent_bytes_total", $"shard=\"{s}\""));
         var nodes = new List<CliProcess>();
         try
         {
@@ -57,7 +64,7 @@ public sealed class CliMetricsTests
             string metrics = await Prometheus.GetAsync(http + "/metrics");
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_joins_total"));
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_peers"));
-            Assert.Null(Prometheus.Sum(metrics, "shardstream_leaves_total"));
+            Assert.Equal(0, Prometheus.Sum(metrics, "shardstream_leaves_total"));
             // Read from the source: every byte once, dealt to the shards.
             Assert.Equal(source.Length, Prometheus.Sum(metrics, "shardstream_received_bytes_total"));
             Assert.True(Prometheus.Sum(metrics, "shardstream_received_bytes_total", "shard=\"0\"") > 0);
@@ -111,7 +118,7 @@ public sealed class CliMetricsTests
                 string m = await Prometheus.GetAsync(http + "/metrics");
                 return (Prometheus.Sum(m, "shardstream_leaves_total", "how=\"graceful\"") == 1 && Prometheus.Sum(m, "shardstream_peers") == peers, m);
             }, Deadline, "the leave is counted");
-            Assert.Null(Prometheus.Sum(await Prometheus.GetAsync(http + "/metrics"), "shardstream_leaves_total", "how=\"failed\""));
+            Assert.Equal(0, Prometheus.Sum(await Prometheus.GetAsync(http + "/metrics"), "shardstream_leaves_total", "how=\"failed\""));
 
             coordinator.StandardInput.Close();
             var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);

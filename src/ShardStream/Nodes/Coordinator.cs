@@ -66,6 +66,7 @@ public sealed partial class Coordinator : Node
     /// <summary>Binds the listener and starts accepting peers.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        ShardStreamMetrics.Announce(_options.ShardCount);
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         Log.LogInformation("coordinator listening on {Address}, {K} shard(s), {Topology} topology, upload budget {Budget} shard-streams",
             ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);

@@ -58,6 +58,21 @@ public static class ShardStreamMetrics
     internal static KeyValuePair<string, object?> Shard(int shard) => new("shard", ShardTags[shard]);
 
     /// <summary>
+    /// Adds 0 to every counter, with each shard's tag where it has one, once a node knows its shard
+    /// count: a counter is then exported from the start at 0 instead of appearing only at its first
+    /// event (Prometheus' rate() and alerts on absent series need that). Histograms stay absent
+    /// until their first observation.
+    /// </summary>
+    internal static void Announce(int shardCount)
+    {
+        foreach (var counter in new[] { Joins, Evictions, Gaps, Lost, HeartbeatTimeouts }) counter.Add(0);
+        Leaves.Add(0, new KeyValuePair<string, object?>("how", "graceful"));
+        Leaves.Add(0, new KeyValuePair<string, object?>("how", "failed"));
+        for (int shard = 0; shard < shardCount; shard++)
+            foreach (var counter in new[] { Moves, Received, Sent, Stalls }) counter.Add(0, Shard(shard));
+    }
+
+    /// <summary>
     /// The gauges of one node: read when an exporter collects. Disposed with the node. They share
     /// the meter's name, so an exporter that subscribes to <see cref="MeterName"/> sees them.
     /// </summary>

@@ -229,6 +229,7 @@ public sealed partial class Peer : Node
         if (how == Rejoin.First)
         {
             _shardCount = welcome.ShardCount;
+            ShardStreamMetrics.Announce(_shardCount);
             _coordinatorAddress = address;
             StartOffset = (long)welcome.StartOffset;
             StartRun(welcome);
