@@ -50,7 +50,15 @@ internal static class CommonOptions
             return;
         }
         builder.SetMinimumLevel(verbose ? LogLevel.Debug : quiet ? LogLevel.Warning : LogLevel.Information);
-        builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.AddConsole(o =>
+        {
+            o.LogToStandardErrorThreshold = LogLevel.Trace;
+            // When stderr cannot keep up (a busy machine, a slow pipe), drop log lines (the logger
+            // says how many) rather than make the logging thread wait: with the default (Wait),
+            // threads that log while they hold a node's lock stopped the whole overlay in a
+            // 200-peer demo at load 27 (28 of 62 threads waiting to enqueue a line).
+            o.QueueFullMode = ConsoleLoggerQueueFullMode.DropWrite;
+        });
         builder.AddSimpleConsole(o =>
         {
             o.SingleLine = true;
