@@ -45,7 +45,7 @@ internal static class CoordinatorCommand
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
             bool created = false;
             using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
-            if (created) loggers.CreateLogger("coordinator").LogInformation("created a new stream key in {File} (mode 0600)", parse.GetValue(key));
+            if (created) CliLog.KeyCreated(loggers.CreateLogger("coordinator"), parse.GetValue(key));
             var options = CommonOptions.Apply(new CoordinatorOptions
             {
                 ListenAddress = parse.GetValue(listen)!,
@@ -75,9 +75,9 @@ internal static class CoordinatorCommand
             // An RTMP publish arrives as FLV; stdin is whatever --format says (or its first bytes).
             await coordinator.RunAsync(new MediaReader(source, ingest is not null ? MediaFormat.Flv : MediaFormats.Parse(parse.GetValue(format))), ct);
             var log = loggers.CreateLogger("coordinator");
-            log.LogInformation("the stream: {Bytes} bytes in {Chunks} chunks", coordinator.BytesStreamed, coordinator.ChunksCut);
-            log.LogInformation("overlay at the end of the stream:");
-            foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) log.LogInformation("  {Line}", line);
+            CliLog.StreamTotals(log, coordinator.BytesStreamed, coordinator.ChunksCut);
+            CliLog.FinalOverlay(log);
+            foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) CliLog.FinalOverlayLine(log, line);
         }, cancellationToken));
         return command;
     }
@@ -94,7 +94,7 @@ internal static class CoordinatorCommand
             if (string.IsNullOrEmpty(key))
             {
                 key = null;
-                loggers.CreateLogger("rtmp").LogWarning("no --rtmp-key: any stream key is accepted from a publisher");
+                CliLog.NoRtmpKey(loggers.CreateLogger("rtmp"));
             }
             var sink = new FlvByteSink();
             var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key }, loggers, ct);

@@ -83,7 +83,7 @@ public sealed partial class Coordinator
             }
         }
         if (landmarks.Length == 0) return false;
-        Log.LogDebug("{Link}: sending {Count} node(s) to measure before the join", link.Name, landmarks.Length);
+        CoordinatorLog.SendingLandmarks(Log, link.Name, landmarks.Length);
         await link.WriteNowAsync(new Landmarks(landmarks).Write, Stopping).ConfigureAwait(false);
         await link.ShutdownAsync("landmarks sent").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);

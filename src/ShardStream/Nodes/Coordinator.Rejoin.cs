@@ -160,15 +160,15 @@ public sealed partial class Coordinator
 /// <summary>Log lines about peers that join again.</summary>
 internal static partial class RejoinLog
 {
-    [LoggerMessage(EventId = 1101, EventName = "RejoinedInPlace", Level = LogLevel.Information,
+    [LoggerMessage(EventId = 1401, EventName = "RejoinedInPlace", Level = LogLevel.Information,
         Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay")]
     public static partial void InPlace(ILogger logger, int id, string address, string old);
 
-    [LoggerMessage(EventId = 1102, EventName = "WaitingForRejoin", Level = LogLevel.Information,
+    [LoggerMessage(EventId = 1402, EventName = "WaitingForRejoin", Level = LogLevel.Information,
         Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again")]
     public static partial void Waiting(ILogger logger, int id, string reason, double seconds);
 
-    [LoggerMessage(EventId = 1103, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
+    [LoggerMessage(EventId = 1403, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
         Message = "peer {Id} lost parent {Parent}, whose control link is closed: taking it out of the overlay")]
     public static partial void LostWhileAway(ILogger logger, int id, int parent);
 }

@@ -88,7 +88,7 @@ public sealed partial class Coordinator
     {
         int cap = Budgets.FromMultiple(_options.MaxPeerUpload, _options.ShardCount);
         if (budget <= cap) return budget;
-        Log.LogInformation("a joiner from {Address} declares an upload of {Declared:0.##}x the stream rate; counted as the cap, {Cap:0.##}x (--max-upload)",
+        CoordinatorLog.UploadCapped(Log,
             hello.ListenAddress, hello.UploadPercent / 100.0, _options.MaxPeerUpload);
         return cap;
     }
@@ -113,22 +113,22 @@ public sealed partial class Coordinator
             if (!_peers.ContainsKey(reporter.Id)) return;
             if (parentId == Planner.Source)
             {
-                Log.LogWarning("peer {Id} says the coordinator sent it bad data ({Reason}); treated as a lost link", reporter.Id, violation);
+                CoordinatorLog.CoordinatorAccused(Log, reporter.Id, violation);
                 parent = null;
             }
             else if (!_peers.TryGetValue(parentId, out parent))
             {
-                Log.LogDebug("peer {Id} cut off parent {Parent}, which is already out of the overlay: {Reason}", reporter.Id, parentId, violation);
+                CoordinatorLog.AccusedAlreadyOut(Log, reporter.Id, parentId, violation);
                 return;
             }
             else if (!shards.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId))
             {
-                Log.LogWarning("peer {Id} accuses peer {Parent}, which is not its parent in the plan; ignored: {Reason}", reporter.Id, parentId, violation);
+                CoordinatorLog.AccusationIgnored(Log, reporter.Id, parentId, violation);
                 return;
             }
             else if (++reporter.Accusations > MaxAccusations)
             {
-                Log.LogWarning("peer {Id} accuses a {N}th parent (peer {Parent}); evicting the accuser instead", reporter.Id, reporter.Accusations, parentId);
+                CoordinatorLog.AccuserEvicted(Log, reporter.Id, reporter.Accusations, parentId);
                 reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(Log, $"peer {reporter.Id}: evicting");
                 RemovePeer(reporter, "accused too many parents", graceful: false);
                 return;
@@ -143,7 +143,7 @@ public sealed partial class Coordinator
             OnParentLost(reporter, parentId, shards);
             return;
         }
-        Log.LogWarning("peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on",
+        CoordinatorLog.ParentCutOff(Log,
             parent.Id, parent.Address, reporter.Id, violation);
         RemovePeer(parent, $"cut off: {violation}", graceful: false);
         parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(Log, $"peer {parent.Id}: evicting");

@@ -68,10 +68,8 @@ public sealed partial class Coordinator : Node
     {
         ShardStreamMetrics.Announce(_options.ShardCount);
         await ListenAsync(cancellationToken).ConfigureAwait(false);
-        Log.LogInformation("coordinator listening on {Address}, {K} shard(s), {Topology} topology, upload budget {Budget} shard-streams",
-            ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
-        Log.LogInformation("stream address {Address}{Ephemeral}; a viewer checks it watches this stream with: shardstream peer -c {Listen} --stream {Address}",
-            StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", ListenAddress, StreamKey.Address);
+        CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
+        CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", ListenAddress, StreamKey.Address);
     }
 
     /// <summary>
@@ -84,10 +82,10 @@ public sealed partial class Coordinator : Node
         source.LostSync ??= why => MediaLog.LostSync(Log, why);
         if (_options.MinPeers > 0)
         {
-            Log.LogInformation("waiting for {N} peer(s) before streaming", _options.MinPeers);
+            CoordinatorLog.WaitingForPeers(Log, _options.MinPeers);
             await _enoughPeers.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        Log.LogInformation("streaming");
+        CoordinatorLog.Streaming(Log);
         var relay = Relay!;
         int k = _options.ShardCount;
         long seq = 0, offset = 0;
@@ -155,9 +153,9 @@ public sealed partial class Coordinator : Node
             _ended = true;
             for (int s = 0; s < k; s++) relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset, endSignature));
         }
-        Log.LogInformation("source ended after {Bytes} bytes in {Chunks} chunks; waiting for peers to finish", offset, seq);
+        CoordinatorLog.SourceEnded(Log, offset, seq);
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
-        Log.LogInformation("done");
+        CoordinatorLog.Done(Log);
     }
 
     /// <summary>
@@ -202,7 +200,7 @@ public sealed partial class Coordinator : Node
         // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
-            Log.LogDebug("{Link}: listens on {Listen}, advertised at {Advertised}", link.Name, hello.ListenAddress, advertised);
+            CoordinatorLog.Advertised(Log, link.Name, hello.ListenAddress, advertised);
         // At most so many joins at once; the rest wait a little or are told to come back (Coordinator.Admission.cs).
         using var turn = await EnterJoinAsync(link).ConfigureAwait(false);
         if (turn is null) return;
@@ -272,7 +270,7 @@ public sealed partial class Coordinator : Node
         }
         turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
-        Log.LogInformation("peer {Id} ({Address}) joined at offset {Offset}, budget {Budget}: {Parents}", session.Id, session.Address, welcome.StartOffset, budget,
+        CoordinatorLog.PeerJoined(Log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         await WatchControlAsync(link, session).ConfigureAwait(false);
     }
@@ -293,7 +291,7 @@ public sealed partial class Coordinator : Node
                     session.Attached = true;
                     enough = _attachedPeers >= _options.MinPeers;
                 }
-                Log.LogDebug("peer {Id} attached to all its parents", session.Id);
+                CoordinatorLog.PeerAttached(Log, session.Id);
                 if (enough) _enoughPeers.TrySetResult();
                 break;
             case FrameType.Detach:
@@ -349,7 +347,7 @@ public sealed partial class Coordinator : Node
             {
                 // Out of the overlay already (failed and repaired, or finished after the end and
                 // gone before its children had everything): the plan has the reporter elsewhere.
-                Log.LogDebug("peer {Id} lost parent {Parent}, which is already out of the overlay", reporter.Id, parentId);
+                CoordinatorLog.LostParentAlreadyOut(Log, reporter.Id, parentId);
                 if (!_peers.ContainsKey(reporter.Id) || !_planner.Contains(reporter.Id)) return;
                 SendMoves(lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) != parentId)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, _planner.ParentOf(reporter.Id, s.Shard))).ToList());
@@ -362,7 +360,7 @@ public sealed partial class Coordinator : Node
             if (parent is not null && childInPlan && TakeOutIfDisconnected(parent, reporter.Id)) return;
             if (parent is not null && childInPlan && parent.Control.Suspected)
             {
-                Log.LogInformation("peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+                CoordinatorLog.LostParentSilent(Log, reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
                 parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
                 return;
             }
@@ -403,7 +401,7 @@ public sealed partial class Coordinator : Node
             SendMoveLaterAsync(reporter, again).Observe(Log, $"peer {reporter.Id}: attaching again");
             return;
         }
-        Log.LogInformation("peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}",
+        CoordinatorLog.ReattachingToSameParent(Log,
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
         reporter.Control.Send(new Move(again).Write);
     }
@@ -509,11 +507,11 @@ public sealed partial class Coordinator : Node
             SendMoves(plan);
             if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
-                Log.LogDebug("peer {Id} left: {Reason}; {N} reattachment(s) sent", session.Id, reason, plan.Count);
+                CoordinatorLog.PeerLeftAfterEnd(Log, session.Id, reason, plan.Count);
                 return;
             }
         }
-        Log.LogInformation("peer {Id} {How} ({Reason}); {N} reattachment(s) sent", session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
+        CoordinatorLog.PeerRemoved(Log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
     }
 
     /// <summary>Takes a peer's session out (under the gate); false when it was out already.</summary>

@@ -74,7 +74,7 @@ internal sealed partial class Link : IAsyncDisposable
         _detector.Rescale(interval);
         // Say so at once: the other side keeps expecting the old interval until it hears this one.
         Send(_heartbeatFrame);
-        _log.LogDebug("{Link}: heartbeats every {Seconds:0.#} s from now on, as the other side does", Name, interval.TotalSeconds);
+        NodeLog.HeartbeatIntervalFollowed(_log, Name, interval.TotalSeconds);
     }
 
     /// <summary>For logs: who is on the other side.</summary>

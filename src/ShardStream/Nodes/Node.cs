@@ -88,7 +88,7 @@ public abstract partial class Node : IAsyncDisposable
             }
             catch (Exception e)
             {
-                Log.LogDebug("{Link}: disposing after close: {Reason}", link.Name, e.Message);
+                NodeLog.DisposeFailed(Log, link.Name, e.Message);
             }
         }, TaskScheduler.Default).Unwrap().Observe(Log, $"{link.Name}: disposing after close");
         return link;
@@ -282,7 +282,7 @@ public abstract partial class Node : IAsyncDisposable
 
     private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true)
     {
-        if (warn) Log.LogWarning("{Link}: refused: {Reason}", link.Name, reason);
+        if (warn) NodeLog.Refused(Log, link.Name, reason);
         try
         {
             await link.WriteNowAsync(new Goodbye(code, reason).Write, _stopping.Token).ConfigureAwait(false);
@@ -304,7 +304,7 @@ public abstract partial class Node : IAsyncDisposable
     /// <summary>The coordinator checks that this node accepts connections: say who we are, and close.</summary>
     private async Task AnswerProbeAsync(Link link, Hello hello)
     {
-        Log.LogDebug("{Link}: answering a reachability probe", link.Name);
+        NodeLog.AnsweringProbe(Log, link.Name);
         var answer = new Welcome(Protocol.Negotiate(hello), JoinToken, (byte)Math.Max(1, ShardCount), 0, 0, []);
         await link.WriteNowAsync(answer.Write, _stopping.Token).ConfigureAwait(false);
         await link.ShutdownAsync("probe answered").ConfigureAwait(false);
@@ -336,7 +336,7 @@ public abstract partial class Node : IAsyncDisposable
         if (!Detach.TryRead(ref reader, out var detach)) throw new ProtocolException("malformed detach frame");
         foreach (byte shard in detach.Shards)
             if (shard < ShardCount) Relay?.Unsubscribe(link, shard);
-        Log.LogDebug("{Link}: detached shard(s) {Shards}", link.Name, string.Join(",", detach.Shards));
+        NodeLog.Detached(Log, link.Name, string.Join(",", detach.Shards));
     }
 
     /// <summary>Per shard, the ids of the children this node sends it to now (the real connections).</summary>
@@ -385,7 +385,7 @@ public abstract partial class Node : IAsyncDisposable
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
         link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default).Observe(Log, $"{link.Name}: unsubscribing");
-        Log.LogInformation("{Link}: serving shard(s) {Shards}", link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
+        NodeLog.Serving(Log, link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
     }
 
     private readonly Trust.TicketBook _tickets = new();
@@ -431,7 +431,7 @@ public abstract partial class Node : IAsyncDisposable
         var all = Task.WhenAll(children.Select(c => c.Closed));
         await Task.WhenAny(all, Task.Delay(NodeOptionsBase.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
         var open = children.Where(c => !c.Closed.IsCompleted).Select(c => c.Name).ToList();
-        if (open.Count > 0) Log.LogWarning("closing with {N} child link(s) still open after the drain timeout: {Links}", open.Count, string.Join(", ", open));
+        if (open.Count > 0) NodeLog.ChildrenStillOpen(Log, open.Count, string.Join(", ", open));
     }
 
     /// <summary>Ends every link at once.</summary>

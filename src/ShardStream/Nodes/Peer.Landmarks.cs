@@ -44,7 +44,7 @@ public sealed partial class Peer
         var samples = _measured.Values.ToList();
         FitCoordinate(samples, LandmarkFitRounds);
         var c = Coordinate;
-        Log.LogInformation("measured {Count} of {Total} node(s) the coordinator named ({Measured} in all; coordinator {Rtt:0.#} ms): network coordinate ({X:0.#}, {Y:0.#}) height {Height:0.#} ms, estimated error {Error:0.##}",
+        PeerLog.LandmarksMeasured(Log,
             answered, landmarks.Nodes.Length, samples.Count, coordinatorRtt.TotalMilliseconds, c.X, c.Y, c.Height, c.Error);
     }
 
@@ -65,7 +65,7 @@ public sealed partial class Peer
         }
         catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            Log.LogDebug("landmark {Address} not measured: {Reason}", address, e.Message);
+            PeerLog.LandmarkNotMeasured(Log, address, e.Message);
             return TimeSpan.Zero;
         }
         finally

@@ -70,7 +70,7 @@ public sealed partial class Peer
             {
                 ShardStreamMetrics.Gaps.Add(1);
                 ShardStreamMetrics.Lost.Add(gap.Length);
-                Log.LogError("lost bytes {From}..{To} ({Length} bytes, chunks {FromSeq}..{ToSeq}): older than every replay window that could serve them; continuing at offset {To}",
+                PeerLog.BytesLost(Log,
                     gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset);
             },
         };
@@ -135,7 +135,7 @@ public sealed partial class Peer
     {
         if (how != Rejoin.First) Interlocked.Increment(ref _rejoins);
         string parents = string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId} {e.Address}")}"));
-        if (how == Rejoin.First) Log.LogInformation("joined as peer {Id} at offset {Offset}; {K} shard(s): {Parents}", Id, StartOffset, _shardCount, parents);
+        if (how == Rejoin.First) PeerLog.Joined(Log, Id, StartOffset, _shardCount, parents);
         else RejoinLog.Joined(Log, how == Rejoin.InPlace ? "in the same place" : how == Rejoin.Resume ? "as a new peer" : "into the new run", Id, _reassembler!.NextOffset, parents);
     }
 
@@ -226,19 +226,19 @@ public sealed partial class Peer
 /// <summary>Log lines of a peer that joins again.</summary>
 internal static partial class RejoinLog
 {
-    [LoggerMessage(EventId = 1111, EventName = "LostCoordinator", Level = LogLevel.Warning,
+    [LoggerMessage(EventId = 1411, EventName = "LostCoordinator", Level = LogLevel.Warning,
         Message = "lost the coordinator: {Reason}; joining again from offset {Offset}, for up to {Seconds:0} s (its parent and child links go on meanwhile)")]
     public static partial void Lost(ILogger logger, string reason, long offset, double seconds);
 
-    [LoggerMessage(EventId = 1112, EventName = "RejoinAttemptFailed", Level = LogLevel.Warning,
+    [LoggerMessage(EventId = 1412, EventName = "RejoinAttemptFailed", Level = LogLevel.Warning,
         Message = "joining again failed (attempt {Attempt}): {Reason}; next attempt in {Seconds:0.0} s")]
     public static partial void AttemptFailed(ILogger logger, int attempt, string reason, double seconds);
 
-    [LoggerMessage(EventId = 1113, EventName = "Rejoined", Level = LogLevel.Information,
+    [LoggerMessage(EventId = 1413, EventName = "Rejoined", Level = LogLevel.Information,
         Message = "joined again {How} as peer {Id}, resuming at offset {Offset}; {Parents}")]
     public static partial void Joined(ILogger logger, string how, int id, long offset, string parents);
 
-    [LoggerMessage(EventId = 1114, EventName = "NewRun", Level = LogLevel.Error,
+    [LoggerMessage(EventId = 1414, EventName = "NewRun", Level = LogLevel.Error,
         Message = "the coordinator at {Address} does not continue the stream this peer was watching (it was restarted: a new run, with the same key): the previous run is written up to its offset {Offset} ({Written} bytes in all); the new run is written from its offset {NewOffset}; whatever the source produced in between is not in this output")]
     public static partial void NewRun(ILogger logger, string address, long offset, long written, long newOffset);
 

@@ -133,7 +133,7 @@ public sealed partial class Peer : Node
             {
                 // Not the coordinator: it told us where to ask.
                 string next = welcome.Shards.FirstOrDefault().Address;
-                Log.LogInformation("{Address} redirects the join to {Next}", address, next);
+                PeerLog.Redirected(Log, address, next);
                 await link.DisposeAsync().ConfigureAwait(false);
                 if (string.IsNullOrEmpty(next)) throw new ProtocolException($"{address} sent a redirect without an address");
                 address = next;
@@ -171,11 +171,11 @@ public sealed partial class Peer : Node
         {
             if (!wanted.SameAs(key))
                 throw new ConnectionFailedException($"{address} streams {key.Address}, not the stream asked for ({wanted.Address})");
-            Log.LogInformation("the coordinator proved it holds the key of stream {Address}, the one asked for", key.Address);
+            PeerLog.KeyProved(Log, key.Address);
         }
         else
         {
-            Log.LogInformation("pinned stream {Address}: the key the coordinator proved it holds (pass --stream {Address} to insist on it)", key.Address, key.Address);
+            PeerLog.KeyPinned(Log, key.Address, key.Address);
         }
         return key;
     }
@@ -274,7 +274,7 @@ public sealed partial class Peer : Node
             {
                 // The parent went away between the coordinator's answer and our attach: the
                 // coordinator repairs it like any lost parent, and a move follows.
-                Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
+                PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
                 var still = Current(starts, generations);
                 if (still.Length > 0) control.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
@@ -656,7 +656,7 @@ public sealed partial class Peer : Node
         await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
-            Log.LogInformation("moving shard(s) {Shards} to peer {Parent} ({Address})", string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
+            PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
             try
             {
                 await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping, generations).ConfigureAwait(false);
@@ -665,7 +665,7 @@ public sealed partial class Peer : Node
             {
                 // Whatever went wrong, the coordinator hears of it (for the shards no later move took over).
                 var still = Current(starts, generations);
-                Log.LogWarning("cannot attach to {Address}: {Reason}", group.Key.Address, e.Message);
+                PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
                 if (still.Length > 0) _control?.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
         })).ConfigureAwait(false);
@@ -703,11 +703,11 @@ public sealed partial class Peer : Node
             string violation = closed.Text;
             // Nothing it sent after its last good chunk was written or forwarded; the coordinator
             // hears why, moves this peer and the liar's other children, and refuses the liar.
-            Log.LogError("cut off parent {Parent} (shard(s) {Shards}): {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), violation);
+            PeerLog.ParentCutOff(Log, parentId, string.Join(",", lost.Select(s => s.Shard)), violation);
             _control?.Send(new ParentLost(parentId, lost, violation).Write);
             return;
         }
-        Log.LogWarning("lost parent {Parent} for shard(s) {Shards}: {Reason}", parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
+        PeerLog.ParentLost(Log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         _control?.Send(new ParentLost(parentId, lost).Write);
     }
 
@@ -743,12 +743,12 @@ public sealed partial class Peer : Node
         var control = _control;
         if (control is null || control.IsClosing) return;
         lock (_gate) _leaving = true;
-        Log.LogInformation("leaving: asking the coordinator to move my children");
+        PeerLog.Leaving(Log);
         control.Send(new Leave((ulong)Id).Write);
         var children = Relay?.Subscribers() ?? [];
         await Task.WhenAny(Task.WhenAll(children.Select(c => c.Closed)), Task.Delay(timeout, Time)).ConfigureAwait(false);
         int left = children.Count(c => !c.Closed.IsCompleted);
-        if (left > 0) Log.LogWarning("leaving with {N} child link(s) still open after {Timeout} s", left, timeout.TotalSeconds);
+        if (left > 0) PeerLog.LeftChildrenOpen(Log, left, timeout.TotalSeconds);
         List<Link> parents;
         lock (_gate) parents = _parentOfShard.Values.Append(control).Distinct().ToList();
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "leaving"))).ConfigureAwait(false);
@@ -809,8 +809,8 @@ public sealed partial class Peer : Node
         var first = await Task.WhenAny(writing, _failed.Task).ConfigureAwait(false);
         if (first == _failed.Task) throw new StreamInterruptedException(_failed.Task.Result);
         await writing.ConfigureAwait(false);
-        if (LostBytes > 0) Log.LogError("stream complete with {Lost} bytes lost: {Bytes} bytes written from offset {Offset}", LostBytes, BytesWritten, StartOffset);
-        else Log.LogInformation("stream complete: {Bytes} bytes written from offset {Offset}", BytesWritten, StartOffset);
+        if (LostBytes > 0) PeerLog.CompleteWithLoss(Log, LostBytes, BytesWritten, StartOffset);
+        else PeerLog.Complete(Log, BytesWritten, StartOffset);
 
         // Parents first, children after: in striped trees a peer's child in one shard can be its
         // parent in another, so waiting for children before closing parents could wait in a circle.

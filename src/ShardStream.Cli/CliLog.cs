@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Cli;
+
+/// <summary>Log lines of the command-line host itself: event ids 1750..1799 (see docs/logging.md).</summary>
+internal static partial class CliLog
+{
+    [LoggerMessage(1750, LogLevel.Information, "created a new stream key in {File} (mode 0600)", EventName = "KeyCreated")]
+    public static partial void KeyCreated(ILogger log, string? file);
+
+    [LoggerMessage(1751, LogLevel.Information, "overlay at the end of the stream:", EventName = "FinalOverlay")]
+    public static partial void FinalOverlay(ILogger log);
+
+    [LoggerMessage(1752, LogLevel.Information, "  {Line}", EventName = "FinalOverlayLine")]
+    public static partial void FinalOverlayLine(ILogger log, string line);
+
+    [LoggerMessage(1753, LogLevel.Warning, "no --rtmp-key: any stream key is accepted from a publisher", EventName = "NoRtmpKey")]
+    public static partial void NoRtmpKey(ILogger log);
+
+    [LoggerMessage(1754, LogLevel.Information, "the stream: {Bytes} bytes in {Chunks} chunks", EventName = "StreamTotals")]
+    public static partial void StreamTotals(ILogger log, long bytes, long chunks);
+}
