@@ -1,5 +1,8 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Nodes;
+using ShardStream.Streaming;
 using ShardStream.Transport;
 using ShardStream.Wire;
 
@@ -51,6 +54,66 @@ public sealed class LinkCloseReasonTests
         await using var __ = aborted;
         aborted.Abort("replaced");
         Assert.Equal(new CloseReason(CloseCode.Aborted, "replaced"), await aborted.Closed.WaitAsync(Overlay.Deadline));
+    }
+
+    [Fact]
+    public async Task A_receiver_that_takes_nothing_is_cut_off_as_too_slow_once_its_queue_passes_the_limit()
+    {
+        var connection = new StuckConnection();
+        var options = new LinkOptions { MaxQueuedBytes = 3000, CloseTimeout = TimeSpan.FromMilliseconds(200) };
+        await using var link = new Link(connection, "slow child", options, NullLogger.Instance, TimeProvider.System);
+        link.Start((_, _, _) => { });
+
+        // The first chunk goes into a send that never completes; it still counts until it is sent.
+        int queued = 0;
+        for (int seq = 0; seq < 10; seq++)
+        {
+            var chunk = Chunk.Copy(0, seq, seq * 1000L, new ReadOnlySequence<byte>(new byte[1000]));
+            bool taken = link.TrySend(chunk);
+            chunk.Release();
+            if (!taken) break;
+            queued++;
+        }
+
+        Assert.Equal(3, queued);
+        var reason = await link.Closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(new CloseReason(CloseCode.TooSlow, "too slow: 3000 bytes waiting to be sent, the limit is 3000"), reason);
+    }
+
+    /// <summary>A connection whose sends never complete until it is aborted: a receiver that takes nothing.</summary>
+    private sealed class StuckConnection : IConnection, IDuplexPipe
+    {
+        private readonly Pipe _in = new();
+        private readonly Pipe _out = new();
+        private readonly TaskCompletionSource _aborted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public IDuplexPipe Pipe => this;
+
+        public PipeReader Input => _in.Reader;
+
+        public PipeWriter Output => _out.Writer;
+
+        public string RemoteAddress => "test";
+
+        public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
+        {
+            await _aborted.Task;
+            throw new IOException("aborted");
+        }
+
+        public ValueTask CloseOutputAsync() => ValueTask.CompletedTask;
+
+        public void Abort()
+        {
+            _aborted.TrySetResult();
+            _in.Writer.Complete();
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Abort();
+            return ValueTask.CompletedTask;
+        }
     }
 
     private static async Task<(Link Link, IConnection Client)> OpenAsync()
