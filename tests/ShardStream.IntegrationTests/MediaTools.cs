@@ -13,6 +13,25 @@ internal static class MediaTools
         RequiresTool.FindOnPath("ffmpeg") is null || RequiresTool.FindOnPath("ffprobe") is null ? "needs ffmpeg and ffprobe on PATH" : null;
 
     /// <summary>The arguments of a live test source of <paramref name="seconds"/> s in <paramref name="muxer"/> (flv or mpegts) on stdout.</summary>
+    /// <summary>About three seconds of <see cref="LiveSourceArgs"/>'s stream (it runs near 260 KB/s as FLV, more as MPEG-TS).</summary>
+    public const long ThreeSecondsOfStream = 800_000;
+
+    /// <summary>
+    /// Waits until <paramref name="viewer"/> has written <paramref name="bytes"/> of the stream: "some
+    /// seconds into the stream" as a condition on the stream itself, not on the wall clock (a busy
+    /// machine starts the encoder late, and a fixed sleep then lands at the stream's start).
+    /// </summary>
+    public static async Task WaitForStreamBytesAsync(CliProcess viewer, long bytes, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (viewer.StdoutBytes < bytes)
+        {
+            if (DateTime.UtcNow > deadline || viewer.HasExited)
+                throw new TimeoutException($"the viewer wrote {viewer.StdoutBytes} of the {bytes} bytes waited for:\n{viewer.Stderr}");
+            await Task.Delay(50);
+        }
+    }
+
     public static string[] LiveSourceArgs(string muxer, int seconds) =>
     [
         "-hide_banner", "-loglevel", "error", "-re",
