@@ -24,6 +24,9 @@ public sealed partial class Coordinator : Node
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
     private readonly HashSet<string> _cutOff = [];
+
+    /// <summary>(peer, shard) pairs whose move a repair after the end kept back (see <see cref="RemovePeer"/>).</summary>
+    private readonly HashSet<(int Peer, int Shard)> _keptBack = [];
     private readonly StreamSigner _signer;
     private readonly bool _ephemeralKey;
     private readonly SigningQueue _signing;
@@ -349,6 +352,12 @@ public sealed partial class Coordinator : Node
                 // gone before its children had everything): the plan has the reporter elsewhere.
                 CoordinatorLog.LostParentAlreadyOut(Log, reporter.Id, parentId);
                 if (!_peers.ContainsKey(reporter.Id) || !_planner.Contains(reporter.Id)) return;
+                if (_keptBack.Count > 0)
+                {
+                    // The peers follow the plan again before this orphan is sent to its plan parent.
+                    SendMoves(_keptBack.Where(m => m.Peer != reporter.Id && _planner.Contains(m.Peer)).Select(m => new Reattachment(m.Peer, m.Shard, _planner.ParentOf(m.Peer, m.Shard))).ToList());
+                    _keptBack.Clear();
+                }
                 SendMoves(lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) != parentId)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, _planner.ParentOf(reporter.Id, s.Shard))).ToList());
                 return;
@@ -497,19 +506,22 @@ public sealed partial class Coordinator : Node
             if (!Forget(session)) return;
             _probeRtts.TryRemove(session.Address, out _);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
-            // Even after the end, and even for a peer that finished: the moves of the repair go
-            // out. A peer that has everything ignores its Move; one that does not (its parent
-            // withheld or lost chunks) needs its new parent, and the plan must stay what the
-            // peers do: a repair whose moves are kept back leaves the plan's edges pointing
-            // where nobody moved, and a later orphan sent to its plan parent could be sent below
-            // itself (seen: peer 2 sent to 7, which still received from 4, which received from 2).
             plan = _planner.Leave([session.Id]);
-            SendMoves(plan);
             if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
+                // After the end, a peer that finished has sent its children everything: they keep
+                // draining from it, and a move now could only cost them what a new parent's
+                // window no longer holds. Its repair's moves are kept back, but not forgotten:
+                // the plan now has edges nobody followed, and an orphan sent to its plan parent
+                // could be sent below itself (seen: peer 2 sent to 7, which still received from 4,
+                // which received from 2). The first report of a parent that left this way sends
+                // every kept-back move (see OnParentLost), so the peers follow the plan again.
+                foreach (var r in plan) _keptBack.Add((r.Peer, r.Shard));
                 CoordinatorLog.PeerLeftAfterEnd(Log, session.Id, reason, plan.Count);
                 return;
             }
+            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
+            SendMoves(plan);
         }
         CoordinatorLog.PeerRemoved(Log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
     }

@@ -594,6 +594,7 @@ public sealed partial class Peer : Node
         }
         if (full.Kept || sender.IsClosing) return;
         BoundsLog.ReassemblyFull(Log, sender.Name, full.Message);
+        lock (_gate) _cutForRoom[sender] = (full.LaggingShard, _reassembler!.NextSeqOf(full.LaggingShard));
         sender.CloseAsync(GoodbyeCode.Normal, $"shard {full.RefusedShard} is too far ahead of shard {full.LaggingShard}: {full.Message}").Observe(Log, $"{sender.Name}: closing");
     }
 
@@ -707,6 +708,44 @@ public sealed partial class Peer : Node
             _control?.Send(new ParentLost(parentId, lost, violation).Write);
             return;
         }
+        (int Shard, long NextSeq) lagging;
+        bool forRoom;
+        lock (_gate) forRoom = _cutForRoom.Remove(link, out lagging);
+        if (forRoom && !lost.Any(s => s.Shard == lagging.Shard))
+        {
+            ReportWhenRoomAsync(parentId, lost.Select(s => s.Shard).ToArray(), lagging, reason).Observe(Log, $"parent {parentId}: reporting it lost");
+            return;
+        }
+        PeerLog.ParentLost(Log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
+        _control?.Send(new ParentLost(parentId, lost).Write);
+    }
+
+    /// <summary>Parent links this peer cut off because a chunk they sent had no room, with the lagging shard and its next chunk then.</summary>
+    private readonly Dictionary<Link, (int Shard, long NextSeq)> _cutForRoom = [];
+
+    /// <summary>
+    /// A parent cut off for room (it sent a chunk of a shard that ran too far ahead) is reported
+    /// lost once the lagging shard has moved on, or after a heartbeat timeout: reported at once,
+    /// the coordinator would send this peer back to it, it would send the same chunk, which would
+    /// find no room again, and the second report would take an honest edge out of the plan as
+    /// "cannot connect". Shards a move gave another parent meanwhile are not reported.
+    /// </summary>
+    private async Task ReportWhenRoomAsync(ulong parentId, byte[] shards, (int Shard, long NextSeq) lagging, string reason)
+    {
+        long start = Time.GetTimestamp();
+        try
+        {
+            while (_reassembler!.NextSeqOf(lagging.Shard) <= lagging.NextSeq && !_reassembler.IsComplete && Time.GetElapsedTime(start) < _options.HeartbeatTimeout)
+                await Task.Delay(TimeSpan.FromMilliseconds(50), Time, Stopping).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        if (_reassembler.IsComplete || _leaving) return;
+        ShardStart[] lost;
+        lock (_gate) lost = shards.Where(s => !_parentOfShard.ContainsKey(s)).Select(s => new ShardStart(s, (ulong)_reassembler.NextSeqOf(s))).ToArray();
+        if (lost.Length == 0) return;
         PeerLog.ParentLost(Log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         _control?.Send(new ParentLost(parentId, lost).Write);
     }
