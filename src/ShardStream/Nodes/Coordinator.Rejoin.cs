@@ -39,7 +39,7 @@ public sealed partial class Coordinator
         var seen = new bool[k];
         foreach (var s in hello.Shards)
         {
-            if (s.Shard >= k || seen[s.Shard] || s.FromSeq > (ulong)(_nextSeq + k)) return null;
+            if (s.Shard >= k || seen[s.Shard] || s.FromSeq > (ulong)(_source.NextSeq + k)) return null;
             seen[s.Shard] = true;
             seqs[s.Shard] = (long)s.FromSeq;
         }
@@ -83,11 +83,11 @@ public sealed partial class Coordinator
                 if (p.Token == hello.PeerId) session = p;
             if (session is null || session.Address != advertised || !_planner.Contains(session.Id)) return false;
             old = session.Control;
-            var entries = Assignments(session.Id, _nextSeq, resume);
+            var entries = Assignments(session.Id, _source.NextSeq, resume);
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)session.Id)];
             // The stream's head: a peer checks it against its own position (same run, not a restart).
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_nextSeq, (ulong)_nextOffset, WithTickets(session.Id, entries), proof);
-            _mergeFloor = _nextSeq;
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_source.NextSeq, (ulong)_source.NextOffset, WithTickets(session.Id, entries), proof);
+            _source.WelcomedAtHead();
             // Still counted as attached (it was, and its parents did not change): no second count.
             session.Control = link;
             session.Version = welcome.Version;
@@ -121,7 +121,7 @@ public sealed partial class Coordinator
         if (link.ReceivedGoodbye is null && closed.Code != CloseCode.TimedOut && !Stopping.IsCancellationRequested)
         {
             bool listed;
-            lock (_gate) listed = _peers.TryGetValue(session.Id, out var current) && current == session && !_ended;
+            lock (_gate) listed = _peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended;
             if (listed)
             {
                 RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);
@@ -129,7 +129,7 @@ public sealed partial class Coordinator
                 long since = Time.GetTimestamp();
                 try
                 {
-                    while (session.Control == link && !Volatile.Read(ref _ended) && Time.GetElapsedTime(since) < RejoinGrace)
+                    while (session.Control == link && !_source.Ended && Time.GetElapsedTime(since) < RejoinGrace)
                         await Task.Delay(RejoinPoll, Time, Stopping).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)

@@ -10,54 +10,6 @@ public sealed partial class Coordinator
 {
     private ulong _ticketSerial;
 
-    /// <summary>Hash lists signed so far, and how long chunks were held for them (see <see cref="SigningQueue.HoldHistogram"/>); for the bench.</summary>
-    internal (long ListsSigned, long[] HoldHistogram) SigningStats()
-    {
-        lock (_gate) return (_signing.ListsSigned, (long[])_signing.HoldHistogram.Clone());
-    }
-
-    /// <summary>
-    /// Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/>, and those
-    /// of a source that has caught up once <see cref="CoordinatorOptions.MinSigningInterval"/> has
-    /// passed since the last signature.
-    /// </summary>
-    private async Task SignLateListsAsync(CancellationToken cancellationToken)
-    {
-        var period = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond, Math.Min(_options.MaxSigningDelay.Ticks, _options.MinSigningInterval.Ticks) / 2));
-        // The timer ticks only while chunks wait for their signature: an idle source (a live
-        // stream between records, a publisher not yet connected) costs no wake-ups. The queue
-        // wakes this loop when it holds a first chunk again.
-        using var wake = new SemaphoreSlim(0, 1);
-        lock (_gate)
-            _signing.FirstHeld = () =>
-            {
-                if (wake.CurrentCount == 0) wake.Release();
-            };
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
-            {
-                bool pending;
-                lock (_gate) pending = _signing.HasPending;
-                if (!pending)
-                {
-                    await wake.WaitAsync(cancellationToken).ConfigureAwait(false);
-                    continue;
-                }
-                await Task.Delay(period, Time, cancellationToken).ConfigureAwait(false);
-                lock (_gate) _signing.SignIfDue(_options.MaxSigningDelay, _options.MinSigningInterval);
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            // The source ended.
-        }
-        finally
-        {
-            lock (_gate) _signing.FirstHeld = null;
-        }
-    }
-
     /// <summary>
     /// Gives every Redirect entry the admission ticket its child shows the parent: one per parent,
     /// naming that parent, the child and the shards it is to serve it. Called under the gate.
@@ -147,36 +99,5 @@ public sealed partial class Coordinator
             parent.Id, parent.Address, reporter.Id, violation);
         RemovePeer(parent, $"cut off: {violation}", graceful: false);
         parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(Log, $"peer {parent.Id}: evicting");
-    }
-
-    /// <summary>No read is merged into a chunk before this seq: a welcome named it as the head (under <see cref="_gate"/>).</summary>
-    private long _mergeFloor;
-
-    /// <summary>Chunks cut from the source so far (for tests and the bench).</summary>
-    internal long ChunksCut
-    {
-        get
-        {
-            lock (_gate) return _nextSeq;
-        }
-    }
-
-    /// <summary>
-    /// Appends a raw source's short read to chunk <paramref name="lastSeq"/> while that chunk waits
-    /// for its signature (<see cref="CoordinatorOptions.MergeShortReads"/>); false when it cannot
-    /// (signed already, or no room): the read becomes a chunk of its own.
-    /// </summary>
-    private bool TryMergeRead(long lastSeq, ReadOnlySpan<byte> bytes, ref long offset)
-    {
-        lock (_gate)
-        {
-            // A peer was welcomed at the head (the next chunk's seq and offset): the chunk before
-            // it may not grow, or the next chunk would start later than that peer was told.
-            if (lastSeq < _mergeFloor || !_signing.TryAppend(lastSeq, bytes, Protocol.MaxChunkLength, sourceCaughtUp: true)) return false;
-            offset += bytes.Length;
-            Interlocked.Exchange(ref _nextOffset, offset);
-        }
-        ShardStreamMetrics.Received.Add(bytes.Length, ShardStreamMetrics.Shard((int)(lastSeq % _options.ShardCount)));
-        return true;
     }
 }

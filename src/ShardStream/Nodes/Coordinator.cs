@@ -22,17 +22,13 @@ public sealed partial class Coordinator : Node
     private readonly Planner _planner;
     private readonly Dictionary<int, PeerSession> _peers = [];
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
     private readonly HashSet<string> _cutOff = [];
 
     /// <summary>(peer, shard) pairs whose move a repair after the end kept back (see <see cref="RemovePeer"/>).</summary>
     private readonly HashSet<(int Peer, int Shard)> _keptBack = [];
     private readonly StreamSigner _signer;
     private readonly bool _ephemeralKey;
-    private readonly SigningQueue _signing;
-    private long _nextSeq;
-    private long _nextOffset;
-    private bool _ended;
+    private readonly StreamSource _source;
     private long _lastDemotion;
     private int _attachedPeers;
 
@@ -48,9 +44,7 @@ public sealed partial class Coordinator : Node
         Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
-        // A list's chunks reach each child at once: at most a sixteenth of the queue limit, so that
-        // the burst never comes near it (pacing keeps queues under a quarter of it).
-        _signing = new SigningQueue(_signer, Relay, options.ShardCount, options.MaxHashesPerList, Math.Min(2L << 20, options.MaxQueuedBytesPerChild / 16), Time);
+        _source = new StreamSource(options, _gate, Relay, _signer, Log, Time);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 
@@ -64,7 +58,19 @@ public sealed partial class Coordinator : Node
     public StreamKey StreamKey => _signer.PublicKey;
 
     /// <summary>Stream bytes read from the source so far.</summary>
-    public long BytesStreamed => Interlocked.Read(ref _nextOffset);
+    public long BytesStreamed => _source.BytesStreamed;
+
+    /// <summary>The format of the source, once its first bytes were read.</summary>
+    public MediaFormat? Format => _source.Format;
+
+    /// <summary>Chunks cut from the source so far (for tests and the bench).</summary>
+    internal long ChunksCut => _source.ChunksCut;
+
+    /// <summary>Hash lists signed so far, and how long chunks were held for them (see <see cref="SigningQueue.HoldHistogram"/>); for the bench.</summary>
+    internal (long ListsSigned, long[] HoldHistogram) SigningStats() => _source.SigningStats();
+
+    /// <summary>Streams a raw byte source (see <see cref="RunAsync(MediaReader, CancellationToken)"/>).</summary>
+    public Task RunAsync(Stream source, CancellationToken cancellationToken) => RunAsync(new MediaReader(source, MediaFormat.Raw), cancellationToken);
 
     /// <summary>Binds the listener and starts accepting peers.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -89,103 +95,10 @@ public sealed partial class Coordinator : Node
             await _enoughPeers.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         CoordinatorLog.Streaming(Log);
-        var relay = Relay!;
-        int k = _options.ShardCount;
-        long seq = 0, offset = 0;
-        using var stopSigning = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var signingTimer = Task.Run(() => SignLateListsAsync(stopSigning.Token), CancellationToken.None);
-        while (true)
-        {
-            await PaceAsync(cancellationToken).ConfigureAwait(false);
-            var chunk = Chunk.Rent(Protocol.MaxChunkLength);
-            int n;
-            MediaRead read;
-            try
-            {
-                var reading = source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken);
-                // The source has nothing more for now (the end of a burst of a live source): sign
-                // what it gave without waiting for the timer, at most once per MinSigningInterval.
-                if (!reading.IsCompleted) lock (_gate) _signing.SourceWaiting(_options.MinSigningInterval);
-                read = await reading.ConfigureAwait(false);
-                n = read.Length;
-                if (Format is null && source.Format is { } format)
-                {
-                    Format = format;
-                    if (format != MediaFormat.Raw) MediaLog.SourceFormat(Log, format == MediaFormat.Flv ? "FLV" : "MPEG-TS", ": chunks are cut at its units and joiners start at a keyframe");
-                }
-            }
-            catch
-            {
-                chunk.Release();
-                throw;
-            }
-            if (n == 0)
-            {
-                chunk.Release();
-                break;
-            }
-            if (_options.MergeShortReads && n < Protocol.MaxChunkLength && Format == MediaFormat.Raw && TryMergeRead(seq - 1, chunk.WritableBuffer.Span[..n], ref offset))
-            {
-                chunk.Release();
-                continue;
-            }
-            chunk.Set((int)(seq % k), seq, offset, n);
-            chunk = chunk.Shrink();
-            lock (_gate)
-            {
-                // A short read: the source has nothing more for now (a live source between writes).
-                _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength);
-                long now = Time.GetTimestamp();
-                _recent.Enqueue((seq, offset, now));
-                if (read.RandomAccess) NoteRandomAccess(seq, offset, now, read.Header);
-                while (_recent.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At, now) > _options.JoinBacklog) _recent.Dequeue();
-                seq++;
-                offset += n;
-                _nextSeq = seq;
-                Interlocked.Exchange(ref _nextOffset, offset);
-            }
-            ShardStreamMetrics.Received.Add(n, ShardStreamMetrics.Shard(chunk.Shard));
-            chunk.Release();
-        }
-        await stopSigning.CancelAsync().ConfigureAwait(false);
-        await signingTimer.ConfigureAwait(false);
-        byte[] endSignature = _signer.SignEnd((ulong)seq, (ulong)offset);
-        lock (_gate)
-        {
-            _signing.SignAll();
-            _ended = true;
-            for (int s = 0; s < k; s++) relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset, endSignature));
-        }
+        var (seq, offset) = await _source.RunAsync(source, cancellationToken).ConfigureAwait(false);
         CoordinatorLog.SourceEnded(Log, offset, seq);
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
         CoordinatorLog.Done(Log);
-    }
-
-    /// <summary>
-    /// A source that can be read faster than the tree drains (a file, a pipe from a fast producer)
-    /// is paced by the direct children that keep up: reading waits while one of them has more
-    /// than <c>highWater</c> bytes queued. A child keeps up while the oldest chunk queued for it
-    /// is younger than 1 s (or <see cref="NodeOptions.SlowChildAge"/> if shorter); a child behind that (a
-    /// viewer whose download is below the stream rate) never holds the source back, and the
-    /// slow-child policy demotes it. A live source produces at most its rate: to hold more than
-    /// <c>highWater</c> (4 MiB) a child's queue must then be older than 4 MiB / rate, which is
-    /// over that bound for any rate up to 4 MiB/s (32 Mbit/s), so a live source of up to that rate
-    /// never waits (docs/resilience.md#slow-viewers). The wait is capped per chunk.
-    /// </summary>
-    private async ValueTask PaceAsync(CancellationToken cancellationToken)
-    {
-        // Well under the cut-off limit, so that pacing, not the limit, keeps healthy children's queues short.
-        long highWater = Math.Min(4L * 1024 * 1024, _options.MaxQueuedBytesPerChild / 4);
-        var keepsUp = _options.SlowChildAge < TimeSpan.FromSeconds(1) ? _options.SlowChildAge : TimeSpan.FromSeconds(1);
-        var deadline = Time.GetTimestamp() + (long)(0.2 * Time.TimestampFrequency);
-        while (Time.GetTimestamp() < deadline)
-        {
-            long most = 0;
-            foreach (var l in Relay!.Subscribers())
-                if (!l.IsClosing && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
-            if (most <= highWater) return;
-            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
-        }
     }
 
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
@@ -220,7 +133,7 @@ public sealed partial class Coordinator : Node
         {
             // A peer that joins again (it says where each shard goes on) still needs the tail and
             // the ends, which the windows hold: only new joiners are refused after the end.
-            if (_ended && hello.Shards.Length == 0)
+            if (_source.Ended && hello.Shards.Length == 0)
             {
                 RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended").Observe(Log, $"{link.Name}: refusing");
                 return;
@@ -243,15 +156,14 @@ public sealed partial class Coordinator : Node
             // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
             // A peer that joins again resumes at its own next chunks, and is told the stream's head.
             var resume = ResumeSeqs(hello);
-            var (startSeq, startOffset) = resume is not null ? (_nextSeq, _nextOffset)
-                : _options.JoinBacklog > TimeSpan.Zero && _recent.TryPeek(out var oldest) ? (oldest.Seq, oldest.Offset) : (_nextSeq, _nextOffset);
+            var (startSeq, startOffset) = resume is not null ? (_source.NextSeq, _source.NextOffset) : _source.JoinPoint();
             // A media stream: a new joiner starts at a keyframe, with the header to write first (Coordinator.Media.cs).
-            var mediaHeader = resume is null ? MediaJoinPoint(ref startSeq, ref startOffset) : null;
+            var mediaHeader = resume is null ? _source.MediaJoinPoint(ref startSeq, ref startOffset) : null;
             var entries = Assignments(id, startSeq, resume);
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
-            _mergeFloor = _nextSeq;
+            _source.WelcomedAtHead();
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId };
             _peers[id] = session;
             ShardStreamMetrics.Joins.Add(1);
@@ -265,7 +177,7 @@ public sealed partial class Coordinator : Node
             link.Send(welcome.Write);
             if (unreachable is not null)
                 link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
-            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(SignedHeader(startSeq, mediaHeader).Write);
+            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(_source.SignedHeader(startSeq, mediaHeader).Write);
             MeasureRtt(link, session.Version);
             link.Start(OnPeerFrame);
             foreach (var e in entries)
@@ -507,7 +419,7 @@ public sealed partial class Coordinator : Node
             _probeRtts.TryRemove(session.Address, out _);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = _planner.Leave([session.Id]);
-            if (_ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
+            if (_source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
             {
                 // After the end, a peer that finished has sent its children everything: they keep
                 // draining from it, and a move now could only cost them what a new parent's
@@ -609,7 +521,7 @@ public sealed partial class Coordinator : Node
     public override async ValueTask DisposeAsync()
     {
         await base.DisposeAsync().ConfigureAwait(false);
-        lock (_gate) _signing.Clear();
+        _source.Clear();
         if (_ephemeralKey) _signer.Dispose();
     }
 
