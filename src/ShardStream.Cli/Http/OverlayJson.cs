@@ -7,31 +7,51 @@ namespace ShardStream.Cli.Http;
 /// <summary>The JSON of <c>/api/overlay</c> and <c>/api/peer</c>, written by hand (no reflection: the AOT build keeps working).</summary>
 internal static class OverlayJson
 {
-    public static byte[] Overlay(Coordinator coordinator, double rate)
+    /// <summary>
+    /// The overlay's JSON (<c>/api/overlay</c>): the header's figures now, and the plan's part from
+    /// <paramref name="plan"/>; its <c>nodes</c> array only when <paramref name="withNodes"/> (the
+    /// page's events leave it out while the plan is the one the page has).
+    /// </summary>
+    public static byte[] Overlay(Coordinator coordinator, PlanJson plan, double rate, bool withNodes)
     {
-        var snapshot = coordinator.Snapshot();
-        var buffer = new ArrayBufferWriter<byte>(4096 + 160 * snapshot.Nodes.Count);
+        var buffer = new ArrayBufferWriter<byte>(512 + (withNodes ? plan.Nodes.Length : 0));
         using (var w = new Utf8JsonWriter(buffer))
         {
             w.WriteStartObject();
             w.WriteString("role", "coordinator");
             w.WriteNumber("time", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
             w.WriteString("stream", coordinator.StreamKey.Address);
-            w.WriteNumber("shards", snapshot.ShardCount);
-            w.WriteString("topology", snapshot.Topology.ToString().ToLowerInvariant());
+            w.WriteNumber("shards", plan.Shards);
+            w.WriteString("topology", plan.Topology);
             w.WriteNumber("bytesStreamed", coordinator.BytesStreamed);
             w.WriteNumber("rate", Math.Round(rate, 1));
-            w.WriteNumber("viewers", snapshot.Nodes.Count - 1);
-            w.WriteNumber("maxDepth", snapshot.MaxDepth);
-            var source = snapshot.Nodes[0];
+            w.WriteNumber("viewers", plan.Viewers);
+            w.WriteNumber("maxDepth", plan.MaxDepth);
             w.WriteStartObject("source");
-            w.WriteNumber("budget", source.Budget);
-            w.WriteNumber("used", source.Used);
+            w.WriteNumber("budget", plan.SourceBudget);
+            w.WriteNumber("used", plan.SourceUsed);
             // Each shard-stream is a K-th of the stream.
-            w.WriteNumber("upload", Math.Round(rate * source.Used / Math.Max(1, snapshot.ShardCount), 1));
+            w.WriteNumber("upload", Math.Round(rate * plan.SourceUsed / Math.Max(1, plan.Shards), 1));
             w.WriteNumber("children", coordinator.ChildCount);
             w.WriteEndObject();
-            w.WriteStartArray("nodes");
+            if (withNodes)
+            {
+                w.WritePropertyName("nodes");
+                w.WriteRawValue(plan.Nodes, skipInputValidation: true);
+            }
+            w.WriteEndObject();
+        }
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>The plan's part of the overlay's JSON, serialized once: the <c>nodes</c> array and the figures that follow from it.</summary>
+    public static PlanJson Plan(Coordinator coordinator, (long, int) version, long builtAt)
+    {
+        var snapshot = coordinator.Snapshot();
+        var buffer = new ArrayBufferWriter<byte>(4096 + 160 * snapshot.Nodes.Count);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartArray();
             foreach (var node in snapshot.Nodes)
             {
                 w.WriteStartObject();
@@ -53,9 +73,10 @@ internal static class OverlayJson
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            w.WriteEndObject();
         }
-        return buffer.WrittenSpan.ToArray();
+        var source = snapshot.Nodes[0];
+        return new PlanJson(version, builtAt, buffer.WrittenSpan.ToArray(), snapshot.ShardCount, snapshot.Topology.ToString().ToLowerInvariant(),
+            snapshot.Nodes.Count - 1, snapshot.MaxDepth, source.Budget, source.Used);
     }
 
     public static byte[] Peer(PeerStatus s, double rate)
@@ -96,3 +117,9 @@ internal static class OverlayJson
         return buffer.WrittenSpan.ToArray();
     }
 }
+
+/// <summary>
+/// The plan's part of the overlay's JSON, built for one <see cref="Coordinator.PlanVersion"/>:
+/// <paramref name="Nodes"/> is the serialized <c>nodes</c> array.
+/// </summary>
+internal sealed record PlanJson((long, int) Version, long BuiltAt, byte[] Nodes, int Shards, string Topology, int Viewers, int MaxDepth, int SourceBudget, int SourceUsed);

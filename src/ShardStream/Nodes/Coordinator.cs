@@ -493,6 +493,18 @@ public sealed partial class Coordinator : Node
     /// <summary>Direct children of the coordinator now.</summary>
     public int ChildCount => Relay?.Subscribers().Count ?? 0;
 
+    /// <summary>
+    /// Changes whenever <see cref="Snapshot"/> would give another overlay (the plan's change count
+    /// and the number of peer sessions): readers rebuild their view only then (the page's trees).
+    /// </summary>
+    public (long Plan, int Sessions) PlanVersion
+    {
+        get
+        {
+            lock (_gate) return (_planner.Version, _peers.Count);
+        }
+    }
+
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot()
     {

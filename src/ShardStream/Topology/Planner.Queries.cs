@@ -18,6 +18,12 @@ public sealed partial class Planner
         }
     }
 
+    /// <summary>
+    /// Changes with every change to the plan (a join, a leave, a move, a dropped edge): a reader that
+    /// saw this value before has seen this plan (the coordinator's page sends the trees again only then).
+    /// </summary>
+    public long Version => _forest.Version;
+
     /// <summary>True for the source and for live peers.</summary>
     public bool Contains(int node) => node >= 0 && node < _nextId && _forest.IsAlive(node);
 

@@ -99,6 +99,9 @@ internal sealed partial class ShardForest
 
     public int Used(int node) => _used[node];
 
+    /// <summary>Counts the changes to the trees (nodes added or killed, edges attached or detached): equal values, equal trees.</summary>
+    public long Version { get; private set; }
+
     public bool HasFreeSlot(int node, int shard)
     {
         var i = node * _k + shard;
@@ -113,6 +116,7 @@ internal sealed partial class ShardForest
             Grow(Math.Max(node + 1, _slots * 2));
         }
 
+        Version++;
         _alive[node] = true;
         _budget[node] = budget;
         _used[node] = 0;
@@ -161,6 +165,7 @@ internal sealed partial class ShardForest
     /// <summary>Marks a node gone: it no longer counts in any depth, nor answers any index query.</summary>
     public void Kill(int node)
     {
+        Version++;
         _alive[node] = false;
         for (var s = 0; s < _k; s++)
         {
@@ -180,6 +185,7 @@ internal sealed partial class ShardForest
     /// </summary>
     public void Attach(int node, int parent, int shard)
     {
+        Version++;
         var i = node * _k + shard;
         var pi = parent * _k + shard;
         _parent[i] = parent;
@@ -211,6 +217,7 @@ internal sealed partial class ShardForest
             return;
         }
 
+        Version++;
         var pi = parent * _k + shard;
         var prev = _prevSibling[i];
         var next = _nextSibling[i];

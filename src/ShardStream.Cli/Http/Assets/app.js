@@ -1,5 +1,6 @@
 // The coordinator's live page: shard trees in SVG, a header and a table of peers, fed by
-// server-sent events from /events (the JSON of /api/overlay). No library, nothing from outside.
+// server-sent events from /events (the JSON of /api/overlay; its "nodes" only when they changed,
+// the page keeps the last ones). No library, nothing from outside.
 "use strict";
 (function () {
   const SLOT = 13, LEVEL = 34, R = 4.5, PAD = 12;
@@ -88,7 +89,7 @@
 
   // The trees and the table are rebuilt only when what they show changed (a join, a leave, a move,
   // another colouring); the header follows every update. `full` forces the rebuild (for measuring).
-  let drawnKey = "";
+  let drawnKey = "", nodesText = "";
   function render(data, full) {
     const started = performance.now();
     last = data;
@@ -99,7 +100,7 @@
     $("upload").textContent = `${rateText(data.source.upload)} (${data.source.used}/${data.source.budget})`;
     $("topology").textContent = `${data.topology}, K=${data.shards}`;
     $("stream").textContent = "stream " + data.stream;
-    const key = mode + data.maxDepth + JSON.stringify(data.nodes);
+    const key = mode + data.maxDepth + nodesText;
     if (!full && key === drawnKey) {
       window.shardstreamRenderMs = performance.now() - started;
       window.shardstreamFullRender = false;
@@ -130,7 +131,11 @@
 
   const events = new EventSource("/events");
   events.onmessage = (e) => {
-    render(JSON.parse(e.data));
+    const data = JSON.parse(e.data);
+    if (data.nodes) nodesText = JSON.stringify(data.nodes);
+    else if (last) data.nodes = last.nodes;
+    else return;
+    render(data);
     $("status").textContent = "live · " + new Date().toLocaleTimeString();
   };
   events.onerror = () => { $("status").textContent = "disconnected, retrying…"; };
