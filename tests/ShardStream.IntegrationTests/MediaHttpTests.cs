@@ -3,8 +3,8 @@ using System.Text.RegularExpressions;
 namespace ShardStream.IntegrationTests;
 
 /// <summary>
-/// <c>--http</c> on a peer two hops down: ffmpeg opens <c>/live.flv</c> or <c>/live.ts</c> 4 s into a
-/// live stream and decodes 5 s with <c>-xerror</c> and no message (issue 11, point 3).
+/// <c>--http</c> on a peer two hops down: ffmpeg opens <c>/live.flv</c> or <c>/live.ts</c> about 5 s into a
+/// live stream (once the peer has written 800 kB) and decodes 5 s with <c>-xerror</c> and no message (issue 11, point 3).
 /// </summary>
 public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -24,10 +24,11 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
         string line = await WaitForLineAsync(second, "serving the live stream at", TimeSpan.FromSeconds(60));
         string http = ServingRegex().Match(line).Groups[1].Value;
         await WaitForLineAsync(second, "joined as peer", TimeSpan.FromSeconds(60));
-        var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs(muxer, 12), coordinator.StandardInput);
+        var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs(muxer, 20), coordinator.StandardInput);
         using var _ = ffmpeg;
         await WaitForLineAsync(coordinator, "streaming", TimeSpan.FromSeconds(60));
-        await Task.Delay(TimeSpan.FromSeconds(4));
+        // About 5 s into the stream, measured on the stream itself (a fixed sleep lands at its start when the encoder starts late).
+        await MediaTools.WaitForStreamBytesAsync(second, MediaTools.FiveSecondsOfStream, Deadline);
 
         using (var client = new HttpClient())
         using (var response = await client.GetAsync($"http://{http}{path}", HttpCompletionOption.ResponseHeadersRead))
@@ -37,10 +38,7 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
             Assert.Equal("*", string.Join(",", response.Headers.GetValues("Access-Control-Allow-Origin")));
             Assert.True(response.Headers.TransferEncodingChunked);
         }
-        var decode = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"http://{http}{path}", "-t", "5", "-f", "null", "-"], TimeSpan.FromMinutes(1));
-        Assert.True(decode.ExitCode == 0 && decode.Stderr.Trim().Length == 0, $"ffmpeg could not decode {path} from the peer (exit {decode.ExitCode}):\n{decode.Stderr}\n{second.Stderr}");
-        Assert.Contains(second.StderrLines, l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(path, StringComparison.Ordinal));
-        // The other format is refused with its reason.
+        // The other format is refused with its reason (asked while the stream runs: the peer exits at its end).
         using (var client = new HttpClient())
         {
             string other = path == "/live.flv" ? "/live.ts" : "/live.flv";
@@ -48,6 +46,9 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
             Assert.Equal(System.Net.HttpStatusCode.NotFound, refused.StatusCode);
             Assert.Contains($"GET {path}", await refused.Content.ReadAsStringAsync());
         }
+        var decode = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"http://{http}{path}", "-t", "5", "-f", "null", "-"], TimeSpan.FromMinutes(1));
+        Assert.True(decode.ExitCode == 0 && decode.Stderr.Trim().Length == 0, $"ffmpeg could not decode {path} from the peer (exit {decode.ExitCode}):\n{decode.Stderr}\n{second.Stderr}");
+        Assert.Contains(second.StderrLines, l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(path, StringComparison.Ordinal));
         await pump;
         Assert.Equal(0, (await second.WaitForExitAsync(Deadline)).ExitCode);
     }

@@ -2,7 +2,7 @@ namespace ShardStream.IntegrationTests;
 
 /// <summary>
 /// A live H.264/AAC stream from the real ffmpeg into the coordinator's stdin, relayed down a chain
-/// of peers; a viewer that joins about 3 s in (once the chain has written 800 kB), four hops down, must decode from its first byte: no
+/// of peers; a viewer that joins about 5 s in (once the chain has written 800 kB), four hops down, must decode from its first byte: no
 /// missing parameter sets, no undecodable frame (issue 11).
 /// </summary>
 public sealed class MediaLateJoinTests(Xunit.Abstractions.ITestOutputHelper output)
@@ -34,7 +34,7 @@ public sealed class MediaLateJoinTests(Xunit.Abstractions.ITestOutputHelper outp
                 var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs(muxer, 10), coordinator.StandardInput);
                 using var _ = ffmpeg;
                 await WaitForLineAsync(coordinator, "streaming", TimeSpan.FromSeconds(60));
-                await MediaTools.WaitForStreamBytesAsync(chain[^1], MediaTools.ThreeSecondsOfStream, TimeSpan.FromSeconds(60));
+                await MediaTools.WaitForStreamBytesAsync(chain[^1], MediaTools.FiveSecondsOfStream, TimeSpan.FromSeconds(60));
                 string late = Path.Combine(dir, "late." + muxer);
                 await using var joiner = CliProcess.StartCapturing(late, "peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "0");
                 await pump;
@@ -46,7 +46,7 @@ public sealed class MediaLateJoinTests(Xunit.Abstractions.ITestOutputHelper outp
                 var (decodeExit, errors) = MediaTools.Decode(late);
                 Assert.True(decodeExit == 0 && errors.Length == 0, $"ffmpeg could not decode the late joiner's output from its first byte (exit {decodeExit}):\n{errors}\n{joiner.Stderr}");
                 Assert.Contains("stream header", joiner.Stderr);
-                // Joined about 3 s into 10 s: several seconds of pictures, all decoded.
+                // Joined about 5 s into 10 s: several seconds of pictures, all decoded.
                 int frames = MediaTools.CountVideoFrames(late);
                 Assert.True(frames >= 90, $"ffprobe decoded {frames} video frames from the late joiner's output");
                 var first = File.ReadAllBytes(late).AsSpan(0, 4).ToArray();
