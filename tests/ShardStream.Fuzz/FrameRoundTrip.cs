@@ -104,6 +104,10 @@ public static class FrameRoundTrip
                 if (!Detach.TryRead(ref r, out var detach)) return null;
                 detach.Write(w);
                 break;
+            case FrameType.Fill:
+                if (!Fill.TryRead(ref r, out var fill)) return null;
+                fill.Write(w);
+                break;
             case FrameType.Leave:
                 if (!Leave.TryRead(ref r, out var leave)) return null;
                 leave.Write(w);

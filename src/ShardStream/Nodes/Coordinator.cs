@@ -164,7 +164,8 @@ public sealed partial class Coordinator : Node
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
             _source.WelcomedAtHead();
-            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId };
+            // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
+            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
             _peers[id] = session;
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(_planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
@@ -211,6 +212,10 @@ public sealed partial class Coordinator : Node
                 break;
             case FrameType.Detach:
                 HandleDetach(link, body);
+                break;
+            case FrameType.Fill when session.Version >= Protocol.FillVersion:
+                if (!Fill.TryRead(ref reader, out var fill)) throw new ProtocolException("malformed fill frame");
+                OnFill(link, session, fill);
                 break;
             case FrameType.Leave:
                 if (!Leave.TryRead(ref reader, out _)) throw new ProtocolException("malformed leave frame");
@@ -325,6 +330,24 @@ public sealed partial class Coordinator : Node
         CoordinatorLog.ReattachingToSameParent(Log,
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
         reporter.Control.Send(new Move(again).Write);
+    }
+
+    /// <summary>
+    /// A peer moved under a parent that holds the stream only from a later chunk asks for the
+    /// chunks in between on its control link: they are replayed from this coordinator's window
+    /// (a bounded subscription, <see cref="Relay.Subscribe"/>), then the peer attaches to its new
+    /// parent. A fill replaces any earlier one of the same shard on this link.
+    /// </summary>
+    private void OnFill(Link link, PeerSession session, Fill fill)
+    {
+        foreach (var s in fill.Shards)
+        {
+            if (s.Shard >= _options.ShardCount) throw new ProtocolException($"a fill of shard {s.Shard}, the stream has {_options.ShardCount}");
+            if (s.FromSeq >= fill.UntilSeq) continue;
+            Relay!.Unsubscribe(link, s.Shard);
+            long first = Relay.Subscribe(link, s.Shard, (long)s.FromSeq, (long)Math.Min(fill.UntilSeq, long.MaxValue - 1));
+            RepairLog.Filling(Log, session.Id, s.Shard, (long)s.FromSeq, (long)fill.UntilSeq, first);
+        }
     }
 
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
@@ -464,7 +487,9 @@ public sealed partial class Coordinator : Node
             foreach (var r in group)
             {
                 if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress));
-                else if (_peers.TryGetValue(r.NewParent, out var parent)) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, 0, parent.Address));
+                // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
+                // behind takes the chunks before it from this coordinator first (a Fill).
+                else if (_peers.TryGetValue(r.NewParent, out var parent)) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
                 // The plan and the sessions disagree (a bug): say so, and still send every other move.
                 else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
             }
@@ -550,6 +575,9 @@ public sealed partial class Coordinator : Node
         public Link Control { get; set; } = control;
 
         public bool Attached { get; set; }
+
+        /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
+        public long HeldFrom { get; init; }
 
         /// <summary>The protocol version its control link speaks.</summary>
         public ushort Version { get; set; }

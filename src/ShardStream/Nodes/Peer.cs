@@ -656,6 +656,8 @@ public sealed partial class Peer : Node
         if (_leaving || _reassembler!.IsComplete) return;
         await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
+            // A new parent that holds the shards only from a later chunk: the chunks before it come from the coordinator first (Peer.Fill.cs).
+            await FillBeforeAttachAsync(group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
             PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
             try

@@ -72,7 +72,9 @@ internal sealed class Relay
             {
                 var sub = subscribers[i];
                 if (chunk.Seq < sub.FromSeq) continue;
-                if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
+                // A fill (a bounded subscription) is done once the stream reaches its end point.
+                if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
+                else if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
                 else sent++;
             }
             if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
@@ -94,7 +96,7 @@ internal sealed class Relay
             lists.Enqueue((first, last, frame));
             while (lists.Count > MaxHashListsPerShard) lists.Dequeue();
             foreach (var sub in _subscribers[list.Shard])
-                if (last >= sub.FromSeq) sub.Link.Send(frame);
+                if (last >= sub.FromSeq && first < sub.UntilSeq) sub.Link.Send(frame);
         }
     }
 
@@ -104,7 +106,8 @@ internal sealed class Relay
         lock (_lock)
         {
             _ends[end.Shard] = end;
-            foreach (var sub in _subscribers[end.Shard]) sub.Link.Send(end.Write);
+            foreach (var sub in _subscribers[end.Shard])
+                if (sub.UntilSeq == long.MaxValue) sub.Link.Send(end.Write);
         }
     }
 
@@ -112,8 +115,10 @@ internal sealed class Relay
     /// Serves <paramref name="shard"/> to <paramref name="link"/> from <paramref name="fromSeq"/>:
     /// replays the window, then goes live. Returns the first sequence number the link will get:
     /// <paramref name="fromSeq"/> itself, or a later one when the window no longer reaches back that far.
+    /// With <paramref name="untilSeq"/> (a fill), only the chunks before that one are sent, and
+    /// neither the shard's end nor anything after.
     /// </summary>
-    public long Subscribe(Link link, int shard, long fromSeq)
+    public long Subscribe(Link link, int shard, long fromSeq, long untilSeq = long.MaxValue)
     {
         lock (_lock)
         {
@@ -124,16 +129,18 @@ internal sealed class Relay
                 // Everything from fromSeq was received and already dropped: the next live chunk is the earliest.
                 first = _lastSeq[shard] + _shardCount;
             }
-            foreach (var (_, last, frame) in _hashLists[shard])
-                if (last >= first) link.Send(frame);
+            foreach (var (listFirst, last, frame) in _hashLists[shard])
+                if (last >= first && listFirst < untilSeq) link.Send(frame);
             foreach (var chunk in _scratch)
             {
-                if (link.TrySend(chunk)) ShardStreamMetrics.Sent.Add(chunk.Length, ShardStreamMetrics.Shard(shard));
+                if (chunk.Seq < untilSeq && link.TrySend(chunk)) ShardStreamMetrics.Sent.Add(chunk.Length, ShardStreamMetrics.Shard(shard));
                 chunk.Release();
             }
             _scratch.Clear();
-            _subscribers[shard].Add(new Subscription(link, first));
-            if (_ends[shard] is { } end) link.Send(end.Write);
+            bool bounded = untilSeq != long.MaxValue;
+            // A fill whose end the stream has passed is complete with the replay.
+            if (!bounded || _lastSeq[shard] + _shardCount < untilSeq) _subscribers[shard].Add(new Subscription(link, first, untilSeq));
+            if (!bounded && _ends[shard] is { } end) link.Send(end.Write);
             return first;
         }
     }
@@ -173,5 +180,5 @@ internal sealed class Relay
         lock (_lock) _window.Clear();
     }
 
-    private readonly record struct Subscription(Link Link, long FromSeq);
+    private readonly record struct Subscription(Link Link, long FromSeq, long UntilSeq);
 }

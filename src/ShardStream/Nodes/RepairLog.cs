@@ -13,4 +13,13 @@ internal static partial class RepairLog
 
     [LoggerMessage(9302, LogLevel.Warning, "peer {Id} lost the coordinator as a parent again right after attaching to it again: it attaches to it once more in {Seconds:0.#} s (the coordinator is every peer's last resort)", EventName = "CoordinatorAgain")]
     public static partial void CoordinatorAgain(ILogger log, int id, double seconds);
+
+    [LoggerMessage(9303, LogLevel.Information, "peer {Id}: filling shard {Shard} from chunk {From} up to chunk {Until} on its control link (its new parent holds only from there); first chunk sent {First}", EventName = "Filling")]
+    public static partial void Filling(ILogger log, int id, int shard, long from, long until, long first);
+
+    [LoggerMessage(9304, LogLevel.Information, "shard(s) {Shards} behind what parent {Parent} holds (from chunk {HeldFrom}): taking the chunks before it from the coordinator first", EventName = "FillBeforeMove")]
+    public static partial void FillBeforeMove(ILogger log, string shards, ulong parent, ulong heldFrom);
+
+    [LoggerMessage(9305, LogLevel.Warning, "shard(s) {Shards}: the coordinator's fill up to chunk {Until} stopped at chunk {Next} (nothing came for {Seconds:0.#} s); attaching to parent {Parent} anyway", EventName = "FillStalled")]
+    public static partial void FillStalled(ILogger log, string shards, ulong until, long next, double seconds, ulong parent);
 }

@@ -56,4 +56,7 @@ public enum FrameType : byte
 
     /// <summary>Coordinator to joiner (version 6): measure these nodes, then join again with a coordinate.</summary>
     Landmarks = 18,
+
+    /// <summary>Peer to coordinator (version 7): send these shards on the control link up to a chunk, then stop (a parent that joined later holds the rest).</summary>
+    Fill = 19,
 }

@@ -7,9 +7,13 @@ public static class Protocol
     /// The protocol version this build speaks: 2 added the SlowChild frame, 3 the signed stream,
     /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame,
     /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first),
-    /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat).
+    /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat),
+    /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries).
     /// </summary>
-    public const ushort Version = 6;
+    public const ushort Version = 7;
+
+    /// <summary>The first version with the Fill frame (peer to coordinator) and a Move entry's FromSeq as the first chunk the new parent holds.</summary>
+    public const ushort FillVersion = 7;
 
     /// <summary>The first version with Ping, Pong and Landmarks, and a network coordinate in Hello and Heartbeat.</summary>
     public const ushort PingVersion = 6;

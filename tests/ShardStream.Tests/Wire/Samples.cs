@@ -36,7 +36,9 @@ internal static class Samples
 
     public static readonly ParentLost ParentLost = new(5, [new ShardStart(1, 401), new ShardStart(0, 400)], "chunk 7 of shard 1 does not match the stream's signed hash");
 
-    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost", "hashes"];
+    public static readonly Fill Fill = new([new ShardStart(3, 1203), new ShardStart(7, 1207)], 1600);
+
+    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost", "hashes", "fill"];
 
     public static TheoryData<string> NameData() => [.. Names];
 
@@ -54,6 +56,7 @@ internal static class Samples
             case "move": Move.Write(w); break;
             case "parent-lost": ParentLost.Write(w); break;
             case "hashes": HashList.Write(w); break;
+            case "fill": Fill.Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     });
@@ -70,6 +73,7 @@ internal static class Samples
         "move" => FrameType.Move,
         "parent-lost" => FrameType.ParentLost,
         "hashes" => FrameType.Hashes,
+        "fill" => FrameType.Fill,
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 
@@ -91,6 +95,7 @@ internal static class Samples
             FrameType.Hashes => global::ShardStream.Wire.HashList.TryRead(ref r, out _),
             FrameType.Notice => global::ShardStream.Wire.Notice.TryRead(ref r, out _),
             FrameType.StreamHeader => global::ShardStream.Wire.StreamHeader.TryRead(ref r, out _),
+            FrameType.Fill => global::ShardStream.Wire.Fill.TryRead(ref r, out _),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
         };
     }
@@ -146,6 +151,11 @@ internal static class Samples
                 Assert.Equal((HashList.Shard, HashList.FirstSeq, HashList.Count), (list.Shard, list.FirstSeq, list.Count));
                 Assert.Equal(HashList.Hashes, list.Hashes);
                 Assert.Equal(HashList.Signature, list.Signature);
+                break;
+            case "fill":
+                Assert.True(global::ShardStream.Wire.Fill.TryRead(ref r, out var fill));
+                Assert.Equal(Fill.Shards, fill.Shards);
+                Assert.Equal(Fill.UntilSeq, fill.UntilSeq);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);
