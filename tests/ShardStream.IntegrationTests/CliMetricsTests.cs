@@ -22,7 +22,7 @@ public sealed class CliMetricsTests
         new Random(14).NextBytes(tail);
         string expected = Convert.ToHexStringLower(SHA256.HashData([.. source, .. tail]));
 
-        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0", "--heartbeat-timeout", "10", "--latency-aware", "true"]);
+        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]);
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(60));
         string http = await Prometheus.WaitForHttpAsync(coordinator, TimeSpan.FromSeconds(60));
         // Before anything happened, the counters are there at 0 (not absent until their first event).
@@ -50,7 +50,7 @@ public sealed class CliMetricsTests
                 return (written.All(w => w == source.Length), string.Join(",", written));
             }, Deadline, "every peer writes the whole source");
 
-            // Protocol version 6 and latency-aware placement (--latency-aware true): every peer measured the
+            // Protocol version 6 and latency-aware placement, on by default: every peer measured the
             // landmarks before it was placed, and every control link has a smoothed RTT from pings.
             foreach (var p in nodes) Assert.Contains("node(s) the coordinator named", p.Stderr);
             await Prometheus.WaitUntilAsync(async () =>

@@ -69,8 +69,15 @@ internal sealed class NetnsHosts : IAsyncDisposable
         return add.ExitCode == 0 ? null : $"cannot create a network namespace: {add.Stderr.Trim()}";
     }
 
-    /// <summary>Builds <paramref name="count"/> hosts (at most 99) and the router.</summary>
-    public static NetnsHosts Create(int count, ITestOutputHelper output) => Create(count, output, Prefix, 81);
+    /// <summary>
+    /// Builds <paramref name="count"/> hosts (at most 99) and the router, named <see cref="Prefix"/>
+    /// in 10.81.0.0/16, or as <c>SHARDSTREAM_NETNS_PREFIX</c> and <c>SHARDSTREAM_NETNS_NETWORK</c>
+    /// say (so that two people testing on one machine can keep their namespaces apart).
+    /// </summary>
+    public static NetnsHosts Create(int count, ITestOutputHelper output) =>
+        Create(count, output,
+            Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_PREFIX") is { Length: > 0 } prefix ? prefix : Prefix,
+            int.TryParse(Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_NETWORK"), NumberStyles.None, CultureInfo.InvariantCulture, out int network) ? network : 81);
 
     /// <summary>
     /// Builds <paramref name="count"/> hosts (at most 99) and the router, with namespace names

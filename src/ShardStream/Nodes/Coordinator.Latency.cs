@@ -95,6 +95,12 @@ public sealed partial class Coordinator
         id == Planner.Source ? new Landmark(0, "", ToWire(Anchor))
         : _peers.TryGetValue(id, out var peer) ? new Landmark((ulong)id, peer.Address, ToWire(_planner.CoordinateOf(id))) : default;
 
+    /// <summary>
+    /// The RTT (ms) the planner is given for a node the joiner could not connect to (an RTT of 0 in
+    /// its Join): far worse than any real path, so that the node is its parent only if nothing else is left.
+    /// </summary>
+    private const double UnreachableRttMs = 60_000;
+
     /// <summary>Places a joiner by the coordinate and RTTs its Join carries (no coordinate: as a latency-blind plan would). The caller holds the gate.</summary>
     private int JoinPlanner(int budget, Hello hello)
     {
@@ -102,7 +108,31 @@ public sealed partial class Coordinator
         _candidatesSent.Remove(hello.PeerId);
         var measured = new Dictionary<int, double>();
         foreach (var m in hello.Measured ?? [])
-            if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && _planner.Contains((int)m.NodeId))) measured[(int)m.NodeId] = m.RttMicros / 1000.0;
+            if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && _planner.Contains((int)m.NodeId)))
+                measured[(int)m.NodeId] = m.RttMicros == 0 ? (m.NodeId == 0 ? measured.GetValueOrDefault(0) : UnreachableRttMs) : m.RttMicros / 1000.0;
         return _planner.Join(budget, FromWire(c), measured);
+    }
+
+    /// <summary>
+    /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
+    /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
+    /// (<see cref="UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
+    /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
+    /// Returns the peers to make leaves now. The caller holds the gate.
+    /// </summary>
+    private List<PeerSession> NoteUnreachableReports(int joiner, Hello hello)
+    {
+        var demote = new List<PeerSession>();
+        var measured = hello.Measured ?? [];
+        if (!measured.Any(m => m.NodeId != 0 && m.RttMicros > 0)) return demote;
+        foreach (var m in measured)
+        {
+            if (m.RttMicros != 0 || m.NodeId == 0 || m.NodeId > int.MaxValue || (int)m.NodeId == joiner) continue;
+            if (!_peers.TryGetValue((int)m.NodeId, out var other) || !_planner.Contains(other.Id) || _planner.Budget(other.Id) == 0) continue;
+            if (!other.UnreachableBy.Add(joiner)) continue;
+            ReachabilityLog.MeasuredUnreachable(Log, joiner, other.Id, other.Address, other.UnreachableBy.Count);
+            if (other.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf) demote.Add(other);
+        }
+        return demote;
     }
 }

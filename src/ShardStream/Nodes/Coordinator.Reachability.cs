@@ -97,13 +97,13 @@ public sealed partial class Coordinator
         return parent.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf && _planner.Contains(parent.Id) && _planner.Budget(parent.Id) > 0;
     }
 
-    /// <summary>Several children could not connect to this peer: it relays nothing from now on, and is told why.</summary>
+    /// <summary>Several peers (children, or joiners that measured it) could not connect to this peer: it relays nothing from now on, and is told why.</summary>
     private void DemoteUnreachable(PeerSession parent)
     {
         int count;
         lock (_gate) count = parent.UnreachableBy.Count;
         ReachabilityLog.UnreachableParentDemoted(Log, count, parent.Id, parent.Address);
-        Demote(parent.Id, $"{count} children could not connect to it at {parent.Address}");
+        Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}");
         if (parent.Version >= Protocol.ProbeVersion)
             parent.Control.Send(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
     }

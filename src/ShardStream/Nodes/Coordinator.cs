@@ -129,6 +129,7 @@ public sealed partial class Coordinator : Node
         if (unreachable is not null) budget = 0;
         Welcome welcome;
         PeerSession session;
+        List<PeerSession> demote;
         lock (_gate)
         {
             // A peer that joins again (it says where each shard goes on) still needs the tail and
@@ -167,6 +168,7 @@ public sealed partial class Coordinator : Node
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
             _peers[id] = session;
+            demote = NoteUnreachableReports(id, hello);
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(_planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
             // A stronger joiner may take the place of weaker peers: they move under it.
@@ -186,6 +188,8 @@ public sealed partial class Coordinator : Node
         }
         turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
+        // Peers this joiner could not connect to when it measured them (Coordinator.Latency.cs).
+        foreach (var other in demote) DemoteUnreachable(other);
         CoordinatorLog.PeerJoined(Log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         await WatchControlAsync(link, session).ConfigureAwait(false);

@@ -239,6 +239,14 @@ public sealed record PeerOptions : NodeOptions
     /// <summary>How many redirects to follow before giving up.</summary>
     public int MaxRedirects { get; init; } = 8;
 
+    /// <summary>
+    /// A latency-aware coordinator asks a joiner to measure a few nodes, in at most two rounds
+    /// (landmarks, then candidate parents): each round takes at most this long, connects included.
+    /// A node that has not answered by then is left out; one this joiner could not even connect to
+    /// is reported as such (docs/protocol.md, section 17). Default 1 s.
+    /// </summary>
+    public TimeSpan MeasureTimeout { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Stream bytes in order but not yet written to the output; past this the peer stops with "the output is slower than the stream".</summary>
     public long MaxOutputBacklogBytes { get; init; } = 64L * 1024 * 1024;
 

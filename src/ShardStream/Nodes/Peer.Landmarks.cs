@@ -22,23 +22,38 @@ public sealed partial class Peer
     /// <summary>What this joiner measured so far: node id to (its coordinate, the RTT).</summary>
     private readonly Dictionary<ulong, (WireCoordinate Coordinate, TimeSpan Rtt)> _measured = [];
 
-    /// <summary>The RTTs measured for the Join's <see cref="Hello.Measured"/>; null when none.</summary>
-    private MeasuredRtt[]? MeasuredRtts() => _measured.Count == 0 ? null
-        : [.. _measured.Take(Protocol.MaxShards).Select(m => new MeasuredRtt(m.Key, (uint)Math.Clamp(m.Value.Rtt.TotalMicroseconds, 1, uint.MaxValue)))];
+    /// <summary>Nodes this joiner was asked to measure and could not connect to within the round's time (reported with an RTT of 0).</summary>
+    private readonly HashSet<ulong> _unreachable = [];
 
+    /// <summary>The RTTs measured for the Join's <see cref="Hello.Measured"/>, then the nodes not reached (RTT 0); null when none.</summary>
+    private MeasuredRtt[]? MeasuredRtts() => _measured.Count + _unreachable.Count == 0 ? null
+        : [.. _measured.Select(m => new MeasuredRtt(m.Key, (uint)Math.Clamp(m.Value.Rtt.TotalMicroseconds, 1, uint.MaxValue)))
+            .Concat(_unreachable.Where(id => !_measured.ContainsKey(id)).Select(id => new MeasuredRtt(id, 0)))
+            .Take(Protocol.MaxShards)];
+
+    /// <summary>
+    /// Measures the nodes of one Landmarks frame, all at once and within
+    /// <see cref="PeerOptions.MeasureTimeout"/> in all (connects included): a node that has not
+    /// answered by then is left out, so a joiner waits that long at most per round, whatever it
+    /// cannot reach.
+    /// </summary>
     private async Task MeasureLandmarksAsync(Landmarks landmarks, TimeSpan coordinatorRtt, CancellationToken cancellationToken)
     {
+        using var round = new CancellationTokenSource(_options.MeasureTimeout, Time);
+        using var within = CancellationTokenSource.CreateLinkedTokenSource(round.Token, cancellationToken);
         var probes = landmarks.Nodes.Select(async node =>
         {
-            if (node.Id == 0) return (node.Coordinate, coordinatorRtt);
-            return (node.Coordinate, await ProbeRttAsync(node.Address, cancellationToken).ConfigureAwait(false));
+            if (node.Id == 0) return (node.Coordinate, Rtt: coordinatorRtt, Connected: true);
+            var (rtt, connected) = await ProbeRttAsync(node.Address, within.Token, cancellationToken).ConfigureAwait(false);
+            return (node.Coordinate, Rtt: rtt, Connected: connected);
         });
         var results = await Task.WhenAll(probes).ConfigureAwait(false);
         int answered = 0;
         for (int i = 0; i < results.Length; i++)
         {
-            if (results[i].Item2 <= TimeSpan.Zero) continue;
-            _measured[landmarks.Nodes[i].Id] = results[i];
+            if (!results[i].Connected) _unreachable.Add(landmarks.Nodes[i].Id);
+            if (results[i].Rtt <= TimeSpan.Zero) continue;
+            _measured[landmarks.Nodes[i].Id] = (results[i].Coordinate, results[i].Rtt);
             answered++;
         }
         var samples = _measured.Values.ToList();
@@ -48,25 +63,28 @@ public sealed partial class Peer
             answered, landmarks.Nodes.Length, samples.Count, coordinatorRtt.TotalMilliseconds, c.X, c.Y, c.Height, c.Error);
     }
 
-    /// <summary>The RTT of one probe to <paramref name="address"/> (hello written to welcome read); zero when it did not answer in time.</summary>
-    private async Task<TimeSpan> ProbeRttAsync(string address, CancellationToken cancellationToken)
+    /// <summary>
+    /// The RTT of one probe to <paramref name="address"/> (hello written to welcome read), zero when
+    /// it did not answer before <paramref name="within"/> ended; Connected is false when not even
+    /// the connection was made (refused, or no answer in time: a firewall, a NAT, a wrong address).
+    /// </summary>
+    private async Task<(TimeSpan Rtt, bool Connected)> ProbeRttAsync(string address, CancellationToken within, CancellationToken cancellationToken)
     {
         Link? link = null;
         try
         {
-            link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"landmark {address}");
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(_options.HeartbeatTimeout);
+            link = NewLink(await Transport.ConnectAsync(address, within).ConfigureAwait(false), $"landmark {address}");
             long sent = Time.GetTimestamp();
-            await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], AdvertisedAddress).Write, timeout.Token).ConfigureAwait(false);
-            var (type, _) = await link.ReadOneAsync(timeout.Token).ConfigureAwait(false);
+            await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], AdvertisedAddress).Write, within).ConfigureAwait(false);
+            var (type, _) = await link.ReadOneAsync(within).ConfigureAwait(false);
             var rtt = Time.GetElapsedTime(sent);
-            return type == FrameType.Welcome ? rtt : TimeSpan.Zero;
+            return (type == FrameType.Welcome ? rtt : TimeSpan.Zero, true);
         }
-        catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        catch (Exception e) when (e is ConnectionFailedException or ProtocolException or IOException or System.Net.Sockets.SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            PeerLog.LandmarkNotMeasured(Log, address, e.Message);
-            return TimeSpan.Zero;
+            string reason = e is OperationCanceledException ? $"no answer within {_options.MeasureTimeout.TotalSeconds:0.#} s" : e.Message;
+            PeerLog.LandmarkNotMeasured(Log, address, link is null ? $"cannot connect: {reason}" : reason);
+            return (TimeSpan.Zero, link is not null);
         }
         finally
         {

@@ -25,6 +25,10 @@ internal static partial class ReachabilityLog
     public static partial void NoOtherParent(ILogger logger, int id, int parent, string address, int shard);
 
     [LoggerMessage(EventId = 806, EventName = "UnreachableParentDemoted", Level = LogLevel.Warning,
-        Message = "{Count} children cannot connect to peer {Id} ({Address}): it is made a leaf, its children move to other parents")]
+        Message = "{Count} peers (children, or joiners that measured it) cannot connect to peer {Id} ({Address}): it is made a leaf, its children move to other parents")]
     public static partial void UnreachableParentDemoted(ILogger logger, int count, int id, string address);
+
+    [LoggerMessage(EventId = 807, EventName = "MeasuredUnreachable", Level = LogLevel.Information,
+        Message = "peer {Id} could not connect to peer {Other} ({Address}), one of the nodes it was asked to measure ({Count} peer(s) cannot connect to it so far)")]
+    public static partial void MeasuredUnreachable(ILogger logger, int id, int other, string address, int count);
 }

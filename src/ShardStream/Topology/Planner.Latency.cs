@@ -40,9 +40,10 @@ public sealed partial class Planner
 
     /// <summary>
     /// The nodes a joiner should ping first to find its coordinate: the source and up to
-    /// <paramref name="max"/> - 1 landmark peers (the earliest live joiners, up to
-    /// <see cref="MaxAnchors"/>, taken in turns so that each is pinged often). Empty for a
-    /// latency-blind plan.
+    /// <paramref name="max"/> - 1 landmark peers (the earliest live joiners with a budget, up to
+    /// <see cref="MaxAnchors"/>, taken in turns so that each is pinged often). A peer with no
+    /// budget is no landmark: a coordinator gives none to a peer it could not connect to, and
+    /// <see cref="Demote"/> takes it away. Empty for a latency-blind plan.
     /// </summary>
     public IReadOnlyList<int> Landmarks(int max)
     {
@@ -51,7 +52,9 @@ public sealed partial class Planner
             return [];
         }
 
-        _anchors.RemoveAll(a => !_forest.IsAlive(a));
+        // A landmark must be reachable by joiners: a peer given no budget (the coordinator could
+        // not connect to it, or others could not: demoted) is no landmark.
+        _anchors.RemoveAll(a => !_forest.IsAlive(a) || Budget(a) == 0);
         var result = new List<int>(max) { Source };
         var start = _anchors.Count == 0 ? 0 : _nextId % _anchors.Count;
         for (var i = 0; i < _anchors.Count && result.Count < max; i++)
@@ -168,8 +171,8 @@ public sealed partial class Planner
             _latency.End();
         }
 
-        _anchors.RemoveAll(a => !_forest.IsAlive(a));
-        if (_anchors.Count < MaxAnchors && coordinate.Error < 1)
+        _anchors.RemoveAll(a => !_forest.IsAlive(a) || Budget(a) == 0);
+        if (_anchors.Count < MaxAnchors && coordinate.Error < 1 && budget > 0)
         {
             _anchors.Add(id);
         }

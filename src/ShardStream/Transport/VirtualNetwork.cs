@@ -90,8 +90,10 @@ public sealed class VirtualNetwork
     /// <summary>
     /// From now on <paramref name="from"/> cannot open connections to <paramref name="to"/> (as
     /// behind a NAT or a firewall); the other direction, and connections already open, still work.
+    /// A connect fails at once ("no route to host"), or, when <paramref name="silently"/>, never
+    /// completes (a firewall that drops the packets): it waits until the connecting side cancels it.
     /// </summary>
-    public void Block(string from, string to) => _blocked[(from, to)] = 0;
+    public void Block(string from, string to, bool silently = false) => _blocked[(from, to)] = silently ? (byte)1 : (byte)0;
 
     /// <summary>
     /// From now on a connect to <paramref name="address"/> never completes, as to an address whose
@@ -195,8 +197,11 @@ public sealed class VirtualNetwork
             if (network._blackHoles.ContainsKey(address)) return network.NeverConnectAsync(address, cancellationToken);
             if (!network._listeners.TryGetValue(address, out var listener) || listener.Host.Killed)
                 throw new ConnectionFailedException($"cannot connect to {address}: connection refused");
-            if (network._blocked.ContainsKey((Name, listener.Host.Name)))
+            if (network._blocked.TryGetValue((Name, listener.Host.Name), out byte silently))
+            {
+                if (silently != 0) return network.NeverConnectAsync(address, cancellationToken);
                 throw new ConnectionFailedException($"cannot connect to {address}: no route to host");
+            }
             var link = new VirtualLink(network, this, listener.Host);
             // Kill sets Killed, then resets the host's links. A kill that came after the checks
             // above but before this link was registered did not see it: reset it here, as the

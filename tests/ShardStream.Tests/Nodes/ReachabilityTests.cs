@@ -83,10 +83,63 @@ public sealed class ReachabilityTests
             await Overlay.WaitUntilAsync(() => peers.All(p => p.Peer.ParentIds().All(id => id >= 0)) && coordinator.Snapshot().Nodes.Single(n => n.Id == p1).Budget == 0,
                 "every peer has a parent and p1 is a leaf");
             Assert.DoesNotContain(coordinator.Snapshot().Nodes, n => n.Parents.Contains(p1));
-            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Warning, $"children cannot connect to peer {p1}"), "the coordinator logs the demotion");
+            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Warning, $"cannot connect to peer {p1}"), "the coordinator logs the demotion");
             await Overlay.WaitUntilAsync(() => p1Logs.Has(LogLevel.Warning, "this peer relays nothing"), "p1 is told");
 
             var data = Overlay.RandomBytes(2_000_000, 9);
+            await coordinator.RunAsync(new MemoryStream(data), CancellationToken.None).WaitAsync(Deadline);
+            await Task.WhenAll(runs).WaitAsync(Deadline);
+            foreach (var (peer, output) in peers)
+                Assert.True(data.AsSpan().SequenceEqual(output.ToArray()), $"peer {peer.Id} wrote {output.Length} bytes that differ from the {data.Length}-byte source");
+        }
+        finally
+        {
+            foreach (var (peer, _) in peers) await peer.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The same firewall, with latency-aware placement (the CLI's default): p1 is reached by the
+    /// coordinator only, and the other viewers' connects to it are dropped silently. Each joiner is
+    /// asked to measure p1 (a landmark), gives up after the round's time
+    /// (<see cref="PeerOptions.MeasureTimeout"/>, not the 5 s connect timeout) and reports it; two
+    /// such reports make p1 a leaf, and it is no landmark any more. Every viewer writes the source.
+    /// Before the round's time and the reports, each joiner waited the whole connect timeout for p1
+    /// and p1 was never made a leaf (MultiHostTests, fresh-clone CI of 4159823).
+    /// </summary>
+    [Fact]
+    public async Task With_latency_aware_placement_joiners_that_cannot_reach_a_landmark_report_it_and_it_becomes_a_leaf()
+    {
+        var network = new VirtualNetwork();
+        var coordinatorLogs = new LogCapture();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { MinPeers = 6, ListenAddress = "coord:1", LatencyAware = true }, network.Host("coord"), coordinatorLogs.Factory);
+        await coordinator.StartAsync(CancellationToken.None);
+        for (int i = 2; i <= 6; i++) network.Block($"p{i}", "p1", silently: true);
+        var peers = new List<(Peer Peer, MemoryStream Output)>();
+        var p1Logs = new LogCapture();
+        var p3Logs = new LogCapture();
+        try
+        {
+            for (int i = 1; i <= 6; i++)
+            {
+                var logs = i switch { 1 => p1Logs.Factory, 3 => p3Logs.Factory, _ => Overlay.Loggers };
+                var peer = new Peer(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"p{i}:1" }, network.Host($"p{i}"), logs);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+                peers.Add((peer, new MemoryStream()));
+            }
+            int p1 = peers[0].Peer.Id;
+            var runs = peers.Select(p => Task.Run(() => p.Peer.RunAsync(p.Output, CancellationToken.None))).ToList();
+
+            Assert.True(p3Logs.Has(LogLevel.Debug, "landmark p1:1 not measured: cannot connect: no answer within 1 s"),
+                "p3 gives up on p1 after the round's 1 s: " + string.Join(" | ", p3Logs.Lines.Select(l => l.Message)));
+            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Information, $"could not connect to peer {p1} (p1:1), one of the nodes it was asked to measure"), "the coordinator logs a joiner's report");
+            await Overlay.WaitUntilAsync(() => peers.All(p => p.Peer.ParentIds().All(id => id >= 0)) && coordinator.Snapshot().Nodes.Single(n => n.Id == p1).Budget == 0,
+                "every peer has a parent and p1 is a leaf");
+            Assert.DoesNotContain(coordinator.Snapshot().Nodes, n => n.Parents.Contains(p1));
+            await Overlay.WaitUntilAsync(() => coordinatorLogs.Has(LogLevel.Warning, $"cannot connect to peer {p1} (p1:1): it is made a leaf"), "the coordinator logs the demotion");
+            await Overlay.WaitUntilAsync(() => p1Logs.Has(LogLevel.Warning, "this peer relays nothing"), "p1 is told");
+
+            var data = Overlay.RandomBytes(2_000_000, 10);
             await coordinator.RunAsync(new MemoryStream(data), CancellationToken.None).WaitAsync(Deadline);
             await Task.WhenAll(runs).WaitAsync(Deadline);
             foreach (var (peer, output) in peers)

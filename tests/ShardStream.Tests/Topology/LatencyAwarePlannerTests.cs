@@ -29,6 +29,22 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void Landmarks_are_peers_with_a_budget_only()
+    {
+        // A peer placed with budget 0 (the coordinator's dial-back probe could not reach it) is no
+        // landmark, and a landmark made a leaf (others could not connect to it) stops being one.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var unreachable = planner.Join(0, At(-10));
+        var a = planner.Join(2, At(10));
+        var b = planner.Join(2, At(20));
+        Assert.Equal([Planner.Source, a, b], planner.Landmarks(8).Order());
+        planner.Demote(a);
+        Assert.Equal([Planner.Source, b], planner.Landmarks(8).Order());
+        Assert.DoesNotContain(unreachable, planner.Landmarks(8));
+    }
+
+    [Fact]
     public void The_whole_path_counts_not_only_the_last_edge()
     {
         // Source (budget 1) -> A at x = 0 -> B at x = 200 and D at x = -50; C at x = 400 joins under B.
