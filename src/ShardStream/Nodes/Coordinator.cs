@@ -347,6 +347,8 @@ public sealed partial class Coordinator : Node
         foreach (var s in fill.Shards)
         {
             if (s.Shard >= _options.ShardCount) throw new ProtocolException($"a fill of shard {s.Shard}, the stream has {_options.ShardCount}");
+            if (!session.TryTakeFill(s.Shard, fill.UntilSeq))
+                throw new ProtocolException($"a fill of shard {s.Shard} up to chunk {fill.UntilSeq} that no move asked for");
             if (s.FromSeq >= fill.UntilSeq) continue;
             Relay!.Unsubscribe(link, s.Shard);
             long first = Relay.Subscribe(link, s.Shard, (long)s.FromSeq, (long)Math.Min(fill.UntilSeq, long.MaxValue - 1));
@@ -493,7 +495,11 @@ public sealed partial class Coordinator : Node
                 if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress));
                 // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
                 // behind takes the chunks before it from this coordinator first (a Fill).
-                else if (_peers.TryGetValue(r.NewParent, out var parent)) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
+                else if (_peers.TryGetValue(r.NewParent, out var parent))
+                {
+                    entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
+                    if (parent.HeldFrom > 0) moved.AllowFill(r.Shard, parent.HeldFrom);
+                }
                 // The plan and the sessions disagree (a bug): say so, and still send every other move.
                 else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
             }
@@ -599,5 +605,33 @@ public sealed partial class Coordinator : Node
         public int ReattachedTo { get; set; } = -1;
 
         public long ReattachedAt { get; set; }
+
+        /// <summary>
+        /// Per shard, the fills this peer may still ask for: one per Move entry that named a new
+        /// parent holding the shard only from a later chunk, up to the latest such chunk. A fill
+        /// nothing asked for would make the coordinator a parent nobody placed (docs/security.md).
+        /// </summary>
+        private readonly Dictionary<int, (int Count, long Until)> _fills = [];
+
+        public void AllowFill(int shard, long until)
+        {
+            lock (_fills)
+            {
+                var (count, previous) = _fills.GetValueOrDefault(shard);
+                _fills[shard] = (count + 1, Math.Max(previous, until));
+            }
+        }
+
+        /// <summary>Takes one allowed fill of <paramref name="shard"/> up to <paramref name="until"/>; false when no move allowed it.</summary>
+        public bool TryTakeFill(int shard, ulong until)
+        {
+            lock (_fills)
+            {
+                if (!_fills.TryGetValue(shard, out var allowed) || until > (ulong)allowed.Until) return false;
+                if (allowed.Count == 1) _fills.Remove(shard);
+                else _fills[shard] = (allowed.Count - 1, allowed.Until);
+                return true;
+            }
+        }
     }
 }

@@ -101,6 +101,49 @@ public class UnauthorisedControlTests
         connection.Abort();
     }
 
+    [Fact]
+    public async Task A_fill_that_no_move_asked_for_is_refused_and_serves_no_chunk()
+    {
+        // The coordinator has room for one child (a), so the stranger is placed under a and its
+        // control link carries no chunk of its own.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 });
+        var a = await overlay.AddPeerAsync(upload: 1);
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 7));
+        await Overlay.WaitUntilAsync(() => a.BytesWritten == 200_000, "the first peer has the first 200,000 bytes");
+
+        // A stranger joins honestly, then asks the coordinator to replay shard 0 on its control
+        // link from the first chunk on, for ever, though no Move named a parent that starts later.
+        var connection = await overlay.Network.Host("filler").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "filler:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (first, welcomeBody) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, first);
+        var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(welcomeBody));
+        Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
+        Assert.Equal((ulong)a.Id, welcome.Shards[0].ParentId);
+        new Fill([new ShardStart(0, 0)], ulong.MaxValue).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+
+        // Everything the control link brings until the coordinator says goodbye: never a chunk.
+        while (true)
+        {
+            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            Assert.NotEqual(FrameType.Chunk, type);
+            if (type != FrameType.Goodbye) continue;
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+            Assert.Contains("that no move asked for", goodbye.Reason);
+            break;
+        }
+        connection.Abort();
+
+        // The honest peer keeps streaming.
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 8));
+        await overlay.EndAsync();
+        await overlay.AssertIdenticalAsync(overlay.PeerById(a.Id));
+    }
+
     private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
     {
         using var timeout = new CancellationTokenSource(Overlay.Deadline);
