@@ -116,7 +116,7 @@ public sealed partial class Coordinator
     /// <summary>
     /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
     /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
-    /// (<see cref="UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
+    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
     /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
     /// Returns the peers to make leaves now. The caller holds the gate.
     /// </summary>
@@ -131,7 +131,7 @@ public sealed partial class Coordinator
             if (!_peers.TryGetValue((int)m.NodeId, out var other) || !_planner.Contains(other.Id) || _planner.Budget(other.Id) == 0) continue;
             if (!other.UnreachableBy.Add(joiner)) continue;
             ReachabilityLog.MeasuredUnreachable(Log, joiner, other.Id, other.Address, other.UnreachableBy.Count);
-            if (other.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf) demote.Add(other);
+            if (other.UnreachableBy.Count >= RepairService.UnreachableChildrenBeforeLeaf) demote.Add(other);
         }
         return demote;
     }

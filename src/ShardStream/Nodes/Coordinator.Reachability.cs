@@ -12,9 +12,6 @@ namespace ShardStream.Nodes;
 /// </summary>
 public sealed partial class Coordinator
 {
-    /// <summary>A parent that this many children could not connect to (each after a second attempt) is made a leaf.</summary>
-    private const int UnreachableChildrenBeforeLeaf = 2;
-
     /// <summary>How long the dial-back may take: half the heartbeat timeout (the joiner waits twice its own for the welcome).</summary>
     private TimeSpan ProbeTimeout => _options.HeartbeatTimeout / 2;
 
@@ -64,47 +61,5 @@ public sealed partial class Coordinator
     {
         await link.ShutdownAsync("probe done").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// <paramref name="child"/> could not connect to <paramref name="parent"/> twice in a row: the
-    /// planner takes the edge out (<see cref="Planner.DropEdge"/>) and the moves go out. Called
-    /// under the gate. True when the parent should now be made a leaf. <paramref name="stranded"/>:
-    /// the lost shards the plan still gives to that parent (no other node had room).
-    /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, out ShardStart[] stranded)
-    {
-        var moves = new List<Reattachment>();
-        var noOther = new List<ShardStart>();
-        foreach (var s in lost)
-        {
-            if (s.Shard >= _options.ShardCount || _planner.ParentOf(child.Id, s.Shard) != parent.Id) continue;
-            var dropped = _planner.DropEdge(child.Id, s.Shard);
-            if (dropped.Count == 0) ReachabilityLog.NoOtherParent(Log, child.Id, parent.Id, parent.Address, s.Shard);
-            moves.AddRange(dropped);
-        }
-        // A shard still under the same parent (no other node had room, or an earlier shard's drop moved it already) is not moved.
-        foreach (var s in lost)
-            if (s.Shard < _options.ShardCount && _planner.ParentOf(child.Id, s.Shard) == parent.Id) noOther.Add(s);
-        stranded = [.. noOther];
-        if (moves.Count == 0) return false;
-        // One entry per (peer, shard), with the parent the plan gives it now.
-        var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, _planner.ParentOf(x.Peer, x.Shard))).ToList();
-        SendMoves(final);
-        ReachabilityLog.EdgeDropped(Log, child.Id, parent.Id, parent.Address,
-            string.Join(",", final.Where(m => m.Peer == child.Id).Select(m => $"{m.Shard}->{m.NewParent}")));
-        parent.UnreachableBy.Add(child.Id);
-        return parent.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf && _planner.Contains(parent.Id) && _planner.Budget(parent.Id) > 0;
-    }
-
-    /// <summary>Several peers (children, or joiners that measured it) could not connect to this peer: it relays nothing from now on, and is told why.</summary>
-    private void DemoteUnreachable(PeerSession parent)
-    {
-        int count;
-        lock (_gate) count = parent.UnreachableBy.Count;
-        ReachabilityLog.UnreachableParentDemoted(Log, count, parent.Id, parent.Address);
-        Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}");
-        if (parent.Version >= Protocol.ProbeVersion)
-            parent.Control.Send(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
     }
 }

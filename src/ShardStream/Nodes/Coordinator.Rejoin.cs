@@ -46,23 +46,6 @@ public sealed partial class Coordinator
         return seqs;
     }
 
-    /// <summary>The welcome's assignments for peer <paramref name="id"/> as the plan has it now. Called under the gate.</summary>
-    private ShardAssignment[] Assignments(int id, long startSeq, long[]? resume)
-    {
-        int k = _options.ShardCount;
-        var entries = new ShardAssignment[k];
-        for (int s = 0; s < k; s++)
-        {
-            int parent = _planner.ParentOf(id, s);
-            // A rejoin that resumes: each entry echoes the peer's own next chunk of the shard.
-            ulong from = (ulong)(resume?[s] ?? startSeq);
-            entries[s] = parent == Planner.Source
-                ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, from, "")
-                : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, from, _peers[parent].Address);
-        }
-        return entries;
-    }
-
     /// <summary>
     /// A peer the coordinator still lists joins again (its control link broke, or timed out on its
     /// side only): the new connection replaces the old one, and the peer keeps its id and place.
@@ -83,10 +66,10 @@ public sealed partial class Coordinator
                 if (p.Token == hello.PeerId) session = p;
             if (session is null || session.Address != advertised || !_planner.Contains(session.Id)) return false;
             old = session.Control;
-            var entries = Assignments(session.Id, _source.NextSeq, resume);
+            var entries = _tracker.Assignments(session.Id, _source.NextSeq, resume);
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)session.Id)];
             // The stream's head: a peer checks it against its own position (same run, not a restart).
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_source.NextSeq, (ulong)_source.NextOffset, WithTickets(session.Id, entries), proof);
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)_options.ShardCount, (ulong)_source.NextSeq, (ulong)_source.NextOffset, _tracker.WithTickets(session.Id, entries), proof);
             _source.WelcomedAtHead();
             // Still counted as attached (it was, and its parents did not change): no second count.
             session.Control = link;
@@ -139,21 +122,9 @@ public sealed partial class Coordinator
                 if (session.Control != link) return;
             }
         }
-        OnPeerGone(session, reason);
+        _repair.OnPeerGone(session, reason);
         // A peer that is out of the overlay gets nothing more from us on any connection.
         foreach (var other in Relay.Subscribers().Where(l => l.Role is ChildRole child && child.PeerId == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
-    }
-
-    /// <summary>
-    /// A child lost a parent whose control link is closed (the coordinator is waiting for it to
-    /// join again): it is gone for its children, so it is taken out now. Called under the gate.
-    /// </summary>
-    private bool TakeOutIfDisconnected(PeerSession parent, int reporter)
-    {
-        if (!parent.Control.IsClosing) return false;
-        RejoinLog.LostWhileAway(Log, reporter, parent.Id);
-        RemovePeer(parent, "its control link is closed and a child lost it", graceful: false);
-        return true;
     }
 }
 

@@ -18,19 +18,18 @@ namespace ShardStream.Nodes;
 public sealed partial class Coordinator : Node
 {
     private readonly CoordinatorOptions _options;
-    private readonly object _gate = new();
-    private readonly Planner _planner;
-    private readonly Dictionary<int, PeerSession> _peers = [];
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly HashSet<string> _cutOff = [];
-
-    /// <summary>(peer, shard) pairs whose move a repair after the end kept back (see <see cref="RemovePeer"/>).</summary>
-    private readonly HashSet<(int Peer, int Shard)> _keptBack = [];
     private readonly StreamSigner _signer;
     private readonly bool _ephemeralKey;
+    private readonly Tracker _tracker;
     private readonly StreamSource _source;
-    private long _lastDemotion;
-    private int _attachedPeers;
+    private readonly EvictionPolicy _eviction;
+    private readonly RepairService _repair;
+
+    // The tracker's gate, plan and sessions, for the admission code still in this class's partial files.
+    private readonly object _gate;
+    private readonly Planner _planner;
+    private readonly Dictionary<int, PeerSession> _peers;
 
     /// <summary>Creates a coordinator; <see cref="StartAsync"/> binds it.</summary>
     public Coordinator(CoordinatorOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
@@ -38,13 +37,15 @@ public sealed partial class Coordinator : Node
     {
         options.Validate();
         _options = options;
-        _planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget, LatencyAware: options.LatencyAware));
-        _planner.SetCoordinate(Planner.Source, Anchor);
         Coordinate = Anchor;
         Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
+        _tracker = new Tracker(options, _signer, Log, () => ListenAddress);
+        (_gate, _planner, _peers) = (_tracker.Gate, _tracker.Planner, _tracker.Peers);
         _source = new StreamSource(options, _gate, Relay, _signer, Log, Time);
+        _eviction = new EvictionPolicy(options, _tracker, Log, Time);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => _probeRtts.TryRemove(session.Address, out _), Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 
@@ -139,7 +140,7 @@ public sealed partial class Coordinator : Node
                 RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended").Observe(Log, $"{link.Name}: refusing");
                 return;
             }
-            if (_cutOff.Contains(advertised))
+            if (_eviction.IsCutOff(advertised))
             {
                 RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send").Observe(Log, $"{link.Name}: refusing");
                 return;
@@ -160,10 +161,10 @@ public sealed partial class Coordinator : Node
             var (startSeq, startOffset) = resume is not null ? (_source.NextSeq, _source.NextOffset) : _source.JoinPoint();
             // A media stream: a new joiner starts at a keyframe, with the header to write first (Coordinator.Media.cs).
             var mediaHeader = resume is null ? _source.MediaJoinPoint(ref startSeq, ref startOffset) : null;
-            var entries = Assignments(id, startSeq, resume);
+            var entries = _tracker.Assignments(id, startSeq, resume);
             // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
             byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, WithTickets(id, entries), proof);
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, _tracker.WithTickets(id, entries), proof);
             _source.WelcomedAtHead();
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
@@ -172,7 +173,7 @@ public sealed partial class Coordinator : Node
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(_planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
             // A stronger joiner may take the place of weaker peers: they move under it.
-            SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
+            _tracker.SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
             link.Name = $"peer {id} ({advertised})";
             link.Role = new ControlRole(session);
             if (_options.ControlHeartbeatInterval is { } control && control > _options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
@@ -189,7 +190,7 @@ public sealed partial class Coordinator : Node
         turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
         // Peers this joiner could not connect to when it measured them (Coordinator.Latency.cs).
-        foreach (var other in demote) DemoteUnreachable(other);
+        foreach (var other in demote) _repair.DemoteUnreachable(other);
         CoordinatorLog.PeerJoined(Log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         await WatchControlAsync(link, session).ConfigureAwait(false);
@@ -206,10 +207,8 @@ public sealed partial class Coordinator : Node
                 bool enough;
                 lock (_gate)
                 {
-                    // Counted once per peer, not by a walk over every peer at every report (50,000 peers).
-                    if (!session.Attached && _peers.ContainsKey(session.Id)) _attachedPeers++;
-                    session.Attached = true;
-                    enough = _attachedPeers >= _options.MinPeers;
+                    _tracker.MarkAttached(session);
+                    enough = _tracker.AttachedPeers >= _options.MinPeers;
                 }
                 CoordinatorLog.PeerAttached(Log, session.Id);
                 if (enough) _enoughPeers.TrySetResult();
@@ -223,117 +222,22 @@ public sealed partial class Coordinator : Node
                 break;
             case FrameType.Leave:
                 if (!Leave.TryRead(ref reader, out _)) throw new ProtocolException("malformed leave frame");
-                RemovePeer(session, "leaving on purpose", graceful: true);
+                _repair.RemovePeer(session, "leaving on purpose", graceful: true);
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
-                if (lost.Violation is { Length: > 0 }) OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
-                else OnParentLost(session, (int)lost.ParentId, lost.Shards);
+                if (lost.Violation is { Length: > 0 }) _repair.OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
+                else _repair.OnParentLost(session, (int)lost.ParentId, lost.Shards);
                 break;
             case FrameType.SlowChild when session.Version >= Protocol.SlowChildVersion:
                 if (!SlowChild.TryRead(ref reader, out var slow)) throw new ProtocolException("malformed slow-child frame");
-                OnSlowChildReport(session, slow);
+                _eviction.OnSlowChildReport(session, slow);
                 break;
             case FrameType.Goodbye:
                 break;
             default:
                 throw new ProtocolException($"unexpected {type} frame from a peer");
         }
-    }
-
-    /// <summary>
-    /// After a re-attach to the same parent, a new report about it within this time takes the edge
-    /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout.
-    /// </summary>
-    private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(10, 3 * _options.HeartbeatTimeout.TotalSeconds));
-
-    /// <summary>
-    /// A child lost its parent. When the coordinator has not heard from that parent for a while
-    /// either, it is taken for dead now (a frozen or half-open node) instead of waiting for the
-    /// coordinator's own heartbeat timeout. When the parent still answers, only the link between
-    /// the two broke (a reset on one path, a parent that timed the child out during a stall): the
-    /// plan is right, so the child is told to attach to the same parent again for the shards it
-    /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
-    /// parent that answers. A second report within <see cref="ReattachRetryWindow"/> means the two
-    /// cannot connect: the edge is taken out of the plan and the child placed under another parent
-    /// (a parent that several children cannot reach is made a leaf). A shard that no other node
-    /// has room for, or that came from the coordinator itself, is sent to the same parent again:
-    /// no orphan is left without a parent.
-    /// </summary>
-    private void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
-    {
-        PeerSession? parent = null;
-        ShardAssignment[] again = [];
-        bool demote = false, later = false;
-        lock (_gate)
-        {
-            if (parentId != Planner.Source && !_peers.TryGetValue(parentId, out parent))
-            {
-                // Out of the overlay already (failed and repaired, or finished after the end and
-                // gone before its children had everything): the plan has the reporter elsewhere.
-                CoordinatorLog.LostParentAlreadyOut(Log, reporter.Id, parentId);
-                if (!_peers.ContainsKey(reporter.Id) || !_planner.Contains(reporter.Id)) return;
-                if (_keptBack.Count > 0)
-                {
-                    // The peers follow the plan again before this orphan is sent to its plan parent.
-                    SendMoves(_keptBack.Where(m => m.Peer != reporter.Id && _planner.Contains(m.Peer)).Select(m => new Reattachment(m.Peer, m.Shard, _planner.ParentOf(m.Peer, m.Shard))).ToList());
-                    _keptBack.Clear();
-                }
-                SendMoves(lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) != parentId)
-                    .Select(s => new Reattachment(reporter.Id, s.Shard, _planner.ParentOf(reporter.Id, s.Shard))).ToList());
-                return;
-            }
-            // Suspected by the control link's failure detector (phi over its threshold, nothing
-            // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
-            // Only a child of that parent in the plan may get it evicted: anyone else's report is a Move at most.
-            bool childInPlan = lost.Any(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId);
-            if (parent is not null && childInPlan && TakeOutIfDisconnected(parent, reporter.Id)) return;
-            if (parent is not null && childInPlan && parent.Control.Suspected)
-            {
-                CoordinatorLog.LostParentSilent(Log, reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
-                parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
-                return;
-            }
-            if (!_peers.ContainsKey(reporter.Id)) return;
-            long now = Time.GetTimestamp();
-            // Only the shards the plan still gives to this parent: a move already on its way wins.
-            var stillThere = lost.Where(s => s.Shard < _options.ShardCount && _planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
-            if (reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
-            {
-                reporter.ReattachedTo = -1;
-                // The two cannot keep a connection: take the edge out of the plan (see Coordinator.Reachability.cs).
-                // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
-                stillThere = stranded;
-                later = stillThere.Length > 0;
-                if (later) RepairLog.SameParentAgain(Log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
-            }
-            else if (parent is null && reporter.ReattachedTo == parentId && Time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
-            {
-                // The coordinator is every peer's last resort: it is sent there again (it never leaves the plan).
-                later = stillThere.Length > 0;
-                RepairLog.CoordinatorAgain(Log, reporter.Id, RepairRetryDelay.TotalSeconds);
-            }
-            if (stillThere.Length > 0)
-            {
-                string address = parent?.Address ?? ListenAddress;
-                again = WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
-                reporter.ReattachedTo = parentId;
-                reporter.ReattachedAt = now;
-            }
-        }
-        if (demote) DemoteUnreachable(parent!);
-        if (again.Length == 0) return;
-        if (later)
-        {
-            // A retry of an attach that failed twice: after a pause, so that a parent nobody can
-            // reach costs one attempt per pause, not a loop of reports and moves.
-            SendMoveLaterAsync(reporter, again).Observe(Log, $"peer {reporter.Id}: attaching again");
-            return;
-        }
-        CoordinatorLog.ReattachingToSameParent(Log,
-            reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
-        reporter.Control.Send(new Move(again).Write);
     }
 
     /// <summary>
@@ -356,160 +260,11 @@ public sealed partial class Coordinator : Node
         }
     }
 
-    /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
-    private TimeSpan RepairRetryDelay => _options.HeartbeatInterval;
-
-    private async Task SendMoveLaterAsync(PeerSession reporter, ShardAssignment[] again)
-    {
-        try
-        {
-            await Task.Delay(RepairRetryDelay, Time, Stopping).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            return;
-        }
-        lock (_gate)
-        {
-            // Still listed, and no later move of these shards meanwhile (the plan may have found room).
-            if (!_peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
-            if (again.Any(a => _planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
-            reporter.ReattachedAt = Time.GetTimestamp();
-        }
-        reporter.Control.Send(new Move(again).Write);
-    }
-
     /// <summary>A direct child of the coordinator is slow: demote it to a leaf.</summary>
     private protected override void OnSlowChild(Link child, TimeSpan queueAge)
     {
         int id = ChildIdOf(child);
-        if (id > 0) Demote(id, $"its oldest queued chunk at the coordinator waited {queueAge.TotalSeconds:0.0} s");
-    }
-
-    /// <summary>
-    /// A peer says one of its children is slow. Only a parent of that child in the plan is heard:
-    /// a report can demote only a child the reporter serves (see docs/resilience.md on the trust
-    /// this still gives a lying parent).
-    /// </summary>
-    private void OnSlowChildReport(PeerSession reporter, SlowChild report)
-    {
-        int child = report.ChildId > int.MaxValue ? -1 : (int)report.ChildId;
-        bool isParent;
-        lock (_gate)
-            isParent = child > 0 && _planner.Contains(child) && Enumerable.Range(0, _options.ShardCount).Any(s => _planner.ParentOf(child, s) == reporter.Id);
-        if (!isParent)
-        {
-            SlowChildLog.ReportIgnored(Log, reporter.Id, child);
-            return;
-        }
-        Demote(child, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old");
-    }
-
-    /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children.</summary>
-    private void Demote(int id, string why)
-    {
-        int moves;
-        lock (_gate)
-        {
-            if (!_peers.ContainsKey(id) || !_planner.Contains(id) || _planner.Budget(id) == 0) return;
-            long now = Time.GetTimestamp();
-            if (_lastDemotion != 0 && Time.GetElapsedTime(_lastDemotion, now) < _options.DemotionSpacing)
-            {
-                SlowChildLog.DemotionSpaced(Log, id, why, _options.DemotionSpacing.TotalSeconds);
-                return;
-            }
-            if (!_planner.CanDemoteWithoutEviction(id))
-            {
-                // Evicting others to make room would cost more than a slow relay (and a busy
-                // machine can make healthy relays look slow): the peer keeps its place.
-                SlowChildLog.NotDemoted(Log, id, why);
-                return;
-            }
-            var plan = _planner.Demote(id);
-            _lastDemotion = now;
-            SendMoves(plan);
-            moves = plan.Count;
-        }
-        SlowChildLog.Demoted(Log, id, why, moves);
-    }
-
-    private void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
-
-    /// <summary>
-    /// Takes a peer out of the overlay and sends every peer the planner moves its new parents.
-    /// A graceful leaver keeps serving until its children have moved (they close their links to it).
-    /// </summary>
-    private void RemovePeer(PeerSession session, string reason, bool graceful)
-    {
-        IReadOnlyList<Reattachment> plan;
-        lock (_gate)
-        {
-            if (!Forget(session)) return;
-            _probeRtts.TryRemove(session.Address, out _);
-            ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
-            plan = _planner.Leave([session.Id]);
-            if (_source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
-            {
-                // After the end, a peer that finished has sent its children everything: they keep
-                // draining from it, and a move now could only cost them what a new parent's
-                // window no longer holds. Its repair's moves are kept back, but not forgotten:
-                // the plan now has edges nobody followed, and an orphan sent to its plan parent
-                // could be sent below itself (seen: peer 2 sent to 7, which still received from 4,
-                // which received from 2). The first report of a parent that left this way sends
-                // every kept-back move (see OnParentLost), so the peers follow the plan again.
-                foreach (var r in plan) _keptBack.Add((r.Peer, r.Shard));
-                CoordinatorLog.PeerLeftAfterEnd(Log, session.Id, reason, plan.Count);
-                return;
-            }
-            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
-            SendMoves(plan);
-        }
-        CoordinatorLog.PeerRemoved(Log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
-    }
-
-    /// <summary>Takes a peer's session out (under the gate); false when it was out already.</summary>
-    private bool Forget(PeerSession session)
-    {
-        if (!_peers.Remove(session.Id)) return false;
-        if (session.Attached) _attachedPeers--;
-        return true;
-    }
-
-    /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
-    private void SendMoves(IEnumerable<Reattachment> moves)
-    {
-        foreach (var group in moves.GroupBy(r => r.Peer))
-        {
-            if (!_peers.TryGetValue(group.Key, out var moved)) continue;
-            if (group.Any(r => r.NewParent == Planner.None))
-            {
-                // The planner found no capacity left for this peer anywhere: it must rejoin later.
-                Forget(moved);
-                ShardStreamMetrics.Evictions.Add(1);
-                moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(Log, $"peer {moved.Id}: evicting");
-                continue;
-            }
-            var entries = new List<ShardAssignment>();
-            foreach (var r in group)
-            {
-                if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, ListenAddress));
-                // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
-                // behind takes the chunks before it from this coordinator first (a Fill).
-                else if (_peers.TryGetValue(r.NewParent, out var parent))
-                {
-                    entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
-                    if (parent.HeldFrom > 0) moved.AllowFill(r.Shard, parent.HeldFrom);
-                }
-                // The plan and the sessions disagree (a bug): say so, and still send every other move.
-                else HardeningLog.MoveToUnknownParent(Log, r.Peer, r.Shard, r.NewParent);
-            }
-            foreach (var e in entries)
-            {
-                ShardStreamMetrics.Moves.Add(1, ShardStreamMetrics.Shard(e.Shard));
-                if (_planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(_planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
-            }
-            if (entries.Count > 0) moved.Control.Send(new Move(WithTickets(moved.Id, [.. entries])).Write);
-        }
+        if (id > 0) _eviction.Demote(id, $"its oldest queued chunk at the coordinator waited {queueAge.TotalSeconds:0.0} s");
     }
 
     private protected override int ChildIdOf(Link link) => link.Role is ControlRole control ? control.Session.Id : base.ChildIdOf(link);
@@ -541,28 +296,7 @@ public sealed partial class Coordinator : Node
     }
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
-    public OverlaySnapshot Snapshot()
-    {
-        lock (_gate)
-        {
-            int k = _options.ShardCount;
-            var nodes = new List<OverlayNode> { new(0, ListenAddress, _planner.Budget(0), _planner.UsedUnits(0), new int[k], new int[k]) };
-            foreach (int id in _planner.Peers.Order())
-            {
-                var parents = new int[k];
-                var depths = new int[k];
-                for (int s = 0; s < k; s++)
-                {
-                    parents[s] = _planner.ParentOf(id, s);
-                    depths[s] = _planner.DepthOf(id, s);
-                }
-                string address = _peers.TryGetValue(id, out var p) ? p.Address : "?";
-                nodes.Add(new OverlayNode(id, address, _planner.Budget(id), _planner.UsedUnits(id), parents, depths));
-            }
-            for (int s = 0; s < k; s++) nodes[0].Parents[s] = Planner.None;
-            return new OverlaySnapshot(k, _options.EffectiveTopology, nodes);
-        }
-    }
+    public OverlaySnapshot Snapshot() => _tracker.Snapshot();
 
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()
@@ -570,68 +304,5 @@ public sealed partial class Coordinator : Node
         await base.DisposeAsync().ConfigureAwait(false);
         _source.Clear();
         if (_ephemeralKey) _signer.Dispose();
-    }
-
-    /// <summary>The coordinator's side of a peer's control link: the peer's session.</summary>
-    private sealed record ControlRole(PeerSession Session) : LinkRole;
-
-    private sealed class PeerSession(int id, string address, Link control)
-    {
-        public int Id { get; } = id;
-
-        public string Address { get; } = address;
-
-        /// <summary>Its control link; a peer that joins again while still listed gets a new one.</summary>
-        public Link Control { get; set; } = control;
-
-        public bool Attached { get; set; }
-
-        /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
-        public long HeldFrom { get; init; }
-
-        /// <summary>The protocol version its control link speaks.</summary>
-        public ushort Version { get; set; }
-
-        /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>
-        public ulong Token { get; init; }
-
-        /// <summary>How many parents this peer has accused of lying.</summary>
-        public int Accusations { get; set; }
-
-        /// <summary>Children that could not connect to this peer even after a second attempt (see Coordinator.Reachability.cs).</summary>
-        public HashSet<int> UnreachableBy { get; } = [];
-
-        /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
-        public int ReattachedTo { get; set; } = -1;
-
-        public long ReattachedAt { get; set; }
-
-        /// <summary>
-        /// Per shard, the fills this peer may still ask for: one per Move entry that named a new
-        /// parent holding the shard only from a later chunk, up to the latest such chunk. A fill
-        /// nothing asked for would make the coordinator a parent nobody placed (docs/security.md).
-        /// </summary>
-        private readonly Dictionary<int, (int Count, long Until)> _fills = [];
-
-        public void AllowFill(int shard, long until)
-        {
-            lock (_fills)
-            {
-                var (count, previous) = _fills.GetValueOrDefault(shard);
-                _fills[shard] = (count + 1, Math.Max(previous, until));
-            }
-        }
-
-        /// <summary>Takes one allowed fill of <paramref name="shard"/> up to <paramref name="until"/>; false when no move allowed it.</summary>
-        public bool TryTakeFill(int shard, ulong until)
-        {
-            lock (_fills)
-            {
-                if (!_fills.TryGetValue(shard, out var allowed) || until > (ulong)allowed.Until) return false;
-                if (allowed.Count == 1) _fills.Remove(shard);
-                else _fills[shard] = (allowed.Count - 1, allowed.Until);
-                return true;
-            }
-        }
     }
 }

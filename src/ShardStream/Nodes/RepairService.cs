@@ -1,0 +1,265 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Topology;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// Turns what peers report and what the coordinator sees (a lost parent, a parent accused of
+/// lying, a peer that left or failed) into planner operations, and the plan's changes into Moves.
+/// A child's trouble never evicts a parent that answers: the same parent is tried again first,
+/// and only a second failure within <see cref="ReattachRetryWindow"/> takes the edge out of the
+/// plan (a parent that several children cannot reach is made a leaf by the
+/// <see cref="EvictionPolicy"/>). It owns the moves kept back after the end; the plan and the
+/// sessions are the <see cref="Tracker"/>'s, changed under its gate.
+/// </summary>
+internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
+    ILogger log, TimeProvider time, Func<string> listenAddress, Action<PeerSession> removed, CancellationToken stopping)
+{
+    /// <summary>A parent that this many peers could not connect to (children each after a second attempt, or joiners that measured it) is made a leaf.</summary>
+    internal const int UnreachableChildrenBeforeLeaf = 2;
+
+    /// <summary>(peer, shard) pairs whose move a repair after the end kept back (see <see cref="RemovePeer"/>).</summary>
+    private readonly HashSet<(int Peer, int Shard)> _keptBack = [];
+
+    /// <summary>
+    /// After a re-attach to the same parent, a new report about it within this time takes the edge
+    /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout.
+    /// </summary>
+    private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(10, 3 * options.HeartbeatTimeout.TotalSeconds));
+
+    /// <summary>
+    /// A child lost its parent. When the coordinator has not heard from that parent for a while
+    /// either, it is taken for dead now (a frozen or half-open node) instead of waiting for the
+    /// coordinator's own heartbeat timeout. When the parent still answers, only the link between
+    /// the two broke (a reset on one path, a parent that timed the child out during a stall): the
+    /// plan is right, so the child is told to attach to the same parent again for the shards it
+    /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
+    /// parent that answers. A second report within <see cref="ReattachRetryWindow"/> means the two
+    /// cannot connect: the edge is taken out of the plan and the child placed under another parent
+    /// (a parent that several children cannot reach is made a leaf). A shard that no other node
+    /// has room for, or that came from the coordinator itself, is sent to the same parent again:
+    /// no orphan is left without a parent.
+    /// </summary>
+    public void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
+    {
+        PeerSession? parent = null;
+        ShardAssignment[] again = [];
+        bool demote = false, later = false;
+        lock (tracker.Gate)
+        {
+            if (parentId != Planner.Source && !tracker.Peers.TryGetValue(parentId, out parent))
+            {
+                // Out of the overlay already (failed and repaired, or finished after the end and
+                // gone before its children had everything): the plan has the reporter elsewhere.
+                CoordinatorLog.LostParentAlreadyOut(log, reporter.Id, parentId);
+                if (!tracker.Peers.ContainsKey(reporter.Id) || !tracker.Planner.Contains(reporter.Id)) return;
+                if (_keptBack.Count > 0)
+                {
+                    // The peers follow the plan again before this orphan is sent to its plan parent.
+                    tracker.SendMoves(_keptBack.Where(m => m.Peer != reporter.Id && tracker.Planner.Contains(m.Peer)).Select(m => new Reattachment(m.Peer, m.Shard, tracker.Planner.ParentOf(m.Peer, m.Shard))).ToList());
+                    _keptBack.Clear();
+                }
+                tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) != parentId)
+                    .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard))).ToList());
+                return;
+            }
+            // Suspected by the control link's failure detector (phi over its threshold, nothing
+            // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
+            // Only a child of that parent in the plan may get it evicted: anyone else's report is a Move at most.
+            bool childInPlan = lost.Any(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId);
+            if (parent is not null && childInPlan && TakeOutIfDisconnected(parent, reporter.Id)) return;
+            if (parent is not null && childInPlan && parent.Control.Suspected)
+            {
+                CoordinatorLog.LostParentSilent(log, reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+                parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
+                return;
+            }
+            if (!tracker.Peers.ContainsKey(reporter.Id)) return;
+            long now = time.GetTimestamp();
+            // Only the shards the plan still gives to this parent: a move already on its way wins.
+            var stillThere = lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
+            if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
+            {
+                reporter.ReattachedTo = -1;
+                // The two cannot keep a connection: take the edge out of the plan (see Coordinator.Reachability.cs).
+                // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
+                demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
+                stillThere = stranded;
+                later = stillThere.Length > 0;
+                if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
+            }
+            else if (parent is null && reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
+            {
+                // The coordinator is every peer's last resort: it is sent there again (it never leaves the plan).
+                later = stillThere.Length > 0;
+                RepairLog.CoordinatorAgain(log, reporter.Id, RepairRetryDelay.TotalSeconds);
+            }
+            if (stillThere.Length > 0)
+            {
+                string address = parent?.Address ?? listenAddress();
+                again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
+                reporter.ReattachedTo = parentId;
+                reporter.ReattachedAt = now;
+            }
+        }
+        if (demote) DemoteUnreachable(parent!);
+        if (again.Length == 0) return;
+        if (later)
+        {
+            // A retry of an attach that failed twice: after a pause, so that a parent nobody can
+            // reach costs one attempt per pause, not a loop of reports and moves.
+            SendMoveLaterAsync(reporter, again).Observe(log, $"peer {reporter.Id}: attaching again");
+            return;
+        }
+        CoordinatorLog.ReattachingToSameParent(log,
+            reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
+        reporter.Control.Send(new Move(again).Write);
+    }
+
+    /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
+    private TimeSpan RepairRetryDelay => options.HeartbeatInterval;
+
+    private async Task SendMoveLaterAsync(PeerSession reporter, ShardAssignment[] again)
+    {
+        try
+        {
+            await Task.Delay(RepairRetryDelay, time, stopping).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        lock (tracker.Gate)
+        {
+            // Still listed, and no later move of these shards meanwhile (the plan may have found room).
+            if (!tracker.Peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
+            if (again.Any(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
+            reporter.ReattachedAt = time.GetTimestamp();
+        }
+        reporter.Control.Send(new Move(again).Write);
+    }
+
+    /// <summary>A peer's control link is gone for good: it failed.</summary>
+    public void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
+
+    /// <summary>
+    /// Takes a peer out of the overlay and sends every peer the planner moves its new parents.
+    /// A graceful leaver keeps serving until its children have moved (they close their links to it).
+    /// </summary>
+    public void RemovePeer(PeerSession session, string reason, bool graceful)
+    {
+        IReadOnlyList<Reattachment> plan;
+        lock (tracker.Gate)
+        {
+            if (!tracker.Forget(session)) return;
+            removed(session);
+            ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
+            plan = tracker.Planner.Leave([session.Id]);
+            if (source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
+            {
+                // After the end, a peer that finished has sent its children everything: they keep
+                // draining from it, and a move now could only cost them what a new parent's
+                // window no longer holds. Its repair's moves are kept back, but not forgotten:
+                // the plan now has edges nobody followed, and an orphan sent to its plan parent
+                // could be sent below itself (seen: peer 2 sent to 7, which still received from 4,
+                // which received from 2). The first report of a parent that left this way sends
+                // every kept-back move (see OnParentLost), so the peers follow the plan again.
+                foreach (var r in plan) _keptBack.Add((r.Peer, r.Shard));
+                CoordinatorLog.PeerLeftAfterEnd(log, session.Id, reason, plan.Count);
+                return;
+            }
+            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
+            tracker.SendMoves(plan);
+        }
+        CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
+    }
+
+    /// <summary>
+    /// <paramref name="child"/> could not connect to <paramref name="parent"/> twice in a row: the
+    /// planner takes the edge out (<see cref="Planner.DropEdge"/>) and the moves go out. Called
+    /// under the gate. True when the parent should now be made a leaf. <paramref name="stranded"/>:
+    /// the lost shards the plan still gives to that parent (no other node had room).
+    /// </summary>
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, out ShardStart[] stranded)
+    {
+        var moves = new List<Reattachment>();
+        var noOther = new List<ShardStart>();
+        foreach (var s in lost)
+        {
+            if (s.Shard >= options.ShardCount || tracker.Planner.ParentOf(child.Id, s.Shard) != parent.Id) continue;
+            var dropped = tracker.Planner.DropEdge(child.Id, s.Shard);
+            if (dropped.Count == 0) ReachabilityLog.NoOtherParent(log, child.Id, parent.Id, parent.Address, s.Shard);
+            moves.AddRange(dropped);
+        }
+        // A shard still under the same parent (no other node had room, or an earlier shard's drop moved it already) is not moved.
+        foreach (var s in lost)
+            if (s.Shard < options.ShardCount && tracker.Planner.ParentOf(child.Id, s.Shard) == parent.Id) noOther.Add(s);
+        stranded = [.. noOther];
+        if (moves.Count == 0) return false;
+        // One entry per (peer, shard), with the parent the plan gives it now.
+        var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, tracker.Planner.ParentOf(x.Peer, x.Shard))).ToList();
+        tracker.SendMoves(final);
+        ReachabilityLog.EdgeDropped(log, child.Id, parent.Id, parent.Address,
+            string.Join(",", final.Where(m => m.Peer == child.Id).Select(m => $"{m.Shard}->{m.NewParent}")));
+        parent.UnreachableBy.Add(child.Id);
+        return parent.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf && tracker.Planner.Contains(parent.Id) && tracker.Planner.Budget(parent.Id) > 0;
+    }
+
+    /// <summary>Several peers (children, or joiners that measured it) could not connect to this peer: it relays nothing from now on, and is told why.</summary>
+    public void DemoteUnreachable(PeerSession parent)
+    {
+        int count;
+        lock (tracker.Gate) count = parent.UnreachableBy.Count;
+        ReachabilityLog.UnreachableParentDemoted(log, count, parent.Id, parent.Address);
+        eviction.Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}");
+        if (parent.Version >= Protocol.ProbeVersion)
+            parent.Control.Send(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
+    }
+
+    /// <summary>
+    /// A child lost a parent whose control link is closed (the coordinator is waiting for it to
+    /// join again): it is gone for its children, so it is taken out now. Called under the gate.
+    /// </summary>
+    private bool TakeOutIfDisconnected(PeerSession parent, int reporter)
+    {
+        if (!parent.Control.IsClosing) return false;
+        RejoinLog.LostWhileAway(log, reporter, parent.Id);
+        RemovePeer(parent, "its control link is closed and a child lost it", graceful: false);
+        return true;
+    }
+
+    /// <summary>
+    /// A child cut its parent off for what the parent sent. The <see cref="EvictionPolicy"/> judges
+    /// the accusation; the accused parent leaves the overlay at once (its children get their Moves
+    /// now, not after a timeout), and its listen address is refused from then on.
+    /// </summary>
+    public void OnParentAccused(PeerSession reporter, int parentId, ShardStart[] shards, string violation)
+    {
+        PeerSession? parent;
+        lock (tracker.Gate)
+        {
+            switch (eviction.JudgeAccusation(reporter, parentId, shards, violation, out parent))
+            {
+                case EvictionPolicy.Verdict.Ignored:
+                    return;
+                case EvictionPolicy.Verdict.AccuserEvicted:
+                    reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(log, $"peer {reporter.Id}: evicting");
+                    RemovePeer(reporter, "accused too many parents", graceful: false);
+                    return;
+                case EvictionPolicy.Verdict.AgainstCoordinator:
+                    parent = null;
+                    break;
+            }
+        }
+        if (parent is null)
+        {
+            OnParentLost(reporter, parentId, shards);
+            return;
+        }
+        CoordinatorLog.ParentCutOff(log,
+            parent.Id, parent.Address, reporter.Id, violation);
+        RemovePeer(parent, $"cut off: {violation}", graceful: false);
+        parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(log, $"peer {parent.Id}: evicting");
+    }
+}

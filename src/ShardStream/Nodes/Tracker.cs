@@ -1,0 +1,153 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Topology;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// The coordinator's authoritative view of the overlay, as a BitTorrent tracker keeps one: the
+/// planner (who receives which shard from whom), the session of every listed peer, and the
+/// admission tickets that let a child attach where the plan puts it. Its <see cref="Gate"/> is the
+/// coordinator's one lock: the source, admission, repair and eviction take it to read or change
+/// the plan, so that a welcome, a Move and the plan they come from always agree.
+/// </summary>
+internal sealed class Tracker(CoordinatorOptions options, StreamSigner signer, ILogger log, Func<string> listenAddress)
+{
+    private int _attachedPeers;
+    private ulong _ticketSerial;
+
+    /// <summary>The coordinator's lock.</summary>
+    public object Gate { get; } = new();
+
+    /// <summary>The plan. Under the gate.</summary>
+    public Planner Planner { get; } = CreatePlanner(options);
+
+    /// <summary>Every listed peer's session, by id. Under the gate.</summary>
+    public Dictionary<int, PeerSession> Peers { get; } = [];
+
+    /// <summary>Peers that said they attached to all their parents. Under the gate.</summary>
+    public int AttachedPeers => _attachedPeers;
+
+    private static Planner CreatePlanner(CoordinatorOptions options)
+    {
+        var planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget, LatencyAware: options.LatencyAware));
+        planner.SetCoordinate(Planner.Source, Coordinator.Anchor);
+        return planner;
+    }
+
+    /// <summary>A listed peer attached to all its parents: counted once per peer, not by a walk over every peer at every report (50,000 peers). Under the gate.</summary>
+    public void MarkAttached(PeerSession session)
+    {
+        if (!session.Attached && Peers.ContainsKey(session.Id)) _attachedPeers++;
+        session.Attached = true;
+    }
+
+    /// <summary>Takes a peer's session out (under the gate); false when it was out already.</summary>
+    public bool Forget(PeerSession session)
+    {
+        if (!Peers.Remove(session.Id)) return false;
+        if (session.Attached) _attachedPeers--;
+        return true;
+    }
+
+    /// <summary>
+    /// Gives every Redirect entry the admission ticket its child shows the parent: one per parent,
+    /// naming that parent, the child and the shards it is to serve it. Called under the gate.
+    /// </summary>
+    public ShardAssignment[] WithTickets(int childId, ShardAssignment[] entries)
+    {
+        var result = (ShardAssignment[])entries.Clone();
+        foreach (var group in entries.Where(e => e.Kind == AssignmentKind.Redirect).GroupBy(e => e.ParentId))
+        {
+            byte[] ticket = new AdmissionTicket(group.Key, (ulong)childId, AdmissionTicket.MaskOf(group.Select(e => (int)e.Shard)), ++_ticketSerial).Sign(signer);
+            for (int i = 0; i < result.Length; i++)
+                if (result[i].Kind == AssignmentKind.Redirect && result[i].ParentId == group.Key) result[i] = result[i] with { Ticket = ticket };
+        }
+        return result;
+    }
+
+    /// <summary>A ticket for a test's hand-made child: attach to <paramref name="parentId"/> as <paramref name="childId"/> for these shards.</summary>
+    public byte[] IssueTicket(int parentId, int childId, params int[] shards)
+    {
+        lock (Gate) return new AdmissionTicket((ulong)parentId, (ulong)childId, AdmissionTicket.MaskOf(shards), ++_ticketSerial).Sign(signer);
+    }
+
+    /// <summary>The welcome's assignments for peer <paramref name="id"/> as the plan has it now. Called under the gate.</summary>
+    public ShardAssignment[] Assignments(int id, long startSeq, long[]? resume)
+    {
+        int k = options.ShardCount;
+        var entries = new ShardAssignment[k];
+        for (int s = 0; s < k; s++)
+        {
+            int parent = Planner.ParentOf(id, s);
+            // A rejoin that resumes: each entry echoes the peer's own next chunk of the shard.
+            ulong from = (ulong)(resume?[s] ?? startSeq);
+            entries[s] = parent == Planner.Source
+                ? new ShardAssignment((byte)s, AssignmentKind.Served, 0, from, "")
+                : new ShardAssignment((byte)s, AssignmentKind.Redirect, (ulong)parent, from, Peers[parent].Address);
+        }
+        return entries;
+    }
+
+    /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
+    public void SendMoves(IEnumerable<Reattachment> moves)
+    {
+        foreach (var group in moves.GroupBy(r => r.Peer))
+        {
+            if (!Peers.TryGetValue(group.Key, out var moved)) continue;
+            if (group.Any(r => r.NewParent == Planner.None))
+            {
+                // The planner found no capacity left for this peer anywhere: it must rejoin later.
+                Forget(moved);
+                ShardStreamMetrics.Evictions.Add(1);
+                moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(log, $"peer {moved.Id}: evicting");
+                continue;
+            }
+            var entries = new List<ShardAssignment>();
+            foreach (var r in group)
+            {
+                if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, listenAddress()));
+                // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
+                // behind takes the chunks before it from this coordinator first (a Fill).
+                else if (Peers.TryGetValue(r.NewParent, out var parent))
+                {
+                    entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
+                    if (parent.HeldFrom > 0) moved.AllowFill(r.Shard, parent.HeldFrom);
+                }
+                // The plan and the sessions disagree (a bug): say so, and still send every other move.
+                else HardeningLog.MoveToUnknownParent(log, r.Peer, r.Shard, r.NewParent);
+            }
+            foreach (var e in entries)
+            {
+                ShardStreamMetrics.Moves.Add(1, ShardStreamMetrics.Shard(e.Shard));
+                if (Planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(Planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
+            }
+            if (entries.Count > 0) moved.Control.Send(new Move(WithTickets(moved.Id, [.. entries])).Write);
+        }
+    }
+
+    /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
+    public OverlaySnapshot Snapshot()
+    {
+        lock (Gate)
+        {
+            int k = options.ShardCount;
+            var nodes = new List<OverlayNode> { new(0, listenAddress(), Planner.Budget(0), Planner.UsedUnits(0), new int[k], new int[k]) };
+            foreach (int id in Planner.Peers.Order())
+            {
+                var parents = new int[k];
+                var depths = new int[k];
+                for (int s = 0; s < k; s++)
+                {
+                    parents[s] = Planner.ParentOf(id, s);
+                    depths[s] = Planner.DepthOf(id, s);
+                }
+                string address = Peers.TryGetValue(id, out var p) ? p.Address : "?";
+                nodes.Add(new OverlayNode(id, address, Planner.Budget(id), Planner.UsedUnits(id), parents, depths));
+            }
+            for (int s = 0; s < k; s++) nodes[0].Parents[s] = Planner.None;
+            return new OverlaySnapshot(k, options.EffectiveTopology, nodes);
+        }
+    }
+}
