@@ -383,7 +383,15 @@ public abstract partial class Node : IAsyncDisposable
         await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
         MeasureRtt(link, Protocol.Negotiate(hello));
         link.Start(OnChildFrame);
-        foreach (var s in hello.Shards) relay.Subscribe(link, s.Shard, (long)s.FromSeq);
+        foreach (var s in hello.Shards)
+        {
+            long first = relay.Subscribe(link, s.Shard, (long)s.FromSeq);
+            if (first > (long)s.FromSeq)
+            {
+                var (chunks, bytes, oldest, newest) = relay.WindowOf(s.Shard);
+                NodeLog.ServingLater(Log, link.Name, s.Shard, (long)s.FromSeq, first, chunks, oldest, newest, bytes);
+            }
+        }
         link.Closed.ContinueWith(_ => relay.Unsubscribe(link), TaskScheduler.Default).Observe(Log, $"{link.Name}: unsubscribing");
         NodeLog.Serving(Log, link.Name, string.Join(",", hello.Shards.Select(s => $"{s.Shard}@{s.FromSeq}")));
     }

@@ -25,6 +25,9 @@ internal static partial class NodeLog
 
     [LoggerMessage(1606, LogLevel.Debug, "{Link}: heartbeats every {Seconds:0.#} s from now on, as the other side does", EventName = "HeartbeatIntervalFollowed")]
     public static partial void HeartbeatIntervalFollowed(ILogger log, string link, double seconds);
+
+    [LoggerMessage(1607, LogLevel.Warning, "{Link}: asked for shard {Shard} from chunk {Asked}, which this node no longer holds: it starts at chunk {First} (its window holds {Chunks} chunk(s) from {Oldest} to {Newest} in {Bytes} bytes of memory)", EventName = "ServingLater")]
+    public static partial void ServingLater(ILogger log, string link, int shard, long asked, long first, int chunks, long oldest, long newest, long bytes);
 }
 
 /// <summary>Log lines of the coordinator: its run, joins and leaves, lost parents, accusations (event ids 1650..1699; see docs/logging.md).</summary>

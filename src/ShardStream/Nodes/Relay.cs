@@ -145,6 +145,12 @@ internal sealed class Relay
         }
     }
 
+    /// <summary>What the window holds now: its chunks and memory over all shards, and the oldest and newest kept chunk of <paramref name="shard"/> (-1 when none).</summary>
+    public (int Chunks, long Bytes, long Oldest, long Newest) WindowOf(int shard)
+    {
+        lock (_lock) return (_window.Count, _window.Bytes, _window.OldestSeq(shard), _window.NewestSeq(shard));
+    }
+
     /// <summary>Stops serving one shard to <paramref name="link"/>.</summary>
     public void Unsubscribe(Link link, int shard)
     {

@@ -102,6 +102,9 @@ internal sealed class ReplayWindow
     /// <summary>The oldest kept sequence number of the shard, or -1.</summary>
     public long OldestSeq(int shard) => _shards[shard].TryPeek(out var head) ? head.Chunk.Seq : -1;
 
+    /// <summary>The newest kept sequence number of the shard, or -1.</summary>
+    public long NewestSeq(int shard) => _shards[shard].Count > 0 ? _shards[shard].Last().Chunk.Seq : -1;
+
     /// <summary>Releases everything.</summary>
     public void Clear()
     {
