@@ -27,8 +27,13 @@ internal sealed class Relay
     private readonly TimeProvider _time;
     private readonly List<Chunk> _scratch = [];
 
+    /// <summary>What child links that went away had not been sent, each kept until its timestamp (see <see cref="Reach"/>).</summary>
+    private readonly List<(long Bytes, long Until)> _holds = [];
+    private readonly long _holdTicks;
+
     public Relay(int shardCount, long windowBytes, TimeSpan windowAge, TimeProvider time)
     {
+        _holdTicks = (long)Math.Min(long.MaxValue / 4.0, windowAge.TotalSeconds * time.TimestampFrequency);
         _shardCount = shardCount;
         _window = new ReplayWindow(shardCount, windowBytes, windowAge, time.TimestampFrequency);
         _subscribers = new List<Subscription>[shardCount];
@@ -62,7 +67,8 @@ internal sealed class Relay
         {
             if (chunk.Seq <= _lastSeq[chunk.Shard]) return;
             _lastSeq[chunk.Shard] = chunk.Seq;
-            _window.Add(chunk, _time.GetTimestamp());
+            long now = _time.GetTimestamp();
+            _window.Add(chunk, now, Reach(now));
             var lists = _hashLists[chunk.Shard];
             long oldest = _window.OldestSeq(chunk.Shard);
             while (lists.TryPeek(out var head) && head.Last < oldest) lists.Dequeue();
@@ -74,8 +80,12 @@ internal sealed class Relay
                 if (chunk.Seq < sub.FromSeq) continue;
                 // A fill (a bounded subscription) is done once the stream reaches its end point.
                 if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
-                else if (!sub.Link.TrySend(chunk)) subscribers.RemoveAt(i);
-                else sent++;
+                else if (sub.Link.TrySend(chunk)) sent++;
+                else
+                {
+                    Hold(sub.Link, now);
+                    subscribers.RemoveAt(i);
+                }
             }
             if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
         }
@@ -163,13 +173,47 @@ internal sealed class Relay
         lock (_lock) return _subscribers[shard].Select(s => s.Link).Where(l => !l.Closed.IsCompleted).ToList();
     }
 
-    /// <summary>Stops serving every shard to <paramref name="link"/>.</summary>
+    /// <summary>Stops serving every shard to <paramref name="link"/> (it closed).</summary>
     public void Unsubscribe(Link link)
     {
         lock (_lock)
+        {
+            Hold(link, _time.GetTimestamp());
             foreach (var list in _subscribers)
                 list.RemoveAll(s => s.Link == link);
+        }
     }
+
+    /// <summary>
+    /// How much further back than its byte bound the window reaches now: the most any child has
+    /// queued and not yet been sent, or had when it went away (for the window's age after). A
+    /// child is that far behind this node, and its own children further still; when it freezes,
+    /// everything since stays in its queue while this node runs on, and when it dies, its children
+    /// resume here (docs/resilience.md, "Replay window"). Bounded by the child queue limit.
+    /// Called under the lock.
+    /// </summary>
+    private long Reach(long now)
+    {
+        long reach = 0;
+        foreach (var list in _subscribers)
+            foreach (var sub in list)
+                reach = Math.Max(reach, sub.Link.ChunkBytesQueued - sub.Link.ChunkBytesSent);
+        _holds.RemoveAll(h => h.Until < now);
+        foreach (var (bytes, _) in _holds) reach = Math.Max(reach, bytes);
+        return reach;
+    }
+
+    /// <summary>Remembers what <paramref name="link"/> (going away) was never sent, for the window's age. Called under the lock.</summary>
+    private void Hold(Link link, long now)
+    {
+        long backlog = link.ChunkBytesQueued - link.ChunkBytesSent;
+        if (backlog <= 0) return;
+        if (_holds.Count >= MaxHolds) _holds.RemoveAt(0);
+        _holds.Add((backlog, now + _holdTicks));
+    }
+
+    /// <summary>Holds kept at most (the oldest goes first; each is two numbers).</summary>
+    private const int MaxHolds = 1024;
 
     /// <summary>
     /// The links served now, each once. A closed link is left out at once: it is unsubscribed by a

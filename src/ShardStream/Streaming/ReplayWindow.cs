@@ -41,16 +41,22 @@ internal sealed class ReplayWindow
     /// <summary>Chunks held now.</summary>
     public int Count => _held.Chunks;
 
-    /// <summary>Keeps <paramref name="chunk"/> (retaining it) and drops what falls out of the bounds.</summary>
-    public void Add(Chunk chunk, long nowTicks)
+    /// <summary>
+    /// Keeps <paramref name="chunk"/> (retaining it) and drops what falls out of the bounds, the
+    /// byte bound raised by <paramref name="reachBytes"/> (see <c>Relay</c>: what a slow or frozen
+    /// child has not yet been sent, so that the window reaches as far behind it as behind the head).
+    /// </summary>
+    public void Add(Chunk chunk, long nowTicks, long reachBytes = 0)
     {
         _shards[chunk.Shard].Enqueue((chunk.Retain(), nowTicks));
         _held.Add(chunk);
-        Evict(nowTicks);
+        Evict(nowTicks, Math.Max(0, reachBytes));
     }
 
-    private void Evict(long nowTicks)
+    private void Evict(long nowTicks, long reachBytes)
     {
+        long maxBytes = _maxBytes + reachBytes;
+        long maxChunks = MaxChunks + reachBytes / 1024;
         // Age: each shard's queue is in arrival order, so its stale chunks are at its head. Shards
         // arrive from different parents, so the smallest sequence number is not always the stalest.
         foreach (var queue in _shards)
@@ -58,7 +64,7 @@ internal sealed class ReplayWindow
                 Drop(queue);
 
         // Bytes: drop the globally oldest chunk, the smallest sequence number among the shard heads.
-        while (_held.Bytes > _maxBytes || _held.Chunks > MaxChunks)
+        while (_held.Bytes > maxBytes || _held.Chunks > maxChunks)
         {
             Queue<(Chunk Chunk, long AddedAt)>? victim = null;
             long victimSeq = long.MaxValue;
