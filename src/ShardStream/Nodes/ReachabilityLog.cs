@@ -31,4 +31,8 @@ internal static partial class ReachabilityLog
     [LoggerMessage(EventId = 807, EventName = "MeasuredUnreachable", Level = LogLevel.Information,
         Message = "peer {Id} could not connect to peer {Other} ({Address}), one of the nodes it was asked to measure ({Count} peer(s) cannot connect to it so far)")]
     public static partial void MeasuredUnreachable(ILogger logger, int id, int other, string address, int count);
+
+    [LoggerMessage(EventId = 808, EventName = "ProbeAnsweredLate", Level = LogLevel.Information,
+        Message = "{Address} accepted the reachability probe's connection but did not answer its hello within {Seconds:0.#} s (a busy machine?): taken as reachable; its children will report it if they cannot connect")]
+    public static partial void ProbeAnsweredLate(ILogger logger, string address, double seconds);
 }

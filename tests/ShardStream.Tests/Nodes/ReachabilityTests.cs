@@ -54,6 +54,35 @@ public sealed class ReachabilityTests
     }
 
     /// <summary>
+    /// A joiner whose address accepts the probe's connection but whose process is too busy to
+    /// answer the probe's hello in time (a fresh-clone CI run at load 90 saw honest loopback peers
+    /// miss the 2.5 s, become leaves, and later joiners then refused for want of room) is reachable:
+    /// it keeps its upload budget.
+    /// </summary>
+    [Fact]
+    public async Task A_joiner_that_accepts_the_probe_but_answers_late_keeps_its_budget()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 2, heartbeatTimeout: TimeSpan.FromSeconds(1));
+        // "busy:1" accepts connections and never answers: a process that the machine does not run in time.
+        await using var busy = await overlay.Network.Host("busy").ListenAsync("busy:1", CancellationToken.None);
+        var accepted = new List<ShardStream.Transport.IConnection>();
+        var accepting = Task.Run(async () =>
+        {
+            while (await busy.AcceptAsync(CancellationToken.None) is { } c) accepted.Add(c);
+        });
+
+        var connection = await overlay.Network.Host("busy").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new ShardStream.Wire.Hello(ShardStream.Wire.Protocol.MinVersion, ShardStream.Wire.Protocol.Version, ShardStream.Wire.HelloRole.Join, 5, 200, [], "busy:1",
+            new byte[ShardStream.Wire.Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.Any(n => n.Address == "busy:1"), "the busy joiner is placed");
+
+        Assert.NotEmpty(accepted); // the probe connected
+        Assert.Equal(4, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Address == "busy:1").Budget); // 2x of K = 2, not a leaf's 0
+        connection.Abort();
+    }
+
+    /// <summary>
     /// The coordinator can connect to p1, the other viewers cannot (a firewall that lets only the
     /// coordinator in). Binary tree: p1 is placed under the coordinator and given children, who
     /// cannot attach, twice; each is re-placed under another parent, and p1 becomes a leaf.
