@@ -68,7 +68,17 @@ internal sealed partial class CliProcess : IAsyncDisposable
 
     public int Pid => _process.Id;
 
-    public Stream StandardInput => _process.StandardInput.BaseStream;
+    /// <summary>
+    /// The process's stdin. A write that the process does not take within
+    /// <see cref="StdinWriteDeadline"/> fails with its stderr instead of hanging the test run: a
+    /// coordinator that waits for peers that will never come (they were refused) reads nothing.
+    /// </summary>
+    public Stream StandardInput => _stdin ??= new DeadlineStdin(this);
+
+    private DeadlineStdin? _stdin;
+
+    /// <summary>Longer than any test's own deadline: only a write that would block for ever reaches it.</summary>
+    public static readonly TimeSpan StdinWriteDeadline = TimeSpan.FromMinutes(5);
 
     public long StdoutBytes => Interlocked.Read(ref _stdoutBytes);
 
@@ -182,4 +192,44 @@ internal sealed partial class CliProcess : IAsyncDisposable
 
     [GeneratedRegex(@"listening on (\S+?),")]
     private static partial Regex ListeningRegex();
+
+    /// <summary>stdin with a deadline on every write (see <see cref="StandardInput"/>).</summary>
+    private sealed class DeadlineStdin(CliProcess owner) : Stream
+    {
+        private Stream Inner => owner._process.StandardInput.BaseStream;
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush() => Inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => Within(Inner.FlushAsync(cancellationToken), 0);
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
+            new(Within(Inner.WriteAsync(buffer, cancellationToken).AsTask(), buffer.Length));
+
+        private async Task Within(Task write, int bytes)
+        {
+            try
+            {
+                await write.WaitAsync(StdinWriteDeadline);
+            }
+            catch (TimeoutException)
+            {
+                throw new TimeoutException($"process {owner.Pid} took no stdin ({bytes} bytes) for {StdinWriteDeadline.TotalMinutes:0} min; its stderr:\n{owner.Stderr}");
+            }
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) Inner.Dispose();
+            base.Dispose(disposing);
+        }
+    }
 }
