@@ -146,6 +146,53 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task A_publisher_that_comes_back_with_new_headers_reaches_the_viewers_and_a_later_joiner_gets_the_new_header()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, peers) = await StartChainAsync(1);
+        await using var _ = coordinator;
+        await using var first = peers[0];
+        // The first publish at 640x360, then another at 320x240: new onMetaData and a new AVC sequence header.
+        using (var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 4)))
+        {
+            string errors = await ffmpeg.StandardError.ReadToEndAsync();
+            await ffmpeg.WaitForExitAsync();
+            Assert.True(ffmpeg.ExitCode == 0, $"publish 1: ffmpeg exited with {ffmpeg.ExitCode}: {errors}\n{coordinator.Stderr}");
+        }
+        using var second = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 8, size: "320x240"));
+        var secondErrors = second.StandardError.ReadToEndAsync();
+        for (var deadline = DateTime.UtcNow + Startup; coordinator.Stderr.Split('\n').Count(l => l.Contains("publishing started")) < 2;)
+        {
+            Assert.True(DateTime.UtcNow < deadline, coordinator.Stderr);
+            await Task.Delay(100);
+        }
+        // A viewer that joins during the second publish, once the first peer has 2 s of it (120 + 60 frames).
+        await UntilVideoPacketsAsync(first.StdoutPath, 180);
+        string address = await coordinator.WaitForLogAsync(@"coordinator listening on (\S+?),", Startup);
+        await using var joiner = FileOutProcess.Start(_dir, "joiner", ["peer", "-c", address, "-l", "127.0.0.1:0", "--upload", "1"]);
+        await coordinator.WaitForLogAsync(@"peer 2 \(.*joined", Startup);
+        await second.WaitForExitAsync();
+        Assert.True(second.ExitCode == 0, $"publish 2: ffmpeg exited with {second.ExitCode}: {await secondErrors}");
+        await UntilVideoPacketsAsync(first.StdoutPath, 360);
+        await first.StopAsync();
+        await joiner.StopAsync();
+
+        // The viewer from the start decodes across the change and ends in the new size.
+        var (exit, errors1) = Ffmpeg.Decode(first.StdoutPath);
+        Assert.True(exit == 0 && errors1.Length == 0, $"ffmpeg -xerror across the new headers: exit {exit}: {errors1}");
+        var sizes = Ffmpeg.FrameSizes(first.StdoutPath);
+        Assert.Equal(360, sizes.Count);
+        Assert.Equal(["640x360", "320x240"], sizes.Distinct());
+        // The joiner was handed the new header (not the first publish's): its first byte decodes, all at 320x240.
+        Assert.Contains("stream header", joiner.Stderr);
+        var (exit2, errors2) = Ffmpeg.Decode(joiner.StdoutPath);
+        Assert.True(exit2 == 0 && errors2.Length == 0, $"the joiner's output: ffmpeg -xerror exit {exit2}: {errors2}\n{joiner.Stderr}");
+        var joinerSizes = Ffmpeg.FrameSizes(joiner.StdoutPath);
+        Assert.NotEmpty(joinerSizes);
+        Assert.All(joinerSizes, size => Assert.Equal("320x240", size));
+    }
+
+    [Fact]
     public async Task Bad_input_on_the_RTMP_port_closes_that_connection_with_a_reason_and_the_stream_goes_on()
     {
         if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;

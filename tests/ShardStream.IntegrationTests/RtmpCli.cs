@@ -100,10 +100,10 @@ internal static class Ffmpeg
         RequiresTool.FindOnPath("ffmpeg") is null || RequiresTool.FindOnPath("ffprobe") is null ? "needs ffmpeg and ffprobe on PATH" : null;
 
     /// <summary>The issue's synthetic live source: test pattern and a sine, H.264 + AAC, keyframe every 2 s, paced.</summary>
-    public static string[] PublishArgs(string url, double seconds, int gop = 60) =>
+    public static string[] PublishArgs(string url, double seconds, int gop = 60, string size = "640x360") =>
     [
         "-hide_banner", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+        "-f", "lavfi", "-i", $"testsrc2=size={size}:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", gop.ToString(System.Globalization.CultureInfo.InvariantCulture), "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-t", seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "-f", "flv", url,
     ];
@@ -145,6 +145,13 @@ internal static class Ffmpeg
             if (parts[0] == "audio") audio = n;
         }
         return (video, audio);
+    }
+
+    /// <summary>The picture size of every decoded video frame, in order ("640x360"), from ffmpeg's showinfo filter.</summary>
+    public static List<string> FrameSizes(string path)
+    {
+        var r = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "info", "-i", path, "-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-"], TimeSpan.FromMinutes(2));
+        return System.Text.RegularExpressions.Regex.Matches(r.Stderr, @"Parsed_showinfo.* s:(\d+x\d+)").Select(m => m.Groups[1].Value).ToList();
     }
 
     private static (int, string) Result((int ExitCode, string Stdout, string Stderr, bool TimedOut) r) => (r.ExitCode, r.Stderr.Trim());
