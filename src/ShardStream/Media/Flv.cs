@@ -43,15 +43,29 @@ public static class Flv
     /// <summary>Writes one tag with its header and PreviousTagSize; returns the bytes written.</summary>
     public static int WriteTag(Span<byte> destination, FlvTagType type, uint timestamp, ReadOnlySpan<byte> body)
     {
-        if (body.Length > FlvTag.MaxBodyLength) throw new ArgumentException($"an FLV tag body holds at most {FlvTag.MaxBodyLength} bytes, not {body.Length}");
+        WriteTagHeader(destination, type, timestamp, body.Length);
+        body.CopyTo(destination[FlvTag.HeaderLength..]);
+        WriteTagTrailer(destination[(FlvTag.HeaderLength + body.Length)..], body.Length);
+        return TagLength(body.Length);
+    }
+
+    /// <summary>Writes a tag's 11-byte header (type, data size, timestamp and its extension, stream id 0); the body follows it.</summary>
+    public static int WriteTagHeader(Span<byte> destination, FlvTagType type, uint timestamp, int bodyLength)
+    {
+        if (bodyLength > FlvTag.MaxBodyLength) throw new ArgumentException($"an FLV tag body holds at most {FlvTag.MaxBodyLength} bytes, not {bodyLength}");
         destination[0] = (byte)type;
-        WriteUInt24(destination[1..], body.Length);
+        WriteUInt24(destination[1..], bodyLength);
         WriteUInt24(destination[4..], (int)(timestamp & 0xFFFFFF));
         destination[7] = (byte)(timestamp >> 24);
         WriteUInt24(destination[8..], 0);
-        body.CopyTo(destination[FlvTag.HeaderLength..]);
-        BinaryPrimitives.WriteUInt32BigEndian(destination[(FlvTag.HeaderLength + body.Length)..], (uint)(FlvTag.HeaderLength + body.Length));
-        return TagLength(body.Length);
+        return FlvTag.HeaderLength;
+    }
+
+    /// <summary>Writes the PreviousTagSize that follows a tag with a body of <paramref name="bodyLength"/> bytes.</summary>
+    public static int WriteTagTrailer(Span<byte> destination, int bodyLength)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(destination, (uint)(FlvTag.HeaderLength + bodyLength));
+        return FlvTag.TrailerLength;
     }
 
     /// <summary>A tag as a new array (header, body, PreviousTagSize).</summary>

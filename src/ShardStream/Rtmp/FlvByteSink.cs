@@ -1,11 +1,11 @@
-using System.Buffers.Binary;
 using System.IO.Pipelines;
 using ShardStream.Media;
 
 namespace ShardStream.Rtmp;
 
 /// <summary>
-/// The plain FLV byte stream of a publish (FLV specification v10.1, annex E): the 9-byte header
+/// The plain FLV byte stream of a publish (FLV specification v10.1, annex E), laid out with the
+/// media layer's <see cref="Flv"/> writer: the 9-byte header
 /// with the track flags taken from onMetaData (both when there is none), PreviousTagSize0, then
 /// each tag with its 11-byte header and its PreviousTagSize. Timestamps continue across a
 /// publisher's reconnect (the new publish starts 40 ms after the last tag) so that the byte stream
@@ -34,17 +34,10 @@ public sealed class FlvByteSink : IFlvTagSink
 
     public async ValueTask WriteTagAsync(FlvTagType type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
     {
-        byte tagType = (byte)type;
         var w = _pipe.Writer;
         if (!_headerWritten)
         {
-            var header = w.GetSpan(13);
-            "FLV"u8.CopyTo(header);
-            header[3] = 1;
-            header[4] = tagType == 18 ? TrackFlags(body.Span) : (byte)0x05;
-            BinaryPrimitives.WriteUInt32BigEndian(header[5..], 9);
-            BinaryPrimitives.WriteUInt32BigEndian(header[9..], 0);
-            w.Advance(13);
+            w.Advance(Flv.WritePreamble(w.GetSpan(Flv.PreambleLength), type == FlvTagType.Script ? TrackFlags(body.Span) : (byte)(Flv.HasAudio | Flv.HasVideo)));
             _headerWritten = true;
         }
         if (_rebase)
@@ -55,16 +48,9 @@ public sealed class FlvByteSink : IFlvTagSink
         uint at = unchecked(timestamp + _offset);
         _last = at;
         _anyTag = true;
-        var span = w.GetSpan(11);
-        span[0] = tagType;
-        WriteUInt24(span[1..], (uint)body.Length);
-        WriteUInt24(span[4..], at & 0xFFFFFF);
-        span[7] = (byte)(at >> 24);
-        WriteUInt24(span[8..], 0);
-        w.Advance(11);
+        w.Advance(Flv.WriteTagHeader(w.GetSpan(FlvTag.HeaderLength), type, at, body.Length));
         await w.WriteAsync(body, cancellationToken).ConfigureAwait(false);
-        BinaryPrimitives.WriteUInt32BigEndian(w.GetSpan(4), (uint)(11 + body.Length));
-        w.Advance(4);
+        w.Advance(Flv.WriteTagTrailer(w.GetSpan(FlvTag.TrailerLength), body.Length));
         await w.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -74,25 +60,19 @@ public sealed class FlvByteSink : IFlvTagSink
         try
         {
             var reader = new Amf0Reader(metadata, 16);
-            if (reader.ReadValue() is not "onMetaData" || reader.ReadValue() is not AmfObject properties) return 0x05;
+            if (reader.ReadValue() is not "onMetaData" || reader.ReadValue() is not AmfObject properties) return Flv.HasAudio | Flv.HasVideo;
             byte flags = 0;
             foreach (var (key, _) in properties)
             {
-                if (key == "audiocodecid") flags |= 0x04;
-                if (key == "videocodecid") flags |= 0x01;
+                if (key == "audiocodecid") flags |= Flv.HasAudio;
+                if (key == "videocodecid") flags |= Flv.HasVideo;
             }
-            return flags == 0 ? (byte)0x05 : flags;
+            return flags == 0 ? (byte)(Flv.HasAudio | Flv.HasVideo) : flags;
         }
         catch (RtmpProtocolException)
         {
-            return 0x05;
+            return Flv.HasAudio | Flv.HasVideo;
         }
     }
 
-    private static void WriteUInt24(Span<byte> b, uint v)
-    {
-        b[0] = (byte)(v >> 16);
-        b[1] = (byte)(v >> 8);
-        b[2] = (byte)v;
-    }
 }

@@ -6,7 +6,8 @@ namespace ShardStream.Rtmp;
 
 /// <summary>
 /// The live FLV stream of a node for its RTMP players (<c>--rtmp-play</c>): fed the FLV bytes the
-/// node writes (any split), it keeps what a player needs to start (onMetaData, the audio and video
+/// node writes (any split; read and classified with the media layer's <see cref="Flv"/> and
+/// <see cref="FlvTagInfo"/>), it keeps what a player needs to start (onMetaData, the audio and video
 /// sequence headers, the tags since the last keyframe, within <see cref="MaxCachedBytes"/>) and
 /// hands each subscriber the headers, then that keyframe, then the live tags. Each subscriber's
 /// queue is bounded by <see cref="MaxQueuedBytes"/>: a player that falls behind skips ahead to the
@@ -61,23 +62,27 @@ public sealed class FlvPlayHub : IFlvTagFeed
             data.CopyTo(_pending.AsSpan(_pendingLength));
             _pendingLength += data.Length;
             int pos = 0;
-            if (!_preambleRead)
+            try
             {
-                if (_pendingLength < 13) return;
-                if (_pending[0] != 'F' || _pending[1] != 'L' || _pending[2] != 'V') { NotFlv = "the stream does not start with an FLV header"; return; }
-                pos = Math.Max(9, (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(_pending.AsSpan(5))) + 4;
-                if (pos > 1024) { NotFlv = "an FLV header over 1 KiB"; return; }
-                if (_pendingLength < pos) return;
-                _preambleRead = true;
+                if (!_preambleRead)
+                {
+                    if (_pendingLength < Flv.FileHeaderLength) return;
+                    if (!Flv.HasSignature(_pending)) { NotFlv = "the stream does not start with an FLV header"; return; }
+                    if (!Flv.TryReadPreamble(_pending.AsSpan(0, _pendingLength), out _, out pos)) return;
+                    _preambleRead = true;
+                }
+                // The media layer's reading of the FLV layout (Flv) and of what a tag is (FlvTagInfo), as the coordinator's cutting uses.
+                while (Flv.TryReadTag(_pending.AsSpan(pos, _pendingLength - pos), out var type, out uint timestamp, out int bodyLength, out int length))
+                {
+                    Publish(new FlvTag(type, timestamp, _pending.AsSpan(pos + FlvTag.HeaderLength, bodyLength).ToArray()));
+                    pos += length;
+                }
             }
-            while (_pendingLength - pos >= 11)
+            catch (InvalidDataException e)
             {
-                var h = _pending.AsSpan(pos);
-                int size = h[1] << 16 | h[2] << 8 | h[3];
-                if (_pendingLength - pos < 11 + size + 4) break;
-                uint ts = (uint)(h[7] << 24 | h[4] << 16 | h[5] << 8 | h[6]);
-                if (h[0] is 8 or 9 or 18) Publish(new FlvTag((FlvTagType)h[0], ts, h.Slice(11, size).ToArray()));
-                pos += 11 + size + 4;
+                NotFlv = $"the FLV stream is not well formed ({e.Message})";
+                foreach (var sub in _subscribers) sub.Queue.Writer.TryComplete();
+                return;
             }
             _pending.AsSpan(pos, _pendingLength - pos).CopyTo(_pending);
             _pendingLength -= pos;
@@ -96,21 +101,21 @@ public sealed class FlvPlayHub : IFlvTagFeed
 
     private void Publish(FlvTag tag)
     {
-        var kind = Classify(tag);
-        bool header = kind is Kind.Metadata or Kind.VideoHeader or Kind.AudioHeader;
+        var kind = tag.Kind;
+        bool header = kind is FlvTagKind.Metadata or FlvTagKind.VideoSequenceHeader or FlvTagKind.AudioSequenceHeader;
         switch (kind)
         {
-            case Kind.Metadata: _metadata = tag; break;
-            case Kind.VideoHeader: _videoHeader = tag; break;
-            case Kind.AudioHeader: _audioHeader = tag; break;
+            case FlvTagKind.Metadata: _metadata = tag; break;
+            case FlvTagKind.VideoSequenceHeader: _videoHeader = tag; break;
+            case FlvTagKind.AudioSequenceHeader: _audioHeader = tag; break;
         }
         if (tag.Type == FlvTagType.Video) _hasVideo = true;
-        if (kind is Kind.VideoHeader or Kind.AudioHeader || kind == Kind.Keyframe)
+        if (kind is FlvTagKind.VideoSequenceHeader or FlvTagKind.AudioSequenceHeader or FlvTagKind.Keyframe)
         {
             _gop.Clear(); // a new sequence (a publisher came back) or a new GOP
             _gopBytes = 0;
         }
-        if (_hasVideo && !header && (kind == Kind.Keyframe || _gop.Count > 0))
+        if (_hasVideo && !header && (kind == FlvTagKind.Keyframe || _gop.Count > 0))
         {
             if (_gopBytes + tag.Body.Length <= MaxCachedBytes)
             {
@@ -124,7 +129,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
             }
         }
         // Where a player waiting for a keyframe may start: a keyframe, or any audio frame of a stream without video.
-        bool start = kind == Kind.Keyframe || (!_hasVideo && kind == Kind.Frame);
+        bool start = kind == FlvTagKind.Keyframe || (!_hasVideo && tag.Type == FlvTagType.Audio && kind == FlvTagKind.Other);
         foreach (var s in _subscribers)
         {
             if (s.WaitingForKeyframe && !header)
@@ -195,48 +200,6 @@ public sealed class FlvPlayHub : IFlvTagFeed
         finally
         {
             lock (_lock) _subscribers.Remove(s);
-        }
-    }
-
-    private enum Kind { Metadata, VideoHeader, AudioHeader, Keyframe, Frame, Other }
-
-    /// <summary>
-    /// What a tag is to a player (FLV v10.1 annex E; Enhanced RTMP v2 for FourCC video and audio):
-    /// onMetaData, a sequence header (AVC/HEVC legacy packet type 0, FourCC SequenceStart, AAC packet
-    /// type 0), a keyframe (frame type 1, not a header), another frame, or anything else.
-    /// </summary>
-    private static Kind Classify(FlvTag tag)
-    {
-        var b = tag.Body.Span;
-        switch ((byte)tag.Type)
-        {
-            case 18:
-                return b.Length > 13 && b[0] == 2 && b[1] == 0 && b[2] == 10 && b.Slice(3, 10).SequenceEqual("onMetaData"u8) ? Kind.Metadata : Kind.Other;
-            case 9 when b.Length > 0:
-            {
-                int frameType = (b[0] >> 4) & 0x07;
-                if ((b[0] & 0x80) != 0) // Enhanced RTMP: packet type in the low 4 bits, then a FourCC
-                {
-                    int packetType = b[0] & 0x0F;
-                    if (packetType == 0) return Kind.VideoHeader;
-                    if (packetType == 5) return Kind.Other; // frame type 5 command / MPEG-2 TS sequence start
-                    return frameType == 1 ? Kind.Keyframe : Kind.Frame;
-                }
-                int codec = b[0] & 0x0F;
-                if (frameType == 5) return Kind.Other; // video info/command frame
-                if ((codec == 7 || codec == 12) && b.Length > 1 && b[1] == 0) return Kind.VideoHeader;
-                if ((codec == 7 || codec == 12) && b.Length > 1 && b[1] == 2) return Kind.Other; // end of sequence
-                return frameType == 1 ? Kind.Keyframe : Kind.Frame;
-            }
-            case 8 when b.Length > 0:
-            {
-                int format = b[0] >> 4;
-                if (format == 10 && b.Length > 1 && b[1] == 0) return Kind.AudioHeader;
-                if (format == 9 && (b[0] & 0x0F) == 0) return Kind.AudioHeader; // Enhanced RTMP audio: SequenceStart
-                return Kind.Frame;
-            }
-            default:
-                return Kind.Other;
         }
     }
 

@@ -95,4 +95,15 @@ public class FlvPlayHubTests
         Assert.Empty(await Take(hub, 1));
         Assert.Contains("does not start with an FLV header", hub.NotFlv);
     }
+
+    [Fact]
+    public async Task A_tag_the_FLV_layout_does_not_allow_ends_the_players_with_the_reason()
+    {
+        var hub = new FlvPlayHub();
+        hub.Write([.. Preamble, .. Tag(9, 0, AvcHeader), .. Tag(9, 0, Keyframe)]);
+        var tags = await Take(hub, 10, () => hub.Write(Tag(7, 33, Inter))); // tag type 7: not audio, video or script data
+        Assert.Equal([AvcHeader, Keyframe], tags.Select(t => t.Body.ToArray()));
+        Assert.Contains("not well formed", hub.NotFlv);
+        Assert.Contains("type 7", hub.NotFlv);
+    }
 }
