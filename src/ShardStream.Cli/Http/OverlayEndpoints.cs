@@ -15,7 +15,7 @@ namespace ShardStream.Cli.Http;
 internal sealed class OverlayEndpoints : IHttpEndpoints
 {
     /// <summary>The RTTs in <c>nodes</c> change without the plan: it is built again after this long even when the plan did not change.</summary>
-    public static readonly TimeSpan RttRefresh = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan RttRefresh = TimeSpan.FromSeconds(30);
 
     /// <summary>However fast the plan changes, <c>nodes</c> is built at most this often.</summary>
     private static readonly TimeSpan MinRebuild = TimeSpan.FromMilliseconds(250);

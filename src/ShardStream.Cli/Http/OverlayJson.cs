@@ -48,6 +48,7 @@ internal static class OverlayJson
     public static PlanJson Plan(Coordinator coordinator, (long, int) version, long builtAt)
     {
         var snapshot = coordinator.Snapshot();
+        var srtts = coordinator.ControlRtts();
         var buffer = new ArrayBufferWriter<byte>(4096 + 160 * snapshot.Nodes.Count);
         using (var w = new Utf8JsonWriter(buffer))
         {
@@ -68,7 +69,7 @@ internal static class OverlayJson
                 if (node.Id != 0 && coordinator.ProbeRoundTrip(node.Address) is { } rtt) w.WriteNumber("rttMs", Math.Round(rtt.TotalMilliseconds, 2));
                 else w.WriteNull("rttMs");
                 // Version 6: the smoothed RTT of the peer's control link, from pings.
-                if (node.Id != 0 && coordinator.ControlRtt(node.Id) is { } srtt) w.WriteNumber("srttMs", Math.Round(srtt.TotalMilliseconds, 2));
+                if (node.Id != 0 && srtts.TryGetValue(node.Id, out var srtt)) w.WriteNumber("srttMs", Math.Round(srtt.TotalMilliseconds, 2));
                 else w.WriteNull("srttMs");
                 w.WriteEndObject();
             }

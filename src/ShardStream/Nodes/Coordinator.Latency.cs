@@ -35,6 +35,24 @@ public sealed partial class Coordinator
         return control.SmoothedRtt;
     }
 
+    /// <summary>
+    /// The smoothed RTT of every peer's control link that has one: the links taken in one pass under
+    /// the coordinator's lock (not one lock a peer, as <see cref="ControlRtt"/> for each would), for the page.
+    /// </summary>
+    public Dictionary<int, TimeSpan> ControlRtts()
+    {
+        List<(int Id, Link Control)> links;
+        lock (_gate)
+        {
+            links = new List<(int, Link)>(_peers.Count);
+            foreach (var (id, session) in _peers) links.Add((id, session.Control));
+        }
+        var rtts = new Dictionary<int, TimeSpan>(links.Count);
+        foreach (var (id, control) in links)
+            if (control.SmoothedRtt is { } rtt) rtts[id] = rtt;
+        return rtts;
+    }
+
     /// <summary>The plan places by latency (<see cref="CoordinatorOptions.LatencyAware"/>).</summary>
     public bool LatencyAware => _planner.LatencyAware;
 
