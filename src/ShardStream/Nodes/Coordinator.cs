@@ -208,6 +208,7 @@ public sealed partial class Coordinator : Node
                 lock (_gate)
                 {
                     _tracker.MarkAttached(session);
+                    session.AttachedOn = link;
                     enough = _tracker.AttachedPeers >= _options.MinPeers;
                 }
                 CoordinatorLog.PeerAttached(Log, session.Id);

@@ -179,6 +179,13 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>Queues a control frame that was encoded already.</summary>
     public void Send(byte[] frame) => _connection.Send(frame);
 
+    /// <summary>Queues a control frame ahead of the chunks already queued (<see cref="FramedConnection.SendAhead"/>).</summary>
+    public void SendAhead(Action<IBufferWriter<byte>> write)
+    {
+        if (IsClosing) return;
+        _connection.SendAhead(FrameWriting.ToArray(write));
+    }
+
     /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
     public Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken) => _connection.WriteNowAsync(write, cancellationToken);
 

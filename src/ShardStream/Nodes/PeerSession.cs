@@ -1,3 +1,5 @@
+using ShardStream.Wire;
+
 namespace ShardStream.Nodes;
 
 /// <summary>What the coordinator knows of one peer in the overlay, from its join to its leave.</summary>
@@ -11,6 +13,23 @@ internal sealed class PeerSession(int id, string address, Link control)
     public Link Control { get; set; } = control;
 
     public bool Attached { get; set; }
+
+    /// <summary>The control link the peer last reported Attached on: it has read that link's Welcome, so frames may go ahead of the chunks queued there.</summary>
+    public Link? AttachedOn { get; set; }
+
+    /// <summary>
+    /// Sends a Move ahead of the chunks queued on the peer's control link (the coordinator serves
+    /// some shards there): a repair must not wait behind the seconds of stream a slow reader has
+    /// queued, or the replay windows move past the point it resumes at (seen in the 200-peer demo
+    /// under load: a Move applied 103 s after it was sent, and the peer's shard lost as a gap).
+    /// Only on a link the peer has reported Attached on, so never ahead of that link's Welcome.
+    /// </summary>
+    public void SendMove(Move move)
+    {
+        var control = Control;
+        if (AttachedOn == control) control.SendAhead(move.Write);
+        else control.Send(move.Write);
+    }
 
     /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
     public long HeldFrom { get; init; }

@@ -114,7 +114,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         }
         CoordinatorLog.ReattachingToSameParent(log,
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
-        reporter.Control.Send(new Move(again).Write);
+        reporter.SendMove(new Move(again));
     }
 
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
@@ -137,7 +137,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (again.Any(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
             reporter.ReattachedAt = time.GetTimestamp();
         }
-        reporter.Control.Send(new Move(again).Write);
+        reporter.SendMove(new Move(again));
     }
 
     /// <summary>A peer's control link is gone for good: it failed.</summary>

@@ -123,7 +123,7 @@ internal sealed class Tracker(CoordinatorOptions options, StreamSigner signer, I
                 ShardStreamMetrics.Moves.Add(1, ShardStreamMetrics.Shard(e.Shard));
                 if (Planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(Planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
             }
-            if (entries.Count > 0) moved.Control.Send(new Move(WithTickets(moved.Id, [.. entries])).Write);
+            if (entries.Count > 0) moved.SendMove(new Move(WithTickets(moved.Id, [.. entries])));
         }
     }
 

@@ -175,6 +175,26 @@ internal sealed class FramedConnection : IAsyncDisposable
         _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
     }
 
+    /// <summary>Control frames to send before whatever else is queued (see <see cref="SendAhead"/>).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> _ahead = new();
+
+    /// <summary>An empty frame: wakes the writer for a frame queued ahead (it is not sent).</summary>
+    private static readonly byte[] Wake = [];
+
+    /// <summary>
+    /// Queues a control frame ahead of the chunks (and other frames) already queued: it goes out
+    /// with the writer's next send, after at most the batch under way. Frames sent ahead keep
+    /// their order among themselves. For frames whose meaning does not depend on what is queued
+    /// before them (a repair's Move must not wait behind the seconds of stream it is meant to
+    /// repair); never for a frame that must follow others (a hash list before its chunks).
+    /// </summary>
+    public void SendAhead(byte[] frame)
+    {
+        if (IsClosing) return;
+        _ahead.Enqueue(frame);
+        _queue.Writer.TryWrite(new Outgoing(null, Wake, _time.GetTimestamp()));
+    }
+
     /// <summary>
     /// Queues a control frame; <paramref name="beforeSend"/> runs as the writer hands it to the
     /// transport, with the frame, when it was queued and now (timestamps of the time provider): it
@@ -298,8 +318,16 @@ internal sealed class FramedConnection : IAsyncDisposable
             while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
             {
                 int bytes = 0;
+                // Frames sent ahead go first (see SendAhead).
+                while (_ahead.TryDequeue(out var urgent))
+                {
+                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+                    batch.Add(urgent);
+                    bytes += urgent.Length;
+                }
                 while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
                 {
+                    if (item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
                     // The batch's oldest item: what QueueAge measures while the send is under way.
                     if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
                     if (item.Chunk is { } chunk)
