@@ -153,4 +153,43 @@ public sealed partial class Coordinator
         }
         return demote;
     }
+
+    /// <summary>
+    /// Once a second, moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
+    /// estimated delay from the source is much worse than a free slot elsewhere offers
+    /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
+    /// later joiners bring free slots near earlier ones. Each move goes out as a Move frame.
+    /// </summary>
+    private async Task ImproveLatencyAsync()
+    {
+        int cap = _options.LatencyMovesPerSecond;
+        if (!_planner.LatencyAware || cap <= 0) return;
+        try
+        {
+            while (!Stopping.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), Time, Stopping).ConfigureAwait(false);
+                List<Reattachment> moves;
+                lock (_gate)
+                {
+                    moves = [.. _planner.ImproveLatency(cap)];
+                    if (moves.Count > 0) SendMoves(moves);
+                }
+                if (moves.Count > 0)
+                {
+                    Interlocked.Add(ref _latencyMoves, moves.Count);
+                    CoordinatorLog.LatencyMoves(Log, moves.Count, string.Join(", ", moves.Select(m => $"peer {m.Peer} shard {m.Shard} -> {m.NewParent}")));
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping.
+        }
+    }
+
+    private long _latencyMoves;
+
+    /// <summary>(Peer, shard) edges moved so far for a lower delay from the source (<see cref="CoordinatorOptions.LatencyMovesPerSecond"/>).</summary>
+    public long LatencyMoves => Interlocked.Read(ref _latencyMoves);
 }

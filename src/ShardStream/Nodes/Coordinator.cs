@@ -78,6 +78,7 @@ public sealed partial class Coordinator : Node
     {
         ShardStreamMetrics.Announce(_options.ShardCount);
         await ListenAsync(cancellationToken).ConfigureAwait(false);
+        _ = Task.Run(ImproveLatencyAsync, CancellationToken.None);
         CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
         CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", ListenAddress, StreamKey.Address);
     }

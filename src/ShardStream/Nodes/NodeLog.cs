@@ -95,6 +95,9 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1676, LogLevel.Debug, "{Link}: sending {Count} node(s) to measure before the join", EventName = "SendingLandmarks")]
     public static partial void SendingLandmarks(ILogger log, string link, int count);
+
+    [LoggerMessage(1677, LogLevel.Information, "moving {Count} peer edge(s) to parents with a much lower estimated delay from the source: {Moves}", EventName = "LatencyMoves")]
+    public static partial void LatencyMoves(ILogger log, int count, string moves);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

@@ -61,6 +61,44 @@ internal sealed partial class LatencyPlacement
         _coordinates[node] = coordinate;
     }
 
+    /// <summary>
+    /// A live node's coordinate moved: when it is now more than twice <see cref="ZoneIndex.Radius"/>
+    /// from its zone's centre, it gets the zone of where it is now and its free slots are published
+    /// there too (entries left in the old zone are still valid slots, only looked up less often).
+    /// Without this, free slots stay filed where their nodes first thought they were, and a peer
+    /// that moved in the plane is never offered them.
+    /// </summary>
+    public void Rezone(int node)
+    {
+        var c = CoordinateOf(node);
+        var zone = _zones.ZoneOf(node);
+        if (c.Error >= 1 || zone < 0)
+        {
+            return;
+        }
+
+        var (x, y) = _zones.Centre(zone);
+        if (((x - c.X) * (x - c.X)) + ((y - c.Y) * (y - c.Y)) <= 4 * ZoneIndex.Radius * ZoneIndex.Radius)
+        {
+            return;
+        }
+
+        var now = _zones.Assign(c);
+        if (now == zone)
+        {
+            return;
+        }
+
+        _zones.SetZone(node, now);
+        for (var s = 0; s < _forest.ShardCount; s++)
+        {
+            if (_forest.HasFreeSlot(node, s))
+            {
+                _zones.PushOpen(node, s, _forest.Depth(node, s));
+            }
+        }
+    }
+
     /// <summary>Gives a joining node its coordinate and zone (before it is placed anywhere).</summary>
     public void Register(int node, NetworkCoordinate coordinate)
     {

@@ -29,13 +29,17 @@ public sealed partial class Planner
 
     /// <summary>
     /// Updates the coordinate of the source or a live peer (as it reports a new one, e.g. in a
-    /// heartbeat). Its zone (the bucket of its free slots) stays the one it joined with. Ignored
-    /// by a latency-blind plan.
+    /// heartbeat). Its zone (the bucket of its free slots) follows when it moved far from it
+    /// (<see cref="LatencyPlacement.Rezone"/>). Ignored by a latency-blind plan.
     /// </summary>
     public void SetCoordinate(int node, NetworkCoordinate coordinate)
     {
         Check(node, 0);
         _latency?.SetCoordinate(node, coordinate);
+        if (node != Source && _forest.IsAlive(node))
+        {
+            _latency?.Rezone(node);
+        }
     }
 
     /// <summary>

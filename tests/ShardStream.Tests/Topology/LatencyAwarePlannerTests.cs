@@ -45,6 +45,33 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void Orphans_of_a_repair_take_the_free_slot_nearest_them()
+    {
+        // Binary, source at the origin feeding A (x = -100) and B (x = +100). Viewers V1 (-101)
+        // and V2 (+101) join under A and B; W joins with a coordinate near A and is placed there,
+        // then its coordinate moves to +102 (it is really near B). A leaves: no leaf has the
+        // capacity to take A's place (only viewers are leaves), so its orphans go to free slots:
+        // A's old slot at the source and B's. The blind rule gives the first orphan the
+        // shallowest (the source's); by latency, W takes B's (its path: 50 ms + 1) and V1 the
+        // source's (50.5 ms, against 150 through B), whatever the order.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(-100));
+        var b = planner.Join(2, At(100));
+        var v1 = planner.Join(0, At(-101));
+        var v2 = planner.Join(0, At(101));
+        var w = planner.Join(0, At(-102));
+        Assert.Equal([a, a, b], new[] { planner.ParentOf(v1, 0), planner.ParentOf(w, 0), planner.ParentOf(v2, 0) });
+        planner.SetCoordinate(w, At(102));
+
+        var moves = planner.Leave([a]);
+        PlanAssert.MovesMatchPlan(planner, moves);
+        PlanAssert.Consistent(planner);
+        Assert.Equal(b, planner.ParentOf(w, 0));
+        Assert.Equal(Planner.Source, planner.ParentOf(v1, 0));
+    }
+
+    [Fact]
     public void The_whole_path_counts_not_only_the_last_edge()
     {
         // Source (budget 1) -> A at x = 0 -> B at x = 200 and D at x = -50; C at x = 400 joins under B.
@@ -155,6 +182,12 @@ public sealed class LatencyAwarePlannerTests
                 {
                     // A viewer before enough uploaders: refused, and the plan is unchanged.
                 }
+            }
+
+            // Moves for a shorter path between the joins and leaves (Planner.ImproveLatency).
+            if (step % 10 == 0)
+            {
+                PlanAssert.MovesMatchPlan(planner, planner.ImproveLatency(4));
             }
 
             PlanAssert.Consistent(planner);

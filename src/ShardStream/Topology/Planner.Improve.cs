@@ -1,0 +1,148 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Improving a latency-aware plan over time (issue 12, point 4): as coordinates sharpen and new
+/// peers bring free slots, a leaf whose path from the source is much longer than an available
+/// alternative moves there. Gradual (a cap per call), with hysteresis (a large gain is needed, and a
+/// moved peer rests), and never deeper than the depth bound the joins keep.
+/// </summary>
+public sealed partial class Planner
+{
+    /// <summary>A leaf moves only when the new estimated delay from the source is lower by at least this many ms...</summary>
+    public const double ImproveMinGainMs = 20;
+
+    /// <summary>...and by at least this share of its current delay.</summary>
+    public const double ImproveMinGainShare = 0.2;
+
+    /// <summary>(Peer, shard) edges looked at per <see cref="ImproveLatency"/> call: the cost of one call is bounded, whatever the overlay's size.</summary>
+    public const int ImproveScan = 256;
+
+    /// <summary>Calls of <see cref="ImproveLatency"/> after a peer moved before it may move again.</summary>
+    public const int ImproveRest = 30;
+
+    private int _improveCursor = 1;
+    private int _improveRound;
+    private readonly Dictionary<int, int> _improvedAt = [];
+
+    /// <summary>
+    /// Moves at most <paramref name="maxMoves"/> (peer, shard) edges whose estimated delay from the
+    /// source is much worse than a free slot elsewhere offers: looks at the next
+    /// <see cref="ImproveScan"/> edges (in turns over all peers, so repeated calls sweep the
+    /// overlay), and for each edge of a peer that feeds nobody in that shard compares its delay
+    /// through its parent with the best free slot near it (the join rule's candidates, at a depth
+    /// that keeps it within the bound the joins keep, never a parent it must avoid). It moves when
+    /// the gain is at least <see cref="ImproveMinGainMs"/> and <see cref="ImproveMinGainShare"/> of
+    /// the current delay, and leaves a moved peer alone for <see cref="ImproveRest"/> calls: a move
+    /// back would need the same gain the other way, so estimates that wobble do not make peers
+    /// oscillate. A caller that calls this once a second with a fixed cap bounds the overlay's moves
+    /// per second. Empty for a latency-blind plan and while the tessellated pattern holds.
+    /// </summary>
+    /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
+    public IReadOnlyList<Reattachment> ImproveLatency(int maxMoves)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
+        if (_latency is null || _pristine || maxMoves == 0 || _peerCount == 0)
+        {
+            return [];
+        }
+
+        _improveRound++;
+        _moves.Clear();
+        var moved = 0;
+        var limit = _nextId;
+        for (var looked = 0; looked < ImproveScan && moved < maxMoves;)
+        {
+            if (_improveCursor >= limit)
+            {
+                _improveCursor = 1;
+            }
+
+            var peer = _improveCursor++;
+            if (!_forest.IsAlive(peer))
+            {
+                looked++;
+                continue;
+            }
+
+            if (_improvedAt.TryGetValue(peer, out var at) && _improveRound - at < ImproveRest)
+            {
+                looked += ShardCount;
+                continue;
+            }
+
+            for (var s = 0; s < ShardCount && moved < maxMoves; s++, looked++)
+            {
+                if (TryImproveLeaf(peer, s))
+                {
+                    moved++;
+                    _improvedAt[peer] = _improveRound;
+                }
+            }
+        }
+
+        if (_improvedAt.Count > 4 * ImproveScan)
+        {
+            var round = _improveRound;
+            foreach (var stale in _improvedAt.Where(e => round - e.Value >= ImproveRest || !_forest.IsAlive(e.Key)).Select(e => e.Key).ToList())
+            {
+                _improvedAt.Remove(stale);
+            }
+        }
+
+        return Summarize(_moves, []);
+    }
+
+    private bool TryImproveLeaf(int peer, int shard)
+    {
+        var parent = _forest.Parent(peer, shard);
+        if (parent == None || _forest.ChildCount(peer, shard) > 0 || !IsHomeSlot(parent, shard))
+        {
+            return false;
+        }
+
+        var latency = _latency!;
+        latency.Begin(peer, measured: null, exact: true);
+        try
+        {
+            if (!latency.Active)
+            {
+                return false;
+            }
+
+            var current = latency.Cost(parent, shard);
+            if (current == double.MaxValue)
+            {
+                return false;
+            }
+
+            // The leaf's depth stays within max(its depth now, the best depth + 1): the bound joins keep.
+            var best = _forest.BestDepth(shard, _peerCount);
+            var maxParentDepth = Math.Max(_forest.Depth(parent, shard), best == int.MaxValue ? 0 : best);
+            // Striped: only into a home tree's free slot (a fostering parent's spare unit goes home by its own rule).
+            var target = latency.ChooseOpen(shard, maxParentDepth, None,
+                n => n != peer && n != parent && !_avoided.Contains((peer, n)) && _forest.IsAttached(n, shard) && IsHomeSlot(n, shard));
+            if (target == None || target == parent)
+            {
+                return false;
+            }
+
+            var better = latency.Cost(target, shard);
+            if (better > current - Math.Max(ImproveMinGainMs, ImproveMinGainShare * current))
+            {
+                return false;
+            }
+
+            _forest.Detach(peer, shard);
+            _forest.Attach(peer, target, shard);
+            _moves.Add(new Reattachment(peer, shard, target));
+            return true;
+        }
+        finally
+        {
+            latency.End();
+        }
+    }
+
+    /// <summary>True unless striped <paramref name="node"/> would feed <paramref name="shard"/> as a foster parent (not its home tree).</summary>
+    private bool IsHomeSlot(int node, int shard) => node == Source || _homes is null || _homes.HomeOf(node) == shard;
+}
