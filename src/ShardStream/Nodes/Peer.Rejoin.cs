@@ -245,4 +245,8 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1115, EventName = "JoinBusy", Level = LogLevel.Information,
         Message = "{Reason}; joining again in {Seconds:0.0} s")]
     public static partial void Busy(ILogger logger, string reason, double seconds);
+
+    [LoggerMessage(EventId = 1415, EventName = "JoinInterrupted", Level = LogLevel.Warning,
+        Message = "joining failed: {Reason}; the coordinator took the connection, so it is there: trying again in {Seconds:0.0} s (for up to {Total:0} s)")]
+    public static partial void JoinInterrupted(ILogger logger, string reason, double seconds, double total);
 }

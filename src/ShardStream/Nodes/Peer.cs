@@ -75,10 +75,15 @@ public sealed partial class Peer : Node
                 await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
                 return;
             }
-            catch (CoordinatorBusyException e) when (Time.GetElapsedTime(since) < _options.RejoinFor)
+            catch (Exception e) when (e is CoordinatorBusyException or JoinInterruptedException && Time.GetElapsedTime(since) < _options.RejoinFor)
             {
+                // Busy, or it took the connection and then dropped it or did not answer (a loaded
+                // machine: a coordinator that heard nothing from a starved joiner for its heartbeat
+                // timeout closes the link before the joiner read its welcome). Either way it is
+                // there: try again. A refusal with a reason, or no connection at all, ends the peer.
                 var delay = wait * (0.5 + Random.Shared.NextDouble());
-                RejoinLog.Busy(Log, e.Message, delay.TotalSeconds);
+                if (e is CoordinatorBusyException) RejoinLog.Busy(Log, e.Message, delay.TotalSeconds);
+                else RejoinLog.JoinInterrupted(Log, e.Message, delay.TotalSeconds, _options.RejoinFor.TotalSeconds);
                 await Task.Delay(delay, Time, cancellationToken).ConfigureAwait(false);
                 wait = Min(wait * 2, MaxRejoinBackoff);
             }
@@ -195,11 +200,11 @@ public sealed partial class Peer : Node
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new ConnectionFailedException($"{address} did not answer within {within.TotalSeconds:0.#} s");
+            throw new JoinInterruptedException($"{address} did not answer within {within.TotalSeconds:0.#} s");
         }
         catch (IOException e)
         {
-            throw new ConnectionFailedException($"{address} closed the connection: {e.Message}");
+            throw new JoinInterruptedException($"{address} closed the connection: {e.Message}", e);
         }
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(frame.Body));
         if (frame.Type == FrameType.Goodbye)
@@ -869,6 +874,9 @@ public sealed partial class Peer : Node
 
 /// <summary>The coordinator has too many joins in progress (Goodbye code Busy): join again after a backoff.</summary>
 public sealed class CoordinatorBusyException(string message) : Exception(message);
+
+/// <summary>The coordinator accepted the join's connection, then closed it or did not answer in time: worth another try.</summary>
+public sealed class JoinInterruptedException(string message, Exception? inner = null) : IOException(message, inner);
 
 /// <summary>The stream could not be completed; the message says why.</summary>
 public sealed class StreamInterruptedException(string message) : Exception(message);
