@@ -11,11 +11,15 @@ using ShardStream.Wire;
 namespace ShardStream.Nodes;
 
 /// <summary>
-/// Owns the live stream: reads the source, cuts it into chunks as reads return (at most 64 KiB),
-/// deals them to K shards round-robin, serves its children within its budget, and places every
-/// joining peer with the planner (the tracker-like authoritative view of the overlay).
+/// Owns the live stream and the overlay: the composition of the coordinator's parts, each with
+/// the state it owns (docs/architecture.md). <see cref="StreamSource"/> reads, chunks, paces and
+/// signs the source; <see cref="Admission"/> takes a joiner from its Hello through placement to
+/// its Welcome; <see cref="RepairService"/> turns reports into planner operations and Moves;
+/// <see cref="EvictionPolicy"/> decides who loses its place; <see cref="Tracker"/> holds the plan
+/// and the peer sessions, and the one lock they share. This class owns the listener and the
+/// links (through <see cref="Node"/>), serves each peer's control link, and wires the parts together.
 /// </summary>
-public sealed partial class Coordinator : Node
+public sealed class Coordinator : Node, Admission.IHost
 {
     private readonly CoordinatorOptions _options;
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -25,11 +29,9 @@ public sealed partial class Coordinator : Node
     private readonly StreamSource _source;
     private readonly EvictionPolicy _eviction;
     private readonly RepairService _repair;
-
-    // The tracker's gate, plan and sessions, for the admission code still in this class's partial files.
-    private readonly object _gate;
-    private readonly Planner _planner;
-    private readonly Dictionary<int, PeerSession> _peers;
+    private readonly ReachabilityProbe _probe;
+    private readonly JoinSlots _joinSlots;
+    private readonly Admission _admission;
 
     /// <summary>Creates a coordinator; <see cref="StartAsync"/> binds it.</summary>
     public Coordinator(CoordinatorOptions options, ITransport? transport = null, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
@@ -42,10 +44,12 @@ public sealed partial class Coordinator : Node
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         _tracker = new Tracker(options, _signer, Log, () => ListenAddress);
-        (_gate, _planner, _peers) = (_tracker.Gate, _tracker.Planner, _tracker.Peers);
-        _source = new StreamSource(options, _gate, Relay, _signer, Log, Time);
+        _source = new StreamSource(options, _tracker.Gate, Relay, _signer, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, Log, Time);
-        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => _probeRtts.TryRemove(session.Address, out _), Stopping);
+        _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => _probe.Forget(session.Address), Stopping);
+        _joinSlots = new JoinSlots(options, Log, Stopping);
+        _admission = new Admission(options, _tracker, _source, _eviction, _repair, _signer, _joinSlots, _probe, Relay, this, Log, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 
@@ -106,95 +110,73 @@ public sealed partial class Coordinator : Node
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
         List<Task<CloseReason>> controls;
-        lock (_gate) controls = _peers.Values.Select(p => p.Control.Closed).ToList();
+        lock (_tracker.Gate) controls = _tracker.Peers.Values.Select(p => p.Control.Closed).ToList();
         await Task.WhenAny(Task.WhenAll(controls), Task.Delay(_options.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
     }
 
+    /// <summary>A joiner: admitted (Hello, placement, Welcome), then its control link is served until it closes.</summary>
     private protected override async Task OnJoinAsync(Link link, Hello hello)
     {
-        int k = _options.ShardCount;
-        int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
-        budget = CapUpload(hello, budget);
-        // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
-        string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
-        if (advertised != hello.ListenAddress)
-            CoordinatorLog.Advertised(Log, link.Name, hello.ListenAddress, advertised);
-        // At most so many joins at once; the rest wait a little or are told to come back (Coordinator.Admission.cs).
-        using var turn = await EnterJoinAsync(link).ConfigureAwait(false);
-        if (turn is null) return;
-        // A peer the coordinator still lists, joining again: it keeps its place (Coordinator.Rejoin.cs).
-        if (await TryRejoinInPlaceAsync(link, hello, advertised, turn).ConfigureAwait(false)) return;
-        // A latency-aware plan first wants to know where the joiner is (Coordinator.Latency.cs).
-        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false)) return;
-        // Before anyone is placed under the joiner: does it accept connections where others will be sent?
-        string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
-        if (unreachable is not null) budget = 0;
-        Welcome welcome;
-        PeerSession session;
-        List<PeerSession> demote;
-        lock (_gate)
+        if (await _admission.JoinAsync(link, hello).ConfigureAwait(false) is { } session)
+            await WatchControlAsync(link, session).ConfigureAwait(false);
+    }
+
+    Task Admission.IHost.RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn) => RefuseAsync(link, code, reason, warn);
+
+    void Admission.IHost.StartControl(Link link, ushort version, bool measureRtt)
+    {
+        if (measureRtt) MeasureRtt(link, version);
+        link.Start(OnPeerFrame);
+    }
+
+    /// <summary>
+    /// How long a peer whose control link broke on its side (no goodbye, and not taken for dead by
+    /// the coordinator's own failure detector) keeps its place, waiting for it to join again: the
+    /// longest silence a link is allowed (4 heartbeat timeouts), unless
+    /// <see cref="CoordinatorOptions.RejoinGrace"/> says otherwise. A child that reports it lost
+    /// ends the wait at once; a peer without children costs nothing meanwhile.
+    /// </summary>
+    private TimeSpan RejoinGrace => _options.RejoinGrace ?? _options.HeartbeatTimeout * 4;
+
+    /// <summary>How often a peer's kept place is checked during <see cref="RejoinGrace"/>.</summary>
+    private static readonly TimeSpan RejoinPoll = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Serves a peer's control link until it closes, then takes the peer out of the overlay, unless
+    /// the peer joined again on a new connection meanwhile. A link that broke on the peer's side
+    /// (no goodbye, heard from lately: the peer lives, and will join again) keeps the peer's place
+    /// for <see cref="RejoinGrace"/>.
+    /// </summary>
+    private async Task WatchControlAsync(Link link, PeerSession session)
+    {
+        var closed = await link.Closed.ConfigureAwait(false);
+        string reason = closed.Text;
+        Relay!.Unsubscribe(link);
+        if (session.Control != link) return;
+        if (link.ReceivedGoodbye is null && closed.Code != CloseCode.TimedOut && !Stopping.IsCancellationRequested)
         {
-            // A peer that joins again (it says where each shard goes on) still needs the tail and
-            // the ends, which the windows hold: only new joiners are refused after the end.
-            if (_source.Ended && hello.Shards.Length == 0)
+            bool listed;
+            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended;
+            if (listed)
             {
-                RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended").Observe(Log, $"{link.Name}: refusing");
-                return;
+                RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);
+                // Until it is back, the grace is over, or the stream has ended (nothing to come back for).
+                long since = Time.GetTimestamp();
+                try
+                {
+                    while (session.Control == link && !_source.Ended && Time.GetElapsedTime(since) < RejoinGrace)
+                        await Task.Delay(RejoinPoll, Time, Stopping).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                if (session.Control != link) return;
             }
-            if (_eviction.IsCutOff(advertised))
-            {
-                RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send").Observe(Log, $"{link.Name}: refusing");
-                return;
-            }
-            int id;
-            try
-            {
-                id = JoinPlanner(budget, hello);
-            }
-            catch (PlacementException e)
-            {
-                RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}").Observe(Log, $"{link.Name}: refusing");
-                return;
-            }
-            // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
-            // A peer that joins again resumes at its own next chunks, and is told the stream's head.
-            var resume = ResumeSeqs(hello);
-            var (startSeq, startOffset) = resume is not null ? (_source.NextSeq, _source.NextOffset) : _source.JoinPoint();
-            // A media stream: a new joiner starts at a keyframe, with the header to write first (Coordinator.Media.cs).
-            var mediaHeader = resume is null ? _source.MediaJoinPoint(ref startSeq, ref startOffset) : null;
-            var entries = _tracker.Assignments(id, startSeq, resume);
-            // The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.
-            byte[] proof = [.. StreamKey.Bytes, .. _signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, _tracker.WithTickets(id, entries), proof);
-            _source.WelcomedAtHead();
-            // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
-            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
-            _peers[id] = session;
-            demote = NoteUnreachableReports(id, hello);
-            ShardStreamMetrics.Joins.Add(1);
-            for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(_planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
-            // A stronger joiner may take the place of weaker peers: they move under it.
-            _tracker.SendMoves(_planner.LastJoinMoves.Where(m => m.Peer != id));
-            link.Name = $"peer {id} ({advertised})";
-            link.Role = new ControlRole(session);
-            if (_options.ControlHeartbeatInterval is { } control && control > _options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
-            // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
-            link.Send(welcome.Write);
-            if (unreachable is not null)
-                link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
-            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(_source.SignedHeader(startSeq, mediaHeader).Write);
-            MeasureRtt(link, session.Version);
-            link.Start(OnPeerFrame);
-            foreach (var e in entries)
-                if (e.Kind == AssignmentKind.Served) Relay!.Subscribe(link, e.Shard, (long)e.FromSeq);
         }
-        turn.Dispose();
-        if (unreachable is not null) ReachabilityLog.ProbeFailed(Log, session.Id, session.Address, unreachable);
-        // Peers this joiner could not connect to when it measured them (Coordinator.Latency.cs).
-        foreach (var other in demote) _repair.DemoteUnreachable(other);
-        CoordinatorLog.PeerJoined(Log, session.Id, session.Address, welcome.StartOffset, budget,
-            string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
-        await WatchControlAsync(link, session).ConfigureAwait(false);
+        _repair.OnPeerGone(session, reason);
+        // A peer that is out of the overlay gets nothing more from us on any connection.
+        foreach (var other in Relay.Subscribers().Where(l => l.Role is ChildRole child && child.PeerId == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
     }
 
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
@@ -206,7 +188,7 @@ public sealed partial class Coordinator : Node
             case FrameType.Attached:
                 if (!Attached.TryRead(ref reader, out _)) throw new ProtocolException("malformed attached frame");
                 bool enough;
-                lock (_gate)
+                lock (_tracker.Gate)
                 {
                     _tracker.MarkAttached(session);
                     session.AttachedOn = link;
@@ -275,12 +257,12 @@ public sealed partial class Coordinator : Node
     {
         get
         {
-            lock (_gate) return [new(_peers.Count)];
+            lock (_tracker.Gate) return [new(_tracker.Peers.Count)];
         }
     }
 
     /// <summary>The round trip of the reachability probe to a peer's address, where one was made and answered.</summary>
-    public TimeSpan? ProbeRoundTrip(string address) => _probeRtts.TryGetValue(address, out var rtt) ? rtt : null;
+    public TimeSpan? ProbeRoundTrip(string address) => _probe.RoundTrip(address);
 
     /// <summary>Direct children of the coordinator now.</summary>
     public int ChildCount => Relay?.Subscribers().Count ?? 0;
@@ -293,12 +275,111 @@ public sealed partial class Coordinator : Node
     {
         get
         {
-            lock (_gate) return (_planner.Version, _peers.Count);
+            lock (_tracker.Gate) return (_tracker.Planner.Version, _tracker.Peers.Count);
         }
     }
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot() => _tracker.Snapshot();
+
+    /// <summary>
+    /// The coordinator's coordinate: the origin, with a small error so that joiners fit themselves
+    /// around it. It never moves, so "the delay from the source" keeps one meaning.
+    /// </summary>
+    internal static readonly NetworkCoordinate Anchor = new(0, 0, Vivaldi.MinHeight, 0.2);
+
+    /// <summary>Nodes (the coordinator and landmark peers) a joiner measures before it joins: at most this many.</summary>
+    public const int MaxLandmarks = 8;
+
+    private protected override bool FixedCoordinate => true;
+
+    /// <summary>The smoothed RTT (RFC 6298) of peer <paramref name="id"/>'s control link, once measured (version 6).</summary>
+    public TimeSpan? ControlRtt(int id)
+    {
+        Link control;
+        lock (_tracker.Gate)
+        {
+            if (!_tracker.Peers.TryGetValue(id, out var session)) return null;
+            control = session.Control;
+        }
+        return control.SmoothedRtt;
+    }
+
+    /// <summary>
+    /// The smoothed RTT of every peer's control link that has one: the links taken in one pass under
+    /// the coordinator's lock (not one lock a peer, as <see cref="ControlRtt"/> for each would), for the page.
+    /// </summary>
+    public Dictionary<int, TimeSpan> ControlRtts()
+    {
+        List<(int Id, Link Control)> links;
+        lock (_tracker.Gate)
+        {
+            links = new List<(int, Link)>(_tracker.Peers.Count);
+            foreach (var (id, session) in _tracker.Peers) links.Add((id, session.Control));
+        }
+        var rtts = new Dictionary<int, TimeSpan>(links.Count);
+        foreach (var (id, control) in links)
+            if (control.SmoothedRtt is { } rtt) rtts[id] = rtt;
+        return rtts;
+    }
+
+    /// <summary>The plan places by latency (<see cref="CoordinatorOptions.LatencyAware"/>).</summary>
+    public bool LatencyAware => _tracker.Planner.LatencyAware;
+
+    private protected override void OnRemoteCoordinate(Link link, WireCoordinate remote)
+    {
+        if (link.Role is not ControlRole { Session: var session } || session.Control != link) return;
+        lock (_tracker.Gate)
+            if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id)) _tracker.Planner.SetCoordinate(session.Id, FromWire(remote));
+    }
+
+    /// <summary>Most RTTs a joiner measures before it is placed (landmarks and candidate parents together).</summary>
+    public const int MaxPingsPerJoin = 16;
+
+    /// <summary>
+    /// Once a second, moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
+    /// estimated delay from the source is much worse than a free slot elsewhere offers
+    /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
+    /// later joiners bring free slots near earlier ones. Each move goes out as a Move frame.
+    /// </summary>
+    private async Task ImproveLatencyAsync()
+    {
+        int cap = _options.LatencyMovesPerSecond;
+        if (!_tracker.Planner.LatencyAware || cap <= 0) return;
+        try
+        {
+            while (!Stopping.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), Time, Stopping).ConfigureAwait(false);
+                List<Reattachment> moves;
+                lock (_tracker.Gate)
+                {
+                    moves = [.. _tracker.Planner.ImproveLatency(cap)];
+                    if (moves.Count > 0) _tracker.SendMoves(moves);
+                }
+                if (moves.Count > 0)
+                {
+                    Interlocked.Add(ref _latencyMoves, moves.Count);
+                    CoordinatorLog.LatencyMoves(Log, moves.Count, string.Join(", ", moves.Select(m => $"peer {m.Peer} shard {m.Shard} -> {m.NewParent}")));
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping.
+        }
+    }
+
+    private long _latencyMoves;
+
+    /// <summary>(Peer, shard) edges moved so far for a lower delay from the source (<see cref="CoordinatorOptions.LatencyMovesPerSecond"/>).</summary>
+    public long LatencyMoves => Interlocked.Read(ref _latencyMoves);
+
+    /// <summary>Joins told that the coordinator was busy, so far.</summary>
+    public long JoinsRefusedBusy => _joinSlots.RefusedBusy;
+
+    /// <summary>A ticket for a test's hand-made child: attach to <paramref name="parentId"/> as <paramref name="childId"/> for these shards.</summary>
+    internal byte[] IssueTicket(int parentId, int childId, params int[] shards) => _tracker.IssueTicket(parentId, childId, shards);
 
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()

@@ -189,7 +189,7 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>
     /// Admission control: joins (and rejoins) worked on at once, from the hello to the welcome
     /// (the dial-back probe, the signatures, the placement); null (the default) for no limit. See
-    /// Coordinator.Admission.cs, and docs/performance.md for why it is off by default.
+    /// JoinSlots.cs, and docs/performance.md for why it is off by default.
     /// </summary>
     public int? MaxJoinsInProgress { get; init; }
 

@@ -82,7 +82,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
             {
                 reporter.ReattachedTo = -1;
-                // The two cannot keep a connection: take the edge out of the plan (see Coordinator.Reachability.cs).
+                // The two cannot keep a connection: take the edge out of the plan (see DropUnreachableEdges).
                 // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
                 demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
                 stillThere = stranded;

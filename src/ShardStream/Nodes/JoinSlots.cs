@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging;
-using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
 
@@ -12,48 +11,46 @@ namespace ShardStream.Nodes;
 /// storm of joins then costs each admitted one a bounded wait, instead of every join the time of
 /// all of them (and probes that time out under the load they cause).
 /// </summary>
-public sealed partial class Coordinator
+internal sealed class JoinSlots(CoordinatorOptions options, ILogger log, CancellationToken stopping)
 {
-    private SemaphoreSlim? _joinSlots;
-    private int _joinsWaiting;
-    private long _joinsRefusedBusy;
+    private SemaphoreSlim? _slots;
+    private int _waiting;
+    private long _refusedBusy;
 
     /// <summary>Joins told that the coordinator was busy, so far.</summary>
-    public long JoinsRefusedBusy => Interlocked.Read(ref _joinsRefusedBusy);
+    public long RefusedBusy => Interlocked.Read(ref _refusedBusy);
 
     /// <summary>
     /// Takes a turn for a join: a slot to release once the joiner is welcomed (or refused), or
-    /// null when the joiner was told the coordinator is busy.
+    /// null when the joiner is to be told the coordinator is busy (with the reason given).
     /// </summary>
-    private async Task<JoinSlot?> EnterJoinAsync(Link link)
+    public async Task<(IDisposable? Turn, string? Busy)> EnterAsync(Link link)
     {
-        if (_options.MaxJoinsInProgress is not { } most) return new JoinSlot(null);
-        var slots = LazyInitializer.EnsureInitialized(ref _joinSlots, () => new SemaphoreSlim(most, most));
-        if (slots.Wait(0)) return new JoinSlot(slots);
-        if (Interlocked.Increment(ref _joinsWaiting) <= _options.MaxJoinsWaiting)
+        if (options.MaxJoinsInProgress is not { } most) return (new JoinSlot(null), null);
+        var slots = LazyInitializer.EnsureInitialized(ref _slots, () => new SemaphoreSlim(most, most));
+        if (slots.Wait(0)) return (new JoinSlot(slots), null);
+        if (Interlocked.Increment(ref _waiting) <= options.MaxJoinsWaiting)
         {
             try
             {
-                if (await slots.WaitAsync(_options.MaxJoinWait, Stopping).ConfigureAwait(false)) return new JoinSlot(slots);
+                if (await slots.WaitAsync(options.MaxJoinWait, stopping).ConfigureAwait(false)) return (new JoinSlot(slots), null);
             }
             catch (OperationCanceledException)
             {
-                return null;
+                return (null, null);
             }
             finally
             {
-                Interlocked.Decrement(ref _joinsWaiting);
+                Interlocked.Decrement(ref _waiting);
             }
         }
         else
         {
-            Interlocked.Decrement(ref _joinsWaiting);
+            Interlocked.Decrement(ref _waiting);
         }
-        long refused = Interlocked.Increment(ref _joinsRefusedBusy);
-        string reason = $"busy: {most} joins in progress and {_options.MaxJoinsWaiting} waiting; try again in a moment";
-        AdmissionLog.Busy(Log, link.Name, refused);
-        await RefuseAsync(link, GoodbyeCode.Busy, reason, warn: false).ConfigureAwait(false);
-        return null;
+        long refused = Interlocked.Increment(ref _refusedBusy);
+        AdmissionLog.Busy(log, link.Name, refused);
+        return (null, $"busy: {most} joins in progress and {options.MaxJoinsWaiting} waiting; try again in a moment");
     }
 
     /// <summary>A turn to join; released once (the welcome was sent, or the join ended).</summary>

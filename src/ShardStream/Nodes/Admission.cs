@@ -1,0 +1,312 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Topology;
+using ShardStream.Transport;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// A joiner's way in, from its Hello to its Welcome: the upload it may claim, a turn
+/// (<see cref="JoinSlots"/>), a rejoin that keeps its place, the landmarks a latency-aware plan
+/// wants measured first, the dial-back probe (<see cref="ReachabilityProbe"/>), then placement by
+/// the planner, the start point from the <see cref="StreamSource"/> and the signed Welcome. It
+/// owns the join tokens of joiners sent their candidate parents; the plan and the sessions are
+/// the <see cref="Tracker"/>'s, changed under its gate.
+/// </summary>
+internal sealed class Admission(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
+    RepairService repair, StreamSigner signer, JoinSlots slots, ReachabilityProbe probe, Relay relay, Admission.IHost host, ILogger log, CancellationToken stopping)
+{
+    /// <summary>What admission needs of the node that owns the links.</summary>
+    internal interface IHost
+    {
+        /// <summary>Says goodbye with a reason and closes.</summary>
+        Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn);
+
+        /// <summary>Starts reading a welcomed peer's control link (and measures its RTT when asked).</summary>
+        void StartControl(Link link, ushort version, bool measureRtt);
+    }
+
+    /// <summary>Join tokens of joiners sent their candidate parents (so the next Join of each is placed); bounded, oldest forgotten first.</summary>
+    private readonly HashSet<ulong> _candidatesSent = [];
+    private readonly Queue<ulong> _candidatesOrder = new();
+    private const int MaxCandidateTokens = 4096;
+
+    /// <summary>
+    /// Admits a joiner: returns its session, whose control link the caller then serves, or null
+    /// when the joiner was refused, told to come back, or sent landmarks to measure first.
+    /// </summary>
+    public async Task<PeerSession?> JoinAsync(Link link, Hello hello)
+    {
+        int k = options.ShardCount;
+        int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
+        budget = CapUpload(hello, budget);
+        // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
+        string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
+        if (advertised != hello.ListenAddress)
+            CoordinatorLog.Advertised(log, link.Name, hello.ListenAddress, advertised);
+        // At most so many joins at once; the rest wait a little or are told to come back (JoinSlots).
+        var (entered, busy) = await slots.EnterAsync(link).ConfigureAwait(false);
+        if (busy is not null) await host.RefuseAsync(link, GoodbyeCode.Busy, busy, warn: false).ConfigureAwait(false);
+        using var turn = entered;
+        if (turn is null) return null;
+        // A peer the coordinator still lists, joining again: it keeps its place.
+        if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return rejoined;
+        // A latency-aware plan first wants to know where the joiner is.
+        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false)) return null;
+        // Before anyone is placed under the joiner: does it accept connections where others will be sent?
+        string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await probe.ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
+        if (unreachable is not null) budget = 0;
+        Welcome welcome;
+        PeerSession session;
+        List<PeerSession> demote;
+        lock (tracker.Gate)
+        {
+            var planner = tracker.Planner;
+            // A peer that joins again (it says where each shard goes on) still needs the tail and
+            // the ends, which the windows hold: only new joiners are refused after the end.
+            if (source.Ended && hello.Shards.Length == 0)
+            {
+                host.RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended", warn: true).Observe(log, $"{link.Name}: refusing");
+                return null;
+            }
+            if (eviction.IsCutOff(advertised))
+            {
+                host.RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send", warn: true).Observe(log, $"{link.Name}: refusing");
+                return null;
+            }
+            int id;
+            try
+            {
+                id = Place(budget, hello);
+            }
+            catch (PlacementException e)
+            {
+                host.RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}", warn: true).Observe(log, $"{link.Name}: refusing");
+                return null;
+            }
+            // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
+            // A peer that joins again resumes at its own next chunks, and is told the stream's head.
+            var resume = ResumeSeqs(hello);
+            var (startSeq, startOffset) = resume is not null ? (source.NextSeq, source.NextOffset) : source.JoinPoint();
+            // A media stream: a new joiner starts at a keyframe, with the header to write first.
+            var mediaHeader = resume is null ? source.MediaJoinPoint(ref startSeq, ref startOffset) : null;
+            var entries = tracker.Assignments(id, startSeq, resume);
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, tracker.WithTickets(id, entries), Proof(hello, id));
+            source.WelcomedAtHead();
+            // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
+            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
+            tracker.Peers[id] = session;
+            demote = NoteUnreachableReports(id, hello);
+            ShardStreamMetrics.Joins.Add(1);
+            for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
+            // A stronger joiner may take the place of weaker peers: they move under it.
+            tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id));
+            NameControl(link, session, advertised);
+            // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
+            link.Send(welcome.Write);
+            if (unreachable is not null)
+                link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
+            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(source.SignedHeader(startSeq, mediaHeader).Write);
+            host.StartControl(link, session.Version, measureRtt: true);
+            Subscribe(link, entries);
+        }
+        turn.Dispose();
+        if (unreachable is not null) ReachabilityLog.ProbeFailed(log, session.Id, session.Address, unreachable);
+        // Peers this joiner could not connect to when it measured them (see NoteUnreachableReports).
+        foreach (var other in demote) repair.DemoteUnreachable(other);
+        CoordinatorLog.PeerJoined(log, session.Id, session.Address, welcome.StartOffset, budget,
+            string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
+        return session;
+    }
+
+    /// <summary>The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.</summary>
+    private byte[] Proof(Hello hello, int id) => [.. signer.PublicKey.Bytes, .. signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
+
+    /// <summary>Names a welcomed peer's control link and gives it its role. Called under the gate.</summary>
+    private void NameControl(Link link, PeerSession session, string advertised)
+    {
+        link.Name = $"peer {session.Id} ({advertised})";
+        link.Role = new ControlRole(session);
+        if (options.ControlHeartbeatInterval is { } control && control > options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
+    }
+
+    /// <summary>The shards the coordinator serves itself go out on the control link.</summary>
+    private void Subscribe(Link link, ShardAssignment[] entries)
+    {
+        foreach (var e in entries)
+            if (e.Kind == AssignmentKind.Served) relay.Subscribe(link, e.Shard, (long)e.FromSeq);
+    }
+
+    /// <summary>
+    /// A joiner's upload is what it says, up to <see cref="CoordinatorOptions.MaxPeerUpload"/>: a peer
+    /// that claims more is placed as if it had said the cap, so a liar cannot buy a place near the root.
+    /// </summary>
+    private int CapUpload(Hello hello, int budget)
+    {
+        int cap = Budgets.FromMultiple(options.MaxPeerUpload, options.ShardCount);
+        if (budget <= cap) return budget;
+        CoordinatorLog.UploadCapped(log,
+            hello.ListenAddress, hello.UploadPercent / 100.0, options.MaxPeerUpload);
+        return cap;
+    }
+
+    /// <summary>
+    /// Where each shard goes on for a peer that joins again: its own next chunk, when every one of
+    /// them is a chunk of this run (a restarted coordinator numbers its chunks from 0 again, so a
+    /// resume from its future is from another run); else null. Called under the gate.
+    /// </summary>
+    private long[]? ResumeSeqs(Hello hello)
+    {
+        int k = options.ShardCount;
+        if (hello.Shards.Length != k) return null;
+        var seqs = new long[k];
+        var seen = new bool[k];
+        foreach (var s in hello.Shards)
+        {
+            if (s.Shard >= k || seen[s.Shard] || s.FromSeq > (ulong)(source.NextSeq + k)) return null;
+            seen[s.Shard] = true;
+            seqs[s.Shard] = (long)s.FromSeq;
+        }
+        return seqs;
+    }
+
+    /// <summary>
+    /// Rejoining (docs/protocol.md, section 6, "Rejoining"): a peer the coordinator still lists (the
+    /// same token and address) joins again, its control link broken or timed out on its side only.
+    /// The new connection replaces the old one, and the peer keeps its id and its place in the
+    /// plan; its parent and child links go on as they were. Null when this Join is not such a
+    /// rejoin. <paramref name="turn"/> (admission control) is given back once the peer is welcomed.
+    /// </summary>
+    private PeerSession? TryRejoinInPlace(Link link, Hello hello, string advertised, IDisposable turn)
+    {
+        if (hello.PeerId == 0 || hello.Shards.Length == 0) return null;
+        PeerSession? session;
+        Link old;
+        Welcome welcome;
+        lock (tracker.Gate)
+        {
+            if (ResumeSeqs(hello) is not { } resume) return null;
+            session = null;
+            foreach (var p in tracker.Peers.Values)
+                if (p.Token == hello.PeerId) session = p;
+            if (session is null || session.Address != advertised || !tracker.Planner.Contains(session.Id)) return null;
+            old = session.Control;
+            var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
+            // The stream's head: a peer checks it against its own position (same run, not a restart).
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)source.NextSeq, (ulong)source.NextOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id));
+            source.WelcomedAtHead();
+            // Still counted as attached (it was, and its parents did not change): no second count.
+            session.Control = link;
+            session.Version = welcome.Version;
+            NameControl(link, session, advertised);
+            link.Send(welcome.Write);
+            host.StartControl(link, session.Version, measureRtt: false);
+            Subscribe(link, entries);
+        }
+        turn.Dispose();
+        RejoinLog.InPlace(log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
+        old.Abort($"peer {session.Id} joined again on a new connection");
+        return session;
+    }
+
+    /// <summary>
+    /// Before a version-6 joiner is placed by a latency-aware plan, it measures: a Join with no
+    /// coordinate is answered with the landmarks (the coordinator first); a Join with a coordinate
+    /// is answered once with the parents the plan would most likely give it (<see cref="Planner.ProbeCandidates"/>),
+    /// up to <see cref="Coordinator.MaxPingsPerJoin"/> measurements in all. Each answer closes the connection; the
+    /// joiner measures and joins again. False when the joiner is to be placed now.
+    /// </summary>
+    private async Task<bool> SendLandmarksAsync(Link link, Hello hello)
+    {
+        if (!tracker.Planner.LatencyAware || hello.MaxVersion < Protocol.PingVersion || hello.Coordinate is not { } coordinate || hello.Shards.Length > 0) return false;
+        Landmark[] landmarks;
+        lock (tracker.Gate)
+        {
+            if (coordinate.IsUnknown)
+            {
+                landmarks = [.. tracker.Planner.Landmarks(Coordinator.MaxLandmarks).Select(LandmarkOf).Where(l => l.Address is not null)];
+            }
+            else
+            {
+                if (hello.PeerId == 0 || _candidatesSent.Contains(hello.PeerId)) return false;
+                var measured = (hello.Measured ?? []).Select(m => m.NodeId).ToHashSet();
+                int room = Coordinator.MaxPingsPerJoin - measured.Count;
+                landmarks = room <= 0 ? [] : [.. tracker.Planner.ProbeCandidates(Node.FromWire(coordinate), room).Where(id => !measured.Contains((ulong)id)).Select(LandmarkOf).Where(l => l.Address is not null)];
+                if (landmarks.Length == 0) return false;
+                _candidatesSent.Add(hello.PeerId);
+                _candidatesOrder.Enqueue(hello.PeerId);
+                if (_candidatesOrder.Count > MaxCandidateTokens) _candidatesSent.Remove(_candidatesOrder.Dequeue());
+            }
+        }
+        if (landmarks.Length == 0) return false;
+        CoordinatorLog.SendingLandmarks(log, link.Name, landmarks.Length);
+        await link.WriteNowAsync(new Landmarks(landmarks).Write, stopping).ConfigureAwait(false);
+        await link.ShutdownAsync("landmarks sent").ConfigureAwait(false);
+        await link.DisposeAsync().ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>Node <paramref name="id"/> as a landmark (the caller holds the gate); its address is null when it is not a live peer.</summary>
+    private Landmark LandmarkOf(int id) =>
+        id == Planner.Source ? new Landmark(0, "", Node.ToWire(Coordinator.Anchor))
+        : tracker.Peers.TryGetValue(id, out var peer) ? new Landmark((ulong)id, peer.Address, Node.ToWire(tracker.Planner.CoordinateOf(id))) : default;
+
+    /// <summary>
+    /// The RTT (ms) the planner is given for a node the joiner could not connect to (an RTT of 0 in
+    /// its Join): far worse than any real path, so that the node is its parent only if nothing else is left.
+    /// </summary>
+    private const double UnreachableRttMs = 60_000;
+
+    /// <summary>Places a joiner by the coordinate and RTTs its Join carries (no coordinate: as a latency-blind plan would). The caller holds the gate.</summary>
+    private int Place(int budget, Hello hello)
+    {
+        var planner = tracker.Planner;
+        if (hello.Coordinate is not { IsUnknown: false } c) return planner.Join(budget);
+        _candidatesSent.Remove(hello.PeerId);
+        var measured = new Dictionary<int, double>();
+        foreach (var m in hello.Measured ?? [])
+            if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && planner.Contains((int)m.NodeId)))
+                measured[(int)m.NodeId] = m.RttMicros == 0 ? (m.NodeId == 0 ? measured.GetValueOrDefault(0) : UnreachableRttMs) : m.RttMicros / 1000.0;
+        return planner.Join(budget, Node.FromWire(c), measured);
+    }
+
+    /// <summary>
+    /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
+    /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
+    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
+    /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
+    /// Returns the peers to make leaves now. The caller holds the gate.
+    /// </summary>
+    private List<PeerSession> NoteUnreachableReports(int joiner, Hello hello)
+    {
+        var demote = new List<PeerSession>();
+        var measured = hello.Measured ?? [];
+        if (!measured.Any(m => m.NodeId != 0 && m.RttMicros > 0)) return demote;
+        foreach (var m in measured)
+        {
+            if (m.RttMicros != 0 || m.NodeId == 0 || m.NodeId > int.MaxValue || (int)m.NodeId == joiner) continue;
+            if (!tracker.Peers.TryGetValue((int)m.NodeId, out var other) || !tracker.Planner.Contains(other.Id) || tracker.Planner.Budget(other.Id) == 0) continue;
+            if (!other.UnreachableBy.Add(joiner)) continue;
+            ReachabilityLog.MeasuredUnreachable(log, joiner, other.Id, other.Address, other.UnreachableBy.Count);
+            if (other.UnreachableBy.Count >= RepairService.UnreachableChildrenBeforeLeaf) demote.Add(other);
+        }
+        return demote;
+    }
+}
+
+/// <summary>Log lines about peers that join again.</summary>
+internal static partial class RejoinLog
+{
+    [LoggerMessage(EventId = 1401, EventName = "RejoinedInPlace", Level = LogLevel.Information,
+        Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay")]
+    public static partial void InPlace(ILogger logger, int id, string address, string old);
+
+    [LoggerMessage(EventId = 1402, EventName = "WaitingForRejoin", Level = LogLevel.Information,
+        Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again")]
+    public static partial void Waiting(ILogger logger, int id, string reason, double seconds);
+
+    [LoggerMessage(EventId = 1403, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
+        Message = "peer {Id} lost parent {Parent}, whose control link is closed: taking it out of the overlay")]
+    public static partial void LostWhileAway(ILogger logger, int id, int parent);
+}

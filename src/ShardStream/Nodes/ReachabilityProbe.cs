@@ -1,0 +1,82 @@
+using Microsoft.Extensions.Logging;
+using System.Collections.Concurrent;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// The coordinator's dial-back probe: before anyone is placed under a joiner, the coordinator
+/// connects to the address it would send other peers to, and checks that the very joiner answers
+/// there. A joiner that does not is made a leaf (docs/resilience.md, reachability). Keeps the
+/// round trip of the last successful probe per address, for the overlay's view.
+/// </summary>
+internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport transport, Func<IConnection, string, Link> newLink,
+    Func<string> listenAddress, ILogger log, TimeProvider time, CancellationToken stopping)
+{
+    /// <summary>The round trip of the last successful probe per address (hello sent to welcome read).</summary>
+    private readonly ConcurrentDictionary<string, TimeSpan> _rtts = new();
+
+    /// <summary>How long the dial-back may take: half the heartbeat timeout (the joiner waits twice its own for the welcome).</summary>
+    private TimeSpan Timeout => options.HeartbeatTimeout / 2;
+
+    /// <summary>The round trip of the probe to <paramref name="address"/>, where one was made and answered.</summary>
+    public TimeSpan? RoundTrip(string address) => _rtts.TryGetValue(address, out var rtt) ? rtt : null;
+
+    /// <summary>A peer left the overlay: its address's round trip is forgotten.</summary>
+    public void Forget(string address) => _rtts.TryRemove(address, out _);
+
+    /// <summary>
+    /// Connects to <paramref name="address"/>, where the coordinator is about to send other peers
+    /// for the joiner's shards, and checks that the very joiner answers there: it must echo the
+    /// token of its Join (another node at that address, e.g. another peer behind the same NAT
+    /// address, would answer with its own). Null when it does; else why not, in words.
+    /// </summary>
+    public async Task<string?> ProbeAsync(string address, ulong token)
+    {
+        using var timeout = new CancellationTokenSource(Timeout, time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
+        Link? link = null;
+        try
+        {
+            link = newLink(await transport.ConnectForControlAsync(address, linked.Token).ConfigureAwait(false), $"probe {address}");
+            long sent = time.GetTimestamp();
+            await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], listenAddress()).Write, linked.Token).ConfigureAwait(false);
+            var (type, body) = await link.ReadOneAsync(linked.Token).ConfigureAwait(false);
+            var rtt = time.GetElapsedTime(sent);
+            var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
+            if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var answer)) return $"something answered at {address}, but not as a ShardStream peer ({type} frame)";
+            if (answer.PeerId != token) return $"another ShardStream node answers at {address}, not this peer";
+            ShardStreamMetrics.ProbeRtt.Record(rtt.TotalSeconds);
+            _rtts[address] = rtt;
+            return null;
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested && link is not null)
+        {
+            // The address accepted the connection, so it is reachable; only the answer is late,
+            // which a busy machine explains (a CI run at load 90 saw honest loopback peers miss
+            // 2.5 s). The peer keeps its budget: if its children cannot use it after all, they
+            // say so and it is made a leaf then (RepairService.DropUnreachableEdges).
+            ReachabilityLog.ProbeAnsweredLate(log, address, Timeout.TotalSeconds);
+            return null;
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            return $"no connection within {Timeout.TotalSeconds:0.#} s";
+        }
+        catch (Exception e) when (e is ConnectionFailedException or IOException or ProtocolException or System.Net.Sockets.SocketException)
+        {
+            return e.Message;
+        }
+        finally
+        {
+            if (link is not null) _ = CloseProbeAsync(link);
+        }
+    }
+
+    private static async Task CloseProbeAsync(Link link)
+    {
+        await link.ShutdownAsync("probe done").ConfigureAwait(false);
+        await link.DisposeAsync().ConfigureAwait(false);
+    }
+}
