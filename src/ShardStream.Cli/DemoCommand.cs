@@ -33,11 +33,18 @@ internal static class DemoCommand
             new Random(parse.GetValue(seed)).NextBytes(source);
             byte[] expected = SHA256.HashData(source);
 
+            // The source is a buffer read as fast as the overlay takes it, not a live stream: a
+            // replay window's age bound (30 s of a live stream) would here be 30 s of a loaded
+            // machine's time, and a peer repaired late would find its chunks aged out of every
+            // window although the byte bound (64 MiB) holds the whole source. So the windows are
+            // bounded by bytes only, for as long as a demo can take.
+            var windowAge = TimeSpan.FromHours(1);
             var coordinatorOptions = new CoordinatorOptions
             {
                 ShardCount = parse.GetValue(shards),
                 Topology = CoordinatorCommand.ParseTopology(parse.GetValue(topology)),
                 MinPeers = n,
+                ReplayWindowAge = windowAge,
             };
             await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: loggers);
             await coordinator.StartAsync(ct);
@@ -46,7 +53,7 @@ internal static class DemoCommand
             var nodes = new List<(Peer Peer, IncrementalHash Hash, HashingStream Sink)>();
             for (int i = 0; i < n; i++)
             {
-                var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress }, loggerFactory: loggers);
+                var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ReplayWindowAge = windowAge }, loggerFactory: loggers);
                 await peer.StartAsync(ct);
                 var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
                 nodes.Add((peer, hash, new HashingStream(hash)));
