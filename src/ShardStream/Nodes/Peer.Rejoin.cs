@@ -74,7 +74,7 @@ public sealed partial class Peer
                     gap.FromOffset, gap.ToOffset, gap.Length, gap.FromSeq, gap.ToSeq - 1, gap.ToOffset);
             },
         };
-        lock (_ready)
+        lock (_intake.ReadyGate)
         {
             if (_reassembler is { } old)
             {
@@ -178,7 +178,7 @@ public sealed partial class Peer
             for (int attempt = 1; !Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete; attempt++)
             {
                 ShardStart[] resume;
-                lock (_ready)
+                lock (_intake.ReadyGate)
                 {
                     _resumedFrom = (_reassembler.NextSeq, _reassembler.NextOffset);
                     resume = Enumerable.Range(0, _shardCount).Select(s => new ShardStart((byte)s, (ulong)_reassembler.NextSeqOf(s))).ToArray();

@@ -101,46 +101,10 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     /// <summary>
     /// Reads exactly one frame before the loops start (the hello or the welcome), skipping
-    /// heartbeats. A frame whose length field is over <paramref name="maxLength"/> is refused before
-    /// it is buffered, so a stranger's first frame costs at most that much memory.
+    /// heartbeats, refused over <paramref name="maxLength"/> before it is buffered (see <see cref="FirstFrame"/>).
     /// </summary>
-    public async Task<(FrameType Type, byte[] Body)> ReadOneAsync(int maxLength, CancellationToken cancellationToken)
-    {
-        var input = _connection.Pipe.Input;
-        while (true)
-        {
-            var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var buffer = result.Buffer;
-            bool found;
-            FrameType type;
-            ReadOnlySequence<byte> body;
-            try
-            {
-                if (buffer.Length >= 4 && FrameCodec.PeekLength(buffer) is var length && length > maxLength)
-                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}");
-                found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
-            }
-            catch (ProtocolException)
-            {
-                // Leave the reader usable so that a goodbye can still be sent and the close drained.
-                input.AdvanceTo(result.Buffer.End);
-                throw;
-            }
-            if (found && type == FrameType.Heartbeat)
-            {
-                input.AdvanceTo(buffer.Start);
-                continue;
-            }
-            if (found)
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("connection closed before a frame arrived");
-        }
-    }
+    public Task<(FrameType Type, byte[] Body)> ReadOneAsync(int maxLength, CancellationToken cancellationToken) =>
+        FirstFrame.ReadAsync(_connection.Pipe.Input, maxLength, cancellationToken);
 
     /// <summary>
     /// Queues a chunk (retaining it), unless that would put more than <paramref name="maxQueuedBytes"/>

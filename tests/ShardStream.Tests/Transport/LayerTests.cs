@@ -11,7 +11,7 @@ namespace ShardStream.Tests.Transport;
 public class LayerTests
 {
     /// <summary>The framed connection: framing, batching and close (may use Wire and Streaming).</summary>
-    private static readonly string[] Framed = ["FramedConnection.cs", "CloseReason.cs", "ConnectionLog.cs"];
+    private static readonly string[] Framed = ["FramedConnection.cs", "FirstFrame.cs", "CloseReason.cs", "ConnectionLog.cs"];
 
     [Fact]
     public void The_byte_level_of_Transport_uses_no_other_folder_of_the_library()

@@ -1,0 +1,199 @@
+using System.Buffers;
+using ShardStream.Streaming;
+using ShardStream.Transport;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Nodes;
+
+/// <summary>
+/// The peer's parent links: attaching to a parent for some shards, applying the coordinator's
+/// Moves (the later move of a shard wins), releasing a parent that serves nothing any more, and
+/// what the peer's parts (<see cref="PeerIntake"/>, <see cref="ParentLossReporter"/>) see of
+/// them through <see cref="IPeerParents"/>. The parent of each shard is kept under the peer's gate.
+/// </summary>
+public sealed partial class Peer
+{
+    /// <summary>When each shard's parent link was installed (a move or a join).</summary>
+    private readonly long[] _parentSince = new long[Protocol.MaxShards];
+
+    /// <summary>Makes <paramref name="link"/> the parent of <paramref name="shard"/>. Called under the gate.</summary>
+    private void SetParent(int shard, Link link)
+    {
+        _parentOfShard[shard] = link;
+        _parentSince[shard] = Time.GetTimestamp();
+    }
+
+    /// <summary>Connects to a parent and asks it for some shards from given sequence numbers.</summary>
+    private async Task AttachAsync(string address, ulong parentId, ShardStart[] starts, byte[]? ticket, CancellationToken cancellationToken, long[]? generations = null)
+    {
+        // The coordinator as a parent is reached where this peer reached it when it joined: the
+        // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
+        if (parentId == 0) address = _coordinatorAddress;
+        var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
+        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
+        var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
+        if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
+        link.Role = new ParentRole((int)parentId);
+        List<(Link Old, byte[] Shards)> replaced;
+        byte[] superseded;
+        string? unwanted = null;
+        lock (_gate)
+        {
+            // A leave or the end of the stream may have come while this attach was under way:
+            // they close the parent links they see under this lock, so a link installed after
+            // them would stay open, and the parent would wait its whole drain timeout for it.
+            if (_leaving) unwanted = "leaving";
+            else if (_parentsClosed) unwanted = "stream complete";
+            // A later move of some of these shards (applied meanwhile or still connecting) wins.
+            var current = Current(starts, generations);
+            superseded = starts.Where(s => !current.Contains(s)).Select(s => s.Shard).ToArray();
+            starts = current;
+            if (starts.Length == 0) unwanted ??= "superseded by a later move";
+            var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
+            if (unwanted is null) foreach (var s in starts) SetParent(s.Shard, link);
+            replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
+        }
+        if (unwanted is not null)
+        {
+            await link.CloseAsync(GoodbyeCode.Normal, unwanted).ConfigureAwait(false);
+            return;
+        }
+        MeasureRtt(link, welcome.Version);
+        link.Start(OnParentFrame);
+        if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
+        link.Closed.ContinueWith(t => _lossReporter.OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");
+        foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
+    }
+
+    /// <summary>
+    /// Connects, giving up after <paramref name="within"/>: a parent whose packets are dropped (a
+    /// NAT, a firewall) would otherwise keep the attach waiting for the kernel's SYN retries, minutes.
+    /// </summary>
+    private async Task<IConnection> ConnectWithinAsync(string address, TimeSpan within, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(within);
+        try
+        {
+            return await Transport.ConnectAsync(address, timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new ConnectionFailedException($"cannot connect to {address}: no answer within {within.TotalSeconds:0.#} s");
+        }
+    }
+
+    /// <summary>The shards moved away from <paramref name="old"/>: tell it to stop, or close it when it serves nothing any more.</summary>
+    private void ReleaseOldParent(Link old, byte[] shards)
+    {
+        bool stillServes;
+        lock (_gate) stillServes = _parentOfShard.ContainsValue(old);
+        if (stillServes || old == _control) old.Send(new Detach(shards).Write);
+        else old.CloseAsync(GoodbyeCode.Normal, "moved to another parent").Observe(Log, $"{old.Name}: closing");
+    }
+
+    /// <summary>Per shard, how many moves of it have been taken in: an attach made for an older one is superseded.</summary>
+    private readonly long[] _moveGeneration = new long[Protocol.MaxShards];
+
+    /// <summary>
+    /// Takes moves in the order the coordinator sent them and applies each without waiting for
+    /// the ones before: a parent that does not answer (a black-holed address, a frozen node) delays
+    /// only the shards sent to it, by at most the connect timeout and the welcome timeout, never
+    /// the repairs behind it. For a shard moved twice the later move wins, even when the earlier
+    /// attach completes last: each move's attaches carry the move generation of its shards.
+    /// </summary>
+    private async Task ApplyMovesAsync()
+    {
+        try
+        {
+            await foreach (var move in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false))
+            {
+                long[] generations;
+                lock (_gate)
+                {
+                    foreach (var e in move.Shards)
+                        if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
+                    generations = (long[])_moveGeneration.Clone();
+                }
+                MoveAsync(move, generations).Observe(Log, "applying a move");
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped.
+        }
+    }
+
+    private async Task MoveAsync(Move move, long[] generations)
+    {
+        if (_leaving || _reassembler!.IsComplete) return;
+        await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
+        {
+            // A new parent that holds the shards only from a later chunk: the chunks before it come from the coordinator first (Peer.Fill.cs).
+            await FillBeforeAttachAsync(group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
+            var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
+            PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
+            try
+            {
+                await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping, generations).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !Stopping.IsCancellationRequested)
+            {
+                // Whatever went wrong, the coordinator hears of it (for the shards no later move took over).
+                var still = Current(starts, generations);
+                PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
+                if (still.Length > 0) _control?.Send(new ParentLost(group.Key.ParentId, still).Write);
+            }
+        })).ConfigureAwait(false);
+        _control?.Send(new Attached((ulong)Id).Write);
+    }
+
+    /// <summary>The shards of <paramref name="starts"/> that no move newer than <paramref name="generations"/> has taken over.</summary>
+    private ShardStart[] Current(ShardStart[] starts, long[]? generations)
+    {
+        if (generations is null) return starts;
+        lock (_gate) return starts.Where(s => s.Shard >= _moveGeneration.Length || _moveGeneration[s.Shard] == generations[s.Shard]).ToArray();
+    }
+
+    Reassembler IPeerParents.Reassembler => _reassembler!;
+
+    StreamVerifier IPeerParents.Verifier => _verifier!;
+
+    Relay IPeerParents.Relay => Relay!;
+
+    bool IPeerParents.Leaving => _leaving;
+
+    bool IPeerParents.IsParentOf(int shard, Link link)
+    {
+        lock (_gate) return _parentOfShard.TryGetValue(shard, out var current) && current == link;
+    }
+
+    (Link? Parent, long Since) IPeerParents.ParentOf(int shard)
+    {
+        lock (_gate) return (_parentOfShard.GetValueOrDefault(shard), _parentSince[shard]);
+    }
+
+    ShardStart[] IPeerParents.TakeShardsOf(Link link)
+    {
+        lock (_gate)
+        {
+            var lost = _parentOfShard.Where(kv => kv.Value == link).Select(kv => new ShardStart((byte)kv.Key, (ulong)_reassembler!.NextSeqOf(kv.Key))).ToArray();
+            foreach (var s in lost) _parentOfShard.Remove(s.Shard);
+            return lost;
+        }
+    }
+
+    ShardStart[] IPeerParents.WithoutParent(byte[] shards)
+    {
+        lock (_gate) return shards.Where(s => !_parentOfShard.ContainsKey(s)).Select(s => new ShardStart(s, (ulong)_reassembler!.NextSeqOf(s))).ToArray();
+    }
+
+    bool IPeerParents.IsCoordinator(Link link) => IsCoordinator(link);
+
+    void IPeerParents.SendToCoordinator(Action<IBufferWriter<byte>> write) => _control?.Send(write);
+
+    void IPeerParents.Fail(string reason) => _failed.TrySetResult(reason);
+
+    void IPeerParents.Progress() => Volatile.Write(ref _lastProgress, Time.GetTimestamp());
+}
