@@ -126,6 +126,9 @@ public sealed class Coordinator : Node, Admission.IHost
     void Admission.IHost.StartControl(Link link, ushort version, bool measureRtt)
     {
         if (measureRtt) MeasureRtt(link, version);
+        // A joiner may read its welcome late on a loaded machine: its new control link is not
+        // taken for dead at the 5 s floor before it has said anything (Link.LenientUntilHeard).
+        link.LenientUntilHeard = true;
         link.Start(OnPeerFrame);
     }
 

@@ -120,7 +120,7 @@ internal sealed partial class Link : IAsyncDisposable
     public TimeSpan Silence => _detector.Silence;
 
     /// <summary>True when the failure detector would take the other side for dead now (see <see cref="Tick"/>).</summary>
-    public bool SeemsDead => Volatile.Read(ref _started) && !IsClosing && _detector.IsDead(out _) && !_connection.HasUnreadInput;
+    public bool SeemsDead => Volatile.Read(ref _started) && !IsClosing && _detector.IsDead(LenientUntilHeard && !_heardSinceStart, out _) && !_connection.HasUnreadInput;
 
     /// <summary>
     /// True when the failure detector's φ is over its threshold and nothing waits unread, whatever
@@ -134,6 +134,17 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>What this link is to its owner (a child, a parent, a control link); null until its hello/welcome exchange says.</summary>
     public LinkRole? Role { get; set; }
 
+    /// <summary>
+    /// Until the other side has sent anything on the started link, only the longest silence
+    /// (<see cref="FailureDetectorOptions.MaxSilence"/>) ends it. For the coordinator's control
+    /// link to a joiner: the joiner may read its welcome late on a loaded machine (seen 8 s after it
+    /// was placed, at load 250), and one whose new link was closed after the 5 s floor lost its
+    /// place before it had started.
+    /// </summary>
+    public bool LenientUntilHeard { get; set; }
+
+    private volatile bool _heardSinceStart;
+
     /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
     public void Start(FrameHandler handler)
     {
@@ -145,7 +156,13 @@ internal sealed partial class Link : IAsyncDisposable
         {
             OnHeartbeatCoordinate(body);
             OnHeartbeat(body);
-        }, _detector.Heard);
+        }, OnReceived);
+    }
+
+    private void OnReceived()
+    {
+        _heardSinceStart = true;
+        _detector.Heard();
     }
 
     /// <summary>
@@ -221,6 +238,7 @@ internal sealed partial class Link : IAsyncDisposable
         // Before the loops start, the hello/welcome exchange has its own timeout, and a heartbeat
         // must not slip in ahead of the welcome.
         if (IsClosing || !Volatile.Read(ref _started)) return;
+        lenient |= LenientUntilHeard && !_heardSinceStart;
         long now = _time.GetTimestamp();
         if (_detector.IsDead(lenient, out var reason) && _connection.HasUnreadInput)
         {

@@ -42,6 +42,48 @@ public sealed class FirstJoinTests
         await overlay.AssertIdenticalAsync(overlay.PeerById(peer.Id));
     }
 
+    /// <summary>
+    /// A joiner that has not said anything yet on its new control link (it reads its welcome late,
+    /// as at load 250 in a CI run) is not taken for dead at the heartbeat timeout, only at the
+    /// longest silence (4 heartbeat timeouts here).
+    /// </summary>
+    [Fact]
+    public async Task A_joiner_silent_after_its_welcome_keeps_its_control_link_past_the_heartbeat_timeout()
+    {
+        var timeout = TimeSpan.FromSeconds(1);
+        await using var overlay = await Overlay.StartAsync(shards: 1, heartbeatTimeout: timeout);
+        var connection = await overlay.Network.Host("quiet").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new ShardStream.Wire.Hello(ShardStream.Wire.Protocol.MinVersion, ShardStream.Wire.Protocol.Version, ShardStream.Wire.HelloRole.Join, 9, 0, [], "quiet:1",
+            new byte[ShardStream.Wire.Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+
+        // Everything the coordinator sends for 2.5 heartbeat timeouts: a welcome, then never a goodbye.
+        var frames = new List<ShardStream.Wire.FrameType>();
+        using (var window = new CancellationTokenSource(timeout * 2.5))
+        {
+            try
+            {
+                while (true)
+                {
+                    var result = await connection.Pipe.Input.ReadAsync(window.Token);
+                    var buffer = result.Buffer;
+                    while (ShardStream.Wire.FrameCodec.TryReadFrame(ref buffer, out var type, out _)) frames.Add(type);
+                    connection.Pipe.Input.AdvanceTo(buffer.Start, buffer.End);
+                    Assert.False(result.IsCompleted, $"the coordinator closed the link; frames: {string.Join(",", frames)}");
+                }
+            }
+            catch (OperationCanceledException) when (window.IsCancellationRequested)
+            {
+                // The window is over.
+            }
+        }
+
+        Assert.Equal(ShardStream.Wire.FrameType.Welcome, frames[0]);
+        Assert.DoesNotContain(ShardStream.Wire.FrameType.Goodbye, frames);
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Address == "quiet:1");
+        connection.Abort();
+    }
+
     private static async Task PumpAsync(PipeReader from, PipeWriter to)
     {
         try
