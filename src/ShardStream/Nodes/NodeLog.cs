@@ -60,7 +60,7 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1658, LogLevel.Debug, "peer {Id} attached to all its parents", EventName = "PeerAttached")]
     public static partial void PeerAttached(ILogger log, int id);
 
-    [LoggerMessage(1659, LogLevel.Debug, "peer {Id} left: {Reason}; {N} reattachment(s) kept back", EventName = "PeerLeftAfterEnd")]
+    [LoggerMessage(1659, LogLevel.Debug, "peer {Id} left: {Reason}; {N} reattachment(s) sent after the end", EventName = "PeerLeftAfterEnd")]
     public static partial void PeerLeftAfterEnd(ILogger log, int id, string reason, int n);
 
     [LoggerMessage(1660, LogLevel.Information, "peer {Id} {How} ({Reason}); {N} reattachment(s) sent", EventName = "PeerRemoved")]

@@ -10,8 +10,8 @@ namespace ShardStream.Nodes;
 /// A child's trouble never evicts a parent that answers: the same parent is tried again first,
 /// and only a second failure within <see cref="ReattachRetryWindow"/> takes the edge out of the
 /// plan (a parent that several children cannot reach is made a leaf by the
-/// <see cref="EvictionPolicy"/>). It owns the moves kept back after the end; the plan and the
-/// sessions are the <see cref="Tracker"/>'s, changed under its gate.
+/// <see cref="EvictionPolicy"/>). The plan and the sessions are the
+/// <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
 internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
     ILogger log, TimeProvider time, Func<string> listenAddress, Action<PeerSession> removed, CancellationToken stopping)
@@ -19,8 +19,6 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// <summary>A parent that this many peers could not connect to (children each after a second attempt, or joiners that measured it) is made a leaf.</summary>
     internal const int UnreachableChildrenBeforeLeaf = 2;
 
-    /// <summary>(peer, shard) pairs whose move a repair after the end kept back (see <see cref="RemovePeer"/>).</summary>
-    private readonly HashSet<(int Peer, int Shard)> _keptBack = [];
 
     /// <summary>
     /// After a re-attach to the same parent, a new report about it within this time takes the edge
@@ -54,12 +52,6 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 // gone before its children had everything): the plan has the reporter elsewhere.
                 CoordinatorLog.LostParentAlreadyOut(log, reporter.Id, parentId);
                 if (!tracker.Peers.ContainsKey(reporter.Id) || !tracker.Planner.Contains(reporter.Id)) return;
-                if (_keptBack.Count > 0)
-                {
-                    // The peers follow the plan again before this orphan is sent to its plan parent.
-                    tracker.SendMoves(_keptBack.Where(m => m.Peer != reporter.Id && tracker.Planner.Contains(m.Peer)).Select(m => new Reattachment(m.Peer, m.Shard, tracker.Planner.ParentOf(m.Peer, m.Shard))).ToList());
-                    _keptBack.Clear();
-                }
                 tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) != parentId)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard))).ToList());
                 return;
@@ -157,19 +149,11 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
             if (source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
-            {
-                // After the end, a peer that finished has sent its children everything: they keep
-                // draining from it, and a move now could only cost them what a new parent's
-                // window no longer holds. Its repair's moves are kept back, but not forgotten:
-                // the plan now has edges nobody followed, and an orphan sent to its plan parent
-                // could be sent below itself (seen: peer 2 sent to 7, which still received from 4,
-                // which received from 2). The first report of a parent that left this way sends
-                // every kept-back move (see OnParentLost), so the peers follow the plan again.
-                foreach (var r in plan) _keptBack.Add((r.Peer, r.Shard));
                 CoordinatorLog.PeerLeftAfterEnd(log, session.Id, reason, plan.Count);
-                return;
-            }
-            // A failure, even after the source ended: the orphans still need the rest of the stream from a window.
+            // After the end too, the repair's moves go out at once (keeping them back until a child
+            // reported the finished parent lost left peers unfinished: LatencyOverlayTests seeds 3
+            // and 11 timed out with it). A child that already has everything ignores its move.
+            // A failure, or a finish after the end: the orphans may still need the rest of the stream from a window.
             tracker.SendMoves(plan);
         }
         CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
