@@ -27,10 +27,11 @@ internal static class SimulateCommand
         var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
         var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
         var latencyAware = new Option<bool?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
+        var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart) and a lower bound of it from the model." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, json })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, json })
         {
             command.Options.Add(option);
         }
@@ -89,7 +90,8 @@ internal static class SimulateCommand
                 parseResult.GetValue(failBranch),
                 mix,
                 model,
-                parseResult.GetValue(latencyAware));
+                parseResult.GetValue(latencyAware),
+                parseResult.GetValue(rdpBreakdown) ? Console.Error : null);
             try
             {
                 var report = OverlaySimulation.Run(options);
@@ -161,7 +163,7 @@ internal static class SimulateCommand
             {
                 var which = l.LatencyAware ? "latency-aware" : "latency-blind";
                 Line(which, $"max depth {l.MaxDepth}, edge RTT mean {F(l.MeanEdgeRttMs, 1)} ms / p95 {F(l.P95EdgeRttMs, 1)} ms, source delay mean {F(l.MeanSourceDelayMs, 1)} ms / p95 {F(l.P95SourceDelayMs, 1)} ms, mean RDP {F(l.MeanRdp)}");
-                Line("", $"{F(l.PingsPerJoin, 1)} pings per join (max {l.MaxPingsPerJoin}), coordinate median error {(double.IsNaN(l.CoordinateMedianError) ? "-" : F(l.CoordinateMedianError, 3))}, planner joins/s {l.JoinsPerSecond.ToString("N0", CultureInfo.InvariantCulture)}");
+                Line("", $"{F(l.PingsPerJoin, 1)} pings per join (max {l.MaxPingsPerJoin}), coordinate median error {(double.IsNaN(l.CoordinateMedianError) ? "-" : F(l.CoordinateMedianError, 3))}, planner joins/s {l.JoinsPerSecond.ToString("N0", CultureInfo.InvariantCulture)} ({(double.IsNaN(l.JoinsPerCpuSecond) ? "-" : l.JoinsPerCpuSecond.ToString("N0", CultureInfo.InvariantCulture))} per CPU second)");
             }
         }
 

@@ -130,6 +130,15 @@ internal static class SimulateJson
         }
 
         w.WriteNumber("joinsPerSecond", Math.Round(l.JoinsPerSecond));
+        if (double.IsNaN(l.JoinsPerCpuSecond))
+        {
+            w.WriteNull("joinsPerCpuSecond");
+        }
+        else
+        {
+            w.WriteNumber("joinsPerCpuSecond", Math.Round(l.JoinsPerCpuSecond));
+        }
+
         w.WriteEndObject();
     }
 }

@@ -49,6 +49,7 @@ public static class Simulation
         var budgets = new SortedDictionary<int, int>();
         long joinTicks = 0, churnMoves = 0;
         int leaves = 0, evicted = 0;
+        var buildCpuNs = ThreadCpuClock.Nanoseconds();
         var build = Stopwatch.StartNew();
         for (var i = 0; i < options.Peers; i++)
         {
@@ -82,6 +83,7 @@ public static class Simulation
         }
 
         build.Stop();
+        buildCpuNs = ThreadCpuClock.Nanoseconds() - buildCpuNs;
         // With latency, the joiner's own work (pings, coordinate fits) is not the planner's.
         var joinSeconds = (double)(joiner?.PlannerTicks ?? joinTicks) / Stopwatch.Frequency;
         var managed = GC.GetTotalMemory(forceFullCollection: true);
@@ -93,7 +95,17 @@ public static class Simulation
         var peerCount = planner.PeerCount;
         var sourceUpload = planner.UsedUnits(Planner.Source);
         var joinsPerSecond = joinSeconds > 0 ? waiting.Joined / joinSeconds : 0;
-        var latency = options.Latency is { } model ? LatencyMetrics.Measure(planner, model, joiner, joinsPerSecond, options.Seed) : null;
+        // Per CPU second: the planner's wall time scaled by the share of the build's wall time the
+        // build's thread was on a core (reading the thread's CPU clock around every call would be
+        // a system call each, about as long as a blind join).
+        var cpuShare = ThreadCpuClock.Available && build.Elapsed.TotalSeconds > 0 ? buildCpuNs / 1e9 / build.Elapsed.TotalSeconds : double.NaN;
+        var joinsPerCpuSecond = joinsPerSecond / Math.Min(1, cpuShare);
+        var latency = options.Latency is { } model ? LatencyMetrics.Measure(planner, model, joiner, joinsPerSecond, joinsPerCpuSecond, options.Seed) : null;
+        if (options.RdpBreakdown is { } breakdown && options.Latency is WorldLatencyModel world)
+        {
+            RdpAnalysis.Write(planner, world, breakdown);
+        }
+
         var branch = options.FailBranchFraction > 0 && planner.PeerCount > 1
             ? BranchFailure.Run(planner, options.FailBranchFraction, random)
             : null;

@@ -14,6 +14,7 @@ namespace ShardStream.Simulation;
 /// <param name="UploadMix">If set, each peer draws its upload from this mix (seeded) instead of <paramref name="Upload"/>.</param>
 /// <param name="Latency">If set, the RTT model the overlay lives in: the report then gives delay figures for the latency-aware and the latency-blind planner.</param>
 /// <param name="LatencyAware">Whether the planner places by latency; null for "when a latency model is set".</param>
+/// <param name="RdpBreakdown">If set (and the model is <c>world</c>), where each built overlay's mean RDP comes from, and a lower bound of it, are written there (<see cref="RdpAnalysis"/>).</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -25,7 +26,8 @@ public sealed record SimulationOptions(
     double FailBranchFraction = 0,
     UploadMix? UploadMix = null,
     LatencyModel? Latency = null,
-    bool? LatencyAware = null)
+    bool? LatencyAware = null,
+    TextWriter? RdpBreakdown = null)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);

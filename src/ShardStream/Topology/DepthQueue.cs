@@ -50,6 +50,38 @@ internal sealed class DepthQueue
         }
     }
 
+    /// <summary>
+    /// Removes the entries at <paramref name="indices"/> (places behind the front, ascending,
+    /// distinct) and keeps the order of the others: the entries before the last removed one move
+    /// back, so the cost is that index, not the queue's length.
+    /// </summary>
+    public void RemoveNearFront(ReadOnlySpan<int> indices)
+    {
+        if (indices.IsEmpty)
+        {
+            return;
+        }
+
+        var write = _head + indices[^1];
+        var r = indices.Length - 1;
+        for (var read = write - 1; read >= _head; read--)
+        {
+            if (r > 0 && read == _head + indices[r - 1])
+            {
+                r--;
+                continue;
+            }
+
+            _items[write--] = _items[read];
+        }
+
+        _head += indices.Length;
+        if (_head == _tail)
+        {
+            _head = _tail = 0;
+        }
+    }
+
     private void Grow()
     {
         var count = _tail - _head;

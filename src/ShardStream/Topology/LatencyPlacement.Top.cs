@@ -14,7 +14,7 @@ internal sealed partial class LatencyPlacement
     /// least <see cref="ExchangeMarginMs"/> and <see cref="ExchangeMarginShare"/>. Every path
     /// crosses these few nodes, so their placement by join order (the first peers to arrive) costs
     /// every viewer; an exchange costs one Move per child of the place. <see cref="Planner.None"/> if none.
-    /// The places are summarised (parent, centroid of the children) every <see cref="TopRefresh"/>
+    /// The places are summarised (parent and its coordinate, centroid of the children) every <see cref="TopRefresh"/>
     /// joins and after every exchange, so that a join costs one estimate per place; the chosen
     /// place is checked exactly before it is returned.
     /// </summary>
@@ -35,6 +35,25 @@ internal sealed partial class LatencyPlacement
         var bestGain = 0.0;
         foreach (var top in tops)
         {
+            // The estimate first, from the summary alone (no lookups in the big arrays): most
+            // places are no better, and a join looks at every place of the top levels.
+            if (top.Cost <= ExchangeMarginMs)
+            {
+                continue;
+            }
+
+            var px = me.X - top.ParentX;
+            var py = me.Y - top.ParentY;
+            var dx = me.X - top.X;
+            var dy = me.Y - top.Y;
+            var mine = Math.Sqrt((px * px) + (py * py)) + me.Height + top.ParentHeight
+                + (top.Children == 0 ? 0 : Math.Sqrt((dx * dx) + (dy * dy)) + me.Height + top.Height);
+            var gain = top.Cost - mine;
+            if (gain <= ExchangeMarginMs || gain <= ExchangeMarginShare * top.Cost || gain <= bestGain)
+            {
+                continue;
+            }
+
             var place = top.Node;
             if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
                 || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
@@ -42,15 +61,8 @@ internal sealed partial class LatencyPlacement
                 continue;
             }
 
-            var dx = me.X - top.X;
-            var dy = me.Y - top.Y;
-            var mine = me.EstimateRtt(CoordinateOf(top.Parent)) + (top.Children == 0 ? 0 : Math.Sqrt((dx * dx) + (dy * dy)) + me.Height + top.Height);
-            var gain = top.Cost - mine;
-            if (gain > ExchangeMarginMs && gain > ExchangeMarginShare * top.Cost && gain > bestGain)
-            {
-                bestGain = gain;
-                best = place;
-            }
+            bestGain = gain;
+            best = place;
         }
 
         if (best == None)
@@ -73,7 +85,7 @@ internal sealed partial class LatencyPlacement
     /// <summary>Joins between two summaries of the top places of a tree.</summary>
     public const int TopRefresh = 64;
 
-    private readonly record struct TopPlace(int Node, int Parent, double Cost, double X, double Y, double Height, int Children);
+    private readonly record struct TopPlace(int Node, int Parent, double Cost, double X, double Y, double Height, int Children, double ParentX, double ParentY, double ParentHeight);
 
     private List<TopPlace>?[]? _tops;
     private int[]? _topAge;
@@ -103,7 +115,8 @@ internal sealed partial class LatencyPlacement
                 }
 
                 var parent = _forest.Parent(node, shard);
-                tops.Add(new TopPlace(node, parent, PlaceCost(node, node, shard, None), n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n));
+                var pc = CoordinateOf(parent);
+                tops.Add(new TopPlace(node, parent, PlaceCost(node, node, shard, None), n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n, pc.X, pc.Y, pc.Height));
             }
 
             if (depth < topDepth)

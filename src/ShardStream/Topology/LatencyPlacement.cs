@@ -94,7 +94,7 @@ internal sealed partial class LatencyPlacement
         {
             if (_forest.HasFreeSlot(node, s))
             {
-                _zones.PushOpen(node, s, _forest.Depth(node, s));
+                _zones.PushOpen(node, s, _forest.Depth(node, s), again: true);
             }
         }
     }
@@ -152,6 +152,7 @@ internal sealed partial class LatencyPlacement
             _candidates.Add(blind);
         }
 
+        Span<int> stale = stackalloc int[4 * PerDepth];
         for (var zi = 0; zi < _nearCount && _candidates.Count <= MaxCandidates; zi++)
         {
             var index = _zones.Open(_near[zi], shard);
@@ -164,8 +165,9 @@ internal sealed partial class LatencyPlacement
                     continue;
                 }
 
-                while (!queue.IsEmpty && !_forest.IsOpenEntryValid(queue.Front, shard, d))
+                while (!queue.IsEmpty && !_forest.IsOpenAt(queue.Front, shard, d))
                 {
+                    _zones.Dropped(queue.Front, shard, d);
                     queue.PopFront();
                 }
 
@@ -179,18 +181,28 @@ internal sealed partial class LatencyPlacement
                     continue;
                 }
 
-                // Entries behind the front may be stale (nodes that filled up): look at a few only.
+                // Entries behind the front may be stale (nodes that filled up, out of order since
+                // any of the first few may be chosen): look at a few, and drop the stale ones seen,
+                // so that no entry is examined again and again.
                 var taken = 0;
                 var examine = Math.Min(queue.Count, 4 * PerDepth);
+                var staleCount = 0;
                 for (var j = 0; j < examine && taken < PerDepth; j++)
                 {
                     var node = queue[j];
-                    if (_forest.IsOpenEntryValid(node, shard, d) && (accept is null || accept(node)) && !_candidates.Contains(node))
+                    if (!_forest.IsOpenAt(node, shard, d))
+                    {
+                        stale[staleCount++] = j;
+                        _zones.Dropped(node, shard, d);
+                    }
+                    else if ((accept is null || accept(node)) && !_candidates.Contains(node))
                     {
                         _candidates.Add(node);
                         taken++;
                     }
                 }
+
+                queue.RemoveNearFront(stale[..staleCount]);
             }
         }
 
@@ -224,12 +236,12 @@ internal sealed partial class LatencyPlacement
     {
         ChooseOpen(shard, maxParentDepth, blind);
         var start = result.Count;
-        foreach (var node in _candidates)
+        for (var i = 0; i < _candidates.Count; i++)
         {
-            var cost = Cost(node, shard);
+            var cost = _costs[i];
             if (cost < double.MaxValue)
             {
-                result.Add((cost, node));
+                result.Add((cost, _candidates[i]));
             }
         }
 
@@ -249,11 +261,14 @@ internal sealed partial class LatencyPlacement
     private int Best(int shard, int blind)
     {
         _costs.Clear();
+        _lastEdges.Clear();
         var bestCost = double.MaxValue;
         foreach (var node in _candidates)
         {
-            var cost = Cost(node, shard);
+            var last = LastEdge(node);
+            var cost = Cost(node, shard, last);
             _costs.Add(cost);
+            _lastEdges.Add(last);
             bestCost = Math.Min(bestCost, cost);
         }
 
@@ -269,7 +284,7 @@ internal sealed partial class LatencyPlacement
         {
             if (_costs[i] <= limit)
             {
-                var edge = LastEdge(_candidates[i]);
+                var edge = _lastEdges[i];
                 if (edge < shortest)
                 {
                     shortest = edge;
@@ -288,6 +303,7 @@ internal sealed partial class LatencyPlacement
     public const double DelaySlackShare = 0.1;
 
     private readonly List<double> _costs = [];
+    private readonly List<double> _lastEdges = [];
 
     private double LastEdge(int parent) => _measured is not null && _measured.TryGetValue(parent, out var rtt)
         ? rtt
@@ -297,9 +313,10 @@ internal sealed partial class LatencyPlacement
     /// Estimated one-way delay from the source to the subject through <paramref name="parent"/>
     /// (ms); <see cref="double.MaxValue"/> when the parent is not attached to the source.
     /// </summary>
-    public double Cost(int parent, int shard)
+    public double Cost(int parent, int shard) => Cost(parent, shard, LastEdge(parent));
+
+    private double Cost(int parent, int shard, double last)
     {
-        var last = LastEdge(parent);
         var path = _exact ? PathDelay(parent, shard) : CachedPathDelay(parent, shard);
         return path == double.MaxValue ? path : path + (last / 2);
     }
@@ -309,8 +326,15 @@ internal sealed partial class LatencyPlacement
 
     private bool _exact;
     private int _joins;
-    private float[] _pathDelay = [];
-    private int[] _pathStamp = [];
+    // Per (node, shard): the cached delay and the join count it was computed at (0: none), side
+    // by side, so that a look-up is one cache line.
+    private PathEntry[] _path = [];
+
+    private struct PathEntry
+    {
+        public float Delay;
+        public int Stamp;
+    }
 
     /// <summary><see cref="PathDelay"/> from a cache of at most <see cref="PathCacheJoins"/> joins, filled on the way up.</summary>
     private double CachedPathDelay(int node, int shard)
@@ -322,17 +346,15 @@ internal sealed partial class LatencyPlacement
 
         var k = _forest.ShardCount;
         var i = (node * k) + shard;
-        if (i >= _pathStamp.Length)
+        if (i >= _path.Length)
         {
-            var size = Math.Max(i + k, _pathStamp.Length * 2);
-            Array.Resize(ref _pathDelay, size);
-            Array.Resize(ref _pathStamp, size);
+            Array.Resize(ref _path, Math.Max(i + k, _path.Length * 2));
         }
 
-        var stamp = _pathStamp[i];
-        if (stamp != 0 && _joins - stamp < PathCacheJoins)
+        var entry = _path[i];
+        if (entry.Stamp != 0 && _joins - entry.Stamp < PathCacheJoins)
         {
-            return _pathDelay[i];
+            return entry.Delay;
         }
 
         var parent = _forest.Parent(node, shard);
@@ -348,8 +370,7 @@ internal sealed partial class LatencyPlacement
         }
 
         var delay = above + (CoordinateOf(node).EstimateRtt(CoordinateOf(parent)) / 2);
-        _pathDelay[i] = (float)delay;
-        _pathStamp[i] = Math.Max(1, _joins);
+        _path[i] = new PathEntry { Delay = (float)delay, Stamp = Math.Max(1, _joins) };
         return delay;
     }
 

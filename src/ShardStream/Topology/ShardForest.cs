@@ -74,7 +74,44 @@ internal sealed partial class ShardForest
     public int ShardCount => _k;
 
     /// <summary>Latency-aware placement only: free slots by zone (see <see cref="ZoneIndex"/>).</summary>
-    public ZoneIndex? Zones { get; set; }
+    public ZoneIndex? Zones
+    {
+        get => _zones;
+        set
+        {
+            _zones = value;
+            _openAt = new int[_parent.Length];
+            for (var node = 0; node < _slots; node++)
+            {
+                for (var s = 0; s < _k; s++)
+                {
+                    TrackOpen(node, s);
+                }
+            }
+        }
+    }
+
+    private ZoneIndex? _zones;
+
+    // Latency-aware placement only: depth + 1 of every (node, shard) that is live, placed and has a
+    // free slot, else 0; kept on every change, so that checking an entry of the zones' queues is one
+    // read instead of four (the zones hold many entries per join, most of them far apart in memory).
+    private int[]? _openAt;
+
+    /// <summary>True when <paramref name="node"/> is live, at <paramref name="depth"/> of <paramref name="shard"/>, with a free slot (latency-aware plans only).</summary>
+    public bool IsOpenAt(int node, int shard, int depth) => _openAt![node * _k + shard] == depth + 1;
+
+    private void TrackOpen(int node, int shard)
+    {
+        if (_openAt is null)
+        {
+            return;
+        }
+
+        var i = node * _k + shard;
+        var depth = _depth[i];
+        _openAt[i] = _alive[node] && depth >= 0 && _childCount[i] < _cap[i] ? depth + 1 : 0;
+    }
 
     /// <summary>Sum of the capacities of the live nodes in <paramref name="shard"/>.</summary>
     public long TotalCap(int shard) => _totalCap[shard];
@@ -130,6 +167,7 @@ internal sealed partial class ShardForest
             _prevSibling[i] = None;
             _childCount[i] = 0;
             _cap[i] = 0;
+            TrackOpen(node, s);
         }
 
         for (var s = 0; s < _k; s++)
@@ -156,6 +194,7 @@ internal sealed partial class ShardForest
         }
 
         _cap[node * _k + shard] = cap;
+        TrackOpen(node, shard);
         if (_depth[node * _k + shard] >= 0)
         {
             Index(node, shard);
@@ -169,6 +208,7 @@ internal sealed partial class ShardForest
         _alive[node] = false;
         for (var s = 0; s < _k; s++)
         {
+            TrackOpen(node, s);
             _totalCap[s] -= _cap[node * _k + s];
             CountCap(s, _cap[node * _k + s], -1);
             var d = _depth[node * _k + s];
@@ -200,6 +240,7 @@ internal sealed partial class ShardForest
         _firstChild[pi] = node;
         _childCount[pi]++;
         _used[parent]++;
+        TrackOpen(parent, shard);
         var depth = _depth[pi] + 1;
         if (_depth[i] != depth)
         {
@@ -240,6 +281,7 @@ internal sealed partial class ShardForest
         _nextSibling[i] = None;
         _childCount[pi]--;
         _used[parent]--;
+        TrackOpen(parent, shard);
         if (_alive[parent] && _depth[pi] >= 0)
         {
             Index(parent, shard);
@@ -281,6 +323,7 @@ internal sealed partial class ShardForest
         }
 
         _depth[i] = depth;
+        TrackOpen(node, shard);
         if (_alive[node])
         {
             CountDepth(shard, depth, +1);
@@ -382,10 +425,15 @@ internal sealed partial class ShardForest
         var i = node * _k + shard;
         var depth = _depth[i];
         var mark = depth + 1;
-        if (_childCount[i] < _cap[i] && _openMark[i] != mark)
+        if (_childCount[i] < _cap[i])
         {
-            _openMark[i] = mark;
-            _open[shard].Push(depth, node);
+            if (_openMark[i] != mark)
+            {
+                _openMark[i] = mark;
+                _open[shard].Push(depth, node);
+            }
+
+            // The zones keep marks of their own: their readers drop stale entries out of order.
             Zones?.PushOpen(node, shard, depth);
         }
 
@@ -419,6 +467,11 @@ internal sealed partial class ShardForest
         Array.Resize(ref _prevSibling, n);
         Array.Resize(ref _childCount, n);
         Array.Resize(ref _cap, n);
+        if (_openAt is not null)
+        {
+            Array.Resize(ref _openAt, n);
+        }
+
         Array.Resize(ref _openMark, n);
         Array.Resize(ref _classMark, n);
         Array.Resize(ref _leafMark, n);

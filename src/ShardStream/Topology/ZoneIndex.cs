@@ -71,15 +71,44 @@ internal sealed class ZoneIndex(int shardCount)
         _zoneOf[node] = zone + 1;
     }
 
-    /// <summary>Called by the forest when it publishes <paramref name="node"/> as open at <paramref name="depth"/>.</summary>
-    public void PushOpen(int node, int shard, int depth)
+    /// <summary>
+    /// Called by the forest whenever <paramref name="node"/> has a free slot at <paramref name="depth"/>
+    /// (after any change to it): pushed unless an entry for that depth is already queued, or
+    /// always with <paramref name="again"/> (a node that moved to another zone).
+    /// </summary>
+    public void PushOpen(int node, int shard, int depth, bool again = false)
     {
         var zone = ZoneOf(node);
-        if (zone >= 0)
+        if (zone < 0)
         {
+            return;
+        }
+
+        var i = ((long)node * _k) + shard;
+        if (i >= _mark.Length)
+        {
+            Array.Resize(ref _mark, (int)Math.Max(i + _k, Math.Max(1024, (long)_mark.Length * 2)));
+        }
+
+        if (_mark[i] != depth + 1 || again)
+        {
+            _mark[i] = depth + 1;
             _open[zone][shard].Push(depth, node);
         }
     }
+
+    /// <summary>A reader dropped a stale entry of <paramref name="node"/> queued at <paramref name="depth"/>: the next <see cref="PushOpen"/> queues it again.</summary>
+    public void Dropped(int node, int shard, int depth)
+    {
+        var i = ((long)node * _k) + shard;
+        if (i < _mark.Length && _mark[i] == depth + 1)
+        {
+            _mark[i] = 0;
+        }
+    }
+
+    // Depth + 1 of the last entry queued for (node, shard), 0 when none is known to be queued.
+    private int[] _mark = [];
 
     public DepthIndex Open(int zone, int shard) => _open[zone][shard];
 }

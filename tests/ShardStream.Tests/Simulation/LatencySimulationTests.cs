@@ -37,6 +37,47 @@ public sealed class LatencySimulationTests
         Assert.InRange(aware.CoordinateMedianError, 0, 0.25);
     }
 
+    /// <summary>
+    /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
+    /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
+    /// bound from the model lies below what both planners reach and is at least about 1 (a path
+    /// is never faster than the direct route's metric closure).
+    /// </summary>
+    [Fact]
+    public void The_rdp_breakdown_adds_up_and_its_lower_bound_lies_below_both_planners()
+    {
+        var output = new StringWriter();
+        var report = OverlaySimulation.Run(new SimulationOptions(3000, 8, TopologyKind.Striped, 1.25, Seed: 2, Latency: new WorldLatencyModel(2), RdpBreakdown: output));
+        var text = output.ToString();
+        foreach (var (which, figures) in new[] { ("aware", report.LatencyAware!), ("blind", report.LatencyBlind!) })
+        {
+            var line = text.Split('\n').Single(l => l.StartsWith($"rdp {which}:", StringComparison.Ordinal));
+            var worst = Number(line, "mean RDP (worst tree) ");
+            Assert.Equal(figures.MeanRdp, worst, 0.006);
+            Assert.True(Number(line, "mean per-tree RDP ") <= worst);
+            var path = Number(line, " path ");
+            Assert.Equal(figures.MeanSourceDelayMs, path, 0.06);
+            Assert.Equal(path, Number(line, "endpoints' access ") + Number(line, "relays' access ") + Number(line, "+ core "), 0.2);
+            var lines = text.Split('\n');
+            var boundLine = lines[Array.IndexOf(lines, line) + 2];
+            Assert.StartsWith("    lower bound of the mean RDP", boundLine, StringComparison.Ordinal);
+            var bound = Number(boundLine, "= ");
+            Assert.InRange(bound, 0.9, worst);
+        }
+
+        static double Number(string line, string label)
+        {
+            var start = line.IndexOf(label, StringComparison.Ordinal) + label.Length;
+            var end = start;
+            while (end < line.Length && (char.IsDigit(line[end]) || line[end] == '.'))
+            {
+                end++;
+            }
+
+            return double.Parse(line[start..end], System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
+
     [Fact]
     public void A_measured_matrix_drives_the_simulation_coordinates_fit_it_and_source_delays_drop()
     {

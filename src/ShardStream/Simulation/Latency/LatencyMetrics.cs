@@ -5,7 +5,7 @@ namespace ShardStream.Simulation;
 /// <summary>Measures a built overlay under a latency model: edge RTTs, source-to-peer delays, RDP.</summary>
 internal static class LatencyMetrics
 {
-    public static LatencyReport Measure(Planner planner, LatencyModel model, LatencyJoiner? joiner, double joinsPerSecond, int seed)
+    public static LatencyReport Measure(Planner planner, LatencyModel model, LatencyJoiner? joiner, double joinsPerSecond, double joinsPerCpuSecond, int seed)
     {
         var k = planner.ShardCount;
         var size = planner.NextPeerId;
@@ -76,7 +76,8 @@ internal static class LatencyMetrics
             joiner is null || joiner.Joins == 0 ? 0 : (double)joiner.Pings / joiner.Joins,
             joiner?.MaxPingsPerJoin ?? 0,
             planner.LatencyAware ? CoordinateError(planner, model, seed) : double.NaN,
-            joinsPerSecond);
+            joinsPerSecond,
+            joinsPerCpuSecond);
     }
 
     /// <summary>The smallest index at or below which at least <paramref name="q"/> of <paramref name="count"/> sorted values lie.</summary>

@@ -16,7 +16,8 @@ namespace ShardStream.Simulation;
 /// <param name="PingsPerJoin">Pings a joining peer sent, on average (0 for the latency-blind planner).</param>
 /// <param name="MaxPingsPerJoin">Most pings any joining peer sent.</param>
 /// <param name="CoordinateMedianError">Median relative error of the coordinates' RTT estimates over random pairs of live nodes (NaN without coordinates).</param>
-/// <param name="JoinsPerSecond">Planner joins per second in this build (the planner's own calls only).</param>
+/// <param name="JoinsPerSecond">Planner joins per second in this build (the planner's own calls only, wall time).</param>
+/// <param name="JoinsPerCpuSecond">The same per second of CPU time, estimated: the planner's wall time scaled by the share of the build's wall time its thread was on a core (NaN where the thread's CPU clock cannot be read). On a shared machine it tells what the planner costs whatever else runs.</param>
 public sealed record LatencyReport(
     bool LatencyAware,
     int MaxDepth,
@@ -28,4 +29,5 @@ public sealed record LatencyReport(
     double PingsPerJoin,
     int MaxPingsPerJoin,
     double CoordinateMedianError,
-    double JoinsPerSecond);
+    double JoinsPerSecond,
+    double JoinsPerCpuSecond);

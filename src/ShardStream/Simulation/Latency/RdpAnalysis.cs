@@ -1,0 +1,187 @@
+using ShardStream.Topology;
+
+namespace ShardStream.Simulation;
+
+/// <summary>
+/// Where the mean RDP of a built overlay comes from under the <c>world</c> model, and a lower bound
+/// of it that no placement within the budgets can beat (<c>simulate --rdp-breakdown</c>).
+/// </summary>
+/// <remarks>
+/// <para>Breakdown: for every peer, its slowest tree's path (the one the RDP counts) is split into
+/// the access delay of its two ends, the access delay of the relays on it (a relay's access link is
+/// crossed twice, in and out: its whole access share of an RTT) and the core (the rest: distances
+/// and hub-to-hub RTTs); peers of the source's region are reported apart.</para>
+/// <para>Lower bound: a path's core delay is at least the direct one's under the metric closure of
+/// the model (the hub table breaks the triangle inequality a little: Paris - Sydney 347 ms,
+/// through Singapore 337), so RDP(p) &gt;= D*(p)/D(p) + A(p)/D(p), where A(p) is the relays' access
+/// on p's slowest path, at least its mean over the K trees. In a tree whose source has c slots and
+/// whose relays (its home peers) have at most F children, at most c(1 + F + ... + F^(j-1)) peers
+/// sit at depth j or less, and a relay is the j-th ancestor of at most F^j peers; so the least sum
+/// over peers of acc(j-th ancestor)/D(p) is found by rearrangement (the peers with the smallest
+/// direct delay get the relays with the least access, F^j each; the c(F^j - 1)/(F - 1) with the
+/// smallest direct delay are left out as possibly shallower). Summed over j and averaged over
+/// the trees, that bounds the mean of A(p)/D(p) from below. Budgets and homes are the built plan's.</para>
+/// </remarks>
+internal static class RdpAnalysis
+{
+    public static void Write(Planner planner, WorldLatencyModel model, TextWriter o)
+    {
+        var k = planner.ShardCount;
+        var peers = planner.Peers.ToArray();
+        var n = peers.Length;
+        var srcRegion = model.RegionOf(0);
+        var accSrc = model.AccessMs(0);
+
+        // The metric closure of the hub table (Floyd-Warshall over 10 hubs).
+        var r = WorldLatencyModel.Regions.Length;
+        var hub = new double[r, r];
+        for (var a = 0; a < r; a++)
+        {
+            for (var b = 0; b < r; b++)
+            {
+                hub[a, b] = model.HubRtt(a, b);
+            }
+        }
+
+        for (var m = 0; m < r; m++)
+        {
+            for (var a = 0; a < r; a++)
+            {
+                for (var b = 0; b < r; b++)
+                {
+                    hub[a, b] = Math.Min(hub[a, b], hub[a, m] + hub[m, b]);
+                }
+            }
+        }
+
+        var direct = new double[n];
+        var directStar = new double[n];
+        var index = new Dictionary<int, int>(n);
+        for (var i = 0; i < n; i++)
+        {
+            var p = peers[i];
+            index[p] = i;
+            var rtt = model.RttMs(0, p);
+            direct[i] = rtt / 2;
+            var core = rtt - accSrc - model.AccessMs(p);
+            var rp = model.RegionOf(p);
+            var star = rp == srcRegion ? core : core - model.HubRtt(srcRegion, rp) + hub[srcRegion, rp];
+            directStar[i] = (star + accSrc + model.AccessMs(p)) / 2;
+        }
+
+        // Decomposition of the worst tree's path, and the per-tree RDP.
+        double sumRdp = 0, sumTreeRdp = 0, sumA = 0, sumE = 0, sumC = 0, sumD = 0, sumP = 0, sumDepth = 0;
+        double inN = 0, inRdp = 0, outRdp = 0, inD = 0, inP = 0, inA = 0, outD = 0, outP = 0, outA = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var p = peers[i];
+            double worst = -1, worstA = 0;
+            var worstDepth = 0;
+            for (var s = 0; s < k; s++)
+            {
+                double path = 0, acc = 0;
+                var depth = 0;
+                var node = p;
+                while (node != Planner.Source)
+                {
+                    var parent = planner.ParentOf(node, s);
+                    path += model.RttMs(parent, node) / 2;
+                    if (parent != Planner.Source)
+                    {
+                        acc += model.AccessMs(parent);
+                    }
+
+                    depth++;
+                    node = parent;
+                }
+
+                sumTreeRdp += path / direct[i];
+                if (path > worst)
+                {
+                    worst = path;
+                    worstA = acc;
+                    worstDepth = depth;
+                }
+            }
+
+            var e = (accSrc + model.AccessMs(p)) / 2;
+            sumRdp += worst / direct[i];
+            sumA += worstA;
+            sumE += e;
+            sumC += worst - worstA - e;
+            sumD += direct[i];
+            sumP += worst;
+            sumDepth += worstDepth;
+            if (model.RegionOf(p) == srcRegion)
+            {
+                inN++;
+                inRdp += worst / direct[i];
+                inD += direct[i];
+                inP += worst;
+                inA += worstA;
+            }
+            else
+            {
+                outRdp += worst / direct[i];
+                outD += direct[i];
+                outP += worst;
+                outA += worstA;
+            }
+        }
+
+        o.WriteLine($"rdp {(planner.LatencyAware ? "aware" : "blind")}: mean RDP (worst tree) {sumRdp / n:F2}, mean per-tree RDP {sumTreeRdp / n / k:F2}; worst tree: depth {sumDepth / n:F2}, path {sumP / n:F1} ms = endpoints' access {sumE / n:F1} + relays' access {sumA / n:F1} + core {sumC / n:F1}; direct {sumD / n:F1} ms");
+        o.WriteLine($"    source region ({inN / n:P0} of peers): RDP {inRdp / inN:F2}, direct {inD / inN:F1} ms, path {inP / inN:F1} ms, relays' access {inA / inN:F1} ms; other regions: RDP {outRdp / (n - inN):F2}, direct {outD / (n - inN):F1}, path {outP / (n - inN):F1}, relays' access {outA / (n - inN):F1}");
+
+        // Lower bound (see remarks): peers by 1/D descending, each tree's relays by access ascending.
+        var weights = new double[n];
+        double starSum = 0;
+        for (var i = 0; i < n; i++)
+        {
+            weights[i] = 1 / direct[i];
+            starSum += directStar[i] / direct[i];
+        }
+
+        Array.Sort(weights);
+        Array.Reverse(weights);
+        double relaySum = 0;
+        for (var s = 0; s < k; s++)
+        {
+            var sourceCap = planner.ChildrenOf(Planner.Source, s).Count();
+            var relays = peers.Where(p => planner.HomeShard(p) == s && planner.Budget(p) > 0).Select(p => (Acc: model.AccessMs(p), Cap: planner.Budget(p))).OrderBy(x => x.Acc).ToArray();
+            var fan = relays.Length == 0 ? 1 : relays.Max(x => x.Cap);
+            long reach = sourceCap; // most peers at depth <= level
+            long span = 1; // most peers below a relay at exactly `level` levels
+            for (var level = 1; reach < n; level++)
+            {
+                span *= fan;
+                // Peers deeper than `level`: all but the `reach` with the smallest direct delay.
+                var w = (int)Math.Min(reach, n);
+                var ri = 0;
+                long used = 0;
+                for (var j = w; j < n && relays.Length > 0; j++)
+                {
+                    if (used == span * relays[ri].Cap / fan)
+                    {
+                        ri++;
+                        used = 0;
+                        if (ri == relays.Length)
+                        {
+                            break; // fewer terms: still a lower bound
+                        }
+                    }
+
+                    relaySum += weights[j] * relays[ri].Acc;
+                    used++;
+                }
+
+                reach += sourceCap * span;
+                if (level > 40)
+                {
+                    break;
+                }
+            }
+        }
+
+        o.WriteLine($"    lower bound of the mean RDP for these budgets: direct-path core {starSum / n:F3} + relays' access {relaySum / k / n:F3} = {(starSum + (relaySum / k)) / n:F3}");
+    }
+}
