@@ -429,17 +429,28 @@ public abstract partial class Node : IAsyncDisposable
     /// <summary>K, once known.</summary>
     private protected abstract int ShardCount { get; }
 
-    /// <summary>Waits until every child link has closed (children close after the end), or the drain timeout.</summary>
+    /// <summary>
+    /// Waits until every child link has closed (children close after the end), or the drain
+    /// timeout. A child that attaches meanwhile (a repair after the end may place one here: this
+    /// node is still in the plan until it says goodbye) is waited for too.
+    /// </summary>
     private protected async Task DrainChildrenAsync(CancellationToken cancellationToken)
     {
         var relay = Relay;
         if (relay is null) return;
-        var children = relay.Subscribers();
-        if (children.Count == 0) return;
-        var all = Task.WhenAll(children.Select(c => c.Closed));
-        await Task.WhenAny(all, Task.Delay(NodeOptionsBase.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
-        var open = children.Where(c => !c.Closed.IsCompleted).Select(c => c.Name).ToList();
-        if (open.Count > 0) NodeLog.ChildrenStillOpen(Log, open.Count, string.Join(", ", open));
+        long since = Time.GetTimestamp();
+        while (true)
+        {
+            var children = relay.Subscribers();
+            if (children.Count == 0) return;
+            var left = NodeOptionsBase.DrainTimeout - Time.GetElapsedTime(since);
+            if (left > TimeSpan.Zero)
+                await Task.WhenAny(Task.WhenAll(children.Select(c => c.Closed)), Task.Delay(left, Time, cancellationToken)).ConfigureAwait(false);
+            var open = children.Where(c => !c.Closed.IsCompleted).Select(c => c.Name).ToList();
+            if (open.Count == 0) continue;
+            NodeLog.ChildrenStillOpen(Log, open.Count, string.Join(", ", open));
+            return;
+        }
     }
 
     /// <summary>Ends every link at once.</summary>

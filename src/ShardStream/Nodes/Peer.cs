@@ -413,14 +413,27 @@ public sealed partial class Peer : Node, IPeerParents
 
         // Parents first, children after: in striped trees a peer's child in one shard can be its
         // parent in another, so waiting for children before closing parents could wait in a circle.
+        // The control link last: while it is open the coordinator keeps this peer in the plan. A
+        // goodbye on it before the children have the tail made the coordinator move them, and a
+        // moved child drops what this peer still sends it; when the new parent's window no longer
+        // holds that, it is lost (RejoinTests' gap test, AfterTheEndTests).
         List<Link> parents;
+        Link control;
         lock (_gate)
         {
             _parentsClosed = true;
-            parents = _parentOfShard.Values.Append(_control!).Distinct().ToList();
+            control = _control!;
+            parents = _parentOfShard.Values.Where(l => l != control).Distinct().ToList();
         }
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
-        await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await control.CloseAsync(GoodbyeCode.Normal, "stream complete").ConfigureAwait(false);
+        }
     }
 
 }

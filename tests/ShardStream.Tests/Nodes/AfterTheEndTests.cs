@@ -87,6 +87,32 @@ public sealed class AfterTheEndTests
         if (newParent != 0) Assert.All(overlay.PeerById(newParent).Peer.ChildIds(), children => Assert.DoesNotContain(mover.Id, children));
     }
 
+    [Fact]
+    public async Task A_parent_that_has_the_whole_stream_keeps_its_place_until_its_children_have_it_too()
+    {
+        // Seen in RejoinTests' gap test (one failure in a fresh-clone CI run, 2 in 45 runs here): the
+        // parent had everything and said goodbye to the coordinator while its child still took in
+        // the tail; the coordinator moved the child, which then dropped what its old parent still
+        // sent, and the new parent's one-byte window held none of it: the tail was lost. Here the
+        // child's path from its parent is slow, so the tail reaches the parent (and its goodbye the
+        // coordinator) long before it reaches the child.
+        var latency = TimeSpan.FromSeconds(1);
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { ReplayWindowBytes = 1 });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(configure: o => o with { ReplayWindowBytes = 1 });
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 4));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 100_000), "every peer has the first part");
+
+        var child = overlay.Coordinator.Snapshot().Nodes.First(n => n.Id != 0 && n.Parents[0] != 0);
+        string childHost = overlay.PeerById(child.Id).Host;
+        var parent = overlay.PeerById(child.Parents[0]);
+        overlay.Network.SetLatency(childHost, parent.Host, latency);
+        for (int i = 0; i < 4; i++) await overlay.WriteAsync(Overlay.RandomBytes(50_000, 5 + i));
+        await overlay.EndAsync();
+
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
     private static HashSet<int> Descendants(ShardStream.Nodes.OverlaySnapshot snapshot, int id)
     {
         var found = new HashSet<int>();
