@@ -154,4 +154,123 @@ internal sealed partial class LatencyPlacement
 
         return cost + (n == 0 ? 0 : sum / n);
     }
+    /// <summary>Least gain (ms, sum of the two edges' estimated RTTs) for two nodes of one level to swap parents.</summary>
+    public const double SwapMarginMs = 10;
+
+    /// <summary>Parents a node of the sorted levels looks at (the nearest by estimate) when it looks for a swap.</summary>
+    private const int SwapParents = 2;
+
+    private readonly List<int> _upper = [];
+    private readonly List<int> _lower = [];
+
+    /// <summary>
+    /// Sorts the levels 2..<paramref name="maxDepth"/> of <paramref name="shard"/> by geography: two
+    /// nodes of one level exchange parents when that shortens the sum of their two edges (estimated
+    /// RTTs) by more than <see cref="SwapMarginMs"/>; their subtrees come along. The first peers
+    /// fill these levels in join order, from anywhere, and every path crosses them: sorted, a node
+    /// hangs under a parent near it, and so does its subtree's traffic. Depths, child counts and
+    /// capacities do not change (each parent gives one child and takes one), so budgets and the
+    /// depth bound hold; each swap costs two Moves. A swap lowers the sum of the level's edges by
+    /// the margin, so passes cannot cycle while the coordinates stay put. A node looks only at the
+    /// children of the <see cref="SwapParents"/> parents nearest it, and never takes a parent it
+    /// must avoid (<paramref name="avoided"/>, child then parent).
+    /// </summary>
+    public void SortLevels(int shard, int maxDepth, Func<int, int, bool> avoided, Action<int, int> reattach)
+    {
+        _upper.Clear();
+        _upper.Add(Source);
+        for (var depth = 1; depth <= maxDepth && _upper.Count > 0; depth++)
+        {
+            _lower.Clear();
+            foreach (var p in _upper)
+            {
+                for (var c = _forest.FirstChild(p, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    _lower.Add(c);
+                }
+            }
+
+            if (depth >= 2 && _upper.Count >= 2)
+            {
+                SortLevel(shard);
+            }
+
+            _upper.Clear();
+            _upper.AddRange(_lower);
+        }
+
+        void SortLevel(int shard)
+        {
+            Span<int> near = stackalloc int[SwapParents];
+            Span<double> nearGain = stackalloc double[SwapParents];
+            foreach (var c in _lower)
+            {
+                var p = _forest.Parent(c, shard);
+                var cc = CoordinateOf(c);
+                var pc = CoordinateOf(p);
+                var now = cc.EstimateRtt(pc);
+                var count = 0;
+                foreach (var q in _upper)
+                {
+                    if (q == p)
+                    {
+                        continue;
+                    }
+
+                    var gain = now - cc.EstimateRtt(CoordinateOf(q));
+                    if (gain <= 0)
+                    {
+                        continue;
+                    }
+
+                    var at = count < SwapParents ? count++ : SwapParents;
+                    while (at > 0 && nearGain[at - 1] < gain)
+                    {
+                        if (at < SwapParents)
+                        {
+                            near[at] = near[at - 1];
+                            nearGain[at] = nearGain[at - 1];
+                        }
+
+                        at--;
+                    }
+
+                    if (at < SwapParents)
+                    {
+                        near[at] = q;
+                        nearGain[at] = gain;
+                    }
+                }
+
+                var bestGain = SwapMarginMs;
+                var bestOther = None;
+                for (var i = 0; i < count; i++)
+                {
+                    var q = near[i];
+                    var qc = CoordinateOf(q);
+                    for (var o = _forest.FirstChild(q, shard); o != None; o = _forest.NextSibling(o, shard))
+                    {
+                        var oc = CoordinateOf(o);
+                        var gain = now + oc.EstimateRtt(qc) - cc.EstimateRtt(qc) - oc.EstimateRtt(pc);
+                        if (gain > bestGain)
+                        {
+                            bestGain = gain;
+                            bestOther = o;
+                        }
+                    }
+                }
+
+                if (bestOther != None && !avoided(c, _forest.Parent(bestOther, shard)) && !avoided(bestOther, p))
+                {
+                    var q = _forest.Parent(bestOther, shard);
+                    _forest.Detach(c, shard);
+                    _forest.Detach(bestOther, shard);
+                    _forest.Attach(c, q, shard);
+                    _forest.Attach(bestOther, p, shard);
+                    reattach(c, q);
+                    reattach(bestOther, p);
+                }
+            }
+        }
+    }
 }

@@ -121,10 +121,24 @@ public sealed partial class Planner
     /// <summary>Levels of every tree whose nodes a better-placed joiner may take the place of (see <see cref="LatencyPlacement.FindTopExchange"/>).</summary>
     public const int ExchangeDepth = 3;
 
+    /// <summary>Deepest level sorted by geography (<see cref="LatencyPlacement.SortLevels"/>): levels 2 to 4 hold about 1,100 nodes per tree.</summary>
+    public const int SortDepth = 4;
+
+    /// <summary>Joins between two sorts (of one tree, in turns) while the overlay is young.</summary>
+    public const int SortEvery = 64;
+
+    /// <summary>Joins after which the sorted levels are full (8 trees of 1 + 10 + 100 + 1,000 nodes fill by about 9,000) and sorts are rarer.</summary>
+    public const int SortYoungJoins = 16_384;
+
+    /// <summary>Joins between two sorts once the overlay is no longer young.</summary>
+    public const int SortEveryLater = 512;
+
     /// <summary>
     /// Latency-aware joins only: a joiner with capacity in a tree takes the place of a node of the
     /// top <see cref="ExchangeDepth"/> levels that it fills much better (closer to that place's parent
     /// and children); that node takes the joiner's place. At most one exchange per tree per join.
+    /// Every few joins, one tree also has its levels 2 to <see cref="SortDepth"/> sorted by geography
+    /// (<see cref="LatencyPlacement.SortLevels"/>: nodes of one level swap parents).
     /// </summary>
     private void ExchangeAtTheTop(int id)
     {
@@ -145,6 +159,15 @@ public sealed partial class Planner
             {
                 _placement.ExchangePlaces(id, place, s, _moves);
             }
+        }
+
+        // One tree in turns has its top levels sorted by geography: every SortEvery joins while
+        // those levels fill, every SortEveryLater joins after that.
+        var every = id < SortYoungJoins ? SortEvery : SortEveryLater;
+        if (id % every == 0)
+        {
+            var shard = (id / every) % ShardCount;
+            _latency.SortLevels(shard, SortDepth, IsAvoided, (peer, parent) => _moves.Add(new Reattachment(peer, shard, parent)));
         }
     }
 

@@ -29,6 +29,41 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void Nodes_of_a_top_level_swap_parents_when_both_edges_get_shorter()
+    {
+        // Binary: the source (origin) feeds A (x = -100) and B (x = +100); a1 and b1 join next to
+        // them and are placed under them. Then their coordinates turn out to be the other way
+        // round (a1 is really at +101, b1 at -101). Later joiners are far from everyone (never
+        // better for a top place). At the join that sorts the tree (peer id Planner.SortEvery),
+        // a1 and b1 swap parents: two Moves, same depths, nobody over budget.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(-100));
+        var b = planner.Join(2, At(100));
+        var a1 = planner.Join(2, At(-101));
+        var b1 = planner.Join(2, At(101));
+        Assert.Equal(a, planner.ParentOf(a1, 0));
+        Assert.Equal(b, planner.ParentOf(b1, 0));
+        planner.SetCoordinate(a1, At(101));
+        planner.SetCoordinate(b1, At(-101));
+
+        while (planner.NextPeerId < Planner.SortEvery)
+        {
+            planner.Join(2, At(0, 1000 + planner.NextPeerId));
+            Assert.Equal(a, planner.ParentOf(a1, 0)); // nothing sorts before its turn
+        }
+
+        var last = planner.Join(2, At(0, 2000));
+        Assert.Equal(Planner.SortEvery, last);
+        Assert.Equal(b, planner.ParentOf(a1, 0));
+        Assert.Equal(a, planner.ParentOf(b1, 0));
+        Assert.Contains(new Reattachment(a1, 0, b), planner.LastJoinMoves);
+        Assert.Contains(new Reattachment(b1, 0, a), planner.LastJoinMoves);
+        Assert.Equal(2, planner.DepthOf(a1, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
     public void Landmarks_are_peers_with_a_budget_only()
     {
         // A peer placed with budget 0 (the coordinator's dial-back probe could not reach it) is no
