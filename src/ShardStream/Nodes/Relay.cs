@@ -88,6 +88,8 @@ internal sealed class Relay
                 }
             }
             if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
+            // The shard's last chunk, with the stream's end known already: the shard ends here (see PublishEnd).
+            if (_final is { } final && chunk.Seq >= LastChunkOf(chunk.Shard, (long)final.FinalSeq)) EndShard(chunk.Shard, final with { Shard = (byte)chunk.Shard });
         }
     }
 
@@ -110,15 +112,45 @@ internal sealed class Relay
         }
     }
 
-    /// <summary>Forwards the end of a shard to its subscribers, now and to later ones.</summary>
+    /// <summary>
+    /// Forwards the end of a shard to its subscribers, now and to later ones. The end is the
+    /// stream's (one signature for every shard): every other shard whose last chunk this node has
+    /// relayed ends here too, and one whose last chunk is still to come ends right after it. So a
+    /// peer that has every chunk ends every shard for its children, even a shard whose End it did
+    /// not read before it finished and closed its parents: its children take the rest from it
+    /// after the end, and need an End to finish (docs/resilience.md, "Orphans").
+    /// </summary>
     public void PublishEnd(End end)
     {
         lock (_lock)
         {
-            _ends[end.Shard] = end;
-            foreach (var sub in _subscribers[end.Shard])
-                if (sub.UntilSeq == long.MaxValue) sub.Link.Send(end.Write);
+            _final ??= end;
+            EndShard(end.Shard, end);
+            for (int s = 0; s < _shardCount; s++)
+                if (s != end.Shard && _lastSeq[s] >= LastChunkOf(s, (long)end.FinalSeq)) EndShard(s, end with { Shard = (byte)s });
         }
+    }
+
+    /// <summary>The stream's end, once an End of any shard came (null before).</summary>
+    private End? _final;
+
+    /// <summary>The last chunk of <paramref name="shard"/> in a stream of <paramref name="finalSeq"/> chunks (-1: it has none).</summary>
+    private long LastChunkOf(int shard, long finalSeq)
+    {
+        long last = finalSeq - 1;
+        if (last < shard) return -1;
+        return last - Mod(last - shard, _shardCount);
+    }
+
+    private static long Mod(long a, int k) => ((a % k) + k) % k;
+
+    /// <summary>Ends one shard for its subscribers, once. Called under the lock.</summary>
+    private void EndShard(int shard, End end)
+    {
+        if (_ends[shard] is not null) return;
+        _ends[shard] = end;
+        foreach (var sub in _subscribers[shard])
+            if (sub.UntilSeq == long.MaxValue) sub.Link.Send(end.Write);
     }
 
     /// <summary>

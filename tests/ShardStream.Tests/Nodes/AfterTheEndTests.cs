@@ -113,6 +113,37 @@ public sealed class AfterTheEndTests
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }
 
+    [Fact]
+    public async Task A_lagging_child_of_a_peer_that_finishes_gets_the_rest_from_it_not_from_a_window_that_moved_on()
+    {
+        // A chain source, p1, p2, p3 with windows of 2 MiB; p3 reads slowly, so when the source
+        // ends, p2 and p1 have everything and finish while most of the last 6 MB are still queued
+        // at p2 for p3. Every window ahead of p3 (p1's, the coordinator's) has moved past p3's
+        // position by then: only p2's queue for p3 still holds it. With the relays' Moves sent at
+        // their goodbye (40c99be), p3 was moved at once and lost 327,680 bytes.
+        const int window = 2 * 1024 * 1024, part = 16_000, parts = 400;
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1, ReplayWindowBytes = window });
+        var p1 = await overlay.AddPeerAsync(upload: 1, configure: o => o with { ReplayWindowBytes = window });
+        var p2 = await overlay.AddPeerAsync(upload: 1, configure: o => o with { ReplayWindowBytes = window });
+        var p3 = await overlay.AddPeerAsync(upload: 0, configure: o => o with { ReplayWindowBytes = window });
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(part, 1));
+        await Overlay.WaitUntilAsync(() => p3.BytesWritten == part, "the chain's last peer has the first part");
+        Assert.Equal([p2.Id], p3.ParentIds());
+        Assert.Equal([p1.Id], p2.ParentIds());
+
+        overlay.Network.SetDownloadRate("p3", 1_000_000);
+        for (int i = 0; i < parts; i++) await overlay.WriteAsync(Overlay.RandomBytes(part, 100 + i));
+        var ending = overlay.EndAsync();
+        long total = overlay.Written.Length;
+        await Overlay.WaitUntilAsync(() => p1.BytesWritten == total && p2.BytesWritten == total, "both relays have written the whole stream");
+        Assert.True(total - p3.BytesWritten > 2 * window, $"p3 had {p3.BytesWritten} of {total} bytes when its parent finished: not more than two windows behind");
+        overlay.Network.SetDownloadRate("p3", 0);
+
+        await overlay.AssertIdenticalAsync(overlay.PeerById(p3.Id));
+        await ending;
+    }
+
     private static HashSet<int> Descendants(ShardStream.Nodes.OverlaySnapshot snapshot, int id)
     {
         var found = new HashSet<int>();
