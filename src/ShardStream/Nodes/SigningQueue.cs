@@ -37,9 +37,6 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     /// <summary>Whether any chunk waits for its signature (the coordinator's signing timer runs only then).</summary>
     public bool HasPending => Array.Exists(_oldestAt, at => at >= 0);
 
-    /// <summary>Called (under the caller's lock) when a chunk is held while none was: wakes the signing timer.</summary>
-    public Action? FirstHeld { get; set; }
-
     /// <summary>Signatures made so far (one per hash list).</summary>
     public long ListsSigned { get; private set; }
 
@@ -58,7 +55,6 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
     public void Add(Chunk chunk, bool sourceCaughtUp = false)
     {
         var pending = _pending[chunk.Shard];
-        bool wasIdle = !HasPending;
         ChunkHash.Compute((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset, chunk.Span, _hashes[chunk.Shard].AsSpan(pending.Count * Protocol.HashLength, Protocol.HashLength));
         pending.Add(chunk);
         _addedAt[chunk.Shard].Add(time.GetTimestamp());
@@ -66,7 +62,6 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         if (_oldestAt[chunk.Shard] < 0) _oldestAt[chunk.Shard] = time.GetTimestamp();
         if (pending.Count >= maxPerList || _pendingBytes[chunk.Shard] >= maxBytesPerList) Sign(chunk.Shard);
         _sourceCaughtUp = sourceCaughtUp;
-        if (wasIdle && HasPending) FirstHeld?.Invoke();
     }
 
     /// <summary>
@@ -117,6 +112,14 @@ internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCo
         bool early = _sourceCaughtUp && (_lastSignedAt == long.MinValue || time.GetElapsedTime(_lastSignedAt, now) >= minInterval);
         for (int s = 0; s < shardCount; s++)
             if (_oldestAt[s] >= 0 && (early || time.GetElapsedTime(_oldestAt[s], now) >= maxDelay)) Sign(s);
+    }
+
+    /// <summary>Signs the lists whose oldest chunk has waited <paramref name="maxDelay"/> (a source that keeps the reader busy, between its waits).</summary>
+    public void SignOverdue(TimeSpan maxDelay)
+    {
+        long now = time.GetTimestamp();
+        for (int s = 0; s < shardCount; s++)
+            if (_oldestAt[s] >= 0 && time.GetElapsedTime(_oldestAt[s], now) >= maxDelay) Sign(s);
     }
 
     /// <summary>Signs and publishes whatever is held.</summary>

@@ -103,7 +103,12 @@ internal sealed class StreamSource
                 var reading = source.ReadAsync(chunk.WritableBuffer[..Protocol.MaxChunkLength], cancellationToken);
                 // The source has nothing more for now (the end of a burst of a live source): sign
                 // what it gave without waiting for the timer, at most once per MinSigningInterval.
-                if (!reading.IsCompleted) lock (_gate) _signing.SourceWaiting(_options.MinSigningInterval);
+                if (!reading.IsCompleted)
+                    lock (_gate)
+                    {
+                        _signing.SourceWaiting(_options.MinSigningInterval);
+                        WakeSigningTimer();
+                    }
                 read = await reading.ConfigureAwait(false);
                 n = read.Length;
                 if (Format is null && source.Format is { } format)
@@ -133,6 +138,7 @@ internal sealed class StreamSource
             {
                 // A short read: the source has nothing more for now (a live source between writes).
                 _signing.Add(chunk.Retain(), sourceCaughtUp: n < Protocol.MaxChunkLength);
+                _signing.SignOverdue(_options.MaxSigningDelay);
                 long now = _time.GetTimestamp();
                 _recent.Enqueue((seq, offset, now));
                 if (read.RandomAccess) NoteRandomAccess(seq, offset, now, read.Header);
@@ -180,27 +186,38 @@ internal sealed class StreamSource
             foreach (var l in _relay.Subscribers())
                 if (!l.IsClosing && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
             if (most <= highWater) return;
+            lock (_gate) WakeSigningTimer();
             await Task.Delay(1, cancellationToken).ConfigureAwait(false);
         }
     }
 
     /// <summary>
+    /// Wakes the signing timer when chunks are held for their signature while the source's loop
+    /// is about to wait (for the source, or for pacing). Called under the gate. While the loop
+    /// runs, it signs what is overdue itself (<see cref="SigningQueue.SignOverdue"/>), and a live
+    /// source whose every read waits has its chunks signed at that wait
+    /// (<see cref="SigningQueue.SourceWaiting"/>): then the timer never wakes, where waking it at
+    /// each first held chunk cost two thread-pool hops and a 1 ms timer per chunk (an RTMP
+    /// publish's every tag; docs/performance.md#rtmp-ingest-issue-11).
+    /// </summary>
+    private void WakeSigningTimer()
+    {
+        if (_signing.HasPending && _signingWake.CurrentCount == 0) _signingWake.Release();
+    }
+
+    /// <summary>Released (under the gate, so never twice) to start the signing timer; see <see cref="WakeSigningTimer"/>.</summary>
+    private readonly SemaphoreSlim _signingWake = new(0, 1);
+
+    /// <summary>
     /// Signs the chunks that have waited <see cref="CoordinatorOptions.MaxSigningDelay"/>, and those
     /// of a source that has caught up once <see cref="CoordinatorOptions.MinSigningInterval"/> has
-    /// passed since the last signature.
+    /// passed since the last signature, while the source's loop waits.
     /// </summary>
     private async Task SignLateListsAsync(CancellationToken cancellationToken)
     {
         var period = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond, Math.Min(_options.MaxSigningDelay.Ticks, _options.MinSigningInterval.Ticks) / 2));
         // The timer ticks only while chunks wait for their signature: an idle source (a live
-        // stream between records, a publisher not yet connected) costs no wake-ups. The queue
-        // wakes this loop when it holds a first chunk again.
-        using var wake = new SemaphoreSlim(0, 1);
-        lock (_gate)
-            _signing.FirstHeld = () =>
-            {
-                if (wake.CurrentCount == 0) wake.Release();
-            };
+        // stream between records, a publisher not yet connected) costs no wake-ups.
         try
         {
             while (!cancellationToken.IsCancellationRequested)
@@ -209,7 +226,7 @@ internal sealed class StreamSource
                 lock (_gate) pending = _signing.HasPending;
                 if (!pending)
                 {
-                    await wake.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    await _signingWake.WaitAsync(cancellationToken).ConfigureAwait(false);
                     continue;
                 }
                 await Task.Delay(period, _time, cancellationToken).ConfigureAwait(false);
@@ -219,10 +236,6 @@ internal sealed class StreamSource
         catch (OperationCanceledException)
         {
             // The source ended.
-        }
-        finally
-        {
-            lock (_gate) _signing.FirstHeld = null;
         }
     }
 
