@@ -32,10 +32,10 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         // The slow viewer's download: what the router sends it, 1 Mbit/s.
         net.Ip("netns", "exec", net.Router, "tc", "qdisc", "add", "dev", slowHost.RouterInterface, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "200ms");
 
-        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234", "--min-peers", "9");
+        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234", "--min-peers", "9", "-v");
         await coordinator.WaitForListenAddressAsync(Generous);
         string join = $"{origin.Address}:1234";
-        var slow = net.Start(slowHost, "peer", "-c", join, "-l", "0.0.0.0:1235");
+        var slow = net.Start(slowHost, "peer", "-c", join, "-l", "0.0.0.0:1235", "-v");
         await WaitForLineAsync(slow, "joined as peer");
         var fast = net.Hosts.Skip(2).Select(h => (Host: h, Cli: net.Start(h, "peer", "-c", join, "-l", "0.0.0.0:1235"))).ToList();
         foreach (var (_, cli) in fast) await WaitForLineAsync(cli, "joined as peer");
@@ -86,7 +86,10 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
             output.WriteLine($"h{r.Host.Index} {r.Host.Address}: exit {r.Exit}, sha256 {(r.Sha == expected ? "= source" : "DIFFERS")}, whole stream written {r.DoneAfterSource:+0.00;-0.00} s after the source ended, {r.MbitPerS:0.0} Mbit/s from the first byte written to the coordinator{(r.Last is null ? "" : $"; last line: {r.Last}")}");
         output.WriteLine($"slow viewer h{slowHost.Index}: exit {slowExit}, {slow.StdoutBytes} bytes; last line: {slow.StderrLines.LastOrDefault()}");
         output.WriteLine($"coordinator: {demotion.Line ?? "no demotion logged"} ({demotedAfter:0.0} s after the first source byte); exit {coordinatorExit}");
-        if (results.Any(r => r.Exit != 0 || r.Sha != expected) || slowExit != 1 || double.IsNaN(demotedAfter))
+        var told = BelowRate().Match(slow.StderrLines.LastOrDefault(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)) ?? "");
+        bool slowToldWhy = told.Success && double.Parse(told.Groups[1].Value, CultureInfo.InvariantCulture) is >= 0.1 and <= 2.0
+            && double.Parse(told.Groups[2].Value, CultureInfo.InvariantCulture) is >= 12 and <= 20;
+        if (results.Any(r => r.Exit != 0 || r.Sha != expected) || slowExit != 1 || !slowToldWhy || double.IsNaN(demotedAfter))
         {
             output.WriteLine($"--- coordinator:\n{coordinator.Stderr}");
             output.WriteLine($"--- slow viewer:\n{slow.Stderr}");

@@ -50,6 +50,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         if (busy is not null) await host.RefuseAsync(link, GoodbyeCode.Busy, busy, warn: false).ConfigureAwait(false);
         using var turn = entered;
         if (turn is null) return null;
+        // A peer stopped as too slow whose goodbye was lost behind its backlog: it hears it now.
+        string? stopped;
+        lock (tracker.Gate) stopped = eviction.StoppedSlow(hello.PeerId);
+        if (stopped is not null)
+        {
+            await host.RefuseAsync(link, GoodbyeCode.TooSlow, stopped, warn: true).ConfigureAwait(false);
+            return null;
+        }
         // A peer the coordinator still lists, joining again: it keeps its place.
         if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return rejoined;
         // A latency-aware plan first wants to know where the joiner is.

@@ -45,9 +45,9 @@ public sealed class Coordinator : Node, Admission.IHost
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         _tracker = new Tracker(options, _signer, Log, () => ListenAddress);
         _source = new StreamSource(options, _tracker.Gate, Relay, _signer, Log, Time);
-        _eviction = new EvictionPolicy(options, _tracker, Log, Time);
+        _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
-        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => _probe.Forget(session.Address), Stopping);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => { _probe.Forget(session.Address); _eviction.Forget(session.Id); }, Stopping);
         _joinSlots = new JoinSlots(options, Log, Stopping);
         _admission = new Admission(options, _tracker, _source, _eviction, _repair, _signer, _joinSlots, _probe, Relay, this, Log, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
@@ -156,7 +156,8 @@ public sealed class Coordinator : Node, Admission.IHost
         string reason = closed.Text;
         Relay!.Unsubscribe(link);
         if (session.Control != link) return;
-        if (link.ReceivedGoodbye is null && closed.Code != CloseCode.TimedOut && !Stopping.IsCancellationRequested)
+        // Not a link this coordinator closed itself as too slow: that peer is out (a join again is told why).
+        if (link.ReceivedGoodbye is null && closed.Code is not (CloseCode.TimedOut or CloseCode.TooSlow) && !Stopping.IsCancellationRequested)
         {
             bool listed;
             lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended;
@@ -247,11 +248,18 @@ public sealed class Coordinator : Node, Admission.IHost
         }
     }
 
-    /// <summary>A direct child of the coordinator is slow: demote it to a leaf.</summary>
-    private protected override void OnSlowChild(Link child, TimeSpan queueAge)
+    /// <summary>A direct child of the coordinator is slow: demote it to a leaf (or stop it, when it was demoted as slow before).</summary>
+    private protected override void OnSlowChild(SlowChildren.Finding finding)
     {
-        int id = ChildIdOf(child);
-        if (id > 0) _eviction.Demote(id, $"its oldest queued chunk at the coordinator waited {queueAge.TotalSeconds:0.0} s");
+        int id = ChildIdOf(finding.Link);
+        if (id > 0) _eviction.OnSlow(id, $"its oldest queued chunk at the coordinator waited {finding.QueueAge.TotalSeconds:0.0} s", (finding.DownloadMbps, finding.StreamMbps));
+    }
+
+    /// <summary>A direct child stopped as too slow: a join with its token is answered with the same goodbye.</summary>
+    private protected override void OnStoppingSlowChild(Link child, string reason)
+    {
+        if (child.Role is not ControlRole control) return;
+        lock (_tracker.Gate) _eviction.NoteStoppedSlow(control.Session, reason);
     }
 
     private protected override int ChildIdOf(Link link) => link.Role is ControlRole control ? control.Session.Id : base.ChildIdOf(link);

@@ -11,7 +11,7 @@ namespace ShardStream.Nodes;
 /// many parents is taken for the liar. It owns the refused addresses and the demotion clock; the
 /// plan it changes is the <see cref="Tracker"/>'s (under its gate).
 /// </summary>
-internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker, ILogger log, TimeProvider time)
+internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker, StreamSource source, ILogger log, TimeProvider time)
 {
     /// <summary>A reporter may accuse this many parents; one that accuses more is taken for the liar.</summary>
     private const int MaxAccusations = 2;
@@ -19,6 +19,36 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// <summary>Listen addresses of peers cut off for what they sent: refused from then on. Under the gate.</summary>
     private readonly HashSet<string> _cutOff = [];
     private long _lastDemotion;
+
+    /// <summary>
+    /// Peers found slow while already leaves (demoted as slow, or pure viewers), and when: found
+    /// slow again <see cref="NodeOptions.SlowChildGrace"/> later, by any parent, they are stopped.
+    /// The verdict follows the peer, not the link it was found slow on: a demoted peer is often
+    /// moved to a new parent, whose watch of it starts from nothing. With the figures of that first
+    /// finding, when it had some. Under the gate.
+    /// </summary>
+    private readonly Dictionary<int, (long At, (double DownloadMbps, double StreamMbps)? Rates)> _slowLeaves = [];
+
+    /// <summary>
+    /// Join tokens of peers stopped as too slow, with what they were told: their TooSlow goodbye
+    /// waits behind whatever the transport already holds for them (seconds of stream on a slow
+    /// link), and when the close timeout resets the link first, the peer tries to join again.
+    /// That join is answered with the same goodbye, on a fresh connection. Bounded; under the gate.
+    /// </summary>
+    private readonly Dictionary<ulong, string> _stoppedSlow = [];
+    private readonly Queue<ulong> _stoppedOrder = new();
+    private const int MaxStoppedRemembered = 4096;
+
+    /// <summary>Notes that the peer of <paramref name="session"/> was stopped as too slow with <paramref name="reason"/>. Under the gate.</summary>
+    public void NoteStoppedSlow(PeerSession session, string reason)
+    {
+        if (session.Token == 0) return;
+        if (_stoppedSlow.TryAdd(session.Token, reason)) _stoppedOrder.Enqueue(session.Token);
+        if (_stoppedOrder.Count > MaxStoppedRemembered) _stoppedSlow.Remove(_stoppedOrder.Dequeue());
+    }
+
+    /// <summary>What a joiner with <paramref name="token"/> was told when it was stopped as too slow; null when it was not. Under the gate.</summary>
+    public string? StoppedSlow(ulong token) => token != 0 && _stoppedSlow.TryGetValue(token, out var reason) ? reason : null;
 
     /// <summary>What an accusation leads to (see <see cref="JudgeAccusation"/>).</summary>
     public enum Verdict
@@ -90,29 +120,78 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             SlowChildLog.ReportIgnored(log, reporter.Id, child);
             return;
         }
-        Demote(child, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old");
+        OnSlow(child, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old",
+            report.Rates is { } rates ? (rates.DownloadKbps / 1000.0, rates.StreamKbps / 1000.0) : null);
     }
 
-    /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children.</summary>
-    public void Demote(int id, string why)
+    /// <summary>
+    /// A parent found peer <paramref name="id"/> slow (<paramref name="rates"/>: its measured
+    /// download and the rate queued for it, in Mbit/s, when the parent sent them). A relay is
+    /// demoted to a leaf; a leaf already found slow at least <see cref="NodeOptions.SlowChildGrace"/>
+    /// before (its demotion, or an earlier finding) is stopped: its control link is closed with
+    /// Goodbye(TooSlow) and the figures: the higher of the two findings' download (each parent
+    /// measures only what got through to it: right after a move the old parent's backlog shares the
+    /// peer's link, and a starved parent may hand nothing over in a window, 0.0 Mbit/s seen), and
+    /// the stream's rate at the source.
+    /// </summary>
+    public void OnSlow(int id, string why, (double DownloadMbps, double StreamMbps)? rates)
+    {
+        PeerSession? stop = null;
+        double since = 0;
+        lock (tracker.Gate)
+        {
+            var planner = tracker.Planner;
+            if (!tracker.Peers.TryGetValue(id, out var session) || !planner.Contains(id)) return;
+            long now = time.GetTimestamp();
+            if (planner.Budget(id) > 0)
+            {
+                if (Demote(id, why)) _slowLeaves[id] = (now, rates);
+                return;
+            }
+            if (!_slowLeaves.TryGetValue(id, out var first))
+            {
+                _slowLeaves[id] = (now, rates);
+                return;
+            }
+            since = time.GetElapsedTime(first.At, now).TotalSeconds;
+            if (since < options.SlowChildGrace.TotalSeconds) return;
+            _slowLeaves.Remove(id);
+            stop = session;
+            if (first.Rates is { } earlier && (rates is null || earlier.DownloadMbps > rates.Value.DownloadMbps)) rates = earlier;
+            // The stream's rate as the source produces it: a parent's queued rate mixes in replayed
+            // backlog and the source's bursts (measured 21.7 and 30.2 for 16.8 Mbit/s at load 50+).
+            if (rates is { } measured && source.RateMbps() is { } streamMbps) rates = (measured.DownloadMbps, streamMbps);
+        }
+        string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps)
+            : $"your download is below the stream rate (found slow again {since:0.0} s after the first time, as a leaf)";
+        SlowChildLog.SlowAgain(log, id, since, why, reason);
+        lock (tracker.Gate) NoteStoppedSlow(stop, reason);
+        stop.Control.CloseAsync(GoodbyeCode.TooSlow, reason).Observe(log, $"peer {id}: stopping");
+    }
+
+    /// <summary>Forgets a peer that left (see <see cref="_slowLeaves"/>). Under the gate.</summary>
+    public void Forget(int id) => _slowLeaves.Remove(id);
+
+    /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children; false when it did not.</summary>
+    public bool Demote(int id, string why)
     {
         int moves;
         lock (tracker.Gate)
         {
             var planner = tracker.Planner;
-            if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return;
+            if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return false;
             long now = time.GetTimestamp();
             if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing)
             {
                 SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
-                return;
+                return false;
             }
             if (!planner.CanDemoteWithoutEviction(id))
             {
                 // Evicting others to make room would cost more than a slow relay (and a busy
                 // machine can make healthy relays look slow): the peer keeps its place.
                 SlowChildLog.NotDemoted(log, id, why);
-                return;
+                return false;
             }
             var plan = planner.Demote(id);
             _lastDemotion = now;
@@ -120,5 +199,6 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             moves = plan.Count;
         }
         SlowChildLog.Demoted(log, id, why, moves);
+        return true;
     }
 }

@@ -36,6 +36,8 @@ internal static class JoinAnswer
         {
             string reason = Goodbye.TryRead(ref reader, out var bye) ? bye.Reason : "no reason given";
             if (bye.Code == GoodbyeCode.Busy) throw new CoordinatorBusyException($"{address} is busy: {reason}");
+            // Stopped as too slow (its goodbye on the old control link was lost): its own words.
+            if (bye.Code == GoodbyeCode.TooSlow) throw new StreamInterruptedException(reason);
             throw new ConnectionFailedException($"{address} refused: {reason}");
         }
         if (frame.Type == FrameType.Landmarks && landmarksAllowed)

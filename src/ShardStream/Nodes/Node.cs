@@ -199,18 +199,24 @@ public abstract partial class Node : IAsyncDisposable
             if (finding.Verdict == SlowChildren.Verdict.Slow)
             {
                 SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds);
-                OnSlowChild(finding.Link, finding.QueueAge);
+                OnSlowChild(finding);
             }
             else
             {
                 SlowChildLog.Stopped(Log, finding.Link.Name, NodeOptionsBase.SlowChildGrace.TotalSeconds, finding.Reason);
+                OnStoppingSlowChild(finding.Link, finding.Reason);
                 finding.Link.CloseAsync(GoodbyeCode.TooSlow, finding.Reason).Observe(Log, $"{finding.Link.Name}: closing");
             }
         }
     }
 
     /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>
-    private protected abstract void OnSlowChild(Link child, TimeSpan queueAge);
+    private protected abstract void OnSlowChild(SlowChildren.Finding finding);
+
+    /// <summary>A child this node serves is about to be closed as too slow, with <paramref name="reason"/>.</summary>
+    private protected virtual void OnStoppingSlowChild(Link child, string reason)
+    {
+    }
 
     private async Task HandleIncomingAsync(IConnection connection, HelloGate.Waiter waiter)
     {

@@ -192,6 +192,12 @@ public sealed partial class Peer
                 {
                     last = e.Message;
                 }
+                catch (StreamInterruptedException e)
+                {
+                    // The coordinator stopped this peer (too slow): no more attempts.
+                    _failed.TrySetResult(e.Message);
+                    return;
+                }
                 catch (OperationCanceledException)
                 {
                     return;

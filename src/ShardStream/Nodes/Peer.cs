@@ -310,12 +310,15 @@ public sealed partial class Peer : Node, IPeerParents
         else ReachabilityLog.UnknownNotice(Log, (ushort)notice.Code, notice.Text);
     }
 
-    /// <summary>A child this peer serves is slow: ask the coordinator to demote it (protocol version 2 on).</summary>
-    private protected override void OnSlowChild(Link child, TimeSpan queueAge)
+    /// <summary>A child this peer serves is slow: ask the coordinator to demote it (protocol version 2 on), with the figures (version 8 on).</summary>
+    private protected override void OnSlowChild(SlowChildren.Finding finding)
     {
-        int id = ChildIdOf(child);
+        int id = ChildIdOf(finding.Link);
         if (id <= 0 || _version < Protocol.SlowChildVersion) return;
-        _control?.Send(new SlowChild((ulong)id, (uint)Math.Min(queueAge.TotalMilliseconds, uint.MaxValue)).Write);
+        (uint, uint)? rates = _version >= Protocol.SlowChildRatesVersion ? (Kbps(finding.DownloadMbps), Kbps(finding.StreamMbps)) : null;
+        _control?.Send(new SlowChild((ulong)id, (uint)Math.Min(finding.QueueAge.TotalMilliseconds, uint.MaxValue), rates).Write);
+
+        static uint Kbps(double mbps) => (uint)Math.Clamp(Math.Round(mbps * 1000), 0, uint.MaxValue);
     }
 
     private protected override Task OnJoinAsync(Link link, Hello hello)

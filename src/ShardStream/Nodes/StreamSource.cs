@@ -28,6 +28,11 @@ internal sealed class StreamSource
     private readonly TimeProvider _time;
     private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
     private readonly Queue<RandomAccessPoint> _randomAccess = new();
+
+    /// <summary>(when, offset) of the head, at least <see cref="RateSampleSpacing"/> apart, over the last <see cref="RateWindow"/>: the stream's rate.</summary>
+    private readonly Queue<(long At, long Offset)> _rateSamples = new();
+    private static readonly TimeSpan RateSampleSpacing = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(5);
     private long _nextSeq;
     private long _nextOffset;
     private bool _ended;
@@ -62,6 +67,19 @@ internal sealed class StreamSource
 
     /// <summary>The next chunk's offset. Read under the gate.</summary>
     public long NextOffset => _nextOffset;
+
+    /// <summary>
+    /// The stream's rate at the source over the last 5 s or so, in Mbit/s (the source's own pace,
+    /// whatever the overlay does); null before a second's worth of samples, and after the end.
+    /// Called under the gate.
+    /// </summary>
+    public double? RateMbps()
+    {
+        if (Ended || _rateSamples.Count < 2) return null;
+        var (at, offset) = _rateSamples.Peek();
+        double seconds = _time.GetElapsedTime(at).TotalSeconds;
+        return seconds < 1 ? null : (_nextOffset - offset) * 8 / seconds / 1e6;
+    }
 
     /// <summary>The source has ended and every shard's End is published. Read under the gate, or as a hint without it.</summary>
     public bool Ended => Volatile.Read(ref _ended);
@@ -147,6 +165,8 @@ internal sealed class StreamSource
                 offset += n;
                 _nextSeq = seq;
                 Interlocked.Exchange(ref _nextOffset, offset);
+                if (_rateSamples.Count == 0 || _time.GetElapsedTime(_rateSamples.Last().At, now) >= RateSampleSpacing) _rateSamples.Enqueue((now, offset));
+                while (_rateSamples.Count > 2 && _time.GetElapsedTime(_rateSamples.Peek().At, now) > RateWindow) _rateSamples.Dequeue();
             }
             ShardStreamMetrics.Received.Add(n, ShardStreamMetrics.Shard(chunk.Shard));
             chunk.Release();

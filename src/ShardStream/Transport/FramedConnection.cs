@@ -208,10 +208,13 @@ internal sealed class FramedConnection : IAsyncDisposable
             Finish(closing);
             return;
         }
-        var drained = await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
+        // A TooSlow goodbye crosses a slow link behind the send under way and what the transport
+        // holds: it gets three close timeouts, not one, before the link is reset (and lost with it).
+        var wait = code == GoodbyeCode.TooSlow ? _closeTimeout * 3 : _closeTimeout;
+        var drained = await Task.WhenAny(_writer, Task.Delay(wait, _time)).ConfigureAwait(false);
         if (drained == _writer)
         {
-            await Task.WhenAny(_reader, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
+            await Task.WhenAny(_reader, Task.Delay(wait, _time)).ConfigureAwait(false);
         }
         Finish(closing);
     }
@@ -267,6 +270,15 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
     private const int MaxBytesPerSend = 256 * 1024;
 
+    /// <summary>
+    /// A send that took longer than this marks a slow receiver: the next sends take one item
+    /// each, until one is quick again. On a slow link a 256 KiB batch takes seconds (2 s at
+    /// 1 Mbit/s), and nothing can pass it: a frame sent ahead, or a TooSlow goodbye, waited behind
+    /// it, and the bytes sent (what the slow-child policy measures) moved in 256 KiB steps, so that
+    /// a 1.5 s window could see none of them and report a download of 0.0 Mbit/s.
+    /// </summary>
+    private static readonly TimeSpan SlowSend = TimeSpan.FromMilliseconds(100);
+
     private async Task WriteLoopAsync()
     {
         var reader = _queue.Reader;
@@ -277,11 +289,15 @@ internal sealed class FramedConnection : IAsyncDisposable
         var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
         var sending = new List<Chunk>(MaxChunksPerSend);
         CloseReason? failure = null;
+        // Until a send shows otherwise: a first batch of 256 KiB to a slow receiver would be its
+        // first seconds of bytes sent, counted all at once.
+        bool slowReceiver = true;
         try
         {
             while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
             {
                 int bytes = 0;
+                int maxBytes = slowReceiver ? 1 : MaxBytesPerSend;
                 // Frames sent ahead go first (see SendAhead).
                 while (_ahead.TryDequeue(out var urgent))
                 {
@@ -289,7 +305,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                     batch.Add(urgent);
                     bytes += urgent.Length;
                 }
-                while (sending.Count < MaxChunksPerSend && bytes < MaxBytesPerSend && reader.TryRead(out var item))
+                while (sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
                 {
                     if (item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
                     // The batch's oldest item: what QueueAge measures while the send is under way.
@@ -321,9 +337,11 @@ internal sealed class FramedConnection : IAsyncDisposable
                     Interlocked.Exchange(ref _inFlightSince, 0);
                     continue;
                 }
+                long started = _time.GetTimestamp();
                 try
                 {
                     await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
+                    slowReceiver = _time.GetElapsedTime(started) > SlowSend;
                 }
                 finally
                 {

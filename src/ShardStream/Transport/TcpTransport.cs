@@ -128,6 +128,7 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
         _socket.NoDelay = true;
         _socket.SendBufferSize = BufferSize;
         _socket.ReceiveBufferSize = BufferSize;
+        LimitUnsent(_socket);
         RemoteAddress = remoteAddress;
         _stream = new NetworkStream(socket, ownsSocket: false);
         if (receivesStream)
@@ -142,6 +143,30 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
             Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true, useZeroByteReads: true));
         }
         Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
+    }
+
+    /// <summary>At most this many bytes not yet sent wait in the kernel's send queue (TCP_NOTSENT_LOWAT, Linux).</summary>
+    internal const int NotSentLowWater = 64 * 1024;
+
+    /// <summary>
+    /// Keeps the kernel's queue of bytes not yet sent short, so that they wait in the link's own
+    /// queue instead, where a frame sent ahead (a Move) or a TooSlow goodbye that drops the queued
+    /// chunks can pass them. Without it a slow receiver's send buffer held up to 512 KiB, 4 s of
+    /// a 1 Mbit/s link, ahead of any such frame (a TooSlow goodbye was lost when the close timeout
+    /// reset the link first). What is in flight (the congestion window) is not limited by it.
+    /// </summary>
+    private static void LimitUnsent(Socket socket)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        try
+        {
+            // IPPROTO_TCP = 6, TCP_NOTSENT_LOWAT = 25 (linux/tcp.h).
+            socket.SetRawSocketOption(6, 25, BitConverter.GetBytes(NotSentLowWater));
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // An older kernel: the send buffer's bound still holds.
+        }
     }
 
     public IDuplexPipe Pipe => this;

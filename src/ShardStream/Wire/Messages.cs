@@ -537,25 +537,42 @@ public readonly record struct Leave(ulong PeerId)
 /// Peer to coordinator (protocol version 2 and later): <paramref name="ChildId"/>, a child this
 /// peer serves, is slow: its oldest queued chunk has waited <paramref name="QueueAgeMs"/> ms and
 /// its queue keeps growing. The coordinator demotes it if the plan has the sender as its parent.
+/// From version 8 it carries the figures behind the finding (<paramref name="Rates"/>): what the
+/// sender handed to the child's connection and what it queued for it over the window it judged,
+/// in kbit/s; the coordinator quotes them when it stops a child found slow again after its demotion.
 /// </summary>
-public readonly record struct SlowChild(ulong ChildId, uint QueueAgeMs)
+public readonly record struct SlowChild(ulong ChildId, uint QueueAgeMs, (uint DownloadKbps, uint StreamKbps)? Rates = null)
 {
     /// <summary>Body length: u64 child id, u32 queue age.</summary>
     public const int BodyLength = 12;
 
+    /// <summary>Body length with the rates (version 8): two more u32.</summary>
+    public const int BodyLengthWithRates = 20;
+
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.SlowChild, BodyLength, in this, static (in SlowChild m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.SlowChild, Rates is null ? BodyLength : BodyLengthWithRates, in this, static (in SlowChild m, ref SpanWriter w) =>
     {
         w.WriteUInt64(m.ChildId);
         w.WriteUInt32(m.QueueAgeMs);
+        if (m.Rates is { } rates)
+        {
+            w.WriteUInt32(rates.DownloadKbps);
+            w.WriteUInt32(rates.StreamKbps);
+        }
     });
 
-    /// <summary>Reads a slow-child body.</summary>
+    /// <summary>Reads a slow-child body: 12 bytes, or 20 with the rates.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out SlowChild value)
     {
         value = default;
-        if (!FrameCodec.TryReadUInt64(ref r, out ulong child) || !FrameCodec.TryReadUInt32(ref r, out uint age) || !r.End) return false;
-        value = new SlowChild(child, age);
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong child) || !FrameCodec.TryReadUInt32(ref r, out uint age)) return false;
+        if (r.End)
+        {
+            value = new SlowChild(child, age);
+            return true;
+        }
+        if (!FrameCodec.TryReadUInt32(ref r, out uint download) || !FrameCodec.TryReadUInt32(ref r, out uint stream) || !r.End) return false;
+        value = new SlowChild(child, age, (download, stream));
         return true;
     }
 }

@@ -8,9 +8,13 @@ public static class Protocol
     /// 4 the reachability probe (Hello role Probe, the join token in a Join's peer id) and the Notice frame,
     /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first),
     /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat),
-    /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries).
+    /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries),
+    /// 8 the measured rates in a SlowChild frame.
     /// </summary>
-    public const ushort Version = 7;
+    public const ushort Version = 8;
+
+    /// <summary>The first version whose SlowChild frame carries the measured rates.</summary>
+    public const ushort SlowChildRatesVersion = 8;
 
     /// <summary>The first version with the Fill frame (peer to coordinator) and a Move entry's FromSeq as the first chunk the new parent holds.</summary>
     public const ushort FillVersion = 7;

@@ -13,7 +13,7 @@ public sealed class FailureTests
     {
         await using var overlay = await Overlay.StartAsync(shards: 1);
         var connection = await overlay.Network.Host("stranger").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(8, 9, HelloRole.Join, 0, Hello.DefaultUpload, [], "stranger:1").Write(connection.Pipe.Output);
+        new Hello(Protocol.Version + 1, Protocol.Version + 2, HelloRole.Join, 0, Hello.DefaultUpload, [], "stranger:1").Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
 
         var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
@@ -22,8 +22,8 @@ public sealed class FailureTests
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("3..7", goodbye.Reason);
-        Assert.Contains("8..9", goodbye.Reason);
+        Assert.Contains($"{Protocol.MinVersion}..{Protocol.Version}", goodbye.Reason);
+        Assert.Contains($"{Protocol.Version + 1}..{Protocol.Version + 2}", goodbye.Reason);
     }
 
     [Fact]

@@ -26,7 +26,7 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("this node speaks 3..7", goodbye.Reason);
+        Assert.Contains("this node speaks 3..8", goodbye.Reason);
         Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
@@ -35,7 +35,8 @@ public class RefusalTests
     [InlineData(1, 3, 3)]
     [InlineData(3, 6, 6)]
     [InlineData(3, 7, 7)]
-    [InlineData(3, 8, 7)]
+    [InlineData(3, 8, 8)]
+    [InlineData(3, 9, 8)]
     [InlineData(3, 5, 5)]
     [InlineData(3, 4, 4)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)

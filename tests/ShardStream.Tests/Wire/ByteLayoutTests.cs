@@ -125,6 +125,24 @@ public class ByteLayoutTests
         Assert.False(SlowChild.TryRead(ref longBody, out _));
     }
 
+    [Fact]
+    public void A_version_8_slow_child_report_carries_the_rates_after_the_age_and_only_12_or_20_bytes_are_taken()
+    {
+        var body = Frames.Body(Frames.Encode(new SlowChild(7, 2500, (1000, 16800)).Write)).ToArray();
+        // child 7, 2,500 ms, then 1,000 and 16,800 kbit/s.
+        Assert.Equal("0000000000000007" + "000009C4" + "000003E8" + "000041A0", Convert.ToHexString(body));
+        var r = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(SlowChild.TryRead(ref r, out var report));
+        Assert.Equal((1000u, 16800u), report.Rates);
+
+        foreach (int length in new[] { 13, 16, 19, 21 })
+        {
+            byte[] other = length <= body.Length ? body[..length] : [.. body, 0];
+            var odd = new SequenceReader<byte>(new ReadOnlySequence<byte>(other));
+            Assert.False(SlowChild.TryRead(ref odd, out _), $"a {length}-byte body was taken");
+        }
+    }
+
     private const string Sig11 = "11111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111";
     private const string HashAA = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     private const string HashBB = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
