@@ -65,6 +65,15 @@ public sealed class Coordinator : Node, Admission.IHost
     /// <summary>Stream bytes read from the source so far.</summary>
     public long BytesStreamed => _source.BytesStreamed;
 
+    /// <summary>The offset a new joiner would start at now (for tests).</summary>
+    internal long JoinPointOffset
+    {
+        get
+        {
+            lock (_tracker.Gate) return _source.JoinPoint().Offset;
+        }
+    }
+
     /// <summary>The format of the source, once its first bytes were read.</summary>
     public MediaFormat? Format => _source.Format;
 

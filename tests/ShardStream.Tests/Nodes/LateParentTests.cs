@@ -28,14 +28,20 @@ public sealed class LateParentTests
         await StreamAsync(overlay, 4, 50_000, 1);
         await Overlay.WaitUntilAsync(() => lagging.BytesWritten == 200_000, "the lagging peer has the first part");
 
-        // Its relay freezes: the lagging peer stops at 200,000 while the stream goes on, for longer
-        // than the coordinator's join backlog (2 s), so that a joiner now starts after its position.
+        // Its relay freezes: the lagging peer stops at 200,000 while the stream goes on, a live
+        // source of a part every 100 ms, until a joiner would start after its position (once the
+        // chunks there are older than the coordinator's join backlog, 2 s).
         overlay.Network.Freeze(overlay.PeerById(relay.Id).Host);
         await StreamAsync(overlay, 4, 50_000, 2);
-        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 400_000, "the second part is read");
-        await Task.Delay(TimeSpan.FromSeconds(3));
-        await StreamAsync(overlay, 2, 50_000, 3);
-        await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == 500_000, "the third part is read");
+        var deadline = DateTime.UtcNow + Overlay.Deadline;
+        for (int i = 0; overlay.Coordinator.JoinPointOffset <= 200_000; i++)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"a joiner would still start at {overlay.Coordinator.JoinPointOffset}, after {i} more parts");
+            await overlay.WriteAsync(Overlay.RandomBytes(10_000, 3000 + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => overlay.Coordinator.BytesStreamed == written, "the part is read");
+            await Task.Delay(100);
+        }
 
         // A strong joiner takes the relay's place next to the coordinator; the lagging peer is
         // moved under it (a join's rebalancing Move), though the joiner holds the stream only from
