@@ -164,6 +164,12 @@ internal sealed class Relay
     {
         lock (_lock)
         {
+            if (_retired is { } why)
+            {
+                // Its run is over: what it holds is another run's stream under the same key.
+                link.Abort(why);
+                return fromSeq;
+            }
             _scratch.Clear();
             long first = _window.CopyFrom(shard, fromSeq, _scratch);
             if (_scratch.Count == 0 && fromSeq <= _lastSeq[shard])
@@ -260,6 +266,28 @@ internal sealed class Relay
     public void Clear()
     {
         lock (_lock) _window.Clear();
+    }
+
+    private string? _retired;
+
+    /// <summary>
+    /// Ends this relay's run (the coordinator started a new one): its window is released, every
+    /// child it serves is cut off, and a subscription that comes later (an attach whose handshake
+    /// began before) is cut off at once. Chunks of two runs under one key carry the same seqs and
+    /// valid signatures: a child served the old run's window after it had moved to the new run
+    /// wrote the old run's bytes in the new run's place (RejoinNetnsTests, sha256 differed).
+    /// </summary>
+    public void Retire(string reason)
+    {
+        List<Link> served;
+        lock (_lock)
+        {
+            _retired = reason;
+            _window.Clear();
+            served = _subscribers.SelectMany(l => l).Select(s => s.Link).Distinct().ToList();
+            foreach (var list in _subscribers) list.Clear();
+        }
+        foreach (var link in served) link.Abort(reason);
     }
 
     private readonly record struct Subscription(Link Link, long FromSeq, long UntilSeq);

@@ -33,5 +33,24 @@ public sealed class RelaySubscriberTests
         Assert.Empty(relay.SubscribersOf(1));
     }
 
+    [Fact]
+    public async Task A_retired_relay_cuts_off_its_children_and_any_link_that_subscribes_later()
+    {
+        var network = new VirtualNetwork();
+        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
+        var relay = new Relay(2, 1 << 20, TimeSpan.FromSeconds(10), TimeProvider.System);
+        await using var served = new Link(await network.Host("child").ConnectAsync("parent:1", CancellationToken.None), "served", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        await using var late = new Link(await network.Host("child").ConnectAsync("parent:1", CancellationToken.None), "late", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        relay.Subscribe(served, 0, 0);
+
+        relay.Retire("a new run");
+        // An attach whose handshake began before the new run subscribes afterwards.
+        relay.Subscribe(late, 1, 0);
+
+        Assert.Equal("a new run", (await served.Closed.WaitAsync(TimeSpan.FromSeconds(10))).Text);
+        Assert.Equal("a new run", (await late.Closed.WaitAsync(TimeSpan.FromSeconds(10))).Text);
+        Assert.Empty(relay.Subscribers());
+    }
+
     private sealed record TestOptions : NodeOptions;
 }
