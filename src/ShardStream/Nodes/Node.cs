@@ -267,7 +267,9 @@ public abstract partial class Node : IAsyncDisposable
             else if (hello.Role == HelloRole.Probe) await AnswerProbeAsync(link, hello).ConfigureAwait(false);
             else await OnJoinAsync(link, hello).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException
+                                   // Closed meanwhile (a peer that began a new run closes every link): its writer is done.
+                                   || (e is InvalidOperationException && link.IsClosing))
         {
             link.Abort(e.Message);
         }
