@@ -154,6 +154,12 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
                 return;
             }
             since = time.GetElapsedTime(first.At, now).TotalSeconds;
+            if (since > SlowAgainWithin.TotalSeconds)
+            {
+                // Slow once long ago, and kept up since: this finding is a first one again.
+                _slowLeaves[id] = (now, rates);
+                return;
+            }
             if (since < options.SlowChildGrace.TotalSeconds) return;
             _slowLeaves.Remove(id);
             stop = session;
@@ -168,6 +174,9 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
         lock (tracker.Gate) NoteStoppedSlow(stop, reason);
         stop.Control.CloseAsync(GoodbyeCode.TooSlow, reason).Observe(log, $"peer {id}: stopping");
     }
+
+    /// <summary>A leaf is stopped only when found slow again within this time of its first finding.</summary>
+    internal static readonly TimeSpan SlowAgainWithin = TimeSpan.FromSeconds(60);
 
     /// <summary>Forgets a peer that left (see <see cref="_slowLeaves"/>). Under the gate.</summary>
     public void Forget(int id) => _slowLeaves.Remove(id);
