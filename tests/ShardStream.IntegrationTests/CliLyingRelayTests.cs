@@ -78,7 +78,10 @@ public partial class CliLyingRelayTests
                 }
                 Assert.True(liar.Rewritten > 0, "the liar never got to lie");
                 Assert.Contains(viewers.SelectMany(v => v.StderrLines), l => l.Contains($"cut off parent {relay.Id}"));
-                Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {relay.Id} (") && l.Contains("is cut off"));
+                // What the coordinator said about the liar, for a failure message (a CI run once lacked the line).
+                string aboutLiar = string.Join('\n', coordinator.StderrLines.Where(l => l.Contains($"peer {relay.Id} ") || l.Contains($"parent {relay.Id}") || l.Contains($"peer {relay.Id},")));
+                Assert.True(coordinator.StderrLines.Any(l => l.Contains($"peer {relay.Id} (") && l.Contains("is cut off")),
+                    $"the coordinator never said it cut off the liar (peer {relay.Id}); what it said of it:\n{aboutLiar}\nthe viewers' lines about it:\n{string.Join('\n', viewers.SelectMany(v => v.StderrLines).Where(l => l.Contains($"parent {relay.Id}") || l.Contains($"peer {relay.Id} ")))}");
             }
             finally
             {
