@@ -160,7 +160,14 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
                 _slowLeaves[id] = (now, rates);
                 return;
             }
-            if (since < options.SlowChildGrace.TotalSeconds) return;
+            if (since < options.SlowChildGrace.TotalSeconds)
+            {
+                // Found again before the grace is over (a new parent finds it within seconds, and
+                // says so once): judged again when the grace is over, not forgotten.
+                var rest = options.SlowChildGrace - time.GetElapsedTime(first.At, now);
+                Task.Delay(rest, time).ContinueWith(_ => OnSlow(id, why, rates), TaskScheduler.Default).Observe(log, $"peer {id}: judging it again");
+                return;
+            }
             _slowLeaves.Remove(id);
             stop = session;
             if (first.Rates is { } earlier && (rates is null || earlier.DownloadMbps > rates.Value.DownloadMbps)) rates = earlier;
