@@ -31,6 +31,7 @@ internal sealed class StreamSource
 
     /// <summary>(when, offset) of the head, at least <see cref="RateSampleSpacing"/> apart, over the last <see cref="RateWindow"/>: the stream's rate.</summary>
     private readonly Queue<(long At, long Offset)> _rateSamples = new();
+    private long _lastRateSample;
     private static readonly TimeSpan RateSampleSpacing = TimeSpan.FromMilliseconds(250);
     private static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(5);
     private long _nextSeq;
@@ -165,7 +166,11 @@ internal sealed class StreamSource
                 offset += n;
                 _nextSeq = seq;
                 Interlocked.Exchange(ref _nextOffset, offset);
-                if (_rateSamples.Count == 0 || _time.GetElapsedTime(_rateSamples.Last().At, now) >= RateSampleSpacing) _rateSamples.Enqueue((now, offset));
+                if (_rateSamples.Count == 0 || _time.GetElapsedTime(_lastRateSample, now) >= RateSampleSpacing)
+                {
+                    _rateSamples.Enqueue((now, offset));
+                    _lastRateSample = now;
+                }
                 while (_rateSamples.Count > 2 && _time.GetElapsedTime(_rateSamples.Peek().At, now) > RateWindow) _rateSamples.Dequeue();
             }
             ShardStreamMetrics.Received.Add(n, ShardStreamMetrics.Shard(chunk.Shard));
