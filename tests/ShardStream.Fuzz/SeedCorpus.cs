@@ -14,7 +14,7 @@ public static class SeedCorpus
             ("hello-attach", Encode(new Hello(3, 3, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001", null, [1, 2, 3, 4]).Write)),
             ("welcome", Encode(new Welcome(3, 42, 2, 1000, 123_456, [
                 new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
-                new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000", [9, 9, 9])], new byte[Welcome.ProofLength]).Write)),
+                new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000", [9, 9, 9])], new byte[Welcome.ProofLength], [.. Enumerable.Range(1, Protocol.RunIdLength).Select(i => (byte)i)]).Write)),
             ("chunk", Encode(w => new ChunkHeader(1, 77, 5_000_000).Write(w, "a short payload of a chunk"u8))),
             ("end", Encode(new End(1, 1234, 9_876_543, new byte[Protocol.SignatureLength]).Write)),
             ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),

@@ -19,7 +19,8 @@ internal static class VerifierPathBenchmark
     {
         int[] sizes = [1250, 4096, 16384, 65536];
         int[] listLengths = [1, 2, 8, 16, 32];
-        using var signer = StreamSigner.CreateEphemeral();
+        using var key = StreamSigner.CreateEphemeral();
+        var signer = key.ForRun(StreamRun.NewId());
         Console.WriteLine("The peer's checks as the node runs them (parse + verify + keep the hash list, copy its frame for the children, check each chunk), and the signed stream's bytes on the wire:");
         Console.WriteLine();
         Console.WriteLine("| chunk payload bytes | chunks per hash list | CPU ns per byte verified | CPU µs per chunk | wire: Hashes frame bytes per list | wire overhead (Hashes frames / payload) |");
@@ -30,7 +31,7 @@ internal static class VerifierPathBenchmark
             {
                 if ((long)size * n > 4L << 20) continue;
                 var (listFrame, bodies) = Build(signer, size, n);
-                var verifier = new StreamVerifier(signer.PublicKey, 1);
+                var verifier = new StreamVerifier(signer.Run, 1);
                 int iterations = Math.Max(20, 4_000_000 / (size * n));
                 double seconds = median(() =>
                 {
@@ -54,7 +55,7 @@ internal static class VerifierPathBenchmark
     }
 
     /// <summary>A signed Hashes frame for <paramref name="n"/> chunks of <paramref name="size"/> random bytes, and the chunks' frame bodies.</summary>
-    private static (byte[] ListFrame, byte[][] Bodies) Build(StreamSigner signer, int size, int n)
+    private static (byte[] ListFrame, byte[][] Bodies) Build(RunSigner signer, int size, int n)
     {
         var random = new Random(size * 31 + n);
         var bodies = new byte[n][];

@@ -10,8 +10,9 @@ namespace ShardStream.LoadGeneration;
 
 /// <summary>
 /// One lightweight peer of a <see cref="Swarm"/>: it speaks the coordinator's side of the protocol
-/// for real (a Join with a token and a nonce, the reachability probe answered at its own
-/// listener, Attached after the Welcome and after every Move, heartbeats, Leave and Goodbye), and
+/// for real (a Join with a token and a nonce, the landmark rounds of a latency-aware coordinator
+/// (measuring only the coordinator), the reachability probe answered at its own listener, Attached
+/// after the Welcome and after every Move, heartbeats, pongs, Leave and Goodbye), and
 /// nothing of the data plane: it attaches to no parent and serves no child (see docs/performance.md,
 /// "The coordinator at scale", for what that leaves out). It holds one socket and no buffer while
 /// idle: its reads are zero-byte reads until something arrives.
@@ -67,8 +68,7 @@ internal sealed class SwarmPeer
     {
         ulong token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
         using var listener = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        var peer = new SwarmPeer(socket, token, heartbeatInterval);
+        SwarmPeer? peer = null;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
         long started = Stopwatch.GetTimestamp();
@@ -78,14 +78,40 @@ internal sealed class SwarmPeer
             listener.Listen(4);
             var listenAddress = (IPEndPoint)listener.LocalEndPoint!;
             var probe = AnswerProbesAsync(listener, token, deadline.Token);
-            socket.Bind(new IPEndPoint(local, 0));
-            await socket.ConnectAsync(coordinator, deadline.Token).ConfigureAwait(false);
-            peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
-                new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
-            byte[] nonce = RandomNumberGenerator.GetBytes(Protocol.NonceLength);
-            // Version 5: a swarm peer measures no round-trip times and answers no pings (docs/protocol.md, version 6).
-            peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.PingVersion - 1, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce).Write));
-            var welcome = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
+            // A latency-aware coordinator first answers with landmarks, then with candidate parents
+            // (docs/protocol.md, section 17): a swarm peer measures only the coordinator (the round
+            // trip of that answer), never the peers, and joins again with what it has.
+            var coordinate = WireCoordinate.Unknown;
+            MeasuredRtt[] measured = [];
+            Welcome welcome;
+            for (int round = 0; ; round++)
+            {
+                var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                peer = new SwarmPeer(socket, token, heartbeatInterval);
+                socket.Bind(new IPEndPoint(local, 0));
+                await socket.ConnectAsync(coordinator, deadline.Token).ConfigureAwait(false);
+                peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
+                    new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
+                byte[] nonce = RandomNumberGenerator.GetBytes(Protocol.NonceLength);
+                long sent = Stopwatch.GetTimestamp();
+                peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce, null, coordinate, measured).Write));
+                var (answer, landmarks) = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
+                if (landmarks is not { } nodes)
+                {
+                    welcome = answer;
+                    break;
+                }
+                var rtt = Stopwatch.GetElapsedTime(sent);
+                await peer._input.CompleteAsync().ConfigureAwait(false);
+                peer.Abort();
+                if (round >= MaxLandmarkRounds) throw new ProtocolException($"still sent landmarks after {MaxLandmarkRounds} rounds");
+                // The coordinator is landmark 0, at the anchor of the coordinates: the swarm peer says it is there.
+                if (nodes.Nodes.FirstOrDefault(n => n.Id == 0) is { Coordinate.IsUnknown: false } source)
+                {
+                    coordinate = source.Coordinate with { Error = 0.95f };
+                    measured = [new MeasuredRtt(0, (uint)Math.Clamp(rtt.TotalMicroseconds, 1, uint.MaxValue))];
+                }
+            }
             var took = Stopwatch.GetElapsedTime(started);
             peer.Id = welcome.PeerId;
             await deadline.CancelAsync().ConfigureAwait(false);
@@ -96,7 +122,7 @@ internal sealed class SwarmPeer
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ProtocolException)
         {
-            peer.Abort();
+            peer?.Abort();
             string why = e is OperationCanceledException && !cancellationToken.IsCancellationRequested ? $"no welcome within {timeout.TotalSeconds:0.#} s" : e.Message;
             throw new SwarmJoinException(why, e);
         }
@@ -131,14 +157,22 @@ internal sealed class SwarmPeer
         }
     }
 
-    private async Task<Welcome> ReadWelcomeAsync(CancellationToken cancellationToken)
+    /// <summary>The most times a swarm peer joins again after landmarks (the landmarks, then the candidate parents).</summary>
+    private const int MaxLandmarkRounds = 3;
+
+    private async Task<(Welcome Welcome, Landmarks? Landmarks)> ReadWelcomeAsync(CancellationToken cancellationToken)
     {
         var (type, body) = await ReadFrameAsync(_input!, cancellationToken).ConfigureAwait(false);
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         if (type == FrameType.Goodbye && Goodbye.TryRead(ref reader, out var goodbye)) throw new ProtocolException($"refused ({goodbye.Code}): {goodbye.Reason}");
+        if (type == FrameType.Landmarks)
+        {
+            if (!Landmarks.TryRead(ref reader, out var landmarks)) throw new ProtocolException("malformed landmarks frame");
+            return (default, landmarks);
+        }
         if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var welcome)) throw new ProtocolException($"expected a welcome, got {type}");
         if (welcome.PeerId == 0) throw new ProtocolException("redirected: connect the swarm to the coordinator itself");
-        return welcome;
+        return (welcome, null);
     }
 
     /// <summary>The next frame that is not a heartbeat, copied out.</summary>
@@ -177,6 +211,7 @@ internal sealed class SwarmPeer
                 while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
                 {
                     if (type == FrameType.Heartbeat) OnHeartbeat(body);
+                    else if (type == FrameType.Ping) OnPing(body);
                     else if (type == FrameType.Move)
                     {
                         Moves++;
@@ -213,6 +248,13 @@ internal sealed class SwarmPeer
         HeartbeatInterval = interval;
         // At once: the coordinator expects the old interval until it hears the new one.
         Send(_heartbeatFrame);
+    }
+
+    /// <summary>A version-6 link: the coordinator measures its RTT to this peer; answered at once, with no coordinate.</summary>
+    private void OnPing(ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        if (Ping.TryRead(ref reader, out var ping)) Send(FrameWriting.ToArray(new Pong(ping.Token, 0, WireCoordinate.Unknown).Write));
     }
 
     /// <summary>Sends a heartbeat (the swarm's timer calls it once per heartbeat interval).</summary>

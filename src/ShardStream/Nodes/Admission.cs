@@ -15,7 +15,7 @@ namespace ShardStream.Nodes;
 /// the <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
 internal sealed class Admission(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
-    RepairService repair, StreamSigner signer, JoinSlots slots, ReachabilityProbe probe, Relay relay, Admission.IHost host, ILogger log, CancellationToken stopping)
+    RepairService repair, RunSigner signer, JoinSlots slots, ReachabilityProbe probe, Relay relay, Admission.IHost host, ILogger log, CancellationToken stopping)
 {
     /// <summary>What admission needs of the node that owns the links.</summary>
     internal interface IHost
@@ -100,7 +100,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // A media stream: a new joiner starts at a keyframe, with the header to write first.
             var mediaHeader = resume is null ? source.MediaJoinPoint(ref startSeq, ref startOffset) : null;
             var entries = tracker.Assignments(id, startSeq, resume);
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, tracker.WithTickets(id, entries), Proof(hello, id));
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, tracker.WithTickets(id, entries), Proof(hello, id), signer.RunId);
             source.WelcomedAtHead();
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
@@ -128,7 +128,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         return session;
     }
 
-    /// <summary>The proof that this coordinator holds the stream's key: the joiner checks it against its nonce.</summary>
+    /// <summary>The proof that this coordinator holds the stream's key: the joiner checks it against its nonce (and the Welcome's run id).</summary>
     private byte[] Proof(Hello hello, int id) => [.. signer.PublicKey.Bytes, .. signer.SignJoin(hello.Nonce ?? new byte[Protocol.NonceLength], (ulong)id)];
 
     /// <summary>Names a welcomed peer's control link and gives it its role. Called under the gate.</summary>
@@ -202,7 +202,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             old = session.Control;
             var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
             // The stream's head: a peer checks it against its own position (same run, not a restart).
-            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)source.NextSeq, (ulong)source.NextOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id));
+            welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)source.NextSeq, (ulong)source.NextOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
             source.WelcomedAtHead();
             // Still counted as attached (it was, and its parents did not change): no second count.
             session.Control = link;

@@ -24,6 +24,7 @@ public sealed class Coordinator : Node, Admission.IHost
     private readonly CoordinatorOptions _options;
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly StreamSigner _signer;
+    private readonly RunSigner _run;
     private readonly bool _ephemeralKey;
     private readonly Tracker _tracker;
     private readonly StreamSource _source;
@@ -43,24 +44,29 @@ public sealed class Coordinator : Node, Admission.IHost
         Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
-        _tracker = new Tracker(options, _signer, Log, () => ListenAddress);
-        _source = new StreamSource(options, _tracker.Gate, Relay, _signer, Log, Time);
+        // A new run at every start, even with the same key: nothing signed in an earlier run verifies in this one.
+        _run = _signer.ForRun(StreamRun.NewId());
+        _tracker = new Tracker(options, _run, Log, () => ListenAddress);
+        _source = new StreamSource(options, _tracker.Gate, Relay, _run, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
         _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => { _probe.Forget(session.Address); _eviction.Forget(session.Id); }, Stopping);
         _joinSlots = new JoinSlots(options, Log, Stopping);
-        _admission = new Admission(options, _tracker, _source, _eviction, _repair, _signer, _joinSlots, _probe, Relay, this, Log, Stopping);
+        _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 
     private protected override int ShardCount => _options.ShardCount;
 
-    private protected override StreamKey? AdmissionKey => _signer.PublicKey;
+    private protected override StreamRun? AdmissionRun => _run.Run;
 
     private protected override ulong NodeId => 0;
 
     /// <summary>The stream's identity: viewers pass its <see cref="StreamKey.Address"/> with <c>--stream</c>.</summary>
     public StreamKey StreamKey => _signer.PublicKey;
+
+    /// <summary>This run of the stream: the key and the run id drawn at start.</summary>
+    public StreamRun Run => _run.Run;
 
     /// <summary>Stream bytes read from the source so far.</summary>
     public long BytesStreamed => _source.BytesStreamed;
@@ -93,7 +99,7 @@ public sealed class Coordinator : Node, Admission.IHost
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         _ = Task.Run(ImproveLatencyAsync, CancellationToken.None);
         CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
-        CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", ListenAddress, StreamKey.Address);
+        CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", Run.IdText, ListenAddress, StreamKey.Address);
     }
 
     /// <summary>

@@ -53,14 +53,17 @@ internal static class JoinAnswer
     }
 
     /// <summary>
-    /// The coordinator's placement must carry its public key and its signature over our nonce: a
-    /// node that answers in its place cannot make one. With <see cref="PeerOptions.Stream"/> the
-    /// key must be that one; without, it is pinned for the rest of the run and logged.
+    /// The coordinator's placement must carry its public key, the run id and its signature over
+    /// our nonce, our id and that run id: a node that answers in its place cannot make one, nor
+    /// change the run. With <see cref="PeerOptions.Stream"/> the key must be that one; without, it
+    /// is pinned for the rest of the run and logged. Returns the run joined.
     /// </summary>
-    public static StreamKey CheckProof(string address, Welcome welcome, byte[] nonce, StreamKey? wanted, ILogger log)
+    public static StreamRun CheckProof(string address, Welcome welcome, byte[] nonce, StreamKey? wanted, ILogger log)
     {
         if (welcome.Proof is not { Length: Welcome.ProofLength } proof)
             throw new ProtocolException($"{address} placed this peer without proving it holds the stream's key");
+        if (welcome.RunId is not { Length: Protocol.RunIdLength } runId)
+            throw new ProtocolException($"{address} placed this peer without saying which run of the stream it joined");
         StreamKey key;
         try
         {
@@ -70,8 +73,9 @@ internal static class JoinAnswer
         {
             throw new ProtocolException($"{address} sent a stream key that is not an Ed25519 public key");
         }
-        if (!key.VerifyJoin(nonce, welcome.PeerId, proof.AsSpan(Protocol.KeyLength)))
-            throw new ProtocolException($"{address} did not prove it holds the key of stream {key.Address}: its signature over this peer's nonce is wrong");
+        var run = new StreamRun(key, runId);
+        if (!run.VerifyJoin(nonce, welcome.PeerId, proof.AsSpan(Protocol.KeyLength)))
+            throw new ProtocolException($"{address} did not prove it holds the key of stream {key.Address}: its signature over this peer's nonce and run {run.IdText} is wrong");
         if (wanted is not null)
         {
             if (!wanted.SameAs(key))
@@ -82,6 +86,6 @@ internal static class JoinAnswer
         {
             PeerLog.KeyPinned(log, key.Address, key.Address);
         }
-        return key;
+        return run;
     }
 }

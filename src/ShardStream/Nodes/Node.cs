@@ -406,8 +406,8 @@ public abstract partial class Node : IAsyncDisposable
 
     private readonly Trust.TicketBook _tickets = new();
 
-    /// <summary>The stream's key, once known: admission tickets are checked against it.</summary>
-    private protected abstract Trust.StreamKey? AdmissionKey { get; }
+    /// <summary>The stream's key and run, once known: admission tickets are checked against them.</summary>
+    private protected abstract Trust.StreamRun? AdmissionRun { get; }
 
     /// <summary>This node's id in the overlay (0 = the coordinator), as tickets name it.</summary>
     private protected abstract ulong NodeId { get; }
@@ -425,8 +425,8 @@ public abstract partial class Node : IAsyncDisposable
             if ((asked & (1 << s.Shard)) != 0) return $"shard {s.Shard} asked more than once";
             asked |= (ushort)(1 << s.Shard);
         }
-        if (AdmissionKey is not { } key) return "this node does not know the stream's key yet";
-        if (Trust.AdmissionTicket.Verify(key, hello.Ticket, out string reason) is not { } ticket) return reason;
+        if (AdmissionRun is not { } run) return "this node does not know the stream's key yet";
+        if (Trust.AdmissionTicket.Verify(run, hello.Ticket, out string reason) is not { } ticket) return reason;
         if (ticket.ParentId != NodeId) return $"the admission ticket is for node {ticket.ParentId}, this is node {NodeId}";
         if (ticket.ChildId != hello.PeerId) return $"the admission ticket is for peer {ticket.ChildId}, not peer {hello.PeerId}";
         if ((asked & ~ticket.ShardMask) != 0) return $"the admission ticket does not cover every shard asked for ({string.Join(",", hello.Shards.Select(s => s.Shard))})";

@@ -104,7 +104,9 @@ public sealed partial class Peer
             && welcome.Shards.All(e => resume.Any(r => r.Shard == e.Shard && r.FromSeq == e.FromSeq));
         var (seq, offset) = _resumedFrom;
         long head = (long)welcome.StartSeq, headOffset = (long)welcome.StartOffset;
-        bool sameRun = echoed && head >= seq && (head == seq
+        // The run id settles it (version 9): a restarted coordinator draws a new one, whatever it echoes.
+        bool sameRunId = welcome.RunId is { } runId && runId.AsSpan().SequenceEqual(_verifier!.Run.Id);
+        bool sameRun = sameRunId && echoed && head >= seq && (head == seq
             ? headOffset == offset
             : headOffset - offset >= head - seq && headOffset - offset <= (head - seq) * Protocol.MaxChunkLength);
         if (sameRun && welcome.PeerId == (ulong)Id) return Rejoin.InPlace;
@@ -116,7 +118,8 @@ public sealed partial class Peer
 
         long written = Interlocked.Read(ref _bytesWritten);
         RejoinLog.NewRun(Log, address, offset, written, (long)welcome.StartOffset);
-        _verifier = new Trust.StreamVerifier(_verifier!.Key, _shardCount);
+        // Everything of the old run (hash lists held, and whatever an old parent still sends) fails against the new run's id.
+        _verifier = new Trust.StreamVerifier(new Trust.StreamRun(_verifier!.Key, welcome.RunId!), _shardCount);
         StartRun(welcome);
         return Rejoin.NewRun;
     }

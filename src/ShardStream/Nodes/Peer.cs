@@ -58,7 +58,7 @@ public sealed partial class Peer : Node, IPeerParents
 
     private protected override int ShardCount => _shardCount;
 
-    private protected override StreamKey? AdmissionKey => _verifier?.Key;
+    private protected override StreamRun? AdmissionRun => _verifier?.Run;
 
     private protected override ulong NodeId => (ulong)Id;
 
@@ -124,10 +124,11 @@ public sealed partial class Peer : Node, IPeerParents
                 welcome = answer;
                 if (welcome.PeerId != 0)
                 {
-                    var key = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, Log);
-                    if (_verifier is not null && !_verifier.Key.SameAs(key))
-                        throw new ConnectionFailedException($"{address} now streams {key.Address}, not {_verifier.Key.Address}");
-                    _verifier ??= new StreamVerifier(key, welcome.ShardCount);
+                    var run = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, Log);
+                    if (_verifier is not null && !_verifier.Key.SameAs(run.Key))
+                        throw new ConnectionFailedException($"{address} now streams {run.Key.Address}, not {_verifier.Key.Address}");
+                    // A rejoin into another run takes that run's verifier in PrepareRejoin.
+                    _verifier ??= new StreamVerifier(run, welcome.ShardCount);
                 }
             }
             catch
@@ -153,6 +154,9 @@ public sealed partial class Peer : Node, IPeerParents
 
     /// <summary>The stream's key, once the coordinator proved it holds it (and it is the one asked for, if any).</summary>
     public StreamKey? StreamKey => _verifier?.Key;
+
+    /// <summary>The run of the stream this peer watches now (the key and the run id of the Welcome that placed it).</summary>
+    public StreamRun? Run => _verifier?.Run;
 
     private async Task<Welcome> ReadWelcomeAsync(Link link, string address, TimeSpan within, CancellationToken cancellationToken) =>
         (await JoinAnswer.ReadAsync(link, address, within, landmarksAllowed: false, cancellationToken).ConfigureAwait(false)).Welcome;
@@ -271,7 +275,7 @@ public sealed partial class Peer : Node, IPeerParents
             case FrameType.StreamHeader when link == _control && _version >= Protocol.StreamHeaderVersion:
                 var headerReader = new SequenceReader<byte>(body);
                 if (!StreamHeader.TryRead(ref headerReader, out var streamHeader)) throw new ProtocolException("malformed stream header frame");
-                if (!_verifier!.Key.VerifyHeader(streamHeader)) throw new InvalidDataException("a stream header with a bad signature");
+                if (!_verifier!.Run.VerifyHeader(streamHeader)) throw new InvalidDataException("a stream header with a bad signature");
                 _header.TrySetResult(streamHeader);
                 break;
             case FrameType.Notice when link == _control:

@@ -21,7 +21,7 @@ namespace ShardStream.Nodes;
 /// The delay is paid once, at the source; relays add only the verification. Not thread-safe: the
 /// coordinator calls it under its lock.
 /// </summary>
-internal sealed class SigningQueue(StreamSigner signer, Relay relay, int shardCount, int maxPerList, long maxBytesPerList, TimeProvider time)
+internal sealed class SigningQueue(RunSigner signer, Relay relay, int shardCount, int maxPerList, long maxBytesPerList, TimeProvider time)
 {
     private readonly long[] _pendingBytes = new long[shardCount];
     private readonly List<Chunk>[] _pending = Enumerable.Range(0, shardCount).Select(_ => new List<Chunk>()).ToArray();

@@ -22,7 +22,7 @@ internal sealed class StreamSource
     private readonly CoordinatorOptions _options;
     private readonly object _gate;
     private readonly Relay _relay;
-    private readonly StreamSigner _signer;
+    private readonly RunSigner _signer;
     private readonly SigningQueue _signing;
     private readonly ILogger _log;
     private readonly TimeProvider _time;
@@ -44,7 +44,7 @@ internal sealed class StreamSource
     /// <summary>A chunk that starts with a unit a decoder can start at, and the header in effect there.</summary>
     private readonly record struct RandomAccessPoint(long Seq, long Offset, long At, MediaHeader? Header);
 
-    public StreamSource(CoordinatorOptions options, object gate, Relay relay, StreamSigner signer, ILogger log, TimeProvider time)
+    public StreamSource(CoordinatorOptions options, object gate, Relay relay, RunSigner signer, ILogger log, TimeProvider time)
     {
         _options = options;
         _gate = gate;

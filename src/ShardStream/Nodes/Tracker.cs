@@ -12,7 +12,7 @@ namespace ShardStream.Nodes;
 /// coordinator's one lock: the source, admission, repair and eviction take it to read or change
 /// the plan, so that a welcome, a Move and the plan they come from always agree.
 /// </summary>
-internal sealed class Tracker(CoordinatorOptions options, StreamSigner signer, ILogger log, Func<string> listenAddress)
+internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILogger log, Func<string> listenAddress)
 {
     private int _attachedPeers;
     private ulong _ticketSerial;

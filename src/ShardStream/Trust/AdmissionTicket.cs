@@ -8,7 +8,8 @@ namespace ShardStream.Trust;
 /// travels coordinator → child (in the Welcome or Move entry that names the parent) → parent (in the
 /// child's Hello(Attach)); the parent checks it against the stream's key, which it already holds.
 /// Layout: parent id u64 | child id u64 | shard mask u16 | serial u64 | Ed25519 signature (64).
-/// The serial is unique per coordinator run, so a parent can refuse a ticket it has seen.
+/// The serial is unique per coordinator run, so a parent can refuse a ticket it has seen; the
+/// signature covers the run id (version 9), so a ticket of another run of the stream is refused.
 /// </summary>
 internal readonly record struct AdmissionTicket(ulong ParentId, ulong ChildId, ushort ShardMask, ulong Serial)
 {
@@ -36,14 +37,14 @@ internal readonly record struct AdmissionTicket(ulong ParentId, ulong ChildId, u
     }
 
     /// <summary>The signed ticket, as it goes on the wire.</summary>
-    public byte[] Sign(StreamSigner signer)
+    public byte[] Sign(RunSigner signer)
     {
         byte[] body = Body();
         return [.. body, .. signer.SignTicket(body)];
     }
 
     /// <summary>Reads and checks a ticket; null with <paramref name="reason"/> when it is missing, malformed or not signed with the stream's key.</summary>
-    public static AdmissionTicket? Verify(StreamKey key, byte[]? bytes, out string reason)
+    public static AdmissionTicket? Verify(StreamRun run, byte[]? bytes, out string reason)
     {
         reason = "";
         if (bytes is null || bytes.Length == 0)
@@ -57,9 +58,9 @@ internal readonly record struct AdmissionTicket(ulong ParentId, ulong ChildId, u
             return null;
         }
         var body = bytes.AsSpan(0, BodyLength);
-        if (!key.Verify(StreamKey.Messages.Ticket(body), bytes.AsSpan(BodyLength)))
+        if (!run.VerifyTicket(body, bytes.AsSpan(BodyLength)))
         {
-            reason = "an admission ticket that does not carry the stream's signature";
+            reason = "an admission ticket that does not carry the stream's signature for this run (forged, or of another run of the stream)";
             return null;
         }
         return new AdmissionTicket(BinaryPrimitives.ReadUInt64BigEndian(body), BinaryPrimitives.ReadUInt64BigEndian(body[8..]),

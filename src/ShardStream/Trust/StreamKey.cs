@@ -61,84 +61,78 @@ public sealed class StreamKey
     internal bool Verify(ReadOnlySpan<byte> message, ReadOnlySpan<byte> signature) =>
         signature.Length == Protocol.SignatureLength && Ed25519.Verify(_key, message, signature);
 
-    /// <summary>Checks the coordinator's answer to a joiner's nonce.</summary>
-    internal bool VerifyJoin(ReadOnlySpan<byte> nonce, ulong peerId, ReadOnlySpan<byte> signature) => Verify(Messages.Join(nonce, peerId), signature);
-
-    /// <summary>Checks the signature of an End.</summary>
-    internal bool VerifyEnd(in End end) => end.Signature is { } s && Verify(Messages.End(end.FinalSeq, end.FinalOffset), s);
-
-    /// <summary>Checks the signature of a hash list.</summary>
-    internal bool VerifyHashList(in HashList list)
-    {
-        // The message is built on the stack: at most 64 hashes, about 2 KiB (no array per list received).
-        Span<byte> message = stackalloc byte[Messages.HashListLength(list.Hashes.Length)];
-        Messages.WriteHashList(message, list.Shard, list.FirstSeq, list.Hashes);
-        return Verify(message, list.Signature);
-    }
-
-    /// <summary>Checks the signature of a stream header.</summary>
-    internal bool VerifyHeader(in StreamHeader header) => Verify(Messages.Header(header.Format, header.Generation, header.FromSeq, header.Bytes), header.Signature);
-
     /// <summary>The exact bytes each kind of signature covers.</summary>
     internal static class Messages
     {
-        private static readonly byte[] JoinLabel = "shardstream v2 join\0"u8.ToArray();
-        private static readonly byte[] EndLabel = "shardstream v2 end\0"u8.ToArray();
-        private static readonly byte[] HashesLabel = "shardstream v2 hashes\0"u8.ToArray();
-        private static readonly byte[] TicketLabel = "shardstream v2 ticket\0"u8.ToArray();
-        private static readonly byte[] HeaderLabel = "shardstream v5 header\0"u8.ToArray();
+        // Version 9: every message carries the run id right after its label (see StreamRun).
+        private static readonly byte[] JoinLabel = "shardstream v9 join\0"u8.ToArray();
+        private static readonly byte[] EndLabel = "shardstream v9 end\0"u8.ToArray();
+        private static readonly byte[] HashesLabel = "shardstream v9 hashes\0"u8.ToArray();
+        private static readonly byte[] TicketLabel = "shardstream v9 ticket\0"u8.ToArray();
+        private static readonly byte[] HeaderLabel = "shardstream v9 header\0"u8.ToArray();
 
-        public static byte[] Header(byte format, uint generation, ulong fromSeq, ReadOnlySpan<byte> bytes)
+        /// <summary>A message of <paramref name="length"/> bytes after the label and the run id, with both written.</summary>
+        private static byte[] Start(byte[] label, ReadOnlySpan<byte> runId, int length, out int at)
         {
-            var m = new byte[HeaderLabel.Length + 1 + 4 + 8 + bytes.Length];
-            HeaderLabel.CopyTo(m, 0);
-            m[HeaderLabel.Length] = format;
-            BinaryPrimitives.WriteUInt32BigEndian(m.AsSpan(HeaderLabel.Length + 1), generation);
-            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(HeaderLabel.Length + 5), fromSeq);
-            bytes.CopyTo(m.AsSpan(HeaderLabel.Length + 13));
+            if (runId.Length != Protocol.RunIdLength) throw new ArgumentException($"a run id has {Protocol.RunIdLength} bytes, not {runId.Length}");
+            var m = new byte[label.Length + Protocol.RunIdLength + length];
+            label.CopyTo(m, 0);
+            runId.CopyTo(m.AsSpan(label.Length));
+            at = label.Length + Protocol.RunIdLength;
             return m;
         }
 
-        public static byte[] Join(ReadOnlySpan<byte> nonce, ulong peerId)
+        public static byte[] Header(ReadOnlySpan<byte> runId, byte format, uint generation, ulong fromSeq, ReadOnlySpan<byte> bytes)
         {
-            var m = new byte[JoinLabel.Length + nonce.Length + 8];
-            JoinLabel.CopyTo(m, 0);
-            nonce.CopyTo(m.AsSpan(JoinLabel.Length));
-            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(JoinLabel.Length + nonce.Length), peerId);
+            var m = Start(HeaderLabel, runId, 1 + 4 + 8 + bytes.Length, out int at);
+            m[at] = format;
+            BinaryPrimitives.WriteUInt32BigEndian(m.AsSpan(at + 1), generation);
+            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(at + 5), fromSeq);
+            bytes.CopyTo(m.AsSpan(at + 13));
             return m;
         }
 
-        public static byte[] End(ulong finalSeq, ulong finalOffset)
+        public static byte[] Join(ReadOnlySpan<byte> runId, ReadOnlySpan<byte> nonce, ulong peerId)
         {
-            var m = new byte[EndLabel.Length + 16];
-            EndLabel.CopyTo(m, 0);
-            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(EndLabel.Length), finalSeq);
-            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(EndLabel.Length + 8), finalOffset);
+            var m = Start(JoinLabel, runId, nonce.Length + 8, out int at);
+            nonce.CopyTo(m.AsSpan(at));
+            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(at + nonce.Length), peerId);
             return m;
         }
 
-        public static byte[] HashList(byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
+        public static byte[] End(ReadOnlySpan<byte> runId, ulong finalSeq, ulong finalOffset)
+        {
+            var m = Start(EndLabel, runId, 16, out int at);
+            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(at), finalSeq);
+            BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(at + 8), finalOffset);
+            return m;
+        }
+
+        public static byte[] HashList(ReadOnlySpan<byte> runId, byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
         {
             var m = new byte[HashListLength(hashes.Length)];
-            WriteHashList(m, shard, firstSeq, hashes);
+            WriteHashList(m, runId, shard, firstSeq, hashes);
             return m;
         }
 
-        public static int HashListLength(int hashBytes) => HashesLabel.Length + 1 + 8 + hashBytes;
+        public static int HashListLength(int hashBytes) => HashesLabel.Length + Protocol.RunIdLength + 1 + 8 + hashBytes;
 
-        public static void WriteHashList(Span<byte> m, byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
+        public static void WriteHashList(Span<byte> m, ReadOnlySpan<byte> runId, byte shard, ulong firstSeq, ReadOnlySpan<byte> hashes)
         {
+            if (runId.Length != Protocol.RunIdLength) throw new ArgumentException($"a run id has {Protocol.RunIdLength} bytes, not {runId.Length}");
             HashesLabel.CopyTo(m);
-            m[HashesLabel.Length] = shard;
-            BinaryPrimitives.WriteUInt64BigEndian(m[(HashesLabel.Length + 1)..], firstSeq);
-            hashes.CopyTo(m[(HashesLabel.Length + 9)..]);
+            int at = HashesLabel.Length;
+            runId.CopyTo(m[at..]);
+            at += Protocol.RunIdLength;
+            m[at] = shard;
+            BinaryPrimitives.WriteUInt64BigEndian(m[(at + 1)..], firstSeq);
+            hashes.CopyTo(m[(at + 9)..]);
         }
 
-        public static byte[] Ticket(ReadOnlySpan<byte> body)
+        public static byte[] Ticket(ReadOnlySpan<byte> runId, ReadOnlySpan<byte> body)
         {
-            var m = new byte[TicketLabel.Length + body.Length];
-            TicketLabel.CopyTo(m, 0);
-            body.CopyTo(m.AsSpan(TicketLabel.Length));
+            var m = Start(TicketLabel, runId, body.Length, out int at);
+            body.CopyTo(m.AsSpan(at));
             return m;
         }
     }

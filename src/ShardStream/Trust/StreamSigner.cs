@@ -66,25 +66,49 @@ public sealed class StreamSigner : IDisposable
         return new StreamSigner(fresh);
     }
 
-    private byte[] Sign(byte[] message) => Ed25519.Sign(_key, message);
+    internal byte[] Sign(byte[] message) => Ed25519.Sign(_key, message);
 
-    /// <summary>Proves to a joiner that this coordinator holds the key: a signature over its nonce and its new id.</summary>
-    internal byte[] SignJoin(ReadOnlySpan<byte> nonce, ulong peerId) => Sign(StreamKey.Messages.Join(nonce, peerId));
-
-    /// <summary>Signs the end of the stream.</summary>
-    internal byte[] SignEnd(ulong finalSeq, ulong finalOffset) => Sign(StreamKey.Messages.End(finalSeq, finalOffset));
-
-    /// <summary>Signs a list of chunk hashes of one shard.</summary>
-    internal HashList SignHashList(byte shard, ulong firstSeq, byte[] hashes) =>
-        new(shard, firstSeq, hashes, Sign(StreamKey.Messages.HashList(shard, firstSeq, hashes)));
-
-    /// <summary>Signs an admission ticket's body.</summary>
-    internal byte[] SignTicket(ReadOnlySpan<byte> body) => Sign(StreamKey.Messages.Ticket(body));
-
-    /// <summary>Signs a media header for newcomers.</summary>
-    internal StreamHeader SignHeader(byte format, uint generation, ulong fromSeq, byte[] bytes) =>
-        new(format, generation, fromSeq, bytes, Sign(StreamKey.Messages.Header(format, generation, fromSeq, bytes)));
+    /// <summary>
+    /// The signer of one run of the stream: every signature it makes covers <paramref name="runId"/>
+    /// (<see cref="StreamRun"/>), so that nothing signed in one run verifies in another run of the same key.
+    /// </summary>
+    internal RunSigner ForRun(byte[] runId) => new(this, runId);
 
     /// <inheritdoc />
     public void Dispose() => _key.Dispose();
+}
+
+/// <summary>
+/// The coordinator's signatures for one run (one start of the coordinator): each covers the run id
+/// it drew at start, besides what it signs (docs/protocol.md, "The run id"). Two runs of one key
+/// share sequence numbers; without the run id a chunk of the first run, with its signed hash,
+/// would verify in the second.
+/// </summary>
+internal sealed class RunSigner(StreamSigner signer, byte[] runId)
+{
+    /// <summary>The run: the stream's key and this run's id.</summary>
+    public StreamRun Run { get; } = new(signer.PublicKey, runId);
+
+    /// <summary>The stream's identity.</summary>
+    public StreamKey PublicKey => signer.PublicKey;
+
+    /// <summary>This run's id (<see cref="Protocol.RunIdLength"/> random bytes).</summary>
+    public byte[] RunId => Run.Id;
+
+    /// <summary>Proves to a joiner that this coordinator holds the key: a signature over its nonce, its new id and the run id.</summary>
+    public byte[] SignJoin(ReadOnlySpan<byte> nonce, ulong peerId) => signer.Sign(StreamKey.Messages.Join(RunId, nonce, peerId));
+
+    /// <summary>Signs the end of the stream.</summary>
+    public byte[] SignEnd(ulong finalSeq, ulong finalOffset) => signer.Sign(StreamKey.Messages.End(RunId, finalSeq, finalOffset));
+
+    /// <summary>Signs a list of chunk hashes of one shard.</summary>
+    public HashList SignHashList(byte shard, ulong firstSeq, byte[] hashes) =>
+        new(shard, firstSeq, hashes, signer.Sign(StreamKey.Messages.HashList(RunId, shard, firstSeq, hashes)));
+
+    /// <summary>Signs an admission ticket's body.</summary>
+    public byte[] SignTicket(ReadOnlySpan<byte> body) => signer.Sign(StreamKey.Messages.Ticket(RunId, body));
+
+    /// <summary>Signs a media header for newcomers.</summary>
+    public StreamHeader SignHeader(byte format, uint generation, ulong fromSeq, byte[] bytes) =>
+        new(format, generation, fromSeq, bytes, signer.Sign(StreamKey.Messages.Header(RunId, format, generation, fromSeq, bytes)));
 }

@@ -6,11 +6,11 @@ namespace ShardStream.Trust;
 /// <summary>
 /// A peer's check of everything its parents send, against the stream's key: a hash list is taken
 /// only with a good signature, a chunk only when it matches the hash signed for its sequence
-/// number, an End only with a good signature. Anything else throws
-/// <see cref="InvalidDataException"/> with the reason, and nothing of it is kept, written or
-/// forwarded. Thread-safe (shards arrive on different links).
+/// number, an End only with a good signature; every signature must be of this run
+/// (<see cref="StreamRun"/>). Anything else throws <see cref="InvalidDataException"/> with the
+/// reason, and nothing of it is kept, written or forwarded. Thread-safe (shards arrive on different links).
 /// </summary>
-internal sealed class StreamVerifier(StreamKey key, int shardCount)
+internal sealed class StreamVerifier(StreamRun run, int shardCount)
 {
     /// <summary>
     /// Signed hashes a peer holds for chunks it has not received yet, per shard. A new parent
@@ -23,7 +23,10 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
     // Each expected hash points into its list's array: no allocation per chunk.
     private readonly Dictionary<long, (byte[] Hashes, int Index)>[] _expected = Enumerable.Range(0, shardCount).Select(_ => new Dictionary<long, (byte[], int)>()).ToArray();
 
-    public StreamKey Key { get; } = key;
+    /// <summary>The run this peer watches: the stream's key and the run id its Welcome carried.</summary>
+    public StreamRun Run { get; } = run;
+
+    public StreamKey Key => Run.Key;
 
     /// <summary>
     /// Takes the hashes of a signed list, for the chunks at or after <paramref name="nextSeq"/>
@@ -34,8 +37,8 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
         if (list.Shard >= shardCount) throw new ProtocolException($"hash list of shard {list.Shard}, the stream has {shardCount}");
         if ((long)(list.FirstSeq % (ulong)shardCount) != list.Shard)
             throw new InvalidDataException($"hash list for chunk {list.FirstSeq} sent as shard {list.Shard}");
-        if (!Key.VerifyHashList(list))
-            throw new InvalidDataException($"hash list of shard {list.Shard} from chunk {list.FirstSeq} does not carry the stream's signature");
+        if (!Run.VerifyHashList(list))
+            throw new InvalidDataException($"hash list of shard {list.Shard} from chunk {list.FirstSeq} does not carry the stream's signature for this run (forged, or of another run of the stream)");
         lock (_lock)
         {
             var expected = _expected[list.Shard];
@@ -81,7 +84,7 @@ internal sealed class StreamVerifier(StreamKey key, int shardCount)
     /// <summary>Checks an End's signature; throws when it is not the coordinator's.</summary>
     public void VerifyEnd(in End end)
     {
-        if (!Key.VerifyEnd(end))
-            throw new InvalidDataException($"end of the stream at chunk {end.FinalSeq} (offset {end.FinalOffset}) does not carry the stream's signature");
+        if (!Run.VerifyEnd(end))
+            throw new InvalidDataException($"end of the stream at chunk {end.FinalSeq} (offset {end.FinalOffset}) does not carry the stream's signature for this run (forged, or of another run of the stream)");
     }
 }

@@ -217,9 +217,13 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
 /// <param name="Shards">Where each shard comes from.</param>
 /// <param name="Proof">
 /// Placement: the stream's public key (32 bytes) and the coordinator's signature (64 bytes) over
-/// the joiner's nonce and its new id, proving it holds the key. Null in a redirect or a service welcome.
+/// the joiner's nonce, its new id and the run id, proving it holds the key. Null in a redirect or a service welcome.
 /// </param>
-public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null)
+/// <param name="RunId">
+/// Version 9, placement: the run id the coordinator drew at start (<see cref="Protocol.RunIdLength"/>
+/// bytes); every signature of this run covers it. Null in a redirect or a service welcome.
+/// </param>
+public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null, byte[]? RunId = null)
 {
     /// <summary>Bytes of a proof: the public key and the signature.</summary>
     public const int ProofLength = Protocol.KeyLength + Protocol.SignatureLength;
@@ -228,7 +232,7 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
     {
         get
         {
-            int size = 2 + 8 + 1 + 8 + 8 + 1 + 1 + (Proof?.Length ?? 0);
+            int size = 2 + 8 + 1 + 8 + 8 + 1 + 1 + (Proof?.Length ?? 0) + 1 + (RunId?.Length ?? 0);
             foreach (var s in Shards) size += s.Size;
             return size;
         }
@@ -245,6 +249,7 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         w.WriteByte((byte)m.Shards.Length);
         foreach (var s in m.Shards) s.Write(ref w);
         FrameCodec.WriteBytes8(ref w, m.Proof);
+        FrameCodec.WriteBytes8(ref w, m.RunId);
     });
 
     /// <summary>Reads a welcome body; false when it is truncated or malformed.</summary>
@@ -258,8 +263,9 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         var shards = new ShardAssignment[count];
         for (int i = 0; i < count; i++)
             if (!ShardAssignment.TryRead(ref r, out shards[i])) return false;
-        if (!FrameCodec.TryReadBytes8(ref r, ProofLength, out byte[] proof) || proof.Length is not (0 or ProofLength) || !r.End) return false;
-        value = new Welcome(version, peerId, k, startSeq, startOffset, shards, proof.Length == 0 ? null : proof);
+        if (!FrameCodec.TryReadBytes8(ref r, ProofLength, out byte[] proof) || proof.Length is not (0 or ProofLength)) return false;
+        if (!FrameCodec.TryReadBytes8(ref r, Protocol.RunIdLength, out byte[] runId) || runId.Length is not (0 or Protocol.RunIdLength) || !r.End) return false;
+        value = new Welcome(version, peerId, k, startSeq, startOffset, shards, proof.Length == 0 ? null : proof, runId.Length == 0 ? null : runId);
         return true;
     }
 }

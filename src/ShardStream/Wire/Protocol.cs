@@ -9,9 +9,21 @@ public static class Protocol
     /// 5 the StreamHeader frame (the media header a peer joining an FLV or MPEG-TS stream mid-way writes first),
     /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat),
     /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries),
-    /// 8 the measured rates in a SlowChild frame.
+    /// 8 the measured rates in a SlowChild frame,
+    /// 9 the run id (in the placement Welcome, and covered by every signature of the stream).
     /// </summary>
-    public const ushort Version = 8;
+    public const ushort Version = 9;
+
+    /// <summary>
+    /// The first version with the run id: a coordinator draws one at start, its Welcome carries it,
+    /// and every signature (hash lists, End, join proof, tickets, stream header) covers it. A node
+    /// of this build speaks no older version (<see cref="MinVersion"/>): an older peer could not
+    /// check a signature that covers the run id, and would blame an honest parent for it.
+    /// </summary>
+    public const ushort RunIdVersion = 9;
+
+    /// <summary>Bytes of a run id.</summary>
+    public const int RunIdLength = 16;
 
     /// <summary>The first version whose SlowChild frame carries the measured rates.</summary>
     public const ushort SlowChildRatesVersion = 8;
@@ -32,11 +44,12 @@ public static class Protocol
     public const ushort SignedStreamVersion = 3;
 
     /// <summary>
-    /// The oldest protocol version this build accepts. Versions 1 and 2 had no signed stream: a
-    /// node of this build neither serves such a peer (it could not verify what it gets) nor joins
-    /// such a coordinator (it could not prove its key).
+    /// The oldest protocol version this build accepts. Versions 1 and 2 had no signed stream, and
+    /// versions 3 to 8 signed without the run id: a node of this build neither serves such a peer
+    /// (it could not verify what it gets, and would cut off honest parents for it) nor joins such a
+    /// coordinator (its signatures do not say which run they belong to).
     /// </summary>
-    public const ushort MinVersion = 3;
+    public const ushort MinVersion = RunIdVersion;
 
     /// <summary>The version a connection speaks after <paramref name="hello"/>: the highest both sides speak (the caller checked that the ranges overlap).</summary>
     public static ushort Negotiate(Hello hello) => Math.Min(hello.MaxVersion, Version);

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using ShardStream.Tests.Nodes;
+using ShardStream.Transport;
 using ShardStream.Wire;
 
 namespace ShardStream.Tests.Adversary;
@@ -65,9 +66,13 @@ public class UnauthorisedControlTests
         await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { MaxPeerUpload = 3 });
         var nonce = new byte[Protocol.NonceLength];
 
-        // A version-3 hello: the coordinator does not probe it (a version-4 joiner that nobody can
-        // reach at "liar:1" would be placed as a leaf, budget 0, whatever it claims).
-        var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.SignedStreamVersion, HelloRole.Join, 0, 65_534, [], "liar:1", nonce), keepOpen: true);
+        // The liar answers the coordinator's reachability probe with its join token (a joiner that
+        // nobody can reach at "liar:1" would be placed as a leaf, budget 0, whatever it claims).
+        const ulong token = 0x1234;
+        await using var listener = await overlay.Network.Host("liar").ListenAsync("liar:1", CancellationToken.None);
+        var probe = AnswerProbeAsync(listener, token);
+        var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 65_534, [], "liar:1", nonce), keepOpen: true);
+        await probe;
 
         Assert.Equal(FrameType.Welcome, type);
         var liar = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Address == "liar:1");
@@ -163,6 +168,29 @@ public class UnauthorisedControlTests
     }
 
     /// <summary>Sends one hello from host "stranger" and returns the first frame of the answer (a goodbye's reason, if it is one).</summary>
+    /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does.</summary>
+    private static async Task AnswerProbeAsync(IConnectionListener listener, ulong token)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        var connection = await listener.AcceptAsync(timeout.Token) ?? throw new IOException("the listener closed before the probe");
+        var input = connection.Pipe.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out _))
+            {
+                input.AdvanceTo(buffer.Start);
+                Assert.Equal(FrameType.Hello, type);
+                new Welcome(Protocol.Version, token, 1, 0, 0, []).Write(connection.Pipe.Output);
+                await connection.Pipe.Output.FlushAsync(timeout.Token);
+                return;
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed before the probe's hello");
+        }
+    }
+
     private static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)
     {
         var connection = await overlay.Network.Host("stranger").ConnectAsync(address, CancellationToken.None);

@@ -34,12 +34,16 @@ public sealed class StreamHeaderTests
     [InlineData(3)]
     public void Only_the_coordinators_exact_header_verifies(int flip)
     {
-        using var signer = StreamSigner.CreateEphemeral();
+        using var key = StreamSigner.CreateEphemeral();
+        var signer = key.ForRun(StreamRun.NewId());
         var header = signer.SignHeader(1, 3, 42, [1, 2, 3, 4]);
         if (flip >= 0) header.Bytes[flip] ^= 1;
-        Assert.Equal(flip < 0, signer.PublicKey.VerifyHeader(header));
-        using var other = StreamSigner.CreateEphemeral();
-        Assert.False(other.PublicKey.VerifyHeader(signer.SignHeader(1, 3, 42, [1, 2, 3, 4])));
-        Assert.False(signer.PublicKey.VerifyHeader(header with { FromSeq = 43 }));
+        Assert.Equal(flip < 0, signer.Run.VerifyHeader(header));
+        using var otherKey = StreamSigner.CreateEphemeral();
+        var other = otherKey.ForRun(signer.RunId);
+        Assert.False(other.Run.VerifyHeader(signer.SignHeader(1, 3, 42, [1, 2, 3, 4])));
+        Assert.False(signer.Run.VerifyHeader(header with { FromSeq = 43 }));
+        // The same key in another run (a restarted coordinator) does not vouch for this run's header.
+        Assert.False(key.ForRun(StreamRun.NewId()).Run.VerifyHeader(signer.SignHeader(1, 3, 42, [1, 2, 3, 4])));
     }
 }

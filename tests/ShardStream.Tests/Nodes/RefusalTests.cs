@@ -26,19 +26,35 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("this node speaks 3..8", goodbye.Reason);
+        Assert.Contains("this node speaks 9..9", goodbye.Reason);
         Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
     [Theory]
-    [InlineData(3, 3, 3)]
-    [InlineData(1, 3, 3)]
-    [InlineData(3, 6, 6)]
-    [InlineData(3, 7, 7)]
-    [InlineData(3, 8, 8)]
-    [InlineData(3, 9, 8)]
-    [InlineData(3, 5, 5)]
-    [InlineData(3, 4, 4)]
+    [InlineData(3, 8)]
+    [InlineData(8, 8)]
+    [InlineData(3, 3)]
+    public async Task A_peer_that_signs_without_the_run_id_is_refused_with_the_reason(ushort min, ushort max)
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        // Versions 3 to 8 check signatures that do not cover the run id (version 9): such a peer
+        // would take every hash list of this coordinator for a forgery and cut off honest parents.
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(min, max, HelloRole.Join, 0x1234, Hello.DefaultUpload, [], "x:1", new byte[Protocol.NonceLength]));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
+        Assert.Contains($"no protocol version in common: this node speaks 9..9, the other side {min}..{max}", goodbye.Reason);
+    }
+
+    [Theory]
+    [InlineData(9, 9, 9)]
+    [InlineData(3, 9, 9)]
+    [InlineData(9, 10, 9)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
     {
         var net = new VirtualNetwork();
@@ -51,19 +67,21 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
         Assert.Equal(chosen, welcome.Version);
+        // A placement names the run it places the joiner in: the one the coordinator drew at start.
+        Assert.Equal(coordinator.Run.Id, welcome.RunId);
     }
 
     [Theory]
-    [InlineData(5, false)]
-    [InlineData(6, true)]
-    public async Task A_latency_aware_coordinator_first_sends_landmarks_to_a_version_6_joiner_only(ushort max, bool landmarks)
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task A_latency_aware_coordinator_first_sends_landmarks_to_a_joiner_that_has_not_measured(bool latencyAware, bool landmarks)
     {
         var net = new VirtualNetwork();
-        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = latencyAware }, net.Host("c"));
         await coordinator.StartAsync(default);
 
-        // A version-5 joiner measures nothing: it is placed at once, as by the blind planner.
-        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(3, max, HelloRole.Join, 0x1234, Hello.DefaultUpload, [], "x:1", new byte[Protocol.NonceLength]));
+        // The blind planner places a joiner at once.
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0x1234, 0, [], "x:1", new byte[Protocol.NonceLength]));
 
         Assert.Equal(landmarks ? FrameType.Landmarks : FrameType.Welcome, type);
         if (!landmarks) return;
@@ -99,7 +117,7 @@ public class RefusalTests
         await using var peer = new Peer(new PeerOptions { ListenAddress = "p:0", JoinAddress = coordinator.ListenAddress }, net.Host("p"));
         await peer.StartAsync(default);
 
-        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(3, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
 
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(body);

@@ -22,7 +22,7 @@ public class SigningQueueTests
         var time = new FakeTimeProvider();
         using var signer = StreamSigner.CreateEphemeral();
         var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
-        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+        var queue = new SigningQueue(signer.ForRun(StreamRun.NewId()), relay, 1, 32, 1 << 20, time);
 
         // The first record of a live source: no signature yet, so it is signed as soon as the
         // source's next read waits.
@@ -53,7 +53,7 @@ public class SigningQueueTests
         var time = new FakeTimeProvider();
         using var signer = StreamSigner.CreateEphemeral();
         var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
-        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+        var queue = new SigningQueue(signer.ForRun(StreamRun.NewId()), relay, 1, 32, 1 << 20, time);
 
         // Records that came late and are read back to back (each read short, the next one ready):
         // nothing is signed in the middle of the burst...
@@ -78,7 +78,7 @@ public class SigningQueueTests
         var time = new FakeTimeProvider();
         using var signer = StreamSigner.CreateEphemeral();
         var relay = new Relay(1, 64 << 20, TimeSpan.FromSeconds(30), time);
-        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+        var queue = new SigningQueue(signer.ForRun(StreamRun.NewId()), relay, 1, 32, 1 << 20, time);
 
         // Full reads: 15 chunks of 64 KiB stay held however long it has been since a signature...
         for (int i = 0; i < 15; i++)
@@ -109,7 +109,7 @@ public class SigningQueueTests
         var time = new FakeTimeProvider();
         using var signer = StreamSigner.CreateEphemeral();
         var relay = new Relay(1, 1 << 20, TimeSpan.FromSeconds(30), time);
-        var queue = new SigningQueue(signer, relay, 1, 32, 1 << 20, time);
+        var queue = new SigningQueue(signer.ForRun(StreamRun.NewId()), relay, 1, 32, 1 << 20, time);
         var more = new byte[1250];
 
         queue.Add(Record(0), sourceCaughtUp: true);

@@ -41,8 +41,9 @@ public class ChunkHashTests
     [Fact]
     public void Verifier_takes_a_split_body_and_refuses_a_changed_byte()
     {
-        using var signer = StreamSigner.CreateEphemeral();
-        var verifier = new StreamVerifier(signer.PublicKey, shardCount: 2);
+        using var key = StreamSigner.CreateEphemeral();
+        var signer = key.ForRun(StreamRun.NewId());
+        var verifier = new StreamVerifier(signer.Run, shardCount: 2);
         var payloads = new[] { Payload(65_536), Payload(4_000) };
         // Chunks 1 and 3 of shard 1, at offsets 65 536 and 131 072.
         var bodies = new[] { Body(1, 1, 65_536, payloads[0]), Body(1, 3, 131_072, payloads[1]) };

@@ -29,9 +29,9 @@ public class ByteLayoutTests
     [InlineData("hello", "00000036 01 53485354 0003 0003 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31 0102030405060708090A0B0C0D0E0F10 02 CAFE")]
     // length 35 | type 1 | "SHST" | min 1 | max 1 | …: a version-1 hello has no nonce and no ticket
     [InlineData("hello-v1", "00000023 01 53485354 0001 0001 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31")]
-    // length 54 | type 2 | version 3 | peer 9 | K 2 | start seq 4 | start offset 0x100 | 1 entry:
-    //   shard 1 | redirect | parent 3 | from seq 5 | "b:2" | ticket: u8 0 | proof: u8 0
-    [InlineData("welcome", "00000036 02 0003 0000000000000009 02 0000000000000004 0000000000000100 01 01 01 0000000000000003 0000000000000005 0003 623A32 00 00")]
+    // length 55 | type 2 | version 3 | peer 9 | K 2 | start seq 4 | start offset 0x100 | 1 entry:
+    //   shard 1 | redirect | parent 3 | from seq 5 | "b:2" | ticket: u8 0 | proof: u8 0 | run id: u8 0
+    [InlineData("welcome", "00000037 02 0003 0000000000000009 02 0000000000000004 0000000000000100 01 01 01 0000000000000003 0000000000000005 0003 623A32 00 00 00")]
     // length 26 | type 8 | 1 entry: shard 0 | redirect | parent 0 | from seq 0 | "c:3" | ticket: u8 0
     [InlineData("move", "0000001A 08 01 00 01 0000000000000000 0000000000000000 0003 633A33 00")]
     // length 24 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203 | violation: "bad"

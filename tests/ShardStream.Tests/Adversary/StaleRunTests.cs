@@ -1,0 +1,105 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Tests.Nodes;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// Two runs of one stream key (a coordinator restarted with the same <c>--key</c>) cut chunks with
+/// the same sequence numbers, and the coordinator signs both. A parent that kept the first run's
+/// chunks and hash lists and serves them to a viewer of the second run must not get one byte of
+/// them written: every signature covers the run id (protocol version 9), so the first run's hash
+/// lists fail like forgeries, and the viewer cuts that parent off and takes the stream from another.
+/// </summary>
+public class StaleRunTests
+{
+    /// <summary>Chunks of each run: the source is in the pipe before it is read, so each read is a full 64 KiB chunk, the same seqs and offsets in both runs.</summary>
+    private const int Chunks = 24;
+
+    [Fact]
+    public async Task A_parent_that_serves_an_earlier_runs_chunks_of_the_same_key_is_cut_off_and_none_of_them_is_written()
+    {
+        using var key = StreamSigner.CreateEphemeral();
+        // The coordinator feeds one child: the stale relay; the viewer can only go under it.
+        CoordinatorOptions SameKey(CoordinatorOptions o) => o with { Signer = key, Upload = 1 };
+        byte[] first = Overlay.RandomBytes(Chunks * Protocol.MaxChunkLength, seed: 1);
+        byte[] second = Overlay.RandomBytes(first.Length, seed: 2);
+
+        // The first run: what a relay sends its child, kept frame by frame (chunks by seq, hash lists in order).
+        var oldChunks = new ConcurrentDictionary<ulong, byte[]>();
+        var oldHashLists = new ConcurrentQueue<byte[]>();
+        await using (var run1 = await Overlay.StartAsync(shards: 1, minPeers: 2, configure: SameKey))
+        {
+            var recorder = new TamperingTransport(run1.Network.Host("stale"), (type, frame) =>
+            {
+                if (type == FrameType.Chunk && ChunkHeader.TryRead(Body(frame), out var header, out _)) oldChunks[header.Seq] = frame.ToArray();
+                else if (type == FrameType.Hashes) oldHashLists.Enqueue(frame.ToArray());
+                return [frame];
+            }) { Active = true };
+            await using var relay = await StartRelayAsync(run1, recorder);
+            var child = await run1.AddPeerAsync();
+            Assert.Equal([relay.Id], child.ParentIds());
+            await run1.WriteAsync(first);
+            run1.StartStreaming();
+            await run1.EndAsync();
+            await run1.AssertIdenticalAsync(run1.Peers.Single());
+        }
+        Assert.Equal(Chunks, oldChunks.Count);
+
+        // The second run, same key: the same relay serves its child the first run's hash lists and chunks instead.
+        var log = new LogCapture();
+        await using var run2 = await Overlay.StartAsync(shards: 1, minPeers: 2, configure: SameKey, loggers: log.Factory);
+        Assert.True(run2.Coordinator.StreamKey.SameAs(key.PublicKey));
+        int oldListsSent = 0;
+        var stale = new TamperingTransport(run2.Network.Host("stale"), (type, frame) =>
+        {
+            switch (type)
+            {
+                case FrameType.Hashes:
+                    // All of the first run's lists at once, in place of the second run's.
+                    return Interlocked.Exchange(ref oldListsSent, 1) == 0 ? [.. oldHashLists] : [];
+                case FrameType.Chunk:
+                    ChunkHeader.TryRead(Body(frame), out var header, out _);
+                    return [oldChunks.GetValueOrDefault(header.Seq, frame)];
+                default:
+                    return [frame];
+            }
+        }) { Active = true };
+        await using var staleRelay = await StartRelayAsync(run2, stale, log.Factory);
+        var viewer = await run2.AddPeerAsync();
+        Assert.Equal([staleRelay.Id], viewer.ParentIds());
+        await run2.WriteAsync(second);
+        run2.StartStreaming();
+        await run2.EndAsync();
+
+        Assert.True(stale.Rewritten > 0, "the stale relay never served the first run's frames");
+        // The viewer wrote the second run, all of it and nothing else (so no byte of the first).
+        await run2.AssertIdenticalAsync(run2.Peers.Single());
+        Assert.False(viewer.ParentIds().Contains(staleRelay.Id), "the viewer still takes the stream from the stale relay");
+        // It cut the relay off with the reason, and told the coordinator why.
+        Assert.True(log.Lines.Any(l => l.Level == LogLevel.Error && l.Message.Contains($"cut off parent {staleRelay.Id}", StringComparison.Ordinal)
+            && l.Message.Contains("does not carry the stream's signature for this run", StringComparison.Ordinal)), Dump(log));
+    }
+
+    private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)
+    {
+        var relay = new Peer(new PeerOptions
+        {
+            JoinAddress = overlay.Coordinator.ListenAddress,
+            ListenAddress = "stale:1",
+            HeartbeatTimeout = TimeSpan.FromSeconds(10),
+            HeartbeatInterval = TimeSpan.FromSeconds(2),
+        }, transport, loggers ?? Overlay.Loggers);
+        await relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        _ = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
+        return relay;
+    }
+
+    private static ReadOnlySequence<byte> Body(byte[] frame) => new(frame, Protocol.FrameHeaderLength, frame.Length - Protocol.FrameHeaderLength);
+
+    private static string Dump(LogCapture log) => string.Join("\n", log.Lines.Select(l => $"{l.Category} {l.Level}: {l.Message}"));
+}
