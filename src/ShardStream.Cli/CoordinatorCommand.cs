@@ -60,6 +60,10 @@ internal static class CoordinatorCommand
                 LatencyMovesPerSecond = parse.GetValue(latencyMoves),
                 MergeShortReads = parse.GetValue(mergeReads),
             }, parse, replaySeconds, replayMiB, heartbeat);
+            // An RTMP publish hands over whole tags, a read's worth at a time (FlvByteSink): each
+            // read is signed as the source waits for the next, instead of being held up to the
+            // signing interval for a timer that wakes three threads (docs/performance.md#rtmp-ingest-issue-11).
+            if (parse.GetValue(rtmp) is not null) options = options with { MinSigningInterval = TimeSpan.Zero };
             if (parse.GetValue(controlHeartbeat) is { } seconds) options = options with { ControlHeartbeatInterval = TimeSpan.FromSeconds(seconds) };
             if (parse.GetValue(maxJoins) is { } joins) options = options with { MaxJoinsInProgress = joins, MaxJoinsWaiting = 4 * Math.Max(0, joins) };
             options = DescriptorLimit.Apply(options, loggers.CreateLogger("coordinator"));

@@ -35,7 +35,7 @@ public readonly record struct FlvTag(FlvTagType Type, uint Timestamp, ReadOnlyMe
 
 /// <summary>
 /// Receives a publisher's tags (the RTMP ingest is the producer). Implemented by
-/// <see cref="FlvTagSource"/>, which turns them into the FLV byte stream the coordinator cuts.
+/// <c>Rtmp.FlvByteSink</c>, which turns them into the FLV byte stream the coordinator cuts.
 /// </summary>
 public interface IFlvTagSink
 {
@@ -47,6 +47,13 @@ public interface IFlvTagSink
 
     /// <summary>The publisher left; viewers carry on when the next <see cref="PublishStarted"/> brings new sequence headers.</summary>
     void PublishEnded();
+
+    /// <summary>
+    /// The tags written since the last call are all that one read of the publisher's connection
+    /// held: a sink that holds tags, to hand them on together, hands them on now. Called after each
+    /// read that gave tags, before the next read.
+    /// </summary>
+    ValueTask FlushAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }
 
 /// <summary>

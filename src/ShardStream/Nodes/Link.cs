@@ -177,10 +177,14 @@ internal sealed partial class Link : IAsyncDisposable
         return frame;
     }
 
-    /// <summary>Queues a chunk (retaining it). False when the link is closing or was just cut off for being too slow.</summary>
-    public bool TrySend(Chunk chunk)
+    /// <summary>
+    /// Queues a chunk (retaining it), with <paramref name="frameBefore"/> (an encoded frame) right
+    /// before it in the same send. False when the link is closing or was just cut off for being too
+    /// slow (and then the frame is not queued either).
+    /// </summary>
+    public bool TrySend(Chunk chunk, byte[]? frameBefore = null)
     {
-        if (_connection.TrySend(chunk, _options.MaxQueuedBytes, out long waiting)) return true;
+        if (_connection.TrySend(chunk, _options.MaxQueuedBytes, out long waiting, frameBefore)) return true;
         if (waiting >= 0)
             CloseAsync(GoodbyeCode.TooSlow, $"too slow: {waiting} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}").Observe(_log, $"{Name}: closing");
         return false;

@@ -63,34 +63,73 @@ internal sealed class Relay
     /// <summary>Keeps and forwards a chunk (the caller keeps its own reference).</summary>
     public void Publish(Chunk chunk)
     {
+        lock (_lock) PublishLocked(chunk, null, null);
+    }
+
+    /// <summary>
+    /// Keeps and forwards a hash list just signed and then the chunks it covers, in order (the
+    /// coordinator's source; the caller keeps its references): as <see cref="PublishHashList"/>
+    /// and then <see cref="Publish"/> for each chunk, except that a child gets the list in one item
+    /// of its queue with the first of its chunks it is sent, so that its writer wakes once for
+    /// both and sends them together. Queued apart, the list woke the writer, which could send it
+    /// before the chunk was queued: two sends, and two wake-ups, per chunk of a live source.
+    /// </summary>
+    public void PublishSigned(in HashList list, byte[] frame, List<Chunk> chunks)
+    {
+        long first = (long)list.FirstSeq, last = first + (long)(list.Count - 1) * _shardCount;
         lock (_lock)
         {
-            if (chunk.Seq <= _lastSeq[chunk.Shard]) return;
-            _lastSeq[chunk.Shard] = chunk.Seq;
-            long now = _time.GetTimestamp();
-            _window.Add(chunk, now, Reach(now));
-            var lists = _hashLists[chunk.Shard];
-            long oldest = _window.OldestSeq(chunk.Shard);
-            while (lists.TryPeek(out var head) && head.Last < oldest) lists.Dequeue();
-            var subscribers = _subscribers[chunk.Shard];
-            int sent = 0;
-            for (int i = subscribers.Count - 1; i >= 0; i--)
+            _owed.Clear();
+            var lists = _hashLists[list.Shard];
+            if (last > _lastListEnd[list.Shard])
             {
-                var sub = subscribers[i];
-                if (chunk.Seq < sub.FromSeq) continue;
-                // A fill (a bounded subscription) is done once the stream reaches its end point.
-                if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
-                else if (sub.Link.TrySend(chunk)) sent++;
-                else
-                {
-                    Hold(sub.Link, now);
-                    subscribers.RemoveAt(i);
-                }
+                _lastListEnd[list.Shard] = last;
+                lists.Enqueue((first, last, frame));
+                while (lists.Count > MaxHashListsPerShard) lists.Dequeue();
+                foreach (var sub in _subscribers[list.Shard])
+                    if (last >= sub.FromSeq && first < sub.UntilSeq) _owed.Add(sub.Link);
             }
-            if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
-            // The shard's last chunk, with the stream's end known already: the shard ends here (see PublishEnd).
-            if (_final is { } final && chunk.Seq >= LastChunkOf(chunk.Shard, (long)final.FinalSeq)) EndShard(chunk.Shard, final with { Shard = (byte)chunk.Shard });
+            foreach (var chunk in chunks) PublishLocked(chunk, _owed, frame);
+            // A child owed the list that got none of its chunks (none of them was for it): the list alone, as PublishHashList sends it.
+            foreach (var link in _owed) link.Send(frame);
+            _owed.Clear();
         }
+    }
+
+    /// <summary>The links still owed the hash list being published with its chunks (see <see cref="PublishSigned"/>). Used under the lock.</summary>
+    private readonly List<Link> _owed = [];
+
+    /// <summary>
+    /// <see cref="Publish"/> under the lock; a link in <paramref name="owed"/> gets
+    /// <paramref name="frame"/> with the chunk (and leaves the list). Called under the lock.
+    /// </summary>
+    private void PublishLocked(Chunk chunk, List<Link>? owed, byte[]? frame)
+    {
+        if (chunk.Seq <= _lastSeq[chunk.Shard]) return;
+        _lastSeq[chunk.Shard] = chunk.Seq;
+        long now = _time.GetTimestamp();
+        _window.Add(chunk, now, Reach(now));
+        var lists = _hashLists[chunk.Shard];
+        long oldest = _window.OldestSeq(chunk.Shard);
+        while (lists.TryPeek(out var head) && head.Last < oldest) lists.Dequeue();
+        var subscribers = _subscribers[chunk.Shard];
+        int sent = 0;
+        for (int i = subscribers.Count - 1; i >= 0; i--)
+        {
+            var sub = subscribers[i];
+            if (chunk.Seq < sub.FromSeq) continue;
+            // A fill (a bounded subscription) is done once the stream reaches its end point.
+            if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
+            else if (sub.Link.TrySend(chunk, owed is not null && owed.Remove(sub.Link) ? frame : null)) sent++;
+            else
+            {
+                Hold(sub.Link, now);
+                subscribers.RemoveAt(i);
+            }
+        }
+        if (sent > 0) ShardStreamMetrics.Sent.Add((long)sent * chunk.Length, ShardStreamMetrics.Shard(chunk.Shard));
+        // The shard's last chunk, with the stream's end known already: the shard ends here (see PublishEnd).
+        if (_final is { } final && chunk.Seq >= LastChunkOf(chunk.Shard, (long)final.FinalSeq)) EndShard(chunk.Shard, final with { Shard = (byte)chunk.Shard });
     }
 
     /// <summary>

@@ -140,12 +140,8 @@ internal sealed class SigningQueue(RunSigner signer, Relay relay, int shardCount
         foreach (long at in _addedAt[shard])
             HoldHistogram[Math.Min(HoldHistogram.Length - 1, (int)(time.GetElapsedTime(at, now).Ticks / (TimeSpan.TicksPerMicrosecond * HoldBucketMicroseconds)))]++;
         _addedAt[shard].Clear();
-        relay.PublishHashList(list, FrameWriting.ToArray(list.Write, list.FrameLength));
-        foreach (var chunk in pending)
-        {
-            relay.Publish(chunk);
-            chunk.Release();
-        }
+        relay.PublishSigned(list, FrameWriting.ToArray(list.Write, list.FrameLength), pending);
+        foreach (var chunk in pending) chunk.Release();
         pending.Clear();
         _pendingBytes[shard] = 0;
         _oldestAt[shard] = -1;

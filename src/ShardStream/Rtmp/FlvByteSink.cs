@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using ShardStream.Media;
 
@@ -10,11 +11,18 @@ namespace ShardStream.Rtmp;
 /// each tag with its 11-byte header and its PreviousTagSize. Timestamps continue across a
 /// publisher's reconnect (the new publish starts 40 ms after the last tag) so that the byte stream
 /// stays one FLV file. <see cref="Reader"/> is what the coordinator reads as its source.
+/// The tags of one read of the publisher's connection are flushed together
+/// (<see cref="FlushAsync"/>), and the reader runs inline in that flush: the coordinator's source
+/// loop cuts the read's tags into as few chunks as keyframes allow, hashes and signs them on the
+/// thread that parsed them, instead of being woken on another thread of the pool for each tag
+/// (twice, with a flush after the body and another after the trailer);
+/// docs/performance.md#rtmp-ingest-issue-11.
 /// </summary>
 public sealed class FlvByteSink : IFlvTagSink
 {
-    private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20, useSynchronizationContext: false));
+    private readonly Pipe _pipe = new(new PipeOptions(readerScheduler: PipeScheduler.Inline, pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20, useSynchronizationContext: false));
     private bool _headerWritten;
+    private bool _unflushed;
     private bool _rebase;
     private bool _anyTag;
     private uint _offset;
@@ -32,7 +40,8 @@ public sealed class FlvByteSink : IFlvTagSink
     /// <summary>Ends the byte stream.</summary>
     public void Complete() => _pipe.Writer.Complete();
 
-    public async ValueTask WriteTagAsync(FlvTagType type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    /// <summary>Writes the tag to the byte stream; the coordinator sees it at the next <see cref="FlushAsync"/>.</summary>
+    public ValueTask WriteTagAsync(FlvTagType type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
     {
         var w = _pipe.Writer;
         if (!_headerWritten)
@@ -49,9 +58,18 @@ public sealed class FlvByteSink : IFlvTagSink
         _last = at;
         _anyTag = true;
         w.Advance(Flv.WriteTagHeader(w.GetSpan(FlvTag.HeaderLength), type, at, body.Length));
-        await w.WriteAsync(body, cancellationToken).ConfigureAwait(false);
+        w.Write(body.Span);
         w.Advance(Flv.WriteTagTrailer(w.GetSpan(FlvTag.TrailerLength), body.Length));
-        await w.FlushAsync(cancellationToken).ConfigureAwait(false);
+        _unflushed = true;
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Hands the tags written since the last flush to the coordinator (which cuts them inline, see above); waits while it is 4 MiB behind.</summary>
+    public async ValueTask FlushAsync(CancellationToken cancellationToken)
+    {
+        if (!_unflushed) return;
+        _unflushed = false;
+        await _pipe.Writer.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>FLV header flags (4 audio, 1 video) from onMetaData's audiocodecid/videocodecid; both when it names neither.</summary>

@@ -15,6 +15,9 @@ internal sealed partial class RtmpSession
     private bool _publishing;
     private uint _publishStreamId;
     private long _tags;
+
+    /// <summary>Tags were written to the ingest since its last flush (one flush per read of the connection).</summary>
+    private bool _tagsUnflushed;
     private string _app = "";
     private Task? _playTask;
 
@@ -187,6 +190,7 @@ internal sealed partial class RtmpSession
     private ValueTask WriteTagAsync(byte type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken ct)
     {
         _tags++;
+        _tagsUnflushed = true;
         return _server.Options.Ingest!.WriteTagAsync((FlvTagType)type, timestamp, body, ct);
     }
 

@@ -167,8 +167,20 @@ internal sealed partial class RtmpSession
             var buffer = result.Buffer;
             long consumed = Parse(buffer, messages);
             Input.AdvanceTo(buffer.GetPosition(consumed), buffer.End);
-            foreach (var message in messages) await HandleAsync(message, ct).ConfigureAwait(false);
-            messages.Clear();
+            try
+            {
+                foreach (var message in messages) await HandleAsync(message, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                messages.Clear();
+                // The read's tags go on together, also those before a message that ends the connection.
+                if (_tagsUnflushed)
+                {
+                    _tagsUnflushed = false;
+                    await _server.Options.Ingest!.FlushAsync(ct).ConfigureAwait(false);
+                }
+            }
             if (_acks.Add(consumed, out uint sequence))
                 await SendAsync(ControlChunkStream, RtmpMessageType.Acknowledgement, 0, 0, RtmpControl.UInt32(sequence), ct).ConfigureAwait(false);
             if (result.IsCompleted)

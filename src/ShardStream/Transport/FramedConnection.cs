@@ -109,9 +109,11 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>
     /// Queues a chunk (retaining it), unless that would put more than <paramref name="maxQueuedBytes"/>
     /// in the queue: then <paramref name="waiting"/> says how many bytes wait already (else it is -1).
-    /// False as well when the connection is closing.
+    /// False as well when the connection is closing. <paramref name="frameBefore"/>: a control
+    /// frame encoded already that goes out right before the chunk, in the same send (the hash list
+    /// that covers it): one item of the queue, so the writer wakes once for both.
     /// </summary>
-    public bool TrySend(Chunk chunk, long maxQueuedBytes, out long waiting)
+    public bool TrySend(Chunk chunk, long maxQueuedBytes, out long waiting, byte[]? frameBefore = null)
     {
         waiting = -1;
         if (IsClosing) return false;
@@ -122,7 +124,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             waiting = queued - chunk.Length;
             return false;
         }
-        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), null, _time.GetTimestamp())))
+        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), frameBefore, _time.GetTimestamp())))
         {
             Interlocked.Add(ref _queuedBytes, -chunk.Length);
             chunk.Release();
@@ -307,7 +309,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                 }
                 while (sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
                 {
-                    if (item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
+                    if (item.Chunk is null && item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
                     // The batch's oldest item: what QueueAge measures while the send is under way.
                     if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
                     if (item.Chunk is { } chunk)
@@ -317,6 +319,11 @@ internal sealed class FramedConnection : IAsyncDisposable
                             Interlocked.Add(ref _queuedBytes, -chunk.Length);
                             chunk.Release();
                             continue;
+                        }
+                        if (item.Frame is { } before)
+                        {
+                            batch.Add(before);
+                            bytes += before.Length;
                         }
                         var prefix = new ArraySegment<byte>(prefixes, sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
                         new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
@@ -473,5 +480,6 @@ internal sealed class FramedConnection : IAsyncDisposable
         await _connection.DisposeAsync().ConfigureAwait(false);
     }
 
+    /// <summary>A chunk (with the frame that goes right before it, if any), or a control frame.</summary>
     private readonly record struct Outgoing(Chunk? Chunk, byte[]? Frame, long At, Action<byte[], long, long>? BeforeSend = null);
 }
