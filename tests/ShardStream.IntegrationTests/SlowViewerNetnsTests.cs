@@ -17,7 +17,7 @@ namespace ShardStream.IntegrationTests;
 public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
 {
     private const int Rate = 2 * 1024 * 1024;      // 16.8 Mbit/s
-    private const int Seconds = 16;
+    private const int Seconds = 28;
     private const int Piece = 64 * 1024;
     private static readonly TimeSpan Generous = TimeSpan.FromSeconds(180);
 
@@ -86,6 +86,8 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
             output.WriteLine($"h{r.Host.Index} {r.Host.Address}: exit {r.Exit}, sha256 {(r.Sha == expected ? "= source" : "DIFFERS")}, whole stream written {r.DoneAfterSource:+0.00;-0.00} s after the source ended, {r.MbitPerS:0.0} Mbit/s from the first byte written to the coordinator{(r.Last is null ? "" : $"; last line: {r.Last}")}");
         output.WriteLine($"slow viewer h{slowHost.Index}: exit {slowExit}, {slow.StdoutBytes} bytes; last line: {slow.StderrLines.LastOrDefault()}");
         output.WriteLine($"coordinator: {demotion.Line ?? "no demotion logged"} ({demotedAfter:0.0} s after the first source byte); exit {coordinatorExit}");
+        var stop = coordinator.TimedStderrLines.FirstOrDefault(l => l.Line.Contains("stopping it", StringComparison.Ordinal));
+        output.WriteLine($"coordinator: {stop.Line ?? "no stop logged"} ({(stop.Line is null ? double.NaN : Stopwatch.GetElapsedTime(start, stop.Timestamp).TotalSeconds):0.0} s after the first source byte)");
         var told = BelowRate().Match(slow.StderrLines.LastOrDefault(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)) ?? "");
         bool slowToldWhy = told.Success && double.Parse(told.Groups[1].Value, CultureInfo.InvariantCulture) is >= 0.1 and <= 2.0
             && double.Parse(told.Groups[2].Value, CultureInfo.InvariantCulture) is >= 12 and <= 20;

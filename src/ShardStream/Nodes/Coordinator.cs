@@ -263,11 +263,19 @@ public sealed class Coordinator : Node, Admission.IHost
         }
     }
 
-    /// <summary>A direct child of the coordinator is slow: demote it to a leaf (or stop it, when it was demoted as slow before).</summary>
+    /// <summary>A direct child of the coordinator is slow: demote it to a leaf (or stop it, when it is a leaf behind for long; see <see cref="EvictionPolicy.OnSlow"/>).</summary>
     private protected override void OnSlowChild(SlowChildren.Finding finding)
     {
         int id = ChildIdOf(finding.Link);
-        if (id > 0) _eviction.OnSlow(id, $"its oldest queued chunk at the coordinator waited {finding.QueueAge.TotalSeconds:0.0} s", (finding.DownloadMbps, finding.StreamMbps));
+        if (id > 0) _eviction.OnSlow(id, $"its oldest queued chunk at the coordinator waited {finding.QueueAge.TotalSeconds:0.0} s, it took {finding.DownloadMbps:0.0} Mbit/s while {finding.StreamMbps:0.0} were queued for it", (finding.DownloadMbps, finding.StreamMbps), finding.QueueAge);
+    }
+
+    /// <summary>A direct child still slow after the grace: judged like a report from a peer (a peer child's link is closed here).</summary>
+    private protected override bool OnStillSlow(SlowChildren.Finding finding)
+    {
+        if (ChildIdOf(finding.Link) <= 0) return false;
+        OnSlowChild(finding);
+        return true;
     }
 
     /// <summary>A direct child stopped as too slow: a join with its token is answered with the same goodbye.</summary>

@@ -198,8 +198,12 @@ public abstract partial class Node : IAsyncDisposable
         {
             if (finding.Verdict == SlowChildren.Verdict.Slow)
             {
-                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds);
+                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.DownloadMbps, finding.StreamMbps);
                 OnSlowChild(finding);
+            }
+            else if (OnStillSlow(finding))
+            {
+                SlowChildLog.StillSlow(Log, finding.Link.Name, NodeOptionsBase.SlowChildGrace.TotalSeconds, finding.QueueAge.TotalSeconds);
             }
             else
             {
@@ -212,6 +216,13 @@ public abstract partial class Node : IAsyncDisposable
 
     /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>
     private protected abstract void OnSlowChild(SlowChildren.Finding finding);
+
+    /// <summary>
+    /// A child this node serves is still slow <see cref="NodeOptions.SlowChildGrace"/> after it was
+    /// found slow: true when the coordinator decides (it is told, or is this node); false to close
+    /// the child here.
+    /// </summary>
+    private protected virtual bool OnStillSlow(SlowChildren.Finding finding) => false;
 
     /// <summary>A child this node serves is about to be closed as too slow, with <paramref name="reason"/>.</summary>
     private protected virtual void OnStoppingSlowChild(Link child, string reason)

@@ -325,6 +325,18 @@ public sealed partial class Peer : Node, IPeerParents
         static uint Kbps(double mbps) => (uint)Math.Clamp(Math.Round(mbps * 1000), 0, uint.MaxValue);
     }
 
+    /// <summary>
+    /// A child still slow after the grace is reported again (version 8 on, where the report has the
+    /// figures): the coordinator stops it when it is a leaf behind for that long, with the source's
+    /// rate in its message, or demotes it when it still relays. Older coordinators: closed here.
+    /// </summary>
+    private protected override bool OnStillSlow(SlowChildren.Finding finding)
+    {
+        if (ChildIdOf(finding.Link) <= 0 || _version < Protocol.SlowChildRatesVersion || _control is null) return false;
+        OnSlowChild(finding);
+        return true;
+    }
+
     private protected override Task OnJoinAsync(Link link, Hello hello)
     {
         // Only the coordinator places peers: send the joiner there.

@@ -138,8 +138,8 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
 /// <summary>Log lines of the slow-child policy (event ids 900–909).</summary>
 internal static partial class SlowChildLog
 {
-    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing; demoting it to a leaf", EventName = "SlowChild")]
-    public static partial void Slow(ILogger log, string link, double age);
+    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); demoting it to a leaf", EventName = "SlowChild")]
+    public static partial void Slow(ILogger log, string link, double age, double downloadMbps, double queuedMbps);
 
     [LoggerMessage(901, LogLevel.Warning, "{Link}: still slow {Grace:0.#} s after it was found slow: stopping it ({Reason})", EventName = "SlowChildStopped")]
     public static partial void Stopped(ILogger log, string link, double grace, string reason);
@@ -153,8 +153,11 @@ internal static partial class SlowChildLog
     [LoggerMessage(904, LogLevel.Warning, "peer {Id} is not demoted ({Why}): the overlay has no spare upload to re-place its children without evicting someone", EventName = "DemotionRefused")]
     public static partial void NotDemoted(ILogger log, int id, string why);
 
-    [LoggerMessage(906, LogLevel.Warning, "peer {Id} found slow again {Seconds:0.0} s after it was first found slow, as a leaf ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
-    public static partial void SlowAgain(ILogger log, int id, double seconds, string why, string reason);
+    [LoggerMessage(906, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
+    public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);
+
+    [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
+    public static partial void StillSlow(ILogger log, string link, double grace, double age);
 
     [LoggerMessage(905, LogLevel.Warning, "peer {Id} is not demoted ({Why}): another peer was demoted less than {Spacing:0.#} s ago (one demotion at a time: many slow relays at once point to a busy machine, not to slow viewers)", EventName = "DemotionSpaced")]
     public static partial void DemotionSpaced(ILogger log, int id, string why, double spacing);

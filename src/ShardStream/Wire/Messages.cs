@@ -545,7 +545,7 @@ public readonly record struct Leave(ulong PeerId)
 /// its queue keeps growing. The coordinator demotes it if the plan has the sender as its parent.
 /// From version 8 it carries the figures behind the finding (<paramref name="Rates"/>): what the
 /// sender handed to the child's connection and what it queued for it over the window it judged,
-/// in kbit/s; the coordinator quotes them when it stops a child found slow again after its demotion.
+/// in kbit/s; the coordinator quotes them when it stops a leaf that stays slow.
 /// </summary>
 public readonly record struct SlowChild(ulong ChildId, uint QueueAgeMs, (uint DownloadKbps, uint StreamKbps)? Rates = null)
 {

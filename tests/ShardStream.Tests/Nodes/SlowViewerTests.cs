@@ -139,6 +139,42 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         await connection.DisposeAsync();
     }
 
+    /// <summary>
+    /// A busy machine makes healthy peers fall behind for a second or two after each repair that
+    /// touches them; two such findings about one leaf must not add up to a stop (they did: a leaf
+    /// found slow twice, 5 to 60 s apart, was stopped). Only a report that the leaf has been behind
+    /// at its parent for the whole grace (its oldest queued chunk that old) stops it.
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_found_slow_twice_briefly_is_not_stopped_and_one_behind_for_the_whole_grace_is()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1);
+        // A relay takes one of the coordinator's two slots, a viewer that uploads nothing the
+        // other; the next leaf can only go under the relay, whose reports the test writes itself.
+        var relay = await overlay.AddPeerAsync();
+        await overlay.AddPeerAsync(upload: 0);
+        var leaf = await overlay.AddPeerAsync(upload: 0);
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        void Report(uint queueAgeMs, uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, queueAgeMs, (downloadKbps, 8_000)).Write);
+        var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
+
+        // Two short findings, one now and one after the grace (the old rule stopped it on the second).
+        var grace = new CoordinatorOptions().SlowChildGrace;
+        Report(2_000, 800);
+        await Task.Delay(grace + TimeSpan.FromSeconds(1));
+        Report(2_100, 900);
+        await Task.Delay(grace + TimeSpan.FromSeconds(1));
+        Assert.False(leafRun.IsCompleted, $"a leaf found slow twice, briefly, was stopped: {leafRun.Exception?.InnerException?.Message}");
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
+
+        // Behind at its parent for longer than the grace: stopped, with the figures.
+        Report((uint)(grace.TotalMilliseconds + 1_000), 700);
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun.WaitAsync(Overlay.Deadline));
+        Assert.Matches(BelowRate(), stopped.Message);
+        Assert.Contains("0.9 vs", stopped.Message, StringComparison.Ordinal);   // the higher of this finding's and the last one's
+        await leaf.DisposeAsync();
+    }
+
     private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(System.IO.Pipelines.PipeReader input)
     {
         using var timeout = new CancellationTokenSource(Overlay.Deadline);
