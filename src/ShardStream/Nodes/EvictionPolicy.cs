@@ -49,6 +49,30 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// <summary>What a joiner with <paramref name="token"/> was told when it was stopped as too slow; null when it was not. Under the gate.</summary>
     public string? StoppedSlow(ulong token) => token != 0 && _stoppedSlow.TryGetValue(token, out var reason) ? reason : null;
 
+    /// <summary>
+    /// Peers that left the overlay lately (a leave, a failure, a finish), with their address and
+    /// the children they had in the plan then: an accusation from one of those children may come
+    /// after its parent left. A child closes the link of a parent it caught lying before it
+    /// reports it, and a parent that has the whole stream leaves as soon as its children closed:
+    /// the liar was out before its accusation arrived, the coordinator forgot it, and neither
+    /// logged it cut off nor refused its address (CliLyingRelayTests(flip) in a CI run; the in-process
+    /// StaleRunTests every time). Bounded; under the gate.
+    /// </summary>
+    private readonly Dictionary<int, (string Address, HashSet<(int Child, int Shard)> Children)> _departed = [];
+    private readonly Queue<int> _departedOrder = new();
+    private const int MaxDepartedRemembered = 4096;
+
+    /// <summary>Notes that <paramref name="session"/> leaves the overlay now, with its children in the plan. Under the gate, before the planner forgets it.</summary>
+    public void NoteDeparted(PeerSession session)
+    {
+        if (!tracker.Planner.Contains(session.Id)) return;
+        var children = new HashSet<(int Child, int Shard)>();
+        for (int s = 0; s < options.ShardCount; s++)
+            foreach (int child in tracker.Planner.ChildrenOf(session.Id, s)) children.Add((child, s));
+        if (_departed.TryAdd(session.Id, (session.Address, children))) _departedOrder.Enqueue(session.Id);
+        if (_departedOrder.Count > MaxDepartedRemembered) _departed.Remove(_departedOrder.Dequeue());
+    }
+
     /// <summary>What an accusation leads to (see <see cref="JudgeAccusation"/>).</summary>
     public enum Verdict
     {
@@ -63,6 +87,9 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
 
         /// <summary>The accused parent is cut off: its address is refused from now on; the caller takes it out.</summary>
         ParentCutOff,
+
+        /// <summary>The accused parent had left the overlay already (its children were moved then): its address is refused from now on.</summary>
+        DepartedParentCutOff,
     }
 
     /// <summary>True when peers at <paramref name="address"/> were cut off. Under the gate.</summary>
@@ -75,9 +102,10 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// <see cref="MaxAccusations"/> parents in its life (an honest peer meets a liar rarely; a
     /// peer that finds every parent lying is the liar, and is evicted itself). Called under the gate.
     /// </summary>
-    public Verdict JudgeAccusation(PeerSession reporter, int parentId, ShardStart[] shards, string violation, out PeerSession? parent)
+    public Verdict JudgeAccusation(PeerSession reporter, int parentId, ShardStart[] shards, string violation, out PeerSession? parent, out string? departedAddress)
     {
         parent = null;
+        departedAddress = null;
         if (!tracker.Peers.ContainsKey(reporter.Id)) return Verdict.Ignored;
         if (parentId == Planner.Source)
         {
@@ -86,8 +114,20 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
         }
         if (!tracker.Peers.TryGetValue(parentId, out parent))
         {
-            CoordinatorLog.AccusedAlreadyOut(log, reporter.Id, parentId, violation);
-            return Verdict.Ignored;
+            // Left already: judged by the children it had in the plan when it left.
+            if (!_departed.TryGetValue(parentId, out var departed) || !shards.Any(s => departed.Children.Contains((reporter.Id, s.Shard))))
+            {
+                CoordinatorLog.AccusedAlreadyOut(log, reporter.Id, parentId, violation);
+                return Verdict.Ignored;
+            }
+            if (++reporter.Accusations > MaxAccusations)
+            {
+                CoordinatorLog.AccuserEvicted(log, reporter.Id, reporter.Accusations, parentId);
+                return Verdict.AccuserEvicted;
+            }
+            _cutOff.Add(departed.Address);
+            departedAddress = departed.Address;
+            return Verdict.DepartedParentCutOff;
         }
         if (!shards.Any(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId))
         {

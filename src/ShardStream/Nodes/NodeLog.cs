@@ -93,6 +93,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1675, LogLevel.Warning, "peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on", EventName = "ParentCutOff")]
     public static partial void ParentCutOff(ILogger log, int parent, string address, int id, string reason);
 
+    [LoggerMessage(1678, LogLevel.Warning, "peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; it had left the overlay already (its children moved then), and its address is refused from now on", EventName = "DepartedParentCutOff")]
+    public static partial void DepartedParentCutOff(ILogger log, int parent, string address, int id, string reason);
+
     [LoggerMessage(1676, LogLevel.Debug, "{Link}: sending {Count} node(s) to measure before the join", EventName = "SendingLandmarks")]
     public static partial void SendingLandmarks(ILogger log, string link, int count);
 

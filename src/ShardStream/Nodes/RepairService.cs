@@ -145,6 +145,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         lock (tracker.Gate)
         {
             if (!tracker.Forget(session)) return;
+            // An accusation against it may still come from one of its children (EvictionPolicy.NoteDeparted).
+            eviction.NoteDeparted(session);
             removed(session);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
@@ -223,9 +225,13 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         PeerSession? parent;
         lock (tracker.Gate)
         {
-            switch (eviction.JudgeAccusation(reporter, parentId, shards, violation, out parent))
+            switch (eviction.JudgeAccusation(reporter, parentId, shards, violation, out parent, out string? departedAddress))
             {
                 case EvictionPolicy.Verdict.Ignored:
+                    return;
+                case EvictionPolicy.Verdict.DepartedParentCutOff:
+                    // Its children were moved when it left; the reporter resumes from its new parent.
+                    CoordinatorLog.DepartedParentCutOff(log, parentId, departedAddress!, reporter.Id, violation);
                     return;
                 case EvictionPolicy.Verdict.AccuserEvicted:
                     reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(log, $"peer {reporter.Id}: evicting");

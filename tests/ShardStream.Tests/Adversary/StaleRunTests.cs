@@ -80,9 +80,11 @@ public class StaleRunTests
         // The viewer wrote the second run, all of it and nothing else (so no byte of the first).
         await run2.AssertIdenticalAsync(run2.Peers.Single());
         Assert.False(viewer.ParentIds().Contains(staleRelay.Id), "the viewer still takes the stream from the stale relay");
-        // It cut the relay off with the reason, and told the coordinator why.
+        // It cut the relay off with the reason, and the coordinator cut it off as any forger (often
+        // after the relay left: it had the whole stream, and left once its child closed).
         Assert.True(log.Lines.Any(l => l.Level == LogLevel.Error && l.Message.Contains($"cut off parent {staleRelay.Id}", StringComparison.Ordinal)
             && l.Message.Contains("does not carry the stream's signature for this run", StringComparison.Ordinal)), Dump(log));
+        Assert.True(log.Has(LogLevel.Warning, $"peer {staleRelay.Id} (stale:1) is cut off: its child {viewer.Id} reports"), Dump(log));
     }
 
     private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)

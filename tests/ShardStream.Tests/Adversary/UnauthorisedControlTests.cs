@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
 using ShardStream.Tests.Nodes;
 using ShardStream.Transport;
 using ShardStream.Wire;
@@ -104,6 +105,43 @@ public class UnauthorisedControlTests
 
         Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == stranger.Id);
         connection.Abort();
+    }
+
+    [Fact]
+    public async Task An_accusation_that_comes_after_the_accused_parent_left_still_cuts_it_off()
+    {
+        // A child closes the link of a parent it caught lying before it reports it, and a parent
+        // that has the whole stream leaves once its children closed: the report can come after the
+        // liar left (CliLyingRelayTests(flip) once lacked the coordinator's "is cut off" line).
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: log.Factory);
+        var liar = await overlay.AddPeerAsync();
+        // The child joins under it (the coordinator feeds one child).
+        var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        Assert.Equal((ulong)liar.Id, welcome.Shards[0].ParentId);
+
+        // The liar leaves first; the child's report comes after.
+        await liar.LeaveAsync(Overlay.Deadline);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != liar.Id), "the liar has left");
+        new ParentLost((ulong)liar.Id, [new ShardStart(0, 0)], "bad data: chunk 3 of shard 0 does not match the stream's signed hash").Write(connection.Pipe.Output);
+        // Frames on a link are handled in order: once the child is gone, its accusation was judged.
+        new Leave(welcome.PeerId).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != (int)welcome.PeerId), "the child has left");
+        connection.Abort();
+
+        // The coordinator says so, as for a liar still in the overlay, and refuses the liar's address from now on.
+        Assert.True(log.Has(LogLevel.Warning, $"peer {liar.Id} (p1:1) is cut off: its child {welcome.PeerId} reports: bad data"),
+            string.Join("\n", log.Lines.Select(l => $"{l.Level}: {l.Message}")));
+        var (again, reason) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "p1:1", new byte[Protocol.NonceLength]));
+        Assert.Equal(FrameType.Goodbye, again);
+        Assert.Contains("p1:1 was cut off", reason);
     }
 
     [Fact]
