@@ -82,6 +82,88 @@ internal sealed partial class LatencyPlacement
         return best;
     }
 
+    /// <summary>
+    /// A node of the top <paramref name="topDepth"/> levels of <paramref name="shard"/> that is much
+    /// farther from the source than <paramref name="joiner"/> (just placed, deeper, with capacity):
+    /// the one farthest from it (estimated RTT), if the joiner is closer by at least
+    /// <see cref="NearMarginMs"/> and <see cref="NearMarginShare"/>. <see cref="Planner.None"/> if none.
+    /// </summary>
+    public int FindNearSourceExchange(int joiner, int shard, int topDepth)
+    {
+        _nearTop ??= new List<(double Rtt, int Node, int Parent)>?[_forest.ShardCount];
+        _nearAge ??= new int[_forest.ShardCount];
+        var tops = _nearTop[shard] ??= [];
+        if (++_nearAge[shard] >= TopRefresh || tops.Count == 0)
+        {
+            RefreshNear(shard, topDepth, tops);
+        }
+
+        var mine = SourceRtt(joiner);
+        var joinerDepth = _forest.Depth(joiner, shard);
+        var cap = _forest.Cap(joiner, shard);
+        foreach (var (rtt, place, parent) in tops)
+        {
+            if (rtt - mine <= NearMarginMs || rtt - mine <= NearMarginShare * rtt)
+            {
+                break; // sorted farthest first: nobody further down is farther
+            }
+
+            if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != parent
+                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
+            {
+                continue;
+            }
+
+            _nearAge[shard] = TopRefresh; // the top changes: summarise again at the next join
+            return place;
+        }
+
+        return None;
+    }
+
+    /// <summary>Estimated RTT from <paramref name="node"/> to the source; the subject's measured one when it has it.</summary>
+    private double SourceRtt(int node) =>
+        node == _subjectNode && _measured is not null && _measured.TryGetValue(Source, out var rtt)
+            ? rtt
+            : CoordinateOf(node).EstimateRtt(CoordinateOf(Source));
+
+    /// <summary>Least difference (ms of estimated RTT to the source) for a near-source exchange.</summary>
+    public const double NearMarginMs = 10;
+
+    /// <summary>Least difference, as a share of the occupant's RTT to the source, for a near-source exchange.</summary>
+    public const double NearMarginShare = 0.1;
+
+    private List<(double Rtt, int Node, int Parent)>?[]? _nearTop;
+    private int[]? _nearAge;
+
+    private void RefreshNear(int shard, int topDepth, List<(double Rtt, int Node, int Parent)> tops)
+    {
+        _nearAge![shard] = 0;
+        tops.Clear();
+        _walk.Clear();
+        _walk.Push(Source);
+        var source = CoordinateOf(Source);
+        while (_walk.Count > 0)
+        {
+            var node = _walk.Pop();
+            var depth = _forest.Depth(node, shard);
+            if (node != Source)
+            {
+                tops.Add((CoordinateOf(node).EstimateRtt(source), node, _forest.Parent(node, shard)));
+            }
+
+            if (depth < topDepth)
+            {
+                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                {
+                    _walk.Push(c);
+                }
+            }
+        }
+
+        tops.Sort((a, b) => b.Rtt.CompareTo(a.Rtt));
+    }
+
     /// <summary>Joins between two summaries of the top places of a tree.</summary>
     public const int TopRefresh = 64;
 

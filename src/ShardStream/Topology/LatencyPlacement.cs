@@ -34,6 +34,7 @@ internal sealed partial class LatencyPlacement
 
     // The node being placed: its coordinate and the RTTs it measured (joins only).
     private NetworkCoordinate _subject;
+    private int _subjectNode = None;
     private IReadOnlyDictionary<int, double>? _measured;
 
     public LatencyPlacement(ShardForest forest)
@@ -118,6 +119,7 @@ internal sealed partial class LatencyPlacement
     public void Begin(int node, IReadOnlyDictionary<int, double>? measured, bool exact = false)
     {
         _subject = CoordinateOf(node);
+        _subjectNode = node;
         _measured = measured;
         _exact = exact;
         if (!exact)
@@ -209,22 +211,131 @@ internal sealed partial class LatencyPlacement
         return Best(shard, blind);
     }
 
+    /// <summary>
+    /// <see cref="ChooseOpen"/> for <paramref name="node"/> (already registered, e.g. a leaf pushed
+    /// down by the subject) instead of the subject; the subject is back afterwards.
+    /// </summary>
+    public int ChooseOpenFor(int node, int shard, int maxParentDepth, int blind)
+    {
+        var (subject, subjectNode, measured, nearCount) = (_subject, _subjectNode, _measured, _nearCount);
+        Span<int> near = stackalloc int[NearZones];
+        _near.CopyTo(near);
+        _subject = CoordinateOf(node);
+        _subjectNode = node;
+        _measured = null;
+        try
+        {
+            if (_subject.Error >= 1)
+            {
+                return blind;
+            }
+
+            FindNearZones(_subject);
+            return ChooseOpen(shard, maxParentDepth, blind);
+        }
+        finally
+        {
+            (_subject, _subjectNode, _measured, _nearCount) = (subject, subjectNode, measured, nearCount);
+            near.CopyTo(_near);
+        }
+    }
+
     /// <summary>The weaker node to push down in <paramref name="shard"/>: among <paramref name="blind"/> and others of its depth, the one whose parent gives the subject the lowest estimated delay.</summary>
     public int ChooseWeaker(int shard, int cap, int blind)
     {
         _candidates.Clear();
         _candidates.Add(blind);
-        _forest.CollectWeakerAt(shard, cap, _forest.Depth(blind, shard), MaxCandidates * 2, _candidates);
-        var best = blind;
+        var depth = _forest.Depth(blind, shard);
+        _forest.CollectWeakerAt(shard, cap, depth, MaxCandidates * 2, _candidates);
+        CollectNearWeaker(shard, cap, depth);
+        return BestWeaker(shard, blind);
+    }
+
+    /// <summary>Relays looked at per near zone for a weaker child to push down.</summary>
+    private const int WeakerPerZone = 6;
+
+    /// <summary>
+    /// Adds to the candidates, from the zones nearest the subject, children weaker than
+    /// <paramref name="cap"/> at <paramref name="depth"/> of relays at the level above: a push-down
+    /// near the joiner, so that its subtree hangs from a parent near it. Relays with no weaker child
+    /// are dropped from the zone's queue (queued again when their children change).
+    /// </summary>
+    private void CollectNearWeaker(int shard, int cap, int depth)
+    {
+        Span<int> drop = stackalloc int[4 * WeakerPerZone];
+        for (var zi = 0; zi < _nearCount; zi++)
+        {
+            var queue = _zones.Relays(_near[zi], shard).At(depth - 1);
+            if (queue is null)
+            {
+                continue;
+            }
+
+            var taken = 0;
+            var dropped = 0;
+            var examine = Math.Min(queue.Count, 4 * WeakerPerZone);
+            for (var j = 0; j < examine && taken < WeakerPerZone; j++)
+            {
+                var relay = queue[j];
+                var found = None;
+                if (_forest.IsAlive(relay) && _forest.Depth(relay, shard) == depth - 1 && _forest.Cap(relay, shard) > 0)
+                {
+                    for (var c = _forest.FirstChild(relay, shard); c != None; c = _forest.NextSibling(c, shard))
+                    {
+                        if (_forest.Cap(c, shard) < cap)
+                        {
+                            found = c;
+                            break;
+                        }
+                    }
+                }
+
+                if (found == None)
+                {
+                    drop[dropped++] = j;
+                    _zones.DroppedRelay(relay, shard, depth - 1);
+                }
+                else if (!_candidates.Contains(found))
+                {
+                    _candidates.Add(found);
+                    taken++;
+                }
+            }
+
+            queue.RemoveNearFront(drop[..dropped]);
+        }
+    }
+
+    /// <summary>Of the weaker candidates, the one whose parent gives the subject the lowest estimated delay, the shortest last edge winning within the slack.</summary>
+    private int BestWeaker(int shard, int blind)
+    {
+        _costs.Clear();
+        _lastEdges.Clear();
         var bestCost = double.MaxValue;
         foreach (var node in _candidates)
         {
             var parent = _forest.Parent(node, shard);
-            var cost = parent == None ? double.MaxValue : Cost(parent, shard);
-            if (cost < bestCost)
+            var last = parent == None ? double.MaxValue : LastEdge(parent);
+            var cost = parent == None ? double.MaxValue : Cost(parent, shard, last);
+            _costs.Add(cost);
+            _lastEdges.Add(last);
+            bestCost = Math.Min(bestCost, cost);
+        }
+
+        if (bestCost == double.MaxValue)
+        {
+            return blind;
+        }
+
+        var limit = Math.Max(bestCost + DelaySlackMs, bestCost * (1 + DelaySlackShare));
+        var best = blind;
+        var shortest = double.MaxValue;
+        for (var i = 0; i < _candidates.Count; i++)
+        {
+            if (_costs[i] <= limit && _lastEdges[i] < shortest)
             {
-                bestCost = cost;
-                best = node;
+                shortest = _lastEdges[i];
+                best = _candidates[i];
             }
         }
 

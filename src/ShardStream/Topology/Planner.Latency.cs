@@ -121,6 +121,9 @@ public sealed partial class Planner
     /// <summary>Levels of every tree whose nodes a better-placed joiner may take the place of (see <see cref="LatencyPlacement.FindTopExchange"/>).</summary>
     public const int ExchangeDepth = 3;
 
+    /// <summary>Levels of every tree that a joiner much nearer the source takes from a node farther from it (see <see cref="LatencyPlacement.FindNearSourceExchange"/>).</summary>
+    public const int NearSourceDepth = 2;
+
     /// <summary>Deepest level sorted by geography (<see cref="LatencyPlacement.SortLevels"/>): levels 2 to 4 hold about 1,100 nodes per tree.</summary>
     public const int SortDepth = 4;
 
@@ -154,7 +157,14 @@ public sealed partial class Planner
                 continue;
             }
 
-            var place = _latency.FindTopExchange(id, s, ExchangeDepth);
+            // The first levels go to the peers nearest the source (every path crosses them, and a
+            // near peer's RDP suffers most from a detour), the next to those nearest their
+            // neighbours there.
+            var place = _latency.FindNearSourceExchange(id, s, NearSourceDepth);
+            if (place == None)
+            {
+                place = _latency.FindTopExchange(id, s, ExchangeDepth);
+            }
             if (place != None)
             {
                 _placement.ExchangePlaces(id, place, s, _moves);

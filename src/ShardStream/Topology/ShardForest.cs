@@ -442,6 +442,11 @@ internal sealed partial class ShardForest
             return;
         }
 
+        if (_cap[i] > 0 && depth >= 0)
+        {
+            Zones?.PushRelay(node, shard, depth);
+        }
+
         var cls = ClassOf(_cap[i]);
         var classMark = (mark * ClassCount) + cls;
         if (_classMark[i] != classMark)

@@ -61,7 +61,20 @@ internal sealed class ShardPlacement(ShardForest forest)
             var weaker = _forest.FindWeaker(shard, cap, freeDepth);
             if (weaker != None)
             {
-                TakePlaceOf(node, latency?.ChooseWeaker(shard, cap, weaker) ?? weaker, shard, moves);
+                weaker = latency?.ChooseWeaker(shard, cap, weaker) ?? weaker;
+                TakePlaceOf(node, weaker, shard, moves);
+                if (latency is not null && _forest.Cap(weaker, shard) == 0 && depthBound != int.MaxValue)
+                {
+                    // The pushed-down leaf goes where it is best placed itself (within the depth
+                    // bound), not necessarily under the joiner: a joiner from far away would
+                    // otherwise carry a near leaf's path across an ocean.
+                    var blindDepth = _forest.Depth(node, shard);
+                    _forest.Detach(weaker, shard);
+                    var to = latency.ChooseOpenFor(weaker, shard, Math.Max(blindDepth, depthBound - 1), node);
+                    _forest.Attach(weaker, to, shard);
+                    moves.Add(new Reattachment(weaker, shard, to));
+                }
+
                 return;
             }
         }

@@ -19,6 +19,7 @@ internal sealed class ZoneIndex(int shardCount)
 
     private readonly int _k = shardCount;
     private readonly List<DepthIndex[]> _open = [];
+    private readonly List<DepthIndex[]> _relays = [];
     private readonly List<(double X, double Y)> _centres = [];
     private int[] _zoneOf = [];
 
@@ -58,6 +59,13 @@ internal sealed class ZoneIndex(int shardCount)
         }
 
         _open.Add(shards);
+        var relays = new DepthIndex[_k];
+        for (var s = 0; s < _k; s++)
+        {
+            relays[s] = new DepthIndex();
+        }
+
+        _relays.Add(relays);
         return _centres.Count - 1;
     }
 
@@ -111,4 +119,44 @@ internal sealed class ZoneIndex(int shardCount)
     private int[] _mark = [];
 
     public DepthIndex Open(int zone, int shard) => _open[zone][shard];
+
+    /// <summary>Nodes with capacity in <paramref name="shard"/> by depth, in <paramref name="zone"/> (entries may be stale).</summary>
+    public DepthIndex Relays(int zone, int shard) => _relays[zone][shard];
+
+    /// <summary>
+    /// Called by the forest after any change to a node with capacity at <paramref name="depth"/>:
+    /// queued unless an entry for that depth is already (see <see cref="DroppedRelay"/>).
+    /// </summary>
+    public void PushRelay(int node, int shard, int depth)
+    {
+        var zone = ZoneOf(node);
+        if (zone < 0)
+        {
+            return;
+        }
+
+        var i = ((long)node * _k) + shard;
+        if (i >= _relayMark.Length)
+        {
+            Array.Resize(ref _relayMark, (int)Math.Max(i + _k, Math.Max(1024, (long)_relayMark.Length * 2)));
+        }
+
+        if (_relayMark[i] != depth + 1)
+        {
+            _relayMark[i] = depth + 1;
+            _relays[zone][shard].Push(depth, node);
+        }
+    }
+
+    /// <summary>A reader dropped the entry of <paramref name="node"/> at <paramref name="depth"/>: the next <see cref="PushRelay"/> queues it again.</summary>
+    public void DroppedRelay(int node, int shard, int depth)
+    {
+        var i = ((long)node * _k) + shard;
+        if (i < _relayMark.Length && _relayMark[i] == depth + 1)
+        {
+            _relayMark[i] = 0;
+        }
+    }
+
+    private int[] _relayMark = [];
 }

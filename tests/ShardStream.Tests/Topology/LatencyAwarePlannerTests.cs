@@ -64,6 +64,50 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void A_joiner_much_nearer_the_source_takes_a_first_level_place_from_a_far_peer()
+    {
+        // Binary: the source (origin) has two slots, taken by A (x = 200) and B (x = 150). C joins
+        // next to the source: it is placed under one of them, then takes A's place (the farthest
+        // from the source), and A hangs where C was. Nobody changes depth but the two.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(200));
+        var b = planner.Join(2, At(150));
+        var c = planner.Join(2, At(5), new Dictionary<int, double> { [Planner.Source] = 7 });
+        Assert.Equal(Planner.Source, planner.ParentOf(c, 0));
+        Assert.Equal(Planner.Source, planner.ParentOf(b, 0));
+        Assert.Equal(2, planner.DepthOf(a, 0));
+        Assert.Contains(planner.LastJoinMoves, m => m.Peer == a);
+        PlanAssert.Consistent(planner);
+
+        // A joiner only a little nearer than the farthest (B, 150 ms) takes nothing.
+        var d = planner.Join(2, At(140));
+        Assert.Equal(2, planner.DepthOf(d, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void A_leaf_pushed_down_by_a_far_joiner_takes_the_free_slot_nearest_it()
+    {
+        // Binary, source at the origin with two slots: viewer V (x = -100, budget 0) and relay R1
+        // (x = -100) take them. Relay R2 (x = +100) then takes V's place, as a stronger node does;
+        // the blind rule hangs V under R2, across the plane; the aware one puts it under R1.
+        var aware = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        var blind = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        aware.SetCoordinate(Planner.Source, At(0, 300));
+        foreach (var planner in new[] { aware, blind })
+        {
+            var v = planner.Join(0, At(-100));
+            var r1 = planner.Join(2, At(-100, 1));
+            var r2 = planner.Join(2, At(100));
+            Assert.Equal(Planner.Source, planner.ParentOf(r2, 0));
+            Assert.Equal(2, planner.DepthOf(v, 0));
+            Assert.Equal(planner == aware ? r1 : r2, planner.ParentOf(v, 0));
+            PlanAssert.Consistent(planner);
+        }
+    }
+
+    [Fact]
     public void Landmarks_are_peers_with_a_budget_only()
     {
         // A peer placed with budget 0 (the coordinator's dial-back probe could not reach it) is no

@@ -24,6 +24,7 @@ namespace ShardStream.Simulation;
 /// </remarks>
 internal static class RdpAnalysis
 {
+
     public static void Write(Planner planner, WorldLatencyModel model, TextWriter o)
     {
         var k = planner.ShardCount;
@@ -71,11 +72,14 @@ internal static class RdpAnalysis
 
         // Decomposition of the worst tree's path, and the per-tree RDP.
         double sumRdp = 0, sumTreeRdp = 0, sumA = 0, sumE = 0, sumC = 0, sumD = 0, sumP = 0, sumDepth = 0;
+        var inPaths = new Dictionary<string, int>();
+        var outPaths = new Dictionary<string, int>();
         double inN = 0, inRdp = 0, outRdp = 0, inD = 0, inP = 0, inA = 0, outD = 0, outP = 0, outA = 0;
         for (var i = 0; i < n; i++)
         {
             var p = peers[i];
             double worst = -1, worstA = 0;
+            var ws = 0;
             var worstDepth = 0;
             for (var s = 0; s < k; s++)
             {
@@ -101,7 +105,24 @@ internal static class RdpAnalysis
                     worst = path;
                     worstA = acc;
                     worstDepth = depth;
+                    ws = s;
                 }
+            }
+
+            {
+                // The regions along the slowest tree's path, from the source down: S the source's
+                // region, R the peer's own, X any other.
+                var chain = new List<int>();
+                for (var node = p; node != Planner.Source; node = planner.ParentOf(node, ws))
+                {
+                    chain.Add(model.RegionOf(node));
+                }
+
+                chain.Reverse();
+                var own = model.RegionOf(p);
+                var sig = string.Concat(chain.Select(r => r == srcRegion ? 'S' : r == own ? 'R' : 'X'));
+                var paths = own == srcRegion ? inPaths : outPaths;
+                paths[sig] = paths.GetValueOrDefault(sig) + 1;
             }
 
             var e = (accSrc + model.AccessMs(p)) / 2;
@@ -131,6 +152,10 @@ internal static class RdpAnalysis
 
         o.WriteLine($"rdp {(planner.LatencyAware ? "aware" : "blind")}: mean RDP (worst tree) {sumRdp / n:F2}, mean per-tree RDP {sumTreeRdp / n / k:F2}; worst tree: depth {sumDepth / n:F2}, path {sumP / n:F1} ms = endpoints' access {sumE / n:F1} + relays' access {sumA / n:F1} + core {sumC / n:F1}; direct {sumD / n:F1} ms");
         o.WriteLine($"    source region ({inN / n:P0} of peers): RDP {inRdp / inN:F2}, direct {inD / inN:F1} ms, path {inP / inN:F1} ms, relays' access {inA / inN:F1} ms; other regions: RDP {outRdp / (n - inN):F2}, direct {outD / (n - inN):F1}, path {outP / (n - inN):F1}, relays' access {outA / (n - inN):F1}");
+
+        static string Top(Dictionary<string, int> paths, double n) =>
+            string.Join(", ", paths.OrderByDescending(x => x.Value).Take(4).Select(x => $"{x.Key} {x.Value / n:P0}"));
+        o.WriteLine($"    slowest tree's path by region from the source (S source's, R peer's own, X other): source region {Top(inPaths, inN)}; other regions {Top(outPaths, n - inN)}");
 
         // Lower bound (see remarks): peers by 1/D descending, each tree's relays by access ascending.
         var weights = new double[n];
