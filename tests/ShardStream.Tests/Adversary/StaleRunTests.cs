@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Tests.Nodes;
+using ShardStream.Transport;
 using ShardStream.Trust;
 using ShardStream.Wire;
 
@@ -85,6 +86,68 @@ public class StaleRunTests
         Assert.True(log.Lines.Any(l => l.Level == LogLevel.Error && l.Message.Contains($"cut off parent {staleRelay.Id}", StringComparison.Ordinal)
             && l.Message.Contains("does not carry the stream's signature for this run", StringComparison.Ordinal)), Dump(log));
         Assert.True(log.Has(LogLevel.Warning, $"peer {staleRelay.Id} (stale:1) is cut off: its child {viewer.Id} reports"), Dump(log));
+    }
+
+    [Fact]
+    public async Task A_peer_that_rejoins_a_restarted_coordinator_already_past_its_position_takes_it_for_a_new_run()
+    {
+        // A restarted coordinator (same key, same address) whose new run has passed the peer's
+        // position echoes the peer's next chunk and a head that follows from it: by position
+        // alone it looks like the run the peer was watching, and the peer would go on with the new
+        // run's chunks at the old run's offsets, without a word. The run id tells them apart.
+        using var key = StreamSigner.CreateEphemeral();
+        var net = new VirtualNetwork();
+        var log = new LogCapture();
+        var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
+        const int Chunk = Protocol.MaxChunkLength;
+        byte[] first = Overlay.RandomBytes(4 * Chunk, seed: 1);
+        byte[] second = Overlay.RandomBytes(14 * Chunk, seed: 2);
+
+        var run1 = new Coordinator(options, net.Host("coord"), log.Factory);
+        await run1.StartAsync(CancellationToken.None);
+        var source1 = new System.IO.Pipelines.Pipe();
+        var streaming1 = Task.Run(() => run1.RunAsync(source1.Reader.AsStream(), CancellationToken.None));
+        await using var peer = new Peer(new PeerOptions { JoinAddress = "coord:1", ListenAddress = "p1:1", HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
+            net.Host("p1"), log.Factory);
+        await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        var output = new MemoryStream();
+        var watching = Task.Run(() => peer.RunAsync(output, CancellationToken.None));
+        // One full chunk per write: the first run's chunks are 0..3 at offsets 0, 64 KiB, ...
+        for (int i = 0; i < 4; i++)
+        {
+            await source1.Writer.WriteAsync(first.AsMemory(i * Chunk, Chunk));
+            await Overlay.WaitUntilAsync(() => peer.BytesWritten == (i + 1) * Chunk, $"the peer wrote chunk {i} of the first run");
+        }
+        // The first coordinator's process dies.
+        net.Kill("coord");
+        await run1.DisposeAsync();
+
+        // The second run has read 12 full chunks before it listens: the peer's next chunk (4) is in its window.
+        var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
+        var source2 = new System.IO.Pipelines.Pipe(new System.IO.Pipelines.PipeOptions(pauseWriterThreshold: 0));
+        await source2.Writer.WriteAsync(second.AsMemory(0, 12 * Chunk));
+        var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
+        await Overlay.WaitUntilAsync(() => run2.ChunksCut == 12, "the second run cut 12 chunks");
+        await run2.StartAsync(CancellationToken.None);
+        await Overlay.WaitUntilAsync(() => peer.Rejoins == 1, "the peer joined the second run");
+        await source2.Writer.WriteAsync(second.AsMemory(12 * Chunk));
+        await source2.Writer.CompleteAsync();
+        try
+        {
+            await watching.WaitAsync(Overlay.Deadline);
+        }
+        catch (StreamInterruptedException)
+        {
+            // Judged by what it wrote and said.
+        }
+
+        // It said so, and wrote the second run from where that run was when it joined: never the
+        // second run's chunks 4..11 in the place of the first run's.
+        Assert.True(log.Has(LogLevel.Error, "does not continue the stream this peer was watching"), Dump(log));
+        Assert.Equal([.. first, .. second.AsSpan(12 * Chunk)], output.ToArray());
+        await run2.DisposeAsync();
+        await streaming2.WaitAsync(Overlay.Deadline);
+        _ = streaming1;
     }
 
     private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)
