@@ -179,12 +179,13 @@ internal sealed partial class Link : IAsyncDisposable
 
     /// <summary>
     /// Queues a chunk (retaining it), with <paramref name="frameBefore"/> (an encoded frame) right
-    /// before it in the same send. False when the link is closing or was just cut off for being too
-    /// slow (and then the frame is not queued either).
+    /// before it in the same send; <paramref name="sendInline"/>: sent on the caller's thread when
+    /// the link's writer is idle (<see cref="FramedConnection.TrySend"/>). False when the link is
+    /// closing or was just cut off for being too slow (and then the frame is not queued either).
     /// </summary>
-    public bool TrySend(Chunk chunk, byte[]? frameBefore = null)
+    public bool TrySend(Chunk chunk, byte[]? frameBefore = null, bool sendInline = false)
     {
-        if (_connection.TrySend(chunk, _options.MaxQueuedBytes, out long waiting, frameBefore)) return true;
+        if (_connection.TrySend(chunk, _options.MaxQueuedBytes, out long waiting, frameBefore, sendInline)) return true;
         if (waiting >= 0)
             CloseAsync(GoodbyeCode.TooSlow, $"too slow: {waiting} bytes waiting to be sent, the limit is {_options.MaxQueuedBytes}").Observe(_log, $"{Name}: closing");
         return false;

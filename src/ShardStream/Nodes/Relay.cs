@@ -72,7 +72,9 @@ internal sealed class Relay
     /// and then <see cref="Publish"/> for each chunk, except that a child gets the list in one item
     /// of its queue with the first of its chunks it is sent, so that its writer wakes once for
     /// both and sends them together. Queued apart, the list woke the writer, which could send it
-    /// before the chunk was queued: two sends, and two wake-ups, per chunk of a live source.
+    /// before the chunk was queued: two sends, and two wake-ups, per chunk of a live source. A
+    /// child whose writer is idle is sent the chunk on the caller's thread (a live source's every
+    /// chunk; a send never blocks: FramedConnection.SendInline).
     /// </summary>
     public void PublishSigned(in HashList list, byte[] frame, List<Chunk> chunks)
     {
@@ -120,7 +122,7 @@ internal sealed class Relay
             if (chunk.Seq < sub.FromSeq) continue;
             // A fill (a bounded subscription) is done once the stream reaches its end point.
             if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
-            else if (sub.Link.TrySend(chunk, owed is not null && owed.Remove(sub.Link) ? frame : null)) sent++;
+            else if (sub.Link.TrySend(chunk, owed is not null && owed.Remove(sub.Link) ? frame : null, sendInline: owed is not null)) sent++;
             else
             {
                 Hold(sub.Link, now);
@@ -275,7 +277,7 @@ internal sealed class Relay
         foreach (var list in _subscribers)
             foreach (var sub in list)
                 reach = Math.Max(reach, sub.Link.ChunkBytesQueued - sub.Link.ChunkBytesSent);
-        _holds.RemoveAll(h => h.Until < now);
+        if (_holds.Count > 0) _holds.RemoveAll(h => h.Until < now);
         foreach (var (bytes, _) in _holds) reach = Math.Max(reach, bytes);
         return reach;
     }
@@ -291,6 +293,27 @@ internal sealed class Relay
 
     /// <summary>Holds kept at most (the oldest goes first; each is two numbers).</summary>
     private const int MaxHolds = 1024;
+
+    /// <summary>
+    /// The most bytes queued at one served link that keeps up (the oldest frame in its queue
+    /// younger than <paramref name="keepsUp"/>; closing and closed links left out): what the
+    /// source's pacing looks at before each chunk (<c>StreamSource.PaceAsync</c>), without the
+    /// lists <see cref="Subscribers"/> makes.
+    /// </summary>
+    public long MostQueuedKeepingUp(TimeSpan keepsUp)
+    {
+        long most = 0;
+        lock (_lock)
+        {
+            foreach (var list in _subscribers)
+                foreach (var sub in list)
+                {
+                    var l = sub.Link;
+                    if (!l.IsClosing && !l.Closed.IsCompleted && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
+                }
+        }
+        return most;
+    }
 
     /// <summary>
     /// The links served now, each once. A closed link is left out at once: it is unsubscribed by a

@@ -207,10 +207,7 @@ internal sealed class StreamSource
         var deadline = _time.GetTimestamp() + (long)(0.2 * _time.TimestampFrequency);
         while (_time.GetTimestamp() < deadline)
         {
-            long most = 0;
-            foreach (var l in _relay.Subscribers())
-                if (!l.IsClosing && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
-            if (most <= highWater) return;
+            if (_relay.MostQueuedKeepingUp(keepsUp) <= highWater) return;
             lock (_gate) WakeSigningTimer();
             await Task.Delay(1, cancellationToken).ConfigureAwait(false);
         }

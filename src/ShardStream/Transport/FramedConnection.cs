@@ -95,6 +95,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// </summary>
     public void Start(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
     {
+        Volatile.Write(ref _started, true);
         _writer = Task.Run(WriteLoopAsync);
         _reader = Task.Run(() => ReadLoopAsync(onFrame, onHeartbeat, onReceived));
     }
@@ -112,8 +113,10 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// False as well when the connection is closing. <paramref name="frameBefore"/>: a control
     /// frame encoded already that goes out right before the chunk, in the same send (the hash list
     /// that covers it): one item of the queue, so the writer wakes once for both.
+    /// <paramref name="sendInline"/>: when the writer is idle, the chunk is sent on the caller's
+    /// thread (see <see cref="SendInline"/>), which must hold no lock the sending could need.
     /// </summary>
-    public bool TrySend(Chunk chunk, long maxQueuedBytes, out long waiting, byte[]? frameBefore = null)
+    public bool TrySend(Chunk chunk, long maxQueuedBytes, out long waiting, byte[]? frameBefore = null, bool sendInline = false)
     {
         waiting = -1;
         if (IsClosing) return false;
@@ -131,6 +134,8 @@ internal sealed class FramedConnection : IAsyncDisposable
             return false;
         }
         Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
+        if (sendInline && Volatile.Read(ref _started)) SendInline();
+        else Signal();
         return true;
     }
 
@@ -139,6 +144,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         if (IsClosing) return;
         _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
+        Signal();
     }
 
     /// <summary>Control frames to send before whatever else is queued (see <see cref="SendAhead"/>).</summary>
@@ -159,6 +165,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (IsClosing) return;
         _ahead.Enqueue(frame);
         _queue.Writer.TryWrite(new Outgoing(null, Wake, _time.GetTimestamp()));
+        Signal();
     }
 
     /// <summary>
@@ -170,6 +177,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         if (IsClosing) return;
         _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp(), beforeSend));
+        Signal();
     }
 
     /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
@@ -197,6 +205,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         var goodbye = new Goodbye(code, reason);
         _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
         _queue.Writer.TryComplete();
+        Signal();
         if (code == GoodbyeCode.TooSlow)
         {
             // A slow receiver would make us wait for its whole backlog: the writer skips the
@@ -230,6 +239,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         Interlocked.Exchange(ref _closing, 1);
         _queue.Writer.TryComplete();
+        Signal();
         try
         {
             await _connection.CloseOutputAsync().ConfigureAwait(false);
@@ -254,6 +264,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         Interlocked.Exchange(ref _closing, 1);
         _queue.Writer.TryComplete();
+        Signal();
         Finish(reason);
     }
 
@@ -281,90 +292,193 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// </summary>
     private static readonly TimeSpan SlowSend = TimeSpan.FromMilliseconds(100);
 
-    private async Task WriteLoopAsync()
+    // One gathered send per batch: each chunk's frame prefix (written here) and its payload
+    // straight from the pooled chunk, and control frames as they were encoded. Nothing is copied
+    // into a send buffer. Used only by the writer's owner (see _owner).
+    private readonly List<ArraySegment<byte>> _batch = new(2 * MaxChunksPerSend + 8);
+    private readonly byte[] _prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
+    private readonly List<Chunk> _sending = new(MaxChunksPerSend);
+
+    // Until a send shows otherwise: a first batch of 256 KiB to a slow receiver would be its
+    // first seconds of bytes sent, counted all at once.
+    private bool _slowReceiver = true;
+
+    /// <summary>
+    /// 1 while a thread owns the writer (takes items from the queue and sends them): the write
+    /// loop, or a caller of <see cref="TrySend"/> sending inline; 0 while the loop is parked on
+    /// <see cref="_wake"/> with nothing to send. Whoever queues an item and turns it from 0 to 1
+    /// wakes the loop (or sends inline); an owner gives it back only with the queue seen empty.
+    /// </summary>
+    private int _owner;
+
+    /// <summary>Released (once per hand-over, by the new owner) to run the write loop.</summary>
+    private readonly SemaphoreSlim _wake = new(0, 1);
+
+    /// <summary>A send started inline that failed at once: the loop, handed the writer, fails with it.</summary>
+    private Exception? _inlineFailure;
+
+    private bool _started;
+
+    /// <summary>Wakes the write loop for what was just queued (or completed), unless the writer is owned already.</summary>
+    private void Signal()
     {
-        var reader = _queue.Reader;
-        // One gathered send per batch: each chunk's frame prefix (written here) and its payload
-        // straight from the pooled chunk, and control frames as they were encoded. Nothing is
-        // copied into a send buffer.
-        var batch = new List<ArraySegment<byte>>(2 * MaxChunksPerSend + 8);
-        var prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
-        var sending = new List<Chunk>(MaxChunksPerSend);
-        CloseReason? failure = null;
-        // Until a send shows otherwise: a first batch of 256 KiB to a slow receiver would be its
-        // first seconds of bytes sent, counted all at once.
-        bool slowReceiver = true;
+        if (Interlocked.CompareExchange(ref _owner, 1, 0) == 0) _wake.Release();
+    }
+
+    /// <summary>
+    /// Gives the writer up with the queue seen empty. True when it stays given up; false when an
+    /// item (or the end of the queue) came meanwhile and the caller owns the writer again.
+    /// </summary>
+    private bool Park()
+    {
+        Volatile.Write(ref _owner, 0);
+        if (!_queue.Reader.TryPeek(out _) && !_queue.Reader.Completion.IsCompleted) return true;
+        return Interlocked.CompareExchange(ref _owner, 1, 0) != 0;
+    }
+
+    /// <summary>
+    /// Sends what was just queued on the caller's thread when the writer is idle: one batch, and
+    /// the writer is handed to the loop if more is queued or the send has to wait. A live source
+    /// queues a chunk at a time with the writer idle; sending it here saves waking a thread of
+    /// the pool for it (docs/performance.md#rtmp-ingest-issue-11). The send never blocks: a full
+    /// socket makes it pending, and the rest is the loop's.
+    /// </summary>
+    private void SendInline()
+    {
+        if (Interlocked.CompareExchange(ref _owner, 1, 0) != 0) return;
+        if (!TakeBatch())
+        {
+            if (!Park()) _wake.Release();
+            return;
+        }
+        long started = _time.GetTimestamp();
+        ValueTask send;
         try
         {
-            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            send = _connection.SendAsync(_batch, _stop.Token);
+        }
+        catch (Exception e)
+        {
+            BatchSent();
+            _inlineFailure = e;
+            _wake.Release();
+            return;
+        }
+        if (!send.IsCompleted)
+        {
+            _ = FinishInlineSendAsync(send, started);
+            return;
+        }
+        try
+        {
+            send.GetAwaiter().GetResult();
+            _slowReceiver = _time.GetElapsedTime(started) > SlowSend;
+        }
+        catch (Exception e)
+        {
+            _inlineFailure = e;
+        }
+        BatchSent();
+        if (_inlineFailure is not null || !Park()) _wake.Release();
+    }
+
+    /// <summary>An inline send that had to wait: completed here, then the writer goes to the loop.</summary>
+    private async Task FinishInlineSendAsync(ValueTask send, long started)
+    {
+        try
+        {
+            await send.ConfigureAwait(false);
+            _slowReceiver = _time.GetElapsedTime(started) > SlowSend;
+        }
+        catch (Exception e)
+        {
+            _inlineFailure = e;
+        }
+        BatchSent();
+        _wake.Release();
+    }
+
+    /// <summary>Takes the next batch from the queue (frames sent ahead first); false when nothing is to be sent.</summary>
+    private bool TakeBatch()
+    {
+        var reader = _queue.Reader;
+        int bytes = 0;
+        int maxBytes = _slowReceiver ? 1 : MaxBytesPerSend;
+        // Frames sent ahead go first (see SendAhead).
+        while (_ahead.TryDequeue(out var urgent))
+        {
+            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+            _batch.Add(urgent);
+            bytes += urgent.Length;
+        }
+        while (_sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
+        {
+            if (item.Chunk is null && item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
+            // The batch's oldest item: what QueueAge measures while the send is under way.
+            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
+            if (item.Chunk is { } chunk)
             {
-                int bytes = 0;
-                int maxBytes = slowReceiver ? 1 : MaxBytesPerSend;
-                // Frames sent ahead go first (see SendAhead).
-                while (_ahead.TryDequeue(out var urgent))
+                if (Volatile.Read(ref _dropChunks))
                 {
-                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
-                    batch.Add(urgent);
-                    bytes += urgent.Length;
-                }
-                while (sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
-                {
-                    if (item.Chunk is null && item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
-                    // The batch's oldest item: what QueueAge measures while the send is under way.
-                    if (batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
-                    if (item.Chunk is { } chunk)
-                    {
-                        if (Volatile.Read(ref _dropChunks))
-                        {
-                            Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                            chunk.Release();
-                            continue;
-                        }
-                        if (item.Frame is { } before)
-                        {
-                            batch.Add(before);
-                            bytes += before.Length;
-                        }
-                        var prefix = new ArraySegment<byte>(prefixes, sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
-                        new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
-                        batch.Add(prefix);
-                        batch.Add(chunk.Segment);
-                        sending.Add(chunk);
-                        bytes += prefix.Count + chunk.Length;
-                    }
-                    else
-                    {
-                        item.BeforeSend?.Invoke(item.Frame!, item.At, _time.GetTimestamp());
-                        batch.Add(item.Frame!);
-                        bytes += item.Frame!.Length;
-                    }
-                }
-                if (batch.Count == 0)
-                {
-                    Interlocked.Exchange(ref _inFlightSince, 0);
+                    Interlocked.Add(ref _queuedBytes, -chunk.Length);
+                    chunk.Release();
                     continue;
                 }
-                long started = _time.GetTimestamp();
-                try
+                if (item.Frame is { } before)
                 {
-                    await _connection.SendAsync(batch, _stop.Token).ConfigureAwait(false);
-                    slowReceiver = _time.GetElapsedTime(started) > SlowSend;
+                    _batch.Add(before);
+                    bytes += before.Length;
                 }
-                finally
-                {
-                    foreach (var chunk in sending)
-                    {
-                        Interlocked.Add(ref _queuedBytes, -chunk.Length);
-                        Interlocked.Add(ref _chunkBytesSent, chunk.Length);
-                        chunk.Release();
-                    }
-                    sending.Clear();
-                    batch.Clear();
-                    Interlocked.Exchange(ref _inFlightSince, 0);
-                }
-                _lastSent = _time.GetTimestamp();
+                var prefix = new ArraySegment<byte>(_prefixes, _sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
+                new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
+                _batch.Add(prefix);
+                _batch.Add(chunk.Segment);
+                _sending.Add(chunk);
+                bytes += prefix.Count + chunk.Length;
             }
-            await _connection.CloseOutputAsync().ConfigureAwait(false);
+            else
+            {
+                item.BeforeSend?.Invoke(item.Frame!, item.At, _time.GetTimestamp());
+                _batch.Add(item.Frame!);
+                bytes += item.Frame!.Length;
+            }
+        }
+        if (_batch.Count > 0) return true;
+        Interlocked.Exchange(ref _inFlightSince, 0);
+        return false;
+    }
+
+    /// <summary>After a batch's send (done or failed): its chunks are let go and counted as sent.</summary>
+    private void BatchSent()
+    {
+        foreach (var chunk in _sending)
+        {
+            Interlocked.Add(ref _queuedBytes, -chunk.Length);
+            Interlocked.Add(ref _chunkBytesSent, chunk.Length);
+            chunk.Release();
+        }
+        _sending.Clear();
+        _batch.Clear();
+        Interlocked.Exchange(ref _inFlightSince, 0);
+        _lastSent = _time.GetTimestamp();
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        CloseReason? failure = null;
+        try
+        {
+            while (true)
+            {
+                // Parked until an item is queued (or the queue ends): the writer is this loop's then.
+                await _wake.WaitAsync(_stop.Token).ConfigureAwait(false);
+                if (_inlineFailure is { } inline) throw inline;
+                if (await DrainAsync().ConfigureAwait(false))
+                {
+                    await _connection.CloseOutputAsync().ConfigureAwait(false);
+                    return;
+                }
+            }
         }
         catch (OperationCanceledException)
         {
@@ -379,6 +493,33 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             ConnectionLog.SendFailed(_log, Name, failure.Text);
             Abort(failure);
+        }
+    }
+
+    /// <summary>
+    /// Sends batches until the queue is seen empty (the writer is then given up: false), or has
+    /// ended with everything in it sent (true).
+    /// </summary>
+    private async ValueTask<bool> DrainAsync()
+    {
+        while (true)
+        {
+            if (!TakeBatch())
+            {
+                if (_queue.Reader.Completion.IsCompleted) return true;
+                if (Park()) return false;
+                continue;
+            }
+            long started = _time.GetTimestamp();
+            try
+            {
+                await _connection.SendAsync(_batch, _stop.Token).ConfigureAwait(false);
+                _slowReceiver = _time.GetElapsedTime(started) > SlowSend;
+            }
+            finally
+            {
+                BatchSent();
+            }
         }
     }
 
@@ -436,6 +577,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Interlocked.Exchange(ref _closing, 1);
             _queue.Writer.TryComplete();
+            Signal();
             await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
             await ShutdownAsync(reason).ConfigureAwait(false);
             return;
