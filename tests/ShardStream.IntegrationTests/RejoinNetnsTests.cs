@@ -99,7 +99,7 @@ public sealed class RejoinNetnsTests(ITestOutputHelper output)
     {
         const string marker = "stream address ";
         var line = coordinator.StderrLines.First(l => l.Contains(marker, StringComparison.Ordinal));
-        return line[(line.IndexOf(marker, StringComparison.Ordinal) + marker.Length)..].Split(' ', ';')[0];
+        return line[(line.IndexOf(marker, StringComparison.Ordinal) + marker.Length)..].Split(' ', ';', ',')[0];
     }
 
     private static async Task WaitForLineAsync(CliProcess cli, string text)
