@@ -37,17 +37,20 @@ public sealed class CliResilienceCollection
 public sealed partial class CliResilienceTests(ITestOutputHelper output)
 {
     private const int PeerCount = 30;
-    private const int SourceBytes = 200 * 1024 * 1024;
+    private const int SourceBytes = 128 * 1024 * 1024;
     private const int BlockBytes = 64 * 1024;
     private const int KillCount = 10;
     private const int JoinsInFlight = 4;
     private const double HeartbeatTimeoutSeconds = 5;
 
     /// <summary>
-    /// 6.25 MiB/s: the 200 MiB last 32 s, long enough for the 10 kills (at 2..20 s), the freeze
+    /// 4 MiB/s: the 128 MiB last 32 s, long enough for the 10 kills (at 2..20 s), the freeze
     /// (at 22 s), its detection (heartbeat timeout, 5 s) and the repair to happen while streaming.
+    /// It was 6.25 MiB/s; since every chunk is signed and verified, 31 processes at that rate
+    /// saturate this 2-core machine (the source took 34–47 s instead of 32, and orphans catching
+    /// up behind catching-up parents stalled 5–6 s), which measured the machine, not the repair.
     /// </summary>
-    private const double RateBytesPerSecond = 6.25 * 1024 * 1024;
+    private const double RateBytesPerSecond = 4.0 * 1024 * 1024;
 
     private static readonly TimeSpan KillEvery = TimeSpan.FromSeconds(2);
     private static readonly TimeSpan StallWindow = TimeSpan.FromSeconds(3);
