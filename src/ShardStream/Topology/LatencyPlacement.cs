@@ -154,6 +154,21 @@ internal sealed partial class LatencyPlacement
             _candidates.Add(blind);
         }
 
+        if (accept is null && _subjectNode == _previewNode && _previewVersion is not null && SameNearZones()
+            && _previewVersion[shard] == _forest.ShardVersion(shard) && _previewDepth![shard] == maxParentDepth)
+        {
+            // The subject's probe suggestion scanned the same tree, unchanged since: same candidates.
+            foreach (var node in _previewCandidates![shard])
+            {
+                if (node != blind)
+                {
+                    _candidates.Add(node);
+                }
+            }
+
+            return Best(shard, blind);
+        }
+
         Span<int> stale = stackalloc int[4 * PerDepth];
         for (var zi = 0; zi < _nearCount && _candidates.Count <= MaxCandidates; zi++)
         {
@@ -345,7 +360,31 @@ internal sealed partial class LatencyPlacement
     /// <summary>Up to <paramref name="max"/> parents the subject would consider in <paramref name="shard"/>, best first (for probing).</summary>
     public void Preview(int shard, int maxParentDepth, int blind, int max, List<(double Cost, int Node)> result)
     {
+        var k = _forest.ShardCount;
+        if (_previewVersion is null)
+        {
+            _previewVersion = new long[k];
+            _previewDepth = new int[k];
+            _previewCandidates = new List<int>[k];
+            for (var s = 0; s < k; s++)
+            {
+                _previewCandidates[s] = [];
+            }
+        }
+
+        if (_previewNode != _subjectNode || !SameNearZones())
+        {
+            Array.Fill(_previewVersion, -1);
+            _previewNode = _subjectNode;
+            _previewNearCount = _nearCount;
+            Array.Copy(_near, _previewNear, NearZones);
+        }
+
         ChooseOpen(shard, maxParentDepth, blind);
+        _previewVersion[shard] = _forest.ShardVersion(shard);
+        _previewDepth![shard] = maxParentDepth;
+        _previewCandidates![shard].Clear();
+        _previewCandidates[shard].AddRange(_candidates);
         var start = result.Count;
         for (var i = 0; i < _candidates.Count; i++)
         {
@@ -414,6 +453,16 @@ internal sealed partial class LatencyPlacement
     public const double DelaySlackShare = 0.1;
 
     private readonly List<double> _costs = [];
+
+    // The candidates the last probe suggestion found per shard, for the same subject's join.
+    private int _previewNode = None;
+    private long[]? _previewVersion;
+    private int[]? _previewDepth;
+    private List<int>[]? _previewCandidates;
+    private readonly int[] _previewNear = new int[NearZones];
+    private int _previewNearCount = -1;
+
+    private bool SameNearZones() => _previewNearCount == _nearCount && _near.AsSpan(0, _nearCount).SequenceEqual(_previewNear.AsSpan(0, _nearCount));
     private readonly List<double> _lastEdges = [];
 
     private double LastEdge(int parent) => _measured is not null && _measured.TryGetValue(parent, out var rtt)
@@ -433,7 +482,7 @@ internal sealed partial class LatencyPlacement
     }
 
     /// <summary>Joins for which a cached path delay stays in use (it is an estimate: coordinates move too).</summary>
-    public const int PathCacheJoins = 256;
+    public const int PathCacheJoins = 4096;
 
     private bool _exact;
     private int _joins;

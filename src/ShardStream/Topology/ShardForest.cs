@@ -139,6 +139,21 @@ internal sealed partial class ShardForest
     /// <summary>Counts the changes to the trees (nodes added or killed, edges attached or detached): equal values, equal trees.</summary>
     public long Version { get; private set; }
 
+    private long[] _shardVersion = [];
+
+    /// <summary>Changes so far to the parents, children or capacities of <paramref name="shard"/>'s tree (a reader's cache key).</summary>
+    public long ShardVersion(int shard) => shard < _shardVersion.Length ? _shardVersion[shard] : 0;
+
+    private void Touch(int shard)
+    {
+        if (_shardVersion.Length <= shard)
+        {
+            Array.Resize(ref _shardVersion, _k);
+        }
+
+        _shardVersion[shard]++;
+    }
+
     public bool HasFreeSlot(int node, int shard)
     {
         var i = node * _k + shard;
@@ -194,6 +209,7 @@ internal sealed partial class ShardForest
         }
 
         _cap[node * _k + shard] = cap;
+        Touch(shard);
         TrackOpen(node, shard);
         if (_depth[node * _k + shard] >= 0)
         {
@@ -208,6 +224,7 @@ internal sealed partial class ShardForest
         _alive[node] = false;
         for (var s = 0; s < _k; s++)
         {
+            Touch(s);
             TrackOpen(node, s);
             _totalCap[s] -= _cap[node * _k + s];
             CountCap(s, _cap[node * _k + s], -1);
@@ -226,6 +243,7 @@ internal sealed partial class ShardForest
     public void Attach(int node, int parent, int shard)
     {
         Version++;
+        Touch(shard);
         var i = node * _k + shard;
         var pi = parent * _k + shard;
         _parent[i] = parent;
@@ -259,6 +277,7 @@ internal sealed partial class ShardForest
         }
 
         Version++;
+        Touch(shard);
         var pi = parent * _k + shard;
         var prev = _prevSibling[i];
         var next = _nextSibling[i];
