@@ -72,8 +72,8 @@ internal static class RdpAnalysis
 
         // Decomposition of the worst tree's path, and the per-tree RDP.
         double sumRdp = 0, sumTreeRdp = 0, sumA = 0, sumE = 0, sumC = 0, sumD = 0, sumP = 0, sumDepth = 0;
-        var inPaths = new Dictionary<string, int>();
-        var outPaths = new Dictionary<string, int>();
+        var inPaths = new Dictionary<string, (int Count, double Rdp)>();
+        var outPaths = new Dictionary<string, (int Count, double Rdp)>();
         double inN = 0, inRdp = 0, outRdp = 0, inD = 0, inP = 0, inA = 0, outD = 0, outP = 0, outA = 0;
         for (var i = 0; i < n; i++)
         {
@@ -122,7 +122,8 @@ internal static class RdpAnalysis
                 var own = model.RegionOf(p);
                 var sig = string.Concat(chain.Select(r => r == srcRegion ? 'S' : r == own ? 'R' : 'X'));
                 var paths = own == srcRegion ? inPaths : outPaths;
-                paths[sig] = paths.GetValueOrDefault(sig) + 1;
+                var (count, rdp) = paths.GetValueOrDefault(sig);
+                paths[sig] = (count + 1, rdp + (worst / direct[i]));
             }
 
             var e = (accSrc + model.AccessMs(p)) / 2;
@@ -153,8 +154,8 @@ internal static class RdpAnalysis
         o.WriteLine($"rdp {(planner.LatencyAware ? "aware" : "blind")}: mean RDP (worst tree) {sumRdp / n:F2}, mean per-tree RDP {sumTreeRdp / n / k:F2}; worst tree: depth {sumDepth / n:F2}, path {sumP / n:F1} ms = endpoints' access {sumE / n:F1} + relays' access {sumA / n:F1} + core {sumC / n:F1}; direct {sumD / n:F1} ms");
         o.WriteLine($"    source region ({inN / n:P0} of peers): RDP {inRdp / inN:F2}, direct {inD / inN:F1} ms, path {inP / inN:F1} ms, relays' access {inA / inN:F1} ms; other regions: RDP {outRdp / (n - inN):F2}, direct {outD / (n - inN):F1}, path {outP / (n - inN):F1}, relays' access {outA / (n - inN):F1}");
 
-        static string Top(Dictionary<string, int> paths, double n) =>
-            string.Join(", ", paths.OrderByDescending(x => x.Value).Take(4).Select(x => $"{x.Key} {x.Value / n:P0}"));
+        static string Top(Dictionary<string, (int Count, double Rdp)> paths, double n) =>
+            string.Join(", ", paths.OrderByDescending(x => x.Value.Count).Take(4).Select(x => $"{x.Key} {x.Value.Count / n:P0} (RDP {x.Value.Rdp / x.Value.Count:F2})"));
         o.WriteLine($"    slowest tree's path by region from the source (S source's, R peer's own, X other): source region {Top(inPaths, inN)}; other regions {Top(outPaths, n - inN)}");
 
         // Lower bound (see remarks): peers by 1/D descending, each tree's relays by access ascending.
