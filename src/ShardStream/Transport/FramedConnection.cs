@@ -331,8 +331,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// </summary>
     private bool Park()
     {
-        Volatile.Write(ref _owner, 0);
-        if (!_queue.Reader.TryPeek(out _) && !_queue.Reader.Completion.IsCompleted) return true;
+        Interlocked.Exchange(ref _owner, 0);
+        // A frame sent ahead whose wake-up item a batch already took waits in _ahead alone.
+        if (_ahead.IsEmpty && !_queue.Reader.TryPeek(out _) && !_queue.Reader.Completion.IsCompleted) return true;
         return Interlocked.CompareExchange(ref _owner, 1, 0) != 0;
     }
 
