@@ -24,7 +24,7 @@ public sealed partial class CliClaimsTests
     {
         // coordinator (1 slot) -> A (1) -> B (1) -> C (0): A is the only way to B and C.
         var source = Source(12, seed: 1);
-        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3");
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3", "--latency-aware", "false");
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
         await using var a = await JoinAsync(address, "1");
         await using var b = await JoinAsync(address, "1");

@@ -28,7 +28,10 @@ public partial class CliLyingRelayTests
         string expected = Convert.ToHexStringLower(SHA256.HashData(source));
         string keyFile = Path.Combine(Path.GetTempPath(), $"shardstream-trust-{Guid.NewGuid():N}.pem");
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "-s", "1", "--key", keyFile,
-            "--min-peers", (Viewers + 1).ToString(CultureInfo.InvariantCulture), "--heartbeat-timeout", "10");
+            "--min-peers", (Viewers + 1).ToString(CultureInfo.InvariantCulture), "--heartbeat-timeout", "10",
+            // Places in join order: the liar, first, must get children (latency-aware placement may
+            // exchange places on loopback, see docs/topology.md).
+            "--latency-aware", "false");
         try
         {
             string address = await coordinator.WaitForListenAddressAsync(Deadline);

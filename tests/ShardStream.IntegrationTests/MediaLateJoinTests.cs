@@ -18,8 +18,9 @@ public sealed class MediaLateJoinTests(Xunit.Abstractions.ITestOutputHelper outp
         string dir = Directory.CreateTempSubdirectory("ss-media-").FullName;
         try
         {
-            // Upload 1 everywhere: a chain, coordinator -> P1 -> P2 -> P3 -> late joiner.
-            await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3");
+            // Upload 1 everywhere: a chain, coordinator -> P1 -> P2 -> P3 -> late joiner, in join
+            // order (latency-aware placement may exchange places on loopback, see docs/topology.md).
+            await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "3", "--latency-aware", "false");
             string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
             var chain = new List<CliProcess>();
             try
