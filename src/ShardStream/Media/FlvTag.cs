@@ -49,9 +49,10 @@ public interface IFlvTagSink
     void PublishEnded();
 
     /// <summary>
-    /// The tags written since the last call are all that one read of the publisher's connection
-    /// held: a sink that holds tags, to hand them on together, hands them on now. Called after each
-    /// read that gave tags, before the next read.
+    /// The tags written since the last call are to be handed on now: a sink that holds tags, to
+    /// hand them on together, hands them on. Called after a read of the publisher's connection
+    /// that gave tags, before the next read; a read that gave only audio, while video flows, is
+    /// flushed with the next read's video frame (<c>RtmpSession.HoldsAudio</c>).
     /// </summary>
     ValueTask FlushAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }

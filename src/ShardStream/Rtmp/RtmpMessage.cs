@@ -75,4 +75,14 @@ public sealed record RtmpLimits
 
     /// <summary>Open RTMP connections in all.</summary>
     public int MaxConnections { get; init; } = 256;
+
+    /// <summary>
+    /// How long a publisher's audio may wait for the video frame that follows it, so that both go
+    /// to the coordinator's source together (one chunk, one signature); zero hands every read on
+    /// at once. See <c>RtmpSession.HoldsAudio</c>.
+    /// </summary>
+    public TimeSpan MaxAudioHold { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Audio waits for video only while video flows: the last video tag came at most this long ago.</summary>
+    public TimeSpan VideoFlowWindow { get; init; } = TimeSpan.FromSeconds(1);
 }

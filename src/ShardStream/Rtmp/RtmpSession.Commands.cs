@@ -16,8 +16,17 @@ internal sealed partial class RtmpSession
     private uint _publishStreamId;
     private long _tags;
 
-    /// <summary>Tags were written to the ingest since its last flush (one flush per read of the connection).</summary>
+    /// <summary>Tags were written to the ingest since its last flush (at most one flush per read of the connection).</summary>
     private bool _tagsUnflushed;
+
+    /// <summary>Every tag written since the last flush is audio.</summary>
+    private bool _unflushedAudioOnly;
+
+    /// <summary>When the first tag not yet flushed was written (<see cref="Environment.TickCount64"/>).</summary>
+    private long _unflushedSince;
+
+    /// <summary>When the last video tag was written; long.MinValue / 2 before the first.</summary>
+    private long _lastVideoAt = long.MinValue / 2;
     private string _app = "";
     private Task? _playTask;
 
@@ -190,8 +199,43 @@ internal sealed partial class RtmpSession
     private ValueTask WriteTagAsync(byte type, uint timestamp, ReadOnlyMemory<byte> body, CancellationToken ct)
     {
         _tags++;
-        _tagsUnflushed = true;
+        long now = Environment.TickCount64;
+        if (!_tagsUnflushed)
+        {
+            _tagsUnflushed = true;
+            _unflushedAudioOnly = true;
+            _unflushedSince = now;
+        }
+        if (type != (byte)FlvTagType.Audio) _unflushedAudioOnly = false;
+        if (type == (byte)FlvTagType.Video) _lastVideoAt = now;
         return _server.Options.Ingest!.WriteTagAsync((FlvTagType)type, timestamp, body, ct);
+    }
+
+    /// <summary>
+    /// Whether the tags not yet flushed stay with the ingest until a later read: they are all
+    /// audio, video flows (a video tag within <see cref="RtmpLimits.VideoFlowWindow"/>), and the
+    /// first of them came less than <see cref="RtmpLimits.MaxAudioHold"/> ago. A publisher
+    /// interleaves its tags by time (ffmpeg and OBS: a video frame every 33 ms at 30 fps, an AAC
+    /// frame every 21-23 ms), so the audio of one read goes on with the video frame of the next,
+    /// and the coordinator cuts, hashes, signs and sends once per video frame instead of once per
+    /// tag: about half the signatures at the source and half the verifications at every peer
+    /// (docs/performance.md#rtmp-ingest-issue-11). Held audio goes on with the next read that has
+    /// anything but audio, with the first read <see cref="RtmpLimits.MaxAudioHold"/> or more after
+    /// it came, and when the connection ends. No timer is armed for it: a publisher that stops
+    /// sending altogether, without closing, holds its last audio frames with it until it sends
+    /// again or its idle timeout closes the connection.
+    /// </summary>
+    private bool HoldsAudio()
+    {
+        long now = Environment.TickCount64;
+        return _unflushedAudioOnly && now - _lastVideoAt <= (long)_limits.VideoFlowWindow.TotalMilliseconds && now - _unflushedSince < (long)_limits.MaxAudioHold.TotalMilliseconds;
+    }
+
+    /// <summary>Hands the tags written since the last flush on to the ingest.</summary>
+    private ValueTask FlushTagsAsync(CancellationToken ct)
+    {
+        _tagsUnflushed = false;
+        return _server.Options.Ingest!.FlushAsync(ct);
     }
 
     /// <summary>A data message, checked as AMF0 (junk or deep nesting closes the connection), without "@setDataFrame".</summary>

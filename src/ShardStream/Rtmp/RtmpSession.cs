@@ -77,6 +77,18 @@ internal sealed partial class RtmpSession
         }
         finally
         {
+            // Audio held for the next video frame goes on when the connection ends another way.
+            if (_tagsUnflushed)
+            {
+                try
+                {
+                    await FlushTagsAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
+                {
+                    // The server is stopping, or the ingest is closed: nothing waits for these tags.
+                }
+            }
             EndPublish("connection closed");
             await _closing.CancelAsync().ConfigureAwait(false);
             if (_playTask is not null) await _playTask.ConfigureAwait(false);
@@ -167,19 +179,23 @@ internal sealed partial class RtmpSession
             var buffer = result.Buffer;
             long consumed = Parse(buffer, messages);
             Input.AdvanceTo(buffer.GetPosition(consumed), buffer.End);
+            bool onlyAudio = true, handled = false;
             try
             {
-                foreach (var message in messages) await HandleAsync(message, ct).ConfigureAwait(false);
+                foreach (var message in messages)
+                {
+                    onlyAudio &= message.Type == RtmpMessageType.Audio;
+                    await HandleAsync(message, ct).ConfigureAwait(false);
+                }
+                handled = true;
             }
             finally
             {
                 messages.Clear();
-                // The read's tags go on together, also those before a message that ends the connection.
-                if (_tagsUnflushed)
-                {
-                    _tagsUnflushed = false;
-                    await _server.Options.Ingest!.FlushAsync(ct).ConfigureAwait(false);
-                }
+                // The read's tags go on together, also those before a message that ends the
+                // connection; a read of audio alone waits for the video frame that follows it (HoldsAudio).
+                if (_tagsUnflushed && !(handled && onlyAudio && !result.IsCompleted && HoldsAudio()))
+                    await FlushTagsAsync(ct).ConfigureAwait(false);
             }
             if (_acks.Add(consumed, out uint sequence))
                 await SendAsync(ControlChunkStream, RtmpMessageType.Acknowledgement, 0, 0, RtmpControl.UInt32(sequence), ct).ConfigureAwait(false);

@@ -29,9 +29,9 @@ public sealed class RtmpSessionTests : IAsyncLifetime
     }
 
     /// <summary>Handshake with connect in the same write as C2, then releaseStream, FCPublish, createStream.</summary>
-    private async Task<RtmpTestClient> ConnectAndCreateStreamAsync()
+    private async Task<RtmpTestClient> ConnectAndCreateStreamAsync(RtmpServer? server = null)
     {
-        var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+        var client = await RtmpTestClient.ConnectAsync((server ?? _server).LocalAddress);
         var connect = RtmpTestClient.Encode(3, RtmpMessageType.CommandAmf0, 0, 0,
             Amf0Writer.Encode("connect", 1.0, new AmfObject { { "app", "live" }, { "type", "nonprivate" }, { "tcUrl", "rtmp://127.0.0.1/live" } }));
         await client.HandshakeAsync(afterC2: connect);
@@ -83,6 +83,59 @@ public sealed class RtmpSessionTests : IAsyncLifetime
             Assert.Equal(Amf0Writer.Encode("onMetaData", new AmfObject { { "width", 640.0 } }), _sink.Tags[0].Body);
             Assert.Equal(23u, _sink.Tags[2].Timestamp);
         }
+    }
+
+    [Fact]
+    public async Task Audio_alone_goes_on_with_the_next_video_frame_while_video_flows_and_when_the_publisher_leaves()
+    {
+        var sink = new RecordingSink();
+        // Hold bounds far over any scheduling delay, so that only the tags decide.
+        await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
+        {
+            ListenAddress = "127.0.0.1:0",
+            Ingest = sink,
+            PublishKey = Key,
+            Limits = new RtmpLimits { MaxAudioHold = TimeSpan.FromMinutes(10), VideoFlowWindow = TimeSpan.FromMinutes(10) },
+        }, _loggers, CancellationToken.None);
+        var client = await ConnectAndCreateStreamAsync(server);
+        await client.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await client.ReadCommandAsync()));
+
+        // As ffmpeg interleaves 30 fps video and AAC: V0 A23 A46 V66 A69, each in a read of its
+        // own (the next goes out once the server has taken the one before).
+        (int Chunk, RtmpMessageType Type, uint At, string Body)[] tags =
+        [
+            (6, RtmpMessageType.Video, 0, "17 01 000000 AA"), (4, RtmpMessageType.Audio, 23, "AF 01 11"), (4, RtmpMessageType.Audio, 46, "AF 01 22"),
+            (6, RtmpMessageType.Video, 66, "27 01 000000 BB"), (4, RtmpMessageType.Audio, 69, "AF 01 33"),
+        ];
+        for (int i = 0; i < tags.Length; i++)
+        {
+            await client.SendAsync(tags[i].Chunk, tags[i].Type, 1, tags[i].At, Hex.Bytes(tags[i].Body));
+            await WaitUntil(() => { lock (sink.Tags) return sink.Tags.Count == i + 1; });
+        }
+        await client.DisposeAsync();
+        await WaitUntil(() => sink.Ended == 1);
+        lock (sink.Tags)
+        {
+            Assert.Equal([0u, 23u, 46u, 66u, 69u], sink.Tags.Select(t => t.Timestamp));
+            // The video frame at once; the two audio frames with the next video frame; the last
+            // audio frame when the publisher left.
+            Assert.Equal([1, 4, 5], sink.Flushes);
+        }
+    }
+
+    [Fact]
+    public async Task Audio_without_video_goes_on_at_every_read()
+    {
+        await using var client = await ConnectAndCreateStreamAsync();
+        await client.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await client.ReadCommandAsync()));
+        for (int i = 0; i < 3; i++)
+        {
+            await client.SendAsync(4, RtmpMessageType.Audio, 1, (uint)(23 * i), Hex.Bytes("AF 01 11"));
+            await WaitUntil(() => { lock (_sink.Tags) return _sink.Flushes.Count == i + 1; });
+        }
+        lock (_sink.Tags) Assert.Equal([1, 2, 3], _sink.Flushes);
     }
 
     [Fact]

@@ -137,6 +137,15 @@ internal sealed class RecordingSink : IFlvTagSink
         lock (Tags) Tags.Add(((byte)tagType, timestamp, body.ToArray()));
         return ValueTask.CompletedTask;
     }
+
+    /// <summary>At each flush, how many tags had been written by then (under the lock of <see cref="Tags"/>).</summary>
+    public List<int> Flushes { get; } = [];
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken)
+    {
+        lock (Tags) Flushes.Add(Tags.Count);
+        return ValueTask.CompletedTask;
+    }
 }
 
 /// <summary>Keeps every formatted log line.</summary>
