@@ -96,6 +96,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>Chunk payload bytes handed to the transport since the link opened (a running total).</summary>
     public long ChunkBytesSent => _connection.ChunkBytesSent;
 
+    /// <summary>The memory of the chunks queued on this link and not yet handed to the transport (see <see cref="FramedConnection.ChunkFootprintBacklog"/>).</summary>
+    public long ChunkFootprintBacklog => _connection.ChunkFootprintBacklog;
+
     /// <summary>
     /// How long the oldest frame not yet handed to the transport has waited since it was queued
     /// on this link (zero when nothing waits). A receiver slower than what is queued for it shows

@@ -44,6 +44,9 @@ public abstract partial class Node : IAsyncDisposable
     private readonly TaskCompletionSource _relayReady = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Relay? _relay;
 
+    /// <summary>What the replay window holds now (see <see cref="Relay.WindowOf"/>); nothing before the shard count is known.</summary>
+    internal (int Chunks, long Bytes, long Oldest, long Newest) WindowOf(int shard) => _relay?.WindowOf(shard) ?? (0, 0, -1, -1);
+
     /// <summary>The fan-out of this node; null until the shard count is known.</summary>
     private protected Relay? Relay
     {

@@ -265,7 +265,9 @@ internal sealed class Relay
 
     /// <summary>
     /// How much further back than its byte bound the window reaches now: the most any child has
-    /// queued and not yet been sent, or had when it went away (for the window's age after). A
+    /// queued and not yet been sent, or had when it went away (for the window's age after),
+    /// counted as the window counts (<see cref="Chunk.Footprint"/>: a short chunk holds a whole
+    /// pooled buffer; counted by payload, the reach fell short by what the buffers held beyond it). A
     /// child is that far behind this node, and its own children further still; when it freezes,
     /// everything since stays in its queue while this node runs on, and when it dies, its children
     /// resume here (docs/resilience.md, "Replay window"). Bounded by the child queue limit.
@@ -276,7 +278,7 @@ internal sealed class Relay
         long reach = 0;
         foreach (var list in _subscribers)
             foreach (var sub in list)
-                reach = Math.Max(reach, sub.Link.ChunkBytesQueued - sub.Link.ChunkBytesSent);
+                reach = Math.Max(reach, sub.Link.ChunkFootprintBacklog);
         if (_holds.Count > 0) _holds.RemoveAll(h => h.Until < now);
         foreach (var (bytes, _) in _holds) reach = Math.Max(reach, bytes);
         return reach;
@@ -285,7 +287,7 @@ internal sealed class Relay
     /// <summary>Remembers what <paramref name="link"/> (going away) was never sent, for the window's age. Called under the lock.</summary>
     private void Hold(Link link, long now)
     {
-        long backlog = link.ChunkBytesQueued - link.ChunkBytesSent;
+        long backlog = link.ChunkFootprintBacklog;
         if (backlog <= 0) return;
         if (_holds.Count >= MaxHolds) _holds.RemoveAt(0);
         _holds.Add((backlog, now + _holdTicks));

@@ -45,6 +45,13 @@ internal sealed class Chunk
     /// <summary>Bytes of the buffer the payload lies in (its pooled buffer, or the whole receive slab).</summary>
     public int Capacity => _buffer.Length;
 
+    /// <summary>
+    /// The memory this chunk keeps alive, as a replay window counts it (<see cref="HeldMemory"/>):
+    /// its whole pooled buffer (a 17 KiB payload holds a 64 KiB buffer), or its payload when it lies
+    /// in a receive slab (whose cost its neighbours share).
+    /// </summary>
+    public int Footprint => _slab is null ? _buffer.Length : Length;
+
     /// <summary>The receive slab the payload lies in, or null when the chunk has its own buffer.</summary>
     internal ReceiveSlab? Slab => _slab;
 

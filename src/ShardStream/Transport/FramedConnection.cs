@@ -27,6 +27,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     private long _queuedBytes;
     private long _chunkBytesQueued;
     private long _chunkBytesSent;
+    private long _chunkFootprintQueued;
+    private long _chunkFootprintSent;
     private long _inFlightSince;
     private long _lastSent;
     private int _closing;
@@ -61,6 +63,12 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     /// <summary>Chunk payload bytes handed to the transport since the connection opened (a running total).</summary>
     public long ChunkBytesSent => Interlocked.Read(ref _chunkBytesSent);
+
+    /// <summary>
+    /// The memory (<see cref="Chunk.Footprint"/>) of the chunks queued and not yet handed to the
+    /// transport: what a replay window must keep beyond its bound to reach behind this receiver.
+    /// </summary>
+    public long ChunkFootprintBacklog => Interlocked.Read(ref _chunkFootprintQueued) - Interlocked.Read(ref _chunkFootprintSent);
 
     /// <summary>When the last send was handed to the transport (a <see cref="TimeProvider"/> timestamp).</summary>
     public long LastSent => Interlocked.Read(ref _lastSent);
@@ -134,6 +142,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             return false;
         }
         Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
+        Interlocked.Add(ref _chunkFootprintQueued, chunk.Footprint);
         if (sendInline && Volatile.Read(ref _started)) SendInline();
         else Signal();
         return true;
@@ -456,6 +465,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             Interlocked.Add(ref _queuedBytes, -chunk.Length);
             Interlocked.Add(ref _chunkBytesSent, chunk.Length);
+            Interlocked.Add(ref _chunkFootprintSent, chunk.Footprint);
             chunk.Release();
         }
         _sending.Clear();
