@@ -364,7 +364,13 @@ public sealed class Coordinator : Node, Admission.IHost
     {
         if (link.Role is not ControlRole { Session: var session } || session.Control != link) return;
         lock (_tracker.Gate)
-            if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id)) _tracker.Planner.SetCoordinate(session.Id, FromWire(remote));
+            if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id))
+            {
+                _tracker.Planner.SetCoordinate(session.Id, FromWire(remote));
+                // The least RTT of the control link: what the near-source exchange compares a
+                // joiner's own measurement with (a sample a load spike inflated does not stay).
+                if (link.RttSnapshot() is { } rtt) _tracker.Planner.SetSourceRtt(session.Id, rtt.Min.TotalMilliseconds);
+            }
     }
 
     /// <summary>Most RTTs a joiner measures before it is placed (landmarks and candidate parents together).</summary>

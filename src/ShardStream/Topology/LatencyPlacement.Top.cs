@@ -85,12 +85,15 @@ internal sealed partial class LatencyPlacement
     /// <summary>
     /// A node of the top <paramref name="topDepth"/> levels of <paramref name="shard"/> that is much
     /// farther from the source than <paramref name="joiner"/> (just placed, deeper, with capacity):
-    /// the one farthest from it (estimated RTT), if the joiner is closer by at least
-    /// <see cref="NearMarginMs"/> and <see cref="NearMarginShare"/>. <see cref="Planner.None"/> if none.
+    /// the one farthest from it, if the joiner is closer by at least <see cref="NearMarginMs"/> and
+    /// <see cref="NearMarginShare"/>. <see cref="Planner.None"/> if none. Like is compared with
+    /// like: the RTTs both measured to the source when both did (<see cref="SetSourceRtt"/>), else
+    /// both estimates. A measured RTT against an estimate would see a difference that is not there
+    /// (on one host: a fraction of a millisecond measured against the coordinates' error).
     /// </summary>
     public int FindNearSourceExchange(int joiner, int shard, int topDepth)
     {
-        _nearTop ??= new List<(double Rtt, int Node, int Parent)>?[_forest.ShardCount];
+        _nearTop ??= new List<NearPlace>?[_forest.ShardCount];
         _nearAge ??= new int[_forest.ShardCount];
         var tops = _nearTop[shard] ??= [];
         if (++_nearAge[shard] >= TopRefresh || tops.Count == 0)
@@ -98,45 +101,74 @@ internal sealed partial class LatencyPlacement
             RefreshNear(shard, topDepth, tops);
         }
 
-        var mine = SourceRtt(joiner);
+        var estimated = CoordinateOf(joiner).EstimateRtt(CoordinateOf(Source));
+        var measured = MeasuredSourceRtt(joiner);
         var joinerDepth = _forest.Depth(joiner, shard);
         var cap = _forest.Cap(joiner, shard);
-        foreach (var (rtt, place, parent) in tops)
+        var best = None;
+        var bestRtt = 0.0;
+        foreach (var top in tops)
         {
-            if (rtt - mine <= NearMarginMs || rtt - mine <= NearMarginShare * rtt)
+            // The places are few (the first levels): every one is compared, on the figures both
+            // sides have (a recorded RTT is read now: it may have changed since the summary).
+            var theirMeasured = MeasuredSourceRtt(top.Node);
+            var (theirs, mine) = double.IsNaN(measured) || double.IsNaN(theirMeasured) ? (top.Estimated, estimated) : (theirMeasured, measured);
+            if (theirs <= bestRtt || theirs - mine <= NearMarginMs || theirs - mine <= NearMarginShare * theirs)
             {
-                break; // sorted farthest first: nobody further down is farther
+                continue;
             }
 
-            if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != parent
+            var place = top.Node;
+            if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
                 || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
             {
                 continue;
             }
 
-            _nearAge[shard] = TopRefresh; // the top changes: summarise again at the next join
-            return place;
+            best = place;
+            bestRtt = theirs;
         }
 
-        return None;
+        if (best != None)
+        {
+            _nearAge[shard] = TopRefresh; // the top changes: summarise again at the next join
+        }
+
+        return best;
     }
 
-    /// <summary>Estimated RTT from <paramref name="node"/> to the source; the subject's measured one when it has it.</summary>
-    private double SourceRtt(int node) =>
-        node == _subjectNode && _measured is not null && _measured.TryGetValue(Source, out var rtt)
-            ? rtt
-            : CoordinateOf(node).EstimateRtt(CoordinateOf(Source));
+    /// <summary>
+    /// Records the RTT <paramref name="node"/> measured to the source (ms; NaN, zero or less: none),
+    /// which the near-source exchange compares with other measured RTTs.
+    /// </summary>
+    public void SetSourceRtt(int node, double rttMs)
+    {
+        if (node >= _sourceRtt.Length)
+        {
+            var old = _sourceRtt.Length;
+            Array.Resize(ref _sourceRtt, Math.Max(node + 1, old * 2));
+            Array.Fill(_sourceRtt, float.NaN, old, _sourceRtt.Length - old);
+        }
 
-    /// <summary>Least difference (ms of estimated RTT to the source) for a near-source exchange.</summary>
+        _sourceRtt[node] = rttMs > 0 ? (float)rttMs : float.NaN;
+    }
+
+    /// <summary>The RTT <paramref name="node"/> measured to the source (NaN if none).</summary>
+    private double MeasuredSourceRtt(int node) => node < _sourceRtt.Length ? _sourceRtt[node] : double.NaN;
+
+    /// <summary>Least difference (ms of RTT to the source) for a near-source exchange.</summary>
     public const double NearMarginMs = 10;
 
     /// <summary>Least difference, as a share of the occupant's RTT to the source, for a near-source exchange.</summary>
     public const double NearMarginShare = 0.1;
 
-    private List<(double Rtt, int Node, int Parent)>?[]? _nearTop;
-    private int[]? _nearAge;
+    private readonly record struct NearPlace(int Node, int Parent, double Estimated);
 
-    private void RefreshNear(int shard, int topDepth, List<(double Rtt, int Node, int Parent)> tops)
+    private List<NearPlace>?[]? _nearTop;
+    private int[]? _nearAge;
+    private float[] _sourceRtt = [];
+
+    private void RefreshNear(int shard, int topDepth, List<NearPlace> tops)
     {
         _nearAge![shard] = 0;
         tops.Clear();
@@ -149,7 +181,7 @@ internal sealed partial class LatencyPlacement
             var depth = _forest.Depth(node, shard);
             if (node != Source)
             {
-                tops.Add((CoordinateOf(node).EstimateRtt(source), node, _forest.Parent(node, shard)));
+                tops.Add(new NearPlace(node, _forest.Parent(node, shard), CoordinateOf(node).EstimateRtt(source)));
             }
 
             if (depth < topDepth)
@@ -160,8 +192,6 @@ internal sealed partial class LatencyPlacement
                 }
             }
         }
-
-        tops.Sort((a, b) => b.Rtt.CompareTo(a.Rtt));
     }
 
     /// <summary>Joins between two summaries of the top places of a tree.</summary>

@@ -326,7 +326,6 @@ internal sealed partial class LatencyPlacement
     {
         _costs.Clear();
         _lastEdges.Clear();
-        var bestCost = double.MaxValue;
         foreach (var node in _candidates)
         {
             var parent = _forest.Parent(node, shard);
@@ -334,27 +333,9 @@ internal sealed partial class LatencyPlacement
             var cost = parent == None ? double.MaxValue : Cost(parent, shard, last);
             _costs.Add(cost);
             _lastEdges.Add(last);
-            bestCost = Math.Min(bestCost, cost);
         }
 
-        if (bestCost == double.MaxValue)
-        {
-            return blind;
-        }
-
-        var limit = Math.Max(bestCost + DelaySlackMs, bestCost * (1 + DelaySlackShare));
-        var best = blind;
-        var shortest = double.MaxValue;
-        for (var i = 0; i < _candidates.Count; i++)
-        {
-            if (_costs[i] <= limit && _lastEdges[i] < shortest)
-            {
-                shortest = _lastEdges[i];
-                best = _candidates[i];
-            }
-        }
-
-        return best;
+        return ShortestWithinSlack(blind);
     }
 
     /// <summary>Up to <paramref name="max"/> parents the subject would consider in <paramref name="shard"/>, best first (for probing).</summary>
@@ -412,13 +393,27 @@ internal sealed partial class LatencyPlacement
     {
         _costs.Clear();
         _lastEdges.Clear();
-        var bestCost = double.MaxValue;
         foreach (var node in _candidates)
         {
             var last = LastEdge(node);
             var cost = Cost(node, shard, last);
             _costs.Add(cost);
             _lastEdges.Add(last);
+        }
+
+        return ShortestWithinSlack(blind);
+    }
+
+    /// <summary>
+    /// Of the candidates scored in <see cref="_costs"/> and <see cref="_lastEdges"/>, the one with
+    /// the shortest last edge among those within the slack of the lowest cost;
+    /// <paramref name="blind"/> when no candidate is attached to the source.
+    /// </summary>
+    private int ShortestWithinSlack(int blind)
+    {
+        var bestCost = double.MaxValue;
+        foreach (var cost in _costs)
+        {
             bestCost = Math.Min(bestCost, cost);
         }
 
@@ -432,14 +427,10 @@ internal sealed partial class LatencyPlacement
         var shortest = double.MaxValue;
         for (var i = 0; i < _candidates.Count; i++)
         {
-            if (_costs[i] <= limit)
+            if (_costs[i] <= limit && _lastEdges[i] < shortest)
             {
-                var edge = _lastEdges[i];
-                if (edge < shortest)
-                {
-                    shortest = edge;
-                    best = _candidates[i];
-                }
+                shortest = _lastEdges[i];
+                best = _candidates[i];
             }
         }
 

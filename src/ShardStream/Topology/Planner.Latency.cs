@@ -43,6 +43,22 @@ public sealed partial class Planner
     }
 
     /// <summary>
+    /// Records the RTT between a live peer and the source measured since it joined (ms), e.g. the
+    /// least RTT of its control link. The near-source exchange compares a joiner's measured RTT to
+    /// the source with the ones recorded for the peers at the top (its own, from
+    /// <see cref="Join(int, NetworkCoordinate, IReadOnlyDictionary{int, double})"/>, until this
+    /// replaces it), never with their estimates. Ignored by a latency-blind plan.
+    /// </summary>
+    public void SetSourceRtt(int node, double rttMs)
+    {
+        Check(node, 0);
+        if (node != Source && _forest.IsAlive(node))
+        {
+            _latency?.SetSourceRtt(node, rttMs);
+        }
+    }
+
+    /// <summary>
     /// The nodes a joiner should ping first to find its coordinate: the source and up to
     /// <paramref name="max"/> - 1 landmark peers (the earliest live joiners with a budget, up to
     /// <see cref="MaxAnchors"/>, taken in turns so that each is pinged often). A peer with no
@@ -198,6 +214,7 @@ public sealed partial class Planner
 
         var id = _nextId;
         _latency.Register(id, coordinate);
+        _latency.SetSourceRtt(id, measuredRttMs is not null && measuredRttMs.TryGetValue(Source, out var sourceRtt) ? sourceRtt : double.NaN);
         _latency.Begin(id, measuredRttMs);
         try
         {

@@ -87,6 +87,60 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void On_one_host_equal_rtts_to_the_source_reshuffle_nothing()
+    {
+        // Every node on one host (loopback): each joiner measures 0.2 ms to the source, while the
+        // coordinates, still settling, put every peer about 22 ms from it. Binary, one slot each
+        // (--upload 1): the plan is the chain source -> 1 -> 2 -> ... in join order. A joiner's
+        // measured RTT is compared with the others' measured RTTs, not with their estimates, so
+        // no joiner takes the place of an earlier one (which would cost Moves for nothing).
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var measured = new Dictionary<int, double> { [Planner.Source] = 0.2 };
+        var chain = new List<int> { Planner.Source };
+        for (var i = 0; i < 6; i++)
+        {
+            chain.Add(planner.Join(1, At(20 + (0.5 * i), i % 2), measured));
+            Assert.Empty(planner.LastJoinMoves);
+        }
+
+        for (var i = 1; i < chain.Count; i++)
+        {
+            Assert.Equal(chain[i - 1], planner.ParentOf(chain[i], 0));
+        }
+
+        // A peer that measured nothing (an older one) is compared by estimates on both sides: the
+        // joiner's 0.2 ms measured against its 22 ms estimated would be a difference that is not there.
+        var unmeasured = planner.Join(1, At(20.5));
+        var next = planner.Join(1, At(20.5, 1), measured);
+        Assert.Empty(planner.LastJoinMoves);
+        Assert.Equal(unmeasured, planner.ParentOf(next, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void A_top_peer_whose_join_time_rtt_was_inflated_keeps_its_place_once_a_later_rtt_is_recorded()
+    {
+        // One host again: peer 1 measured 30 ms to the source when it joined (a load spike), then
+        // the coordinator's control link to it recorded 0.2 ms (SetSourceRtt). A joiner that
+        // measured 0.2 ms takes nothing from it; without the record it would take peer 1's place.
+        foreach (var recorded in new[] { false, true })
+        {
+            var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1, LatencyAware: true));
+            planner.SetCoordinate(Planner.Source, At(0));
+            var first = planner.Join(1, At(20), new Dictionary<int, double> { [Planner.Source] = 30 });
+            if (recorded)
+            {
+                planner.SetSourceRtt(first, 0.2);
+            }
+
+            var joiner = planner.Join(1, At(20, 1), new Dictionary<int, double> { [Planner.Source] = 0.2 });
+            Assert.Equal(recorded ? first : Planner.Source, planner.ParentOf(joiner, 0));
+            PlanAssert.Consistent(planner);
+        }
+    }
+
+    [Fact]
     public void A_leaf_pushed_down_by_a_far_joiner_takes_the_free_slot_nearest_it()
     {
         // Binary, source at the origin with two slots: viewer V (x = -100, budget 0) and relay R1
