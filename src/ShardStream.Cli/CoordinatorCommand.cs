@@ -4,6 +4,7 @@ using ShardStream.Media;
 using ShardStream.Cli.Http;
 using ShardStream.Nodes;
 using ShardStream.Rtmp;
+using ShardStream.Transport;
 using ShardStream.Topology;
 using ShardStream.Trust;
 
@@ -103,7 +104,7 @@ internal static class CoordinatorCommand
                 CliLog.NoRtmpKey(loggers.CreateLogger("rtmp"));
             }
             var sink = new FlvByteSink();
-            var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key }, loggers, ct);
+            var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key, Transport = TcpTransport.ReadingThreads }, loggers, ct);
             return new RtmpIngest(server, sink);
         }
 

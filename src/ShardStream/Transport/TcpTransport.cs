@@ -7,8 +7,21 @@ namespace ShardStream.Transport;
 /// <summary>Real TCP sockets, each connection exposed as a pair of pipes.</summary>
 public sealed class TcpTransport : ITransport
 {
+    private readonly bool _readingThreads;
+
+    private TcpTransport(bool readingThreads) => _readingThreads = readingThreads;
+
     /// <summary>A shared instance; the transport has no state.</summary>
-    public static TcpTransport Instance { get; } = new();
+    public static TcpTransport Instance { get; } = new(readingThreads: false);
+
+    /// <summary>
+    /// Listens like <see cref="Instance"/>, but each accepted connection is read by a thread of its
+    /// own with blocking reads, and what it reads is handed to the reader of its input on that
+    /// thread (see <see cref="ThreadReadConnection"/>). For a listener of few connections whose
+    /// every read is worth acting on at once: the coordinator's RTMP ingest. Connections it opens
+    /// are as <see cref="Instance"/>'s.
+    /// </summary>
+    public static TcpTransport ReadingThreads { get; } = new(readingThreads: true);
 
     /// <inheritdoc />
     public async ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
@@ -27,7 +40,7 @@ public sealed class TcpTransport : ITransport
         }
         var bound = (IPEndPoint)socket.LocalEndPoint!;
         var (host, _) = Endpoint.Parse(address);
-        return new TcpListener(socket, Endpoint.Format(host, bound.Port));
+        return new TcpListener(socket, Endpoint.Format(host, bound.Port), _readingThreads);
     }
 
     /// <inheritdoc />
@@ -64,7 +77,7 @@ public sealed class TcpTransport : ITransport
         }
     }
 
-    private sealed class TcpListener(Socket socket, string localAddress) : IConnectionListener
+    private sealed class TcpListener(Socket socket, string localAddress, bool readingThreads) : IConnectionListener
     {
         private volatile bool _disposed;
 
@@ -76,7 +89,8 @@ public sealed class TcpTransport : ITransport
             try
             {
                 var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
-                return new TcpConnection(accepted, accepted.RemoteEndPoint?.ToString() ?? "?", receivesStream: false);
+                string remote = accepted.RemoteEndPoint?.ToString() ?? "?";
+                return readingThreads ? new ThreadReadConnection(accepted, remote) : new TcpConnection(accepted, remote, receivesStream: false);
             }
             catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException || (e is SocketException && (_disposed || cancellationToken.IsCancellationRequested)))
             {

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using ShardStream.Rtmp;
+using ShardStream.Transport;
 
 namespace ShardStream.Tests.Rtmp;
 
@@ -8,8 +9,11 @@ namespace ShardStream.Tests.Rtmp;
 /// codecs: the commands ffmpeg and OBS send, their answers with the transaction ids echoed, the key
 /// check, one publisher at a time, acknowledgements and ping.
 /// </summary>
-public sealed class RtmpSessionTests : IAsyncLifetime
+public class RtmpSessionTests : IAsyncLifetime
 {
+    /// <summary>The server's transport: the default one, or the coordinator's (see the class below).</summary>
+    protected virtual ITransport Transport => TcpTransport.Instance;
+
     private const string Key = "k3y-Secret-42";
     private readonly RecordingSink _sink = new();
     private readonly LineLogger _log = new();
@@ -19,7 +23,7 @@ public sealed class RtmpSessionTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _loggers = LoggerFactory.Create(b => b.AddProvider(_log).SetMinimumLevel(LogLevel.Debug));
-        _server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = "127.0.0.1:0", Ingest = _sink, PublishKey = Key }, _loggers, CancellationToken.None);
+        _server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = "127.0.0.1:0", Ingest = _sink, PublishKey = Key, Transport = Transport }, _loggers, CancellationToken.None);
     }
 
     public async Task DisposeAsync()
@@ -93,6 +97,7 @@ public sealed class RtmpSessionTests : IAsyncLifetime
         await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
         {
             ListenAddress = "127.0.0.1:0",
+            Transport = Transport,
             Ingest = sink,
             PublishKey = Key,
             Limits = new RtmpLimits { MaxAudioHold = TimeSpan.FromMinutes(10), VideoFlowWindow = TimeSpan.FromMinutes(10) },
@@ -215,6 +220,7 @@ public sealed class RtmpSessionTests : IAsyncLifetime
         await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
         {
             ListenAddress = "127.0.0.1:0",
+            Transport = Transport,
             Ingest = _sink,
             Limits = new RtmpLimits { MaxConnectionsPerAddress = 2 },
         }, _loggers, CancellationToken.None);
@@ -244,4 +250,10 @@ public sealed class RtmpSessionTests : IAsyncLifetime
             await Task.Delay(20);
         }
     }
+}
+
+/// <summary>The same, on the transport of the coordinator's ingest: each connection read by a thread of its own.</summary>
+public sealed class RtmpSessionOnReadingThreadsTests : RtmpSessionTests
+{
+    protected override ITransport Transport => TcpTransport.ReadingThreads;
 }
