@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using ShardStream.Streaming;
 using ShardStream.Wire;
@@ -16,9 +15,8 @@ namespace ShardStream.Transport;
 internal sealed class FramedConnection : IAsyncDisposable
 {
     private readonly IConnection _connection;
-    // Two readers: the writer, and Finish() draining what will never be sent; a single-reader
-    // channel could hand one chunk to both (released twice) or a default item to one.
-    private readonly Channel<Outgoing> _queue = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = false });
+    // Two readers: the writer, and Finish() draining what will never be sent (see OutgoingQueue).
+    private readonly OutgoingQueue _queue = new();
     private readonly TimeSpan _closeTimeout;
     private readonly ILogger _log;
     private readonly TimeProvider _time;
@@ -79,7 +77,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         get
         {
             long oldest = Interlocked.Read(ref _inFlightSince);
-            if (_queue.Reader.TryPeek(out var head) && (oldest == 0 || head.At < oldest)) oldest = head.At;
+            if (_queue.TryPeek(out var head) && (oldest == 0 || head.At < oldest)) oldest = head.At;
             return oldest == 0 ? TimeSpan.Zero : _time.GetElapsedTime(oldest);
         }
     }
@@ -135,7 +133,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             waiting = queued - chunk.Length;
             return false;
         }
-        if (!_queue.Writer.TryWrite(new Outgoing(chunk.Retain(), frameBefore, _time.GetTimestamp())))
+        if (!_queue.TryWrite(new Outgoing(chunk.Retain(), frameBefore, _time.GetTimestamp())))
         {
             Interlocked.Add(ref _queuedBytes, -chunk.Length);
             chunk.Release();
@@ -152,12 +150,14 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void Send(byte[] frame)
     {
         if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
+        _queue.TryWrite(new Outgoing(null, frame, _time.GetTimestamp()));
         Signal();
     }
 
     /// <summary>Control frames to send before whatever else is queued (see <see cref="SendAhead"/>).</summary>
-    private readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> _ahead = new();
+    /// Created at the first such frame: most links never send one (a peer's control link gets a
+    /// Move now and then), and an empty queue costs 800 bytes (docs/performance.md#the-coordinator-at-scale).
+    private System.Collections.Concurrent.ConcurrentQueue<byte[]>? _ahead;
 
     /// <summary>An empty frame: wakes the writer for a frame queued ahead (it is not sent).</summary>
     private static readonly byte[] Wake = [];
@@ -172,8 +172,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void SendAhead(byte[] frame)
     {
         if (IsClosing) return;
-        _ahead.Enqueue(frame);
-        _queue.Writer.TryWrite(new Outgoing(null, Wake, _time.GetTimestamp()));
+        (Volatile.Read(ref _ahead) ?? LazyInitializer.EnsureInitialized(ref _ahead)).Enqueue(frame);
+        _queue.TryWrite(new Outgoing(null, Wake, _time.GetTimestamp()));
         Signal();
     }
 
@@ -185,7 +185,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void Send(byte[] frame, Action<byte[], long, long> beforeSend)
     {
         if (IsClosing) return;
-        _queue.Writer.TryWrite(new Outgoing(null, frame, _time.GetTimestamp(), beforeSend));
+        _queue.TryWrite(new Outgoing(null, frame, _time.GetTimestamp(), beforeSend));
         Signal();
     }
 
@@ -212,8 +212,8 @@ internal sealed class FramedConnection : IAsyncDisposable
         else ConnectionLog.ClosingNormally(_log, Name, reason);
         var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
         var goodbye = new Goodbye(code, reason);
-        _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
-        _queue.Writer.TryComplete();
+        _queue.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
+        _queue.TryComplete();
         Signal();
         if (code == GoodbyeCode.TooSlow)
         {
@@ -247,7 +247,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     public async Task ShutdownAsync(CloseReason reason)
     {
         Interlocked.Exchange(ref _closing, 1);
-        _queue.Writer.TryComplete();
+        _queue.TryComplete();
         Signal();
         try
         {
@@ -272,7 +272,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void Abort(CloseReason reason)
     {
         Interlocked.Exchange(ref _closing, 1);
-        _queue.Writer.TryComplete();
+        _queue.TryComplete();
         Signal();
         Finish(reason);
     }
@@ -283,7 +283,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         _stop.Cancel();
         _connection.Abort();
         // Whatever is still queued will never be sent.
-        while (_queue.Reader.TryRead(out var item)) item.Chunk?.Release();
+        while (_queue.TryRead(out var item)) item.Chunk?.Release();
     }
 
     /// <summary>At most this many chunks go into one gathered send.</summary>
@@ -342,7 +342,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         Interlocked.Exchange(ref _owner, 0);
         // A frame sent ahead whose wake-up item a batch already took waits in _ahead alone.
-        if (_ahead.IsEmpty && !_queue.Reader.TryPeek(out _) && !_queue.Reader.Completion.IsCompleted) return true;
+        if (Volatile.Read(ref _ahead) is not { IsEmpty: false } && !_queue.TryPeek(out _) && !_queue.IsDone) return true;
         return Interlocked.CompareExchange(ref _owner, 1, 0) != 0;
     }
 
@@ -411,11 +411,11 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>Takes the next batch from the queue (frames sent ahead first); false when nothing is to be sent.</summary>
     private bool TakeBatch()
     {
-        var reader = _queue.Reader;
+        var reader = _queue;
         int bytes = 0;
         int maxBytes = _slowReceiver ? 1 : MaxBytesPerSend;
         // Frames sent ahead go first (see SendAhead).
-        while (_ahead.TryDequeue(out var urgent))
+        while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
         {
             if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
             _batch.Add(urgent);
@@ -517,7 +517,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             if (!TakeBatch())
             {
-                if (_queue.Reader.Completion.IsCompleted) return true;
+                if (_queue.IsDone) return true;
                 if (Park()) return false;
                 continue;
             }
@@ -585,9 +585,9 @@ internal sealed class FramedConnection : IAsyncDisposable
             reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
             ConnectionLog.Violation(_log, Name, reason.Text);
             // Tell the other side why, after anything already queued, then close gracefully.
-            _queue.Writer.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
+            _queue.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Interlocked.Exchange(ref _closing, 1);
-            _queue.Writer.TryComplete();
+            _queue.TryComplete();
             Signal();
             await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
             await ShutdownAsync(reason).ConfigureAwait(false);
@@ -631,6 +631,68 @@ internal sealed class FramedConnection : IAsyncDisposable
             // Stopping is all that was asked.
         }
         await _connection.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The send queue: a ring buffer under a lock, for any number of readers (the writer, and
+    /// Finish() draining what will never be sent: one item goes to one of them). It replaced an
+    /// unbounded channel, whose first segment and parked-reader objects cost about 1.9 KB per
+    /// connection before anything was queued; this one costs about 250 bytes (a coordinator holds
+    /// one per connected peer: docs/performance.md#the-coordinator-at-scale). Once completed it
+    /// takes nothing more; <see cref="IsDone"/> is true when it is completed and empty.
+    /// </summary>
+    private sealed class OutgoingQueue
+    {
+        /// <summary>A queue that held more than this many items gives its array back once it is empty again.</summary>
+        private const int TrimAbove = 256;
+
+        private readonly Queue<Outgoing> _items = new(4);
+        private bool _completed;
+        private int _most;
+
+        public bool TryWrite(Outgoing item)
+        {
+            lock (_items)
+            {
+                if (_completed) return false;
+                _items.Enqueue(item);
+                if (_items.Count > _most) _most = _items.Count;
+                return true;
+            }
+        }
+
+        public void TryComplete()
+        {
+            lock (_items) _completed = true;
+        }
+
+        public bool TryRead(out Outgoing item)
+        {
+            lock (_items)
+            {
+                if (!_items.TryDequeue(out item)) return false;
+                if (_items.Count == 0 && _most > TrimAbove)
+                {
+                    // A backlog's array (a slow child's, of small chunks) is not kept for good.
+                    _items.TrimExcess();
+                    _most = 0;
+                }
+                return true;
+            }
+        }
+
+        public bool TryPeek(out Outgoing item)
+        {
+            lock (_items) return _items.TryPeek(out item);
+        }
+
+        public bool IsDone
+        {
+            get
+            {
+                lock (_items) return _completed && _items.Count == 0;
+            }
+        }
     }
 
     /// <summary>A chunk (with the frame that goes right before it, if any), or a control frame.</summary>
