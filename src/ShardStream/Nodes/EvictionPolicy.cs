@@ -204,10 +204,18 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
                 SlowChildLog.LeafNotStopped(log, id, queueAge.TotalSeconds, why, others, SlowElsewhereWindow.TotalSeconds);
                 return;
             }
-            stop = session;
             // The stream's rate as the source produces it: a parent's queued rate mixes in replayed
             // backlog and the source's bursts (measured 21.7 and 30.2 for 16.8 Mbit/s at load 50+).
             if (rates is { } measured) rates = (Math.Max(measured.DownloadMbps, earlier ?? 0), source.RateMbps() ?? measured.StreamMbps);
+            if (rates is { } judged && judged.DownloadMbps >= judged.StreamMbps)
+            {
+                // Its download keeps up with the stream: what held its queue back is its parent
+                // (seen in the 200-peer demo: a parent stalled 20 s toward all nine of its
+                // children, and one of them was stopped with "0.5 vs 0.4 Mbit/s").
+                SlowChildLog.LeafNotBelowRate(log, id, queueAge.TotalSeconds, why, judged.DownloadMbps, judged.StreamMbps);
+                return;
+            }
+            stop = session;
             _lastDownload.Remove(id);
         }
         string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps)

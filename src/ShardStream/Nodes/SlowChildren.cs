@@ -159,6 +159,9 @@ internal static partial class SlowChildLog
     [LoggerMessage(908, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: {Others} other peer(s) were found slow in the last {Window:0.#} s (many viewers behind at once point to a busy machine or a congested source, not to this viewer's download)", EventName = "SlowLeafNotStopped")]
     public static partial void LeafNotStopped(ILogger log, int id, double seconds, string why, int others, double window);
 
+    [LoggerMessage(909, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its download, {DownloadMbps:0.0} Mbit/s, is not below the stream rate, {StreamMbps:0.0} (its parent held it back)", EventName = "SlowLeafNotBelowRate")]
+    public static partial void LeafNotBelowRate(ILogger log, int id, double seconds, string why, double downloadMbps, double streamMbps);
+
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);
 

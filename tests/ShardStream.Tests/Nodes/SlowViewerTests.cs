@@ -177,6 +177,32 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A leaf whose download keeps up with the stream is not the cause of its backlog: its parent
+    /// is. In the 200-peer demo a parent stalled for 20 s toward all nine of its children, and one
+    /// of them was stopped with "your download is below the stream rate: 0.5 vs 0.4 Mbit/s".
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_behind_whose_download_is_not_below_the_stream_rate_is_not_stopped()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync();
+        await overlay.AddPeerAsync(upload: 0);
+        var leaf = await overlay.AddPeerAsync(upload: 0);
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        void Report(uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 1_000), (downloadKbps, 400)).Write);
+        var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
+
+        // Behind for longer than the grace, but it took 0.5 Mbit/s of a 0.4 Mbit/s stream.
+        Report(500);
+        string judged = $"peer {leaf.Id}, a leaf, is still slow";
+        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || leafRun.IsCompleted, "the coordinator judged the leaf");
+        Assert.False(leafRun.IsCompleted, $"a leaf whose download kept up was stopped: {leafRun.Exception?.InnerException?.Message}");
+        Assert.True(logs.Has(LogLevel.Warning, "is not below the stream rate, 0.4"), "the coordinator did not say why it kept the leaf");
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
+    }
+
+    /// <summary>
     /// Many viewers behind at once point to a busy machine or a congested source, not to one
     /// viewer's download: in the 200-peer demo on the loaded 2-core machine (all nodes in one
     /// process), a healthy viewer was stopped ("0.9 vs 1.7 Mbit/s", the overlay then moving 0.8
