@@ -276,7 +276,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         foreach (var m in hello.Measured ?? [])
             if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && planner.Contains((int)m.NodeId)))
                 measured[(int)m.NodeId] = m.RttMicros == 0 ? (m.NodeId == 0 ? measured.GetValueOrDefault(0) : UnreachableRttMs) : m.RttMicros / 1000.0;
-        return planner.Join(budget, Node.FromWire(c), measured);
+        int id = planner.Join(budget, Node.FromWire(c), measured);
+        // The joiner's RTT to the coordinator is its Hello's wait for the Landmarks answer, which
+        // includes the coordinator's own work (tens of ms on a loaded host): good enough to place the
+        // joiner, too high to stand for it at the top of a tree, where a later joiner that measured
+        // less would take its place for nothing. Its control link's least RTT stands for it once a
+        // Pong came back (Coordinator.OnRemoteCoordinate).
+        planner.SetSourceRtt(id, double.NaN);
+        return id;
     }
 
     /// <summary>

@@ -367,11 +367,15 @@ public sealed class Coordinator : Node, Admission.IHost
             if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id))
             {
                 _tracker.Planner.SetCoordinate(session.Id, FromWire(remote));
-                // The least RTT of the control link: what the near-source exchange compares a
-                // joiner's own measurement with (a sample a load spike inflated does not stay).
-                if (link.RttSnapshot() is { } rtt) _tracker.Planner.SetSourceRtt(session.Id, rtt.Min.TotalMilliseconds);
+                // The least RTT of the control link, once it has a few samples: what the near-source
+                // exchange compares a joiner's own measurement with. A first sample can be far too
+                // high (a process starting up on a loaded host: hundreds of ms on loopback).
+                if (link.RttSnapshot() is { Samples: >= SourceRttSamples } rtt) _tracker.Planner.SetSourceRtt(session.Id, rtt.Min.TotalMilliseconds);
             }
     }
+
+    /// <summary>RTT samples of a peer's control link before its least RTT stands for the peer's RTT to the coordinator in the plan.</summary>
+    internal const int SourceRttSamples = 4;
 
     /// <summary>Most RTTs a joiner measures before it is placed (landmarks and candidate parents together).</summary>
     public const int MaxPingsPerJoin = 16;

@@ -87,9 +87,10 @@ internal sealed partial class LatencyPlacement
     /// farther from the source than <paramref name="joiner"/> (just placed, deeper, with capacity):
     /// the one farthest from it, if the joiner is closer by at least <see cref="NearMarginMs"/> and
     /// <see cref="NearMarginShare"/>. <see cref="Planner.None"/> if none. Like is compared with
-    /// like: the RTTs both measured to the source when both did (<see cref="SetSourceRtt"/>), else
-    /// both estimates. A measured RTT against an estimate would see a difference that is not there
-    /// (on one host: a fraction of a millisecond measured against the coordinates' error).
+    /// like: a joiner that measured its RTT to the source is compared with the places whose RTT is
+    /// recorded (<see cref="SetSourceRtt"/>) and takes none of the others; one that did not is
+    /// compared by estimates. A measured RTT against an estimate would see a difference that is not
+    /// there (on one host: a fraction of a millisecond measured against the coordinates' error).
     /// </summary>
     public int FindNearSourceExchange(int joiner, int shard, int topDepth)
     {
@@ -112,7 +113,12 @@ internal sealed partial class LatencyPlacement
             // The places are few (the first levels): every one is compared, on the figures both
             // sides have (a recorded RTT is read now: it may have changed since the summary).
             var theirMeasured = MeasuredSourceRtt(top.Node);
-            var (theirs, mine) = double.IsNaN(measured) || double.IsNaN(theirMeasured) ? (top.Estimated, estimated) : (theirMeasured, measured);
+            if (!double.IsNaN(measured) && double.IsNaN(theirMeasured))
+            {
+                continue; // nothing to compare a measurement with: no exchange (see the remarks above)
+            }
+
+            var (theirs, mine) = double.IsNaN(measured) ? (top.Estimated, estimated) : (theirMeasured, measured);
             if (theirs <= bestRtt || theirs - mine <= NearMarginMs || theirs - mine <= NearMarginShare * theirs)
             {
                 continue;

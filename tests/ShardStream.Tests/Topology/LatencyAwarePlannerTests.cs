@@ -71,8 +71,8 @@ public sealed class LatencyAwarePlannerTests
         // from the source), and A hangs where C was. Nobody changes depth but the two.
         var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
         planner.SetCoordinate(Planner.Source, At(0));
-        var a = planner.Join(2, At(200));
-        var b = planner.Join(2, At(150));
+        var a = planner.Join(2, At(200), new Dictionary<int, double> { [Planner.Source] = 202 });
+        var b = planner.Join(2, At(150), new Dictionary<int, double> { [Planner.Source] = 152 });
         var c = planner.Join(2, At(5), new Dictionary<int, double> { [Planner.Source] = 7 });
         Assert.Equal(Planner.Source, planner.ParentOf(c, 0));
         Assert.Equal(Planner.Source, planner.ParentOf(b, 0));
@@ -109,8 +109,9 @@ public sealed class LatencyAwarePlannerTests
             Assert.Equal(chain[i - 1], planner.ParentOf(chain[i], 0));
         }
 
-        // A peer that measured nothing (an older one) is compared by estimates on both sides: the
-        // joiner's 0.2 ms measured against its 22 ms estimated would be a difference that is not there.
+        // A peer with no recorded RTT (an older one, or one whose control link has not measured yet)
+        // is not compared with a joiner's measurement: 0.2 ms measured against its 22 ms estimated
+        // would be a difference that is not there.
         var unmeasured = planner.Join(1, At(20.5));
         var next = planner.Join(1, At(20.5, 1), measured);
         Assert.Empty(planner.LastJoinMoves);
