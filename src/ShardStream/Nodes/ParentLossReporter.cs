@@ -26,7 +26,12 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
     public void OnParentClosed(Link link, ulong parentId, CloseReason closed)
     {
         string reason = closed.Text;
-        if (peer.Reassembler.IsComplete || stopping.IsCancellationRequested || peer.Leaving) return;
+        if (stopping.IsCancellationRequested || peer.Leaving) return;
+        // A parent cut off for what it sent is reported even when the stream completed meanwhile
+        // (from another parent): the coordinator refuses the liar from then on. (A fresh-clone CI
+        // lost that report: the viewer completed between the check and the send, and then its
+        // control link, closing, dropped it.)
+        if (peer.Reassembler.IsComplete && !closed.IsViolation) return;
         var lost = peer.TakeShardsOf(link);
         if (lost.Length == 0) return;
         if (link.ReceivedGoodbye == GoodbyeCode.TooSlow)
@@ -36,7 +41,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             peer.Fail(link.ReceivedGoodbyeReason is { Length: > 0 } why ? why : $"parent {parentId} cut this peer off: {reason}");
             return;
         }
-        foreach (var s in lost) stalls.Stalled(s.Shard);
+        if (!peer.Reassembler.IsComplete) foreach (var s in lost) stalls.Stalled(s.Shard);
         if (closed.IsViolation)
         {
             string violation = closed.Text;

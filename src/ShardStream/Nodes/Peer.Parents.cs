@@ -62,7 +62,13 @@ public sealed partial class Peer
         MeasureRtt(link, welcome.Version);
         link.Start(OnParentFrame);
         if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
-        link.Closed.ContinueWith(t => _lossReporter.OnParentClosed(link, parentId, t.Result), TaskScheduler.Default).Observe(Log, $"parent {parentId} link closed");
+        var report = link.Closed.ContinueWith(t => _lossReporter.OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
+        report.Observe(Log, $"parent {parentId} link closed");
+        lock (_gate)
+        {
+            _lossReports.RemoveAll(r => r.Report.IsCompleted);
+            _lossReports.Add((link, report));
+        }
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }
 

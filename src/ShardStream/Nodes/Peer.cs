@@ -387,6 +387,9 @@ public sealed partial class Peer : Node, IPeerParents
     /// <summary>Set under <see cref="_gate"/> when the stream is complete and the parent links are being closed: no new parent link is installed after.</summary>
     private bool _parentsClosed;
 
+    /// <summary>The reports of parent links not yet closed (<see cref="ParentLossReporter.OnParentClosed"/>), under <c>_gate</c>.</summary>
+    private readonly List<(Link Link, Task Report)> _lossReports = [];
+
     /// <summary>
     /// Writes the stream to <paramref name="output"/> in order until its end, flushes, lets the
     /// children finish, and closes. Throws <see cref="StreamInterruptedException"/> when the stream
@@ -445,6 +448,17 @@ public sealed partial class Peer : Node, IPeerParents
             parents = _parentOfShard.Values.Where(l => l != control).Distinct().ToList();
         }
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
+        // A parent cut off for what it sent is reported on the control link: before it closes
+        // (bounded: a parent link closes within its close timeout, the heartbeat timeout).
+        Task[] reports;
+        lock (_gate) reports = [.. _lossReports.Where(r => r.Link != control).Select(r => r.Report)];
+        try
+        {
+            await Task.WhenAll(reports).WaitAsync(_options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+        }
         try
         {
             await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);

@@ -1,0 +1,93 @@
+using System.Buffers;
+using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Nodes;
+using ShardStream.Streaming;
+using ShardStream.Transport;
+using ShardStream.Trust;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// What a peer tells the coordinator when a parent link closes (<see cref="ParentLossReporter"/>).
+/// </summary>
+public sealed class ParentLossReporterTests
+{
+    /// <summary>
+    /// A viewer cut a stale relay off for what it sent, and completed the stream from another
+    /// parent before that link's close was handled: the report was dropped, so the coordinator
+    /// never refused the liar (StaleRunTests, red in a fresh-clone CI). A parent cut off for what
+    /// it sent is reported even then; a parent lost for any other reason after the end is not.
+    /// </summary>
+    [Fact]
+    public async Task A_parent_cut_off_for_what_it_sent_is_reported_even_when_the_stream_completed_meanwhile()
+    {
+        var network = new VirtualNetwork();
+        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
+        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
+        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
+        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+
+        var complete = new Reassembler(1, 0, 0);
+        complete.SetEnd(0, 0, []);
+        Assert.True(complete.IsComplete);
+
+        var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
+        var peer = new CompletePeer(complete);
+        var reporter = new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None);
+        reporter.OnParentClosed(fromParent, 1, violation);
+        var frame = new ReadOnlySequence<byte>(Assert.Single(peer.Sent));
+        Assert.True(FrameCodec.TryReadFrame(ref frame, out var type, out var body));
+        Assert.Equal(FrameType.ParentLost, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(ParentLost.TryRead(ref reader, out var lost));
+        Assert.Equal(1UL, lost.ParentId);
+        Assert.Equal([new ShardStart(0, 24)], lost.Shards);
+        Assert.Equal(violation.Text, lost.Violation);
+
+        // Closed for another reason after the end: nothing to repair, nothing said.
+        var quiet = new CompletePeer(complete);
+        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, quiet, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
+            .OnParentClosed(fromParent, 1, new CloseReason(CloseCode.Closed, "stream complete"));
+        Assert.Empty(quiet.Sent);
+    }
+
+    private sealed record TestOptions : NodeOptions;
+
+    /// <summary>A peer whose stream is complete, with shard 0 still on the closing parent link.</summary>
+    private sealed class CompletePeer(Reassembler reassembler) : IPeerParents
+    {
+        public List<byte[]> Sent { get; } = [];
+
+        public Reassembler Reassembler => reassembler;
+
+        public StreamVerifier Verifier => throw new NotSupportedException();
+
+        public Relay Relay => throw new NotSupportedException();
+
+        public bool Leaving => false;
+
+        public bool IsParentOf(int shard, Link link) => shard == 0;
+
+        public (Link? Parent, long Since) ParentOf(int shard) => (null, 0);
+
+        public ShardStart[] TakeShardsOf(Link link) => [new ShardStart(0, 24)];
+
+        public ShardStart[] WithoutParent(byte[] shards) => [];
+
+        public bool IsCoordinator(Link link) => false;
+
+        public void SendToCoordinator(Action<IBufferWriter<byte>> write)
+        {
+            var buffer = new ArrayBufferWriter<byte>();
+            write(buffer);
+            Sent.Add(buffer.WrittenSpan.ToArray());
+        }
+
+        public void Fail(string reason) => throw new InvalidOperationException(reason);
+
+        public void Progress()
+        {
+        }
+    }
+}
