@@ -69,6 +69,14 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
             await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers - 1);
             Assert.Empty(scriptErrors);
         }
+        catch
+        {
+            // What the page did not show is in the nodes' logs: which viewers ended, and why.
+            for (int i = 0; i < nodes.Count; i++)
+                if (nodes[i].HasExited) output.WriteLine($"viewer {i} exited:\n  {string.Join("\n  ", nodes[i].StderrLines.TakeLast(8))}");
+            output.WriteLine($"coordinator:\n  {string.Join("\n  ", coordinator.StderrLines.TakeLast(60))}");
+            throw;
+        }
         finally
         {
             await stop.CancelAsync();
