@@ -36,17 +36,21 @@ public class ThreadReadConnectionTests
         await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
         Assert.NotNull(server);
 
+        // The reader waits before the bytes come (as the RTMP session does between reads): its
+        // continuation is registered here, before the write, and must run on the reading thread.
         var pending = server.Pipe.Input.ReadAsync();
         Assert.False(pending.IsCompleted);
         string? thread = null;
-        var acted = Task.Run(async () =>
+        var acted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var awaiter = pending.GetAwaiter();
+        awaiter.OnCompleted(() =>
         {
-            var result = await pending.ConfigureAwait(false);
             thread = Thread.CurrentThread.Name;
-            server.Pipe.Input.AdvanceTo(result.Buffer.End);
+            server.Pipe.Input.AdvanceTo(awaiter.GetResult().Buffer.End);
+            acted.SetResult();
         });
         await PipeIo.WriteAsync(client.Pipe.Output, "ping"u8.ToArray());
-        await acted.WaitAsync(PipeIo.Deadline);
+        await acted.Task.WaitAsync(PipeIo.Deadline);
         Assert.Equal("tcp reader", thread);
     }
 
