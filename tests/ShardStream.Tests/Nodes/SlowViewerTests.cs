@@ -213,9 +213,10 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     public async Task A_leaf_behind_for_the_grace_while_many_others_are_found_slow_is_not_stopped_until_they_keep_up()
     {
         var logs = new LogCapture();
-        // A short grace, so that the window of the others' findings (twice the grace) passes soon.
-        var grace = TimeSpan.FromSeconds(2);
-        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { SlowChildGrace = grace }, loggers: logs.Factory);
+        // The default grace (5 s): the others' findings count for twice that, which leaves a
+        // loaded machine ample time between the reports below.
+        var grace = new CoordinatorOptions().SlowChildGrace;
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
         // A relay with four slots takes one of the coordinator's two, a viewer that uploads
         // nothing the other; the four leaves after them go under the relay, whose reports the
         // test writes itself.
