@@ -51,7 +51,15 @@ public sealed partial class Peer
             starts = current;
             if (starts.Length == 0) unwanted ??= "superseded by a later move";
             var previous = starts.Select(s => (Shard: s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != link).ToList();
-            if (unwanted is null) foreach (var s in starts) SetParent(s.Shard, link);
+            if (unwanted is null)
+            {
+                foreach (var s in starts) SetParent(s.Shard, link);
+                // Registered with the link, under the same lock: a completion that sees the link sees its report.
+                var report = link.Closed.ContinueWith(t => _lossReporter.OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
+                report.Observe(Log, $"parent {parentId} link closed");
+                _lossReports.RemoveAll(r => r.Report.IsCompleted);
+                _lossReports.Add((link, report));
+            }
             replaced = previous.GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
         }
         if (unwanted is not null)
@@ -62,13 +70,6 @@ public sealed partial class Peer
         MeasureRtt(link, welcome.Version);
         link.Start(OnParentFrame);
         if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
-        var report = link.Closed.ContinueWith(t => _lossReporter.OnParentClosed(link, parentId, t.Result), TaskScheduler.Default);
-        report.Observe(Log, $"parent {parentId} link closed");
-        lock (_gate)
-        {
-            _lossReports.RemoveAll(r => r.Report.IsCompleted);
-            _lossReports.Add((link, report));
-        }
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }
 

@@ -448,19 +448,14 @@ public sealed partial class Peer : Node, IPeerParents
             parents = _parentOfShard.Values.Where(l => l != control).Distinct().ToList();
         }
         await Task.WhenAll(parents.Select(p => p.CloseAsync(GoodbyeCode.Normal, "stream complete"))).ConfigureAwait(false);
-        // A parent cut off for what it sent is reported on the control link: before it closes
-        // (bounded: a parent link closes within its close timeout, the heartbeat timeout).
-        Task[] reports;
-        lock (_gate) reports = [.. _lossReports.Where(r => r.Link != control).Select(r => r.Report)];
         try
         {
-            await Task.WhenAll(reports).WaitAsync(_options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch (TimeoutException)
-        {
-        }
-        try
-        {
+            // A parent cut off for what it sent is reported on the control link: before it closes
+            // (bounded: a parent link closes within its close timeout, the heartbeat timeout).
+            Task[] reports;
+            lock (_gate) reports = [.. _lossReports.Where(r => r.Link != control).Select(r => r.Report)];
+            // A report that failed was logged where it ran (Observe); only its end matters here.
+            await Task.WhenAny(Task.WhenAll(reports), Task.Delay(_options.HeartbeatTimeout, Time, cancellationToken)).ConfigureAwait(false);
             await DrainChildrenAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
