@@ -46,8 +46,30 @@ internal sealed partial class RtmpSession
 
     public string Remote { get; }
 
-    /// <summary>Runs the connection to its end; logs why it ended.</summary>
+    /// <summary>Runs the connection to its end; logs why it ended; closes it whatever ended it.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RunToEndAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Also after an exception none of RunToEndAsync's catches names (the server logs it
+            // and counts the session closed): the socket, and on a reading thread the thread, go with it.
+            try
+            {
+                await _connection.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or ConnectionFailedException)
+            {
+                _connection.Abort();
+            }
+            _closing.Dispose();
+        }
+    }
+
+    private async Task RunToEndAsync(CancellationToken cancellationToken)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
         var ct = linked.Token;
@@ -95,15 +117,6 @@ internal sealed partial class RtmpSession
         }
         if (badInput) RtmpLog.ClosedBadInput(_log, Remote, reason);
         else RtmpLog.Closed(_log, Remote, reason);
-        try
-        {
-            await _connection.DisposeAsync().ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or ConnectionFailedException)
-        {
-            _connection.Abort();
-        }
-        _closing.Dispose();
     }
 
     private string? _closeReason;
