@@ -172,9 +172,10 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void SendAhead(byte[] frame)
     {
         if (IsClosing) return;
-        (Volatile.Read(ref _ahead) ?? LazyInitializer.EnsureInitialized(ref _ahead)).Enqueue(frame);
-        _queue.TryWrite(new Outgoing(null, Wake, _time.GetTimestamp()));
-        Signal();
+        var ahead = Volatile.Read(ref _ahead) ?? LazyInitializer.EnsureInitialized(ref _ahead);
+        // With its wake-up, under the queue's lock: once a goodbye completed the queue, nothing goes
+        // ahead of it any more, and a frame queued before it goes out no later than its wake-up.
+        if (_queue.TryWriteAhead(ahead, frame, new Outgoing(null, Wake, _time.GetTimestamp()))) Signal();
     }
 
     /// <summary>
@@ -212,16 +213,13 @@ internal sealed class FramedConnection : IAsyncDisposable
         else ConnectionLog.ClosingNormally(_log, Name, reason);
         var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
         var goodbye = new Goodbye(code, reason);
-        _queue.TryWrite(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
-        _queue.TryComplete();
+        // A slow receiver would make us wait for its whole backlog: the writer skips the backlog's
+        // chunks (from before the goodbye is queued), so the goodbye that says why goes out next.
+        if (code == GoodbyeCode.TooSlow) Volatile.Write(ref _dropChunks, true);
+        // Queued last and the queue completed in one step: no frame sent meanwhile follows it.
+        _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
         Signal();
-        if (code == GoodbyeCode.TooSlow)
-        {
-            // A slow receiver would make us wait for its whole backlog: the writer skips the
-            // backlog's chunks, so the goodbye that says why goes out next.
-            Volatile.Write(ref _dropChunks, true);
-        }
-        else if (code == GoodbyeCode.Timeout)
+        if (code == GoodbyeCode.Timeout)
         {
             // A silent side (frozen, or its host gone) will not read a goodbye either: waiting for
             // a drain would only delay the repair by the close timeout.
@@ -423,7 +421,18 @@ internal sealed class FramedConnection : IAsyncDisposable
         }
         while (_sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
         {
-            if (item.Chunk is null && item.Frame is { Length: 0 }) continue; // a wake-up for a frame sent ahead
+            if (item.Chunk is null && item.Frame is { Length: 0 })
+            {
+                // A wake-up for a frame sent ahead: that frame is in _ahead by now (queued before its
+                // wake-up), and goes here at the latest, before anything queued after it (a goodbye).
+                while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
+                {
+                    if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+                    _batch.Add(urgent);
+                    bytes += urgent.Length;
+                }
+                continue;
+            }
             // The batch's oldest item: what QueueAge measures while the send is under way.
             if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
             if (item.Chunk is { } chunk)
@@ -585,9 +594,8 @@ internal sealed class FramedConnection : IAsyncDisposable
             reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
             ConnectionLog.Violation(_log, Name, reason.Text);
             // Tell the other side why, after anything already queued, then close gracefully.
-            _queue.TryWrite(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Interlocked.Exchange(ref _closing, 1);
-            _queue.TryComplete();
+            _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
             Signal();
             await Task.WhenAny(_writer, Task.Delay(_closeTimeout, _time)).ConfigureAwait(false);
             await ShutdownAsync(reason).ConfigureAwait(false);
@@ -664,6 +672,31 @@ internal sealed class FramedConnection : IAsyncDisposable
         public void TryComplete()
         {
             lock (_items) _completed = true;
+        }
+
+        /// <summary>Queues <paramref name="item"/> as the last item and completes the queue, in one step.</summary>
+        public bool TryWriteLast(Outgoing item)
+        {
+            lock (_items)
+            {
+                if (_completed) return false;
+                _items.Enqueue(item);
+                _completed = true;
+                return true;
+            }
+        }
+
+        /// <summary>Puts <paramref name="frame"/> into <paramref name="ahead"/> and queues its <paramref name="wake"/>, in one step, unless the queue is complete.</summary>
+        public bool TryWriteAhead(System.Collections.Concurrent.ConcurrentQueue<byte[]> ahead, byte[] frame, Outgoing wake)
+        {
+            lock (_items)
+            {
+                if (_completed) return false;
+                ahead.Enqueue(frame);
+                _items.Enqueue(wake);
+                if (_items.Count > _most) _most = _items.Count;
+                return true;
+            }
         }
 
         public bool TryRead(out Outgoing item)
