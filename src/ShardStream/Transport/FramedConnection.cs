@@ -406,6 +406,19 @@ internal sealed class FramedConnection : IAsyncDisposable
         _wake.Release();
     }
 
+    /// <summary>Adds the frames sent ahead to the batch; returns their bytes.</summary>
+    private int TakeAhead()
+    {
+        int bytes = 0;
+        while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
+        {
+            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+            _batch.Add(urgent);
+            bytes += urgent.Length;
+        }
+        return bytes;
+    }
+
     /// <summary>Takes the next batch from the queue (frames sent ahead first); false when nothing is to be sent.</summary>
     private bool TakeBatch()
     {
@@ -413,24 +426,14 @@ internal sealed class FramedConnection : IAsyncDisposable
         int bytes = 0;
         int maxBytes = _slowReceiver ? 1 : MaxBytesPerSend;
         // Frames sent ahead go first (see SendAhead).
-        while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
-        {
-            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
-            _batch.Add(urgent);
-            bytes += urgent.Length;
-        }
+        bytes += TakeAhead();
         while (_sending.Count < MaxChunksPerSend && bytes < maxBytes && reader.TryRead(out var item))
         {
             if (item.Chunk is null && item.Frame is { Length: 0 })
             {
                 // A wake-up for a frame sent ahead: that frame is in _ahead by now (queued before its
                 // wake-up), and goes here at the latest, before anything queued after it (a goodbye).
-                while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
-                {
-                    if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
-                    _batch.Add(urgent);
-                    bytes += urgent.Length;
-                }
+                bytes += TakeAhead();
                 continue;
             }
             // The batch's oldest item: what QueueAge measures while the send is under way.
