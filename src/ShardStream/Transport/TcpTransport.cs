@@ -118,16 +118,11 @@ public sealed class TcpTransport : ITransport
 }
 
 /// <summary>A socket behind two pipes. Graceful close: flush, shut down the send side, close.</summary>
-internal sealed class TcpConnection : IConnection, IDuplexPipe
+internal sealed class TcpConnection : SocketConnection
 {
     private const int BufferSize = 256 * 1024;
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
     private readonly ReceiveSlabPool? _slabs;
     private GatheredSend? _send;
-    private int _closed;
-    private int _disposed;
-    private int _outputClosed;
 
     /// <param name="receivesStream">
     /// True for a connection this side opened: in the ShardStream protocol the connecting side is
@@ -137,26 +132,23 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
     /// holding a slab.
     /// </param>
     public TcpConnection(Socket socket, string remoteAddress, bool receivesStream)
+        : base(socket, remoteAddress)
     {
-        _socket = socket;
-        _socket.NoDelay = true;
-        _socket.SendBufferSize = BufferSize;
-        _socket.ReceiveBufferSize = BufferSize;
-        LimitUnsent(_socket);
-        RemoteAddress = remoteAddress;
-        _stream = new NetworkStream(socket, ownsSocket: false);
+        Socket.SendBufferSize = BufferSize;
+        Socket.ReceiveBufferSize = BufferSize;
+        LimitUnsent(Socket);
         if (receivesStream)
         {
             _slabs = new ReceiveSlabPool();
-            Input = PipeReader.Create(new SlabReceiveStream(_stream), new StreamPipeReaderOptions(pool: _slabs, bufferSize: 128 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
+            Input = PipeReader.Create(new SlabReceiveStream(Stream), new StreamPipeReaderOptions(pool: _slabs, bufferSize: 128 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
         }
         else
         {
             // Zero-byte reads: an idle connection (a peer's control link, a heartbeat a second)
             // holds no buffer while it waits; one is rented only when bytes have arrived.
-            Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true, useZeroByteReads: true));
+            Input = PipeReader.Create(Stream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true, useZeroByteReads: true));
         }
-        Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
+        Output = PipeWriter.Create(Stream, new StreamPipeWriterOptions(minimumBufferSize: 128 * 1024, leaveOpen: true));
     }
 
     /// <summary>At most this many bytes not yet sent wait in the kernel's send queue (TCP_NOTSENT_LOWAT, Linux).</summary>
@@ -183,71 +175,18 @@ internal sealed class TcpConnection : IConnection, IDuplexPipe
         }
     }
 
-    public IDuplexPipe Pipe => this;
+    public override PipeReader Input { get; }
 
-    public bool HasUnreadInput
-    {
-        get
-        {
-            try
-            {
-                return _socket.Available > 0;
-            }
-            catch (Exception e) when (e is ObjectDisposedException or System.Net.Sockets.SocketException)
-            {
-                return false;
-            }
-        }
-    }
+    public override PipeWriter Output { get; }
 
-    public PipeReader Input { get; }
-
-    public PipeWriter Output { get; }
-
-    public string RemoteAddress { get; }
-
-    public ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
+    public override ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
     {
         // Cancellation comes from Abort(): disposing the socket fails a send in progress.
-        return (_send ??= new GatheredSend()).SendAllAsync(_socket, buffers);
+        return (_send ??= new GatheredSend()).SendAllAsync(Socket, buffers);
     }
 
-    public void Abort()
+    protected override void ReleaseBuffers()
     {
-        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
-        try
-        {
-            _socket.LingerState = new LingerOption(true, 0);
-        }
-        catch (SocketException)
-        {
-            // Already gone: nothing to reset.
-        }
-        _socket.Dispose();
-    }
-
-    public async ValueTask CloseOutputAsync()
-    {
-        if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
-        try
-        {
-            await Output.CompleteAsync().ConfigureAwait(false);
-            if (Volatile.Read(ref _closed) == 0) _socket.Shutdown(SocketShutdown.Send);
-        }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
-        {
-            // The other side is already gone; closing is all that is left.
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        await CloseOutputAsync().ConfigureAwait(false);
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        // The socket first, so that no receive can still be filling the reader's memory; then
-        // completing the reader (also after an abort) hands its slabs back.
-        if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
-        await Input.CompleteAsync().ConfigureAwait(false);
         _slabs?.Dispose();
         // The link's writer has stopped before a connection is disposed: no send is in flight.
         _send?.Dispose();

@@ -15,54 +15,27 @@ namespace ShardStream.Transport;
 /// thread that flushes it, each bounded by <see cref="SendTimeout"/>: for a connection that
 /// receives far more than it sends (a publisher gets acknowledgements and command answers).
 /// </summary>
-internal sealed class ThreadReadConnection : IConnection, IDuplexPipe
+internal sealed class ThreadReadConnection : SocketConnection
 {
     /// <summary>A blocking send that takes longer than this fails, and the connection with it.</summary>
     public static readonly TimeSpan SendTimeout = TimeSpan.FromSeconds(30);
 
     private const int ReadSize = 64 * 1024;
-    private readonly Socket _socket;
     private readonly Pipe _input = new(new PipeOptions(readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
         pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20, minimumSegmentSize: ReadSize, useSynchronizationContext: false));
-    private readonly NetworkStream _stream;
-    private int _closed;
-    private int _disposed;
-    private int _outputClosed;
 
     public ThreadReadConnection(Socket socket, string remoteAddress)
+        : base(socket, remoteAddress)
     {
-        _socket = socket;
-        _socket.NoDelay = true;
-        _socket.SendTimeout = (int)SendTimeout.TotalMilliseconds;
-        RemoteAddress = remoteAddress;
-        _stream = new NetworkStream(socket, ownsSocket: false);
-        Output = PipeWriter.Create(new BlockingWriteStream(_stream), new StreamPipeWriterOptions(minimumBufferSize: 16 * 1024, leaveOpen: true));
+        Socket.SendTimeout = (int)SendTimeout.TotalMilliseconds;
+        Output = PipeWriter.Create(new BlockingWriteStream(Stream), new StreamPipeWriterOptions(minimumBufferSize: 16 * 1024, leaveOpen: true));
         var reader = new Thread(ReadLoop) { IsBackground = true, Name = "tcp reader" };
         reader.Start();
     }
 
-    public IDuplexPipe Pipe => this;
+    public override PipeReader Input => _input.Reader;
 
-    public PipeReader Input => _input.Reader;
-
-    public PipeWriter Output { get; }
-
-    public string RemoteAddress { get; }
-
-    public bool HasUnreadInput
-    {
-        get
-        {
-            try
-            {
-                return _socket.Available > 0;
-            }
-            catch (Exception e) when (e is ObjectDisposedException or SocketException)
-            {
-                return false;
-            }
-        }
-    }
+    public override PipeWriter Output { get; }
 
     private void ReadLoop()
     {
@@ -72,7 +45,7 @@ internal sealed class ThreadReadConnection : IConnection, IDuplexPipe
         {
             while (true)
             {
-                int n = _socket.Receive(writer.GetMemory(ReadSize).Span);
+                int n = Socket.Receive(writer.GetMemory(ReadSize).Span);
                 if (n == 0) break;
                 writer.Advance(n);
                 var flush = writer.FlushAsync();
@@ -83,52 +56,15 @@ internal sealed class ThreadReadConnection : IConnection, IDuplexPipe
         catch (Exception e)
         {
             // Closed here (no failure), or reset: the reader sees the failure a stream's read would give.
-            if (Volatile.Read(ref _closed) == 0) failure = e as IOException ?? new IOException(e.Message, e);
+            if (!IsClosed) failure = e as IOException ?? new IOException(e.Message, e);
         }
         writer.Complete(failure);
     }
 
-    public ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
+    public override ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
     {
-        _socket.Send(buffers);
+        Socket.Send(buffers);
         return ValueTask.CompletedTask;
-    }
-
-    public void Abort()
-    {
-        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
-        try
-        {
-            _socket.LingerState = new LingerOption(true, 0);
-        }
-        catch (SocketException)
-        {
-            // Already gone: nothing to reset.
-        }
-        _socket.Dispose();
-    }
-
-    public async ValueTask CloseOutputAsync()
-    {
-        if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
-        try
-        {
-            await Output.CompleteAsync().ConfigureAwait(false);
-            if (Volatile.Read(ref _closed) == 0) _socket.Shutdown(SocketShutdown.Send);
-        }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
-        {
-            // The other side is already gone; closing is all that is left.
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        await CloseOutputAsync().ConfigureAwait(false);
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        // Closing the socket ends the reading thread's blocking receive.
-        if (Interlocked.Exchange(ref _closed, 1) == 0) _socket.Dispose();
-        await Input.CompleteAsync().ConfigureAwait(false);
     }
 
     /// <summary>Writes with the socket's blocking send: no asynchronous operation ever makes the socket non-blocking.</summary>
