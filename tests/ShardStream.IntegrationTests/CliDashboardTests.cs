@@ -40,16 +40,23 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
             await page.GotoAsync(http + "/");
 
             await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync(peers.ToString(), new() { Timeout = 60_000 });
-            var overlay = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
             for (int s = 0; s < shards; s++)
             {
                 var tree = page.Locator($"svg[data-shard=\"{s}\"]");
                 // The coordinator and every peer once, an edge from each peer to its parent.
-                await Assertions.Expect(tree.Locator("g[data-id]")).ToHaveCountAsync(peers + 1);
-                await Assertions.Expect(tree.Locator("path.edge")).ToHaveCountAsync(peers);
-                Assert.Equal(overlay.GetProperty("maxDepth").GetInt32().ToString(), await page.Locator("#maxdepth").TextContentAsync());
+                await Assertions.Expect(tree.Locator("g[data-id]")).ToHaveCountAsync(peers + 1, new() { Timeout = 60_000 });
+                await Assertions.Expect(tree.Locator("path.edge")).ToHaveCountAsync(peers, new() { Timeout = 60_000 });
             }
-            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers);
+            // The header's depth is the overlay's. Peers may still move to shorter paths (the
+            // latency-aware planner's improvement moves), so the page and the API are compared
+            // until they agree, each read fresh, not one reading of each taken apart in time.
+            await Prometheus.WaitUntilAsync(async () =>
+            {
+                var overlay = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
+                string api = overlay.GetProperty("maxDepth").GetInt32().ToString(), shown = await page.Locator("#maxdepth").TextContentAsync() ?? "";
+                return (api == shown, $"page {shown}, /api/overlay {api}");
+            }, TimeSpan.FromSeconds(60), "the page's max depth equal to the overlay's");
+            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers, new() { Timeout = 60_000 });
             string shot = Path.Combine(AppContext.BaseDirectory, "dashboard.png");
             await page.ScreenshotAsync(new() { Path = shot, FullPage = false });
             output.WriteLine($"screenshot: {shot}; render {await page.EvaluateAsync<double>("window.shardstreamRenderMs")} ms");
@@ -66,7 +73,7 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
             await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync((peers - 1).ToString(), new() { Timeout = 120_000 });
             for (int s = 0; s < shards; s++)
                 await Assertions.Expect(page.Locator($"svg[data-shard=\"{s}\"] g[data-id]")).ToHaveCountAsync(peers, new() { Timeout = 60_000 });
-            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers - 1);
+            await Assertions.Expect(page.Locator("#peers tbody tr")).ToHaveCountAsync(peers - 1, new() { Timeout = 60_000 });
             Assert.Empty(scriptErrors);
         }
         catch
