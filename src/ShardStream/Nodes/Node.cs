@@ -81,20 +81,28 @@ public abstract partial class Node : IAsyncDisposable
     {
         var link = new Link(connection, name, NodeOptionsBase.LinkOptions, Log, Time);
         _links.TryAdd(link, 0);
-        link.Closed.ContinueWith(async _ =>
-        {
-            _links.TryRemove(link, out byte _);
-            // Hands the connection's buffers back (for a parent link: its receive slabs).
-            try
-            {
-                await link.DisposeAsync().ConfigureAwait(false);
-            }
-            catch (Exception e)
-            {
-                NodeLog.DisposeFailed(Log, link.Name, e.Message);
-            }
-        }, TaskScheduler.Default).Unwrap().Observe(Log, $"{link.Name}: disposing after close");
+        _ = DisposeAfterCloseAsync(link);
         return link;
+    }
+
+    /// <summary>
+    /// Once a link is closed: forgets it and disposes it, on the thread pool. Cannot fail, so it is
+    /// not observed: one state machine per link, where a continuation, its unwrapping and their
+    /// observer held about 500 bytes per link for its life (docs/performance.md#the-coordinator-at-scale).
+    /// </summary>
+    private async Task DisposeAfterCloseAsync(Link link)
+    {
+        await ((Task)link.Closed).ConfigureAwait(ConfigureAwaitOptions.ForceYielding | ConfigureAwaitOptions.SuppressThrowing);
+        _links.TryRemove(link, out byte _);
+        // Hands the connection's buffers back (for a parent link: its receive slabs).
+        try
+        {
+            await link.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            NodeLog.DisposeFailed(Log, link.Name, e.Message);
+        }
     }
 
     /// <summary>The longest pause after a failed accept (out of file descriptors, say) before the next try.</summary>
@@ -130,7 +138,7 @@ public abstract partial class Node : IAsyncDisposable
             if (connection is null) return;
             // Into the gate in accept order, so that "the oldest waiting" means the oldest.
             var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress), connection.Abort);
-            Background.Run(() => HandleIncomingAsync(connection, waiter), Log, $"connection from {connection.RemoteAddress}");
+            _ = HandleIncomingAsync(connection, waiter);
         }
     }
 
@@ -234,58 +242,73 @@ public abstract partial class Node : IAsyncDisposable
 
     private async Task HandleIncomingAsync(IConnection connection, HelloGate.Waiter waiter)
     {
-        var link = NewLink(connection, $"incoming {connection.RemoteAddress}");
-        Hello hello;
+        // On the thread pool, as Task.Run would; the accept loop goes on at once.
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
+        // Observed here, not by a continuation: what Background.Run held per connection for its
+        // life (its task, a continuation and the string naming it) is not needed.
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, waiter.Token);
-            timeout.CancelAfter(NodeOptionsBase.HelloTimeout);
-            var (type, body) = await link.ReadOneAsync(timeout.Token, Hello.MaxFrameLength).ConfigureAwait(false);
-            if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
-            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
-            // The coordinator hands this address on to later joiners: it must be one.
-            if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
-        }
-        catch (ProtocolException e)
-        {
-            await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
-            return;
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
-        {
-            string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
-                : e is OperationCanceledException ? $"no hello within {NodeOptionsBase.HelloTimeout.TotalSeconds:0.#} s" : e.Message;
-            if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
-            HardeningLog.NoHello(Log, link.Name, reason);
-            link.Abort("no hello");
-            await link.DisposeAsync().ConfigureAwait(false);
-            return;
-        }
-        finally
-        {
-            // Waiting is over (hello or not): the slot is free for the next connection.
-            waiter.Dispose();
-        }
+            var link = NewLink(connection, $"incoming {connection.RemoteAddress}");
+            Hello hello;
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, waiter.Token);
+                timeout.CancelAfter(NodeOptionsBase.HelloTimeout);
+                var (type, body) = await link.ReadOneAsync(timeout.Token, Hello.MaxFrameLength).ConfigureAwait(false);
+                if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
+                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+                if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
+                // The coordinator hands this address on to later joiners: it must be one.
+                if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
+            }
+            catch (ProtocolException e)
+            {
+                await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
+            {
+                string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
+                    : e is OperationCanceledException ? $"no hello within {NodeOptionsBase.HelloTimeout.TotalSeconds:0.#} s" : e.Message;
+                if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
+                HardeningLog.NoHello(Log, link.Name, reason);
+                link.Abort("no hello");
+                await link.DisposeAsync().ConfigureAwait(false);
+                return;
+            }
+            finally
+            {
+                // Waiting is over (hello or not): the slot is free for the next connection.
+                waiter.Dispose();
+            }
 
-        if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
-        {
-            await RefuseAsync(link, GoodbyeCode.VersionMismatch,
-                $"no protocol version in common: this node speaks {Protocol.MinVersion}..{Protocol.Version}, the other side {hello.MinVersion}..{hello.MaxVersion}").ConfigureAwait(false);
-            return;
-        }
+            if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
+            {
+                await RefuseAsync(link, GoodbyeCode.VersionMismatch,
+                    $"no protocol version in common: this node speaks {Protocol.MinVersion}..{Protocol.Version}, the other side {hello.MinVersion}..{hello.MaxVersion}").ConfigureAwait(false);
+                return;
+            }
 
-        try
-        {
-            if (hello.Role == HelloRole.Attach) await ServeAttachAsync(link, hello).ConfigureAwait(false);
-            else if (hello.Role == HelloRole.Probe) await AnswerProbeAsync(link, hello).ConfigureAwait(false);
-            else await OnJoinAsync(link, hello).ConfigureAwait(false);
+            try
+            {
+                if (hello.Role == HelloRole.Attach) await ServeAttachAsync(link, hello).ConfigureAwait(false);
+                else if (hello.Role == HelloRole.Probe) await AnswerProbeAsync(link, hello).ConfigureAwait(false);
+                else await OnJoinAsync(link, hello).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException
+                                       // Closed meanwhile (a peer that began a new run closes every link): its writer is done.
+                                       || (e is InvalidOperationException && link.IsClosing))
+            {
+                link.Abort(e.Message);
+            }
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException
-                                   // Closed meanwhile (a peer that began a new run closes every link): its writer is done.
-                                   || (e is InvalidOperationException && link.IsClosing))
+        catch (OperationCanceledException)
         {
-            link.Abort(e.Message);
+            // Stopping.
+        }
+        catch (Exception e)
+        {
+            HardeningLog.BackgroundTaskFailed(Log, $"connection from {connection.RemoteAddress}", e);
         }
     }
 

@@ -102,8 +102,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     public void Start(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
     {
         Volatile.Write(ref _started, true);
-        _writer = Task.Run(WriteLoopAsync);
-        _reader = Task.Run(() => ReadLoopAsync(onFrame, onHeartbeat, onReceived));
+        // Each loop starts on the thread pool (its first step yields), never on the caller's thread.
+        _writer = WriteLoopAsync();
+        _reader = ReadLoopAsync(onFrame, onHeartbeat, onReceived);
     }
 
     /// <summary>
@@ -279,6 +280,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         if (!_closed.TrySetResult(reason)) return;
         _stop.Cancel();
+        // A parked writer wakes, sees the stop and ends.
+        _wake.Set();
         _connection.Abort();
         // Whatever is still queued will never be sent.
         while (_queue.TryRead(out var item)) item.Chunk?.Release();
@@ -302,9 +305,12 @@ internal sealed class FramedConnection : IAsyncDisposable
     // One gathered send per batch: each chunk's frame prefix (written here) and its payload
     // straight from the pooled chunk, and control frames as they were encoded. Nothing is copied
     // into a send buffer. Used only by the writer's owner (see _owner).
-    private readonly List<ArraySegment<byte>> _batch = new(2 * MaxChunksPerSend + 8);
-    private readonly byte[] _prefixes = new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
-    private readonly List<Chunk> _sending = new(MaxChunksPerSend);
+    // The batch grows as sends need (a control link's holds a frame or two), and the chunk
+    // prefixes are made at the first chunk: most of a coordinator's links are control links that
+    // never carry one, and the full sizes cost ~600 bytes per link (docs/performance.md#the-coordinator-at-scale).
+    private readonly List<ArraySegment<byte>> _batch = [];
+    private byte[]? _prefixes;
+    private readonly List<Chunk> _sending = [];
 
     // Until a send shows otherwise: a first batch of 256 KiB to a slow receiver would be its
     // first seconds of bytes sent, counted all at once.
@@ -318,8 +324,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// </summary>
     private int _owner;
 
-    /// <summary>Released (once per hand-over, by the new owner) to run the write loop.</summary>
-    private readonly SemaphoreSlim _wake = new(0, 1);
+    /// <summary>Set (once per hand-over, by the new owner) to run the write loop; also by <see cref="Finish"/> to end it.</summary>
+    private readonly WakeSignal _wake = new();
 
     /// <summary>A send started inline that failed at once: the loop, handed the writer, fails with it.</summary>
     private Exception? _inlineFailure;
@@ -329,7 +335,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>Wakes the write loop for what was just queued (or completed), unless the writer is owned already.</summary>
     private void Signal()
     {
-        if (Interlocked.CompareExchange(ref _owner, 1, 0) == 0) _wake.Release();
+        if (Interlocked.CompareExchange(ref _owner, 1, 0) == 0) _wake.Set();
     }
 
     /// <summary>
@@ -356,7 +362,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (Interlocked.CompareExchange(ref _owner, 1, 0) != 0) return;
         if (!TakeBatch())
         {
-            if (!Park()) _wake.Release();
+            if (!Park()) _wake.Set();
             return;
         }
         long started = _time.GetTimestamp();
@@ -369,7 +375,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             BatchSent();
             _inlineFailure = e;
-            _wake.Release();
+            _wake.Set();
             return;
         }
         if (!send.IsCompleted)
@@ -387,7 +393,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             _inlineFailure = e;
         }
         BatchSent();
-        if (_inlineFailure is not null || !Park()) _wake.Release();
+        if (_inlineFailure is not null || !Park()) _wake.Set();
     }
 
     /// <summary>An inline send that had to wait: completed here, then the writer goes to the loop.</summary>
@@ -403,7 +409,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             _inlineFailure = e;
         }
         BatchSent();
-        _wake.Release();
+        _wake.Set();
     }
 
     /// <summary>Adds the frames sent ahead to the batch; returns their bytes.</summary>
@@ -451,6 +457,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                     _batch.Add(before);
                     bytes += before.Length;
                 }
+                _prefixes ??= new byte[MaxChunksPerSend * ChunkHeader.FramePrefixLength];
                 var prefix = new ArraySegment<byte>(_prefixes, _sending.Count * ChunkHeader.FramePrefixLength, ChunkHeader.FramePrefixLength);
                 new ChunkHeader((byte)chunk.Shard, (ulong)chunk.Seq, (ulong)chunk.Offset).WritePrefix(prefix, chunk.Length);
                 _batch.Add(prefix);
@@ -488,13 +495,17 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     private async Task WriteLoopAsync()
     {
+        // On the thread pool, as Task.Run would (without its two task objects held for the life of the link).
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         CloseReason? failure = null;
         try
         {
             while (true)
             {
                 // Parked until an item is queued (or the queue ends): the writer is this loop's then.
-                await _wake.WaitAsync(_stop.Token).ConfigureAwait(false);
+                await _wake.WaitAsync().ConfigureAwait(false);
+                // Finish() stopped us (it wakes a parked writer): whoever owns the writer now, this loop sends nothing more.
+                if (_stop.IsCancellationRequested) return;
                 if (_inlineFailure is { } inline) throw inline;
                 if (await DrainAsync().ConfigureAwait(false))
                 {
@@ -548,6 +559,7 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     private async Task ReadLoopAsync(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
     {
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         var input = _connection.Pipe.Input;
         var reason = new CloseReason(CloseCode.RemoteClosed, "connection closed by the other side");
         try
