@@ -191,11 +191,18 @@ internal sealed class FramedConnection : IAsyncDisposable
         Signal();
     }
 
-    /// <summary>Writes a frame at once, before the loops are started (hello, welcome).</summary>
+    /// <summary>
+    /// Writes a frame at once, before the loops are started (hello, welcome, landmarks). Sent as
+    /// it is, from an array of its size: through the connection's output pipe it took a 128 KiB
+    /// buffer, and a coordinator does this up to three times per join (the landmarks, the
+    /// candidates, the dial-back's hello), so that a backlog of joins left megabytes of those
+    /// buffers in the large object heap (docs/performance.md#the-coordinator-at-scale).
+    /// </summary>
     public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
     {
-        write(_connection.Pipe.Output);
-        await _connection.Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        byte[] frame = FrameWriting.ToArray(write);
+        await _connection.SendAsync([new ArraySegment<byte>(frame)], cancellationToken).ConfigureAwait(false);
         _lastSent = _time.GetTimestamp();
     }
 
