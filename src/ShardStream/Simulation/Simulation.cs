@@ -15,10 +15,15 @@ public static class Simulation
     public static SimulationReport Run(SimulationOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentOutOfRangeException.ThrowIfNegative(options.Peers);
+        if (options.Peers < 0)
+        {
+            throw new ArgumentException($"--peers ({options.Peers}) cannot be negative");
+        }
+
         if (options.Churn is < 0 or >= 1 || options.FailBranchFraction is < 0 or >= 1)
         {
-            throw new ArgumentException("Churn and the failed branch fraction must be in [0, 1).", nameof(options));
+            // No parameter name: the message is shown to a user as it is (shardstream simulate).
+            throw new ArgumentException($"--churn ({options.Churn}) and --fail-branch ({options.FailBranchFraction}) must be at least 0 and below 1");
         }
 
         var aware = options.LatencyAware ?? options.Latency is not null;
