@@ -202,7 +202,15 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         byte[] frame = FrameWriting.ToArray(write);
-        await _connection.SendAsync([new ArraySegment<byte>(frame)], cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _connection.SendAsync([new ArraySegment<byte>(frame)], cancellationToken).ConfigureAwait(false);
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            // As the output pipe's stream reported it: callers take a connection gone as an IOException.
+            throw new IOException($"unable to write to the connection: {e.Message}", e);
+        }
         _lastSent = _time.GetTimestamp();
     }
 

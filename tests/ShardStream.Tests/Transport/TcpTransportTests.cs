@@ -28,6 +28,35 @@ public class TcpTransportTests
     }
 
     [Fact]
+    public async Task A_frame_written_at_once_to_a_connection_the_other_side_reset_fails_as_an_IOException()
+    {
+        // Callers (a node's hello handler, the dial-back probe) take a connection gone as an
+        // IOException; a SocketException escaped them and was logged as a failed background task.
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        var client = await Tcp.ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        await using var link = new ShardStream.Nodes.Link(server, "reset link", new ShardStream.Nodes.LinkOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, TimeProvider.System);
+        client.Abort();
+        await client.DisposeAsync();
+        Exception? failure = null;
+        var deadline = DateTime.UtcNow + PipeIo.Deadline;
+        while (failure is null && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                await link.WriteNowAsync(new ShardStream.Wire.Heartbeat(0).Write, default);
+                await Task.Delay(10);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }
+        Assert.IsType<IOException>(failure);
+    }
+
+    [Fact]
     public async Task Bytes_that_wait_unread_in_the_socket_are_reported()
     {
         await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
