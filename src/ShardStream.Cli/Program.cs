@@ -12,4 +12,13 @@ root.Subcommands.Add(SwarmCommand.Create());
 // Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
 // which can take a few seconds, so the process is given that long.
 var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(20) };
-return await root.Parse(args).InvokeAsync(invocation);
+var parse = root.Parse(args);
+if (args.Length > 0 && parse.Errors.Count > 0)
+{
+    // A wrong flag or value: one line on stderr, as every other error, instead of the reason and
+    // then the whole help on stdout, which carries a peer's stream (into a player).
+    var reasons = parse.Errors.Select(e => string.Join(' ', e.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)));
+    Console.Error.WriteLine($"shardstream: error: {string.Join("; ", reasons)} (--help lists the flags)");
+    return 1;
+}
+return await parse.InvokeAsync(invocation);

@@ -66,6 +66,25 @@ public sealed class CliErrorTests
         AssertOneLineError(stderr, $"shard count {shards} is not supported: use 1 to 16");
     }
 
+    [Theory]
+    [InlineData("Unrecognized command or argument '--bogus'", "peer", "-c", "127.0.0.1:1", "--bogus")]
+    [InlineData("Argument 'ring' not recognized. Must be one of: 'binary' 'tessellated' 'striped'", "coordinator", "-l", "127.0.0.1:0", "--topology", "ring")]
+    [InlineData("Option '--connect' is required", "peer")]
+    [InlineData("'garbage' is not a stream address: it must be the 64 hex digits the coordinator prints at start", "peer", "-c", "127.0.0.1:1", "--stream", "garbage")]
+    [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "coordinator", "-l", "127.0.0.1:0", "--replay-seconds", "1")]
+    [InlineData("cannot create the key file /nonexistent-shardstream-dir/stream.key", "coordinator", "-l", "127.0.0.1:0", "--key", "/nonexistent-shardstream-dir/stream.key")]
+    public async Task A_wrong_flag_or_value_is_refused_on_one_line_and_nothing_is_written_to_stdout(string expectedFragment, params string[] args)
+    {
+        await using var process = CliProcess.Start(args);
+        process.StandardInput.Close();
+        var (exit, _) = await process.WaitForExitAsync(Deadline);
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(process.Stderr, expectedFragment);
+        // Not the help either: a peer's stdout is the stream, piped into a player.
+        Assert.Equal(0, process.StdoutBytes);
+    }
+
     [Fact]
     public async Task Malformed_address_is_refused_with_a_clear_message()
     {
