@@ -91,21 +91,28 @@ internal sealed partial class LatencyPlacement
     /// recorded (<see cref="SetSourceRtt"/>) and takes none of the others; one that did not is
     /// compared by estimates. A measured RTT against an estimate would see a difference that is not
     /// there (on one host: a fraction of a millisecond measured against the coordinates' error).
+    /// A joiner in the source's neighbourhood (<see cref="Near"/>) may also take, by the same rule,
+    /// the place of a node of level <paramref name="columnDepth"/> that is outside it and hangs
+    /// from a chain of nodes in it: the neighbourhood's own subtree grows there as deep as its
+    /// peers need (by arrival its share of that level is too small to hold all of its relays of the
+    /// level below, whose leaves then hang under relays of other regions), while the other regions
+    /// branch off it higher up.
     /// </summary>
-    public int FindNearSourceExchange(int joiner, int shard, int topDepth)
+    public int FindNearSourceExchange(int joiner, int shard, int topDepth, int columnDepth)
     {
         _nearTop ??= new List<NearPlace>?[_forest.ShardCount];
         _nearAge ??= new int[_forest.ShardCount];
         var tops = _nearTop[shard] ??= [];
         if (++_nearAge[shard] >= TopRefresh || tops.Count == 0)
         {
-            RefreshNear(shard, topDepth, tops);
+            RefreshNear(shard, topDepth, columnDepth, tops);
         }
 
         var estimated = CoordinateOf(joiner).EstimateRtt(CoordinateOf(Source));
         var measured = MeasuredSourceRtt(joiner);
         var joinerDepth = _forest.Depth(joiner, shard);
         var cap = _forest.Cap(joiner, shard);
+        var joinerNear = Near(joiner);
         var best = None;
         var bestRtt = 0.0;
         foreach (var top in tops)
@@ -126,7 +133,8 @@ internal sealed partial class LatencyPlacement
 
             var place = top.Node;
             if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
-                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
+                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap
+                || (_forest.Depth(place, shard) > topDepth && !joinerNear)) // a column place: for the source's neighbourhood only
             {
                 continue;
             }
@@ -168,13 +176,32 @@ internal sealed partial class LatencyPlacement
     /// <summary>Least difference, as a share of the occupant's RTT to the source, for a near-source exchange.</summary>
     public const double NearMarginShare = 0.1;
 
+    /// <summary>
+    /// True when <paramref name="node"/> is in the source's neighbourhood: its point in the plane
+    /// (the core part of its coordinate, access links left out) within <see cref="NeighbourhoodMs"/>
+    /// of the source's.
+    /// </summary>
+    private bool Near(int node)
+    {
+        if (node == Source)
+        {
+            return true;
+        }
+
+        var c = CoordinateOf(node);
+        var s = CoordinateOf(Source);
+        var dx = c.X - s.X;
+        var dy = c.Y - s.Y;
+        return (dx * dx) + (dy * dy) <= NeighbourhoodMs * NeighbourhoodMs;
+    }
+
     private readonly record struct NearPlace(int Node, int Parent, double Estimated);
 
     private List<NearPlace>?[]? _nearTop;
     private int[]? _nearAge;
     private float[] _sourceRtt = [];
 
-    private void RefreshNear(int shard, int topDepth, List<NearPlace> tops)
+    private void RefreshNear(int shard, int topDepth, int columnDepth, List<NearPlace> tops)
     {
         _nearAge![shard] = 0;
         tops.Clear();
@@ -185,12 +212,14 @@ internal sealed partial class LatencyPlacement
         {
             var node = _walk.Pop();
             var depth = _forest.Depth(node, shard);
-            if (node != Source)
+            // The top levels, and at columnDepth the places outside the source's neighbourhood
+            // whose parent is in it (reached through nodes in it only).
+            if (node != Source && (depth <= topDepth || (depth == columnDepth && !Near(node))))
             {
                 tops.Add(new NearPlace(node, _forest.Parent(node, shard), CoordinateOf(node).EstimateRtt(source)));
             }
 
-            if (depth < topDepth)
+            if (depth < topDepth || (depth < columnDepth && Near(node)))
             {
                 for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
                 {

@@ -16,6 +16,12 @@ internal sealed partial class LatencyPlacement
     /// <summary>Zones searched around a joiner, nearest first.</summary>
     public const int NearZones = 4;
 
+    /// <summary>
+    /// Zones searched around a joiner, nearest first, when the <see cref="NearZones"/> nearest hold
+    /// no free slot in its neighbourhood (<see cref="NeighbourhoodMs"/>).
+    /// </summary>
+    public const int WideZones = 12;
+
     /// <summary>Free slots taken from one depth of one zone.</summary>
     private const int PerDepth = 3;
 
@@ -28,7 +34,7 @@ internal sealed partial class LatencyPlacement
     private readonly ShardForest _forest;
     private readonly ZoneIndex _zones;
     private readonly List<int> _candidates = [];
-    private readonly int[] _near = new int[NearZones];
+    private readonly int[] _near = new int[WideZones];
     private NetworkCoordinate[] _coordinates = new NetworkCoordinate[1024];
     private int _nearCount;
 
@@ -170,11 +176,22 @@ internal sealed partial class LatencyPlacement
         }
 
         Span<int> stale = stackalloc int[4 * PerDepth];
-        for (var zi = 0; zi < _nearCount && _candidates.Count <= MaxCandidates; zi++)
+        var most = MaxCandidates;
+        for (var zi = 0; zi < _nearCount && _candidates.Count <= most; zi++)
         {
+            if (zi == NearZones)
+            {
+                if (AnyLocal(shard))
+                {
+                    break;
+                }
+
+                most = _candidates.Count + (2 * PerDepth);
+            }
+
             var index = _zones.Open(_near[zi], shard);
             var limit = Math.Min(maxParentDepth + 1, index.Limit);
-            for (var d = index.Lowest; d < limit && _candidates.Count <= MaxCandidates; d++)
+            for (var d = index.Lowest; d < limit && _candidates.Count <= most; d++)
             {
                 var queue = index.At(d);
                 if (queue is null)
@@ -233,7 +250,7 @@ internal sealed partial class LatencyPlacement
     public int ChooseOpenFor(int node, int shard, int maxParentDepth, int blind)
     {
         var (subject, subjectNode, measured, nearCount) = (_subject, _subjectNode, _measured, _nearCount);
-        Span<int> near = stackalloc int[NearZones];
+        Span<int> near = stackalloc int[_near.Length];
         _near.CopyTo(near);
         _subject = CoordinateOf(node);
         _subjectNode = node;
@@ -278,7 +295,7 @@ internal sealed partial class LatencyPlacement
     private void CollectNearWeaker(int shard, int cap, int depth)
     {
         Span<int> drop = stackalloc int[4 * WeakerPerZone];
-        for (var zi = 0; zi < _nearCount; zi++)
+        for (var zi = 0; zi < Math.Min(_nearCount, NearZones); zi++)
         {
             var queue = _zones.Relays(_near[zi], shard).At(depth - 1);
             if (queue is null)
@@ -358,7 +375,7 @@ internal sealed partial class LatencyPlacement
             Array.Fill(_previewVersion, -1);
             _previewNode = _subjectNode;
             _previewNearCount = _nearCount;
-            Array.Copy(_near, _previewNear, NearZones);
+            Array.Copy(_near, _previewNear, _near.Length);
         }
 
         ChooseOpen(shard, maxParentDepth, blind);
@@ -450,7 +467,7 @@ internal sealed partial class LatencyPlacement
     private long[]? _previewVersion;
     private int[]? _previewDepth;
     private List<int>[]? _previewCandidates;
-    private readonly int[] _previewNear = new int[NearZones];
+    private readonly int[] _previewNear = new int[WideZones];
     private int _previewNearCount = -1;
 
     private bool SameNearZones() => _previewNearCount == _nearCount && _near.AsSpan(0, _nearCount).SequenceEqual(_previewNear.AsSpan(0, _nearCount));
@@ -469,7 +486,62 @@ internal sealed partial class LatencyPlacement
     private double Cost(int parent, int shard, double last)
     {
         var path = _exact ? PathDelay(parent, shard) : CachedPathDelay(parent, shard);
-        return path == double.MaxValue ? path : path + (last / 2);
+        return path == double.MaxValue ? path : path + (last / 2) + Locality(parent, shard, last);
+    }
+
+    /// <summary>Depth from which a parent should be in the placed node's neighbourhood (the levels above are where paths branch off to the regions).</summary>
+    public const int LocalFromDepth = 3;
+
+    /// <summary>Core RTT (ms, access links left out) within which two nodes are neighbours: less than between any two regions' hubs of the world model (56 ms at least).</summary>
+    public const double NeighbourhoodMs = 50;
+
+    /// <summary>Added to the estimated delay through a parent outside the neighbourhood below the top: any parent in it is preferred.</summary>
+    public const double FarPenaltyMs = 1000;
+
+    /// <summary>True when some candidate is a parent in the subject's neighbourhood (or the rule does not apply to it).</summary>
+    private bool AnyLocal(int shard)
+    {
+        foreach (var c in _candidates)
+        {
+            if (Locality(c, shard, LastEdge(c)) == 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="FarPenaltyMs"/> when <paramref name="parent"/> is at depth <see cref="LocalFromDepth"/>
+    /// or deeper and not in the subject's neighbourhood, else 0. A path then crosses from the
+    /// source's region to the subject's near the top, at most once, and stays there: a peer hanging
+    /// under a relay of another region pays that region's detour twice (in and out), and so does
+    /// every peer below it. The core RTT is the measured RTT to the parent less both heights when
+    /// the subject measured it (coordinates in a plane put some regions too close), else the
+    /// distance of the two points.
+    /// </summary>
+    private double Locality(int parent, int shard, double last)
+    {
+        if (parent == Source || _forest.Depth(parent, shard) < LocalFromDepth)
+        {
+            return 0;
+        }
+
+        var pc = CoordinateOf(parent);
+        double core;
+        if (_measured is not null && _measured.ContainsKey(parent))
+        {
+            core = last - pc.Height - _subject.Height;
+        }
+        else
+        {
+            var dx = pc.X - _subject.X;
+            var dy = pc.Y - _subject.Y;
+            core = Math.Sqrt((dx * dx) + (dy * dy));
+        }
+
+        return core > NeighbourhoodMs ? FarPenaltyMs : 0;
     }
 
     /// <summary>Joins for which a cached path delay stays in use (it is an estimate: coordinates move too).</summary>
@@ -548,7 +620,8 @@ internal sealed partial class LatencyPlacement
     private void FindNearZones(NetworkCoordinate c)
     {
         _nearCount = 0;
-        Span<double> best = stackalloc double[NearZones];
+        var wanted = _near.Length;
+        Span<double> best = stackalloc double[wanted];
         for (var z = 0; z < _zones.Count; z++)
         {
             var (x, y) = _zones.Centre(z);
@@ -560,12 +633,12 @@ internal sealed partial class LatencyPlacement
                 at--;
             }
 
-            if (at >= NearZones)
+            if (at >= wanted)
             {
                 continue;
             }
 
-            var last = Math.Min(_nearCount, NearZones - 1);
+            var last = Math.Min(_nearCount, wanted - 1);
             for (var i = last; i > at; i--)
             {
                 best[i] = best[i - 1];
@@ -574,7 +647,7 @@ internal sealed partial class LatencyPlacement
 
             best[at] = d;
             _near[at] = z;
-            _nearCount = Math.Min(_nearCount + 1, NearZones);
+            _nearCount = Math.Min(_nearCount + 1, wanted);
         }
     }
 }

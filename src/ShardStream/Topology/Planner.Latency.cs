@@ -140,6 +140,13 @@ public sealed partial class Planner
     /// <summary>Levels of every tree that a joiner much nearer the source takes from a node farther from it (see <see cref="LatencyPlacement.FindNearSourceExchange"/>).</summary>
     public const int NearSourceDepth = 2;
 
+    /// <summary>
+    /// The level where the source's neighbourhood continues its own subtree: a joiner in it takes
+    /// the place of a node of this level outside it whose parent is in it (see
+    /// <see cref="LatencyPlacement.FindNearSourceExchange"/>).
+    /// </summary>
+    public const int ColumnDepth = 4;
+
     /// <summary>Deepest level sorted by geography (<see cref="LatencyPlacement.SortLevels"/>): levels 2 to 4 hold about 1,100 nodes per tree.</summary>
     public const int SortDepth = 4;
 
@@ -174,9 +181,10 @@ public sealed partial class Planner
             }
 
             // The first levels go to the peers nearest the source (every path crosses them, and a
-            // near peer's RDP suffers most from a detour), the next to those nearest their
-            // neighbours there.
-            var place = _latency.FindNearSourceExchange(id, s, NearSourceDepth);
+            // near peer's RDP suffers most from a detour), and so do the places of ColumnDepth
+            // under them (the source's neighbourhood keeps a subtree of its own); the next levels
+            // to those nearest their neighbours there.
+            var place = _latency.FindNearSourceExchange(id, s, NearSourceDepth, ColumnDepth);
             if (place == None)
             {
                 place = _latency.FindTopExchange(id, s, ExchangeDepth);

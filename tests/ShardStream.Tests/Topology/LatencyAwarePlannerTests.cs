@@ -227,6 +227,77 @@ public sealed class LatencyAwarePlannerTests
     }
 
     [Fact]
+    public void Below_the_top_two_levels_a_viewer_hangs_under_a_relay_of_its_own_neighbourhood()
+    {
+        // Binary, source (origin, budget 1) -> A (0) -> B (+300) and C (-300). D (300, 10) joins
+        // under B and E, F (-300, +-10) under C; L joins at (300, -10), under B, then turns out to
+        // be at (-60, 0). A viewer V at (-60, 5) joins: the shortest estimated path is through E
+        // or F (1 + 151 + 6 + 121 = 279 ms one way, against 333 + 3.5 through L), but E and F
+        // are 240 ms away in the plane, in another region; L is its neighbour. Below the top two
+        // levels a parent of the own neighbourhood wins: one crossing between regions per path,
+        // near the top, and not a detour out and back for V and everyone who will hang below it.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(0));
+        var b = planner.Join(2, At(300));
+        var c = planner.Join(2, At(-300));
+        var d = planner.Join(2, At(300, 10));
+        var e = planner.Join(2, At(-300, 10));
+        var f = planner.Join(2, At(-300, -10));
+        var l = planner.Join(2, At(300, -10));
+        Assert.Equal([a, a, b, c, c, b], new[] { b, c, d, e, f, l }.Select(n => planner.ParentOf(n, 0)));
+        planner.SetCoordinate(l, At(-60));
+
+        var v = planner.Join(0, At(-60, 5));
+        Assert.Equal(l, planner.ParentOf(v, 0));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void A_joiner_near_the_source_takes_a_far_peers_place_in_the_source_neighbourhoods_subtree()
+    {
+        // Binary, source (origin, budget 1): levels 1 to 3 (7 peers) and 7 of the 8 places of
+        // level 4 are taken by peers within 10 ms of the source; the 8th by F, 300 ms away, under
+        // one of them. A joiner J next to the source is placed deeper; it then takes F's place at
+        // level 4 (Planner.ColumnDepth), and F takes J's: the source's neighbourhood keeps its
+        // subtree for its own relays, whose children are its own leaves.
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 1, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var near = new List<int>();
+        for (var i = 0; i < 7; i++)
+        {
+            near.Add(planner.Join(2, At(i, 2)));
+        }
+
+        var level4 = new List<int>();
+        for (var i = 0; i < 7; i++)
+        {
+            level4.Add(planner.Join(2, At(i, -2)));
+        }
+
+        var far = planner.Join(2, At(300));
+        Assert.All(near, n => Assert.InRange(planner.DepthOf(n, 0), 1, 3));
+        Assert.All(level4.Append(far), n => Assert.Equal(4, planner.DepthOf(n, 0)));
+        var farParent = planner.ParentOf(far, 0);
+
+        // Joiners next to the source, with capacity, go to level 5 and below; within one refresh
+        // of the summary of the top (LatencyPlacement.TopRefresh, 64 joins) one of them takes F's
+        // place and F takes its place below.
+        var joiners = new List<int>();
+        while (planner.DepthOf(far, 0) == 4 && joiners.Count < LatencyPlacement.TopRefresh)
+        {
+            joiners.Add(planner.Join(2, At(1, 1 + (0.01 * joiners.Count))));
+            PlanAssert.MovesMatchPlan(planner, planner.LastJoinMoves);
+        }
+
+        var taker = joiners[^1];
+        Assert.Equal(4, planner.DepthOf(taker, 0));
+        Assert.Equal(farParent, planner.ParentOf(taker, 0));
+        Assert.True(planner.DepthOf(far, 0) > 4);
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
     public void A_measured_rtt_wins_over_the_coordinates()
     {
         var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
