@@ -117,6 +117,11 @@ internal sealed partial class LatencyPlacement
         var bestRtt = 0.0;
         foreach (var top in tops)
         {
+            if (top.Column && !joinerNear)
+            {
+                continue; // a place of the source neighbourhood's subtree: for a joiner in it only
+            }
+
             // The places are few (the first levels): every one is compared, on the figures both
             // sides have (a recorded RTT is read now: it may have changed since the summary).
             var theirMeasured = MeasuredSourceRtt(top.Node);
@@ -133,8 +138,7 @@ internal sealed partial class LatencyPlacement
 
             var place = top.Node;
             if (place == joiner || !_forest.IsAlive(place) || _forest.Parent(place, shard) != top.Parent
-                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap
-                || (_forest.Depth(place, shard) > topDepth && !joinerNear)) // a column place: for the source's neighbourhood only
+                || _forest.Depth(place, shard) >= joinerDepth || _forest.Cap(place, shard) > cap || _forest.ChildCount(place, shard) > cap)
             {
                 continue;
             }
@@ -195,7 +199,7 @@ internal sealed partial class LatencyPlacement
         return (dx * dx) + (dy * dy) <= NeighbourhoodMs * NeighbourhoodMs;
     }
 
-    private readonly record struct NearPlace(int Node, int Parent, double Estimated);
+    private readonly record struct NearPlace(int Node, int Parent, double Estimated, bool Column);
 
     private List<NearPlace>?[]? _nearTop;
     private int[]? _nearAge;
@@ -216,7 +220,7 @@ internal sealed partial class LatencyPlacement
             // whose parent is in it (reached through nodes in it only).
             if (node != Source && (depth <= topDepth || (depth == columnDepth && !Near(node))))
             {
-                tops.Add(new NearPlace(node, _forest.Parent(node, shard), CoordinateOf(node).EstimateRtt(source)));
+                tops.Add(new NearPlace(node, _forest.Parent(node, shard), CoordinateOf(node).EstimateRtt(source), depth > topDepth));
             }
 
             if (depth < topDepth || (depth < columnDepth && Near(node)))

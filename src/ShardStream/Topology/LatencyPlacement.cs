@@ -160,35 +160,62 @@ internal sealed partial class LatencyPlacement
             _candidates.Add(blind);
         }
 
-        if (accept is null && _subjectNode == _previewNode && _previewVersion is not null && SameNearZones()
-            && _previewVersion[shard] == _forest.ShardVersion(shard) && _previewDepth![shard] == maxParentDepth)
+        var reuse = accept is null && _subjectNode == _previewNode && _previewVersion is not null && SameNearZones(NearZones)
+            && _previewVersion[shard] == _forest.ShardVersion(shard) && _previewDepth![shard] == maxParentDepth;
+        var preview = reuse ? _previewCandidates![shard] : null;
+        if (preview is not null)
         {
-            // The subject's probe suggestion scanned the same tree, unchanged since: same candidates.
-            foreach (var node in _previewCandidates![shard])
+            // The subject's probe suggestion scanned the same tree, unchanged since, in the same
+            // nearest zones: same candidates.
+            for (var i = 0; i < _previewNarrow![shard]; i++)
             {
-                if (node != blind)
+                if (preview[i] != blind)
                 {
-                    _candidates.Add(node);
+                    _candidates.Add(preview[i]);
                 }
             }
-
-            return Best(shard, blind);
+        }
+        else
+        {
+            ScanZones(shard, maxParentDepth, accept, 0, Math.Min(_nearCount, NearZones), MaxCandidates);
         }
 
-        Span<int> stale = stackalloc int[4 * PerDepth];
-        var most = MaxCandidates;
-        for (var zi = 0; zi < _nearCount && _candidates.Count <= most; zi++)
+        _narrow = _candidates.Count;
+        _wide = false;
+        if (_candidates.Count <= MaxCandidates && !AnyLocal(shard))
         {
-            if (zi == NearZones)
+            // None of the nearest zones has a free slot in the subject's neighbourhood: look farther.
+            _wide = true;
+            if (_nearCount <= NearZones)
             {
-                if (AnyLocal(shard))
-                {
-                    break;
-                }
-
-                most = _candidates.Count + (2 * PerDepth);
+                FindNearZones(_subject, WideZones);
             }
 
+            if (preview is not null && _previewWideNear![shard] && SameNearZones(WideZones))
+            {
+                for (var i = _previewNarrow![shard]; i < preview.Count; i++)
+                {
+                    if (preview[i] != blind)
+                    {
+                        _candidates.Add(preview[i]);
+                    }
+                }
+            }
+            else
+            {
+                ScanZones(shard, maxParentDepth, accept, NearZones, _nearCount, _candidates.Count + (2 * PerDepth));
+            }
+        }
+
+        return Best(shard, blind);
+    }
+
+    /// <summary>Adds to the candidates free slots at depth at most <paramref name="maxParentDepth"/> of the nearest zones <paramref name="from"/> to <paramref name="to"/> - 1, while there are at most <paramref name="most"/>.</summary>
+    private void ScanZones(int shard, int maxParentDepth, Func<int, bool>? accept, int from, int to, int most)
+    {
+        Span<int> stale = stackalloc int[4 * PerDepth];
+        for (var zi = from; zi < to && _candidates.Count <= most; zi++)
+        {
             var index = _zones.Open(_near[zi], shard);
             var limit = Math.Min(maxParentDepth + 1, index.Limit);
             for (var d = index.Lowest; d < limit && _candidates.Count <= most; d++)
@@ -239,8 +266,6 @@ internal sealed partial class LatencyPlacement
                 queue.RemoveNearFront(stale[..staleCount]);
             }
         }
-
-        return Best(shard, blind);
     }
 
     /// <summary>
@@ -363,6 +388,8 @@ internal sealed partial class LatencyPlacement
         {
             _previewVersion = new long[k];
             _previewDepth = new int[k];
+            _previewNarrow = new int[k];
+            _previewWideNear = new bool[k];
             _previewCandidates = new List<int>[k];
             for (var s = 0; s < k; s++)
             {
@@ -370,7 +397,7 @@ internal sealed partial class LatencyPlacement
             }
         }
 
-        if (_previewNode != _subjectNode || !SameNearZones())
+        if (_previewNode != _subjectNode || !SameNearZones(NearZones))
         {
             Array.Fill(_previewVersion, -1);
             _previewNode = _subjectNode;
@@ -379,6 +406,15 @@ internal sealed partial class LatencyPlacement
         }
 
         ChooseOpen(shard, maxParentDepth, blind);
+        _previewNarrow![shard] = _narrow;
+        _previewWideNear![shard] = _wide;
+        if (_wide)
+        {
+            // The search looked farther: the wide list of zones (the nearest ones are the same).
+            _previewNearCount = _nearCount;
+            Array.Copy(_near, _previewNear, _near.Length);
+        }
+
         _previewVersion[shard] = _forest.ShardVersion(shard);
         _previewDepth![shard] = maxParentDepth;
         _previewCandidates![shard].Clear();
@@ -470,7 +506,19 @@ internal sealed partial class LatencyPlacement
     private readonly int[] _previewNear = new int[WideZones];
     private int _previewNearCount = -1;
 
-    private bool SameNearZones() => _previewNearCount == _nearCount && _near.AsSpan(0, _nearCount).SequenceEqual(_previewNear.AsSpan(0, _nearCount));
+    // Per tree, how many of the suggestion's candidates came from the NearZones nearest zones,
+    // and whether it looked farther; the same for the last ChooseOpen.
+    private int[]? _previewNarrow;
+    private bool[]? _previewWideNear;
+    private int _narrow;
+    private bool _wide;
+
+    /// <summary>True when the subject's <paramref name="count"/> nearest zones are those of its probe suggestion.</summary>
+    private bool SameNearZones(int count)
+    {
+        var n = Math.Min(count, _nearCount);
+        return Math.Min(count, _previewNearCount) == n && _near.AsSpan(0, n).SequenceEqual(_previewNear.AsSpan(0, n));
+    }
     private readonly List<double> _lastEdges = [];
 
     private double LastEdge(int parent) => _measured is not null && _measured.TryGetValue(parent, out var rtt)
@@ -503,7 +551,7 @@ internal sealed partial class LatencyPlacement
     {
         foreach (var c in _candidates)
         {
-            if (Locality(c, shard, LastEdge(c)) == 0)
+            if (Locality(c, shard, double.NaN) == 0)
             {
                 return true;
             }
@@ -523,14 +571,14 @@ internal sealed partial class LatencyPlacement
     /// </summary>
     private double Locality(int parent, int shard, double last)
     {
-        if (parent == Source || _forest.Depth(parent, shard) < LocalFromDepth)
+        if (parent == Source)
         {
             return 0;
         }
 
         var pc = CoordinateOf(parent);
         double core;
-        if (_measured is not null && _measured.ContainsKey(parent))
+        if (!double.IsNaN(last) && _measured is not null && _measured.ContainsKey(parent))
         {
             core = last - pc.Height - _subject.Height;
         }
@@ -541,7 +589,8 @@ internal sealed partial class LatencyPlacement
             core = Math.Sqrt((dx * dx) + (dy * dy));
         }
 
-        return core > NeighbourhoodMs ? FarPenaltyMs : 0;
+        // The depth last: most candidates are neighbours, and it is one more read of a big array.
+        return core > NeighbourhoodMs && _forest.Depth(parent, shard) >= LocalFromDepth ? FarPenaltyMs : 0;
     }
 
     /// <summary>Joins for which a cached path delay stays in use (it is an estimate: coordinates move too).</summary>
@@ -617,10 +666,10 @@ internal sealed partial class LatencyPlacement
         return delay;
     }
 
-    private void FindNearZones(NetworkCoordinate c)
+    /// <summary>The <paramref name="wanted"/> zones nearest <paramref name="c"/>, nearest first, into <see cref="_near"/>.</summary>
+    private void FindNearZones(NetworkCoordinate c, int wanted = NearZones)
     {
         _nearCount = 0;
-        var wanted = _near.Length;
         Span<double> best = stackalloc double[wanted];
         for (var z = 0; z < _zones.Count; z++)
         {
