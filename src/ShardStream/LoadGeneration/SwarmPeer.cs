@@ -67,13 +67,16 @@ internal sealed class SwarmPeer
     public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan heartbeatInterval, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, CancellationToken cancellationToken)
     {
         ulong token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
-        using var listener = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        // Made inside the try: out of descriptors (EMFILE), a socket cannot even be created, and
+        // that is a failed join to report, not an exception that ends the whole swarm.
+        Socket? listener = null;
         SwarmPeer? peer = null;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
         long started = Stopwatch.GetTimestamp();
         try
         {
+            listener = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             listener.Bind(new IPEndPoint(local, 0));
             listener.Listen(4);
             var listenAddress = (IPEndPoint)listener.LocalEndPoint!;
@@ -125,6 +128,10 @@ internal sealed class SwarmPeer
             peer?.Abort();
             string why = e is OperationCanceledException && !cancellationToken.IsCancellationRequested ? $"no welcome within {timeout.TotalSeconds:0.#} s" : e.Message;
             throw new SwarmJoinException(why, e);
+        }
+        finally
+        {
+            listener?.Dispose();
         }
     }
 
