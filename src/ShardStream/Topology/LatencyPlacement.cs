@@ -371,8 +371,9 @@ internal sealed partial class LatencyPlacement
         foreach (var node in _candidates)
         {
             var parent = _forest.Parent(node, shard);
-            var last = parent == None ? double.MaxValue : LastEdge(parent);
-            var cost = parent == None ? double.MaxValue : Cost(parent, shard, last);
+            var measured = false;
+            var last = parent == None ? double.MaxValue : LastEdge(parent, out measured);
+            var cost = parent == None ? double.MaxValue : Cost(parent, shard, last, measured);
             _costs.Add(cost);
             _lastEdges.Add(last);
         }
@@ -448,8 +449,8 @@ internal sealed partial class LatencyPlacement
         _lastEdges.Clear();
         foreach (var node in _candidates)
         {
-            var last = LastEdge(node);
-            var cost = Cost(node, shard, last);
+            var last = LastEdge(node, out var measured);
+            var cost = Cost(node, shard, last, measured);
             _costs.Add(cost);
             _lastEdges.Add(last);
         }
@@ -521,20 +522,28 @@ internal sealed partial class LatencyPlacement
     }
     private readonly List<double> _lastEdges = [];
 
-    private double LastEdge(int parent) => _measured is not null && _measured.TryGetValue(parent, out var rtt)
-        ? rtt
-        : _subject.EstimateRtt(CoordinateOf(parent));
+    /// <summary>The RTT from the subject to <paramref name="parent"/>: measured (<paramref name="measured"/>) if the subject probed it, else estimated.</summary>
+    private double LastEdge(int parent, out bool measured)
+    {
+        var rtt = 0.0;
+        measured = _measured is not null && _measured.TryGetValue(parent, out rtt);
+        return measured ? rtt : _subject.EstimateRtt(CoordinateOf(parent));
+    }
 
     /// <summary>
     /// Estimated one-way delay from the source to the subject through <paramref name="parent"/>
     /// (ms); <see cref="double.MaxValue"/> when the parent is not attached to the source.
     /// </summary>
-    public double Cost(int parent, int shard) => Cost(parent, shard, LastEdge(parent));
+    public double Cost(int parent, int shard)
+    {
+        var last = LastEdge(parent, out var measured);
+        return Cost(parent, shard, last, measured);
+    }
 
-    private double Cost(int parent, int shard, double last)
+    private double Cost(int parent, int shard, double last, bool measured)
     {
         var path = _exact ? PathDelay(parent, shard) : CachedPathDelay(parent, shard);
-        return path == double.MaxValue ? path : path + (last / 2) + Locality(parent, shard, last);
+        return path == double.MaxValue ? path : path + (last / 2) + Locality(parent, shard, measured ? last : double.NaN);
     }
 
     /// <summary>Depth from which a parent should be in the placed node's neighbourhood (the levels above are where paths branch off to the regions).</summary>
@@ -565,11 +574,11 @@ internal sealed partial class LatencyPlacement
     /// or deeper and not in the subject's neighbourhood, else 0. A path then crosses from the
     /// source's region to the subject's near the top, at most once, and stays there: a peer hanging
     /// under a relay of another region pays that region's detour twice (in and out), and so does
-    /// every peer below it. The core RTT is the measured RTT to the parent less both heights when
-    /// the subject measured it (coordinates in a plane put some regions too close), else the
-    /// distance of the two points.
+    /// every peer below it. The core RTT is <paramref name="measuredRtt"/> (the RTT the subject
+    /// measured to the parent; coordinates in a plane put some regions too close) less both
+    /// heights, or if NaN the distance of the two points.
     /// </summary>
-    private double Locality(int parent, int shard, double last)
+    private double Locality(int parent, int shard, double measuredRtt)
     {
         if (parent == Source)
         {
@@ -577,20 +586,20 @@ internal sealed partial class LatencyPlacement
         }
 
         var pc = CoordinateOf(parent);
-        double core;
-        if (!double.IsNaN(last) && _measured is not null && _measured.ContainsKey(parent))
+        bool far;
+        if (!double.IsNaN(measuredRtt))
         {
-            core = last - pc.Height - _subject.Height;
+            far = measuredRtt - pc.Height - _subject.Height > NeighbourhoodMs;
         }
         else
         {
             var dx = pc.X - _subject.X;
             var dy = pc.Y - _subject.Y;
-            core = Math.Sqrt((dx * dx) + (dy * dy));
+            far = (dx * dx) + (dy * dy) > NeighbourhoodMs * NeighbourhoodMs;
         }
 
         // The depth last: most candidates are neighbours, and it is one more read of a big array.
-        return core > NeighbourhoodMs && _forest.Depth(parent, shard) >= LocalFromDepth ? FarPenaltyMs : 0;
+        return far && _forest.Depth(parent, shard) >= LocalFromDepth ? FarPenaltyMs : 0;
     }
 
     /// <summary>Joins for which a cached path delay stays in use (it is an estimate: coordinates move too).</summary>
