@@ -192,25 +192,21 @@ internal sealed class FramedConnection : IAsyncDisposable
     }
 
     /// <summary>
-    /// Writes a frame at once, before the loops are started (hello, welcome, landmarks). Sent as
-    /// it is, from an array of its size: through the connection's output pipe it took a 128 KiB
-    /// buffer, and a coordinator does this up to three times per join (the landmarks, the
+    /// Writes a frame at once, before the loops are started (hello, welcome, landmarks). Encoded
+    /// into an array of its size and handed to the output pipe whole: written into the pipe it took
+    /// a 128 KiB buffer, and a coordinator does this up to three times per join (the landmarks, the
     /// candidates, the dial-back's hello), so that a backlog of joins left megabytes of those
-    /// buffers in the large object heap (docs/performance.md#the-coordinator-at-scale).
+    /// buffers in the large object heap (docs/performance.md#the-coordinator-at-scale). A TCP
+    /// pipe with nothing buffered writes the array straight to its socket's stream (an
+    /// <see cref="IOException"/> when the other side reset it, which every caller takes as gone); the
+    /// virtual network's pipe carries it as it carried the frame before, without the downlink's
+    /// queue, which <see cref="IConnection.SendAsync"/> would make it wait behind (a slow viewer's
+    /// welcome from a new parent waited seconds behind the coordinator's backlog).
     /// </summary>
     public async Task WriteNowAsync(Action<IBufferWriter<byte>> write, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         byte[] frame = FrameWriting.ToArray(write);
-        try
-        {
-            await _connection.SendAsync([new ArraySegment<byte>(frame)], cancellationToken).ConfigureAwait(false);
-        }
-        catch (System.Net.Sockets.SocketException e)
-        {
-            // As the output pipe's stream reported it: callers take a connection gone as an IOException.
-            throw new IOException($"unable to write to the connection: {e.Message}", e);
-        }
+        await _connection.Pipe.Output.WriteAsync(frame, cancellationToken).ConfigureAwait(false);
         _lastSent = _time.GetTimestamp();
     }
 
