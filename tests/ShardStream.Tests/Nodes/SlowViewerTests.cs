@@ -17,6 +17,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
 {
     private const int Rate = 1024 * 1024;          // the live source: 1 MiB/s
     private const int Piece = 64 * 1024;           // written every 1/16 s
+    private const int MaxSourceSeconds = 60;
 
     [Fact]
     public async Task A_viewer_below_the_stream_rate_is_demoted_then_stopped_and_the_others_keep_the_live_rate()
@@ -53,24 +54,32 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id != 0 && n.Parents[0] == slow.Id), "the slow viewer feeds someone");
         int slowParent = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == slow.Id).Parents[0];
 
-        // The live source: a fixed rate by the wall clock, whatever the overlay does.
-        var data = Overlay.RandomBytes(Rate * seconds, seed: 9);
+        // The live source: a fixed rate by the wall clock, whatever the overlay does, for at least
+        // the given time and until the slow viewer has been stopped (at most MaxSourceSeconds).
+        // A slow viewer is stopped only while the stream goes on (after the end its queue no longer
+        // grows, and it is left to drain): its stop comes ~10 s after its demotion, whose Move
+        // crosses its slow link, so a stream of fixed length raced the stop on a loaded machine
+        // (seen in CI at load ~40: demoted at 3.7 s, the 16 s stream ended first).
+        var data = Overlay.RandomBytes(Rate * MaxSourceSeconds, seed: 9);
+        var slowRun = overlay.Peers.Single(p => p.Peer == slow).Run;
         var clock = Stopwatch.StartNew();
         TimeSpan? demotedAt = null;
-        for (int i = 0; i < data.Length / Piece; i++)
+        int pieces = 0;
+        while (pieces < data.Length / Piece && (pieces < Rate * seconds / Piece || !slowRun.IsCompleted))
         {
-            var due = TimeSpan.FromSeconds((double)i * Piece / Rate);
+            var due = TimeSpan.FromSeconds((double)pieces * Piece / Rate);
             if (due > clock.Elapsed) await Task.Delay(due - clock.Elapsed);
-            await overlay.WriteAsync(data[(i * Piece)..((i + 1) * Piece)]);
+            await overlay.WriteAsync(data[(pieces * Piece)..((pieces + 1) * Piece)]);
+            pieces++;
             if (demotedAt is null && overlay.Coordinator.Snapshot().Nodes.FirstOrDefault(n => n.Id == slow.Id) is { Budget: 0 }) demotedAt = clock.Elapsed;
         }
+        long length = (long)pieces * Piece;
         var sourceEnd = clock.Elapsed;
         var ending = overlay.EndAsync();
 
         // When each fast viewer has written the whole stream to its output (what its user sees);
         // its Run goes on a little longer, closing links and waiting for its children.
         var fast = overlay.Peers.Where(p => p.Peer != slow).ToList();
-        var slowRun = overlay.Peers.Single(p => p.Peer == slow).Run;
         // A CLI viewer exits when it is stopped, which closes its links; in process the stopped
         // viewer's object lives on, and a link it still had from a new parent (after its Move) kept
         // that parent, a fast viewer, waiting out its 60 s drain timeout after the end. So it is
@@ -86,7 +95,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         await Overlay.WaitUntilAsync(() =>
         {
             for (int i = 0; i < fast.Count; i++)
-                if (finished[i] is null && fast[i].Peer.StartOffset + fast[i].Peer.BytesWritten == data.Length) finished[i] = clock.Elapsed;
+                if (finished[i] is null && fast[i].Peer.StartOffset + fast[i].Peer.BytesWritten == length) finished[i] = clock.Elapsed;
             return finished.All(f => f is not null) || fast.Any(p => p.Run.IsFaulted);
         }, "every fast viewer has written the whole stream");
         foreach (var p in fast) await overlay.AssertIdenticalAsync(p);
