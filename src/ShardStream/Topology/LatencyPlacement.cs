@@ -550,7 +550,7 @@ internal sealed partial class LatencyPlacement
     public const int LocalFromDepth = 3;
 
     /// <summary>Core RTT (ms, access links left out) within which two nodes are neighbours: less than between any two regions' hubs of the world model (56 ms at least).</summary>
-    public const double NeighbourhoodMs = 50;
+    public const double NeighbourhoodMs = 40;
 
     /// <summary>Added to the estimated delay through a parent outside the neighbourhood below the top: any parent in it is preferred.</summary>
     public const double FarPenaltyMs = 1000;
