@@ -40,11 +40,16 @@ internal static partial class DescriptorLimit
         }
     }
 
-    /// <summary>Lowers the caps on connections waiting for a hello to a quarter of the open-file limit, and says so.</summary>
+    /// <summary>
+    /// Gives the node the open-file limit (it keeps clear of it: <see cref="NodeOptions.OpenFileLimit"/>),
+    /// and lowers the caps on connections waiting for a hello to a quarter of it, and says so.
+    /// </summary>
     public static T Apply<T>(T options, ILogger log)
         where T : NodeOptions
     {
-        if (OpenFiles() is not { } limit || limit / 4 >= (ulong)options.MaxPendingHellos) return options;
+        if (OpenFiles() is not { } limit) return options;
+        options = options with { OpenFileLimit = (int)Math.Min(limit, int.MaxValue) };
+        if (limit / 4 >= (ulong)options.MaxPendingHellos) return options;
         int cap = (int)Math.Max(1, limit / 4);
         Capped(log, cap, limit);
         return options with { MaxPendingHellos = cap, MaxPendingHellosPerAddress = Math.Min(cap, options.MaxPendingHellosPerAddress) };

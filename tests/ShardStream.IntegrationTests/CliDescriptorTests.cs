@@ -99,6 +99,50 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Joins, not idle connections: 600 protocol-speaking swarm peers join at 400 a second a
+    /// coordinator limited to 400 descriptors (each join holds its control link and, while it is
+    /// probed, a dial-back). Before, the joins took it to its limit and it aborted ("Out of
+    /// memory.": the runtime could not create a thread's pipe). Now it tells joiners it is busy
+    /// once its connections near the limit, stays up, and serves a viewer that joins after them.
+    /// </summary>
+    [Fact]
+    public async Task A_coordinator_limited_to_400_descriptors_tells_600_joiners_it_is_busy_instead_of_aborting_and_serves_a_viewer_after_them()
+    {
+        if (RequiresTool.Missing(output, OperatingSystem.IsLinux() ? null : "needs Linux (/proc, prlimit)")) return;
+        if (RequiresTool.Missing(output, RequiresTool.FindOnPath("prlimit") is null ? "'prlimit' (util-linux) not on PATH" : null)) return;
+
+        await using var coordinator = CliProcess.StartWithDescriptorLimit(400, 400, "coordinator", "-l", "127.0.0.1:0", "-s", "2", "--heartbeat-timeout", "60");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        string summary = Path.Combine(Path.GetTempPath(), $"shardstream-swarm-{Guid.NewGuid():N}.txt");
+        try
+        {
+            await using (var swarm = CliProcess.StartCapturing(summary, "swarm", "-c", address, "--peers", "600", "--join-rate", "400", "--hold", "1",
+                "--first-address", "127.79.0.1", "--addresses", "10", "--heartbeat-timeout", "60"))
+                await swarm.WaitForExitAsync(TimeSpan.FromMinutes(3));
+            string report = File.ReadAllText(summary);
+            output.WriteLine(report);
+            Assert.False(coordinator.HasExited, $"the coordinator exited during the joins:\n{string.Join('\n', coordinator.StderrLines.TakeLast(8))}");
+            // The swarm's summary (on its stdout) counts the joins told to come back.
+            Assert.Contains("the most this coordinator takes near its open-file limit", report, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(summary);
+        }
+
+        await using var viewer = CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0");
+        await WaitUntilAsync(() => viewer.StderrLines.Any(l => JoinedRegex().IsMatch(l)) || viewer.HasExited, "the viewer joins", coordinator);
+        var source = new byte[1024 * 1024];
+        new Random(13).NextBytes(source);
+        await coordinator.StandardInput.WriteAsync(source);
+        coordinator.StandardInput.Close();
+        await AssertWritesAsync(viewer, source, "the viewer");
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+        Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains("Out of memory", StringComparison.Ordinal));
+    }
+
     private static bool IsAcceptFailure(string line) => line.Contains("accept failed", StringComparison.Ordinal);
 
     /// <summary>Writes the source at 1 MiB/s until <paramref name="end"/> completes, then <see cref="TailBytes"/> more; closes stdin; returns the bytes written.</summary>

@@ -45,6 +45,13 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
             CoordinatorLog.Advertised(log, link.Name, hello.ListenAddress, advertised);
+        // Near the process's open-file limit every join is told to come back: each takes a
+        // descriptor for its control link and one for the dial-back probe.
+        if (options.MaxConnectionsForJoins is { } most && TcpTransport.OpenConnections is var open && open >= most)
+        {
+            await host.RefuseAsync(link, GoodbyeCode.Busy, $"busy: {open} connections open, the most this coordinator takes near its open-file limit; try again in a moment", warn: false).ConfigureAwait(false);
+            return null;
+        }
         // At most so many joins at once; the rest wait a little or are told to come back (JoinSlots).
         var (entered, busy) = await slots.EnterAsync(link).ConfigureAwait(false);
         if (busy is not null) await host.RefuseAsync(link, GoodbyeCode.Busy, busy, warn: false).ConfigureAwait(false);

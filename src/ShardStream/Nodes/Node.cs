@@ -136,9 +136,36 @@ public abstract partial class Node : IAsyncDisposable
                 continue;
             }
             if (connection is null) return;
+            // Near the open-file limit: what was accepted is taken, and no more until connections close.
+            if (NodeOptionsBase.OpenFileLimit is { } limit && TcpTransport.OpenConnections >= limit - NodeOptionsBase.AcceptReserve)
+                await WaitForDescriptorsAsync(limit).ConfigureAwait(false);
             // Into the gate in accept order, so that "the oldest waiting" means the oldest.
             var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress), connection.Abort);
             _ = HandleIncomingAsync(connection, waiter);
+        }
+    }
+
+    /// <summary>
+    /// Waits (polling, up to <see cref="MaxAcceptBackoff"/> apart) until this process's TCP
+    /// connections are back below <paramref name="limit"/> less the reserve; logs once that it does.
+    /// Connections that arrive meanwhile wait in the kernel's accept queue.
+    /// </summary>
+    private async Task WaitForDescriptorsAsync(int limit)
+    {
+        int most = limit - NodeOptionsBase.AcceptReserve;
+        HardeningLog.AcceptPaused(Log, TcpTransport.OpenConnections, limit, NodeOptionsBase.AcceptReserve);
+        var pause = TimeSpan.FromMilliseconds(10);
+        while (TcpTransport.OpenConnections >= most && !_stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(pause, Time, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, MaxAcceptBackoff.Ticks));
         }
     }
 

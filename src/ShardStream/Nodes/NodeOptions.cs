@@ -63,6 +63,25 @@ public abstract record NodeOptions
     /// <summary>At most this many accepted connections wait for their hello at once; the oldest is dropped to make room.</summary>
     public int MaxPendingHellos { get; init; } = 1024;
 
+    /// <summary>
+    /// This process's limit on open files (the CLI reads it; null: no bound). A .NET process out of
+    /// file descriptors aborts ("Out of memory.") at its next new thread, so a node keeps clear of
+    /// the limit: it stops accepting while its TCP connections are within
+    /// <see cref="AcceptReserve"/> of it, and a coordinator tells joiners it is busy (they try
+    /// again) once its connections reach <see cref="MaxConnectionsForJoins"/>. See docs/security.md.
+    /// </summary>
+    public int? OpenFileLimit { get; init; }
+
+    /// <summary>Descriptors kept for the runtime and files while accepting: an eighth of <see cref="OpenFileLimit"/>, at least 64.</summary>
+    internal int AcceptReserve => Math.Max(64, (OpenFileLimit ?? 0) / 16);
+
+    /// <summary>
+    /// The connections a coordinator may hold and still admit a join: the limit, less the
+    /// connections that may wait for a hello, less a reserve of an eighth of the limit (at least
+    /// 128) for the dial-back probes of joins in progress and the runtime's own descriptors.
+    /// </summary>
+    internal int? MaxConnectionsForJoins => OpenFileLimit is { } limit ? Math.Max(1, limit - MaxPendingHellos - Math.Max(128, limit / 8)) : null;
+
     /// <summary>At most this many connections from one remote address wait for their hello at once; its oldest is dropped to make room.</summary>
     public int MaxPendingHellosPerAddress { get; init; } = 64;
 

@@ -11,6 +11,7 @@ namespace ShardStream.Transport;
 /// </summary>
 internal abstract class SocketConnection : IConnection, IDuplexPipe
 {
+    private static int s_open;
     private int _closed;
     private int _disposed;
     private int _outputClosed;
@@ -21,7 +22,11 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         Socket.NoDelay = true;
         RemoteAddress = remoteAddress;
         Stream = new NetworkStream(socket, ownsSocket: false);
+        Interlocked.Increment(ref s_open);
     }
+
+    /// <summary>Connections of this process whose socket is not closed yet (each holds a file descriptor).</summary>
+    public static int Open => Volatile.Read(ref s_open);
 
     protected Socket Socket { get; }
 
@@ -68,6 +73,7 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
             // Already gone: nothing to reset.
         }
         Socket.Dispose();
+        Interlocked.Decrement(ref s_open);
     }
 
     public async ValueTask CloseOutputAsync()
@@ -91,7 +97,11 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         // The socket first, so that no receive can still be filling the reader's memory (and a
         // reading thread's blocking receive ends); then completing the reader (also after an
         // abort) hands its buffers back.
-        if (Interlocked.Exchange(ref _closed, 1) == 0) Socket.Dispose();
+        if (Interlocked.Exchange(ref _closed, 1) == 0)
+        {
+            Socket.Dispose();
+            Interlocked.Decrement(ref s_open);
+        }
         await Input.CompleteAsync().ConfigureAwait(false);
         ReleaseBuffers();
     }

@@ -11,6 +11,9 @@ public sealed class TcpTransport : ITransport
 
     private TcpTransport(bool readingThreads) => _readingThreads = readingThreads;
 
+    /// <summary>TCP connections this process holds open (accepted or connected, not closed yet): each takes a file descriptor.</summary>
+    public static int OpenConnections => SocketConnection.Open;
+
     /// <summary>A shared instance; the transport has no state.</summary>
     public static TcpTransport Instance { get; } = new(readingThreads: false);
 
