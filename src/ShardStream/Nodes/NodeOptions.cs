@@ -72,7 +72,7 @@ public abstract record NodeOptions
     /// </summary>
     public int? OpenFileLimit { get; init; }
 
-    /// <summary>Descriptors kept for the runtime and files while accepting: an eighth of <see cref="OpenFileLimit"/>, at least 64.</summary>
+    /// <summary>Descriptors kept for the runtime and files while accepting: a sixteenth of <see cref="OpenFileLimit"/>, at least 64.</summary>
     internal int AcceptReserve => Math.Max(64, (OpenFileLimit ?? 0) / 16);
 
     /// <summary>
