@@ -32,6 +32,10 @@ public sealed class CliResilienceCollection
 /// between two stdout arrivals that ends after t and starts in [t - 0.5 s, min(t' - 0.5 s, t + 3 s)),
 /// counted from max(previous arrival, t) to the next arrival; a stall that runs past t' counts in
 /// full. The 0.5 s slack gives each gap to one failure: the one it started at.</para>
+/// <para>A stall after a kill is bounded from when the coordinator logged the victim gone (its
+/// repair starts there), and that detection is bounded on its own (heartbeat timeout + 3 s): on a
+/// starved machine the coordinator saw two kills 3–5 s late, and a bound counted from the kill
+/// measured the machine.</para>
 /// </remarks>
 [Collection(CliResilienceCollection.Name)]
 public sealed partial class CliResilienceTests(ITestOutputHelper output)
@@ -60,6 +64,9 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     /// <summary>The generous bounds asserted; the issue's targets (500 ms median, timeout + 500 ms) are reported.</summary>
     private static readonly TimeSpan MaxStallAfterKill = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan MaxStallAfterFreeze = TimeSpan.FromSeconds(HeartbeatTimeoutSeconds + 3);
+
+    /// <summary>A killed peer's links are reset at once; the heartbeat timeout is the fallback.</summary>
+    private static readonly TimeSpan MaxDetectionAfterKill = TimeSpan.FromSeconds(HeartbeatTimeoutSeconds + 3);
 
     [Theory]
     [InlineData(2)]
@@ -137,7 +144,12 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 Assert.True(expected == sha, $"peer {p.Id} wrote {p.Process.StdoutBytes} bytes with sha256 {sha}, the source has {SourceBytes} bytes with {expected}:\n{p.Process.Stderr}");
             }
             Assert.True(survivors.Count == PeerCount - KillCount - 1, $"{survivors.Count} survivors");
-            Assert.All(killStalls, s => Assert.True(s.Stall < MaxStallAfterKill, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after kill #{s.Event + 1}"));
+            // Counted from when the coordinator saw the kill: a coordinator the machine starves sees
+            // kills late (at load 32: 4.8 s and 3.1 s, unaffected peers stalled 4.5 s meanwhile), and
+            // the repair starts then. How late it may see one is bounded on its own.
+            Assert.All(killStalls, s => Assert.True(s.Stall - s.Detection < MaxStallAfterKill,
+                $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after kill #{s.Event + 1}, {(s.Stall - s.Detection).TotalMilliseconds:0} ms of it after the coordinator saw the kill"));
+            Assert.All(killStalls, s => Assert.True(s.Detection < MaxDetectionAfterKill, $"the coordinator saw kill #{s.Event + 1} after {s.Detection.TotalMilliseconds:0} ms"));
             Assert.All(freezeStalls, s => Assert.True(s.Stall < MaxStallAfterFreeze, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after the freeze"));
         }
         finally
@@ -288,7 +300,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     }
 
     private static string Report(int shards, List<Failure> events, List<PeerRun> peers, CliProcess coordinator, long t0, long testStart, TimeSpan sourceTook,
-        out List<(int Event, int Peer, TimeSpan Stall)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
+        out List<(int Event, int Peer, TimeSpan Stall, TimeSpan Detection)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
     {
         killStalls = [];
         freezeStalls = [];
@@ -320,7 +332,9 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             long startsBefore = Math.Min(e + 1 < events.Count ? events[e + 1].At - Slack : long.MaxValue, ev.At + (long)(StallWindow.TotalSeconds * Stopwatch.Frequency));
             var gone = coordinatorLines.FirstOrDefault(l => l.Timestamp >= ev.At && l.Line.Contains($"peer {ev.Victim.Id} is gone", StringComparison.Ordinal));
             string detected = gone.Line is null ? "not seen" : $"{Fmt(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)))} ms";
-            if (!ev.Freeze && gone.Line is not null) detectKill.Add(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)));
+            // Not seen: no discount (the stall bound then counts from the kill).
+            var detection = gone.Line is null ? TimeSpan.Zero : Stopwatch.GetElapsedTime(ev.At, gone.Timestamp);
+            if (!ev.Freeze && gone.Line is not null) detectKill.Add(Ms(detection));
             string parents = string.Join(" ", ev.Map.GetValueOrDefault(ev.Victim.Id) ?? []);
             sb.AppendLine(CultureInfo.InvariantCulture, $"{(ev.Freeze ? "SIGSTOP" : $"SIGKILL #{e + 1}")} at {SinceT0(ev.At):0.00} s: peer {ev.Victim.Id} (pid {ev.Victim.Process.Pid}, parents {parents}){(ev.Interior ? "" : " NOT INTERIOR (no peer had children)")}, "
                 + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}");
@@ -330,7 +344,8 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             foreach (var (p, gap) in stalls)
             {
                 var stall = gap.Length;
-                (ev.Freeze ? freezeStalls : killStalls).Add((e, p.Id, stall));
+                if (ev.Freeze) freezeStalls.Add((e, p.Id, stall));
+                else killStalls.Add((e, p.Id, stall, detection));
                 bool orphan = ev.Orphans.Contains(p.Id), inSubtree = ev.Subtree.Contains(p.Id);
                 (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
             }
