@@ -99,7 +99,8 @@ public sealed class Coordinator : Node, Admission.IHost
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         _ = Task.Run(ImproveLatencyAsync, CancellationToken.None);
         CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
-        CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", Run.IdText, ListenAddress, StreamKey.Address);
+        var (dial, hint) = Endpoint.ForViewers(ListenAddress);
+        CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", Run.IdText, dial, StreamKey.Address, hint);
     }
 
     /// <summary>

@@ -36,8 +36,8 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1650, LogLevel.Information, "coordinator listening on {Address}, {K} shard(s), {Topology} topology, upload budget {Budget} shard-streams", EventName = "Listening")]
     public static partial void Listening(ILogger log, string address, int k, string topology, int budget);
 
-    [LoggerMessage(1651, LogLevel.Information, "stream address {Address}{Ephemeral}, run {Run}; a viewer checks it watches this stream with: shardstream peer -c {Listen} --stream {Stream}", EventName = "StreamAddress")]
-    public static partial void StreamAddress(ILogger log, string address, string ephemeral, string run, string listen, string stream);
+    [LoggerMessage(1651, LogLevel.Information, "stream address {Address}{Ephemeral}, run {Run}; a viewer checks it watches this stream with: shardstream peer -c {Listen} --stream {Stream}{Hint}", EventName = "StreamAddress")]
+    public static partial void StreamAddress(ILogger log, string address, string ephemeral, string run, string listen, string stream, string hint);
 
     [LoggerMessage(1652, LogLevel.Information, "waiting for {N} peer(s) before streaming", EventName = "WaitingForPeers")]
     public static partial void WaitingForPeers(ILogger log, int n);
@@ -150,4 +150,7 @@ internal static partial class PeerLog
 
     [LoggerMessage(1714, LogLevel.Debug, "landmark {Address} not measured: {Reason}", EventName = "LandmarkNotMeasured")]
     public static partial void LandmarkNotMeasured(ILogger log, string address, string reason);
+
+    [LoggerMessage(1715, LogLevel.Information, "listening on {Listen}; other peers are told {Advertised}", EventName = "PeerListening")]
+    public static partial void Listening(ILogger log, string listen, string advertised);
 }

@@ -66,6 +66,7 @@ public sealed partial class Peer : Node, IPeerParents
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await ListenAsync(cancellationToken).ConfigureAwait(false);
+        PeerLog.Listening(Log, ListenAddress, ToldOthers());
         // A coordinator with too many joins in progress says so (admission control): join again
         // after a backoff with jitter, for up to the rejoin time.
         long since = Time.GetTimestamp();
@@ -227,6 +228,23 @@ public sealed partial class Peer : Node, IPeerParents
     private readonly ulong _joinToken = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
 
     private protected override ulong JoinToken => _joinToken;
+
+    /// <summary>What other peers are told of where this one listens, in words for its start-up log line.</summary>
+    private string ToldOthers()
+    {
+        if (_options.AdvertiseAddress is { } advertise) return $"{advertise} (--advertise)";
+        try
+        {
+            var (host, port) = Endpoint.Parse(ListenAddress);
+            if (Endpoint.IsUnspecified(host))
+                return $"the address the coordinator sees this peer's connection come from, port {port} (--advertise HOST:PORT names another)";
+        }
+        catch (FormatException)
+        {
+            // A transport whose addresses are not HOST:PORT (the tests' virtual network): told as it is.
+        }
+        return ListenAddress;
+    }
 
     /// <summary>What this peer tells others its listen address is: <see cref="PeerOptions.AdvertiseAddress"/>, else the bound listen address.</summary>
     private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;

@@ -76,6 +76,53 @@ public static class Endpoint
         return IsUnspecified(host) ? Format(HostOf(remoteAddress), port) : listenAddress;
     }
 
+    /// <summary>
+    /// The address to tell a viewer to connect to, for a node listening on
+    /// <paramref name="listenAddress"/>: the address itself, or for a listener on an unspecified
+    /// address (which is no address a viewer can dial) <c>HOST:PORT</c> and a hint that names this
+    /// machine's addresses, since which of them a viewer reaches only the viewer's network knows.
+    /// </summary>
+    public static (string Address, string Hint) ForViewers(string listenAddress)
+    {
+        string host;
+        int port;
+        try
+        {
+            (host, port) = Parse(listenAddress);
+        }
+        catch (FormatException)
+        {
+            return (listenAddress, "");
+        }
+        if (!IsUnspecified(host)) return (listenAddress, "");
+        var mine = MachineAddresses(4);
+        return (Format("HOST", port), mine.Count == 0
+            ? " (HOST: an address of this machine that the viewer can reach)"
+            : $" (HOST: an address of this machine that the viewer can reach, one of {string.Join(", ", mine)})");
+    }
+
+    /// <summary>Up to <paramref name="max"/> unicast addresses of the interfaces that are up, loopback and link-local left out, IPv4 first.</summary>
+    internal static List<string> MachineAddresses(int max)
+    {
+        try
+        {
+            return System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+                .Where(n => n.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Up
+                            && n.NetworkInterfaceType != System.Net.NetworkInformation.NetworkInterfaceType.Loopback)
+                .SelectMany(n => n.GetIPProperties().UnicastAddresses, (_, u) => u.Address)
+                .Where(a => !IPAddress.IsLoopback(a) && !a.IsIPv6LinkLocal && (a.AddressFamily == AddressFamily.InterNetwork || a.AddressFamily == AddressFamily.InterNetworkV6))
+                .OrderBy(a => a.AddressFamily == AddressFamily.InterNetwork ? 0 : 1)
+                .Select(a => a.ToString())
+                .Distinct()
+                .Take(max)
+                .ToList();
+        }
+        catch (System.Net.NetworkInformation.NetworkInformationException)
+        {
+            return [];
+        }
+    }
+
     internal static async ValueTask<IPEndPoint> ResolveAsync(string address, CancellationToken cancellationToken)
     {
         var (host, port) = Parse(address);

@@ -75,4 +75,19 @@ public class EndpointTests
     {
         Assert.Equal(advertised, Endpoint.Advertised(listen, remote));
     }
+
+    [Theory]
+    [InlineData("0.0.0.0:1234", "HOST:1234")]
+    [InlineData("[::]:1234", "HOST:1234")]
+    [InlineData("127.0.0.1:1234", "127.0.0.1:1234")]
+    [InlineData("[::1]:1234", "[::1]:1234")]
+    public void Viewers_are_told_an_address_they_can_dial(string listen, string dial)
+    {
+        var (address, hint) = Endpoint.ForViewers(listen);
+
+        Assert.Equal(dial, address);
+        // 0.0.0.0 is not an address a viewer can connect to: the line says what HOST stands for.
+        if (address.StartsWith("HOST", StringComparison.Ordinal)) Assert.StartsWith(" (HOST: an address of this machine that the viewer can reach", hint, StringComparison.Ordinal);
+        else Assert.Equal("", hint);
+    }
 }
