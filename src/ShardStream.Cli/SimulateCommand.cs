@@ -45,9 +45,14 @@ internal static class SimulateCommand
                 TopologyKind.Tessellated => 2,
                 _ => 8,
             };
+            if (k is < 1 or > Planner.MaxShardCount)
+            {
+                Console.Error.WriteLine($"shardstream: error: --shards must be between 1 and {Planner.MaxShardCount}, got {k}");
+                return 1;
+            }
             if (parseResult.GetValue(upload) is not null && parseResult.GetValue(uploadMix) is not null)
             {
-                Console.Error.WriteLine("simulate: give either --upload or --upload-mix, not both");
+                Console.Error.WriteLine("shardstream: error: give either --upload or --upload-mix, not both");
                 return 1;
             }
 
@@ -58,7 +63,7 @@ internal static class SimulateCommand
             }
             catch (ArgumentException e)
             {
-                Console.Error.WriteLine($"simulate: --upload-mix: {e.Message}");
+                Console.Error.WriteLine($"shardstream: error: --upload-mix: {e.Message}");
                 return 1;
             }
 
@@ -69,13 +74,13 @@ internal static class SimulateCommand
             }
             catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"simulate: --latency: {e.Message}");
+                Console.Error.WriteLine($"shardstream: error: --latency: {e.Message}");
                 return 1;
             }
 
             if (parseResult.GetValue(latencyAware) == true && model is null)
             {
-                Console.Error.WriteLine("simulate: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
+                Console.Error.WriteLine("shardstream: error: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
                 return 1;
             }
 
@@ -100,7 +105,7 @@ internal static class SimulateCommand
             }
             catch (Exception e) when (e is ArgumentException or PlacementException)
             {
-                Console.Error.WriteLine($"simulate: {e.Message}");
+                Console.Error.WriteLine($"shardstream: error: {e.Message}");
                 return 1;
             }
         });

@@ -69,11 +69,11 @@ public sealed class CliSimulateLatencyTests
             (exit, stdout, stderr) = Run("simulate", "--peers", "300", "--latency", $"matrix:{bad}");
             Assert.Equal(1, exit);
             Assert.Equal("", stdout);
-            Assert.Contains($"simulate: --latency: {bad}: line 2: 3 comma-separated RTTs expected, got 2", stderr, StringComparison.Ordinal);
+            Assert.Contains($"shardstream: error: --latency: {bad}: line 2: 3 comma-separated RTTs expected, got 2", stderr, StringComparison.Ordinal);
 
             (exit, _, stderr) = Run("simulate", "--peers", "300", "--latency", "moon");
             Assert.Equal(1, exit);
-            Assert.Contains("simulate: --latency: unknown latency model 'moon': use none, world or matrix:FILE", stderr, StringComparison.Ordinal);
+            Assert.Contains("shardstream: error: --latency: unknown latency model 'moon': use none, world or matrix:FILE", stderr, StringComparison.Ordinal);
         }
         finally
         {
