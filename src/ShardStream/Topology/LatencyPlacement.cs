@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace ShardStream.Topology;
 
 /// <summary>
@@ -430,11 +432,31 @@ internal sealed partial class LatencyPlacement
             }
         }
 
-        result.Sort(start, result.Count - start, Comparer<(double Cost, int Node)>.Default);
+        // Insertion sort: a few dozen entries at most (List.Sort's generic comparer costs more).
+        for (var i = start + 1; i < result.Count; i++)
+        {
+            var entry = result[i];
+            var j = i;
+            while (j > start && Compare(result[j - 1], entry) > 0)
+            {
+                result[j] = result[j - 1];
+                j--;
+            }
+
+            result[j] = entry;
+        }
+
         if (result.Count - start > max)
         {
             result.RemoveRange(start + max, result.Count - start - max);
         }
+    }
+
+    /// <summary>The order of <see cref="Comparer{T}.Default"/> for (cost, node): cost, then node.</summary>
+    private static int Compare((double Cost, int Node) a, (double Cost, int Node) b)
+    {
+        var c = a.Cost.CompareTo(b.Cost);
+        return c != 0 ? c : a.Node.CompareTo(b.Node);
     }
 
     /// <summary>
@@ -675,37 +697,104 @@ internal sealed partial class LatencyPlacement
         return delay;
     }
 
-    /// <summary>The <paramref name="wanted"/> zones nearest <paramref name="c"/>, nearest first, into <see cref="_near"/>.</summary>
+    /// <summary>
+    /// The <paramref name="wanted"/> (at most <see cref="WideZones"/>) zones nearest
+    /// <paramref name="c"/>, nearest first (ties: the older zone first), into <see cref="_near"/>.
+    /// The <see cref="WideZones"/> nearest are found at once and kept for the last two points asked
+    /// about (the subject, and a leaf it pushes down): the <see cref="NearZones"/> nearest are their
+    /// first ones, so a search that widens costs no second pass over the zones.
+    /// </summary>
     private void FindNearZones(NetworkCoordinate c, int wanted = NearZones)
     {
-        _nearCount = 0;
-        Span<double> best = stackalloc double[wanted];
-        for (var z = 0; z < _zones.Count; z++)
+        var slot = NearestFor(c.X, c.Y);
+        _nearCount = Math.Min(wanted, _nearestCount[slot]);
+        Array.Copy(_nearest[slot], _near, _nearestCount[slot]);
+    }
+
+    // The WideZones nearest zones of the last two points asked about: point, zone count then, result.
+    private readonly (double X, double Y, int Zones)[] _nearestKey = [(double.NaN, double.NaN, -1), (double.NaN, double.NaN, -1)];
+    private readonly int[][] _nearest = [new int[WideZones], new int[WideZones]];
+    private readonly int[] _nearestCount = new int[2];
+    private int _nearestLast;
+    private readonly double[] _zoneDistances = new double[ZoneIndex.MaxZones];
+
+    /// <summary>The slot of <see cref="_nearest"/> that holds the <see cref="WideZones"/> zones nearest (<paramref name="x"/>, <paramref name="y"/>).</summary>
+    private int NearestFor(double x, double y)
+    {
+        var zones = _zones.Count;
+        for (var i = 0; i < 2; i++)
         {
-            var (x, y) = _zones.Centre(z);
-            var d = ((x - c.X) * (x - c.X)) + ((y - c.Y) * (y - c.Y));
-            // Insertion into the short sorted list of the nearest zones.
-            var at = _nearCount;
+            var key = _nearestKey[i];
+            if (key.X == x && key.Y == y && key.Zones == zones)
+            {
+                return i;
+            }
+        }
+
+        var slot = _nearestLast = 1 - _nearestLast;
+        _nearestKey[slot] = (x, y, zones);
+        var near = _nearest[slot];
+        var distances = _zoneDistances.AsSpan(0, zones);
+        SquaredDistances(_zones.CentreX, _zones.CentreY, x, y, distances);
+        Span<double> best = stackalloc double[WideZones];
+        var count = 0;
+        for (var z = 0; z < distances.Length; z++)
+        {
+            var d = distances[z];
+            if (count == WideZones && best[WideZones - 1] <= d)
+            {
+                continue;
+            }
+
+            // Insertion into the short sorted list of the nearest zones (after equal ones).
+            var at = count;
             while (at > 0 && best[at - 1] > d)
             {
                 at--;
             }
 
-            if (at >= wanted)
+            if (at >= WideZones)
             {
                 continue;
             }
 
-            var last = Math.Min(_nearCount, wanted - 1);
+            var last = Math.Min(count, WideZones - 1);
             for (var i = last; i > at; i--)
             {
                 best[i] = best[i - 1];
-                _near[i] = _near[i - 1];
+                near[i] = near[i - 1];
             }
 
             best[at] = d;
-            _near[at] = z;
-            _nearCount = Math.Min(_nearCount + 1, wanted);
+            near[at] = z;
+            count = Math.Min(count + 1, WideZones);
+        }
+
+        _nearestCount[slot] = count;
+        return slot;
+    }
+
+    /// <summary>(cx - x)² + (cy - y)² for every centre, four at a time where the machine has the vectors (the same IEEE operations in the same order: the same values).</summary>
+    private static void SquaredDistances(ReadOnlySpan<double> cx, ReadOnlySpan<double> cy, double x, double y, Span<double> into)
+    {
+        var z = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vx = Vector256.Create(x);
+            var vy = Vector256.Create(y);
+            for (; z + 4 <= into.Length; z += 4)
+            {
+                var dx = Vector256.Create(cx.Slice(z, 4)) - vx;
+                var dy = Vector256.Create(cy.Slice(z, 4)) - vy;
+                ((dx * dx) + (dy * dy)).StoreUnsafe(ref into[z]);
+            }
+        }
+
+        for (; z < into.Length; z++)
+        {
+            var dx = cx[z] - x;
+            var dy = cy[z] - y;
+            into[z] = (dx * dx) + (dy * dy);
         }
     }
 }

@@ -12,7 +12,8 @@ public sealed partial class Planner
 
     private readonly LatencyPlacement? _latency;
     private readonly List<int> _anchors = [];
-    private readonly List<(double Cost, int Node)> _preview = [];
+    // Per tree, the probe suggestions of the last ProbeCandidates (reused: no allocation per join).
+    private List<(double Cost, int Node)>[] _perShard = [];
 
     /// <summary>True when the plan places by latency (<see cref="PlannerOptions.LatencyAware"/>).</summary>
     public bool LatencyAware => _latency is not null;
@@ -101,26 +102,30 @@ public sealed partial class Planner
         var saved = _latency.CoordinateOf(probe);
         _latency.SetCoordinate(probe, coordinate);
         _latency.Begin(probe, null);
-        var perShard = new List<(double Cost, int Node)>[ShardCount];
+        if (_perShard.Length != ShardCount)
+        {
+            _perShard = [.. Enumerable.Range(0, ShardCount).Select(_ => new List<(double Cost, int Node)>())];
+        }
+
+        var perShard = _perShard;
         for (var s = 0; s < ShardCount; s++)
         {
-            _preview.Clear();
+            var suggested = perShard[s];
+            suggested.Clear();
             var open = _forest.FindOpen(s, requireAttached: false);
             if (open != None)
             {
                 // The joiner is not counted yet: the best depth of the peers already in.
                 var best = _forest.BestDepth(s, _peerCount);
                 var bound = best == int.MaxValue ? _forest.Depth(open, s) : Math.Max(_forest.Depth(open, s), best);
-                _latency.Preview(s, bound, open, max, _preview);
+                _latency.Preview(s, bound, open, max, suggested);
             }
-
-            perShard[s] = [.. _preview];
         }
 
         _latency.End();
         _latency.SetCoordinate(probe, saved);
         var result = new List<int>(max);
-        for (var rank = 0; result.Count < max && perShard.Any(p => p.Count > rank); rank++)
+        for (var rank = 0; result.Count < max && AnyLonger(perShard, rank); rank++)
         {
             foreach (var list in perShard)
             {
@@ -132,6 +137,19 @@ public sealed partial class Planner
         }
 
         return result;
+
+        static bool AnyLonger(List<(double Cost, int Node)>[] lists, int rank)
+        {
+            foreach (var list in lists)
+            {
+                if (list.Count > rank)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
     }
 
     /// <summary>Levels of every tree whose nodes a better-placed joiner may take the place of (see <see cref="LatencyPlacement.FindTopExchange"/>).</summary>

@@ -20,12 +20,21 @@ internal sealed class ZoneIndex(int shardCount)
     private readonly int _k = shardCount;
     private readonly List<DepthIndex[]> _open = [];
     private readonly List<DepthIndex[]> _relays = [];
-    private readonly List<(double X, double Y)> _centres = [];
+    // Zone centres, flat (a nearest-zones search reads them all for every joiner).
+    private readonly double[] _centreX = new double[MaxZones];
+    private readonly double[] _centreY = new double[MaxZones];
+    private int _count;
     private int[] _zoneOf = [];
 
-    public int Count => _centres.Count;
+    public int Count => _count;
 
-    public (double X, double Y) Centre(int zone) => _centres[zone];
+    public (double X, double Y) Centre(int zone) => (_centreX[zone], _centreY[zone]);
+
+    /// <summary>The centres' X coordinates (the first <see cref="Count"/> are zones).</summary>
+    public ReadOnlySpan<double> CentreX => _centreX.AsSpan(0, _count);
+
+    /// <summary>The centres' Y coordinates (the first <see cref="Count"/> are zones).</summary>
+    public ReadOnlySpan<double> CentreY => _centreY.AsSpan(0, _count);
 
     public int ZoneOf(int node) => node < _zoneOf.Length ? _zoneOf[node] - 1 : -1;
 
@@ -34,10 +43,10 @@ internal sealed class ZoneIndex(int shardCount)
     {
         var best = -1;
         var bestDistance = double.MaxValue;
-        for (var z = 0; z < _centres.Count; z++)
+        for (var z = 0; z < _count; z++)
         {
-            var dx = _centres[z].X - c.X;
-            var dy = _centres[z].Y - c.Y;
+            var dx = _centreX[z] - c.X;
+            var dy = _centreY[z] - c.Y;
             var d = (dx * dx) + (dy * dy);
             if (d < bestDistance)
             {
@@ -46,12 +55,14 @@ internal sealed class ZoneIndex(int shardCount)
             }
         }
 
-        if (best >= 0 && (bestDistance <= Radius * Radius || _centres.Count >= MaxZones))
+        if (best >= 0 && (bestDistance <= Radius * Radius || _count >= MaxZones))
         {
             return best;
         }
 
-        _centres.Add((c.X, c.Y));
+        _centreX[_count] = c.X;
+        _centreY[_count] = c.Y;
+        _count++;
         var shards = new DepthIndex[_k];
         for (var s = 0; s < _k; s++)
         {
@@ -66,7 +77,7 @@ internal sealed class ZoneIndex(int shardCount)
         }
 
         _relays.Add(relays);
-        return _centres.Count - 1;
+        return _count - 1;
     }
 
     public void SetZone(int node, int zone)
