@@ -71,6 +71,10 @@
     const width = slots * SLOT + 2 * PAD, height = (rows - 1) * LEVEL + 2 * PAD;
     const X = (p) => PAD + p.x * SLOT + SLOT / 2, Y = (p) => PAD + p.y * LEVEL;
     const labels = data.nodes.length <= 400;
+    // An id of three digits is wider than a slot: such labels go one line lower on every other
+    // slot, so that two neighbours on a row never write over each other.
+    const wide = labels && data.nodes.some((n) => n.id >= 100);
+    const labelY = (id, p) => Y(p) + R + 8 + (wide && id >= 100 && Math.round(p.x) % 2 === 1 ? 8 : 0);
     const parts = [];
     for (const [id, p] of pos) {
       if (id === 0 || p.orphan) continue;
@@ -82,9 +86,10 @@
       const title = id === 0 ? `coordinator: sends ${n.used}/${n.budget} shard-streams`
         : `peer ${id} ${n.address}: depth ${n.depths[shard]}, sends ${n.used}/${n.budget}` + (n.rttMs === null ? "" : `, probe RTT ${n.rttMs} ms`) + (n.srttMs == null ? "" : `, SRTT ${n.srttMs} ms`);
       parts.push(`<g data-id="${id}"><circle class="node${id === 0 ? " src" : ""}" cx="${X(p)}" cy="${Y(p)}" r="${id === 0 ? R + 2 : R}" fill="${color(n, shard, mode, data.maxDepth)}"><title>${esc(title)}</title></circle>`
-        + (labels && id !== 0 ? `<text x="${X(p)}" y="${Y(p) + R + 8}">${id}</text>` : "") + "</g>");
+        + (labels && id !== 0 ? `<text x="${X(p)}" y="${labelY(id, p)}">${id}</text>` : "") + "</g>");
     }
-    return `<div class="tree"><h3>shard ${shard}</h3><svg width="${width}" height="${height + 10}" viewBox="0 0 ${width} ${height + 10}" data-shard="${shard}">${parts.join("")}</svg></div>`;
+    const bottom = height + (wide ? 18 : 10);
+    return `<div class="tree"><h3>shard ${shard}</h3><svg width="${width}" height="${bottom}" viewBox="0 0 ${width} ${bottom}" data-shard="${shard}">${parts.join("")}</svg></div>`;
   }
 
   // The trees and the table are rebuilt only when what they show changed (a join, a leave, a move,
