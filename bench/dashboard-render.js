@@ -3,7 +3,8 @@
 // ten times (trees, table and a forced layout: window.shardstreamRender), one a second, and
 // reports the times; also the server-sent updates' own times over ten seconds (an update that
 // changes nothing the trees show only rewrites the header).
-const { chromium } = require(process.env.PLAYWRIGHT_PACKAGE);
+// A relative PLAYWRIGHT_PACKAGE is taken from the current directory (require alone would look it up as a module name).
+const { chromium } = require(require('path').resolve(process.env.PLAYWRIGHT_PACKAGE));
 (async () => {
   const viewers = process.env.VIEWERS || '200';
   const b = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
