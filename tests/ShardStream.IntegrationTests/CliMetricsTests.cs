@@ -33,6 +33,8 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
         string http = await Prometheus.WaitForHttpAsync(coordinator, TimeSpan.FromSeconds(60));
         // Before anything happened, the counters are there at 0 (not absent until their first event).
         string atStart = await Prometheus.GetAsync(http + "/metrics");
+        // The exporter's target_info names the service (not "unknown_service:" and the process name).
+        Assert.Equal(1, Prometheus.Sum(atStart, "target_info", "service_name=\"shardstream\""));
         Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_joins_total"));
         Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_leaves_total", "how=\"failed\""));
         Assert.Equal(0, Prometheus.Sum(atStart, "shardstream_gaps_total"));

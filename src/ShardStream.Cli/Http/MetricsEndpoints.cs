@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using ShardStream.Nodes;
 
 namespace ShardStream.Cli.Http;
@@ -11,8 +12,10 @@ namespace ShardStream.Cli.Http;
 /// </summary>
 internal sealed class MetricsEndpoints : IHttpEndpoints
 {
+    // service.name: target_info says service_name="shardstream" (without it, "unknown_service:"
+    // and the process name: dotnet or shardstream-linux-x64, by build).
     public void AddServices(IServiceCollection services) =>
-        services.AddOpenTelemetry().WithMetrics(metrics => metrics
+        services.AddOpenTelemetry().ConfigureResource(r => r.AddService("shardstream", autoGenerateServiceInstanceId: false)).WithMetrics(metrics => metrics
             .AddMeter(ShardStreamMetrics.MeterName)
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
 
