@@ -253,32 +253,40 @@ internal sealed partial class LatencyPlacement
         while (_walk.Count > 0)
         {
             var node = _walk.Pop();
-            var depth = _forest.Depth(node, shard);
-            if (node != Source)
+            var down = _forest.Depth(node, shard) < topDepth;
+            if (node == Source)
             {
-                double x = 0, y = 0, h = 0;
-                var n = 0;
-                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                for (var c = _forest.FirstChild(node, shard); down && c != None; c = _forest.NextSibling(c, shard))
                 {
-                    var cc = CoordinateOf(c);
-                    x += cc.X;
-                    y += cc.Y;
-                    h += cc.Height;
-                    n++;
+                    _walk.Push(c);
                 }
 
-                var parent = _forest.Parent(node, shard);
-                var pc = CoordinateOf(parent);
-                tops.Add(new TopPlace(node, parent, PlaceCost(node, node, shard, None), n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n, pc.X, pc.Y, pc.Height));
+                continue;
             }
 
-            if (depth < topDepth)
+            // One pass over the children: their centroid, the mean of the place's RTTs to them
+            // (PlaceCost, in the same order), and the walk down.
+            var me = CoordinateOf(node);
+            double x = 0, y = 0, h = 0, sum = 0;
+            var n = 0;
+            for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
             {
-                for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+                var cc = CoordinateOf(c);
+                x += cc.X;
+                y += cc.Y;
+                h += cc.Height;
+                sum += me.EstimateRtt(cc);
+                n++;
+                if (down)
                 {
                     _walk.Push(c);
                 }
             }
+
+            var parent = _forest.Parent(node, shard);
+            var pc = CoordinateOf(parent);
+            var cost = (parent == None ? 0 : me.EstimateRtt(pc)) + (n == 0 ? 0 : sum / n);
+            tops.Add(new TopPlace(node, parent, cost, n == 0 ? 0 : x / n, n == 0 ? 0 : y / n, n == 0 ? 0 : h / n, n, pc.X, pc.Y, pc.Height));
         }
     }
 
@@ -447,10 +455,11 @@ internal sealed partial class LatencyPlacement
                 {
                     var q = near[i];
                     var qc = CoordinateOf(q);
+                    var toQ = cc.EstimateRtt(qc);
                     for (var o = _forest.FirstChild(q, shard); o != None; o = _forest.NextSibling(o, shard))
                     {
                         var oc = CoordinateOf(o);
-                        var gain = now + oc.EstimateRtt(qc) - cc.EstimateRtt(qc) - oc.EstimateRtt(pc);
+                        var gain = now + oc.EstimateRtt(qc) - toQ - oc.EstimateRtt(pc);
                         if (gain > bestGain)
                         {
                             bestGain = gain;

@@ -129,6 +129,19 @@ internal sealed partial class LatencyPlacement
         _subject = CoordinateOf(node);
         _subjectNode = node;
         _measured = measured;
+        _measuredCount = 0;
+        if (measured is not null && measured.Count <= _measuredNodes.Length)
+        {
+            // A joiner measures a few RTTs: a short array is looked up faster than the dictionary.
+            foreach (var (n, rtt) in measured)
+            {
+                _measuredNodes[_measuredCount] = n;
+                _measuredRtts[_measuredCount++] = rtt;
+            }
+
+            _measured = null;
+        }
+
         _exact = exact;
         if (!exact)
         {
@@ -146,7 +159,13 @@ internal sealed partial class LatencyPlacement
     {
         Active = false;
         _measured = null;
+        _measuredCount = 0;
     }
+
+    // The RTTs the subject measured, when few (else _measured): node ids and RTTs (ms).
+    private readonly int[] _measuredNodes = new int[32];
+    private readonly double[] _measuredRtts = new double[32];
+    private int _measuredCount;
 
     /// <summary>
     /// The free slot to take in <paramref name="shard"/>: among <paramref name="blind"/> and the free
@@ -276,12 +295,13 @@ internal sealed partial class LatencyPlacement
     /// </summary>
     public int ChooseOpenFor(int node, int shard, int maxParentDepth, int blind)
     {
-        var (subject, subjectNode, measured, nearCount) = (_subject, _subjectNode, _measured, _nearCount);
+        var (subject, subjectNode, measured, measuredCount, nearCount) = (_subject, _subjectNode, _measured, _measuredCount, _nearCount);
         Span<int> near = stackalloc int[_near.Length];
         _near.CopyTo(near);
         _subject = CoordinateOf(node);
         _subjectNode = node;
         _measured = null;
+        _measuredCount = 0;
         try
         {
             if (_subject.Error >= 1)
@@ -294,7 +314,7 @@ internal sealed partial class LatencyPlacement
         }
         finally
         {
-            (_subject, _subjectNode, _measured, _nearCount) = (subject, subjectNode, measured, nearCount);
+            (_subject, _subjectNode, _measured, _measuredCount, _nearCount) = (subject, subjectNode, measured, measuredCount, nearCount);
             near.CopyTo(_near);
         }
     }
@@ -548,7 +568,17 @@ internal sealed partial class LatencyPlacement
     private double LastEdge(int parent, out bool measured)
     {
         var rtt = 0.0;
-        measured = _measured is not null && _measured.TryGetValue(parent, out rtt);
+        if (_measuredCount > 0)
+        {
+            var at = _measuredNodes.AsSpan(0, _measuredCount).IndexOf(parent);
+            measured = at >= 0;
+            rtt = measured ? _measuredRtts[at] : 0;
+        }
+        else
+        {
+            measured = _measured is not null && _measured.TryGetValue(parent, out rtt);
+        }
+
         return measured ? rtt : _subject.EstimateRtt(CoordinateOf(parent));
     }
 
@@ -647,6 +677,22 @@ internal sealed partial class LatencyPlacement
             return 0;
         }
 
+        var i = (node * _forest.ShardCount) + shard;
+        if ((uint)i < (uint)_path.Length)
+        {
+            var entry = _path[i];
+            if (entry.Stamp != 0 && _joins - entry.Stamp < PathCacheJoins)
+            {
+                return entry.Delay;
+            }
+        }
+
+        return FillPathDelay(node, shard);
+    }
+
+    /// <summary><see cref="CachedPathDelay"/> when the cache has no fresh entry for (<paramref name="node"/>, <paramref name="shard"/>).</summary>
+    private double FillPathDelay(int node, int shard)
+    {
         var k = _forest.ShardCount;
         var i = (node * k) + shard;
         if (i >= _path.Length)
@@ -740,6 +786,13 @@ internal sealed partial class LatencyPlacement
         var count = 0;
         for (var z = 0; z < distances.Length; z++)
         {
+            if (count == WideZones && Vector256.IsHardwareAccelerated && (z & 3) == 0 && z + 4 <= distances.Length
+                && Vector256.GreaterThanOrEqualAll(Vector256.Create(distances.Slice(z, 4)), Vector256.Create(best[WideZones - 1])))
+            {
+                z += 3; // none of these four is nearer than the farthest kept (as the test below, four at once)
+                continue;
+            }
+
             var d = distances[z];
             if (count == WideZones && best[WideZones - 1] <= d)
             {
