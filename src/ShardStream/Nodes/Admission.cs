@@ -15,7 +15,7 @@ namespace ShardStream.Nodes;
 /// the <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
 internal sealed class Admission(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
-    RepairService repair, RunSigner signer, JoinSlots slots, ReachabilityProbe probe, Relay relay, Admission.IHost host, ILogger log, CancellationToken stopping)
+    RepairService repair, RunSigner signer, JoinSlots slots, ReachabilityProbe probe, Relay relay, Admission.IHost host, ILogger log, TimeProvider time, CancellationToken stopping)
 {
     /// <summary>What admission needs of the node that owns the links.</summary>
     internal interface IHost
@@ -38,6 +38,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// </summary>
     public async Task<PeerSession?> JoinAsync(Link link, Hello hello)
     {
+        JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
         int k = options.ShardCount;
         int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
         budget = CapUpload(hello, budget);
@@ -70,13 +71,18 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         // A latency-aware plan first wants to know where the joiner is.
         if (await SendLandmarksAsync(link, hello).ConfigureAwait(false)) return null;
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
+        long probeStart = time.GetTimestamp();
         string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await probe.ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
+        long beforeLock = time.GetTimestamp();
+        if (budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion) JoinStages.Record(time, JoinStages.Probe, probeStart, beforeLock);
         if (unreachable is not null) budget = 0;
         Welcome welcome;
         PeerSession session;
         List<PeerSession> demote;
+        long inLock, placed;
         lock (tracker.Gate)
         {
+            inLock = time.GetTimestamp();
             var planner = tracker.Planner;
             // A peer that joins again (it says where each shard goes on) still needs the tail and
             // the ends, which the windows hold: only new joiners are refused after the end.
@@ -125,7 +131,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (session.Version >= Protocol.StreamHeaderVersion) link.Send(source.SignedHeader(startSeq, mediaHeader).Write);
             host.StartControl(link, session.Version, measureRtt: true);
             Subscribe(link, entries);
+            placed = time.GetTimestamp();
         }
+        JoinStages.Record(time, JoinStages.Lock, beforeLock, inLock);
+        JoinStages.Record(time, JoinStages.Placement, inLock, placed);
+        JoinStages.Record(time, JoinStages.Welcome, link.AcceptedAt, placed);
         turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(log, session.Id, session.Address, unreachable);
         // Peers this joiner could not connect to when it measured them (see NoteUnreachableReports).
@@ -257,6 +267,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         if (landmarks.Length == 0) return false;
         CoordinatorLog.SendingLandmarks(log, link.Name, landmarks.Length);
         await link.WriteNowAsync(new Landmarks(landmarks).Write, stopping).ConfigureAwait(false);
+        JoinStages.Record(time, JoinStages.Landmarks, link.HelloAt, time.GetTimestamp());
         await link.ShutdownAsync("landmarks sent").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
         return true;

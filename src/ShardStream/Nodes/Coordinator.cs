@@ -52,7 +52,7 @@ public sealed class Coordinator : Node, Admission.IHost
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
         _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => { _probe.Forget(session.Address); _eviction.Forget(session.Id); }, Stopping);
         _joinSlots = new JoinSlots(options, Log, Stopping);
-        _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Stopping);
+        _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Time, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
     }
 

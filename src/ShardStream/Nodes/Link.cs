@@ -146,6 +146,12 @@ internal sealed partial class Link : IAsyncDisposable
     /// </summary>
     public bool LenientUntilHeard { get; set; }
 
+    /// <summary>When an incoming link was accepted, and when its hello was read (timestamps of the node's clock; 0 for a link this node opened): for <see cref="JoinStages"/>.</summary>
+    public long AcceptedAt { get; set; }
+
+    /// <inheritdoc cref="AcceptedAt"/>
+    public long HelloAt { get; set; }
+
     private volatile bool _heardSinceStart;
 
     /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>

@@ -136,12 +136,13 @@ public abstract partial class Node : IAsyncDisposable
                 continue;
             }
             if (connection is null) return;
+            long accepted = Time.GetTimestamp();
             // Near the open-file limit: what was accepted is taken, and no more until connections close.
             if (NodeOptionsBase.OpenFileLimit is { } limit && TcpTransport.OpenConnections >= limit - NodeOptionsBase.AcceptReserve)
                 await WaitForDescriptorsAsync(limit).ConfigureAwait(false);
             // Into the gate in accept order, so that "the oldest waiting" means the oldest.
             var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress), connection.Abort);
-            _ = HandleIncomingAsync(connection, waiter);
+            _ = HandleIncomingAsync(connection, waiter, accepted);
         }
     }
 
@@ -267,7 +268,7 @@ public abstract partial class Node : IAsyncDisposable
     {
     }
 
-    private async Task HandleIncomingAsync(IConnection connection, HelloGate.Waiter waiter)
+    private async Task HandleIncomingAsync(IConnection connection, HelloGate.Waiter waiter, long accepted)
     {
         // On the thread pool, as Task.Run would; the accept loop goes on at once.
         await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
@@ -287,6 +288,8 @@ public abstract partial class Node : IAsyncDisposable
                 if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
                 // The coordinator hands this address on to later joiners: it must be one.
                 if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
+                link.AcceptedAt = accepted;
+                link.HelloAt = Time.GetTimestamp();
             }
             catch (ProtocolException e)
             {
