@@ -105,8 +105,7 @@ internal sealed class SwarmPeer
                     break;
                 }
                 var rtt = Stopwatch.GetElapsedTime(sent);
-                await peer._input.CompleteAsync().ConfigureAwait(false);
-                peer.Abort();
+                await peer.CloseAfterLandmarksAsync(deadline.Token).ConfigureAwait(false);
                 if (round >= MaxLandmarkRounds) throw new ProtocolException($"still sent landmarks after {MaxLandmarkRounds} rounds");
                 // The coordinator is landmark 0, at the anchor of the coordinates: the swarm peer says it is there.
                 if (nodes.Nodes.FirstOrDefault(n => n.Id == 0) is { Coordinate.IsUnknown: false } source)
@@ -161,6 +160,34 @@ internal sealed class SwarmPeer
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or ProtocolException or ObjectDisposedException)
         {
             // No probe (a peer with no upload is not probed), or the coordinator gave up on it: the Welcome says what it decided.
+        }
+    }
+
+    /// <summary>
+    /// Closes a landmark round's connection as a peer does (<see cref="Nodes.Peer"/>): the send side
+    /// first, then, once the coordinator has closed its side too (it does right after the
+    /// landmarks), the socket, without a reset; a coordinator that meets a reset pays for an
+    /// exception (docs/performance.md, "Where a join's time goes").
+    /// </summary>
+    private async Task CloseAfterLandmarksAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Send);
+            var input = _input!;
+            while (true)
+            {
+                var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted) break;
+            }
+            await input.CompleteAsync().ConfigureAwait(false);
+            Interlocked.Exchange(ref _gone, 1);
+            _socket.Dispose();
+        }
+        catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException)
+        {
+            Abort();
         }
     }
 

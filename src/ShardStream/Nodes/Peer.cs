@@ -116,6 +116,9 @@ public sealed partial class Peer : Node, IPeerParents
                 {
                     // A latency-aware coordinator wants a coordinate first (Peer.Landmarks.cs): measure, and join again.
                     var rtt = Time.GetElapsedTime(sent);
+                    // Closed in order (the coordinator closed its side after the landmarks): a
+                    // reset would cost the coordinator an exception per round (docs/performance.md).
+                    await link.ShutdownAsync("landmarks read").ConfigureAwait(false);
                     await link.DisposeAsync().ConfigureAwait(false);
                     await MeasureLandmarksAsync(nodes, rtt, cancellationToken).ConfigureAwait(false);
                     measured++;
