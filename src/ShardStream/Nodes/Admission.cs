@@ -128,7 +128,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             link.Send(welcome.Write);
             if (unreachable is not null)
                 link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
-            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(source.SignedHeader(startSeq, mediaHeader).Write);
+            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(source.SignedHeaderFrame(startSeq, mediaHeader));
             host.StartControl(link, session.Version, measureRtt: true);
             Subscribe(link, entries);
             placed = time.GetTimestamp();

@@ -338,6 +338,24 @@ internal sealed class StreamSource
         return _signer.SignHeader((byte)(header?.Format ?? MediaFormat.Raw), header?.Generation ?? 0, (ulong)startSeq, bytes);
     }
 
+    /// <summary>The last stream header frame signed for joiners: its start, the media header it carries, the encoded frame.</summary>
+    private (long Seq, MediaHeader? Header, byte[] Frame)? _lastHeaderFrame;
+
+    /// <summary>
+    /// The signed stream header frame (<see cref="SignedHeader"/>, encoded) for a joiner that starts
+    /// at <paramref name="startSeq"/>. The last one is kept and given to every joiner with the same
+    /// start and header (the same message, so the same Ed25519 signature): a storm of joins costs a
+    /// signature per join point, not per join (docs/performance.md, "Where a join's time goes").
+    /// Called under the gate; the frame is shared, and only read.
+    /// </summary>
+    public byte[] SignedHeaderFrame(long startSeq, MediaHeader? header)
+    {
+        if (_lastHeaderFrame is { } last && last.Seq == startSeq && ReferenceEquals(last.Header, header)) return last.Frame;
+        var frame = FrameWriting.ToArray(SignedHeader(startSeq, header).Write);
+        _lastHeaderFrame = (startSeq, header, frame);
+        return frame;
+    }
+
     /// <summary>Lets go of the chunks still waiting for their signature.</summary>
     public void Clear()
     {
