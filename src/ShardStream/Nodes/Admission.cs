@@ -68,13 +68,19 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         }
         // A peer the coordinator still lists, joining again: it keeps its place.
         if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return rejoined;
-        // A latency-aware plan first wants to know where the joiner is.
-        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false)) return null;
+        bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion;
+        // A latency-aware plan first wants to know where the joiner is; the dial-back starts now,
+        // while the joiner measures, and its placing Join takes the result.
+        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false))
+        {
+            if (probed) StartEarlyProbe(advertised, hello.PeerId);
+            return null;
+        }
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         long probeStart = time.GetTimestamp();
-        string? unreachable = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion ? await probe.ProbeAsync(advertised, hello.PeerId).ConfigureAwait(false) : null;
+        string? unreachable = probed ? await (TakeEarlyProbe(advertised, hello.PeerId) ?? probe.ProbeAsync(advertised, hello.PeerId)).ConfigureAwait(false) : null;
         long beforeLock = time.GetTimestamp();
-        if (budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion) JoinStages.Record(time, JoinStages.Probe, probeStart, beforeLock);
+        if (probed) JoinStages.Record(time, JoinStages.Probe, probeStart, beforeLock);
         if (unreachable is not null) budget = 0;
         Welcome welcome;
         PeerSession session;
@@ -143,6 +149,63 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         CoordinatorLog.PeerJoined(log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         return session;
+    }
+
+    /// <summary>
+    /// Dial-backs started at a joiner's landmark round, by join token (<see cref="StartEarlyProbe"/>);
+    /// bounded, oldest forgotten first. Under its own lock.
+    /// </summary>
+    private readonly Dictionary<ulong, (string Address, Task<string?> Result, long Started)> _earlyProbes = [];
+    private readonly Queue<ulong> _earlyProbeOrder = new();
+
+    /// <summary>How old an early dial-back's result may be when the placing Join takes it: else it probes again.</summary>
+    private TimeSpan EarlyProbeFreshness => options.HeartbeatTimeout * 2;
+
+    /// <summary>
+    /// Starts the dial-back of a joiner that was just sent landmarks (or candidate parents): it
+    /// measures them, then joins again, and the coordinator's connect, hello and read to its
+    /// address overlap with that instead of adding to the wait for its Welcome (docs/performance.md,
+    /// "Where a join's time goes"). One per join token; the check is the same, only earlier.
+    /// </summary>
+    private void StartEarlyProbe(string address, ulong token)
+    {
+        if (token == 0) return;
+        // Taken before the probe starts: a joiner's two landmark rounds may get here at once, and
+        // two probes to one address would be one too many (a listener may answer only one).
+        var result = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_earlyProbes)
+        {
+            if (!_earlyProbes.TryAdd(token, (address, result.Task, time.GetTimestamp()))) return;
+            _earlyProbeOrder.Enqueue(token);
+            while (_earlyProbeOrder.Count > MaxCandidateTokens) _earlyProbes.Remove(_earlyProbeOrder.Dequeue());
+        }
+        _ = ProbeIntoAsync(result, address, token);
+    }
+
+    private async Task ProbeIntoAsync(TaskCompletionSource<string?> result, string address, ulong token)
+    {
+        try
+        {
+            result.TrySetResult(await probe.ProbeAsync(address, token).ConfigureAwait(false));
+        }
+        catch (Exception e)
+        {
+            // Stopping (cancelled), or what a probe made at placement would have thrown: the placing Join meets it.
+            result.TrySetException(e);
+        }
+    }
+
+    /// <summary>
+    /// The early dial-back of this joiner (<see cref="StartEarlyProbe"/>), when it was made to the
+    /// same address for the same token, lately; null when none was (the caller probes now).
+    /// </summary>
+    private Task<string?>? TakeEarlyProbe(string address, ulong token)
+    {
+        lock (_earlyProbes)
+        {
+            if (!_earlyProbes.Remove(token, out var early)) return null;
+            return early.Address == address && time.GetElapsedTime(early.Started) <= EarlyProbeFreshness ? early.Result : null;
+        }
     }
 
     /// <summary>The proof that this coordinator holds the stream's key: the joiner checks it against its nonce (and the Welcome's run id).</summary>

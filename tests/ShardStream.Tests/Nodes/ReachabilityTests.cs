@@ -14,14 +14,16 @@ public sealed class ReachabilityTests
     private static readonly TimeSpan Deadline = Overlay.Deadline;
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(4)]
-    public async Task A_joiner_nobody_can_connect_to_is_placed_as_a_leaf_and_told_why(int shards)
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(4, false)]
+    // Latency-aware: the dial-back starts at the joiner's landmark round, and its placing Join takes the result.
+    [InlineData(2, true)]
+    public async Task A_joiner_nobody_can_connect_to_is_placed_as_a_leaf_and_told_why(int shards, bool latencyAware)
     {
         var network = new VirtualNetwork();
         var coordinatorLogs = new LogCapture();
-        await using var coordinator = new Coordinator(new CoordinatorOptions { ShardCount = shards, MinPeers = 6, ListenAddress = "coord:1" }, network.Host("coord"), coordinatorLogs.Factory);
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ShardCount = shards, MinPeers = 6, ListenAddress = "coord:1", LatencyAware = latencyAware }, network.Host("coord"), coordinatorLogs.Factory);
         await coordinator.StartAsync(CancellationToken.None);
         var peers = new List<(Peer Peer, MemoryStream Output)>();
         var hiddenLogs = new LogCapture();
