@@ -107,6 +107,9 @@ public sealed class AddressTests
             var outputs = peers.Where(p => p != parent).Select(p => (p.Peer, p.Output, Run: Task.Run(() => p.Peer.RunAsync(p.Output, CancellationToken.None)))).ToList();
             var data = Overlay.RandomBytes(2_000_000, 7);
             await source.Writer.WriteAsync(data.AsMemory(0, 1_000_000));
+            // The coordinator streams only once all three peers are attached (MinPeers): a parent
+            // that left before then would leave it waiting for a third peer for ever.
+            await Overlay.WaitUntilAsync(() => outputs.All(o => o.Output.Length > 0), "the stream reaches both running peers");
 
             // The parent leaves: its place under the coordinator is free, so the child moves there.
             await parent.Peer.LeaveAsync(TimeSpan.FromSeconds(30));
