@@ -72,6 +72,8 @@ public sealed class CliErrorTests
     [InlineData("Option '--connect' is required", "peer")]
     [InlineData("--upload: 'abc' is not a number", "peer", "-c", "127.0.0.1:1", "--upload", "abc")]
     [InlineData("--peers: 'many' is not a whole number", "simulate", "--peers", "many")]
+    [InlineData("--upload: '1,5' is not a number (decimals take a dot: 1.5)", "peer", "-c", "127.0.0.1:1", "--upload", "1,5")]
+    [InlineData("--upload: '2,5' is not a number (decimals take a dot: 2.5)", "simulate", "--peers", "10", "--upload", "2,5")]
     [InlineData("--shards must be between 1 and 16, got 0", "simulate", "--peers", "10", "--shards", "0")]
     [InlineData("'garbage' is not a stream address: it must be the 64 hex digits the coordinator prints at start", "peer", "-c", "127.0.0.1:1", "--stream", "garbage")]
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "coordinator", "-l", "127.0.0.1:0", "--replay-seconds", "1")]
