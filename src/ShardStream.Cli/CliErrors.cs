@@ -54,6 +54,13 @@ internal static class CliErrors
                 _ => null,
             };
             if (expected is not null) return $"{option.Option.Name}: '{value}' is not {expected}";
+            // A value outside a fixed list (AcceptOnlyFromAmong): the parser's message names no flag.
+            int among = error.Message.IndexOf("Must be one of:", StringComparison.Ordinal);
+            if (among >= 0)
+            {
+                var allowed = error.Message[(among + "Must be one of:".Length)..].Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+                return $"{option.Option.Name}: '{value}' is not one of {string.Join(", ", allowed.Select(a => a.Trim('\'')))}";
+            }
         }
         return string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
     }
