@@ -153,6 +153,22 @@ internal sealed class FailureDetector
         while (Interlocked.CompareExchange(ref _lastHeard, moved, seen) != seen);
     }
 
+    /// <summary>
+    /// The earliest time (a timestamp of the node's clock) at which <see cref="IsDead(bool, out string)"/>
+    /// could say dead, judging by what was heard so far: the last arrival plus the shorter of the
+    /// floor and the ceiling. It only moves later (an arrival, an excuse, a <see cref="Rescale"/>),
+    /// so a check first made then misses no death (the node's timer asks only links this near).
+    /// </summary>
+    public long EarliestDeath
+    {
+        get
+        {
+            var o = _options;
+            var least = o.MinSilence < o.MaxSilence ? o.MinSilence : o.MaxSilence;
+            return Interlocked.Read(ref _lastHeard) + (long)(least.TotalSeconds * _time.TimestampFrequency);
+        }
+    }
+
     /// <summary>φ of the current silence: -log10 of the chance that a living other side is silent that long.</summary>
     public double Phi() => Phi(Silence);
 

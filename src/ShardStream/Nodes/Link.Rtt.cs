@@ -89,17 +89,24 @@ internal sealed partial class Link
 
     private TimeSpan PingInterval => RttSamples < EarlySamples ? _heartbeatInterval : _heartbeatInterval * SteadyPingFactor;
 
-    /// <summary>From <see cref="Tick"/>: a ping when one is due (an unanswered one is given up after 4 intervals).</summary>
-    private void TickPing(long now)
+    /// <summary>
+    /// From <see cref="Tick"/>: a ping when one is due (an unanswered one is given up after 4
+    /// intervals). Returns the earliest time the next one can be due (a pong may come before the
+    /// four intervals are over: then one interval after the last ping), or never without pings.
+    /// </summary>
+    private long TickPing(long now)
     {
-        if (_localCoordinate is null) return;
+        if (_localCoordinate is null) return long.MaxValue;
         long queued = Interlocked.Read(ref _pingQueuedAt);
-        if (queued != 0 && _time.GetElapsedTime(queued, now) < (Interlocked.Read(ref _outstandingPing) == 0 ? PingInterval : PingInterval * 4)) return;
+        var interval = PingInterval;
+        if (queued != 0 && _time.GetElapsedTime(queued, now) < (Interlocked.Read(ref _outstandingPing) == 0 ? interval : interval * 4))
+            return queued + (long)(interval.TotalSeconds * _time.TimestampFrequency);
         ulong token = ++_pingToken;
         Interlocked.Exchange(ref _outstandingPing, token);
         Interlocked.Exchange(ref _pingSentAt, 0);
         Interlocked.Exchange(ref _pingQueuedAt, now);
         _connection.Send(FrameWriting.ToArray(new Ping(token).Write), (_, _, sentAt) => Interlocked.Exchange(ref _pingSentAt, sentAt));
+        return now + (long)(interval.TotalSeconds * _time.TimestampFrequency);
     }
 
     /// <summary>The heartbeat to send now: with this node's coordinate on a version-6 link.</summary>

@@ -246,14 +246,20 @@ internal sealed partial class Link : IAsyncDisposable
     /// Called by the owner's timer: sends a heartbeat when quiet, ends the link when its failure
     /// detector takes the other side for dead. <paramref name="lenient"/>: the owner seems stalled (most of its links are silent at once),
     /// so only the longest silence (<see cref="FailureDetectorOptions.MaxSilence"/>) ends the link.
+    /// Returns the earliest time (a timestamp of the node's clock) at which a tick could do anything
+    /// here again: a heartbeat due, a ping due, or a silence long enough to end the link; the
+    /// owner need not tick the link before then (<see cref="long.MaxValue"/>: never, it is closing;
+    /// now: at the next tick). Each of those times only moves later while the link lives, so a tick
+    /// at the time returned is never late for any of them.
     /// </summary>
-    public void Tick(bool lenient = false)
+    public long Tick(bool lenient = false)
     {
+        if (IsClosing) return long.MaxValue;
+        long now = _time.GetTimestamp();
         // Before the loops start, the hello/welcome exchange has its own timeout, and a heartbeat
         // must not slip in ahead of the welcome.
-        if (IsClosing || !Volatile.Read(ref _started)) return;
+        if (!Volatile.Read(ref _started)) return now;
         lenient |= LenientUntilHeard && !_heardSinceStart;
-        long now = _time.GetTimestamp();
         if (_detector.IsDead(lenient, out var reason) && _connection.HasUnreadInput)
         {
             // Bytes from the other side wait unread: it is alive, this side is slow to read.
@@ -264,11 +270,18 @@ internal sealed partial class Link : IAsyncDisposable
         {
             ShardStreamMetrics.HeartbeatTimeouts.Add(1);
             CloseAsync(GoodbyeCode.Timeout, reason).Observe(_log, $"{Name}: closing");
-            return;
+            return long.MaxValue;
         }
-        TickPing(now);
-        if (_time.GetElapsedTime(_connection.LastSent, now) >= _heartbeatInterval)
+        long nextPing = TickPing(now);
+        long interval = (long)(_heartbeatInterval.TotalSeconds * _time.TimestampFrequency);
+        long lastSent = _connection.LastSent;
+        if (now - lastSent >= interval)
+        {
             Send(HeartbeatToSend());
+            // Queued now; the writer stamps its send a moment later. The next one is due an interval from now.
+            lastSent = now;
+        }
+        return Math.Min(Math.Min(lastSent + interval, nextPing), _detector.EarliestDeath);
     }
 
     public ValueTask DisposeAsync() => _connection.DisposeAsync();

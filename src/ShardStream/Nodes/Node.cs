@@ -12,7 +12,7 @@ namespace ShardStream.Nodes;
 /// </summary>
 public abstract partial class Node : IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<Link, byte> _links = new();
+    private readonly ConcurrentDictionary<Link, TickSlot> _links = new();
     private readonly CancellationTokenSource _stopping = new();
     private readonly HelloGate _helloGate;
     private IConnectionListener? _listener;
@@ -80,7 +80,9 @@ public abstract partial class Node : IAsyncDisposable
     private protected Link NewLink(IConnection connection, string name)
     {
         var link = new Link(connection, name, NodeOptionsBase.LinkOptions, Log, Time);
-        _links.TryAdd(link, 0);
+        var slot = new TickSlot(link);
+        _links.TryAdd(link, slot);
+        _newLinks.Enqueue(slot);
         _ = DisposeAfterCloseAsync(link);
         return link;
     }
@@ -93,7 +95,8 @@ public abstract partial class Node : IAsyncDisposable
     private async Task DisposeAfterCloseAsync(Link link)
     {
         await ((Task)link.Closed).ConfigureAwait(ConfigureAwaitOptions.ForceYielding | ConfigureAwaitOptions.SuppressThrowing);
-        _links.TryRemove(link, out byte _);
+        // Its slot may wait in the tick schedule for up to a heartbeat interval: it lets go of the link now.
+        if (_links.TryRemove(link, out var slot)) slot.Link = null;
         // Hands the connection's buffers back (for a parent link: its receive slabs).
         try
         {
@@ -176,11 +179,31 @@ public abstract partial class Node : IAsyncDisposable
     private bool _stalled;
     private bool _probePending;
 
+    /// <summary>
+    /// A link's place in the tick schedule: the schedule holds the slot, not the link, so that a
+    /// closed link is let go at once (<see cref="DisposeAfterCloseAsync"/> clears it) even though
+    /// its slot waits for its time to come round.
+    /// </summary>
+    private sealed class TickSlot(Link link)
+    {
+        public volatile Link? Link = link;
+    }
+
+    /// <summary>Links opened since the last tick (any thread adds): ticked at the next tick, then scheduled.</summary>
+    private readonly ConcurrentQueue<TickSlot> _newLinks = new();
+
+    /// <summary>
+    /// The tick loop's schedule (its thread only): each link by the earliest time its tick could do
+    /// anything (<see cref="Link.Tick"/>), so that a tick visits only the links due, not all of them.
+    /// </summary>
+    private readonly PriorityQueue<TickSlot, long> _tickSchedule = new();
+
     private async Task TickLoopAsync()
     {
         var period = NodeOptionsBase.HeartbeatInterval / 2;
         using var timer = new PeriodicTimer(period, Time);
         long last = Time.GetTimestamp();
+        var due = new List<(TickSlot Slot, Link Link)>();
         try
         {
             while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
@@ -202,17 +225,37 @@ public abstract partial class Node : IAsyncDisposable
                     Volatile.Write(ref _probePending, true);
                     ThreadPool.UnsafeQueueUserWorkItem(static node => Volatile.Write(ref node._probePending, false), this, preferLocal: false);
                 }
-                if (paused > TimeSpan.Zero) FailureDetectorLog.NodePaused(Log, paused.TotalSeconds);
-                var links = _links.Keys.ToList();
-                foreach (var link in links) link.Excuse(paused);
+                if (paused > TimeSpan.Zero)
+                {
+                    FailureDetectorLog.NodePaused(Log, paused.TotalSeconds);
+                    foreach (var (link, _) in _links) link.Excuse(paused);
+                }
+                // Only the links whose time has come: a link not due can neither be taken for dead
+                // nor owe a heartbeat or a ping (Link.Tick says when it next can).
+                while (_newLinks.TryDequeue(out var added)) _tickSchedule.Enqueue(added, now);
+                due.Clear();
+                while (_tickSchedule.TryPeek(out var slot, out long at) && at <= now)
+                {
+                    _tickSchedule.Dequeue();
+                    if (slot.Link is { } link) due.Add((slot, link));
+                }
                 // Many peers rarely fail in the same moment; a node that stalled (a starved
                 // process, its own network) sees all its links fall silent together. Then only
                 // the longest silence closes a link; one silent link among live ones closes as usual.
-                int silent = links.Count(l => l.SeemsDead);
-                bool stalled = silent >= MinLinksForStall && silent * 2 >= links.Count;
-                if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, links.Count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
+                // A link not due is not silent enough to count (its detector cannot say dead yet).
+                int silent = 0;
+                foreach (var (_, link) in due)
+                    if (link.SeemsDead) silent++;
+                int count = _links.Count;
+                bool stalled = silent >= MinLinksForStall && silent * 2 >= count;
+                if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
                 _stalled = stalled;
-                foreach (var link in links) link.Tick(lenient: stalled || ShownAliveOtherwise(link));
+                foreach (var (slot, link) in due)
+                {
+                    long next = link.Tick(lenient: stalled || ShownAliveOtherwise(link));
+                    // Closing: it leaves the schedule. Still due (a silent link spared for now): the next tick.
+                    if (next != long.MaxValue) _tickSchedule.Enqueue(slot, Math.Max(next, now + 1));
+                }
                 CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
             }
         }

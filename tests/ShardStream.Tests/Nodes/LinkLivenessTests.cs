@@ -29,6 +29,35 @@ public sealed class LinkLivenessTests
     }
 
     [Fact]
+    public async Task A_silent_link_ticked_only_when_its_last_tick_said_is_closed_at_the_heartbeat_timeout_all_the_same()
+    {
+        // The node ticks a link only at the time its last tick returned, not every half interval:
+        // that time must never be later than the heartbeats due or the silence that ends the link.
+        var connection = new QuietConnection();
+        await using var link = Start(connection);
+        long start = _time.GetTimestamp();
+
+        long next = link.Tick();
+        var ticks = 1;
+        while (!link.Closed.IsCompleted && ticks < 40)
+        {
+            Assert.True(next > _time.GetTimestamp(), "a tick returned a time that is not ahead");
+            _time.Advance(_time.GetElapsedTime(_time.GetTimestamp(), next));
+            next = link.Tick();
+            ticks++;
+        }
+
+        var reason = await link.Closed.WaitAsync(Deadline);
+        Assert.Equal(CloseCode.TimedOut, reason.Code);
+        Assert.StartsWith("nothing heard for 5 s", reason.Text);
+        Assert.Equal(TimeSpan.FromSeconds(5), _time.GetElapsedTime(start));
+        // A heartbeat a second (1 s apart: nothing else is sent), and the one that finds it dead;
+        // ticked every half interval it would have been 11 ticks.
+        Assert.Equal(6, ticks);
+        Assert.Equal(long.MaxValue, next);
+    }
+
+    [Fact]
     public async Task A_link_whose_other_side_sent_bytes_that_wait_unread_is_not_closed()
     {
         // A loaded process: the other side's heartbeats are in the socket, this side has not
