@@ -18,14 +18,16 @@ public sealed class AdmissionControlTests
     {
         var net = new VirtualNetwork();
         // The hole accepts and never answers: the dial-back probe of a joiner that gives it as its
-        // address holds that join's turn for the probe's whole timeout (half the heartbeat timeout).
+        // address holds that join's turn until the test breaks the probe's connection (or for the
+        // probe's whole timeout, half the heartbeat timeout: 30 s, longer than a loaded machine
+        // stalls this test; with 4 s, a stall of 4 s before the next joiner asked let it in).
         var hole = await net.Host("hole").ListenAsync("hole:1", default);
         var holding = Task.Run(async () => await hole.AcceptAsync(default));
         var options = new CoordinatorOptions
         {
             ListenAddress = "coord:1",
             ShardCount = 1,
-            HeartbeatTimeout = TimeSpan.FromSeconds(8),
+            HeartbeatTimeout = TimeSpan.FromSeconds(60),
             HeartbeatInterval = TimeSpan.FromSeconds(1),
             MaxJoinsInProgress = 1,
             MaxJoinsWaiting = 0,
@@ -36,7 +38,7 @@ public sealed class AdmissionControlTests
         var stuck = await net.Host("stuck").ConnectAsync(coordinator.ListenAddress, default);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 5, Hello.DefaultUpload, [], "hole:1", RandomNumberGenerator.GetBytes(Protocol.NonceLength)).Write(stuck.Pipe.Output);
         await stuck.Pipe.Output.FlushAsync();
-        await holding.WaitAsync(Overlay.Deadline);
+        var probe = await holding.WaitAsync(Overlay.Deadline);
 
         // While that join holds the only turn, the next joiner hears why it is not placed.
         var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 6, Hello.DefaultUpload, [], "x:1", RandomNumberGenerator.GetBytes(Protocol.NonceLength)));
@@ -49,9 +51,14 @@ public sealed class AdmissionControlTests
         // A real peer told so backs off and joins once the turn is free.
         var logs = new LogCapture();
         await using var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ListenAddress = "p:1", HeartbeatTimeout = options.HeartbeatTimeout, HeartbeatInterval = options.HeartbeatInterval }, net.Host("p"), logs.Factory);
-        await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+        var joining = peer.StartAsync(default);
+        await Overlay.WaitUntilAsync(() => logs.Lines.Any(l => l.Message.StartsWith("coord:1 is busy: busy: 1 joins in progress", StringComparison.Ordinal)) || joining.IsCompleted,
+            "the peer is told the coordinator is busy");
+        Assert.False(joining.IsCompleted, "the peer joined while the only turn was held");
+        // The probe's connection breaks: the held joiner is placed (a leaf) and the turn is free.
+        probe!.Abort();
+        await joining.WaitAsync(Overlay.Deadline);
         Assert.True(peer.Id > 0);
-        Assert.Contains(logs.Lines, l => l.Message.StartsWith("coord:1 is busy: busy: 1 joins in progress", StringComparison.Ordinal));
         Assert.True(coordinator.JoinsRefusedBusy >= 2, $"{coordinator.JoinsRefusedBusy} busy answers");
     }
 
