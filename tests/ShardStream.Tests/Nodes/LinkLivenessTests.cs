@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using ShardStream.Nodes;
 using ShardStream.Transport;
+using ShardStream.Wire;
 
 namespace ShardStream.Tests.Nodes;
 
@@ -55,6 +56,100 @@ public sealed class LinkLivenessTests
         // ticked every half interval it would have been 11 ticks.
         Assert.Equal(6, ticks);
         Assert.Equal(long.MaxValue, next);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(6)]
+    [InlineData(7)]
+    [InlineData(8)]
+    public async Task A_link_ticked_only_when_due_is_closed_on_the_same_tick_as_one_ticked_every_half_interval(int seed)
+    {
+        // Two links hear the same arrivals at the same times (irregular gaps, so that phi and not
+        // only the floor decides; a heartbeat that lengthens the interval; bytes waiting unread;
+        // time the node did not run; ticks where the node is lenient), then silence. One is
+        // ticked every half interval, the other, as the node does, only at the first half-interval
+        // tick at or after the time its last tick returned. They must be closed on the same tick
+        // for the same reason (a time returned must never be later than the tick that acts), and
+        // a link that seems dead must be due (the node's stall rule counts only the links due).
+        var rng = new Random(seed);
+        var every = new QuietConnection();
+        var due = new QuietConnection();
+        await using var a = Start(every);
+        await using var b = Start(due);
+        a.AcceptLongerHeartbeats(TimeSpan.FromSeconds(3));
+        b.AcceptLongerHeartbeats(TimeSpan.FromSeconds(3));
+        var half = TimeSpan.FromSeconds(0.5);
+        long start = _time.GetTimestamp();
+        long keyB = start;
+        int ticksA = 0, ticksB = 0;
+        var silenceFrom = TimeSpan.FromSeconds(20 + (rng.NextDouble() * 20));
+        var nextArrival = TimeSpan.FromSeconds(0.3);
+        bool lengthened = false;
+        for (var tick = 1; tick <= 400 && !a.IsClosing; tick++)
+        {
+            var at = half * tick;
+            // Arrivals before this tick (never on a tick: an excuse there could hide one).
+            while (nextArrival < at && nextArrival < silenceFrom)
+            {
+                var elapsed = _time.GetElapsedTime(start, _time.GetTimestamp());
+                if (nextArrival > elapsed) _time.Advance(nextArrival - elapsed);
+                ulong value = !lengthened && nextArrival > TimeSpan.FromSeconds(8) && rng.Next(4) == 0 ? 2000UL : 0UL;
+                lengthened |= value != 0;
+                var frame = FrameWriting.ToArray(new Heartbeat(value).Write);
+                await every.ArriveAsync(frame);
+                await due.ArriveAsync(frame);
+                await WaitUntil(() => a.Silence == TimeSpan.Zero && b.Silence == TimeSpan.Zero
+                    && (value == 0 || (a.HeartbeatInterval == TimeSpan.FromSeconds(2) && b.HeartbeatInterval == TimeSpan.FromSeconds(2))));
+                var gap = rng.Next(6) == 0 ? 1.5 + (rng.NextDouble() * 3.5) : 0.2 + (rng.NextDouble() * 1.4);
+                nextArrival += TimeSpan.FromSeconds(gap);
+                if (nextArrival.Ticks % half.Ticks == 0) nextArrival += TimeSpan.FromMilliseconds(1);
+            }
+            _time.Advance(at - _time.GetElapsedTime(start, _time.GetTimestamp()));
+            long tickAt = _time.GetTimestamp();
+            // What the node does on every link: time it did not run excused, bytes seen waiting.
+            if (rng.Next(12) == 0)
+            {
+                var paused = TimeSpan.FromSeconds(0.2 + (rng.NextDouble() * 3));
+                a.Excuse(paused);
+                b.Excuse(paused);
+            }
+            bool unread = at < silenceFrom && rng.Next(15) == 0;
+            every.HasUnreadInput = due.HasUnreadInput = unread;
+            bool lenient = rng.Next(5) == 0;
+            // The node counts silent links for its stall rule among the links due only.
+            Assert.True(!b.SeemsDead || keyB <= tickAt, $"seed {seed}: at {at.TotalSeconds} s a link that seems dead is not due");
+            a.Tick(lenient);
+            ticksA++;
+            if (keyB <= tickAt)
+            {
+                long next = b.Tick(lenient);
+                ticksB++;
+                keyB = next == long.MaxValue ? long.MaxValue : Math.Max(next, tickAt + 1);
+            }
+            Assert.True(a.IsClosing == b.IsClosing, $"seed {seed}: at {at.TotalSeconds} s the link ticked every half interval is {(a.IsClosing ? "" : "not ")}closing, the other is {(b.IsClosing ? "" : "not ")}");
+        }
+
+        Assert.True(a.IsClosing, "the silent link was never closed");
+        var reasonA = await a.Closed.WaitAsync(Deadline);
+        var reasonB = await b.Closed.WaitAsync(Deadline);
+        Assert.Equal(reasonA, reasonB);
+        Assert.Equal(CloseCode.TimedOut, reasonB.Code);
+        Assert.True(ticksB < ticksA, $"ticked when due {ticksB} times, every half interval {ticksA}");
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the arrival was not read in time");
+            await Task.Delay(1);
+        }
     }
 
     [Fact]
@@ -136,6 +231,9 @@ public sealed class LinkLivenessTests
         private readonly Pipe _out = new();
 
         public bool HasUnreadInput { get; set; }
+
+        /// <summary>Bytes from the other side (a frame): the link's read loop reads them.</summary>
+        public async Task ArriveAsync(byte[] bytes) => await _in.Writer.WriteAsync(bytes);
 
         public IDuplexPipe Pipe => this;
 
