@@ -269,6 +269,14 @@ internal static partial class FailureDetectorLog
         Message = "{Link}: silent for {Seconds:0.0} s but bytes wait unread: alive, this side is slow to read")]
     public static partial void UnreadInput(ILogger log, string link, double seconds);
 
+    [LoggerMessage(EventId = 8004, EventName = "TickFailed", Level = LogLevel.Error,
+        Message = "{Link}: its heartbeat tick failed ({Reason}); closing that link, the others go on")]
+    public static partial void TickFailed(ILogger log, string link, string reason);
+
+    [LoggerMessage(EventId = 8005, EventName = "SlowChildCheckFailed", Level = LogLevel.Error,
+        Message = "the slow-child check failed ({Reason}); heartbeats and failure detection go on, the check runs again at the next tick")]
+    public static partial void SlowChildCheckFailed(ILogger log, string reason);
+
     [LoggerMessage(EventId = 8002, EventName = "MostLinksSilent", Level = LogLevel.Warning,
         Message = "{Silent} of {Links} links silent at once: more likely this node is stalled than they all failed; closing them only after {Ceiling:0.#} s of silence")]
     public static partial void MostLinksSilent(ILogger log, int silent, int links, double ceiling);

@@ -252,11 +252,30 @@ public abstract partial class Node : IAsyncDisposable
                 _stalled = stalled;
                 foreach (var (slot, link) in due)
                 {
-                    long next = link.Tick(lenient: stalled || ShownAliveOtherwise(link));
+                    long next;
+                    try
+                    {
+                        next = link.Tick(lenient: stalled || ShownAliveOtherwise(link));
+                    }
+                    catch (Exception e) when (!_stopping.IsCancellationRequested)
+                    {
+                        // One link's fault must not end heartbeats and failure detection for all
+                        // the others: that link goes (its other side repairs as after any loss).
+                        FailureDetectorLog.TickFailed(Log, link.Name, e.Message);
+                        link.Abort($"its heartbeat tick failed: {e.Message}");
+                        continue;
+                    }
                     // Closing: it leaves the schedule. Still due (a silent link spared for now): the next tick.
                     if (next != long.MaxValue) _tickSchedule.Enqueue(slot, Math.Max(next, now + 1));
                 }
-                CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
+                try
+                {
+                    CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
+                }
+                catch (Exception e) when (!_stopping.IsCancellationRequested)
+                {
+                    FailureDetectorLog.SlowChildCheckFailed(Log, e.Message);
+                }
             }
         }
         catch (OperationCanceledException)
