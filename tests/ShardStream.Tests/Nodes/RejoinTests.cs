@@ -101,6 +101,12 @@ public sealed class RejoinTests
         // wait for their signature before they go out), and a rejoin that came before its parent
         // had them would get them all, with no gap to count.
         await Overlay.WaitUntilAsync(() => overlay.Peers.Where(p => p.Peer != peer).All(p => p.Peer.BytesWritten == 300_000), "the stream went on without it");
+        // A window drops what it holds beyond its bytes only when the next chunk comes in, and it
+        // reaches back behind a child that was behind then: a stall of the machine while those
+        // parts went out left them all in the windows, and the rejoin then got every byte (no gap).
+        // One more part, once everyone has the others, moves every window past them.
+        await StreamAsync(overlay, 1, 50_000, 27);
+        await Overlay.WaitUntilAsync(() => overlay.Peers.Where(p => p.Peer != peer).All(p => p.Peer.BytesWritten == 350_000), "the windows moved on");
         overlay.Network.Unblock(host, "coord");
         await Overlay.WaitUntilAsync(() => peer.Id != first && overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == peer.Id), "the peer has joined again");
         // Placed is not yet served: its attach to the new parent may come after the coordinator
@@ -118,7 +124,7 @@ public sealed class RejoinTests
         // The source with one range cut out, after its first 100,000 bytes, and the parts streamed after the rejoin written.
         int cut = Enumerable.Range(0, got.Length).FirstOrDefault(i => i >= source.Length || got[i] != source[i], got.Length);
         Assert.True(cut >= 100_000, $"the output differs from the source at {cut}, before the 100,000 bytes written before the cut");
-        Assert.True(cut + peer.LostBytes <= 300_000, $"the gap {cut}..{cut + peer.LostBytes} runs into the parts streamed after the rejoin");
+        Assert.True(cut + peer.LostBytes <= 350_000, $"the gap {cut}..{cut + peer.LostBytes} runs into the parts streamed after the rejoin");
         Assert.True(source.AsSpan(cut + (int)peer.LostBytes).SequenceEqual(got.AsSpan(cut)), $"after the gap at {cut} ({peer.LostBytes} bytes) the output is not the rest of the source: {Ranges(source, got)}");
     }
 
