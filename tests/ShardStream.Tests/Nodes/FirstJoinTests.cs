@@ -57,20 +57,29 @@ public sealed class FirstJoinTests
             new byte[ShardStream.Wire.Protocol.NonceLength]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
 
-        // Everything the coordinator sends for 2.5 heartbeat timeouts: a welcome, then never a goodbye.
+        // Its welcome first, however long a loaded machine takes to place it (a window that began
+        // before could be over before the welcome was sent), then everything the coordinator sends
+        // for 2.5 heartbeat timeouts after it: never a goodbye, never the end of the link. (A node
+        // that was stalled does not count that time as the other side's silence, so a stall can
+        // only make it later to close the link.)
         var frames = new List<ShardStream.Wire.FrameType>();
+        using (var placing = new CancellationTokenSource(Overlay.Deadline))
+        {
+            try
+            {
+                await ReadFramesAsync(connection, frames, () => frames.Count > 0, placing.Token);
+            }
+            catch (OperationCanceledException) when (placing.IsCancellationRequested)
+            {
+                Assert.Fail($"no frame from the coordinator within {Overlay.Deadline.TotalSeconds} s of the hello");
+            }
+        }
+        Assert.Equal(ShardStream.Wire.FrameType.Welcome, frames[0]);
         using (var window = new CancellationTokenSource(timeout * 2.5))
         {
             try
             {
-                while (true)
-                {
-                    var result = await connection.Pipe.Input.ReadAsync(window.Token);
-                    var buffer = result.Buffer;
-                    while (ShardStream.Wire.FrameCodec.TryReadFrame(ref buffer, out var type, out _)) frames.Add(type);
-                    connection.Pipe.Input.AdvanceTo(buffer.Start, buffer.End);
-                    Assert.False(result.IsCompleted, $"the coordinator closed the link; frames: {string.Join(",", frames)}");
-                }
+                await ReadFramesAsync(connection, frames, () => false, window.Token);
             }
             catch (OperationCanceledException) when (window.IsCancellationRequested)
             {
@@ -78,10 +87,22 @@ public sealed class FirstJoinTests
             }
         }
 
-        Assert.Equal(ShardStream.Wire.FrameType.Welcome, frames[0]);
         Assert.DoesNotContain(ShardStream.Wire.FrameType.Goodbye, frames);
         Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Address == "quiet:1");
         connection.Abort();
+    }
+
+    /// <summary>Reads frames into <paramref name="frames"/> until <paramref name="done"/> says so; the link must stay open.</summary>
+    private static async Task ReadFramesAsync(IConnection connection, List<ShardStream.Wire.FrameType> frames, Func<bool> done, CancellationToken cancellationToken)
+    {
+        while (!done())
+        {
+            var result = await connection.Pipe.Input.ReadAsync(cancellationToken);
+            var buffer = result.Buffer;
+            while (ShardStream.Wire.FrameCodec.TryReadFrame(ref buffer, out var type, out _)) frames.Add(type);
+            connection.Pipe.Input.AdvanceTo(buffer.Start, buffer.End);
+            Assert.False(result.IsCompleted, $"the coordinator closed the link; frames: {string.Join(",", frames)}");
+        }
     }
 
     private static async Task PumpAsync(PipeReader from, PipeWriter to)
