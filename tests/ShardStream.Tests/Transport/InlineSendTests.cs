@@ -182,14 +182,21 @@ public sealed class InlineSendTests(ITestOutputHelper output)
         var fake = new RecordingConnection();
         fake.Result = () => fake.Sends == 1 ? new ValueTask(gate.Task) : ValueTask.CompletedTask;
         await using var connection = Started(fake);
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        for (int i = 0; i < 20; i++)
+        // The first send stays pending until the test lets it go (below): a producer that waited
+        // for it would never be done, so being done while it is held is the check (not a time,
+        // which a stalled machine can make as long as it likes).
+        var producing = Task.Run(() =>
         {
-            var chunk = NewChunk(i);
-            Assert.True(connection.TrySend(chunk, long.MaxValue, out _, sendInline: true));
-            chunk.Release();
-        }
-        Assert.True(watch.ElapsedMilliseconds < 1000, $"the producer waited {watch.ElapsedMilliseconds} ms");
+            for (int i = 0; i < 20; i++)
+            {
+                var chunk = NewChunk(i);
+                Assert.True(connection.TrySend(chunk, long.MaxValue, out _, sendInline: true));
+                chunk.Release();
+            }
+        });
+        var first = await Task.WhenAny(producing, Task.Delay(PipeIo.Deadline));
+        Assert.True(first == producing, $"the producer was still in its 20 TrySend calls {PipeIo.Deadline.TotalSeconds} s later, while the first send was pending");
+        await producing;
         Assert.Equal(1, fake.Sends);
         var closing = connection.CloseAsync(GoodbyeCode.TooSlow, "too slow");
         await Task.Delay(100);
