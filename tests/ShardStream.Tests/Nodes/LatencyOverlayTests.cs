@@ -35,12 +35,34 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
         await Overlay.WaitUntilAsync(() => p1.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 3) && p2.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 3)
             && overlay.Coordinator.LinkRtts().Count(r => r.Samples >= 3) >= 2, "both control links have three RTT samples at each end");
 
-        AssertRtt(p1.LinkRtts().First(r => r.RemoteId == 0), 80, "p1 to the coordinator");
-        AssertRtt(p2.LinkRtts().First(r => r.RemoteId == 0), 30, "p2 to the coordinator");
-        AssertRtt(overlay.Coordinator.LinkRtts().First(r => r.RemoteId == p1.Id && r.Link.StartsWith("peer", StringComparison.Ordinal)), 80, "the coordinator to p1");
-        // A link between the peers (in one direction or the other, per shard) when the plan made one.
-        foreach (var rtt in p1.LinkRtts().Where(r => r.RemoteId == p2.Id).Concat(p2.LinkRtts().Where(r => r.RemoteId == p1.Id)))
-            AssertRtt(rtt, 140, $"{rtt.Link} between the peers");
+        // A sample also holds whatever kept this process from running while its ping was out (a
+        // stalled machine; a starved process: 0.9-1.1 s on three links at once at load 5-9), and
+        // a link between the peers may have only that one sample yet. The least sample comes down
+        // to the network's delay as samples accumulate (a ping every heartbeat interval, then
+        // every five): wait until it has on every link, then check every link.
+        List<(LinkRtt Rtt, double ModelMs, string What)> Measured()
+        {
+            List<(LinkRtt, double, string)> links =
+            [
+                (p1.LinkRtts().First(r => r.RemoteId == 0), 80, "p1 to the coordinator"),
+                (p2.LinkRtts().First(r => r.RemoteId == 0), 30, "p2 to the coordinator"),
+                (overlay.Coordinator.LinkRtts().First(r => r.RemoteId == p1.Id && r.Link.StartsWith("peer", StringComparison.Ordinal)), 80, "the coordinator to p1"),
+            ];
+            // A link between the peers (in one direction or the other, per shard) when the plan made one.
+            foreach (var rtt in p1.LinkRtts().Where(r => r.RemoteId == p2.Id).Concat(p2.LinkRtts().Where(r => r.RemoteId == p1.Id)))
+                links.Add((rtt, 140, $"{rtt.Link} between the peers"));
+            return links;
+        }
+        var measured = Measured();
+        try
+        {
+            await Overlay.WaitUntilAsync(() => (measured = Measured()).All(m => m.Rtt.Min.TotalMilliseconds < MostLeastRtt(m.ModelMs)), "every link's least RTT is near the network's");
+        }
+        catch (TimeoutException)
+        {
+            // AssertRtt says which link.
+        }
+        foreach (var (rtt, modelMs, what) in measured) AssertRtt(rtt, modelMs, what);
 
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
@@ -145,6 +167,9 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
         output.WriteLine($"{what}: network {modelMs} ms, least {rtt.Min.TotalMilliseconds:0.#} ms, SRTT {rtt.Smoothed.TotalMilliseconds:0.#} ms, RTTVAR {rtt.Variation.TotalMilliseconds:0.#} ms, {rtt.Samples} samples");
         Assert.True(rtt.Min.TotalMilliseconds >= modelMs - TimerGrainMs, $"{what}: least RTT {rtt.Min.TotalMilliseconds:0.#} ms is below the network's {modelMs} ms");
         Assert.True(rtt.Smoothed.TotalMilliseconds >= modelMs - TimerGrainMs, $"{what}: SRTT {rtt.Smoothed.TotalMilliseconds:0.#} ms is below the network's {modelMs} ms");
-        Assert.True(rtt.Min.TotalMilliseconds < modelMs * 1.5 + 20, $"{what}: least RTT {rtt.Min.TotalMilliseconds:0.#} ms of {rtt.Samples} samples, the network's is {modelMs} ms");
+        Assert.True(rtt.Min.TotalMilliseconds < MostLeastRtt(modelMs), $"{what}: least RTT {rtt.Min.TotalMilliseconds:0.#} ms of {rtt.Samples} samples, the network's is {modelMs} ms");
     }
+
+    /// <summary>The least sample of a link is at most this over a network whose RTT is <paramref name="modelMs"/>.</summary>
+    private static double MostLeastRtt(double modelMs) => modelMs * 1.5 + 20;
 }
