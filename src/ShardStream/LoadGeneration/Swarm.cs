@@ -47,6 +47,12 @@ public sealed class Swarm
     /// <summary>Peers whose control link is open now.</summary>
     public int Connected => Volatile.Read(ref _connectedCount);
 
+    /// <summary>The peers connected now (a copy), for a test that looks at them or freezes one.</summary>
+    internal List<SwarmPeer> ConnectedPeers()
+    {
+        lock (_gate) return [.. _connected.Where(p => !p.Gone && !p.Ended.IsCompleted)];
+    }
+
     /// <summary>
     /// Runs the ramp (<see cref="SwarmOptions.Peers"/> joins at <see cref="SwarmOptions.JoinRate"/>),
     /// the hold (with churn), then leaves every peer at the join rate. <paramref name="progress"/>

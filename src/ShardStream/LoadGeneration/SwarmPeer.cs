@@ -25,15 +25,16 @@ internal sealed class SwarmPeer
     private int _gone;
 
     private byte[] _heartbeatFrame = PlainHeartbeat;
+    private readonly TimeSpan _baseInterval;
 
     private SwarmPeer(Socket socket, ulong token, TimeSpan heartbeatInterval)
     {
         _socket = socket;
         Token = token;
-        HeartbeatInterval = heartbeatInterval;
+        HeartbeatInterval = _baseInterval = heartbeatInterval;
     }
 
-    /// <summary>How often this peer heartbeats: the swarm's interval, or the longer one its coordinator asked for.</summary>
+    /// <summary>How often this peer heartbeats: the swarm's interval, or the one its coordinator asked for.</summary>
     public TimeSpan HeartbeatInterval { get; private set; }
 
     /// <summary>The join token: what the peer answers a reachability probe with.</summary>
@@ -271,13 +272,17 @@ internal sealed class SwarmPeer
         await input.CompleteAsync().ConfigureAwait(false);
     }
 
-    /// <summary>As a peer's control link does: a coordinator that asks for rarer heartbeats (up to a minute) gets them, and hears the interval back.</summary>
+    /// <summary>
+    /// As a peer's control link does: a coordinator that asks for rarer heartbeats (up to a
+    /// minute), or for more frequent ones again (down to the swarm's interval), gets them, and
+    /// hears the interval back.
+    /// </summary>
     private void OnHeartbeat(ReadOnlySequence<byte> body)
     {
         var reader = new SequenceReader<byte>(body);
         if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Value == 0) return;
         var interval = TimeSpan.FromMilliseconds(Math.Min(heartbeat.Value, int.MaxValue));
-        if (interval <= HeartbeatInterval || interval > Nodes.Peer.MaxControlHeartbeat) return;
+        if (interval == HeartbeatInterval || interval < _baseInterval || interval > Nodes.Peer.MaxControlHeartbeat) return;
         _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
         HeartbeatInterval = interval;
         // At once: the coordinator expects the old interval until it hears the new one.
@@ -331,13 +336,21 @@ internal sealed class SwarmPeer
         _socket.Dispose();
     }
 
+    /// <summary>
+    /// From now on sends nothing (no heartbeat, no answer), its connection left open, as a frozen
+    /// process's (stopped, swapped out, its host hung): for a test of the coordinator's failure detection.
+    /// </summary>
+    internal void Freeze() => Volatile.Write(ref _frozen, true);
+
+    private bool _frozen;
+
     private void Send(byte[] frame)
     {
         try
         {
             lock (_sendLock)
             {
-                if (Gone) return;
+                if (Gone || Volatile.Read(ref _frozen)) return;
                 _socket.Send(frame);
                 LastSent = Stopwatch.GetTimestamp();
             }

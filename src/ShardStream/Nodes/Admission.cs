@@ -124,6 +124,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
             tracker.Peers[id] = session;
+            tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
@@ -216,7 +217,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     {
         link.Name = $"peer {session.Id} ({advertised})";
         link.Role = new ControlRole(session);
-        if (options.ControlHeartbeatInterval is { } control && control > options.HeartbeatInterval) link.OfferLongerHeartbeats(control);
+        tracker.ControlHeartbeats.Offer(link);
     }
 
     /// <summary>The shards the coordinator serves itself go out on the control link.</summary>

@@ -296,6 +296,20 @@ public sealed class Coordinator : Node, Admission.IHost
         }
     }
 
+    /// <summary>
+    /// The heartbeat interval asked for on quiet control links now (chosen from the number of
+    /// peers, or pinned), and how many of the peers' control links the coordinator heartbeats at
+    /// that interval (those whose peer said it follows), of how many.
+    /// </summary>
+    internal (TimeSpan Interval, int Following, int Peers) ControlHeartbeatState()
+    {
+        lock (_tracker.Gate)
+        {
+            var interval = _tracker.ControlHeartbeats.Interval;
+            return (interval, _tracker.Peers.Values.Count(p => p.Control.HeartbeatInterval == interval), _tracker.Peers.Count);
+        }
+    }
+
     /// <summary>The round trip of the reachability probe to a peer's address, where one was made and answered.</summary>
     public TimeSpan? ProbeRoundTrip(string address) => _probe.RoundTrip(address);
 

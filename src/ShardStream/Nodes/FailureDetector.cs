@@ -53,6 +53,7 @@ internal sealed record FailureDetectorOptions
 internal sealed class FailureDetector
 {
     private FailureDetectorOptions _options;
+    private readonly FailureDetectorOptions _base;
     private readonly TimeProvider _time;
     // Seconds, as floats: half the memory of doubles for a link's 100 gaps (a coordinator holds
     // one detector per connected peer), and far finer than the gaps' own jitter.
@@ -67,7 +68,7 @@ internal sealed class FailureDetector
 
     public FailureDetector(FailureDetectorOptions options, TimeProvider time)
     {
-        _options = options;
+        _options = _base = options;
         _time = time;
         _samples = new float[Math.Max(2, options.MaxSamples)];
         _lastHeard = _lastSampled = time.GetTimestamp();
@@ -83,14 +84,17 @@ internal sealed class FailureDetector
     /// The other side said that it now sends a heartbeat only every <paramref name="interval"/>
     /// (a control link whose heartbeats were lengthened, docs/protocol.md section 10): judge its
     /// silences against that from now on. The gaps seen so far (at the old interval) are forgotten;
-    /// the floor becomes at least two such intervals and the ceiling at least eight.
+    /// the floor becomes the larger of the options' floor and two such intervals, the ceiling the
+    /// larger of the options' ceiling and eight. The interval may be shorter than the one before (a
+    /// coordinator that holds fewer peers than it did); the options' own interval or less restores
+    /// the options as they were given.
     /// </summary>
     public void Rescale(TimeSpan interval)
     {
         lock (_lock)
         {
-            var o = _options;
-            _options = o with
+            var o = _base;
+            _options = interval <= o.ExpectedInterval ? o : o with
             {
                 ExpectedInterval = interval,
                 SampleInterval = interval / 2,
@@ -98,6 +102,7 @@ internal sealed class FailureDetector
                 MinSilence = o.MinSilence > 2 * interval ? o.MinSilence : 2 * interval,
                 MaxSilence = o.MaxSilence > 8 * interval ? o.MaxSilence : 8 * interval,
             };
+            interval = _options.ExpectedInterval;
             _count = 0;
             _next = 0;
             _sum = 0;
@@ -156,8 +161,9 @@ internal sealed class FailureDetector
     /// <summary>
     /// The earliest time (a timestamp of the node's clock) at which <see cref="IsDead(bool, out string)"/>
     /// could say dead, judging by what was heard so far: the last arrival plus the shorter of the
-    /// floor and the ceiling. It only moves later (an arrival, an excuse, a <see cref="Rescale"/>),
-    /// so a check first made then misses no death (the node's timer asks only links this near).
+    /// floor and the ceiling. It only moves later (an arrival, an excuse, a <see cref="Rescale"/> to
+    /// a longer interval), so a check first made then misses no death (the node's timer asks only
+    /// links this near); after a rescale to a shorter interval the link's owner must ask again.
     /// </summary>
     public long EarliestDeath
     {

@@ -25,6 +25,7 @@ internal sealed partial class Link : IAsyncDisposable
     private readonly FailureDetector _detector;
     private bool _started;
     private TimeSpan _heartbeatInterval;
+    private TimeSpan _offeredHeartbeat;
     private TimeSpan _longestHeartbeat;
     private byte[] _heartbeatFrame = PlainHeartbeat;
 
@@ -45,35 +46,60 @@ internal sealed partial class Link : IAsyncDisposable
     public TimeSpan HeartbeatInterval => _heartbeatInterval;
 
     /// <summary>
-    /// The coordinator's side of a control link: asks the peer (in every heartbeat it sends) to
-    /// heartbeat only every <paramref name="interval"/>, and follows once the peer's heartbeats say
-    /// it does (docs/protocol.md section 10). Until then both keep the usual interval.
+    /// Called (on the read loop) when <see cref="HeartbeatInterval"/> became shorter: the link's
+    /// next tick may now be due earlier than its last tick said (a heartbeat, a silence that ends
+    /// it), so its owner must tick it again soon (<see cref="Node"/> reschedules it).
     /// </summary>
-    public void OfferLongerHeartbeats(TimeSpan interval)
-    {
-        _longestHeartbeat = interval;
-        _heartbeatFrame = FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write);
-    }
+    public Action<Link>? HeartbeatShortened { get; set; }
 
     /// <summary>
-    /// A peer's side of its control link: when the coordinator's heartbeats ask for a longer
-    /// interval, up to <paramref name="longest"/>, heartbeat that often and expect as much.
+    /// The coordinator's side of a control link: asks the peer (in every heartbeat it sends, as
+    /// <paramref name="frame"/>, a heartbeat whose value is <paramref name="interval"/>) to
+    /// heartbeat every <paramref name="interval"/>, longer or shorter than now, and follows once
+    /// the peer's heartbeats say it does (docs/protocol.md section 10). Until then both keep the
+    /// interval they have. The frame may be shared by every link (sends only read it).
     /// </summary>
-    public void AcceptLongerHeartbeats(TimeSpan longest) => _longestHeartbeat = longest;
+    public void OfferHeartbeats(TimeSpan interval, byte[] frame)
+    {
+        _offeredHeartbeat = interval;
+        _heartbeatFrame = frame;
+    }
 
-    /// <summary>A heartbeat arrived: one that names a longer interval, within what this link accepts, is followed.</summary>
+    /// <inheritdoc cref="OfferHeartbeats(TimeSpan, byte[])"/>
+    public void OfferHeartbeats(TimeSpan interval) => OfferHeartbeats(interval, FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write));
+
+    /// <summary>The interval this link's side of a control link asks for (<see cref="OfferHeartbeats(TimeSpan, byte[])"/>); zero when it asked for none.</summary>
+    public TimeSpan OfferedHeartbeat => _offeredHeartbeat;
+
+    /// <summary>
+    /// A peer's side of its control link: when the coordinator's heartbeats ask for another
+    /// interval, between this link's own and <paramref name="longest"/>, heartbeat that often and
+    /// expect as much.
+    /// </summary>
+    public void FollowHeartbeatRequests(TimeSpan longest) => _longestHeartbeat = longest;
+
+    /// <summary>
+    /// A heartbeat arrived. On a peer's control link, one that asks for another interval within
+    /// what this link follows is followed, and said at once. On the coordinator's, one that says
+    /// the peer now keeps another interval, no longer than the one asked for (or kept now), is followed.
+    /// </summary>
     private void OnHeartbeat(ReadOnlySequence<byte> body)
     {
-        if (_longestHeartbeat <= TimeSpan.Zero) return;
+        bool asking = _offeredHeartbeat > TimeSpan.Zero;
+        if (!asking && _longestHeartbeat <= TimeSpan.Zero) return;
         var reader = new SequenceReader<byte>(body);
         if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Value == 0) return;
         var interval = TimeSpan.FromMilliseconds(Math.Min(heartbeat.Value, int.MaxValue));
-        if (interval <= _heartbeatInterval || interval > _longestHeartbeat) return;
+        var longest = asking ? (_offeredHeartbeat > _heartbeatInterval ? _offeredHeartbeat : _heartbeatInterval) : _longestHeartbeat;
+        if (interval == _heartbeatInterval || interval < _options.HeartbeatInterval || interval > longest) return;
+        bool shorter = interval < _heartbeatInterval;
         _heartbeatInterval = interval;
-        _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
+        // The coordinator's heartbeats go on carrying what it asks for; a peer's say what it keeps.
+        if (!asking) _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
         _detector.Rescale(interval);
         // Say so at once: the other side keeps expecting the old interval until it hears this one.
         Send(_heartbeatFrame);
+        if (shorter) HeartbeatShortened?.Invoke(this);
         NodeLog.HeartbeatIntervalFollowed(_log, Name, interval.TotalSeconds);
     }
 

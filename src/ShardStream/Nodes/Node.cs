@@ -83,8 +83,26 @@ public abstract partial class Node : IAsyncDisposable
         var slot = new TickSlot(link);
         _links.TryAdd(link, slot);
         _newLinks.Enqueue(slot);
+        link.HeartbeatShortened = Reschedule;
         _ = DisposeAfterCloseAsync(link);
         return link;
+    }
+
+    /// <summary>
+    /// A link whose heartbeat interval became shorter (a control link whose other side asked for,
+    /// or now keeps, more frequent heartbeats): its place in the tick schedule may be later than
+    /// its next heartbeat or the earliest silence that ends it now. It gets a new slot, ticked at
+    /// the next tick and scheduled from there; the old one is let go (it leaves the schedule when
+    /// its time comes, empty). Any thread.
+    /// </summary>
+    private void Reschedule(Link link)
+    {
+        if (!_links.TryGetValue(link, out var old)) return;
+        var slot = new TickSlot(link);
+        // Closed meanwhile (DisposeAfterCloseAsync took it out), or rescheduled by another thread: nothing to do.
+        if (!_links.TryUpdate(link, slot, old)) return;
+        old.Link = null;
+        _newLinks.Enqueue(slot);
     }
 
     /// <summary>

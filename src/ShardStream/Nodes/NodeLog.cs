@@ -72,6 +72,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1662, LogLevel.Information, "peer {Id} lost parent {Parent}, which has been silent for {Silence:0.0} s: taking it for dead", EventName = "LostParentSilent")]
     public static partial void LostParentSilent(ILogger log, int id, int parent, double silence);
 
+    [LoggerMessage(1663, LogLevel.Information, "control links heartbeat every {Seconds:0.#} s from now on (was {Before:0.#} s): {Peers} peers held (--control-heartbeat S pins it)", EventName = "ControlHeartbeatChanged")]
+    public static partial void ControlHeartbeatChanged(ILogger log, double seconds, int peers, double before);
+
     [LoggerMessage(1664, LogLevel.Information, "peer {Id} lost parent {Parent}, which still answers the coordinator: attaching it there again for shard(s) {Shards}", EventName = "ReattachingToSameParent")]
     public static partial void ReattachingToSameParent(ILogger log, int id, int parent, string shards);
 

@@ -160,13 +160,25 @@ public sealed record CoordinatorOptions : NodeOptions
     public bool MergeShortReads { get; init; }
 
     /// <summary>
-    /// How often a peer and the coordinator heartbeat each other on a quiet control link; null (the
-    /// default) for <see cref="NodeOptions.HeartbeatInterval"/>. Longer cuts the coordinator's
-    /// heartbeat traffic (one frame each way per peer and interval) at the price of finding a frozen
-    /// peer, or a peer a frozen coordinator, later (docs/performance.md#the-coordinator-at-scale).
-    /// At most <see cref="Peer.MaxControlHeartbeat"/>, which is what a peer accepts.
+    /// How often a peer and the coordinator heartbeat each other on a quiet control link, pinned;
+    /// null (the default) to choose it from the number of peers held (see
+    /// <see cref="ControlHeartbeatsPerSecond"/>). Longer cuts the coordinator's heartbeat traffic
+    /// (one frame each way per peer and interval) at the price of finding a frozen peer, or a peer
+    /// a frozen coordinator, later (docs/resilience.md#heartbeats-and-failure-detection). At most
+    /// <see cref="Peer.MaxControlHeartbeat"/>, which is what a peer accepts; the heartbeat interval
+    /// pins the heartbeats of every link to it.
     /// </summary>
     public TimeSpan? ControlHeartbeatInterval { get; init; }
+
+    /// <summary>
+    /// Without <see cref="ControlHeartbeatInterval"/>: the control-link heartbeat interval is the
+    /// number of peers held divided by this, in whole seconds, between the heartbeat interval and
+    /// <see cref="Peer.MaxControlHeartbeat"/>, with hysteresis (<see cref="ControlHeartbeats"/>),
+    /// so that the coordinator hears about this many heartbeats a second whatever its size. 1,000
+    /// (the default) keeps 1 s up to 1,999 peers and costs this 2-core machine ~2% of a core
+    /// (docs/performance.md, "Control-link heartbeats chosen from the number of peers").
+    /// </summary>
+    public double ControlHeartbeatsPerSecond { get; init; } = 1000;
 
     /// <summary>
     /// How long a peer whose control link broke on its side (no goodbye, not timed out here) keeps
@@ -237,6 +249,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException($"the replay window (--replay-seconds, {ReplayWindowAge.TotalSeconds:0.##} s) must be longer than the {JoinBacklog.TotalSeconds:0.##} s a new viewer's stream starts back");
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
+        if (!(ControlHeartbeatsPerSecond > 0)) throw new ArgumentException("the control-link heartbeats a second must be positive");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))
             throw new ArgumentException($"the control-link heartbeat interval must lie between the heartbeat interval ({HeartbeatInterval.TotalSeconds:0.##} s) and {Peer.MaxControlHeartbeat.TotalSeconds:0} s");
     }

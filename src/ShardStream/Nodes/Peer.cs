@@ -185,8 +185,9 @@ public sealed partial class Peer : Node, IPeerParents
         _control = control;
         control.Name = "coordinator";
         control.Role = new CoordinatorRole();
-        // The coordinator may ask for rarer heartbeats on this link (it has many peers to hear from).
-        control.AcceptLongerHeartbeats(MaxControlHeartbeat);
+        // The coordinator may ask for rarer heartbeats on this link (it has many peers to hear
+        // from), and for more frequent ones again when it holds fewer.
+        control.FollowHeartbeatRequests(MaxControlHeartbeat);
         MeasureRtt(control, welcome.Version);
         List<(Link Old, byte[] Shards)> released;
         lock (_gate)

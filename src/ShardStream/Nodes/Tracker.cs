@@ -26,6 +26,23 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     /// <summary>Every listed peer's session, by id. Under the gate.</summary>
     public Dictionary<int, PeerSession> Peers { get; } = [];
 
+    /// <summary>How often quiet control links heartbeat, chosen from the number of peers (<see cref="PeersChanged"/>). Under the gate.</summary>
+    public ControlHeartbeats ControlHeartbeats { get; } = new(options);
+
+    /// <summary>
+    /// Called under the gate whenever <see cref="Peers"/> gained or lost a peer: when the number of
+    /// peers changes the control-link heartbeat interval, every control link is asked for the new
+    /// one (it goes out with each link's next heartbeat; the peer follows and says so). A walk over
+    /// every peer, but rare: the interval changes only when the count moved by a quarter.
+    /// </summary>
+    public void PeersChanged()
+    {
+        var before = ControlHeartbeats.Interval;
+        if (!ControlHeartbeats.Update(Peers.Count)) return;
+        foreach (var session in Peers.Values) ControlHeartbeats.Offer(session.Control);
+        CoordinatorLog.ControlHeartbeatChanged(log, ControlHeartbeats.Interval.TotalSeconds, Peers.Count, before.TotalSeconds);
+    }
+
     /// <summary>Peers that said they attached to all their parents. Under the gate.</summary>
     public int AttachedPeers => _attachedPeers;
 
@@ -48,6 +65,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     {
         if (!Peers.Remove(session.Id)) return false;
         if (session.Attached) _attachedPeers--;
+        PeersChanged();
         return true;
     }
 

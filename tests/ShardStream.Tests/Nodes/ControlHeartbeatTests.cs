@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using ShardStream.Nodes;
 using ShardStream.Transport;
+using ShardStream.Wire;
 
 namespace ShardStream.Tests.Nodes;
 
@@ -21,8 +22,8 @@ public sealed class ControlHeartbeatTests
         var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
         await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
         await using var peerSide = Start(peerEnd, "peer side");
-        coordinatorSide.OfferLongerHeartbeats(TimeSpan.FromSeconds(10));
-        peerSide.AcceptLongerHeartbeats(Peer.MaxControlHeartbeat);
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(10));
+        peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
 
         _time.Advance(TimeSpan.FromSeconds(1));
         coordinatorSide.Tick();
@@ -55,13 +56,99 @@ public sealed class ControlHeartbeatTests
     }
 
     [Fact]
+    public async Task Both_ends_move_back_to_a_shorter_interval_when_the_coordinator_asks_for_one_and_a_silent_peer_is_then_found_as_soon()
+    {
+        // A coordinator that holds fewer peers than it did asks for more frequent heartbeats again.
+        var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
+        await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
+        await using var peerSide = Start(peerEnd, "peer side");
+        int shortenedOnCoordinatorSide = 0, shortenedOnPeerSide = 0;
+        coordinatorSide.HeartbeatShortened = _ => Interlocked.Increment(ref shortenedOnCoordinatorSide);
+        peerSide.HeartbeatShortened = _ => Interlocked.Increment(ref shortenedOnPeerSide);
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(10));
+        peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(10) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(10), "both ends heartbeat every 10 s");
+
+        // The new request rides on the coordinator's next heartbeat, 10 s later.
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(2));
+        _time.Advance(TimeSpan.FromSeconds(10));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => peerSide.HeartbeatInterval == TimeSpan.FromSeconds(2), "the peer heartbeats every 2 s");
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(2), "the coordinator heartbeats every 2 s");
+        // Each end told its owner, whose schedule of ticks may have had the link 10 s away (once).
+        await Overlay.WaitUntilAsync(() => Volatile.Read(ref shortenedOnCoordinatorSide) >= 1 && Volatile.Read(ref shortenedOnPeerSide) >= 1, "both ends told their owners");
+        Assert.Equal(1, Volatile.Read(ref shortenedOnCoordinatorSide));
+        Assert.Equal(1, Volatile.Read(ref shortenedOnPeerSide));
+
+        // A peer that falls silent now is found by the 2 s interval's rules (floor: the 5 s
+        // heartbeat timeout, as 2 x 2 s is less), not the 10 s one's (floor 20 s).
+        var silentFrom = _time.GetUtcNow();
+        while (!coordinatorSide.Closed.IsCompleted && _time.GetUtcNow() - silentFrom < TimeSpan.FromSeconds(30))
+        {
+            _time.Advance(TimeSpan.FromSeconds(0.5));
+            coordinatorSide.Tick();
+        }
+        var reason = await coordinatorSide.Closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(CloseCode.TimedOut, reason.Code);
+        Assert.InRange((_time.GetUtcNow() - silentFrom).TotalSeconds, 5, 8);
+    }
+
+    [Fact]
+    public async Task A_coordinator_asking_for_the_heartbeat_interval_itself_brings_a_lengthened_link_back_to_it()
+    {
+        var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
+        await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
+        await using var peerSide = Start(peerEnd, "peer side");
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(4));
+        peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(4) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(4), "both ends heartbeat every 4 s");
+
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(1));
+        _time.Advance(TimeSpan.FromSeconds(4));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(1) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(1), "both ends heartbeat every second again");
+
+        // And each end's silences are judged as at the start: 5 s.
+        _time.Advance(TimeSpan.FromSeconds(4.5));
+        peerSide.Tick();
+        Assert.False(peerSide.Closed.IsCompleted);
+        _time.Advance(TimeSpan.FromSeconds(0.5));
+        peerSide.Tick();
+        var reason = await peerSide.Closed.WaitAsync(Overlay.Deadline);
+        Assert.StartsWith("nothing heard for 5 s", reason.Text);
+    }
+
+    [Fact]
+    public async Task A_coordinator_follows_no_interval_longer_than_it_asked_for()
+    {
+        // A peer cannot make the coordinator wait for it longer than the coordinator asked.
+        var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
+        await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
+        await using var peerSide = Start(peerEnd, "peer side");
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(5));
+        _time.Advance(TimeSpan.FromSeconds(0.5));
+        peerSide.Send(FrameWriting.ToArray(new Heartbeat(20_000).Write));
+        await Overlay.WaitUntilAsync(() => coordinatorSide.Silence == TimeSpan.Zero, "the coordinator read the heartbeat");
+        Assert.Equal(TimeSpan.FromSeconds(1), coordinatorSide.HeartbeatInterval);
+
+        // What it asked for it follows.
+        _time.Advance(TimeSpan.FromSeconds(0.5));
+        peerSide.Send(FrameWriting.ToArray(new Heartbeat(5_000).Write));
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(5), "the coordinator heartbeats every 5 s");
+    }
+
+    [Fact]
     public async Task A_peer_does_not_follow_an_interval_over_its_limit()
     {
         var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
         await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
         await using var peerSide = Start(peerEnd, "peer side");
-        coordinatorSide.OfferLongerHeartbeats(Peer.MaxControlHeartbeat * 2);
-        peerSide.AcceptLongerHeartbeats(Peer.MaxControlHeartbeat);
+        coordinatorSide.OfferHeartbeats(Peer.MaxControlHeartbeat * 2);
+        peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
 
         _time.Advance(TimeSpan.FromSeconds(1));
         coordinatorSide.Tick();

@@ -70,26 +70,30 @@ public sealed class LinkLivenessTests
     public async Task A_link_ticked_only_when_due_is_closed_on_the_same_tick_as_one_ticked_every_half_interval(int seed)
     {
         // Two links hear the same arrivals at the same times (irregular gaps, so that phi and not
-        // only the floor decides; a heartbeat that lengthens the interval; bytes waiting unread;
-        // time the node did not run; ticks where the node is lenient), then silence. One is
-        // ticked every half interval, the other, as the node does, only at the first half-interval
-        // tick at or after the time its last tick returned. They must be closed on the same tick
-        // for the same reason (a time returned must never be later than the tick that acts), and
-        // a link that seems dead must be due (the node's stall rule counts only the links due).
+        // only the floor decides; a heartbeat that lengthens the interval to 4 s, and often one
+        // that shortens it to 1 s again; bytes waiting unread; time the node did not run; ticks
+        // where the node is lenient), then silence. One is ticked every half interval, the other,
+        // as the node does, only at the first half-interval tick at or after the time its last
+        // tick returned, or at the next tick once its interval became shorter (the node gives it a
+        // new slot then). They must be closed on the same tick for the same reason (a time
+        // returned must never be later than the tick that acts), and a link that seems dead must
+        // be due (the node's stall rule counts only the links due).
         var rng = new Random(seed);
         var every = new QuietConnection();
         var due = new QuietConnection();
         await using var a = Start(every);
         await using var b = Start(due);
-        a.AcceptLongerHeartbeats(TimeSpan.FromSeconds(3));
-        b.AcceptLongerHeartbeats(TimeSpan.FromSeconds(3));
+        a.FollowHeartbeatRequests(TimeSpan.FromSeconds(5));
+        b.FollowHeartbeatRequests(TimeSpan.FromSeconds(5));
+        int shortenedB = 0;
+        b.HeartbeatShortened = _ => Interlocked.Exchange(ref shortenedB, 1);
         var half = TimeSpan.FromSeconds(0.5);
         long start = _time.GetTimestamp();
         long keyB = start;
         int ticksA = 0, ticksB = 0;
         var silenceFrom = TimeSpan.FromSeconds(20 + (rng.NextDouble() * 20));
         var nextArrival = TimeSpan.FromSeconds(0.3);
-        bool lengthened = false;
+        bool lengthened = false, shortened = false;
         for (var tick = 1; tick <= 400 && !a.IsClosing; tick++)
         {
             var at = half * tick;
@@ -98,13 +102,15 @@ public sealed class LinkLivenessTests
             {
                 var elapsed = _time.GetElapsedTime(start, _time.GetTimestamp());
                 if (nextArrival > elapsed) _time.Advance(nextArrival - elapsed);
-                ulong value = !lengthened && nextArrival > TimeSpan.FromSeconds(8) && rng.Next(4) == 0 ? 2000UL : 0UL;
+                ulong value = !lengthened && nextArrival > TimeSpan.FromSeconds(4) && rng.Next(4) == 0 ? 4000UL
+                    : lengthened && !shortened && nextArrival > TimeSpan.FromSeconds(12) && rng.Next(3) == 0 ? 1000UL : 0UL;
+                shortened |= value == 1000;
                 lengthened |= value != 0;
                 var frame = FrameWriting.ToArray(new Heartbeat(value).Write);
                 await every.ArriveAsync(frame);
                 await due.ArriveAsync(frame);
                 await Overlay.WaitUntilAsync(() => a.Silence == TimeSpan.Zero && b.Silence == TimeSpan.Zero
-                    && (value == 0 || (a.HeartbeatInterval == TimeSpan.FromSeconds(2) && b.HeartbeatInterval == TimeSpan.FromSeconds(2))), "both links read the arrival");
+                    && (value == 0 || (a.HeartbeatInterval == TimeSpan.FromMilliseconds(value) && b.HeartbeatInterval == TimeSpan.FromMilliseconds(value))), "both links read the arrival");
                 var gap = rng.Next(6) == 0 ? 1.5 + (rng.NextDouble() * 3.5) : 0.2 + (rng.NextDouble() * 1.4);
                 nextArrival += TimeSpan.FromSeconds(gap);
                 if (nextArrival.Ticks % half.Ticks == 0) nextArrival += TimeSpan.FromMilliseconds(1);
@@ -121,6 +127,7 @@ public sealed class LinkLivenessTests
             bool unread = at < silenceFrom && rng.Next(15) == 0;
             every.HasUnreadInput = due.HasUnreadInput = unread;
             bool lenient = rng.Next(5) == 0;
+            if (Interlocked.Exchange(ref shortenedB, 0) == 1) keyB = Math.Min(keyB, tickAt);
             // The node counts silent links for its stall rule among the links due only.
             Assert.True(!b.SeemsDead || keyB <= tickAt, $"seed {seed}: at {at.TotalSeconds} s a link that seems dead is not due");
             a.Tick(lenient);
