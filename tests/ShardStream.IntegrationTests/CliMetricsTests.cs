@@ -23,10 +23,13 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
         // Written after a sixth peer joined, so that it streams before it leaves.
         var tail = new byte[64 * 1024];
         new Random(14).NextBytes(tail);
+        // Written once the viewer to freeze has joined: it freezes only after it wrote some of it.
+        var beforeFreeze = new byte[64 * 1024];
+        new Random(16).NextBytes(beforeFreeze);
         // Written after a relay was killed: several chunks of each shard, which end its children's stalls.
         var afterKill = new byte[512 * 1024];
         new Random(15).NextBytes(afterKill);
-        string expected = Convert.ToHexStringLower(SHA256.HashData([.. source, .. tail, .. afterKill]));
+        string expected = Convert.ToHexStringLower(SHA256.HashData([.. source, .. tail, .. beforeFreeze, .. afterKill]));
 
         await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "-s", shards.ToString(), "--min-peers", peers.ToString(), "--http", "127.0.0.1:0", "--heartbeat-timeout", "10"]);
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(60));
@@ -178,6 +181,13 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
                 string m = await Prometheus.GetAsync(http + "/metrics");
                 return (Prometheus.Sum(m, "shardstream_joins_total") == peers + 2 && Prometheus.Sum(m, "shardstream_peers") == peers + 1, m);
             }, Deadline, "the frozen viewer's join is counted");
+            // It freezes while it streams: once it wrote bytes, it has attached and told the
+            // coordinator so. A joiner frozen before the coordinator heard anything from it may
+            // just be slow to read its welcome: only the longest silence (4 heartbeat timeouts,
+            // 41 s) ends that link, and this test used to wait that out when it froze that early.
+            await coordinator.StandardInput.WriteAsync(beforeFreeze);
+            await coordinator.StandardInput.FlushAsync();
+            await Prometheus.WaitUntilAsync(() => Task.FromResult((frozen.StdoutBytes > 0, $"{frozen.StdoutBytes} bytes written")), Deadline, "the viewer to freeze streams");
             var ids = new List<int>();
             foreach (var url in peerHttp) ids.Add(JsonDocument.Parse(await Prometheus.GetAsync(url + "/api/peer")).RootElement.GetProperty("id").GetInt32());
             // The victim: a peer that feeds another of the first five (the frozen viewer has no upload, so
@@ -210,7 +220,7 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
                     $"{timeouts} heartbeat timeouts ({timeoutsBefore} before)\n{m}");
             }, Deadline, "the killed relay and the frozen viewer counted as failed leaves, and the frozen one's silence as heartbeat timeouts");
             output.WriteLine($"heartbeat timeouts: {await HeartbeatTimeoutsAsync()} ({timeoutsBefore} before)");
-            long total = source.Length + tail.Length + afterKill.Length;
+            long total = source.Length + tail.Length + beforeFreeze.Length + afterKill.Length;
             await Prometheus.WaitUntilAsync(async () =>
             {
                 var written = new List<long>();
