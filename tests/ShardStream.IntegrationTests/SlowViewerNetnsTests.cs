@@ -45,6 +45,7 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         var source = new byte[Rate * Seconds];
         new Random(16).NextBytes(source);
         long start = Stopwatch.GetTimestamp();
+        var startClock = DateTime.Now;
         for (int i = 0; i < source.Length / Piece; i++)
         {
             var due = TimeSpan.FromSeconds((double)i * Piece / Rate);
@@ -80,14 +81,17 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
 
         double sourceSeconds = Stopwatch.GetElapsedTime(start, sourceEnd).TotalSeconds;
         var demotion = coordinator.TimedStderrLines.FirstOrDefault(l => l.Line.Contains("demoted to a leaf", StringComparison.Ordinal));
-        double demotedAfter = demotion.Line is null ? double.NaN : Stopwatch.GetElapsedTime(start, demotion.Timestamp).TotalSeconds;
+        // When the coordinator logged it (its own timestamp), not when this process read the line:
+        // a test host held up by a loaded machine reads it late.
+        double demotedAfter = demotion.Line is null ? double.NaN
+            : LoggedAfter(demotion.Line, startClock) ?? Stopwatch.GetElapsedTime(start, demotion.Timestamp).TotalSeconds;
         output.WriteLine($"source: {source.Length} bytes in {sourceSeconds:0.0} s ({source.Length * 8 / sourceSeconds / 1e6:0.0} Mbit/s)");
         foreach (var r in results)
             output.WriteLine($"h{r.Host.Index} {r.Host.Address}: exit {r.Exit}, sha256 {(r.Sha == expected ? "= source" : "DIFFERS")}, whole stream written {r.DoneAfterSource:+0.00;-0.00} s after the source ended, {r.MbitPerS:0.0} Mbit/s from the first byte written to the coordinator{(r.Last is null ? "" : $"; last line: {r.Last}")}");
         output.WriteLine($"slow viewer h{slowHost.Index}: exit {slowExit}, {slow.StdoutBytes} bytes; last line: {slow.StderrLines.LastOrDefault()}");
         output.WriteLine($"coordinator: {demotion.Line ?? "no demotion logged"} ({demotedAfter:0.0} s after the first source byte); exit {coordinatorExit}");
         var stop = coordinator.TimedStderrLines.FirstOrDefault(l => l.Line.Contains("stopping it", StringComparison.Ordinal));
-        output.WriteLine($"coordinator: {stop.Line ?? "no stop logged"} ({(stop.Line is null ? double.NaN : Stopwatch.GetElapsedTime(start, stop.Timestamp).TotalSeconds):0.0} s after the first source byte)");
+        output.WriteLine($"coordinator: {stop.Line ?? "no stop logged"} ({(stop.Line is null ? double.NaN : LoggedAfter(stop.Line, startClock) ?? Stopwatch.GetElapsedTime(start, stop.Timestamp).TotalSeconds):0.0} s after the first source byte)");
         var told = BelowRate().Match(slow.StderrLines.LastOrDefault(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)) ?? "");
         bool slowToldWhy = told.Success && double.Parse(told.Groups[1].Value, CultureInfo.InvariantCulture) is >= 0.1 and <= 2.0
             && double.Parse(told.Groups[2].Value, CultureInfo.InvariantCulture) is >= 12 and <= 20;
@@ -126,6 +130,18 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"no '{text}' within {Generous}:\n{cli.Stderr}");
             await Task.Delay(50);
         }
+    }
+
+    /// <summary>
+    /// Seconds from <paramref name="since"/> (this machine's local clock) to the time a CLI log line
+    /// starts with ("HH:mm:ss.fff", the same clock), or null when the line has no such time.
+    /// </summary>
+    private static double? LoggedAfter(string line, DateTime since)
+    {
+        if (line.Length < 12 || !TimeSpan.TryParseExact(line[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var timeOfDay)) return null;
+        var logged = since.Date + timeOfDay;
+        if (logged < since - TimeSpan.FromHours(12)) logged += TimeSpan.FromDays(1);
+        return (logged - since).TotalSeconds;
     }
 
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
