@@ -49,6 +49,16 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
         var decode = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"http://{http}{path}", "-t", "5", "-f", "null", "-"], TimeSpan.FromMinutes(1));
         Assert.True(decode.ExitCode == 0 && decode.Stderr.Trim().Length == 0, $"ffmpeg could not decode {path} from the peer (exit {decode.ExitCode}):\n{decode.Stderr}\n{second.Stderr}");
         Assert.Contains(second.StderrLines, l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(path, StringComparison.Ordinal));
+        // The source ends now (20 s is the margin for a late start of the player, not a length
+        // to wait out): the coordinator's stdin closes and the peer ends with the stream.
+        try
+        {
+            ffmpeg.Kill();
+        }
+        catch (InvalidOperationException)
+        {
+            // It ended meanwhile.
+        }
         await pump;
         Assert.Equal(0, (await second.WaitForExitAsync(Deadline)).ExitCode);
     }
