@@ -96,6 +96,11 @@ internal sealed partial class Link : IAsyncDisposable
         _heartbeatInterval = interval;
         // The coordinator's heartbeats go on carrying what it asks for; a peer's say what it keeps.
         if (!asking) _heartbeatFrame = FrameWriting.ToArray(new Heartbeat(heartbeat.Value).Write);
+        // This heartbeat is an arrival: noted before the silences are judged by the new interval.
+        // The read loop notes arrivals only after the frames of a read, and a node may tick the
+        // link before then (at once after a shorter interval): the silence before this heartbeat,
+        // up to the old interval, would then be judged by the shorter one's timeout.
+        _detector.Heard();
         _detector.Rescale(interval);
         // Say so at once: the other side keeps expecting the old interval until it hears this one.
         Send(_heartbeatFrame);

@@ -96,6 +96,47 @@ public sealed class ControlHeartbeatTests
     }
 
     [Fact]
+    public async Task A_link_whose_interval_becomes_shorter_is_not_taken_for_dead_for_the_silence_before_the_heartbeat_that_shortened_it()
+    {
+        // Both ends at 10 s: each hears the other only every 10 s.
+        var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
+        await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
+        await using var peerSide = Start(peerEnd, "peer side");
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(10));
+        peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(10) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(10), "both ends heartbeat every 10 s");
+
+        // The node's tick loop runs on its own thread: it may tick a link while that link's read
+        // loop is between following a shorter interval (which tells the node, so that the link is
+        // ticked at once) and noting the arrival of the heartbeat that asked for it. Here it ticks
+        // each end right then.
+        string? peerSeen = null, coordinatorSeen = null;
+        peerSide.HeartbeatShortened = link =>
+        {
+            peerSeen = $"silence {link.Silence.TotalSeconds:0.#} s, seems dead: {link.SeemsDead}";
+            link.Tick();
+        };
+        coordinatorSide.HeartbeatShortened = link =>
+        {
+            coordinatorSeen = $"silence {link.Silence.TotalSeconds:0.#} s, seems dead: {link.SeemsDead}";
+            link.Tick();
+        };
+        coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(1));
+        _time.Advance(TimeSpan.FromSeconds(10));
+        coordinatorSide.Tick();
+        await Overlay.WaitUntilAsync(() => (coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(1) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(1)) || coordinatorSide.IsClosing || peerSide.IsClosing,
+            "both ends heartbeat every second (or one closed)");
+
+        // Each end had just heard the other: neither may be taken for dead for the 10 s before.
+        Assert.False(peerSide.IsClosing, $"the peer's end closed when its interval became shorter ({peerSeen})");
+        Assert.False(coordinatorSide.IsClosing, $"the coordinator's end closed when its interval became shorter ({coordinatorSeen})");
+        Assert.Equal(TimeSpan.FromSeconds(1), peerSide.HeartbeatInterval);
+        Assert.Equal(TimeSpan.FromSeconds(1), coordinatorSide.HeartbeatInterval);
+    }
+
+    [Fact]
     public async Task A_coordinator_asking_for_the_heartbeat_interval_itself_brings_a_lengthened_link_back_to_it()
     {
         var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
