@@ -31,9 +31,10 @@ public sealed class ShorterHeartbeatScheduleTests
         await SendHeartbeatAsync(coordinator, 60_000);
         await Overlay.WaitUntilAsync(() => heard.Values.Contains(60_000UL), "the peer says it heartbeats every 60 s");
         await Overlay.WaitUntilAsync(() => control.HeartbeatInterval == TimeSpan.FromSeconds(60), "the peer heartbeats every 60 s");
-        // Let the node tick it once at that interval: its next tick is then a minute away.
-        int ticksAtMinute = node.TicksOf(control);
-        await Overlay.WaitUntilAsync(() => node.TicksOf(control) > ticksAtMinute, "the node ticked the link again");
+        // Let the node tick it once at that interval: its next tick is then a minute away. (Seen
+        // by the tick itself: a count taken here could already include that tick, which came
+        // less than a second after the peer followed, and the next would then be a minute away.)
+        await Overlay.WaitUntilAsync(() => node.TicksAt(control, TimeSpan.FromSeconds(60)) >= 1, "the node ticked the link at 60 s");
         int ticksBefore = node.TicksOf(control);
 
         // Then a second again. Nothing more comes from the "coordinator": the peer must now send
@@ -105,10 +106,17 @@ public sealed class ShorterHeartbeatScheduleTests
 
         public Link Open(IConnection connection, string name) => NewLink(connection, name);
 
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<(Link, TimeSpan), int> _ticksAt = new();
+
         public int TicksOf(Link link) => _ticks.GetValueOrDefault(link);
+
+        /// <summary>How often the node ticked <paramref name="link"/> while it heartbeat every <paramref name="interval"/>.</summary>
+        public int TicksAt(Link link, TimeSpan interval) => _ticksAt.GetValueOrDefault((link, interval));
 
         private protected override bool ShownAliveOtherwise(Link link)
         {
+            // Called by the node's tick loop for each link due, right before it ticks it.
+            _ticksAt.AddOrUpdate((link, link.HeartbeatInterval), 1, (_, n) => n + 1);
             _ticks.AddOrUpdate(link, 1, (_, n) => n + 1);
             return false;
         }
