@@ -25,12 +25,16 @@ public sealed class ControlHeartbeatTests
         coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(10));
         peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
 
+        int coordinatorSent = coordinatorEnd.FramesSent, peerSent = peerEnd.FramesSent;
         _time.Advance(TimeSpan.FromSeconds(1));
         coordinatorSide.Tick();
         await Overlay.WaitUntilAsync(() => peerSide.HeartbeatInterval == TimeSpan.FromSeconds(10), "the peer heartbeats every 10 s");
         // No time passes: the peer's first heartbeat at the new interval goes out at once, or the
         // coordinator would keep expecting one a second and time the peer out after 5 s.
         await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(10), "the coordinator heartbeats every 10 s");
+        // Each side says so with a heartbeat right after it changed its interval: counted once sent
+        // (the coordinator's asking one, the peer's answer, the coordinator's own).
+        await Overlay.WaitUntilAsync(() => coordinatorEnd.FramesSent >= coordinatorSent + 2 && peerEnd.FramesSent >= peerSent + 1, "both sides said so");
 
         // 9.5 s of quiet in 0.5 s ticks: nobody sends, nobody is taken for dead (the old timeout was 5 s).
         int sentBefore = coordinatorEnd.FramesSent + peerEnd.FramesSent;
