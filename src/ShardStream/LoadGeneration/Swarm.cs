@@ -316,7 +316,15 @@ public sealed class Swarm
                 SwarmSecond second;
                 lock (_gate)
                 {
-                    second = new SwarmSecond(Stopwatch.GetElapsedTime(started), phase(), _connectedCount, _secondJoins, _secondLeaves, _secondFailures, LatencySummary.Of(_secondLatencies));
+                    // How often the peers heartbeat now (their coordinator may have asked for longer or shorter).
+                    TimeSpan least = TimeSpan.MaxValue, most = TimeSpan.Zero;
+                    foreach (var peer in _connected)
+                    {
+                        if (peer.HeartbeatInterval < least) least = peer.HeartbeatInterval;
+                        if (peer.HeartbeatInterval > most) most = peer.HeartbeatInterval;
+                    }
+                    if (most == TimeSpan.Zero) least = TimeSpan.Zero;
+                    second = new SwarmSecond(Stopwatch.GetElapsedTime(started), phase(), _connectedCount, _secondJoins, _secondLeaves, _secondFailures, LatencySummary.Of(_secondLatencies), least, most);
                     _secondJoins = _secondLeaves = _secondFailures = 0;
                     _secondLatencies = [];
                 }
