@@ -59,15 +59,18 @@ internal static class SwarmCommand
         return command;
     }
 
-    /// <summary>The peers' heartbeat intervals: "5 s", or "1-5 s" while some have not followed their coordinator yet.</summary>
-    private static string Seconds(TimeSpan least, TimeSpan most) => least == most
-        ? string.Create(CultureInfo.InvariantCulture, $"{most.TotalSeconds:0.#} s")
-        : string.Create(CultureInfo.InvariantCulture, $"{least.TotalSeconds:0.#}-{most.TotalSeconds:0.#} s");
+    /// <summary>
+    /// The peers' heartbeat intervals: "5 s", or "1-5 s (1998 at 5 s)" while some have not followed
+    /// their coordinator yet, or never hear it ask (those it serves shards to, on their control link).
+    /// </summary>
+    private static string Seconds(SwarmSecond s) => s.LeastHeartbeat == s.MostHeartbeat
+        ? string.Create(CultureInfo.InvariantCulture, $"{s.MostHeartbeat.TotalSeconds:0.#} s")
+        : string.Create(CultureInfo.InvariantCulture, $"{s.LeastHeartbeat.TotalSeconds:0.#}-{s.MostHeartbeat.TotalSeconds:0.#} s ({s.AtMostHeartbeat} at {s.MostHeartbeat.TotalSeconds:0.#} s)");
 
     private static string Line(SwarmSecond s, ProcessWatch self, ProcessWatch? watch, long baseline)
     {
         string line = string.Create(CultureInfo.InvariantCulture,
-            $"{s.Elapsed.TotalSeconds,6:0.0} s {s.Phase,-5} connected {s.Connected,6}  joins {s.Joins,5}/s  leaves {s.Leaves,5}/s  failed {s.Failures,4}  join {s.JoinLatency?.ToString() ?? "-"}  heartbeat {Seconds(s.LeastHeartbeat, s.MostHeartbeat)}  swarm cpu {self.CpuPercentSinceLast():0}%");
+            $"{s.Elapsed.TotalSeconds,6:0.0} s {s.Phase,-5} connected {s.Connected,6}  joins {s.Joins,5}/s  leaves {s.Leaves,5}/s  failed {s.Failures,4}  join {s.JoinLatency?.ToString() ?? "-"}  heartbeat {Seconds(s)}  swarm cpu {self.CpuPercentSinceLast():0}%");
         if (watch is null) return line;
         long rss = watch.ResidentBytes();
         double cpu = watch.CpuPercentSinceLast();

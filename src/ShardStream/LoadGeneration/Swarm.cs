@@ -318,13 +318,17 @@ public sealed class Swarm
                 {
                     // How often the peers heartbeat now (their coordinator may have asked for longer or shorter).
                     TimeSpan least = TimeSpan.MaxValue, most = TimeSpan.Zero;
+                    int atMost = 0;
                     foreach (var peer in _connected)
                     {
-                        if (peer.HeartbeatInterval < least) least = peer.HeartbeatInterval;
-                        if (peer.HeartbeatInterval > most) most = peer.HeartbeatInterval;
+                        if (peer.Gone) continue;
+                        var interval = peer.HeartbeatInterval;
+                        if (interval < least) least = interval;
+                        if (interval > most) (most, atMost) = (interval, 0);
+                        if (interval == most) atMost++;
                     }
                     if (most == TimeSpan.Zero) least = TimeSpan.Zero;
-                    second = new SwarmSecond(Stopwatch.GetElapsedTime(started), phase(), _connectedCount, _secondJoins, _secondLeaves, _secondFailures, LatencySummary.Of(_secondLatencies), least, most);
+                    second = new SwarmSecond(Stopwatch.GetElapsedTime(started), phase(), _connectedCount, _secondJoins, _secondLeaves, _secondFailures, LatencySummary.Of(_secondLatencies), least, most, atMost);
                     _secondJoins = _secondLeaves = _secondFailures = 0;
                     _secondLatencies = [];
                 }

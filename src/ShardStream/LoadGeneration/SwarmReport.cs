@@ -13,7 +13,8 @@ namespace ShardStream.LoadGeneration;
 /// <param name="JoinLatency">Percentiles of this second's joins (null when there were none).</param>
 /// <param name="LeastHeartbeat">The shortest heartbeat interval of a connected peer now (zero with none connected).</param>
 /// <param name="MostHeartbeat">The longest (the coordinator asked for it, docs/protocol.md section 10).</param>
-public readonly record struct SwarmSecond(TimeSpan Elapsed, string Phase, int Connected, int Joins, int Leaves, int Failures, LatencySummary? JoinLatency, TimeSpan LeastHeartbeat = default, TimeSpan MostHeartbeat = default);
+/// <param name="AtMostHeartbeat">How many connected peers heartbeat at <paramref name="MostHeartbeat"/>.</param>
+public readonly record struct SwarmSecond(TimeSpan Elapsed, string Phase, int Connected, int Joins, int Leaves, int Failures, LatencySummary? JoinLatency, TimeSpan LeastHeartbeat = default, TimeSpan MostHeartbeat = default, int AtMostHeartbeat = 0);
 
 /// <summary>Percentiles of join latencies (connect to Welcome), in milliseconds.</summary>
 public readonly record struct LatencySummary(int Count, double P50, double P90, double P99, double Max)
