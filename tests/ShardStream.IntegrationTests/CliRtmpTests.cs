@@ -94,17 +94,22 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
             var publishErrors = ffmpeg.StandardError.ReadToEndAsync();
             await coordinator.WaitForLogAsync("publishing started", Startup);
             await Task.Delay(TimeSpan.FromSeconds(5)); // the players join 5 s into the stream
-            foreach (var node in new[] { peers[1], coordinator })
+            // Both players at once, 4 s each: one from the peer, one from the coordinator.
+            var plays = await Task.WhenAll(new[] { peers[1], coordinator }.Select(async node =>
             {
                 string play = await node.WaitForLogAsync(@"rtmp: listening on (\S+) \(play\)", Startup);
                 string copy = Path.Combine(_dir, $"played-{Path.GetFileName(node.StdoutPath)}.flv");
                 var started = Stopwatch.StartNew();
-                var r = RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"rtmp://{play}/live/stream", "-t", "4", "-c", "copy", "-f", "flv", copy], TimeSpan.FromMinutes(2));
+                var r = await Task.Run(() => RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"rtmp://{play}/live/stream", "-t", "4", "-c", "copy", "-f", "flv", copy], TimeSpan.FromMinutes(2)));
+                return (Node: node, Play: play, Copy: copy, Run: r, Ms: started.ElapsedMilliseconds);
+            }));
+            foreach (var (node, play, copy, r, ms) in plays)
+            {
                 Assert.True(r.ExitCode == 0 && r.Stderr.Trim().Length == 0, $"ffmpeg playing from {play}: exit {r.ExitCode}: {r.Stderr}\n{node.Stderr}");
                 var (exit, errors) = Ffmpeg.Decode(copy);
                 Assert.True(exit == 0 && errors.Length == 0, $"decode of what was played: {errors}");
                 var (video, audio) = Ffmpeg.CountPackets(copy);
-                output.WriteLine($"played 4 s from {play} in {started.ElapsedMilliseconds} ms: {video} video frames, {audio} audio frames");
+                output.WriteLine($"played 4 s from {play} in {ms} ms: {video} video frames, {audio} audio frames");
                 Assert.InRange(video, 118, 122); // 4 s at 30 fps, starting at a keyframe
             }
             ffmpeg.Kill();
