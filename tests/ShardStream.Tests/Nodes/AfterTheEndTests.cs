@@ -132,13 +132,17 @@ public sealed class AfterTheEndTests
         Assert.Equal([p2.Id], p3.ParentIds());
         Assert.Equal([p1.Id], p2.ParentIds());
 
-        overlay.Network.SetDownloadRate("p3", 1_000_000);
+        // p3 reads at 100 kB/s until the relays have finished (it is read below): a test host held
+        // up after they finished reads p3's position late, and at 1 MB/s p3 had caught up by more
+        // than two windows' worth within 2 s. Slow enough that it takes ~20 s of such a delay.
+        overlay.Network.SetDownloadRate("p3", 100_000);
         for (int i = 0; i < parts; i++) await overlay.WriteAsync(Overlay.RandomBytes(part, 100 + i));
         var ending = overlay.EndAsync();
         long total = overlay.Written.Length;
         await Overlay.WaitUntilAsync(() => p1.BytesWritten == total && p2.BytesWritten == total, "both relays have written the whole stream");
-        Assert.True(total - p3.BytesWritten > 2 * window, $"p3 had {p3.BytesWritten} of {total} bytes when its parent finished: not more than two windows behind");
+        long p3Had = p3.BytesWritten;
         overlay.Network.SetDownloadRate("p3", 0);
+        Assert.True(total - p3Had > 2 * window, $"p3 had {p3Had} of {total} bytes when its parent finished: not more than two windows behind");
 
         await overlay.AssertIdenticalAsync(overlay.PeerById(p3.Id));
         await ending;
