@@ -76,9 +76,11 @@ internal sealed class ControlHeartbeats
     public static TimeSpan Choose(int peers, TimeSpan current, TimeSpan floor, double perSecond, TimeSpan ceiling)
     {
         double raw = peers / perSecond;
-        var target = TimeSpan.FromSeconds(Math.Floor(raw));
+        // The ceiling never below the floor (a heartbeat interval over a minute keeps its own), and
+        // the raw figure capped before it becomes a TimeSpan (a tiny rate would overflow it).
+        if (ceiling < floor) ceiling = floor;
+        var target = TimeSpan.FromSeconds(Math.Min(Math.Floor(raw), ceiling.TotalSeconds));
         if (target < floor) target = floor;
-        if (target > ceiling) target = ceiling;
         double now = current.TotalSeconds;
         if (target > current && raw >= now * (1 + Hysteresis)) return target;
         if (target < current && raw <= now * (1 - Hysteresis)) return target;

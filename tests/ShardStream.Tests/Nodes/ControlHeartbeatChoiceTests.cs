@@ -135,4 +135,16 @@ public sealed class ControlHeartbeatChoiceTests
         Assert.Throws<ArgumentException>(() => new CoordinatorOptions { ControlHeartbeatsPerSecond = 0 }.Validate());
         Assert.Throws<ArgumentException>(() => new CoordinatorOptions { ControlHeartbeatsPerSecond = double.NaN }.Validate());
     }
+
+    [Fact]
+    public void A_heartbeat_interval_over_a_minute_is_kept_and_a_tiny_rate_reaches_the_minute_without_overflowing()
+    {
+        // --heartbeat-timeout over 300 s: the heartbeat interval itself is over the 60 s cap, and
+        // the control links keep it (nothing shorter is ever asked for).
+        var eighty = S(80);
+        Assert.Equal(eighty, ControlHeartbeats.Choose(1, eighty, eighty, 1000, Peer.MaxControlHeartbeat));
+        Assert.Equal(eighty, ControlHeartbeats.Choose(1_000_000, eighty, eighty, 1000, Peer.MaxControlHeartbeat));
+        // peers / rate beyond what a TimeSpan holds: the cap, not an exception in the join path.
+        Assert.Equal(Peer.MaxControlHeartbeat, ControlHeartbeats.Choose(1_000_000, Second, Second, 1e-12, Peer.MaxControlHeartbeat));
+    }
 }
