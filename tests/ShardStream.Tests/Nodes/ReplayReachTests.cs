@@ -30,7 +30,10 @@ public sealed class ReplayReachTests
     [Fact]
     public async Task The_child_of_a_frozen_relay_resumes_at_its_grandparent_with_no_byte_lost_when_more_than_a_window_streamed_meanwhile()
     {
-        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1, ReplayWindowBytes = Window });
+        // A long heartbeat timeout: p2 leaves when the test kills it, not when its freeze outlasts
+        // the timeout (with 10 s, a test host held up ~10 s before p3's position was read below
+        // found p3 moved to p1 and caught up already: 'p3 is 0 bytes behind p1').
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(60), configure: o => o with { Upload = 1, ReplayWindowBytes = Window });
         var p1 = await overlay.AddPeerAsync(upload: 1, configure: o => o with { ReplayWindowBytes = Window });
         var p2 = await overlay.AddPeerAsync(upload: 1, configure: o => o with { ReplayWindowBytes = Window });
         var p3 = await overlay.AddPeerAsync(upload: 0, configure: o => o with { ReplayWindowBytes = Window });
