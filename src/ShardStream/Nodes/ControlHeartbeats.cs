@@ -87,5 +87,6 @@ internal sealed class ControlHeartbeats
         return current;
     }
 
-    private static byte[] FrameOf(TimeSpan interval) => FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write);
+    /// <summary>The heartbeat whose value asks for (or says) <paramref name="interval"/>.</summary>
+    internal static byte[] FrameOf(TimeSpan interval) => FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write);
 }

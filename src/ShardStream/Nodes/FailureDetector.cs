@@ -102,13 +102,13 @@ internal sealed class FailureDetector
                 MinSilence = o.MinSilence > 2 * interval ? o.MinSilence : 2 * interval,
                 MaxSilence = o.MaxSilence > 8 * interval ? o.MaxSilence : 8 * interval,
             };
-            interval = _options.ExpectedInterval;
+            var expected = _options.ExpectedInterval;
             _count = 0;
             _next = 0;
             _sum = 0;
             _sumOfSquares = 0;
-            Add((interval - (interval / 4)).TotalSeconds);
-            Add((interval + (interval / 4)).TotalSeconds);
+            Add((expected - (expected / 4)).TotalSeconds);
+            Add((expected + (expected / 4)).TotalSeconds);
             Interlocked.Exchange(ref _lastSampled, _time.GetTimestamp());
         }
     }
@@ -147,7 +147,7 @@ internal sealed class FailureDetector
             return;
         }
 
-        var ticks = (long)(pause.TotalSeconds * _time.TimestampFrequency);
+        var ticks = _time.TimestampTicks(pause);
         var now = _time.GetTimestamp();
         long seen, moved;
         do
@@ -171,7 +171,7 @@ internal sealed class FailureDetector
         {
             var o = _options;
             var least = o.MinSilence < o.MaxSilence ? o.MinSilence : o.MaxSilence;
-            return Interlocked.Read(ref _lastHeard) + (long)(least.TotalSeconds * _time.TimestampFrequency);
+            return Interlocked.Read(ref _lastHeard) + _time.TimestampTicks(least);
         }
     }
 

@@ -100,13 +100,13 @@ internal sealed partial class Link
         long queued = Interlocked.Read(ref _pingQueuedAt);
         var interval = PingInterval;
         if (queued != 0 && _time.GetElapsedTime(queued, now) < (Interlocked.Read(ref _outstandingPing) == 0 ? interval : interval * 4))
-            return queued + (long)(interval.TotalSeconds * _time.TimestampFrequency);
+            return queued + _time.TimestampTicks(interval);
         ulong token = ++_pingToken;
         Interlocked.Exchange(ref _outstandingPing, token);
         Interlocked.Exchange(ref _pingSentAt, 0);
         Interlocked.Exchange(ref _pingQueuedAt, now);
         _connection.Send(FrameWriting.ToArray(new Ping(token).Write), (_, _, sentAt) => Interlocked.Exchange(ref _pingSentAt, sentAt));
-        return now + (long)(interval.TotalSeconds * _time.TimestampFrequency);
+        return now + _time.TimestampTicks(interval);
     }
 
     /// <summary>The heartbeat to send now: with this node's coordinate on a version-6 link.</summary>

@@ -66,7 +66,7 @@ internal sealed partial class Link : IAsyncDisposable
     }
 
     /// <inheritdoc cref="OfferHeartbeats(TimeSpan, byte[])"/>
-    public void OfferHeartbeats(TimeSpan interval) => OfferHeartbeats(interval, FrameWriting.ToArray(new Heartbeat((ulong)interval.TotalMilliseconds).Write));
+    public void OfferHeartbeats(TimeSpan interval) => OfferHeartbeats(interval, ControlHeartbeats.FrameOf(interval));
 
     /// <summary>The interval this link's side of a control link asks for (<see cref="OfferHeartbeats(TimeSpan, byte[])"/>); zero when it asked for none.</summary>
     public TimeSpan OfferedHeartbeat => _offeredHeartbeat;
@@ -304,7 +304,7 @@ internal sealed partial class Link : IAsyncDisposable
             return long.MaxValue;
         }
         long nextPing = TickPing(now);
-        long interval = (long)(_heartbeatInterval.TotalSeconds * _time.TimestampFrequency);
+        long interval = _time.TimestampTicks(_heartbeatInterval);
         long lastSent = _connection.LastSent;
         if (now - lastSent >= interval)
         {
