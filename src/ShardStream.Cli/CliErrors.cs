@@ -7,12 +7,18 @@ namespace ShardStream.Cli;
 /// <summary>The one-line reasons the CLI gives for a command line it cannot use.</summary>
 internal static class CliErrors
 {
+    /// <summary>The largest decimal value any flag takes: seconds past it overflow the timers, multiples of the stream rate mean nothing.</summary>
+    internal const double MaxDecimal = 1_000_000;
+
     /// <summary>
-    /// Refuses a comma in every decimal option of <paramref name="command"/> and its subcommands.
-    /// The parser reads numbers with the invariant culture, which takes ',' as a thousands
-    /// separator: "--upload 1,5" (one and a half, as many locales write it) would be read as 15.
+    /// Checks every decimal option of <paramref name="command"/> and its subcommands. A comma is
+    /// refused: the parser reads numbers with the invariant culture, which takes ',' as a thousands
+    /// separator, so "--upload 1,5" (one and a half, as many locales write it) would be read as 15.
+    /// So are NaN and infinities, which the parser takes as numbers, and values past
+    /// <see cref="MaxDecimal"/> (a TimeSpan or a budget would overflow further on, with a stack
+    /// trace instead of one line).
     /// </summary>
-    public static void RefuseDecimalCommas(Command command)
+    public static void CheckDecimals(Command command)
     {
         foreach (var option in command.Options)
         {
@@ -20,11 +26,47 @@ internal static class CliErrors
             if (type != typeof(double)) continue;
             option.Validators.Add(result =>
             {
+                if (result.Tokens.Count == 0) return;
+                string value = result.Tokens[^1].Value;
                 if (result.Tokens.Any(t => t.Value.Contains(',')))
-                    result.AddError($"{option.Name}: '{result.Tokens[^1].Value}' is not a number");
+                    result.AddError($"{option.Name}: '{value}' is not a number");
+                else if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double number) && !double.IsFinite(number))
+                    result.AddError($"{option.Name}: '{value}' is not a number");
+                else if (Math.Abs(number) > MaxDecimal)
+                    result.AddError($"{option.Name}: '{value}' is out of range (at most {MaxDecimal.ToString("N0", CultureInfo.InvariantCulture)})");
             });
         }
-        foreach (var sub in command.Subcommands) RefuseDecimalCommas(sub);
+        foreach (var sub in command.Subcommands) CheckDecimals(sub);
+    }
+
+    /// <summary>The options that take a HOST:PORT address, in every command.</summary>
+    private static readonly HashSet<string> AddressOptions = ["--listen", "--connect", "--advertise", "--http", "--rtmp", "--rtmp-play"];
+
+    /// <summary>
+    /// Checks the HOST:PORT of every address option of <paramref name="command"/> and its
+    /// subcommands when the command line is parsed, so that a malformed one is refused before
+    /// anything starts, and the error names the flag ("--rtmp: 'x' is not an address of the form
+    /// HOST:PORT") instead of leaving the user to guess which of three addresses it was.
+    /// </summary>
+    public static void CheckAddresses(Command command)
+    {
+        foreach (var option in command.Options)
+        {
+            if (!AddressOptions.Contains(option.Name) || option.ValueType != typeof(string)) continue;
+            option.Validators.Add(result =>
+            {
+                if (result.Tokens.Count == 0) return;
+                try
+                {
+                    ShardStream.Transport.Endpoint.Parse(result.Tokens[^1].Value);
+                }
+                catch (FormatException e)
+                {
+                    result.AddError($"{option.Name}: {e.Message}");
+                }
+            });
+        }
+        foreach (var sub in command.Subcommands) CheckAddresses(sub);
     }
 
     /// <summary>

@@ -11,7 +11,8 @@ root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(SwarmCommand.Create());
 // Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
 // which can take a few seconds, so the process is given that long.
-CliErrors.RefuseDecimalCommas(root);
+CliErrors.CheckDecimals(root);
+CliErrors.CheckAddresses(root);
 var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(20) };
 var parse = root.Parse(args);
 if (args.Length > 0 && parse.Errors.Count > 0)

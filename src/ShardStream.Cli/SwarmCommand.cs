@@ -45,6 +45,8 @@ internal static class SwarmCommand
                 HeartbeatInterval = TimeSpan.FromSeconds(parse.GetValue(heartbeat) / 5),
             };
             var swarm = new Swarm(options);
+            if (parse.GetValue(pid) is { } watched && (watched <= 0 || !Directory.Exists($"/proc/{watched}")))
+                throw new ArgumentException($"--coordinator-pid: no process {watched} on this machine");
             var watch = parse.GetValue(pid) is { } p ? new ProcessWatch(p) : null;
             long baseline = watch?.ResidentBytes() ?? -1;
             watch?.CpuPercentSinceLast();

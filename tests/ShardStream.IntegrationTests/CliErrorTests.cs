@@ -79,6 +79,18 @@ public sealed class CliErrorTests
     [InlineData("'garbage' is not a stream address: it must be the 64 hex digits the coordinator prints at start", "peer", "-c", "127.0.0.1:1", "--stream", "garbage")]
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "coordinator", "-l", "127.0.0.1:0", "--replay-seconds", "1")]
     [InlineData("cannot create the key file /nonexistent-shardstream-dir/stream.key", "coordinator", "-l", "127.0.0.1:0", "--key", "/nonexistent-shardstream-dir/stream.key")]
+    // Values the parser takes as numbers but nothing after it can use: a stack trace before.
+    [InlineData("--heartbeat-timeout: 'NaN' is not a number", "coordinator", "-l", "127.0.0.1:0", "--heartbeat-timeout", "NaN")]
+    [InlineData("--upload: 'Infinity' is not a number", "simulate", "--peers", "10", "--upload", "Infinity")]
+    [InlineData("--rejoin-seconds: '1e300' is out of range (at most 1,000,000)", "peer", "-c", "127.0.0.1:1", "--rejoin-seconds", "1e300")]
+    // An address is checked before anything starts, and the error names its flag.
+    [InlineData("--rtmp: 'nonsense' is not an address of the form HOST:PORT", "coordinator", "-l", "127.0.0.1:0", "--rtmp", "nonsense")]
+    [InlineData("--rtmp-play: 'nonsense' is not an address of the form HOST:PORT", "peer", "-c", "127.0.0.1:1", "--rtmp-play", "nonsense")]
+    // The simulator names the flags, not the planner's options.
+    [InlineData("--topology binary needs --shards 1, not 2", "simulate", "--peers", "10", "--topology", "binary", "--shards", "2")]
+    [InlineData("--upload (-1) cannot be negative", "simulate", "--peers", "10", "--upload", "-1")]
+    [InlineData("--source-upload (0.5) must allow one shard-stream per shard", "simulate", "--peers", "10", "--source-upload", "0.5")]
+    [InlineData("--coordinator-pid: no process -1 on this machine", "swarm", "-c", "127.0.0.1:1", "--coordinator-pid", "-1")]
     public async Task A_wrong_flag_or_value_is_refused_on_one_line_and_nothing_is_written_to_stdout(string expectedFragment, params string[] args)
     {
         await using var process = CliProcess.Start(args);

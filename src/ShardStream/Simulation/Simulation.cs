@@ -26,6 +26,24 @@ public static class Simulation
             throw new ArgumentException($"--churn ({options.Churn}) and --fail-branch ({options.FailBranchFraction}) must be at least 0 and below 1");
         }
 
+        // The planner's own checks name its options (ShardCount, SourceBudget); these name the flags.
+        if (options.Topology == TopologyKind.Binary && options.ShardCount != 1
+            || options.Topology == TopologyKind.Tessellated && options.ShardCount != 2)
+        {
+            var needed = options.Topology == TopologyKind.Binary ? 1 : 2;
+            throw new ArgumentException($"--topology {options.Topology.ToString().ToLowerInvariant()} needs --shards {needed}, not {options.ShardCount}");
+        }
+
+        if (options.UploadMix is null && !(options.Upload >= 0))
+        {
+            throw new ArgumentException($"--upload ({options.Upload}) cannot be negative");
+        }
+
+        if (options.SourceBudget < options.ShardCount)
+        {
+            throw new ArgumentException($"--source-upload ({options.SourceUpload}) must allow one shard-stream per shard: at least 1 (the stream rate)");
+        }
+
         var aware = options.LatencyAware ?? options.Latency is not null;
         var (report, latency) = Build(options, aware);
         if (options.Latency is null)

@@ -32,9 +32,10 @@ public sealed class UploadMix
 
         foreach (var c in _classes)
         {
-            if (!double.IsFinite(c.Upload) || c.Upload < 0)
+            // The upper bound is the CLI's for every decimal flag: a budget of floor(U·K) must fit the planner's int counts.
+            if (!double.IsFinite(c.Upload) || c.Upload < 0 || c.Upload > 1_000_000)
             {
-                throw new ArgumentException($"upload mix: upload {Text(c.Upload)} must be a finite multiple of the stream rate >= 0");
+                throw new ArgumentException($"upload mix: upload {Text(c.Upload)} must be a finite multiple of the stream rate >= 0 (at most 1000000)");
             }
 
             if (!double.IsFinite(c.Fraction) || c.Fraction is <= 0 or > 1)

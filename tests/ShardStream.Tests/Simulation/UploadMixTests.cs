@@ -23,7 +23,8 @@ public sealed class UploadMixTests
     [InlineData("2.5", "\"2.5\" is not upload:fraction")]
     [InlineData("a:1", "\"a:1\" is not upload:fraction")]
     [InlineData("", "\"\" is not upload:fraction")]
-    [InlineData("-1:0.5,2:0.5", "upload -1 must be a finite multiple of the stream rate >= 0")]
+    [InlineData("-1:0.5,2:0.5", "upload -1 must be a finite multiple of the stream rate >= 0 (at most 1000000)")]
+    [InlineData("1e12:1", "must be a finite multiple of the stream rate >= 0 (at most 1000000)")]
     [InlineData("1:0,2:1", "fraction 0 of upload 1 must be in (0, 1]")]
     [InlineData("1:1.5,2:-0.5", "fraction 1.5 of upload 1 must be in (0, 1]")]
     public void A_bad_mix_is_refused_with_the_reason(string text, string reason)
