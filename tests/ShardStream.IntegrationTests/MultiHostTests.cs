@@ -90,10 +90,11 @@ public sealed class MultiHostTests(ITestOutputHelper output)
         await AssertEveryViewerWroteTheSourceAsync(coordinator, viewers, source);
         string firewalledId = IdOf(viewers[0].Cli), loopbackId = IdOf(viewers[1].Cli);
         Assert.Contains(coordinator.StderrLines, l => l.Contains($"cannot connect to peer {firewalledId} ({firewalled}:1235): it is made a leaf", StringComparison.Ordinal));
-        Assert.Contains(viewers[0].Cli.StderrLines, l => l.Contains("this peer relays nothing", StringComparison.Ordinal));
+        Assert.Contains(viewers[0].Cli.StderrLines, l => l.Contains("this peer relays nothing", StringComparison.Ordinal)
+                                                         && l.Contains("forward TCP port 1235 on your router or firewall", StringComparison.Ordinal));
         Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {loopbackId} (127.0.0.1:", StringComparison.Ordinal) && l.Contains("does not accept connections", StringComparison.Ordinal));
         Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains("this peer relays nothing: the coordinator could not connect to it at 127.0.0.1:", StringComparison.Ordinal)
-                                                         && l.Contains("--advertise HOST:PORT", StringComparison.Ordinal));
+                                                         && l.Contains("run it with -l 0.0.0.0:PORT", StringComparison.Ordinal));
     }
 
     private static string IdOf(CliProcess viewer)

@@ -250,6 +250,29 @@ public sealed partial class Peer : Node, IPeerParents
         return ListenAddress;
     }
 
+    /// <summary>
+    /// What to do so that other peers can connect to this one, for the warning that it relays
+    /// nothing. A listener on loopback (a peer without -l) cannot be reached from another machine
+    /// whatever is forwarded or advertised: it must listen on the machine's addresses first.
+    /// </summary>
+    private string RelayAdvice()
+    {
+        try
+        {
+            var (host, port) = Endpoint.Parse(ListenAddress);
+            bool loopback = host == "localhost" || (System.Net.IPAddress.TryParse(host, out var ip) && System.Net.IPAddress.IsLoopback(ip));
+            if (loopback && _options.AdvertiseAddress is null)
+                return $"it must listen on an address other machines reach: it listens on {ListenAddress}, this machine only; run it with -l 0.0.0.0:PORT (every address of this machine), and forward that TCP port on your router or firewall if it is behind one";
+            if (_options.AdvertiseAddress is { } advertised) port = Endpoint.Parse(advertised).Port;
+            return $"other peers must be able to connect to it: forward TCP port {port} on your router or firewall to this machine, or run with --advertise HOST:PORT naming an address and port that reach it";
+        }
+        catch (FormatException)
+        {
+            // A transport whose addresses are not HOST:PORT (the tests' virtual network).
+            return $"other peers must be able to connect to it at {AdvertisedAddress}";
+        }
+    }
+
     /// <summary>What this peer tells others its listen address is: <see cref="PeerOptions.AdvertiseAddress"/>, else the bound listen address.</summary>
     private string AdvertisedAddress => _options.AdvertiseAddress ?? ListenAddress;
 
@@ -332,7 +355,7 @@ public sealed partial class Peer : Node, IPeerParents
 
     private void OnNotice(Notice notice)
     {
-        if (notice.Code == NoticeCode.Leaf) ReachabilityLog.RelaysNothing(Log, notice.Text, AdvertisedAddress);
+        if (notice.Code == NoticeCode.Leaf) ReachabilityLog.RelaysNothing(Log, notice.Text, RelayAdvice());
         else ReachabilityLog.UnknownNotice(Log, (ushort)notice.Code, notice.Text);
     }
 

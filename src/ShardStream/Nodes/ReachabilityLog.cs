@@ -6,8 +6,8 @@ namespace ShardStream.Nodes;
 internal static partial class ReachabilityLog
 {
     [LoggerMessage(EventId = 801, EventName = "RelaysNothing", Level = LogLevel.Warning,
-        Message = "this peer relays nothing: {Reason}. It still receives the whole stream. To relay, other peers must be able to connect to it: forward the port of {Advertised} on your router or firewall to this machine, or run with --advertise HOST:PORT naming an address and port that reach it")]
-    public static partial void RelaysNothing(ILogger logger, string reason, string advertised);
+        Message = "this peer relays nothing: {Reason}. It still receives the whole stream. To relay, {Advice}")]
+    public static partial void RelaysNothing(ILogger logger, string reason, string advice);
 
     [LoggerMessage(EventId = 802, EventName = "UnknownNotice", Level = LogLevel.Information, Message = "the coordinator says (notice {Code}): {Text}")]
     public static partial void UnknownNotice(ILogger logger, ushort code, string text);
