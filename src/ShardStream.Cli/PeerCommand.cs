@@ -21,7 +21,7 @@ internal static class PeerCommand
         var stream = new Option<string?>("--stream") { Description = "The stream address (the 64 hex digits the coordinator prints at start): join only if the coordinator proves it holds that stream's key. Without it the peer pins whatever key the coordinator proves it holds, and logs it." };
         var rejoin = new Option<double>("--rejoin-seconds")
         {
-            Description = "After losing the coordinator (link timed out or broken, evicted, or the coordinator restarted), keep trying to join again for this long, with backoff from 0.5 s to 8 s, resuming at this peer's next byte (or with a logged gap); 0 = stop at once.",
+            Description = "After losing the coordinator (link timed out or broken, evicted, or the coordinator restarted), keep trying to join again for this long, with backoff (0.5 s doubling to 8 s, each wait times a random 0.5 to 1.5), resuming at this peer's next byte (or with a logged gap); 0 = stop at once.",
             DefaultValueFactory = _ => 60,
         };
         var rtmpPlay = new RtmpPlayOptions();
