@@ -532,7 +532,8 @@ public abstract partial class Node : IAsyncDisposable
             return;
         }
 
-        link.Name = $"child {hello.PeerId} ({hello.ListenAddress})";
+        // Where other nodes reach it (a listener on 0.0.0.0 or [::] at the address its connection came from), not its "0.0.0.0:1235".
+        link.Name = $"child {hello.PeerId} ({Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress)})";
         link.Role = new ChildRole((int)hello.PeerId);
         var entries = hello.Shards.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Served, 0, s.FromSeq, "")).ToArray();
         await link.WriteNowAsync(new Welcome(Protocol.Negotiate(hello), hello.PeerId, (byte)shardCount, 0, 0, entries).Write, Stopping).ConfigureAwait(false);
