@@ -84,29 +84,49 @@ internal sealed class SwarmPeer
             var probe = AnswerProbesAsync(listener, token, deadline.Token);
             // A latency-aware coordinator first answers with landmarks, then with candidate parents
             // (docs/protocol.md, section 17): a swarm peer measures only the coordinator (the round
-            // trip of that answer), never the peers, and joins again with what it has.
+            // trip of that answer), never the peers, and joins again with what it has: on the same
+            // connection when the coordinator speaks version 10 (its Landmarks say so), else on a new one.
             var coordinate = WireCoordinate.Unknown;
             MeasuredRtt[] measured = [];
             Welcome welcome;
+            bool kept = false;
             for (int round = 0; ; round++)
             {
-                var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-                peer = new SwarmPeer(socket, token, heartbeatInterval);
-                socket.Bind(new IPEndPoint(local, 0));
-                await socket.ConnectAsync(coordinator, deadline.Token).ConfigureAwait(false);
-                peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
-                    new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
+                bool reused = kept;
+                kept = false;
+                if (!reused)
+                {
+                    var socket = new Socket(local.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                    peer = new SwarmPeer(socket, token, heartbeatInterval);
+                    socket.Bind(new IPEndPoint(local, 0));
+                    await socket.ConnectAsync(coordinator, deadline.Token).ConfigureAwait(false);
+                    peer._input = PipeReader.Create(new NetworkStream(socket, ownsSocket: false),
+                        new StreamPipeReaderOptions(bufferSize: 4096, minimumReadSize: 1024, leaveOpen: true, useZeroByteReads: true));
+                }
                 byte[] nonce = RandomNumberGenerator.GetBytes(Protocol.NonceLength);
                 long sent = Stopwatch.GetTimestamp();
-                peer.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce, null, coordinate, measured).Write));
-                var (answer, landmarks) = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
+                peer!.Send(FrameWriting.ToArray(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], listenAddress.ToString(), nonce, null, coordinate, measured).Write));
+                (Welcome Welcome, Landmarks? Landmarks) answered;
+                try
+                {
+                    answered = await peer.ReadWelcomeAsync(deadline.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (reused && e is IOException or SocketException)
+                {
+                    // The kept connection was closed meanwhile: the Join goes on a new one, as a real peer's does.
+                    peer.Abort();
+                    round--;
+                    continue;
+                }
+                var (answer, landmarks) = answered;
                 if (landmarks is not { } nodes)
                 {
                     welcome = answer;
                     break;
                 }
                 var rtt = Stopwatch.GetElapsedTime(sent);
-                await peer.CloseAfterLandmarksAsync(deadline.Token).ConfigureAwait(false);
+                if (nodes.Version >= Protocol.OneConnectionVersion) kept = true;
+                else await peer.CloseAfterLandmarksAsync(deadline.Token).ConfigureAwait(false);
                 if (round >= MaxLandmarkRounds) throw new ProtocolException($"still sent landmarks after {MaxLandmarkRounds} rounds");
                 // The coordinator is landmark 0, at the anchor of the coordinates: the swarm peer says it is there.
                 if (nodes.Nodes.FirstOrDefault(n => n.Id == 0) is { Coordinate.IsUnknown: false } source)

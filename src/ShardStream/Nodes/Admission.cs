@@ -33,12 +33,28 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     private const int MaxCandidateTokens = 4096;
 
     /// <summary>
-    /// Admits a joiner: returns its session, whose control link the caller then serves, or null
-    /// when the joiner was refused, told to come back, or sent landmarks to measure first.
+    /// How long a connection kept after Landmarks (version 10) waits for the joiner's next Join:
+    /// a joiner measures one round within <see cref="PeerOptions.MeasureTimeout"/> (1 s, connects
+    /// included) and fits its coordinate in well under a millisecond, so 3 s leave it 2 s for a
+    /// loaded host; and it is less than a new connection's <see cref="NodeOptions.HelloTimeout"/>
+    /// (5 s), so a kept connection holds its place in the hello gate no longer than a silent new one.
+    /// A joiner whose kept connection was closed joins again on a new one (docs/protocol.md, section 17).
     /// </summary>
-    public async Task<PeerSession?> JoinAsync(Link link, Hello hello)
+    public TimeSpan NextJoinTimeout => options.HelloTimeout < MaxNextJoinWait ? options.HelloTimeout : MaxNextJoinWait;
+
+    private static readonly TimeSpan MaxNextJoinWait = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// Admits a joiner: returns its session, whose control link the caller then serves, or null
+    /// when the joiner was refused, told to come back, or sent landmarks to measure first; then
+    /// Measuring is true when the connection was kept for the joiner's next Join (version 10), which
+    /// the caller reads and admits with <paramref name="round"/> one higher. <paramref name="round"/>:
+    /// the Landmarks frames sent on this connection before.
+    /// </summary>
+    public async Task<(PeerSession? Session, bool Measuring)> JoinAsync(Link link, Hello hello, int round = 0)
     {
-        JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
+        // A kept connection's next Join (round 1 or 2) was accepted once, at its first.
+        if (round == 0) JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
         int k = options.ShardCount;
         int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
         budget = CapUpload(hello, budget);
@@ -51,30 +67,31 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         if (options.MaxConnectionsForJoins is { } most && TcpTransport.OpenConnections is var open && open >= most)
         {
             await host.RefuseAsync(link, GoodbyeCode.Busy, $"busy: {open} connections open, the most this coordinator takes near its open-file limit; try again in a moment", warn: false).ConfigureAwait(false);
-            return null;
+            return default;
         }
         // At most so many joins at once; the rest wait a little or are told to come back (JoinSlots).
         var (entered, busy) = await slots.EnterAsync(link).ConfigureAwait(false);
         if (busy is not null) await host.RefuseAsync(link, GoodbyeCode.Busy, busy, warn: false).ConfigureAwait(false);
         using var turn = entered;
-        if (turn is null) return null;
+        if (turn is null) return default;
         // A peer stopped as too slow whose goodbye was lost behind its backlog: it hears it now.
         string? stopped;
         lock (tracker.Gate) stopped = eviction.StoppedSlow(hello.PeerId);
         if (stopped is not null)
         {
             await host.RefuseAsync(link, GoodbyeCode.TooSlow, stopped, warn: true).ConfigureAwait(false);
-            return null;
+            return default;
         }
         // A peer the coordinator still lists, joining again: it keeps its place.
-        if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return rejoined;
+        if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return (rejoined, false);
         bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion;
         // A latency-aware plan first wants to know where the joiner is; the dial-back starts now,
         // while the joiner measures, and its placing Join takes the result.
-        if (await SendLandmarksAsync(link, hello).ConfigureAwait(false))
+        var landmarks = await SendLandmarksAsync(link, hello, round).ConfigureAwait(false);
+        if (landmarks != LandmarksSent.None)
         {
-            if (probed) StartEarlyProbe(advertised, hello.PeerId);
-            return null;
+            if (probed && landmarks != LandmarksSent.Refused) StartEarlyProbe(advertised, hello.PeerId);
+            return (null, landmarks == LandmarksSent.Kept);
         }
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         long probeStart = time.GetTimestamp();
@@ -95,12 +112,12 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (source.Ended && hello.Shards.Length == 0)
             {
                 host.RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended", warn: true).Observe(log, $"{link.Name}: refusing");
-                return null;
+                return default;
             }
             if (eviction.IsCutOff(advertised))
             {
                 host.RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send", warn: true).Observe(log, $"{link.Name}: refusing");
-                return null;
+                return default;
             }
             int id;
             try
@@ -110,7 +127,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             catch (PlacementException e)
             {
                 host.RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}", warn: true).Observe(log, $"{link.Name}: refusing");
-                return null;
+                return default;
             }
             // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.
             // A peer that joins again resumes at its own next chunks, and is told the stream's head.
@@ -149,8 +166,18 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         foreach (var other in demote) repair.DemoteUnreachable(other);
         CoordinatorLog.PeerJoined(log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
-        return session;
+        return (session, false);
     }
+
+    /// <summary>
+    /// Why a kept connection's next hello (<paramref name="next"/>, after Landmarks on the Join
+    /// <paramref name="first"/>) is not the same joiner's next Join; null when it is. The caller
+    /// refuses it with Goodbye(ProtocolError) and this reason.
+    /// </summary>
+    public static string? NextJoinProblem(Hello first, Hello next) =>
+        next.Role != HelloRole.Join ? $"sent a {next.Role} hello on the connection it was sent landmarks on; only its next Join may follow them"
+        : next.PeerId != first.PeerId ? $"sent a Join with join token {next.PeerId:x} on the connection a Join with token {first.PeerId:x} was sent landmarks on; a joiner keeps its token"
+        : null;
 
     /// <summary>
     /// Dial-backs started at a joiner's landmark round, by join token (<see cref="StartEarlyProbe"/>);
@@ -299,16 +326,43 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         return session;
     }
 
+    /// <summary>What <see cref="SendLandmarksAsync"/> did.</summary>
+    private enum LandmarksSent
+    {
+        /// <summary>None sent: the joiner is placed now.</summary>
+        None,
+
+        /// <summary>Sent, and the connection closed (a version-6 to -9 joiner joins again on a new one).</summary>
+        Closed,
+
+        /// <summary>Sent, and the connection kept for the joiner's next Join (version 10).</summary>
+        Kept,
+
+        /// <summary>The joiner asked for more rounds on one connection than a joiner follows: refused.</summary>
+        Refused,
+    }
+
     /// <summary>
     /// Before a version-6 joiner is placed by a latency-aware plan, it measures: a Join with no
     /// coordinate is answered with the landmarks (the coordinator first); a Join with a coordinate
     /// is answered once with the parents the plan would most likely give it (<see cref="Planner.ProbeCandidates"/>),
-    /// up to <see cref="Coordinator.MaxPingsPerJoin"/> measurements in all. Each answer closes the connection; the
-    /// joiner measures and joins again. False when the joiner is to be placed now.
+    /// up to <see cref="Coordinator.MaxPingsPerJoin"/> measurements in all. A version-10 joiner is
+    /// told so in the frame, and the connection is kept for its next Join (at most
+    /// <see cref="Protocol.MaxLandmarkRounds"/> frames on one connection: a Join that would get one more
+    /// is a protocol error); an older one's connection is closed, and it joins again on a new one.
     /// </summary>
-    private async Task<bool> SendLandmarksAsync(Link link, Hello hello)
+    private async Task<LandmarksSent> SendLandmarksAsync(Link link, Hello hello, int round)
     {
-        if (!tracker.Planner.LatencyAware || hello.MaxVersion < Protocol.PingVersion || hello.Coordinate is not { } coordinate || hello.Shards.Length > 0) return false;
+        if (!tracker.Planner.LatencyAware || hello.MaxVersion < Protocol.PingVersion || hello.Coordinate is not { } coordinate || hello.Shards.Length > 0) return LandmarksSent.None;
+        // On one connection a joiner follows at most two frames: after them, a Join with a
+        // coordinate is placed, and one with none (it measured nothing it was sent) is refused.
+        if (round >= Protocol.MaxLandmarkRounds && !coordinate.IsUnknown) return LandmarksSent.None;
+        if (round >= Protocol.MaxLandmarkRounds)
+        {
+            await host.RefuseAsync(link, GoodbyeCode.ProtocolError,
+                $"a Join with no coordinate on a connection that was sent {round} Landmarks frames already; a joiner measures at most {Protocol.MaxLandmarkRounds} rounds, then joins with the coordinate they gave it", warn: true).ConfigureAwait(false);
+            return LandmarksSent.Refused;
+        }
         Landmark[] landmarks;
         lock (tracker.Gate)
         {
@@ -318,23 +372,26 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             }
             else
             {
-                if (hello.PeerId == 0 || _candidatesSent.Contains(hello.PeerId)) return false;
+                if (hello.PeerId == 0 || _candidatesSent.Contains(hello.PeerId)) return LandmarksSent.None;
                 var measured = (hello.Measured ?? []).Select(m => m.NodeId).ToHashSet();
                 int room = Coordinator.MaxPingsPerJoin - measured.Count;
                 landmarks = room <= 0 ? [] : [.. tracker.Planner.ProbeCandidates(Node.FromWire(coordinate), room).Where(id => !measured.Contains((ulong)id)).Select(LandmarkOf).Where(l => l.Address is not null)];
-                if (landmarks.Length == 0) return false;
+                if (landmarks.Length == 0) return LandmarksSent.None;
                 _candidatesSent.Add(hello.PeerId);
                 _candidatesOrder.Enqueue(hello.PeerId);
                 if (_candidatesOrder.Count > MaxCandidateTokens) _candidatesSent.Remove(_candidatesOrder.Dequeue());
             }
         }
-        if (landmarks.Length == 0) return false;
+        if (landmarks.Length == 0) return LandmarksSent.None;
+        ushort version = Protocol.Negotiate(hello);
+        bool keep = options.OneConnectionJoins && version >= Protocol.OneConnectionVersion;
         CoordinatorLog.SendingLandmarks(log, link.Name, landmarks.Length);
-        await link.WriteNowAsync(new Landmarks(landmarks).Write, stopping).ConfigureAwait(false);
+        await link.WriteNowAsync(new Landmarks(landmarks, keep ? version : (ushort)0).Write, stopping).ConfigureAwait(false);
         JoinStages.Record(time, JoinStages.Landmarks, link.HelloAt, time.GetTimestamp());
+        if (keep) return LandmarksSent.Kept;
         await link.ShutdownAsync("landmarks sent").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
-        return true;
+        return LandmarksSent.Closed;
     }
 
     /// <summary>Node <paramref name="id"/> as a landmark (the caller holds the gate); its address is null when it is not a live peer.</summary>

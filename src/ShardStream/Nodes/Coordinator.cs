@@ -130,12 +130,37 @@ public sealed class Coordinator : Node, Admission.IHost
         await Task.WhenAny(Task.WhenAll(controls), Task.Delay(_options.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
     }
 
-    /// <summary>A joiner: admitted (Hello, placement, Welcome), then its control link is served until it closes.</summary>
+    /// <summary>
+    /// A joiner: admitted (Hello, placement, Welcome), then its control link is served until it
+    /// closes. A version-10 joiner sent Landmarks measures and sends its next Join on the same
+    /// connection, which waits for it in the hello gate meanwhile (<see cref="Admission.NextJoinTimeout"/>).
+    /// </summary>
     private protected override async Task OnJoinAsync(Link link, Hello hello)
     {
-        if (await _admission.JoinAsync(link, hello).ConfigureAwait(false) is { } session)
-            await WatchControlAsync(link, session).ConfigureAwait(false);
+        var first = hello;
+        for (int round = 0; ; round++)
+        {
+            var (session, measuring) = await _admission.JoinAsync(link, hello, round).ConfigureAwait(false);
+            if (session is not null)
+            {
+                await WatchControlAsync(link, session).ConfigureAwait(false);
+                return;
+            }
+            if (!measuring) return;
+            long waiting = Time.GetTimestamp();
+            if (await ReadNextHelloAsync(link, _admission.NextJoinTimeout).ConfigureAwait(false) is not { } next) return;
+            JoinStages.Record(Time, JoinStages.Measuring, waiting, link.HelloAt);
+            if (Admission.NextJoinProblem(first, next) is { } problem)
+            {
+                await RefuseAsync(link, GoodbyeCode.ProtocolError, problem).ConfigureAwait(false);
+                return;
+            }
+            hello = next;
+        }
     }
+
+    /// <summary>How long a connection kept after Landmarks waits for the joiner's next Join (<see cref="Admission.NextJoinTimeout"/>).</summary>
+    internal TimeSpan NextJoinTimeout => _admission.NextJoinTimeout;
 
     Task Admission.IHost.RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn) => RefuseAsync(link, code, reason, warn);
 

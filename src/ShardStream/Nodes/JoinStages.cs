@@ -11,8 +11,11 @@ internal static class JoinStages
     /// <summary>Accepted to its hello read: the wait for a thread and for the joiner's first frame.</summary>
     public static readonly KeyValuePair<string, object?> Hello = Tag("hello");
 
-    /// <summary>Hello read to a landmark round's answer written (a latency-aware join's first one or two connections).</summary>
+    /// <summary>Hello read to a landmark round's answer written (a latency-aware join's first one or two rounds).</summary>
     public static readonly KeyValuePair<string, object?> Landmarks = Tag("landmarks");
+
+    /// <summary>Landmarks written to the joiner's next Join read on the same connection (version 10): the joiner's measuring, as the coordinator waits for it.</summary>
+    public static readonly KeyValuePair<string, object?> Measuring = Tag("measuring");
 
     /// <summary>The dial-back probe to the joiner's address.</summary>
     public static readonly KeyValuePair<string, object?> Probe = Tag("probe");
@@ -23,7 +26,7 @@ internal static class JoinStages
     /// <summary>Under the lock: the plan, the signatures, the Moves, the welcome queued.</summary>
     public static readonly KeyValuePair<string, object?> Placement = Tag("placement");
 
-    /// <summary>Accepted to welcome queued: the coordinator's share of a placed join's latency.</summary>
+    /// <summary>Accepted (or, on a connection kept after Landmarks, the placing Join read) to welcome queued: the coordinator's share of a placed join's latency.</summary>
     public static readonly KeyValuePair<string, object?> Welcome = Tag("welcome");
 
     private static KeyValuePair<string, object?> Tag(string stage) => new("stage", stage);

@@ -157,6 +157,7 @@ public abstract partial class Node : IAsyncDisposable
                 continue;
             }
             if (connection is null) return;
+            Interlocked.Increment(ref _connectionsAccepted);
             long accepted = Time.GetTimestamp();
             // Near the open-file limit: what was accepted is taken, and no more until connections close.
             if (NodeOptionsBase.OpenFileLimit is { } limit && TcpTransport.OpenConnections >= limit - NodeOptionsBase.AcceptReserve)
@@ -357,47 +358,7 @@ public abstract partial class Node : IAsyncDisposable
         try
         {
             var link = NewLink(connection, $"incoming {connection.RemoteAddress}");
-            Hello hello;
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, waiter.Token);
-                timeout.CancelAfter(NodeOptionsBase.HelloTimeout);
-                var (type, body) = await link.ReadOneAsync(timeout.Token, Hello.MaxFrameLength).ConfigureAwait(false);
-                if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
-                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-                if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
-                // The coordinator hands this address on to later joiners: it must be one.
-                if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
-                link.AcceptedAt = accepted;
-                link.HelloAt = Time.GetTimestamp();
-            }
-            catch (ProtocolException e)
-            {
-                await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
-                return;
-            }
-            catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
-            {
-                string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
-                    : e is OperationCanceledException ? $"no hello within {NodeOptionsBase.HelloTimeout.TotalSeconds:0.#} s" : e.Message;
-                if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
-                HardeningLog.NoHello(Log, link.Name, reason);
-                link.Abort("no hello");
-                await link.DisposeAsync().ConfigureAwait(false);
-                return;
-            }
-            finally
-            {
-                // Waiting is over (hello or not): the slot is free for the next connection.
-                waiter.Dispose();
-            }
-
-            if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
-            {
-                await RefuseAsync(link, GoodbyeCode.VersionMismatch,
-                    $"no protocol version in common: this node speaks {Protocol.MinVersion}..{Protocol.Version}, the other side {hello.MinVersion}..{hello.MaxVersion}").ConfigureAwait(false);
-                return;
-            }
+            if (await ReadHelloAsync(link, waiter, NodeOptionsBase.HelloTimeout, accepted).ConfigureAwait(false) is not { } hello) return;
 
             try
             {
@@ -421,6 +382,79 @@ public abstract partial class Node : IAsyncDisposable
             HardeningLog.BackgroundTaskFailed(Log, $"connection from {connection.RemoteAddress}", e);
         }
     }
+
+    /// <summary>
+    /// Reads <paramref name="link"/>'s hello within <paramref name="within"/>, while the link waits
+    /// in the hello gate as <paramref name="waiter"/> (disposed here). Null when none came: the link
+    /// is then closed (silently for silence, a drop or a reset; with Goodbye(ProtocolError) for a
+    /// malformed or wrong first frame, Goodbye(VersionMismatch) for no version in common).
+    /// </summary>
+    private async Task<Hello?> ReadHelloAsync(Link link, HelloGate.Waiter waiter, TimeSpan within, long accepted)
+    {
+        Hello hello;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token, waiter.Token);
+            timeout.CancelAfter(within);
+            var (type, body) = await link.ReadOneAsync(timeout.Token, Hello.MaxFrameLength).ConfigureAwait(false);
+            if (type != FrameType.Hello) throw new ProtocolException($"expected a hello frame first, got {type}");
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            if (!Hello.TryRead(ref reader, out hello)) throw new ProtocolException(HelloChecks.WhyMalformed(new ReadOnlySequence<byte>(body)));
+            // The coordinator hands this address on to later joiners: it must be one.
+            if (HelloChecks.AddressProblem(hello.ListenAddress) is { } problem) throw new ProtocolException(problem);
+            link.HelloAt = Time.GetTimestamp();
+            // A kept connection's next hello (accepted 0): its join's time at the coordinator starts here.
+            link.AcceptedAt = accepted != 0 ? accepted : link.HelloAt;
+        }
+        catch (ProtocolException e)
+        {
+            await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
+        {
+            string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
+                : e is OperationCanceledException ? $"no hello within {within.TotalSeconds:0.#} s" : e.Message;
+            if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
+            HardeningLog.NoHello(Log, link.Name, reason);
+            link.Abort("no hello");
+            await link.DisposeAsync().ConfigureAwait(false);
+            return null;
+        }
+        finally
+        {
+            // Waiting is over (hello or not): the slot is free for the next connection.
+            waiter.Dispose();
+        }
+
+        if (hello.MaxVersion < Protocol.MinVersion || hello.MinVersion > Protocol.Version)
+        {
+            await RefuseAsync(link, GoodbyeCode.VersionMismatch,
+                $"no protocol version in common: this node speaks {Protocol.MinVersion}..{Protocol.Version}, the other side {hello.MinVersion}..{hello.MaxVersion}").ConfigureAwait(false);
+            return null;
+        }
+        return hello;
+    }
+
+    /// <summary>
+    /// Reads the next hello on a connection that has had one answered and stays open (a joiner's
+    /// landmark rounds on one connection, version 10), within <paramref name="within"/>. It waits in
+    /// the hello gate as a new connection would, so it counts against the same bounds and is dropped
+    /// to make room like one; null when no hello came (the link is then closed).
+    /// </summary>
+    private protected Task<Hello?> ReadNextHelloAsync(Link link, TimeSpan within)
+    {
+        var waiter = _helloGate.Enter(Endpoint.HostOf(link.RemoteAddress), () => link.Abort("dropped from the hello gate"));
+        return ReadHelloAsync(link, waiter, within, accepted: 0);
+    }
+
+    /// <summary>Connections waiting for their hello now (accepted ones, and kept ones between a joiner's rounds).</summary>
+    internal int PendingHellos => _helloGate.Count;
+
+    private long _connectionsAccepted;
+
+    /// <summary>Connections this node has accepted so far.</summary>
+    internal long ConnectionsAccepted => Interlocked.Read(ref _connectionsAccepted);
 
     private long _droppedWaiters;
     private long _lastDropLog;

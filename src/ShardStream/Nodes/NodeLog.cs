@@ -156,4 +156,7 @@ internal static partial class PeerLog
 
     [LoggerMessage(1715, LogLevel.Information, "listening on {Listen}; other peers are told {Advertised}", EventName = "PeerListening")]
     public static partial void Listening(ILogger log, string listen, string advertised);
+
+    [LoggerMessage(1716, LogLevel.Information, "the connection to {Address} kept for the next Join after the landmarks was closed ({Reason}); joining on a new connection", EventName = "KeptConnectionLost")]
+    public static partial void KeptConnectionLost(ILogger log, string address, string reason);
 }

@@ -131,6 +131,13 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>The stream's key; null makes an ephemeral one (the stream address then changes at every start).</summary>
     public Trust.StreamSigner? Signer { get; init; }
 
+    /// <summary>
+    /// Keeps a version-10 joiner's connection after Landmarks and reads its next Join on it
+    /// (docs/protocol.md, section 17). False answers as a version-9 coordinator did: Landmarks
+    /// without a version, then close (tests of a new joiner's fallback).
+    /// </summary>
+    internal bool OneConnectionJoins { get; init; } = true;
+
     /// <summary>A signed hash list covers at most this many chunks of a shard (1..64).</summary>
     public int MaxHashesPerList { get; init; } = 32;
 
@@ -258,6 +265,9 @@ public sealed record CoordinatorOptions : NodeOptions
 /// <summary>Settings of a <see cref="Peer"/>.</summary>
 public sealed record PeerOptions : NodeOptions
 {
+    /// <summary>The newest protocol version this peer's Join offers (tests: a version-9 joiner, which joins again after each Landmarks).</summary>
+    internal ushort MaxVersion { get; init; } = Wire.Protocol.Version;
+
     /// <summary>Any node of the overlay: the coordinator, or a peer that will redirect to it.</summary>
     public required string JoinAddress { get; init; }
 

@@ -97,29 +97,55 @@ public sealed partial class Peer : Node, IPeerParents
     private async Task JoinViaAsync(string address, ShardStart[] resume, CancellationToken cancellationToken)
     {
         int measured = 0;
+        // A version-10 coordinator keeps the connection it sent Landmarks on: the next Join goes there.
+        Link? kept = null;
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
             // A rejoin waits longer for the connection: on a loaded machine the coordinator's answers run late.
             var within = _reassembler is null ? _options.ConnectTimeout : Max(_options.ConnectTimeout, _options.HeartbeatTimeout * 2);
-            var link = NewLink(await ConnectWithinAsync(address, within, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            var link = kept ?? NewLink(await ConnectWithinAsync(address, within, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            bool reused = kept is not null;
+            kept = null;
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;
             byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
             Welcome welcome;
             try
             {
                 long sent = Time.GetTimestamp();
-                await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
-                // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
-                var (answer, landmarks) = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < MaxMeasuringRounds, cancellationToken).ConfigureAwait(false);
+                (Welcome Welcome, Landmarks? Landmarks) answered;
+                try
+                {
+                    await link.WriteNowAsync(new Hello(Protocol.MinVersion, _options.MaxVersion, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
+                    // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
+                    answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (reused && e is JoinInterruptedException or IOException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+                {
+                    // The kept connection was closed while this peer measured (it took longer than the
+                    // coordinator waits, or the coordinator needed the room): the Join goes on a new one.
+                    PeerLog.KeptConnectionLost(Log, address, e.Message);
+                    await link.DisposeAsync().ConfigureAwait(false);
+                    hop--;
+                    continue;
+                }
+                var (answer, landmarks) = answered;
                 if (landmarks is { } nodes)
                 {
                     // A latency-aware coordinator wants a coordinate first (Peer.Landmarks.cs): measure, and join again.
                     var rtt = Time.GetElapsedTime(sent);
-                    // Closed in order (the coordinator closed its side after the landmarks): a
-                    // reset would cost the coordinator an exception per round (docs/performance.md).
-                    await link.ShutdownAsync("landmarks read").ConfigureAwait(false);
-                    await link.DisposeAsync().ConfigureAwait(false);
+                    if (nodes.Version >= Protocol.OneConnectionVersion)
+                    {
+                        // Version 10: the coordinator waits for the next Join on this connection.
+                        kept = link;
+                    }
+                    else
+                    {
+                        // Closed in order (the coordinator closed its side after the landmarks): a
+                        // reset would cost the coordinator an exception per round (docs/performance.md).
+                        await link.ShutdownAsync("landmarks read").ConfigureAwait(false);
+                        await link.DisposeAsync().ConfigureAwait(false);
+                    }
                     await MeasureLandmarksAsync(nodes, rtt, cancellationToken).ConfigureAwait(false);
                     measured++;
                     hop--;

@@ -97,14 +97,17 @@ public readonly record struct Landmark(ulong Id, string Address, WireCoordinate 
 /// <summary>
 /// Coordinator to joiner (version 6), in answer to a Join whose coordinate is unknown: measure the
 /// round-trip time to these nodes, then join again with the coordinate they give. At most
-/// <see cref="Protocol.MaxShards"/> entries; the first is the coordinator itself.
+/// <see cref="Protocol.MaxShards"/> entries; the first is the coordinator itself. Version 10 adds
+/// <paramref name="Version"/> after the nodes, sent only to a joiner that speaks 10 or more: the
+/// coordinator keeps the connection and reads the joiner's next Join on it; without it (0, a
+/// version-9 coordinator or joiner) the coordinator closes and the joiner connects again.
 /// </summary>
-public readonly record struct Landmarks(Landmark[] Nodes)
+public readonly record struct Landmarks(Landmark[] Nodes, ushort Version = 0)
 {
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer)
     {
-        int size = 1;
+        int size = 1 + (Version >= Protocol.OneConnectionVersion ? 2 : 0);
         foreach (var n in Nodes) size += n.Size;
         FrameWriting.Write(writer, FrameType.Landmarks, size, in this, static (in Landmarks m, ref SpanWriter w) =>
         {
@@ -115,10 +118,11 @@ public readonly record struct Landmarks(Landmark[] Nodes)
                 FrameCodec.WriteString(ref w, n.Address);
                 n.Coordinate.Write(ref w);
             }
+            if (m.Version >= Protocol.OneConnectionVersion) w.WriteUInt16(m.Version);
         });
     }
 
-    /// <summary>Reads a landmarks body.</summary>
+    /// <summary>Reads a landmarks body (version 6 to 9: the nodes only; version 10: then the version, at least 10).</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Landmarks value)
     {
         value = default;
@@ -130,8 +134,10 @@ public readonly record struct Landmarks(Landmark[] Nodes)
                 || !WireCoordinate.TryRead(ref r, out var coordinate)) return false;
             nodes[i] = new Landmark(id, address, coordinate);
         }
+        ushort version = 0;
+        if (!r.End && (!FrameCodec.TryReadUInt16(ref r, out version) || version < Protocol.OneConnectionVersion)) return false;
         if (!r.End) return false;
-        value = new Landmarks(nodes);
+        value = new Landmarks(nodes, version);
         return true;
     }
 }

@@ -10,9 +10,20 @@ public static class Protocol
     /// 6 round-trip times and network coordinates (Ping, Pong, Landmarks; a coordinate in Hello and Heartbeat),
     /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries),
     /// 8 the measured rates in a SlowChild frame,
-    /// 9 the run id (in the placement Welcome, and covered by every signature of the stream).
+    /// 9 the run id (in the placement Welcome, and covered by every signature of the stream),
+    /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks).
     /// </summary>
-    public const ushort Version = 9;
+    public const ushort Version = 10;
+
+    /// <summary>
+    /// The first version whose Landmarks frame carries the version the connection speaks: a
+    /// coordinator that sends it keeps the connection and reads the joiner's next Join on it, so a
+    /// latency-aware join takes one connection instead of up to three (docs/protocol.md, section 17).
+    /// </summary>
+    public const ushort OneConnectionVersion = 10;
+
+    /// <summary>Landmarks frames a joiner follows before it is placed: the landmarks, then the candidate parents.</summary>
+    public const int MaxLandmarkRounds = 2;
 
     /// <summary>
     /// The first version with the run id: a coordinator draws one at start, its Welcome carries it,

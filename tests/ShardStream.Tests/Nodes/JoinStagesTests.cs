@@ -29,11 +29,12 @@ public sealed class JoinStagesTests
         listener.Start();
 
         await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { LatencyAware = true });
-        // The second joiner is sent landmarks (the coordinator and the first peer) before it is placed.
+        // The second joiner is sent landmarks (the coordinator and the first peer) before it is
+        // placed, and measures them while the coordinator waits for its next Join on the same connection.
         await overlay.AddPeerAsync();
         await overlay.AddPeerAsync();
 
-        Assert.Equal(["hello", "landmarks", "lock", "placement", "probe", "welcome"], seen.Keys.Order());
+        Assert.Equal(["hello", "landmarks", "lock", "measuring", "placement", "probe", "welcome"], seen.Keys.Order());
         Assert.All(seen.Values, v => Assert.True(v >= 0 && v < Overlay.Deadline.TotalSeconds, $"{v} s"));
     }
 }

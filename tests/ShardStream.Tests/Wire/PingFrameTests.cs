@@ -37,6 +37,27 @@ public sealed class PingFrameTests
     }
 
     [Fact]
+    public void Version_10_landmarks_end_with_the_version_the_connection_speaks()
+    {
+        // One landmark (the coordinator, empty address, unknown coordinate: NaN NaN NaN 1), then version 10.
+        var frame = Frames.Encode(new Landmarks([new Landmark(0, "", WireCoordinate.Unknown)], Protocol.OneConnectionVersion).Write);
+        Assert.Equal(Frames.Encode(new Landmarks([new Landmark(0, "", WireCoordinate.Unknown)]).Write).Length + 2, frame.Length);
+        Assert.Equal([0x00, 0x0A], frame[^2..]);
+        var reader = new SequenceReader<byte>(Frames.Body(frame));
+        Assert.True(Landmarks.TryRead(ref reader, out var read));
+        Assert.Equal(Protocol.OneConnectionVersion, read.Version);
+
+        // A version-9 frame has none (0: the coordinator closes), and a trailer below 10 is malformed.
+        reader = new SequenceReader<byte>(Frames.Body(Frames.Encode(new Landmarks([new Landmark(0, "", Somewhere)]).Write)));
+        Assert.True(Landmarks.TryRead(ref reader, out read));
+        Assert.Equal(0, read.Version);
+        var body = Frames.Body(frame).ToArray();
+        body[^1] = 9;
+        reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.False(Landmarks.TryRead(ref reader, out _));
+    }
+
+    [Fact]
     public void A_heartbeat_carries_a_coordinate_or_not()
     {
         foreach (var heartbeat in new[] { new Heartbeat(5), new Heartbeat(5, Somewhere) })

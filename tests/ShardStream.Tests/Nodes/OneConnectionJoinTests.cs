@@ -1,0 +1,232 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using ShardStream.LoadGeneration;
+using ShardStream.Nodes;
+using ShardStream.Tests.Transport;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A latency-aware join on one connection (version 10, docs/protocol.md section 17): a joiner's
+/// landmark rounds and its placing Join go on the connection it opened, where a version-9 joiner
+/// (or a version-9 coordinator) closes and connects again for each. The coordinator counts the
+/// connections it accepts; what it keeps open waits in the hello gate like a new connection.
+/// </summary>
+public sealed class OneConnectionJoinTests
+{
+    [Fact]
+    public async Task A_joiner_measures_and_is_placed_on_the_one_connection_it_opened()
+    {
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true }, loggers: log.Factory);
+
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.Id > 0), "every peer is placed");
+
+        // Each peer measured (the landmarks, and the candidate parents when there were any)...
+        int rounds = MeasuringRounds(log);
+        Assert.True(rounds >= 3, $"{rounds} measuring rounds");
+        // ... and the coordinator accepted one connection per joiner, whatever the rounds.
+        Assert.Equal(3, overlay.Coordinator.ConnectionsAccepted);
+        Assert.Equal(0, overlay.Coordinator.PendingHellos);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_version_9_joiner_or_a_version_9_coordinator_joins_again_on_a_new_connection_after_each_landmarks(bool oldJoiner)
+    {
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, OneConnectionJoins = oldJoiner }, loggers: log.Factory);
+
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(configure: o => oldJoiner ? o with { MaxVersion = 9 } : o);
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.Id > 0), "every peer is placed");
+
+        // A connection per landmark round, and one for the placing Join: as before version 10.
+        int rounds = MeasuringRounds(log);
+        Assert.True(rounds >= 3, $"{rounds} measuring rounds");
+        Assert.Equal(3 + rounds, overlay.Coordinator.ConnectionsAccepted);
+        Assert.False(log.Has(LogLevel.Information, "kept for the next Join"), "a peer waited for a kept connection");
+    }
+
+    [Fact]
+    public async Task A_connection_sent_landmarks_that_says_nothing_more_is_closed_at_the_deadline_and_waits_in_the_hello_gate_meanwhile()
+    {
+        var log = new LogCapture();
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"), log.Factory);
+        await coordinator.StartAsync(default);
+
+        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        await SendAsync(connection, Join(token: 0x1234));
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Landmarks, type);
+        Assert.Equal(Protocol.OneConnectionVersion, ReadLandmarks(body).Version);
+
+        // Kept for the joiner's next Join, it counts as a connection waiting for its hello...
+        await Overlay.WaitUntilAsync(() => coordinator.PendingHellos == 1, "the kept connection waits in the hello gate");
+        // ... until the deadline, when the coordinator closes it and the room is free again.
+        await Overlay.WaitUntilAsync(() => ClosedAsync(connection.Pipe.Input).IsCompleted, "the coordinator closed the kept connection");
+        Assert.Equal(0, coordinator.PendingHellos);
+        Assert.True(log.Has(LogLevel.Debug, $"closed without a hello: no hello within {coordinator.NextJoinTimeout.TotalSeconds:0.#} s"), "the coordinator closed it for its silence");
+        await connection.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_kept_connection_is_dropped_to_make_room_for_a_new_one_when_its_address_has_no_more()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true, MaxPendingHellosPerAddress = 1 }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var kept = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        await SendAsync(kept, Join(token: 0x1234));
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(kept.Pipe.Input)).Type);
+        await Overlay.WaitUntilAsync(() => coordinator.PendingHellos == 1, "the kept connection waits in the hello gate");
+
+        // One more connection from the same address, silent: the bound of one waiting per address
+        // holds, and the older (the kept one) is dropped, as a silent new connection would be.
+        var silent = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        var closed = ClosedAsync(kept.Pipe.Input);
+        await closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(1, coordinator.PendingHellos);
+        await silent.DisposeAsync();
+        await kept.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_stranger_that_asks_for_a_third_landmarks_on_one_connection_is_refused_with_the_reason()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        // A Join that never says where it is, again and again, on one connection.
+        for (int round = 0; round < Protocol.MaxLandmarkRounds; round++)
+        {
+            await SendAsync(connection, Join(token: 0x1234));
+            Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+        }
+        await SendAsync(connection, Join(token: 0x1234));
+        var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
+
+        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+        Assert.Contains("a joiner measures at most 2 rounds", goodbye.Reason);
+        await connection.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_kept_connection_takes_only_the_same_joiners_next_join()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        await SendAsync(connection, Join(token: 0x1234));
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+        await SendAsync(connection, Join(token: 0x5678));
+        var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
+
+        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+        Assert.Contains("a joiner keeps its token", goodbye.Reason);
+        await connection.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Swarm_peers_join_a_latency_aware_coordinator_on_one_connection_each()
+    {
+        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.84.0.1:0", ShardCount = 2, LatencyAware = true, HeartbeatTimeout = TimeSpan.FromSeconds(60) };
+        await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: Overlay.Loggers);
+        await coordinator.StartAsync(CancellationToken.None);
+        var swarm = new Swarm(new SwarmOptions
+        {
+            CoordinatorAddress = coordinator.ListenAddress,
+            Peers = 20,
+            JoinRate = 100,
+            Hold = TimeSpan.FromMilliseconds(200),
+            FirstAddress = "127.84.1.1",
+            Addresses = 4,
+            JoinTimeout = TimeSpan.FromSeconds(60),
+        });
+
+        var report = await swarm.RunAsync(null, null, CancellationToken.None);
+
+        Assert.Empty(report.Failures);
+        Assert.Equal(20, report.Joined);
+        // Each swarm peer was sent landmarks (a latency-aware coordinator) and sent its next Join on the same connection.
+        Assert.Equal(20, coordinator.ConnectionsAccepted);
+    }
+
+    private static Hello Join(ulong token) =>
+        new(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 0, [], "x:1", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown);
+
+    /// <summary>The peers' "measured … node(s) the coordinator named" lines: one per Landmarks frame followed.</summary>
+    private static int MeasuringRounds(LogCapture log) => log.Lines.Count(l => l.Message.StartsWith("measured ", StringComparison.Ordinal) && l.Message.Contains("the coordinator named", StringComparison.Ordinal));
+
+    private static async Task SendAsync(IConnection connection, Hello hello)
+    {
+        hello.Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+    }
+
+    private static Landmarks ReadLandmarks(ReadOnlySequence<byte> body)
+    {
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Landmarks.TryRead(ref reader, out var landmarks));
+        return landmarks;
+    }
+
+    private static Goodbye ReadGoodbye((FrameType Type, ReadOnlySequence<byte> Body) frame)
+    {
+        Assert.Equal(FrameType.Goodbye, frame.Type);
+        var reader = new SequenceReader<byte>(frame.Body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        return goodbye;
+    }
+
+    private static async Task<(FrameType Type, ReadOnlySequence<byte> Body)> ReadFrameAsync(PipeReader input)
+    {
+        using var cts = new CancellationTokenSource(PipeIo.Deadline);
+        while (true)
+        {
+            var result = await input.ReadAsync(cts.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = new ReadOnlySequence<byte>(body.ToArray());
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) Assert.Fail("the connection closed before an answer arrived");
+        }
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<PipeReader, Task> Closing = [];
+
+    /// <summary>Completes when the other side has closed or reset the connection (started once per reader, then the same task).</summary>
+    private static Task ClosedAsync(PipeReader input) => Closing.GetValue(input, static i => DrainAsync(i));
+
+    private static async Task DrainAsync(PipeReader input)
+    {
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync();
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted) return;
+            }
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            // Reset: closed too.
+        }
+    }
+}
