@@ -15,7 +15,8 @@ internal static class DemoCommand
     {
         var peers = new Option<int>("--peers", "-n") { Description = "Number of peers.", DefaultValueFactory = _ => 10 };
         var shards = new Option<int>("--shards", "-s") { Description = "Number of shards K (1..16).", DefaultValueFactory = _ => 2 };
-        var topology = new Option<string?>("--topology") { Description = "Placement policy (default: the seed's for K)." };
+        var topology = new Option<string?>("--topology") { Description = "Placement policy: binary (K=1), tessellated (K=2) or striped (any K). Default: binary for K=1, tessellated for K=2, striped for K>=3." };
+        topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
         var mib = new Option<int>("--mib") { Description = "Size of the generated source in MiB.", DefaultValueFactory = _ => 32 };
         var seed = new Option<int>("--seed") { Description = "Seed of the generated source.", DefaultValueFactory = _ => 1 };
         var verbose = CommonOptions.Verbose();

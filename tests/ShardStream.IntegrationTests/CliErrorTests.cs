@@ -73,6 +73,7 @@ public sealed class CliErrorTests
     [InlineData("--upload: 'abc' is not a number", "peer", "-c", "127.0.0.1:1", "--upload", "abc")]
     [InlineData("--peers: 'many' is not a whole number", "simulate", "--peers", "many")]
     [InlineData("--topology: 'foo' is not one of binary, tessellated, striped", "simulate", "--peers", "10", "--topology", "foo")]
+    [InlineData("--topology: 'ring' is not one of binary, tessellated, striped", "demo", "--topology", "ring")]
     [InlineData("--upload: '1,5' is not a number (decimals take a dot: 1.5)", "peer", "-c", "127.0.0.1:1", "--upload", "1,5")]
     [InlineData("--upload: '2,5' is not a number (decimals take a dot: 2.5)", "simulate", "--peers", "10", "--upload", "2,5")]
     [InlineData("--shards must be between 1 and 16, got 0", "simulate", "--peers", "10", "--shards", "0")]
