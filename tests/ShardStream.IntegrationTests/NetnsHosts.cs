@@ -37,7 +37,7 @@ internal sealed class NetnsHosts : IAsyncDisposable
     private static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(30);
     private readonly ITestOutputHelper _output;
     private readonly List<string> _namespaces = [];
-    private readonly List<CliProcess> _processes = [];
+    private readonly List<IAsyncDisposable> _processes = [];
 
     private readonly string _name;
 
@@ -74,10 +74,19 @@ internal sealed class NetnsHosts : IAsyncDisposable
     /// in 10.81.0.0/16, or as <c>SHARDSTREAM_NETNS_PREFIX</c> and <c>SHARDSTREAM_NETNS_NETWORK</c>
     /// say (so that two people testing on one machine can keep their namespaces apart).
     /// </summary>
-    public static NetnsHosts Create(int count, ITestOutputHelper output) =>
-        Create(count, output,
-            Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_PREFIX") is { Length: > 0 } prefix ? prefix : Prefix,
-            int.TryParse(Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_NETWORK"), NumberStyles.None, CultureInfo.InvariantCulture, out int network) ? network : 81);
+    public static NetnsHosts Create(int count, ITestOutputHelper output)
+    {
+        var (prefix, network) = Own(Prefix, 81);
+        return Create(count, output, prefix, network);
+    }
+
+    /// <summary>
+    /// <paramref name="prefix"/> and <paramref name="network"/>, unless <c>SHARDSTREAM_NETNS_PREFIX</c>
+    /// and <c>SHARDSTREAM_NETNS_NETWORK</c> say otherwise (each on its own).
+    /// </summary>
+    public static (string Prefix, int Network) Own(string prefix, int network) =>
+        (Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_PREFIX") is { Length: > 0 } ownPrefix ? ownPrefix : prefix,
+         int.TryParse(Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_NETWORK"), NumberStyles.None, CultureInfo.InvariantCulture, out int ownNetwork) ? ownNetwork : network);
 
     /// <summary>
     /// Builds <paramref name="count"/> hosts (at most 99) and the router, with namespace names
@@ -170,9 +179,22 @@ internal sealed class NetnsHosts : IAsyncDisposable
         return process;
     }
 
+    /// <summary>
+    /// Starts the CLI on <paramref name="host"/> with its stdout and stderr written to files in
+    /// <paramref name="dir"/> named after <paramref name="name"/> (<see cref="FileOutProcess"/>); it
+    /// is killed at the latest when this network is disposed.
+    /// </summary>
+    public FileOutProcess StartToFiles(NetnsHost host, string dir, string name, params string[] args)
+    {
+        var process = FileOutProcess.StartIn(host.Namespace, CliDll, dir, name, args);
+        lock (_processes) _processes.Add(process);
+        _output.WriteLine($"h{host.Index} ({host.Address}) $ shardstream {string.Join(' ', args)} > {name}.out 2> {name}.err");
+        return process;
+    }
+
     public async ValueTask DisposeAsync()
     {
-        List<CliProcess> processes;
+        List<IAsyncDisposable> processes;
         lock (_processes) processes = [.. _processes];
         foreach (var p in processes) await p.DisposeAsync();
         DeleteNamespaces();

@@ -25,11 +25,20 @@ internal sealed partial class FileOutProcess : IAsyncDisposable
     public bool HasExited => _process.HasExited;
 
     /// <summary>The CLI with stdout and stderr redirected to files in <paramref name="dir"/> named after <paramref name="name"/>.</summary>
-    public static FileOutProcess Start(string dir, string name, params string[] args)
+    public static FileOutProcess Start(string dir, string name, params string[] args) => StartIn(null, CliProcess.CliDll, dir, name, args);
+
+    /// <summary>
+    /// The CLI at <paramref name="cliDll"/> with stdout and stderr redirected to files, inside the
+    /// network namespace <paramref name="netns"/> (<c>ip netns exec</c>, which execs, as bash does:
+    /// the process is the CLI itself), or here when null. The files are written by the CLI itself,
+    /// so a test host that is held up never holds back its output or its logs.
+    /// </summary>
+    public static FileOutProcess StartIn(string? netns, string cliDll, string dir, string name, params string[] args)
     {
         string stdout = Path.Combine(dir, name + ".out"), stderr = Path.Combine(dir, name + ".err");
-        var info = new ProcessStartInfo("bash") { UseShellExecute = false, RedirectStandardInput = true };
-        foreach (var a in new[] { "-c", "exec dotnet \"$0\" \"$@\" > \"$OUT\" 2> \"$ERR\"", CliProcess.CliDll }) info.ArgumentList.Add(a);
+        var info = new ProcessStartInfo(netns is null ? "bash" : "ip") { UseShellExecute = false, RedirectStandardInput = true };
+        foreach (var a in netns is null ? [] : new[] { "netns", "exec", netns, "bash" }) info.ArgumentList.Add(a);
+        foreach (var a in new[] { "-c", "exec dotnet \"$0\" \"$@\" > \"$OUT\" 2> \"$ERR\"", cliDll }) info.ArgumentList.Add(a);
         foreach (var a in args) info.ArgumentList.Add(a);
         info.Environment["OUT"] = stdout;
         info.Environment["ERR"] = stderr;
@@ -37,6 +46,27 @@ internal sealed partial class FileOutProcess : IAsyncDisposable
     }
 
     public string Stderr => File.Exists(StderrPath) ? ReadShared(StderrPath) : "";
+
+    /// <summary>The stderr lines written so far.</summary>
+    public string[] StderrLines => Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+    /// <summary>The process's stdin (the bytes of a coordinator's stream).</summary>
+    public Stream StandardInput => _process.StandardInput.BaseStream;
+
+    /// <summary>Waits for exit, up to <paramref name="timeout"/>; returns the exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"process {_process.Id} did not exit within {timeout}; stderr:\n{Stderr}");
+        }
+        return _process.ExitCode;
+    }
 
     public long StdoutLength => File.Exists(StdoutPath) ? new FileInfo(StdoutPath).Length : 0;
 
