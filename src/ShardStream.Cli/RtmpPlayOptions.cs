@@ -11,6 +11,16 @@ internal sealed class RtmpPlayOptions
 
     public Option<string> Name { get; } = new("--rtmp-play-name") { Description = "The stream name players ask for (the last part of their URL); not the publisher's key.", DefaultValueFactory = _ => "stream" };
 
+    public RtmpPlayOptions()
+    {
+        // An empty name is a stream no player can ask for: every play would be refused.
+        Name.Validators.Add(result =>
+        {
+            if (result.Tokens.Count > 0 && string.IsNullOrWhiteSpace(result.Tokens[^1].Value))
+                result.AddError("--rtmp-play-name: the stream name cannot be empty (players ask for rtmp://HOST:PORT/live/NAME)");
+        });
+    }
+
     public IEnumerable<Option> All => [Address, Name];
 
     /// <summary>Starts the server when the flag is given; null otherwise.</summary>

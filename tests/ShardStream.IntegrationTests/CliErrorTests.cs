@@ -87,6 +87,7 @@ public sealed class CliErrorTests
     // An address is checked before anything starts, and the error names its flag.
     [InlineData("--rtmp: 'nonsense' is not an address of the form HOST:PORT", "coordinator", "-l", "127.0.0.1:0", "--rtmp", "nonsense")]
     [InlineData("--rtmp-play: 'nonsense' is not an address of the form HOST:PORT", "peer", "-c", "127.0.0.1:1", "--rtmp-play", "nonsense")]
+    [InlineData("--rtmp-play-name: the stream name cannot be empty", "coordinator", "-l", "127.0.0.1:0", "--rtmp-play", "127.0.0.1:0", "--rtmp-play-name", "")]
     // The simulator names the flags, not the planner's options.
     [InlineData("--topology binary needs --shards 1, not 2", "simulate", "--peers", "10", "--topology", "binary", "--shards", "2")]
     [InlineData("--upload (-1) cannot be negative", "simulate", "--peers", "10", "--upload", "-1")]
