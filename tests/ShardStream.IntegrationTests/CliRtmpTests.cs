@@ -90,10 +90,16 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
         await using var _ = coordinator;
         try
         {
-            using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 30, gop: 30));
+            // The publish goes on until the test stops it, however long a loaded machine takes to
+            // get the players going (a publish of fixed length could end under them).
+            using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 600, gop: 30));
             var publishErrors = ffmpeg.StandardError.ReadToEndAsync();
             await coordinator.WaitForLogAsync("publishing started", Startup);
-            await Task.Delay(TimeSpan.FromSeconds(5)); // the players join 5 s into the stream
+            // The players join mid-stream: once the peer two hops down has written 5 s of it (the
+            // coordinator, upstream of it, has at least that), many keyframes after the first.
+            int before = await UntilVideoPacketsAsync(peers[1].StdoutPath, 150);
+            Assert.True(before >= 150, $"peer 2 wrote {before} video frames of the stream within {Startup.TotalSeconds} s, not 150\n{peers[1].Stderr}");
+            output.WriteLine($"the players join when peer 2 has written {before} video frames");
             // Both players at once, 4 s each: one from the peer, one from the coordinator.
             var plays = await Task.WhenAll(new[] { peers[1], coordinator }.Select(async node =>
             {
@@ -248,11 +254,17 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(Key, coordinator.Stderr);
     }
 
-    /// <summary>Waits (up to <see cref="Startup"/>) until the last chunks reached the peer: its output holds <paramref name="expected"/> video packets.</summary>
-    private static async Task UntilVideoPacketsAsync(string path, int expected)
+    /// <summary>
+    /// Waits (up to <see cref="Startup"/>) until the output at <paramref name="path"/> holds
+    /// <paramref name="expected"/> video packets (the last chunks reached the peer); returns how
+    /// many it holds. An output ffprobe cannot read yet (nothing, or not a whole header) holds none.
+    /// </summary>
+    private static async Task<int> UntilVideoPacketsAsync(string path, int expected)
     {
-        for (var deadline = DateTime.UtcNow + Startup; Ffmpeg.CountPackets(path).Video < expected && DateTime.UtcNow < deadline;)
+        int video;
+        for (var deadline = DateTime.UtcNow + Startup; (video = Ffmpeg.VideoPacketsSoFar(path)) < expected && DateTime.UtcNow < deadline;)
             await Task.Delay(200);
+        return video;
     }
 
     private static async Task AfterConnect(RtmpTestClient c, RtmpMessageType? type, byte[] payload)

@@ -166,8 +166,21 @@ internal static class Ffmpeg
     {
         var r = RequiresTool.Run("ffprobe", ["-v", "error", "-count_packets", "-show_entries", "stream=codec_type,nb_read_packets", "-of", "csv=p=0", path], TimeSpan.FromMinutes(2));
         Assert.True(r.ExitCode == 0, $"ffprobe exited with {r.ExitCode}: {r.Stderr}");
+        return Packets(r.Stdout);
+    }
+
+    /// <summary>The video packets of an output still being written; 0 while ffprobe cannot read it yet (empty, or its header not whole).</summary>
+    public static int VideoPacketsSoFar(string path)
+    {
+        if (!File.Exists(path)) return 0;
+        var r = RequiresTool.Run("ffprobe", ["-v", "error", "-count_packets", "-show_entries", "stream=codec_type,nb_read_packets", "-of", "csv=p=0", path], TimeSpan.FromMinutes(2));
+        return r.ExitCode == 0 ? Packets(r.Stdout).Video : 0;
+    }
+
+    private static (int Video, int Audio) Packets(string stdout)
+    {
         int video = 0, audio = 0;
-        foreach (var line in r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var line in stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             var parts = line.Trim().Split(',');
             if (parts.Length < 2 || !int.TryParse(parts[1], out int n)) continue;
