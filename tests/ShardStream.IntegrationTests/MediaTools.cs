@@ -32,6 +32,35 @@ internal static class MediaTools
         }
     }
 
+    /// <summary>
+    /// A length for <see cref="LiveSourceArgs"/> that no test waits out: the test ends the source
+    /// itself (<see cref="EndSourceAsync"/>) once it has what it checks, however long a loaded
+    /// machine took to get there.
+    /// </summary>
+    public const int UntilEnded = 300;
+
+    /// <summary>
+    /// Ends a live source cleanly: SIGTERM, on which ffmpeg finishes the packet it writes and its
+    /// trailer and exits (the stream it wrote decodes to its end); waits up to 30 s, then kills it.
+    /// </summary>
+    public static async Task EndSourceAsync(Process ffmpeg)
+    {
+        if (ffmpeg.HasExited) return;
+        using (var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { "-TERM", ffmpeg.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) }, UseShellExecute = false })
+                          ?? throw new InvalidOperationException("could not start kill"))
+            await kill.WaitForExitAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        try
+        {
+            await ffmpeg.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            ffmpeg.Kill();
+            throw new TimeoutException("ffmpeg did not exit within 30 s of SIGTERM");
+        }
+    }
+
     public static string[] LiveSourceArgs(string muxer, int seconds) =>
     [
         "-hide_banner", "-loglevel", "error", "-re",
