@@ -25,7 +25,7 @@ internal static class JoinAnswer
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new JoinInterruptedException($"{address} did not answer within {within.TotalSeconds:0.#} s");
+            throw new JoinInterruptedException($"{address} did not answer within {within.TotalSeconds:0.#} s") { Unanswered = true };
         }
         catch (IOException e)
         {

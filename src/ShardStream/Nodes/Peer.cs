@@ -120,10 +120,11 @@ public sealed partial class Peer : Node, IPeerParents
                     // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
                     answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken).ConfigureAwait(false);
                 }
-                catch (Exception e) when (reused && e is JoinInterruptedException or IOException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+                catch (Exception e) when (reused && e is IOException or InvalidOperationException && e is not JoinInterruptedException { Unanswered: true } && !cancellationToken.IsCancellationRequested)
                 {
                     // The kept connection was closed while this peer measured (it took longer than the
                     // coordinator waits, or the coordinator needed the room): the Join goes on a new one.
+                    // One left open but unanswered is not: that goes to the caller's backoff, as on a new connection.
                     PeerLog.KeptConnectionLost(Log, address, e.Message);
                     await link.DisposeAsync().ConfigureAwait(false);
                     hop--;
@@ -541,7 +542,11 @@ public sealed partial class Peer : Node, IPeerParents
 public sealed class CoordinatorBusyException(string message) : Exception(message);
 
 /// <summary>The coordinator accepted the join's connection, then closed it or did not answer in time: worth another try.</summary>
-public sealed class JoinInterruptedException(string message, Exception? inner = null) : IOException(message, inner);
+public sealed class JoinInterruptedException(string message, Exception? inner = null) : IOException(message, inner)
+{
+    /// <summary>The connection stayed open and no answer came in time (else the coordinator closed it).</summary>
+    public bool Unanswered { get; init; }
+}
 
 /// <summary>The stream could not be completed; the message says why.</summary>
 public sealed class StreamInterruptedException(string message) : Exception(message);

@@ -54,6 +54,75 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task A_joiner_that_measures_longer_than_the_coordinator_keeps_its_connection_joins_on_a_new_one()
+    {
+        var log = new LogCapture();
+        // The coordinator keeps a connection after Landmarks for 1 s (its hello timeout); the
+        // second joiner measures the first for 2 s (a far landmark, a long measuring round).
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HelloTimeout = TimeSpan.FromSeconds(1) }, loggers: log.Factory);
+        await overlay.AddPeerAsync(upload: 4);
+        overlay.Network.SetLatency("p2", "p1", TimeSpan.FromSeconds(1));
+        long before = overlay.Coordinator.ConnectionsAccepted;
+
+        var late = await overlay.AddPeerAsync(configure: o => o with { MeasureTimeout = TimeSpan.FromSeconds(2.5) });
+
+        Assert.True(late.Id > 0, "the late joiner is placed");
+        Assert.True(log.Has(LogLevel.Information, "kept for the next Join after the landmarks was closed"), "the joiner saw its kept connection closed");
+        Assert.True(overlay.Coordinator.ConnectionsAccepted - before >= 2, $"{overlay.Coordinator.ConnectionsAccepted - before} connections for the late joiner");
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.PendingHellos == 0, "nothing waits in the hello gate");
+    }
+
+    [Fact]
+    public async Task A_kept_connection_that_stays_open_but_unanswered_is_not_taken_for_closed()
+    {
+        // A coordinator that keeps the connection after Landmarks, reads the next Join, and then
+        // does not answer (overloaded): the joiner gives up on the answer as on any connection's,
+        // and joins again after its backoff, not at once as if the connection had been closed.
+        var log = new LogCapture();
+        var net = new VirtualNetwork();
+        var listener = await net.Host("fc").ListenAsync("fc:1", default);
+        var accepted = new List<(IConnection Connection, long At)>();
+        using var stop = new CancellationTokenSource();
+        var serve = Task.Run(async () =>
+        {
+            while (await listener.AcceptAsync(stop.Token) is { } connection)
+            {
+                lock (accepted) accepted.Add((connection, System.Diagnostics.Stopwatch.GetTimestamp()));
+                _ = Task.Run(async () =>
+                {
+                    await ReadFrameAsync(connection.Pipe.Input);
+                    new Landmarks([new Landmark(0, "", Node.ToWire(Coordinator.Anchor))], Protocol.Version).Write(connection.Pipe.Output);
+                    await connection.Pipe.Output.FlushAsync();
+                    // The next Join is read, and never answered.
+                    await ReadFrameAsync(connection.Pipe.Input);
+                });
+            }
+        });
+        var peer = new Peer(new PeerOptions
+        {
+            JoinAddress = "fc:1",
+            ListenAddress = "p:1",
+            HeartbeatTimeout = TimeSpan.FromMilliseconds(500),
+            HeartbeatInterval = TimeSpan.FromMilliseconds(100),
+            RejoinFor = TimeSpan.FromSeconds(1.5),
+        }, net.Host("p"), log.Factory);
+
+        var joining = peer.StartAsync(default);
+        await Overlay.WaitUntilAsync(() => { lock (accepted) return accepted.Count >= 2; }, "the joiner connects again");
+        long first, second;
+        lock (accepted) (first, second) = (accepted[0].At, accepted[1].At);
+
+        Assert.False(log.Has(LogLevel.Information, "kept for the next Join after the landmarks was closed"), "the joiner took the open connection for closed");
+        Assert.True(log.Has(LogLevel.Warning, "did not answer within 1 s"), "the joiner says the coordinator did not answer");
+        // Its Join waited 1 s for an answer on the first connection; the backoff (at least 0.25 s) came before the second.
+        Assert.True(System.Diagnostics.Stopwatch.GetElapsedTime(first, second) >= TimeSpan.FromSeconds(1.2), $"connected again {System.Diagnostics.Stopwatch.GetElapsedTime(first, second).TotalSeconds:0.00} s after the first");
+        await stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<Exception>(() => joining.WaitAsync(Overlay.Deadline));
+        await peer.DisposeAsync();
+        await listener.DisposeAsync();
+    }
+
+    [Fact]
     public async Task A_connection_sent_landmarks_that_says_nothing_more_is_closed_at_the_deadline_and_waits_in_the_hello_gate_meanwhile()
     {
         var log = new LogCapture();
