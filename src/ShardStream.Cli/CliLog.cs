@@ -19,4 +19,10 @@ internal static partial class CliLog
 
     [LoggerMessage(1754, LogLevel.Information, "the stream: {Bytes} bytes in {Chunks} chunks", EventName = "StreamTotals")]
     public static partial void StreamTotals(ILogger log, long bytes, long chunks);
+
+    [LoggerMessage(1755, LogLevel.Warning, "{Signal}: ending the stream at {Bytes} bytes read from {Source}; the End goes out and peers finish (up to 15 s); Ctrl-C or SIGTERM again quits at once", EventName = "EndingOnSignal")]
+    public static partial void EndingOnSignal(ILogger log, long bytes, string source, string signal);
+
+    [LoggerMessage(1756, LogLevel.Warning, "{Signal} again: quitting without waiting for peers to finish", EventName = "QuittingOnSignal")]
+    public static partial void QuittingOnSignal(ILogger log, string signal);
 }

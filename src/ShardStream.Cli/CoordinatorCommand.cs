@@ -42,7 +42,15 @@ internal static class CoordinatorCommand
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
         foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, http, replaySeconds, replayMiB, heartbeat, controlHeartbeat, maxJoins, mergeReads, latencyAware, latencyMoves, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
-        command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
+        // Ctrl-C and SIGTERM end the stream (CoordinatorStop); Program.cs leaves them to it.
+        command.SetAction(async (parse, _) =>
+        {
+            using var stop = new CoordinatorStop();
+            return await stop.RunAsync(quit => CommonOptions.RunAsync(ct => RunAsync(parse, stop, ct), quit));
+        });
+        return command;
+
+        async Task RunAsync(ParseResult parse, CoordinatorStop stop, CancellationToken ct)
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
             bool created = false;
@@ -77,16 +85,15 @@ internal static class CoordinatorCommand
             egress.Started(httpHost, loggers);
             await using var ingest = await RtmpIngest.StartAsync(parse.GetValue(rtmp), parse.GetValue(rtmpKey), loggers, ct);
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
-            var input = egress.Tap(ingest?.Source ?? Console.OpenStandardInput());
+            var log = loggers.CreateLogger("coordinator");
+            var input = egress.Tap(ingest is not null ? stop.Source(ingest.Source, "the RTMP publish", log) : stop.Source(Console.OpenStandardInput(), "stdin", log));
             await using var source = play is null ? input : play.Hub.TeeReads(input);
             // An RTMP publish arrives as FLV; stdin is whatever --format says (or its first bytes).
             await coordinator.RunAsync(new MediaReader(source, ingest is not null ? MediaFormat.Flv : MediaFormats.Parse(parse.GetValue(format))), ct);
-            var log = loggers.CreateLogger("coordinator");
             CliLog.StreamTotals(log, coordinator.BytesStreamed, coordinator.ChunksCut);
             CliLog.FinalOverlay(log);
             foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) CliLog.FinalOverlayLine(log, line);
-        }, cancellationToken));
-        return command;
+        }
     }
 
     /// <summary>The RTMP listener of <c>--rtmp</c> and the FLV byte stream it feeds the coordinator.</summary>

@@ -9,12 +9,13 @@ root.Subcommands.Add(PeerCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(SwarmCommand.Create());
-// Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
-// which can take a few seconds, so the process is given that long.
 CliErrors.CheckDecimals(root);
 CliErrors.CheckAddresses(root);
-var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(20) };
 var parse = root.Parse(args);
+// Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
+// which can take a few seconds, so the process is given that long. The coordinator handles them
+// itself: the first one ends the stream (CoordinatorStop).
+var invocation = new InvocationConfiguration { ProcessTerminationTimeout = parse.CommandResult.Command.Name == "coordinator" ? null : TimeSpan.FromSeconds(20) };
 if (args.Length > 0 && parse.Errors.Count > 0)
 {
     // A wrong flag or value: one line on stderr, as every other error, instead of the reason and

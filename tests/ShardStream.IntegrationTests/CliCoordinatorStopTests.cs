@@ -1,0 +1,179 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Xunit.Abstractions;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// Stopping a coordinator with SIGTERM (or Ctrl-C) ends its stream: the source is taken as ended
+/// at the bytes read so far, the coordinator exits 0 after its viewers finish, and every viewer
+/// exits 0 with "stream complete" and exactly the bytes the coordinator streamed, for stdin that
+/// is still open and for an RTMP publish that is still going (which has no end of input). A
+/// coordinator killed with SIGKILL still leaves its viewers joining again
+/// (RejoinNetnsTests.Viewers_on_other_hosts_rejoin_a_coordinator_restarted_mid_stream_and_write_both_runs).
+/// Real CLI processes on 127.88.0.0/16; viewers join again for 5 s only, so that a viewer that
+/// lost the coordinator instead of seeing the end fails in seconds. Every wait is for a condition.
+/// </summary>
+public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(90);
+    private const string Key = "obs-Key-stop";
+    private readonly string _dir = Directory.CreateTempSubdirectory("ss-stop-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Sigterm_ends_a_stdin_stream_that_is_still_open_and_every_viewer_exits_0_with_the_bytes_streamed()
+    {
+        // 64 MiB at 1 MiB/s: the source is still being written when the test stops the coordinator.
+        var source = new byte[64 << 20];
+        new Random(7).NextBytes(source);
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.88.0.1:0", "--min-peers", "3", "--latency-aware", "false");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        var viewers = new List<CliProcess>();
+        try
+        {
+            for (int i = 0; i < 3; i++) viewers.Add(CliProcess.Start("peer", "-c", address, "-l", "127.88.0.1:0", "--rejoin-seconds", "5"));
+            using var stopWriting = new CancellationTokenSource();
+            var writing = WritePacedAsync(coordinator.StandardInput, source, 1 << 20, stopWriting.Token);
+            await UntilAsync(() => viewers.All(v => v.StdoutBytes > 2 << 20) || viewers.Any(v => v.HasExited), () => string.Join("\n", viewers.Select(v => v.Stderr)));
+            Assert.All(viewers, v => Assert.False(v.HasExited, v.Stderr));
+
+            await coordinator.SignalAsync("TERM");
+            var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
+            await stopWriting.CancelAsync();
+            await writing;
+
+            var exits = new List<(int Exit, string Sha)>();
+            foreach (var viewer in viewers) exits.Add(await viewer.WaitForExitAsync(Deadline));
+            foreach (var ((exit, _), i) in exits.Select((e, i) => (e, i))) Assert.True(exit == 0, $"viewer {i} exited with {exit}:\n{viewers[i].Stderr}");
+            Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+            long ending = BytesIn(coordinator.Stderr, EndingRegex());
+            long streamed = BytesIn(coordinator.Stderr, TotalsRegex());
+            Assert.Equal(ending, streamed);
+            Assert.InRange(streamed, 2 << 20, source.Length - 1);
+            string expected = Convert.ToHexStringLower(SHA256.HashData(source.AsSpan(0, (int)streamed)));
+            foreach (var (viewer, i) in viewers.Select((v, i) => (v, i)))
+            {
+                string sha = exits[i].Sha;
+                Assert.Contains(viewer.StderrLines, l => l.Contains($"stream complete: {streamed} bytes", StringComparison.Ordinal));
+                Assert.True(sha == expected, $"viewer {i} wrote {viewer.StdoutBytes} bytes, sha256 {sha}; the first {streamed} bytes of the source: {expected}\n{viewer.Stderr}");
+            }
+            output.WriteLine($"the coordinator ended the stream at {streamed} bytes on SIGTERM");
+        }
+        finally
+        {
+            foreach (var v in viewers) await v.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Sigterm_ends_an_RTMP_stream_while_ffmpeg_still_publishes_and_every_viewer_exits_0_with_the_same_bytes()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        await using var coordinator = FileOutProcess.Start(_dir, "coordinator", ["coordinator", "-l", "127.88.0.2:0", "--upload", "1", "--rtmp", "127.88.0.2:0", "--rtmp-key", Key]);
+        string address = await coordinator.WaitForLogAsync(@"coordinator listening on (\S+?),", Deadline);
+        string rtmp = await coordinator.WaitForLogAsync(@"rtmp: listening on (\S+) ", Deadline);
+        var viewers = new List<FileOutProcess>();
+        Process? ffmpeg = null;
+        try
+        {
+            // A chain: the coordinator -> viewer 1 -> viewer 2.
+            for (int i = 1; i <= 2; i++)
+            {
+                viewers.Add(FileOutProcess.Start(_dir, $"viewer{i}", ["peer", "-c", address, "-l", "127.88.0.2:0", "--upload", "1", "--rejoin-seconds", "5"]));
+                await coordinator.WaitForLogAsync($@"peer {i} \(.*joined", Deadline);
+            }
+            ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 600));
+            // 2 s of the publish has reached the end of the chain.
+            for (var deadline = DateTime.UtcNow + Deadline; Ffmpeg.VideoPacketsSoFar(viewers[1].StdoutPath) < 60;)
+            {
+                Assert.True(DateTime.UtcNow < deadline && !ffmpeg.HasExited, $"the publish did not reach viewer 2:\n{coordinator.Stderr}\n{viewers[1].Stderr}");
+                await Task.Delay(200);
+            }
+
+            await coordinator.StopAsync();
+            int coordinatorExit = await coordinator.WaitForExitAsync(Deadline);
+            var exits = new List<int>();
+            foreach (var viewer in viewers) exits.Add(await viewer.WaitForExitAsync(Deadline));
+            foreach (var (exit, i) in exits.Select((e, i) => (e, i))) Assert.True(exit == 0, $"viewer {i + 1} exited with {exit}:\n{viewers[i].Stderr}");
+            Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
+            long ending = BytesIn(coordinator.Stderr, EndingRegex());
+            long streamed = BytesIn(coordinator.Stderr, TotalsRegex());
+            Assert.Equal(ending, streamed);
+            foreach (var viewer in viewers)
+            {
+                Assert.Contains(viewer.StderrLines, l => l.Contains($"stream complete: {streamed} bytes", StringComparison.Ordinal));
+                Assert.Equal(streamed, viewer.StdoutLength);
+            }
+            Assert.Equal(File.ReadAllBytes(viewers[0].StdoutPath), File.ReadAllBytes(viewers[1].StdoutPath));
+            var (decodeExit, errors) = Ffmpeg.Decode(viewers[1].StdoutPath);
+            Assert.True(decodeExit == 0 && errors.Length == 0, $"ffmpeg -xerror: exit {decodeExit}: {errors}");
+            output.WriteLine($"the coordinator ended the stream at {streamed} bytes on SIGTERM ({Ffmpeg.CountPackets(viewers[1].StdoutPath).Video} video packets)");
+        }
+        finally
+        {
+            if (ffmpeg is not null)
+            {
+                if (!ffmpeg.HasExited) ffmpeg.Kill();
+                await ffmpeg.WaitForExitAsync();
+                ffmpeg.Dispose();
+            }
+            foreach (var v in viewers) await v.DisposeAsync();
+        }
+    }
+
+    private static Process StartFfmpeg(string[] args)
+    {
+        // stderr (-loglevel error) not redirected: nobody reads it while the publish runs.
+        var info = new ProcessStartInfo("ffmpeg") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardError = false };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        return Process.Start(info) ?? throw new InvalidOperationException("could not start ffmpeg");
+    }
+
+    /// <summary>Writes <paramref name="source"/> paced until it is all written, the token stops it, or the reader is gone; stdin stays open.</summary>
+    private static async Task WritePacedAsync(Stream stdin, byte[] source, int bytesPerSecond, CancellationToken stop)
+    {
+        const int Block = 64 * 1024;
+        long t0 = Stopwatch.GetTimestamp();
+        try
+        {
+            for (int offset = 0; offset < source.Length && !stop.IsCancellationRequested; offset += Block)
+            {
+                var wait = TimeSpan.FromSeconds((double)offset / bytesPerSecond) - Stopwatch.GetElapsedTime(t0);
+                if (wait > TimeSpan.Zero) await Task.Delay(wait, stop);
+                await stdin.WriteAsync(source.AsMemory(offset, Math.Min(Block, source.Length - offset)), stop);
+                await stdin.FlushAsync(stop);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // Stopped, or the coordinator has exited.
+        }
+    }
+
+    private static async Task UntilAsync(Func<bool> condition, Func<string> describe)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException(describe());
+            await Task.Delay(20);
+        }
+    }
+
+    private static long BytesIn(string stderr, Regex regex)
+    {
+        var m = regex.Match(stderr);
+        Assert.True(m.Success, $"no line matching '{regex}':\n{stderr}");
+        return long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    [GeneratedRegex(@"SIGTERM: ending the stream at (\d+) bytes")]
+    private static partial Regex EndingRegex();
+
+    [GeneratedRegex(@"the stream: (\d+) bytes in")]
+    private static partial Regex TotalsRegex();
+}
