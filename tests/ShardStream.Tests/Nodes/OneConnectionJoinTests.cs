@@ -208,6 +208,24 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task A_kept_connection_takes_no_hello_of_another_role()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        await SendAsync(connection, Join(token: 0x1234));
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+        await SendAsync(connection, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], "x:1"));
+        var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
+
+        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+        Assert.Contains("on the connection it was sent landmarks on; only its next Join may follow them", goodbye.Reason);
+        await connection.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Swarm_peers_join_a_latency_aware_coordinator_on_one_connection_each()
     {
         var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.84.0.1:0", ShardCount = 2, LatencyAware = true, HeartbeatTimeout = TimeSpan.FromSeconds(60) };
