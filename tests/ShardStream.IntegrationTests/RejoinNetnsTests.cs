@@ -27,7 +27,8 @@ public sealed class RejoinNetnsTests(ITestOutputHelper output)
     public async Task Viewers_on_other_hosts_rejoin_a_coordinator_restarted_mid_stream_and_write_both_runs()
     {
         if (RequiresTool.Missing(output, NetnsHosts.Unavailable())) return;
-        await using var net = NetnsHosts.Create(4, output, "ss-rejoin-", 81);
+        var (prefix, network) = NetnsHosts.Own("ss-rejoin-", 81);
+        await using var net = NetnsHosts.Create(4, output, prefix, network);
         var keyDir = Directory.CreateTempSubdirectory("ss-rejoin-key-");
         try
         {
