@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 
@@ -10,7 +11,7 @@ namespace ShardStream.Cli;
 /// viewers finish the stream and exit 0 too. Without it an RTMP ingest, which has no end of input,
 /// could never end its stream cleanly. The wait for the peers is cut at <see cref="DrainBound"/>
 /// after the signal, and the process returns at <see cref="ProcessBound"/> whatever it is doing.
-/// A second signal stops waiting at once. A signal before the source is read (the hold for
+/// A second signal (at least <see cref="RepeatWindow"/> later) stops waiting at once. A signal before the source is read (the hold for
 /// <c>--min-peers</c>) stops the coordinator at once, as before. A crash or SIGKILL sends no End:
 /// viewers keep joining again, and a coordinator restarted with the same key goes on with them.
 /// </summary>
@@ -29,6 +30,14 @@ internal sealed class CoordinatorStop : IDisposable
     private EndableSource? _source;
     private ILogger? _log;
     private int _signals;
+    private long _firstSignalAt;
+
+    /// <summary>
+    /// A signal this soon after the first is the same stop delivered twice (a wrapper such as
+    /// <c>timeout</c> or <c>dotnet run</c> passing on the Ctrl-C the terminal sent to the whole
+    /// process group), not a second Ctrl-C, and is ignored.
+    /// </summary>
+    public static readonly TimeSpan RepeatWindow = TimeSpan.FromMilliseconds(500);
 
     public CoordinatorStop()
     {
@@ -64,12 +73,15 @@ internal sealed class CoordinatorStop : IDisposable
         int exitCode = context.Signal == PosixSignal.SIGINT ? 130 : 143;
         EndableSource? source;
         ILogger? log;
+        int signals;
         lock (_lock)
         {
+            if (_signals == 1 && Stopwatch.GetElapsedTime(_firstSignalAt) < RepeatWindow) return;
+            signals = ++_signals;
+            if (signals == 1) _firstSignalAt = Stopwatch.GetTimestamp();
             source = _source;
             log = _log;
         }
-        int signals = Interlocked.Increment(ref _signals);
         if (signals == 1)
         {
             _ = Task.Delay(ProcessBound).ContinueWith(_ => _forced.TrySetResult(exitCode), TaskScheduler.Default);
