@@ -32,10 +32,13 @@ public sealed partial class CliClaimsTests
         Assert.Equal(Id(a), ParentOf(b));
         Assert.Equal(Id(b), ParentOf(c));
 
-        // 12 MiB at 2 MiB/s; A leaves once B has a quarter of the stream, in the middle of it.
-        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20);
+        // 12 MiB at 2 MiB/s; A leaves once B has a quarter of the stream, in the middle of it (its
+        // second half is written only once A has been told to leave, however late that comes).
+        var left = new TaskCompletionSource();
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20, (source.Length / 2, left.Task));
         await WaitUntilAsync(() => b.StdoutBytes > source.Length / 4, () => $"B never received a quarter of the stream:\n{b.Stderr}");
         await a.SignalAsync("TERM");
+        left.SetResult();
         var (aExit, _) = await a.WaitForExitAsync(ExitDeadline);
         await writing;
 
@@ -63,9 +66,12 @@ public sealed partial class CliClaimsTests
         await using var b = await JoinAsync(address, "0", "--replay-seconds", "2.5");
         Assert.Equal(Id(a), ParentOf(b));
 
-        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 1 << 20);
+        // The stream's last 12 MiB are written only once A is frozen, however late that comes.
+        var frozen = new TaskCompletionSource();
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 1 << 20, (4 << 20, frozen.Task));
         await WaitUntilAsync(() => b.StdoutBytes > 2 << 20, () => $"B never received 2 MiB:\n{b.Stderr}");
         await a.SignalAsync("STOP");
+        frozen.SetResult();
         await writing;
 
         var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
@@ -111,9 +117,12 @@ public sealed partial class CliClaimsTests
         Assert.Equal(Id(a), ParentOf(b));
         Assert.Equal(Id(a), ParentOf(c));
 
-        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20);
+        // The stream's last 6 MiB are written only once A is dead, however late that comes.
+        var killed = new TaskCompletionSource();
+        var writing = WritePacedAsync(coordinator, source, bytesPerSecond: 2 << 20, (2 << 20, killed.Task));
         await WaitUntilAsync(() => b.StdoutBytes > 1 << 20 && c.StdoutBytes > 1 << 20, () => $"B and C never received 1 MiB:\n{b.Stderr}\n{c.Stderr}");
         a.Kill();
+        killed.SetResult();
         await writing;
 
         var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
@@ -177,12 +186,26 @@ public sealed partial class CliClaimsTests
         return m.Groups[1].Value == "coordinator" ? 0 : int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
     }
 
-    private static async Task WritePacedAsync(CliProcess coordinator, byte[] source, int bytesPerSecond)
+    /// <summary>
+    /// Writes <paramref name="source"/> into the coordinator's stdin at <paramref name="bytesPerSecond"/>
+    /// by the wall clock, then closes it. With <paramref name="hold"/>, the bytes from its offset on
+    /// are written only once its step (what the test does to a peer in the middle of the stream)
+    /// is done, and paced from then: a test host held up before its step, or a pacing that caught
+    /// up after a stall, could otherwise let the stream end before the step.
+    /// </summary>
+    private static async Task WritePacedAsync(CliProcess coordinator, byte[] source, int bytesPerSecond, (int At, Task Step)? hold = null)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        int paceFrom = 0;
         for (int offset = 0; offset < source.Length; offset += Block)
         {
-            var wait = TimeSpan.FromSeconds((double)offset / bytesPerSecond) - System.Diagnostics.Stopwatch.GetElapsedTime(t0);
+            if (hold is { } h && offset == h.At)
+            {
+                await h.Step.WaitAsync(StartDeadline);
+                t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                paceFrom = offset;
+            }
+            var wait = TimeSpan.FromSeconds((double)(offset - paceFrom) / bytesPerSecond) - System.Diagnostics.Stopwatch.GetElapsedTime(t0);
             if (wait > TimeSpan.Zero) await Task.Delay(wait);
             await coordinator.StandardInput.WriteAsync(source.AsMemory(offset, Math.Min(Block, source.Length - offset)));
             await coordinator.StandardInput.FlushAsync();
