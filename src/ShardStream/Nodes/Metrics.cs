@@ -53,7 +53,7 @@ public static class ShardStreamMetrics
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1] });
 
     internal static readonly Histogram<double> JoinStage = Meter.CreateHistogram<double>("shardstream.join.stage.duration", "s",
-        "Where a join's time goes at the coordinator, per stage (docs/performance.md, \"Where a join's time goes\"): hello = accepted to hello read, landmarks = hello to a landmark round's answer written, probe = the dial-back, lock = waiting for the coordinator's lock, placement = under it (plan, signatures, Moves, welcome queued), welcome = accepted to welcome queued.",
+        "Where a join's time goes at the coordinator, per stage (docs/performance.md, \"Where a join's time goes\"): hello = accepted to hello read, landmarks = hello to a landmark round's answer written, measuring = landmarks written to the next Join read on the same connection (version 10), probe = the dial-back, lock = waiting for the coordinator's lock, placement = under it (plan, signatures, Moves, welcome queued), welcome = accepted (on a kept connection: the placing Join read) to welcome queued.",
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] });
 
     private static readonly object[] ShardTags = Enumerable.Range(0, Wire.Protocol.MaxShards).Select(s => (object)s.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
