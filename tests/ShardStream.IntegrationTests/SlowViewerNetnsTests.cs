@@ -63,8 +63,11 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         // A live source: 2 MiB/s by the wall clock, whatever the overlay does.
         var source = new byte[Rate * Seconds];
         new Random(16).NextBytes(source);
-        long start = Stopwatch.GetTimestamp();
-        var startClock = DateTime.Now;
+        // The stream's start is when the coordinator's stdin has taken the first piece: a clock read
+        // before that write counted a test host held up there as the overlay's time (with a 4 s
+        // delay before the first write, the demotion "6.6 s after the stream started").
+        long start = 0;
+        var startClock = default(DateTime);
         for (int i = 0; i < source.Length / Piece; i++)
         {
             var due = TimeSpan.FromSeconds((double)i * Piece / Rate);
@@ -75,6 +78,7 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
                 // A coordinator that stops reading its stdin must fail the test, not hang it.
                 await coordinator.StandardInput.WriteAsync(source.AsMemory(i * Piece, Piece)).AsTask().WaitAsync(Generous);
                 await coordinator.StandardInput.FlushAsync().WaitAsync(Generous);
+                if (i == 0) (start, startClock) = (Stopwatch.GetTimestamp(), DateTime.Now);
             }
             catch (TimeoutException)
             {
