@@ -16,9 +16,6 @@ public sealed partial class Peer
     /// <summary>Rounds of the Vivaldi update over the landmark samples (the landmarks stay where they are).</summary>
     private const int LandmarkFitRounds = 20;
 
-    /// <summary>Landmarks frames a joiner follows: the landmarks, then the candidate parents.</summary>
-    private const int MaxMeasuringRounds = 2;
-
     /// <summary>What this joiner measured so far: node id to (its coordinate, the RTT).</summary>
     private readonly Dictionary<ulong, (WireCoordinate Coordinate, TimeSpan Rtt)> _measured = [];
 
