@@ -413,7 +413,9 @@ public abstract partial class Node : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
         {
+            // Stopping cancels the wait (and closes the connection) too: that is no silence of the other side.
             string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
+                : _stopping.IsCancellationRequested ? "this node is stopping"
                 : e is OperationCanceledException ? $"no hello within {within.TotalSeconds:0.#} s" : e.Message;
             if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
             HardeningLog.NoHello(Log, link.Name, reason);

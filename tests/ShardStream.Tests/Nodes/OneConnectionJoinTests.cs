@@ -146,6 +146,28 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task Connections_waiting_for_a_hello_when_the_coordinator_stops_are_logged_as_closed_by_the_stop_not_for_silence()
+    {
+        var log = new LogCapture();
+        var net = new VirtualNetwork();
+        var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"), log.Factory);
+        await coordinator.StartAsync(default);
+        // One kept after Landmarks, one new and silent: both wait for a hello.
+        var kept = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
+        await SendAsync(kept, Join(token: 0x1234));
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(kept.Pipe.Input)).Type);
+        var silent = await net.Host("y").ConnectAsync(coordinator.ListenAddress, default);
+        await Overlay.WaitUntilAsync(() => coordinator.PendingHellos == 2, "both wait in the hello gate");
+
+        await coordinator.DisposeAsync();
+
+        await Overlay.WaitUntilAsync(() => log.Lines.Count(l => l.Message.Contains("closed without a hello: this node is stopping", StringComparison.Ordinal)) == 2, "both are logged as closed by the stop");
+        Assert.False(log.Has(LogLevel.Debug, "closed without a hello: no hello within"), "a connection closed by the stop was logged as silent");
+        await kept.DisposeAsync();
+        await silent.DisposeAsync();
+    }
+
+    [Fact]
     public async Task A_kept_connection_is_dropped_to_make_room_for_a_new_one_when_its_address_has_no_more()
     {
         var net = new VirtualNetwork();
