@@ -84,6 +84,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         }
         // A peer the coordinator still lists, joining again: it keeps its place.
         if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return (rejoined, false);
+        // Refused whatever it measures: before a landmark round and a dial-back spent on it.
+        string? refusal;
+        lock (tracker.Gate) refusal = RefusalOf(hello, advertised);
+        if (refusal is not null)
+        {
+            await host.RefuseAsync(link, GoodbyeCode.Refused, refusal, warn: true).ConfigureAwait(false);
+            return default;
+        }
         bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion;
         // A latency-aware plan first wants to know where the joiner is; the dial-back starts now,
         // while the joiner measures, and its placing Join takes the result.
@@ -107,16 +115,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         {
             inLock = time.GetTimestamp();
             var planner = tracker.Planner;
-            // A peer that joins again (it says where each shard goes on) still needs the tail and
-            // the ends, which the windows hold: only new joiners are refused after the end.
-            if (source.Ended && hello.Shards.Length == 0)
+            // Checked again: the stream may have ended, or the address been cut off, while it was probed.
+            if (RefusalOf(hello, advertised) is { } late)
             {
-                host.RefuseAsync(link, GoodbyeCode.Refused, "the stream has ended", warn: true).Observe(log, $"{link.Name}: refusing");
-                return default;
-            }
-            if (eviction.IsCutOff(advertised))
-            {
-                host.RefuseAsync(link, GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send", warn: true).Observe(log, $"{link.Name}: refusing");
+                host.RefuseAsync(link, GoodbyeCode.Refused, late, warn: true).Observe(log, $"{link.Name}: refusing");
                 return default;
             }
             int id;
@@ -168,6 +170,17 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         return (session, false);
     }
+
+    /// <summary>
+    /// Why this joiner is refused whatever it measured (the reason of its Goodbye(Refused)); null
+    /// when it is not. The caller holds the gate.
+    /// </summary>
+    private string? RefusalOf(Hello hello, string advertised) =>
+        // A peer that joins again (it says where each shard goes on) still needs the tail and
+        // the ends, which the windows hold: only new joiners are refused after the end.
+        source.Ended && hello.Shards.Length == 0 ? "the stream has ended"
+        : eviction.IsCutOff(advertised) ? $"{advertised} was cut off for sending its children what it may not send"
+        : null;
 
     /// <summary>
     /// Why a kept connection's next hello (<paramref name="next"/>, after Landmarks on the Join

@@ -95,6 +95,35 @@ public class RefusalTests
     }
 
     [Fact]
+    public async Task A_joiner_of_an_ended_stream_is_refused_at_its_first_join_with_no_landmarks_and_no_dial_back()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
+        await coordinator.StartAsync(default);
+        await coordinator.RunAsync(new MemoryStream(new byte[1000]), default).WaitAsync(Overlay.Deadline);
+        // The joiner listens where it says, and counts the coordinator's dial-backs.
+        int dialBacks = 0;
+        await using var listener = await net.Host("x").ListenAsync("x:1", default);
+        _ = Task.Run(async () =>
+        {
+            while (await listener.AcceptAsync(default) is { } connection)
+            {
+                Interlocked.Increment(ref dialBacks);
+                await connection.DisposeAsync();
+            }
+        });
+
+        // An uploader (it would be probed) that has not measured (a latency-aware coordinator would send it landmarks).
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0x1234, 200, [], "x:1", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal((GoodbyeCode.Refused, "the stream has ended"), (goodbye.Code, goodbye.Reason));
+        Assert.Equal(0, Volatile.Read(ref dialBacks));
+    }
+
+    [Fact]
     public async Task A_first_frame_that_is_not_a_hello_is_answered_with_goodbye_protocol_error()
     {
         var net = new VirtualNetwork();
