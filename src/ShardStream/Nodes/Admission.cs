@@ -27,10 +27,54 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         void StartControl(Link link, ushort version, bool measureRtt);
     }
 
-    /// <summary>Join tokens of joiners sent their candidate parents (so the next Join of each is placed); bounded, oldest forgotten first.</summary>
-    private readonly HashSet<ulong> _candidatesSent = [];
-    private readonly Queue<ulong> _candidatesOrder = new();
-    private const int MaxCandidateTokens = 4096;
+    /// <summary>
+    /// Join tokens of joiners sent their candidate parents, with when (so the next Join of each is
+    /// placed, on whatever connection it comes), oldest first. A token leaves when its joiner is
+    /// placed, or after <see cref="CandidateTokenMemory"/>; never to make room: with
+    /// <see cref="MaxCandidateTokens"/> remembered, a joiner is placed without a candidates round
+    /// instead (a place measured less well, where a forgotten token cost a joiner its join: it was
+    /// sent candidates again, a third Landmarks, which it does not follow). Under the gate.
+    /// </summary>
+    private readonly Dictionary<ulong, LinkedListNode<(ulong Token, long At)>> _candidatesSent = [];
+    private readonly LinkedList<(ulong Token, long At)> _candidatesOrder = new();
+
+    /// <summary>
+    /// The most tokens remembered in <see cref="_candidatesSent"/>: a joiner's stay there is its
+    /// measuring round (at most <see cref="PeerOptions.MeasureTimeout"/>, 1 s) and its next
+    /// connect, so 16,384 are 8 s of joins at 2,000 a second. About 1.2 MB at most.
+    /// </summary>
+    internal const int MaxCandidateTokens = 16_384;
+
+    /// <summary>How long a token of a joiner sent its candidates is kept for the joiner's placing Join (one that never came is let go).</summary>
+    internal static readonly TimeSpan CandidateTokenMemory = TimeSpan.FromSeconds(30);
+
+    /// <summary>Dial-backs started at landmark rounds and not yet taken: at most this many (the oldest forgotten first).</summary>
+    private const int MaxEarlyProbes = 4096;
+
+    /// <summary>
+    /// Remembers that the joiner with <paramref name="token"/> was sent its candidates; false when
+    /// <see cref="MaxCandidateTokens"/> younger than <see cref="CandidateTokenMemory"/> are
+    /// remembered (then it is placed now instead). Under the gate.
+    /// </summary>
+    private bool RememberCandidatesSent(ulong token)
+    {
+        long now = time.GetTimestamp();
+        while (_candidatesOrder.First is { } oldest && time.GetElapsedTime(oldest.Value.At, now) > CandidateTokenMemory)
+        {
+            _candidatesOrder.RemoveFirst();
+            _candidatesSent.Remove(oldest.Value.Token);
+        }
+        if (_candidatesSent.Remove(token, out var again)) _candidatesOrder.Remove(again);
+        if (_candidatesSent.Count >= MaxCandidateTokens) return false;
+        _candidatesSent[token] = _candidatesOrder.AddLast((token, now));
+        return true;
+    }
+
+    /// <summary>Forgets <paramref name="token"/>'s candidates (its joiner is placed). Under the gate.</summary>
+    private void ForgetCandidatesSent(ulong token)
+    {
+        if (_candidatesSent.Remove(token, out var node)) _candidatesOrder.Remove(node);
+    }
 
     /// <summary>
     /// How long a connection kept after Landmarks (version 10) waits for the joiner's next Join:
@@ -218,7 +262,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         {
             if (!_earlyProbes.TryAdd(token, (address, result.Task, time.GetTimestamp()))) return;
             _earlyProbeOrder.Enqueue(token);
-            while (_earlyProbeOrder.Count > MaxCandidateTokens) _earlyProbes.Remove(_earlyProbeOrder.Dequeue());
+            while (_earlyProbeOrder.Count > MaxEarlyProbes) _earlyProbes.Remove(_earlyProbeOrder.Dequeue());
         }
         _ = ProbeIntoAsync(result, address, token);
     }
@@ -385,14 +429,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             }
             else
             {
-                if (hello.PeerId == 0 || _candidatesSent.Contains(hello.PeerId)) return LandmarksSent.None;
+                // On a kept connection (round 1) the connection's own count says this is the
+                // joiner's second round; on a new one (a version-9 joiner, or one whose kept
+                // connection was closed) only its token can say it was sent its candidates.
+                if (hello.PeerId == 0 || (round == 0 && _candidatesSent.ContainsKey(hello.PeerId))) return LandmarksSent.None;
                 var measured = (hello.Measured ?? []).Select(m => m.NodeId).ToHashSet();
                 int room = Coordinator.MaxPingsPerJoin - measured.Count;
                 landmarks = room <= 0 ? [] : [.. tracker.Planner.ProbeCandidates(Node.FromWire(coordinate), room).Where(id => !measured.Contains((ulong)id)).Select(LandmarkOf).Where(l => l.Address is not null)];
-                if (landmarks.Length == 0) return LandmarksSent.None;
-                _candidatesSent.Add(hello.PeerId);
-                _candidatesOrder.Enqueue(hello.PeerId);
-                if (_candidatesOrder.Count > MaxCandidateTokens) _candidatesSent.Remove(_candidatesOrder.Dequeue());
+                if (landmarks.Length == 0 || !RememberCandidatesSent(hello.PeerId)) return LandmarksSent.None;
             }
         }
         if (landmarks.Length == 0) return LandmarksSent.None;
@@ -423,7 +467,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     {
         var planner = tracker.Planner;
         if (hello.Coordinate is not { IsUnknown: false } c) return planner.Join(budget);
-        _candidatesSent.Remove(hello.PeerId);
+        ForgetCandidatesSent(hello.PeerId);
         var measured = new Dictionary<int, double>();
         foreach (var m in hello.Measured ?? [])
             if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && planner.Contains((int)m.NodeId)))

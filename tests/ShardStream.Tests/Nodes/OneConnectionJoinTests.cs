@@ -168,6 +168,36 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task A_joiner_sent_its_candidates_is_placed_at_its_next_join_after_a_burst_of_more_than_4096_other_joiners()
+    {
+        // A version-9 joiner joins again on a new connection after each Landmarks: only its token
+        // tells the coordinator it was sent its candidate parents already.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true }, loggers: null);
+        await overlay.AddPeerAsync(upload: 4);
+        var net = overlay.Network;
+        string address = overlay.Coordinator.ListenAddress;
+
+        Assert.Equal(FrameType.Landmarks, await MeasuredJoinAsync(net, address, token: 0xA11CE));
+        // Between its candidates and its placing Join, 4,097 other joiners are sent theirs.
+        for (ulong token = 1; token <= 4097; token++)
+            Assert.Equal(FrameType.Landmarks, await MeasuredJoinAsync(net, address, token));
+
+        // Its placing Join is placed: a third Landmarks is one more than a joiner follows.
+        Assert.Equal(FrameType.Welcome, await MeasuredJoinAsync(net, address, token: 0xA11CE));
+    }
+
+    /// <summary>A version-9 Join from a joiner that measured the coordinator (a coordinate, one RTT); the type of the coordinator's answer.</summary>
+    private static async Task<FrameType> MeasuredJoinAsync(VirtualNetwork net, string coordinator, ulong token)
+    {
+        var connection = await net.Host("x").ConnectAsync(coordinator, default);
+        await SendAsync(connection, new Hello(Protocol.MinVersion, 9, HelloRole.Join, token, 0, [], "x:1", new byte[Protocol.NonceLength], null,
+            Node.ToWire(Coordinator.Anchor) with { Error = 0.5f }, [new MeasuredRtt(0, 1000)]));
+        var (type, _) = await ReadFrameAsync(connection.Pipe.Input);
+        await connection.DisposeAsync();
+        return type;
+    }
+
+    [Fact]
     public async Task A_kept_connection_is_dropped_to_make_room_for_a_new_one_when_its_address_has_no_more()
     {
         var net = new VirtualNetwork();
