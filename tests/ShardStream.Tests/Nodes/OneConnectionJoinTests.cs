@@ -186,6 +186,29 @@ public sealed class OneConnectionJoinTests
         Assert.Equal(FrameType.Welcome, await MeasuredJoinAsync(net, address, token: 0xA11CE));
     }
 
+    [Fact]
+    public async Task A_stranger_that_joins_again_and_again_advertising_one_address_gets_at_most_16_dial_backs_running_to_it()
+    {
+        // Each Join sent landmarks starts a dial-back to the address it advertises, which outlives
+        // the Join: a stranger that closes and joins again with a new token, 100 times, aims them
+        // at an address of its choosing (here one where nothing answers, so each waits 30 s).
+        var net = new VirtualNetwork();
+        net.BlackHole("victim:1");
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true, HeartbeatTimeout = TimeSpan.FromSeconds(60) }, net.Host("c"));
+        await coordinator.StartAsync(default);
+
+        for (ulong token = 1; token <= 100; token++)
+        {
+            var connection = await net.Host("s").ConnectAsync(coordinator.ListenAddress, default);
+            await SendAsync(connection, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 200, [], "victim:1", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown));
+            Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+            await connection.DisposeAsync();
+        }
+
+        await Overlay.WaitUntilAsync(() => net.PendingBlackHoleConnects >= 16, "the first dial-backs are under way");
+        Assert.Equal(16, net.PendingBlackHoleConnects);
+    }
+
     /// <summary>A version-9 Join from a joiner that measured the coordinator (a coordinate, one RTT); the type of the coordinator's answer.</summary>
     private static async Task<FrameType> MeasuredJoinAsync(VirtualNetwork net, string coordinator, ulong token)
     {
