@@ -165,6 +165,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => _connection.IsClosing;
 
+    /// <summary>True once <see cref="Start"/> was called (the hello/welcome exchange is over and the loops run).</summary>
+    public bool IsStarted => Volatile.Read(ref _started);
+
     /// <summary>What this link is to its owner (a child, a parent, a control link); null until its hello/welcome exchange says.</summary>
     public LinkRole? Role { get; set; }
 

@@ -196,6 +196,22 @@ public abstract partial class Node : IAsyncDisposable
     private const int MinLinksForStall = 3;
 
     private bool _stalled;
+
+    /// <summary>
+    /// The stall rule: <paramref name="silent"/> links that seem dead at once are this node's own
+    /// stall rather than their peers' failures when they are at least <see cref="MinLinksForStall"/>
+    /// and at least half of the started, open links among <paramref name="links"/> (counted into
+    /// <paramref name="count"/>). A connection still waiting for its hello, or kept between a
+    /// joiner's landmark rounds, has not started: only a started link can seem dead, so counting
+    /// those too kept a coordinator in a join storm (up to 1,024 of them) from ever seeing its own stall.
+    /// </summary>
+    internal static bool SeemsStalled(int silent, IEnumerable<Link> links, out int count)
+    {
+        count = 0;
+        foreach (var link in links)
+            if (link.IsStarted && !link.IsClosing) count++;
+        return silent >= MinLinksForStall && silent * 2 >= count;
+    }
     private bool _probePending;
 
     /// <summary>
@@ -265,8 +281,8 @@ public abstract partial class Node : IAsyncDisposable
                 int silent = 0;
                 foreach (var (_, link) in due)
                     if (link.SeemsDead) silent++;
-                int count = _links.Count;
-                bool stalled = silent >= MinLinksForStall && silent * 2 >= count;
+                int count = 0;
+                bool stalled = silent >= MinLinksForStall && SeemsStalled(silent, _links.Select(static l => l.Key), out count);
                 if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
                 _stalled = stalled;
                 foreach (var (slot, link) in due)

@@ -183,6 +183,29 @@ public sealed class LinkLivenessTests
     }
 
     [Fact]
+    public async Task Three_silent_links_of_three_started_are_a_stall_whatever_the_connections_still_waiting_for_a_hello()
+    {
+        // A coordinator in a join storm: 3 started links, all silent after its own stall, and 10
+        // connections that have not started (waiting for a hello, or kept between a joiner's
+        // landmark rounds), whose silence says nothing.
+        var started = new List<Link>();
+        for (int i = 0; i < 3; i++) started.Add(Start(new QuietConnection()));
+        var waiting = new List<Link>();
+        for (int i = 0; i < 10; i++) waiting.Add(new Link(new QuietConnection(), "incoming", new TestOptions().LinkOptions, NullLogger.Instance, _time));
+        _time.Advance(TimeSpan.FromSeconds(6));
+        Assert.All(started, l => Assert.True(l.SeemsDead));
+        Assert.All(waiting, l => Assert.False(l.SeemsDead));
+
+        Assert.True(Node.SeemsStalled(3, [.. started, .. waiting], out int count), "3 silent of 3 started links with 10 waiting were not taken for a stall");
+        Assert.Equal(3, count);
+        // Half of the started links silent is a stall; fewer is not.
+        Assert.True(Node.SeemsStalled(3, [.. started, Start(new QuietConnection()), Start(new QuietConnection()), Start(new QuietConnection())], out _));
+        Assert.False(Node.SeemsStalled(3, [.. started, Start(new QuietConnection()), Start(new QuietConnection()), Start(new QuietConnection()), Start(new QuietConnection())], out _));
+        Assert.False(Node.SeemsStalled(2, started, out _));
+        foreach (var link in started.Concat(waiting)) await link.DisposeAsync();
+    }
+
+    [Fact]
     public async Task The_longest_silence_closes_a_link_even_while_its_node_seems_stalled()
     {
         var connection = new QuietConnection();
