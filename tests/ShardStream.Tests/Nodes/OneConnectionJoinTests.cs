@@ -245,59 +245,52 @@ public sealed class OneConnectionJoinTests
     [Fact]
     public async Task A_stranger_that_asks_for_a_third_landmarks_on_one_connection_is_refused_with_the_reason()
     {
-        var net = new VirtualNetwork();
-        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
-        await coordinator.StartAsync(default);
-
-        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
         // A Join that never says where it is, again and again, on one connection.
-        for (int round = 0; round < Protocol.MaxLandmarkRounds; round++)
-        {
-            await SendAsync(connection, Join(token: 0x1234));
-            Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
-        }
-        await SendAsync(connection, Join(token: 0x1234));
-        var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
+        var goodbye = await GoodbyeOnAKeptConnectionAsync(Protocol.MaxLandmarkRounds, Join(token: 0x1234));
 
         Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
         Assert.Contains("a joiner measures at most 2 rounds", goodbye.Reason);
-        await connection.DisposeAsync();
     }
 
     [Fact]
     public async Task A_kept_connection_takes_only_the_same_joiners_next_join()
     {
-        var net = new VirtualNetwork();
-        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
-        await coordinator.StartAsync(default);
-
-        var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
-        await SendAsync(connection, Join(token: 0x1234));
-        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
-        await SendAsync(connection, Join(token: 0x5678));
-        var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
+        var goodbye = await GoodbyeOnAKeptConnectionAsync(1, Join(token: 0x5678));
 
         Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
         Assert.Contains("a joiner keeps its token", goodbye.Reason);
-        await connection.DisposeAsync();
     }
 
     [Fact]
     public async Task A_kept_connection_takes_no_hello_of_another_role()
+    {
+        var goodbye = await GoodbyeOnAKeptConnectionAsync(1, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], "x:1"));
+
+        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
+        Assert.Contains("on the connection it was sent landmarks on; only its next Join may follow them", goodbye.Reason);
+    }
+
+    /// <summary>
+    /// On one connection to a latency-aware coordinator: <paramref name="rounds"/> Joins of token
+    /// 0x1234 with no coordinate, each answered with Landmarks, then <paramref name="next"/>; returns
+    /// the Goodbye that answers it (the test fails if anything else does).
+    /// </summary>
+    private static async Task<Goodbye> GoodbyeOnAKeptConnectionAsync(int rounds, Hello next)
     {
         var net = new VirtualNetwork();
         await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0", LatencyAware = true }, net.Host("c"));
         await coordinator.StartAsync(default);
 
         var connection = await net.Host("x").ConnectAsync(coordinator.ListenAddress, default);
-        await SendAsync(connection, Join(token: 0x1234));
-        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
-        await SendAsync(connection, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], "x:1"));
+        for (int round = 0; round < rounds; round++)
+        {
+            await SendAsync(connection, Join(token: 0x1234));
+            Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+        }
+        await SendAsync(connection, next);
         var goodbye = ReadGoodbye(await ReadFrameAsync(connection.Pipe.Input));
-
-        Assert.Equal(GoodbyeCode.ProtocolError, goodbye.Code);
-        Assert.Contains("on the connection it was sent landmarks on; only its next Join may follow them", goodbye.Reason);
         await connection.DisposeAsync();
+        return goodbye;
     }
 
     [Fact]
