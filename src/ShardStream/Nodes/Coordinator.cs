@@ -201,7 +201,10 @@ public sealed class Coordinator : Node, Admission.IHost
         if (link.ReceivedGoodbye is null && closed.Code is not (CloseCode.TimedOut or CloseCode.TooSlow) && !Stopping.IsCancellationRequested)
         {
             bool listed;
-            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended;
+            // A peer its children lost just before (their reports came first, and it was made a
+            // leaf: no child is left to report it while it is waited for) is gone, not away.
+            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended
+                && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout);
             if (listed)
             {
                 RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);

@@ -46,6 +46,13 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>Children that could not connect to this peer even after a second attempt (see <see cref="RepairService.DropUnreachableEdges"/>).</summary>
     public HashSet<int> UnreachableBy { get; } = [];
 
+    /// <summary>
+    /// When a child of this peer in the plan last reported it lost (a timestamp; 0: never). A
+    /// control link that breaks right after is a peer gone for its children, not one away that
+    /// will join again (see <c>Coordinator.WatchControlAsync</c>).
+    /// </summary>
+    public long LostByChildAt { get; set; }
+
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;
 

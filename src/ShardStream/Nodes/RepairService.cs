@@ -60,6 +60,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             // waiting unread), without the heartbeat timeout's floor: a child's report is evidence too.
             // Only a child of that parent in the plan may get it evicted: anyone else's report is a Move at most.
             bool childInPlan = lost.Any(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId);
+            if (parent is not null && childInPlan) parent.LostByChildAt = time.GetTimestamp();
             if (parent is not null && childInPlan && TakeOutIfDisconnected(parent, reporter.Id)) return;
             if (parent is not null && childInPlan && parent.Control.Suspected)
             {

@@ -36,6 +36,40 @@ public sealed class RejoinTests
     }
 
     [Fact]
+    public async Task A_peer_whose_children_lost_it_before_its_control_link_broke_is_taken_out_at_once_not_waited_for()
+    {
+        // As in a CLI run where a killed relay's children reported it (twice each, so it was made a
+        // leaf and they were moved) before the coordinator read the reset on its control link: no
+        // child was left to cut the wait for it short. The grace is long here so that a wait shows.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 6, configure: o => o with { RejoinGrace = TimeSpan.FromSeconds(120) });
+        for (int i = 0; i < 6; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 100_000, 41);
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 200_000), "every peer has the first parts");
+        var snapshot = overlay.Coordinator.Snapshot();
+        var node = snapshot.Nodes.First(n => n.Id != 0 && n.Used == 2);
+        var (_, _, _, host) = overlay.PeerById(node.Id);
+        var children = snapshot.Nodes.Where(n => n.Parents.Contains(node.Id)).Select(n => overlay.PeerById(n.Id).Host).ToList();
+        Assert.Equal(2, children.Count);
+
+        // Its children lose it and cannot connect to it again; its control link still stands.
+        foreach (var child in children)
+        {
+            overlay.Network.Block(child, host);
+            overlay.Network.Cut(host, child);
+        }
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == node.Id).Budget == 0, "the coordinator made it a leaf");
+        // Then it dies: its control link is reset, with no goodbye.
+        overlay.Network.Kill(host);
+        await Overlay.WaitUntilAsync(() => !overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == node.Id), "the coordinator took the dead peer out (not kept for 120 s)");
+
+        await StreamAsync(overlay, 2, 100_000, 42);
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers.Where(p => p.Host != host)) await overlay.AssertIdenticalAsync(p);
+        Assert.All(overlay.Peers.Where(p => p.Host != host), p => Assert.Equal(0, p.Peer.LostBytes));
+    }
+
+    [Fact]
     public async Task A_peer_the_coordinator_took_for_dead_joins_again_as_a_new_peer_and_resumes_from_the_windows()
     {
         await using var overlay = await Overlay.StartAsync(2, minPeers: 4);
