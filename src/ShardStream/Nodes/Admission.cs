@@ -38,6 +38,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     private readonly Dictionary<ulong, LinkedListNode<(ulong Token, long At)>> _candidatesSent = [];
     private readonly LinkedList<(ulong Token, long At)> _candidatesOrder = new();
 
+    /// <summary>When <see cref="CoordinatorLog.CandidateTokensFull"/> was last logged (0: never), and the joiners placed without their candidates round since. Under the gate.</summary>
+    private long _candidatesFullSaidAt;
+    private int _candidatesSkipped;
+
     /// <summary>
     /// The most tokens remembered in <see cref="_candidatesSent"/>: a joiner's stay there is its
     /// measuring round (at most <see cref="PeerOptions.MeasureTimeout"/>, 1 s) and its next
@@ -65,7 +69,18 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             _candidatesSent.Remove(oldest.Value.Token);
         }
         if (_candidatesSent.Remove(token, out var again)) _candidatesOrder.Remove(again);
-        if (_candidatesSent.Count >= MaxCandidateTokens) return false;
+        if (_candidatesSent.Count >= MaxCandidateTokens)
+        {
+            // Full: said at the first joiner placed so, then at most once a memory span, with the count since.
+            _candidatesSkipped++;
+            if (_candidatesFullSaidAt == 0 || time.GetElapsedTime(_candidatesFullSaidAt, now) >= CandidateTokenMemory)
+            {
+                CoordinatorLog.CandidateTokensFull(log, _candidatesSent.Count, (int)CandidateTokenMemory.TotalSeconds, _candidatesSkipped);
+                _candidatesFullSaidAt = now;
+                _candidatesSkipped = 0;
+            }
+            return false;
+        }
         _candidatesSent[token] = _candidatesOrder.AddLast((token, now));
         return true;
     }

@@ -187,6 +187,30 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task When_the_candidate_memory_is_full_a_joiner_is_placed_without_its_candidates_round_and_the_coordinator_says_so_once()
+    {
+        // A stranger that sends Joins and never comes back for its place fills the tokens of
+        // joiners sent their candidates (kept 30 s): the joiners after it are placed at once.
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true }, loggers: log.Factory);
+        await overlay.AddPeerAsync(upload: 4);
+        var net = overlay.Network;
+        string address = overlay.Coordinator.ListenAddress;
+
+        for (ulong token = 1; token <= Admission.MaxCandidateTokens; token++)
+            Assert.Equal(FrameType.Landmarks, await MeasuredJoinAsync(net, address, token));
+        Assert.DoesNotContain(log.Lines, l => l.Message.Contains("candidate memory full", StringComparison.Ordinal));
+
+        // The next two are placed without a candidates round; the operator is told at the first.
+        Assert.Equal(FrameType.Welcome, await MeasuredJoinAsync(net, address, token: 0xB0B0_0001));
+        Assert.Equal(FrameType.Welcome, await MeasuredJoinAsync(net, address, token: 0xB0B0_0002));
+        var full = Assert.Single(log.Lines, l => l.Message.Contains("candidate memory full", StringComparison.Ordinal));
+        Assert.Equal(LogLevel.Warning, full.Level);
+        Assert.Contains($"candidate memory full: {Admission.MaxCandidateTokens} joiners were sent their candidate parents within the last 30 s", full.Message, StringComparison.Ordinal);
+        Assert.Contains("1 joiner(s) since the last such line were placed without measuring their candidates", full.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_stranger_that_joins_again_and_again_advertising_one_address_gets_at_most_16_dial_backs_running_to_it()
     {
         // Each Join sent landmarks starts a dial-back to the address it advertises, which outlives
