@@ -125,6 +125,57 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
         }
     }
 
+    [Fact]
+    public async Task Sigterm_with_an_HTTP_viewer_that_stopped_reading_still_exits_0_soon_after_the_peers_finish()
+    {
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.4:0", "--http", "127.86.1.4:0", "--format", "flv", "--min-peers", "1", "--latency-aware", "false");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        await UntilAsync(() => coordinator.StderrLines.Any(l => HttpRegex().IsMatch(l)), () => coordinator.Stderr);
+        var http = HttpRegex().Match(coordinator.StderrLines.First(l => HttpRegex().IsMatch(l))).Groups[1].Value.Split(':');
+        await using var viewer = CliProcess.Start("peer", "-c", address, "-l", "127.86.1.4:0", "--rejoin-seconds", "5");
+        var source = SyntheticFlv(24 << 20);
+        // The first 1 MiB starts the stream; the HTTP viewer comes in before the rest.
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(0, 1 << 20));
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes > 0 || viewer.HasExited, () => viewer.Stderr);
+        // An HTTP viewer that asks for the stream and never reads it (a paused player, a stalled network).
+        using var stalled = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+        await stalled.ConnectAsync(http[0], int.Parse(http[1], CultureInfo.InvariantCulture));
+        await stalled.SendAsync("GET /live.flv HTTP/1.1\r\nHost: shardstream\r\n\r\n"u8.ToArray());
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("watches /live.flv", StringComparison.Ordinal)), () => coordinator.Stderr);
+        // The rest, more than the stalled connection's buffers hold; stdin stays open.
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(1 << 20));
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes == source.Length || viewer.HasExited, () => viewer.Stderr);
+        long signalled = Stopwatch.GetTimestamp();
+        await coordinator.SignalAsync("TERM");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        var took = Stopwatch.GetElapsedTime(signalled);
+        var (viewerExit, _) = await viewer.WaitForExitAsync(Deadline);
+        Assert.True(viewerExit == 0, $"viewer exited with {viewerExit}:\n{viewer.Stderr}");
+        Assert.True(exit == 0, $"coordinator exited with {exit} {took.TotalSeconds:0.0} s after SIGTERM:\n{coordinator.Stderr}");
+        Assert.True(took < TimeSpan.FromSeconds(10), $"the coordinator exited {took.TotalSeconds:0.0} s after SIGTERM:\n{coordinator.Stderr}");
+        output.WriteLine($"the coordinator exited 0 {took.TotalSeconds:0.00} s after SIGTERM with a stalled HTTP viewer");
+    }
+
+    /// <summary>An FLV stream of about <paramref name="length"/> bytes: the preamble, then 64 KiB keyframes 33 ms apart.</summary>
+    private static byte[] SyntheticFlv(int length)
+    {
+        var bytes = new MemoryStream();
+        var preamble = new byte[ShardStream.Media.Flv.PreambleLength];
+        ShardStream.Media.Flv.WritePreamble(preamble, ShardStream.Media.Flv.HasVideo);
+        bytes.Write(preamble);
+        var body = new byte[64 * 1024];
+        new Random(17).NextBytes(body);
+        body[0] = 0x17;
+        body[1] = 0x01;
+        for (uint ts = 0; bytes.Length < length; ts += 33) bytes.Write(ShardStream.Media.Flv.TagBytes(ShardStream.Media.FlvTagType.Video, ts, body));
+        return bytes.ToArray();
+    }
+
+    [GeneratedRegex(@"serving the live stream at http://(\S+?)/live\.flv")]
+    private static partial Regex HttpRegex();
+
     private static Process StartFfmpeg(string[] args)
     {
         // stderr (-loglevel error) not redirected: nobody reads it while the publish runs.

@@ -60,9 +60,18 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         return new NodeHttpHost(app, bound);
     }
 
+    /// <summary>
+    /// How long the node's HTTP connections are given to finish when it stops (an HTTP viewer
+    /// taking the rest of the stream after the end); any still open then are closed. Without it a
+    /// viewer that stopped reading held the stop for the host's own 30 s, past the coordinator's
+    /// 20 s bound after Ctrl-C or SIGTERM (CoordinatorStop).
+    /// </summary>
+    public static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(3);
+
     public async ValueTask DisposeAsync()
     {
-        await _app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        using var grace = new CancellationTokenSource(StopGrace);
+        await _app.StopAsync(grace.Token).ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
     }
 
