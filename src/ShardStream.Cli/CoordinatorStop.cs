@@ -31,6 +31,7 @@ internal sealed class CoordinatorStop : IDisposable
     private ILogger? _log;
     private int _signals;
     private long _firstSignalAt;
+    private int _signalExitCode;
 
     /// <summary>
     /// A signal this soon after the first is the same stop delivered twice (a wrapper such as
@@ -59,11 +60,17 @@ internal sealed class CoordinatorStop : IDisposable
         }
     }
 
-    /// <summary>Runs the command body; returns its exit code, or 130/143 if it has not returned <see cref="ProcessBound"/> after the first signal.</summary>
+    /// <summary>
+    /// Runs the command body; returns its exit code, or 130/143 if it has not returned
+    /// <see cref="ProcessBound"/> after the first signal. A body stopped by a signal (its 130, the
+    /// code of a cancelled command) exits with that signal's code: 130 for Ctrl-C, 143 for SIGTERM.
+    /// </summary>
     public async Task<int> RunAsync(Func<CancellationToken, Task<int>> body)
     {
         var run = body(Quit);
-        return await await Task.WhenAny(run, _forced.Task).ConfigureAwait(false);
+        int code = await await Task.WhenAny(run, _forced.Task).ConfigureAwait(false);
+        int signalCode = Volatile.Read(ref _signalExitCode);
+        return code == 130 && signalCode != 0 ? signalCode : code;
     }
 
     private void OnSignal(PosixSignalContext context)
@@ -79,6 +86,7 @@ internal sealed class CoordinatorStop : IDisposable
             if (_signals == 1 && Stopwatch.GetElapsedTime(_firstSignalAt) < RepeatWindow) return;
             signals = ++_signals;
             if (signals == 1) _firstSignalAt = Stopwatch.GetTimestamp();
+            if (signals <= 2) _signalExitCode = exitCode;
             source = _source;
             log = _log;
         }

@@ -126,6 +126,17 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
     }
 
     [Fact]
+    public async Task Sigterm_while_the_source_is_held_for_min_peers_exits_143()
+    {
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.1:0", "--min-peers", "1");
+        await coordinator.WaitForListenAddressAsync(Deadline);
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("waiting for 1 peer", StringComparison.Ordinal)), () => coordinator.Stderr);
+        await coordinator.SignalAsync("TERM");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        Assert.True(exit == 143, $"coordinator exited with {exit} on SIGTERM before the stream started:\n{coordinator.Stderr}");
+    }
+
+    [Fact]
     public async Task Sigterm_with_an_HTTP_viewer_that_stopped_reading_still_exits_0_soon_after_the_peers_finish()
     {
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.4:0", "--http", "127.86.1.4:0", "--format", "flv", "--min-peers", "1", "--latency-aware", "false");
