@@ -23,6 +23,9 @@ internal static partial class CliLog
     [LoggerMessage(1755, LogLevel.Warning, "{Signal}: ending the stream at {Bytes} bytes read from {Source}; the End goes out and peers finish (up to 15 s); Ctrl-C or SIGTERM again quits at once", EventName = "EndingOnSignal")]
     public static partial void EndingOnSignal(ILogger log, long bytes, string source, string signal);
 
+    [LoggerMessage(1757, LogLevel.Warning, "{Signal}: the stream has ended already, at {Bytes} bytes (the end of {Source}); its End is out and the coordinator waits for its peers to finish (up to 15 s from now); Ctrl-C or SIGTERM again quits at once", EventName = "EndedBeforeSignal")]
+    public static partial void AlreadyEndedOnSignal(ILogger log, long bytes, string source, string signal);
+
     [LoggerMessage(1756, LogLevel.Warning, "{Signal} again: quitting without waiting for peers to finish", EventName = "QuittingOnSignal")]
     public static partial void QuittingOnSignal(ILogger log, string signal);
 }

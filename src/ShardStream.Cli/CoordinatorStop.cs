@@ -95,8 +95,10 @@ internal sealed class CoordinatorStop : IDisposable
             _ = Task.Delay(ProcessBound).ContinueWith(_ => _forced.TrySetResult(exitCode), TaskScheduler.Default);
             if (source is { Reading: true } && log is not null)
             {
-                long bytes = source.End();
-                CliLog.EndingOnSignal(log, bytes, source.Name, name);
+                var (bytes, alreadyEnded) = source.End();
+                // The source's own end came first: its End is out already, and the coordinator waits for its peers.
+                if (alreadyEnded) CliLog.AlreadyEndedOnSignal(log, bytes, source.Name, name);
+                else CliLog.EndingOnSignal(log, bytes, source.Name, name);
                 _quit.CancelAfter(DrainBound);
                 return;
             }
@@ -128,20 +130,21 @@ internal sealed class CoordinatorStop : IDisposable
         private Task<int>? _pending;
         private long _bytes;
         private bool _isEnded;
+        private bool _innerEnded;
 
         public string Name => name;
 
         /// <summary>The coordinator has started reading: the stream has started.</summary>
         public bool Reading { get; private set; }
 
-        /// <summary>Ends the stream; returns the bytes handed out, the stream's length.</summary>
-        public long End()
+        /// <summary>Ends the stream; returns the bytes handed out, the stream's length, and whether the inner stream had ended already.</summary>
+        public (long Bytes, bool AlreadyEnded) End()
         {
             lock (_lock)
             {
                 _isEnded = true;
                 _ended.TrySetResult();
-                return _bytes;
+                return (_bytes, _innerEnded);
             }
         }
 
@@ -163,6 +166,7 @@ internal sealed class CoordinatorStop : IDisposable
                 _pending = null;
                 _buffer.AsSpan(0, n).CopyTo(buffer.Span);
                 _bytes += n;
+                if (n == 0) _innerEnded = true;
                 return n;
             }
         }

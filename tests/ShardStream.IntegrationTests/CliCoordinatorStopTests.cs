@@ -137,6 +137,41 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
     }
 
     [Fact]
+    public async Task Sigterm_after_stdin_ended_says_the_stream_had_ended_and_a_second_one_a_second_later_quits_at_once_with_exit_0()
+    {
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.3:0", "--min-peers", "1", "--heartbeat-timeout", "60");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        await using var viewer = CliProcess.Start("peer", "-c", address, "-l", "127.86.1.3:0", "--rejoin-seconds", "5");
+        var source = new byte[1 << 20];
+        new Random(13).NextBytes(source);
+        await coordinator.StandardInput.WriteAsync(source);
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes == source.Length || viewer.HasExited, () => viewer.Stderr);
+        // The viewer cannot finish: the coordinator waits for it after the end of its input.
+        await viewer.SignalAsync("STOP");
+        coordinator.StandardInput.Close();
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("source ended after", StringComparison.Ordinal)), () => coordinator.Stderr);
+        await coordinator.SignalAsync("TERM");
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("SIGTERM: ", StringComparison.Ordinal)), () => coordinator.Stderr);
+        await Task.Delay(CoordinatorRepeatWindow * 2);
+        long second = Stopwatch.GetTimestamp();
+        await coordinator.SignalAsync("TERM");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        var took = Stopwatch.GetElapsedTime(second);
+        await viewer.SignalAsync("CONT");
+        Assert.True(exit == 0, $"coordinator exited with {exit}:\n{coordinator.Stderr}");
+        string line = coordinator.StderrLines.First(l => l.Contains("SIGTERM: ", StringComparison.Ordinal));
+        // The End went out when stdin ended: a signal now ends nothing, and its line must not say it does.
+        Assert.DoesNotContain("ending the stream", line, StringComparison.Ordinal);
+        Assert.Contains($"{source.Length} bytes", line, StringComparison.Ordinal);
+        Assert.Contains(coordinator.StderrLines, l => l.Contains("SIGTERM again", StringComparison.Ordinal));
+        Assert.True(took < TimeSpan.FromSeconds(10), $"the coordinator exited {took.TotalSeconds:0.0} s after the second SIGTERM:\n{coordinator.Stderr}");
+    }
+
+    /// <summary>CoordinatorStop.RepeatWindow: a signal this soon after the first is taken for the same one.</summary>
+    private static readonly TimeSpan CoordinatorRepeatWindow = TimeSpan.FromMilliseconds(500);
+
+    [Fact]
     public async Task Sigterm_with_an_HTTP_viewer_that_stopped_reading_still_exits_0_soon_after_the_peers_finish()
     {
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.4:0", "--http", "127.86.1.4:0", "--format", "flv", "--min-peers", "1", "--latency-aware", "false");
