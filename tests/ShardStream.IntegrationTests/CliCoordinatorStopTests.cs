@@ -137,6 +137,40 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
     }
 
     [Fact]
+    public async Task A_frozen_viewer_holds_the_wait_after_sigterm_for_15_s_and_no_longer_and_the_coordinator_exits_0()
+    {
+        // The coordinator's heartbeat timeout (60 s) is longer than the drain bound: only the bound ends the wait.
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.2:0", "--min-peers", "2", "--latency-aware", "false", "--heartbeat-timeout", "60");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        var viewers = new List<CliProcess>();
+        try
+        {
+            for (int i = 0; i < 2; i++) viewers.Add(CliProcess.Start("peer", "-c", address, "-l", "127.86.1.2:0", "--rejoin-seconds", "5"));
+            var source = new byte[1 << 20];
+            new Random(11).NextBytes(source);
+            await coordinator.StandardInput.WriteAsync(source);
+            await coordinator.StandardInput.FlushAsync();
+            await UntilAsync(() => viewers.All(v => v.StdoutBytes == source.Length) || viewers.Any(v => v.HasExited), () => string.Join("\n", viewers.Select(v => v.Stderr)));
+            await viewers[1].SignalAsync("STOP");
+            long signalled = Stopwatch.GetTimestamp();
+            await coordinator.SignalAsync("TERM");
+            var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+            var took = Stopwatch.GetElapsedTime(signalled);
+            await viewers[1].SignalAsync("CONT");
+            Assert.True(exit == 0, $"coordinator exited with {exit} {took.TotalSeconds:0.0} s after SIGTERM:\n{coordinator.Stderr}");
+            // The drain bound (15 s), not the process bound (20 s, which exits 143) nor the heartbeat timeout.
+            Assert.InRange(took.TotalSeconds, 14.5, 19.5);
+            var (viewerExit, _) = await viewers[0].WaitForExitAsync(Deadline);
+            Assert.True(viewerExit == 0, $"viewer 0 exited with {viewerExit}:\n{viewers[0].Stderr}");
+            output.WriteLine($"the coordinator exited {took.TotalSeconds:0.00} s after SIGTERM with a frozen viewer");
+        }
+        finally
+        {
+            foreach (var v in viewers) await v.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Sigterm_after_stdin_ended_says_the_stream_had_ended_and_a_second_one_a_second_later_quits_at_once_with_exit_0()
     {
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.3:0", "--min-peers", "1", "--heartbeat-timeout", "60");
