@@ -28,7 +28,7 @@ internal static class Program
             default:
                 await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 5] [--seconds 10] [--shards 1,2]\n" +
                     "         diagnostics: [--only shardstream|baseline] [--window-mib N] [--window-age-s S]\n" +
-                    "       ShardStream.Bench integrity [--placement (only the hash-by-placement table)]\n" +
+                    "       ShardStream.Bench integrity [--placement (only the hash-by-placement table)] [--sizes (only BLAKE3 by input size)]\n" +
                     "       ShardStream.Bench micro [BenchmarkDotNet options, e.g. --job short]");
                 return 2;
         }

@@ -42,6 +42,13 @@ internal static partial class IntegrityBenchmark
             Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
             return 0;
         }
+        if (args.Contains("--sizes"))
+        {
+            Console.WriteLine($"integrity --sizes, one thread, thread CPU time; load average at the start: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+            HashBySizeBenchmark.Run(Median, args.Contains("--sweep"));
+            Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+            return 0;
+        }
         var key = Key.Create(SignatureAlgorithm.Ed25519, new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None });
         var pub = key.PublicKey;
         Console.WriteLine($"integrity micro-benchmark, one thread, thread CPU time; load average at the start: {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
