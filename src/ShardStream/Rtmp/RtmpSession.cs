@@ -57,15 +57,29 @@ internal sealed partial class RtmpSession
         {
             // Also after an exception none of RunToEndAsync's catches names (the server logs it
             // and counts the session closed): the socket, and on a reading thread the thread, go with it.
-            try
-            {
-                await _connection.DisposeAsync().ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or ConnectionFailedException)
-            {
-                _connection.Abort();
-            }
+            // A graceful close sends what is still queued first; a player that stopped reading
+            // (closed at the idle timeout, or when the server stops) never takes it, so the close
+            // is given CloseGrace and then the connection is reset: else the session, its place
+            // under the connection limits and the server's stop waited for that player for ever.
+            var close = Task.Run(CloseConnectionAsync);
+            if (await Task.WhenAny(close, Task.Delay(CloseGrace)).ConfigureAwait(false) != close) _connection.Abort();
+            await close.ConfigureAwait(false);
             _closing.Dispose();
+        }
+    }
+
+    /// <summary>How long a closing connection may take to send what is still queued for it; then it is reset.</summary>
+    internal static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(3);
+
+    private async Task CloseConnectionAsync()
+    {
+        try
+        {
+            await _connection.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or ConnectionFailedException or System.Net.Sockets.SocketException)
+        {
+            _connection.Abort();
         }
     }
 
