@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using ShardStream.Trust.Hashing;
 using ShardStream.Wire;
 
 namespace ShardStream.Trust;
@@ -11,16 +12,57 @@ namespace ShardStream.Trust;
 /// docs/performance.md).
 /// </summary>
 /// <remarks>
-/// The body is always hashed in one call over contiguous bytes. The managed BLAKE3's incremental
-/// hasher takes its 16-way SIMD path only while its input starts on a 16 KiB boundary of the
-/// message; fed the 17-byte header and then the payload, it hashed almost every 1 KiB block of a
-/// 64 KiB chunk one at a time, 2–4 times slower than one call over the same bytes
+/// Two implementations of the same function, chosen by the body's length as measured (bench
+/// <c>integrity --sizes --sweep</c>, docs/performance.md): our own (<see cref="Blake3Hash"/>),
+/// which compresses all the chunks of a body side by side whatever their number, and the Blake3
+/// package, whose wide path is faster by ~10% on bodies of whole groups of 8 KiB from 16 KiB up (a
+/// 64 KiB chunk's 65,553 bytes) but applies to nothing else: below, it cost 1.5–1.8 ns/B (a 4 KiB
+/// chunk 7 µs, against 2 µs for ours). On a CPU where ours has no vector code, or if it failed
+/// its check at start, the package hashes every body. The body is always hashed in one call over contiguous bytes: the package's
+/// incremental hasher fed the 17-byte header and then the payload missed its wide path
 /// (docs/performance.md, "Where the extra CPU went").
 /// </remarks>
 internal static class ChunkHash
 {
     /// <summary>Hashes a chunk body that is contiguous in memory: header fields, then payload.</summary>
-    public static void ComputeBody(ReadOnlySpan<byte> body, Span<byte> hash) => Blake3.Hasher.Hash(body, hash);
+    public static void ComputeBody(ReadOnlySpan<byte> body, Span<byte> hash)
+    {
+        if (PackageIsFaster(body.Length)) Blake3.Hasher.Hash(body, hash);
+        else Blake3Hash.Hash(body, hash);
+    }
+
+    /// <summary>
+    /// Whether the Blake3 package hashes <paramref name="length"/> bytes faster than
+    /// <see cref="Blake3Hash"/> on this CPU (or ours failed its check at start).
+    /// </summary>
+    internal static bool PackageIsFaster(int length)
+    {
+        int chunks = length / Blake3Hash.ChunkLength;
+        return !OursAgrees || (chunks >= 16 && chunks % 8 == 0);
+    }
+
+    /// <summary>
+    /// Ours is used only on a CPU where it has vector code, and only if it gave the package's hash
+    /// at start for sizes that take each of its paths there (one chunk; a short last chunk beside
+    /// full ones, or alone; 4, 8 and 16 chunks side by side; a tree of 18 chunks): a hash that is
+    /// wrong on some CPU or build would make every peer refuse every chunk.
+    /// </summary>
+    private static readonly bool OursAgrees = Blake3Hash.Best != Blake3Kernels.Portable && OursGivesThePackagesHash();
+
+    private static bool OursGivesThePackagesHash()
+    {
+        byte[] input = new byte[17 * 1024 + 17];
+        for (int i = 0; i < input.Length; i++) input[i] = (byte)(i % 251);
+        Span<byte> ours = stackalloc byte[Protocol.HashLength];
+        Span<byte> package = stackalloc byte[Protocol.HashLength];
+        foreach (int length in (ReadOnlySpan<int>)[0, 1000, 1041, 4113, 6161, 9233, 17425])
+        {
+            Blake3Hash.Hash(input.AsSpan(0, length), ours);
+            Blake3.Hasher.Hash(input.AsSpan(0, length), package);
+            if (!ours.SequenceEqual(package)) return false;
+        }
+        return true;
+    }
 
     public static void Compute(byte shard, ulong seq, ulong offset, in ReadOnlySequence<byte> payload, Span<byte> hash)
     {

@@ -15,7 +15,9 @@ public class ChunkHashTests
     [Theory]
     [InlineData(1)]
     [InlineData(1250)]
-    [InlineData(16_384)]
+    [InlineData(4096)] // our BLAKE3 (ChunkHash.PackageIsFaster is false)
+    [InlineData(12_288)]
+    [InlineData(16_384)] // 16 whole KiB: the package
     [InlineData(65_519)]
     [InlineData(65_536)]
     public void Every_path_gives_BLAKE3_of_the_body(int payloadLength)
