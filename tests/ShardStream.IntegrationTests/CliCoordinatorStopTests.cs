@@ -202,6 +202,42 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
         Assert.True(took < TimeSpan.FromSeconds(10), $"the coordinator exited {took.TotalSeconds:0.0} s after the second SIGTERM:\n{coordinator.Stderr}");
     }
 
+    [Fact]
+    public async Task Two_signals_a_few_ms_apart_are_one_stop_and_do_not_cut_the_wait_for_the_viewers()
+    {
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.5:0", "--min-peers", "1", "--heartbeat-timeout", "60");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        await using var viewer = CliProcess.Start("peer", "-c", address, "-l", "127.86.1.5:0", "--rejoin-seconds", "5");
+        var source = new byte[1 << 20];
+        new Random(19).NextBytes(source);
+        await coordinator.StandardInput.WriteAsync(source);
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes == source.Length || viewer.HasExited, () => viewer.Stderr);
+        // The viewer cannot finish: only a second signal (or the 15 s bound) ends the coordinator's wait.
+        await viewer.SignalAsync("STOP");
+        // One stop delivered twice, as a wrapper (timeout, dotnet run) passes the terminal's Ctrl-C on to
+        // its child and to its process group: two signals a few ms apart (two kinds: the kernel would merge two of one kind).
+        using (var both = Process.Start(new ProcessStartInfo("sh") { ArgumentList = { "-c", $"kill -INT {coordinator.Pid}; kill -TERM {coordinator.Pid}" }, UseShellExecute = false })!)
+        {
+            await both.WaitForExitAsync();
+            Assert.Equal(0, both.ExitCode);
+        }
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("ending the stream at", StringComparison.Ordinal)), () => coordinator.Stderr);
+        await Task.Delay(CoordinatorRepeatWindow * 2);
+        Assert.False(coordinator.HasExited, $"the coordinator quit on one stop delivered twice:\n{coordinator.Stderr}");
+        Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains(" again: quitting", StringComparison.Ordinal));
+
+        // A second stop, past the window, ends the wait at once.
+        long third = Stopwatch.GetTimestamp();
+        await coordinator.SignalAsync("TERM");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        var took = Stopwatch.GetElapsedTime(third);
+        await viewer.SignalAsync("CONT");
+        Assert.True(exit == 0, $"coordinator exited with {exit}:\n{coordinator.Stderr}");
+        Assert.Single(coordinator.StderrLines, l => l.Contains(" again: quitting", StringComparison.Ordinal));
+        Assert.True(took < TimeSpan.FromSeconds(10), $"the coordinator exited {took.TotalSeconds:0.0} s after the second stop:\n{coordinator.Stderr}");
+    }
+
     /// <summary>CoordinatorStop.RepeatWindow: a signal this soon after the first is taken for the same one.</summary>
     private static readonly TimeSpan CoordinatorRepeatWindow = TimeSpan.FromMilliseconds(500);
 
