@@ -29,6 +29,8 @@ internal static unsafe class Blake3Lanes<TV, TOps>
     public static int Compress(byte* input, int stride, int lanes, int lastLength, ulong counter, bool perLaneCounter, uint always, uint start, uint end, byte* output)
     {
         int width = TOps.Width;
+        // Unused lanes read input 0's blocks, which must then be whole: a lone input must be full.
+        if (lanes < 1 || lanes > width || lastLength < 1 || lastLength > stride || (lanes == 1 && lastLength < stride)) throw new ArgumentOutOfRangeException(nameof(lanes));
         int last = lanes - 1;
         int lastBlocks = (lastLength + BlockLength - 1) / BlockLength;
         int lastBytes = lastLength - (lastBlocks - 1) * BlockLength;
