@@ -15,7 +15,7 @@ namespace ShardStream.Trust;
 /// Two implementations of the same function, chosen by the body's length as measured (bench
 /// <c>integrity --sizes --sweep</c>, docs/performance.md): our own (<see cref="Blake3Hash"/>),
 /// which compresses all the chunks of a body side by side whatever their number, and the Blake3
-/// package, whose wide path is faster by ~10% on bodies of whole groups of 8 KiB from 16 KiB up (a
+/// package, whose wide path is faster by up to ~15% on bodies of whole groups of 8 KiB from 16 KiB up (a
 /// 64 KiB chunk's 65,553 bytes) but applies to nothing else: below, it cost 1.5–1.8 ns/B (a 4 KiB
 /// chunk 7 µs, against 2 µs for ours). On a CPU where ours has no vector code, or if it failed
 /// its check at start, the package hashes every body. The body is always hashed in one call over contiguous bytes: the package's
