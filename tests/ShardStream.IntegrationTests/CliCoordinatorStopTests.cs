@@ -274,6 +274,51 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
         output.WriteLine($"the coordinator exited 0 {took.TotalSeconds:0.00} s after SIGTERM with a stalled HTTP viewer");
     }
 
+    [Fact]
+    public async Task The_coordinators_own_HTTP_viewer_gets_the_end_with_the_stream_not_when_the_wait_for_peers_ends()
+    {
+        // A frozen peer holds the coordinator's wait for 15 s (its heartbeat timeout is 60 s).
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.6:0", "--http", "127.86.1.6:0", "--format", "flv", "--min-peers", "1", "--latency-aware", "false", "--heartbeat-timeout", "60");
+        string address = await coordinator.WaitForListenAddressAsync(Deadline);
+        await UntilAsync(() => coordinator.StderrLines.Any(l => HttpRegex().IsMatch(l)), () => coordinator.Stderr);
+        string http = HttpRegex().Match(coordinator.StderrLines.First(l => HttpRegex().IsMatch(l))).Groups[1].Value;
+        await using var viewer = CliProcess.Start("peer", "-c", address, "-l", "127.86.1.6:0", "--rejoin-seconds", "5");
+        var source = SyntheticFlv(2 << 20);
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(0, 1 << 20));
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes > 0 || viewer.HasExited, () => viewer.Stderr);
+        using var client = new HttpClient { Timeout = Deadline };
+        long received = 0;
+        long ended = 0;
+        // Its headers go out with the first keyframe after it came: the rest of the source, below.
+        var reading = Task.Run(async () =>
+        {
+            using var response = await client.GetAsync($"http://{http}/live.flv", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+            await using var body = await response.Content.ReadAsStreamAsync();
+            var buffer = new byte[64 * 1024];
+            int n;
+            while ((n = await body.ReadAsync(buffer)) > 0) Interlocked.Add(ref received, n);
+            Interlocked.Exchange(ref ended, Stopwatch.GetTimestamp());
+        });
+        await UntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("watches /live.flv", StringComparison.Ordinal)) || reading.IsCompleted, () => coordinator.Stderr);
+        await coordinator.StandardInput.WriteAsync(source.AsMemory(1 << 20));
+        await coordinator.StandardInput.FlushAsync();
+        await UntilAsync(() => viewer.StdoutBytes == source.Length || viewer.HasExited, () => viewer.Stderr);
+        await viewer.SignalAsync("STOP");
+        long signalled = Stopwatch.GetTimestamp();
+        await coordinator.SignalAsync("TERM");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        var exited = Stopwatch.GetElapsedTime(signalled);
+        await viewer.SignalAsync("CONT");
+        await reading.WaitAsync(Deadline);
+        var endedAfter = Stopwatch.GetElapsedTime(signalled, Interlocked.Read(ref ended));
+        Assert.True(exit == 0, $"coordinator exited with {exit}:\n{coordinator.Stderr}");
+        // The stream ended at the signal: its HTTP viewer has everything then, and nothing more comes.
+        Assert.True(endedAfter < TimeSpan.FromSeconds(5), $"the HTTP viewer's response ended {endedAfter.TotalSeconds:0.0} s after SIGTERM (the coordinator exited at {exited.TotalSeconds:0.0} s), {Interlocked.Read(ref received)} bytes:\n{coordinator.Stderr}");
+        output.WriteLine($"the HTTP viewer's response ended {endedAfter.TotalSeconds:0.00} s after SIGTERM, the coordinator exited at {exited.TotalSeconds:0.00} s");
+    }
+
     /// <summary>An FLV stream of about <paramref name="length"/> bytes: the preamble, then 64 KiB keyframes 33 ms apart.</summary>
     private static byte[] SyntheticFlv(int length)
     {

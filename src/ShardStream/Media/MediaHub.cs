@@ -117,7 +117,7 @@ public sealed class MediaHub
     /// <summary>A stream that writes to <paramref name="output"/> and feeds this hub the same bytes.</summary>
     public Stream Tee(Stream output) => new TeeStream(output, this, onRead: false);
 
-    /// <summary>A stream that reads <paramref name="source"/> and feeds this hub every byte read.</summary>
+    /// <summary>A stream that reads <paramref name="source"/> and feeds this hub every byte read; the source's end ends the hub's stream.</summary>
     public Stream Tap(Stream source) => new TeeStream(source, this, onRead: true);
 
     private void Append(ReadOnlySpan<byte> data)
@@ -187,15 +187,26 @@ public sealed class MediaHub
         public override int Read(byte[] buffer, int offset, int count)
         {
             int n = inner.Read(buffer, offset, count);
-            hub.Write(buffer.AsSpan(offset, n));
+            Pass(buffer.AsSpan(offset, n), count);
             return n;
         }
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
             int n = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
-            hub.Write(buffer.Span[..n]);
+            Pass(buffer.Span[..n], buffer.Length);
             return n;
+        }
+
+        /// <summary>
+        /// What was read goes to the hub; the source's end (a read of nothing into room for
+        /// something) ends the viewers' streams at once, not when the node is done waiting for its
+        /// peers to finish (the coordinator's drain, up to its timeout).
+        /// </summary>
+        private void Pass(ReadOnlySpan<byte> read, int room)
+        {
+            if (read.Length > 0) hub.Write(read);
+            else if (room > 0) hub.Complete();
         }
 
         public override void Write(byte[] buffer, int offset, int count)
