@@ -13,8 +13,12 @@ namespace ShardStream.IntegrationTests;
 /// is still open and for an RTMP publish that is still going (which has no end of input). A
 /// coordinator killed with SIGKILL still leaves its viewers joining again
 /// (RejoinNetnsTests.Viewers_on_other_hosts_rejoin_a_coordinator_restarted_mid_stream_and_write_both_runs).
-/// Real CLI processes on 127.88.0.0/16; viewers join again for 5 s only, so that a viewer that
-/// lost the coordinator instead of seeing the end fails in seconds. Every wait is for a condition.
+/// Also the bounds and edges of the stop: the 15 s wait for a frozen viewer, exit 143 for SIGTERM
+/// before the stream started, a signal after stdin's end, one stop delivered twice, and the
+/// coordinator's own HTTP viewers (one that stopped reading, one that reads).
+/// Real CLI processes on 127.88.0.0/16 and 127.86.1.0/24; viewers join again for 5 s only, so that
+/// a viewer that lost the coordinator instead of seeing the end fails in seconds. Every wait is for
+/// a condition, except the half-second after a signal that must be past the repeat window.
 /// </summary>
 public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : IDisposable
 {
