@@ -31,7 +31,28 @@ public sealed class CliStreamingTests
             for (int i = 0; i < peers; i++) peerProcesses.Add(CliProcess.Start(["peer", "-c", address, "-l", "127.0.0.1:0", .. peerArgs ?? []]));
 
             // The coordinator holds the source until all peers are attached; writing blocks until then.
-            await coordinator.StandardInput.WriteAsync(source);
+            // A peer that ends before that (it gave up its join) leaves the coordinator one short
+            // for good: fail at once with that peer's log, not after the stdin deadline (5 min)
+            // with only the coordinator's. No peer can end before the write does: the stream
+            // ends only when stdin is closed, after it.
+            var write = coordinator.StandardInput.WriteAsync(source).AsTask();
+            while (await Task.WhenAny(write, Task.Delay(250)) != write)
+            {
+                if (peerProcesses.FirstOrDefault(p => p.HasExited) is { } gone)
+                {
+                    var (exit, _) = await gone.WaitForExitAsync(Deadline);
+                    Assert.Fail($"peer {peerProcesses.IndexOf(gone) + 1} of {peers} (pid {gone.Pid}) exited with {exit} before the stream started:\n{gone.Stderr}\ncoordinator:\n{coordinator.Stderr}");
+                }
+            }
+            try
+            {
+                await write;
+            }
+            catch (TimeoutException e)
+            {
+                // Every peer still runs, and some never joined: their logs say why.
+                Assert.Fail($"{e.Message}\n{string.Join('\n', peerProcesses.Select((p, i) => $"-- peer {i + 1} (pid {p.Pid}):\n{p.Stderr}"))}");
+            }
             coordinator.StandardInput.Close();
 
             var (coordinatorExit, _) = await coordinator.WaitForExitAsync(Deadline);
