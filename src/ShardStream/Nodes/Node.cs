@@ -27,6 +27,8 @@ public abstract partial class Node : IAsyncDisposable
         Log = log;
         Time = time;
         _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, options.HeartbeatInterval / 2, time);
+        // The chunk hash's check at start runs here at the latest, before any chunk is signed or verified.
+        if (Trust.ChunkHash.CheckFailure is { } failure) NodeLog.ChunkHashCheckFailed(log, failure);
     }
 
     private readonly SlowChildren _slowChildren;

@@ -28,6 +28,9 @@ internal static partial class NodeLog
 
     [LoggerMessage(1607, LogLevel.Warning, "{Link}: asked for shard {Shard} from chunk {Asked}, which this node no longer holds: it starts at chunk {First} (its window holds {Chunks} chunk(s) from {Oldest} to {Newest} in {Bytes} bytes of memory)", EventName = "ServingLater")]
     public static partial void ServingLater(ILogger log, string link, int shard, long asked, long first, int chunks, long oldest, long newest, long bytes);
+
+    [LoggerMessage(1608, LogLevel.Warning, "our BLAKE3 did not give the Blake3 package's hash in its check at start ({Failure}): the package hashes every chunk body on this node, slower below 16 KiB (a 4 KiB chunk ~3.5x); please report it with this CPU's model", EventName = "ChunkHashCheckFailed")]
+    public static partial void ChunkHashCheckFailed(ILogger log, string failure);
 }
 
 /// <summary>Log lines of the coordinator: its run, joins and leaves, lost parents, accusations (event ids 1650..1699; see docs/logging.md).</summary>

@@ -42,26 +42,47 @@ internal static class ChunkHash
     }
 
     /// <summary>
+    /// Why ours failed its check at start (every node logs it as a warning, NodeLog 1608), or null
+    /// if it passed or was not tried (a CPU where it has no vector code).
+    /// </summary>
+    internal static string? CheckFailure { get; } = Blake3Hash.Best != Blake3Kernels.Portable ? Check(Blake3Hash.Hash) : null;
+
+    /// <summary>
     /// Ours is used only on a CPU where it has vector code, and only if it gave the package's hash
     /// at start for sizes that take each of its paths there (one chunk; a short last chunk beside
     /// full ones, or alone; 4, 8 and 16 chunks side by side; a tree of 18 chunks): a hash that is
     /// wrong on some CPU or build would make every peer refuse every chunk.
     /// </summary>
-    private static readonly bool OursAgrees = Blake3Hash.Best != Blake3Kernels.Portable && OursGivesThePackagesHash();
+    private static readonly bool OursAgrees = Blake3Hash.Best != Blake3Kernels.Portable && CheckFailure is null;
 
-    private static bool OursGivesThePackagesHash()
+    internal delegate void HashFunction(ReadOnlySpan<byte> input, Span<byte> output);
+
+    /// <summary>
+    /// Null if <paramref name="ours"/> gives the package's hash for each size of the check, else
+    /// what went wrong; an exception it throws is a failure too (not the type's initialiser failing,
+    /// which would make every chunk hash throw).
+    /// </summary>
+    internal static string? Check(HashFunction ours)
     {
         byte[] input = new byte[17 * 1024 + 17];
         for (int i = 0; i < input.Length; i++) input[i] = (byte)(i % 251);
-        Span<byte> ours = stackalloc byte[Protocol.HashLength];
-        Span<byte> package = stackalloc byte[Protocol.HashLength];
+        byte[] hash = new byte[Protocol.HashLength];
+        byte[] package = new byte[Protocol.HashLength];
         foreach (int length in (ReadOnlySpan<int>)[0, 1000, 1041, 4113, 6161, 9233, 17425])
         {
-            Blake3Hash.Hash(input.AsSpan(0, length), ours);
             Blake3.Hasher.Hash(input.AsSpan(0, length), package);
-            if (!ours.SequenceEqual(package)) return false;
+            try
+            {
+                ours(input.AsSpan(0, length), hash);
+            }
+            catch (Exception e)
+            {
+                return $"{Blake3Hash.Best} kernels, {length} bytes: {e.GetType().Name}: {e.Message}";
+            }
+            if (!hash.AsSpan().SequenceEqual(package))
+                return $"{Blake3Hash.Best} kernels, {length} bytes: {Convert.ToHexStringLower(hash)}, the package's {Convert.ToHexStringLower(package)}";
         }
-        return true;
+        return null;
     }
 
     public static void Compute(byte shard, ulong seq, ulong offset, in ReadOnlySequence<byte> payload, Span<byte> hash)

@@ -63,6 +63,39 @@ public class ChunkHashTests
         Assert.Contains("does not match the stream's signed hash", error.Message);
     }
 
+    [Fact]
+    public void The_check_at_start_refuses_a_wrong_hash_and_one_that_throws_and_passes_ours()
+    {
+        // Ours passes on this CPU, so its kernels hash the small bodies.
+        Assert.Null(ChunkHash.Check(ShardStream.Trust.Hashing.Blake3Hash.Hash));
+        if (ShardStream.Trust.Hashing.Blake3Hash.Best != ShardStream.Trust.Hashing.Blake3Kernels.Portable)
+        {
+            Assert.Null(ChunkHash.CheckFailure);
+            Assert.False(ChunkHash.PackageIsFaster(4113));
+        }
+
+        // A kernel wrong only for a short last chunk beside full ones (the fault the tests of
+        // Blake3Hash inject): the check names the size.
+        string? wrong = ChunkHash.Check((input, output) =>
+        {
+            ShardStream.Trust.Hashing.Blake3Hash.Hash(input, output);
+            if (input.Length > 1024 && input.Length % 1024 != 0) output[0] ^= 1;
+        });
+        Assert.NotNull(wrong);
+        Assert.Contains("1041 bytes", wrong);
+
+        // A kernel that throws on this CPU or build (say, an instruction set it was not compiled
+        // for): a failed check, not an exception out of ChunkHash's initialiser, which would make
+        // every chunk hash of the node throw.
+        string? threw = ChunkHash.Check((input, output) =>
+        {
+            if (input.Length > 4096) throw new PlatformNotSupportedException("injected");
+            ShardStream.Trust.Hashing.Blake3Hash.Hash(input, output);
+        });
+        Assert.NotNull(threw);
+        Assert.Contains("4113 bytes: PlatformNotSupportedException: injected", threw);
+    }
+
     private static byte[] Payload(int length)
     {
         var bytes = new byte[length];
