@@ -17,8 +17,9 @@ namespace ShardStream.Trust;
 /// which compresses all the chunks of a body side by side whatever their number, and the Blake3
 /// package, whose wide path is faster by up to ~15% on bodies of whole groups of 8 KiB from 16 KiB up (a
 /// 64 KiB chunk's 65,553 bytes) but applies to nothing else: below, it cost 1.5–1.8 ns/B (a 4 KiB
-/// chunk 7 µs, against 2 µs for ours). On a CPU where ours has no vector code, or if it failed
-/// its check at start, the package hashes every body. The body is always hashed in one call over contiguous bytes: the package's
+/// chunk 7 µs, against 2 µs for ours). On a CPU where ours has no AVX2 (its SSE kernels were slower
+/// than the package there, <see cref="PackageIsFaster(int, Blake3Kernels)"/>), or if it failed its
+/// check at start, the package hashes every body. The body is always hashed in one call over contiguous bytes: the package's
 /// incremental hasher fed the 17-byte header and then the payload missed its wide path
 /// (docs/performance.md, "Where the extra CPU went").
 /// </remarks>
@@ -35,25 +36,35 @@ internal static class ChunkHash
     /// Whether the Blake3 package hashes <paramref name="length"/> bytes faster than
     /// <see cref="Blake3Hash"/> on this CPU (or ours failed its check at start).
     /// </summary>
-    internal static bool PackageIsFaster(int length)
+    internal static bool PackageIsFaster(int length) => !OursAgrees || PackageIsFaster(length, Blake3Hash.Best);
+
+    /// <summary>
+    /// The rule as measured (bench <c>integrity --sizes</c>, docs/performance.md): with AVX2 or
+    /// AVX-512, ours except for whole groups of 8 KiB from 16 KiB up; with SSE only (a CPU without
+    /// AVX2, or the native AOT build, which targets x64's baseline) the package, which then
+    /// compresses 4 chunks side by side too and was faster at every size but 2 KiB (ours 0.62–0.95×:
+    /// 1,267 bytes 3.7 µs against 2.6), and on a CPU where ours has no vector code.
+    /// </summary>
+    internal static bool PackageIsFaster(int length, Blake3Kernels kernels)
     {
+        if (kernels < Blake3Kernels.Avx2) return true;
         int chunks = length / Blake3Hash.ChunkLength;
-        return !OursAgrees || (chunks >= 16 && chunks % 8 == 0);
+        return chunks >= 16 && chunks % 8 == 0;
     }
 
     /// <summary>
     /// Why ours failed its check at start (every node logs it as a warning, NodeLog 1608), or null
-    /// if it passed or was not tried (a CPU where it has no vector code).
+    /// if it passed or was not tried (a CPU where ours has no AVX2, so the package hashes everything).
     /// </summary>
-    internal static string? CheckFailure { get; } = Blake3Hash.Best != Blake3Kernels.Portable ? Check(Blake3Hash.Hash) : null;
+    internal static string? CheckFailure { get; } = Blake3Hash.Best >= Blake3Kernels.Avx2 ? Check(Blake3Hash.Hash) : null;
 
     /// <summary>
-    /// Ours is used only on a CPU where it has vector code, and only if it gave the package's hash
+    /// Ours is used only on a CPU where it has AVX2 or AVX-512 code, and only if it gave the package's hash
     /// at start for sizes that take each of its paths there (one chunk; a short last chunk beside
     /// full ones, or alone; 4, 8 and 16 chunks side by side; a tree of 18 chunks): a hash that is
     /// wrong on some CPU or build would make every peer refuse every chunk.
     /// </summary>
-    private static readonly bool OursAgrees = Blake3Hash.Best != Blake3Kernels.Portable && CheckFailure is null;
+    private static readonly bool OursAgrees = Blake3Hash.Best >= Blake3Kernels.Avx2 && CheckFailure is null;
 
     internal delegate void HashFunction(ReadOnlySpan<byte> input, Span<byte> output);
 
