@@ -470,10 +470,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             }
             else
             {
-                // On a kept connection (round 1) the connection's own count says this is the
-                // joiner's second round; on a new one (a version-9 joiner, or one whose kept
-                // connection was closed) only its token can say it was sent its candidates.
-                if (hello.PeerId == 0 || (round == 0 && _candidatesSent.ContainsKey(hello.PeerId))) return LandmarksSent.None;
+                // A joiner follows two Landmarks frames over all its connections, and the rounds of
+                // this connection (1 on a kept one) do not say which came before: its landmarks may
+                // have come on a connection closed before its next Join (a version-9 joiner's always
+                // are), and its candidates on this one. Its token says whether it was sent them.
+                if (hello.PeerId == 0 || _candidatesSent.ContainsKey(hello.PeerId)) return LandmarksSent.None;
                 var measured = (hello.Measured ?? []).Select(m => m.NodeId).ToHashSet();
                 int room = Coordinator.MaxPingsPerJoin - measured.Count;
                 landmarks = room <= 0 ? [] : [.. tracker.Planner.ProbeCandidates(Node.FromWire(coordinate), room).Where(id => !measured.Contains((ulong)id)).Select(LandmarkOf).Where(l => l.Address is not null)];

@@ -73,6 +73,59 @@ public sealed class OneConnectionJoinTests
     }
 
     [Fact]
+    public async Task A_joiner_whose_first_kept_connection_was_closed_is_placed_after_its_candidates_round_on_the_next()
+    {
+        // A joiner follows at most two Landmarks frames, over all its connections. Its landmarks
+        // come on a first connection, which the coordinator closes before the joiner's next Join
+        // (measuring took longer than the coordinator keeps a connection, as on a loaded host);
+        // its candidates then come on a new connection, kept; its Join there must be placed.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HelloTimeout = TimeSpan.FromSeconds(1) }, loggers: null);
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(upload: 4);
+        var net = overlay.Network;
+        string address = overlay.Coordinator.ListenAddress;
+        var coordinate = Node.ToWire(Coordinator.Anchor) with { Error = 0.5f };
+        Hello MeasuredJoin() => new(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0xC0FFEE, 0, [], "x:1", new byte[Protocol.NonceLength], null, coordinate, [new MeasuredRtt(0, 1000)]);
+
+        var first = await net.Host("x").ConnectAsync(address, default);
+        await SendAsync(first, Join(token: 0xC0FFEE));
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(first.Pipe.Input)).Type);
+        // The coordinator closes it after its hello timeout (1 s here): the read ends.
+        var closed = await ReadToEndAsync(first.Pipe.Input).WaitAsync(TimeSpan.FromSeconds(30));
+        await first.DisposeAsync();
+
+        var second = await net.Host("x").ConnectAsync(address, default);
+        await SendAsync(second, MeasuredJoin());
+        Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(second.Pipe.Input)).Type);
+        await SendAsync(second, MeasuredJoin());
+        var (type, _) = await ReadFrameAsync(second.Pipe.Input);
+        await second.DisposeAsync();
+
+        Assert.True(closed, "the first connection was closed by the coordinator");
+        Assert.Equal(FrameType.Welcome, type);
+    }
+
+    /// <summary>Reads until the other side closes (or resets); true when it did without sending anything more.</summary>
+    private static async Task<bool> ReadToEndAsync(PipeReader input)
+    {
+        while (true)
+        {
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync();
+            }
+            catch (IOException)
+            {
+                return true;
+            }
+            bool empty = result.Buffer.IsEmpty;
+            input.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted) return empty;
+            if (!empty) return false;
+        }
+    }
+
+    [Fact]
     public async Task A_kept_connection_that_stays_open_but_unanswered_is_not_taken_for_closed()
     {
         // A coordinator that keeps the connection after Landmarks, reads the next Join, and then
