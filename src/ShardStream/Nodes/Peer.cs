@@ -116,7 +116,18 @@ public sealed partial class Peer : Node, IPeerParents
                 (Welcome Welcome, Landmarks? Landmarks) answered;
                 try
                 {
-                    await link.WriteNowAsync(new Hello(Protocol.MinVersion, _options.MaxVersion, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
+                    try
+                    {
+                        await link.WriteNowAsync(new Hello(Protocol.MinVersion, _options.MaxVersion, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (IOException e) when (!reused && !cancellationToken.IsCancellationRequested)
+                    {
+                        // The coordinator took the connection and reset it before this peer's hello
+                        // (a joiner starved between its connect and its hello on a loaded machine
+                        // passes the coordinator's hello deadline): it is there, so this is tried
+                        // again like a join dropped before its welcome, not the end of the peer.
+                        throw new JoinInterruptedException($"{address} closed the connection before this peer's hello: {e.Message}", e);
+                    }
                     // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
                     answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken).ConfigureAwait(false);
                 }

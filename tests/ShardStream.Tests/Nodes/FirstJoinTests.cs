@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using ShardStream.Nodes;
 using ShardStream.Transport;
 
 namespace ShardStream.Tests.Nodes;
@@ -40,6 +41,59 @@ public sealed class FirstJoinTests
         await overlay.WriteAsync(Overlay.RandomBytes(300_000, 11));
         await overlay.EndAsync();
         await overlay.AssertIdenticalAsync(overlay.PeerById(peer.Id));
+    }
+
+    /// <summary>
+    /// A joiner starved between its connect and its hello (a loaded machine) finds that the
+    /// coordinator reset the connection at its hello deadline: writing the hello fails. That join
+    /// is tried again like one dropped before its welcome; before, the peer ended with "Unable to
+    /// write data to the transport connection: Connection reset by peer" (CliStreamingTests at
+    /// load 65: 16 of 20 peers joined, the coordinator logged nothing about the other 4 at its
+    /// default level, and they had ended).
+    /// </summary>
+    [Fact]
+    public async Task A_first_join_reset_before_its_hello_is_tried_again_and_the_peer_gets_the_stream()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", MinPeers = 1, HelloTimeout = TimeSpan.FromSeconds(1) }, net.Host("coord"));
+        await coordinator.StartAsync(default);
+        var starved = new StarvedFirstConnect(net.Host("p"));
+        await using var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ListenAddress = "p:1" }, starved);
+        await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+        Assert.True(starved.FirstWasReset, "the first connection was not reset by the coordinator before the hello");
+
+        var source = Overlay.RandomBytes(100_000, 5);
+        var output = new MemoryStream();
+        var run = peer.RunAsync(output, default);
+        await coordinator.RunAsync(new MemoryStream(source), default).WaitAsync(Overlay.Deadline);
+        await run.WaitAsync(Overlay.Deadline);
+        Assert.Equal(source, output.ToArray());
+    }
+
+    /// <summary>Hands out its first connection only once the other side has reset it (its owner did not run until then); the rest at once.</summary>
+    private sealed class StarvedFirstConnect(ITransport inner) : ITransport
+    {
+        private int _connects;
+
+        public volatile bool FirstWasReset;
+
+        public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken) => inner.ListenAsync(address, cancellationToken);
+
+        public async ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
+        {
+            var connection = await inner.ConnectAsync(address, cancellationToken);
+            if (Interlocked.Increment(ref _connects) != 1) return connection;
+            try
+            {
+                // Nothing comes before our hello: this read ends only with the reset.
+                await connection.Pipe.Input.ReadAsync(cancellationToken).AsTask().WaitAsync(Overlay.Deadline, cancellationToken);
+            }
+            catch (IOException)
+            {
+                FirstWasReset = true;
+            }
+            return connection;
+        }
     }
 
     /// <summary>
