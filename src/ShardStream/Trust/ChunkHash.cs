@@ -39,17 +39,27 @@ internal static class ChunkHash
     internal static bool PackageIsFaster(int length) => !OursAgrees || PackageIsFaster(length, Blake3Hash.Best);
 
     /// <summary>
-    /// The rule as measured (bench <c>integrity --sizes</c>, docs/performance.md): with AVX2 or
-    /// AVX-512, ours except for whole groups of 8 KiB from 16 KiB up; with SSE only (a CPU without
+    /// The rule as measured (bench <c>integrity --sizes</c>, docs/performance.md): with AVX-512,
+    /// ours except for whole groups of 8 KiB from 16 KiB up; with AVX2, ours from 2 KiB up; with SSE only (a CPU without
     /// AVX2, or the native AOT build, which targets x64's baseline) the package, which then
     /// compresses 4 chunks side by side too and was faster at every size but 2 KiB (ours 0.62–0.95×:
     /// 1,267 bytes 3.7 µs against 2.6), and on a CPU where ours has no vector code.
     /// </summary>
+    /// <remarks>
+    /// With AVX2 but not AVX-512 (DOTNET_EnableAVX512=0 on this CPU, so the package lost its
+    /// AVX-512 path too; two runs, load 11–15): ours was faster from 2 KiB up, 64 KiB chunks
+    /// included (65,553 bytes 23.5 and 28.9 µs against 32.6 and 30.0), and slower below (1,041 bytes
+    /// 2.7 µs against 2.2, 1,267 bytes 2.9 against 2.6).
+    /// </remarks>
     internal static bool PackageIsFaster(int length, Blake3Kernels kernels)
     {
-        if (kernels < Blake3Kernels.Avx2) return true;
         int chunks = length / Blake3Hash.ChunkLength;
-        return chunks >= 16 && chunks % 8 == 0;
+        return kernels switch
+        {
+            Blake3Kernels.Avx512 => chunks >= 16 && chunks % 8 == 0,
+            Blake3Kernels.Avx2 => chunks < 2,
+            _ => true,
+        };
     }
 
     /// <summary>
