@@ -36,6 +36,11 @@ public sealed class CliResilienceCollection
 /// repair starts there), and that detection is bounded on its own (heartbeat timeout + 3 s): on a
 /// starved machine the coordinator saw two kills 3–5 s late, and a bound counted from the kill
 /// measured the machine.</para>
+/// <para>A victim the coordinator had made a leaf before the kill (slow, or unreachable for its
+/// children) has no child in the plan: its children's moves were sent, but not yet in their logs
+/// when the victim was picked. The coordinator keeps such a peer's place for the rejoin grace
+/// (4 heartbeat timeouts, docs/resilience.md) by design, so its detection is reported, not
+/// bounded, and its children's stalls are bounded from the kill.</para>
 /// </remarks>
 [Collection(CliResilienceCollection.Name)]
 public sealed partial class CliResilienceTests(ITestOutputHelper output)
@@ -149,7 +154,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             // the repair starts then. How late it may see one is bounded on its own.
             Assert.All(killStalls, s => Assert.True(s.Stall - s.Detection < MaxStallAfterKill,
                 $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after kill #{s.Event + 1}, {(s.Stall - s.Detection).TotalMilliseconds:0} ms of it after the coordinator saw the kill"));
-            Assert.All(killStalls, s => Assert.True(s.Detection < MaxDetectionAfterKill, $"the coordinator saw kill #{s.Event + 1} after {s.Detection.TotalMilliseconds:0} ms"));
+            Assert.All(killStalls.Where(s => !s.Leaf), s => Assert.True(s.Detection < MaxDetectionAfterKill, $"the coordinator saw kill #{s.Event + 1} after {s.Detection.TotalMilliseconds:0} ms"));
             Assert.All(freezeStalls, s => Assert.True(s.Stall < MaxStallAfterFreeze, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after the freeze"));
         }
         finally
@@ -300,7 +305,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     }
 
     private static string Report(int shards, List<Failure> events, List<PeerRun> peers, CliProcess coordinator, long t0, long testStart, TimeSpan sourceTook,
-        out List<(int Event, int Peer, TimeSpan Stall, TimeSpan Detection)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
+        out List<(int Event, int Peer, TimeSpan Stall, TimeSpan Detection, bool Leaf)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
     {
         killStalls = [];
         freezeStalls = [];
@@ -334,10 +339,17 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             string detected = gone.Line is null ? "not seen" : $"{Fmt(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)))} ms";
             // Not seen: no discount (the stall bound then counts from the kill).
             var detection = gone.Line is null ? TimeSpan.Zero : Stopwatch.GetElapsedTime(ev.At, gone.Timestamp);
-            if (!ev.Freeze && gone.Line is not null) detectKill.Add(Ms(detection));
+            // A victim the coordinator had made a leaf before the kill (its children moved, but
+            // their moves not yet in their logs, so the test's map still had them under it): no
+            // child in the plan depends on it, and the coordinator keeps its place for the rejoin
+            // grace (4 heartbeat timeouts) by design. Its children's stalls count from the kill.
+            bool leaf = !ev.Freeze && coordinatorLines.Any(l => l.Timestamp < ev.At && MadeLeaf(l.Line, ev.Victim.Id));
+            if (leaf) detection = TimeSpan.Zero;
+            if (!ev.Freeze && !leaf && gone.Line is not null) detectKill.Add(Ms(detection));
             string parents = string.Join(" ", ev.Map.GetValueOrDefault(ev.Victim.Id) ?? []);
             sb.AppendLine(CultureInfo.InvariantCulture, $"{(ev.Freeze ? "SIGSTOP" : $"SIGKILL #{e + 1}")} at {SinceT0(ev.At):0.00} s: peer {ev.Victim.Id} (pid {ev.Victim.Process.Pid}, parents {parents}){(ev.Interior ? "" : " NOT INTERIOR (no peer had children)")}, "
-                + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}");
+                + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}"
+                + $"{(leaf ? " (a leaf in the coordinator's plan before the kill: kept for the rejoin grace)" : "")}");
 
             var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
             var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, startsBefore))).ToList();
@@ -345,7 +357,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             {
                 var stall = gap.Length;
                 if (ev.Freeze) freezeStalls.Add((e, p.Id, stall));
-                else killStalls.Add((e, p.Id, stall, detection));
+                else killStalls.Add((e, p.Id, stall, detection, leaf));
                 bool orphan = ev.Orphans.Contains(p.Id), inSubtree = ev.Subtree.Contains(p.Id);
                 (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
             }
@@ -373,6 +385,11 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         Row("SIGSTOP: unaffected peers", othersFreeze);
         return sb.ToString();
     }
+
+    /// <summary>The coordinator's line that it made peer <paramref name="id"/> a leaf (slow, or unreachable for its children).</summary>
+    private static bool MadeLeaf(string line, int id) =>
+        line.Contains($"peer {id} demoted to a leaf", StringComparison.Ordinal)
+        || (line.Contains($"cannot connect to peer {id} (", StringComparison.Ordinal) && line.Contains("it is made a leaf", StringComparison.Ordinal));
 
     /// <summary>Nearest-rank percentile of sorted values (NaN when empty).</summary>
     private static double Percentile(List<double> sorted, double p)
