@@ -185,9 +185,24 @@ internal sealed partial class CliProcess : IAsyncDisposable
             }
             await _process.WaitForExitAsync();
         }
+        await KeepLogAsync();
         _process.Dispose();
         _hash.Dispose();
         if (_capture is not null) await _capture.DisposeAsync();
+    }
+
+    /// <summary>
+    /// With <c>SHARDSTREAM_TEST_KEEP_LOGS=DIR</c>, the node's stderr (its log lines, each with its
+    /// own timestamp) is written to DIR/PID-COMMAND.log when the process is disposed: the logs of a
+    /// rare failure are there to read after the run.
+    /// </summary>
+    private async Task KeepLogAsync()
+    {
+        if (Environment.GetEnvironmentVariable("SHARDSTREAM_TEST_KEEP_LOGS") is not { Length: > 0 } dir) return;
+        await Task.WhenAny(_stderrPump, Task.Delay(TimeSpan.FromSeconds(5)));
+        Directory.CreateDirectory(dir);
+        string command = _process.StartInfo.ArgumentList.SkipWhile(a => !a.EndsWith(".dll", StringComparison.Ordinal)).Skip(1).FirstOrDefault() ?? "node";
+        await File.WriteAllTextAsync(Path.Combine(dir, $"{_process.Id}-{command}.log"), Stderr + "\n");
     }
 
     [GeneratedRegex(@"listening on (\S+?),")]
