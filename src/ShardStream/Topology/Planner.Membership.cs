@@ -118,7 +118,9 @@ public sealed partial class Planner
     /// <item>General rule (binary, striped, tessellated after its pattern ended), per shard:
     /// top-down, each dead node with live nodes below it is replaced by the deepest live leaf able
     /// to take all its children, so orphans keep their depth; orphans no leaf can take move as
-    /// whole subtrees (tallest first) to the shallowest free slots. Then nodes exchange places
+    /// whole subtrees (tallest first) to the shallowest free slots, or, with none left in their
+    /// tree, to a node that moves a unit of its budget there from another shard
+    /// (<see cref="LendToStranded"/>). Then nodes exchange places
     /// until capacity never increases with depth, and deepest leaves move up into free slots two
     /// or more levels above the bottom. Together these keep every shard tree within one level of
     /// the least depth the live budgets allow. Striped: homes are rebalanced first, by re-homing
@@ -195,6 +197,10 @@ public sealed partial class Planner
             {
                 FosterStranded(stranded);
             }
+            else if (stranded.Count > 0)
+            {
+                LendToStranded(stranded);
+            }
 
             dead = CollectStranded(stranded, seen);
             evicted.AddRange(dead);
@@ -250,6 +256,93 @@ public sealed partial class Planner
         _peerCount--;
 
         _homes?.Release(peer, _forest.Budget(peer));
+    }
+
+    /// <summary>
+    /// General rule: an orphan left without a free slot in its shard's tree is given one by a node
+    /// of that tree (the source too) that has a unit of its budget unused in another shard; the
+    /// unit moves to this shard, and the shallowest such node takes the orphan with its subtree.
+    /// A budget is split over the shards when its node joins, so one tree could run out while the
+    /// same nodes had room in the other: a relay's death in a 5-peer overlay (K = 2, a pure
+    /// viewer; the survivors' budgets, the source's included, 15 shard-streams for the 10 needed)
+    /// evicted two healthy peers as "no upload capacity left". Those given a parent are removed from <paramref name="stranded"/> (codes
+    /// node * K + shard); only an overlay whose attached nodes have no unit free in any shard
+    /// still evicts.
+    /// </summary>
+    private void LendToStranded(List<int> stranded)
+    {
+        var lenders = new List<(int Depth, int Node)>();
+        var left = new List<int>();
+        for (var s = 0; s < ShardCount; s++)
+        {
+            lenders.Clear();
+            var next = 0;
+            var listed = false;
+            foreach (var code in stranded)
+            {
+                var node = code / ShardCount;
+                if (code % ShardCount != s)
+                {
+                    continue;
+                }
+
+                if (!_forest.IsAlive(node) || _forest.Parent(node, s) != None)
+                {
+                    continue;
+                }
+
+                if (!listed)
+                {
+                    listed = true;
+                    // The candidates once per shard: live nodes attached in this tree with a unit
+                    // unused in another, shallowest first.
+                    for (var id = Source; id < _nextId; id++)
+                    {
+                        if (_forest.IsAlive(id) && SpareElsewhere(id, s) != None && _forest.IsAttached(id, s))
+                        {
+                            lenders.Add((_forest.Depth(id, s), id));
+                        }
+                    }
+
+                    lenders.Sort();
+                }
+
+                while (next < lenders.Count && SpareElsewhere(lenders[next].Node, s) == None)
+                {
+                    next++;
+                }
+
+                if (next == lenders.Count)
+                {
+                    left.Add(code);
+                    continue;
+                }
+
+                var lender = lenders[next].Node;
+                var from = SpareElsewhere(lender, s);
+                SetCap(lender, from, _forest.Cap(lender, from) - 1);
+                SetCap(lender, s, _forest.Cap(lender, s) + 1);
+                _forest.Attach(node, lender, s);
+                _moves.Add(new Reattachment(node, s, lender));
+            }
+        }
+
+        stranded.Clear();
+        stranded.AddRange(left);
+    }
+
+    /// <summary>A shard other than <paramref name="shard"/> where <paramref name="node"/> has a unit of its budget unused, or <see cref="None"/>.</summary>
+    private int SpareElsewhere(int node, int shard)
+    {
+        for (var t = 0; t < ShardCount; t++)
+        {
+            if (t != shard && _forest.Cap(node, t) > _forest.ChildCount(node, t))
+            {
+                return t;
+            }
+        }
+
+        return None;
     }
 
     /// <summary>Peers left without a parent, with everything below them in that shard: they are evicted.</summary>

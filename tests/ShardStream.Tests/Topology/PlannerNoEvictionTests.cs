@@ -41,4 +41,38 @@ public class PlannerNoEvictionTests
             }
         }
     }
+
+    /// <summary>
+    /// K = 2 with pure viewers (budget 0) among the default-budget peers: their first join ends the
+    /// tessellated pattern, and from then each budget is split over the two trees. A relay's death
+    /// could then leave an orphan without a free slot in one tree while the nodes above had units
+    /// unused in the other, and evict it with its subtree, healthy peers "without capacity" in an
+    /// overlay with a third of its upload free (CliMetricsTests: peers 3 and 5 evicted when relay 1
+    /// was killed, 5 peers and a frozen viewer). Here the overlay always has room for everyone
+    /// left, with units to spare: at most peers / 2 viewers, so after the death at least 2 of the
+    /// budgets' units are free. (With fewer free, the repair that keeps subtrees whole can still
+    /// evict: an orphan's subtree cannot hold the orphan.)
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Pure_viewers_among_default_budgets_do_not_make_a_relay_death_evict_anyone(bool latencyAware)
+    {
+        for (int seed = 0; seed < 1500; seed++)
+        {
+            var random = new Random(seed);
+            var planner = new Planner(new PlannerOptions(2, TopologyKind.Tessellated, 3, LatencyAware: latencyAware));
+            NetworkCoordinate Somewhere() => new(random.NextDouble() * 300 - 150, random.NextDouble() * 300 - 150, 20 + (random.NextDouble() * 40), 0.13);
+            int peers = random.Next(3, 10);
+            var log = new List<string>();
+            for (int i = 0; i < peers; i++) planner.Join(3, Somewhere());
+            int viewers = random.Next(1, (peers / 2) + 1);
+            for (int i = 0; i < viewers; i++) log.Add($"viewer {planner.Join(0, Somewhere())}");
+            int relay = planner.Peers.Where(p => planner.CapacityIn(p, 0) + planner.CapacityIn(p, 1) > 0).OrderBy(_ => random.Next()).First();
+            log.Add($"relay {relay} leaves");
+            var evicted = planner.Leave([relay]).Where(m => m.NewParent == Planner.None).Select(m => m.Peer).Distinct().ToList();
+            Assert.True(evicted.Count == 0, $"seed {seed}, {peers} peers of budget 3: {string.Join("; ", log)}: evicted {string.Join(",", evicted)}");
+            PlanAssert.Consistent(planner);
+        }
+    }
 }
