@@ -235,6 +235,12 @@ public sealed partial class Peer : Node, IPeerParents
                 .GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
             foreach (var s in served) SetParent(s, control);
         }
+        // The welcome's attaches are of the moves taken in so far: a Move read on this link (it
+        // can come right behind the Welcome) is later, and wins. Taken once the read loop has
+        // started, a Move read meanwhile counted as older: both attaches were current, the one
+        // that completed last won, and the plan had the peer under the other parent.
+        long[] generations;
+        lock (_gate) generations = (long[])_moveGeneration.Clone();
         control.Start(OnParentFrame);
         control.Closed.ContinueWith(t => OnControlClosed(control, t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
         foreach (var (old, shards) in released) ReleaseOldParent(old, shards);
@@ -244,8 +250,6 @@ public sealed partial class Peer : Node, IPeerParents
         // Every parent at once: one that does not answer delays only its own shards. A move that
         // arrives meanwhile wins over the welcome's plan. A peer that joins again in its place
         // keeps the parents it still has.
-        long[] generations;
-        lock (_gate) generations = (long[])_moveGeneration.Clone();
         await Task.WhenAll(welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect && !(how == Rejoin.InPlace && HasParent(e))).GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             // A peer that joins again asks for each shard from its own next chunk.

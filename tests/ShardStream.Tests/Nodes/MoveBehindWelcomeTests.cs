@@ -1,0 +1,121 @@
+using System.Buffers;
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Tests.Adversary;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A Move that comes right behind a joiner's Welcome (the next joiner's placement, or a latency
+/// move, while the Welcome is still on its way) is later than the Welcome's plan and wins over it,
+/// however the joiner's threads run: the peer ends under the parent the Move names, as the plan has it.
+/// </summary>
+public sealed class MoveBehindWelcomeTests
+{
+    [Fact]
+    public async Task A_move_read_right_behind_the_welcome_wins_over_the_welcomes_parent_even_when_that_attach_completes_last()
+    {
+        var net = new VirtualNetwork();
+        Coordinator? coordinator = null;
+        int welcomeParent = -1, moveParent = -1, joinerId = -1;
+        // Peers 1 and 2 fill the coordinator's two slots (K = 1); the joiner goes under one of
+        // them. Its Welcome is followed at once by a Move of its shard to the other one, and the
+        // Welcome's parent is made far (400 ms each way), so the Welcome's attach completes last.
+        var tampering = new TamperingTransport(net.Host("coord"), (type, frame) =>
+        {
+            if (type != FrameType.Welcome) return [frame];
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(frame, Protocol.FrameHeaderLength, frame.Length - Protocol.FrameHeaderLength));
+            if (!Welcome.TryRead(ref reader, out var welcome) || welcome.PeerId != 3) return [frame];
+            var entry = Assert.Single(welcome.Shards);
+            welcomeParent = (int)entry.ParentId;
+            moveParent = welcomeParent == 1 ? 2 : 1;
+            joinerId = (int)welcome.PeerId;
+            net.SetLatency("p3", $"p{welcomeParent}", TimeSpan.FromMilliseconds(400));
+            var ticket = coordinator!.IssueTicket(moveParent, joinerId, 0);
+            return [frame, Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, (ulong)moveParent, 0, $"p{moveParent}:1", ticket)]).Write)];
+        });
+        tampering.Active = true;
+        var timeouts = (Heartbeat: TimeSpan.FromSeconds(30), Interval: TimeSpan.FromSeconds(1));
+        coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, HeartbeatTimeout = timeouts.Heartbeat, HeartbeatInterval = timeouts.Interval }, tampering, Overlay.Loggers);
+        await using var _ = coordinator;
+        await coordinator.StartAsync(default);
+        var peers = new List<Peer>();
+        try
+        {
+            for (int i = 1; i <= 2; i++)
+            {
+                var peer = new Peer(Options(i), net.Host($"p{i}"), Overlay.Loggers);
+                peers.Add(peer);
+                await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+            }
+
+            // The joiner's own threads decide when its read loop takes the Move in: here its
+            // "joined" line is slow to log (a loaded machine: until the Move is being applied),
+            // so the Move is in before the joiner has started its Welcome's attaches.
+            using var capture = new LogCapture();
+            var joiner = new Peer(Options(3), net.Host("p3"), new JoinedLineAfterTheMove(capture.Factory));
+            peers.Add(joiner);
+            await joiner.StartAsync(default).WaitAsync(Overlay.Deadline);
+            Assert.Equal(3, joinerId);
+
+            // Both attaches end: the Welcome's (superseded, or installed in place of the Move's).
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Debug, "superseded by a later move") || capture.Has(LogLevel.Debug, "moved to another parent"),
+                "the joiner is done with both attaches");
+            Assert.True(joiner.ParentIds()[0] == moveParent,
+                $"the joiner gets shard 0 from peer {joiner.ParentIds()[0]}: its Welcome named peer {welcomeParent}, the Move behind it peer {moveParent}");
+        }
+        finally
+        {
+            foreach (var p in peers) await p.DisposeAsync();
+        }
+    }
+
+    private static PeerOptions Options(int i) => new()
+    {
+        JoinAddress = "coord:1",
+        ListenAddress = $"p{i}:1",
+        HeartbeatTimeout = TimeSpan.FromSeconds(30),
+        HeartbeatInterval = TimeSpan.FromSeconds(1),
+    };
+
+    private static byte[] Frame(Action<IBufferWriter<byte>> write)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        write(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>
+    /// Loggers whose "joined as peer" line (event 1703) waits until the "moving shard(s)" line
+    /// (1705) has been logged (at most 10 s), as when the thread of the join is held up.
+    /// </summary>
+    private sealed class JoinedLineAfterTheMove(ILoggerFactory inner) : ILoggerFactory
+    {
+        private readonly ManualResetEventSlim _moving = new();
+
+        public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
+
+        public ILogger CreateLogger(string categoryName) => new Logger(inner.CreateLogger(categoryName), _moving);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(ILogger inner, ManualResetEventSlim moving) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => inner.BeginScope(state);
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                inner.Log(logLevel, eventId, state, exception, formatter);
+                if (eventId.Id == 1705) moving.Set();
+                if (eventId.Id == 1703) moving.Wait(TimeSpan.FromSeconds(10));
+            }
+        }
+    }
+}
