@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace ShardStream.Topology;
@@ -37,7 +39,11 @@ internal sealed partial class LatencyPlacement
     private readonly ZoneIndex _zones;
     private readonly List<int> _candidates = [];
     private readonly int[] _near = new int[WideZones];
-    private NetworkCoordinate[] _coordinates = new NetworkCoordinate[1024];
+    // Every node's coordinate, 32 bytes each from a cache-line boundary of pinned bytes (never
+    // moved), so that reading one is one line: a candidate's is read at random among a million.
+    private byte[] _coordinateBytes = [];
+    private int _coordinateStart;
+    private int _coordinateCount;
     private int _nearCount;
 
     // The node being placed: its coordinate and the RTTs it measured (joins only).
@@ -48,26 +54,57 @@ internal sealed partial class LatencyPlacement
     public LatencyPlacement(ShardForest forest)
     {
         _forest = forest;
-        _zones = new ZoneIndex(forest.ShardCount);
+        _zones = new ZoneIndex(forest);
         forest.Zones = _zones;
-        Array.Fill(_coordinates, NetworkCoordinate.Unknown);
+        System.Diagnostics.Debug.Assert(Unsafe.SizeOf<NetworkCoordinate>() == CoordinateBytes, "a coordinate is four doubles");
+        GrowCoordinates(1024);
     }
 
     /// <summary>True while a node with a known coordinate is being placed (else the blind rule runs).</summary>
     public bool Active { get; private set; }
 
-    public NetworkCoordinate CoordinateOf(int node) => node < _coordinates.Length ? _coordinates[node] : NetworkCoordinate.Unknown;
+    public NetworkCoordinate CoordinateOf(int node)
+    {
+        if (node < 0)
+        {
+            NoNode(node);
+        }
+
+        return node < _coordinateCount ? Coordinate(node) : NetworkCoordinate.Unknown;
+    }
 
     public void SetCoordinate(int node, NetworkCoordinate coordinate)
     {
-        if (node >= _coordinates.Length)
+        ArgumentOutOfRangeException.ThrowIfNegative(node);
+        if (node >= _coordinateCount)
         {
-            var old = _coordinates.Length;
-            Array.Resize(ref _coordinates, Math.Max(node + 1, old * 2));
-            Array.Fill(_coordinates, NetworkCoordinate.Unknown, old, _coordinates.Length - old);
+            GrowCoordinates(Math.Max(node + 1, _coordinateCount * 2));
         }
 
-        _coordinates[node] = coordinate;
+        Coordinate(node) = coordinate;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref NetworkCoordinate Coordinate(int node) =>
+        ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_coordinateBytes), _coordinateStart + ((nint)node * CoordinateBytes)));
+
+    private const int CoordinateBytes = 32;
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private static void NoNode(int node) => throw new IndexOutOfRangeException($"No node {node}.");
+
+    private void GrowCoordinates(int count)
+    {
+        var bytes = GC.AllocateArray<byte>(checked((count * CoordinateBytes) + 64), pinned: true);
+        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(bytes, 0);
+        var start = (int)((64 - (address % 64)) % 64);
+        _coordinateBytes.AsSpan(_coordinateStart, _coordinateCount * CoordinateBytes).CopyTo(bytes.AsSpan(start));
+        var old = _coordinateCount;
+        (_coordinateBytes, _coordinateStart, _coordinateCount) = (bytes, start, count);
+        for (var node = old; node < count; node++)
+        {
+            Coordinate(node) = NetworkCoordinate.Unknown;
+        }
     }
 
     /// <summary>
@@ -659,17 +696,13 @@ internal sealed partial class LatencyPlacement
 
     private bool _exact;
     private int _joins;
-    // Per (node, shard): the cached delay and the join count it was computed at (0: none), side
-    // by side, so that a look-up is one cache line.
-    private PathEntry[] _path = [];
-
-    private struct PathEntry
-    {
-        public float Delay;
-        public int Stamp;
-    }
 
     /// <summary><see cref="PathDelay"/> from a cache of at most <see cref="PathCacheJoins"/> joins, filled on the way up.</summary>
+    /// <remarks>
+    /// Per (node, shard), the cached delay and the join count it was computed at (0: none) are kept
+    /// in the forest's record of the pair (<see cref="ShardForest.Slot"/>), on the cache line that
+    /// checking the node's free slot reads anyway.
+    /// </remarks>
     private double CachedPathDelay(int node, int shard)
     {
         if (node == Source)
@@ -677,14 +710,10 @@ internal sealed partial class LatencyPlacement
             return 0;
         }
 
-        var i = (node * _forest.ShardCount) + shard;
-        if ((uint)i < (uint)_path.Length)
+        ref var slot = ref _forest.SlotOf(node, shard);
+        if (slot.PathStamp != 0 && _joins - slot.PathStamp < PathCacheJoins)
         {
-            var entry = _path[i];
-            if (entry.Stamp != 0 && _joins - entry.Stamp < PathCacheJoins)
-            {
-                return entry.Delay;
-            }
+            return slot.PathDelay;
         }
 
         return FillPathDelay(node, shard);
@@ -693,19 +722,6 @@ internal sealed partial class LatencyPlacement
     /// <summary><see cref="CachedPathDelay"/> when the cache has no fresh entry for (<paramref name="node"/>, <paramref name="shard"/>).</summary>
     private double FillPathDelay(int node, int shard)
     {
-        var k = _forest.ShardCount;
-        var i = (node * k) + shard;
-        if (i >= _path.Length)
-        {
-            Array.Resize(ref _path, Math.Max(i + k, _path.Length * 2));
-        }
-
-        var entry = _path[i];
-        if (entry.Stamp != 0 && _joins - entry.Stamp < PathCacheJoins)
-        {
-            return entry.Delay;
-        }
-
         var parent = _forest.Parent(node, shard);
         if (parent == None || !_forest.IsAlive(node))
         {
@@ -719,7 +735,9 @@ internal sealed partial class LatencyPlacement
         }
 
         var delay = above + (CoordinateOf(node).EstimateRtt(CoordinateOf(parent)) / 2);
-        _path[i] = new PathEntry { Delay = (float)delay, Stamp = Math.Max(1, _joins) };
+        ref var slot = ref _forest.SlotOf(node, shard);
+        slot.PathDelay = (float)delay;
+        slot.PathStamp = Math.Max(1, _joins);
         return delay;
     }
 

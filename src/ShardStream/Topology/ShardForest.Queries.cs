@@ -159,7 +159,7 @@ internal sealed partial class ShardForest
                     continue;
                 }
 
-                if (_cap[(queue.Back * _k) + shard] >= minCap)
+                if (S((queue.Back * _k) + shard).Cap >= minCap)
                 {
                     return queue.Back;
                 }
@@ -168,7 +168,7 @@ internal sealed partial class ShardForest
                 for (var j = queue.Count - 2; j >= 0; j--)
                 {
                     var node = queue[j];
-                    if (IsClassEntryValid(node, shard, d, cls, leafOnly: true) && _cap[(node * _k) + shard] >= minCap)
+                    if (IsClassEntryValid(node, shard, d, cls, leafOnly: true) && S((node * _k) + shard).Cap >= minCap)
                     {
                         return node;
                     }
@@ -235,7 +235,7 @@ internal sealed partial class ShardForest
             for (var j = queue.Count - 1; j >= 0; j--)
             {
                 var node = queue[j];
-                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && _cap[(node * _k) + shard] >= minCap)
+                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && S((node * _k) + shard).Cap >= minCap)
                 {
                     return node;
                 }
@@ -248,25 +248,25 @@ internal sealed partial class ShardForest
     /// <summary>Levels below <paramref name="root"/> in its subtree (0 for a leaf), from stored depths.</summary>
     public int SubtreeHeight(int root, int shard)
     {
-        var top = _depth[(root * _k) + shard];
+        var top = S((root * _k) + shard).Depth;
         var deepest = top;
-        var node = _firstChild[(root * _k) + shard];
+        var node = S((root * _k) + shard).FirstChild;
         while (node != None)
         {
             var i = (node * _k) + shard;
-            deepest = Math.Max(deepest, _depth[i]);
-            if (_firstChild[i] != None)
+            deepest = Math.Max(deepest, S(i).Depth);
+            if (S(i).FirstChild != None)
             {
-                node = _firstChild[i];
+                node = S(i).FirstChild;
                 continue;
             }
 
-            while (node != root && _nextSibling[(node * _k) + shard] == None)
+            while (node != root && S((node * _k) + shard).NextSibling == None)
             {
-                node = _parent[(node * _k) + shard];
+                node = S((node * _k) + shard).Parent;
             }
 
-            node = node == root ? None : _nextSibling[(node * _k) + shard];
+            node = node == root ? None : S((node * _k) + shard).NextSibling;
         }
 
         return deepest - top;
@@ -283,7 +283,7 @@ internal sealed partial class ShardForest
                 return false;
             }
 
-            node = _parent[(node * _k) + shard];
+            node = S((node * _k) + shard).Parent;
             if (node == None)
             {
                 return false;
@@ -296,7 +296,7 @@ internal sealed partial class ShardForest
     public bool IsOpenEntryValid(int node, int shard, int depth)
     {
         var i = (node * _k) + shard;
-        return _alive[node] && _depth[i] == depth && _childCount[i] < _cap[i];
+        return _alive[node] && S(i).Depth == depth && S(i).ChildCount < S(i).Cap;
     }
 
     /// <summary>
@@ -320,7 +320,7 @@ internal sealed partial class ShardForest
             for (var j = 0; j < queue.Count && result.Count < max && examined < 4 * max; j++, examined++)
             {
                 var node = queue[j];
-                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && _cap[(node * _k) + shard] < cap)
+                if (IsClassEntryValid(node, shard, depth, cls, leafOnly: false) && S((node * _k) + shard).Cap < cap)
                 {
                     result.Add(node);
                 }
@@ -331,33 +331,33 @@ internal sealed partial class ShardForest
     private bool IsClassEntryValid(int node, int shard, int depth, int cls, bool leafOnly)
     {
         var i = (node * _k) + shard;
-        return _alive[node] && _depth[i] == depth && ClassOf(_cap[i]) == cls && (!leafOnly || _childCount[i] == 0);
+        return _alive[node] && S(i).Depth == depth && ClassOf(S(i).Cap) == cls && (!leafOnly || S(i).ChildCount == 0);
     }
 
     private void ClearOpenMark(int node, int shard, int depth)
     {
         var i = (node * _k) + shard;
-        if (_openMark[i] == depth + 1)
+        if (S(i).OpenMark == depth + 1)
         {
-            _openMark[i] = 0;
+            S(i).OpenMark = 0;
         }
     }
 
     private void ClearClassMark(int node, int shard, int depth, int cls)
     {
         var i = (node * _k) + shard;
-        if (_classMark[i] == ((depth + 1) * ClassCount) + cls)
+        if (S(i).ClassMark == ((depth + 1) * ClassCount) + cls)
         {
-            _classMark[i] = 0;
+            S(i).ClassMark = 0;
         }
     }
 
     private void ClearLeafMark(int node, int shard, int depth, int cls)
     {
         var i = (node * _k) + shard;
-        if (_leafMark[i] == ((depth + 1) * ClassCount) + cls)
+        if (S(i).LeafMark == ((depth + 1) * ClassCount) + cls)
         {
-            _leafMark[i] = 0;
+            S(i).LeafMark = 0;
         }
     }
 }

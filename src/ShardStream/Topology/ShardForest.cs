@@ -1,9 +1,13 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace ShardStream.Topology;
 
 /// <summary>
-/// The K shard trees as flat arrays indexed by <c>node * K + shard</c>: parent, depth, and the
-/// children as first-child / next-sibling / previous-sibling links, so that a million peers cost a
-/// few dozen bytes each and no per-node object. Also keeps, per shard, depth-bucketed indexes
+/// The K shard trees as one flat array of records indexed by <c>node * K + shard</c> (<see cref="Slot"/>):
+/// parent, depth, and the children as first-child / next-sibling / previous-sibling links, so that
+/// a million peers cost a few hundred bytes each and no per-node object. Also keeps, per shard, depth-bucketed indexes
 /// (open slots, nodes by capacity class, leaves by capacity class) that answer the planner's
 /// questions in near-constant time. Knows nothing about policies.
 /// </summary>
@@ -20,18 +24,6 @@ internal sealed partial class ShardForest
 
     private readonly int _k;
     private int _slots;
-    private int[] _parent = [];
-    private int[] _depth = [];
-    private int[] _firstChild = [];
-    private int[] _nextSibling = [];
-    private int[] _prevSibling = [];
-    private int[] _childCount = [];
-    private int[] _cap = [];
-
-    // Depth+1 at which a node was last pushed to an index: avoids duplicate entries.
-    private int[] _openMark = [];
-    private int[] _classMark = [];
-    private int[] _leafMark = [];
 
     private int[] _budget = [];
     private int[] _used = [];
@@ -80,7 +72,7 @@ internal sealed partial class ShardForest
         set
         {
             _zones = value;
-            _openAt = new int[_parent.Length];
+            _tracksOpen = true;
             for (var node = 0; node < _slots; node++)
             {
                 for (var s = 0; s < _k; s++)
@@ -93,24 +85,22 @@ internal sealed partial class ShardForest
 
     private ZoneIndex? _zones;
 
-    // Latency-aware placement only: depth + 1 of every (node, shard) that is live, placed and has a
-    // free slot, else 0; kept on every change, so that checking an entry of the zones' queues is one
-    // read instead of four (the zones hold many entries per join, most of them far apart in memory).
-    private int[]? _openAt;
+    // Latency-aware placement only: Slot.OpenAt is kept (see there).
+    private bool _tracksOpen;
 
     /// <summary>True when <paramref name="node"/> is live, at <paramref name="depth"/> of <paramref name="shard"/>, with a free slot (latency-aware plans only).</summary>
-    public bool IsOpenAt(int node, int shard, int depth) => _openAt![node * _k + shard] == depth + 1;
+    public bool IsOpenAt(int node, int shard, int depth) => S(node * _k + shard).OpenAt == depth + 1;
 
     private void TrackOpen(int node, int shard)
     {
-        if (_openAt is null)
+        if (!_tracksOpen)
         {
             return;
         }
 
-        var i = node * _k + shard;
-        var depth = _depth[i];
-        _openAt[i] = _alive[node] && depth >= 0 && _childCount[i] < _cap[i] ? depth + 1 : 0;
+        ref var slot = ref S(node * _k + shard);
+        var depth = slot.Depth;
+        slot.OpenAt = _alive[node] && depth >= 0 && slot.ChildCount < slot.Cap ? depth + 1 : 0;
     }
 
     /// <summary>Sum of the capacities of the live nodes in <paramref name="shard"/>.</summary>
@@ -120,17 +110,17 @@ internal sealed partial class ShardForest
 
     public bool IsAlive(int node) => (uint)node < (uint)_slots && _alive[node];
 
-    public int Parent(int node, int shard) => _parent[node * _k + shard];
+    public int Parent(int node, int shard) => S(node * _k + shard).Parent;
 
-    public int Depth(int node, int shard) => _depth[node * _k + shard];
+    public int Depth(int node, int shard) => S(node * _k + shard).Depth;
 
-    public int FirstChild(int node, int shard) => _firstChild[node * _k + shard];
+    public int FirstChild(int node, int shard) => S(node * _k + shard).FirstChild;
 
-    public int NextSibling(int node, int shard) => _nextSibling[node * _k + shard];
+    public int NextSibling(int node, int shard) => S(node * _k + shard).NextSibling;
 
-    public int ChildCount(int node, int shard) => _childCount[node * _k + shard];
+    public int ChildCount(int node, int shard) => S(node * _k + shard).ChildCount;
 
-    public int Cap(int node, int shard) => _cap[node * _k + shard];
+    public int Cap(int node, int shard) => S(node * _k + shard).Cap;
 
     public int Budget(int node) => _budget[node];
 
@@ -157,7 +147,7 @@ internal sealed partial class ShardForest
     public bool HasFreeSlot(int node, int shard)
     {
         var i = node * _k + shard;
-        return _childCount[i] < _cap[i];
+        return S(i).ChildCount < S(i).Cap;
     }
 
     /// <summary>Registers a node (the source or a joining peer) with no parent in any shard.</summary>
@@ -175,13 +165,13 @@ internal sealed partial class ShardForest
         for (var s = 0; s < _k; s++)
         {
             var i = node * _k + s;
-            _parent[i] = None;
-            _depth[i] = node == Source ? 0 : Unplaced;
-            _firstChild[i] = None;
-            _nextSibling[i] = None;
-            _prevSibling[i] = None;
-            _childCount[i] = 0;
-            _cap[i] = 0;
+            S(i).Parent = None;
+            S(i).Depth = node == Source ? 0 : Unplaced;
+            S(i).FirstChild = None;
+            S(i).NextSibling = None;
+            S(i).PrevSibling = None;
+            S(i).ChildCount = 0;
+            S(i).Cap = 0;
             TrackOpen(node, s);
         }
 
@@ -201,17 +191,17 @@ internal sealed partial class ShardForest
     /// <summary>Sets how many children <paramref name="node"/> may have in <paramref name="shard"/>.</summary>
     public void SetCap(int node, int shard, int cap)
     {
-        _totalCap[shard] += cap - _cap[node * _k + shard];
+        _totalCap[shard] += cap - S(node * _k + shard).Cap;
         if (node != Source)
         {
-            CountCap(shard, _cap[node * _k + shard], -1);
+            CountCap(shard, S(node * _k + shard).Cap, -1);
             CountCap(shard, cap, +1);
         }
 
-        _cap[node * _k + shard] = cap;
+        S(node * _k + shard).Cap = cap;
         Touch(shard);
         TrackOpen(node, shard);
-        if (_depth[node * _k + shard] >= 0)
+        if (S(node * _k + shard).Depth >= 0)
         {
             Index(node, shard);
         }
@@ -226,9 +216,9 @@ internal sealed partial class ShardForest
         {
             Touch(s);
             TrackOpen(node, s);
-            _totalCap[s] -= _cap[node * _k + s];
-            CountCap(s, _cap[node * _k + s], -1);
-            var d = _depth[node * _k + s];
+            _totalCap[s] -= S(node * _k + s).Cap;
+            CountCap(s, S(node * _k + s).Cap, -1);
+            var d = S(node * _k + s).Depth;
             if (d >= 0)
             {
                 CountDepth(s, d, -1);
@@ -246,21 +236,21 @@ internal sealed partial class ShardForest
         Touch(shard);
         var i = node * _k + shard;
         var pi = parent * _k + shard;
-        _parent[i] = parent;
-        var first = _firstChild[pi];
-        _nextSibling[i] = first;
-        _prevSibling[i] = None;
+        S(i).Parent = parent;
+        var first = S(pi).FirstChild;
+        S(i).NextSibling = first;
+        S(i).PrevSibling = None;
         if (first != None)
         {
-            _prevSibling[first * _k + shard] = node;
+            S(first * _k + shard).PrevSibling = node;
         }
 
-        _firstChild[pi] = node;
-        _childCount[pi]++;
+        S(pi).FirstChild = node;
+        S(pi).ChildCount++;
         _used[parent]++;
         TrackOpen(parent, shard);
-        var depth = _depth[pi] + 1;
-        if (_depth[i] != depth)
+        var depth = S(pi).Depth + 1;
+        if (S(i).Depth != depth)
         {
             SetSubtreeDepth(node, shard, depth);
         }
@@ -270,7 +260,7 @@ internal sealed partial class ShardForest
     public void Detach(int node, int shard)
     {
         var i = node * _k + shard;
-        var parent = _parent[i];
+        var parent = S(i).Parent;
         if (parent == None)
         {
             return;
@@ -279,29 +269,29 @@ internal sealed partial class ShardForest
         Version++;
         Touch(shard);
         var pi = parent * _k + shard;
-        var prev = _prevSibling[i];
-        var next = _nextSibling[i];
+        var prev = S(i).PrevSibling;
+        var next = S(i).NextSibling;
         if (prev == None)
         {
-            _firstChild[pi] = next;
+            S(pi).FirstChild = next;
         }
         else
         {
-            _nextSibling[prev * _k + shard] = next;
+            S(prev * _k + shard).NextSibling = next;
         }
 
         if (next != None)
         {
-            _prevSibling[next * _k + shard] = prev;
+            S(next * _k + shard).PrevSibling = prev;
         }
 
-        _parent[i] = None;
-        _prevSibling[i] = None;
-        _nextSibling[i] = None;
-        _childCount[pi]--;
+        S(i).Parent = None;
+        S(i).PrevSibling = None;
+        S(i).NextSibling = None;
+        S(pi).ChildCount--;
         _used[parent]--;
         TrackOpen(parent, shard);
-        if (_alive[parent] && _depth[pi] >= 0)
+        if (_alive[parent] && S(pi).Depth >= 0)
         {
             Index(parent, shard);
         }
@@ -311,37 +301,37 @@ internal sealed partial class ShardForest
     private void SetSubtreeDepth(int root, int shard, int depth)
     {
         SetDepth(root, shard, depth);
-        var node = _firstChild[root * _k + shard];
+        var node = S(root * _k + shard).FirstChild;
         while (node != None)
         {
             var i = node * _k + shard;
-            SetDepth(node, shard, _depth[_parent[i] * _k + shard] + 1);
-            if (_firstChild[i] != None)
+            SetDepth(node, shard, S(S(i).Parent * _k + shard).Depth + 1);
+            if (S(i).FirstChild != None)
             {
-                node = _firstChild[i];
+                node = S(i).FirstChild;
                 continue;
             }
 
             // Climb until a node with a next sibling, stopping at the subtree root.
-            while (node != root && _nextSibling[node * _k + shard] == None)
+            while (node != root && S(node * _k + shard).NextSibling == None)
             {
-                node = _parent[node * _k + shard];
+                node = S(node * _k + shard).Parent;
             }
 
-            node = node == root ? None : _nextSibling[node * _k + shard];
+            node = node == root ? None : S(node * _k + shard).NextSibling;
         }
     }
 
     private void SetDepth(int node, int shard, int depth)
     {
         var i = node * _k + shard;
-        var old = _depth[i];
+        var old = S(i).Depth;
         if (old >= 0 && _alive[node])
         {
             CountDepth(shard, old, -1);
         }
 
-        _depth[i] = depth;
+        S(i).Depth = depth;
         TrackOpen(node, shard);
         if (_alive[node])
         {
@@ -386,7 +376,7 @@ internal sealed partial class ShardForest
         var histogram = _capHistogram[shard];
         var cap = histogram.Length - 1;
         var leftOfCap = histogram[cap];
-        long slots = _cap[Source * _k + shard];
+        long slots = S(Source * _k + shard).Cap;
         var placed = 0;
         var depth = 0;
         while (placed < peers)
@@ -442,13 +432,13 @@ internal sealed partial class ShardForest
     private void Index(int node, int shard)
     {
         var i = node * _k + shard;
-        var depth = _depth[i];
+        var depth = S(i).Depth;
         var mark = depth + 1;
-        if (_childCount[i] < _cap[i])
+        if (S(i).ChildCount < S(i).Cap)
         {
-            if (_openMark[i] != mark)
+            if (S(i).OpenMark != mark)
             {
-                _openMark[i] = mark;
+                S(i).OpenMark = mark;
                 _open[shard].Push(depth, node);
             }
 
@@ -461,47 +451,112 @@ internal sealed partial class ShardForest
             return;
         }
 
-        if (_cap[i] > 0 && depth >= 0)
+        if (S(i).Cap > 0 && depth >= 0)
         {
             Zones?.PushRelay(node, shard, depth);
         }
 
-        var cls = ClassOf(_cap[i]);
+        var cls = ClassOf(S(i).Cap);
         var classMark = (mark * ClassCount) + cls;
-        if (_classMark[i] != classMark)
+        if (S(i).ClassMark != classMark)
         {
-            _classMark[i] = classMark;
+            S(i).ClassMark = classMark;
             _byClass[(shard * ClassCount) + cls].Push(depth, node);
         }
 
-        if (_childCount[i] == 0 && _leafMark[i] != classMark)
+        if (S(i).ChildCount == 0 && S(i).LeafMark != classMark)
         {
-            _leafMark[i] = classMark;
+            S(i).LeafMark = classMark;
             _leaves[(shard * ClassCount) + cls].Push(depth, node);
         }
     }
 
     private void Grow(int slots)
     {
-        var n = slots * _k;
-        Array.Resize(ref _parent, n);
-        Array.Resize(ref _depth, n);
-        Array.Resize(ref _firstChild, n);
-        Array.Resize(ref _nextSibling, n);
-        Array.Resize(ref _prevSibling, n);
-        Array.Resize(ref _childCount, n);
-        Array.Resize(ref _cap, n);
-        if (_openAt is not null)
+        var n = (long)slots * _k;
+        // One record per (node, shard), 64 bytes, each on a cache line of its own: the bytes are
+        // pinned (they never move), so the first record can be put on a line boundary.
+        var bytes = GC.AllocateArray<byte>(checked((int)((n * SlotBytes) + SlotBytes)), pinned: true);
+        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(bytes, 0);
+        var start = (int)((SlotBytes - (address % SlotBytes)) % SlotBytes);
+        if (_slotBytes.Length > 0)
         {
-            Array.Resize(ref _openAt, n);
+            _slotBytes.AsSpan(_slotStart, _slotCount * SlotBytes).CopyTo(bytes.AsSpan(start));
         }
 
-        Array.Resize(ref _openMark, n);
-        Array.Resize(ref _classMark, n);
-        Array.Resize(ref _leafMark, n);
+        _slotBytes = bytes;
+        _slotStart = start;
+        _slotCount = (int)n;
         Array.Resize(ref _budget, slots);
         Array.Resize(ref _used, slots);
         Array.Resize(ref _alive, slots);
         _slots = slots;
+    }
+
+    private const int SlotBytes = 64;
+
+    // The records of every (node, shard), node * K + shard (see Slot), from _slotStart in _slotBytes.
+    private byte[] _slotBytes = [];
+    private int _slotStart;
+    private int _slotCount;
+
+    /// <summary>The record of index <paramref name="i"/> (node * K + shard).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref Slot S(int i)
+    {
+        if ((uint)i >= (uint)_slotCount)
+        {
+            ThrowIndex(i);
+        }
+
+        return ref Unsafe.As<byte, Slot>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_slotBytes), _slotStart + ((nint)i * SlotBytes)));
+    }
+
+    [DoesNotReturn]
+    private static void ThrowIndex(int i) => throw new IndexOutOfRangeException($"No (node, shard) record {i}.");
+
+    /// <summary>
+    /// The record of (<paramref name="node"/>, <paramref name="shard"/>): latency-aware placement
+    /// keeps its cached path delay in it (<see cref="Slot.PathDelay"/>), on the cache line that
+    /// checking a free slot reads anyway.
+    /// </summary>
+    public ref Slot SlotOf(int node, int shard) => ref S((node * _k) + shard);
+
+    /// <summary>
+    /// Everything kept per (node, shard), side by side in 64 bytes: a candidate parent's check
+    /// and score, and a walk over a node's children, read one cache line per node instead of one
+    /// per array (at a million peers, arrays of 32 MB each, read at random).
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential, Size = SlotBytes)]
+    internal struct Slot
+    {
+        public int Parent;
+        public int Depth;
+        public int FirstChild;
+        public int NextSibling;
+        public int PrevSibling;
+        public int ChildCount;
+        public int Cap;
+
+        // Latency-aware placement only: depth + 1 when the node is live, placed and has a free
+        // slot, else 0; kept on every change, so that checking an entry of the zones' queues is
+        // one read instead of four.
+        public int OpenAt;
+
+        // Depth + 1 (and class) at which the node was last pushed to an index: no duplicate entries.
+        public int OpenMark;
+        public int ClassMark;
+        public int LeafMark;
+
+        // Latency-aware placement only: the cached path delay (ms) from the source and the join
+        // count it was computed at (0: none), see LatencyPlacement.CachedPathDelay.
+        public float PathDelay;
+        public int PathStamp;
+
+        // Latency-aware placement only: depth + 1 of the last entry queued for the pair in its
+        // zone's free slots (ZoneIndex.PushOpen) and relays (ZoneIndex.PushRelay), 0 when none is
+        // known to be queued.
+        public int ZoneMark;
+        public int RelayMark;
     }
 }

@@ -9,7 +9,7 @@ namespace ShardStream.Topology;
 /// coordinate farther than <see cref="Radius"/> from every zone centre opens a new zone (at most
 /// <see cref="MaxZones"/>); a node keeps the zone it was given when it joined.
 /// </summary>
-internal sealed class ZoneIndex(int shardCount)
+internal sealed class ZoneIndex(ShardForest forest)
 {
     /// <summary>Largest distance (ms in the plane) from a zone's centre at which a joiner still belongs to it.</summary>
     public const double Radius = 20;
@@ -17,7 +17,8 @@ internal sealed class ZoneIndex(int shardCount)
     /// <summary>Most zones; further joiners go to the nearest zone.</summary>
     public const int MaxZones = 256;
 
-    private readonly int _k = shardCount;
+    private readonly int _k = forest.ShardCount;
+    private readonly ShardForest _forest = forest;
     private readonly List<DepthIndex[]> _open = [];
     private readonly List<DepthIndex[]> _relays = [];
     // Zone centres, flat (a nearest-zones search reads them all for every joiner).
@@ -103,15 +104,11 @@ internal sealed class ZoneIndex(int shardCount)
             return;
         }
 
-        var i = ((long)node * _k) + shard;
-        if (i >= _mark.Length)
+        // The mark sits in the forest's record of (node, shard): the line the reader checks anyway.
+        ref var slot = ref _forest.SlotOf(node, shard);
+        if (slot.ZoneMark != depth + 1 || again)
         {
-            Array.Resize(ref _mark, (int)Math.Max(i + _k, Math.Max(1024, (long)_mark.Length * 2)));
-        }
-
-        if (_mark[i] != depth + 1 || again)
-        {
-            _mark[i] = depth + 1;
+            slot.ZoneMark = depth + 1;
             _open[zone][shard].Push(depth, node);
         }
     }
@@ -119,15 +116,12 @@ internal sealed class ZoneIndex(int shardCount)
     /// <summary>A reader dropped a stale entry of <paramref name="node"/> queued at <paramref name="depth"/>: the next <see cref="PushOpen"/> queues it again.</summary>
     public void Dropped(int node, int shard, int depth)
     {
-        var i = ((long)node * _k) + shard;
-        if (i < _mark.Length && _mark[i] == depth + 1)
+        ref var slot = ref _forest.SlotOf(node, shard);
+        if (slot.ZoneMark == depth + 1)
         {
-            _mark[i] = 0;
+            slot.ZoneMark = 0;
         }
     }
-
-    // Depth + 1 of the last entry queued for (node, shard), 0 when none is known to be queued.
-    private int[] _mark = [];
 
     public DepthIndex Open(int zone, int shard) => _open[zone][shard];
 
@@ -146,15 +140,10 @@ internal sealed class ZoneIndex(int shardCount)
             return;
         }
 
-        var i = ((long)node * _k) + shard;
-        if (i >= _relayMark.Length)
+        ref var slot = ref _forest.SlotOf(node, shard);
+        if (slot.RelayMark != depth + 1)
         {
-            Array.Resize(ref _relayMark, (int)Math.Max(i + _k, Math.Max(1024, (long)_relayMark.Length * 2)));
-        }
-
-        if (_relayMark[i] != depth + 1)
-        {
-            _relayMark[i] = depth + 1;
+            slot.RelayMark = depth + 1;
             _relays[zone][shard].Push(depth, node);
         }
     }
@@ -162,12 +151,10 @@ internal sealed class ZoneIndex(int shardCount)
     /// <summary>A reader dropped the entry of <paramref name="node"/> at <paramref name="depth"/>: the next <see cref="PushRelay"/> queues it again.</summary>
     public void DroppedRelay(int node, int shard, int depth)
     {
-        var i = ((long)node * _k) + shard;
-        if (i < _relayMark.Length && _relayMark[i] == depth + 1)
+        ref var slot = ref _forest.SlotOf(node, shard);
+        if (slot.RelayMark == depth + 1)
         {
-            _relayMark[i] = 0;
+            slot.RelayMark = 0;
         }
     }
-
-    private int[] _relayMark = [];
 }
