@@ -239,7 +239,7 @@ public sealed class Coordinator : Node, Admission.IHost
                 lock (_tracker.Gate)
                 {
                     _tracker.MarkAttached(session);
-                    session.AttachedOn = link;
+                    session.ReportedAttached(link);
                     enough = _tracker.AttachedPeers >= _options.MinPeers;
                 }
                 CoordinatorLog.PeerAttached(Log, session.Id);

@@ -14,22 +14,52 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     public bool Attached { get; set; }
 
-    /// <summary>The control link the peer last reported Attached on: it has read that link's Welcome, so frames may go ahead of the chunks queued there.</summary>
-    public Link? AttachedOn { get; set; }
-
     /// <summary>
     /// Sends a Move ahead of the chunks queued on the peer's control link (the coordinator serves
     /// some shards there): a repair must not wait behind the seconds of stream a slow reader has
     /// queued, or the replay windows move past the point it resumes at (seen in the 200-peer demo
     /// under load: a Move applied 103 s after it was sent, and the peer's shard lost as a gap).
-    /// Only on a link the peer has reported Attached on, so never ahead of that link's Welcome.
+    /// Only once the peer has read everything sent on that link before it that a Move sent ahead
+    /// could pass: its Welcome (never ahead of that) and every Move that went behind the stream.
+    /// The peer reports Attached once for its Welcome and once for each Move it applied, so more
+    /// reports on the link than Moves queued behind its stream means it has read them all. Sent
+    /// ahead earlier, a Move passed one still queued, and the peer, where the later Move of a shard
+    /// wins, applied them the other way round and stayed where the plan no longer had it.
     /// </summary>
     public void SendMove(Move move)
     {
-        var control = Control;
-        if (AttachedOn == control) control.SendAhead(move.Write);
-        else control.Send(move.Write);
+        lock (_moveOrder)
+        {
+            var control = Control;
+            if (_movesOn != control) (_movesOn, _movesQueued, _attachedReports) = (control, 0, 0);
+            if (_attachedReports > _movesQueued)
+            {
+                control.SendAhead(move.Write);
+                return;
+            }
+            _movesQueued++;
+            control.Send(move.Write);
+        }
     }
+
+    /// <summary>The peer reported Attached on <paramref name="link"/> (its Welcome's attaches, or a Move's, are done).</summary>
+    public void ReportedAttached(Link link)
+    {
+        lock (_moveOrder)
+        {
+            if (_movesOn != link) (_movesOn, _movesQueued, _attachedReports) = (link, 0, 0);
+            _attachedReports++;
+        }
+    }
+
+    private readonly object _moveOrder = new();
+
+    /// <summary>The control link the counts below are of: Moves sent on it behind its stream, and the peer's Attached reports on it.</summary>
+    private Link? _movesOn;
+
+    private int _movesQueued;
+
+    private int _attachedReports;
 
     /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
     public long HeldFrom { get; init; }
