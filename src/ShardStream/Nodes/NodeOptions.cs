@@ -207,8 +207,8 @@ public sealed record CoordinatorOptions : NodeOptions
     /// With <see cref="LatencyAware"/>: at most this many peers a second, over the whole overlay,
     /// are moved to a parent that gives them a much lower estimated delay from the source
     /// (<see cref="Topology.Planner.ImproveLatency"/>; each move is a Move frame the peer follows
-    /// without losing bytes). 0 (the default) turns moving off: with 4, the 100-peer
-    /// <c>LatencyOverlayTests</c> had a peer that never finished the stream (not yet understood).
+    /// without losing bytes). 0 (the default here, as <see cref="LatencyAware"/> is off here) turns
+    /// moving off; the CLI's coordinator moves at most 4 a second (<c>--latency-moves</c>).
     /// </summary>
     public int LatencyMovesPerSecond { get; init; }
 
