@@ -139,6 +139,21 @@ internal sealed class FailureDetector
         }
     }
 
+    /// <summary>
+    /// The link starts (its hello/welcome exchange is over): its silence counts from now. Until
+    /// then the other side was waiting for this node (a joiner for its welcome while the
+    /// coordinator placed it), which is no silence of its own; nor is that wait sampled as a gap.
+    /// </summary>
+    public void Restart()
+    {
+        lock (_lock)
+        {
+            var now = _time.GetTimestamp();
+            Interlocked.Exchange(ref _lastHeard, now);
+            Interlocked.Exchange(ref _lastSampled, now);
+        }
+    }
+
     /// <summary>This node did not run for <paramref name="pause"/>: that time does not count as silence.</summary>
     public void Excuse(TimeSpan pause)
     {

@@ -191,6 +191,10 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
     public void Start(FrameHandler handler)
     {
+        // The other side's silence counts from here, not from its hello: a joiner cannot speak
+        // before its welcome, and the time the coordinator took to place it (a probe, its lock, a
+        // starved machine) is not the joiner's silence.
+        _detector.Restart();
         Volatile.Write(ref _started, true);
         _connection.Start((type, body) =>
         {
