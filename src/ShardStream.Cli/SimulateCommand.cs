@@ -27,7 +27,7 @@ internal static class SimulateCommand
         var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
         var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
         var latencyAware = new Option<bool?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
-        var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart) and a lower bound of it from the model." };
+        var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");

@@ -41,7 +41,9 @@ public sealed class LatencySimulationTests
     /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
     /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
-    /// is never faster than the direct route's metric closure).
+    /// is never faster than the direct route's metric closure), and the offline construction
+    /// from the model is a valid plan (no peer over budget, no deeper than blind + 1) whose mean
+    /// RDP is not under the bound.
     /// </summary>
     [Fact]
     public void The_rdp_breakdown_adds_up_and_its_lower_bound_lies_below_both_planners()
@@ -65,6 +67,16 @@ public sealed class LatencySimulationTests
             Assert.StartsWith("    lower bound of the mean RDP", boundLine, StringComparison.Ordinal);
             var bound = Number(boundLine, "= ");
             Assert.InRange(bound, 0.9, worst);
+            Assert.True(Number(boundLine, "per-hop base ") > 0);
+            if (which == "aware")
+            {
+                // The offline construction (RdpConstruction): a valid plan, so never under the bound.
+                var built = lines[at + 4];
+                Assert.StartsWith("    offline construction", built, StringComparison.Ordinal);
+                Assert.InRange(Number(built, "mean RDP "), bound, double.MaxValue);
+                Assert.Equal(0, Number(built, "peers over budget "));
+                Assert.InRange(Number(built, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
+            }
         }
 
         static double Number(string line, string label)

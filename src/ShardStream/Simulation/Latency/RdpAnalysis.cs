@@ -21,6 +21,17 @@ namespace ShardStream.Simulation;
 /// direct delay get the relays with the least access, F^j each; the c(F^j - 1)/(F - 1) with the
 /// smallest direct delay are left out as possibly shallower). Summed over j and averaged over
 /// the trees, that bounds the mean of A(p)/D(p) from below. Budgets and homes are the built plan's.</para>
+/// <para>Per-hop base: a path of m hops to a peer of region R has a core of at least K(R, m) plus
+/// the peer's distance to its hub (the plane parts add up to at least that: the source sits at its
+/// hub), where K(R, m) is the least over c crossings of chain_c(S, R) + 2 (m - c): a hop inside a
+/// region costs its 2 ms base, a crossing a hub RTT, chain_c the least sum of c of them from the
+/// source's region S to R. Its envelope min over m' &gt;= m is nondecreasing and equals the closure
+/// at m = 1, so a peer deeper than j pays at least half the envelope's step from j to j + 1 beyond
+/// D*(p). At least N minus the places of depth &lt;= j are deeper than j: the smallest such
+/// step/D(p) terms are summed, per level and tree. Each of the two terms is minimised on its own,
+/// which can only lower the sum: still a bound.</para>
+/// <para>With the aware planner, the mean RDP of <see cref="RdpConstruction"/> (a valid plan of the
+/// same budgets from the model's true positions: an upper bound of the best) is printed too.</para>
 /// </remarks>
 internal static class RdpAnalysis
 {
@@ -167,9 +178,23 @@ internal static class RdpAnalysis
             starSum += directStar[i] / direct[i];
         }
 
+        // Per-hop base (see remarks): the least core of a path of m hops from the source to a peer
+        // of region R, less its plane part, is K(R, m) = min over c crossings of chain_c(S, R) +
+        // 2 (m - c); its lower envelope over m' >= m is nondecreasing, and a peer deeper than j
+        // pays at least half its step from j to j + 1 (one-way) over the direct route's closure.
+        var regionOf = new int[n];
+        for (var i = 0; i < n; i++)
+        {
+            regionOf[i] = model.RegionOf(peers[i]);
+        }
+
+        var step = HopSteps(model, srcRegion, hopLevels: 64);
+        var hopByReach = new Dictionary<long, double>();
+        var values = new double[n];
+
         Array.Sort(weights);
         Array.Reverse(weights);
-        double relaySum = 0;
+        double relaySum = 0, hopSum = 0;
         for (var s = 0; s < k; s++)
         {
             var sourceCap = planner.ChildrenOf(Planner.Source, s).Count();
@@ -179,6 +204,31 @@ internal static class RdpAnalysis
             long span = 1; // most peers below a relay at exactly `level` levels
             for (var level = 1; reach < n; level++)
             {
+                // The hop base: at least n - reach peers are deeper than `level`; the least sum of
+                // their steps over their direct delay takes the smallest such terms.
+                if (level < step.GetLength(1))
+                {
+                    var key = (reach * 64) + level;
+                    if (!hopByReach.TryGetValue(key, out var h))
+                    {
+                        for (var i = 0; i < n; i++)
+                        {
+                            values[i] = step[regionOf[i], level] / direct[i];
+                        }
+
+                        Array.Sort(values);
+                        h = 0;
+                        for (var i = 0; i < n - reach; i++)
+                        {
+                            h += values[i];
+                        }
+
+                        hopByReach[key] = h;
+                    }
+
+                    hopSum += h;
+                }
+
                 span *= fan;
                 // Peers deeper than `level`: all but the `reach` with the smallest direct delay.
                 var w = (int)Math.Min(reach, n);
@@ -208,6 +258,78 @@ internal static class RdpAnalysis
             }
         }
 
-        o.WriteLine($"    lower bound of the mean RDP for these budgets: direct-path core {starSum / n:F3} + relays' access {relaySum / k / n:F3} = {(starSum + (relaySum / k)) / n:F3}");
+        o.WriteLine($"    lower bound of the mean RDP for these budgets: direct-path core {starSum / n:F3} + relays' access {relaySum / k / n:F3} + per-hop base {hopSum / k / n:F3} = {(starSum + (relaySum / k) + (hopSum / k)) / n:F3}");
+        if (planner.LatencyAware)
+        {
+            // The same budgets, homes and source, built offline from the model (RdpConstruction).
+            var c = RdpConstruction.Build(planner, model);
+            o.WriteLine($"    offline construction from the model's true positions (an upper bound of the best; not a planner): mean RDP {c.MeanRdp:F2} (source region {c.SourceRegionRdp:F2}, other regions {c.OtherRegionsRdp:F2}; per single tree {c.MeanTreeRdp:F2}), max depth {c.MaxDepth}, peers over budget {c.OverBudget}");
+        }
+    }
+
+    /// <summary>
+    /// For every region R and depth j (up to <paramref name="hopLevels"/>), the least one-way core
+    /// delay a peer of R deeper than j pays for its hop from depth j to j + 1 beyond the direct
+    /// route's metric closure: half the step of the nondecreasing envelope of K(R, m) (see remarks).
+    /// </summary>
+    private static double[,] HopSteps(WorldLatencyModel model, int srcRegion, int hopLevels)
+    {
+        var r = WorldLatencyModel.Regions.Length;
+        const double Base = WorldLatencyModel.IntraRegionBaseMs;
+        var far = hopLevels * 1000.0; // beyond any path the envelope looks at
+        // chain[c, R]: least sum of hub RTTs over c crossings from the source's region to R
+        // (consecutive regions differ; 0 crossings only to the source's own region).
+        var limit = hopLevels * 8; // K(R, m) >= 2 m, beyond any K(R, j) with j <= hopLevels
+        var chain = new double[limit + 1, r];
+        for (var b = 0; b < r; b++)
+        {
+            chain[0, b] = b == srcRegion ? 0 : double.PositiveInfinity;
+        }
+
+        for (var c = 1; c <= limit; c++)
+        {
+            for (var b = 0; b < r; b++)
+            {
+                var best = double.PositiveInfinity;
+                for (var a = 0; a < r; a++)
+                {
+                    if (a != b)
+                    {
+                        best = Math.Min(best, chain[c - 1, a] + model.HubRtt(a, b));
+                    }
+                }
+
+                chain[c, b] = best;
+            }
+        }
+
+        var steps = new double[r, hopLevels];
+        for (var b = 0; b < r; b++)
+        {
+            // K(R, m) for m = 1..limit, then its envelope from above: min over m' >= m.
+            var kk = new double[limit + 1];
+            for (var m = 1; m <= limit; m++)
+            {
+                var best = far;
+                for (var c = 0; c <= m; c++)
+                {
+                    best = Math.Min(best, chain[c, b] + (Base * (m - c)));
+                }
+
+                kk[m] = best;
+            }
+
+            for (var m = limit - 1; m >= 1; m--)
+            {
+                kk[m] = Math.Min(kk[m], kk[m + 1]);
+            }
+
+            for (var j = 1; j < hopLevels; j++)
+            {
+                steps[b, j] = (kk[j + 1] - kk[j]) / 2;
+            }
+        }
+
+        return steps;
     }
 }

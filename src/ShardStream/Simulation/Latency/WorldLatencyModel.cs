@@ -139,6 +139,9 @@ public sealed class WorldLatencyModel : LatencyModel
         return _hubRtt[ra, rb] + Math.Sqrt((xa * xa) + (ya * ya)) + Math.Sqrt((xb * xb) + (yb * yb)) + access;
     }
 
+    /// <summary>Region and point (ms from the region's hub, in its plane) of <paramref name="node"/>; the coordinator sits at its hub.</summary>
+    internal (int Region, double X, double Y) PointOf(int node) => Place(node);
+
     /// <summary>Region and point (ms from the hub) of a node: uniform in the region's disc; the coordinator sits at its hub.</summary>
     private (int Region, double X, double Y) Place(int node)
     {
