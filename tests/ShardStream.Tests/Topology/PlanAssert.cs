@@ -115,7 +115,9 @@ internal static class PlanAssert
     {
         var k = planner.ShardCount;
         var budget = planner.Options.SourceBudget;
-        var sourceShare = (budget / k) + (shard < budget % k ? 1 : 0);
+        var sourceShare = planner.Options.Topology == TopologyKind.Tessellated
+            ? planner.CapacityIn(Planner.Source, shard) // the source may lend a unit to the other tree
+            : (budget / k) + (shard < budget % k ? 1 : 0);
         var caps = planner.Peers.Select(p => planner.Options.Topology switch
         {
             TopologyKind.Striped => planner.HomeShard(p) == shard ? planner.Budget(p) : 0,
