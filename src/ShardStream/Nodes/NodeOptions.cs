@@ -207,8 +207,9 @@ public sealed record CoordinatorOptions : NodeOptions
     /// With <see cref="LatencyAware"/>: at most this many peers a second, over the whole overlay,
     /// are moved to a parent that gives them a much lower estimated delay from the source
     /// (<see cref="Topology.Planner.ImproveLatency"/>; each move is a Move frame the peer follows
-    /// without losing bytes). 0 (the default here, as <see cref="LatencyAware"/> is off here) turns
-    /// moving off; the CLI's coordinator moves at most 4 a second (<c>--latency-moves</c>).
+    /// without losing bytes). 0 (the default) turns moving off: on a loaded machine the RTTs
+    /// measured at start-up (up to 1.4 s on loopback) mislead the estimates, and peers that all run
+    /// on one machine are moved (docs/topology.md, "Improving over time").
     /// </summary>
     public int LatencyMovesPerSecond { get; init; }
 

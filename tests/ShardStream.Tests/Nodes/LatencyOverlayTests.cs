@@ -91,14 +91,11 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
     /// <summary>
     /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
     /// <paramref name="model"/> (the coordinator is its node 0), joining in waves, streams through it,
-    /// checks that every peer wrote every byte (with latency moves at 4 a second, the CLI's
-    /// default), and measures the plan's delays under the model.
+    /// checks that every peer wrote every byte, and measures the plan's delays under the model.
     /// </summary>
     private static async Task<Figures> BuildAsync(WorldLatencyModel model, int count, bool latencyAware)
     {
-        // Latency moves as the CLI's coordinator makes them by default (4 a second): the aware
-        // overlay moves leaves to shorter paths while it fills and while the stream ends.
-        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = latencyAware, LatencyMovesPerSecond = 4 });
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = latencyAware });
         overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
         overlay.StartStreaming();
         var hostOf = new Dictionary<int, int>();
