@@ -39,10 +39,12 @@ internal sealed partial class LatencyPlacement
     private readonly ZoneIndex _zones;
     private readonly List<int> _candidates = [];
     private readonly int[] _near = new int[WideZones];
-    // Every node's coordinate, 32 bytes each from a cache-line boundary of pinned bytes (never
+    // Every node's coordinate, 32 bytes each from a cache-line boundary of a pinned array (never
     // moved), so that reading one is one line: a candidate's is read at random among a million.
-    private byte[] _coordinateBytes = [];
-    private int _coordinateStart;
+    // The first is up to two coordinates' bytes in (an array of coordinates, not of bytes: a byte
+    // array ends below 2 GiB, 67 million node ids).
+    private NetworkCoordinate[] _coordinateArray = [];
+    private nint _coordinateStart;
     private int _coordinateCount;
     private int _nearCount;
 
@@ -86,7 +88,7 @@ internal sealed partial class LatencyPlacement
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref NetworkCoordinate Coordinate(int node) =>
-        ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_coordinateBytes), _coordinateStart + ((nint)node * CoordinateBytes)));
+        ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.AddByteOffset(ref Unsafe.As<NetworkCoordinate, byte>(ref MemoryMarshal.GetArrayDataReference(_coordinateArray)), _coordinateStart + ((nint)node * CoordinateBytes)));
 
     private const int CoordinateBytes = 32;
 
@@ -95,12 +97,17 @@ internal sealed partial class LatencyPlacement
 
     private void GrowCoordinates(int count)
     {
-        var bytes = GC.AllocateArray<byte>(checked((count * CoordinateBytes) + 64), pinned: true);
-        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(bytes, 0);
-        var start = (int)((64 - (address % 64)) % 64);
-        _coordinateBytes.AsSpan(_coordinateStart, _coordinateCount * CoordinateBytes).CopyTo(bytes.AsSpan(start));
+        var array = GC.AllocateArray<NetworkCoordinate>(checked(count + 2), pinned: true);
+        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(array, 0);
+        var start = (nint)((64 - (address % 64)) % 64);
         var old = _coordinateCount;
-        (_coordinateBytes, _coordinateStart, _coordinateCount) = (bytes, start, count);
+        if (old > 0)
+        {
+            var to = MemoryMarshal.CreateSpan(ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.AddByteOffset(ref Unsafe.As<NetworkCoordinate, byte>(ref MemoryMarshal.GetArrayDataReference(array)), start)), old);
+            MemoryMarshal.CreateReadOnlySpan(ref Coordinate(0), old).CopyTo(to);
+        }
+
+        (_coordinateArray, _coordinateStart, _coordinateCount) = (array, start, count);
         for (var node = old; node < count; node++)
         {
             Coordinate(node) = NetworkCoordinate.Unknown;

@@ -473,20 +473,28 @@ internal sealed partial class ShardForest
 
     private void Grow(int slots)
     {
-        var n = (long)slots * _k;
-        // One record per (node, shard), 64 bytes, each on a cache line of its own: the bytes are
-        // pinned (they never move), so the first record can be put on a line boundary.
-        var bytes = GC.AllocateArray<byte>(checked((int)((n * SlotBytes) + SlotBytes)), pinned: true);
-        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(bytes, 0);
-        var start = (int)((SlotBytes - (address % SlotBytes)) % SlotBytes);
-        if (_slotBytes.Length > 0)
+        var n = checked(slots * _k); // an index, node * K + shard, is an int
+        // One record per (node, shard), 64 bytes, each on a cache line of its own: the array is
+        // pinned (it never moves), so the first record can be put on a line boundary, up to one
+        // record's bytes in. An array of records and not of bytes, with one record more for that
+        // offset: a byte array ends below 2 GiB, the records of 2,097,152 node ids at K = 16
+        // (ids are never reused, so a long stream's joins and rejoins get there).
+        var records = GC.AllocateArray<Slot>(n + 1, pinned: true);
+        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(records, 0);
+        var start = (nint)((SlotBytes - (address % SlotBytes)) % SlotBytes);
+        ref var to = ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(records)), start);
+        ref var from = ref Unsafe.As<Slot, byte>(ref S0());
+        var total = (nint)_slotCount * SlotBytes;
+        for (nint done = 0; done < total;)
         {
-            _slotBytes.AsSpan(_slotStart, _slotCount * SlotBytes).CopyTo(bytes.AsSpan(start));
+            var chunk = (uint)Math.Min(total - done, 1 << 30);
+            Unsafe.CopyBlockUnaligned(ref Unsafe.AddByteOffset(ref to, done), ref Unsafe.AddByteOffset(ref from, done), chunk);
+            done += (nint)chunk;
         }
 
-        _slotBytes = bytes;
+        _records = records;
         _slotStart = start;
-        _slotCount = (int)n;
+        _slotCount = n;
         Array.Resize(ref _budget, slots);
         Array.Resize(ref _used, slots);
         Array.Resize(ref _alive, slots);
@@ -495,9 +503,9 @@ internal sealed partial class ShardForest
 
     private const int SlotBytes = 64;
 
-    // The records of every (node, shard), node * K + shard (see Slot), from _slotStart in _slotBytes.
-    private byte[] _slotBytes = [];
-    private int _slotStart;
+    // The records of every (node, shard), node * K + shard (see Slot), from byte _slotStart of _records.
+    private Slot[] _records = [];
+    private nint _slotStart;
     private int _slotCount;
 
     /// <summary>The record of index <paramref name="i"/> (node * K + shard).</summary>
@@ -509,8 +517,12 @@ internal sealed partial class ShardForest
             ThrowIndex(i);
         }
 
-        return ref Unsafe.As<byte, Slot>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_slotBytes), _slotStart + ((nint)i * SlotBytes)));
+        return ref Unsafe.As<byte, Slot>(ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(_records)), _slotStart + ((nint)i * SlotBytes)));
     }
+
+    /// <summary>Where the first record is (the line boundary in <see cref="_records"/>); not to be read when there is none.</summary>
+    private ref Slot S0() =>
+        ref Unsafe.As<byte, Slot>(ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(_records)), _slotStart));
 
     [DoesNotReturn]
     private static void ThrowIndex(int i) => throw new IndexOutOfRangeException($"No (node, shard) record {i}.");
