@@ -28,10 +28,12 @@ internal static class SimulateCommand
         var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
         var latencyAware = new Option<bool?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
         var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
+        var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
+        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, json })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, improveSeconds, latencyMoves, json })
         {
             command.Options.Add(option);
         }
@@ -96,7 +98,9 @@ internal static class SimulateCommand
                 mix,
                 model,
                 parseResult.GetValue(latencyAware),
-                parseResult.GetValue(rdpBreakdown) ? Console.Error : null);
+                parseResult.GetValue(rdpBreakdown) ? Console.Error : null,
+                parseResult.GetValue(improveSeconds),
+                parseResult.GetValue(latencyMoves));
             try
             {
                 var report = OverlaySimulation.Run(options);
@@ -169,6 +173,11 @@ internal static class SimulateCommand
                 var which = l.LatencyAware ? "latency-aware" : "latency-blind";
                 Line(which, $"max depth {l.MaxDepth}, edge RTT mean {F(l.MeanEdgeRttMs, 1)} ms / p95 {F(l.P95EdgeRttMs, 1)} ms, source delay mean {F(l.MeanSourceDelayMs, 1)} ms / p95 {F(l.P95SourceDelayMs, 1)} ms, mean RDP {F(l.MeanRdp)}");
                 Line("", $"{F(l.PingsPerJoin, 1)} pings per join (max {l.MaxPingsPerJoin}), coordinate median error {(double.IsNaN(l.CoordinateMedianError) ? "-" : F(l.CoordinateMedianError, 3))}, planner joins/s {l.JoinsPerSecond.ToString("N0", CultureInfo.InvariantCulture)} ({(double.IsNaN(l.JoinsPerCpuSecond) ? "-" : l.JoinsPerCpuSecond.ToString("N0", CultureInfo.InvariantCulture))} per CPU second)");
+            }
+
+            if (report.LatencyAwareImproved is { } m)
+            {
+                Line($"after {o.ImproveSeconds} s of moves", $"{report.ImproveMoves} edges moved (at most {o.LatencyMovesPerSecond} a second): max depth {m.MaxDepth}, edge RTT mean {F(m.MeanEdgeRttMs, 1)} ms / p95 {F(m.P95EdgeRttMs, 1)} ms, source delay mean {F(m.MeanSourceDelayMs, 1)} ms / p95 {F(m.P95SourceDelayMs, 1)} ms, mean RDP {F(m.MeanRdp)}");
             }
         }
 

@@ -77,6 +77,13 @@ internal static class SimulateJson
                 w.WriteString("latencyModel", model.Description);
                 Latency(w, "latencyAware", report.LatencyAware!);
                 Latency(w, "latencyBlind", report.LatencyBlind!);
+                if (report.LatencyAwareImproved is { } improved)
+                {
+                    w.WriteNumber("improveSeconds", o.ImproveSeconds);
+                    w.WriteNumber("latencyMovesPerSecond", o.LatencyMovesPerSecond);
+                    w.WriteNumber("improveMoves", report.ImproveMoves);
+                    Latency(w, "latencyAwareImproved", improved);
+                }
             }
 
             w.WriteEndObject();

@@ -34,6 +34,11 @@ public static class Simulation
             throw new ArgumentException($"--topology {options.Topology.ToString().ToLowerInvariant()} needs --shards {needed}, not {options.ShardCount}");
         }
 
+        if (options.ImproveSeconds < 0 || options.LatencyMovesPerSecond < 0)
+        {
+            throw new ArgumentException($"--improve-seconds ({options.ImproveSeconds}) and --latency-moves ({options.LatencyMovesPerSecond}) cannot be negative");
+        }
+
         if (options.UploadMix is null && !(options.Upload >= 0))
         {
             throw new ArgumentException($"--upload ({options.Upload}) cannot be negative");
@@ -52,11 +57,13 @@ public static class Simulation
         }
 
         // The same overlay (same joins, leaves and model) built by the other planner, for comparison.
-        var (_, other) = Build(options with { FailBranchFraction = 0 }, !aware);
+        var (otherReport, other) = Build(options with { FailBranchFraction = 0 }, !aware);
         return report with
         {
             LatencyAware = aware ? latency : other,
             LatencyBlind = aware ? other : latency,
+            LatencyAwareImproved = aware ? report.LatencyAwareImproved : otherReport.LatencyAwareImproved,
+            ImproveMoves = aware ? report.ImproveMoves : otherReport.ImproveMoves,
         };
     }
 
@@ -129,6 +136,20 @@ public static class Simulation
             RdpAnalysis.Write(planner, world, breakdown);
         }
 
+        // Improvement over time, as the coordinator runs it: one ImproveLatency call a simulated
+        // second with its cap (no pings meanwhile: the coordinates are the build's).
+        LatencyReport? improved = null;
+        long improveMoves = 0;
+        if (options.Latency is { } improveModel && planner.LatencyAware && options.ImproveSeconds > 0)
+        {
+            for (var second = 0; second < options.ImproveSeconds; second++)
+            {
+                improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond).Count;
+            }
+
+            improved = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);
+        }
+
         var branch = options.FailBranchFraction > 0 && planner.PeerCount > 1
             ? BranchFailure.Run(planner, options.FailBranchFraction, random)
             : null;
@@ -157,7 +178,9 @@ public static class Simulation
             branch,
             waiting.Refused,
             waiting.Count,
-            [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))]), latency);
+            [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))],
+            LatencyAwareImproved: improved,
+            ImproveMoves: improveMoves), latency);
     }
 
     /// <summary>

@@ -15,6 +15,8 @@ namespace ShardStream.Simulation;
 /// <param name="Latency">If set, the RTT model the overlay lives in: the report then gives delay figures for the latency-aware and the latency-blind planner.</param>
 /// <param name="LatencyAware">Whether the planner places by latency; null for "when a latency model is set".</param>
 /// <param name="RdpBreakdown">If set (and the model is <c>world</c>), where each built overlay's mean RDP comes from, and a lower bound of it, are written there (<see cref="RdpAnalysis"/>).</param>
+/// <param name="ImproveSeconds">With a latency model: after the aware build is measured, this many simulated seconds of <see cref="Planner.ImproveLatency"/> (one call a second, as the coordinator does), then the aware overlay is measured again.</param>
+/// <param name="LatencyMovesPerSecond">The cap of each of those calls (the coordinator's <c>--latency-moves</c>).</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -27,7 +29,9 @@ public sealed record SimulationOptions(
     UploadMix? UploadMix = null,
     LatencyModel? Latency = null,
     bool? LatencyAware = null,
-    TextWriter? RdpBreakdown = null)
+    TextWriter? RdpBreakdown = null,
+    int ImproveSeconds = 0,
+    int LatencyMovesPerSecond = 4)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);

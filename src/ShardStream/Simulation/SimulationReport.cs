@@ -62,6 +62,8 @@ public readonly record struct BudgetCount(int Budget, int Peers);
 /// <param name="BudgetMix">Joins per budget (one entry without an upload mix).</param>
 /// <param name="LatencyAware">With a latency model: the delay figures of the overlay built by the latency-aware planner.</param>
 /// <param name="LatencyBlind">With a latency model: the same for the latency-blind planner (same model, seed, joins and leaves).</param>
+/// <param name="LatencyAwareImproved">With a latency model and <see cref="SimulationOptions.ImproveSeconds"/>: the aware overlay's figures after those seconds of <see cref="Topology.Planner.ImproveLatency"/> (its join figures: 0).</param>
+/// <param name="ImproveMoves">The (peer, shard) edges those seconds moved.</param>
 public sealed record SimulationReport(
     SimulationOptions Options,
     int PeerCount,
@@ -88,7 +90,9 @@ public sealed record SimulationReport(
     int Unplaced,
     IReadOnlyList<BudgetCount> BudgetMix,
     LatencyReport? LatencyAware = null,
-    LatencyReport? LatencyBlind = null)
+    LatencyReport? LatencyBlind = null,
+    LatencyReport? LatencyAwareImproved = null,
+    long ImproveMoves = 0)
 {
     /// <summary>Peers the overlay could not carry: never placed, or evicted by a churn repair.</summary>
     public int Evictions => Unplaced + ChurnEvicted;

@@ -38,6 +38,27 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <c>simulate --improve-seconds S --latency-moves N</c>: after the build, S simulated seconds of
+    /// the coordinator's latency moves (one ImproveLatency call a second, at most N moves each); the
+    /// build's own figures are those of a run without them, the moves stay within the cap, the
+    /// overlay stays within the depth target, and the delays improve.
+    /// </summary>
+    [Fact]
+    public void Improvement_rounds_after_the_build_are_reported_apart_within_their_cap()
+    {
+        var options = new SimulationOptions(3000, 8, TopologyKind.Striped, 1.25, Seed: 2, Latency: new WorldLatencyModel(2));
+        var plain = OverlaySimulation.Run(options);
+        var report = OverlaySimulation.Run(options with { ImproveSeconds = 300, LatencyMovesPerSecond = 4 });
+        Assert.Null(plain.LatencyAwareImproved);
+        Assert.Equal(plain.LatencyAware!.MeanRdp, report.LatencyAware!.MeanRdp);
+        Assert.Equal(plain.LatencyAware.MeanSourceDelayMs, report.LatencyAware.MeanSourceDelayMs);
+        var improved = report.LatencyAwareImproved!;
+        Assert.InRange(report.ImproveMoves, 1, 300 * 4);
+        Assert.InRange(improved.MaxDepth, 1, report.LatencyBlind!.MaxDepth + 1);
+        Assert.True(improved.MeanSourceDelayMs < report.LatencyAware.MeanSourceDelayMs, $"{improved.MeanSourceDelayMs} vs {report.LatencyAware.MeanSourceDelayMs}");
+    }
+
+    /// <summary>
     /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
     /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
