@@ -239,8 +239,17 @@ public sealed partial class Peer : Node, IPeerParents
         // can come right behind the Welcome) is later, and wins. Taken once the read loop has
         // started, a Move read meanwhile counted as older: both attaches were current, the one
         // that completed last won, and the plan had the peer under the other parent.
+        // A rejoin's Welcome is later than every Move of the link it replaces: the plan may have
+        // changed since one of them (a later Move lost with that link), and the Welcome says where
+        // the plan has the peer now. Their attaches still under way are superseded, else the one
+        // that completed last kept the peer under a parent the plan no longer has it under.
         long[] generations;
-        lock (_gate) generations = (long[])_moveGeneration.Clone();
+        lock (_gate)
+        {
+            if (how != Rejoin.First)
+                for (int s = 0; s < _moveGeneration.Length; s++) _moveGeneration[s]++;
+            generations = (long[])_moveGeneration.Clone();
+        }
         control.Start(OnParentFrame);
         control.Closed.ContinueWith(t => OnControlClosed(control, t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
         foreach (var (old, shards) in released) ReleaseOldParent(old, shards);

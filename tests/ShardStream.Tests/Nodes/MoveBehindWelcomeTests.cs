@@ -72,6 +72,71 @@ public sealed class MoveBehindWelcomeTests
         }
     }
 
+    /// <summary>
+    /// A Move whose attach is still under way when the control link breaks is older than the
+    /// Welcome of the rejoin: the coordinator's plan may have changed since (a later Move lost
+    /// with the link), and the Welcome says where the plan has the peer now. Here peer 3 is under
+    /// one relay; a Move to the other relay (far: its attach takes seconds) is sent on its
+    /// control link, which breaks while that attach is under way; the rejoin's Welcome, in the
+    /// same place, names the first relay, whose link the peer still has. The old attach, when it
+    /// completes, must not take the peer away from it.
+    /// </summary>
+    [Fact]
+    public async Task A_move_still_attaching_when_the_control_link_breaks_does_not_win_over_the_rejoins_welcome()
+    {
+        var net = new VirtualNetwork();
+        Coordinator? coordinator = null;
+        int planParent = -1, staleParent = -1;
+        var armed = 0;
+        // Once armed, the next frame the coordinator sends peer 3 is followed by a Move to the other relay.
+        var tampering = new TamperingTransport(net.Host("coord"), (type, frame) =>
+        {
+            if (Interlocked.CompareExchange(ref armed, 0, 1) != 1) return [frame];
+            var ticket = coordinator!.IssueTicket(staleParent, 3, 0);
+            return [frame, Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, (ulong)staleParent, 0, $"p{staleParent}:1", ticket)]).Write)];
+        })
+        { OnlyTo = "p3" };
+        var timeouts = (Heartbeat: TimeSpan.FromSeconds(30), Interval: TimeSpan.FromSeconds(1));
+        coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, HeartbeatTimeout = timeouts.Heartbeat, HeartbeatInterval = timeouts.Interval }, tampering, Overlay.Loggers);
+        await using var _ = coordinator;
+        await coordinator.StartAsync(default);
+        var peers = new List<Peer>();
+        try
+        {
+            for (int i = 1; i <= 2; i++)
+            {
+                var peer = new Peer(Options(i), net.Host($"p{i}"), Overlay.Loggers);
+                peers.Add(peer);
+                await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+            }
+
+            using var capture = new LogCapture();
+            var joiner = new Peer(Options(3), net.Host("p3"), capture.Factory);
+            peers.Add(joiner);
+            await joiner.StartAsync(default).WaitAsync(Overlay.Deadline);
+            await Overlay.WaitUntilAsync(() => joiner.ParentIds()[0] is 1 or 2, "peer 3 is attached to a relay");
+            planParent = joiner.ParentIds()[0];
+            staleParent = planParent == 1 ? 2 : 1;
+            net.SetLatency("p3", $"p{staleParent}", TimeSpan.FromMilliseconds(700));
+            tampering.Active = true;
+            Volatile.Write(ref armed, 1);
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Information, $"to peer {staleParent} "), "peer 3 starts the Move's attach");
+            net.Cut("p3", "coord");
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Information, "joined again in the same place"), "peer 3 joins again");
+            Assert.Equal(0, Volatile.Read(ref armed));
+
+            // The old attach ends either way: superseded, or installed in place of the relay the plan has.
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Debug, "superseded by a later move") || capture.Has(LogLevel.Debug, "moved to another parent"),
+                "peer 3 is done with the old Move's attach");
+            Assert.True(joiner.ParentIds()[0] == planParent,
+                $"peer 3 gets shard 0 from peer {joiner.ParentIds()[0]}: the rejoin's Welcome named peer {planParent}, the Move from before the break peer {staleParent}");
+        }
+        finally
+        {
+            foreach (var p in peers) await p.DisposeAsync();
+        }
+    }
+
     private static PeerOptions Options(int i) => new()
     {
         JoinAddress = "coord:1",
