@@ -370,9 +370,15 @@ internal sealed partial class LatencyPlacement
         _candidates.Add(blind);
         var depth = _forest.Depth(blind, shard);
         _forest.CollectWeakerAt(shard, cap, depth, MaxCandidates * 2, _candidates);
+        _nearFrom = _candidates.Count;
+        _nearParents.Clear();
         CollectNearWeaker(shard, cap, depth);
         return BestWeaker(shard, blind);
     }
+
+    // The candidates from _nearFrom on came from CollectNearWeaker, under the relays _nearParents.
+    private int _nearFrom;
+    private readonly List<int> _nearParents = [];
 
     /// <summary>Relays looked at per near zone for a weaker child to push down.</summary>
     private const int WeakerPerZone = 6;
@@ -403,7 +409,15 @@ internal sealed partial class LatencyPlacement
                 var found = None;
                 if (_forest.IsAlive(relay) && _forest.Depth(relay, shard) == depth - 1 && _forest.Cap(relay, shard) > 0)
                 {
-                    for (var c = _forest.FirstChild(relay, shard); c != None; c = _forest.NextSibling(c, shard))
+                    // The first child's capacity is in the relay's own record: most often it is
+                    // weaker, and its record is not read at all.
+                    var first = _forest.FirstChild(relay, shard);
+                    if (first != None && _forest.FirstChildCap(relay, shard) < cap)
+                    {
+                        found = first;
+                    }
+
+                    for (var c = found != None || first == None ? None : _forest.NextSibling(first, shard); c != None; c = _forest.NextSibling(c, shard))
                     {
                         if (_forest.Cap(c, shard) < cap)
                         {
@@ -421,6 +435,7 @@ internal sealed partial class LatencyPlacement
                 else if (!_candidates.Contains(found))
                 {
                     _candidates.Add(found);
+                    _nearParents.Add(relay);
                     taken++;
                 }
             }
@@ -434,9 +449,10 @@ internal sealed partial class LatencyPlacement
     {
         _costs.Clear();
         _lastEdges.Clear();
-        foreach (var node in _candidates)
+        for (var i = 0; i < _candidates.Count; i++)
         {
-            var parent = _forest.Parent(node, shard);
+            // The near ones' parents are the relays they were found under (no read of their records).
+            var parent = i >= _nearFrom ? _nearParents[i - _nearFrom] : _forest.Parent(_candidates[i], shard);
             var measured = false;
             var last = parent == None ? double.MaxValue : LastEdge(parent, out measured);
             var cost = parent == None ? double.MaxValue : Cost(parent, shard, last, measured);

@@ -116,6 +116,14 @@ internal sealed partial class ShardForest
 
     public int FirstChild(int node, int shard) => S(node * _k + shard).FirstChild;
 
+    /// <summary>The capacity of <see cref="FirstChild"/> in <paramref name="shard"/> (0 when none), from <paramref name="node"/>'s own record.</summary>
+    public int FirstChildCap(int node, int shard)
+    {
+        ref var slot = ref S(node * _k + shard);
+        System.Diagnostics.Debug.Assert(slot.FirstChild == None ? slot.FirstChildCap == 0 : S(slot.FirstChild * _k + shard).Cap == slot.FirstChildCap, "the first child's capacity is kept with it");
+        return slot.FirstChildCap;
+    }
+
     public int NextSibling(int node, int shard) => S(node * _k + shard).NextSibling;
 
     public int ChildCount(int node, int shard) => S(node * _k + shard).ChildCount;
@@ -168,6 +176,7 @@ internal sealed partial class ShardForest
             S(i).Parent = None;
             S(i).Depth = node == Source ? 0 : Unplaced;
             S(i).FirstChild = None;
+            S(i).FirstChildCap = 0;
             S(i).NextSibling = None;
             S(i).PrevSibling = None;
             S(i).ChildCount = 0;
@@ -199,6 +208,12 @@ internal sealed partial class ShardForest
         }
 
         S(node * _k + shard).Cap = cap;
+        var parent = S(node * _k + shard).Parent;
+        if (parent != None && S(parent * _k + shard).FirstChild == node)
+        {
+            S(parent * _k + shard).FirstChildCap = cap;
+        }
+
         Touch(shard);
         TrackOpen(node, shard);
         if (S(node * _k + shard).Depth >= 0)
@@ -246,6 +261,7 @@ internal sealed partial class ShardForest
         }
 
         S(pi).FirstChild = node;
+        S(pi).FirstChildCap = S(i).Cap;
         S(pi).ChildCount++;
         _used[parent]++;
         TrackOpen(parent, shard);
@@ -274,6 +290,7 @@ internal sealed partial class ShardForest
         if (prev == None)
         {
             S(pi).FirstChild = next;
+            S(pi).FirstChildCap = next == None ? 0 : S(next * _k + shard).Cap;
         }
         else
         {
@@ -570,5 +587,9 @@ internal sealed partial class ShardForest
         // known to be queued.
         public int ZoneMark;
         public int RelayMark;
+
+        // The capacity of FirstChild (0 when none), kept with it: a relay's first child is
+        // judged weaker or not without reading the child's record.
+        public int FirstChildCap;
     }
 }
