@@ -156,21 +156,92 @@ public sealed partial class Planner
     /// </summary>
     private void FosterStranded(List<int> stranded)
     {
-        for (var j = stranded.Count - 1; j >= 0; j--)
+        // Passes until one fosters nobody: a fostered orphan brings its subtree back into the tree,
+        // and the home peers in it with a free slot can then foster the orphans still waiting.
+        var fostered = true;
+        while (fostered && stranded.Count > 0)
         {
-            var node = stranded[j] / ShardCount;
-            var shard = stranded[j] % ShardCount;
-            var parent = FindFosterParent(shard);
-            if (parent == None || !_forest.IsAlive(node))
+            fostered = false;
+            for (var j = stranded.Count - 1; j >= 0; j--)
+            {
+                var node = stranded[j] / ShardCount;
+                var shard = stranded[j] % ShardCount;
+                var parent = FindFosterParent(shard);
+                if (parent == None && _forest.IsAlive(node))
+                {
+                    parent = MakeFosterRoom(shard);
+                }
+
+                if (parent == None || !_forest.IsAlive(node))
+                {
+                    continue;
+                }
+
+                Lend(parent, shard);
+                _forest.Attach(node, parent, shard);
+                _moves.Add(new Reattachment(node, shard, parent));
+                stranded.RemoveAt(j);
+                fostered = true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// When no home peer attached in <paramref name="shard"/>'s tree has a free slot at home (the
+    /// free slots are all held by peers below the orphans, not attached there), frees one: a leaf
+    /// child in its home tree t of a home peer of t that is attached in <paramref name="shard"/>
+    /// moves to a home peer of t with a free slot there (attached in t). Returns the peer whose
+    /// slot was freed (it fosters next), or <see cref="None"/>.
+    /// </summary>
+    private int MakeFosterRoom(int shard)
+    {
+        for (var t = 0; t < ShardCount; t++)
+        {
+            if (t == shard)
             {
                 continue;
             }
 
-            Lend(parent, shard);
-            _forest.Attach(node, parent, shard);
-            _moves.Add(new Reattachment(node, shard, parent));
-            stranded.RemoveAt(j);
+            var home = t;
+            var open = _forest.FindOpenWhere(t, n => n != Source && _homes!.HomeOf(n) == home && _forest.IsAttached(n, t));
+            if (open == None)
+            {
+                continue;
+            }
+
+            var best = None;
+            var bestLeaf = None;
+            for (var id = Source + 1; id < _nextId; id++)
+            {
+                if (id == open || !_forest.IsAlive(id) || _homes!.HomeOf(id) != home || !_forest.IsAttached(id, shard)
+                    || (best != None && _forest.Depth(id, shard) >= _forest.Depth(best, shard)))
+                {
+                    continue;
+                }
+
+                for (var c = _forest.FirstChild(id, t); c != None; c = _forest.NextSibling(c, t))
+                {
+                    if (c != open && _forest.FirstChild(c, t) == None)
+                    {
+                        best = id;
+                        bestLeaf = c;
+                        break;
+                    }
+                }
+            }
+
+            if (best == None)
+            {
+                continue;
+            }
+
+            _forest.Detach(bestLeaf, t);
+            _forest.Attach(bestLeaf, open, t);
+            _moves.Add(new Reattachment(bestLeaf, t, open));
+            return best;
         }
+
+        return None;
     }
 
     /// <summary>Free slots of home peers in <paramref name="shard"/>'s tree (what fostering can borrow from it).</summary>
