@@ -348,6 +348,8 @@ public sealed class LatencyAwarePlannerTests
 
     [Theory]
     [InlineData(TopologyKind.Striped, 8, 10, 1)]
+    [InlineData(TopologyKind.Striped, 8, 10, 5)]
+    [InlineData(TopologyKind.Striped, 8, 10, 7)]
     [InlineData(TopologyKind.Striped, 4, 5, 2)]
     [InlineData(TopologyKind.Binary, 1, 2, 3)]
     [InlineData(TopologyKind.Tessellated, 2, 3, 4)]
