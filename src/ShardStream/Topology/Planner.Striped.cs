@@ -158,22 +158,33 @@ public sealed partial class Planner
     {
         // Passes until one fosters nobody: a fostered orphan brings its subtree back into the tree,
         // and the home peers in it with a free slot can then foster the orphans still waiting.
+        // Both searches may scan whole trees; one that found nothing for a shard finds nothing
+        // again until something is fostered (they change nothing when they fail), so a real
+        // shortage costs a scan per shard and pass, not one per orphan.
         var fostered = true;
+        var noRoom = new bool[ShardCount];
         while (fostered && stranded.Count > 0)
         {
             fostered = false;
+            Array.Clear(noRoom);
             for (var j = stranded.Count - 1; j >= 0; j--)
             {
                 var node = stranded[j] / ShardCount;
                 var shard = stranded[j] % ShardCount;
+                if (noRoom[shard] || !_forest.IsAlive(node))
+                {
+                    continue;
+                }
+
                 var parent = FindFosterParent(shard);
-                if (parent == None && _forest.IsAlive(node))
+                if (parent == None)
                 {
                     parent = MakeFosterRoom(shard);
                 }
 
-                if (parent == None || !_forest.IsAlive(node))
+                if (parent == None)
                 {
+                    noRoom[shard] = true;
                     continue;
                 }
 
@@ -182,6 +193,7 @@ public sealed partial class Planner
                 _moves.Add(new Reattachment(node, shard, parent));
                 stranded.RemoveAt(j);
                 fostered = true;
+                Array.Clear(noRoom);
             }
         }
     }
