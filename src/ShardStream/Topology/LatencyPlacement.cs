@@ -39,13 +39,9 @@ internal sealed partial class LatencyPlacement
     private readonly ZoneIndex _zones;
     private readonly List<int> _candidates = [];
     private readonly int[] _near = new int[WideZones];
-    // Every node's coordinate, 32 bytes each from a cache-line boundary of a pinned array (never
-    // moved), so that reading one is one line: a candidate's is read at random among a million.
-    // The first is up to two coordinates' bytes in (an array of coordinates, not of bytes: a byte
-    // array ends below 2 GiB, 67 million node ids).
-    private NetworkCoordinate[] _coordinateArray = [];
-    private nint _coordinateStart;
-    private int _coordinateCount;
+    // Every node's coordinate, 32 bytes each from a cache-line boundary (a candidate's is read at
+    // random among a million: one line).
+    private LineAlignedArray<NetworkCoordinate> _coordinates = new();
     private int _nearCount;
 
     // The node being placed: its coordinate and the RTTs it measured (joins only).
@@ -58,7 +54,7 @@ internal sealed partial class LatencyPlacement
         _forest = forest;
         _zones = new ZoneIndex(forest);
         forest.Zones = _zones;
-        System.Diagnostics.Debug.Assert(Unsafe.SizeOf<NetworkCoordinate>() == CoordinateBytes, "a coordinate is four doubles");
+        System.Diagnostics.Debug.Assert(Unsafe.SizeOf<NetworkCoordinate>() == 32, "a coordinate is four doubles: two to a line");
         GrowCoordinates(1024);
     }
 
@@ -72,45 +68,30 @@ internal sealed partial class LatencyPlacement
             NoNode(node);
         }
 
-        return node < _coordinateCount ? Coordinate(node) : NetworkCoordinate.Unknown;
+        return node < _coordinates.Count ? _coordinates[node] : NetworkCoordinate.Unknown;
     }
 
     public void SetCoordinate(int node, NetworkCoordinate coordinate)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(node);
-        if (node >= _coordinateCount)
+        if (node >= _coordinates.Count)
         {
-            GrowCoordinates(Math.Max(node + 1, _coordinateCount * 2));
+            GrowCoordinates(Math.Max(node + 1, _coordinates.Count * 2));
         }
 
-        Coordinate(node) = coordinate;
+        _coordinates[node] = coordinate;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref NetworkCoordinate Coordinate(int node) =>
-        ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.AddByteOffset(ref Unsafe.As<NetworkCoordinate, byte>(ref MemoryMarshal.GetArrayDataReference(_coordinateArray)), _coordinateStart + ((nint)node * CoordinateBytes)));
-
-    private const int CoordinateBytes = 32;
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
     private static void NoNode(int node) => throw new IndexOutOfRangeException($"No node {node}.");
 
     private void GrowCoordinates(int count)
     {
-        var array = GC.AllocateArray<NetworkCoordinate>(checked(count + 2), pinned: true);
-        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(array, 0);
-        var start = (nint)((64 - (address % 64)) % 64);
-        var old = _coordinateCount;
-        if (old > 0)
-        {
-            var to = MemoryMarshal.CreateSpan(ref Unsafe.As<byte, NetworkCoordinate>(ref Unsafe.AddByteOffset(ref Unsafe.As<NetworkCoordinate, byte>(ref MemoryMarshal.GetArrayDataReference(array)), start)), old);
-            MemoryMarshal.CreateReadOnlySpan(ref Coordinate(0), old).CopyTo(to);
-        }
-
-        (_coordinateArray, _coordinateStart, _coordinateCount) = (array, start, count);
+        var old = _coordinates.Count;
+        _coordinates.Grow(count);
         for (var node = old; node < count; node++)
         {
-            Coordinate(node) = NetworkCoordinate.Unknown;
+            _coordinates[node] = NetworkCoordinate.Unknown;
         }
     }
 

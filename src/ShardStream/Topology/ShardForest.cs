@@ -490,28 +490,8 @@ internal sealed partial class ShardForest
 
     private void Grow(int slots)
     {
-        var n = checked(slots * _k); // an index, node * K + shard, is an int
-        // One record per (node, shard), 64 bytes, each on a cache line of its own: the array is
-        // pinned (it never moves), so the first record can be put on a line boundary, up to one
-        // record's bytes in. An array of records and not of bytes, with one record more for that
-        // offset: a byte array ends below 2 GiB, the records of 2,097,152 node ids at K = 16
-        // (ids are never reused, so a long stream's joins and rejoins get there).
-        var records = GC.AllocateArray<Slot>(n + 1, pinned: true);
-        var address = (long)Marshal.UnsafeAddrOfPinnedArrayElement(records, 0);
-        var start = (nint)((SlotBytes - (address % SlotBytes)) % SlotBytes);
-        ref var to = ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(records)), start);
-        ref var from = ref Unsafe.As<Slot, byte>(ref S0());
-        var total = (nint)_slotCount * SlotBytes;
-        for (nint done = 0; done < total;)
-        {
-            var chunk = (uint)Math.Min(total - done, 1 << 30);
-            Unsafe.CopyBlockUnaligned(ref Unsafe.AddByteOffset(ref to, done), ref Unsafe.AddByteOffset(ref from, done), chunk);
-            done += (nint)chunk;
-        }
-
-        _records = records;
-        _slotStart = start;
-        _slotCount = n;
+        // One record per (node, shard), 64 bytes, each on a cache line of its own.
+        _records.Grow(checked(slots * _k)); // an index, node * K + shard, is an int
         Array.Resize(ref _budget, slots);
         Array.Resize(ref _used, slots);
         Array.Resize(ref _alive, slots);
@@ -520,29 +500,12 @@ internal sealed partial class ShardForest
 
     private const int SlotBytes = 64;
 
-    // The records of every (node, shard), node * K + shard (see Slot), from byte _slotStart of _records.
-    private Slot[] _records = [];
-    private nint _slotStart;
-    private int _slotCount;
+    // The records of every (node, shard), node * K + shard (see Slot).
+    private LineAlignedArray<Slot> _records = new();
 
     /// <summary>The record of index <paramref name="i"/> (node * K + shard).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref Slot S(int i)
-    {
-        if ((uint)i >= (uint)_slotCount)
-        {
-            ThrowIndex(i);
-        }
-
-        return ref Unsafe.As<byte, Slot>(ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(_records)), _slotStart + ((nint)i * SlotBytes)));
-    }
-
-    /// <summary>Where the first record is (the line boundary in <see cref="_records"/>); not to be read when there is none.</summary>
-    private ref Slot S0() =>
-        ref Unsafe.As<byte, Slot>(ref Unsafe.AddByteOffset(ref Unsafe.As<Slot, byte>(ref MemoryMarshal.GetArrayDataReference(_records)), _slotStart));
-
-    [DoesNotReturn]
-    private static void ThrowIndex(int i) => throw new IndexOutOfRangeException($"No (node, shard) record {i}.");
+    private ref Slot S(int i) => ref _records[i];
 
     /// <summary>
     /// The record of (<paramref name="node"/>, <paramref name="shard"/>): latency-aware placement
