@@ -123,11 +123,32 @@ public sealed class Coordinator : Node, Admission.IHost
         CoordinatorLog.Done(Log);
     }
 
+    /// <summary>
+    /// Waits, up to the drain timeout, until no peer is listed: every peer has finished (its goodbye
+    /// took it out) or failed. That includes a peer whose control link broke near the end and that
+    /// is kept for its rejoin (<see cref="RejoinGrace"/>), and one that joined again after the end:
+    /// the tail comes from this coordinator's window when it was its parent, so the run (and the
+    /// CLI's process) must not end before. Waiting only for the control links listed at the end
+    /// left out the new link of a peer that joined again later, and the viewer lost the tail.
+    /// </summary>
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
-        List<Task<CloseReason>> controls;
-        lock (_tracker.Gate) controls = _tracker.Peers.Values.Select(p => p.Control.Closed).ToList();
-        await Task.WhenAny(Task.WhenAll(controls), Task.Delay(_options.DrainTimeout, Time, cancellationToken)).ConfigureAwait(false);
+        long since = Time.GetTimestamp();
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var left = _options.DrainTimeout - Time.GetElapsedTime(since);
+            if (left <= TimeSpan.Zero) return;
+            List<Task> wake;
+            lock (_tracker.Gate)
+            {
+                if (_tracker.Peers.Count == 0) return;
+                wake = [.. _tracker.Peers.Values.Select(p => p.Control.Closed).Where(c => !c.IsCompleted)];
+            }
+            // A closed link leaves the list a moment later (its watch removes the peer), and a peer
+            // waited for has no open link: looked at again at least every RejoinPoll.
+            wake.Add(Task.Delay(left < RejoinPoll ? left : RejoinPoll, Time, cancellationToken));
+            await Task.WhenAny(wake).ConfigureAwait(false);
+        }
     }
 
     /// <summary>
@@ -203,16 +224,18 @@ public sealed class Coordinator : Node, Admission.IHost
             bool listed;
             // A peer its children lost just before (their reports came first, and it was made a
             // leaf: no child is left to report it while it is waited for) is gone, not away.
-            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session && !_source.Ended
+            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session
                 && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout);
             if (listed)
             {
                 RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);
-                // Until it is back, the grace is over, or the stream has ended (nothing to come back for).
+                // Until it is back or the grace is over. Also after the end: a peer whose link broke
+                // just before it may still need the tail (from this coordinator, when it served the
+                // peer shards on that link), and comes back for it (the drain waits for it meanwhile).
                 long since = Time.GetTimestamp();
                 try
                 {
-                    while (session.Control == link && !_source.Ended && Time.GetElapsedTime(since) < RejoinGrace)
+                    while (session.Control == link && Time.GetElapsedTime(since) < RejoinGrace)
                         await Task.Delay(RejoinPoll, Time, Stopping).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
