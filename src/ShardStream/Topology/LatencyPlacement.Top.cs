@@ -27,7 +27,17 @@ internal sealed partial class LatencyPlacement
         var tops = _tops[shard] ??= [];
         if (++_topAge[shard] >= TopRefresh)
         {
-            RefreshTop(shard, topDepth, tops);
+            _topKey ??= NoKeys();
+            var key = TopKey(shard, topDepth, 0, topDepth);
+            if (key.Depth >= 0 && _topKey[shard] == key)
+            {
+                _topAge[shard] = 0; // the summary would be the same
+            }
+            else
+            {
+                RefreshTop(shard, topDepth, tops);
+                _topKey[shard] = key;
+            }
         }
 
         var joinerDepth = _forest.Depth(joiner, shard);
@@ -107,7 +117,17 @@ internal sealed partial class LatencyPlacement
         var tops = _nearTop[shard] ??= [];
         if (++_nearAge[shard] >= TopRefresh || tops.Count == 0)
         {
-            RefreshNear(shard, topDepth, columnDepth, tops);
+            _nearKey ??= NoKeys();
+            var key = TopKey(shard, Math.Max(topDepth, columnDepth) - 1, topDepth, columnDepth);
+            if (key.Depth >= 0 && _nearKey[shard] == key)
+            {
+                _nearAge[shard] = 0; // the summary would be the same
+            }
+            else
+            {
+                RefreshNear(shard, topDepth, columnDepth, tops);
+                _nearKey[shard] = key;
+            }
         }
 
         var estimated = CoordinateOf(joiner).EstimateRtt(CoordinateOf(Source));
@@ -234,6 +254,51 @@ internal sealed partial class LatencyPlacement
             }
         }
     }
+
+    /// <summary>
+    /// Deepest level whose children the top summaries and the level sorts read (the planner's
+    /// <see cref="Planner.ExchangeDepth"/>, <see cref="Planner.ColumnDepth"/> - 1 and
+    /// <see cref="Planner.SortDepth"/> - 1): the forest counts the edges attached and detached
+    /// under these levels (<see cref="ShardForest.TopVersion"/>) and this class the coordinates
+    /// changed of the nodes down to the level below (<see cref="NoteTopCoordinate"/>). While
+    /// neither count moves, a summary or a sort of the top reads the same figures as the last one
+    /// and is not done again (the same result, without reading thousands of records and
+    /// coordinates at random).
+    /// </summary>
+    public const int TopWatchDepth = 3;
+
+    // Per shard: coordinates changed so far of nodes that may be in the watched levels.
+    private readonly long[] _coordinateVersion;
+
+    /// <summary>A coordinate changed: counted in every shard where the node may be in the watched levels.</summary>
+    private void NoteTopCoordinate(int node)
+    {
+        for (var s = 0; s < _coordinateVersion.Length; s++)
+        {
+            if (_forest.MayBeInTop(node, s))
+            {
+                _coordinateVersion[s]++;
+            }
+        }
+    }
+
+    /// <summary>What a summary or sort of <paramref name="shard"/> that reads the children of levels down to <paramref name="deepestParent"/> depends on, with its arguments; depth -1 (never equal) when those levels are not watched.</summary>
+    private TopState TopKey(int shard, int deepestParent, int a, int b)
+        => new(_forest.TopVersion(shard), _coordinateVersion[shard], deepestParent <= TopWatchDepth ? a : -1, b);
+
+    private TopState[] NoKeys()
+    {
+        var keys = new TopState[_forest.ShardCount];
+        Array.Fill(keys, new TopState(-1, -1, -1, -1));
+        return keys;
+    }
+
+    private readonly record struct TopState(long Edges, long Coordinates, int Depth, int Other);
+
+    // Per shard: the state the last summary was made in (and the last sort that found nothing to swap).
+    private TopState[]? _topKey;
+    private TopState[]? _nearKey;
+    private TopState[]? _sortKey;
 
     /// <summary>Joins between two summaries of the top places of a tree.</summary>
     public const int TopRefresh = 64;
@@ -367,6 +432,15 @@ internal sealed partial class LatencyPlacement
     /// </summary>
     public void SortLevels(int shard, int maxDepth, Func<int, int, bool> avoided, Action<int, int> reattach)
     {
+        // A sort that found no swap to try, with nothing changed since: it would find none again.
+        _sortKey ??= NoKeys();
+        var key = TopKey(shard, maxDepth - 1, maxDepth, 0);
+        if (key.Depth >= 0 && _sortKey[shard] == key)
+        {
+            return;
+        }
+
+        var tried = false;
         _upper.Clear();
         _upper.Add(Source);
         for (var depth = 1; depth <= maxDepth && _upper.Count > 0; depth++)
@@ -388,6 +462,8 @@ internal sealed partial class LatencyPlacement
             _upper.Clear();
             _upper.AddRange(_lower);
         }
+
+        _sortKey[shard] = tried ? new TopState(-1, -1, -1, -1) : key;
 
         void SortLevel(int shard)
         {
@@ -468,6 +544,7 @@ internal sealed partial class LatencyPlacement
                     }
                 }
 
+                tried |= bestOther != None;
                 if (bestOther != None && !avoided(c, _forest.Parent(bestOther, shard)) && !avoided(bestOther, p))
                 {
                     var q = _forest.Parent(bestOther, shard);

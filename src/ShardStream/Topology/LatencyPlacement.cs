@@ -54,6 +54,8 @@ internal sealed partial class LatencyPlacement
         _forest = forest;
         _zones = new ZoneIndex(forest);
         forest.Zones = _zones;
+        forest.TopWatchDepth = TopWatchDepth;
+        _coordinateVersion = new long[forest.ShardCount];
         System.Diagnostics.Debug.Assert(Unsafe.SizeOf<NetworkCoordinate>() == 32, "a coordinate is four doubles: two to a line");
         GrowCoordinates(1024);
     }
@@ -80,6 +82,7 @@ internal sealed partial class LatencyPlacement
         }
 
         _coordinates[node] = coordinate;
+        NoteTopCoordinate(node);
     }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]

@@ -139,6 +139,57 @@ internal sealed partial class ShardForest
 
     private long[] _shardVersion = [];
 
+    /// <summary>
+    /// Latency-aware placement only: the deepest parent whose children are watched by
+    /// <see cref="TopVersion"/> (-1: none).
+    /// </summary>
+    public int TopWatchDepth { get; set; } = -1;
+
+    private long[] _topVersion = [];
+
+    /// <summary>
+    /// Changes so far to the children of <paramref name="shard"/>'s nodes at depth at most
+    /// <see cref="TopWatchDepth"/> (edges attached or detached there): equal values, the same
+    /// nodes down to depth <see cref="TopWatchDepth"/> + 1, with the same parents, depths and
+    /// child order. A node reached from the source has its true depth stored, so a change that
+    /// brings a node into those levels or takes one out is an edge attached or detached there.
+    /// </summary>
+    public long TopVersion(int shard) => shard < _topVersion.Length ? _topVersion[shard] : 0;
+
+    /// <summary>
+    /// True when <paramref name="node"/> may be among the nodes <see cref="TopVersion"/> covers in
+    /// <paramref name="shard"/>: the source, or a node whose stored depth is 1 to
+    /// <see cref="TopWatchDepth"/> + 1 (a node never added has none: its record reads depth 0).
+    /// </summary>
+    public bool MayBeInTop(int node, int shard)
+    {
+        if (node == Source)
+        {
+            return true;
+        }
+
+        if ((uint)node >= (uint)_slots)
+        {
+            return false;
+        }
+
+        var depth = S(node * _k + shard).Depth;
+        return depth >= 1 && depth <= TopWatchDepth + 1;
+    }
+
+    private void TouchTop(int shard, int parentDepth)
+    {
+        if (parentDepth <= TopWatchDepth)
+        {
+            if (_topVersion.Length <= shard)
+            {
+                Array.Resize(ref _topVersion, _k);
+            }
+
+            _topVersion[shard]++;
+        }
+    }
+
     /// <summary>Changes so far to the parents, children or capacities of <paramref name="shard"/>'s tree (a reader's cache key).</summary>
     public long ShardVersion(int shard) => shard < _shardVersion.Length ? _shardVersion[shard] : 0;
 
@@ -263,6 +314,7 @@ internal sealed partial class ShardForest
         S(pi).FirstChild = node;
         S(pi).FirstChildCap = S(i).Cap;
         S(pi).ChildCount++;
+        TouchTop(shard, S(pi).Depth);
         _used[parent]++;
         TrackOpen(parent, shard);
         var depth = S(pi).Depth + 1;
@@ -306,6 +358,7 @@ internal sealed partial class ShardForest
         S(i).PrevSibling = None;
         S(i).NextSibling = None;
         S(pi).ChildCount--;
+        TouchTop(shard, S(pi).Depth);
         _used[parent]--;
         TrackOpen(parent, shard);
         if (_alive[parent] && S(pi).Depth >= 0)
