@@ -86,6 +86,9 @@ public sealed class Coordinator : Node, Admission.IHost
     /// <summary>Chunks cut from the source so far (for tests and the bench).</summary>
     internal long ChunksCut => _source.ChunksCut;
 
+    /// <summary>The source has ended and its End is out (<see cref="ChunksCut"/> is final then); for tests.</summary>
+    internal bool SourceEnded => _source.Ended;
+
     /// <summary>Hash lists signed so far, and how long chunks were held for them (see <see cref="SigningQueue.HoldHistogram"/>); for the bench.</summary>
     internal (long ListsSigned, long[] HoldHistogram) SigningStats() => _source.SigningStats();
 

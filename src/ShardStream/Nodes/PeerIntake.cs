@@ -96,6 +96,7 @@ internal sealed class PeerIntake(PeerOptions options, IPeerParents peer, ParentL
         // An End while chunks of the shard are missing: see RefuseShortEnd.
         if (RefuseShortEnd(link, end)) return;
         peer.Relay.PublishEnd(end);
+        stalls.ShardEnded(end.Shard);
         lock (_ready)
         {
             peer.Reassembler.SetEnd((long)end.FinalSeq, (long)end.FinalOffset, _ready, end.Shard);
@@ -209,6 +210,10 @@ internal sealed class PeerIntake(PeerOptions options, IPeerParents peer, ParentL
                 peer.Fail($"the output is slower than the stream: {waiting} bytes are waiting to be written, the limit is {options.MaxOutputBacklogBytes}");
         }
         _ready.Clear();
-        if (peer.Reassembler.IsComplete) _output.Writer.TryComplete();
+        if (peer.Reassembler.IsComplete)
+        {
+            stalls.Completed();
+            _output.Writer.TryComplete();
+        }
     }
 }

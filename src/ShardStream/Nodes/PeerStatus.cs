@@ -13,7 +13,7 @@ namespace ShardStream.Nodes;
 /// <param name="Children">Per shard, the ids of the children it sends that shard to.</param>
 /// <param name="WindowBytes">Bytes held in its replay window.</param>
 /// <param name="WindowLimit">The replay window's byte limit.</param>
-/// <param name="StalledShards">Shards whose parent was lost and that have had no chunk from a new parent yet.</param>
+/// <param name="StalledShards">Shards whose parent was lost and that have had neither a chunk nor the shard's End from a new parent yet (0 once the stream is complete).</param>
 /// <param name="Complete">The whole stream was received.</param>
 public sealed record PeerStatus(int Id, int ShardCount, long StartOffset, long BytesWritten, long BytesReceived, long NewestOffset, long LostBytes,
     long OutputBacklog, int[] Parents, int[][] Children, long WindowBytes, long WindowLimit, int StalledShards, bool Complete)

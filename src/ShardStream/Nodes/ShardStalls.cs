@@ -4,8 +4,8 @@ namespace ShardStream.Nodes;
 
 /// <summary>
 /// A peer's intake per shard, for the metrics and the status line: bytes accepted, the end of the
-/// newest chunk accepted, and stalls (a shard whose parent was lost, until a chunk comes from the
-/// new parent). Lock-free: called on the receive path.
+/// newest chunk accepted, and stalls (a shard whose parent was lost, until a chunk or the shard's
+/// End comes from the new parent, or the stream is complete). Lock-free: called on the receive path.
 /// </summary>
 internal sealed class ShardStalls
 {
@@ -42,14 +42,45 @@ internal sealed class ShardStalls
             newest = seen;
         }
         ShardStreamMetrics.Received.Add(length, ShardStreamMetrics.Shard(shard));
-        long since = Interlocked.Exchange(ref _stalledSince[shard], 0);
-        if (since != 0) ShardStreamMetrics.StallDuration.Record(Stopwatch.GetElapsedTime(since).TotalSeconds, ShardStreamMetrics.Shard(shard));
+        EndStall(shard);
     }
 
-    /// <summary>The parent of <paramref name="shard"/> was lost: a stall starts (once, until the next chunk).</summary>
+    /// <summary>
+    /// The parent of <paramref name="shard"/> was lost: a stall starts (once), until the next chunk
+    /// of the shard, its End, or the stream's completion (<see cref="Completed"/>). None starts
+    /// once the stream is complete.
+    /// </summary>
     public void Stalled(int shard)
     {
-        if (Interlocked.CompareExchange(ref _stalledSince[shard], Stopwatch.GetTimestamp(), 0) == 0)
-            ShardStreamMetrics.Stalls.Add(1, ShardStreamMetrics.Shard(shard));
+        if (Volatile.Read(ref _completed) != 0) return;
+        if (Interlocked.CompareExchange(ref _stalledSince[shard], Stopwatch.GetTimestamp(), 0) != 0) return;
+        ShardStreamMetrics.Stalls.Add(1, ShardStreamMetrics.Shard(shard));
+        // The stream completed after the check above: Completed may have looked at this shard
+        // before the stall began, and nothing else would end it. (Both sides fence: the exchange
+        // above and the one in Completed.)
+        if (Volatile.Read(ref _completed) != 0) EndStall(shard);
+    }
+
+    /// <summary>The shard's End came from its parent: it has everything of the shard, so its stall (if any) is over.</summary>
+    public void ShardEnded(int shard) => EndStall(shard);
+
+    /// <summary>
+    /// The stream is complete: every stall still open ends now. A stall begun after a shard's last
+    /// chunk had no chunk left to end it, so it stayed open for good (the status said a shard was
+    /// stalled, and the stall had no duration).
+    /// </summary>
+    public void Completed()
+    {
+        if (Interlocked.Exchange(ref _completed, 1) != 0) return;
+        for (int s = 0; s < _stalledSince.Length; s++) EndStall(s);
+    }
+
+    private int _completed;
+
+    /// <summary>Ends the shard's stall, if it has one, and records how long it lasted.</summary>
+    private void EndStall(int shard)
+    {
+        long since = Interlocked.Exchange(ref _stalledSince[shard], 0);
+        if (since != 0) ShardStreamMetrics.StallDuration.Record(Stopwatch.GetElapsedTime(since).TotalSeconds, ShardStreamMetrics.Shard(shard));
     }
 }

@@ -59,4 +59,40 @@ public sealed class LateBreakTests
 
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }
+
+    [Fact]
+    public async Task A_stall_that_begins_after_a_shards_last_chunk_ends_with_the_stream()
+    {
+        await using var overlay = await Overlay.StartAsync(2, minPeers: 6);
+        for (int i = 0; i < 6; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 5));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 200_000), "every peer has the first part");
+        // A peer with shard 0 from a peer, and shard 1 from someone else.
+        var node = overlay.Coordinator.Snapshot().Nodes.First(n => n.Id != 0 && n.Parents[0] != 0 && n.Parents[1] != n.Parents[0]);
+        var (peer, _, run, host) = overlay.PeerById(node.Id);
+        string shard0Parent = overlay.PeerById(node.Parents[0]).Host;
+
+        // Its shard 1 is held back from the tail on: the stream cannot complete while shard 0 has everything.
+        long heldFrom = peer.NextSeqOf(1);
+        var release = new ManualResetEventSlim();
+        peer.ChunkDue = (_, seq) =>
+        {
+            if (seq % 2 == 1 && seq >= heldFrom) release.Wait(Overlay.Deadline);
+        };
+        await overlay.WriteAsync(Overlay.RandomBytes(300_000, 6));
+        var ending = overlay.EndAsync();
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.SourceEnded && peer.NextSeqOf(0) >= overlay.Coordinator.ChunksCut, "the peer has shard 0's last chunk");
+
+        // Then it loses its shard-0 parent: a stall of shard 0, which has no chunk left to come.
+        overlay.Network.Block(host, shard0Parent);
+        overlay.Network.Cut(host, shard0Parent);
+        await Overlay.WaitUntilAsync(() => peer.Status().StalledShards == 1 || peer.ParentIds()[0] is var p && p != node.Parents[0] && p != -1, "the peer has reported shard 0's parent lost");
+        release.Set();
+        await ending;
+
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+        Assert.True(peer.Status().Complete);
+        Assert.Equal(0, peer.Status().StalledShards);
+    }
 }
