@@ -64,7 +64,7 @@ public sealed class LatencySimulationTests
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
     /// is never faster than the direct route's metric closure), and the offline construction
     /// from the model is a valid plan (no peer over budget, no deeper than blind + 1) whose mean
-    /// RDP is not under the bound.
+    /// RDP is not under the bound; so is the same construction from the planner's coordinates.
     /// </summary>
     [Fact]
     public void The_rdp_breakdown_adds_up_and_its_lower_bound_lies_below_both_planners()
@@ -97,6 +97,19 @@ public sealed class LatencySimulationTests
                 Assert.InRange(Number(built, "mean RDP "), bound, double.MaxValue);
                 Assert.Equal(0, Number(built, "peers over budget "));
                 Assert.InRange(Number(built, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
+                // The same construction from the planner's coordinates (clusters of the plane, then
+                // the model's regions): valid plans too, and no better than the bound.
+                foreach (var (offset, start) in new[] { (5, "    the same construction from the planner's coordinates (points, heights; regions: "), (6, "    the same from the planner's coordinates within the model's true regions") })
+                {
+                    var fromCoordinates = lines[at + offset];
+                    Assert.StartsWith(start, fromCoordinates, StringComparison.Ordinal);
+                    Assert.InRange(Number(fromCoordinates, "mean RDP "), bound, double.MaxValue);
+                    Assert.Equal(0, Number(fromCoordinates, "peers over budget "));
+                    Assert.InRange(Number(fromCoordinates, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
+                }
+
+                Assert.InRange(Number(lines[at + 5], "regions: "), 1, 400);
+                Assert.InRange(Number(lines[at + 7], "|estimate - RTT| median "), 0.01, 1000);
             }
         }
 

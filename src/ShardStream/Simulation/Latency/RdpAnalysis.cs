@@ -264,6 +264,13 @@ internal static class RdpAnalysis
             // The same budgets, homes and source, built offline from the model (RdpConstruction).
             var c = RdpConstruction.Build(planner, model);
             o.WriteLine($"    offline construction from the model's true positions (an upper bound of the best; not a planner): mean RDP {c.MeanRdp:F2} (source region {c.SourceRegionRdp:F2}, other regions {c.OtherRegionsRdp:F2}; per single tree {c.MeanTreeRdp:F2}), max depth {c.MaxDepth}, peers over budget {c.OverBudget}");
+            // The same construction from what a coordinator knows: the planner's coordinates.
+            var fromCoordinates = RdpConstruction.Build(planner, model, RdpConstruction.Knowledge.Coordinates);
+            o.WriteLine($"    the same construction from the planner's coordinates (points, heights; regions: {fromCoordinates.Regions} clusters of the plane): mean RDP {fromCoordinates.MeanRdp:F2} (source region {fromCoordinates.SourceRegionRdp:F2}, other regions {fromCoordinates.OtherRegionsRdp:F2}; per single tree {fromCoordinates.MeanTreeRdp:F2}), max depth {fromCoordinates.MaxDepth}, peers over budget {fromCoordinates.OverBudget}");
+            var inRegions = RdpConstruction.Build(planner, model, RdpConstruction.Knowledge.CoordinatesInModelRegions);
+            o.WriteLine($"    the same from the planner's coordinates within the model's true regions: mean RDP {inRegions.MeanRdp:F2} (source region {inRegions.SourceRegionRdp:F2}, other regions {inRegions.OtherRegionsRdp:F2}; per single tree {inRegions.MeanTreeRdp:F2}), max depth {inRegions.MaxDepth}, peers over budget {inRegions.OverBudget}");
+            var (median, p90, relative, plane) = RdpConstruction.SameRegionError(planner, model, seed: 5);
+            o.WriteLine($"    coordinates inside a region (random pairs of one region): |estimate - RTT| median {median:F1} ms (relative {relative:F3}), p90 {p90:F1} ms; plane distance against the model's: median error {plane:F1} ms");
         }
     }
 

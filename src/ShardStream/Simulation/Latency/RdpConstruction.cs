@@ -21,13 +21,39 @@ namespace ShardStream.Simulation;
 /// levels with a free slot. Peers no slot of their region holds go under any relay with one left
 /// (none did in the runs of docs/topology.md). So a path crosses from the source's region to the
 /// peer's once, near the hubs, then fans out through its region.
+/// <para>The same construction can also be given only what a coordinator knows
+/// (<see cref="Knowledge.Coordinates"/>): every peer's Vivaldi coordinate as the planner holds it
+/// (its point in the plane for the model's point, its height for the access delay) and, for
+/// regions, clusters of the plane (<see cref="ClusterPlane"/>); or the coordinates within the
+/// model's true regions (<see cref="Knowledge.CoordinatesInModelRegions"/>), which separates what
+/// the clusters cost from what the coordinates' points and heights cost. Its delays are measured
+/// with the model's RTTs as always: what a rebuild of whole trees by the coordinator would give.</para>
 /// </remarks>
 internal static class RdpConstruction
 {
-    /// <summary>Mean RDP over peers (slowest tree), of the source's region's peers and of the others, per single tree, the deepest peer, and the peers whose children exceed their budget in a tree (0: the plan is valid).</summary>
-    public readonly record struct Result(double MeanRdp, double SourceRegionRdp, double OtherRegionsRdp, double MeanTreeRdp, int MaxDepth, int OverBudget);
+    /// <summary>What the construction is given of each peer's position.</summary>
+    public enum Knowledge
+    {
+        /// <summary>The model's true region, point and access delay.</summary>
+        Model,
 
-    public static Result Build(Planner planner, WorldLatencyModel model)
+        /// <summary>The planner's coordinates only: regions are clusters of the plane.</summary>
+        Coordinates,
+
+        /// <summary>The planner's coordinates (points, heights) within the model's true regions.</summary>
+        CoordinatesInModelRegions,
+    }
+
+    /// <summary>Leader clustering's radius (ms in the plane): a point farther than this from every cluster's first point opens a new one.</summary>
+    public const double ClusterRadiusMs = 60;
+
+    /// <summary>Clusters whose centres lie closer than this (ms) are merged (nearest pair first).</summary>
+    public const double ClusterMergeMs = 50;
+
+    /// <summary>Mean RDP over peers (slowest tree), of the source's region's peers and of the others, per single tree, the deepest peer, the peers whose children exceed their budget in a tree (0: the plan is valid), and the regions it built (clusters with <see cref="Knowledge.Coordinates"/>).</summary>
+    public readonly record struct Result(double MeanRdp, double SourceRegionRdp, double OtherRegionsRdp, double MeanTreeRdp, int MaxDepth, int OverBudget, int Regions);
+
+    public static Result Build(Planner planner, WorldLatencyModel model, Knowledge knowledge = Knowledge.Model)
     {
         var k = planner.ShardCount;
         var peers = planner.Peers.ToArray();
@@ -36,14 +62,61 @@ internal static class RdpConstruction
         var srcRegion = model.RegionOf(0);
         var regions = WorldLatencyModel.Regions.Length;
         var direct = new double[n];
+        var trueRegion = new int[n];
         for (var i = 0; i < n; i++)
         {
             var p = peers[i];
             (b.Region[i], b.X[i], b.Y[i]) = model.PointOf(p);
+            trueRegion[i] = b.Region[i];
             b.Access[i] = model.AccessMs(p);
             b.Home[i] = planner.HomeShard(p);
             b.Cap[i] = planner.Budget(p);
             direct[i] = model.RttMs(0, p) / 2;
+        }
+
+        if (knowledge != Knowledge.Model)
+        {
+            var x = new double[n];
+            var y = new double[n];
+            for (var i = 0; i < n; i++)
+            {
+                var c = planner.CoordinateOf(peers[i]);
+                (x[i], y[i], b.Access[i]) = (c.X, c.Y, c.Height);
+            }
+
+            if (knowledge == Knowledge.Coordinates)
+            {
+                regions = ClusterPlane(x, y, b.Region);
+            }
+
+            // Points relative to their region's centre (the model's are relative to its hub).
+            var cx = new double[regions];
+            var cy = new double[regions];
+            var count = new int[regions];
+            for (var i = 0; i < n; i++)
+            {
+                cx[b.Region[i]] += x[i];
+                cy[b.Region[i]] += y[i];
+                count[b.Region[i]]++;
+            }
+
+            for (var r = 0; r < regions; r++)
+            {
+                (cx[r], cy[r]) = count[r] == 0 ? (0, 0) : (cx[r] / count[r], cy[r] / count[r]);
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                b.X[i] = x[i] - cx[b.Region[i]];
+                b.Y[i] = y[i] - cy[b.Region[i]];
+            }
+
+            var source = planner.CoordinateOf(Planner.Source);
+            srcRegion = knowledge == Knowledge.Coordinates
+                ? Enumerable.Range(0, regions).Where(r => count[r] > 0).MinBy(r => Dist(cx[r], cy[r], source.X, source.Y))
+                : srcRegion;
+            (b.CentreX, b.CentreY) = (cx, cy);
+            (b.SourceX, b.SourceY) = (source.X - cx[srcRegion], source.Y - cy[srcRegion]);
         }
 
         var worst = new double[n];
@@ -67,12 +140,23 @@ internal static class RdpConstruction
             }
 
             // The first relay: the source's region's best (any region's if it has none).
-            var r1 = b.Best(byRegion[srcRegion], 0, 0) is var best && best >= 0 ? best : b.Best([.. Enumerable.Range(0, n)], 0, 0);
+            var r1 = b.Best(byRegion[srcRegion], b.SourceX, b.SourceY) is var best && best >= 0 ? best : b.Best([.. Enumerable.Range(0, n)], b.SourceX, b.SourceY);
             b.Attach(r1, -1);
             var slots = b.Cap[r1];
+            var ordered = Enumerable.Range(0, regions).Where(r => r != srcRegion && byRegion[r].Count > 0).OrderByDescending(r => byRegion[r].Count).ToList();
+            // More regions than the first relay has slots for entries (clusters can be): the others
+            // join the nearest region that has one, or the source's if that is nearer.
+            var entered = ordered.Take(Math.Max(0, slots - 1)).ToList();
+            foreach (var r in ordered.Skip(entered.Count))
+            {
+                var near = entered.Append(srcRegion).MinBy(e => Dist(b.CentreX[e], b.CentreY[e], b.CentreX[r], b.CentreY[r]));
+                byRegion[near].AddRange(byRegion[r]);
+                byRegion[r].Clear();
+            }
+
             var rest = new List<int>(byRegion[srcRegion]);
             rest.Remove(r1);
-            foreach (var r in Enumerable.Range(0, regions).Where(r => r != srcRegion && byRegion[r].Count > 0).OrderByDescending(r => byRegion[r].Count))
+            foreach (var r in entered)
             {
                 var members = byRegion[r];
                 members.Remove(r1);
@@ -113,22 +197,219 @@ internal static class RdpConstruction
         }
 
         double sum = 0, inSum = 0, inN = 0;
+        var modelSource = model.RegionOf(0);
         for (var i = 0; i < n; i++)
         {
             var rdp = worst[i] / direct[i];
             sum += rdp;
-            if (b.Region[i] == srcRegion)
+            if (trueRegion[i] == modelSource)
             {
                 inSum += rdp;
                 inN++;
             }
         }
 
-        return new Result(sum / n, inN == 0 ? 0 : inSum / inN, n == inN ? 0 : (sum - inSum) / (n - inN), treeSum / k / n, maxDepth, overBudget);
+        return new Result(sum / n, inN == 0 ? 0 : inSum / inN, n == inN ? 0 : (sum - inSum) / (n - inN), treeSum / k / n, maxDepth, overBudget, regions);
     }
+
+    /// <summary>
+    /// Regions from points of the plane alone (<paramref name="region"/>[i] set for every point;
+    /// returns the number of regions): leader clustering in id order with
+    /// <see cref="ClusterRadiusMs"/>, 8 rounds of Lloyd's k-means in which clusters of fewer than
+    /// 1/400 of the points dissolve into the nearest, then clusters whose centres are closer than
+    /// <see cref="ClusterMergeMs"/> merge. A region of the model has a radius of 15-30 ms and any two
+    /// hubs are 56 ms apart or more; the plane, which cannot hold the hub table exactly, splits
+    /// some regions and brings others together, so clusters are regions only roughly. (On seed 1 at
+    /// 100k, four settings tried: radius 60 with merges at 40 or 50, radius 40 with merges at 45,
+    /// radius 80 without merges; this one gave the lowest mean RDP.)
+    /// </summary>
+    internal static int ClusterPlane(double[] x, double[] y, int[] region)
+    {
+        var n = x.Length;
+        var cx = new List<double>();
+        var cy = new List<double>();
+        for (var i = 0; i < n; i++)
+        {
+            var best = -1;
+            var bestD = double.MaxValue;
+            for (var c = 0; c < cx.Count; c++)
+            {
+                var d = Dist(cx[c], cy[c], x[i], y[i]);
+                if (d < bestD)
+                {
+                    (bestD, best) = (d, c);
+                }
+            }
+
+            if (best < 0 || bestD > ClusterRadiusMs)
+            {
+                cx.Add(x[i]);
+                cy.Add(y[i]);
+                best = cx.Count - 1;
+            }
+
+            region[i] = best;
+        }
+
+        var m = cx.Count;
+        var count = new int[m];
+        var sx = new double[m];
+        var sy = new double[m];
+        for (var round = 0; round < 8; round++)
+        {
+            Array.Clear(sx);
+            Array.Clear(sy);
+            Array.Clear(count);
+            for (var i = 0; i < n; i++)
+            {
+                sx[region[i]] += x[i];
+                sy[region[i]] += y[i];
+                count[region[i]]++;
+            }
+
+            var kept = new List<int>();
+            for (var c = 0; c < m; c++)
+            {
+                if (count[c] > 0)
+                {
+                    (cx[c], cy[c]) = (sx[c] / count[c], sy[c] / count[c]);
+                }
+
+                if (count[c] >= Math.Max(1, n / 400))
+                {
+                    kept.Add(c);
+                }
+            }
+
+            if (kept.Count == 0)
+            {
+                break;
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                var best = kept[0];
+                var bestD = double.MaxValue;
+                foreach (var c in kept)
+                {
+                    var d = Dist(cx[c], cy[c], x[i], y[i]);
+                    if (d < bestD)
+                    {
+                        (bestD, best) = (d, c);
+                    }
+                }
+
+                region[i] = best;
+            }
+        }
+
+        Array.Clear(count);
+        foreach (var c in region)
+        {
+            count[c]++;
+        }
+
+        // Clusters whose centres are closer than ClusterMergeMs merge, nearest pair first.
+        var into = Enumerable.Range(0, m).ToArray();
+        while (true)
+        {
+            var (ba, bb, bd) = (-1, -1, ClusterMergeMs);
+            for (var a = 0; a < m; a++)
+            {
+                for (var c = a + 1; c < m; c++)
+                {
+                    if (count[a] > 0 && count[c] > 0 && Dist(cx[a], cy[a], cx[c], cy[c]) is var d && d < bd)
+                    {
+                        (ba, bb, bd) = (a, c, d);
+                    }
+                }
+            }
+
+            if (ba < 0)
+            {
+                break;
+            }
+
+            var total = count[ba] + count[bb];
+            cx[ba] = ((cx[ba] * count[ba]) + (cx[bb] * count[bb])) / total;
+            cy[ba] = ((cy[ba] * count[ba]) + (cy[bb] * count[bb])) / total;
+            (count[ba], count[bb]) = (total, 0);
+            for (var c = 0; c < m; c++)
+            {
+                if (into[c] == bb)
+                {
+                    into[c] = ba;
+                }
+            }
+        }
+
+        // Dense region numbers.
+        var number = new int[m];
+        var regions = 0;
+        for (var c = 0; c < m; c++)
+        {
+            number[c] = count[c] > 0 ? regions++ : -1;
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            region[i] = number[into[region[i]]];
+        }
+
+        return regions;
+    }
+
+    /// <summary>
+    /// How well the planner's coordinates know a region from the inside: over 20,000 random pairs
+    /// of live peers of one model region (a seeded draw), the median and 90th percentile of
+    /// |estimated RTT - RTT| (ms), the median relative error, and the median error of the plane
+    /// distance against the model's distance of the two points (ms).
+    /// </summary>
+    public static (double Median, double P90, double MedianRelative, double PlaneMedian) SameRegionError(Planner planner, WorldLatencyModel model, int seed)
+    {
+        var peers = planner.Peers.ToArray();
+        var random = new Random(seed);
+        var error = new List<double>();
+        var relative = new List<double>();
+        var plane = new List<double>();
+        for (var tries = 0; error.Count < 20_000 && peers.Length > 1 && tries < 2_000_000; tries++)
+        {
+            var a = peers[random.Next(peers.Length)];
+            var c = peers[random.Next(peers.Length)];
+            var (ra, ax, ay) = model.PointOf(a);
+            var (rc, bx, by) = model.PointOf(c);
+            if (a == c || ra != rc)
+            {
+                continue;
+            }
+
+            var rtt = model.RttMs(a, c);
+            var ca = planner.CoordinateOf(a);
+            var cc = planner.CoordinateOf(c);
+            error.Add(Math.Abs(ca.EstimateRtt(cc) - rtt));
+            relative.Add(Math.Abs(ca.EstimateRtt(cc) - rtt) / rtt);
+            plane.Add(Math.Abs(Dist(ax, ay, bx, by) - Dist(ca.X, ca.Y, cc.X, cc.Y)));
+        }
+
+        if (error.Count == 0)
+        {
+            return (0, 0, 0, 0);
+        }
+
+        error.Sort();
+        relative.Sort();
+        plane.Sort();
+        return (error[error.Count / 2], error[error.Count * 9 / 10], relative[relative.Count / 2], plane[plane.Count / 2]);
+    }
+
+    private static double Dist(double ax, double ay, double bx, double by) => Math.Sqrt(((ax - bx) * (ax - bx)) + ((ay - by) * (ay - by)));
 
     private sealed class Builder(int n)
     {
+        // Regions' centres and the source's point relative to its region's centre (the model's
+        // points are relative to their hub, where the source sits: all zero).
+        public double[] CentreX = new double[WorldLatencyModel.Regions.Length], CentreY = new double[WorldLatencyModel.Regions.Length];
+        public double SourceX, SourceY;
         public readonly int[] Region = new int[n], Home = new int[n], Cap = new int[n], Parent = new int[n], Children = new int[n];
         public readonly double[] X = new double[n], Y = new double[n], Access = new double[n];
         public readonly List<int> Order = new(n);
