@@ -467,6 +467,7 @@ public sealed class Coordinator : Node, Admission.IHost
                 List<Reattachment> moves;
                 lock (_tracker.Gate)
                 {
+                    if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
                     moves = [.. _tracker.Planner.ImproveLatency(cap)];
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }

@@ -1,0 +1,51 @@
+using ShardStream.Nodes;
+using ShardStream.Simulation;
+using Xunit.Abstractions;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// Once the source has ended, the coordinator moves nobody for a shorter path: the peers are
+/// taking in the tail, and a move then only costs a new parent's replay (repairs still move peers).
+/// </summary>
+[Collection(ManyNodesCollection.Name)]
+public sealed class MovesAfterTheEndTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task No_latency_move_is_sent_after_the_source_ends()
+    {
+        const int count = 40;
+        var model = new WorldLatencyModel(3);
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = 4 });
+        overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
+        overlay.StartStreaming();
+        for (int first = 1; first <= count; first += 10)
+        {
+            await Task.WhenAll(Enumerable.Range(first, 10).Select(async i =>
+            {
+                var options = new PeerOptions
+                {
+                    JoinAddress = overlay.Coordinator.ListenAddress,
+                    ListenAddress = $"p{i}:1",
+                    HeartbeatTimeout = TimeSpan.FromSeconds(10),
+                    HeartbeatInterval = TimeSpan.FromSeconds(2),
+                };
+                var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+                var sink = new MemoryStream();
+                lock (overlay.Peers) overlay.Peers.Add((peer, sink, Task.Run(() => peer.RunAsync(sink, CancellationToken.None)), $"p{i}"));
+            }));
+            await overlay.WriteAsync(Overlay.RandomBytes(20_000, first));
+        }
+        // One viewer reads slowly: the coordinator's run lasts until it has the tail (seconds), as with a slow viewer on a real network.
+        overlay.Network.SetDownloadRate("p1", 60_000);
+        await overlay.WriteAsync(Overlay.RandomBytes(400_000, 99));
+        var ending = overlay.EndAsync(TimeSpan.FromMinutes(3));
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.SourceEnded, "the source has ended");
+        long atTheEnd = overlay.Coordinator.LatencyMoves;
+        await ending;
+        output.WriteLine($"{atTheEnd} latency moves before the end, {overlay.Coordinator.LatencyMoves - atTheEnd} after");
+        Assert.Equal(atTheEnd, overlay.Coordinator.LatencyMoves);
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+}
