@@ -165,4 +165,7 @@ internal static partial class PeerLog
 
     [LoggerMessage(1716, LogLevel.Information, "the connection to {Address} kept for the next Join after the landmarks was closed ({Reason}); joining on a new connection", EventName = "KeptConnectionLost")]
     public static partial void KeptConnectionLost(ILogger log, string address, string reason);
+
+    [LoggerMessage(1717, LogLevel.Debug, "move of shard(s) {Shards} applied; {Report}", EventName = "MoveApplied")]
+    public static partial void MoveApplied(ILogger log, string shards, string report);
 }

@@ -114,7 +114,7 @@ public sealed partial class Peer
     {
         try
         {
-            await foreach (var move in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false))
+            await foreach (var (move, from) in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false))
             {
                 long[] generations;
                 lock (_gate)
@@ -123,7 +123,7 @@ public sealed partial class Peer
                         if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
                     generations = (long[])_moveGeneration.Clone();
                 }
-                MoveAsync(move, generations).Observe(Log, "applying a move");
+                MoveAsync(move, from, generations).Observe(Log, "applying a move");
             }
         }
         catch (OperationCanceledException)
@@ -132,7 +132,7 @@ public sealed partial class Peer
         }
     }
 
-    private async Task MoveAsync(Move move, long[] generations)
+    private async Task MoveAsync(Move move, Link from, long[] generations)
     {
         if (_leaving || _reassembler!.IsComplete) return;
         await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
@@ -153,7 +153,17 @@ public sealed partial class Peer
                 if (still.Length > 0) _control?.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
         })).ConfigureAwait(false);
-        _control?.Send(new Attached((ulong)Id).Write);
+        // Reported on the control link the Move came on, never on a later one: the coordinator
+        // counts the reports of each link against the Moves it sent there (PeerSession.SendMove),
+        // and one that counted on the new link let a Move pass another still queued there. That
+        // link gone, the rejoin's Welcome (later than this Move) has its own report.
+        string shards = string.Join(",", move.Shards.Select(e => e.Shard));
+        if (from == _control)
+        {
+            from.Send(new Attached((ulong)Id).Write);
+            PeerLog.MoveApplied(Log, shards, "reported on the control link it came on");
+        }
+        else PeerLog.MoveApplied(Log, shards, "its control link was replaced since: not reported on the new one");
     }
 
     /// <summary>The shards of <paramref name="starts"/> that no move newer than <paramref name="generations"/> has taken over.</summary>

@@ -22,7 +22,7 @@ public sealed partial class Peer : Node, IPeerParents
     private readonly object _gate = new();
     private readonly TaskCompletionSource<string> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<int, Link> _parentOfShard = [];
-    private readonly Channel<Move> _moves = Channel.CreateUnbounded<Move>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<(Move Move, Link From)> _moves = Channel.CreateUnbounded<(Move, Link)>(new UnboundedChannelOptions { SingleReader = true });
     private Reassembler? _reassembler;
     private StreamVerifier? _verifier;
     private Link? _control;
@@ -366,7 +366,7 @@ public sealed partial class Peer : Node, IPeerParents
                 var moveReader = new SequenceReader<byte>(body);
                 if (!Move.TryRead(ref moveReader, out var move)) throw new ProtocolException("malformed move frame");
                 // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
-                _moves.Writer.TryWrite(move);
+                _moves.Writer.TryWrite((move, link));
                 break;
             case FrameType.StreamHeader when link == _control && _version >= Protocol.StreamHeaderVersion:
                 var headerReader = new SequenceReader<byte>(body);

@@ -47,6 +47,9 @@ internal sealed class PeerSession(int id, string address, Link control)
     {
         lock (_moveOrder)
         {
+            // A report read on a control link that was replaced since counts for nothing: the new
+            // link's counts stand (reset to the old link, they sent the next Moves behind the stream).
+            if (link != Control) return;
             if (_movesOn != link) (_movesOn, _movesQueued, _attachedReports) = (link, 0, 0);
             _attachedReports++;
         }

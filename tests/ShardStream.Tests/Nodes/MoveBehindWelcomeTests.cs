@@ -137,6 +137,69 @@ public sealed class MoveBehindWelcomeTests
         }
     }
 
+    /// <summary>
+    /// The peer reports Attached once its Welcome's attaches, and each Move's, are done; the
+    /// coordinator counts the reports on each control link against the Moves it queued there
+    /// behind the stream, and sends a Move ahead only once the peer has read them all. A Move read
+    /// on a control link that broke while its attach was under way was reported on the rejoin's
+    /// new link: one report early there. Here (the set-up of the test above) the coordinator must
+    /// hear two reports from peer 3: its first Welcome's and its rejoin's.
+    /// </summary>
+    [Fact]
+    public async Task A_move_read_on_a_control_link_that_broke_is_not_reported_on_the_rejoins_link()
+    {
+        var net = new VirtualNetwork();
+        Coordinator? coordinator = null;
+        int staleParent = -1;
+        var armed = 0;
+        var tampering = new TamperingTransport(net.Host("coord"), (type, frame) =>
+        {
+            if (Interlocked.CompareExchange(ref armed, 0, 1) != 1) return [frame];
+            var ticket = coordinator!.IssueTicket(staleParent, 3, 0);
+            return [frame, Frame(new Move([new ShardAssignment(0, AssignmentKind.Redirect, (ulong)staleParent, 0, $"p{staleParent}:1", ticket)]).Write)];
+        })
+        { OnlyTo = "p3" };
+        using var coordinatorLog = new LogCapture();
+        coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, HeartbeatTimeout = TimeSpan.FromSeconds(30), HeartbeatInterval = TimeSpan.FromSeconds(1) }, tampering, coordinatorLog.Factory);
+        await using var _ = coordinator;
+        await coordinator.StartAsync(default);
+        var peers = new List<Peer>();
+        try
+        {
+            for (int i = 1; i <= 2; i++)
+            {
+                var peer = new Peer(Options(i), net.Host($"p{i}"), Overlay.Loggers);
+                peers.Add(peer);
+                await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+            }
+
+            using var capture = new LogCapture();
+            var joiner = new Peer(Options(3), net.Host("p3"), capture.Factory);
+            peers.Add(joiner);
+            await joiner.StartAsync(default).WaitAsync(Overlay.Deadline);
+            await Overlay.WaitUntilAsync(() => joiner.ParentIds()[0] is 1 or 2, "peer 3 is attached to a relay");
+            staleParent = joiner.ParentIds()[0] == 1 ? 2 : 1;
+            net.SetLatency("p3", $"p{staleParent}", TimeSpan.FromMilliseconds(700));
+            tampering.Active = true;
+            Volatile.Write(ref armed, 1);
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Information, $"to peer {staleParent} "), "peer 3 starts the Move's attach");
+            net.Cut("p3", "coord");
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Information, "joined again in the same place"), "peer 3 joins again");
+            await Overlay.WaitUntilAsync(() => capture.Has(LogLevel.Debug, "move of shard(s) 0 applied"), "peer 3 is done with the old Move");
+
+            // A Leave after it on the same link: once the coordinator has read it, it has read every report before it.
+            var leaving = joiner.LeaveAsync(TimeSpan.FromSeconds(10));
+            await Overlay.WaitUntilAsync(() => coordinatorLog.Has(LogLevel.Information, "peer 3 is leaving"), "the coordinator reads peer 3's Leave");
+            int reports = coordinatorLog.Lines.Count(l => l.Message.Contains("peer 3 attached to all its parents", StringComparison.Ordinal));
+            Assert.True(reports == 2, $"the coordinator heard {reports} Attached reports from peer 3, not 2 (its Welcome's, its rejoin's)");
+            await leaving.WaitAsync(Overlay.Deadline);
+        }
+        finally
+        {
+            foreach (var p in peers) await p.DisposeAsync();
+        }
+    }
+
     private static PeerOptions Options(int i) => new()
     {
         JoinAddress = "coord:1",
