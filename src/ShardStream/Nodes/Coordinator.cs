@@ -191,6 +191,7 @@ public sealed class Coordinator : Node, Admission.IHost
     void Admission.IHost.StartControl(Link link, ushort version, bool measureRtt)
     {
         if (measureRtt) MeasureRtt(link, version);
+        if (measureRtt && version >= Protocol.ParentRttVersion) link.ParentRttsHeard = OnParentRtts;
         // A joiner may read its welcome late on a loaded machine: its new control link is not
         // taken for dead at the 5 s floor before it has said anything (Link.LenientUntilHeard).
         link.LenientUntilHeard = true;
@@ -443,6 +444,21 @@ public sealed class Coordinator : Node, Admission.IHost
             }
     }
 
+    /// <summary>A peer's heartbeat reported the RTTs it measured to its parents (version 11): kept for <see cref="ImproveLatencyAsync"/>.</summary>
+    private static void OnParentRtts(Link link, ParentRtt[] parents)
+    {
+        if (link.Role is ControlRole { Session: var session } && session.Control == link) session.ParentRtts = parents;
+    }
+
+    /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/>; null if nothing (the caller holds the tracker's gate).</summary>
+    private MeasuredEdgeRtt? ReportedRtt(int peer, int parent)
+    {
+        if (!_tracker.Peers.TryGetValue(peer, out var session)) return null;
+        foreach (var r in session.ParentRtts)
+            if (r.NodeId == (ulong)parent) return new MeasuredEdgeRtt(r.SmoothedMicros / 1000.0, r.MinMicros / 1000.0, r.Samples);
+        return null;
+    }
+
     /// <summary>RTT samples of a peer's control link before its least RTT stands for the peer's RTT to the coordinator in the plan.</summary>
     internal const int SourceRttSamples = 4;
 
@@ -453,7 +469,9 @@ public sealed class Coordinator : Node, Admission.IHost
     /// Once a second, moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
     /// estimated delay from the source is much worse than a free slot elsewhere offers
     /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
-    /// later joiners bring free slots near earlier ones. Each move goes out as a Move frame.
+    /// later joiners bring free slots near earlier ones. A move must also be borne out by what the
+    /// leaf measured to its parent (its heartbeats report it): estimates alone move nobody. Each
+    /// move goes out as a Move frame.
     /// </summary>
     private async Task ImproveLatencyAsync()
     {
@@ -468,7 +486,8 @@ public sealed class Coordinator : Node, Admission.IHost
                 lock (_tracker.Gate)
                 {
                     if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
-                    moves = [.. _tracker.Planner.ImproveLatency(cap)];
+                    moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt ??= ReportedRtt)];
+                    _latencyMoveRounds++;
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }
                 if (moves.Count > 0)
@@ -485,6 +504,17 @@ public sealed class Coordinator : Node, Admission.IHost
     }
 
     private long _latencyMoves;
+    private long _latencyMoveRounds;
+    private Func<int, int, MeasuredEdgeRtt?>? _reportedRtt;
+
+    /// <summary>Times the coordinator looked for latency moves so far (once a second while moves are on).</summary>
+    public long LatencyMoveRounds
+    {
+        get
+        {
+            lock (_tracker.Gate) return _latencyMoveRounds;
+        }
+    }
 
     /// <summary>(Peer, shard) edges moved so far for a lower delay from the source (<see cref="CoordinatorOptions.LatencyMovesPerSecond"/>).</summary>
     public long LatencyMoves => Interlocked.Read(ref _latencyMoves);

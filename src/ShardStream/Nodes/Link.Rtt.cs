@@ -45,6 +45,15 @@ internal sealed partial class Link
     /// <summary>Called with the coordinate a heartbeat of the other side carried.</summary>
     public Action<Link, WireCoordinate>? CoordinateHeard { get; set; }
 
+    /// <summary>
+    /// Version 11, a peer's control link: the RTTs to its parents that its heartbeats carry (after
+    /// the coordinate); null sends none.
+    /// </summary>
+    public Func<ParentRtt[]>? ParentRttReport { get; set; }
+
+    /// <summary>Called with the parent RTTs a heartbeat of the other side carried (version 11).</summary>
+    public Action<Link, ParentRtt[]>? ParentRttsHeard { get; set; }
+
     /// <summary>SRTT, RTTVAR, the least sample and the count, read together; null before the first sample.</summary>
     public (TimeSpan Smoothed, TimeSpan Variation, TimeSpan Min, int Samples)? RttSnapshot()
     {
@@ -114,7 +123,7 @@ internal sealed partial class Link
     {
         if (_localCoordinate is null) return _heartbeatFrame;
         ulong value = BinaryPrimitives.ReadUInt64BigEndian(_heartbeatFrame.AsSpan(Protocol.FrameHeaderLength));
-        return FrameWriting.ToArray(new Heartbeat(value, _localCoordinate()).Write);
+        return FrameWriting.ToArray(new Heartbeat(value, _localCoordinate(), ParentRttReport?.Invoke()).Write);
     }
 
     /// <summary>The writer is about to send a pong: how long it waited at this side since its ping arrived goes into it.</summary>
@@ -145,13 +154,17 @@ internal sealed partial class Link
         }
     }
 
-    /// <summary>A heartbeat arrived: the coordinate it may carry (version 6).</summary>
+    /// <summary>A heartbeat arrived: the coordinate it may carry (version 6), and a peer's parent RTTs (version 11).</summary>
     private void OnHeartbeatCoordinate(ReadOnlySequence<byte> body)
     {
         var reader = new SequenceReader<byte>(body);
-        if (!Heartbeat.TryRead(ref reader, out var heartbeat) || heartbeat.Coordinate is not { IsUnknown: false } remote) return;
-        lock (_rttGate) _remoteCoordinate = remote;
-        CoordinateHeard?.Invoke(this, remote);
+        if (!Heartbeat.TryRead(ref reader, out var heartbeat)) return;
+        if (heartbeat.Coordinate is { IsUnknown: false } remote)
+        {
+            lock (_rttGate) _remoteCoordinate = remote;
+            CoordinateHeard?.Invoke(this, remote);
+        }
+        if (heartbeat.ParentRtts is { } parents) ParentRttsHeard?.Invoke(this, parents);
     }
 
     private void OnPong(Pong pong)

@@ -81,6 +81,41 @@ public abstract partial class Node
         return result;
     }
 
+    /// <summary>
+    /// The round-trip times this node measured on its links to its parents (one per parent, the
+    /// link with the most samples; the coordinator's control link not counted: it measures that
+    /// one itself): what a peer's control-link heartbeats report (version 11).
+    /// </summary>
+    public IReadOnlyList<LinkRtt> ParentRttReport()
+    {
+        var result = new List<LinkRtt>();
+        foreach (var link in _links.Keys)
+        {
+            if (link.Role is not ParentRole { ParentId: var parent } || link.RttSnapshot() is not { } rtt) continue;
+            var at = result.FindIndex(r => r.RemoteId == parent);
+            if (at >= 0 && result[at].Samples >= rtt.Samples) continue;
+            var entry = new LinkRtt(parent, link.Name, rtt.Smoothed, rtt.Variation, rtt.Min, rtt.Samples);
+            if (at >= 0) result[at] = entry;
+            else result.Add(entry);
+        }
+        return result;
+    }
+
+    /// <summary><see cref="ParentRttReport"/> as a heartbeat carries it (at most <see cref="Protocol.MaxShards"/> parents).</summary>
+    private protected ParentRtt[] ParentRttsToSend()
+    {
+        var report = ParentRttReport();
+        var result = new ParentRtt[Math.Min(report.Count, Protocol.MaxShards)];
+        for (int i = 0; i < result.Length; i++)
+        {
+            var r = report[i];
+            result[i] = new ParentRtt((ulong)r.RemoteId, Micros(r.Smoothed), Micros(r.Min), (ushort)Math.Min(r.Samples, ushort.MaxValue));
+        }
+        return result;
+
+        static uint Micros(TimeSpan t) => (uint)Math.Clamp(t.TotalMicroseconds, 1, uint.MaxValue);
+    }
+
     /// <summary>The node on the other side of <paramref name="link"/>: a parent, the coordinator (0), a child or a peer of the coordinator; -1 when unknown.</summary>
     private int RemoteIdOf(Link link) => link.Role switch
     {

@@ -227,6 +227,8 @@ public sealed partial class Peer : Node, IPeerParents
         // from), and for more frequent ones again when it holds fewer.
         control.FollowHeartbeatRequests(MaxControlHeartbeat);
         MeasureRtt(control, welcome.Version);
+        // Version 11: its heartbeats tell the coordinator what this peer measured to its parents.
+        if (welcome.Version >= Protocol.ParentRttVersion) control.ParentRttReport = ParentRttsToSend;
         List<(Link Old, byte[] Shards)> released;
         lock (_gate)
         {

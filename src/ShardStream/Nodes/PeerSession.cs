@@ -70,6 +70,15 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The protocol version its control link speaks.</summary>
     public ushort Version { get; set; }
 
+    private volatile Wire.ParentRtt[] _parentRtts = [];
+
+    /// <summary>The RTTs to its parents the peer's last heartbeat reported (version 11; empty before).</summary>
+    public Wire.ParentRtt[] ParentRtts
+    {
+        get => _parentRtts;
+        set => _parentRtts = value;
+    }
+
     /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>
     public ulong Token { get; init; }
 

@@ -137,14 +137,19 @@ public static class Simulation
         }
 
         // Improvement over time, as the coordinator runs it: one ImproveLatency call a simulated
-        // second with its cap (no pings meanwhile: the coordinates are the build's).
+        // second with its cap (no pings meanwhile: the coordinates are the build's), each move
+        // checked against the leaf's RTT to its parent as its pings would measure it (the model's).
         LatencyReport? improved = null;
         long improveMoves = 0;
         if (options.Latency is { } improveModel && planner.LatencyAware && options.ImproveSeconds > 0)
         {
             for (var second = 0; second < options.ImproveSeconds; second++)
             {
-                improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond).Count;
+                improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond, (peer, parent) =>
+                {
+                    var rtt = improveModel.RttMs(peer, parent);
+                    return new MeasuredEdgeRtt(rtt, rtt, int.MaxValue);
+                }).Count;
             }
 
             improved = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);

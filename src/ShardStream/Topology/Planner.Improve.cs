@@ -20,6 +20,16 @@ public sealed partial class Planner
     /// <summary>Calls of <see cref="ImproveLatency"/> after a peer moved before it may move again.</summary>
     public const int ImproveRest = 30;
 
+    /// <summary>
+    /// With measured RTTs (<see cref="ImproveLatency(int, Func{int, int, MeasuredEdgeRtt?})"/>): samples of
+    /// a leaf's link to its parent before that RTT counts (4 a heartbeat interval apart, then one per
+    /// 5 intervals: about 14 s at the default 1 s; a start-up's samples are then not all there is).
+    /// </summary>
+    public const int ImproveMinSamples = 6;
+
+    /// <summary>With measured RTTs: the largest Vivaldi error (relative) of the leaf's and the new parent's coordinates for their estimated RTT to count.</summary>
+    public const double ImproveMaxError = 0.5;
+
     private int _improveCursor = 1;
     private int _improveRound;
     private readonly Dictionary<int, int> _improvedAt = [];
@@ -37,8 +47,18 @@ public sealed partial class Planner
     /// oscillate. A caller that calls this once a second with a fixed cap bounds the overlay's moves
     /// per second. Empty for a latency-blind plan and while the tessellated pattern holds.
     /// </summary>
+    /// <param name="maxMoves">At most this many (peer, shard) edges move.</param>
+    /// <param name="measuredRtt">
+    /// When given (a coordinator, whose peers report what they measured to their parents), a leaf
+    /// also moves only when its measured RTT to its parent (<paramref name="measuredRtt"/>(peer,
+    /// parent), null when not measured; at least <see cref="ImproveMinSamples"/> samples; the least
+    /// sample, which is never above the smoothed RTT) exceeds the estimated RTT to the new parent by
+    /// at least <see cref="ImproveMinGainMs"/> and <see cref="ImproveMinGainShare"/> of the measured
+    /// RTT, and both coordinates of that estimate have an error of at most <see cref="ImproveMaxError"/>:
+    /// estimates alone (coordinates fitted to a loaded machine's start-up RTTs) do not move anyone.
+    /// </param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
-    public IReadOnlyList<Reattachment> ImproveLatency(int maxMoves)
+    public IReadOnlyList<Reattachment> ImproveLatency(int maxMoves, Func<int, int, MeasuredEdgeRtt?>? measuredRtt = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
         if (_latency is null || _pristine || maxMoves == 0 || _peerCount == 0)
@@ -72,7 +92,7 @@ public sealed partial class Planner
 
             for (var s = 0; s < ShardCount && moved < maxMoves; s++, looked++)
             {
-                if (TryImproveLeaf(peer, s))
+                if (TryImproveLeaf(peer, s, measuredRtt))
                 {
                     moved++;
                     _improvedAt[peer] = _improveRound;
@@ -92,7 +112,7 @@ public sealed partial class Planner
         return Summarize(_moves, []);
     }
 
-    private bool TryImproveLeaf(int peer, int shard)
+    private bool TryImproveLeaf(int peer, int shard, Func<int, int, MeasuredEdgeRtt?>? measuredRtt)
     {
         var parent = _forest.Parent(peer, shard);
         if (parent == None || _forest.ChildCount(peer, shard) > 0 || !IsHomeSlot(parent, shard))
@@ -132,6 +152,11 @@ public sealed partial class Planner
                 return false;
             }
 
+            if (measuredRtt is not null && !MeasuredEdgeIsLong(peer, parent, target, measuredRtt))
+            {
+                return false;
+            }
+
             _forest.Detach(peer, shard);
             _forest.Attach(peer, target, shard);
             _moves.Add(new Reattachment(peer, shard, target));
@@ -143,6 +168,38 @@ public sealed partial class Planner
         }
     }
 
+    /// <summary>
+    /// True when the RTT <paramref name="peer"/> measured to <paramref name="parent"/> (its least
+    /// sample, once there are <see cref="ImproveMinSamples"/>) exceeds the estimated RTT to
+    /// <paramref name="target"/> by the hysteresis margin, and both coordinates are sure enough.
+    /// </summary>
+    private bool MeasuredEdgeIsLong(int peer, int parent, int target, Func<int, int, MeasuredEdgeRtt?> measuredRtt)
+    {
+        if (measuredRtt(peer, parent) is not { } m || m.Samples < ImproveMinSamples)
+        {
+            return false;
+        }
+
+        var from = _latency!.CoordinateOf(peer);
+        var to = _latency.CoordinateOf(target);
+        if (from.Error > ImproveMaxError || to.Error > ImproveMaxError)
+        {
+            return false;
+        }
+
+        var measured = Math.Min(m.SmoothedMs, m.MinMs);
+        return measured - from.EstimateRtt(to) >= Math.Max(ImproveMinGainMs, ImproveMinGainShare * measured);
+    }
+
     /// <summary>True unless striped <paramref name="node"/> would feed <paramref name="shard"/> as a foster parent (not its home tree).</summary>
     private bool IsHomeSlot(int node, int shard) => node == Source || _homes is null || _homes.HomeOf(node) == shard;
 }
+
+/// <summary>
+/// The RTT a peer measured on its link to a parent (RFC 6298 estimates, ms), as its heartbeats
+/// report it: what <see cref="Planner.ImproveLatency(int, Func{int, int, MeasuredEdgeRtt?})"/> checks a move against.
+/// </summary>
+/// <param name="SmoothedMs">SRTT.</param>
+/// <param name="MinMs">The least sample.</param>
+/// <param name="Samples">Samples taken.</param>
+public readonly record struct MeasuredEdgeRtt(double SmoothedMs, double MinMs, int Samples);

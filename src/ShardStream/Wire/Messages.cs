@@ -397,9 +397,11 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
 
 /// <summary>
 /// A keep-alive; the value is free for the sender (a counter or a timestamp). Version 6 may add
-/// the sender's network coordinate (a body of 24 bytes instead of 8).
+/// the sender's network coordinate (a body of 24 bytes instead of 8); version 11, on a peer's
+/// control link, after the coordinate, the RTTs the peer measured to its parents (a u8 count, at
+/// most <see cref="Protocol.MaxShards"/>, then 16 bytes each).
 /// </summary>
-public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null)
+public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null, ParentRtt[]? ParentRtts = null)
 {
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer)
@@ -409,14 +411,16 @@ public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate 
             FrameWriting.WriteUInt64Frame(writer, FrameType.Heartbeat, Value);
             return;
         }
-        FrameWriting.Write(writer, FrameType.Heartbeat, 8 + WireCoordinate.Length, in this, static (in Heartbeat m, ref SpanWriter w) =>
+        int length = 8 + WireCoordinate.Length + (ParentRtts is null ? 0 : 1 + (ParentRtts.Length * ParentRtt.Length));
+        FrameWriting.Write(writer, FrameType.Heartbeat, length, in this, static (in Heartbeat m, ref SpanWriter w) =>
         {
             w.WriteUInt64(m.Value);
             m.Coordinate!.Value.Write(ref w);
+            if (m.ParentRtts is { } parents) ParentRtt.WriteList(ref w, parents);
         });
     }
 
-    /// <summary>Reads a heartbeat body: 8 bytes, or 24 with a coordinate.</summary>
+    /// <summary>Reads a heartbeat body: 8 bytes, 24 with a coordinate, or 25 and more with a coordinate and parent RTTs.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Heartbeat value)
     {
         value = default;
@@ -426,8 +430,14 @@ public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate 
             value = new Heartbeat(v);
             return true;
         }
-        if (!WireCoordinate.TryRead(ref r, out var coordinate) || !r.End) return false;
-        value = new Heartbeat(v, coordinate);
+        if (!WireCoordinate.TryRead(ref r, out var coordinate)) return false;
+        if (r.End)
+        {
+            value = new Heartbeat(v, coordinate);
+            return true;
+        }
+        if (!ParentRtt.TryReadList(ref r, out var parents) || !r.End) return false;
+        value = new Heartbeat(v, coordinate, parents);
         return true;
     }
 }

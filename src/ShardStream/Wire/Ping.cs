@@ -174,3 +174,42 @@ public readonly record struct MeasuredRtt(ulong NodeId, uint RttMicros)
         return true;
     }
 }
+
+/// <summary>
+/// Version 11: the RTT a peer measured on its link to parent <paramref name="NodeId"/> (0 = the
+/// coordinator), as it keeps it (RFC 6298, docs/protocol.md section 17): the smoothed RTT, the least
+/// sample, and how many samples were taken (at most 65,535 are counted).
+/// </summary>
+public readonly record struct ParentRtt(ulong NodeId, uint SmoothedMicros, uint MinMicros, ushort Samples)
+{
+    /// <summary>Bytes of one entry.</summary>
+    public const int Length = 18;
+
+    internal static void WriteList(ref SpanWriter w, ParentRtt[] list)
+    {
+        w.WriteByte((byte)list.Length);
+        foreach (var m in list)
+        {
+            w.WriteUInt64(m.NodeId);
+            w.WriteUInt32(m.SmoothedMicros);
+            w.WriteUInt32(m.MinMicros);
+            w.WriteUInt16(m.Samples);
+        }
+    }
+
+    /// <summary>A u8 count (at most <see cref="Protocol.MaxShards"/>) and the entries.</summary>
+    internal static bool TryReadList(ref SequenceReader<byte> r, out ParentRtt[] list)
+    {
+        list = [];
+        if (!r.TryRead(out byte count) || count > Protocol.MaxShards) return false;
+        var entries = new ParentRtt[count];
+        for (int i = 0; i < count; i++)
+        {
+            if (!FrameCodec.TryReadUInt64(ref r, out ulong id) || !FrameCodec.TryReadUInt32(ref r, out uint smoothed)
+                || !FrameCodec.TryReadUInt32(ref r, out uint min) || !FrameCodec.TryReadUInt16(ref r, out ushort samples)) return false;
+            entries[i] = new ParentRtt(id, smoothed, min, samples);
+        }
+        list = entries;
+        return true;
+    }
+}

@@ -11,9 +11,17 @@ public static class Protocol
     /// 7 the Fill frame (and the first chunk a new parent holds, in a Move's entries),
     /// 8 the measured rates in a SlowChild frame,
     /// 9 the run id (in the placement Welcome, and covered by every signature of the stream),
-    /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks).
+    /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks),
+    /// 11 a peer's measured RTTs to its parents in its control link's heartbeats.
     /// </summary>
-    public const ushort Version = 10;
+    public const ushort Version = 11;
+
+    /// <summary>
+    /// The first version whose heartbeats on a control link carry the RTTs the peer measured to its
+    /// parents (<see cref="ParentRtt"/>): the coordinator moves a leaf for a shorter path only when
+    /// the measured RTT to its parent says the edge is long (docs/protocol.md, section 17).
+    /// </summary>
+    public const ushort ParentRttVersion = 11;
 
     /// <summary>
     /// The first version whose Landmarks frame carries the version the connection speaks: a

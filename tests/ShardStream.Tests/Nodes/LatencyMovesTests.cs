@@ -1,5 +1,6 @@
 using ShardStream.Nodes;
 using ShardStream.Simulation;
+using ShardStream.Topology;
 using Xunit.Abstractions;
 
 namespace ShardStream.Tests.Nodes;
@@ -35,7 +36,8 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
                     JoinAddress = overlay.Coordinator.ListenAddress,
                     ListenAddress = $"p{i}:1",
                     HeartbeatTimeout = TimeSpan.FromSeconds(10),
-                    HeartbeatInterval = TimeSpan.FromSeconds(2),
+                    // Pings every interval until 4 samples, then every 5: a move is judged after 6 (14 s).
+                    HeartbeatInterval = TimeSpan.FromSeconds(1),
                 };
                 var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
                 await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
@@ -47,14 +49,21 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
             written += 20_000;
         }
 
-        // The stream goes on while peers move: until no edge has moved for 5 s (the planner has
-        // nothing more worth a move), then the rest.
+        // The stream goes on while peers move: until every peer has measured its parents often
+        // enough for the coordinator to judge its edges (a move needs that), and then no edge has
+        // moved for 10 s (the planner has nothing more worth a move), then the rest.
         long last = -1;
         var quietSince = DateTime.UtcNow;
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);
-        while (DateTime.UtcNow - quietSince < TimeSpan.FromSeconds(5))
+        bool measured = false;
+        while (!measured || DateTime.UtcNow - quietSince < TimeSpan.FromSeconds(10))
         {
             Assert.True(DateTime.UtcNow < deadline, $"still moving after 4 minutes: {overlay.Coordinator.LatencyMoves} moves");
+            if (!measured && EveryParentLinkMeasured(overlay))
+            {
+                measured = true;
+                quietSince = DateTime.UtcNow;
+            }
             if (overlay.Coordinator.LatencyMoves != last)
             {
                 last = overlay.Coordinator.LatencyMoves;
@@ -77,5 +86,71 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         Assert.True(moves <= count * 4, $"{moves} moves for {count * 4} edges");
         await overlay.EndAsync(TimeSpan.FromMinutes(3));
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
+    /// <summary>
+    /// Peers on one machine, started together while it is loaded (b713a7c): every RTT a node
+    /// measures in its first seconds is 0.3 to 1.4 s (each host is slow to answer, by its own
+    /// amount), then the machine calms down and RTTs are those of loopback. The coordinates made
+    /// of the first samples put some paths hundreds of ms longer than others; no path is really
+    /// shorter than another, so no peer may be moved.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Peers_on_one_loaded_host_started_together_are_not_moved(int seed)
+    {
+        const int count = 20;
+        var random = new Random(seed);
+        var hosts = new List<string> { "coord" };
+        hosts.AddRange(Enumerable.Range(1, count).Select(i => $"p{i}"));
+        // Each host answers late by its own amount (half of an RTT of 0.3 to 1.4 s) until its start-up ends, 4 to 10 s in.
+        var slow = hosts.Select(_ => TimeSpan.FromMilliseconds(150 + random.Next(550))).ToArray();
+        var calm = hosts.Select(_ => TimeSpan.FromSeconds(4 + random.Next(7))).ToArray();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        TimeSpan Delay(int host) => clock.Elapsed < calm[host] ? slow[host] : TimeSpan.FromMicroseconds(Random.Shared.Next(50, 2000));
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = 4 });
+        overlay.Network.UseLatencyModel(hosts, (i, j) => (Delay(i) + Delay(j)) / 2);
+        overlay.StartStreaming();
+        await Task.WhenAll(Enumerable.Range(1, count).Select(async i =>
+        {
+            var options = new PeerOptions { JoinAddress = overlay.Coordinator.ListenAddress, ListenAddress = $"p{i}:1", HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(1) };
+            var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
+            await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+            var sink = new MemoryStream();
+            lock (overlay.Peers) overlay.Peers.Add((peer, sink, Task.Run(() => peer.RunAsync(sink, CancellationToken.None)), $"p{i}"));
+        }));
+
+        // The stream runs until every peer has measured each of its parents often enough for the
+        // coordinator to judge that edge (the machine calmed down long before), and the coordinator
+        // has then looked at every edge several times.
+        var data = Overlay.RandomBytes(2_000_000, seed);
+        int written = 0;
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        long roundsAtMeasured = -1;
+        while (roundsAtMeasured < 0 || overlay.Coordinator.LatencyMoveRounds < roundsAtMeasured + 10)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"not every parent link measured after 3 minutes ({overlay.Coordinator.LatencyMoves} moves)");
+            if (roundsAtMeasured < 0 && EveryParentLinkMeasured(overlay))
+                roundsAtMeasured = overlay.Coordinator.LatencyMoveRounds;
+            if (written < data.Length - 20_000)
+            {
+                await overlay.WriteAsync(data.AsMemory(written, 20_000).ToArray());
+                written += 20_000;
+            }
+            await Task.Delay(250);
+        }
+        await overlay.WriteAsync(data.AsMemory(written).ToArray());
+        output.WriteLine($"seed {seed}: {count} peers started together, {overlay.Coordinator.LatencyMoves} edges moved, {overlay.Coordinator.LatencyMoveRounds} rounds");
+        Assert.Equal(0, overlay.Coordinator.LatencyMoves);
+        await overlay.EndAsync(TimeSpan.FromMinutes(3));
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
+    /// <summary>Every peer has a parent link (not counting the coordinator) and each has the samples a move is judged by.</summary>
+    private static bool EveryParentLinkMeasured(Overlay overlay)
+    {
+        lock (overlay.Peers)
+            return overlay.Peers.All(p => p.Peer.ParentRttReport() is { Count: > 0 } report && report.All(r => r.Samples >= Planner.ImproveMinSamples));
     }
 }

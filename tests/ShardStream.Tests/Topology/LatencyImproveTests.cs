@@ -89,4 +89,63 @@ public sealed class LatencyImproveTests
         // And it settles: nothing more to do.
         Assert.Empty(planner.ImproveLatency(2));
     }
+
+    /// <summary>C under A by a coordinate that said x = -110, corrected to x = +110 (as above): the estimates say "move to B".</summary>
+    private static (Planner Planner, int A, int B, int C) MisplacedLeaf()
+    {
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, At(0));
+        var a = planner.Join(2, At(-100));
+        var b = planner.Join(2, At(100));
+        var c = planner.Join(2, At(-110));
+        Assert.Equal(a, planner.ParentOf(c, 0));
+        planner.SetCoordinate(c, At(110));
+        return (planner, a, b, c);
+    }
+
+    [Fact]
+    public void With_measured_rtts_a_leaf_moves_only_when_its_measured_rtt_to_its_parent_says_the_edge_is_long()
+    {
+        // The estimates say C is 212 ms from A and 12 ms from B. C measured 3 ms to A (its least
+        // sample; the smoothed RTT of a loaded start-up may be far higher): no move, however often.
+        var (planner, a, b, c) = MisplacedLeaf();
+        var rtt = new MeasuredEdgeRtt(SmoothedMs: 400, MinMs: 3, Samples: 50);
+        for (var i = 0; i < 50; i++)
+        {
+            Assert.Empty(planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
+        }
+
+        // Not measured (yet): no move either.
+        Assert.Empty(planner.ImproveLatency(4, (_, _) => null));
+        // Measured long, but with too few samples (a start-up's): no move.
+        rtt = new MeasuredEdgeRtt(220, 210, Planner.ImproveMinSamples - 1);
+        Assert.Empty(planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
+        // Measured long, enough samples: it moves to B.
+        rtt = rtt with { Samples = Planner.ImproveMinSamples };
+        var moves = planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null);
+        Assert.Equal([new Reattachment(c, 0, b)], moves);
+        PlanAssert.Consistent(planner);
+        PlanAssert.MovesMatchPlan(planner, moves);
+    }
+
+    [Fact]
+    public void With_measured_rtts_an_edge_only_a_little_longer_than_the_estimate_to_the_new_parent_moves_nobody()
+    {
+        // C measured 30 ms to A; the estimate to B is 12 ms: 18 ms less, under the 20 ms margin.
+        var (planner, a, _, c) = MisplacedLeaf();
+        var rtt = new MeasuredEdgeRtt(30, 30, 100);
+        Assert.Empty(planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
+    }
+
+    [Fact]
+    public void With_measured_rtts_an_unsure_coordinate_moves_nobody()
+    {
+        // C measured 210 ms to A, but its coordinate's error is 0.6: the 12 ms to B is not believed.
+        var (planner, a, b, c) = MisplacedLeaf();
+        planner.SetCoordinate(c, At(110) with { Error = Planner.ImproveMaxError + 0.1 });
+        var rtt = new MeasuredEdgeRtt(210, 210, 100);
+        Assert.Empty(planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
+        planner.SetCoordinate(c, At(110) with { Error = Planner.ImproveMaxError });
+        Assert.Equal([new Reattachment(c, 0, b)], planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
+    }
 }

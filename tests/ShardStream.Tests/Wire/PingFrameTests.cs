@@ -69,6 +69,31 @@ public sealed class PingFrameTests
     }
 
     [Fact]
+    public void A_version_11_heartbeat_carries_the_rtts_to_the_parents_after_the_coordinate()
+    {
+        var heartbeat = new Heartbeat(5, new WireCoordinate(1, -2, 0.5f, 0.25f), [new ParentRtt(3, 150_000, 140_500, 7)]);
+        var frame = Frames.Encode(heartbeat.Write);
+        Assert.Equal(Frames.Hex("0000002C 06 0000000000000005  3F800000 C0000000 3F000000 3E800000  01  0000000000000003 000249F0 000224D4 0007"), frame);
+        var reader = new SequenceReader<byte>(Frames.Body(frame));
+        Assert.True(Heartbeat.TryRead(ref reader, out var read));
+        Assert.Equal(heartbeat.Coordinate, read.Coordinate);
+        Assert.Equal(heartbeat.ParentRtts, read.ParentRtts);
+
+        // No parent measured yet: a count of 0.
+        reader = new SequenceReader<byte>(Frames.Body(Frames.Encode(new Heartbeat(0, Somewhere, []).Write)));
+        Assert.True(Heartbeat.TryRead(ref reader, out read));
+        Assert.Equal([], read.ParentRtts!);
+
+        // More entries than shards, or a byte left over: malformed.
+        var body = Frames.Body(Frames.Encode(new Heartbeat(0, Somewhere, [.. Enumerable.Range(0, Protocol.MaxShards + 1).Select(i => new ParentRtt((ulong)i, 1, 1, 1))]).Write)).ToArray();
+        reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.False(Heartbeat.TryRead(ref reader, out _));
+        body = [.. Frames.Body(frame).ToArray(), 0];
+        reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.False(Heartbeat.TryRead(ref reader, out _));
+    }
+
+    [Fact]
     public void A_version_6_hello_carries_the_coordinate_and_the_measured_rtts()
     {
         var hello = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 77, Hello.DefaultUpload, [], "p1:1", new byte[Protocol.NonceLength], null,
