@@ -85,6 +85,16 @@ internal sealed partial class LatencyPlacement
         NoteTopCoordinate(node);
     }
 
+    /// <summary>Starts reading <paramref name="node"/>'s coordinate into the cache (it is scored later).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe void PrefetchCoordinate(int node)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported && (uint)node < (uint)_coordinates.Count)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref _coordinates[node]));
+        }
+    }
+
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
     private static void NoNode(int node) => throw new IndexOutOfRangeException($"No node {node}.");
 
@@ -297,6 +307,11 @@ internal sealed partial class LatencyPlacement
                 var taken = 0;
                 var examine = Math.Min(queue.Count, 4 * PerDepth);
                 var staleCount = 0;
+                for (var j = 1; j < examine; j++)
+                {
+                    _forest.Prefetch(queue[j], shard);
+                }
+
                 for (var j = 0; j < examine && taken < PerDepth; j++)
                 {
                     var node = queue[j];
@@ -308,6 +323,7 @@ internal sealed partial class LatencyPlacement
                     else if ((accept is null || accept(node)) && !_candidates.Contains(node))
                     {
                         _candidates.Add(node);
+                        PrefetchCoordinate(node);
                         taken++;
                     }
                 }
@@ -387,6 +403,11 @@ internal sealed partial class LatencyPlacement
             var taken = 0;
             var dropped = 0;
             var examine = Math.Min(queue.Count, 4 * WeakerPerZone);
+            for (var j = 0; j < examine; j++)
+            {
+                _forest.Prefetch(queue[j], shard);
+            }
+
             for (var j = 0; j < examine && taken < WeakerPerZone; j++)
             {
                 var relay = queue[j];
@@ -420,6 +441,7 @@ internal sealed partial class LatencyPlacement
                 {
                     _candidates.Add(found);
                     _nearParents.Add(relay);
+                    PrefetchCoordinate(relay);
                     taken++;
                 }
             }
@@ -433,6 +455,17 @@ internal sealed partial class LatencyPlacement
     {
         _costs.Clear();
         _lastEdges.Clear();
+        for (var i = 0; i < _nearFrom; i++)
+        {
+            // The parents' records and coordinates are read at random: all requested at once.
+            var parent = _forest.Parent(_candidates[i], shard);
+            if (parent >= 0)
+            {
+                _forest.Prefetch(parent, shard);
+                PrefetchCoordinate(parent);
+            }
+        }
+
         for (var i = 0; i < _candidates.Count; i++)
         {
             // The near ones' parents are the relays they were found under (no read of their records).
