@@ -152,7 +152,11 @@ internal sealed partial class LatencyPlacement
         SetCoordinate(node, coordinate);
         if (coordinate.Error < 1)
         {
-            _zones.SetZone(node, _zones.Assign(coordinate));
+            // Its nearest zones are wanted next (Begin) anyway: the first of them is the nearest
+            // centre, and when no zone is made they are not searched again.
+            var slot = _zones.Count == 0 ? -1 : NearestFor(coordinate.X, coordinate.Y);
+            var nearest = slot < 0 || _nearestCount[slot] == 0 ? -1 : _nearest[slot][0];
+            _zones.SetZone(node, _zones.Assign(coordinate, nearest));
         }
     }
 

@@ -39,6 +39,33 @@ internal sealed class ZoneIndex(ShardForest forest)
 
     public int ZoneOf(int node) => node < _zoneOf.Length ? _zoneOf[node] - 1 : -1;
 
+    /// <summary>
+    /// <see cref="Assign(NetworkCoordinate)"/> when <paramref name="nearest"/> is known to be the
+    /// first (lowest-numbered) of the zones nearest <paramref name="c"/>, by the same squared
+    /// distances: the same zone without the pass over every centre. Falls back to that pass when
+    /// the answer could differ (a centre or the point not a finite number, no zone yet).
+    /// </summary>
+    public int Assign(NetworkCoordinate c, int nearest)
+    {
+        if (!_finite || nearest < 0 || nearest >= _count || !double.IsFinite(c.X) || !double.IsFinite(c.Y))
+        {
+            return Assign(c);
+        }
+
+        var dx = _centreX[nearest] - c.X;
+        var dy = _centreY[nearest] - c.Y;
+        var d = (dx * dx) + (dy * dy);
+        if (!(d < double.MaxValue))
+        {
+            return Assign(c);
+        }
+
+        return d <= Radius * Radius || _count >= MaxZones ? nearest : NewZone(c);
+    }
+
+    // True while every centre is a finite number (then a squared distance is never NaN).
+    private bool _finite = true;
+
     /// <summary>The zone of a coordinate: the nearest centre within <see cref="Radius"/>, else a new zone (or the nearest when full).</summary>
     public int Assign(NetworkCoordinate c)
     {
@@ -61,6 +88,12 @@ internal sealed class ZoneIndex(ShardForest forest)
             return best;
         }
 
+        return NewZone(c);
+    }
+
+    private int NewZone(NetworkCoordinate c)
+    {
+        _finite &= double.IsFinite(c.X) && double.IsFinite(c.Y);
         _centreX[_count] = c.X;
         _centreY[_count] = c.Y;
         _count++;
