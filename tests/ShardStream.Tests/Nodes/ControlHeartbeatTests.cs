@@ -146,23 +146,39 @@ public sealed class ControlHeartbeatTests
         var (coordinatorEnd, peerEnd) = CrossedConnection.Pair();
         await using var coordinatorSide = Start(coordinatorEnd, "coordinator side");
         await using var peerSide = Start(peerEnd, "peer side");
+        // A loaded machine: what the coordinator's end sends is done 200 ms (real time) late.
+        coordinatorEnd.Delay = TimeSpan.FromMilliseconds(200);
         coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(4));
         peerSide.FollowHeartbeatRequests(Peer.MaxControlHeartbeat);
         _time.Advance(TimeSpan.FromSeconds(1));
         coordinatorSide.Tick();
-        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(4) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(4), "both ends heartbeat every 4 s");
+        // Each end follows and says so at once. The clock moves on only once those sends are done
+        // (the coordinator's two frames, the peer's one): a send done after the move is stamped
+        // then, and the coordinator's next heartbeat, with the new request, would be due 4 s after
+        // that, not at the tick below. (A batch run once timed out so, waiting for both ends to be
+        // at 1 s; with the clock moved while the coordinator's say-so was still being sent, it
+        // times out every time.)
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(4) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(4)
+            && coordinatorEnd.FramesSent == 2 && peerEnd.FramesSent == 1, "both ends heartbeat every 4 s, and have said so");
 
         coordinatorSide.OfferHeartbeats(TimeSpan.FromSeconds(1));
         _time.Advance(TimeSpan.FromSeconds(4));
         coordinatorSide.Tick();
-        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(1) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(1), "both ends heartbeat every second again");
+        await Overlay.WaitUntilAsync(() => coordinatorSide.HeartbeatInterval == TimeSpan.FromSeconds(1) && peerSide.HeartbeatInterval == TimeSpan.FromSeconds(1)
+            && coordinatorEnd.FramesSent == 4 && peerEnd.FramesSent == 2, "both ends heartbeat every second again, and have said so");
 
-        // And each end's silences are judged as at the start: 5 s.
-        _time.Advance(TimeSpan.FromSeconds(4.5));
-        peerSide.Tick();
-        Assert.False(peerSide.Closed.IsCompleted);
-        _time.Advance(TimeSpan.FromSeconds(0.5));
-        peerSide.Tick();
+        // And each end's silences are judged as at the start: 5 s. The clock moves in steps, each
+        // followed by the peer's tick, until its end closes: the coordinator's say-so may be read
+        // after a step (the read loop notes an arrival after the frames of a read), and the
+        // silence counts from then. Closed at 5 s of silence, not 4.5 (steps of 0.5 s).
+        var deadline = DateTime.UtcNow + Overlay.Deadline;
+        while (!peerSide.Closed.IsCompleted)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("timed out waiting until the peer's end takes the coordinator's for dead");
+            _time.Advance(TimeSpan.FromSeconds(0.5));
+            peerSide.Tick();
+            await Task.Delay(10);
+        }
         var reason = await peerSide.Closed.WaitAsync(Overlay.Deadline);
         Assert.StartsWith("nothing heard for 5 s", reason.Text);
     }
@@ -241,8 +257,12 @@ public sealed class ControlHeartbeatTests
 
         public string RemoteAddress => "test";
 
+        /// <summary>How late (real time) what this end sends reaches the other end's input: a loaded machine's threads.</summary>
+        public TimeSpan Delay { get; set; }
+
         public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
         {
+            if (Delay > TimeSpan.Zero) await Task.Delay(Delay, cancellationToken);
             foreach (var buffer in buffers) await _other!._in.Writer.WriteAsync(buffer, cancellationToken);
             Interlocked.Increment(ref _framesSent);
         }
