@@ -392,8 +392,8 @@ public sealed class Coordinator : Node, Admission.IHost
     /// </summary>
     internal static readonly NetworkCoordinate Anchor = new(0, 0, Vivaldi.MinHeight, 0.2);
 
-    /// <summary>Nodes (the coordinator and landmark peers) a joiner measures before it joins: at most this many.</summary>
-    public const int MaxLandmarks = 8;
+    /// <summary>Nodes (the coordinator and landmark peers) a joiner measures before it joins: at most this many (the simulator's joiner likewise; the rest of its 16 pings go to candidate parents).</summary>
+    public const int MaxLandmarks = 12;
 
     private protected override bool FixedCoordinate => true;
 
