@@ -207,9 +207,10 @@ public sealed record CoordinatorOptions : NodeOptions
     /// With <see cref="LatencyAware"/>: at most this many peers a second, over the whole overlay,
     /// are moved to a parent that gives them a much lower estimated delay from the source
     /// (<see cref="Topology.Planner.ImproveLatency"/>; each move is a Move frame the peer follows
-    /// without losing bytes). 0 (the default) turns moving off: on a loaded machine the RTTs
-    /// measured at start-up (up to 1.4 s on loopback) mislead the estimates, and peers that all run
-    /// on one machine are moved (docs/topology.md, "Improving over time").
+    /// without losing bytes) when the RTT the peer measured to its parent bears the move out
+    /// (docs/topology.md, "Improving over time"). 0 (the default in the library, where
+    /// <see cref="LatencyAware"/> is off too) turns moving off; the CLI's default is 4
+    /// (<c>--latency-moves 0</c> turns it off).
     /// </summary>
     public int LatencyMovesPerSecond { get; init; }
 
