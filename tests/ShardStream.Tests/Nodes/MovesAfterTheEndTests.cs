@@ -28,7 +28,7 @@ public sealed class MovesAfterTheEndTests(ITestOutputHelper output)
                     JoinAddress = overlay.Coordinator.ListenAddress,
                     ListenAddress = $"p{i}:1",
                     HeartbeatTimeout = TimeSpan.FromSeconds(10),
-                    HeartbeatInterval = TimeSpan.FromSeconds(2),
+                    HeartbeatInterval = TimeSpan.FromSeconds(1),
                 };
                 var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
                 await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
@@ -37,14 +37,24 @@ public sealed class MovesAfterTheEndTests(ITestOutputHelper output)
             }));
             await overlay.WriteAsync(Overlay.RandomBytes(20_000, first));
         }
-        // One viewer reads slowly: the coordinator's run lasts until it has the tail (seconds), as with a slow viewer on a real network.
-        overlay.Network.SetDownloadRate("p1", 60_000);
+        // The stream goes on until the coordinator moves peers (a move waits for the leaf's own
+        // measurements of its parent, seconds after the joins); it ends while they still move.
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        for (int part = 0; overlay.Coordinator.LatencyMoves == 0; part++)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no peer moved within 3 minutes");
+            await overlay.WriteAsync(Overlay.RandomBytes(20_000, 1000 + part));
+            await Task.Delay(250);
+        }
+        // One viewer reads slowly: the coordinator's run lasts until it has the tail (~13 s), as with a slow viewer on a real network.
+        overlay.Network.SetDownloadRate("p1", 30_000);
         await overlay.WriteAsync(Overlay.RandomBytes(400_000, 99));
         var ending = overlay.EndAsync(TimeSpan.FromMinutes(3));
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.SourceEnded, "the source has ended");
         long atTheEnd = overlay.Coordinator.LatencyMoves;
         await ending;
         output.WriteLine($"{atTheEnd} latency moves before the end, {overlay.Coordinator.LatencyMoves - atTheEnd} after");
+        Assert.True(atTheEnd > 0);
         Assert.Equal(atTheEnd, overlay.Coordinator.LatencyMoves);
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }
