@@ -17,8 +17,8 @@ internal static partial class HardeningLog
     [LoggerMessage(9102, LogLevel.Warning, "accept failed: {Reason}; accepting again in {BackoffMs} ms", EventName = "AcceptFailed")]
     public static partial void AcceptFailed(ILogger log, string reason, double backoffMs);
 
-    [LoggerMessage(9111, LogLevel.Warning, "not accepting for now: {Open} connections open, within {Reserve} of this process's open-file limit ({Limit}; ulimit -n raises it); new connections wait in the accept queue until some close", EventName = "AcceptPaused")]
-    public static partial void AcceptPaused(ILogger log, int open, int limit, int reserve);
+    [LoggerMessage(9111, LogLevel.Warning, "not accepting for now: {Open} descriptors in use ({Connections} TCP connections), within {Reserve} of this process's open-file limit ({Limit}; ulimit -n raises it); new connections wait in the accept queue until some close", EventName = "AcceptPaused")]
+    public static partial void AcceptPaused(ILogger log, int open, int connections, int limit, int reserve);
 
     [LoggerMessage(9103, LogLevel.Debug, "{Link}: closed without a hello: {Reason}", EventName = "NoHello")]
     public static partial void NoHello(ILogger log, string link, string reason);

@@ -1,4 +1,5 @@
 using ShardStream.Topology;
+using ShardStream.Transport;
 
 namespace ShardStream.Nodes;
 
@@ -66,13 +67,14 @@ public abstract record NodeOptions
     /// <summary>
     /// This process's limit on open files (the CLI reads it; null: no bound). A .NET process out of
     /// file descriptors aborts ("Out of memory.") at its next new thread, so a node keeps clear of
-    /// the limit: it stops accepting while its TCP connections are within
-    /// <see cref="AcceptReserve"/> of it, and a coordinator tells joiners it is busy (they try
-    /// again) once its connections reach <see cref="MaxConnectionsForJoins"/>. See docs/security.md.
+    /// the limit: it stops accepting while the descriptors it holds (its TCP connections and the
+    /// rest, measured: <see cref="ProcessDescriptors"/>) are within <see cref="AcceptReserve"/> of
+    /// it, and a coordinator tells joiners it is busy (they try again) once its connections reach
+    /// <see cref="MaxConnectionsForJoins"/>. See docs/security.md.
     /// </summary>
     public int? OpenFileLimit { get; init; }
 
-    /// <summary>Descriptors kept for the runtime and files while accepting: a sixteenth of <see cref="OpenFileLimit"/>, at least 64.</summary>
+    /// <summary>Descriptors kept for the runtime's new needs and dial-backs while accepting: a sixteenth of <see cref="OpenFileLimit"/>, at least 64.</summary>
     internal int AcceptReserve => Math.Max(64, (OpenFileLimit ?? 0) / 16);
 
     /// <summary>

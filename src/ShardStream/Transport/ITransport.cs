@@ -58,6 +58,14 @@ public interface IConnection : IAsyncDisposable
     void Abort();
 
     /// <summary>
+    /// Closes at once, as <see cref="Abort"/>, but first sends <paramref name="lastFrame"/> (a
+    /// Goodbye) where the transport can, and closes so that the remote side can still read it: a
+    /// connection closed while waiting for its hello is told why (TCP: a close, not a reset, unless
+    /// input waits unread, and even then the frame is read before the reset).
+    /// </summary>
+    void AbortWith(ReadOnlySpan<byte> lastFrame) => Abort();
+
+    /// <summary>
     /// True when bytes from the remote side have arrived and wait to be read (TCP: in the socket's
     /// receive buffer): the remote side was alive, however long this side took to read them.
     /// </summary>

@@ -76,6 +76,25 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         Interlocked.Decrement(ref s_open);
     }
 
+    public void AbortWith(ReadOnlySpan<byte> lastFrame)
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        try
+        {
+            // A few dozen bytes into an empty send buffer: this does not wait.
+            Socket.Send(lastFrame);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already gone: the close below is all that is left.
+        }
+        // A close, not a reset: a remote side that has not sent anything yet (its connect not yet
+        // seen completing, on a loaded host) would otherwise meet the reset there, before it could
+        // read the frame. With input unread the kernel resets anyway, after the frame.
+        Socket.Dispose();
+        Interlocked.Decrement(ref s_open);
+    }
+
     public async ValueTask CloseOutputAsync()
     {
         if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
