@@ -450,7 +450,7 @@ public sealed class Coordinator : Node, Admission.IHost
         if (link.Role is ControlRole { Session: var session } && session.Control == link) session.ParentRtts = parents;
     }
 
-    /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/>; null if nothing (the caller holds the tracker's gate).</summary>
+    /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent it has or had); null if nothing (the caller holds the tracker's gate).</summary>
     private MeasuredEdgeRtt? ReportedRtt(int peer, int parent)
     {
         if (!_tracker.Peers.TryGetValue(peer, out var session)) return null;

@@ -72,11 +72,30 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     private volatile Wire.ParentRtt[] _parentRtts = [];
 
-    /// <summary>The RTTs to its parents the peer's last heartbeat reported (version 11; empty before).</summary>
+    /// <summary>Former parents whose last reported RTT is kept besides the current ones.</summary>
+    private const int FormerParentsKept = 16;
+
+    /// <summary>
+    /// The RTTs to its parents the peer's heartbeats reported (version 11; empty before): its last
+    /// report, then what it last reported for up to <see cref="FormerParentsKept"/> former parents
+    /// (latest first), so that a move back to a parent is judged by what was measured to it. Set
+    /// from the control link's read loop only.
+    /// </summary>
     public Wire.ParentRtt[] ParentRtts
     {
         get => _parentRtts;
-        set => _parentRtts = value;
+        set
+        {
+            var old = _parentRtts;
+            var merged = new List<Wire.ParentRtt>(value.Length + Math.Min(old.Length, FormerParentsKept));
+            merged.AddRange(value);
+            foreach (var r in old)
+            {
+                if (merged.Count >= value.Length + FormerParentsKept) break;
+                if (!merged.Exists(m => m.NodeId == r.NodeId)) merged.Add(r);
+            }
+            _parentRtts = [.. merged];
+        }
     }
 
     /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>

@@ -54,8 +54,11 @@ public sealed partial class Planner
     /// parent), null when not measured; at least <see cref="ImproveMinSamples"/> samples; the least
     /// sample, which is never above the smoothed RTT) exceeds the estimated RTT to the new parent by
     /// at least <see cref="ImproveMinGainMs"/> and <see cref="ImproveMinGainShare"/> of the measured
-    /// RTT, and both coordinates of that estimate have an error of at most <see cref="ImproveMaxError"/>:
-    /// estimates alone (coordinates fitted to a loaded machine's start-up RTTs) do not move anyone.
+    /// RTT, and both coordinates of that estimate have an error of at most <see cref="ImproveMaxError"/>
+    /// (when the leaf measured the new parent before, as a former parent, with as many samples,
+    /// that measurement replaces the estimate): estimates alone (coordinates fitted to a loaded
+    /// machine's start-up RTTs) do not move anyone, and a leaf does not move back to a parent it
+    /// measured far.
     /// </param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
     public IReadOnlyList<Reattachment> ImproveLatency(int maxMoves, Func<int, int, MeasuredEdgeRtt?>? measuredRtt = null)
@@ -180,15 +183,27 @@ public sealed partial class Planner
             return false;
         }
 
-        var from = _latency!.CoordinateOf(peer);
-        var to = _latency.CoordinateOf(target);
-        if (from.Error > ImproveMaxError || to.Error > ImproveMaxError)
+        // A parent the leaf had before is judged by what it measured to it, not by estimate: a
+        // move back would otherwise follow the same wrong estimate that made the first move.
+        double toTarget;
+        if (measuredRtt(peer, target) is { } t && t.Samples >= ImproveMinSamples)
         {
-            return false;
+            toTarget = Math.Min(t.SmoothedMs, t.MinMs);
+        }
+        else
+        {
+            var from = _latency!.CoordinateOf(peer);
+            var to = _latency.CoordinateOf(target);
+            if (from.Error > ImproveMaxError || to.Error > ImproveMaxError)
+            {
+                return false;
+            }
+
+            toTarget = from.EstimateRtt(to);
         }
 
         var measured = Math.Min(m.SmoothedMs, m.MinMs);
-        return measured - from.EstimateRtt(to) >= Math.Max(ImproveMinGainMs, ImproveMinGainShare * measured);
+        return measured - toTarget >= Math.Max(ImproveMinGainMs, ImproveMinGainShare * measured);
     }
 
     /// <summary>True unless striped <paramref name="node"/> would feed <paramref name="shard"/> as a foster parent (not its home tree).</summary>

@@ -148,4 +148,23 @@ public sealed class LatencyImproveTests
         planner.SetCoordinate(c, At(110) with { Error = Planner.ImproveMaxError });
         Assert.Equal([new Reattachment(c, 0, b)], planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? rtt : null));
     }
+
+    [Fact]
+    public void With_measured_rtts_a_leaf_does_not_move_back_to_a_former_parent_it_measured_far()
+    {
+        // C moved from A to B (it measured A at 210 ms). Then it measures B at 200 ms, but the
+        // estimates still say A is near (a coordinate wrong for A): its 210 ms to A, measured
+        // before, is what counts, and it stays. Without that measurement it would move back.
+        var (planner, a, b, c) = MisplacedLeaf();
+        var toA = new MeasuredEdgeRtt(210, 210, 100);
+        Assert.Equal([new Reattachment(c, 0, b)], planner.ImproveLatency(4, (peer, parent) => peer == c && parent == a ? toA : null));
+        planner.SetCoordinate(c, At(-110));
+        var toB = new MeasuredEdgeRtt(200, 200, 100);
+        for (var i = 0; i < 2 * Planner.ImproveRest; i++)
+        {
+            Assert.Empty(planner.ImproveLatency(4, (peer, parent) => peer != c ? null : parent == a ? toA : parent == b ? toB : null));
+        }
+
+        Assert.Equal([new Reattachment(c, 0, a)], planner.ImproveLatency(4, (peer, parent) => peer == c && parent == b ? toB : null));
+    }
 }
