@@ -29,11 +29,8 @@ internal sealed class StreamSource
     private readonly Queue<(long Seq, long Offset, long At)> _recent = new();
     private readonly Queue<RandomAccessPoint> _randomAccess = new();
 
-    /// <summary>(when, offset) of the head, at least <see cref="RateSampleSpacing"/> apart, over the last <see cref="RateWindow"/>: the stream's rate.</summary>
-    private readonly Queue<(long At, long Offset)> _rateSamples = new();
-    private long _lastRateSample;
-    private static readonly TimeSpan RateSampleSpacing = TimeSpan.FromMilliseconds(250);
-    private static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(5);
+    /// <summary>The stream's rate at the source (see <see cref="SourceRate"/>).</summary>
+    private readonly SourceRate _rate;
     private long _nextSeq;
     private long _nextOffset;
     private bool _ended;
@@ -52,6 +49,7 @@ internal sealed class StreamSource
         _signer = signer;
         _log = log;
         _time = time;
+        _rate = new SourceRate(time.TimestampFrequency);
         // A list's chunks reach each child at once: at most a sixteenth of the queue limit, so that
         // the burst never comes near it (pacing keeps queues under a quarter of it).
         _signing = new SigningQueue(signer, relay, options.ShardCount, options.MaxHashesPerList, Math.Min(2L << 20, options.MaxQueuedBytesPerChild / 16), time);
@@ -70,16 +68,13 @@ internal sealed class StreamSource
     public long NextOffset => _nextOffset;
 
     /// <summary>
-    /// The stream's rate at the source over the last 5 s or so, in Mbit/s (the source's own pace,
+    /// The stream's rate at the source over the last 30 s or so (<see cref="SourceRate"/>), in Mbit/s (the source's own pace,
     /// whatever the overlay does); null before a second's worth of samples, and after the end.
     /// Called under the gate.
     /// </summary>
     public double? RateMbps()
     {
-        if (Ended || _rateSamples.Count < 2) return null;
-        var (at, offset) = _rateSamples.Peek();
-        double seconds = _time.GetElapsedTime(at).TotalSeconds;
-        return seconds < 1 ? null : (_nextOffset - offset) * 8 / seconds / 1e6;
+        return Ended ? null : _rate.Mbps(_time.GetTimestamp());
     }
 
     /// <summary>The source has ended and every shard's End is published. Read under the gate, or as a hint without it.</summary>
@@ -166,12 +161,7 @@ internal sealed class StreamSource
                 offset += n;
                 _nextSeq = seq;
                 Interlocked.Exchange(ref _nextOffset, offset);
-                if (_rateSamples.Count == 0 || _time.GetElapsedTime(_lastRateSample, now) >= RateSampleSpacing)
-                {
-                    _rateSamples.Enqueue((now, offset));
-                    _lastRateSample = now;
-                }
-                while (_rateSamples.Count > 2 && _time.GetElapsedTime(_rateSamples.Peek().At, now) > RateWindow) _rateSamples.Dequeue();
+                _rate.Note(now, offset);
             }
             ShardStreamMetrics.Received.Add(n, ShardStreamMetrics.Shard(chunk.Shard));
             chunk.Release();
