@@ -80,23 +80,39 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
         /// <summary>Why it was dropped; null while it waits or once it left normally.</summary>
         public string? DroppedBecause { get; internal set; }
 
+        /// <summary>It left the gate (its hello came, or its wait ended); under the gate's lock.</summary>
+        private bool _left;
+
+        /// <summary>
+        /// Aborts the connection first (its goodbye goes out), then wakes its wait. The other order
+        /// let the woken read's own reset close the connection before the Busy goodbye was sent: a
+        /// joiner dropped from a full gate could still be reset (found by review of b2d634f).
+        /// </summary>
         internal void Drop()
         {
+            lock (gate._lock)
+            {
+                // It left meanwhile: nothing to drop.
+                if (_left) return;
+            }
+            abort?.Invoke();
             try
             {
                 _drop.Cancel();
             }
             catch (ObjectDisposedException)
             {
-                // It left meanwhile: nothing to drop.
-                return;
+                // It left while the abort ran: its wait is over anyway.
             }
-            abort?.Invoke();
         }
 
         public void Dispose()
         {
-            lock (gate._lock) gate.Remove(this, DroppedBecause);
+            lock (gate._lock)
+            {
+                gate.Remove(this, DroppedBecause);
+                _left = true;
+            }
             _drop.Dispose();
         }
     }
