@@ -399,7 +399,7 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
 /// A keep-alive; the value is free for the sender (a counter or a timestamp). Version 6 may add
 /// the sender's network coordinate (a body of 24 bytes instead of 8); version 11, on a peer's
 /// control link, after the coordinate, the RTTs the peer measured to its parents (a u8 count, at
-/// most <see cref="Protocol.MaxShards"/>, then 16 bytes each).
+/// most <see cref="Protocol.MaxShards"/>, then 18 bytes each: <see cref="ParentRtt"/>).
 /// </summary>
 public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null, ParentRtt[]? ParentRtts = null)
 {
