@@ -33,6 +33,13 @@ internal interface IPeerParents
     /// <summary>Takes every shard <paramref name="link"/> was the parent of off it, with the next chunk wanted of each.</summary>
     ShardStart[] TakeShardsOf(Link link);
 
+    /// <summary>
+    /// The shards <paramref name="link"/> was the parent of when it sent what got it cut off (a
+    /// violation), with the next chunk wanted of each then, even those a move has given another
+    /// parent since; empty when it sent nothing of the kind. Taken once: the note goes with the link.
+    /// </summary>
+    ShardStart[] TakeShardsWhenCutOff(Link link);
+
     /// <summary>The shards of <paramref name="shards"/> that have no parent now, with the next chunk wanted of each.</summary>
     ShardStart[] WithoutParent(byte[] shards);
 

@@ -22,9 +22,15 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         lock (_cutForRoom) _cutForRoom[sender] = (laggingShard, nextSeq);
     }
 
+    /// <summary>Called when a parent link's close is handled, before anything else (tests hold it there, as a busy machine holds the thread pool).</summary>
+    public Action<Link>? ClosedHandling { get; set; }
+
     /// <summary>A parent link closed: the coordinator hears which shards it lost there, unless the stream is complete or the peer is leaving.</summary>
     public void OnParentClosed(Link link, ulong parentId, CloseReason closed)
     {
+        ClosedHandling?.Invoke(link);
+        // Taken first, whatever follows: the note goes with the link.
+        var whenCutOff = peer.TakeShardsWhenCutOff(link);
         string reason = closed.Text;
         if (stopping.IsCancellationRequested || peer.Leaving) return;
         // A parent cut off for what it sent is reported even when the stream completed meanwhile
@@ -33,8 +39,12 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         // control link, closing, dropped it.)
         if (peer.Reassembler.IsComplete && !closed.IsViolation) return;
         var lost = peer.TakeShardsOf(link);
-        if (lost.Length == 0) return;
-        if (link.ReceivedGoodbye == GoodbyeCode.TooSlow)
+        // And even when a move gave its shards another parent before this ran (a CI run lost the
+        // report so: the liar had the whole stream and left, and the coordinator moved this peer
+        // first): it is accused with the shards it served when it sent what failed.
+        var accused = closed.IsViolation ? [.. lost, .. whenCutOff.Where(s => !lost.Any(l => l.Shard == s.Shard))] : lost;
+        if (accused.Length == 0) return;
+        if (lost.Length > 0 && link.ReceivedGoodbye == GoodbyeCode.TooSlow)
         {
             // The parent is fine; this peer could not keep up. Say so and stop, rather than
             // hang without a parent; the coordinator then moves this peer's own children.
@@ -47,8 +57,8 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             string violation = closed.Text;
             // Nothing it sent after its last good chunk was written or forwarded; the coordinator
             // hears why, moves this peer and the liar's other children, and refuses the liar.
-            PeerLog.ParentCutOff(log, parentId, string.Join(",", lost.Select(s => s.Shard)), violation);
-            peer.SendToCoordinator(new ParentLost(parentId, lost, violation).Write);
+            PeerLog.ParentCutOff(log, parentId, string.Join(",", accused.Select(s => s.Shard)), violation);
+            peer.SendToCoordinator(new ParentLost(parentId, accused, violation).Write);
             return;
         }
         (int Shard, long NextSeq) lagging;

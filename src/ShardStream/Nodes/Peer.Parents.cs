@@ -201,6 +201,31 @@ public sealed partial class Peer
         }
     }
 
+    /// <summary>
+    /// Parent links cut off for what they sent, with the shards each was the parent of when it
+    /// sent it, under <c>_gate</c> until their close is handled. That runs on the thread pool,
+    /// after the link closed, and a move may give those shards another parent first (the liar
+    /// had the whole stream and left, and the coordinator moved this peer): the liar is still
+    /// accused with them, so the coordinator can judge the accusation and refuse it.
+    /// </summary>
+    private readonly Dictionary<Link, ShardStart[]> _shardsWhenCutOff = [];
+
+    /// <summary><paramref name="link"/> sent what cuts it off: notes the shards it is the parent of now (a parent link only; the control link's close is the coordinator's loss).</summary>
+    private void NoteCutOff(Link link)
+    {
+        if (link.Role is not ParentRole) return;
+        lock (_gate)
+        {
+            var shards = _parentOfShard.Where(kv => kv.Value == link).Select(kv => new ShardStart((byte)kv.Key, (ulong)_reassembler!.NextSeqOf(kv.Key))).ToArray();
+            if (shards.Length > 0) _shardsWhenCutOff.TryAdd(link, shards);
+        }
+    }
+
+    ShardStart[] IPeerParents.TakeShardsWhenCutOff(Link link)
+    {
+        lock (_gate) return _shardsWhenCutOff.Remove(link, out var shards) ? shards : [];
+    }
+
     ShardStart[] IPeerParents.WithoutParent(byte[] shards)
     {
         lock (_gate) return shards.Where(s => !_parentOfShard.ContainsKey(s)).Select(s => new ShardStart(s, (ulong)_reassembler!.NextSeqOf(s))).ToArray();

@@ -356,7 +356,26 @@ public sealed partial class Peer : Node, IPeerParents
 
     private readonly ShardStalls _stalls = new();
 
+    /// <summary>
+    /// A frame from a parent or the control link. One that cuts the link off (data that failed a
+    /// check, a frame it may not send) first notes the shards the link is the parent of then, for
+    /// its report (see <c>_shardsWhenCutOff</c>); the read loop then closes the link with the reason.
+    /// </summary>
     private void OnParentFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
+    {
+        try
+        {
+            OnParentFrameChecked(link, type, body);
+        }
+        catch (Exception e) when (e is InvalidDataException or ProtocolException)
+        {
+            NoteCutOff(link);
+            throw;
+        }
+    }
+
+    /// <summary>A frame from a parent or the control link: the stream's to the intake, the rest handled here; throws on a violation.</summary>
+    private void OnParentFrameChecked(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
         // The stream itself (chunks, hash lists, ends) goes to the intake; the rest is the peer's.
         if (_intake.OnFrame(link, type, body, _shardCount)) return;
@@ -393,6 +412,13 @@ public sealed partial class Peer : Node, IPeerParents
     {
         get => _intake.ChunkDue;
         set => _intake.ChunkDue = value;
+    }
+
+    /// <summary>Called when a parent link's close is handled, before anything else (tests hold it there).</summary>
+    internal Action<Link>? ParentClosedHandling
+    {
+        get => _lossReporter.ClosedHandling;
+        set => _lossReporter.ClosedHandling = value;
     }
 
     /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>

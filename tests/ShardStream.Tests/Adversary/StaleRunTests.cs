@@ -22,7 +22,19 @@ public class StaleRunTests
     private const int Chunks = 24;
 
     [Fact]
-    public async Task A_parent_that_serves_an_earlier_runs_chunks_of_the_same_key_is_cut_off_and_none_of_them_is_written()
+    public Task A_parent_that_serves_an_earlier_runs_chunks_of_the_same_key_is_cut_off_and_none_of_them_is_written() => ServeAnEarlierRunAsync(holdReport: false);
+
+    /// <summary>
+    /// The viewer handles the stale relay's close on the thread pool. On a loaded machine that ran
+    /// after the relay (which had the whole stream) left and the coordinator moved the viewer to
+    /// another parent: the relay's link was no longer the parent of any shard then, and the report
+    /// was dropped, so the liar was never refused (a fresh-clone CI run; 6 of 1,350 runs with six of
+    /// these at once on 2 cores). Here that handling is held until the move has been applied.
+    /// </summary>
+    [Fact]
+    public Task A_parent_that_serves_an_earlier_runs_chunks_is_reported_even_when_a_move_took_its_shards_before_its_close_was_handled() => ServeAnEarlierRunAsync(holdReport: true);
+
+    private static async Task ServeAnEarlierRunAsync(bool holdReport)
     {
         using var key = StreamSigner.CreateEphemeral();
         // The coordinator feeds one child: the stale relay; the viewer can only go under it.
@@ -73,11 +85,25 @@ public class StaleRunTests
         await using var staleRelay = await StartRelayAsync(run2, stale, log.Factory);
         var viewer = await run2.AddPeerAsync();
         Assert.Equal([staleRelay.Id], viewer.ParentIds());
+        int held = 0;
+        bool movedWhileHeld = false;
+        if (holdReport)
+        {
+            // Held as a busy machine holds the thread pool: until the viewer has another parent (or the deadline).
+            viewer.ParentClosedHandling = link =>
+            {
+                if (link.Role is not ParentRole role || role.ParentId != staleRelay.Id || Interlocked.Exchange(ref held, 1) != 0) return;
+                var until = DateTime.UtcNow + Overlay.Deadline;
+                while (DateTime.UtcNow < until && viewer.ParentIds().Contains(staleRelay.Id)) Thread.Sleep(10);
+                movedWhileHeld = !viewer.ParentIds().Contains(staleRelay.Id);
+            };
+        }
         await run2.WriteAsync(second);
         run2.StartStreaming();
         await run2.EndAsync();
 
         Assert.True(stale.Rewritten > 0, "the stale relay never served the first run's frames");
+        if (holdReport) Assert.True(movedWhileHeld, "the viewer was not moved while the stale relay's close waited");
         // The viewer wrote the second run, all of it and nothing else (so no byte of the first).
         await run2.AssertIdenticalAsync(run2.Peers.Single());
         Assert.False(viewer.ParentIds().Contains(staleRelay.Id), "the viewer still takes the stream from the stale relay");

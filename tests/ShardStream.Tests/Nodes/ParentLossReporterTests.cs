@@ -33,7 +33,7 @@ public sealed class ParentLossReporterTests
         Assert.True(complete.IsComplete);
 
         var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
-        var peer = new CompletePeer(complete);
+        var peer = new StubPeer(complete);
         var reporter = new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None);
         reporter.OnParentClosed(fromParent, 1, violation);
         var frame = new ReadOnlySequence<byte>(Assert.Single(peer.Sent));
@@ -46,16 +46,55 @@ public sealed class ParentLossReporterTests
         Assert.Equal(violation.Text, lost.Violation);
 
         // Closed for another reason after the end: nothing to repair, nothing said.
-        var quiet = new CompletePeer(complete);
+        var quiet = new StubPeer(complete);
         new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, quiet, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
             .OnParentClosed(fromParent, 1, new CloseReason(CloseCode.Closed, "stream complete"));
         Assert.Empty(quiet.Sent);
     }
 
+    /// <summary>
+    /// A viewer cut a stale relay off for what it sent, and a move gave the relay's shard another
+    /// parent before that link's close was handled (StaleRunTests, red in a fresh-clone CI): the
+    /// link was the parent of nothing any more, and the report was dropped. The liar is accused
+    /// with the shard it served when it sent what failed; a parent closed for any other reason
+    /// after its shards moved is not reported (the move repaired them).
+    /// </summary>
+    [Fact]
+    public async Task A_parent_cut_off_for_what_it_sent_is_reported_with_the_shards_it_served_then_even_when_a_move_took_them_meanwhile()
+    {
+        var network = new VirtualNetwork();
+        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
+        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
+        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
+        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        var running = new Reassembler(1, 0, 0);
+        var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
+
+        var moved = new StubPeer(running, current: [], whenCutOff: [new ShardStart(0, 0)]);
+        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, moved, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
+            .OnParentClosed(fromParent, 1, violation);
+        var frame = new ReadOnlySequence<byte>(Assert.Single(moved.Sent));
+        Assert.True(FrameCodec.TryReadFrame(ref frame, out var type, out var body));
+        Assert.Equal(FrameType.ParentLost, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(ParentLost.TryRead(ref reader, out var lost));
+        Assert.Equal(1UL, lost.ParentId);
+        Assert.Equal([new ShardStart(0, 0)], lost.Shards);
+        Assert.Equal(violation.Text, lost.Violation);
+
+        var quiet = new StubPeer(running, current: [], whenCutOff: []);
+        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, quiet, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
+            .OnParentClosed(fromParent, 1, new CloseReason(CloseCode.ConnectionLost, "connection lost: connection reset by peer"));
+        Assert.Empty(quiet.Sent);
+    }
+
     private sealed record TestOptions : NodeOptions;
 
-    /// <summary>A peer whose stream is complete, with shard 0 still on the closing parent link.</summary>
-    private sealed class CompletePeer(Reassembler reassembler) : IPeerParents
+    /// <summary>
+    /// A peer with <paramref name="current"/> the shards still on the closing parent link (shard 0
+    /// by default), and <paramref name="whenCutOff"/> those it had when it sent what cut it off.
+    /// </summary>
+    private sealed class StubPeer(Reassembler reassembler, ShardStart[]? current = null, ShardStart[]? whenCutOff = null) : IPeerParents
     {
         public List<byte[]> Sent { get; } = [];
 
@@ -71,7 +110,9 @@ public sealed class ParentLossReporterTests
 
         public (Link? Parent, long Since) ParentOf(int shard) => (null, 0);
 
-        public ShardStart[] TakeShardsOf(Link link) => [new ShardStart(0, 24)];
+        public ShardStart[] TakeShardsOf(Link link) => current ?? [new ShardStart(0, 24)];
+
+        public ShardStart[] TakeShardsWhenCutOff(Link link) => whenCutOff ?? [];
 
         public ShardStart[] WithoutParent(byte[] shards) => [];
 
