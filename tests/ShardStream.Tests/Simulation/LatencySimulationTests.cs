@@ -64,7 +64,8 @@ public sealed class LatencySimulationTests
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
     /// is never faster than the direct route's metric closure), and the offline construction
     /// from the model is a valid plan (no peer over budget, no deeper than blind + 1) whose mean
-    /// RDP is not under the bound; so is the same construction from the planner's coordinates.
+    /// RDP is not under the bound; so is the same construction from the planner's coordinates,
+    /// and from local coordinates fitted to RTTs among each region's peers.
     /// </summary>
     [Fact]
     public void The_rdp_breakdown_adds_up_and_its_lower_bound_lies_below_both_planners()
@@ -110,6 +111,12 @@ public sealed class LatencySimulationTests
 
                 Assert.InRange(Number(lines[at + 5], "regions: "), 1, 400);
                 Assert.InRange(Number(lines[at + 7], "|estimate - RTT| median "), 0.01, 1000);
+                // From local coordinates (RTTs among a region's own peers): a valid plan too.
+                var fromLocal = lines[at + 8];
+                Assert.StartsWith("    the same from local coordinates within the model's true regions (16 peers of its region", fromLocal, StringComparison.Ordinal);
+                Assert.InRange(Number(fromLocal, "mean RDP "), bound, double.MaxValue);
+                Assert.Equal(0, Number(fromLocal, "peers over budget "));
+                Assert.InRange(Number(fromLocal, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
             }
         }
 

@@ -271,6 +271,8 @@ internal static class RdpAnalysis
             o.WriteLine($"    the same from the planner's coordinates within the model's true regions: mean RDP {inRegions.MeanRdp:F2} (source region {inRegions.SourceRegionRdp:F2}, other regions {inRegions.OtherRegionsRdp:F2}; per single tree {inRegions.MeanTreeRdp:F2}), max depth {inRegions.MaxDepth}, peers over budget {inRegions.OverBudget}");
             var (median, p90, relative, plane) = RdpConstruction.SameRegionError(planner, model, seed: 5);
             o.WriteLine($"    coordinates inside a region (random pairs of one region): |estimate - RTT| median {median:F1} ms (relative {relative:F3}), p90 {p90:F1} ms; plane distance against the model's: median error {plane:F1} ms");
+            var local = RdpConstruction.Build(planner, model, RdpConstruction.Knowledge.LocalCoordinatesInModelRegions);
+            o.WriteLine($"    the same from local coordinates within the model's true regions ({RdpConstruction.LocalPings} peers of its region measured by each peer, {RdpConstruction.LocalRounds} rounds): mean RDP {local.MeanRdp:F2} (source region {local.SourceRegionRdp:F2}, other regions {local.OtherRegionsRdp:F2}; per single tree {local.MeanTreeRdp:F2}), max depth {local.MaxDepth}, peers over budget {local.OverBudget}");
         }
     }
 
