@@ -313,7 +313,7 @@ internal sealed partial class LatencyPlacement
                 var staleCount = 0;
                 for (var j = 1; j < examine; j++)
                 {
-                    _forest.Prefetch(queue[j], shard);
+                    _forest.PrefetchOpen(queue[j], shard);
                 }
 
                 for (var j = 0; j < examine && taken < PerDepth; j++)
@@ -326,7 +326,9 @@ internal sealed partial class LatencyPlacement
                     }
                     else if ((accept is null || accept(node)) && !_candidates.Contains(node))
                     {
+                        // Scored next: its record (the cached path delay) and coordinate.
                         _candidates.Add(node);
+                        _forest.Prefetch(node, shard);
                         PrefetchCoordinate(node);
                         taken++;
                     }

@@ -73,6 +73,7 @@ internal sealed partial class ShardForest
         {
             _zones = value;
             _tracksOpen = true;
+            _openAt.Grow(_records.Count);
             for (var node = 0; node < _slots; node++)
             {
                 for (var s = 0; s < _k; s++)
@@ -85,11 +86,32 @@ internal sealed partial class ShardForest
 
     private ZoneIndex? _zones;
 
-    // Latency-aware placement only: Slot.OpenAt is kept (see there).
+    // Latency-aware placement only: Slot.OpenAt is kept (see there), and again in _openAt.
     private bool _tracksOpen;
 
+    // Latency-aware placement only: Slot.OpenAt of every (node, shard), one byte each, 255 when it
+    // is 255 or more (the record tells then). The zones' queues are checked entry by entry at
+    // random: 8 MiB at a million peers (K = 8) stay in the processor's cache, the records' 512 MiB
+    // do not, and a record is read only for the entries taken as candidates.
+    private LineAlignedArray<byte> _openAt = new();
+
     /// <summary>True when <paramref name="node"/> is live, at <paramref name="depth"/> of <paramref name="shard"/>, with a free slot (latency-aware plans only).</summary>
-    public bool IsOpenAt(int node, int shard, int depth) => S(node * _k + shard).OpenAt == depth + 1;
+    public bool IsOpenAt(int node, int shard, int depth)
+    {
+        var i = (node * _k) + shard;
+        var open = _openAt[i];
+        return open < byte.MaxValue ? open == depth + 1 : S(i).OpenAt == depth + 1;
+    }
+
+    /// <summary>Starts reading what <see cref="IsOpenAt"/> reads for (<paramref name="node"/>, <paramref name="shard"/>) into the cache (a hint: no effect without SSE).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void PrefetchOpen(int node, int shard)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+        {
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(Unsafe.AsPointer(ref _openAt[(node * _k) + shard]));
+        }
+    }
 
     private void TrackOpen(int node, int shard)
     {
@@ -98,9 +120,11 @@ internal sealed partial class ShardForest
             return;
         }
 
-        ref var slot = ref S(node * _k + shard);
+        var i = (node * _k) + shard;
+        ref var slot = ref S(i);
         var depth = slot.Depth;
         slot.OpenAt = _alive[node] && depth >= 0 && slot.ChildCount < slot.Cap ? depth + 1 : 0;
+        _openAt[i] = (byte)Math.Min(slot.OpenAt, byte.MaxValue);
     }
 
     /// <summary>Sum of the capacities of the live nodes in <paramref name="shard"/>.</summary>
@@ -545,6 +569,11 @@ internal sealed partial class ShardForest
     {
         // One record per (node, shard), 64 bytes, each on a cache line of its own.
         _records.Grow(checked(slots * _k)); // an index, node * K + shard, is an int
+        if (_tracksOpen)
+        {
+            _openAt.Grow(_records.Count);
+        }
+
         Array.Resize(ref _budget, slots);
         Array.Resize(ref _used, slots);
         Array.Resize(ref _alive, slots);

@@ -30,4 +30,37 @@ public sealed class ShardForestRecordTests
         Assert.False(forest.HasFreeSlot(0, 15));
         Assert.True(forest.HasFreeSlot(0, 14));
     }
+
+    /// <summary>
+    /// A latency-aware forest keeps every pair's open-at mark in one byte as well (what the zones'
+    /// scans read), 255 standing for 255 or more: a node with a free slot at depth 300 of a chain
+    /// is open at 300, not at the depth its mark would give cut to a byte (301 - 256 = 45, depth
+    /// 44), and the full nodes above it are open nowhere.
+    /// </summary>
+    [Fact]
+    public void A_node_deeper_than_a_byte_holds_is_open_at_its_own_depth()
+    {
+        var forest = new ShardForest(1);
+        forest.Zones = new ZoneIndex(forest);
+        forest.AddNode(0, 1);
+        forest.SetCap(0, 0, 1);
+        for (var node = 1; node <= 300; node++)
+        {
+            forest.AddNode(node, 1);
+            forest.SetCap(node, 0, 1);
+            forest.Attach(node, node - 1, 0);
+        }
+
+        Assert.Equal(300, forest.Depth(300, 0));
+        Assert.True(forest.IsOpenAt(300, 0, 300));
+        Assert.False(forest.IsOpenAt(300, 0, 44));
+        Assert.False(forest.IsOpenAt(299, 0, 299));
+        Assert.False(forest.IsOpenAt(254, 0, 254));
+        Assert.False(forest.IsOpenAt(10, 0, 10));
+
+        // A shallow node with room again is open at its depth, from the byte.
+        forest.SetCap(10, 0, 2);
+        Assert.True(forest.IsOpenAt(10, 0, 10));
+        Assert.False(forest.IsOpenAt(10, 0, 11));
+    }
 }
