@@ -202,6 +202,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
             tracker.Peers[id] = session;
+            tracker.RecordParents(session);
             tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);
             ShardStreamMetrics.Joins.Add(1);
@@ -413,6 +414,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // Still counted as attached (it was, and its parents did not change): no second count.
             session.Control = link;
             session.Version = welcome.Version;
+            tracker.RecordParents(session);
             NameControl(link, session, advertised);
             link.Send(welcome.Write);
             host.StartControl(link, session.Version, measureRtt: false);

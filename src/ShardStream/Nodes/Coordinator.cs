@@ -444,10 +444,19 @@ public sealed class Coordinator : Node, Admission.IHost
             }
     }
 
-    /// <summary>A peer's heartbeat reported the RTTs it measured to its parents (version 11): kept for <see cref="ImproveLatencyAsync"/>.</summary>
-    private static void OnParentRtts(Link link, ParentRtt[] parents)
+    /// <summary>
+    /// A peer's heartbeat reported the RTTs it measured to its parents (version 11): kept for
+    /// <see cref="ImproveLatencyAsync"/>, but only about nodes that were its parents in the plan
+    /// (<see cref="PeerSession.Report"/>); the others are dropped, and said so at debug level when
+    /// they differ from the last report's (a peer that repeats a claim every heartbeat logs it once).
+    /// </summary>
+    private void OnParentRtts(Link link, ParentRtt[] parents)
     {
-        if (link.Role is ControlRole { Session: var session } && session.Control == link) session.ParentRtts = parents;
+        if (link.Role is not ControlRole { Session: var session } || session.Control != link) return;
+        var ignored = session.Report(parents);
+        if (ignored.Length == 0 || ignored.AsSpan().SequenceEqual(session.LastIgnored)) return;
+        session.LastIgnored = ignored;
+        CoordinatorLog.ParentRttIgnored(Log, session.Id, string.Join(", ", ignored));
     }
 
     /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent it has or had); null if nothing (the caller holds the tracker's gate).</summary>

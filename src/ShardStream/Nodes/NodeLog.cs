@@ -110,6 +110,9 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1679, LogLevel.Warning, "candidate memory full: {Remembered} joiners were sent their candidate parents within the last {Seconds} s and have not been placed; {Skipped} joiner(s) since the last such line were placed without measuring their candidates (a place chosen on estimates, not a failed join); a flood of joiners that never finish joining?", EventName = "CandidateTokensFull")]
     public static partial void CandidateTokensFull(ILogger log, int remembered, int seconds, int skipped);
+
+    [LoggerMessage(1680, LogLevel.Debug, "peer {Id} reported an RTT to node {Nodes}, which never was its parent in the plan during its session (or is no longer remembered as a former one): ignored, a move is not judged by it", EventName = "ParentRttIgnored")]
+    public static partial void ParentRttIgnored(ILogger log, int id, string nodes);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

@@ -72,30 +72,81 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     private volatile Wire.ParentRtt[] _parentRtts = [];
 
-    /// <summary>Former parents whose last reported RTT is kept besides the current ones.</summary>
+    /// <summary>Former parents whose last reported RTT is kept besides the current ones, and former parents in the plan remembered (<see cref="PlannedParent"/>).</summary>
     private const int FormerParentsKept = 16;
 
     /// <summary>
     /// The RTTs to its parents the peer's heartbeats reported (version 11; empty before): its last
     /// report, then what it last reported for up to <see cref="FormerParentsKept"/> former parents
-    /// (latest first), so that a move back to a parent is judged by what was measured to it. Set
-    /// from the control link's read loop only.
+    /// (latest first), so that a move back to a parent is judged by what was measured to it. Only
+    /// entries for nodes that were its parents in the plan (<see cref="WasPlannedParent"/>): see
+    /// <see cref="Report"/>.
     /// </summary>
-    public Wire.ParentRtt[] ParentRtts
+    public Wire.ParentRtt[] ParentRtts => _parentRtts;
+
+    /// <summary>
+    /// Takes a heartbeat's parent RTTs (from the control link's read loop only). An entry for a node
+    /// that was never this peer's parent in the plan during this session is dropped: the peer cannot
+    /// have measured it as a parent, and its claim would stand for a measurement in a move to that
+    /// node (docs/security.md, "Lies about RTTs and coordinates"). Entries kept from earlier reports
+    /// are dropped too once their node is no longer remembered as a former parent. Returns the ids
+    /// dropped from this report (empty: none).
+    /// </summary>
+    public ulong[] Report(Wire.ParentRtt[] reported)
     {
-        get => _parentRtts;
-        set
+        var old = _parentRtts;
+        var merged = new List<Wire.ParentRtt>(reported.Length + Math.Min(old.Length, FormerParentsKept));
+        List<ulong>? ignored = null;
+        foreach (var r in reported)
         {
-            var old = _parentRtts;
-            var merged = new List<Wire.ParentRtt>(value.Length + Math.Min(old.Length, FormerParentsKept));
-            merged.AddRange(value);
-            foreach (var r in old)
-            {
-                if (merged.Count >= value.Length + FormerParentsKept) break;
-                if (!merged.Exists(m => m.NodeId == r.NodeId)) merged.Add(r);
-            }
-            _parentRtts = [.. merged];
+            if (WasPlannedParent(r.NodeId)) merged.Add(r);
+            else (ignored ??= []).Add(r.NodeId);
         }
+        int current = merged.Count;
+        foreach (var r in old)
+        {
+            if (merged.Count >= current + FormerParentsKept) break;
+            if (!merged.Exists(m => m.NodeId == r.NodeId) && WasPlannedParent(r.NodeId)) merged.Add(r);
+        }
+        _parentRtts = [.. merged];
+        return ignored is null ? [] : [.. ignored];
+    }
+
+    /// <summary>The ids dropped from the peer's last report that had any (<see cref="Report"/>): the coordinator logs a report's drops only when they differ from these.</summary>
+    public ulong[] LastIgnored { get; set; } = [];
+
+    /// <summary>Shard by shard, the node the plan last made this peer's parent (<see cref="Topology.Planner.None"/>: none yet).</summary>
+    private readonly int[] _plannedParents = [.. Enumerable.Repeat(Topology.Planner.None, Protocol.MaxShards)];
+
+    /// <summary>Nodes that were this peer's parents in the plan and are no longer (latest first, at most <see cref="FormerParentsKept"/>).</summary>
+    private readonly List<int> _formerParents = [];
+
+    /// <summary>
+    /// The plan made <paramref name="parent"/> this peer's parent in <paramref name="shard"/> (its
+    /// Welcome, or a Move; called under the tracker's gate before either is sent). The parent it
+    /// had there becomes a former parent, unless it still is one in another shard; the oldest
+    /// former parents are forgotten past <see cref="FormerParentsKept"/>, so what is kept per peer
+    /// is bounded by the shard count and that.
+    /// </summary>
+    public void PlannedParent(int shard, int parent)
+    {
+        if ((uint)shard >= (uint)_plannedParents.Length) return;
+        lock (_formerParents)
+        {
+            int before = _plannedParents[shard];
+            _plannedParents[shard] = parent;
+            _formerParents.Remove(parent);
+            if (before == Topology.Planner.None || before == parent || Array.IndexOf(_plannedParents, before) >= 0) return;
+            _formerParents.Insert(0, before);
+            if (_formerParents.Count > FormerParentsKept) _formerParents.RemoveAt(FormerParentsKept);
+        }
+    }
+
+    /// <summary>True when the plan made <paramref name="node"/> this peer's parent in some shard during this session (now, or among the former parents remembered).</summary>
+    public bool WasPlannedParent(ulong node)
+    {
+        if (node > int.MaxValue) return false;
+        lock (_formerParents) return Array.IndexOf(_plannedParents, (int)node) >= 0 || _formerParents.Contains((int)node);
     }
 
     /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>

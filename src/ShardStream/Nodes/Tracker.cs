@@ -108,6 +108,20 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         return entries;
     }
 
+    /// <summary>
+    /// Notes in <paramref name="session"/> the parents the plan gives its peer now, shard by shard
+    /// (<see cref="PeerSession.PlannedParent"/>): its RTT reports are taken only about those and its
+    /// former parents. Called under the gate, before its Welcome goes out.
+    /// </summary>
+    public void RecordParents(PeerSession session)
+    {
+        for (int s = 0; s < options.ShardCount; s++)
+        {
+            int parent = Planner.ParentOf(session.Id, s);
+            if (parent != Planner.None) session.PlannedParent(s, parent);
+        }
+    }
+
     /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
     public void SendMoves(IEnumerable<Reattachment> moves)
     {
@@ -125,6 +139,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             var entries = new List<ShardAssignment>();
             foreach (var r in group)
             {
+                if (r.NewParent == Planner.Source || Peers.ContainsKey(r.NewParent)) moved.PlannedParent(r.Shard, r.NewParent);
                 if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, listenAddress()));
                 // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
                 // behind takes the chunks before it from this coordinator first (a Fill).

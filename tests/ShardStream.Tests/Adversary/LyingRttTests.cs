@@ -1,0 +1,276 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Tests.Nodes;
+using ShardStream.Topology;
+using ShardStream.Transport;
+using ShardStream.Wire;
+using Xunit.Abstractions;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A stranger that speaks the protocol lies, in its control-link heartbeats (protocol 11), about
+/// the RTTs it measured to its parents: the coordinator takes a peer's RTT claims only about nodes
+/// that were its parents in the plan, so a made-up RTT to any other node moves nobody.
+/// </summary>
+public sealed class LyingRttTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task A_tiny_rtt_claimed_to_a_node_that_never_was_the_peers_parent_does_not_move_it_under_that_node()
+    {
+        var log = new LogCapture();
+        await using var overlay = await StartAsync(log);
+        var liar = await JoinAsync(overlay);
+
+        // Now it says it is next to p2, with a coordinate too unsure for the planner to move it by
+        // estimate (error 0.9), that its edge to p1 is 200 ms long (p1 is its parent: that claim is
+        // taken), and that it measured p2, which never was its parent, at 1 ms, 50 times.
+        liar.Lie = new Heartbeat(1, Beside(liar.Far.Coordinate, 0.9f),
+            [new ParentRtt(liar.Near.Id, 200_000, 200_000, 50), new ParentRtt(liar.Far.Id, 1_000, 1_000, 50)]);
+        long rounds = overlay.Coordinator.LatencyMoveRounds;
+        liar.Start();
+
+        // The coordinator looks for moves once a second: ten rounds with the lie heard.
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.LatencyMoveRounds >= rounds + 10 || liar.Moves.Count > 0, "ten rounds of latency moves");
+        await liar.StopAsync();
+
+        string moved = string.Join("; ", liar.Moves.SelectMany(m => m.Move.Shards).Select(s => $"shard {s.Shard} -> node {s.ParentId}"));
+        output.WriteLine($"{overlay.Coordinator.LatencyMoveRounds - rounds} rounds after the lie was heard; moves sent to the liar: {(moved.Length == 0 ? "none" : moved)}");
+        Assert.Empty(liar.Moves);
+        Assert.Equal(0, overlay.Coordinator.LatencyMoves);
+        Assert.Equal((int)liar.Near.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == liar.Id).Parents[0]);
+        // The coordinator says why it did not take the claim.
+        Assert.True(log.Has(LogLevel.Debug, $"peer {liar.Id} reported an RTT to node {liar.Far.Id}, which never was its parent"),
+            string.Join("\n", log.Lines.Where(l => l.Message.Contains("RTT", StringComparison.Ordinal)).Select(l => l.Message)));
+    }
+
+    /// <summary>
+    /// What a liar still gets (docs/security.md, "Lies about RTTs and coordinates"): it lies about
+    /// its real parent's RTT and its own coordinate, and is moved to a free slot near where it says
+    /// it is; then about the parent it had before, and is moved back; but only once per rest.
+    /// </summary>
+    [Fact]
+    public async Task A_peer_that_lies_about_its_own_parents_and_coordinate_moves_between_them_at_most_once_per_rest()
+    {
+        await using var overlay = await StartAsync(null);
+        var liar = await JoinAsync(overlay);
+
+        // Its edge to p1 is 200 ms long, and it is next to p2, sure of it (error 0.3).
+        liar.Lie = new Heartbeat(1, Beside(liar.Far.Coordinate, 0.3f), [new ParentRtt(liar.Near.Id, 200_000, 200_000, 50)]);
+        liar.Start();
+        await Overlay.WaitUntilAsync(() => liar.Moves.Count >= 1, "the liar is moved");
+        // Now its edge to p2 is 200 ms long, and p1, its parent before, 1 ms away.
+        liar.Lie = new Heartbeat(1, Beside(liar.Near.Coordinate, 0.3f),
+            [new ParentRtt(liar.Far.Id, 200_000, 200_000, 50), new ParentRtt(liar.Near.Id, 1_000, 1_000, 50)]);
+        await Overlay.WaitUntilAsync(() => liar.Moves.Count >= 2, "the liar is moved back");
+        await liar.StopAsync();
+
+        var (first, second) = (liar.Moves[0], liar.Moves[1]);
+        output.WriteLine($"moved to node {first.Move.Shards[0].ParentId} at round {first.Round}, to node {second.Move.Shards[0].ParentId} at round {second.Round}");
+        Assert.Equal(liar.Far.Id, first.Move.Shards[0].ParentId);
+        Assert.Equal(liar.Near.Id, second.Move.Shards[0].ParentId);
+        // A moved peer rests 30 rounds (the round counts are read when each Move arrived: one may be a round late).
+        Assert.True(second.Round - first.Round >= Planner.ImproveRest - 1, $"moved again {second.Round - first.Round} rounds after the first move");
+    }
+
+    /// <summary>
+    /// A coordinator (latency-aware, 4 moves a second) and two peers on hosts on a line (RTT =
+    /// distance in ms): the coordinator in the middle, p1 100 ms to one side, p2 100 ms to the
+    /// other. The coordinator feeds both; each has a free slot.
+    /// </summary>
+    private static async Task<Overlay> StartAsync(LogCapture? log)
+    {
+        double[] at = [0, -100, 100, 0];
+        var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = 4 }, loggers: log?.Factory);
+        overlay.Network.UseLatencyModel(["coord", "p1", "p2", "liar"], (i, j) => TimeSpan.FromMilliseconds(Math.Abs(at[i] - at[j]) / 2));
+        // They ping every second until 4 samples, then every 5 (the default interval is 2 s). p2
+        // joins once p1's coordinate is right: it fits its own to what it measures to p1 and the
+        // coordinator, and p1's must be right for the two to end up apart.
+        var p1 = await overlay.AddPeerAsync(upload: 2, configure: o => o with { HeartbeatInterval = TimeSpan.FromSeconds(1) });
+        await UntilRightAsync(p1, null);
+        var p2 = await overlay.AddPeerAsync(upload: 2, configure: o => o with { HeartbeatInterval = TimeSpan.FromSeconds(1) });
+        await UntilRightAsync(p2, p1);
+        return overlay;
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="peer"/>'s coordinate is right, and sure enough for a move by
+    /// estimate, for 2 s on end (its heartbeats bring it to the coordinator, and the coordinator's
+    /// landmarks show it to a joiner): an estimated RTT to the coordinator within 30 ms of the
+    /// 100 ms on the line, more than 100 ms to <paramref name="other"/> (200 on the line), and an
+    /// error of at most 0.4. A first sample that a loaded host inflated (seen: 1.2 s) fits it far
+    /// off, and sure of it (one landmark, one sample, a perfect fit); later samples bring it back.
+    /// </summary>
+    private static async Task UntilRightAsync(Peer peer, Peer? other)
+    {
+        bool Right() => peer.Coordinate is { Error: <= 0.4 } c && Math.Abs(c.EstimateRtt(Coordinator.Anchor) - 100) <= 30
+            && (other is null || c.EstimateRtt(other.Coordinate) > 100);
+        var deadline = DateTime.UtcNow + (3 * Overlay.Deadline);
+        var since = DateTime.MaxValue;
+        while (DateTime.UtcNow - since < TimeSpan.FromSeconds(2))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"peer {peer.Id}'s coordinate is not right after 3 minutes: {peer.Coordinate}");
+            if (!Right()) since = DateTime.MaxValue;
+            else if (since == DateTime.MaxValue) since = DateTime.UtcNow;
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>
+    /// The liar joins as a viewer that uploads nothing: it asks for landmarks (every peer's
+    /// coordinate), then joins next to p1 ("near"), which it says it measured at 5 ms; p2 is "far".
+    /// </summary>
+    private async Task<Liar> JoinAsync(Overlay overlay)
+    {
+        var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        var nonce = new byte[Protocol.NonceLength];
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", nonce, null, WireCoordinate.Unknown).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Landmarks, type);
+        var landmarksReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Landmarks.TryRead(ref landmarksReader, out var landmarks));
+        var near = landmarks.Nodes.Single(n => n.Address == "p1:1");
+        var far = landmarks.Nodes.Single(n => n.Address == "p2:1");
+        var nearAt = Node.FromWire(near.Coordinate);
+        var farAt = Node.FromWire(far.Coordinate);
+        output.WriteLine($"p1 at {nearAt}, p2 at {farAt}: {nearAt.EstimateRtt(farAt):F0} ms apart by estimate");
+        // The estimates must tell the two apart, and be sure enough to move a peer by, or nothing
+        // the tests see says anything.
+        Assert.True(nearAt.EstimateRtt(farAt) > 100, $"p1 and p2 are {nearAt.EstimateRtt(farAt):F0} ms apart by estimate");
+        Assert.True(nearAt.Error <= Planner.ImproveMaxError && farAt.Error <= Planner.ImproveMaxError, "the coordinator's coordinates of p1 and p2 are unsure");
+
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", nonce, null,
+            near.Coordinate with { Error = 0.3f }, [new MeasuredRtt(near.Id, 5_000)]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, type);
+        var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
+        Assert.Equal(near.Id, welcome.Shards[0].ParentId);
+        return new Liar(overlay, connection, (int)welcome.PeerId, near, far);
+    }
+
+    /// <summary>A coordinate 5% farther from the origin than <paramref name="c"/>, with the least height (a node with a short access link) and error <paramref name="error"/>.</summary>
+    private static WireCoordinate Beside(WireCoordinate c, float error) => new(c.X * 1.05f, c.Y * 1.05f, (float)Vivaldi.MinHeight, error);
+
+    /// <summary>
+    /// The liar's control link once it is placed: it heartbeats <see cref="Lie"/> every 200 ms (so
+    /// its link stays alive too) and keeps every Move it is sent, with the coordinator's count of
+    /// latency-move rounds when it came.
+    /// </summary>
+    private sealed class Liar(Overlay overlay, IConnection connection, int id, Landmark near, Landmark far)
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly List<(Move Move, long Round)> _moves = [];
+        private Task _lying = Task.CompletedTask;
+        private Task _reading = Task.CompletedTask;
+
+        public int Id => id;
+
+        /// <summary>Its parent at join.</summary>
+        public Landmark Near => near;
+
+        /// <summary>The other peer.</summary>
+        public Landmark Far => far;
+
+        private Heartbeat _lie;
+
+        /// <summary>What it heartbeats; changed by the test as it goes.</summary>
+        public Heartbeat Lie
+        {
+            get
+            {
+                lock (_moves) return _lie;
+            }
+            set
+            {
+                lock (_moves) _lie = value;
+            }
+        }
+
+        public IReadOnlyList<(Move Move, long Round)> Moves
+        {
+            get
+            {
+                lock (_moves) return [.. _moves];
+            }
+        }
+
+        public void Start()
+        {
+            _lying = LieAsync();
+            _reading = ReadMovesAsync();
+        }
+
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await Task.WhenAll(_lying, _reading);
+            connection.Abort();
+        }
+
+        private async Task LieAsync()
+        {
+            var output = connection.Pipe.Output;
+            try
+            {
+                for (ulong i = 1; ; i++)
+                {
+                    (Lie with { Value = i }).Write(output);
+                    await output.FlushAsync(_stop.Token);
+                    await Task.Delay(200, _stop.Token);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped.
+            }
+        }
+
+        private async Task ReadMovesAsync()
+        {
+            var input = connection.Pipe.Input;
+            try
+            {
+                while (true)
+                {
+                    var result = await input.ReadAsync(_stop.Token);
+                    var buffer = result.Buffer;
+                    while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+                    {
+                        var reader = new SequenceReader<byte>(body);
+                        if (type == FrameType.Move && Move.TryRead(ref reader, out var move))
+                            lock (_moves) _moves.Add((move, overlay.Coordinator.LatencyMoveRounds));
+                    }
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    if (result.IsCompleted) return;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped.
+            }
+        }
+    }
+
+    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        while (true)
+        {
+            var result = await input.ReadAsync(timeout.Token);
+            var buffer = result.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
+            {
+                var copy = body.ToArray();
+                input.AdvanceTo(buffer.Start);
+                return (type, copy);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("closed without a frame");
+        }
+    }
+}
