@@ -65,6 +65,7 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
         private readonly IConnection _inner;
         private readonly TamperingTransport _owner;
         private readonly Pipe _outgoing = new(new PipeOptions(pauseWriterThreshold: 0));
+        private readonly CancellationTokenSource _stop = new();
         private readonly Task _pump;
 
         public Connection(IConnection inner, TamperingTransport owner)
@@ -111,6 +112,20 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
         public async ValueTask DisposeAsync()
         {
             _outgoing.Writer.Complete();
+            // The pump writes into the inner connection's pipe: disposing it completes that pipe,
+            // which (its reader gone after a reset) hands its buffers back to the shared pool. A
+            // frame the pump was still copying then went into a buffer another connection of the
+            // process had rented meanwhile (a viewer read "frame of 1089622524 bytes" on its
+            // control link after its stale parent's link was reset). The pump ends first.
+            await _stop.CancelAsync();
+            try
+            {
+                await _pump;
+            }
+            catch (Exception)
+            {
+                // Stopped, or ended with the connection.
+            }
             await _inner.DisposeAsync();
         }
 
@@ -120,7 +135,7 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
             var output = _inner.Pipe.Output;
             while (true)
             {
-                var result = await reader.ReadAsync();
+                var result = await reader.ReadAsync(_stop.Token);
                 var buffer = result.Buffer;
                 while (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
                 {
@@ -130,7 +145,7 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
                     foreach (var f in _owner.Rewrite(type, frame, _inner.RemoteAddress)) output.Write(f);
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
-                var flush = await output.FlushAsync();
+                var flush = await output.FlushAsync(_stop.Token);
                 if (result.IsCompleted || flush.IsCompleted) return;
             }
         }
