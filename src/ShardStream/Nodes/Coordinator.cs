@@ -191,7 +191,9 @@ public sealed class Coordinator : Node, Admission.IHost
     void Admission.IHost.StartControl(Link link, ushort version, bool measureRtt)
     {
         if (measureRtt) MeasureRtt(link, version);
-        if (measureRtt && version >= Protocol.ParentRttVersion) link.ParentRttsHeard = OnParentRtts;
+        // A peer that rejoined in place keeps its measured RTT to the source (no new pings) but
+        // reports its parents' RTTs on the new control link as on the old one.
+        if (version >= Protocol.ParentRttVersion) link.ParentRttsHeard = OnParentRtts;
         // A joiner may read its welcome late on a loaded machine: its new control link is not
         // taken for dead at the 5 s floor before it has said anything (Link.LenientUntilHeard).
         link.LenientUntilHeard = true;
@@ -457,6 +459,12 @@ public sealed class Coordinator : Node, Admission.IHost
         if (ignored.Length == 0 || ignored.AsSpan().SequenceEqual(session.LastIgnored)) return;
         session.LastIgnored = ignored;
         CoordinatorLog.ParentRttIgnored(Log, session.Id, string.Join(", ", ignored));
+    }
+
+    /// <summary>What <paramref name="peer"/> last reported of its parents' RTTs (empty if nothing, or no such peer): for tests.</summary>
+    internal Wire.ParentRtt[] ReportedParentRtts(int peer)
+    {
+        lock (_tracker.Gate) return _tracker.Peers.TryGetValue(peer, out var session) ? session.ParentRtts : [];
     }
 
     /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent it has or had); null if nothing (the caller holds the tracker's gate).</summary>

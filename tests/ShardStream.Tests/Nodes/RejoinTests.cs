@@ -36,6 +36,27 @@ public sealed class RejoinTests
     }
 
     [Fact]
+    public async Task A_peer_that_joined_again_in_its_place_still_has_its_parents_rtts_heard()
+    {
+        // Latency moves are judged by the RTTs a peer reports it measured to its parents; a peer
+        // whose control link broke and that joined again in place reports them on the new link.
+        // The coordinator feeds one child: the others are under peers.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1 });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        var node = overlay.Coordinator.Snapshot().Nodes.First(n => n.Id != 0 && n.Depths.Max() > 1);
+        var (peer, _, _, host) = overlay.PeerById(node.Id);
+        int Samples() => overlay.Coordinator.ReportedParentRtts(node.Id).Sum(r => (int)r.Samples);
+        await Overlay.WaitUntilAsync(() => Samples() > 0, "the coordinator heard the peer's parent RTTs");
+
+        overlay.Network.Cut(host, "coord");
+        await Overlay.WaitUntilAsync(() => peer.Rejoins == 1, "the peer has joined again");
+        Assert.Equal(node.Id, peer.Id);
+        int atRejoin = Samples();
+        await Overlay.WaitUntilAsync(() => Samples() > atRejoin, "the coordinator hears the peer's parent RTTs on its new control link");
+    }
+
+    [Fact]
     public async Task A_peer_whose_children_lost_it_before_its_control_link_broke_is_taken_out_at_once_not_waited_for()
     {
         // As in a CLI run where a killed relay's children reported it (twice each, so it was made a
