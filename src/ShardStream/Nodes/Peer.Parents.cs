@@ -216,6 +216,9 @@ public sealed partial class Peer
         if (link.Role is not ParentRole) return;
         lock (_gate)
         {
+            // Closed already (by the failure detector, or a close of this side): its report has
+            // run, or runs without a note; a note now would never be taken.
+            if (link.Closed.IsCompleted) return;
             var shards = _parentOfShard.Where(kv => kv.Value == link).Select(kv => new ShardStart((byte)kv.Key, (ulong)_reassembler!.NextSeqOf(kv.Key))).ToArray();
             if (shards.Length > 0) _shardsWhenCutOff.TryAdd(link, shards);
         }
