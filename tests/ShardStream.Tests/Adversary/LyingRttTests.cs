@@ -128,7 +128,7 @@ public sealed class LyingRttTests(ITestOutputHelper output)
         var nonce = new byte[Protocol.NonceLength];
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", nonce, null, WireCoordinate.Unknown).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Landmarks, type);
         var landmarksReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Landmarks.TryRead(ref landmarksReader, out var landmarks));
@@ -145,7 +145,7 @@ public sealed class LyingRttTests(ITestOutputHelper output)
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", nonce, null,
             near.Coordinate with { Error = 0.3f }, [new MeasuredRtt(near.Id, 5_000)]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, type);
         var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
@@ -253,24 +253,6 @@ public sealed class LyingRttTests(ITestOutputHelper output)
             {
                 // Stopped.
             }
-        }
-    }
-
-    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        while (true)
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("closed without a frame");
         }
     }
 }

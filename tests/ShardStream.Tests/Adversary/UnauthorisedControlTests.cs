@@ -90,7 +90,7 @@ public class UnauthorisedControlTests
         var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
@@ -120,7 +120,7 @@ public class UnauthorisedControlTests
         var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
@@ -160,7 +160,7 @@ public class UnauthorisedControlTests
         var connection = await overlay.Network.Host("filler").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "filler:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        var (first, welcomeBody) = await ReadFrameAsync(connection.Pipe.Input);
+        var (first, welcomeBody) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, first);
         var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(welcomeBody));
         Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
@@ -171,7 +171,7 @@ public class UnauthorisedControlTests
         // Everything the control link brings until the coordinator says goodbye: never a chunk.
         while (true)
         {
-            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
             Assert.NotEqual(FrameType.Chunk, type);
             if (type != FrameType.Goodbye) continue;
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
@@ -187,25 +187,6 @@ public class UnauthorisedControlTests
         await overlay.AssertIdenticalAsync(overlay.PeerById(a.Id));
     }
 
-    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        while (true)
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("closed without a frame");
-        }
-    }
-
-    /// <summary>Sends one hello from host "stranger" and returns the first frame of the answer (a goodbye's reason, if it is one).</summary>
     /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does.</summary>
     private static async Task AnswerProbeAsync(IConnectionListener listener, ulong token)
     {

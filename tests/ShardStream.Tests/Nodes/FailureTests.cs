@@ -16,7 +16,7 @@ public sealed class FailureTests
         new Hello(Protocol.Version + 1, Protocol.Version + 2, HelloRole.Join, 0, Hello.DefaultUpload, [], "stranger:1").Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
 
-        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
 
         Assert.Equal(FrameType.Goodbye, type);
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
@@ -39,7 +39,7 @@ public sealed class FailureTests
         {
             var connection = await overlay.Network.Host("vandal").ConnectAsync(target, CancellationToken.None);
             await connection.Pipe.Output.WriteAsync(new byte[] { 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3 });
-            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
             Assert.Equal(FrameType.Goodbye, type);
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
@@ -106,7 +106,7 @@ public sealed class FailureTests
         Goodbye? goodbye = null;
         while (goodbye is null)
         {
-            var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
             if (type != FrameType.Goodbye) continue;
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             Assert.True(Goodbye.TryRead(ref reader, out var g));
@@ -117,23 +117,5 @@ public sealed class FailureTests
 
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
-    }
-
-    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(PipeReader input)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        while (true)
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("closed without a frame");
-        }
     }
 }
