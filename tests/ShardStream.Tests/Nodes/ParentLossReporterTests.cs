@@ -34,21 +34,15 @@ public sealed class ParentLossReporterTests
 
         var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
         var peer = new StubPeer(complete);
-        var reporter = new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None);
-        reporter.OnParentClosed(fromParent, 1, violation);
-        var frame = new ReadOnlySequence<byte>(Assert.Single(peer.Sent));
-        Assert.True(FrameCodec.TryReadFrame(ref frame, out var type, out var body));
-        Assert.Equal(FrameType.ParentLost, type);
-        var reader = new SequenceReader<byte>(body);
-        Assert.True(ParentLost.TryRead(ref reader, out var lost));
+        Report(peer, fromParent, violation);
+        var lost = SingleParentLost(peer);
         Assert.Equal(1UL, lost.ParentId);
         Assert.Equal([new ShardStart(0, 24)], lost.Shards);
         Assert.Equal(violation.Text, lost.Violation);
 
         // Closed for another reason after the end: nothing to repair, nothing said.
         var quiet = new StubPeer(complete);
-        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, quiet, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
-            .OnParentClosed(fromParent, 1, new CloseReason(CloseCode.Closed, "stream complete"));
+        Report(quiet, fromParent, new CloseReason(CloseCode.Closed, "stream complete"));
         Assert.Empty(quiet.Sent);
     }
 
@@ -71,24 +65,34 @@ public sealed class ParentLossReporterTests
         var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
 
         var moved = new StubPeer(running, current: [], whenCutOff: [new ShardStart(0, 0)]);
-        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, moved, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
-            .OnParentClosed(fromParent, 1, violation);
-        var frame = new ReadOnlySequence<byte>(Assert.Single(moved.Sent));
-        Assert.True(FrameCodec.TryReadFrame(ref frame, out var type, out var body));
-        Assert.Equal(FrameType.ParentLost, type);
-        var reader = new SequenceReader<byte>(body);
-        Assert.True(ParentLost.TryRead(ref reader, out var lost));
+        Report(moved, fromParent, violation);
+        var lost = SingleParentLost(moved);
         Assert.Equal(1UL, lost.ParentId);
         Assert.Equal([new ShardStart(0, 0)], lost.Shards);
         Assert.Equal(violation.Text, lost.Violation);
 
         var quiet = new StubPeer(running, current: [], whenCutOff: []);
-        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, quiet, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
-            .OnParentClosed(fromParent, 1, new CloseReason(CloseCode.ConnectionLost, "connection lost: connection reset by peer"));
+        Report(quiet, fromParent, new CloseReason(CloseCode.ConnectionLost, "connection lost: connection reset by peer"));
         Assert.Empty(quiet.Sent);
     }
 
     private sealed record TestOptions : NodeOptions;
+
+    /// <summary>A reporter of <paramref name="peer"/> handles the close of its link to parent 1.</summary>
+    private static void Report(StubPeer peer, Link fromParent, CloseReason closed) =>
+        new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None)
+            .OnParentClosed(fromParent, 1, closed);
+
+    /// <summary>The one frame <paramref name="peer"/> sent the coordinator, which is a ParentLost.</summary>
+    private static ParentLost SingleParentLost(StubPeer peer)
+    {
+        var frame = new ReadOnlySequence<byte>(Assert.Single(peer.Sent));
+        Assert.True(FrameCodec.TryReadFrame(ref frame, out var type, out var body));
+        Assert.Equal(FrameType.ParentLost, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(ParentLost.TryRead(ref reader, out var lost));
+        return lost;
+    }
 
     /// <summary>
     /// A peer with <paramref name="current"/> the shards still on the closing parent link (shard 0

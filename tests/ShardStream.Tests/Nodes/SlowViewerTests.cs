@@ -141,7 +141,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, Hello.DefaultUpload, [], "liar:1").Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await ReadFrameAsync(connection.Pipe.Input);
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
@@ -278,24 +278,6 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             Assert.False(run.IsCompleted, $"peer {leaf.Id} ended: {run.Exception?.InnerException?.Message}");
         }
         await behind.DisposeAsync();
-    }
-
-    private static async Task<(FrameType Type, byte[] Body)> ReadFrameAsync(System.IO.Pipelines.PipeReader input)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        while (true)
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out var body))
-            {
-                var copy = body.ToArray();
-                input.AdvanceTo(buffer.Start);
-                return (type, copy);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("closed without a frame");
-        }
     }
 
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
