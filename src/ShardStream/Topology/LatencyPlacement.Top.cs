@@ -194,7 +194,7 @@ internal sealed partial class LatencyPlacement
     }
 
     /// <summary>The RTT <paramref name="node"/> measured to the source (NaN if none).</summary>
-    private double MeasuredSourceRtt(int node) => node < _sourceRtt.Length ? _sourceRtt[node] : double.NaN;
+    internal double MeasuredSourceRtt(int node) => node < _sourceRtt.Length ? _sourceRtt[node] : double.NaN;
 
     /// <summary>Least difference (ms of RTT to the source) for a near-source exchange.</summary>
     public const double NearMarginMs = 10;

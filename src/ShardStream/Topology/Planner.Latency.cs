@@ -60,6 +60,12 @@ public sealed partial class Planner
     }
 
     /// <summary>
+    /// The RTT to the source recorded for <paramref name="node"/> (<see cref="SetSourceRtt"/>, or
+    /// the one its join carried); NaN if none, or for a latency-blind plan.
+    /// </summary>
+    internal double RecordedSourceRtt(int node) => _latency?.MeasuredSourceRtt(node) ?? double.NaN;
+
+    /// <summary>
     /// The nodes a joiner should ping first to find its coordinate: the source and up to
     /// <paramref name="max"/> - 1 landmark peers (the earliest live joiners with a budget, up to
     /// <see cref="MaxAnchors"/>, taken in turns so that each is pinged often). A peer with no

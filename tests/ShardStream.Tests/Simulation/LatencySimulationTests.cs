@@ -117,6 +117,23 @@ public sealed class LatencySimulationTests
                 Assert.InRange(Number(fromLocal, "mean RDP "), bound, double.MaxValue);
                 Assert.Equal(0, Number(fromLocal, "peers over budget "));
                 Assert.InRange(Number(fromLocal, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
+                // What a coordinator knows: clusters (the source's by measured RTT, at most the first
+                // relay's budget of them), local coordinates from random peers of the cluster, then
+                // from parent links only in successive rebuilds: valid plans too, each one moving edges.
+                var inClusters = lines[at + 9];
+                Assert.StartsWith("    the same from local coordinates within clusters of the plane, the source's by measured RTT to it (", inClusters, StringComparison.Ordinal);
+                Assert.InRange(Number(inClusters, "by measured RTT to it ("), 2, 10);
+                var rebuilds = lines.Where(l => l.StartsWith("    rebuild ", StringComparison.Ordinal)).ToList();
+                Assert.Equal(RdpConstruction.ParentLinkRebuilds, rebuilds.Count);
+                Assert.Equal(at + 10, Array.IndexOf(lines, rebuilds[0]));
+                foreach (var built2 in rebuilds.Prepend(inClusters))
+                {
+                    Assert.InRange(Number(built2, "mean RDP "), bound, double.MaxValue);
+                    Assert.Equal(0, Number(built2, "peers over budget "));
+                    Assert.InRange(Number(built2, "max depth "), 1, report.LatencyBlind!.MaxDepth + 1);
+                }
+
+                Assert.All(rebuilds, r => Assert.InRange(Number(r, "edges whose parent changed "), 1, 3000 * 8));
             }
         }
 
@@ -131,6 +148,37 @@ public sealed class LatencySimulationTests
 
             return double.Parse(line[start..end], System.Globalization.CultureInfo.InvariantCulture);
         }
+    }
+
+    /// <summary>
+    /// The source's cluster is made from measured RTTs, not from the plane: peers whose core RTT
+    /// to the source is within <see cref="RdpConstruction.SourceClusterMs"/> leave whatever cluster
+    /// of the plane they were in (here split over two, one shared with far peers), peers with no
+    /// measurement stay; then the smallest other cluster joins the nearest other one (never the
+    /// source's) until the budget of clusters holds.
+    /// </summary>
+    [Fact]
+    public void The_source_cluster_comes_from_measured_rtts_and_the_smallest_other_clusters_merge()
+    {
+        // Plane clusters: 0 = {0, 1, 2}, 1 = {3, 4}, 2 = {5, 6, 7, 8}, 3 = {9}; points near their
+        // cluster's centre (0, 0), (100, 0), (300, 0), (120, 0).
+        double[] x = [0, 1, 2, 100, 101, 300, 301, 302, 303, 120];
+        var y = new double[x.Length];
+        // Peers 0, 1 and 3 are near the source by RTT; peer 2 and 4 are not; 9 measured nothing.
+        double[] core = [5, 30, 60, 12, 200, 150, 150, 150, 150, double.NaN];
+        int[] region = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3];
+        var (regions, source) = RdpConstruction.SourceCluster(x, y, core, region, regions: 4, maxRegions: 4);
+        Assert.Equal(4, regions);
+        Assert.All(region, r => Assert.InRange(r, 0, regions - 1));
+        Assert.Equal([0, 1, 3], Enumerable.Range(0, x.Length).Where(i => region[i] == source).ToArray());
+        // The clusters left besides the source's: {2}, {4}, {5-8}, {9}, one too many; {2}, {4} and
+        // {9} hold one peer each, and the first of them ({2}, at 2) joins the nearest other cluster
+        // ({4} at 101, not the source's), leaving {2, 4}, {5-8} and {9}.
+        Assert.Equal(region[2], region[4]);
+        Assert.NotEqual(region[2], region[9]);
+        Assert.NotEqual(region[5], region[9]);
+        Assert.All(new[] { 6, 7, 8 }, i => Assert.Equal(region[5], region[i]));
+        Assert.Equal(4, new HashSet<int>(region).Count);
     }
 
     [Fact]

@@ -273,6 +273,15 @@ internal static class RdpAnalysis
             o.WriteLine($"    coordinates inside a region (random pairs of one region): |estimate - RTT| median {median:F1} ms (relative {relative:F3}), p90 {p90:F1} ms; plane distance against the model's: median error {plane:F1} ms");
             var local = RdpConstruction.Build(planner, model, RdpConstruction.Knowledge.LocalCoordinatesInModelRegions);
             o.WriteLine($"    the same from local coordinates within the model's true regions ({RdpConstruction.LocalPings} peers of its region measured by each peer, {RdpConstruction.LocalRounds} rounds): mean RDP {local.MeanRdp:F2} (source region {local.SourceRegionRdp:F2}, other regions {local.OtherRegionsRdp:F2}; per single tree {local.MeanTreeRdp:F2}), max depth {local.MaxDepth}, peers over budget {local.OverBudget}");
+            // What a coordinator can know: clusters of the plane, the source's by its measured RTTs.
+            var inClusters = RdpConstruction.Build(planner, model, RdpConstruction.Knowledge.LocalCoordinatesInClusters);
+            o.WriteLine($"    the same from local coordinates within clusters of the plane, the source's by measured RTT to it ({inClusters.Regions} clusters; {RdpConstruction.LocalPings} peers of its cluster measured by each peer): mean RDP {inClusters.MeanRdp:F2} (source region {inClusters.SourceRegionRdp:F2}, other regions {inClusters.OtherRegionsRdp:F2}; per single tree {inClusters.MeanTreeRdp:F2}), max depth {inClusters.MaxDepth}, peers over budget {inClusters.OverBudget}");
+            var rebuilds = RdpConstruction.RebuildsFromParentLinks(planner, model, RdpConstruction.ParentLinkRebuilds);
+            for (var i = 0; i < rebuilds.Count; i++)
+            {
+                var (e, moved) = rebuilds[i];
+                o.WriteLine($"    rebuild {i + 1} from parent links only (the same clusters; local coordinates fitted to the RTTs of the parent links within a cluster of the planner's plan{(i == 0 ? "" : $" and rebuilds 1-{i}")}): mean RDP {e.MeanRdp:F2} (source region {e.SourceRegionRdp:F2}, other regions {e.OtherRegionsRdp:F2}; per single tree {e.MeanTreeRdp:F2}), max depth {e.MaxDepth}, peers over budget {e.OverBudget}, edges whose parent changed {moved}");
+            }
         }
     }
 
