@@ -188,8 +188,14 @@ internal sealed partial class Link : IAsyncDisposable
 
     private volatile bool _heardSinceStart;
 
-    /// <summary>Starts the read loop (frames go to <paramref name="handler"/>) and the writer.</summary>
-    public void Start(FrameHandler handler)
+    /// <summary>
+    /// Starts the read loop (frames go to <paramref name="handler"/>) and the writer.
+    /// <paramref name="onViolation"/> runs on the read loop, before the link starts closing, when
+    /// the other side sent what cuts it off: a frame header or a frame that breaks the protocol
+    /// (whether the framing, the RTT machinery or <paramref name="handler"/> found it), or data
+    /// that failed verification.
+    /// </summary>
+    public void Start(FrameHandler handler, Action<Link>? onViolation = null)
     {
         // The other side's silence counts from here, not from its hello: a joiner cannot speak
         // before its welcome, and the time the coordinator took to place it (a probe, its lock, a
@@ -203,7 +209,7 @@ internal sealed partial class Link : IAsyncDisposable
         {
             OnHeartbeatCoordinate(body);
             OnHeartbeat(body);
-        }, OnReceived);
+        }, OnReceived, onViolation is null ? null : () => onViolation(this));
     }
 
     private void OnReceived()

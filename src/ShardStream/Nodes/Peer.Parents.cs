@@ -68,7 +68,7 @@ public sealed partial class Peer
             return;
         }
         MeasureRtt(link, welcome.Version);
-        link.Start(OnParentFrame);
+        link.Start(OnParentFrame, NoteCutOff);
         if (superseded.Length > 0) link.Send(new Detach(superseded).Write);
         foreach (var (old, shards) in replaced) ReleaseOldParent(old, shards);
     }

@@ -252,7 +252,7 @@ public sealed partial class Peer : Node, IPeerParents
                 for (int s = 0; s < _moveGeneration.Length; s++) _moveGeneration[s]++;
             generations = (long[])_moveGeneration.Clone();
         }
-        control.Start(OnParentFrame);
+        control.Start(OnParentFrame, NoteCutOff);
         control.Closed.ContinueWith(t => OnControlClosed(control, t.Result), TaskScheduler.Default).Observe(Log, "coordinator link closed");
         foreach (var (old, shards) in released) ReleaseOldParent(old, shards);
 
@@ -357,25 +357,12 @@ public sealed partial class Peer : Node, IPeerParents
     private readonly ShardStalls _stalls = new();
 
     /// <summary>
-    /// A frame from a parent or the control link. One that cuts the link off (data that failed a
-    /// check, a frame it may not send) first notes the shards the link is the parent of then, for
-    /// its report (see <c>_shardsWhenCutOff</c>); the read loop then closes the link with the reason.
+    /// A frame from a parent or the control link: the stream's to the intake, the rest handled
+    /// here; throws on a violation. The read loop then notes the shards the link is the parent of
+    /// (<see cref="NoteCutOff"/>, as for a violation it finds itself: a bad frame header, a
+    /// malformed ping) and closes it with the reason.
     /// </summary>
     private void OnParentFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
-    {
-        try
-        {
-            OnParentFrameChecked(link, type, body);
-        }
-        catch (Exception e) when (e is InvalidDataException or ProtocolException)
-        {
-            NoteCutOff(link);
-            throw;
-        }
-    }
-
-    /// <summary>A frame from a parent or the control link: the stream's to the intake, the rest handled here; throws on a violation.</summary>
-    private void OnParentFrameChecked(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
         // The stream itself (chunks, hash lists, ends) goes to the intake; the rest is the peer's.
         if (_intake.OnFrame(link, type, body, _shardCount)) return;

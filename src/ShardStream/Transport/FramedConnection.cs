@@ -98,13 +98,16 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// Starts the read loop and the writer. Every frame but a heartbeat goes to
     /// <paramref name="onFrame"/> (a goodbye after it is recorded), a heartbeat to
     /// <paramref name="onHeartbeat"/>; <paramref name="onReceived"/> runs after every read, whatever it held.
+    /// <paramref name="onViolation"/> runs on the read loop when the other side broke the protocol
+    /// or sent data that failed verification (in a frame's header or in a handler), before the
+    /// connection starts closing.
     /// </summary>
-    public void Start(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
+    public void Start(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived, Action? onViolation = null)
     {
         Volatile.Write(ref _started, true);
         // Each loop starts on the thread pool (its first step yields), never on the caller's thread.
         _writer = WriteLoopAsync();
-        _reader = ReadLoopAsync(onFrame, onHeartbeat, onReceived);
+        _reader = ReadLoopAsync(onFrame, onHeartbeat, onReceived, onViolation);
     }
 
     /// <summary>
@@ -568,7 +571,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         }
     }
 
-    private async Task ReadLoopAsync(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived)
+    private async Task ReadLoopAsync(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived, Action? onViolation)
     {
         await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         var input = _connection.Pipe.Input;
@@ -619,6 +622,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
             ConnectionLog.Violation(_log, Name, reason.Text);
+            onViolation?.Invoke();
             // Tell the other side why, after anything already queued, then close gracefully.
             Interlocked.Exchange(ref _closing, 1);
             _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));
@@ -631,6 +635,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             reason = new CloseReason(CloseCode.BadData, $"bad data: {e.Message}", e);
             ConnectionLog.Violation(_log, Name, reason.Text);
+            onViolation?.Invoke();
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
         {
