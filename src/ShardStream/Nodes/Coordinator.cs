@@ -483,7 +483,7 @@ public sealed class Coordinator : Node, Admission.IHost
     public const int MaxPingsPerJoin = 16;
 
     /// <summary>
-    /// Once a second, moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
+    /// Once a second (<see cref="CoordinatorOptions.LatencyMoveInterval"/>), moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
     /// estimated delay from the source is much worse than a free slot elsewhere offers
     /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
     /// later joiners bring free slots near earlier ones. A move must also be borne out by what the
@@ -498,19 +498,20 @@ public sealed class Coordinator : Node, Admission.IHost
         {
             while (!Stopping.IsCancellationRequested)
             {
-                await Task.Delay(TimeSpan.FromSeconds(1), Time, Stopping).ConfigureAwait(false);
+                await Task.Delay(_options.LatencyMoveInterval, Time, Stopping).ConfigureAwait(false);
                 List<Reattachment> moves;
+                long round;
                 lock (_tracker.Gate)
                 {
                     if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
                     moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt ??= ReportedRtt)];
-                    _latencyMoveRounds++;
+                    round = ++_latencyMoveRounds;
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }
                 if (moves.Count > 0)
                 {
                     Interlocked.Add(ref _latencyMoves, moves.Count);
-                    CoordinatorLog.LatencyMoves(Log, moves.Count, string.Join(", ", moves.Select(m => $"peer {m.Peer} shard {m.Shard} -> {m.NewParent}")));
+                    CoordinatorLog.LatencyMoves(Log, round, moves.Count, string.Join(", ", moves.Select(m => $"peer {m.Peer} shard {m.Shard} -> {m.NewParent}")));
                 }
             }
         }
@@ -524,7 +525,7 @@ public sealed class Coordinator : Node, Admission.IHost
     private long _latencyMoveRounds;
     private Func<int, int, MeasuredEdgeRtt?>? _reportedRtt;
 
-    /// <summary>Times the coordinator looked for latency moves so far (once a second while moves are on).</summary>
+    /// <summary>Times the coordinator looked for latency moves so far (once a second while moves are on: <see cref="CoordinatorOptions.LatencyMoveInterval"/>).</summary>
     public long LatencyMoveRounds
     {
         get

@@ -105,8 +105,8 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1676, LogLevel.Debug, "{Link}: sending {Count} node(s) to measure before the join", EventName = "SendingLandmarks")]
     public static partial void SendingLandmarks(ILogger log, string link, int count);
 
-    [LoggerMessage(1677, LogLevel.Information, "moving {Count} peer edge(s) to parents with a much lower estimated delay from the source: {Moves}", EventName = "LatencyMoves")]
-    public static partial void LatencyMoves(ILogger log, int count, string moves);
+    [LoggerMessage(1677, LogLevel.Information, "round {Round} of latency moves: moving {Count} peer edge(s) to parents with a much lower estimated delay from the source: {Moves}", EventName = "LatencyMoves")]
+    public static partial void LatencyMoves(ILogger log, long round, int count, string moves);
 
     [LoggerMessage(1679, LogLevel.Warning, "candidate memory full: {Remembered} joiners were sent their candidate parents within the last {Seconds} s and have not been placed; {Skipped} joiner(s) since the last such line were placed without measuring their candidates (a place chosen on estimates, not a failed join); a flood of joiners that never finish joining?", EventName = "CandidateTokensFull")]
     public static partial void CandidateTokensFull(ILogger log, int remembered, int seconds, int skipped);

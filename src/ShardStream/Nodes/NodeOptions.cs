@@ -216,6 +216,14 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public int LatencyMovesPerSecond { get; init; }
 
+    /// <summary>
+    /// How often the coordinator looks for latency moves (one call of <see cref="Topology.Planner.ImproveLatency"/>,
+    /// at most <see cref="LatencyMovesPerSecond"/> moves each): once a second. Tests shorten it to
+    /// run the same rounds (a moved peer rests <see cref="Topology.Planner.ImproveRest"/> of them)
+    /// in less wall time; the cap then holds per round, not per second.
+    /// </summary>
+    internal TimeSpan LatencyMoveInterval { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 
@@ -258,6 +266,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (MaxSigningDelay <= TimeSpan.Zero || MinSigningInterval < TimeSpan.Zero) throw new ArgumentException("the signing delay must be positive and the signing interval not negative");
         if (MaxJoinsInProgress is < 1 || MaxJoinsWaiting < 0 || MaxJoinWait < TimeSpan.Zero) throw new ArgumentException("joins in progress (--max-joins) must be at least 1, joins waiting and their wait not negative");
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException($"the replay window (--replay-seconds, {ReplayWindowAge.TotalSeconds:0.##} s) must be longer than the {JoinBacklog.TotalSeconds:0.##} s a new viewer's stream starts back");
+        if (LatencyMoveInterval <= TimeSpan.Zero) throw new ArgumentException("the interval between latency-move rounds must be positive");
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (!(ControlHeartbeatsPerSecond > 0)) throw new ArgumentException("the control-link heartbeats a second must be positive");
