@@ -21,9 +21,23 @@ public sealed class VirtualNetwork
     private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
     private volatile LatencyModelBinding? _model;
+    private readonly PipeOptions _pipes;
 
     /// <summary>Creates an empty network.</summary>
-    public VirtualNetwork(TimeProvider? time = null) => _time = time ?? TimeProvider.System;
+    public VirtualNetwork(TimeProvider? time = null) : this(time, null)
+    {
+    }
+
+    /// <summary>
+    /// Creates an empty network whose connections take their buffers from <paramref name="pool"/>
+    /// (null: the shared array pool), so that a test can watch what is done with a buffer after
+    /// it went back.
+    /// </summary>
+    internal VirtualNetwork(TimeProvider? time, MemoryPool<byte>? pool)
+    {
+        _time = time ?? TimeProvider.System;
+        _pipes = new PipeOptions(pool: pool, pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
+    }
 
     /// <summary>The latency of links with no latency of their own.</summary>
     public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
@@ -263,7 +277,6 @@ public sealed class VirtualNetwork
     /// <summary>One connection: two directions, each a sender pipe pumped into a receiver pipe.</summary>
     private sealed class VirtualLink
     {
-        private static readonly PipeOptions Options = new(pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
         private readonly VirtualHost _client;
         private readonly VirtualHost _server;
         private readonly Direction _toServer;
@@ -327,12 +340,14 @@ public sealed class VirtualNetwork
                 _network = network;
                 _from = from;
                 _to = to;
+                Sender = new Pipe(network._pipes);
+                Receiver = new Pipe(network._pipes);
                 _ = PumpAsync();
             }
 
-            public Pipe Sender { get; } = new(Options);
+            public Pipe Sender { get; }
 
-            public Pipe Receiver { get; } = new(Options);
+            public Pipe Receiver { get; }
 
             public void Reset(Exception error)
             {
@@ -391,7 +406,14 @@ public sealed class VirtualNetwork
 
         private sealed class End(VirtualLink link, IDuplexPipe pipe, VirtualHost remote, TimeProvider time) : IConnection
         {
-            private int _outputClosed;
+            /// <summary>
+            /// Held while a send copies into <c>Output</c> and while <c>Output</c> is completed. A
+            /// send copies without the pipe's lock; completing the pipe's writer after an abort (its
+            /// reader already completed) gives the pipe's buffers back to the shared pool, so a copy
+            /// still under way wrote into a buffer another connection may have rented meanwhile.
+            /// </summary>
+            private readonly object _sending = new();
+            private bool _outputClosed;
             private int _closed;
 
             public IDuplexPipe Pipe { get; } = pipe;
@@ -406,14 +428,23 @@ public sealed class VirtualNetwork
                 var crossing = remote.ReserveDownlink(total);
                 if (crossing > TimeSpan.Zero) await Task.Delay(crossing, time, cancellationToken).ConfigureAwait(false);
                 // In memory there is nothing to gain from a gathered write: copy into the pipe.
-                foreach (var buffer in buffers) Pipe.Output.Write(buffer);
+                lock (_sending)
+                {
+                    // Closed meanwhile (a dispose while the send waited or before it): as a send on a closed socket.
+                    if (_outputClosed) throw new IOException("the connection was closed");
+                    foreach (var buffer in buffers) Pipe.Output.Write(buffer);
+                }
                 var result = await Pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
                 if (result.IsCompleted) throw new IOException("the other side stopped reading");
             }
 
             public async ValueTask CloseOutputAsync()
             {
-                if (Interlocked.Exchange(ref _outputClosed, 1) != 0) return;
+                lock (_sending)
+                {
+                    if (_outputClosed) return;
+                    _outputClosed = true;
+                }
                 await Pipe.Output.CompleteAsync().ConfigureAwait(false);
             }
 
