@@ -29,14 +29,16 @@ public sealed class VirtualNetwork
     }
 
     /// <summary>
-    /// Creates an empty network whose connections take their buffers from <paramref name="pool"/>
-    /// (null: the shared array pool), so that a test can watch what is done with a buffer after
-    /// it went back.
+    /// Creates an empty network for a test that watches its connections' insides: their pipes take
+    /// their buffers from <paramref name="pool"/> (null: the shared array pool), so that the test
+    /// can see what is done with a buffer after it went back, and run a reader's continuation on
+    /// <paramref name="readerScheduler"/> (null: the thread pool; <see cref="PipeScheduler.Inline"/>
+    /// runs it on the thread that completed the read, e.g. in the middle of a reset).
     /// </summary>
-    internal VirtualNetwork(TimeProvider? time, MemoryPool<byte>? pool)
+    internal VirtualNetwork(TimeProvider? time, MemoryPool<byte>? pool, PipeScheduler? readerScheduler = null)
     {
         _time = time ?? TimeProvider.System;
-        _pipes = new PipeOptions(pool: pool, pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
+        _pipes = new PipeOptions(pool: pool, readerScheduler: readerScheduler, pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
     }
 
     /// <summary>The latency of links with no latency of their own.</summary>
@@ -397,6 +399,12 @@ public sealed class VirtualNetwork
                 }
                 catch (Exception e)
                 {
+                    // A reset under way ends both pipes with its own error. The pump may have met
+                    // it half done (the receiving side ended, the sending side not yet: its write
+                    // failed with "Writing is not allowed after writer was completed"), and ending
+                    // the sending side with that error would have shown the sender an
+                    // InvalidOperationException instead of the reset.
+                    if (_reset.IsCancellationRequested) return;
                     // The receiver went away: tell the sender the connection is broken.
                     Receiver.Writer.Complete(e);
                     Sender.Reader.Complete(e);

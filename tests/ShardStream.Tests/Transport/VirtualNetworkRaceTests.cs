@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.IO.Pipelines;
 using ShardStream.Transport;
 
 namespace ShardStream.Tests.Transport;
@@ -59,6 +60,77 @@ public sealed class VirtualNetworkRaceTests
         Assert.True(written == 0, $"round {rounds}: {written} bytes written into buffers after they went back to the pool");
         Assert.True(wrongErrors.Count == 0, $"{wrongErrors.Count} of {rounds} sends failed with something other than an I/O error, e.g. {wrongErrors.FirstOrDefault()}");
         Assert.True(pool.Returned > 0, "no buffer ever went back: the test saw nothing");
+    }
+
+    [Fact]
+    public async Task A_reset_while_the_network_moves_bytes_fails_the_senders_writes_with_the_reset()
+    {
+        // The link's pump, between reading the sender's bytes and handing them on, met the reset
+        // half done (the receiving side completed, the sending side not yet): its write to the
+        // receiving side failed with "Writing is not allowed after writer was completed", and it
+        // ended the sending side with that error before the reset could end it with its own. The
+        // sender's later writes then threw that InvalidOperationException, which a caller that
+        // takes an IOException as "the other side is gone" does not catch (1 reset in 11,410 with
+        // a sender writing 8 MiB at a time, before this was fixed). Here the reset is held at that
+        // point: the receiver's read continuation runs inline in it and lets the pump go on.
+        using var pumpHoldsBytes = new SemaphoreSlim(0);
+        using var pumpMayGoOn = new ManualResetEventSlim();
+        int calls = 0;
+        var net = new VirtualNetwork(null, null, PipeScheduler.Inline);
+        net.UseLatencyModel(["client", "server"], (_, _) =>
+        {
+            // The pump asks for the latency after it read the sender's bytes, before it hands them on.
+            if (Interlocked.Increment(ref calls) == 1)
+            {
+                pumpHoldsBytes.Release();
+                Assert.True(pumpMayGoOn.Wait(PipeIo.Deadline), "the pump was never let go on");
+            }
+            return TimeSpan.Zero;
+        });
+        var (client, server) = await ConnectAsync(net);
+        var firstWriteDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var resetDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var receiving = Task.Run(async () =>
+        {
+            try
+            {
+                await server.Pipe.Input.ReadAsync();
+                return null;
+            }
+            catch (IOException e)
+            {
+                // Run inline by the reset, right after it ended this side's input: the pump goes on
+                // now, and the reset waits until the sender's write (which ran the pump) returned.
+                pumpMayGoOn.Set();
+                Assert.True(firstWriteDone.Task.Wait(PipeIo.Deadline), "the sender's write never returned");
+                return e;
+            }
+        });
+        var sending = Task.Run(async () =>
+        {
+            // The pump reads these bytes on this thread (inline) and waits in the latency model.
+            await client.Pipe.Output.WriteAsync("held"u8.ToArray());
+            firstWriteDone.SetResult();
+            await resetDone.Task;
+            try
+            {
+                await client.Pipe.Output.WriteAsync("after the reset"u8.ToArray());
+                return null;
+            }
+            catch (Exception e)
+            {
+                return e;
+            }
+        });
+        Assert.True(await pumpHoldsBytes.WaitAsync(PipeIo.Deadline), "the pump never read the sender's bytes");
+
+        await Task.Run(server.Abort).WaitAsync(PipeIo.Deadline);
+        resetDone.SetResult();
+
+        Assert.IsType<IOException>(await receiving.WaitAsync(PipeIo.Deadline));
+        var error = await sending.WaitAsync(PipeIo.Deadline);
+        Assert.True(error is IOException, $"the sender's write after the reset: {error?.GetType().Name}: {error?.Message}");
+        Assert.Contains("reset", error!.Message);
     }
 
     /// <summary>Reads and drops everything until the connection ends (normally or with a reset); <paramref name="flowing"/> once 2 MiB came.</summary>
