@@ -117,6 +117,11 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
             // frame the pump was still copying then went into a buffer another connection of the
             // process had rented meanwhile (a viewer read "frame of 1089622524 bytes" on its
             // control link after its stale parent's link was reset). The pump ends first.
+            // It is stopped, not left to drain what the node wrote and it has not sent yet: the
+            // node's one caller of this, FramedConnection.DisposeAsync, has always aborted the
+            // connection before (its Finish calls Abort, which resets the inner connection), and an
+            // abort drops anything unsent (IConnection.Abort), so a drain would deliver nothing
+            // more. A graceful close drains: CloseOutputAsync waits for the pump.
             await _stop.CancelAsync();
             try
             {
