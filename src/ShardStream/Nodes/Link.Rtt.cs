@@ -143,7 +143,13 @@ internal sealed partial class Link
                 if (!Ping.TryRead(ref reader, out var ping)) throw new ProtocolException("malformed ping frame");
                 // Answered even before this side measures (a ping can only come on a version-6 link).
                 var coordinate = _localCoordinate?.Invoke() ?? WireCoordinate.Unknown;
-                _connection.Send(FrameWriting.ToArray(new Pong(ping.Token, 0, coordinate).Write), StampPong);
+                var answer = FrameWriting.ToArray(new Pong(ping.Token, 0, coordinate).Write);
+                // Ahead of the chunks queued on this link, if any: behind them an honest pong
+                // waited up to 1.08 s (the coordinator's to a peer it fed, 16 viewers on 2
+                // busy cores), past what the pinger takes out (Protocol.MaxPongHold). Only then:
+                // the queue for frames sent ahead costs memory on every link that has one.
+                if (_connection.QueuedBytes > 0) _connection.SendAhead(answer, StampPong);
+                else _connection.Send(answer, StampPong);
                 return true;
             case FrameType.Pong:
                 if (!Pong.TryRead(ref reader, out var pong)) throw new ProtocolException("malformed pong frame");
@@ -167,6 +173,31 @@ internal sealed partial class Link
         if (heartbeat.ParentRtts is { } parents) ParentRttsHeard?.Invoke(this, parents);
     }
 
+    /// <summary>
+    /// The least round trip measured on this link as it came, the other side's claimed hold not
+    /// taken out (zero before the first pong); under <c>_rttGate</c>.
+    /// </summary>
+    private TimeSpan _minMeasured;
+
+    /// <summary>
+    /// The RTT sample of a pong that came <paramref name="measured"/> after its ping went out and
+    /// says it was held <paramref name="holdMicros"/> at the other side. The hold is the other
+    /// side's word: taken out whole, a peer that claims a hold just under the round trip is
+    /// measured next to this node. So it is bounded as QUIC bounds the ack delay (RFC 9002,
+    /// section 5.3): it counts up to <see cref="Protocol.MaxPongHold"/> (QUIC's max_ack_delay),
+    /// and never takes the sample below the least round trip measured on this link as it came
+    /// (claims aside; QUIC's min_rtt). Where QUIC then keeps the whole measurement, this keeps
+    /// that least round trip: an honest hold it was not allowed to take out would otherwise count
+    /// as delay. No sample is below a round trip this link really took. The first pong's hold is
+    /// never taken out: nothing measured yet bounds it. Under <c>_rttGate</c>.
+    /// </summary>
+    private TimeSpan TakeHold(TimeSpan measured, uint holdMicros)
+    {
+        if (_minMeasured == TimeSpan.Zero || measured < _minMeasured) _minMeasured = measured;
+        var hold = TimeSpan.FromMicroseconds(Math.Min(holdMicros, (long)Protocol.MaxPongHold.TotalMicroseconds));
+        return measured - hold > _minMeasured ? measured - hold : _minMeasured;
+    }
+
     private void OnPong(Pong pong)
     {
         long now = _time.GetTimestamp();
@@ -174,11 +205,10 @@ internal sealed partial class Link
         // A pong for no ping of ours (or an old one) says nothing.
         if (pong.Token == 0 || Interlocked.CompareExchange(ref _outstandingPing, 0, pong.Token) != pong.Token || sentAt == 0) return;
         var measured = _time.GetElapsedTime(sentAt, now);
-        var hold = TimeSpan.FromMicroseconds(pong.HoldMicros);
-        // The other side's wait counts only when it leaves a positive sample (RFC 9002, section 5.3, does likewise with the ack delay).
-        var sample = hold < measured ? measured - hold : measured;
+        TimeSpan sample;
         lock (_rttGate)
         {
+            sample = TakeHold(measured, pong.HoldMicros);
             _rtt.Add(sample);
             if (!pong.Coordinate.IsUnknown) _remoteCoordinate = pong.Coordinate;
         }

@@ -183,6 +183,35 @@ internal sealed class FramedConnection : IAsyncDisposable
     }
 
     /// <summary>
+    /// A frame sent ahead whose bytes the writer completes as it goes out (<see cref="SendAhead(byte[], Action{byte[], long, long})"/>):
+    /// at most one at a time, so a link pays one reference for it, not a queue of larger items.
+    /// </summary>
+    private Stamped? _stamped;
+
+    /// <summary>A frame, when it was queued, and what completes it as it goes out.</summary>
+    private sealed record Stamped(byte[] Frame, long At, Action<byte[], long, long> BeforeSend);
+
+    /// <summary>
+    /// <see cref="SendAhead(byte[])"/> for a frame that <paramref name="beforeSend"/> completes
+    /// as the writer hands it to the transport (as <see cref="Send(byte[], Action{byte[], long, long})"/>):
+    /// a pong, whose wait must not count the chunks it went ahead of. One such frame waits at a
+    /// time; while one waits, the next is queued as <see cref="Send(byte[], Action{byte[], long, long})"/> queues it.
+    /// </summary>
+    public void SendAhead(byte[] frame, Action<byte[], long, long> beforeSend)
+    {
+        if (IsClosing) return;
+        var stamped = new Stamped(frame, _time.GetTimestamp(), beforeSend);
+        if (Interlocked.CompareExchange(ref _stamped, stamped, null) != null)
+        {
+            Send(frame, beforeSend);
+            return;
+        }
+        var ahead = Volatile.Read(ref _ahead) ?? LazyInitializer.EnsureInitialized(ref _ahead);
+        if (_queue.TryWriteAhead(ahead, frame, new Outgoing(null, Wake, stamped.At))) Signal();
+        else Interlocked.CompareExchange(ref _stamped, null, stamped);
+    }
+
+    /// <summary>
     /// Queues a control frame; <paramref name="beforeSend"/> runs as the writer hands it to the
     /// transport, with the frame, when it was queued and now (timestamps of the time provider): it
     /// may still change the frame's bytes (a ping's send time, a pong's wait).
@@ -433,6 +462,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
         {
             if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+            if (Volatile.Read(ref _stamped) is { } stamped && ReferenceEquals(stamped.Frame, urgent))
+            {
+                stamped.BeforeSend(urgent, stamped.At, _time.GetTimestamp());
+                Volatile.Write(ref _stamped, null);
+            }
             _batch.Add(urgent);
             bytes += urgent.Length;
         }

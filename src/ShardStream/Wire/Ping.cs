@@ -59,7 +59,8 @@ public readonly record struct Ping(ulong Token)
 /// <summary>
 /// The answer to a <see cref="Ping"/> (version 6): its token, how long the answer waited at the
 /// answering side before it was sent (<paramref name="HoldMicros"/>, which the pinger subtracts, as
-/// QUIC's ack delay, RFC 9000 section 19.3), and the answering side's network coordinate.
+/// QUIC's ack delay, RFC 9000 section 19.3: up to <see cref="Protocol.MaxPongHold"/>, and never
+/// below the least round trip it measured), and the answering side's network coordinate.
 /// </summary>
 public readonly record struct Pong(ulong Token, uint HoldMicros, WireCoordinate Coordinate)
 {

@@ -53,6 +53,15 @@ public static class Protocol
     /// <summary>The first version with Ping, Pong and Landmarks, and a network coordinate in Hello and Heartbeat.</summary>
     public const ushort PingVersion = 6;
 
+    /// <summary>
+    /// The most of a Pong's <c>hold_us</c> the pinger takes out of its RTT sample (QUIC's
+    /// max_ack_delay, RFC 9000 section 18.2). An honest side answers a Ping at once, ahead of the
+    /// chunks it has queued, so its Pong waits only for its writer: at most 568 ms measured (16
+    /// viewers on 2 cores at a load average of 48; docs/protocol.md section 17). A hold above it
+    /// counts as delay: the answering side looks farther, never nearer.
+    /// </summary>
+    public static readonly TimeSpan MaxPongHold = TimeSpan.FromSeconds(1);
+
     /// <summary>The first version with the StreamHeader frame (coordinator to peer, after a placement Welcome).</summary>
     public const ushort StreamHeaderVersion = 5;
 
