@@ -435,15 +435,57 @@ public sealed class Coordinator : Node, Admission.IHost
     private protected override void OnRemoteCoordinate(Link link, WireCoordinate remote)
     {
         if (link.Role is not ControlRole { Session: var session } || session.Control != link) return;
+        var rtt = link.RttSnapshot();
         lock (_tracker.Gate)
             if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id))
             {
-                _tracker.Planner.SetCoordinate(session.Id, FromWire(remote));
+                var coordinate = FromWire(remote);
                 // The least RTT of the control link, once it has a few samples: what the near-source
                 // exchange compares a joiner's own measurement with. A first sample can be far too
                 // high (a process starting up on a loaded host: hundreds of ms on loopback).
-                if (link.RttSnapshot() is { Samples: >= SourceRttSamples } rtt) _tracker.Planner.SetSourceRtt(session.Id, rtt.Min.TotalMilliseconds);
+                if (rtt is { Samples: >= SourceRttSamples } measured)
+                {
+                    _tracker.Planner.SetSourceRtt(session.Id, measured.Min.TotalMilliseconds);
+                    coordinate = Agreeing(session, coordinate, measured.Min.TotalMilliseconds);
+                }
+                _tracker.Planner.SetCoordinate(session.Id, coordinate);
             }
+    }
+
+    /// <summary>Least gap (ms) between the RTT the coordinator measured to a peer and the one its coordinate claims, for <see cref="Agreeing"/> to discount the coordinate.</summary>
+    internal const double CoordinateSlackMs = 10;
+
+    /// <summary>
+    /// The coordinate the plan holds for <paramref name="session"/>'s peer, which claims
+    /// <paramref name="claimed"/> and whose control link's least RTT is <paramref name="measuredMs"/>.
+    /// A peer's coordinate is its own word, and it says how far the peer is from everyone,
+    /// the coordinator (the source) too; the coordinator can check that one distance. A claim
+    /// that puts the peer nearer than half the least RTT measured, and by more than
+    /// <see cref="CoordinateSlackMs"/>, is held with a height raised by the difference: as far
+    /// from the coordinator as measured, and that much farther from every other node (an access
+    /// link longer than claimed). Every round trip measured is at least the path's (a peer can
+    /// delay its pongs, not hasten them; <see cref="Link"/> bounds its claimed hold), so a peer
+    /// is never held nearer the source than it is by more than that. A claim that agrees is held
+    /// as it is; one that puts the peer farther costs only the peer. Under the coordinator's lock.
+    /// </summary>
+    private NetworkCoordinate Agreeing(PeerSession session, NetworkCoordinate claimed, double measuredMs)
+    {
+        double estimated = claimed.EstimateRtt(Anchor);
+        double gap = measuredMs - estimated;
+        bool discount = estimated < measuredMs / 2 && gap > CoordinateSlackMs;
+        if (discount != session.CoordinateDiscounted)
+        {
+            session.CoordinateDiscounted = discount;
+            if (discount) CoordinatorLog.CoordinateDiscounted(Log, session.Id, estimated, measuredMs);
+            else CoordinatorLog.CoordinateAgrees(Log, session.Id, estimated, measuredMs);
+        }
+        return discount ? claimed with { Height = claimed.Height + gap } : claimed;
+    }
+
+    /// <summary>The coordinate the plan holds for peer <paramref name="id"/> (<see cref="NetworkCoordinate.Unknown"/> if none): what it places others by and hands joiners as a landmark.</summary>
+    internal NetworkCoordinate PlannedCoordinate(int id)
+    {
+        lock (_tracker.Gate) return _tracker.Planner.Contains(id) ? _tracker.Planner.CoordinateOf(id) : NetworkCoordinate.Unknown;
     }
 
     /// <summary>

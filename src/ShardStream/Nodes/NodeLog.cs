@@ -113,6 +113,12 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1680, LogLevel.Debug, "peer {Id} reported an RTT to node {Nodes}, which never was its parent in the plan during its session (or is no longer remembered as a former one): ignored, a move is not judged by it", EventName = "ParentRttIgnored")]
     public static partial void ParentRttIgnored(ILogger log, int id, string nodes);
+
+    [LoggerMessage(1681, LogLevel.Debug, "peer {Id} claims a coordinate {Estimated:F1} ms from the coordinator, which measured it at least {Measured:F1} ms away: the plan holds it {Measured:F1} ms away (its height raised by the difference)", EventName = "CoordinateDiscounted")]
+    public static partial void CoordinateDiscounted(ILogger log, int id, double estimated, double measured);
+
+    [LoggerMessage(1682, LogLevel.Debug, "peer {Id} claims a coordinate {Estimated:F1} ms from the coordinator, which measured it at least {Measured:F1} ms away: the plan holds it as claimed again", EventName = "CoordinateAgrees")]
+    public static partial void CoordinateAgrees(ILogger log, int id, double estimated, double measured);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

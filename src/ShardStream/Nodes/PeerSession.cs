@@ -115,6 +115,12 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The ids dropped from the peer's last report that had any (<see cref="Report"/>): the coordinator logs a report's drops only when they differ from these.</summary>
     public ulong[] LastIgnored { get; set; } = [];
 
+    /// <summary>
+    /// True while the coordinate the peer claims puts it grossly nearer the coordinator than the
+    /// coordinator measured it (<see cref="Coordinator.Agreeing"/>): the coordinator logs when this changes.
+    /// </summary>
+    public bool CoordinateDiscounted { get; set; }
+
     /// <summary>Shard by shard, the node the plan last made this peer's parent (<see cref="Topology.Planner.None"/>: none yet).</summary>
     private readonly int[] _plannedParents = [.. Enumerable.Repeat(Topology.Planner.None, Protocol.MaxShards)];
 

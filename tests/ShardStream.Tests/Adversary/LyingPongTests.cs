@@ -30,7 +30,7 @@ public sealed class LyingPongTests(ITestOutputHelper output)
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { HeartbeatInterval = TimeSpan.FromMilliseconds(250) });
         overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
         // It claims 95 ms of a 100 ms round trip: before, the coordinator measured it at about 5 ms.
-        await using var liar = await Liar.JoinAsync(overlay, claimedHold: TimeSpan.FromMilliseconds(95));
+        await using var liar = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.FromMilliseconds(95));
 
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= 6), "the coordinator has 6 RTT samples of the liar's control link");
 
@@ -40,100 +40,5 @@ public sealed class LyingPongTests(ITestOutputHelper output)
         // The least RTT is what the planner records as the peer's RTT to the source; the SRTT is the page's.
         Assert.True(rtt.Min >= PathRtt - ClockSlack, $"least RTT {rtt.Min.TotalMilliseconds:F1} ms on a path of {PathRtt.TotalMilliseconds} ms");
         Assert.True(overlay.Coordinator.ControlRtt(liar.Id) >= PathRtt - ClockSlack, $"SRTT {overlay.Coordinator.ControlRtt(liar.Id)?.TotalMilliseconds:F1} ms on a path of {PathRtt.TotalMilliseconds} ms");
-    }
-
-    /// <summary>The liar's control link: it joins with a coordinate (so without landmark rounds), heartbeats every 200 ms, and answers every ping with the hold it claims.</summary>
-    private sealed class Liar : IAsyncDisposable
-    {
-        private readonly IConnection _connection;
-        private readonly TimeSpan _claimedHold;
-        private readonly CancellationTokenSource _stop = new();
-        private readonly SemaphoreSlim _writing = new(1, 1);
-        private Task _answering = Task.CompletedTask;
-        private Task _beating = Task.CompletedTask;
-        private int _pongs;
-
-        private Liar(IConnection connection, int id, TimeSpan claimedHold)
-        {
-            _connection = connection;
-            Id = id;
-            _claimedHold = claimedHold;
-        }
-
-        public int Id { get; }
-
-        /// <summary>Pongs sent so far.</summary>
-        public int Pongs => Volatile.Read(ref _pongs);
-
-        public static async Task<Liar> JoinAsync(Overlay overlay, TimeSpan claimedHold)
-        {
-            var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-            new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", new byte[Protocol.NonceLength], null, new WireCoordinate(1, 1, 1, 0.5f)).Write(connection.Pipe.Output);
-            await connection.Pipe.Output.FlushAsync();
-            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
-            Assert.Equal(FrameType.Welcome, type);
-            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            Assert.True(Welcome.TryRead(ref reader, out var welcome));
-            var liar = new Liar(connection, (int)welcome.PeerId, claimedHold);
-            liar._answering = liar.AnswerAsync();
-            liar._beating = liar.BeatAsync();
-            return liar;
-        }
-
-        private async Task WriteAsync(Action<PipeWriter> write)
-        {
-            await _writing.WaitAsync(_stop.Token);
-            try
-            {
-                write(_connection.Pipe.Output);
-                await _connection.Pipe.Output.FlushAsync(_stop.Token);
-            }
-            finally
-            {
-                _writing.Release();
-            }
-        }
-
-        private async Task AnswerAsync()
-        {
-            try
-            {
-                while (true)
-                {
-                    var (type, body) = await RawFrames.ReadAsync(_connection.Pipe.Input).WaitAsync(_stop.Token);
-                    var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-                    if (type != FrameType.Ping || !Ping.TryRead(ref reader, out var ping)) continue;
-                    await WriteAsync(o => new Pong(ping.Token, (uint)_claimedHold.TotalMicroseconds, new WireCoordinate(1, 1, 1, 0.5f)).Write(o));
-                    Interlocked.Increment(ref _pongs);
-                }
-            }
-            catch (Exception e) when (e is OperationCanceledException or IOException)
-            {
-                // Stopped, or the coordinator closed the link (the test says what it measured by then).
-            }
-        }
-
-        private async Task BeatAsync()
-        {
-            try
-            {
-                while (true)
-                {
-                    await WriteAsync(o => new Heartbeat(0, new WireCoordinate(1, 1, 1, 0.5f)).Write(o));
-                    await Task.Delay(200, _stop.Token);
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                // Stopped.
-            }
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _stop.CancelAsync();
-            await Task.WhenAll(_answering, _beating);
-            _connection.Abort();
-        }
     }
 }

@@ -1,0 +1,120 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using ShardStream.Tests.Nodes;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A stranger's control link, for tests of what the coordinator measures and believes of a peer:
+/// it joins with a coordinate of its choosing, heartbeats it every 200 ms, and answers every ping
+/// with the hold it claims (a real peer answers at once and says how long its pong waited).
+/// </summary>
+internal sealed class StrangerControlLink : IAsyncDisposable
+{
+    private readonly IConnection _connection;
+    private readonly TimeSpan _claimedHold;
+    private readonly WireCoordinate _coordinate;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _writing = new(1, 1);
+    private Task _answering = Task.CompletedTask;
+    private Task _beating = Task.CompletedTask;
+    private int _pongs;
+
+    private StrangerControlLink(IConnection connection, int id, TimeSpan claimedHold, WireCoordinate coordinate)
+    {
+        _connection = connection;
+        Id = id;
+        _claimedHold = claimedHold;
+        _coordinate = coordinate;
+    }
+
+    /// <summary>The peer id its Welcome gave it.</summary>
+    public int Id { get; }
+
+    /// <summary>Pongs sent so far.</summary>
+    public int Pongs => Volatile.Read(ref _pongs);
+
+    /// <summary>
+    /// Joins <paramref name="overlay"/> from host "liar" with <paramref name="coordinate"/>
+    /// (default: (1, 1), height 1, error 0.5); a latency-aware coordinator's Landmarks are
+    /// answered with the same Join, as if nothing was measured.
+    /// </summary>
+    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null)
+    {
+        var claimed = coordinate ?? new WireCoordinate(1, 1, 1, 0.5f);
+        var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", new byte[Protocol.NonceLength], null, claimed);
+        for (int round = 0; ; round++)
+        {
+            join.Write(connection.Pipe.Output);
+            await connection.Pipe.Output.FlushAsync();
+            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
+            if (type == FrameType.Landmarks && round < Protocol.MaxLandmarkRounds) continue;
+            Assert.Equal(FrameType.Welcome, type);
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Welcome.TryRead(ref reader, out var welcome));
+            var liar = new StrangerControlLink(connection, (int)welcome.PeerId, claimedHold, claimed);
+            liar._answering = liar.AnswerAsync();
+            liar._beating = liar.BeatAsync();
+            return liar;
+        }
+    }
+
+    private async Task WriteAsync(Action<PipeWriter> write)
+    {
+        await _writing.WaitAsync(_stop.Token);
+        try
+        {
+            write(_connection.Pipe.Output);
+            await _connection.Pipe.Output.FlushAsync(_stop.Token);
+        }
+        finally
+        {
+            _writing.Release();
+        }
+    }
+
+    private async Task AnswerAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                var (type, body) = await RawFrames.ReadAsync(_connection.Pipe.Input).WaitAsync(_stop.Token);
+                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+                if (type != FrameType.Ping || !Ping.TryRead(ref reader, out var ping)) continue;
+                await WriteAsync(o => new Pong(ping.Token, (uint)_claimedHold.TotalMicroseconds, _coordinate).Write(o));
+                Interlocked.Increment(ref _pongs);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // Stopped, or the coordinator closed the link (the test says what it measured by then).
+        }
+    }
+
+    private async Task BeatAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                await WriteAsync(o => new Heartbeat(0, _coordinate).Write(o));
+                await Task.Delay(200, _stop.Token);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopped.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_answering, _beating);
+        _connection.Abort();
+    }
+}
