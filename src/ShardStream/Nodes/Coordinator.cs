@@ -216,7 +216,7 @@ public sealed class Coordinator : Node, Admission.IHost
     /// Serves a peer's control link until it closes, then takes the peer out of the overlay, unless
     /// the peer joined again on a new connection meanwhile. A link that broke on the peer's side
     /// (no goodbye, heard from lately: the peer lives, and will join again) keeps the peer's place
-    /// for <see cref="RejoinGrace"/>.
+    /// for <see cref="RejoinGrace"/>; one this coordinator closed for a violation does not.
     /// </summary>
     private async Task WatchControlAsync(Link link, PeerSession session)
     {
@@ -224,8 +224,11 @@ public sealed class Coordinator : Node, Admission.IHost
         string reason = closed.Text;
         Relay!.Unsubscribe(link);
         if (session.Control != link) return;
-        // Not a link this coordinator closed itself as too slow: that peer is out (a join again is told why).
-        if (link.ReceivedGoodbye is null && closed.Code is not (CloseCode.TimedOut or CloseCode.TooSlow) && !Stopping.IsCancellationRequested)
+        // Not a link this coordinator closed itself as too slow, nor one it cut off for breaking the
+        // protocol or sending bad data (the peer did not lose its link: it was put out, and keeping
+        // its place held the drain after the end for the whole grace): that peer is out (a join
+        // again is told why).
+        if (link.ReceivedGoodbye is null && closed.Code is not (CloseCode.TimedOut or CloseCode.TooSlow) && !closed.IsViolation && !Stopping.IsCancellationRequested)
         {
             bool listed;
             // A peer its children lost just before (their reports came first, and it was made a

@@ -149,7 +149,8 @@ public class UnauthorisedControlTests
     {
         // The coordinator has room for one child (a), so the stranger is placed under a and its
         // control link carries no chunk of its own.
-        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 });
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: log.Factory);
         var a = await overlay.AddPeerAsync(upload: 1);
         overlay.StartStreaming();
         await overlay.WriteAsync(Overlay.RandomBytes(200_000, 7));
@@ -180,6 +181,13 @@ public class UnauthorisedControlTests
             break;
         }
         connection.Abort();
+
+        // The stranger is out of the overlay: its place is not kept for it to join again (it did
+        // not lose its link, it was cut off; the drain after the end waited the whole 40 s rejoin
+        // grace for it).
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != (int)welcome.PeerId), "the stranger is out of the plan");
+        Assert.False(log.Has(LogLevel.Information, $"peer {welcome.PeerId}: control link broken on its side"),
+            string.Join("\n", log.Lines.Where(l => l.Category == "coordinator").Select(l => l.Message)));
 
         // The honest peer keeps streaming.
         await overlay.WriteAsync(Overlay.RandomBytes(100_000, 8));
