@@ -59,7 +59,11 @@ public sealed class FailureTests
     [Fact]
     public async Task A_leaf_that_dies_does_not_stop_the_others()
     {
-        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 6);
+        // The dead leaf's links are reset (its process died): the coordinator keeps its place for it
+        // to join again, and the end of the run waits for that (a peer whose link broke near the end
+        // may come back for the tail). 5 s instead of the default 40 s (4 heartbeat timeouts): the
+        // others stream on whatever the grace, which is all this test is about.
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 6, configure: o => o with { RejoinGrace = TimeSpan.FromSeconds(5) });
         for (int i = 0; i < 6; i++) await overlay.AddPeerAsync();
         overlay.StartStreaming();
         await overlay.WriteAsync(Overlay.RandomBytes(2_000_000, 7));
@@ -78,9 +82,9 @@ public sealed class FailureTests
             Assert.Equal(overlay.Written, output.ToArray());
         }
         // The coordinator keeps the place of a peer whose link broke (it may join again in place)
-        // until it is back, the rejoin grace is over, or the stream has ended; it checks that every
-        // 100 ms, so the dead leaf leaves the plan shortly after the end, not at the same instant
-        // as the last survivor finishes.
+        // until it is back or the rejoin grace is over; it checks that every 100 ms, so the dead
+        // leaf leaves the plan at the end of the grace, not at the same instant as the last
+        // survivor finishes.
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != leaf.Id), $"the coordinator drops the dead leaf {leaf.Id} after the end");
     }
 
