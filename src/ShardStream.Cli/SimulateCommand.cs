@@ -30,10 +30,11 @@ internal static class SimulateCommand
         var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
         var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap; leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, improveSeconds, latencyMoves, json })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, improveSeconds, latencyMoves, latencyRebuild, json })
         {
             command.Options.Add(option);
         }
@@ -100,7 +101,8 @@ internal static class SimulateCommand
                 parseResult.GetValue(latencyAware),
                 parseResult.GetValue(rdpBreakdown) ? Console.Error : null,
                 parseResult.GetValue(improveSeconds),
-                parseResult.GetValue(latencyMoves));
+                parseResult.GetValue(latencyMoves),
+                parseResult.GetValue(latencyRebuild));
             try
             {
                 var report = OverlaySimulation.Run(options);
@@ -177,6 +179,11 @@ internal static class SimulateCommand
 
             if (report.LatencyAwareImproved is { } m)
             {
+                foreach (var r in report.Rebuilds ?? [])
+                {
+                    Line("rebuild by regions", $"done after {r.Second} s, {r.EdgesMoved} edges moved by then: mean RDP {F(r.MeanRdp)}, max depth {r.MaxDepth}");
+                }
+
                 Line($"after {o.ImproveSeconds} s of moves", $"{report.ImproveMoves} edges moved (at most {o.LatencyMovesPerSecond} a second): max depth {m.MaxDepth}, edge RTT mean {F(m.MeanEdgeRttMs, 1)} ms / p95 {F(m.P95EdgeRttMs, 1)} ms, source delay mean {F(m.MeanSourceDelayMs, 1)} ms / p95 {F(m.P95SourceDelayMs, 1)} ms, mean RDP {F(m.MeanRdp)}");
             }
         }

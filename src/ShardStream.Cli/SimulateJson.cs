@@ -82,6 +82,22 @@ internal static class SimulateJson
                     w.WriteNumber("improveSeconds", o.ImproveSeconds);
                     w.WriteNumber("latencyMovesPerSecond", o.LatencyMovesPerSecond);
                     w.WriteNumber("improveMoves", report.ImproveMoves);
+                    if (o.LatencyRebuild)
+                    {
+                        w.WriteStartArray("latencyRebuilds");
+                        foreach (var r in report.Rebuilds ?? [])
+                        {
+                            w.WriteStartObject();
+                            w.WriteNumber("second", r.Second);
+                            w.WriteNumber("edgesMoved", r.EdgesMoved);
+                            w.WriteNumber("meanRdp", r.MeanRdp);
+                            w.WriteNumber("maxDepth", r.MaxDepth);
+                            w.WriteEndObject();
+                        }
+
+                        w.WriteEndArray();
+                    }
+
                     Latency(w, "latencyAwareImproved", improved);
                 }
             }

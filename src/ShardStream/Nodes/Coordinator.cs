@@ -532,8 +532,10 @@ public sealed class Coordinator : Node, Admission.IHost
     /// estimated delay from the source is much worse than a free slot elsewhere offers
     /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
     /// later joiners bring free slots near earlier ones. A move must also be borne out by what the
-    /// leaf measured to its parent (its heartbeats report it): estimates alone move nobody. Each
-    /// move goes out as a Move frame.
+    /// leaf measured to its parent (its heartbeats report it): estimates alone move nobody. With
+    /// <see cref="CoordinatorOptions.LatencyRebuild"/>, a rebuild by regions
+    /// (<see cref="Planner.RebuildLatency"/>) goes first under the same cap. Each move goes out as a
+    /// Move frame.
     /// </summary>
     private async Task ImproveLatencyAsync()
     {
@@ -549,7 +551,9 @@ public sealed class Coordinator : Node, Admission.IHost
                 lock (_tracker.Gate)
                 {
                     if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
-                    moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt ??= ReportedRtt)];
+                    _reportedRtt ??= ReportedRtt;
+                    moves = _options.LatencyRebuild ? [.. _tracker.Planner.RebuildLatency(cap, _reportedRtt)] : [];
+                    if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt)];
                     round = ++_latencyMoveRounds;
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }

@@ -224,6 +224,16 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     internal TimeSpan LatencyMoveInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// With <see cref="LatencyMovesPerSecond"/>: each round of latency moves first carries out a rebuild
+    /// of every tree by regions (<see cref="Topology.Planner.RebuildLatency"/>, from the peers'
+    /// coordinates, the control links' RTTs and the parent-link RTTs their heartbeats report), under
+    /// the same cap; leaf moves take the seconds it leaves unused. Off by default (CLI:
+    /// <c>--latency-rebuild</c>); it plans nothing under <see cref="Topology.Planner.RebuildMinPeers"/> peers.
+    /// See docs/topology.md, "The rebuild by regions", for how many moves it takes.
+    /// </summary>
+    public bool LatencyRebuild { get; init; }
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 

@@ -141,15 +141,30 @@ public static class Simulation
         // checked against the leaf's RTT to its parent as its pings would measure it (the model's).
         LatencyReport? improved = null;
         long improveMoves = 0;
+        var rebuilds = new List<RebuildStep>();
         if (options.Latency is { } improveModel && planner.LatencyAware && options.ImproveSeconds > 0)
         {
+            MeasuredEdgeRtt? Measured(int peer, int parent)
+            {
+                var rtt = improveModel.RttMs(peer, parent);
+                return new MeasuredEdgeRtt(rtt, rtt, int.MaxValue);
+            }
+
             for (var second = 0; second < options.ImproveSeconds; second++)
             {
-                improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond, (peer, parent) =>
+                var wasIn = planner.RebuildInProgress;
+                var rebuilt = options.LatencyRebuild ? planner.RebuildLatency(options.LatencyMovesPerSecond, Measured).Count : 0;
+                improveMoves += rebuilt;
+                if (wasIn && !planner.RebuildInProgress)
                 {
-                    var rtt = improveModel.RttMs(peer, parent);
-                    return new MeasuredEdgeRtt(rtt, rtt, int.MaxValue);
-                }).Count;
+                    var m = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);
+                    rebuilds.Add(new RebuildStep(second + 1, improveMoves, m.MeanRdp, m.MaxDepth));
+                }
+
+                if (rebuilt == 0 && !planner.RebuildInProgress)
+                {
+                    improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond, Measured).Count;
+                }
             }
 
             improved = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);
@@ -185,7 +200,8 @@ public static class Simulation
             waiting.Count,
             [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))],
             LatencyAwareImproved: improved,
-            ImproveMoves: improveMoves), latency);
+            ImproveMoves: improveMoves,
+            Rebuilds: rebuilds), latency);
     }
 
     /// <summary>

@@ -17,6 +17,7 @@ namespace ShardStream.Simulation;
 /// <param name="RdpBreakdown">If set (and the model is <c>world</c>), where each built overlay's mean RDP comes from, and a lower bound of it, are written there (<see cref="RdpAnalysis"/>).</param>
 /// <param name="ImproveSeconds">With a latency model: after the aware build is measured, this many simulated seconds of <see cref="Planner.ImproveLatency"/> (one call a second, as the coordinator does), then the aware overlay is measured again.</param>
 /// <param name="LatencyMovesPerSecond">The cap of each of those calls (the coordinator's <c>--latency-moves</c>).</param>
+/// <param name="LatencyRebuild">During those seconds, the coordinator's rebuild by regions (<see cref="Planner.RebuildLatency"/>) first, under the same cap; the leaf moves take the seconds it leaves unused.</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -31,7 +32,8 @@ public sealed record SimulationOptions(
     bool? LatencyAware = null,
     TextWriter? RdpBreakdown = null,
     int ImproveSeconds = 0,
-    int LatencyMovesPerSecond = 4)
+    int LatencyMovesPerSecond = 4,
+    bool LatencyRebuild = false)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);

@@ -64,6 +64,7 @@ public readonly record struct BudgetCount(int Budget, int Peers);
 /// <param name="LatencyBlind">With a latency model: the same for the latency-blind planner (same model, seed, joins and leaves).</param>
 /// <param name="LatencyAwareImproved">With a latency model and <see cref="SimulationOptions.ImproveSeconds"/>: the aware overlay's figures after those seconds of <see cref="Topology.Planner.ImproveLatency"/> (its join figures: 0).</param>
 /// <param name="ImproveMoves">The (peer, shard) edges those seconds moved.</param>
+/// <param name="Rebuilds">With <see cref="SimulationOptions.LatencyRebuild"/>: every rebuild those seconds completed, measured when it completed.</param>
 public sealed record SimulationReport(
     SimulationOptions Options,
     int PeerCount,
@@ -92,7 +93,8 @@ public sealed record SimulationReport(
     LatencyReport? LatencyAware = null,
     LatencyReport? LatencyBlind = null,
     LatencyReport? LatencyAwareImproved = null,
-    long ImproveMoves = 0)
+    long ImproveMoves = 0,
+    IReadOnlyList<RebuildStep>? Rebuilds = null)
 {
     /// <summary>Peers the overlay could not carry: never placed, or evicted by a churn repair.</summary>
     public int Evictions => Unplaced + ChurnEvicted;
@@ -100,3 +102,10 @@ public sealed record SimulationReport(
     /// <summary>The source's upload as a multiple of the stream rate.</summary>
     public double SourceUploadMultiple => (double)SourceUpload / Options.ShardCount;
 }
+
+/// <summary>A rebuild by regions the simulated coordinator completed (<see cref="Topology.Planner.RebuildLatency"/>).</summary>
+/// <param name="Second">Simulated seconds of moves after the build when it completed.</param>
+/// <param name="EdgesMoved">Edges moved since the build (rebuilds and leaf moves).</param>
+/// <param name="MeanRdp">The aware overlay's mean RDP then.</param>
+/// <param name="MaxDepth">Its deepest tree then.</param>
+public readonly record struct RebuildStep(int Second, long EdgesMoved, double MeanRdp, int MaxDepth);

@@ -59,6 +59,31 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <c>simulate --improve-seconds S --latency-moves N --latency-rebuild</c>: the coordinator's
+    /// rebuild by regions runs within the cap, every completed rebuild is reported, and the overlay
+    /// ends with a lower mean RDP than the joins left, within the depth target.
+    /// </summary>
+    [Fact]
+    public void A_rebuild_by_regions_during_the_improve_seconds_lowers_the_mean_rdp_within_the_depth_target()
+    {
+        var options = new SimulationOptions(3000, 8, TopologyKind.Striped, 1.25, Seed: 2, Latency: new WorldLatencyModel(2), ImproveSeconds: 400, LatencyMovesPerSecond: 500, LatencyRebuild: true);
+        var report = OverlaySimulation.Run(options);
+        var steps = report.Rebuilds!;
+        Assert.NotEmpty(steps);
+        Assert.InRange(report.ImproveMoves, steps[^1].EdgesMoved, 400L * 500);
+        foreach (var step in steps)
+        {
+            Assert.InRange(step.Second, 1, 400);
+            Assert.InRange(step.EdgesMoved, 3000, 500L * step.Second);
+            Assert.InRange(step.MaxDepth, 1, report.LatencyBlind!.MaxDepth + 1);
+        }
+
+        var improved = report.LatencyAwareImproved!;
+        Assert.True(improved.MeanRdp < 0.8 * report.LatencyAware!.MeanRdp, $"mean RDP {improved.MeanRdp:F2} after, {report.LatencyAware.MeanRdp:F2} at join time");
+        Assert.InRange(improved.MaxDepth, 1, report.LatencyBlind!.MaxDepth + 1);
+    }
+
+    /// <summary>
     /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
     /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
@@ -152,7 +177,7 @@ public sealed class LatencySimulationTests
 
     /// <summary>
     /// The source's cluster is made from measured RTTs, not from the plane: peers whose core RTT
-    /// to the source is within <see cref="RdpConstruction.SourceClusterMs"/> leave whatever cluster
+    /// to the source is within <see cref="RegionConstruction.SourceClusterMs"/> leave whatever cluster
     /// of the plane they were in (here split over two, one shared with far peers), peers with no
     /// measurement stay; then the smallest other cluster joins the nearest other one (never the
     /// source's) until the budget of clusters holds.
@@ -167,7 +192,7 @@ public sealed class LatencySimulationTests
         // Peers 0, 1 and 3 are near the source by RTT; peer 2 and 4 are not; 9 measured nothing.
         double[] core = [5, 30, 60, 12, 200, 150, 150, 150, 150, double.NaN];
         int[] region = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3];
-        var (regions, source) = RdpConstruction.SourceCluster(x, y, core, region, regions: 4, maxRegions: 4);
+        var (regions, source) = RegionConstruction.SourceCluster(x, y, core, region, regions: 4, maxRegions: 4);
         Assert.Equal(4, regions);
         Assert.All(region, r => Assert.InRange(r, 0, regions - 1));
         Assert.Equal([0, 1, 3], Enumerable.Range(0, x.Length).Where(i => region[i] == source).ToArray());

@@ -1,0 +1,151 @@
+using ShardStream.Topology;
+
+namespace ShardStream.Tests.Topology;
+
+/// <summary>
+/// <see cref="Planner.RebuildLatency"/>: the rebuild by regions is carried out as Moves within the
+/// cap of each call, the plan stays consistent (budgets, one parent per tree, no cycle) after every
+/// call, and once done the peers' delays from the source are lower and the source's region is fed
+/// from within itself.
+/// </summary>
+public sealed class LatencyRebuildTests
+{
+    // Four regions of a plane (ms): the source's at the origin, the others 150-290 ms away; peers
+    // within 20 ms of their hub, access links of 1-30 ms. The RTT is the coordinates' own estimate,
+    // so every measurement agrees with the coordinates.
+    private static readonly (double X, double Y)[] Hubs = [(0, 0), (150, 0), (0, 200), (250, 150)];
+
+    private static NetworkCoordinate PeerAt(Random random, int region)
+    {
+        var r = 20 * Math.Sqrt(random.NextDouble());
+        var a = 2 * Math.PI * random.NextDouble();
+        return new(Hubs[region].X + (r * Math.Cos(a)), Hubs[region].Y + (r * Math.Sin(a)), 1 + (29 * random.NextDouble()), 0.1);
+    }
+
+    private static (Planner Planner, Dictionary<int, int> Region) Build(int peers, int seed)
+    {
+        var planner = new Planner(new PlannerOptions(4, TopologyKind.Striped, 5, Seed: seed, LatencyAware: true));
+        var source = new NetworkCoordinate(0, 0, 1, 0.1);
+        planner.SetCoordinate(Planner.Source, source);
+        var random = new Random(seed);
+        var region = new Dictionary<int, int>();
+        for (var i = 0; i < peers; i++)
+        {
+            var r = random.Next(Hubs.Length);
+            var c = PeerAt(random, r);
+            var id = planner.Join(5, c, new Dictionary<int, double> { [Planner.Source] = c.EstimateRtt(source) });
+            region[id] = r;
+        }
+
+        return (planner, region);
+    }
+
+    private static MeasuredEdgeRtt? Measured(Planner planner, int peer, int parent)
+    {
+        var rtt = planner.CoordinateOf(peer).EstimateRtt(planner.CoordinateOf(parent));
+        return new MeasuredEdgeRtt(rtt, rtt, 10);
+    }
+
+    /// <summary>Mean over peers of the delay from the source in its slowest tree (half the RTT of every edge on the path).</summary>
+    private static double MeanSlowestDelay(Planner planner)
+    {
+        double sum = 0;
+        foreach (var peer in planner.Peers)
+        {
+            double worst = 0;
+            for (var s = 0; s < planner.ShardCount; s++)
+            {
+                double delay = 0;
+                for (var node = peer; node != Planner.Source; node = planner.ParentOf(node, s))
+                {
+                    delay += planner.CoordinateOf(node).EstimateRtt(planner.CoordinateOf(planner.ParentOf(node, s))) / 2;
+                }
+
+                worst = Math.Max(worst, delay);
+            }
+
+            sum += worst;
+        }
+
+        return sum / planner.PeerCount;
+    }
+
+    [Fact]
+    public void A_rebuild_moves_within_the_cap_keeps_the_plan_consistent_and_lowers_the_delays()
+    {
+        var (planner, region) = Build(1500, seed: 3);
+        var before = MeanSlowestDelay(planner);
+        var maxDepthBefore = Enumerable.Range(0, planner.ShardCount).Max(planner.MaxDepth);
+        var calls = 0;
+        long moved = 0;
+        do
+        {
+            var moves = planner.RebuildLatency(40, (p, q) => Measured(planner, p, q));
+            Assert.InRange(moves.Count, 0, 40);
+            moved += moves.Count;
+            PlanAssert.MovesMatchPlan(planner, moves);
+            if (calls % 25 == 0)
+            {
+                PlanAssert.Consistent(planner);
+            }
+        }
+        while (++calls < 5000 && (planner.RebuildsPlanned == 0 || planner.RebuildInProgress));
+
+        Assert.Equal(1, planner.RebuildsPlanned);
+        PlanAssert.Consistent(planner);
+        Assert.True(moved > 1500, $"{moved} edges moved");
+        var after = MeanSlowestDelay(planner);
+        Assert.True(after < before, $"mean slowest-tree delay {after:F1} ms after, {before:F1} ms before");
+        Assert.InRange(Enumerable.Range(0, planner.ShardCount).Max(planner.MaxDepth), 1, maxDepthBefore + 1);
+
+        // The series ends (at most RebuildSeries rebuilds, or the first not worth it), and without
+        // joins or leaves no other starts: the plan stops moving.
+        // (A rebuild here is about 9,000 moves, 230 calls of 40, then a pause: 3,000 calls hold a series.)
+        for (var i = 0; i < 3000; i++)
+        {
+            var moves = planner.RebuildLatency(40, (p, q) => Measured(planner, p, q));
+            PlanAssert.MovesMatchPlan(planner, moves);
+        }
+
+        PlanAssert.Consistent(planner);
+        Assert.InRange(planner.RebuildsPlanned, 1, Planner.RebuildSeries);
+        Assert.False(planner.RebuildInProgress);
+        for (var i = 0; i < 3 * Planner.RebuildPauseCalls; i++)
+        {
+            Assert.Empty(planner.RebuildLatency(40, (p, q) => Measured(planner, p, q)));
+        }
+
+        Assert.True(MeanSlowestDelay(planner) < before);
+
+        // The source's region is fed from within itself: below the first relay of every tree, no
+        // peer of it hangs under a peer of another region.
+        for (var s = 0; s < planner.ShardCount; s++)
+        {
+            foreach (var peer in planner.Peers.Where(p => region[p] == 0))
+            {
+                var parent = planner.ParentOf(peer, s);
+                Assert.True(parent == Planner.Source || region[parent] == 0, $"shard {s}: peer {peer} of the source's region under {parent} of region {region.GetValueOrDefault(parent, -1)}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Small_or_latency_blind_plans_are_not_rebuilt()
+    {
+        var (small, _) = Build(Planner.RebuildMinPeers - 1, seed: 4);
+        for (var i = 0; i < 100; i++)
+        {
+            Assert.Empty(small.RebuildLatency(100, (p, q) => Measured(small, p, q)));
+        }
+
+        Assert.Equal(0, small.RebuildsPlanned);
+        var blind = new Planner(new PlannerOptions(4, TopologyKind.Striped, 5));
+        for (var i = 0; i < Planner.RebuildMinPeers; i++)
+        {
+            blind.Join(5);
+        }
+
+        Assert.Empty(blind.RebuildLatency(100, (_, _) => null));
+        Assert.Equal(0, blind.RebuildsPlanned);
+    }
+}
