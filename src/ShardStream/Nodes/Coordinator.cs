@@ -233,8 +233,12 @@ public sealed class Coordinator : Node, Admission.IHost
             bool listed;
             // A peer its children lost just before (their reports came first, and it was made a
             // leaf: no child is left to report it while it is waited for) is gone, not away.
+            // Nor one this coordinator stopped as too slow whose link ended otherwise than by that
+            // close (the peer reset it while the goodbye waited behind its backlog: the close then
+            // reads "connection lost"): it keeps no place for a peer it stopped.
             lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session
-                && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout);
+                && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout)
+                && _eviction.StoppedSlow(session.Token) is null;
             if (listed)
             {
                 RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);

@@ -122,6 +122,10 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             + $"fast viewers done at {string.Join(", ", finished.Select(f => f.TotalSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))} s; slow viewer demoted at {demotedAt?.TotalSeconds:0.0} s; "
             + $"the test's writer at most {writerLate.TotalSeconds:0.00} s behind the wall clock");
         Assert.True(demotedAt is not null, "the slow viewer was never demoted");
+        // Stopped, it is out: the coordinator keeps no place for it to join again (its drain after
+        // the end waited the whole 40 s rejoin grace for it when its link ended in a reset).
+        Assert.False(logs.Has(LogLevel.Information, $"peer {slow.Id}: control link broken on its side"),
+            string.Join("\n", lines.Where(l => l.Category == "coordinator" && l.Message.Contains($"peer {slow.Id}", StringComparison.Ordinal)).Select(l => l.Message)));
         Assert.Equal(fast.Count, finished.Count);
         // The fast viewers followed the live source: the last of them done soon after it ended
         // (generous: a run with the slow viewer holding the source back ends ~25 s late).
