@@ -41,6 +41,22 @@ public sealed class VirtualNetwork
         _pipes = new PipeOptions(pool: pool, readerScheduler: readerScheduler, pauseWriterThreshold: 1024 * 1024, resumeWriterThreshold: 512 * 1024, useSynchronizationContext: false);
     }
 
+    /// <summary>
+    /// Waits at least <paramref name="delay"/> by <paramref name="time"/>'s own timestamps. A timer
+    /// of the system clock can end early: .NET's timer queue counts in <c>Environment.TickCount64</c>,
+    /// which on Linux steps with the kernel's coarse monotonic clock (4 ms steps on our test machine), so
+    /// <c>Task.Delay(50 ms)</c> started just before a step ended after 46.35 ms (1 of 100 delays
+    /// started at random offsets), and two such one-way delays made a round trip of 100 ms read
+    /// 97.8 ms (LyingPongTests, in CI). What is left is waited again, rounded up to whole milliseconds.
+    /// </summary>
+    internal static async Task DelayAtLeastAsync(TimeSpan delay, TimeProvider time, CancellationToken cancellationToken)
+    {
+        long start = time.GetTimestamp();
+        await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
+        for (var left = delay - time.GetElapsedTime(start); left > TimeSpan.Zero; left = delay - time.GetElapsedTime(start))
+            await Task.Delay(TimeSpan.FromMilliseconds(Math.Ceiling(left.TotalMilliseconds)), time, cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>The latency of links with no latency of their own.</summary>
     public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
 
@@ -377,7 +393,7 @@ public sealed class VirtualNetwork
                         }
                         var latency = _network.LatencyBetween(_from.Name, _to.Name);
                         if (latency > TimeSpan.Zero)
-                            await Task.Delay(latency, _network._time, _reset.Token).ConfigureAwait(false);
+                            await DelayAtLeastAsync(latency, _network._time, _reset.Token).ConfigureAwait(false);
                         foreach (var segment in buffer)
                         {
                             var flushed = await Receiver.Writer.WriteAsync(segment, _reset.Token).ConfigureAwait(false);
@@ -434,7 +450,7 @@ public sealed class VirtualNetwork
                 long total = 0;
                 foreach (var buffer in buffers) total += buffer.Count;
                 var crossing = remote.ReserveDownlink(total);
-                if (crossing > TimeSpan.Zero) await Task.Delay(crossing, time, cancellationToken).ConfigureAwait(false);
+                if (crossing > TimeSpan.Zero) await DelayAtLeastAsync(crossing, time, cancellationToken).ConfigureAwait(false);
                 // In memory there is nothing to gain from a gathered write: copy into the pipe.
                 lock (_sending)
                 {

@@ -304,7 +304,44 @@ public class VirtualNetworkTests
         await PipeIo.WriteAsync(client.Pipe.Output, "slow"u8.ToArray());
         await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4);
 
-        Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(95), $"arrived after {watch.Elapsed.TotalMilliseconds} ms");
+        Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(100), $"arrived after {watch.Elapsed.TotalMilliseconds} ms");
+    }
+
+    [Fact]
+    public async Task Latency_holds_to_the_clock_even_when_timers_end_early()
+    {
+        // The system's timers can end up to 4 ms early on Linux (see VirtualNetwork.DelayAtLeastAsync);
+        // this clock's timers always do, so a link that trusted its timer would deliver 4 ms early.
+        var net = new VirtualNetwork(new EarlyTimers(TimeSpan.FromMilliseconds(4)));
+        net.SetLatency("client", "server", TimeSpan.FromMilliseconds(30));
+        net.SetDownloadRate("server", 64 * 1024);
+        var (client, server) = await ConnectAsync(net);
+
+        for (int i = 0; i < 5; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            await PipeIo.WriteAsync(client.Pipe.Output, [(byte)i]);
+            Assert.Equal(new[] { (byte)i }, await PipeIo.ReadExactlyAsync(server.Pipe.Input, 1));
+            Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(30), $"byte {i} arrived after {watch.Elapsed.TotalMilliseconds:F2} ms on a link of 30 ms");
+        }
+
+        // 4 KiB at 64 KiB/s down: 62.5 ms of crossing, then the link's 30 ms.
+        var sent = Stopwatch.StartNew();
+        var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 4096);
+        await client.SendAsync([new ArraySegment<byte>(new byte[4096])], default);
+        await reading;
+        Assert.True(sent.Elapsed >= TimeSpan.FromMilliseconds(92.5), $"4 KiB crossed a 64 KiB/s downlink and a 30 ms link in {sent.Elapsed.TotalMilliseconds:F2} ms");
+    }
+
+    /// <summary>The system clock, whose timers end <paramref name="early"/> before they are due (when due later than that).</summary>
+    private sealed class EarlyTimers(TimeSpan early) : TimeProvider
+    {
+        public override long GetTimestamp() => System.GetTimestamp();
+
+        public override long TimestampFrequency => System.TimestampFrequency;
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+            => System.CreateTimer(callback, state, dueTime > early ? dueTime - early : dueTime, period);
     }
 
     [Fact]
