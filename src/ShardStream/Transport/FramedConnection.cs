@@ -243,6 +243,16 @@ internal sealed class FramedConnection : IAsyncDisposable
     }
 
     /// <summary>
+    /// Why <see cref="CloseAsync"/> is closing this connection, once it is: the reason the
+    /// connection ends with, however the other side answers the goodbye (it closes its side, or
+    /// resets it, or a send fails meanwhile), unless the other side broke the protocol or sent bad
+    /// data first. A peer cut off as too slow that read the goodbye and then closed had the link
+    /// end as "connection closed by the other side", and the coordinator kept its place for a
+    /// rejoin as for a link the peer lost.
+    /// </summary>
+    private CloseReason? _closingFor;
+
+    /// <summary>
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
     /// for the other side to close too so that nothing in flight is reset.
     /// </summary>
@@ -256,6 +266,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (code != GoodbyeCode.Normal) ConnectionLog.Closing(_log, Name, reason);
         else ConnectionLog.ClosingNormally(_log, Name, reason);
         var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
+        Volatile.Write(ref _closingFor, closing);
         var goodbye = new Goodbye(code, reason);
         // A slow receiver would make us wait for its whole backlog: the writer skips the backlog's
         // chunks (from before the goodbye is queued), so the goodbye that says why goes out next.
@@ -574,7 +585,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (failure is not null && !Closed.IsCompleted)
         {
             ConnectionLog.SendFailed(_log, Name, failure.Text);
-            Abort(failure);
+            Abort(Volatile.Read(ref _closingFor) ?? failure);
         }
     }
 
@@ -685,7 +696,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (IsClosing)
         {
             // We are closing on purpose; the other side closed in answer. Let CloseAsync finish.
-            if (_writer.IsCompleted) Finish(reason);
+            if (_writer.IsCompleted) Finish(reason.IsViolation ? reason : Volatile.Read(ref _closingFor) ?? reason);
             return;
         }
         ConnectionLog.ReadLoopEnded(_log, Name, reason.Text);

@@ -103,7 +103,16 @@ public sealed class FailureTests
             overlay.Coordinator.IssueTicket(parentId: 0, childId: 99, shards: 0)).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.ChildIds()[0].Contains(99), "the coordinator serves the child");
-        for (int i = 0; i < 40; i++) await overlay.WriteAsync(Overlay.RandomBytes(200_000, 100 + i));
+        // Each part once every honest peer has written the ones before: the limit applies to them
+        // too, and written at once, the 8 MB queued past it for an honest child of the coordinator
+        // that the loaded host held up for a second (the source stops waiting for a child that
+        // far behind), which was cut off as too slow as well (a CI run at load 50).
+        for (int i = 0; i < 80; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 100 + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == written), $"every honest peer has the {i + 1} parts written");
+        }
         await Overlay.WaitUntilAsync(() => !overlay.Coordinator.ChildIds()[0].Contains(99), "the coordinator has cut the child off");
 
         // Now it reads: the welcome, what was already in flight, then (the backlog skipped) a goodbye that says why.
@@ -121,5 +130,42 @@ public sealed class FailureTests
 
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
+    [Fact]
+    public async Task A_peer_the_coordinator_cut_off_as_too_slow_is_out_at_once_even_when_it_closes_its_side_after_the_goodbye()
+    {
+        // Only the queue limit cuts the slow peer off (no slow-child policy, no silence), and a
+        // rejoin grace of 4 heartbeat timeouts (120 s) for a peer whose link it lost.
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: TimeSpan.FromSeconds(30),
+            configure: o => o with { MaxQueuedBytesPerChild = 256 * 1024, SlowChildAge = TimeSpan.FromSeconds(300) });
+        var fast = await overlay.AddPeerAsync();
+        var slow = await overlay.AddPeerAsync();
+        Assert.True(slow.ParentIds().SequenceEqual([0]), "setup: the second peer is not a child of the coordinator\n" + overlay.Coordinator.Snapshot().Render());
+        overlay.StartStreaming();
+
+        // It takes 50 kB/s; the stream comes at whatever the other peer takes.
+        overlay.Network.SetDownloadRate(overlay.PeerById(slow.Id).Host, 50_000);
+        var slowRun = overlay.PeerById(slow.Id).Run;
+        for (int i = 0; i < 40 && !slowRun.IsCompleted; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 300 + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => fast.BytesWritten == written, $"the other peer has the {i + 1} parts written");
+        }
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
+        Assert.Contains("too slow", stopped.Message);
+
+        // The peer read the goodbye and closed its side: the coordinator cut it off, it did not
+        // lose it, and keeps no place for it (before, 120 s, and the end waited for it).
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == slow.Id))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"peer {slow.Id}, cut off as too slow, is still in the overlay 20 s later");
+            await Task.Delay(50);
+        }
+
+        await overlay.EndAsync(TimeSpan.FromSeconds(30));
+        await overlay.AssertIdenticalAsync(overlay.PeerById(fast.Id));
     }
 }

@@ -80,6 +80,58 @@ public sealed class LinkCloseReasonTests
         Assert.Equal(new CloseReason(CloseCode.TooSlow, "too slow: 3000 bytes waiting to be sent, the limit is 3000"), reason);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_receiver_cut_off_as_too_slow_that_then_reads_the_goodbye_and_closes_leaves_the_link_ended_as_too_slow(bool reset)
+    {
+        // A peer that could not keep up (a held-up process on a busy host) reads on once it is
+        // cut off: the goodbye that says why, then it closes its side, or resets it. The link
+        // still ended because this side cut it off: its owner must not take it for a link the
+        // other side lost (the coordinator keeps such a peer's place for a rejoin, and the
+        // drain after the end waited for it: FailureTests in CI).
+        var net = new VirtualNetwork();
+        var listener = await net.Host("a").ListenAsync("a:1", default);
+        var client = await net.Host("b").ConnectAsync("a:1", default);
+        var server = (await listener.AcceptAsync(default))!;
+        await using var link = new Link(server, "slow child", new LinkOptions { MaxQueuedBytes = 256 * 1024 }, NullLogger.Instance, TimeProvider.System);
+        link.Start((_, _, _) => { });
+
+        // The virtual connection holds 1 MiB before sends wait; then 256 KiB queue and the link is cut off.
+        var payload = new byte[64 * 1024];
+        int sent = 0;
+        for (int seq = 0; seq < 200; seq++)
+        {
+            var chunk = Chunk.Copy(0, seq, seq * (long)payload.Length, new ReadOnlySequence<byte>(payload));
+            bool taken = link.TrySend(chunk);
+            chunk.Release();
+            if (!taken) break;
+            sent++;
+            // Let the writer move what it can into the connection before the next chunk.
+            await Task.Yield();
+        }
+        Assert.True(sent < 200, "the link took 200 chunks of 64 KiB that nobody read");
+        Assert.True(link.IsClosing, "the link is not closing after a chunk was refused");
+
+        // Now the other side reads: whatever was in flight, then the goodbye.
+        Goodbye? goodbye = null;
+        while (goodbye is null)
+        {
+            var (type, body) = await RawFrames.ReadAsync(client.Pipe.Input);
+            if (type != FrameType.Goodbye) continue;
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Goodbye.TryRead(ref reader, out var g));
+            goodbye = g;
+        }
+        Assert.Equal(GoodbyeCode.TooSlow, goodbye.Value.Code);
+        if (reset) client.Abort();
+        else await client.CloseOutputAsync();
+
+        var reason = await link.Closed.WaitAsync(Overlay.Deadline);
+        Assert.Equal(CloseCode.TooSlow, reason.Code);
+        Assert.StartsWith("too slow: ", reason.Text);
+    }
+
     /// <summary>A connection whose sends never complete until it is aborted: a receiver that takes nothing.</summary>
     private sealed class StuckConnection : IConnection, IDuplexPipe
     {
