@@ -585,7 +585,10 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (failure is not null && !Closed.IsCompleted)
         {
             ConnectionLog.SendFailed(_log, Name, failure.Text);
-            Abort(Volatile.Read(ref _closingFor) ?? failure);
+            // A violation's goodbye that the other side's reset cut short: the violation ended the
+            // connection, not the reset (a stranger that reset its link while the goodbye waited
+            // behind its backlog was kept by the coordinator for the rejoin grace).
+            Abort(Volatile.Read(ref _violation) ?? Volatile.Read(ref _closingFor) ?? failure);
         }
     }
 
@@ -615,6 +618,12 @@ internal sealed class FramedConnection : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// The other side's protocol violation this connection is closing for (its goodbye queued):
+    /// the close's reason even when sending that goodbye fails.
+    /// </summary>
+    private CloseReason? _violation;
 
     private async Task ReadLoopAsync(Action<FrameType, ReadOnlySequence<byte>> onFrame, Action<ReadOnlySequence<byte>> onHeartbeat, Action onReceived, Action? onViolation)
     {
@@ -668,6 +677,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             reason = new CloseReason(CloseCode.ProtocolViolation, $"protocol error: {e.Message}", e);
             ConnectionLog.Violation(_log, Name, reason.Text);
             onViolation?.Invoke();
+            Volatile.Write(ref _violation, reason);
             // Tell the other side why, after anything already queued, then close gracefully.
             Interlocked.Exchange(ref _closing, 1);
             _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(new Goodbye(GoodbyeCode.ProtocolError, e.Message).Write), _time.GetTimestamp()));

@@ -195,6 +195,40 @@ public class UnauthorisedControlTests
         await overlay.AssertIdenticalAsync(overlay.PeerById(a.Id));
     }
 
+    [Fact]
+    public async Task A_stranger_cut_off_for_a_fill_that_resets_its_link_while_the_goodbye_waits_is_out_at_once()
+    {
+        // The stranger is the coordinator's child, behind a slow downlink: the coordinator's
+        // goodbye for its violation waits behind the chunks queued for it, and the stranger resets
+        // its link meanwhile, so the send under way fails.
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: log.Factory);
+        overlay.Network.SetDownloadRate("filler", 20_000);
+        overlay.StartStreaming();
+        var connection = await overlay.Network.Host("filler").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "filler:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (first, welcomeBody) = await RawFrames.ReadAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, first);
+        var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(welcomeBody));
+        Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
+        Assert.Equal(0UL, welcome.Shards[0].ParentId);
+        await overlay.WriteAsync(Overlay.RandomBytes(300_000, 9));
+        while ((await RawFrames.ReadAsync(connection.Pipe.Input)).Type != FrameType.Chunk)
+        {
+        }
+
+        new Fill([new ShardStart(0, 0)], ulong.MaxValue).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Warning, "that no move asked for"), "the coordinator found the violation");
+        connection.Abort();
+
+        string broken = $"peer {welcome.PeerId}: control link broken on its side";
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Information, broken) || overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != (int)welcome.PeerId),
+            "the stranger is out of the plan, or its place is kept");
+        Assert.False(log.Has(LogLevel.Information, broken), string.Join("\n", log.Lines.Where(l => l.Category is "coordinator" or "connection").Select(l => l.Message)));
+    }
+
     /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does.</summary>
     private static async Task AnswerProbeAsync(IConnectionListener listener, ulong token)
     {
