@@ -489,11 +489,15 @@ public sealed partial class Peer : Node, IPeerParents
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()
     {
+        _stopped = true;
         _failed.TrySetResult("the peer was stopped");
         await base.DisposeAsync().ConfigureAwait(false);
     }
 
     private volatile bool _leaving;
+
+    /// <summary>Set when the peer is disposed: a run that fails for it does not leave first.</summary>
+    private volatile bool _stopped;
 
     /// <summary>Set under <see cref="_gate"/> when the stream is complete and the parent links are being closed: no new parent link is installed after.</summary>
     private bool _parentsClosed;
@@ -539,7 +543,16 @@ public sealed partial class Peer : Node, IPeerParents
             await output.FlushAsync(cancellationToken).ConfigureAwait(false);
         }, cancellationToken);
         var first = await Task.WhenAny(writing, _failed.Task).ConfigureAwait(false);
-        if (first == _failed.Task) throw new StreamInterruptedException(_failed.Task.Result);
+        if (first == _failed.Task)
+        {
+            // Stopped by what it was told (a parent cut it off as too slow, say) while its control
+            // link is open: it leaves as on purpose, so that the coordinator moves its children now
+            // and keeps no place for it. It stayed in the plan, heartbeating with no stream coming,
+            // until its process exited; then the link ended as lost, and its place was kept for the
+            // rejoin grace (the drain after the end waited for it).
+            if (!_leaving && !_stopped) await LeaveAsync(_options.HeartbeatTimeout * 2).ConfigureAwait(false);
+            throw new StreamInterruptedException(_failed.Task.Result);
+        }
         await writing.ConfigureAwait(false);
         if (LostBytes > 0) PeerLog.CompleteWithLoss(Log, LostBytes, BytesWritten, StartOffset);
         else PeerLog.Complete(Log, BytesWritten, StartOffset);

@@ -168,4 +168,40 @@ public sealed class FailureTests
         await overlay.EndAsync(TimeSpan.FromSeconds(30));
         await overlay.AssertIdenticalAsync(overlay.PeerById(fast.Id));
     }
+
+    [Fact]
+    public async Task A_peer_its_peer_parent_cut_off_as_too_slow_leaves_the_overlay_instead_of_staying_in_it_without_the_stream()
+    {
+        // A chain: the coordinator feeds p1 only, p1 feeds p2, and only p1's queue limit cuts p2 off.
+        var lenient = TimeSpan.FromSeconds(300);
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: TimeSpan.FromSeconds(30),
+            configure: o => o with { Upload = 1, SlowChildAge = lenient });
+        var p1 = await overlay.AddPeerAsync(upload: 1, configure: o => o with { MaxQueuedBytesPerChild = 256 * 1024, SlowChildAge = lenient });
+        var p2 = await overlay.AddPeerAsync(upload: 0, configure: o => o with { SlowChildAge = lenient });
+        Assert.True(p2.ParentIds().SequenceEqual([p1.Id]), "setup: p2 is not p1's child\n" + overlay.Coordinator.Snapshot().Render());
+        overlay.StartStreaming();
+
+        overlay.Network.SetDownloadRate(overlay.PeerById(p2.Id).Host, 50_000);
+        var p2Run = overlay.PeerById(p2.Id).Run;
+        for (int i = 0; i < 40 && !p2Run.IsCompleted; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 500 + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => p1.BytesWritten == written, $"p1 has the {i + 1} parts written");
+        }
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => p2Run.WaitAsync(Overlay.Deadline));
+        Assert.Contains("too slow", stopped.Message);
+
+        // It stopped with the parent's reason: it left the overlay, rather than stay in the plan,
+        // heartbeating with no stream coming (and, once its process exits, kept for a rejoin).
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == p2.Id))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"p2, stopped as too slow, is still in the overlay 20 s later");
+            await Task.Delay(50);
+        }
+
+        await overlay.EndAsync(TimeSpan.FromSeconds(30));
+        await overlay.AssertIdenticalAsync(overlay.PeerById(p1.Id));
+    }
 }
