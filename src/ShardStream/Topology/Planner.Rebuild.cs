@@ -192,6 +192,14 @@ public sealed partial class Planner
                 return 1;
             }
 
+            // A swap takes up to 3 moves. Under a cap of fewer (--latency-moves 1 or 2) it never
+            // fits a call: the node stays where it is (waiting for it, the rebuild stood still at
+            // its first such node for good, and leaf moves with it).
+            if (maxMoves < 3)
+            {
+                return 0;
+            }
+
             if (maxMoves - moved < 3)
             {
                 return -1;

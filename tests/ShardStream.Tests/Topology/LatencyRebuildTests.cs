@@ -129,6 +129,29 @@ public sealed class LatencyRebuildTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void A_rebuild_under_a_cap_of_fewer_than_three_moves_a_call_still_ends(int cap)
+    {
+        // --latency-moves 1 or 2: a step onto a full new parent takes 2 or 3 moves (a swap). The
+        // same plan rebuilt 40 moves a call ends in about 230 calls (see above).
+        var (planner, _) = Build(1500, seed: 3);
+        var calls = 0;
+        long moved = 0;
+        do
+        {
+            var moves = planner.RebuildLatency(cap, (p, q) => Measured(planner, p, q));
+            Assert.InRange(moves.Count, 0, cap);
+            moved += moves.Count;
+            PlanAssert.MovesMatchPlan(planner, moves);
+        }
+        while (++calls < 40_000 && (planner.RebuildsPlanned == 0 || planner.RebuildInProgress));
+
+        Assert.False(planner.RebuildInProgress, $"the rebuild still runs after {calls} calls of {cap} move(s), {moved} moves");
+        PlanAssert.Consistent(planner);
+    }
+
     [Fact]
     public void Small_or_latency_blind_plans_are_not_rebuilt()
     {
