@@ -590,6 +590,15 @@ public sealed class Coordinator : Node, Admission.IHost
     /// <summary>(Peer, shard) edges moved so far for a lower delay from the source (<see cref="CoordinatorOptions.LatencyMovesPerSecond"/>).</summary>
     public long LatencyMoves => Interlocked.Read(ref _latencyMoves);
 
+    /// <summary>Rebuilds by regions carried out to their end so far (<see cref="CoordinatorOptions.LatencyRebuild"/>).</summary>
+    public int LatencyRebuilds
+    {
+        get
+        {
+            lock (_tracker.Gate) return _tracker.Planner.RebuildsDone;
+        }
+    }
+
     /// <summary>Joins told that the coordinator was busy, so far.</summary>
     public long JoinsRefusedBusy => _joinSlots.RefusedBusy;
 

@@ -234,6 +234,19 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public bool LatencyRebuild { get; init; }
 
+    /// <summary>
+    /// With <see cref="LatencyRebuild"/>: fewest peers for a rebuild (<see cref="Topology.PlannerOptions.RebuildMinPeers"/>,
+    /// <see cref="Topology.Planner.RebuildMinPeers"/> by default); tests lower it to run a rebuild with real nodes.
+    /// </summary>
+    internal int LatencyRebuildMinPeers { get; init; } = ShardStream.Topology.Planner.RebuildMinPeers;
+
+    /// <summary>
+    /// With <see cref="LatencyRebuild"/>: least estimated gain for a planned rebuild to be carried out
+    /// (<see cref="Topology.PlannerOptions.RebuildMinGainShare"/>, <see cref="Topology.Planner.RebuildMinGainShare"/>
+    /// by default); tests set 0 so that a small overlay's plan is carried out whenever it is estimated not worse.
+    /// </summary>
+    internal double LatencyRebuildMinGainShare { get; init; } = ShardStream.Topology.Planner.RebuildMinGainShare;
+
     /// <summary>The policy in force.</summary>
     public TopologyKind EffectiveTopology => Topology ?? (ShardCount == 2 ? TopologyKind.Tessellated : ShardCount == 1 ? TopologyKind.Binary : TopologyKind.Striped);
 

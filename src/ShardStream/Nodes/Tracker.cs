@@ -48,7 +48,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
 
     private static Planner CreatePlanner(CoordinatorOptions options)
     {
-        var planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget, LatencyAware: options.LatencyAware));
+        var planner = new Planner(new PlannerOptions(options.ShardCount, options.EffectiveTopology, options.SourceBudget, LatencyAware: options.LatencyAware) { RebuildMinPeers = options.LatencyRebuildMinPeers, RebuildMinGainShare = options.LatencyRebuildMinGainShare });
         planner.SetCoordinate(Planner.Source, Coordinator.Anchor);
         return planner;
     }

@@ -21,7 +21,7 @@ public sealed partial class Planner
     /// </summary>
     public const double RebuildMinGainShare = 0.02;
 
-    /// <summary>Fewest live peers for a rebuild: below, the join and move rules do as well, and clusters are not regions.</summary>
+    /// <summary>Fewest live peers for a rebuild by default (<see cref="PlannerOptions.RebuildMinPeers"/>): below, the join and move rules do as well, and clusters are not regions.</summary>
     public const int RebuildMinPeers = 1000;
 
     /// <summary>
@@ -59,8 +59,13 @@ public sealed partial class Planner
     private byte[] _linkNext = [];
     private int _rebuildsPlanned;
 
-    /// <summary>Rebuilds planned so far (<see cref="RebuildLatency"/>).</summary>
+    /// <summary>Rebuilds planned so far (<see cref="RebuildLatency"/>), including those not worth carrying out.</summary>
     public int RebuildsPlanned => _rebuildsPlanned;
+
+    private int _rebuildsDone;
+
+    /// <summary>Rebuilds carried out to their end so far (<see cref="RebuildLatency"/>: every planned edge moved or skipped).</summary>
+    public int RebuildsDone => _rebuildsDone;
 
     /// <summary>True while a planned rebuild still has edges to move.</summary>
     public bool RebuildInProgress => _rebuild is not null;
@@ -89,7 +94,7 @@ public sealed partial class Planner
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
         ArgumentNullException.ThrowIfNull(measuredRtt);
         _moves.Clear();
-        if (_latency is null || _pristine || maxMoves == 0 || _peerCount < RebuildMinPeers)
+        if (_latency is null || _pristine || maxMoves == 0 || _peerCount < Options.RebuildMinPeers)
         {
             return [];
         }
@@ -158,6 +163,7 @@ public sealed partial class Planner
         {
             _rebuild = null;
             _rebuildPause = RebuildPauseCalls;
+            _rebuildsDone++;
         }
 
         return Summarize(_moves, []);
@@ -426,7 +432,7 @@ public sealed partial class Planner
         var before = EstimatedMeanDelay(peers, index, region, local, s => p => _forest.Parent(p, s));
         var after = EstimatedMeanDelay(peers, index, region, local, s => p => target[s][p]);
         _rebuildsPlanned++;
-        return after <= before * (1 - RebuildMinGainShare) ? new RebuildPlan(target, order) : null;
+        return after <= before * (1 - Options.RebuildMinGainShare) ? new RebuildPlan(target, order) : null;
     }
 
     /// <summary>

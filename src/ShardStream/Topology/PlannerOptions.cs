@@ -31,4 +31,18 @@ public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int S
     /// <summary>The seed's budget: every node serves K + 1 shard-streams.</summary>
     public static PlannerOptions Default(int shardCount, TopologyKind topology) =>
         new(shardCount, topology, shardCount + 1);
+
+    /// <summary>
+    /// Fewest live peers for <see cref="Planner.RebuildLatency"/> to plan a rebuild
+    /// (<see cref="Planner.RebuildMinPeers"/>); tests lower it to run a whole rebuild with real
+    /// nodes, which cannot be a thousand in one test process.
+    /// </summary>
+    internal int RebuildMinPeers { get; init; } = Planner.RebuildMinPeers;
+
+    /// <summary>
+    /// Least estimated gain for a planned rebuild to be carried out (<see cref="Planner.RebuildMinGainShare"/>
+    /// by default); tests set 0 to carry out every plan that is estimated not worse, and check the
+    /// delays a small overlay really gets.
+    /// </summary>
+    internal double RebuildMinGainShare { get; init; } = Planner.RebuildMinGainShare;
 }
