@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Wire;
 
@@ -203,5 +204,51 @@ public sealed class FailureTests
 
         await overlay.EndAsync(TimeSpan.FromSeconds(30));
         await overlay.AssertIdenticalAsync(overlay.PeerById(p1.Id));
+    }
+
+    /// <summary>
+    /// A peer cut off as too slow by its parent, a peer (the byte bound, which the coordinator does
+    /// not see), stops; its control link then ends in a reset (a CLI viewer exits, closing
+    /// everything): the coordinator takes it for out, not for a peer that lost its link and will
+    /// join again, and the end of the stream does not wait for it.
+    /// </summary>
+    [Fact]
+    public async Task A_peer_cut_off_as_too_slow_by_a_peer_parent_says_so_and_the_coordinator_keeps_no_place_for_it()
+    {
+        var logs = new LogCapture();
+        // Only the byte bound cuts the slow peer off (no slow-child policy, no silence, at the peers
+        // too), and a rejoin grace of 4 heartbeat timeouts (120 s) for a peer whose link it lost.
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(30),
+            configure: o => o with { MaxQueuedBytesPerChild = 256 * 1024, SlowChildAge = TimeSpan.FromSeconds(300) }, loggers: logs.Factory);
+        Func<PeerOptions, PeerOptions> bounded = o => o with { MaxQueuedBytesPerChild = 256 * 1024, SlowChildAge = TimeSpan.FromSeconds(300) };
+        var first = await overlay.AddPeerAsync(configure: bounded);
+        var second = await overlay.AddPeerAsync(configure: bounded);
+        var slow = await overlay.AddPeerAsync(configure: bounded);
+        Assert.True(slow.ParentIds().All(id => id != 0), "setup: the third peer is a child of the coordinator\n" + overlay.Coordinator.Snapshot().Render());
+        overlay.StartStreaming();
+
+        // It takes 50 kB/s; the stream comes at whatever the other peers take.
+        overlay.Network.SetDownloadRate(overlay.PeerById(slow.Id).Host, 50_000);
+        var slowRun = overlay.PeerById(slow.Id).Run;
+        for (int i = 0; i < 40 && !slowRun.IsCompleted; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 500 + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => first.BytesWritten == written && second.BytesWritten == written, $"the other peers have the {i + 1} parts written");
+        }
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
+        Assert.Contains("too slow", stopped.Message);
+        // A CLI viewer exits when it is stopped, which ends its links (in a reset, if they did not end already).
+        await slow.DisposeAsync();
+
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != slow.Id)
+            || logs.Has(LogLevel.Information, $"peer {slow.Id}: control link broken on its side"), "the coordinator has handled the slow peer's end");
+        // Before, its control link ended in that reset with no word: "control link broken on its
+        // side (connection lost: ...); keeping its place for 120 s", and the end waited for it.
+        Assert.False(logs.Has(LogLevel.Information, $"peer {slow.Id}: control link broken on its side"),
+            string.Join("\n", logs.Lines.Where(l => l.Category == "coordinator" && l.Message.Contains($"peer {slow.Id}", StringComparison.Ordinal)).Select(l => l.Message)));
+        await overlay.EndAsync(TimeSpan.FromSeconds(30));
+        await overlay.AssertIdenticalAsync(overlay.PeerById(first.Id));
+        await overlay.AssertIdenticalAsync(overlay.PeerById(second.Id));
     }
 }
