@@ -243,7 +243,7 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>
     /// With <see cref="LatencyRebuild"/>: least estimated gain for a planned rebuild to be carried out
     /// (<see cref="Topology.PlannerOptions.RebuildMinGainShare"/>, <see cref="Topology.Planner.RebuildMinGainShare"/>
-    /// by default); tests set 0 so that a small overlay's plan is carried out whenever it is estimated not worse.
+    /// by default); a test sets -1 so that a small overlay's plan is carried out whatever its estimate.
     /// </summary>
     internal double LatencyRebuildMinGainShare { get; init; } = ShardStream.Topology.Planner.RebuildMinGainShare;
 

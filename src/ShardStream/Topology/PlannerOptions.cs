@@ -41,8 +41,7 @@ public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int S
 
     /// <summary>
     /// Least estimated gain for a planned rebuild to be carried out (<see cref="Planner.RebuildMinGainShare"/>
-    /// by default); tests set 0 to carry out every plan that is estimated not worse, and check the
-    /// delays a small overlay really gets.
+    /// by default); a test sets -1 to carry out every plan whatever its estimate.
     /// </summary>
     internal double RebuildMinGainShare { get; init; } = Planner.RebuildMinGainShare;
 }
