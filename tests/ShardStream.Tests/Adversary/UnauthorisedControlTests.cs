@@ -87,13 +87,7 @@ public class UnauthorisedControlTests
         var a = await overlay.AddPeerAsync();
         var b = await overlay.AddPeerAsync();
         // A stranger joins honestly (under a or b), then accuses the other one of sending forged bytes.
-        var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
-        await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
-        Assert.Equal(FrameType.Welcome, type);
-        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        var (connection, welcome) = await JoinRawAsync(overlay, "accuser");
         ulong parent = welcome.Shards[0].ParentId;
         var stranger = parent == (ulong)a.Id ? b : a;
 
@@ -117,13 +111,7 @@ public class UnauthorisedControlTests
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: log.Factory);
         var liar = await overlay.AddPeerAsync();
         // The child joins under it (the coordinator feeds one child).
-        var connection = await overlay.Network.Host("accuser").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "accuser:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
-        await connection.Pipe.Output.FlushAsync();
-        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
-        Assert.Equal(FrameType.Welcome, type);
-        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        var (connection, welcome) = await JoinRawAsync(overlay, "accuser");
         Assert.Equal((ulong)liar.Id, welcome.Shards[0].ParentId);
 
         // The liar leaves first; the child's report comes after.
@@ -158,28 +146,14 @@ public class UnauthorisedControlTests
 
         // A stranger joins honestly, then asks the coordinator to replay shard 0 on its control
         // link from the first chunk on, for ever, though no Move named a parent that starts later.
-        var connection = await overlay.Network.Host("filler").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "filler:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
-        await connection.Pipe.Output.FlushAsync();
-        var (first, welcomeBody) = await RawFrames.ReadAsync(connection.Pipe.Input);
-        Assert.Equal(FrameType.Welcome, first);
-        var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(welcomeBody));
-        Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
+        var (connection, welcome) = await JoinRawAsync(overlay, "filler");
         Assert.Equal((ulong)a.Id, welcome.Shards[0].ParentId);
         new Fill([new ShardStart(0, 0)], ulong.MaxValue).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
 
         // Everything the control link brings until the coordinator says goodbye: never a chunk.
-        while (true)
-        {
-            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
-            Assert.NotEqual(FrameType.Chunk, type);
-            if (type != FrameType.Goodbye) continue;
-            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
-            Assert.Contains("that no move asked for", goodbye.Reason);
-            break;
-        }
+        var goodbye = await RawFrames.ReadUntilGoodbyeAsync(connection.Pipe.Input, type => Assert.NotEqual(FrameType.Chunk, type));
+        Assert.Contains("that no move asked for", goodbye.Reason);
         connection.Abort();
 
         // The stranger is out of the overlay: its place is not kept for it to join again (it did
@@ -205,13 +179,7 @@ public class UnauthorisedControlTests
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: log.Factory);
         overlay.Network.SetDownloadRate("filler", 20_000);
         overlay.StartStreaming();
-        var connection = await overlay.Network.Host("filler").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "filler:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
-        await connection.Pipe.Output.FlushAsync();
-        var (first, welcomeBody) = await RawFrames.ReadAsync(connection.Pipe.Input);
-        Assert.Equal(FrameType.Welcome, first);
-        var welcomeReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(welcomeBody));
-        Assert.True(Welcome.TryRead(ref welcomeReader, out var welcome));
+        var (connection, welcome) = await JoinRawAsync(overlay, "filler");
         Assert.Equal(0UL, welcome.Shards[0].ParentId);
         await overlay.WriteAsync(Overlay.RandomBytes(300_000, 9));
         while ((await RawFrames.ReadAsync(connection.Pipe.Input)).Type != FrameType.Chunk)
@@ -275,5 +243,18 @@ public class UnauthorisedControlTests
             input.AdvanceTo(buffer.Start, buffer.End);
             if (result.IsCompleted) throw new IOException("closed without an answer");
         }
+    }
+
+    /// <summary>A stranger on host <paramref name="host"/> joins as any viewer does and reads its Welcome; the connection stays the test's.</summary>
+    private static async Task<(IConnection Connection, Welcome Welcome)> JoinRawAsync(Overlay overlay, string host)
+    {
+        var connection = await overlay.Network.Host(host).ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], $"{host}:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Welcome, type);
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.True(Welcome.TryRead(ref reader, out var welcome));
+        return (connection, welcome);
     }
 }

@@ -117,17 +117,9 @@ public sealed class FailureTests
         await Overlay.WaitUntilAsync(() => !overlay.Coordinator.ChildIds()[0].Contains(99), "the coordinator has cut the child off");
 
         // Now it reads: the welcome, what was already in flight, then (the backlog skipped) a goodbye that says why.
-        Goodbye? goodbye = null;
-        while (goodbye is null)
-        {
-            var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
-            if (type != FrameType.Goodbye) continue;
-            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            Assert.True(Goodbye.TryRead(ref reader, out var g));
-            goodbye = g;
-        }
-        Assert.Equal(GoodbyeCode.TooSlow, goodbye.Value.Code);
-        Assert.Contains("too slow", goodbye.Value.Reason);
+        var goodbye = await RawFrames.ReadUntilGoodbyeAsync(connection.Pipe.Input);
+        Assert.Equal(GoodbyeCode.TooSlow, goodbye.Code);
+        Assert.Contains("too slow", goodbye.Reason);
 
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
@@ -145,26 +137,11 @@ public sealed class FailureTests
         Assert.True(slow.ParentIds().SequenceEqual([0]), "setup: the second peer is not a child of the coordinator\n" + overlay.Coordinator.Snapshot().Render());
         overlay.StartStreaming();
 
-        // It takes 50 kB/s; the stream comes at whatever the other peer takes.
-        overlay.Network.SetDownloadRate(overlay.PeerById(slow.Id).Host, 50_000);
-        var slowRun = overlay.PeerById(slow.Id).Run;
-        for (int i = 0; i < 40 && !slowRun.IsCompleted; i++)
-        {
-            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 300 + i));
-            long written = overlay.Written.Length;
-            await Overlay.WaitUntilAsync(() => fast.BytesWritten == written, $"the other peer has the {i + 1} parts written");
-        }
-        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
-        Assert.Contains("too slow", stopped.Message);
+        await StarveUntilStoppedAsync(overlay, slow, [fast], seed: 300);
 
         // The peer read the goodbye and closed its side: the coordinator cut it off, it did not
         // lose it, and keeps no place for it (before, 120 s, and the end waited for it).
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == slow.Id))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"peer {slow.Id}, cut off as too slow, is still in the overlay 20 s later");
-            await Task.Delay(50);
-        }
+        await WaitUntilOutAsync(overlay, slow.Id);
 
         await overlay.EndAsync(TimeSpan.FromSeconds(30));
         await overlay.AssertIdenticalAsync(overlay.PeerById(fast.Id));
@@ -182,25 +159,11 @@ public sealed class FailureTests
         Assert.True(p2.ParentIds().SequenceEqual([p1.Id]), "setup: p2 is not p1's child\n" + overlay.Coordinator.Snapshot().Render());
         overlay.StartStreaming();
 
-        overlay.Network.SetDownloadRate(overlay.PeerById(p2.Id).Host, 50_000);
-        var p2Run = overlay.PeerById(p2.Id).Run;
-        for (int i = 0; i < 40 && !p2Run.IsCompleted; i++)
-        {
-            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 500 + i));
-            long written = overlay.Written.Length;
-            await Overlay.WaitUntilAsync(() => p1.BytesWritten == written, $"p1 has the {i + 1} parts written");
-        }
-        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => p2Run.WaitAsync(Overlay.Deadline));
-        Assert.Contains("too slow", stopped.Message);
+        await StarveUntilStoppedAsync(overlay, p2, [p1], seed: 500);
 
         // It stopped with the parent's reason: it left the overlay, rather than stay in the plan,
         // heartbeating with no stream coming (and, once its process exits, kept for a rejoin).
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-        while (overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == p2.Id))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"p2, stopped as too slow, is still in the overlay 20 s later");
-            await Task.Delay(50);
-        }
+        await WaitUntilOutAsync(overlay, p2.Id);
 
         await overlay.EndAsync(TimeSpan.FromSeconds(30));
         await overlay.AssertIdenticalAsync(overlay.PeerById(p1.Id));
@@ -227,17 +190,7 @@ public sealed class FailureTests
         Assert.True(slow.ParentIds().All(id => id != 0), "setup: the third peer is a child of the coordinator\n" + overlay.Coordinator.Snapshot().Render());
         overlay.StartStreaming();
 
-        // It takes 50 kB/s; the stream comes at whatever the other peers take.
-        overlay.Network.SetDownloadRate(overlay.PeerById(slow.Id).Host, 50_000);
-        var slowRun = overlay.PeerById(slow.Id).Run;
-        for (int i = 0; i < 40 && !slowRun.IsCompleted; i++)
-        {
-            await overlay.WriteAsync(Overlay.RandomBytes(100_000, 500 + i));
-            long written = overlay.Written.Length;
-            await Overlay.WaitUntilAsync(() => first.BytesWritten == written && second.BytesWritten == written, $"the other peers have the {i + 1} parts written");
-        }
-        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
-        Assert.Contains("too slow", stopped.Message);
+        await StarveUntilStoppedAsync(overlay, slow, [first, second], seed: 500);
         // A CLI viewer exits when it is stopped, which ends its links (in a reset, if they did not end already).
         await slow.DisposeAsync();
 
@@ -250,5 +203,35 @@ public sealed class FailureTests
         await overlay.EndAsync(TimeSpan.FromSeconds(30));
         await overlay.AssertIdenticalAsync(overlay.PeerById(first.Id));
         await overlay.AssertIdenticalAsync(overlay.PeerById(second.Id));
+    }
+
+    /// <summary>
+    /// Caps <paramref name="slow"/>'s download at 50 kB/s and writes the stream in parts of 100 kB,
+    /// each once every peer of <paramref name="keepUp"/> has written the ones before (so that only
+    /// <paramref name="slow"/> can fall behind), until it stops; asserts that it stopped as too slow.
+    /// </summary>
+    private static async Task StarveUntilStoppedAsync(Overlay overlay, Peer slow, Peer[] keepUp, int seed)
+    {
+        overlay.Network.SetDownloadRate(overlay.PeerById(slow.Id).Host, 50_000);
+        var slowRun = overlay.PeerById(slow.Id).Run;
+        for (int i = 0; i < 40 && !slowRun.IsCompleted; i++)
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(100_000, seed + i));
+            long written = overlay.Written.Length;
+            await Overlay.WaitUntilAsync(() => keepUp.All(p => p.BytesWritten == written), $"the other peers have the {i + 1} parts written");
+        }
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun.WaitAsync(Overlay.Deadline));
+        Assert.Contains("too slow", stopped.Message);
+    }
+
+    /// <summary>Waits until peer <paramref name="id"/> is out of the coordinator's overlay, failing after 20 s (the rejoin grace of these tests is 120 s).</summary>
+    private static async Task WaitUntilOutAsync(Overlay overlay, int id)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == id))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"peer {id}, stopped as too slow, is still in the overlay 20 s later");
+            await Task.Delay(50);
+        }
     }
 }

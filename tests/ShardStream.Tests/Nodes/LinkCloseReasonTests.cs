@@ -114,16 +114,8 @@ public sealed class LinkCloseReasonTests
         Assert.True(link.IsClosing, "the link is not closing after a chunk was refused");
 
         // Now the other side reads: whatever was in flight, then the goodbye.
-        Goodbye? goodbye = null;
-        while (goodbye is null)
-        {
-            var (type, body) = await RawFrames.ReadAsync(client.Pipe.Input);
-            if (type != FrameType.Goodbye) continue;
-            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-            Assert.True(Goodbye.TryRead(ref reader, out var g));
-            goodbye = g;
-        }
-        Assert.Equal(GoodbyeCode.TooSlow, goodbye.Value.Code);
+        var goodbye = await RawFrames.ReadUntilGoodbyeAsync(client.Pipe.Input);
+        Assert.Equal(GoodbyeCode.TooSlow, goodbye.Code);
         if (reset) client.Abort();
         else await client.CloseOutputAsync();
 

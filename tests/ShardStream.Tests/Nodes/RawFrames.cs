@@ -25,4 +25,18 @@ internal static class RawFrames
             if (result.IsCompleted) throw new IOException("closed without a frame");
         }
     }
+
+    /// <summary>Reads frames until a Goodbye, and returns it; <paramref name="each"/> sees the type of every frame before it.</summary>
+    public static async Task<Goodbye> ReadUntilGoodbyeAsync(PipeReader input, Action<FrameType>? each = null)
+    {
+        while (true)
+        {
+            var (type, body) = await ReadAsync(input);
+            each?.Invoke(type);
+            if (type != FrameType.Goodbye) continue;
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.True(Goodbye.TryRead(ref reader, out var goodbye), "a malformed goodbye");
+            return goodbye;
+        }
+    }
 }
