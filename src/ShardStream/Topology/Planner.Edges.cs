@@ -104,14 +104,19 @@ public sealed partial class Planner
             return false;
         }
 
-        var leafParent = _forest.Parent(leaf, shard);
-        _forest.Detach(leaf, shard);
-        _forest.Detach(peer, shard);
-        _forest.Attach(peer, leafParent, shard);
-        _forest.Attach(leaf, parent, shard);
-        _moves.Add(new Reattachment(peer, shard, leafParent));
-        _moves.Add(new Reattachment(leaf, shard, parent));
+        ExchangeParents(peer, _forest.Parent(leaf, shard), leaf, parent, shard);
         return true;
+    }
+
+    /// <summary>In one shard, <paramref name="a"/> goes under <paramref name="aParent"/> and <paramref name="b"/> under <paramref name="bParent"/> (each a place the other frees), as two Moves.</summary>
+    private void ExchangeParents(int a, int aParent, int b, int bParent, int shard)
+    {
+        _forest.Detach(a, shard);
+        _forest.Detach(b, shard);
+        _forest.Attach(a, aParent, shard);
+        _forest.Attach(b, bParent, shard);
+        _moves.Add(new Reattachment(a, shard, aParent));
+        _moves.Add(new Reattachment(b, shard, bParent));
     }
 
     /// <summary>True when <see cref="Reparent"/> would find the peer another parent in the shard.</summary>

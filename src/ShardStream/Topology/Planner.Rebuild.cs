@@ -233,12 +233,7 @@ public sealed partial class Planner
                     continue;
                 }
 
-                _forest.Detach(node, shard);
-                _forest.Detach(child, shard);
-                _forest.Attach(node, target, shard);
-                _forest.Attach(child, parent, shard);
-                _moves.Add(new Reattachment(node, shard, target));
-                _moves.Add(new Reattachment(child, shard, parent));
+                ExchangeParents(node, target, child, parent, shard);
                 return 2;
             }
 

@@ -70,15 +70,7 @@ internal static class RegionConstruction
         var sy = new double[m];
         for (var round = 0; round < 8; round++)
         {
-            Array.Clear(sx);
-            Array.Clear(sy);
-            Array.Clear(count);
-            for (var i = 0; i < n; i++)
-            {
-                sx[region[i]] += x[i];
-                sy[region[i]] += y[i];
-                count[region[i]]++;
-            }
+            SumByRegion(x, y, region, sx, sy, count);
 
             var kept = new List<int>();
             for (var c = 0; c < m; c++)
@@ -217,15 +209,7 @@ internal static class RegionConstruction
         var count = new int[m];
         while (true)
         {
-            Array.Clear(sx);
-            Array.Clear(sy);
-            Array.Clear(count);
-            for (var i = 0; i < n; i++)
-            {
-                sx[region[i]] += x[i];
-                sy[region[i]] += y[i];
-                count[region[i]]++;
-            }
+            SumByRegion(x, y, region, sx, sy, count);
 
             var others = Enumerable.Range(0, m).Where(c => c != source && count[c] > 0).ToList();
             if (others.Count + 1 <= maxRegions || others.Count < 2)
@@ -283,6 +267,20 @@ internal static class RegionConstruction
     }
 
     /// <summary>Distance of two points of the plane (ms).</summary>
+    /// <summary>Each region's count of points and the sums of their x and y (for its centroid), into the arrays given.</summary>
+    private static void SumByRegion(double[] x, double[] y, int[] region, double[] sx, double[] sy, int[] count)
+    {
+        Array.Clear(sx);
+        Array.Clear(sy);
+        Array.Clear(count);
+        for (var i = 0; i < x.Length; i++)
+        {
+            sx[region[i]] += x[i];
+            sy[region[i]] += y[i];
+            count[region[i]]++;
+        }
+    }
+
     internal static double Dist(double ax, double ay, double bx, double by) => Math.Sqrt(((ax - bx) * (ax - bx)) + ((ay - by) * (ay - by)));
 
     /// <summary>
@@ -382,7 +380,7 @@ internal static class RegionConstruction
         }
 
         /// <summary>One-way delay (ms) of an edge between two nodes of one region, by the knowledge given.</summary>
-        private double Edge(int a, int b) => (2 + Math.Sqrt(((X[a] - X[b]) * (X[a] - X[b])) + ((Y[a] - Y[b]) * (Y[a] - Y[b]))) + Access[a] + Access[b]) / 2;
+        private double Edge(int a, int b) => (2 + Dist(X[a], Y[a], X[b], Y[b]) + Access[a] + Access[b]) / 2;
 
         public void Attach(int i, int parent)
         {
