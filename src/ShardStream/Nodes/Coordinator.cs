@@ -258,10 +258,20 @@ public sealed class Coordinator : Node, Admission.IHost
                 if (session.Control != link) return;
             }
         }
-        _repair.OnPeerGone(session, reason);
+        // The looks at session.Control above are outside the gate: the removal looks again under it.
+        bool gone = true;
+        if (GoneRemoval is { } hold) hold(session.Id, () => gone = _repair.OnPeerGone(session, link, reason));
+        else gone = _repair.OnPeerGone(session, link, reason);
+        if (!gone) return;
         // A peer that is out of the overlay gets nothing more from us on any connection.
         foreach (var other in Relay.Subscribers().Where(l => l.Role is ChildRole child && child.PeerId == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
     }
+
+    /// <summary>
+    /// Called by a closed control link's watch with the peer's id and its removal, which it must
+    /// call, instead of removing the peer itself (tests hold the removal there); null: removed at once.
+    /// </summary>
+    internal Action<int, Action>? GoneRemoval { get; set; }
 
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {

@@ -133,19 +133,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         reporter.SendMove(new Move(again));
     }
 
-    /// <summary>A peer's control link is gone for good: it failed.</summary>
-    public void OnPeerGone(PeerSession session, string reason) => RemovePeer(session, reason, graceful: false);
+    /// <summary>
+    /// A peer's control link <paramref name="control"/> is gone for good: it failed. False when the
+    /// peer is back: it joined again in its place meanwhile (<see cref="Admission"/> gave its session
+    /// a new control link), and it stays. Whether the link is still the session's is decided under
+    /// the gate, which that rejoin swaps the link under: a look before taking it left a moment in
+    /// which the rejoin came, and the peer was taken out of the plan while its new control link
+    /// served it (its children moved, nothing placed it again).
+    /// </summary>
+    public bool OnPeerGone(PeerSession session, Link control, string reason) => RemovePeer(session, reason, graceful: false, control);
 
     /// <summary>
     /// Takes a peer out of the overlay and sends every peer the planner moves its new parents.
     /// A graceful leaver keeps serving until its children have moved (they close their links to it).
+    /// With <paramref name="control"/>, only while that is still the peer's control link: false when
+    /// it is not (the peer joined again in its place); true when the peer is out.
     /// </summary>
-    public void RemovePeer(PeerSession session, string reason, bool graceful)
+    public bool RemovePeer(PeerSession session, string reason, bool graceful, Link? control = null)
     {
         IReadOnlyList<Reattachment> plan;
         lock (tracker.Gate)
         {
-            if (!tracker.Forget(session)) return;
+            if (control is not null && session.Control != control) return false;
+            if (!tracker.Forget(session)) return true;
             // An accusation against it may still come from one of its children (EvictionPolicy.NoteDeparted).
             eviction.NoteDeparted(session);
             removed(session);
@@ -160,6 +170,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             tracker.SendMoves(plan);
         }
         CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
+        return true;
     }
 
     /// <summary>

@@ -36,6 +36,39 @@ public sealed class RejoinTests
     }
 
     [Fact]
+    public async Task A_peer_that_joins_again_in_its_place_while_its_old_control_link_is_being_removed_stays_in_the_overlay()
+    {
+        // No rejoin grace: the watch of the broken control link goes on to remove the peer at once.
+        // It is held just before the removal until the peer has joined again in its place, as a
+        // rejoin that comes between the watch's last look at the session and the removal does.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { RejoinGrace = TimeSpan.Zero });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 100_000, 51);
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 200_000), "every peer has the first parts");
+        var (peer, _, _, host) = overlay.Peers[0];
+        int id = peer.Id;
+        using var removalDone = new ManualResetEventSlim();
+        overlay.Coordinator.GoneRemoval = (gone, remove) =>
+        {
+            if (gone == id) Assert.True(SpinWait.SpinUntil(() => peer.Rejoins == 1, Overlay.Deadline), "the peer joined again");
+            remove();
+            if (gone == id) removalDone.Set();
+        };
+
+        overlay.Network.Cut(host, "coord");
+        await Overlay.WaitUntilAsync(() => removalDone.IsSet, "the old control link's watch has done its removal");
+
+        // Back in its place on its new control link: it is still in the plan, with the same id.
+        Assert.Equal(id, peer.Id);
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == id);
+        await StreamAsync(overlay, 2, 100_000, 52);
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+        Assert.Equal(1, peer.Rejoins);
+    }
+
+    [Fact]
     public async Task A_peer_that_joined_again_in_its_place_still_has_its_parents_rtts_heard()
     {
         // Latency moves are judged by the RTTs a peer reports it measured to its parents; a peer
