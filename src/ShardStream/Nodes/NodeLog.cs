@@ -177,4 +177,7 @@ internal static partial class PeerLog
 
     [LoggerMessage(1717, LogLevel.Debug, "move of shard(s) {Shards} applied; {Report}", EventName = "MoveApplied")]
     public static partial void MoveApplied(ILogger log, string shards, string report);
+
+    [LoggerMessage(1718, LogLevel.Debug, "move of shard(s) {Shards} not taken in: it came on a control link replaced since (the Welcome on the new one says where the plan has this peer)", EventName = "MoveFromReplacedControl")]
+    public static partial void MoveFromReplacedControl(ILogger log, string shards);
 }

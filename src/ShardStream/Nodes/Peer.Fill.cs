@@ -16,11 +16,13 @@ public sealed partial class Peer
     /// chunk the new parent <paramref name="parentId"/> holds: asks the coordinator for the chunks
     /// before it and waits until they have come (or nothing came for a heartbeat timeout, or a
     /// later move took the shards over). The coordinator is the shards' parent meanwhile.
+    /// The fill is asked on <paramref name="control"/>, the control link the Move came on: the
+    /// coordinator allows a fill only to the session its Move was sent to, and a rejoin may have
+    /// replaced that link (and session) since the Move was taken in.
     /// </summary>
-    private async Task FillBeforeAttachAsync(IEnumerable<byte> shards, ulong parentId, ulong heldFrom, long[] generations)
+    private async Task FillBeforeAttachAsync(Link control, IEnumerable<byte> shards, ulong parentId, ulong heldFrom, long[] generations)
     {
-        var control = _control;
-        if (parentId == CoordinatorRole.ParentId || heldFrom == 0 || control is null || _version < Protocol.FillVersion) return;
+        if (parentId == CoordinatorRole.ParentId || heldFrom == 0 || _version < Protocol.FillVersion) return;
         var behind = Current(shards.Select(s => new ShardStart(s, (ulong)_reassembler!.NextSeqOf(s))).Where(s => s.FromSeq < heldFrom).ToArray(), generations);
         if (behind.Length == 0) return;
         string names = string.Join(",", behind.Select(s => $"{s.Shard}@{s.FromSeq}"));

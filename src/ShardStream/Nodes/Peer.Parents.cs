@@ -116,9 +116,22 @@ public sealed partial class Peer
         {
             await foreach (var (move, from) in _moves.Reader.ReadAllAsync(Stopping).ConfigureAwait(false))
             {
+                if (MoveTaken is { } hold) await hold().ConfigureAwait(false);
                 long[] generations;
                 lock (_gate)
                 {
+                    // A Move read on a control link that a rejoin replaced since is not taken in: the
+                    // Welcome on the new link is later, and says where the plan has this peer now.
+                    // After a rejoin as a new peer it was made for another session (its tickets
+                    // name the old id, and a fill it asked for on the new link no Move there
+                    // allowed: the coordinator cut the peer off for it). The rejoin sets _control
+                    // before it bumps the generations under this lock, so a Move taken in here
+                    // before it is superseded by it.
+                    if (from != _control)
+                    {
+                        PeerLog.MoveFromReplacedControl(Log, string.Join(",", move.Shards.Select(e => e.Shard)));
+                        continue;
+                    }
                     foreach (var e in move.Shards)
                         if (e.Shard < _moveGeneration.Length) _moveGeneration[e.Shard]++;
                     generations = (long[])_moveGeneration.Clone();
@@ -132,13 +145,16 @@ public sealed partial class Peer
         }
     }
 
+    /// <summary>Awaited for each Move taken from the queue, before it is taken in (tests hold a Move there).</summary>
+    internal Func<Task>? MoveTaken { get; set; }
+
     private async Task MoveAsync(Move move, Link from, long[] generations)
     {
         if (_leaving || _reassembler!.IsComplete) return;
         await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             // A new parent that holds the shards only from a later chunk: the chunks before it come from the coordinator first (Peer.Fill.cs).
-            await FillBeforeAttachAsync(group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
+            await FillBeforeAttachAsync(from, group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
             PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
             try
@@ -147,10 +163,11 @@ public sealed partial class Peer
             }
             catch (Exception e) when (e is not OperationCanceledException || !Stopping.IsCancellationRequested)
             {
-                // Whatever went wrong, the coordinator hears of it (for the shards no later move took over).
+                // Whatever went wrong, the coordinator hears of it (for the shards no later move took
+                // over), on the link the Move came on: a later session has a Welcome of its own.
                 var still = Current(starts, generations);
                 PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
-                if (still.Length > 0) _control?.Send(new ParentLost(group.Key.ParentId, still).Write);
+                if (still.Length > 0) from.Send(new ParentLost(group.Key.ParentId, still).Write);
             }
         })).ConfigureAwait(false);
         // Reported on the control link the Move came on, never on a later one: the coordinator

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 
 namespace ShardStream.Tests.Nodes;
@@ -14,19 +15,37 @@ public sealed class LateParentTests
         for (int i = 0; i < parts; i++) await overlay.WriteAsync(Overlay.RandomBytes(partSize, seed * 1000 + i));
     }
 
+    /// <summary>
+    /// K = 1, a chain: the coordinator serves one child (relay), relay one (lagging); then
+    /// <paramref name="parts"/> parts of 50,000 bytes streamed, until the lagging peer has them. A
+    /// long heartbeat timeout: no failure detector acts on a node the test freezes.
+    /// </summary>
+    private static async Task<(Overlay Overlay, Peer Relay, Peer Lagging)> StartChainAsync(int parts, int seed, Func<CoordinatorOptions, CoordinatorOptions> configure, ILoggerFactory? loggers = null)
+    {
+        var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: TimeSpan.FromSeconds(60), configure: o => configure(o with { Upload = 1 }), loggers: loggers);
+        try
+        {
+            var relay = await overlay.AddPeerAsync(upload: 1);
+            var lagging = await overlay.AddPeerAsync(upload: 0);
+            Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
+            overlay.StartStreaming();
+            await StreamAsync(overlay, parts, 50_000, seed);
+            await Overlay.WaitUntilAsync(() => lagging.BytesWritten == parts * 50_000L, "the lagging peer has the first parts");
+            return (overlay, relay, lagging);
+        }
+        catch
+        {
+            await overlay.DisposeAsync();
+            throw;
+        }
+    }
+
     [Fact]
     public async Task A_lagging_peer_moved_under_a_strong_joiner_that_starts_after_its_position_loses_no_byte()
     {
-        // K = 1, a chain: the coordinator serves one child (relay), relay one (lagging). A long
-        // heartbeat timeout: no failure detector acts before the test kills the frozen relay.
-        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: TimeSpan.FromSeconds(60),
-            configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(1) });
-        var relay = await overlay.AddPeerAsync(upload: 1);
-        var lagging = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
-        overlay.StartStreaming();
-        await StreamAsync(overlay, 4, 50_000, 1);
-        await Overlay.WaitUntilAsync(() => lagging.BytesWritten == 200_000, "the lagging peer has the first part");
+        // The test kills the frozen relay at the end.
+        var (overlay, relay, lagging) = await StartChainAsync(4, 1, o => o with { RejoinGrace = TimeSpan.FromSeconds(1) });
+        await using var disposing = overlay;
 
         // Its relay freezes: the lagging peer stops at 200,000 while the stream goes on, a live
         // source of a part every 100 ms, until a joiner would start after its position (once the
@@ -61,5 +80,56 @@ public sealed class LateParentTests
         await overlay.EndAsync();
 
         foreach (var p in overlay.Peers.Where(p => p.Peer != relay)) await overlay.AssertIdenticalAsync(p);
+    }
+
+    [Fact]
+    public async Task A_move_that_came_on_the_control_link_before_a_rejoin_as_a_new_peer_asks_no_fill_on_the_new_one()
+    {
+        // A join point at the head, no rejoin grace; a long slow-child age: the slow-child policy
+        // does not act on the frozen nodes either.
+        var log = new LogCapture();
+        var (overlay, relay, lagging) = await StartChainAsync(2, 11,
+            o => o with { JoinBacklog = TimeSpan.Zero, RejoinGrace = TimeSpan.Zero, SlowChildAge = TimeSpan.FromSeconds(60) }, log.Factory);
+        await using var disposing = overlay;
+
+        // Its relay freezes: the lagging peer stays at 100,000 while the stream goes on.
+        overlay.Network.Freeze(overlay.PeerById(relay.Id).Host);
+        await StreamAsync(overlay, 2, 50_000, 12);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.JoinPointOffset > 100_000, "a joiner would start after the lagging peer's position");
+
+        // A strong joiner takes the relay's place; the Move that puts the lagging peer under it
+        // (with a fill first: it holds the stream only from its join point) is taken from the
+        // lagging peer's queue and held there. The joiner then freezes too.
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lagging.MoveTaken = async () =>
+        {
+            held.TrySetResult();
+            await release.Task;
+        };
+        var strong = await overlay.AddPeerAsync(upload: 4);
+        Assert.Equal(strong.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
+        await held.Task.WaitAsync(Overlay.Deadline);
+        overlay.Network.Freeze(overlay.PeerById(strong.Id).Host);
+
+        // The lagging peer loses its control link and cannot reach the coordinator until it has
+        // been taken out; then it joins again as a new peer (a new id, a new session).
+        int first = lagging.Id;
+        string host = overlay.PeerById(first).Host;
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != first), "the coordinator took the lagging peer out");
+        overlay.Network.Unblock(host, "coord");
+        await Overlay.WaitUntilAsync(() => lagging.Rejoins == 1 && lagging.Id != first, "the lagging peer joined again as a new peer");
+
+        // The old link's Move goes on now: taken in, it would ask the new session for a fill that
+        // no Move on its link allowed, and the coordinator would cut the peer off for it.
+        release.SetResult();
+        string violation = "that no move asked for";
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Debug, "came on a control link replaced since") || log.Has(LogLevel.Warning, violation), "the held Move was handled");
+        Assert.False(log.Has(LogLevel.Warning, violation), string.Join("\n", log.Lines.Where(l => l.Message.Contains("fill", StringComparison.OrdinalIgnoreCase)).Select(l => $"{l.Category}: {l.Message}")));
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == lagging.Id);
+        overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
+        overlay.Network.Kill(overlay.PeerById(strong.Id).Host);
     }
 }
