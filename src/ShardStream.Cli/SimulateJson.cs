@@ -96,6 +96,18 @@ internal static class SimulateJson
                         }
 
                         w.WriteEndArray();
+                        w.WriteStartArray("latencyRebuildPlannings");
+                        foreach (var r in report.RebuildPlannings ?? [])
+                        {
+                            w.WriteStartObject();
+                            w.WriteNumber("second", r.Second);
+                            w.WriteBoolean("carriedOut", r.CarriedOut);
+                            w.WriteNumber("lockMilliseconds", r.LockHeld.TotalMilliseconds);
+                            w.WriteNumber("lockCpuMilliseconds", r.LockHeldCpu.TotalMilliseconds);
+                            w.WriteEndObject();
+                        }
+
+                        w.WriteEndArray();
                     }
 
                     Latency(w, "latencyAwareImproved", improved);

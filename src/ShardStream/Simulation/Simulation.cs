@@ -142,6 +142,7 @@ public static class Simulation
         LatencyReport? improved = null;
         long improveMoves = 0;
         var rebuilds = new List<RebuildStep>();
+        var plannings = new List<RebuildPlanning>();
         if (options.Latency is { } improveModel && planner.LatencyAware && options.ImproveSeconds > 0)
         {
             MeasuredEdgeRtt? Measured(int peer, int parent)
@@ -153,7 +154,16 @@ public static class Simulation
             for (var second = 0; second < options.ImproveSeconds; second++)
             {
                 var wasIn = planner.RebuildInProgress;
+                var planned = planner.RebuildsPlanned;
+                var start = Stopwatch.GetTimestamp();
+                var cpu = ThreadCpuClock.Nanoseconds();
                 var rebuilt = options.LatencyRebuild ? planner.RebuildLatency(options.LatencyMovesPerSecond, Measured).Count : 0;
+                if (planner.RebuildsPlanned != planned)
+                {
+                    // The coordinator makes this call under its plan's lock: joins wait this long.
+                    plannings.Add(new RebuildPlanning(second + 1, planner.RebuildInProgress, Stopwatch.GetElapsedTime(start), TimeSpan.FromTicks((ThreadCpuClock.Nanoseconds() - cpu) / 100)));
+                }
+
                 improveMoves += rebuilt;
                 if (wasIn && !planner.RebuildInProgress)
                 {
@@ -201,7 +211,8 @@ public static class Simulation
             [.. budgets.Select(b => new BudgetCount(b.Key, b.Value))],
             LatencyAwareImproved: improved,
             ImproveMoves: improveMoves,
-            Rebuilds: rebuilds), latency);
+            Rebuilds: rebuilds,
+            RebuildPlannings: plannings), latency);
     }
 
     /// <summary>

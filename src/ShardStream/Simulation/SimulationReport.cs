@@ -65,6 +65,7 @@ public readonly record struct BudgetCount(int Budget, int Peers);
 /// <param name="LatencyAwareImproved">With a latency model and <see cref="SimulationOptions.ImproveSeconds"/>: the aware overlay's figures after those seconds of <see cref="Topology.Planner.ImproveLatency"/> (its join figures: 0).</param>
 /// <param name="ImproveMoves">The (peer, shard) edges those seconds moved.</param>
 /// <param name="Rebuilds">With <see cref="SimulationOptions.LatencyRebuild"/>: every rebuild those seconds completed, measured when it completed.</param>
+/// <param name="RebuildPlannings">With <see cref="SimulationOptions.LatencyRebuild"/>: every rebuild those seconds planned, with what it cost.</param>
 public sealed record SimulationReport(
     SimulationOptions Options,
     int PeerCount,
@@ -94,7 +95,8 @@ public sealed record SimulationReport(
     LatencyReport? LatencyBlind = null,
     LatencyReport? LatencyAwareImproved = null,
     long ImproveMoves = 0,
-    IReadOnlyList<RebuildStep>? Rebuilds = null)
+    IReadOnlyList<RebuildStep>? Rebuilds = null,
+    IReadOnlyList<RebuildPlanning>? RebuildPlannings = null)
 {
     /// <summary>Peers the overlay could not carry: never placed, or evicted by a churn repair.</summary>
     public int Evictions => Unplaced + ChurnEvicted;
@@ -109,3 +111,10 @@ public sealed record SimulationReport(
 /// <param name="MeanRdp">The aware overlay's mean RDP then.</param>
 /// <param name="MaxDepth">Its deepest tree then.</param>
 public readonly record struct RebuildStep(int Second, long EdgesMoved, double MeanRdp, int MaxDepth);
+
+/// <summary>A rebuild by regions the simulated coordinator planned (<see cref="Topology.Planner.RebuildLatency"/>).</summary>
+/// <param name="Second">Simulated second of moves in which it was planned.</param>
+/// <param name="CarriedOut">Whether it was worth carrying out (else its series ended).</param>
+/// <param name="LockHeld">Wall time of the call that planned it and made its first moves: the coordinator makes that call under its plan's lock.</param>
+/// <param name="LockHeldCpu">The CPU time of that call (the thread's own: wall time on a shared machine includes waiting for a core).</param>
+public readonly record struct RebuildPlanning(int Second, bool CarriedOut, TimeSpan LockHeld, TimeSpan LockHeldCpu);
