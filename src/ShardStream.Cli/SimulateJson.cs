@@ -102,8 +102,10 @@ internal static class SimulateJson
                             w.WriteStartObject();
                             w.WriteNumber("second", r.Second);
                             w.WriteBoolean("carriedOut", r.CarriedOut);
-                            w.WriteNumber("lockMilliseconds", r.LockHeld.TotalMilliseconds);
-                            w.WriteNumber("lockCpuMilliseconds", r.LockHeldCpu.TotalMilliseconds);
+                            Phase(w, "lock", r.LockHeld);
+                            Phase(w, "snapshot", r.Snapshot);
+                            Phase(w, "planning", r.Planning);
+                            Phase(w, "firstMoves", r.FirstMoves);
                             w.WriteEndObject();
                         }
 
@@ -118,6 +120,13 @@ internal static class SimulateJson
         }
 
         return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>A phase's wall and CPU milliseconds as <c>NAMEMilliseconds</c> and <c>NAMECpuMilliseconds</c>.</summary>
+    private static void Phase(Utf8JsonWriter w, string name, PhaseTime time)
+    {
+        w.WriteNumber(name + "Milliseconds", time.Wall.TotalMilliseconds);
+        w.WriteNumber(name + "CpuMilliseconds", time.Cpu.TotalMilliseconds);
     }
 
     private static void Shards(Utf8JsonWriter w, string name, IReadOnlyList<ShardDepthReport> shards)

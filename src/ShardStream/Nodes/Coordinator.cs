@@ -547,9 +547,13 @@ public sealed class Coordinator : Node, Admission.IHost
     /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
     /// later joiners bring free slots near earlier ones. A move must also be borne out by what the
     /// leaf measured to its parent (its heartbeats report it): estimates alone move nobody. With
-    /// <see cref="CoordinatorOptions.LatencyRebuild"/>, a rebuild by regions
-    /// (<see cref="Planner.RebuildLatency"/>) goes first under the same cap. Each move goes out as a
-    /// Move frame.
+    /// <see cref="CoordinatorOptions.LatencyRebuild"/>, a rebuild by regions goes first under the
+    /// same cap: when one is due the plan's lock is held only to copy what planning reads
+    /// (<see cref="Planner.TakeRebuildSnapshot"/>), the planning runs outside it while joins and
+    /// leaves go on, and its moves are carried out under the lock again, where those that no longer
+    /// fit are skipped (<see cref="Planner.AdoptRebuild"/>, <see cref="Planner.CarryOutRebuild"/>).
+    /// This loop is the only one that plans, one planning at a time. Each move goes out as a Move
+    /// frame.
     /// </summary>
     private async Task ImproveLatencyAsync()
     {
@@ -560,13 +564,31 @@ public sealed class Coordinator : Node, Admission.IHost
             while (!Stopping.IsCancellationRequested)
             {
                 await Task.Delay(_options.LatencyMoveInterval, Time, Stopping).ConfigureAwait(false);
-                List<Reattachment> moves;
-                long round;
+                RebuildSnapshot? snapshot = null;
+                TimeSpan copyTime = default;
                 lock (_tracker.Gate)
                 {
                     if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
                     _reportedRtt ??= ReportedRtt;
-                    moves = _options.LatencyRebuild ? [.. _tracker.Planner.RebuildLatency(cap, _reportedRtt)] : [];
+                    long copying = Time.GetTimestamp();
+                    if (_options.LatencyRebuild && !_tracker.Planner.RebuildInProgress) snapshot = _tracker.Planner.TakeRebuildSnapshot(_reportedRtt);
+                    copyTime = Time.GetElapsedTime(copying);
+                }
+                RebuildPlan? planned = null;
+                if (snapshot is not null)
+                {
+                    long started = Time.GetTimestamp();
+                    planned = await Task.Run(snapshot.Plan).ConfigureAwait(false);
+                    CoordinatorLog.RebuildPlanned(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, copyTime.TotalMilliseconds,
+                        planned is null ? "no valid plan within the caps" : planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out");
+                }
+                List<Reattachment> moves;
+                long round;
+                lock (_tracker.Gate)
+                {
+                    if (snapshot is not null) _tracker.Planner.AdoptRebuild(snapshot, planned);
+                    if (_source.Ended) return;
+                    moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(cap)] : [];
                     if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt)];
                     round = ++_latencyMoveRounds;
                     if (moves.Count > 0) _tracker.SendMoves(moves);

@@ -119,6 +119,9 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1682, LogLevel.Debug, "peer {Id} claims a coordinate {Estimated:F1} ms from the coordinator, which measured it at least {Measured:F1} ms away: the plan holds it as claimed again", EventName = "CoordinateAgrees")]
     public static partial void CoordinateAgrees(ILogger log, int id, double estimated, double measured);
+
+    [LoggerMessage(1683, LogLevel.Information, "planned a rebuild by regions of {Peers} peers in {PlanMs:F0} ms outside the plan's lock (copying what it reads took {CopyMs:F0} ms under it): {Outcome}", EventName = "RebuildPlanned")]
+    public static partial void RebuildPlanned(ILogger log, int peers, double planMs, double copyMs, string outcome);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

@@ -153,15 +153,27 @@ public static class Simulation
 
             for (var second = 0; second < options.ImproveSeconds; second++)
             {
+                // As the coordinator does it: the snapshot and the moves under its plan's lock, the
+                // planning between them outside it (nothing changes the plan meanwhile here).
                 var wasIn = planner.RebuildInProgress;
-                var planned = planner.RebuildsPlanned;
-                var start = Stopwatch.GetTimestamp();
-                var cpu = ThreadCpuClock.Nanoseconds();
-                var rebuilt = options.LatencyRebuild ? planner.RebuildLatency(options.LatencyMovesPerSecond, Measured).Count : 0;
-                if (planner.RebuildsPlanned != planned)
+                var rebuilt = 0;
+                if (options.LatencyRebuild && options.LatencyMovesPerSecond > 0)
                 {
-                    // The coordinator makes this call under its plan's lock: joins wait this long.
-                    plannings.Add(new RebuildPlanning(second + 1, planner.RebuildInProgress, Stopwatch.GetElapsedTime(start), TimeSpan.FromTicks((ThreadCpuClock.Nanoseconds() - cpu) / 100)));
+                    var clock = new PhaseClock();
+                    var snapshot = wasIn ? null : planner.TakeRebuildSnapshot(Measured);
+                    var copied = clock.Lap();
+                    var plan = snapshot?.Plan();
+                    var planned = clock.Lap();
+                    if (snapshot is not null)
+                    {
+                        planner.AdoptRebuild(snapshot, plan);
+                    }
+
+                    rebuilt = planner.CarryOutRebuild(options.LatencyMovesPerSecond).Count;
+                    if (plan is not null)
+                    {
+                        plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap()));
+                    }
                 }
 
                 improveMoves += rebuilt;
@@ -278,5 +290,21 @@ public static class Simulation
         }
 
         return (max, p99, over);
+    }
+}
+
+/// <summary>Wall and thread CPU time of consecutive phases on the calling thread.</summary>
+internal struct PhaseClock()
+{
+    private long _wall = Stopwatch.GetTimestamp();
+    private long _cpu = ThreadCpuClock.Nanoseconds();
+
+    /// <summary>The time since the last lap (or the start), and a new lap begins.</summary>
+    public PhaseTime Lap()
+    {
+        var (wall, cpu) = (Stopwatch.GetTimestamp(), ThreadCpuClock.Nanoseconds());
+        var lap = new PhaseTime(Stopwatch.GetElapsedTime(_wall, wall), TimeSpan.FromTicks((cpu - _cpu) / 100));
+        (_wall, _cpu) = (wall, cpu);
+        return lap;
     }
 }

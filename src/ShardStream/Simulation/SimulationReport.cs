@@ -112,9 +112,17 @@ public sealed record SimulationReport(
 /// <param name="MaxDepth">Its deepest tree then.</param>
 public readonly record struct RebuildStep(int Second, long EdgesMoved, double MeanRdp, int MaxDepth);
 
-/// <summary>A rebuild by regions the simulated coordinator planned (<see cref="Topology.Planner.RebuildLatency"/>).</summary>
+/// <summary>A rebuild by regions the simulated coordinator planned (<see cref="Topology.Planner.TakeRebuildSnapshot"/>, <see cref="Topology.RebuildSnapshot.Plan"/>).</summary>
 /// <param name="Second">Simulated second of moves in which it was planned.</param>
 /// <param name="CarriedOut">Whether it was worth carrying out (else its series ended).</param>
-/// <param name="LockHeld">Wall time of the call that planned it and made its first moves: the coordinator makes that call under its plan's lock.</param>
-/// <param name="LockHeldCpu">The CPU time of that call (the thread's own: wall time on a shared machine includes waiting for a core).</param>
-public readonly record struct RebuildPlanning(int Second, bool CarriedOut, TimeSpan LockHeld, TimeSpan LockHeldCpu);
+/// <param name="Snapshot">Copying what planning reads: the coordinator holds its plan's lock for it.</param>
+/// <param name="Planning">The planning on that copy: outside the lock.</param>
+/// <param name="FirstMoves">Taking the plan back and carrying out its first moves (at most the cap): under the lock again.</param>
+public readonly record struct RebuildPlanning(int Second, bool CarriedOut, PhaseTime Snapshot, PhaseTime Planning, PhaseTime FirstMoves)
+{
+    /// <summary>The longest the lock is held at once for it: what a join waits at most.</summary>
+    public PhaseTime LockHeld => Snapshot.Wall > FirstMoves.Wall ? Snapshot : FirstMoves;
+}
+
+/// <summary>Wall time of a phase, and the CPU time of the thread that ran it (wall time on a shared machine includes waiting for a core).</summary>
+public readonly record struct PhaseTime(TimeSpan Wall, TimeSpan Cpu);

@@ -54,9 +54,8 @@ public sealed partial class Planner
     /// </summary>
     public const int RebuildLinksKept = 32;
 
-    private int[] _linkPeer = [];
-    private float[] _linkRtt = [];
-    private byte[] _linkNext = [];
+    private readonly RebuildLinks _rebuildLinks = new();
+    private RebuildSnapshot? _rebuildSnapshot;
     private int _rebuildsPlanned;
 
     /// <summary>Rebuilds planned so far (<see cref="RebuildLatency"/>), including those not worth carrying out.</summary>
@@ -70,6 +69,9 @@ public sealed partial class Planner
     /// <summary>True while a planned rebuild still has edges to move.</summary>
     public bool RebuildInProgress => _rebuild is not null;
 
+    /// <summary>True while a snapshot taken for planning (<see cref="TakeRebuildSnapshot"/>) has not come back (<see cref="AdoptRebuild"/>).</summary>
+    public bool RebuildBeingPlanned => _rebuildSnapshot is not null;
+
     /// <summary>
     /// Moves at most <paramref name="maxMoves"/> (peer, shard) edges towards a rebuild of every tree
     /// by regions. With no rebuild under way it plans one: clusters of the coordinate plane, the
@@ -80,11 +82,10 @@ public sealed partial class Planner
     /// a cluster; then each tree by <see cref="RegionConstruction.Builder.Tree"/> within the
     /// per-tree caps the plan has now. It is kept only if its estimated mean delay is lower than the
     /// plan's by <see cref="RebuildMinGainShare"/>; rebuilds run in series (<see cref="RebuildSeries"/>,
-    /// <see cref="RebuildPauseCalls"/> apart). Then, top down in every tree (a node's new
-    /// parent is in place before it), each node whose parent differs moves under its new one; when
-    /// that parent is full, one of its children that is not yet in place takes the moving node's
-    /// old place (two Moves). A move whose new parent is gone, or would be in the node's own subtree
-    /// (joins and repairs change the plan meanwhile), is skipped. Empty for a latency-blind plan.
+    /// <see cref="RebuildPauseCalls"/> apart). Then <see cref="CarryOutRebuild"/>. Empty for a
+    /// latency-blind plan. This is <see cref="TakeRebuildSnapshot"/>, <see cref="RebuildSnapshot.Plan"/>,
+    /// <see cref="AdoptRebuild"/> and <see cref="CarryOutRebuild"/> in one call, with nothing between
+    /// them; a coordinator makes those calls itself, so as not to plan under its lock.
     /// </summary>
     /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
     /// <param name="measuredRtt">What a peer reported it measured to a parent (null when nothing).</param>
@@ -94,47 +95,138 @@ public sealed partial class Planner
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
         ArgumentNullException.ThrowIfNull(measuredRtt);
         _moves.Clear();
-        if (_latency is null || _pristine || maxMoves == 0 || _peerCount < Options.RebuildMinPeers)
+        if (maxMoves == 0)
         {
             return [];
         }
 
-        if (_rebuild is null)
+        if (_rebuild is null && TakeRebuildSnapshot(measuredRtt) is { } snapshot)
         {
-            if (_rebuildPause > 0)
+            AdoptRebuild(snapshot, snapshot.Plan());
+        }
+
+        return CarryOutRebuild(maxMoves);
+    }
+
+    /// <summary>
+    /// When a rebuild is due (no rebuild under way or being planned, the pause after the last one
+    /// over, its series not ended, or enough joins and leaves since: see <see cref="RebuildLatency"/>),
+    /// copies what planning it needs: the live peers, their coordinates, RTTs to the source, budgets,
+    /// homes, and per tree their parents, caps and the RTTs <paramref name="measuredRtt"/> gives of
+    /// those parent links. Null when none is due (a call while the pause runs counts it down, as a
+    /// call of <see cref="RebuildLatency"/> does). The snapshot is planned on
+    /// (<see cref="RebuildSnapshot.Plan"/>) without the plan, and must come back through
+    /// <see cref="AdoptRebuild"/> before another is taken: one planning at a time.
+    /// </summary>
+    /// <param name="measuredRtt">What a peer reported it measured to a parent (null when nothing).</param>
+    public RebuildSnapshot? TakeRebuildSnapshot(Func<int, int, MeasuredEdgeRtt?> measuredRtt)
+    {
+        ArgumentNullException.ThrowIfNull(measuredRtt);
+        if (_latency is null || _pristine || _peerCount < Options.RebuildMinPeers || _rebuild is not null || _rebuildSnapshot is not null)
+        {
+            return null;
+        }
+
+        if (_rebuildPause > 0)
+        {
+            _rebuildPause--;
+            return null;
+        }
+
+        // Joins and leaves so far: every id ever given joined, the ones not alive left.
+        var churn = (2L * (_nextId - 1)) - _peerCount;
+        if (_rebuildSeriesOver)
+        {
+            if (churn - _rebuildSeriesChurn < _peerCount / 10)
             {
-                _rebuildPause--;
-                return [];
+                return null;
             }
 
-            // Joins and leaves so far: every id ever given joined, the ones not alive left.
-            var churn = (2L * (_nextId - 1)) - _peerCount;
-            if (_rebuildSeriesOver)
-            {
-                if (churn - _rebuildSeriesChurn < _peerCount / 10)
-                {
-                    return [];
-                }
+            (_rebuildSeriesOver, _rebuildsInSeries) = (false, 0);
+        }
 
-                (_rebuildSeriesOver, _rebuildsInSeries) = (false, 0);
+        if (_rebuildsInSeries == 0)
+        {
+            _rebuildSeriesChurn = churn;
+        }
+
+        var k = ShardCount;
+        var snapshot = new RebuildSnapshot(k, _nextId, _peerCount, _latency.CoordinateOf(Source), Options.RebuildMinGainShare, _rebuildLinks);
+        var i = 0;
+        for (var id = 1; id < _nextId; id++)
+        {
+            if (!_forest.IsAlive(id))
+            {
+                continue;
             }
 
-            if (_rebuildsInSeries == 0)
+            snapshot.Peers[i] = id;
+            snapshot.Coordinates[i] = _latency.CoordinateOf(id);
+            snapshot.SourceRtt[i] = _latency.MeasuredSourceRtt(id);
+            snapshot.Budget[i] = _forest.Budget(id);
+            snapshot.Home[i] = _homes?.HomeOf(id) ?? 0;
+            for (var s = 0; s < k; s++)
             {
-                _rebuildSeriesChurn = churn;
+                var p = _forest.Parent(id, s);
+                snapshot.Parent[s][i] = p;
+                snapshot.Cap[s][i] = _forest.Cap(id, s);
+                snapshot.ParentRtt[s][i] = p > 0 && measuredRtt(id, p) is { } m && m.Samples >= ImproveMinSamples ? (float)Math.Min(m.SmoothedMs, m.MinMs) : float.NaN;
             }
 
-            _rebuild = PlanRebuild(measuredRtt);
-            _rebuildsInSeries++;
-            _rebuildSeriesOver = _rebuild is null || _rebuildsInSeries >= RebuildSeries;
-            if (_rebuild is null)
-            {
-                return [];
-            }
+            i++;
+        }
+
+        _rebuildSnapshot = snapshot;
+        return snapshot;
+    }
+
+    /// <summary>
+    /// Takes back the snapshot <see cref="TakeRebuildSnapshot"/> gave, with what
+    /// <see cref="RebuildSnapshot.Plan"/> made of it: a plan worth carrying out becomes the rebuild
+    /// under way (<see cref="CarryOutRebuild"/>); otherwise, or with none, the series ends. The plan
+    /// may have changed since the snapshot: the carrying out skips what no longer fits.
+    /// </summary>
+    /// <exception cref="InvalidOperationException"><paramref name="snapshot"/> is not the one out.</exception>
+    public void AdoptRebuild(RebuildSnapshot snapshot, RebuildPlan? plan)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        if (!ReferenceEquals(snapshot, _rebuildSnapshot))
+        {
+            throw new InvalidOperationException("not the rebuild snapshot this plan gave out");
+        }
+
+        _rebuildSnapshot = null;
+        if (plan is not null)
+        {
+            _rebuildsPlanned++;
+        }
+
+        _rebuild = plan is { WorthCarryingOut: true } ? plan : null;
+        _rebuildsInSeries++;
+        _rebuildSeriesOver = _rebuild is null || _rebuildsInSeries >= RebuildSeries;
+    }
+
+    /// <summary>
+    /// Moves at most <paramref name="maxMoves"/> (peer, shard) edges of the rebuild under way
+    /// (<see cref="AdoptRebuild"/>): top down in every tree (a node's new parent is in place before
+    /// it), each node whose parent differs moves under its new one; when that parent is full, one of
+    /// its children that is not yet in place takes the moving node's old place (two Moves). A move
+    /// whose node or new parent is gone, or whose new parent would be in the node's own subtree
+    /// (joins, leaves and repairs change the plan meanwhile, and since it was planned), is skipped;
+    /// no node goes over its cap. Empty with no rebuild under way, or under the fewest peers.
+    /// </summary>
+    /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
+    /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
+    public IReadOnlyList<Reattachment> CarryOutRebuild(int maxMoves)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
+        _moves.Clear();
+        if (_rebuild is not { } plan || _latency is null || _pristine || maxMoves == 0 || _peerCount < Options.RebuildMinPeers)
+        {
+            return [];
         }
 
         var moved = 0;
-        var plan = _rebuild;
         while (moved < maxMoves && plan.Shard < ShardCount)
         {
             var order = plan.Order[plan.Shard];
@@ -263,232 +355,5 @@ public sealed partial class Planner
 
             return 0;
         }
-    }
-
-    /// <summary>A rebuild under way: per tree the new parent of every node id (<see cref="None"/> if none planned) and the order (parents first) in which nodes move.</summary>
-    private sealed class RebuildPlan(int[][] target, int[][] order)
-    {
-        public readonly int[][] Target = target;
-        public readonly int[][] Order = order;
-        public int Shard;
-        public int At;
-    }
-
-    /// <summary>Plans a rebuild (see <see cref="RebuildLatency"/>), or null when it would not gain enough.</summary>
-    private RebuildPlan? PlanRebuild(Func<int, int, MeasuredEdgeRtt?> measuredRtt)
-    {
-        var latency = _latency!;
-        var k = ShardCount;
-        var peers = new List<int>(_peerCount);
-        for (var id = 1; id < _nextId; id++)
-        {
-            if (_forest.IsAlive(id))
-            {
-                peers.Add(id);
-            }
-        }
-
-        var n = peers.Count;
-        var index = new int[_nextId];
-        Array.Fill(index, -1);
-        for (var i = 0; i < n; i++)
-        {
-            index[peers[i]] = i;
-        }
-
-        // Clusters of the plane; the source's by measured RTT.
-        var x = new double[n];
-        var y = new double[n];
-        var core = new double[n];
-        var region = new int[n];
-        var sourceHeight = latency.CoordinateOf(Source).Height;
-        var maxBudget = 1;
-        for (var i = 0; i < n; i++)
-        {
-            var c = latency.CoordinateOf(peers[i]);
-            (x[i], y[i]) = (c.X, c.Y);
-            core[i] = latency.MeasuredSourceRtt(peers[i]) - c.Height - sourceHeight;
-            maxBudget = Math.Max(maxBudget, _forest.Budget(peers[i]));
-        }
-
-        var regions = RegionConstruction.ClusterPlane(x, y, region);
-        (regions, var sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, regions, maxBudget);
-
-        // Local coordinates: from the plan's coordinates, fitted to the parent links within a
-        // cluster that peers reported, now and at earlier rebuilds (the latest RebuildLinksKept).
-        if (_linkNext.Length < _nextId)
-        {
-            var size = Math.Max(_nextId, _linkNext.Length * 2);
-            Array.Resize(ref _linkPeer, size * RebuildLinksKept);
-            Array.Resize(ref _linkRtt, size * RebuildLinksKept);
-            Array.Resize(ref _linkNext, size);
-        }
-
-        for (var i = 0; i < n; i++)
-        {
-            var id = peers[i];
-            for (var s = 0; s < k; s++)
-            {
-                var p = _forest.Parent(id, s);
-                if (p > 0 && Array.IndexOf(_linkPeer, p, id * RebuildLinksKept, RebuildLinksKept) < 0 && measuredRtt(id, p) is { } m && m.Samples >= ImproveMinSamples)
-                {
-                    var at = (id * RebuildLinksKept) + _linkNext[id];
-                    _linkPeer[at] = p;
-                    _linkRtt[at] = (float)Math.Min(m.SmoothedMs, m.MinMs);
-                    _linkNext[id] = (byte)((_linkNext[id] + 1) % RebuildLinksKept);
-                }
-            }
-        }
-
-        var local = new NetworkCoordinate[n];
-        var links = new List<(int A, int B, double Rtt)>();
-        for (var i = 0; i < n; i++)
-        {
-            local[i] = latency.CoordinateOf(peers[i]);
-            for (var j = 0; j < RebuildLinksKept; j++)
-            {
-                var at = (peers[i] * RebuildLinksKept) + j;
-                var p = _linkPeer[at];
-                if (_linkRtt[at] > 0 && p > 0 && p < _nextId && index[p] >= 0 && region[index[p]] == region[i])
-                {
-                    links.Add((i, index[p], _linkRtt[at]));
-                }
-            }
-        }
-
-        RegionConstruction.LinkCoordinates(local, region, links, RebuildFitRounds);
-
-        // The construction, within the plan's per-tree caps.
-        var b = new RegionConstruction.Builder(n, regions);
-        var caps = new int[k][];
-        for (var s = 0; s < k; s++)
-        {
-            caps[s] = new int[n];
-            for (var i = 0; i < n; i++)
-            {
-                caps[s][i] = _forest.Cap(peers[i], s);
-            }
-        }
-
-        b.CapByShard = caps;
-        var cx = new double[regions];
-        var cy = new double[regions];
-        var count = new int[regions];
-        for (var i = 0; i < n; i++)
-        {
-            b.Region[i] = region[i];
-            cx[region[i]] += local[i].X;
-            cy[region[i]] += local[i].Y;
-            count[region[i]]++;
-            b.Access[i] = local[i].Height;
-            b.Home[i] = _homes?.HomeOf(peers[i]) ?? 0;
-            b.Cap[i] = _forest.Budget(peers[i]);
-        }
-
-        for (var r = 0; r < regions; r++)
-        {
-            (cx[r], cy[r]) = count[r] == 0 ? (0, 0) : (cx[r] / count[r], cy[r] / count[r]);
-        }
-
-        for (var i = 0; i < n; i++)
-        {
-            b.X[i] = local[i].X - cx[region[i]];
-            b.Y[i] = local[i].Y - cy[region[i]];
-        }
-
-        var source = latency.CoordinateOf(Source);
-        var srcRegion = sourceCluster >= 0 ? sourceCluster : Enumerable.Range(0, regions).Where(r => count[r] > 0).MinBy(r => RegionConstruction.Dist(cx[r], cy[r], source.X, source.Y));
-        (b.CentreX, b.CentreY) = (cx, cy);
-        (b.SourceX, b.SourceY) = (source.X - cx[srcRegion], source.Y - cy[srcRegion]);
-
-        var target = new int[k][];
-        var order = new int[k][];
-        var newDelay = new double[n];
-        for (var s = 0; s < k; s++)
-        {
-            b.Tree(s, srcRegion, regions);
-            if (b.Order.Count != n || b.OverBudget() > 0)
-            {
-                return null; // not a valid plan within the caps (none happened in the runs of docs/topology.md)
-            }
-
-            target[s] = new int[_nextId];
-            Array.Fill(target[s], None);
-            order[s] = new int[n];
-            for (var j = 0; j < n; j++)
-            {
-                var i = b.Order[j];
-                order[s][j] = peers[i];
-                target[s][peers[i]] = b.Parent[i] < 0 ? Source : peers[b.Parent[i]];
-            }
-        }
-
-        // Kept only when it is estimated to gain enough over the plan as it is.
-        var before = EstimatedMeanDelay(peers, index, region, local, s => p => _forest.Parent(p, s));
-        var after = EstimatedMeanDelay(peers, index, region, local, s => p => target[s][p]);
-        _rebuildsPlanned++;
-        return after <= before * (1 - Options.RebuildMinGainShare) ? new RebuildPlan(target, order) : null;
-    }
-
-    /// <summary>
-    /// Mean over peers of the estimated delay from the source in the slowest tree, given each tree's
-    /// parents: half the estimated RTT of each edge, from the local coordinates within a cluster and
-    /// from the plan's coordinates across clusters and from the source.
-    /// </summary>
-    private double EstimatedMeanDelay(List<int> peers, int[] index, int[] region, NetworkCoordinate[] local, Func<int, Func<int, int>> parentIn)
-    {
-        var latency = _latency!;
-        var n = peers.Count;
-        var worst = new double[n];
-        var delay = new double[n];
-        var stamp = new int[n];
-        var stack = new List<int>();
-        for (var s = 0; s < ShardCount; s++)
-        {
-            var parentOf = parentIn(s);
-            for (var i = 0; i < n; i++)
-            {
-                // Walk up to a node with a delay of this tree (or the source), then back down.
-                stack.Clear();
-                var at = i;
-                while (at >= 0 && stamp[at] != s + 1)
-                {
-                    stack.Add(at);
-                    var p = parentOf(peers[at]);
-                    at = p == Source || p == None || index[p] < 0 ? -1 : index[p];
-                    if (stack.Count > n)
-                    {
-                        return double.MaxValue; // not a tree
-                    }
-                }
-
-                for (var j = stack.Count - 1; j >= 0; j--)
-                {
-                    var c = stack[j];
-                    var p = parentOf(peers[c]);
-                    double edge;
-                    if (p == Source || p == None || index[p] < 0)
-                    {
-                        edge = latency.CoordinateOf(Source).EstimateRtt(latency.CoordinateOf(peers[c])) / 2;
-                        delay[c] = edge;
-                    }
-                    else
-                    {
-                        var pi = index[p];
-                        edge = region[pi] == region[c] ? local[pi].EstimateRtt(local[c]) / 2 : latency.CoordinateOf(p).EstimateRtt(latency.CoordinateOf(peers[c])) / 2;
-                        delay[c] = delay[pi] + edge;
-                    }
-
-                    stamp[c] = s + 1;
-                }
-            }
-
-            for (var i = 0; i < n; i++)
-            {
-                worst[i] = s == 0 ? delay[i] : Math.Max(worst[i], delay[i]);
-            }
-        }
-
-        return n == 0 ? 0 : worst.Average();
     }
 }

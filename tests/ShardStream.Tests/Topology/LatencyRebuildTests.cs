@@ -129,6 +129,78 @@ public sealed class LatencyRebuildTests
         }
     }
 
+    [Fact]
+    public void Moves_planned_on_a_snapshot_skip_what_joins_leaves_and_demotions_changed_meanwhile()
+    {
+        // The coordinator plans outside its lock: between the snapshot and the carrying out, peers
+        // join and leave. Here a tenth of the peers leave, most of them new parents the plan counts
+        // on; 150 join; relays the plan counts on become viewers. The carrying out must skip every
+        // move that no longer fits, and keep the plan within budgets, one parent a tree, no cycle.
+        var (planner, _) = Build(1500, seed: 5);
+        var snapshot = planner.TakeRebuildSnapshot((p, q) => Measured(planner, p, q));
+        Assert.NotNull(snapshot);
+        Assert.True(planner.RebuildBeingPlanned);
+        Assert.Null(planner.TakeRebuildSnapshot((p, q) => Measured(planner, p, q))); // one planning at a time
+        Assert.Empty(planner.RebuildLatency(40, (p, q) => Measured(planner, p, q)));
+        var plan = snapshot.Plan();
+        Assert.NotNull(plan);
+        Assert.True(plan.WorthCarryingOut);
+
+        var random = new Random(5);
+        var targets = Enumerable.Range(0, planner.ShardCount)
+            .SelectMany(s => snapshot.Peers.Select(p => plan.Target[s][p]))
+            .Where(t => t != Planner.Source && t != Planner.None)
+            .Distinct()
+            .OrderBy(_ => random.Next())
+            .ToList();
+        var leaving = targets.Take(100).Concat(snapshot.Peers.OrderBy(_ => random.Next()).Take(50)).Distinct().ToList();
+        foreach (var group in leaving.Chunk(10))
+        {
+            PlanAssert.MovesMatchPlan(planner, planner.Leave(group));
+        }
+
+        var demoted = targets.Skip(100).Where(planner.Contains).Where(planner.CanDemoteWithoutEviction).Take(20).ToList();
+        foreach (var peer in demoted)
+        {
+            PlanAssert.MovesMatchPlan(planner, planner.Demote(peer));
+        }
+
+        var source = planner.CoordinateOf(Planner.Source);
+        for (var i = 0; i < 150; i++)
+        {
+            var c = PeerAt(random, random.Next(Hubs.Length));
+            planner.Join(5, c, new Dictionary<int, double> { [Planner.Source] = c.EstimateRtt(source) });
+        }
+
+        PlanAssert.Consistent(planner);
+        Assert.True(demoted.Count > 0, "no relay the plan counts on could be made a viewer");
+        var stale = Enumerable.Range(0, planner.ShardCount).Sum(s => snapshot.Peers.Count(p => plan.Target[s][p] > 0 && !planner.Contains(plan.Target[s][p])));
+        Assert.True(stale > 300, $"only {stale} planned edges lead to a peer that left");
+
+        planner.AdoptRebuild(snapshot, plan);
+        Assert.False(planner.RebuildBeingPlanned);
+        Assert.Throws<InvalidOperationException>(() => planner.AdoptRebuild(snapshot, plan));
+        var calls = 0;
+        long moved = 0;
+        while (planner.RebuildInProgress && ++calls < 5000)
+        {
+            var moves = planner.CarryOutRebuild(40);
+            Assert.InRange(moves.Count, 0, 40);
+            moved += moves.Count;
+            PlanAssert.MovesMatchPlan(planner, moves);
+            Assert.All(moves, m => Assert.True(planner.Contains(m.Peer) && (m.NewParent == Planner.Source || planner.Contains(m.NewParent)), $"{m} names a peer that left"));
+            if (calls % 10 == 0)
+            {
+                PlanAssert.Consistent(planner);
+            }
+        }
+
+        Assert.False(planner.RebuildInProgress, $"the rebuild still runs after {calls} calls");
+        Assert.Equal(1, planner.RebuildsDone);
+        Assert.True(moved > 1000, $"{moved} edges moved");
+        PlanAssert.Consistent(planner);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

@@ -1,0 +1,324 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// What planning a rebuild by regions needs of a plan, copied from it
+/// (<see cref="Planner.TakeRebuildSnapshot"/>) so that <see cref="Plan"/> runs without the plan: a
+/// coordinator takes the snapshot under its plan's lock, plans outside it while joins and leaves
+/// go on, and hands the result back under the lock (<see cref="Planner.AdoptRebuild"/>), where
+/// <see cref="Planner.CarryOutRebuild"/> skips every move that no longer fits the plan as it is
+/// then (docs/topology.md, "The rebuild by regions"). Planning reads every peer and builds every
+/// tree; copying what it reads is a few arrays a tree.
+/// </summary>
+public sealed class RebuildSnapshot
+{
+    internal RebuildSnapshot(int shardCount, int nextId, int peers, NetworkCoordinate source, double minGainShare, RebuildLinks links)
+    {
+        ShardCount = shardCount;
+        NextId = nextId;
+        Source = source;
+        MinGainShare = minGainShare;
+        Links = links;
+        Peers = new int[peers];
+        Coordinates = new NetworkCoordinate[peers];
+        SourceRtt = new double[peers];
+        Budget = new int[peers];
+        Home = new int[peers];
+        Parent = new int[shardCount][];
+        Cap = new int[shardCount][];
+        ParentRtt = new float[shardCount][];
+        for (var s = 0; s < shardCount; s++)
+        {
+            Parent[s] = new int[peers];
+            Cap[s] = new int[peers];
+            ParentRtt[s] = new float[peers];
+        }
+    }
+
+    internal readonly int ShardCount;
+
+    /// <summary>The plan's next peer id then: every id below it was given.</summary>
+    internal readonly int NextId;
+
+    internal readonly NetworkCoordinate Source;
+    internal readonly double MinGainShare;
+
+    /// <summary>The parent links kept from earlier rebuilds: the planning's own, lent while the snapshot is out (only one is at a time).</summary>
+    internal readonly RebuildLinks Links;
+
+    /// <summary>The live peers' ids, ascending; every other array is indexed like it.</summary>
+    internal readonly int[] Peers;
+
+    internal readonly NetworkCoordinate[] Coordinates;
+
+    /// <summary>The RTT the coordinator measured to each peer (NaN when none).</summary>
+    internal readonly double[] SourceRtt;
+
+    internal readonly int[] Budget;
+    internal readonly int[] Home;
+
+    /// <summary>Per tree, each peer's parent id.</summary>
+    internal readonly int[][] Parent;
+
+    /// <summary>Per tree, each peer's cap.</summary>
+    internal readonly int[][] Cap;
+
+    /// <summary>Per tree, the RTT the peer reported of its link to its parent (the least of smoothed and least sample), NaN with fewer than <see cref="Planner.ImproveMinSamples"/> samples.</summary>
+    internal readonly float[][] ParentRtt;
+
+    /// <summary>Live peers in the snapshot.</summary>
+    public int PeerCount => Peers.Length;
+
+    /// <summary>
+    /// Plans the rebuild (<see cref="Planner.RebuildLatency"/> says how) from this snapshot alone:
+    /// the kept parent links take this snapshot's reported ones, the local coordinates are fitted
+    /// to them, every tree is built within the caps, and the result says whether its estimated mean
+    /// delay gains enough. Null when the construction gives no valid plan within the caps. Call it
+    /// once, and hand the result to <see cref="Planner.AdoptRebuild"/>.
+    /// </summary>
+    public RebuildPlan? Plan()
+    {
+        var k = ShardCount;
+        var peers = Peers;
+        var n = peers.Length;
+        var index = new int[NextId];
+        Array.Fill(index, -1);
+        for (var i = 0; i < n; i++)
+        {
+            index[peers[i]] = i;
+        }
+
+        // Clusters of the plane; the source's by measured RTT.
+        var x = new double[n];
+        var y = new double[n];
+        var core = new double[n];
+        var region = new int[n];
+        var maxBudget = 1;
+        for (var i = 0; i < n; i++)
+        {
+            var c = Coordinates[i];
+            (x[i], y[i]) = (c.X, c.Y);
+            core[i] = SourceRtt[i] - c.Height - Source.Height;
+            maxBudget = Math.Max(maxBudget, Budget[i]);
+        }
+
+        var regions = RegionConstruction.ClusterPlane(x, y, region);
+        (regions, var sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, regions, maxBudget);
+
+        // Local coordinates: from the plan's coordinates, fitted to the parent links within a
+        // cluster that peers reported, now and at earlier rebuilds (the latest RebuildLinksKept).
+        Links.Grow(NextId);
+        for (var i = 0; i < n; i++)
+        {
+            for (var s = 0; s < k; s++)
+            {
+                var p = Parent[s][i];
+                if (p > 0 && !float.IsNaN(ParentRtt[s][i]))
+                {
+                    Links.Add(peers[i], p, ParentRtt[s][i]);
+                }
+            }
+        }
+
+        var local = new NetworkCoordinate[n];
+        var links = new List<(int A, int B, double Rtt)>();
+        for (var i = 0; i < n; i++)
+        {
+            local[i] = Coordinates[i];
+            Links.InRegion(peers[i], i, NextId, index, region, links);
+        }
+
+        RegionConstruction.LinkCoordinates(local, region, links, Planner.RebuildFitRounds);
+
+        // The construction, within the plan's per-tree caps.
+        var b = new RegionConstruction.Builder(n, regions) { CapByShard = Cap };
+        var cx = new double[regions];
+        var cy = new double[regions];
+        var count = new int[regions];
+        for (var i = 0; i < n; i++)
+        {
+            b.Region[i] = region[i];
+            cx[region[i]] += local[i].X;
+            cy[region[i]] += local[i].Y;
+            count[region[i]]++;
+            b.Access[i] = local[i].Height;
+            b.Home[i] = Home[i];
+            b.Cap[i] = Budget[i];
+        }
+
+        for (var r = 0; r < regions; r++)
+        {
+            (cx[r], cy[r]) = count[r] == 0 ? (0, 0) : (cx[r] / count[r], cy[r] / count[r]);
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            b.X[i] = local[i].X - cx[region[i]];
+            b.Y[i] = local[i].Y - cy[region[i]];
+        }
+
+        var srcRegion = sourceCluster >= 0 ? sourceCluster : Enumerable.Range(0, regions).Where(r => count[r] > 0).MinBy(r => RegionConstruction.Dist(cx[r], cy[r], Source.X, Source.Y));
+        (b.CentreX, b.CentreY) = (cx, cy);
+        (b.SourceX, b.SourceY) = (Source.X - cx[srcRegion], Source.Y - cy[srcRegion]);
+
+        var target = new int[k][];
+        var order = new int[k][];
+        for (var s = 0; s < k; s++)
+        {
+            b.Tree(s, srcRegion, regions);
+            if (b.Order.Count != n || b.OverBudget() > 0)
+            {
+                return null; // not a valid plan within the caps (none happened in the runs of docs/topology.md)
+            }
+
+            target[s] = new int[NextId];
+            Array.Fill(target[s], Planner.None);
+            order[s] = new int[n];
+            for (var j = 0; j < n; j++)
+            {
+                var i = b.Order[j];
+                order[s][j] = peers[i];
+                target[s][peers[i]] = b.Parent[i] < 0 ? Planner.Source : peers[b.Parent[i]];
+            }
+        }
+
+        // Worth carrying out only when it is estimated to gain enough over the plan as it was.
+        var before = EstimatedMeanDelay(index, region, local, s => p => Parent[s][index[p]]);
+        var after = EstimatedMeanDelay(index, region, local, s => p => target[s][p]);
+        return new RebuildPlan(target, order, after <= before * (1 - MinGainShare));
+    }
+
+    /// <summary>
+    /// Mean over peers of the estimated delay from the source in the slowest tree, given each tree's
+    /// parents: half the estimated RTT of each edge, from the local coordinates within a cluster and
+    /// from the plan's coordinates across clusters and from the source.
+    /// </summary>
+    private double EstimatedMeanDelay(int[] index, int[] region, NetworkCoordinate[] local, Func<int, Func<int, int>> parentIn)
+    {
+        var peers = Peers;
+        var n = peers.Length;
+        var worst = new double[n];
+        var delay = new double[n];
+        var stamp = new int[n];
+        var stack = new List<int>();
+        for (var s = 0; s < ShardCount; s++)
+        {
+            var parentOf = parentIn(s);
+            for (var i = 0; i < n; i++)
+            {
+                // Walk up to a node with a delay of this tree (or the source), then back down.
+                stack.Clear();
+                var at = i;
+                while (at >= 0 && stamp[at] != s + 1)
+                {
+                    stack.Add(at);
+                    var p = parentOf(peers[at]);
+                    at = p == Planner.Source || p == Planner.None || index[p] < 0 ? -1 : index[p];
+                    if (stack.Count > n)
+                    {
+                        return double.MaxValue; // not a tree
+                    }
+                }
+
+                for (var j = stack.Count - 1; j >= 0; j--)
+                {
+                    var c = stack[j];
+                    var p = parentOf(peers[c]);
+                    if (p == Planner.Source || p == Planner.None || index[p] < 0)
+                    {
+                        delay[c] = Source.EstimateRtt(Coordinates[c]) / 2;
+                    }
+                    else
+                    {
+                        var pi = index[p];
+                        var edge = region[pi] == region[c] ? local[pi].EstimateRtt(local[c]) / 2 : Coordinates[pi].EstimateRtt(Coordinates[c]) / 2;
+                        delay[c] = delay[pi] + edge;
+                    }
+
+                    stamp[c] = s + 1;
+                }
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                worst[i] = s == 0 ? delay[i] : Math.Max(worst[i], delay[i]);
+            }
+        }
+
+        return n == 0 ? 0 : worst.Average();
+    }
+}
+
+/// <summary>A planned rebuild (<see cref="RebuildSnapshot.Plan"/>): per tree the new parent of every node id (<see cref="Planner.None"/> if none planned) and the order (parents first) in which nodes move.</summary>
+public sealed class RebuildPlan
+{
+    internal RebuildPlan(int[][] target, int[][] order, bool worthCarryingOut)
+    {
+        Target = target;
+        Order = order;
+        WorthCarryingOut = worthCarryingOut;
+    }
+
+    internal readonly int[][] Target;
+    internal readonly int[][] Order;
+
+    /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option).</summary>
+    public bool WorthCarryingOut { get; }
+
+    /// <summary>The tree being carried out.</summary>
+    internal int Shard;
+
+    /// <summary>The next node of <see cref="Order"/> in that tree.</summary>
+    internal int At;
+}
+
+/// <summary>
+/// The latest <see cref="Planner.RebuildLinksKept"/> distinct parents each peer id reported, with
+/// their RTTs: the rebuild's local coordinates are fitted to them (docs/topology.md, "The rebuild
+/// by regions"). Only a planning reads or writes them, and only one runs at a time.
+/// </summary>
+internal sealed class RebuildLinks
+{
+    private const int Kept = Planner.RebuildLinksKept;
+    private int[] _peer = [];
+    private float[] _rtt = [];
+    private byte[] _next = [];
+
+    /// <summary>Room for ids below <paramref name="ids"/>.</summary>
+    public void Grow(int ids)
+    {
+        if (_next.Length < ids)
+        {
+            var size = Math.Max(ids, _next.Length * 2);
+            Array.Resize(ref _peer, size * Kept);
+            Array.Resize(ref _rtt, size * Kept);
+            Array.Resize(ref _next, size);
+        }
+    }
+
+    /// <summary>Keeps <paramref name="id"/>'s link to <paramref name="parent"/> unless it is kept already, over its oldest.</summary>
+    public void Add(int id, int parent, float rtt)
+    {
+        if (Array.IndexOf(_peer, parent, id * Kept, Kept) >= 0)
+        {
+            return;
+        }
+
+        _peer[(id * Kept) + _next[id]] = parent;
+        _rtt[(id * Kept) + _next[id]] = rtt;
+        _next[id] = (byte)((_next[id] + 1) % Kept);
+    }
+
+    /// <summary>Adds to <paramref name="links"/> <paramref name="id"/>'s kept links (it at index <paramref name="i"/>) to live peers of its own region.</summary>
+    public void InRegion(int id, int i, int nextId, int[] index, int[] region, List<(int A, int B, double Rtt)> links)
+    {
+        for (var j = 0; j < Kept; j++)
+        {
+            var at = (id * Kept) + j;
+            var p = _peer[at];
+            if (_rtt[at] > 0 && p > 0 && p < nextId && index[p] >= 0 && region[index[p]] == region[i])
+            {
+                links.Add((i, index[p], _rtt[at]));
+            }
+        }
+    }
+}
