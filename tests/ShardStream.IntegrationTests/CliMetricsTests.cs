@@ -80,6 +80,8 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_joins_total"));
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_peers"));
             Assert.Equal(0, Prometheus.Sum(metrics, "shardstream_leaves_total"));
+            // No --latency-rebuild: the count of rebuilds by regions is exported, at 0.
+            Assert.Equal(0, Prometheus.Sum(metrics, "shardstream_latency_rebuilds_total"));
             // Read from the source: every byte once, dealt to the shards.
             Assert.Equal(source.Length, Prometheus.Sum(metrics, "shardstream_received_bytes_total"));
             Assert.True(Prometheus.Sum(metrics, "shardstream_received_bytes_total", "shard=\"0\"") > 0);
@@ -97,6 +99,7 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
             // The coordinator sends each shard whole to each child it feeds that shard (the overlay says which).
             var overlay = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement;
             Assert.Equal(peers, overlay.GetProperty("viewers").GetInt32());
+            Assert.Equal(0, overlay.GetProperty("latencyRebuilds").GetInt32());
             Assert.Equal(source.Length, overlay.GetProperty("bytesStreamed").GetInt64());
             for (int s = 0; s < shards; s++)
             {

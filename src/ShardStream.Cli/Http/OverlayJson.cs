@@ -27,6 +27,7 @@ internal static class OverlayJson
             w.WriteNumber("rate", Math.Round(rate, 1));
             w.WriteNumber("viewers", plan.Viewers);
             w.WriteNumber("maxDepth", plan.MaxDepth);
+            w.WriteNumber("latencyRebuilds", coordinator.LatencyRebuilds);
             w.WriteStartObject("source");
             w.WriteNumber("budget", plan.SourceBudget);
             w.WriteNumber("used", plan.SourceUsed);

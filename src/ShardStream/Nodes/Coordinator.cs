@@ -370,6 +370,8 @@ public sealed class Coordinator : Node, Admission.IHost
         }
     }
 
+    private protected override IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayLatencyRebuilds => [new(LatencyRebuilds)];
+
     /// <summary>
     /// The heartbeat interval asked for on quiet control links now (chosen from the number of
     /// peers, or pinned), and how many of the peers' control links the coordinator heartbeats at

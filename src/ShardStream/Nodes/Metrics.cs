@@ -77,13 +77,15 @@ public static class ShardStreamMetrics
     }
 
     /// <summary>
-    /// The gauges of one node: read when an exporter collects. Disposed with the node. They share
-    /// the meter's name, so an exporter that subscribes to <see cref="MeterName"/> sees them.
+    /// The gauges of one node, and the coordinator's count of rebuilds: read when an exporter
+    /// collects. Disposed with the node. They share the meter's name, so an exporter that
+    /// subscribes to <see cref="MeterName"/> sees them.
     /// </summary>
-    internal static Meter CreateNodeMeter(Func<IEnumerable<Measurement<long>>> peers, Func<int> children, Func<long> queuedBytes, Func<double> oldestQueued, Func<long> windowBytes)
+    internal static Meter CreateNodeMeter(Func<IEnumerable<Measurement<long>>> peers, Func<IEnumerable<Measurement<long>>> latencyRebuilds, Func<int> children, Func<long> queuedBytes, Func<double> oldestQueued, Func<long> windowBytes)
     {
         var meter = new Meter(MeterName, "1.0");
         meter.CreateObservableGauge("shardstream.peers", peers, "{peer}", "Peers in the overlay (the coordinator only).");
+        meter.CreateObservableCounter("shardstream.latency.rebuilds", latencyRebuilds, "{rebuild}", "Rebuilds of the trees by regions carried out to their end (the coordinator only, with --latency-rebuild).");
         meter.CreateObservableGauge("shardstream.children", children, "{link}", "Child links this node sends shards to.");
         meter.CreateObservableGauge("shardstream.queue", queuedBytes, "By", "Bytes queued to all children, not yet written to their sockets.");
         meter.CreateObservableGauge("shardstream.queue.oldest", oldestQueued, "s", "Age of the oldest chunk queued to any child.");

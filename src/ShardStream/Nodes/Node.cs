@@ -68,7 +68,7 @@ public abstract partial class Node : IAsyncDisposable
         _listener = await Transport.ListenAsync(NodeOptionsBase.ListenAddress, cancellationToken).ConfigureAwait(false);
         _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
         _tickLoop = Task.Run(TickLoopAsync, CancellationToken.None);
-        _meter = ShardStreamMetrics.CreateNodeMeter(() => OverlayPeerCount, () => Relay?.Subscribers().Count ?? 0,
+        _meter = ShardStreamMetrics.CreateNodeMeter(() => OverlayPeerCount, () => OverlayLatencyRebuilds, () => Relay?.Subscribers().Count ?? 0,
             () => Relay?.Subscribers().Sum(l => l.QueuedBytes) ?? 0,
             () => Relay is { } r ? r.Subscribers().Select(l => l.QueueAge.TotalSeconds).DefaultIfEmpty(0).Max() : 0,
             () => Relay?.WindowBytes ?? 0);
@@ -78,6 +78,9 @@ public abstract partial class Node : IAsyncDisposable
 
     /// <summary>For the <c>shardstream.peers</c> gauge: the coordinator's count of peers, nothing on a peer.</summary>
     private protected virtual IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayPeerCount => [];
+
+    /// <summary>For the <c>shardstream.latency.rebuilds</c> counter: the coordinator's rebuilds by regions carried out, nothing on a peer.</summary>
+    private protected virtual IEnumerable<System.Diagnostics.Metrics.Measurement<long>> OverlayLatencyRebuilds => [];
 
     private protected Link NewLink(IConnection connection, string name)
     {

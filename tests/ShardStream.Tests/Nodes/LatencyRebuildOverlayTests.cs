@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using ShardStream.Nodes;
 using ShardStream.Simulation;
 using ShardStream.Topology;
@@ -20,6 +21,23 @@ namespace ShardStream.Tests.Nodes;
 [Collection(ManyNodesCollection.Name)]
 public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
 {
+    /// <summary>The largest value any coordinator of this process reports for <c>shardstream.latency.rebuilds</c> now.</summary>
+    private static long ExportedLatencyRebuilds()
+    {
+        long most = -1;
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == ShardStreamMetrics.MeterName && instrument.Name == "shardstream.latency.rebuilds") l.EnableMeasurementEvents(instrument);
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, _, _) => most = Math.Max(most, value));
+        listener.Start();
+        listener.RecordObservableInstruments();
+        return most;
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -115,6 +133,10 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
         }
         var after = overlay.Coordinator.Snapshot();
         Check(after, "after");
+        // The count is what /metrics exports (shardstream_latency_rebuilds_total); the other
+        // coordinators of this process, if any, rebuild nothing.
+        int rebuilds = overlay.Coordinator.LatencyRebuilds;
+        Assert.Equal(rebuilds, ExportedLatencyRebuilds());
 
         // A moved child attaches to its new parent before it leaves its old one: a node may serve
         // more child links than its budget while Moves are under way, but not once they are done.
