@@ -83,6 +83,12 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         {
             // A few dozen bytes into an empty send buffer: this does not wait.
             Socket.Send(lastFrame);
+            // The end of the stream goes out now, after the frame. Without it, .NET closes a socket
+            // that has a receive pending (a node waiting for the hello) with a reset, and a joiner
+            // whose connect the kernel had completed but whose process had not yet seen it (a
+            // loaded host) found the reset as its connect's error, "Connection reset by peer", and
+            // never read the frame (CliDescriptorTests: 45 to 473 of 600 swarm joins on 2026-12-04).
+            Socket.Shutdown(SocketShutdown.Send);
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
@@ -90,7 +96,7 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         }
         // A close, not a reset: a remote side that has not sent anything yet (its connect not yet
         // seen completing, on a loaded host) would otherwise meet the reset there, before it could
-        // read the frame. With input unread the kernel resets anyway, after the frame.
+        // read the frame. With input unread the kernel resets anyway, after the frame and the end.
         Socket.Dispose();
         Interlocked.Decrement(ref s_open);
     }

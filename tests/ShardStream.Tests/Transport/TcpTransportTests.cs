@@ -57,6 +57,52 @@ public class TcpTransportTests
     }
 
     [Fact]
+    public async Task A_last_frame_before_an_abort_reaches_a_side_that_sent_nothing_with_a_clean_end_while_a_read_waits()
+    {
+        // A node waits for a joiner's hello (a read pending) and drops the connection from its full
+        // hello gate with a Busy goodbye. The joiner, starved on a loaded host, has sent nothing yet:
+        // it must find the goodbye and then the end, not a reset (which its connect, not yet seen
+        // completing, reports as "Connection reset by peer" before anything is read).
+        await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(System.Net.IPEndPoint.Parse(listener.LocalAddress));
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        var reading = server.Pipe.Input.ReadAsync();
+        byte[] frame = "goodbye"u8.ToArray();
+        server.AbortWith(frame);
+
+        var received = new List<byte>();
+        var buffer = new byte[64];
+        client.ReceiveTimeout = (int)PipeIo.Deadline.TotalMilliseconds;
+        SocketError? error = null;
+        for (int n = -1; n != 0 && received.Count <= frame.Length;)
+        {
+            try
+            {
+                n = client.Receive(buffer);
+                received.AddRange(buffer.AsSpan(0, n).ToArray());
+            }
+            catch (SocketException e)
+            {
+                error = e.SocketErrorCode;
+                break;
+            }
+        }
+        Assert.Equal(frame, received.ToArray());
+        Assert.Null(error);
+        await server.DisposeAsync();
+        try
+        {
+            await reading;
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+        {
+            // The read ends with the connection; how is not what this test is about.
+        }
+    }
+
+    [Fact]
     public async Task Bytes_that_wait_unread_in_the_socket_are_reported()
     {
         await using var listener = await Tcp.ListenAsync("127.0.0.1:0", default);
