@@ -53,6 +53,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>True when bytes from the other side wait unread (see <see cref="IConnection.HasUnreadInput"/>).</summary>
     public bool HasUnreadInput => _connection.HasUnreadInput;
 
+    /// <summary>The handshake's RTT as measured below the process, if the transport has it (see <see cref="IConnection.HandshakeRtt"/>).</summary>
+    public TimeSpan? HandshakeRtt => _connection.HandshakeRtt;
+
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 

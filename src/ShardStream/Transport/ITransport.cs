@@ -70,6 +70,14 @@ public interface IConnection : IAsyncDisposable
     /// receive buffer): the remote side was alive, however long this side took to read them.
     /// </summary>
     bool HasUnreadInput => false;
+
+    /// <summary>
+    /// The round trip of this connection's handshake as measured below the process, where the
+    /// transport has one: a lower bound on the path's RTT that a loaded host does not inflate
+    /// (TCP on Linux: the kernel's SYN-ACK sample, for a connection this side accepted; the
+    /// virtual network: the RTT it puts on the path). Null where there is none.
+    /// </summary>
+    TimeSpan? HandshakeRtt => null;
 }
 
 /// <summary>A listen or connect that failed, with a message fit for a user.</summary>

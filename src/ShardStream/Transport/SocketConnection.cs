@@ -44,6 +44,9 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
 
     public string RemoteAddress { get; }
 
+    /// <summary>Set by the listener for an accepted connection (<see cref="Transport.HandshakeRtt"/>).</summary>
+    public TimeSpan? HandshakeRtt { get; init; }
+
     public bool HasUnreadInput
     {
         get

@@ -92,8 +92,10 @@ public sealed class TcpTransport : ITransport
             try
             {
                 var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
+                // Before a byte is sent on it: the smoothed RTT is still the handshake's one sample.
+                var handshake = Transport.HandshakeRtt.Read(accepted);
                 string remote = accepted.RemoteEndPoint?.ToString() ?? "?";
-                return readingThreads ? new ThreadReadConnection(accepted, remote) : new TcpConnection(accepted, remote, receivesStream: false);
+                return readingThreads ? new ThreadReadConnection(accepted, remote) { HandshakeRtt = handshake } : new TcpConnection(accepted, remote, receivesStream: false) { HandshakeRtt = handshake };
             }
             catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException || (e is SocketException && (_disposed || cancellationToken.IsCancellationRequested)))
             {

@@ -57,6 +57,12 @@ public sealed class VirtualNetwork
             await Task.Delay(TimeSpan.FromMilliseconds(Math.Ceiling(left.TotalMilliseconds)), time, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// True (the default) when an accepted connection reports the path's RTT as its handshake's
+    /// (<see cref="IConnection.HandshakeRtt"/>), as TCP on Linux does; false: none, as elsewhere.
+    /// </summary>
+    public bool HandshakeRtts { get; set; } = true;
+
     /// <summary>The latency of links with no latency of their own.</summary>
     public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
 
@@ -307,7 +313,13 @@ public sealed class VirtualNetwork
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
             ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server, network._time);
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client, network._time);
+            // The listening side gets the path's RTT as a kernel would measure it from the
+            // handshake: exactly what the network puts on the path, whatever the timers do. Asked
+            // of the network when first read, not here: a test's latency model may count its calls.
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client, network._time)
+            {
+                Handshake = network.HandshakeRtts ? () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name) : null,
+            };
             client.Links.TryAdd(this, 0);
             server.Links.TryAdd(this, 0);
         }
@@ -443,6 +455,13 @@ public sealed class VirtualNetwork
             public IDuplexPipe Pipe { get; } = pipe;
 
             public string RemoteAddress { get; } = remote.Name;
+
+            /// <summary>Gives the handshake's RTT once, at the first read of <see cref="HandshakeRtt"/>; null: none.</summary>
+            public Func<TimeSpan>? Handshake { private get; init; }
+
+            private TimeSpan? _handshakeRtt;
+
+            public TimeSpan? HandshakeRtt => Handshake is null ? null : _handshakeRtt ??= Handshake();
 
             public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
             {

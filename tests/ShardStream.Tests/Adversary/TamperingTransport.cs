@@ -83,6 +83,8 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
 
         public string RemoteAddress => _inner.RemoteAddress;
 
+        public TimeSpan? HandshakeRtt => _inner.HandshakeRtt;
+
         public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
         {
             foreach (var b in buffers) _outgoing.Writer.Write(b);
