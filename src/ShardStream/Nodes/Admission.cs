@@ -181,9 +181,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
                 return default;
             }
             int id;
+            JoinCheck joinCheck;
             try
             {
-                id = Place(budget, hello);
+                id = Place(budget, hello, link.HandshakeRtt, out joinCheck);
             }
             catch (PlacementException e)
             {
@@ -200,7 +201,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, tracker.WithTickets(id, entries), Proof(hello, id), signer.RunId);
             source.WelcomedAtHead();
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
-            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq };
+            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted };
+            joinCheck.Log(log, id);
             tracker.Peers[id] = session;
             tracker.RecordParents(session);
             tracker.PeersChanged();
@@ -506,9 +508,20 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// </summary>
     private const double UnreachableRttMs = 60_000;
 
-    /// <summary>Places a joiner by the coordinate and RTTs its Join carries (no coordinate: as a latency-blind plan would). The caller holds the gate.</summary>
-    private int Place(int budget, Hello hello)
+    /// <summary>
+    /// Places a joiner by the coordinate and RTTs its Join carries (no coordinate: as a latency-blind
+    /// plan would), both checked against <paramref name="handshakeRtt"/>, its connection's handshake
+    /// RTT as measured below the process (null: none, taken as they are). That one sample is a lower
+    /// bound on the joiner's RTT to the coordinator that a loaded host does not raise, as the
+    /// least RTT of its control link is once it has <see cref="Coordinator.SourceRttSamples"/>
+    /// samples; the same rule applies (<see cref="Coordinator.Agreement"/>): a coordinate that
+    /// claims less than half of it, and by more than 10 ms, is placed with its height raised by the
+    /// difference; an RTT to the coordinator the joiner says it measured, so low, is taken as the
+    /// handshake's. The caller holds the gate.
+    /// </summary>
+    private int Place(int budget, Hello hello, TimeSpan? handshakeRtt, out JoinCheck check)
     {
+        check = default;
         var planner = tracker.Planner;
         if (hello.Coordinate is not { IsUnknown: false } c) return planner.Join(budget);
         ForgetCandidatesSent(hello.PeerId);
@@ -516,7 +529,17 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         foreach (var m in hello.Measured ?? [])
             if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && planner.Contains((int)m.NodeId)))
                 measured[(int)m.NodeId] = m.RttMicros == 0 ? (m.NodeId == 0 ? measured.GetValueOrDefault(0) : UnreachableRttMs) : m.RttMicros / 1000.0;
-        int id = planner.Join(budget, Node.FromWire(c), measured);
+        var coordinate = Node.FromWire(c);
+        if (handshakeRtt is { } handshake)
+        {
+            double lower = handshake.TotalMilliseconds;
+            coordinate = Coordinator.Agreement(coordinate, lower, out bool discounted, out double estimated);
+            double said = measured.GetValueOrDefault(Planner.Source, double.NaN);
+            bool raised = measured.ContainsKey(Planner.Source) && Coordinator.Understates(said, lower);
+            if (raised) measured[Planner.Source] = lower;
+            check = new JoinCheck(lower, discounted, estimated, raised, said);
+        }
+        int id = planner.Join(budget, coordinate, measured);
         // The joiner's RTT to the coordinator is its Hello's wait for the Landmarks answer, which
         // includes the coordinator's own work (tens of ms on a loaded host): good enough to place the
         // joiner, too high to stand for it at the top of a tree, where a later joiner that measured
@@ -524,6 +547,16 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         // Pong came back (Coordinator.OnRemoteCoordinate).
         planner.SetSourceRtt(id, double.NaN);
         return id;
+    }
+
+    /// <summary>What <see cref="Place"/> made of a joiner's word against its handshake RTT (default: nothing checked).</summary>
+    private readonly record struct JoinCheck(double HandshakeMs, bool CoordinateDiscounted, double EstimatedMs, bool RttRaised, double SaidMs)
+    {
+        public void Log(ILogger log, int id)
+        {
+            if (CoordinateDiscounted) CoordinatorLog.JoinCoordinateDiscounted(log, id, EstimatedMs, HandshakeMs);
+            if (RttRaised) CoordinatorLog.JoinRttRaised(log, id, SaidMs, HandshakeMs);
+        }
     }
 
     /// <summary>

@@ -467,6 +467,11 @@ public sealed class Coordinator : Node, Admission.IHost
                     _tracker.Planner.SetSourceRtt(session.Id, measured.Min.TotalMilliseconds);
                     coordinate = Agreeing(session, coordinate, measured.Min.TotalMilliseconds);
                 }
+                // Until then, the handshake's RTT as measured below the process, which the join checked too (Admission).
+                else if (link.HandshakeRtt is { } handshake)
+                {
+                    coordinate = Agreeing(session, coordinate, handshake.TotalMilliseconds);
+                }
                 _tracker.Planner.SetCoordinate(session.Id, coordinate);
             }
     }
@@ -489,17 +494,35 @@ public sealed class Coordinator : Node, Admission.IHost
     /// </summary>
     private NetworkCoordinate Agreeing(PeerSession session, NetworkCoordinate claimed, double measuredMs)
     {
-        double estimated = claimed.EstimateRtt(Anchor);
-        double gap = measuredMs - estimated;
-        bool discount = estimated < measuredMs / 2 && gap > CoordinateSlackMs;
+        var held = Agreement(claimed, measuredMs, out bool discount, out double estimated);
         if (discount != session.CoordinateDiscounted)
         {
             session.CoordinateDiscounted = discount;
             if (discount) CoordinatorLog.CoordinateDiscounted(Log, session.Id, estimated, measuredMs);
             else CoordinatorLog.CoordinateAgrees(Log, session.Id, estimated, measuredMs);
         }
-        return discount ? claimed with { Height = claimed.Height + gap } : claimed;
+        return held;
     }
+
+    /// <summary>
+    /// The rule of <see cref="Agreeing"/>, alone: the coordinate held for a peer that claims
+    /// <paramref name="claimed"/> and was measured at least <paramref name="measuredMs"/> (RTT) from
+    /// the coordinator; <paramref name="discounted"/> when it was raised, <paramref name="estimatedMs"/>
+    /// the RTT to the coordinator the claim gives. A joiner's is checked at its placement (Admission).
+    /// </summary>
+    internal static NetworkCoordinate Agreement(NetworkCoordinate claimed, double measuredMs, out bool discounted, out double estimatedMs)
+    {
+        estimatedMs = claimed.EstimateRtt(Anchor);
+        discounted = Understates(estimatedMs, measuredMs);
+        return discounted ? claimed with { Height = claimed.Height + (measuredMs - estimatedMs) } : claimed;
+    }
+
+    /// <summary>
+    /// True when a peer's word that it is <paramref name="claimedMs"/> (RTT) from the coordinator
+    /// puts it grossly nearer than the <paramref name="measuredMs"/> measured: less than half, and by
+    /// more than <see cref="CoordinateSlackMs"/>.
+    /// </summary>
+    internal static bool Understates(double claimedMs, double measuredMs) => claimedMs < measuredMs / 2 && measuredMs - claimedMs > CoordinateSlackMs;
 
     /// <summary>The coordinate the plan holds for peer <paramref name="id"/> (<see cref="NetworkCoordinate.Unknown"/> if none): what it places others by and hands joiners as a landmark.</summary>
     internal NetworkCoordinate PlannedCoordinate(int id)

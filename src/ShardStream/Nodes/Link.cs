@@ -118,6 +118,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>The remote address as the transport sees it.</summary>
     public string RemoteAddress => _connection.RemoteAddress;
 
+    /// <summary>The RTT of the connection's handshake as measured below the process, if the transport has it (<see cref="IConnection.HandshakeRtt"/>).</summary>
+    public TimeSpan? HandshakeRtt => _connection.HandshakeRtt;
+
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => _connection.QueuedBytes;
 

@@ -122,6 +122,12 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1683, LogLevel.Information, "planned a rebuild by regions of {Peers} peers in {PlanMs:F0} ms outside the plan's lock (copying what it reads took {CopyMs:F0} ms under it): {Outcome}", EventName = "RebuildPlanned")]
     public static partial void RebuildPlanned(ILogger log, int peers, double planMs, double copyMs, string outcome);
+
+    [LoggerMessage(1684, LogLevel.Debug, "joiner {Id} claims a coordinate {Estimated:F1} ms from the coordinator, whose handshake with it took {Measured:F1} ms: placed as {Measured:F1} ms away (its height raised by the difference)", EventName = "JoinCoordinateDiscounted")]
+    public static partial void JoinCoordinateDiscounted(ILogger log, int id, double estimated, double measured);
+
+    [LoggerMessage(1685, LogLevel.Debug, "joiner {Id} says it measured {Said:F1} ms to the coordinator, whose handshake with it took {Measured:F1} ms: placed by {Measured:F1} ms", EventName = "JoinRttRaised")]
+    public static partial void JoinRttRaised(ILogger log, int id, double said, double measured);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

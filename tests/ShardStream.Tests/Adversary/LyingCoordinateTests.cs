@@ -9,10 +9,11 @@ namespace ShardStream.Tests.Adversary;
 
 /// <summary>
 /// A stranger that speaks the protocol joins claiming a network coordinate right at the
-/// coordinator's, sure of it, while it is 100 ms away. The coordinator measures its control
-/// link, and once it has <see cref="Coordinator.SourceRttSamples"/> samples it holds the peer,
-/// in the plan, as far as measured: that coordinate is what it places other joiners under the
-/// peer by, and what it hands joiners as a landmark.
+/// coordinator's, sure of it, while it is 100 ms away. It is placed as far as its connection's
+/// handshake took (the virtual network gives the path's RTT, as the kernel's SYN-ACK sample
+/// would); once the coordinator has <see cref="Coordinator.SourceRttSamples"/> samples of its
+/// control link it holds the peer, in the plan, as far as measured: that coordinate is what it
+/// places other joiners under the peer by, and what it hands joiners as a landmark.
 /// </summary>
 public sealed class LyingCoordinateTests(ITestOutputHelper output)
 {
@@ -26,6 +27,8 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
         // Latency-aware (the plan holds coordinates); pings every 250 ms until 4 samples, then every 1.25 s.
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HeartbeatInterval = TimeSpan.FromMilliseconds(250) }, loggers: log.Factory);
         overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
+        // No handshake RTT (TCP elsewhere than on Linux): the join takes the claim as it is.
+        overlay.Network.HandshakeRtts = false;
         var atTheCoordinator = Node.ToWire(Coordinator.Anchor with { Error = 0.1 });
         await using var liar = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.Zero, atTheCoordinator);
         double joined = overlay.Coordinator.PlannedCoordinate(liar.Id).EstimateRtt(Coordinator.Anchor);
@@ -37,11 +40,38 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
         var measured = overlay.Coordinator.LinkRtts().Single(r => r.RemoteId == liar.Id).Min.TotalMilliseconds;
         var held = overlay.Coordinator.PlannedCoordinate(liar.Id);
         output.WriteLine($"claimed {Node.FromWire(atTheCoordinator).EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator; held at {joined:F1} ms at join, {held.EstimateRtt(Coordinator.Anchor):F1} ms after {Coordinator.SourceRttSamples + 2} samples (least RTT measured {measured:F1} ms, path {PathRtt.TotalMilliseconds} ms)");
+        Assert.True(joined < 1, $"placed {joined:F1} ms from the coordinator with no handshake RTT to check its claim by");
         Assert.True(measured >= PathRtt.TotalMilliseconds - 2, $"least RTT {measured:F1} ms on a path of {PathRtt.TotalMilliseconds} ms");
         // As far from the coordinator as measured (float rounding aside), the rest of the claim kept.
         Assert.True(held.EstimateRtt(Coordinator.Anchor) >= measured - 0.01, $"the plan holds the liar {held.EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator, which measured it at least {measured:F1} ms away");
         Assert.Equal(0, held.X, 3);
         Assert.Equal(0, held.Y, 3);
         Assert.True(log.Has(LogLevel.Debug, $"peer {liar.Id} claims a coordinate"), string.Join("\n", log.Lines.Select(l => l.Message)));
+    }
+
+    [Fact]
+    public async Task A_joiner_that_claims_a_coordinate_next_to_the_coordinator_is_placed_as_far_as_its_handshake_took()
+    {
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true }, loggers: log.Factory);
+        overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
+        var atTheCoordinator = Node.ToWire(Coordinator.Anchor with { Error = 0.1 });
+        // It says it measured the coordinator at 0.2 ms too.
+        await using var liar = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.Zero, atTheCoordinator, [new MeasuredRtt(0, 200)]);
+        var joined = overlay.Coordinator.PlannedCoordinate(liar.Id);
+        int samples = overlay.Coordinator.LinkRtts().FirstOrDefault(r => r.RemoteId == liar.Id)?.Samples ?? 0;
+
+        output.WriteLine($"claimed {Node.FromWire(atTheCoordinator).EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator; held at {joined.EstimateRtt(Coordinator.Anchor):F1} ms at join, with {samples} RTT sample(s) of its control link (path {PathRtt.TotalMilliseconds} ms)");
+        // Placed by the discounted coordinate: as far as the handshake, the rest of the claim kept.
+        Assert.True(joined.EstimateRtt(Coordinator.Anchor) >= PathRtt.TotalMilliseconds - 0.01, $"the plan placed the liar {joined.EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator, whose handshake with it took {PathRtt.TotalMilliseconds} ms");
+        Assert.Equal(0, joined.X, 3);
+        Assert.Equal(0, joined.Y, 3);
+        string lines = string.Join("\n", log.Lines.Select(l => l.Message));
+        Assert.True(log.Has(LogLevel.Debug, $"joiner {liar.Id} claims a coordinate 0.2 ms from the coordinator, whose handshake with it took 100.0 ms"), lines);
+        Assert.True(log.Has(LogLevel.Debug, $"joiner {liar.Id} says it measured 0.2 ms to the coordinator, whose handshake with it took 100.0 ms"), lines);
+
+        // Its heartbeats bring the claim again before the control link has its samples: still held as far.
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= 1), "the coordinator has a sample of the liar's control link");
+        Assert.True(overlay.Coordinator.PlannedCoordinate(liar.Id).EstimateRtt(Coordinator.Anchor) >= PathRtt.TotalMilliseconds - 0.01);
     }
 }

@@ -39,13 +39,14 @@ internal sealed class StrangerControlLink : IAsyncDisposable
     /// <summary>
     /// Joins <paramref name="overlay"/> from host "liar" with <paramref name="coordinate"/>
     /// (default: (1, 1), height 1, error 0.5); a latency-aware coordinator's Landmarks are
-    /// answered with the same Join, as if nothing was measured.
+    /// answered with the same Join, as if nothing was measured (or, with <paramref name="measured"/>,
+    /// as if those RTTs were).
     /// </summary>
-    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null)
+    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null)
     {
         var claimed = coordinate ?? new WireCoordinate(1, 1, 1, 0.5f);
         var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", new byte[Protocol.NonceLength], null, claimed);
+        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", new byte[Protocol.NonceLength], null, claimed, measured);
         for (int round = 0; ; round++)
         {
             join.Write(connection.Pipe.Output);

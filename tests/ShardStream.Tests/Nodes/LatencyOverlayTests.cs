@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
 using ShardStream.Nodes;
 using ShardStream.Simulation;
 using ShardStream.Topology;
@@ -17,7 +19,7 @@ public sealed class ManyNodesCollection
 /// on a <see cref="ShardStream.Transport.VirtualNetwork"/> whose delays come from a latency model.
 /// </summary>
 [Collection(ManyNodesCollection.Name)]
-public sealed class LatencyOverlayTests(ITestOutputHelper output)
+public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
 {
     [Fact]
     public async Task Every_link_measures_the_delay_the_network_puts_on_it()
@@ -86,9 +88,22 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
         // (see AssertRtt), and at the median within 25 % of it.
         Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
         Assert.True(aware.MedianRttRatio <= 1.25, $"the median control link measured {aware.MedianRttRatio:0.###} times the model's RTT");
+        // Honest joiners checked against their handshakes (the path's RTT here, as the kernel's
+        // SYN-ACK sample): a coordinate fitted from at most 16 RTTs may still claim less than half
+        // the joiner's RTT to the coordinator, and is then placed as far as the path is (seeds 3 and
+        // 11 in four runs: 0 and 0 of 100, 2 and 2, 0 and 1, 0 and 3). Never by a handshake other
+        // than the path's, and few: a fit that far off is rare (by control-link samples later, 0-12
+        // of 100 were).
+        output.WriteLine($"discounted at the join: {aware.JoinDiscounts.Length}; by control-link samples later (event 1681): {aware.LaterDiscounts}");
+        foreach (var d in aware.JoinDiscounts) output.WriteLine($"joiner {d.Id}: claimed {d.ClaimedMs:0.#} ms, handshake {d.HandshakeMs:0.#} ms, the model's RTT {d.ModelMs:0.#} ms");
+        Assert.All(aware.JoinDiscounts, d => Assert.Equal(d.ModelMs, d.HandshakeMs, 0.1));
+        Assert.True(aware.JoinDiscounts.Length <= 8, $"{aware.JoinDiscounts.Length} honest joiners of {peers} discounted at their join");
+        Assert.Equal(0, aware.JoinRttsRaised);
     }
 
-    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio);
+    private sealed record JoinDiscount(int Id, double ClaimedMs, double HandshakeMs, double ModelMs);
+
+    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, JoinDiscount[] JoinDiscounts, int JoinRttsRaised, int LaterDiscounts);
 
     /// <summary>
     /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
@@ -97,7 +112,8 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
     /// </summary>
     private static async Task<Figures> BuildAsync(WorldLatencyModel model, int count, bool latencyAware)
     {
-        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = latencyAware });
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = latencyAware }, loggers: log.Factory);
         overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
         overlay.StartStreaming();
         var hostOf = new Dictionary<int, int>();
@@ -151,8 +167,19 @@ public sealed class LatencyOverlayTests(ITestOutputHelper output)
             return delay;
         })).Order().ToArray();
         Assert.Equal(count, delays.Length);
-        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1]);
+        // Events 1684 and 1685 (a joiner's coordinate or its RTT to the coordinator taken as its handshake's), and 1681.
+        var joinDiscounts = log.Lines.Select(l => JoinDiscountLine().Match(l.Message)).Where(m => m.Success).Select(m =>
+        {
+            int id = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+            return new JoinDiscount(id, double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture), double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), model.RttMs(0, hostOf[id]));
+        }).ToArray();
+        int joinRttsRaised = log.Lines.Count(l => l.Message.Contains("to the coordinator, whose handshake with it took", StringComparison.Ordinal));
+        int laterDiscounts = log.Lines.Count(l => l.Message.Contains("the plan holds it", StringComparison.Ordinal) && l.Message.Contains("height raised", StringComparison.Ordinal));
+        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts);
     }
+
+    [GeneratedRegex(@"^joiner (\d+) claims a coordinate ([\d.]+) ms from the coordinator, whose handshake with it took ([\d.]+) ms")]
+    private static partial Regex JoinDiscountLine();
 
     /// <summary>
     /// The least sample is the network's delay and what the machine added: never below the model
