@@ -83,7 +83,7 @@ public sealed partial class Peer : Node, IPeerParents
                 // Busy, or it took the connection and then dropped it or did not answer (a loaded
                 // machine: a coordinator that heard nothing from a starved joiner for its heartbeat
                 // timeout closes the link before the joiner read its welcome). Either way it is
-                // there: try again. A refusal with a reason, or no connection at all, ends the peer.
+                // there: try again. A refusal with a reason, or no connection at all (refused, unanswered), ends the peer.
                 var delay = wait * (0.5 + Random.Shared.NextDouble());
                 if (e is CoordinatorBusyException) RejoinLog.Busy(Log, e.Message, delay.TotalSeconds);
                 else RejoinLog.JoinInterrupted(Log, e.Message, delay.TotalSeconds, _options.RejoinFor.TotalSeconds);
@@ -104,7 +104,18 @@ public sealed partial class Peer : Node, IPeerParents
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
             // A rejoin waits longer for the connection: on a loaded machine the coordinator's answers run late.
             var within = _reassembler is null ? _options.ConnectTimeout : Max(_options.ConnectTimeout, _options.HeartbeatTimeout * 2);
-            var link = kept ?? NewLink(await ConnectWithinAsync(address, within, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            Link link;
+            try
+            {
+                link = kept ?? NewLink(await ConnectWithinAsync(address, within, cancellationToken).ConfigureAwait(false), $"coordinator {address}");
+            }
+            catch (ConnectionFailedException e) when (e.Reset)
+            {
+                // The coordinator took the connection and reset it (its hello gate dropped it, or its
+                // hello deadline passed) before this peer's loaded process saw the connect complete:
+                // it is there, so this is tried again like a join dropped before its welcome.
+                throw new JoinInterruptedException($"{address} reset the connection as it was made: {e.InnerException!.Message}", e);
+            }
             bool reused = kept is not null;
             kept = null;
             ushort upload = _options.Upload is { } x ? (ushort)Math.Clamp(Math.Round(x * 100), 0, ushort.MaxValue - 1) : Hello.DefaultUpload;

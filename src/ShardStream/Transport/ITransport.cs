@@ -81,4 +81,12 @@ public interface IConnection : IAsyncDisposable
 }
 
 /// <summary>A listen or connect that failed, with a message fit for a user.</summary>
-public sealed class ConnectionFailedException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class ConnectionFailedException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>
+    /// The connect failed with a reset: the other side listens and took the connection, then
+    /// reset it before this process saw the connect complete (a loaded host). A refused or
+    /// unanswered connect is no such sign that anyone is there.
+    /// </summary>
+    public bool Reset => InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionReset };
+}

@@ -70,6 +70,48 @@ public sealed class FirstJoinTests
         Assert.Equal(source, output.ToArray());
     }
 
+    /// <summary>
+    /// A joiner whose loaded process sees its connect complete only after the coordinator has
+    /// already dropped and reset the connection (a full hello gate, or the hello deadline) gets the
+    /// reset as its connect's error, "Connection reset by peer" (a SocketException of TCP, here
+    /// from a transport that fails the first connect so). The coordinator is there: that join is
+    /// tried again. Before, the peer ended at its first join ("cannot connect to …").
+    /// </summary>
+    [Fact]
+    public async Task A_first_connect_that_fails_with_a_reset_is_tried_again_and_the_peer_gets_the_stream()
+    {
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", MinPeers = 1 }, net.Host("coord"));
+        await coordinator.StartAsync(default);
+        var resetFirst = new ResetFirstConnect(net.Host("p"));
+        await using var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ListenAddress = "p:1" }, resetFirst);
+        await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
+        Assert.True(resetFirst.Connects >= 2, $"the peer joined on connect {resetFirst.Connects}, not after a second try");
+
+        var source = Overlay.RandomBytes(100_000, 6);
+        var output = new MemoryStream();
+        var run = peer.RunAsync(output, default);
+        await coordinator.RunAsync(new MemoryStream(source), default).WaitAsync(Overlay.Deadline);
+        await run.WaitAsync(Overlay.Deadline);
+        Assert.Equal(source, output.ToArray());
+    }
+
+    /// <summary>Fails its first connect as TCP does when the other side reset a connection it had taken before this process saw it made; the rest go through.</summary>
+    private sealed class ResetFirstConnect(ITransport inner) : ITransport
+    {
+        private int _connects;
+
+        public int Connects => Volatile.Read(ref _connects);
+
+        public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken) => inner.ListenAsync(address, cancellationToken);
+
+        public ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken) =>
+            Interlocked.Increment(ref _connects) == 1
+                ? ValueTask.FromException<IConnection>(new ConnectionFailedException($"cannot connect to {address}: Connection reset by peer",
+                    new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionReset)))
+                : inner.ConnectAsync(address, cancellationToken);
+    }
+
     /// <summary>Hands out its first connection only once the other side has reset it (its owner did not run until then); the rest at once.</summary>
     private sealed class StarvedFirstConnect(ITransport inner) : ITransport
     {
