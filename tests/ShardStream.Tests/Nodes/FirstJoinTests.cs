@@ -61,13 +61,7 @@ public sealed class FirstJoinTests
         await using var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ListenAddress = "p:1" }, starved);
         await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
         Assert.True(starved.FirstWasReset, "the first connection was not reset by the coordinator before the hello");
-
-        var source = Overlay.RandomBytes(100_000, 5);
-        var output = new MemoryStream();
-        var run = peer.RunAsync(output, default);
-        await coordinator.RunAsync(new MemoryStream(source), default).WaitAsync(Overlay.Deadline);
-        await run.WaitAsync(Overlay.Deadline);
-        Assert.Equal(source, output.ToArray());
+        await AssertGetsTheStreamAsync(coordinator, peer, seed: 5);
     }
 
     /// <summary>
@@ -87,8 +81,13 @@ public sealed class FirstJoinTests
         await using var peer = new Peer(new PeerOptions { JoinAddress = coordinator.ListenAddress, ListenAddress = "p:1" }, resetFirst);
         await peer.StartAsync(default).WaitAsync(Overlay.Deadline);
         Assert.True(resetFirst.Connects >= 2, $"the peer joined on connect {resetFirst.Connects}, not after a second try");
+        await AssertGetsTheStreamAsync(coordinator, peer, seed: 6);
+    }
 
-        var source = Overlay.RandomBytes(100_000, 6);
+    /// <summary>The coordinator streams 100,000 random bytes; <paramref name="peer"/> writes exactly them.</summary>
+    private static async Task AssertGetsTheStreamAsync(Coordinator coordinator, Peer peer, int seed)
+    {
+        var source = Overlay.RandomBytes(100_000, seed);
         var output = new MemoryStream();
         var run = peer.RunAsync(output, default);
         await coordinator.RunAsync(new MemoryStream(source), default).WaitAsync(Overlay.Deadline);
