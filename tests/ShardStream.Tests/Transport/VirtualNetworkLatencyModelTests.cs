@@ -25,7 +25,7 @@ public sealed class VirtualNetworkLatencyModelTests
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 5);
         var arrival = await ArrivalAsync(time, reading);
 
-        // Timers count whole milliseconds: the delay is the model's to the millisecond.
+        // Timers count whole milliseconds: the delay is at least the model's, to the millisecond.
         Assert.True(arrival >= oneWay - TimeSpan.FromMilliseconds(1), $"arrived after {arrival.TotalMilliseconds} ms of virtual time, the model says {oneWay.TotalMilliseconds} ms");
         Assert.Equal("hello"u8.ToArray(), await reading);
     }
@@ -38,7 +38,8 @@ public sealed class VirtualNetworkLatencyModelTests
         var model = new WorldLatencyModel(seed: 9);
         net.UseLatencyModel(["coordinator", "peer1"], model.OneWay);
         net.SetLatency("coordinator", "peer1", TimeSpan.FromMilliseconds(500));
-        Assert.True(model.OneWay(0, 1) < TimeSpan.FromMilliseconds(499));
+        // Far enough below the pair's own that a step more would not reach it either.
+        Assert.True(model.OneWay(0, 1) < TimeSpan.FromMilliseconds(500) - Step - Step, $"the model's delay is {model.OneWay(0, 1).TotalMilliseconds} ms");
 
         var listener = await net.Host("coordinator").ListenAsync("coordinator:0", default);
         var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
@@ -54,9 +55,12 @@ public sealed class VirtualNetworkLatencyModelTests
     }
 
     /// <summary>
-    /// Moves virtual time on by 1 ms steps until <paramref name="reading"/> completes, and returns the
-    /// virtual time that passed: never less than the link's delay, however busy the machine (a
-    /// late pump only delays the arrival further).
+    /// Moves virtual time on by <see cref="Step"/> until <paramref name="reading"/> completes, and
+    /// returns the virtual time that passed: never less than the link's delay, however busy the
+    /// machine (a late pump only delays the arrival further), and at most a step more when the
+    /// pump keeps up. Each step waits a real millisecond or more for the pump: 1 ms steps took
+    /// 500 of them for a 500 ms link, and at a CI run's load of 55 they did not fit in the 10 s
+    /// deadline ("the bytes never arrived": 20 ms or more a step).
     /// </summary>
     private static async Task<TimeSpan> ArrivalAsync(FakeTimeProvider time, Task reading)
     {
@@ -65,10 +69,13 @@ public sealed class VirtualNetworkLatencyModelTests
         while (!reading.IsCompleted)
         {
             Assert.True(DateTime.UtcNow < deadline, "the bytes never arrived");
-            time.Advance(TimeSpan.FromMilliseconds(1));
+            time.Advance(Step);
             await Task.Delay(1);
         }
 
         return time.GetUtcNow() - start;
     }
+
+    /// <summary>Virtual time moved on at each step of <see cref="ArrivalAsync"/>.</summary>
+    private static readonly TimeSpan Step = TimeSpan.FromMilliseconds(10);
 }
