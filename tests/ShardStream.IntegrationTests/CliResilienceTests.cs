@@ -31,7 +31,8 @@ public sealed class CliResilienceCollection
 /// <para>Stall of a peer after a failure at time t (the next failure is at t'): the longest gap
 /// between two stdout arrivals that ends after t and starts in [t - 0.5 s, min(t' - 0.5 s, t + 3 s)),
 /// counted from max(previous arrival, t) to the next arrival; a stall that runs past t' counts in
-/// full. The 0.5 s slack gives each gap to one failure: the one it started at.</para>
+/// full unless t' is a failure of one of the peer's ancestors, which takes over the rest of the gap.
+/// The 0.5 s slack gives each gap to one failure: the one it started at.</para>
 /// <para>A stall after a kill is bounded from when the coordinator logged the victim gone (its
 /// repair starts there), and that detection is bounded on its own (heartbeat timeout + 3 s): on a
 /// starved machine the coordinator saw two kills 3–5 s late, and a bound counted from the kill
@@ -263,26 +264,33 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     /// <summary>
     /// The longest stall of <paramref name="peer"/> after a failure at <paramref name="at"/>: the
     /// longest gap between stdout arrivals that ends after <paramref name="at"/> and starts in
-    /// [at - slack, <paramref name="startsBefore"/>), counted from max(start, at). A gap still open
-    /// at the end of observation (the peer's death, or now) counts up to there.
+    /// [at - slack, <paramref name="startsBefore"/>), counted from max(start, at) up to the gap's
+    /// end or <paramref name="cutAt"/>, whichever is first. A gap still open at the end of
+    /// observation (the peer's death, or now) counts up to there.
     /// </summary>
     /// <remarks>
-    /// Each gap is attributed to one failure at most: the previous arrival of a stall caused by a
-    /// failure lies at most one normal inter-arrival time before it (the slack, 0.5 s), so
-    /// a gap that starts later than slack before the next failure belongs to the next one.
+    /// <para>Each gap is attributed to one failure at most: the previous arrival of a stall caused
+    /// by a failure lies at most one normal inter-arrival time before it (the slack, 0.5 s), so a
+    /// gap that starts later than slack before the next failure belongs to the next one.</para>
+    /// <para>A later failure of one of the peer's own ancestors splits a gap: the part before it
+    /// belongs to the earlier failure (<paramref name="cutAt"/>), the rest to the later one, which
+    /// counts a gap already running at its time (<paramref name="running"/>) from that time. In
+    /// ci104 (load 54) peer 22 was still waiting for its parent 14 to be repaired after kill #6
+    /// (3.6 s) when kill #8 killed 14; its second repair took 2.7 s, and the whole 6.3 s was
+    /// counted against kill #6.</para>
     /// </remarks>
-    private static Gap Stall(PeerRun peer, long at, long startsBefore)
+    private static Gap Stall(PeerRun peer, long at, long startsBefore, long cutAt = long.MaxValue, bool running = false)
     {
         var arrivals = peer.Process.Arrivals();
-        long end = peer.DeadAt ?? Stopwatch.GetTimestamp();
-        long earliest = at - Slack;
+        long end = Math.Min(peer.DeadAt ?? Stopwatch.GetTimestamp(), cutAt);
+        long earliest = running ? long.MinValue : at - Slack;
         var longest = new Gap(at, at);
         long previous = long.MinValue;
         foreach (var (arrival, _) in arrivals)
         {
-            if (arrival > at && previous >= earliest && previous < startsBefore)
+            if (arrival > at && previous >= earliest && previous < startsBefore && Math.Max(previous, at) < cutAt)
             {
-                var gap = new Gap(Math.Max(previous, at), arrival);
+                var gap = new Gap(Math.Max(previous, at), Math.Min(arrival, cutAt), Cut: arrival > cutAt);
                 if (gap.Length > longest.Length) longest = gap;
             }
             previous = arrival;
@@ -290,14 +298,14 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         }
         bool complete = arrivals.Length > 0 && arrivals[^1].TotalBytes >= SourceBytes;
         if (!complete && previous >= earliest && previous < startsBefore && end - Math.Max(previous, at) > longest.Ticks)
-            longest = new Gap(Math.Max(previous, at), end, Open: true);
+            longest = new Gap(Math.Max(previous, at), end, Open: end < cutAt, Cut: end == cutAt);
         return longest;
     }
 
     private static long Slack => Stopwatch.Frequency / 2;
 
-    /// <summary>A stretch with no stdout arrival (Stopwatch timestamps); open = still running at the end of observation.</summary>
-    private readonly record struct Gap(long From, long To, bool Open = false)
+    /// <summary>A stretch with no stdout arrival (Stopwatch timestamps); open = still running at the end of observation; cut = still running when a later failure of an ancestor took it over.</summary>
+    private readonly record struct Gap(long From, long To, bool Open = false, bool Cut = false)
     {
         public long Ticks => To - From;
 
@@ -352,7 +360,9 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 + $"{(leaf ? " (a leaf in the coordinator's plan before the kill: kept for the rejoin grace)" : "")}");
 
             var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
-            var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, startsBefore))).ToList();
+            // A later failure of the peer's own ancestor (the peer in its subtree) takes over the rest of the gap.
+            long CutAt(PeerRun p) => events.Skip(e + 1).FirstOrDefault(f => f.Subtree.Contains(p.Id))?.At ?? long.MaxValue;
+            var stalls = alive.Select(p => (Peer: p, Stall: Stall(p, ev.At, startsBefore, CutAt(p), running: ev.Subtree.Contains(p.Id)))).ToList();
             foreach (var (p, gap) in stalls)
             {
                 var stall = gap.Length;
@@ -362,7 +372,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
             }
             string Line(IEnumerable<(PeerRun Peer, Gap Stall)> group) => string.Join(" ", group.OrderBy(x => x.Peer.Id)
-                .Select(x => $"{x.Peer.Id}:{Fmt(Ms(x.Stall.Length))}{(x.Stall.Length > TimeSpan.FromSeconds(1) ? $"({SinceT0(x.Stall.From):0.00}..{SinceT0(x.Stall.To):0.00}{(x.Stall.Open ? " open" : "")})" : "")}"));
+                .Select(x => $"{x.Peer.Id}:{Fmt(Ms(x.Stall.Length))}{(x.Stall.Length > TimeSpan.FromSeconds(1) ? $"({SinceT0(x.Stall.From):0.00}..{SinceT0(x.Stall.To):0.00}{(x.Stall.Open ? " open" : "")}{(x.Stall.Cut ? " cut" : "")})" : "")}"));
             sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, children:       {Line(stalls.Where(x => ev.Orphans.Contains(x.Peer.Id)))}");
             sb.AppendLine(CultureInfo.InvariantCulture, $"  stall ms, deeper subtree: {Line(stalls.Where(x => !ev.Orphans.Contains(x.Peer.Id) && ev.Subtree.Contains(x.Peer.Id)))}");
             var others = stalls.Where(x => !ev.Subtree.Contains(x.Peer.Id)).Select(x => Ms(x.Stall.Length)).Order().ToList();
