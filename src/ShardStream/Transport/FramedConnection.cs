@@ -56,6 +56,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>The handshake's RTT as measured below the process, if the transport has it (see <see cref="IConnection.HandshakeRtt"/>).</summary>
     public TimeSpan? HandshakeRtt => _connection.HandshakeRtt;
 
+    /// <summary>True where the transport measures the handshake, usable sample or not (see <see cref="IConnection.MeasuresHandshake"/>).</summary>
+    public bool MeasuresHandshake => _connection.MeasuresHandshake;
+
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 

@@ -12,25 +12,40 @@ namespace ShardStream.Transport;
 /// </summary>
 internal static class HandshakeRtt
 {
-    // linux/tcp.h: IPPROTO_TCP = 6, TCP_INFO = 11; struct tcp_info's tcpi_rtt, a u32 in
-    // microseconds, is at byte 68 (8 bytes of u8 fields, then 15 u32s before it).
+    // linux/tcp.h: IPPROTO_TCP = 6, TCP_INFO = 11. struct tcp_info opens with 8 bytes of u8 fields,
+    // then u32s: tcpi_rtt (microseconds) is the 16th, at byte 68, and tcpi_total_retrans the 24th,
+    // at byte 100 (checked against the header of Linux 6.18).
     private const int IpProtoTcp = 6;
     private const int TcpInfo = 11;
     private const int RttOffset = 68;
+    private const int TotalRetransOffset = 100;
+
+    /// <summary>The bytes of <c>struct tcp_info</c> read: up to and with <c>tcpi_total_retrans</c>.</summary>
+    internal const int InfoLength = TotalRetransOffset + 4;
 
     /// <summary>
-    /// The handshake RTT of <paramref name="socket"/>, just accepted; null where the kernel has none
-    /// to give (not Linux, a failed call, no sample) or where it may be inflated: a sample in whole
-    /// milliseconds came from a TCP timestamp echo, not from the SYN-ACK's own send time. That is
-    /// how a connection accepted by SYN cookie is measured (and one whose SYN-ACK was sent again),
-    /// and a SYN cookie's timestamp is set back by up to 63 ms to carry the connection's options:
-    /// 1-62 ms were read on a path of 0.1 ms. A true sample in whole milliseconds is dropped too
-    /// (about one in a thousand), which costs only the check.
+    /// What the kernel said of a handshake. <paramref name="Measured"/>: it answered
+    /// <c>TCP_INFO</c> with the fields read here, so it measures handshakes, whether or not this
+    /// one gave a usable sample. <paramref name="Rtt"/>: the usable sample, if any.
+    /// <paramref name="Retransmits"/>: <c>tcpi_total_retrans</c>, which for a connection just
+    /// accepted counts the SYN-ACKs sent again.
     /// </summary>
-    public static TimeSpan? Read(Socket socket)
+    internal readonly record struct Reading(bool Measured, TimeSpan? Rtt, uint Retransmits);
+
+    /// <summary>
+    /// The handshake RTT of <paramref name="socket"/>, just accepted. Its <c>Rtt</c> is null where
+    /// the kernel has no usable one: no sample; a SYN-ACK sent again (the kernel then takes no
+    /// sample of its own, only the joiner's TCP timestamp echo, whose value the joiner chooses);
+    /// or a sample in whole milliseconds, which came from such an echo: that is how a connection
+    /// accepted by SYN cookie is measured, and a SYN cookie's timestamp is set back by up to 63 ms
+    /// to carry the connection's options (1-62 ms were read on a path of 0.1 ms). A true sample in
+    /// whole milliseconds is dropped too (about one in a thousand). Not measured at all off Linux
+    /// or where the call fails.
+    /// </summary>
+    public static Reading Read(Socket socket)
     {
-        if (!OperatingSystem.IsLinux()) return null;
-        Span<byte> info = stackalloc byte[RttOffset + 4];
+        if (!OperatingSystem.IsLinux()) return default;
+        Span<byte> info = stackalloc byte[InfoLength];
         int length;
         try
         {
@@ -38,19 +53,21 @@ internal static class HandshakeRtt
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or PlatformNotSupportedException)
         {
-            return null;
+            return default;
         }
         return FromTcpInfo(info[..length]);
     }
 
     /// <summary>What <see cref="Read"/> makes of the bytes <c>getsockopt</c> gave.</summary>
-    internal static TimeSpan? FromTcpInfo(ReadOnlySpan<byte> info)
+    internal static Reading FromTcpInfo(ReadOnlySpan<byte> info)
     {
-        if (info.Length < RttOffset + 4) return null;
+        // Shorter: an old kernel's struct, which cannot say whether the SYN-ACK was sent again.
+        if (info.Length < InfoLength) return default;
         // The kernel's own byte order.
         uint micros = MemoryMarshal.Read<uint>(info[RttOffset..]);
+        uint retransmits = MemoryMarshal.Read<uint>(info[TotalRetransOffset..]);
         // 0: no sample (the kernel then reports an RTTVAR of 250 ms, its initial one).
-        if (micros == 0 || micros % 1000 == 0) return null;
-        return TimeSpan.FromMicroseconds(micros);
+        bool usable = retransmits == 0 && micros != 0 && micros % 1000 != 0;
+        return new Reading(true, usable ? TimeSpan.FromMicroseconds(micros) : null, retransmits);
     }
 }

@@ -75,9 +75,18 @@ public interface IConnection : IAsyncDisposable
     /// The round trip of this connection's handshake as measured below the process, where the
     /// transport has one: a lower bound on the path's RTT that a loaded host does not inflate
     /// (TCP on Linux: the kernel's SYN-ACK sample, for a connection this side accepted; the
-    /// virtual network: the RTT it puts on the path). Null where there is none.
+    /// virtual network: the RTT it puts on the path). Null where there is none, or none usable
+    /// (see <see cref="MeasuresHandshake"/>).
     /// </summary>
     TimeSpan? HandshakeRtt => null;
+
+    /// <summary>
+    /// True where the transport measures this connection's handshake (TCP on Linux, for a
+    /// connection this side accepted; the virtual network unless told otherwise), so that a null
+    /// <see cref="HandshakeRtt"/> means this handshake gave no usable sample (a SYN-ACK sent again,
+    /// a SYN cookie), not that the transport has none to give.
+    /// </summary>
+    bool MeasuresHandshake => false;
 }
 
 /// <summary>A listen or connect that failed, with a message fit for a user.</summary>

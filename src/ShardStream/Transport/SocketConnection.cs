@@ -47,6 +47,9 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
     /// <summary>Set by the listener for an accepted connection (<see cref="Transport.HandshakeRtt"/>).</summary>
     public TimeSpan? HandshakeRtt { get; init; }
 
+    /// <summary>Set by the listener for an accepted connection whose kernel measures handshakes (<see cref="Transport.HandshakeRtt"/>).</summary>
+    public bool MeasuresHandshake { get; init; }
+
     public bool HasUnreadInput
     {
         get

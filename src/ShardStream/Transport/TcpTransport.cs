@@ -95,7 +95,9 @@ public sealed class TcpTransport : ITransport
                 // Before a byte is sent on it: the smoothed RTT is still the handshake's one sample.
                 var handshake = Transport.HandshakeRtt.Read(accepted);
                 string remote = accepted.RemoteEndPoint?.ToString() ?? "?";
-                return readingThreads ? new ThreadReadConnection(accepted, remote) { HandshakeRtt = handshake } : new TcpConnection(accepted, remote, receivesStream: false) { HandshakeRtt = handshake };
+                return readingThreads
+                    ? new ThreadReadConnection(accepted, remote) { HandshakeRtt = handshake.Rtt, MeasuresHandshake = handshake.Measured }
+                    : new TcpConnection(accepted, remote, receivesStream: false) { HandshakeRtt = handshake.Rtt, MeasuresHandshake = handshake.Measured };
             }
             catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException || (e is SocketException && (_disposed || cancellationToken.IsCancellationRequested)))
             {

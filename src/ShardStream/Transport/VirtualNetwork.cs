@@ -18,6 +18,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
     private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
     private readonly ConcurrentDictionary<string, byte> _blackHoles = new();
+    private readonly ConcurrentDictionary<string, byte> _synAckDroppers = new();
     private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
     private volatile LatencyModelBinding? _model;
@@ -62,6 +63,15 @@ public sealed class VirtualNetwork
     /// (<see cref="IConnection.HandshakeRtt"/>), as TCP on Linux does; false: none, as elsewhere.
     /// </summary>
     public bool HandshakeRtts { get; set; } = true;
+
+    /// <summary>
+    /// From now on <paramref name="host"/> drops the first SYN-ACK of every connection it opens,
+    /// as a joiner can on its own host: the accepting side's kernel sends it again and takes no
+    /// sample of that handshake, so the accepting end measures handshakes
+    /// (<see cref="IConnection.MeasuresHandshake"/>) but has no RTT to report
+    /// (<see cref="IConnection.HandshakeRtt"/> null). The time the resend takes is not modelled.
+    /// </summary>
+    public void DropFirstSynAcks(string host) => _synAckDroppers[host] = 0;
 
     /// <summary>The latency of links with no latency of their own.</summary>
     public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
@@ -318,7 +328,8 @@ public sealed class VirtualNetwork
             // of the network when first read, not here: a test's latency model may count its calls.
             ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client, network._time)
             {
-                Handshake = network.HandshakeRtts ? () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name) : null,
+                Handshake = network.HandshakeRtts && !network._synAckDroppers.ContainsKey(client.Name) ? () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name) : null,
+                MeasuresHandshake = network.HandshakeRtts,
             };
             client.Links.TryAdd(this, 0);
             server.Links.TryAdd(this, 0);
@@ -462,6 +473,8 @@ public sealed class VirtualNetwork
             private TimeSpan? _handshakeRtt;
 
             public TimeSpan? HandshakeRtt => Handshake is null ? null : _handshakeRtt ??= Handshake();
+
+            public bool MeasuresHandshake { get; init; }
 
             public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
             {

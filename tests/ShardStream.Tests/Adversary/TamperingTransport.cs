@@ -85,6 +85,8 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
 
         public TimeSpan? HandshakeRtt => _inner.HandshakeRtt;
 
+        public bool MeasuresHandshake => _inner.MeasuresHandshake;
+
         public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
         {
             foreach (var b in buffers) _outgoing.Writer.Write(b);

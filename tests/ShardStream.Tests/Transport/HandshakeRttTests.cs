@@ -7,7 +7,8 @@ namespace ShardStream.Tests.Transport;
 
 /// <summary>
 /// The handshake RTT of an accepted TCP connection, read from the kernel (TCP_INFO on Linux): a
-/// plausible figure on loopback, and none, never an exception, where the read fails.
+/// plausible figure on loopback, none from a handshake whose SYN-ACK was sent again, and none,
+/// never an exception, where the read fails.
 /// </summary>
 [Collection(ReceiveSlabCollection.Name)]
 public sealed class HandshakeRttTests
@@ -26,6 +27,8 @@ public sealed class HandshakeRttTests
             Assert.NotNull(server);
             // Only the accepting side reads it.
             Assert.Null(client.HandshakeRtt);
+            Assert.False(client.MeasuresHandshake);
+            Assert.Equal(OperatingSystem.IsLinux(), server.MeasuresHandshake);
             rtts.Add(server.HandshakeRtt);
         }
         if (!OperatingSystem.IsLinux())
@@ -40,31 +43,88 @@ public sealed class HandshakeRttTests
     }
 
     [Fact]
+    public async Task A_loopback_handshake_reads_no_SYN_ACK_sent_again_on_Linux()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        // tcpi_total_retrans, at byte 100, read from real sockets: 0 where the first SYN-ACK was answered.
+        using var listening = Listening();
+        for (int i = 0; i < 3; i++)
+        {
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await client.ConnectAsync(listening.LocalEndPoint!).WaitAsync(PipeIo.Deadline);
+            using var accepted = await listening.AcceptAsync().WaitAsync(PipeIo.Deadline);
+            var reading = HandshakeRtt.Read(accepted);
+            Assert.True(reading.Measured);
+            Assert.Equal(0u, reading.Retransmits);
+        }
+    }
+
+    [Fact]
+    public async Task A_handshake_whose_SYN_ACK_was_sent_again_gives_no_RTT_on_Linux()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        // With TCP_DEFER_ACCEPT (9) of 1 s the listener ignores the ACK of its first SYN-ACK (no data
+        // came with it) and sends the SYN-ACK again when its timer fires, about 1 s later; the
+        // client's ACK of that one completes the handshake: the kernel counts one SYN-ACK sent
+        // again and takes the figure from the client's timestamp echo (1013-1024 ms, whole
+        // milliseconds, in three tries with Python on this machine), as after a first SYN-ACK
+        // that a joiner dropped.
+        using var listening = Listening();
+        listening.SetRawSocketOption(6, 9, BitConverter.GetBytes(1));
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(listening.LocalEndPoint!).WaitAsync(PipeIo.Deadline);
+        using var accepted = await listening.AcceptAsync().WaitAsync(PipeIo.Deadline);
+        var reading = HandshakeRtt.Read(accepted);
+        Assert.True(reading.Measured);
+        Assert.True(reading.Retransmits >= 1, $"tcpi_total_retrans {reading.Retransmits}");
+        Assert.Null(reading.Rtt);
+    }
+
+    [Fact]
     public void A_socket_the_read_fails_on_gives_none_and_throws_nothing()
     {
         // A UDP socket has no TCP_INFO (ENOPROTOOPT), a closed one no descriptor, a listening one no sample.
-        using (var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)) Assert.Null(HandshakeRtt.Read(udp));
+        using (var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)) Assert.Equal(default(HandshakeRtt.Reading), HandshakeRtt.Read(udp));
         var closed = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         closed.Dispose();
-        Assert.Null(HandshakeRtt.Read(closed));
-        using var listening = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listening.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listening.Listen();
-        Assert.Null(HandshakeRtt.Read(listening));
+        Assert.Equal(default(HandshakeRtt.Reading), HandshakeRtt.Read(closed));
+        using var listening = Listening();
+        Assert.Null(HandshakeRtt.Read(listening).Rtt);
     }
 
     [Theory]
-    [InlineData(0u, null)] // no sample: tcpi_rtt 0 (with an RTTVAR of 250 ms)
-    [InlineData(29u, 29.0)] // a SYN-ACK sample on loopback, in microseconds
-    [InlineData(105_511u, 105_511.0)] // about 100 ms of queue on a veth, measured
-    [InlineData(49_000u, null)] // whole milliseconds: a timestamp echo (a SYN cookie's, set back up to 63 ms)
-    public void The_RTT_is_read_from_byte_68_and_whole_milliseconds_are_not_taken(uint micros, double? expected)
+    [InlineData(0u, 0u, null)] // no sample: tcpi_rtt 0 (with an RTTVAR of 250 ms)
+    [InlineData(29u, 0u, 29.0)] // a SYN-ACK sample on loopback, in microseconds
+    [InlineData(105_511u, 0u, 105_511.0)] // about 100 ms of queue on a veth, measured
+    [InlineData(49_000u, 0u, null)] // whole milliseconds: a timestamp echo (a SYN cookie's, set back up to 63 ms)
+    [InlineData(1_023_000u, 1u, null)] // a SYN-ACK sent once again: no sample of the kernel's own (measured with TCP_DEFER_ACCEPT)
+    [InlineData(1_234u, 1u, null)] // the same, a figure not in whole milliseconds: still not taken
+    [InlineData(29u, 2u, null)] // sent twice again
+    public void The_RTT_is_read_from_byte_68_the_SYN_ACKs_sent_again_from_byte_100(uint micros, uint retransmits, double? expected)
     {
-        var info = new byte[104];
-        BinaryPrimitives.WriteUInt32LittleEndian(info.AsSpan(68), micros);
-        if (!BitConverter.IsLittleEndian) BinaryPrimitives.WriteUInt32BigEndian(info.AsSpan(68), micros);
-        Assert.Equal(expected, HandshakeRtt.FromTcpInfo(info)?.TotalMicroseconds);
-        // Too short to hold tcpi_rtt (an old kernel's struct): none.
-        Assert.Null(HandshakeRtt.FromTcpInfo(info.AsSpan(0, 70)));
+        var info = new byte[HandshakeRtt.InfoLength];
+        WriteNative(info.AsSpan(68), micros);
+        WriteNative(info.AsSpan(100), retransmits);
+        var reading = HandshakeRtt.FromTcpInfo(info);
+        Assert.True(reading.Measured);
+        Assert.Equal(retransmits, reading.Retransmits);
+        Assert.Equal(expected, reading.Rtt?.TotalMicroseconds);
+        // Too short to hold tcpi_total_retrans (an old kernel's struct): not measured, as off Linux.
+        Assert.Equal(default(HandshakeRtt.Reading), HandshakeRtt.FromTcpInfo(info.AsSpan(0, 100)));
+    }
+
+    /// <summary>Writes <paramref name="value"/> as the kernel does, in the machine's byte order.</summary>
+    private static void WriteNative(Span<byte> to, uint value)
+    {
+        if (BitConverter.IsLittleEndian) BinaryPrimitives.WriteUInt32LittleEndian(to, value);
+        else BinaryPrimitives.WriteUInt32BigEndian(to, value);
+    }
+
+    private static Socket Listening()
+    {
+        var listening = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listening.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listening.Listen();
+        return listening;
     }
 }
