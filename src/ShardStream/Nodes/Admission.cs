@@ -184,7 +184,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             JoinCheck joinCheck;
             try
             {
-                id = Place(budget, hello, link.HandshakeRtt, out joinCheck);
+                id = Place(budget, hello, link.HandshakeRtt, link.MeasuresHandshake, out joinCheck);
             }
             catch (PlacementException e)
             {
@@ -511,20 +511,28 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// <summary>
     /// Places a joiner by the coordinate and RTTs its Join carries (no coordinate: as a latency-blind
     /// plan would), both checked against <paramref name="handshakeRtt"/>, its connection's handshake
-    /// RTT as measured below the process (null: none, taken as they are). That one sample is a lower
-    /// bound on the joiner's RTT to the coordinator that a loaded host does not raise, as the
-    /// least RTT of its control link is once it has <see cref="Coordinator.SourceRttSamples"/>
-    /// samples; the same rule applies (<see cref="Coordinator.Agreement"/>): a coordinate that
-    /// claims less than half of it, and by more than 10 ms, is placed with its height raised by the
-    /// difference; an RTT to the coordinator the joiner says it measured, so low, is taken as the
-    /// handshake's. The caller holds the gate.
+    /// RTT as measured below the process. That one sample is a lower bound on the joiner's RTT to
+    /// the coordinator that a loaded host does not raise, as the least RTT of its control link is
+    /// once it has <see cref="Coordinator.SourceRttSamples"/> samples; the same rule applies
+    /// (<see cref="Coordinator.Agreement"/>): a coordinate that claims less than half of it, and by
+    /// more than 10 ms, is placed with its height raised by the difference; an RTT to the
+    /// coordinator the joiner says it measured, so low, is taken as the handshake's. No usable
+    /// sample where the transport <paramref name="measuresHandshake"/> (a SYN-ACK sent again, which
+    /// a joiner gets by dropping the first, or a SYN cookie): the joiner is placed as if it had
+    /// claimed no coordinate, since nothing checks its claim. No handshake RTT from a transport
+    /// that has none (TCP off Linux): the claim is taken as it is. The caller holds the gate.
     /// </summary>
-    private int Place(int budget, Hello hello, TimeSpan? handshakeRtt, out JoinCheck check)
+    private int Place(int budget, Hello hello, TimeSpan? handshakeRtt, bool measuresHandshake, out JoinCheck check)
     {
         check = default;
         var planner = tracker.Planner;
         if (hello.Coordinate is not { IsUnknown: false } c) return planner.Join(budget);
         ForgetCandidatesSent(hello.PeerId);
+        if (handshakeRtt is null && measuresHandshake)
+        {
+            check = new JoinCheck(double.NaN, false, double.NaN, false, double.NaN, Blind: true);
+            return planner.Join(budget);
+        }
         var measured = new Dictionary<int, double>();
         foreach (var m in hello.Measured ?? [])
             if (m.NodeId == 0 || (m.NodeId <= int.MaxValue && planner.Contains((int)m.NodeId)))
@@ -534,8 +542,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         {
             double lower = handshake.TotalMilliseconds;
             coordinate = Coordinator.Agreement(coordinate, lower, out bool discounted, out double estimated);
-            double said = measured.GetValueOrDefault(Planner.Source, double.NaN);
-            bool raised = measured.ContainsKey(Planner.Source) && Coordinator.Understates(said, lower);
+            bool raised = measured.TryGetValue(Planner.Source, out double said) && Coordinator.Understates(said, lower);
             if (raised) measured[Planner.Source] = lower;
             check = new JoinCheck(lower, discounted, estimated, raised, said);
         }
@@ -549,11 +556,15 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         return id;
     }
 
-    /// <summary>What <see cref="Place"/> made of a joiner's word against its handshake RTT (default: nothing checked).</summary>
-    private readonly record struct JoinCheck(double HandshakeMs, bool CoordinateDiscounted, double EstimatedMs, bool RttRaised, double SaidMs)
+    /// <summary>
+    /// What <see cref="Place"/> made of a joiner's word against its handshake RTT (default: nothing
+    /// checked). <paramref name="Blind"/>: no usable handshake sample, the claim not used.
+    /// </summary>
+    private readonly record struct JoinCheck(double HandshakeMs, bool CoordinateDiscounted, double EstimatedMs, bool RttRaised, double SaidMs, bool Blind = false)
     {
         public void Log(ILogger log, int id)
         {
+            if (Blind) CoordinatorLog.JoinPlacedBlind(log, id);
             if (CoordinateDiscounted) CoordinatorLog.JoinCoordinateDiscounted(log, id, EstimatedMs, HandshakeMs);
             if (RttRaised) CoordinatorLog.JoinRttRaised(log, id, SaidMs, HandshakeMs);
         }

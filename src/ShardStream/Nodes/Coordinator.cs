@@ -472,6 +472,12 @@ public sealed class Coordinator : Node, Admission.IHost
                 {
                     coordinate = Agreeing(session, coordinate, handshake.TotalMilliseconds);
                 }
+                // A handshake measured with no usable sample (the joiner was placed latency-blind):
+                // nothing to check the claim by until the link has its own samples, so it waits.
+                else if (link.MeasuresHandshake)
+                {
+                    return;
+                }
                 _tracker.Planner.SetCoordinate(session.Id, coordinate);
             }
     }

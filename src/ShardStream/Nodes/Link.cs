@@ -121,6 +121,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>The RTT of the connection's handshake as measured below the process, if the transport has it (<see cref="IConnection.HandshakeRtt"/>).</summary>
     public TimeSpan? HandshakeRtt => _connection.HandshakeRtt;
 
+    /// <summary>True where the transport measures the connection's handshake, usable sample or not (<see cref="IConnection.MeasuresHandshake"/>).</summary>
+    public bool MeasuresHandshake => _connection.MeasuresHandshake;
+
     /// <summary>Bytes waiting in the send queue.</summary>
     public long QueuedBytes => _connection.QueuedBytes;
 

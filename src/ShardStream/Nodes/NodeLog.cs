@@ -128,6 +128,9 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1685, LogLevel.Debug, "joiner {Id} says it measured {Said:F1} ms to the coordinator, whose handshake with it took {Measured:F1} ms: placed by {Measured:F1} ms", EventName = "JoinRttRaised")]
     public static partial void JoinRttRaised(ILogger log, int id, double said, double measured);
+
+    [LoggerMessage(1686, LogLevel.Information, "joiner {Id}: its connection's handshake gave no usable RTT (a SYN-ACK sent again, a SYN cookie, or no sample), so nothing checks the coordinate and RTTs its Join claims: placed as if it had claimed none (latency-blind), its coordinate taken once its control link has its own samples", EventName = "JoinPlacedBlind")]
+    public static partial void JoinPlacedBlind(ILogger log, int id);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>

@@ -13,7 +13,9 @@ namespace ShardStream.Tests.Adversary;
 /// handshake took (the virtual network gives the path's RTT, as the kernel's SYN-ACK sample
 /// would); once the coordinator has <see cref="Coordinator.SourceRttSamples"/> samples of its
 /// control link it holds the peer, in the plan, as far as measured: that coordinate is what it
-/// places other joiners under the peer by, and what it hands joiners as a landmark.
+/// places other joiners under the peer by, and what it hands joiners as a landmark. A liar that
+/// leaves the coordinator no handshake sample to check it by (it dropped the first SYN-ACK) is
+/// placed as if it had claimed nothing.
 /// </summary>
 public sealed class LyingCoordinateTests(ITestOutputHelper output)
 {
@@ -73,5 +75,38 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
         // Its heartbeats bring the claim again before the control link has its samples: still held as far.
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= 1), "the coordinator has a sample of the liar's control link");
         Assert.True(overlay.Coordinator.PlannedCoordinate(liar.Id).EstimateRtt(Coordinator.Anchor) >= PathRtt.TotalMilliseconds - 0.01);
+    }
+
+    [Fact]
+    public async Task A_joiner_whose_handshake_gave_no_usable_RTT_is_placed_as_if_it_claimed_no_coordinate()
+    {
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HeartbeatInterval = TimeSpan.FromMilliseconds(250) }, loggers: log.Factory);
+        overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
+        // It drops the first SYN-ACK of its connection: the coordinator's kernel sends it again and
+        // takes no sample (tcpi_total_retrans 1), as with a SYN cookie, though it measures handshakes.
+        overlay.Network.DropFirstSynAcks("liar");
+        var atTheCoordinator = Node.ToWire(Coordinator.Anchor with { Error = 0.1 });
+        await using var liar = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.Zero, atTheCoordinator, [new MeasuredRtt(0, 200)]);
+        var joined = overlay.Coordinator.PlannedCoordinate(liar.Id);
+
+        output.WriteLine($"claimed {Node.FromWire(atTheCoordinator).EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator, no handshake sample; held at join: {joined}");
+        // Placed by no coordinate at all (a latency-blind join), not by the claim it could not be checked by.
+        Assert.Equal(NetworkCoordinate.Unknown, joined);
+        string lines = string.Join("\n", log.Lines.Select(l => l.Message));
+        Assert.True(log.Has(LogLevel.Information, $"joiner {liar.Id}: its connection's handshake gave no usable RTT"), lines);
+        Assert.False(log.Has(LogLevel.Debug, $"joiner {liar.Id} claims a coordinate"), lines);
+
+        // Its pongs and heartbeats bring the claim again: not taken before the control link has its
+        // own samples, then checked against them.
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= 2), "the coordinator has 2 RTT samples of the liar's control link");
+        var early = overlay.Coordinator.PlannedCoordinate(liar.Id);
+        Assert.True(early == NetworkCoordinate.Unknown || early.EstimateRtt(Coordinator.Anchor) >= PathRtt.TotalMilliseconds - 0.01, $"held at {early} after 2 samples");
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= Coordinator.SourceRttSamples + 2),
+            "the coordinator has 6 RTT samples of the liar's control link");
+        var measured = overlay.Coordinator.LinkRtts().Single(r => r.RemoteId == liar.Id).Min.TotalMilliseconds;
+        var held = overlay.Coordinator.PlannedCoordinate(liar.Id);
+        output.WriteLine($"after {Coordinator.SourceRttSamples + 2} samples: held {held.EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator (least RTT measured {measured:F1} ms)");
+        Assert.True(held.EstimateRtt(Coordinator.Anchor) >= measured - 0.01, $"the plan holds the liar {held.EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator, which measured it at least {measured:F1} ms away");
     }
 }
