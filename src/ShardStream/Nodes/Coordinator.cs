@@ -100,7 +100,7 @@ public sealed class Coordinator : Node, Admission.IHost
     {
         ShardStreamMetrics.Announce(_options.ShardCount);
         await ListenAsync(cancellationToken).ConfigureAwait(false);
-        _ = Task.Run(ImproveLatencyAsync, CancellationToken.None);
+        Background.Run(ImproveLatencyAsync, Log, "latency moves");
         CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
         var (dial, hint) = Endpoint.ForViewers(ListenAddress);
         CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", Run.IdText, dial, StreamKey.Address, hint);
@@ -583,8 +583,10 @@ public sealed class Coordinator : Node, Admission.IHost
     /// (<see cref="Planner.TakeRebuildSnapshot"/>), the planning runs outside it while joins and
     /// leaves go on, and its moves are carried out under the lock again, where those that no longer
     /// fit are skipped (<see cref="Planner.AdoptRebuild"/>, <see cref="Planner.CarryOutRebuild"/>).
-    /// This loop is the only one that plans, one planning at a time. Each move goes out as a Move
-    /// frame.
+    /// This loop is the only one that plans, one planning at a time. A planning that throws (a bug)
+    /// is logged (event 1687) and its snapshot handed back as one that gave no plan, which ends
+    /// the series of rebuilds; the loop goes on. Stopping cancels a planning under way (it looks at
+    /// the token between its steps). Each move goes out as a Move frame.
     /// </summary>
     private async Task ImproveLatencyAsync()
     {
@@ -609,9 +611,24 @@ public sealed class Coordinator : Node, Admission.IHost
                 if (snapshot is not null)
                 {
                     long started = Time.GetTimestamp();
-                    planned = await Task.Run(snapshot.Plan).ConfigureAwait(false);
-                    CoordinatorLog.RebuildPlanned(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, copyTime.TotalMilliseconds,
-                        planned is null ? "no valid plan within the caps" : planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out");
+                    var plan = RebuildPlanning ?? ((s, token) => s.Plan(token));
+                    try
+                    {
+                        planned = await Task.Run(() => plan(snapshot, Stopping), Stopping).ConfigureAwait(false);
+                        CoordinatorLog.RebuildPlanned(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, copyTime.TotalMilliseconds,
+                            planned is null ? "no valid plan within the caps" : planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out");
+                    }
+                    catch (OperationCanceledException) when (Stopping.IsCancellationRequested)
+                    {
+                        lock (_tracker.Gate) _tracker.Planner.AdoptRebuild(snapshot, null);
+                        return;
+                    }
+                    catch (Exception e)
+                    {
+                        // A bug: handed back below as a planning that gave no plan (the series
+                        // ends), and the leaf moves go on.
+                        CoordinatorLog.RebuildPlanningFailed(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, $"{e.GetType().Name}: {e.Message}", e);
+                    }
                 }
                 List<Reattachment> moves;
                 long round;
@@ -634,6 +651,22 @@ public sealed class Coordinator : Node, Admission.IHost
         catch (OperationCanceledException)
         {
             // Stopping.
+        }
+    }
+
+    /// <summary>
+    /// Plans a rebuild on the thread pool in place of <see cref="RebuildSnapshot.Plan"/>, given the
+    /// snapshot and the coordinator's stop token (tests make a planning throw there, or hold it
+    /// until the coordinator stops); null: <c>snapshot.Plan(token)</c>.
+    /// </summary>
+    internal Func<RebuildSnapshot, CancellationToken, RebuildPlan?>? RebuildPlanning { get; set; }
+
+    /// <summary>True while a rebuild's snapshot is out for planning (for tests).</summary>
+    internal bool RebuildBeingPlanned
+    {
+        get
+        {
+            lock (_tracker.Gate) return _tracker.Planner.RebuildBeingPlanned;
         }
     }
 

@@ -123,6 +123,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1683, LogLevel.Information, "planned a rebuild by regions of {Peers} peers in {PlanMs:F0} ms outside the plan's lock (copying what it reads took {CopyMs:F0} ms under it): {Outcome}", EventName = "RebuildPlanned")]
     public static partial void RebuildPlanned(ILogger log, int peers, double planMs, double copyMs, string outcome);
 
+    [LoggerMessage(1687, LogLevel.Error, "planning a rebuild by regions of {Peers} peers failed after {PlanMs:F0} ms ({Reason}): its series of rebuilds ends (the next starts once joins and leaves since it began reach a tenth of the peers); leaf moves go on", EventName = "RebuildPlanningFailed")]
+    public static partial void RebuildPlanningFailed(ILogger log, int peers, double planMs, string reason, Exception exception);
+
     [LoggerMessage(1684, LogLevel.Debug, "joiner {Id} claims a coordinate {Estimated:F1} ms from the coordinator, whose handshake with it took {Measured:F1} ms: placed as {Measured:F1} ms away (its height raised by the difference)", EventName = "JoinCoordinateDiscounted")]
     public static partial void JoinCoordinateDiscounted(ILogger log, int id, double estimated, double measured);
 

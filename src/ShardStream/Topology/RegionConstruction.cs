@@ -36,7 +36,7 @@ internal static class RegionConstruction
     /// 100k, four settings tried: radius 60 with merges at 40 or 50, radius 40 with merges at 45,
     /// radius 80 without merges; this one gave the lowest mean RDP.)
     /// </summary>
-    internal static int ClusterPlane(double[] x, double[] y, int[] region)
+    internal static int ClusterPlane(double[] x, double[] y, int[] region, CancellationToken cancellationToken = default)
     {
         var n = x.Length;
         var cx = new List<double>();
@@ -70,6 +70,7 @@ internal static class RegionConstruction
         var sy = new double[m];
         for (var round = 0; round < 8; round++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             SumByRegion(x, y, region, sx, sy, count);
 
             var kept = new List<int>();
@@ -247,11 +248,12 @@ internal static class RegionConstruction
     /// Vivaldi sample for both ends. A coordinator can fit these itself from what heartbeats report
     /// (the RTT of each peer's link to each parent); repeated reports of one link are the rounds.
     /// </summary>
-    internal static void LinkCoordinates(NetworkCoordinate[] coords, int[] region, IReadOnlyList<(int A, int B, double Rtt)> links, int rounds)
+    internal static void LinkCoordinates(NetworkCoordinate[] coords, int[] region, IReadOnlyList<(int A, int B, double Rtt)> links, int rounds, CancellationToken cancellationToken = default)
     {
         var vivaldi = new Vivaldi(7);
         for (var round = 0; round < rounds; round++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             foreach (var (a, c, rtt) in links)
             {
                 if (region[a] != region[c])
@@ -327,7 +329,7 @@ internal static class RegionConstruction
         /// largest first, as its slots allow; the others join the nearest region that has one, or the
         /// source's) and the rest of its region; each region is filled by <see cref="FillRegion"/>.
         /// </summary>
-        public void Tree(int shard, int srcRegion, int regions)
+        public void Tree(int shard, int srcRegion, int regions, CancellationToken cancellationToken = default)
         {
             Begin(shard);
             var byRegion = new List<int>[regions];
@@ -360,6 +362,7 @@ internal static class RegionConstruction
             rest.Remove(r1);
             foreach (var r in entered)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var members = byRegion[r];
                 members.Remove(r1);
                 var entry = slots > 1 ? Best(members, 0, 0) : -1;
@@ -375,6 +378,7 @@ internal static class RegionConstruction
                 FillRegion(entry, members);
             }
 
+            cancellationToken.ThrowIfCancellationRequested();
             FillRegion(r1, rest);
             Leftovers();
         }

@@ -201,6 +201,28 @@ public sealed class LatencyRebuildTests
         PlanAssert.Consistent(planner);
     }
 
+    [Fact]
+    public void A_cancelled_planning_throws_and_its_snapshot_goes_back_as_one_that_gave_no_plan()
+    {
+        // The coordinator's stop cancels a planning under way; the snapshot it planned on comes back
+        // with no plan, as after a planning that threw (Coordinator.ImproveLatencyAsync).
+        var (planner, _) = Build(1500, seed: 3);
+        var snapshot = planner.TakeRebuildSnapshot((p, q) => Measured(planner, p, q));
+        Assert.NotNull(snapshot);
+        using var stop = new CancellationTokenSource();
+        stop.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => snapshot.Plan(stop.Token));
+
+        planner.AdoptRebuild(snapshot, null);
+        Assert.False(planner.RebuildBeingPlanned);
+        Assert.False(planner.RebuildInProgress);
+        Assert.Equal(0, planner.RebuildsPlanned);
+        PlanAssert.Consistent(planner);
+
+        // The series ended with it; without joins or leaves, no other planning starts.
+        Assert.Null(planner.TakeRebuildSnapshot((p, q) => Measured(planner, p, q)));
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
