@@ -76,17 +76,21 @@ public interface IConnection : IAsyncDisposable
     /// transport has one: a lower bound on the path's RTT that a loaded host does not inflate
     /// (TCP on Linux: the kernel's SYN-ACK sample, for a connection this side accepted; the
     /// virtual network: the RTT it puts on the path). Null where there is none, or none usable
-    /// (see <see cref="MeasuresHandshake"/>).
+    /// (see <see cref="MeasuresHandshake"/>). No default: an implementer, a wrapper above all,
+    /// states this and <see cref="MeasuresHandshake"/> together.
     /// </summary>
-    TimeSpan? HandshakeRtt => null;
+    TimeSpan? HandshakeRtt { get; }
 
     /// <summary>
     /// True where the transport measures this connection's handshake (TCP on Linux, for a
     /// connection this side accepted; the virtual network unless told otherwise), so that a null
     /// <see cref="HandshakeRtt"/> means this handshake gave no usable sample (a SYN-ACK sent again,
-    /// a SYN cookie), not that the transport has none to give.
+    /// a SYN cookie, a <c>TCP_INFO</c> read that failed), not that the transport has none to give.
+    /// The coordinator takes a joiner's claimed coordinate only where this is false, so it has no
+    /// default: a wrapper that passed on <see cref="HandshakeRtt"/> but fell back to false here
+    /// would have every joiner's claim trusted.
     /// </summary>
-    bool MeasuresHandshake => false;
+    bool MeasuresHandshake { get; }
 }
 
 /// <summary>A listen or connect that failed, with a message fit for a user.</summary>

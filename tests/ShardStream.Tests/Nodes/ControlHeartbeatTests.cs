@@ -257,6 +257,10 @@ public sealed class ControlHeartbeatTests
 
         public string RemoteAddress => "test";
 
+        public TimeSpan? HandshakeRtt => null;
+
+        public bool MeasuresHandshake => false;
+
         /// <summary>How late (real time) what this end sends reaches the other end's input: a loaded machine's threads.</summary>
         public TimeSpan Delay { get; set; }
 

@@ -139,6 +139,10 @@ public sealed class LinkCloseReasonTests
 
         public string RemoteAddress => "test";
 
+        public TimeSpan? HandshakeRtt => null;
+
+        public bool MeasuresHandshake => false;
+
         public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
         {
             await _aborted.Task;

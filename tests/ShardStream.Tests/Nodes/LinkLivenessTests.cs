@@ -263,6 +263,10 @@ public sealed class LinkLivenessTests
 
         public string RemoteAddress => "test";
 
+        public TimeSpan? HandshakeRtt => null;
+
+        public bool MeasuresHandshake => false;
+
         public ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
         public ValueTask CloseOutputAsync() => ValueTask.CompletedTask;

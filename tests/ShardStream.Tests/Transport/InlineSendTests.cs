@@ -27,6 +27,8 @@ public sealed class InlineSendTests(ITestOutputHelper output)
         public PipeReader Input => _in.Reader;
         public PipeWriter Output => _out.Writer;
         public string RemoteAddress => "fake";
+        public TimeSpan? HandshakeRtt => null;
+        public bool MeasuresHandshake => false;
 
         public ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
         {
