@@ -24,13 +24,22 @@ internal static class HandshakeRtt
     internal const int InfoLength = TotalRetransOffset + 4;
 
     /// <summary>
-    /// What the kernel said of a handshake. <paramref name="Measured"/>: it answered
-    /// <c>TCP_INFO</c> with the fields read here, so it measures handshakes, whether or not this
-    /// one gave a usable sample. <paramref name="Rtt"/>: the usable sample, if any.
+    /// What the kernel said of a handshake. <paramref name="Measured"/>: this side runs on Linux,
+    /// which measures handshakes, so a null <paramref name="Rtt"/> means this one gave no usable
+    /// sample, or that the read did not say whether it did; false only where there is no
+    /// <c>TCP_INFO</c> to read (off Linux). <paramref name="Rtt"/>: the usable sample, if any.
     /// <paramref name="Retransmits"/>: <c>tcpi_total_retrans</c>, which for a connection just
-    /// accepted counts the SYN-ACKs sent again.
+    /// accepted counts the SYN-ACKs sent again (0 where it was not read).
     /// </summary>
     internal readonly record struct Reading(bool Measured, TimeSpan? Rtt, uint Retransmits);
+
+    /// <summary>
+    /// A read on Linux that failed, or gave too few bytes to say whether the SYN-ACK was sent again:
+    /// measured, with no usable figure, so the joiner is placed as one that claimed no coordinate.
+    /// Taken for "not measured", it would have its claim trusted, the hole a SYN-ACK sent again
+    /// opens.
+    /// </summary>
+    internal static readonly Reading Unread = new(true, null, 0);
 
     /// <summary>
     /// The handshake RTT of <paramref name="socket"/>, just accepted. Its <c>Rtt</c> is null where
@@ -39,8 +48,8 @@ internal static class HandshakeRtt
     /// or a sample in whole milliseconds, which came from such an echo: that is how a connection
     /// accepted by SYN cookie is measured, and a SYN cookie's timestamp is set back by up to 63 ms
     /// to carry the connection's options (1-62 ms were read on a path of 0.1 ms). A true sample in
-    /// whole milliseconds is dropped too (about one in a thousand). Not measured at all off Linux
-    /// or where the call fails.
+    /// whole milliseconds is dropped too (about one in a thousand). Not measured at all off Linux;
+    /// on Linux a call that fails gives <see cref="Unread"/>.
     /// </summary>
     public static Reading Read(Socket socket)
     {
@@ -53,16 +62,16 @@ internal static class HandshakeRtt
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or PlatformNotSupportedException)
         {
-            return default;
+            return Unread;
         }
         return FromTcpInfo(info[..length]);
     }
 
-    /// <summary>What <see cref="Read"/> makes of the bytes <c>getsockopt</c> gave.</summary>
+    /// <summary>What <see cref="Read"/> makes of the bytes <c>getsockopt</c> gave on Linux.</summary>
     internal static Reading FromTcpInfo(ReadOnlySpan<byte> info)
     {
         // Shorter: an old kernel's struct, which cannot say whether the SYN-ACK was sent again.
-        if (info.Length < InfoLength) return default;
+        if (info.Length < InfoLength) return Unread;
         // The kernel's own byte order.
         uint micros = MemoryMarshal.Read<uint>(info[RttOffset..]);
         uint retransmits = MemoryMarshal.Read<uint>(info[TotalRetransOffset..]);
