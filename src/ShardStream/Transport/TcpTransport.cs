@@ -34,7 +34,11 @@ public sealed class TcpTransport : ITransport
         try
         {
             socket.Bind(endpoint);
-            socket.Listen(512);
+            // No backlog of our own: .NET passes int.MaxValue and Linux cuts it to net.core.somaxconn
+            // (4096 by default since 5.4), the longest accept queue the system allows. A joiner
+            // whose handshake completes into a full queue has its ACK dropped and the SYN-ACK sent
+            // again, and so is placed latency-blind (docs/security.md, "Lies about RTTs and coordinates").
+            socket.Listen();
         }
         catch (SocketException e)
         {
