@@ -181,7 +181,7 @@ internal static class SimulateCommand
             {
                 foreach (var r in report.Rebuilds ?? [])
                 {
-                    Line("rebuild by regions", $"done after {r.Second} s, {r.EdgesMoved} edges moved by then: mean RDP {F(r.MeanRdp)}, max depth {r.MaxDepth}");
+                    Line("rebuild by regions", $"done after {r.Second} s, {r.EdgesMoved} edges moved by then: mean RDP {F(r.MeanRdp)}, max depth {r.MaxDepth}; while under way at worst {F(r.WorstMeanRdp)} and {r.WorstMaxDepth}");
                 }
 
                 Line($"after {o.ImproveSeconds} s of moves", $"{report.ImproveMoves} edges moved (at most {o.LatencyMovesPerSecond} a second): max depth {m.MaxDepth}, edge RTT mean {F(m.MeanEdgeRttMs, 1)} ms / p95 {F(m.P95EdgeRttMs, 1)} ms, source delay mean {F(m.MeanSourceDelayMs, 1)} ms / p95 {F(m.P95SourceDelayMs, 1)} ms, mean RDP {F(m.MeanRdp)}");

@@ -84,6 +84,7 @@ internal static class SimulateJson
                     w.WriteNumber("improveMoves", report.ImproveMoves);
                     if (o.LatencyRebuild)
                     {
+                        w.WriteNumber("rebuildSampleSeconds", RebuildStep.RebuildSampleSeconds);
                         w.WriteStartArray("latencyRebuilds");
                         foreach (var r in report.Rebuilds ?? [])
                         {
@@ -92,6 +93,8 @@ internal static class SimulateJson
                             w.WriteNumber("edgesMoved", r.EdgesMoved);
                             w.WriteNumber("meanRdp", r.MeanRdp);
                             w.WriteNumber("maxDepth", r.MaxDepth);
+                            w.WriteNumber("worstMaxDepth", r.WorstMaxDepth);
+                            w.WriteNumber("worstMeanRdp", r.WorstMeanRdp);
                             w.WriteEndObject();
                         }
 

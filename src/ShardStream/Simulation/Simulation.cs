@@ -143,6 +143,7 @@ public static class Simulation
         long improveMoves = 0;
         var rebuilds = new List<RebuildStep>();
         var plannings = new List<RebuildPlanning>();
+        var (rebuildStart, worstDepth, worstRdp) = (0, 0, 0.0);
         if (options.Latency is { } improveModel && planner.LatencyAware && options.ImproveSeconds > 0)
         {
             MeasuredEdgeRtt? Measured(int peer, int parent)
@@ -177,10 +178,22 @@ public static class Simulation
                 }
 
                 improveMoves += rebuilt;
-                if (wasIn && !planner.RebuildInProgress)
+                if (planner.RebuildInProgress)
+                {
+                    // How the overlay fares while a rebuild is under way (its start is when its
+                    // first moves were made: the second of its planning).
+                    rebuildStart = wasIn ? rebuildStart : second;
+                    worstDepth = Math.Max(worstDepth, LatencyMetrics.MaxDepth(planner));
+                    if ((second - rebuildStart + 1) % RebuildStep.RebuildSampleSeconds == 0)
+                    {
+                        worstRdp = Math.Max(worstRdp, LatencyMetrics.MeanRdp(planner, improveModel));
+                    }
+                }
+                else if (wasIn)
                 {
                     var m = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);
-                    rebuilds.Add(new RebuildStep(second + 1, improveMoves, m.MeanRdp, m.MaxDepth));
+                    rebuilds.Add(new RebuildStep(second + 1, improveMoves, m.MeanRdp, m.MaxDepth, Math.Max(worstDepth, m.MaxDepth), Math.Max(worstRdp, m.MeanRdp)));
+                    (worstDepth, worstRdp) = (0, 0);
                 }
 
                 if (rebuilt == 0 && !planner.RebuildInProgress)

@@ -60,8 +60,9 @@ public sealed class LatencySimulationTests
 
     /// <summary>
     /// <c>simulate --improve-seconds S --latency-moves N --latency-rebuild</c>: the coordinator's
-    /// rebuild by regions runs within the cap, every completed rebuild is reported, and the overlay
-    /// ends with a lower mean RDP than the joins left, within the depth target.
+    /// rebuild by regions runs within the cap, every completed rebuild is reported with the worst
+    /// max depth and mean RDP seen while it was under way, and the overlay ends with a lower mean
+    /// RDP than the joins left, within the depth target.
     /// </summary>
     [Fact]
     public void A_rebuild_by_regions_during_the_improve_seconds_lowers_the_mean_rdp_within_the_depth_target()
@@ -76,6 +77,10 @@ public sealed class LatencySimulationTests
             Assert.InRange(step.Second, 1, 400);
             Assert.InRange(step.EdgesMoved, 3000, 500L * step.Second);
             Assert.InRange(step.MaxDepth, 1, report.LatencyBlind!.MaxDepth + 1);
+
+            // What the overlay went through while it was under way: at least as bad as its end.
+            Assert.InRange(step.WorstMaxDepth, step.MaxDepth, 3000);
+            Assert.InRange(step.WorstMeanRdp, step.MeanRdp, 100);
         }
 
         var improved = report.LatencyAwareImproved!;
