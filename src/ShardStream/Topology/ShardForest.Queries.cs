@@ -55,10 +55,13 @@ internal sealed partial class ShardForest
     }
 
     /// <summary>The shallowest live node of <paramref name="shard"/> with a free slot that <paramref name="accept"/> accepts.</summary>
-    public int FindOpenWhere(int shard, Func<int, bool> accept)
+    public int FindOpenWhere(int shard, Func<int, bool> accept) => FindOpenWhere(shard, int.MaxValue, accept);
+
+    /// <summary>The shallowest live node of <paramref name="shard"/> at most at <paramref name="maxDepth"/> with a free slot that <paramref name="accept"/> accepts.</summary>
+    public int FindOpenWhere(int shard, int maxDepth, Func<int, bool> accept)
     {
         var index = _open[shard];
-        for (var d = index.Lowest; d < index.Limit; d++)
+        for (var d = index.Lowest; d < index.Limit && d <= maxDepth; d++)
         {
             var queue = index.At(d);
             if (queue is null)

@@ -61,8 +61,8 @@ public sealed class LatencySimulationTests
     /// <summary>
     /// <c>simulate --improve-seconds S --latency-moves N --latency-rebuild</c>: the coordinator's
     /// rebuild by regions runs within the cap, every completed rebuild is reported with the worst
-    /// max depth and mean RDP seen while it was under way, and the overlay ends with a lower mean
-    /// RDP than the joins left, within the depth target.
+    /// max depth and mean RDP seen while it was under way, the trees stay within the depth target
+    /// (blind + 1) all along, and the overlay ends with a lower mean RDP than the joins left.
     /// </summary>
     [Fact]
     public void A_rebuild_by_regions_during_the_improve_seconds_lowers_the_mean_rdp_within_the_depth_target()
@@ -78,8 +78,10 @@ public sealed class LatencySimulationTests
             Assert.InRange(step.EdgesMoved, 3000, 500L * step.Second);
             Assert.InRange(step.MaxDepth, 1, report.LatencyBlind!.MaxDepth + 1);
 
-            // What the overlay went through while it was under way: at least as bad as its end.
-            Assert.InRange(step.WorstMaxDepth, step.MaxDepth, 3000);
+            // What the overlay went through while it was under way: at least as bad as its end,
+            // and never deeper than the depth target (before the moves kept trees within their
+            // depth, 2026-12-04, this run reached 7 and 9 against blind's 5).
+            Assert.InRange(step.WorstMaxDepth, step.MaxDepth, report.LatencyBlind!.MaxDepth + 1);
             Assert.InRange(step.WorstMeanRdp, step.MeanRdp, 100);
         }
 

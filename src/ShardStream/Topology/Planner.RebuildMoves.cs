@@ -1,0 +1,543 @@
+namespace ShardStream.Topology;
+
+/// <summary>
+/// Carrying a planned rebuild by regions out (docs/topology.md, "The rebuild by regions"): tree
+/// by tree, top down, without letting a tree grow deeper than it was or than the plan makes it
+/// while the moves are under way.
+/// </summary>
+public sealed partial class Planner
+{
+    /// <summary>
+    /// Passes over a tree's nodes that were put off (no move that keeps the tree within its depth
+    /// limit) after its first pass in the plan's order, at the same limit.
+    /// </summary>
+    public const int RebuildRetryPasses = 2;
+
+    /// <summary>
+    /// Passes after <see cref="RebuildRetryPasses"/> while nodes are still put off, each allowing
+    /// the tree one level more than the one before; a last pass then moves what is left as before
+    /// 2026-12-04 (a node may take a full parent's child that is above it under itself), however
+    /// deep. Every pass keeps the plan valid: within caps and acyclic.
+    /// </summary>
+    public const int RebuildSlackPasses = 3;
+
+    private RebuildPlan? _carried;
+    private int _carryPass;
+    private int _carryLimit;
+    private int _carryBase;
+    private int[] _carryRetry = [];
+    private readonly List<int> _carryLater = [];
+    private readonly Stack<(int Node, int Height)> _heightWalk = new();
+    private readonly List<int> _swapA = [];
+    private readonly List<int> _swapB = [];
+    private readonly List<int> _requeue = [];
+    private readonly List<int> _keepA = [];
+    private readonly List<int> _keepB = [];
+
+    /// <summary>
+    /// Moves at most <paramref name="maxMoves"/> (peer, shard) edges of the rebuild under way
+    /// (<see cref="AdoptRebuild"/>): tree by tree, top down (a node's new parent is in place before
+    /// it), each node whose parent differs moves under its new one with its subtree; when that
+    /// parent is full, one of its children that is not yet in place takes the moving node's old
+    /// place (two Moves). No move may take the tree deeper than its depth limit (the deeper of the
+    /// tree when its turn came and the planned tree): where a move or that exchange would (a node
+    /// with a tall subtree going down, or a child with one going to the node's deep old place), the
+    /// child goes under a free slot shallow enough instead, or the node and the child exchange
+    /// places, each taking the other's children (2 Moves and one per child moved; a child already
+    /// in place that would then be too deep goes with the place and is moved back later), or the
+    /// node's tall children not in place go to such free slots first; where none fits, the node is
+    /// put off to a later pass (<see cref="RebuildRetryPasses"/>, <see cref="RebuildSlackPasses"/>). A move
+    /// whose node or new parent is gone, or whose new parent would be in the node's own subtree
+    /// (joins, leaves and repairs change the plan meanwhile, and since it was planned), is skipped;
+    /// no node goes over its cap. Empty with no rebuild under way, or under the fewest peers.
+    /// </summary>
+    /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
+    /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
+    public IReadOnlyList<Reattachment> CarryOutRebuild(int maxMoves)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
+        _moves.Clear();
+        if (_rebuild is not { } plan || _latency is null || _pristine || maxMoves == 0 || _peerCount < Options.RebuildMinPeers)
+        {
+            return [];
+        }
+
+        if (!ReferenceEquals(plan, _carried))
+        {
+            _carried = plan;
+            StartTree(plan);
+        }
+
+        var moved = 0;
+        while (moved < maxMoves && plan.Shard < ShardCount)
+        {
+            var order = _carryPass == 0 ? plan.Order[plan.Shard] : _carryRetry;
+            if (plan.At >= order.Length)
+            {
+                if (_carryLater.Count > 0 && _carryPass <= RebuildRetryPasses + RebuildSlackPasses)
+                {
+                    _carryRetry = [.. _carryLater];
+                    _carryLater.Clear();
+                    _carryPass++;
+                    _carryLimit = _carryBase + Math.Max(0, _carryPass - RebuildRetryPasses);
+                }
+                else
+                {
+                    plan.Shard++;
+                    StartTree(plan);
+                }
+
+                plan.At = 0;
+                continue;
+            }
+
+            var node = order[plan.At];
+            var target = plan.Target[plan.Shard][node];
+            var step = MoveTowards(node, target, plan.Shard, plan, strict: _carryPass <= RebuildRetryPasses + RebuildSlackPasses);
+            if (step == -1)
+            {
+                break; // an exchange needs more moves than are left: next call
+            }
+
+            plan.At++;
+            if (step == -2)
+            {
+                _carryLater.Add(node);
+            }
+            else
+            {
+                moved += step;
+            }
+        }
+
+        if (plan.Shard >= ShardCount)
+        {
+            _rebuild = null;
+            _carried = null;
+            _rebuildPause = RebuildPauseCalls;
+            _rebuildsDone++;
+        }
+
+        return Summarize(_moves, []);
+
+        // Returns the Moves made (0: nothing to do, or skipped), -1 when an exchange needs more
+        // moves than this call has left, -2 when the node is put off to a later pass.
+        int MoveTowards(int node, int target, int shard, RebuildPlan plan, bool strict)
+        {
+            if (!_forest.IsAlive(node) || !_forest.IsAttached(node, shard) || (target != Source && (!_forest.IsAlive(target) || !_forest.IsAttached(target, shard))))
+            {
+                return 0;
+            }
+
+            var parent = _forest.Parent(node, shard);
+            if (parent == target)
+            {
+                return 0;
+            }
+
+            // The new parent must not hang below the node (the plan changed since it was planned,
+            // or its parent was put off): later, or skipped.
+            for (var up = target; up != None; up = _forest.Parent(up, shard))
+            {
+                if (up == node)
+                {
+                    return strict ? -2 : 0;
+                }
+            }
+
+            // How tall a subtree may be that hangs at a depth, within the limit.
+            var below = _carryLimit - _forest.Depth(target, shard) - 1;
+            var fits = !strict || HeightWithin(node, shard, below) <= below;
+            if (_forest.HasFreeSlot(target, shard))
+            {
+                if (!fits)
+                {
+                    // Its tall children not yet in place go elsewhere first, if they find room.
+                    moved += ParkTallChildren(node, target, shard, plan, below - 1, maxMoves - moved - 1, out var all);
+                    if (!all || HeightWithin(node, shard, below) > below)
+                    {
+                        return -2;
+                    }
+
+                    _forest.Detach(node, shard);
+                    _forest.Attach(node, target, shard);
+                    _moves.Add(new Reattachment(node, shard, target));
+                    return 1;
+                }
+
+                _forest.Detach(node, shard);
+                _forest.Attach(node, target, shard);
+                _moves.Add(new Reattachment(node, shard, target));
+                return 1;
+            }
+
+            // A swap takes up to 3 moves. Under a cap of fewer (--latency-moves 1 or 2) it never
+            // fits a call: the node stays where it is (waiting for it, the rebuild stood still at
+            // its first such node for good, and leaf moves with it).
+            if (maxMoves < 3)
+            {
+                return 0;
+            }
+
+            if (maxMoves - moved < 3)
+            {
+                return -1;
+            }
+
+            if (!fits)
+            {
+                // Too tall to go down there: it exchanges places with a child of the new parent not
+                // yet in place, or its tall children not yet in place go elsewhere first.
+                for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
+                {
+                    var step = plan.Target[shard].Length > child && plan.Target[shard][child] == target ? 0 : ExchangePlaces(node, child, target, parent, shard, plan, maxMoves, maxMoves - moved);
+                    if (step != 0)
+                    {
+                        return step;
+                    }
+                }
+
+                moved += ParkTallChildren(node, target, shard, plan, below - 1, maxMoves - moved - 3, out var all);
+                if (!all || HeightWithin(node, shard, below) > below)
+                {
+                    return -2;
+                }
+
+                fits = true;
+            }
+
+            // Full: a child of the new parent not yet in place takes the node's old place, when it
+            // is not above the node (then the node's old parent is not in its subtree either) and
+            // its subtree fits there.
+            var ancestor = None;
+            var belowOld = _carryLimit - _forest.Depth(node, shard);
+            for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
+            {
+                if (plan.Target[shard].Length > child && plan.Target[shard][child] == target)
+                {
+                    continue;
+                }
+
+                var above = false;
+                for (var up = parent; up != None && !above; up = _forest.Parent(up, shard))
+                {
+                    above = up == child;
+                }
+
+                if (above)
+                {
+                    ancestor = child;
+                    continue;
+                }
+
+                if (fits && (!strict || HeightWithin(child, shard, belowOld) <= belowOld))
+                {
+                    ExchangeParents(node, target, child, parent, shard);
+                    return 2;
+                }
+            }
+
+            if (strict && fits)
+            {
+                for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
+                {
+                    if ((plan.Target[shard].Length > child && plan.Target[shard][child] == target) || IsBelow(node, child, shard))
+                    {
+                        continue;
+                    }
+
+                    var open = OpenSlotFor(child, shard, node, target);
+                    if (open != None)
+                    {
+                        ExchangeParents(node, target, child, open, shard);
+                        return 2;
+                    }
+                }
+            }
+
+            if (strict)
+            {
+                // Too deep either way: the node and a child not yet in place exchange places and
+                // children, so every other node keeps its depth.
+                for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
+                {
+                    if (plan.Target[shard].Length > child && plan.Target[shard][child] == target)
+                    {
+                        continue;
+                    }
+
+                    var step = ExchangePlaces(node, child, target, parent, shard, plan, maxMoves, maxMoves - moved);
+                    if (step != 0)
+                    {
+                        return step;
+                    }
+                }
+
+                return -2;
+            }
+
+            // The only one is above the node (at the top of a tree, every node's is): the node takes
+            // its place and it hangs under the node, whose child, if the node is full, takes the
+            // node's old place. A node that feeds nobody in this tree cannot: skipped.
+            if (ancestor != None && _forest.Cap(node, shard) > 0)
+            {
+                var count = 2;
+                _forest.Detach(node, shard);
+                if (!_forest.HasFreeSlot(node, shard))
+                {
+                    var child = _forest.FirstChild(node, shard);
+                    _forest.Detach(child, shard);
+                    _forest.Attach(child, parent, shard);
+                    _moves.Add(new Reattachment(child, shard, parent));
+                    count++;
+                }
+
+                _forest.Detach(ancestor, shard);
+                _forest.Attach(node, target, shard);
+                _forest.Attach(ancestor, node, shard);
+                _moves.Add(new Reattachment(node, shard, target));
+                _moves.Add(new Reattachment(ancestor, shard, node));
+                return count;
+            }
+
+            return 0;
+        }
+    }
+
+    /// <summary>At the start of a tree's turn: the first pass, and its depth limit (the deeper of the tree now and the planned tree).</summary>
+    private void StartTree(RebuildPlan plan)
+    {
+        _carryPass = 0;
+        _carryLater.Clear();
+        if (plan.Shard >= ShardCount)
+        {
+            return;
+        }
+
+        var target = plan.Target[plan.Shard];
+        var depth = new int[target.Length];
+        var planned = 0;
+        foreach (var node in plan.Order[plan.Shard])
+        {
+            depth[node] = (target[node] == Source ? 0 : depth[target[node]]) + 1;
+            planned = Math.Max(planned, depth[node]);
+        }
+
+        _carryBase = Math.Max(planned, _forest.MaxDepth(plan.Shard));
+        _carryLimit = _carryBase;
+    }
+
+    /// <summary>
+    /// <paramref name="node"/> (under <paramref name="parent"/>) goes under <paramref name="target"/>
+    /// in <paramref name="child"/>'s place, and <paramref name="child"/> in the node's: each takes
+    /// the other's children but those already in place under it, so no other node changes depth.
+    /// Returns the Moves made; 0 when the nodes' caps do not allow it or it needs more than
+    /// <paramref name="cap"/> Moves (never fits a call), -1 when it needs more than <paramref name="left"/>.
+    /// </summary>
+    private int ExchangePlaces(int node, int child, int target, int parent, int shard, RebuildPlan plan, int cap, int left)
+    {
+        var planned = plan.Target[shard];
+        bool InPlace(int n, int p) => planned.Length > n && planned[n] == p;
+
+        // The child's child on the way down to the node, if the child is above it: it must not
+        // stay with the child (a cycle).
+        var way = None;
+        for (var up = node; up != None && way == None; up = _forest.Parent(up, shard))
+        {
+            way = _forest.Parent(up, shard) == child ? up : None;
+        }
+
+        // The child takes the node's old slot; when the node was its child, it goes under the node.
+        // A child already in place stays with its parent when its subtree fits below the parent's
+        // new place; else it goes with the place, and comes back in a later pass.
+        var childUnderNode = parent == child;
+        var nodeBelow = _carryLimit - _forest.Depth(target, shard) - 2;
+        var childBelow = _carryLimit - (childUnderNode ? _forest.Depth(target, shard) + 2 : _forest.Depth(node, shard)) - 1;
+        _swapA.Clear(); // the node's children that go to the child
+        _swapB.Clear(); // the child's children that go to the node
+        _requeue.Clear();
+        _keepA.Clear();
+        _keepB.Clear();
+        for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            if (!InPlace(c, node))
+            {
+                _swapA.Add(c);
+            }
+            else if (HeightWithin(c, shard, nodeBelow) <= nodeBelow)
+            {
+                _keepA.Add(c);
+            }
+            else
+            {
+                _swapA.Add(c);
+                _requeue.Add(c);
+            }
+        }
+
+        for (var c = _forest.FirstChild(child, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            if (c == node)
+            {
+                continue;
+            }
+
+            if (!InPlace(c, child) || c == way)
+            {
+                _swapB.Add(c);
+            }
+            else if (HeightWithin(c, shard, childBelow) <= childBelow)
+            {
+                _keepB.Add(c);
+            }
+            else
+            {
+                _swapB.Add(c);
+                _requeue.Add(c);
+            }
+        }
+
+        // Where one would have more children than its cap, those it keeps go with the place too.
+        while (_keepA.Count > 0 && _keepA.Count + _swapB.Count + (childUnderNode ? 1 : 0) > _forest.Cap(node, shard))
+        {
+            _swapA.Add(_keepA[^1]);
+            _requeue.Add(_keepA[^1]);
+            _keepA.RemoveAt(_keepA.Count - 1);
+        }
+
+        while (_keepB.Count > 0 && _keepB.Count + _swapA.Count > _forest.Cap(child, shard))
+        {
+            _swapB.Add(_keepB[^1]);
+            _requeue.Add(_keepB[^1]);
+            _keepB.RemoveAt(_keepB.Count - 1);
+        }
+
+        var nodeChildren = _keepA.Count + _swapB.Count + (childUnderNode ? 1 : 0);
+        var childChildren = _keepB.Count + _swapA.Count;
+        var moves = 2 + _swapA.Count + _swapB.Count;
+        if (nodeChildren > _forest.Cap(node, shard) || childChildren > _forest.Cap(child, shard) || moves > cap)
+        {
+            return 0;
+        }
+
+        if (moves > left)
+        {
+            return -1;
+        }
+
+        _forest.Detach(node, shard);
+        _forest.Detach(child, shard);
+        foreach (var c in _swapA)
+        {
+            _forest.Detach(c, shard);
+        }
+
+        foreach (var c in _swapB)
+        {
+            _forest.Detach(c, shard);
+        }
+
+        var childParent = childUnderNode ? node : parent;
+        _forest.Attach(node, target, shard);
+        _forest.Attach(child, childParent, shard);
+        _moves.Add(new Reattachment(node, shard, target));
+        _moves.Add(new Reattachment(child, shard, childParent));
+        foreach (var c in _swapB)
+        {
+            _forest.Attach(c, node, shard);
+            _moves.Add(new Reattachment(c, shard, node));
+        }
+
+        foreach (var c in _swapA)
+        {
+            _forest.Attach(c, child, shard);
+            _moves.Add(new Reattachment(c, shard, child));
+        }
+
+        _carryLater.AddRange(_requeue);
+        return moves;
+    }
+
+    /// <summary>
+    /// A node of <paramref name="shard"/> with a free slot, not in <paramref name="node"/>'s subtree
+    /// nor <paramref name="not"/> or <paramref name="notEither"/>, shallow enough for the node's subtree to hang there within the
+    /// depth limit; <see cref="None"/> if none.
+    /// </summary>
+    private int OpenSlotFor(int node, int shard, int not, int notEither)
+    {
+        var room = _carryLimit - 1 - HeightWithin(node, shard, _carryLimit);
+        return room < 0 ? None : _forest.FindOpenWhere(shard, room, o => o != not && o != notEither && o != node && !IsBelow(o, node, shard) && _forest.IsAttached(o, shard));
+    }
+
+    /// <summary>
+    /// Before <paramref name="node"/> goes down: each of its children not yet in place whose
+    /// subtree is taller than <paramref name="height"/> goes under a free slot elsewhere where it
+    /// fits (<see cref="OpenSlotFor"/>; not <paramref name="target"/>'s, which the node needs), at
+    /// most <paramref name="left"/> of them. Returns the Moves
+    /// made; <paramref name="all"/> tells whether every such child found a place.
+    /// </summary>
+    private int ParkTallChildren(int node, int target, int shard, RebuildPlan plan, int height, int left, out bool all)
+    {
+        _swapA.Clear();
+        all = false;
+        for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            if (HeightWithin(c, shard, height) > height)
+            {
+                if (plan.Target[shard].Length > c && plan.Target[shard][c] == node)
+                {
+                    return 0; // in place: it goes down with the node or not at all
+                }
+
+                _swapA.Add(c);
+            }
+        }
+
+        if (_swapA.Count > left)
+        {
+            return 0;
+        }
+
+        var parked = 0;
+        foreach (var c in _swapA)
+        {
+            var open = OpenSlotFor(c, shard, node, target);
+            if (open == None)
+            {
+                return parked;
+            }
+
+            _forest.Detach(c, shard);
+            _forest.Attach(c, open, shard);
+            _moves.Add(new Reattachment(c, shard, open));
+            parked++;
+        }
+
+        all = true;
+        return parked;
+    }
+
+    /// <summary>How many levels hang below <paramref name="node"/> in <paramref name="shard"/> (0 with no children), or <paramref name="bound"/> + 1 when more than <paramref name="bound"/>: the walk goes no deeper.</summary>
+    private int HeightWithin(int node, int shard, int bound)
+    {
+        var height = 0;
+        _heightWalk.Clear();
+        _heightWalk.Push((node, 0));
+        while (_heightWalk.Count > 0)
+        {
+            var (at, h) = _heightWalk.Pop();
+            height = Math.Max(height, h);
+            if (height > bound)
+            {
+                return bound + 1;
+            }
+
+            for (var c = _forest.FirstChild(at, shard); c != None; c = _forest.NextSibling(c, shard))
+            {
+                _heightWalk.Push((c, h + 1));
+            }
+        }
+
+        return height;
+    }
+}
