@@ -358,59 +358,12 @@ public sealed partial class Planner
         _requeue.Clear();
         _keepA.Clear();
         _keepB.Clear();
-        for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
-        {
-            if (!InPlace(c, node))
-            {
-                _swapA.Add(c);
-            }
-            else if (HeightWithin(c, shard, nodeBelow) <= nodeBelow)
-            {
-                _keepA.Add(c);
-            }
-            else
-            {
-                _swapA.Add(c);
-                _requeue.Add(c);
-            }
-        }
-
-        for (var c = _forest.FirstChild(child, shard); c != None; c = _forest.NextSibling(c, shard))
-        {
-            if (c == node)
-            {
-                continue;
-            }
-
-            if (!InPlace(c, child) || c == way)
-            {
-                _swapB.Add(c);
-            }
-            else if (HeightWithin(c, shard, childBelow) <= childBelow)
-            {
-                _keepB.Add(c);
-            }
-            else
-            {
-                _swapB.Add(c);
-                _requeue.Add(c);
-            }
-        }
+        Sort(node, nodeBelow, None, _keepA, _swapA);
+        Sort(child, childBelow, way, _keepB, _swapB);
 
         // Where one would have more children than its cap, those it keeps go with the place too.
-        while (_keepA.Count > 0 && _keepA.Count + _swapB.Count + (childUnderNode ? 1 : 0) > _forest.Cap(node, shard))
-        {
-            _swapA.Add(_keepA[^1]);
-            _requeue.Add(_keepA[^1]);
-            _keepA.RemoveAt(_keepA.Count - 1);
-        }
-
-        while (_keepB.Count > 0 && _keepB.Count + _swapA.Count > _forest.Cap(child, shard))
-        {
-            _swapB.Add(_keepB[^1]);
-            _requeue.Add(_keepB[^1]);
-            _keepB.RemoveAt(_keepB.Count - 1);
-        }
+        GiveUpOverCap(_keepA, _swapA, _swapB.Count + (childUnderNode ? 1 : 0), _forest.Cap(node, shard));
+        GiveUpOverCap(_keepB, _swapB, _swapA.Count, _forest.Cap(child, shard));
 
         var nodeChildren = _keepA.Count + _swapB.Count + (childUnderNode ? 1 : 0);
         var childChildren = _keepB.Count + _swapA.Count;
@@ -456,6 +409,44 @@ public sealed partial class Planner
 
         _carryLater.AddRange(_requeue);
         return moves;
+
+        // The children of `of` other than the node: kept when in place and their subtree fits
+        // `below` levels under `of`'s new place, else going with the place (and carried out
+        // again later when they were in place); `never` never stays (a cycle).
+        void Sort(int of, int below, int never, List<int> keep, List<int> swap)
+        {
+            for (var c = _forest.FirstChild(of, shard); c != None; c = _forest.NextSibling(c, shard))
+            {
+                if (c == node)
+                {
+                    continue;
+                }
+
+                if (!InPlace(c, of) || c == never)
+                {
+                    swap.Add(c);
+                }
+                else if (HeightWithin(c, shard, below) <= below)
+                {
+                    keep.Add(c);
+                }
+                else
+                {
+                    swap.Add(c);
+                    _requeue.Add(c);
+                }
+            }
+        }
+
+        void GiveUpOverCap(List<int> keep, List<int> swap, int others, int cap)
+        {
+            while (keep.Count > 0 && keep.Count + others > cap)
+            {
+                swap.Add(keep[^1]);
+                _requeue.Add(keep[^1]);
+                keep.RemoveAt(keep.Count - 1);
+            }
+        }
     }
 
     /// <summary>
