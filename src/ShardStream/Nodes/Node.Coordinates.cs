@@ -52,8 +52,12 @@ public abstract partial class Node
     {
     }
 
-    /// <summary>Fits this node's coordinate to RTTs it measured to nodes at known coordinates (a joiner's landmarks).</summary>
-    private protected void FitCoordinate(IReadOnlyList<(WireCoordinate Remote, TimeSpan Rtt)> samples, int rounds)
+    /// <summary>
+    /// Fits this node's coordinate to RTTs it measured to nodes at known coordinates (a joiner's
+    /// landmarks); <paramref name="coordinator"/>, this joiner's RTT to the coordinator when it has
+    /// one (its coordinate among the samples too), is held as <see cref="Vivaldi.HoldSource"/> says.
+    /// </summary>
+    private protected void FitCoordinate(IReadOnlyList<(WireCoordinate Remote, TimeSpan Rtt)> samples, int rounds, (WireCoordinate Remote, TimeSpan Rtt)? coordinator)
     {
         var known = samples.Where(s => !s.Remote.IsUnknown && s.Rtt > TimeSpan.Zero).ToList();
         if (known.Count == 0) return;
@@ -64,6 +68,8 @@ public abstract partial class Node
             // the wrong side of the plane.
             var start = _coordinate.Error < 1 ? _coordinate : FromWire(known.MinBy(s => s.Rtt).Remote) with { Error = 1 };
             var fitted = _vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds);
+            if (coordinator is { Remote.IsUnknown: false, Rtt: var rtt, Remote: var at } && rtt > TimeSpan.Zero)
+                fitted = _vivaldi.HoldSource(fitted, FromWire(at), rtt.TotalMilliseconds);
             // Measured: known, however unsure (an error of 1 would read as "knows nothing").
             _coordinate = fitted with { Error = Math.Min(fitted.Error, 0.95) };
         }

@@ -54,7 +54,7 @@ public sealed partial class Peer
             answered++;
         }
         var samples = _measured.Values.ToList();
-        FitCoordinate(samples, LandmarkFitRounds);
+        FitCoordinate(samples, LandmarkFitRounds, _measured.TryGetValue(0, out var coordinator) ? coordinator : null);
         var c = Coordinate;
         PeerLog.LandmarksMeasured(Log,
             answered, landmarks.Nodes.Length, samples.Count, coordinatorRtt.TotalMilliseconds, c.X, c.Y, c.Height, c.Error);

@@ -89,15 +89,18 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
         Assert.True(aware.MedianRttRatio <= 1.25, $"the median control link measured {aware.MedianRttRatio:0.###} times the model's RTT");
         // Honest joiners checked against their handshakes (the path's RTT here, as the kernel's
-        // SYN-ACK sample): a coordinate fitted from at most 16 RTTs may still claim less than half
-        // the joiner's RTT to the coordinator, and is then placed as far as the path is (seeds 3 and
-        // 11 in four runs: 0 and 0 of 100, 2 and 2, 0 and 1, 0 and 3). Never by a handshake other
-        // than the path's, and few: a fit that far off is rare (by control-link samples later, 0-12
-        // of 100 were).
+        // SYN-ACK sample). A coordinate fitted from at most 16 RTTs could claim a third of the
+        // joiner's RTT to the coordinator (a CI run, seed 11: 10 of 100 did, 59 ms against 190 ms),
+        // so a joiner holds its fit at least at Vivaldi.SourceFloor (3/4) of the RTT it measured to
+        // the coordinator (Vivaldi.HoldSource), and the coordinator discounts under 1/2 of its
+        // handshake sample. The joiner's sample (its Hello to the answer) may be up to the timers'
+        // grain (10 ms, TimerGrainMs) under the path's on this network, and 3/4 of (h - 10) is at
+        // least h/2 for h >= 30 ms: no honest joiner at least 30 ms away can be discounted at its
+        // join; a nearer one only by a sample the grain cut short.
         output.WriteLine($"discounted at the join: {aware.JoinDiscounts.Length}; by control-link samples later (event 1681): {aware.LaterDiscounts}");
         foreach (var d in aware.JoinDiscounts) output.WriteLine($"joiner {d.Id}: claimed {d.ClaimedMs:0.#} ms, handshake {d.HandshakeMs:0.#} ms, the model's RTT {d.ModelMs:0.#} ms");
         Assert.All(aware.JoinDiscounts, d => Assert.Equal(d.ModelMs, d.HandshakeMs, 0.1));
-        Assert.True(aware.JoinDiscounts.Length <= 8, $"{aware.JoinDiscounts.Length} honest joiners of {peers} discounted at their join");
+        Assert.All(aware.JoinDiscounts, d => Assert.True(d.ModelMs < 30, $"honest joiner {d.Id}, {d.ModelMs:0.#} ms from the coordinator, discounted at its join: it claimed {d.ClaimedMs:0.#} ms"));
         Assert.Equal(0, aware.JoinRttsRaised);
     }
 
