@@ -112,6 +112,10 @@ public static class FrameRoundTrip
                 if (!Leave.TryRead(ref r, out var leave)) return null;
                 leave.Write(w);
                 break;
+            case FrameType.DropChild:
+                if (!DropChild.TryRead(ref r, out var drop)) return null;
+                drop.Write(w);
+                break;
             case FrameType.SlowChild:
                 if (!SlowChild.TryRead(ref r, out var slow)) return null;
                 slow.Write(w);

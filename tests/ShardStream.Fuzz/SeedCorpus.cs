@@ -27,6 +27,7 @@ public static class SeedCorpus
             ("slow-child", Encode(new SlowChild(7, 2500).Write)),
             ("hashes", Encode(new HashList(1, 3, new byte[2 * Protocol.HashLength], new byte[Protocol.SignatureLength]).Write)),
             ("notice", Encode(new Notice(NoticeCode.Leaf, "the coordinator could not connect to 10.0.0.9:7000").Write)),
+            ("drop-child", Encode(new DropChild(9).Write)),
         };
         foreach (var frame in frames) yield return frame;
         // A connection's first frames back to back: hello, welcome, a chunk, heartbeats, end, goodbye.

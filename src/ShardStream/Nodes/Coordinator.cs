@@ -264,7 +264,7 @@ public sealed class Coordinator : Node, Admission.IHost
         else gone = _repair.OnPeerGone(session, link, reason);
         if (!gone) return;
         // A peer that is out of the overlay gets nothing more from us on any connection.
-        foreach (var other in Relay.Subscribers().Where(l => l.Role is ChildRole child && child.PeerId == session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
+        foreach (var other in ChildLinksOf(session.Id)) other.Abort($"peer {session.Id} is out of the overlay");
     }
 
     /// <summary>

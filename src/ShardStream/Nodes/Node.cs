@@ -573,6 +573,9 @@ public abstract partial class Node : IAsyncDisposable
 
     private protected virtual int ChildIdOf(Link link) => link.Role is ChildRole child ? child.PeerId : -1;
 
+    /// <summary>Every link on which this node serves peer <paramref name="peerId"/> as a child (its attaches).</summary>
+    private protected List<Link> ChildLinksOf(int peerId) => [.. _links.Keys.Where(l => l.Role is ChildRole child && child.PeerId == peerId)];
+
     /// <summary>Serves the shards a child asks for, from the sequence numbers it asks for.</summary>
     private async Task ServeAttachAsync(Link link, Hello hello)
     {

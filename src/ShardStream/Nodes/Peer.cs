@@ -398,6 +398,11 @@ public sealed partial class Peer : Node, IPeerParents
                 if (!Notice.TryRead(ref noticeReader, out var notice)) throw new ProtocolException("malformed notice frame");
                 OnNotice(notice);
                 break;
+            case FrameType.DropChild when link == _control && _version >= Protocol.DropChildVersion:
+                var dropReader = new SequenceReader<byte>(body);
+                if (!DropChild.TryRead(ref dropReader, out var drop)) throw new ProtocolException("malformed drop-child frame");
+                OnDropChild(drop);
+                break;
             case FrameType.Goodbye:
                 break;
             default:
@@ -429,6 +434,25 @@ public sealed partial class Peer : Node, IPeerParents
         ParentRole parent => parent.ParentId,
         _ => -1,
     };
+
+    /// <summary>
+    /// The coordinator took a child of this peer out of the overlay (it failed as far as the
+    /// coordinator can tell, or was evicted) and gave its slot to another peer: every link that
+    /// serves it is closed, with the reason. A child that joins again gets a new id, so its new links
+    /// are not these. An id this peer does not serve (the child moved away already) closes nothing.
+    /// </summary>
+    private void OnDropChild(DropChild drop)
+    {
+        if (drop.ChildId > int.MaxValue) return;
+        int closed = 0;
+        foreach (var child in ChildLinksOf((int)drop.ChildId))
+        {
+            Relay?.Unsubscribe(child);
+            child.CloseAsync(GoodbyeCode.Refused, "the coordinator took this peer out of the overlay").Observe(Log, $"{child.Name}: closing");
+            closed++;
+        }
+        RepairLog.ChildDropped(Log, (int)drop.ChildId, closed);
+    }
 
     private void OnNotice(Notice notice)
     {

@@ -148,6 +148,12 @@ internal sealed class PeerSession(int id, string address, Link control)
         }
     }
 
+    /// <summary>The peers (not the coordinator) the plan last made this peer's parents, each once.</summary>
+    public int[] PlannedPeerParents()
+    {
+        lock (_formerParents) return [.. _plannedParents.Where(p => p > Topology.Planner.Source).Distinct()];
+    }
+
     /// <summary>True when the plan made <paramref name="node"/> this peer's parent in some shard during this session (now, or among the former parents remembered).</summary>
     public bool WasPlannedParent(ulong node)
     {

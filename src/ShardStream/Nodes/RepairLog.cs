@@ -22,4 +22,10 @@ internal static partial class RepairLog
 
     [LoggerMessage(9305, LogLevel.Warning, "shard(s) {Shards}: the coordinator's fill up to chunk {Until} stopped at chunk {Next} (nothing came for {Seconds:0.#} s); attaching to parent {Parent} anyway", EventName = "FillStalled")]
     public static partial void FillStalled(ILogger log, string shards, ulong until, long next, double seconds, ulong parent);
+
+    [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]
+    public static partial void ParentsToldToDrop(ILogger log, int id, string why, string parents);
+
+    [LoggerMessage(9307, LogLevel.Information, "the coordinator took child {Child} out of the overlay: stopped serving it ({Links} link(s) closed)", EventName = "ChildDropped")]
+    public static partial void ChildDropped(ILogger log, int child, int links);
 }

@@ -161,6 +161,11 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             removed(session);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
+            // A failed peer may still reach its parents (only its path to this coordinator broke):
+            // they stop serving it, as its slots go to others. A leaver closes those links itself
+            // once its children have moved, and so does a peer that finished (its goodbye, Normal,
+            // comes after it closed them).
+            if (!graceful && session.Control.ReceivedGoodbye != GoodbyeCode.Normal) tracker.DropFromParents(session, reason);
             if (source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
                 CoordinatorLog.PeerLeftAfterEnd(log, session.Id, reason, plan.Count);
             // After the end too, the repair's moves go out at once (keeping them back until a child

@@ -132,6 +132,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
                 Forget(moved);
+                DropFromParents(moved, "evicted: no upload capacity left for it");
                 ShardStreamMetrics.Evictions.Add(1);
                 moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(log, $"peer {moved.Id}: evicting");
                 continue;
@@ -158,6 +159,24 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             }
             if (entries.Count > 0) moved.SendMove(new Move(WithTickets(moved.Id, [.. entries])));
         }
+    }
+
+    /// <summary>
+    /// Tells every peer the plan last made <paramref name="removed"/>'s parent to stop serving it
+    /// (DropChild, version 12): it is out of the overlay, and the plan gives its slots to others,
+    /// but a peer cut off only from this coordinator still has its links to its parents, which
+    /// would serve it on, beyond their budgets. Called under the gate once it is out of the plan.
+    /// </summary>
+    public void DropFromParents(PeerSession removed, string why)
+    {
+        var told = new List<int>();
+        foreach (int id in removed.PlannedPeerParents())
+        {
+            if (!Peers.TryGetValue(id, out var parent) || parent.Version < Protocol.DropChildVersion) continue;
+            parent.Control.Send(new DropChild((ulong)removed.Id).Write);
+            told.Add(id);
+        }
+        if (told.Count > 0) RepairLog.ParentsToldToDrop(log, removed.Id, why, string.Join(",", told));
     }
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>

@@ -8,8 +8,8 @@ namespace ShardStream.Transport;
 /// An in-memory network for fast, deterministic multi-node tests. Every node gets its own host
 /// (<see cref="Host"/>); links between hosts can be given a one-way latency, and a host can be
 /// killed (every connection reset, like <c>kill -9</c>) or frozen (connections stay open but no
-/// byte moves, like <c>kill -STOP</c> or a half-open link), and a host's download can be capped
-/// (like a slow access link).
+/// byte moves, like <c>kill -STOP</c> or a half-open link), as can the path between two hosts
+/// alone, and a host's download can be capped (like a slow access link).
 /// </summary>
 public sealed class VirtualNetwork
 {
@@ -18,6 +18,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<(string, string), TimeSpan> _latency = new();
     private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
     private readonly ConcurrentDictionary<string, byte> _blackHoles = new();
+    private readonly ConcurrentDictionary<(string, string), byte> _frozenPaths = new();
     private readonly ConcurrentDictionary<string, byte> _synAckDroppers = new();
     private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
@@ -173,12 +174,34 @@ public sealed class VirtualNetwork
     /// <summary>Stops every byte to and from the host; connections stay open.</summary>
     public void Freeze(string host) => _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).Frozen = true;
 
-    /// <summary>Lets bytes move again after <see cref="Freeze"/>.</summary>
+    /// <summary>Lets bytes move again after <see cref="Freeze(string)"/>.</summary>
     public void Thaw(string host)
     {
         var h = _hosts.GetOrAdd(host, n => new VirtualHost(this, n));
         h.Frozen = false;
         foreach (var link in h.Links.Keys) link.Wake();
+    }
+
+    /// <summary>
+    /// Stops every byte between two hosts, both ways, as a path that drops everything between them
+    /// would (a partition of those two: each still reaches every other host). Connections stay
+    /// open; new ones between them connect but carry nothing until <see cref="Thaw(string, string)"/>.
+    /// </summary>
+    public void Freeze(string hostA, string hostB)
+    {
+        _frozenPaths[(hostA, hostB)] = 0;
+        _frozenPaths[(hostB, hostA)] = 0;
+    }
+
+    /// <summary>Lets bytes move between two hosts again after <see cref="Freeze(string, string)"/>.</summary>
+    public void Thaw(string hostA, string hostB)
+    {
+        _frozenPaths.TryRemove((hostA, hostB), out _);
+        _frozenPaths.TryRemove((hostB, hostA), out _);
+        var a = _hosts.GetOrAdd(hostA, n => new VirtualHost(this, n));
+        var b = _hosts.GetOrAdd(hostB, n => new VirtualHost(this, n));
+        foreach (var link in a.Links.Keys)
+            if (link.Joins(a, b)) link.Wake();
     }
 
     private TimeSpan LatencyBetween(string a, string b)
@@ -399,6 +422,9 @@ public sealed class VirtualNetwork
 
             public void Wake() => _wake.TrySetResult();
 
+            /// <summary>Nothing moves: either host is frozen, or the path between them is.</summary>
+            private bool Held => _from.Frozen || _to.Frozen || _network._frozenPaths.ContainsKey((_from.Name, _to.Name));
+
             private async Task PumpAsync()
             {
                 try
@@ -407,10 +433,10 @@ public sealed class VirtualNetwork
                     {
                         var result = await Sender.Reader.ReadAsync(_reset.Token).ConfigureAwait(false);
                         var buffer = result.Buffer;
-                        while (_from.Frozen || _to.Frozen)
+                        while (Held)
                         {
                             var wake = _wake;
-                            if (!_from.Frozen && !_to.Frozen) break;
+                            if (!Held) break;
                             await wake.Task.WaitAsync(_reset.Token).ConfigureAwait(false);
                             _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                         }

@@ -32,7 +32,7 @@ public static class FrameCodec
         if (buffer.Length < 4 + length) return false;
 
         byte typeByte = buffer.Slice(4, 1).FirstSpan[0];
-        if (typeByte is 0 or > (byte)FrameType.Fill)
+        if (typeByte is 0 or > (byte)FrameType.DropChild)
             throw new ProtocolException($"unknown frame type {typeByte}");
         type = (FrameType)typeByte;
         body = buffer.Slice(Protocol.FrameHeaderLength, length - 1);

@@ -59,4 +59,7 @@ public enum FrameType : byte
 
     /// <summary>Peer to coordinator (version 7): send these shards on the control link up to a chunk, then stop (a parent that joined later holds the rest).</summary>
     Fill = 19,
+
+    /// <summary>Coordinator to peer (version 12): stop serving this child; the coordinator took it out of the overlay.</summary>
+    DropChild = 20,
 }

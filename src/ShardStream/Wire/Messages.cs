@@ -108,6 +108,14 @@ internal static class FrameWriting
     /// <summary>Reads a body that is exactly one big-endian u64.</summary>
     public static bool TryReadUInt64Body(ref SequenceReader<byte> r, out ulong value) => FrameCodec.TryReadUInt64(ref r, out value) && r.End;
 
+    /// <summary>Reads a body that is exactly one big-endian u64 into the message <paramref name="make"/> makes of it (of what was read, when false).</summary>
+    public static bool TryReadUInt64Body<T>(ref SequenceReader<byte> r, Func<ulong, T> make, out T value)
+    {
+        bool ok = TryReadUInt64Body(ref r, out ulong v);
+        value = make(v);
+        return ok;
+    }
+
     /// <summary>The bytes <paramref name="write"/> writes; <paramref name="sizeHint"/>: what it will write, when known (no growing copies).</summary>
     public static byte[] ToArray(Action<IBufferWriter<byte>> write, int sizeHint = 64)
     {
@@ -449,12 +457,7 @@ public readonly record struct Attached(ulong PeerId)
     public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Attached, PeerId);
 
     /// <summary>Reads an attached body.</summary>
-    public static bool TryRead(ref SequenceReader<byte> r, out Attached value)
-    {
-        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
-        value = new Attached(v);
-        return ok;
-    }
+    public static bool TryRead(ref SequenceReader<byte> r, out Attached value) => FrameWriting.TryReadUInt64Body(ref r, static v => new Attached(v), out value);
 }
 
 /// <summary>Coordinator to peer: take the listed shards from new parents.</summary>
@@ -541,12 +544,21 @@ public readonly record struct Leave(ulong PeerId)
     public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Leave, PeerId);
 
     /// <summary>Reads a leave body.</summary>
-    public static bool TryRead(ref SequenceReader<byte> r, out Leave value)
-    {
-        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong v);
-        value = new Leave(v);
-        return ok;
-    }
+    public static bool TryRead(ref SequenceReader<byte> r, out Leave value) => FrameWriting.TryReadUInt64Body(ref r, static v => new Leave(v), out value);
+}
+
+/// <summary>
+/// Coordinator to peer, on the control link (protocol version 12 and later): stop serving
+/// <paramref name="ChildId"/>, a child the coordinator took out of the overlay (it failed, or was
+/// evicted) while this peer may still reach it: the plan gave its slot to another peer.
+/// </summary>
+public readonly record struct DropChild(ulong ChildId)
+{
+    /// <summary>Writes the whole frame.</summary>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.DropChild, ChildId);
+
+    /// <summary>Reads a drop-child body.</summary>
+    public static bool TryRead(ref SequenceReader<byte> r, out DropChild value) => FrameWriting.TryReadUInt64Body(ref r, static v => new DropChild(v), out value);
 }
 
 /// <summary>

@@ -48,12 +48,7 @@ public readonly record struct Ping(ulong Token)
     public void Write(IBufferWriter<byte> writer) => FrameWriting.WriteUInt64Frame(writer, FrameType.Ping, Token);
 
     /// <summary>Reads a ping body (exactly 8 bytes).</summary>
-    public static bool TryRead(ref SequenceReader<byte> r, out Ping value)
-    {
-        bool ok = FrameWriting.TryReadUInt64Body(ref r, out ulong token);
-        value = new Ping(token);
-        return ok;
-    }
+    public static bool TryRead(ref SequenceReader<byte> r, out Ping value) => FrameWriting.TryReadUInt64Body(ref r, static token => new Ping(token), out value);
 }
 
 /// <summary>

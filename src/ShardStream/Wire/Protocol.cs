@@ -12,9 +12,16 @@ public static class Protocol
     /// 8 the measured rates in a SlowChild frame,
     /// 9 the run id (in the placement Welcome, and covered by every signature of the stream),
     /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks),
-    /// 11 a peer's measured RTTs to its parents in its control link's heartbeats.
+    /// 11 a peer's measured RTTs to its parents in its control link's heartbeats,
+    /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay).
     /// </summary>
-    public const ushort Version = 11;
+    public const ushort Version = 12;
+
+    /// <summary>
+    /// The first version with the DropChild frame: the coordinator tells each parent of a peer it
+    /// took out of the overlay (failed, evicted) to stop serving it (docs/protocol.md, section 12).
+    /// </summary>
+    public const ushort DropChildVersion = 12;
 
     /// <summary>
     /// The first version whose heartbeats on a control link carry the RTTs the peer measured to its

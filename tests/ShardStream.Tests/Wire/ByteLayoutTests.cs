@@ -38,6 +38,8 @@ public class ByteLayoutTests
     [InlineData("parent-lost", "00000018 09 0000000000000004 01 01 0000000000000203 0003 626164")]
     // length 13 | type 12 | child 7 | queue age 2500 ms (version 2)
     [InlineData("slow-child", "0000000D 0C 0000000000000007 000009C4")]
+    // length 9 | type 20 | child 7 (version 12)
+    [InlineData("drop-child", "00000009 14 0000000000000007")]
     public void Frames_have_the_documented_big_endian_layout(string name, string hex)
     {
         var expected = Frames.Hex(hex);
@@ -167,6 +169,7 @@ public class ByteLayoutTests
             case "move": new Move([new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "c:3")]).Write(w); break;
             case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)], "bad").Write(w); break;
             case "slow-child": new SlowChild(7, 2500).Write(w); break;
+            case "drop-child": new DropChild(7).Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     }

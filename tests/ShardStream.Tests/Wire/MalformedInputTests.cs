@@ -136,7 +136,7 @@ public class MalformedInputTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(20)]
+    [InlineData(21)]
     [InlineData(0x7F)]
     [InlineData(0xFF)]
     public void Unknown_type_byte_is_rejected(byte typeByte)

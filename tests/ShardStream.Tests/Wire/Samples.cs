@@ -38,7 +38,9 @@ internal static class Samples
 
     public static readonly Fill Fill = new([new ShardStart(3, 1203), new ShardStart(7, 1207)], 1600);
 
-    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost", "hashes", "fill"];
+    public static readonly DropChild DropChild = new(0x0102030405060708);
+
+    public static IEnumerable<string> Names => ["hello", "welcome", "chunk", "end", "goodbye", "heartbeat", "attached", "move", "parent-lost", "hashes", "fill", "drop-child"];
 
     public static TheoryData<string> NameData() => [.. Names];
 
@@ -57,6 +59,7 @@ internal static class Samples
             case "parent-lost": ParentLost.Write(w); break;
             case "hashes": HashList.Write(w); break;
             case "fill": Fill.Write(w); break;
+            case "drop-child": DropChild.Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     });
@@ -74,6 +77,7 @@ internal static class Samples
         "parent-lost" => FrameType.ParentLost,
         "hashes" => FrameType.Hashes,
         "fill" => FrameType.Fill,
+        "drop-child" => FrameType.DropChild,
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 
@@ -96,6 +100,7 @@ internal static class Samples
             FrameType.Notice => global::ShardStream.Wire.Notice.TryRead(ref r, out _),
             FrameType.StreamHeader => global::ShardStream.Wire.StreamHeader.TryRead(ref r, out _),
             FrameType.Fill => global::ShardStream.Wire.Fill.TryRead(ref r, out _),
+            FrameType.DropChild => global::ShardStream.Wire.DropChild.TryRead(ref r, out _),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
         };
     }
@@ -156,6 +161,10 @@ internal static class Samples
                 Assert.True(global::ShardStream.Wire.Fill.TryRead(ref r, out var fill));
                 Assert.Equal(Fill.Shards, fill.Shards);
                 Assert.Equal(Fill.UntilSeq, fill.UntilSeq);
+                break;
+            case "drop-child":
+                Assert.True(global::ShardStream.Wire.DropChild.TryRead(ref r, out var drop));
+                Assert.Equal(DropChild, drop);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);

@@ -1,0 +1,106 @@
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A peer the coordinator took out of the overlay while its parents still reach it (only its path
+/// to the coordinator broke) is dropped by those parents: the plan gave their slots to others.
+/// </summary>
+public sealed class RemovedChildTests
+{
+    private static async Task StreamAsync(Overlay overlay, int parts, int partSize, int seed)
+    {
+        for (int i = 0; i < parts; i++) await overlay.WriteAsync(Overlay.RandomBytes(partSize, seed * 1000 + i));
+    }
+
+    /// <summary>Every node that serves <paramref name="id"/> a shard now (its real child links).</summary>
+    private static List<int> ServersOf(Overlay overlay, int id)
+    {
+        var servers = new List<int>();
+        if (overlay.Coordinator.ChildIds().Any(c => c.Contains(id))) servers.Add(0);
+        lock (overlay.Peers)
+            servers.AddRange(overlay.Peers.Where(p => p.Peer.ChildIds().Any(c => c.Contains(id))).Select(p => p.Peer.Id));
+        return servers;
+    }
+
+    /// <summary>The nodes of the plan that serve more child links than their budget, with the figures; empty when none.</summary>
+    private static string OverBudget(Overlay overlay)
+    {
+        var budgets = overlay.Coordinator.Snapshot().Nodes.ToDictionary(n => n.Id, n => n.Budget);
+        var over = new List<string>();
+        if (overlay.Coordinator.ChildCount > budgets[0]) over.Add($"the coordinator serves {overlay.Coordinator.ChildCount}, budget {budgets[0]}");
+        lock (overlay.Peers)
+            foreach (var p in overlay.Peers)
+            {
+                int serving = p.Peer.ChildIds().Sum(c => c.Length);
+                if (budgets.TryGetValue(p.Peer.Id, out int budget) && serving > budget) over.Add($"peer {p.Peer.Id} serves {serving}, budget {budget}");
+            }
+        return string.Join("; ", over);
+    }
+
+    /// <summary>How the peer loses the coordinator while it still reaches its parent.</summary>
+    public enum Cutoff
+    {
+        /// <summary>Its control link is reset and it cannot connect again: the coordinator keeps its place for the rejoin grace, then removes it.</summary>
+        Reset,
+
+        /// <summary>Nothing moves between it and the coordinator: the coordinator takes its silent control link for dead at the heartbeat timeout.</summary>
+        Silent,
+    }
+
+    [Theory]
+    [InlineData(Cutoff.Reset)]
+    [InlineData(Cutoff.Silent)]
+    public async Task A_peer_removed_while_its_parent_still_reaches_it_is_dropped_by_that_parent_and_joins_again_with_no_byte_lost(Cutoff how)
+    {
+        // A chain: every node (the coordinator too) may send one shard-stream, so the removed
+        // peer's slot under its parent is the only free one, and its own child is moved there.
+        // The coordinator keeps the place of a peer whose control link broke (Reset) for 2 s, not 4
+        // heartbeat timeouts: the test waits for the removal, nothing else depends on it.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(2) });
+        for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(upload: 1);
+        overlay.StartStreaming();
+        await StreamAsync(overlay, 2, 50_000, 61);
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 100_000), "every peer has the first part");
+
+        // The middle of the chain: a peer under a peer, with a child of its own.
+        var snapshot = overlay.Coordinator.Snapshot();
+        var middle = snapshot.Nodes.Single(n => n.Id != 0 && n.Parents[0] != 0 && snapshot.Nodes.Any(c => c.Parents[0] == n.Id));
+        int parentId = middle.Parents[0];
+        var (peer, _, run, host) = overlay.PeerById(middle.Id);
+        int first = peer.Id;
+        Assert.Equal([parentId], ServersOf(overlay, first));
+
+        // Only its path to the coordinator breaks; its parent and child links go on.
+        if (how == Cutoff.Reset)
+        {
+            overlay.Network.Block(host, "coord");
+            overlay.Network.Cut(host, "coord");
+        }
+        else overlay.Network.Freeze(host, "coord");
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != first), "the coordinator took the peer out");
+
+        // Its parent stops serving it, and no node serves more than its budget once the moves are done.
+        try
+        {
+            await Overlay.WaitUntilAsync(() => ServersOf(overlay, first).Count == 0 && OverBudget(overlay).Length == 0, "the removed peer's parent dropped it");
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"a minute after peer {first} was taken out, nodes [{string.Join(",", ServersOf(overlay, first))}] still serve it (its parent was {parentId}); over budget: {OverBudget(overlay)}");
+        }
+        await StreamAsync(overlay, 2, 50_000, 62);
+
+        // It can reach the coordinator again: it joins as a new peer and resumes from the windows.
+        if (how == Cutoff.Reset) overlay.Network.Unblock(host, "coord");
+        else overlay.Network.Thaw(host, "coord");
+        await Overlay.WaitUntilAsync(() => peer.Id != first && overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == peer.Id), "the removed peer has joined again");
+        await StreamAsync(overlay, 2, 50_000, 63);
+        await overlay.EndAsync();
+        await run.WaitAsync(Overlay.Deadline);
+
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+        Assert.Equal(0, peer.LostBytes);
+        Assert.Equal("", OverBudget(overlay));
+    }
+}
