@@ -15,6 +15,9 @@ public abstract partial class Node
     private readonly Vivaldi _vivaldi = new(Environment.TickCount);
     private NetworkCoordinate _coordinate = NetworkCoordinate.Unknown;
 
+    /// <summary>Where the coordinator is and the least RTT this peer's control link measured to it (none before a sample).</summary>
+    private (NetworkCoordinate At, double LeastMs)? _coordinator;
+
     /// <summary>This node's network coordinate now.</summary>
     public NetworkCoordinate Coordinate
     {
@@ -44,7 +47,17 @@ public abstract partial class Node
         if (remote.IsUnknown) return;
         OnRemoteCoordinate(link, remote);
         if (FixedCoordinate) return;
-        lock (_coordinateGate) _coordinate = _vivaldi.Update(_coordinate, FromWire(remote), rtt.TotalMilliseconds);
+        var at = FromWire(remote);
+        lock (_coordinateGate)
+        {
+            // On a peer's control link the other side is the coordinator, which holds this peer's
+            // claim against the least RTT it measures (Coordinator.Agreeing): the peer holds its
+            // coordinate within that rule by the least RTT it measures itself, after every sample
+            // of every link, since its parents' and children's samples move it too (Vivaldi.HoldSource).
+            if (link.Role is CoordinatorRole && link.RttSnapshot() is { } measured) _coordinator = (at, measured.Min.TotalMilliseconds);
+            var updated = _vivaldi.Update(_coordinate, at, rtt.TotalMilliseconds);
+            _coordinate = _coordinator is var (anchor, least) ? _vivaldi.HoldSource(updated, anchor, least) : updated;
+        }
     }
 
     /// <summary>The other side of <paramref name="link"/> says it is at <paramref name="remote"/> (a pong or a heartbeat).</summary>
@@ -55,7 +68,8 @@ public abstract partial class Node
     /// <summary>
     /// Fits this node's coordinate to RTTs it measured to nodes at known coordinates (a joiner's
     /// landmarks); <paramref name="coordinator"/>, this joiner's RTT to the coordinator when it has
-    /// one (its coordinate among the samples too), is held as <see cref="Vivaldi.HoldSource"/> says.
+    /// one (its coordinate among the samples too), is held as <see cref="Vivaldi.HoldSource"/> says,
+    /// now and after every RTT sample until the control link has measured its own.
     /// </summary>
     private protected void FitCoordinate(IReadOnlyList<(WireCoordinate Remote, TimeSpan Rtt)> samples, int rounds, (WireCoordinate Remote, TimeSpan Rtt)? coordinator)
     {
@@ -69,7 +83,11 @@ public abstract partial class Node
             var start = _coordinate.Error < 1 ? _coordinate : FromWire(known.MinBy(s => s.Rtt).Remote) with { Error = 1 };
             var fitted = _vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds);
             if (coordinator is { Remote.IsUnknown: false, Rtt: var rtt, Remote: var at } && rtt > TimeSpan.Zero)
+            {
+                // Held by it from now on, until the control link measures its own (OnRttSample).
+                _coordinator = (FromWire(at), rtt.TotalMilliseconds);
                 fitted = _vivaldi.HoldSource(fitted, FromWire(at), rtt.TotalMilliseconds);
+            }
             // Measured: known, however unsure (an error of 1 would read as "knows nothing").
             _coordinate = fitted with { Error = Math.Min(fitted.Error, 0.95) };
         }
