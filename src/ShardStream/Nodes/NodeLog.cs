@@ -132,7 +132,7 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1685, LogLevel.Debug, "joiner {Id} says it measured {Said:F1} ms to the coordinator, whose handshake with it took {Measured:F1} ms: placed by {Measured:F1} ms", EventName = "JoinRttRaised")]
     public static partial void JoinRttRaised(ILogger log, int id, double said, double measured);
 
-    [LoggerMessage(1686, LogLevel.Information, "joiner {Id}: its connection's handshake gave no usable RTT (a SYN-ACK sent again, a SYN cookie, or no sample), so nothing checks the coordinate and RTTs its Join claims: placed as if it had claimed none (latency-blind), its coordinate taken once its control link has its own samples", EventName = "JoinPlacedBlind")]
+    [LoggerMessage(1686, LogLevel.Information, "joiner {Id}: its connection's handshake gave no usable RTT (a SYN-ACK sent again, a SYN cookie, a failed TCP_INFO read, or no sample), so nothing checks the coordinate and RTTs its Join claims: placed as if it had claimed none (latency-blind), its coordinate taken once its control link has its own samples", EventName = "JoinPlacedBlind")]
     public static partial void JoinPlacedBlind(ILogger log, int id);
 }
 
