@@ -3,7 +3,7 @@ using ShardStream.Wire;
 
 namespace ShardStream.Fuzz;
 
-/// <summary>The hand-made seed corpus: one valid frame of every type (two for the variable ones), and a stream of several frames back to back.</summary>
+/// <summary>The hand-made seed corpus: one valid frame of every type (two for Hello: a join and an attach), and a stream of several frames back to back.</summary>
 public static class SeedCorpus
 {
     public static IEnumerable<(string Name, byte[] Bytes)> Frames()
@@ -28,6 +28,13 @@ public static class SeedCorpus
             ("hashes", Encode(new HashList(1, 3, new byte[2 * Protocol.HashLength], new byte[Protocol.SignatureLength]).Write)),
             ("notice", Encode(new Notice(NoticeCode.Leaf, "the coordinator could not connect to 10.0.0.9:7000").Write)),
             ("drop-child", Encode(new DropChild(9).Write)),
+            ("fill", Encode(new Fill([new ShardStart(3, 1203), new ShardStart(7, 1207)], 1600).Write)),
+            // An FLV file header (9 bytes) and the first previous-tag-size, as a joiner at chunk 400 writes them.
+            ("stream-header", Encode(new StreamHeader(1, 2, 400, [.. "FLV"u8, 1, 5, 0, 0, 0, 9, 0, 0, 0, 0], new byte[Protocol.SignatureLength]).Write)),
+            ("ping", Encode(new Ping(7).Write)),
+            ("pong", Encode(new Pong(7, 1000, new WireCoordinate(1, -2, 0.5f, 0.25f)).Write)),
+            // The coordinator first, with an unknown coordinate, then a peer; version 10 adds the trailer.
+            ("landmarks", Encode(new Landmarks([new Landmark(0, "", WireCoordinate.Unknown), new Landmark(9, "10.0.0.9:7000", new WireCoordinate(-12.5f, 40.25f, 3.5f, 0.25f))], Protocol.OneConnectionVersion).Write)),
         };
         foreach (var frame in frames) yield return frame;
         // A connection's first frames back to back: hello, welcome, a chunk, heartbeats, end, goodbye.

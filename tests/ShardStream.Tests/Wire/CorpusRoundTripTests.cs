@@ -51,6 +51,31 @@ public class CorpusRoundTripTests
         foreach (var (name, bytes) in expected) Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(folder, name)));
     }
 
+    public static TheoryData<FrameType> Types() => [.. Enum.GetValues<FrameType>()];
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void Every_frame_type_has_a_seed_that_the_round_trip_decodes(FrameType type)
+    {
+        // The frames of that type in every seed file, whole: a type added to FrameType without a
+        // seed (or without a case in FrameRoundTrip, which then throws) fails here.
+        var found = new List<string>();
+        foreach (string path in Directory.GetFiles(FuzzFolder("corpus")).Order())
+        {
+            byte[] input = File.ReadAllBytes(path);
+            var buffer = new ReadOnlySequence<byte>(input);
+            while (FrameCodec.TryReadFrame(ref buffer, out var read, out var body))
+            {
+                if (read != type) continue;
+                long start = input.Length - buffer.Length - Protocol.FrameHeaderLength - body.Length;
+                byte[] frame = input.AsSpan((int)start, (int)(Protocol.FrameHeaderLength + body.Length)).ToArray();
+                Assert.True(FrameRoundTrip.CheckFrame(type, body, frame), $"{Path.GetFileName(path)}: the {type} frame is refused");
+                found.Add(Path.GetFileName(path));
+            }
+        }
+        Assert.True(found.Count > 0, $"no seed in tests/ShardStream.Fuzz/corpus holds a {type} frame (add one to SeedCorpus.cs)");
+    }
+
     [Theory]
     [MemberData(nameof(Regressions))]
     public void An_input_the_fuzzer_found_a_bug_with_is_refused_or_round_trips(string input)
