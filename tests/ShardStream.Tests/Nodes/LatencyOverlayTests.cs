@@ -82,8 +82,12 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         var aware = await BuildAsync(model, peers, latencyAware: true);
         var blind = await building;
         output.WriteLine($"{model.Description}, {peers} peers, K=4 striped: blind mean {blind.Mean:0.#} ms p95 {blind.P95:0.#} ms; aware mean {aware.Mean:0.#} ms p95 {aware.P95:0.#} ms");
+        output.WriteLine($"issue 12's figures: mean edge RTT {aware.MeanEdgeRtt:0.#} ms against blind {blind.MeanEdgeRtt:0.#} ({aware.MeanEdgeRtt / blind.MeanEdgeRtt:0.###} of it); p95 delay {1 - aware.P95 / blind.P95:P0} lower; mean RDP {aware.MeanRdp:0.##} against blind {blind.MeanRdp:0.##}; max depth {aware.MaxDepth} against blind {blind.MaxDepth}");
         output.WriteLine($"control-link RTT over the model (least sample): median {aware.MedianRttRatio:0.###}, worst {aware.WorstRttRatio:0.###}, least sample minus the model at most {aware.LowestRttExcessMs:0.#} ms");
         Assert.True(aware.Mean < blind.Mean, $"latency-aware mean source-to-peer delay {aware.Mean:0.#} ms is not below blind placement's {blind.Mean:0.#} ms");
+        // Of issue 12's targets only this one holds at this size with no time to improve (the
+        // others are printed above; docs/topology.md has them).
+        Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"latency-aware max depth {aware.MaxDepth} is more than one deeper than blind placement's {blind.MaxDepth}");
         // Measured through the transport: never below the network's delay but for the timers' grain
         // (see AssertRtt), and at the median within 25 % of it.
         Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
@@ -109,7 +113,7 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
 
     private sealed record Discount(int Id, double ClaimedMs, double MeasuredMs, double ModelMs);
 
-    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts);
+    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts, double MeanEdgeRtt, int MaxDepth, double MeanRdp);
 
     /// <summary>
     /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
@@ -173,6 +177,22 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
             return delay;
         })).Order().ToArray();
         Assert.Equal(count, delays.Length);
+        // Issue 12's other figures, as the simulator's JSON gives them (LatencyMetrics): every
+        // edge's RTT, the deepest tree, and the mean over peers of the delay from the source in the
+        // slowest tree over the direct one-way delay (RDP).
+        double meanEdge = snapshot.Nodes.Where(n => n.Id != 0).SelectMany(n => Enumerable.Range(0, snapshot.ShardCount).Select(s => model.RttMs(Host(n.Parents[s]), Host(n.Id)))).Average();
+        int maxDepth = snapshot.Nodes.Where(n => n.Id != 0).Max(n => Enumerable.Range(0, snapshot.ShardCount).Max(s =>
+        {
+            int depth = 0;
+            for (var node = n; node.Id != 0; node = byId[node.Parents[s]]) depth++;
+            return depth;
+        }));
+        double meanRdp = snapshot.Nodes.Where(n => n.Id != 0).Average(n => Enumerable.Range(0, snapshot.ShardCount).Max(s =>
+        {
+            double delay = 0;
+            for (var node = n; node.Id != 0; node = byId[node.Parents[s]]) delay += model.RttMs(Host(node.Parents[s]), Host(node.Id)) / 2;
+            return delay;
+        }) / (model.RttMs(0, Host(n.Id)) / 2));
         // Events 1684 and 1685 (a joiner's coordinate or its RTT to the coordinator taken as its handshake's), and 1681.
         var joinDiscounts = log.Lines.Select(l => JoinDiscountLine().Match(l.Message)).Where(m => m.Success).Select(m =>
         {
@@ -185,7 +205,7 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
             int id = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
             return new Discount(id, double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture), double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), model.RttMs(0, hostOf[id]));
         }).ToArray();
-        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts);
+        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts, meanEdge, maxDepth, meanRdp);
     }
 
     [GeneratedRegex(@"^joiner (\d+) claims a coordinate ([\d.]+) ms from the coordinator, whose handshake with it took ([\d.]+) ms")]
