@@ -37,9 +37,10 @@ public class MalformedInputTests
         var type = Samples.TypeOf(name);
         for (int length = 0; length < body.Length; length++)
         {
-            // A chunk's payload runs to the end of the frame: a shorter payload is still a chunk.
-            if (type == FrameType.Chunk && length > Protocol.ChunkHeaderLength) continue;
-            Assert.False(Samples.TryParse(type, new ReadOnlySequence<byte>(body, 0, length)), $"{name} body cut to {length} bytes was accepted");
+            // A cut that leaves a whole body (a shorter chunk payload, a message in its older form) must be read; any other, refused.
+            bool whole = Samples.PrefixIsWholeBody(name, length, body.Length);
+            Assert.True(whole == Samples.TryParse(type, new ReadOnlySequence<byte>(body, 0, length)),
+                $"{name} body cut to {length} bytes was {(whole ? "refused" : "accepted")}");
         }
     }
 
@@ -48,10 +49,27 @@ public class MalformedInputTests
     public void A_body_with_trailing_garbage_is_refused(string name)
     {
         var type = Samples.TypeOf(name);
-        if (type == FrameType.Chunk) return; // the payload is the rest of the frame: no trailing bytes exist
+        if (Samples.RunsToTheEnd(type)) return; // the payload or header bytes are the rest of the frame: no trailing bytes exist
         byte[] body = [.. Frames.Body(Samples.Frame(name)).ToArray(), 0x00];
 
         Assert.False(Samples.TryParse(type, new ReadOnlySequence<byte>(body)));
+    }
+
+    [Theory]
+    [MemberData(nameof(Samples.NameData), MemberType = typeof(Samples))]
+    public void Every_single_bit_flip_of_a_body_is_refused_or_read_but_never_throws(string name)
+    {
+        // A flip may leave a valid body (a different id, say); what must not happen is an exception.
+        var body = Frames.Body(Samples.Frame(name)).ToArray();
+        var type = Samples.TypeOf(name);
+        for (int at = 0; at < body.Length; at++)
+            for (int bit = 0; bit < 8; bit++)
+            {
+                var flipped = (byte[])body.Clone();
+                flipped[at] ^= (byte)(1 << bit);
+                var exception = Record.Exception(() => Samples.TryParse(type, new ReadOnlySequence<byte>(flipped)));
+                Assert.True(exception is null, $"{name} with bit {bit} of byte {at} flipped: {exception}");
+            }
     }
 
     [Fact]
@@ -270,7 +288,7 @@ public class MalformedInputTests
         int bodyLength = random.Next(0, 60);
         var bytes = new byte[5 + bodyLength];
         BinaryPrimitives.WriteUInt32BigEndian(bytes, (uint)(bodyLength + 1));
-        bytes[4] = (byte)random.Next(1, 10);
+        bytes[4] = (byte)random.Next(1, (int)Enum.GetValues<FrameType>().Max() + 1);
         random.NextBytes(bytes.AsSpan(5));
         // Keep counts and string lengths small now and then so that readers get deep into a body.
         for (int j = 5; j < bytes.Length; j++)

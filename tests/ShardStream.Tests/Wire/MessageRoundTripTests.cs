@@ -15,6 +15,21 @@ public class MessageRoundTripTests
         Samples.AssertParsesToSample(name, body);
     }
 
+    public static TheoryData<FrameType> Types() => [.. Enum.GetValues<FrameType>()];
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void Every_frame_type_has_a_sample_that_its_reader_accepts(FrameType type)
+    {
+        // The truncation, trailing-byte and garbage tests run over the samples only: a type added to
+        // FrameType without one (or without a case in Samples.TryParse, which then throws) fails here.
+        var names = Samples.Names.Where(n => Samples.TypeOf(n) == type).ToArray();
+
+        Assert.True(names.Length > 0, $"no sample of {type} in Samples.cs");
+        foreach (string name in names)
+            Assert.True(Samples.TryParse(type, Frames.Body(Samples.Frame(name))), $"the {name} sample is refused");
+    }
+
     public static TheoryData<string, int> SplitData()
     {
         var data = new TheoryData<string, int>();
