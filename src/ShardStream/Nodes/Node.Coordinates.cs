@@ -55,10 +55,13 @@ public abstract partial class Node
             // coordinate within that rule by the least RTT it measures itself, after every sample
             // of every link, since its parents' and children's samples move it too (Vivaldi.HoldSource).
             if (link.Role is CoordinatorRole && link.RttSnapshot() is { } measured) _coordinator = (at, measured.Min.TotalMilliseconds);
-            var updated = _vivaldi.Update(_coordinate, at, rtt.TotalMilliseconds);
-            _coordinate = _coordinator is var (anchor, least) ? _vivaldi.HoldSource(updated, anchor, least) : updated;
+            _coordinate = Held(_vivaldi.Update(_coordinate, at, rtt.TotalMilliseconds));
         }
     }
+
+    /// <summary><paramref name="fitted"/> as <see cref="Vivaldi.HoldSource"/> leaves it by what this peer measured to the coordinator, if anything yet. Under the coordinate's gate.</summary>
+    private NetworkCoordinate Held(NetworkCoordinate fitted) =>
+        _coordinator is var (at, least) ? _vivaldi.HoldSource(fitted, at, least) : fitted;
 
     /// <summary>The other side of <paramref name="link"/> says it is at <paramref name="remote"/> (a pong or a heartbeat).</summary>
     private protected virtual void OnRemoteCoordinate(Link link, WireCoordinate remote)
@@ -82,12 +85,10 @@ public abstract partial class Node
             // the wrong side of the plane.
             var start = _coordinate.Error < 1 ? _coordinate : FromWire(known.MinBy(s => s.Rtt).Remote) with { Error = 1 };
             var fitted = _vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds);
+            // Held by it from now on, until the control link measures its own (OnRttSample).
             if (coordinator is { Remote.IsUnknown: false, Rtt: var rtt, Remote: var at } && rtt > TimeSpan.Zero)
-            {
-                // Held by it from now on, until the control link measures its own (OnRttSample).
                 _coordinator = (FromWire(at), rtt.TotalMilliseconds);
-                fitted = _vivaldi.HoldSource(fitted, FromWire(at), rtt.TotalMilliseconds);
-            }
+            fitted = Held(fitted);
             // Measured: known, however unsure (an error of 1 would read as "knows nothing").
             _coordinate = fitted with { Error = Math.Min(fitted.Error, 0.95) };
         }
