@@ -3,7 +3,7 @@ using ShardStream.Wire;
 
 namespace ShardStream.Fuzz;
 
-/// <summary>The hand-made seed corpus: one valid frame of every type (two for Hello: a join and an attach), and a stream of several frames back to back.</summary>
+/// <summary>The hand-made seed corpus: one valid frame of every type (three for Hello: a join of version 3 and of version 12, an attach; two for Heartbeat: the bare one and a peer's with its coordinate and parent RTTs), and a stream of several frames back to back.</summary>
 public static class SeedCorpus
 {
     public static IEnumerable<(string Name, byte[] Bytes)> Frames()
@@ -11,6 +11,9 @@ public static class SeedCorpus
         var frames = new List<(string, byte[])>
         {
             ("hello-join", Encode(new Hello(3, 3, HelloRole.Join, 0, Hello.DefaultUpload, [], "127.0.0.1:1235", [.. Enumerable.Range(1, 16).Select(i => (byte)i)]).Write)),
+            // A joiner of version 12 answering Landmarks: its coordinate and the RTTs it measured (the coordinator's and a landmark's).
+            ("hello-join-v12", Encode(new Hello(12, 12, HelloRole.Join, 5, 150, [], "0.0.0.0:1235", [.. Enumerable.Range(1, 16).Select(i => (byte)i)], null,
+                new WireCoordinate(30.5f, -12.25f, 4f, 0.4f), [new MeasuredRtt(0, 61_000), new MeasuredRtt(9, 23_500)]).Write)),
             ("hello-attach", Encode(new Hello(3, 3, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001", null, [1, 2, 3, 4]).Write)),
             ("welcome", Encode(new Welcome(3, 42, 2, 1000, 123_456, [
                 new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
@@ -19,6 +22,8 @@ public static class SeedCorpus
             ("end", Encode(new End(1, 1234, 9_876_543, new byte[Protocol.SignatureLength]).Write)),
             ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),
             ("heartbeat", Encode(new Heartbeat(3).Write)),
+            // A peer's control-link heartbeat of version 11: the interval it keeps, its coordinate, the RTTs to two parents.
+            ("heartbeat-parent-rtts", Encode(new Heartbeat(5000, new WireCoordinate(30.5f, -12.25f, 4f, 0.4f), [new ParentRtt(0, 61_500, 60_900, 14), new ParentRtt(9, 24_000, 23_400, 6)]).Write)),
             ("attached", Encode(new Attached(31).Write)),
             ("move", Encode(new Move([new ShardAssignment(1, AssignmentKind.Redirect, 5, 0, "host-5:9000")]).Write)),
             ("parent-lost", Encode(new ParentLost(5, [new ShardStart(1, 401)], "chunk 401 does not match the stream's signed hash").Write)),

@@ -40,6 +40,27 @@ public class ByteLayoutTests
     [InlineData("slow-child", "0000000D 0C 0000000000000007 000009C4")]
     // length 9 | type 20 | child 7 (version 12)
     [InlineData("drop-child", "00000009 14 0000000000000007")]
+    // length 4 | type 10 | 2 shards: 0, 1
+    [InlineData("detach", "00000004 0A 02 00 01")]
+    // length 9 | type 11 | peer 7
+    [InlineData("leave", "00000009 0B 0000000000000007")]
+    // length 6 | type 14 | code 1 (leaf) | text: u16 1 | "x"
+    [InlineData("notice", "00000006 0E 0001 0001 78")]
+    // length 19 | type 19 | 1 shard: shard 2 from seq 5 | until seq 9 (version 7)
+    [InlineData("fill", "00000013 13 01 02 0000000000000005 0000000000000009")]
+    // length 81 | type 15 | format 1 (FLV) | generation 2 | from seq 3 | signature (0x11 each) | "FLV" to the end (version 5)
+    [InlineData("stream-header", "00000051 0F 01 00000002 0000000000000003 " + Sig11 + " 464C56")]
+    // length 25 | type 6 | u64 5 | coordinate x 1, y -2, height 0.5, error 0.25 (big-endian singles; version 6)
+    [InlineData("heartbeat-coordinate", "00000019 06 0000000000000005 " + Coord)]
+    // length 44 | type 6 | u64 5 | coordinate | 1 parent RTT: node 3, SRTT 1000 us, least 900 us, 6 samples (version 11)
+    [InlineData("heartbeat-parent-rtts", "0000002C 06 0000000000000005 " + Coord + " 01 0000000000000003 000003E8 00000384 0006")]
+    // length 57 | type 18 | 2 nodes: node 0, "" (the coordinator), coordinate | node 4, "d:4", coordinate (version 6)
+    [InlineData("landmarks-v6", "00000039 12 02 0000000000000000 0000 " + Coord + " 0000000000000004 0003 643A34 " + Coord)]
+    // the same | version 12 (u16; version 10 and later)
+    [InlineData("landmarks-v10", "0000003B 12 02 0000000000000000 0000 " + Coord + " 0000000000000004 0003 643A34 " + Coord + " 000C")]
+    // length 84 | type 1 | "SHST" | min 12 | max 12 | role 1 (join) | token 42 | upload 0xFFFF (default) | no shards | "a:1"
+    //   | nonce (0x01…0x10) | ticket: u8 0 | coordinate | 2 measured RTTs: node 0 1500 us, node 4 2000 us (version 6)
+    [InlineData("hello-v6-join", "00000054 01 53485354 000C 000C 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 02 0000000000000000 000005DC 0000000000000004 000007D0")]
     public void Frames_have_the_documented_big_endian_layout(string name, string hex)
     {
         var expected = Frames.Hex(hex);
@@ -54,6 +75,8 @@ public class ByteLayoutTests
     [InlineData("chunk", "00000014 03 01 0000000000000002 0000000000001000 4142")]
     [InlineData("goodbye", "00000009 05 0003 0004 736C6F77")]
     [InlineData("hello", "00000036 01 53485354 0003 0003 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31 0102030405060708090A0B0C0D0E0F10 02 CAFE")]
+    [InlineData("heartbeat-parent-rtts", "0000002C 06 0000000000000005 " + Coord + " 01 0000000000000003 000003E8 00000384 0006")]
+    [InlineData("hello-v6-join", "00000054 01 53485354 000C 000C 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 02 0000000000000000 000005DC 0000000000000004 000007D0")]
     public void Hand_written_vectors_decode_to_the_expected_message(string name, string hex)
     {
         var (type, body) = Frames.ReadSingle(Frames.Hex(hex));
@@ -83,6 +106,21 @@ public class ByteLayoutTests
                 Samples.AssertEqual(new Hello(3, 3, HelloRole.Attach, 5, 150, [new ShardStart(1, 7)], "a:1"), hello);
                 Assert.Equal(Nonce, hello.Nonce);
                 Assert.Equal([0xCA, 0xFE], hello.Ticket);
+                break;
+            case "heartbeat-parent-rtts":
+                Assert.Equal(FrameType.Heartbeat, type);
+                Assert.True(Heartbeat.TryRead(ref reader, out var withRtts));
+                Assert.Equal(5UL, withRtts.Value);
+                Assert.Equal(Coordinate, withRtts.Coordinate);
+                Assert.Equal([new ParentRtt(3, 1000, 900, 6)], withRtts.ParentRtts!);
+                break;
+            case "hello-v6-join":
+                Assert.Equal(FrameType.Hello, type);
+                Assert.True(Hello.TryRead(ref reader, out var join));
+                Samples.AssertEqual(new Hello(12, 12, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1"), join);
+                Assert.Null(join.Ticket);
+                Assert.Equal(Coordinate, join.Coordinate);
+                Assert.Equal([new MeasuredRtt(0, 1500), new MeasuredRtt(4, 2000)], join.Measured!);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);
@@ -148,6 +186,9 @@ public class ByteLayoutTests
     private const string Sig11 = "11111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111";
     private const string HashAA = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     private const string HashBB = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    // x 1, y -2, height 0.5, error 0.25
+    private const string Coord = "3F800000 C0000000 3F000000 3E800000";
+    private static readonly WireCoordinate Coordinate = new(1f, -2f, 0.5f, 0.25f);
     private static readonly byte[] Nonce = [.. Enumerable.Range(1, 16).Select(i => (byte)i)];
 
     private static byte[] Fill(byte value, int count) => Enumerable.Repeat(value, count).ToArray();
@@ -170,6 +211,16 @@ public class ByteLayoutTests
             case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)], "bad").Write(w); break;
             case "slow-child": new SlowChild(7, 2500).Write(w); break;
             case "drop-child": new DropChild(7).Write(w); break;
+            case "detach": new Detach([0, 1]).Write(w); break;
+            case "leave": new Leave(7).Write(w); break;
+            case "notice": new Notice(NoticeCode.Leaf, "x").Write(w); break;
+            case "fill": new Fill([new ShardStart(2, 5)], 9).Write(w); break;
+            case "stream-header": new StreamHeader(1, 2, 3, [.. "FLV"u8], Fill(0x11, 64)).Write(w); break;
+            case "heartbeat-coordinate": new Heartbeat(5, Coordinate).Write(w); break;
+            case "heartbeat-parent-rtts": new Heartbeat(5, Coordinate, [new ParentRtt(3, 1000, 900, 6)]).Write(w); break;
+            case "landmarks-v6": new Landmarks([new Landmark(0, "", Coordinate), new Landmark(4, "d:4", Coordinate)]).Write(w); break;
+            case "landmarks-v10": new Landmarks([new Landmark(0, "", Coordinate), new Landmark(4, "d:4", Coordinate)], 12).Write(w); break;
+            case "hello-v6-join": new Hello(12, 12, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1", Nonce, null, Coordinate, [new MeasuredRtt(0, 1500), new MeasuredRtt(4, 2000)]).Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
     }
