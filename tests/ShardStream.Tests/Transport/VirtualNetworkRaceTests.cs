@@ -175,6 +175,7 @@ public sealed class VirtualNetworkRaceTests
     private sealed class ReturnCheckingPool : MemoryPool<byte>
     {
         private const byte Poison = 0xEE;
+        private const int PoisonBlock = 256;
         private readonly List<byte[]> _returned = [];
         private int _returnedCount;
 
@@ -190,8 +191,7 @@ public sealed class VirtualNetworkRaceTests
             {
                 int written = 0;
                 foreach (var buffer in _returned)
-                    foreach (byte b in buffer)
-                        if (b != Poison) written++;
+                    written += buffer.Length - buffer.AsSpan().Count(Poison);
                 _returned.Clear();
                 return written;
             }
@@ -206,8 +206,14 @@ public sealed class VirtualNetworkRaceTests
         private void GiveBack(byte[] buffer)
         {
             // From the end: a copy into it still under way (from its start) meets the poison and
-            // leaves its bytes behind it.
-            for (int i = buffer.Length - 1; i >= 0; i--) buffer[i] = Poison;
+            // leaves its bytes behind it. A block at a time (each filled at once, the blocks from
+            // the last to the first): byte by byte, this test's unoptimised build spent most of
+            // its time here.
+            for (int end = buffer.Length; end > 0; end -= PoisonBlock)
+            {
+                int start = Math.Max(0, end - PoisonBlock);
+                buffer.AsSpan(start, end - start).Fill(Poison);
+            }
             lock (_returned) _returned.Add(buffer);
             Interlocked.Increment(ref _returnedCount);
         }
