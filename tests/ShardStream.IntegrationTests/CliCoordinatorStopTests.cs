@@ -281,7 +281,8 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
     [Fact]
     public async Task The_coordinators_own_HTTP_viewer_gets_the_end_with_the_stream_not_when_the_wait_for_peers_ends()
     {
-        // A frozen peer holds the coordinator's wait for 15 s (its heartbeat timeout is 60 s).
+        // A frozen peer would hold the coordinator's wait for 15 s (its heartbeat timeout is 60 s);
+        // it is thawed once the HTTP viewer's response has ended, so that the wait ends with it.
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.86.1.6:0", "--http", "127.86.1.6:0", "--format", "flv", "--min-peers", "1", "--latency-aware", "false", "--heartbeat-timeout", "60");
         string address = await coordinator.WaitForListenAddressAsync(Deadline);
         await UntilAsync(() => coordinator.StderrLines.Any(l => HttpRegex().IsMatch(l)), () => coordinator.Stderr);
@@ -312,11 +313,13 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
         await viewer.SignalAsync("STOP");
         long signalled = Stopwatch.GetTimestamp();
         await coordinator.SignalAsync("TERM");
-        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
-        var exited = Stopwatch.GetElapsedTime(signalled);
-        await viewer.SignalAsync("CONT");
+        // The response must end before the frozen peer lets the wait end: were the HTTP viewer's
+        // end tied to that wait, it would come with the drain bound, 15 s after the signal.
         await reading.WaitAsync(Deadline);
         var endedAfter = Stopwatch.GetElapsedTime(signalled, Interlocked.Read(ref ended));
+        await viewer.SignalAsync("CONT");
+        var (exit, _) = await coordinator.WaitForExitAsync(Deadline);
+        var exited = Stopwatch.GetElapsedTime(signalled);
         Assert.True(exit == 0, $"coordinator exited with {exit}:\n{coordinator.Stderr}");
         // The stream ended at the signal: its HTTP viewer has everything then, and nothing more comes.
         Assert.True(endedAfter < TimeSpan.FromSeconds(5), $"the HTTP viewer's response ended {endedAfter.TotalSeconds:0.0} s after SIGTERM (the coordinator exited at {exited.TotalSeconds:0.0} s), {Interlocked.Read(ref received)} bytes:\n{coordinator.Stderr}");
