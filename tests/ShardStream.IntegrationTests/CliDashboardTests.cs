@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
 
@@ -9,7 +11,7 @@ namespace ShardStream.IntegrationTests;
 /// download): it draws the trees of a running 20-peer overlay of CLI processes and follows joins
 /// and leaves by itself.
 /// </summary>
-public sealed class CliDashboardTests(ITestOutputHelper output)
+public sealed partial class CliDashboardTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);
 
@@ -29,14 +31,15 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
         try
         {
             for (int i = 0; i < peers; i++) nodes.Add(CliProcess.Start(["peer", "-c", address]));
-            await WaitForViewersAsync(http, peers);
 
+            // The browser starts while the viewers join (each takes seconds on a loaded machine).
             using var playwright = await Playwright.CreateAsync();
             await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = chromium, Headless = true, Args = ["--no-sandbox"] });
             var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1280, Height = 900 } });
             var scriptErrors = new List<string>();
             page.PageError += (_, e) => scriptErrors.Add(e);
             page.Console += (_, m) => { if (m.Type == "error") scriptErrors.Add(m.Text); };
+            await WaitForViewersAsync(http, peers);
             await page.GotoAsync(http + "/");
 
             await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync(peers.ToString(), new() { Timeout = 60_000 });
@@ -61,11 +64,15 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
             await page.ScreenshotAsync(new() { Path = shot, FullPage = false });
             output.WriteLine($"screenshot: {shot}; render {await page.EvaluateAsync<double>("window.shardstreamRenderMs")} ms");
 
-            // Three viewers fail, two more join: the page follows without a reload.
-            for (int i = 0; i < 3; i++)
+            // Three viewers fail, two more join: the page follows without a reload. The three feed
+            // another viewer: a killed viewer with no child keeps its place for the coordinator's
+            // rejoin grace (40 s at the default heartbeat timeout) before the overlay drops it, a
+            // wait of the coordinator's, not the page's; a child's report ends it at once.
+            var victims = await RelaysAsync(http, nodes, 3);
+            foreach (var victim in victims)
             {
-                nodes[i].Kill();
-                await nodes[i].WaitForExitAsync(Deadline);
+                victim.Kill();
+                await victim.WaitForExitAsync(Deadline);
             }
             await WaitForViewersAsync(http, peers - 3);
             await Assertions.Expect(page.Locator("#viewers")).ToHaveTextAsync((peers - 3).ToString(), new() { Timeout = 60_000 });
@@ -91,6 +98,24 @@ public sealed class CliDashboardTests(ITestOutputHelper output)
             foreach (var p in nodes) await p.DisposeAsync();
         }
     }
+
+    /// <summary>
+    /// <paramref name="count"/> of the <paramref name="viewers"/> that /api/overlay shows as the
+    /// parent of another viewer in some shard (by the id each logged at its join); more than enough
+    /// feed another in a 20-peer overlay of two shards, each viewer relaying in its own tree.
+    /// </summary>
+    private static async Task<List<CliProcess>> RelaysAsync(string http, List<CliProcess> viewers, int count)
+    {
+        var nodes = JsonDocument.Parse(await Prometheus.GetAsync(http + "/api/overlay")).RootElement.GetProperty("nodes").EnumerateArray().ToList();
+        var parents = nodes.SelectMany(n => n.GetProperty("parents").EnumerateArray().Select(p => p.GetInt32())).ToHashSet();
+        var relays = viewers.Where(v => v.StderrLines.Select(l => JoinedRegex().Match(l)).LastOrDefault(m => m.Success) is { } joined
+            && joined.Groups[1].Value is var id && parents.Contains(int.Parse(id, CultureInfo.InvariantCulture))).Take(count).ToList();
+        Assert.True(relays.Count == count, $"{relays.Count} viewers feed another, {count} wanted; parents {string.Join(",", parents)}");
+        return relays;
+    }
+
+    [GeneratedRegex(@"joined as peer (\d+) ")]
+    private static partial Regex JoinedRegex();
 
     private static async Task WaitForViewersAsync(string http, int viewers) =>
         await Prometheus.WaitUntilAsync(async () =>
