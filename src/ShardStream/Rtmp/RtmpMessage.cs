@@ -61,7 +61,7 @@ public sealed record RtmpLimits
     /// <summary>Time from accept to the end of the handshake (C2 received).</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>Time from the handshake to a successful publish or play.</summary>
+    /// <summary>Time from the handshake to a successful publish or play, and from the end of a publish to the next (or the close).</summary>
     public TimeSpan SessionStartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Silence on a publishing or idle connection after which it is closed.</summary>

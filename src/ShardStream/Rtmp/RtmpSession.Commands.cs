@@ -16,6 +16,13 @@ internal sealed partial class RtmpSession
     private uint _publishStreamId;
     private long _tags;
 
+    /// <summary>
+    /// Until when a connection that neither publishes nor plays is kept: the session start
+    /// timeout from the handshake, and again from the end of each publish (a publisher's
+    /// FCUnpublish comes long after the first deadline, and its close or next publish follows).
+    /// </summary>
+    private DateTime _startDeadline;
+
     /// <summary>Tags were written to the ingest since its last flush (at most one flush per read of the connection).</summary>
     private bool _tagsUnflushed;
 
@@ -121,6 +128,7 @@ internal sealed partial class RtmpSession
     {
         if (!_publishing) return;
         _publishing = false;
+        _startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
         _server.Options.Ingest!.PublishEnded();
         _server.ReleasePublisher(this);
         RtmpLog.PublishEnded(_log, Remote, why, _tags);

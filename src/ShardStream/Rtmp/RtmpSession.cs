@@ -181,13 +181,13 @@ internal sealed partial class RtmpSession
     private async Task<string> ReadLoopAsync(CancellationToken ct)
     {
         var messages = new List<RtmpMessage>();
-        var startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
+        _startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
         // One token for every read; CancelAfter moves its timer (no allocation per read).
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         while (true)
         {
             // Before a publish or play: the start deadline; publishing: the idle timeout; playing: none (a player sends little).
-            TimeSpan wait = _publishing ? _limits.IdleTimeout : _playTask is null ? startDeadline - DateTime.UtcNow : Timeout.InfiniteTimeSpan;
+            TimeSpan wait = _publishing ? _limits.IdleTimeout : _playTask is null ? _startDeadline - DateTime.UtcNow : Timeout.InfiniteTimeSpan;
             if (wait != Timeout.InfiniteTimeSpan && wait <= TimeSpan.Zero) throw new RtmpProtocolException($"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
             timeout.CancelAfter(wait);
             ReadResult result;

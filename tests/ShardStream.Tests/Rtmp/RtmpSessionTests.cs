@@ -174,6 +174,39 @@ public class RtmpSessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_publish_that_ends_after_the_start_deadline_leaves_the_connection_open_for_the_next_publish()
+    {
+        // Seen across namespaces: ffmpeg's FCUnpublish came in a read of its own, minutes after the
+        // connection's start deadline, and the server closed at once with "no publish or play
+        // within 30 s" (a warning, as for bad input) instead of waiting for what came next.
+        var sink = new RecordingSink();
+        var startTimeout = TimeSpan.FromSeconds(2);
+        await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
+        {
+            ListenAddress = "127.0.0.1:0",
+            Transport = Transport,
+            Ingest = sink,
+            PublishKey = Key,
+            Limits = new RtmpLimits { SessionStartTimeout = startTimeout },
+        }, _loggers, CancellationToken.None);
+        await using var client = await ConnectAndCreateStreamAsync(server);
+        await client.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await client.ReadCommandAsync()));
+        await client.SendAsync(6, RtmpMessageType.Video, 1, 0, Hex.Bytes("17 01 000000 AA"));
+        await WaitUntil(() => { lock (sink.Tags) return sink.Tags.Count == 1; });
+        // Only time passes the start deadline; publishing, the connection is under the idle timeout (30 s).
+        await Task.Delay(startTimeout + TimeSpan.FromSeconds(0.5));
+
+        await client.CommandAsync(0, "FCUnpublish", 6.0, null, Key);
+        Assert.Equal(["_result", 6.0], (await client.ReadCommandAsync())![..2]);
+        await WaitUntil(() => sink.Ended == 1);
+        await client.CommandAsync(1, "publish", 7.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await client.ReadCommandAsync()));
+        Assert.Equal(2, sink.Started);
+        Assert.DoesNotContain("no publish or play", _log.All());
+    }
+
+    [Fact]
     public async Task Ping_is_answered_and_acknowledgements_follow_the_window_asked_for()
     {
         await using var client = await ConnectAndCreateStreamAsync();
