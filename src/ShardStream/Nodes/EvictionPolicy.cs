@@ -160,7 +160,7 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             return;
         }
         string took = report.Rates is { } r ? $", it took {r.DownloadKbps / 1000.0:0.0} Mbit/s while {r.StreamKbps / 1000.0:0.0} were queued for it" : "";
-        OnSlow(child, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old{took}",
+        OnSlow(child, reporter.Id, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old{took}",
             report.Rates is { } rates ? (rates.DownloadKbps / 1000.0, rates.StreamKbps / 1000.0) : null, TimeSpan.FromMilliseconds(report.QueueAgeMs));
     }
 
@@ -175,9 +175,10 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// has waited that long by then. Two separate findings are not added up: on a busy machine a
     /// healthy peer falls behind for a second or two after each repair that touches it (seen: a
     /// healthy viewer found slow twice, 8 s apart, in the 30-peer kill test, and stopped), while a
-    /// viewer whose download is below the stream rate stays behind for good.
+    /// viewer whose download is below the stream rate stays behind for good. <paramref name="parent"/>
+    /// is the peer that found it slow (<see cref="Planner.Source"/> for the coordinator).
     /// </summary>
-    public void OnSlow(int id, string why, (double DownloadMbps, double StreamMbps)? rates, TimeSpan queueAge)
+    public void OnSlow(int id, int parent, string why, (double DownloadMbps, double StreamMbps)? rates, TimeSpan queueAge)
     {
         PeerSession? stop = null;
         lock (tracker.Gate)
@@ -188,8 +189,8 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             double? earlier = _lastDownload.TryGetValue(id, out var last) && time.GetElapsedTime(last.At, now) < EarlierFindingWithin ? last.DownloadMbps : null;
             if (rates is { } found) _lastDownload[id] = (now, found.DownloadMbps);
             // Counted (and the old findings dropped) before this one is noted.
-            int others = OthersFoundSlow(id, now);
-            _foundSlow[id] = now;
+            int others = OthersFoundSlow(id, parent, now, out int siblings);
+            _foundSlow[id] = (now, parent);
             if (planner.Budget(id) > 0)
             {
                 Demote(id, why);
@@ -202,6 +203,17 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
                 // source, not this viewer's download. It stays; a parent that still finds it slow
                 // later, when the others keep up, reports it again.
                 SlowChildLog.LeafNotStopped(log, id, queueAge.TotalSeconds, why, others, SlowElsewhereWindow.TotalSeconds);
+                return;
+            }
+            if (parent != Planner.Source && siblings > 0)
+            {
+                // Other children of the same peer behind too: its upload does not carry them, and
+                // it is the one to demote (its children then move to other parents). Seen across
+                // network namespaces: a relay behind a 2 Mbit/s uplink fed two children of a
+                // 1.2 Mbit/s stream, and one of them, on an uncapped link, was stopped with "your
+                // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
+                SlowChildLog.LeafNotStoppedParentSlow(log, id, queueAge.TotalSeconds, why, siblings, parent);
+                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them");
                 return;
             }
             // The stream's rate as the source produces it: a parent's queued rate mixes in replayed
@@ -230,7 +242,7 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// here), for <see cref="OthersFoundSlow"/>. Entries older than <see cref="SlowElsewhereWindow"/>
     /// are dropped as it counts. Under the gate.
     /// </summary>
-    private readonly Dictionary<int, long> _foundSlow = [];
+    private readonly Dictionary<int, (long At, int Parent)> _foundSlow = [];
 
     /// <summary>Slow findings about other peers within this long before a stop make it wait (see <see cref="OnSlow"/>).</summary>
     internal TimeSpan SlowElsewhereWindow => options.SlowChildGrace * 2;
@@ -244,15 +256,23 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// </summary>
     internal const int MinOthersSlowForBusy = 3;
 
-    /// <summary>How many peers other than <paramref name="id"/> were found slow within <see cref="SlowElsewhereWindow"/>. Under the gate.</summary>
-    private int OthersFoundSlow(int id, long now)
+    /// <summary>
+    /// How many peers other than <paramref name="id"/> were found slow within <see cref="SlowElsewhereWindow"/>;
+    /// <paramref name="siblings"/>: how many of them <paramref name="parent"/> found slow. Under the gate.
+    /// </summary>
+    private int OthersFoundSlow(int id, int parent, long now, out int siblings)
     {
         int others = 0;
+        siblings = 0;
         List<int>? old = null;
-        foreach (var (peer, at) in _foundSlow)
+        foreach (var (peer, (at, by)) in _foundSlow)
         {
             if (time.GetElapsedTime(at, now) > SlowElsewhereWindow) (old ??= []).Add(peer);
-            else if (peer != id) others++;
+            else if (peer != id)
+            {
+                others++;
+                if (by == parent) siblings++;
+            }
         }
         if (old is not null)
             foreach (int peer in old) _foundSlow.Remove(peer);

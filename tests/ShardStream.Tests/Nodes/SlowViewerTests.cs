@@ -284,6 +284,40 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         await behind.DisposeAsync();
     }
 
+    /// <summary>
+    /// Two children of one relay behind together point to the relay's upload, not to their
+    /// downloads. Seen across network namespaces: a relay behind a 2 Mbit/s uplink fed two children
+    /// of a 1.2 Mbit/s stream, and one of them, on an uncapped link, was stopped with "your download
+    /// is below the stream rate: 0.8 vs 1.2 Mbit/s". The leaf stays, and the relay is the one
+    /// demoted (here the others have no room for its children, so it keeps its place, and says so).
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_behind_while_its_parent_finds_a_sibling_slow_too_is_not_stopped_and_the_parent_is_demoted_instead()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        // The relay takes one of the coordinator's two slots, a viewer that uploads nothing the
+        // other; the next two leaves fill the relay's two slots, and the test writes its reports.
+        var relay = await overlay.AddPeerAsync();
+        await overlay.AddPeerAsync(upload: 0);
+        var leaf = await overlay.AddPeerAsync(upload: 0);
+        var sibling = await overlay.AddPeerAsync(upload: 0);
+        var snapshot = overlay.Coordinator.Snapshot();
+        Assert.All(new[] { leaf, sibling }, p => Assert.Equal(relay.Id, snapshot.Nodes.Single(n => n.Id == p.Id).Parents[0]));
+        void Report(Peer child, uint queueAgeMs, uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)child.Id, queueAgeMs, (downloadKbps, 1_200)).Write);
+        var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
+
+        Report(sibling, 2_200, 400);
+        Report(leaf, (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 300), 800);
+        string judged = $"peer {leaf.Id}, a leaf, is still slow";
+        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || leafRun.IsCompleted, "the coordinator judged the leaf");
+        Assert.False(logs.Has(LogLevel.Warning, "stopping it (your download"), "a leaf behind a relay that found its sibling slow too was stopped");
+        Assert.False(leafRun.IsCompleted, $"the leaf ended: {leafRun.Exception?.InnerException?.Message}");
+        Assert.True(logs.Has(LogLevel.Warning, $"its parent, peer {relay.Id}, found 1 other child(ren) slow"), "the coordinator did not say why it kept the leaf");
+        Assert.True(logs.Has(LogLevel.Warning, $"peer {relay.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted"), "the relay's demotion was not tried");
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
+    }
+
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
     private static partial Regex BelowRate();
 }
