@@ -191,29 +191,31 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             // Counted (and the old findings dropped) before this one is noted.
             int others = OthersFoundSlow(id, parent, now, out int siblings);
             _foundSlow[id] = (now, parent);
-            if (planner.Budget(id) > 0)
+            bool relay = planner.Budget(id) > 0;
+            if (!relay && queueAge < options.SlowChildGrace) return;
+            if (parent != Planner.Source && siblings > 0)
+            {
+                // Other children of the same peer behind too: its upload does not carry them, and
+                // it is the one to demote (its children then move to other parents; one that is
+                // really slow is found slow there alone). Seen across network namespaces: a relay
+                // behind a 2 Mbit/s uplink fed children of a 1.2 Mbit/s stream; two of them, relays
+                // on uncapped links, were demoted in turn, and a leaf was stopped with "your
+                // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
+                SlowChildLog.ParentSlow(log, id, why, parent, siblings, SlowElsewhereWindow.TotalSeconds);
+                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them");
+                return;
+            }
+            if (relay)
             {
                 Demote(id, why);
                 return;
             }
-            if (queueAge < options.SlowChildGrace) return;
             if (others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100))
             {
                 // Many viewers behind at once, under many parents: a busy machine or a congested
                 // source, not this viewer's download. It stays; a parent that still finds it slow
                 // later, when the others keep up, reports it again.
                 SlowChildLog.LeafNotStopped(log, id, queueAge.TotalSeconds, why, others, SlowElsewhereWindow.TotalSeconds);
-                return;
-            }
-            if (parent != Planner.Source && siblings > 0)
-            {
-                // Other children of the same peer behind too: its upload does not carry them, and
-                // it is the one to demote (its children then move to other parents). Seen across
-                // network namespaces: a relay behind a 2 Mbit/s uplink fed two children of a
-                // 1.2 Mbit/s stream, and one of them, on an uncapped link, was stopped with "your
-                // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
-                SlowChildLog.LeafNotStoppedParentSlow(log, id, queueAge.TotalSeconds, why, siblings, parent);
-                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them");
                 return;
             }
             // The stream's rate as the source produces it: a parent's queued rate mixes in replayed

@@ -162,8 +162,8 @@ internal static partial class SlowChildLog
     [LoggerMessage(909, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its download, {DownloadMbps:0.0} Mbit/s, is not below the stream rate, {StreamMbps:0.0} (its parent held it back)", EventName = "SlowLeafNotBelowRate")]
     public static partial void LeafNotBelowRate(ILogger log, int id, double seconds, string why, double downloadMbps, double streamMbps);
 
-    [LoggerMessage(910, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its parent, peer {Parent}, found {Siblings} other child(ren) slow in the same window (its upload, not this viewer's download); demoting peer {Parent} instead", EventName = "SlowLeafParentSlow")]
-    public static partial void LeafNotStoppedParentSlow(ILogger log, int id, double seconds, string why, int siblings, int parent);
+    [LoggerMessage(910, LogLevel.Warning, "peer {Id} is slow ({Why}), and its parent, peer {Parent}, found {Siblings} other child(ren) slow in the last {Window:0.#} s: the parent's upload, not this peer's download; peer {Id} is neither demoted nor stopped, peer {Parent} is demoted instead", EventName = "SlowChildParentSlow")]
+    public static partial void ParentSlow(ILogger log, int id, string why, int parent, int siblings, double window);
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);

@@ -243,22 +243,28 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // loaded machine ample time between the reports below.
         var grace = new CoordinatorOptions().SlowChildGrace;
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
-        // A relay with four slots takes one of the coordinator's two, a viewer that uploads
-        // nothing the other; the four leaves after them go under the relay, whose reports the
-        // test writes itself.
-        var relay = await overlay.AddPeerAsync(upload: 4);
-        await overlay.AddPeerAsync(upload: 0);
+        // Two relays with four slots each take the coordinator's two; the eight leaves after them
+        // fill their slots, and the test writes the relays' reports itself. The others found slow
+        // are under the other relay: several children of one parent behind together would point
+        // to that parent's upload instead (event 910, tested above).
+        var relays = new[] { await overlay.AddPeerAsync(upload: 4), await overlay.AddPeerAsync(upload: 4) };
         var leaves = new List<Peer>();
-        for (int i = 0; i < 4; i++) leaves.Add(await overlay.AddPeerAsync(upload: 0));
+        for (int i = 0; i < 8; i++) leaves.Add(await overlay.AddPeerAsync(upload: 0));
         var snapshot = overlay.Coordinator.Snapshot();
-        Assert.All(leaves, leaf => Assert.Equal(relay.Id, snapshot.Nodes.Single(n => n.Id == leaf.Id).Parents[0]));
-        void Report(Peer leaf, uint queueAgeMs, uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, queueAgeMs, (downloadKbps, 8_000)).Write);
-        var behind = leaves[0];
+        Peer ParentOf(Peer leaf) => relays.Single(r => r.Id == snapshot.Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        void Report(Peer leaf, uint queueAgeMs, uint downloadKbps) => ((IPeerParents)ParentOf(leaf)).SendToCoordinator(new SlowChild((ulong)leaf.Id, queueAgeMs, (downloadKbps, 8_000)).Write);
+        var behind = leaves.First(l => ParentOf(l) == relays[0]);
+        var others = leaves.Where(l => ParentOf(l) == relays[1]).Take(3).ToList();
+        Assert.Equal(3, others.Count);
         var behindRun = overlay.Peers.Single(p => p.Peer == behind).Run;
 
-        // The machine is busy: three of the relay's other children are found slow (behind for
-        // 1.5 s, less than the grace), and the first one has been behind for longer than the grace.
-        foreach (var leaf in leaves.Skip(1)) Report(leaf, 1_500, 100);
+        // The machine is busy: three children of the other relay are found slow (behind for 1.5 s,
+        // less than the grace), and this one has been behind for longer than the grace.
+        foreach (var leaf in others) Report(leaf, 1_500, 100);
+        // The two relays' reports travel on two links: a report about a peer that is not its
+        // child, ignored and logged, tells when the coordinator has taken the other relay's.
+        ((IPeerParents)relays[1]).SendToCoordinator(new SlowChild((ulong)relays[0].Id, 1_500).Write);
+        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {relays[1].Id} reported peer {relays[0].Id} as slow"), "the other relay's reports were taken");
         Report(behind, (uint)(grace.TotalMilliseconds * 3), 700);
         string judged = $"peer {behind.Id}, a leaf, is still slow";
         await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || behindRun.IsCompleted, "the coordinator judged the leaf");
@@ -276,7 +282,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         }, "the leaf is stopped once it is the only one behind");
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => behindRun);
         Assert.Matches(BelowRate(), stopped.Message);
-        foreach (var leaf in leaves.Skip(1))
+        foreach (var leaf in others)
         {
             var run = overlay.Peers.Single(p => p.Peer == leaf).Run;
             Assert.False(run.IsCompleted, $"peer {leaf.Id} ended: {run.Exception?.InnerException?.Message}");
@@ -309,13 +315,38 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
 
         Report(sibling, 2_200, 400);
         Report(leaf, (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 300), 800);
-        string judged = $"peer {leaf.Id}, a leaf, is still slow";
-        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || leafRun.IsCompleted, "the coordinator judged the leaf");
+        bool ParentJudged() => logs.Has(LogLevel.Warning, $"peer {relay.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted");
+        await Overlay.WaitUntilAsync(() => ParentJudged() || logs.Has(LogLevel.Warning, "stopping it (your download") || leafRun.IsCompleted, "the coordinator judged the leaf or its parent");
         Assert.False(logs.Has(LogLevel.Warning, "stopping it (your download"), "a leaf behind a relay that found its sibling slow too was stopped");
         Assert.False(leafRun.IsCompleted, $"the leaf ended: {leafRun.Exception?.InnerException?.Message}");
         Assert.True(logs.Has(LogLevel.Warning, $"its parent, peer {relay.Id}, found 1 other child(ren) slow"), "the coordinator did not say why it kept the leaf");
-        Assert.True(logs.Has(LogLevel.Warning, $"peer {relay.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted"), "the relay's demotion was not tried");
+        Assert.True(ParentJudged(), "the relay's demotion was not tried");
         Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
+    }
+
+    /// <summary>The same for a child that relays: it keeps its budget, and its parent is the one demoted.</summary>
+    [Fact]
+    public async Task A_relay_found_slow_while_its_parent_finds_a_sibling_slow_too_is_not_demoted_and_the_parent_is_instead()
+    {
+        var logs = new LogCapture();
+        // The coordinator feeds one peer, the relay; its two slots take a viewer and a child that relays.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync();
+        var sibling = await overlay.AddPeerAsync(upload: 0);
+        var child = await overlay.AddPeerAsync();
+        var snapshot = overlay.Coordinator.Snapshot();
+        Assert.True(new[] { child, sibling }.All(p => snapshot.Nodes.Single(n => n.Id == p.Id).Parents[0] == relay.Id),
+            $"relay {relay.Id}, child {child.Id}, sibling {sibling.Id}: " + string.Join(", ", snapshot.Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})")));
+        void Report(Peer slow, uint queueAgeMs) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)slow.Id, queueAgeMs, (400, 1_200)).Write);
+
+        Report(sibling, 2_200);
+        Report(child, 2_000);
+        bool Judged(Peer p) => logs.Has(LogLevel.Warning, $"peer {p.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {p.Id} demoted");
+        await Overlay.WaitUntilAsync(() => Judged(relay) || Judged(child), "the coordinator judged the relay's child or the relay");
+        Assert.False(logs.Has(LogLevel.Warning, $"peer {child.Id} demoted"), "a relay whose parent found its sibling slow too was demoted");
+        Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == child.Id).Budget);
+        Assert.True(Judged(relay), "the relay's demotion was not tried");
+        Assert.True(logs.Has(LogLevel.Warning, $"peer {child.Id} is slow"), "the coordinator did not say why it kept the child a relay");
     }
 
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
