@@ -27,7 +27,10 @@ internal static class CoordinatorCommand
         var rtmpKey = new Option<string?>("--rtmp-key") { Description = "The stream key an RTMP publisher must give (the last part of its URL); default: the SHARDSTREAM_RTMP_KEY environment variable, else any key is accepted. Never logged." };
         var controlHeartbeat = new Option<double?>("--control-heartbeat") { Description = "Seconds between heartbeats on a quiet control link (coordinator <-> peer), pinned: at least the heartbeat interval and at most 60. Default: chosen from the number of peers held, peers / 1000 in whole seconds (the heartbeat interval up to 1,999 peers, 5 s at 5,000, 50 s at 50,000, at most 60), changing as peers come and go. Longer cuts the coordinator's heartbeat traffic with many peers, and finds a frozen peer later; 1 keeps every link at 1 s." };
         var maxJoins = new Option<int?>("--max-joins") { Description = "Admission control (default: none): joins worked on at once; up to 4 times as many wait up to 1 s for a turn, and any more are told the coordinator is busy and join again after a backoff. Measured on a loaded 2-core machine it did not lower join latency (docs/performance.md)." };
-        var latencyAware = new Option<bool>("--latency-aware") { Description = "Place by latency (default true): joiners measure RTTs to a few nodes (at most 16, within about 2 s) and the planner prefers the parents that give the lowest estimated delay from the source (docs/topology.md). --latency-aware false places by depth and capacity only.", DefaultValueFactory = _ => true };
+        var latencyAware = new Option<string>("--latency-aware") { Description = "Place by latency (default true): joiners measure RTTs to a few nodes (at most 16, within about 2 s) and the planner prefers the parents that give the lowest estimated delay from the source (docs/topology.md). --latency-aware false places by depth and capacity only.", DefaultValueFactory = _ => "true" };
+        // A string, not a bool: the parser leaves a value that is no bool ("maybe") over as an
+        // unknown argument, and the error would not name the flag.
+        latencyAware.AcceptOnlyFromAmong("true", "false");
         var latencyMoves = new Option<int>("--latency-moves") { Description = "With --latency-aware: at most this many peers a second, overlay-wide, are moved to a parent that gives them a much lower estimated delay from the source (at least 20 ms and 20% lower; a moved peer rests 30 s; no byte lost). A move must also be borne out by the RTT the peer measured to its parent (its least sample at least 20 ms and 20% above the estimate to the new parent), so estimates alone move nobody. Default 4; 0 turns moving off (docs/topology.md).", DefaultValueFactory = _ => 4 };
         var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "With --latency-moves: those moves first carry out a rebuild of every tree by regions, from the peers' coordinates, the RTT to each peer and the parent-link RTTs heartbeats report (at least 1,000 peers; a rebuild moves most edges: at 100k peers about 1.2 million moves). Off by default (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
         var mergeReads = new Option<bool>("--merge-reads") { Description = "Append a raw source's short read (a live source's small record) to the chunk before it while that chunk waits for its signature, instead of making each read a chunk: fewer hashes on the wire and at every peer for sources that write small records (docs/performance.md). Off by default; FLV and MPEG-TS are cut by their own rules." };
@@ -66,7 +69,7 @@ internal static class CoordinatorCommand
                 MinPeers = parse.GetValue(minPeers),
                 Signer = signer,
                 MaxPeerUpload = parse.GetValue(maxUpload),
-                LatencyAware = parse.GetValue(latencyAware),
+                LatencyAware = parse.GetValue(latencyAware) == "true",
                 LatencyMovesPerSecond = parse.GetValue(latencyMoves),
                 LatencyRebuild = parse.GetValue(latencyRebuild),
                 MergeShortReads = parse.GetValue(mergeReads),

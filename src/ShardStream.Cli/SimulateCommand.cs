@@ -26,7 +26,8 @@ internal static class SimulateCommand
         var uploadMix = new Option<string?>("--upload-mix") { Description = "Each peer draws its upload from upload:fraction pairs summing to 1, e.g. 0:0.6,2.5:0.4 (60% upload nothing, 40% upload 2.5x); instead of --upload." };
         var failBranch = new Option<double>("--fail-branch") { Description = "After the build, fail at once the subtree(s) holding about this fraction of peers, and repair.", DefaultValueFactory = _ => 0 };
         var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
-        var latencyAware = new Option<bool?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
+        var latencyAware = new Option<string?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
+        latencyAware.AcceptOnlyFromAmong("true", "false"); // a string: see the coordinator's
         var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
         var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
@@ -81,7 +82,7 @@ internal static class SimulateCommand
                 return 1;
             }
 
-            if (parseResult.GetValue(latencyAware) == true && model is null)
+            if (parseResult.GetValue(latencyAware) == "true" && model is null)
             {
                 Console.Error.WriteLine("shardstream: error: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
                 return 1;
@@ -98,7 +99,7 @@ internal static class SimulateCommand
                 parseResult.GetValue(failBranch),
                 mix,
                 model,
-                parseResult.GetValue(latencyAware),
+                parseResult.GetValue(latencyAware) is { } aware ? aware == "true" : null,
                 parseResult.GetValue(rdpBreakdown) ? Console.Error : null,
                 parseResult.GetValue(improveSeconds),
                 parseResult.GetValue(latencyMoves),

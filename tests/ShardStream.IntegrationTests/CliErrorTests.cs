@@ -81,6 +81,8 @@ public sealed class CliErrorTests
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "coordinator", "-l", "127.0.0.1:0", "--replay-seconds", "1")]
     [InlineData("cannot create the key file /nonexistent-shardstream-dir/stream.key", "coordinator", "-l", "127.0.0.1:0", "--key", "/nonexistent-shardstream-dir/stream.key")]
     // Values the parser takes as numbers but nothing after it can use: a stack trace before.
+    [InlineData("--latency-aware: 'maybe' is not one of true, false", "coordinator", "-l", "127.0.0.1:0", "--latency-aware", "maybe")]
+    [InlineData("--latency-aware: 'yes' is not one of true, false", "simulate", "--peers", "10", "--latency", "world", "--latency-aware", "yes")]
     [InlineData("--heartbeat-timeout: 'NaN' is not a number", "coordinator", "-l", "127.0.0.1:0", "--heartbeat-timeout", "NaN")]
     [InlineData("--upload: 'Infinity' is not a number", "simulate", "--peers", "10", "--upload", "Infinity")]
     [InlineData("--rejoin-seconds: '1e300' is out of range (at most 1,000,000)", "peer", "-c", "127.0.0.1:1", "--rejoin-seconds", "1e300")]
