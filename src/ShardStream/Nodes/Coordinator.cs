@@ -19,7 +19,7 @@ namespace ShardStream.Nodes;
 /// and the peer sessions, and the one lock they share. This class owns the listener and the
 /// links (through <see cref="Node"/>), serves each peer's control link, and wires the parts together.
 /// </summary>
-public sealed class Coordinator : Node, Admission.IHost
+public sealed partial class Coordinator : Node, Admission.IHost
 {
     private readonly CoordinatorOptions _options;
     private readonly TaskCompletionSource _enoughPeers = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -459,18 +459,21 @@ public sealed class Coordinator : Node, Admission.IHost
             if (_tracker.Peers.ContainsKey(session.Id) && _tracker.Planner.Contains(session.Id))
             {
                 var coordinate = FromWire(remote);
+                double checkedMs = double.NaN;
                 // The least RTT of the control link, once it has a few samples: what the near-source
                 // exchange compares a joiner's own measurement with. A first sample can be far too
                 // high (a process starting up on a loaded host: hundreds of ms on loopback).
                 if (rtt is { Samples: >= SourceRttSamples } measured)
                 {
-                    _tracker.Planner.SetSourceRtt(session.Id, measured.Min.TotalMilliseconds);
-                    coordinate = Agreeing(session, coordinate, measured.Min.TotalMilliseconds);
+                    checkedMs = measured.Min.TotalMilliseconds;
+                    _tracker.Planner.SetSourceRtt(session.Id, checkedMs);
+                    coordinate = Agreeing(session, coordinate, checkedMs);
                 }
                 // Until then, the handshake's RTT as measured below the process, which the join checked too (Admission).
                 else if (link.HandshakeRtt is { } handshake)
                 {
-                    coordinate = Agreeing(session, coordinate, handshake.TotalMilliseconds);
+                    checkedMs = handshake.TotalMilliseconds;
+                    coordinate = Agreeing(session, coordinate, checkedMs);
                 }
                 // A handshake measured with no usable sample (the joiner was placed latency-blind):
                 // nothing to check the claim by until the link has its own samples, so it waits.
@@ -478,7 +481,8 @@ public sealed class Coordinator : Node, Admission.IHost
                 {
                     return;
                 }
-                _tracker.Planner.SetCoordinate(session.Id, coordinate);
+                (session.Claim, session.ClaimCheckedMs) = (coordinate, checkedMs);
+                _tracker.Planner.SetCoordinate(session.Id, Witnessed(session));
             }
     }
 
@@ -546,6 +550,7 @@ public sealed class Coordinator : Node, Admission.IHost
     {
         if (link.Role is not ControlRole { Session: var session } || session.Control != link) return;
         var ignored = session.Report(parents);
+        NoteWitnesses(session, parents);
         if (ignored.Length == 0 || ignored.AsSpan().SequenceEqual(session.LastIgnored)) return;
         session.LastIgnored = ignored;
         CoordinatorLog.ParentRttIgnored(Log, session.Id, string.Join(", ", ignored));

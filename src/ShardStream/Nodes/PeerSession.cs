@@ -1,3 +1,4 @@
+using ShardStream.Topology;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -120,6 +121,18 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// coordinator measured it (<see cref="Coordinator.Agreeing"/>): the coordinator logs when this changes.
     /// </summary>
     public bool CoordinateDiscounted { get; set; }
+
+    /// <summary>The coordinate the peer last claimed, as <see cref="Coordinator.Agreeing"/> held it (<see cref="NetworkCoordinate.Unknown"/> before its first); under the coordinator's lock.</summary>
+    public NetworkCoordinate Claim { get; set; } = NetworkCoordinate.Unknown;
+
+    /// <summary>The RTT to the coordinator that <see cref="Claim"/> was checked with (NaN: none).</summary>
+    public double ClaimCheckedMs { get; set; } = double.NaN;
+
+    /// <summary>What the peers it was a parent of measured to it: the check of its claim's direction (<see cref="CoordinateWitnesses"/>).</summary>
+    public CoordinateWitnesses Witnesses { get; } = new();
+
+    /// <summary>True while its witnesses contradict its claim and the plan holds it elsewhere: the coordinator logs when this changes.</summary>
+    public bool HeldByWitnesses { get; set; }
 
     /// <summary>Shard by shard, the node the plan last made this peer's parent (<see cref="Topology.Planner.None"/>: none yet).</summary>
     private readonly int[] _plannedParents = [.. Enumerable.Repeat(Topology.Planner.None, Protocol.MaxShards)];

@@ -80,6 +80,26 @@ public static class Attacks
     public static IEnumerable<byte[]> WithholdShard(byte shard, FrameType type, byte[] frame) =>
         type is FrameType.Chunk or FrameType.End && frame[Body] == shard ? [] : [frame];
 
+    /// <summary>
+    /// Replaces the coordinate in every Hello, Heartbeat and Pong that carries one (a node that
+    /// knows where it is) by what <paramref name="claimed"/> gives then: a peer that says it is somewhere else.
+    /// </summary>
+    public static FrameRewriter ClaimCoordinate(Func<WireCoordinate> claimed) => (type, frame) =>
+    {
+        var claim = claimed();
+        var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(frame.AsMemory(Body)));
+        return type switch
+        {
+            FrameType.Hello when Hello.TryRead(ref reader, out var hello) && hello.Coordinate is { IsUnknown: false } =>
+                [Frames(w => (hello with { Coordinate = claim }).Write(w))],
+            FrameType.Heartbeat when Heartbeat.TryRead(ref reader, out var beat) && beat.Coordinate is { IsUnknown: false } =>
+                [Frames(w => (beat with { Coordinate = claim }).Write(w))],
+            FrameType.Pong when Pong.TryRead(ref reader, out var pong) && !pong.Coordinate.IsUnknown =>
+                [Frames(w => (pong with { Coordinate = claim }).Write(w))],
+            _ => [frame],
+        };
+    };
+
     /// <summary>Encodes one frame.</summary>
     public static byte[] Frames(Action<System.Buffers.IBufferWriter<byte>> write)
     {

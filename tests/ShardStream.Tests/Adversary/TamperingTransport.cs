@@ -16,7 +16,8 @@ public delegate IEnumerable<byte[]> FrameRewriter(FrameType type, byte[] frame);
 /// (its children's) goes through <see cref="FrameRewriter"/> on the way out. The node behind it is
 /// a real, honest <see cref="ShardStream.Nodes.Peer"/> that joined like any viewer; only what it
 /// sends its children is rewritten, frame by frame, after it left the node. What it receives and
-/// what it sends its parents and the coordinator are untouched.
+/// what it sends its parents and the coordinator are untouched (with <see cref="Opened"/>, the
+/// other way round).
 /// </summary>
 public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) : ITransport
 {
@@ -26,15 +27,28 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
     /// <summary>When set, only connections from this host are rewritten (the others are served honestly).</summary>
     public volatile string? OnlyTo;
 
+    /// <summary>
+    /// Rewrites what the node sends on the connections it opens (to the coordinator, its parents,
+    /// the nodes it measures) instead of what it sends its children: a liar about itself.
+    /// </summary>
+    public bool Opened { get; init; }
+
     /// <summary>Frames rewritten so far (at least one byte changed, dropped or added).</summary>
     public int Rewritten => Volatile.Read(ref _rewritten);
 
     private int _rewritten;
 
-    public async ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken) =>
-        new Listener(await inner.ListenAsync(address, cancellationToken), this);
+    public async ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
+    {
+        var listener = await inner.ListenAsync(address, cancellationToken);
+        return Opened ? listener : new Listener(listener, this);
+    }
 
-    public ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken) => inner.ConnectAsync(address, cancellationToken);
+    public async ValueTask<IConnection> ConnectAsync(string address, CancellationToken cancellationToken)
+    {
+        var connection = await inner.ConnectAsync(address, cancellationToken);
+        return Opened ? new Connection(connection, this) : connection;
+    }
 
     private IEnumerable<byte[]> Rewrite(FrameType type, byte[] frame, string remote)
     {

@@ -25,7 +25,8 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         // A round of latency moves every 250 ms with a quarter of the cap each (4 a second, as the
         // CLI's default), and peers that heartbeat and ping every 250 ms: the same rounds (a moved
         // peer rests 30) and samples as at the CLI's 1 s, in less wall time.
-        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = movesPerSecond / 4, LatencyMoveInterval = TimeSpan.FromMilliseconds(250) });
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = movesPerSecond / 4, LatencyMoveInterval = TimeSpan.FromMilliseconds(250) }, loggers: log.Factory);
         overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
         overlay.StartStreaming();
         var data = Overlay.RandomBytes(600_000, seed);
@@ -87,6 +88,11 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         // No oscillation: each move gains at least 20 ms, a moved peer rests, and it settled above;
         // a bound well below endless moving back and forth: at most one move per (peer, shard) edge.
         Assert.True(moves <= count * 4, $"{moves} moves for {count * 4} edges");
+        // Every peer is honest: none of them had its coordinate held elsewhere because the peers it
+        // was a parent of measured it more than twice as far as it claimed (event 1688).
+        output.WriteLine($"coordinates held by their children's RTTs: {overlay.Coordinator.WitnessHolds}");
+        foreach (var line in log.Lines.Where(l => l.Message.Contains("claims a coordinate that puts it", StringComparison.Ordinal))) output.WriteLine(line.Message);
+        Assert.Equal(0, overlay.Coordinator.WitnessHolds);
         await overlay.EndAsync(TimeSpan.FromMinutes(3));
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }

@@ -110,11 +110,16 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         Assert.All(aware.JoinDiscounts, d => Assert.True(d.ModelMs < 30, $"honest joiner {d.Id}, {d.ModelMs:0.#} ms from the coordinator, discounted at its join: it claimed {d.ClaimedMs:0.#} ms"));
         Assert.All(aware.LaterDiscounts, d => Assert.True(d.ModelMs < 30, $"honest peer {d.Id}, {d.ModelMs:0.#} ms from the coordinator, discounted by its control link's least RTT {d.MeasuredMs:0.#} ms: it claimed {d.ClaimedMs:0.#} ms"));
         Assert.Equal(0, aware.JoinRttsRaised);
+        // Nor is any honest peer held elsewhere because the peers it was a parent of measured it
+        // more than twice as far as its coordinate says (event 1688).
+        output.WriteLine($"held by their children's RTTs (event 1688): {aware.WitnessHolds.Length}");
+        foreach (var line in aware.WitnessHolds) output.WriteLine(line);
+        Assert.Empty(aware.WitnessHolds);
     }
 
     private sealed record Discount(int Id, double ClaimedMs, double MeasuredMs, double ModelMs);
 
-    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts, double MeanEdgeRtt, int MaxDepth, double MeanRdp);
+    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts, double MeanEdgeRtt, int MaxDepth, double MeanRdp, string[] WitnessHolds);
 
     /// <summary>
     /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
@@ -203,7 +208,8 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
             int id = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
             return new Discount(id, double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture), double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), model.RttMs(0, hostOf[id]));
         }).ToArray();
-        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts, meanEdge, maxDepth, meanRdp);
+        var witnessHolds = log.Lines.Where(l => l.Message.Contains("claims a coordinate that puts it", StringComparison.Ordinal)).Select(l => l.Message).ToArray();
+        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts, meanEdge, maxDepth, meanRdp, witnessHolds);
     }
 
     [GeneratedRegex(@"^joiner (\d+) claims a coordinate ([\d.]+) ms from the coordinator, whose handshake with it took ([\d.]+) ms")]
