@@ -177,9 +177,20 @@ public sealed partial class Peer : Node, IPeerParents
                 welcome = answer;
                 if (welcome.PeerId != 0)
                 {
-                    var run = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, Log);
-                    if (_verifier is not null && !_verifier.Key.SameAs(run.Key))
-                        throw new ConnectionFailedException($"{address} now streams {run.Key.Address}, not {_verifier.Key.Address}");
+                    StreamRun run;
+                    try
+                    {
+                        run = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, Log);
+                        if (_verifier is not null && !_verifier.Key.SameAs(run.Key))
+                            throw new ConnectionFailedException($"{address} now streams {run.Key.Address}, not {_verifier.Key.Address}");
+                    }
+                    catch (Exception e) when (e is ConnectionFailedException or ProtocolException)
+                    {
+                        // Placed in a stream this peer will not watch: it says so, or the coordinator
+                        // would keep its place for the rejoin grace, and its drain after the end wait for it.
+                        await RefuseAsync(link, GoodbyeCode.Refused, e.Message, warn: false).ConfigureAwait(false);
+                        throw;
+                    }
                     // A rejoin into another run takes that run's verifier in PrepareRejoin.
                     _verifier ??= new StreamVerifier(run, welcome.ShardCount);
                 }
