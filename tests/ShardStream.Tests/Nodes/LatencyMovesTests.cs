@@ -88,11 +88,12 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         // No oscillation: each move gains at least 20 ms, a moved peer rests, and it settled above;
         // a bound well below endless moving back and forth: at most one move per (peer, shard) edge.
         Assert.True(moves <= count * 4, $"{moves} moves for {count * 4} edges");
-        // Every peer is honest: none of them had its coordinate held elsewhere because the peers it
-        // was a parent of measured it more than twice as far as it claimed (event 1688).
+        // Every peer is honest, but an honest coordinate can be badly fitted (seen: peer 7 put 6.6-78 ms
+        // from a child that measured 190.9 ms, seed 3); two children that measured it so hold it where
+        // they measured it (event 1688). A hold must bring the plan nearer what was measured, never farther.
         output.WriteLine($"coordinates held by their children's RTTs: {overlay.Coordinator.WitnessHolds}");
         foreach (var line in log.Lines.Where(l => l.Message.Contains("claims a coordinate that puts it", StringComparison.Ordinal))) output.WriteLine(line.Message);
-        Assert.Equal(0, overlay.Coordinator.WitnessHolds);
+        WitnessHoldAssert.EachBringsThePlanNearerWhatWasMeasured(log);
         await overlay.EndAsync(TimeSpan.FromMinutes(3));
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }

@@ -110,11 +110,11 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         Assert.All(aware.JoinDiscounts, d => Assert.True(d.ModelMs < 30, $"honest joiner {d.Id}, {d.ModelMs:0.#} ms from the coordinator, discounted at its join: it claimed {d.ClaimedMs:0.#} ms"));
         Assert.All(aware.LaterDiscounts, d => Assert.True(d.ModelMs < 30, $"honest peer {d.Id}, {d.ModelMs:0.#} ms from the coordinator, discounted by its control link's least RTT {d.MeasuredMs:0.#} ms: it claimed {d.ClaimedMs:0.#} ms"));
         Assert.Equal(0, aware.JoinRttsRaised);
-        // Nor is any honest peer held elsewhere because the peers it was a parent of measured it
-        // more than twice as far as its coordinate says (event 1688).
+        // An honest peer whose coordinate is badly fitted can be held where two of its children
+        // measured it (event 1688): a hold must bring the plan nearer what was measured, never farther.
         output.WriteLine($"held by their children's RTTs (event 1688): {aware.WitnessHolds.Length}");
         foreach (var line in aware.WitnessHolds) output.WriteLine(line);
-        Assert.Empty(aware.WitnessHolds);
+        WitnessHoldAssert.EachBringsThePlanNearerWhatWasMeasured(aware.WitnessHolds);
     }
 
     private sealed record Discount(int Id, double ClaimedMs, double MeasuredMs, double ModelMs);
