@@ -193,8 +193,14 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             _foundSlow[id] = (now, parent);
             bool relay = planner.Budget(id) > 0;
             if (!relay && queueAge < options.SlowChildGrace) return;
-            if (parent != Planner.Source && siblings > 0)
+            // A child already excused under another parent within ExcuseWindow is judged on its own:
+            // two slow parents in a row point to the child (or to viewers that read slowly together
+            // to get relays demoted, security.md), not to their uploads.
+            bool excusedElsewhere = _excused.TryGetValue(id, out var excused) && excused.Parent != parent && time.GetElapsedTime(excused.At, now) < ExcuseWindow;
+            if (excusedElsewhere) SlowChildLog.ExcusedElsewhere(log, id, excused.Parent, time.GetElapsedTime(excused.At, now).TotalSeconds, parent);
+            if (parent != Planner.Source && siblings > 0 && !excusedElsewhere)
             {
+                _excused[id] = (now, parent);
                 // Other children of the same peer behind too: its upload does not carry them, and
                 // it is the one to demote (its children then move to other parents; one that is
                 // really slow is found slow there alone). Seen across network namespaces: a relay
@@ -246,6 +252,15 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     /// </summary>
     private readonly Dictionary<int, (long At, int Parent)> _foundSlow = [];
 
+    /// <summary>
+    /// Children excused because their parent found a sibling slow too (event 910): when, and under
+    /// which parent. Under the gate; an entry goes with its peer (<see cref="Forget"/>).
+    /// </summary>
+    private readonly Dictionary<int, (long At, int Parent)> _excused = [];
+
+    /// <summary>A child excused under one parent is not excused again under another for this long.</summary>
+    internal static readonly TimeSpan ExcuseWindow = TimeSpan.FromMinutes(5);
+
     /// <summary>Slow findings about other peers within this long before a stop make it wait (see <see cref="OnSlow"/>).</summary>
     internal TimeSpan SlowElsewhereWindow => options.SlowChildGrace * 2;
 
@@ -285,7 +300,11 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     internal static readonly TimeSpan EarlierFindingWithin = TimeSpan.FromSeconds(60);
 
     /// <summary>Forgets a peer that left. Under the gate.</summary>
-    public void Forget(int id) => _lastDownload.Remove(id);
+    public void Forget(int id)
+    {
+        _lastDownload.Remove(id);
+        _excused.Remove(id);
+    }
 
     /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children; false when it did not.</summary>
     public bool Demote(int id, string why)

@@ -165,6 +165,9 @@ internal static partial class SlowChildLog
     [LoggerMessage(910, LogLevel.Warning, "peer {Id} is slow ({Why}), and its parent, peer {Parent}, found {Siblings} other child(ren) slow in the last {Window:0.#} s: the parent's upload, not this peer's download; peer {Id} is neither demoted nor stopped, peer {Parent} is demoted instead", EventName = "SlowChildParentSlow")]
     public static partial void ParentSlow(ILogger log, int id, string why, int parent, int siblings, double window);
 
+    [LoggerMessage(911, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago because its parent then, peer {Earlier}, found other children slow too; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child)", EventName = "SlowChildExcusedElsewhere")]
+    public static partial void ExcusedElsewhere(ILogger log, int id, int earlier, double seconds, int parent);
+
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);
 

@@ -324,6 +324,59 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
     }
 
+    /// <summary>
+    /// A child excused under one parent (event 910) is not excused again under the next: two slow
+    /// parents in a row point to the child, and two viewers that read slowly together could
+    /// otherwise get relay after relay demoted (security.md). Here the first parent is demoted and
+    /// the leaf moves under the second; found slow there with a sibling, it is stopped.
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_excused_under_one_parent_is_judged_on_its_own_when_the_next_parent_finds_it_slow_with_a_sibling()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        // Three relays of four slots (room to spare, so that one can be demoted), four viewers.
+        var relays = new[] { await overlay.AddPeerAsync(upload: 4), await overlay.AddPeerAsync(upload: 4), await overlay.AddPeerAsync(upload: 4) };
+        var leaves = new List<Peer>();
+        for (int i = 0; i < 4; i++) leaves.Add(await overlay.AddPeerAsync(upload: 0));
+        int ParentOf(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0];
+        string Plan() => string.Join(", ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})"));
+        var first = relays.First(r => leaves.Count(l => ParentOf(l) == r.Id) >= 2);
+        var leaf = leaves.First(l => ParentOf(l) == first.Id);
+        var sibling = leaves.First(l => l != leaf && ParentOf(l) == first.Id);
+        void Report(Peer parent, Peer child, uint queueAgeMs) => ((IPeerParents)parent).SendToCoordinator(new SlowChild((ulong)child.Id, queueAgeMs, (100, 8_000)).Write);
+        uint late = (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 300);
+        var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
+
+        // Under the first parent: excused, and that parent is demoted; its children move to the second.
+        Report(first, sibling, 2_200);
+        Report(first, leaf, late);
+        try
+        {
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {first.Id} demoted"), "the first parent was demoted");
+        }
+        finally
+        {
+            foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine(l.Message);
+            output.WriteLine(Plan());
+        }
+        Assert.True(logs.Has(LogLevel.Warning, $"its parent, peer {first.Id}, found 1 other child(ren) slow"), "the leaf was not excused under its first parent");
+        await Overlay.WaitUntilAsync(() => ParentOf(leaf) != first.Id, "the leaf moved under another parent");
+        var second = relays.Single(r => r.Id == ParentOf(leaf));
+        output.WriteLine(Plan());
+
+        // Under the second: a sibling found slow there too, then the leaf, late. Not excused again.
+        var other = leaves.First(l => l != leaf && ParentOf(l) == second.Id);
+        Report(second, other, 2_200);
+        Report(second, leaf, late);
+        await Overlay.WaitUntilAsync(() => leafRun.IsCompleted || logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the coordinator judged the leaf under its second parent");
+        Assert.False(logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the leaf was excused again under another parent, and that parent was taken for slow");
+        Assert.True(logs.Has(LogLevel.Warning, $"peer {leaf.Id} was excused"), "the coordinator did not say why it judged the leaf on its own");
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun);
+        Assert.Matches(BelowRate(), stopped.Message);
+        await leaf.DisposeAsync();
+    }
+
     /// <summary>The same for a child that relays: it keeps its budget, and its parent is the one demoted.</summary>
     [Fact]
     public async Task A_relay_found_slow_while_its_parent_finds_a_sibling_slow_too_is_not_demoted_and_the_parent_is_instead()
