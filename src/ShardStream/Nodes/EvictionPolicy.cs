@@ -196,9 +196,13 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             // A child already excused under another parent within ExcuseWindow is judged on its own:
             // two slow parents in a row point to the child (or to viewers that read slowly together
             // to get relays demoted, security.md), not to their uploads.
-            bool excusedElsewhere = _excused.TryGetValue(id, out var excused) && excused.Parent != parent && time.GetElapsedTime(excused.At, now) < ExcuseWindow;
-            if (excusedElsewhere) SlowChildLog.ExcusedElsewhere(log, id, excused.Parent, time.GetElapsedTime(excused.At, now).TotalSeconds, parent);
-            if (parent != Planner.Source && siblings > 0 && !excusedElsewhere)
+            bool parentSlow = parent != Planner.Source && siblings > 0;
+            if (parentSlow && _excused.TryGetValue(id, out var excused) && excused.Parent != parent && time.GetElapsedTime(excused.At, now) is var since && since < ExcuseWindow)
+            {
+                SlowChildLog.ExcusedElsewhere(log, id, excused.Parent, since.TotalSeconds, parent);
+                parentSlow = false;
+            }
+            if (parentSlow)
             {
                 _excused[id] = (now, parent);
                 // Other children of the same peer behind too: its upload does not carry them, and
