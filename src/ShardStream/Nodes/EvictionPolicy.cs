@@ -326,10 +326,24 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             }
             if (!planner.CanDemoteWithoutEviction(id))
             {
-                // Evicting others to make room would cost more than a slow relay (and a busy
-                // machine can make healthy relays look slow): the peer keeps its place.
-                SlowChildLog.NotDemoted(log, id, why);
-                return false;
+                // No room elsewhere for its children: one of them, with upload to give, takes its
+                // place (and its children), and the peer becomes a leaf. Seen across network
+                // namespaces: a relay behind a 2 Mbit/s uplink, the only child of a coordinator
+                // with --upload 1, kept its place and its children ran up to 12 s behind.
+                int child = ExchangeCandidate(id, now);
+                if (child == Planner.None)
+                {
+                    // Evicting others to make room would cost more than a slow relay (and a busy
+                    // machine can make healthy relays look slow): the peer keeps its place.
+                    SlowChildLog.NotDemoted(log, id, why);
+                    return false;
+                }
+                int budget = planner.Budget(child);
+                var exchange = planner.DemoteByExchange(id, child);
+                _lastDemotion = now;
+                tracker.SendMoves(exchange);
+                SlowChildLog.DemotedByExchange(log, id, why, child, budget, exchange.Count);
+                return true;
             }
             var plan = planner.Demote(id);
             _lastDemotion = now;
@@ -338,5 +352,37 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
         }
         SlowChildLog.Demoted(log, id, why, moves);
         return true;
+    }
+
+    /// <summary>
+    /// The child of <paramref name="id"/> to take its place (<see cref="Planner.DemoteByExchange"/>),
+    /// or <see cref="Planner.None"/>: of the children that relay and that the planner can exchange
+    /// with it, one not found slow within <see cref="SlowElsewhereWindow"/> if there is one, and of
+    /// those the one with the most budget (its declared upload, capped by --max-upload at its
+    /// join), the earliest joined among equals. A child found slow by another parent within
+    /// <see cref="SlowElsewhereWindow"/>, or excused under another parent within
+    /// <see cref="ExcuseWindow"/>, is never chosen: its own link is suspect. Found slow by
+    /// <paramref name="id"/> itself only ranks it after the others: when the peer's upload does
+    /// not carry its children, all of them are found slow.
+    /// Under the gate.
+    /// </summary>
+    private int ExchangeCandidate(int id, long now)
+    {
+        var planner = tracker.Planner;
+        var children = new SortedSet<int>();
+        for (int s = 0; s < options.ShardCount; s++)
+            foreach (int child in planner.ChildrenOf(id, s)) children.Add(child);
+        bool FoundSlow(int child, out int by)
+        {
+            by = _foundSlow.TryGetValue(child, out var found) ? found.Parent : Planner.None;
+            return by != Planner.None && time.GetElapsedTime(found.At, now) <= SlowElsewhereWindow;
+        }
+        bool Suspect(int child) =>
+            (FoundSlow(child, out int by) && by != id)
+            || (_excused.TryGetValue(child, out var excused) && excused.Parent != id && time.GetElapsedTime(excused.At, now) < ExcuseWindow);
+        return children.Where(c => tracker.Peers.ContainsKey(c) && planner.Budget(c) > 0 && !Suspect(c))
+            .OrderBy(c => FoundSlow(c, out _))
+            .ThenByDescending(planner.Budget)
+            .FirstOrDefault(c => planner.CanDemoteByExchange(id, c), Planner.None);
     }
 }

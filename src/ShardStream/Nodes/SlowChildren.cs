@@ -150,6 +150,9 @@ internal static partial class SlowChildLog
     [LoggerMessage(903, LogLevel.Warning, "peer {Reporter} reported peer {Child} as slow, but the plan does not have {Reporter} as a parent of {Child}: ignored", EventName = "SlowReportIgnored")]
     public static partial void ReportIgnored(ILogger log, int reporter, int child);
 
+    [LoggerMessage(912, LogLevel.Warning, "peer {Id} demoted to a leaf (budget 0) by exchanging places with its child, peer {Child} (budget {Budget}), as no other peer has room for its children: {Why}; {Moves} move(s) sent", EventName = "PeerDemotedByExchange")]
+    public static partial void DemotedByExchange(ILogger log, int id, string why, int child, int budget, int moves);
+
     [LoggerMessage(904, LogLevel.Warning, "peer {Id} is not demoted ({Why}): the overlay has no spare upload to re-place its children without evicting someone", EventName = "DemotionRefused")]
     public static partial void NotDemoted(ILogger log, int id, string why);
 

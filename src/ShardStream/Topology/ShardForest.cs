@@ -272,6 +272,13 @@ internal sealed partial class ShardForest
         }
     }
 
+    /// <summary>Sets the shard-streams <paramref name="node"/> may send (its caps are set apart, shard by shard).</summary>
+    public void SetBudget(int node, int budget)
+    {
+        Version++;
+        _budget[node] = budget;
+    }
+
     /// <summary>Sets how many children <paramref name="node"/> may have in <paramref name="shard"/>.</summary>
     public void SetCap(int node, int shard, int cap)
     {

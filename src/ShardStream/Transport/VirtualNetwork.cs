@@ -114,6 +114,18 @@ public sealed class VirtualNetwork
         Interlocked.Exchange(ref _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).DownloadRate, bytesPerSecond);
     }
 
+    /// <summary>
+    /// Caps what <paramref name="host"/> can send, over all its connections together, at
+    /// <paramref name="bytesPerSecond"/> (0 removes the cap), like a slow uplink (a tbf on its
+    /// egress): a send from it completes only once its bytes have had time to leave, so its own
+    /// queues are what grow. Applied with the other side's download cap, the slower of the two.
+    /// </summary>
+    public void SetUploadRate(string host, long bytesPerSecond)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
+        Interlocked.Exchange(ref _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).UploadRate, bytesPerSecond);
+    }
+
     /// <summary>Resets every connection of the host and closes its listeners, as when its process dies.</summary>
     public void Kill(string host)
     {
@@ -226,23 +238,32 @@ public sealed class VirtualNetwork
         /// <summary>Bytes per second this host can receive; 0 for no cap.</summary>
         public long DownloadRate;
 
+        /// <summary>Bytes per second this host can send; 0 for no cap.</summary>
+        public long UploadRate;
+
         private readonly object _downlink = new();
         private long _downlinkFreeAt;
+        private readonly object _uplink = new();
+        private long _uplinkFreeAt;
 
         public ConcurrentDictionary<VirtualLink, byte> Links { get; } = new();
 
         /// <summary>How long until <paramref name="bytes"/> more have crossed this host's capped downlink (zero without a cap).</summary>
-        public TimeSpan ReserveDownlink(long bytes)
+        public TimeSpan ReserveDownlink(long bytes) => Reserve(_downlink, ref _downlinkFreeAt, Interlocked.Read(ref DownloadRate), bytes);
+
+        /// <summary>How long until <paramref name="bytes"/> more have left through this host's capped uplink (zero without a cap).</summary>
+        public TimeSpan ReserveUplink(long bytes) => Reserve(_uplink, ref _uplinkFreeAt, Interlocked.Read(ref UploadRate), bytes);
+
+        private TimeSpan Reserve(object gate, ref long freeAt, long rate, long bytes)
         {
-            long rate = Interlocked.Read(ref DownloadRate);
             if (rate <= 0) return TimeSpan.Zero;
             var time = network._time;
-            lock (_downlink)
+            lock (gate)
             {
                 long now = time.GetTimestamp();
-                long start = Math.Max(now, _downlinkFreeAt);
-                _downlinkFreeAt = start + (long)((double)bytes / rate * time.TimestampFrequency);
-                return time.GetElapsedTime(now, _downlinkFreeAt);
+                long start = Math.Max(now, freeAt);
+                freeAt = start + (long)((double)bytes / rate * time.TimestampFrequency);
+                return time.GetElapsedTime(now, freeAt);
             }
         }
 
@@ -345,11 +366,11 @@ public sealed class VirtualNetwork
             _server = server;
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
-            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), server, network._time);
+            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), client, server, network._time);
             // The listening side gets the path's RTT as a kernel would measure it from the
             // handshake: exactly what the network puts on the path, whatever the timers do. Asked
             // of the network when first read, not here: a test's latency model may count its calls.
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), client, network._time)
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), server, client, network._time)
             {
                 Handshake = network.HandshakeRtts && !network._synAckDroppers.ContainsKey(client.Name) ? () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name) : null,
                 MeasuresHandshake = network.HandshakeRtts,
@@ -477,7 +498,7 @@ public sealed class VirtualNetwork
             }
         }
 
-        private sealed class End(VirtualLink link, IDuplexPipe pipe, VirtualHost remote, TimeProvider time) : IConnection
+        private sealed class End(VirtualLink link, IDuplexPipe pipe, VirtualHost local, VirtualHost remote, TimeProvider time) : IConnection
         {
             /// <summary>
             /// Held while a send copies into <c>Output</c> and while <c>Output</c> is completed. A
@@ -504,10 +525,13 @@ public sealed class VirtualNetwork
 
             public async ValueTask SendAsync(IList<ArraySegment<byte>> buffers, CancellationToken cancellationToken)
             {
-                // A capped downlink on the other side: the send lasts until the bytes have crossed it.
+                // A capped uplink here or downlink on the other side: the send lasts until the bytes
+                // have crossed the slower.
                 long total = 0;
                 foreach (var buffer in buffers) total += buffer.Count;
-                var crossing = remote.ReserveDownlink(total);
+                var up = local.ReserveUplink(total);
+                var down = remote.ReserveDownlink(total);
+                var crossing = up > down ? up : down;
                 if (crossing > TimeSpan.Zero) await DelayAtLeastAsync(crossing, time, cancellationToken).ConfigureAwait(false);
                 // In memory there is nothing to gain from a gathered write: copy into the pipe.
                 lock (_sending)
