@@ -32,8 +32,7 @@ public sealed class LyingDirectionTests(ITestOutputHelper output)
         var log = new LogCapture();
         // One direct child at the coordinator (one shard): the liar, which every viewer hangs under.
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, Upload = 1, HeartbeatInterval = TimeSpan.FromMilliseconds(250) }, loggers: log.Factory);
-        overlay.Network.UseLatencyModel([.. Hosts.Select(h => h.Host)], (i, j) =>
-            TimeSpan.FromMilliseconds(Math.Sqrt(Math.Pow(Hosts[i].X - Hosts[j].X, 2) + Math.Pow(Hosts[i].Y - Hosts[j].Y, 2)) / 2));
+        UsePlane(overlay, Hosts);
         overlay.StartStreaming();
         // Pings and heartbeats every 250 ms until 4 samples, then every 1.25 s.
         PeerOptions Fast(PeerOptions o) => o with { HeartbeatInterval = TimeSpan.FromMilliseconds(250) };
@@ -104,6 +103,11 @@ public sealed class LyingDirectionTests(ITestOutputHelper output)
         // The distance to the coordinator is never held nearer than measured (the check of distance).
         Assert.True(held.EstimateRtt(Coordinator.Anchor) >= 0.5 * overlay.Coordinator.LinkRtts().Single(r => r.RemoteId == liar.Id).Min.TotalMilliseconds);
     }
+
+    /// <summary>Puts the hosts in a plane: the RTT between two is their distance (ms).</summary>
+    internal static void UsePlane(Overlay overlay, (string Host, double X, double Y)[] hosts) =>
+        overlay.Network.UseLatencyModel([.. hosts.Select(h => h.Host)], (i, j) =>
+            TimeSpan.FromMilliseconds(Math.Sqrt(Math.Pow(hosts[i].X - hosts[j].X, 2) + Math.Pow(hosts[i].Y - hosts[j].Y, 2)) / 2));
 
     /// <summary>
     /// A claim halfway between the two of <paramref name="children"/> nearest each other in the

@@ -111,10 +111,10 @@ internal sealed class Overlay : IAsyncDisposable
         await _coordinatorRun!.WaitAsync(within ?? Deadline);
     }
 
-    /// <summary>Waits until <paramref name="condition"/> holds, polling, with a generous deadline.</summary>
-    public static async Task WaitUntilAsync(Func<bool> condition, string what)
+    /// <summary>Waits until <paramref name="condition"/> holds, polling, with a generous deadline (<see cref="Deadline"/> unless <paramref name="within"/> says more).</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? within = null)
     {
-        var deadline = DateTime.UtcNow + Deadline;
+        var deadline = DateTime.UtcNow + (within ?? Deadline);
         while (!condition())
         {
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
