@@ -22,11 +22,22 @@ public sealed partial class Peer
     /// <summary>Nodes this joiner was asked to measure and could not connect to within the round's time (reported with an RTT of 0).</summary>
     private readonly HashSet<ulong> _unreachable = [];
 
-    /// <summary>The RTTs measured for the Join's <see cref="Hello.Measured"/>, then the nodes not reached (RTT 0); null when none.</summary>
-    private MeasuredRtt[]? MeasuredRtts() => _measured.Count + _unreachable.Count == 0 ? null
-        : [.. _measured.Select(m => new MeasuredRtt(m.Key, (uint)Math.Clamp(m.Value.Rtt.TotalMicroseconds, 1, uint.MaxValue)))
+    /// <summary>
+    /// Nodes this joiner connected to that did not answer its probe with a Welcome within the round's
+    /// time. Reported with the round's whole time (<see cref="PeerOptions.MeasureTimeout"/>) as their
+    /// RTT: a node that does not answer is not measured, and left out of the Join the coordinator
+    /// would take its claimed coordinate for the edge (docs/security.md, "Lies about RTTs and coordinates").
+    /// </summary>
+    private readonly HashSet<ulong> _unanswered = [];
+
+    /// <summary>The RTTs measured for the Join's <see cref="Hello.Measured"/>, then the nodes not reached (RTT 0), then those that did not answer (the round's time); null when none.</summary>
+    private MeasuredRtt[]? MeasuredRtts() => _measured.Count + _unreachable.Count + _unanswered.Count == 0 ? null
+        : [.. _measured.Select(m => new MeasuredRtt(m.Key, Micros(m.Value.Rtt)))
             .Concat(_unreachable.Where(id => !_measured.ContainsKey(id)).Select(id => new MeasuredRtt(id, 0)))
+            .Concat(_unanswered.Where(id => !_measured.ContainsKey(id) && !_unreachable.Contains(id)).Select(id => new MeasuredRtt(id, Micros(_options.MeasureTimeout))))
             .Take(Protocol.MaxShards)];
+
+    private static uint Micros(TimeSpan rtt) => (uint)Math.Clamp(rtt.TotalMicroseconds, 1, uint.MaxValue);
 
     /// <summary>
     /// Measures the nodes of one Landmarks frame, all at once and within
@@ -49,6 +60,7 @@ public sealed partial class Peer
         for (int i = 0; i < results.Length; i++)
         {
             if (!results[i].Connected) _unreachable.Add(landmarks.Nodes[i].Id);
+            else if (results[i].Rtt <= TimeSpan.Zero) _unanswered.Add(landmarks.Nodes[i].Id);
             if (results[i].Rtt <= TimeSpan.Zero) continue;
             _measured[landmarks.Nodes[i].Id] = (results[i].Coordinate, results[i].Rtt);
             answered++;

@@ -422,7 +422,7 @@ public sealed class OneConnectionJoinTests
         return goodbye;
     }
 
-    private static async Task<(FrameType Type, ReadOnlySequence<byte> Body)> ReadFrameAsync(PipeReader input)
+    internal static async Task<(FrameType Type, ReadOnlySequence<byte> Body)> ReadFrameAsync(PipeReader input)
     {
         using var cts = new CancellationTokenSource(PipeIo.Deadline);
         while (true)
