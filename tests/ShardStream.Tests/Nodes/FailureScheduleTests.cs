@@ -8,6 +8,7 @@ namespace ShardStream.Tests.Nodes;
 /// source, and the coordinator's view of who serves whom ends equal to the real connections.
 /// A failing schedule names its seed; rerun it alone with <see cref="One_schedule"/>.
 /// </summary>
+[RunsLong(190)]
 public sealed class FailureScheduleTests
 {
     private const int Batches = 10;

@@ -3,6 +3,7 @@ using ShardStream.Topology;
 
 namespace ShardStream.Tests.Topology;
 
+[RunsLong(115)]
 public sealed class LatencyAwarePlannerTests
 {
     private static NetworkCoordinate At(double x, double y = 0, double height = 1) => new(x, y, height, 0.1);

@@ -3,6 +3,7 @@ using ShardStream.Topology;
 namespace ShardStream.Tests.Topology;
 
 /// <summary><see cref="Planner.Demote"/>: a peer that cannot carry its children becomes a leaf everywhere.</summary>
+[RunsLong(135)]
 public sealed class PlannerDemoteTests
 {
     [Fact]
