@@ -20,6 +20,7 @@ namespace ShardStream.IntegrationTests;
 /// a viewer that lost the coordinator instead of seeing the end fails in seconds. Every wait is for
 /// a condition, except the half-second after a signal that must be past the repeat window.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(90);

@@ -11,6 +11,7 @@ namespace ShardStream.IntegrationTests;
 /// download): it draws the trees of a running 20-peer overlay of CLI processes and follows joins
 /// and leaves by itself.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed partial class CliDashboardTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);

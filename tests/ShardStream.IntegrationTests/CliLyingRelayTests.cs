@@ -13,6 +13,7 @@ namespace ShardStream.IntegrationTests;
 /// given the stream address. Whatever the liar sends, every viewer exits 0 with exactly the
 /// source's bytes: none forged, none lost, no early "stream complete".
 /// </summary>
+[Collection(CliCollection.Name)]
 public partial class CliLyingRelayTests
 {
     private const int Viewers = 6;

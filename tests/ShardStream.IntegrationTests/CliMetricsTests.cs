@@ -10,6 +10,7 @@ namespace ShardStream.IntegrationTests;
 /// and, after a relay is killed and a viewer frozen, stalls, their durations and heartbeat
 /// timeouts), and <c>/api/overlay</c>, <c>/api/peer</c> agree.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class CliMetricsTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);

@@ -7,6 +7,7 @@ namespace ShardStream.IntegrationTests;
 /// (<c>nodes</c>, one entry per peer) is in the first event and again only when the plan changed,
 /// so that an open page costs the coordinator a small message a second, not the whole overlay.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class CliOverlayEventsTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);

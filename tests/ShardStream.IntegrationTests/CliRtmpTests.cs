@@ -10,6 +10,7 @@ namespace ShardStream.IntegrationTests;
 /// hops down writes decodes with no error, and bad input on the RTMP port while a stream runs
 /// closes only that connection, with a logged reason.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
 {
     private const string Key = "obs-Key-7f3a";

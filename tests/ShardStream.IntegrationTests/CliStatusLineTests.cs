@@ -13,6 +13,7 @@ namespace ShardStream.IntegrationTests;
 /// under <c>script</c> (util-linux), which gives it a pseudo-terminal as stderr, while its stdout
 /// (the stream) goes to a file; the test reads the terminal's transcript as a user would see it.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed partial class CliStatusLineTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

@@ -10,6 +10,7 @@ namespace ShardStream.IntegrationTests;
 /// "… streams X, not the stream asked for (Y)"; a viewer given the right one, and one given none
 /// (which logs "pinned stream …"), write the exact stream.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed partial class CliStreamKeyTests : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 namespace ShardStream.IntegrationTests;
 
 /// <summary>The real CLI in separate processes on loopback: a coordinator and 12 peers.</summary>
+[Collection(CliCollection.Name)]
 public sealed class CliStreamingTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);

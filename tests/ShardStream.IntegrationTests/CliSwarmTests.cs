@@ -5,6 +5,7 @@ namespace ShardStream.IntegrationTests;
 /// docs/performance.md: every swarm peer the coordinator placed is one the swarm joined, and
 /// every one leaves. No timing is asserted.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class CliSwarmTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);

@@ -6,6 +6,7 @@ namespace ShardStream.IntegrationTests;
 /// <c>--http</c> on a peer two hops down: ffmpeg opens <c>/live.flv</c> or <c>/live.ts</c> about 5 s into a
 /// live stream (once the peer has written 800 kB) and decodes 5 s with <c>-xerror</c> and no message (issue 11, point 3).
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

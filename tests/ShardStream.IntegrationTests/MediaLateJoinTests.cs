@@ -5,6 +5,7 @@ namespace ShardStream.IntegrationTests;
 /// of peers; a viewer that joins about 5 s in (once the chain has written 800 kB), four hops down, must decode from its first byte: no
 /// missing parameter sets, no undecodable frame (issue 11). The source ends once that viewer has written about 5 s of it.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class MediaLateJoinTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

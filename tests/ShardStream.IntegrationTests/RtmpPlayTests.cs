@@ -11,6 +11,7 @@ namespace ShardStream.IntegrationTests;
 /// ffplay runs): what a feed yields arrives as a stream ffmpeg decodes with no error, after
 /// StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess; the stream's end ends the play.
 /// </summary>
+[Collection(CliCollection.Name)]
 public sealed class RtmpPlayTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("ss-rtmp-play-").FullName;
