@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using ShardStream.Cli;
 
 EmbeddedLibsodium.Install();
@@ -24,4 +25,12 @@ if (args.Length > 0 && parse.Errors.Count > 0)
     Console.Error.WriteLine($"shardstream: error: {string.Join("; ", reasons)} (--help lists the flags)");
     return 1;
 }
-return await parse.InvokeAsync(invocation);
+// A command cancelled by a signal returns 130 (CommonOptions.RunAsync); when the first signal was
+// SIGTERM the process exits 143 instead, the shell's code for it (128 + 15), as the coordinator does
+// (CoordinatorStop). These registrations only note which signal came first: System.CommandLine's
+// own handlers cancel the command.
+int firstSignal = 0;
+using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => Interlocked.CompareExchange(ref firstSignal, 130, 0));
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => Interlocked.CompareExchange(ref firstSignal, 143, 0));
+int exitCode = await parse.InvokeAsync(invocation);
+return exitCode == 130 && Volatile.Read(ref firstSignal) == 143 ? 143 : exitCode;
