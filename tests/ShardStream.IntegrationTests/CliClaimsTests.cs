@@ -44,33 +44,15 @@ public sealed partial class CliClaimsTests
 
         var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
         Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
-        // 143: ended by SIGTERM (128 + 15), after the handover; Ctrl-C gives 130.
+        // 143: ended by SIGTERM (128 + 15), after the handover (130 before 834045c). Ctrl-C's 130 is
+        // not tested here: a test run started in the background by a script (as CI may be) inherits
+        // SIGINT ignored, and so do the peers it starts.
         Assert.True(aExit == 143, $"A exited with {aExit}:\n{a.Stderr}");
         Assert.Contains(a.StderrLines, l => l.Contains("leaving: asking the coordinator to move my children", StringComparison.Ordinal));
         Assert.DoesNotContain(a.StderrLines, l => l.Contains("still open", StringComparison.Ordinal));
         Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {Id(a)} is leaving", StringComparison.Ordinal));
         await AssertWholeStreamAsync(b, source, "B");
         await AssertWholeStreamAsync(c, source, "C");
-    }
-
-    [Fact]
-    public async Task A_peer_stopped_by_Ctrl_C_exits_130_and_one_stopped_by_SIGTERM_exits_143()
-    {
-        // Two leaves under a coordinator that holds its source for a third peer: neither has a
-        // child to hand over, so each leaves at once; the shell's codes tell the signals apart.
-        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--min-peers", "3", "--latency-aware", "false");
-        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
-        await using var interrupted = await JoinAsync(address, "0");
-        await using var terminated = await JoinAsync(address, "0");
-        await interrupted.SignalAsync("INT");
-        await terminated.SignalAsync("TERM");
-        var (interruptedExit, _) = await interrupted.WaitForExitAsync(ExitDeadline);
-        var (terminatedExit, _) = await terminated.WaitForExitAsync(ExitDeadline);
-        Assert.True(interruptedExit == 130, $"the peer stopped with SIGINT exited with {interruptedExit}:\n{interrupted.Stderr}");
-        Assert.True(terminatedExit == 143, $"the peer stopped with SIGTERM exited with {terminatedExit}:\n{terminated.Stderr}");
-        await coordinator.SignalAsync("TERM");
-        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
-        Assert.True(coordinatorExit == 143, $"coordinator exited with {coordinatorExit} on SIGTERM before the stream started:\n{coordinator.Stderr}");
     }
 
     [Fact]
