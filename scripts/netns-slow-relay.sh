@@ -55,16 +55,24 @@ import sys, time
 for line in sys.stdin: sys.stdout.write(f"{time.time():.3f} {line}"); sys.stdout.flush()
 EOF
 
+# Waits (up to 60 s) until FILE has a line matching PATTERN; says so and fails the run otherwise.
+wait_for() {
+  for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "netns-slow-relay: no '$2' in $1 within 60 s" >&2; exit 1
+}
+
 J=10.$NET.1.2:1234
 python3 "$D/src.py" 150000 "$SECS" "$D/src.times" "$D/src.bin" "$D/go" \
   | ip netns exec $P-h1 $CLI coordinator -l 0.0.0.0:1234 --upload 1 --min-peers 3 -v 2> >(python3 "$D/stamp.py" > "$D/coord.log") &
-sleep 3
+wait_for "$D/coord.log" 'listening on'
+# One at a time, each once the one before has joined: the relay first, so that it is the
+# coordinator's only child and the two after it are its children.
 for v in relay:2 c1:3 c2:4; do
   ip netns exec $P-h${v#*:} $CLI peer -c $J -l 0.0.0.0:1235 -v 2> >(python3 "$D/stamp.py" > "$D/${v%:*}.log") \
     | python3 "$D/rec.py" "$D/${v%:*}.bin" "$D/${v%:*}.times" &
-  sleep 3
+  wait_for "$D/${v%:*}.log" 'joined as peer'
 done
-for _ in $(seq 1 600); do grep -q '\[1653\]' "$D/coord.log" 2>/dev/null && break; sleep 0.1; done
+wait_for "$D/coord.log" '\[1653\]'
 touch "$D/go"
 wait
 ip netns exec $P-h2 tc -s qdisc show dev eth0 > "$D/tbf.txt"
