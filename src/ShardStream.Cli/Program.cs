@@ -13,10 +13,6 @@ root.Subcommands.Add(SwarmCommand.Create());
 CliErrors.CheckDecimals(root);
 CliErrors.CheckAddresses(root);
 var parse = root.Parse(args);
-// Ctrl-C and SIGTERM cancel the command; a peer then hands its children over before it exits,
-// which can take a few seconds, so the process is given that long. The coordinator handles them
-// itself: the first one ends the stream (CoordinatorStop).
-var invocation = new InvocationConfiguration { ProcessTerminationTimeout = parse.CommandResult.Command.Name == "coordinator" ? null : TimeSpan.FromSeconds(20) };
 if (args.Length > 0 && parse.Errors.Count > 0)
 {
     // A wrong flag or value: one line on stderr, as every other error, instead of the reason and
@@ -25,12 +21,31 @@ if (args.Length > 0 && parse.Errors.Count > 0)
     Console.Error.WriteLine($"shardstream: error: {string.Join("; ", reasons)} (--help lists the flags)");
     return 1;
 }
-// A command cancelled by a signal returns 130 (CommonOptions.RunAsync); when the first signal was
-// SIGTERM the process exits 143 instead, the shell's code for it (128 + 15), as the coordinator does
-// (CoordinatorStop). These registrations only note which signal came first: System.CommandLine's
-// own handlers cancel the command.
+// Ctrl-C and SIGTERM cancel a peer, demo or swarm command; a peer then hands its children over
+// before it exits, which can take a few seconds, so the process is given 20 s, and then exits with
+// the signal's code whatever the command does. The command returns 130 when cancelled
+// (CommonOptions.RunAsync); the process exits 130 after Ctrl-C and 143 after SIGTERM (128 + 2, 128 + 15,
+// as a shell reports a process a signal ended). These handlers are the only ones: System.CommandLine's
+// own (ProcessTerminationTimeout) are off, since which of two handlers of one signal runs, and
+// whether the second runs at all, is up to the runtime (a SIGTERM test saw 130 now and then).
+// The coordinator handles both signals itself: the first ends the stream (CoordinatorStop). Any
+// other command (simulate) keeps the default: a signal ends it at once.
+var invocation = new InvocationConfiguration { ProcessTerminationTimeout = null };
+bool cancellable = parse.CommandResult.Command.Name is "peer" or "demo" or "swarm";
+using var stop = new CancellationTokenSource();
+var forced = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
 int firstSignal = 0;
-using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => Interlocked.CompareExchange(ref firstSignal, 130, 0));
-using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => Interlocked.CompareExchange(ref firstSignal, 143, 0));
-int exitCode = await parse.InvokeAsync(invocation);
-return exitCode == 130 && Volatile.Read(ref firstSignal) == 143 ? 143 : exitCode;
+void OnSignal(PosixSignalContext context)
+{
+    // Handled here: the runtime must not end the process while the command stops.
+    context.Cancel = true;
+    int code = context.Signal == PosixSignal.SIGINT ? 130 : 143;
+    if (Interlocked.CompareExchange(ref firstSignal, code, 0) != 0) return;
+    stop.Cancel();
+    _ = Task.Delay(TimeSpan.FromSeconds(20)).ContinueWith(_ => forced.TrySetResult(code), TaskScheduler.Default);
+}
+using var sigint = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal) : null;
+using var sigterm = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal) : null;
+int exitCode = await await Task.WhenAny(parse.InvokeAsync(invocation, stop.Token), forced.Task);
+int signal = Volatile.Read(ref firstSignal);
+return exitCode == 130 && signal != 0 ? signal : exitCode;

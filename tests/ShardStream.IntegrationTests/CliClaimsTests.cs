@@ -6,9 +6,10 @@ namespace ShardStream.IntegrationTests;
 
 /// <summary>
 /// README claims about the terminal tool, each checked through the real CLI in separate processes
-/// on 127.0.0.1: a peer stopped with SIGTERM leaves gracefully and the peers below it lose no
+/// on 127.0.0.1: a peer stopped with SIGTERM or Ctrl-C leaves gracefully (exit 143 / 130) and the peers below it lose no
 /// byte; a peer that had to skip bytes writes the rest, exits 1 and gives the total; an evicted
-/// peer says so; a peer joins through another peer. Upload budgets (<c>--upload</c>) fix the
+/// peer says so; a peer joins through another peer; a coordinator's Ctrl-C ends the stream at the bytes it
+/// read and its viewers exit 0 with exactly those. Upload budgets (<c>--upload</c>) fix the
 /// shape of the tree, so that each test knows who is below whom without reading the plan.
 /// Nothing here asserts a duration: every wait is for a condition, with a generous deadline.
 /// </summary>
@@ -44,15 +45,73 @@ public sealed partial class CliClaimsTests
 
         var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
         Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
-        // 143: ended by SIGTERM (128 + 15), after the handover (130 before 834045c). Ctrl-C's 130 is
-        // not tested here: a test run started in the background by a script (as CI may be) inherits
-        // SIGINT ignored, and so do the peers it starts.
+        // 143: ended by SIGTERM (128 + 15), after the handover (130 before 834045c); Ctrl-C's 130 below.
         Assert.True(aExit == 143, $"A exited with {aExit}:\n{a.Stderr}");
         Assert.Contains(a.StderrLines, l => l.Contains("leaving: asking the coordinator to move my children", StringComparison.Ordinal));
         Assert.DoesNotContain(a.StderrLines, l => l.Contains("still open", StringComparison.Ordinal));
         Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {Id(a)} is leaving", StringComparison.Ordinal));
         await AssertWholeStreamAsync(b, source, "B");
         await AssertWholeStreamAsync(c, source, "C");
+    }
+
+    [Fact]
+    public async Task Ctrl_c_makes_an_interior_peer_leave_with_130_and_ends_the_coordinators_stream_at_the_bytes_read()
+    {
+        // The README's Ctrl-C, as a terminal delivers it (SIGINT, its default disposition restored:
+        // CliProcess.StartWithCtrlC). coordinator (1 slot) -> A (1) -> B (0): A is the only way to B.
+        var source = Source(64, seed: 5);
+        await using var coordinator = CliProcess.StartWithCtrlC("coordinator", "-l", "127.0.0.1:0", "--upload", "1", "--min-peers", "2", "--latency-aware", "false");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var a = await JoinAsync(address, "1", ctrlC: true);
+        await using var b = await JoinAsync(address, "0");
+        Assert.Equal(Id(a), ParentOf(b));
+
+        // Paced at 2 MiB/s, stdin left open: only the coordinator's Ctrl-C ends this stream.
+        using var stopWriting = new CancellationTokenSource();
+        var writing = Task.Run(async () =>
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            try
+            {
+                for (int offset = 0; offset < source.Length && !stopWriting.IsCancellationRequested; offset += Block)
+                {
+                    var wait = TimeSpan.FromSeconds((double)offset / (2 << 20)) - System.Diagnostics.Stopwatch.GetElapsedTime(t0);
+                    if (wait > TimeSpan.Zero) await Task.Delay(wait, stopWriting.Token);
+                    await coordinator.StandardInput.WriteAsync(source.AsMemory(offset, Block), stopWriting.Token);
+                    await coordinator.StandardInput.FlushAsync(stopWriting.Token);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException)
+            {
+                // Stopped, or the coordinator has exited.
+            }
+        });
+
+        await WaitUntilAsync(() => b.StdoutBytes > 2 << 20 || b.HasExited, () => $"B never received 2 MiB:\n{b.Stderr}");
+        await a.SignalAsync("INT");
+        var (aExit, _) = await a.WaitForExitAsync(ExitDeadline);
+        Assert.True(aExit == 130, $"A exited with {aExit} after Ctrl-C:\n{a.Stderr}");
+        Assert.Contains(a.StderrLines, l => l.Contains("leaving: asking the coordinator to move my children", StringComparison.Ordinal));
+        Assert.Contains(coordinator.StderrLines, l => l.Contains($"peer {Id(a)} is leaving", StringComparison.Ordinal));
+
+        // B goes on from its new parent (the coordinator); then Ctrl-C ends the stream where it is.
+        long atLeave = b.StdoutBytes;
+        await WaitUntilAsync(() => b.StdoutBytes > atLeave + (1 << 20) || b.HasExited, () => $"B received nothing more after A left:\n{b.Stderr}");
+        await coordinator.SignalAsync("INT");
+        var (coordinatorExit, _) = await coordinator.WaitForExitAsync(ExitDeadline);
+        await stopWriting.CancelAsync();
+        await writing;
+        Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit} after one Ctrl-C:\n{coordinator.Stderr}");
+        var ending = CtrlCEndingRegex().Match(coordinator.Stderr);
+        Assert.True(ending.Success, $"no 'Ctrl-C (SIGINT): ending the stream at N bytes' line:\n{coordinator.Stderr}");
+        int streamed = int.Parse(ending.Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.InRange(streamed, (int)atLeave, source.Length - 1);
+
+        var (bExit, bSha) = await b.WaitForExitAsync(ExitDeadline);
+        Assert.True(bExit == 0, $"B exited with {bExit}:\n{b.Stderr}");
+        Assert.Contains(b.StderrLines, l => l.Contains($"stream complete: {streamed} bytes", StringComparison.Ordinal));
+        Assert.True(Sha(source.AsSpan(0, streamed).ToArray()) == bSha, $"B wrote {b.StdoutBytes} bytes with sha256 {bSha}, not the first {streamed} bytes of the source:\n{b.Stderr}");
+        Assert.DoesNotContain(b.StderrLines, l => l.Contains("lost bytes", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -168,10 +227,13 @@ public sealed partial class CliClaimsTests
     private static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 
     /// <summary>Starts a peer and waits until it has joined (its "joined as peer N" line).</summary>
-    private static async Task<CliProcess> JoinAsync(string address, string? upload, params string[] more)
+    private static Task<CliProcess> JoinAsync(string address, string? upload, params string[] more) => JoinAsync(address, upload, ctrlC: false, more);
+
+    /// <summary>As above; with <paramref name="ctrlC"/>, started so that SIGINT reaches it as Ctrl-C (<see cref="CliProcess.StartWithCtrlC"/>).</summary>
+    private static async Task<CliProcess> JoinAsync(string address, string? upload, bool ctrlC, params string[] more)
     {
         string[] args = ["peer", "-c", address, "-l", "127.0.0.1:0", .. upload is null ? [] : new[] { "--upload", upload }, .. more];
-        var peer = CliProcess.Start(args);
+        var peer = ctrlC ? CliProcess.StartWithCtrlC(args) : CliProcess.Start(args);
         await WaitUntilAsync(() => peer.StderrLines.Any(l => JoinedRegex().IsMatch(l)) || peer.HasExited, () => $"the peer did not join:\n{peer.Stderr}");
         Assert.False(peer.HasExited, $"the peer exited while joining:\n{peer.Stderr}");
         return peer;
@@ -239,6 +301,9 @@ public sealed partial class CliClaimsTests
         Assert.True(errors.Count == 1, $"expected one error line, got:\n{stderr}");
         return errors[0];
     }
+
+    [GeneratedRegex(@"Ctrl-C \(SIGINT\): ending the stream at (\d+) bytes")]
+    private static partial Regex CtrlCEndingRegex();
 
     [GeneratedRegex(@"joined as peer (\d+) ")]
     private static partial Regex JoinedRegex();
