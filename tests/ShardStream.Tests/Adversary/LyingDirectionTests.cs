@@ -43,16 +43,40 @@ public sealed class LyingDirectionTests(ITestOutputHelper output)
         await using var liar = new Peer(Fast(new PeerOptions { JoinAddress = overlay.Coordinator.ListenAddress, ListenAddress = "liar:1", Upload = 4 }), transport, Overlay.Loggers);
         await liar.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
         var liarRun = Task.Run(() => liar.RunAsync(Stream.Null, CancellationToken.None));
+        // The viewers tell the coordinator where they are: their place in the plane, on a short
+        // access link. With only the coordinator and the liar to measure, a viewer's own fit can
+        // land anywhere on the circle those two RTTs allow, and on a loaded host far from the
+        // others (ci125: four viewers 140-800 ms apart in the plan, so that no claim was near two of
+        // them and the test could not make its lie). The subject here is the coordinator's check of
+        // the liar's claim against its children's RTTs, not the viewers' fits.
         var viewers = new List<Peer>();
-        for (int i = 0; i < 4; i++) viewers.Add(await overlay.AddPeerAsync(upload: 0, configure: Fast));
-        await overlay.WriteAsync(Overlay.RandomBytes(50_000, seed: 1));
-        Assert.All(viewers, v => Assert.Equal(liar.Id, Parent(overlay, v)));
-        // Their coordinates settle (an RTT inflated by a loaded host can put a first fit far off).
-        await Overlay.WaitUntilAsync(() => viewers.All(v => overlay.Coordinator.PlannedCoordinate(v.Id).Error <= 0.5), "the plan holds a settled coordinate for every viewer");
+        try
+        {
+            foreach (var (host, x, y) in Hosts.Skip(2))
+            {
+                var where = new WireCoordinate((float)x, (float)y, (float)Vivaldi.MinHeight, 0.2f);
+                var says = new TamperingTransport(overlay.Network.Host(host), Attacks.ClaimCoordinate(() => where)) { Opened = true, OnlyTo = "coord", Active = true };
+                var viewer = new Peer(Fast(new PeerOptions { JoinAddress = overlay.Coordinator.ListenAddress, ListenAddress = $"{host}:1", Upload = 0 }), says, Overlay.Loggers);
+                viewers.Add(viewer);
+                await viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+                _ = Task.Run(() => viewer.RunAsync(Stream.Null, CancellationToken.None));
+            }
+            await overlay.WriteAsync(Overlay.RandomBytes(50_000, seed: 1));
+            Assert.All(viewers, v => Assert.Equal(liar.Id, Parent(overlay, v)));
+            await Overlay.WaitUntilAsync(() => viewers.All(v => overlay.Coordinator.PlannedCoordinate(v.Id).Error <= 0.5), "the plan holds a settled coordinate for every viewer");
+            await LieAndCheckAsync(overlay, log, liar, transport, claim, viewers);
+        }
+        finally
+        {
+            foreach (var v in viewers) await v.DisposeAsync();
+        }
+    }
+
+    private async Task LieAndCheckAsync(Overlay overlay, LogCapture log, Peer liar, TamperingTransport transport, WireCoordinate[] claim, List<Peer> viewers)
+    {
 
         // Now it claims to sit where two of its children are in the plan's plane (the two nearest
-        // each other: with only the coordinator and the liar to measure, a viewer's fit may land
-        // on either side of the line between them), on a short access link, and sure of it: no
+        // each other), on a short access link, and sure of it: no
         // nearer the coordinator than 0.6 of the RTT the coordinator measured to it (the distance
         // check takes less than half for a lie). To the coordinator only: its pongs to the peers
         // that measure it would move their coordinates too.
