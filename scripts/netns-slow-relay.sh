@@ -4,7 +4,7 @@
 # router namespace: the coordinator (--upload 1, K=1), the relay (its uplink capped by
 # `tc qdisc add dev eth0 root tbf rate 2mbit burst 32kbit latency 400ms`), and two children with
 # the default upload; a paced 1.2 Mbit/s source. Prints the coordinator's slow-child decisions
-# (events 902-912), each viewer's lag (arrival time of each read - when the source wrote that
+# (events 902-914), each viewer's lag (arrival time of each read - when the source wrote that
 # byte), and whether each output equals the source. Addresses 10.97.0.0/16 exist only inside the
 # namespaces; all are named after this run and removed on exit.
 #
@@ -85,12 +85,13 @@ st, sb, t0 = [s[0] for s in src], [s[1] for s in src], src[0][0]
 def lags(name):
     rows = [tuple(map(float, l.split())) for l in open(f"{D}/{name}.times")]
     return [(t - t0, t - st[min(bisect.bisect_left(sb, b), len(st) - 1)]) for t, b in rows]
-exchange = None
+exchange = moved = None
 for l in open(f"{D}/coord.log"):
-    if m := re.search(r"coordinator\[(90[2-9]|91[0-2])\] (.*)", l):
+    if m := re.search(r"coordinator\[(90[2-9]|91[0-4])\] (.*)", l):
         at = float(l.split()[0]) - t0
         print(f"{at:6.1f} s [{m.group(1)}] {m.group(2)[:180]}")
         if m.group(1) == "912" and exchange is None: exchange = at
+        if m.group(1) == "913" and moved is None: moved = at
 for name in ("relay", "c1", "c2"):
     ls = lags(name); end = ls[-1][0]
     per = " ".join(f"{max([l for t, l in ls if a <= t < a + 10], default=float('nan')):.1f}" for a in range(0, int(end) + 1, 10))
@@ -99,5 +100,9 @@ for name in ("relay", "c1", "c2"):
     if exchange is not None and name != "relay":
         after = [(t, l) for t, l in ls if t >= exchange]
         line += f"; under 1 s for good {max([t for t, l in after if l >= 1.0], default=exchange) - exchange:.1f} s after the exchange"
+    if moved is not None and name != "relay":
+        after = [(t, l) for t, l in ls if t >= moved]
+        line += f"; {max([l for t, l in ls if moved - 1 <= t < moved], default=float('nan')):.1f} s behind at the move, under 1 s for good {max([t for t, l in after if l >= 1.0], default=moved) - moved:.1f} s after it"
+    if err := [l.split(' ', 1)[1].strip() for l in open(f"{D}/{name}.log") if 'shardstream: error' in l]: line += f"; {err[-1]}"
     print(line)
 EOF

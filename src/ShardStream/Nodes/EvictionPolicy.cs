@@ -11,7 +11,7 @@ namespace ShardStream.Nodes;
 /// many parents is taken for the liar. It owns the refused addresses and the demotion clock; the
 /// plan it changes is the <see cref="Tracker"/>'s (under its gate).
 /// </summary>
-internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker, StreamSource source, ILogger log, TimeProvider time)
+internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker tracker, StreamSource source, ILogger log, TimeProvider time)
 {
     /// <summary>A reporter may accuse this many parents; one that accuses more is taken for the liar.</summary>
     private const int MaxAccusations = 2;
@@ -191,6 +191,7 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
             // Counted (and the old findings dropped) before this one is noted.
             int others = OthersFoundSlow(id, parent, now, out int siblings);
             _foundSlow[id] = (now, parent);
+            NoteSlowUnder(id, parent, now);
             bool relay = planner.Budget(id) > 0;
             if (!relay && queueAge < options.SlowChildGrace) return;
             // A child already excused under another parent within ExcuseWindow is judged on its own:
@@ -239,6 +240,9 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
                 SlowChildLog.LeafNotBelowRate(log, id, queueAge.TotalSeconds, why, judged.DownloadMbps, judged.StreamMbps);
                 return;
             }
+            // Behind at one peer only: that peer's upload may be what holds it back. A second parent
+            // judges it first (it is moved once; see MovedToSecondParent).
+            if (MovedToSecondParent(id, parent, queueAge, why, now)) return;
             stop = session;
             _lastDownload.Remove(id);
         }
@@ -308,6 +312,7 @@ internal sealed class EvictionPolicy(CoordinatorOptions options, Tracker tracker
     {
         _lastDownload.Remove(id);
         _excused.Remove(id);
+        _slowUnder.Remove(id);
     }
 
     /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children; false when it did not.</summary>

@@ -135,7 +135,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–909).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–914).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); demoting it to a leaf", EventName = "SlowChild")]
@@ -170,6 +170,12 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(911, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago because its parent then, peer {Earlier}, found other children slow too; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child)", EventName = "SlowChildExcusedElsewhere")]
     public static partial void ExcusedElsewhere(ILogger log, int id, int earlier, double seconds, int parent);
+
+    [LoggerMessage(913, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {Parent}, waited {Seconds:0.0} s ({Why}); not stopped: moved to {NewParent}, which judges its download (the first parent's upload may be what held it back)", EventName = "SlowLeafMoved")]
+    public static partial void LeafMoved(ILogger log, int id, double seconds, string why, int parent, string newParent);
+
+    [LoggerMessage(914, LogLevel.Information, "peer {Id}, a leaf found slow by peer {Parent}, is not moved to another parent first: {Reason}", EventName = "SlowLeafNotMoved")]
+    public static partial void LeafNotMoved(ILogger log, int id, int parent, string reason);
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);

@@ -1,6 +1,6 @@
 namespace ShardStream.Topology;
 
-/// <summary>Edges that cannot work: a child that cannot connect to its parent.</summary>
+/// <summary>Edges that cannot work: a child that cannot connect to its parent, or one found slow there.</summary>
 public sealed partial class Planner
 {
     // (child, parent) pairs that must never be an edge again, in any shard: the child could not
@@ -50,6 +50,62 @@ public sealed partial class Planner
         }
 
         return Summarize(_moves, []);
+    }
+
+    /// <summary>
+    /// Moves <paramref name="peer"/> away from <paramref name="parent"/>, which found it slow, so
+    /// that another parent judges its download: in every shard where <paramref name="parent"/> is
+    /// its parent, under the shallowest other node with a free slot in that shard (attached to the
+    /// source, not in the peer's own subtree, not a parent it avoids), as <see cref="DropEdge"/>
+    /// picks, but only into free slots (nobody else moves to make room, no budget changes) and
+    /// without remembering the pair. All or nothing: when one of those shards has no free slot
+    /// elsewhere, nothing changes.
+    /// </summary>
+    /// <returns>
+    /// Every (peer, shard, new parent) change, already applied. Empty when the peer is not in the
+    /// plan, <paramref name="parent"/> is the source or is not its parent in any shard, or a shard
+    /// has no free slot for it elsewhere.
+    /// </returns>
+    public IReadOnlyList<Reattachment> MoveAwayFrom(int peer, int parent)
+    {
+        if (peer == Source || !Contains(peer) || parent is None or Source)
+        {
+            return [];
+        }
+
+        var moves = new List<Reattachment>();
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (_forest.Parent(peer, s) != parent)
+            {
+                continue;
+            }
+
+            // One shard at a time: a node's budget counts its slots over all shards together.
+            var target = FindParentAvoiding(peer, s, parent);
+            if (target == None)
+            {
+                foreach (var done in moves)
+                {
+                    _forest.Detach(peer, done.Shard);
+                    _forest.Attach(peer, parent, done.Shard);
+                }
+
+                return [];
+            }
+
+            _forest.Detach(peer, s);
+            _forest.Attach(peer, target, s);
+            moves.Add(new Reattachment(peer, s, target));
+        }
+
+        if (moves.Count > 0)
+        {
+            // A re-placed edge breaks the seed's pattern; the general rule runs from now on.
+            _pristine = false;
+        }
+
+        return moves;
     }
 
     /// <summary>True when <paramref name="child"/> must never be under <paramref name="parent"/> (see <see cref="DropEdge"/>).</summary>

@@ -9,7 +9,8 @@ namespace ShardStream.Transport;
 /// (<see cref="Host"/>); links between hosts can be given a one-way latency, and a host can be
 /// killed (every connection reset, like <c>kill -9</c>) or frozen (connections stay open but no
 /// byte moves, like <c>kill -STOP</c> or a half-open link), as can the path between two hosts
-/// alone, and a host's download can be capped (like a slow access link).
+/// alone, and a host's download and upload, or what one host sends another, can be capped (like a
+/// slow access link or a congested route).
 /// </summary>
 public sealed class VirtualNetwork
 {
@@ -19,6 +20,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<(string, string), byte> _blocked = new();
     private readonly ConcurrentDictionary<string, byte> _blackHoles = new();
     private readonly ConcurrentDictionary<(string, string), byte> _frozenPaths = new();
+    private readonly ConcurrentDictionary<(string, string), PathRate> _pathRates = new();
     private readonly ConcurrentDictionary<string, byte> _synAckDroppers = new();
     private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
@@ -124,6 +126,41 @@ public sealed class VirtualNetwork
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
         Interlocked.Exchange(ref _hosts.GetOrAdd(host, n => new VirtualHost(this, n)).UploadRate, bytesPerSecond);
+    }
+
+    /// <summary>
+    /// Caps what <paramref name="from"/> sends to <paramref name="to"/>, over all their connections
+    /// together, at <paramref name="bytesPerSecond"/> (0 removes the cap), whatever either host's
+    /// own links carry: a congested route, or an uplink whose share goes to other flows first (TCP
+    /// does not share a narrow uplink fairly). Applied with the two hosts' caps, the slowest of them.
+    /// </summary>
+    public void SetPathRate(string from, string to, long bytesPerSecond)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytesPerSecond);
+        Interlocked.Exchange(ref _pathRates.GetOrAdd((from, to), _ => new PathRate()).Rate, bytesPerSecond);
+    }
+
+    /// <summary>How long until <paramref name="bytes"/> more have crossed the capped path from one host to another (zero without a cap).</summary>
+    private TimeSpan ReservePath(string from, string to, long bytes) =>
+        _pathRates.TryGetValue((from, to), out var path) ? Reserve(path, ref path.FreeAt, Interlocked.Read(ref path.Rate), bytes) : TimeSpan.Zero;
+
+    private sealed class PathRate
+    {
+        public long Rate;
+        public long FreeAt;
+    }
+
+    /// <summary>When bytes sent now at <paramref name="rate"/> (bytes per second) have crossed a link whose previous bytes cross until <paramref name="freeAt"/>; moves it on.</summary>
+    private TimeSpan Reserve(object gate, ref long freeAt, long rate, long bytes)
+    {
+        if (rate <= 0) return TimeSpan.Zero;
+        lock (gate)
+        {
+            long now = _time.GetTimestamp();
+            long start = Math.Max(now, freeAt);
+            freeAt = start + (long)((double)bytes / rate * _time.TimestampFrequency);
+            return _time.GetElapsedTime(now, freeAt);
+        }
     }
 
     /// <summary>Resets every connection of the host and closes its listeners, as when its process dies.</summary>
@@ -254,18 +291,10 @@ public sealed class VirtualNetwork
         /// <summary>How long until <paramref name="bytes"/> more have left through this host's capped uplink (zero without a cap).</summary>
         public TimeSpan ReserveUplink(long bytes) => Reserve(_uplink, ref _uplinkFreeAt, Interlocked.Read(ref UploadRate), bytes);
 
-        private TimeSpan Reserve(object gate, ref long freeAt, long rate, long bytes)
-        {
-            if (rate <= 0) return TimeSpan.Zero;
-            var time = network._time;
-            lock (gate)
-            {
-                long now = time.GetTimestamp();
-                long start = Math.Max(now, freeAt);
-                freeAt = start + (long)((double)bytes / rate * time.TimestampFrequency);
-                return time.GetElapsedTime(now, freeAt);
-            }
-        }
+        /// <summary>How long until <paramref name="bytes"/> more have crossed the capped path from this host to <paramref name="to"/> (zero without a cap).</summary>
+        public TimeSpan ReservePathTo(VirtualHost to, long bytes) => network.ReservePath(Name, to.Name, bytes);
+
+        private TimeSpan Reserve(object gate, ref long freeAt, long rate, long bytes) => network.Reserve(gate, ref freeAt, rate, bytes);
 
         public ValueTask<IConnectionListener> ListenAsync(string address, CancellationToken cancellationToken)
         {
@@ -531,7 +560,9 @@ public sealed class VirtualNetwork
                 foreach (var buffer in buffers) total += buffer.Count;
                 var up = local.ReserveUplink(total);
                 var down = remote.ReserveDownlink(total);
+                var path = local.ReservePathTo(remote, total);
                 var crossing = up > down ? up : down;
+                if (path > crossing) crossing = path;
                 if (crossing > TimeSpan.Zero) await DelayAtLeastAsync(crossing, time, cancellationToken).ConfigureAwait(false);
                 // In memory there is nothing to gain from a gathered write: copy into the pipe.
                 lock (_sending)
