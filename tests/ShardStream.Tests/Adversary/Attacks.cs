@@ -81,6 +81,18 @@ public static class Attacks
         type is FrameType.Chunk or FrameType.End && frame[Body] == shard ? [] : [frame];
 
     /// <summary>
+    /// Drops the Welcome that answers a probe, the one Welcome that lists no shard (an attach's
+    /// lists the shards served, a redirect's the coordinator's address): the prober's connection is
+    /// taken, and closed with no answer. A node that dodges being measured.
+    /// </summary>
+    public static IEnumerable<byte[]> DodgeProbes(FrameType type, byte[] frame)
+    {
+        if (type != FrameType.Welcome) return [frame];
+        var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(frame.AsMemory(Body)));
+        return Welcome.TryRead(ref reader, out var welcome) && welcome.Shards.Length == 0 ? [] : [frame];
+    }
+
+    /// <summary>
     /// Replaces the coordinate in every Hello, Heartbeat and Pong that carries one (a node that
     /// knows where it is) by what <paramref name="claimed"/> gives then: a peer that says it is somewhere else.
     /// </summary>
