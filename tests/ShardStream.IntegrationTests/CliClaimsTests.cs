@@ -13,7 +13,7 @@ namespace ShardStream.IntegrationTests;
 /// shape of the tree, so that each test knows who is below whom without reading the plan.
 /// Nothing here asserts a duration: every wait is for a condition, with a generous deadline.
 /// </summary>
-[Collection(CliResilienceCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed partial class CliClaimsTests
 {
     private static readonly TimeSpan StartDeadline = TimeSpan.FromSeconds(90);

@@ -9,7 +9,7 @@ namespace ShardStream.IntegrationTests;
 /// The real CLI on several hosts (network namespaces behind a router, <see cref="NetnsHosts"/>),
 /// typed as the README tells a user to. Needs root and iproute2; see <see cref="RequiresTool"/>.
 /// </summary>
-[Collection(NetnsCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed class MultiHostTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Generous = TimeSpan.FromSeconds(180);

@@ -6,8 +6,9 @@ namespace ShardStream.IntegrationTests;
 /// <c>shardstream</c> runs a demo whose peers all write the source's bytes. (The one-file builds of
 /// <c>scripts/package.sh</c> take minutes and are measured there, not here.)
 /// </summary>
-/// <remarks>Its own collection: the pack is a Release build, most of this test's minute, and runs
-/// beside the one-at-a-time CLI tests (<see cref="CliCollection"/>) instead of adding to them.</remarks>
+/// <remarks>The pack is a Release build, most of this test's minute: it runs beside the
+/// one-at-a-time CLI tests (<see cref="BesideCliCollection"/>) instead of adding to them.</remarks>
+[Collection(BesideCliCollection.Name)]
 public sealed class PackageTests
 {
     /// <summary>

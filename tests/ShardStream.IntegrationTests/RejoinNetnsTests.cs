@@ -9,7 +9,7 @@ namespace ShardStream.IntegrationTests;
 /// <see cref="NetnsHosts"/>): the viewers on the other hosts join the new coordinator by
 /// themselves and write its stream after the old one. Needs root and iproute2.
 /// </summary>
-[Collection(NetnsCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed class RejoinNetnsTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Generous = TimeSpan.FromSeconds(180);
