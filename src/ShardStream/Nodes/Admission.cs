@@ -207,6 +207,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             tracker.RecordParents(session);
             tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);
+            NoteUnmeasured(session, hello);
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
             // A stronger joiner may take the place of weaker peers: they move under it.
@@ -581,6 +582,19 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
     /// Returns the peers to make leaves now. The caller holds the gate.
     /// </summary>
+    /// <summary>Keeps in the session the nodes its Join reported as not reached (RTT 0) or not answering (a round's whole time, 1 s or more), as the plan took them. The caller holds the gate.</summary>
+    private static void NoteUnmeasured(PeerSession session, Hello hello)
+    {
+        foreach (var m in hello.Measured ?? [])
+        {
+            if (m.NodeId == 0 || m.NodeId > int.MaxValue || (m.RttMicros != 0 && m.RttMicros < UnansweredMicros)) continue;
+            session.Unmeasured[(int)m.NodeId] = m.RttMicros == 0 ? UnreachableRttMs : m.RttMicros / 1000.0;
+        }
+    }
+
+    /// <summary>A Join's RTT from which the node is taken as one that did not answer the joiner's probe: a joiner's round lasts 1 s (<see cref="PeerOptions.MeasureTimeout"/>).</summary>
+    private const uint UnansweredMicros = 1_000_000;
+
     private List<PeerSession> NoteUnreachableReports(int joiner, Hello hello)
     {
         var demote = new List<PeerSession>();

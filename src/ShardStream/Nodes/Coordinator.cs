@@ -570,13 +570,18 @@ public sealed partial class Coordinator : Node, Admission.IHost
         lock (_tracker.Gate) return _tracker.Peers.TryGetValue(peer, out var session) ? session.ParentRtts : [];
     }
 
-    /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent it has or had); null if nothing (the caller holds the tracker's gate).</summary>
+    /// <summary>
+    /// What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent
+    /// it has or had); else, for a node its Join reported as not answering or not reached, that
+    /// figure, as sure as a move needs (<see cref="PeerSession.Unmeasured"/>); null if nothing (the
+    /// caller holds the tracker's gate).
+    /// </summary>
     private MeasuredEdgeRtt? ReportedRtt(int peer, int parent)
     {
         if (!_tracker.Peers.TryGetValue(peer, out var session)) return null;
         foreach (var r in session.ParentRtts)
             if (r.NodeId == (ulong)parent) return new MeasuredEdgeRtt(r.SmoothedMicros / 1000.0, r.MinMicros / 1000.0, r.Samples);
-        return null;
+        return session.Unmeasured.TryGetValue(parent, out double ms) ? new MeasuredEdgeRtt(ms, ms, Planner.ImproveMinSamples) : null;
     }
 
     /// <summary>RTT samples of a peer's control link before its least RTT stands for the peer's RTT to the coordinator in the plan.</summary>

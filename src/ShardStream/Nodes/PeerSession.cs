@@ -180,6 +180,15 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>How many parents this peer has accused of lying.</summary>
     public int Accusations { get; set; }
 
+    /// <summary>
+    /// Nodes this peer's Join reported as not measured, with the RTT the plan took for each (ms): one
+    /// it connected to that gave no answer within its round (the round's whole time), or one it could
+    /// not connect to. A latency move takes that figure in place of the node's claimed coordinate
+    /// (<see cref="Coordinator"/>'s reported RTTs), so a node that dodges the joiner's probe does not
+    /// win it after its placement by the claim it could not win it by at its join.
+    /// </summary>
+    public Dictionary<int, double> Unmeasured { get; } = [];
+
     /// <summary>Children that could not connect to this peer even after a second attempt (see <see cref="RepairService.DropUnreachableEdges"/>).</summary>
     public HashSet<int> UnreachableBy { get; } = [];
 

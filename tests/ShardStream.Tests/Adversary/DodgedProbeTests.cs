@@ -12,8 +12,10 @@ namespace ShardStream.Tests.Adversary;
 /// dodges their probes (it takes each probe's connection and closes it with no Welcome) wins none
 /// of them while an honest relay farther off has room. By the claim, the liar is the nearer parent
 /// by far; each joiner reports it at the round's whole time (1 s), which the planner takes in place
-/// of the estimate. Before 2026-12-05 a joiner left such a node out of its Join, the claim stood
-/// for the edge, and every joiner went under the liar.
+/// of the estimate, at the join and for every latency move after it. Before 2026-12-05 a joiner
+/// left such a node out of its Join, the claim stood for the edge, and every joiner went under the
+/// liar; and once placed, the Join's figure was forgotten, and a latency move by the claim took a
+/// joiner to the liar within seconds.
 /// </summary>
 public sealed class DodgedProbeTests(ITestOutputHelper output)
 {
@@ -34,8 +36,8 @@ public sealed class DodgedProbeTests(ITestOutputHelper output)
     public async Task A_relay_that_dodges_probes_wins_no_joiner_by_its_claim_while_an_honest_relay_has_room()
     {
         // Two direct children at the coordinator (one shard): the liar and the honest relay, four
-        // slots each.
-        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, Upload = 2 });
+        // slots each; a round of latency moves every 250 ms, one move each.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, Upload = 2, HeartbeatInterval = TimeSpan.FromMilliseconds(250), LatencyMovesPerSecond = 1, LatencyMoveInterval = TimeSpan.FromMilliseconds(250) });
         LyingDirectionTests.UsePlane(overlay, Hosts);
         overlay.StartStreaming();
 
@@ -48,7 +50,7 @@ public sealed class DodgedProbeTests(ITestOutputHelper output)
         dodges.Active = true;
         var liarOutput = new MemoryStream();
         var liarRun = Task.Run(() => liar.RunAsync(liarOutput, CancellationToken.None));
-        var relay = await overlay.AddPeerAsync(upload: 4);
+        var relay = await overlay.AddPeerAsync(upload: 4, configure: o => o with { HeartbeatInterval = TimeSpan.FromMilliseconds(250) });
         Assert.Equal((0, 0), (Parent(overlay, liar), Parent(overlay, relay)));
         // The plan holds the liar where it claims (the coordinator's distance check lets it pass).
         Assert.Equal(Claim.X, (float)overlay.Coordinator.PlannedCoordinate(liar.Id).X);
@@ -59,7 +61,7 @@ public sealed class DodgedProbeTests(ITestOutputHelper output)
         foreach (var (host, x, y) in Hosts.Skip(3))
         {
             var where = new WireCoordinate((float)x, (float)y, (float)Vivaldi.MinHeight, 0.2f);
-            joiners.Add(await overlay.AddPeerAsync(upload: 0, network: t => new TamperingTransport(t, Attacks.ClaimCoordinate(() => where)) { Opened = true, OnlyTo = "coord", Active = true }));
+            joiners.Add(await overlay.AddPeerAsync(upload: 0, configure: o => o with { HeartbeatInterval = TimeSpan.FromMilliseconds(250) }, network: t => new TamperingTransport(t, Attacks.ClaimCoordinate(() => where)) { Opened = true, OnlyTo = "coord", Active = true }));
         }
         var claimed = Node.FromWire(Claim);
         foreach (var j in joiners)
@@ -76,6 +78,14 @@ public sealed class DodgedProbeTests(ITestOutputHelper output)
         Assert.All(joiners, j => Assert.Equal(relay.Id, Parent(overlay, j)));
 
         await overlay.WriteAsync(Overlay.RandomBytes(200_000, seed: 1));
+        // Then the stream runs with a round of latency moves every 250 ms: once a joiner has reported
+        // its parent with the samples a move needs, a move by the liar's claim would take it there;
+        // the move takes the joiner's own figure for the liar (1 s) instead. Waited for until each
+        // joiner reported the relay with 4 samples more than that (about 5 s at a ping every 1.25 s),
+        // or moved.
+        await Overlay.WaitUntilAsync(() => joiners.All(j => Parent(overlay, j) != relay.Id
+            || overlay.Coordinator.ReportedParentRtts(j.Id).Any(r => r.NodeId == (ulong)relay.Id && r.Samples >= Planner.ImproveMinSamples + 4)), "every joiner reported its parent with enough samples for a move, or moved");
+        output.WriteLine($"latency moves: {overlay.Coordinator.LatencyMoves}");
         Assert.All(joiners, j => Assert.Equal(relay.Id, Parent(overlay, j)));
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
