@@ -20,7 +20,7 @@ internal sealed class CoordinatorStop : IDisposable
     /// <summary>After the first signal, the wait for the peers to finish is cut here.</summary>
     public static readonly TimeSpan DrainBound = TimeSpan.FromSeconds(15);
 
-    /// <summary>After the first signal the command returns by then (the other commands' ProcessTerminationTimeout).</summary>
+    /// <summary>After the first signal the command returns by then (as the other commands do: Program.cs).</summary>
     public static readonly TimeSpan ProcessBound = TimeSpan.FromSeconds(20);
 
     private readonly CancellationTokenSource _quit = new();

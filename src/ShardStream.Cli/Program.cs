@@ -23,7 +23,8 @@ if (args.Length > 0 && parse.Errors.Count > 0)
 }
 // Ctrl-C and SIGTERM cancel a peer, demo or swarm command; a peer then hands its children over
 // before it exits, which can take a few seconds, so the process is given 20 s, and then exits with
-// the signal's code whatever the command does. The command returns 130 when cancelled
+// the signal's code whatever the command does; a second signal, half a second or more after the
+// first (one sooner is the same one delivered twice, as `timeout` does), exits at once. The command returns 130 when cancelled
 // (CommonOptions.RunAsync); the process exits 130 after Ctrl-C and 143 after SIGTERM (128 + 2, 128 + 15,
 // as a shell reports a process a signal ended). These handlers are the only ones: System.CommandLine's
 // own (ProcessTerminationTimeout) are off, since which of two handlers of one signal runs, and
@@ -35,17 +36,29 @@ bool cancellable = parse.CommandResult.Command.Name is "peer" or "demo" or "swar
 using var stop = new CancellationTokenSource();
 var forced = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
 int firstSignal = 0;
+long firstSignalAt = 0;
+var signals = new Lock();
 void OnSignal(PosixSignalContext context)
 {
     // Handled here: the runtime must not end the process while the command stops.
     context.Cancel = true;
     int code = context.Signal == PosixSignal.SIGINT ? 130 : 143;
-    if (Interlocked.CompareExchange(ref firstSignal, code, 0) != 0) return;
-    stop.Cancel();
+    lock (signals)
+    {
+        if (firstSignal != 0)
+        {
+            if (System.Diagnostics.Stopwatch.GetElapsedTime(firstSignalAt) >= TimeSpan.FromSeconds(0.5)) forced.TrySetResult(firstSignal);
+            return;
+        }
+        (firstSignal, firstSignalAt) = (code, System.Diagnostics.Stopwatch.GetTimestamp());
+    }
+    // Off this thread (the runtime's signal thread): the token's callbacks run where it is cancelled.
+    _ = stop.CancelAsync();
     _ = Task.Delay(TimeSpan.FromSeconds(20)).ContinueWith(_ => forced.TrySetResult(code), TaskScheduler.Default);
 }
 using var sigint = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal) : null;
 using var sigterm = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal) : null;
 int exitCode = await await Task.WhenAny(parse.InvokeAsync(invocation, stop.Token), forced.Task);
-int signal = Volatile.Read(ref firstSignal);
+int signal;
+lock (signals) signal = firstSignal;
 return exitCode == 130 && signal != 0 ? signal : exitCode;

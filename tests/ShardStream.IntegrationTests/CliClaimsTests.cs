@@ -66,20 +66,22 @@ public sealed partial class CliClaimsTests
         await using var b = await JoinAsync(address, "0");
         Assert.Equal(Id(a), ParentOf(b));
 
-        // Paced at 2 MiB/s, stdin left open: only the coordinator's Ctrl-C ends this stream.
+        // Paced at 2 MiB/s, stdin left open: only the coordinator's Ctrl-C ends this stream. The last
+        // block waits for it, so that a slow run cannot reach the source's end before the signal.
         using var stopWriting = new CancellationTokenSource();
         var writing = Task.Run(async () =>
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
-                for (int offset = 0; offset < source.Length && !stopWriting.IsCancellationRequested; offset += Block)
+                for (int offset = 0; offset < source.Length - Block && !stopWriting.IsCancellationRequested; offset += Block)
                 {
                     var wait = TimeSpan.FromSeconds((double)offset / (2 << 20)) - System.Diagnostics.Stopwatch.GetElapsedTime(t0);
                     if (wait > TimeSpan.Zero) await Task.Delay(wait, stopWriting.Token);
                     await coordinator.StandardInput.WriteAsync(source.AsMemory(offset, Block), stopWriting.Token);
                     await coordinator.StandardInput.FlushAsync(stopWriting.Token);
                 }
+                await Task.Delay(Timeout.Infinite, stopWriting.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or IOException)
             {

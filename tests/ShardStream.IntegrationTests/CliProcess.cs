@@ -47,14 +47,15 @@ internal sealed partial class CliProcess : IAsyncDisposable
         StartIn(null, CliDll, null, args, ["prlimit", $"--nofile={soft}:{hard}", "dotnet"]);
 
     /// <summary>
-    /// Runs the CLI here with SIGINT's disposition set back to the default first (a <c>perl</c> that
-    /// execs, so the process is the CLI itself), as in a terminal where the user presses Ctrl-C.
+    /// Runs the CLI here with SIGINT's disposition set back to the default first (coreutils'
+    /// <c>env --default-signal</c>, which execs, so the process is the CLI itself), as in a terminal
+    /// where the user presses Ctrl-C.
     /// A test run started in the background by a non-interactive shell (as a CI script may start
     /// it) inherits SIGINT ignored, its children too, and the .NET runtime leaves an ignored SIGINT
     /// ignored: without this a Ctrl-C test could not tell a CLI that ignores Ctrl-C from such a run.
     /// </summary>
     public static CliProcess StartWithCtrlC(params string[] args) =>
-        StartIn(null, CliDll, null, args, ["perl", "-e", "$SIG{INT} = 'DEFAULT'; exec @ARGV or die \"exec: $!\\n\"", "dotnet"]);
+        StartIn(null, CliDll, null, args, ["env", "--default-signal=INT", "dotnet"]);
 
     /// <summary>Runs the CLI here and also writes everything it prints on stdout to the file <paramref name="stdoutFile"/>.</summary>
     public static CliProcess StartCapturing(string stdoutFile, params string[] args) => StartIn(null, CliDll, stdoutFile, args);

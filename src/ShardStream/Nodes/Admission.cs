@@ -575,13 +575,6 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         }
     }
 
-    /// <summary>
-    /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
-    /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
-    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
-    /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
-    /// Returns the peers to make leaves now. The caller holds the gate.
-    /// </summary>
     /// <summary>Keeps in the session the nodes its Join reported as not reached (RTT 0) or not answering (a round's whole time, 1 s or more), as the plan took them. The caller holds the gate.</summary>
     private static void NoteUnmeasured(PeerSession session, Hello hello)
     {
@@ -595,6 +588,13 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// <summary>A Join's RTT from which the node is taken as one that did not answer the joiner's probe: a joiner's round lasts 1 s (<see cref="PeerOptions.MeasureTimeout"/>).</summary>
     private const uint UnansweredMicros = 1_000_000;
 
+    /// <summary>
+    /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
+    /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
+    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
+    /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
+    /// Returns the peers to make leaves now. The caller holds the gate.
+    /// </summary>
     private List<PeerSession> NoteUnreachableReports(int joiner, Hello hello)
     {
         var demote = new List<PeerSession>();

@@ -570,19 +570,24 @@ public sealed partial class Coordinator : Node, Admission.IHost
         lock (_tracker.Gate) return _tracker.Peers.TryGetValue(peer, out var session) ? session.ParentRtts : [];
     }
 
-    /// <summary>
-    /// What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent
-    /// it has or had); else, for a node its Join reported as not answering or not reached, that
-    /// figure, as sure as a move needs (<see cref="PeerSession.Unmeasured"/>); null if nothing (the
-    /// caller holds the tracker's gate).
-    /// </summary>
+    /// <summary>What <paramref name="peer"/> last reported it measured to <paramref name="parent"/> (a parent it has or had); null if nothing (the caller holds the tracker's gate).</summary>
     private MeasuredEdgeRtt? ReportedRtt(int peer, int parent)
     {
         if (!_tracker.Peers.TryGetValue(peer, out var session)) return null;
         foreach (var r in session.ParentRtts)
             if (r.NodeId == (ulong)parent) return new MeasuredEdgeRtt(r.SmoothedMicros / 1000.0, r.MinMicros / 1000.0, r.Samples);
-        return session.Unmeasured.TryGetValue(parent, out double ms) ? new MeasuredEdgeRtt(ms, ms, Planner.ImproveMinSamples) : null;
+        return null;
     }
+
+    /// <summary>
+    /// For latency moves: <see cref="ReportedRtt"/>, else, for a node <paramref name="peer"/>'s Join
+    /// reported as not answering or not reached, that figure, as sure as a move needs
+    /// (<see cref="PeerSession.Unmeasured"/>). Not for a rebuild's fit of local coordinates, where
+    /// such a figure would stand for a link's RTT (the caller holds the tracker's gate).
+    /// </summary>
+    private MeasuredEdgeRtt? ReportedOrUnmeasuredRtt(int peer, int parent) =>
+        ReportedRtt(peer, parent) ?? (_tracker.Peers.TryGetValue(peer, out var session) && session.Unmeasured.TryGetValue(parent, out double ms)
+            ? new MeasuredEdgeRtt(ms, ms, Planner.ImproveMinSamples) : null);
 
     /// <summary>RTT samples of a peer's control link before its least RTT stands for the peer's RTT to the coordinator in the plan.</summary>
     internal const int SourceRttSamples = 4;
@@ -621,6 +626,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 {
                     if (_source.Ended) return; // none after the end (set under this gate): the peers take in the tail
                     _reportedRtt ??= ReportedRtt;
+                    _movesRtt ??= ReportedOrUnmeasuredRtt;
                     long copying = Time.GetTimestamp();
                     if (_options.LatencyRebuild && !_tracker.Planner.RebuildInProgress) snapshot = _tracker.Planner.TakeRebuildSnapshot(_reportedRtt);
                     copyTime = Time.GetElapsedTime(copying);
@@ -655,7 +661,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     if (snapshot is not null) _tracker.Planner.AdoptRebuild(snapshot, planned);
                     if (_source.Ended) return;
                     moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(cap)] : [];
-                    if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(cap, _reportedRtt)];
+                    if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(cap, _movesRtt)];
                     round = ++_latencyMoveRounds;
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }
@@ -691,6 +697,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
     private long _latencyMoves;
     private long _latencyMoveRounds;
     private Func<int, int, MeasuredEdgeRtt?>? _reportedRtt;
+
+    private Func<int, int, MeasuredEdgeRtt?>? _movesRtt;
 
     /// <summary>Times the coordinator looked for latency moves so far (once a second while moves are on: <see cref="CoordinatorOptions.LatencyMoveInterval"/>).</summary>
     public long LatencyMoveRounds

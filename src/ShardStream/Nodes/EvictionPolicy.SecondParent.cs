@@ -19,14 +19,15 @@ internal sealed partial class EvictionPolicy
     /// </summary>
     private readonly Dictionary<int, SlowUnder> _slowUnder = [];
 
-    private readonly record struct SlowUnder(long At, int Parent, long EarlierAt, int EarlierParent);
+    /// <summary>The two latest parents that found a peer slow, and when it was last moved for it (0: never).</summary>
+    private readonly record struct SlowUnder(long At, int Parent, long EarlierAt, int EarlierParent, long MovedAt = 0);
 
     /// <summary>Notes that <paramref name="parent"/> found <paramref name="id"/> slow now. Under the gate.</summary>
     private void NoteSlowUnder(int id, int parent, long now)
     {
         if (!_slowUnder.TryGetValue(id, out var last)) _slowUnder[id] = new SlowUnder(now, parent, 0, Planner.None);
         else if (last.Parent == parent) _slowUnder[id] = last with { At = now };
-        else _slowUnder[id] = new SlowUnder(now, parent, last.At, last.Parent);
+        else _slowUnder[id] = new SlowUnder(now, parent, last.At, last.Parent, last.MovedAt);
     }
 
     /// <summary>True when a parent other than <paramref name="parent"/> found <paramref name="id"/> slow within <see cref="SecondParentWindow"/>. Under the gate.</summary>
@@ -63,12 +64,20 @@ internal sealed partial class EvictionPolicy
             SlowChildLog.LeafNotMoved(log, id, parent, $"{NodeName(other)} found it slow too, {since.TotalSeconds:0} s ago: two parents point to its own download");
             return false;
         }
+        // One move a window, wherever it went: a latency move or a rebuild can take it back under
+        // the parent it was moved from, which would otherwise move it again, and again.
+        if (_slowUnder.TryGetValue(id, out var found) && found.MovedAt != 0 && time.GetElapsedTime(found.MovedAt, now) < SecondParentWindow)
+        {
+            SlowChildLog.LeafNotMoved(log, id, parent, $"it was moved for being slow {time.GetElapsedTime(found.MovedAt, now).TotalSeconds:0} s ago, once a window");
+            return false;
+        }
         var moves = tracker.Planner.MoveAwayFrom(id, parent);
         if (moves.Count == 0)
         {
             SlowChildLog.LeafNotMoved(log, id, parent, "no other node has a free slot for it");
             return false;
         }
+        if (_slowUnder.TryGetValue(id, out var noted)) _slowUnder[id] = noted with { MovedAt = now };
         tracker.SendMoves(moves);
         SlowChildLog.LeafMoved(log, id, queueAge.TotalSeconds, why, parent, string.Join(", ", moves.Select(m => NodeName(m.NewParent)).Distinct()));
         return true;

@@ -74,7 +74,6 @@ public sealed class LyingDirectionTests(ITestOutputHelper output)
 
     private async Task LieAndCheckAsync(Overlay overlay, LogCapture log, Peer liar, TamperingTransport transport, WireCoordinate[] claim, List<Peer> viewers)
     {
-
         // Now it claims to sit where two of its children are in the plan's plane (the two nearest
         // each other), on a short access link, and sure of it: no
         // nearer the coordinator than 0.6 of the RTT the coordinator measured to it (the distance
