@@ -94,9 +94,6 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         // Of issue 12's targets only this one holds at this size with no time to improve (the
         // others are printed above; docs/topology.md has them).
         Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"latency-aware max depth {aware.MaxDepth} is more than one deeper than blind placement's {blind.MaxDepth}");
-        // Short edges: not yet half of blind's, but 0.62-0.81 of them in every run measured, 100 and
-        // 200 peers, seeds 3, 5 and 11, load averages up to 110 (docs/topology.md): a floor with room.
-        Assert.True(aware.MeanEdgeRtt < 0.9 * blind.MeanEdgeRtt, $"latency-aware mean edge RTT {aware.MeanEdgeRtt:0.#} ms is not under 0.9 of blind placement's {blind.MeanEdgeRtt:0.#} ms");
         // Measured through the transport: never below the network's delay but for the timers' grain
         // (see AssertRtt), and at the median within 25 % of it.
         Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
