@@ -516,9 +516,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// the coordinator that a loaded host does not raise, as the least RTT of its control link is
     /// once it has <see cref="Coordinator.SourceRttSamples"/> samples; the same rule applies
     /// (<see cref="Coordinator.Agreement"/>): a coordinate that claims less than half of it, and by
-    /// more than 10 ms, is placed with its height raised by the difference, and one that claims
-    /// more than 4/3 of it is placed at it; an RTT to the coordinator the joiner says it measured,
-    /// so low or so high, is taken as the handshake's. No usable
+    /// more than 10 ms, is placed with its height raised by the difference; an RTT to the
+    /// coordinator the joiner says it measured, so low, is taken as the handshake's. No usable
     /// sample where the transport <paramref name="measuresHandshake"/> (a SYN-ACK sent again, which
     /// a joiner gets by dropping the first, or a SYN cookie): the joiner is placed as if it had
     /// claimed no coordinate, since nothing checks its claim. No handshake RTT from a transport
@@ -545,10 +544,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             double lower = handshake.TotalMilliseconds;
             coordinate = Coordinator.Agreement(coordinate, lower, out bool discounted, out double estimated);
             bool raised = measured.TryGetValue(Planner.Source, out double said) && Coordinator.Understates(said, lower);
-            // Raised when it says it is grossly nearer; lowered when its own sample, which includes
-            // this coordinator's work on its Join, is over the handshake's by more than the
-            // coordinate's bound (Coordinator.Agreement).
-            if (raised || said > lower / Vivaldi.SourceFloor) measured[Planner.Source] = lower;
+            if (raised) measured[Planner.Source] = lower;
             check = new JoinCheck(lower, discounted, estimated, raised, said);
         }
         int id = planner.Join(budget, coordinate, measured);

@@ -500,9 +500,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// link longer than claimed). Every round trip measured is at least the path's (a peer can
     /// delay its pongs, not hasten them; <see cref="Link"/> bounds its claimed hold), so a peer
     /// is never held nearer the source than it is by more than that. A claim that agrees is held
-    /// as it is; one that puts the peer farther than the least RTT over <see cref="Vivaldi.SourceFloor"/>
-    /// (4/3 of it) is held at that RTT, in the direction claimed: a peer far out of place misleads
-    /// every joiner fitted to it as a landmark. Under the coordinator's lock.
+    /// as it is; one that puts the peer farther costs only the peer. Under the coordinator's lock.
     /// </summary>
     private NetworkCoordinate Agreeing(PeerSession session, NetworkCoordinate claimed, double measuredMs)
     {
@@ -519,20 +517,14 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// <summary>
     /// The rule of <see cref="Agreeing"/>, alone: the coordinate held for a peer that claims
     /// <paramref name="claimed"/> and was measured at least <paramref name="measuredMs"/> (RTT) from
-    /// the coordinator; <paramref name="discounted"/> when it was raised (one held nearer is not
-    /// counted: it cost the peer only), <paramref name="estimatedMs"/>
+    /// the coordinator; <paramref name="discounted"/> when it was raised, <paramref name="estimatedMs"/>
     /// the RTT to the coordinator the claim gives. A joiner's is checked at its placement (Admission).
     /// </summary>
     internal static NetworkCoordinate Agreement(NetworkCoordinate claimed, double measuredMs, out bool discounted, out double estimatedMs)
     {
         estimatedMs = claimed.EstimateRtt(Anchor);
         discounted = Understates(estimatedMs, measuredMs);
-        if (discounted) return claimed with { Height = claimed.Height + (measuredMs - estimatedMs) };
-        // Farther than measured by more than Vivaldi.HoldSource leaves a peer's own fit: an honest
-        // joiner whose RTT to this coordinator was inflated by the coordinator's own work (a cold
-        // or busy coordinator answers its Join late), or fitted to landmarks that were. Held at the
-        // RTT measured, in the same direction: as a landmark it would mislead every joiner fitted to it.
-        return estimatedMs > measuredMs / Vivaldi.SourceFloor ? new Vivaldi(0).Pin(claimed, Anchor, measuredMs) : claimed;
+        return discounted ? claimed with { Height = claimed.Height + (measuredMs - estimatedMs) } : claimed;
     }
 
     /// <summary>
