@@ -72,8 +72,8 @@ public sealed class Vivaldi(int seed)
     }
 
     /// <summary>
-    /// Below this fraction of a peer's measured RTT to the source, or above that RTT over it, its
-    /// fitted estimate of that RTT is not kept (<see cref="HoldSource"/>). The coordinator takes a claim under half its own
+    /// Below this fraction of a joiner's measured RTT to the source, its fitted estimate of that RTT
+    /// is not kept (<see cref="HoldSource"/>). The coordinator takes a claim under half its own
     /// sample for a lie (Coordinator.Understates); three quarters leaves room between the two
     /// samples of one path (the joiner's includes the coordinator's answer; a virtual network's
     /// timers may end a delay a few ms early).
@@ -81,28 +81,19 @@ public sealed class Vivaldi(int seed)
     public const double SourceFloor = 0.75;
 
     /// <summary>
-    /// A peer's <paramref name="fitted"/> coordinate, or, when it puts the peer nearer the source at
-    /// <paramref name="source"/> than <see cref="SourceFloor"/> of the <paramref name="rttMs"/> it
-    /// measured, or farther than that RTT over <see cref="SourceFloor"/> (4/3 of it), the point
-    /// nearest it at <paramref name="rttMs"/> (<see cref="Pin"/>). The source's is the one coordinate
-    /// that is not an estimate; a few landmarks whose own coordinates are young can pull a fit far
-    /// from it, inwards (LatencyOverlayTests, seed 11, a CI run: 10 joiners of 100 claimed a third of
-    /// their RTT, 59 ms against 190 ms) and outwards (seed 3, 100 peers, 2026-12-05: a tenth of the joiners
-    /// measured the coordinator at 3 times the path or more, the first wave, to a coordinator just
-    /// started, at 600-1,050 ms, and put themselves as far out; the joiners fitted to them after
-    /// followed: one that measured the coordinator at 16.5 ms put itself
-    /// 253 ms away, and the plan's coordinates put the median peer 2.06 times as far from the source
-    /// as it is). Fits within both bounds are left as they are: held at its RTT in every round, a
-    /// joiner fits the landmarks worse (simulator, 20k peers, seeds 1-3: coordinate median error
-    /// 0.084 / 0.087 / 0.110 against 0.086 / 0.072 / 0.079). The simulator's joiner does not call
-    /// this: it has no coordinator that checks its claim, and its RTTs are the model's (the lower
-    /// bound gave it nothing: mean RDP at 20k, seeds 1-7, 36.2 in sum with it, 35.7 without).
+    /// A joiner's <paramref name="fitted"/> coordinate, or, when it puts the joiner nearer the source
+    /// at <paramref name="source"/> than <see cref="SourceFloor"/> of the <paramref name="rttMs"/> it
+    /// measured, the point nearest it at <paramref name="rttMs"/> (<see cref="Pin"/>). The source's is
+    /// the one coordinate that is not an estimate; a few landmarks whose own coordinates are young
+    /// can pull a fit far from it (LatencyOverlayTests, seed 11, a CI run: 10 joiners of 100 claimed a
+    /// third of their RTT, 59 ms against 190 ms). Fits that agree with it are left as they are: held
+    /// at its RTT in every round, a joiner fits the landmarks worse (simulator, 20k peers, seeds
+    /// 1-3: coordinate median error 0.084 / 0.087 / 0.110 against 0.086 / 0.072 / 0.079). The
+    /// simulator's joiner does not call this: it has no coordinator that checks its claim, and the
+    /// correction gave it nothing (mean RDP at 20k, seeds 1-7: 36.2 in sum with it, 35.7 without).
     /// </summary>
-    public NetworkCoordinate HoldSource(NetworkCoordinate fitted, NetworkCoordinate source, double rttMs)
-    {
-        var estimate = fitted.EstimateRtt(source);
-        return estimate < rttMs * SourceFloor || estimate > rttMs / SourceFloor ? Pin(fitted, source, rttMs) : fitted;
-    }
+    public NetworkCoordinate HoldSource(NetworkCoordinate fitted, NetworkCoordinate source, double rttMs) =>
+        fitted.EstimateRtt(source) < rttMs * SourceFloor ? Pin(fitted, source, rttMs) : fitted;
 
     /// <summary>
     /// The point nearest <paramref name="local"/> whose estimated RTT to <paramref name="remote"/>

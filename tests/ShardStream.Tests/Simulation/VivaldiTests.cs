@@ -68,14 +68,13 @@ public sealed class VivaldiTests
     }
 
     [Fact]
-    public void A_fit_within_three_quarters_to_four_thirds_of_the_rtt_to_the_coordinator_is_kept_and_one_outside_is_moved_to_it()
+    public void A_fit_within_three_quarters_of_the_rtt_to_the_coordinator_is_kept_as_it_is()
     {
         var vivaldi = new Vivaldi(1);
         var fitted = new NetworkCoordinate(60, 80, 5, 0.3); // 100 + 5 + 0.1 ms from the anchor
         Assert.Equal(0.75, Vivaldi.SourceFloor);
         Assert.Equal(fitted, vivaldi.HoldSource(fitted, Coordinator.Anchor, 140)); // 105.1 >= 105
-        Assert.Equal(fitted, vivaldi.HoldSource(fitted, Coordinator.Anchor, 80)); // 105.1 <= 106.67 (80 / 0.75)
-        Assert.Equal(78, vivaldi.HoldSource(fitted, Coordinator.Anchor, 78).EstimateRtt(Coordinator.Anchor), 9); // 105.1 > 104
+        Assert.Equal(fitted, vivaldi.HoldSource(fitted, Coordinator.Anchor, 60)); // an estimate over the RTT is not corrected
         Assert.Equal(141, vivaldi.HoldSource(fitted, Coordinator.Anchor, 141).EstimateRtt(Coordinator.Anchor), 9); // 105.1 < 105.75
     }
 
