@@ -31,9 +31,7 @@ internal sealed partial class Link
     /// <summary>
     /// The link speaks version 6: ping the other side, answer its pings with <paramref name="local"/>'s
     /// coordinate, and put that coordinate in heartbeats. <paramref name="onSample"/> gets every RTT
-    /// sample with the coordinate the other side answered with: the least of the link's last
-    /// <see cref="RttEstimator.RecentSamples"/> samples (<see cref="RttEstimator.RecentMin"/>), not
-    /// the one that just came, which may have waited behind stream data at either end or on the path.
+    /// sample with the coordinate the other side answered with.
     /// </summary>
     public void EnablePings(Func<WireCoordinate> local, Action<Link, TimeSpan, WireCoordinate>? onSample)
     {
@@ -207,15 +205,14 @@ internal sealed partial class Link
         // A pong for no ping of ours (or an old one) says nothing.
         if (pong.Token == 0 || Interlocked.CompareExchange(ref _outstandingPing, 0, pong.Token) != pong.Token || sentAt == 0) return;
         var measured = _time.GetElapsedTime(sentAt, now);
-        TimeSpan sample, forCoordinate;
+        TimeSpan sample;
         lock (_rttGate)
         {
             sample = TakeHold(measured, pong.HoldMicros);
             _rtt.Add(sample);
-            forCoordinate = _rtt.RecentMin;
             if (!pong.Coordinate.IsUnknown) _remoteCoordinate = pong.Coordinate;
         }
         ShardStreamMetrics.LinkRtt.Record(sample.TotalSeconds);
-        _onRttSample?.Invoke(this, forCoordinate, pong.Coordinate);
+        _onRttSample?.Invoke(this, sample, pong.Coordinate);
     }
 }
