@@ -47,14 +47,14 @@ void OnSignal(PosixSignalContext context)
     {
         if (firstSignal != 0)
         {
-            if (System.Diagnostics.Stopwatch.GetElapsedTime(firstSignalAt) >= TimeSpan.FromSeconds(0.5)) forced.TrySetResult(firstSignal);
+            if (System.Diagnostics.Stopwatch.GetElapsedTime(firstSignalAt) >= CoordinatorStop.RepeatWindow) forced.TrySetResult(firstSignal);
             return;
         }
         (firstSignal, firstSignalAt) = (code, System.Diagnostics.Stopwatch.GetTimestamp());
     }
     // Off this thread (the runtime's signal thread): the token's callbacks run where it is cancelled.
     _ = stop.CancelAsync();
-    _ = Task.Delay(TimeSpan.FromSeconds(20)).ContinueWith(_ => forced.TrySetResult(code), TaskScheduler.Default);
+    _ = Task.Delay(CoordinatorStop.ProcessBound).ContinueWith(_ => forced.TrySetResult(code), TaskScheduler.Default);
 }
 using var sigint = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal) : null;
 using var sigterm = cancellable ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal) : null;
