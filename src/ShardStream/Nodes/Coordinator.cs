@@ -462,10 +462,12 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 double checkedMs = double.NaN;
                 // The least RTT of the control link, once it has a few samples: what the near-source
                 // exchange compares a joiner's own measurement with. A first sample can be far too
-                // high (a process starting up on a loaded host: hundreds of ms on loopback).
+                // high (a process starting up on a loaded host: hundreds of ms on loopback), and on
+                // a starved host every early one can: the handshake's RTT, measured below both
+                // processes, bounds it (SourceRtt).
                 if (rtt is { Samples: >= SourceRttSamples } measured)
                 {
-                    checkedMs = measured.Min.TotalMilliseconds;
+                    checkedMs = SourceRtt(measured.Min, link.HandshakeRtt);
                     _tracker.Planner.SetSourceRtt(session.Id, checkedMs);
                     coordinate = Agreeing(session, coordinate, checkedMs);
                 }
@@ -485,6 +487,19 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 _tracker.Planner.SetCoordinate(session.Id, Witnessed(session));
             }
     }
+
+    /// <summary>
+    /// What the coordinator takes for a peer's RTT to it (ms) once the control link has
+    /// <see cref="SourceRttSamples"/> samples: the least of them, or the handshake's RTT when that
+    /// is less. Both are at least the path's (a peer can delay an answer, not hasten it), so the
+    /// lesser is the nearer bound. A sample also holds every stall of either process while its
+    /// ping was out: in a CI run (two overlays of 100 peers side by side on 2 cores) the least of
+    /// the first four samples of a 146 ms path was 473 ms, and an honest peer that claimed about its
+    /// path's RTT was discounted as claiming less than half (event 1681). The kernel measures the
+    /// handshake; no process stall is in it.
+    /// </summary>
+    internal static double SourceRtt(TimeSpan leastSample, TimeSpan? handshake) =>
+        handshake is { } h && h < leastSample ? h.TotalMilliseconds : leastSample.TotalMilliseconds;
 
     /// <summary>Least gap (ms) between the RTT the coordinator measured to a peer and the one its coordinate claims, for <see cref="Agreeing"/> to discount the coordinate.</summary>
     internal const double CoordinateSlackMs = 10;

@@ -78,6 +78,32 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task An_honest_peer_whose_process_answers_pings_late_is_held_where_it_claims_not_as_far_as_its_samples()
+    {
+        // Not a liar: a peer that claims its true distance (the path's 100 ms) but answers every ping
+        // 300 ms late, as a process stalled on a loaded host does (it cannot know; it claims no hold).
+        // Every sample of its control link is then about 400 ms, and a claim of 100 ms is less than
+        // half of that. The handshake's 100 ms, which no stall is in, bounds what the coordinator
+        // takes as measured (Coordinator.SourceRtt); without it, the plan held the peer 400 ms away.
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HeartbeatInterval = TimeSpan.FromMilliseconds(250) }, loggers: log.Factory);
+        overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
+        var honest = Node.ToWire(Coordinator.Anchor with { X = PathRtt.TotalMilliseconds - (2 * Vivaldi.MinHeight), Error = 0.2 });
+        double claimedMs = Node.FromWire(honest).EstimateRtt(Coordinator.Anchor);
+        await using var peer = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.Zero, honest, answerDelay: TimeSpan.FromMilliseconds(300));
+
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == peer.Id && r.Samples >= Coordinator.SourceRttSamples + 2),
+            "the coordinator has 6 RTT samples of the peer's control link");
+        var measured = overlay.Coordinator.LinkRtts().Single(r => r.RemoteId == peer.Id).Min.TotalMilliseconds;
+        double held = overlay.Coordinator.PlannedCoordinate(peer.Id).EstimateRtt(Coordinator.Anchor);
+        output.WriteLine($"claimed {claimedMs:F1} ms from the coordinator (path {PathRtt.TotalMilliseconds} ms); least RTT sample {measured:F1} ms; held at {held:F1} ms");
+        Assert.True(measured > 2 * claimedMs + Coordinator.CoordinateSlackMs, $"least sample {measured:F1} ms: the late answers did not make the samples more than twice the claim");
+        Assert.Equal(claimedMs, held, 1);
+        string lines = string.Join("\n", log.Lines.Select(l => l.Message));
+        Assert.False(log.Has(LogLevel.Debug, $"peer {peer.Id} claims a coordinate"), lines);
+    }
+
+    [Fact]
     public async Task A_joiner_whose_handshake_gave_no_usable_RTT_is_placed_as_if_it_claimed_no_coordinate()
     {
         var log = new LogCapture();

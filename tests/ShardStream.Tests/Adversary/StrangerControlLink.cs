@@ -15,6 +15,7 @@ internal sealed class StrangerControlLink : IAsyncDisposable
 {
     private readonly IConnection _connection;
     private readonly TimeSpan _claimedHold;
+    private readonly TimeSpan _answerDelay;
     private readonly WireCoordinate _coordinate;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _writing = new(1, 1);
@@ -22,11 +23,12 @@ internal sealed class StrangerControlLink : IAsyncDisposable
     private Task _beating = Task.CompletedTask;
     private int _pongs;
 
-    private StrangerControlLink(IConnection connection, int id, TimeSpan claimedHold, WireCoordinate coordinate)
+    private StrangerControlLink(IConnection connection, int id, TimeSpan claimedHold, WireCoordinate coordinate, TimeSpan answerDelay)
     {
         _connection = connection;
         Id = id;
         _claimedHold = claimedHold;
+        _answerDelay = answerDelay;
         _coordinate = coordinate;
     }
 
@@ -40,9 +42,10 @@ internal sealed class StrangerControlLink : IAsyncDisposable
     /// Joins <paramref name="overlay"/> from host "liar" with <paramref name="coordinate"/>
     /// (default: (1, 1), height 1, error 0.5); a latency-aware coordinator's Landmarks are
     /// answered with the same Join, as if nothing was measured (or, with <paramref name="measured"/>,
-    /// as if those RTTs were).
+    /// as if those RTTs were). With <paramref name="answerDelay"/>, each ping is answered that much
+    /// later than it arrived, with the hold claimed as before: a process that stalls and does not know it.
     /// </summary>
-    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null)
+    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null, TimeSpan answerDelay = default)
     {
         var claimed = coordinate ?? new WireCoordinate(1, 1, 1, 0.5f);
         var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
@@ -56,7 +59,7 @@ internal sealed class StrangerControlLink : IAsyncDisposable
             Assert.Equal(FrameType.Welcome, type);
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             Assert.True(Welcome.TryRead(ref reader, out var welcome));
-            var liar = new StrangerControlLink(connection, (int)welcome.PeerId, claimedHold, claimed);
+            var liar = new StrangerControlLink(connection, (int)welcome.PeerId, claimedHold, claimed, answerDelay);
             liar._answering = liar.AnswerAsync();
             liar._beating = liar.BeatAsync();
             return liar;
@@ -86,6 +89,7 @@ internal sealed class StrangerControlLink : IAsyncDisposable
                 var (type, body) = await RawFrames.ReadAsync(_connection.Pipe.Input).WaitAsync(_stop.Token);
                 var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
                 if (type != FrameType.Ping || !Ping.TryRead(ref reader, out var ping)) continue;
+                if (_answerDelay > TimeSpan.Zero) await Task.Delay(_answerDelay, _stop.Token);
                 await WriteAsync(o => new Pong(ping.Token, (uint)_claimedHold.TotalMicroseconds, _coordinate).Write(o));
                 Interlocked.Increment(ref _pongs);
             }
