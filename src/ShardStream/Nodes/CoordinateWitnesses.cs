@@ -8,9 +8,10 @@ namespace ShardStream.Nodes;
 /// against it (docs/security.md, "Lies about RTTs and coordinates"). The coordinator checks a
 /// claim's distance to itself on the control link; these check its direction. A claim that puts
 /// the node grossly nearer at least <see cref="MinWitnesses"/> distinct witnesses than they
-/// measured it is held where their RTTs, and the coordinator's own, put it. One witness alone
-/// changes nothing, so a lying child cannot move an honest parent in the plan by itself. Under
-/// the coordinator's lock.
+/// measured it is held where their RTTs, and the coordinator's own, put it, and stays held while
+/// one witness still contradicts it and another bears that out (<see cref="Hold"/>). One witness
+/// alone neither starts nor keeps a hold, so a lying child cannot move an honest parent in the
+/// plan by itself. Under the coordinator's lock.
 /// </summary>
 internal sealed class CoordinateWitnesses
 {
@@ -36,6 +37,9 @@ internal sealed class CoordinateWitnesses
 
     private readonly List<(int Witness, double MeasuredMs)> _measured = [];
 
+    /// <summary>True while the last <see cref="Hold"/> held the claim elsewhere: what decides whether one contradicting witness keeps it held.</summary>
+    public bool Held { get; private set; }
+
     /// <summary>Witnesses kept now.</summary>
     public int Count => _measured.Count;
 
@@ -50,22 +54,33 @@ internal sealed class CoordinateWitnesses
     /// <summary>True when <paramref name="measuredMs"/> says the claim's <paramref name="estimatedMs"/> is grossly short: less than half, and by more than <see cref="SlackMs"/>.</summary>
     public static bool Contradicts(double estimatedMs, double measuredMs) => estimatedMs < measuredMs / 2 && measuredMs - estimatedMs > SlackMs;
 
+    /// <summary>True when <paramref name="measuredMs"/> is more than <see cref="SlackMs"/> above the claim's <paramref name="estimatedMs"/>, twice it or not: a witness that bears out another's contradiction of a held claim.</summary>
+    public static bool BearsOut(double estimatedMs, double measuredMs) => measuredMs - estimatedMs > SlackMs;
+
     /// <summary>
     /// The coordinate the plan holds for a node that claims <paramref name="claim"/> (already held
     /// to the coordinator's own measurement, <paramref name="sourceRttMs"/>; NaN when it has none).
     /// <paramref name="coordinateOf"/> gives a witness's coordinate in the plan (null: gone, or
-    /// none; it is forgotten). With fewer than <see cref="MinWitnesses"/> contradicting witnesses
-    /// the claim stands. Otherwise the node is fitted (Vivaldi, from the claim, sure of nothing) to
-    /// what every witness with a coordinate and the coordinator measured, then its height raised by
-    /// the <see cref="MinWitnesses"/>-th largest shortfall left, so that fewer than that many still
-    /// contradict it, and it is never nearer the coordinator than that measured. <paramref name="contradiction"/>:
-    /// the witness that contradicted the claim most, and how many did (Count 0 when it stands).
+    /// none; it is forgotten). A hold starts when at least <see cref="MinWitnesses"/> witnesses
+    /// contradict the claim, and lasts (<see cref="Held"/>) until none does, or only one does and
+    /// no other witness bears it out (<see cref="BearsOut"/>): a claim that stays put while its
+    /// witnesses' coordinates drift in the plan is not let go as soon as one of two drifts, and a
+    /// lying witness cannot keep an honest node held alone once the others agree with its claim.
+    /// While held, the node is fitted (Vivaldi, from the claim, sure of nothing) to what every
+    /// witness with a coordinate and the coordinator measured, then its height raised by the
+    /// <see cref="MinWitnesses"/>-th largest shortfall left (none when one witness is left short:
+    /// one witness's word raises no height), so that fewer than that many still contradict it, and
+    /// then by what it lacks of the coordinator's own measurement: never nearer the coordinator
+    /// than that measured. <paramref name="contradiction"/>:
+    /// the witness that contradicted the claim most, and how many did (Count 0 when none).
     /// </summary>
     public NetworkCoordinate Hold(NetworkCoordinate claim, double sourceRttMs, Func<int, NetworkCoordinate?> coordinateOf, Vivaldi vivaldi, out Contradiction contradiction)
     {
         contradiction = default;
+        bool wasHeld = Held;
+        Held = false;
         if (claim.Error >= 1 || _measured.Count < MinWitnesses) return claim;
-        int count = 0;
+        int count = 0, bearing = 0;
         for (int i = _measured.Count - 1; i >= 0; i--)
         {
             var (witness, measured) = _measured[i];
@@ -75,13 +90,16 @@ internal sealed class CoordinateWitnesses
                 continue;
             }
             double estimated = claim.EstimateRtt(at);
+            if (BearsOut(estimated, measured)) bearing++;
             if (!Contradicts(estimated, measured)) continue;
             count++;
             if (count == 1 || measured - estimated > contradiction.MeasuredMs - contradiction.EstimatedMs)
                 contradiction = new Contradiction(witness, estimated, measured, 0);
         }
         contradiction = contradiction with { Count = count };
-        if (count < MinWitnesses) return claim;
+        // bearing counts the contradicting witnesses too: with one of them, a second is one that bears it out.
+        Held = count >= MinWitnesses || (wasHeld && count == 1 && bearing >= MinWitnesses);
+        if (!Held) return claim;
 
         var remotes = new NetworkCoordinate[_measured.Count + 1];
         var rtts = new double[_measured.Count + 1];
@@ -101,7 +119,11 @@ internal sealed class CoordinateWitnesses
             shortfalls.Sort();
             fitted = fitted with { Height = fitted.Height + shortfalls[^MinWitnesses] };
         }
-        if (sourceRttMs > 0) fitted = Coordinator.Agreement(fitted, sourceRttMs, out _, out _);
+        // A held claim is contested: the one distance the coordinator measured itself is taken whole,
+        // not to within half as for a claim that stands. Every RTT it measured is at least the
+        // path's, so the node is held no nearer the coordinator than it is.
+        double toCoordinator = fitted.EstimateRtt(Coordinator.Anchor);
+        if (sourceRttMs > toCoordinator) fitted = fitted with { Height = fitted.Height + (sourceRttMs - toCoordinator) };
         return fitted with { Error = Math.Max(claim.Error, Math.Min(fitted.Error, 0.95)) };
     }
 }

@@ -38,28 +38,26 @@ public sealed partial class Coordinator
 
     /// <summary>
     /// The coordinate the plan holds for <paramref name="session"/>'s peer: its <see cref="PeerSession.Claim"/>,
-    /// or, when at least two of its witnesses measured it more than twice as far as the claim says
+    /// or, once at least two of its witnesses measured it more than twice as far as the claim says
     /// and by more than <see cref="CoordinateWitnesses.SlackMs"/>, where their RTTs and the
-    /// coordinator's put it (<see cref="CoordinateWitnesses.Hold"/>; debug event 1688 when that
-    /// starts, 1689 when the claim agrees again). Under the coordinator's lock.
+    /// coordinator's put it, until none does or only one does and no other bears it out
+    /// (<see cref="CoordinateWitnesses.Hold"/>; debug event 1688 when that starts, 1689 when it
+    /// ends). Under the coordinator's lock.
     /// </summary>
     private NetworkCoordinate Witnessed(PeerSession session)
     {
+        bool wasHeld = session.Witnesses.Held;
         var held = session.Witnesses.Hold(session.Claim, session.ClaimCheckedMs, WitnessCoordinate, _witnessFit, out var contradiction);
-        bool contradicted = contradiction.Count >= CoordinateWitnesses.MinWitnesses;
-        if (contradicted != session.HeldByWitnesses)
+        if (session.Witnesses.Held == wasHeld) return held;
+        if (session.Witnesses.Held)
         {
-            session.HeldByWitnesses = contradicted;
-            if (contradicted)
-            {
-                _witnessHolds++;
-                CoordinatorLog.CoordinateContradicted(Log, session.Id, contradiction.EstimatedMs, contradiction.Witness, contradiction.MeasuredMs, contradiction.Count,
-                    held.EstimateRtt(WitnessCoordinate(contradiction.Witness) ?? held));
-            }
-            else
-            {
-                CoordinatorLog.CoordinateWitnessed(Log, session.Id);
-            }
+            _witnessHolds++;
+            CoordinatorLog.CoordinateContradicted(Log, session.Id, contradiction.EstimatedMs, contradiction.Witness, contradiction.MeasuredMs, contradiction.Count,
+                held.EstimateRtt(WitnessCoordinate(contradiction.Witness) ?? held));
+        }
+        else
+        {
+            CoordinatorLog.CoordinateWitnessed(Log, session.Id, contradiction.Count);
         }
         return held;
     }

@@ -123,8 +123,8 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1688, LogLevel.Debug, "peer {Id} claims a coordinate that puts it {Estimated:F1} ms from peer {Witness}, which measured it at least {Measured:F1} ms away ({Count} of the peers it was a parent of measured it more than twice as far as claimed): the plan holds it where their RTTs put it, {Held:F1} ms from peer {Witness}", EventName = "CoordinateContradicted")]
     public static partial void CoordinateContradicted(ILogger log, int id, double estimated, int witness, double measured, int count, double held);
 
-    [LoggerMessage(1689, LogLevel.Debug, "peer {Id}: fewer than two of the peers it was a parent of contradict its claimed coordinate now: the plan holds it as claimed again", EventName = "CoordinateWitnessed")]
-    public static partial void CoordinateWitnessed(ILogger log, int id);
+    [LoggerMessage(1689, LogLevel.Debug, "peer {Id}: {Count} of the peers it was a parent of contradict its claimed coordinate now (a hold lasts while one does and another measured it more than 60 ms farther than claimed): the plan holds it as claimed again", EventName = "CoordinateWitnessed")]
+    public static partial void CoordinateWitnessed(ILogger log, int id, int count);
 
     [LoggerMessage(1683, LogLevel.Information, "planned a rebuild by regions of {Peers} peers in {PlanMs:F0} ms outside the plan's lock (copying what it reads took {CopyMs:F0} ms under it): {Outcome}", EventName = "RebuildPlanned")]
     public static partial void RebuildPlanned(ILogger log, int peers, double planMs, double copyMs, string outcome);

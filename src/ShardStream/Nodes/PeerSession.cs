@@ -131,9 +131,6 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>What the peers it was a parent of measured to it: the check of its claim's direction (<see cref="CoordinateWitnesses"/>).</summary>
     public CoordinateWitnesses Witnesses { get; } = new();
 
-    /// <summary>True while its witnesses contradict its claim and the plan holds it elsewhere: the coordinator logs when this changes.</summary>
-    public bool HeldByWitnesses { get; set; }
-
     /// <summary>Shard by shard, the node the plan last made this peer's parent (<see cref="Topology.Planner.None"/>: none yet).</summary>
     private readonly int[] _plannedParents = [.. Enumerable.Repeat(Topology.Planner.None, Protocol.MaxShards)];
 

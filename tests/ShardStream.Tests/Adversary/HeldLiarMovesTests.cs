@@ -58,8 +58,9 @@ public sealed class HeldLiarMovesTests(ITestOutputHelper output)
         await Overlay.WaitUntilAsync(() => viewers.All(v => overlay.Coordinator.PlannedCoordinate(v.Id).Error <= 0.5), "the plan holds a settled coordinate for every viewer");
 
         // It claims to sit among the viewers (as in LyingDirectionTests), and keeps doing so as their
-        // coordinates in the plan move: a claim that stays put, as theirs drift, comes to contradict
-        // fewer than two of them, and the plan holds it as claimed again. Then the relay's slots free.
+        // coordinates in the plan move: a claim that stays put, as theirs drift, can come to contradict
+        // none of them, or one that no other bears out, and the plan holds it as claimed again
+        // (security.md, "A held liar"). Then the relay's slots free.
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= Coordinator.SourceRttSamples), "the coordinator measured the liar");
         double least = 0.6 * overlay.Coordinator.LinkRtts().Single(r => r.RemoteId == liar.Id).Min.TotalMilliseconds;
         WireCoordinate Claim() => LyingDirectionTests.ClaimAmong([.. viewers.Select(v => overlay.Coordinator.PlannedCoordinate(v.Id))], least);
@@ -89,8 +90,9 @@ public sealed class HeldLiarMovesTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var v in viewers) output.WriteLine($"viewer {v.Id}: planned under {Parent(overlay, v)}, receives from {v.ParentIds()[0]}");
-            foreach (var l in log.Lines.Where(l => l.Message.Contains("of latency moves", StringComparison.Ordinal) || l.Message.Contains($"peer {liar.Id} claims a coordinate that", StringComparison.Ordinal) || l.Message.StartsWith($"peer {liar.Id}: fewer", StringComparison.Ordinal)))
+            foreach (var v in viewers) output.WriteLine($"viewer {v.Id}: planned under {Parent(overlay, v)}, receives from {v.ParentIds()[0]}, at {overlay.Coordinator.PlannedCoordinate(v.Id)} in the plan");
+            output.WriteLine($"the relay {relay.Id} at {overlay.Coordinator.PlannedCoordinate(relay.Id)} in the plan");
+            foreach (var l in log.Lines.Where(l => l.Message.Contains("of latency moves", StringComparison.Ordinal) || l.Message.Contains($"peer {liar.Id} claims a coordinate that", StringComparison.Ordinal) || l.Message.StartsWith($"peer {liar.Id}: ", StringComparison.Ordinal) && l.Message.Contains("contradict its claimed coordinate now", StringComparison.Ordinal)))
                 output.WriteLine(l.Message);
             output.WriteLine($"latency moves: {overlay.Coordinator.LatencyMoves}; witness holds: {overlay.Coordinator.WitnessHolds}; the liar held at {overlay.Coordinator.PlannedCoordinate(liar.Id)}");
             stop.Cancel();
