@@ -1,6 +1,7 @@
 using System.Buffers;
 using ShardStream.Nodes;
 using ShardStream.Tests.Nodes;
+using ShardStream.Topology;
 using ShardStream.Transport;
 using ShardStream.Wire;
 
@@ -68,5 +69,31 @@ public sealed class UnansweredProbeTests
         {
             // The listener stops with the test.
         }
+    }
+
+    [Fact]
+    public void Two_nodes_reported_at_the_round_s_time_are_placed_alike_whatever_one_of_them_claims()
+    {
+        // A joiner at x = 95 whose round heard neither relay (its host starved: DodgedProbeTests'
+        // failure in ci) reports both at the round's whole time. The first relay's claim, next to
+        // the joiner or as far on the other side, must not pick the joiner's parent.
+        Assert.Equal(UnderFirst(claimedX: 100, firstMs: 1000, secondMs: 1000), UnderFirst(claimedX: -100, firstMs: 1000, secondMs: 1000));
+        // One that answered, however late (a round of 5 s), is preferred to one reported at the round's time.
+        Assert.False(UnderFirst(claimedX: 100, firstMs: 5000, secondMs: 1200));
+    }
+
+    /// <summary>
+    /// The source at the origin and two relays with room, the first at x = <paramref name="claimedX"/>
+    /// as it claims, the second up and to the right (40, 60); whether a joiner at x = 95 that
+    /// reported them at these RTTs is placed under the first.
+    /// </summary>
+    private static bool UnderFirst(double claimedX, double firstMs, double secondMs)
+    {
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, 2, LatencyAware: true));
+        planner.SetCoordinate(Planner.Source, new NetworkCoordinate(0, 0, 1, 0.1));
+        int first = planner.Join(4, new NetworkCoordinate(claimedX, 0, Vivaldi.MinHeight, 0.1));
+        int second = planner.Join(4, new NetworkCoordinate(40, 60, 1, 0.1));
+        int joiner = planner.Join(0, new NetworkCoordinate(95, 0, Vivaldi.MinHeight, 0.2), new Dictionary<int, double> { [Planner.Source] = 95, [first] = firstMs, [second] = secondMs });
+        return planner.ParentOf(joiner, 0) == first;
     }
 }
