@@ -464,10 +464,10 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 // exchange compares a joiner's own measurement with. A first sample can be far too
                 // high (a process starting up on a loaded host: hundreds of ms on loopback), and on
                 // a starved host every early one can: the handshake's RTT, measured below both
-                // processes, bounds it (SourceRtt).
+                // processes, bounds it until the link has HandshakeBoundSamples (SourceRtt).
                 if (rtt is { Samples: >= SourceRttSamples } measured)
                 {
-                    checkedMs = SourceRtt(measured.Min, link.HandshakeRtt);
+                    checkedMs = SourceRtt(measured.Min, measured.Samples, link.HandshakeRtt);
                     _tracker.Planner.SetSourceRtt(session.Id, checkedMs);
                     coordinate = Agreeing(session, coordinate, checkedMs);
                 }
@@ -490,16 +490,22 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>
     /// What the coordinator takes for a peer's RTT to it (ms) once the control link has
-    /// <see cref="SourceRttSamples"/> samples: the least of them, or the handshake's RTT when that
-    /// is less. Both are at least the path's (a peer can delay an answer, not hasten it), so the
-    /// lesser is the nearer bound. A sample also holds every stall of either process while its
-    /// ping was out: in a CI run (two overlays of 100 peers side by side on 2 cores) the least of
-    /// the first four samples of a 146 ms path was 473 ms, and an honest peer that claimed about its
-    /// path's RTT was discounted as claiming less than half (event 1681). The kernel measures the
-    /// handshake; no process stall is in it.
+    /// <see cref="SourceRttSamples"/> samples: the least of the <paramref name="samples"/>, or,
+    /// until there are <see cref="HandshakeBoundSamples"/>, the handshake's RTT when that is less.
+    /// A sample holds every stall of either process while its ping was out: in CI runs (ci127,
+    /// ci128, ci130: two overlays of 100 peers side by side on 2 cores) the least of the first four
+    /// samples of a 146 ms path was 473 ms, and an honest peer that claimed about its path's RTT
+    /// was discounted as claiming less than half (event 1681). The kernel measures the handshake,
+    /// with no process stall in it. But it measures the TCP connection, which ends where the
+    /// peer's side of it does: a peer behind a TCP relay near the coordinator has a handshake of
+    /// the relay's RTT while its pings cross the whole path. So the handshake bounds only the
+    /// early samples, which start-up stalls inflate, and the least sample stands alone after.
     /// </summary>
-    internal static double SourceRtt(TimeSpan leastSample, TimeSpan? handshake) =>
-        handshake is { } h && h < leastSample ? h.TotalMilliseconds : leastSample.TotalMilliseconds;
+    internal static double SourceRtt(TimeSpan leastSample, int samples, TimeSpan? handshake) =>
+        samples < HandshakeBoundSamples && handshake is { } h && h < leastSample ? h.TotalMilliseconds : leastSample.TotalMilliseconds;
+
+    /// <summary>Samples of a control link after which its least sample alone is the peer's RTT to the coordinator (<see cref="SourceRtt"/>): about a minute at the CLI's pings (4 a second apart, then one each 5 s).</summary>
+    internal const int HandshakeBoundSamples = 16;
 
     /// <summary>Least gap (ms) between the RTT the coordinator measured to a peer and the one its coordinate claims, for <see cref="Agreeing"/> to discount the coordinate.</summary>
     internal const double CoordinateSlackMs = 10;

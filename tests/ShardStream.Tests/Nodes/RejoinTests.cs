@@ -138,7 +138,7 @@ public sealed class RejoinTests
     {
         // The windows must hold what the peer missed for as long as it is out. With their default
         // age (30 s) they did not when the peer timed its control link out first: the coordinator
-        // then kept its place for the rejoin grace (4 heartbeat timeouts, 40 s here), the first
+        // then kept its place for the rejoin grace (4 heartbeat timeouts: 40 s before this test set 2 s), the first
         // chunk streamed after the rejoin dropped everything older than 30 s from the windows
         // before the peer's attaches were served, and the peer lost 200,000 bytes (counted, and
         // logged as lost; CI on 4f14a82: "wrote 150000 bytes ... first difference at 100000").
