@@ -52,7 +52,9 @@ public class ZeroCopyTests
         // out twice would show as overwritten payloads.
         var kept = new List<Chunk>();
         var input = receiver.Pipe.Input;
-        using var cts = new CancellationTokenSource(PipeIo.Deadline * 3);
+        // A guard against a hang, not a speed bound: ~120 MB through loopback TCP, each payload made
+        // twice, took over 30 s in ci132 (load 20-60, a Debug build).
+        using var cts = new CancellationTokenSource(PipeIo.Deadline * 12);
         while (true)
         {
             var result = await input.ReadAsync(cts.Token);
