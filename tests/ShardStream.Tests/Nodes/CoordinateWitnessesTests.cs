@@ -96,6 +96,23 @@ public sealed class CoordinateWitnessesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void One_child_that_contradicts_and_another_that_bears_it_out_start_no_hold()
+    {
+        // What keeps a hold going does not start one: child 1 contradicts the claim (200 ms measured,
+        // about 5 estimated); child 4, 100 ms from the claim in the plan, measured 170 ms: more than
+        // 60 ms farther than the claim says (it bears child 1 out), not twice as far (it does not
+        // contradict). With no hold before, the claim stands.
+        var at = new Dictionary<int, NetworkCoordinate>(Children) { [4] = new(200, 0, Vivaldi.MinHeight, 0.1) };
+        var witnesses = Reported(at, (1, 200), (4, 170));
+        var held = Hold(witnesses, at, out var contradiction);
+        output.WriteLine($"the claim {Claim.EstimateRtt(at[1]):F1} ms from child 1, {Claim.EstimateRtt(at[4]):F1} ms from child 4; held {held}");
+        Assert.True(Claim.EstimateRtt(at[4]) + CoordinateWitnesses.SlackMs < 170 && 170 < 2 * Claim.EstimateRtt(at[4]), "child 4 should bear out without contradicting");
+        Assert.Equal(1, contradiction.Count);
+        Assert.Equal(Claim, held);
+        Assert.False(witnesses.Held);
+    }
+
+    [Fact]
     public void A_lying_child_alone_does_not_keep_an_honest_parent_held_once_the_other_child_agrees()
     {
         // The parent is where it claims. Child 1 lies (900 ms); child 2, 200 ms away, is misplaced
