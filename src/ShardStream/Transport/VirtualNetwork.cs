@@ -22,6 +22,7 @@ public sealed class VirtualNetwork
     private readonly ConcurrentDictionary<(string, string), byte> _frozenPaths = new();
     private readonly ConcurrentDictionary<(string, string), PathRate> _pathRates = new();
     private readonly ConcurrentDictionary<string, byte> _synAckDroppers = new();
+    private readonly ConcurrentDictionary<string, TimeSpan> _relayedHandshakes = new();
     private int _pendingBlackHoleConnects;
     private readonly TimeProvider _time;
     private volatile LatencyModelBinding? _model;
@@ -75,6 +76,14 @@ public sealed class VirtualNetwork
     /// (<see cref="IConnection.HandshakeRtt"/> null). The time the resend takes is not modelled.
     /// </summary>
     public void DropFirstSynAcks(string host) => _synAckDroppers[host] = 0;
+
+    /// <summary>
+    /// From now on every connection <paramref name="host"/> opens reports <paramref name="rtt"/> as
+    /// its handshake's RTT at the accepting end (<see cref="IConnection.HandshakeRtt"/>), whatever
+    /// the path's latency: as when a TCP relay next to the accepting host ends the handshake and
+    /// carries the bytes on over the long path. The bytes themselves still cross the path.
+    /// </summary>
+    public void RelayHandshakes(string host, TimeSpan rtt) => _relayedHandshakes[host] = rtt;
 
     /// <summary>The latency of links with no latency of their own.</summary>
     public TimeSpan DefaultLatency { get; set; } = TimeSpan.Zero;
@@ -401,7 +410,9 @@ public sealed class VirtualNetwork
             // of the network when first read, not here: a test's latency model may count its calls.
             ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), server, client, network._time)
             {
-                Handshake = network.HandshakeRtts && !network._synAckDroppers.ContainsKey(client.Name) ? () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name) : null,
+                Handshake = !network.HandshakeRtts || network._synAckDroppers.ContainsKey(client.Name) ? null
+                    : network._relayedHandshakes.TryGetValue(client.Name, out var relayed) ? () => relayed
+                    : () => network.LatencyBetween(client.Name, server.Name) + network.LatencyBetween(server.Name, client.Name),
                 MeasuresHandshake = network.HandshakeRtts,
             };
             client.Links.TryAdd(this, 0);

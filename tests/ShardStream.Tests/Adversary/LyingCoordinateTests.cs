@@ -106,17 +106,17 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
     [Fact]
     public async Task A_peer_whose_handshake_was_far_shorter_than_its_path_is_held_as_far_as_its_pings_once_they_are_many()
     {
-        // A liar behind a TCP relay next to the coordinator: the handshake ends at the relay (1 ms
-        // here: the path is 0.5 ms each way while it connects), the pings cross the whole path
-        // (100 ms from then on). It claims the coordinator's own coordinate. Until its control link
-        // has Coordinator.HandshakeBoundSamples samples the handshake bounds what was measured;
-        // from then on its pings alone do. Without that limit, it was held 1 ms away for good.
+        // A liar behind a TCP relay next to the coordinator: the handshake ends at the relay (1 ms),
+        // every byte after it crosses the whole path (100 ms). It claims the coordinator's own
+        // coordinate. Until its control link has Coordinator.HandshakeBoundSamples samples the
+        // handshake bounds what was measured; from then on its pings alone do. Without that limit,
+        // it was held 1 ms away for good.
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true, HeartbeatInterval = TimeSpan.FromMilliseconds(250) });
-        overlay.Network.SetLatency("coord", "liar", TimeSpan.FromMilliseconds(0.5));
+        overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
+        overlay.Network.RelayHandshakes("liar", TimeSpan.FromMilliseconds(1));
         var atTheCoordinator = Node.ToWire(Coordinator.Anchor with { Error = 0.1 });
         await using var liar = await StrangerControlLink.JoinAsync(overlay, claimedHold: TimeSpan.Zero, atTheCoordinator);
         double joined = overlay.Coordinator.PlannedCoordinate(liar.Id).EstimateRtt(Coordinator.Anchor);
-        overlay.Network.SetLatency("coord", "liar", PathRtt / 2);
 
         // Pings every 250 ms until 4 samples, then every 1.25 s: about 16 s to the bound, two more after it.
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.LinkRtts().Any(r => r.RemoteId == liar.Id && r.Samples >= Coordinator.HandshakeBoundSamples + 2),
@@ -125,9 +125,8 @@ public sealed class LyingCoordinateTests(ITestOutputHelper output)
         double held = overlay.Coordinator.PlannedCoordinate(liar.Id).EstimateRtt(Coordinator.Anchor);
         output.WriteLine($"handshake 1 ms; placed {joined:F1} ms from the coordinator; least RTT sample {measured:F1} ms (path {PathRtt.TotalMilliseconds} ms); held at {held:F1} ms after {Coordinator.HandshakeBoundSamples + 2} samples");
         Assert.True(joined < 2, $"placed {joined:F1} ms from the coordinator by a 1 ms handshake");
-        // The least sample may be one a ping took before the path grew (37.8 ms in one run): still
-        // ten times the handshake and more.
-        Assert.True(measured >= 10, $"least RTT {measured:F1} ms: the pings did not cross a path longer than the handshake's");
+        // Every ping crossed the whole path (the network delays a byte by at least its latency).
+        Assert.True(measured >= PathRtt.TotalMilliseconds - 1, $"least RTT {measured:F1} ms: the pings did not cross the {PathRtt.TotalMilliseconds} ms path");
         Assert.True(held >= measured - 0.01, $"the plan holds the liar {held:F1} ms from the coordinator, whose pings took at least {measured:F1} ms");
     }
 
