@@ -46,14 +46,25 @@ public sealed partial class Coordinator : Node, Admission.IHost
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         // A new run at every start, even with the same key: nothing signed in an earlier run verifies in this one.
         _run = _signer.ForRun(StreamRun.NewId());
-        _tracker = new Tracker(options, _run, Log, () => ListenAddress);
+        _tracker = new Tracker(options, _run, Log, () => ListenAddress, Forgotten);
         _source = new StreamSource(options, _tracker.Gate, Relay, _run, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
-        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, session => { _probe.Forget(session.Address); _eviction.Forget(session.Id); }, Stopping);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, Stopping);
         _joinSlots = new JoinSlots(options, Log, Stopping);
         _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Time, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
+    }
+
+    /// <summary>
+    /// A peer left the tracker's list, however it left (a leave, a failure, an eviction): what the
+    /// probe and the eviction policy keep about it goes too. Called under the gate, only once the
+    /// constructor has set both.
+    /// </summary>
+    private void Forgotten(PeerSession session)
+    {
+        _probe.Forget(session.Address);
+        _eviction.Forget(session.Id);
     }
 
     private protected override int ShardCount => _options.ShardCount;
@@ -388,6 +399,12 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>The round trip of the reachability probe to a peer's address, where one was made and answered.</summary>
     public TimeSpan? ProbeRoundTrip(string address) => _probe.RoundTrip(address);
+
+    /// <summary>Whether the eviction policy still keeps slow findings about peer <paramref name="id"/> (nothing once it is out); for tests.</summary>
+    internal bool RemembersSlowFindings(int id)
+    {
+        lock (_tracker.Gate) return _eviction.Remembers(id);
+    }
 
     /// <summary>Direct children of the coordinator now.</summary>
     public int ChildCount => Relay?.Subscribers().Count ?? 0;

@@ -307,13 +307,21 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <summary>An earlier finding's download is quoted only when it is this recent.</summary>
     internal static readonly TimeSpan EarlierFindingWithin = TimeSpan.FromSeconds(60);
 
-    /// <summary>Forgets a peer that left. Under the gate.</summary>
+    /// <summary>
+    /// Forgets a peer that left (<see cref="Tracker.Forget"/>, however it left). Under the gate.
+    /// Its entry in <see cref="_foundSlow"/> stays until it ages out: a finding about a peer that
+    /// left is still evidence of a busy machine for <see cref="SlowElsewhereWindow"/>, and that map
+    /// is pruned at every finding, so it never holds more than one window's findings.
+    /// </summary>
     public void Forget(int id)
     {
         _lastDownload.Remove(id);
         _excused.Remove(id);
         _slowUnder.Remove(id);
     }
+
+    /// <summary>Whether anything kept per peer until it leaves (<see cref="Forget"/>) is still kept for <paramref name="id"/>; for tests. Under the gate.</summary>
+    internal bool Remembers(int id) => _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id);
 
     /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children; false when it did not.</summary>
     public bool Demote(int id, string why)

@@ -14,7 +14,7 @@ namespace ShardStream.Nodes;
 /// <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
 internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
-    ILogger log, TimeProvider time, Func<string> listenAddress, Action<PeerSession> removed, CancellationToken stopping)
+    ILogger log, TimeProvider time, Func<string> listenAddress, CancellationToken stopping)
 {
     /// <summary>A parent that this many peers could not connect to (children each after a second attempt, or joiners that measured it) is made a leaf.</summary>
     internal const int UnreachableChildrenBeforeLeaf = 2;
@@ -158,7 +158,6 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (!tracker.Forget(session)) return true;
             // An accusation against it may still come from one of its children (EvictionPolicy.NoteDeparted).
             eviction.NoteDeparted(session);
-            removed(session);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
             // A failed peer may still reach its parents (only its path to this coordinator broke):

@@ -10,9 +10,12 @@ namespace ShardStream.Nodes;
 /// planner (who receives which shard from whom), the session of every listed peer, and the
 /// admission tickets that let a child attach where the plan puts it. Its <see cref="Gate"/> is the
 /// coordinator's one lock: the source, admission, repair and eviction take it to read or change
-/// the plan, so that a welcome, a Move and the plan they come from always agree.
+/// the plan, so that a welcome, a Move and the plan they come from always agree. Every way out of
+/// <see cref="Peers"/> goes through <see cref="Forget"/>, which hands the session to
+/// <paramref name="forgotten"/> once: what the coordinator's other parts keep about the peer
+/// (its probe's round trip, its slow findings) goes with it, whether it left, failed or was evicted.
 /// </summary>
-internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILogger log, Func<string> listenAddress)
+internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILogger log, Func<string> listenAddress, Action<PeerSession> forgotten)
 {
     private int _attachedPeers;
     private ulong _ticketSerial;
@@ -60,11 +63,18 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         session.Attached = true;
     }
 
-    /// <summary>Takes a peer's session out (under the gate); false when it was out already.</summary>
+    /// <summary>
+    /// Takes a peer's session out (under the gate), and with it what the other parts keep about the
+    /// peer (the constructor's callback, run only here and only when the session was listed); false
+    /// when it was out already. An eviction (<see cref="SendMoves"/>) used to take the session out
+    /// without that cleanup, and the failure of its control link then found it out already: a
+    /// stranger evicted again and again left a probe round trip and slow findings behind each time.
+    /// </summary>
     public bool Forget(PeerSession session)
     {
         if (!Peers.Remove(session.Id)) return false;
         if (session.Attached) _attachedPeers--;
+        forgotten(session);
         PeersChanged();
         return true;
     }
