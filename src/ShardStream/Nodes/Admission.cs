@@ -616,8 +616,8 @@ internal static partial class RejoinLog
     public static partial void InPlace(ILogger logger, int id, string address, string old);
 
     [LoggerMessage(EventId = 1402, EventName = "WaitingForRejoin", Level = LogLevel.Information,
-        Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again")]
-    public static partial void Waiting(ILogger logger, int id, string reason, double seconds);
+        Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again; it relays {Edges} shard-stream(s) to children in the plan")]
+    public static partial void Waiting(ILogger logger, int id, string reason, double seconds, int edges);
 
     [LoggerMessage(EventId = 1403, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
         Message = "peer {Id} lost parent {Parent}, whose control link is closed: taking it out of the overlay")]

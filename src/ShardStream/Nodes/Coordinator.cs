@@ -242,17 +242,24 @@ public sealed partial class Coordinator : Node, Admission.IHost
         if (link.ReceivedGoodbye is null && closed.Code is not (CloseCode.TimedOut or CloseCode.TooSlow) && !closed.IsViolation && !Stopping.IsCancellationRequested)
         {
             bool listed;
+            int edges = 0;
             // A peer its children lost just before (their reports came first, and it was made a
             // leaf: no child is left to report it while it is waited for) is gone, not away.
             // Nor one this coordinator stopped as too slow whose link ended otherwise than by that
             // close (the peer reset it while the goodbye waited behind its backlog: the close then
             // reads "connection lost"): it keeps no place for a peer it stopped.
-            lock (_tracker.Gate) listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session
-                && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout)
-                && _eviction.StoppedSlow(session.Token) is null;
+            lock (_tracker.Gate)
+            {
+                listed = _tracker.Peers.TryGetValue(session.Id, out var current) && current == session
+                    && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout)
+                    && _eviction.StoppedSlow(session.Token) is null;
+                // Said with the wait: a peer with children in the plan is waited for only until one
+                // of them reports it lost; one without (a leaf) is waited for the whole grace.
+                if (listed && _tracker.Planner.Contains(session.Id)) edges = _tracker.Planner.UsedUnits(session.Id);
+            }
             if (listed)
             {
-                RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds);
+                RejoinLog.Waiting(Log, session.Id, reason, RejoinGrace.TotalSeconds, edges);
                 // Until it is back or the grace is over. Also after the end: a peer whose link broke
                 // just before it may still need the tail (from this coordinator, when it served the
                 // peer shards on that link), and comes back for it (the drain waits for it meanwhile).
