@@ -37,11 +37,13 @@ public sealed class CliResilienceCollection
 /// repair starts there), and that detection is bounded on its own (heartbeat timeout + 3 s): on a
 /// starved machine the coordinator saw two kills 3–5 s late, and a bound counted from the kill
 /// measured the machine.</para>
-/// <para>A victim the coordinator had made a leaf before the kill (slow, or unreachable for its
-/// children) has no child in the plan: its children's moves were sent, but not yet in their logs
-/// when the victim was picked. The coordinator keeps such a peer's place for the rejoin grace
-/// (4 heartbeat timeouts, docs/resilience.md) by design, so its detection is reported, not
-/// bounded, and its children's stalls are bounded from the kill.</para>
+/// <para>A victim with no child in the plan when the coordinator read the end of its control link
+/// (made a leaf before the kill, or its children moved elsewhere by the repair of an earlier kill:
+/// their moves were sent, but not yet in their logs when the victim was picked) is kept for the
+/// rejoin grace (4 heartbeat timeouts, docs/resilience.md) by design, as no child in the plan is
+/// left to report it. The coordinator's line that starts the wait says how many shard-streams the
+/// peer relays in the plan; with none, its detection is reported, not bounded, and its children's
+/// stalls are bounded from the kill.</para>
 /// </remarks>
 [Collection(CliResilienceCollection.Name)]
 public sealed partial class CliResilienceTests(ITestOutputHelper output)
@@ -347,24 +349,19 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             string detected = gone.Line is null ? "not seen" : $"{Fmt(Ms(Stopwatch.GetElapsedTime(ev.At, gone.Timestamp)))} ms";
             // Not seen: no discount (the stall bound then counts from the kill).
             var detection = gone.Line is null ? TimeSpan.Zero : Stopwatch.GetElapsedTime(ev.At, gone.Timestamp);
-            // A victim the coordinator had made a leaf before the kill (its children moved, but
-            // their moves not yet in their logs, so the test's map still had them under it): no
-            // child in the plan depends on it, and the coordinator keeps its place for the rejoin
-            // grace (4 heartbeat timeouts) by design. Its children's stalls count from the kill.
-            bool leaf = !ev.Freeze && coordinatorLines.Any(l => l.Timestamp < ev.At && MadeLeaf(l.Line, ev.Victim.Id));
-            // Likewise a victim whose children the plan had moved elsewhere already (a repair of an
-            // earlier kill made them another node's), their moves reaching them only after the kill:
-            // each moved off it with no loss of it reported (ci131, load 62: peer 19's one child 28
-            // was moved off it 0.3 s after the kill by the repair of kill #3, 1.2 s earlier; the
-            // coordinator saw 19 gone when its grace ended, 20.4 s after the kill).
-            bool movedOff = !ev.Freeze && !leaf && ChildrenMovedOff(ev, peers, gone.Line is null ? long.MaxValue : gone.Timestamp);
-            leaf |= movedOff;
+            // A victim that relayed nothing in the plan when the coordinator read the end of its
+            // control link (made a leaf before the kill, or its children moved elsewhere by a repair
+            // of an earlier kill, their moves reaching them after this one) is kept for the rejoin
+            // grace (4 heartbeat timeouts) by design: no child in the plan is left to report it.
+            // The coordinator says so on the line that starts the wait; its children's stalls
+            // count from the kill.
+            bool leaf = !ev.Freeze && coordinatorLines.Any(l => l.Timestamp >= ev.At && WaitedForAsLeaf(l.Line, ev.Victim.Id));
             if (leaf) detection = TimeSpan.Zero;
             if (!ev.Freeze && !leaf && gone.Line is not null) detectKill.Add(Ms(detection));
             string parents = string.Join(" ", ev.Map.GetValueOrDefault(ev.Victim.Id) ?? []);
             sb.AppendLine(CultureInfo.InvariantCulture, $"{(ev.Freeze ? "SIGSTOP" : $"SIGKILL #{e + 1}")} at {SinceT0(ev.At):0.00} s: peer {ev.Victim.Id} (pid {ev.Victim.Process.Pid}, parents {parents}){(ev.Interior ? "" : " NOT INTERIOR (no peer had children)")}, "
                 + $"children [{string.Join(",", ev.Orphans)}], subtree [{string.Join(",", ev.Subtree)}]; coordinator saw it gone after {detected}"
-                + $"{(movedOff ? " (its children moved off it by moves sent before the kill: kept for the rejoin grace)" : leaf ? " (a leaf in the coordinator's plan before the kill: kept for the rejoin grace)" : "")}");
+                + $"{(leaf ? " (it relayed nothing in the coordinator's plan when its control link broke: kept for the rejoin grace)" : "")}");
 
             var alive = peers.Where(p => p != ev.Victim && (p.DeadAt is null || p.DeadAt > ev.At)).ToList();
             // A later failure of the peer's own ancestor (the peer in its subtree) takes over the rest of the gap.
@@ -404,41 +401,11 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// True when every shard the test's map had a child take from the victim of <paramref name="ev"/>
-    /// was moved to another parent by a Move the child logged after the kill and before
-    /// <paramref name="before"/> (when the coordinator logged the victim gone), the child having
-    /// reported no loss of the victim first. Such Moves were not the coordinator's answer to the
-    /// kill (that answer comes with the victim taken out, logged first): they were sent before it,
-    /// and the victim was a leaf in the plan when it was killed. False when it had no such child.
+    /// The coordinator's line that starts its wait for peer <paramref name="id"/> to join again,
+    /// saying the peer relayed nothing to children in the plan then.
     /// </summary>
-    private static bool ChildrenMovedOff(Failure ev, List<PeerRun> peers, long before)
-    {
-        int victim = ev.Victim.Id;
-        bool any = false;
-        foreach (var (child, parents) in ev.Map)
-        {
-            var shards = Enumerable.Range(0, parents.Length).Where(s => parents[s] == victim).ToHashSet();
-            if (shards.Count == 0) continue;
-            any = true;
-            var run = peers.FirstOrDefault(p => p.Id == child);
-            if (run is null) return false;
-            foreach (var (at, line) in run.Process.TimedStderrLines)
-            {
-                if (at < ev.At || at >= before || shards.Count == 0) continue;
-                if (LostParentRegex().Match(line) is { Success: true } lost && lost.Groups[1].Value == victim.ToString(CultureInfo.InvariantCulture)) return false;
-                if (MovingRegex().Match(line) is { Success: true } moving && moving.Groups[2].Value != victim.ToString(CultureInfo.InvariantCulture))
-                    foreach (string s in moving.Groups[1].Value.Split(','))
-                        shards.Remove(int.Parse(s.Split('@')[0], CultureInfo.InvariantCulture));
-            }
-            if (shards.Count > 0) return false;
-        }
-        return any;
-    }
-
-    /// <summary>The coordinator's line that it made peer <paramref name="id"/> a leaf (slow, or unreachable for its children).</summary>
-    private static bool MadeLeaf(string line, int id) =>
-        line.Contains($"peer {id} demoted to a leaf", StringComparison.Ordinal)
-        || (line.Contains($"cannot connect to peer {id} (", StringComparison.Ordinal) && line.Contains("it is made a leaf", StringComparison.Ordinal));
+    private static bool WaitedForAsLeaf(string line, int id) =>
+        WaitingRegex().Match(line) is { Success: true } m && m.Groups["id"].Value == id.ToString(CultureInfo.InvariantCulture) && m.Groups["edges"].Value == "0";
 
     /// <summary>Nearest-rank percentile of sorted values (NaN when empty).</summary>
     private static double Percentile(List<double> sorted, double p)
@@ -502,4 +469,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
 
     [GeneratedRegex(@"lost parent (\d+) for shard\(s\) ([\d,]+):")]
     private static partial Regex LostParentRegex();
+
+    [GeneratedRegex(@"peer (?<id>\d+): control link broken on its side .*; keeping its place for \d+ s for it to join again; it relays (?<edges>\d+) shard-stream\(s\) to children in the plan$")]
+    private static partial Regex WaitingRegex();
 }
