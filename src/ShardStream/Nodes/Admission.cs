@@ -162,7 +162,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         }
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         long probeStart = time.GetTimestamp();
-        string? unreachable = probed ? await (TakeEarlyProbe(advertised, hello.PeerId) ?? probe.ProbeAsync(advertised, hello.PeerId)).ConfigureAwait(false) : null;
+        var probeOutcome = probed ? await (TakeEarlyProbe(advertised, hello.PeerId) ?? probe.ProbeAsync(advertised, hello.PeerId)).ConfigureAwait(false) : default;
+        string? unreachable = probeOutcome.Unreachable;
         long beforeLock = time.GetTimestamp();
         if (probed) JoinStages.Record(time, JoinStages.Probe, probeStart, beforeLock);
         if (unreachable is not null) budget = 0;
@@ -204,6 +205,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted };
             joinCheck.Log(log, id);
             tracker.Peers[id] = session;
+            if (probeOutcome.Rtt is { } probeRtt) probe.Record(advertised, probeRtt);
             tracker.RecordParents(session);
             tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);
@@ -259,7 +261,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// Dial-backs started at a joiner's landmark round, by join token (<see cref="StartEarlyProbe"/>);
     /// bounded, oldest forgotten first. Under its own lock.
     /// </summary>
-    private readonly Dictionary<ulong, (string Address, Task<string?> Result, long Started)> _earlyProbes = [];
+    private readonly Dictionary<ulong, (string Address, Task<ProbeOutcome> Result, long Started)> _earlyProbes = [];
     private readonly Queue<ulong> _earlyProbeOrder = new();
 
     /// <summary>How old an early dial-back's result may be when the placing Join takes it: else it probes again.</summary>
@@ -276,7 +278,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         if (token == 0) return;
         // Taken before the probe starts: a joiner's two landmark rounds may get here at once, and
         // two probes to one address would be one too many (a listener may answer only one).
-        var result = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var result = new TaskCompletionSource<ProbeOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
         string host = Endpoint.HostOf(address);
         lock (_earlyProbes)
         {
@@ -304,7 +306,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// <summary>Early dial-backs running at once to one host, at most: what a stranger can aim at an address of its choosing.</summary>
     internal const int MaxEarlyProbesPerHost = 16;
 
-    private async Task ProbeIntoAsync(TaskCompletionSource<string?> result, string address, string host, ulong token)
+    private async Task ProbeIntoAsync(TaskCompletionSource<ProbeOutcome> result, string address, string host, ulong token)
     {
         try
         {
@@ -329,7 +331,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// The early dial-back of this joiner (<see cref="StartEarlyProbe"/>), when it was made to the
     /// same address for the same token, lately; null when none was (the caller probes now).
     /// </summary>
-    private Task<string?>? TakeEarlyProbe(string address, ulong token)
+    private Task<ProbeOutcome>? TakeEarlyProbe(string address, ulong token)
     {
         lock (_earlyProbes)
         {

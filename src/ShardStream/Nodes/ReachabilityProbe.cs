@@ -9,12 +9,12 @@ namespace ShardStream.Nodes;
 /// The coordinator's dial-back probe: before anyone is placed under a joiner, the coordinator
 /// connects to the address it would send other peers to, and checks that the very joiner answers
 /// there. A joiner that does not is made a leaf (docs/resilience.md, reachability). Keeps the
-/// round trip of the last successful probe per address, for the overlay's view.
+/// round trip of the last successful probe per address of a placed peer, for the overlay's view.
 /// </summary>
 internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport transport, Func<IConnection, string, Link> newLink,
     Func<string> listenAddress, ILogger log, TimeProvider time, CancellationToken stopping)
 {
-    /// <summary>The round trip of the last successful probe per address (hello sent to welcome read).</summary>
+    /// <summary>The round trip of the last successful probe per placed peer's address (hello sent to welcome read).</summary>
     private readonly ConcurrentDictionary<string, TimeSpan> _rtts = new();
 
     /// <summary>How long the dial-back may take: half the heartbeat timeout (the joiner waits twice its own for the welcome).</summary>
@@ -23,6 +23,9 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
     /// <summary>The round trip of the probe to <paramref name="address"/>, where one was made and answered.</summary>
     public TimeSpan? RoundTrip(string address) => _rtts.TryGetValue(address, out var rtt) ? rtt : null;
 
+    /// <summary>A peer was placed: the round trip its probe took is kept, until it leaves (<see cref="Forget"/>).</summary>
+    public void Record(string address, TimeSpan rtt) => _rtts[address] = rtt;
+
     /// <summary>A peer left the overlay: its address's round trip is forgotten.</summary>
     public void Forget(string address) => _rtts.TryRemove(address, out _);
 
@@ -30,9 +33,13 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
     /// Connects to <paramref name="address"/>, where the coordinator is about to send other peers
     /// for the joiner's shards, and checks that the very joiner answers there: it must echo the
     /// token of its Join (another node at that address, e.g. another peer behind the same NAT
-    /// address, would answer with its own). Null when it does; else why not, in words.
+    /// address, would answer with its own). Unreachable is null when it does, else says why not, in
+    /// words. The round trip is only returned: kept (<see cref="Record"/>) once the joiner is
+    /// placed, since a joiner probed and then refused, or one that never came back after its early
+    /// probe, is never forgotten (a stranger joining again and again from new addresses grew this
+    /// map by one entry each time).
     /// </summary>
-    public async Task<string?> ProbeAsync(string address, ulong token)
+    public async Task<ProbeOutcome> ProbeAsync(string address, ulong token)
     {
         using var timeout = new CancellationTokenSource(Timeout, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, stopping);
@@ -45,11 +52,10 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
             var (type, body) = await link.ReadOneAsync(linked.Token).ConfigureAwait(false);
             var rtt = time.GetElapsedTime(sent);
             var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
-            if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var answer)) return $"something answered at {address}, but not as a ShardStream peer ({type} frame)";
-            if (answer.PeerId != token) return $"another ShardStream node answers at {address}, not this peer";
+            if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var answer)) return new($"something answered at {address}, but not as a ShardStream peer ({type} frame)", null);
+            if (answer.PeerId != token) return new($"another ShardStream node answers at {address}, not this peer", null);
             ShardStreamMetrics.ProbeRtt.Record(rtt.TotalSeconds);
-            _rtts[address] = rtt;
-            return null;
+            return new(null, rtt);
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested && link is not null)
         {
@@ -58,15 +64,15 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
             // 2.5 s). The peer keeps its budget: if its children cannot use it after all, they
             // say so and it is made a leaf then (RepairService.DropUnreachableEdges).
             ReachabilityLog.ProbeAnsweredLate(log, address, Timeout.TotalSeconds);
-            return null;
+            return new(null, null);
         }
         catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
         {
-            return $"no connection within {Timeout.TotalSeconds:0.#} s";
+            return new($"no connection within {Timeout.TotalSeconds:0.#} s", null);
         }
         catch (Exception e) when (e is ConnectionFailedException or IOException or ProtocolException or System.Net.Sockets.SocketException)
         {
-            return e.Message;
+            return new(e.Message, null);
         }
         finally
         {
@@ -80,3 +86,6 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
         await link.DisposeAsync().ConfigureAwait(false);
     }
 }
+
+/// <summary>What a dial-back found: why the joiner cannot be reached (null: it can), and the probe's round trip when it answered in time.</summary>
+internal readonly record struct ProbeOutcome(string? Unreachable, TimeSpan? Rtt);

@@ -1,0 +1,57 @@
+using ShardStream.Tests.Nodes;
+using ShardStream.Transport;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// The coordinator's dial-back probe keeps a round trip only for peers it placed: a stranger that
+/// joins, is probed and never comes back, again and again from new addresses, grows nothing.
+/// </summary>
+public class ProbeMemoryTests
+{
+    [Fact]
+    public async Task A_joiner_that_never_comes_back_after_its_early_probe_leaves_no_round_trip_behind()
+    {
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true });
+        const ulong token = 0x5151;
+        await using var listener = await overlay.Network.Host("quitter").ListenAsync("quitter:1", CancellationToken.None);
+        var probed = AnswerProbeUntilClosedAsync(listener, token);
+
+        // It joins with no coordinate and upload to spare: a latency-aware coordinator sends it
+        // landmarks to measure and starts the dial-back meanwhile. It goes away instead.
+        var connection = await overlay.Network.Host("quitter").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 200, [], "quitter:1", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, _) = await RawFrames.ReadAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Landmarks, type);
+        connection.Abort();
+
+        // The dial-back was answered as the joiner would, and the coordinator closed it: it has
+        // its round trip, and the joiner never came to be placed.
+        await probed;
+        Assert.Null(overlay.Coordinator.ProbeRoundTrip("quitter:1"));
+
+        // A peer that is placed keeps its probe's round trip (the overlay's view shows it).
+        var peer = await overlay.AddPeerAsync();
+        string address = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == peer.Id).Address;
+        Assert.NotNull(overlay.Coordinator.ProbeRoundTrip(address));
+    }
+
+    /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does, and returns once the prober closed the connection.</summary>
+    private static async Task AnswerProbeUntilClosedAsync(IConnectionListener listener, ulong token)
+    {
+        using var timeout = new CancellationTokenSource(Overlay.Deadline);
+        var connection = await listener.AcceptAsync(timeout.Token) ?? throw new IOException("the listener closed before the probe");
+        var (type, _) = await RawFrames.ReadAsync(connection.Pipe.Input);
+        Assert.Equal(FrameType.Hello, type);
+        new Welcome(Protocol.Version, token, 1, 0, 0, []).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync(timeout.Token);
+        while (true)
+        {
+            var result = await connection.Pipe.Input.ReadAsync(timeout.Token);
+            connection.Pipe.Input.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted) return;
+        }
+    }
+}
