@@ -31,9 +31,22 @@ public sealed partial class Peer
         // address in a Move is its listen address, which may be 0.0.0.0 or a name only it knows.
         if (parentId == 0) address = _coordinatorAddress;
         var link = NewLink(await ConnectWithinAsync(address, _options.ConnectTimeout, cancellationToken).ConfigureAwait(false), $"parent {parentId} ({address})");
-        await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
-        var welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
-        if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
+        Welcome welcome;
+        try
+        {
+            await link.WriteNowAsync(new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)Id, 0, starts, AdvertisedAddress, null, ticket).Write, cancellationToken).ConfigureAwait(false);
+            welcome = await ReadWelcomeAsync(link, address, _options.HeartbeatTimeout, cancellationToken).ConfigureAwait(false);
+            if (welcome.ShardCount != _shardCount) throw new ProtocolException($"{address} streams {welcome.ShardCount} shards, the coordinator said {_shardCount}");
+        }
+        catch
+        {
+            // An attach given up leaves no connection behind. Its parent may still read the hello
+            // (its welcome was only late) and serve the link; nobody here reads it, so its queue
+            // there grew with nothing taken, and that parent found this peer slow at 0.0 Mbit/s
+            // (docs/resilience.md, "An attach given up").
+            await link.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
         link.Role = new ParentRole((int)parentId);
         List<(Link Old, byte[] Shards)> replaced;
         byte[] superseded;

@@ -1,0 +1,62 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>An attach the viewer gave up on (its welcome came too late) is not served, and cannot get the viewer found slow.</summary>
+public sealed partial class SlowViewerTests
+{
+    /// <summary>
+    /// A viewer's attach gets no welcome within the heartbeat timeout (here the path to its parent
+    /// drops everything for that long; in CI, a loaded machine), so it gives up, and the
+    /// coordinator sends it to the same parent again, which works. Then the parent reads the first
+    /// hello after all. The viewer had left that connection open and unread: the parent served it
+    /// as a second link to the same child, its queue there grew with nothing taken, and the parent
+    /// found the viewer slow ("took 0.0 Mbit/s"), which got it demoted and, once still slow, moved
+    /// (stopped before moves existed: ci125 stopped a fast viewer with "your download is below the
+    /// stream rate: 0.0 vs 5.7 Mbit/s"). Now a given-up attach closes its connection: the parent
+    /// serves the viewer on one link, and nobody finds it slow.
+    /// </summary>
+    [Fact]
+    public async Task An_attach_given_up_for_a_late_welcome_leaves_no_link_for_its_parent_to_serve_and_find_slow()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        // The parent waits up to 30 s for a hello (5 s by default), so that the frozen path below
+        // holds the viewer's hello until the thaw instead of the parent dropping the connection:
+        // the welcome then comes after the viewer gave up, as when the parent was slow to answer.
+        var parent = await overlay.AddPeerAsync(configure: o => o with { HelloTimeout = TimeSpan.FromSeconds(30) });
+        await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await using var source = LiveSource.Start(overlay, Rate, maxSeconds: 90, seed: 15);
+        string parentHost = overlay.PeerById(parent.Id).Host;
+        // The third peer is placed under the first (the coordinator feeds two).
+        const string ViewerHost = "p3";
+        overlay.Network.Freeze(parentHost, ViewerHost);
+        var joining = overlay.AddPeerAsync();
+        try
+        {
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"cannot attach to {parentHost}:1: "), "the viewer gives up its attach", within: TimeSpan.FromSeconds(60));
+            overlay.Network.Thaw(parentHost, ViewerHost);
+            var viewer = await joining;
+            Assert.Equal(parent.Id, ParentOf(overlay, viewer));
+            long writtenAtThaw = overlay.Written.Length;
+            // The parent's slow-child check finds a link with nothing taken within ~3 s (1.5 s of
+            // age, then a confirming tick); its failure detector ends such a link only after its
+            // 10 s heartbeat timeout. Watched until 8 s of stream after the thaw reached the viewer.
+            string slow = $"child {viewer.Id} ({ViewerHost}:1): slow";
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, slow) || viewer.StartOffset + viewer.BytesWritten >= writtenAtThaw + 8L * Rate,
+                "the viewer has 8 s of stream after the thaw, or its parent found it slow", within: TimeSpan.FromSeconds(90));
+            int links = overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id);
+            Assert.False(logs.Has(LogLevel.Warning, slow), $"the parent found the viewer slow: {string.Join(" | ", logs.Lines.Where(l => l.Message.Contains(slow, StringComparison.Ordinal)).Select(l => l.Message))}");
+            Assert.Equal(1, links);
+            Assert.False(overlay.PeerById(viewer.Id).Run.IsCompleted, "the viewer ended");
+        }
+        finally
+        {
+            WriteWarnings(logs, source);
+        }
+        await source.StopAsync();
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+}
