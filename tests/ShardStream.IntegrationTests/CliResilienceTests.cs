@@ -157,7 +157,15 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             // the repair starts then. How late it may see one is bounded on its own.
             Assert.All(killStalls, s => Assert.True(s.Stall - s.Detection < MaxStallAfterKill,
                 $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after kill #{s.Event + 1}, {(s.Stall - s.Detection).TotalMilliseconds:0} ms of it after the coordinator saw the kill"));
-            Assert.All(killStalls.Where(s => !s.Leaf), s => Assert.True(s.Detection < MaxDetectionAfterKill, $"the coordinator saw kill #{s.Event + 1} after {s.Detection.TotalMilliseconds:0} ms"));
+            // A leaf kill is exempt from the detection bound on the coordinator's own word (its wait
+            // line): a coordinator that said so of every victim would exempt them all. Victims are
+            // picked among peers with children in the test's map; a repair emptied one in 16 runs.
+            int leafKills = killStalls.Where(s => s.Leaf).Select(s => s.Event).Distinct().Count();
+            Assert.True(leafKills <= KillCount / 2, $"{leafKills} of {KillCount} kills relayed nothing in the coordinator's plan when their control links broke");
+            // The CLI's logger drops lines when stderr cannot keep up (CommonOptions, DropWrite): a
+            // leaf whose wait line was dropped fails here, and the message says so.
+            Assert.All(killStalls.Where(s => !s.Leaf), s => Assert.True(s.Detection < MaxDetectionAfterKill, $"the coordinator saw kill #{s.Event + 1} after {s.Detection.TotalMilliseconds:0} ms"
+                + (s.WaitLogged ? "" : "; it logged no wait for the victim to join again (a line dropped under load would hide a leaf)")));
             Assert.All(freezeStalls, s => Assert.True(s.Stall < MaxStallAfterFreeze, $"peer {s.Peer} stalled {s.Stall.TotalMilliseconds:0} ms after the freeze"));
         }
         finally
@@ -315,7 +323,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     }
 
     private static string Report(int shards, List<Failure> events, List<PeerRun> peers, CliProcess coordinator, long t0, long testStart, TimeSpan sourceTook,
-        out List<(int Event, int Peer, TimeSpan Stall, TimeSpan Detection, bool Leaf)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
+        out List<(int Event, int Peer, TimeSpan Stall, TimeSpan Detection, bool Leaf, bool WaitLogged)> killStalls, out List<(int Event, int Peer, TimeSpan Stall)> freezeStalls)
     {
         killStalls = [];
         freezeStalls = [];
@@ -355,7 +363,8 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             // grace (4 heartbeat timeouts) by design: no child in the plan is left to report it.
             // The coordinator says so on the line that starts the wait; its children's stalls
             // count from the kill.
-            bool leaf = !ev.Freeze && coordinatorLines.Any(l => l.Timestamp >= ev.At && WaitedForAsLeaf(l.Line, ev.Victim.Id));
+            var waits = coordinatorLines.Where(l => l.Timestamp >= ev.At && WaitingRegex().Match(l.Line) is { Success: true } m && m.Groups["id"].Value == ev.Victim.Id.ToString(CultureInfo.InvariantCulture)).ToList();
+            bool leaf = !ev.Freeze && waits.Any(l => WaitedForAsLeaf(l.Line, ev.Victim.Id));
             if (leaf) detection = TimeSpan.Zero;
             if (!ev.Freeze && !leaf && gone.Line is not null) detectKill.Add(Ms(detection));
             string parents = string.Join(" ", ev.Map.GetValueOrDefault(ev.Victim.Id) ?? []);
@@ -371,7 +380,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
             {
                 var stall = gap.Length;
                 if (ev.Freeze) freezeStalls.Add((e, p.Id, stall));
-                else killStalls.Add((e, p.Id, stall, detection, leaf));
+                else killStalls.Add((e, p.Id, stall, detection, leaf, waits.Count > 0));
                 bool orphan = ev.Orphans.Contains(p.Id), inSubtree = ev.Subtree.Contains(p.Id);
                 (orphan ? (ev.Freeze ? orphanFreeze : orphanKill) : inSubtree ? (ev.Freeze ? subtreeFreeze : subtreeKill) : (ev.Freeze ? othersFreeze : othersKill)).Add(Ms(stall));
             }

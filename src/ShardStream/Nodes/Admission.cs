@@ -205,7 +205,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted };
             joinCheck.Log(log, id);
             tracker.Peers[id] = session;
-            if (probeOutcome.Rtt is { } probeRtt) probe.Record(advertised, probeRtt);
+            if (probeOutcome.Rtt is { } probeRtt) probe.Record(advertised, id, probeRtt);
             tracker.RecordParents(session);
             tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);

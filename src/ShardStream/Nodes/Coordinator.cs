@@ -63,7 +63,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// </summary>
     private void Forgotten(PeerSession session)
     {
-        _probe.Forget(session.Address);
+        _probe.Forget(session.Address, session.Id);
         _eviction.Forget(session.Id);
     }
 
@@ -254,7 +254,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     && (session.LostByChildAt == 0 || Time.GetElapsedTime(session.LostByChildAt) > _options.HeartbeatTimeout)
                     && _eviction.StoppedSlow(session.Token) is null;
                 // Said with the wait: a peer with children in the plan is waited for only until one
-                // of them reports it lost; one without (a leaf) is waited for the whole grace.
+                // of them reports it lost; one without (a leaf) is waited for the whole grace, unless
+                // a repair places a child under it meanwhile and that child reports it.
                 if (listed && _tracker.Planner.Contains(session.Id)) edges = _tracker.Planner.UsedUnits(session.Id);
             }
             if (listed)

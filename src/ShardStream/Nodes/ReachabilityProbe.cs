@@ -15,19 +15,26 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
     Func<string> listenAddress, ILogger log, TimeProvider time, CancellationToken stopping)
 {
     /// <summary>The round trip of the last successful probe per placed peer's address (hello sent to welcome read).</summary>
-    private readonly ConcurrentDictionary<string, TimeSpan> _rtts = new();
+    private readonly ConcurrentDictionary<string, (TimeSpan Rtt, int PeerId)> _rtts = new();
 
     /// <summary>How long the dial-back may take: half the heartbeat timeout (the joiner waits twice its own for the welcome).</summary>
     private TimeSpan Timeout => options.HeartbeatTimeout / 2;
 
     /// <summary>The round trip of the probe to <paramref name="address"/>, where one was made and answered.</summary>
-    public TimeSpan? RoundTrip(string address) => _rtts.TryGetValue(address, out var rtt) ? rtt : null;
+    public TimeSpan? RoundTrip(string address) => _rtts.TryGetValue(address, out var entry) ? entry.Rtt : null;
 
     /// <summary>A peer was placed: the round trip its probe took is kept, until it leaves (<see cref="Forget"/>).</summary>
-    public void Record(string address, TimeSpan rtt) => _rtts[address] = rtt;
+    public void Record(string address, int peerId, TimeSpan rtt) => _rtts[address] = (rtt, peerId);
 
-    /// <summary>A peer left the overlay: its address's round trip is forgotten.</summary>
-    public void Forget(string address) => _rtts.TryRemove(address, out _);
+    /// <summary>
+    /// Peer <paramref name="peerId"/> left the overlay: its address's round trip is forgotten,
+    /// unless another peer was placed at that address since (a peer back as a new one while its
+    /// old place was still kept for the rejoin grace keeps its own).
+    /// </summary>
+    public void Forget(string address, int peerId)
+    {
+        if (_rtts.TryGetValue(address, out var entry) && entry.PeerId == peerId) _rtts.TryRemove(KeyValuePair.Create(address, entry));
+    }
 
     /// <summary>
     /// Connects to <paramref name="address"/>, where the coordinator is about to send other peers

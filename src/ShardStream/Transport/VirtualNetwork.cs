@@ -80,7 +80,8 @@ public sealed class VirtualNetwork
     /// <summary>
     /// From now on every connection <paramref name="host"/> opens reports <paramref name="rtt"/> as
     /// its handshake's RTT at the accepting end (<see cref="IConnection.HandshakeRtt"/>), whatever
-    /// the path's latency: as when a TCP relay next to the accepting host ends the handshake and
+    /// the path's latency, where the network reports handshakes at all (<see cref="HandshakeRtts"/>,
+    /// and not for a host that drops SYN-ACKs, <see cref="DropFirstSynAcks"/>): as when a TCP relay next to the accepting host ends the handshake and
     /// carries the bytes on over the long path. The bytes themselves still cross the path.
     /// </summary>
     public void RelayHandshakes(string host, TimeSpan rtt) => _relayedHandshakes[host] = rtt;

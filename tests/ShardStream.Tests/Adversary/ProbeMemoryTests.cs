@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Nodes;
 using ShardStream.Tests.Nodes;
 using ShardStream.Transport;
 using ShardStream.Wire;
@@ -36,6 +38,22 @@ public class ProbeMemoryTests
         var peer = await overlay.AddPeerAsync();
         string address = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == peer.Id).Address;
         Assert.NotNull(overlay.Coordinator.ProbeRoundTrip(address));
+    }
+
+    [Fact]
+    public void A_peer_that_leaves_takes_only_its_own_round_trip_with_it()
+    {
+        // Peer 1's link broke and its place is kept for the rejoin grace; meanwhile the same
+        // host joins again as a new peer (2) from the same address. Peer 1's grace ends later.
+        var probe = new ReachabilityProbe(new CoordinatorOptions(), new VirtualNetwork().Host("coord"), (_, _) => throw new InvalidOperationException("no link in this test"),
+            () => "coord:1", NullLogger.Instance, TimeProvider.System, CancellationToken.None);
+        probe.Record("viewer:1", 1, TimeSpan.FromMilliseconds(5));
+        probe.Record("viewer:1", 2, TimeSpan.FromMilliseconds(7));
+
+        probe.Forget("viewer:1", 1);
+        Assert.Equal(TimeSpan.FromMilliseconds(7), probe.RoundTrip("viewer:1"));
+        probe.Forget("viewer:1", 2);
+        Assert.Null(probe.RoundTrip("viewer:1"));
     }
 
     /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does, and returns once the prober closed the connection.</summary>
