@@ -18,7 +18,7 @@ public class ProbeMemoryTests
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { LatencyAware = true });
         const ulong token = 0x5151;
         await using var listener = await overlay.Network.Host("quitter").ListenAsync("quitter:1", CancellationToken.None);
-        var probed = AnswerProbeUntilClosedAsync(listener, token);
+        var probed = ProbeAnswer.AnswerAsync(listener, token, untilClosed: true);
 
         // It joins with no coordinate and upload to spare: a latency-aware coordinator sends it
         // landmarks to measure and starts the dial-back meanwhile. It goes away instead.
@@ -54,22 +54,5 @@ public class ProbeMemoryTests
         Assert.Equal(TimeSpan.FromMilliseconds(7), probe.RoundTrip("viewer:1"));
         probe.Forget("viewer:1", 2);
         Assert.Null(probe.RoundTrip("viewer:1"));
-    }
-
-    /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does, and returns once the prober closed the connection.</summary>
-    private static async Task AnswerProbeUntilClosedAsync(IConnectionListener listener, ulong token)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        var connection = await listener.AcceptAsync(timeout.Token) ?? throw new IOException("the listener closed before the probe");
-        var (type, _) = await RawFrames.ReadAsync(connection.Pipe.Input);
-        Assert.Equal(FrameType.Hello, type);
-        new Welcome(Protocol.Version, token, 1, 0, 0, []).Write(connection.Pipe.Output);
-        await connection.Pipe.Output.FlushAsync(timeout.Token);
-        while (true)
-        {
-            var result = await connection.Pipe.Input.ReadAsync(timeout.Token);
-            connection.Pipe.Input.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted) return;
-        }
     }
 }

@@ -71,7 +71,7 @@ public class UnauthorisedControlTests
         // nobody can reach at "liar:1" would be placed as a leaf, budget 0, whatever it claims).
         const ulong token = 0x1234;
         await using var listener = await overlay.Network.Host("liar").ListenAsync("liar:1", CancellationToken.None);
-        var probe = AnswerProbeAsync(listener, token);
+        var probe = ProbeAnswer.AnswerAsync(listener, token);
         var (type, _) = await AskAsync(overlay, overlay.Coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 65_534, [], "liar:1", nonce), keepOpen: true);
         await probe;
 
@@ -195,29 +195,6 @@ public class UnauthorisedControlTests
         await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Information, broken) || overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != (int)welcome.PeerId),
             "the stranger is out of the plan, or its place is kept");
         Assert.False(log.Has(LogLevel.Information, broken), string.Join("\n", log.Lines.Where(l => l.Category is "coordinator" or "connection").Select(l => l.Message)));
-    }
-
-    /// <summary>Answers one reachability probe at <paramref name="listener"/> with <paramref name="token"/>, as a peer does.</summary>
-    private static async Task AnswerProbeAsync(IConnectionListener listener, ulong token)
-    {
-        using var timeout = new CancellationTokenSource(Overlay.Deadline);
-        var connection = await listener.AcceptAsync(timeout.Token) ?? throw new IOException("the listener closed before the probe");
-        var input = connection.Pipe.Input;
-        while (true)
-        {
-            var result = await input.ReadAsync(timeout.Token);
-            var buffer = result.Buffer;
-            if (FrameCodec.TryReadFrame(ref buffer, out var type, out _))
-            {
-                input.AdvanceTo(buffer.Start);
-                Assert.Equal(FrameType.Hello, type);
-                new Welcome(Protocol.Version, token, 1, 0, 0, []).Write(connection.Pipe.Output);
-                await connection.Pipe.Output.FlushAsync(timeout.Token);
-                return;
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-            if (result.IsCompleted) throw new IOException("closed before the probe's hello");
-        }
     }
 
     private static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)

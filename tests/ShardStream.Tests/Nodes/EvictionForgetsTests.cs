@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using ShardStream.Nodes;
 
 namespace ShardStream.Tests.Nodes;
@@ -14,7 +13,6 @@ namespace ShardStream.Tests.Nodes;
 public sealed class EvictionForgetsTests
 {
     private const int Rate = 1024 * 1024;          // the source: 1 MiB/s
-    private const int Piece = 64 * 1024;           // written every 1/16 s
     private const int MaxSourceSeconds = 40;
 
     [Fact]
@@ -33,30 +31,26 @@ public sealed class EvictionForgetsTests
         foreach (var v in viewers) overlay.Network.SetDownloadRate(v.Host, Rate / 4);
 
         overlay.StartStreaming();
-        var data = Overlay.RandomBytes(Rate * MaxSourceSeconds, seed: 31);
-        long start = Stopwatch.GetTimestamp();
-        int pieces = 0, stopAt = data.Length / Piece;
         (Peer Peer, MemoryStream Output, Task Run, string Host)? evicted = null;
         bool killed = false;
-        // A live source by the wall clock (bounded): the relay dies once the coordinator holds
-        // findings about both viewers; the stream goes on 2 s after the eviction.
-        while (pieces < stopAt)
+        // The relay dies once the coordinator holds findings about both viewers; the live source
+        // (bounded) goes on 2 s of stream after the eviction.
+        await using (var source = LiveSource.Start(overlay, Rate, MaxSourceSeconds, seed: 31))
         {
-            var due = TimeSpan.FromSeconds((double)pieces * Piece / Rate);
-            var now = Stopwatch.GetElapsedTime(start);
-            if (due > now) await Task.Delay(due - now);
-            await overlay.WriteAsync(data[(pieces * Piece)..((pieces + 1) * Piece)]);
-            pieces++;
-            if (!killed && viewers.All(v => overlay.Coordinator.RemembersSlowFindings(v.Peer.Id)))
+            await Overlay.WaitUntilAsync(() => source.Ended || viewers.All(v => overlay.Coordinator.RemembersSlowFindings(v.Peer.Id)),
+                "the coordinator holds slow findings about both viewers, or the source ended", within: TimeSpan.FromSeconds(2 * MaxSourceSeconds));
+            if (!source.Ended)
             {
                 foreach (var v in viewers) overlay.Network.SetDownloadRate(v.Host, 0);
                 overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
                 killed = true;
-            }
-            if (evicted is null && viewers.FirstOrDefault(v => v.Run.IsCompleted) is { Peer: not null } first)
-            {
-                evicted = first;
-                stopAt = Math.Min(stopAt, pieces + 2 * Rate / Piece);
+                await Overlay.WaitUntilAsync(() => source.Ended || viewers.Any(v => v.Run.IsCompleted), "a viewer is evicted, or the source ended", within: TimeSpan.FromSeconds(2 * MaxSourceSeconds));
+                if (viewers.FirstOrDefault(v => v.Run.IsCompleted) is { Peer: not null } first)
+                {
+                    evicted = first;
+                    var at = source.Elapsed + TimeSpan.FromSeconds(2);
+                    await Overlay.WaitUntilAsync(() => source.Ended || source.Elapsed >= at, "2 s of stream after the eviction");
+                }
             }
         }
         Assert.True(killed, "the coordinator never held slow findings about both viewers");
