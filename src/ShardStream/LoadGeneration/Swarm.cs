@@ -24,6 +24,7 @@ public sealed class Swarm
     private List<double> _phaseLatencies = [];
     private List<double> _phaseTotals = [];
     private long _busy;
+    private long _keptClosed;
     private int _joinsStarted;
     private int _joined;
     private int _inFlight;
@@ -128,6 +129,7 @@ public sealed class Swarm
                 RampLatencyWithRetries = rampTotal,
                 HoldLatencyWithRetries = holdTotal,
                 BusyAnswers = Interlocked.Read(ref _busy),
+                KeptConnectionsClosed = Interlocked.Read(ref _keptClosed),
                 RampTime = rampTime,
                 RampThrottled = _throttled,
             };
@@ -169,7 +171,7 @@ public sealed class Swarm
             {
                 try
                 {
-                    var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.HeartbeatInterval, _options.JoinTimeout, OnFrame, cancellationToken).ConfigureAwait(false);
+                    var (peer, took) = await SwarmPeer.JoinAsync(local, coordinator, _options.UploadPercent, _options.HeartbeatInterval, _options.JoinTimeout, OnFrame, () => Interlocked.Increment(ref _keptClosed), cancellationToken).ConfigureAwait(false);
                     double total = Stopwatch.GetElapsedTime(first).TotalMilliseconds;
                     lock (_gate)
                     {

@@ -63,9 +63,11 @@ internal sealed class SwarmPeer
     /// Welcome has come: nothing else connects to a swarm peer), connects from the same address,
     /// sends the Join, answers the probe if one comes, and reads the Welcome. Returns the peer and
     /// how long the join took (connect to Welcome), or throws <see cref="SwarmJoinException"/>
-    /// with the reason (a refusal, a timeout, a failed connect).
+    /// with the reason (a refusal, a timeout, a failed connect). <paramref name="keptClosed"/> is
+    /// called each time the connection kept after Landmarks was closed before the next Join was
+    /// answered (the Join then goes on a new connection).
     /// </summary>
-    public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan heartbeatInterval, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, CancellationToken cancellationToken)
+    public static async Task<(SwarmPeer Peer, TimeSpan Took)> JoinAsync(IPAddress local, IPEndPoint coordinator, ushort uploadPercent, TimeSpan heartbeatInterval, TimeSpan timeout, Action<SwarmPeer, FrameType> onFrame, Action keptClosed, CancellationToken cancellationToken)
     {
         ulong token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
         // Made inside the try: out of descriptors (EMFILE), a socket cannot even be created, and
@@ -115,6 +117,7 @@ internal sealed class SwarmPeer
                 {
                     // The kept connection was closed meanwhile: the Join goes on a new one, as a real peer's does.
                     peer.Abort();
+                    keptClosed();
                     round--;
                     continue;
                 }

@@ -75,6 +75,12 @@ public sealed class SwarmReport
     /// <summary>Joins the coordinator answered "busy" (admission control); each tried again after a backoff.</summary>
     public long BusyAnswers { get; init; }
 
+    /// <summary>
+    /// Connections kept after Landmarks that the coordinator closed before the peer's next Join was
+    /// answered (it waits a few seconds for it); each such Join went on a new connection.
+    /// </summary>
+    public long KeptConnectionsClosed { get; init; }
+
     /// <summary>How long the ramp took (its join rate is <see cref="JoinsStarted"/> over it).</summary>
     public TimeSpan RampTime { get; init; }
 
@@ -89,6 +95,7 @@ public sealed class SwarmReport
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, ramp: {RampLatency?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, hold (churn): {HoldLatency?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"busy answers (tried again): {BusyAnswers}; from the first attempt, ramp: {RampLatencyWithRetries?.ToString() ?? "none"}; hold: {HoldLatencyWithRetries?.ToString() ?? "none"}");
+        if (KeptConnectionsClosed > 0) s.AppendLine(CultureInfo.InvariantCulture, $"kept connections closed before the next Join (joined again on a new one): {KeptConnectionsClosed}");
         s.AppendLine(CultureInfo.InvariantCulture, $"connected: peak {PeakConnected}, at the end of the hold {ConnectedAtHoldEnd}; leaves sent {Left}; moves received {Moves}");
         foreach (var (reason, count) in Failures) s.AppendLine(CultureInfo.InvariantCulture, $"failed joins: {count} x {reason}");
         foreach (var (reason, count) in Dropped) s.AppendLine(CultureInfo.InvariantCulture, $"dropped by the coordinator: {count} x {reason}");

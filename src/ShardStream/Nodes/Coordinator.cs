@@ -183,7 +183,11 @@ public sealed partial class Coordinator : Node, Admission.IHost
             }
             if (!measuring) return;
             long waiting = Time.GetTimestamp();
-            if (await ReadNextHelloAsync(link, _admission.NextJoinTimeout).ConfigureAwait(false) is not { } next) return;
+            if (await ReadNextHelloAsync(link, _admission.NextJoinTimeout).ConfigureAwait(false) is not { } next)
+            {
+                Interlocked.Increment(ref _keptConnectionsClosed);
+                return;
+            }
             JoinStages.Record(Time, JoinStages.Measuring, waiting, link.HelloAt);
             if (Admission.NextJoinProblem(first, next) is { } problem)
             {
@@ -193,6 +197,15 @@ public sealed partial class Coordinator : Node, Admission.IHost
             hello = next;
         }
     }
+
+    private long _keptConnectionsClosed;
+
+    /// <summary>
+    /// Connections kept after Landmarks that were closed without a next Join to admit (none came
+    /// within <see cref="NextJoinTimeout"/>, or it was refused): such a joiner, if it still joins,
+    /// does so on a new connection.
+    /// </summary>
+    internal long KeptConnectionsClosed => Interlocked.Read(ref _keptConnectionsClosed);
 
     /// <summary>How long a connection kept after Landmarks waits for the joiner's next Join (<see cref="Admission.NextJoinTimeout"/>).</summary>
     internal TimeSpan NextJoinTimeout => _admission.NextJoinTimeout;
