@@ -18,6 +18,13 @@ public abstract partial class Node
     /// <summary>Where the coordinator is and the least RTT this peer's control link measured to it (none before a sample).</summary>
     private (NetworkCoordinate At, double LeastMs)? _coordinator;
 
+    /// <summary>
+    /// The samples of this joiner's last fit (<see cref="FitCoordinate"/>) and which of them is the
+    /// coordinator's, kept while the fit had another node beside the coordinator: a control link's
+    /// least RTT well under that sample's fits again from them (<see cref="Refit"/>).
+    /// </summary>
+    private (List<(WireCoordinate Remote, TimeSpan Rtt)> Samples, int Rounds, int Coordinator)? _fit;
+
     /// <summary>This node's network coordinate now.</summary>
     public NetworkCoordinate Coordinate
     {
@@ -48,15 +55,48 @@ public abstract partial class Node
         OnRemoteCoordinate(link, remote);
         if (FixedCoordinate) return;
         var at = FromWire(remote);
+        var measured = link.Role is CoordinatorRole ? link.RttSnapshot() : null;
+        (double FromMs, NetworkCoordinate Before, NetworkCoordinate After)? refitted = null;
         lock (_coordinateGate)
         {
             // On a peer's control link the other side is the coordinator, which holds this peer's
             // claim against the least RTT it measures (Coordinator.Agreeing): the peer holds its
             // coordinate within that rule by the least RTT it measures itself, after every sample
             // of every link, since its parents' and children's samples move it too (Vivaldi.HoldSource).
-            if (link.Role is CoordinatorRole && link.RttSnapshot() is { } measured) _coordinator = (at, measured.Min.TotalMilliseconds);
+            if (measured is { } m) _coordinator = (at, m.Min.TotalMilliseconds);
             _coordinate = Held(_vivaldi.Update(_coordinate, at, rtt.TotalMilliseconds));
+            if (measured is { Samples: >= Coordinator.SourceRttSamples } enough) refitted = Refit(enough.Min);
         }
+        if (refitted is var (fromMs, before, after) && measured is var (_, _, least, samples))
+            PeerLog.Refitted(Log, fromMs, least.TotalMilliseconds, samples, before.X, before.Y, before.Height, after.X, after.Y, after.Height, after.Error);
+    }
+
+    /// <summary>
+    /// Once the control link has <see cref="Coordinator.SourceRttSamples"/> samples, and whenever
+    /// its <paramref name="least"/> RTT is under <see cref="Vivaldi.SourceFloor"/> of the RTT to the
+    /// coordinator the last fit took, and more than <see cref="Coordinator.CoordinateSlackMs"/>
+    /// under it: the fit again, from the same samples with the least RTT for
+    /// the coordinator's, from the nearest of them as at the join (under the coordinate's gate;
+    /// null when there is nothing to do). A joiner's RTT to the coordinator is its one wait for the
+    /// Landmarks answer, which holds the coordinator's work and any stall of either process (the
+    /// coordinator does not keep it either: docs/topology.md). The fit sets the joiner's direction
+    /// from the coordinator, and a peer that measures only the coordinator afterwards (a leaf fed by
+    /// it) never sets it again: each of its pings moves it along the line from the anchor.
+    /// LyingRttTests on a loaded host: p2, 100 ms from the coordinator and 200 from p1, waited longer
+    /// for the answer than for p1's probe, so its fit started on p1's point and stayed on the line
+    /// through the coordinator and p1; its pings then brought it next to p1, sure of it, for good.
+    /// </summary>
+    private (double FromMs, NetworkCoordinate Before, NetworkCoordinate After)? Refit(TimeSpan least)
+    {
+        if (_fit is not var (samples, rounds, coordinator)) return null;
+        var (remote, took) = samples[coordinator];
+        // Nearer than that the two are samples of one path (a timer's grain, a LAN): a refit would
+        // only draw its direction again.
+        if (least >= took * Vivaldi.SourceFloor || (took - least).TotalMilliseconds <= Coordinator.CoordinateSlackMs) return null;
+        samples[coordinator] = (remote, least);
+        var before = _coordinate;
+        _coordinate = Fitted(samples, rounds, FromWire(samples.MinBy(s => s.Rtt).Remote) with { Error = 1 });
+        return (took.TotalMilliseconds, before, _coordinate);
     }
 
     /// <summary><paramref name="fitted"/> as <see cref="Vivaldi.HoldSource"/> leaves it by what this peer measured to the coordinator, if anything yet. Under the coordinate's gate.</summary>
@@ -84,14 +124,24 @@ public abstract partial class Node
             // most likely in the same area): from the origin, a fit to a few far nodes can settle on
             // the wrong side of the plane.
             var start = _coordinate.Error < 1 ? _coordinate : FromWire(known.MinBy(s => s.Rtt).Remote) with { Error = 1 };
-            var fitted = _vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds);
+            _fit = null;
             // Held by it from now on, until the control link measures its own (OnRttSample).
-            if (coordinator is { Remote.IsUnknown: false, Rtt: var rtt, Remote: var at } && rtt > TimeSpan.Zero)
+            if (coordinator is { Remote.IsUnknown: false, Rtt: var rtt, Remote: var at } c && rtt > TimeSpan.Zero)
+            {
                 _coordinator = (FromWire(at), rtt.TotalMilliseconds);
-            fitted = Held(fitted);
-            // Measured: known, however unsure (an error of 1 would read as "knows nothing").
-            _coordinate = fitted with { Error = Math.Min(fitted.Error, 0.95) };
+                // Fitted to the coordinator alone, the direction is the seed's: nothing to set right.
+                if (known.Count > 1 && known.IndexOf(c) is >= 0 and var i) _fit = (known, rounds, i);
+            }
+            _coordinate = Fitted(known, rounds, start);
         }
+    }
+
+    /// <summary><see cref="Vivaldi.Fit"/> of <paramref name="known"/> from <paramref name="start"/>, held (<see cref="Held"/>) and with an error under 1. Under the coordinate's gate.</summary>
+    private NetworkCoordinate Fitted(List<(WireCoordinate Remote, TimeSpan Rtt)> known, int rounds, NetworkCoordinate start)
+    {
+        var fitted = Held(_vivaldi.Fit(start, known.Select(s => FromWire(s.Remote)).ToArray(), known.Select(s => s.Rtt.TotalMilliseconds).ToArray(), rounds));
+        // Measured: known, however unsure (an error of 1 would read as "knows nothing").
+        return fitted with { Error = Math.Min(fitted.Error, 0.95) };
     }
 
     /// <summary>The round-trip times this node measured on its open links (those with at least one sample).</summary>
