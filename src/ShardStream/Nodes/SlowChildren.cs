@@ -9,9 +9,11 @@ namespace ShardStream.Nodes;
 /// than <see cref="NodeOptions.SlowChildAge"/> and its queue did not shrink over that time (it
 /// took less than was queued for it). A child catching up on a replayed backlog, or one that
 /// paces a file source, drains at least what is queued and is never slow. A suspect is
-/// confirmed only if it still took less than was queued over the next <c>confirm</c> (a child
-/// that was only held up, by a pause of its process or of the whole machine, drains its backlog
-/// at once), and no verdict is given on a tick that came late (this node itself was held up, so
+/// confirmed only once it took less than was queued since it first looked slow, at least the
+/// next <c>confirm</c> later (a child that was only held up, by a pause of its process or of the
+/// whole machine, drains its backlog at once); the suspicion stands while it still looks slow,
+/// so that a child whose bytes go out in batches is judged over more ticks, not over one tick
+/// again and again. No verdict is given on a tick that came late (this node itself was held up, so
 /// its children's queues say nothing about them). A slow child is reported once
 /// (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to); if it is still
 /// slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is <see cref="Verdict.Stop"/>,
@@ -65,65 +67,77 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         {
             if (link.IsClosing) continue;
             if (!_watches.TryGetValue(link, out var watch)) _watches[link] = watch = new Watch();
-            var sample = new Sample(now, link.ChunkBytesQueued, link.ChunkBytesSent);
-            watch.Samples.Enqueue(sample);
-            // Keep one sample at least slowAge old (the window over which the queue must have
-            // shrunk), and samples up to RateWindow old (the window the figures are measured over).
-            var keep = slowAge > RateWindow ? slowAge : RateWindow;
-            while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= keep) watch.Samples.Dequeue();
-            var then = watch.Samples.LastOrDefault(x => time.GetElapsedTime(x.At, now) >= slowAge, watch.Samples.Peek());
+            long queued = link.ChunkBytesQueued, sent = link.ChunkBytesSent;
             var age = link.QueueAge;
-            bool slow = age > slowAge && time.GetElapsedTime(then.At, now) >= slowAge && sample.Sent - then.Sent < sample.Queued - then.Queued;
-            if (!slow)
-            {
-                watch.SlowSince = null;
-                watch.Suspect = null;
-                continue;
-            }
-            if (late) continue;
-            if (watch.SlowSince is not { } since)
-            {
-                if (watch.Suspect is not { } suspect)
-                {
-                    watch.Suspect = sample;
-                    continue;
-                }
-                if (time.GetElapsedTime(suspect.At, now) < _confirm) continue;
-                if (sample.Sent - suspect.Sent >= sample.Queued - suspect.Queued)
-                {
-                    // It caught up meanwhile: it was only held up.
-                    watch.Suspect = null;
-                    continue;
-                }
-                watch.SlowSince = sample;
-                // The figures: what it took and what was queued for it, over the longest window
-                // (up to RateWindow) in which it was behind all the time: since the oldest sample
-                // taken after its oldest queued chunk was queued. The bytes sent are those handed
-                // to the transport, a little ahead of what arrives: over the 1.5 s of the slow
-                // window alone a 1 Mbit/s child measured 2.1; a window reaching back before the
-                // stream started measured a 16.8 Mbit/s stream as 8.5.
-                var from = watch.Samples.FirstOrDefault(x => time.GetElapsedTime(x.At, now) <= age, then);
-                if (time.GetElapsedTime(from.At, now) < time.GetElapsedTime(then.At, now)) from = then;
-                double window = time.GetElapsedTime(from.At, now).TotalSeconds;
-                findings.Add(new Finding(link, Verdict.Slow, age,
-                    (sample.Sent - from.Sent) * 8 / window / 1e6,
-                    (sample.Queued - from.Queued) * 8 / window / 1e6));
-                continue;
-            }
-            var elapsed = time.GetElapsedTime(since.At, now);
-            if (elapsed < grace) continue;
-            double seconds = elapsed.TotalSeconds;
-            findings.Add(new Finding(link, Verdict.Stop, age,
-                (sample.Sent - since.Sent) * 8 / seconds / 1e6,
-                (sample.Queued - since.Queued) * 8 / seconds / 1e6));
-            _watches.Remove(link);
+            if (Judge(watch, now, late, age, queued, sent) is not { } judged) continue;
+            findings.Add(new Finding(link, judged.Verdict, age, judged.DownloadMbps, judged.StreamMbps));
+            if (judged.Verdict == Verdict.Stop) _watches.Remove(link);
         }
         return findings;
     }
 
-    private readonly record struct Sample(long At, long Queued, long Sent);
+    /// <summary>
+    /// One child's sample at <paramref name="now"/> (its queue's oldest frame <paramref name="age"/>
+    /// old, and the running totals of chunk bytes queued for it and handed to the transport),
+    /// added to its <paramref name="watch"/>: the verdict, with its figures, or null for none.
+    /// <paramref name="late"/>: this node was held up (no verdict).
+    /// </summary>
+    internal (Verdict Verdict, double DownloadMbps, double StreamMbps)? Judge(Watch watch, long now, bool late, TimeSpan age, long queued, long sent)
+    {
+        var sample = new Sample(now, queued, sent);
+        watch.Samples.Enqueue(sample);
+        // Keep one sample at least slowAge old (the window over which the queue must have
+        // shrunk), and samples up to RateWindow old (the window the figures are measured over).
+        var keep = slowAge > RateWindow ? slowAge : RateWindow;
+        while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= keep) watch.Samples.Dequeue();
+        var then = watch.Samples.LastOrDefault(x => time.GetElapsedTime(x.At, now) >= slowAge, watch.Samples.Peek());
+        bool slow = age > slowAge && time.GetElapsedTime(then.At, now) >= slowAge && sample.Sent - then.Sent < sample.Queued - then.Queued;
+        if (!slow)
+        {
+            watch.SlowSince = null;
+            watch.Suspect = null;
+            return null;
+        }
+        if (late) return null;
+        if (watch.SlowSince is not { } since)
+        {
+            if (watch.Suspect is not { } suspect)
+            {
+                watch.Suspect = sample;
+                return null;
+            }
+            // Confirmed when it took less than was queued since it first looked slow. A child that
+            // took as much over the ticks since is given more time (it may have been only held
+            // up, and be draining its backlog), but the suspicion stands while it still looks slow:
+            // its bytes go out in batches, and a tick in which one more batch went out than its
+            // share shows it "caught up" when it did not. Dropped and taken up again at the next
+            // tick, it was checked over one tick again, on the same phase of a two-tick cycle of
+            // batches: a child at 0.78 of the stream rate went 10 s unconfirmed. A child really
+            // catching up stops looking slow (its queue stops growing over the slow window).
+            if (time.GetElapsedTime(suspect.At, now) < _confirm) return null;
+            if (sample.Sent - suspect.Sent >= sample.Queued - suspect.Queued) return null;
+            watch.SlowSince = sample;
+            // The figures: what it took and what was queued for it, over the longest window
+            // (up to RateWindow) in which it was behind all the time: since the oldest sample
+            // taken after its oldest queued chunk was queued. The bytes sent are those handed
+            // to the transport, a little ahead of what arrives: over the 1.5 s of the slow
+            // window alone a 1 Mbit/s child measured 2.1; a window reaching back before the
+            // stream started measured a 16.8 Mbit/s stream as 8.5.
+            var from = watch.Samples.FirstOrDefault(x => time.GetElapsedTime(x.At, now) <= age, then);
+            if (time.GetElapsedTime(from.At, now) < time.GetElapsedTime(then.At, now)) from = then;
+            double window = time.GetElapsedTime(from.At, now).TotalSeconds;
+            return (Verdict.Slow, (sample.Sent - from.Sent) * 8 / window / 1e6, (sample.Queued - from.Queued) * 8 / window / 1e6);
+        }
+        var elapsed = time.GetElapsedTime(since.At, now);
+        if (elapsed < grace) return null;
+        double seconds = elapsed.TotalSeconds;
+        return (Verdict.Stop, (sample.Sent - since.Sent) * 8 / seconds / 1e6, (sample.Queued - since.Queued) * 8 / seconds / 1e6);
+    }
 
-    private sealed class Watch
+    internal readonly record struct Sample(long At, long Queued, long Sent);
+
+    /// <summary>What is kept about one child between checks.</summary>
+    internal sealed class Watch
     {
         public Queue<Sample> Samples { get; } = new();
 

@@ -1,0 +1,74 @@
+using Microsoft.Extensions.Time.Testing;
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>The slow-child policy's verdicts on one child, sample by sample, on a fake clock.</summary>
+public sealed class SlowChildrenTests
+{
+    private const long Rate = 256 * 1024;                    // queued for the child every second
+    private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);   // the in-process overlay's tick (heartbeat 2 s)
+
+    private readonly FakeTimeProvider _time = new(DateTimeOffset.UnixEpoch);
+
+    /// <summary>
+    /// Feeds one sample per tick: <paramref name="sentPerTick"/>(tick) bytes handed to the
+    /// transport (at most what was queued), <see cref="Rate"/> queued; the queue's age is its backlog in seconds of stream.
+    /// Returns the tick of each verdict.
+    /// </summary>
+    private List<(int Tick, SlowChildren.Verdict Verdict)> Run(int ticks, Func<int, long> sentPerTick)
+    {
+        var options = new CoordinatorOptions();
+        var slow = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, Tick, _time);
+        var watch = new SlowChildren.Watch();
+        var verdicts = new List<(int, SlowChildren.Verdict)>();
+        long queued = 0, sent = 0;
+        for (int t = 0; t < ticks; t++)
+        {
+            _time.Advance(Tick);
+            queued += Rate;
+            sent = Math.Min(queued, sent + sentPerTick(t));
+            var age = TimeSpan.FromSeconds((double)(queued - sent) / Rate);
+            if (slow.Judge(watch, _time.GetTimestamp(), late: false, age, queued, sent) is { } judged) verdicts.Add((t, judged.Verdict));
+        }
+        return verdicts;
+    }
+
+    /// <summary>
+    /// Seen in SlowViewerTests' slow-uplink case on the loaded machine: a child sent 0.78 of the
+    /// stream rate, in batches that made the bytes handed over per 1 s tick alternate 128 and 272
+    /// KiB (256 queued). Every 2 s window showed its queue growing (400 sent, 512 queued), but the
+    /// confirming tick always fell on a 272: "it caught up meanwhile", the suspicion dropped, taken
+    /// up again at the next tick and checked on the one after, the same phase of the cycle. It
+    /// looked slow for 10 s before it was found slow; in a CI run one child, behind, was not found
+    /// slow in the whole minute the test waited, so the rule that blames the parent's uplink (event
+    /// 910: two of its children found slow within 10 s) never fired.
+    /// </summary>
+    [Fact]
+    public void A_child_behind_whose_bytes_go_out_in_batches_is_found_slow_whatever_the_phase_of_its_batches()
+    {
+        // It looks slow from tick 6 on (its queue older than SlowChildAge), and the tick after is a
+        // 272: found slow over the two ticks since.
+        var verdicts = Run(30, t => t % 2 == 0 ? 128 * 1024 : 272 * 1024);
+        Assert.NotEmpty(verdicts);
+        var (first, verdict) = verdicts[0];
+        Assert.Equal(SlowChildren.Verdict.Slow, verdict);
+        Assert.Equal(8, first);
+    }
+
+    /// <summary>
+    /// The other side: a child held up for 2 s (its process paused) that then drains its backlog
+    /// at 1.1 times the stream rate is not found slow.
+    /// </summary>
+    [Fact]
+    public void A_child_held_up_that_then_drains_its_backlog_is_not_found_slow()
+    {
+        var verdicts = Run(40, t => t switch
+        {
+            < 10 => Rate,
+            < 12 => 0,
+            _ => Rate * 11 / 10,
+        });
+        Assert.Empty(verdicts);
+    }
+}
