@@ -95,9 +95,10 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         // others are printed above; docs/topology.md has them).
         Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"latency-aware max depth {aware.MaxDepth} is more than one deeper than blind placement's {blind.MaxDepth}");
         // Measured through the transport: never below the network's delay but for the timers' grain
-        // (see AssertRtt), and at the median within 25 % of it.
+        // (see AssertRtt), and at the median within 25 % of it once the least samples had time to
+        // come down (BuildAsync).
         Assert.True(aware.LowestRttExcessMs >= -TimerGrainMs, $"a control link measured {-aware.LowestRttExcessMs:0.#} ms less than the model's RTT");
-        Assert.True(aware.MedianRttRatio <= 1.25, $"the median control link measured {aware.MedianRttRatio:0.###} times the model's RTT");
+        Assert.True(aware.MedianRttRatio <= MostMedianRttRatio, $"the median control link measured {aware.MedianRttRatio:0.###} times the model's RTT");
         // Honest joiners checked against their handshakes (the path's RTT here, as the kernel's
         // SYN-ACK sample), and peers against the least RTT of their control links or the handshake's,
         // whichever is less until it has 16 (event 1681; ci127, ci128 and ci130 discounted an honest peer whose first
@@ -123,6 +124,9 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         foreach (var line in aware.WitnessHolds) output.WriteLine(line);
         WitnessHoldAssert.EachBringsThePlanNearerWhatWasMeasured(aware.WitnessHolds);
     }
+
+    /// <summary>The median control link's least RTT over the model's is at most this (BuildAsync waits for it).</summary>
+    private const double MostMedianRttRatio = 1.25;
 
     private sealed record Discount(int Id, double ClaimedMs, double MeasuredMs, double ModelMs);
 
@@ -163,10 +167,37 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
             await Task.WhenAll(wave);
         }
         await overlay.WriteAsync(Overlay.RandomBytes(200_000, 5));
-        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.LinkRtts().Any(r => r.RemoteId == 0 && r.Samples >= 2)), "every peer has two RTT samples of its control link");
-        var measured = overlay.Peers.Select(p => (Min: p.Peer.LinkRtts().First(r => r.RemoteId == 0).Min.TotalMilliseconds, Model: model.RttMs(0, HostNumber(p.Host)))).ToList();
-        var ratios = measured.Select(m => m.Min / m.Model).Order().ToArray();
-        double lowestExcess = measured.Min(m => m.Min - m.Model);
+        // Every sample also holds what this process added to the virtual network's own delays: on a
+        // loaded machine its timers end late and their continuations wait for the thread pool
+        // (measured at 40-80 CPU burners: 4-10 ms late each way at the median, up to 300 ms), and
+        // a frame sent while an earlier one is still delayed on that link waits for the rest of that
+        // delay (5-17% of the pings; 1.4-1.5 times the model's RTT for one sent just after a Pong
+        // on its link, beside 4-12 burners). The least sample comes down as samples accumulate
+        // (at 40-80 burners, from 1.20-1.24 times the model at the median for the least of two to
+        // 1.11-1.19 for the least of four); a CI run (2 cores, both test projects at once) had
+        // 1.333 when every peer had two (the last wave; earlier ones had more). So wait, as the
+        // coordinator does before it takes a control link's least sample for a peer's RTT to it,
+        // for Coordinator.SourceRttSamples on every peer, then, while pings go on, until the
+        // median is within the bound (the theory asserts it, at the deadline if not).
+        List<(double Min, double Model)>? Measured()
+        {
+            var least = overlay.Peers.Select(p => (Rtt: p.Peer.LinkRtts().FirstOrDefault(r => r.RemoteId == 0), Model: model.RttMs(0, HostNumber(p.Host)))).ToList();
+            return least.Any(m => m.Rtt is not { Samples: >= Coordinator.SourceRttSamples }) ? null : [.. least.Select(m => (m.Rtt!.Min.TotalMilliseconds, m.Model))];
+        }
+        static double MedianRatio(List<(double Min, double Model)> links) => links.Select(m => m.Min / m.Model).Order().ElementAt(links.Count / 2);
+        List<(double Min, double Model)>? measured = null;
+        await Overlay.WaitUntilAsync(() => (measured = Measured()) is not null, $"every peer has {Coordinator.SourceRttSamples} RTT samples of its control link");
+        try
+        {
+            await Overlay.WaitUntilAsync(() => (measured = Measured() ?? measured!) is var links && MedianRatio(links) <= MostMedianRttRatio, "the median control link's least RTT is near the model's");
+        }
+        catch (TimeoutException)
+        {
+            // Asserted by the theory.
+        }
+        var leastRtts = measured!;
+        var ratios = leastRtts.Select(m => m.Min / m.Model).Order().ToArray();
+        double lowestExcess = leastRtts.Min(m => m.Min - m.Model);
         var snapshot = overlay.Coordinator.Snapshot();
         // A peer the coordinator took for dead joins again with a new id (ci131, load average 40-65:
         // peer 91 was no key here): every id a peer had stands for its host, the ids it has now and
