@@ -186,6 +186,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
             if (await ReadNextHelloAsync(link, _admission.NextJoinTimeout).ConfigureAwait(false) is not { } next)
             {
                 Interlocked.Increment(ref _keptConnectionsClosed);
+                if (Time.GetElapsedTime(waiting) < _admission.NextJoinTimeout - KeptWaitGrain) Interlocked.Increment(ref _keptConnectionsClosedEarly);
                 return;
             }
             JoinStages.Record(Time, JoinStages.Measuring, waiting, link.HelloAt);
@@ -199,13 +200,21 @@ public sealed partial class Coordinator : Node, Admission.IHost
     }
 
     private long _keptConnectionsClosed;
+    private long _keptConnectionsClosedEarly;
 
     /// <summary>
-    /// Connections kept after Landmarks that were closed without a next Join to admit (none came
-    /// within <see cref="NextJoinTimeout"/>, or it was refused): such a joiner, if it still joins,
-    /// does so on a new connection.
+    /// Connections kept after Landmarks that were closed with no next Join read (none came within
+    /// <see cref="NextJoinTimeout"/>, the joiner closed it, it was dropped from the hello gate, its
+    /// hello was malformed, or this node stopped; a next Join read and then refused is not counted):
+    /// such a joiner, if it still joins, does so on a new connection.
     /// </summary>
     internal long KeptConnectionsClosed => Interlocked.Read(ref _keptConnectionsClosed);
+
+    /// <summary>Of <see cref="KeptConnectionsClosed"/>, those closed before <see cref="NextJoinTimeout"/> was up (less a timer's grain): not for lack of a Join in time.</summary>
+    internal long KeptConnectionsClosedEarly => Interlocked.Read(ref _keptConnectionsClosedEarly);
+
+    /// <summary>How much earlier than its timeout a wait may be seen to end (timers and clocks of different grain).</summary>
+    private static readonly TimeSpan KeptWaitGrain = TimeSpan.FromMilliseconds(50);
 
     /// <summary>How long a connection kept after Landmarks waits for the joiner's next Join (<see cref="Admission.NextJoinTimeout"/>).</summary>
     internal TimeSpan NextJoinTimeout => _admission.NextJoinTimeout;

@@ -64,6 +64,10 @@ public abstract partial class Node
             // coordinate within that rule by the least RTT it measures itself, after every sample
             // of every link, since its parents' and children's samples move it too (Vivaldi.HoldSource).
             if (measured is { } m) _coordinator = (at, m.Min.TotalMilliseconds);
+            // A sample of another node (a parent or a child other than the coordinator) moves the
+            // coordinate off the line the join's fit left it on, with what is measured now: from
+            // then on a fit again from the join's samples would throw that away, so none is made.
+            if (RemoteIdOf(link) != CoordinatorRole.ParentId) _fit = null;
             _coordinate = Held(_vivaldi.Update(_coordinate, at, rtt.TotalMilliseconds));
             if (measured is { Samples: >= Coordinator.SourceRttSamples } enough) refitted = Refit(enough.Min);
         }
@@ -72,12 +76,13 @@ public abstract partial class Node
     }
 
     /// <summary>
-    /// Once the control link has <see cref="Coordinator.SourceRttSamples"/> samples, and whenever
-    /// its <paramref name="least"/> RTT is under <see cref="Vivaldi.SourceFloor"/> of the RTT to the
+    /// From the control link's <see cref="Coordinator.SourceRttSamples"/>th sample on, whenever its
+    /// <paramref name="least"/> RTT is under <see cref="Vivaldi.SourceFloor"/> of the RTT to the
     /// coordinator the last fit took, and more than <see cref="Coordinator.CoordinateSlackMs"/>
-    /// under it: the fit again, from the same samples with the least RTT for
-    /// the coordinator's, from the nearest of them as at the join (under the coordinate's gate;
-    /// null when there is nothing to do). A joiner's RTT to the coordinator is its one wait for the
+    /// under it, and no other link's sample has moved the coordinate since the join: the fit again,
+    /// from the same samples with the least RTT for the coordinator's, starting from the nearest of
+    /// them as the join's first round does (under the coordinate's gate; null when there is nothing
+    /// to do). A joiner's RTT to the coordinator is its one wait for the
     /// Landmarks answer, which holds the coordinator's work and any stall of either process (the
     /// coordinator does not keep it either: docs/topology.md). The fit sets the joiner's direction
     /// from the coordinator, and a peer that measures only the coordinator afterwards (a leaf fed by

@@ -202,6 +202,6 @@ internal static partial class PeerLog
     [LoggerMessage(1718, LogLevel.Debug, "move of shard(s) {Shards} not taken in: it came on a control link replaced since (the Welcome on the new one says where the plan has this peer)", EventName = "MoveFromReplacedControl")]
     public static partial void MoveFromReplacedControl(ILogger log, string shards);
 
-    [LoggerMessage(1719, LogLevel.Information, "network coordinate fitted again to the nodes measured at the join: {Used:0.#} ms to the coordinator then, its control link's least RTT {Least:0.#} ms in {Samples} samples; from ({FromX:0.#}, {FromY:0.#}) height {FromHeight:0.#} ms to ({X:0.#}, {Y:0.#}) height {Height:0.#} ms, estimated error {Error:0.##}", EventName = "CoordinateRefitted")]
+    [LoggerMessage(1719, LogLevel.Information, "network coordinate fitted again to the nodes measured at the join: the fit it replaces took {Used:0.#} ms to the coordinator, its control link's least RTT is {Least:0.#} ms in {Samples} samples; from ({FromX:0.#}, {FromY:0.#}) height {FromHeight:0.#} ms to ({X:0.#}, {Y:0.#}) height {Height:0.#} ms, estimated error {Error:0.##}", EventName = "CoordinateRefitted")]
     public static partial void Refitted(ILogger log, double used, double least, int samples, double fromX, double fromY, double fromHeight, double x, double y, double height, double error);
 }

@@ -41,9 +41,10 @@ public sealed partial class LateLandmarksTests(ITestOutputHelper output)
         // Before: its fit started on p1's point (the nearer by what it measured), stayed on the
         // line through the coordinator and p1, and its pings brought it next to p1 for good.
         await LyingRttTests.UntilRightAsync(p2, p1, TimeSpan.FromSeconds(30));
-        string refit = log.Lines.Single(l => l.Message.StartsWith("network coordinate fitted again", StringComparison.Ordinal)).Message;
+        // The first refit (a later one, if the least RTT came down further, replaces that fit).
+        string refit = log.Lines.First(l => l.Message.StartsWith("network coordinate fitted again", StringComparison.Ordinal)).Message;
         output.WriteLine($"{refit}; now {p2.Coordinate}, {p2.Coordinate.EstimateRtt(p1.Coordinate):0} ms from p1 by estimate");
-        Assert.True(log.Has(LogLevel.Information, $"network coordinate fitted again to the nodes measured at the join: {waited.ToString("0.#", CultureInfo.InvariantCulture)} ms to the coordinator then"), refit);
+        Assert.True(log.Has(LogLevel.Information, $"network coordinate fitted again to the nodes measured at the join: the fit it replaces took {waited.ToString("0.#", CultureInfo.InvariantCulture)} ms to the coordinator"), refit);
     }
 
     /// <summary>A joiner's line after it measured two nodes (p2: the coordinator and p1): its wait for the landmarks, and its fitted coordinate.</summary>

@@ -397,6 +397,9 @@ public sealed class OneConnectionJoinTests
         // machine can outlast (a CI run accepted 23), and the peer then joins on a new connection,
         // as a real peer does. Both sides count those: they must agree, and account for every
         // connection beyond one per peer (with any join told the coordinator was busy).
+        // Each such close was the full wait, not an early close (a wait cut short, or none).
+        Assert.Equal(TimeSpan.FromSeconds(3), coordinator.NextJoinTimeout);
+        Assert.Equal(0, coordinator.KeptConnectionsClosedEarly);
         Assert.Equal(coordinator.KeptConnectionsClosed, report.KeptConnectionsClosed);
         Assert.Equal(20 + report.BusyAnswers + report.KeptConnectionsClosed, coordinator.ConnectionsAccepted);
     }
