@@ -133,6 +133,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>Chunk payload bytes handed to the transport since the link opened (a running total).</summary>
     public long ChunkBytesSent => _connection.ChunkBytesSent;
 
+    /// <summary>About the chunk bytes one full send hands to the transport (see <see cref="FramedConnection.ChunkBytesPerSend"/>).</summary>
+    public long ChunkBytesPerSend => _connection.ChunkBytesPerSend;
+
     /// <summary>The memory of the chunks queued on this link and not yet handed to the transport (see <see cref="FramedConnection.ChunkFootprintBacklog"/>).</summary>
     public long ChunkFootprintBacklog => _connection.ChunkFootprintBacklog;
 

@@ -24,6 +24,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     private readonly TaskCompletionSource<CloseReason> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _queuedBytes;
     private long _chunkBytesQueued;
+    private long _chunksQueued;
     private long _chunkBytesSent;
     private long _chunkFootprintQueued;
     private long _chunkFootprintSent;
@@ -67,6 +68,21 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     /// <summary>Chunk payload bytes handed to the transport since the connection opened (a running total).</summary>
     public long ChunkBytesSent => Interlocked.Read(ref _chunkBytesSent);
+
+    /// <summary>
+    /// About the chunk bytes one full send hands to the transport: <see cref="MaxChunksPerSend"/>
+    /// chunks of the mean length queued so far, at most <see cref="MaxBytesPerSend"/> (0 before
+    /// the first chunk). Chunks vary in length, so only their running totals say it.
+    /// <see cref="ChunkBytesSent"/> moves in steps of up to this much.
+    /// </summary>
+    public long ChunkBytesPerSend
+    {
+        get
+        {
+            long chunks = Interlocked.Read(ref _chunksQueued);
+            return chunks == 0 ? 0 : Math.Min(Interlocked.Read(ref _chunkBytesQueued) / chunks * MaxChunksPerSend, MaxBytesPerSend);
+        }
+    }
 
     /// <summary>
     /// The memory (<see cref="Chunk.Footprint"/>) of the chunks queued and not yet handed to the
@@ -150,6 +166,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             return false;
         }
         Interlocked.Add(ref _chunkBytesQueued, chunk.Length);
+        Interlocked.Increment(ref _chunksQueued);
         Interlocked.Add(ref _chunkFootprintQueued, chunk.Footprint);
         if (sendInline && Volatile.Read(ref _started)) SendInline();
         else Signal();

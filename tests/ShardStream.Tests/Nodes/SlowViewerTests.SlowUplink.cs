@@ -65,10 +65,11 @@ public sealed partial class SlowViewerTests
         }
         finally
         {
+            // The source stops first, so that it does even if what is printed next throws.
+            await stop.CancelAsync();
             // Where each child stands at the end too: a child not found slow may be behind or not.
             output.WriteLine($"at {Stopwatch.GetElapsedTime(start).TotalSeconds:0.0} s: {Lags()}; {Plan()}");
             foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine($"{Stopwatch.GetElapsedTime(start, l.Timestamp).TotalSeconds:0.0} {l.Category}: {l.Message}");
-            await stop.CancelAsync();
             await writing;
         }
 
