@@ -25,6 +25,12 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
 
         /// <summary>Starts reading a welcomed peer's control link (and measures its RTT when asked).</summary>
         void StartControl(Link link, ushort version, bool measureRtt);
+
+        /// <summary>
+        /// True once the run is over: the stream ended and the drain stopped waiting (every peer
+        /// finished, or the drain timeout passed), so the node is about to stop. Set under the gate.
+        /// </summary>
+        bool Finished { get; }
     }
 
     /// <summary>
@@ -242,8 +248,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// </summary>
     private string? RefusalOf(Hello hello, string advertised) =>
         // A peer that joins again (it says where each shard goes on) still needs the tail and
-        // the ends, which the windows hold: only new joiners are refused after the end.
-        source.Ended && hello.Shards.Length == 0 ? "the stream has ended"
+        // the ends, which the windows hold: only new joiners are refused after the end, until the
+        // drain is over. After it nobody is: a peer placed then (one evicted earlier, trying again
+        // as the last viewer's goodbye freed its room) lost the coordinator as this node stopped,
+        // before its tail came, and ended with that instead of why it was out.
+        source.Ended && (hello.Shards.Length == 0 || host.Finished) ? "the stream has ended"
         : eviction.IsCutOff(advertised) ? $"{advertised} was cut off for sending its children what it may not send"
         : null;
 

@@ -151,11 +151,15 @@ public sealed partial class Coordinator : Node, Admission.IHost
         while (!cancellationToken.IsCancellationRequested)
         {
             var left = _options.DrainTimeout - Time.GetElapsedTime(since);
-            if (left <= TimeSpan.Zero) return;
             List<Task> wake;
             lock (_tracker.Gate)
             {
-                if (_tracker.Peers.Count == 0) return;
+                // Decided under the gate that admission holds: no peer is placed after it.
+                if (_tracker.Peers.Count == 0 || left <= TimeSpan.Zero)
+                {
+                    _finished = true;
+                    return;
+                }
                 wake = [.. _tracker.Peers.Values.Select(p => p.Control.Closed).Where(c => !c.IsCompleted)];
             }
             // A closed link leaves the list a moment later (its watch removes the peer), and a peer
@@ -215,6 +219,10 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>How much earlier than its timeout a wait may be seen to end (timers and clocks of different grain).</summary>
     private static readonly TimeSpan KeptWaitGrain = TimeSpan.FromMilliseconds(50);
+
+    private bool _finished;
+
+    bool Admission.IHost.Finished => _finished;
 
     /// <summary>How long a connection kept after Landmarks waits for the joiner's next Join (<see cref="Admission.NextJoinTimeout"/>).</summary>
     internal TimeSpan NextJoinTimeout => _admission.NextJoinTimeout;

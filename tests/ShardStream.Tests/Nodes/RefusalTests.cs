@@ -126,6 +126,27 @@ public class RefusalTests
     }
 
     [Fact]
+    public async Task A_peer_joining_again_once_the_run_is_over_is_refused_not_placed_as_the_coordinator_stops()
+    {
+        // The source ended and the drain is over (no peer was left to wait for): the coordinator is
+        // about to stop. A peer that joins again then (it says where its shard goes on) was placed
+        // before, and lost the coordinator at once; in a CI run that was an evicted peer, which
+        // then ended with "lost the coordinator" instead of its eviction's reason.
+        var net = new VirtualNetwork();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "c:0" }, net.Host("c"));
+        await coordinator.StartAsync(default);
+        await coordinator.RunAsync(new MemoryStream(new byte[1000]), default).WaitAsync(Overlay.Deadline);
+
+        // A viewer (upload 0: not probed) that resumes shard 0 at chunk 1.
+        var (type, body) = await AskAsync(net, coordinator.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0x1234, 0, [new ShardStart(0, 1)], "x:1", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown));
+
+        Assert.Equal(FrameType.Goodbye, type);
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+        Assert.Equal((GoodbyeCode.Refused, "the stream has ended"), (goodbye.Code, goodbye.Reason));
+    }
+
+    [Fact]
     public async Task A_first_frame_that_is_not_a_hello_is_answered_with_goodbye_protocol_error()
     {
         var net = new VirtualNetwork();
