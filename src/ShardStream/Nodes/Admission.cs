@@ -415,7 +415,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         Welcome welcome;
         lock (tracker.Gate)
         {
-            if (ResumeSeqs(hello) is not { } resume) return null;
+            // The run is over (the drain stopped waiting for it): RefusalOf refuses it instead.
+            if (host.Finished || ResumeSeqs(hello) is not { } resume) return null;
             session = null;
             foreach (var p in tracker.Peers.Values)
                 if (p.Token == hello.PeerId) session = p;

@@ -139,7 +139,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>
     /// Waits, up to the drain timeout, until no peer is listed: every peer has finished (its goodbye
-    /// took it out) or failed. That includes a peer whose control link broke near the end and that
+    /// took it out) or failed. Then, or when cut short, the run is over: no join is admitted any
+    /// more (<see cref="Admission.IHost.Finished"/>). That includes a peer whose control link broke near the end and that
     /// is kept for its rejoin (<see cref="RejoinGrace"/>), and one that joined again after the end:
     /// the tail comes from this coordinator's window when it was its parent, so the run (and the
     /// CLI's process) must not end before. Waiting only for the control links listed at the end
@@ -167,6 +168,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
             wake.Add(Task.Delay(left < RejoinPoll ? left : RejoinPoll, Time, cancellationToken));
             await Task.WhenAny(wake).ConfigureAwait(false);
         }
+        // Cut short (the CLI's bound after Ctrl-C, or a second signal): the node stops all the same.
+        lock (_tracker.Gate) _finished = true;
     }
 
     /// <summary>
