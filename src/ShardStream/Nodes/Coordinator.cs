@@ -139,12 +139,13 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>
     /// Waits, up to the drain timeout, until no peer is listed: every peer has finished (its goodbye
-    /// took it out) or failed. Then, or when cut short, the run is over: no join is admitted any
-    /// more (<see cref="Admission.IHost.Finished"/>). That includes a peer whose control link broke near the end and that
+    /// took it out) or failed. That includes a peer whose control link broke near the end and that
     /// is kept for its rejoin (<see cref="RejoinGrace"/>), and one that joined again after the end:
     /// the tail comes from this coordinator's window when it was its parent, so the run (and the
     /// CLI's process) must not end before. Waiting only for the control links listed at the end
     /// left out the new link of a peer that joined again later, and the viewer lost the tail.
+    /// Then, or when cut short, the run is over: no join is admitted any more
+    /// (<see cref="Admission.IHost.Finished"/>).
     /// </summary>
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {

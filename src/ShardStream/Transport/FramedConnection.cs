@@ -365,7 +365,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     }
 
     /// <summary>At most this many chunks go into one gathered send.</summary>
-    private const int MaxChunksPerSend = 8;
+    internal const int MaxChunksPerSend = 8;
 
     /// <summary>A send stops taking items from the queue once it holds this many bytes.</summary>
     private const int MaxBytesPerSend = 256 * 1024;

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using ShardStream.Nodes;
+using ShardStream.Transport;
 
 namespace ShardStream.Tests.Nodes;
 
@@ -9,7 +10,7 @@ public sealed class SlowChildrenTests
     private const long Rate = 256 * 1024;                    // queued for the child every second
     private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);   // the in-process overlay's tick (heartbeat 2 s)
     private const long ChunkLength = 16 * 1024;
-    private const long PerSend = 8 * ChunkLength;            // one full send (FramedConnection.MaxChunksPerSend chunks)
+    private const long PerSend = FramedConnection.MaxChunksPerSend * ChunkLength;   // one full send
 
     private readonly FakeTimeProvider _time = new(DateTimeOffset.UnixEpoch);
 
