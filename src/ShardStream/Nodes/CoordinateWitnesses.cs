@@ -69,9 +69,10 @@ internal sealed class CoordinateWitnesses
     /// While held, the node is fitted (Vivaldi, from the claim, sure of nothing) to what every
     /// witness with a coordinate and the coordinator measured, then its height raised by the
     /// <see cref="MinWitnesses"/>-th largest shortfall left (none when one witness is left short:
-    /// one witness's word raises no height), so that fewer than that many still contradict it, and
-    /// then by what it lacks of the coordinator's own measurement: never nearer the coordinator
-    /// than that measured. <paramref name="contradiction"/>:
+    /// one witness's word raises no height), so that fewer than that many still contradict it, then
+    /// by what it lacks of the claim's distance to any witness that contradicted the claim (never
+    /// nearer one of them than the claim put it), and then by what it lacks of the coordinator's
+    /// own measurement: never nearer the coordinator than that measured. <paramref name="contradiction"/>:
     /// the witness that contradicted the claim most, and how many did (Count 0 when none).
     /// </summary>
     public NetworkCoordinate Hold(NetworkCoordinate claim, double sourceRttMs, Func<int, NetworkCoordinate?> coordinateOf, Vivaldi vivaldi, out Contradiction contradiction)
@@ -119,6 +120,16 @@ internal sealed class CoordinateWitnesses
             shortfalls.Sort();
             fitted = fitted with { Height = fitted.Height + shortfalls[^MinWitnesses] };
         }
+        // The fit weighs every witness, those that agree with the claim too, and can end nearer a
+        // witness that contradicted the claim than the claim put it (left short alone, it raised no
+        // height above): the evidence said farther, so it is held at least as far as claimed.
+        double nearer = 0;
+        for (int i = 0; i < witnesses; i++)
+        {
+            double claimed = claim.EstimateRtt(remotes[i]);
+            if (Contradicts(claimed, rtts[i])) nearer = Math.Max(nearer, claimed - fitted.EstimateRtt(remotes[i]));
+        }
+        fitted = fitted with { Height = fitted.Height + nearer };
         // A held claim is contested: the one distance the coordinator measured itself is taken whole,
         // not to within half as for a claim that stands. Every RTT it measured is at least the
         // path's, so the node is held no nearer the coordinator than it is.

@@ -96,6 +96,35 @@ public sealed class CoordinateWitnessesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_hold_puts_the_node_no_nearer_a_child_that_contradicted_the_claim_than_the_claim_did()
+    {
+        // Three children in three directions measured the node far more than twice as far as the
+        // claim puts it; a fourth agrees with the claim. No point in the plane is far from all three
+        // and 100 ms from the coordinator: the fit alone left child 3 the only one still short,
+        // and put the node 25 ms nearer it than the claim did (180.4 ms; it measured 521), and one
+        // child's shortfall raises no height. Seen in LatencyMovesTests (seed 3, ci148): an honest
+        // peer held 132.1 ms from a child it claimed 141.1 ms from, measured 324.6.
+        var at = new Dictionary<int, NetworkCoordinate>
+        {
+            [1] = new(0, -150, Vivaldi.MinHeight, 0.1),
+            [2] = new(300, -100, Vivaldi.MinHeight, 0.1),
+            [3] = new(0, 150, Vivaldi.MinHeight, 0.1),
+            [4] = new(0, 50, Vivaldi.MinHeight, 0.1),
+        };
+        var witnesses = Reported(at, (4, 117), (3, 521), (2, 518), (1, 471));
+        var held = Hold(witnesses, at, out var contradiction);
+        Assert.Equal((3, 3), (contradiction.Count, contradiction.Witness));
+        Assert.True(witnesses.Held);
+        foreach (var (child, measured) in new[] { (1, 471.0), (2, 518.0), (3, 521.0) })
+        {
+            double claimed = Claim.EstimateRtt(at[child]), holds = held.EstimateRtt(at[child]);
+            output.WriteLine($"child {child}: claim {claimed:F1} ms, held {holds:F1} ms, measured {measured}");
+            Assert.True(holds >= claimed - 1e-9, $"held {holds:F1} ms from child {child}, nearer than the claim's {claimed:F1} ms; it measured {measured} ms");
+        }
+        Assert.True(held.EstimateRtt(Coordinator.Anchor) >= 100 - 1e-9, $"held at {held}");
+    }
+
+    [Fact]
     public void One_child_that_contradicts_and_another_that_bears_it_out_start_no_hold()
     {
         // What keeps a hold going does not start one: child 1 contradicts the claim (200 ms measured,

@@ -5,8 +5,10 @@ namespace ShardStream.Tests.Nodes;
 
 /// <summary>
 /// Checks the coordinator's holds of claimed coordinates by what children measured (event 1688):
-/// the plan's estimate to the child that contradicted the claim most, once held, is nearer what
-/// that child measured than the claim's estimate was.
+/// the plan's estimate to the child that contradicted the claim most, once held, is no farther from
+/// what that child measured than the claim's estimate was. Nearer, as a rule; as near when the hold
+/// only kept the node as far from that child as the claim put it (CoordinateWitnesses.Hold: the fit
+/// had put it nearer, and one child's shortfall alone raises no height), compared as logged, to 0.1 ms.
 /// </summary>
 internal static partial class WitnessHoldAssert
 {
@@ -20,7 +22,7 @@ internal static partial class WitnessHoldAssert
             var m = HoldLine().Match(line);
             Assert.True(m.Success, $"an event 1688 line not understood: {line}");
             double claimed = Number(m, 1), measured = Number(m, 2), held = Number(m, 3);
-            Assert.True(Math.Abs(measured - held) < Math.Abs(measured - claimed), $"a hold took the plan farther from what the child measured: {line}");
+            Assert.True(Math.Abs(measured - held) <= Math.Abs(measured - claimed), $"a hold took the plan farther from what the child measured: {line}");
         }
     }
 
