@@ -405,11 +405,11 @@ public sealed class VirtualNetwork
             _server = server;
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
-            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Sender.Writer), client, server, network._time);
+            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Writer), client, server, network._time);
             // The listening side gets the path's RTT as a kernel would measure it from the
             // handshake: exactly what the network puts on the path, whatever the timers do. Asked
             // of the network when first read, not here: a test's latency model may count its calls.
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Sender.Writer), server, client, network._time)
+            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Writer), server, client, network._time)
             {
                 Handshake = !network.HandshakeRtts || network._synAckDroppers.ContainsKey(client.Name) ? null
                     : network._relayedHandshakes.TryGetValue(client.Name, out var relayed) ? () => relayed
@@ -453,12 +453,22 @@ public sealed class VirtualNetwork
             public PipeWriter Output { get; } = output;
         }
 
+        /// <summary>
+        /// One direction of a link. Each flush of the sender's writer is noted with its time
+        /// (<see cref="StampingWriter"/>), and the pump hands its bytes on one latency after that:
+        /// a frame sent while an earlier one is on its way travels beside it, as on a real path,
+        /// instead of waiting for the earlier one's delay to end before its own starts (it took up to
+        /// twice the one-way latency, docs/topology.md). Bytes that waited for the receiver to read
+        /// (its pipe full) travel one latency from when it made room, as data held back by a full
+        /// TCP window does once the window opens.
+        /// </summary>
         private sealed class Direction
         {
             private readonly VirtualNetwork _network;
             private readonly VirtualHost _from;
             private readonly VirtualHost _to;
             private readonly CancellationTokenSource _reset = new();
+            private readonly Queue<(long End, long At)> _flushes = new();
             private volatile TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
             public Direction(VirtualNetwork network, VirtualHost from, VirtualHost to)
@@ -468,12 +478,16 @@ public sealed class VirtualNetwork
                 _to = to;
                 Sender = new Pipe(network._pipes);
                 Receiver = new Pipe(network._pipes);
+                Writer = new StampingWriter(Sender.Writer, this);
                 _ = PumpAsync();
             }
 
             public Pipe Sender { get; }
 
             public Pipe Receiver { get; }
+
+            /// <summary>The sender's side: <see cref="Sender"/>'s writer, each flush noted.</summary>
+            public PipeWriter Writer { get; }
 
             public void Reset(Exception error)
             {
@@ -487,8 +501,32 @@ public sealed class VirtualNetwork
             /// <summary>Nothing moves: either host is frozen, or the path between them is.</summary>
             private bool Held => _from.Frozen || _to.Frozen || _network._frozenPaths.ContainsKey((_from.Name, _to.Name));
 
+            /// <summary>The sender flushed: its bytes up to <paramref name="end"/> (counted from the link's first) left it now.</summary>
+            private void Flushed(long end)
+            {
+                long now = _network._time.GetTimestamp();
+                lock (_flushes) _flushes.Enqueue((end, now));
+            }
+
+            /// <summary>The oldest flush that ends after byte <paramref name="delivered"/>, the ones before forgotten; false when none is noted.</summary>
+            private bool NextFlush(long delivered, out (long End, long At) flush)
+            {
+                lock (_flushes)
+                {
+                    while (_flushes.TryPeek(out flush))
+                    {
+                        if (flush.End > delivered) return true;
+                        _flushes.Dequeue();
+                    }
+                    return false;
+                }
+            }
+
             private async Task PumpAsync()
             {
+                var time = _network._time;
+                long delivered = 0;
+                long roomSince = 0;
                 try
                 {
                     while (true)
@@ -502,17 +540,38 @@ public sealed class VirtualNetwork
                             await wake.Task.WaitAsync(_reset.Token).ConfigureAwait(false);
                             _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                         }
+                        long visible = delivered + buffer.Length;
+                        long upTo = visible;
                         var latency = _network.LatencyBetween(_from.Name, _to.Name);
                         if (latency > TimeSpan.Zero)
-                            await DelayAtLeastAsync(latency, _network._time, _reset.Token).ConfigureAwait(false);
-                        foreach (var segment in buffer)
                         {
-                            var flushed = await Receiver.Writer.WriteAsync(segment, _reset.Token).ConfigureAwait(false);
+                            // Bytes shown with no flush noted (a writer completed with bytes it never flushed) leave now.
+                            if (!NextFlush(delivered, out var flush)) flush = (visible, time.GetTimestamp());
+                            upTo = Math.Min(flush.End, visible);
+                            var left = latency - time.GetElapsedTime(Math.Max(flush.At, roomSince));
+                            if (left > TimeSpan.Zero) await DelayAtLeastAsync(left, time, _reset.Token).ConfigureAwait(false);
+                            // Later flushes already here whose latency is over too go with it.
+                            while (upTo < visible && NextFlush(upTo, out flush) && time.GetElapsedTime(Math.Max(flush.At, roomSince)) >= latency)
+                                upTo = Math.Min(flush.End, visible);
+                        }
+                        else
+                        {
+                            NextFlush(visible, out _); // forgets the flushes of what goes now
+                        }
+                        var handed = buffer.Slice(0, upTo - delivered);
+                        bool waitedForRoom = false;
+                        foreach (var segment in handed)
+                        {
+                            var writing = Receiver.Writer.WriteAsync(segment, _reset.Token);
+                            waitedForRoom |= !writing.IsCompleted;
+                            var flushed = await writing.ConfigureAwait(false);
                             // The receiving end was disposed: like a TCP reset, the sender must hear of it.
                             if (flushed.IsCompleted) throw new IOException("connection reset by peer: the other side closed");
                         }
-                        Sender.Reader.AdvanceTo(buffer.End);
-                        if (result.IsCompleted)
+                        if (waitedForRoom) roomSince = time.GetTimestamp();
+                        delivered = upTo;
+                        Sender.Reader.AdvanceTo(handed.End);
+                        if (result.IsCompleted && upTo == visible)
                         {
                             await Receiver.Writer.CompleteAsync().ConfigureAwait(false);
                             await Sender.Reader.CompleteAsync().ConfigureAwait(false);
@@ -536,6 +595,47 @@ public sealed class VirtualNetwork
                     Receiver.Writer.Complete(e);
                     Sender.Reader.Complete(e);
                 }
+            }
+
+            /// <summary>
+            /// The sender's writer: <see cref="Sender"/>'s, counting the bytes written and noting
+            /// each flush (<see cref="Flushed"/>) before the flush shows them to the pump, so that
+            /// every byte the pump sees has its flush's time noted. One writer at a time, as any pipe's.
+            /// </summary>
+            private sealed class StampingWriter(PipeWriter inner, Direction direction) : PipeWriter
+            {
+                private long _written;
+                private long _noted;
+
+                public override void Advance(int bytes)
+                {
+                    inner.Advance(bytes);
+                    _written += bytes;
+                }
+
+                public override Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
+
+                public override Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
+
+                public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+                {
+                    if (_written > _noted)
+                    {
+                        _noted = _written;
+                        direction.Flushed(_written);
+                    }
+                    return inner.FlushAsync(cancellationToken);
+                }
+
+                public override void CancelPendingFlush() => inner.CancelPendingFlush();
+
+                public override void Complete(Exception? exception = null) => inner.Complete(exception);
+
+                public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
+
+                public override bool CanGetUnflushedBytes => inner.CanGetUnflushedBytes;
+
+                public override long UnflushedBytes => inner.UnflushedBytes;
             }
         }
 

@@ -54,6 +54,43 @@ public sealed class VirtualNetworkLatencyModelTests
         Assert.Equal(new byte[] { 7 }, await reading);
     }
 
+    [Fact]
+    public async Task A_frame_sent_while_another_is_on_its_way_arrives_one_delay_after_it_was_sent()
+    {
+        // Two frames 100 ms apart on a path of 200 ms one way. The pump used to take the first,
+        // wait its 200 ms, hand it on, and only then take the second and wait 200 ms more: the
+        // second arrived 300 ms after it was sent (a ping behind a frame of the stream read up to
+        // twice the path's RTT). Virtual time moves on to 200 ms after the second was sent, and no
+        // further: by then both must have arrived.
+        var time = new FakeTimeProvider();
+        var net = new VirtualNetwork(time);
+        net.SetLatency("peer1", "peer2", TimeSpan.FromMilliseconds(200));
+        var listener = await net.Host("peer2").ListenAsync("peer2:0", default);
+        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+
+        var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 2);
+        await PipeIo.WriteAsync(client.Pipe.Output, [1]);
+        await MoveOnAsync(time, TimeSpan.FromMilliseconds(100));
+        await PipeIo.WriteAsync(client.Pipe.Output, [2]);
+        await MoveOnAsync(time, TimeSpan.FromMilliseconds(200));
+
+        await Task.WhenAny(reading, Task.Delay(PipeIo.Deadline));
+        Assert.True(reading.IsCompletedSuccessfully, "the second frame had not arrived 200 ms (virtual) after it was sent on a path of 200 ms one way: it waited behind the first frame's delay");
+        Assert.Equal(new byte[] { 1, 2 }, await reading);
+    }
+
+    /// <summary>Moves virtual time on by <paramref name="span"/>, a <see cref="Step"/> at a time, each a real millisecond or more apart.</summary>
+    private static async Task MoveOnAsync(FakeTimeProvider time, TimeSpan span)
+    {
+        for (var moved = TimeSpan.Zero; moved < span; moved += Step)
+        {
+            time.Advance(Step);
+            await Task.Delay(1);
+        }
+    }
+
     /// <summary>
     /// Moves virtual time on by <see cref="Step"/> until <paramref name="reading"/> completes, and
     /// returns the virtual time that passed: never less than the link's delay, however busy the
