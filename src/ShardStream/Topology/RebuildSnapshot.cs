@@ -194,7 +194,7 @@ public sealed class RebuildSnapshot
         // Worth carrying out only when it is estimated to gain enough over the plan as it was.
         var before = EstimatedMeanDelay(index, region, local, s => p => Parent[s][index[p]], cancellationToken);
         var after = EstimatedMeanDelay(index, region, local, s => p => target[s][p], cancellationToken);
-        return new RebuildPlan(target, order, after <= before * (1 - MinGainShare));
+        return new RebuildPlan(target, order, after <= before * (1 - MinGainShare)) { EstimatedBeforeMs = before, EstimatedAfterMs = after };
     }
 
     /// <summary>
@@ -274,6 +274,12 @@ public sealed class RebuildPlan
 
     /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option).</summary>
     public bool WorthCarryingOut { get; }
+
+    /// <summary>The estimated mean delay from the source (slowest tree) of the plan as it was, ms.</summary>
+    public double EstimatedBeforeMs { get; internal init; }
+
+    /// <summary>The estimated mean delay from the source (slowest tree) of the planned rebuild, ms.</summary>
+    public double EstimatedAfterMs { get; internal init; }
 
     /// <summary>The tree being carried out.</summary>
     internal int Shard;

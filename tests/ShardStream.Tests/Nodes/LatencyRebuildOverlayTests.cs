@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Simulation;
 using ShardStream.Topology;
@@ -15,8 +16,10 @@ namespace ShardStream.Tests.Nodes;
 /// acyclic within the depth bound at every sample, the nodes' own child links are over budget
 /// only while Moves are under way, and a rebuild is counted. With 48 peers the planner's own
 /// estimate declines most rebuilds (clusters are not regions yet), so the test carries the plan
-/// out whatever its estimate (a margin of -1) and checks the mechanism, not the gain: the delays
-/// before and after are printed, not asserted.
+/// out whatever its estimate (a margin of -1: any plan estimated at most twice the plan before;
+/// 24 plannings here under load, 2026-12-06, were estimated at 0.77-1.33 times it, the
+/// coordinator's event 1683) and checks the mechanism, not the gain: the delays before and after
+/// are printed, not asserted.
 /// </summary>
 [Collection(ManyNodesCollection.Name)]
 public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
@@ -46,6 +49,8 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
         const int count = 48;
         const int shards = 4;
         var model = new WorldLatencyModel(seed);
+        // The coordinator's lines (the peers log to Overlay.Loggers): what a failure prints.
+        var coordinatorLog = new LogCapture();
         // The rebuild starts when the last peer joins (count peers): the plan before it is measured
         // with count - 1; it is carried out whatever its estimated gain (see above). A round of moves every 250 ms, 16 edges each (a rebuild of 192 edges in a
         // few seconds); peers heartbeat and ping every 250 ms, as in LatencyMovesTests.
@@ -57,7 +62,7 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
             LatencyRebuildMinGainShare = -1,
             LatencyMovesPerSecond = 16,
             LatencyMoveInterval = TimeSpan.FromMilliseconds(250),
-        });
+        }, loggers: coordinatorLog.Factory);
         overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
         overlay.StartStreaming();
         var hostOf = new Dictionary<int, int>();
@@ -121,9 +126,20 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
         int samples = 0;
         int maxDepthDuring = 0;
         long movesAtStart = overlay.Coordinator.LatencyMoves;
+        long lastJoined = System.Diagnostics.Stopwatch.GetTimestamp();
         while (overlay.Coordinator.LatencyRebuilds < 1)
         {
-            Assert.True(DateTime.UtcNow < deadline, $"no rebuild done after 2 minutes ({overlay.Coordinator.LatencyMoves - movesAtStart} edges moved)");
+            if (DateTime.UtcNow >= deadline)
+            {
+                // What decides a rebuild: the peers the coordinator lists (LatencyRebuildMinPeers),
+                // and what it said (plannings, leaves, demotions, failures; not its joins, rounds
+                // of moves and child links).
+                var told = coordinatorLog.Lines.Where(l => l.Level >= LogLevel.Information && !l.Message.StartsWith("round ", StringComparison.Ordinal)
+                    && !l.Message.Contains(" joined at offset ", StringComparison.Ordinal) && !l.Message.Contains("): serving shard(s) ", StringComparison.Ordinal))
+                    .Select(l => $"{(l.Timestamp - lastJoined) / (double)System.Diagnostics.Stopwatch.Frequency:+0.0;-0.0} s after the last join, {l.Level}: {l.Message}").TakeLast(30);
+                Assert.Fail($"no rebuild done after 2 minutes ({overlay.Coordinator.LatencyMoves - movesAtStart} edges moved); the coordinator lists {overlay.Coordinator.Snapshot().Nodes.Count - 1} " +
+                    $"peers of {count}; it said:\n{string.Join("\n", told)}");
+            }
             var snapshot = overlay.Coordinator.Snapshot();
             Check(snapshot, $"sample {samples}");
             maxDepthDuring = Math.Max(maxDepthDuring, snapshot.MaxDepth);
