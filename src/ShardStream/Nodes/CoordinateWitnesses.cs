@@ -69,9 +69,10 @@ internal sealed class CoordinateWitnesses
     /// While held, the node is fitted (Vivaldi, from the claim, sure of nothing) to what every
     /// witness with a coordinate and the coordinator measured, then its height raised by the
     /// <see cref="MinWitnesses"/>-th largest shortfall left (none when one witness is left short:
-    /// one witness's word raises no height), so that fewer than that many still contradict it, then
-    /// by what it lacks of the claim's distance to any witness that contradicted the claim (never
-    /// nearer one of them than the claim put it), and then by what it lacks of the coordinator's
+    /// one witness's word does not choose the height), so that fewer than that many still
+    /// contradict it, then by what it lacks of the claim's distance to any witness that contradicted
+    /// the claim (never nearer one of them than the claim put it: a raise bounded by the claim's
+    /// own distances, not by what a witness reported), and then by what it lacks of the coordinator's
     /// own measurement: never nearer the coordinator than that measured. <paramref name="contradiction"/>:
     /// the witness that contradicted the claim most, and how many did (Count 0 when none).
     /// </summary>

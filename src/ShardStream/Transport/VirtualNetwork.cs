@@ -460,7 +460,8 @@ public sealed class VirtualNetwork
         /// instead of waiting for the earlier one's delay to end before its own starts (it took up to
         /// twice the one-way latency, docs/topology.md). Bytes that waited for the receiver to read
         /// (its pipe full) travel one latency from when it made room, as data held back by a full
-        /// TCP window does once the window opens.
+        /// TCP window does once the window opens; what a frozen host or path held, one latency from
+        /// the thaw.
         /// </summary>
         private sealed class Direction
         {
@@ -533,12 +534,18 @@ public sealed class VirtualNetwork
                     {
                         var result = await Sender.Reader.ReadAsync(_reset.Token).ConfigureAwait(false);
                         var buffer = result.Buffer;
-                        while (Held)
+                        if (Held)
                         {
-                            var wake = _wake;
-                            if (!Held) break;
-                            await wake.Task.WaitAsync(_reset.Token).ConfigureAwait(false);
-                            _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                            while (Held)
+                            {
+                                var wake = _wake;
+                                if (!Held) break;
+                                await wake.Task.WaitAsync(_reset.Token).ConfigureAwait(false);
+                                _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                            }
+                            // What a frozen host or path held travels one latency from the thaw, as
+                            // a healed path carries what is sent again then.
+                            roomSince = time.GetTimestamp();
                         }
                         long visible = delivered + buffer.Length;
                         long upTo = visible;

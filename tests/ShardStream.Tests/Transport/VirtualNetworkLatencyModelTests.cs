@@ -81,6 +81,35 @@ public sealed class VirtualNetworkLatencyModelTests
         Assert.Equal(new byte[] { 1, 2 }, await reading);
     }
 
+    [Fact]
+    public async Task What_a_frozen_path_held_arrives_one_delay_after_the_thaw()
+    {
+        // A frame sent on a frozen path of 200 ms one way, held 500 ms (virtual): at the thaw its
+        // own delay is long over, but a healed path carries it from then on, one delay more.
+        var time = new FakeTimeProvider();
+        var net = new VirtualNetwork(time);
+        net.SetLatency("peer1", "peer2", TimeSpan.FromMilliseconds(200));
+        var listener = await net.Host("peer2").ListenAsync("peer2:0", default);
+        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+
+        net.Freeze("peer1", "peer2");
+        var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 1);
+        await PipeIo.WriteAsync(client.Pipe.Output, [1]);
+        await MoveOnAsync(time, TimeSpan.FromMilliseconds(500));
+        net.Thaw("peer1", "peer2");
+        await MoveOnAsync(time, TimeSpan.FromMilliseconds(100));
+        // Half the delay after the thaw, with real time for the pump to run: not there yet.
+        await Task.WhenAny(reading, Task.Delay(TimeSpan.FromMilliseconds(500)));
+        Assert.False(reading.IsCompleted, "the frame arrived 100 ms (virtual) after the path thawed, on a path of 200 ms one way");
+        // It comes once virtual time moves on (a step or more past the delay when the pump woke
+        // to the thaw after virtual time had moved on already).
+        var arrival = TimeSpan.FromMilliseconds(100) + await ArrivalAsync(time, reading);
+        Assert.True(arrival >= TimeSpan.FromMilliseconds(200), $"arrived {arrival.TotalMilliseconds} ms (virtual) after the thaw");
+        Assert.Equal(new byte[] { 1 }, await reading);
+    }
+
     /// <summary>Moves virtual time on by <paramref name="span"/>, a <see cref="Step"/> at a time, each a real millisecond or more apart.</summary>
     private static async Task MoveOnAsync(FakeTimeProvider time, TimeSpan span)
     {
