@@ -16,10 +16,7 @@ public sealed class VirtualNetworkLatencyModelTests
         var oneWay = model.OneWay(1, 2);
         Assert.True(oneWay > TimeSpan.FromMilliseconds(2), $"one-way {oneWay.TotalMilliseconds} ms");
 
-        var listener = await net.Host("peer2").ListenAsync("peer2:0", default);
-        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
-        Assert.NotNull(server);
+        var (client, server) = await ConnectAsync(net, "peer1", "peer2");
 
         await PipeIo.WriteAsync(client.Pipe.Output, "hello"u8.ToArray());
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 5);
@@ -41,10 +38,7 @@ public sealed class VirtualNetworkLatencyModelTests
         // Far enough below the pair's own that a step more would not reach it either.
         Assert.True(model.OneWay(0, 1) < TimeSpan.FromMilliseconds(500) - Step - Step, $"the model's delay is {model.OneWay(0, 1).TotalMilliseconds} ms");
 
-        var listener = await net.Host("coordinator").ListenAsync("coordinator:0", default);
-        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
-        Assert.NotNull(server);
+        var (client, server) = await ConnectAsync(net, "peer1", "coordinator");
 
         await PipeIo.WriteAsync(client.Pipe.Output, [7]);
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 1);
@@ -65,10 +59,7 @@ public sealed class VirtualNetworkLatencyModelTests
         var time = new FakeTimeProvider();
         var net = new VirtualNetwork(time);
         net.SetLatency("peer1", "peer2", TimeSpan.FromMilliseconds(200));
-        var listener = await net.Host("peer2").ListenAsync("peer2:0", default);
-        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
-        Assert.NotNull(server);
+        var (client, server) = await ConnectAsync(net, "peer1", "peer2");
 
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 2);
         await PipeIo.WriteAsync(client.Pipe.Output, [1]);
@@ -89,10 +80,7 @@ public sealed class VirtualNetworkLatencyModelTests
         var time = new FakeTimeProvider();
         var net = new VirtualNetwork(time);
         net.SetLatency("peer1", "peer2", TimeSpan.FromMilliseconds(200));
-        var listener = await net.Host("peer2").ListenAsync("peer2:0", default);
-        var client = await net.Host("peer1").ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
-        Assert.NotNull(server);
+        var (client, server) = await ConnectAsync(net, "peer1", "peer2");
 
         net.Freeze("peer1", "peer2");
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 1);
@@ -108,6 +96,16 @@ public sealed class VirtualNetworkLatencyModelTests
         var arrival = TimeSpan.FromMilliseconds(100) + await ArrivalAsync(time, reading);
         Assert.True(arrival >= TimeSpan.FromMilliseconds(200), $"arrived {arrival.TotalMilliseconds} ms (virtual) after the thaw");
         Assert.Equal(new byte[] { 1 }, await reading);
+    }
+
+    /// <summary>A connection from host <paramref name="from"/> to a listener on host <paramref name="to"/>: both ends.</summary>
+    private static async Task<(IConnection Client, IConnection Server)> ConnectAsync(VirtualNetwork net, string from, string to)
+    {
+        var listener = await net.Host(to).ListenAsync($"{to}:0", default);
+        var client = await net.Host(from).ConnectAsync(listener.LocalAddress, default);
+        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        return (client, server);
     }
 
     /// <summary>Moves virtual time on by <paramref name="span"/>, a <see cref="Step"/> at a time, each a real millisecond or more apart.</summary>
