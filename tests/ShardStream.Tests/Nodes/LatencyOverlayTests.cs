@@ -169,12 +169,11 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         await overlay.WriteAsync(Overlay.RandomBytes(200_000, 5));
         // Every sample also holds what this process added to the virtual network's own delays: on a
         // loaded machine its timers end late and their continuations wait for the thread pool
-        // (measured at 40-80 CPU burners: 4-10 ms late each way at the median, up to 300 ms), and
-        // a frame sent while an earlier one is still delayed on that link waits for the rest of that
-        // delay (5-17% of the pings; 1.4-1.5 times the model's RTT for one sent just after a Pong
-        // on its link, beside 4-12 burners). The least sample comes down as samples accumulate
-        // (at 40-80 burners, from 1.20-1.24 times the model at the median for the least of two to
-        // 1.11-1.19 for the least of four); a CI run (2 cores, both test projects at once) had
+        // (measured at 40-80 CPU burners: 4-10 ms late each way at the median, up to 300 ms; until
+        // 2026-12-06 a frame sent while an earlier one was still delayed on that link also waited
+        // for the rest of that delay, docs/topology.md). The least sample comes down as samples
+        // accumulate (at 40-80 burners, before that fix, from 1.20-1.24 times the model at the
+        // median for the least of two to 1.11-1.19 for the least of four); a CI run (2 cores, both test projects at once) had
         // 1.333 when every peer had two (the last wave; earlier ones had more). So wait, as the
         // coordinator does before it takes a control link's least sample for a peer's RTT to it,
         // for Coordinator.SourceRttSamples on every peer, then, while pings go on, until the
