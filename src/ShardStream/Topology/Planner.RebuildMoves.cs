@@ -49,7 +49,8 @@ public sealed partial class Planner
     /// put off to a later pass (<see cref="RebuildRetryPasses"/>, <see cref="RebuildSlackPasses"/>). A move
     /// whose node or new parent is gone, or whose new parent would be in the node's own subtree
     /// (joins, leaves and repairs change the plan meanwhile, and since it was planned), is skipped;
-    /// no node goes over its cap. Empty with no rebuild under way, or under the fewest peers.
+    /// no node goes over its cap. Empty with no rebuild under way. A rebuild under way goes on when
+    /// leaves take the overlay below <see cref="PlannerOptions.RebuildMinPeers"/>, which gates planning only.
     /// </summary>
     /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
@@ -57,7 +58,11 @@ public sealed partial class Planner
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
         _moves.Clear();
-        if (_rebuild is not { } plan || _latency is null || _pristine || maxMoves == 0 || _peerCount < Options.RebuildMinPeers)
+        // The fewest peers (Options.RebuildMinPeers) gate planning only: a rebuild under way when
+        // leaves take the overlay below them is carried out to its end, what no longer fits skipped.
+        // Left standing, it would stop the coordinator's leaf moves too (they run only with no
+        // rebuild under way) for as long as the overlay stayed that small.
+        if (_rebuild is not { } plan || _latency is null || _pristine || maxMoves == 0)
         {
             return [];
         }

@@ -247,6 +247,56 @@ public sealed class LatencyRebuildTests
     }
 
     [Fact]
+    public void A_rebuild_under_way_when_the_peers_fall_below_the_fewest_for_one_still_ends_and_leaf_moves_go_on()
+    {
+        // Planning needs RebuildMinPeers; a rebuild already under way when leaves take the overlay
+        // below that is carried out to its end (what no longer fits is skipped). Before, it stood
+        // still while the count stayed below: RebuildInProgress held, and the coordinator, which
+        // makes leaf moves only with no rebuild under way, moved nothing more.
+        var (planner, _) = Build(1500, seed: 3);
+        var calls = 0;
+        while (++calls < 1000 && (!planner.RebuildInProgress || planner.RebuildsPlanned == 0))
+        {
+            planner.RebuildLatency(40, (p, q) => Measured(planner, p, q));
+        }
+
+        Assert.True(planner.RebuildInProgress, "no rebuild under way");
+        for (var i = 0; i < 5; i++)
+        {
+            PlanAssert.MovesMatchPlan(planner, planner.RebuildLatency(40, (p, q) => Measured(planner, p, q)));
+        }
+
+        Assert.True(planner.RebuildInProgress, "the rebuild ended in 5 calls");
+        var leaving = planner.Peers.Where(p => p % 2 == 0).Take(planner.PeerCount - Planner.RebuildMinPeers + 1).ToList();
+        planner.Leave(leaving);
+        Assert.Equal(Planner.RebuildMinPeers - 1, planner.PeerCount);
+        PlanAssert.Consistent(planner);
+
+        calls = 0;
+        long moved = 0;
+        while (++calls < 5000 && planner.RebuildInProgress)
+        {
+            var moves = planner.RebuildLatency(40, (p, q) => Measured(planner, p, q));
+            Assert.InRange(moves.Count, 0, 40);
+            moved += moves.Count;
+            PlanAssert.MovesMatchPlan(planner, moves);
+        }
+
+        Assert.False(planner.RebuildInProgress, $"the rebuild still under way after {calls} calls below {Planner.RebuildMinPeers} peers ({moved} moves)");
+        Assert.True(moved > 0, "the rest of the rebuild moved nothing");
+        PlanAssert.Consistent(planner);
+        Assert.Equal(1, planner.RebuildsDone);
+
+        // No new planning below the fewest peers.
+        for (var i = 0; i < 3 * Planner.RebuildPauseCalls; i++)
+        {
+            Assert.Empty(planner.RebuildLatency(40, (p, q) => Measured(planner, p, q)));
+        }
+
+        Assert.Equal(1, planner.RebuildsPlanned);
+    }
+
+    [Fact]
     public void Small_or_latency_blind_plans_are_not_rebuilt()
     {
         var (small, _) = Build(Planner.RebuildMinPeers - 1, seed: 4);
