@@ -21,6 +21,13 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     private long _lastDemotion;
 
     /// <summary>
+    /// The parent that found the peer of the last demotion slow (<see cref="Planner.None"/> when
+    /// that demotion was not of a child found slow): that parent's own demotion is not held back
+    /// by the spacing the child's started (see <see cref="Demote"/>).
+    /// </summary>
+    private int _lastDemotionFoundBy = Planner.None;
+
+    /// <summary>
     /// The download measured at each peer's latest slow finding, and when: a stopped leaf is quoted
     /// the higher of that and its last finding's (each parent measures only what got through to
     /// it: right after a move the old parent's backlog shares the peer's link; a 1 Mbit/s viewer
@@ -218,7 +225,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             }
             if (relay)
             {
-                Demote(id, why);
+                Demote(id, why, foundBy: parent);
                 return;
             }
             if (others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100))
@@ -323,8 +330,21 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <summary>Whether anything kept per peer until it leaves (<see cref="Forget"/>) is still kept for <paramref name="id"/>; for tests. Under the gate.</summary>
     internal bool Remembers(int id) => _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id);
 
-    /// <summary>Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children; false when it did not.</summary>
-    public bool Demote(int id, string why)
+    /// <summary>
+    /// Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children;
+    /// false when it did not. At most one demotion within <see cref="NodeOptions.DemotionSpacing"/>,
+    /// but for one case: when the demotion before was of a child that this peer itself found slow
+    /// (<paramref name="foundBy"/> of that call), this one goes ahead. That child was demoted
+    /// because nothing pointed to its parent yet; when the parent is to be demoted now (its
+    /// children found slow together), the child's demotion was a symptom of the same upload, not
+    /// a second slow relay of a busy machine. Held back, the parent kept its place once that child
+    /// moved elsewhere and nothing pointed to it any more (ci159). A demotion that goes ahead so
+    /// lets no third one through.
+    /// </summary>
+    /// <param name="id">The peer to demote.</param>
+    /// <param name="why">Why, for the log.</param>
+    /// <param name="foundBy">The parent that found <paramref name="id"/> slow, when that is why.</param>
+    public bool Demote(int id, string why, int foundBy = Planner.None)
     {
         int moves;
         lock (tracker.Gate)
@@ -332,7 +352,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             var planner = tracker.Planner;
             if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return false;
             long now = time.GetTimestamp();
-            if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing)
+            if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && _lastDemotionFoundBy != id)
             {
                 SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
                 return false;
@@ -354,12 +374,14 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 int budget = planner.Budget(child);
                 var exchange = planner.DemoteByExchange(id, child);
                 _lastDemotion = now;
+                _lastDemotionFoundBy = foundBy;
                 tracker.SendMoves(exchange);
                 SlowChildLog.DemotedByExchange(log, id, why, child, budget, exchange.Count);
                 return true;
             }
             var plan = planner.Demote(id);
             _lastDemotion = now;
+            _lastDemotionFoundBy = foundBy;
             tracker.SendMoves(plan);
             moves = plan.Count;
         }

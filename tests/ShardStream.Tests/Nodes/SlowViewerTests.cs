@@ -403,6 +403,47 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.True(logs.Has(LogLevel.Warning, $"peer {child.Id} is slow"), "the coordinator did not say why it kept the child a relay");
     }
 
+    /// <summary>
+    /// A relay whose upload does not carry its children: the first child found slow, a relay, is
+    /// demoted (nothing yet points to its parent); the second, found slow by the same parent while
+    /// the first finding stands, shows that the parent's upload is the cause. The parent is demoted
+    /// then, not held back by the spacing between demotions (one demotion at a time) that the
+    /// child's demotion, caused by the same parent's report, started. Before, it was held back; in
+    /// a CI run (ci159, SlowViewerTests' slow-uplink case) the next finding came 10.0 s after the
+    /// child's demotion, was held back again, and once the child had moved elsewhere nothing
+    /// pointed to the parent any more: it kept its place.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_whose_second_child_is_found_slow_right_after_the_first_was_demoted_is_demoted_at_once()
+    {
+        var logs = new LogCapture();
+        // The coordinator feeds one peer, the relay; its two slots take two children that relay.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync();
+        var first = await overlay.AddPeerAsync();
+        var second = await overlay.AddPeerAsync();
+        string Plan() => string.Join(", ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})"));
+        Assert.True(new[] { first, second }.All(p => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0] == relay.Id), Plan());
+        void Report(Peer slow, uint queueAgeMs) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)slow.Id, queueAgeMs, (400, 1_200)).Write);
+
+        Report(first, 2_200);
+        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {first.Id} demoted"), "the first child, found slow alone, is demoted");
+        Report(second, 2_200);
+        bool Judged() => logs.Has(LogLevel.Warning, $"peer {relay.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted");
+        try
+        {
+            await Overlay.WaitUntilAsync(Judged, "the coordinator judged the relay");
+        }
+        finally
+        {
+            foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine(l.Message);
+            output.WriteLine(Plan());
+        }
+        Assert.False(logs.Has(LogLevel.Warning, $"peer {relay.Id} is not demoted"), "the relay whose upload does not carry its children was not demoted");
+        Assert.Equal(0, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == relay.Id).Budget);
+        Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == second.Id).Budget);
+    }
+
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
     private static partial Regex BelowRate();
 }
