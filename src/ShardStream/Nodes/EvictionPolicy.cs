@@ -22,8 +22,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
 
     /// <summary>
     /// The parent that found the peer of the last demotion slow (<see cref="Planner.None"/> when
-    /// that demotion was not of a child found slow): that parent's own demotion is not held back
-    /// by the spacing the child's started (see <see cref="Demote"/>).
+    /// that demotion was not of a child found slow): that parent's own demotion, when its children
+    /// are found slow together, is not held back by the spacing the child's started (see <see cref="Demote"/>).
     /// </summary>
     private int _lastDemotionFoundBy = Planner.None;
 
@@ -220,7 +220,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 // on uncapped links, were demoted in turn, and a leaf was stopped with "your
                 // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
                 SlowChildLog.ParentSlow(log, id, why, parent, siblings, SlowElsewhereWindow.TotalSeconds);
-                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them");
+                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true);
                 return;
             }
             if (relay)
@@ -334,17 +334,22 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children;
     /// false when it did not. At most one demotion within <see cref="NodeOptions.DemotionSpacing"/>,
     /// but for one case: when the demotion before was of a child that this peer itself found slow
-    /// (<paramref name="foundBy"/> of that call), this one goes ahead. That child was demoted
+    /// (<paramref name="foundBy"/> of that call), and this peer is demoted because its children
+    /// are found slow together (<paramref name="childrenSlow"/>), this one goes ahead. That child was demoted
     /// because nothing pointed to its parent yet; when the parent is to be demoted now (its
     /// children found slow together), the child's demotion was a symptom of the same upload, not
     /// a second slow relay of a busy machine. Held back, the parent kept its place once that child
     /// moved elsewhere and nothing pointed to it any more (ci159). A demotion that goes ahead so
-    /// lets no third one through.
+    /// lets no third one through (it is of no child found slow), and a peer found slow itself, by
+    /// its own parent, is held back: before, each demotion let through named the next parent up,
+    /// and a chain of relays found slow in turn, as on a busy machine, went at once
+    /// (<c>SlowViewerTests.A_chain_of_relays_each_found_slow_by_its_parent_…</c>).
     /// </summary>
     /// <param name="id">The peer to demote.</param>
     /// <param name="why">Why, for the log.</param>
     /// <param name="foundBy">The parent that found <paramref name="id"/> slow, when that is why.</param>
-    public bool Demote(int id, string why, int foundBy = Planner.None)
+    /// <param name="childrenSlow">True when <paramref name="id"/>'s children were found slow together (event 910).</param>
+    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false)
     {
         int moves;
         lock (tracker.Gate)
@@ -352,7 +357,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             var planner = tracker.Planner;
             if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return false;
             long now = time.GetTimestamp();
-            if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && _lastDemotionFoundBy != id)
+            if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && !(childrenSlow && _lastDemotionFoundBy == id))
             {
                 SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
                 return false;

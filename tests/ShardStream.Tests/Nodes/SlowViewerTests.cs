@@ -444,6 +444,54 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == second.Id).Budget);
     }
 
+    /// <summary>
+    /// The spacing between demotions lets a parent through only when it is demoted because a
+    /// second child of it is slow too (event 910), not when it is found slow itself: a chain of
+    /// relays each found slow by its parent, as on a busy machine, is demoted one per 10 s. Before,
+    /// the exception held for any demotion of the parent that found the last demoted peer slow, and
+    /// each demotion let through named the next parent up: here the three relays of a chain went
+    /// at once.
+    /// </summary>
+    [Fact]
+    public async Task A_chain_of_relays_each_found_slow_by_its_parent_is_demoted_one_at_a_time()
+    {
+        var logs = new LogCapture();
+        // The coordinator feeds one peer, and every peer has two slots: the eighth peer joins at
+        // depth 4, the bottom of a chain of four relays.
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: logs.Factory);
+        var peers = new List<Peer>();
+        for (int i = 0; i < 8; i++) peers.Add(await overlay.AddPeerAsync());
+        var nodes = overlay.Coordinator.Snapshot().Nodes;
+        string Plan() => string.Join(", ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})"));
+        int ParentOf(int id) => nodes.Single(n => n.Id == id).Parents[0];
+        var chain = new List<Peer>();
+        for (int id = peers[^1].Id; id > 0; id = ParentOf(id)) chain.Insert(0, peers.Single(p => p.Id == id));
+        Assert.True(chain.Count == 4 && nodes.Where(n => chain.Any(c => c.Id == n.Id)).All(n => n.Budget == 2), Plan());
+        void Report(Peer parent, Peer slow) => ((IPeerParents)parent).SendToCoordinator(new SlowChild((ulong)slow.Id, 2_200, (400, 1_200)).Write);
+        bool Judged(Peer p) => logs.Has(LogLevel.Warning, $"peer {p.Id} is not demoted") || logs.Has(LogLevel.Warning, $"peer {p.Id} demoted");
+
+        try
+        {
+            // From the bottom up: each relay of the chain found slow alone, by its parent.
+            Report(chain[2], chain[3]);
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {chain[3].Id} demoted"), "the bottom relay, found slow alone, is demoted");
+            Report(chain[1], chain[2]);
+            await Overlay.WaitUntilAsync(() => Judged(chain[2]), "the coordinator judged the relay above");
+            Report(chain[0], chain[1]);
+            await Overlay.WaitUntilAsync(() => Judged(chain[1]), "the coordinator judged the relay above that");
+        }
+        finally
+        {
+            foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine(l.Message);
+            output.WriteLine(Plan());
+        }
+        foreach (var held in chain.Take(3).Skip(1))
+        {
+            Assert.True(logs.Has(LogLevel.Warning, $"peer {held.Id} is not demoted"), $"peer {held.Id}, found slow by its parent within 10 s of another demotion, was demoted");
+            Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == held.Id).Budget);
+        }
+    }
+
     [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
     private static partial Regex BelowRate();
 }
