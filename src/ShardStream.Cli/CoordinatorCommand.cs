@@ -32,7 +32,8 @@ internal static class CoordinatorCommand
         // unknown argument, and the error would not name the flag.
         latencyAware.AcceptOnlyFromAmong("true", "false");
         var latencyMoves = new Option<int>("--latency-moves") { Description = "With --latency-aware: at most this many peers a second, overlay-wide, are moved to a parent that gives them a much lower estimated delay from the source (at least 20 ms and 20% lower; a moved peer rests 30 s; no byte lost). A move must also be borne out by the RTT the peer measured to its parent (its least sample at least 20 ms and 20% above the estimate to the new parent), so estimates alone move nobody. Default 4; 0 turns moving off (docs/topology.md).", DefaultValueFactory = _ => 4 };
-        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "With --latency-moves: those moves first carry out a rebuild of every tree by regions, from the peers' coordinates, the RTT to each peer and the parent-link RTTs heartbeats report (at least 1,000 peers; a rebuild moves most edges: at 100k peers about 1.2 million moves). Off by default (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "With --latency-moves: those moves first carry out a rebuild of every tree by regions, from the peers' coordinates, the RTT to each peer and the parent-link RTTs heartbeats report (at least 1,000 peers by default, --latency-rebuild-min-peers; a rebuild moves most edges: at 100k peers about 1.2 million moves). Off by default (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
+        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild: the fewest peers for a rebuild to be planned (default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}). Smaller overlays gain from it too in the simulator, but their trees may run a level or two deeper while it is under way (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var mergeReads = new Option<bool>("--merge-reads") { Description = "Append a raw source's short read (a live source's small record) to the chunk before it while that chunk waits for its signature, instead of making each read a chunk: fewer hashes on the wire and at every peer for sources that write small records (docs/performance.md). Off by default; FLV and MPEG-TS are cut by their own rules." };
         var rtmpPlay = new RtmpPlayOptions();
         var format = new Option<string>("--format") { Description = "What stdin carries: auto (FLV or MPEG-TS when its first bytes say so, else raw), flv, ts or raw. FLV and MPEG-TS are cut at tag or packet boundaries and late joiners start at a keyframe with the stream header (docs/media.md).", DefaultValueFactory = _ => "auto" };
@@ -45,7 +46,7 @@ internal static class CoordinatorCommand
         var heartbeat = CommonOptions.HeartbeatTimeout();
 
         var command = new Command("coordinator", "Read the live stream from stdin and serve it to peers.");
-        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, http, replaySeconds, replayMiB, heartbeat, controlHeartbeat, maxJoins, mergeReads, latencyAware, latencyMoves, latencyRebuild, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, shards, topology, upload, maxUpload, key, minPeers, rtmp, rtmpKey, format, http, replaySeconds, replayMiB, heartbeat, controlHeartbeat, maxJoins, mergeReads, latencyAware, latencyMoves, latencyRebuild, latencyRebuildMinPeers, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         // Ctrl-C and SIGTERM end the stream (CoordinatorStop); Program.cs leaves them to it.
         command.SetAction(async (parse, _) =>
         {
@@ -72,6 +73,7 @@ internal static class CoordinatorCommand
                 LatencyAware = parse.GetValue(latencyAware) == "true",
                 LatencyMovesPerSecond = parse.GetValue(latencyMoves),
                 LatencyRebuild = parse.GetValue(latencyRebuild),
+                LatencyRebuildMinPeers = parse.GetValue(latencyRebuildMinPeers),
                 MergeShortReads = parse.GetValue(mergeReads),
             }, parse, replaySeconds, replayMiB, heartbeat);
             // An RTMP publish hands over whole tags, a read's worth at a time (FlvByteSink): each

@@ -32,10 +32,11 @@ internal static class SimulateCommand
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
         var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
         var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap; leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
+        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild: the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
-        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, improveSeconds, latencyMoves, latencyRebuild, json })
+        foreach (var option in new Option[] { peers, shards, topology, upload, uploadMix, sourceUpload, seed, churn, failBranch, latency, latencyAware, rdpBreakdown, improveSeconds, latencyMoves, latencyRebuild, latencyRebuildMinPeers, json })
         {
             command.Options.Add(option);
         }
@@ -82,6 +83,12 @@ internal static class SimulateCommand
                 return 1;
             }
 
+            if (parseResult.GetValue(latencyRebuildMinPeers) < Planner.RebuildLeastPeers)
+            {
+                Console.Error.WriteLine($"shardstream: error: --latency-rebuild-min-peers must be at least {Planner.RebuildLeastPeers}, got {parseResult.GetValue(latencyRebuildMinPeers)}");
+                return 1;
+            }
+
             if (parseResult.GetValue(latencyAware) == "true" && model is null)
             {
                 Console.Error.WriteLine("shardstream: error: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
@@ -103,7 +110,8 @@ internal static class SimulateCommand
                 parseResult.GetValue(rdpBreakdown) ? Console.Error : null,
                 parseResult.GetValue(improveSeconds),
                 parseResult.GetValue(latencyMoves),
-                parseResult.GetValue(latencyRebuild));
+                parseResult.GetValue(latencyRebuild),
+                parseResult.GetValue(latencyRebuildMinPeers));
             try
             {
                 var report = OverlaySimulation.Run(options);

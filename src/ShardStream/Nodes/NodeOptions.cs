@@ -235,10 +235,12 @@ public sealed record CoordinatorOptions : NodeOptions
     public bool LatencyRebuild { get; init; }
 
     /// <summary>
-    /// With <see cref="LatencyRebuild"/>: fewest peers for a rebuild (<see cref="Topology.PlannerOptions.RebuildMinPeers"/>,
-    /// <see cref="Topology.Planner.RebuildMinPeers"/> by default); tests lower it to run a rebuild with real nodes.
+    /// With <see cref="LatencyRebuild"/>: fewest peers for a rebuild to be planned (<see cref="Topology.PlannerOptions.RebuildMinPeers"/>,
+    /// <see cref="Topology.Planner.RebuildMinPeers"/> by default; CLI: <c>--latency-rebuild-min-peers</c>).
+    /// Smaller overlays gain from it too in the simulator (docs/topology.md, "The rebuild by regions"),
+    /// but their trees may run deeper while it is under way; tests lower it to run a rebuild with real nodes.
     /// </summary>
-    internal int LatencyRebuildMinPeers { get; init; } = ShardStream.Topology.Planner.RebuildMinPeers;
+    public int LatencyRebuildMinPeers { get; init; } = ShardStream.Topology.Planner.RebuildMinPeers;
 
     /// <summary>
     /// With <see cref="LatencyRebuild"/>: least estimated gain for a planned rebuild to be carried out
@@ -291,6 +293,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException($"the replay window (--replay-seconds, {ReplayWindowAge.TotalSeconds:0.##} s) must be longer than the {JoinBacklog.TotalSeconds:0.##} s a new viewer's stream starts back");
         if (LatencyMoveInterval <= TimeSpan.Zero) throw new ArgumentException("the interval between latency-move rounds must be positive");
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
+        if (LatencyRebuildMinPeers < ShardStream.Topology.Planner.RebuildLeastPeers) throw new ArgumentException($"the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least {ShardStream.Topology.Planner.RebuildLeastPeers}, got {LatencyRebuildMinPeers}");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (!(ControlHeartbeatsPerSecond > 0)) throw new ArgumentException("the control-link heartbeats a second must be positive");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))

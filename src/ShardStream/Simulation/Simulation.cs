@@ -69,7 +69,7 @@ public static class Simulation
 
     private static (SimulationReport Report, LatencyReport? Latency) Build(SimulationOptions options, bool latencyAware)
     {
-        var planner = new Planner(options.ToPlannerOptions() with { LatencyAware = latencyAware && options.Latency is not null });
+        var planner = new Planner(options.ToPlannerOptions() with { LatencyAware = latencyAware && options.Latency is not null, RebuildMinPeers = options.LatencyRebuildMinPeers });
         var random = new Random(options.Seed);
         // Uploads are drawn from their own generator so that a mix leaves the churn's draws alone.
         var uploads = new Random(options.Seed + 1);

@@ -18,6 +18,7 @@ namespace ShardStream.Simulation;
 /// <param name="ImproveSeconds">With a latency model: after the aware build is measured, this many simulated seconds of <see cref="Planner.ImproveLatency"/> (one call a second, as the coordinator does), then the aware overlay is measured again.</param>
 /// <param name="LatencyMovesPerSecond">The cap of each of those calls (the coordinator's <c>--latency-moves</c>).</param>
 /// <param name="LatencyRebuild">During those seconds, the coordinator's rebuild by regions (<see cref="Planner.RebuildLatency"/>) first, under the same cap; the leaf moves take the seconds it leaves unused.</param>
+/// <param name="LatencyRebuildMinPeers">The fewest peers for that rebuild to be planned (<see cref="PlannerOptions.RebuildMinPeers"/>, as the coordinator's <c>--latency-rebuild-min-peers</c>).</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -33,7 +34,8 @@ public sealed record SimulationOptions(
     TextWriter? RdpBreakdown = null,
     int ImproveSeconds = 0,
     int LatencyMovesPerSecond = 4,
-    bool LatencyRebuild = false)
+    bool LatencyRebuild = false,
+    int LatencyRebuildMinPeers = Planner.RebuildMinPeers)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);

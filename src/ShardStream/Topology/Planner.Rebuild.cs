@@ -25,6 +25,13 @@ public sealed partial class Planner
     public const int RebuildMinPeers = 1000;
 
     /// <summary>
+    /// The least <see cref="PlannerOptions.RebuildMinPeers"/> a coordinator or the simulator takes
+    /// (<c>--latency-rebuild-min-peers</c>): a rebuild by regions of fewer peers has too few per
+    /// cluster to fit their local coordinates to.
+    /// </summary>
+    public const int RebuildLeastPeers = 20;
+
+    /// <summary>
     /// Calls of <see cref="RebuildLatency"/> after a rebuild ended before the next of its series
     /// (<see cref="RebuildSeries"/>) is planned: the peers' new parent links get their samples first
     /// (<see cref="ImproveMinSamples"/>, about 14 s at one heartbeat a second), and planning, which

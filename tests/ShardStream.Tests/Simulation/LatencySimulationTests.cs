@@ -91,6 +91,29 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <c>simulate --latency-rebuild --latency-rebuild-min-peers 100</c> at 200 peers (K = 4, the
+    /// world model, seed 1, the default 4 moves a second): the default fewest peers (1,000) plans no
+    /// rebuild of so small an overlay; lowered to 100 it plans one and carries it out, and the
+    /// overlay ends with edges under half the latency-blind planner's, where the leaf moves alone
+    /// leave them above (docs/topology.md, "The rebuild by regions").
+    /// </summary>
+    [Fact]
+    public void A_rebuild_of_a_small_overlay_runs_only_with_a_lower_fewest_peers_and_halves_its_edges()
+    {
+        SimulationOptions Options(int minPeers) => new(200, 4, TopologyKind.Striped, 1.25, Seed: 1, Latency: new WorldLatencyModel(1), ImproveSeconds: 900, LatencyRebuild: true, LatencyRebuildMinPeers: minPeers);
+        var leafMovesOnly = OverlaySimulation.Run(Options(Planner.RebuildMinPeers));
+        Assert.Empty(leafMovesOnly.Rebuilds!);
+        var rebuilt = OverlaySimulation.Run(Options(100));
+        Assert.NotEmpty(rebuilt.Rebuilds!);
+        double blind = rebuilt.LatencyBlind!.MeanEdgeRttMs;
+        Assert.Equal(blind, leafMovesOnly.LatencyBlind!.MeanEdgeRttMs);
+        Assert.True(leafMovesOnly.LatencyAwareImproved!.MeanEdgeRttMs > 0.5 * blind, $"leaf moves alone: mean edge RTT {leafMovesOnly.LatencyAwareImproved.MeanEdgeRttMs:F1} ms, blind {blind:F1} ms");
+        Assert.True(rebuilt.LatencyAwareImproved!.MeanEdgeRttMs < 0.5 * blind, $"with the rebuild: mean edge RTT {rebuilt.LatencyAwareImproved.MeanEdgeRttMs:F1} ms, blind {blind:F1} ms");
+        Assert.True(rebuilt.LatencyAwareImproved.P95SourceDelayMs < leafMovesOnly.LatencyAwareImproved.P95SourceDelayMs);
+        Assert.InRange(rebuilt.LatencyAwareImproved.MaxDepth, 1, rebuilt.LatencyBlind.MaxDepth + 1);
+    }
+
+    /// <summary>
     /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
     /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
