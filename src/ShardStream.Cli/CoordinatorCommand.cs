@@ -61,6 +61,8 @@ internal static class CoordinatorCommand
             bool created = false;
             using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
             if (created) CliLog.KeyCreated(loggers.CreateLogger("coordinator"), parse.GetValue(key));
+            if (parse.GetValue(latencyRebuildMinPeers) is var fewest && fewest < Planner.RebuildLeastPeers)
+                throw new ArgumentException($"the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least {Planner.RebuildLeastPeers}, got {fewest}");
             var options = CommonOptions.Apply(new CoordinatorOptions
             {
                 ListenAddress = parse.GetValue(listen)!,

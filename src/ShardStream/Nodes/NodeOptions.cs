@@ -229,7 +229,7 @@ public sealed record CoordinatorOptions : NodeOptions
     /// of every tree by regions (<see cref="Topology.Planner.RebuildLatency"/>, from the peers'
     /// coordinates, the control links' RTTs and the parent-link RTTs their heartbeats report), under
     /// the same cap; leaf moves take the seconds it leaves unused. Off by default (CLI:
-    /// <c>--latency-rebuild</c>); it plans nothing under <see cref="Topology.Planner.RebuildMinPeers"/> peers.
+    /// <c>--latency-rebuild</c>); it plans nothing under <see cref="LatencyRebuildMinPeers"/> peers.
     /// See docs/topology.md, "The rebuild by regions", for how many moves it takes.
     /// </summary>
     public bool LatencyRebuild { get; init; }
@@ -293,7 +293,8 @@ public sealed record CoordinatorOptions : NodeOptions
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException($"the replay window (--replay-seconds, {ReplayWindowAge.TotalSeconds:0.##} s) must be longer than the {JoinBacklog.TotalSeconds:0.##} s a new viewer's stream starts back");
         if (LatencyMoveInterval <= TimeSpan.Zero) throw new ArgumentException("the interval between latency-move rounds must be positive");
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
-        if (LatencyRebuildMinPeers < ShardStream.Topology.Planner.RebuildLeastPeers) throw new ArgumentException($"the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least {ShardStream.Topology.Planner.RebuildLeastPeers}, got {LatencyRebuildMinPeers}");
+        // The CLI takes at least Planner.RebuildLeastPeers (CoordinatorCommand); tests go lower.
+        if (LatencyRebuildMinPeers < 1) throw new ArgumentException($"the fewest peers for a rebuild by regions must be at least 1, got {LatencyRebuildMinPeers}");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (!(ControlHeartbeatsPerSecond > 0)) throw new ArgumentException("the control-link heartbeats a second must be positive");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))

@@ -21,7 +21,7 @@ public sealed partial class Planner
     /// </summary>
     public const double RebuildMinGainShare = 0.02;
 
-    /// <summary>Fewest live peers for a rebuild by default (<see cref="PlannerOptions.RebuildMinPeers"/>): below, the join and move rules do as well, and clusters are not regions.</summary>
+    /// <summary>Fewest live peers for a rebuild by default (<see cref="PlannerOptions.RebuildMinPeers"/>): smaller overlays gain from one too, but their trees run deeper while it is under way (docs/topology.md, "The rebuild by regions").</summary>
     public const int RebuildMinPeers = 1000;
 
     /// <summary>
