@@ -83,12 +83,6 @@ internal static class SimulateCommand
                 return 1;
             }
 
-            if (parseResult.GetValue(latencyRebuildMinPeers) < Planner.RebuildLeastPeers)
-            {
-                Console.Error.WriteLine($"shardstream: error: --latency-rebuild-min-peers must be at least {Planner.RebuildLeastPeers}, got {parseResult.GetValue(latencyRebuildMinPeers)}");
-                return 1;
-            }
-
             if (parseResult.GetValue(latencyAware) == "true" && model is null)
             {
                 Console.Error.WriteLine("shardstream: error: --latency-aware true needs a latency model (--latency world or matrix:FILE)");

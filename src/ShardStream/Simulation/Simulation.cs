@@ -39,6 +39,14 @@ public static class Simulation
             throw new ArgumentException($"--improve-seconds ({options.ImproveSeconds}) and --latency-moves ({options.LatencyMovesPerSecond}) cannot be negative");
         }
 
+        // As the CLI holds it (SimulateCommand, CoordinatorCommand): with far fewer, a rebuild is
+        // planned for a handful of peers, and that of two peers in four shards threw
+        // IndexOutOfRangeException (a tree with no relay).
+        if (options.LatencyRebuildMinPeers < Planner.RebuildLeastPeers)
+        {
+            throw new ArgumentException($"--latency-rebuild-min-peers must be at least {Planner.RebuildLeastPeers}, got {options.LatencyRebuildMinPeers}");
+        }
+
         if (options.UploadMix is null && !(options.Upload >= 0))
         {
             throw new ArgumentException($"--upload ({options.Upload}) cannot be negative");

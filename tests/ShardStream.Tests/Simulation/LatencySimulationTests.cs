@@ -114,6 +114,22 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <see cref="SimulationOptions.LatencyRebuildMinPeers"/> below <see cref="Planner.RebuildLeastPeers"/>
+    /// is refused by <see cref="OverlaySimulation.Run"/>, not only by the CLI: with 1 (the least
+    /// <see cref="ShardStream.Nodes.CoordinatorOptions"/> takes), two peers in four shards got a rebuild
+    /// planned, and it threw IndexOutOfRangeException (RegionConstruction); with 19 at 19 peers it ran.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 1)]
+    [InlineData(19, 19)]
+    public void Fewer_fewest_peers_for_a_rebuild_than_the_least_is_refused(int peers, int minPeers)
+    {
+        var options = new SimulationOptions(peers, 4, TopologyKind.Striped, 1.25, Seed: 1, Latency: new WorldLatencyModel(1), ImproveSeconds: 300, LatencyRebuild: true, LatencyRebuildMinPeers: minPeers);
+        var error = Assert.Throws<ArgumentException>(() => OverlaySimulation.Run(options));
+        Assert.Equal($"--latency-rebuild-min-peers must be at least {Planner.RebuildLeastPeers}, got {minPeers}", error.Message);
+    }
+
+    /// <summary>
     /// <c>simulate --rdp-breakdown</c>: the breakdown's mean RDP is the report's, the mean over
     /// single trees is at most the slowest tree's, the path splits into its parts, and the lower
     /// bound from the model lies below what both planners reach and is at least about 1 (a path
