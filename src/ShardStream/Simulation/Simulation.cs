@@ -39,7 +39,8 @@ public static class Simulation
             throw new ArgumentException($"--improve-seconds ({options.ImproveSeconds}) and --latency-moves ({options.LatencyMovesPerSecond}) cannot be negative");
         }
 
-        // As the CLI holds it (SimulateCommand, CoordinatorCommand): with far fewer, a rebuild is
+        // As CoordinatorCommand holds the coordinator's (the simulate command leaves it to this
+        // check): with far fewer, a rebuild is
         // planned for a handful of peers, and that of two peers in four shards threw
         // IndexOutOfRangeException (a tree with no relay).
         if (options.LatencyRebuildMinPeers < Planner.RebuildLeastPeers)
