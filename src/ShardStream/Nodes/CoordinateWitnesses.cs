@@ -73,7 +73,11 @@ internal sealed class CoordinateWitnesses
     /// contradict it, then by what it lacks of the claim's distance to any witness that contradicted
     /// the claim (never nearer one of them than the claim put it: a raise bounded by the claim's
     /// own distances, not by what a witness reported), and then by what it lacks of the coordinator's
-    /// own measurement: never nearer the coordinator than that measured. <paramref name="contradiction"/>:
+    /// own measurement; but no raise takes it farther past what a witness that contradicted the claim
+    /// measured than the claim was short of it, so it is held no nearer the coordinator than that
+    /// measured as far as that bound allows. When the fit itself is past that bound (no height is
+    /// lowered), the claim is held where it is instead, raised the same way from the claim's own
+    /// shortfalls, and by at most twice the least of them. <paramref name="contradiction"/>:
     /// the witness that contradicted the claim most, and how many did (Count 0 when none).
     /// </summary>
     public NetworkCoordinate Hold(NetworkCoordinate claim, double sourceRttMs, Func<int, NetworkCoordinate?> coordinateOf, Vivaldi vivaldi, out Contradiction contradiction)
@@ -116,26 +120,49 @@ internal sealed class CoordinateWitnesses
             double estimated = fitted.EstimateRtt(remotes[i]);
             if (Contradicts(estimated, rtts[i])) shortfalls.Add(rtts[i] - estimated);
         }
-        if (shortfalls.Count >= MinWitnesses)
-        {
-            shortfalls.Sort();
-            fitted = fitted with { Height = fitted.Height + shortfalls[^MinWitnesses] };
-        }
+        shortfalls.Sort();
+        double raise = shortfalls.Count >= MinWitnesses ? shortfalls[^MinWitnesses] : 0;
         // The fit weighs every witness, those that agree with the claim too, and can end nearer a
         // witness that contradicted the claim than the claim put it (left short alone, it raised no
-        // height above): the evidence said farther, so it is held at least as far as claimed.
-        double nearer = 0;
+        // height above): the evidence said farther, so it is held at least as far as claimed
+        // (least). A held claim is contested: the one distance the coordinator measured itself is
+        // taken whole, not to within half as for a claim that stands; every RTT it measured is at
+        // least the path's, so the node is held no nearer the coordinator than it is. But no raise
+        // takes it farther from what a witness that contradicted the claim measured than the claim
+        // was (most): the hold is to bring the plan nearer what was measured, and the fit's shape
+        // can make a raise that reaches the coordinator's figure overshoot a witness's.
+        double least = 0, most = double.PositiveInfinity;
+        var claimShortfalls = new List<double>(witnesses);
         for (int i = 0; i < witnesses; i++)
         {
             double claimed = claim.EstimateRtt(remotes[i]);
-            if (Contradicts(claimed, rtts[i])) nearer = Math.Max(nearer, claimed - fitted.EstimateRtt(remotes[i]));
+            if (!Contradicts(claimed, rtts[i])) continue;
+            double fit = fitted.EstimateRtt(remotes[i]);
+            least = Math.Max(least, claimed - fit);
+            most = Math.Min(most, (2 * rtts[i]) - claimed - fit);
+            claimShortfalls.Add(rtts[i] - claimed);
         }
-        fitted = fitted with { Height = fitted.Height + nearer };
-        // A held claim is contested: the one distance the coordinator measured itself is taken whole,
-        // not to within half as for a claim that stands. Every RTT it measured is at least the
-        // path's, so the node is held no nearer the coordinator than it is.
-        double toCoordinator = fitted.EstimateRtt(Coordinator.Anchor);
-        if (sourceRttMs > toCoordinator) fitted = fitted with { Height = fitted.Height + (sourceRttMs - toCoordinator) };
+        raise = Math.Max(raise, least);
+        if (sourceRttMs > 0) raise = Math.Max(raise, sourceRttMs - fitted.EstimateRtt(Coordinator.Anchor));
+        raise = Math.Min(raise, most);
+        if (raise >= least)
+        {
+            fitted = fitted with { Height = fitted.Height + raise };
+        }
+        else
+        {
+            // The fit itself is past what one such witness measured by more than the claim was
+            // short of it, or cannot be as far as claimed from one and within that from another:
+            // the claim is held where it is, raised by the second largest shortfall of the
+            // witnesses that contradicted it and up to the coordinator's measurement, but by no
+            // more than twice the least of those shortfalls, so by none past what a witness measured
+            // by more than the claim was short of it.
+            claimShortfalls.Sort();
+            raise = claimShortfalls.Count >= MinWitnesses ? claimShortfalls[^MinWitnesses] : 0;
+            if (sourceRttMs > 0) raise = Math.Max(raise, sourceRttMs - claim.EstimateRtt(Coordinator.Anchor));
+            raise = claimShortfalls.Count == 0 ? 0 : Math.Min(raise, 2 * claimShortfalls[0]);
+            fitted = claim with { Height = claim.Height + raise, Error = fitted.Error };
+        }
         return fitted with { Error = Math.Max(claim.Error, Math.Min(fitted.Error, 0.95)) };
     }
 }

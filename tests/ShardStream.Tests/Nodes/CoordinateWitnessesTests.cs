@@ -125,6 +125,61 @@ public sealed class CoordinateWitnessesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_hold_puts_the_node_no_farther_from_what_a_child_measured_than_the_claim_did()
+    {
+        // The coordinator measured 200 ms, the claim says 100: it stands to the check of distance
+        // (within half). Two children contradict it: the claim is 25.2 ms from child 1, which
+        // measured 91, and 56.3 ms from child 2, which measured 122. The fit to them and to the
+        // coordinator, raised to the coordinator's 200 ms, put the node 161.6 ms from child 1 before
+        // the raise was bounded: 70.6 ms past its 91, where the claim was 65.8 short. Seen in
+        // LatencyMovesTests (seed 11, ci168): a claim 40.3 ms from a child that measured 118.8,
+        // held 200.0 ms from it.
+        var at = new Dictionary<int, NetworkCoordinate>
+        {
+            [1] = new(100, -25, Vivaldi.MinHeight, 0.1),
+            [2] = new(150, 25, Vivaldi.MinHeight, 0.1),
+        };
+        var witnesses = Reported(at, (1, 91), (2, 122));
+        var held = witnesses.Hold(Claim, 200, id => at.TryGetValue(id, out var c) ? c : null, new Vivaldi(1), out var contradiction);
+        Assert.Equal(2, contradiction.Count);
+        Assert.True(witnesses.Held);
+        foreach (var (child, measured) in new[] { (1, 91.0), (2, 122.0) })
+        {
+            double claimed = Claim.EstimateRtt(at[child]), holds = held.EstimateRtt(at[child]);
+            output.WriteLine($"child {child}: claim {claimed:F1} ms, held {holds:F1} ms, measured {measured}; {held.EstimateRtt(Coordinator.Anchor):F1} ms from the coordinator (measured 200)");
+            Assert.True(Math.Abs(measured - holds) <= Math.Abs(measured - claimed) + 1e-9, $"held {holds:F1} ms from child {child}, farther from the {measured} ms it measured than the claim's {claimed:F1} ms");
+            Assert.True(holds >= claimed - 1e-9, $"held {holds:F1} ms from child {child}, nearer than the claim's {claimed:F1} ms; it measured {measured} ms");
+        }
+    }
+
+    [Fact]
+    public void A_fit_past_what_a_child_measured_is_left_for_the_claim_raised()
+    {
+        // Child 1, at the claim's point in the plan, measured 71 ms (the claim: 0.4); child 2, far
+        // off, 701 (the claim: 250). The fit to them and to the coordinator ends 158.7 ms from
+        // child 1 (held there before this rule), past its 71 by more than the claim was short, and
+        // a raise lowers no height: the claim is held where it is, raised by the lesser shortfall
+        // (70.6 ms).
+        var at = new Dictionary<int, NetworkCoordinate>
+        {
+            [1] = new(100, 0, Vivaldi.MinHeight, 0.1),
+            [2] = new(-100, -150, Vivaldi.MinHeight, 0.1),
+        };
+        var witnesses = Reported(at, (1, 71), (2, 701));
+        var held = Hold(witnesses, at, out var contradiction);
+        Assert.Equal((2, 2), (contradiction.Count, contradiction.Witness));
+        Assert.True(witnesses.Held);
+        foreach (var (child, measured) in new[] { (1, 71.0), (2, 701.0) })
+        {
+            double claimed = Claim.EstimateRtt(at[child]), holds = held.EstimateRtt(at[child]);
+            output.WriteLine($"child {child}: claim {claimed:F1} ms, held {holds:F1} ms, measured {measured}");
+            Assert.True(holds >= claimed - 1e-9 && measured - holds <= measured - claimed + 1e-9 && holds - measured <= measured - claimed + 1e-9, $"held {holds:F1} ms from child {child}: not between the claim's {claimed:F1} ms and as far past the {measured} ms it measured");
+        }
+        Assert.Equal((Claim.X, Claim.Y), (held.X, held.Y));
+        Assert.True(held.EstimateRtt(Coordinator.Anchor) >= 100 - 1e-9, $"held at {held}");
+    }
+
+    [Fact]
     public void One_child_that_contradicts_and_another_that_bears_it_out_start_no_hold()
     {
         // What keeps a hold going does not start one: child 1 contradicts the claim (200 ms measured,
