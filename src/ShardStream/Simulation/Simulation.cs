@@ -40,9 +40,9 @@ public static class Simulation
         }
 
         // As CoordinatorCommand holds the coordinator's (the simulate command leaves it to this
-        // check): with far fewer, a rebuild is
-        // planned for a handful of peers, and that of two peers in four shards threw
-        // IndexOutOfRangeException (a tree with no relay).
+        // check): with far fewer, a rebuild is planned for a handful of peers, too few per cluster
+        // to fit local coordinates to (that of two peers in four shards, a tree with no relay,
+        // threw IndexOutOfRangeException; RebuildSnapshot.Plan now gives no plan there).
         if (options.LatencyRebuildMinPeers < Planner.RebuildLeastPeers)
         {
             throw new ArgumentException($"--latency-rebuild-min-peers must be at least {Planner.RebuildLeastPeers}, got {options.LatencyRebuildMinPeers}");

@@ -72,7 +72,11 @@ public sealed class RebuildSnapshot
     /// Plans the rebuild (<see cref="Planner.RebuildLatency"/> says how) from this snapshot alone:
     /// the kept parent links take this snapshot's reported ones, the local coordinates are fitted
     /// to them, every tree is built within the caps, and the result says whether its estimated mean
-    /// delay gains enough. Null when the construction gives no valid plan within the caps. Call it
+    /// delay gains enough. Null when the construction gives no valid plan within the caps, among
+    /// them when some tree has no peer that may relay in it (fewer peers than striped trees, which
+    /// a fewest-peers-for-a-rebuild below <see cref="Planner.RebuildLeastPeers"/> lets through, or
+    /// only viewers): the construction hangs every tree from one relay under the source, so there is
+    /// nothing to rebuild. Call it
     /// once, and hand the result to <see cref="Planner.AdoptRebuild"/>; hand the snapshot back
     /// with no plan (null) when it throws, cancelled or not.
     /// </summary>
@@ -177,7 +181,7 @@ public sealed class RebuildSnapshot
             b.Tree(s, srcRegion, regions, cancellationToken);
             if (b.Order.Count != n || b.OverBudget() > 0)
             {
-                return null; // not a valid plan within the caps (none happened in the runs of docs/topology.md)
+                return null; // no relay in the tree, or not a valid plan within the caps (neither happened in the runs of docs/topology.md)
             }
 
             target[s] = new int[NextId];

@@ -328,6 +328,8 @@ internal static class RegionConstruction
         /// best relay of <paramref name="srcRegion"/>, which feeds one entry per other region (the
         /// largest first, as its slots allow; the others join the nearest region that has one, or the
         /// source's) and the rest of its region; each region is filled by <see cref="FillRegion"/>.
+        /// A tree in which no peer may relay (fewer peers than striped trees, or only viewers) has no
+        /// first relay: nothing is attached, and <see cref="Order"/> stays empty.
         /// </summary>
         public void Tree(int shard, int srcRegion, int regions, CancellationToken cancellationToken = default)
         {
@@ -345,6 +347,11 @@ internal static class RegionConstruction
 
             // The first relay: the source's region's best (any region's if it has none).
             var r1 = Best(byRegion[srcRegion], SourceX, SourceY) is var best && best >= 0 ? best : Best([.. Enumerable.Range(0, n)], SourceX, SourceY);
+            if (r1 < 0)
+            {
+                return; // no relay in this tree: it cannot be built this way
+            }
+
             Attach(r1, -1);
             var slots = CapOf(r1);
             var ordered = Enumerable.Range(0, regions).Where(r => r != srcRegion && byRegion[r].Count > 0).OrderByDescending(r => byRegion[r].Count).ToList();

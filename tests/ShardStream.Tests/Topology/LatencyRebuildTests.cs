@@ -297,6 +297,33 @@ public sealed class LatencyRebuildTests
     }
 
     [Fact]
+    public void A_plan_with_a_tree_no_peer_relays_in_gives_no_rebuild_plan()
+    {
+        // CoordinatorOptions takes a fewest-peers-for-a-rebuild of 1: two peers in four striped
+        // trees leave two trees with no relay (the source feeds both peers there). Planning threw
+        // IndexOutOfRangeException (logged as event 1687 by a coordinator); it gives no plan.
+        var planner = new Planner(new PlannerOptions(4, TopologyKind.Striped, 8, Seed: 1, LatencyAware: true) { RebuildMinPeers = 1 });
+        var source = new NetworkCoordinate(0, 0, 1, 0.1);
+        planner.SetCoordinate(Planner.Source, source);
+        var random = new Random(1);
+        for (var i = 0; i < 2; i++)
+        {
+            var c = PeerAt(random, i);
+            planner.Join(5, c, new Dictionary<int, double> { [Planner.Source] = c.EstimateRtt(source) });
+        }
+
+        var snapshot = planner.TakeRebuildSnapshot((p, q) => Measured(planner, p, q));
+        Assert.NotNull(snapshot);
+        Assert.Contains(Enumerable.Range(0, planner.ShardCount), s => planner.Peers.All(p => planner.ParentOf(p, s) == Planner.Source));
+        Assert.Null(snapshot.Plan());
+
+        planner.AdoptRebuild(snapshot, null);
+        Assert.False(planner.RebuildInProgress);
+        Assert.Empty(planner.RebuildLatency(40, (p, q) => Measured(planner, p, q)));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
     public void Small_or_latency_blind_plans_are_not_rebuilt()
     {
         var (small, _) = Build(Planner.RebuildMinPeers - 1, seed: 4);
