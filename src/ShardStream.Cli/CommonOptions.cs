@@ -85,6 +85,16 @@ internal static class CommonOptions
         };
     }
 
+    /// <summary>
+    /// The error for <c>--latency-rebuild-min-peers</c> given without <c>--latency-rebuild</c>
+    /// (coordinator and simulate): it gates a rebuild there is none of, so it would do nothing.
+    /// Null when it is not given or the rebuild is on.
+    /// </summary>
+    public static string? RebuildMinPeersWithoutRebuild(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyRebuildMinPeers) =>
+        parse.GetResult(latencyRebuildMinPeers) is { Implicit: false } && !parse.GetValue(latencyRebuild)
+            ? "--latency-rebuild-min-peers has no effect without --latency-rebuild"
+            : null;
+
     /// <summary>Runs a command body; any failure a user can cause becomes one line on stderr and exit code 1.</summary>
     public static async Task<int> RunAsync(Func<CancellationToken, Task> body, CancellationToken cancellationToken)
     {

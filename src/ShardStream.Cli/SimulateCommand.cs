@@ -32,7 +32,7 @@ internal static class SimulateCommand
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
         var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
         var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap; leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
-        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild: the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
+        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild (refused without it): the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
@@ -86,6 +86,12 @@ internal static class SimulateCommand
             if (parseResult.GetValue(latencyAware) == "true" && model is null)
             {
                 Console.Error.WriteLine("shardstream: error: --latency-aware true needs a latency model (--latency world or matrix:FILE)");
+                return 1;
+            }
+
+            if (CommonOptions.RebuildMinPeersWithoutRebuild(parseResult, latencyRebuild, latencyRebuildMinPeers) is { } alone)
+            {
+                Console.Error.WriteLine($"shardstream: error: {alone}");
                 return 1;
             }
 

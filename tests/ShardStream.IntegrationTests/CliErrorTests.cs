@@ -96,8 +96,12 @@ public sealed class CliErrorTests
     [InlineData("--upload (-1) cannot be negative", "simulate", "--peers", "10", "--upload", "-1")]
     [InlineData("--source-upload (0.5) must allow one shard-stream per shard", "simulate", "--peers", "10", "--source-upload", "0.5")]
     [InlineData("--coordinator-pid: no process -1 on this machine", "swarm", "-c", "127.0.0.1:1", "--coordinator-pid", "-1")]
-    [InlineData("--latency-rebuild-min-peers must be at least 20, got 5", "simulate", "--peers", "10", "--latency-rebuild-min-peers", "5")]
-    [InlineData("the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least 20, got 5", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild-min-peers", "5")]
+    [InlineData("--latency-rebuild-min-peers must be at least 20, got 5", "simulate", "--peers", "10", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
+    [InlineData("the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least 20, got 5", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
+    // A flag that only matters with another is refused without it (it was silently ignored).
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild-min-peers", "100")]
     public async Task A_wrong_flag_or_value_is_refused_on_one_line_and_nothing_is_written_to_stdout(string expectedFragment, params string[] args)
     {
         await using var process = CliProcess.Start(args);
