@@ -58,9 +58,8 @@ internal static class CoordinatorCommand
         async Task RunAsync(ParseResult parse, CoordinatorStop stop, CancellationToken ct)
         {
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet));
-            bool created = false;
-            using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
-            if (created) CliLog.KeyCreated(loggers.CreateLogger("coordinator"), parse.GetValue(key));
+            // Every check of the flags and their values comes before --key, which creates a missing
+            // key file: a refused command line leaves no file behind.
             if (CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuild, latencyRebuildMinPeers) is { } alone) throw new ArgumentException(alone);
             if (parse.GetValue(latencyRebuildMinPeers) is var fewest && fewest < Planner.RebuildLeastPeers)
                 throw new ArgumentException($"the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least {Planner.RebuildLeastPeers}, got {fewest}");
@@ -71,7 +70,6 @@ internal static class CoordinatorCommand
                 Topology = ParseTopology(parse.GetValue(topology)),
                 Upload = parse.GetValue(upload),
                 MinPeers = parse.GetValue(minPeers),
-                Signer = signer,
                 MaxPeerUpload = parse.GetValue(maxUpload),
                 LatencyAware = parse.GetValue(latencyAware) == "true",
                 LatencyMovesPerSecond = parse.GetValue(latencyMoves),
@@ -85,7 +83,11 @@ internal static class CoordinatorCommand
             if (parse.GetValue(rtmp) is not null) options = options with { MinSigningInterval = TimeSpan.Zero };
             if (parse.GetValue(controlHeartbeat) is { } seconds) options = options with { ControlHeartbeatInterval = TimeSpan.FromSeconds(seconds) };
             if (parse.GetValue(maxJoins) is { } joins) options = options with { MaxJoinsInProgress = joins, MaxJoinsWaiting = 4 * Math.Max(0, joins) };
-            options = DescriptorLimit.Apply(options, loggers.CreateLogger("coordinator"));
+            options.Validate(); // the Coordinator checks them again; here before the key file is made
+            bool created = false;
+            using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
+            if (created) CliLog.KeyCreated(loggers.CreateLogger("coordinator"), parse.GetValue(key));
+            options = DescriptorLimit.Apply(options with { Signer = signer }, loggers.CreateLogger("coordinator"));
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             var egress = new MediaEgress(parse.GetValue(http) is not null);
             await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForCoordinator(coordinator), egress.Endpoints(loggers)], loggers, ct);

@@ -114,6 +114,30 @@ public sealed class CliErrorTests
         Assert.Equal(0, process.StdoutBytes);
     }
 
+    /// <summary>
+    /// Every flag is checked before <c>--key</c> creates a missing key file: a refused command
+    /// leaves no file behind (the checks once ran after it).
+    /// </summary>
+    [Theory]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "--latency-rebuild-min-peers", "100")]
+    [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "--replay-seconds", "1")]
+    public async Task A_refused_coordinator_command_creates_no_key_file(string expectedFragment, params string[] flags)
+    {
+        string keyFile = Path.Combine(Path.GetTempPath(), $"shardstream-refused-{Guid.NewGuid():N}.pem");
+        try
+        {
+            var (exit, stderr) = await RunAsync(["coordinator", "-l", "127.0.0.1:0", "--key", keyFile, .. flags]);
+
+            Assert.NotEqual(0, exit);
+            AssertOneLineError(stderr, expectedFragment);
+            Assert.False(File.Exists(keyFile), $"the refused command left the key file {keyFile} behind");
+        }
+        finally
+        {
+            File.Delete(keyFile);
+        }
+    }
+
     [Fact]
     public async Task Malformed_address_is_refused_with_a_clear_message()
     {
