@@ -85,14 +85,32 @@ internal static class CommonOptions
         };
     }
 
+    /// <summary>True when <paramref name="option"/> was given on the command line, not left to its default.</summary>
+    public static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
+
+    /// <summary>
+    /// The refusal of a flag that would do nothing in this command line: "--X has no effect without
+    /// --Y" (or "with --Y 0"), one line naming both flags, as every such check words it.
+    /// </summary>
+    public static string NoEffect(string flag, string condition) => $"{flag} has no effect {condition}";
+
     /// <summary>
     /// The error for <c>--latency-rebuild-min-peers</c> given without <c>--latency-rebuild</c>
     /// (coordinator and simulate): it gates a rebuild there is none of, so it would do nothing.
     /// Null when it is not given or the rebuild is on.
     /// </summary>
     public static string? RebuildMinPeersWithoutRebuild(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyRebuildMinPeers) =>
-        parse.GetResult(latencyRebuildMinPeers) is { Implicit: false } && !parse.GetValue(latencyRebuild)
-            ? "--latency-rebuild-min-peers has no effect without --latency-rebuild"
+        Given(parse, latencyRebuildMinPeers) && !parse.GetValue(latencyRebuild)
+            ? NoEffect("--latency-rebuild-min-peers", "without --latency-rebuild")
+            : null;
+
+    /// <summary>
+    /// The error for <c>--latency-rebuild</c> with <c>--latency-moves 0</c> (coordinator and
+    /// simulate): the rebuild is carried out by those moves, so with none it never starts.
+    /// </summary>
+    public static string? RebuildWithoutMoves(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves) =>
+        parse.GetValue(latencyRebuild) && parse.GetValue(latencyMoves) == 0
+            ? NoEffect("--latency-rebuild", "with --latency-moves 0")
             : null;
 
     /// <summary>Runs a command body; any failure a user can cause becomes one line on stderr and exit code 1.</summary>

@@ -36,6 +36,7 @@ internal static class PeerCommand
         foreach (var o in new Option[] { connect, listen, advertise, upload, stream, rejoin, http, replaySeconds, replayMiB, heartbeat, verbose, quiet }.Concat(rtmpPlay.All)) command.Options.Add(o);
         command.SetAction((parse, cancellationToken) => CommonOptions.RunAsync(async ct =>
         {
+            if (rtmpPlay.NameWithoutAddress(parse) is { } unused) throw new ArgumentException(unused);
             // A terminal gets one live status line instead of scrolling logs (not with -v or -q).
             await using var status = StatusLine.Wanted(parse.GetValue(verbose) || parse.GetValue(quiet)) ? new StatusLine() : null;
             using var loggers = CommonOptions.CreateLoggerFactory(parse.GetValue(verbose), parse.GetValue(quiet), status);

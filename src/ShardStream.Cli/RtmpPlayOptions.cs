@@ -9,7 +9,7 @@ internal sealed class RtmpPlayOptions
 {
     public Option<string?> Address { get; } = new("--rtmp-play") { Description = "HOST:PORT to serve the stream to RTMP players on (ffplay, VLC, ffmpeg: rtmp://HOST:PORT/live/NAME); the stream must be FLV (an RTMP publish, or FLV on stdin)." };
 
-    public Option<string> Name { get; } = new("--rtmp-play-name") { Description = "The stream name players ask for (the last part of their URL); not the publisher's key.", DefaultValueFactory = _ => "stream" };
+    public Option<string> Name { get; } = new("--rtmp-play-name") { Description = "With --rtmp-play (refused without it): the stream name players ask for (the last part of their URL); not the publisher's key.", DefaultValueFactory = _ => "stream" };
 
     public RtmpPlayOptions()
     {
@@ -22,6 +22,12 @@ internal sealed class RtmpPlayOptions
     }
 
     public IEnumerable<Option> All => [Address, Name];
+
+    /// <summary>The error for <c>--rtmp-play-name</c> given without <c>--rtmp-play</c> (no server to name a stream for); null otherwise.</summary>
+    public string? NameWithoutAddress(ParseResult parse) =>
+        CommonOptions.Given(parse, Name) && parse.GetValue(Address) is null
+            ? CommonOptions.NoEffect("--rtmp-play-name", "without --rtmp-play")
+            : null;
 
     /// <summary>Starts the server when the flag is given; null otherwise.</summary>
     public async Task<RtmpPlay?> StartAsync(ParseResult parse, ILoggerFactory loggers, CancellationToken ct)

@@ -28,10 +28,10 @@ internal static class SimulateCommand
         var latency = new Option<string>("--latency") { Description = "RTT model: none, world (ten regions with access links, seeded) or matrix:FILE (N, then N rows of N RTTs in ms, -1 unmeasured); see docs/topology.md.", DefaultValueFactory = _ => "none" };
         var latencyAware = new Option<string?>("--latency-aware") { Description = "Place by latency (default: true when a latency model is on). The report compares with the other planner either way." };
         latencyAware.AcceptOnlyFromAmong("true", "false"); // a string: see the coordinator's
-        var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world: print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
-        var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model: after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
-        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves).", DefaultValueFactory = _ => 4 };
-        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap; leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
+        var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world (refused without it): print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
+        var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model (refused without one): after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
+        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves); refused without a model and --improve-seconds.", DefaultValueFactory = _ => 4 };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap (refused without a model and --improve-seconds, or with --latency-moves 0); leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
         var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild (refused without it): the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
@@ -89,9 +89,9 @@ internal static class SimulateCommand
                 return 1;
             }
 
-            if (CommonOptions.RebuildMinPeersWithoutRebuild(parseResult, latencyRebuild, latencyRebuildMinPeers) is { } alone)
+            if (InertFlag(parseResult, model) is { } inert)
             {
-                Console.Error.WriteLine($"shardstream: error: {alone}");
+                Console.Error.WriteLine($"shardstream: error: {inert}");
                 return 1;
             }
 
@@ -125,6 +125,23 @@ internal static class SimulateCommand
             }
         });
         return command;
+
+        // A flag that acts only through another is refused without it (it did nothing): the
+        // breakdown reads the world model's regions, the seconds of moves need a model to measure
+        // them by, and the moves' cap and the rebuild act only during those seconds.
+        string? InertFlag(ParseResult parse, LatencyModel? model)
+        {
+            const string AnyModel = "without --latency world or matrix:FILE";
+            bool improving = parse.GetValue(improveSeconds) != 0;
+            if (parse.GetValue(rdpBreakdown) && model is not WorldLatencyModel) return CommonOptions.NoEffect("--rdp-breakdown", "without --latency world");
+            if (improving && model is null) return CommonOptions.NoEffect("--improve-seconds", AnyModel);
+            if (CommonOptions.Given(parse, latencyMoves) && (model is null || !improving))
+                return CommonOptions.NoEffect("--latency-moves", model is null ? AnyModel : "without --improve-seconds");
+            if (parse.GetValue(latencyRebuild) && (model is null || !improving))
+                return CommonOptions.NoEffect("--latency-rebuild", model is null ? AnyModel : "without --improve-seconds");
+            return CommonOptions.RebuildWithoutMoves(parse, latencyRebuild, latencyMoves)
+                ?? CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuild, latencyRebuildMinPeers);
+        }
     }
 
     private static string Format(SimulationReport report)

@@ -96,12 +96,23 @@ public sealed class CliErrorTests
     [InlineData("--upload (-1) cannot be negative", "simulate", "--peers", "10", "--upload", "-1")]
     [InlineData("--source-upload (0.5) must allow one shard-stream per shard", "simulate", "--peers", "10", "--source-upload", "0.5")]
     [InlineData("--coordinator-pid: no process -1 on this machine", "swarm", "-c", "127.0.0.1:1", "--coordinator-pid", "-1")]
-    [InlineData("--latency-rebuild-min-peers must be at least 20, got 5", "simulate", "--peers", "10", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
+    [InlineData("--latency-rebuild-min-peers must be at least 20, got 5", "simulate", "--peers", "10", "--latency", "world", "--improve-seconds", "1", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
     [InlineData("the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least 20, got 5", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
     // A flag that only matters with another is refused without it (it was silently ignored).
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild-min-peers", "100")]
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--rdp-breakdown has no effect without --latency world", "simulate", "--peers", "10", "--rdp-breakdown")]
+    [InlineData("--improve-seconds has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--improve-seconds", "5")]
+    [InlineData("--latency-moves has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--latency-moves", "8")]
+    [InlineData("--latency-moves has no effect without --improve-seconds", "simulate", "--peers", "10", "--latency", "world", "--latency-moves", "8")]
+    [InlineData("--latency-rebuild has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--latency-rebuild")]
+    [InlineData("--latency-rebuild has no effect without --improve-seconds", "simulate", "--peers", "10", "--latency", "world", "--latency-rebuild")]
+    [InlineData("--latency-rebuild has no effect with --latency-moves 0", "simulate", "--peers", "10", "--latency", "world", "--improve-seconds", "2", "--latency-rebuild", "--latency-moves", "0")]
+    [InlineData("--latency-rebuild has no effect with --latency-moves 0", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "--latency-moves", "0")]
+    [InlineData("--rtmp-key has no effect without --rtmp", "coordinator", "-l", "127.0.0.1:0", "--rtmp-key", "k")]
+    [InlineData("--rtmp-play-name has no effect without --rtmp-play", "coordinator", "-l", "127.0.0.1:0", "--rtmp-play-name", "tv")]
+    [InlineData("--rtmp-play-name has no effect without --rtmp-play", "peer", "-c", "127.0.0.1:1", "--rtmp-play-name", "tv")]
     public async Task A_wrong_flag_or_value_is_refused_on_one_line_and_nothing_is_written_to_stdout(string expectedFragment, params string[] args)
     {
         await using var process = CliProcess.Start(args);
@@ -120,6 +131,7 @@ public sealed class CliErrorTests
     /// </summary>
     [Theory]
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--rtmp-key has no effect without --rtmp", "--rtmp-key", "k")]
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "--replay-seconds", "1")]
     public async Task A_refused_coordinator_command_creates_no_key_file(string expectedFragment, params string[] flags)
     {
