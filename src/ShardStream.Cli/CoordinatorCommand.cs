@@ -31,8 +31,8 @@ internal static class CoordinatorCommand
         // A string, not a bool: the parser leaves a value that is no bool ("maybe") over as an
         // unknown argument, and the error would not name the flag.
         latencyAware.AcceptOnlyFromAmong("true", "false");
-        var latencyMoves = new Option<int>("--latency-moves") { Description = "With --latency-aware: at most this many peers a second, overlay-wide, are moved to a parent that gives them a much lower estimated delay from the source (at least 20 ms and 20% lower; a moved peer rests 30 s; no byte lost). A move must also be borne out by the RTT the peer measured to its parent (its least sample at least 20 ms and 20% above the estimate to the new parent), so estimates alone move nobody. Default 4; 0 turns moving off (docs/topology.md).", DefaultValueFactory = _ => 4 };
-        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "With --latency-moves (refused with --latency-moves 0): those moves first carry out a rebuild of every tree by regions, from the peers' coordinates, the RTT to each peer and the parent-link RTTs heartbeats report (at least 1,000 peers by default, --latency-rebuild-min-peers; a rebuild moves most edges: at 100k peers about 1.2 million moves). Off by default (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
+        var latencyMoves = new Option<int>("--latency-moves") { Description = "With --latency-aware: at most this many peers a second, overlay-wide, are moved to a parent that gives them a much lower estimated delay from the source (at least 20 ms and 20% lower; a moved peer rests 30 s; no byte lost). A move must also be borne out by the RTT the peer measured to its parent (its least sample at least 20 ms and 20% above the estimate to the new parent), so estimates alone move nobody. Default 4; 0 turns moving off; above 0 it is refused with --latency-aware false (docs/topology.md).", DefaultValueFactory = _ => 4 };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "With --latency-moves (refused with --latency-moves 0 or --latency-aware false): those moves first carry out a rebuild of every tree by regions, from the peers' coordinates, the RTT to each peer and the parent-link RTTs heartbeats report (at least 1,000 peers by default, --latency-rebuild-min-peers; a rebuild moves most edges: at 100k peers about 1.2 million moves). Off by default (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
         var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild (refused without it): the fewest peers for a rebuild to be planned (default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}). Smaller overlays gain from it too in the simulator, but while it is under way their trees may run up to three levels deeper than the latency-blind planner's at 100-500 peers (four at 40) (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var mergeReads = new Option<bool>("--merge-reads") { Description = "Append a raw source's short read (a live source's small record) to the chunk before it while that chunk waits for its signature, instead of making each read a chunk: fewer hashes on the wire and at every peer for sources that write small records (docs/performance.md). Off by default; FLV and MPEG-TS are cut by their own rules." };
         var rtmpPlay = new RtmpPlayOptions();
@@ -63,6 +63,16 @@ internal static class CoordinatorCommand
             if (CommonOptions.Given(parse, rtmpKey) && parse.GetValue(rtmp) is null)
                 throw new ArgumentException(CommonOptions.NoEffect("--rtmp-key", "without --rtmp"));
             if (rtmpPlay.NameWithoutAddress(parse) is { } unnamed) throw new ArgumentException(unnamed);
+            // Latency moves, and the rebuild they carry out, run only with latency-aware placement
+            // (Coordinator's move loop returns at once without it); --latency-moves 0 stays allowed,
+            // a way to say "nothing by latency" twice.
+            if (parse.GetValue(latencyAware) == "false")
+            {
+                if (CommonOptions.Given(parse, latencyMoves) && parse.GetValue(latencyMoves) > 0)
+                    throw new ArgumentException(CommonOptions.NoEffect("--latency-moves", "with --latency-aware false"));
+                if (parse.GetValue(latencyRebuild))
+                    throw new ArgumentException(CommonOptions.NoEffect("--latency-rebuild", "with --latency-aware false"));
+            }
             if (CommonOptions.RebuildWithoutMoves(parse, latencyRebuild, latencyMoves) is { } unmoved) throw new ArgumentException(unmoved);
             if (CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuild, latencyRebuildMinPeers) is { } alone) throw new ArgumentException(alone);
             if (parse.GetValue(latencyRebuildMinPeers) is var fewest && fewest < Planner.RebuildLeastPeers)

@@ -110,6 +110,8 @@ public sealed class CliErrorTests
     [InlineData("--latency-rebuild has no effect without --improve-seconds", "simulate", "--peers", "10", "--latency", "world", "--latency-rebuild")]
     [InlineData("--latency-rebuild has no effect with --latency-moves 0", "simulate", "--peers", "10", "--latency", "world", "--improve-seconds", "2", "--latency-rebuild", "--latency-moves", "0")]
     [InlineData("--latency-rebuild has no effect with --latency-moves 0", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "--latency-moves", "0")]
+    [InlineData("--latency-moves has no effect with --latency-aware false", "coordinator", "-l", "127.0.0.1:0", "--latency-aware", "false", "--latency-moves", "8")]
+    [InlineData("--latency-rebuild has no effect with --latency-aware false", "coordinator", "-l", "127.0.0.1:0", "--latency-aware", "false", "--latency-rebuild")]
     [InlineData("--rtmp-key has no effect without --rtmp", "coordinator", "-l", "127.0.0.1:0", "--rtmp-key", "k")]
     [InlineData("--rtmp-play-name has no effect without --rtmp-play", "coordinator", "-l", "127.0.0.1:0", "--rtmp-play-name", "tv")]
     [InlineData("--rtmp-play-name has no effect without --rtmp-play", "peer", "-c", "127.0.0.1:1", "--rtmp-play-name", "tv")]
