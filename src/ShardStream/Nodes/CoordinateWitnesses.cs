@@ -120,8 +120,6 @@ internal sealed class CoordinateWitnesses
             double estimated = fitted.EstimateRtt(remotes[i]);
             if (Contradicts(estimated, rtts[i])) shortfalls.Add(rtts[i] - estimated);
         }
-        shortfalls.Sort();
-        double raise = shortfalls.Count >= MinWitnesses ? shortfalls[^MinWitnesses] : 0;
         // The fit weighs every witness, those that agree with the claim too, and can end nearer a
         // witness that contradicted the claim than the claim put it (left short alone, it raised no
         // height above): the evidence said farther, so it is held at least as far as claimed
@@ -142,9 +140,7 @@ internal sealed class CoordinateWitnesses
             most = Math.Min(most, (2 * rtts[i]) - claimed - fit);
             claimShortfalls.Add(rtts[i] - claimed);
         }
-        raise = Math.Max(raise, least);
-        if (sourceRttMs > 0) raise = Math.Max(raise, sourceRttMs - fitted.EstimateRtt(Coordinator.Anchor));
-        raise = Math.Min(raise, most);
+        double raise = Math.Min(Math.Max(Raise(shortfalls, fitted), least), most);
         if (raise >= least)
         {
             fitted = fitted with { Height = fitted.Height + raise };
@@ -157,13 +153,21 @@ internal sealed class CoordinateWitnesses
             // witnesses that contradicted it and up to the coordinator's measurement, but by no
             // more than twice the least of those shortfalls, so by none past what a witness measured
             // by more than the claim was short of it.
-            claimShortfalls.Sort();
-            raise = claimShortfalls.Count >= MinWitnesses ? claimShortfalls[^MinWitnesses] : 0;
-            if (sourceRttMs > 0) raise = Math.Max(raise, sourceRttMs - claim.EstimateRtt(Coordinator.Anchor));
+            raise = Raise(claimShortfalls, claim);
             raise = claimShortfalls.Count == 0 ? 0 : Math.Min(raise, 2 * claimShortfalls[0]);
             fitted = claim with { Height = claim.Height + raise, Error = fitted.Error };
         }
         return fitted with { Error = Math.Max(claim.Error, Math.Min(fitted.Error, 0.95)) };
+
+        // The raise of a node held at `from`, wanted by the witnesses still short and by the
+        // coordinator: the MinWitnesses-th largest of the shortfalls (sorted here, least first),
+        // and at least what `from` lacks of the coordinator's own measurement.
+        double Raise(List<double> shortfallsLeft, NetworkCoordinate from)
+        {
+            shortfallsLeft.Sort();
+            double byWitnesses = shortfallsLeft.Count >= MinWitnesses ? shortfallsLeft[^MinWitnesses] : 0;
+            return sourceRttMs > 0 ? Math.Max(byWitnesses, sourceRttMs - from.EstimateRtt(Coordinator.Anchor)) : byWitnesses;
+        }
     }
 }
 
