@@ -33,6 +33,10 @@ public sealed class TcpTransport : ITransport
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
+            // [::] means every address of the machine, IPv4 ones too, as 0.0.0.0 does for IPv4; a
+            // .NET IPv6 socket is IPv6-only unless DualMode, and refused IPv4 neighbours. IPv4
+            // connections then arrive as [::ffff:a.b.c.d] (Endpoint.HostOf maps them back).
+            if (endpoint.Address.Equals(IPAddress.IPv6Any)) socket.DualMode = true;
             socket.Bind(endpoint);
             // No backlog of our own: .NET passes int.MaxValue and Linux cuts it to net.core.somaxconn
             // (4096 by default since 5.4), the longest accept queue the system allows. A joiner

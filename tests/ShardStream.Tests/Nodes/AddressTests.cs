@@ -157,6 +157,39 @@ public sealed class AddressTests
         }
     }
 
+    /// <summary>
+    /// Real TCP over IPv4 loopback with every listener on [::]: the coordinator is reached at
+    /// 127.0.0.1, and peers under peers connect to 127.0.0.1:PORT, where their parents' [::]
+    /// listeners must accept IPv4 as a listener on 0.0.0.0 does.
+    /// </summary>
+    [Fact]
+    public async Task Listeners_on_every_IPv6_address_are_reached_over_IPv4()
+    {
+        await using var coordinator = new Coordinator(new CoordinatorOptions { MinPeers = 4, ListenAddress = "[::]:0" }, loggerFactory: Overlay.Loggers);
+        await coordinator.StartAsync(CancellationToken.None);
+        var (_, port) = Endpoint.Parse(coordinator.ListenAddress);
+        var peers = new List<(Peer Peer, MemoryStream Output)>();
+        try
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                var peer = new Peer(new PeerOptions { JoinAddress = $"127.0.0.1:{port}", ListenAddress = "[::]:0" }, loggerFactory: Overlay.Loggers);
+                await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+                peers.Add((peer, new MemoryStream()));
+            }
+            var snapshot = coordinator.Snapshot();
+            foreach (var node in snapshot.Nodes.Skip(1))
+                Assert.Matches(@"^127\.0\.0\.1:\d+$", node.Address);
+            Assert.Contains(snapshot.Nodes.Skip(1), n => n.Parents.Any(p => p > 0));
+
+            await StreamAndCheckAsync(coordinator, peers, Overlay.RandomBytes(2_000_000, 8));
+        }
+        finally
+        {
+            foreach (var (peer, _) in peers) await peer.DisposeAsync();
+        }
+    }
+
     private static async Task StreamAndCheckAsync(Coordinator coordinator, List<(Peer Peer, MemoryStream Output)> peers, byte[] data)
     {
         var runs = peers.Select(p => Task.Run(() => p.Peer.RunAsync(p.Output, CancellationToken.None))).ToList();

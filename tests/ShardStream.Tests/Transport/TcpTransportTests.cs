@@ -28,6 +28,23 @@ public class TcpTransportTests
     }
 
     [Fact]
+    public async Task A_listener_on_every_IPv6_address_accepts_IPv4_connections_too()
+    {
+        // -l [::]:PORT listens on every address of the machine (README), as 0.0.0.0 does: a
+        // viewer's IPv4 neighbours must reach it. A .NET IPv6 socket is IPv6-only unless DualMode.
+        await using var listener = await Tcp.ListenAsync("[::]:0", default);
+        var (_, port) = Endpoint.Parse(listener.LocalAddress);
+
+        await using var client = await Tcp.ConnectAsync($"127.0.0.1:{port}", default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        Assert.Equal("127.0.0.1", Endpoint.HostOf(server.RemoteAddress));
+
+        await PipeIo.WriteAsync(client.Pipe.Output, "ping"u8.ToArray());
+        Assert.Equal("ping"u8.ToArray(), await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4));
+    }
+
+    [Fact]
     public async Task A_frame_written_at_once_to_a_connection_the_other_side_reset_fails_as_an_IOException()
     {
         // Callers (a node's hello handler, the dial-back probe) take a connection gone as an
