@@ -613,7 +613,7 @@ public abstract partial class Node : IAsyncDisposable
         foreach (var s in hello.Shards)
         {
             long first = relay.Subscribe(link, s.Shard, (long)s.FromSeq);
-            if (first > (long)s.FromSeq)
+            if (first > relay.FirstOfShardFrom(s.Shard, (long)s.FromSeq))
             {
                 var (chunks, bytes, oldest, newest) = relay.WindowOf(s.Shard);
                 NodeLog.ServingLater(Log, link.Name, s.Shard, (long)s.FromSeq, first, chunks, oldest, newest, bytes);
