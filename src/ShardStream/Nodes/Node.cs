@@ -649,7 +649,7 @@ public abstract partial class Node : IAsyncDisposable
         if (ticket.ParentId != NodeId) return $"the admission ticket is for node {ticket.ParentId}, this is node {NodeId}";
         if (ticket.ChildId != hello.PeerId) return $"the admission ticket is for peer {ticket.ChildId}, not peer {hello.PeerId}";
         if ((asked & ~ticket.ShardMask) != 0) return $"the admission ticket does not cover every shard asked for ({string.Join(",", hello.Shards.Select(s => s.Shard))})";
-        if (!_tickets.TryUse(ticket.Serial)) return "this admission ticket was used already";
+        if (!_tickets.TryUse(run.Id, ticket.Serial)) return "this admission ticket was used already";
         return null;
     }
 

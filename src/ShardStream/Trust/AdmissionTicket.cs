@@ -71,19 +71,29 @@ internal readonly record struct AdmissionTicket(ulong ParentId, ulong ChildId, u
 /// <summary>
 /// A parent's record of the tickets it has honoured, so that each serves once. Bounded: past
 /// <see cref="Capacity"/> serials the oldest are forgotten (a ticket that old names a plan long
-/// gone; its child has moved on).
+/// gone; its child has moved on). Serials count from 1 in every run of the coordinator, so the
+/// book is of one run: a ticket of the run before cannot be shown in this one (its signature
+/// covers the run id), and a relay that lived through a restart of its coordinator refused the
+/// new run's first tickets as used when it kept the old run's serials.
 /// </summary>
 internal sealed class TicketBook
 {
     public const int Capacity = 65_536;
     private readonly HashSet<ulong> _used = [];
     private readonly Queue<ulong> _order = new();
+    private byte[]? _run;
 
-    /// <summary>True the first time a serial is seen.</summary>
-    public bool TryUse(ulong serial)
+    /// <summary>True the first time a serial is seen in run <paramref name="runId"/> (a ticket already verified against that run).</summary>
+    public bool TryUse(byte[] runId, ulong serial)
     {
         lock (_used)
         {
+            if (_run is null || !_run.AsSpan().SequenceEqual(runId))
+            {
+                _used.Clear();
+                _order.Clear();
+                _run = runId;
+            }
             if (!_used.Add(serial)) return false;
             _order.Enqueue(serial);
             if (_order.Count > Capacity) _used.Remove(_order.Dequeue());

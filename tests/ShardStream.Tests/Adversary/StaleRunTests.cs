@@ -176,6 +176,60 @@ public class StaleRunTests
         _ = streaming1;
     }
 
+    /// <summary>
+    /// Ticket serials count from 1 in every run of the coordinator, and a parent refuses a serial it
+    /// has honoured. A relay that lived through a restart of its coordinator (same key) had kept
+    /// the first run's serials, and refused the second run's children their first tickets as "used
+    /// already" (seen in the README audit across network namespaces): each such child reported its
+    /// parent lost and waited to be placed again. A serial is once per run: the ticket's signature
+    /// covers the run id, so a ticket of the first run cannot be shown in the second.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_that_lives_through_a_restart_of_its_coordinator_honours_the_new_runs_tickets()
+    {
+        using var key = StreamSigner.CreateEphemeral();
+        var net = new VirtualNetwork();
+        var log = new LogCapture();
+        // The coordinator feeds one child: the relay; the viewer can only go under it, in both runs.
+        var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, Upload = 1, MinPeers = 2, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
+        Peer Start(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
+            net.Host(host), log.Factory);
+        const int Chunk = Protocol.MaxChunkLength;
+
+        var run1 = new Coordinator(options, net.Host("coord"), log.Factory);
+        await run1.StartAsync(CancellationToken.None);
+        var source1 = new System.IO.Pipelines.Pipe();
+        _ = Task.Run(() => run1.RunAsync(source1.Reader.AsStream(), CancellationToken.None));
+        await using var relay = Start("relay", null);
+        await relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        _ = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
+        await using var viewer = Start("viewer", 0);
+        await viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        var watching = Task.Run(() => viewer.RunAsync(Stream.Null, CancellationToken.None));
+        await source1.Writer.WriteAsync(Overlay.RandomBytes(2 * Chunk, seed: 1));
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
+        Assert.Equal([relay.Id], viewer.ParentIds());
+
+        // The first coordinator's process dies; the second run, with the same key, takes both back.
+        net.Kill("coord");
+        await run1.DisposeAsync();
+        var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
+        await run2.StartAsync(CancellationToken.None);
+        var source2 = new System.IO.Pipelines.Pipe();
+        var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
+        await Overlay.WaitUntilAsync(() => relay.Rejoins == 1 && viewer.Rejoins == 1, "both joined the second run");
+        long before = viewer.BytesWritten;
+        await source2.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
+
+        Assert.False(log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)), Dump(log));
+        Assert.Equal([relay.Id], viewer.ParentIds());
+        await source2.Writer.CompleteAsync();
+        await streaming2.WaitAsync(Overlay.Deadline);
+        await watching.WaitAsync(Overlay.Deadline);
+        await run2.DisposeAsync();
+    }
+
     private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)
     {
         var relay = new Peer(new PeerOptions
