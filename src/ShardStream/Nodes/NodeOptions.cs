@@ -228,7 +228,8 @@ public sealed record CoordinatorOptions : NodeOptions
     /// With <see cref="LatencyMovesPerSecond"/>: each round of latency moves first carries out a rebuild
     /// of every tree by regions (<see cref="Topology.Planner.RebuildLatency"/>, from the peers'
     /// coordinates, the control links' RTTs and the parent-link RTTs their heartbeats report), under
-    /// the same cap; leaf moves take the seconds it leaves unused. Off by default (CLI:
+    /// the same cap (a step that needs more, an exchange of two relays' places, waits while the
+    /// rounds save their unused moves for it); leaf moves take the seconds it leaves unused. Off by default (CLI:
     /// <c>--latency-rebuild</c>); it plans nothing under <see cref="LatencyRebuildMinPeers"/> peers.
     /// See docs/topology.md, "The rebuild by regions", for how many moves it takes.
     /// </summary>
@@ -237,8 +238,9 @@ public sealed record CoordinatorOptions : NodeOptions
     /// <summary>
     /// With <see cref="LatencyRebuild"/>: fewest peers for a rebuild to be planned (<see cref="Topology.PlannerOptions.RebuildMinPeers"/>,
     /// <see cref="Topology.Planner.RebuildMinPeers"/> by default; CLI: <c>--latency-rebuild-min-peers</c>).
-    /// Smaller overlays gain from it too in the simulator (docs/topology.md, "The rebuild by regions"),
-    /// but their trees may run deeper while it is under way; tests lower it to run a rebuild with real nodes.
+    /// Smaller overlays gain from it too in the simulator, their trees within blind + 1 while it is
+    /// under way since 2026-12-06 (docs/topology.md, "The rebuild by regions", "Small overlays");
+    /// tests lower it to run a rebuild with real nodes.
     /// </summary>
     public int LatencyRebuildMinPeers { get; init; } = ShardStream.Topology.Planner.RebuildMinPeers;
 

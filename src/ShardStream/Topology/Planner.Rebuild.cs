@@ -21,7 +21,7 @@ public sealed partial class Planner
     /// </summary>
     public const double RebuildMinGainShare = 0.02;
 
-    /// <summary>Fewest live peers for a rebuild by default (<see cref="PlannerOptions.RebuildMinPeers"/>): smaller overlays gain from one too, but their trees run deeper while it is under way (docs/topology.md, "The rebuild by regions").</summary>
+    /// <summary>Fewest live peers for a rebuild by default (<see cref="PlannerOptions.RebuildMinPeers"/>): smaller overlays gain from one too, and since 2026-12-06 their trees stay within blind + 1 while it is under way in the simulator (100-500 peers, seeds 1-10), but it has not been lowered (docs/topology.md, "The rebuild by regions", "Small overlays").</summary>
     public const int RebuildMinPeers = 1000;
 
     /// <summary>
@@ -94,7 +94,7 @@ public sealed partial class Planner
     /// <see cref="AdoptRebuild"/> and <see cref="CarryOutRebuild"/> in one call, with nothing between
     /// them; a coordinator makes those calls itself, so as not to plan under its lock.
     /// </summary>
-    /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
+    /// <param name="maxMoves">At most this many (peer, shard) edges move in this call, but for one step the calls before it saved moves for (<see cref="CarryOutRebuild"/>).</param>
     /// <param name="measuredRtt">What a peer reported it measured to a parent (null when nothing).</param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
     public IReadOnlyList<Reattachment> RebuildLatency(int maxMoves, Func<int, int, MeasuredEdgeRtt?> measuredRtt)

@@ -25,6 +25,9 @@ public sealed partial class Planner
     private int _carryPass;
     private int _carryLimit;
     private int _carryBase;
+    private int _carrySaved;
+    private int _carryNeed;
+    private int _exchangeMoves;
     private int[] _carryRetry = [];
     private readonly List<int> _carryLater = [];
     private readonly Stack<(int Node, int Height)> _heightWalk = new();
@@ -36,7 +39,7 @@ public sealed partial class Planner
 
     /// <summary>
     /// Moves at most <paramref name="maxMoves"/> (peer, shard) edges of the rebuild under way
-    /// (<see cref="AdoptRebuild"/>): tree by tree, top down (a node's new parent is in place before
+    /// (<see cref="AdoptRebuild"/>; a step that needs more: below): tree by tree, top down (a node's new parent is in place before
     /// it), each node whose parent differs moves under its new one with its subtree; when that
     /// parent is full, one of its children that is not yet in place takes the moving node's old
     /// place (two Moves). No move may take the tree deeper than its depth limit (the deeper of the
@@ -51,8 +54,13 @@ public sealed partial class Planner
     /// (joins, leaves and repairs change the plan meanwhile, and since it was planned), is skipped;
     /// no node goes over its cap. Empty with no rebuild under way. A rebuild under way goes on when
     /// leaves take the overlay below <see cref="PlannerOptions.RebuildMinPeers"/>, which gates planning only.
+    /// A step that needs more moves than <paramref name="maxMoves"/> (an exchange of places, a swap
+    /// under a cap of 1 or 2) waits: the calls save their unused moves for it until they add up,
+    /// so a call may move more than the cap (at most the cap and that step), but the moves over the
+    /// calls stay within the cap times the calls. Without that, such a step was never made, and a
+    /// small overlay's trees ran up to three levels deeper while a rebuild was under way.
     /// </summary>
-    /// <param name="maxMoves">At most this many (peer, shard) edges move in this call.</param>
+    /// <param name="maxMoves">The cap of this call: at most this many (peer, shard) edges move in it, but for one step the calls before it saved moves for.</param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
     public IReadOnlyList<Reattachment> CarryOutRebuild(int maxMoves)
     {
@@ -70,11 +78,17 @@ public sealed partial class Planner
         if (!ReferenceEquals(plan, _carried))
         {
             _carried = plan;
+            _carrySaved = 0;
             StartTree(plan);
         }
 
+        // What this call may move: its cap, and what the calls before it left unused while they
+        // waited for a step that needs more moves than the cap (saved for it: without them, such
+        // a step never fits a call, and its node is put off until the tree may grow deeper).
+        var budget = maxMoves + _carrySaved;
+        _carrySaved = 0;
         var moved = 0;
-        while (moved < maxMoves && plan.Shard < ShardCount)
+        while (moved < budget && plan.Shard < ShardCount)
         {
             var order = _carryPass == 0 ? plan.Order[plan.Shard] : _carryRetry;
             if (plan.At >= order.Length)
@@ -101,7 +115,10 @@ public sealed partial class Planner
             var step = MoveTowards(node, target, plan.Shard, plan, strict: _carryPass <= RebuildRetryPasses + RebuildSlackPasses);
             if (step == -1)
             {
-                break; // an exchange needs more moves than are left: next call
+                // A step needs more moves than are left: the next call takes it up again, and when
+                // it needs more than the cap, with this call's unused moves saved for it.
+                _carrySaved = _carryNeed > maxMoves ? budget - moved : 0;
+                break;
             }
 
             plan.At++;
@@ -125,8 +142,8 @@ public sealed partial class Planner
 
         return Summarize(_moves, []);
 
-        // Returns the Moves made (0: nothing to do, or skipped), -1 when an exchange needs more
-        // moves than this call has left, -2 when the node is put off to a later pass.
+        // Returns the Moves made (0: nothing to do, or skipped), -1 when a step needs more moves
+        // than this call has left (Wait), -2 when the node is put off to a later pass.
         int MoveTowards(int node, int target, int shard, RebuildPlan plan, bool strict)
         {
             if (!_forest.IsAlive(node) || !_forest.IsAttached(node, shard) || (target != Source && (!_forest.IsAlive(target) || !_forest.IsAttached(target, shard))))
@@ -158,7 +175,13 @@ public sealed partial class Planner
                 if (!fits)
                 {
                     // Its tall children not yet in place go elsewhere first, if they find room.
-                    moved += ParkTallChildren(node, target, shard, plan, below - 1, maxMoves - moved - 1, out var all);
+                    var parked = ParkTallChildren(node, target, shard, plan, below - 1, budget - moved - 1, out var all);
+                    if (parked == -1)
+                    {
+                        return Wait(_swapA.Count + 1);
+                    }
+
+                    moved += parked;
                     if (!all || HeightWithin(node, shard, below) > below)
                     {
                         return -2;
@@ -176,17 +199,11 @@ public sealed partial class Planner
                 return 1;
             }
 
-            // A swap takes up to 3 moves. Under a cap of fewer (--latency-moves 1 or 2) it never
-            // fits a call: the node stays where it is (waiting for it, the rebuild stood still at
-            // its first such node for good, and leaf moves with it).
-            if (maxMoves < 3)
+            // A swap takes up to 3 moves: under a cap of fewer (--latency-moves 1 or 2), the calls
+            // save their moves for it.
+            if (budget - moved < 3)
             {
-                return 0;
-            }
-
-            if (maxMoves - moved < 3)
-            {
-                return -1;
+                return Wait(3);
             }
 
             if (!fits)
@@ -195,14 +212,25 @@ public sealed partial class Planner
                 // yet in place, or its tall children not yet in place go elsewhere first.
                 for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
                 {
-                    var step = plan.Target[shard].Length > child && plan.Target[shard][child] == target ? 0 : ExchangePlaces(node, child, target, parent, shard, plan, maxMoves, maxMoves - moved);
+                    var step = plan.Target[shard].Length > child && plan.Target[shard][child] == target ? 0 : ExchangePlaces(node, child, target, parent, shard, plan, budget - moved);
+                    if (step == -1)
+                    {
+                        return Wait(_exchangeMoves);
+                    }
+
                     if (step != 0)
                     {
                         return step;
                     }
                 }
 
-                moved += ParkTallChildren(node, target, shard, plan, below - 1, maxMoves - moved - 3, out var all);
+                var parked = ParkTallChildren(node, target, shard, plan, below - 1, budget - moved - 3, out var all);
+                if (parked == -1)
+                {
+                    return Wait(_swapA.Count + 3);
+                }
+
+                moved += parked;
                 if (!all || HeightWithin(node, shard, below) > below)
                 {
                     return -2;
@@ -271,7 +299,12 @@ public sealed partial class Planner
                         continue;
                     }
 
-                    var step = ExchangePlaces(node, child, target, parent, shard, plan, maxMoves, maxMoves - moved);
+                    var step = ExchangePlaces(node, child, target, parent, shard, plan, budget - moved);
+                    if (step == -1)
+                    {
+                        return Wait(_exchangeMoves);
+                    }
+
                     if (step != 0)
                     {
                         return step;
@@ -307,6 +340,12 @@ public sealed partial class Planner
 
             return 0;
         }
+
+        int Wait(int need)
+        {
+            _carryNeed = need;
+            return -1;
+        }
     }
 
     /// <summary>At the start of a tree's turn: the first pass, and its depth limit (the deeper of the tree now and the planned tree).</summary>
@@ -336,10 +375,11 @@ public sealed partial class Planner
     /// <paramref name="node"/> (under <paramref name="parent"/>) goes under <paramref name="target"/>
     /// in <paramref name="child"/>'s place, and <paramref name="child"/> in the node's: each takes
     /// the other's children but those already in place under it, so no other node changes depth.
-    /// Returns the Moves made; 0 when the nodes' caps do not allow it or it needs more than
-    /// <paramref name="cap"/> Moves (never fits a call), -1 when it needs more than <paramref name="left"/>.
+    /// Returns the Moves made (2 and one per child moved: at most 2 and the two caps); 0 when the
+    /// nodes' caps do not allow it, -1 when it needs more than <paramref name="left"/> (how many:
+    /// <c>_exchangeMoves</c>).
     /// </summary>
-    private int ExchangePlaces(int node, int child, int target, int parent, int shard, RebuildPlan plan, int cap, int left)
+    private int ExchangePlaces(int node, int child, int target, int parent, int shard, RebuildPlan plan, int left)
     {
         var planned = plan.Target[shard];
         bool InPlace(int n, int p) => planned.Length > n && planned[n] == p;
@@ -373,13 +413,14 @@ public sealed partial class Planner
         var nodeChildren = _keepA.Count + _swapB.Count + (childUnderNode ? 1 : 0);
         var childChildren = _keepB.Count + _swapA.Count;
         var moves = 2 + _swapA.Count + _swapB.Count;
-        if (nodeChildren > _forest.Cap(node, shard) || childChildren > _forest.Cap(child, shard) || moves > cap)
+        if (nodeChildren > _forest.Cap(node, shard) || childChildren > _forest.Cap(child, shard))
         {
             return 0;
         }
 
         if (moves > left)
         {
+            _exchangeMoves = moves;
             return -1;
         }
 
@@ -491,7 +532,7 @@ public sealed partial class Planner
 
         if (_swapA.Count > left)
         {
-            return 0;
+            return -1;
         }
 
         var parked = 0;

@@ -114,6 +114,35 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <c>simulate --peers N --shards 4 --latency world --improve-seconds S --latency-rebuild
+    /// --latency-rebuild-min-peers 20</c> at the default 4 moves a second: while a rebuild of a
+    /// small overlay is under way its trees stay within blind + 1, as at 100k. Before 2026-12-06
+    /// they did not (7, 7 and 8 here against blind's 4, 5 and 5): a step that exchanges a node's
+    /// place with a child's (2 Moves and one per child moved, up to 12 at budget 5) needed more
+    /// than the cap of a call and was never made, so the new first relay of a tree stayed below
+    /// the old one, everything planned under it hung a level deeper, and the tree was finished in
+    /// the passes that allow more levels (docs/topology.md, "The rebuild by regions").
+    /// </summary>
+    [Theory]
+    [InlineData(100, 2, 900)]
+    [InlineData(200, 1, 900)]
+    [InlineData(500, 1, 1500)]
+    public void A_rebuild_of_a_small_overlay_keeps_its_trees_within_blind_plus_one_while_under_way(int peers, int seed, int seconds)
+    {
+        var report = OverlaySimulation.Run(new SimulationOptions(peers, 4, TopologyKind.Striped, 1.25, Seed: seed, Latency: new WorldLatencyModel(seed), ImproveSeconds: seconds, LatencyRebuild: true, LatencyRebuildMinPeers: Planner.RebuildLeastPeers));
+        var blind = report.LatencyBlind!.MaxDepth;
+        Assert.NotEmpty(report.Rebuilds!);
+        Assert.InRange(report.ImproveMoves, 1, 4L * seconds);
+        foreach (var step in report.Rebuilds!)
+        {
+            Assert.InRange(step.EdgesMoved, 1, 4L * step.Second);
+            Assert.True(step.WorstMaxDepth <= blind + 1, $"rebuild done after {step.Second} s: max depth {step.WorstMaxDepth} while under way, blind's {blind}");
+        }
+
+        Assert.InRange(report.LatencyAwareImproved!.MaxDepth, 1, blind + 1);
+    }
+
+    /// <summary>
     /// <see cref="SimulationOptions.LatencyRebuildMinPeers"/> below <see cref="Planner.RebuildLeastPeers"/>
     /// is refused by <see cref="OverlaySimulation.Run"/>, not only by the CLI: with 1 (the least
     /// <see cref="ShardStream.Nodes.CoordinatorOptions"/> takes), two peers in four shards got a rebuild
