@@ -140,6 +140,7 @@ internal sealed partial class RtmpSession
         var feed = _server.Options.Play;
         string? refusal = feed is null ? "this node does not serve players"
             : name != _server.Options.PlayName ? $"unknown stream name (this node serves '{_server.Options.PlayName}')"
+            : feed is FlvPlayHub { NotFlv: { } notFlv } ? $"this node's stream is not served over RTMP: {notFlv}"
             : null;
         if (refusal is not null)
         {
@@ -168,7 +169,8 @@ internal sealed partial class RtmpSession
             }
             await SendAsync(ControlChunkStream, RtmpMessageType.UserControl, 0, 0, RtmpControl.UserControl(UserControlEvent.StreamEof, streamId), ct).ConfigureAwait(false);
             await StatusAsync(streamId, "status", "NetStream.Play.Stop", "Stopped playing.", ct).ConfigureAwait(false);
-            Close("the stream ended");
+            // The hub also ends its players when the stream turns out not to be FLV: not an end of the stream.
+            Close(feed is FlvPlayHub { NotFlv: { } notFlv } ? $"the stream is not served over RTMP: {notFlv}" : "the stream ended");
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {

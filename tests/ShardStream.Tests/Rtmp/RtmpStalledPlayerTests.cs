@@ -28,18 +28,6 @@ public sealed class RtmpStalledPlayerTests
         }
     }
 
-    private static async Task<RtmpTestClient> PlayAsync(string address)
-    {
-        var client = await RtmpTestClient.ConnectAsync(address);
-        await client.HandshakeAsync(afterC2: RtmpTestClient.Encode(3, RtmpMessageType.CommandAmf0, 0, 0,
-            Amf0Writer.Encode("connect", 1.0, new AmfObject { { "app", "live" }, { "tcUrl", "rtmp://127.0.0.1/live" } })));
-        Assert.Equal(["_result", 1.0], (await client.ReadCommandAsync())![..2]);
-        await client.CommandAsync(0, "createStream", 2.0, null);
-        Assert.Equal(["_result", 2.0, null, 1.0], await client.ReadCommandAsync());
-        await client.CommandAsync(1, "play", 3.0, null, "stream");
-        return client;
-    }
-
     [Fact]
     public async Task A_player_that_stops_reading_is_closed_at_the_idle_timeout_and_its_connection_goes_with_it()
     {
@@ -55,7 +43,7 @@ public sealed class RtmpStalledPlayerTests
         try
         {
             // It plays, then reads nothing more: the server's sends to it stop going out.
-            await using var stalled = await PlayAsync(server.LocalAddress);
+            await using var stalled = await RtmpTestClient.PlayAsync(server.LocalAddress);
             await WaitUntilAsync(() => log.All().Contains("took more than 1 s to take a message"), "the server closed the stalled player", log);
 
             // Its place under the limit of 1 connection per address is free again: another player plays.
@@ -64,7 +52,7 @@ public sealed class RtmpStalledPlayerTests
             {
                 try
                 {
-                    await using var next = await PlayAsync(server.LocalAddress).WaitAsync(TimeSpan.FromSeconds(10));
+                    await using var next = await RtmpTestClient.PlayAsync(server.LocalAddress).WaitAsync(TimeSpan.FromSeconds(10));
                     break;
                 }
                 catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NullReferenceException or TimeoutException or EndOfStreamException)

@@ -31,6 +31,19 @@ internal sealed class RtmpTestClient : IAsyncDisposable
         return new RtmpTestClient(socket);
     }
 
+    /// <summary>A player as ffmpeg starts one: connect, createStream, then play of <paramref name="name"/> (its answer left unread).</summary>
+    public static async Task<RtmpTestClient> PlayAsync(string address, string name = "stream")
+    {
+        var client = await ConnectAsync(address);
+        await client.HandshakeAsync(afterC2: Encode(3, RtmpMessageType.CommandAmf0, 0, 0,
+            Amf0Writer.Encode("connect", 1.0, new AmfObject { { "app", "live" }, { "tcUrl", "rtmp://127.0.0.1/live" } })));
+        Assert.Equal(["_result", 1.0], (await client.ReadCommandAsync())![..2]);
+        await client.CommandAsync(0, "createStream", 2.0, null);
+        Assert.Equal(["_result", 2.0, null, 1.0], await client.ReadCommandAsync());
+        await client.CommandAsync(1, "play", 3.0, null, name);
+        return client;
+    }
+
     /// <summary>The handshake; <paramref name="afterC2"/> goes out in the same write as C2.</summary>
     public async Task HandshakeAsync(byte[]? afterC2 = null)
     {
