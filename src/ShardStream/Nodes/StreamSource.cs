@@ -58,6 +58,8 @@ internal sealed class StreamSource
     /// <summary>The format of the source, once its first bytes were read.</summary>
     public MediaFormat? Format { get; private set; }
 
+    private bool _formatLogged;
+
     /// <summary>Stream bytes read from the source so far.</summary>
     public long BytesStreamed => Interlocked.Read(ref _nextOffset);
 
@@ -95,6 +97,13 @@ internal sealed class StreamSource
         lock (_gate) return (_signing.ListsSigned, (long[])_signing.HoldHistogram.Clone());
     }
 
+    private void LogFormat(MediaFormat? format)
+    {
+        if (_formatLogged || format is not { } f) return;
+        _formatLogged = true;
+        if (f != MediaFormat.Raw) MediaLog.SourceFormat(_log, f == MediaFormat.Flv ? "FLV" : "MPEG-TS", ": chunks are cut at its units and joiners start at a keyframe");
+    }
+
     /// <summary>
     /// Streams <paramref name="source"/> into the relay until it ends, then signs what is left and
     /// publishes every shard's End. Returns the chunks and bytes streamed.
@@ -104,6 +113,9 @@ internal sealed class StreamSource
     {
         int k = _options.ShardCount;
         long seq = 0, offset = 0;
+        // The reader tells what it found wrong in an FLV or TS source from inside the read that
+        // found the format: the format is logged first, so that the lines read in their order.
+        if (source.LostSync is { } lostSync) source.LostSync = why => { LogFormat(source.Format); lostSync(why); };
         using var stopSigning = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var signingTimer = Task.Run(() => SignLateListsAsync(stopSigning.Token), CancellationToken.None);
         while (true)
@@ -128,7 +140,7 @@ internal sealed class StreamSource
                 if (Format is null && source.Format is { } format)
                 {
                     Format = format;
-                    if (format != MediaFormat.Raw) MediaLog.SourceFormat(_log, format == MediaFormat.Flv ? "FLV" : "MPEG-TS", ": chunks are cut at its units and joiners start at a keyframe");
+                    LogFormat(format);
                 }
             }
             catch
