@@ -39,7 +39,7 @@ public static partial class MediaHttp
         return response.WriteAsync(text + "\n");
     }
 
-    private static async Task ServeAsync(HttpContext context, MediaHub hub, MediaFormat wanted, ILogger log)
+    internal static async Task ServeAsync(HttpContext context, MediaHub hub, MediaFormat wanted, ILogger log)
     {
         var response = context.Response;
         response.Headers.AccessControlAllowOrigin = "*";
@@ -70,12 +70,13 @@ public static partial class MediaHttp
             await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, $"too many viewers on this node ({hub.MaxViewers})").ConfigureAwait(false);
             return;
         }
-        string who = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
-        ViewerStarted(log, who, context.Request.Path.Value ?? "", hub.ViewerCount);
         response.StatusCode = StatusCodes.Status200OK;
         response.ContentType = MediaFormats.ContentType(format);
         response.Headers.CacheControl = "no-cache, no-store";
+        // A HEAD (a player probing the URL) gets a viewer's headers, 503 included, but is no viewer.
         if (HttpMethods.IsHead(context.Request.Method)) return;
+        string who = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
+        ViewerStarted(log, who, context.Request.Path.Value ?? "", hub.ViewerCount);
         int skips = 0;
         string end = "the stream ended";
         try
