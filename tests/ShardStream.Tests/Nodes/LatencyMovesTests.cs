@@ -1,6 +1,4 @@
-using ShardStream.Nodes;
 using ShardStream.Simulation;
-using ShardStream.Topology;
 using Xunit.Abstractions;
 
 namespace ShardStream.Tests.Nodes;
@@ -33,22 +31,8 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         int written = 0;
         for (int first = 1; first <= count; first += 10)
         {
-            var wave = Enumerable.Range(first, Math.Min(10, count - first + 1)).Select(async i =>
-            {
-                var options = new PeerOptions
-                {
-                    JoinAddress = overlay.Coordinator.ListenAddress,
-                    ListenAddress = $"p{i}:1",
-                    HeartbeatTimeout = TimeSpan.FromSeconds(10),
-                    // Pings every interval until 4 samples, then every 5: a move is judged after 6 (3.5 s).
-                    HeartbeatInterval = TimeSpan.FromMilliseconds(250),
-                };
-                var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
-                await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-                var sink = new MemoryStream();
-                lock (overlay.Peers) overlay.Peers.Add((peer, sink, Task.Run(() => peer.RunAsync(sink, CancellationToken.None)), $"p{i}"));
-            });
-            await Task.WhenAll(wave);
+            // Pings every interval until 4 samples, then every 5: a move is judged after 6 (3.5 s).
+            await Task.WhenAll(Enumerable.Range(first, Math.Min(10, count - first + 1)).Select(i => overlay.JoinHostAsync(i, TimeSpan.FromMilliseconds(250))));
             await overlay.WriteAsync(data.AsMemory(written, 20_000).ToArray());
             written += 20_000;
         }
@@ -63,7 +47,7 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         while (!measured || DateTime.UtcNow - quietSince < TimeSpan.FromSeconds(10))
         {
             Assert.True(DateTime.UtcNow < deadline, $"still moving after 4 minutes: {overlay.Coordinator.LatencyMoves} moves");
-            if (!measured && EveryParentLinkMeasured(overlay))
+            if (!measured && overlay.EveryParentLinkMeasured())
             {
                 measured = true;
                 quietSince = DateTime.UtcNow;
@@ -122,14 +106,7 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { LatencyAware = true, LatencyMovesPerSecond = 4 });
         overlay.Network.UseLatencyModel(hosts, (i, j) => (Delay(i) + Delay(j)) / 2);
         overlay.StartStreaming();
-        await Task.WhenAll(Enumerable.Range(1, count).Select(async i =>
-        {
-            var options = new PeerOptions { JoinAddress = overlay.Coordinator.ListenAddress, ListenAddress = $"p{i}:1", HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(1) };
-            var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
-            await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-            var sink = new MemoryStream();
-            lock (overlay.Peers) overlay.Peers.Add((peer, sink, Task.Run(() => peer.RunAsync(sink, CancellationToken.None)), $"p{i}"));
-        }));
+        await Task.WhenAll(Enumerable.Range(1, count).Select(i => overlay.JoinHostAsync(i, TimeSpan.FromSeconds(1))));
 
         // The stream runs until every peer has measured each of its parents often enough for the
         // coordinator to judge that edge (the machine calmed down long before), and the coordinator
@@ -141,7 +118,7 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         while (roundsAtMeasured < 0 || overlay.Coordinator.LatencyMoveRounds < roundsAtMeasured + 10)
         {
             Assert.True(DateTime.UtcNow < deadline, $"not every parent link measured after 3 minutes ({overlay.Coordinator.LatencyMoves} moves)");
-            if (roundsAtMeasured < 0 && EveryParentLinkMeasured(overlay))
+            if (roundsAtMeasured < 0 && overlay.EveryParentLinkMeasured())
                 roundsAtMeasured = overlay.Coordinator.LatencyMoveRounds;
             if (written < data.Length - 20_000)
             {
@@ -155,12 +132,5 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         Assert.Equal(0, overlay.Coordinator.LatencyMoves);
         await overlay.EndAsync(TimeSpan.FromMinutes(3));
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
-    }
-
-    /// <summary>Every peer has a parent link (not counting the coordinator) and each has the samples a move is judged by.</summary>
-    private static bool EveryParentLinkMeasured(Overlay overlay)
-    {
-        lock (overlay.Peers)
-            return overlay.Peers.All(p => p.Peer.ParentRttReport() is { Count: > 0 } report && report.All(r => r.Samples >= Planner.ImproveMinSamples));
     }
 }

@@ -148,21 +148,8 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         {
             var wave = Enumerable.Range(first, Math.Min(10, count - first + 1)).Select(async i =>
             {
-                var options = new PeerOptions
-                {
-                    JoinAddress = overlay.Coordinator.ListenAddress,
-                    ListenAddress = $"p{i}:1",
-                    HeartbeatTimeout = TimeSpan.FromSeconds(10),
-                    HeartbeatInterval = TimeSpan.FromSeconds(2),
-                };
-                var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
-                await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-                var output = new MemoryStream();
-                lock (overlay.Peers)
-                {
-                    overlay.Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), $"p{i}"));
-                    hostOf[peer.Id] = i;
-                }
+                var peer = await overlay.JoinHostAsync(i, TimeSpan.FromSeconds(2));
+                lock (hostOf) hostOf[peer.Id] = i;
             });
             await Task.WhenAll(wave);
         }

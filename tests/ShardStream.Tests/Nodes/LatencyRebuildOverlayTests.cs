@@ -2,7 +2,6 @@ using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Simulation;
-using ShardStream.Topology;
 using Xunit.Abstractions;
 
 namespace ShardStream.Tests.Nodes;
@@ -76,21 +75,8 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
         }
         async Task JoinAsync(int i)
         {
-            var options = new PeerOptions
-            {
-                JoinAddress = overlay.Coordinator.ListenAddress,
-                ListenAddress = $"p{i}:1",
-                HeartbeatTimeout = TimeSpan.FromSeconds(10),
-                HeartbeatInterval = TimeSpan.FromMilliseconds(250),
-            };
-            var peer = new Peer(options, overlay.Network.Host($"p{i}"), Overlay.Loggers);
-            await peer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-            var sink = new MemoryStream();
-            lock (overlay.Peers)
-            {
-                overlay.Peers.Add((peer, sink, Task.Run(() => peer.RunAsync(sink, CancellationToken.None)), $"p{i}"));
-                hostOf[peer.Id] = i;
-            }
+            var peer = await overlay.JoinHostAsync(i, TimeSpan.FromMilliseconds(250));
+            lock (hostOf) hostOf[peer.Id] = i;
         }
 
         for (int first = 1; first < count; first += 12)
@@ -103,7 +89,7 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
         // coordinator to use them (what a rebuild fits its local coordinates to), as in an overlay
         // that has run for a while; leaf moves may happen meanwhile.
         var measuring = DateTime.UtcNow + TimeSpan.FromMinutes(1);
-        while (!EveryParentLinkMeasured())
+        while (!overlay.EveryParentLinkMeasured())
         {
             Assert.True(DateTime.UtcNow < measuring, "not every parent link measured after a minute");
             await WriteSomeAsync();
@@ -233,12 +219,6 @@ public sealed class LatencyRebuildOverlayTests(ITestOutputHelper output)
                 maxOver = Math.Max(maxOver, overlay.Coordinator.ChildCount - byId[0].Budget);
             }
             else overSince.Remove(0);
-        }
-
-        bool EveryParentLinkMeasured()
-        {
-            lock (overlay.Peers)
-                return overlay.Peers.All(p => p.Peer.ParentRttReport() is { Count: > 0 } report && report.All(r => r.Samples >= Planner.ImproveMinSamples));
         }
 
         int Host(int id) => id == 0 ? 0 : hostOf[id];

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using ShardStream.Topology;
 using ShardStream.Transport;
 
 namespace ShardStream.Tests.Nodes;
@@ -97,6 +98,35 @@ internal sealed class Overlay : IAsyncDisposable
         var output = new MemoryStream();
         Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), host));
         return peer;
+    }
+
+    /// <summary>
+    /// Starts a peer on host p<paramref name="i"/> (node i of a latency model whose node 0 is the
+    /// coordinator), heartbeating every <paramref name="heartbeatInterval"/> with a 10 s timeout and
+    /// logging to <see cref="Loggers"/>, and adds it to <see cref="Peers"/> under their lock, so that
+    /// a wave of joins may run together.
+    /// </summary>
+    public async Task<Peer> JoinHostAsync(int i, TimeSpan heartbeatInterval)
+    {
+        var options = new PeerOptions
+        {
+            JoinAddress = Coordinator.ListenAddress,
+            ListenAddress = $"p{i}:1",
+            HeartbeatTimeout = TimeSpan.FromSeconds(10),
+            HeartbeatInterval = heartbeatInterval,
+        };
+        var peer = new Peer(options, Network.Host($"p{i}"), Loggers);
+        await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+        var output = new MemoryStream();
+        lock (Peers) Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), $"p{i}"));
+        return peer;
+    }
+
+    /// <summary>Every peer has a parent link (not counting the coordinator) and each has the samples a move is judged by.</summary>
+    public bool EveryParentLinkMeasured()
+    {
+        lock (Peers)
+            return Peers.All(p => p.Peer.ParentRttReport() is { Count: > 0 } report && report.All(r => r.Samples >= Planner.ImproveMinSamples));
     }
 
     public async Task WriteAsync(byte[] data)
