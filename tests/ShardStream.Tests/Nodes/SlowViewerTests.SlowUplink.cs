@@ -12,7 +12,14 @@ public sealed partial class SlowViewerTests
     /// --upload 1, feeding two children that relay. Nobody else has room for its children, so it
     /// used to keep its place (event 904) and its children fell further behind for as long as the
     /// stream lasted. Now one of them takes its place (event 912), and both get back to the live
-    /// rate; nobody is stopped and every peer writes the source's bytes.
+    /// rate; nobody is stopped and every peer writes the source's bytes. Which child is found slow
+    /// first, and whether the other is too, depends on how the relay's uplink is shared between
+    /// them: when one takes more than half, only the other may be found slow (demoted as a leaf;
+    /// seen once, 2026-12-06, in a fresh-clone CI run), and it is then moved, once, to
+    /// a parent that judges its own download (event 913), under the other child here. That takes
+    /// one child off the relay as well, and is the other remedy the policy has for this case
+    /// (docs/resilience.md, "The parent's upload, not the child's download"); either way the relay
+    /// ends up serving what its uplink carries, one child.
     /// </summary>
     [Fact]
     public async Task A_relay_whose_uplink_cannot_carry_its_children_exchanges_places_with_one_and_they_get_back_to_the_live_rate()
@@ -49,6 +56,8 @@ public sealed partial class SlowViewerTests
         }
         var writing = WriteAsync();
 
+        // Event 913 about a child of the relay: moved, not stopped.
+        bool MovedOff() => logs.Lines.Any(l => children.Any(c => l.Message.StartsWith($"peer {c.Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id},", StringComparison.Ordinal)) && l.Message.Contains("not stopped: moved to", StringComparison.Ordinal));
         TimeSpan Lag(Peer p) => TimeSpan.FromSeconds((double)(Interlocked.Read(ref written) - p.StartOffset - p.BytesWritten) / rate);
         string Lags() => string.Join(", ", children.Select(c => $"peer {c.Id} {Lag(c).TotalSeconds:0.0} s"));
         try
@@ -57,9 +66,9 @@ public sealed partial class SlowViewerTests
             // 2026-12-06, EvictionPolicy.Demote): it may happen before either is 3 s behind.
             await Overlay.WaitUntilAsync(() => children.Any(c => Lag(c) > TimeSpan.FromSeconds(3)) || logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted") || writing.IsCompleted, "the relay's children fall behind");
             output.WriteLine($"behind: {Lags()}");
-            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted") || writing.IsCompleted, "the relay is demoted");
-            Assert.False(writing.IsCompleted, "the source ended before the relay was demoted");
-            output.WriteLine($"demoted: {Lags()}; {Plan()}");
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted") || MovedOff() || writing.IsCompleted, "the relay is demoted or a slow child moved off it");
+            Assert.False(writing.IsCompleted, "the source ended before the relay was demoted or a slow child moved off it");
+            output.WriteLine($"demoted or moved off: {Lags()}; {Plan()}");
             // Back to the live rate: each within lagBound of the source, checked on the same poll.
             await Overlay.WaitUntilAsync(() => children.All(c => Lag(c) < lagBound) || writing.IsCompleted, $"the relay's former children are within {lagBound.TotalSeconds} s of the source");
             Assert.False(writing.IsCompleted, $"the source ended first: {Lags()}");
@@ -75,8 +84,18 @@ public sealed partial class SlowViewerTests
             await writing;
         }
 
-        Assert.True(logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted to a leaf (budget 0) by exchanging places"), "the relay was demoted some other way");
-        Assert.Equal(0, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == relay.Id).Budget);
+        var nodes = overlay.Coordinator.Snapshot().Nodes;
+        if (logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted"))
+        {
+            Assert.True(logs.Has(LogLevel.Warning, $"peer {relay.Id} demoted to a leaf (budget 0) by exchanging places"), "the relay was demoted some other way");
+            Assert.Equal(0, nodes.Single(n => n.Id == relay.Id).Budget);
+        }
+        else
+        {
+            // The other remedy: a slow child moved off the relay, which serves one child now.
+            Assert.True(MovedOff(), "neither remedy");
+            Assert.Single(nodes, n => n.Parents[0] == relay.Id);
+        }
         Assert.False(logs.Has(LogLevel.Warning, "stopping it ("), "someone was stopped");
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
