@@ -135,10 +135,10 @@ internal static class SimulateCommand
             bool improving = parse.GetValue(improveSeconds) != 0;
             if (parse.GetValue(rdpBreakdown) && model is not WorldLatencyModel) return CommonOptions.NoEffect("--rdp-breakdown", "without --latency world");
             if (improving && model is null) return CommonOptions.NoEffect("--improve-seconds", AnyModel);
-            if (CommonOptions.Given(parse, latencyMoves) && (model is null || !improving))
-                return CommonOptions.NoEffect("--latency-moves", model is null ? AnyModel : "without --improve-seconds");
-            if (parse.GetValue(latencyRebuild) && (model is null || !improving))
-                return CommonOptions.NoEffect("--latency-rebuild", model is null ? AnyModel : "without --improve-seconds");
+            // What the moves' flags lack, if anything: a model, or the seconds to move in.
+            string? lacking = model is null ? AnyModel : !improving ? "without --improve-seconds" : null;
+            if (lacking is not null && CommonOptions.Given(parse, latencyMoves)) return CommonOptions.NoEffect("--latency-moves", lacking);
+            if (lacking is not null && parse.GetValue(latencyRebuild)) return CommonOptions.NoEffect("--latency-rebuild", lacking);
             return CommonOptions.RebuildWithoutMoves(parse, latencyRebuild, latencyMoves)
                 ?? CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuild, latencyRebuildMinPeers);
         }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using ShardStream.Streaming;
 using ShardStream.Transport;
 using ShardStream.Wire;
 
@@ -613,7 +614,7 @@ public abstract partial class Node : IAsyncDisposable
         foreach (var s in hello.Shards)
         {
             long first = relay.Subscribe(link, s.Shard, (long)s.FromSeq);
-            if (first > relay.FirstOfShardFrom(s.Shard, (long)s.FromSeq))
+            if (first > Chunk.FirstOfShardFrom(s.Shard, (long)s.FromSeq, shardCount))
             {
                 var (chunks, bytes, oldest, newest) = relay.WindowOf(s.Shard);
                 NodeLog.ServingLater(Log, link.Name, s.Shard, (long)s.FromSeq, first, chunks, oldest, newest, bytes);

@@ -185,9 +185,6 @@ internal sealed class Relay
 
     private static long Mod(long a, int k) => ((a % k) + k) % k;
 
-    /// <summary>The first chunk of <paramref name="shard"/> at or after chunk <paramref name="seq"/> (chunk n is of shard n mod K).</summary>
-    public long FirstOfShardFrom(int shard, long seq) => seq + Mod(shard - seq, _shardCount);
-
     /// <summary>Ends one shard for its subscribers, once. Called under the lock.</summary>
     private void EndShard(int shard, End end)
     {
@@ -200,7 +197,7 @@ internal sealed class Relay
     /// <summary>
     /// Serves <paramref name="shard"/> to <paramref name="link"/> from <paramref name="fromSeq"/>:
     /// replays the window, then goes live. Returns the first sequence number the link will get:
-    /// the shard's first chunk at or after <paramref name="fromSeq"/> (<see cref="FirstOfShardFrom"/>:
+    /// the shard's first chunk at or after <paramref name="fromSeq"/> (<see cref="Chunk.FirstOfShardFrom"/>:
     /// a joiner asks every shard from one join point), or a later one when the window no longer
     /// reaches back that far.
     /// With <paramref name="untilSeq"/> (a fill), only the chunks before that one are sent, and
@@ -216,7 +213,7 @@ internal sealed class Relay
                 link.Abort(why);
                 return fromSeq;
             }
-            fromSeq = FirstOfShardFrom(shard, fromSeq);
+            fromSeq = Chunk.FirstOfShardFrom(shard, fromSeq, _shardCount);
             _scratch.Clear();
             long first = _window.CopyFrom(shard, fromSeq, _scratch);
             if (_scratch.Count == 0 && fromSeq <= _lastSeq[shard])

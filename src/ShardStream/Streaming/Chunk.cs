@@ -58,6 +58,12 @@ internal sealed class Chunk
     /// <summary>The payload as an array segment (for gathered socket sends).</summary>
     public ArraySegment<byte> Segment => new(_buffer, _start, Length);
 
+    /// <summary>
+    /// The first chunk of <paramref name="shard"/> at or after chunk <paramref name="seq"/>, in a
+    /// stream of <paramref name="shardCount"/> shards: chunk n is of shard n mod K.
+    /// </summary>
+    public static long FirstOfShardFrom(int shard, long seq, int shardCount) => seq + (((shard - seq) % shardCount) + shardCount) % shardCount;
+
     /// <summary>Rents a chunk with room for <paramref name="capacity"/> bytes, held once by the caller.</summary>
     public static Chunk Rent(int capacity) => Take(ChunkBufferPool.Rent(capacity), 0, slab: null);
 

@@ -93,11 +93,7 @@ internal sealed class Reassembler
     /// <summary>The next sequence number wanted from <paramref name="shard"/>: where to resume it.</summary>
     public long NextSeqOf(int shard)
     {
-        lock (_lock)
-        {
-            long last = _lastSeq[shard];
-            return last + 1 + Mod(shard - (last + 1), _shardCount);
-        }
+        lock (_lock) return Chunk.FirstOfShardFrom(shard, _lastSeq[shard] + 1, _shardCount);
     }
 
     private static long Mod(long a, int k) => ((a % k) + k) % k;
