@@ -56,9 +56,10 @@ internal static class JoinAnswer
     /// The coordinator's placement must carry its public key, the run id and its signature over
     /// our nonce, our id and that run id: a node that answers in its place cannot make one, nor
     /// change the run. With <see cref="PeerOptions.Stream"/> the key must be that one; without, it
-    /// is pinned for the rest of the run and logged. Returns the run joined.
+    /// is pinned for the rest of the run and logged; <paramref name="pinned"/> (at a rejoin, the key
+    /// of the first join) must then be the key. Returns the run joined.
     /// </summary>
-    public static StreamRun CheckProof(string address, Welcome welcome, byte[] nonce, StreamKey? wanted, ILogger log)
+    public static StreamRun CheckProof(string address, Welcome welcome, byte[] nonce, StreamKey? wanted, StreamKey? pinned, ILogger log)
     {
         if (welcome.Proof is not { Length: Welcome.ProofLength } proof)
             throw new ProtocolException($"{address} placed this peer without proving it holds the stream's key");
@@ -81,6 +82,12 @@ internal static class JoinAnswer
             if (!wanted.SameAs(key))
                 throw new ConnectionFailedException($"{address} streams {key.Address}, not the stream asked for ({wanted.Address})");
             PeerLog.KeyProved(log, key.Address);
+        }
+        else if (pinned is not null)
+        {
+            // A rejoin: the key pinned at the first join, not the one that answers now.
+            if (!pinned.SameAs(key))
+                throw new ConnectionFailedException($"{address} now streams {key.Address}, not {pinned.Address}, the stream this peer pinned at its first join");
         }
         else
         {

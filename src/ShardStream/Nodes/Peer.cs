@@ -180,9 +180,7 @@ public sealed partial class Peer : Node, IPeerParents
                     StreamRun run;
                     try
                     {
-                        run = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, Log);
-                        if (_verifier is not null && !_verifier.Key.SameAs(run.Key))
-                            throw new ConnectionFailedException($"{address} now streams {run.Key.Address}, not {_verifier.Key.Address}");
+                        run = JoinAnswer.CheckProof(address, welcome, nonce, _options.Stream, _verifier?.Key, Log);
                     }
                     catch (Exception e) when (e is ConnectionFailedException or ProtocolException)
                     {
