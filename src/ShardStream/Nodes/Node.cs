@@ -493,15 +493,49 @@ public abstract partial class Node : IAsyncDisposable
 
     private long _droppedWaiters;
     private long _lastDropLog;
+    private int _dropLogDue;
+    private string _lastDropReason = "";
 
-    /// <summary>Connections dropped by the hello gate are counted, and said at most every 10 s: a flood must not flood the log.</summary>
+    /// <summary>The least time between two lines of event 9104.</summary>
+    private static readonly TimeSpan DropLogInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Connections dropped by the hello gate are counted, and said at most every 10 s: a flood must
+    /// not flood the log. A drop within 10 s of the last line is said when the 10 s are up, with
+    /// the count then, so a flood that came in one burst is not said as its first drop alone.
+    /// </summary>
     private void NoteDroppedWaiter(string reason)
     {
-        long count = Interlocked.Increment(ref _droppedWaiters);
-        long now = Time.GetTimestamp();
+        Interlocked.Increment(ref _droppedWaiters);
+        Volatile.Write(ref _lastDropReason, reason);
+        if (Interlocked.CompareExchange(ref _dropLogDue, 1, 0) != 0) return; // a line is due: it will count this one
         long last = Interlocked.Read(ref _lastDropLog);
-        if ((last == 0 || Time.GetElapsedTime(last, now) > TimeSpan.FromSeconds(10)) && Interlocked.CompareExchange(ref _lastDropLog, now, last) == last)
-            HardeningLog.WaitersDropped(Log, count, reason);
+        var wait = last == 0 ? TimeSpan.Zero : DropLogInterval - Time.GetElapsedTime(last);
+        if (wait <= TimeSpan.Zero)
+        {
+            LogDroppedWaiters();
+            return;
+        }
+        Background.Run(async () =>
+        {
+            try
+            {
+                await Task.Delay(wait, Time, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            LogDroppedWaiters();
+        }, Log, "saying the connections dropped before their hello");
+    }
+
+    private void LogDroppedWaiters()
+    {
+        Interlocked.Exchange(ref _lastDropLog, Time.GetTimestamp());
+        // Cleared before the count is read: a drop after this line's count schedules the next line.
+        Volatile.Write(ref _dropLogDue, 0);
+        HardeningLog.WaitersDropped(Log, Interlocked.Read(ref _droppedWaiters), Volatile.Read(ref _lastDropReason));
     }
 
     private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true)
