@@ -26,7 +26,7 @@ public sealed class CliResilienceCollection
 /// <remarks>
 /// <para>Interior peers are picked from the live parent map, which the test rebuilds from the
 /// peers' own logs: <c>joined as peer N ...: shard s from peer P</c>, <c>moving shard(s) s@seq to
-/// peer P</c> and <c>lost parent P for shard(s) s</c>. The peers log every parent change, so the
+/// peer P</c> (or <c>to coordinator</c>) and <c>lost parent P for shard(s) s</c>. The peers log every parent change, so the
 /// map follows repairs (the coordinator's join lines would go stale after the first move).</para>
 /// <para>Stall of a peer after a failure at time t (the next failure is at t'): the longest gap
 /// between two stdout arrivals that ends after t and starts in [t - 0.5 s, min(t' - 0.5 s, t + 3 s)),
@@ -237,7 +237,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
                 }
                 else if (MovingRegex().Match(line) is { Success: true } moving)
                 {
-                    int parent = int.Parse(moving.Groups[2].Value, CultureInfo.InvariantCulture);
+                    int parent = moving.Groups[2].Success ? int.Parse(moving.Groups[2].Value, CultureInfo.InvariantCulture) : 0;
                     foreach (string s in moving.Groups[1].Value.Split(','))
                         parents[int.Parse(s.Split('@')[0], CultureInfo.InvariantCulture)] = parent;
                 }
@@ -473,7 +473,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
     [GeneratedRegex(@"shard (\d+) from (?:coordinator|peer (\d+))")]
     private static partial Regex ShardFromRegex();
 
-    [GeneratedRegex(@"moving shard\(s\) ([\d@,]+) to peer (\d+) \(")]
+    [GeneratedRegex(@"moving shard\(s\) ([\d@,]+) to (?:coordinator|peer (\d+)) \(")]
     private static partial Regex MovingRegex();
 
     [GeneratedRegex(@"lost parent (\d+) for shard\(s\) ([\d,]+):")]

@@ -160,8 +160,9 @@ internal static partial class PeerLog
     [LoggerMessage(1704, LogLevel.Warning, "cannot attach to {Address}: {Reason}", EventName = "AttachFailed")]
     public static partial void AttachFailed(ILogger log, string address, string reason);
 
-    [LoggerMessage(1705, LogLevel.Information, "moving shard(s) {Shards} to peer {Parent} ({Address})", EventName = "Moving")]
-    public static partial void Moving(ILogger log, string shards, ulong parent, string address);
+    /// <summary><paramref name="parent"/>: "coordinator" or "peer N"; <paramref name="address"/>: where this peer connects to it.</summary>
+    [LoggerMessage(1705, LogLevel.Information, "moving shard(s) {Shards} to {Parent} ({Address})", EventName = "Moving")]
+    public static partial void Moving(ILogger log, string shards, string parent, string address);
 
     [LoggerMessage(1706, LogLevel.Error, "cut off parent {Parent} (shard(s) {Shards}): {Reason}", EventName = "ParentCutOff")]
     public static partial void ParentCutOff(ILogger log, ulong parent, string shards, string reason);

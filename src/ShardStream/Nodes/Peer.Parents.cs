@@ -169,7 +169,10 @@ public sealed partial class Peer
             // A new parent that holds the shards only from a later chunk: the chunks before it come from the coordinator first (Peer.Fill.cs).
             await FillBeforeAttachAsync(from, group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
             var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
-            PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")), group.Key.ParentId, group.Key.Address);
+            // Named as the join line names it, at the address AttachAsync connects to: a Move gives
+            // the coordinator's listen address, which may be 0.0.0.0 ("to peer 0 (0.0.0.0:1234)" before).
+            PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")),
+                group.Key.ParentId == 0 ? "coordinator" : $"peer {group.Key.ParentId}", group.Key.ParentId == 0 ? _coordinatorAddress : group.Key.Address);
             try
             {
                 await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, Stopping, generations).ConfigureAwait(false);
