@@ -21,6 +21,10 @@ internal static class CoordinatorCommand
         topology.AcceptOnlyFromAmong("binary", "tessellated", "striped");
         var upload = new Option<double?>("--upload") { Description = "The coordinator's upload as a multiple of the stream rate; floor(X*K) shard-streams, at least K (default (K+1)/K)." };
         var key = new Option<string?>("--key") { Description = "The stream's private key file (PEM). Created with mode 0600 when missing; the stream address printed at start is its public key. Without --key an ephemeral key is made and the address changes at every start." };
+        key.Validators.Add(result =>
+        {
+            if (result.Tokens.Count > 0 && string.IsNullOrWhiteSpace(result.Tokens[^1].Value)) result.AddError("--key: the file name cannot be empty");
+        });
         var maxUpload = new Option<double>("--max-upload") { Description = "The most upload a joining peer is believed, as a multiple of the stream rate (default 4): a peer that declares more is placed as if it had declared this.", DefaultValueFactory = _ => 4 };
         var minPeers = new Option<int>("--min-peers") { Description = "Hold the source until this many peers have joined (for demos and tests).", DefaultValueFactory = _ => 0 };
         var rtmp = new Option<string?>("--rtmp") { Description = "HOST:PORT to accept one RTMP publisher on (OBS or ffmpeg: rtmp://HOST:PORT/APP/KEY); what it publishes, as FLV, is the stream instead of stdin." };

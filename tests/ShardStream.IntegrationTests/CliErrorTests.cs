@@ -81,6 +81,9 @@ public sealed class CliErrorTests
     [InlineData("'garbage' is not a stream address: it must be the 64 hex digits the coordinator prints at start", "peer", "-c", "127.0.0.1:1", "--stream", "garbage")]
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "coordinator", "-l", "127.0.0.1:0", "--replay-seconds", "1")]
     [InlineData("cannot create the key file /nonexistent-shardstream-dir/stream.key", "coordinator", "-l", "127.0.0.1:0", "--key", "/nonexistent-shardstream-dir/stream.key")]
+    // Before: "The value cannot be an empty string. (Parameter 'path')", and for a directory "cannot create the key file /: The file '/' already exists."
+    [InlineData("--key: the file name cannot be empty", "coordinator", "-l", "127.0.0.1:0", "--key", "")]
+    [InlineData("the key file / is a directory", "coordinator", "-l", "127.0.0.1:0", "--key", "/")]
     // Values the parser takes as numbers but nothing after it can use: a stack trace before.
     [InlineData("--latency-aware: 'maybe' is not one of true, false", "coordinator", "-l", "127.0.0.1:0", "--latency-aware", "maybe")]
     [InlineData("--latency-aware: 'yes' is not one of true, false", "simulate", "--peers", "10", "--latency", "world", "--latency-aware", "yes")]

@@ -28,11 +28,12 @@ public sealed class StreamSigner : IDisposable
     /// <summary>
     /// Loads the key in <paramref name="path"/>, or creates it there (mode 0600) when the file does
     /// not exist. <paramref name="created"/> says which. Throws <see cref="ArgumentException"/> with
-    /// a reason for a user when the file cannot be read or holds no Ed25519 private key.
+    /// a reason for a user when the path is a directory, or the file cannot be read or holds no Ed25519 private key.
     /// </summary>
     public static StreamSigner LoadOrCreate(string path, out bool created)
     {
         created = false;
+        if (Directory.Exists(path)) throw new ArgumentException($"the key file {path} is a directory");
         if (File.Exists(path))
         {
             byte[] blob;
