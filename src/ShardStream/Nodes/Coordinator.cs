@@ -112,6 +112,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         ShardStreamMetrics.Announce(_options.ShardCount);
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         Background.Run(ImproveLatencyAsync, Log, "latency moves");
+        Background.Run(RepromoteAsync, Log, "re-promotions");
         CoordinatorLog.Listening(Log, ListenAddress, _options.ShardCount, _options.EffectiveTopology.ToString().ToLowerInvariant(), _options.SourceBudget);
         var (dial, hint) = Endpoint.ForViewers(ListenAddress);
         CoordinatorLog.StreamAddress(Log, StreamKey.Address, _ephemeralKey ? " (an ephemeral key, made for this run: give --key FILE to keep the address across runs)" : "", Run.IdText, dial, StreamKey.Address, hint);
@@ -742,6 +743,26 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     Interlocked.Add(ref _latencyMoves, moves.Count);
                     CoordinatorLog.LatencyMoves(Log, round, moves.Count, string.Join(", ", moves.Select(m => $"peer {m.Peer} shard {m.Shard} -> {m.NewParent}")));
                 }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping.
+        }
+    }
+
+    /// <summary>
+    /// Gives demoted peers that kept up their budget back (<see cref="EvictionPolicy.CheckRepromotions"/>),
+    /// every second until the source ends (after it nothing is queued, so nobody is found slow).
+    /// </summary>
+    private async Task RepromoteAsync()
+    {
+        try
+        {
+            while (!Stopping.IsCancellationRequested && !_source.Ended)
+            {
+                await Task.Delay(EvictionPolicy.RepromotionCheckInterval, Time, Stopping).ConfigureAwait(false);
+                _eviction.CheckRepromotions();
             }
         }
         catch (OperationCanceledException)

@@ -199,6 +199,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             int others = OthersFoundSlow(id, parent, now, out int siblings);
             _foundSlow[id] = (now, parent);
             NoteSlowUnder(id, parent, now);
+            _repromotions.FoundSlow(id);
             bool relay = planner.Budget(id) > 0;
             if (!relay && queueAge < options.SlowChildGrace) return;
             // A child already excused under another parent within ExcuseWindow is judged on its own:
@@ -325,10 +326,11 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         _lastDownload.Remove(id);
         _excused.Remove(id);
         _slowUnder.Remove(id);
+        _repromotions.Forget(id);
     }
 
     /// <summary>Whether anything kept per peer until it leaves (<see cref="Forget"/>) is still kept for <paramref name="id"/>; for tests. Under the gate.</summary>
-    internal bool Remembers(int id) => _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id);
+    internal bool Remembers(int id) => _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id) || _repromotions.Remembers(id);
 
     /// <summary>
     /// Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children;
@@ -377,6 +379,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                     return false;
                 }
                 int budget = planner.Budget(child);
+                _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
                 var exchange = planner.DemoteByExchange(id, child);
                 _lastDemotion = now;
                 _lastDemotionFoundBy = foundBy;
@@ -384,6 +387,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 SlowChildLog.DemotedByExchange(log, id, why, child, budget, exchange.Count);
                 return true;
             }
+            _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
             var plan = planner.Demote(id);
             _lastDemotion = now;
             _lastDemotionFoundBy = foundBy;
@@ -392,6 +396,37 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         }
         SlowChildLog.Demoted(log, id, why, moves);
         return true;
+    }
+
+    /// <summary>Peers demoted for being slow that kept up since (<see cref="Repromotions"/>). Under the gate.</summary>
+    private readonly Repromotions _repromotions = new(options.RepromotionProbation, time);
+
+    /// <summary>The source's head at the last <see cref="CheckRepromotions"/>: it moved since, or the source produced nothing.</summary>
+    private long _headAtCheck = -1;
+
+    /// <summary>How often the coordinator calls <see cref="CheckRepromotions"/>.</summary>
+    internal static readonly TimeSpan RepromotionCheckInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gives each peer that kept up through its probation its budget back
+    /// (<see cref="Planner.Repromote"/>: nobody moves; its slots serve later joins and repairs), log
+    /// event 915. The time since the last call counts only when the source produced in between.
+    /// Called every <see cref="RepromotionCheckInterval"/> while the stream lasts.
+    /// </summary>
+    public void CheckRepromotions()
+    {
+        lock (tracker.Gate)
+        {
+            var planner = tracker.Planner;
+            long head = source.NextOffset;
+            bool streaming = !source.Ended && _headAtCheck >= 0 && head > _headAtCheck;
+            _headAtCheck = head;
+            var due = _repromotions.Check(streaming, id =>
+                tracker.Peers.ContainsKey(id) && planner.Contains(id) ? [.. Enumerable.Range(0, options.ShardCount).Select(s => planner.ParentOf(id, s))] : null);
+            foreach (var d in due)
+                if (planner.Repromote(d.Id, d.Budget))
+                    SlowChildLog.Repromoted(log, d.Id, d.Budget, d.Kept.TotalSeconds, NodeName(d.FoundBy), d.Count);
+        }
     }
 
     /// <summary>

@@ -130,6 +130,13 @@ public sealed record CoordinatorOptions : NodeOptions
     /// </summary>
     public double MaxPeerUpload { get; init; } = 4;
 
+    /// <summary>
+    /// A peer demoted because a parent found it slow gets its budget back once it has kept up this
+    /// long under other parents, while the source produced (docs/resilience.md, "Re-promoted");
+    /// each later demotion of the same peer doubles it. No CLI flag: tests shorten it.
+    /// </summary>
+    public TimeSpan RepromotionProbation { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>The stream's key; null makes an ephemeral one (the stream address then changes at every start).</summary>
     public Trust.StreamSigner? Signer { get; init; }
 
@@ -297,6 +304,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
         // The CLI takes at least Planner.RebuildLeastPeers (CoordinatorCommand); tests go lower.
         if (LatencyRebuildMinPeers < 1) throw new ArgumentException($"the fewest peers for a rebuild by regions must be at least 1, got {LatencyRebuildMinPeers}");
+        if (RepromotionProbation <= TimeSpan.Zero) throw new ArgumentException("the re-promotion probation must be positive");
         if (RejoinGrace < TimeSpan.Zero) throw new ArgumentException("the rejoin grace cannot be negative");
         if (!(ControlHeartbeatsPerSecond > 0)) throw new ArgumentException("the control-link heartbeats a second must be positive");
         if (ControlHeartbeatInterval is { } control && (control < HeartbeatInterval || control > Peer.MaxControlHeartbeat))

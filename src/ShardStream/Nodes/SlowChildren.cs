@@ -170,7 +170,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–914).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–915).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); demoting it to a leaf", EventName = "SlowChild")]
@@ -214,6 +214,9 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);
+
+    [LoggerMessage(915, LogLevel.Information, "peer {Id} re-promoted: budget {Budget} again (nobody moves), as it kept up for {Seconds:0} s under parents other than {FoundBy}, which found it slow before its demotion (re-promotion {Count}; demoted again, it waits twice as long)", EventName = "PeerRepromoted")]
+    public static partial void Repromoted(ILogger log, int id, int budget, double seconds, string foundBy, int count);
 
     [LoggerMessage(905, LogLevel.Warning, "peer {Id} is not demoted ({Why}): another peer was demoted less than {Spacing:0.#} s ago (one demotion at a time: many slow relays at once point to a busy machine, not to slow viewers)", EventName = "DemotionSpaced")]
     public static partial void DemotionSpaced(ILogger log, int id, string why, double spacing);

@@ -52,6 +52,54 @@ public sealed partial class Planner
     }
 
     /// <summary>
+    /// Gives a demoted peer (budget 0) <paramref name="budget"/> shard-streams again, where it is:
+    /// nobody moves, the peer included, and no edge changes. Its slots are free slots from now on,
+    /// for later joins and repairs, split over the shards as a joiner's would be (binary: all in
+    /// the one tree; tessellated, whose pattern a demotion ended: the larger half to the tree with
+    /// less capacity; striped: all in a home shard, the tree with the least capacity, as a joiner
+    /// of that budget gets). A tree may then be more than one level deeper than its new best depth
+    /// allows until the next join or leave reshapes it (<c>Improve</c>), which can move the peer.
+    /// </summary>
+    /// <returns>False, and nothing changed, when the peer is not in the plan or its budget is not 0.</returns>
+    /// <exception cref="ArgumentException"><paramref name="peer"/> is the source.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="budget"/> is not positive.</exception>
+    public bool Repromote(int peer, int budget)
+    {
+        if (peer == Source)
+        {
+            throw new ArgumentException("The source is never demoted.", nameof(peer));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(budget);
+        if (!Contains(peer) || _forest.Budget(peer) != 0)
+        {
+            return false;
+        }
+
+        // A demotion ended the tessellated pattern already (Demote, DemoteByExchange).
+        _pristine = false;
+        _forest.SetBudget(peer, budget);
+        if (Options.Topology == TopologyKind.Striped)
+        {
+            var home = _homes!.Choose(budget);
+            _homes.Set(peer, home, budget);
+            SetCap(peer, home, budget);
+        }
+        else if (ShardCount == 1)
+        {
+            SetCap(peer, 0, budget);
+        }
+        else
+        {
+            var larger = _forest.TotalCap(0) <= _forest.TotalCap(1) ? 0 : 1;
+            SetCap(peer, larger, (budget + 1) / 2);
+            SetCap(peer, 1 - larger, budget / 2);
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// Makes <paramref name="peer"/> a pure viewer: its budget becomes 0, so it is a leaf in every
     /// shard tree and nobody depends on it (used for a peer that cannot sustain the stream rate,
     /// and for a peer that must not be trusted to relay). Its children are re-placed exactly as if

@@ -22,8 +22,7 @@ public sealed partial class SlowViewerTests
     {
         var logs = new LogCapture();
         await using var overlay = await SecondParentOverlayAsync(logs);
-        var (relay, held, other) = await RelayWithTwoChildrenAsync(overlay);
-        overlay.Network.SetPathRate(overlay.PeerById(relay.Id).Host, overlay.PeerById(held.Id).Host, SecondParentRate * 6 / 10);
+        var (relay, held, other) = await RelayHoldingBackOneChildAsync(overlay);
         var heldRun = overlay.PeerById(held.Id).Run;
         await using var source = LiveSource.Start(overlay, SecondParentRate, maxSeconds: 90, seed: 13);
         string Lags() => $"peer {held.Id} {source.Lag(held).TotalSeconds:0.0} s, peer {other.Id} {source.Lag(other).TotalSeconds:0.0} s behind";
@@ -54,7 +53,8 @@ public sealed partial class SlowViewerTests
     /// <summary>
     /// The other side: a child whose own download is below the stream rate is moved once too, and
     /// its second parent finds it slow and it is stopped there, with the figures; the others write
-    /// every byte.
+    /// every byte. Its probation (it was demoted first, as a relay found slow) starts over at each
+    /// finding there, so it never gets its budget back.
     /// </summary>
     [Fact]
     public async Task A_child_whose_own_download_is_below_the_stream_rate_is_stopped_once_its_second_parent_finds_it_slow_too()
@@ -88,13 +88,15 @@ public sealed partial class SlowViewerTests
         Assert.Contains($"its parent, peer {other.Id},", lines[stoppedAt], StringComparison.Ordinal);
         Assert.True(logs.Has(LogLevel.Information, $"peer {slow.Id}, a leaf found slow by peer {other.Id}, is not moved to another parent first: peer {relay.Id} found it slow too"), "the second parent's finding did not say why it stops the child");
         Assert.Equal(1, lines.Count(l => l.StartsWith($"peer {slow.Id}, a leaf,", StringComparison.Ordinal) && l.Contains("not stopped: moved to", StringComparison.Ordinal)));
+        // Found slow at its second parent within the probation: never given its budget back.
+        Assert.False(logs.Has(LogLevel.Information, $"peer {slow.Id} re-promoted"), $"peer {slow.Id}, whose own download is below the stream rate, was re-promoted");
         await overlay.EndAsync();
         foreach (var p in overlay.Peers.Where(p => p.Peer != slow)) await overlay.AssertIdenticalAsync(p);
     }
 
-    /// <summary>The coordinator feeds one peer (--upload 1); the shard is one stream.</summary>
+    /// <summary>The coordinator feeds one peer (--upload 1); the shard is one stream; re-promotion after <see cref="TestProbation"/>.</summary>
     private static Task<Overlay> SecondParentOverlayAsync(LogCapture logs) =>
-        Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: logs.Factory);
+        Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, RepromotionProbation = TestProbation }, loggers: logs.Factory);
 
     /// <summary>A relay under the coordinator and two children that relay under it; then the stream starts.</summary>
     private static async Task<(Peer Relay, Peer First, Peer Second)> RelayWithTwoChildrenAsync(Overlay overlay)
@@ -107,13 +109,21 @@ public sealed partial class SlowViewerTests
         return (relay, first, second);
     }
 
+    /// <summary>The same, the relay's uplink giving its first child 0.6 of the stream rate (its second all it needs).</summary>
+    private static async Task<(Peer Relay, Peer Held, Peer Other)> RelayHoldingBackOneChildAsync(Overlay overlay)
+    {
+        var (relay, held, other) = await RelayWithTwoChildrenAsync(overlay);
+        overlay.Network.SetPathRate(overlay.PeerById(relay.Id).Host, overlay.PeerById(held.Id).Host, SecondParentRate * 6 / 10);
+        return (relay, held, other);
+    }
+
     private static int ParentOf(Overlay overlay, Peer peer) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == peer.Id).Parents[0];
 
     private static string Plan(Overlay overlay) => string.Join(", ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})"));
 
     private void WriteWarnings(LogCapture logs, LiveSource source)
     {
-        foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning || l.Message.Contains("is not moved", StringComparison.Ordinal)))
+        foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning || l.Message.Contains("is not moved", StringComparison.Ordinal) || l.Message.Contains(" re-promoted: ", StringComparison.Ordinal)))
             output.WriteLine($"{source.At(l.Timestamp).TotalSeconds:0.0} {l.Category}: {l.Message}");
     }
 }

@@ -13,7 +13,7 @@ namespace ShardStream.Tests.Nodes;
 /// must cost only itself. It is demoted to a leaf within seconds, then stopped with the reason;
 /// everyone else gets every byte at the live rate.
 /// </summary>
-[RunsLong(160)]
+[RunsLong(185)]
 public sealed partial class SlowViewerTests(ITestOutputHelper output)
 {
     private const int Rate = 1024 * 1024;          // the live source: 1 MiB/s

@@ -4,7 +4,7 @@ namespace ShardStream.Tests.Topology;
 
 /// <summary>
 /// Random sequences of every operation the coordinator applies to its plan (joins, leaves,
-/// evictions of a whole branch, demotions, dropped edges), interleaved, on small and mid-sized
+/// evictions of a whole branch, demotions, re-promotions, dropped edges), interleaved, on small and mid-sized
 /// overlays: after every single operation each shard tree is a tree rooted at the source, no node
 /// is over its budget, and the trees stay near their depth bound.
 /// </summary>
@@ -93,6 +93,19 @@ public sealed class PlannerRepairPropertyTests
                 var branch = PlanAssert.Subtree(planner, root, random.Next(k)).Prepend(root).ToList();
                 what = $"evict branch {string.Join(",", branch)}";
                 moves = planner.Leave(branch);
+            }
+            else if (peers.Where(p => planner.Budget(p) == 0).ToList() is { Count: > 0 } viewers && random.Next(3) == 0)
+            {
+                // A demoted peer (or a viewer) given a budget: nobody moves.
+                var peer = viewers[random.Next(viewers.Count)];
+                var budget = random.Next(1, k + 2);
+                var version = planner.Version;
+                var parents = Enumerable.Range(0, k).Select(s => planner.ParentOf(peer, s)).ToList();
+                what = $"re-promote {peer} budget {budget}";
+                Assert.True(planner.Repromote(peer, budget));
+                Assert.Equal(budget, planner.Budget(peer));
+                Assert.Equal(parents, Enumerable.Range(0, k).Select(s => planner.ParentOf(peer, s)));
+                Assert.True(planner.Version > version);
             }
             else
             {
