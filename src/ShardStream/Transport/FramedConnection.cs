@@ -717,7 +717,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
         {
-            reason = new CloseReason(CloseCode.ConnectionLost, $"connection lost: {e.Message}", e);
+            // The socket's own words ("Connection reset by peer"), not the runtime's wrapper around
+            // them ("Unable to read data from the transport connection: …."): a user reads this in
+            // the logs and in a peer's last error line.
+            string why = e is IOException { InnerException: System.Net.Sockets.SocketException socket } ? socket.Message : e.Message;
+            reason = new CloseReason(CloseCode.ConnectionLost, $"connection lost: {why}", e);
         }
         catch (Exception e)
         {
