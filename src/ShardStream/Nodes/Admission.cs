@@ -121,8 +121,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         // A kept connection's next Join (round 1 or 2) was accepted once, at its first.
         if (round == 0) JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
         int k = options.ShardCount;
-        int budget = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
-        budget = CapUpload(hello, budget);
+        int declared = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
+        int budget = Math.Min(declared, UploadCap);
         // A peer listening on 0.0.0.0 or [::] is reached where its connection came from.
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
@@ -166,6 +166,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (probed && landmarks != LandmarksSent.Refused) StartEarlyProbe(advertised, hello.PeerId);
             return (null, landmarks == LandmarksSent.Kept);
         }
+        // Said at the Join that places the joiner, not at a landmark round's too.
+        if (budget < declared)
+            CoordinatorLog.UploadCapped(log, hello.ListenAddress, hello.UploadPercent == Hello.DefaultUpload ? (k + 1.0) / k : hello.UploadPercent / 100.0, options.MaxPeerUpload);
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         long probeStart = time.GetTimestamp();
         var probeOutcome = probed ? await (TakeEarlyProbe(advertised, hello.PeerId) ?? probe.ProbeAsync(advertised, hello.PeerId)).ConfigureAwait(false) : default;
@@ -371,14 +374,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// A joiner's upload is what it says, up to <see cref="CoordinatorOptions.MaxPeerUpload"/>: a peer
     /// that claims more is placed as if it had said the cap, so a liar cannot buy a place near the root.
     /// </summary>
-    private int CapUpload(Hello hello, int budget)
-    {
-        int cap = Budgets.FromMultiple(options.MaxPeerUpload, options.ShardCount);
-        if (budget <= cap) return budget;
-        CoordinatorLog.UploadCapped(log,
-            hello.ListenAddress, hello.UploadPercent / 100.0, options.MaxPeerUpload);
-        return cap;
-    }
+    private int UploadCap => Budgets.FromMultiple(options.MaxPeerUpload, options.ShardCount);
 
     /// <summary>
     /// Where each shard goes on for a peer that joins again: its own next chunk, when every one of

@@ -80,6 +80,28 @@ public class UnauthorisedControlTests
         Assert.Equal(6, liar.Budget); // floor(3 x K), not floor(655.34 x K) = 1310
     }
 
+    /// <summary>
+    /// A latency-aware coordinator reads a joiner's Join twice (the landmark round, then the
+    /// placing Join): the capped claim was logged at each (event 1670 twice for one joiner, seen in
+    /// the security.md audit with the CLI's default --latency-aware true). It is logged once, at the
+    /// Join that places the joiner; and a joiner that declares no upload (the default, (K+1)/K) is
+    /// said to declare that, not 655.35x (the wire's "default" value read as a percentage).
+    /// </summary>
+    [Fact]
+    public async Task A_claim_over_the_cap_is_logged_once_for_a_joiner_that_measured_landmarks_first()
+    {
+        var log = new RecordingLogger();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { MaxPeerUpload = 1, LatencyAware = true }, loggers: log);
+        var claimer = await overlay.AddPeerAsync(upload: 100);
+        var quiet = await overlay.AddPeerAsync();
+        Assert.True(log.Lines.Any(l => l.Id.Id == 1713), "the joiners measured no landmarks:\n" + log.Dump()); // "measured 1 of 1 node(s) the coordinator named"
+        string[] capped = [.. log.Lines.Where(l => l.Id.Id == 1670).Select(l => l.Message)];
+        Assert.True(capped.Length == 2, log.Dump());
+        Assert.StartsWith("a joiner from p1:1 declares an upload of 100x the stream rate; counted as the cap, 1x", capped[0]);
+        Assert.StartsWith("a joiner from p2:1 declares an upload of 2x the stream rate; counted as the cap, 1x", capped[1]);
+        Assert.All(new[] { claimer, quiet }, p => Assert.Equal(1, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Budget));
+    }
+
     [Fact]
     public async Task An_accusation_against_a_node_that_is_not_the_accusers_parent_evicts_no_one()
     {
