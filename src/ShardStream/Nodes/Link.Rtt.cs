@@ -9,7 +9,8 @@ namespace ShardStream.Nodes;
 /// most every <see cref="PingInterval"/>, one at a time; its send time is taken when the writer
 /// hands it to the transport, and the answer says how long it waited at the other side before it
 /// went out, so neither side's send queue counts as network delay. Samples feed an RFC 6298
-/// estimator and the node's network coordinate.
+/// estimator, and the least of the last few (<see cref="RttEstimator.RecentMin"/>) the node's
+/// network coordinate.
 /// </summary>
 internal sealed partial class Link
 {
@@ -30,8 +31,9 @@ internal sealed partial class Link
 
     /// <summary>
     /// The link speaks version 6: ping the other side, answer its pings with <paramref name="local"/>'s
-    /// coordinate, and put that coordinate in heartbeats. <paramref name="onSample"/> gets every RTT
-    /// sample with the coordinate the other side answered with.
+    /// coordinate, and put that coordinate in heartbeats. <paramref name="onSample"/> gets, at every
+    /// RTT sample, the least of the link's last few (<see cref="RttEstimator.RecentMin"/>) with the
+    /// coordinate the other side answered with.
     /// </summary>
     public void EnablePings(Func<WireCoordinate> local, Action<Link, TimeSpan, WireCoordinate>? onSample)
     {
@@ -205,14 +207,15 @@ internal sealed partial class Link
         // A pong for no ping of ours (or an old one) says nothing.
         if (pong.Token == 0 || Interlocked.CompareExchange(ref _outstandingPing, 0, pong.Token) != pong.Token || sentAt == 0) return;
         var measured = _time.GetElapsedTime(sentAt, now);
-        TimeSpan sample;
+        TimeSpan sample, recent;
         lock (_rttGate)
         {
             sample = TakeHold(measured, pong.HoldMicros);
             _rtt.Add(sample);
+            recent = _rtt.RecentMin;
             if (!pong.Coordinate.IsUnknown) _remoteCoordinate = pong.Coordinate;
         }
         ShardStreamMetrics.LinkRtt.Record(sample.TotalSeconds);
-        _onRttSample?.Invoke(this, sample, pong.Coordinate);
+        _onRttSample?.Invoke(this, recent, pong.Coordinate);
     }
 }
