@@ -129,7 +129,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             }
             if (++reporter.Accusations > MaxAccusations)
             {
-                CoordinatorLog.AccuserEvicted(log, reporter.Id, reporter.Accusations, parentId);
+                CoordinatorLog.AccuserEvicted(log, reporter.Id, parentId, reporter.Accusations - 1);
                 return Verdict.AccuserEvicted;
             }
             _cutOff.Add(departed.Address);
@@ -143,7 +143,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         }
         if (++reporter.Accusations > MaxAccusations)
         {
-            CoordinatorLog.AccuserEvicted(log, reporter.Id, reporter.Accusations, parentId);
+            CoordinatorLog.AccuserEvicted(log, reporter.Id, parentId, reporter.Accusations - 1);
             return Verdict.AccuserEvicted;
         }
         _cutOff.Add(parent.Address);

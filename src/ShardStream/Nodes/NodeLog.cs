@@ -93,8 +93,8 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1673, LogLevel.Warning, "peer {Id} accuses peer {Parent}, which is not its parent in the plan; ignored: {Reason}", EventName = "AccusationIgnored")]
     public static partial void AccusationIgnored(ILogger log, int id, int parent, string reason);
 
-    [LoggerMessage(1674, LogLevel.Warning, "peer {Id} accuses a {N}th parent (peer {Parent}); evicting the accuser instead", EventName = "AccuserEvicted")]
-    public static partial void AccuserEvicted(ILogger log, int id, int n, int parent);
+    [LoggerMessage(1674, LogLevel.Warning, "peer {Id} accuses parent {Parent} after accusing {Before} others, the most heard from one peer; evicting the accuser instead", EventName = "AccuserEvicted")]
+    public static partial void AccuserEvicted(ILogger log, int id, int parent, int before);
 
     [LoggerMessage(1675, LogLevel.Warning, "peer {Parent} ({Address}) is cut off: its child {Id} reports: {Reason}; its children move, and its address is refused from now on", EventName = "ParentCutOff")]
     public static partial void ParentCutOff(ILogger log, int parent, string address, int id, string reason);

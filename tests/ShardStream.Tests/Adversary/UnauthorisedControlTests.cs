@@ -123,6 +123,40 @@ public class UnauthorisedControlTests
         connection.Abort();
     }
 
+    /// <summary>
+    /// security.md: "Each peer may accuse two parents; the third accusation evicts the accuser".
+    /// A stranger under a chain of honest relays accuses each parent the plan gives it: the first
+    /// two are cut off, the third stays and the accuser is out of the plan. (No test held the rule
+    /// before; with it raised to 20 this fails. Its log line said "accuses a 3th parent".)
+    /// </summary>
+    [Fact]
+    public async Task A_peer_that_accuses_a_third_parent_is_evicted_itself_and_that_parent_stays()
+    {
+        var log = new RecordingLogger();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: log);
+        for (int i = 0; i < 4; i++) await overlay.AddPeerAsync(upload: 1);
+        var (connection, welcome) = await JoinRawAsync(overlay, "accuser");
+        int me = (int)welcome.PeerId;
+        int ParentOfMe() => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == me)?.Parents[0] ?? -1;
+        var accused = new List<int>();
+        for (int n = 1; n <= 3; n++)
+        {
+            int parent = ParentOfMe();
+            Assert.True(parent > 0, $"accusation {n}: the accuser's parent is {parent}, not a peer:\n{log.Dump()}");
+            accused.Add(parent);
+            new ParentLost((ulong)parent, [new ShardStart(0, 0)], $"bad data: chunk {n} of shard 0 does not match the stream's signed hash").Write(connection.Pipe.Output);
+            await connection.Pipe.Output.FlushAsync();
+            if (n < 3) await Overlay.WaitUntilAsync(() => ParentOfMe() != parent, $"accusation {n} cut parent {parent} off and moved the accuser");
+        }
+        await Overlay.WaitUntilAsync(() => ParentOfMe() == -1, "the accuser is out of the plan");
+        var ids = overlay.Coordinator.Snapshot().Nodes.Select(n => n.Id).ToList();
+        Assert.DoesNotContain(accused[0], ids);
+        Assert.DoesNotContain(accused[1], ids);
+        Assert.Contains(accused[2], ids);
+        Assert.Contains(log.Lines, l => l.Id.Id == 1674 && l.Message.StartsWith($"peer {me} accuses parent {accused[2]} after accusing 2 others", StringComparison.Ordinal));
+        connection.Abort();
+    }
+
     [Fact]
     public async Task An_accusation_that_comes_after_the_accused_parent_left_still_cuts_it_off()
     {
