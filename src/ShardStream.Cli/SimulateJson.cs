@@ -92,6 +92,9 @@ internal static class SimulateJson
                             w.WriteNumber("second", r.Second);
                             w.WriteNumber("edgesMoved", r.EdgesMoved);
                             w.WriteNumber("meanRdp", r.MeanRdp);
+                            w.WriteNumber("meanEdgeRttMs", r.MeanEdgeRttMs);
+                            w.WriteNumber("meanSourceDelayMs", r.MeanSourceDelayMs);
+                            w.WriteNumber("p95SourceDelayMs", r.P95SourceDelayMs);
                             w.WriteNumber("maxDepth", r.MaxDepth);
                             w.WriteNumber("worstMaxDepth", r.WorstMaxDepth);
                             w.WriteNumber("worstMeanRdp", r.WorstMeanRdp);
@@ -105,6 +108,10 @@ internal static class SimulateJson
                             w.WriteStartObject();
                             w.WriteNumber("second", r.Second);
                             w.WriteBoolean("carriedOut", r.CarriedOut);
+                            w.WriteNumber("estimatedBeforeMs", r.EstimatedBeforeMs);
+                            w.WriteNumber("estimatedAfterMs", r.EstimatedAfterMs);
+                            w.WriteNumber("measuredBeforeMs", r.MeasuredBeforeMs);
+                            w.WriteNumber("measuredAfterMs", r.MeasuredAfterMs);
                             Phase(w, "lock", r.LockHeld);
                             Phase(w, "snapshot", r.Snapshot);
                             Phase(w, "planning", r.Planning);

@@ -713,7 +713,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     {
                         planned = await Task.Run(() => plan(snapshot, Stopping), Stopping).ConfigureAwait(false);
                         CoordinatorLog.RebuildPlanned(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, copyTime.TotalMilliseconds,
-                            planned is null ? "no valid plan within the caps" : $"estimated mean delay {planned.EstimatedBeforeMs:F1} -> {planned.EstimatedAfterMs:F1} ms, " + (planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out"));
+                            planned is null ? "no valid plan within the caps" : $"estimated mean delay {planned.EstimatedBeforeMs:F1} -> {planned.EstimatedAfterMs:F1} ms, with the measured RTTs {planned.MeasuredBeforeMs:F1} -> {planned.MeasuredAfterMs:F1} ms, " + (planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out"));
                     }
                     catch (OperationCanceledException) when (Stopping.IsCancellationRequested)
                     {

@@ -182,7 +182,7 @@ public static class Simulation
                     rebuilt = planner.CarryOutRebuild(options.LatencyMovesPerSecond).Count;
                     if (plan is not null)
                     {
-                        plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap()));
+                        plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap(), plan.EstimatedBeforeMs, plan.EstimatedAfterMs, plan.MeasuredBeforeMs, plan.MeasuredAfterMs));
                     }
                 }
 
@@ -201,7 +201,7 @@ public static class Simulation
                 else if (wasIn)
                 {
                     var m = LatencyMetrics.Measure(planner, improveModel, joiner, 0, 0, options.Seed);
-                    rebuilds.Add(new RebuildStep(second + 1, improveMoves, m.MeanRdp, m.MaxDepth, Math.Max(worstDepth, m.MaxDepth), Math.Max(worstRdp, m.MeanRdp)));
+                    rebuilds.Add(new RebuildStep(second + 1, improveMoves, m.MeanRdp, m.MaxDepth, Math.Max(worstDepth, m.MaxDepth), Math.Max(worstRdp, m.MeanRdp), m.MeanEdgeRttMs, m.MeanSourceDelayMs, m.P95SourceDelayMs));
                     (worstDepth, worstRdp) = (0, 0);
                 }
 

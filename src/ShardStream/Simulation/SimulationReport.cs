@@ -112,7 +112,10 @@ public sealed record SimulationReport(
 /// <param name="MaxDepth">Its deepest tree then.</param>
 /// <param name="WorstMaxDepth">The deepest tree while it was under way: after every call of its moves, and when it completed.</param>
 /// <param name="WorstMeanRdp">The highest mean RDP while it was under way: every <see cref="RebuildSampleSeconds"/> simulated seconds of it, and when it completed.</param>
-public readonly record struct RebuildStep(int Second, long EdgesMoved, double MeanRdp, int MaxDepth, int WorstMaxDepth, double WorstMeanRdp)
+/// <param name="MeanEdgeRttMs">The aware overlay's mean edge RTT then (<see cref="LatencyReport.MeanEdgeRttMs"/>).</param>
+/// <param name="MeanSourceDelayMs">Its mean delay from the source then (<see cref="LatencyReport.MeanSourceDelayMs"/>): what the planning's estimates estimate.</param>
+/// <param name="P95SourceDelayMs">The 95th percentile of that delay then.</param>
+public readonly record struct RebuildStep(int Second, long EdgesMoved, double MeanRdp, int MaxDepth, int WorstMaxDepth, double WorstMeanRdp, double MeanEdgeRttMs, double MeanSourceDelayMs, double P95SourceDelayMs)
 {
     /// <summary>
     /// Simulated seconds between two samples of the mean RDP while a rebuild is under way (each
@@ -128,7 +131,11 @@ public readonly record struct RebuildStep(int Second, long EdgesMoved, double Me
 /// <param name="Snapshot">Copying what planning reads: the coordinator holds its plan's lock for it.</param>
 /// <param name="Planning">The planning on that copy: outside the lock.</param>
 /// <param name="FirstMoves">Taking the plan back and carrying out its first moves (at most the cap): under the lock again.</param>
-public readonly record struct RebuildPlanning(int Second, bool CarriedOut, PhaseTime Snapshot, PhaseTime Planning, PhaseTime FirstMoves)
+/// <param name="EstimatedBeforeMs">The planning's estimate of the mean delay from the source (slowest tree) of the plan as it was (<see cref="Topology.RebuildPlan.EstimatedBeforeMs"/>).</param>
+/// <param name="EstimatedAfterMs">Its estimate of the planned rebuild's (<see cref="Topology.RebuildPlan.EstimatedAfterMs"/>).</param>
+/// <param name="MeasuredBeforeMs">The same as <paramref name="EstimatedBeforeMs"/> with the measured RTTs (<see cref="Topology.RebuildPlan.MeasuredBeforeMs"/>).</param>
+/// <param name="MeasuredAfterMs">The same as <paramref name="EstimatedAfterMs"/> with the measured RTTs (<see cref="Topology.RebuildPlan.MeasuredAfterMs"/>).</param>
+public readonly record struct RebuildPlanning(int Second, bool CarriedOut, PhaseTime Snapshot, PhaseTime Planning, PhaseTime FirstMoves, double EstimatedBeforeMs, double EstimatedAfterMs, double MeasuredBeforeMs, double MeasuredAfterMs)
 {
     /// <summary>The longest the lock is held at once for it: what a join waits at most.</summary>
     public PhaseTime LockHeld => Snapshot.Wall > FirstMoves.Wall ? Snapshot : FirstMoves;

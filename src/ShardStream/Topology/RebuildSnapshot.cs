@@ -195,18 +195,54 @@ public sealed class RebuildSnapshot
             }
         }
 
-        // Worth carrying out only when it is estimated to gain enough over the plan as it was.
-        var before = EstimatedMeanDelay(index, region, local, s => p => Parent[s][index[p]], cancellationToken);
-        var after = EstimatedMeanDelay(index, region, local, s => p => target[s][p], cancellationToken);
-        return new RebuildPlan(target, order, after <= before * (1 - MinGainShare)) { EstimatedBeforeMs = before, EstimatedAfterMs = after };
+        // Worth carrying out only when it is estimated to gain enough over the plan as it was, both
+        // with every edge from the coordinates and with every edge whose RTT was measured priced by
+        // that measurement: the plan's coordinates drift with what peers measure under load, while
+        // the plan as it was has every edge measured and a planned one few (docs/topology.md, "The
+        // rebuild by regions", "A rebuild planned right after another").
+        Func<int, Func<int, int>> was = s => p => Parent[s][index[p]];
+        Func<int, Func<int, int>> planned = s => p => target[s][p];
+        var before = EstimatedMeanDelay(index, region, local, was, measured: false, cancellationToken);
+        var after = EstimatedMeanDelay(index, region, local, planned, measured: false, cancellationToken);
+        var measuredBefore = EstimatedMeanDelay(index, region, local, was, measured: true, cancellationToken);
+        var measuredAfter = EstimatedMeanDelay(index, region, local, planned, measured: true, cancellationToken);
+        var worth = after <= before * (1 - MinGainShare) && measuredAfter <= measuredBefore * (1 - MinGainShare);
+        return new RebuildPlan(target, order, worth)
+        {
+            EstimatedBeforeMs = before,
+            EstimatedAfterMs = after,
+            MeasuredBeforeMs = measuredBefore,
+            MeasuredAfterMs = measuredAfter,
+        };
+    }
+
+    /// <summary>
+    /// The RTT the snapshot holds as measured between peer indexes <paramref name="c"/> and
+    /// <paramref name="p"/>, the parent of <paramref name="c"/> in tree <paramref name="s"/>: what
+    /// <paramref name="c"/> reported of that link now, else what either reported of its link to the
+    /// other as a parent, as kept for the fit (<see cref="RebuildLinks"/>: the links reported now too,
+    /// each with the RTT first kept of it); NaN when none.
+    /// </summary>
+    private double MeasuredRtt(int s, int c, int p)
+    {
+        var (child, parent) = (Peers[c], Peers[p]);
+        if (Parent[s][c] == parent && !float.IsNaN(ParentRtt[s][c]))
+        {
+            return ParentRtt[s][c];
+        }
+
+        var kept = Links.Rtt(child, parent);
+        return double.IsNaN(kept) ? Links.Rtt(parent, child) : kept;
     }
 
     /// <summary>
     /// Mean over peers of the estimated delay from the source in the slowest tree, given each tree's
     /// parents: half the estimated RTT of each edge, from the local coordinates within a cluster and
-    /// from the plan's coordinates across clusters and from the source.
+    /// from the plan's coordinates across clusters and from the source; with
+    /// <paramref name="measured"/>, half the RTT measured instead wherever the snapshot holds one
+    /// (<see cref="MeasuredRtt"/>, and the coordinator's RTT to the peer for an edge from the source).
     /// </summary>
-    private double EstimatedMeanDelay(int[] index, int[] region, NetworkCoordinate[] local, Func<int, Func<int, int>> parentIn, CancellationToken cancellationToken)
+    private double EstimatedMeanDelay(int[] index, int[] region, NetworkCoordinate[] local, Func<int, Func<int, int>> parentIn, bool measured, CancellationToken cancellationToken)
     {
         var peers = Peers;
         var n = peers.Length;
@@ -240,13 +276,18 @@ public sealed class RebuildSnapshot
                     var p = parentOf(peers[c]);
                     if (p == Planner.Source || p == Planner.None || index[p] < 0)
                     {
-                        delay[c] = Source.EstimateRtt(Coordinates[c]) / 2;
+                        delay[c] = (measured && !double.IsNaN(SourceRtt[c]) ? SourceRtt[c] : Source.EstimateRtt(Coordinates[c])) / 2;
                     }
                     else
                     {
                         var pi = index[p];
-                        var edge = region[pi] == region[c] ? local[pi].EstimateRtt(local[c]) / 2 : Coordinates[pi].EstimateRtt(Coordinates[c]) / 2;
-                        delay[c] = delay[pi] + edge;
+                        var rtt = measured ? MeasuredRtt(s, c, pi) : double.NaN;
+                        if (double.IsNaN(rtt))
+                        {
+                            rtt = region[pi] == region[c] ? local[pi].EstimateRtt(local[c]) : Coordinates[pi].EstimateRtt(Coordinates[c]);
+                        }
+
+                        delay[c] = delay[pi] + (rtt / 2);
                     }
 
                     stamp[c] = s + 1;
@@ -276,7 +317,7 @@ public sealed class RebuildPlan
     internal readonly int[][] Target;
     internal readonly int[][] Order;
 
-    /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option).</summary>
+    /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option), both from the coordinates (<see cref="EstimatedBeforeMs"/>, <see cref="EstimatedAfterMs"/>) and with the measured RTTs (<see cref="MeasuredBeforeMs"/>, <see cref="MeasuredAfterMs"/>).</summary>
     public bool WorthCarryingOut { get; }
 
     /// <summary>The estimated mean delay from the source (slowest tree) of the plan as it was, ms.</summary>
@@ -284,6 +325,12 @@ public sealed class RebuildPlan
 
     /// <summary>The estimated mean delay from the source (slowest tree) of the planned rebuild, ms.</summary>
     public double EstimatedAfterMs { get; internal init; }
+
+    /// <summary>As <see cref="EstimatedBeforeMs"/>, with every edge whose RTT was measured (a parent link a peer reported, now or at an earlier rebuild, or the coordinator's RTT to a peer) priced by that measurement, ms.</summary>
+    public double MeasuredBeforeMs { get; internal init; }
+
+    /// <summary>As <see cref="EstimatedAfterMs"/>, with every edge whose RTT was measured priced by that measurement, ms.</summary>
+    public double MeasuredAfterMs { get; internal init; }
 
     /// <summary>The tree being carried out.</summary>
     internal int Shard;
@@ -327,6 +374,18 @@ internal sealed class RebuildLinks
         _peer[(id * Kept) + _next[id]] = parent;
         _rtt[(id * Kept) + _next[id]] = rtt;
         _next[id] = (byte)((_next[id] + 1) % Kept);
+    }
+
+    /// <summary>The RTT kept of <paramref name="id"/>'s link to <paramref name="parent"/>; NaN when none is kept.</summary>
+    public double Rtt(int id, int parent)
+    {
+        if ((id * Kept) + Kept > _peer.Length)
+        {
+            return double.NaN;
+        }
+
+        var at = Array.IndexOf(_peer, parent, id * Kept, Kept);
+        return at >= 0 && _rtt[at] > 0 ? _rtt[at] : double.NaN;
     }
 
     /// <summary>Adds to <paramref name="links"/> <paramref name="id"/>'s kept links (it at index <paramref name="i"/>) to live peers of its own region.</summary>
