@@ -17,7 +17,8 @@ if (args.Length > 0 && parse.Errors.Count > 0)
 {
     // A wrong flag or value: one line on stderr, as every other error, instead of the reason and
     // then the whole help on stdout, which carries a peer's stream (into a player).
-    var reasons = parse.Errors.Select(CliErrors.Describe);
+    // The parser ends its own messages with a full stop; joined, that read "'--x'.; Unrecognized".
+    var reasons = parse.Errors.Select(e => CliErrors.Describe(e).TrimEnd('.'));
     Console.Error.WriteLine($"shardstream: error: {string.Join("; ", reasons)} (--help lists the flags)");
     return 1;
 }

@@ -69,6 +69,8 @@ public sealed class CliErrorTests
 
     [Theory]
     [InlineData("Unrecognized command or argument '--bogus'", "peer", "-c", "127.0.0.1:1", "--bogus")]
+    // Two reasons are joined by "; ", without the parser's full stop before it (it read "'--rejoin-seconds'.; Unrecognized").
+    [InlineData("Unrecognized command or argument '--rejoin-seconds'; Unrecognized command or argument '0' (--help lists the flags)", "coordinator", "-l", "127.0.0.1:0", "--rejoin-seconds", "0")]
     [InlineData("--topology: 'ring' is not one of binary, tessellated, striped", "coordinator", "-l", "127.0.0.1:0", "--topology", "ring")]
     [InlineData("Option '--connect' is required", "peer")]
     [InlineData("--upload: 'abc' is not a number", "peer", "-c", "127.0.0.1:1", "--upload", "abc")]
