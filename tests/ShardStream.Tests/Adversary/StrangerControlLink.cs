@@ -66,6 +66,9 @@ internal sealed class StrangerControlLink : IAsyncDisposable
         }
     }
 
+    /// <summary>Sends what <paramref name="write"/> writes, between its heartbeats and pongs.</summary>
+    public Task SendAsync(Action<PipeWriter> write) => WriteAsync(write);
+
     private async Task WriteAsync(Action<PipeWriter> write)
     {
         await _writing.WaitAsync(_stop.Token);
