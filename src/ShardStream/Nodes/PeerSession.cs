@@ -32,7 +32,8 @@ internal sealed class PeerSession(int id, string address, Link control)
         lock (_moveOrder)
         {
             var control = Control;
-            if (_movesOn != control) (_movesOn, _movesQueued, _attachedReports) = (control, 0, 0);
+            if (_movesOn != control) StartCounts(control);
+            foreach (var e in move.Shards) _movedTo[e.Shard] = (int)e.ParentId;
             if (_attachedReports > _movesQueued)
             {
                 control.SendAhead(move.Write);
@@ -51,9 +52,27 @@ internal sealed class PeerSession(int id, string address, Link control)
             // A report read on a control link that was replaced since counts for nothing: the new
             // link's counts stand (reset to the old link, they sent the next Moves behind the stream).
             if (link != Control) return;
-            if (_movesOn != link) (_movesOn, _movesQueued, _attachedReports) = (link, 0, 0);
+            if (_movesOn != link) StartCounts(link);
             _attachedReports++;
         }
+    }
+
+    /// <summary>
+    /// True when the last Move sent on the peer's control link as it is now gave
+    /// <paramref name="shard"/> to <paramref name="parent"/>: the peer has been told that place,
+    /// and reads it before anything it is sent later (RepairService: a report of a parent taken out
+    /// since, sent before that Move arrived, needs no Move again).
+    /// </summary>
+    public bool WasMovedTo(int shard, int parent)
+    {
+        lock (_moveOrder) return _movesOn == Control && _movedTo.TryGetValue(shard, out var to) && to == parent;
+    }
+
+    /// <summary>The counts below start again on <paramref name="control"/> (a rejoin replaced the link: its Welcome is where the peer is told its places). Under <c>_moveOrder</c>.</summary>
+    private void StartCounts(Link control)
+    {
+        (_movesOn, _movesQueued, _attachedReports) = (control, 0, 0);
+        _movedTo.Clear();
     }
 
     private readonly object _moveOrder = new();
@@ -64,6 +83,9 @@ internal sealed class PeerSession(int id, string address, Link control)
     private int _movesQueued;
 
     private int _attachedReports;
+
+    /// <summary>The parent the last Move sent on <see cref="_movesOn"/> named for each shard.</summary>
+    private readonly Dictionary<int, int> _movedTo = [];
 
     /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
     public long HeldFrom { get; init; }

@@ -50,10 +50,15 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             {
                 // Out of the overlay already (failed and repaired, or finished after the end and
                 // gone before its children had everything): the plan has the reporter elsewhere.
+                // It is told where, unless the last Move sent to it said so already: a report the
+                // peer sent before that Move arrived (every child of a dead relay reports it, and
+                // only the first report or the coordinator's own finding moves them all). Told
+                // twice, it attached twice, and its new parent dropped one with a broken pipe.
                 CoordinatorLog.LostParentAlreadyOut(log, reporter.Id, parentId);
                 if (!tracker.Peers.ContainsKey(reporter.Id) || !tracker.Planner.Contains(reporter.Id)) return;
-                tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) != parentId)
-                    .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard))).ToList());
+                tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount)
+                    .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard)))
+                    .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList());
                 return;
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
