@@ -353,7 +353,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <param name="childrenSlow">True when <paramref name="id"/>'s children were found slow together (event 910).</param>
     public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false)
     {
-        int moves;
+        int moves, child = Planner.None, childBudget = 0;
         lock (tracker.Gate)
         {
             var planner = tracker.Planner;
@@ -370,7 +370,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 // place (and its children), and the peer becomes a leaf. Seen across network
                 // namespaces: a relay behind a 2 Mbit/s uplink, the only child of a coordinator
                 // with --upload 1, kept its place and its children ran up to 12 s behind.
-                int child = ExchangeCandidate(id, now);
+                child = ExchangeCandidate(id, now);
                 if (child == Planner.None)
                 {
                     // Evicting others to make room would cost more than a slow relay (and a busy
@@ -378,23 +378,17 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                     SlowChildLog.NotDemoted(log, id, why);
                     return false;
                 }
-                int budget = planner.Budget(child);
-                _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
-                var exchange = planner.DemoteByExchange(id, child);
-                _lastDemotion = now;
-                _lastDemotionFoundBy = foundBy;
-                tracker.SendMoves(exchange);
-                SlowChildLog.DemotedByExchange(log, id, why, child, budget, exchange.Count);
-                return true;
+                childBudget = planner.Budget(child);
             }
             _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
-            var plan = planner.Demote(id);
+            var plan = child == Planner.None ? planner.Demote(id) : planner.DemoteByExchange(id, child);
             _lastDemotion = now;
             _lastDemotionFoundBy = foundBy;
             tracker.SendMoves(plan);
             moves = plan.Count;
         }
-        SlowChildLog.Demoted(log, id, why, moves);
+        if (child == Planner.None) SlowChildLog.Demoted(log, id, why, moves);
+        else SlowChildLog.DemotedByExchange(log, id, why, child, childBudget, moves);
         return true;
     }
 

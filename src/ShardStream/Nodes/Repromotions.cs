@@ -68,7 +68,7 @@ internal sealed class Repromotions(TimeSpan probation, TimeProvider time)
         if (_probation.TryGetValue(id, out var p)) (p.Kept, p.Restart) = (TimeSpan.Zero, true);
     }
 
-    /// <summary>True when <paramref name="id"/> is on probation (for the log and tests).</summary>
+    /// <summary>True when <paramref name="id"/> is on probation (for tests).</summary>
     public bool OnProbation(int id) => _probation.ContainsKey(id);
 
     /// <summary>The probation <paramref name="id"/> needs now, when it is on one.</summary>
