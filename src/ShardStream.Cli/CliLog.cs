@@ -8,6 +8,9 @@ internal static partial class CliLog
     [LoggerMessage(1750, LogLevel.Information, "created a new stream key in {File} (mode 0600)", EventName = "KeyCreated")]
     public static partial void KeyCreated(ILogger log, string? file);
 
+    [LoggerMessage(1758, LogLevel.Warning, "the stream key file {File} is readable by others (mode {Mode}): whoever reads it can sign as this stream: chmod 600 {Path}", EventName = "KeyFileReadable")]
+    public static partial void KeyFileReadable(ILogger log, string? file, string mode, string? path);
+
     [LoggerMessage(1751, LogLevel.Information, "overlay at the end of the stream:", EventName = "FinalOverlay")]
     public static partial void FinalOverlay(ILogger log);
 

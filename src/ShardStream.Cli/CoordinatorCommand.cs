@@ -13,6 +13,9 @@ namespace ShardStream.Cli;
 /// <summary><c>shardstream coordinator</c>: streams stdin to the overlay.</summary>
 internal static class CoordinatorCommand
 {
+    /// <summary>A key file with any of these bits set is readable by others than its owner: warned of at start.</summary>
+    private const UnixFileMode OthersMayRead = UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+
     public static Command Create()
     {
         var listen = new Option<string>("--listen", "-l") { Description = "HOST:PORT to accept peers on (port 0 picks a free port; the bound address is logged).", Required = true };
@@ -105,6 +108,8 @@ internal static class CoordinatorCommand
             bool created = false;
             using var signer = parse.GetValue(key) is { } keyFile ? StreamSigner.LoadOrCreate(keyFile, out created) : null;
             if (created) CliLog.KeyCreated(loggers.CreateLogger("coordinator"), parse.GetValue(key));
+            else if (signer is not null && !OperatingSystem.IsWindows() && File.GetUnixFileMode(parse.GetValue(key)!) is var mode && (mode & OthersMayRead) != 0)
+                CliLog.KeyFileReadable(loggers.CreateLogger("coordinator"), parse.GetValue(key), Convert.ToString((int)mode & 0x1FF, 8).PadLeft(4, '0'), parse.GetValue(key));
             options = DescriptorLimit.Apply(options with { Signer = signer }, loggers.CreateLogger("coordinator"));
             await using var coordinator = new Coordinator(options, loggerFactory: loggers);
             var egress = new MediaEgress(parse.GetValue(http) is not null);

@@ -3,7 +3,7 @@ using ShardStream.Wire;
 
 namespace ShardStream.Fuzz;
 
-/// <summary>The hand-made seed corpus: one valid frame of every type (three for Hello: a join of version 3 and of version 12, an attach; two for Heartbeat: the bare one and a peer's with its coordinate and parent RTTs), and a stream of several frames back to back.</summary>
+/// <summary>The hand-made seed corpus: one valid frame of every type (four for Hello: a join of version 3, of version 12 and of version 13 naming its stream, an attach; two for Goodbye: a plain one and a coordinator's refusal of another stream's joiner with its proof; two for Heartbeat: the bare one and a peer's with its coordinate and parent RTTs), and a stream of several frames back to back.</summary>
 public static class SeedCorpus
 {
     public static IEnumerable<(string Name, byte[] Bytes)> Frames()
@@ -14,6 +14,9 @@ public static class SeedCorpus
             // A joiner of version 12 answering Landmarks: its coordinate and the RTTs it measured (the coordinator's and a landmark's).
             ("hello-join-v12", Encode(new Hello(12, 12, HelloRole.Join, 5, 150, [], "0.0.0.0:1235", [.. Enumerable.Range(1, 16).Select(i => (byte)i)], null,
                 new WireCoordinate(30.5f, -12.25f, 4f, 0.4f), [new MeasuredRtt(0, 61_000), new MeasuredRtt(9, 23_500)]).Write)),
+            // A joiner of version 13 that names the stream it asks for (its --stream).
+            ("hello-join-v13", Encode(new Hello(9, 13, HelloRole.Join, 5, 150, [], "0.0.0.0:1235", [.. Enumerable.Range(1, 16).Select(i => (byte)i)], null,
+                WireCoordinate.Unknown, [], [.. Enumerable.Range(1, Protocol.KeyLength).Select(i => (byte)(i * 7))]).Write)),
             ("hello-attach", Encode(new Hello(3, 3, HelloRole.Attach, 7, 125, [new ShardStart(0, 17), new ShardStart(3, 4)], "[::1]:7001", null, [1, 2, 3, 4]).Write)),
             ("welcome", Encode(new Welcome(3, 42, 2, 1000, 123_456, [
                 new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
@@ -21,6 +24,9 @@ public static class SeedCorpus
             ("chunk", Encode(w => new ChunkHeader(1, 77, 5_000_000).Write(w, "a short payload of a chunk"u8))),
             ("end", Encode(new End(1, 1234, 9_876_543, new byte[Protocol.SignatureLength]).Write)),
             ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),
+            // The coordinator's answer to that joiner when it streams another key (version 13): its key and signature, its run id.
+            ("goodbye-other-stream", Encode(new Goodbye(GoodbyeCode.OtherStream, "this coordinator streams 8566, not 9d61: not placed", new byte[Welcome.ProofLength],
+                [.. Enumerable.Range(1, Protocol.RunIdLength).Select(i => (byte)i)]).Write)),
             ("heartbeat", Encode(new Heartbeat(3).Write)),
             // A peer's control-link heartbeat of version 11: the interval it keeps, its coordinate, the RTTs to two parents.
             ("heartbeat-parent-rtts", Encode(new Heartbeat(5000, new WireCoordinate(30.5f, -12.25f, 4f, 0.4f), [new ParentRtt(0, 61_500, 60_900, 14), new ParentRtt(9, 24_000, 23_400, 6)]).Write)),

@@ -6,9 +6,10 @@ namespace ShardStream.IntegrationTests;
 /// <summary>
 /// The README's "Checking that you watch the right stream", through the real CLI on 127.0.0.1:
 /// <c>--key FILE</c> is created with mode 0600 and keeps the stream address across restarts (with a
-/// new run each time); a viewer given another address with <c>--stream</c> exits 1 with
-/// "… streams X, not the stream asked for (Y)"; a viewer given the right one, and one given none
-/// (which logs "pinned stream …"), write the exact stream.
+/// new run each time), and a key file others may read is warned of at start; a viewer given another
+/// address with <c>--stream</c> exits 1 with "the coordinator at A is not stream Y, the stream asked
+/// for: it proved it holds the key of stream X", and the coordinator refuses it without placing it;
+/// a viewer given the right one, and one given none (which logs "pinned stream …"), write the exact stream.
 /// </summary>
 [Collection(CliCollection.Name)]
 public sealed partial class CliStreamKeyTests : IDisposable
@@ -32,8 +33,11 @@ public sealed partial class CliStreamKeyTests : IDisposable
             Assert.True(exit == 0, $"the first coordinator exited with {exit}:\n{first.Stderr}");
             Assert.Contains(first.StderrLines, l => l.Contains($"created a new stream key in {keyFile} (mode 0600)", StringComparison.Ordinal));
             (firstAddress, firstRun) = StreamAddress(first);
+            Assert.DoesNotContain(first.StderrLines, l => l.Contains("is readable by others", StringComparison.Ordinal));
         }
         if (!OperatingSystem.IsWindows()) Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keyFile));
+        // Others of its group may now read it: the next start says so, once.
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
 
         // Second run with the same key: the same address, a new run, and the key is not made again.
         var source = new byte[4 << 20];
@@ -46,6 +50,8 @@ public sealed partial class CliStreamKeyTests : IDisposable
         Assert.NotEqual(firstRun, run);
         Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains("created a new stream key", StringComparison.Ordinal));
         Assert.Contains(coordinator.StderrLines, l => l.Contains($"shardstream peer -c {listen} --stream {address}", StringComparison.Ordinal));
+        if (!OperatingSystem.IsWindows())
+            Assert.Single(coordinator.StderrLines, l => l.Contains($"the stream key file {keyFile} is readable by others (mode 0640): whoever reads it can sign as this stream: chmod 600 {keyFile}", StringComparison.Ordinal));
 
         // A viewer that asks for another stream.
         string other = OtherAddress(address);
@@ -56,8 +62,12 @@ public sealed partial class CliStreamKeyTests : IDisposable
             Assert.Equal(0, wrong.StdoutBytes);
             var errors = wrong.StderrLines.Where(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)).ToList();
             Assert.True(errors.Count == 1, $"expected one error line:\n{wrong.Stderr}");
-            Assert.EndsWith($"{listen} streams {address}, not the stream asked for ({other})", errors[0]);
+            Assert.EndsWith($"the coordinator at {listen} is not stream {other}, the stream asked for: it proved it holds the key of stream {address}", errors[0]);
         }
+        // Refused before it was placed (it would have been peer 1): one line says so, and nobody joined.
+        await WaitUntilAsync(() => coordinator.StderrLines.Any(l => l.Contains($"asked for stream {other}, not ours ({address}): refused, no placement", StringComparison.Ordinal)),
+            () => $"the coordinator did not say it refused the viewer of another stream:\n{coordinator.Stderr}");
+        Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains(") joined at offset", StringComparison.Ordinal));
 
         // The right address, and none: both write the exact stream; the second logs what it pinned.
         await using var named = CliProcess.Start("peer", "-c", listen, "--stream", address);

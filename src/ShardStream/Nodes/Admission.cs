@@ -23,6 +23,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         /// <summary>Says goodbye with a reason and closes.</summary>
         Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn);
 
+        /// <summary>Says <paramref name="goodbye"/> and closes (the caller logged why).</summary>
+        Task RefuseAsync(Link link, Goodbye goodbye);
+
         /// <summary>Starts reading a welcomed peer's control link (and measures its RTT when asked).</summary>
         void StartControl(Link link, ushort version, bool measureRtt);
 
@@ -120,6 +123,13 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     {
         // A kept connection's next Join (round 1 or 2) was accepted once, at its first.
         if (round == 0) JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
+        // A joiner that names another stream would refuse its Welcome: it is refused first, before
+        // a turn, a landmark round, a dial-back or the planner (nobody moves for it).
+        if (hello.Stream is { } asked && !asked.AsSpan().SequenceEqual(signer.PublicKey.Bytes))
+        {
+            await RefuseOtherStreamAsync(link, hello, asked).ConfigureAwait(false);
+            return default;
+        }
         int k = options.ShardCount;
         int declared = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
         int budget = Math.Min(declared, UploadCap);
@@ -350,6 +360,21 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (!_earlyProbes.Remove(token, out var early)) return null;
             return early.Address == address && time.GetElapsedTime(early.Started) <= EarlyProbeFreshness ? early.Result : null;
         }
+    }
+
+    /// <summary>
+    /// Refuses a joiner that asked for stream <paramref name="asked"/>, not this one: one line here,
+    /// and a Goodbye that proves which stream it reached (the key and a signature over its nonce,
+    /// the stream it asked for and the run id), so that it can say so and stop.
+    /// </summary>
+    private Task RefuseOtherStreamAsync(Link link, Hello hello, byte[] asked)
+    {
+        string askedAddress = Convert.ToHexStringLower(asked);
+        CoordinatorLog.OtherStreamRefused(log, link.RemoteAddress, askedAddress, signer.PublicKey.Address);
+        byte[] nonce = hello.Nonce ?? new byte[Protocol.NonceLength];
+        var goodbye = new Goodbye(GoodbyeCode.OtherStream, $"this coordinator streams {signer.PublicKey.Address}, not {askedAddress}: not placed",
+            [.. signer.PublicKey.Bytes, .. signer.SignOtherStream(nonce, asked)], signer.RunId);
+        return host.RefuseAsync(link, goodbye);
     }
 
     /// <summary>The proof that this coordinator holds the stream's key: the joiner checks it against its nonce (and the Welcome's run id).</summary>

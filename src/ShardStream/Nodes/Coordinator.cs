@@ -234,6 +234,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     Task Admission.IHost.RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn) => RefuseAsync(link, code, reason, warn);
 
+    Task Admission.IHost.RefuseAsync(Link link, Goodbye goodbye) => RefuseAsync(link, goodbye, warn: false);
+
     void Admission.IHost.StartControl(Link link, ushort version, bool measureRtt)
     {
         if (measureRtt) MeasureRtt(link, version);

@@ -538,18 +538,21 @@ public abstract partial class Node : IAsyncDisposable
         HardeningLog.WaitersDropped(Log, Interlocked.Read(ref _droppedWaiters), Volatile.Read(ref _lastDropReason));
     }
 
-    private protected async Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true)
+    private protected Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true) => RefuseAsync(link, new Goodbye(code, reason), warn);
+
+    /// <summary>Says <paramref name="goodbye"/> (logged as a refusal when <paramref name="warn"/>) and closes.</summary>
+    private protected async Task RefuseAsync(Link link, Goodbye goodbye, bool warn)
     {
-        if (warn) NodeLog.Refused(Log, link.Name, reason);
+        if (warn) NodeLog.Refused(Log, link.Name, goodbye.Reason);
         try
         {
-            await link.WriteNowAsync(new Goodbye(code, reason).Write, _stopping.Token).ConfigureAwait(false);
+            await link.WriteNowAsync(goodbye.Write, _stopping.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
         {
             // It is gone already; the refusal is logged.
         }
-        await link.ShutdownAsync(reason).ConfigureAwait(false);
+        await link.ShutdownAsync(goodbye.Reason).ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);
     }
 

@@ -140,6 +140,9 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(1686, LogLevel.Information, "joiner {Id}: its connection's handshake gave no usable RTT (a SYN-ACK sent again, a SYN cookie, a failed TCP_INFO read, or no sample), so nothing checks the coordinate and RTTs its Join claims: placed as if it had claimed none (latency-blind), its coordinate taken once its control link has its own samples", EventName = "JoinPlacedBlind")]
     public static partial void JoinPlacedBlind(ILogger log, int id);
+
+    [LoggerMessage(1690, LogLevel.Warning, "a joiner from {Remote} asked for stream {Asked}, not ours ({Ours}): refused, no placement", EventName = "OtherStreamRefused")]
+    public static partial void OtherStreamRefused(ILogger log, string remote, string asked, string ours);
 }
 
 /// <summary>Log lines of a peer: joining, its parents, leaving, the end (event ids 1700..1749; see docs/logging.md).</summary>
@@ -205,4 +208,7 @@ internal static partial class PeerLog
 
     [LoggerMessage(1719, LogLevel.Information, "network coordinate fitted again to the nodes measured at the join: the fit it replaces took {Used:0.#} ms to the coordinator, its control link's least RTT is {Least:0.#} ms in {Samples} samples; from ({FromX:0.#}, {FromY:0.#}) height {FromHeight:0.#} ms to ({X:0.#}, {Y:0.#}) height {Height:0.#} ms, estimated error {Error:0.##}", EventName = "CoordinateRefitted")]
     public static partial void Refitted(ILogger log, double used, double least, int samples, double fromX, double fromY, double fromHeight, double x, double y, double height, double error);
+
+    [LoggerMessage(1720, LogLevel.Information, "{Address} did not read this peer's Join with the stream it asks for (a node older than protocol version 13): joining again without it; the coordinator's key is checked at its Welcome", EventName = "StreamNotRead")]
+    public static partial void StreamNotRead(ILogger log, string address);
 }

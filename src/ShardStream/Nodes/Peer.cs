@@ -99,6 +99,10 @@ public sealed partial class Peer : Node, IPeerParents
         int measured = 0;
         // A version-10 coordinator keeps the connection it sent Landmarks on: the next Join goes there.
         Link? kept = null;
+        // Version 13: the Join names the stream this peer will accept (--stream, or the key pinned at
+        // its first join), so a coordinator of another stream refuses it before placing it. A node
+        // older than 13 takes that for a malformed hello: then this join goes on without it.
+        byte[]? stream = _options.MaxVersion >= Protocol.StreamCheckVersion ? (_options.Stream ?? _verifier?.Key)?.Bytes : null;
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
@@ -129,7 +133,7 @@ public sealed partial class Peer : Node, IPeerParents
                 {
                     try
                     {
-                        await link.WriteNowAsync(new Hello(Protocol.MinVersion, _options.MaxVersion, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts()).Write, cancellationToken).ConfigureAwait(false);
+                        await link.WriteNowAsync(new Hello(Protocol.MinVersion, _options.MaxVersion, HelloRole.Join, _joinToken, upload, resume, AdvertisedAddress, nonce, null, ToWire(Coordinate), MeasuredRtts(), stream).Write, cancellationToken).ConfigureAwait(false);
                     }
                     catch (IOException e) when (!reused && !cancellationToken.IsCancellationRequested)
                     {
@@ -140,7 +144,21 @@ public sealed partial class Peer : Node, IPeerParents
                         throw new JoinInterruptedException($"{address} closed the connection before this peer's hello: {e.Message}", e);
                     }
                     // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
-                    answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken).ConfigureAwait(false);
+                    answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken,
+                        bye => stream is null ? null
+                            : bye.Code == GoodbyeCode.OtherStream ? JoinAnswer.CheckOtherStream(address, bye, nonce, stream, _options.Stream, _verifier?.Key)
+                            : bye.Code == GoodbyeCode.ProtocolError && bye.Reason.StartsWith("malformed hello frame", StringComparison.Ordinal) ? new StreamNotReadException()
+                            : null).ConfigureAwait(false);
+                }
+                catch (StreamNotReadException)
+                {
+                    // A node older than version 13 (the coordinator, or a peer that redirects): the
+                    // same Join without the stream, on a new connection; the Welcome's proof is checked as before.
+                    PeerLog.StreamNotRead(Log, address);
+                    stream = null;
+                    await link.DisposeAsync().ConfigureAwait(false);
+                    hop--;
+                    continue;
                 }
                 catch (Exception e) when (reused && e is IOException or InvalidOperationException && e is not JoinInterruptedException { Unanswered: true } && !cancellationToken.IsCancellationRequested)
                 {
@@ -213,6 +231,9 @@ public sealed partial class Peer : Node, IPeerParents
             return;
         }
     }
+
+    /// <summary>A node older than version 13 refused this peer's Join as malformed: it names its stream.</summary>
+    private sealed class StreamNotReadException : Exception;
 
     /// <summary>The stream's key, once the coordinator proved it holds it (and it is the one asked for, if any).</summary>
     public StreamKey? StreamKey => _verifier?.Key;

@@ -70,6 +70,7 @@ public sealed class StreamKey
         private static readonly byte[] HashesLabel = "shardstream v9 hashes\0"u8.ToArray();
         private static readonly byte[] TicketLabel = "shardstream v9 ticket\0"u8.ToArray();
         private static readonly byte[] HeaderLabel = "shardstream v9 header\0"u8.ToArray();
+        private static readonly byte[] OtherStreamLabel = "shardstream v13 other stream\0"u8.ToArray();
 
         /// <summary>A message of <paramref name="length"/> bytes after the label and the run id, with both written.</summary>
         private static byte[] Start(byte[] label, ReadOnlySpan<byte> runId, int length, out int at)
@@ -97,6 +98,15 @@ public sealed class StreamKey
             var m = Start(JoinLabel, runId, nonce.Length + 8, out int at);
             nonce.CopyTo(m.AsSpan(at));
             BinaryPrimitives.WriteUInt64BigEndian(m.AsSpan(at + nonce.Length), peerId);
+            return m;
+        }
+
+        /// <summary>A coordinator's refusal of a joiner that asked for <paramref name="asked"/>, another stream (version 13).</summary>
+        public static byte[] OtherStream(ReadOnlySpan<byte> runId, ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> asked)
+        {
+            var m = Start(OtherStreamLabel, runId, nonce.Length + asked.Length, out int at);
+            nonce.CopyTo(m.AsSpan(at));
+            asked.CopyTo(m.AsSpan(at + nonce.Length));
             return m;
         }
 

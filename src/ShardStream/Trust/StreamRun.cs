@@ -38,6 +38,9 @@ public sealed class StreamRun
     /// <summary>Checks the coordinator's answer to a joiner's nonce (it also vouches for the run id).</summary>
     internal bool VerifyJoin(ReadOnlySpan<byte> nonce, ulong peerId, ReadOnlySpan<byte> signature) => Key.Verify(StreamKey.Messages.Join(Id, nonce, peerId), signature);
 
+    /// <summary>Checks a coordinator's refusal of a joiner that asked for the stream <paramref name="asked"/> (version 13).</summary>
+    internal bool VerifyOtherStream(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> asked, ReadOnlySpan<byte> signature) => Key.Verify(StreamKey.Messages.OtherStream(Id, nonce, asked), signature);
+
     /// <summary>Checks the signature of an End.</summary>
     internal bool VerifyEnd(in End end) => end.Signature is { } s && Key.Verify(StreamKey.Messages.End(Id, end.FinalSeq, end.FinalOffset), s);
 

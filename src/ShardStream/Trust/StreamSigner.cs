@@ -99,6 +99,12 @@ internal sealed class RunSigner(StreamSigner signer, byte[] runId)
     /// <summary>Proves to a joiner that this coordinator holds the key: a signature over its nonce, its new id and the run id.</summary>
     public byte[] SignJoin(ReadOnlySpan<byte> nonce, ulong peerId) => signer.Sign(StreamKey.Messages.Join(RunId, nonce, peerId));
 
+    /// <summary>
+    /// Tells a joiner that asked for stream <paramref name="asked"/> that this is another one, and
+    /// proves which: a signature over its nonce, the key it asked for and the run id.
+    /// </summary>
+    public byte[] SignOtherStream(ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> asked) => signer.Sign(StreamKey.Messages.OtherStream(RunId, nonce, asked));
+
     /// <summary>Signs the end of the stream.</summary>
     public byte[] SignEnd(ulong finalSeq, ulong finalOffset) => signer.Sign(StreamKey.Messages.End(RunId, finalSeq, finalOffset));
 

@@ -55,6 +55,7 @@ public static class HelloChecks
         if (r.Remaining < length) return "malformed hello frame: truncated";
         if (!IsUtf8(body.Slice(r.Position, length))) return "malformed hello frame: the listen address is not valid UTF-8";
         r.Advance(length);
+        if (max >= Protocol.StreamCheckVersion) return "malformed hello frame: bad nonce, ticket, network coordinate, measured RTTs or stream";
         if (max >= Protocol.PingVersion) return "malformed hello frame: bad nonce, ticket, network coordinate or measured RTTs";
         if (max >= Protocol.SignedStreamVersion) return "malformed hello frame: bad nonce or ticket";
         return r.End ? "malformed hello frame" : $"malformed hello frame: {r.Remaining} byte(s) after the last field";

@@ -150,18 +150,32 @@ internal static class FrameWriting
 /// <param name="Ticket">Version 3, attach: the admission ticket the coordinator gave for this parent (null: none).</param>
 /// <param name="Coordinate">Version 6: the sender's network coordinate (null: unknown).</param>
 /// <param name="Measured">Version 6, join: the RTTs the joiner measured to the nodes a Landmarks frame named (null: none).</param>
+/// <param name="Stream">
+/// Version 13, join, optional: the stream's key (<see cref="Protocol.KeyLength"/> bytes) the joiner
+/// will accept, its <c>--stream</c> or the key it pinned at its first join; a coordinator of another
+/// stream refuses it before placing it. Null: the joiner names none (the body ends after <paramref name="Measured"/>).
+/// </param>
 public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloRole Role, ulong PeerId, ushort UploadPercent, ShardStart[] Shards, string ListenAddress,
-    byte[]? Nonce = null, byte[]? Ticket = null, WireCoordinate? Coordinate = null, MeasuredRtt[]? Measured = null)
+    byte[]? Nonce = null, byte[]? Ticket = null, WireCoordinate? Coordinate = null, MeasuredRtt[]? Measured = null, byte[]? Stream = null)
 {
     /// <summary>The <see cref="UploadPercent"/> that asks for the default budget.</summary>
     public const ushort DefaultUpload = ushort.MaxValue;
 
-    /// <summary>The largest length field a hello can have (a full shard list, the longest string, the nonce and the longest ticket).</summary>
+    /// <summary>
+    /// The largest length field a hello can have (a full shard list, the longest string, the nonce and
+    /// the longest ticket, a coordinate and a full list of measured RTTs). A Join's stream (version 13,
+    /// <see cref="Protocol.KeyLength"/> bytes) is shorter than the ticket a Join leaves empty, so the
+    /// longest Join that names its stream is <see cref="Protocol.MaxTicketLength"/> − 32 bytes under it.
+    /// </summary>
     public const int MaxFrameLength = 1 + 4 + 2 + 2 + 1 + 8 + 2 + 1 + Protocol.MaxShards * 9 + 2 + Protocol.MaxStringLength + Protocol.NonceLength + 1 + Protocol.MaxTicketLength + WireCoordinate.Length + 1 + Protocol.MaxShards * MeasuredRtt.Length;
 
     private int Size => 4 + 2 + 2 + 1 + 8 + 2 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(ListenAddress)
         + (MaxVersion >= Protocol.SignedStreamVersion ? Protocol.NonceLength + 1 + (Ticket?.Length ?? 0) : 0)
-        + (MaxVersion >= Protocol.PingVersion ? WireCoordinate.Length + 1 + ((Measured?.Length ?? 0) * MeasuredRtt.Length) : 0);
+        + (MaxVersion >= Protocol.PingVersion ? WireCoordinate.Length + 1 + ((Measured?.Length ?? 0) * MeasuredRtt.Length) : 0)
+        + (NamesStream ? Protocol.KeyLength : 0);
+
+    /// <summary>True when the frame carries <see cref="Stream"/>: a version-13 Join that names one.</summary>
+    private bool NamesStream => Stream is not null && MaxVersion >= Protocol.StreamCheckVersion && Role == HelloRole.Join;
 
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Hello, Size, in this, static (in Hello m, ref SpanWriter w) =>
@@ -180,6 +194,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         if (m.MaxVersion < Protocol.PingVersion) return;
         (m.Coordinate ?? WireCoordinate.Unknown).Write(ref w);
         MeasuredRtt.WriteList(ref w, m.Measured);
+        if (m.NamesStream) FrameCodec.WriteFixed(ref w, m.Stream, Protocol.KeyLength);
     });
 
     /// <summary>Reads a hello body; false when it is truncated or malformed.</summary>
@@ -210,8 +225,16 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
             if (!WireCoordinate.TryRead(ref r, out var c) || !MeasuredRtt.TryReadList(ref r, out measured)) return false;
             coordinate = c;
         }
+        // Version 13: a Join may end with the stream it asks for; nothing else follows, in any hello.
+        byte[]? stream = null;
+        if (max >= Protocol.StreamCheckVersion && role == (byte)HelloRole.Join && r.Remaining == Protocol.KeyLength)
+        {
+            stream = new byte[Protocol.KeyLength];
+            r.TryCopyTo(stream);
+            r.Advance(Protocol.KeyLength);
+        }
         if (!r.End) return false;
-        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket, coordinate, measured);
+        value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket, coordinate, measured, stream);
         return true;
     }
 }
@@ -381,24 +404,55 @@ public enum GoodbyeCode : ushort
 
     /// <summary>The coordinator has too many joins in progress: try again after a backoff (a node that does not know this code takes it as a refusal).</summary>
     Busy = 7,
+
+    /// <summary>
+    /// Version 13: the joiner's Join named another stream than this coordinator's; it is not placed.
+    /// The Goodbye carries the coordinator's key, a signature over the joiner's nonce and the stream
+    /// it asked for, and the run id (<see cref="Goodbye.Proof"/>), so the joiner can tell which stream it reached.
+    /// </summary>
+    OtherStream = 8,
 }
 
 /// <summary>Closes a connection with a reason that the other side logs.</summary>
-public readonly record struct Goodbye(GoodbyeCode Code, string Reason)
+/// <param name="Proof">
+/// Code <see cref="GoodbyeCode.OtherStream"/> only (version 13): the coordinator's public key (32
+/// bytes) and its signature (64) over the joiner's nonce and the stream the joiner asked for, with
+/// <paramref name="RunId"/>. Null for every other code: the body then ends after the reason.
+/// </param>
+/// <param name="RunId">With <paramref name="Proof"/>: the coordinator's run id, which the signature covers.</param>
+public readonly record struct Goodbye(GoodbyeCode Code, string Reason, byte[]? Proof = null, byte[]? RunId = null)
 {
+    private bool Proves => Code == GoodbyeCode.OtherStream;
+
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Goodbye, 2 + FrameCodec.StringSize(Reason), in this, static (in Goodbye m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.Goodbye,
+        2 + FrameCodec.StringSize(Reason) + (Proves ? Welcome.ProofLength + Protocol.RunIdLength : 0), in this, static (in Goodbye m, ref SpanWriter w) =>
     {
         w.WriteUInt16((ushort)m.Code);
         FrameCodec.WriteString(ref w, m.Reason);
+        if (!m.Proves) return;
+        FrameCodec.WriteFixed(ref w, m.Proof, Welcome.ProofLength);
+        FrameCodec.WriteFixed(ref w, m.RunId, Protocol.RunIdLength);
     });
 
     /// <summary>Reads a goodbye body.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Goodbye value)
     {
         value = default;
-        if (!FrameCodec.TryReadUInt16(ref r, out ushort code) || !FrameCodec.TryReadString(ref r, out string reason) || !r.End) return false;
-        value = new Goodbye((GoodbyeCode)code, reason);
+        if (!FrameCodec.TryReadUInt16(ref r, out ushort code) || !FrameCodec.TryReadString(ref r, out string reason)) return false;
+        byte[]? proof = null, runId = null;
+        if ((GoodbyeCode)code == GoodbyeCode.OtherStream)
+        {
+            if (r.Remaining != Welcome.ProofLength + Protocol.RunIdLength) return false;
+            proof = new byte[Welcome.ProofLength];
+            r.TryCopyTo(proof);
+            r.Advance(proof.Length);
+            runId = new byte[Protocol.RunIdLength];
+            r.TryCopyTo(runId);
+            r.Advance(runId.Length);
+        }
+        if (!r.End) return false;
+        value = new Goodbye((GoodbyeCode)code, reason, proof, runId);
         return true;
     }
 }

@@ -13,9 +13,18 @@ public static class Protocol
     /// 9 the run id (in the placement Welcome, and covered by every signature of the stream),
     /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks),
     /// 11 a peer's measured RTTs to its parents in its control link's heartbeats,
-    /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay).
+    /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay),
+    /// 13 the stream a joiner asks for, in its Join (the coordinator refuses another stream's joiner before placing it).
     /// </summary>
-    public const ushort Version = 12;
+    public const ushort Version = 13;
+
+    /// <summary>
+    /// The first version whose Join may name the stream the joiner will watch (<see cref="Hello.Stream"/>):
+    /// a coordinator of another stream answers Goodbye(<see cref="GoodbyeCode.OtherStream"/>) with a
+    /// proof of its own key instead of placing a joiner that would refuse its Welcome
+    /// (docs/protocol.md, section 16).
+    /// </summary>
+    public const ushort StreamCheckVersion = 13;
 
     /// <summary>
     /// The first version with the DropChild frame: the coordinator tells each parent of a peer it

@@ -61,6 +61,11 @@ public class ByteLayoutTests
     // length 84 | type 1 | "SHST" | min 12 | max 12 | role 1 (join) | token 42 | upload 0xFFFF (default) | no shards | "a:1"
     //   | nonce (0x01…0x10) | ticket: u8 0 | coordinate | 2 measured RTTs: node 0 1500 us, node 4 2000 us (version 6)
     [InlineData("hello-v6-join", "00000054 01 53485354 000C 000C 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 02 0000000000000000 000005DC 0000000000000004 000007D0")]
+    // length 92 | type 1 | "SHST" | min 13 | max 13 | role 1 (join) | token 42 | upload default | no shards | "a:1"
+    //   | nonce | ticket: u8 0 | coordinate | no measured RTTs | stream: the key asked for (32 bytes, 0x22 each; version 13)
+    [InlineData("hello-v13-join-stream", "0000005C 01 53485354 000D 000D 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 00 " + Key22)]
+    // length 118 | type 5 | code 8 (other stream) | reason "x" | proof: key and signature (96 bytes, 0x33 each) | run id (16, 0x44 each; version 13)
+    [InlineData("goodbye-other-stream", "00000076 05 0008 0001 78 " + Proof33 + " " + Run44)]
     public void Frames_have_the_documented_big_endian_layout(string name, string hex)
     {
         var expected = Frames.Hex(hex);
@@ -77,6 +82,8 @@ public class ByteLayoutTests
     [InlineData("hello", "00000036 01 53485354 0003 0003 02 0000000000000005 0096 01 01 0000000000000007 0003 613A31 0102030405060708090A0B0C0D0E0F10 02 CAFE")]
     [InlineData("heartbeat-parent-rtts", "0000002C 06 0000000000000005 " + Coord + " 01 0000000000000003 000003E8 00000384 0006")]
     [InlineData("hello-v6-join", "00000054 01 53485354 000C 000C 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 02 0000000000000000 000005DC 0000000000000004 000007D0")]
+    [InlineData("hello-v13-join-stream", "0000005C 01 53485354 000D 000D 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 00 " + Key22)]
+    [InlineData("goodbye-other-stream", "00000076 05 0008 0001 78 " + Proof33 + " " + Run44)]
     public void Hand_written_vectors_decode_to_the_expected_message(string name, string hex)
     {
         var (type, body) = Frames.ReadSingle(Frames.Hex(hex));
@@ -122,8 +129,73 @@ public class ByteLayoutTests
                 Assert.Equal(Coordinate, join.Coordinate);
                 Assert.Equal([new MeasuredRtt(0, 1500), new MeasuredRtt(4, 2000)], join.Measured!);
                 break;
+            case "hello-v13-join-stream":
+                Assert.Equal(FrameType.Hello, type);
+                Assert.True(Hello.TryRead(ref reader, out var named));
+                Samples.AssertEqual(new Hello(13, 13, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1"), named);
+                Assert.Equal(Fill(0x22, 32), named.Stream);
+                break;
+            case "goodbye-other-stream":
+                Assert.Equal(FrameType.Goodbye, type);
+                Assert.True(Goodbye.TryRead(ref reader, out var other));
+                Assert.Equal(GoodbyeCode.OtherStream, other.Code);
+                Assert.Equal("x", other.Reason);
+                Assert.Equal(Fill(0x33, 96), other.Proof);
+                Assert.Equal(Fill(0x44, 16), other.RunId);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(name), name, null);
+        }
+    }
+
+    /// <summary>
+    /// A version-13 Join ends with the stream asked for only when it names one: without it, it is a
+    /// version-12 Join's layout, which an older node reads. The stream is refused in any other hello,
+    /// in a Join of an older version, and at any other length; the longest Join that names its stream
+    /// fits the hello's limit, which did not grow (it leaves the ticket empty).
+    /// </summary>
+    [Fact]
+    public void A_join_names_its_stream_only_at_version_13_and_within_the_hello_limit()
+    {
+        var plain = Frames.Encode(new Hello(12, 13, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1", Nonce, null, Coordinate, []).Write);
+        var named = Frames.Encode(new Hello(12, 13, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1", Nonce, null, Coordinate, [], Fill(0x22, 32)).Write);
+        // The same frame with 32 more bytes at its end (and a length 32 higher).
+        Assert.Equal(Convert.ToHexString(plain.AsSpan(4)), Convert.ToHexString(named.AsSpan(4, named.Length - 4 - 32)));
+        Assert.Equal(plain.Length + 32, named.Length);
+        Assert.True(Decodes(named));
+        Assert.True(Decodes(plain));
+        // Tampered: the same bytes in a version-12 Join, an attach, or 31 or 33 bytes.
+        Assert.False(Decodes(WithMax(named, 12)));
+        var attach = (byte[])named.Clone();
+        attach[13] = (byte)HelloRole.Attach;
+        Assert.False(Decodes(attach));
+        Assert.False(Decodes(Lengthened(named, -1)));
+        Assert.False(Decodes(Lengthened(named, 1)));
+
+        ShardStart[] sixteen = [.. Enumerable.Range(0, Protocol.MaxShards).Select(i => new ShardStart((byte)i, 1))];
+        MeasuredRtt[] measured = [.. Enumerable.Range(0, Protocol.MaxShards).Select(i => new MeasuredRtt((ulong)i, 1))];
+        var longest = Frames.Encode(new Hello(13, 13, HelloRole.Join, 42, 100, sixteen, new string('a', Protocol.MaxStringLength), Nonce, null, Coordinate, measured, Fill(0x22, 32)).Write);
+        Assert.True(longest.Length - 4 <= Hello.MaxFrameLength, $"a Join of {longest.Length - 4} bytes is over the hello limit of {Hello.MaxFrameLength}");
+
+        static bool Decodes(byte[] frame)
+        {
+            var (_, body) = Frames.ReadSingle(frame);
+            var r = new SequenceReader<byte>(body);
+            return Hello.TryRead(ref r, out _);
+        }
+
+        static byte[] WithMax(byte[] frame, ushort max)
+        {
+            var copy = (byte[])frame.Clone();
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(copy.AsSpan(11), max);
+            return copy;
+        }
+
+        static byte[] Lengthened(byte[] frame, int by)
+        {
+            byte[] copy = by < 0 ? frame[..^(-by)] : [.. frame, .. new byte[by]];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(copy, (uint)(copy.Length - 4));
+            return copy;
         }
     }
 
@@ -188,6 +260,9 @@ public class ByteLayoutTests
     private const string HashBB = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
     // x 1, y -2, height 0.5, error 0.25
     private const string Coord = "3F800000 C0000000 3F000000 3E800000";
+    private const string Key22 = "2222222222222222222222222222222222222222222222222222222222222222";
+    private const string Proof33 = "333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333";
+    private const string Run44 = "44444444444444444444444444444444";
     private static readonly WireCoordinate Coordinate = new(1f, -2f, 0.5f, 0.25f);
     private static readonly byte[] Nonce = [.. Enumerable.Range(1, 16).Select(i => (byte)i)];
 
@@ -220,6 +295,8 @@ public class ByteLayoutTests
             case "heartbeat-parent-rtts": new Heartbeat(5, Coordinate, [new ParentRtt(3, 1000, 900, 6)]).Write(w); break;
             case "landmarks-v6": new Landmarks([new Landmark(0, "", Coordinate), new Landmark(4, "d:4", Coordinate)]).Write(w); break;
             case "landmarks-v10": new Landmarks([new Landmark(0, "", Coordinate), new Landmark(4, "d:4", Coordinate)], 12).Write(w); break;
+            case "hello-v13-join-stream": new Hello(13, 13, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1", Nonce, null, Coordinate, [], Fill(0x22, 32)).Write(w); break;
+            case "goodbye-other-stream": new Goodbye(GoodbyeCode.OtherStream, "x", Fill(0x33, 96), Fill(0x44, 16)).Write(w); break;
             case "hello-v6-join": new Hello(12, 12, HelloRole.Join, 42, Hello.DefaultUpload, [], "a:1", Nonce, null, Coordinate, [new MeasuredRtt(0, 1500), new MeasuredRtt(4, 2000)]).Write(w); break;
             default: throw new ArgumentOutOfRangeException(nameof(name), name, null);
         }
