@@ -26,9 +26,9 @@ internal static class Program
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(rest);
                 return 0;
             default:
-                await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 5] [--seconds 10] [--shards 1,2]\n" +
-                    "         diagnostics: [--only shardstream|baseline] [--window-mib N] [--window-age-s S]\n" +
-                    "       ShardStream.Bench integrity [--placement (only the hash-by-placement table)] [--sizes (only BLAKE3 by input size)]\n" +
+                await Console.Error.WriteLineAsync("usage: ShardStream.Bench relay [--peers 8] [--mib 256] [--repeats 5 (0: latency only)] [--seconds 10] [--shards 1,2]\n" +
+                    "         diagnostics: [--only shardstream|baseline] [--window-mib N] [--window-age-s S] [--signing-interval-ms M] [--merge-reads]\n" +
+                    "       ShardStream.Bench integrity [--placement (only the hash-by-placement table)] [--sizes (only BLAKE3 by input size) [--sweep (chunk bodies of 1..64 KiB + 17)]]\n" +
                     "       ShardStream.Bench micro [BenchmarkDotNet options, e.g. --job short]");
                 return 2;
         }

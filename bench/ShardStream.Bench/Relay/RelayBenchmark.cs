@@ -72,7 +72,7 @@ internal sealed class RelayBenchmark
         Console.WriteLine($"ShardStream relay benchmark: {_peers} peers, in one process, loopback TCP");
         Console.WriteLine($"machine: {Environment.ProcessorCount} logical cores, {RuntimeInformation.OSDescription}, {RuntimeInformation.FrameworkDescription}, " +
                           $"{(GCSettings.IsServerGC ? "server" : "workstation")} GC{(GCSettings.LatencyMode == GCLatencyMode.Interactive ? " (concurrent)" : "")}");
-        Console.WriteLine($"throughput: {_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
+        Console.WriteLine($"throughput: {(_repeats > 0 ? $"{_bulkBytes >> 20} MiB pushed as fast as it goes, {_repeats} run(s) each" : "not measured (--repeats 0)")}; latency: {PacedRecordSource.RecordSize}-byte records every {_recordInterval.TotalMilliseconds} ms " +
                           $"({PacedRecordSource.RecordSize * 8 / _recordInterval.TotalMilliseconds / 1000:0.#} Mbit/s) for {_latencyDuration.TotalSeconds} s");
         Console.WriteLine($"load average at the start: {LoadAverage()}");
         if (_signingInterval is { } si) Console.WriteLine($"ShardStream coordinator's minimum signing interval set to {si.TotalMilliseconds} ms (the default is {new ShardStream.Nodes.CoordinatorOptions().MinSigningInterval.TotalMilliseconds} ms)");
@@ -138,17 +138,20 @@ internal sealed class RelayBenchmark
                     $"| {topology} | {hold.Percentile(50):0.00} | {hold.Percentile(99):0.00} | {hold.ListsSigned} ({hold.ListsSigned / _latencyDuration.TotalSeconds:0}/s) | {records / (double)Math.Max(1, hold.ListsSigned):0.0} | {hold.Chunks} | {hold.WireOverhead(records * (long)PacedRecordSource.RecordSize):P2} | {Stats.Median(ourLatency.ByDepth.Values.First()) - hold.Percentile(50):0.000} |"));
         }
 
-        Console.WriteLine($"Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; the source stays at most {MaxLead >> 20} MiB ahead of the slowest peer):");
-        Console.WriteLine();
-        Console.WriteLine("| topology | relay | slowest peer MB/s | ratio |");
-        Console.WriteLine("|---|---|---:|---:|");
-        foreach (var row in _throughputRows) Console.WriteLine(row);
-        Console.WriteLine();
-        Console.WriteLine("Where the time goes in the throughput runs (per run, averaged; per chunk = per 64 KiB chunk received by a peer; the median run's CPU per chunk, and the baseline's over it, the ratio a CPU-bound run tends to, are less stretched by a busy machine and, from 3 runs, leave out the first run's JIT):");
-        Console.WriteLine();
-        Console.WriteLine(CostHeader);
-        foreach (var row in _costRows) Console.WriteLine(row);
-        Console.WriteLine();
+        if (_repeats > 0) // --repeats 0 ran no throughput run: no empty tables
+        {
+            Console.WriteLine($"Throughput (MB/s = 10^6 bytes/s at the slowest peer, median of the runs [min..max]; the source stays at most {MaxLead >> 20} MiB ahead of the slowest peer):");
+            Console.WriteLine();
+            Console.WriteLine("| topology | relay | slowest peer MB/s | ratio |");
+            Console.WriteLine("|---|---|---:|---:|");
+            foreach (var row in _throughputRows) Console.WriteLine(row);
+            Console.WriteLine();
+            Console.WriteLine("Where the time goes in the throughput runs (per run, averaged; per chunk = per 64 KiB chunk received by a peer; the median run's CPU per chunk, and the baseline's over it, the ratio a CPU-bound run tends to, are less stretched by a busy machine and, from 3 runs, leave out the first run's JIT):");
+            Console.WriteLine();
+            Console.WriteLine(CostHeader);
+            foreach (var row in _costRows) Console.WriteLine(row);
+            Console.WriteLine();
+        }
         Console.WriteLine("Latency per hop (each record's in-order delivery latency at each peer divided by that peer's depth in the record's shard; first 10% of records skipped):");
         Console.WriteLine();
         Console.WriteLine("| topology | relay | median ms/hop | p99 ms/hop | median ms, end to end | p99 ms, end to end | source rate Mbit/s | CPU s | allocated MB | GC count (gen0/1/2) | GC pause ms | working set after, MB |");
