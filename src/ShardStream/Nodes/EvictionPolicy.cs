@@ -201,7 +201,11 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             NoteSlowUnder(id, parent, now);
             _repromotions.FoundSlow(id);
             bool relay = planner.Budget(id) > 0;
-            if (!relay && queueAge < options.SlowChildGrace) return;
+            if (!relay && queueAge < options.SlowChildGrace)
+            {
+                SlowChildLog.LeafNotYet(log, id, why, options.SlowChildGrace.TotalSeconds);
+                return;
+            }
             // A child already excused under another parent within ExcuseWindow is judged on its own:
             // two slow parents in a row point to the child (or to viewers that read slowly together
             // to get relays demoted, security.md), not to their uploads.

@@ -351,7 +351,7 @@ public abstract partial class Node : IAsyncDisposable
         {
             if (finding.Verdict == SlowChildren.Verdict.Slow)
             {
-                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.DownloadMbps, finding.StreamMbps);
+                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.DownloadMbps, finding.StreamMbps, SlowChildAction(finding.Link));
                 OnSlowChild(finding);
             }
             else if (OnStillSlow(finding))
@@ -369,6 +369,13 @@ public abstract partial class Node : IAsyncDisposable
 
     /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>
     private protected abstract void OnSlowChild(SlowChildren.Finding finding);
+
+    /// <summary>
+    /// What this node does about <paramref name="child"/>, found slow, as its line (event 900) ends:
+    /// the coordinator judges its own children as it judges a peer's report, on a line of its own
+    /// (a peer reports the child, see its override).
+    /// </summary>
+    private protected virtual string SlowChildAction(Link child) => "the coordinator decides";
 
     /// <summary>
     /// A child this node serves is still slow <see cref="NodeOptions.SlowChildGrace"/> after it was

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Globalization;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -500,6 +501,12 @@ public sealed partial class Peer : Node, IPeerParents
 
         static uint Kbps(double mbps) => (uint)Math.Clamp(Math.Round(mbps * 1000), 0, uint.MaxValue);
     }
+
+    /// <summary>A peer demotes nobody: it reports the child to the coordinator (whose line says what it decided), or cannot.</summary>
+    private protected override string SlowChildAction(Link child) =>
+        ChildIdOf(child) <= 0 ? "not reported (its peer id is not known here)"
+            : _version >= Protocol.SlowChildVersion ? "reported to the coordinator, which decides"
+            : string.Create(CultureInfo.InvariantCulture, $"not reported (the coordinator speaks protocol version {_version}, which has no such report): closed here if still slow {NodeOptionsBase.SlowChildGrace.TotalSeconds:0.#} s on");
 
     /// <summary>
     /// A child still slow after the grace is reported again (version 8 on, where the report has the

@@ -170,11 +170,11 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–915).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–916).</summary>
 internal static partial class SlowChildLog
 {
-    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); demoting it to a leaf", EventName = "SlowChild")]
-    public static partial void Slow(ILogger log, string link, double age, double downloadMbps, double queuedMbps);
+    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); {Then}", EventName = "SlowChild")]
+    public static partial void Slow(ILogger log, string link, double age, double downloadMbps, double queuedMbps, string then);
 
     [LoggerMessage(901, LogLevel.Warning, "{Link}: still slow {Grace:0.#} s after it was found slow: stopping it ({Reason})", EventName = "SlowChildStopped")]
     public static partial void Stopped(ILogger log, string link, double grace, string reason);
@@ -211,6 +211,9 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(914, LogLevel.Information, "peer {Id}, a leaf found slow by peer {Parent}, is not moved to another parent first: {Reason}", EventName = "SlowLeafNotMoved")]
     public static partial void LeafNotMoved(ILogger log, int id, int parent, string reason);
+
+    [LoggerMessage(916, LogLevel.Information, "peer {Id}, a leaf, is slow ({Why}): not stopped yet, as it has been behind there for less than {Grace:0.#} s; judged again if its parent still finds it slow then", EventName = "SlowLeafNotYet")]
+    public static partial void LeafNotYet(ILogger log, int id, string why, double grace);
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);

@@ -1,0 +1,49 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// What the slow-child lines (events 900-916, docs/logging.md) tell an operator, read in the order
+/// they come: a parent that is a peer says it reports the child (the coordinator decides), and the
+/// coordinator says what it decided.
+/// The slow viewer's download is all but stopped (1 byte/s): no send to it completes once the
+/// stream runs, and the heartbeat timeout (30 s) is longer than the whole episode.
+/// </summary>
+public sealed class SlowChildLinesTests
+{
+    private const int Rate = 256 * 1024;           // the live source: 256 KiB/s
+    private const int MaxSourceSeconds = 40;
+    private static readonly TimeSpan HeartbeatTimeout = TimeSpan.FromSeconds(30);
+    // Heartbeats (and the slow-child check, on their tick) as often as with the tests' usual 10 s timeout.
+    private static readonly TimeSpan HeartbeatInterval = TimeSpan.FromSeconds(2);
+
+    [Fact]
+    public async Task A_peer_that_finds_a_child_slow_says_it_reports_it_and_the_coordinator_says_what_it_decided()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, configure: o => o with { Upload = 1, HeartbeatInterval = HeartbeatInterval }, heartbeatTimeout: HeartbeatTimeout, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(upload: 2, configure: o => o with { HeartbeatInterval = HeartbeatInterval });
+        var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.Zero, HeartbeatInterval = HeartbeatInterval });
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Parents[0]);
+        overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 1);
+        overlay.StartStreaming();
+        string kept = $"peer {viewer.Id}, a leaf, is slow (";
+        await using (var source = LiveSource.Start(overlay, Rate, MaxSourceSeconds, seed: 42))
+            await Overlay.WaitUntilAsync(() => source.Ended || logs.Has(LogLevel.Information, kept) || logs.Has(LogLevel.Warning, $"peer {viewer.Id}, a leaf, is still slow"),
+                "the coordinator judged the viewer, or the source ended", within: TimeSpan.FromSeconds(MaxSourceSeconds + 5));
+        overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 0);
+
+        var lines = logs.Lines;
+        string Dump() => string.Join("\n", lines.Select(l => $"{l.Category}: {l.Message}"));
+        var found = lines.FirstOrDefault(l => l.Category == "peer" && l.Message.Contains(": slow: ", StringComparison.Ordinal)).Message;
+        Assert.True(found is not null, Dump());
+        // The relay demotes nothing: it reports the child, and the coordinator decides.
+        Assert.DoesNotContain("demoting", found, StringComparison.Ordinal);
+        Assert.EndsWith("; reported to the coordinator, which decides", found, StringComparison.Ordinal);
+        // The coordinator's line: the leaf, behind for less than the grace, is kept for now (the relay's figures in it).
+        var decided = lines.FirstOrDefault(l => l.Category == "coordinator" && l.Message.StartsWith(kept, StringComparison.Ordinal)).Message;
+        Assert.True(decided is not null, Dump());
+        Assert.Contains($"its parent, peer {relay.Id}, found", decided, StringComparison.Ordinal);
+    }
+}
