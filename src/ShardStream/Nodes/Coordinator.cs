@@ -402,12 +402,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     }
 
     /// <summary>A direct child still slow after the grace: judged like a report from a peer (a peer child's link is closed here).</summary>
-    private protected override bool OnStillSlow(SlowChildren.Finding finding)
-    {
-        if (ChildIdOf(finding.Link) <= 0) return false;
-        OnSlowChild(finding);
-        return true;
-    }
+    private protected override bool CoordinatorDecides(Link child) => ChildIdOf(child) > 0;
 
     /// <summary>A direct child stopped as too slow: a join with its token is answered with the same goodbye.</summary>
     private protected override void OnStoppingSlowChild(Link child, string reason)

@@ -354,9 +354,11 @@ public abstract partial class Node : IAsyncDisposable
                 SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.DownloadMbps, finding.StreamMbps, SlowChildAction(finding.Link));
                 OnSlowChild(finding);
             }
-            else if (OnStillSlow(finding))
+            else if (CoordinatorDecides(finding.Link))
             {
+                // Said before the decision (a stop, 906, or a report the coordinator then judges), which follows from it.
                 SlowChildLog.StillSlow(Log, finding.Link.Name, NodeOptionsBase.SlowChildGrace.TotalSeconds, finding.QueueAge.TotalSeconds);
+                OnSlowChild(finding);
             }
             else
             {
@@ -378,11 +380,11 @@ public abstract partial class Node : IAsyncDisposable
     private protected virtual string SlowChildAction(Link child) => "the coordinator decides";
 
     /// <summary>
-    /// A child this node serves is still slow <see cref="NodeOptions.SlowChildGrace"/> after it was
-    /// found slow: true when the coordinator decides (it is told, or is this node); false to close
-    /// the child here.
+    /// Whether the coordinator decides about <paramref name="child"/> when it is still slow
+    /// <see cref="NodeOptions.SlowChildGrace"/> after it was found slow (it is this node, or is told
+    /// with <see cref="OnSlowChild"/>); false to close the child here.
     /// </summary>
-    private protected virtual bool OnStillSlow(SlowChildren.Finding finding) => false;
+    private protected virtual bool CoordinatorDecides(Link child) => false;
 
     /// <summary>A child this node serves is about to be closed as too slow, with <paramref name="reason"/>.</summary>
     private protected virtual void OnStoppingSlowChild(Link child, string reason)

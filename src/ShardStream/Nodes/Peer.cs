@@ -513,12 +513,8 @@ public sealed partial class Peer : Node, IPeerParents
     /// figures): the coordinator stops it when it is a leaf behind for that long, with the source's
     /// rate in its message, or demotes it when it still relays. Older coordinators: closed here.
     /// </summary>
-    private protected override bool OnStillSlow(SlowChildren.Finding finding)
-    {
-        if (ChildIdOf(finding.Link) <= 0 || _version < Protocol.SlowChildRatesVersion || _control is null) return false;
-        OnSlowChild(finding);
-        return true;
-    }
+    private protected override bool CoordinatorDecides(Link child) =>
+        ChildIdOf(child) > 0 && _version >= Protocol.SlowChildRatesVersion && _control is not null;
 
     private protected override Task OnJoinAsync(Link link, Hello hello)
     {
