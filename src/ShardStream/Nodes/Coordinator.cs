@@ -398,7 +398,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     private protected override void OnSlowChild(SlowChildren.Finding finding)
     {
         int id = ChildIdOf(finding.Link);
-        if (id > 0) _eviction.OnSlow(id, Planner.Source, $"its oldest queued chunk at the coordinator waited {finding.QueueAge.TotalSeconds:0.0} s, it took {finding.DownloadMbps:0.0} Mbit/s while {finding.StreamMbps:0.0} were queued for it", (finding.DownloadMbps, finding.StreamMbps), finding.QueueAge);
+        if (id > 0) _eviction.OnSlow(id, Planner.Source, $"its oldest queued chunk at the coordinator waited {finding.QueueAge.TotalSeconds:0.0} s, {finding.TookText}", (finding.DownloadMbps, finding.StreamMbps), finding.QueueAge);
     }
 
     /// <summary>A direct child still slow after the grace: judged like a report from a peer (a peer child's link is closed here).</summary>

@@ -166,7 +166,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             SlowChildLog.ReportIgnored(log, reporter.Id, child);
             return;
         }
-        string took = report.Rates is { } r ? $", it took {r.DownloadKbps / 1000.0:0.0} Mbit/s while {r.StreamKbps / 1000.0:0.0} were queued for it" : "";
+        // A peer sends a rate above zero as 1 kbit/s at least: 0 is nothing (the window is not in the report).
+        string took = report.Rates is { } r ? $", {SlowChildren.Took(r.DownloadKbps / 1000.0, r.StreamKbps / 1000.0, null)}" : "";
         OnSlow(child, reporter.Id, $"its parent, peer {reporter.Id}, found its oldest queued chunk {report.QueueAgeMs / 1000.0:0.0} s old{took}",
             report.Rates is { } rates ? (rates.DownloadKbps / 1000.0, rates.StreamKbps / 1000.0) : null, TimeSpan.FromMilliseconds(report.QueueAgeMs));
     }

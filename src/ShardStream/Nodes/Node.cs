@@ -351,7 +351,7 @@ public abstract partial class Node : IAsyncDisposable
         {
             if (finding.Verdict == SlowChildren.Verdict.Slow)
             {
-                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.DownloadMbps, finding.StreamMbps, SlowChildAction(finding.Link));
+                SlowChildLog.Slow(Log, finding.Link.Name, finding.QueueAge.TotalSeconds, finding.TookText, SlowChildAction(finding.Link));
                 OnSlowChild(finding);
             }
             else if (CoordinatorDecides(finding.Link))

@@ -499,7 +499,8 @@ public sealed partial class Peer : Node, IPeerParents
         (uint, uint)? rates = _version >= Protocol.SlowChildRatesVersion ? (Kbps(finding.DownloadMbps), Kbps(finding.StreamMbps)) : null;
         _control?.Send(new SlowChild((ulong)id, (uint)Math.Min(finding.QueueAge.TotalMilliseconds, uint.MaxValue), rates).Write);
 
-        static uint Kbps(double mbps) => (uint)Math.Clamp(Math.Round(mbps * 1000), 0, uint.MaxValue);
+        // A rate above zero is 1 kbit/s at least: the coordinator says "took nothing" for 0.
+        static uint Kbps(double mbps) => mbps > 0 ? (uint)Math.Clamp(Math.Round(mbps * 1000), 1, uint.MaxValue) : 0;
     }
 
     /// <summary>A peer demotes nobody: it reports the child to the coordinator (whose line says what it decided), or cannot.</summary>

@@ -41,12 +41,28 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         Stop,
     }
 
-    /// <summary>One child's verdict with the figures behind it.</summary>
-    internal readonly record struct Finding(Link Link, Verdict Verdict, TimeSpan QueueAge, double DownloadMbps, double StreamMbps)
+    /// <summary>One child's verdict with the figures behind it, measured over <paramref name="Window"/>.</summary>
+    internal readonly record struct Finding(Link Link, Verdict Verdict, TimeSpan QueueAge, double DownloadMbps, double StreamMbps, TimeSpan Window)
     {
         /// <summary>What the stopped child is told (and prints).</summary>
         public string Reason => BelowRate(DownloadMbps, StreamMbps);
+
+        /// <summary>What it took and what was queued for it, as the lines say it (<see cref="Took"/>).</summary>
+        public string TookText => Took(DownloadMbps, StreamMbps, Window);
     }
+
+    /// <summary>
+    /// What a slow child took while <paramref name="streamMbps"/> were queued for it, as the lines
+    /// say it: "nothing" (in <paramref name="window"/>, when known) when not one byte went out, not
+    /// a rate of 0.0; a rate under 0.1 Mbit/s in kbit/s.
+    /// </summary>
+    public static string Took(double downloadMbps, double streamMbps, TimeSpan? window) => downloadMbps switch
+    {
+        <= 0 when window is { } w => string.Create(CultureInfo.InvariantCulture, $"it took nothing in {w.TotalSeconds:0.0} s while {streamMbps:0.0} Mbit/s were queued for it"),
+        <= 0 => string.Create(CultureInfo.InvariantCulture, $"it took nothing while {streamMbps:0.0} Mbit/s were queued for it"),
+        < 0.1 => string.Create(CultureInfo.InvariantCulture, $"it took {downloadMbps * 1000:0.#} kbit/s while {streamMbps:0.0} Mbit/s were queued for it"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"it took {downloadMbps:0.0} Mbit/s while {streamMbps:0.0} were queued for it"),
+    };
 
     /// <summary>What a child stopped as too slow is told (and prints): its measured download and the rate queued for it.</summary>
     public static string BelowRate(double downloadMbps, double streamMbps) =>
@@ -72,7 +88,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
             long queued = link.ChunkBytesQueued, sent = link.ChunkBytesSent;
             var age = link.QueueAge;
             if (Judge(watch, now, late, age, queued, sent, link.ChunkBytesPerSend) is not { } judged) continue;
-            findings.Add(new Finding(link, judged.Verdict, age, judged.DownloadMbps, judged.StreamMbps));
+            findings.Add(new Finding(link, judged.Verdict, age, judged.DownloadMbps, judged.StreamMbps, judged.Window));
             if (judged.Verdict == Verdict.Stop) _watches.Remove(link);
         }
         return findings;
@@ -86,7 +102,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     /// the chunk bytes one send hands over (<see cref="Link.ChunkBytesPerSend"/>), the step in
     /// which <paramref name="sent"/> moves.
     /// </summary>
-    internal (Verdict Verdict, double DownloadMbps, double StreamMbps)? Judge(Watch watch, long now, bool late, TimeSpan age, long queued, long sent, long perSend)
+    internal (Verdict Verdict, double DownloadMbps, double StreamMbps, TimeSpan Window)? Judge(Watch watch, long now, bool late, TimeSpan age, long queued, long sent, long perSend)
     {
         var sample = new Sample(now, queued, sent);
         watch.Samples.Enqueue(sample);
@@ -143,13 +159,14 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
             // stream started measured a 16.8 Mbit/s stream as 8.5.
             var from = watch.Samples.FirstOrDefault(x => time.GetElapsedTime(x.At, now) <= age, then);
             if (time.GetElapsedTime(from.At, now) < time.GetElapsedTime(then.At, now)) from = then;
-            double window = time.GetElapsedTime(from.At, now).TotalSeconds;
-            return (Verdict.Slow, (sample.Sent - from.Sent) * 8 / window / 1e6, (sample.Queued - from.Queued) * 8 / window / 1e6);
+            var span = time.GetElapsedTime(from.At, now);
+            double window = span.TotalSeconds;
+            return (Verdict.Slow, (sample.Sent - from.Sent) * 8 / window / 1e6, (sample.Queued - from.Queued) * 8 / window / 1e6, span);
         }
         var elapsed = time.GetElapsedTime(since.At, now);
         if (elapsed < grace) return null;
         double seconds = elapsed.TotalSeconds;
-        return (Verdict.Stop, (sample.Sent - since.Sent) * 8 / seconds / 1e6, (sample.Queued - since.Queued) * 8 / seconds / 1e6);
+        return (Verdict.Stop, (sample.Sent - since.Sent) * 8 / seconds / 1e6, (sample.Queued - since.Queued) * 8 / seconds / 1e6, elapsed);
     }
 
     internal readonly record struct Sample(long At, long Queued, long Sent);
@@ -173,8 +190,8 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
 /// <summary>Log lines of the slow-child policy (event ids 900–916).</summary>
 internal static partial class SlowChildLog
 {
-    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing (it took {DownloadMbps:0.0} Mbit/s while {QueuedMbps:0.0} were queued for it); {Then}", EventName = "SlowChild")]
-    public static partial void Slow(ILogger log, string link, double age, double downloadMbps, double queuedMbps, string then);
+    [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
+    public static partial void Slow(ILogger log, string link, double age, string took, string then);
 
     [LoggerMessage(901, LogLevel.Warning, "{Link}: still slow {Grace:0.#} s after it was found slow: stopping it ({Reason})", EventName = "SlowChildStopped")]
     public static partial void Stopped(ILogger log, string link, double grace, string reason);

@@ -6,7 +6,8 @@ namespace ShardStream.Tests.Nodes;
 /// <summary>
 /// What the slow-child lines (events 900-916, docs/logging.md) tell an operator, read in the order
 /// they come: a parent that is a peer says it reports the child (the coordinator decides), the
-/// coordinator says what it decided, and "still slow" (907) comes before the stop it leads to (906).
+/// coordinator says what it decided, "still slow" (907) comes before the stop it leads to (906),
+/// and a child that took nothing in the window is said to have taken nothing, not "0.0 Mbit/s".
 /// The slow viewer's download is all but stopped (1 byte/s): no send to it completes once the
 /// stream runs, and the heartbeat timeout (30 s) is longer than the whole episode.
 /// </summary>
@@ -37,6 +38,9 @@ public sealed class SlowChildLinesTests
         // The viewer is the coordinator's only child.
         int found = lines.FindIndex(l => l.Contains(": slow: ", StringComparison.Ordinal));
         Assert.True(found >= 0, Dump());
+        // It took nothing: said so, with the window, not as a rate of 0.0.
+        Assert.Contains("(it took nothing in ", lines[found], StringComparison.Ordinal);
+        Assert.DoesNotContain("took 0.0 Mbit/s", Dump(), StringComparison.Ordinal);
         // The coordinator decides, and says what: a leaf behind for less than the grace is kept for now.
         Assert.EndsWith("; the coordinator decides", lines[found], StringComparison.Ordinal);
         Assert.Contains(lines.Skip(found), l => l.StartsWith($"peer {viewer.Id}, a leaf, is slow (", StringComparison.Ordinal) && l.Contains("not stopped yet", StringComparison.Ordinal));
@@ -44,6 +48,7 @@ public sealed class SlowChildLinesTests
         int still = lines.FindIndex(l => l.Contains(": still slow ", StringComparison.Ordinal));
         int stop = lines.FindIndex(l => l.StartsWith(stopped, StringComparison.Ordinal));
         Assert.True(still >= 0 && stop >= 0 && still < stop, $"907 at line {still}, 906 at line {stop}:\n{Dump()}");
+        Assert.Contains("it took nothing", lines[stop], StringComparison.Ordinal);
     }
 
     [Fact]
@@ -69,9 +74,11 @@ public sealed class SlowChildLinesTests
         // The relay demotes nothing: it reports the child, and the coordinator decides.
         Assert.DoesNotContain("demoting", found, StringComparison.Ordinal);
         Assert.EndsWith("; reported to the coordinator, which decides", found, StringComparison.Ordinal);
+        Assert.Contains("(it took nothing in ", found, StringComparison.Ordinal);
         // The coordinator's line: the leaf, behind for less than the grace, is kept for now (the relay's figures in it).
         var decided = lines.FirstOrDefault(l => l.Category == "coordinator" && l.Message.StartsWith(kept, StringComparison.Ordinal)).Message;
         Assert.True(decided is not null, Dump());
         Assert.Contains($"its parent, peer {relay.Id}, found", decided, StringComparison.Ordinal);
+        Assert.Contains("it took nothing while", decided, StringComparison.Ordinal);
     }
 }
