@@ -176,9 +176,10 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             // reported the finished parent lost left peers unfinished: LatencyOverlayTests seeds 3
             // and 11 timed out with it). A child that already has everything ignores its move.
             // A failure, or a finish after the end: the orphans may still need the rest of the stream from a window.
+            // Said before the moves go out: a peer they evict has its own line (1660, "is evicted"), after this one.
+            CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
             tracker.SendMoves(plan);
         }
-        CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
         return true;
     }
 
