@@ -66,13 +66,17 @@ public static class Simulation
         }
 
         // The same overlay (same joins, leaves and model) built by the other planner, for comparison.
+        // The seconds of moves (and their rebuilds) run on the aware one, whichever is built first.
         var (otherReport, other) = Build(options with { FailBranchFraction = 0 }, !aware);
+        var awareReport = aware ? report : otherReport;
         return report with
         {
             LatencyAware = aware ? latency : other,
             LatencyBlind = aware ? other : latency,
-            LatencyAwareImproved = aware ? report.LatencyAwareImproved : otherReport.LatencyAwareImproved,
-            ImproveMoves = aware ? report.ImproveMoves : otherReport.ImproveMoves,
+            LatencyAwareImproved = awareReport.LatencyAwareImproved,
+            ImproveMoves = awareReport.ImproveMoves,
+            Rebuilds = awareReport.Rebuilds,
+            RebuildPlannings = awareReport.RebuildPlannings,
         };
     }
 

@@ -143,6 +143,26 @@ public sealed class LatencySimulationTests
     }
 
     /// <summary>
+    /// <c>simulate --latency-aware false --improve-seconds S --latency-rebuild</c>: the main build is
+    /// the latency-blind one, but the seconds of moves run on the aware overlay, as without the
+    /// flag, and its rebuilds and plannings are reported with them. Before 2026-12-06 they were
+    /// taken from the blind build, which has none: JSON <c>latencyRebuilds</c> was empty though the
+    /// improved figures came from a rebuild.
+    /// </summary>
+    [Fact]
+    public void With_the_blind_planner_first_the_aware_overlays_rebuilds_are_still_reported()
+    {
+        var options = new SimulationOptions(200, 4, TopologyKind.Striped, 1.25, Seed: 1, Latency: new WorldLatencyModel(1), ImproveSeconds: 900, LatencyRebuild: true, LatencyRebuildMinPeers: Planner.RebuildLeastPeers);
+        var aware = OverlaySimulation.Run(options);
+        var blindFirst = OverlaySimulation.Run(options with { LatencyAware = false });
+        Assert.NotEmpty(aware.Rebuilds!);
+        Assert.Equal(aware.ImproveMoves, blindFirst.ImproveMoves);
+        Assert.Equal(aware.LatencyAwareImproved!.MeanRdp, blindFirst.LatencyAwareImproved!.MeanRdp);
+        Assert.Equal(aware.Rebuilds!, blindFirst.Rebuilds!);
+        Assert.Equal(aware.RebuildPlannings!.Select(p => (p.Second, p.CarriedOut, p.EstimatedAfterMs)), blindFirst.RebuildPlannings!.Select(p => (p.Second, p.CarriedOut, p.EstimatedAfterMs)));
+    }
+
+    /// <summary>
     /// <see cref="SimulationOptions.LatencyRebuildMinPeers"/> below <see cref="Planner.RebuildLeastPeers"/>
     /// is refused by <see cref="OverlaySimulation.Run"/>, not only by the CLI: with 1 (the least
     /// <see cref="ShardStream.Nodes.CoordinatorOptions"/> takes), two peers in four shards got a rebuild
