@@ -65,7 +65,7 @@ public sealed class CliSimulateLatencyTests
             var (exit, stdout, stderr) = Run("simulate", "--peers", "300", "--shards", "4", "--latency", $"matrix:{good}", "--json");
             Assert.True(exit == 0, stderr);
             using var json = JsonDocument.Parse(stdout);
-            Assert.Contains("3 hosts, 1 pairs filled by paths", json.RootElement.GetProperty("latencyModel").GetString(), StringComparison.Ordinal);
+            Assert.Contains("3 hosts, 1 pair filled by a path", json.RootElement.GetProperty("latencyModel").GetString(), StringComparison.Ordinal);
 
             (exit, stdout, stderr) = Run("simulate", "--peers", "300", "--latency", $"matrix:{bad}");
             Assert.Equal(1, exit);

@@ -103,6 +103,19 @@ public sealed class LatencyModelTests
         Assert.Equal(model.RttMs(5, 8), again.RttMs(5, 8));
     }
 
+    /// <summary>
+    /// The model's line in the report counts in words that agree with the numbers: "1 pairs filled
+    /// by paths" and "1 hosts" before 2026-12-06.
+    /// </summary>
+    [Theory]
+    [InlineData("1\n0\n", "matrix m.csv (1 host, 0 pairs filled by paths, seed 5)")]
+    [InlineData("3\n0,42,180\n40,0,-1\n181,-1,0\n", "matrix m.csv (3 hosts, 1 pair filled by a path, seed 5)")]
+    [InlineData("4\n0,10,20,30\n10,0,-1,-1\n20,-1,0,-1\n30,-1,-1,0\n", "matrix m.csv (4 hosts, 3 pairs filled by paths, seed 5)")]
+    public void A_matrix_describes_itself_in_agreeing_words(string text, string description)
+    {
+        Assert.Equal(description, MatrixLatencyModel.Parse(text, seed: 5, name: "m.csv").Description);
+    }
+
     [Theory]
     [InlineData("", "empty")]
     [InlineData("x\n", "line 1: the host count must be an integer")]

@@ -254,6 +254,10 @@ public sealed class LatencySimulationTests
                 }
 
                 Assert.All(rebuilds, r => Assert.InRange(Number(r, "edges whose parent changed "), 1, 3000 * 8));
+                // Which plans' links each fit used ("rebuilds 1-1" for the second before 2026-12-06).
+                Assert.Contains("the planner's plan):", rebuilds[0], StringComparison.Ordinal);
+                Assert.Contains("the planner's plan and rebuild 1):", rebuilds[1], StringComparison.Ordinal);
+                Assert.Contains("the planner's plan and rebuilds 1-2):", rebuilds[2], StringComparison.Ordinal);
             }
         }
 

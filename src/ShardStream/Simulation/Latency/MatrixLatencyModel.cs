@@ -36,7 +36,8 @@ public sealed class MatrixLatencyModel : LatencyModel
     public int FilledPairs { get; }
 
     /// <inheritdoc />
-    public override string Description => $"matrix {_name} ({Hosts} hosts, {FilledPairs} pairs filled by paths, seed {_seed})";
+    public override string Description =>
+        $"matrix {_name} ({Hosts} {(Hosts == 1 ? "host" : "hosts")}, {FilledPairs} {(FilledPairs == 1 ? "pair filled by a path" : "pairs filled by paths")}, seed {_seed})";
 
     /// <summary>The host of <paramref name="node"/>: the coordinator (0) on host 0, peer i on host i mod N.</summary>
     public int HostOf(int node) => node % Hosts;

@@ -280,7 +280,7 @@ internal static class RdpAnalysis
             for (var i = 0; i < rebuilds.Count; i++)
             {
                 var (e, moved) = rebuilds[i];
-                o.WriteLine($"    rebuild {i + 1} from parent links only (the same clusters; local coordinates fitted to the RTTs of the parent links within a cluster of the planner's plan{(i == 0 ? "" : $" and rebuilds 1-{i}")}): mean RDP {e.MeanRdp:F2} (source region {e.SourceRegionRdp:F2}, other regions {e.OtherRegionsRdp:F2}; per single tree {e.MeanTreeRdp:F2}), max depth {e.MaxDepth}, peers over budget {e.OverBudget}, edges whose parent changed {moved}");
+                o.WriteLine($"    rebuild {i + 1} from parent links only (the same clusters; local coordinates fitted to the RTTs of the parent links within a cluster of the planner's plan{(i switch { 0 => "", 1 => " and rebuild 1", _ => $" and rebuilds 1-{i}" })}): mean RDP {e.MeanRdp:F2} (source region {e.SourceRegionRdp:F2}, other regions {e.OtherRegionsRdp:F2}; per single tree {e.MeanTreeRdp:F2}), max depth {e.MaxDepth}, peers over budget {e.OverBudget}, edges whose parent changed {moved}");
             }
         }
     }
