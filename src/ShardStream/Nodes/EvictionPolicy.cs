@@ -259,7 +259,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             stop = session;
             _lastDownload.Remove(id);
         }
-        string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps)
+        string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps, null)
             : $"your download is below the stream rate (your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming)";
         SlowChildLog.LeafStopped(log, id, queueAge.TotalSeconds, why, reason);
         lock (tracker.Gate) NoteStoppedSlow(stop, reason);

@@ -45,7 +45,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     internal readonly record struct Finding(Link Link, Verdict Verdict, TimeSpan QueueAge, double DownloadMbps, double StreamMbps, TimeSpan Window)
     {
         /// <summary>What the stopped child is told (and prints).</summary>
-        public string Reason => BelowRate(DownloadMbps, StreamMbps);
+        public string Reason => BelowRate(DownloadMbps, StreamMbps, Window);
 
         /// <summary>What it took and what was queued for it, as the lines say it (<see cref="Took"/>).</summary>
         public string TookText => Took(DownloadMbps, StreamMbps, Window);
@@ -64,9 +64,19 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         _ => string.Create(CultureInfo.InvariantCulture, $"it took {downloadMbps:0.0} Mbit/s while {streamMbps:0.0} were queued for it"),
     };
 
-    /// <summary>What a child stopped as too slow is told (and prints): its measured download and the rate queued for it.</summary>
-    public static string BelowRate(double downloadMbps, double streamMbps) =>
-        string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {downloadMbps:0.0} vs {streamMbps:0.0} Mbit/s");
+    /// <summary>
+    /// What a child stopped as too slow is told (and prints): its measured download and the rate
+    /// queued for it, "X vs Y Mbit/s"; as <see cref="Took"/> says it, "you took nothing" (in
+    /// <paramref name="window"/>, when known) when not one byte went out, not 0.0, and a download
+    /// under 0.1 Mbit/s in kbit/s.
+    /// </summary>
+    public static string BelowRate(double downloadMbps, double streamMbps, TimeSpan? window) => downloadMbps switch
+    {
+        <= 0 when window is { } w => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: you took nothing in {w.TotalSeconds:0.0} s while {streamMbps:0.0} Mbit/s were queued for you"),
+        <= 0 => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: you took nothing while {streamMbps:0.0} Mbit/s were queued for you"),
+        < 0.1 => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {downloadMbps * 1000:0.#} kbit/s vs {streamMbps:0.0} Mbit/s"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {downloadMbps:0.0} vs {streamMbps:0.0} Mbit/s"),
+    };
 
     /// <summary>
     /// Samples every served link and returns what must be done; forgets links no longer served.

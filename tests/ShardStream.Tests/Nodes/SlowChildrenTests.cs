@@ -108,4 +108,15 @@ public sealed class SlowChildrenTests
         });
         Assert.Empty(verdicts);
     }
+
+    /// <summary>
+    /// What a stopped child is told says the truth as the lines do: a child that took nothing in
+    /// the window was told "0.0 vs 2.1 Mbit/s"; a download under 0.1 Mbit/s is in kbit/s.
+    /// </summary>
+    [Theory]
+    [InlineData(0.0, "your download is below the stream rate: you took nothing in 3.0 s while 2.1 Mbit/s were queued for you")]
+    [InlineData(0.05, "your download is below the stream rate: 50 kbit/s vs 2.1 Mbit/s")]
+    [InlineData(1.4, "your download is below the stream rate: 1.4 vs 2.1 Mbit/s")]
+    public void A_stopped_child_is_told_what_it_took(double downloadMbps, string reason) =>
+        Assert.Equal(reason, new SlowChildren.Finding(null!, SlowChildren.Verdict.Stop, TimeSpan.FromSeconds(4), downloadMbps, 2.1, TimeSpan.FromSeconds(3)).Reason);
 }

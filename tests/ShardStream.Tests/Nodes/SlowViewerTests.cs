@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using System.Buffers;
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.RegularExpressions;
 using ShardStream.Nodes;
 using ShardStream.Wire;
@@ -101,8 +102,8 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         var stopped = await slowStops;
         var figures = BelowRate().Match(stopped.Message);
         Assert.True(figures.Success, $"the slow viewer stopped with: {stopped.Message}");
-        double download = double.Parse(figures.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-        double stream = double.Parse(figures.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+        double download = DownloadOf(figures);
+        double stream = StreamOf(figures);
         Assert.True(download < stream / 4, $"measured {download} vs {stream} Mbit/s");
         Assert.InRange(stream, 4, 16);   // 1 MiB/s = 8.4 Mbit/s
         await ending;
@@ -492,6 +493,13 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         }
     }
 
-    [GeneratedRegex(@"your download is below the stream rate: ([0-9.]+) vs ([0-9.]+) Mbit/s")]
+    // "X vs Y Mbit/s", "X kbit/s vs Y Mbit/s" under 0.1 Mbit/s, or "you took nothing [in N s] while Y Mbit/s were queued for you".
+    [GeneratedRegex(@"your download is below the stream rate: (?:(?<down>[0-9.]+)(?<kbit> kbit/s)? vs|you took nothing(?: in [0-9.]+ s)? while) (?<stream>[0-9.]+) Mbit/s")]
     private static partial Regex BelowRate();
+
+    /// <summary>The download a <see cref="BelowRate"/> match quotes, in Mbit/s (0 for "nothing").</summary>
+    private static double DownloadOf(Match m) => !m.Groups["down"].Success ? 0
+        : double.Parse(m.Groups["down"].Value, CultureInfo.InvariantCulture) / (m.Groups["kbit"].Success ? 1000 : 1);
+
+    private static double StreamOf(Match m) => double.Parse(m.Groups["stream"].Value, CultureInfo.InvariantCulture);
 }
