@@ -165,19 +165,21 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             eviction.NoteDeparted(session);
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
+            // Not the entries of a peer the plan evicts: it gets no Move.
+            int sent = tracker.SentOf(plan);
             // A failed peer may still reach its parents (only its path to this coordinator broke):
             // they stop serving it, as its slots go to others. A leaver closes those links itself
             // once its children have moved, and so does a peer that finished (its goodbye, Normal,
             // comes after it closed them).
             if (!graceful && session.Control.ReceivedGoodbye != GoodbyeCode.Normal) tracker.DropFromParents(session, reason);
             if (source.Ended && session.Control.ReceivedGoodbye == GoodbyeCode.Normal)
-                CoordinatorLog.PeerLeftAfterEnd(log, session.Id, reason, plan.Count);
+                CoordinatorLog.PeerLeftAfterEnd(log, session.Id, reason, sent);
             // After the end too, the repair's moves go out at once (keeping them back until a child
             // reported the finished parent lost left peers unfinished: LatencyOverlayTests seeds 3
             // and 11 timed out with it). A child that already has everything ignores its move.
             // A failure, or a finish after the end: the orphans may still need the rest of the stream from a window.
             // Said before the moves go out: a peer they evict has its own line (1660, "is evicted"), after this one.
-            CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, plan.Count);
+            CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, sent);
             tracker.SendMoves(plan);
         }
         return true;

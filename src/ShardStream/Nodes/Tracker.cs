@@ -132,6 +132,14 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         }
     }
 
+    /// <summary>
+    /// How many of <paramref name="moves"/> <see cref="SendMoves"/> sends: not a peer's that is
+    /// gone, nor those of a peer it evicts (no capacity left for one of its shards: it gets no
+    /// Move). Called under the gate, before the moves go out.
+    /// </summary>
+    public int SentOf(IEnumerable<Reattachment> moves) =>
+        moves.GroupBy(r => r.Peer).Where(g => Peers.ContainsKey(g.Key) && g.All(r => r.NewParent != Planner.None)).Sum(g => g.Count());
+
     /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
     public void SendMoves(IEnumerable<Reattachment> moves)
     {
