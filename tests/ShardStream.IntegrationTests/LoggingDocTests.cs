@@ -1,0 +1,37 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+
+namespace ShardStream.IntegrationTests;
+
+/// <summary>
+/// docs/logging.md's id table covers every event id the library and the CLI define: each
+/// <c>[LoggerMessage]</c> id lies in the range of one of its rows (read from the assemblies, not
+/// from the source, so a new id in a new class is not missed).
+/// </summary>
+public sealed partial class LoggingDocTests
+{
+    [Fact]
+    public void Every_event_id_is_in_a_row_of_the_id_table()
+    {
+        var ids = new[] { typeof(ShardStream.Nodes.Coordinator).Assembly, Assembly.Load("shardstream") }
+            .SelectMany(a => a.GetTypes())
+            .SelectMany(t => t.GetMethods(BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.Instance | BindingFlags.DeclaredOnly))
+            .Select(m => (Method: m, Attribute: m.GetCustomAttribute<LoggerMessageAttribute>()))
+            .Where(x => x.Attribute is not null)
+            .Select(x => (x.Attribute!.EventId, Name: $"{x.Method.DeclaringType!.Name}.{x.Method.Name}"))
+            .ToList();
+        Assert.True(ids.Count > 100, $"only {ids.Count} [LoggerMessage] methods found");
+
+        string doc = File.ReadAllText(Path.Combine(PackageTests.RepositoryRoot(), "docs", "logging.md"));
+        var rows = Row().Matches(doc)
+            .Select(m => (From: int.Parse(m.Groups[1].Value), To: int.Parse(m.Groups[2].Success ? m.Groups[2].Value : m.Groups[1].Value)))
+            .ToList();
+        var missing = ids.Where(id => !rows.Any(r => r.From <= id.EventId && id.EventId <= r.To)).Select(id => $"{id.EventId} ({id.Name})").ToList();
+        Assert.True(missing.Count == 0, $"event ids in no row of docs/logging.md's id table: {string.Join(", ", missing)}");
+    }
+
+    // A row of the id table: "| 900–916 | ..." (or one id).
+    [GeneratedRegex(@"^\| (\d+)(?:–(\d+))? \|", RegexOptions.Multiline)]
+    private static partial Regex Row();
+}
