@@ -177,7 +177,8 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     [Fact]
     public async Task A_leaf_found_slow_twice_briefly_is_not_stopped_and_one_behind_for_the_whole_grace_is()
     {
-        await using var overlay = await Overlay.StartAsync(shards: 1);
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
         // A relay takes one of the coordinator's two slots, a viewer that uploads nothing the
         // other; the next leaf can only go under the relay, whose reports the test writes itself.
         var relay = await overlay.AddPeerAsync();
@@ -188,11 +189,26 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
 
         // Two short findings, one now and one after the grace (the old rule stopped it on the second).
+        // Each is judged by the coordinator in a line about the leaf (906 stopped, 916 not yet, or
+        // another "a leaf, is ..."): the test waits for those lines, not for a time.
         var grace = new CoordinatorOptions().SlowChildGrace;
+        string about = $"peer {leaf.Id}, a leaf, is ";
+        List<(string Message, long Timestamp)> Judgements() => [.. logs.Lines.Where(l => l.Category == "coordinator" && l.Message.StartsWith(about, StringComparison.Ordinal)).Select(l => (l.Message, l.Timestamp))];
+        string Said() => string.Join("\n", Judgements().Select(j => j.Message));
         Report(2_000, 800);
-        await Task.Delay(grace + TimeSpan.FromSeconds(1));
+        await Overlay.WaitUntilAsync(() => Judgements().Count >= 1, "the coordinator judged the first finding");
+        long first = Judgements()[0].Timestamp;
+        // Held on purpose: the old rule counted the time between two findings, so the second must
+        // reach the coordinator more than the grace after it judged the first (checked below on
+        // the lines' own times, whatever this delay turns out to be on a loaded machine).
+        var held = grace + TimeSpan.FromSeconds(1) - Stopwatch.GetElapsedTime(first);
+        if (held > TimeSpan.Zero) await Task.Delay(held);
         Report(2_100, 900);
-        await Task.Delay(grace + TimeSpan.FromSeconds(1));
+        await Overlay.WaitUntilAsync(() => Judgements().Count >= 2 || leafRun.IsCompleted, "the coordinator judged the second finding");
+        var judgements = Judgements();
+        Assert.True(judgements.Count == 2 && judgements.All(j => j.Message.Contains("not stopped yet", StringComparison.Ordinal)), $"a leaf found slow twice, briefly, was not just noted: {Said()}");
+        Assert.True(Stopwatch.GetElapsedTime(first, judgements[1].Timestamp) > grace, $"the two findings were judged less than the grace apart: {Said()}");
+        Assert.False(logs.Has(LogLevel.Warning, "stopping it ("), $"a leaf found slow twice, briefly, was stopped: {Said()}");
         Assert.False(leafRun.IsCompleted, $"a leaf found slow twice, briefly, was stopped: {leafRun.Exception?.InnerException?.Message}");
         Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == leaf.Id);
 
