@@ -55,7 +55,7 @@ public sealed class LatencyRebuildFiguresTests(ITestOutputHelper output)
             await overlay.WriteAsync(data.AsMemory(written, 10_000).ToArray());
             written += 10_000;
         }
-        Task JoinAsync(int i) => overlay.JoinHostAsync(i, TimeSpan.FromMilliseconds(500));
+        Task<Peer> JoinAsync(int i) => overlay.JoinHostAsync(i, TimeSpan.FromMilliseconds(500));
 
         // All but the last peer join in waves of 10, 10 kB of the stream between waves; leaf moves
         // then run until every parent link has the samples a rebuild fits its coordinates to (at
@@ -73,10 +73,24 @@ public sealed class LatencyRebuildFiguresTests(ITestOutputHelper output)
             await Task.Delay(100);
         }
         output.WriteLine($"{count - 1} peers joined in {joined.TotalSeconds:0} s; every parent link measured: {overlay.EveryParentLinkMeasured()} after {(clock.Elapsed - joined).TotalSeconds:0} s more");
-        await JoinAsync(count);
-        await Task.Delay(2000);
+        // "Before": the plan once the last peer is in it, before the rebuild its join starts has
+        // moved anyone. The first planning waits for the test to read it (the coordinator plans
+        // nothing else meanwhile, and moves nobody: its loop of moves waits for the planning), so
+        // the first rebuild's planning time as logged includes that wait. It was a fixed 2 s
+        // after the join, in which a quick planning's moves (40 a round) could already have
+        // changed the plan: at 30 peers the rebuild was planned before the 2 s were up.
+        using var beforeRead = new ManualResetEventSlim();
+        overlay.Coordinator.RebuildPlanning = (snapshot, token) =>
+        {
+            beforeRead.Wait(token);
+            return snapshot.Plan(token);
+        };
+        var last = await JoinAsync(count);
         output.WriteLine($"{model.Description}, {count} peers, K={shards} striped: blind edge RTT {blind.MeanEdgeRttMs:0.#} ms, p95 {blind.P95SourceDelayMs:0.#} ms, RDP {blind.MeanRdp:0.##}, depth {blind.MaxDepth}");
-        var before = Report("before the rebuild", overlay.Coordinator.Snapshot());
+        var beforeSnapshot = overlay.Coordinator.Snapshot();
+        Assert.Contains(beforeSnapshot.Nodes, n => n.Id == last.Id);
+        beforeRead.Set();
+        var before = Report("before the rebuild", beforeSnapshot);
 
         // Up to 6 minutes of rebuilds and moves (at most 4 rebuilds), the stream flowing; the
         // trees' depth sampled every 250 ms.
