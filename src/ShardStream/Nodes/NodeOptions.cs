@@ -363,8 +363,9 @@ public sealed record PeerOptions : NodeOptions
     /// After losing the coordinator (its link timed out or broke, it evicted this peer, or it went
     /// away), keep trying to join again for this long, with backoff (0.5 s doubling to 8 s, each
     /// times a jitter of 0.5 to 1.5), instead of stopping; <see cref="TimeSpan.Zero"/> stops at
-    /// once. Default 60 s. The peer resumes at its own next chunk where a replay window still holds
-    /// it, else it skips with a logged gap (docs/resilience.md, "Rejoining").
+    /// once. Default 60 s. A first join that the coordinator was busy for, or took and then dropped
+    /// or left unanswered, is tried again the same way, for this long from that first failure.
+    /// The peer resumes at its own next chunk where a replay window still holds it, else it skips with a logged gap (docs/resilience.md, "Rejoining").
     /// </summary>
     public TimeSpan RejoinFor { get; init; } = TimeSpan.FromSeconds(60);
 }

@@ -69,8 +69,10 @@ public sealed partial class Peer : Node, IPeerParents
         await ListenAsync(cancellationToken).ConfigureAwait(false);
         PeerLog.Listening(Log, ListenAddress, ToldOthers());
         // A coordinator with too many joins in progress says so (admission control): join again
-        // after a backoff with jitter, for up to the rejoin time.
-        long since = Time.GetTimestamp();
+        // after a backoff with jitter, for up to the rejoin time. That time counts from the first
+        // failure, not from the start: a first attempt that alone outlasted it (its answer waited
+        // for, 2 heartbeat timeouts, on a loaded machine) would otherwise get no second one.
+        long? since = null;
         var wait = FirstRejoinBackoff;
         while (true)
         {
@@ -79,8 +81,10 @@ public sealed partial class Peer : Node, IPeerParents
                 await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
                 return;
             }
-            catch (Exception e) when (e is CoordinatorBusyException or JoinInterruptedException && Time.GetElapsedTime(since) < _options.RejoinFor)
+            catch (Exception e) when (e is CoordinatorBusyException or JoinInterruptedException)
             {
+                since ??= Time.GetTimestamp();
+                if (Time.GetElapsedTime(since.Value) >= _options.RejoinFor) throw;
                 // Busy, or it took the connection and then dropped it or did not answer (a loaded
                 // machine: a coordinator that heard nothing from a starved joiner for its heartbeat
                 // timeout closes the link before the joiner read its welcome). Either way it is

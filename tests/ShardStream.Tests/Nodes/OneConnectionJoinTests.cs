@@ -136,29 +136,8 @@ public sealed class OneConnectionJoinTests
         var listener = await net.Host("fc").ListenAsync("fc:1", default);
         var accepted = new List<(IConnection Connection, long At)>();
         using var stop = new CancellationTokenSource();
-        var serve = Task.Run(async () =>
-        {
-            while (await listener.AcceptAsync(stop.Token) is { } connection)
-            {
-                lock (accepted) accepted.Add((connection, System.Diagnostics.Stopwatch.GetTimestamp()));
-                _ = Task.Run(async () =>
-                {
-                    await ReadFrameAsync(connection.Pipe.Input);
-                    new Landmarks([new Landmark(0, "", Node.ToWire(Coordinator.Anchor))], Protocol.Version).Write(connection.Pipe.Output);
-                    await connection.Pipe.Output.FlushAsync();
-                    // The next Join is read, and never answered.
-                    await ReadFrameAsync(connection.Pipe.Input);
-                });
-            }
-        });
-        var peer = new Peer(new PeerOptions
-        {
-            JoinAddress = "fc:1",
-            ListenAddress = "p:1",
-            HeartbeatTimeout = TimeSpan.FromMilliseconds(500),
-            HeartbeatInterval = TimeSpan.FromMilliseconds(100),
-            RejoinFor = TimeSpan.FromSeconds(1.5),
-        }, net.Host("p"), log.Factory);
+        _ = ServeLandmarksThenNothingAsync(listener, accepted, TimeSpan.Zero, stop.Token);
+        var peer = UnansweredJoiner(net, log);
 
         var joining = peer.StartAsync(default);
         await Overlay.WaitUntilAsync(() => { lock (accepted) return accepted.Count >= 2; }, "the joiner connects again");
@@ -174,6 +153,67 @@ public sealed class OneConnectionJoinTests
         await peer.DisposeAsync();
         await listener.DisposeAsync();
     }
+
+    [Fact]
+    public async Task A_first_attempt_that_alone_outlasts_the_rejoin_time_is_still_tried_again()
+    {
+        // The rejoin time counts from the first failure, not from the start: here the first
+        // attempt's Landmarks come 0.7 s late (a loaded host; within the 1 s the joiner waits for
+        // an answer), so with the 1 s wait for the unanswered second Join it takes about 1.8 s,
+        // more than RejoinFor (1.5 s). The joiner still joins again.
+        var log = new LogCapture();
+        var net = new VirtualNetwork();
+        var listener = await net.Host("fc").ListenAsync("fc:1", default);
+        var accepted = new List<(IConnection Connection, long At)>();
+        using var stop = new CancellationTokenSource();
+        _ = ServeLandmarksThenNothingAsync(listener, accepted, TimeSpan.FromSeconds(0.7), stop.Token);
+        var peer = UnansweredJoiner(net, log);
+
+        var joining = peer.StartAsync(default);
+        await Overlay.WaitUntilAsync(() => joining.IsCompleted || Count() >= 2, "the joiner connects again or stops");
+        Assert.True(Count() >= 2, $"the joiner stopped after its first attempt: {joining.Exception?.InnerException?.Message}");
+        Assert.True(log.Has(LogLevel.Warning, "did not answer within 1 s"), "the joiner says the coordinator did not answer");
+        await stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<Exception>(() => joining.WaitAsync(Overlay.Deadline));
+        await peer.DisposeAsync();
+        await listener.DisposeAsync();
+
+        int Count()
+        {
+            lock (accepted) return accepted.Count;
+        }
+    }
+
+    /// <summary>A joiner whose coordinator may not answer: heartbeat timeout 0.5 s (so 1 s for the answer), RejoinFor 1.5 s.</summary>
+    private static Peer UnansweredJoiner(VirtualNetwork net, LogCapture log) => new(new PeerOptions
+    {
+        JoinAddress = "fc:1",
+        ListenAddress = "p:1",
+        HeartbeatTimeout = TimeSpan.FromMilliseconds(500),
+        HeartbeatInterval = TimeSpan.FromMilliseconds(100),
+        RejoinFor = TimeSpan.FromSeconds(1.5),
+    }, net.Host("p"), log.Factory);
+
+    /// <summary>
+    /// A fake coordinator: on each connection it reads the Join, sends Landmarks after
+    /// <paramref name="late"/>, reads the next Join and never answers it.
+    /// </summary>
+    private static Task ServeLandmarksThenNothingAsync(IConnectionListener listener, List<(IConnection Connection, long At)> accepted, TimeSpan late, CancellationToken stop) => Task.Run(async () =>
+    {
+        while (await listener.AcceptAsync(stop) is { } connection)
+        {
+            lock (accepted) accepted.Add((connection, System.Diagnostics.Stopwatch.GetTimestamp()));
+            _ = Task.Run(async () =>
+            {
+                await ReadFrameAsync(connection.Pipe.Input);
+                await Task.Delay(late);
+                new Landmarks([new Landmark(0, "", Node.ToWire(Coordinator.Anchor))], Protocol.Version).Write(connection.Pipe.Output);
+                await connection.Pipe.Output.FlushAsync();
+                // The next Join is read, and never answered.
+                await ReadFrameAsync(connection.Pipe.Input);
+            });
+        }
+    });
 
     [Fact]
     public async Task A_connection_sent_landmarks_that_says_nothing_more_is_closed_at_the_deadline_and_waits_in_the_hello_gate_meanwhile()
