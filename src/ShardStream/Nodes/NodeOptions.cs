@@ -252,7 +252,7 @@ public sealed record CoordinatorOptions : NodeOptions
     public int LatencyRebuildMinPeers { get; init; } = ShardStream.Topology.Planner.RebuildMinPeers;
 
     /// <summary>
-    /// With <see cref="LatencyRebuild"/>: least estimated gain for a planned rebuild to be carried out
+    /// With <see cref="LatencyRebuild"/>: least estimated gain, with the measured RTTs, for a planned rebuild to be carried out
     /// (<see cref="Topology.PlannerOptions.RebuildMinGainShare"/>, <see cref="Topology.Planner.RebuildMinGainShare"/>
     /// by default); a test sets -1 so that a small overlay's plan is carried out whatever its estimate.
     /// </summary>

@@ -15,8 +15,9 @@ public sealed partial class Planner
 
     /// <summary>
     /// A new rebuild is planned only when its estimated mean delay from the source (slowest tree,
-    /// local coordinates inside a cluster) is lower than the plan's by at least this share, both from
-    /// the coordinates and with every measured edge priced by its measurement (<see cref="RebuildPlan.WorthCarryingOut"/>): a rebuild
+    /// local coordinates inside a cluster) is lower than the plan's by at least this share with every
+    /// measured edge priced by its measurement, and not higher from the coordinates alone
+    /// (<see cref="RebuildPlan.WorthCarryingOut"/>): a rebuild
     /// moves most edges, so one that gains little is not worth it (and estimates that wobble do not
     /// make the overlay churn).
     /// </summary>

@@ -40,7 +40,7 @@ public sealed record PlannerOptions(int ShardCount, TopologyKind Topology, int S
     internal int RebuildMinPeers { get; init; } = Planner.RebuildMinPeers;
 
     /// <summary>
-    /// Least estimated gain for a planned rebuild to be carried out (<see cref="Planner.RebuildMinGainShare"/>
+    /// Least estimated gain, with the measured RTTs, for a planned rebuild to be carried out (<see cref="Planner.RebuildMinGainShare"/>
     /// by default); a test sets -1 to carry out every plan whatever its estimate.
     /// </summary>
     internal double RebuildMinGainShare { get; init; } = Planner.RebuildMinGainShare;
