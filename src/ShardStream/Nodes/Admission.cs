@@ -121,15 +121,16 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// </summary>
     public async Task<(PeerSession? Session, bool Measuring)> JoinAsync(Link link, Hello hello, int round = 0)
     {
-        // A kept connection's next Join (round 1 or 2) was accepted once, at its first.
-        if (round == 0) JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
         // A joiner that names another stream would refuse its Welcome: it is refused first, before
-        // a turn, a landmark round, a dial-back or the planner (nobody moves for it).
+        // a turn, a landmark round, a dial-back or the planner (nobody moves for it), and is no
+        // join in the join-stage figures.
         if (hello.Stream is { } asked && !asked.AsSpan().SequenceEqual(signer.PublicKey.Bytes))
         {
             await RefuseOtherStreamAsync(link, hello, asked).ConfigureAwait(false);
             return default;
         }
+        // A kept connection's next Join (round 1 or 2) was accepted once, at its first.
+        if (round == 0) JoinStages.Record(time, JoinStages.Hello, link.AcceptedAt, link.HelloAt);
         int k = options.ShardCount;
         int declared = hello.UploadPercent == Hello.DefaultUpload ? k + 1 : Budgets.FromMultiple(hello.UploadPercent / 100.0, k);
         int budget = Math.Min(declared, UploadCap);

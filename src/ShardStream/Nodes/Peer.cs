@@ -507,11 +507,10 @@ public sealed partial class Peer : Node, IPeerParents
         static uint Kbps(double mbps) => mbps > 0 ? (uint)Math.Clamp(Math.Round(mbps * 1000), 1, uint.MaxValue) : 0;
     }
 
-    /// <summary>A peer demotes nobody: it reports the child to the coordinator (whose line says what it decided), or cannot.</summary>
+    /// <summary>A peer demotes nobody: it reports the child to the coordinator (whose line says what it decided), or, where <see cref="CoordinatorDecides"/> says it cannot, closes it here if still slow after the grace.</summary>
     private protected override string SlowChildAction(Link child) =>
-        ChildIdOf(child) <= 0 ? "not reported (its peer id is not known here)"
-            : _version >= Protocol.SlowChildVersion ? "reported to the coordinator, which decides"
-            : string.Create(CultureInfo.InvariantCulture, $"not reported (the coordinator speaks protocol version {_version}, which has no such report): closed here if still slow {NodeOptionsBase.SlowChildGrace.TotalSeconds:0.#} s on");
+        CoordinatorDecides(child) ? "reported to the coordinator, which decides"
+            : string.Create(CultureInfo.InvariantCulture, $"not reported ({(ChildIdOf(child) <= 0 ? "its peer id is not known here" : "no link to the coordinator now")}): closed here if still slow {NodeOptionsBase.SlowChildGrace.TotalSeconds:0.#} s on");
 
     /// <summary>
     /// A child still slow after the grace is reported again (version 8 on, where the report has the

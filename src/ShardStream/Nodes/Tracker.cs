@@ -135,10 +135,16 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     /// <summary>
     /// How many of <paramref name="moves"/> <see cref="SendMoves"/> sends: not a peer's that is
     /// gone, nor those of a peer it evicts (no capacity left for one of its shards: it gets no
-    /// Move). Called under the gate, before the moves go out.
+    /// Move), nor one to a parent it has no session of. Called under the gate, before the moves go out.
     /// </summary>
     public int SentOf(IEnumerable<Reattachment> moves) =>
-        moves.GroupBy(r => r.Peer).Where(g => Peers.ContainsKey(g.Key) && g.All(r => r.NewParent != Planner.None)).Sum(g => g.Count());
+        moves.GroupBy(r => r.Peer).Where(g => Peers.ContainsKey(g.Key) && !Evicts(g)).Sum(g => g.Count(Sends));
+
+    /// <summary>The planner found no capacity left for the peer of <paramref name="group"/> anywhere: it is evicted.</summary>
+    private static bool Evicts(IEnumerable<Reattachment> group) => group.Any(r => r.NewParent == Planner.None);
+
+    /// <summary>A move to the source or to a peer with a session; any other is a disagreement between the plan and the sessions.</summary>
+    private bool Sends(Reattachment r) => r.NewParent == Planner.Source || Peers.ContainsKey(r.NewParent);
 
     /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
     public void SendMoves(IEnumerable<Reattachment> moves)
@@ -146,7 +152,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         foreach (var group in moves.GroupBy(r => r.Peer))
         {
             if (!Peers.TryGetValue(group.Key, out var moved)) continue;
-            if (group.Any(r => r.NewParent == Planner.None))
+            if (Evicts(group))
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
                 Forget(moved);
@@ -162,7 +168,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             var entries = new List<ShardAssignment>();
             foreach (var r in group)
             {
-                if (r.NewParent == Planner.Source || Peers.ContainsKey(r.NewParent)) moved.PlannedParent(r.Shard, r.NewParent);
+                if (Sends(r)) moved.PlannedParent(r.Shard, r.NewParent);
                 if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, listenAddress()));
                 // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
                 // behind takes the chunks before it from this coordinator first (a Fill).

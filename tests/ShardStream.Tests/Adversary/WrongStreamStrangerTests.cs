@@ -42,12 +42,16 @@ public class WrongStreamStrangerTests(ITestOutputHelper output)
         var log = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: log.Factory);
         var key = overlay.Coordinator.StreamKey;
-        const int joins = 13 * 32;
+        // At least 13 batches of 32, and on until the honest viewer, which starts after the first
+        // batch was answered, has joined: its join overlaps the flood (at most 64 batches).
+        const int joins = 13 * 32, mostJoins = 64 * 32;
+        var firstBatch = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var honestJoined = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var clock = Stopwatch.StartNew();
         var flood = Task.Run(async () =>
         {
             var proofs = new List<(byte[] Nonce, byte[] Asked, Goodbye Bye)>();
-            for (int i = 0; i < joins; i += 32)
+            for (int i = 0; i < mostJoins && (i < joins || !honestJoined.Task.IsCompleted); i += 32)
             {
                 var batch = Enumerable.Range(0, 32).Select(async _ =>
                 {
@@ -56,12 +60,16 @@ public class WrongStreamStrangerTests(ITestOutputHelper output)
                     return (nonce, asked, await AskAsync(overlay.Network, overlay.Coordinator.ListenAddress, Frame(Join(nonce, asked).Write)));
                 });
                 proofs.AddRange(await Task.WhenAll(batch));
+                firstBatch.TrySetResult();
             }
             return proofs;
         });
+        await firstBatch.Task.WaitAsync(Overlay.Deadline);
         var honest = await overlay.AddPeerAsync(configure: o => o with { Stream = key });
+        honestJoined.SetResult();
         var answers = await flood.WaitAsync(Overlay.Deadline * 4);
-        output.WriteLine($"{joins} wrong-stream joins answered in {clock.Elapsed.TotalMilliseconds:0} ms");
+        output.WriteLine($"{answers.Count} wrong-stream joins answered in {clock.Elapsed.TotalMilliseconds:0} ms");
+        Assert.True(answers.Count < mostJoins, $"the honest viewer had not joined after {mostJoins} wrong-stream joins");
         Assert.All(answers, a => Assert.Equal(GoodbyeCode.OtherStream, a.Bye.Code));
         // Each proof holds for its own nonce and asked key only: a replay to another joiner fails.
         var (n0, a0, b0) = answers[0];
@@ -71,7 +79,7 @@ public class WrongStreamStrangerTests(ITestOutputHelper output)
         Assert.False(run.VerifyOtherStream(n0, answers[1].Asked, b0.Proof.AsSpan(Protocol.KeyLength)));
         // Nobody placed but the honest viewer; one line per refusal.
         Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Count);
-        Assert.Equal(joins, log.Lines.Count(l => l.Message.Contains(": refused, no placement", StringComparison.Ordinal)));
+        Assert.Equal(answers.Count, log.Lines.Count(l => l.Message.Contains(": refused, no placement", StringComparison.Ordinal)));
         Assert.NotEqual(0, honest.Id);
     }
 

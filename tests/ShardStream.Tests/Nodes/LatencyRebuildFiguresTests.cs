@@ -75,8 +75,9 @@ public sealed class LatencyRebuildFiguresTests(ITestOutputHelper output)
         output.WriteLine($"{count - 1} peers joined in {joined.TotalSeconds:0} s; every parent link measured: {overlay.EveryParentLinkMeasured()} after {(clock.Elapsed - joined).TotalSeconds:0} s more");
         // "Before": the plan once the last peer is in it, before the rebuild its join starts has
         // moved anyone. The first planning waits for the test to read it (the coordinator plans
-        // nothing else meanwhile, and moves nobody: its loop of moves waits for the planning), so
-        // the first rebuild's planning time as logged includes that wait. It was a fixed 2 s
+        // nothing else meanwhile, and once that planning has begun moves nobody: its loop of moves
+        // waits for it; a round of leaf moves between the join and the planning's start is not
+        // held back), so the first rebuild's planning time as logged includes that wait. It was a fixed 2 s
         // after the join, in which a quick planning's moves (40 a round) could already have
         // changed the plan: at 30 peers the rebuild was planned before the 2 s were up.
         using var beforeRead = new ManualResetEventSlim();
