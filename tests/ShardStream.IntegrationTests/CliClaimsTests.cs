@@ -211,8 +211,14 @@ public sealed partial class CliClaimsTests
         await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--min-peers", "2");
         string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
         await using var a = await JoinAsync(address, upload: null);
-        // The coordinator logs where A accepts children: "peer N (HOST:PORT) joined".
-        string aAddress = coordinator.StderrLines.Select(l => PeerAddressRegex().Match(l)).First(m => m.Success && m.Groups[1].Value == Id(a).ToString(CultureInfo.InvariantCulture)).Groups[2].Value;
+        // The coordinator logs where A accepts children: "peer N (HOST:PORT) joined". A's own
+        // "joined" line may come first (two processes, two stderr pipes): wait for the coordinator's.
+        string aId = Id(a).ToString(CultureInfo.InvariantCulture);
+        Match? joined = null;
+        await WaitUntilAsync(
+            () => (joined = coordinator.StderrLines.Select(l => PeerAddressRegex().Match(l)).FirstOrDefault(m => m.Success && m.Groups[1].Value == aId)) is not null,
+            () => $"the coordinator did not log where peer {aId} joined:\n{coordinator.Stderr}");
+        string aAddress = joined!.Groups[2].Value;
         await using var b = await JoinAsync(aAddress, upload: null);
         Assert.Contains(b.StderrLines, l => l.Contains($"{aAddress} redirects the join to {address}", StringComparison.Ordinal));
 
