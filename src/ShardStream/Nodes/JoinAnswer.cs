@@ -38,7 +38,7 @@ internal static class JoinAnswer
         {
             // A Goodbye(OtherStream) without its proof is malformed, yet its code and reason say what it
             // claims: the refusal's check then says that it proved nothing, not "no reason given".
-            if (!Goodbye.TryRead(ref reader, out var bye)) bye = Unproved(frame.Body);
+            if (!Goodbye.TryRead(ref reader, out var bye)) bye = Goodbye.TryReadUnproved(new ReadOnlySequence<byte>(frame.Body)) ?? default;
             string reason = bye.Reason ?? "no reason given";
             if (refused?.Invoke(bye) is { } special) throw special;
             if (bye.Code == GoodbyeCode.Busy) throw new CoordinatorBusyException($"{address} is busy: {reason}");
@@ -101,14 +101,6 @@ internal static class JoinAnswer
         if (key.Bytes.AsSpan().SequenceEqual(asked))
             return new ProtocolException($"{address} refused this peer as a viewer of another stream, and proved it holds the key of the stream asked for ({key.Address})");
         return OtherStream(address, key, wanted, pinned);
-    }
-
-    /// <summary>The code and reason of a malformed Goodbye(OtherStream) (its proof missing or cut); default for any other.</summary>
-    private static Goodbye Unproved(byte[] body)
-    {
-        var r = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-        return FrameCodec.TryReadUInt16(ref r, out ushort code) && code == (ushort)GoodbyeCode.OtherStream && FrameCodec.TryReadString(ref r, out string reason)
-            ? new Goodbye(GoodbyeCode.OtherStream, reason) : default;
     }
 
     /// <summary>The key at the start of a proof; null when it is no Ed25519 public key.</summary>

@@ -90,6 +90,15 @@ public static class FrameCodec
         w.WriteBytes(value ?? new byte[length]);
     }
 
+    /// <summary>Reads exactly <paramref name="length"/> bytes (what <see cref="WriteFixed"/> wrote); false when fewer remain.</summary>
+    internal static bool TryReadFixed(ref SequenceReader<byte> reader, int length, out byte[] value)
+    {
+        value = new byte[length];
+        if (!reader.TryCopyTo(value)) return false;
+        reader.Advance(length);
+        return true;
+    }
+
     internal static bool TryReadBytes8(ref SequenceReader<byte> reader, int maxLength, out byte[] value)
     {
         value = [];

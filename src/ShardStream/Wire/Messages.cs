@@ -228,11 +228,7 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
         // Version 13: a Join may end with the stream it asks for; nothing else follows, in any hello.
         byte[]? stream = null;
         if (max >= Protocol.StreamCheckVersion && role == (byte)HelloRole.Join && r.Remaining == Protocol.KeyLength)
-        {
-            stream = new byte[Protocol.KeyLength];
-            r.TryCopyTo(stream);
-            r.Advance(Protocol.KeyLength);
-        }
+            FrameCodec.TryReadFixed(ref r, Protocol.KeyLength, out stream);
         if (!r.End) return false;
         value = new Hello(min, max, (HelloRole)role, peerId, upload, shards, address, nonce, ticket.Length == 0 ? null : ticket, coordinate, measured, stream);
         return true;
@@ -439,20 +435,34 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason, byte[]? P
     public static bool TryRead(ref SequenceReader<byte> r, out Goodbye value)
     {
         value = default;
-        if (!FrameCodec.TryReadUInt16(ref r, out ushort code) || !FrameCodec.TryReadString(ref r, out string reason)) return false;
+        if (!TryReadHead(ref r, out var code, out string reason)) return false;
         byte[]? proof = null, runId = null;
-        if ((GoodbyeCode)code == GoodbyeCode.OtherStream)
-        {
-            if (r.Remaining != Welcome.ProofLength + Protocol.RunIdLength) return false;
-            proof = new byte[Welcome.ProofLength];
-            r.TryCopyTo(proof);
-            r.Advance(proof.Length);
-            runId = new byte[Protocol.RunIdLength];
-            r.TryCopyTo(runId);
-            r.Advance(runId.Length);
-        }
+        if (code == GoodbyeCode.OtherStream
+            && (r.Remaining != Welcome.ProofLength + Protocol.RunIdLength
+                || !FrameCodec.TryReadFixed(ref r, Welcome.ProofLength, out proof) || !FrameCodec.TryReadFixed(ref r, Protocol.RunIdLength, out runId)))
+            return false;
         if (!r.End) return false;
-        value = new Goodbye((GoodbyeCode)code, reason, proof, runId);
+        value = new Goodbye(code, reason, proof, runId);
+        return true;
+    }
+
+    /// <summary>
+    /// The code and reason of a Goodbye(<see cref="GoodbyeCode.OtherStream"/>) whose proof is missing
+    /// or cut (<see cref="TryRead"/> refuses it): what it claims, for the joiner to say that it proved
+    /// nothing. Null for any other body.
+    /// </summary>
+    public static Goodbye? TryReadUnproved(ReadOnlySequence<byte> body)
+    {
+        var r = new SequenceReader<byte>(body);
+        return TryReadHead(ref r, out var code, out string reason) && code == GoodbyeCode.OtherStream ? new Goodbye(code, reason) : null;
+    }
+
+    private static bool TryReadHead(ref SequenceReader<byte> r, out GoodbyeCode code, out string reason)
+    {
+        reason = "";
+        code = default;
+        if (!FrameCodec.TryReadUInt16(ref r, out ushort value) || !FrameCodec.TryReadString(ref r, out reason)) return false;
+        code = (GoodbyeCode)value;
         return true;
     }
 }
