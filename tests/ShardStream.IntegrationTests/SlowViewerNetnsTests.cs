@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
+using ShardStream.Tests.Nodes;
 using Xunit.Abstractions;
 
 namespace ShardStream.IntegrationTests;
@@ -113,9 +114,9 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         output.WriteLine($"coordinator: {coordinator.StderrLines.FirstOrDefault(l => l.Contains("demoted to a leaf", StringComparison.Ordinal)) ?? "no demotion logged"} ({demotedAfter:0.0} s after the first source byte); exit {coordinatorExit}");
         output.WriteLine($"coordinator: {coordinator.StderrLines.FirstOrDefault(l => l.Contains("stopping it", StringComparison.Ordinal)) ?? "no stop logged"} ({Logged(coordinator, "stopping it", startClock):0.0} s after the first source byte)");
         var error = slow.StderrLines.LastOrDefault(l => l.StartsWith("shardstream: error:", StringComparison.Ordinal)) ?? "";
-        var figures = BelowRate().Match(error);
-        bool slowToldWhy = figures.Success && DownloadOf(figures) is >= 0.1 and <= 2.0
-            && StreamOf(figures) is >= 12 and <= 20;
+        var figures = BelowRateMessage.Pattern().Match(error);
+        bool slowToldWhy = figures.Success && BelowRateMessage.DownloadOf(figures) is >= 0.1 and <= 2.0
+            && BelowRateMessage.StreamOf(figures) is >= 12 and <= 20;
         if (results.Any(r => r.Exit != 0 || r.Sha != expected || !(r.DoneAfterSource < 10)) || slowExit != 1 || !slowToldWhy || double.IsNaN(demotedAfter))
         {
             output.WriteLine($"--- coordinator:\n{coordinator.Stderr}");
@@ -135,8 +136,8 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         Assert.True(demotedAfter < 5, $"the slow viewer was demoted {demotedAfter:0.0} s after the stream started");
         Assert.Equal(1, slowExit);
         Assert.True(figures.Success, $"the slow viewer's error line: {error}");
-        Assert.InRange(DownloadOf(figures), 0.1, 2.0);   // tbf 1 Mbit/s
-        Assert.InRange(StreamOf(figures), 12, 20);     // 16.8 Mbit/s
+        Assert.InRange(BelowRateMessage.DownloadOf(figures), 0.1, 2.0);   // tbf 1 Mbit/s
+        Assert.InRange(BelowRateMessage.StreamOf(figures), 12, 20);     // 16.8 Mbit/s
         Assert.Equal(0, coordinatorExit);
     }
 
@@ -158,14 +159,4 @@ public sealed partial class SlowViewerNetnsTests(ITestOutputHelper output)
         if (logged < since - TimeSpan.FromHours(12)) logged += TimeSpan.FromDays(1);
         return (logged - since).TotalSeconds;
     }
-
-    // "X vs Y Mbit/s", "X kbit/s vs Y Mbit/s" under 0.1 Mbit/s, or "you took nothing [in N s] while Y Mbit/s were queued for you".
-    [GeneratedRegex(@"your download is below the stream rate: (?:(?<down>[0-9.]+)(?<kbit> kbit/s)? vs|you took nothing(?: in [0-9.]+ s)? while) (?<stream>[0-9.]+) Mbit/s")]
-    private static partial Regex BelowRate();
-
-    /// <summary>The download a <see cref="BelowRate"/> match quotes, in Mbit/s (0 for "nothing").</summary>
-    private static double DownloadOf(Match m) => !m.Groups["down"].Success ? 0
-        : double.Parse(m.Groups["down"].Value, CultureInfo.InvariantCulture) / (m.Groups["kbit"].Success ? 1000 : 1);
-
-    private static double StreamOf(Match m) => double.Parse(m.Groups["stream"].Value, CultureInfo.InvariantCulture);
 }

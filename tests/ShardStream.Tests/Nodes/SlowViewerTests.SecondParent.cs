@@ -77,7 +77,7 @@ public sealed partial class SlowViewerTests
         }
 
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun);
-        Assert.Matches(BelowRate(), stopped.Message);
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
         await slow.DisposeAsync();
         // Moved once, from the relay to the only free slot, and stopped on its second parent's finding.
         var lines = logs.Lines.Where(l => l.Level == LogLevel.Warning).Select(l => l.Message).ToList();

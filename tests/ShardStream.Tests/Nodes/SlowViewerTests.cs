@@ -100,10 +100,10 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         foreach (var p in fast) await overlay.AssertIdenticalAsync(p);
 
         var stopped = await slowStops;
-        var figures = BelowRate().Match(stopped.Message);
+        var figures = BelowRateMessage.Pattern().Match(stopped.Message);
         Assert.True(figures.Success, $"the slow viewer stopped with: {stopped.Message}");
-        double download = DownloadOf(figures);
-        double stream = StreamOf(figures);
+        double download = BelowRateMessage.DownloadOf(figures);
+        double stream = BelowRateMessage.StreamOf(figures);
         Assert.True(download < stream / 4, $"measured {download} vs {stream} Mbit/s");
         Assert.InRange(stream, 4, 16);   // 1 MiB/s = 8.4 Mbit/s
         await ending;
@@ -215,7 +215,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // Behind at its parent for longer than the grace: stopped, with the figures.
         Report((uint)(grace.TotalMilliseconds + 1_000), 700);
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun.WaitAsync(Overlay.Deadline));
-        Assert.Matches(BelowRate(), stopped.Message);
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
         Assert.Contains("0.9 vs", stopped.Message, StringComparison.Ordinal);   // the higher of this finding's and the last one's
         await leaf.DisposeAsync();
     }
@@ -299,7 +299,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             return behindRun.IsCompleted;
         }, "the leaf is stopped once it is the only one behind");
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => behindRun);
-        Assert.Matches(BelowRate(), stopped.Message);
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
         foreach (var leaf in others)
         {
             var run = overlay.Peers.Single(p => p.Peer == leaf).Run;
@@ -391,7 +391,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.False(logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the leaf was excused again under another parent, and that parent was taken for slow");
         Assert.True(logs.Has(LogLevel.Warning, $"peer {leaf.Id} was excused"), "the coordinator did not say why it judged the leaf on its own");
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun);
-        Assert.Matches(BelowRate(), stopped.Message);
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
         await leaf.DisposeAsync();
     }
 
@@ -508,14 +508,4 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             Assert.Equal(2, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == held.Id).Budget);
         }
     }
-
-    // "X vs Y Mbit/s", "X kbit/s vs Y Mbit/s" under 0.1 Mbit/s, or "you took nothing [in N s] while Y Mbit/s were queued for you".
-    [GeneratedRegex(@"your download is below the stream rate: (?:(?<down>[0-9.]+)(?<kbit> kbit/s)? vs|you took nothing(?: in [0-9.]+ s)? while) (?<stream>[0-9.]+) Mbit/s")]
-    private static partial Regex BelowRate();
-
-    /// <summary>The download a <see cref="BelowRate"/> match quotes, in Mbit/s (0 for "nothing").</summary>
-    private static double DownloadOf(Match m) => !m.Groups["down"].Success ? 0
-        : double.Parse(m.Groups["down"].Value, CultureInfo.InvariantCulture) / (m.Groups["kbit"].Success ? 1000 : 1);
-
-    private static double StreamOf(Match m) => double.Parse(m.Groups["stream"].Value, CultureInfo.InvariantCulture);
 }
