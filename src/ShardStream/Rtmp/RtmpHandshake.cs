@@ -26,7 +26,7 @@ public static class RtmpHandshake
     public static byte[] CreateServerResponse(ReadOnlySpan<byte> c0c1, uint time)
     {
         if (c0c1.Length != ClientHelloLength) throw new ArgumentException($"C0+C1 is {ClientHelloLength} bytes", nameof(c0c1));
-        if (c0c1[0] != Version) throw new RtmpProtocolException(c0c1[0] == 6 ? "handshake asks for RTMPE (version 6), which is not served" : $"handshake version {c0c1[0]}, not RTMP's 3");
+        CheckVersion(c0c1[0]);
         var response = new byte[1 + 2 * PacketLength];
         response[0] = Version;
         var s1 = response.AsSpan(1, PacketLength);
@@ -35,6 +35,19 @@ public static class RtmpHandshake
         RandomNumberGenerator.Fill(s1[8..]);
         c0c1[1..].CopyTo(response.AsSpan(1 + PacketLength));
         return response;
+    }
+
+    /// <summary>
+    /// Throws <see cref="RtmpProtocolException"/> when C0 is not version 3. A server checks it as
+    /// soon as that byte arrives: a client that is not RTMP (curl or a browser on the RTMP port)
+    /// sends far less than C0+C1 and would otherwise wait for the handshake timeout.
+    /// </summary>
+    public static void CheckVersion(byte c0)
+    {
+        if (c0 == Version) return;
+        if (c0 == 6) throw new RtmpProtocolException("handshake asks for RTMPE (version 6), which is not served");
+        string text = c0 is >= 0x20 and < 0x7F ? $" ('{(char)c0}', text{(c0 is (byte)'G' or (byte)'H' or (byte)'P' or (byte)'O' or (byte)'D' ? ": an HTTP request?" : "")})" : "";
+        throw new RtmpProtocolException($"handshake version {c0}{text}, not RTMP's 3");
     }
 
     /// <summary>A client's C0 + C1 (tests and clients).</summary>

@@ -148,7 +148,13 @@ internal sealed partial class RtmpSession
         timeout.CancelAfter(_limits.HandshakeTimeout);
         try
         {
-            var c0c1 = await ReadExactlyAsync(RtmpHandshake.ClientHelloLength, "C0+C1", timeout.Token).ConfigureAwait(false);
+            // C0 first: a client that is not RTMP is told so at its first byte, not at the timeout.
+            var c0 = await ReadExactlyAsync(1, "C0", timeout.Token).ConfigureAwait(false);
+            RtmpHandshake.CheckVersion(c0[0]);
+            var c1 = await ReadExactlyAsync(RtmpHandshake.PacketLength, "C1", timeout.Token).ConfigureAwait(false);
+            var c0c1 = new byte[RtmpHandshake.ClientHelloLength];
+            c0c1[0] = c0[0];
+            c1.CopyTo(c0c1, 1);
             var response = RtmpHandshake.CreateServerResponse(c0c1, (uint)Environment.TickCount);
             await Output.WriteAsync(response, timeout.Token).ConfigureAwait(false);
             await ReadExactlyAsync(RtmpHandshake.PacketLength, "C2", timeout.Token).ConfigureAwait(false); // read, not compared

@@ -232,6 +232,20 @@ public class RtmpSessionTests : IAsyncLifetime
         await WaitUntil(() => _log.All().Contains("command 'publish' before connect"));
     }
 
+
+    [Fact]
+    public async Task An_HTTP_request_on_the_RTMP_port_is_refused_at_its_first_byte_not_after_the_handshake_timeout()
+    {
+        // 37 bytes, far short of C0+C1 (1537): curl or a browser pointed at the RTMP port.
+        await using var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+        var sent = System.Diagnostics.Stopwatch.StartNew();
+        await client.SendRawAsync("GET / HTTP/1.1\r\nHost: 127.0.0.1:1935\r\n\r\n"u8.ToArray());
+        Assert.True(await client.ClosedAsync());
+        var took = sent.Elapsed;
+        await WaitUntil(() => _log.All().Contains("closed: "));
+        Assert.Contains("handshake version 71 ('G', text: an HTTP request?), not RTMP's 3", _log.All());
+        Assert.True(took < TimeSpan.FromSeconds(5), $"closed {took.TotalSeconds:0.0} s after the request:\n{_log.All()}");
+    }
     [Fact]
     public async Task Set_chunk_size_before_connect_as_OBS_sends_it_applies_to_the_connect_that_follows()
     {
