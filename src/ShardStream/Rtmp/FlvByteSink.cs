@@ -10,7 +10,7 @@ namespace ShardStream.Rtmp;
 /// with the track flags taken from onMetaData (both when there is none), PreviousTagSize0, then
 /// each tag with its 11-byte header and its PreviousTagSize. Timestamps continue across a
 /// publisher's reconnect (the new publish starts 40 ms after the last tag) so that the byte stream
-/// stays one FLV file. <see cref="Reader"/> is what the coordinator reads as its source.
+/// stays one FLV file; onMetaData is at 0 in every publish, where players read it as metadata. <see cref="Reader"/> is what the coordinator reads as its source.
 /// The tags of one read of the publisher's connection are flushed together
 /// (<see cref="FlushAsync"/>), and the reader runs inline in that flush: the coordinator's source
 /// loop cuts the read's tags into as few chunks as keyframes allow, hashes and signs them on the
@@ -54,9 +54,19 @@ public sealed class FlvByteSink : IFlvTagSink
             _offset = _anyTag ? unchecked(_last + 40 - timestamp) : 0;
             _rebase = false;
         }
-        uint at = unchecked(timestamp + _offset);
-        _last = at;
-        _anyTag = true;
+        uint at;
+        if (type == FlvTagType.Script && IsMetadata(body.Span))
+        {
+            // onMetaData stays at 0 in a publish after the first too: ffmpeg (flvdec) reads a
+            // script tag at another time as a subtitle stream that starts there. It moves no clock.
+            at = 0;
+        }
+        else
+        {
+            at = unchecked(timestamp + _offset);
+            _last = at;
+            _anyTag = true;
+        }
         w.Advance(Flv.WriteTagHeader(w.GetSpan(FlvTag.HeaderLength), type, at, body.Length));
         w.Write(body.Span);
         w.Advance(Flv.WriteTagTrailer(w.GetSpan(FlvTag.TrailerLength), body.Length));
@@ -71,6 +81,9 @@ public sealed class FlvByteSink : IFlvTagSink
         _unflushed = false;
         await _pipe.Writer.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>True for a script tag whose name is onMetaData (AMF0 string 0x02, length 10).</summary>
+    internal static bool IsMetadata(ReadOnlySpan<byte> body) => body.StartsWith("\u0002\0\u000AonMetaData"u8);
 
     /// <summary>FLV header flags (4 audio, 1 video) from onMetaData's audiocodecid/videocodecid; both when it names neither.</summary>
     internal static byte TrackFlags(ReadOnlySpan<byte> metadata)

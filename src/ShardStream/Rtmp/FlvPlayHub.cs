@@ -166,7 +166,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
                 {
                     uint at = _gop.Count > 0 ? _gop[0].Timestamp : 0;
                     foreach (var header in new[] { _metadata, _videoHeader, _audioHeader })
-                        if (header is { } h) Enqueue(s, h with { Timestamp = at });
+                        if (header is { } h) Enqueue(s, h with { Timestamp = HeaderTime(h, at) });
                     foreach (var tag in _gop) Enqueue(s, tag);
                 }
                 else
@@ -191,7 +191,7 @@ public sealed class FlvPlayHub : IFlvTagFeed
                         FlvTag?[] headers;
                         lock (_lock) headers = [_metadata, _videoHeader, _audioHeader];
                         foreach (var header in headers)
-                            if (header is { } h) yield return h with { Timestamp = tag.Timestamp };
+                            if (header is { } h) yield return h with { Timestamp = HeaderTime(h, tag.Timestamp) };
                     }
                     yield return tag;
                 }
@@ -202,6 +202,14 @@ public sealed class FlvPlayHub : IFlvTagFeed
             lock (_lock) _subscribers.Remove(s);
         }
     }
+
+    /// <summary>
+    /// A header's time for a player that starts at a keyframe at <paramref name="keyframe"/>: the
+    /// sequence headers go at the keyframe's, onMetaData at 0. ffmpeg's
+    /// FLV reader (which ffplay and ffmpeg use over RTMP) takes a script tag at another time for a
+    /// subtitle stream, listed ahead of the video ("Stream #0:0: Subtitle: text").
+    /// </summary>
+    private static uint HeaderTime(FlvTag header, uint keyframe) => header.Type == FlvTagType.Script ? 0 : keyframe;
 
     private sealed class TeeStream(Stream output, FlvPlayHub hub) : Stream
     {

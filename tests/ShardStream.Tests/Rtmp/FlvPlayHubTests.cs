@@ -57,7 +57,19 @@ public class FlvPlayHubTests
         Assert.Equal(AvcHeader, tags[1].Body.ToArray());
         Assert.Equal(AacHeader, tags[2].Body.ToArray());
         Assert.Equal(Keyframe, tags[3].Body.ToArray());
-        Assert.Equal([1000u, 1000u, 1000u, 1000u, 1010u, 1033u, 1066u], tags.Select(t => t.Timestamp)); // headers at the keyframe's time
+        // onMetaData at 0: ffmpeg takes a script tag with another timestamp for a subtitle stream
+        // ("Stream #0:0: Subtitle: text" ahead of the video); the sequence headers at the keyframe's time.
+        Assert.Equal([0u, 1000u, 1000u, 1000u, 1010u, 1033u, 1066u], tags.Select(t => t.Timestamp));
+    }
+
+    [Fact]
+    public async Task A_player_that_comes_before_the_first_keyframe_gets_onMetaData_at_0_and_the_sequence_headers_at_the_keyframes_time()
+    {
+        var hub = new FlvPlayHub();
+        hub.Write([.. Preamble, .. Tag(18, 0, Metadata), .. Tag(9, 0, AvcHeader), .. Tag(8, 0, AacHeader), .. Tag(8, 500, Audio)]);
+        var tags = await Take(hub, 4, () => hub.Write([.. Tag(9, 1000, Keyframe), .. Tag(9, 1033, Inter)]));
+        Assert.Equal([(byte)18, (byte)9, (byte)8, (byte)9], tags.Select(t => (byte)t.Type));
+        Assert.Equal([0u, 1000u, 1000u, 1000u], tags.Select(t => t.Timestamp));
     }
 
     [Fact]
