@@ -192,7 +192,18 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         lock (tracker.Gate)
         {
             var planner = tracker.Planner;
-            if (!tracker.Peers.TryGetValue(id, out var session) || !planner.Contains(id)) return;
+            // A peer whose control link is closing (stopped as too slow, cut off) is out as soon as
+            // its goodbye has crossed, up to three close timeouts on a slow link; its parents still
+            // find it slow meanwhile. Judged again, it was "stopped" once per report, with reasons
+            // it was never sent (15 times in 14 s for one viewer, K=4 across network namespaces).
+            if (!tracker.Peers.TryGetValue(id, out var session) || !planner.Contains(id) || session.Control.IsClosing) return;
+            // A parent measures what it serves this peer: with K shards it may serve n of them, and
+            // its figures are those shards' (0.5 of 0.5 Mbit/s for one shard of a 2 Mbit/s stream,
+            // K=4). Scaled to the whole stream, they compare with the source's rate and with the
+            // findings of its other parents.
+            int served = Enumerable.Range(0, options.ShardCount).Count(s => planner.ParentOf(id, s) == parent);
+            if (rates is { } part && served > 0 && served < options.ShardCount)
+                rates = (part.DownloadMbps * options.ShardCount / served, part.StreamMbps * options.ShardCount / served);
             long now = time.GetTimestamp();
             double? earlier = _lastDownload.TryGetValue(id, out var last) && time.GetElapsedTime(last.At, now) < EarlierFindingWithin ? last.DownloadMbps : null;
             if (rates is { } found) _lastDownload[id] = (now, found.DownloadMbps);
