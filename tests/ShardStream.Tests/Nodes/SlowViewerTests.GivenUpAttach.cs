@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 
 namespace ShardStream.Tests.Nodes;
@@ -44,9 +45,28 @@ public sealed partial class SlowViewerTests
             // age, then a confirming tick); its failure detector ends such a link only after its
             // 10 s heartbeat timeout. Watched until 8 s of stream after the thaw reached the viewer.
             string slow = $"child {viewer.Id} ({ViewerHost}:1): slow";
-            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, slow) || viewer.StartOffset + viewer.BytesWritten >= writtenAtThaw + 8L * Rate,
+            // What the parent serves the viewer and what the viewer wrote, every poll: printed if
+            // the parent finds it slow, to tell a second link (the bug) from a viewer held up.
+            var timeline = new List<string>();
+            long noted = 0;
+            await Overlay.WaitUntilAsync(() =>
+                {
+                    if (Stopwatch.GetElapsedTime(noted) >= TimeSpan.FromMilliseconds(250))
+                    {
+                        noted = Stopwatch.GetTimestamp();
+                        timeline.Add($"{source.At(noted).TotalSeconds:0.00} links {overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id)}, viewer wrote {viewer.StartOffset + viewer.BytesWritten}");
+                    }
+                    return logs.Has(LogLevel.Warning, slow) || viewer.StartOffset + viewer.BytesWritten >= writtenAtThaw + 8L * Rate;
+                },
                 "the viewer has 8 s of stream after the thaw, or its parent found it slow", within: TimeSpan.FromSeconds(90));
             int links = overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id);
+            if (logs.Has(LogLevel.Warning, slow))
+            {
+                foreach (var t in timeline) output.WriteLine(t);
+                string[] about = [ViewerHost, $"peer {viewer.Id}", $"child {viewer.Id}"];
+                foreach (var l in logs.Lines.Where(l => about.Any(a => l.Message.Contains(a, StringComparison.Ordinal))))
+                    output.WriteLine($"{source.At(l.Timestamp).TotalSeconds:0.00} {l.Level} {l.Category}: {l.Message}");
+            }
             Assert.False(logs.Has(LogLevel.Warning, slow), $"the parent found the viewer slow: {string.Join(" | ", logs.Lines.Where(l => l.Message.Contains(slow, StringComparison.Ordinal)).Select(l => l.Message))}");
             Assert.Equal(1, links);
             Assert.False(overlay.PeerById(viewer.Id).Run.IsCompleted, "the viewer ended");
