@@ -95,21 +95,32 @@ internal static class CommonOptions
     public static string NoEffect(string flag, string condition) => $"{flag} has no effect {condition}";
 
     /// <summary>
-    /// The error for <c>--latency-rebuild-min-peers</c> given without <c>--latency-rebuild</c>
-    /// (coordinator and simulate): it gates a rebuild there is none of, so it would do nothing.
-    /// Null when it is not given or the rebuild is on.
+    /// Why the rebuild by regions is off in this command line (coordinator and simulate), worded as
+    /// the end of a <see cref="NoEffect"/> line, or null when it is on. It is on by default since
+    /// 2026-12-06; <c>--latency-rebuild false</c> turns it off, and so do <c>--latency-moves 0</c> (no
+    /// move carries it out) and <paramref name="otherwise"/>, what the command itself lacks for it.
     /// </summary>
-    public static string? RebuildMinPeersWithoutRebuild(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyRebuildMinPeers) =>
-        Given(parse, latencyRebuildMinPeers) && !parse.GetValue(latencyRebuild)
-            ? NoEffect("--latency-rebuild-min-peers", "without --latency-rebuild")
+    public static string? RebuildOff(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves, string? otherwise) =>
+        !parse.GetValue(latencyRebuild) ? "without --latency-rebuild"
+        : otherwise ?? (parse.GetValue(latencyMoves) == 0 ? "with --latency-moves 0" : null);
+
+    /// <summary>
+    /// The error for <c>--latency-rebuild-min-peers</c> given while the rebuild is off
+    /// (<paramref name="rebuildOff"/>, from <see cref="RebuildOff"/>): it gates a rebuild there is none
+    /// of, so it would do nothing. Null when it is not given or the rebuild is on.
+    /// </summary>
+    public static string? RebuildMinPeersWithoutRebuild(ParseResult parse, Option<int> latencyRebuildMinPeers, string? rebuildOff) =>
+        rebuildOff is not null && Given(parse, latencyRebuildMinPeers)
+            ? NoEffect("--latency-rebuild-min-peers", rebuildOff)
             : null;
 
     /// <summary>
-    /// The error for <c>--latency-rebuild</c> with <c>--latency-moves 0</c> (coordinator and
-    /// simulate): the rebuild is carried out by those moves, so with none it never starts.
+    /// The error for <c>--latency-rebuild</c> given with <c>--latency-moves 0</c> (coordinator and
+    /// simulate): the rebuild is carried out by those moves, so with none it never starts. The
+    /// default rebuild is simply off there.
     /// </summary>
     public static string? RebuildWithoutMoves(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves) =>
-        parse.GetValue(latencyRebuild) && parse.GetValue(latencyMoves) == 0
+        Given(parse, latencyRebuild) && parse.GetValue(latencyRebuild) && parse.GetValue(latencyMoves) == 0
             ? NoEffect("--latency-rebuild", "with --latency-moves 0")
             : null;
 

@@ -30,9 +30,9 @@ internal static class SimulateCommand
         latencyAware.AcceptOnlyFromAmong("true", "false"); // a string: see the coordinator's
         var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world (refused without it): print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model (refused without one): after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
-        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves); refused without a model and --improve-seconds.", DefaultValueFactory = _ => 4 };
-        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild), under the same cap (refused without a model and --improve-seconds, or with --latency-moves 0); leaf moves take the seconds it leaves unused (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => false };
-        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With --latency-rebuild (refused without it): the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
+        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves): default 4, or with the rebuild on (the default) and at least --latency-rebuild-min-peers peers, 1% of the peers; a number given here is a fixed cap. Refused without a model and --improve-seconds.", DefaultValueFactory = _ => 4 };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild: on by default, from 1,000 peers, with the moves' cap at 1% of the peers unless --latency-moves is given; --latency-rebuild false turns it off and leaves the cap at 4); leaf moves take the seconds it leaves unused. Given, it is refused without a model and --improve-seconds, or with --latency-moves 0 (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => true };
+        var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With the rebuild on (refused with --latency-rebuild false, and where the rebuild does nothing): the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
         var command = new Command("simulate", "Simulate an overlay of N peers through the planner and report depth, upload, speed and memory.");
@@ -95,6 +95,8 @@ internal static class SimulateCommand
                 return 1;
             }
 
+            // On by default, where it can run: a model, seconds to move in, and moves.
+            bool rebuild = RebuildOff(parseResult, model) is null;
             var options = new SimulationOptions(
                 parseResult.GetValue(peers),
                 k,
@@ -110,8 +112,10 @@ internal static class SimulateCommand
                 parseResult.GetValue(rdpBreakdown) ? Console.Error : null,
                 parseResult.GetValue(improveSeconds),
                 parseResult.GetValue(latencyMoves),
-                parseResult.GetValue(latencyRebuild),
-                parseResult.GetValue(latencyRebuildMinPeers));
+                rebuild,
+                parseResult.GetValue(latencyRebuildMinPeers),
+                // With the rebuild, 1% of the peers a second unless --latency-moves fixes the cap.
+                rebuild && !CommonOptions.Given(parseResult, latencyMoves) ? Planner.RebuildMovesShare : 0);
             try
             {
                 var report = OverlaySimulation.Run(options);
@@ -138,10 +142,15 @@ internal static class SimulateCommand
             // What the moves' flags lack, if anything: a model, or the seconds to move in.
             string? lacking = model is null ? AnyModel : !improving ? "without --improve-seconds" : null;
             if (lacking is not null && CommonOptions.Given(parse, latencyMoves)) return CommonOptions.NoEffect("--latency-moves", lacking);
-            if (lacking is not null && parse.GetValue(latencyRebuild)) return CommonOptions.NoEffect("--latency-rebuild", lacking);
+            if (lacking is not null && CommonOptions.Given(parse, latencyRebuild) && parse.GetValue(latencyRebuild)) return CommonOptions.NoEffect("--latency-rebuild", lacking);
             return CommonOptions.RebuildWithoutMoves(parse, latencyRebuild, latencyMoves)
-                ?? CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuild, latencyRebuildMinPeers);
+                ?? CommonOptions.RebuildMinPeersWithoutRebuild(parse, latencyRebuildMinPeers, RebuildOff(parse, model));
         }
+
+        // Why the rebuild (on by default) does nothing in this command line, or null when it runs.
+        string? RebuildOff(ParseResult parse, LatencyModel? model) =>
+            CommonOptions.RebuildOff(parse, latencyRebuild, latencyMoves,
+                model is null ? "without --latency world or matrix:FILE" : parse.GetValue(improveSeconds) == 0 ? "without --improve-seconds" : null);
     }
 
     private static string Format(SimulationReport report)
@@ -210,7 +219,7 @@ internal static class SimulateCommand
                     Line("rebuild by regions", $"done after {r.Second} s, {r.EdgesMoved} edges moved by then: mean RDP {F(r.MeanRdp)}, max depth {r.MaxDepth}; while under way at worst {F(r.WorstMeanRdp)} and {r.WorstMaxDepth}");
                 }
 
-                Line($"after {o.ImproveSeconds} s of moves", $"{report.ImproveMoves} edges moved (at most {o.LatencyMovesPerSecond} a second): max depth {m.MaxDepth}, edge RTT mean {F(m.MeanEdgeRttMs, 1)} ms / p95 {F(m.P95EdgeRttMs, 1)} ms, source delay mean {F(m.MeanSourceDelayMs, 1)} ms / p95 {F(m.P95SourceDelayMs, 1)} ms, mean RDP {F(m.MeanRdp)}");
+                Line($"after {o.ImproveSeconds} s of moves", $"{report.ImproveMoves} edges moved (at most {o.MovesCap(report.PeerCount)} a second): max depth {m.MaxDepth}, edge RTT mean {F(m.MeanEdgeRttMs, 1)} ms / p95 {F(m.P95EdgeRttMs, 1)} ms, source delay mean {F(m.MeanSourceDelayMs, 1)} ms / p95 {F(m.P95SourceDelayMs, 1)} ms, mean RDP {F(m.MeanRdp)}");
             }
         }
 

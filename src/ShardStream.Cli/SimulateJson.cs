@@ -80,7 +80,9 @@ internal static class SimulateJson
                 if (report.LatencyAwareImproved is { } improved)
                 {
                     w.WriteNumber("improveSeconds", o.ImproveSeconds);
-                    w.WriteNumber("latencyMovesPerSecond", o.LatencyMovesPerSecond);
+                    w.WriteNumber("latencyMovesPerSecond", o.MovesCap(report.PeerCount));
+                    w.WriteNumber("latencyMovesShare", o.LatencyRebuild ? o.LatencyMovesShare : 0);
+                    w.WriteBoolean("latencyRebuild", o.LatencyRebuild);
                     w.WriteNumber("improveMoves", report.ImproveMoves);
                     if (o.LatencyRebuild)
                     {

@@ -104,9 +104,12 @@ public sealed class CliErrorTests
     [InlineData("--latency-rebuild-min-peers must be at least 20, got 5", "simulate", "--peers", "10", "--latency", "world", "--improve-seconds", "1", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
     [InlineData("the fewest peers for a rebuild by regions (--latency-rebuild-min-peers) must be at least 20, got 5", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "--latency-rebuild-min-peers", "5")]
     // A flag that only matters with another is refused without it (it was silently ignored).
-    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --improve-seconds", "simulate", "--peers", "10", "--latency", "world", "--latency-rebuild-min-peers", "100")]
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "simulate", "--peers", "10", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
-    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect with --latency-aware false", "coordinator", "-l", "127.0.0.1:0", "--latency-aware", "false", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect with --latency-moves 0", "coordinator", "-l", "127.0.0.1:0", "--latency-moves", "0", "--latency-rebuild-min-peers", "100")]
     [InlineData("--rdp-breakdown has no effect without --latency world", "simulate", "--peers", "10", "--rdp-breakdown")]
     [InlineData("--improve-seconds has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--improve-seconds", "5")]
     [InlineData("--latency-moves has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--latency-moves", "8")]
@@ -137,7 +140,7 @@ public sealed class CliErrorTests
     /// leaves no file behind (the checks once ran after it).
     /// </summary>
     [Theory]
-    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "--latency-rebuild-min-peers", "100")]
+    [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
     [InlineData("--rtmp-key has no effect without --rtmp", "--rtmp-key", "k")]
     [InlineData("the replay window (--replay-seconds, 1 s) must be longer than the 2 s", "--replay-seconds", "1")]
     public async Task A_refused_coordinator_command_creates_no_key_file(string expectedFragment, params string[] flags)

@@ -81,7 +81,7 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_joins_total"));
             Assert.Equal(peers, Prometheus.Sum(metrics, "shardstream_peers"));
             Assert.Equal(0, Prometheus.Sum(metrics, "shardstream_leaves_total"));
-            // No --latency-rebuild: the count of rebuilds by regions is exported, at 0.
+            // Under 1,000 peers the default rebuild plans nothing: the count of rebuilds by regions is exported, at 0.
             Assert.Equal(0, Prometheus.Sum(metrics, "shardstream_latency_rebuilds_total"));
             // Read from the source: every byte once, dealt to the shards.
             Assert.Equal(source.Length, Prometheus.Sum(metrics, "shardstream_received_bytes_total"));

@@ -82,4 +82,41 @@ public sealed class CliSimulateLatencyTests
             File.Delete(bad);
         }
     }
+
+    /// <summary>
+    /// Since 2026-12-06 the moves rebuild the trees by regions by default, at 1% of the peers a
+    /// second from 1,000 peers (issue 12): at 3,000 peers, 1,500 simulated seconds of the default
+    /// moves carry out a rebuild that takes the mean RDP from 4.51 to 2.36 (seed 2), where the cap
+    /// of 4 leaf moves a second alone left it at 3.99; <c>--latency-rebuild false</c> gives that
+    /// back. Before, the default planned no rebuild.
+    /// </summary>
+    [Fact]
+    public void By_default_the_moves_rebuild_the_trees_by_regions_at_one_percent_of_the_peers_a_second()
+    {
+        string[] command = ["simulate", "--peers", "3000", "--topology", "striped", "--shards", "8", "--upload", "1.25", "--latency", "world", "--seed", "2", "--improve-seconds", "1500", "--json"];
+        var (exit, stdout, stderr) = Run(command);
+        Assert.True(exit == 0, stderr);
+        using var json = JsonDocument.Parse(stdout);
+        var root = json.RootElement;
+        Assert.Equal(30, root.GetProperty("latencyMovesPerSecond").GetInt32());
+        var rebuilds = root.GetProperty("latencyRebuilds");
+        Assert.True(rebuilds.GetArrayLength() >= 1, "no rebuild by default");
+        double joined = root.GetProperty("latencyAware").GetProperty("meanRdp").GetDouble();
+        var after = root.GetProperty("latencyAwareImproved");
+        int blindDepth = root.GetProperty("latencyBlind").GetProperty("maxDepth").GetInt32();
+        Assert.True(after.GetProperty("meanRdp").GetDouble() < 0.6 * joined, $"mean RDP {after.GetProperty("meanRdp").GetDouble():F2} after, {joined:F2} at join time");
+        Assert.InRange(after.GetProperty("maxDepth").GetInt32(), 1, blindDepth + 1);
+        foreach (var r in rebuilds.EnumerateArray())
+        {
+            Assert.InRange(r.GetProperty("worstMaxDepth").GetInt32(), 1, blindDepth + 1);
+        }
+
+        var (offExit, offStdout, offStderr) = Run([.. command, "--latency-rebuild", "false"]);
+        Assert.True(offExit == 0, offStderr);
+        using var off = JsonDocument.Parse(offStdout);
+        Assert.Equal(4, off.RootElement.GetProperty("latencyMovesPerSecond").GetInt32());
+        Assert.False(off.RootElement.GetProperty("latencyRebuild").GetBoolean());
+        Assert.False(off.RootElement.TryGetProperty("latencyRebuilds", out _));
+        Assert.True(off.RootElement.GetProperty("latencyAwareImproved").GetProperty("meanRdp").GetDouble() > 0.8 * joined);
+    }
 }

@@ -666,7 +666,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
     public const int MaxPingsPerJoin = 16;
 
     /// <summary>
-    /// Once a second (<see cref="CoordinatorOptions.LatencyMoveInterval"/>), moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers whose
+    /// Once a second (<see cref="CoordinatorOptions.LatencyMoveInterval"/>), moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers
+    /// (with the rebuild, <see cref="CoordinatorOptions.LatencyMovesShare"/> of them when that is more) whose
     /// estimated delay from the source is much worse than a free slot elsewhere offers
     /// (<see cref="Planner.ImproveLatency"/>): coordinates sharpen with every ping after a join, and
     /// later joiners bring free slots near earlier ones. A move must also be borne out by what the
@@ -730,8 +731,10 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 {
                     if (snapshot is not null) _tracker.Planner.AdoptRebuild(snapshot, planned);
                     if (_source.Ended) return;
-                    moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(cap)] : [];
-                    if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(cap, _movesRtt)];
+                    // With the rebuild on, a share of the peers (the CLI's 1%) when that is more than the cap.
+                    int roundCap = _options.LatencyRebuild ? Planner.MovesCap(cap, _options.LatencyMovesShare, _tracker.Planner.PeerCount, _options.LatencyRebuildMinPeers) : cap;
+                    moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(roundCap)] : [];
+                    if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(roundCap, _movesRtt)];
                     round = ++_latencyMoveRounds;
                     if (moves.Count > 0) _tracker.SendMoves(moves);
                 }

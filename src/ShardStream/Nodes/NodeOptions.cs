@@ -218,10 +218,21 @@ public sealed record CoordinatorOptions : NodeOptions
     /// (<see cref="Topology.Planner.ImproveLatency"/>; each move is a Move frame the peer follows
     /// without losing bytes) when the RTT the peer measured to its parent bears the move out
     /// (docs/topology.md, "Improving over time"). 0 (the default in the library, where
-    /// <see cref="LatencyAware"/> is off too) turns moving off; the CLI's default is 4
+    /// <see cref="LatencyAware"/> is off too) turns moving off; the CLI's default is 4, the floor
+    /// of <see cref="LatencyMovesShare"/> with the rebuild on
     /// (<c>--latency-moves 0</c> turns it off).
     /// </summary>
     public int LatencyMovesPerSecond { get; init; }
+
+    /// <summary>
+    /// With <see cref="LatencyRebuild"/>: each round may move this share of the live peers instead of
+    /// <see cref="LatencyMovesPerSecond"/> when that is more and the overlay has at least
+    /// <see cref="LatencyRebuildMinPeers"/> peers (<see cref="Topology.Planner.MovesCap"/>), so that a
+    /// rebuild takes about the same time at any size. 0 (the default in the library) keeps the cap
+    /// fixed; the CLI's default is <see cref="Topology.Planner.RebuildMovesShare"/> (1%), with
+    /// <see cref="LatencyMovesPerSecond"/> 4 as its floor, and a given <c>--latency-moves</c> fixes the cap.
+    /// </summary>
+    public double LatencyMovesShare { get; init; }
 
     /// <summary>
     /// How often the coordinator looks for latency moves (one call of <see cref="Topology.Planner.ImproveLatency"/>,
@@ -302,6 +313,7 @@ public sealed record CoordinatorOptions : NodeOptions
         if (JoinBacklog < TimeSpan.Zero || JoinBacklog >= ReplayWindowAge) throw new ArgumentException($"the replay window (--replay-seconds, {ReplayWindowAge.TotalSeconds:0.##} s) must be longer than the {JoinBacklog.TotalSeconds:0.##} s a new viewer's stream starts back");
         if (LatencyMoveInterval <= TimeSpan.Zero) throw new ArgumentException("the interval between latency-move rounds must be positive");
         if (LatencyMovesPerSecond < 0) throw new ArgumentException("moves for a lower delay a second (--latency-moves) must be 0 or more");
+        if (!(LatencyMovesShare is >= 0 and <= 1)) throw new ArgumentException($"the share of the peers moved a second for a lower delay must be between 0 and 1, got {LatencyMovesShare}");
         // The CLI takes at least Planner.RebuildLeastPeers (CoordinatorCommand); tests go lower.
         if (LatencyRebuildMinPeers < 1) throw new ArgumentException($"the fewest peers for a rebuild by regions must be at least 1, got {LatencyRebuildMinPeers}");
         if (RepromotionProbation <= TimeSpan.Zero) throw new ArgumentException("the re-promotion probation must be positive");

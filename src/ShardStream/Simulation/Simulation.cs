@@ -39,6 +39,11 @@ public static class Simulation
             throw new ArgumentException($"--improve-seconds ({options.ImproveSeconds}) and --latency-moves ({options.LatencyMovesPerSecond}) cannot be negative");
         }
 
+        if (!(options.LatencyMovesShare is >= 0 and <= 1))
+        {
+            throw new ArgumentException($"the share of the peers moved a second ({options.LatencyMovesShare}) must be between 0 and 1");
+        }
+
         // As CoordinatorCommand holds the coordinator's (the simulate command leaves it to this
         // check): with far fewer, a rebuild is planned for a handful of peers, too few per cluster
         // to fit local coordinates to (that of two peers in four shards, a tree with no relay,
@@ -171,7 +176,8 @@ public static class Simulation
                 // planning between them outside it (nothing changes the plan meanwhile here).
                 var wasIn = planner.RebuildInProgress;
                 var rebuilt = 0;
-                if (options.LatencyRebuild && options.LatencyMovesPerSecond > 0)
+                var cap = options.MovesCap(planner.PeerCount);
+                if (options.LatencyRebuild && cap > 0)
                 {
                     var clock = new PhaseClock();
                     var snapshot = wasIn ? null : planner.TakeRebuildSnapshot(Measured);
@@ -183,7 +189,7 @@ public static class Simulation
                         planner.AdoptRebuild(snapshot, plan);
                     }
 
-                    rebuilt = planner.CarryOutRebuild(options.LatencyMovesPerSecond).Count;
+                    rebuilt = planner.CarryOutRebuild(cap).Count;
                     if (plan is not null)
                     {
                         plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap(), plan.EstimatedBeforeMs, plan.EstimatedAfterMs, plan.MeasuredBeforeMs, plan.MeasuredAfterMs));
@@ -211,7 +217,7 @@ public static class Simulation
 
                 if (rebuilt == 0 && !planner.RebuildInProgress)
                 {
-                    improveMoves += planner.ImproveLatency(options.LatencyMovesPerSecond, Measured).Count;
+                    improveMoves += planner.ImproveLatency(cap, Measured).Count;
                 }
             }
 

@@ -19,6 +19,7 @@ namespace ShardStream.Simulation;
 /// <param name="LatencyMovesPerSecond">The cap of each of those calls (the coordinator's <c>--latency-moves</c>).</param>
 /// <param name="LatencyRebuild">During those seconds, the coordinator's rebuild by regions (<see cref="Planner.RebuildLatency"/>) first, under the same cap; the leaf moves take the seconds it leaves unused.</param>
 /// <param name="LatencyRebuildMinPeers">The fewest peers for that rebuild to be planned (<see cref="PlannerOptions.RebuildMinPeers"/>, as the coordinator's <c>--latency-rebuild-min-peers</c>).</param>
+/// <param name="LatencyMovesShare">With <paramref name="LatencyRebuild"/>: each call may move this share of the peers instead of <paramref name="LatencyMovesPerSecond"/> when that is more and there are at least <paramref name="LatencyRebuildMinPeers"/> (<see cref="Planner.MovesCap"/>, as the coordinator's <see cref="Nodes.CoordinatorOptions.LatencyMovesShare"/>); 0 here, <see cref="Planner.RebuildMovesShare"/> in <c>shardstream simulate</c> unless <c>--latency-moves</c> is given.</param>
 public sealed record SimulationOptions(
     int Peers,
     int ShardCount,
@@ -35,7 +36,8 @@ public sealed record SimulationOptions(
     int ImproveSeconds = 0,
     int LatencyMovesPerSecond = 4,
     bool LatencyRebuild = false,
-    int LatencyRebuildMinPeers = Planner.RebuildMinPeers)
+    int LatencyRebuildMinPeers = Planner.RebuildMinPeers,
+    double LatencyMovesShare = 0)
 {
     /// <summary>Shard-streams each peer may send (without an <see cref="UploadMix"/>).</summary>
     public int PeerBudget => Budgets.FromMultiple(Upload, ShardCount);
@@ -46,5 +48,8 @@ public sealed record SimulationOptions(
         : ShardCount + 1;
 
     /// <summary>The planner options these simulation options stand for.</summary>
+    /// <summary>The cap of each call of latency moves in an overlay of <paramref name="peers"/> (<paramref name="LatencyMovesShare"/> applies with the rebuild only).</summary>
+    public int MovesCap(int peers) => LatencyRebuild ? Planner.MovesCap(LatencyMovesPerSecond, LatencyMovesShare, peers, LatencyRebuildMinPeers) : LatencyMovesPerSecond;
+
     public PlannerOptions ToPlannerOptions() => new(ShardCount, Topology, SourceBudget, Seed);
 }

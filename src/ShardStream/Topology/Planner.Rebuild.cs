@@ -34,6 +34,24 @@ public sealed partial class Planner
     public const int RebuildLeastPeers = 20;
 
     /// <summary>
+    /// The CLI's default share of the live peers that may be moved a second with the rebuild on
+    /// (the coordinator's and <c>simulate</c>'s <c>--latency-moves</c> when not given): 1%, so that
+    /// a rebuild, which moves about 12 edges a peer with K = 8, takes about 20 minutes at any size
+    /// from <see cref="RebuildMinPeers"/> up (docs/topology.md, "The rebuild by regions", "The
+    /// default"); <see cref="MovesCap"/>.
+    /// </summary>
+    public const double RebuildMovesShare = 0.01;
+
+    /// <summary>
+    /// The cap of one call of latency moves (<see cref="CarryOutRebuild"/>, then <see cref="ImproveLatency"/>):
+    /// <paramref name="floor"/>, or <paramref name="share"/> of the <paramref name="peers"/> (rounded
+    /// up) when that is more and the overlay has at least <paramref name="minPeers"/> peers (the
+    /// fewest for a rebuild). A floor of 0 turns moving off; a share of 0 is a fixed cap.
+    /// </summary>
+    public static int MovesCap(int floor, double share, int peers, int minPeers) =>
+        floor <= 0 || share <= 0 || peers < minPeers ? floor : Math.Max(floor, (int)Math.Ceiling(share * peers - 1e-9));
+
+    /// <summary>
     /// Calls of <see cref="RebuildLatency"/> after a rebuild ended before the next of its series
     /// (<see cref="RebuildSeries"/>) is planned: the peers' new parent links get their samples first
     /// (<see cref="ImproveMinSamples"/>, about 14 s at one heartbeat a second), and planning, which

@@ -70,6 +70,24 @@ public sealed class LatencyRebuildTests
         return sum / planner.PeerCount;
     }
 
+    /// <summary>
+    /// The moves' cap with the rebuild on (the CLI's default since 2026-12-06): the floor below the
+    /// fewest peers for a rebuild, 1% of the peers above it when that is more, never more than the
+    /// floor when moving is off.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 0.01, 999, 1000, 4)]
+    [InlineData(4, 0.01, 1000, 1000, 10)]
+    [InlineData(4, 0.01, 100_000, 1000, 1000)]
+    [InlineData(4, 0.01, 1_000_000, 1000, 10_000)]
+    [InlineData(4, 0.01, 300, 20, 4)]
+    [InlineData(4, 0.01, 401, 20, 5)]
+    [InlineData(4, 0, 100_000, 1000, 4)]
+    [InlineData(0, 0.01, 100_000, 1000, 0)]
+    [InlineData(2000, 0.01, 100_000, 1000, 2000)]
+    public void The_moves_cap_is_a_share_of_the_peers_from_the_fewest_for_a_rebuild(int floor, double share, int peers, int minPeers, int expected) =>
+        Assert.Equal(expected, Planner.MovesCap(floor, share, peers, minPeers));
+
     [Fact]
     public void A_rebuild_moves_within_the_cap_keeps_the_plan_consistent_and_lowers_the_delays()
     {
