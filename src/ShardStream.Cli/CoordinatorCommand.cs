@@ -131,7 +131,7 @@ internal static class CoordinatorCommand
             await coordinator.RunAsync(new MediaReader(source, ingest is not null ? MediaFormat.Flv : MediaFormats.Parse(parse.GetValue(format))), ct);
             CliLog.StreamTotals(log, coordinator.BytesStreamed, coordinator.ChunksCut);
             CliLog.FinalOverlay(log);
-            foreach (string line in coordinator.Snapshot().Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) CliLog.FinalOverlayLine(log, line);
+            foreach (string line in (coordinator.OverlayAtSourceEnd ?? coordinator.Snapshot()).Render().Split('\n', StringSplitOptions.RemoveEmptyEntries)) CliLog.FinalOverlayLine(log, line);
         }
     }
 

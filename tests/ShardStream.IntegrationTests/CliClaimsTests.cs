@@ -228,6 +228,13 @@ public sealed partial class CliClaimsTests
         Assert.True(coordinatorExit == 0, $"coordinator exited with {coordinatorExit}:\n{coordinator.Stderr}");
         await AssertWholeStreamAsync(a, source, "A");
         await AssertWholeStreamAsync(b, source, "B");
+        // The overlay it prints at the end is the one that carried the stream, both peers in it.
+        // It was drawn once every peer had finished and left, so it showed the coordinator alone
+        // ("coordinator  (sends 0/2 shard-streams)") after every stream.
+        var overlay = coordinator.StderrLines.SkipWhile(l => !l.Contains("overlay at the end of the stream", StringComparison.Ordinal)).ToList();
+        string bId = Id(b).ToString(CultureInfo.InvariantCulture);
+        Assert.True(overlay.Any(l => l.Contains($"─ peer {aId}  (sends ", StringComparison.Ordinal)) && overlay.Any(l => l.Contains($"─ peer {bId}  (sends ", StringComparison.Ordinal)),
+            $"the overlay at the end is not the one that carried the stream:\n{string.Join("\n", overlay)}");
     }
 
     private static byte[] Source(int mib, int seed)

@@ -134,6 +134,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         CoordinatorLog.Streaming(Log);
         var (seq, offset) = await _source.RunAsync(source, cancellationToken).ConfigureAwait(false);
         CoordinatorLog.SourceEnded(Log, offset, seq);
+        OverlayAtSourceEnd = Snapshot();
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
         CoordinatorLog.Done(Log);
     }
@@ -463,6 +464,13 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot() => _tracker.Snapshot();
+
+    /// <summary>
+    /// The overlay when the source ended (null before): the one that carried the stream. Once the
+    /// run is over every peer has finished and left, and <see cref="Snapshot"/> holds the
+    /// coordinator alone; the CLI printed that as the overlay at the end of every stream.
+    /// </summary>
+    public OverlaySnapshot? OverlayAtSourceEnd { get; private set; }
 
     /// <summary>
     /// The coordinator's coordinate: the origin, with a small error so that joiners fit themselves
