@@ -277,6 +277,11 @@ public sealed partial class CliCoordinatorStopTests(ITestOutputHelper output) : 
         Assert.True(exit == 0, $"coordinator exited with {exit} {took.TotalSeconds:0.0} s after SIGTERM:\n{coordinator.Stderr}");
         Assert.True(took < TimeSpan.FromSeconds(10), $"the coordinator exited {took.TotalSeconds:0.0} s after SIGTERM:\n{coordinator.Stderr}");
         output.WriteLine($"the coordinator exited 0 {took.TotalSeconds:0.00} s after SIGTERM with a stalled HTTP viewer");
+        // The stalled viewer was closed with the stream's end still queued for it: its line says so
+        // (it said "done: the stream ended", as for a viewer that took everything).
+        string ended = coordinator.StderrLines.Single(l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(" done: ", StringComparison.Ordinal));
+        Assert.True(ended.Contains("done: closed as the node stopped, before it took the rest of the stream", StringComparison.Ordinal), ended);
+        output.WriteLine(ended);
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace ShardStream.Media;
@@ -97,6 +98,16 @@ public static partial class MediaHttp
         catch (Exception e) when (e is OperationCanceledException or IOException)
         {
             end = "the viewer went away";
+        }
+        if (aborted.IsCancellationRequested)
+        {
+            // The node's stop closes a viewer still taking the rest of the stream after its grace
+            // (NodeHttpHost.StopGrace): that is no viewer that went away. Kestrel also drops writes
+            // to a connection it closed without throwing, so such a loop can end as if the viewer
+            // had taken everything: neither is what its line said.
+            bool stopping = context.RequestServices.GetService(typeof(IHostApplicationLifetime)) is IHostApplicationLifetime host && host.ApplicationStopping.IsCancellationRequested;
+            if (stopping) end = "closed as the node stopped, before it took the rest of the stream";
+            else if (end == "the stream ended") end = "the viewer went away before it took the rest of the stream";
         }
         ViewerEnded(log, who, end, viewer.Skips);
     }
