@@ -242,8 +242,21 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             }
             if (relay)
             {
-                Demote(id, why, foundBy: parent);
-                return;
+                if (HasChildren(planner, id) || planner.CanDemoteWithoutEviction(id))
+                {
+                    Demote(id, why, foundBy: parent);
+                    return;
+                }
+                // Upload to give but no children, and the overlay cannot spare its slots (no room
+                // for one more viewer without them) while no child can take its place: it relays
+                // nothing, so it is judged as a leaf. Kept in its place as a relay, it was never
+                // stopped (across network namespaces, the last peer of a chain of --upload 1 nodes
+                // behind a 300 kbit/s link: "not demoted" eight times in 30 s, 18 s behind and growing).
+                if (queueAge < options.SlowChildGrace)
+                {
+                    SlowChildLog.LeafNotYet(log, id, why, options.SlowChildGrace.TotalSeconds);
+                    return;
+                }
             }
             if (others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100))
             {
@@ -276,6 +289,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         lock (tracker.Gate) NoteStoppedSlow(stop, reason);
         stop.Control.CloseAsync(GoodbyeCode.TooSlow, reason).Observe(log, $"peer {id}: stopping");
     }
+
+    private bool HasChildren(Planner planner, int id) => Enumerable.Range(0, options.ShardCount).Any(shard => planner.ChildrenOf(id, shard).Any());
 
     /// <summary>
     /// When each peer was last found slow, by any parent (a relay or a leaf, reported or found

@@ -221,6 +221,34 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A viewer with upload to give but no children, at the bottom of an overlay with no other
+    /// free slot (a chain: the coordinator with --upload 1, every peer --upload 1), cannot be
+    /// demoted (the overlay would have no room for one more viewer) and nobody can take its
+    /// place. It relays nothing, so it is judged as a leaf: stopped once behind at its parent for
+    /// the grace. Across network namespaces (10.242.0.0/16, a 550 kbit/s publish, the third peer
+    /// of such a chain behind a 300 kbit/s tbf) it was "not demoted (…): the overlay has no spare
+    /// upload to re-place its children" eight times in 30 s, never stopped, 18 s behind and
+    /// growing, its parent queueing for it all the while.
+    /// </summary>
+    [Fact]
+    public async Task A_slow_viewer_with_upload_but_no_children_that_cannot_be_demoted_is_judged_as_a_leaf_and_stopped()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(upload: 1);
+        var viewer = await overlay.AddPeerAsync(upload: 1);
+        var snapshot = overlay.Coordinator.Snapshot();
+        Assert.True(snapshot.Nodes.Single(n => n.Id == viewer.Id).Parents[0] == relay.Id, string.Join(", ", snapshot.Nodes.Select(n => $"{n.Id}<-{n.Parents[0]} ({n.Budget})")));
+        var viewerRun = overlay.Peers.Single(p => p.Peer == viewer).Run;
+        ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)viewer.Id, (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 1_000), (300, 550)).Write);
+        await Overlay.WaitUntilAsync(() => viewerRun.IsCompleted || logs.Has(LogLevel.Warning, $"peer {viewer.Id} is not demoted"), "the coordinator judged the viewer");
+        Assert.False(logs.Has(LogLevel.Warning, "re-place its children"), $"a viewer with no children was kept for its children:\n{string.Join("\n", logs.Lines.Select(l => l.Message))}");
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => viewerRun.WaitAsync(Overlay.Deadline));
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
+        await viewer.DisposeAsync();
+    }
+
+    /// <summary>
     /// A leaf whose download keeps up with the stream is not the cause of its backlog: its parent
     /// is. In the 200-peer demo a parent stalled for 20 s toward all nine of its children, and one
     /// of them was stopped with "your download is below the stream rate: 0.5 vs 0.4 Mbit/s".
