@@ -275,9 +275,10 @@ internal sealed partial class Link : IAsyncDisposable
 
     /// <summary>
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
-    /// for the other side to close too so that nothing in flight is reset.
+    /// for the other side to close too so that nothing in flight is reset; logged at debug level
+    /// when <paramref name="routine"/> (see <see cref="FramedConnection.CloseAsync"/>).
     /// </summary>
-    public Task CloseAsync(GoodbyeCode code, string reason) => _connection.CloseAsync(code, reason);
+    public Task CloseAsync(GoodbyeCode code, string reason, bool routine = false) => _connection.CloseAsync(code, reason, routine);
 
     /// <summary>
     /// Closes the send side (after whatever was written) and waits, reading and discarding, until

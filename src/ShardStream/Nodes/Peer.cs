@@ -483,7 +483,8 @@ public sealed partial class Peer : Node, IPeerParents
         foreach (var child in ChildLinksOf((int)drop.ChildId))
         {
             Relay?.Unsubscribe(child);
-            child.CloseAsync(GoodbyeCode.Refused, "the coordinator took this peer out of the overlay").Observe(Log, $"{child.Name}: closing");
+            // The coordinator decided and logged why; this parent's line is 9307, below.
+            child.CloseAsync(GoodbyeCode.Refused, "the coordinator took this peer out of the overlay", routine: true).Observe(Log, $"{child.Name}: closing");
             closed++;
         }
         RepairLog.ChildDropped(Log, (int)drop.ChildId, closed);

@@ -277,16 +277,18 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     /// <summary>
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
-    /// for the other side to close too so that nothing in flight is reset.
+    /// for the other side to close too so that nothing in flight is reset. A goodbye other than
+    /// Normal is logged as a warning unless <paramref name="routine"/>: this side only does what
+    /// another node decided, and that node logged why.
     /// </summary>
-    public async Task CloseAsync(GoodbyeCode code, string reason)
+    public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false)
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
             await Closed.ConfigureAwait(false);
             return;
         }
-        if (code != GoodbyeCode.Normal) ConnectionLog.Closing(_log, Name, reason);
+        if (code != GoodbyeCode.Normal && !routine) ConnectionLog.Closing(_log, Name, reason);
         else ConnectionLog.ClosingNormally(_log, Name, reason);
         var closing = new CloseReason(code switch { GoodbyeCode.TooSlow => CloseCode.TooSlow, GoodbyeCode.Timeout => CloseCode.TimedOut, _ => CloseCode.Closed }, reason);
         Volatile.Write(ref _closingFor, closing);

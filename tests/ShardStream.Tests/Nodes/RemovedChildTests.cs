@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 
 namespace ShardStream.Tests.Nodes;
@@ -57,7 +58,8 @@ public sealed class RemovedChildTests
         // peer's slot under its parent is the only free one, and its own child is moved there.
         // The coordinator keeps the place of a peer whose control link broke (Reset) for 2 s, not 4
         // heartbeat timeouts: the test waits for the removal, nothing else depends on it.
-        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(2) });
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 3, configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(2) }, loggers: logs.Factory);
         for (int i = 0; i < 3; i++) await overlay.AddPeerAsync(upload: 1);
         overlay.StartStreaming();
         await StreamAsync(overlay, 2, 50_000, 61);
@@ -89,6 +91,13 @@ public sealed class RemovedChildTests
         {
             Assert.Fail($"a minute after peer {first} was taken out, nodes [{string.Join(",", ServersOf(overlay, first))}] still serve it (its parent was {parentId}); over budget: {OverBudget(overlay)}");
         }
+        // Routine for the parent, which logs it once (9307); the coordinator said why it took the
+        // peer out. It also logged "closing: the coordinator took this peer out of the overlay" as
+        // a warning for each link (across network namespaces, four parents of a viewer stopped as
+        // too slow, K=4, each beside its own 9307 line).
+        Assert.True(logs.Has(LogLevel.Information, $"the coordinator took child {first} out of the overlay: stopped serving it"), "the parent did not say it dropped the removed peer");
+        var warned = logs.Lines.Where(l => l.Category == "peer" && l.Level >= LogLevel.Warning && l.Message.Contains(": closing: the coordinator took this peer out of the overlay", StringComparison.Ordinal)).Select(l => l.Message).ToList();
+        Assert.True(warned.Count == 0, $"the parent warned of a drop the coordinator asked for: {string.Join("; ", warned)}");
         await StreamAsync(overlay, 2, 50_000, 62);
 
         // It can reach the coordinator again: it joins as a new peer and resumes from the windows.
