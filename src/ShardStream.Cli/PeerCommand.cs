@@ -72,7 +72,14 @@ internal static class PeerCommand
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
                 // Ctrl-C or SIGTERM: leave without a stall for the children.
+                egress.Hub.Complete("Ctrl-C or SIGTERM");
                 await peer.LeaveAsync(options.HeartbeatTimeout * 2);
+                throw;
+            }
+            catch (Exception e) when (e is not OperationCanceledException && peer.LostBytes == 0)
+            {
+                // Its HTTP viewers get the end of what it wrote; its log says it was not the stream's.
+                egress.Hub.Complete(e.Message);
                 throw;
             }
         }, cancellationToken));

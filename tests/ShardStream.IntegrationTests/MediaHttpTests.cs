@@ -58,6 +58,38 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
         Assert.Equal(0, (await second.WaitForExitAsync(Deadline)).ExitCode);
     }
 
+    /// <summary>
+    /// A peer that stops before the end of the stream (here: its coordinator killed, no rejoin)
+    /// ends its HTTP viewers' responses, and says why: its line said "done: the stream ended", as
+    /// at the real end. Seen across network namespaces for a player on a peer stopped as too slow.
+    /// </summary>
+    [Fact]
+    public async Task A_peer_that_stops_before_the_end_tells_its_log_that_its_http_viewer_did_not_get_the_end()
+    {
+        if (RequiresTool.Missing(output, MediaTools.Missing())) return;
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--min-peers", "1");
+        string address = await coordinator.WaitForListenAddressAsync(TimeSpan.FromSeconds(30));
+        await using var peer = CliProcess.Start("peer", "-c", address, "-l", "127.0.0.1:0", "--http", "127.0.0.1:0", "--rejoin-seconds", "0");
+        string http = ServingRegex().Match(await WaitForLineAsync(peer, "serving the live stream at", TimeSpan.FromSeconds(60))).Groups[1].Value;
+        await WaitForLineAsync(peer, "joined as peer", TimeSpan.FromSeconds(60));
+        var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs("flv", MediaTools.UntilEnded), coordinator.StandardInput);
+        using var _ = ffmpeg;
+        await MediaTools.WaitForStreamBytesAsync(peer, 100_000, Deadline);
+        using var client = new HttpClient();
+        using var response = await client.GetAsync($"http://{http}/live.flv", HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsStreamAsync();
+        var drain = body.CopyToAsync(Stream.Null);
+        await WaitForLineAsync(peer, "watches /live.flv", TimeSpan.FromSeconds(60));
+        coordinator.Kill();
+        Assert.NotEqual(0, (await peer.WaitForExitAsync(Deadline)).ExitCode);
+        try { await drain; } catch (Exception e) when (e is IOException or HttpRequestException) { }
+        string ended = peer.StderrLines.Single(l => l.Contains("http viewer", StringComparison.Ordinal) && l.Contains(" done: ", StringComparison.Ordinal));
+        Assert.True(ended.Contains("done: the node stopped before the end of the stream: ", StringComparison.Ordinal), ended);
+        output.WriteLine(ended);
+        ffmpeg.Kill();
+        await pump.ContinueWith(t => { });
+    }
+
     private static async Task<string> WaitForLineAsync(CliProcess process, string text, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;

@@ -79,7 +79,8 @@ public static partial class MediaHttp
         string who = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
         ViewerStarted(log, who, context.Request.Path.Value ?? "", hub.ViewerCount);
         int skips = 0;
-        string end = "the stream ended";
+        const string ended = "the stream ended";
+        string end = ended;
         try
         {
             while (true)
@@ -107,8 +108,9 @@ public static partial class MediaHttp
             // had taken everything: neither is what its line said.
             bool stopping = context.RequestServices.GetService(typeof(IHostApplicationLifetime)) is IHostApplicationLifetime host && host.ApplicationStopping.IsCancellationRequested;
             if (stopping) end = "closed as the node stopped, before it took the rest of the stream";
-            else if (end == "the stream ended") end = "the viewer went away before it took the rest of the stream";
+            else if (end == ended) end = "the viewer went away before it took the rest of the stream";
         }
+        if (end == ended && hub.StoppedEarly is { } why) end = $"the node stopped before the end of the stream: {why}";
         ViewerEnded(log, who, end, viewer.Skips);
     }
 

@@ -101,13 +101,31 @@ public sealed class MediaHub
         }
     }
 
-    /// <summary>The stream ended: every viewer gets what is queued, then the end.</summary>
-    public void Complete()
+    /// <summary>
+    /// Why the viewers' streams ended, when it was not the stream's end: the node stopped before it
+    /// (<see cref="Complete"/>'s reason); null at the end of the stream.
+    /// </summary>
+    public string? StoppedEarly
+    {
+        get
+        {
+            lock (_gate) return _stoppedEarly;
+        }
+    }
+
+    private string? _stoppedEarly;
+
+    /// <summary>
+    /// The stream ended, or the node stops before its end (<paramref name="stoppedEarly"/>: why):
+    /// every viewer gets what is queued, then the end.
+    /// </summary>
+    public void Complete(string? stoppedEarly = null)
     {
         lock (_gate)
         {
             if (_completed) return;
             _completed = true;
+            _stoppedEarly = stoppedEarly;
             _format.TrySetResult(MediaFormat.Raw);
             foreach (var v in _viewers) v.End();
             _viewers.Clear();
