@@ -15,7 +15,7 @@ public sealed partial class SlowViewerTests
     /// found the viewer slow ("took 0.0 Mbit/s"), which got it demoted and, once still slow, moved
     /// (stopped before moves existed: ci125 stopped a fast viewer with "your download is below the
     /// stream rate: 0.0 vs 5.7 Mbit/s"). Now a given-up attach closes its connection: the parent
-    /// serves the viewer on one link, and nobody finds it slow.
+    /// serves the viewer on one link.
     /// </summary>
     [Fact]
     public async Task An_attach_given_up_for_a_late_welcome_leaves_no_link_for_its_parent_to_serve_and_find_slow()
@@ -41,34 +41,41 @@ public sealed partial class SlowViewerTests
             var viewer = await joining;
             Assert.Equal(parent.Id, ParentOf(overlay, viewer));
             long writtenAtThaw = overlay.Written.Length;
-            // The parent's slow-child check finds a link with nothing taken within ~3 s (1.5 s of
-            // age, then a confirming tick); its failure detector ends such a link only after its
-            // 10 s heartbeat timeout. Watched until 8 s of stream after the thaw reached the viewer.
+            // The given-up connection, had it been left open, would be served beside the viewer's
+            // link from the thaw until the parent's failure detector ends it (its 10 s heartbeat
+            // timeout): the parent's links to the viewer are counted at every poll until 8 s of
+            // stream after the thaw reached the viewer. Whether the parent finds the viewer slow
+            // is not what this test can tell: the viewer replays the whole stream from offset 0
+            // (12 MB here) through the virtual network in this process, and under load from the
+            // collections beside it it can fall behind, as a child whose process is held up does:
+            // with 16 busy thread-pool work items beside it, it wrote nothing for 1.7 s after the
+            // parent began serving it and was found slow on its one link (ci211, load 44, beside
+            // LatencyMovesTests: "took nothing in 3.4 s", its links not recorded). A finding is
+            // printed with the timeline below.
             string slow = $"child {viewer.Id} ({ViewerHost}:1): slow";
-            // What the parent serves the viewer and what the viewer wrote, every poll: printed if
-            // the parent finds it slow, to tell a second link (the bug) from a viewer held up.
             var timeline = new List<string>();
             long noted = 0;
+            int mostLinks = 0;
             await Overlay.WaitUntilAsync(() =>
                 {
+                    int links = overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id);
+                    mostLinks = Math.Max(mostLinks, links);
                     if (Stopwatch.GetElapsedTime(noted) >= TimeSpan.FromMilliseconds(250))
                     {
                         noted = Stopwatch.GetTimestamp();
-                        timeline.Add($"{source.At(noted).TotalSeconds:0.00} links {overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id)}, viewer wrote {viewer.StartOffset + viewer.BytesWritten}");
+                        timeline.Add($"{source.At(noted).TotalSeconds:0.00} links {links}, viewer wrote {viewer.StartOffset + viewer.BytesWritten}");
                     }
-                    return logs.Has(LogLevel.Warning, slow) || viewer.StartOffset + viewer.BytesWritten >= writtenAtThaw + 8L * Rate;
+                    return viewer.StartOffset + viewer.BytesWritten >= writtenAtThaw + 8L * Rate;
                 },
-                "the viewer has 8 s of stream after the thaw, or its parent found it slow", within: TimeSpan.FromSeconds(90));
-            int links = overlay.PeerById(parent.Id).Peer.ChildIds()[0].Count(id => id == viewer.Id);
-            if (logs.Has(LogLevel.Warning, slow))
+                "the viewer has 8 s of stream after the thaw", within: TimeSpan.FromSeconds(90));
+            if (mostLinks != 1 || logs.Has(LogLevel.Warning, slow))
             {
                 foreach (var t in timeline) output.WriteLine(t);
                 string[] about = [ViewerHost, $"peer {viewer.Id}", $"child {viewer.Id}"];
                 foreach (var l in logs.Lines.Where(l => about.Any(a => l.Message.Contains(a, StringComparison.Ordinal))))
                     output.WriteLine($"{source.At(l.Timestamp).TotalSeconds:0.00} {l.Level} {l.Category}: {l.Message}");
             }
-            Assert.False(logs.Has(LogLevel.Warning, slow), $"the parent found the viewer slow: {string.Join(" | ", logs.Lines.Where(l => l.Message.Contains(slow, StringComparison.Ordinal)).Select(l => l.Message))}");
-            Assert.Equal(1, links);
+            Assert.True(mostLinks == 1, $"the parent served the viewer on {mostLinks} links at once");
             Assert.False(overlay.PeerById(viewer.Id).Run.IsCompleted, "the viewer ended");
         }
         finally
