@@ -427,6 +427,17 @@ public sealed class LatencyRebuildTests
     public void A_plan_is_carried_out_on_a_measured_gain_of_two_percent_that_the_coordinates_do_not_price_worse(double before, double after, double measuredBefore, double measuredAfter, bool worth) =>
         Assert.Equal(worth, RebuildSnapshot.IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, Planner.RebuildMinGainShare));
 
+    [Theory]
+    // ci215 (LatencyRebuildOverlayTests, seed 1, 48 real peers at load 40-70): from the coordinates
+    // 819.0 -> 802.4 ms, with the measured RTTs 319.0 -> 654.1 ms. The test asks for any plan to be
+    // carried out (a share of -1); -1 allowed only twice the delay before, so it waited 2 minutes
+    // for a rebuild that never came.
+    [InlineData(819.0, 802.4, 319.0, 654.1)]
+    [InlineData(100.0, 1000.0, 100.0, 1000.0)]
+    [InlineData(100.0, 90.0, double.NaN, double.NaN)]
+    public void A_share_of_minus_one_carries_out_any_plan(double before, double after, double measuredBefore, double measuredAfter) =>
+        Assert.True(RebuildSnapshot.IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, -1));
+
     [Fact]
     public void Small_or_latency_blind_plans_are_not_rebuilt()
     {
