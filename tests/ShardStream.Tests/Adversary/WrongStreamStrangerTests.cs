@@ -113,9 +113,10 @@ public class WrongStreamStrangerTests(ITestOutputHelper output)
             // Code 8 with its reason and nothing after it.
             byte[] frame = Frame(new Goodbye(GoodbyeCode.Refused, "not placed").Write);
             BinaryPrimitives.WriteUInt16BigEndian(frame.AsSpan(5), (ushort)GoodbyeCode.OtherStream);
+            // Written and flushed: the viewer resets the connection as soon as it has read this
+            // protocol error, so nothing more is sent on it (a second flush met that reset in
+            // ci216, "connection reset by peer").
             await connection.Pipe.Output.WriteAsync(frame);
-            await connection.Pipe.Output.FlushAsync();
-            await connection.Pipe.Output.CompleteAsync();
         });
         await using var viewer = new Peer(new PeerOptions { JoinAddress = "imp:1", ListenAddress = "v:1", Stream = asked.PublicKey, RejoinFor = TimeSpan.Zero }, net.Host("v"), Overlay.Loggers);
         var error = await Record.ExceptionAsync(() => viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline));
