@@ -136,19 +136,9 @@ public sealed class LatencyRebuildFiguresTests(ITestOutputHelper output)
         {
             lock (overlay.Peers)
                 foreach (var p in overlay.Peers) hostOf[p.Peer.Id] = int.Parse(p.Host.AsSpan(1));
-            var byId = snapshot.Nodes.ToDictionary(n => n.Id);
-            int Host(int id) => id == 0 ? 0 : hostOf[id];
-            var peers = snapshot.Nodes.Where(n => n.Id != 0).ToArray();
-            var worst = peers.Select(n => Enumerable.Range(0, shards).Max(s =>
-            {
-                double delay = 0;
-                for (var node = n; node.Id != 0; node = byId[node.Parents[s]]) delay += model.RttMs(Host(node.Parents[s]), Host(node.Id)) / 2;
-                return delay;
-            })).ToArray();
+            var (peers, worst, edge, rdp) = ModelPricing.Price(snapshot, model, id => id == 0 ? 0 : hostOf[id]);
             var sorted = worst.Order().ToArray();
             double p95 = sorted[(int)Math.Ceiling(0.95 * sorted.Length) - 1];
-            double edge = peers.SelectMany(n => Enumerable.Range(0, shards).Select(s => model.RttMs(Host(n.Parents[s]), Host(n.Id)))).Average();
-            double rdp = peers.Select((n, i) => worst[i] / (model.RttMs(0, Host(n.Id)) / 2)).Average();
             var figures = new Figures(peers.Length, edge / blind.MeanEdgeRttMs, 1 - p95 / blind.P95SourceDelayMs, rdp, snapshot.MaxDepth);
             output.WriteLine($"{when}, {clock.Elapsed.TotalMinutes:0.0} min: {peers.Length} peers, edge RTT {edge:0.#} ms ({figures.EdgeOfBlind:0.###} of blind's), "
                 + $"p95 {p95:0.#} ms ({figures.P95Lower * 100:0}% lower), RDP {rdp:0.##}, depth {snapshot.MaxDepth}");
