@@ -47,9 +47,9 @@ public sealed record SimulationOptions(
         ? Budgets.FromMultiple(upload, ShardCount)
         : ShardCount + 1;
 
-    /// <summary>The planner options these simulation options stand for.</summary>
-    /// <summary>The cap of each call of latency moves in an overlay of <paramref name="peers"/> (<paramref name="LatencyMovesShare"/> applies with the rebuild only).</summary>
+    /// <summary>The cap of each call of latency moves in an overlay of <paramref name="peers"/> (<see cref="LatencyMovesShare"/> applies with the rebuild only).</summary>
     public int MovesCap(int peers) => LatencyRebuild ? Planner.MovesCap(LatencyMovesPerSecond, LatencyMovesShare, peers, LatencyRebuildMinPeers) : LatencyMovesPerSecond;
 
+    /// <summary>The planner options these simulation options stand for.</summary>
     public PlannerOptions ToPlannerOptions() => new(ShardCount, Topology, SourceBudget, Seed);
 }
