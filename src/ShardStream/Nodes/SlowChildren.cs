@@ -218,13 +218,13 @@ internal static partial class SlowChildLog
     [LoggerMessage(904, LogLevel.Warning, "peer {Id} is not demoted ({Why}): the overlay has no spare upload to re-place its children without evicting someone", EventName = "DemotionRefused")]
     public static partial void NotDemoted(ILogger log, int id, string why);
 
-    [LoggerMessage(906, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
+    [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);
 
-    [LoggerMessage(908, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: {Others} other peer(s) were found slow in the last {Window:0.#} s (many viewers behind at once point to a busy machine or a congested source, not to this viewer's download)", EventName = "SlowLeafNotStopped")]
+    [LoggerMessage(908, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: {Others} other peer(s) were found slow in the last {Window:0.#} s (many viewers behind at once point to a busy machine or a congested source, not to this viewer's download)", EventName = "SlowLeafNotStopped")]
     public static partial void LeafNotStopped(ILogger log, int id, double seconds, string why, int others, double window);
 
-    [LoggerMessage(909, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its download, {DownloadMbps:0.0} Mbit/s, is not below the stream rate, {StreamMbps:0.0} (its parent held it back)", EventName = "SlowLeafNotBelowRate")]
+    [LoggerMessage(909, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its download, {DownloadMbps:0.0} Mbit/s, is not below the stream rate, {StreamMbps:0.0} (its parent held it back)", EventName = "SlowLeafNotBelowRate")]
     public static partial void LeafNotBelowRate(ILogger log, int id, double seconds, string why, double downloadMbps, double streamMbps);
 
     [LoggerMessage(910, LogLevel.Warning, "peer {Id} is slow ({Why}), and its parent, peer {Parent}, found {Siblings} other child(ren) slow in the last {Window:0.#} s: the parent's upload, not this peer's download; peer {Id} is neither demoted nor stopped, peer {Parent} is demoted instead", EventName = "SlowChildParentSlow")]
@@ -233,13 +233,13 @@ internal static partial class SlowChildLog
     [LoggerMessage(911, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago because its parent then, peer {Earlier}, found other children slow too; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child)", EventName = "SlowChildExcusedElsewhere")]
     public static partial void ExcusedElsewhere(ILogger log, int id, int earlier, double seconds, int parent);
 
-    [LoggerMessage(913, LogLevel.Warning, "peer {Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {Parent}, waited {Seconds:0.0} s ({Why}); not stopped: moved to {NewParent}, which judges its download (the first parent's upload may be what held it back)", EventName = "SlowLeafMoved")]
+    [LoggerMessage(913, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {Parent}, waited {Seconds:0.0} s ({Why}); not stopped: moved to {NewParent}, which judges its download (the first parent's upload may be what held it back)", EventName = "SlowLeafMoved")]
     public static partial void LeafMoved(ILogger log, int id, double seconds, string why, int parent, string newParent);
 
-    [LoggerMessage(914, LogLevel.Information, "peer {Id}, a leaf found slow by peer {Parent}, is not moved to another parent first: {Reason}", EventName = "SlowLeafNotMoved")]
+    [LoggerMessage(914, LogLevel.Information, "peer {Id}, judged as a leaf and found slow by peer {Parent}, is not moved to another parent first: {Reason}", EventName = "SlowLeafNotMoved")]
     public static partial void LeafNotMoved(ILogger log, int id, int parent, string reason);
 
-    [LoggerMessage(916, LogLevel.Information, "peer {Id}, a leaf, is slow ({Why}): not stopped yet, as it has been behind there for less than {Grace:0.#} s; judged again if its parent still finds it slow then", EventName = "SlowLeafNotYet")]
+    [LoggerMessage(916, LogLevel.Information, "peer {Id}, judged as a leaf, is slow ({Why}): not stopped yet, as it has been behind there for less than {Grace:0.#} s; judged again if its parent still finds it slow then", EventName = "SlowLeafNotYet")]
     public static partial void LeafNotYet(ILogger log, int id, string why, double grace);
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]

@@ -28,7 +28,7 @@ public sealed class SlowChildLinesTests
         Assert.Equal(0, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Parents[0]);
         overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 1);
         overlay.StartStreaming();
-        string stopped = $"peer {viewer.Id}, a leaf, is still slow";
+        string stopped = $"peer {viewer.Id}, judged as a leaf, is still slow";
         await using (var source = LiveSource.Start(overlay, Rate, MaxSourceSeconds, seed: 41))
             await Overlay.WaitUntilAsync(() => source.Ended || logs.Has(LogLevel.Warning, stopped), "the coordinator stopped the viewer, or the source ended", within: TimeSpan.FromSeconds(MaxSourceSeconds + 5));
         overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 0);
@@ -43,7 +43,7 @@ public sealed class SlowChildLinesTests
         Assert.DoesNotContain("took 0.0 Mbit/s", Dump(), StringComparison.Ordinal);
         // The coordinator decides, and says what: a leaf behind for less than the grace is kept for now.
         Assert.EndsWith("; the coordinator decides", lines[found], StringComparison.Ordinal);
-        Assert.Contains(lines.Skip(found), l => l.StartsWith($"peer {viewer.Id}, a leaf, is slow (", StringComparison.Ordinal) && l.Contains("not stopped yet", StringComparison.Ordinal));
+        Assert.Contains(lines.Skip(found), l => l.StartsWith($"peer {viewer.Id}, judged as a leaf, is slow (", StringComparison.Ordinal) && l.Contains("not stopped yet", StringComparison.Ordinal));
         // Still slow (907), then stopped (906): in that order.
         int still = lines.FindIndex(l => l.Contains(": still slow ", StringComparison.Ordinal));
         int stop = lines.FindIndex(l => l.StartsWith(stopped, StringComparison.Ordinal));
@@ -61,9 +61,9 @@ public sealed class SlowChildLinesTests
         Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Parents[0]);
         overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 1);
         overlay.StartStreaming();
-        string kept = $"peer {viewer.Id}, a leaf, is slow (";
+        string kept = $"peer {viewer.Id}, judged as a leaf, is slow (";
         await using (var source = LiveSource.Start(overlay, Rate, MaxSourceSeconds, seed: 42))
-            await Overlay.WaitUntilAsync(() => source.Ended || logs.Has(LogLevel.Information, kept) || logs.Has(LogLevel.Warning, $"peer {viewer.Id}, a leaf, is still slow"),
+            await Overlay.WaitUntilAsync(() => source.Ended || logs.Has(LogLevel.Information, kept) || logs.Has(LogLevel.Warning, $"peer {viewer.Id}, judged as a leaf, is still slow"),
                 "the coordinator judged the viewer, or the source ended", within: TimeSpan.FromSeconds(MaxSourceSeconds + 5));
         overlay.Network.SetDownloadRate(overlay.PeerById(viewer.Id).Host, 0);
 

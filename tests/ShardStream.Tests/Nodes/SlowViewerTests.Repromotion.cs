@@ -26,7 +26,7 @@ public sealed partial class SlowViewerTests
         var heldRun = overlay.PeerById(held.Id).Run;
         await using var source = LiveSource.Start(overlay, SecondParentRate, maxSeconds: 120, seed: 15);
         string demoted = $"peer {held.Id} demoted to a leaf (budget 0)";
-        string moved = $"peer {held.Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id}";
+        string moved = $"peer {held.Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id}";
         string repromoted = $"peer {held.Id} re-promoted: budget 2 again";
         int Budget(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Budget;
         var joiners = new List<Peer>();

@@ -27,7 +27,7 @@ public sealed partial class SlowViewerTests
         await using var source = LiveSource.Start(overlay, SecondParentRate, maxSeconds: 90, seed: 13);
         string Lags() => $"peer {held.Id} {source.Lag(held).TotalSeconds:0.0} s, peer {other.Id} {source.Lag(other).TotalSeconds:0.0} s behind";
         var lagBound = TimeSpan.FromSeconds(1.5);
-        string moved = $"peer {held.Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id}";
+        string moved = $"peer {held.Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id}";
         try
         {
             await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, moved) || heldRun.IsCompleted || source.Ended, "the held-back child is judged", within: TimeSpan.FromSeconds(90));
@@ -81,13 +81,13 @@ public sealed partial class SlowViewerTests
         await slow.DisposeAsync();
         // Moved once, from the relay to the only free slot, and stopped on its second parent's finding.
         var lines = logs.Lines.Where(l => l.Level == LogLevel.Warning).Select(l => l.Message).ToList();
-        int movedAt = lines.FindIndex(l => l.StartsWith($"peer {slow.Id}, a leaf, is still slow", StringComparison.Ordinal) && l.Contains($"not stopped: moved to peer {other.Id}", StringComparison.Ordinal));
-        int stoppedAt = lines.FindIndex(l => l.StartsWith($"peer {slow.Id}, a leaf, is still slow", StringComparison.Ordinal) && l.Contains("stopping it (", StringComparison.Ordinal));
+        int movedAt = lines.FindIndex(l => l.StartsWith($"peer {slow.Id}, judged as a leaf, is still slow", StringComparison.Ordinal) && l.Contains($"not stopped: moved to peer {other.Id}", StringComparison.Ordinal));
+        int stoppedAt = lines.FindIndex(l => l.StartsWith($"peer {slow.Id}, judged as a leaf, is still slow", StringComparison.Ordinal) && l.Contains("stopping it (", StringComparison.Ordinal));
         Assert.True(movedAt >= 0, $"peer {slow.Id} was not moved first");
         Assert.True(stoppedAt > movedAt, $"peer {slow.Id} was stopped before it was moved");
         Assert.Contains($"its parent, peer {other.Id},", lines[stoppedAt], StringComparison.Ordinal);
-        Assert.True(logs.Has(LogLevel.Information, $"peer {slow.Id}, a leaf found slow by peer {other.Id}, is not moved to another parent first: peer {relay.Id} found it slow too"), "the second parent's finding did not say why it stops the child");
-        Assert.Equal(1, lines.Count(l => l.StartsWith($"peer {slow.Id}, a leaf,", StringComparison.Ordinal) && l.Contains("not stopped: moved to", StringComparison.Ordinal)));
+        Assert.True(logs.Has(LogLevel.Information, $"peer {slow.Id}, judged as a leaf and found slow by peer {other.Id}, is not moved to another parent first: peer {relay.Id} found it slow too"), "the second parent's finding did not say why it stops the child");
+        Assert.Equal(1, lines.Count(l => l.StartsWith($"peer {slow.Id}, judged as a leaf,", StringComparison.Ordinal) && l.Contains("not stopped: moved to", StringComparison.Ordinal)));
         // Found slow at its second parent within the probation: never given its budget back.
         Assert.False(logs.Has(LogLevel.Information, $"peer {slow.Id} re-promoted"), $"peer {slow.Id}, whose own download is below the stream rate, was re-promoted");
         await overlay.EndAsync();

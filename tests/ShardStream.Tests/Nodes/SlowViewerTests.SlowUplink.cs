@@ -57,7 +57,7 @@ public sealed partial class SlowViewerTests
         var writing = WriteAsync();
 
         // Event 913 about a child of the relay: moved, not stopped.
-        bool MovedOff() => logs.Lines.Any(l => children.Any(c => l.Message.StartsWith($"peer {c.Id}, a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id},", StringComparison.Ordinal)) && l.Message.Contains("not stopped: moved to", StringComparison.Ordinal));
+        bool MovedOff() => logs.Lines.Any(l => children.Any(c => l.Message.StartsWith($"peer {c.Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {relay.Id},", StringComparison.Ordinal)) && l.Message.Contains("not stopped: moved to", StringComparison.Ordinal));
         TimeSpan Lag(Peer p) => TimeSpan.FromSeconds((double)(Interlocked.Read(ref written) - p.StartOffset - p.BytesWritten) / rate);
         string Lags() => string.Join(", ", children.Select(c => $"peer {c.Id} {Lag(c).TotalSeconds:0.0} s"));
         try

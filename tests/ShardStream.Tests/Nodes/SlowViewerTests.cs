@@ -192,7 +192,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // Each is judged by the coordinator in a line about the leaf (906 stopped, 916 not yet, or
         // another "a leaf, is ..."): the test waits for those lines, not for a time.
         var grace = new CoordinatorOptions().SlowChildGrace;
-        string about = $"peer {leaf.Id}, a leaf, is ";
+        string about = $"peer {leaf.Id}, judged as a leaf, is ";
         List<(string Message, long Timestamp)> Judgements() => [.. logs.Lines.Where(l => l.Category == "coordinator" && l.Message.StartsWith(about, StringComparison.Ordinal)).Select(l => (l.Message, l.Timestamp))];
         string Said() => string.Join("\n", Judgements().Select(j => j.Message));
         Report(2_000, 800);
@@ -267,7 +267,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
 
         // Behind for longer than the grace, but it took 0.5 Mbit/s of a 0.4 Mbit/s stream.
         Report(500);
-        string judged = $"peer {leaf.Id}, a leaf, is still slow";
+        string judged = $"peer {leaf.Id}, judged as a leaf, is still slow";
         await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || leafRun.IsCompleted, "the coordinator judged the leaf");
         Assert.False(leafRun.IsCompleted, $"a leaf whose download kept up was stopped: {leafRun.Exception?.InnerException?.Message}");
         Assert.True(logs.Has(LogLevel.Warning, "is not below the stream rate, 0.4"), "the coordinator did not say why it kept the leaf");
@@ -312,7 +312,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         ((IPeerParents)relays[1]).SendToCoordinator(new SlowChild((ulong)relays[0].Id, 1_500).Write);
         await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {relays[1].Id} reported peer {relays[0].Id} as slow"), "the other relay's reports were taken");
         Report(behind, (uint)(grace.TotalMilliseconds * 3), 700);
-        string judged = $"peer {behind.Id}, a leaf, is still slow";
+        string judged = $"peer {behind.Id}, judged as a leaf, is still slow";
         await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, judged) || behindRun.IsCompleted, "the coordinator judged the leaf");
         Assert.False(behindRun.IsCompleted, $"a leaf behind while three other peers were found slow was stopped: {behindRun.Exception?.InnerException?.Message}");
         Assert.True(logs.Has(LogLevel.Warning, "not stopped: 3 other peer(s) were found slow"), "the coordinator did not say why it kept the leaf");
