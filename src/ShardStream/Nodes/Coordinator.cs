@@ -132,9 +132,10 @@ public sealed partial class Coordinator : Node, Admission.IHost
             await _enoughPeers.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         CoordinatorLog.Streaming(Log);
-        var (seq, offset) = await _source.RunAsync(source, cancellationToken).ConfigureAwait(false);
+        // The snapshot is taken under the gate that publishes the End: a peer's leave after the end
+        // cannot be taken before it (taken after the gate was released, a fast peer's leave could).
+        var (seq, offset) = await _source.RunAsync(source, cancellationToken, () => OverlayAtSourceEnd = Snapshot()).ConfigureAwait(false);
         CoordinatorLog.SourceEnded(Log, offset, seq);
-        OverlayAtSourceEnd = Snapshot();
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
         CoordinatorLog.Done(Log);
     }
