@@ -741,7 +741,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     if (snapshot is not null) _tracker.Planner.AdoptRebuild(snapshot, planned);
                     if (_source.Ended) return;
                     // With the rebuild on, a share of the peers (the CLI's 1%) when that is more than the cap.
-                    int roundCap = _options.LatencyRebuild ? Planner.MovesCap(cap, _options.LatencyMovesShare, _tracker.Planner.PeerCount, _options.LatencyRebuildMinPeers) : cap;
+                    int roundCap = _options.LatencyRebuild ? Planner.MovesCap(cap, _options.LatencyMovesShare, _tracker.Planner.PeerCount, _options.LatencyRebuildMinPeers, _tracker.Planner.RebuildInProgress) : cap;
                     moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(roundCap)] : [];
                     if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(roundCap, _movesRtt)];
                     round = ++_latencyMoveRounds;
