@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Transport;
 using ShardStream.Wire;
@@ -18,7 +17,8 @@ public class OverlayAtSourceEndTests
         var net = new VirtualNetwork();
         var log = new LogCapture();
         using var left = new ManualResetEventSlim();
-        var factory = new SourceEndedLineAfter(log.Factory, left);
+        // The "source ended" line (event 1654) waits until the peer has left.
+        var factory = new HeldLogLine(log.Factory, 1654, left);
         await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1 }, net.Host("coord"), factory);
         await coordinator.StartAsync(CancellationToken.None);
         var source = new System.IO.Pipelines.Pipe();
@@ -39,31 +39,5 @@ public class OverlayAtSourceEndTests
         var atEnd = coordinator.OverlayAtSourceEnd;
         Assert.NotNull(atEnd);
         Assert.Contains(atEnd.Nodes, n => n.Address == "p1:1");
-    }
-
-    /// <summary>Loggers whose "source ended" line (event 1654) waits until <c>left</c> is set (at most 10 s).</summary>
-    private sealed class SourceEndedLineAfter(ILoggerFactory inner, ManualResetEventSlim left) : ILoggerFactory
-    {
-        public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
-
-        public ILogger CreateLogger(string categoryName) => new Logger(inner.CreateLogger(categoryName), left);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(ILogger inner, ManualResetEventSlim left) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => inner.BeginScope(state);
-
-            public bool IsEnabled(LogLevel logLevel) => true;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                inner.Log(logLevel, eventId, state, exception, formatter);
-                if (eventId.Id == 1654) left.Wait(TimeSpan.FromSeconds(10));
-            }
-        }
     }
 }
