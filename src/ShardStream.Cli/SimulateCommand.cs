@@ -30,8 +30,8 @@ internal static class SimulateCommand
         latencyAware.AcceptOnlyFromAmong("true", "false"); // a string: see the coordinator's
         var rdpBreakdown = new Option<bool>("--rdp-breakdown") { Description = "With --latency world (refused without it): print to stderr where each planner's mean RDP comes from (the slowest tree's path split into access and core delay, peers of the source's region apart), a lower bound of it from the model, and the mean RDP of an offline construction from the model's true positions within the same budgets (an upper bound of the best)." };
         var improveSeconds = new Option<int>("--improve-seconds") { Description = "With a latency model (refused without one): after the build, this many simulated seconds of the coordinator's latency moves (one ImproveLatency call a second), then the aware overlay is measured again (reported apart; the build's figures are unchanged).", DefaultValueFactory = _ => 0 };
-        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves): default 4, or with the rebuild on (the default) and at least --latency-rebuild-min-peers peers, 1% of the peers; a number given here is a fixed cap. Refused without a model and --improve-seconds.", DefaultValueFactory = _ => 4 };
-        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild: on by default, from 1,000 peers, with the moves' cap at 1% of the peers unless --latency-moves is given; --latency-rebuild false turns it off and leaves the cap at 4); leaf moves take the seconds it leaves unused. Given, it is refused without a model and --improve-seconds, or with --latency-moves 0 (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => true };
+        var latencyMoves = new Option<int>("--latency-moves") { Description = "The cap of those moves per second (as the coordinator's --latency-moves): default 4, or with the rebuild on (the default for striped trees of 4 shards or more) and at least --latency-rebuild-min-peers peers, 1% of the peers; a number given here is a fixed cap. Refused without a model and --improve-seconds.", DefaultValueFactory = _ => 4 };
+        var latencyRebuild = new Option<bool>("--latency-rebuild") { Description = "During --improve-seconds, the coordinator's rebuild of every tree by regions first (as the coordinator's --latency-rebuild: on by default for striped trees of 4 shards or more, otherwise only when given; from 1,000 peers, with the moves' cap at 1% of the peers unless --latency-moves is given; --latency-rebuild false turns it off and leaves the cap at 4); leaf moves take the seconds it leaves unused. Given, it is refused without a model and --improve-seconds, or with --latency-moves 0 (docs/topology.md, \"The rebuild by regions\").", DefaultValueFactory = _ => true };
         var latencyRebuildMinPeers = new Option<int>("--latency-rebuild-min-peers") { Description = $"With the rebuild on (refused with --latency-rebuild false, and where the rebuild does nothing): the fewest peers for a rebuild to be planned (as the coordinator's; default {Planner.RebuildMinPeers}, at least {Planner.RebuildLeastPeers}).", DefaultValueFactory = _ => Planner.RebuildMinPeers };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with every figure (and nothing else on stdout)." };
 
@@ -43,13 +43,8 @@ internal static class SimulateCommand
 
         command.SetAction(parseResult =>
         {
-            var kind = Enum.Parse<TopologyKind>(parseResult.GetValue(topology)!, ignoreCase: true);
-            var k = parseResult.GetValue(shards) ?? kind switch
-            {
-                TopologyKind.Binary => 1,
-                TopologyKind.Tessellated => 2,
-                _ => 8,
-            };
+            var kind = KindOf(parseResult);
+            var k = ShardsOf(parseResult);
             if (k is < 1 or > Planner.MaxShardCount)
             {
                 Console.Error.WriteLine($"shardstream: error: --shards must be between 1 and {Planner.MaxShardCount}, got {k}");
@@ -149,8 +144,18 @@ internal static class SimulateCommand
 
         // Why the rebuild (on by default) does nothing in this command line, or null when it runs.
         string? RebuildOff(ParseResult parse, LatencyModel? model) =>
-            CommonOptions.RebuildOff(parse, latencyRebuild, latencyMoves,
+            CommonOptions.RebuildOff(parse, latencyRebuild, latencyMoves, KindOf(parse), ShardsOf(parse),
                 model is null ? "without --latency world or matrix:FILE" : parse.GetValue(improveSeconds) == 0 ? "without --improve-seconds" : null);
+
+        TopologyKind KindOf(ParseResult parse) => Enum.Parse<TopologyKind>(parse.GetValue(topology)!, ignoreCase: true);
+
+        // K: --shards, or the topology's own (8 for striped trees).
+        int ShardsOf(ParseResult parse) => parse.GetValue(shards) ?? KindOf(parse) switch
+        {
+            TopologyKind.Binary => 1,
+            TopologyKind.Tessellated => 2,
+            _ => 8,
+        };
     }
 
     private static string Format(SimulationReport report)
