@@ -63,9 +63,11 @@ internal static class PeerCommand
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
             var output = egress.Tee(Console.OpenStandardOutput());
             await using var stdout = play is null ? output : play.Hub.Tee(output);
+            bool ended = false;
             try
             {
                 await peer.RunAsync(stdout, ct);
+                ended = true;
                 if (peer.LostBytes > 0)
                     throw new StreamInterruptedException($"the stream ended, but {peer.LostBytes} bytes were lost (older than every replay window; the log names the ranges)");
             }
@@ -76,9 +78,12 @@ internal static class PeerCommand
                 await peer.LeaveAsync(options.HeartbeatTimeout * 2);
                 throw;
             }
-            catch (Exception e) when (e is not OperationCanceledException && peer.LostBytes == 0)
+            catch (Exception e) when (e is not OperationCanceledException && !ended)
             {
                 // Its HTTP viewers get the end of what it wrote; its log says it was not the stream's.
+                // Not after the stream's end with lost bytes (thrown above): that is the stream's end.
+                // Filtered on LostBytes, an early stop (too slow, coordinator lost) after any loss
+                // was told to them as "the stream ended".
                 egress.Hub.Complete(e.Message);
                 throw;
             }

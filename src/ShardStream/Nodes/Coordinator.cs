@@ -132,9 +132,10 @@ public sealed partial class Coordinator : Node, Admission.IHost
             await _enoughPeers.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         CoordinatorLog.Streaming(Log);
-        var (seq, offset) = await _source.RunAsync(source, cancellationToken).ConfigureAwait(false);
+        // The snapshot is taken under the gate that publishes the End: a peer's leave after the end
+        // cannot be taken before it (taken after the gate was released, a fast peer's leave could).
+        var (seq, offset) = await _source.RunAsync(source, cancellationToken, () => OverlayAtSourceEnd = Snapshot()).ConfigureAwait(false);
         CoordinatorLog.SourceEnded(Log, offset, seq);
-        OverlayAtSourceEnd = Snapshot();
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
         CoordinatorLog.Done(Log);
     }
@@ -740,7 +741,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     if (snapshot is not null) _tracker.Planner.AdoptRebuild(snapshot, planned);
                     if (_source.Ended) return;
                     // With the rebuild on, a share of the peers (the CLI's 1%) when that is more than the cap.
-                    int roundCap = _options.LatencyRebuild ? Planner.MovesCap(cap, _options.LatencyMovesShare, _tracker.Planner.PeerCount, _options.LatencyRebuildMinPeers) : cap;
+                    int roundCap = _options.LatencyRebuild ? Planner.MovesCap(cap, _options.LatencyMovesShare, _tracker.Planner.PeerCount, _options.LatencyRebuildMinPeers, _tracker.Planner.RebuildInProgress) : cap;
                     moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(roundCap)] : [];
                     if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(roundCap, _movesRtt)];
                     round = ++_latencyMoveRounds;

@@ -201,7 +201,17 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             // its figures are those shards' (0.5 of 0.5 Mbit/s for one shard of a 2 Mbit/s stream,
             // K=4). Scaled to the whole stream, they compare with the source's rate and with the
             // findings of its other parents.
+            // Counted under this lock, not with the isParent check of the report: a move can land in
+            // between. A parent that serves none of its shards any more is not heard (as when the
+            // report came after the move); the coordinator serving it only fill shards (none in the
+            // plan) keeps its finding without the figures, which are not the whole stream's.
             int served = Enumerable.Range(0, options.ShardCount).Count(s => planner.ParentOf(id, s) == parent);
+            if (served == 0 && parent != Planner.Source)
+            {
+                SlowChildLog.ReportIgnored(log, parent, id);
+                return;
+            }
+            if (served == 0) rates = null;
             if (rates is { } part && served > 0 && served < options.ShardCount)
                 rates = (part.DownloadMbps * options.ShardCount / served, part.StreamMbps * options.ShardCount / served);
             long now = time.GetTimestamp();

@@ -109,7 +109,8 @@ internal sealed class StreamSource
     /// publishes every shard's End. Returns the chunks and bytes streamed.
     /// FLV and MPEG-TS sources are cut at tag or packet boundaries (see <see cref="MediaReader"/>).
     /// </summary>
-    public async Task<(long Chunks, long Bytes)> RunAsync(MediaReader source, CancellationToken cancellationToken)
+    /// <param name="atEnd">Run under the gate as the End is published, before any leave after it can be taken.</param>
+    public async Task<(long Chunks, long Bytes)> RunAsync(MediaReader source, CancellationToken cancellationToken, Action? atEnd = null)
     {
         int k = _options.ShardCount;
         long seq = 0, offset = 0;
@@ -185,6 +186,7 @@ internal sealed class StreamSource
         {
             _signing.SignAll();
             Volatile.Write(ref _ended, true);
+            atEnd?.Invoke();
             for (int s = 0; s < k; s++) _relay.PublishEnd(new End((byte)s, (ulong)seq, (ulong)offset, endSignature));
         }
         return (seq, offset);

@@ -176,7 +176,7 @@ public static class Simulation
                 // planning between them outside it (nothing changes the plan meanwhile here).
                 var wasIn = planner.RebuildInProgress;
                 var rebuilt = 0;
-                var cap = options.MovesCap(planner.PeerCount);
+                var cap = options.MovesCap(planner.PeerCount, wasIn);
                 if (options.LatencyRebuild && cap > 0)
                 {
                     var clock = new PhaseClock();

@@ -47,8 +47,8 @@ public sealed record SimulationOptions(
         ? Budgets.FromMultiple(upload, ShardCount)
         : ShardCount + 1;
 
-    /// <summary>The cap of each call of latency moves in an overlay of <paramref name="peers"/> (<see cref="LatencyMovesShare"/> applies with the rebuild only).</summary>
-    public int MovesCap(int peers) => LatencyRebuild ? Planner.MovesCap(LatencyMovesPerSecond, LatencyMovesShare, peers, LatencyRebuildMinPeers) : LatencyMovesPerSecond;
+    /// <summary>The cap of each call of latency moves in an overlay of <paramref name="peers"/> (<see cref="LatencyMovesShare"/> applies with the rebuild only; <paramref name="rebuilding"/>: a rebuild is under way, see <see cref="Planner.MovesCap"/>).</summary>
+    public int MovesCap(int peers, bool rebuilding = false) => LatencyRebuild ? Planner.MovesCap(LatencyMovesPerSecond, LatencyMovesShare, peers, LatencyRebuildMinPeers, rebuilding) : LatencyMovesPerSecond;
 
     /// <summary>The planner options these simulation options stand for.</summary>
     public PlannerOptions ToPlannerOptions() => new(ShardCount, Topology, SourceBudget, Seed);

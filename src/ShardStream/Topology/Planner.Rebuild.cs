@@ -46,10 +46,12 @@ public sealed partial class Planner
     /// The cap of one call of latency moves (<see cref="CarryOutRebuild"/>, then <see cref="ImproveLatency"/>):
     /// <paramref name="floor"/>, or <paramref name="share"/> of the <paramref name="peers"/> (rounded
     /// up) when that is more and the overlay has at least <paramref name="minPeers"/> peers (the
-    /// fewest for a rebuild). A floor of 0 turns moving off; a share of 0 is a fixed cap.
+    /// fewest for a rebuild), or a rebuild is under way (<paramref name="rebuilding"/>): one begun
+    /// above the fewest goes on at the share when the live peers fall under them, not at the floor.
+    /// A floor of 0 turns moving off; a share of 0 is a fixed cap.
     /// </summary>
-    public static int MovesCap(int floor, double share, int peers, int minPeers) =>
-        floor <= 0 || share <= 0 || peers < minPeers ? floor : Math.Max(floor, (int)Math.Ceiling(share * peers - 1e-9));
+    public static int MovesCap(int floor, double share, int peers, int minPeers, bool rebuilding = false) =>
+        floor <= 0 || share <= 0 || (peers < minPeers && !rebuilding) ? floor : Math.Max(floor, (int)Math.Ceiling(share * peers - 1e-9));
 
     /// <summary>
     /// Calls of <see cref="RebuildLatency"/> after a rebuild ended before the next of its series

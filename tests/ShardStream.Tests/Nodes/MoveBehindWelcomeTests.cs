@@ -55,7 +55,7 @@ public sealed class MoveBehindWelcomeTests
             // "joined" line is slow to log (a loaded machine: until the Move is being applied),
             // so the Move is in before the joiner has started its Welcome's attaches.
             using var capture = new LogCapture();
-            var joiner = new Peer(Options(3), net.Host("p3"), new JoinedLineAfterTheMove(capture.Factory));
+            var joiner = new Peer(Options(3), net.Host("p3"), new HeldLogLine(capture.Factory, 1703, new ManualResetEventSlim(), releasedBy: 1705));
             peers.Add(joiner);
             await joiner.StartAsync(default).WaitAsync(Overlay.Deadline);
             Assert.Equal(3, joinerId);
@@ -213,37 +213,5 @@ public sealed class MoveBehindWelcomeTests
         var buffer = new ArrayBufferWriter<byte>();
         write(buffer);
         return buffer.WrittenSpan.ToArray();
-    }
-
-    /// <summary>
-    /// Loggers whose "joined as peer" line (event 1703) waits until the "moving shard(s)" line
-    /// (1705) has been logged (at most 10 s), as when the thread of the join is held up.
-    /// </summary>
-    private sealed class JoinedLineAfterTheMove(ILoggerFactory inner) : ILoggerFactory
-    {
-        private readonly ManualResetEventSlim _moving = new();
-
-        public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
-
-        public ILogger CreateLogger(string categoryName) => new Logger(inner.CreateLogger(categoryName), _moving);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(ILogger inner, ManualResetEventSlim moving) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => inner.BeginScope(state);
-
-            public bool IsEnabled(LogLevel logLevel) => true;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                inner.Log(logLevel, eventId, state, exception, formatter);
-                if (eventId.Id == 1705) moving.Set();
-                if (eventId.Id == 1703) moving.Wait(TimeSpan.FromSeconds(10));
-            }
-        }
     }
 }

@@ -88,6 +88,17 @@ public sealed class LatencyRebuildTests
     public void The_moves_cap_is_a_share_of_the_peers_from_the_fewest_for_a_rebuild(int floor, double share, int peers, int minPeers, int expected) =>
         Assert.Equal(expected, Planner.MovesCap(floor, share, peers, minPeers));
 
+    /// <summary>
+    /// A rebuild under way keeps the share when the live peers fall under the fewest for a rebuild:
+    /// at the floor, the rest of a rebuild begun at 1,000 peers crawled at 4 moves a second.
+    /// </summary>
+    [Theory]
+    [InlineData(999, true, 10)]
+    [InlineData(999, false, 4)]
+    [InlineData(500, true, 5)]
+    public void A_rebuild_under_way_keeps_the_share_under_the_fewest_peers(int peers, bool rebuilding, int expected) =>
+        Assert.Equal(expected, Planner.MovesCap(4, 0.01, peers, 1000, rebuilding));
+
     [Fact]
     public void A_rebuild_moves_within_the_cap_keeps_the_plan_consistent_and_lowers_the_delays()
     {
