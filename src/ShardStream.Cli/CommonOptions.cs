@@ -118,6 +118,14 @@ internal static class CommonOptions
     public static bool RebuildByDefault(TopologyKind topology, int shards) => topology == TopologyKind.Striped && shards >= 4;
 
     /// <summary>
+    /// The share of the live peers that may move a second (coordinator and simulate): with the
+    /// rebuild on, <see cref="Planner.RebuildMovesShare"/> unless <c>--latency-moves</c> fixes the
+    /// cap; 0 (a fixed cap) otherwise.
+    /// </summary>
+    public static double MovesShare(ParseResult parse, Option<int> latencyMoves, bool rebuild) =>
+        rebuild && !Given(parse, latencyMoves) ? Planner.RebuildMovesShare : 0;
+
+    /// <summary>
     /// The error for <c>--latency-rebuild-min-peers</c> given while the rebuild is off
     /// (<paramref name="rebuildOff"/>, from <see cref="RebuildOff"/>): it gates a rebuild there is none
     /// of, so it would do nothing. Null when it is not given or the rebuild is on.

@@ -98,8 +98,7 @@ internal static class CoordinatorCommand
                 LatencyAware = parse.GetValue(latencyAware) == "true",
                 LatencyMovesPerSecond = parse.GetValue(latencyMoves),
                 LatencyRebuild = rebuildOff is null,
-                // With the rebuild, 1% of the peers a second unless --latency-moves fixes the cap.
-                LatencyMovesShare = rebuildOff is null && !CommonOptions.Given(parse, latencyMoves) ? Planner.RebuildMovesShare : 0,
+                LatencyMovesShare = CommonOptions.MovesShare(parse, latencyMoves, rebuildOff is null),
                 LatencyRebuildMinPeers = parse.GetValue(latencyRebuildMinPeers),
                 MergeShortReads = parse.GetValue(mergeReads),
             }, parse, replaySeconds, replayMiB, heartbeat);

@@ -109,8 +109,7 @@ internal static class SimulateCommand
                 parseResult.GetValue(latencyMoves),
                 rebuild,
                 parseResult.GetValue(latencyRebuildMinPeers),
-                // With the rebuild, 1% of the peers a second unless --latency-moves fixes the cap.
-                rebuild && !CommonOptions.Given(parseResult, latencyMoves) ? Planner.RebuildMovesShare : 0);
+                CommonOptions.MovesShare(parseResult, latencyMoves, rebuild));
             try
             {
                 var report = OverlaySimulation.Run(options);

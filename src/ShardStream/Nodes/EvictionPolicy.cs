@@ -212,7 +212,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 return;
             }
             if (served == 0) rates = null;
-            if (rates is { } part && served > 0 && served < options.ShardCount)
+            if (rates is { } part && served < options.ShardCount)
                 rates = (part.DownloadMbps * options.ShardCount / served, part.StreamMbps * options.ShardCount / served);
             long now = time.GetTimestamp();
             double? earlier = _lastDownload.TryGetValue(id, out var last) && time.GetElapsedTime(last.At, now) < EarlierFindingWithin ? last.DownloadMbps : null;

@@ -55,7 +55,7 @@ public sealed class FlvByteSink : IFlvTagSink
             _rebase = false;
         }
         uint at;
-        if (type == FlvTagType.Script && IsMetadata(body.Span))
+        if (FlvTagInfo.Classify(type, body.Span) == FlvTagKind.Metadata)
         {
             // onMetaData stays at 0 in a publish after the first too: ffmpeg (flvdec) reads a
             // script tag at another time as a subtitle stream that starts there. It moves no clock.
@@ -81,9 +81,6 @@ public sealed class FlvByteSink : IFlvTagSink
         _unflushed = false;
         await _pipe.Writer.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>True for a script tag whose name is onMetaData (AMF0 string 0x02, length 10).</summary>
-    internal static bool IsMetadata(ReadOnlySpan<byte> body) => body.StartsWith("\u0002\0\u000AonMetaData"u8);
 
     /// <summary>FLV header flags (4 audio, 1 video) from onMetaData's audiocodecid/videocodecid; both when it names neither.</summary>
     internal static byte TrackFlags(ReadOnlySpan<byte> metadata)

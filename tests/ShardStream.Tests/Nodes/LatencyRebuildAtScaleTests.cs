@@ -8,11 +8,12 @@ using Xunit.Abstractions;
 namespace ShardStream.Tests.Nodes;
 
 /// <summary>
-/// The rebuild by regions as the CLI's coordinator runs it by default (bb3d80c), with real nodes:
+/// The rebuild by regions as the CLI's coordinator ran it by default from bb3d80c to fc125ab (since,
+/// at K = 1 only with <c>--latency-rebuild</c>, for what this measured), with real nodes:
 /// docs/topology.md, "With real nodes at 1,000 peers". In-process peers on a
 /// <see cref="ShardStream.Transport.VirtualNetwork"/> whose delays come from the world model of
-/// the seed, and the coordinator's options as <c>shardstream coordinator</c> builds them with no
-/// flag given (CoordinatorCommand): K = 1 (binary), the upload (K+1)/K, a peer believed up to 4,
+/// the seed, and the coordinator's options as <c>shardstream coordinator --latency-rebuild</c>
+/// builds them (CoordinatorCommand): K = 1 (binary), the upload (K+1)/K, a peer believed up to 4,
 /// a 5 s heartbeat timeout (1 s heartbeats), a 30 s / 64 MiB replay window, latency-aware, the
 /// rebuild on from <see cref="Planner.RebuildMinPeers"/> peers, a round of moves a second capped
 /// at 4 or <see cref="Planner.RebuildMovesShare"/> of the peers (<see cref="Planner.MovesCap"/>).
