@@ -41,8 +41,15 @@ public sealed record RtmpMessage(int ChunkStreamId, uint Timestamp, RtmpMessageT
     public override string ToString() => $"{Type} csid={ChunkStreamId} msid={StreamId} ts={Timestamp} len={Payload.Length}";
 }
 
-/// <summary>The peer broke the RTMP protocol or one of our limits; the message is the one-line reason logged.</summary>
-public sealed class RtmpProtocolException(string message) : Exception(message);
+/// <summary>The peer broke the RTMP protocol or one of our limits (or was refused: <see cref="RtmpRefusedException"/>); the message is the one-line reason logged.</summary>
+public class RtmpProtocolException(string message) : Exception(message);
+
+/// <summary>
+/// A publish or play this node refused (wrong key, another publisher live, an unknown stream): the
+/// refusal is logged as a warning with its reason (1105, 1107) and the close that follows at
+/// information (1102), not as bad input (1101).
+/// </summary>
+public sealed class RtmpRefusedException(string message) : RtmpProtocolException(message);
 
 /// <summary>
 /// Bounds on what one RTMP connection may make us hold or do (documented in docs/security.md).

@@ -113,7 +113,7 @@ internal sealed partial class RtmpSession
         {
             RtmpLog.PublishRefused(_log, Remote, refusal);
             await StatusAsync(streamId, "error", code, refusal, ct).ConfigureAwait(false);
-            throw new RtmpProtocolException($"publish refused: {refusal}");
+            throw new RtmpRefusedException($"publish refused: {refusal}");
         }
         _publishing = true;
         _publishStreamId = streamId;
@@ -146,7 +146,7 @@ internal sealed partial class RtmpSession
         {
             RtmpLog.PlayRefused(_log, Remote, refusal);
             await StatusAsync(streamId, "error", "NetStream.Play.StreamNotFound", refusal, ct).ConfigureAwait(false);
-            throw new RtmpProtocolException($"play refused: {refusal}");
+            throw new RtmpRefusedException($"play refused: {refusal}");
         }
         await SendAsync(ControlChunkStream, RtmpMessageType.UserControl, 0, 0, RtmpControl.UserControl(UserControlEvent.StreamBegin, streamId), ct).ConfigureAwait(false);
         await StatusAsync(streamId, "status", "NetStream.Play.Reset", "Playing and resetting.", ct).ConfigureAwait(false);

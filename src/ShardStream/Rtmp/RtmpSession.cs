@@ -97,7 +97,7 @@ internal sealed partial class RtmpSession
         catch (RtmpProtocolException e)
         {
             reason = e.Message;
-            badInput = true;
+            badInput = e is not RtmpRefusedException;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {

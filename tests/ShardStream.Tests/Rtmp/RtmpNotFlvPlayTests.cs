@@ -39,6 +39,15 @@ public sealed class RtmpNotFlvPlayTests
             }
             Assert.Contains("does not start with an FLV header", log.All());
             Assert.DoesNotContain("the stream ended", log.All());
+            // One warning says why; the connection's close that follows is not a second warning
+            // as if the player had sent bad input.
+            while (!log.All().Contains("closed: play refused"))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"the refused player's connection not logged as closed:\n{log.All()}");
+                await Task.Delay(20);
+            }
+            string[] warnings = [.. log.All().Split('\n').Where(l => l.StartsWith("Warning "))];
+            Assert.True(warnings.Length == 1, $"one warning for a refused player, not {warnings.Length}:\n{log.All()}");
         }
         finally
         {
