@@ -65,9 +65,9 @@ internal sealed class JoinSlots(CoordinatorOptions options, ILogger log, Cancell
     }
 }
 
-/// <summary>Admission control's log lines (event ids 1300..1309).</summary>
+/// <summary>Admission control's log line, in the coordinator's range (1691; until 2026-12-06 1300, the id of the HTTP host's HttpListening).</summary>
 internal static partial class AdmissionLog
 {
-    [LoggerMessage(1300, LogLevel.Debug, "{Link}: told the coordinator is busy ({Refused} joins so far)", EventName = "JoinBusy")]
+    [LoggerMessage(1691, LogLevel.Debug, "{Link}: told the coordinator is busy ({Refused} joins so far)", EventName = "JoinBusy")]
     public static partial void Busy(ILogger log, string link, long refused);
 }

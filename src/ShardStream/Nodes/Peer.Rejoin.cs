@@ -253,7 +253,7 @@ internal static partial class RejoinLog
         Message = "the coordinator at {Address} does not continue the stream this peer was watching (it was restarted: a new run, with the same key): the previous run is written up to its offset {Offset} ({Written} bytes in all); the new run is written from its offset {NewOffset}; whatever the source produced in between is not in this output")]
     public static partial void NewRun(ILogger logger, string address, long offset, long written, long newOffset);
 
-    [LoggerMessage(EventId = 1115, EventName = "JoinBusy", Level = LogLevel.Information,
+    [LoggerMessage(EventId = 1416, EventName = "JoinBusy", Level = LogLevel.Information,
         Message = "{Reason}; joining again in {Seconds:0.0} s")]
     public static partial void Busy(ILogger logger, string reason, double seconds);
 
