@@ -71,6 +71,9 @@ for i in "${!clis[@]}"; do
   outputs+=("[f=flv:onfail=ignore]$dir/fifo$i")
 done
 
+# calc EXPR DIGITS: EXPR by bc, printed with DIGITS decimals and a leading zero (bc alone prints ".39").
+calc() { LC_ALL=C printf "%.${2}f" "$(echo "scale=6; $1" | bc)"; }
+
 # window LABEL CMD...: runs CMD, prints each process's CPU over it (% of one core) and adds its ticks to the totals.
 declare -A total
 wall_idle=0; wall_pub=0
@@ -83,7 +86,7 @@ window() {
   for j in "${!procs[@]}"; do
     local d=$(( t1[j] - t0[j] ))
     total[$label,$j]=$(( ${total[$label,$j]:-0} + d ))
-    line+=" ${names[$j]} $(echo "scale=2; 100 * $d / $hz / $wall" | bc)%"
+    line+=" ${names[$j]} $(calc "100 * $d / $hz / $wall" 2)%"
   done
   echo "$label (${wall%.*} s, load $(cut -d' ' -f1 /proc/loadavg)):$line"
   if [ "$label" = idle ]; then wall_idle=$(echo "$wall_idle + $wall" | bc); else wall_pub=$(echo "$wall_pub + $wall" | bc); fi
@@ -99,12 +102,12 @@ kill -0 "$feed" 2>/dev/null || { echo "the publish ended early: the figures abov
 
 echo "over all rounds (${rounds} x ${secs} s; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)):"
 for j in "${!procs[@]}"; do
-  idle=$(echo "scale=2; 100 * ${total[idle,$j]} / $hz / $wall_idle" | bc)
-  pub=$(echo "scale=2; 100 * ${total[publish,$j]} / $hz / $wall_pub" | bc)
+  idle=$(calc "100 * ${total[idle,$j]} / $hz / $wall_idle" 2)
+  pub=$(calc "100 * ${total[publish,$j]} / $hz / $wall_pub" 2)
   echo "  ${names[$j]}: idle ${idle}%, publishing ${pub}% of a core (${total[publish,$j]} ticks)"
 done
 nginx_ticks=${total[publish,0]}
 for j in "${!procs[@]}"; do
   [ "$j" = 0 ] && continue
-  if [ "$nginx_ticks" -gt 0 ]; then echo "  ${names[$j]} against the nginx worker while publishing: $(echo "scale=1; ${total[publish,$j]} / $nginx_ticks" | bc)x"; fi
+  if [ "$nginx_ticks" -gt 0 ]; then echo "  ${names[$j]} against the nginx worker while publishing: $(calc "${total[publish,$j]} / $nginx_ticks" 1)x"; fi
 done
