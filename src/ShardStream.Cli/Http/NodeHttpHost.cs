@@ -1,10 +1,13 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using ShardStream.Transport;
 
 namespace ShardStream.Cli.Http;
@@ -40,7 +43,12 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new ForwardingLoggerProvider(loggers));
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.WebHost.UseKestrel(o => o.Listen(ip, endpoint.Port));
+        // Kestrel accepts outside the node's hello gate: its connections are bounded here, or a flood takes the last descriptors.
+        var cap = new HttpConnectionCap(DescriptorLimit.OpenFiles(), loggers.CreateLogger("http"));
+        builder.WebHost.UseKestrel(o => o.Listen(ip, endpoint.Port, listen => listen.Use(cap.Middleware)));
+        // Registered last, so Kestrel binds with it (it takes the last transport that can bind).
+        builder.Services.AddSingleton<IConnectionListenerFactory>(services => cap.Wrap(new SocketTransportFactory(
+            services.GetRequiredService<IOptions<SocketTransportOptions>>(), services.GetRequiredService<ILoggerFactory>())));
         var list = features.ToList();
         foreach (var feature in list) feature.AddServices(builder.Services);
         var app = builder.Build();
