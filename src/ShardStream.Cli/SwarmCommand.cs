@@ -57,6 +57,13 @@ internal static class SwarmCommand
             var report = await swarm.RunAsync(progress, null, ct);
             Console.Out.Write(report.Render());
             if (watch is not null) Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"coordinator resident after the leaves: {watch.ResidentBytes() / 1048576.0:0.0} MiB (baseline {baseline / 1048576.0:0.0} MiB); load {ProcessWatch.LoadAverage()}"));
+            // Joined nothing, measured nothing: a wrong address or a coordinator that is not up.
+            // Some joins failing under load is a result, in the report; none joining is an error.
+            if (report.Joined == 0 && report.JoinsStarted > 0)
+            {
+                string reasons = string.Join(", ", report.Failures.Select(f => $"{f.Count} x {f.Reason}"));
+                throw new IOException($"not one of {report.JoinsStarted} joins to {options.CoordinatorAddress} succeeded{(reasons.Length > 0 ? $" ({reasons})" : "")}");
+            }
         }, cancellationToken));
         return command;
     }

@@ -56,6 +56,24 @@ public sealed class CliErrorTests
         AssertOneLineError(stderr, $"cannot connect to 127.0.0.1:{port}");
     }
 
+    // A load generator that joined nothing measured nothing: it said so only in its report on
+    // stdout, and exited 0.
+    [Fact]
+    public async Task Swarm_that_cannot_reach_its_coordinator_says_so()
+    {
+        int port;
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            port = ((IPEndPoint)probe.LocalEndPoint!).Port;
+        }
+
+        var (exit, stderr) = await RunAsync("swarm", "-c", $"127.0.0.1:{port}", "--peers", "3", "--join-rate", "100", "--hold", "0");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, $"not one of 3 joins to 127.0.0.1:{port} succeeded (3 x Connection refused)");
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("17")]
