@@ -24,6 +24,7 @@ public sealed class Swarm
     private List<double> _phaseLatencies = [];
     private List<double> _phaseTotals = [];
     private long _busy;
+    private long _interrupted;
     private long _keptClosed;
     private int _joinsStarted;
     private int _joined;
@@ -129,6 +130,7 @@ public sealed class Swarm
                 RampLatencyWithRetries = rampTotal,
                 HoldLatencyWithRetries = holdTotal,
                 BusyAnswers = Interlocked.Read(ref _busy),
+                InterruptedJoins = Interlocked.Read(ref _interrupted),
                 KeptConnectionsClosed = Interlocked.Read(ref _keptClosed),
                 RampTime = rampTime,
                 RampThrottled = _throttled,
@@ -187,10 +189,11 @@ public sealed class Swarm
                     _ = peer.Ended.ContinueWith(_ => OnEnded(peer), TaskScheduler.Default);
                     return;
                 }
-                catch (SwarmJoinException e) when (e.Busy && Stopwatch.GetElapsedTime(first) < _options.JoinTimeout)
+                catch (SwarmJoinException e) when ((e.Busy || e.Interrupted) && Stopwatch.GetElapsedTime(first) < _options.JoinTimeout)
                 {
                     // As a real peer does: back off with jitter, then join again.
-                    Interlocked.Increment(ref _busy);
+                    if (e.Busy) Interlocked.Increment(ref _busy);
+                    else Interlocked.Increment(ref _interrupted);
                     await Task.Delay(backoff * (0.5 + Random.Shared.NextDouble()), cancellationToken).ConfigureAwait(false);
                     backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(4).Ticks));
                 }

@@ -150,7 +150,10 @@ internal sealed class SwarmPeer
         {
             peer?.Abort();
             string why = e is OperationCanceledException && !cancellationToken.IsCancellationRequested ? $"no welcome within {timeout.TotalSeconds:0.#} s" : e.Message;
-            throw new SwarmJoinException(why, e);
+            // Connected, and then the coordinator closed or reset the connection with no answer:
+            // its hello deadline passed before it read the hello (a starved joiner or coordinator).
+            bool interrupted = peer is not null && e is IOException or SocketException { SocketErrorCode: SocketError.ConnectionReset };
+            throw new SwarmJoinException(why, e) { Interrupted = interrupted };
         }
         finally
         {
@@ -390,4 +393,10 @@ internal sealed class SwarmJoinException(string message, Exception inner) : Exce
 {
     /// <summary>The coordinator said it is busy (admission control): try again after a backoff.</summary>
     public bool Busy => InnerException is ProtocolException && Message.StartsWith($"refused ({GoodbyeCode.Busy})", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The coordinator took the connection and then closed or reset it before it answered (with no
+    /// Goodbye): it is there, so the join is tried again after a backoff, as a real peer's is.
+    /// </summary>
+    public bool Interrupted { get; init; }
 }

@@ -76,6 +76,13 @@ public sealed class SwarmReport
     public long BusyAnswers { get; init; }
 
     /// <summary>
+    /// Joins the coordinator took the connection of and then reset or closed before it answered
+    /// (its hello deadline passed before it read the hello: a starved joiner, or a starved
+    /// coordinator); each tried again after a backoff, as a real peer does.
+    /// </summary>
+    public long InterruptedJoins { get; init; }
+
+    /// <summary>
     /// Connections kept after Landmarks that the coordinator closed before the peer's next Join was
     /// answered (it waits a few seconds for it); each such Join went on a new connection.
     /// </summary>
@@ -95,6 +102,7 @@ public sealed class SwarmReport
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, ramp: {RampLatency?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"join latency, hold (churn): {HoldLatency?.ToString() ?? "none"}");
         s.AppendLine(CultureInfo.InvariantCulture, $"busy answers (tried again): {BusyAnswers}; from the first attempt, ramp: {RampLatencyWithRetries?.ToString() ?? "none"}; hold: {HoldLatencyWithRetries?.ToString() ?? "none"}");
+        if (InterruptedJoins > 0) s.AppendLine(CultureInfo.InvariantCulture, $"joins the coordinator closed before answering (tried again): {InterruptedJoins}");
         if (KeptConnectionsClosed > 0) s.AppendLine(CultureInfo.InvariantCulture, $"kept connections closed before the next Join (joined again on a new one): {KeptConnectionsClosed}");
         s.AppendLine(CultureInfo.InvariantCulture, $"connected: peak {PeakConnected}, at the end of the hold {ConnectedAtHoldEnd}; leaves sent {Left}; moves received {Moves}");
         foreach (var (reason, count) in Failures) s.AppendLine(CultureInfo.InvariantCulture, $"failed joins: {count} x {reason}");
