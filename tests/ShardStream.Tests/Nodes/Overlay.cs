@@ -125,8 +125,51 @@ internal sealed class Overlay : IAsyncDisposable
     /// <summary>Every peer has a parent link (not counting the coordinator) and each has the samples a move is judged by.</summary>
     public bool EveryParentLinkMeasured()
     {
+        lock (Peers) return Peers.All(p => Measured(p.Peer.ParentRttReport()));
+    }
+
+    /// <summary>The peers seen with every parent link measured (<see cref="EveryPeerMeasuredItsParents"/>).</summary>
+    private readonly HashSet<int> _measuredOnce = [];
+
+    /// <summary>
+    /// Every peer has been seen, at some call of this (poll it), with a parent link (not counting
+    /// the coordinator) and each with the samples a move is judged by; each peer at its own moment,
+    /// not all at once as in <see cref="EveryParentLinkMeasured"/>: the leaf moves of a
+    /// latency-aware coordinator go on meanwhile, and each gives the moved peer a new link that
+    /// starts from no sample (see LatencyRebuildOverlayTests).
+    /// </summary>
+    public bool EveryPeerMeasuredItsParents()
+    {
         lock (Peers)
-            return Peers.All(p => p.Peer.ParentRttReport() is { Count: > 0 } report && report.All(r => r.Samples >= Planner.ImproveMinSamples));
+        {
+            foreach (var (peer, _, _, _) in Peers)
+                if (Measured(peer.ParentRttReport())) _measuredOnce.Add(peer.Id);
+            return Peers.All(p => _measuredOnce.Contains(p.Peer.Id));
+        }
+    }
+
+    /// <summary>A parent link at least (not counting the coordinator), each with the samples a move is judged by.</summary>
+    private static bool Measured(IReadOnlyList<LinkRtt> report) => report.Count > 0 && report.All(r => r.Samples >= Planner.ImproveMinSamples);
+
+    /// <summary>
+    /// The peers <see cref="EveryParentLinkMeasured"/> waits for (with <paramref name="neverMeasuredOnly"/>,
+    /// those <see cref="EveryPeerMeasuredItsParents"/> waits for), each with its parents in the
+    /// coordinator's plan and the samples of its parent links: what a failure says.
+    /// </summary>
+    public List<string> UnmeasuredParentLinks(bool neverMeasuredOnly = false)
+    {
+        var snapshot = Coordinator.Snapshot();
+        var result = new List<string>();
+        lock (Peers)
+            foreach (var (peer, _, _, host) in Peers)
+            {
+                var report = peer.ParentRttReport();
+                if (Measured(report) || (neverMeasuredOnly && _measuredOnce.Contains(peer.Id))) continue;
+                var parents = snapshot.Nodes.FirstOrDefault(n => n.Id == peer.Id)?.Parents is { } p ? string.Join(",", p) : "not in the plan";
+                var links = report.Count == 0 ? "no parent link measured" : string.Join("; ", report.Select(r => $"{r.Link}: {r.Samples} samples"));
+                result.Add($"peer {peer.Id} ({host}), parents per shard {parents} (0: the coordinator): {links}");
+            }
+        return result;
     }
 
     public async Task WriteAsync(byte[] data)
