@@ -26,6 +26,14 @@ public sealed class CliErrorTests
         Assert.DoesNotContain(lines, l => l.TrimStart().StartsWith("at ", StringComparison.Ordinal));
     }
 
+    /// <summary>A loopback port nothing listens on (bound for a moment, then given back).</summary>
+    private static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
     [Fact]
     public async Task Coordinator_that_cannot_listen_says_so()
     {
@@ -43,12 +51,7 @@ public sealed class CliErrorTests
     [Fact]
     public async Task Peer_that_cannot_reach_its_start_address_says_so()
     {
-        int port;
-        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
-        {
-            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            port = ((IPEndPoint)probe.LocalEndPoint!).Port;
-        }
+        int port = FreePort();
 
         var (exit, stderr) = await RunAsync("peer", "-c", $"127.0.0.1:{port}");
 
@@ -61,12 +64,7 @@ public sealed class CliErrorTests
     [Fact]
     public async Task Swarm_that_cannot_reach_its_coordinator_says_so()
     {
-        int port;
-        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
-        {
-            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            port = ((IPEndPoint)probe.LocalEndPoint!).Port;
-        }
+        int port = FreePort();
 
         var (exit, stderr) = await RunAsync("swarm", "-c", $"127.0.0.1:{port}", "--peers", "3", "--join-rate", "100", "--hold", "0");
 
