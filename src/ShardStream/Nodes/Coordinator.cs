@@ -244,6 +244,8 @@ public sealed partial class Coordinator : Node, Admission.IHost
         // A peer that rejoined in place keeps its measured RTT to the source (no new pings) but
         // reports its parents' RTTs on the new control link as on the old one.
         if (version >= Protocol.ParentRttVersion) link.ParentRttsHeard = OnParentRtts;
+        // Its heartbeats tell the peer how far the source is: a parent that sends nothing of what the source made is found out.
+        if (version >= Protocol.StreamHeadVersion) link.StreamHead = () => _source.NextSeq;
         // A joiner may read its welcome late on a loaded machine: its new control link is not
         // taken for dead at the 5 s floor before it has said anything (Link.LenientUntilHeard).
         link.LenientUntilHeard = true;

@@ -52,6 +52,6 @@ internal interface IPeerParents
     /// <summary>Ends the run with a reason (the peer cannot go on).</summary>
     void Fail(string reason);
 
-    /// <summary>A new chunk arrived from a parent (the stream still flows: see <c>Peer.ShownAliveOtherwise</c>).</summary>
-    void Progress();
+    /// <summary>A new chunk of <paramref name="shard"/> arrived from a parent (the stream still flows: see <c>Peer.ShownAliveOtherwise</c> and <c>Peer.CheckParents</c>).</summary>
+    void Progress(int shard);
 }

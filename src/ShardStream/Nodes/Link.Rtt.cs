@@ -56,6 +56,15 @@ internal sealed partial class Link
     /// <summary>Called with the parent RTTs a heartbeat of the other side carried (version 11).</summary>
     public Action<Link, ParentRtt[]>? ParentRttsHeard { get; set; }
 
+    /// <summary>
+    /// Version 14, the coordinator's end of a control link: the stream's head (the next chunk
+    /// sequence number at the source) that its heartbeats carry; null sends none.
+    /// </summary>
+    public Func<long>? StreamHead { get; set; }
+
+    /// <summary>Called with the stream's head a heartbeat of the other side carried (version 14).</summary>
+    public Action<Link, long>? StreamHeadHeard { get; set; }
+
     /// <summary>SRTT, RTTVAR, the least sample and the count, read together; null before the first sample.</summary>
     public (TimeSpan Smoothed, TimeSpan Variation, TimeSpan Min, int Samples)? RttSnapshot()
     {
@@ -120,12 +129,15 @@ internal sealed partial class Link
         return now + _time.TimestampTicks(interval);
     }
 
-    /// <summary>The heartbeat to send now: with this node's coordinate on a version-6 link.</summary>
+    /// <summary>The heartbeat to send now: with this node's coordinate on a version-6 link, and the stream's head from the coordinator (version 14).</summary>
     private byte[] HeartbeatToSend()
     {
-        if (_localCoordinate is null) return _heartbeatFrame;
+        var head = StreamHead;
+        if (_localCoordinate is null && head is null) return _heartbeatFrame;
         ulong value = BinaryPrimitives.ReadUInt64BigEndian(_heartbeatFrame.AsSpan(Protocol.FrameHeaderLength));
-        return FrameWriting.ToArray(new Heartbeat(value, _localCoordinate(), ParentRttReport?.Invoke()).Write);
+        // A control link taken over by a rejoin in place measures no RTT: its head goes with the "unknown" coordinate.
+        var coordinate = _localCoordinate?.Invoke() ?? WireCoordinate.Unknown;
+        return FrameWriting.ToArray(new Heartbeat(value, coordinate, ParentRttReport?.Invoke(), head is null ? null : (ulong)head()).Write);
     }
 
     /// <summary>The writer is about to send a pong: how long it waited at this side since its ping arrived goes into it.</summary>
@@ -162,7 +174,7 @@ internal sealed partial class Link
         }
     }
 
-    /// <summary>A heartbeat arrived: the coordinate it may carry (version 6), and a peer's parent RTTs (version 11).</summary>
+    /// <summary>A heartbeat arrived: the coordinate it may carry (version 6), a peer's parent RTTs (version 11), the coordinator's stream head (version 14).</summary>
     private void OnHeartbeatCoordinate(ReadOnlySequence<byte> body)
     {
         var reader = new SequenceReader<byte>(body);
@@ -173,6 +185,7 @@ internal sealed partial class Link
             CoordinateHeard?.Invoke(this, remote);
         }
         if (heartbeat.ParentRtts is { } parents) ParentRttsHeard?.Invoke(this, parents);
+        if (heartbeat.Head is { } streamHead && streamHead <= long.MaxValue) StreamHeadHeard?.Invoke(this, (long)streamHead);
     }
 
     /// <summary>

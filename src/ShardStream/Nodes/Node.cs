@@ -323,6 +323,7 @@ public abstract partial class Node : IAsyncDisposable
                 try
                 {
                     CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
+                    CheckParents(heldUp: paused > TimeSpan.Zero);
                 }
                 catch (Exception e) when (!_stopping.IsCancellationRequested)
                 {
@@ -367,6 +368,11 @@ public abstract partial class Node : IAsyncDisposable
                 finding.Link.CloseAsync(GoodbyeCode.TooSlow, finding.Reason).Observe(Log, $"{finding.Link.Name}: closing");
             }
         }
+    }
+
+    /// <summary>Checks that each parent of this node sends what the source made (a peer, <c>Peer.Head.cs</c>); at every tick.</summary>
+    private protected virtual void CheckParents(bool heldUp)
+    {
     }
 
     /// <summary>A child this node serves cannot keep up: demote it (the coordinator) or report it (a peer).</summary>

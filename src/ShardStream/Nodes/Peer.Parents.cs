@@ -273,5 +273,10 @@ public sealed partial class Peer
 
     void IPeerParents.Fail(string reason) => _failed.TrySetResult(reason);
 
-    void IPeerParents.Progress() => Volatile.Write(ref _lastProgress, Time.GetTimestamp());
+    void IPeerParents.Progress(int shard)
+    {
+        long now = Time.GetTimestamp();
+        Volatile.Write(ref _lastProgress, now);
+        Volatile.Write(ref _lastChunkAt[shard], now);
+    }
 }

@@ -275,6 +275,8 @@ public sealed partial class Peer : Node, IPeerParents
         MeasureRtt(control, welcome.Version);
         // Version 11: its heartbeats tell the coordinator what this peer measured to its parents.
         if (welcome.Version >= Protocol.ParentRttVersion) control.ParentRttReport = ParentRttsToSend;
+        // Version 14: its heartbeats say how far the source is (a parent that withholds a shard is found out).
+        if (welcome.Version >= Protocol.StreamHeadVersion) control.StreamHeadHeard = OnStreamHead;
         List<(Link Old, byte[] Shards)> released;
         lock (_gate)
         {

@@ -140,7 +140,7 @@ internal sealed class PeerIntake(PeerOptions options, IPeerParents peer, ParentL
         ChunkDue?.Invoke(link, (long)header.Seq);
         peer.Verifier.VerifyChunk(header, body);
         var chunk = Chunk.FromReceived(header.Shard, (long)header.Seq, (long)header.Offset, payload);
-        peer.Progress();
+        peer.Progress(header.Shard);
         stalls.Received(header.Shard, chunk.Length, chunk.Offset + chunk.Length);
         // Kept before it is forwarded: a chunk refused for room is not forwarded either, so
         // the children of a relay that lacks a shard are not pushed past their own bound.

@@ -471,9 +471,11 @@ public readonly record struct Goodbye(GoodbyeCode Code, string Reason, byte[]? P
 /// A keep-alive; the value is free for the sender (a counter or a timestamp). Version 6 may add
 /// the sender's network coordinate (a body of 24 bytes instead of 8); version 11, on a peer's
 /// control link, after the coordinate, the RTTs the peer measured to its parents (a u8 count, at
-/// most <see cref="Protocol.MaxShards"/>, then 18 bytes each: <see cref="ParentRtt"/>).
+/// most <see cref="Protocol.MaxShards"/>, then 18 bytes each: <see cref="ParentRtt"/>); version 14,
+/// from the coordinator on a control link, after the coordinate and an empty list of parent RTTs,
+/// the stream's head: the next chunk sequence number at the source (u64).
 /// </summary>
-public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null, ParentRtt[]? ParentRtts = null)
+public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate = null, ParentRtt[]? ParentRtts = null, ulong? Head = null)
 {
     /// <summary>Writes the whole frame.</summary>
     public void Write(IBufferWriter<byte> writer)
@@ -483,16 +485,18 @@ public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate 
             FrameWriting.WriteUInt64Frame(writer, FrameType.Heartbeat, Value);
             return;
         }
-        int length = 8 + WireCoordinate.Length + (ParentRtts is null ? 0 : 1 + (ParentRtts.Length * ParentRtt.Length));
+        bool list = ParentRtts is not null || Head is not null;
+        int length = 8 + WireCoordinate.Length + (list ? 1 + ((ParentRtts?.Length ?? 0) * ParentRtt.Length) : 0) + (Head is null ? 0 : 8);
         FrameWriting.Write(writer, FrameType.Heartbeat, length, in this, static (in Heartbeat m, ref SpanWriter w) =>
         {
             w.WriteUInt64(m.Value);
             m.Coordinate!.Value.Write(ref w);
-            if (m.ParentRtts is { } parents) ParentRtt.WriteList(ref w, parents);
+            if (m.ParentRtts is not null || m.Head is not null) ParentRtt.WriteList(ref w, m.ParentRtts ?? []);
+            if (m.Head is { } head) w.WriteUInt64(head);
         });
     }
 
-    /// <summary>Reads a heartbeat body: 8 bytes, 24 with a coordinate, or 25 and more with a coordinate and parent RTTs.</summary>
+    /// <summary>Reads a heartbeat body: 8 bytes, 24 with a coordinate, 25 and more with a coordinate and parent RTTs, and 8 more with the head.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out Heartbeat value)
     {
         value = default;
@@ -508,8 +512,14 @@ public readonly record struct Heartbeat(ulong Value, WireCoordinate? Coordinate 
             value = new Heartbeat(v, coordinate);
             return true;
         }
-        if (!ParentRtt.TryReadList(ref r, out var parents) || !r.End) return false;
-        value = new Heartbeat(v, coordinate, parents);
+        if (!ParentRtt.TryReadList(ref r, out var parents)) return false;
+        if (r.End)
+        {
+            value = new Heartbeat(v, coordinate, parents);
+            return true;
+        }
+        if (!FrameCodec.TryReadUInt64(ref r, out ulong head) || !r.End) return false;
+        value = new Heartbeat(v, coordinate, parents, head);
         return true;
     }
 }

@@ -14,9 +14,18 @@ public static class Protocol
     /// 10 a joiner's landmark rounds and its placing Join on one connection (the version in Landmarks),
     /// 11 a peer's measured RTTs to its parents in its control link's heartbeats,
     /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay),
-    /// 13 the stream a joiner asks for, in its Join (the coordinator refuses another stream's joiner before placing it).
+    /// 13 the stream a joiner asks for, in its Join (the coordinator refuses another stream's joiner before placing it),
+    /// 14 the stream's head in the coordinator's heartbeats on a control link.
     /// </summary>
-    public const ushort Version = 13;
+    public const ushort Version = 14;
+
+    /// <summary>
+    /// The first version whose control-link heartbeats from the coordinator carry the stream's head
+    /// (the next chunk sequence number at the source, <see cref="Heartbeat.Head"/>): a peer whose
+    /// parent sends it nothing of a shard that the source had long made cuts that parent off, as
+    /// lost (docs/protocol.md, section 10; docs/security.md).
+    /// </summary>
+    public const ushort StreamHeadVersion = 14;
 
     /// <summary>
     /// The first version whose Join may name the stream the joiner will watch (<see cref="Hello.Stream"/>):

@@ -131,7 +131,7 @@ public sealed class ParentLossReporterTests
 
         public void Fail(string reason) => throw new InvalidOperationException(reason);
 
-        public void Progress()
+        public void Progress(int shard)
         {
         }
     }

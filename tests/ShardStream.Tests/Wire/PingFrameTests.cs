@@ -94,6 +94,25 @@ public sealed class PingFrameTests
     }
 
     [Fact]
+    public void A_version_14_heartbeat_of_the_coordinator_carries_the_streams_head_after_an_empty_list_of_parent_rtts()
+    {
+        var heartbeat = new Heartbeat(1000, new WireCoordinate(1, -2, 0.5f, 0.25f), null, 0x0102);
+        var frame = Frames.Encode(heartbeat.Write);
+        Assert.Equal(Frames.Hex("00000022 06 00000000000003E8  3F800000 C0000000 3F000000 3E800000  00  0000000000000102"), frame);
+        var reader = new SequenceReader<byte>(Frames.Body(frame));
+        Assert.True(Heartbeat.TryRead(ref reader, out var read));
+        Assert.Equal(0x0102UL, read.Head);
+        Assert.Equal([], read.ParentRtts!);
+
+        // A head cut short, or a byte after it: malformed.
+        foreach (var body in new[] { Frames.Body(frame).ToArray()[..^1], [.. Frames.Body(frame).ToArray(), 0] })
+        {
+            reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+            Assert.False(Heartbeat.TryRead(ref reader, out _));
+        }
+    }
+
+    [Fact]
     public void A_version_6_hello_carries_the_coordinate_and_the_measured_rtts()
     {
         var hello = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 77, Hello.DefaultUpload, [], "p1:1", new byte[Protocol.NonceLength], null,

@@ -1,0 +1,62 @@
+using ShardStream.Nodes;
+using ShardStream.Tests.Nodes;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A relay that joined honestly sends its children nothing of the stream (no chunk, hash list or
+/// End) and keeps its links alive with heartbeats: no failure detector fires, and with one shard
+/// no other shard fills the reassembler's bound. Before protocol version 14 its children stalled
+/// for as long as it stayed (100,000 bytes written of 755,360 after 20 s, while every other peer
+/// kept up). Now the coordinator's heartbeats carry the stream's head, and a child that got
+/// nothing of a shard for two heartbeat timeouts while the source had made it cuts the parent off
+/// (event 9202); repaired, it writes the whole stream.
+/// </summary>
+public class WithheldStreamTests
+{
+    [Fact]
+    public async Task The_children_of_a_relay_that_sends_them_nothing_but_heartbeats_cut_it_off_and_write_the_whole_stream()
+    {
+        var heartbeatTimeout = TimeSpan.FromSeconds(2);
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: heartbeatTimeout);
+        var liar = new TamperingTransport(overlay.Network.Host("liar"), (type, frame) =>
+            type is FrameType.Chunk or FrameType.End or FrameType.Hashes ? [] : [frame]);
+        await using var relay = new Peer(new PeerOptions
+        {
+            JoinAddress = overlay.Coordinator.ListenAddress,
+            ListenAddress = "liar:1",
+            HeartbeatTimeout = heartbeatTimeout,
+            HeartbeatInterval = heartbeatTimeout / 5,
+        }, liar, Overlay.Loggers);
+        await relay.StartAsync(CancellationToken.None);
+        var relayRun = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
+        for (int i = 0; i < 4; i++) await overlay.AddPeerAsync();
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, seed: 1));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten > 0), "every viewer wrote the first bytes");
+        // The coordinator has room for two children: the liar is first, and the later joiners hang under it or the other.
+        var victims = overlay.Peers.Where(p => p.Peer.ParentIds().All(id => id == relay.Id)).ToList();
+        Assert.NotEmpty(victims);
+        liar.Active = true;
+
+        // A live source: 16 KiB every 100 ms until each victim has written 400,000 bytes more than before the liar began.
+        using var writing = new CancellationTokenSource();
+        int seed = 100;
+        var source = Task.Run(async () =>
+        {
+            while (!writing.IsCancellationRequested)
+            {
+                await overlay.WriteAsync(Overlay.RandomBytes(16 * 1024, seed: seed++));
+                await Task.Delay(100);
+            }
+        });
+        long then = overlay.Written.Length;
+        await Overlay.WaitUntilAsync(() => victims.All(v => v.Peer.BytesWritten > then + 400_000), "the liar's children write past what the liar withheld", TimeSpan.FromSeconds(120));
+        await writing.CancelAsync();
+        await source;
+        Assert.True(liar.Rewritten > 0, "the liar never withheld a frame");
+        await overlay.EndAsync(TimeSpan.FromSeconds(120));
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+}
