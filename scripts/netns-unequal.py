@@ -2,7 +2,7 @@
 # netns-unequal.py: the real CLI on unequal links (docs/resilience.md, "Slow viewers"). A router
 # namespace and one namespace per node (host 1 the coordinator, hosts 2.. the viewers, joined in
 # that order, each once the one before has joined), each on its own veth and subnet
-# 10.241.H.0/24, routed; links made unequal with tc tbf (netem is not used). A paced source of
+# 10.241.H.0/24 (--net), routed; links made unequal with tc tbf (netem is not used). A paced source of
 # /dev/urandom bytes of known sha256 (RATE bytes/s in 1/16 s pieces) starts once
 # every viewer has joined. Prints, per viewer: exit code, bytes, sha256 against the source, when
 # it completed, its largest lag per 5 s (when its output file had N bytes, minus when the source
@@ -14,6 +14,8 @@
 #        [--in H=RATE]...  cap host H's download (tbf on the router's veth toward it)
 #        [--out H=RATE]... cap host H's upload (tbf on its own eth0)
 #        [--change T:H:in|out:RATE]... tc qdisc change at T s into the stream
+#        [--net A.B]  the /16 to use (default 10.241)
+#        [--burst S]  write S seconds of stream at once at the start (a source with data buffered), then the live pace
 import argparse, atexit, hashlib, json, math, os, re, signal, subprocess, sys, time
 
 ap = argparse.ArgumentParser()
@@ -27,6 +29,8 @@ ap.add_argument("--coord-upload")
 ap.add_argument("--cli", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src/ShardStream.Cli/bin/Release/net10.0/shardstream.dll"))
 ap.add_argument("--verbose", action="store_true")
 ap.add_argument("--drain", type=int, default=70)
+ap.add_argument("--net", default="10.241", help="the /16 the namespaces' subnets are cut from (A.B)")
+ap.add_argument("--burst", type=float, default=0, help="seconds of stream written at once at the start, then the live pace")
 a = ap.parse_args()
 D = a.out; os.makedirs(D, exist_ok=True)
 P = f"ssun{os.getpid()}"; R = f"{P}-r"; N = a.viewers + 1  # host 1 = coordinator
@@ -36,7 +40,8 @@ procs = []
 def report(D):
     r = json.load(open(f"{D}/res.json"))
     rate, secs, size = r["rate"], r["seconds"], r["size"]; piece = rate // 16
-    def srct(s): return max(0, math.ceil(s / piece) - 1) / 16
+    burst = r.get("burst", 0)
+    def srct(s): return max(0, math.ceil(s / piece) - 1 - burst) / 16
     W = 5
     for e in r["events"]: print(f"  {e[0]:6.1f} s  {e[1][:230]}")
     print(f"source {size} B over {secs} s ({rate*8/1e6:.2f} Mbit/s), coordinator rc {r['coord_rc']}")
@@ -78,9 +83,9 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(3)); signal.signal(signal.SIGI
 sh(f"ip netns add {R}; ip -n {R} link set lo up; ip netns exec {R} sysctl -qw net.ipv4.ip_forward=1")
 for i, n in enumerate(hosts, 1):
     sh(f"ip netns add {n}; ip -n {n} link set lo up; ip -n {R} link add vh{i} type veth peer name eth0 netns {n};"
-       f"ip -n {R} addr add 10.241.{i}.1/24 dev vh{i}; ip -n {R} link set vh{i} up;"
-       f"ip -n {n} addr add 10.241.{i}.2/24 dev eth0; ip -n {n} link set eth0 up;"
-       f"ip -n {n} route add 10.241.0.0/16 via 10.241.{i}.1")
+       f"ip -n {R} addr add {a.net}.{i}.1/24 dev vh{i}; ip -n {R} link set vh{i} up;"
+       f"ip -n {n} addr add {a.net}.{i}.2/24 dev eth0; ip -n {n} link set eth0 up;"
+       f"ip -n {n} route add {a.net}.0.0/16 via {a.net}.{i}.1")
 def dev(h, d): return (f"ip netns exec {R} tc qdisc %s dev vh{h} root" if d == "in" else f"ip netns exec {hosts[h-1]} tc qdisc %s dev eth0 root")
 TBF = "tbf rate {} burst 16kb latency 200ms"
 caps = {}
@@ -101,7 +106,7 @@ sha = hashlib.sha256(open(src, "rb").read()).hexdigest()
 
 cli = f"dotnet {a.cli}"
 v = " -v" if a.verbose else ""
-J = "10.241.1.2:1234"
+J = f"{a.net}.1.2:1234"
 copts = f"-s {a.shards}" + (f" --topology {a.topology}" if a.topology else "") + (f" --upload {a.coord_upload}" if a.coord_upload else "")
 coord = subprocess.Popen(f"ip netns exec {hosts[0]} {cli} coordinator -l 0.0.0.0:1234 {copts} --min-peers {a.viewers} --http 0.0.0.0:9000{v} > {D}/coord.out 2> {D}/coord.err",
                          shell=True, stdin=subprocess.PIPE, start_new_session=True)
@@ -125,6 +130,7 @@ wait_for(f"{D}/coord.err", r"\[1653\]")
 # The source: paced pieces of 1/16 s by the wall clock.
 piece = a.rate // 16
 data = open(src, "rb").read()
+burst = int(a.burst * 16)
 t0 = time.time(); sizes = {h: [] for h, _ in viewers}; off = 0; i = 0; ci = 0
 lastpoll = 0; fd = coord.stdin
 os.set_blocking(fd.fileno(), True)
@@ -133,7 +139,8 @@ while off < size or any(p.poll() is None for _, p in viewers):
     now = time.time()
     while ci < len(changes) and now - t0 >= changes[ci][0]:
         t, h, d, r = changes[ci]; sh((dev(h, d) % "change") + " " + TBF.format(r)); events.append((now - t0, f"tbf {d} of h{h} -> {r}")); ci += 1
-    if off < size and now >= t0 + i / 16:
+    # --burst: the first BURST seconds' pieces are due at once, then one every 1/16 s.
+    if off < size and now >= t0 + max(0, i - burst) / 16:
         b = data[off:off + piece]; fd.write(b); fd.flush(); off += len(b); i += 1
         if off >= size: fd.close(); events.append((time.time() - t0, "source closed"))
         continue
@@ -148,7 +155,7 @@ coord.wait(timeout=30) if coord.poll() is None else None
 for h in range(1, N + 1):
     for d in ("in", "out"):
         if (h, d) in caps: events.append((time.time() - t0, f"tbf {d} h{h}: " + " ".join(sh((dev(h, d) % "show").replace("qdisc show", "-s qdisc show").replace(" root", ""), False).split())))
-res = {"t0": t0, "rate": a.rate, "seconds": a.seconds, "sha": sha, "size": size, "events": events, "viewers": {}}
+res = {"t0": t0, "burst": burst, "rate": a.rate, "seconds": a.seconds, "sha": sha, "size": size, "events": events, "viewers": {}}
 for h, p in viewers:
     out = f"{D}/v{h}.out"; b = open(out, "rb").read()
     res["viewers"][h] = {"rc": p.poll(), "bytes": len(b), "sha_ok": hashlib.sha256(b).hexdigest() == sha,
