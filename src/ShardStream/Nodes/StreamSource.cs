@@ -70,8 +70,8 @@ internal sealed class StreamSource
     public long NextOffset => _nextOffset;
 
     /// <summary>
-    /// The stream's rate at the source over the last 30 s or so (<see cref="SourceRate"/>), in Mbit/s (the source's own pace,
-    /// whatever the overlay does); null before a second's worth of samples, and after the end.
+    /// The stream's rate at the source over the last 30 s or so, a start-up burst left out (<see cref="SourceRate"/>), in Mbit/s
+    /// (the source's own pace, whatever the overlay does); null before about 1.5 s of samples, and after the end.
     /// Called under the gate.
     /// </summary>
     public double? RateMbps()
