@@ -427,11 +427,19 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             _lastDemotionFoundBy = foundBy;
             tracker.SendMoves(plan);
             moves = plan.Count;
+            // The peer is told, with the figures (a demotion for peers that could not connect to
+            // it has its own notice, RepairService.DemoteUnreachable).
+            if ((foundBy != Planner.None || childrenSlow) && tracker.Peers.TryGetValue(id, out var demoted) && demoted.Version >= Protocol.ProbeVersion)
+                demoted.Control.Send(new Notice(NoticeCode.Demoted, DemotedNotice(why, childrenSlow)).Write);
         }
         if (child == Planner.None) SlowChildLog.Demoted(log, id, why, moves);
         else SlowChildLog.DemotedByExchange(log, id, why, child, childBudget, moves);
         return true;
     }
+
+    /// <summary>What a peer demoted for being slow is told (Notice(Demoted), logged by the peer at info as event 917).</summary>
+    internal static string DemotedNotice(string why, bool childrenSlow) =>
+        $"the coordinator moved this peer to the leaves: it relays nothing from now on and still receives the whole stream, as its {(childrenSlow ? "upload did not carry its children" : "download did not keep up")} ({why})";
 
     /// <summary>Peers demoted for being slow that kept up since (<see cref="Repromotions"/>). Under the gate.</summary>
     private readonly Repromotions _repromotions = new(options.RepromotionProbation, time);

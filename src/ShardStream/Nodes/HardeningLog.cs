@@ -4,7 +4,7 @@ namespace ShardStream.Nodes;
 
 /// <summary>
 /// Log lines about input and load an attacker controls, and about failures that would otherwise
-/// vanish: operators filter on the event ids (9100..9199; the slow-child policy has 900..916, the failure detector 8001..8005; docs/logging.md lists them all).
+/// vanish: operators filter on the event ids (9100..9199; the slow-child policy has 900..917, the failure detector 8001..8005; docs/logging.md lists them all).
 /// </summary>
 internal static partial class HardeningLog
 {

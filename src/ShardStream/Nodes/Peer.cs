@@ -495,6 +495,7 @@ public sealed partial class Peer : Node, IPeerParents
     private void OnNotice(Notice notice)
     {
         if (notice.Code == NoticeCode.Leaf) ReachabilityLog.RelaysNothing(Log, notice.Text, RelayAdvice());
+        else if (notice.Code == NoticeCode.Demoted) SlowChildLog.DemotedHere(Log, notice.Text);
         else ReachabilityLog.UnknownNotice(Log, (ushort)notice.Code, notice.Text);
     }
 

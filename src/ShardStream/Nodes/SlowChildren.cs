@@ -197,7 +197,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–916).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–917).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
@@ -241,6 +241,9 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(916, LogLevel.Information, "peer {Id}, judged as a leaf, is slow ({Why}): not stopped yet, as it has been behind there for less than {Grace:0.#} s; judged again if its parent still finds it slow then", EventName = "SlowLeafNotYet")]
     public static partial void LeafNotYet(ILogger log, int id, string why, double grace);
+
+    [LoggerMessage(917, LogLevel.Information, "{Text}", EventName = "DemotedHere")]
+    public static partial void DemotedHere(ILogger log, string text);
 
     [LoggerMessage(907, LogLevel.Information, "{Link}: still slow {Grace:0.#} s after it was found slow (its oldest queued chunk waited {Age:0.0} s); the coordinator decides", EventName = "SlowChildStillSlow")]
     public static partial void StillSlow(ILogger log, string link, double grace, double age);

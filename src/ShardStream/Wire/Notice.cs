@@ -7,6 +7,13 @@ public enum NoticeCode : ushort
 {
     /// <summary>The peer is a leaf in every tree from now on: other peers cannot connect to it, so nobody is placed under it.</summary>
     Leaf = 1,
+
+    /// <summary>
+    /// The peer is a leaf in every tree from now on: its download did not keep up, or its upload
+    /// did not carry its children. The text says which, with the figures. A peer that does not know
+    /// the code logs the text as for any unknown code.
+    /// </summary>
+    Demoted = 2,
 }
 
 /// <summary>
