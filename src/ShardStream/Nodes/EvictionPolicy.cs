@@ -296,7 +296,14 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps, null)
             : $"your download is below the stream rate (your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming)";
         SlowChildLog.LeafStopped(log, id, queueAge.TotalSeconds, why, reason);
-        lock (tracker.Gate) NoteStoppedSlow(stop, reason);
+        lock (tracker.Gate)
+        {
+            NoteStoppedSlow(stop, reason);
+            // Its parents stop serving it first (DropChild, dropping what they hold for it): their
+            // backlog shares its slow link with the goodbye, which waited 3-16 s behind it across
+            // network namespaces while they kept finding it slow (event 900 every 2-3 s).
+            tracker.DropFromParents(stop, "stopped as too slow");
+        }
         stop.Control.CloseAsync(GoodbyeCode.TooSlow, reason).Observe(log, $"peer {id}: stopping");
     }
 

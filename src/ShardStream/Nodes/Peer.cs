@@ -485,8 +485,10 @@ public sealed partial class Peer : Node, IPeerParents
         foreach (var child in ChildLinksOf((int)drop.ChildId))
         {
             Relay?.Unsubscribe(child);
-            // The coordinator decided and logged why; this parent's line is 9307, below.
-            child.CloseAsync(GoodbyeCode.Refused, "the coordinator took this peer out of the overlay", routine: true).Observe(Log, $"{child.Name}: closing");
+            // The coordinator decided and logged why; this parent's line is 9307, below. What is
+            // queued for it is dropped: the goodbye goes next, and the coordinator's own goodbye to
+            // a peer it stopped as too slow no longer waits behind this backlog on its slow link.
+            child.CloseAsync(GoodbyeCode.Refused, "the coordinator took this peer out of the overlay", routine: true, dropQueued: true).Observe(Log, $"{child.Name}: closing");
             closed++;
         }
         RepairLog.ChildDropped(Log, (int)drop.ChildId, closed);

@@ -218,6 +218,9 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// </summary>
     public long LostByChildAt { get; set; }
 
+    /// <summary>Its parents were told to stop serving it (<see cref="Tracker.DropFromParents"/>). Under the gate.</summary>
+    public bool DroppedFromParents { get; set; }
+
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;
 

@@ -46,6 +46,10 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         bool demote = false, later = false;
         lock (tracker.Gate)
         {
+            // A peer this coordinator is putting out (stopped as too slow: its parents were told to
+            // drop it, and it reports them lost before its goodbye reaches it) is moved nowhere, and
+            // its parents are not suspected for it.
+            if (reporter.Control.IsClosing) return;
             if (parentId != Planner.Source && !tracker.Peers.TryGetValue(parentId, out parent))
             {
                 // Out of the overlay already (failed and repaired, or finished after the end and

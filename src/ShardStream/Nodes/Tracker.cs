@@ -193,10 +193,14 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     /// Tells every peer the plan last made <paramref name="removed"/>'s parent to stop serving it
     /// (DropChild, version 12): it is out of the overlay, and the plan gives its slots to others,
     /// but a peer cut off only from this coordinator still has its links to its parents, which
-    /// would serve it on, beyond their budgets. Called under the gate once it is out of the plan.
+    /// would serve it on, beyond their budgets. Called under the gate once it is out of the plan,
+    /// or as it is stopped as too slow (<see cref="EvictionPolicy"/>); only the first call tells them.
     /// </summary>
     public void DropFromParents(PeerSession removed, string why)
     {
+        // Once: a peer stopped as too slow is told to its parents at the stop, and again at its removal.
+        if (removed.DroppedFromParents) return;
+        removed.DroppedFromParents = true;
         var told = new List<int>();
         foreach (int id in removed.PlannedPeerParents())
         {

@@ -279,9 +279,10 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
     /// for the other side to close too so that nothing in flight is reset. A goodbye other than
     /// Normal is logged as a warning unless <paramref name="routine"/>: this side only does what
-    /// another node decided, and that node logged why.
+    /// another node decided, and that node logged why. A TooSlow goodbye, or one with
+    /// <paramref name="dropQueued"/>, goes out ahead of the chunks still queued, which are dropped.
     /// </summary>
-    public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false)
+    public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false)
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
@@ -295,7 +296,8 @@ internal sealed class FramedConnection : IAsyncDisposable
         var goodbye = new Goodbye(code, reason);
         // A slow receiver would make us wait for its whole backlog: the writer skips the backlog's
         // chunks (from before the goodbye is queued), so the goodbye that says why goes out next.
-        if (code == GoodbyeCode.TooSlow) Volatile.Write(ref _dropChunks, true);
+        // So does a close with dropQueued (a child the coordinator took out of the overlay).
+        if (code == GoodbyeCode.TooSlow || dropQueued) Volatile.Write(ref _dropChunks, true);
         // Queued last and the queue completed in one step: no frame sent meanwhile follows it.
         _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
         Signal();

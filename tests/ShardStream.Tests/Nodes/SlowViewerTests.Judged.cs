@@ -52,6 +52,41 @@ public sealed partial class SlowViewerTests
     }
 
     /// <summary>
+    /// A leaf stopped as too slow: its parents stop serving it at the stop (DropChild), not once its
+    /// goodbye has crossed its slow link and its control link closed. Across network namespaces
+    /// the goodbye waited 3-16 s behind the parents' backlog on that link, and the parents kept
+    /// finding it slow meanwhile (a warning every 2-3 s). Here the leaf's host stands still, so
+    /// that its goodbye is not read: its parent must drop it while the coordinator still lists it.
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_stopped_as_too_slow_is_dropped_by_its_parents_at_the_stop_not_after_its_goodbye_crossed()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync();
+        await overlay.AddPeerAsync(upload: 0);
+        var leaf = await overlay.AddPeerAsync(upload: 0);
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        string host = overlay.PeerById(leaf.Id).Host;
+        overlay.Network.Freeze(host);
+        try
+        {
+            uint behind = (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 1_000);
+            ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, behind, (700, 8_000)).Write);
+            string dropped = $"the coordinator took child {leaf.Id} out of the overlay: stopped serving it (1 link(s) closed)";
+            bool Listed() => overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == leaf.Id);
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Information, dropped) || !Listed(), "the relay dropped the leaf, or the leaf is out");
+            Assert.True(logs.Has(LogLevel.Warning, $"peer {leaf.Id}, judged as a leaf, is still slow"), "the leaf was not stopped");
+            Assert.True(Listed() && logs.Has(LogLevel.Information, dropped), "the leaf was out of the plan before its parent dropped it");
+            Assert.True(logs.Has(LogLevel.Information, $"peer {leaf.Id} is out of the overlay (stopped as too slow): told its parent(s) {relay.Id} to stop serving it"), "the coordinator did not say it told the relay");
+        }
+        finally
+        {
+            overlay.Network.Thaw(host);
+        }
+    }
+
+    /// <summary>
     /// A parent measures only what it serves: with K=2 striped trees, a peer parent serves a leaf
     /// one shard of two. Its report's download was compared with the whole stream's rate, so a
     /// leaf that took more than that parent queued for it ("1.6 Mbit/s while 1.0 were queued", of
