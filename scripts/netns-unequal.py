@@ -15,6 +15,7 @@
 #        [--out H=RATE]... cap host H's upload (tbf on its own eth0)
 #        [--change T:H:in|out:RATE]... tc qdisc change at T s into the stream
 #        [--net A.B]  the /16 to use (default 10.241)
+#        [--sigterm S]  SIGTERM to the coordinator S seconds after the source closed
 #        [--burst S]  write S seconds of stream at once at the start (a source with data buffered), then the live pace
 import argparse, atexit, hashlib, json, math, os, re, signal, subprocess, sys, time
 
@@ -30,6 +31,7 @@ ap.add_argument("--cli", default=os.path.join(os.path.dirname(os.path.abspath(__
 ap.add_argument("--verbose", action="store_true")
 ap.add_argument("--drain", type=int, default=70)
 ap.add_argument("--net", default="10.241", help="the /16 the namespaces' subnets are cut from (A.B)")
+ap.add_argument("--sigterm", type=float, help="SIGTERM to the coordinator this many seconds after the source closed")
 ap.add_argument("--burst", type=float, default=0, help="seconds of stream written at once at the start, then the live pace")
 a = ap.parse_args()
 D = a.out; os.makedirs(D, exist_ok=True)
@@ -130,7 +132,7 @@ wait_for(f"{D}/coord.err", r"\[1653\]")
 # The source: paced pieces of 1/16 s by the wall clock.
 piece = a.rate // 16
 data = open(src, "rb").read()
-burst = int(a.burst * 16)
+burst = int(a.burst * 16); termed = False; closed_at = 0
 t0 = time.time(); sizes = {h: [] for h, _ in viewers}; off = 0; i = 0; ci = 0
 lastpoll = 0; fd = coord.stdin
 os.set_blocking(fd.fileno(), True)
@@ -142,8 +144,10 @@ while off < size or any(p.poll() is None for _, p in viewers):
     # --burst: the first BURST seconds' pieces are due at once, then one every 1/16 s.
     if off < size and now >= t0 + max(0, i - burst) / 16:
         b = data[off:off + piece]; fd.write(b); fd.flush(); off += len(b); i += 1
-        if off >= size: fd.close(); events.append((time.time() - t0, "source closed"))
+        if off >= size: fd.close(); closed_at = time.time(); events.append((closed_at - t0, "source closed"))
         continue
+    if a.sigterm is not None and off >= size and not termed and now - closed_at >= a.sigterm:
+        os.killpg(coord.pid, signal.SIGTERM); termed = True; events.append((now - t0, "SIGTERM to the coordinator"))
     if now - lastpoll >= 0.25:
         lastpoll = now
         for h, _ in viewers:

@@ -153,17 +153,19 @@ public sealed partial class Coordinator : Node, Admission.IHost
     private async Task DrainPeersAsync(CancellationToken cancellationToken)
     {
         long since = Time.GetTimestamp();
-        while (!cancellationToken.IsCancellationRequested)
+        List<Link> behind;
+        while (true)
         {
             var left = _options.DrainTimeout - Time.GetElapsedTime(since);
             List<Task> wake;
             lock (_tracker.Gate)
             {
                 // Decided under the gate that admission holds: no peer is placed after it.
-                if (_tracker.Peers.Count == 0 || left <= TimeSpan.Zero)
+                if (_tracker.Peers.Count == 0 || left <= TimeSpan.Zero || cancellationToken.IsCancellationRequested)
                 {
                     _finished = true;
-                    return;
+                    behind = [.. _tracker.Peers.Values.Select(p => p.Control).Where(c => !c.IsClosing)];
+                    break;
                 }
                 wake = [.. _tracker.Peers.Values.Select(p => p.Control.Closed).Where(c => !c.IsCompleted)];
             }
@@ -172,9 +174,20 @@ public sealed partial class Coordinator : Node, Admission.IHost
             wake.Add(Task.Delay(left < RejoinPoll ? left : RejoinPoll, Time, cancellationToken));
             await Task.WhenAny(wake).ConfigureAwait(false);
         }
-        // Cut short (the CLI's bound after Ctrl-C, or a second signal): the node stops all the same.
-        lock (_tracker.Gate) _finished = true;
+        if (behind.Count == 0) return;
+        // Peers still behind (or cut short: the CLI's bound after Ctrl-C, or a second signal) are
+        // told that the coordinator stops, ahead of what is still queued for them, so that they
+        // take what their peer parents still send and stop, instead of joining again for their
+        // rejoin time against a stream that has ended (reset by the exit, they did).
+        string said = $"the stream ended at {_source.BytesStreamed} bytes and the coordinator waits no longer";
+        CoordinatorLog.StoppingWithPeersBehind(Log, behind.Count, said);
+        var closing = Task.WhenAll(behind.Select(c => c.CloseAsync(GoodbyeCode.ShuttingDown, said, routine: true, dropQueued: true)));
+        if (!cancellationToken.IsCancellationRequested)
+            await Task.WhenAny(closing, Task.Delay(ShuttingDownWait, Time)).ConfigureAwait(false);
     }
+
+    /// <summary>How long the end of the drain waits for the goodbyes of peers still behind to be sent (the CLI's bound is 20 s after a signal, the drain 15 s): the send under way on a slow link goes first.</summary>
+    private static readonly TimeSpan ShuttingDownWait = TimeSpan.FromSeconds(3);
 
     /// <summary>
     /// A joiner: admitted (Hello, placement, Welcome), then its control link is served until it

@@ -151,6 +151,13 @@ public sealed partial class Peer
         // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
         if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);
         if (_failed.Task.IsCompleted) return;
+        // The coordinator stopped after the end of the stream with this peer still behind: there is
+        // nothing to join again. What its peer parents still send is taken, then it stops.
+        if (control.ReceivedGoodbye == GoodbyeCode.ShuttingDown && control.ReceivedGoodbyeReason is { } ended)
+        {
+            Background.Run(() => FinishFromParentsAsync(control, ended), Log, "taking the rest from its parents");
+            return;
+        }
         if (_options.RejoinFor <= TimeSpan.Zero)
         {
             _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
@@ -158,6 +165,38 @@ public sealed partial class Peer
         }
         if (control.ReceivedGoodbye is { } code && control.ReceivedGoodbyeReason is { } said) reason = $"{said} ({code})";
         Background.Run(() => RejoinAsync(reason), Log, "joining again");
+    }
+
+    /// <summary>How often a peer whose coordinator stopped looks whether its parents still serve it.</summary>
+    private static readonly TimeSpan StoppedPoll = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// The coordinator stopped (Goodbye(ShuttingDown) on the control link, after the end of the
+    /// stream): no joining again. This peer takes what its peer parents still send, while one of
+    /// them is connected and something arrived within the heartbeat timeout, then stops with the
+    /// coordinator's words and the offset it wrote up to (or completes, when the End came that way).
+    /// </summary>
+    private async Task FinishFromParentsAsync(Link control, string said)
+    {
+        RejoinLog.CoordinatorStopped(Log, said, _reassembler!.NextOffset);
+        long since = Time.GetTimestamp();
+        while (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
+        {
+            bool parents;
+            lock (_gate) parents = _parentOfShard.Values.Any(l => l != control && !l.IsClosing);
+            since = Math.Max(since, Volatile.Read(ref _lastProgress));
+            if (!parents || Time.GetElapsedTime(since) > _options.HeartbeatTimeout) break;
+            try
+            {
+                await Task.Delay(StoppedPoll, Time, Stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+        if (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
+            _failed.TrySetResult($"the coordinator stopped before the whole stream reached this peer ({said}); this peer wrote it up to offset {_reassembler.NextOffset}");
     }
 
     /// <summary>
@@ -260,4 +299,8 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1415, EventName = "JoinInterrupted", Level = LogLevel.Warning,
         Message = "joining failed: {Reason}; the coordinator took the connection, so it is there: trying again in {Seconds:0.0} s (for up to {Total:0} s)")]
     public static partial void JoinInterrupted(ILogger logger, string reason, double seconds, double total);
+
+    [LoggerMessage(EventId = 1416, EventName = "CoordinatorStopped", Level = LogLevel.Warning,
+        Message = "the coordinator stopped before the whole stream reached this peer ({Said}): not joining again; taking what its parents still send, from offset {Offset}")]
+    public static partial void CoordinatorStopped(ILogger logger, string said, long offset);
 }

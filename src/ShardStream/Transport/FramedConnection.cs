@@ -32,6 +32,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     private long _lastSent;
     private int _closing;
     private bool _dropChunks;
+
+    /// <summary>Set by a close with dropQueued: the goodbye, the one queued frame still sent.</summary>
+    private byte[]? _onlyFrame;
     private Task _writer = Task.CompletedTask;
     private Task _reader = Task.CompletedTask;
 
@@ -279,8 +282,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// Closes in order: a goodbye after everything queued, the send side closed, then a short wait
     /// for the other side to close too so that nothing in flight is reset. A goodbye other than
     /// Normal is logged as a warning unless <paramref name="routine"/>: this side only does what
-    /// another node decided, and that node logged why. A TooSlow goodbye, or one with
-    /// <paramref name="dropQueued"/>, goes out ahead of the chunks still queued, which are dropped.
+    /// another node decided, and that node logged why. A TooSlow goodbye goes out ahead of the
+    /// chunks still queued, which are dropped; one with <paramref name="dropQueued"/> ahead of
+    /// every frame still queued.
     /// </summary>
     public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false)
     {
@@ -296,10 +300,18 @@ internal sealed class FramedConnection : IAsyncDisposable
         var goodbye = new Goodbye(code, reason);
         // A slow receiver would make us wait for its whole backlog: the writer skips the backlog's
         // chunks (from before the goodbye is queued), so the goodbye that says why goes out next.
-        // So does a close with dropQueued (a child the coordinator took out of the overlay).
-        if (code == GoodbyeCode.TooSlow || dropQueued) Volatile.Write(ref _dropChunks, true);
+        if (code == GoodbyeCode.TooSlow) Volatile.Write(ref _dropChunks, true);
+        var frame = FrameWriting.ToArray(goodbye.Write);
+        // A close with dropQueued (a child the coordinator took out of the overlay, a peer told the
+        // coordinator stops) skips every frame queued before the goodbye, not only the chunks: an
+        // End after dropped chunks would read as the stream's end with bytes lost.
+        if (dropQueued)
+        {
+            Volatile.Write(ref _onlyFrame, frame);
+            Volatile.Write(ref _dropChunks, true);
+        }
         // Queued last and the queue completed in one step: no frame sent meanwhile follows it.
-        _queue.TryWriteLast(new Outgoing(null, FrameWriting.ToArray(goodbye.Write), _time.GetTimestamp()));
+        _queue.TryWriteLast(new Outgoing(null, frame, _time.GetTimestamp()));
         Signal();
         if (code == GoodbyeCode.Timeout)
         {
@@ -553,6 +565,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             }
             else
             {
+                if (Volatile.Read(ref _onlyFrame) is { } only && !ReferenceEquals(item.Frame, only)) continue;
                 item.BeforeSend?.Invoke(item.Frame!, item.At, _time.GetTimestamp());
                 _batch.Add(item.Frame!);
                 bytes += item.Frame!.Length;

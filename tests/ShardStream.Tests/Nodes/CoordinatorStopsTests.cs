@@ -1,0 +1,51 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// The coordinator stops waiting for its peers (the drain timeout, 15 s after the CLI's SIGTERM)
+/// while a viewer is still catching up. Its exit reset the viewer's links, and the viewer took the
+/// coordinator for lost and joined again for its rejoin time (60 s by default) against a stream
+/// that had ended, then stopped with "lost the coordinator before the end of the stream". It is
+/// told instead (Goodbye(ShuttingDown), ahead of what was queued for it), writes what it has, and
+/// stops with the reason, without joining again.
+/// </summary>
+public sealed class CoordinatorStopsTests
+{
+    [Fact]
+    public async Task A_viewer_still_behind_when_the_coordinator_stops_learns_it_and_stops_with_the_reason_without_joining_again()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { DrainTimeout = TimeSpan.FromSeconds(2) }, loggers: logs.Factory);
+        // A rejoin time short enough that the failing case ends within the test's deadline.
+        var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.FromSeconds(5) });
+        var (_, output, run, host) = overlay.PeerById(viewer.Id);
+        overlay.Network.SetDownloadRate(host, 512 * 1024);
+        overlay.StartStreaming();
+        // 16 s of this viewer's download, the source's end at once after it: it is far behind when the 2 s drain ends.
+        var data = Overlay.RandomBytes(8 << 20, seed: 23);
+        await overlay.WriteAsync(data);
+        await overlay.EndAsync();
+        // As the CLI does once the run is over: the coordinator's links end with it.
+        await overlay.Coordinator.DisposeAsync();
+
+        string ended;
+        try
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            ended = $"completed, {output.Length} bytes: {string.Join(" | ", logs.Lines.Where(l => l.Category == "peer" && l.Level >= LogLevel.Information).Select(l => l.Message))}";
+        }
+        catch (StreamInterruptedException e)
+        {
+            ended = e.Message;
+        }
+        Assert.True(ended.StartsWith("the coordinator stopped before the whole stream reached this peer (the stream ended at 8388608 bytes", StringComparison.Ordinal), ended);
+        Assert.True(logs.Has(LogLevel.Warning, "still behind at the end of the wait for them"), "the coordinator did not say it told the viewer");
+        Assert.False(logs.Has(LogLevel.Warning, "lost the coordinator"), "the viewer took the coordinator for lost");
+        // Everything it wrote is the stream's, from its start.
+        var wrote = output.ToArray();
+        Assert.True(wrote.Length > 0 && wrote.Length < data.Length, $"wrote {wrote.Length} of {data.Length} bytes");
+        Assert.True(data.AsSpan(0, wrote.Length).SequenceEqual(wrote), "what the viewer wrote is not the stream's start");
+    }
+}
