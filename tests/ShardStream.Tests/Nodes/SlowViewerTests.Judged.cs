@@ -23,10 +23,7 @@ public sealed partial class SlowViewerTests
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
         // As in the test above: the coordinator's two slots taken, the leaf under the relay, and
         // no other free slot, so that the relay's report stops it at once.
-        var relay = await overlay.AddPeerAsync();
-        var watcher = await overlay.AddPeerAsync(upload: 0);
-        var leaf = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        var (relay, watcher, leaf) = await LeafUnderRelayAsync(overlay);
         // The leaf's host stands still: its goodbye is not read, so its control link stays open
         // (closing) for the close timeouts, as behind a slow link.
         string host = overlay.PeerById(leaf.Id).Host;
@@ -63,10 +60,7 @@ public sealed partial class SlowViewerTests
     {
         var logs = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
-        var relay = await overlay.AddPeerAsync();
-        await overlay.AddPeerAsync(upload: 0);
-        var leaf = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        var (relay, _, leaf) = await LeafUnderRelayAsync(overlay);
         string host = overlay.PeerById(leaf.Id).Host;
         overlay.Network.Freeze(host);
         try

@@ -169,6 +169,20 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A relay takes one of the coordinator's two slots, a viewer that uploads nothing the other;
+    /// the next leaf can only go under the relay, whose reports a test writes itself (with no
+    /// other free slot, a report about the leaf behind for the grace stops it at once).
+    /// </summary>
+    private static async Task<(Peer Relay, Peer Watcher, Peer Leaf)> LeafUnderRelayAsync(Overlay overlay)
+    {
+        var relay = await overlay.AddPeerAsync();
+        var watcher = await overlay.AddPeerAsync(upload: 0);
+        var leaf = await overlay.AddPeerAsync(upload: 0);
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        return (relay, watcher, leaf);
+    }
+
+    /// <summary>
     /// A busy machine makes healthy peers fall behind for a second or two after each repair that
     /// touches them; two such findings about one leaf must not add up to a stop (they did: a leaf
     /// found slow twice, 5 to 60 s apart, was stopped). Only a report that the leaf has been behind
@@ -179,12 +193,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     {
         var logs = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
-        // A relay takes one of the coordinator's two slots, a viewer that uploads nothing the
-        // other; the next leaf can only go under the relay, whose reports the test writes itself.
-        var relay = await overlay.AddPeerAsync();
-        await overlay.AddPeerAsync(upload: 0);
-        var leaf = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        var (relay, _, leaf) = await LeafUnderRelayAsync(overlay);
         void Report(uint queueAgeMs, uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, queueAgeMs, (downloadKbps, 8_000)).Write);
         var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
 
@@ -258,10 +267,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     {
         var logs = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
-        var relay = await overlay.AddPeerAsync();
-        await overlay.AddPeerAsync(upload: 0);
-        var leaf = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        var (relay, _, leaf) = await LeafUnderRelayAsync(overlay);
         void Report(uint downloadKbps) => ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 1_000), (downloadKbps, 400)).Write);
         var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
 
@@ -292,10 +298,7 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         const int burstSeconds = 4;
         var logs = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
-        var relay = await overlay.AddPeerAsync();
-        await overlay.AddPeerAsync(upload: 0);
-        var leaf = await overlay.AddPeerAsync(upload: 0);
-        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == leaf.Id).Parents[0]);
+        var (relay, _, leaf) = await LeafUnderRelayAsync(overlay);
         var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
         overlay.StartStreaming();
 
