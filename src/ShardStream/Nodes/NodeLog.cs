@@ -144,7 +144,7 @@ internal static partial class CoordinatorLog
     [LoggerMessage(1690, LogLevel.Warning, "a joiner from {Remote} asked for stream {Asked}, not ours ({Ours}): refused, no placement", EventName = "OtherStreamRefused")]
     public static partial void OtherStreamRefused(ILogger log, string remote, string asked, string ours);
 
-    [LoggerMessage(1691, LogLevel.Warning, "{Count} peer(s) still behind at the end of the wait for them: told them the coordinator stops, ahead of what was queued for them ({Said})", EventName = "StoppingWithPeersBehind")]
+    [LoggerMessage(1692, LogLevel.Warning, "{Count} peer(s) still behind at the end of the wait for them: told them the coordinator stops, ahead of what was queued for them ({Said})", EventName = "StoppingWithPeersBehind")]
     public static partial void StoppingWithPeersBehind(ILogger log, int count, string said);
 }
 

@@ -300,7 +300,7 @@ internal static partial class RejoinLog
         Message = "joining failed: {Reason}; the coordinator took the connection, so it is there: trying again in {Seconds:0.0} s (for up to {Total:0} s)")]
     public static partial void JoinInterrupted(ILogger logger, string reason, double seconds, double total);
 
-    [LoggerMessage(EventId = 1416, EventName = "CoordinatorStopped", Level = LogLevel.Warning,
+    [LoggerMessage(EventId = 1417, EventName = "CoordinatorStopped", Level = LogLevel.Warning,
         Message = "the coordinator stopped before the whole stream reached this peer ({Said}): not joining again; taking what its parents still send, from offset {Offset}")]
     public static partial void CoordinatorStopped(ILogger logger, string said, long offset);
 }
