@@ -23,6 +23,9 @@ internal static partial class HardeningLog
     [LoggerMessage(9103, LogLevel.Debug, "{Link}: closed without a hello: {Reason}", EventName = "NoHello")]
     public static partial void NoHello(ILogger log, string link, string reason);
 
+    [LoggerMessage(9105, LogLevel.Debug, "{Link}: bytes of its hello waited unread at the hello deadline ({Seconds:0.#} s): this node was too busy to read them, so it waits once more as long", EventName = "HelloUnreadAtDeadline")]
+    public static partial void HelloUnreadAtDeadline(ILogger log, string link, double seconds);
+
     [LoggerMessage(9104, LogLevel.Warning, "{Count} connection(s) dropped so far before their hello to make room for newer ones ({Reason}): a flood of silent connections?", EventName = "WaitersDropped")]
     public static partial void WaitersDropped(ILogger log, long count, string reason);
 }

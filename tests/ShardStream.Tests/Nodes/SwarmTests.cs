@@ -81,18 +81,7 @@ public sealed class SwarmTests
         await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: Overlay.Loggers);
         await coordinator.StartAsync(CancellationToken.None);
         await using var relay = new FirstHelloHeldRelay(coordinator.ListenAddress, resetAfterHello);
-        var swarm = new Swarm(new SwarmOptions
-        {
-            CoordinatorAddress = relay.Address,
-            Peers = 1,
-            JoinRate = 1,
-            Hold = TimeSpan.Zero,
-            FirstAddress = "127.77.1.1",
-            Addresses = 1,
-            JoinTimeout = TimeSpan.FromSeconds(60),
-        });
-
-        var report = await swarm.RunAsync(null, null, CancellationToken.None);
+        var report = await JoinOneAsync(relay.Address, "127.77.1.1");
 
         Assert.Empty(report.Failures);
         Assert.Equal(1, report.Joined);
@@ -100,7 +89,40 @@ public sealed class SwarmTests
         Assert.Equal(2, relay.Connections);
     }
 
+    /// <summary>
+    /// The coordinator's side of ci214's flake (above): its hello deadline passed while the hello
+    /// sat unread in its socket (it was too busy to read it), and it reset the joiner, hello unread.
+    /// The hello had come: the node was late, not the joiner. Here the coordinator's first hello
+    /// read is held until its deadline has passed (or, with the fix, until it said it found the
+    /// hello waiting unread there).
+    /// </summary>
+    [Fact]
+    public async Task A_hello_that_waits_unread_at_the_hello_deadline_is_read_not_reset()
+    {
+        var log = new LogCapture();
+        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = 2, HelloTimeout = TimeSpan.FromSeconds(1), HeartbeatTimeout = TimeSpan.FromSeconds(60) };
+        await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: log.Factory);
+        int held = 0;
+        coordinator.HelloReadHeld = async deadline =>
+        {
+            if (Interlocked.Increment(ref held) != 1) return;
+            while (!deadline.IsCancellationRequested && !log.Lines.Any(l => l.Message.Contains("waited unread at the hello deadline", StringComparison.Ordinal)))
+                await Task.Delay(10, CancellationToken.None);
+        };
+        await coordinator.StartAsync(CancellationToken.None);
+        var report = await JoinOneAsync(coordinator.ListenAddress, "127.77.2.1");
+
+        Assert.Empty(report.Failures);
+        Assert.Equal(1, report.Joined);
+        Assert.True(report.InterruptedJoins == 0, $"the coordinator closed the join whose hello it had not read: {string.Join("\n", log.Lines.Select(l => l.Message))}");
+    }
+
     private static int PeersOf(Coordinator coordinator) => coordinator.Snapshot().Nodes.Count - 1;
+
+    /// <summary>A swarm of one peer from <paramref name="from"/> joins at <paramref name="coordinator"/> and leaves at once.</summary>
+    private static Task<SwarmReport> JoinOneAsync(string coordinator, string from) =>
+        new Swarm(new SwarmOptions { CoordinatorAddress = coordinator, Peers = 1, JoinRate = 1, Hold = TimeSpan.Zero, FirstAddress = from, Addresses = 1, JoinTimeout = TimeSpan.FromSeconds(60) })
+            .RunAsync(null, null, CancellationToken.None);
 
     /// <summary>
     /// A TCP relay on loopback to <c>upstream</c> that never passes on what its first connection
