@@ -21,7 +21,10 @@ internal sealed partial class RtmpSession
     /// timeout from the handshake, and again from the end of each publish (a publisher's
     /// FCUnpublish comes long after the first deadline, and its close or next publish follows).
     /// </summary>
-    private DateTime _startDeadline;
+    // A Stopwatch timestamp, not the wall clock: a clock stepped back (NTP, a VM resumed) would
+    // give a connection that neither publishes nor plays more than its 30 s, one stepped forward
+    // would close sessions still setting up.
+    private long _startDeadline;
 
     /// <summary>Tags were written to the ingest since its last flush (at most one flush per read of the connection).</summary>
     private bool _tagsUnflushed;
@@ -128,7 +131,7 @@ internal sealed partial class RtmpSession
     {
         if (!_publishing) return;
         _publishing = false;
-        _startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
+        _startDeadline = StartDeadline();
         _server.Options.Ingest!.PublishEnded();
         _server.ReleasePublisher(this);
         RtmpLog.PublishEnded(_log, Remote, why, _tags);

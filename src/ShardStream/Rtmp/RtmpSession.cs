@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using ShardStream.Transport;
@@ -184,16 +185,18 @@ internal sealed partial class RtmpSession
         }
     }
 
+    private long StartDeadline() => Stopwatch.GetTimestamp() + (long)(_limits.SessionStartTimeout.TotalSeconds * Stopwatch.Frequency);
+
     private async Task<string> ReadLoopAsync(CancellationToken ct)
     {
         var messages = new List<RtmpMessage>();
-        _startDeadline = DateTime.UtcNow + _limits.SessionStartTimeout;
+        _startDeadline = StartDeadline();
         // One token for every read; CancelAfter moves its timer (no allocation per read).
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         while (true)
         {
             // Before a publish or play: the start deadline; publishing: the idle timeout; playing: none (a player sends little).
-            TimeSpan wait = _publishing ? _limits.IdleTimeout : _playTask is null ? _startDeadline - DateTime.UtcNow : Timeout.InfiniteTimeSpan;
+            TimeSpan wait = _publishing ? _limits.IdleTimeout : _playTask is null ? Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _startDeadline) : Timeout.InfiniteTimeSpan;
             if (wait != Timeout.InfiniteTimeSpan && wait <= TimeSpan.Zero) throw new RtmpProtocolException($"no publish or play within {_limits.SessionStartTimeout.TotalSeconds:0.#} s");
             timeout.CancelAfter(wait);
             ReadResult result;
