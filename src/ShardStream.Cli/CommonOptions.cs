@@ -97,25 +97,16 @@ internal static class CommonOptions
 
     /// <summary>
     /// Why the rebuild by regions is off in this command line (coordinator and simulate), worded as
-    /// the end of a <see cref="NoEffect"/> line, or null when it is on. It is on by default since
-    /// 2026-12-06 where it was measured to help, striped trees of 4 shards or more
-    /// (<see cref="RebuildByDefault"/>); elsewhere only when <c>--latency-rebuild</c> is given.
-    /// <c>--latency-rebuild false</c> turns it off, and so do <c>--latency-moves 0</c> (no move
-    /// carries it out) and <paramref name="otherwise"/>, what the command itself lacks for it.
+    /// the end of a <see cref="NoEffect"/> line, or null when it is on. It is on by default for every
+    /// K: from 2026-12-06 for striped trees of 4 shards or more only, and since the rebuild of trees
+    /// whose relays have few slots keeps their depth bound (docs/topology.md, "The rebuild at 1, 2
+    /// and 3 shards") for binary trees and K = 2 and 3 too. <c>--latency-rebuild false</c> turns it
+    /// off, and so do <c>--latency-moves 0</c> (no move carries it out) and
+    /// <paramref name="otherwise"/>, what the command itself lacks for it.
     /// </summary>
-    public static string? RebuildOff(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves, TopologyKind topology, int shards, string? otherwise) =>
+    public static string? RebuildOff(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves, string? otherwise) =>
         !parse.GetValue(latencyRebuild) ? "without --latency-rebuild"
-        : !Given(parse, latencyRebuild) && !RebuildByDefault(topology, shards) ? $"with {shards} shard(s) in {topology.ToString().ToLowerInvariant()} trees without --latency-rebuild"
         : otherwise ?? (parse.GetValue(latencyMoves) == 0 ? "with --latency-moves 0" : null);
-
-    /// <summary>
-    /// Whether the rebuild by regions is on without <c>--latency-rebuild</c>: for striped trees of 4
-    /// shards or more, where it was measured (K = 8 in the simulator up to 100k peers, K = 4 with 200
-    /// real peers). With 1,000 real peers on one binary tree (the coordinator's default, K = 1) it made
-    /// the mean delay from the source longer and the tree two levels deeper than the latency-blind
-    /// planner's, and the simulator at K = 1 deeper too (docs/topology.md, "The default").
-    /// </summary>
-    public static bool RebuildByDefault(TopologyKind topology, int shards) => topology == TopologyKind.Striped && shards >= 4;
 
     /// <summary>
     /// The share of the live peers that may move a second (coordinator and simulate): with the

@@ -126,10 +126,6 @@ public sealed class CliErrorTests
     [InlineData("--latency-rebuild-min-peers has no effect without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild", "false", "--latency-rebuild-min-peers", "100")]
     [InlineData("--latency-rebuild-min-peers has no effect with --latency-aware false", "coordinator", "-l", "127.0.0.1:0", "-s", "4", "--latency-aware", "false", "--latency-rebuild-min-peers", "100")]
     [InlineData("--latency-rebuild-min-peers has no effect with --latency-moves 0", "coordinator", "-l", "127.0.0.1:0", "-s", "4", "--latency-moves", "0", "--latency-rebuild-min-peers", "100")]
-    // On by default only for striped trees of 4 shards or more: the coordinator's default is one binary tree.
-    [InlineData("--latency-rebuild-min-peers has no effect with 1 shard(s) in binary trees without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "--latency-rebuild-min-peers", "100")]
-    [InlineData("--latency-rebuild-min-peers has no effect with 2 shard(s) in tessellated trees without --latency-rebuild", "coordinator", "-l", "127.0.0.1:0", "-s", "2", "--latency-rebuild-min-peers", "100")]
-    [InlineData("--latency-rebuild-min-peers has no effect with 3 shard(s) in striped trees without --latency-rebuild", "simulate", "--peers", "10", "--shards", "3", "--latency", "world", "--improve-seconds", "1", "--latency-rebuild-min-peers", "100")]
     [InlineData("--rdp-breakdown has no effect without --latency world", "simulate", "--peers", "10", "--rdp-breakdown")]
     [InlineData("--improve-seconds has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--improve-seconds", "5")]
     [InlineData("--latency-moves has no effect without --latency world or matrix:FILE", "simulate", "--peers", "10", "--latency-moves", "8")]

@@ -181,6 +181,12 @@ public sealed partial class Planner
 
         var k = ShardCount;
         var snapshot = new RebuildSnapshot(k, _nextId, _peerCount, _latency.CoordinateOf(Source), Options.RebuildMinGainShare, _rebuildLinks);
+        for (var s = 0; s < k; s++)
+        {
+            snapshot.SourceCap[s] = _forest.Cap(Source, s);
+            snapshot.DepthBound[s] = Math.Max(AllowedDepth(s), _forest.MaxDepth(s));
+        }
+
         var i = 0;
         for (var id = 1; id < _nextId; id++)
         {

@@ -17,7 +17,11 @@ public sealed partial class Planner
     /// Passes after <see cref="RebuildRetryPasses"/> while nodes are still put off, each allowing
     /// the tree one level more than the one before; a last pass then moves what is left as before
     /// 2026-12-04 (a node may take a full parent's child that is above it under itself), however
-    /// deep. Every pass keeps the plan valid: within caps and acyclic.
+    /// deep. Every pass keeps the plan valid: within caps and acyclic. Since 2026-12-06 they run only
+    /// within the plan's depth bound (<see cref="RebuildPlan.DepthBound"/>: one level more than the
+    /// best the caps allow, or the tree's depth when planned); the nodes still put off then stay
+    /// where they are. Without that, a binary tree of 3,000 peers (seed 1, its third rebuild) went
+    /// to blind + 2 though its plan was within blind + 1.
     /// </summary>
     public const int RebuildSlackPasses = 3;
 
@@ -93,12 +97,12 @@ public sealed partial class Planner
             var order = _carryPass == 0 ? plan.Order[plan.Shard] : _carryRetry;
             if (plan.At >= order.Length)
             {
-                if (_carryLater.Count > 0 && _carryPass <= RebuildRetryPasses + RebuildSlackPasses)
+                if (_carryLater.Count > 0 && _carryPass <= RebuildRetryPasses + RebuildSlackPasses && CarryLimitOf(_carryPass + 1) <= BoundOf(plan))
                 {
                     _carryRetry = [.. _carryLater];
                     _carryLater.Clear();
                     _carryPass++;
-                    _carryLimit = _carryBase + Math.Max(0, _carryPass - RebuildRetryPasses);
+                    _carryLimit = CarryLimitOf(_carryPass);
                 }
                 else
                 {
@@ -347,6 +351,22 @@ public sealed partial class Planner
             return -1;
         }
     }
+
+    /// <summary>
+    /// The depth limit of pass <paramref name="pass"/> of the tree being carried out: that of its
+    /// turn for the first pass and the retries, a level more for each slack pass after them, none
+    /// (<see cref="int.MaxValue"/>) for the last.
+    /// </summary>
+    private int CarryLimitOf(int pass) =>
+        pass > RebuildRetryPasses + RebuildSlackPasses ? int.MaxValue : _carryBase + Math.Max(0, pass - RebuildRetryPasses);
+
+    /// <summary>
+    /// The deepest the tree being carried out may go (<see cref="RebuildPlan.DepthBound"/>, or its
+    /// limit at its turn when that is deeper): the passes after the retries run only while they
+    /// stay within it, and the nodes still put off then stay where they are.
+    /// </summary>
+    private int BoundOf(RebuildPlan plan) =>
+        plan.DepthBound.Length > plan.Shard ? Math.Max(plan.DepthBound[plan.Shard], _carryBase) : int.MaxValue;
 
     /// <summary>At the start of a tree's turn: the first pass, and its depth limit (the deeper of the tree now and the planned tree).</summary>
     private void StartTree(RebuildPlan plan)

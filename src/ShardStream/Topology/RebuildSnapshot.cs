@@ -25,6 +25,8 @@ public sealed class RebuildSnapshot
         Home = new int[peers];
         Parent = new int[shardCount][];
         Cap = new int[shardCount][];
+        SourceCap = new int[shardCount];
+        DepthBound = new int[shardCount];
         ParentRtt = new float[shardCount][];
         for (var s = 0; s < shardCount; s++)
         {
@@ -72,6 +74,15 @@ public sealed class RebuildSnapshot
 
     /// <summary>Per tree, each peer's cap.</summary>
     internal readonly int[][] Cap;
+
+    /// <summary>Per tree, the source's cap.</summary>
+    internal readonly int[] SourceCap;
+
+    /// <summary>
+    /// Per tree, the deepest a planned tree may be: the depth joins keep (one more than the best the
+    /// caps allow), or the tree's depth now when it is deeper.
+    /// </summary>
+    internal readonly int[] DepthBound;
 
     /// <summary>Per tree, the RTT the peer reported of its link to its parent (the least of smoothed and least sample), NaN with fewer than <see cref="Planner.ImproveMinSamples"/> samples.</summary>
     internal readonly float[][] ParentRtt;
@@ -124,12 +135,12 @@ public sealed class RebuildSnapshot
             maxBudget = Math.Max(maxBudget, Budget[i]);
         }
 
-        var regions = RegionConstruction.ClusterPlane(x, y, region, cancellationToken);
-        (regions, var sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, regions, maxBudget);
+        var planeRegions = RegionConstruction.ClusterPlane(x, y, region, cancellationToken);
+        var plane = (int[])region.Clone();
+        var (regions, sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, planeRegions, maxBudget);
         cancellationToken.ThrowIfCancellationRequested();
 
-        // Local coordinates: from the plan's coordinates, fitted to the parent links within a
-        // cluster that peers reported, now and at earlier rebuilds (the latest RebuildLinksKept).
+        // The kept parent links take the ones reported now (the local coordinates' fit reads them).
         Links.Grow(NextId);
         for (var i = 0; i < n; i++)
         {
@@ -143,6 +154,79 @@ public sealed class RebuildSnapshot
             }
         }
 
+        if (Construct(index, region, regions, sourceCluster, bounded: false, cancellationToken) is not { } built)
+        {
+            return null;
+        }
+
+        var deeper = false;
+        for (var s = 0; s < k; s++)
+        {
+            deeper |= built.Depth[s] > DepthBound[s];
+        }
+
+        if (deeper)
+        {
+            // Too few slots a relay for one entry per cluster under the first relay (binary trees,
+            // K = 2 and 3): SourceCluster merged the clusters down to the budget, and the merged
+            // ones span continents, where local coordinates fitted to short parent links understate
+            // long edges and the fill by levels from one entry ran the tree past its depth bound
+            // (docs/topology.md, "The rebuild at 1, 2 and 3 shards"). The clusters unmerged instead,
+            // each entered at the depth its size allows, through source-region relays.
+            region = plane;
+            (regions, sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, planeRegions, int.MaxValue);
+            if (Construct(index, region, regions, sourceCluster, bounded: true, cancellationToken) is { } bounded)
+            {
+                built = bounded;
+            }
+        }
+
+        var (target, order, local, depth) = built;
+        var withinBound = true;
+        for (var s = 0; s < k; s++)
+        {
+            withinBound &= depth[s] <= DepthBound[s];
+        }
+
+        // Worth carrying out only when, with every edge whose RTT was measured priced by that
+        // measurement, it is estimated to gain enough over the plan as it was, and the coordinates
+        // alone do not price it worse: the plan's coordinates drift with what peers measure under
+        // load, while the plan as it was has every edge measured and a planned one few; and both
+        // sides priced from the coordinates understate a gain (at 100k peers, seed 1, 1.4% estimated
+        // where it was 3.1%), so a 2% gain asked of them ended a series above a mean RDP of 2.0
+        // (docs/topology.md, "The rebuild by regions", "A rebuild planned right after another").
+        Func<int, Func<int, int>> was = s => p => Parent[s][index[p]];
+        Func<int, Func<int, int>> planned = s => p => target[s][p];
+        var before = EstimatedMeanDelay(index, region, local, was, measured: false, cancellationToken);
+        var after = EstimatedMeanDelay(index, region, local, planned, measured: false, cancellationToken);
+        var measuredBefore = EstimatedMeanDelay(index, region, local, was, measured: true, cancellationToken);
+        var measuredAfter = EstimatedMeanDelay(index, region, local, planned, measured: true, cancellationToken);
+        var worth = withinBound && IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
+        return new RebuildPlan(target, order, worth)
+        {
+            DepthBound = DepthBound,
+            EstimatedBeforeMs = before,
+            EstimatedAfterMs = after,
+            MeasuredBeforeMs = measuredBefore,
+            MeasuredAfterMs = measuredAfter,
+        };
+    }
+
+    /// <summary>
+    /// Local coordinates fitted within <paramref name="region"/>'s clusters, then every tree built
+    /// by them: <see cref="RegionConstruction.Builder.Tree"/>, or with <paramref name="bounded"/>
+    /// <see cref="RegionConstruction.Builder.BoundedTree"/> within <see cref="DepthBound"/>. Per
+    /// tree the planned parent of every id, the order (parents first) and the depth; null when a
+    /// tree cannot be built within its caps (or, <paramref name="bounded"/>, within its bound).
+    /// </summary>
+    private (int[][] Target, int[][] Order, NetworkCoordinate[] Local, int[] Depth)? Construct(int[] index, int[] region, int regions, int sourceCluster, bool bounded, CancellationToken cancellationToken)
+    {
+        var k = ShardCount;
+        var peers = Peers;
+        var n = peers.Length;
+
+        // Local coordinates: from the plan's coordinates, fitted to the parent links within a
+        // cluster that peers reported, now and at earlier rebuilds (the latest RebuildLinksKept).
         var local = new NetworkCoordinate[n];
         var links = new List<(int A, int B, double Rtt)>();
         for (var i = 0; i < n; i++)
@@ -187,9 +271,19 @@ public sealed class RebuildSnapshot
 
         var target = new int[k][];
         var order = new int[k][];
+        var depth = new int[k];
+        var depthOf = new int[n];
         for (var s = 0; s < k; s++)
         {
-            b.Tree(s, srcRegion, regions, cancellationToken);
+            if (!bounded)
+            {
+                b.Tree(s, srcRegion, regions, cancellationToken);
+            }
+            else if (!b.BoundedTree(s, srcRegion, regions, SourceCap[s], DepthBound[s], cancellationToken))
+            {
+                return null;
+            }
+
             if (b.Order.Count != n || b.OverBudget() > 0)
             {
                 return null; // no relay in the tree, or not a valid plan within the caps (neither happened in the runs of docs/topology.md)
@@ -203,30 +297,12 @@ public sealed class RebuildSnapshot
                 var i = b.Order[j];
                 order[s][j] = peers[i];
                 target[s][peers[i]] = b.Parent[i] < 0 ? Planner.Source : peers[b.Parent[i]];
+                depthOf[i] = b.Parent[i] < 0 ? 1 : depthOf[b.Parent[i]] + 1;
+                depth[s] = Math.Max(depth[s], depthOf[i]);
             }
         }
 
-        // Worth carrying out only when, with every edge whose RTT was measured priced by that
-        // measurement, it is estimated to gain enough over the plan as it was, and the coordinates
-        // alone do not price it worse: the plan's coordinates drift with what peers measure under
-        // load, while the plan as it was has every edge measured and a planned one few; and both
-        // sides priced from the coordinates understate a gain (at 100k peers, seed 1, 1.4% estimated
-        // where it was 3.1%), so a 2% gain asked of them ended a series above a mean RDP of 2.0
-        // (docs/topology.md, "The rebuild by regions", "A rebuild planned right after another").
-        Func<int, Func<int, int>> was = s => p => Parent[s][index[p]];
-        Func<int, Func<int, int>> planned = s => p => target[s][p];
-        var before = EstimatedMeanDelay(index, region, local, was, measured: false, cancellationToken);
-        var after = EstimatedMeanDelay(index, region, local, planned, measured: false, cancellationToken);
-        var measuredBefore = EstimatedMeanDelay(index, region, local, was, measured: true, cancellationToken);
-        var measuredAfter = EstimatedMeanDelay(index, region, local, planned, measured: true, cancellationToken);
-        var worth = IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
-        return new RebuildPlan(target, order, worth)
-        {
-            EstimatedBeforeMs = before,
-            EstimatedAfterMs = after,
-            MeasuredBeforeMs = measuredBefore,
-            MeasuredAfterMs = measuredAfter,
-        };
+        return (target, order, local, depth);
     }
 
     /// <summary>
@@ -329,6 +405,9 @@ public sealed class RebuildPlan
 
     internal readonly int[][] Target;
     internal readonly int[][] Order;
+
+    /// <summary>Per tree, the deepest it may be while the rebuild is carried out (<see cref="RebuildSnapshot.DepthBound"/>; no bound when empty).</summary>
+    internal int[] DepthBound { get; init; } = [];
 
     /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option) with the measured RTTs (<see cref="MeasuredBeforeMs"/>, <see cref="MeasuredAfterMs"/>), and not higher from the coordinates alone (<see cref="EstimatedBeforeMs"/>, <see cref="EstimatedAfterMs"/>).</summary>
     public bool WorthCarryingOut { get; }

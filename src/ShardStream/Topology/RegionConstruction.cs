@@ -390,6 +390,188 @@ internal static class RegionConstruction
             Leftovers();
         }
 
+        /// <summary>
+        /// Builds tree <paramref name="shard"/> as <see cref="Tree"/> does, for relays of few slots
+        /// (binary trees, K = 2 and 3), within <paramref name="depthBound"/>: every cluster gets one
+        /// entry, at most as deep as its size allows (its own subtree filled by levels must end
+        /// within the bound), and the source's <paramref name="sourceSlots"/> reach the entries
+        /// through a backbone of the source's region's relays (the best by access and place first):
+        /// level by level, as many clusters as the rest still fits (Kraft's inequality with the
+        /// backbone's least cap) take a slot of the level, the largest first, and the level's other
+        /// slots that the rest needs get a backbone relay each. Then each cluster is filled from its
+        /// entry (<see cref="FillRegion"/>), the source's region (its entry the best relay left
+        /// near the source) with its members that are not in the backbone. Returns false when the
+        /// clusters cannot be fitted within the bound or the tree built ends deeper: the tree is then
+        /// not to be used.
+        /// </summary>
+        public bool BoundedTree(int shard, int srcRegion, int regions, int sourceSlots, int depthBound, CancellationToken cancellationToken = default)
+        {
+            Begin(shard);
+            _left.Clear();
+            var byRegion = new List<int>[regions];
+            for (var r = 0; r < regions; r++)
+            {
+                byRegion[r] = [];
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                byRegion[Region[i]].Add(i);
+            }
+
+            // A cluster with no relay is fed with the source's region.
+            var pending = new List<(int Region, int Deepest)>();
+            for (var r = 0; r < regions; r++)
+            {
+                if (r != srcRegion && byRegion[r].Count > 0 && !byRegion[r].Exists(IsRelay))
+                {
+                    byRegion[srcRegion].AddRange(byRegion[r]);
+                    byRegion[r].Clear();
+                }
+            }
+
+            for (var r = 0; r < regions; r++)
+            {
+                if (byRegion[r].Count > 0 && (r != srcRegion || byRegion[r].Exists(IsRelay)))
+                {
+                    pending.Add((r, depthBound - Height(byRegion[r]) + 1));
+                }
+                else if (r == srcRegion)
+                {
+                    _left.AddRange(byRegion[r]); // no relay near the source: under any relay, at the end
+                }
+            }
+
+            if (pending.Count == 0 || sourceSlots <= 0)
+            {
+                return false;
+            }
+
+            pending.Sort((a, c) => a.Deepest != c.Deepest ? a.Deepest.CompareTo(c.Deepest) : byRegion[c.Region].Count.CompareTo(byRegion[a.Region].Count));
+            var backbone = byRegion[srcRegion].Where(i => CapOf(i) >= 2).OrderBy(i => Key(i)).ToList();
+            var fan = backbone.Count == 0 ? 1 : backbone.Min(CapOf);
+            var used = new HashSet<int>();
+            var nextBackbone = 0;
+            var entries = new List<(int Region, int Entry)>();
+            var slots = Enumerable.Repeat(-1, sourceSlots).ToList();
+            var at = 0;
+            for (var d = 1; at < pending.Count; d++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                // The most clusters this level can take with the rest still fitting below it.
+                var take = -1;
+                var need = 0.0;
+                for (var x = Math.Min(slots.Count, pending.Count - at); x >= 0 && take < 0; x--)
+                {
+                    var rest = 0.0;
+                    var fits = true;
+                    for (var j = at + x; j < pending.Count && fits; j++)
+                    {
+                        fits = pending[j].Deepest > d && fan >= 2;
+                        rest += Math.Pow(fan, -(pending[j].Deepest - d));
+                    }
+
+                    if (fits && rest <= slots.Count - x + 1e-9)
+                    {
+                        (take, need) = (x, rest);
+                    }
+                }
+
+                if (take < 0)
+                {
+                    return false;
+                }
+
+                var next = new List<int>();
+                for (var j = 0; j < slots.Count; j++)
+                {
+                    if (j < take)
+                    {
+                        var (r, _) = pending[at + j];
+                        var members = byRegion[r];
+                        var entry = r == srcRegion ? Best([.. members.Where(i => !used.Contains(i))], SourceX, SourceY) : Best(members, 0, 0);
+                        if (entry < 0)
+                        {
+                            return false;
+                        }
+
+                        used.Add(entry);
+                        Attach(entry, slots[j]);
+                        entries.Add((r, entry));
+                    }
+                    else if (j - take < Math.Ceiling(need - 1e-9))
+                    {
+                        while (nextBackbone < backbone.Count && used.Contains(backbone[nextBackbone]))
+                        {
+                            nextBackbone++;
+                        }
+
+                        if (nextBackbone == backbone.Count)
+                        {
+                            return false;
+                        }
+
+                        var relay = backbone[nextBackbone++];
+                        used.Add(relay);
+                        Attach(relay, slots[j]);
+                        next.AddRange(Enumerable.Repeat(relay, CapOf(relay)));
+                    }
+                }
+
+                at += take;
+                slots = next;
+            }
+
+            foreach (var (r, entry) in entries)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                FillRegion(entry, [.. byRegion[r].Where(i => !used.Contains(i))]);
+            }
+
+            // What no cluster's subtree held: under any relay with a free slot.
+            Leftovers();
+            var depth = new int[n];
+            foreach (var i in Order)
+            {
+                depth[i] = Parent[i] < 0 ? 1 : depth[Parent[i]] + 1;
+                if (depth[i] > depthBound)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+
+        /// <summary>
+        /// The fewest levels a subtree of <paramref name="members"/> hung from one of them has when
+        /// filled by levels, the largest caps first (<see cref="int.MaxValue"/> / 2 when they do not fit).
+        /// </summary>
+        private int Height(List<int> members)
+        {
+            var caps = members.Select(CapOf).OrderByDescending(c => c).ToList();
+            var (placed, slots, depth) = (1, caps.Count > 0 ? caps[0] : 0, 1);
+            while (placed < caps.Count)
+            {
+                if (slots == 0)
+                {
+                    return int.MaxValue / 2;
+                }
+
+                depth++;
+                var take = Math.Min(slots, caps.Count - placed);
+                slots = 0;
+                for (var j = placed; j < placed + take; j++)
+                {
+                    slots += caps[j];
+                }
+
+                placed += take;
+            }
+
+            return depth;
+        }
+
         /// <summary>One-way delay (ms) of an edge between two nodes of one region, by the knowledge given.</summary>
         private double Edge(int a, int b) => (2 + Dist(X[a], Y[a], X[b], Y[b]) + Access[a] + Access[b]) / 2;
 
