@@ -182,8 +182,9 @@ public sealed partial class Coordinator : Node, Admission.IHost
         string said = $"the stream ended at {_source.BytesStreamed} bytes and the coordinator waits no longer";
         CoordinatorLog.StoppingWithPeersBehind(Log, behind.Count, said);
         var closing = Task.WhenAll(behind.Select(c => c.CloseAsync(GoodbyeCode.ShuttingDown, said, routine: true, dropQueued: true)));
-        if (!cancellationToken.IsCancellationRequested)
-            await Task.WhenAny(closing, Task.Delay(ShuttingDownWait, Time)).ConfigureAwait(false);
+        // Also when cut short: the CLI's 15 s bound after a signal is a cancellation too, and
+        // without the wait its exit reset the links before the goodbyes went out.
+        await Task.WhenAny(closing, Task.Delay(ShuttingDownWait, Time)).ConfigureAwait(false);
     }
 
     /// <summary>How long the end of the drain waits for the goodbyes of peers still behind to be sent (the CLI's bound is 20 s after a signal, the drain 15 s): the send under way on a slow link goes first.</summary>
