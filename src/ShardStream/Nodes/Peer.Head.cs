@@ -64,8 +64,18 @@ public sealed partial class Peer
 
     private protected override void CheckParents(bool heldUp)
     {
-        // This process stalled: what it did not read is no parent's fault.
-        if (heldUp || _control is not { } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;
+        if (heldUp)
+        {
+            // This process stalled: what it did not read is no parent's fault. Every shard's wait
+            // starts again now, as the failure detector excuses the pause on every link; else the
+            // tick after a stall counted the stall and cut parents whose chunks waited unread.
+            long now = Time.GetTimestamp();
+            for (int shard = 0; shard < _shardCount; shard++) Volatile.Write(ref _lastChunkAt[shard], now);
+            return;
+        }
+        // A control link that closed (a rejoin under way, the coordinator stopping) says no new
+        // head: the parents this peer keeps meanwhile are not judged on what it heard before.
+        if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;
         var after = WithheldAfter;
         if (HeadAtLeast(control, after) is not { } head) return;
         for (int shard = 0; shard < _shardCount; shard++)
@@ -73,7 +83,8 @@ public sealed partial class Peer
             Link? parent;
             long since;
             lock (_gate) (parent, since) = (_parentOfShard.GetValueOrDefault(shard), _parentSince[shard]);
-            if (parent is null || parent.IsClosing || IsCoordinator(parent)) continue;
+            // Bytes from it waiting unread: this peer is late, not the parent.
+            if (parent is null || parent.IsClosing || IsCoordinator(parent) || parent.HasUnreadInput) continue;
             // A parent that took the shard over lately, or sent some of it lately, is not withholding it.
             if (Time.GetElapsedTime(since) < after || Time.GetElapsedTime(Volatile.Read(ref _lastChunkAt[shard])) < after) continue;
             long next = reassembler.NextSeqOf(shard);
