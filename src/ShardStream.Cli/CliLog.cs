@@ -23,10 +23,10 @@ internal static partial class CliLog
     [LoggerMessage(1754, LogLevel.Information, "the stream: {Bytes} bytes in {Chunks} chunks", EventName = "StreamTotals")]
     public static partial void StreamTotals(ILogger log, long bytes, long chunks);
 
-    [LoggerMessage(1755, LogLevel.Warning, "{Signal}: ending the stream at {Bytes} bytes read from {Source}; the End goes out and peers finish (up to 15 s); Ctrl-C or SIGTERM again quits at once", EventName = "EndingOnSignal")]
+    [LoggerMessage(1755, LogLevel.Warning, "{Signal}: ending the stream at {Bytes} bytes read from {Source}; the End goes out and peers finish (up to 15 s); Ctrl-C or SIGTERM again stops the wait (peers still behind are told the coordinator stops, up to 3 s)", EventName = "EndingOnSignal")]
     public static partial void EndingOnSignal(ILogger log, long bytes, string source, string signal);
 
-    [LoggerMessage(1757, LogLevel.Warning, "{Signal}: the stream has ended already, at {Bytes} bytes (the end of {Source}); its End is out and the coordinator waits for its peers to finish (up to 15 s from now); Ctrl-C or SIGTERM again quits at once", EventName = "EndedBeforeSignal")]
+    [LoggerMessage(1757, LogLevel.Warning, "{Signal}: the stream has ended already, at {Bytes} bytes (the end of {Source}); its End is out and the coordinator waits for its peers to finish (up to 15 s from now); Ctrl-C or SIGTERM again stops the wait (peers still behind are told the coordinator stops, up to 3 s)", EventName = "EndedBeforeSignal")]
     public static partial void AlreadyEndedOnSignal(ILogger log, long bytes, string source, string signal);
 
     [LoggerMessage(1756, LogLevel.Warning, "{Signal} again: quitting without waiting for peers to finish", EventName = "QuittingOnSignal")]

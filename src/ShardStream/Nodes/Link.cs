@@ -162,10 +162,10 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>How long since anything arrived on this link (less the time this node itself did not run).</summary>
     public TimeSpan Silence => _detector.Silence;
 
-    /// <summary>True when the failure detector would take the other side for dead now (see <see cref="Tick"/>).</summary>
     /// <summary>True when bytes from the other side wait unread in the transport (this side is slow to read).</summary>
     public bool HasUnreadInput => _connection.HasUnreadInput;
 
+    /// <summary>True when the failure detector would take the other side for dead now (see <see cref="Tick"/>).</summary>
     public bool SeemsDead => Volatile.Read(ref _started) && !IsClosing && _detector.IsDead(LenientUntilHeard && !_heardSinceStart, out _) && !_connection.HasUnreadInput;
 
     /// <summary>

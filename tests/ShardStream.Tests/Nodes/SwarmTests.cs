@@ -77,7 +77,7 @@ public sealed class SwarmTests
     [InlineData(true)]
     public async Task A_join_the_coordinator_closed_before_its_answer_is_tried_again_not_failed(bool resetAfterHello)
     {
-        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = 2, HelloTimeout = TimeSpan.FromSeconds(1), HeartbeatTimeout = TimeSpan.FromSeconds(60) };
+        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = 2, HelloTimeout = HelloTimeout, HeartbeatTimeout = TimeSpan.FromSeconds(60) };
         await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: Overlay.Loggers);
         await coordinator.StartAsync(CancellationToken.None);
         await using var relay = new FirstHelloHeldRelay(coordinator.ListenAddress, resetAfterHello);
@@ -85,9 +85,17 @@ public sealed class SwarmTests
 
         Assert.Empty(report.Failures);
         Assert.Equal(1, report.Joined);
-        Assert.Equal(1, report.InterruptedJoins);
-        Assert.Equal(2, relay.Connections);
+        // The first join is cut; a later one, late past the hello deadline on a starved machine, may be too.
+        Assert.True(report.InterruptedJoins >= 1, "the cut join was not counted as interrupted");
+        Assert.Equal(report.InterruptedJoins + 1, relay.Connections);
     }
+
+    /// <summary>
+    /// The hello deadline of the coordinators of the two tests around it: 5 s, the default. At 1 s a
+    /// hello sent late by a starved test process (load 50 on 2 cores) met the deadline unread
+    /// nowhere, and the join was cut a second time (a review of these tests).
+    /// </summary>
+    private static readonly TimeSpan HelloTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// The coordinator's side of ci214's flake (above): its hello deadline passed while the hello
@@ -100,7 +108,7 @@ public sealed class SwarmTests
     public async Task A_hello_that_waits_unread_at_the_hello_deadline_is_read_not_reset()
     {
         var log = new LogCapture();
-        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = 2, HelloTimeout = TimeSpan.FromSeconds(1), HeartbeatTimeout = TimeSpan.FromSeconds(60) };
+        var coordinatorOptions = new CoordinatorOptions { ListenAddress = "127.0.0.1:0", ShardCount = 2, HelloTimeout = HelloTimeout, HeartbeatTimeout = TimeSpan.FromSeconds(60) };
         await using var coordinator = new Coordinator(coordinatorOptions, loggerFactory: log.Factory);
         int held = 0;
         coordinator.HelloReadHeld = async deadline =>
