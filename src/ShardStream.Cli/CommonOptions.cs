@@ -98,10 +98,8 @@ internal static class CommonOptions
     /// <summary>
     /// Why the rebuild by regions is off in this command line (coordinator and simulate), worded as
     /// the end of a <see cref="NoEffect"/> line, or null when it is on. It is on by default for every
-    /// K: from 2026-12-06 for striped trees of 4 shards or more only, and since the rebuild of trees
-    /// whose relays have few slots keeps their depth bound (docs/topology.md, "The rebuild at 1, 2
-    /// and 3 shards") for binary trees and K = 2 and 3 too. <c>--latency-rebuild false</c> turns it
-    /// off, and so do <c>--latency-moves 0</c> (no move carries it out) and
+    /// K (docs/topology.md, "The rebuild at 1, 2 and 3 shards"). <c>--latency-rebuild false</c> turns
+    /// it off, and so do <c>--latency-moves 0</c> (no move carries it out) and
     /// <paramref name="otherwise"/>, what the command itself lacks for it.
     /// </summary>
     public static string? RebuildOff(ParseResult parse, Option<bool> latencyRebuild, Option<int> latencyMoves, string? otherwise) =>

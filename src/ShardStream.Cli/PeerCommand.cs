@@ -63,13 +63,9 @@ internal static class PeerCommand
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
             var output = egress.Tee(Console.OpenStandardOutput());
             await using var stdout = play is null ? output : play.Hub.Tee(output);
-            bool ended = false;
             try
             {
                 await peer.RunAsync(stdout, ct);
-                ended = true;
-                if (peer.LostBytes > 0)
-                    throw new StreamInterruptedException($"the stream ended, but {peer.LostBytes} bytes were lost (older than every replay window; the log names the ranges)");
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
@@ -78,15 +74,16 @@ internal static class PeerCommand
                 await peer.LeaveAsync(options.HeartbeatTimeout * 2);
                 throw;
             }
-            catch (Exception e) when (e is not OperationCanceledException && !ended)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
-                // Its HTTP viewers get the end of what it wrote; its log says it was not the stream's.
-                // Not after the stream's end with lost bytes (thrown above): that is the stream's end.
-                // Filtered on LostBytes, an early stop (too slow, coordinator lost) after any loss
-                // was told to them as "the stream ended".
+                // An early stop (too slow, the coordinator lost): its HTTP viewers get the end of what
+                // it wrote, and its log says it was not the stream's end.
                 egress.Hub.Complete(e.Message);
                 throw;
             }
+            // The stream's end, with bytes lost: its HTTP viewers were told the stream ended.
+            if (peer.LostBytes > 0)
+                throw new StreamInterruptedException($"the stream ended, but {peer.LostBytes} bytes were lost (older than every replay window; the log names the ranges)");
         }, cancellationToken));
         return command;
     }

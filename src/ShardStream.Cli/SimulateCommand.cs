@@ -43,8 +43,14 @@ internal static class SimulateCommand
 
         command.SetAction(parseResult =>
         {
-            var kind = KindOf(parseResult);
-            var k = ShardsOf(parseResult);
+            var kind = Enum.Parse<TopologyKind>(parseResult.GetValue(topology)!, ignoreCase: true);
+            // K: --shards, or the topology's own (8 for striped trees).
+            var k = parseResult.GetValue(shards) ?? kind switch
+            {
+                TopologyKind.Binary => 1,
+                TopologyKind.Tessellated => 2,
+                _ => 8,
+            };
             if (k is < 1 or > Planner.MaxShardCount)
             {
                 Console.Error.WriteLine($"shardstream: error: --shards must be between 1 and {Planner.MaxShardCount}, got {k}");
@@ -145,16 +151,6 @@ internal static class SimulateCommand
         string? RebuildOff(ParseResult parse, LatencyModel? model) =>
             CommonOptions.RebuildOff(parse, latencyRebuild, latencyMoves,
                 model is null ? "without --latency world or matrix:FILE" : parse.GetValue(improveSeconds) == 0 ? "without --improve-seconds" : null);
-
-        TopologyKind KindOf(ParseResult parse) => Enum.Parse<TopologyKind>(parse.GetValue(topology)!, ignoreCase: true);
-
-        // K: --shards, or the topology's own (8 for striped trees).
-        int ShardsOf(ParseResult parse) => parse.GetValue(shards) ?? KindOf(parse) switch
-        {
-            TopologyKind.Binary => 1,
-            TopologyKind.Tessellated => 2,
-            _ => 8,
-        };
     }
 
     private static string Format(SimulationReport report)

@@ -1,8 +1,8 @@
-using System.Diagnostics;
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
 
 namespace ShardStream.Cli.Http;
 
@@ -21,20 +21,16 @@ internal sealed partial class HttpConnectionCap
 
     private static readonly TimeSpan LogInterval = TimeSpan.FromSeconds(10);
 
-    private readonly ILogger _log;
     private readonly string _why;
     private readonly byte[] _busy;
+    private readonly ThrottledCount _refused;
     private int _open;
-    private long _refused;
-    private long _lastLine;
-    private int _lineDue;
-    private string _lastFrom = "";
 
     public HttpConnectionCap(ulong? openFileLimit, ILogger log)
     {
-        _log = log;
         Max = openFileLimit is { } limit ? (int)Math.Clamp(limit / 8, 1, Most) : Most;
         _why = openFileLimit is { } l && l / 8 < Most ? $"an eighth of its open-file limit, {l}; ulimit -n raises it" : $"{Most} at most";
+        _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, from) => Refusing(log, count, Max, _why, from), log, "saying the http connections refused");
         string text = $"busy: {Max} HTTP connections are open, the most this node takes; try again in a moment\n";
         _busy = Encoding.UTF8.GetBytes(
             $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(text)}\r\nConnection: close\r\n\r\n{text}");
@@ -44,7 +40,7 @@ internal sealed partial class HttpConnectionCap
     public int Max { get; }
 
     /// <summary>Connections refused so far.</summary>
-    public long Refused => Interlocked.Read(ref _refused);
+    public long Refused => _refused.Count;
 
     /// <summary>
     /// Kestrel's transport with the cap: a connection accepted past it is answered and closed in the
@@ -73,7 +69,7 @@ internal sealed partial class HttpConnectionCap
     {
         if (Interlocked.Increment(ref _open) <= Max) return true;
         Interlocked.Decrement(ref _open);
-        NoteRefused(connection.RemoteEndPoint?.ToString() ?? "?");
+        _refused.Note(connection.RemoteEndPoint?.ToString() ?? "?");
         try
         {
             // 200 bytes: the socket's send buffer takes them whether or not the other side reads.
@@ -109,29 +105,6 @@ internal sealed partial class HttpConnectionCap
         public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => listener.UnbindAsync(cancellationToken);
 
         public ValueTask DisposeAsync() => listener.DisposeAsync();
-    }
-
-    /// <summary>Counts a refusal; says the count at once, or when 10 s have passed since the last line.</summary>
-    private void NoteRefused(string from)
-    {
-        Interlocked.Increment(ref _refused);
-        Volatile.Write(ref _lastFrom, from);
-        if (Interlocked.CompareExchange(ref _lineDue, 1, 0) != 0) return; // a line is due: it counts this one
-        long last = Interlocked.Read(ref _lastLine);
-        var wait = last == 0 ? TimeSpan.Zero : LogInterval - Stopwatch.GetElapsedTime(last);
-        if (wait <= TimeSpan.Zero)
-        {
-            SayRefused();
-            return;
-        }
-        _ = Task.Delay(wait).ContinueWith(_ => SayRefused(), TaskScheduler.Default);
-    }
-
-    private void SayRefused()
-    {
-        Interlocked.Exchange(ref _lastLine, Stopwatch.GetTimestamp());
-        Volatile.Write(ref _lineDue, 0);
-        Refusing(_log, Refused, Max, _why, Volatile.Read(ref _lastFrom));
     }
 
     [LoggerMessage(1301, LogLevel.Warning, "{Count} http connection(s) refused: {Max} open, the most this node takes ({Why}); the last from {From}, answered 503 busy", EventName = "HttpConnectionsRefused")]

@@ -79,8 +79,7 @@ public static partial class MediaHttp
         string who = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
         ViewerStarted(log, who, context.Request.Path.Value ?? "", hub.ViewerCount);
         int skips = 0;
-        const string ended = "the stream ended";
-        string end = ended;
+        bool wentAway = false;
         try
         {
             while (true)
@@ -98,19 +97,20 @@ public static partial class MediaHttp
         }
         catch (Exception e) when (e is OperationCanceledException or IOException)
         {
-            end = "the viewer went away";
+            wentAway = true;
         }
-        if (aborted.IsCancellationRequested)
-        {
-            // The node's stop closes a viewer still taking the rest of the stream after its grace
-            // (NodeHttpHost.StopGrace): that is no viewer that went away. Kestrel also drops writes
-            // to a connection it closed without throwing, so such a loop can end as if the viewer
-            // had taken everything: neither is what its line said.
-            bool stopping = context.RequestServices.GetService(typeof(IHostApplicationLifetime)) is IHostApplicationLifetime host && host.ApplicationStopping.IsCancellationRequested;
-            if (stopping) end = "closed as the node stopped, before it took the rest of the stream";
-            else if (end == ended) end = "the viewer went away before it took the rest of the stream";
-        }
-        if (end == ended && hub.StoppedEarly is { } why) end = $"the node stopped before the end of the stream: {why}";
+        // An aborted request: the node's stop closes a viewer still taking the rest of the stream
+        // after its grace (NodeHttpHost.StopGrace), which is no viewer that went away; and Kestrel
+        // drops writes to a connection it closed without throwing, so such a loop can end as if the
+        // viewer had taken everything.
+        string end = !aborted.IsCancellationRequested
+            ? wentAway ? "the viewer went away"
+                : hub.StoppedEarly is { } why ? $"the node stopped before the end of the stream: {why}"
+                : "the stream ended"
+            : context.RequestServices.GetService(typeof(IHostApplicationLifetime)) is IHostApplicationLifetime { ApplicationStopping.IsCancellationRequested: true }
+                ? "closed as the node stopped, before it took the rest of the stream"
+            : wentAway ? "the viewer went away"
+            : "the viewer went away before it took the rest of the stream";
         ViewerEnded(log, who, end, viewer.Skips);
     }
 

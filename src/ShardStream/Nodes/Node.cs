@@ -28,6 +28,8 @@ public abstract partial class Node : IAsyncDisposable
         Log = log;
         Time = time;
         _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, options.HeartbeatInterval / 2, time);
+        _droppedWaiters = new ThrottledCount(DropLogInterval, time, (count, reason) => HardeningLog.WaitersDropped(log, count, reason),
+            log, "saying the connections dropped before their hello", _stopping.Token);
         // The chunk hash's check at start runs here at the latest, before any chunk is signed or verified.
         if (Trust.ChunkHash.CheckFailure is { } failure) NodeLog.ChunkHashCheckFailed(log, failure);
     }
@@ -466,7 +468,7 @@ public abstract partial class Node : IAsyncDisposable
             string reason = waiter.DroppedBecause is { } dropped ? $"dropped: {dropped}"
                 : _stopping.IsCancellationRequested ? "this node is stopping"
                 : e is OperationCanceledException ? $"no hello within {within.TotalSeconds:0.#} s" : e.Message;
-            if (waiter.DroppedBecause is not null) NoteDroppedWaiter(reason);
+            if (waiter.DroppedBecause is not null) _droppedWaiters.Note(reason);
             HardeningLog.NoHello(Log, link.Name, reason);
             link.Abort("no hello");
             await link.DisposeAsync().ConfigureAwait(false);
@@ -548,52 +550,14 @@ public abstract partial class Node : IAsyncDisposable
     /// <summary>Connections this node has accepted so far.</summary>
     internal long ConnectionsAccepted => Interlocked.Read(ref _connectionsAccepted);
 
-    private long _droppedWaiters;
-    private long _lastDropLog;
-    private int _dropLogDue;
-    private string _lastDropReason = "";
+    /// <summary>
+    /// Connections dropped by the hello gate, said at most every 10 s (event 9104): a flood must
+    /// not flood the log, and one that came in one burst is said with its count, not as its first drop.
+    /// </summary>
+    private readonly ThrottledCount _droppedWaiters;
 
     /// <summary>The least time between two lines of event 9104.</summary>
     private static readonly TimeSpan DropLogInterval = TimeSpan.FromSeconds(10);
-
-    /// <summary>
-    /// Connections dropped by the hello gate are counted, and said at most every 10 s: a flood must
-    /// not flood the log. A drop within 10 s of the last line is said when the 10 s are up, with
-    /// the count then, so a flood that came in one burst is not said as its first drop alone.
-    /// </summary>
-    private void NoteDroppedWaiter(string reason)
-    {
-        Interlocked.Increment(ref _droppedWaiters);
-        Volatile.Write(ref _lastDropReason, reason);
-        if (Interlocked.CompareExchange(ref _dropLogDue, 1, 0) != 0) return; // a line is due: it will count this one
-        long last = Interlocked.Read(ref _lastDropLog);
-        var wait = last == 0 ? TimeSpan.Zero : DropLogInterval - Time.GetElapsedTime(last);
-        if (wait <= TimeSpan.Zero)
-        {
-            LogDroppedWaiters();
-            return;
-        }
-        Background.Run(async () =>
-        {
-            try
-            {
-                await Task.Delay(wait, Time, _stopping.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            LogDroppedWaiters();
-        }, Log, "saying the connections dropped before their hello");
-    }
-
-    private void LogDroppedWaiters()
-    {
-        Interlocked.Exchange(ref _lastDropLog, Time.GetTimestamp());
-        // Cleared before the count is read: a drop after this line's count schedules the next line.
-        Volatile.Write(ref _dropLogDue, 0);
-        HardeningLog.WaitersDropped(Log, Interlocked.Read(ref _droppedWaiters), Volatile.Read(ref _lastDropReason));
-    }
 
     private protected Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true) => RefuseAsync(link, new Goodbye(code, reason), warn);
 

@@ -19,11 +19,11 @@ internal sealed partial class RtmpSession
     /// <summary>
     /// Until when a connection that neither publishes nor plays is kept: the session start
     /// timeout from the handshake, and again from the end of each publish (a publisher's
-    /// FCUnpublish comes long after the first deadline, and its close or next publish follows).
+    /// FCUnpublish comes long after the first deadline, and its close or next publish follows). A
+    /// <see cref="System.Diagnostics.Stopwatch"/> timestamp, not the wall clock: a clock stepped
+    /// back (NTP, a VM resumed) would give such a connection more than its 30 s, one stepped
+    /// forward would close sessions still setting up.
     /// </summary>
-    // A Stopwatch timestamp, not the wall clock: a clock stepped back (NTP, a VM resumed) would
-    // give a connection that neither publishes nor plays more than its 30 s, one stepped forward
-    // would close sessions still setting up.
     private long _startDeadline;
 
     /// <summary>Tags were written to the ingest since its last flush (at most one flush per read of the connection).</summary>

@@ -15,13 +15,12 @@ public sealed partial class Planner
 
     /// <summary>
     /// Passes after <see cref="RebuildRetryPasses"/> while nodes are still put off, each allowing
-    /// the tree one level more than the one before; a last pass then moves what is left as before
-    /// 2026-12-04 (a node may take a full parent's child that is above it under itself), however
-    /// deep. Every pass keeps the plan valid: within caps and acyclic. Since 2026-12-06 they run only
-    /// within the plan's depth bound (<see cref="RebuildPlan.DepthBound"/>: one level more than the
+    /// the tree one level more than the one before. Every pass keeps the plan valid: within caps and
+    /// acyclic. Since 2026-12-06 they run only within the plan's depth bound (<see cref="RebuildPlan.DepthBound"/>: one level more than the
     /// best the caps allow, or the tree's depth when planned); the nodes still put off then stay
     /// where they are. Without that, a binary tree of 3,000 peers (seed 1, its third rebuild) went
-    /// to blind + 2 though its plan was within blind + 1.
+    /// to blind + 2 though its plan was within blind + 1. (Until then a last pass moved what was
+    /// left however deep, a node taking a full parent's child that is above it under itself.)
     /// </summary>
     public const int RebuildSlackPasses = 3;
 
@@ -97,7 +96,7 @@ public sealed partial class Planner
             var order = _carryPass == 0 ? plan.Order[plan.Shard] : _carryRetry;
             if (plan.At >= order.Length)
             {
-                if (_carryLater.Count > 0 && _carryPass <= RebuildRetryPasses + RebuildSlackPasses && CarryLimitOf(_carryPass + 1) <= BoundOf(plan))
+                if (_carryLater.Count > 0 && _carryPass < RebuildRetryPasses + RebuildSlackPasses && CarryLimitOf(_carryPass + 1) <= BoundOf(plan))
                 {
                     _carryRetry = [.. _carryLater];
                     _carryLater.Clear();
@@ -116,7 +115,7 @@ public sealed partial class Planner
 
             var node = order[plan.At];
             var target = plan.Target[plan.Shard][node];
-            var step = MoveTowards(node, target, plan.Shard, plan, strict: _carryPass <= RebuildRetryPasses + RebuildSlackPasses);
+            var step = MoveTowards(node, target, plan.Shard, plan);
             if (step == -1)
             {
                 // A step needs more moves than are left: the next call takes it up again, and when
@@ -148,7 +147,7 @@ public sealed partial class Planner
 
         // Returns the Moves made (0: nothing to do, or skipped), -1 when a step needs more moves
         // than this call has left (Wait), -2 when the node is put off to a later pass.
-        int MoveTowards(int node, int target, int shard, RebuildPlan plan, bool strict)
+        int MoveTowards(int node, int target, int shard, RebuildPlan plan)
         {
             if (!_forest.IsAlive(node) || !_forest.IsAttached(node, shard) || (target != Source && (!_forest.IsAlive(target) || !_forest.IsAttached(target, shard))))
             {
@@ -167,13 +166,13 @@ public sealed partial class Planner
             {
                 if (up == node)
                 {
-                    return strict ? -2 : 0;
+                    return -2;
                 }
             }
 
             // How tall a subtree may be that hangs at a depth, within the limit.
             var below = _carryLimit - _forest.Depth(target, shard) - 1;
-            var fits = !strict || HeightWithin(node, shard, below) <= below;
+            var fits = HeightWithin(node, shard, below) <= below;
             if (_forest.HasFreeSlot(target, shard))
             {
                 if (!fits)
@@ -246,7 +245,6 @@ public sealed partial class Planner
             // Full: a child of the new parent not yet in place takes the node's old place, when it
             // is not above the node (then the node's old parent is not in its subtree either) and
             // its subtree fits there.
-            var ancestor = None;
             var belowOld = _carryLimit - _forest.Depth(node, shard);
             for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
             {
@@ -261,20 +259,14 @@ public sealed partial class Planner
                     above = up == child;
                 }
 
-                if (above)
-                {
-                    ancestor = child;
-                    continue;
-                }
-
-                if (fits && (!strict || HeightWithin(child, shard, belowOld) <= belowOld))
+                if (!above && fits && HeightWithin(child, shard, belowOld) <= belowOld)
                 {
                     ExchangeParents(node, target, child, parent, shard);
                     return 2;
                 }
             }
 
-            if (strict && fits)
+            if (fits)
             {
                 for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
                 {
@@ -292,57 +284,28 @@ public sealed partial class Planner
                 }
             }
 
-            if (strict)
+            // Too deep either way: the node and a child not yet in place exchange places and
+            // children, so every other node keeps its depth.
+            for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
             {
-                // Too deep either way: the node and a child not yet in place exchange places and
-                // children, so every other node keeps its depth.
-                for (var child = _forest.FirstChild(target, shard); child != None; child = _forest.NextSibling(child, shard))
+                if (plan.Target[shard].Length > child && plan.Target[shard][child] == target)
                 {
-                    if (plan.Target[shard].Length > child && plan.Target[shard][child] == target)
-                    {
-                        continue;
-                    }
-
-                    var step = ExchangePlaces(node, child, target, parent, shard, plan, budget - moved);
-                    if (step == -1)
-                    {
-                        return Wait(_exchangeMoves);
-                    }
-
-                    if (step != 0)
-                    {
-                        return step;
-                    }
+                    continue;
                 }
 
-                return -2;
-            }
-
-            // The only one is above the node (at the top of a tree, every node's is): the node takes
-            // its place and it hangs under the node, whose child, if the node is full, takes the
-            // node's old place. A node that feeds nobody in this tree cannot: skipped.
-            if (ancestor != None && _forest.Cap(node, shard) > 0)
-            {
-                var count = 2;
-                _forest.Detach(node, shard);
-                if (!_forest.HasFreeSlot(node, shard))
+                var step = ExchangePlaces(node, child, target, parent, shard, plan, budget - moved);
+                if (step == -1)
                 {
-                    var child = _forest.FirstChild(node, shard);
-                    _forest.Detach(child, shard);
-                    _forest.Attach(child, parent, shard);
-                    _moves.Add(new Reattachment(child, shard, parent));
-                    count++;
+                    return Wait(_exchangeMoves);
                 }
 
-                _forest.Detach(ancestor, shard);
-                _forest.Attach(node, target, shard);
-                _forest.Attach(ancestor, node, shard);
-                _moves.Add(new Reattachment(node, shard, target));
-                _moves.Add(new Reattachment(ancestor, shard, node));
-                return count;
+                if (step != 0)
+                {
+                    return step;
+                }
             }
 
-            return 0;
+            return -2;
         }
 
         int Wait(int need)
@@ -354,11 +317,9 @@ public sealed partial class Planner
 
     /// <summary>
     /// The depth limit of pass <paramref name="pass"/> of the tree being carried out: that of its
-    /// turn for the first pass and the retries, a level more for each slack pass after them, none
-    /// (<see cref="int.MaxValue"/>) for the last.
+    /// turn for the first pass and the retries, a level more for each slack pass after them.
     /// </summary>
-    private int CarryLimitOf(int pass) =>
-        pass > RebuildRetryPasses + RebuildSlackPasses ? int.MaxValue : _carryBase + Math.Max(0, pass - RebuildRetryPasses);
+    private int CarryLimitOf(int pass) => _carryBase + Math.Max(0, pass - RebuildRetryPasses);
 
     /// <summary>
     /// The deepest the tree being carried out may go (<see cref="RebuildPlan.DepthBound"/>, or its
@@ -366,7 +327,7 @@ public sealed partial class Planner
     /// stay within it, and the nodes still put off then stay where they are.
     /// </summary>
     private int BoundOf(RebuildPlan plan) =>
-        plan.DepthBound.Length > plan.Shard ? Math.Max(plan.DepthBound[plan.Shard], _carryBase) : int.MaxValue;
+        Math.Max(plan.DepthBound[plan.Shard], _carryBase);
 
     /// <summary>At the start of a tree's turn: the first pass, and its depth limit (the deeper of the tree now and the planned tree).</summary>
     private void StartTree(RebuildPlan plan)

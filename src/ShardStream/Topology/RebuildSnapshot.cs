@@ -159,13 +159,7 @@ public sealed class RebuildSnapshot
             return null;
         }
 
-        var deeper = false;
-        for (var s = 0; s < k; s++)
-        {
-            deeper |= built.Depth[s] > DepthBound[s];
-        }
-
-        if (deeper)
+        if (!WithinBound(built.Depth))
         {
             // Too few slots a relay for one entry per cluster under the first relay (binary trees,
             // K = 2 and 3): SourceCluster merged the clusters down to the budget, and the merged
@@ -182,11 +176,6 @@ public sealed class RebuildSnapshot
         }
 
         var (target, order, local, depth) = built;
-        var withinBound = true;
-        for (var s = 0; s < k; s++)
-        {
-            withinBound &= depth[s] <= DepthBound[s];
-        }
 
         // Worth carrying out only when, with every edge whose RTT was measured priced by that
         // measurement, it is estimated to gain enough over the plan as it was, and the coordinates
@@ -201,7 +190,7 @@ public sealed class RebuildSnapshot
         var after = EstimatedMeanDelay(index, region, local, planned, measured: false, cancellationToken);
         var measuredBefore = EstimatedMeanDelay(index, region, local, was, measured: true, cancellationToken);
         var measuredAfter = EstimatedMeanDelay(index, region, local, planned, measured: true, cancellationToken);
-        var worth = withinBound && IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
+        var worth = WithinBound(depth) && IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
         return new RebuildPlan(target, order, worth)
         {
             DepthBound = DepthBound,
@@ -210,6 +199,20 @@ public sealed class RebuildSnapshot
             MeasuredBeforeMs = measuredBefore,
             MeasuredAfterMs = measuredAfter,
         };
+    }
+
+    /// <summary>True when no tree of <paramref name="depth"/> (a plan's, per shard) is deeper than its <see cref="DepthBound"/>.</summary>
+    private bool WithinBound(int[] depth)
+    {
+        for (var s = 0; s < depth.Length; s++)
+        {
+            if (depth[s] > DepthBound[s])
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -299,6 +302,11 @@ public sealed class RebuildSnapshot
                 target[s][peers[i]] = b.Parent[i] < 0 ? Planner.Source : peers[b.Parent[i]];
                 depthOf[i] = b.Parent[i] < 0 ? 1 : depthOf[b.Parent[i]] + 1;
                 depth[s] = Math.Max(depth[s], depthOf[i]);
+            }
+
+            if (bounded && depth[s] > DepthBound[s])
+            {
+                return null; // the leftovers took the bounded tree past its bound: not to be used
             }
         }
 
@@ -406,7 +414,7 @@ public sealed class RebuildPlan
     internal readonly int[][] Target;
     internal readonly int[][] Order;
 
-    /// <summary>Per tree, the deepest it may be while the rebuild is carried out (<see cref="RebuildSnapshot.DepthBound"/>; no bound when empty).</summary>
+    /// <summary>Per tree, the deepest it may be while the rebuild is carried out (<see cref="RebuildSnapshot.DepthBound"/>, one entry per tree).</summary>
     internal int[] DepthBound { get; init; } = [];
 
     /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option) with the measured RTTs (<see cref="MeasuredBeforeMs"/>, <see cref="MeasuredAfterMs"/>), and not higher from the coordinates alone (<see cref="EstimatedBeforeMs"/>, <see cref="EstimatedAfterMs"/>).</summary>

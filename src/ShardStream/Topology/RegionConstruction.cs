@@ -322,6 +322,23 @@ internal static class RegionConstruction
         // 2 ms, the distance of the two points and both access delays, halved.
         private readonly double[] _inner = new double[n];
 
+        /// <summary>The peers of each of the <paramref name="regions"/> regions, by <see cref="Region"/>.</summary>
+        private List<int>[] ByRegion(int regions)
+        {
+            var byRegion = new List<int>[regions];
+            for (var r = 0; r < regions; r++)
+            {
+                byRegion[r] = [];
+            }
+
+            for (var i = 0; i < n; i++)
+            {
+                byRegion[Region[i]].Add(i);
+            }
+
+            return byRegion;
+        }
+
         /// <summary>
         /// Builds tree <paramref name="shard"/> over all peer indices (<see cref="Order"/>: parents
         /// before children; <see cref="Parent"/>: -1 for the source's child): the source feeds the
@@ -334,17 +351,7 @@ internal static class RegionConstruction
         public void Tree(int shard, int srcRegion, int regions, CancellationToken cancellationToken = default)
         {
             Begin(shard);
-            var byRegion = new List<int>[regions];
-            for (var r = 0; r < regions; r++)
-            {
-                byRegion[r] = [];
-            }
-
-            for (var i = 0; i < n; i++)
-            {
-                byRegion[Region[i]].Add(i);
-            }
-
+            var byRegion = ByRegion(regions);
             // The first relay: the source's region's best (any region's if it has none).
             var r1 = Best(byRegion[srcRegion], SourceX, SourceY) is var best && best >= 0 ? best : Best([.. Enumerable.Range(0, n)], SourceX, SourceY);
             if (r1 < 0)
@@ -401,28 +408,18 @@ internal static class RegionConstruction
         /// slots that the rest needs get a backbone relay each. Then each cluster is filled from its
         /// entry (<see cref="FillRegion"/>), the source's region (its entry the best relay left
         /// near the source) with its members that are not in the backbone. Returns false when the
-        /// clusters cannot be fitted within the bound or the tree built ends deeper: the tree is then
-        /// not to be used.
+        /// clusters cannot be fitted within the bound: the tree is then not to be used (nor is one
+        /// that the leftovers took deeper, which the caller finds from the tree's depth).
         /// </summary>
         public bool BoundedTree(int shard, int srcRegion, int regions, int sourceSlots, int depthBound, CancellationToken cancellationToken = default)
         {
             Begin(shard);
             _left.Clear();
-            var byRegion = new List<int>[regions];
-            for (var r = 0; r < regions; r++)
-            {
-                byRegion[r] = [];
-            }
-
-            for (var i = 0; i < n; i++)
-            {
-                byRegion[Region[i]].Add(i);
-            }
-
-            // A cluster with no relay is fed with the source's region.
+            var byRegion = ByRegion(regions);
             var pending = new List<(int Region, int Deepest)>();
             for (var r = 0; r < regions; r++)
             {
+                // A cluster with no relay is fed with the source's region.
                 if (r != srcRegion && byRegion[r].Count > 0 && !byRegion[r].Exists(IsRelay))
                 {
                     byRegion[srcRegion].AddRange(byRegion[r]);
@@ -528,18 +525,9 @@ internal static class RegionConstruction
                 FillRegion(entry, [.. byRegion[r].Where(i => !used.Contains(i))]);
             }
 
-            // What no cluster's subtree held: under any relay with a free slot.
+            // What no cluster's subtree held: under any relay with a free slot (the caller checks
+            // the depth of the tree built against the bound).
             Leftovers();
-            var depth = new int[n];
-            foreach (var i in Order)
-            {
-                depth[i] = Parent[i] < 0 ? 1 : depth[Parent[i]] + 1;
-                if (depth[i] > depthBound)
-                {
-                    return false;
-                }
-            }
-
             return true;
         }
 
