@@ -117,11 +117,17 @@ public sealed class AdmissionTests
         for (int i = 0; i < 10; i++) closed.Add(ClosedAsync(await net.Host("one").ConnectAsync(coordinator.ListenAddress, default)));
         await Overlay.WaitUntilAsync(() => closed.Count(c => c.IsCompleted) >= 8, "all but 2 of one address's connections are closed");
         string[] Said() => [.. log.Lines.Where(l => l.Id.Id == 9104).Select(l => l.Message)];
-        await Overlay.WaitUntilAsync(() => Said().Length == 1, "the first drop is said at once");
-        Assert.StartsWith("1 connection(s) dropped so far", Said()[0]);
+        // Said at once, before any time passes. A drop is noted where its waiter's read ends: on
+        // the accept loop's thread when that continuation runs inline (then the first line says 1),
+        // or on another thread, which may count drops into the first line before it reads the count
+        // (it says 2 or more; all 8, and there is no second line). Asserting "1", then exactly a
+        // second line, failed now and then (once at load 30-60, on main and with ThrottledCount).
+        await Overlay.WaitUntilAsync(() => Said().Length >= 1, "the first drop is said at once");
+        Assert.Matches(@"^[1-8] connection\(s\) dropped so far", Said()[0]);
         time.Advance(TimeSpan.FromSeconds(10.5));
-        await Overlay.WaitUntilAsync(() => Said().Length == 2, "the other drops are said once the 10 s are up", TimeSpan.FromSeconds(10));
-        Assert.StartsWith("8 connection(s) dropped so far", Said()[1]);
+        await Overlay.WaitUntilAsync(() => Said().Any(l => l.StartsWith("8 connection(s) dropped so far", StringComparison.Ordinal)),
+            "every drop is said once the 10 s are up", TimeSpan.FromSeconds(10));
+        Assert.True(Said().Length <= 2, $"a burst said in more than two lines: {string.Join(" | ", Said())}");
     }
 
     [Fact]
