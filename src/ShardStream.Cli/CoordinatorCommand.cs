@@ -149,7 +149,7 @@ internal static class CoordinatorCommand
                 CliLog.NoRtmpKey(loggers.CreateLogger("rtmp"));
             }
             var sink = new FlvByteSink();
-            var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key, Transport = TcpTransport.ReadingThreads }, loggers, ct);
+            var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Ingest = sink, PublishKey = key, Transport = TcpTransport.ReadingThreads, OpenFileLimit = DescriptorLimit.OpenFiles() }, loggers, ct);
             return new RtmpIngest(server, sink);
         }
 

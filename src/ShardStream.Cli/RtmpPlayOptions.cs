@@ -34,7 +34,7 @@ internal sealed class RtmpPlayOptions
     {
         if (parse.GetValue(Address) is not { } address) return null;
         var hub = new FlvPlayHub();
-        var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Play = hub, PlayName = parse.GetValue(Name)! }, loggers, ct);
+        var server = await RtmpServer.StartAsync(new RtmpServerOptions { ListenAddress = address, Play = hub, PlayName = parse.GetValue(Name)!, OpenFileLimit = DescriptorLimit.OpenFiles() }, loggers, ct);
         return new RtmpPlay(server, hub);
     }
 }

@@ -169,6 +169,52 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains("Out of memory", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The RTMP ports take an eighth of the open-file limit each too, as the HTTP host does, not a
+    /// fixed 256: a coordinator limited to 512 descriptors takes 64 connections at its <c>--rtmp</c>
+    /// port and refuses the rest at accept, counted in one line (event 1108, at most one per 10 s).
+    /// Before, it took 256 there whatever its limit, each with a reading thread. 100 idle connections
+    /// from 20 addresses (5 each, under the 8 per address): 36 are refused, and a late one is too.
+    /// </summary>
+    [Fact]
+    public async Task A_coordinator_limited_to_512_descriptors_takes_an_eighth_of_them_at_its_rtmp_port_and_counts_the_rest_refused()
+    {
+        if (RequiresTool.Missing(output, OperatingSystem.IsLinux() ? null : "needs Linux (/proc, prlimit)")) return;
+        if (RequiresTool.Missing(output, RequiresTool.FindOnPath("prlimit") is null ? "'prlimit' (util-linux) not on PATH" : null)) return;
+
+        const int limit = 2 * Limit, addresses = 20, perAddress = 5;
+        await using var coordinator = CliProcess.StartWithDescriptorLimit(limit, limit, "coordinator", "-l", "127.0.0.1:0", "--rtmp", "127.0.0.1:0", "--rtmp-key", "k");
+        await WaitUntilAsync(() => coordinator.StderrLines.Any(l => RtmpListeningRegex().IsMatch(l)), "the RTMP port listens", coordinator);
+        var target = IPEndPoint.Parse(RtmpListeningRegex().Match(coordinator.StderrLines.First(l => RtmpListeningRegex().IsMatch(l))).Groups[1].Value);
+        var idle = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < addresses; i++)
+            {
+                var from = new IPEndPoint(IPAddress.Parse($"127.0.2.{i + 1}"), 0);
+                for (int j = 0; j < perAddress; j++)
+                {
+                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    idle.Add(socket);
+                    socket.Bind(from);
+                    await socket.ConnectAsync(target);
+                }
+            }
+            // The first refusal is said at once, the other 35 when the line's 10 s are up.
+            int cap = limit / 8, refused = addresses * perAddress - cap;
+            string prefix = $"rtmp: {refused} connection(s) refused so far, the last from 127.0.2.";
+            await WaitUntilAsync(() => coordinator.StderrLines.Any(l => l.Contains(prefix, StringComparison.Ordinal)), $"'{prefix}' is logged", coordinator);
+            string line = coordinator.StderrLines.First(l => l.Contains(prefix, StringComparison.Ordinal));
+            Assert.Contains($"{cap} RTMP connections open, the most this node takes (an eighth of its open-file limit, {limit}; ulimit -n raises it)", line, StringComparison.Ordinal);
+            Assert.True(coordinator.StderrLines.Count(l => l.Contains("connection(s) refused so far", StringComparison.Ordinal)) <= 2, string.Join('\n', coordinator.StderrLines));
+            Assert.False(coordinator.HasExited, $"the coordinator exited:\n{coordinator.Stderr}");
+        }
+        finally
+        {
+            foreach (var socket in idle) socket.Dispose();
+        }
+    }
+
     private static bool IsAcceptFailure(string line) => line.Contains("accept failed", StringComparison.Ordinal);
 
     /// <summary>Writes the source at 1 MiB/s until <paramref name="end"/> completes, then <see cref="TailBytes"/> more; closes stdin; returns the bytes written.</summary>
@@ -209,6 +255,9 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         string want = Convert.ToHexStringLower(SHA256.HashData(expected));
         Assert.True(want == sha, $"{name} wrote {peer.StdoutBytes} bytes with sha256 {sha}, expected {expected.Length} bytes with {want}:\n{peer.Stderr}");
     }
+
+    [GeneratedRegex(@"rtmp: listening on (\S+) ")]
+    private static partial Regex RtmpListeningRegex();
 
     [GeneratedRegex(@"joined as peer \d+ at offset (\d+)")]
     private static partial Regex JoinedRegex();

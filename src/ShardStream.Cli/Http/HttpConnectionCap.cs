@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using ConnectionCap = ShardStream.Transport.ConnectionCap;
 
 namespace ShardStream.Cli.Http;
 
@@ -21,16 +22,15 @@ internal sealed partial class HttpConnectionCap
 
     private static readonly TimeSpan LogInterval = TimeSpan.FromSeconds(10);
 
-    private readonly string _why;
     private readonly byte[] _busy;
     private readonly ThrottledCount _refused;
     private int _open;
 
     public HttpConnectionCap(ulong? openFileLimit, ILogger log)
     {
-        Max = openFileLimit is { } limit ? (int)Math.Clamp(limit / 8, 1, Most) : Most;
-        _why = openFileLimit is { } l && l / 8 < Most ? $"an eighth of its open-file limit, {l}; ulimit -n raises it" : $"{Most} at most";
-        _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, from) => Refusing(log, count, Max, _why, from), log, "saying the http connections refused");
+        var cap = ConnectionCap.EighthOf(openFileLimit, Most);
+        Max = cap.Max;
+        _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, from) => Refusing(log, count, Max, cap.Why, from), log, "saying the http connections refused");
         string text = $"busy: {Max} HTTP connections are open, the most this node takes; try again in a moment\n";
         _busy = Encoding.UTF8.GetBytes(
             $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(text)}\r\nConnection: close\r\n\r\n{text}");

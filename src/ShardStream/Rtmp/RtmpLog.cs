@@ -29,8 +29,8 @@ internal static partial class RtmpLog
     [LoggerMessage(1107, LogLevel.Warning, "rtmp {Remote}: play refused: {Reason}", EventName = "RtmpPlayRefused")]
     public static partial void PlayRefused(ILogger log, string remote, string reason);
 
-    [LoggerMessage(1108, LogLevel.Warning, "rtmp {Remote}: connection refused: {Reason}", EventName = "RtmpConnectionRefused")]
-    public static partial void ConnectionRefused(ILogger log, string remote, string reason);
+    [LoggerMessage(1108, LogLevel.Warning, "rtmp: {Count} connection(s) refused so far, the last {Last}", EventName = "RtmpConnectionRefused")]
+    public static partial void ConnectionsRefused(ILogger log, long count, string last);
 
     [LoggerMessage(1109, LogLevel.Debug, "rtmp {Remote}: ignored {What}", EventName = "RtmpIgnored")]
     public static partial void Ignored(ILogger log, string remote, string what);

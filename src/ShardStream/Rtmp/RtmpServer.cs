@@ -2,8 +2,9 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using ShardStream.Transport;
 using ShardStream.Media;
+using ShardStream.Nodes;
+using ShardStream.Transport;
 
 namespace ShardStream.Rtmp;
 
@@ -27,13 +28,20 @@ public sealed record RtmpServerOptions
 
     public RtmpLimits Limits { get; init; } = new();
 
+    /// <summary>
+    /// The process's open-file limit (null: unknown): the server takes at most an eighth of it in
+    /// connections (<see cref="ConnectionCap"/>), and at most <see cref="RtmpLimits.MaxConnections"/>.
+    /// </summary>
+    public ulong? OpenFileLimit { get; init; }
+
     public ITransport Transport { get; init; } = TcpTransport.Instance;
 }
 
 /// <summary>
 /// An RTMP server on the project's own TCP transport (pipes over sockets, the same listener the
-/// overlay uses): accepts connections within the per-address and total limits and runs an
-/// <see cref="RtmpSession"/> for each. At most one publisher at a time.
+/// overlay uses): accepts connections within the per-address and total limits (the total at most
+/// an eighth of the open-file limit) and runs an <see cref="RtmpSession"/> for each; refusals are
+/// counted in one log line per 10 s. At most one publisher at a time.
 /// </summary>
 public sealed class RtmpServer : IAsyncDisposable
 {
@@ -43,6 +51,9 @@ public sealed class RtmpServer : IAsyncDisposable
     private readonly HashSet<Task> _sessions = [];
     private readonly byte[]? _keyHash;
     private readonly Task _acceptLoop;
+    private readonly ConnectionCap _cap;
+    private readonly int _maxPerAddress;
+    private readonly ThrottledCount _refused;
     private RtmpSession? _publisher;
     private int _open;
 
@@ -53,10 +64,19 @@ public sealed class RtmpServer : IAsyncDisposable
         Loggers = loggers;
         Log = loggers.CreateLogger("rtmp");
         _keyHash = options.PublishKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
+        _cap = ConnectionCap.EighthOf(options.OpenFileLimit, options.Limits.MaxConnections);
+        _maxPerAddress = Math.Min(options.Limits.MaxConnectionsPerAddress, _cap.Max);
+        _refused = new ThrottledCount(RefusalLogInterval, TimeProvider.System, (count, last) => RtmpLog.ConnectionsRefused(Log, count, last),
+            Log, "saying the rtmp connections refused", _stop.Token);
         _acceptLoop = AcceptLoopAsync();
     }
 
+    private static readonly TimeSpan RefusalLogInterval = TimeSpan.FromSeconds(10);
+
     public RtmpServerOptions Options { get; }
+
+    /// <summary>The most connections open at once: <see cref="RtmpLimits.MaxConnections"/>, or an eighth of the open-file limit when that is fewer.</summary>
+    public int MaxConnections => _cap.Max;
 
     /// <summary>The bound address.</summary>
     public string LocalAddress => _listener.LocalAddress;
@@ -125,8 +145,8 @@ public sealed class RtmpServer : IAsyncDisposable
             lock (_sessions)
             {
                 int fromHost = _perAddress.GetValueOrDefault(host);
-                if (_open >= Options.Limits.MaxConnections) refusal = $"{_open} RTMP connections open, the limit";
-                else if (fromHost >= Options.Limits.MaxConnectionsPerAddress) refusal = $"{fromHost} RTMP connections open from {host}, the limit per address";
+                if (_open >= _cap.Max) refusal = $"{_open} RTMP connections open, the most this node takes ({_cap.Why})";
+                else if (fromHost >= _maxPerAddress) refusal = $"{fromHost} RTMP connections open from {host}, the limit per address";
                 else
                 {
                     _perAddress[host] = fromHost + 1;
@@ -135,7 +155,7 @@ public sealed class RtmpServer : IAsyncDisposable
             }
             if (refusal is not null)
             {
-                RtmpLog.ConnectionRefused(Log, connection.RemoteAddress, refusal);
+                _refused.Note($"from {connection.RemoteAddress}: {refusal}");
                 connection.Abort();
                 await connection.DisposeAsync().ConfigureAwait(false);
                 continue;

@@ -288,6 +288,35 @@ public class RtmpSessionTests : IAsyncLifetime
         Assert.Equal(3, a.S0S1S2[0]);
     }
 
+    [Fact]
+    public async Task Connections_over_an_eighth_of_the_open_file_limit_are_refused_at_accept_and_counted()
+    {
+        await using var server = await RtmpServer.StartAsync(new RtmpServerOptions
+        {
+            ListenAddress = "127.0.0.1:0",
+            Transport = Transport,
+            Ingest = _sink,
+            OpenFileLimit = 16,
+        }, _loggers, CancellationToken.None);
+        Assert.Equal(2, server.MaxConnections);
+        await using var a = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+        await using var b = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+        await WaitUntil(() => server.OpenConnections == 2);
+        try
+        {
+            await using var c = await RtmpTestClient.ConnectAsync(server.LocalAddress);
+            Assert.True(await c.ClosedAsync());
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // Reset by the server before the connect returned: refused as well.
+        }
+        await WaitUntil(() => _log.All().Contains("rtmp: 1 connection(s) refused so far, the last from 127.0.0.1:"));
+        Assert.Contains("2 RTMP connections open, the most this node takes (an eighth of its open-file limit, 16; ulimit -n raises it)", _log.All());
+        await a.HandshakeAsync();
+        Assert.Equal(3, a.S0S1S2[0]);
+    }
+
     internal static async Task WaitUntil(Func<bool> condition)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
