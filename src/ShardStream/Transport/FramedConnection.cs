@@ -511,7 +511,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         int bytes = 0;
         while (Volatile.Read(ref _ahead) is { } ahead && ahead.TryDequeue(out var urgent))
         {
-            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, _time.GetTimestamp());
+            MarkInFlight(_time.GetTimestamp());
             if (Volatile.Read(ref _stamped) is { } stamped && ReferenceEquals(stamped.Frame, urgent))
             {
                 stamped.BeforeSend(urgent, stamped.At, _time.GetTimestamp());
@@ -540,8 +540,6 @@ internal sealed class FramedConnection : IAsyncDisposable
                 bytes += TakeAhead();
                 continue;
             }
-            // The batch's oldest item: what QueueAge measures while the send is under way.
-            if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, item.At);
             if (item.Chunk is { } chunk)
             {
                 if (Volatile.Read(ref _dropChunks))
@@ -550,6 +548,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                     chunk.Release();
                     continue;
                 }
+                MarkInFlight(item.At);
                 if (item.Frame is { } before)
                 {
                     _batch.Add(before);
@@ -566,6 +565,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             else
             {
                 if (Volatile.Read(ref _onlyFrame) is { } only && !ReferenceEquals(item.Frame, only)) continue;
+                MarkInFlight(item.At);
                 item.BeforeSend?.Invoke(item.Frame!, item.At, _time.GetTimestamp());
                 _batch.Add(item.Frame!);
                 bytes += item.Frame!.Length;
@@ -574,6 +574,12 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (_batch.Count > 0) return true;
         Interlocked.Exchange(ref _inFlightSince, 0);
         return false;
+    }
+
+    /// <summary>Notes when the batch's first item was queued (what <see cref="QueueAge"/> measures while the send is under way); items skipped do not count.</summary>
+    private void MarkInFlight(long queuedAt)
+    {
+        if (_batch.Count == 0) Interlocked.Exchange(ref _inFlightSince, queuedAt);
     }
 
     /// <summary>After a batch's send (done or failed): its chunks are let go and counted as sent.</summary>
