@@ -74,17 +74,7 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
             var feeding = Task.Run(() => FeedAsync(coordinator, source, lateJoined.Task));
             await WaitUntilAsync(() => a.StdoutBytes > 0 && b.StdoutBytes > 0, "both viewers receive the stream", coordinator);
 
-            for (int i = 0; i < FloodAddresses; i++)
-            {
-                var from = new IPEndPoint(IPAddress.Parse($"127.0.1.{i + 1}"), 0);
-                for (int j = 0; j < FloodPerAddress; j++)
-                {
-                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                    idle.Add(socket);
-                    socket.Bind(from);
-                    await socket.ConnectAsync(target);
-                }
-            }
+            await ConnectIdleAsync(target, "127.0.1.", FloodAddresses, FloodPerAddress, idle);
             int held = Directory.GetFiles($"/proc/{coordinator.Pid}/fd").Length;
             output.WriteLine($"{idle.Count} idle connections; the coordinator holds {held} descriptors");
 
@@ -111,7 +101,9 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
             Assert.True(offset < written - TailBytes / 2, $"the late viewer joined at offset {offset}, the stream ended at {written}");
             await AssertWritesAsync(late, source.AsSpan((int)offset, written - (int)offset).ToArray(), "the late viewer");
             Assert.Contains(coordinator.StderrLines, l => l.Contains($"at most {limit / 4} connections may wait for a hello: a quarter of this process's open-file limit ({limit}", StringComparison.Ordinal));
-            if (http) Assert.Contains(coordinator.StderrLines, l => l.Contains($"http connection(s) refused: {limit / 8} open, the most this node takes (an eighth of its open-file limit, {limit}", StringComparison.Ordinal));
+            // The first refusals are from the first address (a quarter of the 64 each), the last ones past the 64.
+            if (http) Assert.Contains(coordinator.StderrLines, l => l.Contains("http connection(s) refused so far, answered 503 busy; the last from 127.0.1.", StringComparison.Ordinal)
+                && l.Contains($"the most this node takes, {limit / 8} (an eighth of its open-file limit, {limit}", StringComparison.Ordinal));
         }
         finally
         {
@@ -189,17 +181,7 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         var idle = new List<Socket>();
         try
         {
-            for (int i = 0; i < addresses; i++)
-            {
-                var from = new IPEndPoint(IPAddress.Parse($"127.0.2.{i + 1}"), 0);
-                for (int j = 0; j < perAddress; j++)
-                {
-                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                    idle.Add(socket);
-                    socket.Bind(from);
-                    await socket.ConnectAsync(target);
-                }
-            }
+            await ConnectIdleAsync(target, "127.0.2.", addresses, perAddress, idle);
             // The first refusal is said at once, the other 35 when the line's 10 s are up.
             int cap = limit / 8, refused = addresses * perAddress - cap;
             string prefix = $"rtmp: {refused} connection(s) refused so far, the last from 127.0.2.";
@@ -212,6 +194,72 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         finally
         {
             foreach (var socket in idle) socket.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// One address takes at most a quarter of the HTTP host's places: a coordinator limited to 512
+    /// descriptors serves 64 HTTP connections, 16 from one address. 64 idle connections from
+    /// 127.0.3.1 get 16 places and 48 answers "503 busy … from your address", in one counted line
+    /// (event 1301), and a viewer from 127.0.3.2 still gets its request answered. Before, there was
+    /// no share: the 64 from one address took every place and the other viewer got 503.
+    /// </summary>
+    [Fact]
+    public async Task One_address_gets_a_quarter_of_the_http_places_and_another_still_gets_its_answer()
+    {
+        if (RequiresTool.Missing(output, OperatingSystem.IsLinux() ? null : "needs Linux (/proc, prlimit)")) return;
+        if (RequiresTool.Missing(output, RequiresTool.FindOnPath("prlimit") is null ? "'prlimit' (util-linux) not on PATH" : null)) return;
+
+        const int limit = 2 * Limit, cap = limit / 8, share = cap / 4;
+        await using var coordinator = CliProcess.StartWithDescriptorLimit(limit, limit, "coordinator", "-l", "127.0.0.1:0", "--http", "127.0.0.1:0");
+        var target = IPEndPoint.Parse(new Uri(await Prometheus.WaitForHttpAsync(coordinator, Deadline)).Authority);
+        var idle = new List<Socket>();
+        try
+        {
+            await ConnectIdleAsync(target, "127.0.3.", 1, cap, idle);
+            string answer = await GetAsync(target, IPAddress.Parse("127.0.3.2"), "/metrics");
+            Assert.StartsWith("HTTP/1.1 200", answer, StringComparison.Ordinal);
+            string refused = await GetAsync(target, IPAddress.Parse("127.0.3.1"), "/metrics");
+            Assert.StartsWith("HTTP/1.1 503", refused, StringComparison.Ordinal);
+            Assert.Contains($"busy: {share} HTTP connections are open from your address", refused, StringComparison.Ordinal);
+            await WaitUntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("http connection(s) refused so far", StringComparison.Ordinal)), "the refusals are logged", coordinator);
+            Assert.Contains(coordinator.StderrLines, l => l.Contains($"the last from 127.0.3.1:", StringComparison.Ordinal)
+                && l.Contains($": {share} open from 127.0.3.1, a quarter of the most this node takes, {cap} (an eighth of its open-file limit, {limit}", StringComparison.Ordinal));
+        }
+        finally
+        {
+            foreach (var socket in idle) socket.Dispose();
+        }
+    }
+
+    /// <summary>Sends one GET from <paramref name="from"/> and returns the whole answer (the server closes).</summary>
+    private static async Task<string> GetAsync(IPEndPoint target, IPAddress from, string path)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(from, 0));
+        using var cts = new CancellationTokenSource(Deadline);
+        await socket.ConnectAsync(target, cts.Token);
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), cts.Token);
+        var answer = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer, cts.Token)) > 0) answer.Write(buffer, 0, n);
+        return System.Text.Encoding.UTF8.GetString(answer.ToArray());
+    }
+
+    /// <summary>Opens <paramref name="perAddress"/> connections from each of <paramref name="addresses"/> addresses (<paramref name="prefix"/>1, 2, …) that say nothing.</summary>
+    private static async Task ConnectIdleAsync(IPEndPoint target, string prefix, int addresses, int perAddress, List<Socket> idle)
+    {
+        for (int i = 0; i < addresses; i++)
+        {
+            var from = new IPEndPoint(IPAddress.Parse($"{prefix}{i + 1}"), 0);
+            for (int j = 0; j < perAddress; j++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                idle.Add(socket);
+                socket.Bind(from);
+                await socket.ConnectAsync(target);
+            }
         }
     }
 

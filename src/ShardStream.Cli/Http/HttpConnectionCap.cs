@@ -12,8 +12,10 @@ namespace ShardStream.Cli.Http;
 /// itself, outside the node's hello gate, and keeps an idle one 30 s for its request headers (130 s
 /// between requests): a flood of idle connections took a coordinator's last file descriptors and the
 /// runtime aborted ("Out of memory.", docs/security.md), and every viewer lost the stream. At most an
-/// eighth of the open-file limit (1,024 at most, and where the limit is unknown) is served; one more
-/// is answered "503 busy" and closed as it is accepted, and the refusals are said at most once per 10 s.
+/// eighth of the open-file limit (1,024 at most, and where the limit is unknown) is served, and a
+/// quarter of that to one IP address, so that one stranger cannot take every viewer's place; one
+/// more is answered "503 busy" and closed as it is accepted, and the refusals are said at most once
+/// per 10 s.
 /// </summary>
 internal sealed partial class HttpConnectionCap
 {
@@ -22,22 +24,29 @@ internal sealed partial class HttpConnectionCap
 
     private static readonly TimeSpan LogInterval = TimeSpan.FromSeconds(10);
 
+    private readonly string _why;
     private readonly byte[] _busy;
+    private readonly byte[] _busyHere;
+    private readonly Dictionary<IPAddress, int> _perAddress = [];
     private readonly ThrottledCount _refused;
-    private int _open;
+    private int _open;  // under _perAddress's lock
 
     public HttpConnectionCap(ulong? openFileLimit, ILogger log)
     {
         var cap = ConnectionCap.EighthOf(openFileLimit, Most);
         Max = cap.Max;
-        _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, from) => Refusing(log, count, Max, cap.Why, from), log, "saying the http connections refused");
-        string text = $"busy: {Max} HTTP connections are open, the most this node takes; try again in a moment\n";
-        _busy = Encoding.UTF8.GetBytes(
-            $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(text)}\r\nConnection: close\r\n\r\n{text}");
+        MaxPerAddress = Math.Max(1, Max / 4);
+        _why = cap.Why;
+        _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, last) => Refusing(log, count, last), log, "saying the http connections refused");
+        _busy = Busy($"busy: {Max} HTTP connections are open, the most this node takes; try again in a moment\n");
+        _busyHere = Busy($"busy: {MaxPerAddress} HTTP connections are open from your address, the most this node takes from one; close one or try again in a moment\n");
     }
 
     /// <summary>The most connections served at once.</summary>
     public int Max { get; }
+
+    /// <summary>The most connections served at once to one IP address: a quarter of <see cref="Max"/>, so that one address cannot take every place.</summary>
+    public int MaxPerAddress { get; }
 
     /// <summary>Connections refused so far.</summary>
     public long Refused => _refused.Count;
@@ -60,20 +69,37 @@ internal sealed partial class HttpConnectionCap
         }
         finally
         {
-            Interlocked.Decrement(ref _open);
+            Release(AddressOf(context));
         }
     };
 
     /// <summary>Takes a place for a connection just accepted, or refuses it: answers 503 and closes it.</summary>
     private async ValueTask<bool> AdmitAsync(ConnectionContext connection)
     {
-        if (Interlocked.Increment(ref _open) <= Max) return true;
-        Interlocked.Decrement(ref _open);
-        _refused.Note(connection.RemoteEndPoint?.ToString() ?? "?");
+        var address = AddressOf(connection);
+        string? refusal = null;
+        byte[] answer = _busy;
+        lock (_perAddress)
+        {
+            int here = _perAddress.GetValueOrDefault(address);
+            if (_open >= Max) refusal = $"{_open} open, the most this node takes ({_why})";
+            else if (here >= MaxPerAddress)
+            {
+                refusal = $"{here} open from {address}, a quarter of the most this node takes, {Max} ({_why})";
+                answer = _busyHere;
+            }
+            else
+            {
+                _perAddress[address] = here + 1;
+                _open++;
+            }
+        }
+        if (refusal is null) return true;
+        _refused.Note($"from {connection.RemoteEndPoint?.ToString() ?? "?"}: {refusal}");
         try
         {
             // 200 bytes: the socket's send buffer takes them whether or not the other side reads.
-            await connection.Transport.Output.WriteAsync(_busy).ConfigureAwait(false);
+            await connection.Transport.Output.WriteAsync(answer).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or ConnectionResetException)
         {
@@ -82,6 +108,23 @@ internal sealed partial class HttpConnectionCap
         await connection.DisposeAsync().ConfigureAwait(false);
         return false;
     }
+
+    private void Release(IPAddress address)
+    {
+        lock (_perAddress)
+        {
+            _open--;
+            if (_perAddress.GetValueOrDefault(address) <= 1) _perAddress.Remove(address);
+            else _perAddress[address]--;
+        }
+    }
+
+    /// <summary>The connection's remote IP address (IPv4-mapped IPv6 as IPv4), or <see cref="IPAddress.None"/> where it has none.</summary>
+    private static IPAddress AddressOf(ConnectionContext connection) =>
+        connection.RemoteEndPoint is IPEndPoint { Address: var a } ? (a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a) : IPAddress.None;
+
+    private static byte[] Busy(string text) => Encoding.UTF8.GetBytes(
+        $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(text)}\r\nConnection: close\r\n\r\n{text}");
 
     private sealed class CappedTransport(IConnectionListenerFactory transport, HttpConnectionCap cap) : IConnectionListenerFactory
     {
@@ -107,6 +150,6 @@ internal sealed partial class HttpConnectionCap
         public ValueTask DisposeAsync() => listener.DisposeAsync();
     }
 
-    [LoggerMessage(1301, LogLevel.Warning, "{Count} http connection(s) refused: {Max} open, the most this node takes ({Why}); the last from {From}, answered 503 busy", EventName = "HttpConnectionsRefused")]
-    private static partial void Refusing(ILogger logger, long count, int max, string why, string from);
+    [LoggerMessage(1301, LogLevel.Warning, "{Count} http connection(s) refused so far, answered 503 busy; the last {Last}", EventName = "HttpConnectionsRefused")]
+    private static partial void Refusing(ILogger logger, long count, string last);
 }
