@@ -12,6 +12,13 @@ root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(SwarmCommand.Create());
 CliErrors.CheckDecimals(root);
 CliErrors.CheckAddresses(root);
+// A first word that is no command is said so, also with --help: the parser printed the main help
+// for "relay --help" and exited 0, as if relay were a command (every peer relays; docs/cli.md).
+if (args.Length > 0 && !args[0].StartsWith('-') && !root.Subcommands.Any(c => c.Name == args[0] || c.Aliases.Contains(args[0])))
+{
+    Console.Error.WriteLine($"shardstream: error: unknown command '{args[0]}': the commands are {string.Join(", ", root.Subcommands.Select(c => c.Name))} (--help lists them)");
+    return 1;
+}
 var parse = root.Parse(args);
 if (args.Length > 0 && parse.Errors.Count > 0)
 {

@@ -85,6 +85,9 @@ public sealed class CliErrorTests
 
     [Theory]
     [InlineData("Unrecognized command or argument '--bogus'", "peer", "-c", "127.0.0.1:1", "--bogus")]
+    // An unknown command is said so, with or without --help (which printed the main help and exited 0).
+    [InlineData("unknown command 'relay': the commands are coordinator, peer, demo, simulate, swarm (--help lists them)", "relay", "--help")]
+    [InlineData("unknown command 'relay': the commands are coordinator, peer, demo, simulate, swarm (--help lists them)", "relay", "-c", "127.0.0.1:1")]
     // Two reasons are joined by "; ", without the parser's full stop before it (it read "'--rejoin-seconds'.; Unrecognized").
     [InlineData("Unrecognized command or argument '--rejoin-seconds'; Unrecognized command or argument '0' (--help lists the flags)", "coordinator", "-l", "127.0.0.1:0", "--rejoin-seconds", "0")]
     [InlineData("--topology: 'ring' is not one of binary, tessellated, striped", "coordinator", "-l", "127.0.0.1:0", "--topology", "ring")]
@@ -174,6 +177,24 @@ public sealed class CliErrorTests
         {
             File.Delete(keyFile);
         }
+    }
+
+    /// <summary>
+    /// The coordinator's <c>--help</c> names every case in which <c>--latency-rebuild-min-peers</c> is
+    /// refused, as the code refuses it (the theory above): it named <c>--latency-rebuild false</c> alone.
+    /// </summary>
+    [Fact]
+    public async Task Coordinator_help_names_every_refusal_of_latency_rebuild_min_peers()
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { CliProcess.CliDll, "coordinator", "--help" }) info.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(info)!;
+        string help = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync(new CancellationTokenSource(Deadline).Token);
+        Assert.Equal(0, process.ExitCode);
+        // System.CommandLine wraps the description: its words, whitespace joined.
+        string flat = System.Text.RegularExpressions.Regex.Replace(help[help.IndexOf("--latency-rebuild-min-peers", StringComparison.Ordinal)..], @"\s+", " ");
+        Assert.Contains("refused where the rebuild is off: with --latency-rebuild false, --latency-moves 0 or --latency-aware false", flat, StringComparison.Ordinal);
     }
 
     [Fact]
