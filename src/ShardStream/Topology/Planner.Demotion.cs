@@ -6,7 +6,8 @@ public sealed partial class Planner
     /// <summary>
     /// A conservative check that <see cref="Demote"/> would carry everyone: the other nodes that
     /// may forward each shard (in striped plans, those whose home is that shard, and the source)
-    /// have more spare slots than the peer's children in that shard, and the overlay as a whole
+    /// have more spare slots than the peer's children in that shard (striped: or home peers of
+    /// other trees can foster the rest, <see cref="CanFosterLacking"/>), and the overlay as a whole
     /// has room for its children plus one full viewer. A demotion that fails this check could
     /// evict peers to make room, which is worse than keeping a slow relay; the caller keeps the
     /// peer where it is instead. False also when the peer is not in the plan or is already a leaf.
@@ -39,16 +40,101 @@ public sealed partial class Planner
             }
         }
 
+        var lacking = new bool[ShardCount];
         for (var s = 0; s < ShardCount; s++)
         {
             var children = ChildrenOf(peer, s).Count();
             if (children > 0 && perShard[s] < children + 1)
             {
-                return false;
+                if (!striped)
+                {
+                    return false;
+                }
+
+                lacking[s] = true;
             }
         }
 
-        return total >= _forest.Used(peer) + ShardCount;
+        return total >= _forest.Used(peer) + ShardCount && (!lacking.Contains(true) || CanFosterLacking(peer, lacking, perShard));
+    }
+
+    /// <summary>
+    /// Striped: whether the tree of each shard in <paramref name="lacking"/> can take back the
+    /// peer's children and the peer itself, a leaf, once it is out of it, with the help of home
+    /// peers of other trees, as the repair of a leave does (<see cref="FosterStranded"/>: a unit of
+    /// a foster parent's budget moves from its home tree to the orphan's). A foster parent must be
+    /// attached in that tree and lends only free slots of its home tree (not a home tree where the
+    /// peer has children: those are left to them). Attached are the nodes outside the peer's
+    /// subtree; the tree's own free slots (<paramref name="spare"/>, at least the one the peer
+    /// frees under its parent) take back its children first, and each child taken back brings its
+    /// subtree's foster parents with it (the repair fosters in passes until one fosters nobody).
+    /// Counted with the children whose subtrees lend the most taken back first: not a bound on
+    /// every order the repair may take, but the repair also makes room for a foster parent when
+    /// it has none (<see cref="MakeFosterRoom"/>), which this does not count;
+    /// <c>PlannerDemoteTests</c> checks that no demotion it allows evicts anyone. Without this,
+    /// the only home peer of a tree (4 viewers, K = 4) was never demoted: the check counted only
+    /// that tree's home peers and the source as room for its children, though the repair had
+    /// others foster them.
+    /// </summary>
+    private bool CanFosterLacking(int peer, bool[] lacking, int[] spare)
+    {
+        var lent = new Dictionary<int, int>();
+        int Free(int node, int shard)
+        {
+            var home = HomeShard(node);
+            return node == peer || home < 0 || home == shard || _forest.ChildCount(peer, home) > 0
+                ? 0
+                : Math.Max(0, _forest.Cap(node, home) - _forest.ChildCount(node, home) - lent.GetValueOrDefault(node));
+        }
+
+        for (var s = 0; s < ShardCount; s++)
+        {
+            if (!lacking[s])
+            {
+                continue;
+            }
+
+            var shard = s;
+            var fosters = Peers.Where(n => _forest.IsAttached(n, shard) && !IsBelow(n, peer, shard)).ToList();
+            var own = Math.Max(1, spare[s]);
+            var orphans = new Queue<List<int>>(ChildrenOf(peer, s).Select(c => Subtree(c, shard).ToList()).OrderByDescending(t => t.Sum(n => Free(n, shard))));
+            // The children, then the peer itself.
+            for (var placed = orphans.Count + 1; placed > 0; placed--)
+            {
+                if (own > 0)
+                {
+                    own--;
+                }
+                else if (fosters.FirstOrDefault(n => Free(n, shard) > 0, None) is var parent && parent != None)
+                {
+                    lent[parent] = lent.GetValueOrDefault(parent) + 1;
+                }
+                else
+                {
+                    return false;
+                }
+
+                if (orphans.TryDequeue(out var subtree))
+                {
+                    fosters.AddRange(subtree);
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary><paramref name="node"/> and every node below it in <paramref name="shard"/>.</summary>
+    private IEnumerable<int> Subtree(int node, int shard)
+    {
+        yield return node;
+        for (var c = _forest.FirstChild(node, shard); c != None; c = _forest.NextSibling(c, shard))
+        {
+            foreach (var below in Subtree(c, shard))
+            {
+                yield return below;
+            }
+        }
     }
 
     /// <summary>

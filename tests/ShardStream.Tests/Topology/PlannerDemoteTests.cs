@@ -224,4 +224,51 @@ public sealed class PlannerDemoteTests
         Assert.True(allowed > 10, $"only {allowed} demotions were allowed");
         Assert.True(refused > 0, "the plan never ran short of room: the check was never exercised");
     }
+
+    [Theory]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(6)]
+    [InlineData(7)]
+    public void In_a_small_striped_overlay_the_only_home_peer_of_a_stripe_can_be_demoted_and_its_children_are_fostered(int peers)
+    {
+        // K = 4, upload 1.25 (budget 5 each): with few viewers a stripe has one home peer, the only
+        // peer that may forward its shard. The check counted only home peers and the source as room
+        // for its children, so it was never demoted, though the repair fosters them.
+        Planner Build()
+        {
+            var p = new Planner(PlannerOptions.Default(4, TopologyKind.Striped));
+            for (var i = 0; i < peers; i++)
+            {
+                p.Join(5);
+            }
+
+            return p;
+        }
+
+        var only = 0;
+        foreach (var peer in Build().Peers)
+        {
+            var planner = Build();
+            var home = planner.HomeShard(peer);
+            if (home >= 0 && planner.ChildrenOf(peer, home).Any() && planner.Peers.Count(p => planner.HomeShard(p) == home) == 1)
+            {
+                only++;
+                Assert.True(planner.CanDemoteWithoutEviction(peer), $"peer {peer}, the only home peer of stripe {home}, cannot be demoted");
+            }
+            else if (!planner.CanDemoteWithoutEviction(peer))
+            {
+                continue;
+            }
+
+            // Whatever the check allows evicts nobody.
+            var moves = planner.Demote(peer);
+            Assert.DoesNotContain(moves, m => m.NewParent == Planner.None);
+            Assert.Equal(peers, planner.PeerCount);
+            Assert.Equal(0, planner.UsedUnits(peer));
+            PlanAssert.Consistent(planner);
+        }
+
+        Assert.True(only > 0, "no stripe had a single home peer with children");
+    }
 }
