@@ -183,14 +183,20 @@ public class StaleRunTests
     /// already" (seen in the README audit across network namespaces): each such child reported its
     /// parent lost and waited to be placed again. A serial is once per run: the ticket's signature
     /// covers the run id, so a ticket of the first run cannot be shown in the second.
+    /// Both orders of the two joining the second run: the viewer first takes the coordinator's one
+    /// slot, and the relay then takes its place and the viewer moves under it (a move, with a
+    /// ticket of the second run the relay must honour too).
     /// </summary>
-    [Fact]
-    public async Task A_relay_that_lives_through_a_restart_of_its_coordinator_honours_the_new_runs_tickets()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_relay_that_lives_through_a_restart_of_its_coordinator_honours_the_new_runs_tickets(bool viewerRejoinsFirst)
     {
         using var key = StreamSigner.CreateEphemeral();
         var net = new VirtualNetwork();
         var log = new LogCapture();
-        // The coordinator feeds one child: the relay; the viewer can only go under it, in both runs.
+        // The coordinator feeds one child: the relay; the viewer can only go under it, in both runs
+        // (once the relay has joined the second run).
         var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, Upload = 1, MinPeers = 2, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
         Peer Start(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
             net.Host(host), log.Factory);
@@ -210,14 +216,28 @@ public class StaleRunTests
         await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
         Assert.Equal([relay.Id], viewer.ParentIds());
 
-        // The first coordinator's process dies; the second run, with the same key, takes both back.
+        // The first coordinator's process dies; the second run, with the same key, takes both back,
+        // in the order the theory says (each tries again after a random backoff: either may be
+        // first). The later one cannot reach the coordinator until the first has joined.
+        var (first, firstHost, later, laterHost) = viewerRejoinsFirst ? (viewer, "viewer", relay, "relay") : (relay, "relay", viewer, "viewer");
+        net.Block(laterHost, "coord");
+        // The viewer's move under the relay then takes a while (a slow path here; a loaded machine
+        // in ci232, where the viewer was still fed by the coordinator when the test looked).
+        if (viewerRejoinsFirst) net.SetLatency("viewer", "relay", TimeSpan.FromMilliseconds(500));
         net.Kill("coord");
         await run1.DisposeAsync();
         var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
         await run2.StartAsync(CancellationToken.None);
         var source2 = new System.IO.Pipelines.Pipe();
         var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
-        await Overlay.WaitUntilAsync(() => relay.Rejoins == 1 && viewer.Rejoins == 1, "both joined the second run");
+        await Overlay.WaitUntilAsync(() => first.Rejoins == 1, $"the {firstHost} joined the second run");
+        net.Unblock(laterHost, "coord");
+        await Overlay.WaitUntilAsync(() => later.Rejoins == 1, "both joined the second run");
+        // The plan settles with the viewer under the relay: at once when the relay was first, after
+        // the viewer's move otherwise. A refused ticket leaves it without a parent.
+        await Overlay.WaitUntilAsync(() => viewer.ParentIds() is [var parent] && parent == relay.Id || log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)),
+            "the viewer is under the relay in the second run");
+        Assert.False(log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)), Dump(log));
         long before = viewer.BytesWritten;
         await source2.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
         await Overlay.WaitUntilAsync(() => viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
