@@ -38,17 +38,24 @@ public sealed class LatencyMovesTests(ITestOutputHelper output)
         }
 
         // The stream goes on while peers move: until every peer has measured its parents often
-        // enough for the coordinator to judge its edges (a move needs that), and then no edge has
-        // moved for 10 s (the planner has nothing more worth a move), then the rest.
+        // enough for the coordinator to judge its edges (a move needs that), each peer at its own
+        // moment (Overlay.EveryPeerMeasuredItsParents: every move gives its peer a new link that
+        // starts from no sample, so a moment with every link measured at once is rare while moves
+        // go on), and then no edge has moved for 10 s (the planner has nothing more worth a move),
+        // then the rest.
         long last = -1;
-        var quietSince = DateTime.UtcNow;
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(4);
+        var joined = DateTime.UtcNow;
+        var quietSince = joined;
+        var deadline = joined + TimeSpan.FromMinutes(4);
         bool measured = false;
         while (!measured || DateTime.UtcNow - quietSince < TimeSpan.FromSeconds(10))
         {
-            Assert.True(DateTime.UtcNow < deadline, $"still moving after 4 minutes: {overlay.Coordinator.LatencyMoves} moves");
-            if (!measured && overlay.EveryParentLinkMeasured())
+            Assert.True(DateTime.UtcNow < deadline, measured
+                ? $"still moving after 4 minutes: {overlay.Coordinator.LatencyMoves} moves"
+                : $"not every peer measured its parent links after 4 minutes ({overlay.Coordinator.LatencyMoves} moves): {string.Join(" | ", overlay.UnmeasuredParentLinks(neverMeasuredOnly: true))}");
+            if (!measured && overlay.EveryPeerMeasuredItsParents())
             {
+                output.WriteLine($"every peer measured its parent links {(DateTime.UtcNow - joined).TotalSeconds:0} s after the joins ({overlay.Coordinator.LatencyMoves} moves by then)");
                 measured = true;
                 quietSince = DateTime.UtcNow;
             }
