@@ -26,6 +26,9 @@ internal static partial class HardeningLog
     [LoggerMessage(9105, LogLevel.Debug, "{Link}: bytes of its hello waited unread at the hello deadline ({Seconds:0.#} s): this node was too busy to read them, so it waits once more as long", EventName = "HelloUnreadAtDeadline")]
     public static partial void HelloUnreadAtDeadline(ILogger log, string link, double seconds);
 
+    [LoggerMessage(9106, LogLevel.Warning, "{Count} connection(s) refused so far for a first frame that is no hello this node takes; the last: {Last}", EventName = "BadHellosRefused")]
+    public static partial void BadHellosRefused(ILogger log, long count, string last);
+
     [LoggerMessage(9104, LogLevel.Warning, "{Count} connection(s) dropped so far before their hello to make room for newer ones ({Reason}): a flood of silent connections?", EventName = "WaitersDropped")]
     public static partial void WaitersDropped(ILogger log, long count, string reason);
 }

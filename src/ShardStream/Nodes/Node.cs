@@ -30,6 +30,8 @@ public abstract partial class Node : IAsyncDisposable
         _slowChildren = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, options.HeartbeatInterval / 2, time);
         _droppedWaiters = new ThrottledCount(DropLogInterval, time, (count, reason) => HardeningLog.WaitersDropped(log, count, reason),
             log, "saying the connections dropped before their hello", _stopping.Token);
+        _badHellos = new ThrottledCount(DropLogInterval, time, (count, last) => HardeningLog.BadHellosRefused(log, count, last),
+            log, "saying the connections refused for a bad first frame", _stopping.Token);
         // The chunk hash's check at start runs here at the latest, before any chunk is signed or verified.
         if (Trust.ChunkHash.CheckFailure is { } failure) NodeLog.ChunkHashCheckFailed(log, failure);
     }
@@ -459,7 +461,10 @@ public abstract partial class Node : IAsyncDisposable
         }
         catch (ProtocolException e)
         {
-            await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message).ConfigureAwait(false);
+            // Any stranger can send garbage, again and again: counted in one line per 10 s, not a line each.
+            _badHellos.Note($"{link.Name}: {e.Message}");
+            HardeningLog.NoHello(Log, link.Name, e.Message);
+            await RefuseAsync(link, GoodbyeCode.ProtocolError, e.Message, warn: false).ConfigureAwait(false);
             return null;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or ObjectDisposedException)
@@ -556,7 +561,10 @@ public abstract partial class Node : IAsyncDisposable
     /// </summary>
     private readonly ThrottledCount _droppedWaiters;
 
-    /// <summary>The least time between two lines of event 9104.</summary>
+    /// <summary>Connections refused for a first frame that is no hello (garbage, too long, malformed), said at most every 10 s (event 9106).</summary>
+    private readonly ThrottledCount _badHellos;
+
+    /// <summary>The least time between two lines of event 9104 (and 9106).</summary>
     private static readonly TimeSpan DropLogInterval = TimeSpan.FromSeconds(10);
 
     private protected Task RefuseAsync(Link link, GoodbyeCode code, string reason, bool warn = true) => RefuseAsync(link, new Goodbye(code, reason), warn);

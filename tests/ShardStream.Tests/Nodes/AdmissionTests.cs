@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 using ShardStream.Transport;
 using ShardStream.Wire;
@@ -144,6 +145,38 @@ public sealed class AdmissionTests
         var reader = new System.Buffers.SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Contains($"over the limit of {Hello.MaxFrameLength}", goodbye.Reason);
+    }
+
+    /// <summary>
+    /// Garbage at the overlay port, from any stranger, again and again: each connection is refused
+    /// with a goodbye, and the refusals are counted in one line per 10 s (event 9106). Before, each
+    /// had its own warning: 300 garbage connections in the stranger audit (docs/security.md) wrote
+    /// 104 lines "incoming …: refused: a first frame of N bytes is over the limit".
+    /// </summary>
+    [Fact]
+    public async Task Connections_whose_first_frame_is_garbage_are_refused_and_counted_in_one_line_per_ten_seconds()
+    {
+        var net = new VirtualNetwork();
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UnixEpoch);
+        var log = new RecordingLogger();
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "coord:1" }, net.Host("coord"), log, time);
+        await coordinator.StartAsync(default);
+        var closed = new List<Task>();
+        for (int i = 0; i < 10; i++)
+        {
+            var connection = await net.Host($"junk{i}").ConnectAsync(coordinator.ListenAddress, default);
+            FrameCodec.WriteHeader(connection.Pipe.Output, FrameType.Hello, 60_000);
+            await connection.Pipe.Output.FlushAsync();
+            closed.Add(ClosedAsync(connection));
+        }
+        await Overlay.WaitUntilAsync(() => closed.All(c => c.IsCompleted), "every garbage connection is closed");
+        string[] Said() => [.. log.Lines.Where(l => l.Level >= LogLevel.Warning).Select(l => l.Message)];
+        await Overlay.WaitUntilAsync(() => Said().Length >= 1, "the first refusal is said at once");
+        time.Advance(TimeSpan.FromSeconds(10.5));
+        await Overlay.WaitUntilAsync(() => Said().Any(l => l.StartsWith("10 connection(s) refused so far for a first frame that is no hello", StringComparison.Ordinal)),
+            "every refusal is said once the 10 s are up", TimeSpan.FromSeconds(10));
+        Assert.True(Said().Length <= 2, $"10 garbage connections said in more than two lines: {string.Join(" | ", Said())}");
+        Assert.Contains($"over the limit of {Hello.MaxFrameLength}", Said()[^1]);
     }
 
     private static byte[] FrameBytes(Action<System.Buffers.IBufferWriter<byte>> write)
