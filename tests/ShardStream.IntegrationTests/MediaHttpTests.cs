@@ -90,6 +90,65 @@ public sealed partial class MediaHttpTests(Xunit.Abstractions.ITestOutputHelper 
         await pump.ContinueWith(t => { });
     }
 
+    /// <summary>
+    /// One address watches with at most a quarter of a node's 64 HTTP viewers: 64 requests for
+    /// /live.flv from 127.0.4.1 get 16 streams and "503 too many viewers from your address (16, …)",
+    /// and a player from 127.0.4.2 still gets the stream. Before, the 64 from one address took every
+    /// viewer's place and the other player was answered 503 "too many viewers on this node (64)".
+    /// </summary>
+    [Fact]
+    public async Task One_address_gets_a_quarter_of_the_http_viewers_and_another_player_still_gets_the_stream()
+    {
+        if (RequiresTool.Missing(output, MediaTools.Missing())) return;
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--http", "127.0.0.1:0");
+        string http = ServingRegex().Match(await WaitForLineAsync(coordinator, "serving the live stream at", TimeSpan.FromSeconds(60))).Groups[1].Value;
+        var (ffmpeg, pump) = MediaTools.Pipe(MediaTools.LiveSourceArgs("flv", MediaTools.UntilEnded), coordinator.StandardInput);
+        using var _ = ffmpeg;
+        var target = System.Net.IPEndPoint.Parse(http);
+        var held = new List<System.Net.Sockets.Socket>();
+        try
+        {
+            var statuses = new List<string>();
+            for (int i = 0; i < 64; i++)
+            {
+                var (socket, status) = await GetStatusAsync(target, "127.0.4.1");
+                held.Add(socket);
+                statuses.Add(status);
+            }
+            Assert.Equal(16, statuses.Count(s => s.StartsWith("HTTP/1.1 200", StringComparison.Ordinal)));
+            Assert.Contains(statuses, s => s.StartsWith("HTTP/1.1 503", StringComparison.Ordinal) && s.Contains("too many viewers from your address (16, a quarter of this node's 64)", StringComparison.Ordinal));
+            var (other, answer) = await GetStatusAsync(target, "127.0.4.2");
+            held.Add(other);
+            Assert.StartsWith("HTTP/1.1 200", answer, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var socket in held) socket.Dispose();
+            ffmpeg.Kill();
+            await pump.ContinueWith(t => { });
+        }
+    }
+
+    /// <summary>GET /live.flv from <paramref name="from"/>: the socket, held open, and the answer's first bytes (a 503's body whole).</summary>
+    private static async Task<(System.Net.Sockets.Socket Socket, string Answer)> GetStatusAsync(System.Net.IPEndPoint target, string from)
+    {
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        socket.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(from), 0));
+        using var cts = new CancellationTokenSource(Deadline);
+        await socket.ConnectAsync(target, cts.Token);
+        await socket.SendAsync("GET /live.flv HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), cts.Token);
+        var answer = new System.Text.StringBuilder();
+        var buffer = new byte[4096];
+        // Up to the end of the headers, and a 503's short body with them.
+        while (!answer.ToString().Contains("\r\n\r\n", StringComparison.Ordinal) || (answer.ToString().StartsWith("HTTP/1.1 503", StringComparison.Ordinal) && !answer.ToString().Contains("viewers", StringComparison.Ordinal)))
+        {
+            int n = await socket.ReceiveAsync(buffer, cts.Token);
+            if (n == 0) break;
+            answer.Append(System.Text.Encoding.Latin1.GetString(buffer, 0, n));
+        }
+        return (socket, answer.ToString());
+    }
+
     private static async Task<string> WaitForLineAsync(CliProcess process, string text, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;

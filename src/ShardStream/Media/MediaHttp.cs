@@ -65,10 +65,14 @@ public static partial class MediaHttp
             await PlainAsync(response, StatusCodes.Status404NotFound, what).ConfigureAwait(false);
             return;
         }
-        using var viewer = hub.Subscribe();
+        string? from = context.Connection.RemoteIpAddress is { } ip ? (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip).ToString() : null;
+        using var viewer = hub.Subscribe(from);
         if (viewer is null)
         {
-            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, $"too many viewers on this node ({hub.MaxViewers})").ConfigureAwait(false);
+            string full = from is not null && hub.ViewersFrom(from) >= hub.MaxViewersPerAddress
+                ? $"too many viewers from your address ({hub.MaxViewersPerAddress}, a quarter of this node's {hub.MaxViewers})"
+                : $"too many viewers on this node ({hub.MaxViewers})";
+            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, full).ConfigureAwait(false);
             return;
         }
         response.StatusCode = StatusCodes.Status200OK;

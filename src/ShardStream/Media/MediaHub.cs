@@ -28,6 +28,7 @@ public sealed class MediaHub
     private bool _decided;
     private bool _completed;
     private bool _started;
+    private readonly Dictionary<string, int> _perAddress = [];
 
     /// <summary>The most bytes queued for one viewer before it skips ahead to the next keyframe (default 8 MiB).</summary>
     public long MaxQueuedBytesPerViewer { get; init; } = 8L * 1024 * 1024;
@@ -56,22 +57,46 @@ public sealed class MediaHub
         }
     }
 
-    /// <summary>A new viewer, or null when <see cref="MaxViewers"/> are watching already.</summary>
-    public MediaViewer? Subscribe()
+    /// <summary>The most viewers at once from one address: a quarter of <see cref="MaxViewers"/> (at least 1), so that one stranger cannot take every place.</summary>
+    public int MaxViewersPerAddress => Math.Max(1, MaxViewers / 4);
+
+    /// <summary>
+    /// A new viewer watching from <paramref name="from"/> (its IP address; null: not counted per
+    /// address), or null when <see cref="MaxViewers"/> are watching already, or
+    /// <see cref="MaxViewersPerAddress"/> from that address.
+    /// </summary>
+    public MediaViewer? Subscribe(string? from = null)
     {
         lock (_gate)
         {
             if (_viewers.Count >= MaxViewers) return null;
-            var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer);
+            int here = from is null ? 0 : _perAddress.GetValueOrDefault(from);
+            if (here >= MaxViewersPerAddress) return null;
+            var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer) { From = from };
             if (_completed) viewer.End();
-            else _viewers.Add(viewer);
+            else
+            {
+                _viewers.Add(viewer);
+                if (from is not null) _perAddress[from] = here + 1;
+            }
             return viewer;
         }
     }
 
+    /// <summary>Viewers now from <paramref name="from"/>.</summary>
+    public int ViewersFrom(string from)
+    {
+        lock (_gate) return _perAddress.GetValueOrDefault(from);
+    }
+
     internal void Remove(MediaViewer viewer)
     {
-        lock (_gate) _viewers.Remove(viewer);
+        lock (_gate)
+        {
+            if (!_viewers.Remove(viewer) || viewer.From is not { } from) return;
+            if (_perAddress[from] <= 1) _perAddress.Remove(from);
+            else _perAddress[from]--;
+        }
     }
 
     /// <summary>The next bytes of the node's output. Never blocks on a viewer.</summary>

@@ -18,6 +18,9 @@ public sealed class MediaViewer : IDisposable
     private bool _ended;
     private TaskCompletionSource? _waiter;
 
+    /// <summary>The IP address it watches from, counted against <see cref="MediaHub.MaxViewersPerAddress"/> (null: not counted).</summary>
+    internal string? From { get; init; }
+
     internal MediaViewer(MediaHub hub, long maxQueued)
     {
         _hub = hub;
