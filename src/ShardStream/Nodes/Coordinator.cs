@@ -46,7 +46,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         // A new run at every start, even with the same key: nothing signed in an earlier run verifies in this one.
         _run = _signer.ForRun(StreamRun.NewId());
-        _tracker = new Tracker(options, _run, Log, () => ListenAddress, Forgotten);
+        _tracker = new Tracker(options, _run, Log, Time, () => ListenAddress, Forgotten);
         _source = new StreamSource(options, _tracker.Gate, Relay, _run, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);

@@ -327,7 +327,7 @@ public abstract partial class Node : IAsyncDisposable
                 try
                 {
                     CheckSlowChildren(heldUp: paused > TimeSpan.Zero);
-                    CheckParents(heldUp: paused > TimeSpan.Zero);
+                    CheckParents(paused);
                 }
                 catch (Exception e) when (!_stopping.IsCancellationRequested)
                 {
@@ -374,8 +374,8 @@ public abstract partial class Node : IAsyncDisposable
         }
     }
 
-    /// <summary>Checks that each parent of this node sends what the source made (a peer, <c>Peer.Head.cs</c>); at every tick.</summary>
-    private protected virtual void CheckParents(bool heldUp)
+    /// <summary>Checks that each parent of this node sends what the source made (a peer, <c>Peer.Head.cs</c>); at every tick, with how long this node did not run before it (zero: it ran).</summary>
+    private protected virtual void CheckParents(TimeSpan paused)
     {
     }
 

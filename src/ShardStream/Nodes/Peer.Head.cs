@@ -11,20 +11,49 @@ namespace ShardStream.Nodes;
 /// shard that has sent no chunk of it for <see cref="WithheldAfter"/> (two heartbeat timeouts),
 /// while the head heard that long ago was past the shard's next chunk due, is cut off as a lost
 /// parent (event 9202) and the coordinator repairs it: no accusation (a parent starved by its own
-/// parent looks the same). A parent that sends anything is slow at worst: the slow-child policy's.
+/// parent looks the same). A parent that sends a trickle of a shard (a chunk now and then, so
+/// never silent that long) while the shard falls ever further behind the head is cut off too
+/// (event 9203): more than <see cref="TrickleAfter"/> behind the head, and less than half of what
+/// the source made of the shard over that time came from it. A parent that sends at least half
+/// is slow at worst: the slow-child policy's. A parent starving because its own parent is lost
+/// looks the same to its children: the coordinator does not count their reports against it while
+/// it is being repaired itself (<see cref="RepairService.OnParentLost"/>).
 /// </summary>
 public sealed partial class Peer
 {
-    /// <summary>The most heads kept: a heartbeat interval is at least 1/64 of the timeout the check waits.</summary>
-    private const int MaxHeads = 64;
+    /// <summary>The most heads kept: a heartbeat interval is at least 1/256 of the longest wait of the checks.</summary>
+    private const int MaxHeads = 256;
 
     private readonly object _headGate = new();
-    private readonly Queue<(long At, long Head)> _heads = new();
+
+    /// <summary>Each head heard, with when, how many chunks of each shard had arrived by then (<see cref="_chunksOf"/>) and how long this process had not run (<see cref="_pausedTicks"/>).</summary>
+    private readonly Queue<Heard> _heads = new();
+
+    private readonly record struct Heard(long At, long Head, long[] Chunks, long PausedTicks);
     private readonly long[] _lastChunkAt = new long[Protocol.MaxShards];
+
+    /// <summary>Chunks of each shard that arrived from a parent so far (a running count; refused and repeated ones too).</summary>
+    private readonly long[] _chunksOf = new long[Protocol.MaxShards];
+
+    /// <summary>How long this process did not run, in all (<see cref="TimeSpan.Ticks"/>; its tick loop says so).</summary>
+    private long _pausedTicks;
     private Link? _headsOf;
 
     /// <summary>How long a shard may get nothing from its parent while the source made it.</summary>
     private TimeSpan WithheldAfter => _options.HeartbeatTimeout * 2;
+
+    /// <summary>How far behind the head a shard may fall while its parent sends less than half of what the source makes of it (<see cref="TrickleAfterOf"/>).</summary>
+    private TimeSpan TrickleAfter => TrickleAfterOf(_options);
+
+    /// <summary>
+    /// <see cref="TrickleAfter"/> with <paramref name="options"/>: at least <see cref="WithheldAfter"/>,
+    /// and a heartbeat timeout more than the slow-child policy takes to stop a child that cannot
+    /// keep up (so that a child with a slow download is found by its parent first), 11.5 s by
+    /// default. The coordinator's retry window is longer (<see cref="RepairService"/>): a second cut
+    /// of the same parent counts.
+    /// </summary>
+    internal static TimeSpan TrickleAfterOf(NodeOptions options) =>
+        Max(options.HeartbeatTimeout * 2, options.SlowChildAge + options.SlowChildGrace + options.HeartbeatTimeout);
 
     /// <summary>The coordinator's heartbeat on <paramref name="link"/> said the stream's head.</summary>
     private void OnStreamHead(Link link, long head)
@@ -38,46 +67,54 @@ public sealed partial class Peer
                 _headsOf = link;
             }
             if (_heads.Count == MaxHeads) _heads.Dequeue();
-            _heads.Enqueue((Time.GetTimestamp(), head));
+            var chunks = new long[_shardCount];
+            for (int shard = 0; shard < chunks.Length; shard++) chunks[shard] = Volatile.Read(ref _chunksOf[shard]);
+            _heads.Enqueue(new Heard(Time.GetTimestamp(), head, chunks, Interlocked.Read(ref _pausedTicks)));
         }
     }
 
-    /// <summary>The newest head heard on <paramref name="control"/> at least <paramref name="age"/> ago, or null.</summary>
-    private long? HeadAtLeast(Link control, TimeSpan age)
+    /// <summary>
+    /// The newest head heard on <paramref name="control"/> at least <paramref name="age"/> ago (null:
+    /// none), and the newest head of all. Heads older than the newest one old enough for the
+    /// longest check are dropped; that one is kept for the next checks.
+    /// </summary>
+    private (Heard? Then, long Newest) HeadsOf(Link control, TimeSpan age)
     {
         lock (_headGate)
         {
-            if (control != _headsOf) return null;
-            long? head = null;
-            // Drop every head older than the newest one old enough: that one is kept for the next checks.
-            while (_heads.TryPeek(out var oldest) && Time.GetElapsedTime(oldest.At) >= age)
+            if (control != _headsOf || _heads.Count == 0) return (null, 0);
+            var longest = Max(age, Max(WithheldAfter, TrickleAfter));
+            while (_heads.Count > 1 && Time.GetElapsedTime(_heads.ElementAt(1).At) >= longest) _heads.Dequeue();
+            Heard? then = null;
+            long newest = 0;
+            foreach (var entry in _heads)
             {
-                head = oldest.Head;
-                if (_heads.Count == 1) break;
-                var second = _heads.ElementAt(1);
-                if (Time.GetElapsedTime(second.At) < age) break;
-                _heads.Dequeue();
+                if (Time.GetElapsedTime(entry.At) >= age) then = entry;
+                newest = entry.Head;
             }
-            return head;
+            return (then, newest);
         }
     }
 
-    private protected override void CheckParents(bool heldUp)
+    private protected override void CheckParents(TimeSpan paused)
     {
-        if (heldUp)
+        if (paused > TimeSpan.Zero)
         {
             // This process stalled: what it did not read is no parent's fault. Every shard's wait
             // starts again now, as the failure detector excuses the pause on every link; else the
             // tick after a stall counted the stall and cut parents whose chunks waited unread.
             long now = Time.GetTimestamp();
             for (int shard = 0; shard < _shardCount; shard++) Volatile.Write(ref _lastChunkAt[shard], now);
+            Interlocked.Add(ref _pausedTicks, paused.Ticks);
             return;
         }
         // A control link that closed (a rejoin under way, the coordinator stopping) says no new
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;
         var after = WithheldAfter;
-        if (HeadAtLeast(control, after) is not { } head) return;
+        if (HeadsOf(control, after) is not ({ } then, long newest)) return;
+        long head = then.Head;
+        var trickle = HeadsOf(control, TrickleAfter).Then;
         for (int shard = 0; shard < _shardCount; shard++)
         {
             Link? parent;
@@ -85,13 +122,42 @@ public sealed partial class Peer
             lock (_gate) (parent, since) = (_parentOfShard.GetValueOrDefault(shard), _parentSince[shard]);
             // Bytes from it waiting unread: this peer is late, not the parent.
             if (parent is null || parent.IsClosing || IsCoordinator(parent) || parent.HasUnreadInput) continue;
-            // A parent that took the shard over lately, or sent some of it lately, is not withholding it.
-            if (Time.GetElapsedTime(since) < after || Time.GetElapsedTime(Volatile.Read(ref _lastChunkAt[shard])) < after) continue;
+            // A parent that took the shard over lately is not withholding it.
+            if (Time.GetElapsedTime(since) < after) continue;
             long next = reassembler.NextSeqOf(shard);
             if (next >= head) continue;
+            // One that sent some of it lately is not silent: it is judged by how much it sent.
+            if (Time.GetElapsedTime(Volatile.Read(ref _lastChunkAt[shard])) < after)
+            {
+                if (Trickles(shard, since, next, trickle, newest) is not { } got) continue;
+                var window = Time.GetElapsedTime(trickle!.Value.At);
+                BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, got.Made, next, trickle.Value.Head);
+                parent.CloseAsync(GoodbyeCode.Normal, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind")
+                    .Observe(Log, $"{parent.Name}: closing");
+                continue;
+            }
             BoundsLog.ShardWithheld(Log, parent.Name, shard, after.TotalSeconds, next, head);
             parent.CloseAsync(GoodbyeCode.Normal, $"sent no chunk of shard {shard} for {after.TotalSeconds:0.#} s, though the source had made chunk {next} of it by then")
                 .Observe(Log, $"{parent.Name}: closing");
         }
+    }
+
+    /// <summary>
+    /// The chunks of <paramref name="shard"/> its parent (its parent since <paramref name="since"/>)
+    /// sent since the head <paramref name="then"/> was heard, and the chunks of it the source made
+    /// meanwhile, when the shard's next chunk <paramref name="next"/> was made by then (it is more
+    /// than <see cref="TrickleAfter"/> behind) and the parent sent less than half of them; else
+    /// null. Only over a time this peer had this parent all along, and ran for most of.
+    /// </summary>
+    private (long Chunks, long Made)? Trickles(int shard, long since, long next, Heard? then, long newest)
+    {
+        if (then is not { } t || next >= t.Head || since > t.At || shard >= t.Chunks.Length) return null;
+        // Chunks that waited unread while this process did not run are no parent's fault: a
+        // window with more than a quarter of it so lost is not judged.
+        if (TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - t.PausedTicks) * 4 > Time.GetElapsedTime(t.At)) return null;
+        long got = Volatile.Read(ref _chunksOf[shard]) - t.Chunks[shard];
+        // The source deals its chunks round-robin: this shard's share of those made since.
+        long made = (newest - t.Head) / _shardCount;
+        return made > 0 && 2 * got < made ? (got, made) : null;
     }
 }

@@ -278,5 +278,6 @@ public sealed partial class Peer
         long now = Time.GetTimestamp();
         Volatile.Write(ref _lastProgress, now);
         Volatile.Write(ref _lastChunkAt[shard], now);
+        Interlocked.Increment(ref _chunksOf[shard]);
     }
 }

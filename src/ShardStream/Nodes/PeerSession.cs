@@ -221,6 +221,27 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>Its parents were told to stop serving it (<see cref="Tracker.DropFromParents"/>). Under the gate.</summary>
     public bool DroppedFromParents { get; set; }
 
+    /// <summary>
+    /// Per shard, when this peer last reported its parent of that shard lost or was sent a Move
+    /// for it (a timestamp; 0: never): until its repair is done it has nothing of that shard to
+    /// relay, and its children's cuts for it are no sign against it (<see cref="RepairService.OnParentLost"/>).
+    /// Under the gate.
+    /// </summary>
+    private readonly long[] _repairedAt = new long[Protocol.MaxShards];
+
+    /// <summary>This peer's parent of <paramref name="shards"/> is being repaired since <paramref name="at"/>: it reported it lost, or was moved. Under the gate.</summary>
+    public void UnderRepair(IEnumerable<int> shards, long at)
+    {
+        foreach (int s in shards)
+            if (s < _repairedAt.Length) _repairedAt[s] = at;
+    }
+
+    /// <summary>When the last repair of every one of <paramref name="shards"/> had begun: the earliest of their last repairs (0: one had none). Under the gate.</summary>
+    public long RepairedAt(IEnumerable<int> shards) => shards.Select(s => s < _repairedAt.Length ? _repairedAt[s] : 0).DefaultIfEmpty(0).Min();
+
+    /// <summary>The parent this peer last reported lost, and how many of its reports about it in a row found it under repair and were not counted against it (<see cref="RepairService.OnParentLost"/>). Under the gate.</summary>
+    public (int Parent, int Count) StarvedParentExcuses { get; set; } = (-1, 0);
+
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;
 

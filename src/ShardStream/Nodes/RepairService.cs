@@ -21,10 +21,26 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
 
 
     /// <summary>
-    /// After a re-attach to the same parent, a new report about it within this time takes the edge
-    /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout.
+    /// Reports in a row of one child about a parent that is itself under repair that are not
+    /// counted against that parent (<see cref="OnParentLost"/>); the next one counts as usual.
     /// </summary>
-    private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(10, 3 * options.HeartbeatTimeout.TotalSeconds));
+    internal const int StarvedParentExcuses = 3;
+
+    /// <summary>
+    /// How recently a parent must have begun a repair of a shard (reported its own parent lost, or
+    /// been moved) for its children's reports about that shard to be taken as its starving, not
+    /// its failing: two of the withheld-shard check's waits (each two heartbeat timeouts), or two of
+    /// the trickle check's (<see cref="Peer.TrickleAfterOf"/>), whichever is longer: 23 s by default.
+    /// </summary>
+    private TimeSpan StarvedWindow => TimeSpan.FromTicks(Math.Max(options.HeartbeatTimeout.Ticks * 4, Peer.TrickleAfterOf(options).Ticks * 2));
+
+    /// <summary>
+    /// After a re-attach to the same parent, a new report about it within this time takes the edge
+    /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout,
+    /// and for the trickle check of a child (<see cref="Peer.TrickleAfterOf"/>) to cut the same parent again.
+    /// </summary>
+    private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(Math.Max(10, 3 * options.HeartbeatTimeout.TotalSeconds),
+        (Peer.TrickleAfterOf(options) + options.HeartbeatTimeout / 2).TotalSeconds));
 
     /// <summary>
     /// A child lost its parent. When the coordinator has not heard from that parent for a while
@@ -43,7 +59,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     {
         PeerSession? parent = null;
         ShardAssignment[] again = [];
-        bool demote = false, later = false;
+        bool demote = false, later = false, excused = false;
         lock (tracker.Gate)
         {
             // A peer this coordinator is putting out (stopped as too slow: its parents were told to
@@ -79,9 +95,22 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             }
             if (!tracker.Peers.ContainsKey(reporter.Id)) return;
             long now = time.GetTimestamp();
+            // The reporter has nothing of these shards to relay until its repair is done.
+            reporter.UnderRepair(lost.Select(s => (int)s.Shard), now);
             // Only the shards the plan still gives to this parent: a move already on its way wins.
             var stillThere = lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
-            if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
+            if (parent is not null && stillThere.Length > 0 && Starving(reporter, parent, stillThere, now) is { } since)
+            {
+                // The parent sent nothing because it has nothing: its own repair is under way. Not
+                // counted against it (two such reports took the edge out of the plan, and two
+                // children so made an honest relay a leaf): the child goes back to it, which
+                // resumes it from its window once it is repaired.
+                reporter.ReattachedTo = -1;
+                excused = true;
+                RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), since.TotalSeconds, reporter.StarvedParentExcuses.Count, StarvedParentExcuses);
+                again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, parent.Address)).ToArray());
+            }
+            else if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
             {
                 reporter.ReattachedTo = -1;
                 // The two cannot keep a connection: take the edge out of the plan (see DropUnreachableEdges).
@@ -97,7 +126,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 later = stillThere.Length > 0;
                 RepairLog.CoordinatorAgain(log, reporter.Id, RepairRetryDelay.TotalSeconds);
             }
-            if (stillThere.Length > 0)
+            if (again.Length == 0 && stillThere.Length > 0)
             {
                 string address = parent?.Address ?? listenAddress();
                 again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
@@ -107,6 +136,11 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         }
         if (demote) DemoteUnreachable(parent!);
         if (again.Length == 0) return;
+        if (excused)
+        {
+            reporter.SendMove(new Move(again));
+            return;
+        }
         if (later)
         {
             // A retry of an attach that failed twice: after a pause, so that a parent nobody can
@@ -117,6 +151,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         CoordinatorLog.ReattachingToSameParent(log,
             reporter.Id, parentId, string.Join(",", again.Select(a => a.Shard)));
         reporter.SendMove(new Move(again));
+    }
+
+    /// <summary>
+    /// How long ago <paramref name="parent"/> began the repair of <paramref name="shards"/>, when
+    /// that was within <see cref="StarvedWindow"/> and <paramref name="reporter"/> has not had
+    /// <see cref="StarvedParentExcuses"/> reports about that parent excused so since its last
+    /// report about another parent or about one not under repair: its lost-parent report is then
+    /// that parent's starving, not counted. Null otherwise. Called under the gate.
+    /// </summary>
+    private TimeSpan? Starving(PeerSession reporter, PeerSession parent, ShardStart[] shards, long now)
+    {
+        long since = parent.RepairedAt(shards.Select(s => (int)s.Shard));
+        if (since == 0 || time.GetElapsedTime(since, now) > StarvedWindow)
+        {
+            reporter.StarvedParentExcuses = (parent.Id, 0);
+            return null;
+        }
+        var (of, count) = reporter.StarvedParentExcuses;
+        if (of != parent.Id) count = 0;
+        // A parent that stays starving past the excuses is judged as any other: its children move.
+        if (count >= StarvedParentExcuses) return null;
+        reporter.StarvedParentExcuses = (parent.Id, count + 1);
+        return time.GetElapsedTime(since, now);
     }
 
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>

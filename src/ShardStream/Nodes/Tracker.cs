@@ -15,7 +15,7 @@ namespace ShardStream.Nodes;
 /// <paramref name="forgotten"/> once: what the coordinator's other parts keep about the peer
 /// (its probe's round trip, its slow findings) goes with it, whether it left, failed or was evicted.
 /// </summary>
-internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILogger log, Func<string> listenAddress, Action<PeerSession> forgotten)
+internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILogger log, TimeProvider time, Func<string> listenAddress, Action<PeerSession> forgotten)
 {
     private int _attachedPeers;
     private ulong _ticketSerial;
@@ -185,7 +185,9 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
                 ShardStreamMetrics.Moves.Add(1, ShardStreamMetrics.Shard(e.Shard));
                 if (Planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(Planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
             }
-            if (entries.Count > 0) moved.SendMove(new Move(WithTickets(moved.Id, [.. entries])));
+            if (entries.Count == 0) continue;
+            moved.UnderRepair(entries.Select(e => (int)e.Shard), time.GetTimestamp());
+            moved.SendMove(new Move(WithTickets(moved.Id, [.. entries])));
         }
     }
 

@@ -9,6 +9,36 @@ public static class Attacks
     private const int Body = Protocol.FrameHeaderLength;
     private const int Payload = Body + Protocol.ChunkHeaderLength;
 
+    /// <summary>
+    /// A trickle (one rewriter per connection: <see cref="TamperingTransport.PerConnection"/>):
+    /// holds back every chunk, hash list and End, in order, and lets them go up to and including
+    /// one chunk per <paramref name="every"/>; everything else (heartbeats, pongs) goes at once.
+    /// Never silent for long, every chunk right and in order, ever further behind.
+    /// </summary>
+    public static Func<FrameRewriter> Trickle(TimeSpan every) => () =>
+    {
+        var held = new Queue<(FrameType Type, byte[] Frame)>();
+        long last = 0;
+        return (type, frame) =>
+        {
+            bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
+            if (stream) held.Enqueue((type, frame.ToArray()));
+            var sent = new List<byte[]>();
+            // Any frame the node sends (a heartbeat once the stream is quiet) lets the next one go when due.
+            if (held.Count > 0 && (last == 0 || System.Diagnostics.Stopwatch.GetElapsedTime(last) >= every))
+            {
+                last = System.Diagnostics.Stopwatch.GetTimestamp();
+                while (held.TryDequeue(out var f))
+                {
+                    sent.Add(f.Frame);
+                    if (f.Type == FrameType.Chunk) break;
+                }
+            }
+            if (!stream) sent.Add(frame);
+            return sent;
+        };
+    };
+
     /// <summary>Flips the first payload byte of every chunk.</summary>
     public static IEnumerable<byte[]> FlipBytes(FrameType type, byte[] frame)
     {

@@ -33,6 +33,12 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
     /// </summary>
     public bool Opened { get; init; }
 
+    /// <summary>
+    /// When set, each connection gets a rewriter of its own from it (one that keeps state of its
+    /// connection, as frames it holds back), in place of the one given at construction.
+    /// </summary>
+    public Func<FrameRewriter>? PerConnection { get; init; }
+
     /// <summary>Frames rewritten so far (at least one byte changed, dropped or added).</summary>
     public int Rewritten => Volatile.Read(ref _rewritten);
 
@@ -50,11 +56,11 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
         return Opened ? new Connection(connection, this) : connection;
     }
 
-    private IEnumerable<byte[]> Rewrite(FrameType type, byte[] frame, string remote)
+    private IEnumerable<byte[]> Rewrite(FrameType type, byte[] frame, string remote, FrameRewriter? own)
     {
         if (!Active || (OnlyTo is { } only && remote != only)) return [frame];
         byte[] original = frame.ToArray();
-        var result = rewrite(type, frame).ToList();
+        var result = (own ?? rewrite)(type, frame).ToList();
         frame = original;
         if (result.Count != 1 || !result[0].AsSpan().SequenceEqual(frame)) Interlocked.Increment(ref _rewritten);
         return result;
@@ -81,11 +87,13 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
         private readonly Pipe _outgoing = new(new PipeOptions(pauseWriterThreshold: 0));
         private readonly CancellationTokenSource _stop = new();
         private readonly Task _pump;
+        private readonly FrameRewriter? _rewrite;
 
         public Connection(IConnection inner, TamperingTransport owner)
         {
             _inner = inner;
             _owner = owner;
+            _rewrite = owner.PerConnection?.Invoke();
             _pump = Task.Run(PumpAsync);
         }
 
@@ -165,7 +173,7 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
                     byte[] frame = new byte[Protocol.FrameHeaderLength + body.Length];
                     FrameCodec.WriteHeader(new SpanBufferWriter(frame), type, (int)body.Length);
                     body.CopyTo(frame.AsSpan(Protocol.FrameHeaderLength));
-                    foreach (var f in _owner.Rewrite(type, frame, _inner.RemoteAddress)) output.Write(f);
+                    foreach (var f in _owner.Rewrite(type, frame, _inner.RemoteAddress, _rewrite)) output.Write(f);
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
                 var flush = await output.FlushAsync(_stop.Token);

@@ -22,22 +22,8 @@ public class WithheldStreamTests
         await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: heartbeatTimeout);
         var liar = new TamperingTransport(overlay.Network.Host("liar"), (type, frame) =>
             type is FrameType.Chunk or FrameType.End or FrameType.Hashes ? [] : [frame]);
-        await using var relay = new Peer(new PeerOptions
-        {
-            JoinAddress = overlay.Coordinator.ListenAddress,
-            ListenAddress = "liar:1",
-            HeartbeatTimeout = heartbeatTimeout,
-            HeartbeatInterval = heartbeatTimeout / 5,
-        }, liar, Overlay.Loggers);
-        await relay.StartAsync(CancellationToken.None);
-        var relayRun = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
-        for (int i = 0; i < 4; i++) await overlay.AddPeerAsync();
-        overlay.StartStreaming();
-        await overlay.WriteAsync(Overlay.RandomBytes(100_000, seed: 1));
-        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten > 0), "every viewer wrote the first bytes");
-        // The coordinator has room for two children: the liar is first, and the later joiners hang under it or the other.
-        var victims = overlay.Peers.Where(p => p.Peer.ParentIds().All(id => id == relay.Id)).ToList();
-        Assert.NotEmpty(victims);
+        var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, Overlay.Loggers);
+        await using var _ = relay;
         liar.Active = true;
 
         // A live source: 16 KiB every 100 ms until each victim has written 400,000 bytes more than before the liar began.
