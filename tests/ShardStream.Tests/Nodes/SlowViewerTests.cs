@@ -70,6 +70,11 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         // How far this test's own writer fell behind the wall clock: a process starved of CPU (the
         // nodes run in it too) shows here, whatever the slow viewer does.
         var writerLate = TimeSpan.Zero;
+        var fast = overlay.Peers.Where(p => p.Peer != slow).ToList();
+        // What the fast viewers had written when the slow viewer stopped (the longest it could
+        // hold them back), against what the coordinator had read then.
+        (TimeSpan At, long Read, long Least)? atStop = null;
+        (TimeSpan, long, long) Progress() => (Stopwatch.GetElapsedTime(start), overlay.Coordinator.BytesStreamed, fast.Min(p => p.Peer.StartOffset + p.Peer.BytesWritten));
         while (pieces < data.Length / Piece && (pieces < Rate * seconds / Piece || !slowRun.IsCompleted))
         {
             var due = TimeSpan.FromSeconds((double)pieces * Piece / Rate);
@@ -79,11 +84,12 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             if (late > writerLate) writerLate = late;
             await overlay.WriteAsync(data[(pieces * Piece)..((pieces + 1) * Piece)]);
             pieces++;
+            if (atStop is null && slowRun.IsCompleted) atStop = Progress();
         }
+        atStop ??= Progress();
         long length = (long)pieces * Piece;
         var ending = overlay.EndAsync();
 
-        var fast = overlay.Peers.Where(p => p.Peer != slow).ToList();
         // A CLI viewer exits when it is stopped, which closes its links; in process the stopped
         // viewer's object lives on, and a link it still had from a new parent (after its Move) kept
         // that parent, a fast viewer, waiting out its 60 s drain timeout after the end. So it is
@@ -129,11 +135,15 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         Assert.False(logs.Has(LogLevel.Information, $"peer {slow.Id}: control link broken on its side"),
             string.Join("\n", lines.Where(l => l.Category == "coordinator" && l.Message.Contains($"peer {slow.Id}", StringComparison.Ordinal)).Select(l => l.Message)));
         Assert.Equal(fast.Count, finished.Count);
-        // The fast viewers followed the live source: the last of them done soon after it ended
-        // (generous: a run with the slow viewer holding the source back ends ~25 s late).
-        var lastFinish = finished.Max();
-        Assert.True(lastFinish - sourceEnd < TimeSpan.FromSeconds(10), $"the source ended at {sourceEnd.TotalSeconds:0.0} s, the last fast viewer finished at {lastFinish.TotalSeconds:0.0} s; demoted at {demotedAt?.TotalSeconds:0.0} s; "
-            + $"the test's writer at most {writerLate.TotalSeconds:0.00} s behind the wall clock; fast viewers done at {string.Join(", ", finished.Select(f => f.TotalSeconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))} s");
+        // The fast viewers were not held to the slow viewer's pace (1/16 of the rate) while it was
+        // in the overlay: when it stopped, each had written more than a quarter of what the
+        // coordinator had read. Not a time bound: the last of them done within 10 s of the source's
+        // end (0.1 s on a quiet machine) failed in ci233, a CI run at load 60-110 that took 28
+        // minutes (its test writer up to 3 s late): done 9.7-12.3 s after the end, at 29.2 s.
+        var (stopAt, read, least) = atStop.Value;
+        output.WriteLine($"when the slow viewer stopped ({stopAt.TotalSeconds:0.0} s), the coordinator had read {read} bytes and every fast viewer had written at least {least}");
+        Assert.True(least * 4 > read, $"when the slow viewer stopped ({stopAt.TotalSeconds:0.0} s), a fast viewer had written {least} of the {read} bytes the coordinator had read; the source ended at {sourceEnd.TotalSeconds:0.0} s, the last fast viewer finished at {finished.Max().TotalSeconds:0.0} s; "
+            + $"demoted at {demotedAt?.TotalSeconds:0.0} s; the test's writer at most {writerLate.TotalSeconds:0.00} s behind the wall clock");
         return (slowParent, demotedAt!.Value);
     }
 
