@@ -114,6 +114,8 @@ internal static class SimulateJson
                             w.WriteNumber("estimatedAfterMs", r.EstimatedAfterMs);
                             w.WriteNumber("measuredBeforeMs", r.MeasuredBeforeMs);
                             w.WriteNumber("measuredAfterMs", r.MeasuredAfterMs);
+                            w.WriteNumber("plannedMaxDepth", r.PlannedMaxDepth);
+                            w.WriteBoolean("deeperThanBound", r.DeeperThanBound);
                             Phase(w, "lock", r.LockHeld);
                             Phase(w, "snapshot", r.Snapshot);
                             Phase(w, "planning", r.Planning);

@@ -691,6 +691,16 @@ public sealed partial class Coordinator : Node, Admission.IHost
     public const int MaxPingsPerJoin = 16;
 
     /// <summary>
+    /// What event 1683 says a plan's fate is: carried out, deeper than its trees' depth bound (each
+    /// planned tree's depth against its bound: declined whatever its estimated gain), or not
+    /// worth carrying out by its estimated gain.
+    /// </summary>
+    private static string Verdict(RebuildPlan plan) =>
+        plan.WorthCarryingOut ? "carrying it out"
+        : plan.DeeperThanBound ? $"not carried out: deeper than the trees' depth bound (planned depths {string.Join(" ", plan.PlannedDepth)}, bounds {string.Join(" ", plan.DepthBound)})"
+        : "not worth carrying out";
+
+    /// <summary>
     /// Once a second (<see cref="CoordinatorOptions.LatencyMoveInterval"/>), moves up to <see cref="CoordinatorOptions.LatencyMovesPerSecond"/> peers
     /// (with the rebuild, <see cref="CoordinatorOptions.LatencyMovesShare"/> of them when that is more) whose
     /// estimated delay from the source is much worse than a free slot elsewhere offers
@@ -736,7 +746,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     {
                         planned = await Task.Run(() => plan(snapshot, Stopping), Stopping).ConfigureAwait(false);
                         CoordinatorLog.RebuildPlanned(Log, snapshot.PeerCount, Time.GetElapsedTime(started).TotalMilliseconds, copyTime.TotalMilliseconds,
-                            planned is null ? "no valid plan within the caps" : $"estimated mean delay {planned.EstimatedBeforeMs:F1} -> {planned.EstimatedAfterMs:F1} ms, with the measured RTTs {planned.MeasuredBeforeMs:F1} -> {planned.MeasuredAfterMs:F1} ms, " + (planned.WorthCarryingOut ? "carrying it out" : "not worth carrying out"));
+                            planned is null ? "no valid plan within the caps" : $"estimated mean delay {planned.EstimatedBeforeMs:F1} -> {planned.EstimatedAfterMs:F1} ms, with the measured RTTs {planned.MeasuredBeforeMs:F1} -> {planned.MeasuredAfterMs:F1} ms, " + Verdict(planned));
                     }
                     catch (OperationCanceledException) when (Stopping.IsCancellationRequested)
                     {

@@ -192,7 +192,7 @@ public static class Simulation
                     rebuilt = planner.CarryOutRebuild(cap).Count;
                     if (plan is not null)
                     {
-                        plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap(), plan.EstimatedBeforeMs, plan.EstimatedAfterMs, plan.MeasuredBeforeMs, plan.MeasuredAfterMs));
+                        plannings.Add(new RebuildPlanning(second + 1, plan.WorthCarryingOut, copied, planned, clock.Lap(), plan.EstimatedBeforeMs, plan.EstimatedAfterMs, plan.MeasuredBeforeMs, plan.MeasuredAfterMs, plan.PlannedDepth.Max(), plan.DeeperThanBound));
                     }
                 }
 

@@ -135,7 +135,9 @@ public readonly record struct RebuildStep(int Second, long EdgesMoved, double Me
 /// <param name="EstimatedAfterMs">Its estimate of the planned rebuild's (<see cref="Topology.RebuildPlan.EstimatedAfterMs"/>).</param>
 /// <param name="MeasuredBeforeMs">The same as <paramref name="EstimatedBeforeMs"/> with the measured RTTs (<see cref="Topology.RebuildPlan.MeasuredBeforeMs"/>).</param>
 /// <param name="MeasuredAfterMs">The same as <paramref name="EstimatedAfterMs"/> with the measured RTTs (<see cref="Topology.RebuildPlan.MeasuredAfterMs"/>).</param>
-public readonly record struct RebuildPlanning(int Second, bool CarriedOut, PhaseTime Snapshot, PhaseTime Planning, PhaseTime FirstMoves, double EstimatedBeforeMs, double EstimatedAfterMs, double MeasuredBeforeMs, double MeasuredAfterMs)
+/// <param name="PlannedMaxDepth">The deepest planned tree's depth (<see cref="Topology.RebuildPlan.PlannedDepth"/>).</param>
+/// <param name="DeeperThanBound">Whether some planned tree was deeper than its depth bound, which alone declines a plan (<see cref="Topology.RebuildPlan.DeeperThanBound"/>).</param>
+public readonly record struct RebuildPlanning(int Second, bool CarriedOut, PhaseTime Snapshot, PhaseTime Planning, PhaseTime FirstMoves, double EstimatedBeforeMs, double EstimatedAfterMs, double MeasuredBeforeMs, double MeasuredAfterMs, int PlannedMaxDepth, bool DeeperThanBound)
 {
     /// <summary>The longest the lock is held at once for it: what a join waits at most.</summary>
     public PhaseTime LockHeld => Snapshot.Wall > FirstMoves.Wall ? Snapshot : FirstMoves;

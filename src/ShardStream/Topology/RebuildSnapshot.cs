@@ -154,7 +154,7 @@ public sealed class RebuildSnapshot
             }
         }
 
-        if (Construct(index, region, regions, sourceCluster, bounded: false, cancellationToken) is not { } built)
+        if (Construct(index, region, regions, sourceCluster, Construction.Regions, cancellationToken) is not { } built)
         {
             return null;
         }
@@ -167,11 +167,28 @@ public sealed class RebuildSnapshot
             // long edges and the fill by levels from one entry ran the tree past its depth bound
             // (docs/topology.md, "The rebuild at 1, 2 and 3 shards"). The clusters unmerged instead,
             // each entered at the depth its size allows, through source-region relays.
+            var (merged, mergedRegions, mergedSource) = (region, regions, sourceCluster);
             region = plane;
             (regions, sourceCluster) = RegionConstruction.SourceCluster(x, y, core, region, planeRegions, int.MaxValue);
-            if (Construct(index, region, regions, sourceCluster, bounded: true, cancellationToken) is { } bounded)
+            if (Construct(index, region, regions, sourceCluster, Construction.Bounded, cancellationToken) is { } bounded)
             {
                 built = bounded;
+            }
+            else
+            {
+                // Small striped overlays (K = 2, 20-200 peers): the tree where the source has two
+                // slots is bounded a level less than the others, built from one of them it ended
+                // past that bound, and the backbone of the bounded construction ran out. The merged
+                // clusters again, with an entry under each of the source's other slots
+                // (docs/topology.md, "The rebuild at small striped overlays"). Not first: at K = 1
+                // it keeps the two merged clusters that the bounded construction is there to avoid
+                // (1,000 peers, seeds 1-3: 168-183 ms became 277-341).
+                region = merged;
+                (regions, sourceCluster) = (mergedRegions, mergedSource);
+                if (Construct(index, region, regions, sourceCluster, Construction.EverySourceSlot, cancellationToken) is { } wide && WithinBound(wide.Depth))
+                {
+                    built = wide;
+                }
             }
         }
 
@@ -190,10 +207,13 @@ public sealed class RebuildSnapshot
         var after = EstimatedMeanDelay(index, region, local, planned, measured: false, cancellationToken);
         var measuredBefore = EstimatedMeanDelay(index, region, local, was, measured: true, cancellationToken);
         var measuredAfter = EstimatedMeanDelay(index, region, local, planned, measured: true, cancellationToken);
-        var worth = WithinBound(depth) && IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
+        var deeper = !WithinBound(depth);
+        var worth = !deeper && IsWorthCarryingOut(before, after, measuredBefore, measuredAfter, MinGainShare);
         return new RebuildPlan(target, order, worth)
         {
             DepthBound = DepthBound,
+            PlannedDepth = depth,
+            DeeperThanBound = deeper,
             EstimatedBeforeMs = before,
             EstimatedAfterMs = after,
             MeasuredBeforeMs = measuredBefore,
@@ -215,15 +235,28 @@ public sealed class RebuildSnapshot
         return true;
     }
 
+    /// <summary>How <see cref="Construct"/> builds each tree.</summary>
+    private enum Construction
+    {
+        /// <summary><see cref="RegionConstruction.Builder.Tree"/> from one of the source's slots.</summary>
+        Regions,
+
+        /// <summary><see cref="RegionConstruction.Builder.BoundedTree"/> within <see cref="DepthBound"/>.</summary>
+        Bounded,
+
+        /// <summary><see cref="RegionConstruction.Builder.Tree"/> from every one of the source's slots.</summary>
+        EverySourceSlot,
+    }
+
     /// <summary>
     /// Local coordinates fitted within <paramref name="region"/>'s clusters, then every tree built
-    /// by them: <see cref="RegionConstruction.Builder.Tree"/>, or with <paramref name="bounded"/>
-    /// <see cref="RegionConstruction.Builder.BoundedTree"/> within <see cref="DepthBound"/>. Per
-    /// tree the planned parent of every id, the order (parents first) and the depth; null when a
-    /// tree cannot be built within its caps (or, <paramref name="bounded"/>, within its bound).
+    /// by them as <paramref name="construction"/> says. Per tree the planned parent of every id,
+    /// the order (parents first) and the depth; null when a tree cannot be built within its caps
+    /// (or, <see cref="Construction.Bounded"/>, within its bound).
     /// </summary>
-    private (int[][] Target, int[][] Order, NetworkCoordinate[] Local, int[] Depth)? Construct(int[] index, int[] region, int regions, int sourceCluster, bool bounded, CancellationToken cancellationToken)
+    private (int[][] Target, int[][] Order, NetworkCoordinate[] Local, int[] Depth)? Construct(int[] index, int[] region, int regions, int sourceCluster, Construction construction, CancellationToken cancellationToken)
     {
+        var bounded = construction == Construction.Bounded;
         var k = ShardCount;
         var peers = Peers;
         var n = peers.Length;
@@ -280,7 +313,7 @@ public sealed class RebuildSnapshot
         {
             if (!bounded)
             {
-                b.Tree(s, srcRegion, regions, cancellationToken);
+                b.Tree(s, srcRegion, regions, construction == Construction.EverySourceSlot ? SourceCap[s] : 1, cancellationToken);
             }
             else if (!b.BoundedTree(s, srcRegion, regions, SourceCap[s], DepthBound[s], cancellationToken))
             {
@@ -417,7 +450,13 @@ public sealed class RebuildPlan
     /// <summary>Per tree, the deepest it may be while the rebuild is carried out (<see cref="RebuildSnapshot.DepthBound"/>, one entry per tree).</summary>
     internal int[] DepthBound { get; init; } = [];
 
-    /// <summary>True when its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option) with the measured RTTs (<see cref="MeasuredBeforeMs"/>, <see cref="MeasuredAfterMs"/>), and not higher from the coordinates alone (<see cref="EstimatedBeforeMs"/>, <see cref="EstimatedAfterMs"/>).</summary>
+    /// <summary>Per tree, the planned tree's depth.</summary>
+    public IReadOnlyList<int> PlannedDepth { get; internal init; } = [];
+
+    /// <summary>True when some planned tree is deeper than its <see cref="DepthBound"/>: such a plan is not carried out, whatever its estimated delay.</summary>
+    public bool DeeperThanBound { get; internal init; }
+
+    /// <summary>True when no planned tree is deeper than its depth bound and its estimated mean delay is lower than the plan's by <see cref="Planner.RebuildMinGainShare"/> (or the plan's own option) with the measured RTTs (<see cref="MeasuredBeforeMs"/>, <see cref="MeasuredAfterMs"/>), and not higher from the coordinates alone (<see cref="EstimatedBeforeMs"/>, <see cref="EstimatedAfterMs"/>).</summary>
     public bool WorthCarryingOut { get; }
 
     /// <summary>The estimated mean delay from the source (slowest tree) of the plan as it was, ms.</summary>

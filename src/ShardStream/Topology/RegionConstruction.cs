@@ -322,6 +322,9 @@ internal static class RegionConstruction
         // 2 ms, the distance of the two points and both access delays, halved.
         private readonly double[] _inner = new double[n];
 
+        // Per node attached, its depth in the tree being built (1 for the source's children).
+        private readonly int[] _depth = new int[n];
+
         /// <summary>The peers of each of the <paramref name="regions"/> regions, by <see cref="Region"/>.</summary>
         private List<int>[] ByRegion(int regions)
         {
@@ -341,14 +344,23 @@ internal static class RegionConstruction
 
         /// <summary>
         /// Builds tree <paramref name="shard"/> over all peer indices (<see cref="Order"/>: parents
-        /// before children; <see cref="Parent"/>: -1 for the source's child): the source feeds the
-        /// best relay of <paramref name="srcRegion"/>, which feeds one entry per other region (the
-        /// largest first, as its slots allow; the others join the nearest region that has one, or the
-        /// source's) and the rest of its region; each region is filled by <see cref="FillRegion"/>.
-        /// A tree in which no peer may relay (fewer peers than striped trees, or only viewers) has no
-        /// first relay: nothing is attached, and <see cref="Order"/> stays empty.
+        /// before children; <see cref="Parent"/>: -1 for the source's children): the source feeds the
+        /// best relay of <paramref name="srcRegion"/> and, with more than one of
+        /// <paramref name="sourceSlots"/>, the entries of the largest other regions; that first relay
+        /// feeds one entry per other region after them (the largest first, as its slots allow; the
+        /// others join the nearest region that has one, or the source's) and the rest of its region;
+        /// each region is filled by <see cref="FillRegion"/>. A tree in which no peer may relay (fewer
+        /// peers than striped trees, or only viewers) has no first relay: nothing is attached, and
+        /// <see cref="Order"/> stays empty.
         /// </summary>
-        public void Tree(int shard, int srcRegion, int regions, CancellationToken cancellationToken = default)
+        /// <remarks>
+        /// The rebuild builds from one slot first (<see cref="RebuildSnapshot.Plan"/>) and from all
+        /// of them only when neither that nor <see cref="BoundedTree"/> keeps the depth bound: the
+        /// striped tree in which the source has two slots (K = 2-8, upload (K + 1) / K) is bounded a
+        /// level less than the others, and from one slot small overlays ended past that bound
+        /// (docs/topology.md, "The rebuild at small striped overlays").
+        /// </remarks>
+        public void Tree(int shard, int srcRegion, int regions, int sourceSlots = 1, CancellationToken cancellationToken = default)
         {
             Begin(shard);
             var byRegion = ByRegion(regions);
@@ -361,10 +373,12 @@ internal static class RegionConstruction
 
             Attach(r1, -1);
             var slots = CapOf(r1);
+            var fromSource = Math.Max(0, sourceSlots - 1);
             var ordered = Enumerable.Range(0, regions).Where(r => r != srcRegion && byRegion[r].Count > 0).OrderByDescending(r => byRegion[r].Count).ToList();
-            // More regions than the first relay has slots for entries (clusters can be): the others
-            // join the nearest region that has one, or the source's if that is nearer.
-            var entered = ordered.Take(Math.Max(0, slots - 1)).ToList();
+            // More regions than the source's other slots and the first relay's have room for
+            // entries (clusters can be): the others join the nearest region that has one, or the
+            // source's if that is nearer.
+            var entered = ordered.Take(fromSource + Math.Max(0, slots - 1)).ToList();
             foreach (var r in ordered.Skip(entered.Count))
             {
                 var near = entered.Append(srcRegion).MinBy(e => Dist(CentreX[e], CentreY[e], CentreX[r], CentreY[r]));
@@ -379,15 +393,24 @@ internal static class RegionConstruction
                 cancellationToken.ThrowIfCancellationRequested();
                 var members = byRegion[r];
                 members.Remove(r1);
-                var entry = slots > 1 ? Best(members, 0, 0) : -1;
+                var entry = fromSource > 0 || slots > 1 ? Best(members, 0, 0) : -1;
                 if (entry < 0)
                 {
                     rest.AddRange(members); // no slot or no relay of its own: fed with the source's region
                     continue;
                 }
 
-                Attach(entry, r1);
-                slots--;
+                if (fromSource > 0)
+                {
+                    Attach(entry, -1);
+                    fromSource--;
+                }
+                else
+                {
+                    Attach(entry, r1);
+                    slots--;
+                }
+
                 members.Remove(entry);
                 FillRegion(entry, members);
             }
@@ -566,6 +589,7 @@ internal static class RegionConstruction
         public void Attach(int i, int parent)
         {
             Parent[i] = parent;
+            _depth[i] = parent >= 0 ? _depth[parent] + 1 : 1;
             if (parent >= 0)
             {
                 Children[parent]++;
@@ -734,18 +758,42 @@ internal static class RegionConstruction
             return best;
         }
 
-        /// <summary>Members no slot of their region held: under any relay of the tree with a free slot (or over budget, counted, if none).</summary>
+        /// <summary>
+        /// Members no slot of their region held: each under the shallowest relay of the tree with a
+        /// free slot (the first attached of those as shallow), or over budget, counted, if none.
+        /// Until 2026-12-06 each went under the first relay attached with a free slot, which could
+        /// be the first region's deepest while a relay a level or two higher had one: at 48 peers,
+        /// K = 4, the plan ended a level past the bound of the tree where the source has two slots
+        /// (docs/topology.md, "The rebuild at small striped overlays").
+        /// </summary>
         public void Leftovers()
         {
-            var at = 0;
+            if (_left.Count == 0)
+            {
+                return;
+            }
+
+            var open = new PriorityQueue<int, (int Depth, int At)>();
+            for (var j = 0; j < Order.Count; j++)
+            {
+                if (Free(Order[j]) > 0)
+                {
+                    open.Enqueue(Order[j], (_depth[Order[j]], j));
+                }
+            }
+
             foreach (var i in _left)
             {
-                while (at < Order.Count && Free(Order[at]) <= 0)
+                while (open.TryPeek(out var full, out _) && Free(full) <= 0)
                 {
-                    at++;
+                    open.Dequeue();
                 }
 
-                Attach(i, at < Order.Count ? Order[at] : Order[0]);
+                Attach(i, open.TryPeek(out var parent, out _) ? parent : Order[0]);
+                if (Free(i) > 0)
+                {
+                    open.Enqueue(i, (_depth[i], Order.Count - 1));
+                }
             }
 
             _left.Clear();
