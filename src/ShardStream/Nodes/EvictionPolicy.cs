@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using ShardStream.Topology;
 using ShardStream.Wire;
@@ -293,9 +294,12 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             stop = session;
             _lastDownload.Remove(id);
         }
-        string reason = rates is { } r ? SlowChildren.BelowRate(r.DownloadMbps, r.StreamMbps, null)
+        // No download figure: its parents' are not its download (each measures its own share, as
+        // bytes are handed to its transport, seconds ahead of the link); the peer adds its own.
+        string reason = rates is { } r ? string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate, {r.StreamMbps:0.0} Mbit/s: your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming")
             : $"your download is below the stream rate (your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming)";
-        SlowChildLog.LeafStopped(log, id, queueAge.TotalSeconds, why, reason);
+        // The coordinator's line keeps its parents' figures, which decided (event 909 above).
+        SlowChildLog.LeafStopped(log, id, queueAge.TotalSeconds, why, rates is { } f ? $"{reason}; its parents measured {SlowChildren.Versus(f.DownloadMbps, f.StreamMbps)}" : reason);
         lock (tracker.Gate)
         {
             NoteStoppedSlow(stop, reason);

@@ -716,9 +716,17 @@ public abstract partial class Node : IAsyncDisposable
         if (ticket.ParentId != NodeId) return $"the admission ticket is for node {ticket.ParentId}, this is node {NodeId}";
         if (ticket.ChildId != hello.PeerId) return $"the admission ticket is for peer {ticket.ChildId}, not peer {hello.PeerId}";
         if ((asked & ~ticket.ShardMask) != 0) return $"the admission ticket does not cover every shard asked for ({string.Join(",", hello.Shards.Select(s => s.Shard))})";
+        if (DroppedChild(hello.PeerId) is { } dropped) return dropped;
         if (!_tickets.TryUse(run.Id, ticket.Serial)) return "this admission ticket was used already";
         return null;
     }
+
+    /// <summary>
+    /// Why a child with <paramref name="peerId"/> is not served here although its ticket is good:
+    /// the coordinator took it out of the overlay (a peer told DropChild), and a ticket it was given
+    /// before must not attach it again; null to serve it.
+    /// </summary>
+    private protected virtual string? DroppedChild(ulong peerId) => null;
 
     /// <summary>K, once known.</summary>
     private protected abstract int ShardCount { get; }

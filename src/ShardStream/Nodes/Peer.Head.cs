@@ -98,6 +98,8 @@ public sealed partial class Peer
 
     private protected override void CheckParents(TimeSpan paused)
     {
+        if (paused > TimeSpan.Zero) _intakeMeter.Reset();
+        else _intakeMeter.Sample(_stalls.ReceivedBytes);
         if (paused > TimeSpan.Zero)
         {
             // This process stalled: what it did not read is no parent's fault. Every shard's wait

@@ -148,8 +148,10 @@ public sealed partial class Peer
     {
         string reason = closed.Text;
         if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving || control != _control) return;
-        // The coordinator as this peer's parent stopped it for being slower than the stream: its own words.
-        if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why);
+        // The coordinator as this peer's parent stopped it for being slower than the stream: its own
+        // words, and what this peer's download carried at best lately, measured here (its parents
+        // cannot tell, see IntakeMeter).
+        if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why + _intakeMeter.Said());
         if (_failed.Task.IsCompleted) return;
         // The coordinator stopped after the end of the stream with this peer still behind: there is
         // nothing to join again. What its peer parents still send is taken, then it stops.

@@ -44,6 +44,7 @@ public sealed partial class Peer : Node, IPeerParents
         if (options.AdvertiseAddress is { } advertise && Endpoint.Parse(advertise).Port == 0)
             throw new ArgumentException($"the advertised address '{advertise}' needs the port other peers connect to, not 0");
         _options = options;
+        _intakeMeter = new IntakeMeter(Time);
         _lossReporter = new ParentLossReporter(options, this, _stalls, Log, Time, Stopping);
         _intake = new PeerIntake(options, this, _lossReporter, _stalls, Log, Time);
     }
@@ -403,6 +404,7 @@ public sealed partial class Peer : Node, IPeerParents
     }
 
     private readonly ShardStalls _stalls = new();
+    private readonly IntakeMeter _intakeMeter;
 
     /// <summary>
     /// A frame from a parent or the control link: the stream's to the intake, the rest handled
@@ -481,6 +483,11 @@ public sealed partial class Peer : Node, IPeerParents
     private void OnDropChild(DropChild drop)
     {
         if (drop.ChildId > int.MaxValue) return;
+        lock (_dropped)
+        {
+            if (_dropped.Add(drop.ChildId)) _droppedOrder.Enqueue(drop.ChildId);
+            if (_droppedOrder.Count > MaxDroppedRemembered) _dropped.Remove(_droppedOrder.Dequeue());
+        }
         int closed = 0;
         foreach (var child in ChildLinksOf((int)drop.ChildId))
         {
@@ -492,6 +499,24 @@ public sealed partial class Peer : Node, IPeerParents
             closed++;
         }
         RepairLog.ChildDropped(Log, (int)drop.ChildId, closed);
+    }
+
+    /// <summary>
+    /// Children the coordinator took out of the overlay (<see cref="OnDropChild"/>), refused if they
+    /// attach again: a move the coordinator sent the child before it stopped it (as too slow, its
+    /// goodbye still crossing its slow link) arrives after the drop, and its ticket is good. Across
+    /// network namespaces a viewer stopped as too slow attached to a parent 0.4 s after that parent
+    /// dropped it, and was found slow there 12 s later (event 900 about a peer no longer in the
+    /// overlay). A peer that joins again gets a new id. Bounded; under its own lock.
+    /// </summary>
+    private readonly HashSet<ulong> _dropped = [];
+    private readonly Queue<ulong> _droppedOrder = new();
+    private const int MaxDroppedRemembered = 4096;
+
+    private protected override string? DroppedChild(ulong peerId)
+    {
+        lock (_dropped)
+            return _dropped.Contains(peerId) ? $"the coordinator took peer {peerId} out of the overlay" : null;
     }
 
     private void OnNotice(Notice notice)

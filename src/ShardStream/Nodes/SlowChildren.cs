@@ -74,9 +74,13 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     {
         <= 0 when window is { } w => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: you took nothing in {w.TotalSeconds:0.0} s while {streamMbps:0.0} Mbit/s were queued for you"),
         <= 0 => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: you took nothing while {streamMbps:0.0} Mbit/s were queued for you"),
-        < 0.1 => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {downloadMbps * 1000:0.#} kbit/s vs {streamMbps:0.0} Mbit/s"),
-        _ => string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate: {downloadMbps:0.0} vs {streamMbps:0.0} Mbit/s"),
+        _ => $"your download is below the stream rate: {Versus(downloadMbps, streamMbps)}",
     };
+
+    /// <summary>"X vs Y Mbit/s", X in kbit/s under 0.1 Mbit/s ("X kbit/s vs Y Mbit/s").</summary>
+    public static string Versus(double downloadMbps, double streamMbps) => downloadMbps < 0.1
+        ? string.Create(CultureInfo.InvariantCulture, $"{downloadMbps * 1000:0.#} kbit/s vs {streamMbps:0.0} Mbit/s")
+        : string.Create(CultureInfo.InvariantCulture, $"{downloadMbps:0.0} vs {streamMbps:0.0} Mbit/s");
 
     /// <summary>
     /// Samples every served link and returns what must be done; forgets links no longer served.

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using ShardStream.Wire;
 
 namespace ShardStream.Tests.Nodes;
 
@@ -111,5 +112,40 @@ public sealed class RemovedChildTests
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
         Assert.Equal(0, peer.LostBytes);
         Assert.Equal("", OverBudget(overlay));
+    }
+
+    /// <summary>
+    /// A parent told to drop a child (DropChild) does not serve it again when it attaches with a
+    /// ticket the coordinator gave it before (a move that crossed the child's slow link behind the
+    /// drop). Across network namespaces a viewer stopped as too slow attached to a parent 0.4 s
+    /// after that parent dropped it, and the parent found it slow there 12 s later (event 900 about
+    /// a peer no longer in the overlay).
+    /// </summary>
+    [Fact]
+    public async Task A_parent_refuses_a_child_it_was_told_to_drop_that_attaches_again_with_an_earlier_ticket()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 2, configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(2) }, loggers: logs.Factory);
+        for (int i = 0; i < 2; i++) await overlay.AddPeerAsync(upload: 1);
+        overlay.StartStreaming();
+        var snapshot = overlay.Coordinator.Snapshot();
+        var child = snapshot.Nodes.Single(n => n.Id != 0 && n.Parents[0] != 0);
+        var parent = overlay.PeerById(child.Parents[0]).Peer;
+        var host = overlay.PeerById(child.Id).Host;
+        // Issued while the child is in the overlay, as a move's ticket is.
+        byte[] ticket = overlay.Coordinator.IssueTicket(parentId: parent.Id, childId: child.Id, shards: 0);
+
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Information, $"the coordinator took child {child.Id} out of the overlay: stopped serving it"), "the parent dropped the removed peer");
+
+        var connection = await overlay.Network.Host("late-mover").ConnectAsync(parent.ListenAddress, CancellationToken.None);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Attach, (ulong)child.Id, 0, [new ShardStart(0, 0)], "late-mover:1", null, ticket).Write(connection.Pipe.Output);
+        await connection.Pipe.Output.FlushAsync();
+        var (type, _) = await RawFrames.ReadAsync(connection.Pipe.Input);
+        Assert.True(type == FrameType.Goodbye, $"the parent answered a dropped child's attach with {type}, not a goodbye; it serves [{string.Join(",", parent.ChildIds()[0])}]");
+        Assert.DoesNotContain(child.Id, parent.ChildIds()[0]);
+        Assert.True(logs.Has(LogLevel.Warning, $"the coordinator took peer {child.Id} out of the overlay"), "the parent did not say why it refused");
+        // No end: the cut-off peer, which cannot reach the coordinator, would hold it.
     }
 }
