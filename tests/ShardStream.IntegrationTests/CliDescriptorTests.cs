@@ -205,7 +205,7 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
     /// no share: the 64 from one address took every place and the other viewer got 503.
     /// </summary>
     [Fact]
-    public async Task One_address_gets_a_quarter_of_the_http_places_and_another_still_gets_its_answer()
+    public async Task One_address_gets_a_quarter_of_the_http_places_and_another_still_gets_its_answer_as_does_the_nodes_own_host()
     {
         if (RequiresTool.Missing(output, OperatingSystem.IsLinux() ? null : "needs Linux (/proc, prlimit)")) return;
         if (RequiresTool.Missing(output, RequiresTool.FindOnPath("prlimit") is null ? "'prlimit' (util-linux) not on PATH" : null)) return;
@@ -225,6 +225,10 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
             await WaitUntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("http connection(s) refused so far", StringComparison.Ordinal)), "the refusals are logged", coordinator);
             Assert.Contains(coordinator.StderrLines, l => l.Contains($"the last from 127.0.3.1:", StringComparison.Ordinal)
                 && l.Contains($": {share} open from 127.0.3.1, a quarter of the most this node takes, {cap} (an eighth of its open-file limit, {limit}", StringComparison.Ordinal));
+            // The node's own host is not one stranger (local players, a local reverse proxy): more
+            // than a share from 127.0.0.1, and one more is still answered.
+            await ConnectIdleAsync(target, "127.0.0.", 1, share + 1, idle);
+            Assert.StartsWith("HTTP/1.1 200", await GetAsync(target, IPAddress.Loopback, "/metrics"), StringComparison.Ordinal);
         }
         finally
         {

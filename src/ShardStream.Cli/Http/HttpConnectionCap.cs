@@ -13,7 +13,7 @@ namespace ShardStream.Cli.Http;
 /// between requests): a flood of idle connections took a coordinator's last file descriptors and the
 /// runtime aborted ("Out of memory.", docs/security.md), and every viewer lost the stream. At most an
 /// eighth of the open-file limit (1,024 at most, and where the limit is unknown) is served, and a
-/// quarter of that to one IP address, so that one stranger cannot take every viewer's place; one
+/// quarter of that to one IP address (but the node's own host), so that one stranger cannot take every viewer's place; one
 /// more is answered "503 busy" and closed as it is accepted, and the refusals are said at most once
 /// per 10 s.
 /// </summary>
@@ -45,7 +45,7 @@ internal sealed partial class HttpConnectionCap
     /// <summary>The most connections served at once.</summary>
     public int Max { get; }
 
-    /// <summary>The most connections served at once to one IP address: a quarter of <see cref="Max"/>, so that one address cannot take every place.</summary>
+    /// <summary>The most connections served at once to one IP address: a quarter of <see cref="Max"/>, so that one address cannot take every place (not held to it: the node's own host, <see cref="ConnectionCap.HeldToShare"/>).</summary>
     public int MaxPerAddress { get; }
 
     /// <summary>Connections refused so far.</summary>
@@ -83,7 +83,7 @@ internal sealed partial class HttpConnectionCap
         {
             int here = _perAddress.GetValueOrDefault(address);
             if (_open >= Max) refusal = $"{_open} open, the most this node takes ({_why})";
-            else if (here >= MaxPerAddress)
+            else if (here >= MaxPerAddress && ConnectionCap.HeldToShare(address))
             {
                 refusal = $"{here} open from {address}, a quarter of the most this node takes, {Max} ({_why})";
                 answer = _busyHere;

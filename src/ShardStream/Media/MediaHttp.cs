@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using ShardStream.Transport;
 
 namespace ShardStream.Media;
 
@@ -65,7 +66,9 @@ public static partial class MediaHttp
             await PlainAsync(response, StatusCodes.Status404NotFound, what).ConfigureAwait(false);
             return;
         }
-        string? from = context.Connection.RemoteIpAddress is { } ip ? (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip).ToString() : null;
+        // Counted per address, but for the node's own host (local players, a local reverse proxy).
+        string? from = context.Connection.RemoteIpAddress is { } ip && (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip) is var address
+            && ConnectionCap.HeldToShare(address) ? address.ToString() : null;
         using var viewer = hub.Subscribe(from);
         if (viewer is null)
         {

@@ -57,7 +57,7 @@ public sealed class MediaHub
         }
     }
 
-    /// <summary>The most viewers at once from one address: a quarter of <see cref="MaxViewers"/> (at least 1), so that one stranger cannot take every place.</summary>
+    /// <summary>The most viewers at once from one address: a quarter of <see cref="MaxViewers"/> (at least 1), so that one stranger cannot take every place; <see cref="MediaHttp"/> does not count the node's own host.</summary>
     public int MaxViewersPerAddress => Math.Max(1, MaxViewers / 4);
 
     /// <summary>

@@ -1,3 +1,5 @@
+using System.Net;
+
 namespace ShardStream.Transport;
 
 /// <summary>
@@ -16,4 +18,11 @@ internal readonly record struct ConnectionCap(int Max, string Why)
         openFileLimit is { } limit && limit / 8 < (ulong)most
             ? new((int)Math.Max(1, limit / 8), $"an eighth of its open-file limit, {limit}; ulimit -n raises it")
             : new(most, $"{most} at most");
+
+    /// <summary>
+    /// Whether connections from <paramref name="address"/> (IPv4-mapped IPv6 already as IPv4) are
+    /// held to a per-address share: all but the node's own host (127.0.0.1, ::1), where local
+    /// players and a local reverse proxy all come from one address. The listener's cap still holds.
+    /// </summary>
+    public static bool HeldToShare(IPAddress address) => !address.Equals(IPAddress.Loopback) && !address.Equals(IPAddress.IPv6Loopback);
 }
