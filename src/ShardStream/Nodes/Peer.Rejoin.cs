@@ -120,6 +120,8 @@ public sealed partial class Peer
         RejoinLog.NewRun(Log, address, offset, written, (long)welcome.StartOffset);
         // Everything of the old run (hash lists held, and whatever an old parent still sends) fails against the new run's id.
         _verifier = new Trust.StreamVerifier(new Trust.StreamRun(_verifier!.Key, welcome.RunId!), _shardCount);
+        // Ids count from 1 again in the new run: the children the old run dropped are not its children.
+        ForgetDroppedChildren();
         StartRun(welcome);
         return Rejoin.NewRun;
     }

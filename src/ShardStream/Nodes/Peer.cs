@@ -507,11 +507,22 @@ public sealed partial class Peer : Node, IPeerParents
     /// goodbye still crossing its slow link) arrives after the drop, and its ticket is good. Across
     /// network namespaces a viewer stopped as too slow attached to a parent 0.4 s after that parent
     /// dropped it, and was found slow there 12 s later (event 900 about a peer no longer in the
-    /// overlay). A peer that joins again gets a new id. Bounded; under its own lock.
+    /// overlay). A peer that joins again gets a new id; a new run of the coordinator forgets them
+    /// (<see cref="ForgetDroppedChildren"/>). Bounded; under its own lock.
     /// </summary>
     private readonly HashSet<ulong> _dropped = [];
     private readonly Queue<ulong> _droppedOrder = new();
     private const int MaxDroppedRemembered = 4096;
+
+    /// <summary>Forgets the children dropped so far: a restarted coordinator's new run numbers its peers from 1 again.</summary>
+    private void ForgetDroppedChildren()
+    {
+        lock (_dropped)
+        {
+            _dropped.Clear();
+            _droppedOrder.Clear();
+        }
+    }
 
     private protected override string? DroppedChild(ulong peerId)
     {

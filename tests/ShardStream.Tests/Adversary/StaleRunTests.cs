@@ -250,6 +250,66 @@ public class StaleRunTests
         await run2.DisposeAsync();
     }
 
+    /// <summary>
+    /// A parent refuses a child the coordinator told it to drop (f8f7be0), by id. Ids count from 1
+    /// in every run of the coordinator: a relay that lived through a restart refused the new run's
+    /// child that drew the id of one dropped in the old run, and the child was sent back to it, the
+    /// only node with room, over and over (found by reading). The old run's drops go with that run.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_that_dropped_a_child_before_its_coordinator_restarted_serves_the_new_runs_child_of_that_id()
+    {
+        using var key = StreamSigner.CreateEphemeral();
+        var net = new VirtualNetwork();
+        var log = new LogCapture();
+        var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, Upload = 1, MinPeers = 2, RejoinGrace = TimeSpan.FromSeconds(2), HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
+        Peer Start(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
+            net.Host(host), log.Factory);
+        const int Chunk = Protocol.MaxChunkLength;
+
+        var run1 = new Coordinator(options, net.Host("coord"), log.Factory);
+        await run1.StartAsync(CancellationToken.None);
+        var source1 = new System.IO.Pipelines.Pipe();
+        _ = Task.Run(() => run1.RunAsync(source1.Reader.AsStream(), CancellationToken.None));
+        await using var relay = Start("relay", null);
+        await relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        _ = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
+        await using var viewer = Start("viewer", 0);
+        await viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+        var watching = Task.Run(() => viewer.RunAsync(Stream.Null, CancellationToken.None));
+        await source1.Writer.WriteAsync(Overlay.RandomBytes(2 * Chunk, seed: 1));
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
+        Assert.Equal([relay.Id], viewer.ParentIds());
+        int droppedId = viewer.Id;
+
+        // The viewer loses the coordinator; the coordinator forgets it and tells the relay to drop it.
+        net.Block("viewer", "coord");
+        net.Cut("viewer", "coord");
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Information, $"the coordinator took child {droppedId} out of the overlay"), "the relay dropped the viewer");
+
+        // The coordinator restarts (same key); the relay joins the new run first and draws id 1 again,
+        // then the viewer, which draws the id it had, the one the relay dropped.
+        net.Kill("coord");
+        await run1.DisposeAsync();
+        var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
+        await run2.StartAsync(CancellationToken.None);
+        var source2 = new System.IO.Pipelines.Pipe();
+        var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
+        await Overlay.WaitUntilAsync(() => relay.Rejoins == 1, "the relay joined the second run");
+        net.Unblock("viewer", "coord");
+        await Overlay.WaitUntilAsync(() => viewer.Rejoins >= 1 && viewer.Id == droppedId, $"the viewer joined the second run as peer {droppedId}");
+        long before = viewer.BytesWritten;
+        await source2.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
+
+        Assert.Equal([relay.Id], viewer.ParentIds());
+        Assert.False(log.Has(LogLevel.Warning, $"the coordinator took peer {droppedId} out of the overlay"), Dump(log));
+        await source2.Writer.CompleteAsync();
+        await streaming2.WaitAsync(Overlay.Deadline);
+        await watching.WaitAsync(Overlay.Deadline);
+        await run2.DisposeAsync();
+    }
+
     private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)
     {
         var relay = new Peer(new PeerOptions
