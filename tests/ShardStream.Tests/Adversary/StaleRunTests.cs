@@ -192,29 +192,9 @@ public class StaleRunTests
     [InlineData(true)]
     public async Task A_relay_that_lives_through_a_restart_of_its_coordinator_honours_the_new_runs_tickets(bool viewerRejoinsFirst)
     {
-        using var key = StreamSigner.CreateEphemeral();
-        var net = new VirtualNetwork();
-        var log = new LogCapture();
-        // The coordinator feeds one child: the relay; the viewer can only go under it, in both runs
-        // (once the relay has joined the second run).
-        var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, Upload = 1, MinPeers = 2, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
-        Peer Start(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
-            net.Host(host), log.Factory);
-        const int Chunk = Protocol.MaxChunkLength;
-
-        var run1 = new Coordinator(options, net.Host("coord"), log.Factory);
-        await run1.StartAsync(CancellationToken.None);
-        var source1 = new System.IO.Pipelines.Pipe();
-        _ = Task.Run(() => run1.RunAsync(source1.Reader.AsStream(), CancellationToken.None));
-        await using var relay = Start("relay", null);
-        await relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-        _ = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
-        await using var viewer = Start("viewer", 0);
-        await viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-        var watching = Task.Run(() => viewer.RunAsync(Stream.Null, CancellationToken.None));
-        await source1.Writer.WriteAsync(Overlay.RandomBytes(2 * Chunk, seed: 1));
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
-        Assert.Equal([relay.Id], viewer.ParentIds());
+        // The viewer can only go under the relay, in both runs (once the relay has joined the second run).
+        await using var rig = await RestartRig.StartAsync();
+        var (net, log, relay, viewer) = (rig.Net, rig.Log, rig.Relay, rig.Viewer);
 
         // The first coordinator's process dies; the second run, with the same key, takes both back,
         // in the order the theory says (each tries again after a random backoff: either may be
@@ -224,12 +204,7 @@ public class StaleRunTests
         // The viewer's move under the relay then takes a while (a slow path here; a loaded machine
         // in ci232, where the viewer was still fed by the coordinator when the test looked).
         if (viewerRejoinsFirst) net.SetLatency("viewer", "relay", TimeSpan.FromMilliseconds(500));
-        net.Kill("coord");
-        await run1.DisposeAsync();
-        var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
-        await run2.StartAsync(CancellationToken.None);
-        var source2 = new System.IO.Pipelines.Pipe();
-        var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
+        await rig.RestartAsync();
         await Overlay.WaitUntilAsync(() => first.Rejoins == 1, $"the {firstHost} joined the second run");
         net.Unblock(laterHost, "coord");
         await Overlay.WaitUntilAsync(() => later.Rejoins == 1, "both joined the second run");
@@ -238,16 +213,11 @@ public class StaleRunTests
         await Overlay.WaitUntilAsync(() => viewer.ParentIds() is [var parent] && parent == relay.Id || log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)),
             "the viewer is under the relay in the second run");
         Assert.False(log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)), Dump(log));
-        long before = viewer.BytesWritten;
-        await source2.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
+        await rig.StreamSecondRunAsync();
 
         Assert.False(log.Lines.Any(l => l.Message.Contains("was used already", StringComparison.Ordinal)), Dump(log));
         Assert.Equal([relay.Id], viewer.ParentIds());
-        await source2.Writer.CompleteAsync();
-        await streaming2.WaitAsync(Overlay.Deadline);
-        await watching.WaitAsync(Overlay.Deadline);
-        await run2.DisposeAsync();
+        await rig.FinishAsync();
     }
 
     /// <summary>
@@ -259,27 +229,8 @@ public class StaleRunTests
     [Fact]
     public async Task A_relay_that_dropped_a_child_before_its_coordinator_restarted_serves_the_new_runs_child_of_that_id()
     {
-        using var key = StreamSigner.CreateEphemeral();
-        var net = new VirtualNetwork();
-        var log = new LogCapture();
-        var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = key, Upload = 1, MinPeers = 2, RejoinGrace = TimeSpan.FromSeconds(2), HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
-        Peer Start(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
-            net.Host(host), log.Factory);
-        const int Chunk = Protocol.MaxChunkLength;
-
-        var run1 = new Coordinator(options, net.Host("coord"), log.Factory);
-        await run1.StartAsync(CancellationToken.None);
-        var source1 = new System.IO.Pipelines.Pipe();
-        _ = Task.Run(() => run1.RunAsync(source1.Reader.AsStream(), CancellationToken.None));
-        await using var relay = Start("relay", null);
-        await relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-        _ = Task.Run(() => relay.RunAsync(Stream.Null, CancellationToken.None));
-        await using var viewer = Start("viewer", 0);
-        await viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
-        var watching = Task.Run(() => viewer.RunAsync(Stream.Null, CancellationToken.None));
-        await source1.Writer.WriteAsync(Overlay.RandomBytes(2 * Chunk, seed: 1));
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
-        Assert.Equal([relay.Id], viewer.ParentIds());
+        await using var rig = await RestartRig.StartAsync(rejoinGrace: TimeSpan.FromSeconds(2));
+        var (net, log, relay, viewer) = (rig.Net, rig.Log, rig.Relay, rig.Viewer);
         int droppedId = viewer.Id;
 
         // The viewer loses the coordinator; the coordinator forgets it and tells the relay to drop it.
@@ -289,25 +240,98 @@ public class StaleRunTests
 
         // The coordinator restarts (same key); the relay joins the new run first and draws id 1 again,
         // then the viewer, which draws the id it had, the one the relay dropped.
-        net.Kill("coord");
-        await run1.DisposeAsync();
-        var run2 = new Coordinator(options, net.Host("coord"), log.Factory);
-        await run2.StartAsync(CancellationToken.None);
-        var source2 = new System.IO.Pipelines.Pipe();
-        var streaming2 = Task.Run(() => run2.RunAsync(source2.Reader.AsStream(), CancellationToken.None));
+        await rig.RestartAsync();
         await Overlay.WaitUntilAsync(() => relay.Rejoins == 1, "the relay joined the second run");
         net.Unblock("viewer", "coord");
         await Overlay.WaitUntilAsync(() => viewer.Rejoins >= 1 && viewer.Id == droppedId, $"the viewer joined the second run as peer {droppedId}");
-        long before = viewer.BytesWritten;
-        await source2.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
+        await rig.StreamSecondRunAsync();
 
         Assert.Equal([relay.Id], viewer.ParentIds());
         Assert.False(log.Has(LogLevel.Warning, $"the coordinator took peer {droppedId} out of the overlay"), Dump(log));
-        await source2.Writer.CompleteAsync();
-        await streaming2.WaitAsync(Overlay.Deadline);
-        await watching.WaitAsync(Overlay.Deadline);
-        await run2.DisposeAsync();
+        await rig.FinishAsync();
+    }
+
+    /// <summary>
+    /// A coordinator (one shard) that feeds one child, the relay, and a watch-only viewer under the
+    /// relay, which has written the first run's first chunks; the coordinator can then be restarted
+    /// with the same key (<see cref="RestartAsync"/>), its process killed first.
+    /// </summary>
+    private sealed class RestartRig : IAsyncDisposable
+    {
+        private const int Chunk = Protocol.MaxChunkLength;
+        private readonly StreamSigner _key = StreamSigner.CreateEphemeral();
+        private CoordinatorOptions _options = null!;
+        private Coordinator _run = null!;
+        private System.IO.Pipelines.Pipe _source = null!;
+        private Task _streaming = Task.CompletedTask;
+        private Task _watching = Task.CompletedTask;
+
+        public VirtualNetwork Net { get; } = new();
+        public LogCapture Log { get; } = new();
+        public Peer Relay { get; private set; } = null!;
+        public Peer Viewer { get; private set; } = null!;
+
+        public static async Task<RestartRig> StartAsync(TimeSpan? rejoinGrace = null)
+        {
+            var rig = new RestartRig();
+            var options = new CoordinatorOptions { ListenAddress = "coord:1", ShardCount = 1, Signer = rig._key, Upload = 1, MinPeers = 2, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) };
+            rig._options = rejoinGrace is { } grace ? options with { RejoinGrace = grace } : options;
+            await rig.StartRunAsync();
+            rig.Relay = rig.StartPeer("relay", null);
+            await rig.Relay.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+            _ = Task.Run(() => rig.Relay.RunAsync(Stream.Null, CancellationToken.None));
+            rig.Viewer = rig.StartPeer("viewer", 0);
+            await rig.Viewer.StartAsync(CancellationToken.None).WaitAsync(Overlay.Deadline);
+            rig._watching = Task.Run(() => rig.Viewer.RunAsync(Stream.Null, CancellationToken.None));
+            await rig._source.Writer.WriteAsync(Overlay.RandomBytes(2 * Chunk, seed: 1));
+            await Overlay.WaitUntilAsync(() => rig.Viewer.BytesWritten == 2 * Chunk, "the viewer wrote the first run's chunks");
+            Assert.Equal([rig.Relay.Id], rig.Viewer.ParentIds());
+            return rig;
+        }
+
+        /// <summary>The coordinator's process dies; a second run, with the same key, listens at its address.</summary>
+        public async Task RestartAsync()
+        {
+            Net.Kill("coord");
+            await _run.DisposeAsync();
+            await StartRunAsync();
+        }
+
+        /// <summary>The second run streams 4 chunks; the viewer writes them.</summary>
+        public async Task StreamSecondRunAsync()
+        {
+            long before = Viewer.BytesWritten;
+            await _source.Writer.WriteAsync(Overlay.RandomBytes(4 * Chunk, seed: 2));
+            await Overlay.WaitUntilAsync(() => Viewer.BytesWritten >= before + 4 * Chunk, "the viewer wrote the second run's chunks");
+        }
+
+        /// <summary>The second run's source ends; the coordinator and the viewer finish.</summary>
+        public async Task FinishAsync()
+        {
+            await _source.Writer.CompleteAsync();
+            await _streaming.WaitAsync(Overlay.Deadline);
+            await _watching.WaitAsync(Overlay.Deadline);
+            await _run.DisposeAsync();
+        }
+
+        private async Task StartRunAsync()
+        {
+            _run = new Coordinator(_options, Net.Host("coord"), Log.Factory);
+            await _run.StartAsync(CancellationToken.None);
+            _source = new System.IO.Pipelines.Pipe();
+            var (run, source) = (_run, _source);
+            _streaming = Task.Run(() => run.RunAsync(source.Reader.AsStream(), CancellationToken.None));
+        }
+
+        private Peer StartPeer(string host, double? upload) => new(new PeerOptions { JoinAddress = "coord:1", ListenAddress = $"{host}:1", Upload = upload, HeartbeatTimeout = TimeSpan.FromSeconds(10), HeartbeatInterval = TimeSpan.FromSeconds(2) },
+            Net.Host(host), Log.Factory);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (Viewer is not null) await Viewer.DisposeAsync();
+            if (Relay is not null) await Relay.DisposeAsync();
+            _key.Dispose();
+        }
     }
 
     private static async Task<Peer> StartRelayAsync(Overlay overlay, TamperingTransport transport, ILoggerFactory? loggers = null)
