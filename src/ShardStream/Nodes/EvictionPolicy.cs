@@ -190,6 +190,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     public void OnSlow(int id, int parent, string why, (double DownloadMbps, double StreamMbps)? rates, TimeSpan queueAge)
     {
         PeerSession? stop = null;
+        double? streamMbps = null;
         lock (tracker.Gate)
         {
             var planner = tracker.Planner;
@@ -292,11 +293,13 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             // judges it first (it is moved once; see MovedToSecondParent).
             if (MovedToSecondParent(id, parent, queueAge, why, now)) return;
             stop = session;
+            // The rate it is told it is below: the source's, also when its parent's finding gave none.
+            streamMbps = rates?.StreamMbps ?? source.RateMbps();
             _lastDownload.Remove(id);
         }
         // No download figure: its parents' are not its download (each measures its own share, as
         // bytes are handed to its transport, seconds ahead of the link); the peer adds its own.
-        string reason = rates is { } r ? string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate, {r.StreamMbps:0.0} Mbit/s: your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming")
+        string reason = streamMbps is { } stream ? string.Create(CultureInfo.InvariantCulture, $"your download is below the stream rate, {stream:0.0} Mbit/s: your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming")
             : $"your download is below the stream rate (your parent held chunks for you {queueAge.TotalSeconds:0.0} s, and more kept coming)";
         // The coordinator's line keeps its parents' figures, which decided (event 909 above).
         SlowChildLog.LeafStopped(log, id, queueAge.TotalSeconds, why, rates is { } f ? $"{reason}; its parents measured {SlowChildren.Versus(f.DownloadMbps, f.StreamMbps)}" : reason);
