@@ -98,10 +98,9 @@ public sealed partial class Peer
 
     private protected override void CheckParents(TimeSpan paused)
     {
-        if (paused > TimeSpan.Zero) _intakeMeter.Reset();
-        else _intakeMeter.Sample(_stalls.ReceivedBytes);
         if (paused > TimeSpan.Zero)
         {
+            _intakeMeter.Reset();
             // This process stalled: what it did not read is no parent's fault. Every shard's wait
             // starts again now, as the failure detector excuses the pause on every link; else the
             // tick after a stall counted the stall and cut parents whose chunks waited unread.
@@ -110,6 +109,7 @@ public sealed partial class Peer
             Interlocked.Add(ref _pausedTicks, paused.Ticks);
             return;
         }
+        _intakeMeter.Sample(_stalls.ReceivedBytes);
         // A control link that closed (a rejoin under way, the coordinator stopping) says no new
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;

@@ -105,10 +105,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 // counted against it (two such reports took the edge out of the plan, and two
                 // children so made an honest relay a leaf): the child goes back to it, which
                 // resumes it from its window once it is repaired.
-                reporter.ReattachedTo = -1;
                 excused = true;
                 RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), since.TotalSeconds, reporter.StarvedParentExcuses.Count, StarvedParentExcuses);
-                again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, parent.Address)).ToArray());
             }
             else if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
             {
@@ -126,21 +124,17 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 later = stillThere.Length > 0;
                 RepairLog.CoordinatorAgain(log, reporter.Id, RepairRetryDelay.TotalSeconds);
             }
-            if (again.Length == 0 && stillThere.Length > 0)
+            if (stillThere.Length > 0)
             {
                 string address = parent?.Address ?? listenAddress();
                 again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
-                reporter.ReattachedTo = parentId;
-                reporter.ReattachedAt = now;
+                // An excused report is no attempt of the two (see Starving): the next one counts as a first.
+                if (excused) reporter.ReattachedTo = -1;
+                else (reporter.ReattachedTo, reporter.ReattachedAt) = (parentId, now);
             }
         }
         if (demote) DemoteUnreachable(parent!);
         if (again.Length == 0) return;
-        if (excused)
-        {
-            reporter.SendMove(new Move(again));
-            return;
-        }
         if (later)
         {
             // A retry of an attach that failed twice: after a pause, so that a parent nobody can

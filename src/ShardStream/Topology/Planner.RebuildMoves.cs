@@ -339,16 +339,7 @@ public sealed partial class Planner
             return;
         }
 
-        var target = plan.Target[plan.Shard];
-        var depth = new int[target.Length];
-        var planned = 0;
-        foreach (var node in plan.Order[plan.Shard])
-        {
-            depth[node] = (target[node] == Source ? 0 : depth[target[node]]) + 1;
-            planned = Math.Max(planned, depth[node]);
-        }
-
-        _carryBase = Math.Max(planned, _forest.MaxDepth(plan.Shard));
+        _carryBase = Math.Max(plan.PlannedDepth[plan.Shard], _forest.MaxDepth(plan.Shard));
         _carryLimit = _carryBase;
     }
 
