@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using ShardStream.Collections;
 using ShardStream.Topology;
 using ShardStream.Transport;
 using ShardStream.Trust;
@@ -284,8 +285,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// Dial-backs started at a joiner's landmark round, by join token (<see cref="StartEarlyProbe"/>);
     /// bounded, oldest forgotten first. Under its own lock.
     /// </summary>
-    private readonly Dictionary<ulong, (string Address, Task<ProbeOutcome> Result, long Started)> _earlyProbes = [];
-    private readonly Queue<ulong> _earlyProbeOrder = new();
+    private readonly RecentMap<ulong, (string Address, Task<ProbeOutcome> Result, long Started)> _earlyProbes = new(MaxEarlyProbes);
 
     /// <summary>How old an early dial-back's result may be when the placing Join takes it: else it probes again.</summary>
     private TimeSpan EarlyProbeFreshness => options.HeartbeatTimeout * 2;
@@ -311,8 +311,6 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // then, as without landmarks (docs/security.md, "Limits an attacker cannot raise").
             if (_earlyProbesRunning >= MaxEarlyProbesRunning || _earlyProbesPerHost.GetValueOrDefault(host) >= MaxEarlyProbesPerHost) return;
             if (!_earlyProbes.TryAdd(token, (address, result.Task, time.GetTimestamp()))) return;
-            _earlyProbeOrder.Enqueue(token);
-            while (_earlyProbeOrder.Count > MaxEarlyProbes) _earlyProbes.Remove(_earlyProbeOrder.Dequeue());
             _earlyProbesRunning++;
             _earlyProbesPerHost[host] = _earlyProbesPerHost.GetValueOrDefault(host) + 1;
         }

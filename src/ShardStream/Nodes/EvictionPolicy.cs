@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using ShardStream.Collections;
 using ShardStream.Topology;
 using ShardStream.Wire;
 
@@ -42,16 +43,14 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// link), and when the close timeout resets the link first, the peer tries to join again.
     /// That join is answered with the same goodbye, on a fresh connection. Bounded; under the gate.
     /// </summary>
-    private readonly Dictionary<ulong, string> _stoppedSlow = [];
-    private readonly Queue<ulong> _stoppedOrder = new();
+    private readonly RecentMap<ulong, string> _stoppedSlow = new(MaxStoppedRemembered);
     private const int MaxStoppedRemembered = 4096;
 
     /// <summary>Notes that the peer of <paramref name="session"/> was stopped as too slow with <paramref name="reason"/>. Under the gate.</summary>
     public void NoteStoppedSlow(PeerSession session, string reason)
     {
         if (session.Token == 0) return;
-        if (_stoppedSlow.TryAdd(session.Token, reason)) _stoppedOrder.Enqueue(session.Token);
-        if (_stoppedOrder.Count > MaxStoppedRemembered) _stoppedSlow.Remove(_stoppedOrder.Dequeue());
+        _stoppedSlow.TryAdd(session.Token, reason);
     }
 
     /// <summary>What a joiner with <paramref name="token"/> was told when it was stopped as too slow; null when it was not. Under the gate.</summary>
@@ -66,8 +65,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// logged it cut off nor refused its address (CliLyingRelayTests(flip) in a CI run; the in-process
     /// StaleRunTests every time). Bounded; under the gate.
     /// </summary>
-    private readonly Dictionary<int, (string Address, HashSet<(int Child, int Shard)> Children)> _departed = [];
-    private readonly Queue<int> _departedOrder = new();
+    private readonly RecentMap<int, (string Address, HashSet<(int Child, int Shard)> Children)> _departed = new(MaxDepartedRemembered);
     private const int MaxDepartedRemembered = 4096;
 
     /// <summary>Notes that <paramref name="session"/> leaves the overlay now, with its children in the plan. Under the gate, before the planner forgets it.</summary>
@@ -77,8 +75,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         var children = new HashSet<(int Child, int Shard)>();
         for (int s = 0; s < options.ShardCount; s++)
             foreach (int child in tracker.Planner.ChildrenOf(session.Id, s)) children.Add((child, s));
-        if (_departed.TryAdd(session.Id, (session.Address, children))) _departedOrder.Enqueue(session.Id);
-        if (_departedOrder.Count > MaxDepartedRemembered) _departed.Remove(_departedOrder.Dequeue());
+        _departed.TryAdd(session.Id, (session.Address, children));
     }
 
     /// <summary>What an accusation leads to (see <see cref="JudgeAccusation"/>).</summary>

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using ShardStream.Collections;
 using ShardStream.Streaming;
 using ShardStream.Transport;
 using ShardStream.Trust;
@@ -485,8 +486,7 @@ public sealed partial class Peer : Node, IPeerParents
         if (drop.ChildId > int.MaxValue) return;
         lock (_dropped)
         {
-            if (_dropped.Add(drop.ChildId)) _droppedOrder.Enqueue(drop.ChildId);
-            if (_droppedOrder.Count > MaxDroppedRemembered) _dropped.Remove(_droppedOrder.Dequeue());
+            _dropped.Add(drop.ChildId);
         }
         int closed = 0;
         foreach (var child in ChildLinksOf((int)drop.ChildId))
@@ -510,8 +510,7 @@ public sealed partial class Peer : Node, IPeerParents
     /// overlay). A peer that joins again gets a new id; a new run of the coordinator forgets them
     /// (<see cref="ForgetDroppedChildren"/>). Bounded; under its own lock.
     /// </summary>
-    private readonly HashSet<ulong> _dropped = [];
-    private readonly Queue<ulong> _droppedOrder = new();
+    private readonly RecentSet<ulong> _dropped = new(MaxDroppedRemembered);
     private const int MaxDroppedRemembered = 4096;
 
     /// <summary>Forgets the children dropped so far: a restarted coordinator's new run numbers its peers from 1 again.</summary>
@@ -520,7 +519,6 @@ public sealed partial class Peer : Node, IPeerParents
         lock (_dropped)
         {
             _dropped.Clear();
-            _droppedOrder.Clear();
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using ShardStream.Collections;
 using ShardStream.Wire;
 
 namespace ShardStream.Trust;
@@ -79,8 +80,7 @@ internal readonly record struct AdmissionTicket(ulong ParentId, ulong ChildId, u
 internal sealed class TicketBook
 {
     public const int Capacity = 65_536;
-    private readonly HashSet<ulong> _used = [];
-    private readonly Queue<ulong> _order = new();
+    private readonly RecentSet<ulong> _used = new(Capacity);
     private byte[]? _run;
 
     /// <summary>True the first time a serial is seen in run <paramref name="runId"/> (a ticket already verified against that run).</summary>
@@ -91,13 +91,9 @@ internal sealed class TicketBook
             if (_run is null || !_run.AsSpan().SequenceEqual(runId))
             {
                 _used.Clear();
-                _order.Clear();
                 _run = runId;
             }
-            if (!_used.Add(serial)) return false;
-            _order.Enqueue(serial);
-            if (_order.Count > Capacity) _used.Remove(_order.Dequeue());
-            return true;
+            return _used.Add(serial);
         }
     }
 }
