@@ -176,8 +176,7 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
 
         const int limit = 2 * Limit, addresses = 20, perAddress = 5;
         await using var coordinator = CliProcess.StartWithDescriptorLimit(limit, limit, "coordinator", "-l", "127.0.0.1:0", "--rtmp", "127.0.0.1:0", "--rtmp-key", "k");
-        await WaitUntilAsync(() => coordinator.StderrLines.Any(l => RtmpListeningRegex().IsMatch(l)), "the RTMP port listens", coordinator);
-        var target = IPEndPoint.Parse(RtmpListeningRegex().Match(coordinator.StderrLines.First(l => RtmpListeningRegex().IsMatch(l))).Groups[1].Value);
+        var target = await coordinator.WaitForRtmpAddressAsync(Deadline);
         var idle = new List<Socket>();
         try
         {
@@ -241,14 +240,8 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(from, 0));
-        using var cts = new CancellationTokenSource(Deadline);
-        await socket.ConnectAsync(target, cts.Token);
-        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), cts.Token);
-        var answer = new MemoryStream();
-        var buffer = new byte[16 * 1024];
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer, cts.Token)) > 0) answer.Write(buffer, 0, n);
-        return System.Text.Encoding.UTF8.GetString(answer.ToArray());
+        using (var cts = new CancellationTokenSource(Deadline)) await socket.ConnectAsync(target, cts.Token);
+        return await RawSockets.ExchangeAsync(socket, System.Text.Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), Deadline);
     }
 
     /// <summary>Opens <paramref name="perAddress"/> connections from each of <paramref name="addresses"/> addresses (<paramref name="prefix"/>1, 2, …) that say nothing.</summary>
@@ -289,16 +282,7 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         return offset;
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what, CliProcess coordinator)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline || coordinator.HasExited)
-                throw new TimeoutException($"timed out waiting until {what}{(coordinator.HasExited ? " (the coordinator exited)" : "")}; the coordinator's last lines:\n{string.Join('\n', coordinator.StderrLines.TakeLast(8))}");
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, string what, CliProcess coordinator) => coordinator.WaitUntilAsync(condition, what, Deadline);
 
     private static async Task AssertWritesAsync(CliProcess peer, byte[] expected, string name)
     {
@@ -307,9 +291,6 @@ public sealed partial class CliDescriptorTests(ITestOutputHelper output)
         string want = Convert.ToHexStringLower(SHA256.HashData(expected));
         Assert.True(want == sha, $"{name} wrote {peer.StdoutBytes} bytes with sha256 {sha}, expected {expected.Length} bytes with {want}:\n{peer.Stderr}");
     }
-
-    [GeneratedRegex(@"rtmp: listening on (\S+) ")]
-    private static partial Regex RtmpListeningRegex();
 
     [GeneratedRegex(@"joined as peer \d+ at offset (\d+)")]
     private static partial Regex JoinedRegex();

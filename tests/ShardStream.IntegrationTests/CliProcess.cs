@@ -46,6 +46,10 @@ internal sealed partial class CliProcess : IAsyncDisposable
     public static CliProcess StartWithDescriptorLimit(int soft, int hard, params string[] args) =>
         StartIn(null, CliDll, null, args, ["prlimit", $"--nofile={soft}:{hard}", "dotnet"]);
 
+    /// <summary>Runs the CLI inside the network namespace <paramref name="netns"/> under <c>prlimit --nofile=SOFT:HARD</c>.</summary>
+    public static CliProcess StartInWithDescriptorLimit(string netns, int soft, int hard, params string[] args) =>
+        StartIn(netns, CliDll, null, args, ["ip", "netns", "exec", netns, "prlimit", $"--nofile={soft}:{hard}", "dotnet"]);
+
     /// <summary>
     /// Runs the CLI here with SIGINT's disposition set back to the default first (coreutils'
     /// <c>env --default-signal</c>, which execs, so the process is the CLI itself), as in a terminal
@@ -165,6 +169,26 @@ internal sealed partial class CliProcess : IAsyncDisposable
         throw new TimeoutException($"no 'listening on' line within {timeout}; stderr:\n{Stderr}");
     }
 
+    /// <summary>Polls until <paramref name="condition"/> holds; throws with the last lines of stderr when <paramref name="timeout"/> passes or the process exits first.</summary>
+    public async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline || HasExited)
+                throw new TimeoutException($"timed out waiting until {what}{(HasExited ? " (the process exited)" : "")}; its last lines:\n{string.Join('\n', StderrLines.TakeLast(8))}");
+            await Task.Delay(20);
+        }
+    }
+
+    /// <summary>Waits for the "rtmp: listening on ADDRESS" log line and returns the address.</summary>
+    public async Task<System.Net.IPEndPoint> WaitForRtmpAddressAsync(TimeSpan timeout)
+    {
+        string? line = null;
+        await WaitUntilAsync(() => (line = StderrLines.FirstOrDefault(l => RtmpListeningRegex().IsMatch(l))) is not null, "the RTMP port listens", timeout);
+        return System.Net.IPEndPoint.Parse(RtmpListeningRegex().Match(line!).Groups[1].Value);
+    }
+
     /// <summary>Waits for exit; returns the exit code and the sha256 of everything written to stdout.</summary>
     public async Task<(int ExitCode, string Sha256)> WaitForExitAsync(TimeSpan timeout)
     {
@@ -218,6 +242,9 @@ internal sealed partial class CliProcess : IAsyncDisposable
 
     [GeneratedRegex(@"listening on (\S+?),")]
     private static partial Regex ListeningRegex();
+
+    [GeneratedRegex(@"rtmp: listening on (\S+) ")]
+    private static partial Regex RtmpListeningRegex();
 
     /// <summary>stdin with a deadline on every write (see <see cref="StandardInput"/>).</summary>
     private sealed class DeadlineStdin(CliProcess owner) : Stream

@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using AddressShares = ShardStream.Transport.AddressShares;
 using ConnectionCap = ShardStream.Transport.ConnectionCap;
 
 namespace ShardStream.Cli.Http;
@@ -13,7 +14,7 @@ namespace ShardStream.Cli.Http;
 /// between requests): a flood of idle connections took a coordinator's last file descriptors and the
 /// runtime aborted ("Out of memory.", docs/security.md), and every viewer lost the stream. At most an
 /// eighth of the open-file limit (1,024 at most, and where the limit is unknown) is served, and a
-/// quarter of that to one IP address (but the node's own host), so that one stranger cannot take every viewer's place; one
+/// quarter of that to one IP address (an IPv6 /64; but the node's own host), so that one stranger cannot take every viewer's place; one
 /// more is answered "503 busy" and closed as it is accepted, and the refusals are said at most once
 /// per 10 s.
 /// </summary>
@@ -27,15 +28,15 @@ internal sealed partial class HttpConnectionCap
     private readonly string _why;
     private readonly byte[] _busy;
     private readonly byte[] _busyHere;
-    private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly AddressShares _shares;
     private readonly ThrottledCount _refused;
-    private int _open;  // under _perAddress's lock
+    private int _open;  // under _shares's lock
 
     public HttpConnectionCap(ulong? openFileLimit, ILogger log)
     {
         var cap = ConnectionCap.EighthOf(openFileLimit, Most);
         Max = cap.Max;
-        MaxPerAddress = Math.Max(1, Max / 4);
+        _shares = new AddressShares(Max / 4);
         _why = cap.Why;
         _refused = new ThrottledCount(LogInterval, TimeProvider.System, (count, last) => Refusing(log, count, last), log, "saying the http connections refused");
         _busy = Busy($"busy: {Max} HTTP connections are open, the most this node takes; try again in a moment\n");
@@ -45,8 +46,8 @@ internal sealed partial class HttpConnectionCap
     /// <summary>The most connections served at once.</summary>
     public int Max { get; }
 
-    /// <summary>The most connections served at once to one IP address: a quarter of <see cref="Max"/>, so that one address cannot take every place (not held to it: the node's own host, <see cref="ConnectionCap.HeldToShare"/>).</summary>
-    public int MaxPerAddress { get; }
+    /// <summary>The most connections served at once to one IP address (an IPv6 /64): a quarter of <see cref="Max"/>, so that one address cannot take every place (not held to it: the node's own host, <see cref="ConnectionCap.ShareOf"/>).</summary>
+    public int MaxPerAddress => _shares.Max;
 
     /// <summary>Connections refused so far.</summary>
     public long Refused => _refused.Count;
@@ -69,28 +70,27 @@ internal sealed partial class HttpConnectionCap
         }
         finally
         {
-            Release(AddressOf(context));
+            Release(ConnectionCap.ShareOf(AddressOf(context)));
         }
     };
 
     /// <summary>Takes a place for a connection just accepted, or refuses it: answers 503 and closes it.</summary>
     private async ValueTask<bool> AdmitAsync(ConnectionContext connection)
     {
-        var address = AddressOf(connection);
+        string? share = ConnectionCap.ShareOf(AddressOf(connection));
         string? refusal = null;
         byte[] answer = _busy;
-        lock (_perAddress)
+        lock (_shares)
         {
-            int here = _perAddress.GetValueOrDefault(address);
             if (_open >= Max) refusal = $"{_open} open, the most this node takes ({_why})";
-            else if (here >= MaxPerAddress && ConnectionCap.HeldToShare(address))
+            else if (_shares.IsFull(share))
             {
-                refusal = $"{here} open from {address}, a quarter of the most this node takes, {Max} ({_why})";
+                refusal = $"{_shares.HeldBy(share)} open from {share}, a quarter of the most this node takes, {Max} ({_why})";
                 answer = _busyHere;
             }
             else
             {
-                _perAddress[address] = here + 1;
+                _shares.Take(share);
                 _open++;
             }
         }
@@ -109,19 +109,21 @@ internal sealed partial class HttpConnectionCap
         return false;
     }
 
-    private void Release(IPAddress address)
+    private void Release(string? share)
     {
-        lock (_perAddress)
+        lock (_shares)
         {
             _open--;
-            if (_perAddress.GetValueOrDefault(address) <= 1) _perAddress.Remove(address);
-            else _perAddress[address]--;
+            _shares.Release(share);
         }
     }
 
-    /// <summary>The connection's remote IP address (IPv4-mapped IPv6 as IPv4), or <see cref="IPAddress.None"/> where it has none.</summary>
-    private static IPAddress AddressOf(ConnectionContext connection) =>
-        connection.RemoteEndPoint is IPEndPoint { Address: var a } ? (a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : a) : IPAddress.None;
+    /// <summary>
+    /// The connection's remote IP address, or null where it has none (a transport not over IP):
+    /// such a connection is held only to the cap. Until 2026-12-07 it was counted as from
+    /// 255.255.255.255 (<see cref="IPAddress.None"/>), all of them in one share under that name.
+    /// </summary>
+    private static IPAddress? AddressOf(ConnectionContext connection) => (connection.RemoteEndPoint as IPEndPoint)?.Address;
 
     private static byte[] Busy(string text) => Encoding.UTF8.GetBytes(
         $"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {Encoding.UTF8.GetByteCount(text)}\r\nConnection: close\r\n\r\n{text}");

@@ -66,9 +66,8 @@ public static partial class MediaHttp
             await PlainAsync(response, StatusCodes.Status404NotFound, what).ConfigureAwait(false);
             return;
         }
-        // Counted per address, but for the node's own host (local players, a local reverse proxy).
-        string? from = context.Connection.RemoteIpAddress is { } ip && (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip) is var address
-            && ConnectionCap.HeldToShare(address) ? address.ToString() : null;
+        // Counted per address (an IPv6 /64), but for the node's own host (local players, a local reverse proxy).
+        string? from = ConnectionCap.ShareOf(context.Connection.RemoteIpAddress);
         using var viewer = hub.Subscribe(from);
         if (viewer is null)
         {

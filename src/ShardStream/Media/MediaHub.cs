@@ -1,3 +1,5 @@
+using ShardStream.Transport;
+
 namespace ShardStream.Media;
 
 /// <summary>
@@ -28,7 +30,7 @@ public sealed class MediaHub
     private bool _decided;
     private bool _completed;
     private bool _started;
-    private readonly Dictionary<string, int> _perAddress = [];
+    private AddressShares? _shares;
 
     /// <summary>The most bytes queued for one viewer before it skips ahead to the next keyframe (default 8 MiB).</summary>
     public long MaxQueuedBytesPerViewer { get; init; } = 8L * 1024 * 1024;
@@ -57,45 +59,44 @@ public sealed class MediaHub
         }
     }
 
-    /// <summary>The most viewers at once from one address: a quarter of <see cref="MaxViewers"/> (at least 1), so that one stranger cannot take every place; <see cref="MediaHttp"/> does not count the node's own host.</summary>
+    /// <summary>The most viewers at once from one address (an IPv6 /64): a quarter of <see cref="MaxViewers"/> (at least 1), so that one stranger cannot take every place; <see cref="MediaHttp"/> does not count the node's own host.</summary>
     public int MaxViewersPerAddress => Math.Max(1, MaxViewers / 4);
 
+    /// <summary>Viewers per address group, under <see cref="_gate"/>; made at the first viewer (<see cref="MaxViewers"/> is set by then).</summary>
+    private AddressShares Shares => _shares ??= new AddressShares(MaxViewersPerAddress);
+
     /// <summary>
-    /// A new viewer watching from <paramref name="from"/> (its IP address; null: not counted per
-    /// address), or null when <see cref="MaxViewers"/> are watching already, or
-    /// <see cref="MaxViewersPerAddress"/> from that address.
+    /// A new viewer watching from <paramref name="from"/> (its address group,
+    /// <see cref="ConnectionCap.ShareOf"/>; null: not counted per address), or null when
+    /// <see cref="MaxViewers"/> are watching already, or <see cref="MaxViewersPerAddress"/> from that group.
     /// </summary>
     public MediaViewer? Subscribe(string? from = null)
     {
         lock (_gate)
         {
-            if (_viewers.Count >= MaxViewers) return null;
-            int here = from is null ? 0 : _perAddress.GetValueOrDefault(from);
-            if (here >= MaxViewersPerAddress) return null;
+            if (_viewers.Count >= MaxViewers || Shares.IsFull(from)) return null;
             var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer) { From = from };
             if (_completed) viewer.End();
             else
             {
                 _viewers.Add(viewer);
-                if (from is not null) _perAddress[from] = here + 1;
+                Shares.Take(from);
             }
             return viewer;
         }
     }
 
-    /// <summary>Viewers now from <paramref name="from"/>.</summary>
+    /// <summary>Viewers now from <paramref name="from"/> (an address group).</summary>
     public int ViewersFrom(string from)
     {
-        lock (_gate) return _perAddress.GetValueOrDefault(from);
+        lock (_gate) return Shares.HeldBy(from);
     }
 
     internal void Remove(MediaViewer viewer)
     {
         lock (_gate)
         {
-            if (!_viewers.Remove(viewer) || viewer.From is not { } from) return;
-            if (_perAddress[from] <= 1) _perAddress.Remove(from);
-            else _perAddress[from]--;
+            if (_viewers.Remove(viewer)) Shares.Release(viewer.From);
         }
     }
 

@@ -302,24 +302,25 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         // Taken before the probe starts: a joiner's two landmark rounds may get here at once, and
         // two probes to one address would be one too many (a listener may answer only one).
         var result = new TaskCompletionSource<ProbeOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        string host = Endpoint.HostOf(address);
+        // An IPv6 target by its /64, as one host (AddressShares).
+        string? host = AddressShares.GroupOf(address);
         lock (_earlyProbes)
         {
             // An early dial-back outlives the Join that asked for it (the joiner's connection may be
             // closed, and it may join again with another token at once): at most so many run, in
             // all and to one host. Over either bound none is started now; the placing Join probes
             // then, as without landmarks (docs/security.md, "Limits an attacker cannot raise").
-            if (_earlyProbesRunning >= MaxEarlyProbesRunning || _earlyProbesPerHost.GetValueOrDefault(host) >= MaxEarlyProbesPerHost) return;
+            if (_earlyProbesRunning >= MaxEarlyProbesRunning || _earlyProbesPerHost.IsFull(host)) return;
             if (!_earlyProbes.TryAdd(token, (address, result.Task, time.GetTimestamp()))) return;
             _earlyProbesRunning++;
-            _earlyProbesPerHost[host] = _earlyProbesPerHost.GetValueOrDefault(host) + 1;
+            _earlyProbesPerHost.Take(host);
         }
         _ = ProbeIntoAsync(result, address, host, token);
     }
 
     /// <summary>Early dial-backs running now (<see cref="StartEarlyProbe"/>), in all and per host; under the lock of <see cref="_earlyProbes"/>.</summary>
     private int _earlyProbesRunning;
-    private readonly Dictionary<string, int> _earlyProbesPerHost = [];
+    private readonly AddressShares _earlyProbesPerHost = new(MaxEarlyProbesPerHost);
 
     /// <summary>Early dial-backs running at once, at most: each holds an outgoing connection for up to half the heartbeat timeout.</summary>
     internal const int MaxEarlyProbesRunning = 256;
@@ -327,7 +328,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// <summary>Early dial-backs running at once to one host, at most: what a stranger can aim at an address of its choosing.</summary>
     internal const int MaxEarlyProbesPerHost = 16;
 
-    private async Task ProbeIntoAsync(TaskCompletionSource<ProbeOutcome> result, string address, string host, ulong token)
+    private async Task ProbeIntoAsync(TaskCompletionSource<ProbeOutcome> result, string address, string? host, ulong token)
     {
         try
         {
@@ -343,7 +344,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             lock (_earlyProbes)
             {
                 _earlyProbesRunning--;
-                if (--_earlyProbesPerHost[host] == 0) _earlyProbesPerHost.Remove(host);
+                _earlyProbesPerHost.Release(host);
             }
         }
     }

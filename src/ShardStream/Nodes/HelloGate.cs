@@ -1,7 +1,10 @@
+using ShardStream.Transport;
+
 namespace ShardStream.Nodes;
 
 /// <summary>
-/// The connections that have not yet sent their hello, bounded in total and per remote address.
+/// The connections that have not yet sent their hello, bounded in total and per remote address
+/// group (<see cref="AddressShares.GroupOf(string)"/>: an IPv4 address, an IPv6 /64).
 /// A connection over a bound does not wait: the oldest waiting connection (of that address, or of
 /// all) is dropped to make room, as a SYN cache does, so that a flood of silent or trickling
 /// connections cannot keep an honest joiner out (its hello follows its connect at once) and cannot
@@ -11,7 +14,7 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
 {
     private readonly object _lock = new();
     private readonly LinkedList<Waiter> _waiting = new();
-    private readonly Dictionary<string, int> _perAddress = [];
+    private readonly AddressShares _perAddress = new(maxPerAddress);
 
     public int MaxTotal { get; } = maxTotal;
 
@@ -25,31 +28,32 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
     }
 
     /// <summary>
-    /// Registers a connection from <paramref name="host"/> that is about to wait for its hello. Its
+    /// Registers a connection from <paramref name="host"/> (its address group; null: held to the
+    /// total alone) that is about to wait for its hello. Its
     /// <see cref="Waiter.Token"/> is cancelled when it is dropped to make room (see
     /// <see cref="Waiter.DroppedBecause"/>), and <paramref name="abort"/> is called then, at once:
     /// a dropped connection gives its file descriptor back before the next one is accepted, which a
     /// close left to the waiting task did not under a flood (the node ran out of descriptors).
     /// Dispose the waiter once the hello has arrived or the wait ended.
     /// </summary>
-    public Waiter Enter(string host, Action? abort = null)
+    public Waiter Enter(string? host, Action? abort = null)
     {
         var waiter = new Waiter(this, host, abort);
         var dropped = new List<Waiter>();
         lock (_lock)
         {
-            if (_perAddress.GetValueOrDefault(host) >= maxPerAddress)
+            if (_perAddress.IsFull(host))
             {
                 for (var node = _waiting.First; node is not null; node = node.Next)
                     if (node.Value.Host == host)
                     {
-                        dropped.Add(Remove(node.Value, $"more than {maxPerAddress} connections from {host} are waiting for a hello"));
+                        dropped.Add(Remove(node.Value, $"more than {_perAddress.Max} connections from {host} are waiting for a hello"));
                         break;
                     }
             }
             if (_waiting.Count >= MaxTotal) dropped.Add(Remove(_waiting.First!.Value, $"more than {MaxTotal} connections are waiting for a hello"));
             waiter.Node = _waiting.AddLast(waiter);
-            _perAddress[host] = _perAddress.GetValueOrDefault(host) + 1;
+            _perAddress.Take(host);
         }
         foreach (var d in dropped) d.Drop();
         return waiter;
@@ -61,16 +65,16 @@ internal sealed class HelloGate(int maxTotal, int maxPerAddress)
         _waiting.Remove(waiter.Node);
         waiter.Node = null;
         waiter.DroppedBecause = reason;
-        if (--_perAddress[waiter.Host] == 0) _perAddress.Remove(waiter.Host);
+        _perAddress.Release(waiter.Host);
         return waiter;
     }
 
     /// <summary>One connection waiting for its hello.</summary>
-    internal sealed class Waiter(HelloGate gate, string host, Action? abort) : IDisposable
+    internal sealed class Waiter(HelloGate gate, string? host, Action? abort) : IDisposable
     {
         private readonly CancellationTokenSource _drop = new();
 
-        public string Host { get; } = host;
+        public string? Host { get; } = host;
 
         internal LinkedListNode<Waiter>? Node { get; set; }
 

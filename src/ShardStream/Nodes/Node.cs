@@ -173,7 +173,7 @@ public abstract partial class Node : IAsyncDisposable
             if (NodeOptionsBase.OpenFileLimit is { } limit && ProcessDescriptors.InUse >= limit - NodeOptionsBase.AcceptReserve)
                 await WaitForDescriptorsAsync(limit).ConfigureAwait(false);
             // Into the gate in accept order, so that "the oldest waiting" means the oldest.
-            var waiter = _helloGate.Enter(Endpoint.HostOf(connection.RemoteAddress), () => connection.AbortWith(GateFullGoodbye));
+            var waiter = _helloGate.Enter(AddressShares.GroupOf(connection.RemoteAddress), () => connection.AbortWith(GateFullGoodbye));
             _ = HandleIncomingAsync(connection, waiter, accepted);
         }
     }
@@ -543,7 +543,7 @@ public abstract partial class Node : IAsyncDisposable
     /// </summary>
     private protected Task<Hello?> ReadNextHelloAsync(Link link, TimeSpan within)
     {
-        var waiter = _helloGate.Enter(Endpoint.HostOf(link.RemoteAddress), () => link.Abort("dropped from the hello gate"));
+        var waiter = _helloGate.Enter(AddressShares.GroupOf(link.RemoteAddress), () => link.Abort("dropped from the hello gate"));
         return ReadHelloAsync(link, waiter, within, accepted: 0);
     }
 

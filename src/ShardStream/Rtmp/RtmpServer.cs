@@ -47,12 +47,11 @@ public sealed class RtmpServer : IAsyncDisposable
 {
     private readonly IConnectionListener _listener;
     private readonly CancellationTokenSource _stop = new();
-    private readonly Dictionary<string, int> _perAddress = [];
     private readonly HashSet<Task> _sessions = [];
     private readonly byte[]? _keyHash;
     private readonly Task _acceptLoop;
     private readonly ConnectionCap _cap;
-    private readonly int _maxPerAddress;
+    private readonly AddressShares _shares;  // under _sessions's lock
     private readonly ThrottledCount _refused;
     private RtmpSession? _publisher;
     private int _open;
@@ -65,7 +64,7 @@ public sealed class RtmpServer : IAsyncDisposable
         Log = loggers.CreateLogger("rtmp");
         _keyHash = options.PublishKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
         _cap = ConnectionCap.EighthOf(options.OpenFileLimit, options.Limits.MaxConnections);
-        _maxPerAddress = Math.Min(options.Limits.MaxConnectionsPerAddress, _cap.Max);
+        _shares = new AddressShares(Math.Min(options.Limits.MaxConnectionsPerAddress, _cap.Max));
         _refused = new ThrottledCount(RefusalLogInterval, TimeProvider.System, (count, last) => RtmpLog.ConnectionsRefused(Log, count, last),
             Log, "saying the rtmp connections refused", _stop.Token);
         _acceptLoop = AcceptLoopAsync();
@@ -140,16 +139,16 @@ public sealed class RtmpServer : IAsyncDisposable
                 continue;
             }
             if (connection is null) return;
-            string host = HostOf(connection.RemoteAddress);
+            // An IPv6 host by its /64: it has 2^64 addresses to choose from.
+            string? host = AddressShares.GroupOf(connection.RemoteAddress);
             string? refusal = null;
             lock (_sessions)
             {
-                int fromHost = _perAddress.GetValueOrDefault(host);
                 if (_open >= _cap.Max) refusal = $"{_open} RTMP connections open, the most this node takes ({_cap.Why})";
-                else if (fromHost >= _maxPerAddress) refusal = $"{fromHost} RTMP connections open from {host}, the limit per address";
+                else if (_shares.IsFull(host)) refusal = $"{_shares.HeldBy(host)} RTMP connections open from {host}, the limit per address";
                 else
                 {
-                    _perAddress[host] = fromHost + 1;
+                    _shares.Take(host);
                     _open++;
                 }
             }
@@ -167,7 +166,7 @@ public sealed class RtmpServer : IAsyncDisposable
         }
     }
 
-    private async Task RunSessionAsync(RtmpSession session, string host)
+    private async Task RunSessionAsync(RtmpSession session, string? host)
     {
         await Task.Yield();
         try
@@ -183,16 +182,9 @@ public sealed class RtmpServer : IAsyncDisposable
             lock (_sessions)
             {
                 _open--;
-                if (_perAddress[host] <= 1) _perAddress.Remove(host);
-                else _perAddress[host]--;
+                _shares.Release(host);
             }
         }
-    }
-
-    private static string HostOf(string address)
-    {
-        int colon = address.LastIndexOf(':');
-        return colon > 0 ? address[..colon] : address;
     }
 
     public async ValueTask DisposeAsync()

@@ -20,9 +20,16 @@ internal readonly record struct ConnectionCap(int Max, string Why)
             : new(most, $"{most} at most");
 
     /// <summary>
-    /// Whether connections from <paramref name="address"/> (IPv4-mapped IPv6 already as IPv4) are
-    /// held to a per-address share: all but the node's own host (127.0.0.1, ::1), where local
-    /// players and a local reverse proxy all come from one address. The listener's cap still holds.
+    /// The share a connection from <paramref name="address"/> is counted in
+    /// (<see cref="AddressShares.GroupOf(IPAddress)"/>: an IPv4 address, an IPv6 /64), or null where it
+    /// is held to none, only to the listener's cap: the node's own host (127.0.0.1, ::1, also as
+    /// IPv4-mapped IPv6), where local players and a local reverse proxy all come from one address,
+    /// and a connection with no IP address (null: not over IP, so not from a stranger's host).
     /// </summary>
-    public static bool HeldToShare(IPAddress address) => !address.Equals(IPAddress.Loopback) && !address.Equals(IPAddress.IPv6Loopback);
+    public static string? ShareOf(IPAddress? address)
+    {
+        if (address is null) return null;
+        if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
+        return address.Equals(IPAddress.Loopback) || address.Equals(IPAddress.IPv6Loopback) ? null : AddressShares.GroupOf(address);
+    }
 }

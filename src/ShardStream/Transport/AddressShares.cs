@@ -1,0 +1,68 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace ShardStream.Transport;
+
+/// <summary>
+/// Places (connections, viewers, waiting hellos, dial-backs) held per address group, each group
+/// held to at most <see cref="Max"/>: one stranger's share of something bounded. A group is what one
+/// host can be (<see cref="GroupOf(IPAddress)"/>): an IPv4 address, or an IPv6 /64, since one IPv6
+/// host is routinely given a whole /64 (RFC 6177; SLAAC, RFC 4862, and temporary addresses,
+/// RFC 8981, pick any address in it) and keyed on its exact address would take every share with
+/// 2^64 of them. A null group is held to no share (the caller's total still holds). Not
+/// thread-safe: its owner's lock guards it, with the owner's total.
+/// </summary>
+internal sealed class AddressShares(int max)
+{
+    private readonly Dictionary<string, int> _held = [];
+
+    /// <summary>The most places one group holds.</summary>
+    public int Max { get; } = Math.Max(1, max);
+
+    /// <summary>Places <paramref name="group"/> holds now (0 for null).</summary>
+    public int HeldBy(string? group) => group is null ? 0 : _held.GetValueOrDefault(group);
+
+    /// <summary>Whether <paramref name="group"/> holds its share already (never for null).</summary>
+    public bool IsFull(string? group) => HeldBy(group) >= Max;
+
+    /// <summary>Counts one more place for <paramref name="group"/> (the caller checked <see cref="IsFull"/>).</summary>
+    public void Take(string? group)
+    {
+        if (group is not null) _held[group] = HeldBy(group) + 1;
+    }
+
+    /// <summary>Gives back one place of <paramref name="group"/>.</summary>
+    public void Release(string? group)
+    {
+        if (group is null || !_held.TryGetValue(group, out int held)) return;
+        if (held <= 1) _held.Remove(group);
+        else _held[group] = held - 1;
+    }
+
+    /// <summary>
+    /// The group <paramref name="address"/> is counted in: an IPv4 address (also one seen as
+    /// IPv4-mapped IPv6 by a dual-stack socket) as itself, an IPv6 address by its /64
+    /// (<c>2001:db8:1:2::/64</c>), but for the loopback ::1, which is one host.
+    /// </summary>
+    public static string GroupOf(IPAddress address)
+    {
+        if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
+        if (address.AddressFamily != AddressFamily.InterNetworkV6 || address.Equals(IPAddress.IPv6Loopback)) return address.ToString();
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out _);
+        bytes[8..].Clear();
+        return $"{new IPAddress(bytes)}/64";
+    }
+
+    /// <summary>
+    /// The group of a remote address as a transport reports it (<c>HOST:PORT</c>, <c>[V6]:PORT</c>):
+    /// <see cref="GroupOf(IPAddress)"/> of its host, or the host as it is when that is no IP address
+    /// (a simulated host's name); null when the transport knew no address ("?", empty).
+    /// </summary>
+    public static string? GroupOf(string remoteAddress)
+    {
+        string host = Endpoint.HostOf(remoteAddress);
+        if (host is "" or "?") return null;
+        return IPAddress.TryParse(host, out var ip) ? GroupOf(ip) : host;
+    }
+}
