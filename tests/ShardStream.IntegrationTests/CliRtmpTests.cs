@@ -208,7 +208,8 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
     public async Task Bad_input_on_the_RTMP_port_closes_that_connection_with_a_reason_and_the_stream_goes_on()
     {
         if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
-        var (coordinator, rtmp, peers) = await StartChainAsync(1);
+        // -v: each bad connection's reason is a debug line (1101); the warning counts them (1113).
+        var (coordinator, rtmp, peers) = await StartChainAsync(1, "-v");
         await using var _ = coordinator;
         await using var peer = peers[0];
         using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 20));
@@ -241,6 +242,7 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"{what}: {line}");
         }
         output.WriteLine(await coordinator.WaitForLogAsync("closed: handshake not finished within 10 s", Startup));
+        output.WriteLine(await coordinator.WaitForLogAsync(@"rtmp: 7 connection\(s\) closed so far for bad input", Startup));
 
         string errors = await ffmpegErrors;
         await ffmpeg.WaitForExitAsync();

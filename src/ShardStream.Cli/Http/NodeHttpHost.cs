@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
@@ -19,10 +20,12 @@ namespace ShardStream.Cli.Http;
 internal sealed class NodeHttpHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
+    private readonly HttpBadRequests _badRequests;
 
-    private NodeHttpHost(WebApplication app, string address)
+    private NodeHttpHost(WebApplication app, HttpBadRequests badRequests, string address)
     {
         _app = app;
+        _badRequests = badRequests;
         Address = address;
     }
 
@@ -53,19 +56,22 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         foreach (var feature in list) feature.AddServices(builder.Services);
         var app = builder.Build();
         foreach (var feature in list) feature.Map(app);
+        // Kestrel answers a request it cannot read by itself: counted, or a flood of garbage leaves no line.
+        var badRequests = new HttpBadRequests(app.Services.GetRequiredService<DiagnosticListener>(), loggers.CreateLogger("http"));
         try
         {
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
         {
+            badRequests.Dispose();
             await app.DisposeAsync().ConfigureAwait(false);
             throw new IOException($"cannot listen for HTTP on {address}: {e.Message}", e);
         }
         string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{address}";
         bound = bound.Replace("[::]", "127.0.0.1", StringComparison.Ordinal);
         HttpLog.Listening(loggers.CreateLogger("http"), bound);
-        return new NodeHttpHost(app, bound);
+        return new NodeHttpHost(app, badRequests, bound);
     }
 
     /// <summary>
@@ -81,6 +87,7 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         using var grace = new CancellationTokenSource(StopGrace);
         await _app.StopAsync(grace.Token).ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
+        _badRequests.Dispose();
     }
 
     /// <summary>ASP.NET Core's own log lines go to the node's loggers (stderr), Microsoft.* from warnings up.</summary>

@@ -8,7 +8,8 @@ internal static partial class RtmpLog
     [LoggerMessage(1100, LogLevel.Information, "rtmp: listening on {Address} ({What})", EventName = "RtmpListening")]
     public static partial void Listening(ILogger log, string address, string what);
 
-    [LoggerMessage(1101, LogLevel.Warning, "rtmp {Remote}: closed: {Reason}", EventName = "RtmpClosedBadInput")]
+    /// <summary>A debug line: the warning is <see cref="BadInputClosed"/>, counted.</summary>
+    [LoggerMessage(1101, LogLevel.Debug, "rtmp {Remote}: closed: {Reason}", EventName = "RtmpClosedBadInput")]
     public static partial void ClosedBadInput(ILogger log, string remote, string reason);
 
     [LoggerMessage(1102, LogLevel.Information, "rtmp {Remote}: closed: {Reason}", EventName = "RtmpClosed")]
@@ -43,4 +44,7 @@ internal static partial class RtmpLog
 
     [LoggerMessage(1112, LogLevel.Error, "rtmp {Remote}: session failed", EventName = "RtmpSessionFailed")]
     public static partial void SessionFailed(ILogger log, string remote, Exception exception);
+
+    [LoggerMessage(1113, LogLevel.Warning, "rtmp: {Count} connection(s) closed so far for bad input (not RTMP, or RTMP this node does not take), the last from {Last}", EventName = "RtmpBadInput")]
+    public static partial void BadInputClosed(ILogger log, long count, string last);
 }

@@ -53,6 +53,7 @@ public sealed class RtmpServer : IAsyncDisposable
     private readonly ConnectionCap _cap;
     private readonly AddressShares _shares;  // under _sessions's lock
     private readonly ThrottledCount _refused;
+    private readonly ThrottledCount _badInput;
     private RtmpSession? _publisher;
     private int _open;
 
@@ -67,6 +68,8 @@ public sealed class RtmpServer : IAsyncDisposable
         _shares = new AddressShares(Math.Min(options.Limits.MaxConnectionsPerAddress, _cap.Max));
         _refused = new ThrottledCount(RefusalLogInterval, TimeProvider.System, (count, last) => RtmpLog.ConnectionsRefused(Log, count, last),
             Log, "saying the rtmp connections refused", _stop.Token);
+        _badInput = new ThrottledCount(RefusalLogInterval, TimeProvider.System, (count, last) => RtmpLog.BadInputClosed(Log, count, last),
+            Log, "saying the rtmp connections closed for bad input", _stop.Token);
         _acceptLoop = AcceptLoopAsync();
     }
 
@@ -113,6 +116,20 @@ public sealed class RtmpServer : IAsyncDisposable
         SHA256.HashData(Encoding.UTF8.GetBytes(name), given);
         return CryptographicOperations.FixedTimeEquals(given, _keyHash);
     }
+
+    /// <summary>
+    /// A connection closed for bad input: any stranger can send garbage, again and again, so it is
+    /// counted in one line per 10 s (event 1113, with the last one's address and reason) and said
+    /// in a debug line each (1101), as the overlay port's bad first frames are (9106).
+    /// </summary>
+    internal void ClosedForBadInput(string remote, string reason)
+    {
+        _badInput.Note($"{remote}: {reason}");
+        RtmpLog.ClosedBadInput(Log, remote, reason);
+    }
+
+    /// <summary>Connections closed for bad input so far (tests).</summary>
+    internal long BadInputCount => _badInput.Count;
 
     internal bool TryClaimPublisher(RtmpSession session) => Interlocked.CompareExchange(ref _publisher, session, null) is null;
 

@@ -130,7 +130,7 @@ internal sealed partial class RtmpSession
             await _closing.CancelAsync().ConfigureAwait(false);
             if (_playTask is not null) await _playTask.ConfigureAwait(false);
         }
-        if (badInput) RtmpLog.ClosedBadInput(_log, Remote, reason);
+        if (badInput) _server.ClosedForBadInput(Remote, reason);
         else RtmpLog.Closed(_log, Remote, reason);
     }
 

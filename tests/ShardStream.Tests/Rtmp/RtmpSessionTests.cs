@@ -288,6 +288,33 @@ public class RtmpSessionTests : IAsyncLifetime
         await TwoServedAndAThirdRefusedAsync(server, "2 RTMP connections open, the most this node takes (an eighth of its open-file limit, 16; ulimit -n raises it)");
     }
 
+    /// <summary>
+    /// Any stranger can send garbage to the RTMP port, again and again: 10 connections that send
+    /// no RTMP are each closed, and said in at most two warnings with their count and the last
+    /// one's reason (event 1113, one line per 10 s), each in a debug line (1101); a publisher is
+    /// served after them. Before, each was a warning of its own (1101) and nothing counted them.
+    /// </summary>
+    [Fact]
+    public async Task Connections_sending_garbage_are_counted_in_at_most_two_warnings_and_a_publisher_is_served_after_them()
+    {
+        const int garbage = 10;
+        for (int i = 0; i < garbage; i++)
+        {
+            await using var client = await RtmpTestClient.ConnectAsync(_server.LocalAddress);
+            await client.SendRawAsync([0x47, .. Enumerable.Range(0, 200).Select(j => (byte)(j * 7919 + i))]);
+            Assert.True(await client.ClosedAsync());
+        }
+        await WaitUntil(() => _log.All().Contains($"rtmp: {garbage} connection(s) closed so far for bad input"));
+        string[] warnings = [.. _log.All().Split('\n').Where(l => l.StartsWith("Warning ", StringComparison.Ordinal))];
+        Assert.True(warnings.Length <= 2, $"{warnings.Length} warnings for {garbage} garbage connections:\n{string.Join('\n', warnings)}");
+        Assert.Contains("handshake version 71 ('G', text: an HTTP request?), not RTMP's 3", warnings[^1]);
+        Assert.Equal(garbage, _log.All().Split('\n').Count(l => l.StartsWith("Debug 1101 ", StringComparison.Ordinal)));
+
+        await using var publisher = await ConnectAndCreateStreamAsync();
+        await publisher.CommandAsync(1, "publish", 5.0, null, Key, "live");
+        Assert.Equal("NetStream.Publish.Start", StatusCode(await publisher.ReadCommandAsync()));
+    }
+
     /// <summary>Two connections are served, a third is refused at accept with <paramref name="reason"/> in one counted line.</summary>
     private async Task TwoServedAndAThirdRefusedAsync(RtmpServer server, string reason)
     {
