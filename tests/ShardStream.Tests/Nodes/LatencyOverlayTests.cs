@@ -94,6 +94,12 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         // Of issue 12's targets only this one holds at this size with no time to improve (the
         // others are printed above; docs/topology.md has them).
         Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"latency-aware max depth {aware.MaxDepth} is more than one deeper than blind placement's {blind.MaxDepth}");
+        // And this one: every joiner of the aware overlay measured (the coordinator at least), none
+        // more than 16 nodes; the blind coordinator asks for no measurement.
+        output.WriteLine($"nodes a joiner was asked to measure: {aware.LeastPings}-{aware.MostPings} (blind: {blind.MostPings})");
+        Assert.InRange(aware.LeastPings, 1, 16);
+        Assert.InRange(aware.MostPings, 1, 16);
+        Assert.Equal(0, blind.MostPings);
         // Measured through the transport: never below the network's delay but for the timers' grain
         // (see AssertRtt), and at the median within 25 % of it once the least samples had time to
         // come down (BuildAsync).
@@ -130,7 +136,7 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
 
     private sealed record Discount(int Id, double ClaimedMs, double MeasuredMs, double ModelMs);
 
-    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts, double MeanEdgeRtt, int MaxDepth, double MeanRdp, string[] WitnessHolds);
+    private sealed record Figures(double Mean, double P95, double LowestRttExcessMs, double MedianRttRatio, double WorstRttRatio, Discount[] JoinDiscounts, int JoinRttsRaised, Discount[] LaterDiscounts, double MeanEdgeRtt, int MaxDepth, double MeanRdp, string[] WitnessHolds, int LeastPings, int MostPings);
 
     /// <summary>
     /// Builds an overlay of <paramref name="count"/> peers on hosts p1..pN whose delays come from
@@ -144,11 +150,15 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
         overlay.Network.UseLatencyModel(["coord", .. Enumerable.Range(1, count).Select(i => $"p{i}")], model.OneWay);
         overlay.StartStreaming();
         var hostOf = new Dictionary<int, int>();
+        // Each joiner's own loggers count the nodes it was asked to measure (issue 12's pings per joining peer).
+        var pings = new List<JoinPings>();
         for (int first = 1; first <= count; first += 10)
         {
             var wave = Enumerable.Range(first, Math.Min(10, count - first + 1)).Select(async i =>
             {
-                var peer = await overlay.JoinHostAsync(i, TimeSpan.FromSeconds(2));
+                var counted = new JoinPings();
+                lock (pings) pings.Add(counted);
+                var peer = await overlay.JoinHostAsync(i, TimeSpan.FromSeconds(2), counted);
                 lock (hostOf) hostOf[peer.Id] = i;
             });
             await Task.WhenAll(wave);
@@ -251,7 +261,8 @@ public sealed partial class LatencyOverlayTests(ITestOutputHelper output)
             return new Discount(id, double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture), double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), model.RttMs(0, hostOf[id]));
         }).ToArray();
         var witnessHolds = log.Lines.Where(l => l.Message.Contains("claims a coordinate that puts it", StringComparison.Ordinal)).Select(l => l.Message).ToArray();
-        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts, meanEdge, maxDepth, meanRdp, witnessHolds);
+        var (leastPings, mostPings) = JoinPings.Range(pings);
+        return new Figures(delays.Average(), delays[(int)Math.Ceiling(0.95 * delays.Length) - 1], lowestExcess, ratios[ratios.Length / 2], ratios[^1], joinDiscounts, joinRttsRaised, laterDiscounts, meanEdge, maxDepth, meanRdp, witnessHolds, leastPings, mostPings);
     }
 
     /// <summary>The number of host "p<i>i</i>".</summary>

@@ -103,10 +103,10 @@ internal sealed class Overlay : IAsyncDisposable
     /// <summary>
     /// Starts a peer on host p<paramref name="i"/> (node i of a latency model whose node 0 is the
     /// coordinator), heartbeating every <paramref name="heartbeatInterval"/> with a 10 s timeout and
-    /// logging to <see cref="Loggers"/>, and adds it to <see cref="Peers"/> under their lock, so that
-    /// a wave of joins may run together.
+    /// logging to <paramref name="loggers"/> (<see cref="Loggers"/> unless given), and adds it to
+    /// <see cref="Peers"/> under their lock, so that a wave of joins may run together.
     /// </summary>
-    public async Task<Peer> JoinHostAsync(int i, TimeSpan heartbeatInterval)
+    public async Task<Peer> JoinHostAsync(int i, TimeSpan heartbeatInterval, ILoggerFactory? loggers = null)
     {
         var options = new PeerOptions
         {
@@ -115,7 +115,7 @@ internal sealed class Overlay : IAsyncDisposable
             HeartbeatTimeout = TimeSpan.FromSeconds(10),
             HeartbeatInterval = heartbeatInterval,
         };
-        var peer = new Peer(options, Network.Host($"p{i}"), Loggers);
+        var peer = new Peer(options, Network.Host($"p{i}"), loggers ?? Loggers);
         await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
         var output = new MemoryStream();
         lock (Peers) Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), $"p{i}"));
