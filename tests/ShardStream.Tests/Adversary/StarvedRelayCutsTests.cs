@@ -55,7 +55,8 @@ public class StarvedRelayCutsTests
         }
         catch (TimeoutException e)
         {
-            throw new TimeoutException($"{e.Message}\n{log.Dump()}");
+            string handled = string.Join(", ", children.Select(c => $"peer {c.Id} {Handled(c)}"));
+            throw new TimeoutException($"{e.Message} (lines handling a cut: {handled}); the plan now:\n{overlay.Coordinator.Snapshot().Render()}\n{log.Dump()}");
         }
         // Neither an edge to it taken out of the plan (804) nor the relay made a leaf as unreachable (806).
         Assert.DoesNotContain(log.Lines, l => (l.Id.Id == 804 && l.Message.Contains($"parent {relay.Id} (", StringComparison.Ordinal))
