@@ -98,14 +98,46 @@ public sealed partial class LyingRttTests(ITestOutputHelper output)
     /// distance in ms): the coordinator in the middle, p1 100 ms to one side, p2 100 ms to the
     /// other. The coordinator feeds both; each has a free slot. Its rounds of latency moves come
     /// every 250 ms instead of every second: the tests count rounds (the rest is 30 of them), and
-    /// the liar's lie, heartbeated every 200 ms, is heard in every round.
+    /// the liar's lie, heartbeated every 200 ms, is heard in every round. p2's coordinate must
+    /// leave room for the lies (<see cref="RoomForLies"/>): p2 fits it at its join from two
+    /// landmarks (the coordinator and p1), and now and then the fit puts most of its 100 ms in its
+    /// height. Such an overlay is started again, a few times at most: p2 measures only the
+    /// coordinator afterwards, so its coordinate does not come right.
     /// </summary>
     private static async Task<Overlay> StartAsync(LogCapture? log)
     {
-        var (overlay, p1) = await StartLineAsync(log);
-        var p2 = await overlay.AddPeerAsync(upload: 2, configure: LinePeer);
-        await UntilRightAsync(p2, p1);
-        return overlay;
+        for (int attempt = 1; ; attempt++)
+        {
+            var (overlay, p1) = await StartLineAsync(log);
+            var p2 = await overlay.AddPeerAsync(upload: 2, configure: LinePeer);
+            await UntilRightAsync(p2, p1);
+            if (RoomForLies(p1.Coordinate, p2.Coordinate) is not { } none) return overlay;
+            await overlay.DisposeAsync();
+            Assert.True(attempt < 5, $"no room for a lie to move a peer in {attempt} overlays: the last put p1 at {p1.Coordinate}, p2 at {p2.Coordinate}: {none}");
+        }
+    }
+
+    /// <summary>
+    /// Null when a peer that says it is beside p1, or beside p2 (<see cref="Beside"/>), is nearer
+    /// it than the other by estimate by half as much again as a latency move needs (the gain
+    /// <see cref="Planner.ImproveLatency(int, Func{int, int, MeasuredEdgeRtt?})"/> asks of a leaf,
+    /// p1 and p2 each 100 ms from the source), so that the lie can move it (the plan's coordinates
+    /// of the two move a little with their heartbeats); else why not. Whatever a peer claims, its
+    /// gain from p2 is at most the distance of p1 and p2 in the plane plus p1's height less p2's:
+    /// a loaded run timed out waiting for the liar's move with p2's height 101 ms and 21 ms from
+    /// the coordinator in the plane (p1's height 20 ms, 95 ms in the plane), a gain of 21 ms where
+    /// a move needs 45.
+    /// </summary>
+    private static string? RoomForLies(NetworkCoordinate p1, NetworkCoordinate p2)
+    {
+        string? Gain(NetworkCoordinate from, NetworkCoordinate to, string name)
+        {
+            var liar = Node.FromWire(Beside(Node.ToWire(to), 0.3f));
+            double now = from.EstimateRtt(liar), gain = now - to.EstimateRtt(liar);
+            double needed = Math.Max(Planner.ImproveMinGainMs, Planner.ImproveMinGainShare * (100 + now));
+            return gain >= 1.5 * needed ? null : $"beside {name}, a peer is {gain:F0} ms nearer it than the other by estimate, and a move needs {needed:F0}";
+        }
+        return Gain(p1, p2, "p2") ?? Gain(p2, p1, "p1");
     }
 
     /// <summary>
