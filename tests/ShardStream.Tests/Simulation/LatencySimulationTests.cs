@@ -26,9 +26,10 @@ public sealed class LatencySimulationTests
         Assert.Equal(8000, report.PeerCount);
 
         // Issue 12's targets: edge <= 0.5 of blind, p95 source delay <= 0.7 of blind, mean RDP <= 2.0,
-        // depth <= blind + 1, <= 16 pings. At this size the edge ratio reaches 0.53 on seed 3 (0.46
-        // at 100k), hence 0.6 here; RDP is 6-8 (blind 13-16): missed, see docs/topology.md.
-        Assert.True(aware.MeanEdgeRttMs <= 0.6 * blind.MeanEdgeRttMs, $"mean edge RTT {aware.MeanEdgeRttMs:0.0} vs blind {blind.MeanEdgeRttMs:0.0} ms");
+        // depth <= blind + 1, <= 16 pings. At join time, before any rebuild, the edge ratio is
+        // 0.269-0.277 on seeds 1-3 and p95 53-60% lower; the mean RDP is 3.6-3.9 (blind 10.9-13.8):
+        // missed until the rebuilds (the next test; docs/topology.md).
+        Assert.True(aware.MeanEdgeRttMs <= 0.5 * blind.MeanEdgeRttMs, $"mean edge RTT {aware.MeanEdgeRttMs:0.0} vs blind {blind.MeanEdgeRttMs:0.0} ms");
         Assert.True(aware.P95SourceDelayMs <= 0.7 * blind.P95SourceDelayMs, $"p95 source delay {aware.P95SourceDelayMs:0.0} vs blind {blind.P95SourceDelayMs:0.0} ms");
         Assert.True(aware.MeanRdp < 0.6 * blind.MeanRdp, $"mean RDP {aware.MeanRdp:0.00} vs blind {blind.MeanRdp:0.00}");
         Assert.True(aware.MaxDepth <= blind.MaxDepth + 1, $"max depth {aware.MaxDepth} vs blind {blind.MaxDepth}");
