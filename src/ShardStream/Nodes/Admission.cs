@@ -234,7 +234,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             ShardStreamMetrics.Joins.Add(1);
             for (int s = 0; s < k; s++) ShardStreamMetrics.Depth.Record(planner.DepthOf(id, s), ShardStreamMetrics.Shard(s));
             // A stronger joiner may take the place of weaker peers: they move under it.
-            tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id));
+            tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id), repair: false);
             NameControl(link, session, advertised);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             link.Send(welcome.Write);

@@ -771,7 +771,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                     moves = _options.LatencyRebuild ? [.. _tracker.Planner.CarryOutRebuild(roundCap)] : [];
                     if (moves.Count == 0 && !_tracker.Planner.RebuildInProgress) moves = [.. _tracker.Planner.ImproveLatency(roundCap, _movesRtt)];
                     round = ++_latencyMoveRounds;
-                    if (moves.Count > 0) _tracker.SendMoves(moves);
+                    if (moves.Count > 0) _tracker.SendMoves(moves, repair: false);
                 }
                 if (moves.Count > 0)
                 {

@@ -78,7 +78,7 @@ internal sealed partial class EvictionPolicy
             return false;
         }
         if (_slowUnder.TryGetValue(id, out var noted)) _slowUnder[id] = noted with { MovedAt = now };
-        tracker.SendMoves(moves);
+        tracker.SendMoves(moves, repair: false);
         SlowChildLog.LeafMoved(log, id, queueAge.TotalSeconds, why, parent, string.Join(", ", moves.Select(m => NodeName(m.NewParent)).Distinct()));
         return true;
     }

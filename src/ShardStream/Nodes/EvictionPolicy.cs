@@ -436,7 +436,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             var plan = child == Planner.None ? planner.Demote(id) : planner.DemoteByExchange(id, child);
             _lastDemotion = now;
             _lastDemotionFoundBy = foundBy;
-            tracker.SendMoves(plan);
+            tracker.SendMoves(plan, repair: false);
             moves = plan.Count;
             // The peer is told, with the figures (a demotion for peers that could not connect to
             // it has its own notice, RepairService.DemoteUnreachable).

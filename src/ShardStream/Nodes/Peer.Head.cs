@@ -15,7 +15,9 @@ namespace ShardStream.Nodes;
 /// never silent that long) while the shard falls ever further behind the head is cut off too
 /// (event 9203): more than <see cref="TrickleAfter"/> behind the head, and less than half of what
 /// the source made of the shard over that time came from it. A parent that sends at least half
-/// is slow at worst: the slow-child policy's. A parent starving because its own parent is lost
+/// is cut off once the shard is more than <see cref="LagAfter"/> (two trickle bounds) behind and
+/// it sent fewer chunks of it than the source made over the last trickle bound (event 9204): the
+/// child does not gain on the head. A parent starving because its own parent is lost
 /// looks the same to its children: the coordinator does not count their reports against it while
 /// it is being repaired itself (<see cref="RepairService.OnParentLost"/>).
 /// </summary>
@@ -55,6 +57,13 @@ public sealed partial class Peer
     internal static TimeSpan TrickleAfterOf(NodeOptions options) =>
         Max(options.HeartbeatTimeout * 2, options.SlowChildAge + options.SlowChildGrace + options.HeartbeatTimeout);
 
+    /// <summary>
+    /// How far behind the head a shard may fall under a parent that does not let it gain on the
+    /// head: two trickle bounds (23 s by default), within the default replay window of 30 s, so
+    /// that a new parent resumes the child where it is.
+    /// </summary>
+    private TimeSpan LagAfter => TrickleAfter * 2;
+
     /// <summary>The coordinator's heartbeat on <paramref name="link"/> said the stream's head.</summary>
     private void OnStreamHead(Link link, long head)
     {
@@ -83,7 +92,7 @@ public sealed partial class Peer
         lock (_headGate)
         {
             if (control != _headsOf || _heads.Count == 0) return (null, 0);
-            var longest = Max(age, Max(WithheldAfter, TrickleAfter));
+            var longest = Max(age, Max(WithheldAfter, LagAfter));
             while (_heads.Count > 1 && Time.GetElapsedTime(_heads.ElementAt(1).At) >= longest) _heads.Dequeue();
             Heard? then = null;
             long newest = 0;
@@ -117,6 +126,7 @@ public sealed partial class Peer
         if (HeadsOf(control, after) is not ({ } then, long newest)) return;
         long head = then.Head;
         var trickle = HeadsOf(control, TrickleAfter).Then;
+        var lagged = HeadsOf(control, LagAfter).Then;
         for (int shard = 0; shard < _shardCount; shard++)
         {
             Link? parent;
@@ -131,11 +141,23 @@ public sealed partial class Peer
             // One that sent some of it lately is not silent: it is judged by how much it sent.
             if (Time.GetElapsedTime(Volatile.Read(ref _lastChunkAt[shard])) < after)
             {
-                if (Trickles(shard, since, next, trickle, newest) is not { } got) continue;
+                // Judged over the last trickle bound: less than half of what the source made is a
+                // trickle; less than all of it, more than two bounds behind, is a lag never made up.
+                if (CameSince(shard, since, trickle, newest) is not { } got) continue;
                 var window = Time.GetElapsedTime(trickle!.Value.At);
-                BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, got.Made, next, trickle.Value.Head);
-                parent.CloseAsync(GoodbyeCode.Normal, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind")
-                    .Observe(Log, $"{parent.Name}: closing");
+                if (next < trickle.Value.Head && 2 * got.Chunks < got.Made)
+                {
+                    BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, got.Made, next, trickle.Value.Head);
+                    parent.CloseAsync(GoodbyeCode.Normal, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind")
+                        .Observe(Log, $"{parent.Name}: closing");
+                }
+                else if (lagged is { } far && next < far.Head && got.Chunks < got.Made)
+                {
+                    var behind = Time.GetElapsedTime(far.At);
+                    BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, got.Made, next, far.Head);
+                    parent.CloseAsync(GoodbyeCode.Normal, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}")
+                        .Observe(Log, $"{parent.Name}: closing");
+                }
                 continue;
             }
             BoundsLog.ShardWithheld(Log, parent.Name, shard, after.TotalSeconds, next, head);
@@ -147,19 +169,18 @@ public sealed partial class Peer
     /// <summary>
     /// The chunks of <paramref name="shard"/> its parent (its parent since <paramref name="since"/>)
     /// sent since the head <paramref name="then"/> was heard, and the chunks of it the source made
-    /// meanwhile, when the shard's next chunk <paramref name="next"/> was made by then (it is more
-    /// than <see cref="TrickleAfter"/> behind) and the parent sent less than half of them; else
-    /// null. Only over a time this peer had this parent all along, and ran for most of.
+    /// meanwhile (at least one); null when none was made, or when this peer did not have this
+    /// parent all along or did not run for most of that time.
     /// </summary>
-    private (long Chunks, long Made)? Trickles(int shard, long since, long next, Heard? then, long newest)
+    private (long Chunks, long Made)? CameSince(int shard, long since, Heard? then, long newest)
     {
-        if (then is not { } t || next >= t.Head || since > t.At || shard >= t.Chunks.Length) return null;
+        if (then is not { } t || since > t.At || shard >= t.Chunks.Length) return null;
         // Chunks that waited unread while this process did not run are no parent's fault: a
         // window with more than a quarter of it so lost is not judged.
         if (TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - t.PausedTicks) * 4 > Time.GetElapsedTime(t.At)) return null;
         long got = Volatile.Read(ref _chunksOf[shard]) - t.Chunks[shard];
         // The source deals its chunks round-robin: this shard's share of those made since.
         long made = (newest - t.Head) / _shardCount;
-        return made > 0 && 2 * got < made ? (got, made) : null;
+        return made > 0 ? (got, made) : null;
     }
 }

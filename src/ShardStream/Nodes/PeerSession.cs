@@ -222,14 +222,16 @@ internal sealed class PeerSession(int id, string address, Link control)
     public bool DroppedFromParents { get; set; }
 
     /// <summary>
-    /// Per shard, when this peer last reported its parent of that shard lost or was sent a Move
-    /// for it (a timestamp; 0: never): until its repair is done it has nothing of that shard to
-    /// relay, and its children's cuts for it are no sign against it (<see cref="RepairService.OnParentLost"/>).
-    /// Under the gate.
+    /// Per shard, when this peer's repair of its parent of that shard last began (a timestamp; 0:
+    /// never): a report of it about its parent in the plan that the coordinator answered with a
+    /// Move, or a Move of a repair (its parent failed, or an edge to it was taken out of the
+    /// plan), not a Move of the optimiser. Until the repair is done it has nothing of that shard
+    /// to relay, and its children's cuts for it are no sign against it
+    /// (<see cref="RepairService.OnParentLost"/>). Under the gate.
     /// </summary>
     private readonly long[] _repairedAt = new long[Protocol.MaxShards];
 
-    /// <summary>This peer's parent of <paramref name="shards"/> is being repaired since <paramref name="at"/>: it reported it lost, or was moved. Under the gate.</summary>
+    /// <summary>This peer's parent of <paramref name="shards"/> is being repaired since <paramref name="at"/>. Under the gate.</summary>
     public void UnderRepair(IEnumerable<int> shards, long at)
     {
         foreach (int s in shards)
@@ -239,8 +241,20 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>When the last repair of every one of <paramref name="shards"/> had begun: the earliest of their last repairs (0: one had none). Under the gate.</summary>
     public long RepairedAt(IEnumerable<int> shards) => shards.Select(s => s < _repairedAt.Length ? _repairedAt[s] : 0).DefaultIfEmpty(0).Min();
 
-    /// <summary>The parent this peer last reported lost, and how many of its reports about it in a row found it under repair and were not counted against it (<see cref="RepairService.OnParentLost"/>). Under the gate.</summary>
-    public (int Parent, int Count) StarvedParentExcuses { get; set; } = (-1, 0);
+    /// <summary>
+    /// The reports of this peer's children about it that were excused as its starving (event
+    /// 9308): which child, and when. Kept for <see cref="RepairService"/>'s period (minutes), and
+    /// counted per child over it; no report starts the count again. Under the gate.
+    /// </summary>
+    public List<(int Child, long At)> StarvedExcuses { get; } = [];
+
+    /// <summary>
+    /// This peer's reports about its parents that counted against them (neither excused nor about
+    /// a parent out of the plan): which parent, and when. Kept for <see cref="RepairService"/>'s
+    /// period (minutes): one more than a few about one parent takes the edge out of the plan.
+    /// Under the gate.
+    /// </summary>
+    public List<(int Parent, long At)> CountedCuts { get; } = [];
 
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;

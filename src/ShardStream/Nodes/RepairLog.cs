@@ -23,8 +23,14 @@ internal static partial class RepairLog
     [LoggerMessage(9305, LogLevel.Warning, "shard(s) {Shards}: the coordinator's fill up to chunk {Until} stopped at chunk {Next} (nothing came for {Seconds:0.#} s); attaching to parent {Parent} anyway", EventName = "FillStalled")]
     public static partial void FillStalled(ILogger log, string shards, ulong until, long next, double seconds, ulong parent);
 
-    [LoggerMessage(9308, LogLevel.Information, "peer {Id} lost parent {Parent}, which is itself being repaired for shard(s) {Shards} (since {Seconds:0.#} s: it lost its own parent or was moved), so has nothing to send: not counted against it; attaching it there again (excuse {Count} of {Max} in a row)", EventName = "StarvedParent")]
-    public static partial void StarvedParent(ILogger log, int id, int parent, string shards, double seconds, int count, int max);
+    [LoggerMessage(9308, LogLevel.Information, "peer {Id} lost parent {Parent}, which is itself being repaired for shard(s) {Shards} (since {Seconds:0.#} s: it lost its own parent or was moved), so has nothing to send: not counted against it; attaching it there again (excuse {Count} of {Max} in {Period:0} s)", EventName = "StarvedParent")]
+    public static partial void StarvedParent(ILogger log, int id, int parent, string shards, double seconds, int count, int max, double period);
+
+    [LoggerMessage(9310, LogLevel.Information, "peer {Id} lost parent {Parent} {Seconds:0.#} s before that parent began a repair itself: not counted against it after all (excuse {Count} of {Max} in {Period:0} s)", EventName = "StarvedParentBefore")]
+    public static partial void StarvedParentBefore(ILogger log, int id, int parent, double seconds, int count, int max, double period);
+
+    [LoggerMessage(9309, LogLevel.Warning, "peer {Id} lost parent {Parent} {Count} times in {Period:0} s, each counted against it: the edge is taken out of the plan (the parent answers, and is not made a leaf for this)", EventName = "CutTooOften")]
+    public static partial void CutTooOften(ILogger log, int id, int parent, int count, double period);
 
     [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]
     public static partial void ParentsToldToDrop(ILogger log, int id, string why, string parents);

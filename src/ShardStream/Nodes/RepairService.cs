@@ -21,10 +21,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
 
 
     /// <summary>
-    /// Reports in a row of one child about a parent that is itself under repair that are not
-    /// counted against that parent (<see cref="OnParentLost"/>); the next one counts as usual.
+    /// Reports of one child about a parent that is itself under repair that are not counted
+    /// against that parent (<see cref="OnParentLost"/>) within <see cref="CountPeriod"/>; the
+    /// next ones count as usual.
     /// </summary>
     internal const int StarvedParentExcuses = 3;
+
+    /// <summary>
+    /// Reports of one child about one parent that counted against it within <see cref="CountPeriod"/>
+    /// that take the edge out of the plan, however far apart (the second within
+    /// <see cref="ReattachRetryWindow"/> does so sooner).
+    /// </summary>
+    internal const int CutsBeforeDrop = 3;
+
+    /// <summary>
+    /// The period over which a child's excused reports about a parent, and its reports that
+    /// counted, are counted: ten <see cref="StarvedWindow"/>s, 230 s by default. No report starts
+    /// a count again, only time: a liar that times reports of its own parent lost, so that its
+    /// children's cuts come while it is under repair, has each child's cuts excused 3 times in
+    /// that period at most; one that sends just enough to be cut off only every so often (a
+    /// parent sending just over half of a shard is cut by the lag bound, 9204, and its child is
+    /// sent back to it first) loses the child at the third cut.
+    /// </summary>
+    private TimeSpan CountPeriod => StarvedWindow * 10;
 
     /// <summary>
     /// How recently a parent must have begun a repair of a shard (reported its own parent lost, or
@@ -37,10 +56,12 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// <summary>
     /// After a re-attach to the same parent, a new report about it within this time takes the edge
     /// out of the plan: at least 10 s, and room for an attach that waits out the heartbeat timeout,
-    /// and for the trickle check of a child (<see cref="Peer.TrickleAfterOf"/>) to cut the same parent again.
+    /// and for the trickle check of a child (<see cref="Peer.TrickleAfterOf"/>) to cut the same
+    /// parent again: the trickle bound, a heartbeat timeout for the attach and two heartbeat
+    /// intervals for the check's tick and the report (18.5 s by default).
     /// </summary>
     private TimeSpan ReattachRetryWindow => TimeSpan.FromSeconds(Math.Max(Math.Max(10, 3 * options.HeartbeatTimeout.TotalSeconds),
-        (Peer.TrickleAfterOf(options) + options.HeartbeatTimeout / 2).TotalSeconds));
+        (Peer.TrickleAfterOf(options) + options.HeartbeatTimeout + options.HeartbeatInterval * 2).TotalSeconds));
 
     /// <summary>
     /// A child lost its parent. When the coordinator has not heard from that parent for a while
@@ -78,7 +99,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 if (!tracker.Peers.ContainsKey(reporter.Id) || !tracker.Planner.Contains(reporter.Id)) return;
                 tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard)))
-                    .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList());
+                    .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList(), repair: true);
                 return;
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
@@ -95,25 +116,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             }
             if (!tracker.Peers.ContainsKey(reporter.Id)) return;
             long now = time.GetTimestamp();
-            // The reporter has nothing of these shards to relay until its repair is done.
-            reporter.UnderRepair(lost.Select(s => (int)s.Shard), now);
             // Only the shards the plan still gives to this parent: a move already on its way wins.
             var stillThere = lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
-            if (parent is not null && stillThere.Length > 0 && Starving(reporter, parent, stillThere, now) is { } since)
+            int cuts = 0;
+            bool unreachable = false;
+            if (parent is not null && stillThere.Length > 0 && Starving(reporter, parent, stillThere, now) is { } starving)
             {
                 // The parent sent nothing because it has nothing: its own repair is under way. Not
                 // counted against it (two such reports took the edge out of the plan, and two
                 // children so made an honest relay a leaf): the child goes back to it, which
                 // resumes it from its window once it is repaired.
                 excused = true;
-                RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), since.TotalSeconds, reporter.StarvedParentExcuses.Count, StarvedParentExcuses);
+                RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), starving.Since.TotalSeconds, starving.Count, StarvedParentExcuses, CountPeriod.TotalSeconds);
             }
-            else if (reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow && parent is not null)
+            else if (parent is not null && stillThere.Length > 0
+                && ((unreachable = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow) | (cuts = CountCut(reporter, parentId, now)) >= CutsBeforeDrop))
             {
+                // A second report soon after the re-attach: the two cannot keep a connection. Or
+                // the child cut it off again and again, further apart: it does not get what it needs from it.
                 reporter.ReattachedTo = -1;
-                // The two cannot keep a connection: take the edge out of the plan (see DropUnreachableEdges).
+                if (!unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
+                // Take the edge out of the plan (see DropUnreachableEdges).
                 // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                demote = DropUnreachableEdges(reporter, parent, stillThere, out var stranded);
+                demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
                 stillThere = stranded;
                 later = stillThere.Length > 0;
                 if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
@@ -128,6 +153,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             {
                 string address = parent?.Address ?? listenAddress();
                 again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
+                // A repair follows: the reporter has nothing of these shards to relay until it is done.
+                StartRepair(reporter, stillThere.Select(s => (int)s.Shard), now);
                 // An excused report is no attempt of the two (see Starving): the next one counts as a first.
                 if (excused) reporter.ReattachedTo = -1;
                 else (reporter.ReattachedTo, reporter.ReattachedAt) = (parentId, now);
@@ -148,26 +175,56 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     }
 
     /// <summary>
-    /// How long ago <paramref name="parent"/> began the repair of <paramref name="shards"/>, when
-    /// that was within <see cref="StarvedWindow"/> and <paramref name="reporter"/> has not had
-    /// <see cref="StarvedParentExcuses"/> reports about that parent excused so since its last
-    /// report about another parent or about one not under repair: its lost-parent report is then
-    /// that parent's starving, not counted. Null otherwise. Called under the gate.
+    /// How long ago <paramref name="parent"/> began the repair of <paramref name="shards"/>, and
+    /// which of <paramref name="reporter"/>'s excuses for it this is, when that was within
+    /// <see cref="StarvedWindow"/> and the reporter has had fewer than <see cref="StarvedParentExcuses"/>
+    /// reports about that parent excused within <see cref="CountPeriod"/>: its lost-parent report
+    /// is then that parent's starving, not counted. Null otherwise. Called under the gate.
     /// </summary>
-    private TimeSpan? Starving(PeerSession reporter, PeerSession parent, ShardStart[] shards, long now)
+    private (TimeSpan Since, int Count)? Starving(PeerSession reporter, PeerSession parent, ShardStart[] shards, long now)
     {
         long since = parent.RepairedAt(shards.Select(s => (int)s.Shard));
-        if (since == 0 || time.GetElapsedTime(since, now) > StarvedWindow)
-        {
-            reporter.StarvedParentExcuses = (parent.Id, 0);
-            return null;
-        }
-        var (of, count) = reporter.StarvedParentExcuses;
-        if (of != parent.Id) count = 0;
-        // A parent that stays starving past the excuses is judged as any other: its children move.
+        if (since == 0 || time.GetElapsedTime(since, now) > StarvedWindow) return null;
+        // Counted per parent and child over minutes: a parent that stays starving past the
+        // excuses, or starts a repair whenever its children are about to cut it, is judged as any other.
+        parent.StarvedExcuses.RemoveAll(e => time.GetElapsedTime(e.At, now) > CountPeriod);
+        int count = parent.StarvedExcuses.Count(e => e.Child == reporter.Id);
         if (count >= StarvedParentExcuses) return null;
-        reporter.StarvedParentExcuses = (parent.Id, count + 1);
-        return time.GetElapsedTime(since, now);
+        parent.StarvedExcuses.Add((reporter.Id, now));
+        return (time.GetElapsedTime(since, now), count + 1);
+    }
+
+    /// <summary>Notes a report of <paramref name="reporter"/> about <paramref name="parentId"/> that counted against it; returns how many did within <see cref="CountPeriod"/>, this one included. Called under the gate.</summary>
+    private int CountCut(PeerSession reporter, int parentId, long now)
+    {
+        reporter.CountedCuts.RemoveAll(c => time.GetElapsedTime(c.At, now) > CountPeriod);
+        reporter.CountedCuts.Add((parentId, now));
+        return reporter.CountedCuts.Count(c => c.Parent == parentId);
+    }
+
+    /// <summary>
+    /// <paramref name="peer"/> begins a repair of <paramref name="shards"/> at <paramref name="now"/>
+    /// (<see cref="PeerSession.UnderRepair"/>). A report of one of its children about it that came
+    /// just before (a heartbeat timeout) and counted was its starving too (a child further down
+    /// sees the same stall, and may say so first): it is excused after the fact, within the same
+    /// <see cref="StarvedParentExcuses"/> per child in <see cref="CountPeriod"/> (a liar that
+    /// reports its own parent lost right after each cut gains nothing more). Called under the gate.
+    /// </summary>
+    private void StartRepair(PeerSession peer, IEnumerable<int> shards, long now)
+    {
+        peer.UnderRepair(shards, now);
+        peer.StarvedExcuses.RemoveAll(e => time.GetElapsedTime(e.At, now) > CountPeriod);
+        foreach (var child in tracker.Peers.Values)
+        {
+            int last = child.CountedCuts.FindLastIndex(c => c.Parent == peer.Id);
+            if (last < 0 || time.GetElapsedTime(child.CountedCuts[last].At, now) > options.HeartbeatTimeout) continue;
+            int count = peer.StarvedExcuses.Count(e => e.Child == child.Id);
+            if (count >= StarvedParentExcuses) continue;
+            peer.StarvedExcuses.Add((child.Id, now));
+            RepairLog.StarvedParentBefore(log, child.Id, peer.Id, time.GetElapsedTime(child.CountedCuts[last].At, now).TotalSeconds, count + 1, StarvedParentExcuses, CountPeriod.TotalSeconds);
+            child.CountedCuts.RemoveAt(last);
+            if (child.ReattachedTo == peer.Id) child.ReattachedTo = -1;
+        }
     }
 
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
@@ -235,7 +292,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             // A failure, or a finish after the end: the orphans may still need the rest of the stream from a window.
             // Said before the moves go out: a peer they evict has its own line (1660, "is evicted"), after this one.
             CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, sent);
-            tracker.SendMoves(plan);
+            tracker.SendMoves(plan, repair: true);
         }
         return true;
     }
@@ -245,8 +302,10 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// planner takes the edge out (<see cref="Planner.DropEdge"/>) and the moves go out. Called
     /// under the gate. True when the parent should now be made a leaf. <paramref name="stranded"/>:
     /// the lost shards the plan still gives to that parent (no other node had room).
+    /// <paramref name="unreachable"/> false: the child cut it off too often (<see cref="CutsBeforeDrop"/>),
+    /// the edge goes the same way, and the parent, which the child reached, is not counted as unreachable.
     /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, out ShardStart[] stranded)
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, out ShardStart[] stranded)
     {
         var moves = new List<Reattachment>();
         var noOther = new List<ShardStart>();
@@ -264,7 +323,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         if (moves.Count == 0) return false;
         // One entry per (peer, shard), with the parent the plan gives it now.
         var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, tracker.Planner.ParentOf(x.Peer, x.Shard))).ToList();
-        tracker.SendMoves(final);
+        tracker.SendMoves(final, repair: true);
+        // A parent cut off too often (unreachable false) was reached: it is not made a leaf for it.
+        if (!unreachable) return false;
         ReachabilityLog.EdgeDropped(log, child.Id, parent.Id, parent.Address,
             string.Join(",", final.Where(m => m.Peer == child.Id).Select(m => $"{m.Shard}->{m.NewParent}")));
         parent.UnreachableBy.Add(child.Id);

@@ -146,8 +146,15 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     /// <summary>A move to the source or to a peer with a session; any other is a disagreement between the plan and the sessions.</summary>
     private bool Sends(Reattachment r) => r.NewParent == Planner.Source || Peers.ContainsKey(r.NewParent);
 
-    /// <summary>Tells every peer the planner moved where its shards come from now. Called under the gate.</summary>
-    public void SendMoves(IEnumerable<Reattachment> moves)
+    /// <summary>
+    /// Tells every peer the planner moved where its shards come from now. Called under the gate.
+    /// <paramref name="repair"/>: the moves repair a lost parent (one failed or left, an edge was
+    /// taken out of the plan), and each moved peer is noted under repair for those shards
+    /// (<see cref="PeerSession.UnderRepair"/>); a move of the optimiser (latency, rebuild, a
+    /// stronger joiner, a slow child's or a demotion's) is not: the peer keeps its parent until
+    /// it has the new one.
+    /// </summary>
+    public void SendMoves(IEnumerable<Reattachment> moves, bool repair)
     {
         foreach (var group in moves.GroupBy(r => r.Peer))
         {
@@ -186,7 +193,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
                 if (Planner.Contains(moved.Id)) ShardStreamMetrics.Depth.Record(Planner.DepthOf(moved.Id, e.Shard), ShardStreamMetrics.Shard(e.Shard));
             }
             if (entries.Count == 0) continue;
-            moved.UnderRepair(entries.Select(e => (int)e.Shard), time.GetTimestamp());
+            if (repair) moved.UnderRepair(entries.Select(e => (int)e.Shard), time.GetTimestamp());
             moved.SendMove(new Move(WithTickets(moved.Id, [.. entries])));
         }
     }

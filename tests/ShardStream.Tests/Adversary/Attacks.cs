@@ -28,16 +28,98 @@ public static class Attacks
             if (held.Count > 0 && (last == 0 || System.Diagnostics.Stopwatch.GetElapsedTime(last) >= every))
             {
                 last = System.Diagnostics.Stopwatch.GetTimestamp();
-                while (held.TryDequeue(out var f))
-                {
-                    sent.Add(f.Frame);
-                    if (f.Type == FrameType.Chunk) break;
-                }
+                ReleaseOneChunk(held, sent);
             }
             if (!stream) sent.Add(frame);
             return sent;
         };
     };
+
+    /// <summary>
+    /// A share (one rewriter per connection: <see cref="TamperingTransport.PerConnection"/>): holds
+    /// back every chunk, hash list and End, in order, and lets one chunk go (with what came before
+    /// it) for each 1/<paramref name="share"/> chunks the node gives it: a child gets that share of
+    /// the stream's rate, every chunk right and in order, more than the trickle check's half with
+    /// a share above 0.5, and falls ever further behind the head.
+    /// </summary>
+    public static Func<FrameRewriter> Share(double share) => () =>
+    {
+        var held = new Queue<(FrameType Type, byte[] Frame)>();
+        double credit = 0;
+        return (type, frame) =>
+        {
+            bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
+            if (stream) held.Enqueue((type, frame.ToArray()));
+            if (type == FrameType.Chunk) credit += share;
+            var sent = new List<byte[]>();
+            while (credit >= 1 && held.Count > 0)
+            {
+                ReleaseOneChunk(held, sent);
+                credit -= 1;
+            }
+            if (!stream) sent.Add(frame);
+            return sent;
+        };
+    };
+
+    /// <summary>
+    /// A stall (one rewriter per connection): holds back every chunk, hash list and End, and lets
+    /// them go, up to and including one chunk, once: <paramref name="after"/> after the connection's
+    /// first frame. A child so cut it off two heartbeat timeouts after that one chunk, not after
+    /// its attach: the liar sets how far apart its children's cuts come.
+    /// </summary>
+    public static Func<FrameRewriter> StallAfterOneChunk(TimeSpan after) => () =>
+    {
+        var held = new Queue<(FrameType Type, byte[] Frame)>();
+        long first = 0;
+        bool released = false;
+        return (type, frame) =>
+        {
+            if (first == 0) first = System.Diagnostics.Stopwatch.GetTimestamp();
+            bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
+            if (stream) held.Enqueue((type, frame.ToArray()));
+            var sent = new List<byte[]>();
+            if (!released && System.Diagnostics.Stopwatch.GetElapsedTime(first) >= after && held.Any(f => f.Type == FrameType.Chunk))
+            {
+                released = true;
+                ReleaseOneChunk(held, sent);
+            }
+            if (!stream) sent.Add(frame);
+            return sent;
+        };
+    };
+
+    /// <summary>
+    /// For the connections a node opens (<see cref="TamperingTransport.Opened"/>, one rewriter per
+    /// connection): on its control link (the one that began with a join Hello), sends a report
+    /// that its parent <paramref name="parent"/> of shard 0 is lost ahead of the next frame the
+    /// node sends, once for each time <paramref name="take"/> says one is due. A liar that says
+    /// its own parent is lost whenever it likes.
+    /// </summary>
+    public static Func<FrameRewriter> ReportParentLost(Func<int> parent, Func<bool> take) => () =>
+    {
+        bool? control = null;
+        return (type, frame) =>
+        {
+            if (control is null)
+            {
+                var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(frame.AsMemory(Body)));
+                control = type == FrameType.Hello && Hello.TryRead(ref reader, out var hello) && hello.Role == HelloRole.Join;
+            }
+            if (control != true || type == FrameType.Hello || !take()) return [frame];
+            return [Frames(w => new ParentLost((ulong)parent(), [new ShardStart(0, 0)]).Write(w)), frame];
+        };
+    };
+
+    /// <summary>Moves the frames <paramref name="held"/> back, in order, up to and including the first chunk, to <paramref name="sent"/>.</summary>
+    private static void ReleaseOneChunk(Queue<(FrameType Type, byte[] Frame)> held, List<byte[]> sent)
+    {
+        while (held.TryDequeue(out var f))
+        {
+            sent.Add(f.Frame);
+            if (f.Type == FrameType.Chunk) break;
+        }
+    }
 
     /// <summary>Flips the first payload byte of every chunk.</summary>
     public static IEnumerable<byte[]> FlipBytes(FrameType type, byte[] frame)

@@ -1,0 +1,86 @@
+using ShardStream.Nodes;
+using ShardStream.Tests.Nodes;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A liar that passes as a starving relay (event 9308). It withholds the stream from one child
+/// (<see cref="Attacks.StallAfterOneChunk"/>: one chunk 2.5 s into each attach, then nothing, so
+/// the child's cuts come about 7 s apart) and says its own parent (the coordinator) is lost on
+/// its control link (<see cref="Attacks.ReportParentLost"/>) right after each of that child's cuts
+/// that the coordinator counted against it: the child's next two cuts find it under repair and
+/// are excused, the one after finds its repair too old (it is more than 17 s back) and counts,
+/// but as a first attempt, so the edge is never dropped. The liar sees its child's cuts as its
+/// link to it closing; the test reads them from the coordinator's log, which says the same.
+/// Before, the excuse count of a child started again at each counted report, and the liar kept
+/// its child for as long as it liked (two excuses every three cuts). Now each child has at most
+/// <see cref="RepairService.StarvedParentExcuses"/> excused reports about one parent in a period
+/// of minutes that no report resets, and the child is moved off the liar.
+/// </summary>
+public class StarvingLiarTests
+{
+    [Fact]
+    public async Task A_liar_that_times_reports_of_its_own_parent_lost_cannot_keep_its_childs_cuts_excused()
+    {
+        var log = new RecordingLogger();
+        var heartbeatTimeout = TimeSpan.FromSeconds(2);
+        // Windows long enough for a child the liar held back for many cuts.
+        var window = TimeSpan.FromSeconds(180);
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, configure: o => o with { ReplayWindowAge = window }, heartbeatTimeout: heartbeatTimeout, loggers: log);
+        var due = new System.Runtime.CompilerServices.StrongBox<int>(0);
+        // On from the start, to see which connection its join opened; it sends nothing before a report is due.
+        var reports = new TamperingTransport(overlay.Network.Host("liar"), (_, f) => [f])
+        {
+            Active = true,
+            Opened = true,
+            PerConnection = Attacks.ReportParentLost(() => 0, () => Interlocked.Exchange(ref due.Value, 0) > 0),
+        };
+        var liar = new TamperingTransport(reports, (_, f) => [f]) { PerConnection = Attacks.StallAfterOneChunk(TimeSpan.FromSeconds(2.5)) };
+        var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => o with { ReplayWindowAge = window });
+        await using var _ = relay;
+        // One child is lied to; the other, if any, is served honestly (and never cuts it).
+        var (victim, host) = (victims[0].Peer, victims[0].Host);
+        liar.OnlyTo = host;
+        int ParentOf(Peer peer) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == peer.Id)?.Parents[0] ?? -1;
+        // The coordinator's handling of the child's reports about the liar: attached there again (1664, excused or not), excused (9308).
+        int Said(int id) => log.Lines.Count(l => l.Id.Id == id && l.Message.StartsWith($"peer {victim.Id} lost parent {relay.Id},", StringComparison.Ordinal));
+        int Counted() => Said(1664) - Said(9308);
+        // Excused: when the report came (9308), or as the liar began a repair right after it (9310).
+        int Excused() => Said(9308) + log.Lines.Count(l => l.Id.Id == 9310 && l.Message.StartsWith($"peer {victim.Id} lost parent {relay.Id} ", StringComparison.Ordinal));
+        liar.Active = true;
+
+        await using var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: 300, seed: 4);
+        using var stop = new CancellationTokenSource();
+        var adversary = Task.Run(async () =>
+        {
+            // After each cut counted against it, the liar says its own parent is lost.
+            int seen = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                int counted = Counted();
+                if (counted > seen)
+                {
+                    seen = counted;
+                    Interlocked.Exchange(ref due.Value, 1);
+                }
+                await Task.Delay(50);
+            }
+        });
+        int most = 2 * RepairService.StarvedParentExcuses;
+        try
+        {
+            await Overlay.WaitUntilAsync(() => (ParentOf(victim) is not -1 && ParentOf(victim) != relay.Id) || Excused() > most,
+                $"the liar's child is moved off it, or more than {most} of its cuts are excused", TimeSpan.FromSeconds(400));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await adversary;
+        }
+        Assert.True(Excused() <= RepairService.StarvedParentExcuses && ParentOf(victim) != relay.Id,
+            $"the liar kept its child: {Excused()} of its cuts excused ({Said(1664)} sent back to it), its parent {ParentOf(victim)}\n{log.Dump()}");
+        await source.StopAsync();
+        await overlay.EndAsync(TimeSpan.FromSeconds(180));
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+}
