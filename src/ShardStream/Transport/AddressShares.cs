@@ -56,13 +56,16 @@ internal sealed class AddressShares(int max)
 
     /// <summary>
     /// The group of a remote address as a transport reports it (<c>HOST:PORT</c>, <c>[V6]:PORT</c>):
-    /// <see cref="GroupOf(IPAddress)"/> of its host, or the host as it is when that is no IP address
-    /// (a simulated host's name); null when the transport knew no address ("?", empty).
+    /// <see cref="GroupOf(IPAddress)"/> of its host, or when that is no IP address (an address a
+    /// joiner advertises, a simulated host's name) the name as DNS compares it: without case and
+    /// without the root's dot, so that "LocalHost." and "localhost" are one host (a stranger spelled
+    /// one name 32 ways for 32 times the early dial-backs' share); null when the transport knew no
+    /// address ("?", empty). Names of one address that differ in more than that are not one group.
     /// </summary>
     public static string? GroupOf(string remoteAddress)
     {
         string host = Endpoint.HostOf(remoteAddress);
         if (host is "" or "?") return null;
-        return IPAddress.TryParse(host, out var ip) ? GroupOf(ip) : host;
+        return IPAddress.TryParse(host, out var ip) ? GroupOf(ip) : host.TrimEnd('.').ToLowerInvariant();
     }
 }

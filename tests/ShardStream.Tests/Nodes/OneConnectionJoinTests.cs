@@ -326,6 +326,54 @@ public sealed class OneConnectionJoinTests
         Assert.Equal(16, net.PendingBlackHoleConnects);
     }
 
+    [Fact]
+    public async Task A_stranger_that_spells_one_host_name_many_ways_still_gets_at_most_16_dial_backs_running_to_it()
+    {
+        // DNS compares names without case and without the root's dot: "LocalHost." and "localhost"
+        // are one host, and so are a victim's 2^n spellings of a name of n letters. Over TCP, with
+        // a victim that accepts and never answers (each dial-back waits half the heartbeat timeout).
+        using var victim = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        victim.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        victim.Listen();
+        int port = ((IPEndPoint)victim.LocalEndPoint!).Port;
+        var held = new System.Collections.Concurrent.ConcurrentBag<System.Net.Sockets.Socket>();
+        using var stop = new CancellationTokenSource();
+        var accepting = Task.Run(async () =>
+        {
+            try
+            {
+                while (true) held.Add(await victim.AcceptAsync(stop.Token));
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        });
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "127.0.0.1:0", LatencyAware = true, HeartbeatTimeout = TimeSpan.FromSeconds(60) }, TcpTransport.Instance);
+        await coordinator.StartAsync(default);
+        try
+        {
+            const string name = "localhost";
+            for (int i = 0; i < 40; i++)
+            {
+                // 40 spellings: the first five letters upper case by the bits of i, the root's dot from 32 on.
+                string spelled = new string([.. name.Select((c, k) => k < 5 && (i >> k & 1) == 1 ? char.ToUpperInvariant(c) : c)]) + (i >= 32 ? "." : "");
+                var connection = await TcpTransport.Instance.ConnectAsync(coordinator.ListenAddress, default);
+                await SendAsync(connection, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, (ulong)i + 1, 200, [], $"{spelled}:{port}", new byte[Protocol.NonceLength], null, WireCoordinate.Unknown));
+                Assert.Equal(FrameType.Landmarks, (await ReadFrameAsync(connection.Pipe.Input)).Type);
+                await connection.DisposeAsync();
+            }
+            await Overlay.WaitUntilAsync(() => held.Count >= 16, "the first dial-backs reach the victim");
+            // 40 spellings: before names were grouped as DNS compares them, each had 16 of its own.
+            Assert.True(held.Count <= 16, $"{held.Count} dial-backs reached one host");
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await accepting;
+            foreach (var socket in held) socket.Dispose();
+        }
+    }
+
     /// <summary>A version-9 Join from a joiner that measured the coordinator (a coordinate, one RTT); the type of the coordinator's answer.</summary>
     private static async Task<FrameType> MeasuredJoinAsync(VirtualNetwork net, string coordinator, ulong token)
     {

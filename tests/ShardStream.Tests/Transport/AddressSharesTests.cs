@@ -29,6 +29,7 @@ public sealed class AddressSharesTests
     [InlineData("10.0.0.2:5000", "10.0.0.2")]
     [InlineData("[::1]:5000", "::1")]
     [InlineData("coord:1", "coord")]
+    [InlineData("Victim.Example.:1", "victim.example")]
     [InlineData("?", null)]
     public void A_transports_remote_address_is_counted_in_its_hosts_group(string remote, string? group)
     {
