@@ -42,7 +42,8 @@ internal sealed class AddressShares(int max)
     /// <summary>
     /// The group <paramref name="address"/> is counted in: an IPv4 address (also one seen as
     /// IPv4-mapped IPv6 by a dual-stack socket) as itself, an IPv6 address by its /64
-    /// (<c>2001:db8:1:2::/64</c>), but for the loopback ::1, which is one host.
+    /// (<c>2001:db8:1:2::/64</c>; a link-local one with its zone, <c>fe80::%2/64</c>), but for the
+    /// loopback ::1, which is one host.
     /// </summary>
     public static string GroupOf(IPAddress address)
     {
@@ -51,7 +52,8 @@ internal sealed class AddressShares(int max)
         Span<byte> bytes = stackalloc byte[16];
         address.TryWriteBytes(bytes, out _);
         bytes[8..].Clear();
-        return $"{new IPAddress(bytes)}/64";
+        // The zone kept: fe80::/64 is on every link, and hosts on two links are two hosts.
+        return $"{new IPAddress(bytes, address.ScopeId)}/64";
     }
 
     /// <summary>

@@ -14,6 +14,8 @@ public sealed class AddressSharesTests
     [InlineData("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64")]
     [InlineData("2001:db8:1:3::5", "2001:db8:1:3::/64")]
     [InlineData("fe80::1234:5678", "fe80::/64")]
+    [InlineData("fe80::1234:5678%2", "fe80::%2/64")]
+    [InlineData("fe80::9%3", "fe80::%3/64")]
     [InlineData("10.0.0.2", "10.0.0.2")]
     [InlineData("::ffff:10.0.0.2", "10.0.0.2")]
     [InlineData("::1", "::1")]
