@@ -120,8 +120,7 @@ internal sealed partial class HttpConnectionCap
 
     /// <summary>
     /// The connection's remote IP address, or null where it has none (a transport not over IP):
-    /// such a connection is held only to the cap. Until 2026-12-07 it was counted as from
-    /// 255.255.255.255 (<see cref="IPAddress.None"/>), all of them in one share under that name.
+    /// such a connection is held only to the cap.
     /// </summary>
     private static IPAddress? AddressOf(ConnectionContext connection) => (connection.RemoteEndPoint as IPEndPoint)?.Address;
 

@@ -214,8 +214,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     {
         peer.UnderRepair(shards, now);
         peer.StarvedExcuses.RemoveAll(e => time.GetElapsedTime(e.At, now) > CountPeriod);
-        foreach (var child in tracker.Peers.Values)
+        if (!tracker.Planner.Contains(peer.Id)) return;
+        // Its children in the plan, not every peer: a report is answered under the gate, and a
+        // peer may send them as often as it likes. A child whose cut counted was sent back to it.
+        var children = new HashSet<int>();
+        for (int s = 0; s < options.ShardCount; s++) children.UnionWith(tracker.Planner.ChildrenOf(peer.Id, s));
+        foreach (int id in children)
         {
+            if (!tracker.Peers.TryGetValue(id, out var child)) continue;
             int last = child.CountedCuts.FindLastIndex(c => c.Parent == peer.Id);
             if (last < 0 || time.GetElapsedTime(child.CountedCuts[last].At, now) > options.HeartbeatTimeout) continue;
             int count = peer.StarvedExcuses.Count(e => e.Child == child.Id);
