@@ -498,9 +498,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     private int ExchangeCandidate(int id, long now)
     {
         var planner = tracker.Planner;
-        var children = new SortedSet<int>();
-        for (int s = 0; s < options.ShardCount; s++)
-            foreach (int child in planner.ChildrenOf(id, s)) children.Add(child);
+        var children = new SortedSet<int>(planner.ChildrenInAnyShard(id));
         bool FoundSlow(int child, out int by)
         {
             by = _foundSlow.TryGetValue(child, out var found) ? found.Parent : Planner.None;

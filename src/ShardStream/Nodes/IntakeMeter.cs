@@ -63,7 +63,10 @@ internal sealed class IntakeMeter(TimeProvider time)
     /// What a viewer stopped as too slow adds to the reason it was given: "this peer received X
     /// Mbit/s at best (N s of the last 30)", in kbit/s under 0.1 Mbit/s; empty without a window.
     /// </summary>
-    public string Said() => Best() is not { } b ? ""
-        : b.Mbps < 0.1 ? string.Create(CultureInfo.InvariantCulture, $"; this peer received {b.Mbps * 1000:0.#} kbit/s at best ({b.Over.TotalSeconds:0.#} s of the last {Kept.TotalSeconds:0})")
-        : string.Create(CultureInfo.InvariantCulture, $"; this peer received {b.Mbps:0.0} Mbit/s at best ({b.Over.TotalSeconds:0.#} s of the last {Kept.TotalSeconds:0})");
+    public string Said()
+    {
+        if (Best() is not { } b) return "";
+        string rate = b.Mbps < 0.1 ? string.Create(CultureInfo.InvariantCulture, $"{b.Mbps * 1000:0.#} kbit/s") : string.Create(CultureInfo.InvariantCulture, $"{b.Mbps:0.0} Mbit/s");
+        return string.Create(CultureInfo.InvariantCulture, $"; this peer received {rate} at best ({b.Over.TotalSeconds:0.#} s of the last {Kept.TotalSeconds:0})");
+    }
 }

@@ -83,25 +83,31 @@ public sealed partial class Peer
     }
 
     /// <summary>
-    /// The newest head heard on <paramref name="control"/> at least <paramref name="age"/> ago (null:
-    /// none), and the newest head of all. Heads older than the newest one old enough for the
-    /// longest check are dropped; that one is kept for the next checks.
+    /// The newest heads heard on <paramref name="control"/> at least <see cref="WithheldAfter"/>,
+    /// <see cref="TrickleAfter"/> and <see cref="LagAfter"/> ago (null: none), and the newest head
+    /// of all. Heads older than the newest one old enough for the longest check (the lag's: the
+    /// trickle bound is at least the withheld one) are dropped; that one is kept for the next checks.
     /// </summary>
-    private (Heard? Then, long Newest) HeadsOf(Link control, TimeSpan age)
+    private (Heard? Withheld, Heard? Trickle, Heard? Lagged, long Newest) HeadsOf(Link control)
     {
         lock (_headGate)
         {
-            if (control != _headsOf || _heads.Count == 0) return (null, 0);
-            var longest = Max(age, Max(WithheldAfter, LagAfter));
-            while (_heads.Count > 1 && Time.GetElapsedTime(_heads.ElementAt(1).At) >= longest) _heads.Dequeue();
-            Heard? then = null;
+            if (control != _headsOf || _heads.Count == 0) return default;
+            var withheldAfter = WithheldAfter;
+            var trickleAfter = TrickleAfter;
+            var lagAfter = LagAfter;
+            while (_heads.Count > 1 && Time.GetElapsedTime(_heads.ElementAt(1).At) >= lagAfter) _heads.Dequeue();
+            Heard? withheld = null, trickle = null, lagged = null;
             long newest = 0;
             foreach (var entry in _heads)
             {
-                if (Time.GetElapsedTime(entry.At) >= age) then = entry;
+                var age = Time.GetElapsedTime(entry.At);
+                if (age >= withheldAfter) withheld = entry;
+                if (age >= trickleAfter) trickle = entry;
+                if (age >= lagAfter) lagged = entry;
                 newest = entry.Head;
             }
-            return (then, newest);
+            return (withheld, trickle, lagged, newest);
         }
     }
 
@@ -123,10 +129,9 @@ public sealed partial class Peer
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;
         var after = WithheldAfter;
-        if (HeadsOf(control, after) is not ({ } then, long newest)) return;
-        long head = then.Head;
-        var trickle = HeadsOf(control, TrickleAfter).Then;
-        var lagged = HeadsOf(control, LagAfter).Then;
+        var (then, trickle, lagged, newest) = HeadsOf(control);
+        if (then is null) return;
+        long head = then.Value.Head;
         for (int shard = 0; shard < _shardCount; shard++)
         {
             Link? parent;
@@ -148,23 +153,23 @@ public sealed partial class Peer
                 if (next < trickle.Value.Head && 2 * got.Chunks < got.Made)
                 {
                     BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, got.Made, next, trickle.Value.Head);
-                    parent.CloseAsync(GoodbyeCode.Normal, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind")
-                        .Observe(Log, $"{parent.Name}: closing");
+                    Cut(parent, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind");
                 }
                 else if (lagged is { } far && next < far.Head && got.Chunks < got.Made)
                 {
                     var behind = Time.GetElapsedTime(far.At);
                     BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, got.Made, next, far.Head);
-                    parent.CloseAsync(GoodbyeCode.Normal, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}")
-                        .Observe(Log, $"{parent.Name}: closing");
+                    Cut(parent, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}");
                 }
                 continue;
             }
             BoundsLog.ShardWithheld(Log, parent.Name, shard, after.TotalSeconds, next, head);
-            parent.CloseAsync(GoodbyeCode.Normal, $"sent no chunk of shard {shard} for {after.TotalSeconds:0.#} s, though the source had made chunk {next} of it by then")
-                .Observe(Log, $"{parent.Name}: closing");
+            Cut(parent, $"sent no chunk of shard {shard} for {after.TotalSeconds:0.#} s, though the source had made chunk {next} of it by then");
         }
     }
+
+    /// <summary>Closes the link of a parent this peer cuts off (its line said why), with <paramref name="why"/>.</summary>
+    private void Cut(Link parent, string why) => parent.CloseAsync(GoodbyeCode.Normal, why).Observe(Log, $"{parent.Name}: closing");
 
     /// <summary>
     /// The chunks of <paramref name="shard"/> its parent (its parent since <paramref name="since"/>)

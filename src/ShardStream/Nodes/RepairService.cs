@@ -118,30 +118,36 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             long now = time.GetTimestamp();
             // Only the shards the plan still gives to this parent: a move already on its way wins.
             var stillThere = lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
-            int cuts = 0;
-            bool unreachable = false;
-            if (parent is not null && stillThere.Length > 0 && Starving(reporter, parent, stillThere, now) is { } starving)
+            if (parent is not null && stillThere.Length > 0)
             {
-                // The parent sent nothing because it has nothing: its own repair is under way. Not
-                // counted against it (two such reports took the edge out of the plan, and two
-                // children so made an honest relay a leaf): the child goes back to it, which
-                // resumes it from its window once it is repaired.
-                excused = true;
-                RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), starving.Since.TotalSeconds, starving.Count, StarvedParentExcuses, CountPeriod.TotalSeconds);
-            }
-            else if (parent is not null && stillThere.Length > 0
-                && ((unreachable = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow) | (cuts = CountCut(reporter, parentId, now)) >= CutsBeforeDrop))
-            {
-                // A second report soon after the re-attach: the two cannot keep a connection. Or
-                // the child cut it off again and again, further apart: it does not get what it needs from it.
-                reporter.ReattachedTo = -1;
-                if (!unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
-                // Take the edge out of the plan (see DropUnreachableEdges).
-                // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
-                stillThere = stranded;
-                later = stillThere.Length > 0;
-                if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
+                if (Starving(reporter, parent, stillThere, now) is { } starving)
+                {
+                    // The parent sent nothing because it has nothing: its own repair is under way. Not
+                    // counted against it (two such reports took the edge out of the plan, and two
+                    // children so made an honest relay a leaf): the child goes back to it, which
+                    // resumes it from its window once it is repaired.
+                    excused = true;
+                    RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), starving.Since.TotalSeconds, starving.Count, StarvedParentExcuses, CountPeriod.TotalSeconds);
+                }
+                else
+                {
+                    // A second report soon after the re-attach: the two cannot keep a connection. Or
+                    // the child cut it off again and again, further apart: it does not get what it
+                    // needs from it. Every report that is not excused is counted.
+                    bool unreachable = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow;
+                    int cuts = CountCut(reporter, parentId, now);
+                    if (unreachable || cuts >= CutsBeforeDrop)
+                    {
+                        reporter.ReattachedTo = -1;
+                        if (!unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
+                        // Take the edge out of the plan (see DropUnreachableEdges).
+                        // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
+                        demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
+                        stillThere = stranded;
+                        later = stillThere.Length > 0;
+                        if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
+                    }
+                }
             }
             else if (parent is null && reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)
             {
@@ -187,11 +193,21 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         if (since == 0 || time.GetElapsedTime(since, now) > StarvedWindow) return null;
         // Counted per parent and child over minutes: a parent that stays starving past the
         // excuses, or starts a repair whenever its children are about to cut it, is judged as any other.
+        return TakeExcuse(parent, reporter.Id, now) is { } count ? (time.GetElapsedTime(since, now), count) : null;
+    }
+
+    /// <summary>
+    /// Takes one of <paramref name="child"/>'s excuses for <paramref name="parent"/> (event 9308
+    /// or 9310): which one it is, or null when it had <see cref="StarvedParentExcuses"/> within
+    /// <see cref="CountPeriod"/> already. Called under the gate.
+    /// </summary>
+    private int? TakeExcuse(PeerSession parent, int child, long now)
+    {
         parent.StarvedExcuses.RemoveAll(e => time.GetElapsedTime(e.At, now) > CountPeriod);
-        int count = parent.StarvedExcuses.Count(e => e.Child == reporter.Id);
+        int count = parent.StarvedExcuses.Count(e => e.Child == child);
         if (count >= StarvedParentExcuses) return null;
-        parent.StarvedExcuses.Add((reporter.Id, now));
-        return (time.GetElapsedTime(since, now), count + 1);
+        parent.StarvedExcuses.Add((child, now));
+        return count + 1;
     }
 
     /// <summary>Notes a report of <paramref name="reporter"/> about <paramref name="parentId"/> that counted against it; returns how many did within <see cref="CountPeriod"/>, this one included. Called under the gate.</summary>
@@ -213,21 +229,16 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     private void StartRepair(PeerSession peer, IEnumerable<int> shards, long now)
     {
         peer.UnderRepair(shards, now);
-        peer.StarvedExcuses.RemoveAll(e => time.GetElapsedTime(e.At, now) > CountPeriod);
         if (!tracker.Planner.Contains(peer.Id)) return;
         // Its children in the plan, not every peer: a report is answered under the gate, and a
         // peer may send them as often as it likes. A child whose cut counted was sent back to it.
-        var children = new HashSet<int>();
-        for (int s = 0; s < options.ShardCount; s++) children.UnionWith(tracker.Planner.ChildrenOf(peer.Id, s));
-        foreach (int id in children)
+        foreach (int id in tracker.Planner.ChildrenInAnyShard(peer.Id))
         {
             if (!tracker.Peers.TryGetValue(id, out var child)) continue;
             int last = child.CountedCuts.FindLastIndex(c => c.Parent == peer.Id);
             if (last < 0 || time.GetElapsedTime(child.CountedCuts[last].At, now) > options.HeartbeatTimeout) continue;
-            int count = peer.StarvedExcuses.Count(e => e.Child == child.Id);
-            if (count >= StarvedParentExcuses) continue;
-            peer.StarvedExcuses.Add((child.Id, now));
-            RepairLog.StarvedParentBefore(log, child.Id, peer.Id, time.GetElapsedTime(child.CountedCuts[last].At, now).TotalSeconds, count + 1, StarvedParentExcuses, CountPeriod.TotalSeconds);
+            if (TakeExcuse(peer, child.Id, now) is not { } count) continue;
+            RepairLog.StarvedParentBefore(log, child.Id, peer.Id, time.GetElapsedTime(child.CountedCuts[last].At, now).TotalSeconds, count, StarvedParentExcuses, CountPeriod.TotalSeconds);
             child.CountedCuts.RemoveAt(last);
             if (child.ReattachedTo == peer.Id) child.ReattachedTo = -1;
         }

@@ -77,6 +77,9 @@ public sealed partial class Planner
         }
     }
 
+    /// <summary>The nodes that receive one shard or more from <paramref name="node"/>, each once.</summary>
+    public IEnumerable<int> ChildrenInAnyShard(int node) => Enumerable.Range(0, ShardCount).SelectMany(s => ChildrenOf(node, s)).Distinct();
+
     /// <summary>Striped: the one shard the peer forwards (-1 for a pure viewer). -1 for the source and other topologies.</summary>
     public int HomeShard(int node)
     {
