@@ -242,8 +242,9 @@ public sealed partial class Peer
                 }
                 catch (StreamInterruptedException e)
                 {
-                    // The coordinator stopped this peer (too slow): no more attempts.
-                    _failed.TrySetResult(e.Message);
+                    // The coordinator stopped this peer (too slow) and its goodbye was lost: no more
+                    // attempts, and its own download beside the reason, as with the goodbye.
+                    _failed.TrySetResult(e.Message + _intakeMeter.Said());
                     return;
                 }
                 catch (OperationCanceledException)

@@ -407,6 +407,9 @@ public sealed partial class Peer : Node, IPeerParents
     private readonly ShardStalls _stalls = new();
     private readonly IntakeMeter _intakeMeter;
 
+    /// <summary>What a stop as too slow adds about this peer's own download now (empty without a window); for tests.</summary>
+    internal string IntakeSaid => _intakeMeter.Said();
+
     /// <summary>
     /// A frame from a parent or the control link: the stream's to the intake, the rest handled
     /// here; throws on a violation. The read loop then notes the shards the link is the parent of

@@ -81,6 +81,43 @@ public sealed partial class SlowViewerTests
     }
 
     /// <summary>
+    /// A viewer stopped as too slow whose goodbye was lost (its host stood still until the link
+    /// was reset) hears the stop when it joins again, from the coordinator's refusal, and exits
+    /// with its own download figure beside the reason, as one that read the goodbye does: it said
+    /// only the coordinator's reason, without the "this peer received" that lets its user tell a
+    /// slow download from a slow parent.
+    /// </summary>
+    [Fact]
+    public async Task A_leaf_stopped_as_too_slow_that_hears_it_when_it_joins_again_says_its_own_download()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, loggers: logs.Factory);
+        var (relay, _, leaf) = await LeafUnderRelayAsync(overlay);
+        var leafRun = overlay.Peers.Single(p => p.Peer == leaf).Run;
+        // Its meter has a window to speak of (half of IntakeMeter.Window of samples).
+        await Overlay.WaitUntilAsync(() => leaf.IntakeSaid.Length > 0, "the leaf measured its download over a window");
+        string host = overlay.PeerById(leaf.Id).Host;
+        overlay.Network.Freeze(host);
+        try
+        {
+            uint behind = (uint)(new CoordinatorOptions().SlowChildGrace.TotalMilliseconds + 1_000);
+            ((IPeerParents)relay).SendToCoordinator(new SlowChild((ulong)leaf.Id, behind, (700, 8_000)).Write);
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {leaf.Id}, judged as a leaf, is still slow"), "the coordinator stopped the leaf");
+            // The path breaks while the goodbye waits on the frozen host: it is lost with the link.
+            overlay.Network.Cut("coord", host);
+        }
+        finally
+        {
+            overlay.Network.Thaw(host);
+        }
+        var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun.WaitAsync(Overlay.Deadline));
+        Assert.True(logs.Has(LogLevel.Warning, ": refused: "), $"the leaf did not hear the stop from a refusal of its join:\n{string.Join("\n", logs.Lines.Where(l => l.Category == "peer" || l.Message.Contains($"peer {leaf.Id}", StringComparison.Ordinal)).Select(l => l.Message))}");
+        Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
+        Assert.Contains("; this peer received ", stopped.Message, StringComparison.Ordinal);
+        await leaf.DisposeAsync();
+    }
+
+    /// <summary>
     /// A parent measures only what it serves: with K=2 striped trees, a peer parent serves a leaf
     /// one shard of two. Its report's download was compared with the whole stream's rate, so a
     /// leaf that took more than that parent queued for it ("1.6 Mbit/s while 1.0 were queued", of
