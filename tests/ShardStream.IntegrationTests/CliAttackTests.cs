@@ -275,13 +275,5 @@ public sealed class CliAttackTests(ITestOutputHelper output)
         return int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan timeout) => Poll.UntilAsync(condition, timeout, what);
 }

@@ -297,15 +297,7 @@ public sealed partial class CliClaimsTests
         coordinator.StandardInput.Close();
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> describe)
-    {
-        var deadline = DateTime.UtcNow + StartDeadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException(describe());
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, Func<string> describe) => Poll.UntilAsync(condition, StartDeadline, describe);
 
     private static async Task AssertWholeStreamAsync(CliProcess peer, byte[] source, string name)
     {

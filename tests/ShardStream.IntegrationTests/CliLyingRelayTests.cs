@@ -106,15 +106,7 @@ public partial class CliLyingRelayTests
         return found!;
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, string what) => Poll.UntilAsync(condition, Deadline, what);
 
     [GeneratedRegex(@"stream address ([0-9a-f]{64})")]
     private static partial Regex StreamAddressRegex();

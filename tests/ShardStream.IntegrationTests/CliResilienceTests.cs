@@ -211,15 +211,7 @@ public sealed partial class CliResilienceTests(ITestOutputHelper output)
         if (wait > TimeSpan.Zero) await Task.Delay(wait);
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, Func<string> describe)
-    {
-        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        while (!condition())
-        {
-            if (Stopwatch.GetTimestamp() > deadline) throw new TimeoutException(describe());
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, Func<string> describe) => Poll.UntilAsync(condition, timeout, describe);
 
     /// <summary>Per live peer id, its parent per shard (0 = coordinator, -1 = none known), from the peers' logs.</summary>
     private static Dictionary<int, int[]> ParentMap(IEnumerable<PeerRun> peers, int shards)

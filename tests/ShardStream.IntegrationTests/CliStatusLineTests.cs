@@ -121,15 +121,7 @@ public sealed partial class CliStatusLineTests(ITestOutputHelper output)
     private static string? ScriptMissing() =>
         RequiresTool.FindOnPath("script") is null ? "script (util-linux, Debian's bsdutils) is not installed" : null;
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> describe)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException(describe());
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, Func<string> describe) => Poll.UntilAsync(condition, Deadline, describe);
 
     private static string Sha(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 

@@ -102,15 +102,7 @@ public sealed partial class CliStreamKeyTests : IDisposable
         return (m.Groups[1].Value, m.Groups[2].Value);
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> describe)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException(describe());
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, Func<string> describe) => Poll.UntilAsync(condition, Deadline, describe);
 
     [GeneratedRegex(@"stream address ([0-9a-f]{64}), run ([0-9a-f]+);")]
     private static partial Regex StreamAddressRegex();

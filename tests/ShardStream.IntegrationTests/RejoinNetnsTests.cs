@@ -114,15 +114,7 @@ public sealed class RejoinNetnsTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Generous;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
-            await Task.Delay(50);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, string what) => Poll.UntilAsync(condition, Generous, what);
 
     private static byte[] RandomBytes(int length, int seed)
     {
