@@ -50,7 +50,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         _source = new StreamSource(options, _tracker.Gate, Relay, _run, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
-        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, Stopping);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, Feeds, Stopping);
         _joinSlots = new JoinSlots(options, Log, Stopping);
         _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Time, Stopping);
         if (options.MinPeers == 0) _enoughPeers.TrySetResult();
@@ -462,6 +462,20 @@ public sealed partial class Coordinator : Node, Admission.IHost
     internal bool RemembersSlowFindings(int id)
     {
         lock (_tracker.Gate) return _eviction.Remembers(id);
+    }
+
+    /// <summary>
+    /// True when this coordinator sends peer <paramref name="id"/> every one of <paramref name="shards"/>
+    /// on an attach link that keeps up (open, nothing queued for it a heartbeat timeout or longer):
+    /// that peer has them, whatever it says. A fill on its control link is not such a link.
+    /// </summary>
+    private bool Feeds(int id, int[] shards) =>
+        Relay is { } relay && shards.All(s => relay.SubscribersOf(s).Exists(l => l.Role is ChildRole child && child.PeerId == id && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));
+
+    /// <summary>When peer <paramref name="id"/>'s last repair of <paramref name="shard"/> began (a timestamp; 0: never, or no such peer); for tests.</summary>
+    internal long RepairBegan(int id, int shard)
+    {
+        lock (_tracker.Gate) return _tracker.Peers.TryGetValue(id, out var session) ? session.RepairedAt([shard]) : 0;
     }
 
     /// <summary>Direct children of the coordinator now.</summary>

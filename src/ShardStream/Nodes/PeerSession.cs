@@ -34,6 +34,7 @@ internal sealed class PeerSession(int id, string address, Link control)
             var control = Control;
             if (_movesOn != control) StartCounts(control);
             foreach (var e in move.Shards) _movedTo[e.Shard] = (int)e.ParentId;
+            _movesSent++;
             if (_attachedReports > _movesQueued)
             {
                 control.SendAhead(move.Write);
@@ -58,6 +59,37 @@ internal sealed class PeerSession(int id, string address, Link control)
     }
 
     /// <summary>
+    /// Notes the next Move sent on the peer's control link as one to know the outcome of
+    /// (<see cref="AppliedNotedMove"/>): a re-attach to the parent it reported lost.
+    /// </summary>
+    public void NoteNextMove()
+    {
+        lock (_moveOrder)
+        {
+            if (_movesOn != Control) StartCounts(Control);
+            // Its Welcome's report, one for each Move sent before it, and its own.
+            _noted = (Control, _movesSent + 2);
+        }
+    }
+
+    /// <summary>
+    /// True when the peer reported Attached for the Move noted last (<see cref="NoteNextMove"/>), on
+    /// the same control link: as many reports as its Welcome, the Moves before it and it. A peer
+    /// whose attach failed reports that parent lost before its Attached, so a report that comes
+    /// while this is false is of an attach that failed (or of one still under way). Moves are
+    /// applied side by side, so a later Move's report may stand for it: it errs towards "applied".
+    /// </summary>
+    public bool AppliedNotedMove
+    {
+        get
+        {
+            lock (_moveOrder) return _noted.Link == Control && _movesOn == Control && _attachedReports >= _noted.Reports;
+        }
+    }
+
+    private (Link? Link, int Reports) _noted;
+
+    /// <summary>
     /// True when the last Move sent on the peer's control link as it is now gave
     /// <paramref name="shard"/> to <paramref name="parent"/>: the peer has been told that place,
     /// and reads it before anything it is sent later (RepairService: a report of a parent taken out
@@ -71,7 +103,7 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The counts below start again on <paramref name="control"/> (a rejoin replaced the link: its Welcome is where the peer is told its places). Under <c>_moveOrder</c>.</summary>
     private void StartCounts(Link control)
     {
-        (_movesOn, _movesQueued, _attachedReports) = (control, 0, 0);
+        (_movesOn, _movesQueued, _attachedReports, _movesSent) = (control, 0, 0, 0);
         _movedTo.Clear();
     }
 
@@ -81,6 +113,9 @@ internal sealed class PeerSession(int id, string address, Link control)
     private Link? _movesOn;
 
     private int _movesQueued;
+
+    /// <summary>Moves sent on <see cref="_movesOn"/>, behind its stream or ahead.</summary>
+    private int _movesSent;
 
     private int _attachedReports;
 

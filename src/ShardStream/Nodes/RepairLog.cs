@@ -32,6 +32,15 @@ internal static partial class RepairLog
     [LoggerMessage(9309, LogLevel.Warning, "peer {Id} lost parent {Parent} {Count} times in {Period:0} s, each counted against it: the edge is taken out of the plan (the parent answers, and is not made a leaf for this)", EventName = "CutTooOften")]
     public static partial void CutTooOften(ILogger log, int id, int parent, int count, double period);
 
+    [LoggerMessage(9311, LogLevel.Information, "peer {Id} lost parent {Parent}, which is not in the overlay and was never its parent in the plan: nothing to repair", EventName = "NeverItsParent")]
+    public static partial void NeverItsParent(ILogger log, int id, int parent);
+
+    [LoggerMessage(9312, LogLevel.Information, "peer {Id} lost the coordinator as a parent, which still sends it shard(s) {Shards} on a link that keeps up: attaching it there again, not taken as a repair (its children's cuts of it are not excused for it)", EventName = "SourceStillFeeds")]
+    public static partial void SourceStillFeeds(ILogger log, int id, string shards);
+
+    [LoggerMessage(9313, LogLevel.Information, "peer {Id} lost parent {Parent}, which began a repair of shard(s) {Shards} {Seconds:0.#} s ago but gets them from the coordinator on a link that keeps up: counted against it", EventName = "StarvedParentFed")]
+    public static partial void StarvedParentFed(ILogger log, int id, int parent, string shards, double seconds);
+
     [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]
     public static partial void ParentsToldToDrop(ILogger log, int id, string why, string parents);
 

@@ -13,8 +13,9 @@ namespace ShardStream.Nodes;
 /// <see cref="EvictionPolicy"/>). The plan and the sessions are the
 /// <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
+/// <param name="fedBySource">Whether the coordinator sends a peer every one of some shards on an attach link that keeps up (see <see cref="Starving"/>).</param>
 internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
-    ILogger log, TimeProvider time, Func<string> listenAddress, CancellationToken stopping)
+    ILogger log, TimeProvider time, Func<string> listenAddress, Func<int, int[], bool> fedBySource, CancellationToken stopping)
 {
     /// <summary>A parent that this many peers could not connect to (children each after a second attempt, or joiners that measured it) is made a leaf.</summary>
     internal const int UnreachableChildrenBeforeLeaf = 2;
@@ -71,8 +72,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// plan is right, so the child is told to attach to the same parent again for the shards it
     /// lost, and resumes from that parent's replay window. One child's trouble never evicts a
     /// parent that answers. A second report within <see cref="ReattachRetryWindow"/> means the two
-    /// cannot connect: the edge is taken out of the plan and the child placed under another parent
-    /// (a parent that several children cannot reach is made a leaf). A shard that no other node
+    /// cannot connect, or keep what they connect: the edge is taken out of the plan and the child
+    /// placed under another parent (a parent that several children cannot reach, their report
+    /// coming before they said they attached, is made a leaf). A shard that no other node
     /// has room for, or that came from the coordinator itself, is sent to the same parent again:
     /// no orphan is left without a parent.
     /// </summary>
@@ -97,9 +99,18 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 // twice, it attached twice, and its new parent dropped one with a broken pipe.
                 CoordinatorLog.LostParentAlreadyOut(log, reporter.Id, parentId);
                 if (!tracker.Peers.ContainsKey(reporter.Id) || !tracker.Planner.Contains(reporter.Id)) return;
-                tracker.SendMoves(lost.Where(s => s.Shard < options.ShardCount)
+                // Only about a node the plan made its parent: a report naming any other is no lost
+                // parent of its, and would mark it under repair (its children's cuts excused) for nothing.
+                if (parentId < 0 || !reporter.WasPlannedParent((ulong)parentId))
+                {
+                    RepairLog.NeverItsParent(log, reporter.Id, parentId);
+                    return;
+                }
+                var moves = lost.Where(s => s.Shard < options.ShardCount)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard)))
-                    .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList(), repair: true);
+                    .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList();
+                tracker.SendMoves(moves, repair: true);
+                if (moves.Count > 0) ExcuseBefore(reporter, time.GetTimestamp());
                 return;
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
@@ -131,18 +142,25 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 }
                 else
                 {
-                    // A second report soon after the re-attach: the two cannot keep a connection. Or
-                    // the child cut it off again and again, further apart: it does not get what it
-                    // needs from it. Every report that is not excused is counted.
-                    bool unreachable = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow;
+                    // A second report soon after the re-attach: the two cannot connect (the attach
+                    // failed: the report came before the peer said its move was done), or the child
+                    // cut it off again at once. Or the child cut it off again and again, further
+                    // apart: it does not get what it needs from it. Every report that is not excused is counted.
+                    bool soon = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow;
+                    // It said the re-attach was done first: it reached the parent, which is not counted
+                    // as unreachable for this (a parent that answers but lags was made a leaf so, as
+                    // one nobody can reach).
+                    bool unreachable = soon && !reporter.AppliedNotedMove;
                     int cuts = CountCut(reporter, parentId, now);
-                    if (unreachable || cuts >= CutsBeforeDrop)
+                    if (soon || cuts >= CutsBeforeDrop)
                     {
                         reporter.ReattachedTo = -1;
                         if (!unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
                         // Take the edge out of the plan (see DropUnreachableEdges).
                         // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
                         demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
+                        // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
+                        if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
                         stillThere = stranded;
                         later = stillThere.Length > 0;
                         if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
@@ -160,10 +178,17 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 string address = parent?.Address ?? listenAddress();
                 again = tracker.WithTickets(reporter.Id, stillThere.Select(s => new ShardAssignment(s.Shard, AssignmentKind.Redirect, (ulong)parentId, 0, address)).ToArray());
                 // A repair follows: the reporter has nothing of these shards to relay until it is done.
-                StartRepair(reporter, stillThere.Select(s => (int)s.Shard), now);
+                // Not when it lost the coordinator while the coordinator still sends it those shards
+                // on a link that keeps up: the source never starves, and its word is the better one
+                // (a liar under it marked itself so at will, and had its children's cuts excused).
+                int[] shards = [.. stillThere.Select(s => (int)s.Shard)];
+                if (parent is not null) StartRepair(reporter, shards, now);
+                else if (!fedBySource(reporter.Id, shards)) reporter.UnderRepair(shards, now);
+                else RepairLog.SourceStillFeeds(log, reporter.Id, string.Join(",", shards));
                 // An excused report is no attempt of the two (see Starving): the next one counts as a first.
                 if (excused) reporter.ReattachedTo = -1;
                 else (reporter.ReattachedTo, reporter.ReattachedAt) = (parentId, now);
+                reporter.NoteNextMove();
             }
         }
         if (demote) DemoteUnreachable(parent!);
@@ -191,6 +216,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     {
         long since = parent.RepairedAt(shards.Select(s => (int)s.Shard));
         if (since == 0 || time.GetElapsedTime(since, now) > StarvedWindow) return null;
+        // A parent of those shards that the coordinator sends them to on a link that keeps up has
+        // them: its repair is done, whatever it began (the coordinator, the source, never starves).
+        int[] ids = [.. shards.Select(s => (int)s.Shard)];
+        if (ids.All(s => tracker.Planner.ParentOf(parent.Id, s) == Planner.Source) && fedBySource(parent.Id, ids))
+        {
+            RepairLog.StarvedParentFed(log, reporter.Id, parent.Id, string.Join(",", ids), time.GetElapsedTime(since, now).TotalSeconds);
+            return null;
+        }
         // Counted per parent and child over minutes: a parent that stays starving past the
         // excuses, or starts a repair whenever its children are about to cut it, is judged as any other.
         return TakeExcuse(parent, reporter.Id, now) is { } count ? (time.GetElapsedTime(since, now), count) : null;
@@ -220,15 +253,28 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
 
     /// <summary>
     /// <paramref name="peer"/> begins a repair of <paramref name="shards"/> at <paramref name="now"/>
-    /// (<see cref="PeerSession.UnderRepair"/>). A report of one of its children about it that came
-    /// just before (a heartbeat timeout) and counted was its starving too (a child further down
-    /// sees the same stall, and may say so first): it is excused after the fact, within the same
-    /// <see cref="StarvedParentExcuses"/> per child in <see cref="CountPeriod"/> (a liar that
-    /// reports its own parent lost right after each cut gains nothing more). Called under the gate.
+    /// (<see cref="PeerSession.UnderRepair"/>), and its children's cuts just before are excused
+    /// (<see cref="ExcuseBefore"/>). Called under the gate.
     /// </summary>
     private void StartRepair(PeerSession peer, IEnumerable<int> shards, long now)
     {
         peer.UnderRepair(shards, now);
+        ExcuseBefore(peer, now);
+    }
+
+    /// <summary>
+    /// <paramref name="peer"/> lost a parent, and its repair began at <paramref name="now"/>: its
+    /// answered report (<see cref="StartRepair"/>), or a repair's Move (its parent failed, or an
+    /// edge it reported was taken out of the plan). A report of one of its children about it that
+    /// came just before (a heartbeat timeout) and counted was its starving too (a child further
+    /// down sees the same stall, and may say so first): it is excused after the fact, within the
+    /// same <see cref="StarvedParentExcuses"/> per child in <see cref="CountPeriod"/> (a liar that
+    /// reports its own parent lost right after each cut gains nothing more). Not for a report about
+    /// the coordinator, which sent the peer its shards until then, nor for a Move of a graceful
+    /// leave (the leaver serves until its children moved). Called under the gate.
+    /// </summary>
+    private void ExcuseBefore(PeerSession peer, long now)
+    {
         if (!tracker.Planner.Contains(peer.Id)) return;
         // Its children in the plan, not every peer: a report is answered under the gate, and a
         // peer may send them as often as it likes. A child whose cut counted was sent back to it.
@@ -263,6 +309,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (!tracker.Peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
             if (again.Any(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
             reporter.ReattachedAt = time.GetTimestamp();
+            reporter.NoteNextMove();
         }
         reporter.SendMove(new Move(again));
     }
@@ -292,6 +339,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (!tracker.Forget(session)) return true;
             // An accusation against it may still come from one of its children (EvictionPolicy.NoteDeparted).
             eviction.NoteDeparted(session);
+            // Its children, which lost their parent if it failed (see ExcuseBefore).
+            List<int> orphans = graceful || !tracker.Planner.Contains(session.Id) ? [] : [.. tracker.Planner.ChildrenInAnyShard(session.Id)];
             ShardStreamMetrics.Leaves.Add(1, new KeyValuePair<string, object?>("how", graceful ? "graceful" : "failed"));
             plan = tracker.Planner.Leave([session.Id]);
             // Not the entries of a peer the plan evicts: it gets no Move.
@@ -310,6 +359,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             // Said before the moves go out: a peer they evict has its own line (1660, "is evicted"), after this one.
             CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, sent);
             tracker.SendMoves(plan, repair: true);
+            long now = time.GetTimestamp();
+            foreach (int id in orphans)
+                if (tracker.Peers.TryGetValue(id, out var orphan)) ExcuseBefore(orphan, now);
         }
         return true;
     }
@@ -319,8 +371,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// planner takes the edge out (<see cref="Planner.DropEdge"/>) and the moves go out. Called
     /// under the gate. True when the parent should now be made a leaf. <paramref name="stranded"/>:
     /// the lost shards the plan still gives to that parent (no other node had room).
-    /// <paramref name="unreachable"/> false: the child cut it off too often (<see cref="CutsBeforeDrop"/>),
-    /// the edge goes the same way, and the parent, which the child reached, is not counted as unreachable.
+    /// <paramref name="unreachable"/> false: the child cut it off too often (<see cref="CutsBeforeDrop"/>,
+    /// or again within <see cref="ReattachRetryWindow"/> after it said it attached to it), the edge
+    /// goes the same way, and the parent, which the child reached, is not counted as unreachable.
     /// </summary>
     private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, out ShardStart[] stranded)
     {

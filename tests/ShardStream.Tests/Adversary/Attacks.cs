@@ -40,17 +40,23 @@ public static class Attacks
     /// back every chunk, hash list and End, in order, and lets one chunk go (with what came before
     /// it) for each 1/<paramref name="share"/> chunks the node gives it: a child gets that share of
     /// the stream's rate, every chunk right and in order, more than the trickle check's half with
-    /// a share above 0.5, and falls ever further behind the head.
+    /// a share above 0.5, and falls ever further behind the head. With <paramref name="replay"/>,
+    /// the chunks the node gives it in the connection's first <paramref name="replay"/> (its replay
+    /// window, sent at the attach) earn nothing: a child sent back to it after a cut gets that share
+    /// of the live rate from where it was, and never gains on the head (a parent whose path carries
+    /// only that share of the stream's rate).
     /// </summary>
-    public static Func<FrameRewriter> Share(double share) => () =>
+    public static Func<FrameRewriter> Share(double share, TimeSpan replay = default) => () =>
     {
         var held = new Queue<(FrameType Type, byte[] Frame)>();
         double credit = 0;
+        long first = 0;
         return (type, frame) =>
         {
+            if (first == 0) first = System.Diagnostics.Stopwatch.GetTimestamp();
             bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
             if (stream) held.Enqueue((type, frame.ToArray()));
-            if (type == FrameType.Chunk) credit += share;
+            if (type == FrameType.Chunk && System.Diagnostics.Stopwatch.GetElapsedTime(first) >= replay) credit += share;
             var sent = new List<byte[]>();
             while (credit >= 1 && held.Count > 0)
             {

@@ -45,18 +45,32 @@ public class TrickledStreamTests
     public async Task The_children_of_a_relay_that_sends_just_over_half_of_the_stream_are_moved_off_it_while_the_source_runs()
     {
         await using var rig = await Rig.StartAsync(Attacks.Share(0.55));
-        var (overlay, log, relay, victims) = (rig.Overlay, rig.Log, rig.Relay, rig.Victims);
-        int ParentOf(Peer peer) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == peer.Id)?.Parents[0] ?? -1;
-
-        // A live source for up to 180 s at 160 KiB/s: at 55%, the liar's children fall 0.45 s behind a second.
-        await using (var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: 180, seed: 3))
-        {
-            await Overlay.WaitUntilAsync(() => source.Ended || victims.All(v => ParentOf(v.Peer) is not -1 && ParentOf(v.Peer) != relay.Id),
-                "the liar's children are moved off it, or the source ends", TimeSpan.FromSeconds(400));
-            var still = victims.Where(v => ParentOf(v.Peer) == relay.Id).Select(v => $"peer {v.Peer.Id} ({source.Lag(v.Peer).TotalSeconds:0.#} s behind)").ToList();
-            Assert.True(still.Count == 0, $"still under the liar when its source ended after {source.Elapsed.TotalSeconds:0} s: {string.Join(", ", still)}\n{rig.Said()}");
-        }
+        var (log, relay) = (rig.Log, rig.Relay);
+        // At 55%, the liar's children fall 0.45 s behind a second.
+        await rig.AssertMovedOffWhileTheSourceRunsAsync(seed: 3);
         Assert.Contains(log.Lines, l => l.Id.Id == 9204 && l.Message.StartsWith($"parent {relay.Id} ", StringComparison.Ordinal));
+        await rig.AssertHonestKeptAndIdenticalAsync();
+    }
+
+    /// <summary>
+    /// A parent that answers but lags (<see cref="Attacks.Share"/> with a replay: 60% of the live
+    /// rate, and nothing of its window at an attach, so a child sent back to it never gains): its
+    /// children cut it off (9204), are sent back, and cut it again within the retry window, each
+    /// time after they attached to it. Before, that second cut was taken as "cannot connect" (804),
+    /// and the two children made the parent a leaf as unreachable (806). Now a second report within
+    /// the window after the child reported its attach done takes the edge out as a cut too often
+    /// (9309): the child moves, and the parent, which was reached, is not counted as unreachable.
+    /// </summary>
+    [Fact]
+    public async Task A_second_lag_cut_soon_after_the_child_attached_again_moves_it_without_taking_the_parent_for_unreachable()
+    {
+        await using var rig = await Rig.StartAsync(Attacks.Share(0.6, replay: TimeSpan.FromMilliseconds(200)));
+        var (log, relay) = (rig.Log, rig.Relay);
+        await rig.AssertMovedOffWhileTheSourceRunsAsync(seed: 5);
+        Assert.Contains(log.Lines, l => l.Id.Id == 9204 && l.Message.StartsWith($"parent {relay.Id} ", StringComparison.Ordinal));
+        Assert.True(!log.Lines.Any(l => (l.Id.Id == 804 && l.Message.Contains($"parent {relay.Id} (", StringComparison.Ordinal))
+            || (l.Id.Id == 806 && l.Message.Contains($"peer {relay.Id} (", StringComparison.Ordinal))),
+            $"a parent its children reached was taken for one they cannot connect to:\n{rig.Said()}");
         await rig.AssertHonestKeptAndIdenticalAsync();
     }
 
@@ -79,6 +93,20 @@ public class TrickledStreamTests
             var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => o with { ReplayWindowAge = window });
             liar.Active = true;
             return new Rig { Overlay = overlay, Log = log, Liar = liar, Relay = relay, Victims = victims };
+        }
+
+        /// <summary>
+        /// Runs a live source for up to 180 s at 160 KiB/s, until every child of the liar is moved
+        /// off it; fails saying how far behind those still under it are when it ends.
+        /// </summary>
+        public async Task AssertMovedOffWhileTheSourceRunsAsync(int seed)
+        {
+            int ParentOf(Peer peer) => Overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == peer.Id)?.Parents[0] ?? -1;
+            await using var source = LiveSource.Start(Overlay, rate: 160 * 1024, maxSeconds: 180, seed: seed);
+            await Overlay.WaitUntilAsync(() => source.Ended || Victims.All(v => ParentOf(v.Peer) is not -1 && ParentOf(v.Peer) != Relay.Id),
+                "the liar's children are moved off it, or the source ends", TimeSpan.FromSeconds(400));
+            var still = Victims.Where(v => ParentOf(v.Peer) == Relay.Id).Select(v => $"peer {v.Peer.Id} ({source.Lag(v.Peer).TotalSeconds:0.#} s behind)").ToList();
+            Assert.True(still.Count == 0, $"still under the liar when its source ended after {source.Elapsed.TotalSeconds:0} s: {string.Join(", ", still)}\n{Said()}");
         }
 
         /// <summary>What the nodes said, from information up.</summary>
