@@ -68,13 +68,10 @@ public static partial class MediaHttp
         }
         // Counted per address (an IPv6 /64), but for the node's own host (local players, a local reverse proxy).
         string? from = ConnectionCap.ShareOf(context.Connection.RemoteIpAddress);
-        using var viewer = hub.Subscribe(from);
+        using var viewer = hub.Subscribe(from, out string? full);
         if (viewer is null)
         {
-            string full = from is not null && hub.ViewersFrom(from) >= hub.MaxViewersPerAddress
-                ? $"too many viewers from your address ({hub.MaxViewersPerAddress}, a quarter of this node's {hub.MaxViewers})"
-                : $"too many viewers on this node ({hub.MaxViewers})";
-            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, full).ConfigureAwait(false);
+            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, full!).ConfigureAwait(false);
             return;
         }
         response.StatusCode = StatusCodes.Status200OK;

@@ -70,11 +70,17 @@ public sealed class MediaHub
     /// <see cref="ConnectionCap.ShareOf"/>; null: not counted per address), or null when
     /// <see cref="MaxViewers"/> are watching already, or <see cref="MaxViewersPerAddress"/> from that group.
     /// </summary>
-    public MediaViewer? Subscribe(string? from = null)
+    public MediaViewer? Subscribe(string? from = null) => Subscribe(from, out _);
+
+    /// <summary>As <see cref="Subscribe(string?)"/>; when it refuses, <paramref name="full"/> says which limit, decided under the same lock.</summary>
+    public MediaViewer? Subscribe(string? from, out string? full)
     {
         lock (_gate)
         {
-            if (_viewers.Count >= MaxViewers || Shares.IsFull(from)) return null;
+            full = Shares.IsFull(from) ? $"too many viewers from your address ({MaxViewersPerAddress}, a quarter of this node's {MaxViewers})"
+                : _viewers.Count >= MaxViewers ? $"too many viewers on this node ({MaxViewers})"
+                : null;
+            if (full is not null) return null;
             var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer) { From = from };
             if (_completed) viewer.End();
             else
@@ -84,12 +90,6 @@ public sealed class MediaHub
             }
             return viewer;
         }
-    }
-
-    /// <summary>Viewers now from <paramref name="from"/> (an address group).</summary>
-    public int ViewersFrom(string from)
-    {
-        lock (_gate) return Shares.HeldBy(from);
     }
 
     internal void Remove(MediaViewer viewer)

@@ -80,4 +80,23 @@ public sealed class MediaHubTests
         using var c = hub.Subscribe();
         Assert.NotNull(c);
     }
+
+    [Fact]
+    public void A_refused_viewer_is_told_which_limit_it_met()
+    {
+        var hub = new MediaHub { MaxViewers = 8 };
+        var one = Enumerable.Range(0, 2).Select(_ => hub.Subscribe("192.0.2.1")).ToList();
+        Assert.All(one, Assert.NotNull);
+        Assert.Null(hub.Subscribe("192.0.2.1", out string? full));
+        Assert.Equal("too many viewers from your address (2, a quarter of this node's 8)", full);
+        var others = Enumerable.Range(0, 6).Select(i => hub.Subscribe($"192.0.2.{10 + i}")).ToList();
+        Assert.All(others, Assert.NotNull);
+        Assert.Null(hub.Subscribe("192.0.2.99", out full));
+        Assert.Equal("too many viewers on this node (8)", full);
+        one[0]!.Dispose();
+        using var back = hub.Subscribe("192.0.2.1", out full);
+        Assert.NotNull(back);
+        Assert.Null(full);
+        foreach (var v in one.Skip(1).Concat(others)) v!.Dispose();
+    }
 }
