@@ -1,3 +1,7 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
 namespace ShardStream.Topology;
 
 /// <summary>
@@ -248,14 +252,23 @@ internal static class RegionConstruction
     /// Vivaldi sample for both ends. A coordinator can fit these itself from what heartbeats report
     /// (the RTT of each peer's link to each parent); repeated reports of one link are the rounds.
     /// </summary>
-    internal static void LinkCoordinates(NetworkCoordinate[] coords, int[] region, IReadOnlyList<(int A, int B, double Rtt)> links, int rounds, CancellationToken cancellationToken = default)
+    internal static void LinkCoordinates(NetworkCoordinate[] coords, int[] region, List<(int A, int B, double Rtt)> links, int rounds, CancellationToken cancellationToken = default)
     {
         var vivaldi = new Vivaldi(7);
+        var all = CollectionsMarshal.AsSpan(links);
         for (var round = 0; round < rounds; round++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            foreach (var (a, c, rtt) in links)
+            for (var j = 0; j < all.Length; j++)
             {
+                // A link's far end is a peer read at random (32 MB of coordinates at 1M peers):
+                // one a few links ahead is requested now, so that its read overlaps these updates.
+                if (j + LinkPrefetchAhead < all.Length)
+                {
+                    Prefetch(coords, region, all[j + LinkPrefetchAhead].B);
+                }
+
+                var (a, c, rtt) = all[j];
                 if (region[a] != region[c])
                 {
                     continue;
@@ -265,6 +278,20 @@ internal static class RegionConstruction
                 coords[a] = vivaldi.Update(mine, coords[c], rtt);
                 coords[c] = vivaldi.Update(coords[c], mine, rtt);
             }
+        }
+    }
+
+    /// <summary>Links ahead of the one updated whose far end's coordinate and cluster <see cref="LinkCoordinates"/> requests.</summary>
+    private const int LinkPrefetchAhead = 8;
+
+    /// <summary>Starts reading peer index <paramref name="i"/>'s coordinate and cluster into the cache (a hint: no effect on the result).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Prefetch(NetworkCoordinate[] coords, int[] region, int i)
+    {
+        if (Sse.IsSupported && (uint)i < (uint)coords.Length && (uint)i < (uint)region.Length)
+        {
+            Sse.Prefetch0(Unsafe.AsPointer(ref coords[i]));
+            Sse.Prefetch0(Unsafe.AsPointer(ref region[i]));
         }
     }
 
