@@ -44,6 +44,7 @@ public sealed class UnansweredProbeTests
             Assert.Equal(FrameType.Hello, type);
             Assert.True(Hello.TryRead(ref reader, out var hello));
             next.SetResult(hello);
+            return connection;
         });
         var options = new PeerOptions { JoinAddress = "fc:1", ListenAddress = "p:1", RejoinFor = TimeSpan.FromSeconds(1) };
         var peer = new Peer(options, net.Host("p"), Overlay.Loggers);
@@ -55,12 +56,14 @@ public sealed class UnansweredProbeTests
         Assert.Equal((uint)options.MeasureTimeout.TotalMicroseconds, reported.RttMicros);
         lock (held) Assert.NotEmpty(held);
 
+        // The coordinator goes away without answering the Join, so the join fails now, not after
+        // the joiner's wait for an answer (two heartbeat timeouts, 10 s) and its retry's (10 s more).
         await stop.CancelAsync();
+        await listener.DisposeAsync();
+        (await serve).Abort();
         await Assert.ThrowsAnyAsync<Exception>(() => joining.WaitAsync(Overlay.Deadline));
         await peer.DisposeAsync();
-        await listener.DisposeAsync();
         await silent.DisposeAsync();
-        await serve;
         try
         {
             await hold;
