@@ -11,7 +11,7 @@ namespace ShardStream.IntegrationTests;
 /// as a router's forwarded port would be). It advertises the forward; the coordinator lists it
 /// there, its child connects there, and both write the exact stream.
 /// </summary>
-[Collection(CliCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed partial class CliAdvertiseTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

@@ -4,7 +4,7 @@ using System.Net.Sockets;
 namespace ShardStream.IntegrationTests;
 
 /// <summary>Wrong input gives one line on stderr, a non-zero exit code and no stack trace.</summary>
-[Collection(CliCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed class CliErrorTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);

@@ -10,7 +10,7 @@ namespace ShardStream.IntegrationTests;
 /// (1,250 bytes, one write each, about one a millisecond) reaches two peers (one below the other)
 /// byte for byte, and the coordinator reports how many chunks it cut them into.
 /// </summary>
-[Collection(CliCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed partial class CliMergeReadsTests
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);

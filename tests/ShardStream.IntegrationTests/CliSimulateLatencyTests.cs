@@ -4,7 +4,7 @@ using System.Text.Json;
 namespace ShardStream.IntegrationTests;
 
 /// <summary><c>shardstream simulate --latency ... --json</c> through the real CLI.</summary>
-[Collection(CliCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed class CliSimulateLatencyTests
 {
     private static (int Exit, string Stdout, string Stderr) Run(params string[] args)

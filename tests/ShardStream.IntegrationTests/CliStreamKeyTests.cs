@@ -11,7 +11,7 @@ namespace ShardStream.IntegrationTests;
 /// for: it proved it holds the key of stream X", and the coordinator refuses it without placing it;
 /// a viewer given the right one, and one given none (which logs "pinned stream …"), write the exact stream.
 /// </summary>
-[Collection(CliCollection.Name)]
+[Collection(BesideCliCollection.Name)]
 public sealed partial class CliStreamKeyTests : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(2);
