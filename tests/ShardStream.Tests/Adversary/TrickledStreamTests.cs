@@ -74,7 +74,34 @@ public class TrickledStreamTests
         await rig.AssertHonestKeptAndIdenticalAsync();
     }
 
-    /// <summary>K = 1, heartbeat timeout 2 s, windows of 120 s (long enough for a child the liar held back for two bounds); the liar relay lies from the start.</summary>
+    /// <summary>
+    /// A relay that sends most of the stream (85%; or 72%, and says its own parent is lost right
+    /// after each of its children's cuts, <see cref="Attacks.ReportParentLost"/>), with the
+    /// default replay window of 30 s. Its children fall behind (15% or 28% of a second each
+    /// second) until the lag bound (9204) cuts it off. The coordinator sends each child back to
+    /// it, whose window makes up most of the lag: the next cut comes 60-100 s later, never three
+    /// counted within ten starving windows (230 s), and the excuses of a relay under repair come
+    /// round again (a review's tests, 70d3b8b and 5c5bc05).
+    /// </summary>
+    [Theory]
+    [InlineData(0.85, false)]
+    [InlineData(0.72, true)]
+    public async Task The_children_of_a_relay_that_sends_most_of_the_stream_are_moved_off_it_while_the_source_runs(double share, bool reportsOwnParentLost)
+    {
+        await using var rig = await Rig.StartAsync(Attacks.Share(share), window: null, reportsOwnParentLost);
+        var (log, relay) = (rig.Log, rig.Relay);
+        // At 85%, the first lag cut comes after about 120 s.
+        await rig.AssertMovedOffWhileTheSourceRunsAsync(seed: 3, seconds: 240);
+        Assert.Contains(log.Lines, l => l.Id.Id == 9204 && l.Message.StartsWith($"parent {relay.Id} ", StringComparison.Ordinal));
+        await rig.AssertHonestKeptAndIdenticalAsync();
+    }
+
+    /// <summary>
+    /// K = 1, heartbeat timeout 2 s, windows of 120 s (long enough for a child the liar held back
+    /// for two bounds) unless told otherwise (null: the default); the liar relay lies from the
+    /// start, and with <c>reportsOwnParentLost</c> says its own parent is lost right after each
+    /// of its children's cuts (the coordinator's log says them).
+    /// </summary>
     private sealed class Rig : IAsyncDisposable
     {
         public required Overlay Overlay { get; init; }
@@ -83,26 +110,64 @@ public class TrickledStreamTests
         public required Peer Relay { get; init; }
         public required List<(Peer Peer, MemoryStream Output, Task Run, string Host)> Victims { get; init; }
 
-        public static async Task<Rig> StartAsync(Func<FrameRewriter> attack)
+        private readonly CancellationTokenSource _stop = new();
+        private Task _reporting = Task.CompletedTask;
+
+        public static Task<Rig> StartAsync(Func<FrameRewriter> attack) => StartAsync(attack, TimeSpan.FromSeconds(120), reportsOwnParentLost: false);
+
+        public static async Task<Rig> StartAsync(Func<FrameRewriter> attack, TimeSpan? window, bool reportsOwnParentLost)
         {
             var log = new RecordingLogger();
             var heartbeatTimeout = TimeSpan.FromSeconds(2);
-            var window = TimeSpan.FromSeconds(120);
-            var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, configure: o => o with { ReplayWindowAge = window }, heartbeatTimeout: heartbeatTimeout, loggers: log);
-            var liar = new TamperingTransport(overlay.Network.Host("liar"), (_, f) => [f]) { PerConnection = attack };
-            var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => o with { ReplayWindowAge = window });
+            var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, configure: o => window is { } w ? o with { ReplayWindowAge = w } : o, heartbeatTimeout: heartbeatTimeout, loggers: log);
+            var due = new System.Runtime.CompilerServices.StrongBox<int>(0);
+            // On from the start, to see which connection its join opened; it sends nothing before a report is due.
+            var reports = new TamperingTransport(overlay.Network.Host("liar"), (_, f) => [f])
+            {
+                Active = reportsOwnParentLost,
+                Opened = true,
+                PerConnection = Attacks.ReportParentLost(() => 0, () => Interlocked.Exchange(ref due.Value, 0) > 0),
+            };
+            var liar = new TamperingTransport(reports, (_, f) => [f]) { PerConnection = attack };
+            var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => window is { } w ? o with { ReplayWindowAge = w } : o);
             liar.Active = true;
-            return new Rig { Overlay = overlay, Log = log, Liar = liar, Relay = relay, Victims = victims };
+            var rig = new Rig { Overlay = overlay, Log = log, Liar = liar, Relay = relay, Victims = victims };
+            if (reportsOwnParentLost) rig._reporting = rig.ReportAfterEachCutAsync(due);
+            return rig;
+        }
+
+        /// <summary>After each of its children's cuts (9202-9204 about it), the liar says its own parent (the coordinator) is lost.</summary>
+        private async Task ReportAfterEachCutAsync(System.Runtime.CompilerServices.StrongBox<int> due)
+        {
+            int Cuts() => Log.Lines.Count(l => l.Id.Id is 9202 or 9203 or 9204 && l.Message.StartsWith($"parent {Relay.Id} ", StringComparison.Ordinal));
+            int seen = 0;
+            while (!_stop.IsCancellationRequested)
+            {
+                int cuts = Cuts();
+                if (cuts > seen)
+                {
+                    seen = cuts;
+                    Interlocked.Exchange(ref due.Value, 1);
+                }
+                try
+                {
+                    await Task.Delay(50, _stop.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
         }
 
         /// <summary>
-        /// Runs a live source for up to 180 s at 160 KiB/s, until every child of the liar is moved
-        /// off it; fails saying how far behind those still under it are when it ends.
+        /// Runs a live source for up to <paramref name="seconds"/> at 160 KiB/s, until every child
+        /// of the liar is moved off it; fails saying how far behind those still under it are when it ends.
         /// </summary>
-        public async Task AssertMovedOffWhileTheSourceRunsAsync(int seed)
+        public async Task AssertMovedOffWhileTheSourceRunsAsync(int seed, int seconds = 180)
         {
             int ParentOf(Peer peer) => Overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == peer.Id)?.Parents[0] ?? -1;
-            await using var source = LiveSource.Start(Overlay, rate: 160 * 1024, maxSeconds: 180, seed: seed);
+            await using var source = LiveSource.Start(Overlay, rate: 160 * 1024, maxSeconds: seconds, seed: seed);
             await Overlay.WaitUntilAsync(() => source.Ended || Victims.All(v => ParentOf(v.Peer) is not -1 && ParentOf(v.Peer) != Relay.Id),
                 "the liar's children are moved off it, or the source ends", TimeSpan.FromSeconds(400));
             var still = Victims.Where(v => ParentOf(v.Peer) == Relay.Id).Select(v => $"peer {v.Peer.Id} ({source.Lag(v.Peer).TotalSeconds:0.#} s behind)").ToList();
@@ -125,6 +190,9 @@ public class TrickledStreamTests
 
         public async ValueTask DisposeAsync()
         {
+            await _stop.CancelAsync();
+            await _reporting;
+            _stop.Dispose();
             await Relay.DisposeAsync();
             await Overlay.DisposeAsync();
         }
