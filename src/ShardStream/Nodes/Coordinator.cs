@@ -379,7 +379,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
                 if (lost.Violation is { Length: > 0 }) _repair.OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
-                else _repair.OnParentLost(session, (int)lost.ParentId, lost.Shards);
+                else _repair.OnParentLost(session, (int)lost.ParentId, lost.Shards, lost.Cause == LossCause.Lag);
                 break;
             case FrameType.SlowChild when session.Version >= Protocol.SlowChildVersion:
                 if (!SlowChild.TryRead(ref reader, out var slow)) throw new ProtocolException("malformed slow-child frame");

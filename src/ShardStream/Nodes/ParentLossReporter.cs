@@ -7,9 +7,9 @@ namespace ShardStream.Nodes;
 /// <summary>
 /// A peer's side of repair: when a parent link closes, it tells the coordinator which shards were
 /// lost there and from which chunk (ParentLost), with the violation when the parent was cut off
-/// for what it sent; a parent that cut this peer off as too slow ends the run instead. It owns
-/// the parents this peer cut off for room, whose report waits until there is room (see
-/// <see cref="ReportWhenRoomAsync"/>).
+/// for what it sent, and the cause when it was cut off for a lag never made up; a parent that cut
+/// this peer off as too slow ends the run instead. It owns the parents this peer cut off for room,
+/// whose report waits until there is room (see <see cref="ReportWhenRoomAsync"/>).
 /// </summary>
 internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer, ShardStalls stalls, ILogger log, TimeProvider time, CancellationToken stopping)
 {
@@ -22,6 +22,15 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         lock (_cutForRoom) _cutForRoom[sender] = (laggingShard, nextSeq);
     }
 
+    /// <summary>Parent links this peer cut off for a lag never made up (event 9204), whose report says so (version 15).</summary>
+    private readonly HashSet<Link> _cutForLag = [];
+
+    /// <summary>This peer cuts <paramref name="parent"/> off for a lag never made up: its report says so, and the coordinator moves this peer elsewhere.</summary>
+    public void CutForLag(Link parent)
+    {
+        lock (_cutForLag) _cutForLag.Add(parent);
+    }
+
     /// <summary>Called when a parent link's close is handled, before anything else (tests hold it there, as a busy machine holds the thread pool).</summary>
     public Action<Link>? ClosedHandling { get; set; }
 
@@ -31,6 +40,8 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         ClosedHandling?.Invoke(link);
         // Taken first, whatever follows: the note goes with the link.
         var whenCutOff = peer.TakeShardsWhenCutOff(link);
+        bool lagged;
+        lock (_cutForLag) lagged = _cutForLag.Remove(link);
         string reason = closed.Text;
         if (stopping.IsCancellationRequested || peer.Leaving) return;
         // A parent cut off for what it sent is reported even when the stream completed meanwhile
@@ -70,7 +81,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             return;
         }
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
-        peer.SendToCoordinator(new ParentLost(parentId, lost).Write);
+        peer.SendToCoordinator(new ParentLost(parentId, lost, Cause: lagged ? LossCause.Lag : LossCause.Lost).Write);
     }
 
     /// <summary>

@@ -17,9 +17,10 @@ namespace ShardStream.Nodes;
 /// the source made of the shard over that time came from it. A parent that sends at least half
 /// is cut off once the shard is more than <see cref="LagAfter"/> (two trickle bounds) behind and
 /// it sent fewer chunks of it than the source made over the last trickle bound (event 9204): the
-/// child does not gain on the head. A parent starving because its own parent is lost
-/// looks the same to its children: the coordinator does not count their reports against it while
-/// it is being repaired itself (<see cref="RepairService.OnParentLost"/>).
+/// child does not gain on the head; the report says so (version 15), and the coordinator moves
+/// the child to another parent. A parent starving because its own parent is lost
+/// looks the same to its children: the coordinator does not count their reports of nothing or a
+/// trickle against it while it is being repaired itself (<see cref="RepairService.OnParentLost"/>).
 /// </summary>
 public sealed partial class Peer
 {
@@ -159,6 +160,8 @@ public sealed partial class Peer
                 {
                     var behind = Time.GetElapsedTime(far.At);
                     BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, got.Made, next, far.Head);
+                    // Said in the report (version 15): the coordinator moves this peer to another parent, not back to this one.
+                    if (_version >= Protocol.LossCauseVersion) _lossReporter.CutForLag(parent);
                     Cut(parent, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}");
                 }
                 continue;

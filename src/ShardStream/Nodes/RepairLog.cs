@@ -41,6 +41,9 @@ internal static partial class RepairLog
     [LoggerMessage(9313, LogLevel.Information, "peer {Id} lost parent {Parent}, which began a repair of shard(s) {Shards} {Seconds:0.#} s ago but gets them from the coordinator on a link that keeps up: counted against it", EventName = "StarvedParentFed")]
     public static partial void StarvedParentFed(ILogger log, int id, int parent, string shards, double seconds);
 
+    [LoggerMessage(9320, LogLevel.Warning, "peer {Id} cut parent {Parent} off for a lag it never made up in shard(s) {Shards}: the edge is taken out of the plan and it is moved to another parent, not sent back (the parent answers, and is not made a leaf for this)", EventName = "CutForLag")]
+    public static partial void CutForLag(ILogger log, int id, int parent, string shards);
+
     [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]
     public static partial void ParentsToldToDrop(ILogger log, int id, string why, string parents);
 

@@ -7,7 +7,8 @@ namespace ShardStream.Nodes;
 /// <summary>
 /// Turns what peers report and what the coordinator sees (a lost parent, a parent accused of
 /// lying, a peer that left or failed) into planner operations, and the plan's changes into Moves.
-/// A child's trouble never evicts a parent that answers: the same parent is tried again first,
+/// A child's trouble never evicts a parent that answers: the same parent is tried again first
+/// (unless the child cut it off for a lag never made up: then the edge goes at once),
 /// and only a second failure within <see cref="ReattachRetryWindow"/> takes the edge out of the
 /// plan (a parent that several children cannot reach is made a leaf by the
 /// <see cref="EvictionPolicy"/>). The plan and the sessions are the
@@ -40,9 +41,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// counted, are counted: ten <see cref="StarvedWindow"/>s, 230 s by default. No report starts
     /// a count again, only time: a liar that times reports of its own parent lost, so that its
     /// children's cuts come while it is under repair, has each child's cuts excused 3 times in
-    /// that period at most; one that sends just enough to be cut off only every so often (a
-    /// parent sending just over half of a shard is cut by the lag bound, 9204, and its child is
-    /// sent back to it first) loses the child at the third cut.
+    /// that period at most; one that is cut off only every so often and whose child is sent back
+    /// to it each time (a lag cut, 9204, of a child of version 14 or older, which does not say it
+    /// was one) loses the child at the third cut.
     /// </summary>
     private TimeSpan CountPeriod => StarvedWindow * 10;
 
@@ -76,9 +77,13 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// placed under another parent (a parent that several children cannot reach, their report
     /// coming before they said they attached, is made a leaf). A shard that no other node
     /// has room for, or that came from the coordinator itself, is sent to the same parent again:
-    /// no orphan is left without a parent.
+    /// no orphan is left without a parent. A child that cut the parent off for a lag it never made
+    /// up (<paramref name="lagged"/>, version 15) is not sent back: the same parent's window made
+    /// up part of the lag and it fell behind again, cut after cut. The edge is taken out of the
+    /// plan at once (event 9320), neither counted nor excused (a starving parent sends nothing,
+    /// not most of a shard), and the parent, which the child reached, is not made a leaf for it.
     /// </summary>
-    public void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost)
+    public void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost, bool lagged = false)
     {
         PeerSession? parent = null;
         ShardAssignment[] again = [];
@@ -131,7 +136,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             var stillThere = lost.Where(s => s.Shard < options.ShardCount && tracker.Planner.ParentOf(reporter.Id, s.Shard) == parentId).ToArray();
             if (parent is not null && stillThere.Length > 0)
             {
-                if (Starving(reporter, parent, stillThere, now) is { } starving)
+                bool drop = false, unreachable = false;
+                if (lagged)
+                {
+                    // Sent back, its window would make up part of the lag and the child fall behind again.
+                    drop = true;
+                    RepairLog.CutForLag(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)));
+                }
+                else if (Starving(reporter, parent, stillThere, now) is { } starving)
                 {
                     // The parent sent nothing because it has nothing: its own repair is under way. Not
                     // counted against it (two such reports took the edge out of the plan, and two
@@ -150,21 +162,22 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     // It said the re-attach was done first: it reached the parent, which is not counted
                     // as unreachable for this (a parent that answers but lags was made a leaf so, as
                     // one nobody can reach).
-                    bool unreachable = soon && !reporter.AppliedNotedMove;
+                    unreachable = soon && !reporter.AppliedNotedMove;
                     int cuts = CountCut(reporter, parentId, now);
-                    if (soon || cuts >= CutsBeforeDrop)
-                    {
-                        reporter.ReattachedTo = -1;
-                        if (!unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
-                        // Take the edge out of the plan (see DropUnreachableEdges).
-                        // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                        demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
-                        // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
-                        if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
-                        stillThere = stranded;
-                        later = stillThere.Length > 0;
-                        if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
-                    }
+                    drop = soon || cuts >= CutsBeforeDrop;
+                    if (drop && !unreachable) RepairLog.CutTooOften(log, reporter.Id, parentId, cuts, CountPeriod.TotalSeconds);
+                }
+                if (drop)
+                {
+                    reporter.ReattachedTo = -1;
+                    // Take the edge out of the plan (see DropUnreachableEdges).
+                    // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
+                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
+                    // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
+                    if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
+                    stillThere = stranded;
+                    later = stillThere.Length > 0;
+                    if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
                 }
             }
             else if (parent is null && reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow)

@@ -566,27 +566,46 @@ public readonly record struct Move(ShardAssignment[] Shards)
 /// <summary>
 /// Peer to coordinator: the connection to parent <paramref name="ParentId"/> for these shards is
 /// gone. A non-empty <paramref name="Violation"/> says the peer cut that parent off for what it
-/// sent (a chunk that failed verification, a frame it may not send) and why.
+/// sent (a chunk that failed verification, a frame it may not send) and why. <paramref name="Cause"/>
+/// (version 15; written only when not <see cref="LossCause.Lost"/>): the peer cut it off for what
+/// it did not send.
 /// </summary>
-public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards, string Violation = "")
+public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards, string Violation = "", LossCause Cause = LossCause.Lost)
 {
     /// <summary>Writes the whole frame.</summary>
-    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(Violation ?? ""), in this, static (in ParentLost m, ref SpanWriter w) =>
+    public void Write(IBufferWriter<byte> writer) => FrameWriting.Write(writer, FrameType.ParentLost, 8 + ShardStart.ListSize(Shards.Length) + FrameCodec.StringSize(Violation ?? "") + (Cause == LossCause.Lost ? 0 : 1), in this, static (in ParentLost m, ref SpanWriter w) =>
     {
         w.WriteUInt64(m.ParentId);
         ShardStart.WriteList(ref w, m.Shards);
         FrameCodec.WriteString(ref w, m.Violation ?? "");
+        if (m.Cause != LossCause.Lost) w.WriteByte((byte)m.Cause);
     });
 
-    /// <summary>Reads a parent-lost body.</summary>
+    /// <summary>Reads a parent-lost body (with or without the cause; an unknown cause is read as <see cref="LossCause.Lost"/>).</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out ParentLost value)
     {
         value = default;
         if (!FrameCodec.TryReadUInt64(ref r, out ulong parent) || !ShardStart.TryReadList(ref r, out var shards)
-            || !FrameCodec.TryReadString(ref r, out string violation) || !r.End) return false;
-        value = new ParentLost(parent, shards, violation);
+            || !FrameCodec.TryReadString(ref r, out string violation)) return false;
+        var cause = LossCause.Lost;
+        if (!r.End)
+        {
+            if (!r.TryRead(out byte b) || !r.End) return false;
+            if (b == (byte)LossCause.Lag) cause = LossCause.Lag;
+        }
+        value = new ParentLost(parent, shards, violation, cause);
         return true;
     }
+}
+
+/// <summary>Why a peer reports a parent lost (<see cref="ParentLost.Cause"/>, version 15).</summary>
+public enum LossCause : byte
+{
+    /// <summary>The link ended, an attach failed, or the peer cut the parent off for sending nothing or a trickle (the coordinator tries the same parent again first).</summary>
+    Lost = 0,
+
+    /// <summary>The peer cut the parent off for a lag never made up (event 9204): more than two trickle bounds behind the head and not gaining on it.</summary>
+    Lag = 1,
 }
 
 /// <summary>Child to parent: stop sending these shards.</summary>

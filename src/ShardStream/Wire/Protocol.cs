@@ -15,9 +15,18 @@ public static class Protocol
     /// 11 a peer's measured RTTs to its parents in its control link's heartbeats,
     /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay),
     /// 13 the stream a joiner asks for, in its Join (the coordinator refuses another stream's joiner before placing it),
-    /// 14 the stream's head in the coordinator's heartbeats on a control link.
+    /// 14 the stream's head in the coordinator's heartbeats on a control link,
+    /// 15 the cause in a ParentLost (a parent cut off for a lag never made up).
     /// </summary>
-    public const ushort Version = 14;
+    public const ushort Version = 15;
+
+    /// <summary>
+    /// The first version whose ParentLost may say that the peer cut that parent off for a lag it
+    /// never made up (<see cref="ParentLost.Cause"/>, <see cref="LossCause.Lag"/>): the coordinator
+    /// then moves the child to another parent instead of sending it back (docs/protocol.md,
+    /// section 12; docs/resilience.md).
+    /// </summary>
+    public const ushort LossCauseVersion = 15;
 
     /// <summary>
     /// The first version whose control-link heartbeats from the coordinator carry the stream's head

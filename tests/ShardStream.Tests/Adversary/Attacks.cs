@@ -69,6 +69,43 @@ public static class Attacks
     };
 
     /// <summary>
+    /// A lag kept (one rewriter per connection): lets <paramref name="share"/> of the chunks through
+    /// as <see cref="Share"/> until the oldest frame it holds has waited <paramref name="by"/>, and
+    /// from then on holds every chunk, hash list and End exactly that long, in order (a delay
+    /// line): a child falls <paramref name="by"/> behind the head and then gets the stream's full
+    /// rate, every chunk right and in order. Everything else goes at once.
+    /// </summary>
+    public static Func<FrameRewriter> LagThenFullRate(double share, TimeSpan by) => () =>
+    {
+        var held = new Queue<(FrameType Type, byte[] Frame, long At)>();
+        double credit = 0;
+        bool delaying = false;
+        return (type, frame) =>
+        {
+            bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
+            if (stream) held.Enqueue((type, frame.ToArray(), System.Diagnostics.Stopwatch.GetTimestamp()));
+            var sent = new List<byte[]>();
+            delaying |= held.Count > 0 && System.Diagnostics.Stopwatch.GetElapsedTime(held.Peek().At) >= by;
+            if (delaying)
+            {
+                // Any frame the node sends (a heartbeat once the stream is quiet) lets go what waited long enough.
+                while (held.Count > 0 && System.Diagnostics.Stopwatch.GetElapsedTime(held.Peek().At) >= by) sent.Add(held.Dequeue().Frame);
+            }
+            else if (type == FrameType.Chunk && (credit += share) >= 1)
+            {
+                credit -= 1;
+                while (held.TryDequeue(out var f))
+                {
+                    sent.Add(f.Frame);
+                    if (f.Type == FrameType.Chunk) break;
+                }
+            }
+            if (!stream) sent.Add(frame);
+            return sent;
+        };
+    };
+
+    /// <summary>
     /// A stall (one rewriter per connection): holds back every chunk, hash list and End, and lets
     /// them go, up to and including one chunk, once: <paramref name="after"/> after the connection's
     /// first frame. A child so cut it off two heartbeat timeouts after that one chunk, not after
@@ -116,6 +153,33 @@ public static class Attacks
             return [Frames(w => new ParentLost((ulong)parent(), [new ShardStart(0, 0)]).Write(w)), frame];
         };
     };
+
+    /// <summary>
+    /// Until <paramref name="stop"/>: each time <paramref name="count"/> grows (looked at every
+    /// 50 ms), sets <paramref name="due"/> to 1, which the <c>take</c> of <see cref="ReportParentLost"/>
+    /// reads: a liar that says its own parent is lost after each such event.
+    /// </summary>
+    public static async Task DueWhenItGrowsAsync(Func<int> count, System.Runtime.CompilerServices.StrongBox<int> due, CancellationToken stop)
+    {
+        int seen = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            int now = count();
+            if (now > seen)
+            {
+                seen = now;
+                Interlocked.Exchange(ref due.Value, 1);
+            }
+            try
+            {
+                await Task.Delay(50, stop);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
 
     /// <summary>Moves the frames <paramref name="held"/> back, in order, up to and including the first chunk, to <paramref name="sent"/>.</summary>
     private static void ReleaseOneChunk(Queue<(FrameType Type, byte[] Frame)> held, List<byte[]> sent)

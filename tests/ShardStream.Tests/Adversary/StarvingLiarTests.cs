@@ -53,21 +53,8 @@ public class StarvingLiarTests
 
         await using var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: 300, seed: 4);
         using var stop = new CancellationTokenSource();
-        var adversary = Task.Run(async () =>
-        {
-            // After each cut counted against it, the liar says its own parent is lost.
-            int seen = 0;
-            while (!stop.IsCancellationRequested)
-            {
-                int counted = Counted();
-                if (counted > seen)
-                {
-                    seen = counted;
-                    Interlocked.Exchange(ref due.Value, 1);
-                }
-                await Task.Delay(50);
-            }
-        });
+        // After each cut counted against it, the liar says its own parent is lost.
+        var adversary = Attacks.DueWhenItGrowsAsync(Counted, due, stop.Token);
         int most = 2 * RepairService.StarvedParentExcuses;
         try
         {

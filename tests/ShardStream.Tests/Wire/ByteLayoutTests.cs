@@ -36,6 +36,8 @@ public class ByteLayoutTests
     [InlineData("move", "0000001A 08 01 00 01 0000000000000000 0000000000000000 0003 633A33 00")]
     // length 24 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203 | violation: "bad"
     [InlineData("parent-lost", "00000018 09 0000000000000004 01 01 0000000000000203 0003 626164")]
+    // length 22 | type 9 | parent 4 | 1 entry: shard 1 from seq 0x0203 | violation: "" | cause 1 (a lag never made up; version 15)
+    [InlineData("parent-lost-lag", "00000016 09 0000000000000004 01 01 0000000000000203 0000 01")]
     // length 13 | type 12 | child 7 | queue age 2500 ms (version 2)
     [InlineData("slow-child", "0000000D 0C 0000000000000007 000009C4")]
     // length 9 | type 20 | child 7 (version 12)
@@ -84,6 +86,8 @@ public class ByteLayoutTests
     [InlineData("hello-v6-join", "00000054 01 53485354 000C 000C 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 02 0000000000000000 000005DC 0000000000000004 000007D0")]
     [InlineData("hello-v13-join-stream", "0000005C 01 53485354 000D 000D 01 000000000000002A FFFF 00 0003 613A31 0102030405060708090A0B0C0D0E0F10 00 " + Coord + " 00 " + Key22)]
     [InlineData("goodbye-other-stream", "00000076 05 0008 0001 78 " + Proof33 + " " + Run44)]
+    [InlineData("parent-lost", "00000018 09 0000000000000004 01 01 0000000000000203 0003 626164")]
+    [InlineData("parent-lost-lag", "00000016 09 0000000000000004 01 01 0000000000000203 0000 01")]
     public void Hand_written_vectors_decode_to_the_expected_message(string name, string hex)
     {
         var (type, body) = Frames.ReadSingle(Frames.Hex(hex));
@@ -120,6 +124,13 @@ public class ByteLayoutTests
                 Assert.Equal(5UL, withRtts.Value);
                 Assert.Equal(Coordinate, withRtts.Coordinate);
                 Assert.Equal([new ParentRtt(3, 1000, 900, 6)], withRtts.ParentRtts!);
+                break;
+            case "parent-lost" or "parent-lost-lag":
+                Assert.Equal(FrameType.ParentLost, type);
+                Assert.True(ParentLost.TryRead(ref reader, out var lost));
+                Assert.Equal(4UL, lost.ParentId);
+                Assert.Equal([new ShardStart(1, 0x0203)], lost.Shards);
+                Assert.Equal(name == "parent-lost" ? ("bad", LossCause.Lost) : ("", LossCause.Lag), (lost.Violation, lost.Cause));
                 break;
             case "hello-v6-join":
                 Assert.Equal(FrameType.Hello, type);
@@ -284,6 +295,7 @@ public class ByteLayoutTests
             case "welcome": new Welcome(3, 9, 2, 4, 0x100, [new ShardAssignment(1, AssignmentKind.Redirect, 3, 5, "b:2")]).Write(w); break;
             case "move": new Move([new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, "c:3")]).Write(w); break;
             case "parent-lost": new ParentLost(4, [new ShardStart(1, 0x0203)], "bad").Write(w); break;
+            case "parent-lost-lag": new ParentLost(4, [new ShardStart(1, 0x0203)], Cause: LossCause.Lag).Write(w); break;
             case "slow-child": new SlowChild(7, 2500).Write(w); break;
             case "drop-child": new DropChild(7).Write(w); break;
             case "detach": new Detach([0, 1]).Write(w); break;
