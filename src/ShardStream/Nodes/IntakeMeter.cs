@@ -19,7 +19,10 @@ internal sealed class IntakeMeter(TimeProvider time)
     /// <summary>How far back windows are looked for.</summary>
     internal static readonly TimeSpan Kept = TimeSpan.FromSeconds(30);
 
-    private readonly Queue<(long At, long Bytes)> _samples = new();
+    private readonly Queue<(long At, long Bytes, int Run)> _samples = new();
+
+    /// <summary>Which stretch between pauses of the process a sample belongs to: no window spans two.</summary>
+    private int _run;
 
     /// <summary>Adds a sample of the running total of bytes accepted; forgets samples older than <see cref="Kept"/>.</summary>
     public void Sample(long bytes)
@@ -27,15 +30,19 @@ internal sealed class IntakeMeter(TimeProvider time)
         long now = time.GetTimestamp();
         lock (_samples)
         {
-            _samples.Enqueue((now, bytes));
+            _samples.Enqueue((now, bytes, _run));
             while (_samples.Count > 1 && time.GetElapsedTime(_samples.Peek().At, now) > Kept) _samples.Dequeue();
         }
     }
 
-    /// <summary>This process was held up: bytes it then reads at once crossed the link over a longer time, so no window spans the pause.</summary>
+    /// <summary>
+    /// This process was held up: bytes it then reads at once crossed the link over a longer time,
+    /// so no window spans the pause. The windows before it measured the link and are kept (they
+    /// were dropped, and a viewer stopped soon after a pause said no download at all).
+    /// </summary>
     public void Reset()
     {
-        lock (_samples) _samples.Clear();
+        lock (_samples) _run++;
     }
 
     /// <summary>
@@ -44,13 +51,13 @@ internal sealed class IntakeMeter(TimeProvider time)
     /// </summary>
     public (double Mbps, TimeSpan Over)? Best()
     {
-        (long At, long Bytes)[] samples;
+        (long At, long Bytes, int Run)[] samples;
         lock (_samples) samples = [.. _samples];
         (double Mbps, TimeSpan Over)? best = null;
         int from = 0;
         for (int to = 1; to < samples.Length; to++)
         {
-            while (time.GetElapsedTime(samples[from].At, samples[to].At) > Window) from++;
+            while (samples[from].Run != samples[to].Run || time.GetElapsedTime(samples[from].At, samples[to].At) > Window) from++;
             var span = time.GetElapsedTime(samples[from].At, samples[to].At);
             if (span < Window / 2) continue;
             double mbps = (samples[to].Bytes - samples[from].Bytes) * 8 / span.TotalSeconds / 1e6;
