@@ -61,7 +61,9 @@ public sealed partial class Planner
     /// under a cap of 1 or 2) waits: the calls save their unused moves for it until they add up,
     /// so a call may move more than the cap (at most the cap and that step), but the moves over the
     /// calls stay within the cap times the calls. Without that, such a step was never made, and a
-    /// small overlay's trees ran up to three levels deeper while a rebuild was under way.
+    /// small overlay's trees ran up to three levels deeper while a rebuild was under way. A planned
+    /// edge to a parent the node must avoid (<see cref="DropEdge"/>) is skipped, and a node a step
+    /// displaced under such a parent is re-placed at the end of the call, as after a join.
     /// </summary>
     /// <param name="maxMoves">The cap of this call: at most this many (peer, shard) edges move in it, but for one step the calls before it saved moves for.</param>
     /// <returns>Every (peer, shard, new parent) change, already applied.</returns>
@@ -143,6 +145,9 @@ public sealed partial class Planner
             _rebuildsDone++;
         }
 
+        // A node another moved displaced (an exchange of places, a tall child parked) may have
+        // landed under a parent it must avoid: re-placed, as after a join or leave.
+        KeepAvoidedEdgesOut();
         return Summarize(_moves, []);
 
         // Returns the Moves made (0: nothing to do, or skipped), -1 when a step needs more moves
@@ -155,8 +160,10 @@ public sealed partial class Planner
             }
 
             var parent = _forest.Parent(node, shard);
-            if (parent == target)
+            if (parent == target || _avoided.Contains((node, target)))
             {
+                // In place, or a parent it must avoid (an edge taken out of the plan since the
+                // snapshot, or that the rebuild's planning chose anyway): skipped.
                 return 0;
             }
 
