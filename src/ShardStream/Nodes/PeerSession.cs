@@ -77,7 +77,11 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// the same control link: as many reports as its Welcome, the Moves before it and it. A peer
     /// whose attach failed reports that parent lost before its Attached, so a report that comes
     /// while this is false is of an attach that failed (or of one still under way). Moves are
-    /// applied side by side, so a later Move's report may stand for it: it errs towards "applied".
+    /// applied side by side and the reports name none, so it errs both ways: a later Move's report
+    /// may stand for it ("applied"), and a Move sent before it and still under way (a new parent
+    /// slow to answer: up to a connect and a welcome timeout) keeps this false after its own report
+    /// came (the counts cannot tell that from a failed attach, whose report comes before its
+    /// Attached; resilience.md gives this known gap).
     /// </summary>
     public bool AppliedNotedMove
     {
