@@ -466,11 +466,22 @@ public sealed partial class Coordinator : Node, Admission.IHost
 
     /// <summary>
     /// True when this coordinator sends peer <paramref name="id"/> every one of <paramref name="shards"/>
-    /// on an attach link that keeps up (open, nothing queued for it a heartbeat timeout or longer):
-    /// that peer has them, whatever it says. A fill on its control link is not such a link.
+    /// on a link that keeps up (open, nothing queued for it a heartbeat timeout or longer): that
+    /// peer has them, whatever it says. An attach link, or its control link, where a peer placed
+    /// under the coordinator at its join is served until it attaches elsewhere (before, only an
+    /// attach link counted: a liar that never attached again stayed fed there and under repair).
+    /// Not a fill, which ends.
     /// </summary>
     private bool Feeds(int id, int[] shards) =>
-        Relay is { } relay && shards.All(s => relay.SubscribersOf(s).Exists(l => l.Role is ChildRole child && child.PeerId == id && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));
+        Relay is { } relay && shards.All(s => relay.SubscribersOf(s, live: true).Exists(l => IsOf(l, id) && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));
+
+    /// <summary>True when <paramref name="link"/> is peer <paramref name="id"/>'s attach link or control link.</summary>
+    private static bool IsOf(Link link, int id) => link.Role switch
+    {
+        ChildRole child => child.PeerId == id,
+        ControlRole control => control.Session.Id == id,
+        _ => false,
+    };
 
     /// <summary>When peer <paramref name="id"/>'s last repair of <paramref name="shard"/> began (a timestamp; 0: never, or no such peer); for tests.</summary>
     internal long RepairBegan(int id, int shard)

@@ -249,10 +249,14 @@ internal sealed class Relay
         lock (_lock) _subscribers[shard].RemoveAll(s => s.Link == link);
     }
 
-    /// <summary>The links that receive <paramref name="shard"/> from this node now (closed ones left out, as in <see cref="Subscribers"/>).</summary>
-    public List<Link> SubscribersOf(int shard)
+    /// <summary>
+    /// The links that receive <paramref name="shard"/> from this node now (closed ones left out, as
+    /// in <see cref="Subscribers"/>); with <paramref name="live"/>, only those sent it from here on
+    /// (a fill, which ends at a chunk, left out).
+    /// </summary>
+    public List<Link> SubscribersOf(int shard, bool live = false)
     {
-        lock (_lock) return _subscribers[shard].Select(s => s.Link).Where(l => !l.Closed.IsCompleted).ToList();
+        lock (_lock) return _subscribers[shard].Where(s => !live || s.UntilSeq == long.MaxValue).Select(s => s.Link).Where(l => !l.Closed.IsCompleted).ToList();
     }
 
     /// <summary>Stops serving every shard to <paramref name="link"/> (it closed).</summary>

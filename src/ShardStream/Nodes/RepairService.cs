@@ -14,7 +14,7 @@ namespace ShardStream.Nodes;
 /// <see cref="EvictionPolicy"/>). The plan and the sessions are the
 /// <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
-/// <param name="fedBySource">Whether the coordinator sends a peer every one of some shards on an attach link that keeps up (see <see cref="Starving"/>).</param>
+/// <param name="fedBySource">Whether the coordinator sends a peer every one of some shards on a link that keeps up (an attach link, or its control link) (see <see cref="Starving"/>).</param>
 internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
     ILogger log, TimeProvider time, Func<string> listenAddress, Func<int, int[], bool> fedBySource, CancellationToken stopping)
 {

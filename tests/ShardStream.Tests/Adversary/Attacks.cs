@@ -181,6 +181,25 @@ public static class Attacks
         }
     }
 
+    /// <summary>
+    /// Per connection: one that began with a Hello other than a join (an attach) sends nothing
+    /// more, that Hello included; the join's control link is left alone. A node that never
+    /// completes an attach: each times out at the far end's welcome, as against a frozen parent.
+    /// </summary>
+    public static Func<FrameRewriter> SilentAttaches => () =>
+    {
+        bool? silent = null;
+        return (type, frame) =>
+        {
+            if (silent is null)
+            {
+                var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(frame.AsMemory(Body)));
+                silent = type == FrameType.Hello && Hello.TryRead(ref reader, out var hello) && hello.Role != HelloRole.Join;
+            }
+            return silent == true ? [] : [frame];
+        };
+    };
+
     /// <summary>Moves the frames <paramref name="held"/> back, in order, up to and including the first chunk, to <paramref name="sent"/>.</summary>
     private static void ReleaseOneChunk(Queue<(FrameType Type, byte[] Frame)> held, List<byte[]> sent)
     {

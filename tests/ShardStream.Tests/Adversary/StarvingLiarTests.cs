@@ -1,4 +1,5 @@
 using ShardStream.Nodes;
+using ShardStream.Transport;
 using ShardStream.Tests.Nodes;
 
 namespace ShardStream.Tests.Adversary;
@@ -22,7 +23,20 @@ namespace ShardStream.Tests.Adversary;
 public class StarvingLiarTests
 {
     [Fact]
-    public async Task A_liar_that_times_reports_of_its_own_parent_lost_cannot_keep_its_childs_cuts_excused()
+    public Task A_liar_that_times_reports_of_its_own_parent_lost_cannot_keep_its_childs_cuts_excused() => LiarLosesItsChildAsync(silentAttaches: false);
+
+    /// <summary>
+    /// The liar above, which also never completes an attach to the coordinator (every connection it
+    /// opens but its join's sends nothing: each re-attach times out and it reports the coordinator
+    /// lost again, as an honest peer does), so the shard keeps coming on its control link, where it
+    /// was served from its join. The coordinator feeds it there on a link that keeps up: its reports
+    /// start no repair (9312) and its child's cuts count (9313). Before, only an attach link was
+    /// taken as the coordinator feeding it: it stayed under repair, fed, and its child's cuts were excused.
+    /// </summary>
+    [Fact]
+    public Task A_liar_fed_on_its_control_link_that_never_attaches_again_cannot_keep_its_childs_cuts_excused() => LiarLosesItsChildAsync(silentAttaches: true);
+
+    private static async Task LiarLosesItsChildAsync(bool silentAttaches)
     {
         var log = new RecordingLogger();
         var heartbeatTimeout = TimeSpan.FromSeconds(2);
@@ -37,7 +51,9 @@ public class StarvingLiarTests
             Opened = true,
             PerConnection = Attacks.ReportParentLost(() => 0, () => Interlocked.Exchange(ref due.Value, 0) > 0),
         };
-        var liar = new TamperingTransport(reports, (_, f) => [f]) { PerConnection = Attacks.StallAfterOneChunk(TimeSpan.FromSeconds(2.5)) };
+        // Every connection it opens but its join's sends nothing (the second test): it never completes an attach.
+        ITransport attaches = silentAttaches ? new TamperingTransport(reports, (_, f) => [f]) { Active = true, Opened = true, PerConnection = Attacks.SilentAttaches } : reports;
+        var liar = new TamperingTransport(attaches, (_, f) => [f]) { PerConnection = Attacks.StallAfterOneChunk(TimeSpan.FromSeconds(2.5)) };
         var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => o with { ReplayWindowAge = window });
         await using var _ = relay;
         // One child is lied to; the other, if any, is served honestly (and never cuts it).
