@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using Microsoft.Extensions.Time.Testing;
 using ShardStream.Transport;
 
 namespace ShardStream.Tests.Transport;
@@ -328,7 +329,8 @@ public class VirtualNetworkTests
         // 4 KiB at 64 KiB/s down: 62.5 ms of crossing, then the link's 30 ms.
         var sent = Stopwatch.StartNew();
         var reading = PipeIo.ReadExactlyAsync(server.Pipe.Input, 4096);
-        await client.SendAsync([new ArraySegment<byte>(new byte[4096])], default);
+        using var sending = new CancellationTokenSource(PipeIo.Deadline);
+        await client.SendAsync([new ArraySegment<byte>(new byte[4096])], sending.Token);
         await reading;
         Assert.True(sent.Elapsed >= TimeSpan.FromMilliseconds(92.5), $"4 KiB crossed a 64 KiB/s downlink and a 30 ms link in {sent.Elapsed.TotalMilliseconds:F2} ms");
     }
@@ -355,19 +357,34 @@ public class VirtualNetworkTests
 
         var clock = Stopwatch.StartNew();
         var reading = PipeIo.ReadExactlyAsync(client.Pipe.Input, payload.Length);
-        for (int i = 0; i < 4; i++) await server.SendAsync([new ArraySegment<byte>(payload, i * 65536, 65536)], default);
+        // Bounded: a send waits for its reader, and a reader past its deadline reads no more (an
+        // unbounded send then waited for ever: a CI run's test host sat idle 45 min on this test).
+        using var sending = new CancellationTokenSource(PipeIo.Deadline);
+        for (int i = 0; i < 4; i++) await server.SendAsync([new ArraySegment<byte>(payload, i * 65536, 65536)], sending.Token);
         var received = await reading;
 
         // 256 KiB at 256 KiB/s: at least a second, however fast the machine (a lower bound only).
         Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.9), $"256 KiB crossed a 256 KiB/s downlink in {clock.Elapsed.TotalSeconds:0.00} s");
         Assert.Equal(payload, received);
+    }
 
-        // The other direction (the capped host's upload) is not limited: 8 MiB would take 32 s capped.
-        clock.Restart();
-        var upload = PipeIo.ReadExactlyAsync(server.Pipe.Input, 8 * 1024 * 1024);
-        await client.SendAsync([new ArraySegment<byte>(new byte[8 * 1024 * 1024])], default);
-        await upload;
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(16), $"8 MiB took {clock.Elapsed.TotalSeconds:0.0} s on the uncapped direction");
+    /// <summary>
+    /// The capped host's upload is not limited: on a clock that never moves, a send that had to
+    /// wait for a capped link would never end, and 8 MiB would take 32 s at the download's cap.
+    /// (It was a time bound, 8 MiB in under 16 s of the wall clock, with an unbounded send: on a
+    /// loaded machine the reader's deadline passed first and the send waited for ever.)
+    /// </summary>
+    [Fact]
+    public async Task A_capped_download_leaves_the_hosts_upload_alone()
+    {
+        var net = new VirtualNetwork(new FakeTimeProvider());
+        net.SetDownloadRate("client", 256 * 1024);
+        var (client, server) = await ConnectAsync(net);
+        const int Size = 8 * 1024 * 1024;
+        var upload = PipeIo.ReadExactlyAsync(server.Pipe.Input, Size);
+        using var sending = new CancellationTokenSource(PipeIo.Deadline);
+        await client.SendAsync([new ArraySegment<byte>(new byte[Size])], sending.Token);
+        Assert.Equal(Size, (await upload).Length);
     }
 
     private static async Task<(IConnection Client, IConnection Server)> ConnectAsync(VirtualNetwork net, string clientHost = "client", string serverHost = "server")
