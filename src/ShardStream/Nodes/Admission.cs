@@ -459,6 +459,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         turn.Dispose();
         RejoinLog.InPlace(log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
         old.Abort($"peer {session.Id} joined again on a new connection");
+        // Its children that lost it while it was silent here were left to its failure: they are moved now.
+        repair.OnRejoinedInPlace(session);
         return session;
     }
 
@@ -655,4 +657,8 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1403, EventName = "ParentLostWhileAway", Level = LogLevel.Information,
         Message = "peer {Id} lost parent {Parent}, whose control link is closed: taking it out of the overlay")]
     public static partial void LostWhileAway(ILogger logger, int id, int parent);
+
+    [LoggerMessage(EventId = 1404, EventName = "ParentLostBeforeRejoin", Level = LogLevel.Information,
+        Message = "peer {Id} lost parent {Parent} while its control link was silent, and it joined again in its place before it was taken out: the report is answered now")]
+    public static partial void LostBeforeRejoin(ILogger logger, int id, int parent);
 }

@@ -483,6 +483,12 @@ public sealed partial class Coordinator : Node, Admission.IHost
         _ => false,
     };
 
+    /// <summary>Whether this coordinator's failure detector suspects peer <paramref name="id"/>'s control link (a child's report of it lost then aborts that link); for tests.</summary>
+    internal bool ControlSuspected(int id)
+    {
+        lock (_tracker.Gate) return _tracker.Peers.TryGetValue(id, out var session) && session.Control.Suspected;
+    }
+
     /// <summary>When peer <paramref name="id"/>'s last repair of <paramref name="shard"/> began (a timestamp; 0: never, or no such peer); for tests.</summary>
     internal long RepairBegan(int id, int shard)
     {

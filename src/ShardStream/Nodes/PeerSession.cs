@@ -295,6 +295,14 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// </summary>
     public List<(int Parent, long At)> CountedCuts { get; } = [];
 
+    /// <summary>
+    /// Reports of this peer's children that lost it while its control link was silent, which the
+    /// coordinator answered by aborting that link and leaving the repair to its failure: taken
+    /// again when it joins in its place instead (<see cref="RepairService.OnRejoinedInPlace"/>).
+    /// Under the gate.
+    /// </summary>
+    public List<(PeerSession Child, ShardStart[] Lost)> LostWhileSilent { get; } = [];
+
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;
 

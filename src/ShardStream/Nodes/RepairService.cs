@@ -127,6 +127,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (parent is not null && childInPlan && parent.Control.Suspected)
             {
                 CoordinatorLog.LostParentSilent(log, reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
+                // Its failure moves the reporter. Unless it joins again in its place before that
+                // failure is handled: then it is not out, and the report is taken again there.
+                parent.LostWhileSilent.Add((reporter, lost));
                 parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
                 return;
             }
@@ -262,6 +265,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         reporter.CountedCuts.RemoveAll(c => time.GetElapsedTime(c.At, now) > CountPeriod);
         reporter.CountedCuts.Add((parentId, now));
         return reporter.CountedCuts.Count(c => c.Parent == parentId);
+    }
+
+    /// <summary>
+    /// <paramref name="session"/> joined again in its place. A child that reported it lost while
+    /// its control link was silent had no Move: the coordinator aborted that link and left the
+    /// repair to its failure, which its rejoin cancelled (its children are not moved then). Each
+    /// such report is taken again now, as one about a parent that answers (the child is sent back
+    /// to it, and resumes from its window; a move of those shards meanwhile wins). Before, the
+    /// child sat with no parent until the end of the stream.
+    /// </summary>
+    public void OnRejoinedInPlace(PeerSession session)
+    {
+        (PeerSession Child, ShardStart[] Lost)[] reports;
+        lock (tracker.Gate)
+        {
+            reports = [.. session.LostWhileSilent];
+            session.LostWhileSilent.Clear();
+        }
+        foreach (var (child, lost) in reports)
+        {
+            RejoinLog.LostBeforeRejoin(log, child.Id, session.Id);
+            OnParentLost(child, session.Id, lost);
+        }
     }
 
     /// <summary>

@@ -1,0 +1,56 @@
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>
+/// A child reports its parent lost while the coordinator hears nothing from that parent either:
+/// the coordinator aborts the parent's control link and leaves the repair to the parent's failure.
+/// When the parent joins again in its place before that failure is handled, it is not out, and
+/// nothing else moves the child: as in a share-liar run on c396516 where the child sat with no
+/// parent for the rest of the stream (147 s behind at the end).
+/// </summary>
+public sealed class SilentParentRejoinTests
+{
+    [Fact]
+    public async Task A_child_that_lost_a_silent_parent_which_joined_again_in_its_place_is_attached_again_with_no_byte_lost()
+    {
+        // The coordinator feeds the relay only; the relay feeds the child.
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 2, configure: o => o with { Upload = 1 }, heartbeatTimeout: TimeSpan.FromSeconds(3));
+        var relay = await overlay.AddPeerAsync(upload: 1);
+        var child = await overlay.AddPeerAsync(upload: 0);
+        int ParentOf(int id) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == id)?.Parents[0] ?? -1;
+        Assert.Equal(relay.Id, ParentOf(child.Id));
+        string relayHost = overlay.PeerById(relay.Id).Host, childHost = overlay.PeerById(child.Id).Host;
+        overlay.StartStreaming();
+        for (int i = 0; i < 2; i++) await overlay.WriteAsync(Overlay.RandomBytes(100_000, 71_000 + i));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 200_000), "every peer has the first parts");
+
+        // The removal of the relay's aborted control link waits until the relay has joined again
+        // in its place, as a rejoin that comes first under load does.
+        using var removalDone = new ManualResetEventSlim();
+        overlay.Coordinator.GoneRemoval = (gone, remove) =>
+        {
+            if (gone == relay.Id)
+            {
+                overlay.Network.Thaw(relayHost, "coord");
+                Assert.True(SpinWait.SpinUntil(() => relay.Rejoins == 1, Overlay.Deadline), "the relay joined again");
+            }
+            remove();
+            if (gone == relay.Id) removalDone.Set();
+        };
+
+        // The relay falls silent to the coordinator; once suspected, its child loses it.
+        overlay.Network.Freeze(relayHost, "coord");
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.ControlSuspected(relay.Id), "the coordinator suspects the relay's control link");
+        overlay.Network.Cut(relayHost, childHost);
+        await Overlay.WaitUntilAsync(() => removalDone.IsSet, "the aborted control link's watch has done its removal");
+        Assert.Equal(1, relay.Rejoins);
+        Assert.Contains(overlay.Coordinator.Snapshot().Nodes, n => n.Id == relay.Id);
+
+        // What a viewer checks: the child goes on writing the stream while it runs (not only once
+        // the relay leaves after the end and its children are moved), the source's bytes, none lost.
+        for (int i = 2; i < 4; i++) await overlay.WriteAsync(Overlay.RandomBytes(100_000, 71_000 + i));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == 400_000),
+            $"every viewer writes the parts sent after the relay joined again (the child's parent in the plan: {ParentOf(child.Id)})");
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+}
