@@ -11,12 +11,12 @@ public class VirtualNetworkTests
     public async Task Connect_accept_and_echo_bytes_both_ways()
     {
         var net = new VirtualNetwork();
-        await using var listener = await net.Host("server").ListenAsync("server:0", default);
+        var listener = await PipeIo.WithinAsync(net.Host("server").ListenAsync("server:0", default), "the server listens");
         Assert.StartsWith("server:", listener.LocalAddress);
         Assert.NotEqual("server:0", listener.LocalAddress);
 
-        var client = await net.Host("client").ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        var client = await PipeIo.WithinAsync(net.Host("client").ConnectAsync(listener.LocalAddress, default), "the client connected");
+        var server = await PipeIo.WithinAsync(listener.AcceptAsync(default), "the server accepted");
         Assert.NotNull(server);
         Assert.Equal("client", server.RemoteAddress);
         Assert.Equal("server", client.RemoteAddress);
@@ -27,8 +27,9 @@ public class VirtualNetworkTests
         var echo = await PipeIo.ReadExactlyAsync(client.Pipe.Input, 4);
 
         Assert.Equal("ping"u8.ToArray(), echo);
-        await client.DisposeAsync();
-        await server.DisposeAsync();
+        await PipeIo.WithinAsync(client.DisposeAsync(), "the client's end was disposed");
+        await PipeIo.WithinAsync(server.DisposeAsync(), "the server's end was disposed");
+        await PipeIo.WithinAsync(listener.DisposeAsync(), "the listener closed");
     }
 
     [Fact]
@@ -41,9 +42,9 @@ public class VirtualNetworkTests
 
         var reading = PipeIo.ReadToEndAsync(server.Pipe.Input);
         await PipeIo.WriteAsync(client.Pipe.Output, payload);
-        await client.CloseOutputAsync();
+        await PipeIo.WithinAsync(client.CloseOutputAsync(), "the client closed its output");
 
-        Assert.Equal(payload, await reading);
+        Assert.Equal(payload, await PipeIo.WithinAsync(reading, "the server read the whole transfer"));
     }
 
     [Fact]
@@ -53,7 +54,7 @@ public class VirtualNetworkTests
         var (client, server) = await ConnectAsync(net);
 
         await PipeIo.WriteAsync(client.Pipe.Output, "last words"u8.ToArray());
-        await client.CloseOutputAsync();
+        await PipeIo.WithinAsync(client.CloseOutputAsync(), "the client closed its output");
         Assert.Equal("last words"u8.ToArray(), await PipeIo.ReadToEndAsync(server.Pipe.Input));
 
         // Half-closed: the other direction still works.
@@ -67,14 +68,14 @@ public class VirtualNetworkTests
         var net = new VirtualNetwork();
         var (client, server) = await ConnectAsync(net);
 
-        await server.DisposeAsync();
+        await PipeIo.WithinAsync(server.DisposeAsync(), "the server's end was disposed");
 
         // As with TCP (a reset after the first write), the writer must learn that nobody reads.
         await PipeIo.EventuallyAsync(async () =>
         {
             try
             {
-                var result = await client.Pipe.Output.WriteAsync(new byte[100]).AsTask().WaitAsync(PipeIo.Deadline);
+                var result = await PipeIo.WithinAsync(client.Pipe.Output.WriteAsync(new byte[100]), "a write after the other side's dispose was taken");
                 return result.IsCompleted;
             }
             catch (IOException)
@@ -90,7 +91,7 @@ public class VirtualNetworkTests
     {
         var net = new VirtualNetwork();
 
-        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ConnectAsync("b:1234", default).AsTask());
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("a").ConnectAsync("b:1234", default), "a connect to b:1234 ended"));
         Assert.Contains("b:1234", e.Message);
     }
 
@@ -98,10 +99,11 @@ public class VirtualNetworkTests
     public async Task Listening_on_an_address_in_use_fails()
     {
         var net = new VirtualNetwork();
-        await using var first = await net.Host("a").ListenAsync("a:5000", default);
+        var first = await PipeIo.WithinAsync(net.Host("a").ListenAsync("a:5000", default), "a listens on a:5000");
 
-        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ListenAsync("a:5000", default).AsTask());
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("a").ListenAsync("a:5000", default), "a second listen on a:5000 ended"));
         Assert.Contains("in use", e.Message);
+        await PipeIo.WithinAsync(first.DisposeAsync(), "the first listener closed");
     }
 
     [Fact]
@@ -109,7 +111,7 @@ public class VirtualNetworkTests
     {
         var net = new VirtualNetwork();
 
-        await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ListenAsync("b:5000", default).AsTask());
+        await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("a").ListenAsync("b:5000", default), "a listen on b:5000 ended"));
     }
 
     [Fact]
@@ -117,7 +119,7 @@ public class VirtualNetworkTests
     {
         var net = new VirtualNetwork();
 
-        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("a").ConnectAsync("no-port", default).AsTask());
+        var e = await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("a").ConnectAsync("no-port", default), "a connect to no-port ended"));
         Assert.Contains("HOST:PORT", e.Message);
     }
 
@@ -145,12 +147,12 @@ public class VirtualNetworkTests
         for (int round = 0; round < 3000; round++)
         {
             var net = new VirtualNetwork();
-            var listener = await net.Host("server").ListenAsync("server:0", default);
+            var listener = await PipeIo.WithinAsync(net.Host("server").ListenAsync("server:0", default), "the server listens");
             var client = net.Host("client");
             using var start = new Barrier(2);
             var connecting = Task.Run(() =>
             {
-                start.SignalAndWait();
+                if (!start.SignalAndWait(PipeIo.Deadline)) throw new TimeoutException("the test never reached the kill");
                 try
                 {
                     return client.ConnectAsync(listener.LocalAddress, default).AsTask().Result;
@@ -160,14 +162,14 @@ public class VirtualNetworkTests
                     return null;
                 }
             });
-            start.SignalAndWait();
+            Assert.True(start.SignalAndWait(PipeIo.Deadline), $"round {round}: the connecting task never started");
             net.Kill("client");
-            var connection = await connecting.WaitAsync(PipeIo.Deadline);
+            var connection = await PipeIo.WithinAsync(connecting, $"round {round}: the connect beside the kill ended");
             if (connection is null) continue;
             var reading = PipeIo.ReadToEndAsync(connection.Pipe.Input);
             var first = await Task.WhenAny(reading, Task.Delay(PipeIo.Deadline));
             Assert.True(first == reading, $"round {round}: a connection of a killed host stayed open");
-            await Assert.ThrowsAsync<IOException>(() => reading);
+            await Assert.ThrowsAsync<IOException>(() => PipeIo.WithinAsync(reading, $"round {round}: the killed connection's read ended"));
         }
     }
 
@@ -183,7 +185,7 @@ public class VirtualNetworkTests
         {
             try
             {
-                var result = await client.Pipe.Output.WriteAsync(new byte[100]);
+                var result = await PipeIo.WithinAsync(client.Pipe.Output.WriteAsync(new byte[100]), "a write after the kill was taken");
                 return result.IsCompleted;
             }
             catch (IOException)
@@ -210,15 +212,15 @@ public class VirtualNetworkTests
     public async Task Kill_closes_the_listener_and_refuses_new_connections()
     {
         var net = new VirtualNetwork();
-        var listener = await net.Host("server").ListenAsync("server:0", default);
+        var listener = await PipeIo.WithinAsync(net.Host("server").ListenAsync("server:0", default), "the server listens");
         var accepting = listener.AcceptAsync(default).AsTask();
 
         net.Kill("server");
 
-        Assert.Null(await accepting.WaitAsync(PipeIo.Deadline));
-        var refused = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("client").ConnectAsync(listener.LocalAddress, default).AsTask());
+        Assert.Null(await PipeIo.WithinAsync(accepting, "the killed listener's accept ended"));
+        var refused = await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("client").ConnectAsync(listener.LocalAddress, default), "a connect to the killed listener ended"));
         Assert.Contains(listener.LocalAddress, refused.Message);
-        var down = await Assert.ThrowsAsync<ConnectionFailedException>(() => net.Host("server").ConnectAsync("client:1", default).AsTask());
+        var down = await Assert.ThrowsAsync<ConnectionFailedException>(() => PipeIo.WithinAsync(net.Host("server").ConnectAsync("client:1", default), "a connect from the killed host ended"));
         Assert.Contains("down", down.Message);
     }
 
@@ -226,15 +228,16 @@ public class VirtualNetworkTests
     public async Task A_killed_host_that_listens_again_is_reachable_again()
     {
         var net = new VirtualNetwork();
-        var old = await net.Host("server").ListenAsync("server:7000", default);
+        var old = await PipeIo.WithinAsync(net.Host("server").ListenAsync("server:7000", default), "the server listens");
         net.Kill("server");
 
-        await using var restarted = await net.Host("server").ListenAsync("server:7000", default);
-        var client = await net.Host("client").ConnectAsync("server:7000", default);
+        var restarted = await PipeIo.WithinAsync(net.Host("server").ListenAsync("server:7000", default), "the killed server listens again");
+        var client = await PipeIo.WithinAsync(net.Host("client").ConnectAsync("server:7000", default), "the client connected to the restarted server");
 
-        Assert.NotNull(await restarted.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline));
-        await client.DisposeAsync();
-        await old.DisposeAsync();
+        Assert.NotNull(await PipeIo.WithinAsync(restarted.AcceptAsync(default), "the restarted server accepted"));
+        await PipeIo.WithinAsync(client.DisposeAsync(), "the client's end was disposed");
+        await PipeIo.WithinAsync(old.DisposeAsync(), "the old listener closed");
+        await PipeIo.WithinAsync(restarted.DisposeAsync(), "the new listener closed");
     }
 
     [Fact]
@@ -269,7 +272,7 @@ public class VirtualNetworkTests
         Assert.NotSame(reading, first);
 
         net.Thaw(frozenHost);
-        Assert.Equal("held"u8.ToArray(), await reading.WaitAsync(PipeIo.Deadline));
+        Assert.Equal("held"u8.ToArray(), await PipeIo.WithinAsync(reading, "the held bytes arrived after the thaw"));
 
         // And it keeps flowing, in the other direction too.
         await PipeIo.WriteAsync(server.Pipe.Output, "ok"u8.ToArray());
@@ -289,7 +292,7 @@ public class VirtualNetworkTests
         Assert.False(reading.IsCompleted); // neither data nor an end: a half-open link
         net.Thaw("server");
         await PipeIo.WriteAsync(client.Pipe.Output, [42]);
-        var result = await reading.WaitAsync(PipeIo.Deadline);
+        var result = await PipeIo.WithinAsync(reading, "the byte sent after the thaw arrived");
         Assert.Equal(new byte[] { 42 }, result.Buffer.ToArray());
         server.Pipe.Input.AdvanceTo(result.Buffer.End);
     }
@@ -389,9 +392,9 @@ public class VirtualNetworkTests
 
     private static async Task<(IConnection Client, IConnection Server)> ConnectAsync(VirtualNetwork net, string clientHost = "client", string serverHost = "server")
     {
-        var listener = await net.Host(serverHost).ListenAsync($"{serverHost}:0", default);
-        var client = await net.Host(clientHost).ConnectAsync(listener.LocalAddress, default);
-        var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        var listener = await PipeIo.WithinAsync(net.Host(serverHost).ListenAsync($"{serverHost}:0", default), $"{serverHost} listens");
+        var client = await PipeIo.WithinAsync(net.Host(clientHost).ConnectAsync(listener.LocalAddress, default), $"{clientHost} connected to {serverHost}");
+        var server = await PipeIo.WithinAsync(listener.AcceptAsync(default), $"{serverHost} accepted {clientHost}");
         Assert.NotNull(server);
         return (client, server);
     }
