@@ -43,9 +43,9 @@ internal static class MemoryLatency
             }
         }
 
-        if (mib < 1 || reads < 1)
+        if (mib < 1 || mib > 8192 || reads < 1)
         {
-            Console.Error.WriteLine("memory: --mib and --reads must be at least 1");
+            Console.Error.WriteLine("memory: --mib must be 1-8192 and --reads at least 1");
             return 2;
         }
 

@@ -68,10 +68,10 @@ public static partial class MediaHttp
         }
         // Counted per address (an IPv6 /64), but for the node's own host (local players, a local reverse proxy).
         string? from = ConnectionCap.ShareOf(context.Connection.RemoteIpAddress);
-        using var viewer = hub.Subscribe(from, out string? full);
+        using var viewer = hub.Subscribe(from, out string? refusal);
         if (viewer is null)
         {
-            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, full!).ConfigureAwait(false);
+            await PlainAsync(response, StatusCodes.Status503ServiceUnavailable, refusal!).ConfigureAwait(false);
             return;
         }
         response.StatusCode = StatusCodes.Status200OK;

@@ -72,15 +72,15 @@ public sealed class MediaHub
     /// </summary>
     public MediaViewer? Subscribe(string? from = null) => Subscribe(from, out _);
 
-    /// <summary>As <see cref="Subscribe(string?)"/>; when it refuses, <paramref name="full"/> says which limit, decided under the same lock.</summary>
-    public MediaViewer? Subscribe(string? from, out string? full)
+    /// <summary>As <see cref="Subscribe(string?)"/>; when it refuses, <paramref name="refusal"/> says which limit, decided under the same lock.</summary>
+    public MediaViewer? Subscribe(string? from, out string? refusal)
     {
         lock (_gate)
         {
-            full = Shares.IsFull(from) ? $"too many viewers from your address ({MaxViewersPerAddress}, a quarter of this node's {MaxViewers})"
+            refusal = Shares.IsFull(from) ? $"too many viewers from your address ({MaxViewersPerAddress}, a quarter of this node's {MaxViewers})"
                 : _viewers.Count >= MaxViewers ? $"too many viewers on this node ({MaxViewers})"
                 : null;
-            if (full is not null) return null;
+            if (refusal is not null) return null;
             var viewer = new MediaViewer(this, MaxQueuedBytesPerViewer) { From = from };
             if (_completed) viewer.End();
             else

@@ -459,7 +459,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         turn.Dispose();
         RejoinLog.InPlace(log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
         old.Abort($"peer {session.Id} joined again on a new connection");
-        // Its children that lost it while it was silent here were left to its failure: they are moved now.
+        // Its children that lost it while it was silent here were left to its failure: their reports are answered now.
         repair.OnRejoinedInPlace(session);
         return session;
     }

@@ -468,9 +468,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// True when this coordinator sends peer <paramref name="id"/> every one of <paramref name="shards"/>
     /// on a link that keeps up (open, nothing queued for it a heartbeat timeout or longer): that
     /// peer has them, whatever it says. An attach link, or its control link, where a peer placed
-    /// under the coordinator at its join is served until it attaches elsewhere (before, only an
-    /// attach link counted: a liar that never attached again stayed fed there and under repair).
-    /// Not a fill, which ends.
+    /// under the coordinator at its join is served until it attaches elsewhere. Not a fill, which ends.
     /// </summary>
     private bool Feeds(int id, int[] shards) =>
         Relay is { } relay && shards.All(s => relay.SubscribersOf(s, live: true).Exists(l => IsOf(l, id) && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));

@@ -46,6 +46,9 @@ internal interface IPeerParents
     /// <summary>The coordinator as a parent: trusted, never cut off for room.</summary>
     bool IsCoordinator(Link link);
 
+    /// <summary>The protocol version the coordinator chose in its Welcome on the control link now.</summary>
+    ushort Version { get; }
+
     /// <summary>Sends a frame to the coordinator on the control link, if there is one.</summary>
     void SendToCoordinator(Action<IBufferWriter<byte>> write);
 

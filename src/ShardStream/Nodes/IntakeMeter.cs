@@ -37,10 +37,9 @@ internal sealed class IntakeMeter(TimeProvider time)
 
     /// <summary>
     /// This process was held up: bytes it then reads at once crossed the link over a longer time,
-    /// so no window spans the pause. The windows before it measured the link and are kept (they
-    /// were dropped, and a viewer stopped soon after a pause said no download at all).
+    /// so no window spans the pause. The windows before it measured the link and are kept.
     /// </summary>
-    public void Reset()
+    public void NotePause()
     {
         lock (_samples) _run++;
     }

@@ -81,7 +81,8 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             return;
         }
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
-        peer.SendToCoordinator(new ParentLost(parentId, lost, Cause: lagged ? LossCause.Lag : LossCause.Lost).Write);
+        // The cause only to a coordinator that reads it (the control link may be a rejoin's since the cut).
+        peer.SendToCoordinator(new ParentLost(parentId, lost, Cause: lagged && peer.Version >= Protocol.LossCauseVersion ? LossCause.Lag : LossCause.Lost).Write);
     }
 
     /// <summary>

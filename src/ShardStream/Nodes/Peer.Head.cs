@@ -116,7 +116,7 @@ public sealed partial class Peer
     {
         if (paused > TimeSpan.Zero)
         {
-            _intakeMeter.Reset();
+            _intakeMeter.NotePause();
             // This process stalled: what it did not read is no parent's fault. Every shard's wait
             // starts again now, as the failure detector excuses the pause on every link; else the
             // tick after a stall counted the stall and cut parents whose chunks waited unread.
@@ -161,7 +161,7 @@ public sealed partial class Peer
                     var behind = Time.GetElapsedTime(far.At);
                     BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, got.Made, next, far.Head);
                     // Said in the report (version 15): the coordinator moves this peer to another parent, not back to this one.
-                    if (_version >= Protocol.LossCauseVersion) _lossReporter.CutForLag(parent);
+                    _lossReporter.CutForLag(parent);
                     Cut(parent, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}");
                 }
                 continue;

@@ -214,6 +214,8 @@ public sealed partial class Peer
 
     bool IPeerParents.Leaving => _leaving;
 
+    ushort IPeerParents.Version => _version;
+
     bool IPeerParents.IsParentOf(int shard, Link link)
     {
         lock (_gate) return _parentOfShard.TryGetValue(shard, out var current) && current == link;

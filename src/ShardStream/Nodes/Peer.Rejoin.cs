@@ -49,6 +49,9 @@ public sealed partial class Peer
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
+    /// <summary>The coordinator stopped this peer as too slow: its words, and what this peer's download carried at best lately (its parents cannot tell, see <see cref="IntakeMeter"/>).</summary>
+    private void StoppedAsTooSlow(string why) => _failed.TrySetResult(why + _intakeMeter.Said());
+
     /// <summary>When the last new chunk arrived from a parent (a timestamp of <see cref="Node.Time"/>).</summary>
     private long _lastProgress;
 
@@ -150,10 +153,8 @@ public sealed partial class Peer
     {
         string reason = closed.Text;
         if (_reassembler!.IsComplete || Stopping.IsCancellationRequested || _leaving || control != _control) return;
-        // The coordinator as this peer's parent stopped it for being slower than the stream: its own
-        // words, and what this peer's download carried at best lately, measured here (its parents
-        // cannot tell, see IntakeMeter).
-        if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) _failed.TrySetResult(why + _intakeMeter.Said());
+        // The coordinator as this peer's parent stopped it for being slower than the stream.
+        if (control.ReceivedGoodbye == GoodbyeCode.TooSlow && control.ReceivedGoodbyeReason is { Length: > 0 } why) StoppedAsTooSlow(why);
         if (_failed.Task.IsCompleted) return;
         // The coordinator stopped after the end of the stream with this peer still behind: there is
         // nothing to join again. What its peer parents still send is taken, then it stops.
@@ -242,9 +243,8 @@ public sealed partial class Peer
                 }
                 catch (StreamInterruptedException e)
                 {
-                    // The coordinator stopped this peer (too slow) and its goodbye was lost: no more
-                    // attempts, and its own download beside the reason, as with the goodbye.
-                    _failed.TrySetResult(e.Message + _intakeMeter.Said());
+                    // The coordinator stopped this peer (too slow) and its goodbye was lost: no more attempts.
+                    StoppedAsTooSlow(e.Message);
                     return;
                 }
                 catch (OperationCanceledException)

@@ -301,7 +301,7 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// again when it joins in its place instead (<see cref="RepairService.OnRejoinedInPlace"/>).
     /// Under the gate.
     /// </summary>
-    public List<(PeerSession Child, ShardStart[] Lost)> LostWhileSilent { get; } = [];
+    public List<(PeerSession Child, ShardStart[] Lost, bool Lagged)> LostWhileSilent { get; } = [];
 
     /// <summary>The parent this peer was last told to attach to again after a lost link (-1: none), and when.</summary>
     public int ReattachedTo { get; set; } = -1;

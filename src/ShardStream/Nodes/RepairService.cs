@@ -129,7 +129,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 CoordinatorLog.LostParentSilent(log, reporter.Id, parentId, parent.Control.Silence.TotalSeconds);
                 // Its failure moves the reporter. Unless it joins again in its place before that
                 // failure is handled: then it is not out, and the report is taken again there.
-                parent.LostWhileSilent.Add((reporter, lost));
+                parent.LostWhileSilent.Add((reporter, lost, lagged));
                 parent.Control.Abort($"its child {reporter.Id} lost it and it has been silent");
                 return;
             }
@@ -162,9 +162,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     // cut it off again at once. Or the child cut it off again and again, further
                     // apart: it does not get what it needs from it. Every report that is not excused is counted.
                     bool soon = reporter.ReattachedTo == parentId && time.GetElapsedTime(reporter.ReattachedAt, now) < ReattachRetryWindow;
-                    // It said the re-attach was done first: it reached the parent, which is not counted
-                    // as unreachable for this (a parent that answers but lags was made a leaf so, as
-                    // one nobody can reach).
+                    // It said the re-attach was done first: it reached the parent, which is then not
+                    // counted as unreachable (a parent that answers but lags is not one nobody can reach).
                     unreachable = soon && !reporter.AppliedNotedMove;
                     int cuts = CountCut(reporter, parentId, now);
                     drop = soon || cuts >= CutsBeforeDrop;
@@ -196,7 +195,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 // A repair follows: the reporter has nothing of these shards to relay until it is done.
                 // Not when it lost the coordinator while the coordinator still sends it those shards
                 // on a link that keeps up: the source never starves, and its word is the better one
-                // (a liar under it marked itself so at will, and had its children's cuts excused).
+                // (else a liar under it could mark itself so at will, and have its children's cuts excused).
                 int[] shards = [.. stillThere.Select(s => (int)s.Shard)];
                 if (parent is not null) StartRepair(reporter, shards, now);
                 else if (!fedBySource(reporter.Id, shards)) reporter.UnderRepair(shards, now);
@@ -272,21 +271,21 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// its control link was silent had no Move: the coordinator aborted that link and left the
     /// repair to its failure, which its rejoin cancelled (its children are not moved then). Each
     /// such report is taken again now, as one about a parent that answers (the child is sent back
-    /// to it, and resumes from its window; a move of those shards meanwhile wins). Before, the
-    /// child sat with no parent until the end of the stream.
+    /// to it, and resumes from its window, or moved elsewhere when it cut it off for a lag; a move
+    /// of those shards meanwhile wins).
     /// </summary>
     public void OnRejoinedInPlace(PeerSession session)
     {
-        (PeerSession Child, ShardStart[] Lost)[] reports;
+        (PeerSession Child, ShardStart[] Lost, bool Lagged)[] reports;
         lock (tracker.Gate)
         {
             reports = [.. session.LostWhileSilent];
             session.LostWhileSilent.Clear();
         }
-        foreach (var (child, lost) in reports)
+        foreach (var (child, lost, lagged) in reports)
         {
             RejoinLog.LostBeforeRejoin(log, child.Id, session.Id);
-            OnParentLost(child, session.Id, lost);
+            OnParentLost(child, session.Id, lost, lagged);
         }
     }
 

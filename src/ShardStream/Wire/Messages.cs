@@ -581,7 +581,7 @@ public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards, st
         if (m.Cause != LossCause.Lost) w.WriteByte((byte)m.Cause);
     });
 
-    /// <summary>Reads a parent-lost body (with or without the cause; an unknown cause is read as <see cref="LossCause.Lost"/>).</summary>
+    /// <summary>Reads a parent-lost body, with or without the cause; a cause byte other than <see cref="LossCause.Lag"/> (never written: <see cref="LossCause.Lost"/> is said by its absence) makes it malformed, as any trailing byte.</summary>
     public static bool TryRead(ref SequenceReader<byte> r, out ParentLost value)
     {
         value = default;
@@ -590,8 +590,8 @@ public readonly record struct ParentLost(ulong ParentId, ShardStart[] Shards, st
         var cause = LossCause.Lost;
         if (!r.End)
         {
-            if (!r.TryRead(out byte b) || !r.End) return false;
-            if (b == (byte)LossCause.Lag) cause = LossCause.Lag;
+            if (!r.TryRead(out byte b) || b != (byte)LossCause.Lag || !r.End) return false;
+            cause = LossCause.Lag;
         }
         value = new ParentLost(parent, shards, violation, cause);
         return true;

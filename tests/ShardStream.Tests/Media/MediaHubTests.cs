@@ -87,16 +87,16 @@ public sealed class MediaHubTests
         var hub = new MediaHub { MaxViewers = 8 };
         var one = Enumerable.Range(0, 2).Select(_ => hub.Subscribe("192.0.2.1")).ToList();
         Assert.All(one, Assert.NotNull);
-        Assert.Null(hub.Subscribe("192.0.2.1", out string? full));
-        Assert.Equal("too many viewers from your address (2, a quarter of this node's 8)", full);
+        Assert.Null(hub.Subscribe("192.0.2.1", out string? refusal));
+        Assert.Equal("too many viewers from your address (2, a quarter of this node's 8)", refusal);
         var others = Enumerable.Range(0, 6).Select(i => hub.Subscribe($"192.0.2.{10 + i}")).ToList();
         Assert.All(others, Assert.NotNull);
-        Assert.Null(hub.Subscribe("192.0.2.99", out full));
-        Assert.Equal("too many viewers on this node (8)", full);
+        Assert.Null(hub.Subscribe("192.0.2.99", out refusal));
+        Assert.Equal("too many viewers on this node (8)", refusal);
         one[0]!.Dispose();
-        using var back = hub.Subscribe("192.0.2.1", out full);
+        using var back = hub.Subscribe("192.0.2.1", out refusal);
         Assert.NotNull(back);
-        Assert.Null(full);
+        Assert.Null(refusal);
         foreach (var v in one.Skip(1).Concat(others)) v!.Dispose();
     }
 }

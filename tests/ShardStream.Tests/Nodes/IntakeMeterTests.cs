@@ -54,7 +54,7 @@ public sealed class IntakeMeterTests
         long total = Take(meter, time, 0, 8, 87_500);     // 0.7 Mbit/s
         // Held up for 3 s; on waking it reads what its socket held: 3 s of bytes at once.
         time.Advance(TimeSpan.FromSeconds(3));
-        meter.Reset();
+        meter.NotePause();
         total += 3 * 87_500;
         meter.Sample(total);
         Take(meter, time, total, 1, 87_500);

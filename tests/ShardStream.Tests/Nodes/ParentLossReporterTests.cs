@@ -76,6 +76,44 @@ public sealed class ParentLossReporterTests
         Assert.Empty(quiet.Sent);
     }
 
+    /// <summary>
+    /// A parent cut off for a lag never made up is reported with that cause to a coordinator of
+    /// version 15 or later, and without it to an older one (whose ParentLost has no such byte and
+    /// which would take the frame for malformed): the version is the one of the control link when
+    /// the report goes, which a rejoin since the cut may have changed. A cut for another reason has
+    /// no cause.
+    /// </summary>
+    [Theory]
+    [InlineData(Protocol.LossCauseVersion, true)]
+    [InlineData(Protocol.LossCauseVersion - 1, false)]
+    public async Task A_lag_cut_is_reported_with_its_cause_only_to_a_coordinator_that_reads_it(int version, bool said)
+    {
+        var network = new VirtualNetwork();
+        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
+        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
+        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
+        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        var running = new Reassembler(1, 0, 0);
+        var cut = new CloseReason(CloseCode.Closed, "shard 0 is more than 23 s behind");
+
+        var peer = new StubPeer(running) { Version = (ushort)version };
+        var reporter = new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, TimeProvider.System, CancellationToken.None);
+        reporter.CutForLag(fromParent);
+        reporter.OnParentClosed(fromParent, 1, cut);
+        var lost = SingleParentLost(peer);
+        Assert.Equal(said ? LossCause.Lag : LossCause.Lost, lost.Cause);
+        var frame = Assert.Single(peer.Sent);
+        Assert.Equal(said, frame.Length == FrameSize(new ParentLost(1, lost.Shards, "", LossCause.Lag)));
+
+    }
+
+    private static int FrameSize(ParentLost message)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        message.Write(buffer);
+        return buffer.WrittenCount;
+    }
+
     private sealed record TestOptions : NodeOptions;
 
     /// <summary>A reporter of <paramref name="peer"/> handles the close of its link to parent 1.</summary>
@@ -109,6 +147,8 @@ public sealed class ParentLossReporterTests
         public Relay Relay => throw new NotSupportedException();
 
         public bool Leaving => false;
+
+        public ushort Version { get; init; } = Protocol.Version;
 
         public bool IsParentOf(int shard, Link link) => shard == 0;
 
