@@ -22,11 +22,8 @@ public sealed class ParentLossReporterTests
     [Fact]
     public async Task A_parent_cut_off_for_what_it_sent_is_reported_even_when_the_stream_completed_meanwhile()
     {
-        var network = new VirtualNetwork();
-        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
-        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
-        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
-        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        await using var parentLink = await ParentLink.OpenAsync();
+        var fromParent = parentLink.FromParent;
 
         var complete = new Reassembler(1, 0, 0);
         complete.SetEnd(0, 0, []);
@@ -56,11 +53,8 @@ public sealed class ParentLossReporterTests
     [Fact]
     public async Task A_parent_cut_off_for_what_it_sent_is_reported_with_the_shards_it_served_then_even_when_a_move_took_them_meanwhile()
     {
-        var network = new VirtualNetwork();
-        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
-        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
-        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
-        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        await using var parentLink = await ParentLink.OpenAsync();
+        var fromParent = parentLink.FromParent;
         var running = new Reassembler(1, 0, 0);
         var violation = new CloseReason(CloseCode.BadData, "bad data: hash list of shard 0 from chunk 0 does not carry the stream's signature for this run");
 
@@ -88,11 +82,8 @@ public sealed class ParentLossReporterTests
     [InlineData(Protocol.LossCauseVersion - 1, false)]
     public async Task A_lag_cut_is_reported_with_its_cause_only_to_a_coordinator_that_reads_it(int version, bool said)
     {
-        var network = new VirtualNetwork();
-        await using var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
-        var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
-        await using var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
-        await using var fromParent = new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System);
+        await using var parentLink = await ParentLink.OpenAsync();
+        var fromParent = parentLink.FromParent;
         var running = new Reassembler(1, 0, 0);
         var cut = new CloseReason(CloseCode.Closed, "shard 0 is more than 23 s behind");
 
@@ -115,6 +106,28 @@ public sealed class ParentLossReporterTests
     }
 
     private sealed record TestOptions : NodeOptions;
+
+    /// <summary>A child's link from its parent, on a virtual network (the parent's side kept open).</summary>
+    private sealed class ParentLink(IConnectionListener listener, IConnection parentSide, Link fromParent) : IAsyncDisposable
+    {
+        public Link FromParent => fromParent;
+
+        public static async Task<ParentLink> OpenAsync()
+        {
+            var network = new VirtualNetwork();
+            var listener = await network.Host("parent").ListenAsync("parent:1", CancellationToken.None);
+            var childSide = await network.Host("child").ConnectAsync("parent:1", CancellationToken.None);
+            var parentSide = (await listener.AcceptAsync(CancellationToken.None))!;
+            return new ParentLink(listener, parentSide, new Link(childSide, "from parent", new TestOptions().LinkOptions, NullLogger.Instance, TimeProvider.System));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await fromParent.DisposeAsync();
+            await parentSide.DisposeAsync();
+            await listener.DisposeAsync();
+        }
+    }
 
     /// <summary>A reporter of <paramref name="peer"/> handles the close of its link to parent 1.</summary>
     private static void Report(StubPeer peer, Link fromParent, CloseReason closed) =>
