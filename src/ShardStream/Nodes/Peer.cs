@@ -261,7 +261,7 @@ public sealed partial class Peer : Node, IPeerParents
         {
             _shardCount = welcome.ShardCount;
             ShardStreamMetrics.Announce(_shardCount);
-            _coordinatorAddress = address;
+            Volatile.Write(ref _coordinatorAddress, address);
             StartOffset = (long)welcome.StartOffset;
             StartRun(welcome);
             // A version-5 coordinator sends the stream header right after the Welcome; an older one none.
@@ -565,9 +565,11 @@ public sealed partial class Peer : Node, IPeerParents
 
     private protected override Task OnJoinAsync(Link link, Hello hello)
     {
-        // Only the coordinator places peers: send the joiner there.
+        // Only the coordinator places peers: send the joiner there. This peer listens before its own
+        // join is answered: until then, the joiner goes on to where this peer joins (its -c).
+        string coordinator = Volatile.Read(ref _coordinatorAddress);
         var redirect = new Welcome(Protocol.Negotiate(hello), 0, (byte)Math.Max(1, _shardCount), 0, 0,
-            [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, _coordinatorAddress)]);
+            [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, coordinator.Length > 0 ? coordinator : _options.JoinAddress)]);
         return RefuseWithRedirectAsync(link, redirect);
     }
 

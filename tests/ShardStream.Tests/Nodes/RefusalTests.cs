@@ -175,13 +175,38 @@ public class RefusalTests
 
         var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
 
+        Assert.Equal(coordinator.ListenAddress, RedirectAddress(type, body));
+    }
+
+    [Fact]
+    public async Task A_peer_still_joining_redirects_a_joiner_to_the_address_it_joins_through()
+    {
+        // A peer listens before its own join is answered: a viewer that comes through it then
+        // (its -c names that peer) is sent on to where that peer joins, not given an empty address.
+        var net = new VirtualNetwork();
+        net.BlackHole("c:1");
+        await using var peer = new Peer(new PeerOptions { ListenAddress = "p:0", JoinAddress = "c:1" }, net.Host("p"));
+        using var stop = new CancellationTokenSource();
+        var joining = peer.StartAsync(stop.Token);
+        await Overlay.WaitUntilAsync(() => net.PendingBlackHoleConnects > 0, "the peer listens and is joining");
+
+        var (type, body) = await AskAsync(net, peer.ListenAddress, new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, Hello.DefaultUpload, [], "x:1"));
+
+        Assert.Equal("c:1", RedirectAddress(type, body));
+        await stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<Exception>(() => joining);
+    }
+
+    /// <summary>The address of the redirect Welcome (peer id 0, one Redirect entry) that <paramref name="body"/> holds.</summary>
+    private static string RedirectAddress(FrameType type, ReadOnlySequence<byte> body)
+    {
         Assert.Equal(FrameType.Welcome, type);
         var reader = new SequenceReader<byte>(body);
         Assert.True(Welcome.TryRead(ref reader, out var welcome));
         Assert.Equal(0UL, welcome.PeerId);
         var redirect = Assert.Single(welcome.Shards);
         Assert.Equal(AssignmentKind.Redirect, redirect.Kind);
-        Assert.Equal(coordinator.ListenAddress, redirect.Address);
+        return redirect.Address;
     }
 
     /// <summary>Sends a hello (or an end frame, which is not a hello, when null) from a fresh host and returns the first frame of the answer.</summary>
