@@ -235,7 +235,10 @@ public sealed class CliErrorTests
         var (exit, stderr) = await RunAsync("peer", "-c", $"127.0.0.1:{port}");
 
         Assert.NotEqual(0, exit);
-        AssertOneLineError(stderr, "over the limit");
+        // The address, what it is not, and what it said: a viewer that gave the node's --http (or
+        // another service's) port learns which, not only that a frame was "over the limit".
+        AssertOneLineError(stderr, $"127.0.0.1:{port} does not speak the ShardStream protocol");
+        Assert.Contains("it begins with text: \"HTTP/1.1 400 Bad Request\"", stderr, StringComparison.Ordinal);
         await serve;
     }
 }

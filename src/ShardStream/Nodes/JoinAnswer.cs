@@ -33,6 +33,11 @@ internal static class JoinAnswer
         {
             throw new JoinInterruptedException($"{address} closed the connection: {e.Message}", e);
         }
+        catch (ProtocolException e)
+        {
+            // The answer is no frame at all: another service (often a node's --http port) answered.
+            throw new ProtocolException($"{address} does not speak the ShardStream protocol; is it a node's overlay port (its -l), not its --http or --rtmp one? {e.Message}");
+        }
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(frame.Body));
         if (frame.Type == FrameType.Goodbye)
         {
