@@ -469,8 +469,9 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// on a link that keeps up (open, nothing queued for it a heartbeat timeout or longer): that
     /// peer has them, whatever it says. An attach link, or its control link, where a peer placed
     /// under the coordinator at its join is served until it attaches elsewhere. Not a fill, which ends.
+    /// Internal for tests.
     /// </summary>
-    private bool Feeds(int id, int[] shards) =>
+    internal bool Feeds(int id, int[] shards) =>
         Relay is { } relay && shards.All(s => relay.SubscribersOf(s, live: true).Exists(l => IsOf(l, id) && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));
 
     /// <summary>True when <paramref name="link"/> is peer <paramref name="id"/>'s attach link or control link.</summary>

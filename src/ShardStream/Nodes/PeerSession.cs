@@ -199,6 +199,12 @@ internal sealed class PeerSession(int id, string address, Link control)
     private readonly List<int> _formerParents = [];
 
     /// <summary>
+    /// For each node that is or was this peer's parent in the plan (as kept in <see cref="_plannedParents"/>
+    /// and <see cref="_formerParents"/>), the shards it was its parent of during this session, one bit each.
+    /// </summary>
+    private readonly Dictionary<int, int> _shardsOf = [];
+
+    /// <summary>
     /// The plan made <paramref name="parent"/> this peer's parent in <paramref name="shard"/> (its
     /// Welcome, or a Move; called under the tracker's gate before either is sent). The parent it
     /// had there becomes a former parent, unless it still is one in another shard; the oldest
@@ -213,9 +219,12 @@ internal sealed class PeerSession(int id, string address, Link control)
             int before = _plannedParents[shard];
             _plannedParents[shard] = parent;
             _formerParents.Remove(parent);
+            _shardsOf[parent] = _shardsOf.GetValueOrDefault(parent) | 1 << shard;
             if (before == Topology.Planner.None || before == parent || Array.IndexOf(_plannedParents, before) >= 0) return;
             _formerParents.Insert(0, before);
-            if (_formerParents.Count > FormerParentsKept) _formerParents.RemoveAt(FormerParentsKept);
+            if (_formerParents.Count <= FormerParentsKept) return;
+            _shardsOf.Remove(_formerParents[FormerParentsKept]);
+            _formerParents.RemoveAt(FormerParentsKept);
         }
     }
 
@@ -230,6 +239,16 @@ internal sealed class PeerSession(int id, string address, Link control)
     {
         if (node > int.MaxValue) return false;
         lock (_formerParents) return Array.IndexOf(_plannedParents, (int)node) >= 0 || _formerParents.Contains((int)node);
+    }
+
+    /// <summary>
+    /// True when the plan made <paramref name="node"/> this peer's parent in <paramref name="shard"/>
+    /// during this session, and it is still its parent or a former parent remembered (<see cref="WasPlannedParent"/>).
+    /// </summary>
+    public bool WasPlannedParentOf(ulong node, int shard)
+    {
+        if (node > int.MaxValue || (uint)shard >= (uint)_plannedParents.Length) return false;
+        lock (_formerParents) return _shardsOf.TryGetValue((int)node, out int shards) && (shards & 1 << shard) != 0;
     }
 
     /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>

@@ -41,6 +41,9 @@ internal static partial class RepairLog
     [LoggerMessage(9313, LogLevel.Information, "peer {Id} lost parent {Parent}, which began a repair of shard(s) {Shards} {Seconds:0.#} s ago but gets them from the coordinator on a link that keeps up: counted against it", EventName = "StarvedParentFed")]
     public static partial void StarvedParentFed(ILogger log, int id, int parent, string shards, double seconds);
 
+    [LoggerMessage(9314, LogLevel.Information, "peer {Id} lost parent {Parent}, which is not in the overlay and was never its parent of shard(s) {Shards} in the plan: nothing to repair for those", EventName = "NeverFedIt")]
+    public static partial void NeverFedIt(ILogger log, int id, int parent, string shards);
+
     [LoggerMessage(9320, LogLevel.Warning, "peer {Id} cut parent {Parent} off for a lag it never made up in shard(s) {Shards}: the edge is taken out of the plan and it is moved to another parent, not sent back (the parent answers, and is not made a leaf for this)", EventName = "CutForLag")]
     public static partial void CutForLag(ILogger log, int id, int parent, string shards);
 

@@ -111,7 +111,12 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     RepairLog.NeverItsParent(log, reporter.Id, parentId);
                     return;
                 }
-                var moves = lost.Where(s => s.Shard < options.ShardCount)
+                // Only the shards the plan made it its parent of: a shard it has from another node since
+                // its join is no lost parent's (a repair's Move of it would mark the reporter under repair of
+                // it for nothing, and excuse its children's cuts just before: 9310).
+                var notFed = lost.Where(s => s.Shard >= options.ShardCount || !reporter.WasPlannedParentOf((ulong)parentId, s.Shard)).ToArray();
+                if (notFed.Length > 0) RepairLog.NeverFedIt(log, reporter.Id, parentId, string.Join(",", notFed.Select(s => s.Shard)));
+                var moves = lost.Except(notFed)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard)))
                     .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList();
                 tracker.SendMoves(moves, repair: true);
@@ -197,8 +202,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 // on a link that keeps up: the source never starves, and its word is the better one
                 // (else a liar under it could mark itself so at will, and have its children's cuts excused).
                 int[] shards = [.. stillThere.Select(s => (int)s.Shard)];
-                if (parent is not null) StartRepair(reporter, shards, now);
-                else if (!fedBySource(reporter.Id, shards)) reporter.UnderRepair(shards, now);
+                // When it does not (the link is gone, or what is queued on it waits a heartbeat timeout
+                // or more), the reporter starves as under a peer parent, and so do its children.
+                if (parent is not null || !fedBySource(reporter.Id, shards)) StartRepair(reporter, shards, now);
                 else RepairLog.SourceStillFeeds(log, reporter.Id, string.Join(",", shards));
                 // An excused report is no attempt of the two (see Starving): the next one counts as a first.
                 if (excused) reporter.ReattachedTo = -1;
@@ -308,8 +314,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// down sees the same stall, and may say so first): it is excused after the fact, within the
     /// same <see cref="StarvedParentExcuses"/> per child in <see cref="CountPeriod"/> (a liar that
     /// reports its own parent lost right after each cut gains nothing more). Not for a report about
-    /// the coordinator, which sent the peer its shards until then, nor for a Move of a graceful
-    /// leave (the leaver serves until its children moved). Called under the gate.
+    /// the coordinator while it still sends the peer those shards on a link that keeps up (event
+    /// 9312: it has them), nor for a Move of a graceful leave (the leaver serves until its children
+    /// moved). Called under the gate.
     /// </summary>
     private void ExcuseBefore(PeerSession peer, long now)
     {

@@ -44,12 +44,18 @@ internal sealed class StrangerControlLink : IAsyncDisposable
     /// answered with the same Join, as if nothing was measured (or, with <paramref name="measured"/>,
     /// as if those RTTs were). With <paramref name="answerDelay"/>, each ping is answered that much
     /// later than it arrived, with the hold claimed as before: a process that stalls and does not know it.
+    /// From <paramref name="host"/> instead, and, with <paramref name="uploadPercent"/>, claiming that
+    /// upload: it answers the coordinator's probe at "HOST:1" (its join token is 0), so that it is
+    /// placed as a relay (children are sent to it, and never connect: nothing listens there after).
     /// </summary>
-    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null, TimeSpan answerDelay = default)
+    public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null, TimeSpan answerDelay = default,
+        string host = "liar", ushort uploadPercent = 0)
     {
         var claimed = coordinate ?? new WireCoordinate(1, 1, 1, 0.5f);
-        var connection = await overlay.Network.Host("liar").ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], "liar:1", new byte[Protocol.NonceLength], null, claimed, measured);
+        await using var listener = uploadPercent > 0 ? await overlay.Network.Host(host).ListenAsync($"{host}:1", CancellationToken.None) : null;
+        var probe = listener is null ? Task.CompletedTask : ProbeAnswer.AnswerAsync(listener, 0);
+        var connection = await overlay.Network.Host(host).ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
+        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, uploadPercent, [], $"{host}:1", new byte[Protocol.NonceLength], null, claimed, measured);
         for (int round = 0; ; round++)
         {
             join.Write(connection.Pipe.Output);
@@ -59,6 +65,7 @@ internal sealed class StrangerControlLink : IAsyncDisposable
             Assert.Equal(FrameType.Welcome, type);
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             Assert.True(Welcome.TryRead(ref reader, out var welcome));
+            await probe;
             var liar = new StrangerControlLink(connection, (int)welcome.PeerId, claimedHold, claimed, answerDelay);
             liar._answering = liar.AnswerAsync();
             liar._beating = liar.BeatAsync();
