@@ -97,6 +97,31 @@ public sealed class MultiHostTests(ITestOutputHelper output)
                                                          && l.Contains("run it with -l 0.0.0.0:PORT", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// "More peers join through any node", also through a viewer on the coordinator's own machine
+    /// that reached it as <c>127.0.0.1:1234</c>: a viewer on another host that starts with
+    /// <c>-c</c> that viewer is sent on to the coordinator at the address it reached the viewer at
+    /// (Before, it was sent to 127.0.0.1:1234, its own machine, and exited 1: "cannot connect to
+    /// 127.0.0.1:1234: Connection refused".)
+    /// </summary>
+    [Fact]
+    public async Task A_viewer_that_reached_its_coordinator_on_loopback_redirects_other_hosts_to_a_reachable_address()
+    {
+        if (RequiresTool.Missing(output, NetnsHosts.Unavailable())) return;
+        await using var net = NetnsHosts.Create(2, output);
+        var source = RandomBytes(1024 * 1024, 12);
+        var origin = net.Hosts[0];
+        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234");
+        await coordinator.WaitForListenAddressAsync(Generous);
+        var viewers = new List<(NetnsHost Host, CliProcess Cli)> { (origin, net.Start(origin, "peer", "-c", "127.0.0.1:1234", "-l", "0.0.0.0:1235")) };
+        await WaitForLineAsync(viewers[0].Cli, "joined as peer");
+        viewers.Add((net.Hosts[1], net.Start(net.Hosts[1], "peer", "-c", $"{origin.Address}:1235", "-l", "0.0.0.0:1235")));
+        await StreamAsync(coordinator, viewers.Select(v => v.Cli).ToList(), source);
+
+        await AssertEveryViewerWroteTheSourceAsync(coordinator, viewers, source);
+        Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains($"{origin.Address}:1235 redirects the join to {origin.Address}:1234", StringComparison.Ordinal));
+    }
+
     private static string IdOf(CliProcess viewer)
     {
         var line = viewer.StderrLines.First(l => l.Contains("joined as peer ", StringComparison.Ordinal));

@@ -118,6 +118,9 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>The remote address as the transport sees it.</summary>
     public string RemoteAddress => _connection.RemoteAddress;
 
+    /// <summary>This side's address, the one the other side reached (empty where the transport does not say).</summary>
+    public string LocalAddress => _connection.LocalAddress;
+
     /// <summary>The RTT of the connection's handshake as measured below the process, if the transport has it (<see cref="IConnection.HandshakeRtt"/>).</summary>
     public TimeSpan? HandshakeRtt => _connection.HandshakeRtt;
 

@@ -77,6 +77,31 @@ public static class Endpoint
     }
 
     /// <summary>
+    /// <paramref name="address"/> (a node on this machine, as this node reached it) as another
+    /// machine reaches it: a loopback or unspecified host (127.0.0.1, localhost, ::1, 0.0.0.0)
+    /// means this machine only, so it becomes the host the other machine reached this node at
+    /// (<paramref name="localAddress"/>, this side of its connection), on the same port. Any other
+    /// address, or one with no such local host to put in, is returned as given.
+    /// </summary>
+    public static string AsReachedFrom(string address, string localAddress)
+    {
+        try
+        {
+            var (host, port) = Parse(address);
+            string bare = host.StartsWith('[') && host.EndsWith(']') ? host[1..^1] : host;
+            bool thisMachineOnly = IsUnspecified(host) || string.Equals(bare, "localhost", StringComparison.OrdinalIgnoreCase)
+                                   || (IPAddress.TryParse(bare, out var ip) && IPAddress.IsLoopback(ip));
+            if (!thisMachineOnly || localAddress.Length == 0) return address;
+            string local = HostOf(localAddress);
+            return IPAddress.TryParse(local, out var reached) && !IPAddress.IsLoopback(reached) ? Format(local, port) : address;
+        }
+        catch (FormatException)
+        {
+            return address;
+        }
+    }
+
+    /// <summary>
     /// The address to tell a viewer to connect to, for a node listening on
     /// <paramref name="listenAddress"/>: the address itself, or for a listener on an unspecified
     /// address (which is no address a viewer can dial) <c>HOST:PORT</c> and a hint that names this

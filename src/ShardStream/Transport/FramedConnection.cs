@@ -54,6 +54,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// <summary>The remote address as the transport sees it.</summary>
     public string RemoteAddress => _connection.RemoteAddress;
 
+    /// <summary>This side's address, the one the other side reached (empty where the transport does not say).</summary>
+    public string LocalAddress => _connection.LocalAddress;
+
     /// <summary>True when bytes from the other side wait unread (see <see cref="IConnection.HasUnreadInput"/>).</summary>
     public bool HasUnreadInput => _connection.HasUnreadInput;
 

@@ -41,6 +41,9 @@ public interface IConnection : IAsyncDisposable
     /// <summary>For logs.</summary>
     string RemoteAddress { get; }
 
+    /// <summary>This side's address, the one the other side reached (empty where the transport does not say).</summary>
+    string LocalAddress => "";
+
     /// <summary>
     /// Sends <paramref name="buffers"/> in order, all of them, as one gathered write where the
     /// transport can (TCP: one <c>sendmsg</c>), so that payloads go out from where they are held

@@ -21,6 +21,7 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
         Socket = socket;
         Socket.NoDelay = true;
         RemoteAddress = remoteAddress;
+        LocalAddress = socket.LocalEndPoint?.ToString() ?? "";
         Stream = new NetworkStream(socket, ownsSocket: false);
         Interlocked.Increment(ref s_open);
     }
@@ -43,6 +44,8 @@ internal abstract class SocketConnection : IConnection, IDuplexPipe
     public abstract PipeWriter Output { get; }
 
     public string RemoteAddress { get; }
+
+    public string LocalAddress { get; }
 
     /// <summary>Set by the listener for an accepted connection (<see cref="Transport.HandshakeRtt"/>).</summary>
     public TimeSpan? HandshakeRtt { get; init; }

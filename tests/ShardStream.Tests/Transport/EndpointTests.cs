@@ -77,6 +77,20 @@ public class EndpointTests
     }
 
     [Theory]
+    [InlineData("127.0.0.1:1234", "10.81.1.2:1235", "10.81.1.2:1234")]
+    [InlineData("localhost:1234", "[::ffff:10.81.1.2]:1235", "10.81.1.2:1234")] // a dual-stack listener
+    [InlineData("[::1]:1234", "[2001:db8::7]:1235", "[2001:db8::7]:1234")]
+    [InlineData("0.0.0.0:1234", "10.81.1.2:1235", "10.81.1.2:1234")]
+    [InlineData("127.0.0.1:1234", "127.0.0.1:1235", "127.0.0.1:1234")] // the joiner is on this machine too
+    [InlineData("10.81.1.2:1234", "10.81.1.3:1235", "10.81.1.2:1234")] // an address others reach is taken as given
+    [InlineData("coordinator.example.org:1234", "10.81.1.2:1235", "coordinator.example.org:1234")]
+    [InlineData("127.0.0.1:1234", "", "127.0.0.1:1234")] // a transport that does not say
+    public void An_address_of_this_machine_only_is_given_as_the_other_machine_reached_it(string address, string local, string given)
+    {
+        Assert.Equal(given, Endpoint.AsReachedFrom(address, local));
+    }
+
+    [Theory]
     [InlineData("0.0.0.0:1234", "HOST:1234")]
     [InlineData("[::]:1234", "HOST:1234")]
     [InlineData("127.0.0.1:1234", "127.0.0.1:1234")]
