@@ -347,6 +347,12 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// </summary>
     internal Action<int, Action>? GoneRemoval { get; set; }
 
+    /// <summary>
+    /// Called with the reporter's id and each ParentLost read from a peer, before it is handled;
+    /// false drops it unanswered (tests stand for a path on which the coordinator sends no Move).
+    /// </summary>
+    internal Func<int, ParentLost, bool>? ParentLostRead { get; set; }
+
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
         var session = ((ControlRole)link.Role!).Session;
@@ -378,6 +384,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
                 break;
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
+                if (ParentLostRead is { } read && !read(session.Id, lost)) break;
                 if (lost.Violation is { Length: > 0 }) _repair.OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
                 else _repair.OnParentLost(session, (int)lost.ParentId, lost.Shards, lost.Cause == LossCause.Lag);
                 break;

@@ -40,6 +40,9 @@ internal interface IPeerParents
     /// </summary>
     ShardStart[] TakeShardsWhenCutOff(Link link);
 
+    /// <summary>How many moves of <paramref name="shard"/> this peer has taken in (a Move, or a rejoin's Welcome): a new one answers a report about it.</summary>
+    long MoveGenerationOf(int shard);
+
     /// <summary>The shards of <paramref name="shards"/> that have no parent now, with the next chunk wanted of each.</summary>
     ShardStart[] WithoutParent(byte[] shards);
 

@@ -9,7 +9,8 @@ namespace ShardStream.Nodes;
 /// lost there and from which chunk (ParentLost), with the violation when the parent was cut off
 /// for what it sent, and the cause when it was cut off for a lag never made up; a parent that cut
 /// this peer off as too slow ends the run instead. It owns the parents this peer cut off for room,
-/// whose report waits until there is room (see <see cref="ReportWhenRoomAsync"/>).
+/// whose report waits until there is room (see <see cref="ReportWhenRoomAsync"/>), and the
+/// reports no Move has answered yet (see <see cref="Unanswered"/>).
 /// </summary>
 internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer, ShardStalls stalls, ILogger log, TimeProvider time, CancellationToken stopping)
 {
@@ -70,6 +71,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             // hears why, moves this peer and the liar's other children, and refuses the liar.
             PeerLog.ParentCutOff(log, parentId, string.Join(",", accused.Select(s => s.Shard)), violation);
             peer.SendToCoordinator(new ParentLost(parentId, accused, violation).Write);
+            Reported(parentId, lost);
             return;
         }
         (int Shard, long NextSeq) lagging;
@@ -83,6 +85,19 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         // The cause only to a coordinator that reads it (the control link may be a rejoin's since the cut).
         peer.SendToCoordinator(new ParentLost(parentId, lost, Cause: lagged && peer.Version >= Protocol.LossCauseVersion ? LossCause.Lag : LossCause.Lost).Write);
+        Reported(parentId, lost);
+    }
+
+    /// <summary>
+    /// An attach to <paramref name="parentId"/> (a Move's, or a Welcome's) failed: the coordinator
+    /// hears of it on <paramref name="control"/>, the control link the Move or the Welcome came on,
+    /// for <paramref name="shards"/>, those no later move took over.
+    /// </summary>
+    public void AttachFailed(Link control, ulong parentId, ShardStart[] shards)
+    {
+        if (shards.Length == 0) return;
+        control.Send(new ParentLost(parentId, shards).Write);
+        Reported(parentId, shards);
     }
 
     /// <summary>
@@ -109,5 +124,92 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         if (lost.Length == 0) return;
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         peer.SendToCoordinator(new ParentLost(parentId, lost).Write);
+        Reported(parentId, lost);
+    }
+
+    /// <summary>
+    /// How long a shard reported lost may wait with no parent and no Move about it before the
+    /// report is taken for unanswered: a connect timeout and two heartbeat timeouts (15 s by
+    /// default). The coordinator answers at once, or a heartbeat interval later (an orphan sent to
+    /// the same parent or to the coordinator again, 9301 and 9302), and a report that comes while
+    /// a Move of the shard is still attaching is answered by that attach (it completes, or fails
+    /// and is reported in its turn, within a connect timeout and a welcome timeout, the heartbeat
+    /// timeout); one more heartbeat timeout is to spare.
+    /// </summary>
+    public TimeSpan UnansweredAfter => options.ConnectTimeout + options.HeartbeatTimeout * 2;
+
+    /// <summary>Joins again for unanswered reports at most this many times within <see cref="UnansweredPeriod"/>.</summary>
+    internal const int MaxUnansweredRejoins = 3;
+
+    /// <summary>The period over which <see cref="MaxUnansweredRejoins"/> counts: ten <see cref="UnansweredAfter"/>s, 150 s by default.</summary>
+    private TimeSpan UnansweredPeriod => UnansweredAfter * 10;
+
+    /// <summary>
+    /// Per shard, the last report that named it and no Move has answered yet: the parent it named,
+    /// when it went, and the peer's move generation of the shard then (<see cref="IPeerParents.MoveGenerationOf"/>).
+    /// </summary>
+    private readonly Dictionary<int, (ulong Parent, long At, long Generation)> _unanswered = [];
+
+    /// <summary>When this peer joined again for unanswered reports, within <see cref="UnansweredPeriod"/>, and when it last said it would not.</summary>
+    private readonly Queue<long> _unansweredRejoins = new();
+    private long _rejoinsSpentSaidAt;
+
+    /// <summary>A report about <paramref name="parentId"/> went for <paramref name="shards"/>: each waits for a Move (or a parent) from now.</summary>
+    private void Reported(ulong parentId, ShardStart[] shards)
+    {
+        var noted = shards.Select(s => (Shard: (int)s.Shard, Generation: peer.MoveGenerationOf(s.Shard))).ToArray();
+        long now = time.GetTimestamp();
+        lock (_unanswered)
+            foreach (var (shard, generation) in noted) _unanswered[shard] = (parentId, now, generation);
+    }
+
+    /// <summary>
+    /// Called on every tick while the control link is open. A report is answered once a Move
+    /// about its shard is taken in (its attach then reports again if it fails) or the shard has a
+    /// parent again. A shard still unanswered after <see cref="UnansweredAfter"/> was left with no
+    /// parent by a path on which the coordinator sent no Move, and this peer reports a parent
+    /// lost only once: it joins again in its place (the caller does), whose Welcome says where the
+    /// plan has every shard, and is counted nowhere (a report sent again could not be told from a
+    /// failed attach of a Move still on its way: it would count against that parent twice). Returns
+    /// the shards to join again for (their wait starts again now: a rejoin that fails is tried once
+    /// more after <see cref="UnansweredAfter"/>), or null; at most <see cref="MaxUnansweredRejoins"/>
+    /// within <see cref="UnansweredPeriod"/>, after which it says so (event 1419) and waits.
+    /// </summary>
+    public (ulong Parent, int[] Shards, TimeSpan Waited)? Unanswered()
+    {
+        if (peer.Reassembler.IsComplete || peer.Leaving)
+        {
+            lock (_unanswered) _unanswered.Clear();
+            return null;
+        }
+        int[] noted;
+        lock (_unanswered) noted = [.. _unanswered.Keys];
+        if (noted.Length == 0) return null;
+        // Looked at outside this lock: the peer's own lock is taken under it nowhere.
+        var answered = noted.Where(s => peer.ParentOf(s).Parent is not null).ToHashSet();
+        var generations = noted.ToDictionary(s => s, peer.MoveGenerationOf);
+        long now = time.GetTimestamp();
+        lock (_unanswered)
+        {
+            foreach (int s in noted)
+                if (_unanswered.TryGetValue(s, out var r) && (answered.Contains(s) || generations[s] != r.Generation)) _unanswered.Remove(s);
+            var overdue = _unanswered.Where(kv => time.GetElapsedTime(kv.Value.At, now) >= UnansweredAfter).ToList();
+            if (overdue.Count == 0) return null;
+            var oldest = overdue.MinBy(kv => kv.Value.At);
+            foreach (var (shard, r) in overdue) _unanswered[shard] = (r.Parent, now, r.Generation);
+            int[] shards = [.. overdue.Select(kv => kv.Key).Order()];
+            while (_unansweredRejoins.TryPeek(out long at) && time.GetElapsedTime(at, now) > UnansweredPeriod) _unansweredRejoins.Dequeue();
+            if (_unansweredRejoins.Count >= MaxUnansweredRejoins)
+            {
+                if (_rejoinsSpentSaidAt == 0 || time.GetElapsedTime(_rejoinsSpentSaidAt, now) > UnansweredPeriod)
+                {
+                    _rejoinsSpentSaidAt = now;
+                    RejoinLog.UnansweredRejoinsSpent(log, string.Join(",", shards), MaxUnansweredRejoins, UnansweredPeriod.TotalSeconds);
+                }
+                return null;
+            }
+            _unansweredRejoins.Enqueue(now);
+            return (oldest.Value.Parent, shards, time.GetElapsedTime(oldest.Value.At, now));
+        }
     }
 }

@@ -126,6 +126,7 @@ public sealed partial class Peer
             return;
         }
         _intakeMeter.Sample(_stalls.ReceivedBytes);
+        JoinAgainIfUnanswered();
         // A control link that closed (a rejoin under way, the coordinator stopping) says no new
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;

@@ -181,9 +181,8 @@ public sealed partial class Peer
             {
                 // Whatever went wrong, the coordinator hears of it (for the shards no later move took
                 // over), on the link the Move came on: a later session has a Welcome of its own.
-                var still = Current(starts, generations);
                 PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
-                if (still.Length > 0) from.Send(new ParentLost(group.Key.ParentId, still).Write);
+                _lossReporter.AttachFailed(from, group.Key.ParentId, Current(starts, generations));
             }
         })).ConfigureAwait(false);
         // Reported on the control link the Move came on, never on a later one: the coordinator
@@ -213,6 +212,11 @@ public sealed partial class Peer
     Relay IPeerParents.Relay => Relay!;
 
     bool IPeerParents.Leaving => _leaving;
+
+    long IPeerParents.MoveGenerationOf(int shard)
+    {
+        lock (_gate) return shard < _moveGeneration.Length ? _moveGeneration[shard] : 0;
+    }
 
     ushort IPeerParents.Version => _version;
 

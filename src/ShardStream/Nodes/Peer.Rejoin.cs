@@ -169,7 +169,55 @@ public sealed partial class Peer
             return;
         }
         if (control.ReceivedGoodbye is { } code && control.ReceivedGoodbyeReason is { } said) reason = $"{said} ({code})";
-        Background.Run(() => RejoinAsync(reason), Log, "joining again");
+        Background.Run(() => RejoinAsync(reason, control), Log, "joining again");
+    }
+
+    /// <summary>
+    /// A report of a lost parent that no Move answered (<see cref="ParentLossReporter.Unanswered"/>):
+    /// this peer joins again in its place, once, while its control link stays open. The Welcome
+    /// says where the plan has each shard, and a shard with no parent is attached there from this
+    /// peer's next chunk (a report about that attach, if it fails, is answered as any). Nothing is
+    /// counted against a parent or excused for it. Not while another rejoin is under way (its
+    /// Welcome places every shard too); a rejoin that fails leaves the control link as it was.
+    /// </summary>
+    private void JoinAgainIfUnanswered()
+    {
+        if (_control is not { IsClosing: false } || _leaving || _lossReporter.Unanswered() is not { } unanswered) return;
+        RejoinLog.Unanswered(Log, unanswered.Parent, string.Join(",", unanswered.Shards), unanswered.Waited.TotalSeconds);
+        Background.Run(async () =>
+        {
+            if (!_rejoining.Wait(0)) return;
+            try
+            {
+                await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
+            {
+                RejoinLog.AttemptFailed(Log, 1, e.Message, _lossReporter.UnansweredAfter.TotalSeconds);
+            }
+            catch (StreamInterruptedException e)
+            {
+                StoppedAsTooSlow(e.Message);
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped.
+            }
+            finally
+            {
+                _rejoining.Release();
+            }
+        }, Log, "joining again for an unanswered report");
+    }
+
+    /// <summary>This peer's next chunk of every shard, for a rejoin's Join; notes where it was (<see cref="_resumedFrom"/>).</summary>
+    private ShardStart[] ResumePoints()
+    {
+        lock (_intake.ReadyGate)
+        {
+            _resumedFrom = (_reassembler!.NextSeq, _reassembler.NextOffset);
+            return Enumerable.Range(0, _shardCount).Select(s => new ShardStart((byte)s, (ulong)_reassembler.NextSeqOf(s))).ToArray();
+        }
     }
 
     /// <summary>How often a peer whose coordinator stopped looks whether its parents still serve it.</summary>
@@ -208,7 +256,7 @@ public sealed partial class Peer
     /// Joins again, resuming each shard at this peer's next chunk, with backoff, for
     /// <see cref="PeerOptions.RejoinFor"/>; then stops with the reason. Its links stay up meanwhile.
     /// </summary>
-    private async Task RejoinAsync(string reason)
+    private async Task RejoinAsync(string reason, Link lost)
     {
         try
         {
@@ -220,21 +268,18 @@ public sealed partial class Peer
         }
         try
         {
+            // A rejoin it waited for replaced that link (one for an unanswered report: the
+            // coordinator aborts the old link, whose close may be read before the Welcome).
+            if (lost != _control) return;
             RejoinLog.Lost(Log, reason, _reassembler!.NextOffset, _options.RejoinFor.TotalSeconds);
             long since = Time.GetTimestamp();
             var wait = FirstRejoinBackoff;
             string last = reason;
             for (int attempt = 1; !Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete; attempt++)
             {
-                ShardStart[] resume;
-                lock (_intake.ReadyGate)
-                {
-                    _resumedFrom = (_reassembler.NextSeq, _reassembler.NextOffset);
-                    resume = Enumerable.Range(0, _shardCount).Select(s => new ShardStart((byte)s, (ulong)_reassembler.NextSeqOf(s))).ToArray();
-                }
                 try
                 {
-                    await JoinViaAsync(_coordinatorAddress, resume, Stopping).ConfigureAwait(false);
+                    await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
                     return;
                 }
                 catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
@@ -304,6 +349,14 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1415, EventName = "JoinInterrupted", Level = LogLevel.Warning,
         Message = "joining failed: {Reason}; the coordinator took the connection, so it is there: trying again in {Seconds:0.0} s (for up to {Total:0} s)")]
     public static partial void JoinInterrupted(ILogger logger, string reason, double seconds, double total);
+
+    [LoggerMessage(EventId = 1418, EventName = "UnansweredParentLost", Level = LogLevel.Warning,
+        Message = "reported parent {Parent} lost for shard(s) {Shards} {Seconds:0.#} s ago, and no Move came: they still have no parent; joining again in the same place (the Welcome says where the plan has them)")]
+    public static partial void Unanswered(ILogger logger, ulong parent, string shards, double seconds);
+
+    [LoggerMessage(EventId = 1419, EventName = "UnansweredRejoinsSpent", Level = LogLevel.Error,
+        Message = "shard(s) {Shards} still have no parent and no Move came for their report, but this peer joined again for unanswered reports {Max} times within {Seconds:0} s already: waiting for the coordinator")]
+    public static partial void UnansweredRejoinsSpent(ILogger logger, string shards, int max, double seconds);
 
     [LoggerMessage(EventId = 1417, EventName = "CoordinatorStopped", Level = LogLevel.Warning,
         Message = "the coordinator stopped before the whole stream reached this peer ({Said}): not joining again; taking what its parents still send, from offset {Offset}")]

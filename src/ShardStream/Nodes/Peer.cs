@@ -324,8 +324,7 @@ public sealed partial class Peer : Node, IPeerParents
                 // The parent went away between the coordinator's answer and our attach: the
                 // coordinator repairs it like any lost parent, and a move follows.
                 PeerLog.AttachFailed(Log, group.Key.Address, e.Message);
-                var still = Current(starts, generations);
-                if (still.Length > 0) control.Send(new ParentLost(group.Key.ParentId, still).Write);
+                _lossReporter.AttachFailed(control, group.Key.ParentId, Current(starts, generations));
             }
         })).ConfigureAwait(false);
         control.Send(new Attached(welcome.PeerId).Write);

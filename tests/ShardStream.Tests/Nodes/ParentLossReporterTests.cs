@@ -98,6 +98,62 @@ public sealed class ParentLossReporterTests
 
     }
 
+    /// <summary>
+    /// A report no Move answers, with its shard still without a parent, is due a rejoin in place
+    /// after <see cref="ParentLossReporter.UnansweredAfter"/>, once per bound, at most
+    /// <see cref="ParentLossReporter.MaxUnansweredRejoins"/> times in ten bounds; a Move about the
+    /// shard taken in answers it.
+    /// </summary>
+    [Fact]
+    public async Task A_report_no_move_answers_is_due_a_rejoin_after_the_bound_and_a_bounded_number_of_times()
+    {
+        await using var parentLink = await ParentLink.OpenAsync();
+        var clock = new ManualClock();
+        var peer = new StubPeer(new Reassembler(1, 0, 0));
+        var reporter = new ParentLossReporter(new PeerOptions { JoinAddress = "coord:1" }, peer, new ShardStalls(), NullLogger.Instance, clock, CancellationToken.None);
+        var bound = reporter.UnansweredAfter;
+        Assert.Equal(TimeSpan.FromSeconds(15), bound);
+        reporter.OnParentClosed(parentLink.FromParent, 1, new CloseReason(CloseCode.ConnectionLost, "connection lost: connection reset by peer"));
+        SingleParentLost(peer);
+
+        clock.Advance(bound - TimeSpan.FromMilliseconds(1));
+        Assert.Null(reporter.Unanswered());
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        var due = Assert.NotNull(reporter.Unanswered());
+        Assert.Equal(1UL, due.Parent);
+        Assert.Equal([0], due.Shards);
+        // Its wait starts again: the next one a bound later, and no more than the most in ten bounds.
+        Assert.Null(reporter.Unanswered());
+        for (int i = 1; i < ParentLossReporter.MaxUnansweredRejoins; i++)
+        {
+            clock.Advance(bound);
+            Assert.NotNull(reporter.Unanswered());
+        }
+        clock.Advance(bound);
+        Assert.Null(reporter.Unanswered());
+        clock.Advance(bound * 10);
+        Assert.NotNull(reporter.Unanswered());
+
+        // A Move about the shard taken in answers the report.
+        clock.Advance(bound);
+        peer.Generation++;
+        Assert.Null(reporter.Unanswered());
+        clock.Advance(bound * 20);
+        Assert.Null(reporter.Unanswered());
+    }
+
+    /// <summary>A clock that moves only when told.</summary>
+    private sealed class ManualClock : TimeProvider
+    {
+        private long _ticks = 1;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+
+        public void Advance(TimeSpan by) => _ticks += by.Ticks;
+    }
+
     private static int FrameSize(ParentLost message)
     {
         var buffer = new ArrayBufferWriter<byte>();
@@ -172,6 +228,10 @@ public sealed class ParentLossReporterTests
         public ShardStart[] TakeShardsWhenCutOff(Link link) => whenCutOff ?? [];
 
         public ShardStart[] WithoutParent(byte[] shards) => [];
+
+        public long Generation { get; set; }
+
+        public long MoveGenerationOf(int shard) => Generation;
 
         public bool IsCoordinator(Link link) => false;
 
