@@ -315,6 +315,16 @@ internal sealed class PeerSession(int id, string address, Link control)
     public List<(int Parent, long At)> CountedCuts { get; } = [];
 
     /// <summary>
+    /// When an edge from this peer to a parent was taken out of the plan on its report, moving it
+    /// (<see cref="RepairService.DropsMakingRoom"/>): kept for <see cref="RepairService"/>'s period
+    /// (minutes). Under the gate.
+    /// </summary>
+    public List<long> DroppedEdges { get; } = [];
+
+    /// <summary>Whether this peer is at <see cref="RepairService.DropsMakingRoom"/> and was told so in the log (event 9321, said once each time it gets there). Under the gate.</summary>
+    public bool DropsCapSaid { get; set; }
+
+    /// <summary>
     /// Reports of this peer's children that lost it while its control link was silent, which the
     /// coordinator answered by aborting that link and leaving the repair to its failure: taken
     /// again when it joins in its place instead (<see cref="RepairService.OnRejoinedInPlace"/>).

@@ -37,6 +37,16 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     internal const int CutsBeforeDrop = 3;
 
     /// <summary>
+    /// Edges of one child that its reports take out of the plan within <see cref="CountPeriod"/>
+    /// (a lag cut, event 9320; a cut too often, 9309; a parent it cannot connect to, 804) and that
+    /// may move another peer to make it room. Past them (event 9321) its lag cuts are taken as
+    /// plain lost parents, and an edge taken out moves it only into a free slot: a child that cuts
+    /// parent after parent is the slow one more likely than they, and a liar's reports, trusted,
+    /// each moved an honest leaf in a full tree.
+    /// </summary>
+    internal const int DropsMakingRoom = 3;
+
+    /// <summary>
     /// The period over which a child's excused reports about a parent, and its reports that
     /// counted, are counted: ten <see cref="StarvedWindow"/>s, 230 s by default. No report starts
     /// a count again, only time: a liar that times reports of its own parent lost, so that its
@@ -82,6 +92,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// up part of the lag and it fell behind again, cut after cut. The edge is taken out of the
     /// plan at once (event 9320), neither counted nor excused (a starving parent sends nothing,
     /// not most of a shard), and the parent, which the child reached, is not made a leaf for it.
+    /// A child past <see cref="DropsMakingRoom"/> has its lag cuts taken as plain reports, and its
+    /// dropped edges move it into a free slot only.
     /// </summary>
     public void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost, bool lagged = false)
     {
@@ -145,6 +157,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             if (parent is not null && stillThere.Length > 0)
             {
                 bool drop = false, unreachable = false;
+                bool capped = DropsCapped(reporter, now);
+                if (lagged && capped) lagged = false;
                 if (lagged)
                 {
                     // Sent back, its window would make up part of the lag and the child fall behind again.
@@ -179,9 +193,13 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     reporter.ReattachedTo = -1;
                     // Take the edge out of the plan (see DropUnreachableEdges).
                     // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, out var stranded);
+                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, makeRoom: !capped, out var stranded);
                     // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
-                    if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
+                    if (stranded.Length < stillThere.Length)
+                    {
+                        reporter.DroppedEdges.Add(now);
+                        ExcuseBefore(reporter, now);
+                    }
                     stillThere = stranded;
                     later = stillThere.Length > 0;
                     if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
@@ -262,6 +280,26 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         if (count >= StarvedParentExcuses) return null;
         parent.StarvedExcuses.Add((child, now));
         return count + 1;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="reporter"/> had <see cref="DropsMakingRoom"/> edges taken out of the
+    /// plan within <see cref="CountPeriod"/>; said once (event 9321) when it gets there. Called under the gate.
+    /// </summary>
+    private bool DropsCapped(PeerSession reporter, long now)
+    {
+        reporter.DroppedEdges.RemoveAll(at => time.GetElapsedTime(at, now) > CountPeriod);
+        if (reporter.DroppedEdges.Count < DropsMakingRoom)
+        {
+            reporter.DropsCapSaid = false;
+            return false;
+        }
+        if (!reporter.DropsCapSaid)
+        {
+            reporter.DropsCapSaid = true;
+            RepairLog.DropsCapped(log, reporter.Id, reporter.DroppedEdges.Count, CountPeriod.TotalSeconds);
+        }
+        return true;
     }
 
     /// <summary>Notes a report of <paramref name="reporter"/> about <paramref name="parentId"/> that counted against it; returns how many did within <see cref="CountPeriod"/>, this one included. Called under the gate.</summary>
@@ -419,15 +457,16 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// <paramref name="unreachable"/> false: the child cut it off too often (<see cref="CutsBeforeDrop"/>,
     /// or again within <see cref="ReattachRetryWindow"/> after it said it attached to it), the edge
     /// goes the same way, and the parent, which the child reached, is not counted as unreachable.
+    /// <paramref name="makeRoom"/> false: only into a free slot (<see cref="DropsMakingRoom"/>).
     /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, out ShardStart[] stranded)
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, bool makeRoom, out ShardStart[] stranded)
     {
         var moves = new List<Reattachment>();
         var noOther = new List<ShardStart>();
         foreach (var s in lost)
         {
             if (s.Shard >= options.ShardCount || tracker.Planner.ParentOf(child.Id, s.Shard) != parent.Id) continue;
-            var dropped = tracker.Planner.DropEdge(child.Id, s.Shard);
+            var dropped = tracker.Planner.DropEdge(child.Id, s.Shard, makeRoom);
             if (dropped.Count == 0) ReachabilityLog.NoOtherParent(log, child.Id, parent.Id, parent.Address, s.Shard);
             moves.AddRange(dropped);
         }

@@ -15,15 +15,19 @@ public sealed partial class Planner
     /// depths change (possibly by a level or two). The pair is remembered: that parent is never
     /// given to this peer again, in any shard, by this call or by later joins, leaves and repairs
     /// (which re-place the peer elsewhere whenever they would put it back). Other shards the peer
-    /// receives from the same parent move too, as the same connection carried them.
+    /// receives from the same parent move too, as the same connection carried them. When no slot
+    /// is free, a leaf elsewhere takes the peer's place and the peer takes the leaf's; with
+    /// <paramref name="makeRoom"/> false, nobody else moves (and the scan for such a leaf, over
+    /// every peer, is not run): only a free slot will do.
     /// </summary>
     /// <returns>
     /// Every (peer, shard, new parent) change, already applied. Empty, and nothing remembered, when
     /// the parent is the source (every peer reached it to join), when the peer has no parent in the
-    /// shard, or when no other node has a free slot in that shard outside the peer's subtree.
+    /// shard, or when no other node has a free slot in that shard outside the peer's subtree (and,
+    /// with <paramref name="makeRoom"/>, no leaf can exchange places with it).
     /// </returns>
     /// <exception cref="ArgumentException"><paramref name="peer"/> is not a live peer.</exception>
-    public IReadOnlyList<Reattachment> DropEdge(int peer, int shard)
+    public IReadOnlyList<Reattachment> DropEdge(int peer, int shard, bool makeRoom = true)
     {
         if (peer == Source)
         {
@@ -32,7 +36,7 @@ public sealed partial class Planner
 
         Check(peer, shard);
         var parent = _forest.Parent(peer, shard);
-        if (parent is None or Source || !CanReparent(peer, shard, parent))
+        if (parent is None or Source || !CanReparent(peer, shard, parent, makeRoom))
         {
             return [];
         }
@@ -45,7 +49,7 @@ public sealed partial class Planner
         {
             if (_forest.Parent(peer, s) == parent)
             {
-                Reparent(peer, s);
+                Reparent(peer, s, makeRoom);
             }
         }
 
@@ -140,9 +144,10 @@ public sealed partial class Planner
     /// <summary>
     /// Moves the peer (with its subtree) in one shard under the best parent it does not avoid: a
     /// free slot if there is one, else the place of a leaf elsewhere, which takes the peer's place
-    /// (neither parent then sends more than before). Leaves it where it is if neither exists.
+    /// (neither parent then sends more than before), unless <paramref name="makeRoom"/> is false.
+    /// Leaves it where it is if neither exists.
     /// </summary>
-    private bool Reparent(int peer, int shard)
+    private bool Reparent(int peer, int shard, bool makeRoom = true)
     {
         var parent = _forest.Parent(peer, shard);
         var target = FindParentAvoiding(peer, shard, parent);
@@ -154,7 +159,7 @@ public sealed partial class Planner
             return true;
         }
 
-        var leaf = FindLeafToExchange(peer, shard, parent);
+        var leaf = makeRoom ? FindLeafToExchange(peer, shard, parent) : None;
         if (leaf == None)
         {
             return false;
@@ -176,8 +181,8 @@ public sealed partial class Planner
     }
 
     /// <summary>True when <see cref="Reparent"/> would find the peer another parent in the shard.</summary>
-    private bool CanReparent(int peer, int shard, int parent) =>
-        FindParentAvoiding(peer, shard, parent) != None || FindLeafToExchange(peer, shard, parent) != None;
+    private bool CanReparent(int peer, int shard, int parent, bool makeRoom) =>
+        FindParentAvoiding(peer, shard, parent) != None || (makeRoom && FindLeafToExchange(peer, shard, parent) != None);
 
     /// <summary>
     /// When no slot is free: the shallowest-placed leaf of the shard (no children in it) whose

@@ -125,6 +125,41 @@ public sealed class PlannerDropEdgeTests
     }
 
     [Fact]
+    public void Without_making_room_a_full_tree_keeps_the_edge_and_nobody_moves()
+    {
+        // As above: no slot is free, and b could give c its place; not asked to make room.
+        var planner = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        var a = planner.Join(1);
+        var b = planner.Join(0);
+        var c = planner.Join(0);
+
+        Assert.Empty(planner.DropEdge(c, 0, makeRoom: false));
+
+        Assert.Equal(a, planner.ParentOf(c, 0));
+        Assert.Equal(Planner.Source, planner.ParentOf(b, 0));
+        Assert.False(planner.IsAvoided(c, a));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
+    public void Without_making_room_a_free_slot_still_takes_the_child()
+    {
+        // As above, then b leaves: its slot at the source is free.
+        var planner = new Planner(PlannerOptions.Default(1, TopologyKind.Binary));
+        var a = planner.Join(1);
+        var b = planner.Join(0);
+        var c = planner.Join(0);
+        planner.Leave([b]);
+        Assert.Equal(a, planner.ParentOf(c, 0));
+
+        var moves = planner.DropEdge(c, 0, makeRoom: false);
+
+        Assert.Equal([new Reattachment(c, 0, Planner.Source)], moves);
+        Assert.True(planner.IsAvoided(c, a));
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
     public void With_no_other_place_at_all_the_edge_stays_and_nothing_is_remembered()
     {
         // Source budget 1: a (budget 1) under it, c (a viewer) under a; no free slot, no other leaf.

@@ -1,0 +1,65 @@
+using ShardStream.Nodes;
+using ShardStream.Tests.Nodes;
+using ShardStream.Wire;
+
+namespace ShardStream.Tests.Adversary;
+
+/// <summary>
+/// A child that reports its parent lost again and again, in a full tree (K = 1, no free slot):
+/// each time the coordinator takes the edge out of the plan, an honest leaf elsewhere gives the
+/// reporter its place and takes the reporter's old one. The liar is a stranger (a control link
+/// only, a leaf) that reports whichever node the plan makes its parent: with cause 1 (a lag cut,
+/// event 9320) one report a time, or without a cause twice within the retry window (the second
+/// counts the parent as unreachable, event 804). Eight relays, a leaf under each: it has seven to
+/// drop after its first parent, each time for one honest leaf's place.
+/// </summary>
+public class LagReportChurnTests
+{
+    private const int Relays = 8;
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_child_that_reports_parent_after_parent_lost_moves_at_most_a_bounded_number_of_honest_peers(bool lag)
+    {
+        var log = new RecordingLogger();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, MaxPeerUpload = Relays }, heartbeatTimeout: TimeSpan.FromSeconds(5), loggers: log);
+        // A full tree: the coordinator's one slot, a hub's one per relay, one per relay, each a node's.
+        await overlay.AddPeerAsync(upload: Relays);
+        for (int i = 0; i < Relays; i++) await overlay.AddPeerAsync(upload: 1);
+        for (int i = 0; i < Relays - 1; i++) await overlay.AddPeerAsync(upload: 0);
+        await using var liar = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero);
+        var before = overlay.Coordinator.Snapshot();
+        Assert.True(before.Nodes.All(n => n.Used == n.Budget) && before.Nodes.Count == 2 * Relays + 2, before.Render());
+
+        Dictionary<int, int> Parents() => overlay.Coordinator.Snapshot().Nodes.Skip(1).ToDictionary(n => n.Id, n => n.Parents[0]);
+        int[] handled = [9320, 1664, 9301, 9309, 804, 805, 9321];
+        async Task ReportAsync(int parent, LossCause cause)
+        {
+            int mark = log.Lines.Count;
+            await liar.SendAsync(o => new ParentLost((ulong)parent, [new ShardStart(0, 0)], "", cause).Write(o));
+            await Overlay.WaitUntilAsync(() => log.Lines.Skip(mark).Any(l => handled.Contains(l.Id.Id) && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)),
+                $"the coordinator handled the report about {parent}");
+        }
+
+        var movedHonest = new List<int>();
+        var dropped = new HashSet<int>();
+        // Bounded: one round per relay and a few more.
+        for (int round = 0; round < Relays + 3; round++)
+        {
+            var was = Parents();
+            int parent = was[liar.Id];
+            if (parent == 0) break;
+            await ReportAsync(parent, lag ? LossCause.Lag : LossCause.Lost);
+            if (!lag) await ReportAsync(parent, LossCause.Lost);
+            var now = Parents();
+            if (now[liar.Id] != parent) dropped.Add(parent);
+            movedHonest.AddRange(now.Keys.Where(id => id != liar.Id && was.TryGetValue(id, out var p) && p != now[id]));
+        }
+
+        // Not fewer either: in a full tree the first ones each make room (a test that can fail both ways).
+        Assert.True(movedHonest.Count == RepairService.DropsMakingRoom,
+            $"{(lag ? "lag" : "plain")} reports of one child dropped its edge to {dropped.Count} parents ({string.Join(",", dropped)}) and moved {movedHonest.Count} honest peers ({string.Join(",", movedHonest)}); {RepairService.DropsMakingRoom} may be moved:\n{overlay.Coordinator.Snapshot().Render()}");
+        Assert.True(log.Lines.Count(l => l.Id.Id == 9321 && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)) == 1, $"the cap was not said once:\n{log.Dump()}");
+    }
+}
