@@ -40,9 +40,16 @@ internal static class CommonOptions
 
     /// <summary>
     /// Logs to stderr only: stdout carries the stream. With a <paramref name="status"/> line, only
-    /// warnings and errors, written above it.
+    /// warnings and errors, written above it. <c>-v</c> with <c>-q</c> is refused: one of them would
+    /// have no effect.
     /// </summary>
-    public static ILoggerFactory CreateLoggerFactory(bool verbose, bool quiet, StatusLine? status = null) => LoggerFactory.Create(builder =>
+    public static ILoggerFactory CreateLoggerFactory(bool verbose, bool quiet, StatusLine? status = null)
+    {
+        if (verbose && quiet) throw new ArgumentException(NoEffect("--quiet", "with --verbose"));
+        return CreateLoggerFactory(verbose ? LogLevel.Debug : quiet ? LogLevel.Warning : LogLevel.Information, status);
+    }
+
+    private static ILoggerFactory CreateLoggerFactory(LogLevel level, StatusLine? status) => LoggerFactory.Create(builder =>
     {
         if (status is not null)
         {
@@ -50,7 +57,7 @@ internal static class CommonOptions
             builder.AddProvider(status.LoggerProvider);
             return;
         }
-        builder.SetMinimumLevel(verbose ? LogLevel.Debug : quiet ? LogLevel.Warning : LogLevel.Information);
+        builder.SetMinimumLevel(level);
         builder.AddConsole(o =>
         {
             o.LogToStandardErrorThreshold = LogLevel.Trace;

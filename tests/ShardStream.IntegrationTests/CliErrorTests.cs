@@ -142,6 +142,8 @@ public sealed class CliErrorTests
     [InlineData("--rtmp-key has no effect without --rtmp", "coordinator", "-l", "127.0.0.1:0", "--rtmp-key", "k")]
     [InlineData("--rtmp-play-name has no effect without --rtmp-play", "coordinator", "-l", "127.0.0.1:0", "--rtmp-play-name", "tv")]
     [InlineData("--rtmp-play-name has no effect without --rtmp-play", "peer", "-c", "127.0.0.1:1", "--rtmp-play-name", "tv")]
+    [InlineData("--quiet has no effect with --verbose", "coordinator", "-l", "127.0.0.1:0", "-v", "-q")]
+    [InlineData("--quiet has no effect with --verbose", "peer", "-c", "127.0.0.1:1", "-q", "--verbose")]
     public async Task A_wrong_flag_or_value_is_refused_on_one_line_and_nothing_is_written_to_stdout(string expectedFragment, params string[] args)
     {
         await using var process = CliProcess.Start(args);
