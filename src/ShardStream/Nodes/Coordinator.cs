@@ -479,7 +479,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// Internal for tests.
     /// </summary>
     internal bool Feeds(int id, int[] shards) =>
-        Relay is { } relay && shards.All(s => relay.SubscribersOf(s, live: true).Exists(l => IsOf(l, id) && !l.IsClosing && l.QueueAge < _options.HeartbeatTimeout));
+        Relay is { } relay && shards.All(s => relay.SubscribersOf(s, live: true).Exists(l => IsOf(l, id) && l.KeepsUp(_options.HeartbeatTimeout)));
 
     /// <summary>True when <paramref name="link"/> is peer <paramref name="id"/>'s attach link or control link.</summary>
     private static bool IsOf(Link link, int id) => link.Role switch

@@ -180,6 +180,12 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>True once closing has begun.</summary>
     public bool IsClosing => _connection.IsClosing;
 
+    /// <summary>
+    /// True when this link keeps up: neither closing nor closed, and the oldest frame queued on it
+    /// (<see cref="QueueAge"/>) younger than <paramref name="queueAge"/>.
+    /// </summary>
+    public bool KeepsUp(TimeSpan queueAge) => !IsClosing && !Closed.IsCompleted && QueueAge < queueAge;
+
     /// <summary>True once <see cref="Start"/> was called (the hello/welcome exchange is over and the loops run).</summary>
     public bool IsStarted => Volatile.Read(ref _started);
 

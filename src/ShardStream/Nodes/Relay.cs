@@ -318,7 +318,7 @@ internal sealed class Relay
                 foreach (var sub in list)
                 {
                     var l = sub.Link;
-                    if (!l.IsClosing && !l.Closed.IsCompleted && l.QueueAge < keepsUp) most = Math.Max(most, l.QueuedBytes);
+                    if (l.KeepsUp(keepsUp)) most = Math.Max(most, l.QueuedBytes);
                 }
         }
         return most;
