@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
 
 namespace ShardStream.Tests.Nodes;
@@ -8,10 +9,10 @@ namespace ShardStream.Tests.Nodes;
 /// </summary>
 internal sealed record RelayAndChild(Overlay Overlay, Peer Relay, Peer Child, string RelayHost, string ChildHost)
 {
-    /// <summary>Starts it with <paramref name="heartbeatTimeout"/>; the parts are <see cref="Part"/>(0) and (1) of <paramref name="seed"/>.</summary>
-    public static async Task<RelayAndChild> StartAsync(TimeSpan heartbeatTimeout, int seed)
+    /// <summary>Starts it with <paramref name="heartbeatTimeout"/>, the nodes logging to <paramref name="loggers"/> when given; the parts are <see cref="Part"/>(0) and (1) of <paramref name="seed"/>.</summary>
+    public static async Task<RelayAndChild> StartAsync(TimeSpan heartbeatTimeout, int seed, ILoggerFactory? loggers = null)
     {
-        var overlay = await Overlay.StartAsync(1, minPeers: 2, configure: o => o with { Upload = 1 }, heartbeatTimeout: heartbeatTimeout);
+        var overlay = await Overlay.StartAsync(1, minPeers: 2, configure: o => o with { Upload = 1 }, heartbeatTimeout: heartbeatTimeout, loggers: loggers);
         try
         {
             var relay = await overlay.AddPeerAsync(upload: 1);

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace ShardStream.Tests.Nodes;
 
 /// <summary>
@@ -12,7 +14,8 @@ public sealed class SilentParentRejoinTests
     [Fact]
     public async Task A_child_that_lost_a_silent_parent_which_joined_again_in_its_place_is_attached_again_with_no_byte_lost()
     {
-        var s = await RelayAndChild.StartAsync(TimeSpan.FromSeconds(3), seed: 71_000);
+        var log = new LogCapture();
+        var s = await RelayAndChild.StartAsync(TimeSpan.FromSeconds(3), seed: 71_000, log.Factory);
         await using var overlay = s.Overlay;
         var (relay, relayHost, childHost) = (s.Relay, s.RelayHost, s.ChildHost);
 
@@ -41,8 +44,11 @@ public sealed class SilentParentRejoinTests
         // What a viewer checks: the child goes on writing the stream while it runs (not only once
         // the relay leaves after the end and its children are moved), the source's bytes, none lost.
         await s.WriteTheRestAndCheckAsync("after the relay joined again");
-        // Moved by the coordinator's answer at the relay's rejoin (1404), not by its own rejoin for
-        // an unanswered report (1418, 11 s after it with these timeouts), which would hide its loss.
-        Assert.Equal(0, s.Child.Rejoins);
+        // The coordinator answered the child's report at the relay's rejoin (1404). Not asserted by
+        // the child's rejoins: its own rejoin for an unanswered report (1418, 11 s after the report
+        // with these timeouts) also brings it the rest, and on a loaded machine the relay's rejoin
+        // may come later than that; the answer is logged either way, and only by the coordinator.
+        var answered = $"peer {s.Child.Id} lost parent {relay.Id} while its control link was silent";
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Information, answered), "the coordinator answers the child's report at the relay's rejoin (1404)");
     }
 }
