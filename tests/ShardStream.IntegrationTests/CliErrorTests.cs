@@ -199,6 +199,33 @@ public sealed class CliErrorTests
         Assert.Contains("refused where the rebuild is off: with --latency-rebuild false, --latency-moves 0 or --latency-aware false", flat, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// An --http address that cannot be bound, taken or not this machine's: one line that says so,
+    /// and no stack trace in any form. (Before, the host logged "Hosting failed to start" with the
+    /// whole trace on one line, and an address not of this machine ended in "Unhandled exception"
+    /// and 30 lines of trace.)
+    /// </summary>
+    [Theory]
+    [InlineData("coordinator", "taken")]
+    [InlineData("peer", "taken")]
+    [InlineData("coordinator", "192.0.2.1:8080")]
+    [InlineData("peer", "192.0.2.1:8080")]
+    public async Task An_http_address_that_cannot_be_bound_is_refused_on_one_line(string command, string address)
+    {
+        using var taken = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        taken.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        taken.Listen();
+        if (address == "taken") address = $"127.0.0.1:{((IPEndPoint)taken.LocalEndPoint!).Port}";
+        string[] node = command == "coordinator" ? ["coordinator", "-l", "127.0.0.1:0"] : ["peer", "-c", $"127.0.0.1:{FreePort()}"];
+
+        var (exit, stderr) = await RunAsync([.. node, "--http", address]);
+
+        Assert.Equal(1, exit);
+        AssertOneLineError(stderr, $"cannot listen for HTTP on {address}");
+        Assert.DoesNotContain("Exception", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain(" fail: ", stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Malformed_address_is_refused_with_a_clear_message()
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
@@ -46,6 +47,9 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new ForwardingLoggerProvider(loggers));
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        // A start that fails (the address cannot be bound) is said below, on the node's one error
+        // line: the host's own line for it is the whole stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         // Kestrel accepts outside the node's hello gate: its connections are bounded here, or a flood takes the last descriptors.
         var cap = new HttpConnectionCap(DescriptorLimit.OpenFiles(), loggers.CreateLogger("http"));
         builder.WebHost.UseKestrel(o => o.Listen(ip, endpoint.Port, listen => listen.Use(cap.Middleware)));
@@ -62,11 +66,13 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         {
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or SocketException)
         {
+            // Kestrel says "address already in use" as an IOException; an address that is not this
+            // machine's ("Cannot assign requested address") comes as the socket's own exception.
             badRequests.Dispose();
             await app.DisposeAsync().ConfigureAwait(false);
-            throw new IOException($"cannot listen for HTTP on {address}: {e.Message}", e);
+            throw new IOException($"cannot listen for HTTP on {address}: {(e.InnerException is AddressInUseException ? "address already in use" : e.Message)}", e);
         }
         string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{address}";
         bound = bound.Replace("[::]", "127.0.0.1", StringComparison.Ordinal);
