@@ -131,8 +131,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 var moves = lost.Except(notFed)
                     .Select(s => new Reattachment(reporter.Id, s.Shard, tracker.Planner.ParentOf(reporter.Id, s.Shard)))
                     .Where(r => r.NewParent != parentId && !reporter.WasMovedTo(r.Shard, r.NewParent)).ToList();
-                tracker.SendMoves(moves, repair: true);
-                if (moves.Count > 0) ExcuseBefore(reporter, time.GetTimestamp());
+                SendRepairMoves(moves, lostParent: moves.Count > 0 ? [reporter.Id] : []);
                 return;
             }
             // Suspected by the control link's failure detector (phi over its threshold, nothing
@@ -373,6 +372,20 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         }
     }
 
+    /// <summary>
+    /// Sends a repair's <paramref name="moves"/> (each moved peer noted under repair:
+    /// <see cref="Tracker.SendMoves"/>), then excuses the cuts just before of the children of each
+    /// peer of <paramref name="lostParent"/> still listed, which lost a parent (<see cref="ExcuseBefore"/>;
+    /// one the moves evicted is out). Called under the gate.
+    /// </summary>
+    private void SendRepairMoves(IEnumerable<Reattachment> moves, IEnumerable<int> lostParent)
+    {
+        tracker.SendMoves(moves, repair: true);
+        long now = time.GetTimestamp();
+        foreach (int id in lostParent)
+            if (tracker.Peers.TryGetValue(id, out var peer)) ExcuseBefore(peer, now);
+    }
+
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
     private TimeSpan RepairRetryDelay => options.HeartbeatInterval;
 
@@ -441,10 +454,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             // A failure, or a finish after the end: the orphans may still need the rest of the stream from a window.
             // Said before the moves go out: a peer they evict has its own line (1660, "is evicted"), after this one.
             CoordinatorLog.PeerRemoved(log, session.Id, graceful ? "is leaving" : "is gone", reason, sent);
-            tracker.SendMoves(plan, repair: true);
-            long now = time.GetTimestamp();
-            foreach (int id in orphans)
-                if (tracker.Peers.TryGetValue(id, out var orphan)) ExcuseBefore(orphan, now);
+            SendRepairMoves(plan, lostParent: orphans);
         }
         return true;
     }
