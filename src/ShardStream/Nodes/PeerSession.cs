@@ -316,7 +316,7 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     /// <summary>
     /// When an edge from this peer to a parent was taken out of the plan on its report, moving it
-    /// (<see cref="RepairService.DropsMakingRoom"/>): kept for <see cref="RepairService"/>'s period
+    /// and another peer to make it room (<see cref="RepairService.DropsMakingRoom"/>): kept for <see cref="RepairService"/>'s period
     /// (minutes). Under the gate.
     /// </summary>
     public List<long> DroppedEdges { get; } = [];

@@ -47,7 +47,7 @@ internal static partial class RepairLog
     [LoggerMessage(9320, LogLevel.Warning, "peer {Id} cut parent {Parent} off for a lag it never made up in shard(s) {Shards}: the edge is taken out of the plan and it is moved to another parent, not sent back (the parent answers, and is not made a leaf for this)", EventName = "CutForLag")]
     public static partial void CutForLag(ILogger log, int id, int parent, string shards);
 
-    [LoggerMessage(9321, LogLevel.Warning, "peer {Id} had its edges to {Count} parents taken out of the plan in {Period:0} s on its own reports: more likely slow itself (or lying) than they. Until the first of them is that old, its lag cuts are taken as plain lost parents (sent back, counted), and an edge taken out moves it only into a free slot, no other peer to make it room", EventName = "DropsCapped")]
+    [LoggerMessage(9321, LogLevel.Warning, "peer {Id} had its edges to {Count} parents taken out of the plan in {Period:0} s on its own reports, each moving another peer to make it room: more likely slow itself (or lying) than they. Until the first of them is that old, its lag cuts are taken as plain lost parents (sent back, counted), and an edge taken out moves it only into a free slot, no other peer to make it room", EventName = "DropsCapped")]
     public static partial void DropsCapped(ILogger log, int id, int count, double period);
 
     [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]

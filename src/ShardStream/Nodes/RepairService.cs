@@ -38,8 +38,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
 
     /// <summary>
     /// Edges of one child that its reports take out of the plan within <see cref="CountPeriod"/>
-    /// (a lag cut, event 9320; a cut too often, 9309; a parent it cannot connect to, 804) and that
-    /// may move another peer to make it room. Past them (event 9321) its lag cuts are taken as
+    /// (a lag cut, event 9320; a cut too often, 9309; a parent it cannot connect to, 804) that
+    /// move another peer to make it room (a drop into a free slot moves nobody, and is not counted). Past them (event 9321) its lag cuts are taken as
     /// plain lost parents, and an edge taken out moves it only into a free slot: a child that cuts
     /// parent after parent is the slow one more likely than they, and a liar's reports, trusted,
     /// each moved an honest leaf in a full tree.
@@ -192,13 +192,11 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     reporter.ReattachedTo = -1;
                     // Take the edge out of the plan (see DropUnreachableEdges).
                     // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, makeRoom: !capped, out var stranded);
+                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, makeRoom: !capped, out var stranded, out bool madeRoom);
+                    // Counted only when another peer was moved to make it room: a free slot costs nobody.
+                    if (madeRoom) reporter.DroppedEdges.Add(now);
                     // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
-                    if (stranded.Length < stillThere.Length)
-                    {
-                        reporter.DroppedEdges.Add(now);
-                        ExcuseBefore(reporter, now);
-                    }
+                    if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
                     stillThere = stranded;
                     later = stillThere.Length > 0;
                     if (later) RepairLog.SameParentAgain(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), RepairRetryDelay.TotalSeconds);
@@ -468,8 +466,9 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// or again within <see cref="ReattachRetryWindow"/> after it said it attached to it), the edge
     /// goes the same way, and the parent, which the child reached, is not counted as unreachable.
     /// <paramref name="makeRoom"/> false: only into a free slot (<see cref="DropsMakingRoom"/>).
+    /// <paramref name="madeRoom"/>: another peer (a leaf that exchanged places with the child) was moved.
     /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, bool makeRoom, out ShardStart[] stranded)
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, bool makeRoom, out ShardStart[] stranded, out bool madeRoom)
     {
         var moves = new List<Reattachment>();
         var noOther = new List<ShardStart>();
@@ -484,6 +483,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         foreach (var s in lost)
             if (s.Shard < options.ShardCount && tracker.Planner.ParentOf(child.Id, s.Shard) == parent.Id) noOther.Add(s);
         stranded = [.. noOther];
+        madeRoom = moves.Any(m => m.Peer != child.Id);
         if (moves.Count == 0) return false;
         // One entry per (peer, shard), with the parent the plan gives it now.
         var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, tracker.Planner.ParentOf(x.Peer, x.Shard))).ToList();
