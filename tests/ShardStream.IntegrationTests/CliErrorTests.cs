@@ -270,4 +270,25 @@ public sealed class CliErrorTests
         Assert.Contains("it begins with text: \"HTTP/1.1 400 Bad Request\"", stderr, StringComparison.Ordinal);
         await serve;
     }
+
+    /// <summary>
+    /// A peer given a node's --rtmp port: the RTMP server closes a connection whose first byte is
+    /// not version 3, which the peer took for a loaded coordinator and retried until its rejoin
+    /// time ended with "closed the connection: connection closed before a frame arrived" (60 s by
+    /// default; 1 s here). The server now says what it is in one text line before it closes, so the
+    /// peer ends at its first attempt with the hint that names the --rtmp port.
+    /// </summary>
+    [Fact]
+    public async Task Peer_pointed_at_a_nodes_rtmp_port_is_told_it_is_an_rtmp_port()
+    {
+        await using var coordinator = CliProcess.Start("coordinator", "-l", "127.0.0.1:0", "--rtmp", "127.0.0.1:0", "--rtmp-key", "k");
+        var rtmp = await coordinator.WaitForRtmpAddressAsync(Deadline);
+
+        var (exit, stderr) = await RunAsync("peer", "-c", rtmp.ToString(), "--rejoin-seconds", "1");
+
+        Assert.NotEqual(0, exit);
+        AssertOneLineError(stderr, $"{rtmp} does not speak the ShardStream protocol; is it a node's overlay port (its -l), not its --http or --rtmp one?");
+        Assert.Contains("it begins with text: \"RTMP", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("connection closed before a frame arrived", stderr, StringComparison.Ordinal);
+    }
 }

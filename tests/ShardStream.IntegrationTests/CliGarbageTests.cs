@@ -36,7 +36,7 @@ public sealed class CliGarbageTests(ITestOutputHelper output)
             bytes[0] = 0xFF; // neither an HTTP method's letter nor RTMP's version 3
             string answer = await ExchangeAsync(IPAddress.Parse($"127.0.6.{i + 1}"), http, [.. bytes, .. "\r\n\r\n"u8]);
             Assert.StartsWith("HTTP/1.1 400", answer, StringComparison.Ordinal);
-            Assert.Equal("", await ExchangeAsync(IPAddress.Parse($"127.0.7.{i + 1}"), rtmp, bytes));
+            Assert.Equal("RTMP server: not an RTMP handshake\r\n", await ExchangeAsync(IPAddress.Parse($"127.0.7.{i + 1}"), rtmp, bytes));
         }
 
         // The first of each is said at once, the other 11 when the line's 10 s are up.

@@ -151,6 +151,7 @@ internal sealed partial class RtmpSession
         {
             // C0 first: a client that is not RTMP is told so at its first byte, not at the timeout.
             var c0 = await ReadExactlyAsync(1, "C0", timeout.Token).ConfigureAwait(false);
+            if (c0[0] != RtmpHandshake.Version) await SayNotRtmpAsync(timeout.Token).ConfigureAwait(false);
             RtmpHandshake.CheckVersion(c0[0]);
             var c1 = await ReadExactlyAsync(RtmpHandshake.PacketLength, "C1", timeout.Token).ConfigureAwait(false);
             var c0c1 = new byte[RtmpHandshake.ClientHelloLength];
@@ -163,6 +164,26 @@ internal sealed partial class RtmpSession
         catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
         {
             throw new RtmpProtocolException($"handshake not finished within {_limits.HandshakeTimeout.TotalSeconds:0.#} s");
+        }
+    }
+
+    /// <summary>
+    /// Said to a client whose first byte is not RTMP's version before it is closed: a ShardStream
+    /// peer given this port (not the node's -l) reads it as an answer that is not a frame and exits
+    /// at once naming the --rtmp port, instead of taking the close for a loaded coordinator and
+    /// retrying it for its rejoin time. One text line, so that curl or a log shows what answered.
+    /// </summary>
+    internal static ReadOnlySpan<byte> NotRtmpLine => "RTMP server: not an RTMP handshake\r\n"u8;
+
+    private async Task SayNotRtmpAsync(CancellationToken ct)
+    {
+        try
+        {
+            await Output.WriteAsync(NotRtmpLine.ToArray(), ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or ConnectionFailedException or ObjectDisposedException or InvalidOperationException)
+        {
+            // Gone already: the close that follows says why.
         }
     }
 

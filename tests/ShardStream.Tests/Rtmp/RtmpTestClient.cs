@@ -123,6 +123,14 @@ internal sealed class RtmpTestClient : IAsyncDisposable
         return true;
     }
 
+    /// <summary>What the server sent before it closed, as bytes (not chunks): its answer to a client that is not RTMP.</summary>
+    public async Task<byte[]> ReadToCloseAsync()
+    {
+        var all = new MemoryStream();
+        await _stream.CopyToAsync(all);
+        return all.ToArray();
+    }
+
     public ValueTask DisposeAsync() => _stream.DisposeAsync();
 }
 
