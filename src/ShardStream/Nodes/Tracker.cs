@@ -220,13 +220,46 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         if (told.Count > 0) RepairLog.ParentsToldToDrop(log, removed.Id, why, string.Join(",", told));
     }
 
+    /// <summary>
+    /// The coordinator's address as a user could connect to it, for the overlay's listing: the
+    /// listen address, or for a listener on 0.0.0.0 or [::] (no address to connect to) the host its
+    /// peers reached it on, with its port, as a peer on 0.0.0.0 is listed where it is reached
+    /// (<see cref="Transport.Endpoint.Advertised"/>). Another machine's way in is preferred to loopback;
+    /// with no peer yet, this machine's first address. Under <see cref="Gate"/>.
+    /// </summary>
+    private string ReachedAddress()
+    {
+        string listen = listenAddress();
+        string? loopback = null;
+        foreach (var session in Peers.Values)
+        {
+            string local = session.Control.LocalAddress;
+            if (local.Length == 0) continue;
+            string reached = Transport.Endpoint.Advertised(listen, local);
+            if (reached == listen) return listen; // not an unspecified listener
+            if (System.Net.IPAddress.TryParse(Transport.Endpoint.HostOf(local), out var ip) && System.Net.IPAddress.IsLoopback(ip)) loopback ??= reached;
+            else return reached;
+        }
+        if (loopback is not null) return loopback;
+        try
+        {
+            var (host, port) = Transport.Endpoint.Parse(listen);
+            if (Transport.Endpoint.IsUnspecified(host) && Transport.Endpoint.MachineAddresses(1) is [var mine]) return Transport.Endpoint.Format(mine, port);
+        }
+        catch (FormatException)
+        {
+            // Not HOST:PORT (a test's virtual name): listed as it is.
+        }
+        return listen;
+    }
+
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot()
     {
         lock (Gate)
         {
             int k = options.ShardCount;
-            var nodes = new List<OverlayNode> { new(0, listenAddress(), Planner.Budget(0), Planner.UsedUnits(0), new int[k], new int[k]) };
+            var nodes = new List<OverlayNode> { new(0, ReachedAddress(), Planner.Budget(0), Planner.UsedUnits(0), new int[k], new int[k]) };
             foreach (int id in Planner.Peers.Order())
             {
                 var parents = new int[k];

@@ -68,6 +68,24 @@ public sealed class AddressTests
         Assert.Equal("p2:5", addresses[named.Id]);
     }
 
+    /// <summary>
+    /// A coordinator listening on 0.0.0.0 listed itself in its overlay (/api/overlay, the
+    /// dashboard, the overlay printed at the end) as "0.0.0.0:PORT", no address to connect to,
+    /// while its peers on 0.0.0.0 were listed where they are reached. It is now listed at the
+    /// address its peers reached it on, with its port.
+    /// </summary>
+    [Fact]
+    public async Task A_coordinator_listening_on_every_address_is_listed_where_its_peers_reached_it()
+    {
+        await using var coordinator = new Coordinator(new CoordinatorOptions { ListenAddress = "0.0.0.0:0" }, loggerFactory: Overlay.Loggers);
+        await coordinator.StartAsync(CancellationToken.None);
+        int port = Endpoint.Parse(coordinator.ListenAddress).Port;
+        await using var peer = new Peer(new PeerOptions { JoinAddress = $"127.0.0.1:{port}", ListenAddress = "127.0.0.1:0" }, loggerFactory: Overlay.Loggers);
+        await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
+
+        Assert.Equal($"127.0.0.1:{port}", coordinator.Snapshot().Nodes[0].Address);
+    }
+
     [Theory]
     [InlineData("p1:0")]
     [InlineData("p1")]
