@@ -87,7 +87,11 @@ internal sealed class PeerSession(int id, string address, Link control)
     {
         get
         {
-            lock (_moveOrder) return _noted.Link == Control && _movesOn == Control && _attachedReports >= _noted.Reports;
+            lock (_moveOrder)
+            {
+                if (_movesOn != Control) StartCounts(Control);
+                return _noted.Link == Control && _attachedReports >= _noted.Reports;
+            }
         }
     }
 
@@ -107,6 +111,13 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The counts below start again on <paramref name="control"/> (a rejoin replaced the link: its Welcome is where the peer is told its places). Under <c>_moveOrder</c>.</summary>
     private void StartCounts(Link control)
     {
+        // A Move noted on the link replaced (the peer joined again in its place after it) is
+        // carried over: applied there, it stays applied (the peer reached that parent); not yet,
+        // the rejoin's Welcome places the shard where the plan has it, and its Attached (the first
+        // report on the new link) says that attach is done. Else a report about that parent after
+        // any rejoin counted as one it could not reach (804).
+        if (_noted.Link is { } noted && noted == _movesOn)
+            _noted = (control, _attachedReports >= _noted.Reports ? 0 : 1);
         (_movesOn, _movesQueued, _attachedReports, _movesSent) = (control, 0, 0, 0);
         _movedTo.Clear();
     }
