@@ -163,12 +163,9 @@ public sealed partial class Peer
             Background.Run(() => FinishFromParentsAsync(control, ended), Log, "taking the rest from its parents");
             return;
         }
-        if (_options.RejoinFor <= TimeSpan.Zero)
-        {
-            _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
-            return;
-        }
-        if (control.ReceivedGoodbye is { } code && control.ReceivedGoodbyeReason is { } said) reason = $"{said} ({code})";
+        // Not joining again (--rejoin-seconds 0) ends the peer, unless a rejoin it waits behind
+        // replaced the link (RejoinAsync says which).
+        if (_options.RejoinFor > TimeSpan.Zero && control.ReceivedGoodbye is { } code && control.ReceivedGoodbyeReason is { } said) reason = $"{said} ({code})";
         Background.Run(() => RejoinAsync(reason, control), Log, "joining again");
     }
 
@@ -255,6 +252,8 @@ public sealed partial class Peer
     /// <summary>
     /// Joins again, resuming each shard at this peer's next chunk, with backoff, for
     /// <see cref="PeerOptions.RejoinFor"/>; then stops with the reason. Its links stay up meanwhile.
+    /// Nothing when <paramref name="lost"/> was replaced by a rejoin it waited behind; with no
+    /// rejoin time, stops at once otherwise.
     /// </summary>
     private async Task RejoinAsync(string reason, Link lost)
     {
@@ -271,6 +270,11 @@ public sealed partial class Peer
             // A rejoin it waited for replaced that link (one for an unanswered report: the
             // coordinator aborts the old link, whose close may be read before the Welcome).
             if (lost != _control) return;
+            if (_options.RejoinFor <= TimeSpan.Zero)
+            {
+                _failed.TrySetResult($"lost the coordinator before the end of the stream: {reason}");
+                return;
+            }
             RejoinLog.Lost(Log, reason, _reassembler!.NextOffset, _options.RejoinFor.TotalSeconds);
             long since = Time.GetTimestamp();
             var wait = FirstRejoinBackoff;

@@ -9,15 +9,15 @@ namespace ShardStream.Tests.Nodes;
 /// </summary>
 internal sealed record RelayAndChild(Overlay Overlay, Peer Relay, Peer Child, string RelayHost, string ChildHost)
 {
-    /// <summary>Starts it with <paramref name="heartbeatTimeout"/>, the nodes logging to <paramref name="loggers"/> when given; the parts are <see cref="Part"/>(0) and (1) of <paramref name="seed"/>.</summary>
-    public static async Task<RelayAndChild> StartAsync(TimeSpan heartbeatTimeout, int seed, ILoggerFactory? loggers = null)
+    /// <summary>Starts it with <paramref name="heartbeatTimeout"/>, the nodes logging to <paramref name="loggers"/> when given, the child's options changed by <paramref name="child"/> when given; the parts are <see cref="Part"/>(0) and (1) of <paramref name="seed"/>.</summary>
+    public static async Task<RelayAndChild> StartAsync(TimeSpan heartbeatTimeout, int seed, ILoggerFactory? loggers = null, Func<PeerOptions, PeerOptions>? child = null)
     {
         var overlay = await Overlay.StartAsync(1, minPeers: 2, configure: o => o with { Upload = 1 }, heartbeatTimeout: heartbeatTimeout, loggers: loggers);
         try
         {
             var relay = await overlay.AddPeerAsync(upload: 1);
-            var child = await overlay.AddPeerAsync(upload: 0);
-            var started = new RelayAndChild(overlay, relay, child, overlay.PeerById(relay.Id).Host, overlay.PeerById(child.Id).Host) { Seed = seed };
+            var leaf = await overlay.AddPeerAsync(upload: 0, configure: child);
+            var started = new RelayAndChild(overlay, relay, leaf, overlay.PeerById(relay.Id).Host, overlay.PeerById(leaf.Id).Host) { Seed = seed };
             Assert.Equal(relay.Id, started.ParentOfChild());
             overlay.StartStreaming();
             for (int i = 0; i < 2; i++) await overlay.WriteAsync(started.Part(i));

@@ -23,4 +23,27 @@ public sealed class UnansweredParentLostTests
         // What a viewer checks: it writes the rest while the stream runs, every byte of the source.
         await s.WriteTheRestAndCheckAsync("after the unanswered report");
     }
+
+    [Fact]
+    public async Task A_child_told_not_to_join_again_after_losing_the_coordinator_still_gets_an_unanswered_shard_again()
+    {
+        // --rejoin-seconds 0: a child that loses its control link ends. Joining again for an
+        // unanswered report, it keeps that link open, and the coordinator aborts it once it has
+        // sent the Welcome on the new one: that close is no lost coordinator.
+        var s = await RelayAndChild.StartAsync(TimeSpan.FromSeconds(2), seed: 74_000, child: o => o with { RejoinFor = TimeSpan.Zero });
+        await using var overlay = s.Overlay;
+        var childRun = overlay.PeerById(s.Child.Id).Run;
+
+        int dropped = 0;
+        overlay.Coordinator.ParentLostRead = (reporter, _) => reporter != s.Child.Id || Interlocked.Exchange(ref dropped, 1) != 0;
+        // The Welcome takes a latency to reach the child; the abort of its old link is felt at once
+        // (as a reset overtakes nothing on a real path either when the new connection is slower).
+        overlay.Network.SetLatency(s.ChildHost, "coord", TimeSpan.FromMilliseconds(300));
+        overlay.Network.Cut(s.RelayHost, s.ChildHost);
+        await Overlay.WaitUntilAsync(() => Volatile.Read(ref dropped) == 1, "the child reported its parent lost, and the coordinator dropped the report");
+        await Overlay.WaitUntilAsync(() => s.Child.Rejoins == 1 || childRun.IsCompleted, "the child joined again for its unanswered report");
+        Assert.False(childRun.IsCompleted, $"the child ended: {childRun.Exception?.InnerException?.Message}");
+
+        await s.WriteTheRestAndCheckAsync("after the unanswered report");
+    }
 }
