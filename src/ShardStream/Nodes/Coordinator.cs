@@ -385,6 +385,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
             case FrameType.ParentLost:
                 if (!ParentLost.TryRead(ref reader, out var lost)) throw new ProtocolException("malformed parent-lost frame");
                 if (ParentLostRead is { } read && !read(session.Id, lost)) break;
+                if (!_repair.TakeReport(session)) break;
                 if (lost.Violation is { Length: > 0 }) _repair.OnParentAccused(session, (int)lost.ParentId, lost.Shards, lost.Violation);
                 else _repair.OnParentLost(session, (int)lost.ParentId, lost.Shards, lost.Cause == LossCause.Lag);
                 break;

@@ -325,6 +325,18 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// </summary>
     public List<(int Parent, long At)> CountedCuts { get; } = [];
 
+    /// <summary>What is left of this peer's ParentLost bucket (<see cref="RepairService.TakeReport"/>), as of <see cref="ReportsCheckedAt"/> (0: never). Under the gate.</summary>
+    public double ReportTokens { get; set; }
+
+    /// <summary>When <see cref="ReportTokens"/> was last refilled (a timestamp; 0: never). Under the gate.</summary>
+    public long ReportsCheckedAt { get; set; }
+
+    /// <summary>This peer's reports dropped past its bucket since the last line that said so (event 9322), and when that was (0: never). Under the gate.</summary>
+    public int ReportsDropped { get; set; }
+
+    /// <inheritdoc cref="ReportsDropped"/>
+    public long DroppedReportsSaidAt { get; set; }
+
     /// <summary>
     /// When an edge from this peer to a parent was taken out of the plan on its report, moving it
     /// and another peer to make it room (<see cref="RepairService.DropsMakingRoom"/>): kept for <see cref="RepairService"/>'s period

@@ -50,6 +50,9 @@ internal static partial class RepairLog
     [LoggerMessage(9321, LogLevel.Warning, "peer {Id} had its edges to {Count} parents taken out of the plan in {Period:0} s on its own reports, each moving another peer to make it room: more likely slow itself (or lying) than they. Until the first of them is that old, its lag cuts are taken as plain lost parents (sent back, counted), and an edge taken out moves it only into a free slot, no other peer to make it room", EventName = "DropsCapped")]
     public static partial void DropsCapped(ILogger log, int id, int count, double period);
 
+    [LoggerMessage(9322, LogLevel.Warning, "peer {Id} sent more lost-parent reports than the coordinator takes ({Burst} at once, then one per {Seconds:0.##} s): {Count} dropped since the last such line (said at most once per 10 s); an honest peer whose report goes unanswered joins again in its place", EventName = "ReportsDropped")]
+    public static partial void ReportsDropped(ILogger log, int id, int count, int burst, double seconds);
+
     [LoggerMessage(9306, LogLevel.Information, "peer {Id} is out of the overlay ({Why}): told its parent(s) {Parents} to stop serving it", EventName = "ParentsToldToDrop")]
     public static partial void ParentsToldToDrop(ILogger log, int id, string why, string parents);
 

@@ -47,6 +47,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     internal const int DropsMakingRoom = 3;
 
     /// <summary>
+    /// ParentLost reports one peer may send at once (a token bucket's size): 32 and 4 a shard. An
+    /// honest peer with <paramref name="shardCount"/> shards sends one a lost parent, one a Move whose
+    /// attach failed and one a Welcome attach that failed, a shard each at most: 3 a shard when
+    /// everything fails together. The bucket refills by one a shard per heartbeat interval.
+    /// </summary>
+    internal static int ReportBurst(int shardCount) => 32 + 4 * shardCount;
+
+    /// <summary>
     /// The period over which a child's excused reports about a parent, and its reports that
     /// counted, are counted: ten <see cref="StarvedWindow"/>s, 230 s by default. No report starts
     /// a count again, only time: a liar that times reports of its own parent lost, so that its
@@ -241,6 +249,43 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         reporter.SendMove(new Move(again));
     }
 
+    /// <summary>How often a peer's dropped reports are said (event 9322): once per this, with the count since the last line.</summary>
+    private static readonly TimeSpan DroppedReportsLine = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Whether the coordinator takes one more ParentLost report of <paramref name="reporter"/>: a
+    /// token bucket of <see cref="ReportBurst"/>, refilled by one a shard per heartbeat interval.
+    /// Past it the report is dropped, and said at most once per 10 s naming the peer (event 9322),
+    /// nothing more: an honest peer whose report goes unanswered joins again in its place. Before,
+    /// every report was taken under the gate, each a Move sent or a delayed one started.
+    /// </summary>
+    public bool TakeReport(PeerSession reporter)
+    {
+        long now = time.GetTimestamp();
+        int burst = ReportBurst(options.ShardCount);
+        lock (tracker.Gate)
+        {
+            if (reporter.ReportsCheckedAt == 0) reporter.ReportTokens = burst;
+            else
+            {
+                double refill = time.GetElapsedTime(reporter.ReportsCheckedAt, now) / options.HeartbeatInterval * options.ShardCount;
+                reporter.ReportTokens = Math.Min(burst, reporter.ReportTokens + refill);
+            }
+            reporter.ReportsCheckedAt = now;
+            if (reporter.ReportTokens >= 1)
+            {
+                reporter.ReportTokens--;
+                return true;
+            }
+            reporter.ReportsDropped++;
+            if (reporter.DroppedReportsSaidAt != 0 && time.GetElapsedTime(reporter.DroppedReportsSaidAt, now) < DroppedReportsLine) return false;
+            reporter.DroppedReportsSaidAt = now;
+            RepairLog.ReportsDropped(log, reporter.Id, reporter.ReportsDropped, burst, options.HeartbeatInterval.TotalSeconds / options.ShardCount);
+            reporter.ReportsDropped = 0;
+            return false;
+        }
+    }
+
     /// <summary>
     /// How long ago <paramref name="parent"/> began the repair of <paramref name="shards"/>, and
     /// which of <paramref name="reporter"/>'s excuses for it this is, when that was within
@@ -299,10 +344,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         return true;
     }
 
-    /// <summary>Notes a report of <paramref name="reporter"/> about <paramref name="parentId"/> that counted against it; returns how many did within <see cref="CountPeriod"/>, this one included. Called under the gate.</summary>
+    /// <summary>Notes a report of <paramref name="reporter"/> about <paramref name="parentId"/> that counted against it; returns how many did within <see cref="CountPeriod"/>, this one included, at most <see cref="CutsBeforeDrop"/> (older ones of that parent are forgotten). Called under the gate.</summary>
     private int CountCut(PeerSession reporter, int parentId, long now)
     {
         reporter.CountedCuts.RemoveAll(c => time.GetElapsedTime(c.At, now) > CountPeriod);
+        // No more than CutsBeforeDrop kept of one parent: the rules read no further (a count at
+        // CutsBeforeDrop drops the edge, and 9310 takes the last one back).
+        if (reporter.CountedCuts.Count(c => c.Parent == parentId) >= CutsBeforeDrop)
+            reporter.CountedCuts.RemoveAt(reporter.CountedCuts.FindIndex(c => c.Parent == parentId));
         reporter.CountedCuts.Add((parentId, now));
         return reporter.CountedCuts.Count(c => c.Parent == parentId);
     }
