@@ -18,8 +18,8 @@ public sealed class RunsLongAttribute(int seconds) : Attribute
 }
 
 /// <summary>
-/// xunit runs two test collections at a time (as many as cores) and starts them in this order. A
-/// collection of minutes that comes last runs alone at the end while the other slot is idle: the
+/// xunit runs three test collections at a time (xunit.runner.json) and starts them in this order. A
+/// collection of minutes that comes last runs alone at the end while the other slots are idle: the
 /// long ones (<see cref="RunsLongAttribute"/>) start first, the rest in xunit's own order after them.
 /// </summary>
 public sealed class LongCollectionsFirst : ITestCollectionOrderer

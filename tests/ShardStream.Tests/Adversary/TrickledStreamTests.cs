@@ -16,7 +16,10 @@ namespace ShardStream.Tests.Adversary;
 /// children cut it off by the lag bound (9204) once more than two trickle bounds behind and not
 /// gaining on the head, and are moved to another parent at once (9320); one that keeps them
 /// behind by less than that bound and then sends the full rate is cut by no check.
+/// Six tests of 40-124 s each, one after the other (a live source each): the class starts first,
+/// with the other long collections, or it is the project's tail (343-754 s of a 754 s run).
 /// </summary>
+[RunsLong(410)]
 public class TrickledStreamTests
 {
     [Fact]
