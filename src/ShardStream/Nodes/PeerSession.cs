@@ -74,7 +74,8 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     /// <summary>
     /// True when the peer reported Attached for the Move noted last (<see cref="NoteNextMove"/>), on
-    /// the same control link: as many reports as its Welcome, the Moves before it and it. A peer
+    /// the same control link (a Move noted before a rejoin in place is carried over to the new link:
+    /// <see cref="StartCounts"/>): as many reports as its Welcome, the Moves before it and it. A peer
     /// whose attach failed reports that parent lost before its Attached, so a report that comes
     /// while this is false is of an attach that failed (or of one still under way). Moves are
     /// applied side by side and the reports name none, so it errs both ways: a later Move's report
@@ -114,8 +115,8 @@ internal sealed class PeerSession(int id, string address, Link control)
         // A Move noted on the link replaced (the peer joined again in its place after it) is
         // carried over: applied there, it stays applied (the peer reached that parent); not yet,
         // the rejoin's Welcome places the shard where the plan has it, and its Attached (the first
-        // report on the new link) says that attach is done. Else a report about that parent after
-        // any rejoin counted as one it could not reach (804).
+        // report on the new link) says that attach is done. Not carried over, a report about that
+        // parent after any rejoin would count as one it could not reach (804).
         if (_noted.Link is { } noted && noted == _movesOn)
             _noted = (control, _attachedReports >= _noted.Reports ? 0 : 1);
         (_movesOn, _movesQueued, _attachedReports, _movesSent) = (control, 0, 0, 0);

@@ -237,14 +237,14 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             if (local.Length == 0) continue;
             string reached = Transport.Endpoint.Advertised(listen, local);
             if (reached == listen) return listen; // not an unspecified listener
-            if (System.Net.IPAddress.TryParse(Transport.Endpoint.HostOf(local), out var ip) && System.Net.IPAddress.IsLoopback(ip)) loopback ??= reached;
+            if (Transport.Endpoint.IsThisMachineOnly(Transport.Endpoint.HostOf(local))) loopback ??= reached;
             else return reached;
         }
         if (loopback is not null) return loopback;
         try
         {
             var (host, port) = Transport.Endpoint.Parse(listen);
-            if (Transport.Endpoint.IsUnspecified(host) && Transport.Endpoint.MachineAddresses(1) is [var mine]) return Transport.Endpoint.Format(mine, port);
+            if (Transport.Endpoint.IsUnspecified(host) && FirstMachineAddress is { } mine) return Transport.Endpoint.Format(mine, port);
         }
         catch (FormatException)
         {
@@ -252,6 +252,15 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         }
         return listen;
     }
+
+    /// <summary>
+    /// This machine's first address (<see cref="Transport.Endpoint.MachineAddresses"/>), looked up
+    /// once: the listing is asked for under the gate, by every poll of the dashboard, and the
+    /// interfaces are read with system calls.
+    /// </summary>
+    private string? FirstMachineAddress => (_firstMachineAddress ??= new Lazy<string?>(() => Transport.Endpoint.MachineAddresses(1) is [var a] ? a : null)).Value;
+
+    private Lazy<string?>? _firstMachineAddress;
 
     /// <summary>The overlay as the planner sees it now: who receives which shard from whom.</summary>
     public OverlaySnapshot Snapshot()

@@ -88,18 +88,24 @@ public static class Endpoint
         try
         {
             var (host, port) = Parse(address);
-            string bare = host.StartsWith('[') && host.EndsWith(']') ? host[1..^1] : host;
-            bool thisMachineOnly = IsUnspecified(host) || string.Equals(bare, "localhost", StringComparison.OrdinalIgnoreCase)
-                                   || (IPAddress.TryParse(bare, out var ip) && IPAddress.IsLoopback(ip));
-            if (!thisMachineOnly || localAddress.Length == 0) return address;
+            if (!IsThisMachineOnly(host) || localAddress.Length == 0) return address;
             string local = HostOf(localAddress);
-            return IPAddress.TryParse(local, out var reached) && !IPAddress.IsLoopback(reached) ? Format(local, port) : address;
+            return IsThisMachineOnly(local) ? address : Format(local, port);
         }
         catch (FormatException)
         {
             return address;
         }
     }
+
+    /// <summary>
+    /// True for a host that names this machine only, not a way in from another: loopback
+    /// (127.0.0.0/8, ::1), localhost, or unspecified (0.0.0.0, ::). <paramref name="host"/> as
+    /// <see cref="Parse"/> gives it (no brackets).
+    /// </summary>
+    public static bool IsThisMachineOnly(string host) =>
+        IsUnspecified(host) || string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase)
+        || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
 
     /// <summary>
     /// The address to tell a viewer to connect to, for a node listening on
