@@ -127,6 +127,7 @@ public sealed partial class Peer
         }
         _intakeMeter.Sample(_stalls.ReceivedBytes);
         JoinAgainIfUnanswered();
+        UnansweredChecked?.Invoke();
         // A control link that closed (a rejoin under way, the coordinator stopping) says no new
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;

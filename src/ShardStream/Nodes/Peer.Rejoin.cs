@@ -171,40 +171,68 @@ public sealed partial class Peer
 
     /// <summary>
     /// A report of a lost parent that no Move answered (<see cref="ParentLossReporter.Unanswered"/>):
-    /// this peer joins again in its place, once, while its control link stays open. The Welcome
-    /// says where the plan has each shard, and a shard with no parent is attached there from this
-    /// peer's next chunk (a report about that attach, if it fails, is answered as any). Nothing is
-    /// counted against a parent or excused for it. Not while another rejoin is under way (its
-    /// Welcome places every shard too); a rejoin that fails leaves the control link as it was.
+    /// this peer joins again in its place while its control link stays open, at most
+    /// <see cref="ParentLossReporter.MaxUnansweredRejoins"/> times within
+    /// <see cref="ParentLossReporter.UnansweredPeriod"/>. The Welcome says where the plan has each
+    /// shard, and a shard with no parent is attached there from this peer's next chunk (a report
+    /// about that attach, if it fails, is answered as any). Nothing is counted against a parent or
+    /// excused for it. Not while another rejoin is under way (its Welcome places every shard too):
+    /// the reports are not looked at then, so no rejoin is spent and nothing is said; a rejoin that
+    /// fails leaves the control link as it was.
     /// </summary>
     private void JoinAgainIfUnanswered()
     {
-        if (_control is not { IsClosing: false } || _leaving || _lossReporter.Unanswered() is not { } unanswered) return;
-        RejoinLog.Unanswered(Log, unanswered.Parent, string.Join(",", unanswered.Shards), unanswered.Waited.TotalSeconds);
-        Background.Run(async () =>
+        if (_control is not { IsClosing: false } || _leaving || !_rejoining.Wait(0)) return;
+        bool started = false;
+        try
         {
-            if (!_rejoining.Wait(0)) return;
-            try
+            if (_lossReporter.Unanswered() is not { } unanswered) return;
+            RejoinLog.Unanswered(Log, unanswered.Parent, string.Join(",", unanswered.Shards), unanswered.Waited.TotalSeconds);
+            Background.Run(async () =>
             {
-                await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
-            {
-                RejoinLog.AttemptFailed(Log, 1, e.Message, _lossReporter.UnansweredAfter.TotalSeconds);
-            }
-            catch (StreamInterruptedException e)
-            {
-                StoppedAsTooSlow(e.Message);
-            }
-            catch (OperationCanceledException)
-            {
-                // Stopped.
-            }
-            finally
-            {
-                _rejoining.Release();
-            }
-        }, Log, "joining again for an unanswered report");
+                try
+                {
+                    if (await TryJoinAgainAsync().ConfigureAwait(false) is { } failed)
+                        RejoinLog.AttemptFailed(Log, 1, failed, _lossReporter.UnansweredAfter.TotalSeconds);
+                }
+                finally
+                {
+                    _rejoining.Release();
+                }
+            }, Log, "joining again for an unanswered report");
+            started = true;
+        }
+        finally
+        {
+            if (!started) _rejoining.Release();
+        }
+    }
+
+    /// <summary>
+    /// One attempt to join again via the coordinator, resuming each shard at this peer's next
+    /// chunk. Returns why it failed when another attempt may do better, else null: joined, stopped,
+    /// or stopped by the coordinator as too slow (its goodbye lost), which is said here.
+    /// </summary>
+    private async Task<string?> TryJoinAgainAsync()
+    {
+        try
+        {
+            await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
+        {
+            return e.Message;
+        }
+        catch (StreamInterruptedException e)
+        {
+            StoppedAsTooSlow(e.Message);
+            return null;
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
     }
 
     /// <summary>This peer's next chunk of every shard, for a rejoin's Join; notes where it was (<see cref="_resumedFrom"/>).</summary>
@@ -281,25 +309,9 @@ public sealed partial class Peer
             string last = reason;
             for (int attempt = 1; !Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete; attempt++)
             {
-                try
-                {
-                    await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
-                    return;
-                }
-                catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
-                {
-                    last = e.Message;
-                }
-                catch (StreamInterruptedException e)
-                {
-                    // The coordinator stopped this peer (too slow) and its goodbye was lost: no more attempts.
-                    StoppedAsTooSlow(e.Message);
-                    return;
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
+                // Null: joined, stopped, or stopped by the coordinator as too slow (no more attempts).
+                if (await TryJoinAgainAsync().ConfigureAwait(false) is not { } failed) return;
+                last = failed;
                 // Jitter: peers that lost the coordinator together do not all come back together.
                 var delay = wait * (0.5 + Random.Shared.NextDouble());
                 // The rejoin time counts from the loss or from the last chunk that arrived, whichever

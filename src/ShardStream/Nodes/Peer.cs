@@ -466,6 +466,15 @@ public sealed partial class Peer : Node, IPeerParents
         set => _lossReporter.ClosedHandling = value;
     }
 
+    /// <summary>The rejoin under way holds it (tests take it to keep one under way).</summary>
+    internal SemaphoreSlim RejoinUnderWay => _rejoining;
+
+    /// <summary>How long a ParentLost report waits for a Move before this peer joins again for it (<see cref="ParentLossReporter.UnansweredAfter"/>).</summary>
+    internal TimeSpan UnansweredAfter => _lossReporter.UnansweredAfter;
+
+    /// <summary>Called on each tick of the parent checks, once the unanswered reports were looked at (tests count ticks).</summary>
+    internal Action? UnansweredChecked { get; set; }
+
     /// <summary>The coordinator as a parent (the control link, or a link attached to parent 0): it is trusted, never cut off for room.</summary>
     private bool IsCoordinator(Link link) => link == _control || ParentIdOf(link) == CoordinatorRole.ParentId;
 

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace ShardStream.Tests.Nodes;
 
 /// <summary>
@@ -44,6 +46,47 @@ public sealed class UnansweredParentLostTests
         await Overlay.WaitUntilAsync(() => s.Child.Rejoins == 1 || childRun.IsCompleted, "the child joined again for its unanswered report");
         Assert.False(childRun.IsCompleted, $"the child ended: {childRun.Exception?.InnerException?.Message}");
 
+        await s.WriteTheRestAndCheckAsync("after the unanswered report");
+    }
+
+    [Fact]
+    public async Task A_report_overdue_while_another_rejoin_is_under_way_spends_no_rejoin_and_says_nothing()
+    {
+        var logs = new LogCapture();
+        var s = await RelayAndChild.StartAsync(TimeSpan.FromSeconds(2), seed: 75_000, loggers: logs.Factory);
+        await using var overlay = s.Overlay;
+
+        // Another rejoin of the child is under way, held there.
+        await s.Child.RejoinUnderWay.WaitAsync();
+        long droppedAt = 0;
+        int dropped = 0;
+        overlay.Coordinator.ParentLostRead = (reporter, _) =>
+        {
+            if (reporter != s.Child.Id || Volatile.Read(ref dropped) != 0) return true;
+            Volatile.Write(ref droppedAt, Stopwatch.GetTimestamp());
+            Volatile.Write(ref dropped, 1);
+            return false;
+        };
+        // Ticks of the child once its report is overdue (noted when sent, before the coordinator read it).
+        var bound = s.Child.UnansweredAfter;
+        int overdueTicks = 0;
+        s.Child.UnansweredChecked = () =>
+        {
+            if (Volatile.Read(ref dropped) == 1 && Stopwatch.GetElapsedTime(Volatile.Read(ref droppedAt)) > bound) Interlocked.Increment(ref overdueTicks);
+        };
+        overlay.Network.Cut(s.RelayHost, s.ChildHost);
+        await Overlay.WaitUntilAsync(() => Volatile.Read(ref dropped) == 1, "the child reported its parent lost, and the coordinator dropped the report");
+        await Overlay.WaitUntilAsync(() => Volatile.Read(ref overdueTicks) >= 2, "two ticks of the child with its report overdue", bound + TimeSpan.FromSeconds(60));
+
+        // Nothing said, nothing spent: the child says it joins again only when it does.
+        const string JoiningAgain = "and no Move came";
+        Assert.DoesNotContain(logs.Lines, l => l.Message.Contains(JoiningAgain, StringComparison.Ordinal));
+        Assert.Equal(0, s.Child.Rejoins);
+
+        // Once the other rejoin is over, the report makes the child join again, and it says so once.
+        s.Child.RejoinUnderWay.Release();
+        await Overlay.WaitUntilAsync(() => s.Child.Rejoins == 1, "the child joined again for its unanswered report");
+        Assert.Single(logs.Lines, l => l.Message.Contains(JoiningAgain, StringComparison.Ordinal));
         await s.WriteTheRestAndCheckAsync("after the unanswered report");
     }
 }
