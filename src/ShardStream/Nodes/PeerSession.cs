@@ -339,11 +339,12 @@ internal sealed class PeerSession(int id, string address, Link control)
     public long DroppedReportsSaidAt { get; set; }
 
     /// <summary>
-    /// When an edge from this peer to a parent was taken out of the plan on its report, moving it
-    /// and another peer to make it room (<see cref="RepairService.DropsMakingRoom"/>): kept for <see cref="RepairService"/>'s period
-    /// (minutes). Under the gate.
+    /// When another peer was moved to make this one room, as an edge from it to a parent was taken
+    /// out of the plan on its report: one entry per such Move (a leaf exchanging places with it in
+    /// one shard; <see cref="RepairService.DropsMakingRoom"/>), kept for <see cref="RepairService"/>'s
+    /// period (minutes). Under the gate.
     /// </summary>
-    public List<long> DroppedEdges { get; } = [];
+    public List<long> RoomMoves { get; } = [];
 
     /// <summary>Whether this peer is at <see cref="RepairService.DropsMakingRoom"/> and was told so in the log (event 9321, said once each time it gets there). Under the gate.</summary>
     public bool DropsCapSaid { get; set; }

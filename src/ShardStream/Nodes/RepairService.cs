@@ -37,9 +37,12 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     internal const int CutsBeforeDrop = 3;
 
     /// <summary>
-    /// Edges of one child that its reports take out of the plan within <see cref="CountPeriod"/>
-    /// (a lag cut, event 9320; a cut too often, 9309; a parent it cannot connect to, 804) that
-    /// move another peer to make it room (a drop into a free slot moves nobody, and is not counted). Past them (event 9321) its lag cuts are taken as
+    /// Other peers one child's reports may move within <see cref="CountPeriod"/> to make it room as
+    /// its edges are taken out of the plan (a lag cut, event 9320; a cut too often, 9309; a parent
+    /// it cannot connect to, 804): each a leaf that exchanges places with it in one shard, one Move,
+    /// so a drop of a parent it gets K shards from can move K (a drop into a free slot moves
+    /// nobody, and is not counted). A drop moves no more than are left (its other shards then take
+    /// a free slot or stay under that parent). At them (event 9321) its lag cuts are taken as
     /// plain lost parents, and an edge taken out moves it only into a free slot: a child that cuts
     /// parent after parent is the slow one more likely than they, and a liar's reports, trusted,
     /// each moved an honest leaf in a full tree.
@@ -100,7 +103,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// up part of the lag and it fell behind again, cut after cut. The edge is taken out of the
     /// plan at once (event 9320), neither counted nor excused (a starving parent sends nothing,
     /// not most of a shard), and the parent, which the child reached, is not made a leaf for it.
-    /// A child past <see cref="DropsMakingRoom"/> has its lag cuts taken as plain reports, and its
+    /// A child at <see cref="DropsMakingRoom"/> has its lag cuts taken as plain reports, and its
     /// dropped edges move it into a free slot only.
     /// </summary>
     public void OnParentLost(PeerSession reporter, int parentId, ShardStart[] lost, bool lagged = false)
@@ -200,9 +203,10 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     reporter.ReattachedTo = -1;
                     // Take the edge out of the plan (see DropUnreachableEdges).
                     // Shards no other node has room for are tried at the same parent again: an orphan is never left without one.
-                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, makeRoom: !capped, out var stranded, out bool madeRoom);
-                    // Counted only when another peer was moved to make it room: a free slot costs nobody.
-                    if (madeRoom) reporter.DroppedEdges.Add(now);
+                    // DropsCapped pruned the list: what is left of DropsMakingRoom.
+                    demote = DropUnreachableEdges(reporter, parent, stillThere, unreachable, exchanges: Math.Max(0, DropsMakingRoom - reporter.RoomMoves.Count), out var stranded, out int moved);
+                    // One per other peer moved to make it room: a free slot costs nobody.
+                    for (int i = 0; i < moved; i++) reporter.RoomMoves.Add(now);
                     // Moved elsewhere (a repair's Move): its own lost parent's, as a re-attach's below.
                     if (stranded.Length < stillThere.Length) ExcuseBefore(reporter, now);
                     stillThere = stranded;
@@ -325,13 +329,13 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     }
 
     /// <summary>
-    /// Whether <paramref name="reporter"/> had <see cref="DropsMakingRoom"/> edges taken out of the
-    /// plan within <see cref="CountPeriod"/>; said once (event 9321) when it gets there. Called under the gate.
+    /// Whether <paramref name="reporter"/>'s dropped edges moved <see cref="DropsMakingRoom"/> other
+    /// peers within <see cref="CountPeriod"/>; said once (event 9321) when it gets there. Called under the gate.
     /// </summary>
     private bool DropsCapped(PeerSession reporter, long now)
     {
-        reporter.DroppedEdges.RemoveAll(at => time.GetElapsedTime(at, now) > CountPeriod);
-        if (reporter.DroppedEdges.Count < DropsMakingRoom)
+        reporter.RoomMoves.RemoveAll(at => time.GetElapsedTime(at, now) > CountPeriod);
+        if (reporter.RoomMoves.Count < DropsMakingRoom)
         {
             reporter.DropsCapSaid = false;
             return false;
@@ -339,7 +343,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         if (!reporter.DropsCapSaid)
         {
             reporter.DropsCapSaid = true;
-            RepairLog.DropsCapped(log, reporter.Id, reporter.DroppedEdges.Count, CountPeriod.TotalSeconds);
+            RepairLog.DropsCapped(log, reporter.Id, reporter.RoomMoves.Count, CountPeriod.TotalSeconds);
         }
         return true;
     }
@@ -514,17 +518,18 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// <paramref name="unreachable"/> false: the child cut it off too often (<see cref="CutsBeforeDrop"/>,
     /// or again within <see cref="ReattachRetryWindow"/> after it said it attached to it), the edge
     /// goes the same way, and the parent, which the child reached, is not counted as unreachable.
-    /// <paramref name="makeRoom"/> false: only into a free slot (<see cref="DropsMakingRoom"/>).
-    /// <paramref name="madeRoom"/>: another peer (a leaf that exchanged places with the child) was moved.
+    /// <paramref name="exchanges"/>: at most so many leaves exchange places with the child, one
+    /// shard each (<see cref="DropsMakingRoom"/>); 0: only into a free slot.
+    /// <paramref name="moved"/>: how many did (each another peer's Move).
     /// </summary>
-    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, bool makeRoom, out ShardStart[] stranded, out bool madeRoom)
+    private bool DropUnreachableEdges(PeerSession child, PeerSession parent, ShardStart[] lost, bool unreachable, int exchanges, out ShardStart[] stranded, out int moved)
     {
         var moves = new List<Reattachment>();
         var noOther = new List<ShardStart>();
         foreach (var s in lost)
         {
             if (s.Shard >= options.ShardCount || tracker.Planner.ParentOf(child.Id, s.Shard) != parent.Id) continue;
-            var dropped = tracker.Planner.DropEdge(child.Id, s.Shard, makeRoom);
+            var dropped = tracker.Planner.DropEdge(child.Id, s.Shard, exchanges - moves.Count(m => m.Peer != child.Id));
             if (dropped.Count == 0) ReachabilityLog.NoOtherParent(log, child.Id, parent.Id, parent.Address, s.Shard);
             moves.AddRange(dropped);
         }
@@ -532,7 +537,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         foreach (var s in lost)
             if (s.Shard < options.ShardCount && tracker.Planner.ParentOf(child.Id, s.Shard) == parent.Id) noOther.Add(s);
         stranded = [.. noOther];
-        madeRoom = moves.Any(m => m.Peer != child.Id);
+        moved = moves.Count(m => m.Peer != child.Id);
         if (moves.Count == 0) return false;
         // One entry per (peer, shard), with the parent the plan gives it now.
         var final = moves.Select(m => (m.Peer, m.Shard)).Distinct().Select(x => new Reattachment(x.Peer, x.Shard, tracker.Planner.ParentOf(x.Peer, x.Shard))).ToList();

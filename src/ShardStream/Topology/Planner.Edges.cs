@@ -16,18 +16,19 @@ public sealed partial class Planner
     /// given to this peer again, in any shard, by this call or by later joins, leaves and repairs
     /// (which re-place the peer elsewhere whenever they would put it back). Other shards the peer
     /// receives from the same parent move too, as the same connection carried them. When no slot
-    /// is free, a leaf elsewhere takes the peer's place and the peer takes the leaf's; with
-    /// <paramref name="makeRoom"/> false, nobody else moves (and the scan for such a leaf, over
-    /// every peer, is not run): only a free slot will do.
+    /// is free, a leaf elsewhere takes the peer's place and the peer takes the leaf's, in at most
+    /// <paramref name="exchanges"/> of those shards (one leaf's Move each); past them, or with 0,
+    /// nobody else moves (and the scan for such a leaf, over every peer, is not run): only a free
+    /// slot will do, and a shard with none stays under that parent.
     /// </summary>
     /// <returns>
     /// Every (peer, shard, new parent) change, already applied. Empty, and nothing remembered, when
     /// the parent is the source (every peer reached it to join), when the peer has no parent in the
     /// shard, or when no other node has a free slot in that shard outside the peer's subtree (and,
-    /// with <paramref name="makeRoom"/>, no leaf can exchange places with it).
+    /// with <paramref name="exchanges"/> above 0, no leaf can exchange places with it).
     /// </returns>
     /// <exception cref="ArgumentException"><paramref name="peer"/> is not a live peer.</exception>
-    public IReadOnlyList<Reattachment> DropEdge(int peer, int shard, bool makeRoom = true)
+    public IReadOnlyList<Reattachment> DropEdge(int peer, int shard, int exchanges = int.MaxValue)
     {
         if (peer == Source)
         {
@@ -36,7 +37,7 @@ public sealed partial class Planner
 
         Check(peer, shard);
         var parent = _forest.Parent(peer, shard);
-        if (parent is None or Source || !CanReparent(peer, shard, parent, makeRoom))
+        if (parent is None or Source || !CanReparent(peer, shard, parent, exchanges > 0))
         {
             return [];
         }
@@ -49,7 +50,8 @@ public sealed partial class Planner
         {
             if (_forest.Parent(peer, s) == parent)
             {
-                Reparent(peer, s, makeRoom);
+                // Each exchange is one Move of another peer (the leaf's).
+                Reparent(peer, s, _moves.Count(m => m.Peer != peer) < exchanges);
             }
         }
 

@@ -25,9 +25,7 @@ public class LagReportChurnTests
         var log = new RecordingLogger();
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, MaxPeerUpload = Relays }, heartbeatTimeout: TimeSpan.FromSeconds(5), loggers: log);
         // A full tree: the coordinator's one slot, a hub's one per relay, one per relay, each a node's.
-        await overlay.AddPeerAsync(upload: Relays);
-        for (int i = 0; i < Relays; i++) await overlay.AddPeerAsync(upload: 1);
-        for (int i = 0; i < Relays - 1; i++) await overlay.AddPeerAsync(upload: 0);
+        await AddFullTreeAsync(overlay);
         await using var liar = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero);
         var before = overlay.Coordinator.Snapshot();
         Assert.True(before.Nodes.All(n => n.Used == n.Budget) && before.Nodes.Count == 2 * Relays + 2, before.Render());
@@ -37,6 +35,31 @@ public class LagReportChurnTests
         // Not fewer either: in a full tree the first ones each make room (a test that can fail both ways).
         Assert.True(movedHonest.Count == RepairService.DropsMakingRoom,
             $"{(lag ? "lag" : "plain")} reports of one child dropped its edge to {dropped.Count} parents ({string.Join(",", dropped)}) and moved {movedHonest.Count} honest peers ({string.Join(",", movedHonest)}); {RepairService.DropsMakingRoom} may be moved:\n{overlay.Coordinator.Snapshot().Render()}");
+        Assert.True(log.Lines.Count(l => l.Id.Id == 9321 && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)) == 1, $"the cap was not said once:\n{log.Dump()}");
+    }
+
+    /// <summary>
+    /// K = 2, the stranger under one relay in both shards of a full tree: each drop moves it in
+    /// both, each shard exchanging places with a leaf, two honest peers a report. The cap counts
+    /// the peers moved, not the drops: 3 in all (before, 2 drops under the cap moved 4, and with K
+    /// shards 3 drops moved 3 × K).
+    /// </summary>
+    [Fact]
+    public async Task With_two_shards_from_one_parent_the_cap_counts_the_peers_moved()
+    {
+        var log = new RecordingLogger();
+        await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { Upload = 1, MaxPeerUpload = Relays }, heartbeatTimeout: TimeSpan.FromSeconds(5), loggers: log);
+        // A full tree: the coordinator's slot in each shard, a hub's one per relay, one per relay in each shard, each a leaf's.
+        await AddFullTreeAsync(overlay);
+        await using var liar = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero);
+        var before = overlay.Coordinator.Snapshot();
+        Assert.True(before.Nodes.All(n => n.Used == n.Budget) && before.Nodes.Count == 2 * Relays + 2
+            && before.Nodes.Where(n => n.Id != 0).All(n => n.Parents[0] == n.Parents[1]), before.Render());
+
+        var (movedHonest, dropped) = await ChurnAsync(overlay, liar, log, lag: true, rounds: Relays);
+
+        Assert.True(movedHonest.Count == RepairService.DropsMakingRoom,
+            $"lag reports of one child getting 2 shards from each parent dropped its edge to {dropped.Count} parents ({string.Join(",", dropped)}) and moved {movedHonest.Count} honest peers ({string.Join(",", movedHonest)}); {RepairService.DropsMakingRoom} may be moved:\n{overlay.Coordinator.Snapshot().Render()}");
         Assert.True(log.Lines.Count(l => l.Id.Id == 9321 && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)) == 1, $"the cap was not said once:\n{log.Dump()}");
     }
 
@@ -67,19 +90,28 @@ public class LagReportChurnTests
             $"in the full tree its edges to {dropped.Count} parents ({string.Join(",", dropped)}) were dropped, moving {movedHonest.Count} honest peers ({string.Join(",", movedHonest)}); {RepairService.DropsMakingRoom} may be moved, none was before:\n{overlay.Coordinator.Snapshot().Render()}");
     }
 
+    /// <summary>A hub of <see cref="Relays"/> under the coordinator, the relays under it, a leaf under all but one (the stranger's place).</summary>
+    private static async Task AddFullTreeAsync(Overlay overlay)
+    {
+        await overlay.AddPeerAsync(upload: Relays);
+        for (int i = 0; i < Relays; i++) await overlay.AddPeerAsync(upload: 1);
+        for (int i = 0; i < Relays - 1; i++) await overlay.AddPeerAsync(upload: 0);
+    }
+
     /// <summary>
     /// Up to <paramref name="rounds"/> times, the stranger reports the node the plan makes its
-    /// parent lost (with cause 1 once, or without a cause twice); returns the honest peers whose
-    /// parent changed meanwhile, and the parents it was moved away from.
+    /// parent lost in shard 0, with every shard it gets from that parent (with cause 1 once, or
+    /// without a cause twice); returns the honest peers whose parent changed meanwhile (once per
+    /// shard), and the parents it was moved away from.
     /// </summary>
     private static async Task<(List<int> MovedHonest, HashSet<int> Dropped)> ChurnAsync(Overlay overlay, StrangerControlLink liar, RecordingLogger log, bool lag, int rounds)
     {
-        Dictionary<int, int> Parents() => overlay.Coordinator.Snapshot().Nodes.Skip(1).ToDictionary(n => n.Id, n => n.Parents[0]);
+        Dictionary<int, int[]> Parents() => overlay.Coordinator.Snapshot().Nodes.Skip(1).ToDictionary(n => n.Id, n => n.Parents);
         int[] handled = [9320, 1664, 9301, 9309, 804, 805, 9321];
-        async Task ReportAsync(int parent, LossCause cause)
+        async Task ReportAsync(int parent, ShardStart[] shards, LossCause cause)
         {
             int mark = log.Lines.Count;
-            await liar.SendAsync(o => new ParentLost((ulong)parent, [new ShardStart(0, 0)], "", cause).Write(o));
+            await liar.SendAsync(o => new ParentLost((ulong)parent, shards, "", cause).Write(o));
             await Overlay.WaitUntilAsync(() => log.Lines.Skip(mark).Any(l => handled.Contains(l.Id.Id) && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)),
                 $"the coordinator handled the report about {parent}");
         }
@@ -89,13 +121,14 @@ public class LagReportChurnTests
         for (int round = 0; round < rounds; round++)
         {
             var was = Parents();
-            int parent = was[liar.Id];
+            int parent = was[liar.Id][0];
             if (parent == 0) break;
-            await ReportAsync(parent, lag ? LossCause.Lag : LossCause.Lost);
-            if (!lag) await ReportAsync(parent, LossCause.Lost);
+            ShardStart[] shards = [.. Enumerable.Range(0, was[liar.Id].Length).Where(s => was[liar.Id][s] == parent).Select(s => new ShardStart((byte)s, 0))];
+            await ReportAsync(parent, shards, lag ? LossCause.Lag : LossCause.Lost);
+            if (!lag) await ReportAsync(parent, shards, LossCause.Lost);
             var now = Parents();
-            if (now[liar.Id] != parent) dropped.Add(parent);
-            movedHonest.AddRange(now.Keys.Where(id => id != liar.Id && was.TryGetValue(id, out var p) && p != now[id]));
+            if (now[liar.Id][0] != parent) dropped.Add(parent);
+            movedHonest.AddRange(now.Keys.SelectMany(id => Enumerable.Range(0, now[id].Length).Where(s => id != liar.Id && was.TryGetValue(id, out var p) && p[s] != now[id][s]).Select(_ => id)));
         }
 
         return (movedHonest, dropped);

@@ -133,7 +133,7 @@ public sealed class PlannerDropEdgeTests
         var b = planner.Join(0);
         var c = planner.Join(0);
 
-        Assert.Empty(planner.DropEdge(c, 0, makeRoom: false));
+        Assert.Empty(planner.DropEdge(c, 0, exchanges: 0));
 
         Assert.Equal(a, planner.ParentOf(c, 0));
         Assert.Equal(Planner.Source, planner.ParentOf(b, 0));
@@ -152,7 +152,7 @@ public sealed class PlannerDropEdgeTests
         planner.Leave([b]);
         Assert.Equal(a, planner.ParentOf(c, 0));
 
-        var moves = planner.DropEdge(c, 0, makeRoom: false);
+        var moves = planner.DropEdge(c, 0, exchanges: 0);
 
         Assert.Equal([new Reattachment(c, 0, Planner.Source)], moves);
         Assert.True(planner.IsAvoided(c, a));
