@@ -116,10 +116,22 @@ internal sealed class RtmpTestClient : IAsyncDisposable
         return null;
     }
 
-    /// <summary>True once the server has closed the connection (reads end).</summary>
+    /// <summary>
+    /// True once the server has closed the connection (reads end). What came before the close is
+    /// not read as chunks: to a client that is not RTMP the server answers with a text line
+    /// (<see cref="RtmpSession.NotRtmpLine"/>), which <see cref="ReadToCloseAsync"/> reads.
+    /// </summary>
     public async Task<bool> ClosedAsync()
     {
-        while (await ReadAsync() is not null) { }
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            while (await _stream.ReadAsync(_buffer, cts.Token) > 0) { }
+        }
+        catch (IOException)
+        {
+            // Reset: closed as well.
+        }
         return true;
     }
 
