@@ -70,8 +70,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
             // Nothing it sent after its last good chunk was written or forwarded; the coordinator
             // hears why, moves this peer and the liar's other children, and refuses the liar.
             PeerLog.ParentCutOff(log, parentId, string.Join(",", accused.Select(s => s.Shard)), violation);
-            peer.SendToCoordinator(new ParentLost(parentId, accused, violation).Write);
-            Reported(parentId, lost);
+            Report(new ParentLost(parentId, accused, violation), lost);
             return;
         }
         (int Shard, long NextSeq) lagging;
@@ -84,8 +83,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         }
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
         // The cause only to a coordinator that reads it (the control link may be a rejoin's since the cut).
-        peer.SendToCoordinator(new ParentLost(parentId, lost, Cause: lagged && peer.Version >= Protocol.LossCauseVersion ? LossCause.Lag : LossCause.Lost).Write);
-        Reported(parentId, lost);
+        Report(new ParentLost(parentId, lost, Cause: lagged && peer.Version >= Protocol.LossCauseVersion ? LossCause.Lag : LossCause.Lost), lost);
     }
 
     /// <summary>
@@ -123,8 +121,7 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
         var lost = peer.WithoutParent(shards);
         if (lost.Length == 0) return;
         PeerLog.ParentLost(log, parentId, string.Join(",", lost.Select(s => s.Shard)), reason);
-        peer.SendToCoordinator(new ParentLost(parentId, lost).Write);
-        Reported(parentId, lost);
+        Report(new ParentLost(parentId, lost), lost);
     }
 
     /// <summary>
@@ -153,6 +150,13 @@ internal sealed class ParentLossReporter(PeerOptions options, IPeerParents peer,
     /// <summary>When this peer joined again for unanswered reports, within <see cref="UnansweredPeriod"/>, and when it last said it would not.</summary>
     private readonly Queue<long> _unansweredRejoins = new();
     private long _rejoinsSpentSaidAt;
+
+    /// <summary>Sends <paramref name="report"/> to the coordinator on the control link; <paramref name="waitFor"/> then wait for a Move (<see cref="Reported"/>).</summary>
+    private void Report(ParentLost report, ShardStart[] waitFor)
+    {
+        peer.SendToCoordinator(report.Write);
+        Reported(report.ParentId, waitFor);
+    }
 
     /// <summary>A report about <paramref name="parentId"/> went for <paramref name="shards"/>: each waits for a Move (or a parent) from now.</summary>
     private void Reported(ulong parentId, ShardStart[] shards)

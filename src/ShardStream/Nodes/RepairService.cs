@@ -44,8 +44,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// nobody, and is not counted). A drop moves no more than are left (its other shards then take
     /// a free slot or stay under that parent). At them (event 9321) its lag cuts are taken as
     /// plain lost parents, and an edge taken out moves it only into a free slot: a child that cuts
-    /// parent after parent is the slow one more likely than they, and a liar's reports, trusted,
-    /// each moved an honest leaf in a full tree.
+    /// parent after parent is the slow one more likely than they, and in a full tree each report
+    /// of a liar, were it trusted without end, would move an honest leaf.
     /// </summary>
     internal const int DropsMakingRoom = 3;
 
@@ -260,8 +260,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// Whether the coordinator takes one more ParentLost report of <paramref name="reporter"/>: a
     /// token bucket of <see cref="ReportBurst"/>, refilled by one a shard per heartbeat interval.
     /// Past it the report is dropped, and said at most once per 10 s naming the peer (event 9322),
-    /// nothing more: an honest peer whose report goes unanswered joins again in its place. Before,
-    /// every report was taken under the gate, each a Move sent or a delayed one started.
+    /// nothing more: an honest peer whose report goes unanswered joins again in its place. Each
+    /// report taken is handled under the gate, a Move sent or a delayed one started.
     /// </summary>
     public bool TakeReport(PeerSession reporter)
     {
