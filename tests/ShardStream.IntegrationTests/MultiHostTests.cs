@@ -122,6 +122,38 @@ public sealed class MultiHostTests(ITestOutputHelper output)
         Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains($"{origin.Address}:1235 redirects the join to {origin.Address}:1234", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The same, with that viewer behind a NAT that forwards its port: it advertises the public
+    /// address (<c>--advertise PUBLIC:1235</c>), and a viewer of another host that reached it at the
+    /// private address the forward delivers to is sent on to the coordinator at the advertised host,
+    /// which other machines reach, with the coordinator's port. Emulated with routes alone (no NAT
+    /// here): h1 also has PUBLIC (its <see cref="NetnsHost.HiddenAddress"/>, routed to it by the
+    /// router); h2 joins through h1's own address, as the forward delivers it, and a rule on h2
+    /// makes that address's port 1234 unreachable from there, as a private address is from outside.
+    /// (Before, h2 was sent to h1's own address, port 1234, and exited 1: "cannot connect".)
+    /// </summary>
+    [Fact]
+    public async Task A_viewer_behind_a_nat_redirects_other_hosts_to_its_advertised_host()
+    {
+        if (RequiresTool.Missing(output, NetnsHosts.Unavailable())) return;
+        await using var net = NetnsHosts.Create(2, output);
+        var source = RandomBytes(1024 * 1024, 13);
+        var (origin, outside) = (net.Hosts[0], net.Hosts[1]);
+        string advertised = origin.HiddenAddress;
+        net.Ip("-n", origin.Namespace, "addr", "add", $"{advertised}/32", "dev", "eth0");
+        net.Ip("-n", net.Router, "route", "add", $"{advertised}/32", "via", origin.Address, "dev", origin.RouterInterface);
+        net.Ip("-n", outside.Namespace, "rule", "add", "to", $"{origin.Address}/32", "ipproto", "tcp", "dport", "1234", "unreachable");
+        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234");
+        await coordinator.WaitForListenAddressAsync(Generous);
+        var viewers = new List<(NetnsHost Host, CliProcess Cli)> { (origin, net.Start(origin, "peer", "-c", "127.0.0.1:1234", "-l", "0.0.0.0:1235", "--advertise", $"{advertised}:1235")) };
+        await WaitForLineAsync(viewers[0].Cli, "joined as peer");
+        viewers.Add((outside, net.Start(outside, "peer", "-c", $"{origin.Address}:1235")));
+        await StreamAsync(coordinator, viewers.Select(v => v.Cli).ToList(), source);
+
+        await AssertEveryViewerWroteTheSourceAsync(coordinator, viewers, source);
+        Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains($"{origin.Address}:1235 redirects the join to {advertised}:1234", StringComparison.Ordinal));
+    }
+
     private static string IdOf(CliProcess viewer)
     {
         var line = viewer.StderrLines.First(l => l.Contains("joined as peer ", StringComparison.Ordinal));

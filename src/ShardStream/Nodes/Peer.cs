@@ -575,12 +575,13 @@ public sealed partial class Peer : Node, IPeerParents
     {
         // Only the coordinator places peers: send the joiner there. This peer listens before its own
         // join is answered: until then, the joiner goes on to where this peer joins (its -c). An
-        // address of this machine only (this peer reached it at 127.0.0.1:1234) is given as the
-        // joiner reaches this machine: the host the joiner connected to.
+        // address of this machine only (this peer reached it at 127.0.0.1:1234) is given as other
+        // machines reach this one: the host of --advertise (behind a NAT, the host the joiner
+        // connected to is the private one the port forward delivered to), else that host.
         string coordinator = Volatile.Read(ref _coordinatorAddress);
         if (coordinator.Length == 0) coordinator = _options.JoinAddress;
         var redirect = new Welcome(Protocol.Negotiate(hello), 0, (byte)Math.Max(1, _shardCount), 0, 0,
-            [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, Endpoint.AsReachedFrom(coordinator, link.LocalAddress))]);
+            [new ShardAssignment(0, AssignmentKind.Redirect, 0, 0, Endpoint.AsReachedFrom(coordinator, link.LocalAddress, _options.AdvertiseAddress))]);
         return RefuseWithRedirectAsync(link, redirect);
     }
 

@@ -79,18 +79,24 @@ public static class Endpoint
     /// <summary>
     /// <paramref name="address"/> (a node on this machine, as this node reached it) as another
     /// machine reaches it: a loopback or unspecified host (127.0.0.1, localhost, ::1, 0.0.0.0)
-    /// means this machine only, so it becomes the host the other machine reached this node at
-    /// (<paramref name="localAddress"/>, this side of its connection), on the same port. Any other
-    /// address, or one with no such local host to put in, is returned as given.
+    /// means this machine only, so it becomes, on the same port, the host other machines are told
+    /// to reach this node at (<paramref name="advertised"/>, its --advertise, whose host is where
+    /// the overlay sends every other peer: behind a NAT, the public one), else the host the other
+    /// machine reached this node at (<paramref name="localAddress"/>, this side of its connection,
+    /// which behind a NAT is the private address the port forward delivered to). Any other address,
+    /// one whose other machine came over loopback too, or one with no such host to put in, is
+    /// returned as given.
     /// </summary>
-    public static string AsReachedFrom(string address, string localAddress)
+    public static string AsReachedFrom(string address, string localAddress, string? advertised = null)
     {
         try
         {
             var (host, port) = Parse(address);
             if (!IsThisMachineOnly(host) || localAddress.Length == 0) return address;
             string local = HostOf(localAddress);
-            return IsThisMachineOnly(local) ? address : Format(local, port);
+            if (IsThisMachineOnly(local)) return address;
+            string? told = advertised is null ? null : HostOf(advertised);
+            return Format(told is { Length: > 0 } && !IsThisMachineOnly(told) ? told : local, port);
         }
         catch (FormatException)
         {

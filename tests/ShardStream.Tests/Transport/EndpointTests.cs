@@ -91,6 +91,18 @@ public class EndpointTests
     }
 
     [Theory]
+    [InlineData("127.0.0.1:1234", "192.168.1.5:1235", "203.0.113.5:1235", "203.0.113.5:1234")] // behind a NAT: the advertised host
+    [InlineData("0.0.0.0:1234", "192.168.1.5:1235", "viewer.example.org:41235", "viewer.example.org:1234")]
+    [InlineData("localhost:1234", "192.168.1.5:1235", "[2001:db8::7]:1235", "[2001:db8::7]:1234")]
+    [InlineData("127.0.0.1:1234", "127.0.0.1:1235", "203.0.113.5:1235", "127.0.0.1:1234")] // the joiner is on this machine
+    [InlineData("10.81.1.2:1234", "192.168.1.5:1235", "203.0.113.5:1235", "10.81.1.2:1234")] // an address others reach is taken as given
+    [InlineData("127.0.0.1:1234", "192.168.1.5:1235", "127.0.0.1:1235", "192.168.1.5:1234")] // an advertised address of this machine only
+    public void With_advertise_an_address_of_this_machine_only_is_given_at_the_advertised_host(string address, string local, string advertised, string given)
+    {
+        Assert.Equal(given, Endpoint.AsReachedFrom(address, local, advertised));
+    }
+
+    [Theory]
     [InlineData("0.0.0.0:1234", "HOST:1234")]
     [InlineData("[::]:1234", "HOST:1234")]
     [InlineData("127.0.0.1:1234", "127.0.0.1:1234")]
