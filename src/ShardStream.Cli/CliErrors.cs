@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using ShardStream.Wire;
 
 namespace ShardStream.Cli;
 
@@ -106,4 +107,16 @@ internal static class CliErrors
         }
         return string.Join(' ', error.Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
     }
+
+    /// <summary>
+    /// The one line for a failure a user caused: the library's message, except for an address that
+    /// answered with no ShardStream frame, where the line says which of a node's addresses to give
+    /// (the library names none of this tool's flags).
+    /// </summary>
+    public static string Line(Exception e) => e is NotShardStreamException foreign
+        ? $"{foreign.Address} does not speak the ShardStream protocol; is it a node's overlay port (its -l), not its --http or --rtmp one?"
+          + (foreign.Service == ForeignService.Unknown ? "" : $" {Capitalised(NotShardStreamException.Named(foreign.Service))} answered:") + $" {foreign.Detail}"
+        : e.Message;
+
+    private static string Capitalised(string words) => words.Length == 0 ? words : char.ToUpperInvariant(words[0]) + words[1..];
 }

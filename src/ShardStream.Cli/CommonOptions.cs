@@ -156,7 +156,7 @@ internal static class CommonOptions
         catch (Exception e) when (e is ArgumentException or FormatException or ConnectionFailedException or ProtocolException
                                        or StreamInterruptedException or IOException or ShardStream.Topology.PlacementException)
         {
-            Console.Error.WriteLine($"shardstream: error: {e.Message}");
+            Console.Error.WriteLine($"shardstream: error: {CliErrors.Line(e)}");
             return 1;
         }
     }

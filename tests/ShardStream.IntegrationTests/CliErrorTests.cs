@@ -268,6 +268,7 @@ public sealed class CliErrorTests
         // another service's) port learns which, not only that a frame was "over the limit".
         AssertOneLineError(stderr, $"127.0.0.1:{port} does not speak the ShardStream protocol");
         Assert.Contains("it begins with text: \"HTTP/1.1 400 Bad Request\"", stderr, StringComparison.Ordinal);
+        Assert.Contains("not its --http or --rtmp one? An HTTP server answered:", stderr, StringComparison.Ordinal);
         await serve;
     }
 
@@ -289,6 +290,7 @@ public sealed class CliErrorTests
         Assert.NotEqual(0, exit);
         AssertOneLineError(stderr, $"{rtmp} does not speak the ShardStream protocol; is it a node's overlay port (its -l), not its --http or --rtmp one?");
         Assert.Contains("it begins with text: \"RTMP", stderr, StringComparison.Ordinal);
+        Assert.Contains("not its --http or --rtmp one? An RTMP server answered:", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("connection closed before a frame arrived", stderr, StringComparison.Ordinal);
     }
 }

@@ -35,8 +35,8 @@ internal static class JoinAnswer
         }
         catch (ProtocolException e)
         {
-            // The answer is no frame at all: another service (often a node's --http port) answered.
-            throw new ProtocolException($"{address} does not speak the ShardStream protocol; is it a node's overlay port (its -l), not its --http or --rtmp one? {e.Message}");
+            // The answer is no frame at all: another service (often a node's HTTP or RTMP server) answered.
+            throw new NotShardStreamException(address, NotShardStreamException.ServiceOf(e.Text), e.Message);
         }
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(frame.Body));
         if (frame.Type == FrameType.Goodbye)

@@ -28,7 +28,10 @@ internal static class FirstFrame
             try
             {
                 if (buffer.Length >= 4 && FrameCodec.PeekLength(buffer) is var length && length > maxLength)
-                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}{TextAt(buffer)}");
+                {
+                    string? text = TextAt(buffer);
+                    throw new ProtocolException($"a first frame of {length} bytes is over the limit of {maxLength}{(text is null ? "" : $" (it begins with text: \"{text}\")")}") { Text = text };
+                }
                 found = FrameCodec.TryReadFrame(ref buffer, out type, out body);
             }
             catch (ProtocolException)
@@ -56,9 +59,9 @@ internal static class FirstFrame
     /// <summary>
     /// Another protocol's first line (an HTTP server's answer, a request sent to the overlay port)
     /// reads as a length far over the limit: its first printable bytes, up to the line's end, say
-    /// what answered. Empty when the bytes are not text.
+    /// what answered. Null when the bytes are not text.
     /// </summary>
-    private static string TextAt(ReadOnlySequence<byte> buffer)
+    private static string? TextAt(ReadOnlySequence<byte> buffer)
     {
         Span<byte> head = stackalloc byte[48];
         var bytes = head[..(int)Math.Min(head.Length, buffer.Length)];
@@ -66,7 +69,7 @@ internal static class FirstFrame
         int end = bytes.IndexOfAny((byte)'\r', (byte)'\n');
         if (end >= 0) bytes = bytes[..end];
         foreach (byte b in bytes)
-            if (b is < 0x20 or > 0x7E) return "";
-        return $" (it begins with text: \"{System.Text.Encoding.ASCII.GetString(bytes)}\")";
+            if (b is < 0x20 or > 0x7E) return null;
+        return System.Text.Encoding.ASCII.GetString(bytes);
     }
 }
