@@ -35,7 +35,7 @@ public sealed class TcpTransport : ITransport
         {
             // [::] means every address of the machine, IPv4 ones too, as 0.0.0.0 does for IPv4; a
             // .NET IPv6 socket is IPv6-only unless DualMode, and refused IPv4 neighbours. IPv4
-            // connections then arrive as [::ffff:a.b.c.d] (Endpoint.HostOf maps them back).
+            // connections then arrive as [::ffff:a.b.c.d], named a.b.c.d at accept (TcpListener.NameOf).
             if (endpoint.Address.Equals(IPAddress.IPv6Any)) socket.DualMode = true;
             socket.Bind(endpoint);
             // No backlog of our own: .NET passes int.MaxValue and Linux cuts it to net.core.somaxconn
@@ -102,7 +102,7 @@ public sealed class TcpTransport : ITransport
                 var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
                 // Before a byte is sent on it: the smoothed RTT is still the handshake's one sample.
                 var handshake = Transport.HandshakeRtt.Read(accepted);
-                string remote = accepted.RemoteEndPoint?.ToString() ?? "?";
+                string remote = NameOf(accepted.RemoteEndPoint);
                 return readingThreads
                     ? new ThreadReadConnection(accepted, remote) { HandshakeRtt = handshake.Rtt, MeasuresHandshake = handshake.Measured }
                     : new TcpConnection(accepted, remote, receivesStream: false) { HandshakeRtt = handshake.Rtt, MeasuresHandshake = handshake.Measured };
@@ -122,6 +122,17 @@ public sealed class TcpTransport : ITransport
                 throw new ConnectionFailedException($"cannot accept on {LocalAddress}: {e.Message} ({e.SocketErrorCode})", e);
             }
         }
+
+        /// <summary>
+        /// How an accepted connection is named in logs and to the node: an IPv4 peer of a dual-stack
+        /// ([::]) listener as a.b.c.d:PORT, not as the socket reports it, [::ffff:a.b.c.d]:PORT.
+        /// </summary>
+        private static string NameOf(EndPoint? remote) => remote switch
+        {
+            IPEndPoint { Address.IsIPv4MappedToIPv6: true } ip => new IPEndPoint(ip.Address.MapToIPv4(), ip.Port).ToString(),
+            null => "?",
+            _ => remote.ToString() ?? "?",
+        };
 
         public ValueTask DisposeAsync()
         {

@@ -44,6 +44,25 @@ public class TcpTransportTests
         Assert.Equal("ping"u8.ToArray(), await PipeIo.ReadExactlyAsync(server.Pipe.Input, 4));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_IPv4_connection_to_a_dual_stack_listener_is_named_by_its_IPv4_address(bool readingThreads)
+    {
+        // The accepted connection's name is what logs show ("incoming ADDRESS: refused: ...") and
+        // what a remote peer is called: an IPv4 neighbour of a [::] listener is 10.0.0.2:PORT to a
+        // user, not the socket's [::ffff:10.0.0.2]:PORT.
+        var tcp = readingThreads ? TcpTransport.ReadingThreads : Tcp;
+        await using var listener = await tcp.ListenAsync("[::]:0", default);
+        var (_, port) = Endpoint.Parse(listener.LocalAddress);
+
+        await using var client = await Tcp.ConnectAsync($"127.0.0.1:{port}", default);
+        await using var server = await listener.AcceptAsync(default).AsTask().WaitAsync(PipeIo.Deadline);
+        Assert.NotNull(server);
+        Assert.StartsWith("127.0.0.1:", server.RemoteAddress, StringComparison.Ordinal);
+        Assert.DoesNotContain("ffff", server.RemoteAddress, StringComparison.OrdinalIgnoreCase);
+    }
+
     [Fact]
     public async Task A_frame_written_at_once_to_a_connection_the_other_side_reset_fails_as_an_IOException()
     {
