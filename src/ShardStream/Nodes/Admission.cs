@@ -622,8 +622,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// <summary>
     /// Joiner <paramref name="joiner"/> reports the peers it was asked to measure and could not
     /// connect to (RTT 0 in its Join). Such a report counts like a child that cannot connect
-    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf), but only
-    /// from a joiner that did reach another peer: one that reached nobody may be the one cut off.
+    /// (<see cref="RepairService.UnreachableChildrenBeforeLeaf"/> different peers make a relay a leaf, unless a
+    /// child of it reaches it: <see cref="RepairService.MakesLeaf"/>), but only from a joiner that did reach
+    /// another peer: one that reached nobody may be the one cut off.
     /// Returns the peers to make leaves now. The caller holds the gate.
     /// </summary>
     private List<PeerSession> NoteUnreachableReports(int joiner, Hello hello)
@@ -637,7 +638,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (!tracker.Peers.TryGetValue((int)m.NodeId, out var other) || !tracker.Planner.Contains(other.Id) || tracker.Planner.Budget(other.Id) == 0) continue;
             if (!other.UnreachableBy.Add(joiner)) continue;
             ReachabilityLog.MeasuredUnreachable(log, joiner, other.Id, other.Address, other.UnreachableBy.Count);
-            if (other.UnreachableBy.Count >= RepairService.UnreachableChildrenBeforeLeaf) demote.Add(other);
+            if (repair.MakesLeaf(other)) demote.Add(other);
         }
         return demote;
     }

@@ -177,6 +177,7 @@ internal sealed class PeerSession(int id, string address, Link control)
             else (ignored ??= []).Add(r.NodeId);
         }
         int current = merged.Count;
+        _reaching = [.. merged.Where(r => r.Samples > 0).Select(r => (int)r.NodeId)];
         foreach (var r in old)
         {
             if (merged.Count >= current + FormerParentsKept) break;
@@ -185,6 +186,16 @@ internal sealed class PeerSession(int id, string address, Link control)
         _parentRtts = [.. merged];
         return ignored is null ? [] : [.. ignored];
     }
+
+    /// <summary>The parents (nodes that were its parents in the plan) with a round trip measured in the peer's last report: those it has a link to now.</summary>
+    private volatile int[] _reaching = [];
+
+    /// <summary>
+    /// True when the peer's last heartbeat reported a round trip measured on its link to
+    /// <paramref name="parent"/> (version 11): it reached that node, and is connected to it now
+    /// (<see cref="RepairService.MakesLeaf"/>). The peer's own word, as every entry of <see cref="Report"/>.
+    /// </summary>
+    public bool Reaches(int parent) => Array.IndexOf(_reaching, parent) >= 0;
 
     /// <summary>The ids dropped from the peer's last report that had any (<see cref="Report"/>): the coordinator logs a report's drops only when they differ from these.</summary>
     public ulong[] LastIgnored { get; set; } = [];

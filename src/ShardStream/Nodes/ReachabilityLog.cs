@@ -35,4 +35,8 @@ internal static partial class ReachabilityLog
     [LoggerMessage(EventId = 808, EventName = "ProbeAnsweredLate", Level = LogLevel.Information,
         Message = "{Address} accepted the reachability probe's connection but did not answer its hello within {Seconds:0.#} s (a busy machine?): taken as reachable; its children will report it if they cannot connect")]
     public static partial void ProbeAnsweredLate(ILogger logger, string address, double seconds);
+
+    [LoggerMessage(EventId = 809, EventName = "UnreachableParentKept", Level = LogLevel.Warning,
+        Message = "{Count} peers say they cannot connect to peer {Id} ({Address}), but its child peer {Child} reaches it (it reports a round trip on its link to it): it stays a relay; only their edges to it are taken out")]
+    public static partial void UnreachableParentKept(ILogger logger, int count, int id, string address, int child);
 }

@@ -547,7 +547,29 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         ReachabilityLog.EdgeDropped(log, child.Id, parent.Id, parent.Address,
             string.Join(",", final.Where(m => m.Peer == child.Id).Select(m => $"{m.Shard}->{m.NewParent}")));
         parent.UnreachableBy.Add(child.Id);
-        return parent.UnreachableBy.Count >= UnreachableChildrenBeforeLeaf && tracker.Planner.Contains(parent.Id) && tracker.Planner.Budget(parent.Id) > 0;
+        return MakesLeaf(parent);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="parent"/>, a relay, is to be made a leaf as one peers cannot connect
+    /// to: <see cref="UnreachableChildrenBeforeLeaf"/> peers said so (children each after a second
+    /// attempt, or joiners that measured it), and no child of it in the plan but them reaches it
+    /// now (its last heartbeat reported a round trip on its link to it: <see cref="PeerSession.Reaches"/>).
+    /// A verdict is a peer's word, and two peer ids are cheap: two strangers under an honest relay
+    /// made it a leaf, moving its honest children. A child that is fed by it says otherwise, and
+    /// the relay keeps its place (event 809); the verdicts' edges are taken out all the same. A
+    /// relay that accepts no attach has no such child. Called under the gate.
+    /// </summary>
+    internal bool MakesLeaf(PeerSession parent)
+    {
+        if (parent.UnreachableBy.Count < UnreachableChildrenBeforeLeaf || !tracker.Planner.Contains(parent.Id) || tracker.Planner.Budget(parent.Id) == 0) return false;
+        foreach (int id in tracker.Planner.ChildrenInAnyShard(parent.Id))
+        {
+            if (parent.UnreachableBy.Contains(id) || !tracker.Peers.TryGetValue(id, out var child) || !child.Reaches(parent.Id)) continue;
+            ReachabilityLog.UnreachableParentKept(log, parent.UnreachableBy.Count, parent.Id, parent.Address, id);
+            return false;
+        }
+        return true;
     }
 
     /// <summary>Several peers (children, or joiners that measured it) could not connect to this peer: it relays nothing from now on, and is told why.</summary>
