@@ -47,9 +47,6 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new ForwardingLoggerProvider(loggers));
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        // A start that fails (the address cannot be bound) is said below, on the node's one error
-        // line: the host's own line for it is the whole stack trace.
-        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         // Kestrel accepts outside the node's hello gate: its connections are bounded here, or a flood takes the last descriptors.
         var cap = new HttpConnectionCap(DescriptorLimit.OpenFiles(), loggers.CreateLogger("http"));
         builder.WebHost.UseKestrel(o => o.Listen(ip, endpoint.Port, listen => listen.Use(cap.Middleware)));
@@ -66,10 +63,8 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         {
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or SocketException)
+        catch (Exception e) when (IsBindFailure(e))
         {
-            // Kestrel says "address already in use" as an IOException; an address that is not this
-            // machine's ("Cannot assign requested address") comes as the socket's own exception.
             badRequests.Dispose();
             await app.DisposeAsync().ConfigureAwait(false);
             throw new IOException($"cannot listen for HTTP on {address}: {(e.InnerException is AddressInUseException ? "address already in use" : e.Message)}", e);
@@ -79,6 +74,13 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         HttpLog.Listening(loggers.CreateLogger("http"), bound);
         return new NodeHttpHost(app, badRequests, bound);
     }
+
+    /// <summary>
+    /// A start that failed to bind the address: Kestrel says "address already in use" as an
+    /// IOException; an address that is not this machine's ("Cannot assign requested address") comes
+    /// as the socket's own exception. The node says it on one line (above).
+    /// </summary>
+    private static bool IsBindFailure(Exception e) => e is IOException or SocketException;
 
     /// <summary>
     /// How long the node's HTTP connections are given to finish when it stops (an HTTP viewer
@@ -96,13 +98,39 @@ internal sealed class NodeHttpHost : IAsyncDisposable
         _badRequests.Dispose();
     }
 
-    /// <summary>ASP.NET Core's own log lines go to the node's loggers (stderr), Microsoft.* from warnings up.</summary>
+    /// <summary>
+    /// ASP.NET Core's own log lines go to the node's loggers (stderr), Microsoft.* from warnings up,
+    /// all but the .NET host's line for a start that failed to bind (<see cref="WithoutBindFault"/>).
+    /// </summary>
     private sealed class ForwardingLoggerProvider(ILoggerFactory loggers) : ILoggerProvider
     {
-        public ILogger CreateLogger(string categoryName) => loggers.CreateLogger(categoryName);
+        public ILogger CreateLogger(string categoryName) =>
+            categoryName == HostCategory ? new WithoutBindFault(loggers.CreateLogger(categoryName)) : loggers.CreateLogger(categoryName);
 
         public void Dispose()
         {
+        }
+    }
+
+    /// <summary>The .NET host's log category, which says that its start failed, and that a background service failed.</summary>
+    private const string HostCategory = "Microsoft.Extensions.Hosting.Internal.Host";
+
+    /// <summary>
+    /// The host's lines but its "Hosting failed to start" for a failed bind (event
+    /// HostedServiceStartupFaulted): that line is the whole stack trace, and the node says the
+    /// failure on its one line "cannot listen for HTTP on ADDRESS: …". Every other line of the
+    /// category (another start failure, a background service that failed) goes through.
+    /// </summary>
+    private sealed class WithoutBindFault(ILogger inner) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => inner.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(logLevel);
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (eventId.Name == "HostedServiceStartupFaulted" && exception is not null && IsBindFailure(exception)) return;
+            inner.Log(logLevel, eventId, state, exception, formatter);
         }
     }
 }
