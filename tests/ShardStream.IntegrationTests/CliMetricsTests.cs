@@ -16,6 +16,24 @@ public sealed class CliMetricsTests(ITestOutputHelper output)
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(3);
 
     [Fact]
+    public async Task An_HTTP_server_on_every_address_logs_that_address_not_loopback()
+    {
+        // --http [::]:PORT serves every address of the machine, IPv4 ones too: its line must not say
+        // 127.0.0.1, which reads as reachable from this machine only (the server has no
+        // authentication; docs/metrics.md: "the node logs http listening on http://HOST:PORT").
+        // An acceptance run across network namespaces saw "http listening on http://127.0.0.1:8081"
+        // for --http [::]:8081 while other hosts scraped it.
+        await using var coordinator = CliProcess.Start(["coordinator", "-l", "127.0.0.1:0", "--http", "[::]:0"]);
+        string http = await Prometheus.WaitForHttpAsync(coordinator, Deadline);
+        output.WriteLine(http);
+        Assert.StartsWith("http://[::]:", http, StringComparison.Ordinal);
+        await coordinator.WaitUntilAsync(() => coordinator.StderrLines.Any(l => l.Contains("serving the live stream at http://[::]:", StringComparison.Ordinal)), "the live stream's line names [::]", Deadline);
+        using var client = new HttpClient();
+        string metrics = await client.GetStringAsync($"http://127.0.0.1:{new Uri(http).Port}/metrics");
+        Assert.Contains("shardstream", metrics, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Metrics_scraped_during_a_stream_count_the_joins_leaves_and_bytes_that_happened()
     {
         const int peers = 5, shards = 2;
