@@ -353,6 +353,13 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// </summary>
     internal Func<int, ParentLost, bool>? ParentLostRead { get; set; }
 
+    /// <summary>Awaited with the reporter's id when a delayed Move (events 9301, 9302) is due, before it is looked at (tests change the plan meanwhile).</summary>
+    internal Func<int, Task>? MoveLaterDue
+    {
+        get => _repair.MoveLaterDue;
+        set => _repair.MoveLaterDue = value;
+    }
+
     private void OnPeerFrame(Link link, FrameType type, ReadOnlySequence<byte> body)
     {
         var session = ((ControlRole)link.Role!).Session;

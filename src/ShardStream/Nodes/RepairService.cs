@@ -440,11 +440,15 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// <summary>The pause before a child is sent once more to a parent it failed to attach to twice (no other parent had room).</summary>
     private TimeSpan RepairRetryDelay => options.HeartbeatInterval;
 
+    /// <summary>Awaited with the reporter's id once a delayed Move's pause is over, before it is looked at (tests change the plan meanwhile); null: none.</summary>
+    internal Func<int, Task>? MoveLaterDue { get; set; }
+
     private async Task SendMoveLaterAsync(PeerSession reporter, ShardAssignment[] again)
     {
         try
         {
             await Task.Delay(RepairRetryDelay, time, stopping).ConfigureAwait(false);
+            if (MoveLaterDue is { } due) await due(reporter.Id).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -452,9 +456,14 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         }
         lock (tracker.Gate)
         {
-            // Still listed, and no later move of these shards meanwhile (the plan may have found room).
+            // Still listed; only the shards with no later move meanwhile (the plan may have found
+            // room for some): a shard moved has its own Move, the others still need this one
+            // (skipped with it, they waited for the peer's rejoin for an unanswered report, 15 s).
             if (!tracker.Peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
-            if (again.Any(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) != (int)a.ParentId)) return;
+            var still = again.Where(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) == (int)a.ParentId).ToArray();
+            if (still.Length == 0) return;
+            // The ticket names the shards the parent is to serve it: those left.
+            if (still.Length < again.Length) again = tracker.WithTickets(reporter.Id, still);
             reporter.ReattachedAt = time.GetTimestamp();
             reporter.NoteNextMove();
         }
