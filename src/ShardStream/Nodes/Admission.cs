@@ -423,10 +423,17 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
 
     /// <summary>
     /// Rejoining (docs/protocol.md, section 6, "Rejoining"): a peer the coordinator still lists (the
-    /// same token and address) joins again, its control link broken or timed out on its side only.
-    /// The new connection replaces the old one, and the peer keeps its id and its place in the
-    /// plan; its parent and child links go on as they were. Null when this Join is not such a
-    /// rejoin. <paramref name="turn"/> (admission control) is given back once the peer is welcomed.
+    /// same join token) joins again, its control link broken or timed out on its side only, or
+    /// still open (a report of its went unanswered). The new connection replaces the old one, and
+    /// the peer keeps its id, its place in the plan and its listed address; its parent and child
+    /// links go on as they were. The token is the peer (a random one drawn by the process at its
+    /// first join), not the address: a peer listening on 0.0.0.0 is listed where its connection
+    /// came from, which on a host with two addresses may be the other one now (taken for a new
+    /// peer, it would be placed again with a new id beside its old session, and its children
+    /// moved once it closed its old links).
+    /// The listed address stays the one it was probed at and its children reach: this Join's
+    /// was not probed. Null when this Join is not such a rejoin. <paramref name="turn"/>
+    /// (admission control) is given back once the peer is welcomed.
     /// </summary>
     private PeerSession? TryRejoinInPlace(Link link, Hello hello, string advertised, IDisposable turn)
     {
@@ -441,7 +448,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session = null;
             foreach (var p in tracker.Peers.Values)
                 if (p.Token == hello.PeerId) session = p;
-            if (session is null || session.Address != advertised || !tracker.Planner.Contains(session.Id)) return null;
+            if (session is null || !tracker.Planner.Contains(session.Id)) return null;
             old = session.Control;
             var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
             // The stream's head: a peer checks it against its own position (same run, not a restart).
@@ -451,13 +458,13 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session.Control = link;
             session.Version = welcome.Version;
             tracker.RecordParents(session);
-            NameControl(link, session, advertised);
+            NameControl(link, session, session.Address);
             link.Send(welcome.Write);
             host.StartControl(link, session.Version, measureRtt: false);
             Subscribe(link, entries);
         }
         turn.Dispose();
-        RejoinLog.InPlace(log, session.Id, advertised, old.IsClosing ? "broken" : "still open here");
+        RejoinLog.InPlace(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}");
         old.Abort($"peer {session.Id} joined again on a new connection");
         // Its children that lost it while it was silent here were left to its failure: their reports are answered now.
         repair.OnRejoinedInPlace(session);
@@ -648,8 +655,8 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
 internal static partial class RejoinLog
 {
     [LoggerMessage(EventId = 1401, EventName = "RejoinedInPlace", Level = LogLevel.Information,
-        Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay")]
-    public static partial void InPlace(ILogger logger, int id, string address, string old);
+        Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay{From}")]
+    public static partial void InPlace(ILogger logger, int id, string address, string old, string from);
 
     [LoggerMessage(EventId = 1402, EventName = "WaitingForRejoin", Level = LogLevel.Information,
         Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again; it relays {Edges} shard-stream(s) to children in the plan")]

@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging;
-
 namespace ShardStream.Tests.Nodes;
 
 /// <summary>
