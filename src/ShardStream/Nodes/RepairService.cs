@@ -581,13 +581,19 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         return true;
     }
 
-    /// <summary>Several peers (children, or joiners that measured it) could not connect to this peer: it relays nothing from now on, and is told why.</summary>
+    /// <summary>
+    /// Several peers (children, or joiners that measured it) could not connect to this peer: it
+    /// relays nothing from now on, and is told why. Said (806) and told only once the
+    /// <see cref="EvictionPolicy"/> demoted it: it may refuse (another demotion less than the
+    /// spacing ago, 905; no room for its children, 904), and the peer, still a relay, logged
+    /// "this peer relays nothing" (801).
+    /// </summary>
     public void DemoteUnreachable(PeerSession parent)
     {
         int count;
         lock (tracker.Gate) count = parent.UnreachableBy.Count;
+        if (!eviction.Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}")) return;
         ReachabilityLog.UnreachableParentDemoted(log, count, parent.Id, parent.Address);
-        eviction.Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}");
         if (parent.Version >= Protocol.ProbeVersion)
             parent.Control.Send(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
     }

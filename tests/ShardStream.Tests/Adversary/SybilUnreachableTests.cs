@@ -66,4 +66,44 @@ public class SybilUnreachableTests
             $"two strangers had the relay its viewer reaches made a leaf:\n{after.Render()}\n{log.Dump()}");
         Assert.Contains(log.Lines, l => l.Id.Id == 809 && l.Message.StartsWith($"2 peers say they cannot connect to peer {relay.Id} (", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// Two strangers under a relay that no child reaches (its children are strangers: a relay one,
+    /// with 2 slots, and a third that says nothing) say they cannot connect to it: it is to be made a
+    /// leaf, but nobody has room for its children (event 904), and it stays a relay. Before, the
+    /// coordinator said it was made a leaf all the same (806, before it tried) and told it so: the
+    /// relay logged "this peer relays nothing" (801) while it still served its children. Now both
+    /// come only after a demotion that was made.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_that_could_not_be_made_a_leaf_is_not_told_it_relays_nothing()
+    {
+        var log = new RecordingLogger();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1 }, heartbeatTimeout: TimeSpan.FromSeconds(5), loggers: log);
+        var relay = await overlay.AddPeerAsync(upload: 4);
+        int ParentOf(int id) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == id)?.Parents[0] ?? -1;
+        await using var other = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero, host: "liar0", uploadPercent: 200);
+        await using var first = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero, host: "liar1");
+        await using var second = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero, host: "liar2");
+        await using var third = await StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero, host: "liar3");
+        Assert.True(new[] { other, first, second, third }.All(s => ParentOf(s.Id) == relay.Id) && overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == other.Id).Budget == 2,
+            overlay.Coordinator.Snapshot().Render());
+
+        foreach (var liar in new[] { first, second })
+        {
+            foreach (int answer in new[] { 1664, 804 })
+            {
+                int mark = log.Lines.Count;
+                await liar.SendAsync(o => new ParentLost((ulong)relay.Id, [new ShardStart(0, 0)]).Write(o));
+                await Overlay.WaitUntilAsync(() => log.Lines.Skip(mark).Any(l => l.Id.Id == answer && l.Message.StartsWith($"peer {liar.Id} ", StringComparison.Ordinal)),
+                    $"the coordinator answered peer {liar.Id}'s report about the relay ({answer})");
+            }
+        }
+
+        await Overlay.WaitUntilAsync(() => log.Lines.Any(l => l.Id.Id == 904 && l.Message.StartsWith($"peer {relay.Id} is not demoted", StringComparison.Ordinal)), "the demotion was refused");
+        var after = overlay.Coordinator.Snapshot();
+        Assert.True(after.Nodes.Single(n => n.Id == relay.Id).Budget == 4 && ParentOf(third.Id) == relay.Id, after.Render());
+        // 806 came before the demotion was tried, and so before its refusal (904): none by now is none at all.
+        Assert.True(!log.Lines.Any(l => l.Id.Id == 806), $"the relay, still a relay, was said to be made a leaf:\n{log.Dump()}");
+    }
 }
