@@ -18,8 +18,8 @@ internal static partial class BoundsLog
     public static partial void ShardWithheld(ILogger log, string link, int shard, double seconds, long seq, long head);
 
     [LoggerMessage(9203, LogLevel.Warning, "{Link}: cutting it off, it sent {Chunks} chunk(s) of shard {Shard} in the last {Seconds:0.#} s while the source made {Made}, and still not chunk {Seq}, which the source had made by then (the stream's head was {Head})", EventName = "ShardTrickled")]
-    public static partial void ShardTrickled(ILogger log, string link, int shard, long chunks, double seconds, long made, long seq, long head);
+    public static partial void ShardTrickled(ILogger log, string link, int shard, long chunks, double seconds, string made, long seq, long head);
 
     [LoggerMessage(9204, LogLevel.Warning, "{Link}: cutting it off, shard {Shard} is more than {Behind:0.#} s behind the head, and it sent {Chunks} chunk(s) of it in the last {Seconds:0.#} s while the source made {Made}: not catching up (its next chunk is {Seq}; the head then was {Head})", EventName = "ShardLagging")]
-    public static partial void ShardLagging(ILogger log, string link, int shard, double behind, long chunks, double seconds, long made, long seq, long head);
+    public static partial void ShardLagging(ILogger log, string link, int shard, double behind, long chunks, double seconds, string made, long seq, long head);
 }

@@ -18,7 +18,11 @@ namespace ShardStream.Nodes;
 /// is cut off once the shard is more than <see cref="LagAfter"/> (two trickle bounds) behind and
 /// it sent fewer chunks of it than the source made over the last trickle bound (event 9204): the
 /// child does not gain on the head; the report says so (version 15), and the coordinator moves
-/// the child to another parent. A parent starving because its own parent is lost
+/// the child to another parent. Once the source makes nothing (it ended, or pauses), the chunks a
+/// child behind the head lacks were all made, and a parent that has them sends them at once: a
+/// window over which the head did not move is judged against what the source made over as long
+/// at the rate it made the stream at (<see cref="_madeRate"/>), so that a parent cannot trickle
+/// the tail of an ended stream. A parent starving because its own parent is lost
 /// looks the same to its children: the coordinator does not count their reports of nothing or a
 /// trickle against it while it is being repaired itself (<see cref="RepairService.OnParentLost"/>).
 /// </summary>
@@ -41,6 +45,13 @@ public sealed partial class Peer
     /// <summary>How long this process did not run, in all (<see cref="TimeSpan.Ticks"/>; its tick loop says so).</summary>
     private long _pausedTicks;
     private Link? _headsOf;
+
+    /// <summary>
+    /// The chunks a second the source made the stream at, over the heads kept (up to
+    /// <see cref="LagAfter"/>) when the head last moved and they spanned at least
+    /// <see cref="WithheldAfter"/>; 0 before (under <see cref="_headGate"/>).
+    /// </summary>
+    private double _madeRate;
 
     /// <summary>How long a shard may get nothing from its parent while the source made it.</summary>
     private TimeSpan WithheldAfter => _options.HeartbeatTimeout * 2;
@@ -75,21 +86,30 @@ public sealed partial class Peer
                 // A new control link (a rejoin, maybe a new run): the old heads say nothing of it.
                 _heads.Clear();
                 _headsOf = link;
+                _madeRate = 0;
             }
             if (_heads.Count == MaxHeads) _heads.Dequeue();
             var chunks = new long[_shardCount];
             for (int shard = 0; shard < chunks.Length; shard++) chunks[shard] = Volatile.Read(ref _chunksOf[shard]);
-            _heads.Enqueue(new Heard(Time.GetTimestamp(), head, chunks, Interlocked.Read(ref _pausedTicks)));
+            long now = Time.GetTimestamp();
+            // The head moved: the rate it moved at over the heads kept (their time without a new chunk too).
+            if (_heads.Count > 0 && head > _heads.Last().Head)
+            {
+                var oldest = _heads.Peek();
+                var span = Time.GetElapsedTime(oldest.At, now);
+                if (span >= WithheldAfter) _madeRate = (head - oldest.Head) / span.TotalSeconds;
+            }
+            _heads.Enqueue(new Heard(now, head, chunks, Interlocked.Read(ref _pausedTicks)));
         }
     }
 
     /// <summary>
     /// The newest heads heard on <paramref name="control"/> at least <see cref="WithheldAfter"/>,
-    /// <see cref="TrickleAfter"/> and <see cref="LagAfter"/> ago (null: none), and the newest head
-    /// of all. Heads older than the newest one old enough for the longest check (the lag's: the
+    /// <see cref="TrickleAfter"/> and <see cref="LagAfter"/> ago (null: none), the newest head
+    /// of all, and <see cref="_madeRate"/>. Heads older than the newest one old enough for the longest check (the lag's: the
     /// trickle bound is at least the withheld one) are dropped; that one is kept for the next checks.
     /// </summary>
-    private (Heard? Withheld, Heard? Trickle, Heard? Lagged, long Newest) HeadsOf(Link control)
+    private (Heard? Withheld, Heard? Trickle, Heard? Lagged, long Newest, double Rate) HeadsOf(Link control)
     {
         lock (_headGate)
         {
@@ -108,7 +128,7 @@ public sealed partial class Peer
                 if (age >= lagAfter) lagged = entry;
                 newest = entry.Head;
             }
-            return (withheld, trickle, lagged, newest);
+            return (withheld, trickle, lagged, newest, _madeRate);
         }
     }
 
@@ -132,7 +152,7 @@ public sealed partial class Peer
         // head: the parents this peer keeps meanwhile are not judged on what it heard before.
         if (_control is not { IsClosing: false } control || _reassembler is not { } reassembler || reassembler.IsComplete) return;
         var after = WithheldAfter;
-        var (then, trickle, lagged, newest) = HeadsOf(control);
+        var (then, trickle, lagged, newest, rate) = HeadsOf(control);
         if (then is null) return;
         long head = then.Value.Head;
         for (int shard = 0; shard < _shardCount; shard++)
@@ -151,20 +171,22 @@ public sealed partial class Peer
             {
                 // Judged over the last trickle bound: less than half of what the source made is a
                 // trickle; less than all of it, more than two bounds behind, is a lag never made up.
-                if (CameSince(shard, since, trickle, newest) is not { } got) continue;
+                if (CameSince(shard, since, trickle, newest, rate) is not { } got) continue;
                 var window = Time.GetElapsedTime(trickle!.Value.At);
                 if (next < trickle.Value.Head && 2 * got.Chunks < got.Made)
                 {
-                    BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, got.Made, next, trickle.Value.Head);
-                    Cut(parent, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {got.Made}, and it is more than {window.TotalSeconds:0.#} s behind");
+                    var made = MadeText(got.Made, got.AtRate);
+                    BoundsLog.ShardTrickled(Log, parent.Name, shard, got.Chunks, window.TotalSeconds, made, next, trickle.Value.Head);
+                    Cut(parent, $"sent {got.Chunks} chunk(s) of shard {shard} in {window.TotalSeconds:0.#} s, while the source made {made}, and it is more than {window.TotalSeconds:0.#} s behind");
                 }
                 else if (lagged is { } far && next < far.Head && got.Chunks < got.Made)
                 {
                     var behind = Time.GetElapsedTime(far.At);
-                    BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, got.Made, next, far.Head);
+                    var made = MadeText(got.Made, got.AtRate);
+                    BoundsLog.ShardLagging(Log, parent.Name, shard, behind.TotalSeconds, got.Chunks, window.TotalSeconds, made, next, far.Head);
                     // Said in the report (version 15): the coordinator moves this peer to another parent, not back to this one.
                     _lossReporter.CutForLag(parent);
-                    Cut(parent, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {got.Made}");
+                    Cut(parent, $"shard {shard} is more than {behind.TotalSeconds:0.#} s behind, and it sent {got.Chunks} chunk(s) of it in {window.TotalSeconds:0.#} s while the source made {made}");
                 }
                 continue;
             }
@@ -173,16 +195,21 @@ public sealed partial class Peer
         }
     }
 
+    /// <summary>What the source made over a window, as the lines say it: none over one the head stood still, only its rate.</summary>
+    private static string MadeText(long made, bool atRate) => atRate ? $"none ({made} at the rate it made the stream at)" : $"{made}";
+
     /// <summary>Closes the link of a parent this peer cuts off (its line said why), with <paramref name="why"/>.</summary>
     private void Cut(Link parent, string why) => parent.CloseAsync(GoodbyeCode.Normal, why).Observe(Log, $"{parent.Name}: closing");
 
     /// <summary>
     /// The chunks of <paramref name="shard"/> its parent (its parent since <paramref name="since"/>)
     /// sent since the head <paramref name="then"/> was heard, and the chunks of it the source made
-    /// meanwhile (at least one); null when none was made, or when this peer did not have this
+    /// meanwhile (at least one); when the head did not move meanwhile (the source ended or pauses),
+    /// the chunks of it the source would have made at <paramref name="rate"/> (chunks a second,
+    /// <see cref="_madeRate"/>; AtRate says so). Null when that is none, or when this peer did not have this
     /// parent all along or did not run for most of that time.
     /// </summary>
-    private (long Chunks, long Made)? CameSince(int shard, long since, Heard? then, long newest)
+    private (long Chunks, long Made, bool AtRate)? CameSince(int shard, long since, Heard? then, long newest, double rate)
     {
         if (then is not { } t || since > t.At || shard >= t.Chunks.Length) return null;
         // Chunks that waited unread while this process did not run are no parent's fault: a
@@ -191,6 +218,11 @@ public sealed partial class Peer
         long got = Volatile.Read(ref _chunksOf[shard]) - t.Chunks[shard];
         // The source deals its chunks round-robin: this shard's share of those made since.
         long made = (newest - t.Head) / _shardCount;
-        return made > 0 ? (got, made) : null;
+        // A head that stood still: every chunk the child lacks up to it was made before the window,
+        // and a parent that has them sends them at once. It is judged against the stream's rate,
+        // else a parent could trickle the tail of an ended stream and never be cut.
+        bool atRate = newest == t.Head;
+        if (atRate) made = (long)(rate * Time.GetElapsedTime(t.At).TotalSeconds / _shardCount);
+        return made > 0 ? (got, made, atRate) : null;
     }
 }

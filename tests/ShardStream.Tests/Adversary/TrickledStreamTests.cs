@@ -9,28 +9,40 @@ namespace ShardStream.Tests.Adversary;
 /// heartbeat timeouts (4 s here), so the withheld-shard check (9202) never fires, while its
 /// children fall ever further behind the head. Before the trickle check (9203) they stayed under it
 /// to the end, writing 8 KiB a second of a 160 KiB/s stream. Now a child more than the check's
-/// bound behind the head that got less than half of what the source made over that time cuts
+/// bound behind the head that got less than half of what the source made over that time (after
+/// the source's end: what it would have made at the rate it made the stream at) cuts
 /// the relay off, and every honest viewer writes the whole stream; no honest relay is made a leaf
 /// or loses an edge on the way (the liar's children's own children cut them too, as they starve).
 /// A relay that sends more than half (<see cref="Attacks.Share"/>) is not a trickle: its
 /// children cut it off by the lag bound (9204) once more than two trickle bounds behind and not
 /// gaining on the head, and are moved to another parent at once (9320); one that keeps them
 /// behind by less than that bound and then sends the full rate is cut by no check.
-/// Six tests of 40-124 s each, one after the other (a live source each): the class starts first,
+/// Seven tests of 19-124 s each, one after the other (a live source each): the class starts first,
 /// with the other long collections, or it is the project's tail (343-754 s of a 754 s run).
 /// </summary>
-[RunsLong(410)]
+[RunsLong(450)]
 public class TrickledStreamTests
 {
-    [Fact]
-    public async Task The_children_of_a_relay_that_trickles_the_stream_cut_it_off_and_write_the_whole_stream()
+    /// <remarks>
+    /// With a source of 8 s, shorter than the trickle bound (8.5 s here), the first cut comes after
+    /// the source ended (its window reaches back over the run), and every window after the
+    /// coordinator sends the children back to the liar (it still answers) starts after the end.
+    /// Before, the check compared what came with what the source made over the window, nothing
+    /// after the end, and judged no such window: the children never cut the liar again and took
+    /// 2 s a chunk for the rest of the stream (they wrote 1,066,656 of 1,410,720 bytes in the
+    /// wait; ci272: on a loaded machine the 40 s source ended before one child's second cut).
+    /// </remarks>
+    [Theory]
+    [InlineData(40)]
+    [InlineData(8)]
+    public async Task The_children_of_a_relay_that_trickles_the_stream_cut_it_off_and_write_the_whole_stream(int seconds)
     {
         await using var rig = await Rig.StartAsync(Attacks.Trickle(TimeSpan.FromSeconds(2)));
         var (overlay, log, relay, victims) = (rig.Overlay, rig.Log, rig.Relay, rig.Victims);
 
-        // 40 s of a live source at 160 KiB/s; a trickled child would take 800 s to write it.
-        await using (var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: 40, seed: 2))
-            await Overlay.WaitUntilAsync(() => source.Ended, "the source wrote its 40 s", TimeSpan.FromSeconds(120));
+        // A live source at 160 KiB/s (10 chunks a second); a trickled child takes 20 s to write each of its seconds.
+        await using (var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: seconds, seed: 2))
+            await Overlay.WaitUntilAsync(() => source.Ended, $"the source wrote its {seconds} s", TimeSpan.FromSeconds(120));
         long written = overlay.Written.Length;
         try
         {
