@@ -110,6 +110,8 @@ public sealed partial class Peer : Node, IPeerParents
         // its first join), so a coordinator of another stream refuses it before placing it. A node
         // older than 13 takes that for a malformed hello: then this join goes on without it.
         byte[]? stream = _options.MaxVersion >= Protocol.StreamCheckVersion ? (_options.Stream ?? _verifier?.Key)?.Bytes : null;
+        // The node that sent this join to address, if one did: named when address cannot be reached.
+        string? redirectedBy = null;
         for (int hop = 0; ; hop++)
         {
             if (hop > _options.MaxRedirects) throw new ConnectionFailedException($"gave up after {_options.MaxRedirects} redirects");
@@ -126,6 +128,12 @@ public sealed partial class Peer : Node, IPeerParents
                 // hello deadline passed) before this peer's loaded process saw the connect complete:
                 // it is there, so this is tried again like a join dropped before its welcome.
                 throw new JoinInterruptedException($"{address} reset the connection as it was made: {e.InnerException!.Message}", e);
+            }
+            catch (ConnectionFailedException e) when (redirectedBy is not null)
+            {
+                // Not the address the user gave: say where it came from (a dual-stack peer that
+                // reached the coordinator over IPv4 sends an IPv6-only joiner to that IPv4 address).
+                throw new ConnectionFailedException($"{e.Message} (where {redirectedBy} redirected the join)", e.InnerException ?? e);
             }
             bool reused = kept is not null;
             kept = null;
@@ -231,6 +239,7 @@ public sealed partial class Peer : Node, IPeerParents
                 PeerLog.Redirected(Log, address, next);
                 await link.DisposeAsync().ConfigureAwait(false);
                 if (string.IsNullOrEmpty(next)) throw new ProtocolException($"{address} sent a redirect without an address");
+                redirectedBy = address;
                 address = next;
                 continue;
             }
