@@ -58,8 +58,20 @@ internal sealed class Overlay : IAsyncDisposable
         await p.Run.WaitAsync(Deadline);
         var expected = Written.AsSpan((int)p.Peer.StartOffset);
         var got = p.Output.ToArray();
-        Assert.True(expected.SequenceEqual(got), $"peer {p.Peer.Id} (join offset {p.Peer.StartOffset}) wrote {got.Length} bytes, the source from there has {expected.Length}; first difference at {FirstDifference(expected, got)}");
+        Assert.True(expected.SequenceEqual(got), $"peer {p.Peer.Id} (join offset {p.Peer.StartOffset}) wrote {got.Length} bytes, the source from there has {expected.Length}; first difference at {FirstDifference(expected, got)}; {Skipped(expected, got)}; it counted {p.Peer.LostBytes} bytes lost");
         Assert.Equal(0, p.Peer.LostBytes);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="got"/> is <paramref name="expected"/> with one range cut out (a gap
+    /// taken: chunks skipped, every byte written the source's) or has bytes that are not the source's.
+    /// </summary>
+    private static string Skipped(ReadOnlySpan<byte> expected, ReadOnlySpan<byte> got)
+    {
+        int at = FirstDifference(expected, got);
+        int cut = expected.Length - got.Length;
+        if (cut > 0 && expected[(at + cut)..].SequenceEqual(got[at..])) return $"the rest is the source's from {at + cut} on: {cut} bytes skipped";
+        return "it is not the source with one range cut out: bytes that are not the source's";
     }
 
     private static int FirstDifference(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
