@@ -237,10 +237,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id), repair: false);
             NameControl(link, session, advertised);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
-            link.Send(welcome.Write);
+            var welcomeFrames = new List<byte[]>(3) { FrameWriting.ToArray(welcome.Write) };
             if (unreachable is not null)
-                link.Send(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write);
-            if (session.Version >= Protocol.StreamHeaderVersion) link.Send(source.SignedHeaderFrame(startSeq, mediaHeader));
+                welcomeFrames.Add(FrameWriting.ToArray(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write));
+            if (session.Version >= Protocol.StreamHeaderVersion) welcomeFrames.Add(source.SignedHeaderFrame(startSeq, mediaHeader));
+            session.SendWelcome(link, welcomeFrames);
             host.StartControl(link, session.Version, measureRtt: true);
             Subscribe(link, entries);
             placed = time.GetTimestamp();
@@ -459,7 +460,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session.Version = welcome.Version;
             tracker.RecordParents(session);
             NameControl(link, session, session.Address);
-            link.Send(welcome.Write);
+            session.SendWelcome(link, [FrameWriting.ToArray(welcome.Write)]);
             host.StartControl(link, session.Version, measureRtt: false);
             Subscribe(link, entries);
         }

@@ -275,7 +275,16 @@ internal sealed partial class Link : IAsyncDisposable
     /// <summary>Queues a control frame that was encoded already.</summary>
     public void Send(byte[] frame) => _connection.Send(frame);
 
-    /// <summary>Queues a control frame ahead of the chunks already queued (<see cref="FramedConnection.SendAhead"/>).</summary>
+    /// <summary>
+    /// Queues a control frame that was encoded already; <paramref name="beforeSend"/> runs as the
+    /// writer takes it (<see cref="FramedConnection.Send(byte[], Action{byte[], long, long})"/>).
+    /// </summary>
+    public void Send(byte[] frame, Action<byte[], long, long> beforeSend) => _connection.Send(frame, beforeSend);
+
+    /// <summary>Queues a control frame that was encoded already ahead of the chunks already queued (<see cref="FramedConnection.SendAhead(byte[])"/>).</summary>
+    public void SendAhead(byte[] frame) => _connection.SendAhead(frame);
+
+    /// <summary>Queues a control frame ahead of the chunks already queued (<see cref="FramedConnection.SendAhead(byte[])"/>).</summary>
     public void SendAhead(Action<IBufferWriter<byte>> write)
     {
         if (IsClosing) return;
