@@ -49,7 +49,8 @@ public sealed partial class Peer
     /// <summary>
     /// The chunks a second the source made the stream at, over the heads kept (up to
     /// <see cref="LagAfter"/>) when the head last moved and they spanned at least
-    /// <see cref="WithheldAfter"/>; 0 before (under <see cref="_headGate"/>).
+    /// <see cref="WithheldAfter"/>; 0 until then, and kept when the control link changes (under
+    /// <see cref="_headGate"/>).
     /// </summary>
     private double _madeRate;
 
@@ -84,9 +85,11 @@ public sealed partial class Peer
             if (link != _headsOf)
             {
                 // A new control link (a rejoin, maybe a new run): the old heads say nothing of it.
+                // The rate the source made the stream at is the stream's, not the link's: it is
+                // kept, or a window after the end on the new link would have nothing to be judged
+                // against (a parent could trickle the tail to a peer that joined again).
                 _heads.Clear();
                 _headsOf = link;
-                _madeRate = 0;
             }
             if (_heads.Count == MaxHeads) _heads.Dequeue();
             var chunks = new long[_shardCount];

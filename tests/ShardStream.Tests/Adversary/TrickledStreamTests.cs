@@ -57,6 +57,36 @@ public class TrickledStreamTests
         await rig.AssertHonestKeptAndIdenticalAsync();
     }
 
+    /// <summary>
+    /// The same trickle after the end of an 8 s source, with each of the liar's children's control
+    /// links cut as the source ends: they join the coordinator again in their place, under the
+    /// liar still, on a new control link. Before, a new control link forgot the rate the source
+    /// made the stream at, every window on it after the end had nothing to be judged against, and
+    /// the liar was never cut (the children took 2 s a chunk for the rest of the stream).
+    /// </summary>
+    [Fact]
+    public async Task Children_that_joined_the_coordinator_again_after_the_end_still_cut_a_relay_that_trickles_the_tail()
+    {
+        await using var rig = await Rig.StartAsync(Attacks.Trickle(TimeSpan.FromSeconds(2)));
+        var (overlay, log, relay, victims) = (rig.Overlay, rig.Log, rig.Relay, rig.Victims);
+        await using (var source = LiveSource.Start(overlay, rate: 160 * 1024, maxSeconds: 8, seed: 2))
+            await Overlay.WaitUntilAsync(() => source.Ended, "the source wrote its 8 s", TimeSpan.FromSeconds(120));
+        long written = overlay.Written.Length;
+        int rejoins = victims.Sum(v => v.Peer.Rejoins);
+        foreach (var v in victims) overlay.Network.Cut(v.Host, "coord");
+        await Overlay.WaitUntilAsync(() => victims.Sum(v => v.Peer.Rejoins) >= rejoins + victims.Count, "the liar's children join the coordinator again", TimeSpan.FromSeconds(60));
+        try
+        {
+            await Overlay.WaitUntilAsync(() => victims.All(v => v.Peer.StartOffset + v.Peer.BytesWritten >= written), "the liar's children write the whole stream", TimeSpan.FromSeconds(120));
+        }
+        catch (TimeoutException e)
+        {
+            throw new TimeoutException($"{e.Message}: they wrote {string.Join(", ", victims.Select(v => v.Peer.BytesWritten))} of {written}\n{rig.Said()}");
+        }
+        Assert.Contains(log.Lines, l => l.Id.Id == 9203 && l.Message.StartsWith($"parent {relay.Id} ", StringComparison.Ordinal));
+        await rig.AssertHonestKeptAndIdenticalAsync();
+    }
+
     [Fact]
     public async Task The_children_of_a_relay_that_sends_just_over_half_of_the_stream_are_moved_off_it_while_the_source_runs()
     {
