@@ -69,8 +69,8 @@ internal sealed class NodeHttpHost : IAsyncDisposable
             await app.DisposeAsync().ConfigureAwait(false);
             throw new IOException($"cannot listen for HTTP on {address}: {(e.InnerException is AddressInUseException ? "address already in use" : e.Message)}", e);
         }
-        // As bound: [::] (every address, IPv4 ones too) stays [::], as 0.0.0.0 stays 0.0.0.0; it
-        // was written 127.0.0.1, which reads as reachable from this machine only.
+        // As bound: [::] (every address, IPv4 ones too) stays [::], as 0.0.0.0 stays 0.0.0.0, not
+        // 127.0.0.1, which would read as reachable from this machine only.
         string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{address}";
         HttpLog.Listening(loggers.CreateLogger("http"), bound);
         return new NodeHttpHost(app, badRequests, bound);

@@ -56,10 +56,9 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// the peer joins again in its place for a report the Move answers (event 1418). Moves keep
     /// their order among themselves (the frames sent ahead do), and none passes the Welcome: one
     /// sent before the writer took the Welcome's last frame is held here until it has
-    /// (<see cref="SendWelcome"/>). Before 2026-12-07 a Move went ahead only once the peer had
-    /// reported Attached for its Welcome, and one sent before (the answer to a failed attach of
-    /// the Welcome, reported before that Attached) waited behind the whole join backlog: 3.7 MB on
-    /// a 125 kB/s link, past the report's 25 s wait (<c>MoveBeforeAttachedTests</c>).
+    /// (<see cref="SendWelcome"/>), not until the peer's first Attached: the answer to a failed
+    /// attach of the Welcome, reported before that Attached, would otherwise wait behind the whole
+    /// join backlog (3.7 MB on a 125 kB/s link, past the report's wait: <c>MoveBeforeAttachedTests</c>).
     /// </summary>
     public void SendMove(Move move)
     {

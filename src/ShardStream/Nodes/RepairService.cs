@@ -458,7 +458,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         {
             // Still listed; only the shards with no later move meanwhile (the plan may have found
             // room for some): a shard moved has its own Move, the others still need this one
-            // (skipped with it, they waited for the peer's rejoin for an unanswered report, 15 s).
+            // (without it, they would wait for the peer's rejoin for an unanswered report, 15 s).
             if (!tracker.Peers.TryGetValue(reporter.Id, out var current) || current != reporter) return;
             var still = again.Where(a => tracker.Planner.ParentOf(reporter.Id, a.Shard) == (int)a.ParentId).ToArray();
             if (still.Length == 0) return;
@@ -565,7 +565,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// attempt, or joiners that measured it), and no child of it in the plan but them reaches it
     /// now (its last heartbeat reported a round trip on its link to it: <see cref="PeerSession.Reaches"/>).
     /// A verdict is a peer's word, and two peer ids are cheap: two strangers under an honest relay
-    /// made it a leaf, moving its honest children. A child that is fed by it says otherwise, and
+    /// must not make it a leaf and move its honest children. A child that is fed by it says otherwise, and
     /// the relay keeps its place (event 809); the verdicts' edges are taken out all the same. A
     /// relay that accepts no attach has no such child. Called under the gate.
     /// </summary>
@@ -585,8 +585,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     /// Several peers (children, or joiners that measured it) could not connect to this peer: it
     /// relays nothing from now on, and is told why. Said (806) and told only once the
     /// <see cref="EvictionPolicy"/> demoted it: it may refuse (another demotion less than the
-    /// spacing ago, 905; no room for its children, 904), and the peer, still a relay, logged
-    /// "this peer relays nothing" (801).
+    /// spacing ago, 905; no room for its children, 904), and a relay told so while still serving
+    /// would log "this peer relays nothing" (801).
     /// </summary>
     public void DemoteUnreachable(PeerSession parent)
     {
