@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
 using ShardStream.Transport;
+using ShardStream.Wire;
 
 namespace ShardStream.Rtmp;
 
@@ -173,13 +174,19 @@ internal sealed partial class RtmpSession
     /// at once naming the --rtmp port, instead of taking the close for a loaded coordinator and
     /// retrying it for its rejoin time. One text line, so that curl or a log shows what answered.
     /// </summary>
-    internal static ReadOnlySpan<byte> NotRtmpLine => "RTMP server: not an RTMP handshake\r\n"u8;
+    internal static ReadOnlySpan<byte> NotRtmpLine => NotRtmpBytes;
+
+    /// <summary>
+    /// <see cref="NotRtmpLine"/>: it begins as <see cref="NotShardStreamException.ServiceOf"/>
+    /// recognises a node's RTMP server by.
+    /// </summary>
+    private static readonly byte[] NotRtmpBytes = System.Text.Encoding.ASCII.GetBytes($"{NotShardStreamException.RtmpServerPrefix} not an RTMP handshake\r\n");
 
     private async Task SayNotRtmpAsync(CancellationToken ct)
     {
         try
         {
-            await Output.WriteAsync(NotRtmpLine.ToArray(), ct).ConfigureAwait(false);
+            await Output.WriteAsync(NotRtmpBytes, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or ConnectionFailedException or ObjectDisposedException or InvalidOperationException)
         {

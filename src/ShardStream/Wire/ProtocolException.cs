@@ -45,12 +45,14 @@ public sealed class NotShardStreamException(string address, ForeignService servi
     /// <summary>What was read: the refused first frame and, when it was text, its first line.</summary>
     public string Detail { get; } = detail;
 
+    /// <summary>How a node's RTMP server begins its line to a client that is not RTMP (it says it with this).</summary>
+    public const string RtmpServerPrefix = "RTMP server:";
+
     /// <summary>The service whose first line is <paramref name="text"/> (null: no text).</summary>
     public static ForeignService ServiceOf(string? text) =>
         text is null ? ForeignService.Unknown
         : text.StartsWith("HTTP/1", StringComparison.Ordinal) ? ForeignService.Http
-        // RtmpSession.NotRtmpLine, the RTMP server's answer to a client that is not RTMP.
-        : text.StartsWith("RTMP server:", StringComparison.Ordinal) ? ForeignService.Rtmp
+        : text.StartsWith(RtmpServerPrefix, StringComparison.Ordinal) ? ForeignService.Rtmp
         : ForeignService.Unknown;
 
     /// <summary><paramref name="service"/> in words ("an HTTP server"); empty for an unknown one.</summary>
