@@ -123,6 +123,42 @@ public sealed class MultiHostTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A viewer on the coordinator's machine that joined it as <c>127.0.0.1:1234</c> with
+    /// <c>-l 0.0.0.0:1235</c> is listed by the coordinator at <c>127.0.0.1:1235</c>, the address its
+    /// connection came from. With the coordinator's upload taken by that viewer (<c>--upload 1</c>, one
+    /// child), viewers on other hosts are placed under it and must reach it at the address they
+    /// reached its machine at, not at their own loopback. (Before, each got "127.0.0.1:1235" as its
+    /// parent, connected to its own listener, was refused there ("the admission ticket is for node
+    /// 1, this is node 2") and moved back and forth until the coordinator took that edge out.)
+    /// </summary>
+    [Fact]
+    public async Task Viewers_on_other_hosts_reach_a_parent_the_coordinator_knows_by_loopback()
+    {
+        if (RequiresTool.Missing(output, NetnsHosts.Unavailable())) return;
+        await using var net = NetnsHosts.Create(3, output);
+        var source = RandomBytes(1024 * 1024, 13);
+        var origin = net.Hosts[0];
+        var coordinator = net.Start(origin, "coordinator", "-l", "0.0.0.0:1234", "--upload", "1");
+        await coordinator.WaitForListenAddressAsync(Generous);
+        var viewers = new List<(NetnsHost Host, CliProcess Cli)> { (origin, net.Start(origin, "peer", "-c", "127.0.0.1:1234", "-l", "0.0.0.0:1235")) };
+        await WaitForLineAsync(viewers[0].Cli, "joined as peer");
+        foreach (var host in net.Hosts.Skip(1))
+        {
+            viewers.Add((host, net.Start(host, "peer", "-c", $"{origin.Address}:1234", "-l", "0.0.0.0:1235")));
+            await WaitForLineAsync(viewers[^1].Cli, "joined as peer");
+        }
+        await StreamAsync(coordinator, viewers.Select(v => v.Cli).ToList(), source);
+
+        await AssertEveryViewerWroteTheSourceAsync(coordinator, viewers, source);
+        // The first viewer from another host is placed under the one on the coordinator's machine (the
+        // coordinator has room for one child) and reaches it there; nobody tries its own loopback.
+        Assert.Contains(viewers[1].Cli.StderrLines, l => l.Contains($"joined as peer 2 at offset 0; 1 shard(s): shard 0 from peer 1 {origin.Address}:1235", StringComparison.Ordinal));
+        foreach (var (host, cli) in viewers.Skip(1))
+            Assert.DoesNotContain(cli.StderrLines, l => l.Contains("127.0.0.1:1235", StringComparison.Ordinal));
+        Assert.DoesNotContain(coordinator.StderrLines, l => l.Contains("cannot connect to parent", StringComparison.Ordinal));
+    }
+
+    /// <summary>
     /// The same, with that viewer behind a NAT that forwards its port: it advertises the public
     /// address (<c>--advertise PUBLIC:1235</c>), and a viewer of another host that reached it at the
     /// private address the forward delivers to is sent on to the coordinator at the advertised host,

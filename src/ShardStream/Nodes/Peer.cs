@@ -186,6 +186,8 @@ public sealed partial class Peer : Node, IPeerParents
                     continue;
                 }
                 var (answer, landmarks) = answered;
+                if (answer.Shards is { } entries) answer = answer with { Shards = AsReached(link, entries) };
+                if (landmarks is { } named) landmarks = named with { Nodes = [.. named.Nodes.Select(n => n with { Address = AsReached(link, n.Address) })] };
                 if (landmarks is { } nodes)
                 {
                     // A latency-aware coordinator wants a coordinate first (Peer.Landmarks.cs): measure, and join again.
@@ -247,6 +249,30 @@ public sealed partial class Peer : Node, IPeerParents
             return;
         }
     }
+
+    /// <summary>
+    /// <paramref name="address"/>, a node that the node at the other end of <paramref name="link"/>
+    /// (the coordinator, or a peer that redirects) named, as this peer reaches it. The coordinator
+    /// lists a node that joined it over loopback with an unspecified listen address (a viewer on
+    /// the coordinator's machine: <c>-c 127.0.0.1:1234 -l 0.0.0.0:1235</c>) at the address its
+    /// connection came from, <c>127.0.0.1:1235</c>: from another machine that is this machine, and
+    /// the node is on the host this peer reached the coordinator's machine at
+    /// (<see cref="Endpoint.AsReachedFrom"/>, with that host). Unchanged when this peer is on that
+    /// machine itself (loopback reaches it, and may be all that does), or for any other address.
+    /// </summary>
+    private string AsReached(Link link, string address)
+    {
+        string reached = Endpoint.AsReachedFrom(address, link.RemoteAddress);
+        if (reached == address) return address;
+        _machineAddresses ??= [.. Endpoint.MachineAddresses(int.MaxValue)];
+        return _machineAddresses.Contains(Endpoint.HostOf(link.RemoteAddress)) ? address : reached;
+    }
+
+    private ShardAssignment[] AsReached(Link link, ShardAssignment[] entries) =>
+        [.. entries.Select(e => e.Kind == AssignmentKind.Redirect ? e with { Address = AsReached(link, e.Address) } : e)];
+
+    /// <summary>This machine's addresses, read once when first needed (<see cref="AsReached(Link, string)"/>).</summary>
+    private HashSet<string>? _machineAddresses;
 
     /// <summary>A node older than version 13 refused this peer's Join as malformed: it names its stream.</summary>
     private sealed class StreamNotReadException : Exception;
@@ -435,6 +461,7 @@ public sealed partial class Peer : Node, IPeerParents
                 if (link != _control) throw new InvalidDataException("a Move from a parent: only the coordinator's control link may carry one");
                 var moveReader = new SequenceReader<byte>(body);
                 if (!Move.TryRead(ref moveReader, out var move)) throw new ProtocolException("malformed move frame");
+                move = new Move(AsReached(link, move.Shards));
                 // Moves are applied one at a time, in the order the coordinator sent them: the last one wins.
                 _moves.Writer.TryWrite((move, link));
                 break;
