@@ -18,6 +18,17 @@ public sealed class CliStreamingTests
     public Task Twenty_peers_on_eight_striped_shards_write_the_exact_source_to_stdout() =>
         StreamThroughCliAsync(8, peers: 20, mib: 32, topologyArgs: ["--topology", "striped", "--upload", "1.25"], peerArgs: ["--upload", "1.25"]);
 
+    /// <summary>
+    /// The acceptance run's shape (K = 16 striped, 8 viewers, a finite source): as the viewers
+    /// finished and left one after another, the coordinator evicted the last ones for lack of
+    /// upload, and viewers that had logged "stream complete" were told "evicted: no upload
+    /// capacity is left in the overlay for this peer; join again later" (exit 0, the right bytes).
+    /// The helper checks that no viewer's stderr says "evicted" after a complete stream.
+    /// </summary>
+    [Fact]
+    public Task Eight_peers_on_sixteen_striped_shards_finish_without_an_eviction_warning() =>
+        StreamThroughCliAsync(16, peers: 8, mib: 16, topologyArgs: ["--topology", "striped", "--upload", "1.25"], peerArgs: ["--upload", "1.25"]);
+
     private static async Task StreamThroughCliAsync(int shards, int peers, int mib, string[] topologyArgs, string[]? peerArgs = null)
     {
         var source = new byte[mib * 1024 * 1024];
@@ -63,7 +74,10 @@ public sealed class CliStreamingTests
                 var (exit, sha) = await peer.WaitForExitAsync(Deadline);
                 Assert.True(exit == 0, $"peer exited with {exit}:\n{peer.Stderr}");
                 Assert.True(expected == sha, $"peer wrote {peer.StdoutBytes} bytes with sha256 {sha}, the source has {source.Length} bytes with {expected}:\n{peer.Stderr}");
+                // A complete stream evicts nobody: no viewer is told so after its "stream complete".
+                Assert.False(peer.Stderr.Contains("evicted", StringComparison.Ordinal), $"a peer that wrote the whole stream was told it was evicted:\n{peer.Stderr}\ncoordinator:\n{coordinator.Stderr}");
             }
+            Assert.False(coordinator.Stderr.Contains("is evicted", StringComparison.Ordinal), $"the coordinator evicted a peer of a complete stream:\n{coordinator.Stderr}");
         }
         finally
         {

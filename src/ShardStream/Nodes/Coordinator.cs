@@ -134,7 +134,15 @@ public sealed partial class Coordinator : Node, Admission.IHost
         CoordinatorLog.Streaming(Log);
         // The snapshot is taken under the gate that publishes the End: a peer's leave after the end
         // cannot be taken before it (taken after the gate was released, a fast peer's leave could).
-        var (seq, offset) = await _source.RunAsync(source, cancellationToken, () => OverlayAtSourceEnd = Snapshot()).ConfigureAwait(false);
+        // From then on no leave evicts anyone: the peers leave one after another as they finish,
+        // each taking its upload with it, and an orphan no peer has room for any more is served
+        // the rest of the stream (the tail, from the window) by this coordinator beyond its budget,
+        // not told "evicted: no upload capacity is left" when it has the whole stream or nearly.
+        var (seq, offset) = await _source.RunAsync(source, cancellationToken, () =>
+        {
+            _tracker.Planner.SourceTakesStranded = true;
+            OverlayAtSourceEnd = Snapshot();
+        }).ConfigureAwait(false);
         CoordinatorLog.SourceEnded(Log, offset, seq);
         await DrainPeersAsync(cancellationToken).ConfigureAwait(false);
         CoordinatorLog.Done(Log);

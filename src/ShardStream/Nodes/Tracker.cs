@@ -162,14 +162,15 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             if (Evicts(group))
             {
                 // The planner found no capacity left for this peer anywhere: it must rejoin later.
+                // Never after the end (Planner.SourceTakesStranded: the coordinator takes it).
                 Forget(moved);
+                // Its removal line, as every peer taken out has (its control link's end finds it
+                // gone and logs nothing), before what its removal causes: its parents told to drop
+                // it, its link closed with the reason, as a removal's line comes before its moves.
+                CoordinatorLog.PeerRemoved(log, moved.Id, "is evicted", "no upload capacity is left for it", 0);
                 DropFromParents(moved, "evicted: no upload capacity left for it");
                 ShardStreamMetrics.Evictions.Add(1);
                 moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(log, $"peer {moved.Id}: evicting");
-                // Its removal line, as every peer taken out has: its control link's end finds it
-                // gone and logs nothing. One that said it finished (after the end) loses nothing.
-                CoordinatorLog.PeerRemoved(log, moved.Id, "is evicted",
-                    moved.Control.ReceivedGoodbye == GoodbyeCode.Normal ? "no upload capacity is left for it; it had finished the stream" : "no upload capacity is left for it", 0);
                 continue;
             }
             var entries = new List<ShardAssignment>();

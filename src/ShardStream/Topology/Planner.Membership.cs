@@ -135,7 +135,8 @@ public sealed partial class Planner
     /// <returns>
     /// Every (peer, shard, new parent) change, already applied, one per (peer, shard). A
     /// <see cref="Reattachment.NewParent"/> of <see cref="None"/> means no capacity was left for
-    /// that peer: the planner removed it (and its subtree) and it has to join again.
+    /// that peer: the planner removed it (and its subtree) and it has to join again (never once
+    /// <see cref="SourceTakesStranded"/> is set).
     /// </returns>
     /// <exception cref="ArgumentException">The source is in <paramref name="peers"/>.</exception>
     public IReadOnlyList<Reattachment> Leave(IReadOnlyCollection<int> peers)
@@ -200,6 +201,11 @@ public sealed partial class Planner
             else if (stranded.Count > 0)
             {
                 LendToStranded(stranded);
+            }
+
+            if (SourceTakesStranded)
+            {
+                SourceTakes(stranded);
             }
 
             dead = CollectStranded(stranded, seen);
@@ -329,6 +335,41 @@ public sealed partial class Planner
 
         stranded.Clear();
         stranded.AddRange(left);
+    }
+
+    /// <summary>
+    /// Once true, a leave evicts nobody: an orphan no node has room for (after fostering or
+    /// lending) is taken by the source, with its subtree, beyond the source's budget, which grows
+    /// by one per such orphan. The coordinator sets it when its source has ended: from then on it
+    /// sends only the tail of the stream from its window, to peers that lack it, and at the end
+    /// peers leave one after another as they finish, each departure taking its upload with it, so
+    /// that the last ones found no room and were evicted although they had the stream or nearly.
+    /// </summary>
+    public bool SourceTakesStranded { get; set; }
+
+    /// <summary>
+    /// <see cref="SourceTakesStranded"/>: every orphan of <paramref name="stranded"/> (codes
+    /// node * K + shard) still without a parent is attached to the source, one unit of the
+    /// source's budget and cap in that shard more each; the list is emptied.
+    /// </summary>
+    private void SourceTakes(List<int> stranded)
+    {
+        foreach (var code in stranded)
+        {
+            var node = code / ShardCount;
+            var shard = code % ShardCount;
+            if (!_forest.IsAlive(node) || _forest.Parent(node, shard) != None)
+            {
+                continue;
+            }
+
+            _forest.SetBudget(Source, _forest.Budget(Source) + 1);
+            SetCap(Source, shard, _forest.Cap(Source, shard) + 1);
+            _forest.Attach(node, Source, shard);
+            _moves.Add(new Reattachment(node, shard, Source));
+        }
+
+        stranded.Clear();
     }
 
     /// <summary>A shard other than <paramref name="shard"/> where <paramref name="node"/> has a unit of its budget unused, or <see cref="None"/>.</summary>

@@ -75,4 +75,44 @@ public class PlannerNoEvictionTests
             PlanAssert.Consistent(planner);
         }
     }
+
+    /// <summary>
+    /// Once the source has ended (the coordinator sets <see cref="Planner.SourceTakesStranded"/>)
+    /// no leave evicts anyone, in the plans that do evict otherwise: striped with fewer peers than
+    /// shards (K = 16, 8 peers, budgets 1.25x or K+1), as the peers leave one after another as
+    /// they finish. An orphan no peer has room for is the source's, beyond its budget, which says
+    /// so (the plan stays consistent: nobody over its budget). Without the flag some of the same
+    /// sequences evict (checked last), as the end of an acceptance run did.
+    /// </summary>
+    [Theory]
+    [InlineData(20)]
+    [InlineData(17)]
+    public void After_the_end_leaves_one_after_another_evict_nobody_in_a_striped_plan_with_fewer_peers_than_shards(int budget)
+    {
+        const int k = 16, peers = 8;
+        int evictingSequences = 0;
+        for (int seed = 0; seed < 200; seed++)
+        {
+            foreach (bool ended in new[] { false, true })
+            {
+                var random = new Random(seed);
+                var planner = new Planner(new PlannerOptions(k, TopologyKind.Striped, budget));
+                for (int i = 0; i < peers; i++) planner.Join(budget);
+                planner.SourceTakesStranded = ended;
+                var log = new List<string>();
+                bool evicted = false;
+                while (planner.PeerCount > 0)
+                {
+                    int gone = planner.Peers.OrderBy(_ => random.Next()).First();
+                    log.Add($"leave {gone}");
+                    var lost = planner.Leave([gone]).Where(m => m.NewParent == Planner.None).Select(m => m.Peer).Distinct().ToList();
+                    evicted |= lost.Count > 0;
+                    if (ended) Assert.True(lost.Count == 0, $"seed {seed}, budget {budget}: {string.Join("; ", log)}: evicted {string.Join(",", lost)}");
+                    PlanAssert.Consistent(planner);
+                }
+                if (!ended && evicted) evictingSequences++;
+            }
+        }
+        Assert.True(evictingSequences > 0, "no leave sequence evicted without the flag: the test shows nothing");
+    }
 }
