@@ -405,11 +405,11 @@ public sealed class VirtualNetwork
             _server = server;
             _toServer = new Direction(network, client, server);
             _toClient = new Direction(network, server, client);
-            ClientEnd = new End(this, new DuplexPipe(_toClient.Receiver.Reader, _toServer.Writer), client, server, network._time);
+            ClientEnd = new End(this, new DuplexPipe(new ReadCountingReader(_toClient), _toServer.Writer), client, server, network._time);
             // The listening side gets the path's RTT as a kernel would measure it from the
             // handshake: exactly what the network puts on the path, whatever the timers do. Asked
             // of the network when first read, not here: a test's latency model may count its calls.
-            ServerEnd = new End(this, new DuplexPipe(_toServer.Receiver.Reader, _toClient.Writer), server, client, network._time)
+            ServerEnd = new End(this, new DuplexPipe(new ReadCountingReader(_toServer), _toClient.Writer), server, client, network._time)
             {
                 Handshake = !network.HandshakeRtts || network._synAckDroppers.ContainsKey(client.Name) ? null
                     : network._relayedHandshakes.TryGetValue(client.Name, out var relayed) ? () => relayed
@@ -486,6 +486,11 @@ public sealed class VirtualNetwork
             public Pipe Sender { get; }
 
             public Pipe Receiver { get; }
+
+            /// <summary>Bytes the pump has handed to <see cref="Receiver"/> so far (the receiving side's to read).</summary>
+            public long Handed => Interlocked.Read(ref _handed);
+
+            private long _handed;
 
             /// <summary>The sender's side: <see cref="Sender"/>'s writer, each flush noted.</summary>
             public PipeWriter Writer { get; }
@@ -569,6 +574,8 @@ public sealed class VirtualNetwork
                         bool waitedForRoom = false;
                         foreach (var segment in handed)
                         {
+                            // Counted before the write shows them to the reader, so that a reader never saw more than was counted.
+                            Interlocked.Add(ref _handed, segment.Length);
                             var writing = Receiver.Writer.WriteAsync(segment, _reset.Token);
                             waitedForRoom |= !writing.IsCompleted;
                             var flushed = await writing.ConfigureAwait(false);
@@ -646,8 +653,65 @@ public sealed class VirtualNetwork
             }
         }
 
+        /// <summary>
+        /// The receiving side's reader of one direction, counting the bytes it was shown: those the
+        /// pump handed over beyond them arrived and wait unread, as bytes in a TCP socket's receive
+        /// buffer (<see cref="IConnection.HasUnreadInput"/>).
+        /// </summary>
+        private sealed class ReadCountingReader(Direction direction) : PipeReader
+        {
+            private readonly PipeReader _inner = direction.Receiver.Reader;
+            private ReadOnlySequence<byte> _last;
+            private long _consumed;
+            private long _shown;
+
+            /// <summary>True when bytes were handed to this side that no read has shown yet.</summary>
+            public bool HasUnread => direction.Handed > Interlocked.Read(ref _shown);
+
+            public override bool TryRead(out ReadResult result)
+            {
+                if (!_inner.TryRead(out result)) return false;
+                Shown(result);
+                return true;
+            }
+
+            public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+            {
+                var result = await _inner.ReadAsync(cancellationToken).ConfigureAwait(false);
+                Shown(result);
+                return result;
+            }
+
+            private void Shown(in ReadResult result)
+            {
+                _last = result.Buffer;
+                Interlocked.Exchange(ref _shown, _consumed + result.Buffer.Length);
+            }
+
+            public override void AdvanceTo(SequencePosition consumed)
+            {
+                _consumed += _last.Slice(0, consumed).Length;
+                _inner.AdvanceTo(consumed);
+            }
+
+            public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+            {
+                _consumed += _last.Slice(0, consumed).Length;
+                _inner.AdvanceTo(consumed, examined);
+            }
+
+            public override void CancelPendingRead() => _inner.CancelPendingRead();
+
+            public override void Complete(Exception? exception = null) => _inner.Complete(exception);
+
+            public override ValueTask CompleteAsync(Exception? exception = null) => _inner.CompleteAsync(exception);
+        }
+
         private sealed class End(VirtualLink link, IDuplexPipe pipe, VirtualHost local, VirtualHost remote, TimeProvider time) : IConnection
         {
+            /// <summary>Bytes from the other side arrived and wait unread (as in a TCP socket's receive buffer).</summary>
+            public bool HasUnreadInput => Pipe.Input is ReadCountingReader { HasUnread: true };
+
             /// <summary>
             /// Held while a send copies into <c>Output</c> and while <c>Output</c> is completed. A
             /// send copies without the pipe's lock; completing the pipe's writer after an abort (its

@@ -105,6 +105,8 @@ public sealed class TamperingTransport(ITransport inner, FrameRewriter rewrite) 
 
         public string RemoteAddress => _inner.RemoteAddress;
 
+        public bool HasUnreadInput => _inner.HasUnreadInput;
+
         public TimeSpan? HandshakeRtt => _inner.HandshakeRtt;
 
         public bool MeasuresHandshake => _inner.MeasuresHandshake;

@@ -151,7 +151,10 @@ public class TrickledStreamTests
     /// 2 s) and from then on sends them the stream's full rate 12 s late
     /// (<see cref="Attacks.LagThenFullRate"/>) is cut by no check: nothing cuts a parent for being
     /// behind alone, only for not making a lag over the bound up. Its children stay under it, that
-    /// far behind, and write every byte of the source.
+    /// far behind, and write every byte of the source. Judged every tick by the trickle check (12 s
+    /// is past its bound, 8.5 s here), a child needs half of what the source made over the window;
+    /// ci273 (load about 100) cut the liar once as a trickle while the in-process network said no
+    /// byte waited unread at a child whose read loop ran behind (<see cref="Nodes.LateReaderTests"/>).
     /// </summary>
     [Fact]
     public async Task The_children_of_a_relay_that_keeps_them_behind_by_less_than_the_lag_bound_stay_under_it_and_lose_no_byte()
