@@ -202,6 +202,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
                 host.RefuseAsync(link, GoodbyeCode.Refused, late, warn: true).Observe(log, $"{link.Name}: refusing");
                 return default;
             }
+            // A first join with the token of a listed peer: tried again after its Welcome was lost, or not the peer's latest.
+            if (hello.Shards.Length == 0 && tracker.SessionOf(hello.PeerId) is { } earlier)
+            {
+                ForgetCandidatesSent(hello.PeerId);
+                if (earlier.Control.AcceptedAt <= link.AcceptedAt && WelcomeAgain(link, hello, earlier, advertised)) return (earlier, false);
+                RefuseListedToken(link, hello, earlier);
+                return default;
+            }
             int id;
             JoinCheck joinCheck;
             try
@@ -223,12 +231,15 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)id, (byte)k, (ulong)startSeq, (ulong)startOffset, tracker.WithTickets(id, entries), Proof(hello, id), signer.RunId);
             source.WelcomedAtHead();
             // What it will hold: from its join point, or, joining again, from the earliest chunk it resumes at.
-            session = new PeerSession(id, advertised, link) { Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted };
+            session = new PeerSession(id, advertised, link)
+            {
+                Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted,
+                FirstWelcome = resume is null ? new FirstWelcome(startSeq, startOffset, mediaHeader, unreachable) : null,
+            };
             joinCheck.Log(log, id);
-            tracker.Peers[id] = session;
+            tracker.List(session);
             if (probeOutcome.Rtt is { } probeRtt) probe.Record(advertised, id, probeRtt);
             tracker.RecordParents(session);
-            tracker.PeersChanged();
             demote = NoteUnreachableReports(id, hello);
             NoteUnmeasured(session, hello);
             ShardStreamMetrics.Joins.Add(1);
@@ -237,11 +248,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id), repair: false);
             NameControl(link, session, advertised);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
-            var welcomeFrames = new List<byte[]>(3) { FrameWriting.ToArray(welcome.Write) };
-            if (unreachable is not null)
-                welcomeFrames.Add(FrameWriting.ToArray(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it").Write));
-            if (session.Version >= Protocol.StreamHeaderVersion) welcomeFrames.Add(source.SignedHeaderFrame(startSeq, mediaHeader));
-            session.SendWelcome(link, welcomeFrames);
+            session.SendWelcome(link, WelcomeFrames(welcome, advertised, startSeq, mediaHeader, unreachable));
             host.StartControl(link, session.Version, measureRtt: true);
             Subscribe(link, entries);
             placed = time.GetTimestamp();
@@ -256,6 +263,73 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         CoordinatorLog.PeerJoined(log, session.Id, session.Address, welcome.StartOffset, budget,
             string.Join(", ", welcome.Shards.Select(e => $"shard {e.Shard} from {(e.Kind == AssignmentKind.Served ? "coordinator" : $"peer {e.ParentId}")}")));
         return (session, false);
+    }
+
+    /// <summary>
+    /// A placement Welcome's frames: the Welcome, the Notice(Leaf) of a joiner the coordinator could
+    /// not connect to, and the signed stream header of its join point. Under the gate.
+    /// </summary>
+    private List<byte[]> WelcomeFrames(Welcome welcome, string address, long startSeq, Media.MediaHeader? header, string? unreachable)
+    {
+        var frames = new List<byte[]>(3) { FrameWriting.ToArray(welcome.Write) };
+        if (unreachable is not null)
+            frames.Add(FrameWriting.ToArray(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {address} ({unreachable}), so no peer is placed under it").Write));
+        if (welcome.Version >= Protocol.StreamHeaderVersion) frames.Add(source.SignedHeaderFrame(startSeq, header));
+        return frames;
+    }
+
+    /// <summary>
+    /// A first join of a joiner placed already (its join token's session, <paramref name="session"/>),
+    /// from a connection made after that session's control link: the peer got no Welcome there (it
+    /// broke after the coordinator placed it, or the peer stopped waiting for it) and joins again
+    /// as new. While the peer has sent nothing on that link (a joiner sends nothing before its
+    /// Welcome) and it has not said it attached, it is the same peer, and this Join takes the
+    /// session's place at once: the Welcome is sent again on the new connection (its id, its place
+    /// in the plan as it is now, its join point and stream header, its leaf notice), the old link
+    /// is closed, and nobody placed under it meanwhile is moved. Placed anew instead, it was a
+    /// second session beside a ghost that stayed listed (in the plan, counted, children under it)
+    /// for the rejoin grace. False when the session has been heard from, or is not in the plan (it
+    /// is being taken out): then this Join is refused (<see cref="RefuseListedToken"/>). Under the gate.
+    /// </summary>
+    private bool WelcomeAgain(Link link, Hello hello, PeerSession session, string advertised)
+    {
+        var old = session.Control;
+        if (session.Attached || old.ReadFrame || session.FirstWelcome is not { } first || !tracker.Planner.Contains(session.Id)) return false;
+        var entries = tracker.Assignments(session.Id, first.StartSeq, null);
+        var welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)first.StartSeq, (ulong)first.StartOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
+        session.Control = link;
+        session.Version = welcome.Version;
+        tracker.RecordParents(session);
+        NameControl(link, session, session.Address);
+        session.SendWelcome(link, WelcomeFrames(welcome, session.Address, first.StartSeq, first.Header, first.Unreachable));
+        host.StartControl(link, session.Version, measureRtt: true);
+        Subscribe(link, entries);
+        RejoinLog.WelcomedAgain(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}");
+        old.Abort($"peer {session.Id} joined again on a new connection before it read its Welcome");
+        // Children that reported it lost while its link was silent were left to its failure: answered now.
+        repair.OnRejoinedInPlace(session);
+        return true;
+    }
+
+    /// <summary>
+    /// A first join (no resume points) with the join token of listed peer <paramref name="session"/>
+    /// that does not take its place (<see cref="WelcomeAgain"/>) is refused, so that a token is
+    /// one listed session and a rejoin in place finds the peer's own. Either it is older than the
+    /// connection that placed the peer (the peer gave up on it and joined again there; answered
+    /// late, it would have placed a ghost of the peer), or the peer has read its Welcome (it
+    /// joins again with resume points from then on): the Join is someone else's with that token.
+    /// Under the gate.
+    /// </summary>
+    private void RefuseListedToken(Link link, Hello hello, PeerSession session)
+    {
+        if (session.Control.AcceptedAt > link.AcceptedAt)
+        {
+            RejoinLog.StaleJoin(log, link.Name, session.Id);
+            host.RefuseAsync(link, GoodbyeCode.Refused, $"this join token placed peer {session.Id} on a later connection", warn: false).Observe(log, $"{link.Name}: refusing");
+            return;
+        }
+        host.RefuseAsync(link, GoodbyeCode.Refused,
+            $"join token {hello.PeerId:x} is listed peer {session.Id}'s, which read its Welcome: that peer joins again with its next chunks, and a new joiner draws a token of its own", warn: true).Observe(log, $"{link.Name}: refusing");
     }
 
     /// <summary>
@@ -446,9 +520,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         {
             // The run is over (the drain stopped waiting for it): RefusalOf refuses it instead.
             if (host.Finished || ResumeSeqs(hello) is not { } resume) return null;
-            session = null;
-            foreach (var p in tracker.Peers.Values)
-                if (p.Token == hello.PeerId) session = p;
+            session = tracker.SessionOf(hello.PeerId);
             if (session is null || !tracker.Planner.Contains(session.Id)) return null;
             old = session.Control;
             var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
@@ -658,6 +730,14 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1401, EventName = "RejoinedInPlace", Level = LogLevel.Information,
         Message = "peer {Id} ({Address}) joined again on a new connection (its old one {Old}): same id and place in the overlay{From}")]
     public static partial void InPlace(ILogger logger, int id, string address, string old, string from);
+
+    [LoggerMessage(EventId = 1405, EventName = "WelcomedAgain", Level = LogLevel.Information,
+        Message = "peer {Id} ({Address}) joined again as new on a new connection before it read its Welcome (its old one {Old}): its Welcome sent again, same id and place in the overlay{From}")]
+    public static partial void WelcomedAgain(ILogger logger, int id, string address, string old, string from);
+
+    [LoggerMessage(EventId = 1406, EventName = "StaleJoinRefused", Level = LogLevel.Debug,
+        Message = "{Link}: a join older than the connection its join token placed peer {Id} on (the joiner gave up on it): refused")]
+    public static partial void StaleJoin(ILogger logger, string link, int id);
 
     [LoggerMessage(EventId = 1402, EventName = "WaitingForRejoin", Level = LogLevel.Information,
         Message = "peer {Id}: control link broken on its side ({Reason}); keeping its place for {Seconds:0} s for it to join again; it relays {Edges} shard-stream(s) to children in the plan")]

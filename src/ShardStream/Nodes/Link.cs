@@ -210,6 +210,15 @@ internal sealed partial class Link : IAsyncDisposable
     private volatile bool _heardSinceStart;
 
     /// <summary>
+    /// True once the read loop read a frame of any type, a heartbeat included (a read that only
+    /// found the connection closed is none). A joiner sends nothing on its control link before it
+    /// has read its Welcome: until then, the coordinator knows it did not (Admission's Welcome sent again).
+    /// </summary>
+    public bool ReadFrame => Volatile.Read(ref _frameRead);
+
+    private bool _frameRead;
+
+    /// <summary>
     /// Starts the read loop (frames go to <paramref name="handler"/>) and the writer.
     /// <paramref name="onViolation"/> runs on the read loop, before the link starts closing, when
     /// the other side sent what cuts it off: a frame header or a frame that breaks the protocol
@@ -225,9 +234,11 @@ internal sealed partial class Link : IAsyncDisposable
         Volatile.Write(ref _started, true);
         _connection.Start((type, body) =>
         {
+            if (!_frameRead) _frameRead = true;
             if (!OnRttFrame(type, body)) handler(this, type, body);
         }, body =>
         {
+            if (!_frameRead) _frameRead = true;
             OnHeartbeatCoordinate(body);
             OnHeartbeat(body);
         }, OnReceived, onViolation is null ? null : () => onViolation(this));

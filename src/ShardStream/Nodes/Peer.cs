@@ -370,6 +370,9 @@ public sealed partial class Peer : Node, IPeerParents
 
     private protected override ulong JoinToken => _joinToken;
 
+    /// <summary>This peer's join token, for tests that join with it from elsewhere.</summary>
+    internal ulong Token => _joinToken;
+
     /// <summary>What other peers are told of where this one listens, in words for its start-up log line.</summary>
     private string ToldOthers()
     {

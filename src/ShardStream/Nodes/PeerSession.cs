@@ -309,6 +309,13 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The token of its Join (0: none): a Join with the same one is this peer again.</summary>
     public ulong Token { get; init; }
 
+    /// <summary>
+    /// Where its first Welcome started it, with the media header and the leaf notice sent with it,
+    /// for that Welcome sent again when it was lost (Admission's WelcomeAgain); null for a peer
+    /// placed with resume points (a rejoin as a new peer).
+    /// </summary>
+    public FirstWelcome? FirstWelcome { get; init; }
+
     /// <summary>How many parents this peer has accused of lying.</summary>
     public int Accusations { get; set; }
 
@@ -436,3 +443,10 @@ internal sealed class PeerSession(int id, string address, Link control)
 
 /// <summary>The coordinator's side of a peer's control link: the peer's session.</summary>
 internal sealed record ControlRole(PeerSession Session) : LinkRole;
+
+/// <summary>
+/// What a joiner's first Welcome said besides its place: the join point (<paramref name="StartSeq"/>,
+/// <paramref name="StartOffset"/>), the media header its StreamHeader carried (null: none), and
+/// why it was placed as a leaf (the reason of its Notice(Leaf); null: it was not).
+/// </summary>
+internal sealed record FirstWelcome(long StartSeq, long StartOffset, Media.MediaHeader? Header, string? Unreachable);

@@ -26,8 +26,27 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     /// <summary>The plan. Under the gate.</summary>
     public Planner Planner { get; } = CreatePlanner(options);
 
-    /// <summary>Every listed peer's session, by id. Under the gate.</summary>
+    /// <summary>Every listed peer's session, by id. Under the gate; a session is listed by <see cref="List"/>.</summary>
     public Dictionary<int, PeerSession> Peers { get; } = [];
+
+    /// <summary>
+    /// The session each join token placed last, of those listed (tokens 0, of joiners older than
+    /// version 4, are not kept). Under the gate. A walk over <see cref="Peers"/> that kept the last
+    /// match found whichever its order put last: after a first join tried again (its Welcome lost)
+    /// two sessions had the token, and a later rejoin in place could take the ghost's id.
+    /// </summary>
+    private readonly Dictionary<ulong, PeerSession> _byToken = [];
+
+    /// <summary>Lists a placed peer's session. Under the gate.</summary>
+    public void List(PeerSession session)
+    {
+        Peers[session.Id] = session;
+        if (session.Token != 0) _byToken[session.Token] = session;
+        PeersChanged();
+    }
+
+    /// <summary>The listed session <paramref name="token"/> placed last (<see cref="List"/>); null for none, or for token 0. Under the gate.</summary>
+    public PeerSession? SessionOf(ulong token) => token != 0 && _byToken.TryGetValue(token, out var session) ? session : null;
 
     /// <summary>How often quiet control links heartbeat, chosen from the number of peers (<see cref="PeersChanged"/>). Under the gate.</summary>
     public ControlHeartbeats ControlHeartbeats { get; } = new(options);
@@ -73,6 +92,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
     public bool Forget(PeerSession session)
     {
         if (!Peers.Remove(session.Id)) return false;
+        if (session.Token != 0 && _byToken.TryGetValue(session.Token, out var last) && last == session) _byToken.Remove(session.Token);
         if (session.Attached) _attachedPeers--;
         forgotten(session);
         PeersChanged();

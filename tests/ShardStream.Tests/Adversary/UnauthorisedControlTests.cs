@@ -253,7 +253,8 @@ public class UnauthorisedControlTests
         Assert.False(log.Has(LogLevel.Information, broken), string.Join("\n", log.Lines.Where(l => l.Category is "coordinator" or "connection").Select(l => l.Message)));
     }
 
-    private static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)
+    /// <summary>Sends <paramref name="hello"/> to <paramref name="address"/> from host "stranger" and reads the answer's first frame (a Goodbye's reason with it).</summary>
+    internal static async Task<(FrameType Type, string Reason)> AskAsync(Overlay overlay, string address, Hello hello, bool keepOpen = false)
     {
         var connection = await overlay.Network.Host("stranger").ConnectAsync(address, CancellationToken.None);
         hello.Write(connection.Pipe.Output);

@@ -219,7 +219,8 @@ public sealed class FirstJoinTests
         }
     }
 
-    private static async Task PumpAsync(PipeReader from, PipeWriter to)
+    /// <summary>Copies <paramref name="from"/> into <paramref name="to"/> until either side ends.</summary>
+    internal static async Task PumpAsync(PipeReader from, PipeWriter to)
     {
         try
         {
