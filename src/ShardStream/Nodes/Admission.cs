@@ -524,6 +524,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (session is null || !tracker.Planner.Contains(session.Id)) return null;
             old = session.Control;
             var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
+            // A fill a Move allowed may have broken off with the old link, asked or not: the peer asks it again on this one.
+            foreach (var e in entries)
+                if (e.Kind == AssignmentKind.Redirect && tracker.Peers.TryGetValue((int)e.ParentId, out var parent) && parent.HeldFrom > resume[e.Shard])
+                    session.AllowFill(e.Shard, parent.HeldFrom);
             // The stream's head: a peer checks it against its own position (same run, not a restart).
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)source.NextSeq, (ulong)source.NextOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
             source.WelcomedAtHead();

@@ -20,11 +20,17 @@ public sealed partial class Peer
     /// coordinator allows a fill only to the session its Move was sent to, and a rejoin may have
     /// replaced that link (and session) since the Move was taken in.
     /// </summary>
-    private async Task FillBeforeAttachAsync(Link control, IEnumerable<byte> shards, ulong parentId, ulong heldFrom, long[] generations)
+    /// <returns>
+    /// The shards still behind when <paramref name="control"/> closed before the fill was done
+    /// (empty otherwise): they are not to be attached to the new parent, which would serve them
+    /// from <paramref name="heldFrom"/> on and leave a gap the coordinator still holds. They wait
+    /// for a rejoin in place, which asks the fill again on the new control link (<see cref="TakePendingFill"/>).
+    /// </returns>
+    private async Task<byte[]> FillBeforeAttachAsync(Link control, IEnumerable<byte> shards, ulong parentId, ulong heldFrom, long[] generations)
     {
-        if (parentId == CoordinatorRole.ParentId || heldFrom == 0 || _version < Protocol.FillVersion) return;
+        if (parentId == CoordinatorRole.ParentId || heldFrom == 0 || _version < Protocol.FillVersion) return [];
         var behind = Current(shards.Select(s => new ShardStart(s, (ulong)_reassembler!.NextSeqOf(s))).Where(s => s.FromSeq < heldFrom).ToArray(), generations);
-        if (behind.Length == 0) return;
+        if (behind.Length == 0) return [];
         string names = string.Join(",", behind.Select(s => $"{s.Shard}@{s.FromSeq}"));
         RepairLog.FillBeforeMove(Log, names, parentId, heldFrom);
         List<(Link Old, byte[] Shards)> released;
@@ -32,28 +38,46 @@ public sealed partial class Peer
         {
             released = behind.Select(s => (s.Shard, Old: _parentOfShard.GetValueOrDefault(s.Shard))).Where(x => x.Old is not null && x.Old != control)
                 .GroupBy(x => x.Old!).Select(g => (g.Key, g.Select(x => x.Shard).ToArray())).ToList();
-            foreach (var s in behind) SetParent(s.Shard, control);
+            // Noted with the parent it takes: a rejoin in place can take its Welcome in before this wait sees the link closed.
+            foreach (var s in behind)
+            {
+                SetParent(s.Shard, control);
+                _pendingFills[s.Shard] = (parentId, heldFrom, control);
+            }
         }
         foreach (var (old, moved) in released) ReleaseOldParent(old, moved);
-        control.Send(new Fill(behind, heldFrom).Write);
+        try
+        {
+            control.Send(new Fill(behind, heldFrom).Write);
+            return await WaitForFillAsync(control, behind, names, parentId, heldFrom, generations).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Done or given up (a broken-off fill stays noted for the rejoin): no longer this wait's.
+            lock (_gate)
+                foreach (var s in behind)
+                    if (_pendingFills.TryGetValue(s.Shard, out var p) && p.Control == control && !control.IsClosing) _pendingFills.Remove(s.Shard);
+        }
+    }
 
+    /// <summary>Waits for the fill of <paramref name="behind"/> (see <see cref="FillBeforeAttachAsync"/>).</summary>
+    private async Task<byte[]> WaitForFillAsync(Link control, ShardStart[] behind, string names, ulong parentId, ulong heldFrom, long[] generations)
+    {
         // Until every shard has reached the new parent's first chunk; a fill that stops (the
-        // coordinator's window no longer reaches back, the link broke) ends the wait after a heartbeat timeout.
+        // coordinator's window no longer reaches back) ends the wait after a heartbeat timeout.
         long lastMove = Time.GetTimestamp();
         long progress = -1;
-        while (!Stopping.IsCancellationRequested && !control.IsClosing && !_reassembler!.IsComplete)
+        while (!Stopping.IsCancellationRequested && !_reassembler!.IsComplete)
         {
-            var still = Current(behind, generations);
-            if (still.Length == 0) return;
-            long sum = 0;
-            bool done = true;
-            foreach (var s in still)
+            var still = Current(behind, generations).Where(s => _reassembler.NextSeqOf(s.Shard) < (long)heldFrom).ToArray();
+            if (still.Length == 0) return [];
+            if (control.IsClosing)
             {
-                long next = _reassembler.NextSeqOf(s.Shard);
-                sum += next;
-                if (next < (long)heldFrom) done = false;
+                // The rest of the fill went with the link; the coordinator still holds it.
+                RepairLog.FillBrokenOff(Log, string.Join(",", still.Select(s => s.Shard)), heldFrom, still.Min(s => _reassembler.NextSeqOf(s.Shard)), parentId);
+                return still.Select(s => s.Shard).ToArray();
             }
-            if (done) return;
+            long sum = still.Sum(s => _reassembler.NextSeqOf(s.Shard));
             if (sum != progress)
             {
                 progress = sum;
@@ -62,7 +86,7 @@ public sealed partial class Peer
             else if (Time.GetElapsedTime(lastMove) > _options.HeartbeatTimeout)
             {
                 RepairLog.FillStalled(Log, names, heldFrom, still.Min(s => _reassembler.NextSeqOf(s.Shard)), _options.HeartbeatTimeout.TotalSeconds, parentId);
-                return;
+                return [];
             }
             try
             {
@@ -70,8 +94,37 @@ public sealed partial class Peer
             }
             catch (OperationCanceledException)
             {
-                return;
+                return [];
             }
+        }
+        return [];
+    }
+
+    /// <summary>Shards waiting for a fill (or whose fill broke off with its control link), with the parent it is for, that parent's first chunk and the control link it was asked on (under the gate).</summary>
+    private readonly Dictionary<byte, (ulong ParentId, ulong HeldFrom, Link Control)> _pendingFills = [];
+
+    /// <summary>
+    /// The fill that broke off for shards of <paramref name="entries"/> (a rejoin's Welcome, all
+    /// under one parent) when that parent is the one the fill was for: the shards and the
+    /// parent's first chunk (null when none). Each shard's pending fill is taken once.
+    /// </summary>
+    private (byte[] Shards, ulong HeldFrom)? TakePendingFill(IEnumerable<ShardAssignment> entries)
+    {
+        lock (_gate)
+        {
+            var taken = entries.Where(e => _pendingFills.TryGetValue(e.Shard, out var p) && p.ParentId == e.ParentId).Select(e => (e.Shard, _pendingFills[e.Shard].HeldFrom)).ToList();
+            foreach (var (shard, _) in taken) _pendingFills.Remove(shard);
+            return taken.Count == 0 ? null : (taken.Select(t => t.Shard).ToArray(), taken.Max(t => t.HeldFrom));
+        }
+    }
+
+    /// <summary>Forgets the fills that broke off for <paramref name="shards"/> (a later Move, or a rejoin that is not in place, says where they go now).</summary>
+    private void ForgetPendingFills(IEnumerable<byte>? shards = null)
+    {
+        lock (_gate)
+        {
+            if (shards is null) _pendingFills.Clear();
+            else foreach (byte shard in shards) _pendingFills.Remove(shard);
         }
     }
 }

@@ -164,11 +164,13 @@ public sealed partial class Peer
     private async Task MoveAsync(Move move, Link from, long[] generations)
     {
         if (_leaving || _reassembler!.IsComplete) return;
+        ForgetPendingFills(move.Shards.Select(e => e.Shard));
         await Task.WhenAll(move.Shards.GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
             // A new parent that holds the shards only from a later chunk: the chunks before it come from the coordinator first (Peer.Fill.cs).
-            await FillBeforeAttachAsync(from, group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
-            var starts = group.Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
+            var brokenOff = await FillBeforeAttachAsync(from, group.Select(e => e.Shard), group.Key.ParentId, group.Max(e => e.FromSeq), generations).ConfigureAwait(false);
+            var starts = group.Where(e => !brokenOff.Contains(e.Shard)).Select(e => new ShardStart(e.Shard, (ulong)_reassembler!.NextSeqOf(e.Shard))).ToArray();
+            if (starts.Length == 0) return;
             // Named as the join line names it, at the address AttachAsync connects to: a Move gives
             // the coordinator's listen address, which may be 0.0.0.0 ("to peer 0 (0.0.0.0:1234)" before).
             PeerLog.Moving(Log, string.Join(",", starts.Select(s => $"{s.Shard}@{s.FromSeq}")),

@@ -346,10 +346,16 @@ public sealed partial class Peer : Node, IPeerParents
         // Every parent at once: one that does not answer delays only its own shards. A move that
         // arrives meanwhile wins over the welcome's plan. A peer that joins again in its place
         // keeps the parents it still has.
+        // A fill that broke off with the old control link goes on on this one when the peer keeps its place (the same session, which the coordinator allows it again).
+        if (how != Rejoin.InPlace) ForgetPendingFills();
         await Task.WhenAll(welcome.Shards.Where(e => e.Kind == AssignmentKind.Redirect && !(how == Rejoin.InPlace && HasParent(e))).GroupBy(e => (e.Address, e.ParentId)).Select(async group =>
         {
+            byte[] brokenOff = [];
+            if (how == Rejoin.InPlace && TakePendingFill(group) is { } pending)
+                brokenOff = await FillBeforeAttachAsync(control, pending.Shards, group.Key.ParentId, pending.HeldFrom, generations).ConfigureAwait(false);
             // A peer that joins again asks for each shard from its own next chunk.
-            var starts = group.Select(e => new ShardStart(e.Shard, how is Rejoin.InPlace or Rejoin.Resume ? (ulong)_reassembler!.NextSeqOf(e.Shard) : welcome.StartSeq)).ToArray();
+            var starts = group.Where(e => !brokenOff.Contains(e.Shard)).Select(e => new ShardStart(e.Shard, how is Rejoin.InPlace or Rejoin.Resume ? (ulong)_reassembler!.NextSeqOf(e.Shard) : welcome.StartSeq)).ToArray();
+            if (starts.Length == 0) return;
             try
             {
                 await AttachAsync(group.Key.Address, group.Key.ParentId, starts, group.First().Ticket, cancellationToken, generations).ConfigureAwait(false);

@@ -46,7 +46,24 @@ public sealed class LateParentTests
         // The test kills the frozen relay at the end.
         var (overlay, relay, lagging) = await StartChainAsync(4, 1, o => o with { RejoinGrace = TimeSpan.FromSeconds(1) });
         await using var disposing = overlay;
+        await MoveUnderStrongJoinerAsync(overlay, relay, lagging);
 
+        // The frozen relay dies.
+        overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != relay.Id), "the coordinator has dropped the dead relay");
+        await StreamAsync(overlay, 4, 50_000, 4);
+        await overlay.EndAsync();
+
+        foreach (var p in overlay.Peers.Where(p => p.Peer != relay)) await overlay.AssertIdenticalAsync(p);
+    }
+
+    /// <summary>
+    /// The lagging peer's relay freezes while the stream goes on, until a joiner would start after
+    /// the lagging peer's position (200,000); then a strong joiner takes the relay's place and the
+    /// lagging peer is moved under it (a fill from the coordinator first). Returns the joiner.
+    /// </summary>
+    private static async Task<Peer> MoveUnderStrongJoinerAsync(Overlay overlay, Peer relay, Peer lagging)
+    {
         // Its relay freezes: the lagging peer stops at 200,000 while the stream goes on, a live
         // source of a part every 100 ms, until a joiner would start after its position (once the
         // chunks there are older than the coordinator's join backlog, 2 s).
@@ -72,14 +89,54 @@ public sealed class LateParentTests
         var strong = await overlay.AddPeerAsync(upload: 4);
         Assert.True(strong.StartOffset > position, $"the joiner starts at {strong.StartOffset}, after the lagging peer's position {position}");
         Assert.Equal(strong.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
+        return strong;
+    }
 
-        // The frozen relay dies.
+    /// <summary>
+    /// The lagging peer's control link breaks while it waits for the coordinator's fill (the path
+    /// between them stands still from the Move on, and then the link is reset): the fill is lost
+    /// with the link, which the peer makes again in its place. The coordinator still holds every
+    /// chunk the fill was to bring.
+    /// </summary>
+    [Fact]
+    public async Task A_fill_broken_off_with_the_control_link_loses_no_byte_the_coordinator_holds()
+    {
+        var log = new LogCapture();
+        var (overlay, relay, lagging) = await StartChainAsync(4, 21, o => o with { RejoinGrace = TimeSpan.FromSeconds(30) }, log.Factory);
+        await using var disposing = overlay;
+        string host = overlay.PeerById(lagging.Id).Host;
+        int relayId = relay.Id;
+        int frozen = 0;
+        lagging.MoveTaken = () =>
+        {
+            if (Interlocked.Exchange(ref frozen, 1) == 0) overlay.Network.Freeze(host, "coord");
+            return Task.CompletedTask;
+        };
+        await MoveUnderStrongJoinerAsync(overlay, relay, lagging);
+        // The fill is asked (the coordinator is the shard's parent meanwhile), and stands still on the path.
+        await Overlay.WaitUntilAsync(() => lagging.ParentIds()[0] is not (-1) && lagging.ParentIds()[0] != relayId, "the lagging peer asked the coordinator for the fill");
+        int parentDuringFill = lagging.ParentIds()[0];
+        overlay.Network.Cut(host, "coord");
+        overlay.Network.Thaw(host, "coord");
+        await Overlay.WaitUntilAsync(() => lagging.Rejoins == 1, "the lagging peer joined again after its control link broke");
+
         overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
         await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != relay.Id), "the coordinator has dropped the dead relay");
-        await StreamAsync(overlay, 4, 50_000, 4);
+        await StreamAsync(overlay, 4, 50_000, 22);
         await overlay.EndAsync();
 
-        foreach (var p in overlay.Peers.Where(p => p.Peer != relay)) await overlay.AssertIdenticalAsync(p);
+        Assert.Equal(0, parentDuringFill);
+        foreach (var p in overlay.Peers.Where(p => p.Peer != relay))
+        {
+            try
+            {
+                await overlay.AssertIdenticalAsync(p);
+            }
+            catch (Exception e) when (e is not TimeoutException)
+            {
+                throw new Xunit.Sdk.XunitException($"{e.Message}\n{string.Join("\n", log.Lines.Where(l => l.Level >= LogLevel.Information).Select(l => $"{l.Category}: {l.Message}"))}");
+            }
+        }
     }
 
     [Fact]
