@@ -190,6 +190,9 @@ internal sealed class FailureDetector
         }
     }
 
+    /// <summary>The least silence at which the other side may be taken for dead (<see cref="FailureDetectorOptions.MinSilence"/>, as rescaled).</summary>
+    public TimeSpan Floor => _options.MinSilence;
+
     /// <summary>φ of the current silence: -log10 of the chance that a living other side is silent that long.</summary>
     public double Phi() => Phi(Silence);
 

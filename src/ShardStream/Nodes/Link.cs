@@ -172,6 +172,18 @@ internal sealed partial class Link : IAsyncDisposable
     public bool SeemsDead => Volatile.Read(ref _started) && !IsClosing && _detector.IsDead(LenientUntilHeard && !_heardSinceStart, out _) && !_connection.HasUnreadInput;
 
     /// <summary>
+    /// For the stall rule (<see cref="Node.SeemsStalled"/>): started, open, and silent for at least
+    /// <see cref="SilentAtOnceShare"/> of its floor (the heartbeat timeout, 3 s of 5 by default),
+    /// nothing waiting unread. Links that went quiet in the same moment reach the floor up to a
+    /// heartbeat interval and a tick apart (their last heartbeats were that far apart); at 3 s a
+    /// link has missed two heartbeats.
+    /// </summary>
+    public bool SilentAtOnce => Volatile.Read(ref _started) && !IsClosing && _detector.Silence >= _detector.Floor * SilentAtOnceShare && !_connection.HasUnreadInput;
+
+    /// <summary>The share of its floor a link must have been silent to count as silent at once with a link that seems dead.</summary>
+    internal const double SilentAtOnceShare = 0.6;
+
+    /// <summary>
     /// True when the failure detector's φ is over its threshold and nothing waits unread, whatever
     /// the silence's length: for a decision that other evidence backs (a child lost this peer).
     /// </summary>

@@ -219,18 +219,29 @@ public abstract partial class Node : IAsyncDisposable
     private bool _stalled;
 
     /// <summary>
-    /// The stall rule: <paramref name="silent"/> links that seem dead at once are this node's own
-    /// stall rather than their peers' failures when they are at least <see cref="MinLinksForStall"/>
-    /// and at least half of the started, open links among <paramref name="links"/> (counted into
-    /// <paramref name="count"/>). A connection still waiting for its hello, or kept between a
-    /// joiner's landmark rounds, has not started: only a started link can seem dead, so counting
-    /// those too kept a coordinator in a join storm (up to 1,024 of them) from ever seeing its own stall.
+    /// The stall rule, asked when a link seems dead: the started, open links among
+    /// <paramref name="links"/> (counted into <paramref name="count"/>) that are silent at once
+    /// (<see cref="Link.SilentAtOnce"/>: dead, or nearly; counted into <paramref name="silent"/>)
+    /// are this node's own stall rather than their peers' failures when they are at least
+    /// <see cref="MinLinksForStall"/> and at least half of them. Links that went quiet together do
+    /// not all seem dead in one tick: each comes due when its own silence reaches the floor, and
+    /// their last arrivals were up to a heartbeat interval apart, so counting only the links dead in
+    /// the tick found 2 of 6 in each of three ticks and closed them all (a coordinator whose host
+    /// was cut off, <c>PartitionNetnsTests</c>). A connection still waiting for its hello, or kept
+    /// between a joiner's landmark rounds, has not started: only a started link can seem dead, so
+    /// counting those too kept a coordinator in a join storm (up to 1,024 of them) from ever seeing
+    /// its own stall.
     /// </summary>
-    internal static bool SeemsStalled(int silent, IEnumerable<Link> links, out int count)
+    internal static bool SeemsStalled(IEnumerable<Link> links, out int silent, out int count)
     {
         count = 0;
+        silent = 0;
         foreach (var link in links)
-            if (link.IsStarted && !link.IsClosing) count++;
+        {
+            if (!link.IsStarted || link.IsClosing) continue;
+            count++;
+            if (link.SilentAtOnce) silent++;
+        }
         return silent >= MinLinksForStall && silent * 2 >= count;
     }
     private bool _probePending;
@@ -298,12 +309,17 @@ public abstract partial class Node : IAsyncDisposable
                 // Many peers rarely fail in the same moment; a node that stalled (a starved
                 // process, its own network) sees all its links fall silent together. Then only
                 // the longest silence closes a link; one silent link among live ones closes as usual.
-                // A link not due is not silent enough to count (its detector cannot say dead yet).
-                int silent = 0;
+                // Asked only when a link due now seems dead; then every link is looked at, as those
+                // that went quiet with it come due a tick or two later (Link.SilentAtOnce).
+                bool anyDead = false;
                 foreach (var (_, link) in due)
-                    if (link.SeemsDead) silent++;
-                int count = 0;
-                bool stalled = silent >= MinLinksForStall && SeemsStalled(silent, _links.Select(static l => l.Key), out count);
+                    if (link.SeemsDead)
+                    {
+                        anyDead = true;
+                        break;
+                    }
+                int silent = 0, count = 0;
+                bool stalled = anyDead && SeemsStalled(_links.Select(static l => l.Key), out silent, out count);
                 if (stalled && !_stalled) FailureDetectorLog.MostLinksSilent(Log, silent, count, NodeOptionsBase.LinkOptions.FailureDetector.MaxSilence.TotalSeconds);
                 _stalled = stalled;
                 foreach (var (slot, link) in due)
