@@ -156,6 +156,25 @@ internal sealed class NetnsHosts : IAsyncDisposable
         return hidden;
     }
 
+    /// <summary>
+    /// Cuts <paramref name="host"/> off the network, as a cable pulled: its <c>eth0</c> down, inside
+    /// its namespace. The kernel drops the routes through that link with it (the host's route to
+    /// the others too), so <see cref="Reconnect"/> puts it back.
+    /// </summary>
+    public void Disconnect(NetnsHost host)
+    {
+        Ip("-n", host.Namespace, "link", "set", "eth0", "down");
+        _output.WriteLine($"netns: h{host.Index} cut off (eth0 down)");
+    }
+
+    /// <summary>Undoes <see cref="Disconnect"/>: <c>eth0</c> up again and the host's route to the others back.</summary>
+    public void Reconnect(NetnsHost host)
+    {
+        Ip("-n", host.Namespace, "link", "set", "eth0", "up");
+        Ip("-n", host.Namespace, "route", "replace", $"10.{_network}.0.0/16", "via", host.Gateway);
+        _output.WriteLine($"netns: h{host.Index} connected again (eth0 up, its route back)");
+    }
+
     /// <summary>Runs <c>ip ARGS</c>; throws with its stderr when it fails.</summary>
     public void Ip(params string[] args)
     {

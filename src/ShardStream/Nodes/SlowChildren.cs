@@ -16,7 +16,12 @@ namespace ShardStream.Nodes;
 /// again and again, and once it took as much as was queued in one of them it is confirmed only
 /// when short by more than one send. No verdict is given on a tick that came late (this node
 /// itself was held up, so its children's queues say nothing about them), and a suspicion does
-/// not span one. A slow child is reported once
+/// not span one. Nor is one given about a child whose link is silent (nothing heard from it for
+/// <see cref="SilentHeartbeats"/> heartbeat intervals): a child whose download is below the
+/// stream rate still sends its heartbeats, while a path that carries nothing either way (its host
+/// cut off, or this node's) is the failure detector's to judge; neither a suspicion nor a finding
+/// spans the silence, and once the child is heard again it counts as behind only since then. A
+/// slow child is reported once
 /// (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to); if it is still
 /// slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is <see cref="Verdict.Stop"/>,
 /// with its measured download and the rate queued for it.
@@ -24,6 +29,12 @@ namespace ShardStream.Nodes;
 internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan tick, TimeProvider time)
 {
     private readonly Dictionary<Link, Watch> _watches = [];
+
+    /// <summary>
+    /// A child's link silent for this many of its heartbeat intervals gets no verdict: the other
+    /// side sends at least a heartbeat every interval, whatever its download.
+    /// </summary>
+    internal const int SilentHeartbeats = 2;
 
     /// <summary>The longest window a slow finding's figures are measured over (the watch's age, if shorter).</summary>
     internal static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(5);
@@ -101,8 +112,10 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
             if (!_watches.TryGetValue(link, out var watch)) _watches[link] = watch = new Watch();
             long queued = link.ChunkBytesQueued, sent = link.ChunkBytesSent;
             var age = link.QueueAge;
-            if (Judge(watch, now, late, age, queued, sent, link.ChunkBytesPerSend) is not { } judged) continue;
-            findings.Add(new Finding(link, judged.Verdict, age, judged.DownloadMbps, judged.StreamMbps, judged.Window));
+            // Nothing heard from the child (and nothing waiting unread: this node is not merely slow to read).
+            bool silent = link.Silence >= link.HeartbeatInterval * SilentHeartbeats && !link.HasUnreadInput;
+            if (Judge(watch, now, late, age, queued, sent, link.ChunkBytesPerSend, silent) is not { } judged) continue;
+            findings.Add(new Finding(link, judged.Verdict, judged.QueueAge, judged.DownloadMbps, judged.StreamMbps, judged.Window));
             if (judged.Verdict == Verdict.Stop) _watches.Remove(link);
         }
         return findings;
@@ -114,9 +127,11 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     /// added to its <paramref name="watch"/>: the verdict, with its figures, or null for none.
     /// <paramref name="late"/>: this node was held up (no verdict). <paramref name="perSend"/>: about
     /// the chunk bytes one send hands over (<see cref="Link.ChunkBytesPerSend"/>), the step in
-    /// which <paramref name="sent"/> moves.
+    /// which <paramref name="sent"/> moves. <paramref name="silent"/>: nothing was heard from the
+    /// child for <see cref="SilentHeartbeats"/> heartbeat intervals (no verdict, and it is behind
+    /// only from when it is heard again: the verdict's queue age counts from then).
     /// </summary>
-    internal (Verdict Verdict, double DownloadMbps, double StreamMbps, TimeSpan Window)? Judge(Watch watch, long now, bool late, TimeSpan age, long queued, long sent, long perSend)
+    internal (Verdict Verdict, double DownloadMbps, double StreamMbps, TimeSpan Window, TimeSpan QueueAge)? Judge(Watch watch, long now, bool late, TimeSpan age, long queued, long sent, long perSend, bool silent = false)
     {
         var sample = new Sample(now, queued, sent);
         watch.Samples.Enqueue(sample);
@@ -124,6 +139,26 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         // shrunk), and samples up to RateWindow old (the window the figures are measured over).
         var keep = slowAge > RateWindow ? slowAge : RateWindow;
         while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= keep) watch.Samples.Dequeue();
+        if (silent)
+        {
+            // Its path carries nothing either way: the child's host cut off, or this node's (seen:
+            // a coordinator whose host was cut off for 15 s found the three peers it serves slow,
+            // and stopped one as too slow that had received the whole stream's rate). What its
+            // queue does meanwhile says nothing about its download; the failure detector judges
+            // the silence. Nothing found before it is carried over it.
+            watch.Suspect = null;
+            watch.SlowSince = null;
+            watch.QuietAt = now;
+            return null;
+        }
+        // Heard again after a silence: behind only since then (its oldest chunk was queued while
+        // nothing could cross), until its queue holds nothing that old.
+        if (watch.QuietAt is { } quiet)
+        {
+            var heard = time.GetElapsedTime(quiet, now);
+            if (age > heard) age = heard;
+            else watch.QuietAt = null;
+        }
         var then = watch.Samples.LastOrDefault(x => time.GetElapsedTime(x.At, now) >= slowAge, watch.Samples.Peek());
         bool slow = age > slowAge && time.GetElapsedTime(then.At, now) >= slowAge && sample.Sent - then.Sent < sample.Queued - then.Queued;
         if (!slow)
@@ -175,12 +210,12 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
             if (time.GetElapsedTime(from.At, now) < time.GetElapsedTime(then.At, now)) from = then;
             var span = time.GetElapsedTime(from.At, now);
             double window = span.TotalSeconds;
-            return (Verdict.Slow, (sample.Sent - from.Sent) * 8 / window / 1e6, (sample.Queued - from.Queued) * 8 / window / 1e6, span);
+            return (Verdict.Slow, (sample.Sent - from.Sent) * 8 / window / 1e6, (sample.Queued - from.Queued) * 8 / window / 1e6, span, age);
         }
         var elapsed = time.GetElapsedTime(since.At, now);
         if (elapsed < grace) return null;
         double seconds = elapsed.TotalSeconds;
-        return (Verdict.Stop, (sample.Sent - since.Sent) * 8 / seconds / 1e6, (sample.Queued - since.Queued) * 8 / seconds / 1e6, elapsed);
+        return (Verdict.Stop, (sample.Sent - since.Sent) * 8 / seconds / 1e6, (sample.Queued - since.Queued) * 8 / seconds / 1e6, elapsed, age);
     }
 
     internal readonly record struct Sample(long At, long Queued, long Sent);
@@ -198,6 +233,9 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
 
         /// <summary>The suspect took as much as was queued since <see cref="Suspect"/> at some check (then it must be short by more than one send).</summary>
         public bool SuspectCaughtUp { get; set; }
+
+        /// <summary>The last check at which its link was silent, while its queue still holds chunks queued before then; null otherwise.</summary>
+        public long? QuietAt { get; set; }
     }
 }
 

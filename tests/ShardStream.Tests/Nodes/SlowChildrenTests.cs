@@ -19,12 +19,15 @@ public sealed class SlowChildrenTests
     /// transport (at most what was queued), <see cref="Rate"/> queued; the queue's age is its backlog in seconds of stream.
     /// Returns the tick of each verdict. <paramref name="late"/>: ticks on which the parent was held up.
     /// </summary>
-    private List<(int Tick, SlowChildren.Verdict Verdict)> Run(int ticks, Func<int, long> sentPerTick, params int[] late)
+    private List<(int Tick, SlowChildren.Verdict Verdict)> Run(int ticks, Func<int, long> sentPerTick, params int[] late) => Run(ticks, sentPerTick, _ => false, late).Select(v => (v.Tick, v.Verdict)).ToList();
+
+    /// <summary>As above; <paramref name="silent"/>(tick): nothing heard from the child for two heartbeat intervals then. With each verdict's queue age.</summary>
+    private List<(int Tick, SlowChildren.Verdict Verdict, TimeSpan QueueAge)> Run(int ticks, Func<int, long> sentPerTick, Func<int, bool> silent, params int[] late)
     {
         var options = new CoordinatorOptions();
         var slow = new SlowChildren(options.SlowChildAge, options.SlowChildGrace, Tick, _time);
         var watch = new SlowChildren.Watch();
-        var verdicts = new List<(int, SlowChildren.Verdict)>();
+        var verdicts = new List<(int, SlowChildren.Verdict, TimeSpan)>();
         long queued = 0, sent = 0;
         for (int t = 0; t < ticks; t++)
         {
@@ -32,7 +35,7 @@ public sealed class SlowChildrenTests
             queued += Rate;
             sent = Math.Min(queued, sent + sentPerTick(t));
             var age = TimeSpan.FromSeconds((double)(queued - sent) / Rate);
-            if (slow.Judge(watch, _time.GetTimestamp(), late.Contains(t), age, queued, sent, PerSend) is { } judged) verdicts.Add((t, judged.Verdict));
+            if (slow.Judge(watch, _time.GetTimestamp(), late.Contains(t), age, queued, sent, PerSend, silent(t)) is { } judged) verdicts.Add((t, judged.Verdict, judged.QueueAge));
         }
         return verdicts;
     }
@@ -73,6 +76,43 @@ public sealed class SlowChildrenTests
         var verdicts = Run(30, t => t % 2 == 0 ? 128 * 1024 : 272 * 1024, late: 8);
         Assert.NotEmpty(verdicts);
         Assert.Equal((10, SlowChildren.Verdict.Slow), verdicts[0]);
+    }
+
+    /// <summary>
+    /// A child whose path carries nothing either way for 15 s (ticks 5 to 19: its host cut off, or
+    /// this node's), silent from two ticks in, then back and draining its backlog at twice the
+    /// stream rate. Across network namespaces a coordinator whose host was cut off found the peers
+    /// it serves slow 2-3 s in and stopped one as too slow 8 s later, a healthy viewer (it had
+    /// received the whole stream's rate). Before: found slow at tick 7 (judged with no regard to the
+    /// silence) and stopped at tick 12; now no verdict, nor once it is heard again.
+    /// </summary>
+    [Fact]
+    public void A_child_whose_link_is_silent_is_not_found_slow_during_the_silence_nor_for_its_backlog_after()
+    {
+        var verdicts = Run(40, t => t is >= 5 and < 20 ? 0 : 2 * Rate, t => t is >= 7 and < 20);
+        Assert.Empty(verdicts);
+    }
+
+    /// <summary>
+    /// The same silence, but the child comes back slow (half the stream rate): found slow as any
+    /// slow child, counted from when it was heard again, not from the silence. Its queue age in
+    /// the verdicts is the time since it was heard again (the coordinator stops a leaf only once it
+    /// has been behind for the grace), not the 15 s its oldest chunk waited across the silence.
+    /// </summary>
+    [Fact]
+    public void A_child_heard_again_after_a_silence_that_stays_behind_is_found_slow_from_then_on()
+    {
+        var verdicts = Run(40, t => t switch { < 5 => Rate, < 20 => 0, _ => Rate / 2 }, t => t is >= 7 and < 20);
+        Assert.NotEmpty(verdicts);
+        var (first, verdict, age) = verdicts[0];
+        Assert.Equal(SlowChildren.Verdict.Slow, verdict);
+        // Slow once its queue, counted from tick 20, is older than SlowChildAge and then confirmed.
+        Assert.InRange(first, 21, 24);
+        Assert.True(age <= TimeSpan.FromSeconds(first - 19), $"its queue age at the finding was {age.TotalSeconds:0.0} s, {first - 19} s after it was heard again");
+        var stop = verdicts.FirstOrDefault(v => v.Verdict == SlowChildren.Verdict.Stop);
+        Assert.Equal(SlowChildren.Verdict.Stop, stop.Verdict);
+        Assert.Equal(first + (int)new CoordinatorOptions().SlowChildGrace.TotalSeconds, stop.Tick);
+        Assert.True(stop.QueueAge >= new CoordinatorOptions().SlowChildGrace, $"its queue age at the stop was {stop.QueueAge.TotalSeconds:0.0} s");
     }
 
     /// <summary>
