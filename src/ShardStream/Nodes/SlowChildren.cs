@@ -20,7 +20,10 @@ namespace ShardStream.Nodes;
 /// <see cref="SilentHeartbeats"/> heartbeat intervals): a child whose download is below the
 /// stream rate still sends its heartbeats, while a path that carries nothing either way (its host
 /// cut off, or this node's) is the failure detector's to judge; neither a suspicion nor a finding
-/// spans the silence, and once the child is heard again it counts as behind only since then. A
+/// spans the silence, and once the child is heard again it counts as behind only since then. One
+/// silence is excused so per <see cref="SilenceExcusedEvery"/>: the child decides what it sends,
+/// and one that withheld its heartbeats for two intervals every few seconds would otherwise wipe
+/// every finding before its stop came. A
 /// slow child is reported once
 /// (<see cref="Verdict.Slow"/>: the owner demotes it or asks the coordinator to); if it is still
 /// slow <see cref="NodeOptions.SlowChildGrace"/> later, the verdict is <see cref="Verdict.Stop"/>,
@@ -35,6 +38,13 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     /// side sends at least a heartbeat every interval, whatever its download.
     /// </summary>
     internal const int SilentHeartbeats = 2;
+
+    /// <summary>
+    /// A silence that begins less than this after the last excused one began is judged as any
+    /// tick: a cut of a path is rare, a child that goes quiet on purpose to keep its parent's
+    /// queue growing does it again and again.
+    /// </summary>
+    internal static readonly TimeSpan SilenceExcusedEvery = TimeSpan.FromSeconds(60);
 
     /// <summary>The longest window a slow finding's figures are measured over (the watch's age, if shorter).</summary>
     internal static readonly TimeSpan RateWindow = TimeSpan.FromSeconds(5);
@@ -139,6 +149,14 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         // shrunk), and samples up to RateWindow old (the window the figures are measured over).
         var keep = slowAge > RateWindow ? slowAge : RateWindow;
         while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= keep) watch.Samples.Dequeue();
+        // The same silence goes on, or a new one, excused if the last excused one began long enough ago.
+        silent = silent && (watch.InSilence || watch.ExcusedAt is not { } excused || time.GetElapsedTime(excused, now) >= SilenceExcusedEvery);
+        if (!silent) watch.InSilence = false;
+        else if (!watch.InSilence)
+        {
+            watch.InSilence = true;
+            watch.ExcusedAt = now;
+        }
         if (silent)
         {
             // Its path carries nothing either way: the child's host cut off, or this node's (seen:
@@ -236,6 +254,12 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
 
         /// <summary>The last check at which its link was silent, while its queue still holds chunks queued before then; null otherwise.</summary>
         public long? QuietAt { get; set; }
+
+        /// <summary>The previous check was of an excused silence (<see cref="SilenceExcusedEvery"/>).</summary>
+        public bool InSilence { get; set; }
+
+        /// <summary>When the last excused silence began; null if none was.</summary>
+        public long? ExcusedAt { get; set; }
     }
 }
 

@@ -94,6 +94,22 @@ public sealed class SlowChildrenTests
     }
 
     /// <summary>
+    /// A child that takes half the stream rate and withholds its heartbeats so that its link is
+    /// silent one tick in four (a stranger that makes its parent's queue grow on purpose): one
+    /// silence is excused, the next ones are judged as any tick, and it is found slow and stopped.
+    /// Before, each silence wiped the finding and it was never stopped (a read-only review of
+    /// 33e08f4), holding its parent's queue until the 64 MiB bound.
+    /// </summary>
+    [Fact]
+    public void A_slow_child_that_goes_silent_again_and_again_is_still_stopped()
+    {
+        var verdicts = Run(60, _ => Rate / 2, t => t % 4 == 3);
+        Assert.Contains(verdicts, v => v.Verdict == SlowChildren.Verdict.Slow);
+        Assert.Contains(verdicts, v => v.Verdict == SlowChildren.Verdict.Stop);
+        Assert.True(verdicts.First(v => v.Verdict == SlowChildren.Verdict.Stop).Tick < 30, $"stopped at {string.Join(", ", verdicts)}");
+    }
+
+    /// <summary>
     /// The same silence, but the child comes back slow (half the stream rate): found slow as any
     /// slow child, counted from when it was heard again, not from the silence. Its queue age in
     /// the verdicts is the time since it was heard again (the coordinator stops a leaf only once it
