@@ -176,9 +176,11 @@ internal sealed partial class Link : IAsyncDisposable
     /// <see cref="SilentAtOnceShare"/> of its floor (the heartbeat timeout, 3 s of 5 by default),
     /// nothing waiting unread. Links that went quiet in the same moment reach the floor up to a
     /// heartbeat interval and a tick apart (their last heartbeats were that far apart); at 3 s a
-    /// link has missed two heartbeats.
+    /// link has missed two heartbeats. Not a placed joiner not heard from yet
+    /// (<see cref="LenientUntilHeard"/>): it may be quiet until the ceiling, as for <see cref="SeemsDead"/>.
     /// </summary>
-    public bool SilentAtOnce => Volatile.Read(ref _started) && !IsClosing && _detector.Silence >= _detector.Floor * SilentAtOnceShare && !_connection.HasUnreadInput;
+    public bool SilentAtOnce => Volatile.Read(ref _started) && !IsClosing && !(LenientUntilHeard && !_heardSinceStart)
+        && _detector.Silence >= _detector.Floor * SilentAtOnceShare && !_connection.HasUnreadInput;
 
     /// <summary>The share of its floor a link must have been silent to count as silent at once with a link that seems dead.</summary>
     internal const double SilentAtOnceShare = 0.6;
