@@ -286,9 +286,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// Welcome) and it has not said it attached, it is the same peer, and this Join takes the
     /// session's place at once: the Welcome is sent again on the new connection (its id, its place
     /// in the plan as it is now, its join point and stream header, its leaf notice), the old link
-    /// is closed, and nobody placed under it meanwhile is moved. Placed anew instead, it was a
-    /// second session beside a ghost that stayed listed (in the plan, counted, children under it)
-    /// for the rejoin grace. False when the session has been heard from, or is not in the plan (it
+    /// is closed, and nobody placed under it meanwhile is moved. Placed anew, it would be a second
+    /// session beside a ghost that stays listed (in the plan, counted, children under it) for the
+    /// rejoin grace. False when the session has been heard from, or is not in the plan (it
     /// is being taken out): then this Join is refused (<see cref="RefuseListedToken"/>). Under the gate.
     /// </summary>
     private bool WelcomeAgain(Link link, Hello hello, PeerSession session, string advertised)

@@ -226,8 +226,8 @@ public abstract partial class Node : IAsyncDisposable
     /// <see cref="MinLinksForStall"/> and at least half of them. Links that went quiet together do
     /// not all seem dead in one tick: each comes due when its own silence reaches the floor, and
     /// their last arrivals were up to a heartbeat interval apart, so counting only the links dead in
-    /// the tick found 2 of 6 in each of three ticks and closed them all (a coordinator whose host
-    /// was cut off, <c>PartitionNetnsTests</c>). A connection still waiting for its hello, or kept
+    /// the tick can find 2 of 6 in each of three ticks and close them all (a coordinator whose host
+    /// is cut off, <c>PartitionNetnsTests</c>). A connection still waiting for its hello, or kept
     /// between a joiner's landmark rounds, has not started: only a started link can seem dead, so
     /// counting those too kept a coordinator in a join storm (up to 1,024 of them) from ever seeing
     /// its own stall.

@@ -159,10 +159,9 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         }
         if (silent)
         {
-            // Its path carries nothing either way: the child's host cut off, or this node's (seen:
-            // a coordinator whose host was cut off for 15 s found the three peers it serves slow,
-            // and stopped one as too slow that had received the whole stream's rate). What its
-            // queue does meanwhile says nothing about its download; the failure detector judges
+            // Its path carries nothing either way: the child's host cut off, or this node's (a
+            // coordinator whose host is cut off sees the queues of all the peers it serves grow,
+            // whatever their downloads). What its queue does meanwhile says nothing about its download; the failure detector judges
             // the silence. Nothing found before it is carried over it.
             watch.Suspect = null;
             watch.SlowSince = null;

@@ -31,9 +31,9 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
 
     /// <summary>
     /// The session each join token placed last, of those listed (tokens 0, of joiners older than
-    /// version 4, are not kept). Under the gate. A walk over <see cref="Peers"/> that kept the last
-    /// match found whichever its order put last: after a first join tried again (its Welcome lost)
-    /// two sessions had the token, and a later rejoin in place could take the ghost's id.
+    /// version 4, are not kept). Under the gate. One per token: a first join tried again (its
+    /// Welcome lost) brings the token on a second connection, and a rejoin in place must find the
+    /// one session that holds the peer's place, not whichever a walk over <see cref="Peers"/> meets last.
     /// </summary>
     private readonly Dictionary<ulong, PeerSession> _byToken = [];
 

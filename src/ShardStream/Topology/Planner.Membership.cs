@@ -342,8 +342,8 @@ public sealed partial class Planner
     /// lending) is taken by the source, with its subtree, beyond the source's budget, which grows
     /// by one per such orphan. The coordinator sets it when its source has ended: from then on it
     /// sends only the tail of the stream from its window, to peers that lack it, and at the end
-    /// peers leave one after another as they finish, each departure taking its upload with it, so
-    /// that the last ones found no room and were evicted although they had the stream or nearly.
+    /// peers leave one after another as they finish, each departure taking its upload with it:
+    /// without it the last ones would find no room and be evicted though they have the stream or nearly.
     /// </summary>
     public bool SourceTakesStranded { get; set; }
 
