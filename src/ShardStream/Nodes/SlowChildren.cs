@@ -150,24 +150,20 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
         var keep = slowAge > RateWindow ? slowAge : RateWindow;
         while (watch.Samples.Count > 1 && time.GetElapsedTime(watch.Samples.ElementAt(1).At, now) >= keep) watch.Samples.Dequeue();
         // The same silence goes on, or a new one, excused if the last excused one began long enough ago.
-        silent = silent && (watch.InSilence || watch.ExcusedAt is not { } excused || time.GetElapsedTime(excused, now) >= SilenceExcusedEvery);
-        if (!silent) watch.InSilence = false;
-        else if (!watch.InSilence)
-        {
-            watch.InSilence = true;
-            watch.ExcusedAt = now;
-        }
-        if (silent)
+        if (silent && (watch.InSilence || watch.ExcusedAt is not { } excused || time.GetElapsedTime(excused, now) >= SilenceExcusedEvery))
         {
             // Its path carries nothing either way: the child's host cut off, or this node's (a
             // coordinator whose host is cut off sees the queues of all the peers it serves grow,
-            // whatever their downloads). What its queue does meanwhile says nothing about its download; the failure detector judges
-            // the silence. Nothing found before it is carried over it.
+            // whatever their downloads). What its queue does meanwhile says nothing about its
+            // download; the failure detector judges the silence. Nothing found before it is carried over it.
+            if (!watch.InSilence) watch.ExcusedAt = now;
+            watch.InSilence = true;
             watch.Suspect = null;
             watch.SlowSince = null;
             watch.QuietAt = now;
             return null;
         }
+        watch.InSilence = false;
         // Heard again after a silence: behind only since then (its oldest chunk was queued while
         // nothing could cross), until its queue holds nothing that old.
         if (watch.QuietAt is { } quiet)
