@@ -60,13 +60,26 @@ public sealed partial class Peer
         }
     }
 
-    /// <summary>Waits for the fill of <paramref name="behind"/> (see <see cref="FillBeforeAttachAsync"/>).</summary>
+    /// <summary>
+    /// Waits for the fill of <paramref name="behind"/> (see <see cref="FillBeforeAttachAsync"/>).
+    /// Until every shard has reached the new parent's first chunk; a fill that stops (the
+    /// coordinator's window no longer reaches back) ends the wait after a heartbeat timeout in which
+    /// nothing came. Time this peer was late itself is not the coordinator's silence: while bytes wait
+    /// unread on <paramref name="control"/> (its read loop runs behind, as on a loaded host, and they
+    /// may be the fill), and while this process did not run (its tick loop's pauses, and this wait's
+    /// own turns that came a tick period late). Given up then, the shards were attached to the new
+    /// parent, which serves them from its first chunk on, and the chunks before it were skipped as
+    /// "older than every replay window" (1712) while they waited to be read.
+    /// </summary>
     private async Task<byte[]> WaitForFillAsync(Link control, ShardStart[] behind, string names, ulong parentId, ulong heldFrom, long[] generations)
     {
-        // Until every shard has reached the new parent's first chunk; a fill that stops (the
-        // coordinator's window no longer reaches back) ends the wait after a heartbeat timeout.
+        var poll = TimeSpan.FromMilliseconds(20);
+        var period = _options.HeartbeatInterval / 2;
         long lastMove = Time.GetTimestamp();
+        long pausedThen = Interlocked.Read(ref _pausedTicks);
+        var late = TimeSpan.Zero;
         long progress = -1;
+        long turn = lastMove;
         while (!Stopping.IsCancellationRequested && !_reassembler!.IsComplete)
         {
             var still = Current(behind, generations).Where(s => _reassembler.NextSeqOf(s.Shard) < (long)heldFrom).ToArray();
@@ -77,20 +90,27 @@ public sealed partial class Peer
                 RepairLog.FillBrokenOff(Log, string.Join(",", still.Select(s => s.Shard)), heldFrom, still.Min(s => _reassembler.NextSeqOf(s.Shard)), parentId);
                 return still.Select(s => s.Shard).ToArray();
             }
+            long now = Time.GetTimestamp();
+            // A turn a whole tick period late: this process did not run (the tick loop's rule).
+            var gap = Time.GetElapsedTime(turn, now) - poll;
+            turn = now;
+            if (gap >= period) late += gap;
             long sum = still.Sum(s => _reassembler.NextSeqOf(s.Shard));
-            if (sum != progress)
+            if (sum != progress || control.HasUnreadInput)
             {
                 progress = sum;
-                lastMove = Time.GetTimestamp();
+                lastMove = now;
+                pausedThen = Interlocked.Read(ref _pausedTicks);
+                late = TimeSpan.Zero;
             }
-            else if (Time.GetElapsedTime(lastMove) > _options.HeartbeatTimeout)
+            else if (Time.GetElapsedTime(lastMove, now) - Max(late, TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - pausedThen)) > _options.HeartbeatTimeout)
             {
                 RepairLog.FillStalled(Log, names, heldFrom, still.Min(s => _reassembler.NextSeqOf(s.Shard)), _options.HeartbeatTimeout.TotalSeconds, parentId);
                 return [];
             }
             try
             {
-                await Task.Delay(TimeSpan.FromMilliseconds(20), Time, Stopping).ConfigureAwait(false);
+                await Task.Delay(poll, Time, Stopping).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

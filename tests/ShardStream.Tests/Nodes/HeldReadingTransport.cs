@@ -54,7 +54,7 @@ internal sealed class HeldReadingTransport(ITransport inner, string remote) : IT
 
         public string LocalAddress => inner.LocalAddress;
 
-        public bool HasUnreadInput => inner.HasUnreadInput;
+        public bool HasUnreadInput => _input.PutBack || inner.HasUnreadInput;
 
         public TimeSpan? HandshakeRtt => inner.HandshakeRtt;
 
@@ -71,19 +71,40 @@ internal sealed class HeldReadingTransport(ITransport inner, string remote) : IT
         public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 
-    /// <summary>A reader that shows nothing while its transport is held, then what waited.</summary>
+    /// <summary>
+    /// A reader that shows nothing while its transport is held, then what waited. A read already
+    /// waiting for bytes when the hold began shows none of those that come while it lasts: they are
+    /// put back, unread (<see cref="PutBack"/>), until the hold ends.
+    /// </summary>
     private sealed class HeldReader(PipeReader inner, HeldReadingTransport owner) : PipeReader
     {
+        private volatile bool _putBack;
+
+        /// <summary>Bytes a read got while held wait to be shown.</summary>
+        public bool PutBack => _putBack;
+
         public override bool TryRead(out ReadResult result)
         {
             result = default;
-            return !owner.Held && inner.TryRead(out result);
+            if (owner.Held || !inner.TryRead(out result)) return false;
+            _putBack = false;
+            return true;
         }
 
         public override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
         {
-            await owner._released.Task.WaitAsync(cancellationToken);
-            return await inner.ReadAsync(cancellationToken);
+            while (true)
+            {
+                await owner._released.Task.WaitAsync(cancellationToken);
+                var result = await inner.ReadAsync(cancellationToken);
+                if (!owner.Held || result.IsCompleted || result.IsCanceled)
+                {
+                    _putBack = false;
+                    return result;
+                }
+                _putBack = true;
+                inner.AdvanceTo(result.Buffer.Start);
+            }
         }
 
         public override void AdvanceTo(SequencePosition consumed) => inner.AdvanceTo(consumed);

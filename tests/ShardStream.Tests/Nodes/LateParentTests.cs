@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using ShardStream.Nodes;
+using ShardStream.Transport;
 
 namespace ShardStream.Tests.Nodes;
 
@@ -18,15 +20,17 @@ public sealed class LateParentTests
     /// <summary>
     /// K = 1, a chain: the coordinator serves one child (relay), relay one (lagging); then
     /// <paramref name="parts"/> parts of 50,000 bytes streamed, until the lagging peer has them. A
-    /// long heartbeat timeout: no failure detector acts on a node the test freezes.
+    /// long heartbeat timeout unless given: no failure detector acts on a node the test freezes. The lagging
+    /// peer takes the network <paramref name="laggingNetwork"/> makes for the relay's host, when given.
     /// </summary>
-    private static async Task<(Overlay Overlay, Peer Relay, Peer Lagging)> StartChainAsync(int parts, int seed, Func<CoordinatorOptions, CoordinatorOptions> configure, ILoggerFactory? loggers = null)
+    private static async Task<(Overlay Overlay, Peer Relay, Peer Lagging)> StartChainAsync(int parts, int seed, Func<CoordinatorOptions, CoordinatorOptions> configure, ILoggerFactory? loggers = null,
+        Func<string, Func<ITransport, ITransport>>? laggingNetwork = null, TimeSpan? heartbeatTimeout = null)
     {
-        var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: TimeSpan.FromSeconds(60), configure: o => configure(o with { Upload = 1 }), loggers: loggers);
+        var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: heartbeatTimeout ?? TimeSpan.FromSeconds(60), configure: o => configure(o with { Upload = 1 }), loggers: loggers);
         try
         {
             var relay = await overlay.AddPeerAsync(upload: 1);
-            var lagging = await overlay.AddPeerAsync(upload: 0);
+            var lagging = await overlay.AddPeerAsync(upload: 0, network: laggingNetwork?.Invoke(overlay.PeerById(relay.Id).Host));
             Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
             overlay.StartStreaming();
             await StreamAsync(overlay, parts, 50_000, seed);
@@ -58,19 +62,20 @@ public sealed class LateParentTests
     }
 
     /// <summary>
-    /// The lagging peer's relay freezes while the stream goes on, until a joiner would start after
-    /// the lagging peer's position (200,000); then a strong joiner takes the relay's place and the
+    /// The lagging peer's relay freezes (or <paramref name="fallBehind"/> holds the lagging peer
+    /// back otherwise) while the stream goes on, until a joiner would start after the lagging peer's
+    /// position (200,000 with a frozen relay); then a strong joiner takes the relay's place and the
     /// lagging peer is moved under it (a fill from the coordinator first). Returns the joiner.
     /// </summary>
-    private static async Task<Peer> MoveUnderStrongJoinerAsync(Overlay overlay, Peer relay, Peer lagging)
+    private static async Task<Peer> MoveUnderStrongJoinerAsync(Overlay overlay, Peer relay, Peer lagging, Action? fallBehind = null)
     {
         // Its relay freezes: the lagging peer stops at 200,000 while the stream goes on, a live
         // source of a part every 100 ms, until a joiner would start after its position (once the
         // chunks there are older than the coordinator's join backlog, 2 s).
-        overlay.Network.Freeze(overlay.PeerById(relay.Id).Host);
+        (fallBehind ?? (() => overlay.Network.Freeze(overlay.PeerById(relay.Id).Host)))();
         await StreamAsync(overlay, 4, 50_000, 2);
         var deadline = DateTime.UtcNow + Overlay.Deadline;
-        for (int i = 0; overlay.Coordinator.JoinPointOffset <= 200_000; i++)
+        for (int i = 0; overlay.Coordinator.JoinPointOffset <= lagging.StartOffset + lagging.BytesWritten; i++)
         {
             Assert.True(DateTime.UtcNow < deadline, $"a joiner would still start at {overlay.Coordinator.JoinPointOffset}, after {i} more parts");
             await overlay.WriteAsync(Overlay.RandomBytes(10_000, 3000 + i));
@@ -85,7 +90,7 @@ public sealed class LateParentTests
         // Its position is read before the join: once moved, it takes the chunks in between from
         // the coordinator at once, and may have them all by the time the join returns here.
         long position = lagging.StartOffset + lagging.BytesWritten;
-        Assert.Equal(200_000, position);
+        if (fallBehind is null) Assert.Equal(200_000, position);
         var strong = await overlay.AddPeerAsync(upload: 4);
         Assert.True(strong.StartOffset > position, $"the joiner starts at {strong.StartOffset}, after the lagging peer's position {position}");
         Assert.Equal(strong.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
@@ -137,6 +142,61 @@ public sealed class LateParentTests
                 throw new Xunit.Sdk.XunitException($"{e.Message}\n{string.Join("\n", log.Lines.Where(l => l.Level >= LogLevel.Information).Select(l => $"{l.Category}: {l.Message}"))}");
             }
         }
+    }
+
+    /// <summary>
+    /// The lagging peer's host is loaded and its reads run behind: it reads its relay's link late
+    /// (the chunks wait unread, so it falls behind while the relay is taken for alive) until a
+    /// joiner would start after its position, and once it has taken in the Move under the strong
+    /// joiner, it reads its control link late too, for three of its heartbeat timeouts (2 s), while
+    /// the coordinator sends the fill there. The fill came; it waits unread.
+    /// </summary>
+    [Fact]
+    public async Task A_fill_whose_chunks_wait_unread_is_not_given_up()
+    {
+        var log = new LogCapture();
+        var heartbeatTimeout = TimeSpan.FromSeconds(2);
+        HeldReadingTransport? fromRelay = null, fromCoordinator = null;
+        var (overlay, relay, lagging) = await StartChainAsync(4, 31, o => o with { RejoinGrace = TimeSpan.FromSeconds(1) }, log.Factory,
+            relayHost => t => fromCoordinator = new HeldReadingTransport(fromRelay = new HeldReadingTransport(t, relayHost), "coord"), heartbeatTimeout);
+        await using var disposing = overlay;
+        int relayId = relay.Id;
+        var heldFor = new Stopwatch();
+        lagging.MoveTaken = () =>
+        {
+            if (!heldFor.IsRunning)
+            {
+                fromCoordinator!.Held = true;
+                heldFor.Start();
+            }
+            return Task.CompletedTask;
+        };
+        await MoveUnderStrongJoinerAsync(overlay, relay, lagging, fallBehind: () => fromRelay!.Held = true);
+        await Overlay.WaitUntilAsync(() => lagging.ParentIds()[0] is not (-1) && lagging.ParentIds()[0] != relayId, "the lagging peer asked the coordinator for the fill");
+        int parentDuringFill = lagging.ParentIds()[0];
+        await Overlay.WaitUntilAsync(() => heldFor.Elapsed >= heartbeatTimeout * 3, "the lagging peer did not read its control link for three heartbeat timeouts");
+        fromCoordinator!.Held = false;
+        fromRelay!.Held = false;
+
+        overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.Snapshot().Nodes.All(n => n.Id != relay.Id), "the coordinator has dropped the relay");
+        await StreamAsync(overlay, 4, 50_000, 32);
+        await overlay.EndAsync();
+
+        Assert.Equal(0, parentDuringFill);
+        string said = string.Join("\n", log.Lines.Where(l => l.Level >= LogLevel.Information).Select(l => $"{l.Category}: {l.Message}"));
+        foreach (var p in overlay.Peers.Where(p => p.Peer != relay))
+        {
+            try
+            {
+                await overlay.AssertIdenticalAsync(p);
+            }
+            catch (Exception e) when (e is not TimeoutException)
+            {
+                throw new Xunit.Sdk.XunitException($"{e.Message}\n{said}");
+            }
+        }
+        Assert.False(log.Has(LogLevel.Warning, "stopped at chunk"), said);
     }
 
     [Fact]
