@@ -317,19 +317,21 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// one listed session and a rejoin in place finds the peer's own. Either it is older than the
     /// connection that placed the peer (the peer gave up on it and joined again there; answered
     /// late, it would have placed a ghost of the peer), or the peer has read its Welcome (it
-    /// joins again with resume points from then on): the Join is someone else's with that token.
-    /// Under the gate.
+    /// joins again with resume points from then on): the Join is someone else's with that token,
+    /// or the listed session is (a node that learned the token joined with it first, while the
+    /// peer's own Join waited or was on its way). Goodbye(TokenTaken) has a joiner draw a token of
+    /// its own and join again as new, so a token taken first is no dead end for its peer (a joiner
+    /// that gave up on the connection reads nothing there; an older one takes the code as a
+    /// refusal). Under the gate.
     /// </summary>
     private void RefuseListedToken(Link link, Hello hello, PeerSession session)
     {
-        if (session.Control.AcceptedAt > link.AcceptedAt)
-        {
-            RejoinLog.StaleJoin(log, link.Name, session.Id);
-            host.RefuseAsync(link, GoodbyeCode.Refused, $"this join token placed peer {session.Id} on a later connection", warn: false).Observe(log, $"{link.Name}: refusing");
-            return;
-        }
-        host.RefuseAsync(link, GoodbyeCode.Refused,
-            $"join token {hello.PeerId:x} is listed peer {session.Id}'s, which read its Welcome: that peer joins again with its next chunks, and a new joiner draws a token of its own", warn: true).Observe(log, $"{link.Name}: refusing");
+        bool stale = session.Control.AcceptedAt > link.AcceptedAt;
+        if (stale) RejoinLog.StaleJoin(log, link.Name, session.Id);
+        host.RefuseAsync(link, GoodbyeCode.TokenTaken,
+            stale ? $"this join token placed peer {session.Id} on a later connection"
+            : $"join token {hello.PeerId:x} is listed peer {session.Id}'s, which read its Welcome: that peer joins again with its next chunks, and a new joiner draws a token of its own",
+            warn: !stale).Observe(log, $"{link.Name}: refusing");
     }
 
     /// <summary>

@@ -47,6 +47,7 @@ internal static class JoinAnswer
             string reason = bye.Reason ?? "no reason given";
             if (refused?.Invoke(bye) is { } special) throw special;
             if (bye.Code == GoodbyeCode.Busy) throw new CoordinatorBusyException($"{address} is busy: {reason}");
+            if (bye.Code == GoodbyeCode.TokenTaken) throw new JoinTokenTakenException($"{address} refused: {reason}");
             // Stopped as too slow (its goodbye on the old control link was lost): its own words.
             if (bye.Code == GoodbyeCode.TooSlow) throw new StreamInterruptedException(reason);
             throw new ConnectionFailedException($"{address} refused: {reason}");

@@ -220,7 +220,7 @@ public sealed partial class Peer
             await JoinViaAsync(_coordinatorAddress, ResumePoints(), Stopping).ConfigureAwait(false);
             return null;
         }
-        catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or ProtocolException or IOException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is ConnectionFailedException or CoordinatorBusyException or JoinTokenTakenException or ProtocolException or IOException or System.Net.Sockets.SocketException)
         {
             return e.Message;
         }
@@ -365,6 +365,10 @@ internal static partial class RejoinLog
     [LoggerMessage(EventId = 1415, EventName = "JoinInterrupted", Level = LogLevel.Warning,
         Message = "joining failed: {Reason}; the coordinator took the connection, so it is there: trying again in {Seconds:0.0} s (for up to {Total:0} s)")]
     public static partial void JoinInterrupted(ILogger logger, string reason, double seconds, double total);
+
+    [LoggerMessage(EventId = 1420, EventName = "JoinTokenTaken", Level = LogLevel.Warning,
+        Message = "{Reason}; another node joined first with this peer's join token: joining again as new with a join token of its own in {Seconds:0.0} s")]
+    public static partial void TokenTaken(ILogger logger, string reason, double seconds);
 
     [LoggerMessage(EventId = 1418, EventName = "UnansweredParentLost", Level = LogLevel.Warning,
         Message = "reported parent {Parent} lost for shard(s) {Shards} {Seconds:0.#} s ago, and no Move came: they still have no parent; joining again in the same place (the Welcome says where the plan has them)")]

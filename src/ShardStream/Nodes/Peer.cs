@@ -83,16 +83,21 @@ public sealed partial class Peer : Node, IPeerParents
                 await JoinViaAsync(_options.JoinAddress, [], cancellationToken).ConfigureAwait(false);
                 return;
             }
-            catch (Exception e) when (e is CoordinatorBusyException or JoinInterruptedException)
+            catch (Exception e) when (e is CoordinatorBusyException or JoinInterruptedException or JoinTokenTakenException)
             {
                 since ??= Time.GetTimestamp();
                 if (Time.GetElapsedTime(since.Value) >= _options.RejoinFor) throw;
+                // Another node joined first with this peer's token (it learned it: docs/security.md,
+                // "A peer's join token in other hands"), and the coordinator lists it under it: this
+                // peer is a new joiner to it with a token of its own.
+                if (e is JoinTokenTakenException) NewJoinToken();
                 // Busy, or it took the connection and then dropped it or did not answer (a loaded
                 // machine: a coordinator that heard nothing from a starved joiner for its heartbeat
                 // timeout closes the link before the joiner read its welcome). Either way it is
                 // there: try again. A refusal with a reason, or no connection at all (refused, unanswered), ends the peer.
                 var delay = wait * (0.5 + Random.Shared.NextDouble());
                 if (e is CoordinatorBusyException) RejoinLog.Busy(Log, e.Message, delay.TotalSeconds);
+                else if (e is JoinTokenTakenException) RejoinLog.TokenTaken(Log, e.Message, delay.TotalSeconds);
                 else RejoinLog.JoinInterrupted(Log, e.Message, delay.TotalSeconds, _options.RejoinFor.TotalSeconds);
                 await Task.Delay(delay, Time, cancellationToken).ConfigureAwait(false);
                 wait = Min(wait * 2, MaxRejoinBackoff);
@@ -371,13 +376,25 @@ public sealed partial class Peer : Node, IPeerParents
         control.Send(new Attached(welcome.PeerId).Write);
     }
 
-    /// <summary>Sent in the Join; a reachability probe must answer with it (see <see cref="Node.JoinToken"/>).</summary>
-    private readonly ulong _joinToken = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
+    /// <summary>
+    /// Sent in the Join; a reachability probe must answer with it (see <see cref="Node.JoinToken"/>).
+    /// Drawn again only when a first join finds it taken (<see cref="NewJoinToken"/>), before the next Join.
+    /// </summary>
+    private ulong _joinToken = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
 
-    private protected override ulong JoinToken => _joinToken;
+    private protected override ulong JoinToken => Volatile.Read(ref _joinToken);
 
     /// <summary>This peer's join token, for tests that join with it from elsewhere.</summary>
-    internal ulong Token => _joinToken;
+    internal ulong Token => Volatile.Read(ref _joinToken);
+
+    /// <summary>A first join found this peer's token listed for another node: the next Join carries a new one (and probes are answered with it).</summary>
+    private void NewJoinToken()
+    {
+        ulong token;
+        do token = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
+        while (token == _joinToken);
+        Volatile.Write(ref _joinToken, token);
+    }
 
     /// <summary>What other peers are told of where this one listens, in words for its start-up log line.</summary>
     private string ToldOthers()
@@ -766,6 +783,9 @@ public sealed partial class Peer : Node, IPeerParents
 
 /// <summary>The coordinator has too many joins in progress (Goodbye code Busy): join again after a backoff.</summary>
 public sealed class CoordinatorBusyException(string message) : Exception(message);
+
+/// <summary>The coordinator lists another node under this peer's join token (Goodbye code TokenTaken): draw a new token and join again as new.</summary>
+public sealed class JoinTokenTakenException(string message) : Exception(message);
 
 /// <summary>The coordinator accepted the join's connection, then closed it or did not answer in time: worth another try.</summary>
 public sealed class JoinInterruptedException(string message, Exception? inner = null) : IOException(message, inner)

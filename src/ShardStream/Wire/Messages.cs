@@ -407,6 +407,13 @@ public enum GoodbyeCode : ushort
     /// it asked for, and the run id (<see cref="Goodbye.Proof"/>), so the joiner can tell which stream it reached.
     /// </summary>
     OtherStream = 8,
+
+    /// <summary>
+    /// The coordinator lists another session under the join token of this first join (another node
+    /// joined with it first): the joiner draws a new token and joins again as new (a node that does
+    /// not know this code takes it as a refusal).
+    /// </summary>
+    TokenTaken = 9,
 }
 
 /// <summary>Closes a connection with a reason that the other side logs.</summary>

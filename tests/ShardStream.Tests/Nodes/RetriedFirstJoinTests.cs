@@ -217,4 +217,45 @@ public sealed class RetriedFirstJoinTests
         await overlay.EndAsync();
         await overlay.AssertIdenticalAsync(overlay.Peers.Single());
     }
+
+    /// <summary>
+    /// The joiner's first Welcome is lost. Meanwhile a stranger asks the joiner's listen address
+    /// (which the coordinator gives peers moved under it, and joiners as a landmark) for its token:
+    /// a reachability probe is answered with it. The stranger joins with that token before the
+    /// joiner tries again, takes its place (its Welcome is sent again) and says it attached. The
+    /// joiner's own join is then another node's to the coordinator and is refused: it must join
+    /// again under a token of its own, not end.
+    /// </summary>
+    [Fact]
+    public async Task A_joiner_whose_token_a_stranger_took_its_place_with_before_its_retry_joins_again_under_a_token_of_its_own()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(1, loggers: logs.Factory);
+        await using var door = await Door.OpenAsync(overlay, holdSecond: true);
+        var joining = overlay.AddPeerAsync(joinAddress: Door.Address, upload: 0);
+        await Overlay.WaitUntilAsync(() => door.WelcomeDropped, "the coordinator answered the joiner's first join, and the answer was lost");
+        var placed = Listed(overlay).Single();
+
+        var probe = await overlay.Network.Host("mallory").ConnectAsync(placed.Address, CancellationToken.None);
+        new ShardStream.Wire.Hello(ShardStream.Wire.Protocol.ProbeVersion, ShardStream.Wire.Protocol.Version, ShardStream.Wire.HelloRole.Probe, 0, 0, [], "mallory:1").Write(probe.Pipe.Output);
+        await probe.Pipe.Output.FlushAsync();
+        var (type, body) = await RawFrames.ReadAsync(probe.Pipe.Input);
+        probe.Abort();
+        var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
+        Assert.Equal(ShardStream.Wire.FrameType.Welcome, type);
+        Assert.True(ShardStream.Wire.Welcome.TryRead(ref reader, out var answer), "a malformed probe answer");
+        await using var impostor = await Adversary.StrangerControlLink.JoinAsync(overlay, TimeSpan.Zero, host: "mallory", token: answer.PeerId);
+        Assert.Equal(placed.Id, impostor.Id);
+        await impostor.SendAsync(o => new ShardStream.Wire.Attached((ulong)impostor.Id).Write(o));
+        await Overlay.WaitUntilAsync(() => logs.Has(Microsoft.Extensions.Logging.LogLevel.Debug, $"peer {placed.Id} attached to all its parents"), "the coordinator heard the impostor's Attached");
+
+        door.Release();
+        var peer = await joining;
+        Assert.True(peer.Id != placed.Id && peer.Token != answer.PeerId, $"the joiner is peer {peer.Id} with token {peer.Token:x}, the impostor peer {placed.Id} with {answer.PeerId:x}");
+        Assert.True(Listed(overlay).Count == 2, $"listed: {Describe(Listed(overlay))}");
+
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 97));
+        await Overlay.WaitUntilAsync(() => peer.BytesWritten == 100_000, "the joiner has the stream");
+    }
 }
