@@ -246,7 +246,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 // on uncapped links, were demoted in turn, and a leaf was stopped with "your
                 // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
                 SlowChildLog.ParentSlow(log, id, why, parent, siblings, SlowElsewhereWindow.TotalSeconds);
-                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true);
+                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true, slowChild: id);
                 return;
             }
             if (relay)
@@ -403,7 +403,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <param name="why">Why, for the log.</param>
     /// <param name="foundBy">The parent that found <paramref name="id"/> slow, when that is why.</param>
     /// <param name="childrenSlow">True when <paramref name="id"/>'s children were found slow together (event 910).</param>
-    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false)
+    /// <param name="slowChild">With <paramref name="childrenSlow"/>: the child whose finding it was, the first to shed.</param>
+    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false, int slowChild = Planner.None)
     {
         int moves, child = Planner.None, childBudget = 0;
         lock (tracker.Gate)
@@ -426,7 +427,12 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 if (child == Planner.None)
                 {
                     // Evicting others to make room would cost more than a slow relay (and a busy
-                    // machine can make healthy relays look slow): the peer keeps its place.
+                    // machine can make healthy relays look slow): the peer keeps its place. When its
+                    // children were found slow together, it sheds one into a free slot elsewhere and
+                    // takes no more (Planner.Shed). Seen across network namespaces: a viewer behind
+                    // a 1 Mbit/s uplink kept every child it had, was given a later joiner too, and
+                    // that joiner fell more than the replay window behind.
+                    if (childrenSlow && Shed(id, why, foundBy, slowChild, now)) return true;
                     SlowChildLog.NotDemoted(log, id, why);
                     return false;
                 }
@@ -445,6 +451,30 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         }
         if (child == Planner.None) SlowChildLog.Demoted(log, id, why, moves);
         else SlowChildLog.DemotedByExchange(log, id, why, child, childBudget, moves);
+        return true;
+    }
+
+    /// <summary>
+    /// A relay whose children were found slow together, that can neither be demoted nor exchanged
+    /// with a child: one child moves to a free slot outside its subtree, <paramref name="slowChild"/>
+    /// first, and its budget drops to what it still serves (<see cref="Planner.Shed"/>, event 918).
+    /// False when nothing changed (no child could move and its budget was what it serves already).
+    /// Counts as a demotion for <see cref="NodeOptions.DemotionSpacing"/>: once per finding, 10 s
+    /// apart, a relay keeps as many children as its upload carries. Under the gate.
+    /// </summary>
+    private bool Shed(int id, string why, int foundBy, int slowChild, long now)
+    {
+        var planner = tracker.Planner;
+        int before = planner.Budget(id);
+        var moves = planner.Shed(id, slowChild);
+        int after = planner.Budget(id);
+        if (moves.Count == 0 && after == before) return false;
+        _lastDemotion = now;
+        _lastDemotionFoundBy = foundBy;
+        tracker.SendMoves(moves, repair: false);
+        string shed = moves.Count == 0 ? "none of its children could move to a free slot elsewhere"
+            : $"its child, peer {moves[0].Peer}, moves to a free slot elsewhere ({moves.Count} move(s) sent)";
+        SlowChildLog.Shed(log, id, why, shed, before, after);
         return true;
     }
 

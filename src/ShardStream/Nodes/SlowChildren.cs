@@ -279,6 +279,9 @@ internal static partial class SlowChildLog
     [LoggerMessage(904, LogLevel.Warning, "peer {Id} is not demoted ({Why}): the overlay has no spare upload to re-place its children without evicting someone", EventName = "DemotionRefused")]
     public static partial void NotDemoted(ILogger log, int id, string why);
 
+    [LoggerMessage(918, LogLevel.Warning, "peer {Id} is not demoted ({Why}), as the overlay has no spare upload to re-place all its children without evicting someone: {Shed}; its budget drops from {Before} to {After} shard-stream(s), so that it is given no more children", EventName = "RelayShed")]
+    public static partial void Shed(ILogger log, int id, string why, string shed, int before, int after);
+
     [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);
 
@@ -288,7 +291,7 @@ internal static partial class SlowChildLog
     [LoggerMessage(909, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: its download, {DownloadMbps:0.0} Mbit/s, is not below the stream rate, {StreamMbps:0.0} (its parent held it back)", EventName = "SlowLeafNotBelowRate")]
     public static partial void LeafNotBelowRate(ILogger log, int id, double seconds, string why, double downloadMbps, double streamMbps);
 
-    [LoggerMessage(910, LogLevel.Warning, "peer {Id} is slow ({Why}), and its parent, peer {Parent}, found {Siblings} other child(ren) slow in the last {Window:0.#} s: the parent's upload, not this peer's download; peer {Id} is neither demoted nor stopped, peer {Parent} is demoted instead", EventName = "SlowChildParentSlow")]
+    [LoggerMessage(910, LogLevel.Warning, "peer {Id} is slow ({Why}), and its parent, peer {Parent}, found {Siblings} other child(ren) slow in the last {Window:0.#} s: the parent's upload, not this peer's download; peer {Id} is neither demoted nor stopped, peer {Parent} is demoted instead (or, with no room to re-place its children, sheds one)", EventName = "SlowChildParentSlow")]
     public static partial void ParentSlow(ILogger log, int id, string why, int parent, int siblings, double window);
 
     [LoggerMessage(911, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago because its parent then, peer {Earlier}, found other children slow too; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child)", EventName = "SlowChildExcusedElsewhere")]

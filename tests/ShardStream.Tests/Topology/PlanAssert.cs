@@ -223,4 +223,8 @@ internal static class PlanAssert
 
         return result;
     }
+
+    /// <summary>Every live peer's parent in every shard.</summary>
+    public static Dictionary<(int Peer, int Shard), int> Parents(Planner planner) =>
+        planner.Peers.SelectMany(p => Enumerable.Range(0, planner.ShardCount).Select(s => (p, s))).ToDictionary(k => k, k => planner.ParentOf(k.p, k.s));
 }

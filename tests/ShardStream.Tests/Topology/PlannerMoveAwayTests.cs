@@ -30,7 +30,7 @@ public sealed class PlannerMoveAwayTests
         foreach (var leaf in planner.Peers.Where(p => planner.Budget(p) == 0).ToList())
         {
             var parent = planner.ParentOf(leaf, random.Next(shards));
-            var before = Parents(planner);
+            var before = PlanAssert.Parents(planner);
             var budgets = planner.Peers.ToDictionary(p => p, planner.Budget);
 
             var moves = planner.MoveAwayFrom(leaf, parent);
@@ -39,7 +39,7 @@ public sealed class PlannerMoveAwayTests
             if (moves.Count == 0)
             {
                 // The source, or a shard with no free slot elsewhere: nothing changes.
-                Assert.Equal(before, Parents(planner));
+                Assert.Equal(before, PlanAssert.Parents(planner));
                 refused++;
                 continue;
             }
@@ -53,7 +53,7 @@ public sealed class PlannerMoveAwayTests
                 Assert.Equal(before[(leaf, s)] == parent, moves.Any(m => m.Shard == s));
             }
 
-            Assert.Equal(before.Where(e => e.Key.Peer != leaf), Parents(planner).Where(e => e.Key.Peer != leaf));
+            Assert.Equal(before.Where(e => e.Key.Peer != leaf), PlanAssert.Parents(planner).Where(e => e.Key.Peer != leaf));
             Assert.False(planner.IsAvoided(leaf, parent));
             PlanAssert.MovesMatchPlan(planner, moves);
             PlanAssert.Consistent(planner);
@@ -79,7 +79,4 @@ public sealed class PlannerMoveAwayTests
         Assert.Empty(planner.MoveAwayFrom(relay, Planner.Source));
         PlanAssert.Consistent(planner);
     }
-
-    private static Dictionary<(int Peer, int Shard), int> Parents(Planner planner) =>
-        planner.Peers.SelectMany(p => Enumerable.Range(0, planner.ShardCount).Select(s => (p, s))).ToDictionary(k => k, k => planner.ParentOf(k.p, k.s));
 }
