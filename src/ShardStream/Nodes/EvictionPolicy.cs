@@ -447,7 +447,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             // The peer is told, with the figures (a demotion for peers that could not connect to
             // it has its own notice, RepairService.DemoteUnreachable).
             if ((foundBy != Planner.None || childrenSlow) && tracker.Peers.TryGetValue(id, out var demoted) && demoted.Version >= Protocol.ProbeVersion)
-                demoted.Control.Send(new Notice(NoticeCode.Demoted, DemotedNotice(why, childrenSlow)).Write);
+                demoted.SendNotice(new Notice(NoticeCode.Demoted, DemotedNotice(why, childrenSlow)).Write);
         }
         if (child == Planner.None) SlowChildLog.Demoted(log, id, why, moves);
         else SlowChildLog.DemotedByExchange(log, id, why, child, childBudget, moves);

@@ -18,8 +18,8 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>
     /// Sends the Welcome's frames (the Welcome, then a notice or the stream header that go with
     /// it) on <paramref name="link"/>, the peer's control link now, before the chunks of the shards
-    /// served there are queued: they go out in that order. Moves are sent ahead of the stream
-    /// only once the writer has taken the last of them (<see cref="SendMove"/>).
+    /// served there are queued: they go out in that order. Moves and notices are sent ahead of the
+    /// stream only once the writer has taken the last of them (<see cref="SendMove"/>, <see cref="SendNotice"/>).
     /// </summary>
     public void SendWelcome(Link link, IReadOnlyList<byte[]> frames)
     {
@@ -32,14 +32,16 @@ internal sealed class PeerSession(int id, string address, Link control)
     }
 
     /// <summary>
-    /// The writer of <paramref name="link"/> took the last frame of its Welcome: the Moves held
-    /// until then go ahead of the stream now, in the order they were sent, and the next ones at once.
+    /// The writer of <paramref name="link"/> took the last frame of its Welcome: the Moves and
+    /// notices held until then go ahead of the stream now, in the order they were sent, and the
+    /// next ones at once.
     /// </summary>
     private void WelcomeOut(Link link)
     {
         lock (_moveOrder)
         {
-            // A link replaced meanwhile (a rejoin in place): its Moves were dropped with its counts.
+            // A link replaced meanwhile (a rejoin in place): its Moves and notices were dropped with
+            // its counts, as they would have been with the link.
             if (_movesOn != link) return;
             _welcomeOut = true;
             if (_held is not { } held) return;
@@ -68,9 +70,32 @@ internal sealed class PeerSession(int id, string address, Link control)
             if (_movesOn != control) StartCounts(control);
             foreach (var e in move.Shards) _movedTo[e.Shard] = (int)e.ParentId;
             _movesSent++;
-            if (_welcomeOut) control.SendAhead(move.Write);
-            else (_held ??= []).Add(FrameWriting.ToArray(move.Write));
+            Ahead(control, FrameWriting.ToArray(move.Write));
         }
+    }
+
+    /// <summary>
+    /// Sends a notice (a DropChild, a Notice) ahead of the chunks queued on the peer's control
+    /// link, as a Move (<see cref="SendMove"/>): in order with the Moves, and never before the
+    /// Welcome. It names no chunk, so nothing queued before it is needed to read it; behind the
+    /// stream, a peer whose reading runs behind went on serving a child the coordinator had taken
+    /// out of the overlay while it read seconds of backlog (<c>NoticeAheadTests</c>).
+    /// </summary>
+    public void SendNotice(Action<System.Buffers.IBufferWriter<byte>> write)
+    {
+        lock (_moveOrder)
+        {
+            var control = Control;
+            if (_movesOn != control) StartCounts(control);
+            Ahead(control, FrameWriting.ToArray(write));
+        }
+    }
+
+    /// <summary>Sends <paramref name="frame"/> ahead of the stream on <paramref name="control"/>, or holds it until the Welcome went out. Under <c>_moveOrder</c>.</summary>
+    private void Ahead(Link control, byte[] frame)
+    {
+        if (_welcomeOut) control.SendAhead(frame);
+        else (_held ??= []).Add(frame);
     }
 
     /// <summary>The peer reported Attached on <paramref name="link"/> (its Welcome's attaches, or a Move's, are done).</summary>
@@ -156,10 +181,10 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>The control link the counts below are of: Moves sent on it, and the peer's Attached reports on it.</summary>
     private Link? _movesOn;
 
-    /// <summary>True once the writer of <see cref="_movesOn"/> took the last frame of its Welcome: Moves go ahead of the stream.</summary>
+    /// <summary>True once the writer of <see cref="_movesOn"/> took the last frame of its Welcome: Moves and notices go ahead of the stream.</summary>
     private bool _welcomeOut;
 
-    /// <summary>Moves sent on <see cref="_movesOn"/> before its Welcome went out, encoded, in order (null: none).</summary>
+    /// <summary>Moves and notices sent on <see cref="_movesOn"/> before its Welcome went out, encoded, in order (null: none).</summary>
     private List<byte[]>? _held;
 
     /// <summary>Moves sent on <see cref="_movesOn"/> (held until its Welcome went out, or sent ahead).</summary>

@@ -595,7 +595,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         if (!eviction.Demote(parent.Id, $"{count} peers could not connect to it at {parent.Address}")) return;
         ReachabilityLog.UnreachableParentDemoted(log, count, parent.Id, parent.Address);
         if (parent.Version >= Protocol.ProbeVersion)
-            parent.Control.Send(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
+            parent.SendNotice(new Notice(NoticeCode.Leaf, $"{count} other peers could not connect to it at {parent.Address}, so its children were moved to other parents").Write);
     }
 
     /// <summary>

@@ -235,7 +235,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
         foreach (int id in removed.PlannedPeerParents())
         {
             if (!Peers.TryGetValue(id, out var parent) || parent.Version < Protocol.DropChildVersion) continue;
-            parent.Control.Send(new DropChild((ulong)removed.Id).Write);
+            parent.SendNotice(new DropChild((ulong)removed.Id).Write);
             told.Add(id);
         }
         if (told.Count > 0) RepairLog.ParentsToldToDrop(log, removed.Id, why, string.Join(",", told));
