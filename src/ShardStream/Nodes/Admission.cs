@@ -234,7 +234,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session = new PeerSession(id, advertised, link)
             {
                 Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted,
-                FirstWelcome = resume is null ? new FirstWelcome(startSeq, startOffset, mediaHeader, unreachable) : null,
+                FirstWelcome = resume is null ? new FirstWelcome(startSeq, startOffset, mediaHeader, unreachable, inLock) : null,
             };
             joinCheck.Log(log, id);
             tracker.List(session);
@@ -286,7 +286,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// Welcome) and it has not said it attached, it is the same peer, and this Join takes the
     /// session's place at once: the Welcome is sent again on the new connection (its id, its place
     /// in the plan as it is now, its join point and stream header, its leaf notice), the old link
-    /// is closed, and nobody placed under it meanwhile is moved. Placed anew, it would be a second
+    /// is closed, and nobody placed under it meanwhile is moved. A join point its parents may no
+    /// longer hold (<see cref="SurelyHeld"/>) is replaced by the one a first join gets now, with
+    /// its header: else the joiner's output would begin with a gap. Placed anew, it would be a second
     /// session beside a ghost that stays listed (in the plan, counted, children under it) for the
     /// rejoin grace. False when the session has been heard from, or is not in the plan (it
     /// is being taken out): then this Join is refused (<see cref="RefuseListedToken"/>). Under the gate.
@@ -295,6 +297,18 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     {
         var old = session.Control;
         if (session.Attached || old.ReadFrame || session.FirstWelcome is not { } first || !tracker.Planner.Contains(session.Id)) return false;
+        string moved = "";
+        if (!SurelyHeld(first))
+        {
+            // Its parents' windows may have let that chunk go (its answers lost and its Busy retries
+            // can take 30 s): it starts where a first join now does, and holds from there.
+            var (seq, offset) = source.JoinPoint();
+            var header = source.MediaJoinPoint(ref seq, ref offset);
+            moved = $"; its first join point (chunk {first.StartSeq}) may have left the replay windows, so it starts at chunk {seq}";
+            first = new FirstWelcome(seq, offset, header, first.Unreachable, time.GetTimestamp());
+            session.FirstWelcome = first;
+            session.HeldFrom = seq;
+        }
         var entries = tracker.Assignments(session.Id, first.StartSeq, null);
         var welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)first.StartSeq, (ulong)first.StartOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
         session.Control = link;
@@ -304,12 +318,20 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         session.SendWelcome(link, WelcomeFrames(welcome, session.Address, first.StartSeq, first.Header, first.Unreachable));
         host.StartControl(link, session.Version, measureRtt: true);
         Subscribe(link, entries);
-        RejoinLog.WelcomedAgain(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}");
+        source.WelcomedAtHead();
+        RejoinLog.WelcomedAgain(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", (advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}") + moved);
         old.Abort($"peer {session.Id} joined again on a new connection before it read its Welcome");
         // Children that reported it lost while its link was silent were left to its failure: answered now.
         repair.OnRejoinedInPlace(session);
         return true;
     }
+
+    /// <summary>
+    /// Whether the parents of a joiner welcomed at <paramref name="first"/> surely still hold its
+    /// join point: chosen <see cref="CoordinatorOptions.JoinBacklog"/> back at most, it is younger
+    /// than half the replay window's age bound (the rule for a keyframe join point too). Under the gate.
+    /// </summary>
+    private bool SurelyHeld(FirstWelcome first) => time.GetElapsedTime(first.At) + options.JoinBacklog <= options.ReplayWindowAge / 2;
 
     /// <summary>
     /// A first join (no resume points) with the join token of listed peer <paramref name="session"/>

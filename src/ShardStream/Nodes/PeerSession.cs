@@ -196,7 +196,7 @@ internal sealed class PeerSession(int id, string address, Link control)
     private readonly Dictionary<int, int> _movedTo = [];
 
     /// <summary>The first chunk this peer holds: its join point (or the earliest it resumed at), so that a peer moved under it from further back fills the gap first.</summary>
-    public long HeldFrom { get; init; }
+    public long HeldFrom { get; set; }
 
     /// <summary>The protocol version its control link speaks.</summary>
     public ushort Version { get; set; }
@@ -337,9 +337,10 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// <summary>
     /// Where its first Welcome started it, with the media header and the leaf notice sent with it,
     /// for that Welcome sent again when it was lost (Admission's WelcomeAgain); null for a peer
-    /// placed with resume points (a rejoin as a new peer).
+    /// placed with resume points (a rejoin as a new peer). A join point too old for the windows is
+    /// replaced when the Welcome is sent again.
     /// </summary>
-    public FirstWelcome? FirstWelcome { get; init; }
+    public FirstWelcome? FirstWelcome { get; set; }
 
     /// <summary>How many parents this peer has accused of lying.</summary>
     public int Accusations { get; set; }
@@ -472,6 +473,7 @@ internal sealed record ControlRole(PeerSession Session) : LinkRole;
 /// <summary>
 /// What a joiner's first Welcome said besides its place: the join point (<paramref name="StartSeq"/>,
 /// <paramref name="StartOffset"/>), the media header its StreamHeader carried (null: none), and
-/// why it was placed as a leaf (the reason of its Notice(Leaf); null: it was not).
+/// why it was placed as a leaf (the reason of its Notice(Leaf); null: it was not);
+/// <paramref name="At"/>: when the join point was chosen (a timestamp).
 /// </summary>
-internal sealed record FirstWelcome(long StartSeq, long StartOffset, Media.MediaHeader? Header, string? Unreachable);
+internal sealed record FirstWelcome(long StartSeq, long StartOffset, Media.MediaHeader? Header, string? Unreachable, long At);

@@ -258,4 +258,43 @@ public sealed class RetriedFirstJoinTests
         await overlay.WriteAsync(Overlay.RandomBytes(100_000, 97));
         await Overlay.WaitUntilAsync(() => peer.BytesWritten == 100_000, "the joiner has the stream");
     }
+
+    /// <summary>
+    /// The joiner's first Welcome is lost while the stream runs, and its second join comes only
+    /// once the chunk its first Welcome started it at has left the coordinator's replay window
+    /// (3 s here; a joiner's lost answers and Busy retries can take 30 s, the default window).
+    /// The Welcome sent again must start it where its parent can still replay from, as a first
+    /// join now would, not at that chunk: else its output begins with a gap, counted lost.
+    /// </summary>
+    [Fact]
+    public async Task A_welcome_sent_again_after_the_first_join_point_left_the_replay_window_starts_the_joiner_inside_it()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(1, configure: o => o with { ReplayWindowAge = TimeSpan.FromSeconds(3) }, loggers: logs.Factory);
+        overlay.StartStreaming();
+        int seed = 200;
+        await overlay.WriteAsync(Overlay.RandomBytes(10_000, seed++));
+        await Overlay.WaitUntilAsync(() => overlay.Coordinator.WindowOf(0).Newest >= 0, "the coordinator cut its first chunk");
+        await using var door = await Door.OpenAsync(overlay, holdSecond: true);
+        var joining = overlay.AddPeerAsync(joinAddress: Door.Address, upload: 0);
+        await Overlay.WaitUntilAsync(() => door.WelcomeDropped, "the coordinator answered the joiner's first join, and the answer was lost");
+        long newestAtPlacement = overlay.Coordinator.WindowOf(0).Newest;
+
+        // A live source: a little every 100 ms, until the window no longer holds the first join point.
+        var deadline = DateTime.UtcNow + Overlay.Deadline;
+        while (overlay.Coordinator.WindowOf(0).Oldest <= newestAtPlacement)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the window still holds chunk {newestAtPlacement}: {overlay.Coordinator.WindowOf(0)}");
+            await overlay.WriteAsync(Overlay.RandomBytes(2_000, seed++));
+            await Task.Delay(100);
+        }
+        door.Release();
+        var peer = await joining;
+        Assert.Contains(logs.Lines, l => l.Message.Contains($"peer {peer.Id} (p1:1) joined again as new on a new connection before it read its Welcome", StringComparison.Ordinal)
+            && l.Message.Contains("may have left the replay windows, so it starts at chunk", StringComparison.Ordinal));
+
+        await overlay.WriteAsync(Overlay.RandomBytes(20_000, seed));
+        await overlay.EndAsync();
+        await overlay.AssertIdenticalAsync(overlay.Peers.Single());
+    }
 }
