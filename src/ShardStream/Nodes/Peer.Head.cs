@@ -141,10 +141,25 @@ public sealed partial class Peer
         {
             _intakeMeter.NotePause();
             // This process stalled: what it did not read is no parent's fault. Every shard's wait
-            // starts again now, as the failure detector excuses the pause on every link; else the
-            // tick after a stall counted the stall and cut parents whose chunks waited unread.
+            // is that much longer (up to now), as the failure detector excuses the pause on every
+            // link; else the tick after a stall counted the stall and cut parents whose chunks
+            // waited unread. Not started again: a host that pauses more often than the wait is
+            // long (a loaded one) then never cut a parent that withholds a shard.
+            // A wait counts from the shard's last chunk, or from when its parent took it over.
             long now = Time.GetTimestamp();
-            for (int shard = 0; shard < _shardCount; shard++) Volatile.Write(ref _lastChunkAt[shard], now);
+            long ticks = Time.TimestampTicks(paused);
+            for (int shard = 0; shard < _shardCount; shard++)
+            {
+                long since;
+                lock (_gate) since = _parentSince[shard];
+                long seen, moved;
+                do
+                {
+                    seen = Volatile.Read(ref _lastChunkAt[shard]);
+                    moved = Math.Min(now, Math.Max(seen, since) + ticks);
+                }
+                while (Interlocked.CompareExchange(ref _lastChunkAt[shard], moved, seen) != seen);
+            }
             Interlocked.Add(ref _pausedTicks, paused.Ticks);
             return;
         }

@@ -16,13 +16,27 @@ namespace ShardStream.Tests.Adversary;
 public class WithheldStreamTests
 {
     [Fact]
-    public async Task The_children_of_a_relay_that_sends_them_nothing_but_heartbeats_cut_it_off_and_write_the_whole_stream()
+    public Task The_children_of_a_relay_that_sends_them_nothing_but_heartbeats_cut_it_off_and_write_the_whole_stream() => CutOffAsync(viewersTime: null);
+
+    /// <summary>
+    /// The same, on a loaded host: the viewers' tick loops do not run for 0.7 s out of every 2 s
+    /// (event 8001), more often than the 4 s a shard may get nothing. Each pause excuses its own
+    /// length, as the failure detector excuses it; before, it started every shard's wait again, so
+    /// the liar's children never cut it off (nor judged it a trickle: a third of every window
+    /// paused), and at load 70-100 a child cut it off only once the chunks it lacked were older than
+    /// every replay window (ci283: 966,656 bytes counted lost).
+    /// </summary>
+    [Fact]
+    public Task The_children_of_a_relay_that_sends_them_nothing_cut_it_off_though_their_host_pauses_often() =>
+        CutOffAsync(new PausingTime(every: TimeSpan.FromSeconds(2), pause: TimeSpan.FromSeconds(0.7)));
+
+    private static async Task CutOffAsync(TimeProvider? viewersTime)
     {
         var heartbeatTimeout = TimeSpan.FromSeconds(2);
         await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: heartbeatTimeout);
         var liar = new TamperingTransport(overlay.Network.Host("liar"), (type, frame) =>
             type is FrameType.Chunk or FrameType.End or FrameType.Hashes ? [] : [frame]);
-        var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, Overlay.Loggers);
+        var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, Overlay.Loggers, viewersTime: viewersTime);
         await using var _ = relay;
         liar.Active = true;
 

@@ -93,8 +93,8 @@ internal sealed class Overlay : IAsyncDisposable
     /// <summary>Starts the coordinator's streaming loop (after min-peers it begins reading the source).</summary>
     public void StartStreaming() => _coordinatorRun = Task.Run(() => Coordinator.RunAsync(_source.Reader.AsStream(), CancellationToken.None));
 
-    /// <summary>Starts a peer on host pN; <paramref name="network"/> wraps its transport (a liar's, or one that says where the host is); <paramref name="loggers"/>: where it logs (<see cref="NodeLoggers"/> unless given).</summary>
-    public async Task<Peer> AddPeerAsync(string? joinAddress = null, double? upload = null, Func<PeerOptions, PeerOptions>? configure = null, Func<ITransport, ITransport>? network = null, ILoggerFactory? loggers = null)
+    /// <summary>Starts a peer on host pN; <paramref name="network"/> wraps its transport (a liar's, or one that says where the host is); <paramref name="loggers"/>: where it logs (<see cref="NodeLoggers"/> unless given); <paramref name="time"/>: its clock (the system's unless given).</summary>
+    public async Task<Peer> AddPeerAsync(string? joinAddress = null, double? upload = null, Func<PeerOptions, PeerOptions>? configure = null, Func<ITransport, ITransport>? network = null, ILoggerFactory? loggers = null, TimeProvider? time = null)
     {
         string host = $"p{Peers.Count + 1}";
         var options = new PeerOptions
@@ -105,7 +105,7 @@ internal sealed class Overlay : IAsyncDisposable
             HeartbeatTimeout = _heartbeatTimeout,
             HeartbeatInterval = _heartbeatTimeout / 5,
         };
-        var peer = new Peer(configure?.Invoke(options) ?? options, network?.Invoke(Network.Host(host)) ?? Network.Host(host), loggers ?? NodeLoggers);
+        var peer = new Peer(configure?.Invoke(options) ?? options, network?.Invoke(Network.Host(host)) ?? Network.Host(host), loggers ?? NodeLoggers, time);
         await peer.StartAsync(CancellationToken.None).WaitAsync(Deadline);
         var output = new MemoryStream();
         Peers.Add((peer, output, Task.Run(() => peer.RunAsync(output, CancellationToken.None)), host));
