@@ -548,10 +548,12 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             if (session is null || !tracker.Planner.Contains(session.Id)) return null;
             old = session.Control;
             var entries = tracker.Assignments(session.Id, source.NextSeq, resume);
-            // A fill a Move allowed may have broken off with the old link, asked or not: the peer asks it again on this one.
+            // A fill a Move allowed may have broken off with the old link, asked or not: the peer
+            // asks it again on this one. Only the fill the shard's last Move owes, to that parent,
+            // and once per Move: never one no Move allowed, nor one more for each rejoin.
             foreach (var e in entries)
                 if (e.Kind == AssignmentKind.Redirect && tracker.Peers.TryGetValue((int)e.ParentId, out var parent) && parent.HeldFrom > resume[e.Shard])
-                    session.AllowFill(e.Shard, parent.HeldFrom);
+                    session.AllowFillAgain(e.Shard, (int)e.ParentId);
             // The stream's head: a peer checks it against its own position (same run, not a restart).
             welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)source.NextSeq, (ulong)source.NextOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
             source.WelcomedAtHead();

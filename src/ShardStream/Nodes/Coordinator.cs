@@ -419,19 +419,27 @@ public sealed partial class Coordinator : Node, Admission.IHost
     /// A peer moved under a parent that holds the stream only from a later chunk asks for the
     /// chunks in between on its control link: they are replayed from this coordinator's window
     /// (a bounded subscription, <see cref="Relay.Subscribe"/>), then the peer attaches to its new
-    /// parent. A fill replaces any earlier one of the same shard on this link.
+    /// parent. A fill replaces any earlier one of the same shard on this link. A fill a rejoin in
+    /// place gave back starts no earlier than the Move's first ask, and one asked again after it
+    /// was taken gets nothing (<see cref="PeerSession.AllowFillAgain"/>).
     /// </summary>
     private void OnFill(Link link, PeerSession session, Fill fill)
     {
         foreach (var s in fill.Shards)
         {
             if (s.Shard >= _options.ShardCount) throw new ProtocolException($"a fill of shard {s.Shard}, the stream has {_options.ShardCount}");
-            if (!session.TryTakeFill(s.Shard, fill.UntilSeq))
+            var taken = session.TryTakeFill(s.Shard, s.FromSeq, fill.UntilSeq, out long from);
+            if (taken == PeerSession.FillTaken.Never)
                 throw new ProtocolException($"a fill of shard {s.Shard} up to chunk {fill.UntilSeq} that no move asked for");
-            if (s.FromSeq >= fill.UntilSeq) continue;
+            if (taken == PeerSession.FillTaken.Spent)
+            {
+                RepairLog.FillSpent(Log, session.Id, s.Shard, (long)fill.UntilSeq);
+                continue;
+            }
+            if ((ulong)from >= fill.UntilSeq) continue;
             Relay!.Unsubscribe(link, s.Shard);
-            long first = Relay.Subscribe(link, s.Shard, (long)s.FromSeq, (long)Math.Min(fill.UntilSeq, long.MaxValue - 1));
-            RepairLog.Filling(Log, session.Id, s.Shard, (long)s.FromSeq, (long)fill.UntilSeq, first);
+            long first = Relay.Subscribe(link, s.Shard, from, (long)Math.Min(fill.UntilSeq, long.MaxValue - 1));
+            RepairLog.Filling(Log, session.Id, s.Shard, from, (long)fill.UntilSeq, first);
         }
     }
 

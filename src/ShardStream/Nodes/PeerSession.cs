@@ -440,29 +440,87 @@ internal sealed class PeerSession(int id, string address, Link control)
 
     /// <summary>
     /// Per shard, the fills this peer may still ask for: one per Move entry that named a new
-    /// parent holding the shard only from a later chunk, up to the latest such chunk. A fill
-    /// nothing asked for would make the coordinator a parent nobody placed (docs/security.md).
+    /// parent holding the shard only from a later chunk, up to the latest such chunk, and at most
+    /// one a rejoin in place gave back (<see cref="AllowFillAgain"/>). A fill nothing asked for
+    /// would make the coordinator a parent nobody placed (docs/security.md). Under its own lock.
     /// </summary>
     private readonly Dictionary<int, (int Count, long Until)> _fills = [];
 
-    public void AllowFill(int shard, long until)
+    /// <summary>
+    /// Per shard, the fill the shard's last Move owes: up to the first chunk of its new parent
+    /// (<c>Parent</c>), from the chunk the peer first asked a fill from since (-1: not asked yet),
+    /// and whether a rejoin in place gave it back already. Under the lock of <see cref="_fills"/>.
+    /// </summary>
+    private readonly Dictionary<int, (int Parent, long Until, long From, bool Again)> _owedFills = [];
+
+    /// <summary>A Move put <paramref name="shard"/> under <paramref name="parent"/>, which holds it only from chunk <paramref name="until"/>: one fill more, and the one this Move owes.</summary>
+    public void AllowFill(int shard, long until, int parent)
     {
         lock (_fills)
         {
             var (count, previous) = _fills.GetValueOrDefault(shard);
             _fills[shard] = (count + 1, Math.Max(previous, until));
+            _owedFills[shard] = (parent, until, -1, false);
         }
     }
 
-    /// <summary>Takes one allowed fill of <paramref name="shard"/> up to <paramref name="until"/>; false when no move allowed it.</summary>
-    public bool TryTakeFill(int shard, ulong until)
+    /// <summary>A Move put <paramref name="shard"/> under a parent that needs no fill: no earlier Move's fill is owed any more (those not asked yet may still be).</summary>
+    public void OweNoFill(int shard)
+    {
+        lock (_fills) _owedFills.Remove(shard);
+    }
+
+    /// <summary>
+    /// A rejoin in place that keeps <paramref name="shard"/> under <paramref name="parent"/>: the
+    /// fill the shard's last Move owes, when it went to that parent, is allowed once more (it may
+    /// have broken off with the old control link; asked there or not, as a Fill sent on the old
+    /// link may still be read after this). Once per Move, never added up over rejoins: a peer
+    /// that joins again and again gets that one fill again, no more.
+    /// </summary>
+    public void AllowFillAgain(int shard, int parent)
     {
         lock (_fills)
         {
-            if (!_fills.TryGetValue(shard, out var allowed) || until > (ulong)allowed.Until) return false;
+            if (!_owedFills.TryGetValue(shard, out var owed) || owed.Parent != parent || owed.Again) return;
+            var (count, previous) = _fills.GetValueOrDefault(shard);
+            _fills[shard] = (count + 1, Math.Max(previous, owed.Until));
+            _owedFills[shard] = owed with { Again = true };
+        }
+    }
+
+    /// <summary>What <see cref="TryTakeFill"/> found.</summary>
+    public enum FillTaken
+    {
+        /// <summary>No Move allowed a fill of the shard: a protocol error.</summary>
+        Never,
+
+        /// <summary>A Move did, and a rejoin in place gave that fill back already, which was taken: nothing more is sent.</summary>
+        Spent,
+
+        /// <summary>Allowed, from the chunk given back.</summary>
+        Allowed,
+    }
+
+    /// <summary>
+    /// Takes one allowed fill of <paramref name="shard"/> from <paramref name="from"/> up to
+    /// <paramref name="until"/>; <paramref name="start"/> is where it is served from: no earlier
+    /// than the first fill asked since the shard's last Move (a peer's next chunk only grows, so
+    /// a fill given back at a rejoin is what the Move owed, whatever chunk the peer says it is at).
+    /// </summary>
+    public FillTaken TryTakeFill(int shard, ulong from, ulong until, out long start)
+    {
+        start = (long)Math.Min(from, long.MaxValue);
+        lock (_fills)
+        {
+            bool owes = _owedFills.TryGetValue(shard, out var owed);
+            if (!_fills.TryGetValue(shard, out var allowed) || until > (ulong)allowed.Until)
+                return owes && owed.Again && until <= (ulong)owed.Until ? FillTaken.Spent : FillTaken.Never;
             if (allowed.Count == 1) _fills.Remove(shard);
             else _fills[shard] = (allowed.Count - 1, allowed.Until);
-            return true;
+            if (!owes) return FillTaken.Allowed;
+            if (owed.From < 0) _owedFills[shard] = owed with { From = start };
+            else start = Math.Max(start, owed.From);
+            return FillTaken.Allowed;
         }
     }
 }

@@ -26,6 +26,9 @@ internal static partial class RepairLog
     [LoggerMessage(9315, LogLevel.Warning, "shard(s) {Shards}: the coordinator's fill up to chunk {Until} broke off with the control link at chunk {Next}; not attaching them to parent {Parent}, which holds only from chunk {Until}: the fill is asked again once this peer has joined again in its place", EventName = "FillBrokenOff")]
     public static partial void FillBrokenOff(ILogger log, string shards, ulong until, long next, ulong parent);
 
+    [LoggerMessage(9316, LogLevel.Warning, "peer {Id} asked again for the fill of shard {Shard} up to chunk {Until} that its last move of the shard owed it, which a rejoin in place gave back once already and it took: nothing sent (a fill is given back once per move)", EventName = "FillSpent")]
+    public static partial void FillSpent(ILogger log, int id, int shard, long until);
+
     [LoggerMessage(9308, LogLevel.Information, "peer {Id} lost parent {Parent}, which is itself being repaired for shard(s) {Shards} (since {Seconds:0.#} s: it lost its own parent or was moved), so has nothing to send: not counted against it; attaching it there again (excuse {Count} of {Max} in {Period:0} s)", EventName = "StarvedParent")]
     public static partial void StarvedParent(ILogger log, int id, int parent, string shards, double seconds, int count, int max, double period);
 

@@ -197,13 +197,18 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
             foreach (var r in group)
             {
                 if (Sends(r)) moved.PlannedParent(r.Shard, r.NewParent);
-                if (r.NewParent == Planner.Source) entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, listenAddress()));
+                if (r.NewParent == Planner.Source)
+                {
+                    entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, 0, 0, listenAddress()));
+                    moved.OweNoFill(r.Shard);
+                }
                 // FromSeq: the first chunk the new parent holds (its join point). A peer that is further
                 // behind takes the chunks before it from this coordinator first (a Fill).
                 else if (Peers.TryGetValue(r.NewParent, out var parent))
                 {
                     entries.Add(new ShardAssignment((byte)r.Shard, AssignmentKind.Redirect, (ulong)r.NewParent, (ulong)parent.HeldFrom, parent.Address));
-                    if (parent.HeldFrom > 0) moved.AllowFill(r.Shard, parent.HeldFrom);
+                    if (parent.HeldFrom > 0) moved.AllowFill(r.Shard, parent.HeldFrom, r.NewParent);
+                    else moved.OweNoFill(r.Shard);
                 }
                 // The plan and the sessions disagree (a bug): say so, and still send every other move.
                 else HardeningLog.MoveToUnknownParent(log, r.Peer, r.Shard, r.NewParent);

@@ -226,6 +226,70 @@ public class UnauthorisedControlTests
     }
 
     [Fact]
+    public async Task Rejoins_in_place_allow_no_fill_that_no_move_asked_for()
+    {
+        // The coordinator has room for one child (a), which joins after the first 200,000 bytes
+        // (no join backlog: at the head), so it holds the stream only from there; the stranger is
+        // placed under it, and is never moved.
+        var log = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, JoinBacklog = TimeSpan.Zero }, loggers: log.Factory);
+        overlay.StartStreaming();
+        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 11));
+        var a = await overlay.AddPeerAsync(upload: 1);
+        Assert.True(a.StartOffset > 0, "the first peer joined after the stream began");
+        const ulong token = 0x5157_2A6E_11;
+        var (first, welcome) = await JoinRawAsync(overlay, "filler", token);
+        Assert.Equal((ulong)a.Id, welcome.Shards[0].ParentId);
+        ulong until = welcome.StartSeq;
+        Assert.True(until > 0, "the stranger's parent holds the stream only from a later chunk");
+
+        // It joins again in its place three times, each time saying it has nothing (chunk 0 next).
+        var links = new List<IConnection> { first };
+        for (int i = 0; i < 3; i++)
+        {
+            var (again, rewelcome) = await JoinRawAsync(overlay, "filler", token, [new ShardStart(0, 0)]);
+            Assert.Equal(welcome.PeerId, rewelcome.PeerId);
+            links.Add(again);
+        }
+
+        // On its last control link, it asks the coordinator three times for every chunk before
+        // its parent's first: each fill it is allowed is the coordinator's window replayed to it.
+        var input = links[^1].Pipe.Input;
+        int chunks = 0;
+        string refused = "";
+        for (int fill = 0; fill < 3 && refused.Length == 0; fill++)
+        {
+            new Fill([new ShardStart(0, 0)], until).Write(links[^1].Pipe.Output);
+            await links[^1].Pipe.Output.FlushAsync();
+            for (ulong got = 0; got < until;)
+            {
+                var (type, body) = await RawFrames.ReadAsync(input);
+                if (type == FrameType.Chunk)
+                {
+                    got++;
+                    chunks++;
+                }
+                else if (type == FrameType.Goodbye)
+                {
+                    var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+                    Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
+                    refused = goodbye.Reason;
+                    break;
+                }
+            }
+        }
+        foreach (var link in links) link.Abort();
+
+        Assert.True(chunks == 0, $"the stranger was sent {chunks} chunks ({until} before its parent's first, {chunks / (double)until:0.#} times) for fills no move asked for");
+        Assert.Contains("that no move asked for", refused);
+
+        // The honest peer keeps streaming.
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 12));
+        await overlay.EndAsync();
+        await overlay.AssertIdenticalAsync(overlay.PeerById(a.Id));
+    }
+
+    [Fact]
     public async Task A_stranger_cut_off_for_a_fill_that_resets_its_link_while_the_goodbye_waits_is_out_at_once()
     {
         // The stranger is the coordinator's child, behind a slow downlink: the coordinator's
@@ -279,11 +343,15 @@ public class UnauthorisedControlTests
         }
     }
 
-    /// <summary>A stranger on host <paramref name="host"/> joins as any viewer does and reads its Welcome; the connection stays the test's.</summary>
-    private static async Task<(IConnection Connection, Welcome Welcome)> JoinRawAsync(Overlay overlay, string host)
+    /// <summary>
+    /// A stranger on host <paramref name="host"/> joins as any viewer does and reads its Welcome; the
+    /// connection stays the test's. With <paramref name="token"/> and <paramref name="resume"/>, it
+    /// joins with that token, and again in its place when the coordinator lists it.
+    /// </summary>
+    private static async Task<(IConnection Connection, Welcome Welcome)> JoinRawAsync(Overlay overlay, string host, ulong token = 0, ShardStart[]? resume = null)
     {
         var connection = await overlay.Network.Host(host).ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, 0, 0, [], $"{host}:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
+        new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 0, resume ?? [], $"{host}:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
         await connection.Pipe.Output.FlushAsync();
         var (type, body) = await RawFrames.ReadAsync(connection.Pipe.Input);
         Assert.Equal(FrameType.Welcome, type);
