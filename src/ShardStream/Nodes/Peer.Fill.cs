@@ -138,6 +138,21 @@ public sealed partial class Peer
         }
     }
 
+    /// <summary>
+    /// What the fills still waited for leave missing, for the reason of a peer that stops before the
+    /// end ("" when none): each shard's next chunk up to its new parent's first, which only the
+    /// coordinator held (its fill broke off with the control link, or had not come).
+    /// </summary>
+    private string MissingFills()
+    {
+        lock (_gate)
+        {
+            if (_pendingFills.Count == 0) return "";
+            return string.Concat(_pendingFills.GroupBy(p => (p.Value.ParentId, p.Value.HeldFrom)).Select(g =>
+                $"; shard(s) {string.Join(",", g.Select(p => p.Key))} lack chunks {g.Min(p => _reassembler!.NextSeqOf(p.Key))} to {g.Key.HeldFrom - 1}, which only the coordinator held (its fill did not reach this peer; parent {g.Key.ParentId} holds them only from chunk {g.Key.HeldFrom})"));
+        }
+    }
+
     /// <summary>Forgets the fills that broke off for <paramref name="shards"/> (a later Move, or a rejoin that is not in place, says where they go now).</summary>
     private void ForgetPendingFills(IEnumerable<byte>? shards = null)
     {

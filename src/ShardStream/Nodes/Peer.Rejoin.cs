@@ -274,7 +274,7 @@ public sealed partial class Peer
             }
         }
         if (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
-            _failed.TrySetResult($"the coordinator stopped before the whole stream reached this peer ({said}); this peer wrote it up to offset {_reassembler.NextOffset}");
+            _failed.TrySetResult($"the coordinator stopped before the whole stream reached this peer ({said}); this peer wrote it up to offset {_reassembler.NextOffset}{MissingFills()}");
     }
 
     /// <summary>
@@ -330,7 +330,7 @@ public sealed partial class Peer
                 wait = wait * 2 < MaxRejoinBackoff ? wait * 2 : MaxRejoinBackoff;
             }
             if (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)
-                _failed.TrySetResult($"lost the coordinator before the end of the stream ({reason}) and could not join again within {_options.RejoinFor.TotalSeconds:0} s, in which nothing arrived from its parents either: {last}");
+                _failed.TrySetResult($"lost the coordinator before the end of the stream ({reason}) and could not join again within {_options.RejoinFor.TotalSeconds:0} s, in which nothing arrived from its parents either: {last}; this peer wrote the stream up to offset {_reassembler.NextOffset}{MissingFills()}");
         }
         finally
         {

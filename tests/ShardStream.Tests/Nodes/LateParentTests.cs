@@ -24,13 +24,13 @@ public sealed class LateParentTests
     /// peer takes the network <paramref name="laggingNetwork"/> makes for the relay's host, when given.
     /// </summary>
     private static async Task<(Overlay Overlay, Peer Relay, Peer Lagging)> StartChainAsync(int parts, int seed, Func<CoordinatorOptions, CoordinatorOptions> configure, ILoggerFactory? loggers = null,
-        Func<string, Func<ITransport, ITransport>>? laggingNetwork = null, TimeSpan? heartbeatTimeout = null)
+        Func<string, Func<ITransport, ITransport>>? laggingNetwork = null, TimeSpan? heartbeatTimeout = null, Func<PeerOptions, PeerOptions>? laggingOptions = null)
     {
         var overlay = await Overlay.StartAsync(shards: 1, minPeers: 2, heartbeatTimeout: heartbeatTimeout ?? TimeSpan.FromSeconds(60), configure: o => configure(o with { Upload = 1 }), loggers: loggers);
         try
         {
             var relay = await overlay.AddPeerAsync(upload: 1);
-            var lagging = await overlay.AddPeerAsync(upload: 0, network: laggingNetwork?.Invoke(overlay.PeerById(relay.Id).Host));
+            var lagging = await overlay.AddPeerAsync(upload: 0, configure: laggingOptions, network: laggingNetwork?.Invoke(overlay.PeerById(relay.Id).Host));
             Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == lagging.Id).Parents[0]);
             overlay.StartStreaming();
             await StreamAsync(overlay, parts, 50_000, seed);
@@ -197,6 +197,59 @@ public sealed class LateParentTests
             }
         }
         Assert.False(log.Has(LogLevel.Warning, "stopped at chunk"), said);
+    }
+
+    /// <summary>
+    /// As in A_fill_broken_off_with_the_control_link_loses_no_byte_the_coordinator_holds, but the
+    /// lagging peer cannot reach the coordinator again before the stream has ended and the
+    /// coordinator's wait for its peers (a 3 s drain) is over: the chunks the fill
+    /// was to bring were only in the coordinator's window, and are lost with it. The peer stops
+    /// with a reason that says which chunks of which shard it lacks, never as if the stream were
+    /// complete.
+    /// </summary>
+    [Fact]
+    public async Task A_fill_broken_off_that_the_coordinators_end_leaves_short_stops_the_peer_saying_what_it_lacks()
+    {
+        var log = new LogCapture();
+        var (overlay, relay, lagging) = await StartChainAsync(4, 31, o => o with { RejoinGrace = TimeSpan.FromSeconds(30), DrainTimeout = TimeSpan.FromSeconds(3) }, log.Factory,
+            laggingOptions: o => o with { RejoinFor = TimeSpan.FromSeconds(5) });
+        await using var disposing = overlay;
+        var (_, output, run, host) = overlay.PeerById(lagging.Id);
+        int frozen = 0;
+        lagging.MoveTaken = () =>
+        {
+            if (Interlocked.Exchange(ref frozen, 1) == 0) overlay.Network.Freeze(host, "coord");
+            return Task.CompletedTask;
+        };
+        await MoveUnderStrongJoinerAsync(overlay, relay, lagging);
+        await Overlay.WaitUntilAsync(() => lagging.ParentIds()[0] == 0, "the lagging peer asked the coordinator for the fill");
+        // The path breaks for good: the fill is lost with the control link, and no rejoin gets through.
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        overlay.Network.Thaw(host, "coord");
+        await Overlay.WaitUntilAsync(() => log.Has(LogLevel.Warning, "broke off with the control link"), "the fill broke off");
+
+        overlay.Network.Kill(overlay.PeerById(relay.Id).Host);
+        await StreamAsync(overlay, 4, 50_000, 32);
+        await overlay.EndAsync();
+        // As the CLI does once the run is over; the path comes back, to nobody.
+        await overlay.Coordinator.DisposeAsync();
+        overlay.Network.Unblock(host, "coord");
+
+        string ended;
+        try
+        {
+            await run.WaitAsync(Overlay.Deadline);
+            ended = $"completed, {output.Length} bytes, {lagging.LostBytes} counted lost";
+        }
+        catch (StreamInterruptedException e)
+        {
+            ended = e.Message;
+        }
+        var wrote = output.ToArray();
+        Assert.True(overlay.Written.AsSpan((int)lagging.StartOffset, wrote.Length).SequenceEqual(wrote), "what the lagging peer wrote is not the stream's");
+        Assert.True(wrote.Length < overlay.Written.Length - lagging.StartOffset, $"wrote all {wrote.Length} bytes");
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(ended, @"shard\(s\) 0 lack chunks [0-9]+ to [0-9]+, which only the coordinator held"), ended);
     }
 
     [Fact]
