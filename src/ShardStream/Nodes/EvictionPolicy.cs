@@ -459,8 +459,9 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// with a child: one child moves to a free slot outside its subtree, <paramref name="slowChild"/>
     /// first, and its budget drops to what it still serves (<see cref="Planner.Shed"/>, event 918).
     /// False when nothing changed (no child could move and its budget was what it serves already).
-    /// Counts as a demotion for <see cref="NodeOptions.DemotionSpacing"/>: once per finding, 10 s
-    /// apart, a relay keeps as many children as its upload carries. Under the gate.
+    /// A child moved counts as a demotion for <see cref="NodeOptions.DemotionSpacing"/>: once per
+    /// finding, 10 s apart, a relay keeps as many children as its upload carries; a budget dropped
+    /// with nobody moved does not hold other demotions back. Under the gate.
     /// </summary>
     private bool Shed(int id, string why, int foundBy, int slowChild, long now)
     {
@@ -469,8 +470,12 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         var moves = planner.Shed(id, slowChild);
         int after = planner.Budget(id);
         if (moves.Count == 0 && after == before) return false;
-        _lastDemotion = now;
-        _lastDemotionFoundBy = foundBy;
+        if (moves.Count > 0)
+        {
+            // A budget dropped with nobody moved costs no repair: it does not hold other demotions back.
+            _lastDemotion = now;
+            _lastDemotionFoundBy = foundBy;
+        }
         tracker.SendMoves(moves, repair: false);
         string shed = moves.Count == 0 ? "none of its children could move to a free slot elsewhere"
             : $"its child, peer {moves[0].Peer}, moves to a free slot elsewhere ({moves.Count} move(s) sent)";

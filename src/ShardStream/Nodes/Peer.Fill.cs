@@ -67,10 +67,19 @@ public sealed partial class Peer
     /// nothing came. Time this peer was late itself is not the coordinator's silence: while bytes wait
     /// unread on <paramref name="control"/> (its read loop runs behind, as on a loaded host, and they
     /// may be the fill), and while this process did not run (its tick loop's pauses, and this wait's
-    /// own turns that came a tick period late). Given up then, the shards were attached to the new
+    /// own turns that came a tick period late); unread input for at most <see cref="MaxFillExcuse"/>
+    /// heartbeat timeouts since the fill last moved on. Given up then, the shards were attached to the new
     /// parent, which serves them from its first chunk on, and the chunks before it were skipped as
     /// "older than every replay window" (1712) while they waited to be read.
     /// </summary>
+    /// <summary>
+    /// The most heartbeat timeouts a fill that moves no further is excused for input waiting unread
+    /// on its control link (the ceiling of the failure detector's wait): that input may be the other
+    /// shards' stream and heartbeats, which a loaded host or a download just behind keeps waiting
+    /// at every poll, while the fill itself has stopped.
+    /// </summary>
+    private const int MaxFillExcuse = 4;
+
     private async Task<byte[]> WaitForFillAsync(Link control, ShardStart[] behind, string names, ulong parentId, ulong heldFrom, long[] generations)
     {
         var poll = TimeSpan.FromMilliseconds(20);
@@ -80,6 +89,9 @@ public sealed partial class Peer
         var late = TimeSpan.Zero;
         long progress = -1;
         long turn = lastMove;
+        // When the fill last moved on: unread input excuses the silence, but not past
+        // MaxFillExcuse (the link's unread bytes may be the other shards' stream, not the fill).
+        long lastProgress = lastMove;
         while (!Stopping.IsCancellationRequested && !_reassembler!.IsComplete)
         {
             var still = Current(behind, generations).Where(s => _reassembler.NextSeqOf(s.Shard) < (long)heldFrom).ToArray();
@@ -96,7 +108,8 @@ public sealed partial class Peer
             turn = now;
             if (gap >= period) late += gap;
             long sum = still.Sum(s => _reassembler.NextSeqOf(s.Shard));
-            if (sum != progress || control.HasUnreadInput)
+            if (sum != progress) lastProgress = now;
+            if (sum != progress || (control.HasUnreadInput && Time.GetElapsedTime(lastProgress, now) <= _options.HeartbeatTimeout * MaxFillExcuse))
             {
                 progress = sum;
                 lastMove = now;
