@@ -107,10 +107,12 @@ public sealed partial class Peer
     }
 
     /// <summary>
-    /// The newest heads heard on <paramref name="control"/> at least <see cref="WithheldAfter"/>,
-    /// <see cref="TrickleAfter"/> and <see cref="LagAfter"/> ago (null: none), the newest head
-    /// of all, and <see cref="_madeRate"/>. Heads older than the newest one old enough for the longest check (the lag's: the
-    /// trickle bound is at least the withheld one) are dropped; that one is kept for the next checks.
+    /// The newest heads heard on <paramref name="control"/> at least <see cref="WithheldAfter"/>
+    /// and <see cref="LagAfter"/> ago (null: none), the newest one before which this process ran
+    /// for at least <see cref="TrickleAfter"/> (the start of the window the trickle and lag checks
+    /// judge: the time it did not run, <see cref="_pausedTicks"/>, lengthens it), the newest head
+    /// of all, and <see cref="_madeRate"/>. Heads older than the newest one old enough for every
+    /// check are dropped; that one is kept for the next checks.
     /// </summary>
     private (Heard? Withheld, Heard? Trickle, Heard? Lagged, long Newest, double Rate) HeadsOf(Link control)
     {
@@ -120,14 +122,16 @@ public sealed partial class Peer
             var withheldAfter = WithheldAfter;
             var trickleAfter = TrickleAfter;
             var lagAfter = LagAfter;
-            while (_heads.Count > 1 && Time.GetElapsedTime(_heads.ElementAt(1).At) >= lagAfter) _heads.Dequeue();
+            long paused = Interlocked.Read(ref _pausedTicks);
+            TimeSpan Ran(in Heard entry) => Time.GetElapsedTime(entry.At) - TimeSpan.FromTicks(paused - entry.PausedTicks);
+            while (_heads.Count > 1 && _heads.ElementAt(1) is var next && Time.GetElapsedTime(next.At) >= lagAfter && Ran(next) >= trickleAfter) _heads.Dequeue();
             Heard? withheld = null, trickle = null, lagged = null;
             long newest = 0;
             foreach (var entry in _heads)
             {
                 var age = Time.GetElapsedTime(entry.At);
                 if (age >= withheldAfter) withheld = entry;
-                if (age >= trickleAfter) trickle = entry;
+                if (Ran(entry) >= trickleAfter) trickle = entry;
                 if (age >= lagAfter) lagged = entry;
                 newest = entry.Head;
             }
@@ -225,14 +229,17 @@ public sealed partial class Peer
     /// meanwhile (at least one); when the head did not move meanwhile (the source ended or pauses),
     /// the chunks of it the source would have made at <paramref name="rate"/> (chunks a second,
     /// <see cref="_madeRate"/>; AtRate says so). Null when that is none, or when this peer did not have this
-    /// parent all along or did not run for most of that time.
+    /// parent all along.
     /// </summary>
     private (long Chunks, long Made, bool AtRate)? CameSince(int shard, long since, Heard? then, long newest, double rate)
     {
+        // The window (HeadsOf) holds at least a trickle bound of this process running: chunks
+        // that waited unread while it did not run were read since (a tick with input still
+        // waiting unread judges nothing), and an honest parent had that long to send what it
+        // held back meanwhile. Windows with part of them paused are judged all the same: on a
+        // loaded host most are (a tick late or a thread-pool probe not run by the next tick
+        // counts), and skipping them would judge no parent there.
         if (then is not { } t || since > t.At || shard >= t.Chunks.Length) return null;
-        // Chunks that waited unread while this process did not run are no parent's fault: a
-        // window with more than a quarter of it so lost is not judged.
-        if (TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - t.PausedTicks) * 4 > Time.GetElapsedTime(t.At)) return null;
         long got = Volatile.Read(ref _chunksOf[shard]) - t.Chunks[shard];
         // The source deals its chunks round-robin: this shard's share of those made since.
         long made = (newest - t.Head) / _shardCount;

@@ -146,6 +146,30 @@ public class TrickledStreamTests
     }
 
     /// <summary>
+    /// The same with every viewer's tick loop not run for 0.4 s of every 0.8 s (<see cref="PausingTime"/>):
+    /// half of every window counts as time the viewer did not run, as on a loaded host, where
+    /// a tick late or a thread-pool probe not run by the next tick counts so. Before, a window
+    /// more than a quarter paused was not judged: ci283 (load 70-100) kept both children of the
+    /// 85% relay under it to the end of its 240 s source, 49 s behind, with no cut; here, at 60%,
+    /// both were still under it when the 120 s source ended. Now the window is lengthened by the
+    /// time paused in it (a trickle bound of running), and they are moved at the first lag cut;
+    /// no honest parent is cut.
+    /// </summary>
+    [Fact]
+    public async Task The_children_of_a_relay_that_sends_most_of_the_stream_are_moved_off_it_though_they_are_paused_half_the_time()
+    {
+        // The viewers' ticks come every 0.2 s (half their heartbeat interval): two of every four are dropped.
+        await using var rig = await Rig.StartAsync(Attacks.Share(0.6), window: null, reportsOwnParentLost: false, new PausingTime(TimeSpan.FromSeconds(0.8), TimeSpan.FromSeconds(0.4)));
+        var (overlay, log, relay) = (rig.Overlay, rig.Log, rig.Relay);
+        // At 60%, the children fall 17 s behind (the lag bound here) in about 43 s of source.
+        await rig.AssertMovedOffWhileTheSourceRunsAsync(seed: 3, seconds: 120);
+        Assert.Contains(log.Lines, l => l.Id.Id == 9204 && l.Message.StartsWith($"parent {relay.Id} ", StringComparison.Ordinal));
+        var honest = overlay.Peers.Select(p => p.Peer.Id).ToList();
+        Assert.DoesNotContain(log.Lines, l => l.Id.Id is 9202 or 9203 or 9204 && honest.Any(id => l.Message.StartsWith($"parent {id} ", StringComparison.Ordinal)));
+        await rig.AssertHonestKeptAndIdenticalAsync();
+    }
+
+    /// <summary>
     /// What the lag bound leaves (docs/security.md): a relay that lets its children fall behind at
     /// 72% until they are 12 s behind the head (under the bound, 17.2 s with a heartbeat timeout of
     /// 2 s) and from then on sends them the stream's full rate 12 s late
@@ -199,7 +223,7 @@ public class TrickledStreamTests
 
         public static Task<Rig> StartAsync(Func<FrameRewriter> attack) => StartAsync(attack, TimeSpan.FromSeconds(120), reportsOwnParentLost: false);
 
-        public static async Task<Rig> StartAsync(Func<FrameRewriter> attack, TimeSpan? window, bool reportsOwnParentLost)
+        public static async Task<Rig> StartAsync(Func<FrameRewriter> attack, TimeSpan? window, bool reportsOwnParentLost, TimeProvider? time = null)
         {
             var log = new RecordingLogger();
             var heartbeatTimeout = TimeSpan.FromSeconds(2);
@@ -213,7 +237,7 @@ public class TrickledStreamTests
                 PerConnection = Attacks.ReportParentLost(() => 0, () => Interlocked.Exchange(ref due.Value, 0) > 0),
             };
             var liar = new TamperingTransport(reports, (_, f) => [f]) { PerConnection = attack };
-            var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => window is { } w ? o with { ReplayWindowAge = w } : o);
+            var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, log, o => window is { } w ? o with { ReplayWindowAge = w } : o, time);
             liar.Active = true;
             var rig = new Rig { Overlay = overlay, Log = log, Liar = liar, Relay = relay, Victims = victims };
             // After each of its children's cuts (9202-9204 about it), the liar says its own parent (the coordinator) is lost.

@@ -19,10 +19,15 @@ public class LateReaderTests
     /// <remarks>
     /// K = 1, heartbeat timeout 2 s: an honest relay's children stop reading its link for 6 s
     /// (longer than two heartbeat timeouts, less than the 1 MiB the receiving side holds at
-    /// 160 KiB/s) while the source runs and their control links go on, then read again.
+    /// 160 KiB/s) while the source runs and their control links go on, then read again. With
+    /// <paramref name="stuttering"/>, the children's tick loops also do not run for 0.4 s of every
+    /// 0.8 s (<see cref="PausingTime"/>): half of every window counts as paused, and the windows
+    /// are judged all the same (lengthened by that time), the held bytes read by then.
     /// </remarks>
-    [Fact]
-    public async Task A_child_whose_reading_runs_behind_keeps_its_parent_and_writes_the_whole_stream()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_child_whose_reading_runs_behind_keeps_its_parent_and_writes_the_whole_stream(bool stuttering)
     {
         var log = new RecordingLogger();
         await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: TimeSpan.FromSeconds(2), loggers: log);
@@ -34,7 +39,7 @@ public class LateReaderTests
                 var held = new HeldReadingTransport(t, overlay.PeerById(relay.Id).Host);
                 readers.Add(held);
                 return held;
-            });
+            }, time: stuttering ? new PausingTime(TimeSpan.FromSeconds(0.8), TimeSpan.FromSeconds(0.4)) : null);
         overlay.StartStreaming();
         await overlay.WriteAsync(Overlay.RandomBytes(100_000, seed: 1));
         await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten > 0), "every viewer wrote the first bytes");
