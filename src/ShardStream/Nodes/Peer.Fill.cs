@@ -61,6 +61,14 @@ public sealed partial class Peer
     }
 
     /// <summary>
+    /// The most heartbeat timeouts a fill that moves no further is excused for input waiting unread
+    /// on its control link, or for time this process did not run (the ceiling of the failure detector's wait): that input may be the other
+    /// shards' stream and heartbeats, which a loaded host or a download just behind keeps waiting
+    /// at every poll, while the fill itself has stopped.
+    /// </summary>
+    private const int MaxFillExcuse = 4;
+
+    /// <summary>
     /// Waits for the fill of <paramref name="behind"/> (see <see cref="FillBeforeAttachAsync"/>).
     /// Until every shard has reached the new parent's first chunk; a fill that stops (the
     /// coordinator's window no longer reaches back) ends the wait after a heartbeat timeout in which
@@ -72,14 +80,6 @@ public sealed partial class Peer
     /// parent, which serves them from its first chunk on, and the chunks before it were skipped as
     /// "older than every replay window" (1712) while they waited to be read.
     /// </summary>
-    /// <summary>
-    /// The most heartbeat timeouts a fill that moves no further is excused for input waiting unread
-    /// on its control link (the ceiling of the failure detector's wait): that input may be the other
-    /// shards' stream and heartbeats, which a loaded host or a download just behind keeps waiting
-    /// at every poll, while the fill itself has stopped.
-    /// </summary>
-    private const int MaxFillExcuse = 4;
-
     private async Task<byte[]> WaitForFillAsync(Link control, ShardStart[] behind, string names, ulong parentId, ulong heldFrom, long[] generations)
     {
         var poll = TimeSpan.FromMilliseconds(20);
@@ -116,7 +116,7 @@ public sealed partial class Peer
                 pausedThen = Interlocked.Read(ref _pausedTicks);
                 late = TimeSpan.Zero;
             }
-            else if (Time.GetElapsedTime(lastMove, now) - Max(late, TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - pausedThen)) > _options.HeartbeatTimeout)
+            else if (Time.GetElapsedTime(lastMove, now) - Min(Max(late, TimeSpan.FromTicks(Interlocked.Read(ref _pausedTicks) - pausedThen)), _options.HeartbeatTimeout * MaxFillExcuse) > _options.HeartbeatTimeout)
             {
                 RepairLog.FillStalled(Log, names, heldFrom, still.Min(s => _reassembler.NextSeqOf(s.Shard)), _options.HeartbeatTimeout.TotalSeconds, parentId);
                 return [];

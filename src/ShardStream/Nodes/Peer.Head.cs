@@ -16,7 +16,8 @@ namespace ShardStream.Nodes;
 /// (event 9203): more than <see cref="TrickleAfter"/> behind the head, and less than half of what
 /// the source made of the shard over that time came from it. A parent that sends at least half
 /// is cut off once the shard is more than <see cref="LagAfter"/> (two trickle bounds) behind and
-/// it sent fewer chunks of it than the source made over the last trickle bound (event 9204): the
+/// it sent fewer chunks of it than the source made over the last trickle bound, lengthened by the
+/// time this process did not run in it (event 9204): the
 /// child does not gain on the head; the report says so (version 15), and the coordinator moves
 /// the child to another parent. Once the source makes nothing (it ended, or pauses), the chunks a
 /// child behind the head lacks were all made, and a parent that has them sends them at once: a
@@ -28,7 +29,11 @@ namespace ShardStream.Nodes;
 /// </summary>
 public sealed partial class Peer
 {
-    /// <summary>The most heads kept: a heartbeat interval is at least 1/256 of the longest wait of the checks.</summary>
+    /// <summary>
+    /// The most heads kept (256 s of them at a 1 s control heartbeat): a window lengthened by the
+    /// time this process did not run in it that reaches back further than the oldest is not judged
+    /// (a peer that ran less than about a twentieth of the time).
+    /// </summary>
     private const int MaxHeads = 256;
 
     private readonly object _headGate = new();
@@ -47,8 +52,8 @@ public sealed partial class Peer
     private Link? _headsOf;
 
     /// <summary>
-    /// The chunks a second the source made the stream at, over the heads kept (up to
-    /// <see cref="LagAfter"/>) when the head last moved and they spanned at least
+    /// The chunks a second the source made the stream at, over the heads kept (at most
+    /// <see cref="MaxHeads"/>) when the head last moved and they spanned at least
     /// <see cref="WithheldAfter"/>; 0 until then, and kept when the control link changes (under
     /// <see cref="_headGate"/>).
     /// </summary>
@@ -235,8 +240,9 @@ public sealed partial class Peer
     {
         // The window (HeadsOf) holds at least a trickle bound of this process running: chunks
         // that waited unread while it did not run were read since (a tick with input still
-        // waiting unread judges nothing), and an honest parent had that long to send what it
-        // held back meanwhile. Windows with part of them paused are judged all the same: on a
+        // waiting unread judges nothing). The running time may all come before a recent pause;
+        // what keeps an honest parent from a cut then is that the cut needs the child more than
+        // the whole lengthened window behind, and a pause of P puts it about P behind. Windows with part of them paused are judged all the same: on a
         // loaded host most are (a tick late or a thread-pool probe not run by the next tick
         // counts), and skipping them would judge no parent there.
         if (then is not { } t || since > t.At || shard >= t.Chunks.Length) return null;

@@ -110,6 +110,7 @@ public sealed partial class Planner
 
         _forest.SetBudget(peer, 0);
         _homes?.Release(peer, budget);
+        ForgetFosterParent(peer);
         for (var s = 0; s < ShardCount; s++)
         {
             _placement.Improve(s, AllowedDepth(s), _moves);

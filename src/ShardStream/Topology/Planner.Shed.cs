@@ -87,14 +87,10 @@ public sealed partial class Planner
                 // Still a relay: its home stays, with the budget it has now.
                 _homes?.Set(peer, home, budget);
             }
-            else if (_fosterParents is not null)
+            else
             {
-                // A pure viewer now, with no home: it fosters nobody (its last child moved), and
-                // ReleaseFosters must not give units back to a home it no longer has.
-                foreach (var parents in _fosterParents)
-                {
-                    parents.Remove(peer);
-                }
+                // A pure viewer now, with no home: it fosters nobody (its last child moved).
+                ForgetFosterParent(peer);
             }
         }
 

@@ -292,6 +292,19 @@ public sealed partial class Planner
         SetCap(parent, shard, _forest.Cap(parent, shard) + 1);
     }
 
+    /// <summary>
+    /// Takes <paramref name="peer"/>, a pure viewer now (budget 0, no home), off the foster lists,
+    /// where a foster parent whose fostered child moved elsewhere may still be: ReleaseFosters
+    /// must not give units back to a home it no longer has (home -1, an index out of range).
+    /// </summary>
+    private void ForgetFosterParent(int peer)
+    {
+        foreach (var parents in _fosterParents ?? [])
+        {
+            parents.Remove(peer);
+        }
+    }
+
     /// <summary>Moves fostered children to free slots of their own tree and gives the units back home.</summary>
     private void ReleaseFosters()
     {
