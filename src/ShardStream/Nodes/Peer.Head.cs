@@ -157,10 +157,11 @@ public sealed partial class Peer
             // A wait counts from the shard's last chunk, or from when its parent took it over.
             long now = Time.GetTimestamp();
             long ticks = Time.TimestampTicks(paused);
+            long[] parentSince;
+            lock (_gate) parentSince = _parentSince[.._shardCount];
             for (int shard = 0; shard < _shardCount; shard++)
             {
-                long since;
-                lock (_gate) since = _parentSince[shard];
+                long since = parentSince[shard];
                 long seen, moved;
                 do
                 {
@@ -242,9 +243,10 @@ public sealed partial class Peer
         // that waited unread while it did not run were read since (a tick with input still
         // waiting unread judges nothing). The running time may all come before a recent pause;
         // what keeps an honest parent from a cut then is that the cut needs the child more than
-        // the whole lengthened window behind, and a pause of P puts it about P behind. Windows with part of them paused are judged all the same: on a
-        // loaded host most are (a tick late or a thread-pool probe not run by the next tick
-        // counts), and skipping them would judge no parent there.
+        // the whole lengthened window behind, and a pause of P puts it about P behind. Windows
+        // with part of them paused are judged all the same: on a loaded host most are (a tick
+        // late or a thread-pool probe not run by the next tick counts), and skipping them would
+        // judge no parent there.
         if (then is not { } t || since > t.At || shard >= t.Chunks.Length) return null;
         long got = Volatile.Read(ref _chunksOf[shard]) - t.Chunks[shard];
         // The source deals its chunks round-robin: this shard's share of those made since.

@@ -79,6 +79,24 @@ public sealed partial class Planner
             return [];
         }
 
+        var moves = MoveOff(peer, parent, outsideParent: false);
+        if (moves.Count > 0)
+        {
+            // A re-placed edge breaks the seed's pattern; the general rule runs from now on.
+            _pristine = false;
+        }
+
+        return moves;
+    }
+
+    /// <summary>
+    /// Moves <paramref name="peer"/> into free slots away from <paramref name="parent"/> in every
+    /// shard where that is its parent, as <see cref="FindParentAvoiding"/> picks (and, with
+    /// <paramref name="outsideParent"/>, never below <paramref name="parent"/>); all or nothing:
+    /// when one of those shards has no such slot, nothing changes and the result is empty.
+    /// </summary>
+    private List<Reattachment> MoveOff(int peer, int parent, bool outsideParent)
+    {
         var moves = new List<Reattachment>();
         for (var s = 0; s < ShardCount; s++)
         {
@@ -88,7 +106,7 @@ public sealed partial class Planner
             }
 
             // One shard at a time: a node's budget counts its slots over all shards together.
-            var target = FindParentAvoiding(peer, s, parent);
+            var target = FindParentAvoiding(peer, s, parent, outsideParent);
             if (target == None)
             {
                 foreach (var done in moves)
@@ -103,12 +121,6 @@ public sealed partial class Planner
             _forest.Detach(peer, s);
             _forest.Attach(peer, target, s);
             moves.Add(new Reattachment(peer, s, target));
-        }
-
-        if (moves.Count > 0)
-        {
-            // A re-placed edge breaks the seed's pattern; the general rule runs from now on.
-            _pristine = false;
         }
 
         return moves;
@@ -222,9 +234,9 @@ public sealed partial class Planner
         return best;
     }
 
-    /// <summary>The shallowest node with a free slot in the shard that is not <paramref name="parent"/>, not avoided by the peer, attached to the source, and not inside the peer's own subtree.</summary>
-    private int FindParentAvoiding(int peer, int shard, int parent) =>
-        _forest.FindOpenWhere(shard, n => n != parent && n != peer && !_avoided.Contains((peer, n)) && _forest.IsAttached(n, shard) && !IsBelow(n, peer, shard));
+    /// <summary>The shallowest node with a free slot in the shard that is not <paramref name="parent"/>, not avoided by the peer, attached to the source, not inside the peer's own subtree, and, with <paramref name="outsideParent"/>, not inside <paramref name="parent"/>'s.</summary>
+    private int FindParentAvoiding(int peer, int shard, int parent, bool outsideParent = false) =>
+        _forest.FindOpenWhere(shard, n => n != parent && n != peer && !_avoided.Contains((peer, n)) && _forest.IsAttached(n, shard) && !IsBelow(n, peer, shard) && !(outsideParent && IsBelow(n, parent, shard)));
 
     /// <summary>True when <paramref name="ancestor"/> is on the path from <paramref name="node"/> up to the source.</summary>
     private bool IsBelow(int node, int ancestor, int shard)

@@ -34,35 +34,11 @@ public sealed partial class Planner
             children.Insert(0, first);
         }
 
-        var moves = new List<Reattachment>();
+        IReadOnlyList<Reattachment> moves = [];
         foreach (var child in children)
         {
-            for (var s = 0; s < ShardCount; s++)
-            {
-                if (_forest.Parent(child, s) != peer)
-                {
-                    continue;
-                }
-
-                // Outside the relay's subtree: under it, the child would still wait for its upload.
-                var target = _forest.FindOpenWhere(s, n => n != peer && n != child && !_avoided.Contains((child, n)) && _forest.IsAttached(n, s) && !IsBelow(n, child, s) && !IsBelow(n, peer, s));
-                if (target == None)
-                {
-                    foreach (var done in moves)
-                    {
-                        _forest.Detach(child, done.Shard);
-                        _forest.Attach(child, peer, done.Shard);
-                    }
-
-                    moves.Clear();
-                    break;
-                }
-
-                _forest.Detach(child, s);
-                _forest.Attach(child, target, s);
-                moves.Add(new Reattachment(child, s, target));
-            }
-
+            // Outside the relay's subtree: under it, the child would still wait for its upload.
+            moves = MoveOff(child, peer, outsideParent: true);
             if (moves.Count > 0)
             {
                 break;
