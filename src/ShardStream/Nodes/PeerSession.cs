@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using ShardStream.Topology;
 using ShardStream.Wire;
 
@@ -90,6 +91,15 @@ internal sealed class PeerSession(int id, string address, Link control)
             Ahead(control, FrameWriting.ToArray(write));
         }
     }
+
+    /// <summary>
+    /// Evicts the peer: Goodbye(Refused, <paramref name="reason"/>) on its control link ahead of
+    /// everything queued there, which is dropped (it is leaving). Behind a slow reader's backlog
+    /// the goodbye came after seconds of stream, or the close timeout reset the link first, and
+    /// the peer said "connection lost" instead of the coordinator's reason (<c>NoticeAheadTests</c>).
+    /// </summary>
+    public void Evict(string reason, ILogger log) =>
+        Control.CloseAsync(GoodbyeCode.Refused, reason, dropQueued: true).Observe(log, $"peer {Id}: evicting");
 
     /// <summary>Sends <paramref name="frame"/> ahead of the stream on <paramref name="control"/>, or holds it until the Welcome went out. Under <c>_moveOrder</c>.</summary>
     private void Ahead(Link control, byte[] frame)

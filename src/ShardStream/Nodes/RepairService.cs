@@ -629,7 +629,7 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                     CoordinatorLog.DepartedParentCutOff(log, parentId, departedAddress!, reporter.Id, violation);
                     return;
                 case EvictionPolicy.Verdict.AccuserEvicted:
-                    reporter.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: this peer accused {reporter.Accusations} parents of lying").Observe(log, $"peer {reporter.Id}: evicting");
+                    reporter.Evict($"evicted: this peer accused {reporter.Accusations} parents of lying", log);
                     RemovePeer(reporter, "accused too many parents", graceful: false);
                     return;
                 case EvictionPolicy.Verdict.AgainstCoordinator:
@@ -645,6 +645,6 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
         CoordinatorLog.ParentCutOff(log,
             parent.Id, parent.Address, reporter.Id, violation);
         RemovePeer(parent, $"cut off: {violation}", graceful: false);
-        parent.Control.CloseAsync(GoodbyeCode.Refused, $"evicted: child {reporter.Id} reports that you sent: {violation}").Observe(log, $"peer {parent.Id}: evicting");
+        parent.Evict($"evicted: child {reporter.Id} reports that you sent: {violation}", log);
     }
 }

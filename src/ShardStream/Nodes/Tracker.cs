@@ -190,7 +190,7 @@ internal sealed class Tracker(CoordinatorOptions options, RunSigner signer, ILog
                 CoordinatorLog.PeerRemoved(log, moved.Id, "is evicted", "no upload capacity is left for it", 0);
                 DropFromParents(moved, "evicted: no upload capacity left for it");
                 ShardStreamMetrics.Evictions.Add(1);
-                moved.Control.CloseAsync(GoodbyeCode.Refused, "evicted: no upload capacity is left in the overlay for this peer; join again later").Observe(log, $"peer {moved.Id}: evicting");
+                moved.Evict("evicted: no upload capacity is left in the overlay for this peer; join again later", log);
                 continue;
             }
             var entries = new List<ShardAssignment>();

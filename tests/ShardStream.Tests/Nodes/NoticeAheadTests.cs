@@ -31,6 +31,30 @@ public sealed class NoticeAheadTests
     }
 
     /// <summary>
+    /// A chain coordinator → relay → child (one shard-stream each) in <paramref name="overlay"/>,
+    /// with 100,000 bytes through it; then the relay's reading of its control link is held while
+    /// 6 MB more are written: about 2 MiB wait in the network's buffers, the rest in the
+    /// coordinator's queue for that link. Returns the last chunk cut, queued on that link.
+    /// </summary>
+    private static async Task<(Peer Relay, Peer Child, HeldReadingTransport Held, long Last)> HeldChainAsync(Overlay overlay, int seed, ILoggerFactory? relayLogs = null)
+    {
+        HeldReadingTransport? held = null;
+        var relay = await overlay.AddPeerAsync(upload: 1, configure: o => o with { SlowChildAge = Lenient }, network: t => held = new HeldReadingTransport(t, "coord"), loggers: relayLogs);
+        var child = await overlay.AddPeerAsync(upload: 1, configure: o => o with { SlowChildAge = Lenient });
+        var plan = overlay.Coordinator.Snapshot();
+        Assert.True(plan.Nodes.Single(n => n.Id == relay.Id).Parents[0] == 0 && plan.Nodes.Single(n => n.Id == child.Id).Parents[0] == relay.Id,
+            $"setup: the chain should be coordinator, relay {relay.Id}, child {child.Id}\n{plan.Render()}");
+        overlay.StartStreaming();
+        long total = 100_000;
+        await overlay.WriteAsync(Overlay.RandomBytes((int)total, seed));
+        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == total), "every peer has the first part");
+        held!.Held = true;
+        for (int i = 0; i < 6; i++) await overlay.WriteAsync(Overlay.RandomBytes(1_000_000, seed + 1 + i));
+        total += 6_000_000;
+        return (relay, child, held, await LastChunkCutAsync(overlay, total, 0, 1));
+    }
+
+    /// <summary>
     /// A relay fed by the coordinator on its control link, told to drop a child the coordinator
     /// took out of the overlay (DropChild), stops serving it before it reads the stream queued
     /// there before the notice. Behind that stream, it went on relaying the whole backlog to a
@@ -45,23 +69,7 @@ public sealed class NoticeAheadTests
         // place of a peer whose control link broke for 2 s: the test waits for the removal.
         await using var overlay = await Overlay.StartAsync(1, minPeers: 2, loggers: logs.Factory,
             configure: o => o with { Upload = 1, RejoinGrace = TimeSpan.FromSeconds(2), SlowChildAge = Lenient });
-        HeldReadingTransport? held = null;
-        var relay = await overlay.AddPeerAsync(upload: 1, configure: o => o with { SlowChildAge = Lenient }, network: t => held = new HeldReadingTransport(t, "coord"));
-        var child = await overlay.AddPeerAsync(upload: 1, configure: o => o with { SlowChildAge = Lenient });
-        var plan = overlay.Coordinator.Snapshot();
-        Assert.True(plan.Nodes.Single(n => n.Id == relay.Id).Parents[0] == 0 && plan.Nodes.Single(n => n.Id == child.Id).Parents[0] == relay.Id,
-            $"setup: the chain should be coordinator, relay {relay.Id}, child {child.Id}\n{plan.Render()}");
-        overlay.StartStreaming();
-        long total = 100_000;
-        await overlay.WriteAsync(Overlay.RandomBytes((int)total, 81));
-        await Overlay.WaitUntilAsync(() => overlay.Peers.All(p => p.Peer.BytesWritten == total), "every peer has the first part");
-
-        // The relay's reading of its control link is held while 6 MB more are written: about 2 MiB
-        // wait in the network's buffers, the rest in the coordinator's queue for that link.
-        held!.Held = true;
-        for (int i = 0; i < 6; i++) await overlay.WriteAsync(Overlay.RandomBytes(1_000_000, 82 + i));
-        total += 6_000_000;
-        long last = await LastChunkCutAsync(overlay, total, 0, 1);
+        var (relay, child, held, last) = await HeldChainAsync(overlay, 81);
         int childId = child.Id;
         bool? dropReadFirst = null, servedAtLast = null;
         relay.ChunkDue = (_, seq) =>
@@ -188,5 +196,42 @@ public sealed class NoticeAheadTests
         Assert.True(noticeReadFirst == true, $"the relay read chunk {last}, queued on its control link before the coordinator's Leaf notice, before that notice");
         await overlay.EndAsync();
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
+    }
+
+    /// <summary>
+    /// A relay fed by the coordinator on its control link, evicted because its child reports that
+    /// it sent bad data, reads the coordinator's Goodbye(Refused, "evicted: …") before the stream
+    /// queued there before it, which is dropped (it is leaving). Behind that stream, the goodbye
+    /// came only after the whole backlog, or not at all: the close timeout reset the link first on
+    /// a slow link, and the relay said "connection lost" instead of why it was evicted.
+    /// </summary>
+    [Fact]
+    public async Task An_evictions_goodbye_overtakes_the_stream_queued_on_the_control_link()
+    {
+        await using var overlay = await Overlay.StartAsync(1, minPeers: 2,
+            configure: o => o with { Upload = 1, SlowChildAge = Lenient });
+        var relayLogs = new LogCapture();
+        var (relay, child, held, last) = await HeldChainAsync(overlay, 111, relayLogs.Factory);
+        bool readLast = false;
+        relay.ChunkDue = (_, seq) =>
+        {
+            if (seq == last) readLast = true;
+        };
+
+        // Its child accuses it of sending bad data: the coordinator evicts it.
+        int relayId = relay.Id;
+        ((IPeerParents)child).SendToCoordinator(new ParentLost((ulong)relayId, [new ShardStart(0, 0)], "flipped bytes").Write);
+        await Overlay.WaitUntilAsync(() => !overlay.Coordinator.Snapshot().Nodes.Any(n => n.Id == relayId), "the coordinator evicted the relay");
+        held.Held = false;
+
+        await Overlay.WaitUntilAsync(() => relayLogs.Lines.Any(l => l.Message.StartsWith("lost the coordinator", StringComparison.Ordinal)), "the relay lost the coordinator");
+        bool readLastFirst = readLast;
+        string lost = relayLogs.Lines.First(l => l.Message.StartsWith("lost the coordinator", StringComparison.Ordinal)).Message;
+        Assert.True(!readLastFirst && lost.Contains($"evicted: child {child.Id} reports that you sent: flipped bytes", StringComparison.Ordinal),
+            $"the relay read chunk {last}, queued on its control link before the coordinator evicted it, before the eviction's goodbye ({readLastFirst}), or did not read why: '{lost}'");
+
+        await overlay.WriteAsync(Overlay.RandomBytes(100_000, 120));
+        await overlay.EndAsync();
+        await overlay.AssertIdenticalAsync(overlay.PeerById(child.Id));
     }
 }
