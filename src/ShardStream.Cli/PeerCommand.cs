@@ -56,11 +56,13 @@ internal static class PeerCommand
             status?.Start(PeerStatusText.For(peer));
             var egress = new MediaEgress(parse.GetValue(http) is not null);
             await using var httpHost = await NodeHttpHost.StartAsync(parse.GetValue(http), [new MetricsEndpoints(), OverlayEndpoints.ForPeer(peer), egress.Endpoints(loggers)], loggers, ct);
-            // After the HTTP host: its metrics exporter then sees every event from the first join on.
-            await peer.StartAsync(ct);
             using var endOfEgress = egress;
             egress.Started(httpHost, loggers);
+            // Players' listeners before the join, as the HTTP host: a player started with the peer
+            // waits for the stream instead of being refused for as long as the join takes.
             await using var play = await rtmpPlay.StartAsync(parse, loggers, ct);
+            // After the HTTP host: its metrics exporter then sees every event from the first join on.
+            await peer.StartAsync(ct);
             var output = egress.Tee(Console.OpenStandardOutput());
             await using var stdout = play is null ? output : play.Hub.Tee(output);
             try

@@ -119,13 +119,7 @@ internal sealed partial class CliProcess : IAsyncDisposable
     public void Kill() => _process.Kill(entireProcessTree: false);
 
     /// <summary>Sends a signal by name with the system's <c>kill</c> (e.g. "STOP", "CONT").</summary>
-    public async Task SignalAsync(string signal)
-    {
-        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { $"-{signal}", Pid.ToString(System.Globalization.CultureInfo.InvariantCulture) }, UseShellExecute = false })
-                         ?? throw new InvalidOperationException("could not start kill");
-        await kill.WaitForExitAsync();
-        if (kill.ExitCode != 0) throw new InvalidOperationException($"kill -{signal} {Pid} exited with {kill.ExitCode}");
-    }
+    public Task SignalAsync(string signal) => Signals.SendAsync(Pid, signal);
 
     private async Task PumpStdoutAsync()
     {

@@ -129,6 +129,58 @@ public sealed class CliRtmpTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    /// <summary>
+    /// The README's recipe starts a player right after the peer (<c>peer … --rtmp-play … &amp;
+    /// ffplay rtmp://…</c>): the peer listens for players before its join, not after it, so a player
+    /// that comes while the join is still going on waits for the stream instead of being refused.
+    /// The join is held by stopping the coordinator (SIGSTOP) until the player is in.
+    /// </summary>
+    [Fact]
+    public async Task A_player_that_comes_while_the_peer_is_still_joining_waits_for_the_stream()
+    {
+        if (RequiresTool.Missing(output, Ffmpeg.Missing())) return;
+        var (coordinator, rtmp, _) = await StartChainAsync(0);
+        await using var _c = coordinator;
+        using var ffmpeg = StartFfmpeg(Ffmpeg.PublishArgs($"rtmp://{rtmp}/live/{Key}", seconds: 600, gop: 30));
+        var publishErrors = ffmpeg.StandardError.ReadToEndAsync();
+        try
+        {
+            await coordinator.WaitForLogAsync("publishing started", Startup);
+            string address = await coordinator.WaitForLogAsync(@"coordinator listening on (\S+?),", Startup);
+            await coordinator.SignalAsync("STOP");
+            await using var peer = FileOutProcess.Start(_dir, "peer", ["peer", "-c", address, "-l", "127.0.0.1:0", "--rtmp-play", "127.0.0.1:0"]);
+            string play;
+            try
+            {
+                play = await peer.WaitForLogAsync(@"rtmp: listening on (\S+) \(play\)", Startup);
+            }
+            catch (TimeoutException e)
+            {
+                throw new TimeoutException($"the peer did not listen for players while its join was held: {e.Message}");
+            }
+            Assert.DoesNotContain("joined as peer", peer.Stderr);
+            string copy = Path.Combine(_dir, "played.flv");
+            var player = Task.Run(() => RequiresTool.Run("ffmpeg", ["-hide_banner", "-v", "error", "-xerror", "-i", $"rtmp://{play}/live/stream", "-t", "4", "-c", "copy", "-f", "flv", copy], TimeSpan.FromMinutes(2)));
+            await peer.WaitForLogAsync("playing started", Startup);
+            await coordinator.SignalAsync("CONT");
+            var r = await player;
+            Assert.True(r.ExitCode == 0 && r.Stderr.Trim().Length == 0, $"ffmpeg playing from {play}: exit {r.ExitCode}: {r.Stderr}\n{peer.Stderr}");
+            Assert.Contains("joined as peer", peer.Stderr);
+            var (exit, errors) = Ffmpeg.Decode(copy);
+            Assert.True(exit == 0 && errors.Length == 0, $"decode of what was played: {errors}");
+            var (video, _) = Ffmpeg.CountPackets(copy);
+            output.WriteLine($"played 4 s from a peer the player reached before its join: {video} video frames");
+            Assert.InRange(video, 118, 122); // 4 s at 30 fps, starting at a keyframe
+        }
+        finally
+        {
+            await coordinator.SignalAsync("CONT");
+            ffmpeg.Kill();
+            await ffmpeg.WaitForExitAsync();
+            await publishErrors;
+        }
+    }
+
     [Fact]
     public async Task A_publisher_that_leaves_and_comes_back_is_one_stream_a_viewer_decodes_across()
     {

@@ -94,6 +94,9 @@ internal sealed partial class FileOutProcess : IAsyncDisposable
         throw new TimeoutException($"no log line matching '{pattern}' within {timeout}; stderr:\n{Stderr}");
     }
 
+    /// <summary>Sends a signal by name with the system's <c>kill</c> (e.g. "STOP", "CONT").</summary>
+    public Task SignalAsync(string signal) => Signals.SendAsync(_process.Id, signal);
+
     /// <summary>SIGTERM, then a wait for exit.</summary>
     public async Task StopAsync()
     {
