@@ -162,11 +162,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         // A peer the coordinator still lists, joining again: it keeps its place.
         if (TryRejoinInPlace(link, hello, advertised, turn) is { } rejoined) return (rejoined, false);
         // Refused whatever it measures: before a landmark round and a dial-back spent on it.
-        string? refusal;
+        Goodbye? refusal;
         lock (tracker.Gate) refusal = RefusalOf(hello, advertised);
-        if (refusal is not null)
+        if (refusal is { } refused)
         {
-            await host.RefuseAsync(link, GoodbyeCode.Refused, refusal, warn: true).ConfigureAwait(false);
+            await host.RefuseAsync(link, refused.Code, refused.Reason, warn: true).ConfigureAwait(false);
             return default;
         }
         bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion;
@@ -199,7 +199,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // Checked again: the stream may have ended, or the address been cut off, while it was probed.
             if (RefusalOf(hello, advertised) is { } late)
             {
-                host.RefuseAsync(link, GoodbyeCode.Refused, late, warn: true).Observe(log, $"{link.Name}: refusing");
+                host.RefuseAsync(link, late.Code, late.Reason, warn: true).Observe(log, $"{link.Name}: refusing");
                 return default;
             }
             // A first join with the token of a listed peer: tried again after its Welcome was lost, or not the peer's latest.
@@ -357,17 +357,21 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     }
 
     /// <summary>
-    /// Why this joiner is refused whatever it measured (the reason of its Goodbye(Refused)); null
-    /// when it is not. The caller holds the gate.
+    /// The goodbye that refuses this joiner whatever it measured; null when it is not refused.
+    /// The caller holds the gate.
     /// </summary>
-    private string? RefusalOf(Hello hello, string advertised) =>
+    private Goodbye? RefusalOf(Hello hello, string advertised) =>
         // A peer that joins again (it says where each shard goes on) still needs the tail and
         // the ends, which the windows hold: only new joiners are refused after the end, until the
-        // drain is over. After it nobody is: a peer placed then (one evicted earlier, trying again
-        // as the last viewer's goodbye freed its room) lost the coordinator as this node stopped,
-        // before its tail came, and ended with that instead of why it was out.
-        source.Ended && (hello.Shards.Length == 0 || host.Finished) ? "the stream has ended"
-        : eviction.IsCutOff(advertised) ? $"{advertised} was cut off for sending its children what it may not send"
+        // drain is over.
+        source.Ended && hello.Shards.Length == 0 ? new Goodbye(GoodbyeCode.Refused, "the stream has ended")
+        // After it nobody is: a peer placed then (one evicted earlier, trying again as the last
+        // viewer's goodbye freed its room) lost the coordinator as this node stopped, before its
+        // tail came, and ended with that instead of why it was out. It is told that the run is
+        // over as a peer still listed then is (Goodbye(ShuttingDown)): it does not try again.
+        // Refused, it did, for its whole rejoin time (a control link that broke as the stream ended).
+        : source.Ended && host.Finished ? new Goodbye(GoodbyeCode.ShuttingDown, Coordinator.WaitsNoLonger(source.BytesStreamed))
+        : eviction.IsCutOff(advertised) ? new Goodbye(GoodbyeCode.Refused, $"{advertised} was cut off for sending its children what it may not send")
         : null;
 
     /// <summary>

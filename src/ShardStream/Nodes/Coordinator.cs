@@ -187,13 +187,16 @@ public sealed partial class Coordinator : Node, Admission.IHost
         // told that the coordinator stops, ahead of what is still queued for them, so that they
         // take what their peer parents still send and stop, instead of joining again for their
         // rejoin time against a stream that has ended (reset by the exit, they did).
-        string said = $"the stream ended at {_source.BytesStreamed} bytes and the coordinator waits no longer";
+        string said = WaitsNoLonger(_source.BytesStreamed);
         CoordinatorLog.StoppingWithPeersBehind(Log, behind.Count, said);
         var closing = Task.WhenAll(behind.Select(c => c.CloseAsync(GoodbyeCode.ShuttingDown, said, routine: true, dropQueued: true)));
         // Also when cut short: the CLI's 15 s bound after a signal is a cancellation too, and
         // without the wait its exit reset the links before the goodbyes went out.
         await Task.WhenAny(closing, Task.Delay(ShuttingDownWait, Time)).ConfigureAwait(false);
     }
+
+    /// <summary>What a peer is told once the drain is over (Goodbye(ShuttingDown)): on its control link, or as the answer to its rejoin.</summary>
+    internal static string WaitsNoLonger(long bytes) => $"the stream ended at {bytes} bytes and the coordinator waits no longer";
 
     /// <summary>How long the end of the drain waits for the goodbyes of peers still behind to be sent (the CLI's bound is 20 s after a signal, the drain 15 s): the send under way on a slow link goes first.</summary>
     private static readonly TimeSpan ShuttingDownWait = TimeSpan.FromSeconds(3);

@@ -229,6 +229,15 @@ public sealed partial class Peer
             StoppedAsTooSlow(e.Message);
             return null;
         }
+        catch (CoordinatorStoppedException e)
+        {
+            // The run is over (a control link that broke as the stream ended, its rejoin after the
+            // coordinator's drain): as after a Goodbye(ShuttingDown) on the control link, what its
+            // peer parents still send is taken, then it stops with the coordinator's words.
+            // Refused as any join, it tried again for its whole rejoin time.
+            await FinishFromParentsAsync(_control!, e.Message).ConfigureAwait(false);
+            return null;
+        }
         catch (OperationCanceledException)
         {
             return null;
@@ -245,6 +254,9 @@ public sealed partial class Peer
         }
     }
 
+    /// <summary>1 once this peer learned that the coordinator's run is over (<see cref="FinishFromParentsAsync"/>).</summary>
+    private int _finishingFromParents;
+
     /// <summary>How often a peer whose coordinator stopped looks whether its parents still serve it.</summary>
     private static readonly TimeSpan StoppedPoll = TimeSpan.FromMilliseconds(100);
 
@@ -256,6 +268,8 @@ public sealed partial class Peer
     /// </summary>
     private async Task FinishFromParentsAsync(Link control, string said)
     {
+        // Once: the control link's goodbye and a rejoin's answer may both say so.
+        if (Interlocked.Exchange(ref _finishingFromParents, 1) != 0) return;
         RejoinLog.CoordinatorStopped(Log, said, _reassembler!.NextOffset);
         long since = Time.GetTimestamp();
         while (!Stopping.IsCancellationRequested && !_leaving && !_reassembler.IsComplete)

@@ -165,7 +165,9 @@ public sealed partial class Peer : Node, IPeerParents
                     }
                     // The coordinator may first check that this peer accepts connections (up to half its heartbeat timeout).
                     answered = await JoinAnswer.ReadAsync(link, address, _options.HeartbeatTimeout * 2, landmarksAllowed: measured < Protocol.MaxLandmarkRounds, cancellationToken,
-                        bye => stream is null ? null
+                        // A rejoin answered Goodbye(ShuttingDown): the run is over (the coordinator's wait after the end).
+                        bye => bye.Code == GoodbyeCode.ShuttingDown && resume.Length > 0 ? new CoordinatorStoppedException(bye.Reason)
+                            : stream is null ? null
                             : bye.Code == GoodbyeCode.OtherStream ? JoinAnswer.CheckOtherStream(address, bye, nonce, stream, _options.Stream, _verifier?.Key)
                             : bye.Code == GoodbyeCode.ProtocolError && bye.Reason.StartsWith("malformed hello frame", StringComparison.Ordinal) ? new StreamNotReadException()
                             : null).ConfigureAwait(false);
@@ -786,6 +788,9 @@ public sealed class CoordinatorBusyException(string message) : Exception(message
 
 /// <summary>The coordinator lists another node under this peer's join token (Goodbye code TokenTaken): draw a new token and join again as new.</summary>
 public sealed class JoinTokenTakenException(string message) : Exception(message);
+
+/// <summary>The coordinator answered a rejoin with Goodbye(ShuttingDown): its run is over, nothing to join again; the message is its words.</summary>
+internal sealed class CoordinatorStoppedException(string message) : Exception(message);
 
 /// <summary>The coordinator accepted the join's connection, then closed it or did not answer in time: worth another try.</summary>
 public sealed class JoinInterruptedException(string message, Exception? inner = null) : IOException(message, inner)

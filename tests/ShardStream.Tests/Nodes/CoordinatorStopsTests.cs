@@ -30,16 +30,7 @@ public sealed class CoordinatorStopsTests
         // As the CLI does once the run is over: the coordinator's links end with it.
         await overlay.Coordinator.DisposeAsync();
 
-        string ended;
-        try
-        {
-            await run.WaitAsync(Overlay.Deadline);
-            ended = $"completed, {output.Length} bytes: {string.Join(" | ", logs.Lines.Where(l => l.Category == "peer" && l.Level >= LogLevel.Information).Select(l => l.Message))}";
-        }
-        catch (StreamInterruptedException e)
-        {
-            ended = e.Message;
-        }
+        string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes: {string.Join(" | ", logs.Lines.Where(l => l.Category == "peer" && l.Level >= LogLevel.Information).Select(l => l.Message))}");
         Assert.True(ended.StartsWith("the coordinator stopped before the whole stream reached this peer (the stream ended at 8388608 bytes", StringComparison.Ordinal), ended);
         Assert.True(logs.Has(LogLevel.Warning, "still behind at the end of the wait for them"), "the coordinator did not say it told the viewer");
         Assert.False(logs.Has(LogLevel.Warning, "lost the coordinator"), "the viewer took the coordinator for lost");
@@ -47,5 +38,43 @@ public sealed class CoordinatorStopsTests
         var wrote = output.ToArray();
         Assert.True(wrote.Length > 0 && wrote.Length < data.Length, $"wrote {wrote.Length} of {data.Length} bytes");
         Assert.True(data.AsSpan(0, wrote.Length).SequenceEqual(wrote), "what the viewer wrote is not the stream's start");
+    }
+
+    /// <summary>
+    /// A viewer whose control link breaks just as the source ends cannot reach the coordinator
+    /// again before the coordinator's wait for its peers (the drain) is over; its rejoin comes
+    /// after it. It was refused "the stream has ended", taken for a refusal worth trying again, and
+    /// the viewer tried for its whole rejoin time against a run that was over, then stopped with
+    /// "lost the coordinator … could not join again". It is told the run is over
+    /// (Goodbye(ShuttingDown), as a peer still listed then is) and stops at once with that reason.
+    /// </summary>
+    [Fact]
+    public async Task A_viewer_that_joins_again_once_the_run_is_over_stops_with_the_reason_without_trying_again()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { DrainTimeout = TimeSpan.FromSeconds(2) }, loggers: logs.Factory);
+        // A rejoin time short enough that the failing case ends within the test's deadline.
+        var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.FromSeconds(20) });
+        var (_, output, run, host) = overlay.PeerById(viewer.Id);
+        overlay.StartStreaming();
+        var data = Overlay.RandomBytes(200_000, seed: 24);
+        await overlay.WriteAsync(data[..100_000]);
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 100_000, "the viewer has the first part");
+
+        // Its path to the coordinator breaks; the source ends, and the coordinator's 2 s wait for
+        // the viewer (kept for its rejoin) runs out. Only then can the viewer reach it again.
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        await overlay.WriteAsync(data[100_000..]);
+        await overlay.EndAsync();
+        overlay.Network.Unblock(host, "coord");
+
+        string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes");
+        var refusedAgain = logs.Lines.Where(l => l.Message.StartsWith("joining again failed", StringComparison.Ordinal) && l.Message.Contains("the stream has ended", StringComparison.Ordinal)).ToList();
+        Assert.True(ended.StartsWith("the coordinator stopped before the whole stream reached this peer (the stream ended at 200000 bytes and the coordinator waits no longer)", StringComparison.Ordinal) && refusedAgain.Count == 0,
+            $"{ended}; it tried again {refusedAgain.Count} times after the coordinator said the stream had ended");
+        Assert.True(logs.Has(LogLevel.Warning, "not joining again"), "the viewer did not say it would not join again");
+        var wrote = output.ToArray();
+        Assert.True(wrote.Length >= 100_000 && data.AsSpan(0, wrote.Length).SequenceEqual(wrote), $"what the viewer wrote ({wrote.Length} bytes) is not the stream's start");
     }
 }

@@ -236,16 +236,7 @@ public sealed class LateParentTests
         await overlay.Coordinator.DisposeAsync();
         overlay.Network.Unblock(host, "coord");
 
-        string ended;
-        try
-        {
-            await run.WaitAsync(Overlay.Deadline);
-            ended = $"completed, {output.Length} bytes, {lagging.LostBytes} counted lost";
-        }
-        catch (StreamInterruptedException e)
-        {
-            ended = e.Message;
-        }
+        string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes, {lagging.LostBytes} counted lost");
         var wrote = output.ToArray();
         Assert.True(overlay.Written.AsSpan((int)lagging.StartOffset, wrote.Length).SequenceEqual(wrote), "what the lagging peer wrote is not the stream's");
         Assert.True(wrote.Length < overlay.Written.Length - lagging.StartOffset, $"wrote all {wrote.Length} bytes");

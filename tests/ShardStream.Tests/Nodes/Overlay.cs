@@ -52,6 +52,20 @@ internal sealed class Overlay : IAsyncDisposable
 
     public (Peer Peer, MemoryStream Output, Task Run, string Host) PeerById(int id) => Peers.Single(p => p.Peer.Id == id);
 
+    /// <summary>How a peer's <paramref name="run"/> ended: the reason it stopped with, or <paramref name="completed"/> when it completed.</summary>
+    public static async Task<string> HowEndedAsync(Task run, Func<string> completed)
+    {
+        try
+        {
+            await run.WaitAsync(Deadline);
+            return completed();
+        }
+        catch (StreamInterruptedException e)
+        {
+            return e.Message;
+        }
+    }
+
     /// <summary>Asserts that the peer wrote exactly the source from its join point.</summary>
     public async Task AssertIdenticalAsync((Peer Peer, MemoryStream Output, Task Run, string Host) p)
     {
