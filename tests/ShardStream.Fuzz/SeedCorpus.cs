@@ -21,6 +21,9 @@ public static class SeedCorpus
             ("welcome", Encode(new Welcome(3, 42, 2, 1000, 123_456, [
                 new ShardAssignment(0, AssignmentKind.Served, 0, 1000, ""),
                 new ShardAssignment(1, AssignmentKind.Redirect, 9, 1001, "10.0.0.9:7000", [9, 9, 9])], new byte[Welcome.ProofLength], [.. Enumerable.Range(1, Protocol.RunIdLength).Select(i => (byte)i)]).Write)),
+            // A reachability probe of version 16 (its nonce) and the probed peer's answer: no token, the proof of it over the nonce.
+            ("hello-probe-v16", Encode(new Hello(16, 16, HelloRole.Probe, 0, 0, [], "10.0.0.1:7000", [.. Enumerable.Range(1, 16).Select(i => (byte)(i * 3))], null, WireCoordinate.Unknown, []).Write)),
+            ("welcome-probe-v16", Encode(new Welcome(16, 0, 2, 0, 0, [], null, null, [.. Enumerable.Range(1, Protocol.ProbeProofLength).Select(i => (byte)(i * 5))]).Write)),
             ("chunk", Encode(w => new ChunkHeader(1, 77, 5_000_000).Write(w, "a short payload of a chunk"u8))),
             ("end", Encode(new End(1, 1234, 9_876_543, new byte[Protocol.SignatureLength]).Write)),
             ("goodbye", Encode(new Goodbye(GoodbyeCode.TooSlow, "too slow: 70000000 bytes waiting").Write)),

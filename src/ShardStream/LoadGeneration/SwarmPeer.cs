@@ -163,7 +163,8 @@ internal sealed class SwarmPeer
 
     /// <summary>
     /// Answers the coordinator's dial-back (a Hello of role Probe) with a Welcome that carries the
-    /// join token, as a real peer's listener does, then closes that connection.
+    /// proof of the join token over the probe's nonce (version 16; never the token itself), as a
+    /// real peer's listener does, then closes that connection.
     /// </summary>
     private static async Task AnswerProbesAsync(Socket listener, ulong token, CancellationToken cancellationToken)
     {
@@ -174,7 +175,9 @@ internal sealed class SwarmPeer
             var (type, body) = await ReadFrameAsync(input, cancellationToken).ConfigureAwait(false);
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             if (type != FrameType.Hello || !Hello.TryRead(ref reader, out var hello) || hello.Role != HelloRole.Probe) return;
-            var answer = new Welcome(Protocol.Negotiate(hello), token, 1, 0, 0, []);
+            ushort version = Protocol.Negotiate(hello);
+            byte[]? proof = version >= Protocol.ProbeProofVersion ? Trust.ProbeProof.Compute(token, hello.Nonce ?? new byte[Protocol.NonceLength]) : null;
+            var answer = new Welcome(version, 0, 1, 0, 0, [], ProbeProof: proof);
             await probe.SendAsync(FrameWriting.ToArray(answer.Write), cancellationToken).ConfigureAwait(false);
             probe.Shutdown(SocketShutdown.Send);
             // Wait for the coordinator to close too, so that the answer is not reset away.

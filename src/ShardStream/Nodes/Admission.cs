@@ -169,7 +169,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             await host.RefuseAsync(link, refused.Code, refused.Reason, warn: true).ConfigureAwait(false);
             return default;
         }
-        bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeVersion;
+        // A joiner older than version 16 shows its join token to whoever probes it, and whoever
+        // learns it can join again in its place: it is placed as a leaf, unprobed, so that taking
+        // its place disturbs nobody else's stream (docs/security.md).
+        bool probed = budget > 0 && hello.MaxVersion >= Protocol.ProbeProofVersion;
+        bool olderLeaf = budget > 0 && !probed;
         // A latency-aware plan first wants to know where the joiner is; the dial-back starts now,
         // while the joiner measures, and its placing Join takes the result.
         var landmarks = await SendLandmarksAsync(link, hello, round).ConfigureAwait(false);
@@ -187,7 +191,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         string? unreachable = probeOutcome.Unreachable;
         long beforeLock = time.GetTimestamp();
         if (probed) JoinStages.Record(time, JoinStages.Probe, probeStart, beforeLock);
-        if (unreachable is not null) budget = 0;
+        // What the Notice(Leaf) after its Welcome says, when it relays nothing.
+        string? leaf = unreachable is not null ? $"the coordinator could not connect to it at {advertised} ({unreachable}), so no peer is placed under it"
+            : olderLeaf ? $"it speaks protocol version {hello.MaxVersion}, whose answer to a reachability probe shows its join token to whoever asks, and whoever learns it can take its place: no peer is placed under it (version {Protocol.ProbeProofVersion} proves the token without showing it)"
+            : null;
+        if (leaf is not null) budget = 0;
         Welcome welcome;
         PeerSession session;
         List<PeerSession> demote;
@@ -234,7 +242,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             session = new PeerSession(id, advertised, link)
             {
                 Version = welcome.Version, Token = hello.PeerId, HeldFrom = resume?.Min() ?? startSeq, CoordinateDiscounted = joinCheck.CoordinateDiscounted,
-                FirstWelcome = resume is null ? new FirstWelcome(startSeq, startOffset, mediaHeader, unreachable, inLock) : null,
+                FirstWelcome = resume is null ? new FirstWelcome(startSeq, startOffset, mediaHeader, leaf, inLock) : null,
             };
             joinCheck.Log(log, id);
             tracker.List(session);
@@ -248,7 +256,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             tracker.SendMoves(planner.LastJoinMoves.Where(m => m.Peer != id), repair: false);
             NameControl(link, session, advertised);
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
-            session.SendWelcome(link, WelcomeFrames(welcome, advertised, startSeq, mediaHeader, unreachable));
+            session.SendWelcome(link, WelcomeFrames(welcome, startSeq, mediaHeader, leaf));
             host.StartControl(link, session.Version, measureRtt: true);
             Subscribe(link, entries);
             placed = time.GetTimestamp();
@@ -258,6 +266,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         JoinStages.Record(time, JoinStages.Welcome, link.AcceptedAt, placed);
         turn.Dispose();
         if (unreachable is not null) ReachabilityLog.ProbeFailed(log, session.Id, session.Address, unreachable);
+        else if (olderLeaf) ReachabilityLog.OlderPeerLeaf(log, session.Id, session.Address, hello.MaxVersion, Protocol.ProbeProofVersion);
         // Peers this joiner could not connect to when it measured them (see NoteUnreachableReports).
         foreach (var other in demote) repair.DemoteUnreachable(other);
         CoordinatorLog.PeerJoined(log, session.Id, session.Address, welcome.StartOffset, budget,
@@ -266,14 +275,14 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     }
 
     /// <summary>
-    /// A placement Welcome's frames: the Welcome, the Notice(Leaf) of a joiner the coordinator could
-    /// not connect to, and the signed stream header of its join point. Under the gate.
+    /// A placement Welcome's frames: the Welcome, the Notice(Leaf) of a joiner placed as a leaf
+    /// (<paramref name="leaf"/>: the coordinator could not connect to it, or it is older than
+    /// version 16), and the signed stream header of its join point. Under the gate.
     /// </summary>
-    private List<byte[]> WelcomeFrames(Welcome welcome, string address, long startSeq, Media.MediaHeader? header, string? unreachable)
+    private List<byte[]> WelcomeFrames(Welcome welcome, long startSeq, Media.MediaHeader? header, string? leaf)
     {
         var frames = new List<byte[]>(3) { FrameWriting.ToArray(welcome.Write) };
-        if (unreachable is not null)
-            frames.Add(FrameWriting.ToArray(new Notice(NoticeCode.Leaf, $"the coordinator could not connect to it at {address} ({unreachable}), so no peer is placed under it").Write));
+        if (leaf is not null) frames.Add(FrameWriting.ToArray(new Notice(NoticeCode.Leaf, leaf).Write));
         if (welcome.Version >= Protocol.StreamHeaderVersion) frames.Add(source.SignedHeaderFrame(startSeq, header));
         return frames;
     }
@@ -305,7 +314,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             var (seq, offset) = source.JoinPoint();
             var header = source.MediaJoinPoint(ref seq, ref offset);
             moved = $"; its first join point (chunk {first.StartSeq}) may have left the replay windows, so it starts at chunk {seq}";
-            first = new FirstWelcome(seq, offset, header, first.Unreachable, time.GetTimestamp());
+            first = new FirstWelcome(seq, offset, header, first.Leaf, time.GetTimestamp());
             session.FirstWelcome = first;
             session.HeldFrom = seq;
         }
@@ -315,7 +324,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         session.Version = welcome.Version;
         tracker.RecordParents(session);
         NameControl(link, session, session.Address);
-        session.SendWelcome(link, WelcomeFrames(welcome, session.Address, first.StartSeq, first.Header, first.Unreachable));
+        session.SendWelcome(link, WelcomeFrames(welcome, first.StartSeq, first.Header, first.Leaf));
         host.StartControl(link, session.Version, measureRtt: true);
         Subscribe(link, entries);
         source.WelcomedAtHead();

@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using ShardStream.Streaming;
 using ShardStream.Transport;
+using ShardStream.Trust;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -602,16 +603,26 @@ public abstract partial class Node : IAsyncDisposable
     }
 
     /// <summary>
-    /// What this node answers a reachability probe with: the token it sent in its Join (a peer
-    /// that is joining or joined), 0 otherwise. The coordinator compares it with the joiner's.
+    /// The join token this node sent in its Join (a peer that is joining or joined), 0 otherwise. A
+    /// reachability probe is answered with a proof of it (<see cref="ProbeProof"/>), never with the
+    /// token itself: whoever knows it joins again in this peer's place (docs/security.md).
     /// </summary>
     private protected virtual ulong JoinToken => 0;
 
-    /// <summary>The coordinator checks that this node accepts connections: say who we are, and close.</summary>
+    /// <summary>
+    /// The coordinator checks that this node accepts connections: say who we are, and close. At
+    /// version 16 (<see cref="Protocol.ProbeProofVersion"/>) with the proof of this node's join
+    /// token over the probe's nonce; to an older prober (an older coordinator, or an older joiner
+    /// measuring its RTT) with none: a Welcome whose peer id is 0, which an older coordinator takes
+    /// for another node's answer (this peer is then its leaf).
+    /// </summary>
     private async Task AnswerProbeAsync(Link link, Hello hello)
     {
         NodeLog.AnsweringProbe(Log, link.Name);
-        var answer = new Welcome(Protocol.Negotiate(hello), JoinToken, (byte)Math.Max(1, ShardCount), 0, 0, []);
+        ushort version = Protocol.Negotiate(hello);
+        ulong token = JoinToken;
+        byte[]? proof = version >= Protocol.ProbeProofVersion && token != 0 ? ProbeProof.Compute(token, hello.Nonce ?? new byte[Protocol.NonceLength]) : null;
+        var answer = new Welcome(version, 0, (byte)Math.Max(1, ShardCount), 0, 0, [], ProbeProof: proof);
         await link.WriteNowAsync(answer.Write, _stopping.Token).ConfigureAwait(false);
         await link.ShutdownAsync("probe answered").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);

@@ -379,7 +379,7 @@ public sealed partial class Peer : Node, IPeerParents
     }
 
     /// <summary>
-    /// Sent in the Join; a reachability probe must answer with it (see <see cref="Node.JoinToken"/>).
+    /// Sent in the Join; a reachability probe is answered with a proof of it, never with it (see <see cref="Node.JoinToken"/>).
     /// Drawn again only when a first join finds it taken (<see cref="NewJoinToken"/>), before the next Join.
     /// </summary>
     private ulong _joinToken = (ulong)Random.Shared.NextInt64(1, long.MaxValue);
@@ -389,7 +389,7 @@ public sealed partial class Peer : Node, IPeerParents
     /// <summary>This peer's join token, for tests that join with it from elsewhere.</summary>
     internal ulong Token => Volatile.Read(ref _joinToken);
 
-    /// <summary>A first join found this peer's token listed for another node: the next Join carries a new one (and probes are answered with it).</summary>
+    /// <summary>A first join found this peer's token listed for another node: the next Join carries a new one (and probes are answered with a proof of it).</summary>
     private void NewJoinToken()
     {
         ulong token;
@@ -422,6 +422,9 @@ public sealed partial class Peer : Node, IPeerParents
     /// </summary>
     private string RelayAdvice()
     {
+        // An older coordinator checks a probe by the join token in clear, which this peer never shows.
+        if (_version < Protocol.ProbeProofVersion && _options.MaxVersion >= Protocol.ProbeProofVersion)
+            return $"run a coordinator of protocol version {Protocol.ProbeProofVersion} or later: this one speaks {_version}, and takes this peer's answer to its reachability probe (a proof of the join token, not the token) for another node's";
         try
         {
             var (host, port) = Endpoint.Parse(ListenAddress);

@@ -541,7 +541,7 @@ internal sealed record ControlRole(PeerSession Session) : LinkRole;
 /// <summary>
 /// What a joiner's first Welcome said besides its place: the join point (<paramref name="StartSeq"/>,
 /// <paramref name="StartOffset"/>), the media header its StreamHeader carried (null: none), and
-/// why it was placed as a leaf (the reason of its Notice(Leaf); null: it was not);
+/// why it was placed as a leaf (the text of its Notice(Leaf); null: it was not);
 /// <paramref name="At"/>: when the join point was chosen (a timestamp).
 /// </summary>
-internal sealed record FirstWelcome(long StartSeq, long StartOffset, Media.MediaHeader? Header, string? Unreachable, long At);
+internal sealed record FirstWelcome(long StartSeq, long StartOffset, Media.MediaHeader? Header, string? Leaf, long At);

@@ -39,4 +39,8 @@ internal static partial class ReachabilityLog
     [LoggerMessage(EventId = 809, EventName = "UnreachableParentKept", Level = LogLevel.Warning,
         Message = "{Count} peers say they cannot connect to peer {Id} ({Address}), but its child peer {Child} reaches it (it reports a round trip on its link to it): it stays a relay; only their edges to it are taken out")]
     public static partial void UnreachableParentKept(ILogger logger, int count, int id, string address, int child);
+
+    [LoggerMessage(EventId = 810, EventName = "OlderPeerLeaf", Level = LogLevel.Warning,
+        Message = "peer {Id} ({Address}) speaks protocol version {Version}, whose answer to a reachability probe shows its join token to whoever asks: placed as a leaf, unprobed (version {ProofVersion} proves the token without showing it)")]
+    public static partial void OlderPeerLeaf(ILogger logger, int id, string address, int version, int proofVersion);
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using System.Collections.Concurrent;
 using ShardStream.Transport;
+using ShardStream.Trust;
 using ShardStream.Wire;
 
 namespace ShardStream.Nodes;
@@ -38,9 +39,11 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
 
     /// <summary>
     /// Connects to <paramref name="address"/>, where the coordinator is about to send other peers
-    /// for the joiner's shards, and checks that the very joiner answers there: it must echo the
-    /// token of its Join (another node at that address, e.g. another peer behind the same NAT
-    /// address, would answer with its own). Unreachable is null when it does, else says why not, in
+    /// for the joiner's shards, and checks that the very joiner answers there: it must prove, over a
+    /// fresh nonce, that it holds the token of its Join (<see cref="ProbeProof"/>; another node at
+    /// that address, e.g. another peer behind the same NAT address, holds another). The probe is of
+    /// version 16 only (<see cref="Protocol.ProbeProofVersion"/>): an older node answers it with
+    /// Goodbye(VersionMismatch), and never with its token. Unreachable is null when it does, else says why not, in
     /// words. The round trip is only returned: kept (<see cref="Record"/>) once the joiner is
     /// placed, since a joiner probed and then refused, or one that never came back after its early
     /// probe, is never forgotten (a stranger joining again and again from new addresses grew this
@@ -54,13 +57,15 @@ internal sealed class ReachabilityProbe(CoordinatorOptions options, ITransport t
         try
         {
             link = newLink(await transport.ConnectForControlAsync(address, linked.Token).ConfigureAwait(false), $"probe {address}");
+            byte[] nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(Protocol.NonceLength);
             long sent = time.GetTimestamp();
-            await link.WriteNowAsync(new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], listenAddress()).Write, linked.Token).ConfigureAwait(false);
+            await link.WriteNowAsync(new Hello(Protocol.ProbeProofVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], listenAddress(), nonce).Write, linked.Token).ConfigureAwait(false);
             var (type, body) = await link.ReadOneAsync(linked.Token).ConfigureAwait(false);
             var rtt = time.GetElapsedTime(sent);
             var reader = new System.Buffers.SequenceReader<byte>(new System.Buffers.ReadOnlySequence<byte>(body));
+            if (type == FrameType.Goodbye && Goodbye.TryRead(ref reader, out var refusal)) return new($"the node at {address} refused the probe: {refusal.Reason}", null);
             if (type != FrameType.Welcome || !Welcome.TryRead(ref reader, out var answer)) return new($"something answered at {address}, but not as a ShardStream peer ({type} frame)", null);
-            if (answer.PeerId != token) return new($"another ShardStream node answers at {address}, not this peer", null);
+            if (answer.ProbeProof is not { } proof || !ProbeProof.Verify(token, nonce, proof)) return new($"another ShardStream node answers at {address}, not this peer (no proof of its join token)", null);
             ShardStreamMetrics.ProbeRtt.Record(rtt.TotalSeconds);
             return new(null, rtt);
         }

@@ -146,7 +146,11 @@ internal static class FrameWriting
 /// <param name="UploadPercent">Join: what the sender may upload, in percent of the stream rate; <see cref="DefaultUpload"/> for the default of K+1 shard-streams.</param>
 /// <param name="Shards">Attach: the shards wanted and the first sequence number of each.</param>
 /// <param name="ListenAddress">Where the sender accepts children.</param>
-/// <param name="Nonce">Version 3, join: 16 random bytes the coordinator signs to prove it holds the stream's key (null: zeros).</param>
+/// <param name="Nonce">
+/// Version 3, join: 16 random bytes the coordinator signs to prove it holds the stream's key. Probe
+/// (version 16): the prober's fresh random bytes, over which the probed peer proves its join token
+/// (<see cref="Welcome.ProbeProof"/>). Null: zeros.
+/// </param>
 /// <param name="Ticket">Version 3, attach: the admission ticket the coordinator gave for this parent (null: none).</param>
 /// <param name="Coordinate">Version 6: the sender's network coordinate (null: unknown).</param>
 /// <param name="Measured">Version 6, join: the RTTs the joiner measured to the nodes a Landmarks frame named (null: none).</param>
@@ -250,8 +254,16 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
 /// Version 9, placement: the run id the coordinator drew at start (<see cref="Protocol.RunIdLength"/>
 /// bytes); every signature of this run covers it. Null in a redirect or a service welcome.
 /// </param>
-public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null, byte[]? RunId = null)
+/// <param name="ProbeProof">
+/// Version 16, the answer to a probe only, optional: the probed peer's proof that it holds its join
+/// token, over the probe's nonce (<see cref="Protocol.ProbeProofLength"/> bytes, HMAC-SHA256: <c>Trust.ProbeProof</c>);
+/// the body then ends with it. Null: none (a node that sent no Join, or any other Welcome), and the
+/// body ends after <paramref name="RunId"/>.
+/// </param>
+public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null, byte[]? RunId = null,
+    byte[]? ProbeProof = null)
 {
+
     /// <summary>Bytes of a proof: the public key and the signature.</summary>
     public const int ProofLength = Protocol.KeyLength + Protocol.SignatureLength;
 
@@ -259,7 +271,7 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
     {
         get
         {
-            int size = 2 + 8 + 1 + 8 + 8 + 1 + 1 + (Proof?.Length ?? 0) + 1 + (RunId?.Length ?? 0);
+            int size = 2 + 8 + 1 + 8 + 8 + 1 + 1 + (Proof?.Length ?? 0) + 1 + (RunId?.Length ?? 0) + (ProbeProof is null ? 0 : Protocol.ProbeProofLength);
             foreach (var s in Shards) size += s.Size;
             return size;
         }
@@ -277,6 +289,7 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         foreach (var s in m.Shards) s.Write(ref w);
         FrameCodec.WriteBytes8(ref w, m.Proof);
         FrameCodec.WriteBytes8(ref w, m.RunId);
+        if (m.ProbeProof is not null) FrameCodec.WriteFixed(ref w, m.ProbeProof, Protocol.ProbeProofLength);
     });
 
     /// <summary>Reads a welcome body; false when it is truncated or malformed.</summary>
@@ -291,8 +304,10 @@ public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCo
         for (int i = 0; i < count; i++)
             if (!ShardAssignment.TryRead(ref r, out shards[i])) return false;
         if (!FrameCodec.TryReadBytes8(ref r, ProofLength, out byte[] proof) || proof.Length is not (0 or ProofLength)) return false;
-        if (!FrameCodec.TryReadBytes8(ref r, Protocol.RunIdLength, out byte[] runId) || runId.Length is not (0 or Protocol.RunIdLength) || !r.End) return false;
-        value = new Welcome(version, peerId, k, startSeq, startOffset, shards, proof.Length == 0 ? null : proof, runId.Length == 0 ? null : runId);
+        if (!FrameCodec.TryReadBytes8(ref r, Protocol.RunIdLength, out byte[] runId) || runId.Length is not (0 or Protocol.RunIdLength)) return false;
+        byte[]? probeProof = null;
+        if (!r.End && (r.Remaining != Protocol.ProbeProofLength || !FrameCodec.TryReadFixed(ref r, Protocol.ProbeProofLength, out probeProof))) return false;
+        value = new Welcome(version, peerId, k, startSeq, startOffset, shards, proof.Length == 0 ? null : proof, runId.Length == 0 ? null : runId, probeProof);
         return true;
     }
 }

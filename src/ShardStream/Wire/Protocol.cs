@@ -16,9 +16,24 @@ public static class Protocol
     /// 12 the DropChild frame (the coordinator tells a parent to stop serving a child it took out of the overlay),
     /// 13 the stream a joiner asks for, in its Join (the coordinator refuses another stream's joiner before placing it),
     /// 14 the stream's head in the coordinator's heartbeats on a control link,
-    /// 15 the cause in a ParentLost (a parent cut off for a lag never made up).
+    /// 15 the cause in a ParentLost (a parent cut off for a lag never made up),
+    /// 16 a probe answer that proves the join token without showing it (a keyed hash over the prober's nonce).
     /// </summary>
-    public const ushort Version = 15;
+    public const ushort Version = 16;
+
+    /// <summary>
+    /// The first version whose probe answer proves the join token instead of showing it: the
+    /// prober's Hello carries a fresh nonce, and the probed peer answers with
+    /// <see cref="Welcome.ProbeProof"/> (HMAC-SHA256 under its token, <c>Trust.ProbeProof</c>) and a
+    /// <see cref="Welcome.PeerId"/> of 0. A node of this build never shows its token to a probe, of
+    /// any version; its coordinator asks for the proof with a probe of this version only, and places
+    /// an older joiner (which shows its token to whoever probes it) as a leaf (docs/protocol.md, section 6;
+    /// docs/security.md).
+    /// </summary>
+    public const ushort ProbeProofVersion = 16;
+
+    /// <summary>Bytes of a probe answer's proof (<see cref="Welcome.ProbeProof"/>): an HMAC-SHA256.</summary>
+    public const int ProbeProofLength = 32;
 
     /// <summary>
     /// The first version whose ParentLost may say that the peer cut that parent off for a lag it

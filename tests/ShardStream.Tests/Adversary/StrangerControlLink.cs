@@ -47,16 +47,17 @@ internal sealed class StrangerControlLink : IAsyncDisposable
     /// From <paramref name="host"/> instead, and, with <paramref name="uploadPercent"/>, claiming that
     /// upload: it answers the coordinator's probe at "HOST:1" (its join token is 0), so that it is
     /// placed as a relay (children are sent to it, and never connect: nothing listens there after).
-    /// With <paramref name="token"/>, its Join carries that join token (one it learned), else 0.
+    /// With <paramref name="token"/>, its Join carries that join token (one it learned), else 0;
+    /// with <paramref name="resume"/>, resume points too, as a peer joining again does.
     /// </summary>
     public static async Task<StrangerControlLink> JoinAsync(Overlay overlay, TimeSpan claimedHold, WireCoordinate? coordinate = null, MeasuredRtt[]? measured = null, TimeSpan answerDelay = default,
-        string host = "liar", ushort uploadPercent = 0, ulong token = 0)
+        string host = "liar", ushort uploadPercent = 0, ulong token = 0, ShardStart[]? resume = null)
     {
         var claimed = coordinate ?? new WireCoordinate(1, 1, 1, 0.5f);
         await using var listener = uploadPercent > 0 ? await overlay.Network.Host(host).ListenAsync($"{host}:1", CancellationToken.None) : null;
         var probe = listener is null ? Task.CompletedTask : ProbeAnswer.AnswerAsync(listener, 0);
         var connection = await overlay.Network.Host(host).ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
-        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, [], $"{host}:1", new byte[Protocol.NonceLength], null, claimed, measured);
+        var join = new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, uploadPercent, resume ?? [], $"{host}:1", new byte[Protocol.NonceLength], null, claimed, measured);
         for (int round = 0; ; round++)
         {
             join.Write(connection.Pipe.Output);
@@ -124,6 +125,10 @@ internal sealed class StrangerControlLink : IAsyncDisposable
         catch (OperationCanceledException)
         {
             // Stopped.
+        }
+        catch (IOException)
+        {
+            // The coordinator closed the link (a peer took back the place this stranger joined in).
         }
     }
 

@@ -67,7 +67,7 @@ public class UnauthorisedControlTests
         await using var overlay = await Overlay.StartAsync(shards: 2, configure: o => o with { MaxPeerUpload = 3 });
         var nonce = new byte[Protocol.NonceLength];
 
-        // The liar answers the coordinator's reachability probe with its join token (a joiner that
+        // The liar answers the coordinator's reachability probe with the proof of its join token (a joiner that
         // nobody can reach at "liar:1" would be placed as a leaf, budget 0, whatever it claims).
         const ulong token = 0x1234;
         await using var listener = await overlay.Network.Host("liar").ListenAsync("liar:1", CancellationToken.None);

@@ -26,7 +26,7 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains("this node speaks 9..15", goodbye.Reason);
+        Assert.Contains("this node speaks 9..16", goodbye.Reason);
         Assert.Contains("the other side 1..2", goodbye.Reason);
     }
 
@@ -48,7 +48,7 @@ public class RefusalTests
         var reader = new SequenceReader<byte>(body);
         Assert.True(Goodbye.TryRead(ref reader, out var goodbye));
         Assert.Equal(GoodbyeCode.VersionMismatch, goodbye.Code);
-        Assert.Contains($"no protocol version in common: this node speaks 9..15, the other side {min}..{max}", goodbye.Reason);
+        Assert.Contains($"no protocol version in common: this node speaks 9..16, the other side {min}..{max}", goodbye.Reason);
     }
 
     [Theory]
@@ -60,7 +60,8 @@ public class RefusalTests
     [InlineData(9, 13, 13)]
     [InlineData(9, 14, 14)]
     [InlineData(9, 15, 15)]
-    [InlineData(9, 16, 15)]
+    [InlineData(9, 16, 16)]
+    [InlineData(9, 17, 16)]
     public async Task The_welcome_speaks_the_highest_version_both_sides_speak(ushort min, ushort max, ushort chosen)
     {
         var net = new VirtualNetwork();

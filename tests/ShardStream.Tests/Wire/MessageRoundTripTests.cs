@@ -114,6 +114,26 @@ public class MessageRoundTripTests
     }
 
     [Fact]
+    public void Welcome_answering_a_probe_with_the_proof_of_the_join_token_round_trips()
+    {
+        byte[] proof = [.. Enumerable.Range(0, Protocol.ProbeProofLength).Select(i => (byte)(255 - i))];
+        var welcome = new Welcome(Protocol.ProbeProofVersion, 0, 2, 0, 0, [], ProbeProof: proof);
+        var body = Frames.Body(Frames.Encode(welcome.Write));
+        Assert.Equal(2 + 8 + 1 + 8 + 8 + 1 + 1 + 1 + Protocol.ProbeProofLength, (int)body.Length);
+
+        var reader = new SequenceReader<byte>(body);
+        Assert.True(Welcome.TryRead(ref reader, out var read));
+        Samples.AssertEqual(welcome, read);
+        Assert.Equal(proof, read.ProbeProof);
+        // Any other length after the run id is malformed.
+        byte[] longer = [.. body.ToArray(), 0];
+        var longerReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(longer));
+        Assert.False(Welcome.TryRead(ref longerReader, out _));
+        var shorterReader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body.ToArray()[..^1]));
+        Assert.False(Welcome.TryRead(ref shorterReader, out _));
+    }
+
+    [Fact]
     public void Chunk_with_the_largest_payload_round_trips()
     {
         var payload = new byte[Protocol.MaxChunkLength];
