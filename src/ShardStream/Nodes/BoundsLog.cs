@@ -14,8 +14,8 @@ internal static partial class BoundsLog
     [LoggerMessage(9201, LogLevel.Warning, "{Link}: cutting it off, a chunk it sent was refused: {Reason}", EventName = "ReassemblyFull")]
     public static partial void ReassemblyFull(ILogger log, string link, string reason);
 
-    [LoggerMessage(9202, LogLevel.Warning, "{Link}: cutting it off, it sent no chunk of shard {Shard} for {Seconds:0.#} s, though the source had made chunk {Seq} of it by then (the stream's head was {Head})", EventName = "ShardWithheld")]
-    public static partial void ShardWithheld(ILogger log, string link, int shard, double seconds, long seq, long head);
+    [LoggerMessage(9202, LogLevel.Warning, "{Link}: cutting it off, it sent no chunk of shard {Shard} for {Waited}, though the source had made chunk {Seq} of it by then (the stream's head was {Head})", EventName = "ShardWithheld")]
+    public static partial void ShardWithheld(ILogger log, string link, int shard, string waited, long seq, long head);
 
     [LoggerMessage(9203, LogLevel.Warning, "{Link}: cutting it off, it sent {Chunks} chunk(s) of shard {Shard} in the last {Seconds:0.#} s while the source made {Made}, and still not chunk {Seq}, which the source had made by then (the stream's head was {Head})", EventName = "ShardTrickled")]
     public static partial void ShardTrickled(ILogger log, string link, int shard, long chunks, double seconds, string made, long seq, long head);

@@ -44,6 +44,12 @@ public sealed partial class Peer
     private readonly record struct Heard(long At, long Head, long[] Chunks, long PausedTicks);
     private readonly long[] _lastChunkAt = new long[Protocol.MaxShards];
 
+    /// <summary>
+    /// When each shard's last chunk arrived, not moved by pauses as <see cref="_lastChunkAt"/> is:
+    /// the wall time a cut's line gives beside the running time it judged (event 9202).
+    /// </summary>
+    private readonly long[] _lastChunkWall = new long[Protocol.MaxShards];
+
     /// <summary>Chunks of each shard that arrived from a parent so far (a running count; refused and repeated ones too).</summary>
     private readonly long[] _chunksOf = new long[Protocol.MaxShards];
 
@@ -218,9 +224,25 @@ public sealed partial class Peer
                 }
                 continue;
             }
-            BoundsLog.ShardWithheld(Log, parent.Name, shard, after.TotalSeconds, next, head);
-            Cut(parent, $"sent no chunk of shard {shard} for {after.TotalSeconds:0.#} s, though the source had made chunk {next} of it by then");
+            string waited = Waited(shard, since);
+            BoundsLog.ShardWithheld(Log, parent.Name, shard, waited, next, head);
+            Cut(parent, $"sent no chunk of shard {shard} for {waited}, though the source had made chunk {next} of it by then");
         }
+    }
+
+    /// <summary>
+    /// How long <paramref name="shard"/> got nothing (from its last chunk, or from when its parent
+    /// took it over at <paramref name="since"/>), as the withheld cut says it: the running time it
+    /// judged, and when pauses of this process were excused, the wall time and the time paused
+    /// ("4.1 s of running time (9.2 s wall, 5.1 s paused)"), not only the wait's bound.
+    /// </summary>
+    private string Waited(int shard, long since)
+    {
+        var running = Time.GetElapsedTime(Math.Max(Volatile.Read(ref _lastChunkAt[shard]), since));
+        var wall = Time.GetElapsedTime(Math.Max(Volatile.Read(ref _lastChunkWall[shard]), since));
+        var paused = wall - running;
+        return paused < TimeSpan.FromMilliseconds(50) ? $"{running.TotalSeconds:0.#} s"
+            : $"{running.TotalSeconds:0.#} s of running time ({wall.TotalSeconds:0.#} s wall, {paused.TotalSeconds:0.#} s paused)";
     }
 
     /// <summary>What the source made over a window, as the lines say it: none over one the head stood still, only its rate.</summary>

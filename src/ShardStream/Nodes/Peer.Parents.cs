@@ -286,6 +286,7 @@ public sealed partial class Peer
         long now = Time.GetTimestamp();
         Volatile.Write(ref _lastProgress, now);
         Volatile.Write(ref _lastChunkAt[shard], now);
+        Volatile.Write(ref _lastChunkWall[shard], now);
         Interlocked.Increment(ref _chunksOf[shard]);
     }
 }

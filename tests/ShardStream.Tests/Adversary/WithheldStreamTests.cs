@@ -24,7 +24,9 @@ public class WithheldStreamTests
     /// length, as the failure detector excuses it; before, it started every shard's wait again, so
     /// the liar's children never cut it off (nor judged it a trickle: a third of every window
     /// paused), and at load 70-100 a child cut it off only once the chunks it lacked were older than
-    /// every replay window (ci283: 966,656 bytes counted lost).
+    /// every replay window (ci283: 966,656 bytes counted lost). The cut's line says both the running
+    /// time the shard got nothing for and the wall time, with what was paused: it said "for 4 s"
+    /// after more than that had passed.
     /// </summary>
     [Fact]
     public Task The_children_of_a_relay_that_sends_them_nothing_cut_it_off_though_their_host_pauses_often() =>
@@ -33,7 +35,8 @@ public class WithheldStreamTests
     private static async Task CutOffAsync(TimeProvider? viewersTime)
     {
         var heartbeatTimeout = TimeSpan.FromSeconds(2);
-        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: heartbeatTimeout);
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, minPeers: 3, heartbeatTimeout: heartbeatTimeout, loggers: logs.Factory);
         var liar = new TamperingTransport(overlay.Network.Host("liar"), (type, frame) =>
             type is FrameType.Chunk or FrameType.End or FrameType.Hashes ? [] : [frame]);
         var (relay, victims) = await LiarRelay.StartAsync(overlay, liar, heartbeatTimeout, Overlay.Loggers, viewersTime: viewersTime);
@@ -56,6 +59,12 @@ public class WithheldStreamTests
         await writing.CancelAsync();
         await source;
         Assert.True(liar.Rewritten > 0, "the liar never withheld a frame");
+        var cuts = logs.Lines.Where(l => l.Message.Contains("cutting it off, it sent no chunk of shard", StringComparison.Ordinal)).Select(l => l.Message).ToList();
+        Assert.True(cuts.Count > 0, "no child cut the liar off for withholding the shard (9202)");
+        // On the pausing host a wait spans pauses (0.7 s of every 2 s, and it is 4 s of running time).
+        if (viewersTime is not null)
+            Assert.True(cuts.Any(c => c.Contains(" s of running time (", StringComparison.Ordinal) && c.Contains(" s paused)", StringComparison.Ordinal)),
+                $"the cuts' lines do not say the wall time and what was paused: {string.Join(" | ", cuts)}");
         await overlay.EndAsync(TimeSpan.FromSeconds(120));
         foreach (var p in overlay.Peers) await overlay.AssertIdenticalAsync(p);
     }
