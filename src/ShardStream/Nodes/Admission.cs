@@ -139,6 +139,12 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         string advertised = Endpoint.Advertised(hello.ListenAddress, link.RemoteAddress);
         if (advertised != hello.ListenAddress)
             CoordinatorLog.Advertised(log, link.Name, hello.ListenAddress, advertised);
+        // A relay evicted as its uplink did not carry its children relays no more than it proved to.
+        (int Carried, string Why)? proven;
+        lock (tracker.Gate) proven = eviction.ProvenUpload(advertised, hello.PeerId);
+        int uncapped = budget;
+        if (proven is { } cap && budget > cap.Carried) budget = cap.Carried;
+        else proven = null;
         // Near the process's open-file limit every join is told to come back: each takes a
         // descriptor for its control link and one for the dial-back probe.
         if (options.MaxConnectionsForJoins is { } most && TcpTransport.OpenConnections is var open && open >= most)
@@ -183,7 +189,9 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             return (null, landmarks == LandmarksSent.Kept);
         }
         // Said at the Join that places the joiner, not at a landmark round's too.
-        if (budget < declared)
+        if (proven is { } capped)
+            SlowChildLog.ProvenUploadCap(log, advertised, capped.Carried, uncapped, capped.Why);
+        if (uncapped < declared)
             CoordinatorLog.UploadCapped(log, hello.ListenAddress, hello.UploadPercent == Hello.DefaultUpload ? (k + 1.0) / k : hello.UploadPercent / 100.0, options.MaxPeerUpload);
         // Before anyone is placed under the joiner: does it accept connections where others will be sent?
         long probeStart = time.GetTimestamp();
@@ -226,7 +234,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             }
             catch (PlacementException e)
             {
-                host.RefuseAsync(link, GoodbyeCode.Refused, $"no room in the overlay: {e.Message}", warn: true).Observe(log, $"{link.Name}: refusing");
+                string why = proven is { } p
+                    ? $"no room in the overlay: {e.Message}; this coordinator takes this peer back relaying at most {p.Carried} shard-stream(s), as {p.Why}: join again with a lower --upload when viewers leave"
+                    : $"no room in the overlay: {e.Message}";
+                host.RefuseAsync(link, GoodbyeCode.Refused, why, warn: true).Observe(log, $"{link.Name}: refusing");
                 return default;
             }
             // The join point: a little in the past (see JoinBacklog), always at a chunk boundary.

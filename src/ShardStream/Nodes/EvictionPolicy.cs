@@ -211,6 +211,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 return;
             }
             if (served == 0) rates = null;
+            // What it took of the shards this parent serves it: a relay's uplink carried that much to it.
+            double? took = rates?.DownloadMbps;
             if (rates is { } part && served < options.ShardCount)
                 rates = (part.DownloadMbps * options.ShardCount / served, part.StreamMbps * options.ShardCount / served);
             long now = time.GetTimestamp();
@@ -246,7 +248,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 // on uncapped links, were demoted in turn, and a leaf was stopped with "your
                 // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
                 SlowChildLog.ParentSlow(log, id, why, parent, siblings, SlowElsewhereWindow.TotalSeconds);
-                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true, slowChild: id);
+                Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
                 return;
             }
             if (relay)
@@ -375,6 +377,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// </summary>
     public void Forget(int id)
     {
+        _starved.Forget(id);
         _lastDownload.Remove(id);
         _excused.Remove(id);
         _slowUnder.Remove(id);
@@ -382,7 +385,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     }
 
     /// <summary>Whether anything kept per peer until it leaves (<see cref="Forget"/>) is still kept for <paramref name="id"/>; for tests. Under the gate.</summary>
-    internal bool Remembers(int id) => _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id) || _repromotions.Remembers(id);
+    internal bool Remembers(int id) => _starved.Remembers(id) || _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id) || _repromotions.Remembers(id);
 
     /// <summary>
     /// Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children;
@@ -404,7 +407,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <param name="foundBy">The parent that found <paramref name="id"/> slow, when that is why.</param>
     /// <param name="childrenSlow">True when <paramref name="id"/>'s children were found slow together (event 910).</param>
     /// <param name="slowChild">With <paramref name="childrenSlow"/>: the child whose finding it was, the first to shed.</param>
-    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false, int slowChild = Planner.None)
+    /// <param name="slowChildTookMbps">With <paramref name="slowChild"/>: what it took of the shards the peer serves it, when said.</param>
+    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false, int slowChild = Planner.None, double? slowChildTookMbps = null)
     {
         int moves, child = Planner.None, childBudget = 0;
         lock (tracker.Gate)
@@ -412,6 +416,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             var planner = tracker.Planner;
             if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return false;
             long now = time.GetTimestamp();
+            // The evidence that its children starve under it is noted whatever the spacing says.
+            var starved = childrenSlow ? _starved.Note(id, slowChild, slowChildTookMbps, now) : null;
             if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && !(childrenSlow && _lastDemotionFoundBy == id))
             {
                 SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
@@ -433,12 +439,16 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                     // a 1 Mbit/s uplink kept every child it had, was given a later joiner too, and
                     // that joiner fell more than the replay window behind.
                     if (childrenSlow && Shed(id, why, foundBy, slowChild, now)) return true;
+                    // Nothing relieves its children: once they have starved under it long enough,
+                    // it is evicted, if its leaving evicts nobody else (EvictStarved).
+                    if (starved is not null && EvictStarved(id, why, starved, now)) return true;
                     SlowChildLog.NotDemoted(log, id, why);
                     return false;
                 }
                 childBudget = planner.Budget(child);
             }
             _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
+            _starved.Forget(id);
             var plan = child == Planner.None ? planner.Demote(id) : planner.DemoteByExchange(id, child);
             _lastDemotion = now;
             _lastDemotionFoundBy = foundBy;
@@ -480,6 +490,83 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         string shed = moves.Count == 0 ? "none of its children could move to a free slot elsewhere"
             : $"its child, peer {moves[0].Peer}, moves to a free slot elsewhere ({moves.Count} move(s) sent)";
         SlowChildLog.Shed(log, id, why, shed, before, after);
+        return true;
+    }
+
+    /// <summary>Relays whose children starve under them with nothing to relieve them, and what evicted ones proved to carry. Under the gate.</summary>
+    private readonly StarvedRelays _starved = new(options.SlowChildGrace * 2, time);
+
+    /// <summary>
+    /// How long the children of a relay must have starved under it (findings, each less than
+    /// <see cref="SlowElsewhereWindow"/> after the one before, with no demotion, exchange or shed
+    /// possible at the last) before it is evicted: four slow-child graces, 20 s by default. A relay
+    /// on a loaded host sees its children fall behind for seconds after each stall; one whose
+    /// uplink does not carry them keeps them behind, and they fall about a second behind for every
+    /// few seconds of it, so 20 s leaves them well within the 30 s replay windows of their new parents.
+    /// </summary>
+    internal TimeSpan StarvedWindow => options.SlowChildGrace * 4;
+
+    /// <summary>Takes a peer out of the overlay for <see cref="EvictStarved"/> and tells it the reason (Goodbye(Refused)); set by the coordinator. Called under the gate.</summary>
+    internal Action<PeerSession, string>? Evict { get; set; }
+
+    /// <summary>
+    /// What a joiner at <paramref name="address"/> or with <paramref name="token"/> is given at most:
+    /// the shard-streams it proved to carry when it was evicted for starving its children
+    /// (<see cref="EvictStarved"/>), with why; null when it never was. Under the gate.
+    /// </summary>
+    public (int Carried, string Why)? ProvenUpload(string address, ulong token) => _starved.Proven(address, token);
+
+    /// <summary>
+    /// A relay whose children were found slow together, that can be neither demoted, nor exchanged
+    /// with a child, nor made to shed one: it is evicted (taken out of the overlay, its children
+    /// re-placed into the slots its leaving frees, and told why, naming --upload) when all of these
+    /// hold, else false and nothing changes: its children have starved under it for
+    /// <see cref="StarvedWindow"/> (<paramref name="run"/>), found slow by two of them at least (by
+    /// its only one, when it has one); fewer than <see cref="MinOthersSlowForBusy"/> (and 1% of the
+    /// overlay) other peers were found slow under other parents within
+    /// <see cref="SlowElsewhereWindow"/> (many behind at once point to a busy machine) and it was not
+    /// found slow itself then (its own download, or its process, may be what holds its children back);
+    /// and the planner finds its leaving evicts nobody else (<see cref="Planner.CanEvictWithoutEvictingOthers"/>).
+    /// A rejoin from its address or with its join token is given no more budget than the
+    /// shard-streams its children took from it (<see cref="ProvenUpload"/>), below what it was given.
+    /// The eviction counts as a demotion for <see cref="NodeOptions.DemotionSpacing"/>. Under the gate.
+    /// </summary>
+    private bool EvictStarved(int id, string why, StarvedRelays.Run run, long now)
+    {
+        var planner = tracker.Planner;
+        var children = new HashSet<int>(planner.ChildrenInAnyShard(id));
+        int found = run.Found.Keys.Count(children.Contains);
+        var span = time.GetElapsedTime(run.Since, now);
+        if (children.Count == 0 || span < StarvedWindow || found < Math.Min(2, children.Count) || Evict is null || !tracker.Peers.TryGetValue(id, out var session)) return false;
+        int others = _foundSlow.Count(f => f.Key != id && f.Value.Parent != id && !children.Contains(f.Key) && time.GetElapsedTime(f.Value.At, now) <= SlowElsewhereWindow);
+        string? kept = others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100)
+            ? $"{others} peers under other parents were found slow in the last {SlowElsewhereWindow.TotalSeconds:0.#} s (many viewers behind at once point to a busy machine)"
+            : _foundSlow.TryGetValue(id, out var self) && time.GetElapsedTime(self.At, now) <= SlowElsewhereWindow
+                ? $"its own parent found it slow in the last {SlowElsewhereWindow.TotalSeconds:0.#} s (its download, or its process, may be what holds its children back)"
+                : !planner.CanEvictWithoutEvictingOthers(id) ? "the overlay has no room for its children without it either" : null;
+        if (kept is not null)
+        {
+            SlowChildLog.NotEvicted(log, id, why, span.TotalSeconds, kept);
+            return false;
+        }
+        int used = planner.UsedUnits(id);
+        double took = run.Took(children);
+        double? shard = source.RateMbps() / options.ShardCount;
+        // What its children took from it, in whole shard-streams, below what it was given.
+        int carried = shard is > 0 ? Math.Clamp((int)Math.Floor((took / shard.Value) + 1e-9), 0, used - 1) : 0;
+        string Failed(string its, string it) => (shard is > 0 && took > 0)
+            ? string.Create(CultureInfo.InvariantCulture, $"{its} uplink did not carry the {used} shard-stream(s) placed on {it} ({its} children took {took:0.0} of the {used * shard.Value:0.0} Mbit/s they needed, for {span.TotalSeconds:0} s)")
+            : string.Create(CultureInfo.InvariantCulture, $"{its} uplink did not carry the {used} shard-stream(s) placed on {it} (for {span.TotalSeconds:0} s)");
+        string back = carried == 0 ? "--upload 0 here: this coordinator takes you back as a leaf"
+            : string.Create(CultureInfo.InvariantCulture, $"at most {carried / (double)options.ShardCount:0.###} here: this coordinator takes you back relaying {carried} shard-stream(s) at most");
+        string reason = $"evicted: {Failed("your", "you")}; rejoin with a lower --upload ({back})";
+        string failed = Failed("its", "it");
+        _starved.Evicted(session.Address, session.Token, carried, failed);
+        _starved.Forget(id);
+        _lastDemotion = now;
+        _lastDemotionFoundBy = Planner.None;
+        SlowChildLog.Evicted(log, id, why, span.TotalSeconds, found, children.Count, reason);
+        Evict(session, reason);
         return true;
     }
 

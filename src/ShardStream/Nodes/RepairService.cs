@@ -599,6 +599,18 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     }
 
     /// <summary>
+    /// Takes out a relay the <see cref="EvictionPolicy"/> evicts as its uplink does not carry its
+    /// children (<c>EvictStarved</c>): they are re-placed as after a failure, its parents drop it, and
+    /// it is told <paramref name="reason"/> (Goodbye(Refused): it may join again, as a leaf or with
+    /// the budget it proved to carry). Called under the gate.
+    /// </summary>
+    public void EvictStarving(PeerSession session, string reason)
+    {
+        RemovePeer(session, "evicted: its uplink did not carry its children", graceful: false);
+        session.Evict(reason, log);
+    }
+
+    /// <summary>
     /// A child lost a parent whose control link is closed (the coordinator is waiting for it to
     /// join again): it is gone for its children, so it is taken out now. Called under the gate.
     /// </summary>

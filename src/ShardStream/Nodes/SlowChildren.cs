@@ -258,7 +258,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–917).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–921).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
@@ -281,6 +281,15 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(918, LogLevel.Warning, "peer {Id} is not demoted ({Why}), as the overlay has no spare upload to re-place all its children without evicting someone: {Shed}; its budget drops from {Before} to {After} shard-stream(s), so that it is given no more children", EventName = "RelayShed")]
     public static partial void Shed(ILogger log, int id, string why, string shed, int before, int after);
+
+    [LoggerMessage(919, LogLevel.Warning, "peer {Id} evicted ({Why}): its children starved under it for {Seconds:0} s ({Found} of its {Children} found slow), and it could be neither demoted, nor exchanged with a child, nor made to shed one; its children go into the slots its leaving frees; it is told: {Reason}", EventName = "StarvingRelayEvicted")]
+    public static partial void Evicted(ILogger log, int id, string why, double seconds, int found, int children, string reason);
+
+    [LoggerMessage(920, LogLevel.Warning, "peer {Id} is not evicted ({Why}), though its children starved under it for {Seconds:0} s: {Kept}", EventName = "StarvingRelayKept")]
+    public static partial void NotEvicted(ILogger log, int id, string why, double seconds, string kept);
+
+    [LoggerMessage(921, LogLevel.Warning, "{Address} is given {Carried} shard-stream(s) to relay, not the {Declared} its --upload asks for: it was evicted as {Why}", EventName = "ProvenUploadCap")]
+    public static partial void ProvenUploadCap(ILogger log, string address, int carried, int declared, string why);
 
     [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);

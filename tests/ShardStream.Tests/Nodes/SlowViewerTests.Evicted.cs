@@ -1,0 +1,72 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+using ShardStream.Topology;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>A relay whose uplink does not carry its children, where nothing else can relieve them.</summary>
+public sealed partial class SlowViewerTests
+{
+    /// <summary>
+    /// Found across network namespaces (10 hosts, K = 4 striped, a viewer behind a 1 Mbit/s uplink
+    /// with the default --upload, another killed): the weak viewer became the only home peer left of
+    /// its stripe and fed that shard to every other viewer; it could not be demoted (no room for its
+    /// children and itself as a leaf), exchanged with a child (none has its home) or made to shed
+    /// one (no free slot in that tree outside its subtree): event 904 eighteen times, and every
+    /// viewer fell behind and ended short. Here: K = 4, a coordinator with one slot a stripe, four
+    /// viewers that each give what they take (--upload 1), so that each is the only home peer of
+    /// one stripe and feeds the three others there; the last one's uplink carries 1.8 of the three
+    /// shard-streams placed on it. Its children starve under it; it is evicted with a reason that
+    /// names --upload, its children are fostered into the slots its leaving frees, they get back to
+    /// the live rate and write every byte, and it is not placed as a relay of more than it carried again.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_whose_uplink_cannot_carry_its_children_and_that_nothing_can_relieve_is_evicted_and_its_children_catch_up()
+    {
+        var lagBound = TimeSpan.FromSeconds(1.5);
+        int shard = StripedRate / 4;
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { Topology = TopologyKind.Striped, Upload = 1 }, loggers: logs.Factory);
+        var peers = new List<Peer>();
+        for (int i = 0; i < 4; i++) peers.Add(await overlay.AddPeerAsync(upload: 1));
+        var weak = peers[^1];
+        var others = peers.Where(p => p != weak).ToList();
+        string weakAddress = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == weak.Id).Address;
+        var nodes = overlay.Coordinator.Snapshot().Nodes;
+        int stripe = Enumerable.Range(0, 4).FirstOrDefault(s => nodes.Any(n => n.Parents.Length > s && n.Parents[s] == weak.Id), -1);
+        Assert.True(stripe >= 0 && others.All(p => nodes.Single(n => n.Id == p.Id).Parents[stripe] == weak.Id) && nodes.Single(n => n.Id == weak.Id).Parents[stripe] == 0,
+            $"not the shape the test needs (the weak viewer the only home of a stripe, feeding the three others there): {PlanOf(overlay)}");
+        output.WriteLine($"plan: {PlanOf(overlay)}; the weak viewer, peer {weak.Id}, feeds shard {stripe}");
+        // Its uplink carries 1.8 shard-streams; its three children need three.
+        overlay.Network.SetUploadRate(overlay.PeerById(weak.Id).Host, shard * 9 / 5);
+        overlay.StartStreaming();
+        await using var source = LiveSource.Start(overlay, StripedRate, maxSeconds: 75, seed: 41);
+
+        string Lags() => string.Join(", ", others.Select(p => $"peer {p.Id} {source.Lag(p).TotalSeconds:0.0} s"));
+        try
+        {
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {weak.Id} evicted") || source.Ended, "the weak relay is evicted");
+            Assert.False(source.Ended, $"the weak relay was never evicted: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"evicted at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+            await Overlay.WaitUntilAsync(() => others.All(p => source.Lag(p) < lagBound) || source.Ended, $"the other viewers are within {lagBound.TotalSeconds} s of the source");
+            Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"caught up at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+        }
+        finally
+        {
+            foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine($"{source.At(l.Timestamp).TotalSeconds:0.0} {l.Category}: {l.Message}");
+        }
+
+        // The weak viewer was told why, naming --upload; it is not placed as a relay of more than
+        // its uplink carried (1 of the 3 shard-streams placed on it) again; the tree is within budgets.
+        Assert.True(logs.Has(LogLevel.Warning, "lost the coordinator: evicted: your uplink did not carry the 3 shard-stream(s) placed on you"), "the weak viewer did not say why it was evicted");
+        Assert.True(logs.Has(LogLevel.Warning, "rejoin with a lower --upload"), "the reason does not name --upload");
+        var plan = overlay.Coordinator.Snapshot().Nodes;
+        Assert.All(plan.Where(n => n.Address == weakAddress), n => Assert.True(n.Budget <= 1, $"the weak viewer joined again as peer {n.Id} with budget {n.Budget}: {PlanOf(overlay)}"));
+        Assert.All(plan, n => Assert.True(plan.Sum(c => c.Parents.Count(p => p == n.Id)) <= n.Budget, $"node {n.Id} feeds more than its budget {n.Budget}: {PlanOf(overlay)}"));
+        Assert.False(logs.Has(LogLevel.Warning, "stopping it ("), "someone was stopped");
+        await source.StopAsync();
+        await overlay.EndAsync();
+        foreach (var p in others) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
+    }
+}
