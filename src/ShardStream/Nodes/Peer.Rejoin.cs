@@ -87,7 +87,7 @@ public sealed partial class Peer
             _reassembler = reassembler;
         }
         var previous = Relay;
-        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
+        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time, _options.ResumeInFlightBytes, Log);
         previous?.Retire("this node started the coordinator's new run");
     }
 
