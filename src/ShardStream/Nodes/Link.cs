@@ -324,7 +324,7 @@ internal sealed partial class Link : IAsyncDisposable
     /// for the other side to close too so that nothing in flight is reset; logged at debug level
     /// when <paramref name="routine"/> (see <see cref="FramedConnection.CloseAsync"/>).
     /// </summary>
-    public Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false) => _connection.CloseAsync(code, reason, routine, dropQueued);
+    public Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false, bool dropChunks = false) => _connection.CloseAsync(code, reason, routine, dropQueued, dropChunks);
 
     /// <summary>
     /// Closes the send side (after whatever was written) and waits, reading and discarding, until

@@ -97,9 +97,21 @@ internal sealed class PeerSession(int id, string address, Link control)
     /// everything queued there, which is dropped (it is leaving). Behind a slow reader's backlog
     /// the goodbye came after seconds of stream, or the close timeout reset the link first, and
     /// the peer said "connection lost" instead of the coordinator's reason (<c>NoticeAheadTests</c>).
+    /// While the writer has not yet taken the Welcome of that link (a peer evicted by a repair
+    /// right after its join), only the queued chunks are dropped: the goodbye passing its Welcome
+    /// was the answer to its Join, a refusal that ends a first joiner.
     /// </summary>
-    public void Evict(string reason, ILogger log) =>
-        Control.CloseAsync(GoodbyeCode.Refused, reason, dropQueued: true).Observe(log, $"peer {Id}: evicting");
+    public void Evict(string reason, ILogger log)
+    {
+        bool welcomeQueued;
+        Link control;
+        lock (_moveOrder)
+        {
+            control = Control;
+            welcomeQueued = _movesOn == control && !_welcomeOut;
+        }
+        control.CloseAsync(GoodbyeCode.Refused, reason, dropQueued: !welcomeQueued, dropChunks: welcomeQueued).Observe(log, $"peer {Id}: evicting");
+    }
 
     /// <summary>Sends <paramref name="frame"/> ahead of the stream on <paramref name="control"/>, or holds it until the Welcome went out. Under <c>_moveOrder</c>.</summary>
     private void Ahead(Link control, byte[] frame)

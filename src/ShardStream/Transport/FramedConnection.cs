@@ -286,10 +286,10 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// for the other side to close too so that nothing in flight is reset. A goodbye other than
     /// Normal is logged as a warning unless <paramref name="routine"/>: this side only does what
     /// another node decided, and that node logged why. A TooSlow goodbye goes out ahead of the
-    /// chunks still queued, which are dropped; one with <paramref name="dropQueued"/> ahead of
-    /// every frame still queued.
+    /// chunks still queued, which are dropped, as with <paramref name="dropChunks"/>; one with
+    /// <paramref name="dropQueued"/> ahead of every frame still queued.
     /// </summary>
-    public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false)
+    public async Task CloseAsync(GoodbyeCode code, string reason, bool routine = false, bool dropQueued = false, bool dropChunks = false)
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
@@ -303,7 +303,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         var goodbye = new Goodbye(code, reason);
         // A slow receiver would make us wait for its whole backlog: the writer skips the backlog's
         // chunks (from before the goodbye is queued), so the goodbye that says why goes out next.
-        if (code == GoodbyeCode.TooSlow) Volatile.Write(ref _dropChunks, true);
+        if (code == GoodbyeCode.TooSlow || dropChunks) Volatile.Write(ref _dropChunks, true);
         var frame = FrameWriting.ToArray(goodbye.Write);
         // A close with dropQueued (a child the coordinator took out of the overlay, a peer told the
         // coordinator stops) skips every frame queued before the goodbye, not only the chunks: an

@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Nodes;
+using ShardStream.Transport;
 using ShardStream.Wire;
 
 namespace ShardStream.Tests.Nodes;
@@ -234,4 +236,40 @@ public sealed class NoticeAheadTests
         await overlay.EndAsync();
         await overlay.AssertIdenticalAsync(overlay.PeerById(child.Id));
     }
+
+    /// <summary>
+    /// An eviction that comes while the peer's Welcome still waits in its control link's queue (a
+    /// repair under the gate right after the join, before the link's writer took the Welcome) must
+    /// not pass the Welcome: the goodbye would be the peer's answer to its Join, a refusal that
+    /// ends a first joiner. The peer's side reads nothing until the eviction, so the writer is held
+    /// by the network's buffers behind 6 MB of other frames queued first; the Welcome (a notice
+    /// stands in for it) is queued behind them. Everything queued before the goodbye goes, then the
+    /// goodbye; only chunks would be dropped.
+    /// </summary>
+    [Fact]
+    public async Task An_eviction_before_the_writer_took_the_welcome_does_not_pass_it()
+    {
+        var network = new VirtualNetwork();
+        await using var listener = await network.Host("coord").ListenAsync("coord:1", CancellationToken.None);
+        var peerSide = await network.Host("peer").ConnectAsync("coord:1", CancellationToken.None);
+        var coordSide = (await listener.AcceptAsync(CancellationToken.None))!;
+        var options = new EvictOptions().LinkOptions;
+        await using var control = new Link(coordSide, "peer 1", options, NullLogger.Instance, TimeProvider.System);
+        await using var fromCoordinator = new Link(peerSide, "coordinator", options, NullLogger.Instance, TimeProvider.System);
+        control.Start((_, _, _) => { });
+        const int Before = 6_000;
+        var filler = FrameWriting.ToArray(new Notice(NoticeCode.Leaf, new string('f', 1000)).Write);
+        for (int i = 0; i < Before; i++) control.Send(filler);
+        var session = new PeerSession(1, "peer:1", control);
+        session.SendWelcome(control, [FrameWriting.ToArray(new Notice(NoticeCode.Leaf, "the welcome").Write)]);
+        session.Evict("evicted: no upload capacity is left", NullLogger.Instance);
+
+        int notices = 0;
+        fromCoordinator.Start((_, type, _) => { if (type == FrameType.Notice) Interlocked.Increment(ref notices); });
+        await Overlay.WaitUntilAsync(() => fromCoordinator.Closed.IsCompleted, "the peer's side closed");
+        Assert.True(Volatile.Read(ref notices) == Before + 1 && fromCoordinator.ReceivedGoodbye == GoodbyeCode.Refused,
+            $"the peer read {Volatile.Read(ref notices)} of the {Before + 1} frames queued before the eviction (the last its Welcome's stand-in), then goodbye {fromCoordinator.ReceivedGoodbye}");
+    }
+
+    private sealed record EvictOptions : NodeOptions;
 }
