@@ -514,21 +514,21 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// the shard-streams it proved to carry when it was evicted for starving its children
     /// (<see cref="EvictStarved"/>), with why; null when it never was. Under the gate.
     /// </summary>
-    public (int Carried, string Why)? ProvenUpload(string address, ulong token) => _starved.Proven(address, token);
+    public (int Carried, string Why)? ProvenUpload(string address, ulong token) => _starved.Proven(address, token, time.GetTimestamp());
 
     /// <summary>
     /// A relay whose children were found slow together, that can be neither demoted, nor exchanged
     /// with a child, nor made to shed one: it is evicted (taken out of the overlay, its children
     /// re-placed into the slots its leaving frees, and told why, naming --upload) when all of these
     /// hold, else false and nothing changes: its children have starved under it for
-    /// <see cref="StarvedWindow"/> (<paramref name="run"/>), found slow by two of them at least (by
-    /// its only one, when it has one); fewer than <see cref="MinOthersSlowForBusy"/> (and 1% of the
+    /// <see cref="StarvedWindow"/> (<paramref name="run"/>), found slow by every one of them (two
+    /// children reading slowly on purpose must not get a relay that feeds its others evicted); fewer than <see cref="MinOthersSlowForBusy"/> (and 1% of the
     /// overlay) other peers were found slow under other parents within
     /// <see cref="SlowElsewhereWindow"/> (many behind at once point to a busy machine) and it was not
     /// found slow itself then (its own download, or its process, may be what holds its children back);
     /// and the planner finds its leaving evicts nobody else (<see cref="Planner.CanEvictWithoutEvictingOthers"/>).
-    /// A rejoin from its address or with its join token is given no more budget than the
-    /// shard-streams its children took from it (<see cref="ProvenUpload"/>), below what it was given.
+    /// A rejoin from its address or with its join token within <see cref="StarvedRelays.CapLifetime"/>
+    /// is given no more budget than the shard-streams its children took from it (<see cref="ProvenUpload"/>), below what it was given.
     /// The eviction counts as a demotion for <see cref="NodeOptions.DemotionSpacing"/>. Under the gate.
     /// </summary>
     private bool EvictStarved(int id, string why, StarvedRelays.Run run, long now)
@@ -537,7 +537,9 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         var children = new HashSet<int>(planner.ChildrenInAnyShard(id));
         int found = run.Found.Keys.Count(children.Contains);
         var span = time.GetElapsedTime(run.Since, now);
-        if (children.Count == 0 || span < StarvedWindow || found < Math.Min(2, children.Count) || Evict is null || !tracker.Peers.TryGetValue(id, out var session)) return false;
+        // Every child found slow: two children that read slowly on purpose (one person's viewers)
+        // must not get a relay that keeps its other children fed evicted as an uplink that fails.
+        if (children.Count == 0 || span < StarvedWindow || found < children.Count || Evict is null || !tracker.Peers.TryGetValue(id, out var session)) return false;
         int others = _foundSlow.Count(f => f.Key != id && f.Value.Parent != id && !children.Contains(f.Key) && time.GetElapsedTime(f.Value.At, now) <= SlowElsewhereWindow);
         string? kept = others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100)
             ? $"{others} peers under other parents were found slow in the last {SlowElsewhereWindow.TotalSeconds:0.#} s (many viewers behind at once point to a busy machine)"
@@ -561,7 +563,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             : string.Create(CultureInfo.InvariantCulture, $"at most {carried / (double)options.ShardCount:0.###} here: this coordinator takes you back relaying {carried} shard-stream(s) at most");
         string reason = $"evicted: {Failed("your", "you")}; rejoin with a lower --upload ({back})";
         string failed = Failed("its", "it");
-        _starved.Evicted(session.Address, session.Token, carried, failed);
+        _starved.Evicted(session.Address, session.Token, carried, failed, now);
         _starved.Forget(id);
         _lastDemotion = now;
         _lastDemotionFoundBy = Planner.None;

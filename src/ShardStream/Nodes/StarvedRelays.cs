@@ -32,10 +32,18 @@ internal sealed class StarvedRelays(TimeSpan gap, TimeProvider time)
 
     private readonly Dictionary<int, Run> _runs = [];
 
-    /// <summary>Shard-streams each evicted relay proved to carry, by its listen address and by its join token.</summary>
-    private readonly RecentMap<string, (int Carried, string Reason)> _byAddress = new(MaxRemembered);
-    private readonly RecentMap<ulong, (int Carried, string Reason)> _byToken = new(MaxRemembered);
+    /// <summary>Shard-streams each evicted relay proved to carry, by its listen address and by its join token, with when.</summary>
+    private readonly RecentMap<string, (int Carried, string Reason, long At)> _byAddress = new(MaxRemembered);
+    private readonly RecentMap<ulong, (int Carried, string Reason, long At)> _byToken = new(MaxRemembered);
     private const int MaxRemembered = 4096;
+
+    /// <summary>
+    /// How long an eviction's cap holds. Children that read slowly on purpose (two viewers one
+    /// person runs, under one relay) look like an uplink that does not carry them: a relay evicted
+    /// so gets its declared budget back when it joins after this; one whose uplink really fails is
+    /// found and evicted again, which costs its children about a second.
+    /// </summary>
+    public static readonly TimeSpan CapLifetime = TimeSpan.FromMinutes(10);
 
     /// <summary>Notes that <paramref name="child"/> of <paramref name="relay"/> was found slow with its siblings at <paramref name="now"/>; the relay's run, begun again when the last finding is more than the gap old.</summary>
     public Run Note(int relay, int child, double? tookMbps, long now)
@@ -58,21 +66,23 @@ internal sealed class StarvedRelays(TimeSpan gap, TimeProvider time)
     public bool Remembers(int relay) => _runs.ContainsKey(relay);
 
     /// <summary>Remembers that the relay at <paramref name="address"/> with <paramref name="token"/> carried <paramref name="carried"/> shard-streams and was told <paramref name="reason"/>.</summary>
-    public void Evicted(string address, ulong token, int carried, string reason)
+    public void Evicted(string address, ulong token, int carried, string reason, long now)
     {
         // Evicted again (at the budget it was capped to): the latest finding replaces the earlier.
         _byAddress.Remove(address, out _);
-        _byAddress.TryAdd(address, (carried, reason));
+        _byAddress.TryAdd(address, (carried, reason, now));
         if (token == 0) return;
         _byToken.Remove(token, out _);
-        _byToken.TryAdd(token, (carried, reason));
+        _byToken.TryAdd(token, (carried, reason, now));
     }
 
-    /// <summary>What a joiner at <paramref name="address"/> or with <paramref name="token"/> proved to carry when it was evicted (the lower of the two), and why; null when it never was.</summary>
-    public (int Carried, string Reason)? Proven(string address, ulong token)
+    /// <summary>What a joiner at <paramref name="address"/> or with <paramref name="token"/> proved to carry when it was evicted less than <see cref="CapLifetime"/> before <paramref name="now"/> (the lower of the two), and why; null when it never was, or longer ago.</summary>
+    public (int Carried, string Reason)? Proven(string address, ulong token, long now)
     {
-        (int Carried, string Reason)? found = _byAddress.TryGetValue(address, out var a) ? a : null;
-        if (token != 0 && _byToken.TryGetValue(token, out var t) && (found is not { } f || t.Carried < f.Carried)) found = t;
+        (int Carried, string Reason)? found = _byAddress.TryGetValue(address, out var a) && Fresh(a.At) ? (a.Carried, a.Reason) : null;
+        if (token != 0 && _byToken.TryGetValue(token, out var t) && Fresh(t.At) && (found is not { } f || t.Carried < f.Carried)) found = (t.Carried, t.Reason);
         return found;
+
+        bool Fresh(long at) => time.GetElapsedTime(at, now) < CapLifetime;
     }
 }
