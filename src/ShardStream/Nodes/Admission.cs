@@ -269,7 +269,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             // Welcome first, then the chunks of the shards served here: the link's queue keeps that order.
             session.SendWelcome(link, WelcomeFrames(welcome, startSeq, mediaHeader, leaf));
             host.StartControl(link, session.Version, measureRtt: true);
-            Subscribe(link, entries, id);
+            Subscribe(link, entries);
             placed = time.GetTimestamp();
         }
         JoinStages.Record(time, JoinStages.Lock, beforeLock, inLock);
@@ -337,7 +337,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         NameControl(link, session, session.Address);
         session.SendWelcome(link, WelcomeFrames(welcome, first.StartSeq, first.Header, first.Leaf));
         host.StartControl(link, session.Version, measureRtt: true);
-        Subscribe(link, entries, session.Id);
+        Subscribe(link, entries);
         source.WelcomedAtHead();
         RejoinLog.WelcomedAgain(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", (advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}") + moved);
         old.Abort($"peer {session.Id} joined again on a new connection before it read its Welcome");
@@ -511,15 +511,11 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         tracker.ControlHeartbeats.Offer(link);
     }
 
-    /// <summary>
-    /// The shards the coordinator serves itself go out on the control link: for a peer that joins
-    /// again, from no earlier than what its earlier control links surely delivered (a stranger that
-    /// says "chunk 0" at each rejoin in place is not sent the window again each time: Relay.ResumeFloor).
-    /// </summary>
-    private void Subscribe(Link link, ShardAssignment[] entries, int id)
+    /// <summary>The shards the coordinator serves itself go out on the control link.</summary>
+    private void Subscribe(Link link, ShardAssignment[] entries)
     {
         foreach (var e in entries)
-            if (e.Kind == AssignmentKind.Served) relay.Subscribe(link, e.Shard, (long)e.FromSeq, child: id);
+            if (e.Kind == AssignmentKind.Served) relay.Subscribe(link, e.Shard, (long)e.FromSeq);
     }
 
     /// <summary>
@@ -592,7 +588,7 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
             NameControl(link, session, session.Address);
             session.SendWelcome(link, [FrameWriting.ToArray(welcome.Write)]);
             host.StartControl(link, session.Version, measureRtt: false);
-            Subscribe(link, entries, session.Id);
+            Subscribe(link, entries);
         }
         turn.Dispose();
         RejoinLog.InPlace(log, session.Id, session.Address, old.IsClosing ? "broken" : "still open here", advertised == session.Address ? "" : $"; it came from {advertised}, and stays listed at {session.Address}");

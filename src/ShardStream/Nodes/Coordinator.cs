@@ -41,7 +41,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         options.Validate();
         _options = options;
         Coordinate = Anchor;
-        Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time, options.ResumeInFlightBytes, Log);
+        Relay = new Relay(options.ShardCount, options.ReplayWindowBytes, options.ReplayWindowAge, Time);
         _ephemeralKey = options.Signer is null;
         _signer = options.Signer ?? StreamSigner.CreateEphemeral();
         // A new run at every start, even with the same key: nothing signed in an earlier run verifies in this one.

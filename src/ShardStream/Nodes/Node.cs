@@ -706,8 +706,8 @@ public abstract partial class Node : IAsyncDisposable
         link.Start(OnChildFrame);
         foreach (var s in hello.Shards)
         {
-            long first = relay.Subscribe(link, s.Shard, (long)s.FromSeq, out long served, child: (int)hello.PeerId);
-            if (first > Chunk.FirstOfShardFrom(s.Shard, served, shardCount))
+            long first = relay.Subscribe(link, s.Shard, (long)s.FromSeq);
+            if (first > Chunk.FirstOfShardFrom(s.Shard, (long)s.FromSeq, shardCount))
             {
                 var (chunks, bytes, oldest, newest) = relay.WindowOf(s.Shard);
                 NodeLog.ServingLater(Log, link.Name, s.Shard, (long)s.FromSeq, first, chunks, oldest, newest, bytes);

@@ -29,12 +29,6 @@ internal static partial class NodeLog
     [LoggerMessage(1607, LogLevel.Warning, "{Link}: asked for shard {Shard} from chunk {Asked}, which this node no longer holds: it starts at chunk {First} (its window holds {Chunks} chunk(s) from {Oldest} to {Newest} in {Bytes} bytes of memory)", EventName = "ServingLater")]
     public static partial void ServingLater(ILogger log, string link, int shard, long asked, long first, int chunks, long oldest, long newest, long bytes);
 
-    [LoggerMessage(1609, LogLevel.Warning, "{Link}: asked for shard {Shard} from chunk {Asked}, which its other link to this node delivered up to chunk {Delivered} (counting the last {InFlight} bytes that link wrote as lost in flight): served from the chunk after it", EventName = "ServingAfterDelivered")]
-    public static partial void ServingAfterDelivered(ILogger log, string link, int shard, long asked, long delivered, long inFlight);
-
-    [LoggerMessage(1610, LogLevel.Warning, "{Link}: asked for shard {Shard} from chunk {Asked}, and was served again {Grants} times within {Seconds:0} s: served from the live edge, after chunk {Delivered}, the last its other links to this node were sent (what they had in flight counts as received)", EventName = "ServingAtLiveEdge")]
-    public static partial void ServingAtLiveEdge(ILogger log, string link, int shard, long asked, long delivered, int grants, double seconds);
-
     [LoggerMessage(1608, LogLevel.Warning, "our BLAKE3 did not give the Blake3 package's hash in its check at start ({Failure}): the package hashes every chunk body on this node, slower below 16 KiB (a 4 KiB chunk ~3.5x); please report it with this CPU's model", EventName = "ChunkHashCheckFailed")]
     public static partial void ChunkHashCheckFailed(ILogger log, string failure);
 }

@@ -15,15 +15,6 @@ public abstract record NodeOptions
     /// <summary>The replay window's age bound.</summary>
     public TimeSpan ReplayWindowAge { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>
-    /// How many bytes written to a child's link that broke may not have reached it (the socket
-    /// buffers on both sides and the path between, and a send that failed): when the same child
-    /// asks this node for a shard again (a rejoin in place, an attach), it is served from no earlier
-    /// than what it may lack of that shard, counted back this far from what the old link wrote
-    /// (docs/security.md, "A replay bought by joining again"; docs/resilience.md, "Resume").
-    /// </summary>
-    public long ResumeInFlightBytes { get; init; } = 16L * 1024 * 1024;
-
     /// <summary>How often a quiet link sends a heartbeat.</summary>
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 

@@ -87,7 +87,7 @@ public sealed partial class Peer
             _reassembler = reassembler;
         }
         var previous = Relay;
-        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time, _options.ResumeInFlightBytes, Log);
+        Relay = new Relay(_shardCount, _options.ReplayWindowBytes, _options.ReplayWindowAge, Time);
         previous?.Retire("this node started the coordinator's new run");
     }
 

@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using ShardStream.Streaming;
 using ShardStream.Wire;
 
@@ -13,7 +11,7 @@ namespace ShardStream.Nodes;
 /// travel the same way, each ahead of the chunks it covers, and are kept as long as the window
 /// keeps one of their chunks, so that a new subscriber can check what is replayed to it.
 /// </summary>
-internal sealed partial class Relay
+internal sealed class Relay
 {
     private readonly object _lock = new();
     private readonly int _shardCount;
@@ -33,16 +31,8 @@ internal sealed partial class Relay
     private readonly List<(long Bytes, long Until)> _holds = [];
     private readonly long _holdTicks;
 
-    /// <param name="shardCount">K.</param>
-    /// <param name="windowBytes">The replay window's byte bound.</param>
-    /// <param name="windowAge">The replay window's age bound.</param>
-    /// <param name="time">The clock.</param>
-    /// <param name="inFlight">What a child's broken link may have had in flight (<see cref="NodeOptions.ResumeInFlightBytes"/>).</param>
-    /// <param name="log">Where a child served later than it asked is logged (events 1609, 1610).</param>
-    public Relay(int shardCount, long windowBytes, TimeSpan windowAge, TimeProvider time, long inFlight = 16L * 1024 * 1024, ILogger? log = null)
+    public Relay(int shardCount, long windowBytes, TimeSpan windowAge, TimeProvider time)
     {
-        _inFlight = inFlight;
-        _log = log ?? NullLogger.Instance;
         _holdTicks = (long)Math.Min(long.MaxValue / 4.0, windowAge.TotalSeconds * time.TimestampFrequency);
         _shardCount = shardCount;
         _window = new ReplayWindow(shardCount, windowBytes, windowAge, time.TimestampFrequency);
@@ -132,11 +122,7 @@ internal sealed partial class Relay
             if (chunk.Seq < sub.FromSeq) continue;
             // A fill (a bounded subscription) is done once the stream reaches its end point.
             if (chunk.Seq >= sub.UntilSeq) subscribers.RemoveAt(i);
-            else if (sub.Link.TrySend(chunk, owed is not null && owed.Remove(sub.Link) ? frame : null, sendInline: owed is not null))
-            {
-                sent++;
-                sub.Marks?.Note(chunk);
-            }
+            else if (sub.Link.TrySend(chunk, owed is not null && owed.Remove(sub.Link) ? frame : null, sendInline: owed is not null)) sent++;
             else
             {
                 Hold(sub.Link, now);
@@ -216,27 +202,17 @@ internal sealed partial class Relay
     /// reaches back that far.
     /// With <paramref name="untilSeq"/> (a fill), only the chunks before that one are sent, and
     /// neither the shard's end nor anything after.
-    /// With <paramref name="child"/> (the child's id; not for a fill), a child that asked this node
-    /// for the shard on another link before is served from no earlier than what that link may not
-    /// have delivered, and that link is no longer sent the shard (<see cref="ResumeFloor"/>).
     /// </summary>
-    public long Subscribe(Link link, int shard, long fromSeq, long untilSeq = long.MaxValue, int child = -1) => Subscribe(link, shard, fromSeq, out _, untilSeq, child);
-
-    /// <summary>As <see cref="Subscribe(Link, int, long, long, int)"/>; <paramref name="served"/> is where it was served from: <paramref name="fromSeq"/>, or later when the child's other link delivered it.</summary>
-    public long Subscribe(Link link, int shard, long fromSeq, out long served, long untilSeq = long.MaxValue, int child = -1)
+    public long Subscribe(Link link, int shard, long fromSeq, long untilSeq = long.MaxValue)
     {
         lock (_lock)
         {
-            served = fromSeq;
             if (_retired is { } why)
             {
                 // Its run is over: what it holds is another run's stream under the same key.
                 link.Abort(why);
                 return fromSeq;
             }
-            bool bounded = untilSeq != long.MaxValue;
-            var marks = child >= 0 && !bounded ? ResumeFloor(link, child, shard, ref fromSeq) : null;
-            served = fromSeq;
             fromSeq = Chunk.FirstOfShardFrom(shard, fromSeq, _shardCount);
             _scratch.Clear();
             long first = _window.CopyFrom(shard, fromSeq, _scratch);
@@ -249,16 +225,13 @@ internal sealed partial class Relay
                 if (last >= first && listFirst < untilSeq) link.Send(frame);
             foreach (var chunk in _scratch)
             {
-                if (chunk.Seq < untilSeq && link.TrySend(chunk))
-                {
-                    ShardStreamMetrics.Sent.Add(chunk.Length, ShardStreamMetrics.Shard(shard));
-                    marks?.Note(chunk);
-                }
+                if (chunk.Seq < untilSeq && link.TrySend(chunk)) ShardStreamMetrics.Sent.Add(chunk.Length, ShardStreamMetrics.Shard(shard));
                 chunk.Release();
             }
             _scratch.Clear();
+            bool bounded = untilSeq != long.MaxValue;
             // A fill whose end the stream has passed is complete with the replay.
-            if (!bounded || _lastSeq[shard] + _shardCount < untilSeq) _subscribers[shard].Add(new Subscription(link, first, untilSeq, marks));
+            if (!bounded || _lastSeq[shard] + _shardCount < untilSeq) _subscribers[shard].Add(new Subscription(link, first, untilSeq));
             if (!bounded && _ends[shard] is { } end) link.Send(end.Write);
             return first;
         }
@@ -273,13 +246,7 @@ internal sealed partial class Relay
     /// <summary>Stops serving one shard to <paramref name="link"/>.</summary>
     public void Unsubscribe(Link link, int shard)
     {
-        lock (_lock)
-        {
-            // What it was sent of the shard after it moved the shard away, it dropped.
-            foreach (var sub in _subscribers[shard])
-                if (sub.Link == link) sub.Marks?.Stop(shard, _inFlight);
-            _subscribers[shard].RemoveAll(s => s.Link == link);
-        }
+        lock (_lock) _subscribers[shard].RemoveAll(s => s.Link == link);
     }
 
     /// <summary>
@@ -388,12 +355,11 @@ internal sealed partial class Relay
         {
             _retired = reason;
             _window.Clear();
-            _children.Clear();
             served = _subscribers.SelectMany(l => l).Select(s => s.Link).Distinct().ToList();
             foreach (var list in _subscribers) list.Clear();
         }
         foreach (var link in served) link.Abort(reason);
     }
 
-    private readonly record struct Subscription(Link Link, long FromSeq, long UntilSeq, HandedMarks? Marks = null);
+    private readonly record struct Subscription(Link Link, long FromSeq, long UntilSeq);
 }

@@ -348,7 +348,7 @@ public class UnauthorisedControlTests
     /// connection stays the test's. With <paramref name="token"/> and <paramref name="resume"/>, it
     /// joins with that token, and again in its place when the coordinator lists it.
     /// </summary>
-    internal static async Task<(IConnection Connection, Welcome Welcome)> JoinRawAsync(Overlay overlay, string host, ulong token = 0, ShardStart[]? resume = null)
+    private static async Task<(IConnection Connection, Welcome Welcome)> JoinRawAsync(Overlay overlay, string host, ulong token = 0, ShardStart[]? resume = null)
     {
         var connection = await overlay.Network.Host(host).ConnectAsync(overlay.Coordinator.ListenAddress, CancellationToken.None);
         new Hello(Protocol.MinVersion, Protocol.Version, HelloRole.Join, token, 0, resume ?? [], $"{host}:1", new byte[Protocol.NonceLength]).Write(connection.Pipe.Output);
