@@ -101,8 +101,22 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
             return stopped;
         }
         var slowStops = SlowStopsAsync();
-        await Overlay.WaitUntilAsync(() => fast.All(p => p.Peer.StartOffset + p.Peer.BytesWritten == length) || fast.Any(p => p.Run.IsFaulted),
-            "every fast viewer has written the whole stream");
+        try
+        {
+            await Overlay.WaitUntilAsync(() => fast.All(p => p.Peer.StartOffset + p.Peer.BytesWritten == length) || fast.Any(p => p.Run.IsFaulted),
+                "every fast viewer has written the whole stream");
+        }
+        catch (TimeoutException e)
+        {
+            // Says which fast viewer is short and what may be why (a byte range lost, its run over
+            // or still going, under which parent): a CI failure of this wait (load 40-100) kept no log.
+            var nodes = overlay.Coordinator.Snapshot().Nodes;
+            string Where(Peer peer) => nodes.FirstOrDefault(n => n.Id == peer.Id) is { } n ? $"parent {n.Parents[0]}" : "not in the plan";
+            static string RunOf(Task run) => run.IsCompleted ? run.Status.ToString() : "running";
+            throw new TimeoutException($"{e.Message}: the source ended at {length} bytes; "
+                + string.Join("; ", fast.Select(p => $"peer {p.Peer.Id} wrote up to {p.Peer.StartOffset + p.Peer.BytesWritten}, lost {p.Peer.LostBytes}, {RunOf(p.Run)}, {Where(p.Peer)}"))
+                + $"; the slow viewer (peer {slow.Id}, first under peer {slowParent}): {RunOf(slowRun)}, {Where(slow)}; the test's writer at most {writerLate.TotalSeconds:0.00} s behind the wall clock", e);
+        }
         foreach (var p in fast) await overlay.AssertIdenticalAsync(p);
 
         var stopped = await slowStops;
