@@ -57,8 +57,16 @@ internal sealed class NetnsHosts : IAsyncDisposable
     /// <summary>The CLI to run: <c>SHARDSTREAM_NETNS_CLI</c> when set (to try another build), else the one next to the tests.</summary>
     public static string CliDll => Environment.GetEnvironmentVariable("SHARDSTREAM_NETNS_CLI") is { Length: > 0 } dll ? dll : CliProcess.CliDll;
 
-    /// <summary>Null when this machine can build namespaces; else why not.</summary>
-    public static string? Unavailable()
+    /// <summary>
+    /// Null when this machine can build namespaces; else why not. Found out once a process: the
+    /// probe's namespace is named after the process, and two test classes that asked at the same
+    /// moment made the same one, the second told "File exists" (a red CI run, ci302).
+    /// </summary>
+    public static string? Unavailable() => s_unavailable.Value;
+
+    private static readonly Lazy<string?> s_unavailable = new(ProbeNamespaces);
+
+    private static string? ProbeNamespaces()
     {
         if (RequiresTool.NotRoot() is { } notRoot) return notRoot;
         foreach (var tool in new[] { "ip", "sysctl" })
