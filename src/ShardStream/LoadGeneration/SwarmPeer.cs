@@ -37,7 +37,7 @@ internal sealed class SwarmPeer
     /// <summary>How often this peer heartbeats: the swarm's interval, or the one its coordinator asked for.</summary>
     public TimeSpan HeartbeatInterval { get; private set; }
 
-    /// <summary>The join token: what the peer answers a reachability probe with.</summary>
+    /// <summary>The join token: what its answer to a reachability probe proves it holds (never shows).</summary>
     public ulong Token { get; }
 
     /// <summary>The id the coordinator gave (0 before the Welcome).</summary>
@@ -175,9 +175,7 @@ internal sealed class SwarmPeer
             var (type, body) = await ReadFrameAsync(input, cancellationToken).ConfigureAwait(false);
             var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
             if (type != FrameType.Hello || !Hello.TryRead(ref reader, out var hello) || hello.Role != HelloRole.Probe) return;
-            ushort version = Protocol.Negotiate(hello);
-            byte[]? proof = version >= Protocol.ProbeProofVersion ? Trust.ProbeProof.Compute(token, hello.Nonce ?? new byte[Protocol.NonceLength]) : null;
-            var answer = new Welcome(version, 0, 1, 0, 0, [], ProbeProof: proof);
+            var answer = Trust.ProbeProof.Answer(hello, token, 1);
             await probe.SendAsync(FrameWriting.ToArray(answer.Write), cancellationToken).ConfigureAwait(false);
             probe.Shutdown(SocketShutdown.Send);
             // Wait for the coordinator to close too, so that the answer is not reset away.

@@ -522,9 +522,9 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// re-placed into the slots its leaving frees, and told why, naming --upload) when all of these
     /// hold, else false and nothing changes: its children have starved under it for
     /// <see cref="StarvedWindow"/> (<paramref name="run"/>), found slow by every one of them (two
-    /// children reading slowly on purpose must not get a relay that feeds its others evicted); fewer than <see cref="MinOthersSlowForBusy"/> (and 1% of the
-    /// overlay) other peers were found slow under other parents within
-    /// <see cref="SlowElsewhereWindow"/> (many behind at once point to a busy machine) and it was not
+    /// children reading slowly on purpose must not get a relay that feeds its others evicted);
+    /// fewer than <see cref="MinOthersSlowForBusy"/> (and 1% of the overlay) other peers were found
+    /// slow under other parents within <see cref="SlowElsewhereWindow"/> (many behind at once point to a busy machine) and it was not
     /// found slow itself then (its own download, or its process, may be what holds its children back);
     /// and the planner finds its leaving evicts nobody else (<see cref="Planner.CanEvictWithoutEvictingOthers"/>).
     /// A rejoin from its address or with its join token within <see cref="StarvedRelays.CapLifetime"/>

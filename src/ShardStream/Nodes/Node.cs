@@ -619,10 +619,7 @@ public abstract partial class Node : IAsyncDisposable
     private async Task AnswerProbeAsync(Link link, Hello hello)
     {
         NodeLog.AnsweringProbe(Log, link.Name);
-        ushort version = Protocol.Negotiate(hello);
-        ulong token = JoinToken;
-        byte[]? proof = version >= Protocol.ProbeProofVersion && token != 0 ? ProbeProof.Compute(token, hello.Nonce ?? new byte[Protocol.NonceLength]) : null;
-        var answer = new Welcome(version, 0, (byte)Math.Max(1, ShardCount), 0, 0, [], ProbeProof: proof);
+        var answer = ProbeProof.Answer(hello, JoinToken, (byte)Math.Max(1, ShardCount));
         await link.WriteNowAsync(answer.Write, _stopping.Token).ConfigureAwait(false);
         await link.ShutdownAsync("probe answered").ConfigureAwait(false);
         await link.DisposeAsync().ConfigureAwait(false);

@@ -59,7 +59,7 @@ public sealed partial class Planner
             var shard = s;
             outside[s] = [.. Peers.Prepend(Source).Where(n => n != peer && _forest.IsAttached(n, shard) && !IsBelow(n, peer, shard))];
             // The slot it frees under its parent, and the free slots attached outside its subtree.
-            var free = 1 + outside[s].Sum(n => Math.Max(0, _forest.Cap(n, shard) - _forest.ChildCount(n, shard)));
+            var free = 1 + outside[s].Sum(n => OpenSlots(n, shard));
             if (free >= orphans[s])
             {
                 continue;
@@ -85,7 +85,7 @@ public sealed partial class Planner
             if (Options.Topology == TopologyKind.Striped)
             {
                 var home = HomeShard(node);
-                return node == Source || home < 0 || home == lacking || orphans[home] > 0 ? 0 : Math.Max(0, _forest.Cap(node, home) - _forest.ChildCount(node, home));
+                return node == Source || home < 0 || home == lacking || orphans[home] > 0 ? 0 : OpenSlots(node, home);
             }
 
             var units = 0;
@@ -93,7 +93,7 @@ public sealed partial class Planner
             {
                 if (t != lacking && orphans[t] == 0)
                 {
-                    units += Math.Max(0, _forest.Cap(node, t) - _forest.ChildCount(node, t));
+                    units += OpenSlots(node, t);
                 }
             }
 
@@ -119,4 +119,7 @@ public sealed partial class Planner
 
         return true;
     }
+
+    /// <summary>Slots of <paramref name="node"/>'s cap in <paramref name="shard"/> that no child uses.</summary>
+    private int OpenSlots(int node, int shard) => Math.Max(0, _forest.Cap(node, shard) - _forest.ChildCount(node, shard));
 }

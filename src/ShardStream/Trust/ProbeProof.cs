@@ -31,6 +31,19 @@ public static class ProbeProof
         return HMACSHA256.HashData(key, message);
     }
 
+    /// <summary>
+    /// The answer to <paramref name="probe"/> (a Hello of role Probe) of a node whose join token is
+    /// <paramref name="token"/> (0: it sent no Join) and that serves <paramref name="shardCount"/>
+    /// shards: a Welcome with peer id 0 and, at version 16, the proof of the token over the probe's
+    /// nonce; never the token itself.
+    /// </summary>
+    public static Welcome Answer(Hello probe, ulong token, byte shardCount)
+    {
+        ushort version = Protocol.Negotiate(probe);
+        byte[]? proof = version >= Protocol.ProbeProofVersion && token != 0 ? Compute(token, probe.Nonce ?? new byte[Protocol.NonceLength]) : null;
+        return new Welcome(version, 0, shardCount, 0, 0, [], ProbeProof: proof);
+    }
+
     /// <summary>Whether <paramref name="proof"/> is <paramref name="token"/>'s for <paramref name="nonce"/> (compared in constant time).</summary>
     public static bool Verify(ulong token, ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> proof) =>
         proof.Length == Length && nonce.Length == Protocol.NonceLength && CryptographicOperations.FixedTimeEquals(Compute(token, nonce), proof);

@@ -263,7 +263,6 @@ public readonly record struct Hello(ushort MinVersion, ushort MaxVersion, HelloR
 public readonly record struct Welcome(ushort Version, ulong PeerId, byte ShardCount, ulong StartSeq, ulong StartOffset, ShardAssignment[] Shards, byte[]? Proof = null, byte[]? RunId = null,
     byte[]? ProbeProof = null)
 {
-
     /// <summary>Bytes of a proof: the public key and the signature.</summary>
     public const int ProofLength = Protocol.KeyLength + Protocol.SignatureLength;
 
