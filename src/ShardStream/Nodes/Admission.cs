@@ -306,9 +306,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
     /// Welcome) and it has not said it attached, it is the same peer, and this Join takes the
     /// session's place at once: the Welcome is sent again on the new connection (its id, its place
     /// in the plan as it is now, its join point and stream header, its leaf notice), the old link
-    /// is closed, and nobody placed under it meanwhile is moved. A join point its parents may no
+    /// is closed, and nobody placed under it meanwhile is moved elsewhere. A join point its parents may no
     /// longer hold (<see cref="SurelyHeld"/>) is replaced by the one a first join gets now, with
-    /// its header: else the joiner's output would begin with a gap. Placed anew, it would be a second
+    /// its header: else the joiner's output would begin with a gap; its children, sent to it from
+    /// the old one, are moved to it again from the new one, with a fill. Placed anew, it would be a second
     /// session beside a ghost that stays listed (in the plan, counted, children under it) for the
     /// rejoin grace. False when the session has been heard from, or is not in the plan (it
     /// is being taken out): then this Join is refused (<see cref="RefuseListedToken"/>). Under the gate.
@@ -318,16 +319,24 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         var old = session.Control;
         if (session.Attached || old.ReadFrame || session.FirstWelcome is not { } first || !tracker.Planner.Contains(session.Id)) return false;
         string moved = "";
+        List<Reattachment> repoint = [];
         if (!SurelyHeld(first))
         {
             // Its parents' windows may have let that chunk go (its answers lost and its Busy retries
             // can take 30 s): it starts where a first join now does, and holds from there.
             var (seq, offset) = source.JoinPoint();
             var header = source.MediaJoinPoint(ref seq, ref offset);
-            moved = $"; its first join point (chunk {first.StartSeq}) may have left the replay windows, so it starts at chunk {seq}";
+            long firstSeq = first.StartSeq;
             first = new FirstWelcome(seq, offset, header, first.Leaf, time.GetTimestamp());
             session.FirstWelcome = first;
             session.HeldFrom = seq;
+            // Its children were sent to it from its first join point (their Moves, and the Welcomes
+            // of joiners placed under it since): it would serve them from its new one, the chunks
+            // between lost. Each is moved to it again, from where it holds now, with a fill allowance.
+            for (int s = 0; s < options.ShardCount; s++)
+                repoint.AddRange(tracker.Planner.ChildrenOf(session.Id, s).Select(child => new Reattachment(child, s, session.Id)));
+            moved = $"; its first join point (chunk {firstSeq}) may have left the replay windows, so it starts at chunk {seq}"
+                + (repoint.Count == 0 ? "" : $", and its children ({string.Join(",", repoint.Select(r => r.Peer).Distinct())}) are moved to it again from there, the chunks before it from this coordinator");
         }
         var entries = tracker.Assignments(session.Id, first.StartSeq, null);
         var welcome = new Welcome(Protocol.Negotiate(hello), (ulong)session.Id, (byte)options.ShardCount, (ulong)first.StartSeq, (ulong)first.StartOffset, tracker.WithTickets(session.Id, entries), Proof(hello, session.Id), signer.RunId);
@@ -335,6 +344,10 @@ internal sealed class Admission(CoordinatorOptions options, Tracker tracker, Str
         session.Version = welcome.Version;
         tracker.RecordParents(session);
         NameControl(link, session, session.Address);
+        // Ahead of its Welcome: an attach a child made from the old point waits at the joiner for it,
+        // and served once the joiner streams, it would give the child the new point first, the
+        // chunks before it counted lost; the Move taken in first supersedes that attach.
+        tracker.SendMoves(repoint, repair: false);
         session.SendWelcome(link, WelcomeFrames(welcome, first.StartSeq, first.Header, first.Leaf));
         host.StartControl(link, session.Version, measureRtt: true);
         Subscribe(link, entries);

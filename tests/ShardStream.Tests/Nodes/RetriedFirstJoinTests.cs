@@ -302,4 +302,66 @@ public sealed class RetriedFirstJoinTests
         await overlay.EndAsync();
         await overlay.AssertIdenticalAsync(overlay.Peers.Single());
     }
+    /// <summary>
+    /// A stronger joiner (upload 3) takes a relay's place under the coordinator, the relay and its
+    /// viewer are moved under it (their Moves name the joiner's first join point, chunk 0), and a
+    /// late viewer is placed under it while its Welcome is lost (its entry starts at its own join
+    /// point). The joiner's second join comes once its first join point is older than its parents
+    /// surely hold (half the 10 s window less the 2 s join backlog), so the Welcome sent again starts
+    /// it later, at the point a first join gets then (2 s back), past the late viewer's. Every child placed under it must still write the whole stream from its own join
+    /// point: the late viewer, which had no other parent, needs the chunks between its join point
+    /// and the joiner's new one from the coordinator.
+    /// </summary>
+    [Fact]
+    public async Task The_children_of_a_joiner_whose_welcome_sent_again_moved_its_join_point_lose_no_byte()
+    {
+        var logs = new LogCapture();
+        var window = TimeSpan.FromSeconds(10);
+        await using var overlay = await Overlay.StartAsync(1, configure: o => o with { Upload = 1, ReplayWindowAge = window }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(upload: 1);
+        var viewer = await overlay.AddPeerAsync(upload: 0);
+        overlay.StartStreaming();
+        int seed = 300;
+        await overlay.WriteAsync(Overlay.RandomBytes(10_000, seed++));
+        await Overlay.WaitUntilAsync(() => relay.BytesWritten == 10_000 && viewer.BytesWritten == 10_000, "the relay and its viewer have the first part");
+        await using var door = await Door.OpenAsync(overlay, holdSecond: true);
+        var joining = overlay.AddPeerAsync(joinAddress: Door.Address, upload: 3);
+        await Overlay.WaitUntilAsync(() => door.WelcomeDropped, "the coordinator answered the joiner's first join, and the answer was lost");
+        var placedAt = DateTime.UtcNow;
+        int placed = Listed(overlay).Single(n => n.Id != relay.Id && n.Id != viewer.Id).Id;
+        Assert.True(Parent(overlay, relay.Id) == placed, $"the joiner (peer {placed}) did not take the relay's place: {Describe(Listed(overlay))}");
+        // On a host of its own: the joiner, not yet in the overlay's list, is p3.
+        // It attaches to the joiner once the joiner streams: its join ends after the joiner's.
+        var lateJoining = overlay.AddPeerAsync(upload: 0, configure: o => o with { ListenAddress = "late:1" }, network: _ => overlay.Network.Host("late"));
+        await Overlay.WaitUntilAsync(() => Listed(overlay).Count == 4, "the late viewer is placed");
+        int lateId = Listed(overlay).Single(n => n.Address == "late:1").Id;
+        Assert.True(Parent(overlay, lateId) == placed, $"the late viewer (peer {lateId}) is not under the joiner (peer {placed}): {Describe(Listed(overlay))}");
+
+        // A live source, a little every 100 ms, until the first join point is older than the
+        // coordinator takes the joiner's parents to hold surely, and a first join's point (2 s back)
+        // is past the late viewer's; the coordinator's window still holds both.
+        var surely = window / 2 - new CoordinatorOptions().JoinBacklog;
+        while (DateTime.UtcNow - placedAt < surely + TimeSpan.FromSeconds(1))
+        {
+            await overlay.WriteAsync(Overlay.RandomBytes(2_000, seed++));
+            await Task.Delay(100);
+        }
+        string plan = Describe(Listed(overlay));
+        door.Release();
+        var peer = await joining;
+        Assert.Equal(placed, peer.Id);
+        await lateJoining;
+        await Overlay.WaitUntilAsync(() => logs.Lines.Any(l => l.Message.Contains($"peer {placed} (p3:1) joined again as new on a new connection before it read its Welcome", StringComparison.Ordinal)),
+            "the coordinator sent the joiner's Welcome again");
+        string again = string.Join("; ", logs.Lines.Where(l => l.Message.Contains("joined again", StringComparison.Ordinal)).Select(l => l.Message));
+        Assert.True(again.Contains("may have left the replay windows, so it starts at chunk", StringComparison.Ordinal), $"the Welcome sent again kept the join point: {again}");
+
+        await overlay.WriteAsync(Overlay.RandomBytes(20_000, seed));
+        await overlay.EndAsync();
+        foreach (var p in overlay.Peers)
+        {
+            var failure = await Record.ExceptionAsync(() => overlay.AssertIdenticalAsync(p));
+            Assert.True(failure is null, $"{failure?.Message} (the plan at the second join: {plan}; the late viewer is peer {lateId})");
+        }
+    }
 }
