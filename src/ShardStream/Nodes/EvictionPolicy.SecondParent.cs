@@ -30,7 +30,10 @@ internal sealed partial class EvictionPolicy
         else _slowUnder[id] = new SlowUnder(now, parent, last.At, last.Parent, last.MovedAt);
     }
 
-    /// <summary>True when a parent other than <paramref name="parent"/> found <paramref name="id"/> slow within <see cref="SecondParentWindow"/>. Under the gate.</summary>
+    /// <summary>
+    /// True when a parent other than <paramref name="parent"/> found <paramref name="id"/> slow within
+    /// <see cref="SecondParentWindow"/>, and that parent's upload was not found short (<see cref="UplinkFoundShort"/>). Under the gate.
+    /// </summary>
     private bool FoundSlowElsewhere(int id, int parent, long now, out int other, out TimeSpan since)
     {
         other = Planner.None;
@@ -38,7 +41,8 @@ internal sealed partial class EvictionPolicy
         if (!_slowUnder.TryGetValue(id, out var found)) return false;
         foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
         {
-            if (by == Planner.None || by == parent || time.GetElapsedTime(at, now) >= SecondParentWindow) continue;
+            // A parent whose upload was found short (event 910) held the peer back: no evidence of its download.
+            if (by == Planner.None || by == parent || time.GetElapsedTime(at, now) >= SecondParentWindow || UplinkFoundShort(by, now, out _)) continue;
             (other, since) = (by, time.GetElapsedTime(at, now));
             return true;
         }

@@ -241,6 +241,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             if (parentSlow)
             {
                 _excused[id] = (now, parent);
+                NoteUplinkShort(parent, now);
                 // Other children of the same peer behind too: its upload does not carry them, and
                 // it is the one to demote (its children then move to other parents; one that is
                 // really slow is found slow there alone). Seen across network namespaces: a relay
@@ -249,6 +250,18 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 // download is below the stream rate: 0.8 vs 1.2 Mbit/s".
                 SlowChildLog.ParentSlow(log, id, why, parent, siblings, SlowElsewhereWindow.TotalSeconds);
                 Demote(parent, $"{siblings + 1} of its children were found slow within {SlowElsewhereWindow.TotalSeconds:0.#} s: its upload does not carry them", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
+                return;
+            }
+            if (UplinkFoundShort(parent, now, out var shortSince))
+            {
+                // Found slow alone under a parent whose children were found slow together lately
+                // (event 910): that parent has shown its upload does not carry its children, and its
+                // finding says nothing of this peer's download. It counts against the parent, as
+                // event 910 does. Seen across network namespaces (run1, K = 4): a viewer behind a
+                // 1 Mbit/s uplink shed two of its children, and the one left under it, on a 50 Mbit/s
+                // link, was judged on its findings as a leaf and stopped as "below the stream rate".
+                SlowChildLog.UnderShortUplink(log, id, why, parent, shortSince.TotalSeconds);
+                Demote(parent, $"its child, peer {id}, was found slow under it {shortSince.TotalSeconds:0} s after its children were found slow together: its upload does not carry them", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
                 return;
             }
             if (relay)
@@ -381,11 +394,12 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         _lastDownload.Remove(id);
         _excused.Remove(id);
         _slowUnder.Remove(id);
+        _uplinkShort.Remove(id);
         _repromotions.Forget(id);
     }
 
     /// <summary>Whether anything kept per peer until it leaves (<see cref="Forget"/>) is still kept for <paramref name="id"/>; for tests. Under the gate.</summary>
-    internal bool Remembers(int id) => _starved.Remembers(id) || _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id) || _repromotions.Remembers(id);
+    internal bool Remembers(int id) => _starved.Remembers(id) || _lastDownload.ContainsKey(id) || _excused.ContainsKey(id) || _slowUnder.ContainsKey(id) || _uplinkShort.ContainsKey(id) || _repromotions.Remembers(id);
 
     /// <summary>
     /// Makes a peer a leaf everywhere (budget 0) and sends the moves that re-place its children;

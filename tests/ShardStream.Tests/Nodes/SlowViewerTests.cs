@@ -458,7 +458,9 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
     /// A child excused under one parent (event 910) is not excused again under the next: two slow
     /// parents in a row point to the child, and two viewers that read slowly together could
     /// otherwise get relay after relay demoted (security.md). Here the first parent is demoted and
-    /// the leaf moves under the second; found slow there with a sibling, it is stopped.
+    /// the leaf moves under the second; found slow there with a sibling, it is judged on its own.
+    /// The first parent's finding is no evidence of its download (that parent's upload was found
+    /// short: event 922), so it is moved once more, and stopped when its next parent finds it slow too.
     /// </summary>
     [Fact]
     public async Task A_leaf_excused_under_one_parent_is_judged_on_its_own_when_the_next_parent_finds_it_slow_with_a_sibling()
@@ -499,9 +501,18 @@ public sealed partial class SlowViewerTests(ITestOutputHelper output)
         var other = leaves.First(l => l != leaf && ParentOf(l) == second.Id);
         Report(second, other, 2_200);
         Report(second, leaf, late);
-        await Overlay.WaitUntilAsync(() => leafRun.IsCompleted || logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the coordinator judged the leaf under its second parent");
+        string moved = $"peer {leaf.Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {second.Id}";
+        await Overlay.WaitUntilAsync(() => leafRun.IsCompleted || logs.Has(LogLevel.Warning, moved) || logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the coordinator judged the leaf under its second parent");
         Assert.False(logs.Has(LogLevel.Warning, $"its parent, peer {second.Id}, found 1 other child(ren) slow"), "the leaf was excused again under another parent, and that parent was taken for slow");
         Assert.True(logs.Has(LogLevel.Warning, $"peer {leaf.Id} was excused"), "the coordinator did not say why it judged the leaf on its own");
+        Assert.False(leafRun.IsCompleted, $"the leaf was stopped on the word of a parent whose upload was found short: {leafRun.Exception?.InnerException?.Message}");
+        Assert.True(logs.Has(LogLevel.Warning, moved), "the leaf was not moved away from its second parent");
+        await Overlay.WaitUntilAsync(() => ParentOf(leaf) != second.Id, "the leaf moved under a third parent");
+        var third = relays.Single(r => r.Id == ParentOf(leaf));
+        output.WriteLine(Plan());
+
+        // Found slow there too: two parents whose uploads were not found short point to its download.
+        Report(third, leaf, late);
         var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => leafRun);
         Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
         await leaf.DisposeAsync();

@@ -1,0 +1,92 @@
+using Microsoft.Extensions.Logging;
+using ShardStream.Nodes;
+
+namespace ShardStream.Tests.Nodes;
+
+/// <summary>A fast viewer left under a relay whose uplink was found short is not judged on that relay's findings.</summary>
+public sealed partial class SlowViewerTests
+{
+    /// <summary>
+    /// Seen across network namespaces (run1: K = 4, 4 Mbit/s, a viewer behind a 1 Mbit/s uplink):
+    /// the weak viewer's children were found slow together and it shed them, twice; a 50 Mbit/s
+    /// viewer left under it was then found slow alone, judged as a leaf on that relay's word, and
+    /// stopped with "your download is below the stream rate", the verdict meant for the viewer
+    /// behind a 2 Mbit/s download. Here: a coordinator with two slots feeds the weak relay W
+    /// (upload 2, uplink 0.8 of the stream) and a relay A (upload 3) with one free slot; W's two
+    /// fast leaves are found slow together, W sheds one into A's slot and keeps the other, which
+    /// its uplink still cannot carry, with no free slot left anywhere. That viewer is not stopped:
+    /// W's findings count against W. Once a slot frees it moves, gets back to the live rate and
+    /// writes every byte; a viewer whose own download is half the stream rate, placed under A
+    /// afterwards, is still stopped there with its one-line reason.
+    /// </summary>
+    [Fact]
+    public async Task A_fast_viewer_left_under_a_relay_whose_uplink_was_found_short_is_not_stopped_as_slow_and_a_slow_viewer_still_is()
+    {
+        const int rate = 256 * 1024;           // 2.1 Mbit/s
+        var lagBound = TimeSpan.FromSeconds(1.5);
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 2 }, loggers: logs.Factory);
+        var weak = await overlay.AddPeerAsync(upload: 2);
+        var relay = await overlay.AddPeerAsync(upload: 3);
+        var fast = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
+        var fillers = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
+        int ParentOf(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0];
+        Assert.True(ParentOf(weak) == 0 && ParentOf(relay) == 0 && fast.All(f => ParentOf(f) == weak.Id) && fillers.All(f => ParentOf(f) == relay.Id),
+            $"not the shape the test needs (W {weak.Id} and A {relay.Id} under the coordinator, {fast[0].Id} and {fast[1].Id} under W, {fillers[0].Id} and {fillers[1].Id} under A): {PlanOf(overlay)}");
+        // Its uplink carries 0.8 of the stream: not even one child keeps up under it.
+        overlay.Network.SetUploadRate(overlay.PeerById(weak.Id).Host, rate * 8 / 10);
+        overlay.StartStreaming();
+        await using var source = LiveSource.Start(overlay, rate, maxSeconds: 110, seed: 51);
+
+        Peer? lone = null;
+        Peer? slow = null;
+        string Lags() => string.Join(", ", fast.Select(f => $"peer {f.Id} {source.Lag(f).TotalSeconds:0.0} s"));
+        try
+        {
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {weak.Id} is not demoted") && fast.Any(f => ParentOf(f) != weak.Id) || source.Ended,
+                "the weak relay sheds one of its children", within: TimeSpan.FromSeconds(90));
+            Assert.False(source.Ended, $"the weak relay shed none: {Lags()}; {PlanOf(overlay)}");
+            lone = fast.Single(f => ParentOf(f) == weak.Id);
+            var loneRun = overlay.PeerById(lone.Id).Run;
+            output.WriteLine($"shed at {source.Elapsed.TotalSeconds:0.0} s, peer {lone.Id} left under W: {Lags()}; {PlanOf(overlay)}");
+            // Found slow alone under W, where no slot is free: before, stopped as below the stream rate.
+            string alone = $", under peer {weak.Id}, whose upload was found not to carry its children";
+            bool FoundAlone() => logs.Lines.Any(l => l.Level == LogLevel.Warning && l.Message.StartsWith($"peer {lone.Id} is slow (", StringComparison.Ordinal) && l.Message.Contains(alone, StringComparison.Ordinal));
+            await Overlay.WaitUntilAsync(() => FoundAlone() || loneRun.IsCompleted || source.Ended,
+                "the viewer left under the weak relay is found slow there alone", within: TimeSpan.FromSeconds(90));
+            Assert.False(loneRun.IsCompleted, $"peer {lone.Id}, a fast viewer left under a relay whose uplink was found short, ended: {loneRun.Exception?.InnerException?.Message}");
+            Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"found slow alone at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+            // A slot frees: W's finding moves the viewer there.
+            await fillers[0].LeaveAsync(TimeSpan.FromSeconds(20));
+            await Overlay.WaitUntilAsync(() => (ParentOf(lone) != weak.Id && source.Lag(lone) < lagBound) || loneRun.IsCompleted || source.Ended,
+                $"peer {lone.Id} is under another parent and within {lagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
+            Assert.False(loneRun.IsCompleted, $"peer {lone.Id} ended: {loneRun.Exception?.InnerException?.Message}");
+            Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"moved and caught up at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+
+            // A viewer whose own download is half the stream rate takes the next free slot, under A.
+            await fillers[1].LeaveAsync(TimeSpan.FromSeconds(20));
+            overlay.Network.SetDownloadRate($"p{overlay.Peers.Count + 1}", rate / 2);
+            slow = await overlay.AddPeerAsync(upload: 0);
+            output.WriteLine($"slow viewer, peer {slow.Id}, joined at {source.Elapsed.TotalSeconds:0.0} s: {PlanOf(overlay)}");
+            var slowRun = overlay.PeerById(slow.Id).Run;
+            await Overlay.WaitUntilAsync(() => slowRun.IsCompleted || source.Ended, "the slow viewer is stopped", within: TimeSpan.FromSeconds(90));
+            Assert.False(source.Ended, $"the slow viewer was not stopped before the source ended: {PlanOf(overlay)}");
+            var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => slowRun);
+            output.WriteLine($"stopped at {source.Elapsed.TotalSeconds:0.0} s: {stopped.Message}");
+            Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
+            Assert.DoesNotContain('\n', stopped.Message);
+        }
+        finally
+        {
+            WriteWarnings(logs, source);
+        }
+
+        Assert.False(logs.Has(LogLevel.Warning, $"peer {lone.Id}, judged as a leaf, is still slow"), $"peer {lone.Id} was judged as a leaf on the weak relay's finding");
+        await slow.DisposeAsync();
+        await source.StopAsync();
+        await overlay.EndAsync();
+        foreach (var p in fast.Append(relay)) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
+    }
+}
