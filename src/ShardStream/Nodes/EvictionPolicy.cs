@@ -268,8 +268,15 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             {
                 if (HasChildren(planner, id) || planner.CanDemoteWithoutEviction(id))
                 {
-                    Demote(id, why, foundBy: parent);
-                    return;
+                    if (Demote(id, why, foundBy: parent) || !HasChildren(planner, id) || !NothingRelieves(id, now)) return;
+                    // Its download is below the stream rate and nothing can take its children off it
+                    // (no room elsewhere, no child to exchange places with): they starve with it, and
+                    // it kept its place for good (event 904; the eviction of a relay whose children
+                    // starve is held, rightly, as its own parent found it slow: its uplink is not what
+                    // failed). Judged as a leaf, it is stopped as one, if its leaving evicts nobody
+                    // else: its children go into the slots it frees.
+                    if (queueAge < options.SlowChildGrace || !planner.CanEvictWithoutEvictingOthers(id)) return;
+                    SlowChildLog.RelayJudgedAsLeaf(log, id, why);
                 }
                 // Upload to give but no children, and the overlay cannot spare its slots (no room
                 // for one more viewer without them) while no child can take its place: it relays
@@ -325,6 +332,16 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         }
         stop.Control.CloseAsync(GoodbyeCode.TooSlow, reason).Observe(log, $"peer {id}: stopping");
     }
+
+    /// <summary>
+    /// True when a relay that <see cref="Demote"/> left in place was not held back by the spacing of
+    /// demotions but can be neither demoted without evicting someone nor exchanged with a child. Under the gate.
+    /// </summary>
+    private bool NothingRelieves(int id, long now) =>
+        tracker.Planner.Budget(id) > 0
+        && !(_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing)
+        && !tracker.Planner.CanDemoteWithoutEviction(id)
+        && ExchangeCandidate(id, now) == Planner.None;
 
     private bool HasChildren(Planner planner, int id) => Enumerable.Range(0, options.ShardCount).Any(shard => planner.ChildrenOf(id, shard).Any());
 

@@ -89,4 +89,59 @@ public sealed partial class SlowViewerTests
         await overlay.EndAsync();
         foreach (var p in fast.Append(relay)) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
     }
+
+    /// <summary>
+    /// A relay whose own download is below the stream rate, found slow by its parent, that can be
+    /// neither demoted (no room elsewhere for its children) nor exchanged with a child (they relay
+    /// nothing): it received the stream too slowly to pass it on, so its children starved with it,
+    /// and it kept its place and its slots for good (event 904 at each finding; its eviction held as
+    /// its own parent found it slow). Here: a coordinator with two slots feeds the relay R (upload
+    /// 2, download half the stream rate) and X (upload 1, one free slot); R's two leaves starve,
+    /// one is shed into X's slot, the other stays. R is judged as a leaf and stopped with its one-line
+    /// reason; its child takes the slot its leaving frees, and both children write every byte.
+    /// </summary>
+    [Fact]
+    public async Task A_relay_whose_own_download_is_below_the_stream_rate_and_that_nothing_can_demote_is_stopped_and_its_children_catch_up()
+    {
+        const int rate = 256 * 1024;           // 2.1 Mbit/s
+        var lagBound = TimeSpan.FromSeconds(1.5);
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 2 }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(upload: 2);
+        var other = await overlay.AddPeerAsync(upload: 1);
+        var children = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
+        int ParentOf(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0];
+        Assert.True(ParentOf(relay) == 0 && ParentOf(other) == 0 && children.All(c => ParentOf(c) == relay.Id),
+            $"not the shape the test needs (R {relay.Id} and X {other.Id} under the coordinator, {children[0].Id} and {children[1].Id} under R): {PlanOf(overlay)}");
+        overlay.Network.SetDownloadRate(overlay.PeerById(relay.Id).Host, rate / 2);
+        var relayRun = overlay.PeerById(relay.Id).Run;
+        overlay.StartStreaming();
+        await using var source = LiveSource.Start(overlay, rate, maxSeconds: 100, seed: 52);
+
+        string Lags() => string.Join(", ", children.Select(c => $"peer {c.Id} {source.Lag(c).TotalSeconds:0.0} s"));
+        try
+        {
+            await Overlay.WaitUntilAsync(() => relayRun.IsCompleted || source.Ended, "the relay whose download is below the stream rate is stopped", within: TimeSpan.FromSeconds(90));
+            Assert.False(source.Ended, $"the relay was never stopped: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"stopped at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+            var stopped = await Assert.ThrowsAsync<StreamInterruptedException>(() => relayRun);
+            output.WriteLine(stopped.Message);
+            Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
+            Assert.DoesNotContain('\n', stopped.Message);
+            await Overlay.WaitUntilAsync(() => children.All(c => source.Lag(c) < lagBound) || source.Ended, $"its children are within {lagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
+            Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
+            output.WriteLine($"caught up at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
+        }
+        finally
+        {
+            WriteWarnings(logs, source);
+        }
+
+        Assert.False(logs.Has(LogLevel.Warning, "evicted ("), "the relay was evicted as an uplink that failed");
+        Assert.Equal(1, logs.Lines.Count(l => l.Level == LogLevel.Warning && l.Message.Contains("stopping it (", StringComparison.Ordinal)));
+        await relay.DisposeAsync();
+        await source.StopAsync();
+        await overlay.EndAsync();
+        foreach (var p in children.Append(other)) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
+    }
 }
