@@ -22,31 +22,24 @@ public sealed partial class SlowViewerTests
     [Fact]
     public async Task A_fast_viewer_left_under_a_relay_whose_uplink_was_found_short_is_not_stopped_as_slow_and_a_slow_viewer_still_is()
     {
-        const int rate = 256 * 1024;           // 2.1 Mbit/s
-        var lagBound = TimeSpan.FromSeconds(1.5);
-        var logs = new LogCapture();
-        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 2 }, loggers: logs.Factory);
-        var weak = await overlay.AddPeerAsync(upload: 2);
-        var relay = await overlay.AddPeerAsync(upload: 3);
-        var fast = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
-        var fillers = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
-        int ParentOf(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0];
-        Assert.True(ParentOf(weak) == 0 && ParentOf(relay) == 0 && fast.All(f => ParentOf(f) == weak.Id) && fillers.All(f => ParentOf(f) == relay.Id),
-            $"not the shape the test needs (W {weak.Id} and A {relay.Id} under the coordinator, {fast[0].Id} and {fast[1].Id} under W, {fillers[0].Id} and {fillers[1].Id} under A): {PlanOf(overlay)}");
-        // Its uplink carries 0.8 of the stream: not even one child keeps up under it.
-        overlay.Network.SetUploadRate(overlay.PeerById(weak.Id).Host, rate * 8 / 10);
-        overlay.StartStreaming();
-        await using var source = LiveSource.Start(overlay, rate, maxSeconds: 110, seed: 51);
-
         Peer? lone = null;
         Peer? slow = null;
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 2 }, loggers: logs.Factory);
+        var (weak, relay, fast, fillers) = await TwoRelaysAsync(overlay, r: 2, x: 3, underR: 2, underX: 2);
+        int Parent(Peer p) => ParentOf(overlay, p);
+        // Its uplink carries 0.8 of the stream: not even one child keeps up under it.
+        overlay.Network.SetUploadRate(overlay.PeerById(weak.Id).Host, ShortUplinkRate * 8 / 10);
+        overlay.StartStreaming();
+        await using var source = LiveSource.Start(overlay, ShortUplinkRate, maxSeconds: 110, seed: 51);
+
         string Lags() => string.Join(", ", fast.Select(f => $"peer {f.Id} {source.Lag(f).TotalSeconds:0.0} s"));
         try
         {
-            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {weak.Id} is not demoted") && fast.Any(f => ParentOf(f) != weak.Id) || source.Ended,
+            await Overlay.WaitUntilAsync(() => logs.Has(LogLevel.Warning, $"peer {weak.Id} is not demoted") && fast.Any(f => Parent(f) != weak.Id) || source.Ended,
                 "the weak relay sheds one of its children", within: TimeSpan.FromSeconds(90));
             Assert.False(source.Ended, $"the weak relay shed none: {Lags()}; {PlanOf(overlay)}");
-            lone = fast.Single(f => ParentOf(f) == weak.Id);
+            lone = fast.Single(f => Parent(f) == weak.Id);
             var loneRun = overlay.PeerById(lone.Id).Run;
             output.WriteLine($"shed at {source.Elapsed.TotalSeconds:0.0} s, peer {lone.Id} left under W: {Lags()}; {PlanOf(overlay)}");
             // Found slow alone under W, where no slot is free: before, stopped as below the stream rate.
@@ -59,15 +52,15 @@ public sealed partial class SlowViewerTests
             output.WriteLine($"found slow alone at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
             // A slot frees: W's finding moves the viewer there.
             await fillers[0].LeaveAsync(TimeSpan.FromSeconds(20));
-            await Overlay.WaitUntilAsync(() => (ParentOf(lone) != weak.Id && source.Lag(lone) < lagBound) || loneRun.IsCompleted || source.Ended,
-                $"peer {lone.Id} is under another parent and within {lagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
+            await Overlay.WaitUntilAsync(() => (Parent(lone) != weak.Id && source.Lag(lone) < ShortUplinkLagBound) || loneRun.IsCompleted || source.Ended,
+                $"peer {lone.Id} is under another parent and within {ShortUplinkLagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
             Assert.False(loneRun.IsCompleted, $"peer {lone.Id} ended: {loneRun.Exception?.InnerException?.Message}");
             Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
             output.WriteLine($"moved and caught up at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
 
             // A viewer whose own download is half the stream rate takes the next free slot, under A.
             await fillers[1].LeaveAsync(TimeSpan.FromSeconds(20));
-            overlay.Network.SetDownloadRate($"p{overlay.Peers.Count + 1}", rate / 2);
+            overlay.Network.SetDownloadRate($"p{overlay.Peers.Count + 1}", ShortUplinkRate / 2);
             slow = await overlay.AddPeerAsync(upload: 0);
             output.WriteLine($"slow viewer, peer {slow.Id}, joined at {source.Elapsed.TotalSeconds:0.0} s: {PlanOf(overlay)}");
             var slowRun = overlay.PeerById(slow.Id).Run;
@@ -96,27 +89,21 @@ public sealed partial class SlowViewerTests
     /// nothing): it received the stream too slowly to pass it on, so its children starved with it,
     /// and it kept its place and its slots for good (event 904 at each finding; its eviction held as
     /// its own parent found it slow). Here: a coordinator with two slots feeds the relay R (upload
-    /// 2, download half the stream rate) and X (upload 1, one free slot); R's two leaves starve,
-    /// one is shed into X's slot, the other stays. R is judged as a leaf and stopped with its one-line
-    /// reason; its child takes the slot its leaving frees, and both children write every byte.
+    /// 2, download half the stream rate) and X (upload 1, one free slot); R's two leaves starve with
+    /// it (they are not found slow: R sends them what it gets). R is judged as a leaf and stopped
+    /// with its one-line reason; its children take the slots its leaving frees (its own and X's),
+    /// get back to the live rate and write every byte.
     /// </summary>
     [Fact]
     public async Task A_relay_whose_own_download_is_below_the_stream_rate_and_that_nothing_can_demote_is_stopped_and_its_children_catch_up()
     {
-        const int rate = 256 * 1024;           // 2.1 Mbit/s
-        var lagBound = TimeSpan.FromSeconds(1.5);
         var logs = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 2 }, loggers: logs.Factory);
-        var relay = await overlay.AddPeerAsync(upload: 2);
-        var other = await overlay.AddPeerAsync(upload: 1);
-        var children = new[] { await overlay.AddPeerAsync(upload: 0), await overlay.AddPeerAsync(upload: 0) };
-        int ParentOf(Peer p) => overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == p.Id).Parents[0];
-        Assert.True(ParentOf(relay) == 0 && ParentOf(other) == 0 && children.All(c => ParentOf(c) == relay.Id),
-            $"not the shape the test needs (R {relay.Id} and X {other.Id} under the coordinator, {children[0].Id} and {children[1].Id} under R): {PlanOf(overlay)}");
-        overlay.Network.SetDownloadRate(overlay.PeerById(relay.Id).Host, rate / 2);
+        var (relay, other, children, _) = await TwoRelaysAsync(overlay, r: 2, x: 1, underR: 2, underX: 0);
+        overlay.Network.SetDownloadRate(overlay.PeerById(relay.Id).Host, ShortUplinkRate / 2);
         var relayRun = overlay.PeerById(relay.Id).Run;
         overlay.StartStreaming();
-        await using var source = LiveSource.Start(overlay, rate, maxSeconds: 100, seed: 52);
+        await using var source = LiveSource.Start(overlay, ShortUplinkRate, maxSeconds: 100, seed: 52);
 
         string Lags() => string.Join(", ", children.Select(c => $"peer {c.Id} {source.Lag(c).TotalSeconds:0.0} s"));
         try
@@ -128,7 +115,7 @@ public sealed partial class SlowViewerTests
             output.WriteLine(stopped.Message);
             Assert.Matches(BelowRateMessage.Pattern(), stopped.Message);
             Assert.DoesNotContain('\n', stopped.Message);
-            await Overlay.WaitUntilAsync(() => children.All(c => source.Lag(c) < lagBound) || source.Ended, $"its children are within {lagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
+            await Overlay.WaitUntilAsync(() => children.All(c => source.Lag(c) < ShortUplinkLagBound) || source.Ended, $"its children are within {ShortUplinkLagBound.TotalSeconds} s of the source", within: TimeSpan.FromSeconds(90));
             Assert.False(source.Ended, $"the source ended first: {Lags()}; {PlanOf(overlay)}");
             output.WriteLine($"caught up at {source.Elapsed.TotalSeconds:0.0} s: {Lags()}; {PlanOf(overlay)}");
         }
@@ -143,5 +130,27 @@ public sealed partial class SlowViewerTests
         await source.StopAsync();
         await overlay.EndAsync();
         foreach (var p in children.Append(other)) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
+    }
+
+    private const int ShortUplinkRate = 256 * 1024;     // 2.1 Mbit/s
+
+    /// <summary>How near the source a viewer must be to count as back at the live rate.</summary>
+    private static readonly TimeSpan ShortUplinkLagBound = TimeSpan.FromSeconds(1.5);
+
+    /// <summary>
+    /// Two relays under a coordinator with two slots, R (declared upload <paramref name="r"/>) and X
+    /// (<paramref name="x"/>), then <paramref name="underR"/> leaves, which fill R, and
+    /// <paramref name="underX"/> more, which go under X; the test fails unless that is the plan.
+    /// </summary>
+    private static async Task<(Peer R, Peer X, Peer[] UnderR, Peer[] UnderX)> TwoRelaysAsync(Overlay overlay, double r, double x, int underR, int underX)
+    {
+        var relayR = await overlay.AddPeerAsync(upload: r);
+        var relayX = await overlay.AddPeerAsync(upload: x);
+        var leaves = new List<Peer>();
+        for (int i = 0; i < underR + underX; i++) leaves.Add(await overlay.AddPeerAsync(upload: 0));
+        Peer[] inR = [.. leaves.Take(underR)], inX = [.. leaves.Skip(underR)];
+        Assert.True(ParentOf(overlay, relayR) == 0 && ParentOf(overlay, relayX) == 0 && inR.All(p => ParentOf(overlay, p) == relayR.Id) && inX.All(p => ParentOf(overlay, p) == relayX.Id),
+            $"not the shape the test needs (R {relayR.Id} and X {relayX.Id} under the coordinator, {string.Join(", ", inR.Select(p => p.Id))} under R, {string.Join(", ", inX.Select(p => p.Id))} under X): {PlanOf(overlay)}");
+        return (relayR, relayX, inR, inX);
     }
 }
