@@ -612,9 +612,10 @@ public abstract partial class Node : IAsyncDisposable
     /// <summary>
     /// The coordinator checks that this node accepts connections: say who we are, and close. At
     /// version 16 (<see cref="Protocol.ProbeProofVersion"/>) with the proof of this node's join
-    /// token over the probe's nonce; to an older prober (an older coordinator, or an older joiner
-    /// measuring its RTT) with none: a Welcome whose peer id is 0, which an older coordinator takes
-    /// for another node's answer (this peer is then its leaf).
+    /// token over the probe's nonce; to a probe with no nonce (a joiner measuring its RTT) and to
+    /// an older prober (an older coordinator, or an older joiner measuring its RTT) with none: a
+    /// Welcome whose peer id is 0, which an older coordinator takes for another node's answer (this
+    /// peer is then its leaf).
     /// </summary>
     private async Task AnswerProbeAsync(Link link, Hello hello)
     {

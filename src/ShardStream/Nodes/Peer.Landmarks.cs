@@ -76,6 +76,10 @@ public sealed partial class Peer
     /// The RTT of one probe to <paramref name="address"/> (hello written to welcome read), zero when
     /// it did not answer before <paramref name="within"/> ended; Connected is false when not even
     /// the connection was made (refused, or no answer in time: a firewall, a NAT, a wrong address).
+    /// Only the time is taken: the probe carries no nonce, so it asks for no proof of the node's
+    /// join token (this joiner knows no token to check one against; the coordinator's dial-back,
+    /// <see cref="ReachabilityProbe"/>, asks with a fresh nonce and checks it), and a node of this
+    /// build answers it with none (<see cref="Trust.ProbeProof.Answer"/>).
     /// </summary>
     private async Task<(TimeSpan Rtt, bool Connected)> ProbeRttAsync(string address, CancellationToken within, CancellationToken cancellationToken)
     {

@@ -35,14 +35,19 @@ public static class ProbeProof
     /// The answer to <paramref name="probe"/> (a Hello of role Probe) of a node whose join token is
     /// <paramref name="token"/> (0: it sent no Join) and that serves <paramref name="shardCount"/>
     /// shards: a Welcome with peer id 0 and, at version 16, the proof of the token over the probe's
-    /// nonce; never the token itself.
+    /// nonce; never the token itself. A probe that carries no nonce (zeros: a joiner measuring the
+    /// RTT to a landmark or a candidate parent, which knows no token to check a proof against) asks
+    /// no proof and gets none: over zeros it was one fixed value per token, the same to every asker.
     /// </summary>
     public static Welcome Answer(Hello probe, ulong token, byte shardCount)
     {
         ushort version = Protocol.Negotiate(probe);
-        byte[]? proof = version >= Protocol.ProbeProofVersion && token != 0 ? Compute(token, probe.Nonce ?? new byte[Protocol.NonceLength]) : null;
+        byte[]? proof = version >= Protocol.ProbeProofVersion && token != 0 && AsksProof(probe) ? Compute(token, probe.Nonce!) : null;
         return new Welcome(version, 0, shardCount, 0, 0, [], ProbeProof: proof);
     }
+
+    /// <summary>Whether <paramref name="probe"/> asks for a proof: it carries a nonce that is not all zeros.</summary>
+    public static bool AsksProof(Hello probe) => probe.Nonce is { Length: Protocol.NonceLength } nonce && nonce.AsSpan().ContainsAnyExcept((byte)0);
 
     /// <summary>Whether <paramref name="proof"/> is <paramref name="token"/>'s for <paramref name="nonce"/> (compared in constant time).</summary>
     public static bool Verify(ulong token, ReadOnlySpan<byte> nonce, ReadOnlySpan<byte> proof) =>

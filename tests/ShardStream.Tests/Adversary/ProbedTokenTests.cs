@@ -33,14 +33,7 @@ public sealed class ProbedTokenTests
         await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 100_000, "the viewer has the first part of the stream");
         string address = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Address;
 
-        var probe = await overlay.Network.Host("mallory").ConnectAsync(address, CancellationToken.None);
-        new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], "mallory:1", RandomNumberGenerator.GetBytes(Protocol.NonceLength)).Write(probe.Pipe.Output);
-        await probe.Pipe.Output.FlushAsync();
-        var (type, body) = await RawFrames.ReadAsync(probe.Pipe.Input);
-        probe.Abort();
-        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
-        Assert.Equal(FrameType.Welcome, type);
-        Assert.True(Welcome.TryRead(ref reader, out var answer), "a malformed probe answer");
+        var (answer, body) = await ProbeAsync(overlay, address, RandomNumberGenerator.GetBytes(Protocol.NonceLength));
         var token = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(token, viewer.Token);
         bool shown = body.AsSpan().IndexOf(token) >= 0;
@@ -59,6 +52,46 @@ public sealed class ProbedTokenTests
         Assert.True(impostor.Id != viewer.Id, $"the stranger holds the viewer's place as peer {impostor.Id}: {string.Join("; ", taken)}");
         Assert.Empty(taken);
         Assert.DoesNotContain(logs.Lines, l => l.Message.Contains("this peer relays nothing", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A joiner measuring its RTT to a landmark or a candidate parent probes it with no nonce: it
+    /// wants only the time, and knows no token to check a proof against. A stranger that probes an
+    /// honest relay so, twice, must get no proof of the relay's token: over the zero nonce it is one
+    /// fixed value per token, the same to every asker (a fingerprint of the token wherever the
+    /// relay listens, collected once, and what every joiner measuring it was handed).
+    /// </summary>
+    [Fact]
+    public async Task A_stranger_that_probes_without_a_nonce_gets_no_fixed_proof_of_the_token()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(1, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(loggers: logs.Factory);
+        string address = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == relay.Id).Address;
+        var zeros = new byte[Protocol.NonceLength];
+
+        var (first, _) = await ProbeAsync(overlay, address, nonce: null);
+        var (second, _) = await ProbeAsync(overlay, address, nonce: null);
+        string Shown(byte[]? proof) => proof is null ? "none" : $"{Convert.ToHexString(proof)}{(proof.AsSpan().SequenceEqual(ShardStream.Trust.ProbeProof.Compute(relay.Token, zeros)) ? " (the relay's token's proof over zeros)" : "")}";
+        Assert.True(first.ProbeProof is null && second.ProbeProof is null, $"a probe with no nonce was answered with a proof: {Shown(first.ProbeProof)}, then {Shown(second.ProbeProof)}");
+
+        // A probe with a nonce of its own still gets a proof, for that nonce: the coordinator's probe works as before.
+        var (asked, _) = await ProbeAsync(overlay, address, RandomNumberGenerator.GetBytes(Protocol.NonceLength));
+        Assert.NotNull(asked.ProbeProof);
+    }
+
+    /// <summary>Probes <paramref name="address"/> as a stranger on host mallory, with <paramref name="nonce"/> (null: none, as a joiner measuring RTTs sends), and reads the answer and its body.</summary>
+    private static async Task<(Welcome Answer, byte[] Body)> ProbeAsync(Overlay overlay, string address, byte[]? nonce)
+    {
+        var probe = await overlay.Network.Host("mallory").ConnectAsync(address, CancellationToken.None);
+        new Hello(Protocol.ProbeVersion, Protocol.Version, HelloRole.Probe, 0, 0, [], "mallory:1", nonce).Write(probe.Pipe.Output);
+        await probe.Pipe.Output.FlushAsync();
+        var (type, body) = await RawFrames.ReadAsync(probe.Pipe.Input);
+        probe.Abort();
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(body));
+        Assert.Equal(FrameType.Welcome, type);
+        Assert.True(Welcome.TryRead(ref reader, out var answer), "a malformed probe answer");
+        return (answer, body);
     }
 
     /// <summary>
