@@ -70,35 +70,48 @@ public static class Attacks
 
     /// <summary>
     /// A lag kept (one rewriter per connection): lets <paramref name="share"/> of the chunks through
-    /// as <see cref="Share"/> until the oldest frame it holds has waited <paramref name="by"/>, and
-    /// from then on holds every chunk, hash list and End exactly that long, in order (a delay
-    /// line): a child falls <paramref name="by"/> behind the head and then gets the stream's full
-    /// rate, every chunk right and in order. Everything else goes at once.
+    /// as <see cref="Share"/> until the oldest chunk it holds has waited <paramref name="by"/>, and
+    /// from then on sends what it holds one chunk per <paramref name="every"/> (the rate the
+    /// source makes chunks at), none before it came, and any that waited <paramref name="by"/> at
+    /// once: a child falls <paramref name="by"/> behind the head and then gets the stream at its
+    /// rate from the relay's backlog, which takes up a hold-up of the source as an honest parent
+    /// that far behind does; every chunk right and in order. Everything else goes at once.
     /// </summary>
-    public static Func<FrameRewriter> LagThenFullRate(double share, TimeSpan by) => () =>
+    public static Func<FrameRewriter> LagThenFullRate(double share, TimeSpan by, TimeSpan every) => () =>
     {
-        var held = new Queue<(FrameType Type, byte[] Frame, long At)>();
+        var held = new Queue<(FrameType Type, byte[] Frame)>();
+        // When each chunk held came.
+        var came = new Queue<long>();
         double credit = 0;
-        bool delaying = false;
+        bool paced = false;
+        long next = 0;
+        long interval = (long)(every.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         return (type, frame) =>
         {
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
             bool stream = type is FrameType.Chunk or FrameType.Hashes or FrameType.End;
-            if (stream) held.Enqueue((type, frame.ToArray(), System.Diagnostics.Stopwatch.GetTimestamp()));
+            if (stream) held.Enqueue((type, frame.ToArray()));
+            if (type == FrameType.Chunk) came.Enqueue(now);
+            bool Waited() => came.Count > 0 && System.Diagnostics.Stopwatch.GetElapsedTime(came.Peek(), now) >= by;
             var sent = new List<byte[]>();
-            delaying |= held.Count > 0 && System.Diagnostics.Stopwatch.GetElapsedTime(held.Peek().At) >= by;
-            if (delaying)
+            if (!paced && Waited()) (paced, next) = (true, now);
+            if (paced)
             {
-                // Any frame the node sends (a heartbeat once the stream is quiet) lets go what waited long enough.
-                while (held.Count > 0 && System.Diagnostics.Stopwatch.GetElapsedTime(held.Peek().At) >= by) sent.Add(held.Dequeue().Frame);
+                // Any frame the node sends (a heartbeat once the stream is quiet) lets go what is due by now.
+                while (came.TryPeek(out long at) && (Math.Max(next, at) <= now || Waited()))
+                {
+                    next = Math.Max(next, at) + interval;
+                    came.Dequeue();
+                    ReleaseOneChunk(held, sent);
+                }
+                // An End after the last chunk goes with it.
+                if (came.Count == 0) while (held.TryDequeue(out var f)) sent.Add(f.Frame);
             }
             else if (type == FrameType.Chunk && (credit += share) >= 1)
             {
                 credit -= 1;
-                while (held.TryDequeue(out var f))
-                {
-                    sent.Add(f.Frame);
-                    if (f.Type == FrameType.Chunk) break;
-                }
+                came.Dequeue();
+                ReleaseOneChunk(held, sent);
             }
             if (!stream) sent.Add(frame);
             return sent;

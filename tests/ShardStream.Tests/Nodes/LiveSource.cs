@@ -15,14 +15,18 @@ internal sealed class LiveSource : IAsyncDisposable
 
     private LiveSource(int rate) => _rate = rate;
 
-    public static LiveSource Start(Overlay overlay, int rate, int maxSeconds, int seed)
+    /// <param name="stall">
+    /// When set, the source stops writing once its clock reaches <c>At</c>, for <c>For</c>, and then
+    /// writes what it owes at once, as a source held up on a loaded host catches up.
+    /// </param>
+    public static LiveSource Start(Overlay overlay, int rate, int maxSeconds, int seed, (TimeSpan At, TimeSpan For)? stall = null)
     {
         // The bytes first, then the clock: made after it (7.5 MiB at 2 Mbit/s for 30 s, slow on a
         // loaded machine), they went out as a burst of the seconds that took, and the coordinator,
         // whose rate starts at its first chunk, read the stream's rate well above the source's.
         var data = Overlay.RandomBytes(rate * maxSeconds, seed);
         var source = new LiveSource(rate);
-        source._writing = source.WriteAsync(overlay, data);
+        source._writing = source.WriteAsync(overlay, data, stall);
         return source;
     }
 
@@ -37,11 +41,16 @@ internal sealed class LiveSource : IAsyncDisposable
     /// <summary>How far <paramref name="peer"/>'s output is behind what was written, in seconds of stream.</summary>
     public TimeSpan Lag(Peer peer) => TimeSpan.FromSeconds((double)(Interlocked.Read(ref _written) - peer.StartOffset - peer.BytesWritten) / _rate);
 
-    private async Task WriteAsync(Overlay overlay, byte[] data)
+    private async Task WriteAsync(Overlay overlay, byte[] data, (TimeSpan At, TimeSpan For)? stall)
     {
         for (int i = 0; i < data.Length / Piece && !_stop.IsCancellationRequested; i++)
         {
             var due = TimeSpan.FromSeconds((double)i * Piece / _rate);
+            if (stall is { } s && due >= s.At)
+            {
+                await Task.Delay(s.For);
+                stall = null;
+            }
             var now = Elapsed;
             if (due > now) await Task.Delay(due - now);
             await overlay.WriteAsync(data[(i * Piece)..((i + 1) * Piece)]);
