@@ -83,4 +83,42 @@ public sealed class CoordinatorStopsTests
         var wrote = output.ToArray();
         Assert.True(wrote.Length >= 100_000 && data.AsSpan(0, wrote.Length).SequenceEqual(wrote), $"what the viewer wrote ({wrote.Length} bytes) is not the stream's start");
     }
+    /// <summary>
+    /// A viewer under a relay (its stream comes from a peer parent, not on its control link) whose
+    /// control link breaks just as the source ends: its parent still brings it the tail and the
+    /// End. The coordinator waits for it for its 2 s drain, then exits, as the CLI does (its port
+    /// refuses connections; here its host is unreachable). The viewer has the whole stream: it must
+    /// complete with it written, and make no attempt to join again once it has it (its rejoin time
+    /// is 20 s here, 60 s by default). A viewer that lacks part of the stream still tries for its
+    /// rejoin time: an exited coordinator and one about to restart refuse alike.
+    /// </summary>
+    [Fact]
+    public async Task A_viewer_whose_control_link_broke_as_the_stream_ended_and_whose_parent_brought_the_end_completes_without_trying_again()
+    {
+        var logs = new LogCapture();
+        await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, DrainTimeout = TimeSpan.FromSeconds(2) }, loggers: logs.Factory);
+        var relay = await overlay.AddPeerAsync(upload: 1);
+        var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.FromSeconds(20) });
+        Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Parents[0]);
+        var (_, output, run, host) = overlay.PeerById(viewer.Id);
+        overlay.StartStreaming();
+        var data = Overlay.RandomBytes(200_000, seed: 25);
+        await overlay.WriteAsync(data[..100_000]);
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 100_000, "the viewer has the first part");
+
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        await overlay.WriteAsync(data[100_000..]);
+        await overlay.EndAsync();
+        await overlay.Coordinator.DisposeAsync();
+
+        string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes");
+        Assert.True(ended == "completed, 200000 bytes" && data.AsSpan().SequenceEqual(output.ToArray()), ended);
+        var lines = logs.Lines.ToList();
+        Assert.True(lines.Any(l => l.Message.StartsWith("lost the coordinator", StringComparison.Ordinal)), "the viewer's control link did not break");
+        // The relay's line, then the viewer's (the End reaches it through the relay).
+        int complete = lines.FindLastIndex(l => l.Category == "peer" && l.Message.StartsWith("stream complete: 200000 bytes", StringComparison.Ordinal));
+        var after = lines.Skip(complete + 1).Where(l => l.Message.StartsWith("joining again failed", StringComparison.Ordinal)).Select(l => l.Message).ToList();
+        Assert.True(after.Count == 0, $"the viewer tried to join again {after.Count} times with the whole stream written: {string.Join(" | ", after.Take(2))}");
+    }
 }
