@@ -38,4 +38,41 @@ internal sealed partial class EvictionPolicy
         _uplinkShort.Remove(parent);
         return false;
     }
+
+    /// <summary>
+    /// True when a parent of <paramref name="id"/> in the plan now, other than <paramref name="parent"/>
+    /// and with an upload not found short, found it slow within <see cref="SlowElsewhereWindow"/>
+    /// (the coordinator counts). Under the gate.
+    /// </summary>
+    private bool SlowUnderAnotherParent(int id, int parent, long now)
+    {
+        if (!_slowUnder.TryGetValue(id, out var found)) return false;
+        foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
+        {
+            if (by == Planner.None || by == parent || time.GetElapsedTime(at, now) > SlowElsewhereWindow || UplinkFoundShort(by, now, out _)) continue;
+            if (Enumerable.Range(0, options.ShardCount).Any(s => tracker.Planner.ParentOf(id, s) == by)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// A leaf behind for the grace on the <paramref name="served"/> shards <paramref name="parent"/>
+    /// serves it, while none of its other parents found it slow (<see cref="SlowUnderAnotherParent"/>):
+    /// never stopped on it (event 924). It moves away from that parent into free slots when there
+    /// are some (<see cref="Planner.MoveAwayFrom"/>); else the finding counts against the parent, as
+    /// event 910 does (<see cref="Demote"/>: demoted, exchanged, made to shed it). Under the gate.
+    /// </summary>
+    private void OnlyOneParentSlow(int id, int parent, int served, TimeSpan queueAge, string why, double? took, long now)
+    {
+        var moves = tracker.Planner.MoveAwayFrom(id, parent);
+        string then = moves.Count > 0 ? $"moved to {string.Join(", ", moves.Select(m => NodeName(m.NewParent)).Distinct())}"
+            : $"no other node has a free slot for it: peer {parent} is demoted instead (or sheds it)";
+        SlowChildLog.OneParentSlow(log, id, queueAge.TotalSeconds, why, parent, served, options.ShardCount, SlowElsewhereWindow.TotalSeconds, then);
+        if (moves.Count > 0)
+        {
+            tracker.SendMoves(moves, repair: false);
+            return;
+        }
+        Demote(parent, $"its child, peer {id}, was behind on the {served} shard(s) it serves it while its other parents kept it fed: its upload does not carry it", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
+    }
 }

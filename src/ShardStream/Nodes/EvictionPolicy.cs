@@ -308,6 +308,17 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 SlowChildLog.LeafNotBelowRate(log, id, queueAge.TotalSeconds, why, judged.DownloadMbps, judged.StreamMbps);
                 return;
             }
+            // Behind on the shards of one peer parent while its other parents, serving the rest,
+            // do not find it slow: its download carries those, and that parent's upload is what
+            // holds it back (a download below the stream rate is behind on every shard, and each
+            // of its parents finds it slow within seconds of the others). Seen across network
+            // namespaces (run1, K = 4): the viewer behind a 1 Mbit/s uplink fed one shard to a
+            // 50 Mbit/s viewer, nothing was free to move it to, and it was stopped.
+            if (parent != Planner.Source && served < options.ShardCount && !SlowUnderAnotherParent(id, parent, now))
+            {
+                OnlyOneParentSlow(id, parent, served, queueAge, why, took, now);
+                return;
+            }
             // Behind at one peer only: that peer's upload may be what holds it back. A second parent
             // judges it first (it is moved once; see MovedToSecondParent).
             if (MovedToSecondParent(id, parent, queueAge, why, now)) return;

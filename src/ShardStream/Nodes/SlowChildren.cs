@@ -258,7 +258,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–923).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–924).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
@@ -294,8 +294,11 @@ internal static partial class SlowChildLog
     [LoggerMessage(922, LogLevel.Warning, "peer {Id} is slow ({Why}), under peer {Parent}, whose upload was found not to carry its children {Seconds:0} s ago (event 910): its finding says nothing of this peer's download; peer {Id} is neither demoted nor stopped on it, peer {Parent} is demoted instead (or sheds it, or, starving its children with nothing else to relieve them, is evicted)", EventName = "SlowChildUnderShortUplink")]
     public static partial void UnderShortUplink(ILogger log, int id, string why, int parent, double seconds);
 
-    [LoggerMessage(923, LogLevel.Warning, "peer {Id} is slow ({Why}) and relays, but can be neither demoted nor exchanged with a child, and its children starve with it: judged as a leaf (its leaving evicts nobody else: its children go into the slots it frees)", EventName = "SlowRelayJudgedAsLeaf")]
+    [LoggerMessage(923, LogLevel.Warning, "peer {Id} is slow ({Why}) and relays, but can be neither demoted nor exchanged with a child: judged as a leaf (its leaving evicts nobody else: its children go into the slots it frees)", EventName = "SlowRelayJudgedAsLeaf")]
     public static partial void RelayJudgedAsLeaf(ILogger log, int id, string why);
+
+    [LoggerMessage(924, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: it is behind on the {Served} of {Shards} shard(s) peer {Parent} serves it, and none of its other parents found it slow in the last {Window:0.#} s (its download carries their shards: the parent's upload held it back); {Then}", EventName = "SlowLeafOneParent")]
+    public static partial void OneParentSlow(ILogger log, int id, double seconds, string why, int parent, int served, int shards, double window, string then);
 
     [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);

@@ -26,9 +26,8 @@ public sealed partial class SlowViewerTests
         var lagBound = TimeSpan.FromSeconds(1.5);
         int shard = StripedRate / 4;
         var logs = new LogCapture();
-        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { Topology = TopologyKind.Striped, Upload = 1 }, loggers: logs.Factory);
-        var peers = new List<Peer>();
-        for (int i = 0; i < 4; i++) peers.Add(await overlay.AddPeerAsync(upload: 1));
+        var (started, peers) = await FourStripeHomesAsync(logs);
+        await using var overlay = started;
         var weak = peers[^1];
         var others = peers.Where(p => p != weak).ToList();
         string weakAddress = overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == weak.Id).Address;
@@ -82,9 +81,8 @@ public sealed partial class SlowViewerTests
     {
         int shard = StripedRate / 4;
         var logs = new LogCapture();
-        await using var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { Topology = TopologyKind.Striped, Upload = 1 }, loggers: logs.Factory);
-        var peers = new List<Peer>();
-        for (int i = 0; i < 4; i++) peers.Add(await overlay.AddPeerAsync(upload: 1));
+        var (started, peers) = await FourStripeHomesAsync(logs);
+        await using var overlay = started;
         var slow = peers.Take(2).ToList();
         var honest = peers.Skip(2).ToList();
         var relay = honest[^1];
@@ -101,5 +99,73 @@ public sealed partial class SlowViewerTests
             foreach (var l in logs.Lines.Where(l => l.Level >= LogLevel.Warning)) output.WriteLine($"{source.At(l.Timestamp).TotalSeconds:0.0} {l.Category}: {l.Message}");
         }
         Assert.False(honest.Any(p => logs.Has(LogLevel.Warning, $"peer {p.Id} evicted")), "a relay that fed its other child was evicted for two children that read it slowly");
+    }
+
+    /// <summary>
+    /// Seen across network namespaces (run1: K = 4, 4 Mbit/s, a viewer behind a 1 Mbit/s uplink):
+    /// the weak viewer fed one shard to a 50 Mbit/s viewer, which fell behind on that shard alone
+    /// (its three other parents never found it slow), was judged on the weak viewer's findings, and,
+    /// with no free slot to move it to, stopped with "your download is below the stream rate". Here:
+    /// K = 4, a coordinator with one slot a stripe, four viewers with --upload 1, each the only home
+    /// of a stripe; the path from the last one to one of the three it feeds carries 0.6 of a
+    /// shard-stream (the other two get all they need, so its children are not found slow
+    /// together). That viewer is never stopped: a download below the stream rate is behind on every
+    /// shard, and its other parents would find it slow too.
+    /// </summary>
+    [Fact]
+    public async Task A_viewer_behind_on_the_shards_of_one_parent_only_is_not_stopped_as_below_the_stream_rate()
+    {
+        int shard = StripedRate / 4;
+        var logs = new LogCapture();
+        var (started, peers) = await FourStripeHomesAsync(logs);
+        await using var overlay = started;
+        var weak = peers[^1];
+        var held = peers[0];
+        var nodes = overlay.Coordinator.Snapshot().Nodes;
+        int stripe = Enumerable.Range(0, 4).FirstOrDefault(s => nodes.Single(n => n.Id == held.Id).Parents[s] == weak.Id, -1);
+        Assert.True(stripe >= 0, $"not the shape the test needs (peer {held.Id} under peer {weak.Id} in a stripe): {PlanOf(overlay)}");
+        output.WriteLine($"plan: {PlanOf(overlay)}; peer {weak.Id}'s path to peer {held.Id} carries 0.6 of shard {stripe}'s rate");
+        overlay.Network.SetPathRate(overlay.PeerById(weak.Id).Host, overlay.PeerById(held.Id).Host, shard * 3 / 5);
+        var heldRun = overlay.PeerById(held.Id).Run;
+        overlay.StartStreaming();
+        var source = LiveSource.Start(overlay, StripedRate, maxSeconds: 45, seed: 43);
+        string oneParent = $"peer {held.Id}, judged as a leaf, is still slow";
+        try
+        {
+            await Overlay.WaitUntilAsync(() => heldRun.IsCompleted || logs.Lines.Any(l => l.Message.StartsWith(oneParent, StringComparison.Ordinal) && l.Message.Contains("none of its other parents found it slow", StringComparison.Ordinal)) || source.Ended,
+                "the viewer held back by one parent is judged", within: TimeSpan.FromSeconds(90));
+            Assert.False(heldRun.IsCompleted, $"peer {held.Id}, behind on one parent's shard alone, ended: {heldRun.Exception?.InnerException?.Message}");
+            Assert.False(source.Ended, $"peer {held.Id} was never judged: {PlanOf(overlay)}");
+            output.WriteLine($"judged at {source.Elapsed.TotalSeconds:0.0} s, {source.Lag(held).TotalSeconds:0.0} s behind: {PlanOf(overlay)}");
+            await source.StopAsync();
+        }
+        finally
+        {
+            WriteWarnings(logs, source);
+            await source.DisposeAsync();
+        }
+
+        Assert.False(heldRun.IsCompleted, $"peer {held.Id} ended: {heldRun.Exception?.InnerException?.Message}");
+        Assert.False(logs.Has(LogLevel.Warning, "stopping it ("), "someone was stopped");
+    }
+
+    /// <summary>
+    /// K = 4 striped, a coordinator with one slot a stripe, and four viewers that each give what they
+    /// take (--upload 1), so that each is the only home peer of one stripe and feeds the three others there.
+    /// </summary>
+    private static async Task<(Overlay Overlay, List<Peer> Peers)> FourStripeHomesAsync(LogCapture logs)
+    {
+        var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { Topology = TopologyKind.Striped, Upload = 1 }, loggers: logs.Factory);
+        try
+        {
+            var peers = new List<Peer>();
+            for (int i = 0; i < 4; i++) peers.Add(await overlay.AddPeerAsync(upload: 1));
+            return (overlay, peers);
+        }
+        catch
+        {
+            await overlay.DisposeAsync();
+            throw;
+        }
     }
 }
