@@ -56,17 +56,10 @@ public sealed class CoordinatorStopsTests
         // A rejoin time short enough that the failing case ends within the test's deadline.
         var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.FromSeconds(20) });
         var (_, output, run, host) = overlay.PeerById(viewer.Id);
-        overlay.StartStreaming();
         var data = Overlay.RandomBytes(200_000, seed: 24);
-        await overlay.WriteAsync(data[..100_000]);
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 100_000, "the viewer has the first part");
-
         // Its path to the coordinator breaks; the source ends, and the coordinator's 2 s wait for
         // the viewer (kept for its rejoin) runs out. Only then can the viewer reach it again.
-        overlay.Network.Block(host, "coord");
-        overlay.Network.Cut(host, "coord");
-        await overlay.WriteAsync(data[100_000..]);
-        await overlay.EndAsync();
+        await StreamWithThePathCutAsync(overlay, viewer, host, data);
         overlay.Network.Unblock(host, "coord");
 
         string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes");
@@ -83,6 +76,7 @@ public sealed class CoordinatorStopsTests
         var wrote = output.ToArray();
         Assert.True(wrote.Length >= 100_000 && data.AsSpan(0, wrote.Length).SequenceEqual(wrote), $"what the viewer wrote ({wrote.Length} bytes) is not the stream's start");
     }
+
     /// <summary>
     /// A viewer under a relay (its stream comes from a peer parent, not on its control link) whose
     /// control link breaks just as the source ends: its parent still brings it the tail and the
@@ -101,15 +95,8 @@ public sealed class CoordinatorStopsTests
         var viewer = await overlay.AddPeerAsync(upload: 0, configure: o => o with { RejoinFor = TimeSpan.FromSeconds(20) });
         Assert.Equal(relay.Id, overlay.Coordinator.Snapshot().Nodes.Single(n => n.Id == viewer.Id).Parents[0]);
         var (_, output, run, host) = overlay.PeerById(viewer.Id);
-        overlay.StartStreaming();
         var data = Overlay.RandomBytes(200_000, seed: 25);
-        await overlay.WriteAsync(data[..100_000]);
-        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == 100_000, "the viewer has the first part");
-
-        overlay.Network.Block(host, "coord");
-        overlay.Network.Cut(host, "coord");
-        await overlay.WriteAsync(data[100_000..]);
-        await overlay.EndAsync();
+        await StreamWithThePathCutAsync(overlay, viewer, host, data);
         await overlay.Coordinator.DisposeAsync();
 
         string ended = await Overlay.HowEndedAsync(run, () => $"completed, {output.Length} bytes");
@@ -120,5 +107,22 @@ public sealed class CoordinatorStopsTests
         int complete = lines.FindLastIndex(l => l.Category == "peer" && l.Message.StartsWith("stream complete: 200000 bytes", StringComparison.Ordinal));
         var after = lines.Skip(complete + 1).Where(l => l.Message.StartsWith("joining again failed", StringComparison.Ordinal)).Select(l => l.Message).ToList();
         Assert.True(after.Count == 0, $"the viewer tried to join again {after.Count} times with the whole stream written: {string.Join(" | ", after.Take(2))}");
+    }
+
+    /// <summary>
+    /// Streams the first half of <paramref name="data"/> until <paramref name="viewer"/> (on
+    /// <paramref name="host"/>) has it, then blocks and cuts its path to the coordinator, streams the
+    /// rest and ends the source: returns once the coordinator's run (its drain) is over.
+    /// </summary>
+    private static async Task StreamWithThePathCutAsync(Overlay overlay, Peer viewer, string host, byte[] data)
+    {
+        overlay.StartStreaming();
+        int half = data.Length / 2;
+        await overlay.WriteAsync(data[..half]);
+        await Overlay.WaitUntilAsync(() => viewer.BytesWritten == half, "the viewer has the first part");
+        overlay.Network.Block(host, "coord");
+        overlay.Network.Cut(host, "coord");
+        await overlay.WriteAsync(data[half..]);
+        await overlay.EndAsync();
     }
 }
