@@ -50,7 +50,7 @@ public sealed partial class Coordinator : Node, Admission.IHost
         _source = new StreamSource(options, _tracker.Gate, Relay, _run, Log, Time);
         _eviction = new EvictionPolicy(options, _tracker, _source, Log, Time);
         _probe = new ReachabilityProbe(options, Transport, NewLink, () => ListenAddress, Log, Time, Stopping);
-        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, Feeds, Stopping);
+        _repair = new RepairService(options, _tracker, _source, _eviction, Log, Time, () => ListenAddress, Feeds, Relay.HeldFor, Stopping);
         _eviction.Evict = _repair.EvictStarving;
         _joinSlots = new JoinSlots(options, Log, Stopping);
         _admission = new Admission(options, _tracker, _source, _eviction, _repair, _run, _joinSlots, _probe, Relay, this, Log, Time, Stopping);

@@ -243,6 +243,22 @@ internal sealed class Relay
         lock (_lock) return (_window.Count, _window.Bytes, _window.OldestSeq(shard), _window.NewestSeq(shard));
     }
 
+    /// <summary>
+    /// How long the window has held chunk <paramref name="seq"/> of <paramref name="shard"/>:
+    /// <see cref="TimeSpan.MaxValue"/> when it has dropped it already, null when it has not taken it yet.
+    /// </summary>
+    public TimeSpan? HeldFor(int shard, long seq)
+    {
+        long? at;
+        lock (_lock) at = _window.AddedAt(shard, seq);
+        return at switch
+        {
+            null => null,
+            long.MinValue => TimeSpan.MaxValue,
+            long t => _time.GetElapsedTime(t),
+        };
+    }
+
     /// <summary>Stops serving one shard to <paramref name="link"/>.</summary>
     public void Unsubscribe(Link link, int shard)
     {

@@ -53,6 +53,9 @@ internal static partial class RepairLog
     [LoggerMessage(9320, LogLevel.Warning, "peer {Id} cut parent {Parent} off for a lag it never made up in shard(s) {Shards}: the edge is taken out of the plan and it is moved to another parent, not sent back (the parent answers, and is not made a leaf for this)", EventName = "CutForLag")]
     public static partial void CutForLag(ILogger log, int id, int parent, string shards);
 
+    [LoggerMessage(9323, LogLevel.Warning, "peer {Id} lost parent {Parent}, and the next chunk it lacks of shard {Shard} has been in the coordinator's replay window for {Seconds:0.#} s (-1: gone from it already) of {Window:0.#}: it is moved to another parent, not sent back to wait for this one (not counted against it)", EventName = "TooOldToWait")]
+    public static partial void TooOldToWait(ILogger log, int id, int parent, byte shard, double seconds, double window);
+
     [LoggerMessage(9321, LogLevel.Warning, "peer {Id} had {Count} other peers moved to make it room in {Period:0} s (each a leaf exchanging places with it in one shard) as its edges were taken out of the plan on its own reports: more likely slow itself (or lying) than they. Until the first of them is that old, its lag cuts are taken as plain lost parents (sent back, counted), and an edge taken out moves it only into a free slot, no other peer to make it room", EventName = "DropsCapped")]
     public static partial void DropsCapped(ILogger log, int id, int count, double period);
 

@@ -15,8 +15,9 @@ namespace ShardStream.Nodes;
 /// <see cref="Tracker"/>'s, changed under its gate.
 /// </summary>
 /// <param name="fedBySource">Whether the coordinator sends a peer every one of some shards on a link that keeps up (an attach link, or its control link) (see <see cref="Starving"/>).</param>
+/// <param name="heldFor">How long the coordinator's replay window has held a chunk of a shard (see <see cref="Relay.HeldFor"/> and <see cref="TooOldToWait"/>).</param>
 internal sealed class RepairService(CoordinatorOptions options, Tracker tracker, StreamSource source, EvictionPolicy eviction,
-    ILogger log, TimeProvider time, Func<string> listenAddress, Func<int, int[], bool> fedBySource, CancellationToken stopping)
+    ILogger log, TimeProvider time, Func<string> listenAddress, Func<int, int[], bool> fedBySource, Func<int, long, TimeSpan?> heldFor, CancellationToken stopping)
 {
     /// <summary>A parent that this many peers could not connect to (children each after a second attempt, or joiners that measured it) is made a leaf.</summary>
     internal const int UnreachableChildrenBeforeLeaf = 2;
@@ -177,12 +178,24 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 }
                 else if (Starving(reporter, parent, stillThere, now) is { } starving)
                 {
-                    // The parent sent nothing because it has nothing: its own repair is under way. Not
-                    // counted against it (two such reports took the edge out of the plan, and two
-                    // children so made an honest relay a leaf): the child goes back to it, which
-                    // resumes it from its window once it is repaired.
-                    excused = true;
-                    RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), starving.Since.TotalSeconds, starving.Count, StarvedParentExcuses, CountPeriod.TotalSeconds);
+                    if (!capped && TooOldToWait(stillThere) is { } old)
+                    {
+                        // Sent back, it would wait for the parent's repair until it cut it off again,
+                        // by when what it lacks may have left every window: it is placed elsewhere
+                        // now, the coordinator filling what its new parent no longer holds. Not
+                        // counted against the parent either.
+                        drop = true;
+                        RepairLog.TooOldToWait(log, reporter.Id, parentId, old.Shard, old.Age == TimeSpan.MaxValue ? -1 : old.Age.TotalSeconds, options.ReplayWindowAge.TotalSeconds);
+                    }
+                    else
+                    {
+                        // The parent sent nothing because it has nothing: its own repair is under way. Not
+                        // counted against it (two such reports took the edge out of the plan, and two
+                        // children so made an honest relay a leaf): the child goes back to it, which
+                        // resumes it from its window once it is repaired.
+                        excused = true;
+                        RepairLog.StarvedParent(log, reporter.Id, parentId, string.Join(",", stillThere.Select(s => s.Shard)), starving.Since.TotalSeconds, starving.Count, StarvedParentExcuses, CountPeriod.TotalSeconds);
+                    }
                 }
                 else
                 {
@@ -288,6 +301,32 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
             reporter.ReportsDropped = 0;
             return false;
         }
+    }
+
+    /// <summary>
+    /// The time a child sent back to a parent that sent it nothing may wait before it can cut that
+    /// parent off again and be placed elsewhere: a withheld-shard bound (two heartbeat timeouts,
+    /// <c>Peer.WithheldAfter</c>) for the next cut, and a heartbeat timeout for the report, the
+    /// Move, the attach and the fill (15 s by default: a child whose next chunk is older than
+    /// 15 s of the 30 s window is not sent back).
+    /// </summary>
+    internal TimeSpan ReattachMargin => options.HeartbeatTimeout * 3;
+
+    /// <summary>
+    /// The first of <paramref name="lost"/> whose next chunk the coordinator's replay window has
+    /// held longer than the window's age less <see cref="ReattachMargin"/> (or dropped already,
+    /// <see cref="TimeSpan.MaxValue"/>), with that age; null when every one is younger. A child
+    /// sent back to a parent under repair with such a shard would have it leave the window before
+    /// a second cut moved it (seen across network namespaces: a viewer sent back twice to a relay whose own
+    /// download could not carry the stream lost 131,072 bytes, 30 s after its first cut).
+    /// Called under the gate.
+    /// </summary>
+    private (byte Shard, TimeSpan Age)? TooOldToWait(ShardStart[] lost)
+    {
+        var limit = options.ReplayWindowAge - ReattachMargin;
+        foreach (var s in lost)
+            if (heldFor(s.Shard, (long)s.FromSeq) is { } age && age > limit) return (s.Shard, age);
+        return null;
     }
 
     /// <summary>

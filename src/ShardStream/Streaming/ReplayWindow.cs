@@ -105,6 +105,20 @@ internal sealed class ReplayWindow
         return first < 0 || first == fromSeq ? fromSeq : first;
     }
 
+    /// <summary>
+    /// When the window took chunk <paramref name="seq"/> of <paramref name="shard"/> (a timestamp
+    /// of the clock given to <see cref="Add"/>): <see cref="long.MinValue"/> when it has dropped it
+    /// already (the shard's oldest kept chunk is later), null when it has not taken it yet.
+    /// </summary>
+    public long? AddedAt(int shard, long seq)
+    {
+        var queue = _shards[shard];
+        if (queue.TryPeek(out var oldest) && oldest.Chunk.Seq > seq) return long.MinValue;
+        foreach (var (chunk, addedAt) in queue)
+            if (chunk.Seq >= seq) return addedAt;
+        return null;
+    }
+
     /// <summary>The oldest kept sequence number of the shard, or -1.</summary>
     public long OldestSeq(int shard) => _shards[shard].TryPeek(out var head) ? head.Chunk.Seq : -1;
 
