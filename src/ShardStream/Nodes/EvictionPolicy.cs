@@ -237,10 +237,6 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             {
                 SlowChildLog.ExcusedElsewhere(log, id, excused.Parent, since.TotalSeconds, parent);
                 parentSlow = false;
-                // Still found slow with its siblings there: noted in that parent's run, as it is
-                // one of the children that starve under it (several weak relays in a row move a
-                // child from one to the next; left out, the run never had all of them).
-                if (tracker.Peers.ContainsKey(parent) && planner.Contains(parent) && planner.Budget(parent) > 0) _starved.Note(parent, id, took, now);
             }
             if (parentSlow)
             {
@@ -422,7 +418,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// </summary>
     public void Forget(int id)
     {
-        EndRun(id, time.GetTimestamp());
+        _starved.Forget(id);
         _lastDownload.Remove(id);
         _excused.Remove(id);
         _slowUnder.Remove(id);
@@ -466,15 +462,8 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             var starved = childrenSlow ? _starved.Note(id, slowChild, slowChildTookMbps, now) : null;
             if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && !(childrenSlow && _lastDemotionFoundBy == id))
             {
-                // Every child it has starves under it together, and the overlay does not look like
-                // a busy machine (BusyMachine): several weak relays are relieved at once, not one
-                // per spacing while the children of the last fall out of every replay window.
-                if (starved is null || !StarvesTogether(id, now) || BusyMachine(id, now) is not null)
-                {
-                    SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
-                    return false;
-                }
-                SlowChildLog.StarvedNotSpaced(log, id, why, time.GetElapsedTime(starved.Since, now).TotalSeconds, options.DemotionSpacing.TotalSeconds);
+                SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
+                return false;
             }
             if (!planner.CanDemoteWithoutEviction(id))
             {
@@ -501,7 +490,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
                 childBudget = planner.Budget(child);
             }
             _repromotions.Demoted(id, planner.Budget(id), foundBy, childrenSlow);
-            EndRun(id, now);
+            _starved.Forget(id);
             var plan = child == Planner.None ? planner.Demote(id) : planner.DemoteByExchange(id, child);
             _lastDemotion = now;
             _lastDemotionFoundBy = foundBy;
@@ -587,10 +576,18 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     private bool EvictStarved(int id, string why, StarvedRelays.Run run, long now)
     {
         var planner = tracker.Planner;
-        if (!Starved(id, run, now, out var children, out var span) || Evict is null || !tracker.Peers.TryGetValue(id, out var session)) return false;
-        int found = children.Count;
-        string? kept = BusyMachine(id, now)
-            ?? (!planner.CanEvictWithoutEvictingOthers(id) ? "the overlay has no room for its children without it either" : null);
+        var children = new HashSet<int>(planner.ChildrenInAnyShard(id));
+        int found = run.Found.Keys.Count(children.Contains);
+        var span = time.GetElapsedTime(run.Since, now);
+        // Every child found slow: two children that read slowly on purpose (one person's viewers)
+        // must not get a relay that keeps its other children fed evicted as an uplink that fails.
+        if (children.Count == 0 || span < StarvedWindow || found < children.Count || Evict is null || !tracker.Peers.TryGetValue(id, out var session)) return false;
+        int others = _foundSlow.Count(f => f.Key != id && f.Value.Parent != id && !children.Contains(f.Key) && time.GetElapsedTime(f.Value.At, now) <= SlowElsewhereWindow);
+        string? kept = others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100)
+            ? $"{others} peers under other parents were found slow in the last {SlowElsewhereWindow.TotalSeconds:0.#} s (many viewers behind at once point to a busy machine)"
+            : _foundSlow.TryGetValue(id, out var self) && time.GetElapsedTime(self.At, now) <= SlowElsewhereWindow
+                ? $"its own parent found it slow in the last {SlowElsewhereWindow.TotalSeconds:0.#} s (its download, or its process, may be what holds its children back)"
+                : !planner.CanEvictWithoutEvictingOthers(id) ? "the overlay has no room for its children without it either" : null;
         if (kept is not null)
         {
             SlowChildLog.NotEvicted(log, id, why, span.TotalSeconds, kept);
@@ -609,95 +606,12 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
         string reason = $"evicted: {Failed("your", "you")}; rejoin with a lower --upload ({back})";
         string failed = Failed("its", "it");
         _starved.Evicted(session.Address, session.Token, carried, failed, now);
-        EndRun(id, now);
+        _starved.Forget(id);
         _lastDemotion = now;
         _lastDemotionFoundBy = Planner.None;
         SlowChildLog.Evicted(log, id, why, span.TotalSeconds, found, children.Count, reason);
         Evict(session, reason);
         return true;
-    }
-
-    /// <summary>
-    /// Whether the children of <paramref name="id"/> have starved under it long enough to relieve
-    /// it at any cost: its run (<paramref name="run"/>) has lasted <see cref="StarvedWindow"/>, and
-    /// every one of its <paramref name="children"/> was found slow in it (two children that read
-    /// slowly on purpose, one person's viewers, must not get a relay that keeps its other children
-    /// fed evicted as an uplink that fails). Under the gate.
-    /// </summary>
-    private bool Starved(int id, StarvedRelays.Run run, long now, out HashSet<int> children, out TimeSpan span)
-    {
-        children = tracker.Planner.Contains(id) ? [.. tracker.Planner.ChildrenInAnyShard(id)] : [];
-        span = time.GetElapsedTime(run.Since, now);
-        return children.Count > 0 && span >= StarvedWindow && children.All(run.Found.ContainsKey);
-    }
-
-    /// <summary>
-    /// Whether the children of <paramref name="relay"/>, two at least, starve under it together
-    /// now: a run of findings goes on for it and every one of its children in the plan was found
-    /// slow in it. Under the gate.
-    /// </summary>
-    private bool StarvesTogether(int relay, long now)
-    {
-        if (_starved.Current(relay, now) is not { } run || !tracker.Planner.Contains(relay)) return false;
-        var children = tracker.Planner.ChildrenInAnyShard(relay).ToList();
-        return children.Count >= 2 && children.All(run.Found.ContainsKey);
-    }
-
-    /// <summary>
-    /// Whether a slow finding by <paramref name="parent"/> is that parent's doing: a peer whose
-    /// children starve under it together now (<see cref="StarvesTogether"/>), or did when it was
-    /// relieved (demoted, evicted or gone) within <see cref="SlowElsewhereWindow"/>. Findings by
-    /// the coordinator never are. Under the gate.
-    /// </summary>
-    private bool Explains(int parent, long now) => parent != Planner.Source && (_starved.RelievedLately(parent, now) || StarvesTogether(parent, now));
-
-    /// <summary>Ends the run of <paramref name="id"/> (relieved, or gone), remembering for a window that its children starved together then. Under the gate.</summary>
-    private void EndRun(int id, long now)
-    {
-        if (StarvesTogether(id, now)) _starved.Relieved(id, now);
-        _starved.Forget(id);
-    }
-
-    /// <summary>
-    /// Why the children of <paramref name="id"/>, which starve under it, may be a busy machine's
-    /// doing and not its uplink's; null when nothing points to one. A busy machine holds back
-    /// healthy peers everywhere: it shows as peers found slow under parents whose other children
-    /// keep up, or under the coordinator itself (at least <see cref="MinOthersSlowForBusy"/>, and
-    /// 1% of the overlay, in <see cref="SlowElsewhereWindow"/>), as most relays starving their
-    /// children at once, or as this relay found slow by its own parent. Several weak uplinks
-    /// starve their own children only: a peer found slow under a relay whose children all starve
-    /// together (<see cref="Explains"/>) is evidence against that relay, not of a busy machine
-    /// (before, five relays behind 0.5 Mbit/s uplinks each held the others' evictions, event 920
-    /// 23 times, and 9 of 16 viewers ended short). Under the gate.
-    /// </summary>
-    private string? BusyMachine(int id, long now)
-    {
-        var planner = tracker.Planner;
-        var children = new HashSet<int>(planner.ChildrenInAnyShard(id));
-        var explains = new Dictionary<int, bool>();
-        bool Explained(int parent) => explains.TryGetValue(parent, out bool e) ? e : explains[parent] = Explains(parent, now);
-        int others = 0, explained = 0;
-        foreach (var (peer, (at, parent)) in _foundSlow)
-        {
-            if (peer == id || parent == id || children.Contains(peer) || time.GetElapsedTime(at, now) > SlowElsewhereWindow) continue;
-            if (Explained(parent)) explained++;
-            else others++;
-        }
-        string window = SlowElsewhereWindow.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture);
-        if (others >= Math.Max(MinOthersSlowForBusy, tracker.Peers.Count / 100))
-            return $"{others} peers under other parents were found slow in the last {window} s (many viewers behind at once point to a busy machine){(explained > 0 ? $"; not counted: {explained} under relays whose children all starve together" : "")}";
-        if (_foundSlow.TryGetValue(id, out var self) && time.GetElapsedTime(self.At, now) <= SlowElsewhereWindow && !Explained(self.Parent))
-            return $"its own parent found it slow in the last {window} s (its download, or its process, may be what holds its children back)";
-        int relays = 0, starving = 0;
-        foreach (int peer in tracker.Peers.Keys)
-        {
-            if (!planner.Contains(peer) || !HasChildren(planner, peer)) continue;
-            relays++;
-            if (peer == id || Explained(peer)) starving++;
-        }
-        return starving * 2 > relays
-            ? $"{starving} of the {relays} relays with children starve them at once (most relays behind together point to a busy machine, not to their uplinks)"
-            : null;
     }
 
     /// <summary>What a peer demoted for being slow is told (Notice(Demoted), logged by the peer at info as event 917).</summary>

@@ -258,7 +258,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–925).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–924).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
@@ -299,9 +299,6 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(924, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: it is behind on the {Served} of {Shards} shard(s) peer {Parent} serves it, and none of its other parents found it slow in the last {Window:0.#} s (its download carries their shards: the parent's upload held it back); {Then}", EventName = "SlowLeafOneParent")]
     public static partial void OneParentSlow(ILogger log, int id, double seconds, string why, int parent, int served, int shards, double window, string then);
-
-    [LoggerMessage(925, LogLevel.Warning, "peer {Id} is not held back by the demotion spacing ({Why}), though another peer was demoted less than {Spacing:0.#} s ago: every child it has was found slow under it in the last {Seconds:0} s, and nothing points to a busy machine (several weak uplinks at once): it is demoted, exchanged, made to shed a child or evicted as the overlay allows", EventName = "StarvingRelayNotSpaced")]
-    public static partial void StarvedNotSpaced(ILogger log, int id, string why, double seconds, double spacing);
 
     [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);

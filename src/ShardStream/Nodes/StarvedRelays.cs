@@ -59,24 +59,8 @@ internal sealed class StarvedRelays(TimeSpan gap, TimeProvider time)
         return run;
     }
 
-    /// <summary>The relay's run when its last finding is at most the gap before <paramref name="now"/>; null when it has none going on.</summary>
-    public Run? Current(int relay, long now) => _runs.TryGetValue(relay, out var run) && time.GetElapsedTime(run.Last, now) <= gap ? run : null;
-
     /// <summary>Forgets a relay's run (it left, or was evicted).</summary>
     public void Forget(int relay) => _runs.Remove(relay);
-
-    /// <summary>When relays whose children starved under them together were relieved (demoted, evicted, or gone), for one gap.</summary>
-    private readonly Dictionary<int, long> _relieved = [];
-
-    /// <summary>Notes that <paramref name="relay"/>, whose children starved under it together, was relieved at <paramref name="now"/>; what is older than the gap goes.</summary>
-    public void Relieved(int relay, long now)
-    {
-        foreach (int old in _relieved.Where(r => time.GetElapsedTime(r.Value, now) > gap).Select(r => r.Key).ToList()) _relieved.Remove(old);
-        _relieved[relay] = now;
-    }
-
-    /// <summary>Whether <paramref name="relay"/> was relieved (<see cref="Relieved"/>) at most the gap before <paramref name="now"/>.</summary>
-    public bool RelievedLately(int relay, long now) => _relieved.TryGetValue(relay, out long at) && time.GetElapsedTime(at, now) <= gap;
 
     /// <summary>Whether a run is kept for <paramref name="relay"/>; for tests.</summary>
     public bool Remembers(int relay) => _runs.ContainsKey(relay);
