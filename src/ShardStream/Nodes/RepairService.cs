@@ -178,14 +178,19 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
                 }
                 else if (Starving(reporter, parent, stillThere, now) is { } starving)
                 {
-                    if (!capped && TooOldToWait(stillThere) is { } old)
+                    if (TooOldToWait(stillThere) is { } old && tracker.Planner.MoveAwayFrom(reporter.Id, parentId) is { Count: > 0 } away)
                     {
                         // Sent back, it would wait for the parent's repair until it cut it off again,
-                        // by when what it lacks may have left every window: it is placed elsewhere
-                        // now, the coordinator filling what its new parent no longer holds. Not
-                        // counted against the parent either.
-                        drop = true;
+                        // by when what it lacks may have left every window: it moves into free
+                        // slots elsewhere now, the coordinator filling what its new parent no longer
+                        // holds. Nobody else moves for it, the pair is not remembered (the parent
+                        // is honest, only starving), and nothing is counted against the parent.
+                        // With no free slot it is excused and sent back as before.
                         RepairLog.TooOldToWait(log, reporter.Id, parentId, old.Shard, old.Age == TimeSpan.MaxValue ? -1 : old.Age.TotalSeconds, options.ReplayWindowAge.TotalSeconds);
+                        reporter.ReattachedTo = -1;
+                        tracker.SendMoves(away, repair: true);
+                        ExcuseBefore(reporter, now);
+                        stillThere = [];
                     }
                     else
                     {
@@ -324,6 +329,8 @@ internal sealed class RepairService(CoordinatorOptions options, Tracker tracker,
     private (byte Shard, TimeSpan Age)? TooOldToWait(ShardStart[] lost)
     {
         var limit = options.ReplayWindowAge - ReattachMargin;
+        // A window no longer than the margin: every child would be moved, none excused; the rule is off.
+        if (limit <= TimeSpan.Zero) return null;
         foreach (var s in lost)
             if (heldFor(s.Shard, (long)s.FromSeq) is { } age && age > limit) return (s.Shard, age);
         return null;
