@@ -64,15 +64,12 @@ internal sealed partial class EvictionPolicy
     /// </summary>
     private void OnlyOneParentSlow(int id, int parent, int served, TimeSpan queueAge, string why, double? took, long now)
     {
-        // Once in ExcuseWindow: found so again under another parent, it is judged on its own (OneParentSlowBefore).
-        _excused[id] = (now, parent);
         var moves = tracker.Planner.MoveAwayFrom(id, parent);
         string then = moves.Count > 0 ? $"moved to {string.Join(", ", moves.Select(m => NodeName(m.NewParent)).Distinct())}"
             : $"no other node has a free slot for it: peer {parent} is demoted instead (or sheds it)";
         SlowChildLog.OneParentSlow(log, id, queueAge.TotalSeconds, why, parent, served, options.ShardCount, SlowElsewhereWindow.TotalSeconds, then);
         if (moves.Count > 0)
         {
-            if (_slowUnder.TryGetValue(id, out var noted)) _slowUnder[id] = noted with { MovedAt = now };
             tracker.SendMoves(moves, repair: false);
             return;
         }
@@ -80,18 +77,5 @@ internal sealed partial class EvictionPolicy
         // toward its eviction (EvictStarved): a viewer that reads one parent slowly on purpose
         // would otherwise get an honest relay evicted and capped as its only child.
         Demote(parent, $"its child, peer {id}, was behind on the {served} shard(s) it serves it while its other parents kept it fed: its upload does not carry it", childrenSlow: true, slowChild: id, slowChildTookMbps: took, mayEvict: false);
-    }
-
-    /// <summary>
-    /// True when <paramref name="id"/> was excused as behind at one parent only (<see cref="OnlyOneParentSlow"/>)
-    /// under another parent than <paramref name="parent"/> within <see cref="ExcuseWindow"/>
-    /// (event 925): it is judged on its own now, as a child excused under a parent with other slow
-    /// children is (event 911). Under the gate.
-    /// </summary>
-    private bool OneParentSlowBefore(int id, int parent, long now)
-    {
-        if (!_excused.TryGetValue(id, out var excused) || excused.Parent == parent || time.GetElapsedTime(excused.At, now) is var since && since >= ExcuseWindow) return false;
-        SlowChildLog.OneParentSlowAgain(log, id, excused.Parent, since.TotalSeconds, parent);
-        return true;
     }
 }

@@ -314,7 +314,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             // of its parents finds it slow within seconds of the others). Seen across network
             // namespaces (run1, K = 4): the viewer behind a 1 Mbit/s uplink fed one shard to a
             // 50 Mbit/s viewer, nothing was free to move it to, and it was stopped.
-            if (parent != Planner.Source && served < options.ShardCount && !SlowUnderAnotherParent(id, parent, now) && !OneParentSlowBefore(id, parent, now))
+            if (parent != Planner.Source && served < options.ShardCount && !SlowUnderAnotherParent(id, parent, now))
             {
                 OnlyOneParentSlow(id, parent, served, queueAge, why, took, now);
                 return;

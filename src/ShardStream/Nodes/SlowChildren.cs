@@ -315,9 +315,6 @@ internal static partial class SlowChildLog
     [LoggerMessage(911, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago because its parent then, peer {Earlier}, found other children slow too; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child)", EventName = "SlowChildExcusedElsewhere")]
     public static partial void ExcusedElsewhere(ILogger log, int id, int earlier, double seconds, int parent);
 
-    [LoggerMessage(925, LogLevel.Warning, "peer {Id} was excused {Seconds:0} s ago as behind on the shards of one parent only, peer {Earlier}; now behind at peer {Parent}: judged on its own (two slow parents in a row point to the child, or to a viewer that reads one parent slowly to get it demoted)", EventName = "OneParentSlowAgain")]
-    public static partial void OneParentSlowAgain(ILogger log, int id, int earlier, double seconds, int parent);
-
     [LoggerMessage(913, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent, peer {Parent}, waited {Seconds:0.0} s ({Why}); not stopped: moved to {NewParent}, which judges its download (the first parent's upload may be what held it back)", EventName = "SlowLeafMoved")]
     public static partial void LeafMoved(ILogger log, int id, double seconds, string why, int parent, string newParent);
 
