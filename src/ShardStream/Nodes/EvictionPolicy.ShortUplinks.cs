@@ -73,9 +73,6 @@ internal sealed partial class EvictionPolicy
             tracker.SendMoves(moves, repair: false);
             return;
         }
-        // One child's finding demotes the parent, or makes it shed that child, but never counts
-        // toward its eviction (EvictStarved): a viewer that reads one parent slowly on purpose
-        // would otherwise get an honest relay evicted and capped as its only child.
-        Demote(parent, $"its child, peer {id}, was behind on the {served} shard(s) it serves it while its other parents kept it fed: its upload does not carry it", childrenSlow: true, slowChild: id, slowChildTookMbps: took, mayEvict: false);
+        Demote(parent, $"its child, peer {id}, was behind on the {served} shard(s) it serves it while its other parents kept it fed: its upload does not carry it", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
     }
 }

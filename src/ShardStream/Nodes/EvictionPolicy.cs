@@ -450,8 +450,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
     /// <param name="childrenSlow">True when <paramref name="id"/>'s children were found slow together (event 910).</param>
     /// <param name="slowChild">With <paramref name="childrenSlow"/>: the child whose finding it was, the first to shed.</param>
     /// <param name="slowChildTookMbps">With <paramref name="slowChild"/>: what it took of the shards the peer serves it, when said.</param>
-    /// <param name="mayEvict">False when one child's finding is the evidence (<see cref="OnlyOneParentSlow"/>): noted nowhere for <see cref="EvictStarved"/>.</param>
-    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false, int slowChild = Planner.None, double? slowChildTookMbps = null, bool mayEvict = true)
+    public bool Demote(int id, string why, int foundBy = Planner.None, bool childrenSlow = false, int slowChild = Planner.None, double? slowChildTookMbps = null)
     {
         int moves, child = Planner.None, childBudget = 0;
         lock (tracker.Gate)
@@ -460,7 +459,7 @@ internal sealed partial class EvictionPolicy(CoordinatorOptions options, Tracker
             if (!tracker.Peers.ContainsKey(id) || !planner.Contains(id) || planner.Budget(id) == 0) return false;
             long now = time.GetTimestamp();
             // The evidence that its children starve under it is noted whatever the spacing says.
-            var starved = childrenSlow && mayEvict ? _starved.Note(id, slowChild, slowChildTookMbps, now) : null;
+            var starved = childrenSlow ? _starved.Note(id, slowChild, slowChildTookMbps, now) : null;
             if (_lastDemotion != 0 && time.GetElapsedTime(_lastDemotion, now) < options.DemotionSpacing && !(childrenSlow && _lastDemotionFoundBy == id))
             {
                 SlowChildLog.DemotionSpaced(log, id, why, options.DemotionSpacing.TotalSeconds);
