@@ -36,17 +36,27 @@ internal sealed partial class EvictionPolicy
     /// </summary>
     private bool FoundSlowElsewhere(int id, int parent, long now, out int other, out TimeSpan since)
     {
-        other = Planner.None;
-        since = TimeSpan.Zero;
-        if (!_slowUnder.TryGetValue(id, out var found)) return false;
-        foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
+        foreach (var (by, ago) in FoundSlowByOthers(id, parent, now))
         {
-            // A parent whose upload was found short (event 910) held the peer back: no evidence of its download.
-            if (by == Planner.None || by == parent || time.GetElapsedTime(at, now) >= SecondParentWindow || UplinkFoundShort(by, now, out _)) continue;
-            (other, since) = (by, time.GetElapsedTime(at, now));
+            if (ago >= SecondParentWindow) continue;
+            (other, since) = (by, ago);
             return true;
         }
+        (other, since) = (Planner.None, TimeSpan.Zero);
         return false;
+    }
+
+    /// <summary>
+    /// The last two findings of <paramref name="id"/> slow (<see cref="_slowUnder"/>) by parents
+    /// other than <paramref name="parent"/> whose upload was not found short (such a parent held
+    /// the peer back: no evidence of its download, <see cref="UplinkFoundShort"/>), each with how
+    /// long ago. Under the gate.
+    /// </summary>
+    private IEnumerable<(int By, TimeSpan Ago)> FoundSlowByOthers(int id, int parent, long now)
+    {
+        if (!_slowUnder.TryGetValue(id, out var found)) yield break;
+        foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
+            if (by != Planner.None && by != parent && !UplinkFoundShort(by, now, out _)) yield return (by, time.GetElapsedTime(at, now));
     }
 
     /// <summary>

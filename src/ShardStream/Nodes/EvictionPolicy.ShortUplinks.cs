@@ -44,16 +44,8 @@ internal sealed partial class EvictionPolicy
     /// and with an upload not found short, found it slow within <see cref="SlowElsewhereWindow"/>
     /// (the coordinator counts). Under the gate.
     /// </summary>
-    private bool SlowUnderAnotherParent(int id, int parent, long now)
-    {
-        if (!_slowUnder.TryGetValue(id, out var found)) return false;
-        foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
-        {
-            if (by == Planner.None || by == parent || time.GetElapsedTime(at, now) > SlowElsewhereWindow || UplinkFoundShort(by, now, out _)) continue;
-            if (Enumerable.Range(0, options.ShardCount).Any(s => tracker.Planner.ParentOf(id, s) == by)) return true;
-        }
-        return false;
-    }
+    private bool SlowUnderAnotherParent(int id, int parent, long now) =>
+        FoundSlowByOthers(id, parent, now).Any(f => f.Ago <= SlowElsewhereWindow && Enumerable.Range(0, options.ShardCount).Any(s => tracker.Planner.ParentOf(id, s) == f.By));
 
     /// <summary>
     /// A leaf behind for the grace on the <paramref name="served"/> shards <paramref name="parent"/>

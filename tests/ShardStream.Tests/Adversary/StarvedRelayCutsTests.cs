@@ -37,7 +37,10 @@ public class StarvedRelayCutsTests
             foreach (var to in Blocked) Overlay.Network.Unblock(RelayHost, to);
         }
 
-        public int ParentOf(int id) => Overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == id)?.Parents[0] ?? -1;
+        public int ParentOf(int id) => ParentIn(Overlay, id);
+
+        /// <summary>The parent the plan of <paramref name="overlay"/> gives <paramref name="id"/>, -1 when it is not in it.</summary>
+        private static int ParentIn(Overlay overlay, int id) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == id)?.Parents[0] ?? -1;
 
         public async ValueTask DisposeAsync()
         {
@@ -49,10 +52,23 @@ public class StarvedRelayCutsTests
         {
             Func<PeerOptions, PeerOptions> windowed = o => o with { ReplayWindowAge = window };
             var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, ReplayWindowAge = window }, heartbeatTimeout: TimeSpan.FromSeconds(2), loggers: log);
+            try
+            {
+                return await StartStreamingAsync(overlay, windowed);
+            }
+            catch
+            {
+                await overlay.DisposeAsync();
+                throw;
+            }
+        }
+
+        private static async Task<Starved> StartStreamingAsync(Overlay overlay, Func<PeerOptions, PeerOptions> windowed)
+        {
             var dying = await overlay.AddPeerAsync(upload: 2, configure: windowed);
             var relays = new[] { await overlay.AddPeerAsync(upload: 2, configure: windowed), await overlay.AddPeerAsync(upload: 2, configure: windowed) };
             for (int i = 0; i < 4; i++) await overlay.AddPeerAsync(upload: 0, configure: windowed);
-            int ParentOf(int id) => overlay.Coordinator.Snapshot().Nodes.SingleOrDefault(n => n.Id == id)?.Parents[0] ?? -1;
+            int ParentOf(int id) => ParentIn(overlay, id);
             List<Peer> ChildrenOf(Peer parent) => overlay.Peers.Select(p => p.Peer).Where(p => ParentOf(p.Id) == parent.Id).ToList();
             Assert.True(ParentOf(dying.Id) == 0 && relays.All(r => ParentOf(r.Id) == dying.Id && ChildrenOf(r).Count == 2), overlay.Coordinator.Snapshot().Render());
             var (relay, spare) = (relays[0], relays[1]);
