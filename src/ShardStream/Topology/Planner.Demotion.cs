@@ -220,7 +220,9 @@ public sealed partial class Planner
             before[s] = _forest.Parent(peer, s);
         }
 
-        // Leave clears _moves; keep its result before re-adding the peer.
+        // Leave clears _moves; keep its result before re-adding the peer. The forest's journal of
+        // the parents peers had before is kept across both steps: a peer the leave moved and the
+        // join put back has not moved (Summarize).
         var left = Leave([peer]);
         var evicted = new HashSet<int>(left.Where(r => r.NewParent == None).Select(r => r.Peer));
 
@@ -274,7 +276,11 @@ public sealed partial class Planner
                 continue;
             }
 
-            result.Add(new Reattachment(move.Peer, move.Shard, _forest.Parent(move.Peer, move.Shard)));
+            var parent = _forest.Parent(move.Peer, move.Shard);
+            if (!_forest.ParentBefore(move.Peer, move.Shard, out var had) || had != parent)
+            {
+                result.Add(new Reattachment(move.Peer, move.Shard, parent));
+            }
         }
 
         for (var s = 0; placed && s < ShardCount; s++)

@@ -43,7 +43,7 @@ public sealed partial class Planner
         }
 
         _avoided.Add((peer, parent));
-        _moves.Clear();
+        BeginMoves();
         // A re-placed edge breaks the seed's pattern; the general rule runs from now on.
         _pristine = false;
         for (var s = 0; s < ShardCount; s++)

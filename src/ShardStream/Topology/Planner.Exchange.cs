@@ -73,7 +73,7 @@ public sealed partial class Planner
             return [];
         }
 
-        _moves.Clear();
+        BeginMoves();
         // An exchange breaks the seed's pattern; the general rule runs from now on.
         _pristine = false;
         var budget = _forest.Budget(peer);

@@ -70,7 +70,7 @@ public sealed partial class Planner
         }
 
         _improveRound++;
-        _moves.Clear();
+        BeginMoves();
         var moved = 0;
         var limit = _nextId;
         for (var looked = 0; looked < ImproveScan && moved < maxMoves;)

@@ -40,7 +40,7 @@ public sealed partial class Planner
     private int JoinCore(int budget)
     {
         var id = _nextId;
-        _moves.Clear();
+        BeginMoves();
         switch (Options.Topology)
         {
             case TopologyKind.Tessellated when _pristine && budget >= 3:
@@ -162,7 +162,7 @@ public sealed partial class Planner
             return [];
         }
 
-        _moves.Clear();
+        BeginMoves();
         if (_pristine)
         {
             foreach (var peer in dead)
@@ -421,7 +421,20 @@ public sealed partial class Planner
 
     private void SetCap(int node, int shard, int cap) => _forest.SetCap(node, shard, cap);
 
-    /// <summary>One entry per (peer, shard) that changed, with its final parent; evicted peers last.</summary>
+    /// <summary>Starts an operation's list of moves (<see cref="Summarize"/> reads it, and which parent each moved peer had before).</summary>
+    private void BeginMoves()
+    {
+        _moves.Clear();
+        _forest.StartJournal();
+    }
+
+    /// <summary>
+    /// One entry per (peer, shard) that changed, with its final parent; evicted peers last. A peer
+    /// that the operation took off its parent and put back under it has not changed: a Move to the
+    /// parent it has makes it attach there again and close its first link, and whatever that
+    /// parent still had queued for it on that link is lost (a lagging child loses the chunks no
+    /// window holds any more: PlannerLeaveTests).
+    /// </summary>
     private List<Reattachment> Summarize(List<Reattachment> moves, List<int> evicted)
     {
         var result = new List<Reattachment>();
@@ -430,7 +443,13 @@ public sealed partial class Planner
         {
             if (_forest.IsAlive(move.Peer) && seen.Add(((long)move.Peer * ShardCount) + move.Shard))
             {
-                result.Add(new Reattachment(move.Peer, move.Shard, _forest.Parent(move.Peer, move.Shard)));
+                int parent = _forest.Parent(move.Peer, move.Shard);
+                if (_forest.ParentBefore(move.Peer, move.Shard, out int before) && before == parent)
+                {
+                    continue;
+                }
+
+                result.Add(new Reattachment(move.Peer, move.Shard, parent));
             }
         }
 

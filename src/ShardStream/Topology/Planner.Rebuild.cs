@@ -123,7 +123,7 @@ public sealed partial class Planner
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
         ArgumentNullException.ThrowIfNull(measuredRtt);
-        _moves.Clear();
+        BeginMoves();
         if (maxMoves == 0)
         {
             return [];

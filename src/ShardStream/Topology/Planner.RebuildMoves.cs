@@ -70,7 +70,7 @@ public sealed partial class Planner
     public IReadOnlyList<Reattachment> CarryOutRebuild(int maxMoves)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxMoves);
-        _moves.Clear();
+        BeginMoves();
         // The fewest peers (Options.RebuildMinPeers) gate planning only: a rebuild under way when
         // leaves take the overlay below them is carried out to its end, what no longer fits skipped.
         // Left standing, it would stop the coordinator's leaf moves too (they run only with no

@@ -355,6 +355,30 @@ internal sealed partial class ShardForest
         }
     }
 
+    /// <summary>
+    /// The parent each (node, shard) slot had before its first <see cref="Detach"/> since
+    /// <see cref="StartJournal"/>, by slot index; null when not journaling. It holds only the slots
+    /// one planner operation cut, as many as the moves it lists.
+    /// </summary>
+    private Dictionary<int, int>? _firstParent;
+
+    /// <summary>Starts noting, for each (node, shard) detached from now on, the parent it had before (<see cref="ParentBefore"/>); forgets what was noted.</summary>
+    public void StartJournal()
+    {
+        _firstParent ??= [];
+        _firstParent.Clear();
+    }
+
+    /// <summary>
+    /// The parent <paramref name="node"/> had in <paramref name="shard"/> before its first detach
+    /// since <see cref="StartJournal"/>; false when it was not detached since (or had no parent then).
+    /// </summary>
+    public bool ParentBefore(int node, int shard, out int parent)
+    {
+        parent = None;
+        return _firstParent is { } journal && journal.TryGetValue(node * _k + shard, out parent);
+    }
+
     /// <summary>Cuts <paramref name="node"/> from its parent in <paramref name="shard"/>; it keeps its own children and stored depth.</summary>
     public void Detach(int node, int shard)
     {
@@ -365,6 +389,7 @@ internal sealed partial class ShardForest
             return;
         }
 
+        _firstParent?.TryAdd(i, parent);
         Version++;
         Touch(shard);
         var pi = parent * _k + shard;

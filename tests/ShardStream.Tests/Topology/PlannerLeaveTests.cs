@@ -32,6 +32,26 @@ public sealed class PlannerLeaveTests
     }
 
     [Fact]
+    public void A_peer_that_ends_under_the_parent_it_had_is_not_told_to_move()
+    {
+        // The chain source, p1, p2, p3 of AfterTheEndTests' lagging child: when p1 leaves, p2 takes
+        // its place under the source and p3 stays under p2. The repair took p3 off p2 (p2 was the
+        // replacement pulled up from above the bottom, its children released) and put it back
+        // under p2, and reported that as a move: the coordinator sent p3 a Move to the parent it
+        // had, p3 attached to p2 again and closed its first link, and whatever p2 still had queued
+        // for it there was gone (p3 lagged by more than the windows: 1,851,392 bytes lost).
+        var planner = new Planner(new PlannerOptions(1, TopologyKind.Binary, SourceBudget: 1));
+        int p1 = planner.Join(1), p2 = planner.Join(1), p3 = planner.Join(0);
+        Assert.Equal((Planner.Source, p1, p2), (planner.ParentOf(p1, 0), planner.ParentOf(p2, 0), planner.ParentOf(p3, 0)));
+
+        var moves = planner.Leave([p1]);
+
+        Assert.Equal((Planner.Source, p2), (planner.ParentOf(p2, 0), planner.ParentOf(p3, 0)));
+        Assert.Equal([new Reattachment(p2, 0, Planner.Source)], moves);
+        PlanAssert.Consistent(planner);
+    }
+
+    [Fact]
     public void Leaving_a_whole_branch_moves_nobody_else()
     {
         var planner = BinaryOf(100);
