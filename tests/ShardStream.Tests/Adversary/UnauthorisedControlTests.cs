@@ -228,13 +228,13 @@ public class UnauthorisedControlTests
     [Fact]
     public async Task Rejoins_in_place_allow_no_fill_that_no_move_asked_for()
     {
-        // The coordinator has room for one child (a), which joins after the first 200,000 bytes
+        // The coordinator has room for one child (a), which joins once it read the first 200,000 bytes
         // (no join backlog: at the head), so it holds the stream only from there; the stranger is
         // placed under it, and is never moved.
         var log = new LogCapture();
         await using var overlay = await Overlay.StartAsync(shards: 1, configure: o => o with { Upload = 1, JoinBacklog = TimeSpan.Zero }, loggers: log.Factory);
         overlay.StartStreaming();
-        await overlay.WriteAsync(Overlay.RandomBytes(200_000, 11));
+        await overlay.WriteReadAsync(Overlay.RandomBytes(200_000, 11));
         var a = await overlay.AddPeerAsync(upload: 1);
         Assert.True(a.StartOffset > 0, "the first peer joined after the stream began");
         const ulong token = 0x5157_2A6E_11;

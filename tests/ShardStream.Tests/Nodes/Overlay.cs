@@ -198,10 +198,27 @@ internal sealed class Overlay : IAsyncDisposable
         return result;
     }
 
+    /// <summary>
+    /// Puts <paramref name="data"/> in the source pipe and returns: the coordinator's loop (another
+    /// thread) reads it later, so a peer that joins right after this at the head may still start
+    /// before it. <see cref="WriteReadAsync"/> waits until it is read.
+    /// </summary>
     public async Task WriteAsync(byte[] data)
     {
         lock (_written) _written.AddRange(data);
         await _source.Writer.WriteAsync(data);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="data"/> and waits until the coordinator has read every byte written so
+    /// far (<see cref="Coordinator.BytesStreamed"/>): a peer that joins at the head after this starts
+    /// after them. Only once streaming has begun (<see cref="StartStreaming"/>, min-peers met).
+    /// </summary>
+    public async Task WriteReadAsync(byte[] data)
+    {
+        await WriteAsync(data);
+        long written = Written.Length;
+        await WaitUntilAsync(() => Coordinator.BytesStreamed >= written, $"the coordinator read the {written} bytes written");
     }
 
     /// <summary>Ends the source and waits for the coordinator to finish (every peer done), up to <paramref name="within"/> (default <see cref="Deadline"/>).</summary>
