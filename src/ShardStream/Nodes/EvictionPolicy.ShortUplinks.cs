@@ -51,12 +51,23 @@ internal sealed partial class EvictionPolicy
     /// A leaf behind for the grace on the <paramref name="served"/> shards <paramref name="parent"/>
     /// serves it, while none of its other parents found it slow (<see cref="SlowUnderAnotherParent"/>):
     /// never stopped on it (event 924). It moves away from that parent into free slots when there
-    /// are some (<see cref="Planner.MoveAwayFrom"/>); else the finding counts against the parent, as
-    /// event 910 does (<see cref="Demote"/>: demoted, exchanged, made to shed it). Under the gate.
+    /// are some (<see cref="Planner.MoveAwayFrom"/>). Else the finding counts against the parent, as
+    /// event 910 does (<see cref="Demote"/>: demoted, exchanged, made to shed it, evicted), unless
+    /// the parent's other children kept up (<see cref="OtherChildrenKeptUp"/>): then its upload
+    /// carries them, and what held this one back is its own link to it, or its reading (event 925:
+    /// nothing changes). Under the gate.
     /// </summary>
     private void OnlyOneParentSlow(int id, int parent, int served, TimeSpan queueAge, string why, double? took, long now)
     {
         var moves = tracker.Planner.MoveAwayFrom(id, parent);
+        if (moves.Count == 0 && OtherChildrenKeptUp(id, parent, now, out int kept))
+        {
+            // A viewer that reads one parent slowly on purpose, while its other parents keep it
+            // fed, must not get an honest relay demoted, shed, or evicted and capped (found by a
+            // review of 704c54e): the relay's other children are the evidence the accuser lacks.
+            SlowChildLog.OneLinkSlow(log, id, queueAge.TotalSeconds, why, parent, served, options.ShardCount, kept, StarvedWindow.TotalSeconds);
+            return;
+        }
         string then = moves.Count > 0 ? $"moved to {string.Join(", ", moves.Select(m => NodeName(m.NewParent)).Distinct())}"
             : $"no other node has a free slot for it: peer {parent} is demoted instead (or sheds it)";
         SlowChildLog.OneParentSlow(log, id, queueAge.TotalSeconds, why, parent, served, options.ShardCount, SlowElsewhereWindow.TotalSeconds, then);
@@ -67,4 +78,27 @@ internal sealed partial class EvictionPolicy
         }
         Demote(parent, $"its child, peer {id}, was behind on the {served} shard(s) it serves it while its other parents kept it fed: its upload does not carry it", childrenSlow: true, slowChild: id, slowChildTookMbps: took);
     }
+
+    /// <summary>
+    /// True when <paramref name="parent"/> has children other than <paramref name="id"/> (in any
+    /// shard; <paramref name="kept"/>: how many), and it found none of them slow within
+    /// <see cref="StarvedWindow"/>. An upload that does not carry a relay's children holds them all
+    /// back (they share it), and they are found slow in turn (event 910, or alone within seconds of
+    /// each other, as in <c>SlowViewerTests.A_relay_whose_uplink_cannot_carry_its_children_…</c>);
+    /// a child that reads that relay slowly, or whose own path from it is slow, is behind alone.
+    /// A relay with no other child gives no such evidence: its only child's finding counts against
+    /// it (docs/security.md). Under the gate.
+    /// </summary>
+    private bool OtherChildrenKeptUp(int id, int parent, long now, out int kept)
+    {
+        var others = tracker.Planner.ChildrenInAnyShard(parent).Where(c => c != id && tracker.Peers.ContainsKey(c)).ToList();
+        kept = others.Count;
+        return kept > 0 && !others.Any(c => FoundSlowBy(c, parent, now, StarvedWindow));
+    }
+
+    /// <summary>True when <paramref name="parent"/> found <paramref name="id"/> slow within <paramref name="window"/> (<see cref="_slowUnder"/>). Under the gate.</summary>
+    private bool FoundSlowBy(int id, int parent, long now, TimeSpan window) =>
+        _slowUnder.TryGetValue(id, out var found)
+        && ((found.Parent == parent && time.GetElapsedTime(found.At, now) <= window)
+            || (found.EarlierParent == parent && time.GetElapsedTime(found.EarlierAt, now) <= window));
 }

@@ -258,7 +258,7 @@ internal sealed class SlowChildren(TimeSpan slowAge, TimeSpan grace, TimeSpan ti
     }
 }
 
-/// <summary>Log lines of the slow-child policy (event ids 900–924).</summary>
+/// <summary>Log lines of the slow-child policy (event ids 900–925).</summary>
 internal static partial class SlowChildLog
 {
     [LoggerMessage(900, LogLevel.Warning, "{Link}: slow: its oldest queued chunk waited {Age:0.0} s and its queue keeps growing ({Took}); {Then}", EventName = "SlowChild")]
@@ -299,6 +299,9 @@ internal static partial class SlowChildLog
 
     [LoggerMessage(924, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: it is behind on the {Served} of {Shards} shard(s) peer {Parent} serves it, and none of its other parents found it slow in the last {Window:0.#} s (its download carries their shards: the parent's upload held it back); {Then}", EventName = "SlowLeafOneParent")]
     public static partial void OneParentSlow(ILogger log, int id, double seconds, string why, int parent, int served, int shards, double window, string then);
+
+    [LoggerMessage(925, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}); not stopped: it is behind on the {Served} of {Shards} shard(s) peer {Parent} serves it alone (none of its other parents found it slow), no other node has a free slot for it, and peer {Parent} found none of its {Kept} other child(ren) slow in the last {Window:0.#} s: its upload carries them, so this peer's link from it, or its reading, held it back; peer {Parent} keeps its place", EventName = "SlowLeafOneLink")]
+    public static partial void OneLinkSlow(ILogger log, int id, double seconds, string why, int parent, int served, int shards, int kept, double window);
 
     [LoggerMessage(906, LogLevel.Warning, "peer {Id}, judged as a leaf, is still slow: its oldest chunk queued at its parent waited {Seconds:0.0} s ({Why}): stopping it ({Reason})", EventName = "SlowLeafStopped")]
     public static partial void LeafStopped(ILogger log, int id, double seconds, string why, string reason);

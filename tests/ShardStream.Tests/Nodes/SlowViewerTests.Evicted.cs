@@ -153,7 +153,7 @@ public sealed partial class SlowViewerTests
     /// K = 4 striped, a coordinator with one slot a stripe, and four viewers that each give what they
     /// take (--upload 1), so that each is the only home peer of one stripe and feeds the three others there.
     /// </summary>
-    private static async Task<(Overlay Overlay, List<Peer> Peers)> FourStripeHomesAsync(LogCapture logs)
+    internal static async Task<(Overlay Overlay, List<Peer> Peers)> FourStripeHomesAsync(LogCapture logs)
     {
         var overlay = await Overlay.StartAsync(shards: 4, configure: o => o with { Topology = TopologyKind.Striped, Upload = 1 }, loggers: logs.Factory);
         try

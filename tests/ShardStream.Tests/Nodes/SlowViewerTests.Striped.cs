@@ -56,9 +56,9 @@ public sealed partial class SlowViewerTests
         foreach (var p in healthy) await overlay.AssertIdenticalAsync(overlay.PeerById(p.Id));
     }
     /// <summary>2.1 Mbit/s, 0.5 Mbit/s a shard; the slow viewer's download is a third of it.</summary>
-    private const int StripedRate = 256 * 1024;
+    internal const int StripedRate = 256 * 1024;
 
-    private static string PlanOf(Overlay overlay) => string.Join("; ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id} <- {string.Join(",", n.Parents)} ({n.Budget})"));
+    internal static string PlanOf(Overlay overlay) => string.Join("; ", overlay.Coordinator.Snapshot().Nodes.Select(n => $"{n.Id} <- {string.Join(",", n.Parents)} ({n.Budget})"));
 
     /// <summary>
     /// Four viewers in a striped overlay of four stripes; the last, the only home peer of its
