@@ -52,11 +52,15 @@ internal sealed partial class EvictionPolicy
     /// the peer back: no evidence of its download, <see cref="UplinkFoundShort"/>), each with how
     /// long ago. Under the gate.
     /// </summary>
-    private IEnumerable<(int By, TimeSpan Ago)> FoundSlowByOthers(int id, int parent, long now)
+    private IEnumerable<(int By, TimeSpan Ago)> FoundSlowByOthers(int id, int parent, long now) =>
+        SlowFindings(id, now).Where(f => f.By != parent && !UplinkFoundShort(f.By, now, out _));
+
+    /// <summary>The last two findings of <paramref name="id"/> slow (<see cref="_slowUnder"/>): which parent, and how long ago. Under the gate.</summary>
+    private IEnumerable<(int By, TimeSpan Ago)> SlowFindings(int id, long now)
     {
         if (!_slowUnder.TryGetValue(id, out var found)) yield break;
         foreach (var (at, by) in new[] { (found.At, found.Parent), (found.EarlierAt, found.EarlierParent) })
-            if (by != Planner.None && by != parent && !UplinkFoundShort(by, now, out _)) yield return (by, time.GetElapsedTime(at, now));
+            if (by != Planner.None) yield return (by, time.GetElapsedTime(at, now));
     }
 
     /// <summary>

@@ -98,7 +98,5 @@ internal sealed partial class EvictionPolicy
 
     /// <summary>True when <paramref name="parent"/> found <paramref name="id"/> slow within <paramref name="window"/> (<see cref="_slowUnder"/>). Under the gate.</summary>
     private bool FoundSlowBy(int id, int parent, long now, TimeSpan window) =>
-        _slowUnder.TryGetValue(id, out var found)
-        && ((found.Parent == parent && time.GetElapsedTime(found.At, now) <= window)
-            || (found.EarlierParent == parent && time.GetElapsedTime(found.EarlierAt, now) <= window));
+        SlowFindings(id, now).Any(f => f.By == parent && f.Ago <= window);
 }

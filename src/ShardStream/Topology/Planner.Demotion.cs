@@ -276,8 +276,7 @@ public sealed partial class Planner
                 continue;
             }
 
-            var parent = _forest.Parent(move.Peer, move.Shard);
-            if (!_forest.ParentBefore(move.Peer, move.Shard, out var had) || had != parent)
+            if (Moved(move.Peer, move.Shard, out var parent))
             {
                 result.Add(new Reattachment(move.Peer, move.Shard, parent));
             }

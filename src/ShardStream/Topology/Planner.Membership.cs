@@ -429,6 +429,17 @@ public sealed partial class Planner
     }
 
     /// <summary>
+    /// Whether <paramref name="peer"/>, listed as moved in <paramref name="shard"/>, ends under a
+    /// parent other than the one it had before the operation's first detach of it (the forest's
+    /// journal since <see cref="BeginMoves"/>); <paramref name="parent"/>: the one it ends under.
+    /// </summary>
+    private bool Moved(int peer, int shard, out int parent)
+    {
+        parent = _forest.Parent(peer, shard);
+        return !_forest.ParentBefore(peer, shard, out var before) || before != parent;
+    }
+
+    /// <summary>
     /// One entry per (peer, shard) that changed, with its final parent; evicted peers last. A peer
     /// that the operation took off its parent and put back under it has not changed: a Move to the
     /// parent it has makes it attach there again and close its first link, and whatever that
@@ -443,13 +454,10 @@ public sealed partial class Planner
         {
             if (_forest.IsAlive(move.Peer) && seen.Add(((long)move.Peer * ShardCount) + move.Shard))
             {
-                int parent = _forest.Parent(move.Peer, move.Shard);
-                if (_forest.ParentBefore(move.Peer, move.Shard, out int before) && before == parent)
+                if (Moved(move.Peer, move.Shard, out var parent))
                 {
-                    continue;
+                    result.Add(new Reattachment(move.Peer, move.Shard, parent));
                 }
-
-                result.Add(new Reattachment(move.Peer, move.Shard, parent));
             }
         }
 
